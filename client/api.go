@@ -1,0 +1,42 @@
+package client
+
+import (
+	"errors"
+)
+
+// Sentinel errors returned by the client. Wrapped errors carry detail; test
+// with errors.Is.
+var (
+	// ErrNotFound: the key is absent (Get).
+	ErrNotFound = errors.New("ftkv: key not found")
+	// ErrTooLarge: a key or value is over the limit (key 64 KiB, value 1 MiB).
+	ErrTooLarge = errors.New("ftkv: key or value too large")
+	// ErrUnavailable: the shard has no live copy right now; the operation
+	// was not applied. Returned only once ctx has ended while retrying.
+	ErrUnavailable = errors.New("ftkv: shard unavailable")
+	// ErrClosed: the client was closed.
+	ErrClosed = errors.New("ftkv: client closed")
+)
+
+// ClusterStatus is the coordinator's report, as printed by `status --json`.
+type ClusterStatus struct {
+	Epoch   uint64         `json:"epoch"`
+	Servers []ServerStatus `json:"servers"`
+}
+
+// ServerStatus describes one server in ClusterStatus.
+type ServerStatus struct {
+	ID            int    `json:"id"`
+	Addr          string `json:"addr"`
+	Host          string `json:"host"`
+	PID           int    `json:"pid"`
+	Role          string `json:"role"`  // e.g. "primary(0) secondary(2)"
+	State         string `json:"state"` // serving / degraded / re-seeding / unavailable / down / starting
+	Epoch         uint64 `json:"epoch"` // the view epoch the server last reported
+	Incarnation   uint64 `json:"incarnation"`
+	PrimaryKeys   uint64 `json:"primary_keys"`
+	SecondaryKeys uint64 `json:"secondary_keys"`
+	PrimaryOf     []int  `json:"primary_of"`   // shards this server serves as primary
+	SecondaryOf   []int  `json:"secondary_of"` // shards this server holds a copy of
+	HeartbeatAge  string `json:"heartbeat_age"`
+}

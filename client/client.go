@@ -1,0 +1,468 @@
+package client
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/binary"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"ftkv/hashring"
+	"ftkv/wire"
+)
+
+// DialFunc opens a TCP connection; tests substitute one to put a proxy in the path.
+type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
+
+type options struct {
+	dial    DialFunc
+	log     zerolog.Logger
+	conns   int
+	backoff time.Duration
+}
+
+// Option configures a Client.
+type Option func(*options)
+
+// WithDialer replaces the function used to open every connection
+// (coordinator and servers).
+func WithDialer(d DialFunc) Option { return func(o *options) { o.dial = d } }
+
+// WithLogger routes the client's diagnostics to l (default: discarded).
+func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
+
+// WithConnsPerServer sets how many pipelined connections the client keeps to
+// each server (default 1; requests from all goroutines share them).
+func WithConnsPerServer(n int) Option {
+	return func(o *options) {
+		if n > 0 {
+			o.conns = n
+		}
+	}
+}
+
+// Client talks to an ftkv cluster. It is safe for concurrent use.
+type Client struct {
+	coordAddr string
+	opts      options
+	id        uint64
+
+	view atomic.Pointer[wire.View]
+
+	viewMu sync.Mutex // serialises view refreshes
+
+	mu     sync.Mutex
+	conns  map[string][]*conn
+	rr     uint64
+	coord  *conn
+	closed bool
+
+	seqMu   sync.Mutex
+	nextSeq uint64
+	floor   uint64
+	open    map[uint64]struct{}
+}
+
+// Dial connects to the coordinator at addr, fetches the cluster view and
+// returns a ready client.
+func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
+	o := options{log: zerolog.Nop(), conns: 1, backoff: 5 * time.Millisecond}
+	for _, opt := range opts {
+		opt(&o)
+	}
+	if o.dial == nil {
+		d := &net.Dialer{KeepAlive: 15 * time.Second}
+		o.dial = d.DialContext
+	}
+	var idb [8]byte
+	_, _ = rand.Read(idb[:])
+	c := &Client{
+		coordAddr: addr,
+		opts:      o,
+		id:        binary.BigEndian.Uint64(idb[:]) | 1, // never 0: 0 means "no dedup"
+		conns:     make(map[string][]*conn),
+		nextSeq:   1,
+		floor:     1,
+		open:      make(map[uint64]struct{}),
+	}
+	if err := c.refreshView(ctx, 0); err != nil {
+		c.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// Close closes every connection. Calls in flight fail.
+func (c *Client) Close() error {
+	c.mu.Lock()
+	c.closed = true
+	all := c.conns
+	c.conns = map[string][]*conn{}
+	co := c.coord
+	c.coord = nil
+	c.mu.Unlock()
+	for _, cs := range all {
+		for _, cn := range cs {
+			cn.fail(ErrClosed)
+		}
+	}
+	if co != nil {
+		co.fail(ErrClosed)
+	}
+	return nil
+}
+
+// View returns the cluster view the client currently uses.
+func (c *Client) View() wire.View {
+	if v := c.view.Load(); v != nil {
+		return *v
+	}
+	return wire.View{}
+}
+
+func (c *Client) dialConn(ctx context.Context, addr string) (*conn, error) {
+	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	nc, err := c.opts.dial(dctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetNoDelay(true)
+	}
+	return newConn(nc, addr), nil
+}
+
+func (c *Client) coordConn(ctx context.Context) (*conn, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if c.coord != nil && !c.coord.broken() {
+		cn := c.coord
+		c.mu.Unlock()
+		return cn, nil
+	}
+	c.mu.Unlock()
+	cn, err := c.dialConn(ctx, c.coordAddr)
+	if err != nil {
+		return nil, fmt.Errorf("ftkv: coordinator %s: %w", c.coordAddr, err)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		cn.fail(ErrClosed)
+		return nil, ErrClosed
+	}
+	if c.coord != nil && !c.coord.broken() {
+		cn.fail(ErrClosed)
+		return c.coord, nil
+	}
+	c.coord = cn
+	return cn, nil
+}
+
+func (c *Client) serverConn(ctx context.Context, addr string) (*conn, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	cs := c.conns[addr]
+	live := cs[:0:0]
+	for _, cn := range cs {
+		if !cn.broken() {
+			live = append(live, cn)
+		}
+	}
+	if len(live) >= c.opts.conns {
+		c.rr++
+		cn := live[c.rr%uint64(len(live))]
+		c.mu.Unlock()
+		return cn, nil
+	}
+	c.mu.Unlock()
+	cn, err := c.dialConn(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		cn.fail(ErrClosed)
+		return nil, ErrClosed
+	}
+	fresh := []*conn{cn}
+	for _, old := range c.conns[addr] {
+		if !old.broken() {
+			fresh = append(fresh, old)
+		}
+	}
+	c.conns[addr] = fresh
+	return cn, nil
+}
+
+// refreshView fetches the view from the coordinator unless a view newer
+// than seen has arrived meanwhile.
+func (c *Client) refreshView(ctx context.Context, seen uint64) error {
+	c.viewMu.Lock()
+	defer c.viewMu.Unlock()
+	if v := c.view.Load(); v != nil && v.Epoch > seen {
+		return nil
+	}
+	cn, err := c.coordConn(ctx)
+	if err != nil {
+		return err
+	}
+	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	defer cancel()
+	reply, err := cn.roundTrip(rctx, &wire.Frame{Op: wire.OpView})
+	if err != nil {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		return fmt.Errorf("ftkv: coordinator %s: %w", c.coordAddr, err)
+	}
+	if reply.Status != wire.StatusOK {
+		return fmt.Errorf("ftkv: coordinator %s answered %s", c.coordAddr, reply.Status)
+	}
+	v, err := wire.DecodeView(reply.Value)
+	if err != nil {
+		return fmt.Errorf("ftkv: coordinator %s sent a bad view: %w", c.coordAddr, err)
+	}
+	if len(v.Shards) == 0 {
+		return fmt.Errorf("ftkv: coordinator %s has no cluster view yet", c.coordAddr)
+	}
+	if old := c.view.Load(); old == nil || v.Epoch >= old.Epoch {
+		c.view.Store(&v)
+		c.opts.log.Debug().Uint64("epoch", v.Epoch).Msg("view refreshed")
+	}
+	return nil
+}
+
+// Status asks the coordinator for the cluster status.
+func (c *Client) Status(ctx context.Context) (*ClusterStatus, error) {
+	cn, err := c.coordConn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	reply, err := cn.roundTrip(ctx, &wire.Frame{Op: wire.OpStatus})
+	if err != nil {
+		return nil, fmt.Errorf("ftkv: coordinator %s: %w", c.coordAddr, err)
+	}
+	if reply.Status != wire.StatusOK {
+		return nil, fmt.Errorf("ftkv: coordinator %s answered %s", c.coordAddr, reply.Status)
+	}
+	var st ClusterStatus
+	if err := json.Unmarshal(reply.Value, &st); err != nil {
+		return nil, fmt.Errorf("ftkv: coordinator %s sent a bad status: %w", c.coordAddr, err)
+	}
+	return &st, nil
+}
+
+// beginSeq allocates the sequence number of a write; endSeq retires it once
+// its outcome is known so the servers can forget its deduplication record.
+func (c *Client) beginSeq() uint64 {
+	c.seqMu.Lock()
+	s := c.nextSeq
+	c.nextSeq++
+	c.open[s] = struct{}{}
+	c.seqMu.Unlock()
+	return s
+}
+
+func (c *Client) endSeq(s uint64) {
+	c.seqMu.Lock()
+	delete(c.open, s)
+	if s == c.floor {
+		for c.floor < c.nextSeq {
+			if _, ok := c.open[c.floor]; ok {
+				break
+			}
+			c.floor++
+		}
+	}
+	c.seqMu.Unlock()
+}
+
+func (c *Client) currentFloor() uint64 {
+	c.seqMu.Lock()
+	defer c.seqMu.Unlock()
+	return c.floor
+}
+
+// do sends f to the primary of key's shard, following view changes and
+// retrying broken connections until the outcome is known or ctx ends.
+func (c *Client) do(ctx context.Context, f *wire.Frame) (wire.Frame, error) {
+	if err := wire.CheckLimits(f.Key, f.Value, f.Aux); err != nil {
+		return wire.Frame{}, fmt.Errorf("%w: %v", ErrTooLarge, err)
+	}
+	if f.Op.IsWrite() {
+		f.Client = c.id
+		f.Seq = c.beginSeq()
+		// The seq is retired whatever the outcome: it is never sent again,
+		// so the servers may forget its dedup record.
+		defer func(s uint64) { c.endSeq(s) }(f.Seq)
+	}
+	backoff := c.opts.backoff
+	var lastErr error
+	for attempt := 0; ; attempt++ {
+		if attempt > 0 {
+			t := time.NewTimer(backoff)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return wire.Frame{}, c.ctxErr(ctx, lastErr)
+			case <-t.C:
+			}
+			if backoff < 200*time.Millisecond {
+				backoff *= 2
+			}
+		}
+		if ctx.Err() != nil {
+			return wire.Frame{}, c.ctxErr(ctx, lastErr)
+		}
+		v := c.view.Load()
+		if v == nil {
+			if lastErr = c.refreshView(ctx, 0); lastErr != nil {
+				continue
+			}
+			v = c.view.Load()
+		}
+		shard := hashring.New(len(v.Shards)).ShardBytes(f.Key)
+		owner := v.Owner(shard)
+		if owner == nil || owner.Addr == "" {
+			lastErr = fmt.Errorf("%w: shard %d has no server at epoch %d", ErrUnavailable, shard, v.Epoch)
+			_ = c.refreshView(ctx, v.Epoch)
+			continue
+		}
+		cn, err := c.serverConn(ctx, owner.Addr)
+		if err != nil {
+			if errors.Is(err, ErrClosed) {
+				return wire.Frame{}, ErrClosed
+			}
+			lastErr = fmt.Errorf("server %s: %w", owner.Addr, err)
+			_ = c.refreshView(ctx, v.Epoch)
+			continue
+		}
+		f.Epoch = v.Epoch
+		if f.Op.IsWrite() {
+			f.Floor = c.currentFloor()
+		}
+		reply, err := cn.roundTrip(ctx, f)
+		if err != nil {
+			if errors.Is(err, ErrClosed) {
+				return wire.Frame{}, ErrClosed
+			}
+			lastErr = err
+			_ = c.refreshView(ctx, v.Epoch)
+			continue
+		}
+		switch reply.Status {
+		case wire.StatusWrongServer, wire.StatusStaleEpoch:
+			lastErr = fmt.Errorf("server %s: %s at epoch %d", owner.Addr, reply.Status, reply.Epoch)
+			if err := c.refreshView(ctx, v.Epoch); err == nil && attempt < 2 {
+				backoff = c.opts.backoff / 2
+			}
+			continue
+		case wire.StatusUnavailable:
+			lastErr = fmt.Errorf("%w: shard %d", ErrUnavailable, shard)
+			_ = c.refreshView(ctx, v.Epoch)
+			continue
+		case wire.StatusTooLarge:
+			return reply, fmt.Errorf("%w: %s", ErrTooLarge, reply.Value)
+		case wire.StatusBadRequest, wire.StatusError:
+			return reply, fmt.Errorf("ftkv: server %s: %s: %s", owner.Addr, reply.Status, reply.Value)
+		}
+		return reply, nil
+	}
+}
+
+func (c *Client) ctxErr(ctx context.Context, last error) error {
+	if last != nil {
+		return fmt.Errorf("%w (last error: %v)", ctx.Err(), last)
+	}
+	return ctx.Err()
+}
+
+// Get returns the value of key, or an error wrapping ErrNotFound.
+func (c *Client) Get(ctx context.Context, key string) ([]byte, error) {
+	r, err := c.do(ctx, &wire.Frame{Op: wire.OpGet, Key: []byte(key)})
+	if err != nil {
+		return nil, err
+	}
+	if r.Status == wire.StatusNotFound {
+		return nil, ErrNotFound
+	}
+	if r.Status != wire.StatusOK {
+		return nil, fmt.Errorf("ftkv: get: unexpected %s", r.Status)
+	}
+	return r.Value, nil
+}
+
+// Put sets key to value. It returns once both copies hold the value.
+func (c *Client) Put(ctx context.Context, key string, value []byte) error {
+	return c.write(ctx, &wire.Frame{Op: wire.OpPut, Key: []byte(key), Value: value})
+}
+
+// Delete removes key (deleting an absent key succeeds).
+func (c *Client) Delete(ctx context.Context, key string) error {
+	return c.write(ctx, &wire.Frame{Op: wire.OpDelete, Key: []byte(key)})
+}
+
+// Append appends value to key's value, creating the key if absent.
+func (c *Client) Append(ctx context.Context, key string, value []byte) error {
+	return c.write(ctx, &wire.Frame{Op: wire.OpAppend, Key: []byte(key), Value: value})
+}
+
+func (c *Client) write(ctx context.Context, f *wire.Frame) error {
+	r, err := c.do(ctx, f)
+	if err != nil {
+		return err
+	}
+	if r.Status != wire.StatusOK {
+		return fmt.Errorf("ftkv: %s: unexpected %s", f.Op, r.Status)
+	}
+	return nil
+}
+
+// CompareAndSwap sets key to new only if its value is old (old == nil: only
+// if the key is absent). It reports whether the swap happened.
+func (c *Client) CompareAndSwap(ctx context.Context, key string, old, new []byte) (bool, error) {
+	swapped, _, err := c.CompareAndSwapCurrent(ctx, key, old, new)
+	return swapped, err
+}
+
+// CompareAndSwapCurrent is CompareAndSwap that also returns, on a mismatch,
+// the current value (nil when the key is absent).
+func (c *Client) CompareAndSwapCurrent(ctx context.Context, key string, old, new []byte) (bool, []byte, error) {
+	f := &wire.Frame{Op: wire.OpCAS, Key: []byte(key), Value: new, Aux: old}
+	if old != nil {
+		f.Flags |= wire.FlagOldPresent
+	}
+	r, err := c.do(ctx, f)
+	if err != nil {
+		return false, nil, err
+	}
+	switch r.Status {
+	case wire.StatusOK:
+		return true, nil, nil
+	case wire.StatusMismatch:
+		if r.Flags&wire.FlagOldPresent == 0 {
+			return false, nil, nil
+		}
+		if r.Value == nil {
+			return false, []byte{}, nil
+		}
+		return false, r.Value, nil
+	}
+	return false, nil, fmt.Errorf("ftkv: cas: unexpected %s", r.Status)
+}

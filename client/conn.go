@@ -1,0 +1,169 @@
+package client
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+
+	"ftkv/wire"
+)
+
+// errConnBroken marks a request whose connection failed before an answer
+// arrived: the outcome is unknown and the request must be retried with the
+// same sequence number.
+var errConnBroken = errors.New("connection broken")
+
+// call is one request waiting for its answer.
+type call struct {
+	done  chan struct{}
+	reply wire.Frame
+	err   error
+}
+
+// conn is one pipelined connection: many goroutines append frames to wbuf,
+// one writer goroutine flushes them in batches, one reader goroutine routes
+// answers to their callers by request id.
+type conn struct {
+	nc   net.Conn
+	addr string
+
+	mu      sync.Mutex
+	wbuf    []byte
+	pending map[uint64]*call
+	nextID  uint64
+	err     error // set once the connection has failed
+	kick    chan struct{}
+	closed  chan struct{}
+}
+
+func newConn(nc net.Conn, addr string) *conn {
+	c := &conn{
+		nc:      nc,
+		addr:    addr,
+		pending: make(map[uint64]*call),
+		kick:    make(chan struct{}, 1),
+		closed:  make(chan struct{}),
+	}
+	go c.writeLoop()
+	go c.readLoop()
+	return c
+}
+
+// roundTrip sends f (its ID is assigned here) and waits for the answer.
+func (c *conn) roundTrip(ctx context.Context, f *wire.Frame) (wire.Frame, error) {
+	cl := &call{done: make(chan struct{})}
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return wire.Frame{}, err
+	}
+	c.nextID++
+	f.ID = c.nextID
+	c.pending[f.ID] = cl
+	c.wbuf = wire.Append(c.wbuf, f)
+	c.mu.Unlock()
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+	select {
+	case <-cl.done:
+		return cl.reply, cl.err
+	case <-ctx.Done():
+		c.mu.Lock()
+		delete(c.pending, f.ID)
+		c.mu.Unlock()
+		return wire.Frame{}, ctx.Err()
+	}
+}
+
+func (c *conn) writeLoop() {
+	var buf []byte
+	for {
+		select {
+		case <-c.kick:
+		case <-c.closed:
+			return
+		}
+		c.mu.Lock()
+		buf, c.wbuf = c.wbuf, buf[:0]
+		c.mu.Unlock()
+		if len(buf) == 0 {
+			continue
+		}
+		if _, err := c.nc.Write(buf); err != nil {
+			c.fail(fmt.Errorf("%w: write to %s: %v", errConnBroken, c.addr, err))
+			return
+		}
+		if cap(buf) > 1<<20 {
+			buf = nil // do not pin a huge buffer after one large value
+		}
+	}
+}
+
+func (c *conn) readLoop() {
+	r := bufio.NewReaderSize(c.nc, 64<<10)
+	var hdr [4]byte
+	for {
+		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+			c.fail(fmt.Errorf("%w: read from %s: %v", errConnBroken, c.addr, err))
+			return
+		}
+		n := wire.FrameLen(hdr[:])
+		if n-4 > wire.MaxFrame || n < wire.HeaderSize {
+			c.fail(fmt.Errorf("%w: bad frame length %d from %s", errConnBroken, n, c.addr))
+			return
+		}
+		// Each answer gets its own buffer: values returned to callers
+		// alias it, so it must never be reused.
+		buf := make([]byte, n)
+		copy(buf, hdr[:])
+		if _, err := io.ReadFull(r, buf[4:]); err != nil {
+			c.fail(fmt.Errorf("%w: read from %s: %v", errConnBroken, c.addr, err))
+			return
+		}
+		f, _, err := wire.Decode(buf, 0)
+		if err != nil {
+			c.fail(fmt.Errorf("%w: from %s: %v", errConnBroken, c.addr, err))
+			return
+		}
+		c.mu.Lock()
+		cl := c.pending[f.ID]
+		delete(c.pending, f.ID)
+		c.mu.Unlock()
+		if cl != nil {
+			cl.reply = f
+			close(cl.done)
+		}
+	}
+}
+
+// fail marks the connection broken and fails every waiting call.
+func (c *conn) fail(err error) {
+	c.mu.Lock()
+	if c.err != nil {
+		c.mu.Unlock()
+		return
+	}
+	c.err = err
+	pending := c.pending
+	c.pending = nil
+	close(c.closed)
+	c.mu.Unlock()
+	_ = c.nc.Close()
+	for _, cl := range pending {
+		cl.err = err
+		close(cl.done)
+	}
+}
+
+func (c *conn) broken() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err != nil
+}

@@ -1,0 +1,249 @@
+package wire
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Version is the protocol version carried in every frame. A peer that sees
+// another version refuses the frame with StatusBadRequest.
+const Version = 1
+
+// HeaderSize is the fixed size of every frame's header, length prefix included.
+const HeaderSize = 60
+
+// Default limits (SPEC §4.8). They are enforced by servers on requests and by
+// the client before sending; MaxFrame bounds what a decoder will ever buffer.
+const (
+	MaxKey   = 64 << 10 // 64 KiB
+	MaxValue = 1 << 20  // 1 MiB
+	// MaxFrame is the largest frame body (everything after the length prefix)
+	// a decoder accepts: one maximal key plus two maximal values plus the
+	// header, rounded up. Anything larger is refused before allocating.
+	MaxFrame = 4 << 20
+)
+
+// Op says what a frame asks for or answers.
+type Op uint8
+
+// Operations. Client operations answer with the same Op and a Status.
+const (
+	OpInvalid Op = iota
+	OpGet        // Key -> Value
+	OpPut        // Key, Value
+	OpDelete     // Key
+	OpCAS        // Key, Aux = old (FlagOldPresent), Value = new
+	OpAppend     // Key, Value
+	OpView       // client/server -> coordinator: ask for the view; answer Value = EncodeView
+	OpStatus     // client -> coordinator: answer Value = JSON status document
+	OpHeartbeat  // server -> coordinator: Client = server id, Value = EncodeHeartbeat
+	OpSetView    // coordinator -> server: Value = EncodeView; answer once applied
+	OpReplHello  // primary -> secondary: opens a replication link at Epoch
+	OpRepl       // primary -> secondary: one replicated write (Seq = log index)
+	OpReplAck    // secondary -> primary: Seq = highest applied log index
+	OpShutdown   // coordinator -> server: dump tables and exit; answer after the dump
+	OpHello      // control link authentication: Value = cluster secret
+	opMax
+)
+
+var opNames = [...]string{"INVALID", "GET", "PUT", "DELETE", "CAS", "APPEND", "VIEW", "STATUS",
+	"HEARTBEAT", "SETVIEW", "REPLHELLO", "REPL", "REPLACK", "SHUTDOWN", "HELLO"}
+
+func (o Op) String() string {
+	if int(o) < len(opNames) {
+		return opNames[o]
+	}
+	return fmt.Sprintf("OP(%d)", uint8(o))
+}
+
+// IsWrite reports whether o changes a key.
+func (o Op) IsWrite() bool { return o == OpPut || o == OpDelete || o == OpCAS || o == OpAppend }
+
+// Status is the outcome carried by an answer frame.
+type Status uint8
+
+// Statuses. Requests carry StatusOK (0).
+const (
+	StatusOK          Status = iota
+	StatusNotFound           // key absent
+	StatusMismatch           // CAS: current value differs; Value = current (FlagOldPresent if present)
+	StatusWrongServer        // this server does not own the key at Epoch; Epoch = server's current epoch
+	StatusStaleEpoch         // request's epoch is older/newer than the server's; Epoch = current
+	StatusUnavailable        // the shard has no live copy or is frozen; retry later
+	StatusTooLarge           // key or value over the limit
+	StatusBadRequest         // malformed or unauthenticated frame
+	StatusError              // internal error; Value = message
+	statusMax
+)
+
+var statusNames = [...]string{"OK", "NOT_FOUND", "MISMATCH", "WRONG_SERVER", "STALE_EPOCH",
+	"UNAVAILABLE", "TOO_LARGE", "BAD_REQUEST", "ERROR"}
+
+func (s Status) String() string {
+	if int(s) < len(statusNames) {
+		return statusNames[s]
+	}
+	return fmt.Sprintf("STATUS(%d)", uint8(s))
+}
+
+// Flags.
+const (
+	// FlagOldPresent: for OpCAS requests, Aux holds the expected old value
+	// (absent means "only if the key is absent"); for MISMATCH answers, Value
+	// holds the current value (absent means the key is absent).
+	FlagOldPresent uint8 = 1 << 0
+	// FlagDelete: for OpRepl, the write deletes the key.
+	FlagDelete uint8 = 1 << 1
+	// FlagNoop: for OpRepl, the entry changes no key (it only carries a
+	// deduplication record, e.g. a CAS that did not match).
+	FlagNoop uint8 = 1 << 2
+	// FlagSecondary: for OpRepl, the write goes to the receiver's secondary
+	// table (always set today; reserved so re-seeding can target primaries).
+	FlagSecondary uint8 = 1 << 3
+)
+
+// Frame is one decoded message. Byte slices alias the decoded buffer: copy
+// what must outlive it.
+//
+// Layout (all integers big-endian):
+//
+//	off size field
+//	0   4    Length: bytes after this field (HeaderSize-4+len(Key)+len(Value)+len(Aux))
+//	4   1    Version
+//	5   1    Op
+//	6   1    Status
+//	7   1    Flags
+//	8   8    ID      request id, echoed by the answer
+//	16  8    Epoch   view epoch the sender believes in
+//	24  8    Client  client id (dedup) / server id (heartbeat)
+//	32  8    Seq     client sequence number / replication log index
+//	40  8    Floor   client: every seq below Floor has been answered
+//	48  4    len(Key)
+//	52  4    len(Value)
+//	56  4    len(Aux)
+//	60  ...  Key, Value, Aux
+type Frame struct {
+	Op     Op
+	Status Status
+	Flags  uint8
+	ID     uint64
+	Epoch  uint64
+	Client uint64
+	Seq    uint64
+	Floor  uint64
+	Key    []byte
+	Value  []byte
+	Aux    []byte
+}
+
+// Size is the encoded size of f.
+func (f *Frame) Size() int { return HeaderSize + len(f.Key) + len(f.Value) + len(f.Aux) }
+
+// Append appends the encoding of f to dst and returns the extended slice.
+func Append(dst []byte, f *Frame) []byte {
+	n := f.Size()
+	var h [HeaderSize]byte
+	binary.BigEndian.PutUint32(h[0:], uint32(n-4))
+	h[4] = Version
+	h[5] = byte(f.Op)
+	h[6] = byte(f.Status)
+	h[7] = f.Flags
+	binary.BigEndian.PutUint64(h[8:], f.ID)
+	binary.BigEndian.PutUint64(h[16:], f.Epoch)
+	binary.BigEndian.PutUint64(h[24:], f.Client)
+	binary.BigEndian.PutUint64(h[32:], f.Seq)
+	binary.BigEndian.PutUint64(h[40:], f.Floor)
+	binary.BigEndian.PutUint32(h[48:], uint32(len(f.Key)))
+	binary.BigEndian.PutUint32(h[52:], uint32(len(f.Value)))
+	binary.BigEndian.PutUint32(h[56:], uint32(len(f.Aux)))
+	dst = append(dst, h[:]...)
+	dst = append(dst, f.Key...)
+	dst = append(dst, f.Value...)
+	return append(dst, f.Aux...)
+}
+
+// Decode parses one frame from the start of buf. It returns the number of
+// bytes consumed; n == 0 with a nil error means buf holds an incomplete frame
+// and more bytes are needed. A frame whose length exceeds max (MaxFrame when
+// max <= 0) is refused with ErrTooLarge as soon as its length prefix is read,
+// before anything is allocated. Decoded slices alias buf.
+func Decode(buf []byte, max int) (f Frame, n int, err error) {
+	if max <= 0 {
+		max = MaxFrame
+	}
+	if len(buf) < 4 {
+		return f, 0, nil
+	}
+	length := binary.BigEndian.Uint32(buf)
+	if uint64(length) > uint64(max) {
+		return f, 0, fmt.Errorf("%w: frame of %d bytes, limit %d", ErrTooLarge, length, max)
+	}
+	if length < HeaderSize-4 {
+		return f, 0, fmt.Errorf("%w: frame length %d shorter than header", ErrMalformed, length)
+	}
+	if len(buf) < HeaderSize {
+		// Validate what we can early so garbage is refused without waiting.
+		if len(buf) > 4 && buf[4] != Version {
+			return f, 0, fmt.Errorf("%w: version %d", ErrVersion, buf[4])
+		}
+		return f, 0, nil
+	}
+	if buf[4] != Version {
+		return f, 0, fmt.Errorf("%w: version %d", ErrVersion, buf[4])
+	}
+	kl := uint64(binary.BigEndian.Uint32(buf[48:]))
+	vl := uint64(binary.BigEndian.Uint32(buf[52:]))
+	al := uint64(binary.BigEndian.Uint32(buf[56:]))
+	if HeaderSize-4+kl+vl+al != uint64(length) {
+		return f, 0, fmt.Errorf("%w: field lengths %d+%d+%d do not add up to frame length %d", ErrMalformed, kl, vl, al, length)
+	}
+	total := int(length) + 4
+	if len(buf) < total {
+		return f, 0, nil
+	}
+	f.Op = Op(buf[5])
+	f.Status = Status(buf[6])
+	f.Flags = buf[7]
+	f.ID = binary.BigEndian.Uint64(buf[8:])
+	f.Epoch = binary.BigEndian.Uint64(buf[16:])
+	f.Client = binary.BigEndian.Uint64(buf[24:])
+	f.Seq = binary.BigEndian.Uint64(buf[32:])
+	f.Floor = binary.BigEndian.Uint64(buf[40:])
+	off := uint64(HeaderSize)
+	f.Key = buf[off : off+kl : off+kl]
+	off += kl
+	f.Value = buf[off : off+vl : off+vl]
+	off += vl
+	f.Aux = buf[off : off+al : off+al]
+	if f.Op == OpInvalid || f.Op >= opMax {
+		return f, total, fmt.Errorf("%w: unknown op %d", ErrMalformed, uint8(f.Op))
+	}
+	if f.Status >= statusMax {
+		return f, total, fmt.Errorf("%w: unknown status %d", ErrMalformed, uint8(f.Status))
+	}
+	return f, total, nil
+}
+
+// FrameLen reports the total length (prefix included) of the frame starting
+// at buf, or 0 when fewer than 4 bytes are available.
+func FrameLen(buf []byte) int {
+	if len(buf) < 4 {
+		return 0
+	}
+	return int(binary.BigEndian.Uint32(buf)) + 4
+}
+
+// CheckLimits reports ErrTooLarge when a request's key or values exceed the
+// default limits.
+func CheckLimits(key, value, aux []byte) error {
+	if len(key) > MaxKey {
+		return fmt.Errorf("%w: key of %d bytes, limit %d", ErrTooLarge, len(key), MaxKey)
+	}
+	if len(value) > MaxValue {
+		return fmt.Errorf("%w: value of %d bytes, limit %d", ErrTooLarge, len(value), MaxValue)
+	}
+	if len(aux) > MaxValue {
+		return fmt.Errorf("%w: value of %d bytes, limit %d", ErrTooLarge, len(aux), MaxValue)
+	}
+	return nil
+}

@@ -1,0 +1,236 @@
+package wire
+
+import (
+	"encoding/binary"
+	"fmt"
+)
+
+// Server states as published in a view.
+const (
+	StateStarting    uint8 = iota // spawned, not yet part of the view
+	StateServing                  // serving its roles
+	StateDown                     // missed heartbeats / dead
+	StateReseeding                // respawned, being re-seeded
+	StateUnavailable              // a shard it owns has no live copy
+)
+
+var stateNames = [...]string{"starting", "serving", "down", "re-seeding", "unavailable"}
+
+// StateName is the lower-case name of a server state used by status output.
+func StateName(s uint8) string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("state(%d)", s)
+}
+
+// Member is one server in a view.
+type Member struct {
+	ID          uint32
+	Incarnation uint64
+	State       uint8
+	PID         uint32
+	Host        string // config host ("localhost" or an ssh destination)
+	Addr        string // client address host:port
+	PeerAddr    string // replication address host:port
+	CtlAddr     string // coordinator control address host:port
+}
+
+// Placement names the servers (indexes into View.Servers) that hold a shard;
+// -1 means none.
+type Placement struct {
+	Primary   int32
+	Secondary int32
+}
+
+// View is the cluster map at one epoch.
+type View struct {
+	Epoch   uint64
+	Servers []Member
+	Shards  []Placement
+}
+
+// Owner returns the member serving shard s as primary, or nil.
+func (v *View) Owner(s int) *Member {
+	if s < 0 || s >= len(v.Shards) {
+		return nil
+	}
+	p := v.Shards[s].Primary
+	if p < 0 || int(p) >= len(v.Servers) {
+		return nil
+	}
+	return &v.Servers[p]
+}
+
+// AppendView appends the binary encoding of v to dst.
+func AppendView(dst []byte, v *View) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, v.Epoch)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(v.Servers)))
+	for i := range v.Servers {
+		m := &v.Servers[i]
+		dst = binary.BigEndian.AppendUint32(dst, m.ID)
+		dst = binary.BigEndian.AppendUint64(dst, m.Incarnation)
+		dst = append(dst, m.State)
+		dst = binary.BigEndian.AppendUint32(dst, m.PID)
+		dst = appendStr(dst, m.Host)
+		dst = appendStr(dst, m.Addr)
+		dst = appendStr(dst, m.PeerAddr)
+		dst = appendStr(dst, m.CtlAddr)
+	}
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(v.Shards)))
+	for _, p := range v.Shards {
+		dst = binary.BigEndian.AppendUint32(dst, uint32(p.Primary))
+		dst = binary.BigEndian.AppendUint32(dst, uint32(p.Secondary))
+	}
+	return dst
+}
+
+// maxMembers bounds decoded view sizes so garbage cannot allocate much.
+const maxMembers = 4096
+
+// DecodeView parses a view produced by AppendView. Strings are copied.
+func DecodeView(b []byte) (View, error) {
+	var v View
+	r := reader{b: b}
+	v.Epoch = r.u64()
+	n := r.u32()
+	if n > maxMembers {
+		return v, fmt.Errorf("%w: view with %d servers", ErrMalformed, n)
+	}
+	v.Servers = make([]Member, 0, n)
+	for i := uint32(0); i < n && r.err == nil; i++ {
+		var m Member
+		m.ID = r.u32()
+		m.Incarnation = r.u64()
+		m.State = r.u8()
+		m.PID = r.u32()
+		m.Host = r.str()
+		m.Addr = r.str()
+		m.PeerAddr = r.str()
+		m.CtlAddr = r.str()
+		v.Servers = append(v.Servers, m)
+	}
+	ns := r.u32()
+	if ns > maxMembers {
+		return v, fmt.Errorf("%w: view with %d shards", ErrMalformed, ns)
+	}
+	v.Shards = make([]Placement, 0, ns)
+	for i := uint32(0); i < ns && r.err == nil; i++ {
+		p := Placement{Primary: int32(r.u32()), Secondary: int32(r.u32())}
+		if p.Primary >= int32(n) || p.Secondary >= int32(n) || p.Primary < -1 || p.Secondary < -1 {
+			return v, fmt.Errorf("%w: shard %d placed on unknown server", ErrMalformed, i)
+		}
+		v.Shards = append(v.Shards, p)
+	}
+	if r.err == nil && len(r.b) != 0 {
+		r.err = fmt.Errorf("%w: %d trailing bytes in view", ErrMalformed, len(r.b))
+	}
+	return v, r.err
+}
+
+// Heartbeat is what a server reports to the coordinator.
+type Heartbeat struct {
+	ID            uint32
+	Incarnation   uint64
+	PID           uint32
+	Epoch         uint64 // the view epoch the server has applied
+	PrimaryKeys   uint64
+	SecondaryKeys uint64
+	Addr          string
+	PeerAddr      string
+	CtlAddr       string
+}
+
+// AppendHeartbeat appends the encoding of h to dst.
+func AppendHeartbeat(dst []byte, h *Heartbeat) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, h.ID)
+	dst = binary.BigEndian.AppendUint64(dst, h.Incarnation)
+	dst = binary.BigEndian.AppendUint32(dst, h.PID)
+	dst = binary.BigEndian.AppendUint64(dst, h.Epoch)
+	dst = binary.BigEndian.AppendUint64(dst, h.PrimaryKeys)
+	dst = binary.BigEndian.AppendUint64(dst, h.SecondaryKeys)
+	dst = appendStr(dst, h.Addr)
+	dst = appendStr(dst, h.PeerAddr)
+	return appendStr(dst, h.CtlAddr)
+}
+
+// DecodeHeartbeat parses a heartbeat produced by AppendHeartbeat.
+func DecodeHeartbeat(b []byte) (Heartbeat, error) {
+	var h Heartbeat
+	r := reader{b: b}
+	h.ID = r.u32()
+	h.Incarnation = r.u64()
+	h.PID = r.u32()
+	h.Epoch = r.u64()
+	h.PrimaryKeys = r.u64()
+	h.SecondaryKeys = r.u64()
+	h.Addr = r.str()
+	h.PeerAddr = r.str()
+	h.CtlAddr = r.str()
+	if r.err == nil && len(r.b) != 0 {
+		r.err = fmt.Errorf("%w: %d trailing bytes in heartbeat", ErrMalformed, len(r.b))
+	}
+	return h, r.err
+}
+
+func appendStr(dst []byte, s string) []byte {
+	dst = binary.BigEndian.AppendUint16(dst, uint16(len(s)))
+	return append(dst, s...)
+}
+
+type reader struct {
+	b   []byte
+	err error
+}
+
+func (r *reader) need(n int) bool {
+	if r.err != nil {
+		return false
+	}
+	if len(r.b) < n {
+		r.err = fmt.Errorf("%w: truncated", ErrMalformed)
+		return false
+	}
+	return true
+}
+
+func (r *reader) u8() uint8 {
+	if !r.need(1) {
+		return 0
+	}
+	v := r.b[0]
+	r.b = r.b[1:]
+	return v
+}
+
+func (r *reader) u32() uint32 {
+	if !r.need(4) {
+		return 0
+	}
+	v := binary.BigEndian.Uint32(r.b)
+	r.b = r.b[4:]
+	return v
+}
+
+func (r *reader) u64() uint64 {
+	if !r.need(8) {
+		return 0
+	}
+	v := binary.BigEndian.Uint64(r.b)
+	r.b = r.b[8:]
+	return v
+}
+
+func (r *reader) str() string {
+	if !r.need(2) {
+		return ""
+	}
+	n := int(binary.BigEndian.Uint16(r.b))
+	r.b = r.b[2:]
+	if !r.need(n) {
+		return ""
+	}
+	s := string(r.b[:n])
+	r.b = r.b[n:]
+	return s
+}
