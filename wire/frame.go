@@ -28,21 +28,21 @@ type Op uint8
 
 // Operations. Client operations answer with the same Op and a Status.
 const (
-	OpInvalid Op = iota
-	OpGet        // Key -> Value
-	OpPut        // Key, Value
-	OpDelete     // Key
-	OpCAS        // Key, Aux = old (FlagOldPresent), Value = new
-	OpAppend     // Key, Value
-	OpView       // client/server -> coordinator: ask for the view; answer Value = EncodeView
-	OpStatus     // client -> coordinator: answer Value = JSON status document
-	OpHeartbeat  // server -> coordinator: Client = server id, Value = EncodeHeartbeat
-	OpSetView    // coordinator -> server: Value = EncodeView; answer once applied
-	OpReplHello  // primary -> secondary: opens a replication link at Epoch
-	OpRepl       // primary -> secondary: one replicated write (Seq = log index)
-	OpReplAck    // secondary -> primary: Seq = highest applied log index
-	OpShutdown   // coordinator -> server: dump tables and exit; answer after the dump
-	OpHello      // control link authentication: Value = cluster secret
+	OpInvalid   Op = iota
+	OpGet          // Key -> Value
+	OpPut          // Key, Value
+	OpDelete       // Key
+	OpCAS          // Key, Aux = old (FlagOldPresent), Value = new
+	OpAppend       // Key, Value
+	OpView         // client/server -> coordinator: ask for the view; answer Value = EncodeView
+	OpStatus       // client -> coordinator: answer Value = JSON status document
+	OpHeartbeat    // server -> coordinator: Client = server id, Value = EncodeHeartbeat
+	OpSetView      // coordinator -> server: Value = EncodeView; answer once applied
+	OpReplHello    // primary -> secondary: opens a replication link at Epoch
+	OpRepl         // primary -> secondary: one replicated write (Seq = log index)
+	OpReplAck      // secondary -> primary: Seq = highest applied log index
+	OpShutdown     // coordinator -> server: dump tables and exit; answer after the dump
+	OpHello        // control link authentication: Value = cluster secret
 	opMax
 )
 
