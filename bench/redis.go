@@ -1,0 +1,161 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"net"
+	"time"
+)
+
+// Redis returns the target of a Redis server at addr ("host:port"). Each
+// requester is one TCP connection; a batch of P operations is pipelined the
+// way redis-benchmark -P does it: P commands written at once, then P replies
+// read, each op's latency taken when its reply has been parsed.
+func Redis(addr string) Target { return &redisTarget{addr: addr} }
+
+// RedisError is an error reply ("-ERR …") of the server.
+type RedisError string
+
+func (e RedisError) Error() string { return "redis: " + string(e) }
+
+type redisTarget struct{ addr string }
+
+func (t *redisTarget) Name() string { return "redis" }
+func (t *redisTarget) Addr() string { return t.addr }
+
+func (t *redisTarget) NewRequester(ctx context.Context) (Requester, error) {
+	d := net.Dialer{Timeout: 5 * time.Second, KeepAlive: 15 * time.Second}
+	nc, err := d.DialContext(ctx, "tcp", t.addr)
+	if err != nil {
+		return nil, fmt.Errorf("redis %s: %w", t.addr, err)
+	}
+	r := newRedisRequester(nc)
+	if err := r.ping(ctx); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("redis %s: %w", t.addr, err)
+	}
+	return r, nil
+}
+
+type redisRequester struct {
+	nc      net.Conn
+	watched context.Context // the ctx whose cancellation unblocks nc
+	unwatch func() bool
+	wbuf []byte
+	rbuf []byte // rbuf[rpos:rend] holds bytes read but not parsed yet
+	rpos int
+	rend int
+}
+
+func newRedisRequester(nc net.Conn) *redisRequester {
+	return &redisRequester{nc: nc, rbuf: make([]byte, 16<<10)}
+}
+
+// ping checks the peer speaks RESP and accepts commands (no AUTH needed).
+func (r *redisRequester) ping(ctx context.Context) error {
+	if d, ok := ctx.Deadline(); ok {
+		_ = r.nc.SetDeadline(d)
+	}
+	if _, err := r.nc.Write(AppendCommand(r.wbuf[:0], cmdPing)); err != nil {
+		return err
+	}
+	rep, err := r.next()
+	if err != nil {
+		return err
+	}
+	if rep.Type == '-' {
+		return RedisError(rep.Str)
+	}
+	if rep.Type != '+' || !bytes.Equal(rep.Str, []byte("PONG")) {
+		return fmt.Errorf("%w: PING answered %q", ErrProtocol, rep.Str)
+	}
+	_ = r.nc.SetDeadline(time.Time{}) // the dial ctx's deadline is not the batches'
+	return nil
+}
+
+// setDeadline applies ctx's deadline to the connection and makes ctx's
+// cancellation interrupt blocked reads and writes. The loop keeps one ctx
+// across batches, so the watch is set up once per ctx, not per batch.
+func (r *redisRequester) setDeadline(ctx context.Context) {
+	if d, ok := ctx.Deadline(); ok {
+		_ = r.nc.SetDeadline(d)
+	}
+	if ctx == r.watched {
+		return
+	}
+	if r.unwatch != nil {
+		r.unwatch()
+	}
+	r.watched = ctx
+	nc := r.nc
+	r.unwatch = context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+}
+
+// Do sends the batch as one pipelined write and reads its replies.
+func (r *redisRequester) Do(ctx context.Context, batch []Op) error {
+	r.setDeadline(ctx)
+	r.wbuf = r.wbuf[:0]
+	for i := range batch {
+		r.wbuf = appendOp(r.wbuf, &batch[i])
+	}
+	start := time.Now()
+	if _, err := r.nc.Write(r.wbuf); err != nil {
+		return err
+	}
+	for i := range batch {
+		op := &batch[i]
+		rep, err := r.next()
+		if err != nil {
+			return err
+		}
+		op.Latency = time.Since(start)
+		op.Done = true
+		switch {
+		case rep.Type == '-':
+			op.Err = RedisError(rep.Str)
+		case op.Kind == Get && rep.Type == '$':
+			op.Miss = rep.Nil
+		case op.Kind == Put && rep.Type == '+':
+		default:
+			op.Err = fmt.Errorf("%w: %s answered with type %q", ErrProtocol, op.Kind, rep.Type)
+		}
+	}
+	return nil
+}
+
+// next returns the next reply, reading as much as needed. The reply aliases
+// the read buffer until the next call.
+func (r *redisRequester) next() (Reply, error) {
+	for {
+		rep, n, err := ParseReply(r.rbuf[r.rpos:r.rend])
+		if err != nil {
+			return Reply{}, err
+		}
+		if n > 0 {
+			r.rpos += n
+			return rep, nil
+		}
+		// Need more: make room at the end, moving the partial reply down
+		// or growing the buffer for a reply larger than it.
+		if r.rpos > 0 {
+			r.rend = copy(r.rbuf, r.rbuf[r.rpos:r.rend])
+			r.rpos = 0
+		}
+		if r.rend == len(r.rbuf) {
+			r.rbuf = append(r.rbuf, make([]byte, len(r.rbuf))...)
+		}
+		m, err := r.nc.Read(r.rbuf[r.rend:])
+		r.rend += m
+		if err != nil && m == 0 {
+			return Reply{}, fmt.Errorf("reading reply: %w", err)
+		}
+	}
+}
+
+func (r *redisRequester) Close() error {
+	if r.unwatch != nil {
+		r.unwatch()
+	}
+	return r.nc.Close()
+}

@@ -1,0 +1,71 @@
+// Command server is one ftkv storage server. The coordinator starts it;
+// running it by hand is only useful for debugging.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/rs/zerolog"
+
+	"ftkv/server"
+)
+
+func main() {
+	fs := flag.NewFlagSet("server", flag.ContinueOnError)
+	var cfg server.Config
+	var id uint
+	var logFile, level string
+	fs.UintVar(&id, "id", 0, "server id (its line in the config, from 0)")
+	fs.Uint64Var(&cfg.Incarnation, "inc", 1, "incarnation number")
+	fs.StringVar(&cfg.CoordAddr, "coord", "", "coordinator servers address host:port (required)")
+	fs.StringVar(&cfg.BindHost, "bind", "127.0.0.1", "address to listen on")
+	fs.StringVar(&cfg.AdvertiseHost, "advertise", "", "address to advertise (default: -bind)")
+	fs.IntVar(&cfg.ClientPort, "client-port", 0, "client port (0 = any free port)")
+	fs.IntVar(&cfg.PeerPort, "peer-port", 0, "replication port (0 = any free port)")
+	fs.IntVar(&cfg.CtlPort, "ctl-port", 0, "control port (0 = any free port)")
+	fs.StringVar(&cfg.DumpDir, "dir", ".", "directory for server_<id>.primary/.secondary at shutdown")
+	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", 0, "heartbeat interval (default 100ms)")
+	fs.StringVar(&logFile, "log", "", "log file (default stderr)")
+	fs.StringVar(&level, "log-level", "info", "log level")
+	fs.SetOutput(os.Stderr)
+	if err := fs.Parse(os.Args[1:]); err != nil {
+		os.Exit(2)
+	}
+	cfg.ID = uint32(id)
+	cfg.Secret = os.Getenv("FTKV_SECRET")
+	os.Unsetenv("FTKV_SECRET")
+	out := os.Stderr
+	if logFile != "" {
+		f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "server: %v\n", err)
+			os.Exit(2)
+		}
+		out = f
+	}
+	lvl, err := zerolog.ParseLevel(level)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "server: bad -log-level %q\n", level)
+		os.Exit(2)
+	}
+	cfg.Logger = zerolog.New(out).Level(lvl).With().Timestamp().Logger()
+	srv, err := server.New(cfg)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "server: %v\n", err)
+		os.Exit(2)
+	}
+	// The coordinator decides when servers stop (and makes them dump
+	// first); a stray SIGINT from the terminal must not kill them.
+	signal.Ignore(syscall.SIGINT, syscall.SIGHUP)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
+	defer stop()
+	if err := srv.Run(ctx); err != nil && ctx.Err() == nil {
+		fmt.Fprintf(os.Stderr, "server %d: %v\n", cfg.ID, err)
+		os.Exit(1)
+	}
+}

@@ -1,0 +1,537 @@
+package coord
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/rs/zerolog"
+
+	"ftkv/internal/gnetlog"
+	"ftkv/wire"
+)
+
+// Options configure a Coordinator. Zero values mean the documented default.
+type Options struct {
+	Cluster     *Cluster
+	Bind        string // address for both ports (default 127.0.0.1)
+	ClientPort  int    // -c; 0 = any free port
+	ServersPort int    // -s; 0 = any free port
+
+	// Timeout is the failure timeout: a server silent for this long is
+	// considered failed (default 500ms).
+	Timeout time.Duration
+	// Heartbeat is the servers' heartbeat interval (default Timeout/5).
+	Heartbeat time.Duration
+	// StartTimeout bounds how long starting the cluster may take (default 15s).
+	StartTimeout time.Duration
+
+	Dir         string  // servers' working directory (default: current)
+	Spawner     Spawner // default: LocalSpawner running ServerBinary
+	ServerBin   string  // default: "server" beside the running executable
+	ServerLog   string  // servers' log file ("" = the coordinator's stderr)
+	ServerLevel string  // servers' log level (default "info")
+
+	Logger zerolog.Logger
+}
+
+// Coordinator starts the servers, publishes the view and watches heartbeats.
+type Coordinator struct {
+	opts   Options
+	log    zerolog.Logger
+	secret string
+	n      int
+
+	mu       sync.Mutex
+	view     wire.View
+	viewEnc  []byte
+	nodes    []*node
+	regCh    chan struct{}
+	started  bool
+	shutting bool
+
+	clientAddr, serversAddr string
+	engines                 []gnet.Engine
+}
+
+// node is the coordinator's record of one server.
+type node struct {
+	id       int
+	spec     ServerSpec
+	inc      uint64
+	proc     Process
+	hb       wire.Heartbeat
+	lastSeen time.Time
+	reported bool // a heartbeat of the current incarnation arrived
+	missed   bool // already logged as silent
+	ctl      *ctlConn
+}
+
+// New validates opts and returns a coordinator ready to Start.
+func New(opts Options) (*Coordinator, error) {
+	if opts.Cluster == nil || len(opts.Cluster.Servers) == 0 {
+		return nil, errors.New("coord: a cluster with at least one server is required")
+	}
+	if opts.Bind == "" {
+		opts.Bind = "127.0.0.1"
+	}
+	if opts.Timeout <= 0 {
+		opts.Timeout = 500 * time.Millisecond
+	}
+	if opts.Heartbeat <= 0 {
+		opts.Heartbeat = opts.Timeout / 5
+	}
+	if opts.StartTimeout <= 0 {
+		opts.StartTimeout = 15 * time.Second
+	}
+	if opts.Dir == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return nil, err
+		}
+		opts.Dir = wd
+	}
+	if opts.ServerLevel == "" {
+		opts.ServerLevel = "info"
+	}
+	if opts.Spawner == nil {
+		bin := opts.ServerBin
+		if bin == "" {
+			exe, err := os.Executable()
+			if err != nil {
+				return nil, fmt.Errorf("coord: locate server binary: %w", err)
+			}
+			bin = filepath.Join(filepath.Dir(exe), "server")
+		}
+		if _, err := os.Stat(bin); err != nil {
+			return nil, fmt.Errorf("coord: server binary %s: %w", bin, unwrapPathErr(err))
+		}
+		opts.Spawner = &LocalSpawner{Binary: bin, Stderr: os.Stderr}
+	}
+	var sb [16]byte
+	_, _ = rand.Read(sb[:])
+	c := &Coordinator{
+		opts:   opts,
+		log:    opts.Logger,
+		secret: hex.EncodeToString(sb[:]),
+		n:      len(opts.Cluster.Servers),
+		regCh:  make(chan struct{}, 1),
+	}
+	for i, s := range opts.Cluster.Servers {
+		c.nodes = append(c.nodes, &node{id: i, spec: s})
+	}
+	return c, nil
+}
+
+// ClientAddr and ServersAddr are the bound addresses once Start returned.
+func (c *Coordinator) ClientAddr() string  { return c.clientAddr }
+func (c *Coordinator) ServersAddr() string { return c.serversAddr }
+
+// Start binds the servers port, spawns every server, waits until all have
+// reported, wires each primary to its secondary, publishes view epoch 1 and
+// then opens the client port. On error, whatever was started is stopped.
+func (c *Coordinator) Start(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, c.opts.StartTimeout)
+	defer cancel()
+	addr, err := c.listen(&serversHandler{c: c}, c.opts.ServersPort)
+	if err != nil {
+		return fmt.Errorf("servers port %d: %w", c.opts.ServersPort, err)
+	}
+	c.serversAddr = addr
+	c.log.Info().Str("addr", addr).Msg("servers port listening")
+	if err := c.spawnAll(ctx); err != nil {
+		c.killAll()
+		return err
+	}
+	if err := c.waitRegistered(ctx); err != nil {
+		c.killAll()
+		return err
+	}
+	if err := c.publishInitialView(ctx); err != nil {
+		c.killAll()
+		return err
+	}
+	addr, err = c.listen(&clientsHandler{c: c}, c.opts.ClientPort)
+	if err != nil {
+		c.killAll()
+		return fmt.Errorf("client port %d: %w", c.opts.ClientPort, err)
+	}
+	c.clientAddr = addr
+	c.mu.Lock()
+	c.started = true
+	c.mu.Unlock()
+	c.log.Info().Str("addr", addr).Int("servers", c.n).Uint64("epoch", c.view.Epoch).Msg("cluster ready; client port listening")
+	go c.watch()
+	return nil
+}
+
+func (c *Coordinator) listen(h gnet.EventHandler, port int) (string, error) {
+	booted := make(chan gnet.Engine, 1)
+	errc := make(chan error, 1)
+	bw := &bootHandler{EventHandler: h, booted: booted}
+	addr := "tcp://" + net.JoinHostPort(c.opts.Bind, strconv.Itoa(port))
+	go func() {
+		errc <- gnet.Run(bw, addr, gnet.WithLogger(gnetlog.Logger{L: c.log}), gnet.WithNumEventLoop(1),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay), gnet.WithReuseAddr(true))
+	}()
+	select {
+	case eng := <-booted:
+		c.engines = append(c.engines, eng)
+		p, err := boundPort(eng)
+		if err != nil {
+			return "", err
+		}
+		return net.JoinHostPort(c.opts.Bind, strconv.Itoa(p)), nil
+	case err := <-errc:
+		return "", err
+	}
+}
+
+func (c *Coordinator) spawnAll(ctx context.Context) error {
+	var wg sync.WaitGroup
+	errs := make([]error, c.n)
+	for i := range c.nodes {
+		wg.Add(1)
+		go func(nd *node) {
+			defer wg.Done()
+			errs[nd.id] = c.spawn(ctx, nd)
+		}(c.nodes[i])
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+func (c *Coordinator) spawn(ctx context.Context, nd *node) error {
+	c.mu.Lock()
+	nd.inc++
+	inc := nd.inc
+	nd.reported = false
+	c.mu.Unlock()
+	spec := SpawnSpec{
+		ID: nd.id, Incarnation: inc, Spec: nd.spec, CoordAddr: c.serversAddr, Secret: c.secret,
+		Dir: c.opts.Dir, LogFile: c.opts.ServerLog, LogLevel: c.opts.ServerLevel,
+		Heartbeat: c.opts.Heartbeat.String(),
+	}
+	p, err := c.opts.Spawner.Spawn(ctx, spec)
+	if err != nil {
+		return fmt.Errorf("server %d (%s, line %d): %w", nd.id, nd.spec.Host, nd.spec.Line, err)
+	}
+	c.mu.Lock()
+	nd.proc = p
+	c.mu.Unlock()
+	c.log.Info().Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).Msg("server spawned")
+	go func() {
+		<-p.Done()
+		c.mu.Lock()
+		shutting := c.shutting
+		c.mu.Unlock()
+		if !shutting {
+			c.log.Error().Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).Msg("server process exited")
+		}
+	}()
+	return nil
+}
+
+func (c *Coordinator) waitRegistered(ctx context.Context) error {
+	for {
+		c.mu.Lock()
+		missing := []int{}
+		for _, nd := range c.nodes {
+			if !nd.reported {
+				missing = append(missing, nd.id)
+			}
+		}
+		exited := -1
+		for _, nd := range c.nodes {
+			if nd.proc != nil {
+				select {
+				case <-nd.proc.Done():
+					exited = nd.id
+				default:
+				}
+			}
+		}
+		c.mu.Unlock()
+		if len(missing) == 0 {
+			return nil
+		}
+		if exited >= 0 {
+			nd := c.nodes[exited]
+			return fmt.Errorf("server %d (%s, line %d) exited during start-up (port in use?)", exited, nd.spec.Host, nd.spec.Line)
+		}
+		select {
+		case <-c.regCh:
+		case <-time.After(50 * time.Millisecond):
+		case <-ctx.Done():
+			return fmt.Errorf("servers %v did not report within %s", missing, c.opts.StartTimeout)
+		}
+	}
+}
+
+// publishInitialView builds epoch 1 (server i primary of shard i, its
+// successor secondary), pushes it to every server and waits for all of them
+// to confirm their replication links are up.
+func (c *Coordinator) publishInitialView(ctx context.Context) error {
+	c.mu.Lock()
+	v := wire.View{Epoch: 1}
+	for _, nd := range c.nodes {
+		v.Servers = append(v.Servers, wire.Member{
+			ID: uint32(nd.id), Incarnation: nd.inc, State: wire.StateServing, PID: uint32(nd.proc.PID()),
+			Host: nd.spec.Host, Addr: nd.hb.Addr, PeerAddr: nd.hb.PeerAddr, CtlAddr: nd.hb.CtlAddr,
+		})
+	}
+	for s := 0; s < c.n; s++ {
+		p := wire.Placement{Primary: int32(s), Secondary: int32((s + 1) % c.n)}
+		if c.n == 1 {
+			p.Secondary = -1
+		}
+		v.Shards = append(v.Shards, p)
+	}
+	c.mu.Unlock()
+	if err := c.pushView(ctx, v); err != nil {
+		return err
+	}
+	c.mu.Lock()
+	c.view = v
+	c.viewEnc = wire.AppendView(nil, &v)
+	c.mu.Unlock()
+	return nil
+}
+
+// pushView sends v to every member in parallel and waits for all answers.
+func (c *Coordinator) pushView(ctx context.Context, v wire.View) error {
+	enc := wire.AppendView(nil, &v)
+	var wg sync.WaitGroup
+	errs := make([]error, len(v.Servers))
+	for i, m := range v.Servers {
+		wg.Add(1)
+		go func(i int, m wire.Member) {
+			defer wg.Done()
+			nd := c.nodes[m.ID]
+			ans, err := c.control(ctx, nd, &wire.Frame{Op: wire.OpSetView, Epoch: v.Epoch, Value: enc})
+			if err == nil && ans.Status != wire.StatusOK {
+				err = fmt.Errorf("%s: %s", ans.Status, ans.Value)
+			}
+			if err != nil {
+				errs[i] = fmt.Errorf("server %d refused view %d: %w", m.ID, v.Epoch, err)
+			}
+		}(i, m)
+	}
+	wg.Wait()
+	return errors.Join(errs...)
+}
+
+// control sends one order on nd's control link and waits for the answer.
+func (c *Coordinator) control(ctx context.Context, nd *node, f *wire.Frame) (wire.Frame, error) {
+	c.mu.Lock()
+	cc := nd.ctl
+	addr := nd.hb.CtlAddr
+	c.mu.Unlock()
+	if cc == nil || cc.addr != addr {
+		var err error
+		cc, err = dialCtl(ctx, addr, c.secret)
+		if err != nil {
+			return wire.Frame{}, err
+		}
+		c.mu.Lock()
+		old := nd.ctl
+		nd.ctl = cc
+		c.mu.Unlock()
+		if old != nil {
+			old.close()
+		}
+	}
+	ans, err := cc.roundTrip(ctx, f)
+	if err != nil {
+		cc.close()
+		c.mu.Lock()
+		if nd.ctl == cc {
+			nd.ctl = nil
+		}
+		c.mu.Unlock()
+	}
+	return ans, err
+}
+
+// watch logs servers whose heartbeats stop (failover comes in a later step).
+func (c *Coordinator) watch() {
+	t := time.NewTicker(c.opts.Heartbeat)
+	defer t.Stop()
+	for range t.C {
+		c.mu.Lock()
+		if c.shutting {
+			c.mu.Unlock()
+			return
+		}
+		now := time.Now()
+		for _, nd := range c.nodes {
+			silent := now.Sub(nd.lastSeen)
+			if silent > c.opts.Timeout && !nd.missed {
+				nd.missed = true
+				c.log.Warn().Int("node", nd.id).Dur("silent", silent).Msg("server missed its heartbeats")
+			}
+		}
+		c.mu.Unlock()
+	}
+}
+
+// heartbeat records a server's report.
+func (c *Coordinator) heartbeat(hb wire.Heartbeat) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if int(hb.ID) >= len(c.nodes) {
+		return
+	}
+	nd := c.nodes[hb.ID]
+	if hb.Incarnation != nd.inc {
+		return // an old incarnation: ignore
+	}
+	if nd.missed {
+		c.log.Info().Int("node", nd.id).Msg("server heartbeats resumed")
+	}
+	nd.hb = hb
+	nd.lastSeen = time.Now()
+	nd.missed = false
+	if !nd.reported {
+		nd.reported = true
+		select {
+		case c.regCh <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// Shutdown orders every server to dump its tables and exit, waits for them
+// (killing any that do not finish in time) and stops the listeners.
+func (c *Coordinator) Shutdown(ctx context.Context) error {
+	c.mu.Lock()
+	c.shutting = true
+	nodes := append([]*node(nil), c.nodes...)
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	var wg sync.WaitGroup
+	errs := make([]error, len(nodes))
+	start := time.Now()
+	for i, nd := range nodes {
+		if nd.proc == nil {
+			continue
+		}
+		wg.Add(1)
+		go func(i int, nd *node) {
+			defer wg.Done()
+			ans, err := c.control(ctx, nd, &wire.Frame{Op: wire.OpShutdown})
+			if err == nil && ans.Status != wire.StatusOK {
+				err = fmt.Errorf("%s: %s", ans.Status, ans.Value)
+			}
+			if err != nil {
+				errs[i] = fmt.Errorf("server %d: shutdown: %w", nd.id, err)
+			}
+			select {
+			case <-nd.proc.Done():
+			case <-time.After(2 * time.Second):
+				_ = nd.proc.Kill()
+				<-nd.proc.Done()
+			}
+		}(i, nd)
+	}
+	wg.Wait()
+	c.log.Info().Dur("took", time.Since(start)).Msg("servers stopped")
+	for _, nd := range nodes {
+		if nd.ctl != nil {
+			nd.ctl.close()
+		}
+	}
+	return errors.Join(errs...)
+}
+
+func (c *Coordinator) killAll() {
+	c.mu.Lock()
+	c.shutting = true
+	c.mu.Unlock()
+	for _, nd := range c.nodes {
+		if nd.proc != nil {
+			_ = nd.proc.Kill()
+		}
+	}
+}
+
+// ctlConn is the coordinator's authenticated connection to a server's
+// control port; orders are sent one at a time.
+type ctlConn struct {
+	addr string
+	mu   sync.Mutex
+	nc   net.Conn
+	br   *bufio.Reader
+	next uint64
+}
+
+func dialCtl(ctx context.Context, addr, secret string) (*ctlConn, error) {
+	if addr == "" {
+		return nil, errors.New("server has not reported its control address")
+	}
+	d := net.Dialer{Timeout: time.Second}
+	nc, err := d.DialContext(ctx, "tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	cc := &ctlConn{addr: addr, nc: nc, br: bufio.NewReader(nc)}
+	ans, err := cc.roundTrip(ctx, &wire.Frame{Op: wire.OpHello, Value: []byte(secret)})
+	if err == nil && ans.Status != wire.StatusOK {
+		err = fmt.Errorf("control link refused: %s", ans.Value)
+	}
+	if err != nil {
+		nc.Close()
+		return nil, err
+	}
+	return cc, nil
+}
+
+func (cc *ctlConn) roundTrip(ctx context.Context, f *wire.Frame) (wire.Frame, error) {
+	cc.mu.Lock()
+	defer cc.mu.Unlock()
+	cc.next++
+	f.ID = cc.next
+	dl := time.Now().Add(10 * time.Second)
+	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+		dl = d
+	}
+	_ = cc.nc.SetDeadline(dl)
+	if _, err := cc.nc.Write(wire.Append(nil, f)); err != nil {
+		return wire.Frame{}, err
+	}
+	for {
+		hdr, err := cc.br.Peek(4)
+		if err != nil {
+			return wire.Frame{}, err
+		}
+		n := wire.FrameLen(hdr)
+		if n-4 > wire.MaxFrame || n < wire.HeaderSize {
+			return wire.Frame{}, fmt.Errorf("bad frame length %d", n)
+		}
+		buf := make([]byte, n)
+		if _, err := io.ReadFull(cc.br, buf); err != nil {
+			return wire.Frame{}, err
+		}
+		ans, _, err := wire.Decode(buf, 0)
+		if err != nil {
+			return wire.Frame{}, err
+		}
+		if ans.ID == f.ID {
+			return ans, nil
+		}
+	}
+}
+
+func (cc *ctlConn) close() { _ = cc.nc.Close() }

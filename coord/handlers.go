@@ -1,0 +1,193 @@
+package coord
+
+import (
+	"crypto/subtle"
+	"encoding/json"
+	"fmt"
+	"sort"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
+
+	"ftkv/client"
+	"ftkv/wire"
+)
+
+// bootHandler hands the engine to whoever started it, once it is running.
+type bootHandler struct {
+	gnet.EventHandler
+	booted chan gnet.Engine
+}
+
+func (b *bootHandler) OnBoot(eng gnet.Engine) gnet.Action {
+	b.booted <- eng
+	return b.EventHandler.OnBoot(eng)
+}
+
+func boundPort(eng gnet.Engine) (int, error) {
+	fd, err := eng.Dup()
+	if err != nil {
+		return 0, err
+	}
+	defer unix.Close(fd)
+	sa, err := unix.Getsockname(fd)
+	if err != nil {
+		return 0, err
+	}
+	switch a := sa.(type) {
+	case *unix.SockaddrInet4:
+		return a.Port, nil
+	case *unix.SockaddrInet6:
+		return a.Port, nil
+	}
+	return 0, fmt.Errorf("unexpected socket address %T", sa)
+}
+
+// eachFrame decodes every complete frame buffered on c and calls fn; on
+// garbage it answers BAD_REQUEST once and closes the connection.
+func eachFrame(c gnet.Conn, fn func(f *wire.Frame, out []byte) ([]byte, gnet.Action)) gnet.Action {
+	buf, _ := c.Peek(-1)
+	var out []byte
+	off := 0
+	action := gnet.None
+	for action == gnet.None {
+		f, n, err := wire.Decode(buf[off:], 64<<10)
+		if err != nil {
+			out = wire.Append(out, &wire.Frame{Op: wire.OpHello, Status: wire.StatusBadRequest, Value: []byte(err.Error())})
+			action = gnet.Close
+			break
+		}
+		if n == 0 {
+			break
+		}
+		off += n
+		out, action = fn(&f, out)
+	}
+	if off > 0 {
+		_, _ = c.Discard(off)
+	}
+	if len(out) > 0 {
+		_, _ = c.Write(out)
+	}
+	return action
+}
+
+func answer(out []byte, f *wire.Frame, st wire.Status, epoch uint64, value []byte) []byte {
+	return wire.Append(out, &wire.Frame{Op: f.Op, ID: f.ID, Status: st, Epoch: epoch, Value: value})
+}
+
+// serversHandler takes heartbeats on the servers port. The first frame of
+// a connection must be HELLO with the cluster secret.
+type serversHandler struct {
+	gnet.BuiltinEventEngine
+	c *Coordinator
+}
+
+func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
+	c := h.c
+	authed, _ := conn.Context().(bool)
+	return eachFrame(conn, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
+		if !authed {
+			if f.Op != wire.OpHello || subtle.ConstantTimeCompare(f.Value, []byte(c.secret)) != 1 {
+				c.log.Warn().Str("remote", conn.RemoteAddr().String()).Msg("unauthenticated connection on the servers port refused")
+				return answer(out, f, wire.StatusBadRequest, 0, []byte("authentication required")), gnet.Close
+			}
+			authed = true
+			conn.SetContext(true)
+			return answer(out, f, wire.StatusOK, 0, nil), gnet.None
+		}
+		if f.Op != wire.OpHeartbeat {
+			return answer(out, f, wire.StatusBadRequest, 0, []byte("expected HEARTBEAT")), gnet.Close
+		}
+		hb, err := wire.DecodeHeartbeat(f.Value)
+		if err != nil {
+			return answer(out, f, wire.StatusBadRequest, 0, []byte(err.Error())), gnet.Close
+		}
+		c.heartbeat(hb)
+		c.mu.Lock()
+		epoch := c.view.Epoch
+		c.mu.Unlock()
+		return answer(out, f, wire.StatusOK, epoch, nil), gnet.None
+	})
+}
+
+// clientsHandler serves the view and the status on the client port.
+type clientsHandler struct {
+	gnet.BuiltinEventEngine
+	c *Coordinator
+}
+
+func (h *clientsHandler) OnTraffic(conn gnet.Conn) gnet.Action {
+	c := h.c
+	return eachFrame(conn, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
+		switch f.Op {
+		case wire.OpView:
+			c.mu.Lock()
+			enc, epoch := c.viewEnc, c.view.Epoch
+			c.mu.Unlock()
+			return answer(out, f, wire.StatusOK, epoch, enc), gnet.None
+		case wire.OpStatus:
+			st := c.Status()
+			b, _ := json.Marshal(st)
+			return answer(out, f, wire.StatusOK, st.Epoch, b), gnet.None
+		}
+		return answer(out, f, wire.StatusBadRequest, 0, []byte(fmt.Sprintf("op %s not accepted on the coordinator's client port", f.Op))), gnet.None
+	})
+}
+
+// Status reports the cluster as `status` shows it.
+func (c *Coordinator) Status() *client.ClusterStatus {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st := &client.ClusterStatus{Epoch: c.view.Epoch, Servers: []client.ServerStatus{}}
+	now := time.Now()
+	for i, nd := range c.nodes {
+		ss := client.ServerStatus{
+			ID: nd.id, Addr: nd.hb.Addr, Host: nd.spec.Host, Incarnation: nd.inc,
+			Epoch: nd.hb.Epoch, PrimaryKeys: nd.hb.PrimaryKeys, SecondaryKeys: nd.hb.SecondaryKeys,
+			PrimaryOf: []int{}, SecondaryOf: []int{},
+		}
+		if nd.proc != nil {
+			ss.PID = nd.proc.PID()
+		}
+		if !nd.lastSeen.IsZero() {
+			ss.HeartbeatAge = now.Sub(nd.lastSeen).Round(time.Millisecond).String()
+		}
+		for s, p := range c.view.Shards {
+			if int(p.Primary) == i {
+				ss.PrimaryOf = append(ss.PrimaryOf, s)
+			}
+			if int(p.Secondary) == i {
+				ss.SecondaryOf = append(ss.SecondaryOf, s)
+			}
+		}
+		sort.Ints(ss.PrimaryOf)
+		sort.Ints(ss.SecondaryOf)
+		ss.Role = roleString(ss.PrimaryOf, ss.SecondaryOf)
+		switch {
+		case nd.missed:
+			ss.State = "down"
+		case !nd.reported:
+			ss.State = "starting"
+		default:
+			ss.State = "serving"
+		}
+		st.Servers = append(st.Servers, ss)
+	}
+	return st
+}
+
+func roleString(prim, sec []int) string {
+	s := ""
+	for _, p := range prim {
+		s += fmt.Sprintf("primary(%d) ", p)
+	}
+	for _, p := range sec {
+		s += fmt.Sprintf("secondary(%d) ", p)
+	}
+	if s == "" {
+		return "none"
+	}
+	return s[:len(s)-1]
+}

@@ -1,0 +1,108 @@
+package coord
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+)
+
+// SpawnSpec says how to start one server incarnation.
+type SpawnSpec struct {
+	ID          int
+	Incarnation uint64
+	Spec        ServerSpec
+	CoordAddr   string // the coordinator's servers address as the server must dial it
+	Secret      string
+	Dir         string // working directory (dumps land here)
+	LogFile     string // "" = the server's stderr goes to Stderr
+	LogLevel    string
+	Heartbeat   string // heartbeat interval flag value
+}
+
+// Process is a running server incarnation.
+type Process interface {
+	PID() int
+	// Kill stops the incarnation for good (SIGKILL).
+	Kill() error
+	// Done is closed when the process has exited.
+	Done() <-chan struct{}
+}
+
+// Spawner starts server processes: locally, or (later) over ssh.
+type Spawner interface {
+	Spawn(ctx context.Context, s SpawnSpec) (Process, error)
+}
+
+// LocalSpawner starts servers as child processes of the coordinator.
+type LocalSpawner struct {
+	Binary string    // path of bin/server
+	Stderr io.Writer // where server output goes when SpawnSpec.LogFile is ""
+}
+
+// Spawn starts bin/server for s. The child gets its own process group so a
+// ctrl+c on the coordinator's terminal reaches only the coordinator, which
+// then shuts the servers down in order (dumping their tables). It inherits
+// no descriptor but stdout/stderr (Go marks every other one close-on-exec,
+// and gnet >= 2.9.7 does too for its listeners).
+func (l *LocalSpawner) Spawn(ctx context.Context, s SpawnSpec) (Process, error) {
+	args := serverArgs(s, "127.0.0.1")
+	cmd := exec.Command(l.Binary, args...)
+	cmd.Dir = s.Dir
+	cmd.Env = append(os.Environ(), "FTKV_SECRET="+s.Secret)
+	cmd.Stdout = l.Stderr
+	cmd.Stderr = l.Stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		return nil, fmt.Errorf("start %s: %w", l.Binary, err)
+	}
+	p := &localProc{cmd: cmd, done: make(chan struct{})}
+	go func() {
+		_ = cmd.Wait()
+		close(p.done)
+	}()
+	return p, nil
+}
+
+func serverArgs(s SpawnSpec, bind string) []string {
+	args := []string{
+		"-id", strconv.Itoa(s.ID),
+		"-inc", strconv.FormatUint(s.Incarnation, 10),
+		"-coord", s.CoordAddr,
+		"-bind", bind,
+		"-client-port", strconv.Itoa(s.Spec.ClientPort),
+		"-peer-port", strconv.Itoa(s.Spec.ServerPort),
+		"-ctl-port", strconv.Itoa(s.Spec.CoordPort),
+	}
+	if s.LogFile != "" {
+		args = append(args, "-log", s.LogFile)
+	}
+	if s.LogLevel != "" {
+		args = append(args, "-log-level", s.LogLevel)
+	}
+	if s.Heartbeat != "" {
+		args = append(args, "-heartbeat", s.Heartbeat)
+	}
+	return args
+}
+
+type localProc struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+	once sync.Once
+}
+
+func (p *localProc) PID() int              { return p.cmd.Process.Pid }
+func (p *localProc) Done() <-chan struct{} { return p.done }
+func (p *localProc) Kill() error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	return p.cmd.Process.Kill()
+}

@@ -1,0 +1,107 @@
+package cli
+
+import (
+	"bytes"
+	"encoding/json"
+	"testing"
+
+	"ftkv/client"
+)
+
+func fakeStatus() *client.ClusterStatus {
+	return &client.ClusterStatus{
+		Epoch: 7,
+		Servers: []client.ServerStatus{
+			{ID: 1, Addr: "127.0.0.1:41002", Host: "localhost", PID: 4243, Role: "primary(1) secondary(0)",
+				State: "serving", Epoch: 7, Incarnation: 2, PrimaryKeys: 990, SecondaryKeys: 1000,
+				PrimaryOf: []int{1}, SecondaryOf: []int{0}, HeartbeatAge: "12ms"},
+			{ID: 0, Addr: "127.0.0.1:41001", Host: "localhost", PID: 4242, Role: "primary(0) secondary(2)",
+				State: "serving", Epoch: 7, Incarnation: 1, PrimaryKeys: 1000, SecondaryKeys: 1010},
+			{ID: 2, Host: "alice@10.0.0.7", Role: "", State: "down\nhard", Epoch: 6, Incarnation: 1},
+		},
+	}
+}
+
+func TestStatusTable(t *testing.T) {
+	var b bytes.Buffer
+	if err := writeStatusTable(&b, fakeStatus()); err != nil {
+		t.Fatal(err)
+	}
+	// Rows by id, aligned, "-" for unknown, control characters flattened.
+	want := `ID  ADDR             HOST            PID   ROLE                     STATE      EPOCH  INC  PRIMARY  SECONDARY
+0   127.0.0.1:41001  localhost       4242  primary(0) secondary(2)  serving    7      1    1000     1010
+1   127.0.0.1:41002  localhost       4243  primary(1) secondary(0)  serving    7      2    990      1000
+2   -                alice@10.0.0.7  -     -                        down hard  6      1    0        0
+epoch 7
+`
+	if got := b.String(); got != want {
+		t.Errorf("table:\n%s\nwant:\n%s", got, want)
+	}
+}
+
+func TestStatusTableEmpty(t *testing.T) {
+	var b bytes.Buffer
+	if err := writeStatusTable(&b, &client.ClusterStatus{Epoch: 0}); err != nil {
+		t.Fatal(err)
+	}
+	want := "ID  ADDR  HOST  PID  ROLE  STATE  EPOCH  INC  PRIMARY  SECONDARY\nepoch 0\n"
+	if b.String() != want {
+		t.Errorf("got %q, want %q", b.String(), want)
+	}
+	if err := writeStatusTable(&b, nil); err == nil {
+		t.Error("nil status: no error")
+	}
+}
+
+func TestStatusJSON(t *testing.T) {
+	var b bytes.Buffer
+	if err := writeStatusJSON(&b, fakeStatus()); err != nil {
+		t.Fatal(err)
+	}
+	out := b.Bytes()
+	if bytes.Count(out, []byte("\n")) != 1 || out[len(out)-1] != '\n' {
+		t.Fatalf("want one JSON object on one line, got %q", out)
+	}
+	// What scripts rely on (SPEC §2): these names and meanings.
+	var got struct {
+		Epoch   uint64 `json:"epoch"`
+		Servers []struct {
+			ID            *int    `json:"id"`
+			Addr          *string `json:"addr"`
+			Host          *string `json:"host"`
+			PID           *int    `json:"pid"`
+			State         *string `json:"state"`
+			PrimaryKeys   *uint64 `json:"primary_keys"`
+			SecondaryKeys *uint64 `json:"secondary_keys"`
+		} `json:"servers"`
+	}
+	if err := json.Unmarshal(out, &got); err != nil {
+		t.Fatal(err)
+	}
+	if got.Epoch != 7 || len(got.Servers) != 3 {
+		t.Fatalf("epoch %d, %d servers; want 7, 3", got.Epoch, len(got.Servers))
+	}
+	s := got.Servers[0]
+	if s.ID == nil || *s.ID != 1 || *s.Addr != "127.0.0.1:41002" || *s.Host != "localhost" || *s.PID != 4243 ||
+		*s.State != "serving" || *s.PrimaryKeys != 990 || *s.SecondaryKeys != 1000 {
+		t.Errorf("server 0 = %+v", s)
+	}
+	// The whole status survives the round trip.
+	var back client.ClusterStatus
+	if err := json.Unmarshal(out, &back); err != nil {
+		t.Fatal(err)
+	}
+	if back.Servers[0].HeartbeatAge != "12ms" || back.Servers[0].PrimaryOf[0] != 1 {
+		t.Errorf("round trip lost fields: %+v", back.Servers[0])
+	}
+}
+
+func TestStatusJSONNoServers(t *testing.T) {
+	var b bytes.Buffer
+	if err := writeStatusJSON(&b, &client.ClusterStatus{Epoch: 3}); err != nil {
+		t.Fatal(err)
+	}
+	if got, want := b.String(), `{"epoch":3,"servers":[]}`+"\n"; got != want {
+		t.Errorf("got %q, want %q", got, want)
+	}
+}

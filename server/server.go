@@ -1,0 +1,417 @@
+package server
+
+import (
+	"context"
+	"crypto/subtle"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
+
+	"ftkv/hashring"
+	"ftkv/internal/gnetlog"
+	"ftkv/wire"
+)
+
+// Config configures a Server. Zero values mean the documented default.
+type Config struct {
+	ID          uint32 // server id: its index in the config file
+	Incarnation uint64 // distinguishes respawns of the same id
+
+	BindHost      string // address to listen on (default 127.0.0.1)
+	AdvertiseHost string // address peers and clients dial (default BindHost)
+	ClientPort    int    // 0 = any free port
+	PeerPort      int    // replication from primaries; 0 = any
+	CtlPort       int    // coordinator control; 0 = any
+
+	CoordAddr string // the coordinator's servers port, host:port
+	Secret    string // cluster secret for control and replication links
+
+	DumpDir           string        // where shutdown dumps go (default ".")
+	HeartbeatInterval time.Duration // default 100ms
+	Loops             int           // client event loops (default: one per CPU)
+
+	Logger zerolog.Logger
+}
+
+func (c *Config) setDefaults() error {
+	if c.BindHost == "" {
+		c.BindHost = "127.0.0.1"
+	}
+	if c.AdvertiseHost == "" {
+		c.AdvertiseHost = c.BindHost
+		if c.AdvertiseHost == "0.0.0.0" || c.AdvertiseHost == "::" {
+			c.AdvertiseHost = "127.0.0.1"
+		}
+	}
+	if c.DumpDir == "" {
+		c.DumpDir = "."
+	}
+	if c.HeartbeatInterval <= 0 {
+		c.HeartbeatInterval = 100 * time.Millisecond
+	}
+	if c.CoordAddr == "" {
+		return errors.New("server: coordinator address is required")
+	}
+	if c.Secret == "" {
+		return errors.New("server: cluster secret is required")
+	}
+	for _, p := range []int{c.ClientPort, c.PeerPort, c.CtlPort} {
+		if p < 0 || p > 65535 {
+			return fmt.Errorf("server: port %d out of range", p)
+		}
+	}
+	return nil
+}
+
+// viewState is an applied view plus what this server does in it.
+type viewState struct {
+	v     wire.View
+	me    int // index of this server in v.Servers, -1 if absent
+	ring  hashring.Ring
+	prims []*primary // by shard: non-nil where this server is a ready primary
+}
+
+// Server is one storage server.
+type Server struct {
+	cfg Config
+	log zerolog.Logger
+
+	view atomic.Pointer[viewState]
+	dd   *dedup
+
+	mu      sync.Mutex // guards tables, primaries, view changes
+	tables  map[int]*table
+	prims   map[int]*primary
+	viewMu  sync.Mutex // serialises applyView
+	closing atomic.Bool
+
+	addrs struct {
+		client, peer, ctl string
+	}
+	engines []gnet.Engine
+	done    chan struct{}
+	doneErr error
+	once    sync.Once
+}
+
+// New validates cfg and returns a server ready to Run.
+func New(cfg Config) (*Server, error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:    cfg,
+		log:    cfg.Logger.With().Uint32("node", cfg.ID).Uint64("inc", cfg.Incarnation).Logger(),
+		dd:     newDedup(),
+		tables: make(map[int]*table),
+		prims:  make(map[int]*primary),
+		done:   make(chan struct{}),
+	}
+	return s, nil
+}
+
+// Addrs returns the advertised client, peer and control addresses once Run
+// has bound them.
+func (s *Server) Addrs() (client, peer, ctl string) {
+	return s.addrs.client, s.addrs.peer, s.addrs.ctl
+}
+
+// Run binds the three listeners, starts heartbeats and serves until the
+// coordinator orders a shutdown (tables dumped) or ctx ends.
+func (s *Server) Run(ctx context.Context) error {
+	glog := gnetlog.Logger{L: s.log}
+	type lis struct {
+		h     gnet.EventHandler
+		port  int
+		addr  *string
+		loops int
+	}
+	loops := s.cfg.Loops
+	ls := []lis{
+		{&clientHandler{s: s}, s.cfg.ClientPort, &s.addrs.client, loops},
+		{&peerHandler{s: s}, s.cfg.PeerPort, &s.addrs.peer, 1},
+		{&ctlHandler{s: s}, s.cfg.CtlPort, &s.addrs.ctl, 1},
+	}
+	booted := make(chan bootInfo, len(ls))
+	errc := make(chan error, len(ls))
+	for i, l := range ls {
+		opts := []gnet.Option{
+			gnet.WithLogger(glog),
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+			gnet.WithReuseAddr(true),
+			gnet.WithTicker(false),
+		}
+		if l.loops > 0 {
+			opts = append(opts, gnet.WithNumEventLoop(l.loops))
+		} else {
+			opts = append(opts, gnet.WithMulticore(true))
+		}
+		addr := "tcp://" + net.JoinHostPort(s.cfg.BindHost, strconv.Itoa(l.port))
+		h := &bootWrapper{EventHandler: l.h, idx: i, booted: booted}
+		go func() { errc <- gnet.Run(h, addr, opts...) }()
+	}
+	for range ls {
+		select {
+		case b := <-booted:
+			*ls[b.idx].addr = net.JoinHostPort(s.cfg.AdvertiseHost, strconv.Itoa(b.port))
+			s.engines = append(s.engines, b.eng)
+		case err := <-errc:
+			return fmt.Errorf("server %d: listen: %w", s.cfg.ID, err)
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	s.log.Info().Str("client", s.addrs.client).Str("peer", s.addrs.peer).Str("ctl", s.addrs.ctl).Msg("listening")
+	go s.heartbeatLoop(ctx)
+	select {
+	case <-s.done:
+		return s.doneErr
+	case <-ctx.Done():
+		return ctx.Err()
+	case err := <-errc:
+		return fmt.Errorf("server %d: engine stopped: %w", s.cfg.ID, err)
+	}
+}
+
+type bootInfo struct {
+	idx  int
+	port int
+	eng  gnet.Engine
+}
+
+// bootWrapper learns the bound port of an engine (the config may say 0).
+type bootWrapper struct {
+	gnet.EventHandler
+	idx    int
+	booted chan bootInfo
+}
+
+func (b *bootWrapper) OnBoot(eng gnet.Engine) gnet.Action {
+	port := 0
+	if fd, err := eng.Dup(); err == nil {
+		if sa, err := unix.Getsockname(fd); err == nil {
+			switch a := sa.(type) {
+			case *unix.SockaddrInet4:
+				port = a.Port
+			case *unix.SockaddrInet6:
+				port = a.Port
+			}
+		}
+		_ = unix.Close(fd)
+	}
+	b.booted <- bootInfo{idx: b.idx, port: port, eng: eng}
+	return b.EventHandler.OnBoot(eng)
+}
+
+func (s *Server) finish(err error) {
+	s.once.Do(func() {
+		s.doneErr = err
+		close(s.done)
+	})
+}
+
+func (s *Server) secretOK(b []byte) bool {
+	return subtle.ConstantTimeCompare(b, []byte(s.cfg.Secret)) == 1
+}
+
+func (s *Server) tableFor(shard int) *table {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	t := s.tables[shard]
+	if t == nil {
+		t = newTable()
+		s.tables[shard] = t
+	}
+	return t
+}
+
+// applyView installs a view from the coordinator. Replication links for
+// shards this server leads are connected before the view is used for
+// client traffic, so no write is ever acknowledged unreplicated.
+func (s *Server) applyView(v wire.View) error {
+	s.viewMu.Lock()
+	defer s.viewMu.Unlock()
+	if cur := s.view.Load(); cur != nil && v.Epoch < cur.v.Epoch {
+		return fmt.Errorf("stale view epoch %d, have %d", v.Epoch, cur.v.Epoch)
+	}
+	me := -1
+	for i, m := range v.Servers {
+		if m.ID == s.cfg.ID && m.Incarnation == s.cfg.Incarnation {
+			me = i
+		}
+	}
+	if me < 0 {
+		return fmt.Errorf("view epoch %d does not name server %d incarnation %d", v.Epoch, s.cfg.ID, s.cfg.Incarnation)
+	}
+	n := len(v.Shards)
+	if n == 0 {
+		return errors.New("view without shards")
+	}
+	ring := hashring.New(n)
+	// Phase 1: publish the view without primaries so peers may connect
+	// their replication links to us.
+	s.view.Store(&viewState{v: v, me: me, ring: ring, prims: make([]*primary, n)})
+	prims := make([]*primary, n)
+	for shard, pl := range v.Shards {
+		if int(pl.Primary) != me {
+			continue
+		}
+		s.mu.Lock()
+		p := s.prims[shard]
+		s.mu.Unlock()
+		secAddr := ""
+		if pl.Secondary >= 0 && int(pl.Secondary) != me {
+			secAddr = v.Servers[pl.Secondary].PeerAddr
+		}
+		if p == nil {
+			p = newPrimary(s, shard, s.tableFor(shard))
+			s.mu.Lock()
+			s.prims[shard] = p
+			s.mu.Unlock()
+		}
+		if err := p.connect(secAddr, v.Epoch, 5*time.Second); err != nil {
+			return fmt.Errorf("shard %d: %w", shard, err)
+		}
+		prims[shard] = p
+	}
+	s.view.Store(&viewState{v: v, me: me, ring: ring, prims: prims})
+	s.log.Info().Uint64("epoch", v.Epoch).Msg("view applied")
+	return nil
+}
+
+// shutdown stops taking writes, lets replication drain, dumps the tables
+// and ends Run.
+func (s *Server) shutdown() error {
+	s.closing.Store(true)
+	s.mu.Lock()
+	prims := make([]*primary, 0, len(s.prims))
+	for _, p := range s.prims {
+		prims = append(prims, p)
+	}
+	s.mu.Unlock()
+	deadline := time.Now().Add(time.Second)
+	for _, p := range prims {
+		p.drain(deadline)
+	}
+	vs := s.view.Load()
+	var ptabs, stabs []*table
+	s.mu.Lock()
+	for shard, t := range s.tables {
+		role := "secondary"
+		if vs != nil && shard < len(vs.v.Shards) && int(vs.v.Shards[shard].Primary) == vs.me {
+			role = "primary"
+		}
+		if role == "primary" {
+			ptabs = append(ptabs, t)
+		} else {
+			stabs = append(stabs, t)
+		}
+	}
+	s.mu.Unlock()
+	base := filepath.Join(s.cfg.DumpDir, fmt.Sprintf("server_%d", s.cfg.ID))
+	start := time.Now()
+	if err := writeDump(base+".primary", ptabs); err != nil {
+		return err
+	}
+	if err := writeDump(base+".secondary", stabs); err != nil {
+		return err
+	}
+	s.log.Info().Dur("took", time.Since(start)).Str("dir", s.cfg.DumpDir).Msg("tables dumped")
+	for _, p := range prims {
+		p.close()
+	}
+	return nil
+}
+
+// Stats are what heartbeats report.
+func (s *Server) stats() (primaryKeys, secondaryKeys uint64, epoch uint64) {
+	vs := s.view.Load()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for shard, t := range s.tables {
+		if vs != nil && shard < len(vs.v.Shards) && int(vs.v.Shards[shard].Primary) == vs.me {
+			primaryKeys += uint64(t.len())
+		} else {
+			secondaryKeys += uint64(t.len())
+		}
+	}
+	if vs != nil {
+		epoch = vs.v.Epoch
+	}
+	return
+}
+
+// heartbeatLoop keeps a connection to the coordinator and reports liveness,
+// addresses and key counts every HeartbeatInterval.
+func (s *Server) heartbeatLoop(ctx context.Context) {
+	backoff := 50 * time.Millisecond
+	for {
+		err := s.heartbeatOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.done:
+			return
+		default:
+		}
+		s.log.Warn().Err(err).Str("coord", s.cfg.CoordAddr).Msg("heartbeat link lost; reconnecting")
+		time.Sleep(backoff)
+		if backoff < time.Second {
+			backoff *= 2
+		}
+	}
+}
+
+func (s *Server) heartbeatOnce(ctx context.Context) error {
+	d := net.Dialer{Timeout: time.Second}
+	nc, err := d.DialContext(ctx, "tcp", s.cfg.CoordAddr)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	go func() {
+		// Answers are only acknowledgements today; drain them so the
+		// coordinator never blocks, and notice a dead link.
+		_, _ = io.Copy(io.Discard, nc)
+		nc.Close()
+	}()
+	hello := wire.Append(nil, &wire.Frame{Op: wire.OpHello, Client: uint64(s.cfg.ID), Value: []byte(s.cfg.Secret)})
+	if _, err := nc.Write(hello); err != nil {
+		return err
+	}
+	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	defer t.Stop()
+	var buf []byte
+	for {
+		pk, sk, ep := s.stats()
+		hb := wire.Heartbeat{
+			ID: s.cfg.ID, Incarnation: s.cfg.Incarnation, PID: uint32(os.Getpid()), Epoch: ep,
+			PrimaryKeys: pk, SecondaryKeys: sk,
+			Addr: s.addrs.client, PeerAddr: s.addrs.peer, CtlAddr: s.addrs.ctl,
+		}
+		buf = wire.Append(buf[:0], &wire.Frame{Op: wire.OpHeartbeat, Client: uint64(s.cfg.ID), Epoch: ep,
+			Value: wire.AppendHeartbeat(nil, &hb)})
+		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+		if _, err := nc.Write(buf); err != nil {
+			return err
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			return nil
+		}
+	}
+}
