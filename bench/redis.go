@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"sync"
 	"time"
 )
 
@@ -40,6 +41,7 @@ func (t *redisTarget) NewRequester(ctx context.Context) (Requester, error) {
 
 type redisRequester struct {
 	nc      net.Conn
+	mu      sync.Mutex      // guards watched against the AfterFunc
 	watched context.Context // the ctx whose cancellation unblocks nc
 	unwatch func() bool
 	wbuf []byte
@@ -78,18 +80,29 @@ func (r *redisRequester) ping(ctx context.Context) error {
 // cancellation interrupt blocked reads and writes. The loop keeps one ctx
 // across batches, so the watch is set up once per ctx, not per batch.
 func (r *redisRequester) setDeadline(ctx context.Context) {
-	if d, ok := ctx.Deadline(); ok {
-		_ = r.nc.SetDeadline(d)
-	}
 	if ctx == r.watched {
+		if d, ok := ctx.Deadline(); ok {
+			_ = r.nc.SetDeadline(d)
+		}
 		return
 	}
+	// A new ctx: the old one may have been cancelled between batches,
+	// leaving a deadline in the past that must not hit this batch.
 	if r.unwatch != nil {
 		r.unwatch()
 	}
+	r.mu.Lock()
 	r.watched = ctx
-	nc := r.nc
-	r.unwatch = context.AfterFunc(ctx, func() { _ = nc.SetDeadline(time.Unix(1, 0)) })
+	r.mu.Unlock()
+	d, _ := ctx.Deadline() // zero: none
+	_ = r.nc.SetDeadline(d)
+	r.unwatch = context.AfterFunc(ctx, func() {
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		if r.watched == ctx { // not a late call for a ctx already replaced
+			_ = r.nc.SetDeadline(time.Unix(1, 0))
+		}
+	})
 }
 
 // Do sends the batch as one pipelined write and reads its replies.

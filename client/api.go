@@ -27,7 +27,9 @@ type ClusterStatus struct {
 // ServerStatus describes one server in ClusterStatus.
 type ServerStatus struct {
 	ID            int    `json:"id"`
-	Addr          string `json:"addr"`
+	Addr          string `json:"addr"`      // client address
+	PeerAddr      string `json:"peer_addr"` // replication address
+	CtlAddr       string `json:"ctl_addr"`  // coordinator control address
 	Host          string `json:"host"`
 	PID           int    `json:"pid"`
 	Role          string `json:"role"`  // e.g. "primary(0) secondary(2)"

@@ -1,0 +1,243 @@
+// Package testcluster starts real ftkv clusters for tests: it builds the
+// binaries once, runs bin/coord as a separate process on random loopback
+// ports with its stdin on a pipe, and offers the operations a test needs
+// (shutdown by closing stdin, kill -9 of a server, polling helpers).
+package testcluster
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"ftkv/client"
+)
+
+var (
+	buildOnce sync.Once
+	binDir    string
+	buildErr  error
+)
+
+// Bin builds bin/coord, bin/server, bin/client and bin/bench into a
+// temporary directory (once per test binary) and returns that directory.
+func Bin(t testing.TB) string {
+	t.Helper()
+	buildOnce.Do(func() {
+		_, file, _, _ := runtime.Caller(0)
+		root := filepath.Join(filepath.Dir(file), "..", "..")
+		dir, err := os.MkdirTemp("", "ftkv-bin-")
+		if err != nil {
+			buildErr = err
+			return
+		}
+		binDir = dir
+		for _, name := range []string{"coord", "server", "client", "bench"} {
+			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), "./cmd/"+name)
+			cmd.Dir = root
+			if out, err := cmd.CombinedOutput(); err != nil {
+				buildErr = fmt.Errorf("go build %s: %v\n%s", name, err, out)
+				return
+			}
+		}
+	})
+	if buildErr != nil {
+		t.Fatal(buildErr)
+	}
+	return binDir
+}
+
+// Options for Start.
+type Options struct {
+	N       int      // servers (default 3), all on localhost with ports 0
+	Config  string   // a cluster file's contents; overrides N
+	Args    []string // extra coord flags
+	Timeout string   // -t (default "500ms")
+}
+
+// Cluster is a running coordinator process and its servers.
+type Cluster struct {
+	t       testing.TB
+	Dir     string // working directory: dumps and logs land here
+	Bin     string
+	Addr    string // coordinator client address
+	cmd     *exec.Cmd
+	stdin   io.WriteCloser
+	stderr  *lockedBuf
+	exited  chan struct{}
+	exitErr error
+}
+
+type lockedBuf struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (l *lockedBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *lockedBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+var readyRE = regexp.MustCompile(`clients connect to (\S+)`)
+
+// Start runs a cluster and waits until its coordinator serves clients. The
+// cluster is shut down (or killed) when the test ends.
+func Start(t testing.TB, o Options) *Cluster {
+	t.Helper()
+	bin := Bin(t)
+	dir := t.TempDir()
+	cfg := o.Config
+	if cfg == "" {
+		n := o.N
+		if n == 0 {
+			n = 3
+		}
+		cfg = fmt.Sprintf("%d\n", n)
+		for i := 0; i < n; i++ {
+			cfg += "localhost 0 0 0\n"
+		}
+	}
+	cfgPath := filepath.Join(dir, "cluster.txt")
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	to := o.Timeout
+	if to == "" {
+		to = "500ms"
+	}
+	args := append([]string{"-c", "0", "-s", "0", "-C", cfgPath, "-t", to, "-l", filepath.Join(dir, "ftkv.log")}, o.Args...)
+	cmd := exec.Command(filepath.Join(bin, "coord"), args...)
+	cmd.Dir = dir
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	c := &Cluster{t: t, Dir: dir, Bin: bin, cmd: cmd, stdin: stdin, stderr: &lockedBuf{}, exited: make(chan struct{})}
+	cmd.Stderr = io.MultiWriter(c.stderr, pw)
+	cmd.Stdout = c.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		c.exitErr = cmd.Wait()
+		pw.Close()
+		close(c.exited)
+	}()
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if m := readyRE.FindStringSubmatch(sc.Text()); m != nil {
+				addr <- m[1]
+				break
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	select {
+	case c.Addr = <-addr:
+	case <-c.exited:
+		t.Fatalf("coord exited during start: %v\nstderr:\n%s\nlog:\n%s", c.exitErr, c.stderr.String(), c.Log())
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("coord not ready after 20s\nstderr:\n%s\nlog:\n%s", c.stderr.String(), c.Log())
+	}
+	t.Cleanup(func() {
+		select {
+		case <-c.exited:
+		default:
+			_ = c.Shutdown(5 * time.Second)
+		}
+		if t.Failed() {
+			t.Logf("coordinator stderr:\n%s", c.stderr.String())
+			t.Logf("log (tail):\n%s", tail(c.Log(), 60))
+		}
+	})
+	return c
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(s, "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// Log returns the coordinator's and servers' log file.
+func (c *Cluster) Log() string {
+	b, _ := os.ReadFile(filepath.Join(c.Dir, "ftkv.log"))
+	return string(b)
+}
+
+// Stderr returns what the coordinator wrote to stderr and stdout.
+func (c *Cluster) Stderr() string { return c.stderr.String() }
+
+// Client dials the cluster with the Go client.
+func (c *Cluster) Client(opts ...client.Option) *client.Client {
+	c.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cl, err := client.Dial(ctx, c.Addr, opts...)
+	if err != nil {
+		c.t.Fatalf("dial %s: %v", c.Addr, err)
+	}
+	c.t.Cleanup(func() { cl.Close() })
+	return cl
+}
+
+// Shutdown closes the coordinator's stdin (ctrl+d) and waits for it to exit
+// within d; it returns the exit error (nil for status 0).
+func (c *Cluster) Shutdown(d time.Duration) error {
+	_ = c.stdin.Close()
+	select {
+	case <-c.exited:
+		return c.exitErr
+	case <-time.After(d):
+		_ = c.cmd.Process.Kill()
+		<-c.exited
+		return fmt.Errorf("coord did not exit within %s after end of stdin", d)
+	}
+}
+
+// Signal sends sig to the coordinator process.
+func (c *Cluster) Signal(sig syscall.Signal) error { return c.cmd.Process.Signal(sig) }
+
+// Exited is closed when the coordinator process has exited.
+func (c *Cluster) Exited() <-chan struct{} { return c.exited }
+
+// ExitErr is the coordinator's exit error once Exited is closed.
+func (c *Cluster) ExitErr() error { return c.exitErr }
+
+// CoordPID is the coordinator's process id.
+func (c *Cluster) CoordPID() int { return c.cmd.Process.Pid }
+
+// Eventually polls cond every 20ms until it holds or d passes.
+func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %s waiting for %s", d, what)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+}
