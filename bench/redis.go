@@ -44,10 +44,10 @@ type redisRequester struct {
 	mu      sync.Mutex      // guards watched against the AfterFunc
 	watched context.Context // the ctx whose cancellation unblocks nc
 	unwatch func() bool
-	wbuf []byte
-	rbuf []byte // rbuf[rpos:rend] holds bytes read but not parsed yet
-	rpos int
-	rend int
+	wbuf    []byte
+	rbuf    []byte // rbuf[rpos:rend] holds bytes read but not parsed yet
+	rpos    int
+	rend    int
 }
 
 func newRedisRequester(nc net.Conn) *redisRequester {

@@ -140,6 +140,11 @@ func (r *Result) WriteText(w io.Writer) error {
 	if p := r.Preload; p != nil {
 		fmt.Fprintf(&b, "preload     %d keys in %.2fs (%s puts/s), %d errors%s (not measured)\n",
 			p.Keys, p.Seconds, FormatRate(p.PutsPerSec), p.Errors, interrupted(p.Interrupted))
+		if p.Interrupted {
+			b.WriteString("run         not started: interrupted during the preload\n")
+			_, err := io.WriteString(w, b.String())
+			return err
+		}
 	}
 	fmt.Fprintf(&b, "throughput  %s ops/s  (gets %s/s, puts %s/s)\n",
 		FormatRate(r.OpsPerSec), FormatRate(r.GetsPerSec), FormatRate(r.PutsPerSec))

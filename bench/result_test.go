@@ -71,7 +71,7 @@ func sampleResult() *Result {
 		OpsPerSec: 500, GetsPerSec: 300, PutsPerSec: 200,
 		Latency:    Latency{P50: 410, P90: 800, P99: 1500, P999: 3000, Max: 12000},
 		GetLatency: Latency{P50: 400}, PutLatency: Latency{P50: 420},
-		Preload:    &PreloadResult{Keys: 100000, Seconds: 1.5, PutsPerSec: 66666.7},
+		Preload: &PreloadResult{Keys: 100000, Seconds: 1.5, PutsPerSec: 66666.7},
 	}
 }
 
@@ -118,5 +118,15 @@ func TestWriteText(t *testing.T) {
 	}
 	if strings.Contains(out, "first error") {
 		t.Errorf("text mentions an error that did not happen:\n%s", out)
+	}
+}
+
+func TestWriteTextInterruptedPreload(t *testing.T) {
+	r := sampleResult()
+	r.Preload.Interrupted = true
+	var b strings.Builder
+	r.WriteText(&b)
+	if out := b.String(); !strings.Contains(out, "not started") || strings.Contains(out, "throughput") {
+		t.Fatalf("an interrupted preload reports a measurement:\n%s", out)
 	}
 }

@@ -24,9 +24,9 @@ type call struct {
 	err   error
 }
 
-// conn is one pipelined connection: many goroutines append frames to wbuf,
-// one writer goroutine flushes them in batches, one reader goroutine routes
-// answers to their callers by request id.
+// conn is one pipelined connection: callers append frames to wbuf and
+// whichever caller finds no write in progress flushes the batch; one reader
+// goroutine routes answers to their callers by request id.
 type conn struct {
 	nc   net.Conn
 	addr string
@@ -36,7 +36,8 @@ type conn struct {
 	pending map[uint64]*call
 	nextID  uint64
 	err     error // set once the connection has failed
-	kick    chan struct{}
+	writing bool  // a caller is flushing wbuf
+	spare   []byte
 	closed  chan struct{}
 }
 
@@ -45,10 +46,8 @@ func newConn(nc net.Conn, addr string) *conn {
 		nc:      nc,
 		addr:    addr,
 		pending: make(map[uint64]*call),
-		kick:    make(chan struct{}, 1),
 		closed:  make(chan struct{}),
 	}
-	go c.writeLoop()
 	go c.readLoop()
 	return c
 }
@@ -66,10 +65,14 @@ func (c *conn) roundTrip(ctx context.Context, f *wire.Frame) (wire.Frame, error)
 	f.ID = c.nextID
 	c.pending[f.ID] = cl
 	c.wbuf = wire.Append(c.wbuf, f)
-	c.mu.Unlock()
-	select {
-	case c.kick <- struct{}{}:
-	default:
+	if c.writing {
+		// Another caller is in Write: it flushes our frame with its next
+		// batch (flat combining: no writer goroutine, batches form by
+		// themselves under load).
+		c.mu.Unlock()
+	} else {
+		c.writing = true
+		c.flushLocked()
 	}
 	select {
 	case <-cl.done:
@@ -82,28 +85,29 @@ func (c *conn) roundTrip(ctx context.Context, f *wire.Frame) (wire.Frame, error)
 	}
 }
 
-func (c *conn) writeLoop() {
-	var buf []byte
-	for {
-		select {
-		case <-c.kick:
-		case <-c.closed:
-			return
-		}
-		c.mu.Lock()
-		buf, c.wbuf = c.wbuf, buf[:0]
+// flushLocked writes wbuf until it stays empty; called with mu held and
+// writing set, it returns with mu released.
+func (c *conn) flushLocked() {
+	for len(c.wbuf) > 0 && c.err == nil {
+		buf := c.wbuf
+		c.wbuf = c.spare[:0]
 		c.mu.Unlock()
-		if len(buf) == 0 {
-			continue
+		_, err := c.nc.Write(buf)
+		c.mu.Lock()
+		if cap(buf) <= 1<<20 {
+			c.spare = buf
+		} else {
+			c.spare = nil // do not pin a huge buffer after one large value
 		}
-		if _, err := c.nc.Write(buf); err != nil {
+		if err != nil {
+			c.writing = false
+			c.mu.Unlock()
 			c.fail(fmt.Errorf("%w: write to %s: %v", errConnBroken, c.addr, err))
 			return
 		}
-		if cap(buf) > 1<<20 {
-			buf = nil // do not pin a huge buffer after one large value
-		}
 	}
+	c.writing = false
+	c.mu.Unlock()
 }
 
 func (c *conn) readLoop() {

@@ -60,43 +60,67 @@ type clientHandler struct {
 	s *Server
 }
 
-func (h *clientHandler) OnTraffic(c gnet.Conn) gnet.Action {
-	return decodeAll(c, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
-		return h.s.handleClient(c, f, out), gnet.None
-	})
+// writeBatch gathers the writes of one read, per shard, so each shard
+// sequences them together and ships them to its secondary in one write.
+type writeBatch struct {
+	p    *primary
+	reqs []*wreq
 }
 
-func (s *Server) handleClient(c gnet.Conn, f *wire.Frame, out []byte) []byte {
+func (h *clientHandler) OnTraffic(c gnet.Conn) gnet.Action {
+	var batches []writeBatch
+	action := decodeAll(c, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
+		out, p, r := h.s.handleClient(c, f, out)
+		if r != nil {
+			i := 0
+			for i < len(batches) && batches[i].p != p {
+				i++
+			}
+			if i == len(batches) {
+				batches = append(batches, writeBatch{p: p})
+			}
+			batches[i].reqs = append(batches[i].reqs, r)
+		}
+		return out, gnet.None
+	})
+	for _, b := range batches {
+		b.p.sequence(b.reqs, nil)
+	}
+	return action
+}
+
+// handleClient answers a Get into out, or returns the write for p to sequence.
+func (s *Server) handleClient(c gnet.Conn, f *wire.Frame, out []byte) ([]byte, *primary, *wreq) {
 	switch f.Op {
 	case wire.OpGet, wire.OpPut, wire.OpDelete, wire.OpCAS, wire.OpAppend:
 	default:
-		return reply(out, f, wire.StatusBadRequest, 0, fmt.Sprintf("op %s not accepted on the client port", f.Op))
+		return reply(out, f, wire.StatusBadRequest, 0, fmt.Sprintf("op %s not accepted on the client port", f.Op)), nil, nil
 	}
 	if err := wire.CheckLimits(f.Key, f.Value, f.Aux); err != nil {
-		return reply(out, f, wire.StatusTooLarge, 0, err.Error())
+		return reply(out, f, wire.StatusTooLarge, 0, err.Error()), nil, nil
 	}
 	vs := s.view.Load()
 	if vs == nil {
-		return reply(out, f, wire.StatusUnavailable, 0, "server has no view yet")
+		return reply(out, f, wire.StatusUnavailable, 0, "server has no view yet"), nil, nil
 	}
 	epoch := vs.v.Epoch
 	if f.Epoch > epoch {
-		return reply(out, f, wire.StatusStaleEpoch, epoch, "server is behind the client's view")
+		return reply(out, f, wire.StatusStaleEpoch, epoch, "server is behind the client's view"), nil, nil
 	}
 	shard := vs.ring.ShardBytes(f.Key)
 	p := vs.prims[shard]
 	if p == nil {
-		return reply(out, f, wire.StatusWrongServer, epoch, "")
+		return reply(out, f, wire.StatusWrongServer, epoch, ""), nil, nil
 	}
 	if f.Op == wire.OpGet {
 		v, ok := p.t.get(f.Key)
 		if !ok {
-			return wire.Append(out, &wire.Frame{Op: wire.OpGet, ID: f.ID, Status: wire.StatusNotFound, Epoch: epoch})
+			return wire.Append(out, &wire.Frame{Op: wire.OpGet, ID: f.ID, Status: wire.StatusNotFound, Epoch: epoch}), nil, nil
 		}
-		return wire.Append(out, &wire.Frame{Op: wire.OpGet, ID: f.ID, Epoch: epoch, Value: v})
+		return wire.Append(out, &wire.Frame{Op: wire.OpGet, ID: f.ID, Epoch: epoch, Value: v}), nil, nil
 	}
 	if s.closing.Load() {
-		return reply(out, f, wire.StatusUnavailable, epoch, "server is shutting down")
+		return reply(out, f, wire.StatusUnavailable, epoch, "server is shutting down"), nil, nil
 	}
 	// One allocation holds the private copies of key, value and aux.
 	b := make([]byte, 0, len(f.Key)+len(f.Value)+len(f.Aux))
@@ -107,8 +131,7 @@ func (s *Server) handleClient(c gnet.Conn, f *wire.Frame, out []byte) []byte {
 	if f.Op == wire.OpCAS && f.Flags&wire.FlagOldPresent == 0 {
 		r.aux = nil
 	}
-	p.enqueue(r)
-	return out
+	return out, p, r
 }
 
 // peerConn is the state of one inbound replication link.

@@ -7,16 +7,18 @@ import (
 	"io"
 	"net"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"ftkv/wire"
 )
 
-// wreq is a client write handed from an event loop to a shard's sequencer.
-// Its slices are private copies (gnet's buffers are reused).
+// wreq is a client write on its way through a shard's sequencer. Its
+// slices are private copies (gnet's buffers are reused).
 type wreq struct {
 	c      gnet.Conn
 	id     uint64
@@ -53,21 +55,21 @@ type pend struct {
 
 // primary runs the write path of one shard this server leads:
 //
-//	event loop -> queue -> sequencer (dedup, compute, log index) -> link to
-//	secondary -> ack reader -> commit to table -> answer the client
+//	event loop: sequence (dedup, compute, log index) -> link to secondary
+//	ack reader: commit to table -> answer the client (AsyncWrite)
 //
-// Writes are batched on one ordered link; a write is applied to the table,
-// and so visible to reads, only after the secondary acknowledged it.
+// The event loop sequences every write of one read batch at once and tries
+// a non-blocking write to the link; what the socket does not take goes to
+// the link's writer goroutine, so a loop never blocks. Writes are batched on
+// one ordered link; a write is applied to the table, and so visible to
+// reads, only after the secondary acknowledged it.
 type primary struct {
 	s     *Server
 	shard int
 	t     *table
 	log   zerolog.Logger
 
-	qmu   sync.Mutex
-	queue []*wreq
-	kick  chan struct{}
-	stop  chan struct{}
+	stop chan struct{}
 
 	mu        sync.Mutex // pending, inflight, nextIndex, link
 	pending   map[string]pend
@@ -86,47 +88,11 @@ func newPrimary(s *Server, shard int, t *table) *primary {
 		shard:   shard,
 		t:       t,
 		log:     s.log.With().Int("shard", shard).Logger(),
-		kick:    make(chan struct{}, 1),
 		stop:    make(chan struct{}),
 		pending: make(map[string]pend),
 	}
 	p.drained = sync.NewCond(&p.mu)
-	go p.sequencer()
 	return p
-}
-
-// enqueue hands a write to the sequencer; it never blocks an event loop.
-func (p *primary) enqueue(r *wreq) {
-	p.qmu.Lock()
-	p.queue = append(p.queue, r)
-	p.qmu.Unlock()
-	select {
-	case p.kick <- struct{}{}:
-	default:
-	}
-}
-
-func (p *primary) sequencer() {
-	var batch []*wreq
-	var buf []byte
-	for {
-		select {
-		case <-p.kick:
-		case <-p.stop:
-			return
-		}
-		p.qmu.Lock()
-		batch, p.queue = p.queue, batch[:0]
-		p.qmu.Unlock()
-		if len(batch) == 0 {
-			continue
-		}
-		buf = p.sequence(batch, buf[:0])
-		clear(batch)
-		if cap(buf) > 4<<20 {
-			buf = nil
-		}
-	}
 }
 
 // sequence assigns log indexes to a batch of writes and ships them to the
@@ -173,6 +139,11 @@ func (p *primary) sequence(batch []*wreq, buf []byte) []byte {
 	}
 	last := p.nextIndex
 	link := p.link
+	if link != nil && last >= first {
+		link.mu.Lock()
+		link.wbuf = append(link.wbuf, buf...)
+		link.mu.Unlock()
+	}
 	p.mu.Unlock()
 	replies.flush()
 	if last < first {
@@ -183,10 +154,7 @@ func (p *primary) sequence(batch []*wreq, buf []byte) []byte {
 		p.commitUpTo(last)
 		return buf
 	}
-	if err := link.send(buf); err != nil {
-		p.log.Error().Err(err).Msg("replication link failed; reconnecting")
-		go p.reconnect(link)
-	}
+	link.flush()
 	return buf
 }
 
@@ -340,21 +308,16 @@ func (p *primary) connect(secAddr string, epoch uint64, timeout time.Duration) e
 		l, acked, err := dialLink(p, secAddr, epoch)
 		if err == nil {
 			p.mu.Lock()
-			p.link = l
-			// Resend what the secondary has not applied yet, in order.
-			var buf []byte
+			// Resend what the secondary has not applied yet, in order,
+			// ahead of anything sequenced from now on.
 			for _, e := range p.inflight {
 				if e.index > acked {
-					buf = p.appendRepl(buf, e)
+					l.wbuf = p.appendRepl(l.wbuf, e)
 				}
 			}
+			p.link = l
 			p.mu.Unlock()
-			if len(buf) > 0 {
-				if err := l.send(buf); err != nil {
-					l.close()
-					continue
-				}
-			}
+			l.flush()
 			if acked > 0 {
 				p.commitUpTo(acked)
 			}
@@ -408,12 +371,20 @@ func (p *primary) reconnect(failed *replLink) {
 }
 
 // replLink is the ordered connection from a primary to its secondary.
+// Frames are appended to wbuf under the primary's lock (so in log order);
+// whoever finds no write in progress flushes them.
 type replLink struct {
 	p    *primary
 	nc   net.Conn
-	wmu  sync.Mutex
+	rc   syscall.RawConn
 	dead chan struct{}
 	once sync.Once
+	kick chan struct{}
+
+	mu      sync.Mutex
+	wbuf    []byte
+	spare   []byte
+	writing bool
 }
 
 // dialLink connects and authenticates; it returns the highest log index the
@@ -445,16 +416,117 @@ func dialLink(p *primary, addr string, epoch uint64) (*replLink, uint64, error) 
 		return nil, 0, fmt.Errorf("secondary refused link: %s %s", f.Status, f.Value)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	l := &replLink{p: p, nc: nc, dead: make(chan struct{})}
+	tc, ok := nc.(*net.TCPConn)
+	if !ok {
+		nc.Close()
+		return nil, 0, fmt.Errorf("replication link to %s is not TCP", addr)
+	}
+	rc, err := tc.SyscallConn()
+	if err != nil {
+		nc.Close()
+		return nil, 0, err
+	}
+	l := &replLink{p: p, nc: nc, rc: rc, dead: make(chan struct{}), kick: make(chan struct{}, 1)}
 	go l.readAcks(br)
+	go l.writer()
 	return l, f.Seq, nil
 }
 
-func (l *replLink) send(buf []byte) error {
-	l.wmu.Lock()
-	defer l.wmu.Unlock()
-	_, err := l.nc.Write(buf)
-	return err
+// flush writes wbuf without ever blocking the caller: it writes what the
+// socket takes at once and hands any remainder to the writer goroutine.
+func (l *replLink) flush() {
+	l.mu.Lock()
+	if l.writing || len(l.wbuf) == 0 {
+		l.mu.Unlock()
+		return
+	}
+	l.writing = true
+	for len(l.wbuf) > 0 {
+		buf := l.wbuf
+		l.wbuf = l.spare[:0]
+		l.mu.Unlock()
+		n, err := l.writeNonblock(buf)
+		l.mu.Lock()
+		if err != nil {
+			l.writing = false
+			l.mu.Unlock()
+			l.p.log.Error().Err(err).Msg("replication link failed; reconnecting")
+			l.close()
+			go l.p.reconnect(l)
+			return
+		}
+		if n < len(buf) {
+			rest := append(buf[n:len(buf):len(buf)], l.wbuf...)
+			l.wbuf = rest
+			l.mu.Unlock()
+			select {
+			case l.kick <- struct{}{}: // writer goroutine takes over; writing stays set
+			default:
+			}
+			return
+		}
+		if cap(buf) <= 4<<20 {
+			l.spare = buf
+		}
+	}
+	l.writing = false
+	l.mu.Unlock()
+}
+
+func (l *replLink) writeNonblock(buf []byte) (int, error) {
+	var n int
+	var werr error
+	err := l.rc.Write(func(fd uintptr) bool {
+		for n < len(buf) {
+			m, e := unix.Write(int(fd), buf[n:])
+			if m > 0 {
+				n += m
+			}
+			if e == unix.EINTR {
+				continue
+			}
+			if e == unix.EAGAIN {
+				return true
+			}
+			if e != nil {
+				werr = e
+				return true
+			}
+		}
+		return true
+	})
+	if err == nil {
+		err = werr
+	}
+	return n, err
+}
+
+// writer finishes flushes the socket did not take at once (blocking).
+func (l *replLink) writer() {
+	for {
+		select {
+		case <-l.kick:
+		case <-l.dead:
+			return
+		}
+		l.mu.Lock()
+		for len(l.wbuf) > 0 {
+			buf := l.wbuf
+			l.wbuf = nil
+			l.mu.Unlock()
+			_, err := l.nc.Write(buf)
+			l.mu.Lock()
+			if err != nil {
+				l.writing = false
+				l.mu.Unlock()
+				l.close()
+				go l.p.reconnect(l)
+				return
+			}
+		}
+		l.writing = false
+		l.mu.Unlock()
+	}
 }
 
 func (l *replLink) readAcks(br *bufio.Reader) {

@@ -8,6 +8,8 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 
 	"github.com/rs/zerolog"
@@ -54,6 +56,14 @@ func main() {
 		os.Exit(2)
 	}
 	cfg.Logger = zerolog.New(out).Level(lvl).With().Timestamp().Logger()
+	if dir := os.Getenv("FTKV_CPUPROFILE_DIR"); dir != "" {
+		// Profiling aid for benchmarks: a CPU profile per server, written
+		// when the server stops.
+		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("server_%d.cpu.prof", cfg.ID)))
+		if err == nil && pprof.StartCPUProfile(f) == nil {
+			defer pprof.StopCPUProfile()
+		}
+	}
 	srv, err := server.New(cfg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "server: %v\n", err)
@@ -66,6 +76,7 @@ func main() {
 	defer stop()
 	if err := srv.Run(ctx); err != nil && ctx.Err() == nil {
 		fmt.Fprintf(os.Stderr, "server %d: %v\n", cfg.ID, err)
+		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
 }
