@@ -25,6 +25,7 @@ run: build
 test: build vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz FUZZTIME=5s
+	scripts/readme-smoke.sh
 
 vet:
 	$(GO) vet ./...

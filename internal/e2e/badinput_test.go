@@ -254,6 +254,9 @@ func serversAddr(t *testing.T, c *testcluster.Cluster) string {
 type garbageCase struct {
 	name string
 	send func(nc *net.TCPConn, rng *rand.Rand)
+	// framing: the input cannot be framed, so every port must also close
+	// the connection (framing cannot be resynchronised after garbage).
+	framing bool
 }
 
 func writeSlowly(nc net.Conn, b []byte, every time.Duration) {
@@ -275,64 +278,64 @@ func garbageCases() []garbageCase {
 			rng.Read(b)
 			b[0] |= 0x40 // a length prefix over any limit, so the outcome is not left to chance
 			nc.Write(b)
-		}},
+		}, true},
 		{"http", func(nc *net.TCPConn, _ *rand.Rand) {
 			nc.Write([]byte("GET / HTTP/1.1\r\nHost: localhost\r\n\r\n"))
-		}},
+		}, true},
 		{"huge-length", func(nc *net.TCPConn, _ *rand.Rand) {
 			nc.Write(append([]byte{0xff, 0xff, 0xff, 0xff}, getFrame[4:]...))
-		}},
+		}, true},
 		{"short-length", func(nc *net.TCPConn, _ *rand.Rand) {
 			nc.Write(append([]byte{0, 0, 0, 3}, bytes.Repeat([]byte{1}, 64)...))
-		}},
+		}, true},
 		{"bad-version", func(nc *net.TCPConn, _ *rand.Rand) {
 			b := bytes.Clone(getFrame)
 			b[4] = 99
 			nc.Write(b)
-		}},
+		}, true},
 		{"lengths-disagree", func(nc *net.TCPConn, _ *rand.Rand) {
 			b := bytes.Clone(getFrame)
 			binary.BigEndian.PutUint32(b[48:], 1<<30) // key length past the frame
 			nc.Write(b)
-		}},
+		}, true},
 		{"truncated-then-close", func(nc *net.TCPConn, _ *rand.Rand) {
 			nc.Write(getFrame[:len(getFrame)-3])
 			nc.CloseWrite()
-		}},
+		}, true},
 		{"header-only-then-close", func(nc *net.TCPConn, _ *rand.Rand) {
 			nc.Write(getFrame[:20])
 			nc.CloseWrite()
-		}},
+		}, true},
 		{"unknown-op", func(nc *net.TCPConn, _ *rand.Rand) {
 			nc.Write(frame(wire.Frame{Op: wire.Op(200), ID: 3, Key: []byte("k")}))
-		}},
+		}, true},
 		{"unknown-status", func(nc *net.TCPConn, _ *rand.Rand) {
 			nc.Write(frame(wire.Frame{Op: wire.OpGet, Status: wire.Status(250), ID: 4, Key: []byte("k")}))
-		}},
-		{"hello-wrong-secret", func(nc *net.TCPConn, _ *rand.Rand) { nc.Write(badHello) }},
+		}, true},
+		{"hello-wrong-secret", func(nc *net.TCPConn, _ *rand.Rand) { nc.Write(badHello) }, false},
 		{"replhello-wrong-secret", func(nc *net.TCPConn, _ *rand.Rand) {
 			nc.Write(frame(wire.Frame{Op: wire.OpReplHello, ID: 5, Epoch: 1, Value: []byte("not the secret")}))
-		}},
+		}, false},
 		{"repl-without-hello", func(nc *net.TCPConn, _ *rand.Rand) {
 			nc.Write(frame(wire.Frame{Op: wire.OpRepl, ID: 1, Epoch: 1, Flags: wire.FlagSecondary, Key: []byte("forged"), Value: []byte("evil")}))
-		}},
+		}, false},
 		{"shutdown-without-hello", func(nc *net.TCPConn, _ *rand.Rand) {
 			nc.Write(frame(wire.Frame{Op: wire.OpShutdown, ID: 6}))
-		}},
+		}, false},
 		{"setview-without-hello", func(nc *net.TCPConn, _ *rand.Rand) {
 			nc.Write(frame(wire.Frame{Op: wire.OpSetView, ID: 7, Epoch: 1 << 40, Value: []byte{1, 2, 3}}))
-		}},
+		}, false},
 		{"heartbeat-without-hello", func(nc *net.TCPConn, _ *rand.Rand) {
 			nc.Write(frame(wire.Frame{Op: wire.OpHeartbeat, ID: 8, Client: 0, Value: []byte{0, 0, 0}}))
-		}},
+		}, false},
 		{"slow-garbage", func(nc *net.TCPConn, _ *rand.Rand) {
 			writeSlowly(nc, []byte("GET / HTTP/1.1\r\n"), 100*time.Millisecond)
-		}},
+		}, true},
 		{"slow-hello", func(nc *net.TCPConn, _ *rand.Rand) {
 			// All but the last 10 bytes at once, then one byte every 100ms.
 			nc.Write(badHello[:len(badHello)-10])
 			writeSlowly(nc, badHello[len(badHello)-10:], 100*time.Millisecond)
-		}},
+		}, false},
 	}
 }
 
@@ -375,6 +378,22 @@ func awaitRefusal(nc net.Conn, d time.Duration) (string, error) {
 	}
 }
 
+// awaitClosed reads until the peer closes the connection, which must happen
+// within d and without further bytes.
+func awaitClosed(nc net.Conn, d time.Duration) error {
+	nc.SetReadDeadline(time.Now().Add(d))
+	n, err := io.Copy(io.Discard, nc)
+	switch {
+	case err != nil && errors.Is(err, os.ErrDeadlineExceeded):
+		return fmt.Errorf("error answered but the connection is still open after %s", d)
+	case err != nil && !errors.Is(err, syscall.ECONNRESET):
+		return err
+	case n > 0:
+		return fmt.Errorf("%d more bytes after the error answer", n)
+	}
+	return nil
+}
+
 // TestGarbageEveryPort sends hostile input to every port of a cluster: each
 // offender gets an error answer or a closed connection in bounded time, and
 // afterwards the cluster serves every shard with the same processes.
@@ -408,6 +427,9 @@ func TestGarbageEveryPort(t *testing.T) {
 					done := make(chan struct{})
 					go func() { defer close(done); gc.send(nc, rng) }()
 					what, err := awaitRefusal(nc, 5*time.Second)
+					if err == nil && gc.framing && what != "closed" {
+						err = awaitClosed(nc, 5*time.Second)
+					}
 					<-done
 					if err != nil {
 						t.Fatalf("%s (%s): %v", p.name, p.addr, err)
@@ -441,6 +463,12 @@ func checkSameCluster(t *testing.T, c *testcluster.Cluster, cl *client.Client, b
 	case <-c.Exited():
 		t.Fatalf("coordinator exited: %v", c.ExitErr())
 	default:
+	}
+	// The servers' stderr is the coordinator's.
+	for _, crash := range []string{"panic", "goroutine ", "fatal error"} {
+		if strings.Contains(c.Stderr(), crash) {
+			t.Errorf("%q on the coordinator's or a server's stderr:\n%s", crash, c.Stderr())
+		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
