@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/rand"
@@ -14,6 +15,7 @@ import (
 	"time"
 
 	"github.com/anishathalye/porcupine"
+	"github.com/zeebo/xxh3"
 
 	"ftkv/client"
 	"ftkv/internal/testcluster"
@@ -145,28 +147,77 @@ var kvModel = porcupine.Model{
 		}
 		return "?"
 	},
+	Hash: func(state interface{}) uint64 {
+		st := state.(kvState)
+		if !st.present {
+			return 0
+		}
+		return xxh3.HashString(st.value) | 1
+	},
 	DescribeState: func(state interface{}) string { return state.(kvState).String() },
 }
 
-// checkHistory runs porcupine on history; on anything but Ok it writes the
-// visualization to a file that outlives the test and logs its path.
+// checkHistory runs porcupine on history. On anything but Ok it saves the
+// history and porcupine's visualization in a directory that outlives the
+// test and logs their paths. The verbose check that feeds the
+// visualization is far slower (it tracks partial linearizations at every
+// backtrack), so it runs only after a failure.
 func checkHistory(t *testing.T, history []porcupine.Operation, timeout time.Duration) porcupine.CheckResult {
 	t.Helper()
 	start := time.Now()
-	res, info := porcupine.CheckOperationsVerbose(kvModel, history, timeout)
+	res := porcupine.CheckOperationsTimeout(kvModel, history, timeout)
 	t.Logf("porcupine: %s on %d operations in %s", res, len(history), time.Since(start).Round(time.Millisecond))
-	if res != porcupine.Ok {
-		dir, err := os.MkdirTemp("", "ftkv-porcupine-")
-		if err == nil {
-			path := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_")+".html")
-			if err := porcupine.VisualizePath(kvModel, info, path); err == nil {
-				t.Logf("porcupine visualization: %s", path)
-			} else {
-				t.Logf("porcupine visualization failed: %v", err)
-			}
-		}
+	if res == porcupine.Ok {
+		return res
+	}
+	dir, err := os.MkdirTemp("", "ftkv-porcupine-")
+	if err != nil {
+		t.Logf("cannot save the history: %v", err)
+		return res
+	}
+	base := filepath.Join(dir, strings.ReplaceAll(t.Name(), "/", "_"))
+	if err := writeHistory(history, base+".jsonl"); err == nil {
+		t.Logf("history: %s.jsonl", base)
+	}
+	_, info := porcupine.CheckOperationsVerbose(kvModel, history, timeout)
+	if err := porcupine.VisualizePath(kvModel, info, base+".html"); err == nil {
+		t.Logf("porcupine visualization: %s.html", base)
+	} else {
+		t.Logf("porcupine visualization failed: %v", err)
 	}
 	return res
+}
+
+// histOp is one recorded operation as a line of a saved history.
+type histOp struct {
+	Client     int    `json:"client"`
+	Call       int64  `json:"call"`
+	Return     int64  `json:"return"`
+	Op         string `json:"op"`
+	Key        string `json:"key"`
+	Value      string `json:"value,omitempty"`
+	Old        string `json:"old,omitempty"`
+	OldPresent bool   `json:"old_present,omitempty"`
+	OK         bool   `json:"ok,omitempty"`
+	Present    bool   `json:"present,omitempty"`
+	Got        string `json:"got,omitempty"`
+	CurKnown   bool   `json:"cur_known,omitempty"`
+}
+
+// writeHistory saves history as JSON lines, one operation a line, sorted
+// by call time, for a look at what went wrong.
+func writeHistory(history []porcupine.Operation, path string) error {
+	h := append([]porcupine.Operation(nil), history...)
+	sort.Slice(h, func(i, j int) bool { return h[i].Call < h[j].Call })
+	var b strings.Builder
+	enc := json.NewEncoder(&b)
+	for _, op := range h {
+		in, out := op.Input.(kvInput), op.Output.(kvOutput)
+		_ = enc.Encode(histOp{Client: op.ClientId, Call: op.Call, Return: op.Return, Op: in.op.String(),
+			Key: in.key, Value: in.value, Old: in.old, OldPresent: in.oldPresent,
+			OK: out.ok, Present: out.present, Got: out.value, CurKnown: out.curKnown})
+	}
+	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
 // TestLinearizable drives 16 goroutines over 4 clients with random Get, Put,
@@ -177,12 +228,13 @@ func TestLinearizable(t *testing.T) {
 	t.Run("checker rejects illegal histories", testCheckerRejects)
 
 	const (
-		workers    = 16
-		clients    = 4
-		keys       = 4
-		duration   = 3500 * time.Millisecond
-		maxOpsEach = 600
-		opTimeout  = 5 * time.Second
+		workers      = 16
+		clients      = 4
+		keys         = 4
+		duration     = 3500 * time.Millisecond
+		maxOpsEach   = 1500
+		opTimeout    = 5 * time.Second
+		checkTimeout = 2 * time.Minute
 	)
 	c := testcluster.Start(t, testcluster.Options{N: 3})
 	cls := make([]*client.Client, clients)
@@ -206,12 +258,17 @@ func TestLinearizable(t *testing.T) {
 		go func(g int) {
 			defer wg.Done()
 			rng := rand.New(rand.NewSource(base + int64(g)))
-			cl := cls[g%clients]
+			cl := cls[(g/keys)%clients]
 			// The last value this goroutine saw per key: CAS expects it,
 			// so that some swaps succeed.
 			seen := map[string]kvState{}
 			for i := 0; i < maxOpsEach && time.Now().Before(deadline); i++ {
-				key := keyNames[rng.Intn(keys)]
+				// Each goroutine works on two neighbouring keys, so at most
+				// 8 goroutines contend for one key: a stall of the machine
+				// then leaves at most 8 overlapping operations per key, which
+				// keeps porcupine's search (exponential in the overlap)
+				// quick, while every key still sees 8 writers from 4 clients.
+				key := keyNames[(g+rng.Intn(2))%keys]
 				in := kvInput{key: key}
 				var out kvOutput
 				ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
@@ -308,7 +365,7 @@ func TestLinearizable(t *testing.T) {
 	if len(history) < 500 {
 		t.Fatalf("only %d operations recorded; want at least 500", len(history))
 	}
-	if res := checkHistory(t, history, 2*time.Minute); res != porcupine.Ok {
+	if res := checkHistory(t, history, checkTimeout); res != porcupine.Ok {
 		t.Fatalf("history of %d operations is not linearizable: %s", len(history), res)
 	}
 }
