@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"io"
 	"sync"
 
 	"github.com/panjf2000/gnet/v2"
@@ -53,11 +54,28 @@ func reply(out []byte, f *wire.Frame, st wire.Status, epoch uint64, msg string) 
 	return wire.Append(out, &wire.Frame{Op: f.Op, ID: f.ID, Status: st, Epoch: epoch, Value: []byte(msg)})
 }
 
-// clientHandler serves clients on the client port: reads on the event
-// loop, writes handed to the shard's sequencer.
+// clientHandler serves clients on the client port, and the outbound
+// replication links enrolled into the same engine.
 type clientHandler struct {
 	gnet.BuiltinEventEngine
-	s *Server
+	s     *Server
+	once  sync.Once
+	ready chan struct{} // closed on the first connection: the loops run
+}
+
+func (h *clientHandler) OnOpen(gnet.Conn) ([]byte, gnet.Action) {
+	h.once.Do(func() { close(h.ready) })
+	return nil, gnet.None
+}
+
+func (h *clientHandler) OnClose(c gnet.Conn, err error) gnet.Action {
+	if l, ok := c.Context().(*replLink); ok && !l.broken() {
+		if err == nil {
+			err = io.EOF
+		}
+		l.fail(err)
+	}
+	return gnet.None
 }
 
 // writeBatch gathers the writes of one read, per shard, so each shard
@@ -68,6 +86,9 @@ type writeBatch struct {
 }
 
 func (h *clientHandler) OnTraffic(c gnet.Conn) gnet.Action {
+	if l, ok := c.Context().(*replLink); ok {
+		return l.onTraffic(c)
+	}
 	var batches []writeBatch
 	action := decodeAll(c, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
 		out, p, r := h.s.handleClient(c, f, out)
@@ -84,7 +105,7 @@ func (h *clientHandler) OnTraffic(c gnet.Conn) gnet.Action {
 		return out, gnet.None
 	})
 	for _, b := range batches {
-		b.p.sequence(b.reqs, nil)
+		b.p.sequence(b.reqs, nil, c.EventLoop())
 	}
 	return action
 }

@@ -1,18 +1,13 @@
 package server
 
 import (
-	"bufio"
 	"bytes"
 	"fmt"
-	"io"
-	"net"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
 
 	"ftkv/wire"
 )
@@ -77,6 +72,7 @@ type primary struct {
 	nextIndex uint64
 	committed uint64
 	link      *replLink
+	waitLink  bool // a secondary is configured: never commit alone
 	secAddr   string
 	epoch     uint64
 	drained   *sync.Cond
@@ -97,7 +93,8 @@ func newPrimary(s *Server, shard int, t *table) *primary {
 
 // sequence assigns log indexes to a batch of writes and ships them to the
 // secondary in one write.
-func (p *primary) sequence(batch []*wreq, buf []byte) []byte {
+// sequence runs on the event loop loop that read batch.
+func (p *primary) sequence(batch []*wreq, buf []byte, loop gnet.EventLoop) []byte {
 	replies := make(replyBatch)
 	p.mu.Lock()
 	first := p.nextIndex + 1
@@ -140,21 +137,21 @@ func (p *primary) sequence(batch []*wreq, buf []byte) []byte {
 	last := p.nextIndex
 	link := p.link
 	if link != nil && last >= first {
-		link.mu.Lock()
-		link.wbuf = append(link.wbuf, buf...)
-		link.mu.Unlock()
+		link.queue(buf)
 	}
 	p.mu.Unlock()
-	replies.flush()
+	replies.flush(loop)
 	if last < first {
 		return buf
 	}
 	if link == nil {
-		// No secondary (a single-server cluster): commit at once.
-		p.commitUpTo(last)
+		if !p.waitLink {
+			// No secondary (a single-server cluster): commit at once.
+			p.commitUpTo(last, loop)
+		}
 		return buf
 	}
-	link.flush()
+	link.flushSoon()
 	return buf
 }
 
@@ -206,7 +203,7 @@ func (p *primary) latest(key string) ([]byte, bool) {
 
 // commitUpTo applies every in-flight entry with index <= idx to the table,
 // in order, and answers the clients waiting for them.
-func (p *primary) commitUpTo(idx uint64) {
+func (p *primary) commitUpTo(idx uint64, loop gnet.EventLoop) {
 	replies := make(replyBatch)
 	p.mu.Lock()
 	n := 0
@@ -243,7 +240,7 @@ func (p *primary) commitUpTo(idx uint64) {
 		p.drained.Broadcast()
 	}
 	p.mu.Unlock()
-	replies.flush()
+	replies.flush(loop)
 }
 
 // answer builds the reply frame of a finished write for request id.
@@ -295,11 +292,19 @@ func (p *primary) connect(secAddr string, epoch uint64, timeout time.Duration) e
 	p.link = nil
 	p.secAddr = secAddr
 	p.epoch = epoch
+	// While the link is down, writes stay in flight (unacknowledged) and
+	// are sent when it is back; only a shard without a secondary commits
+	// alone.
+	p.waitLink = secAddr != ""
 	p.mu.Unlock()
 	if old != nil {
 		old.close()
 	}
 	if secAddr == "" {
+		p.mu.Lock()
+		last := p.nextIndex
+		p.mu.Unlock()
+		p.commitUpTo(last, nil)
 		return nil
 	}
 	deadline := time.Now().Add(timeout)
@@ -310,16 +315,18 @@ func (p *primary) connect(secAddr string, epoch uint64, timeout time.Duration) e
 			p.mu.Lock()
 			// Resend what the secondary has not applied yet, in order,
 			// ahead of anything sequenced from now on.
+			var buf []byte
 			for _, e := range p.inflight {
 				if e.index > acked {
-					l.wbuf = p.appendRepl(l.wbuf, e)
+					buf = p.appendRepl(buf, e)
 				}
 			}
+			l.queue(buf)
 			p.link = l
 			p.mu.Unlock()
-			l.flush()
+			l.flushSoon()
 			if acked > 0 {
-				p.commitUpTo(acked)
+				p.commitUpTo(acked, nil)
 			}
 			p.log.Info().Str("secondary", secAddr).Uint64("epoch", epoch).Msg("replication link up")
 			return nil
@@ -367,233 +374,5 @@ func (p *primary) reconnect(failed *replLink) {
 			return
 		}
 		p.log.Warn().Str("secondary", addr).Msg("secondary unreachable; writes wait")
-	}
-}
-
-// replLink is the ordered connection from a primary to its secondary.
-// Frames are appended to wbuf under the primary's lock (so in log order);
-// whoever finds no write in progress flushes them.
-type replLink struct {
-	p    *primary
-	nc   net.Conn
-	rc   syscall.RawConn
-	dead chan struct{}
-	once sync.Once
-	kick chan struct{}
-
-	mu      sync.Mutex
-	wbuf    []byte
-	spare   []byte
-	writing bool
-}
-
-// dialLink connects and authenticates; it returns the highest log index the
-// secondary already holds from this primary incarnation.
-func dialLink(p *primary, addr string, epoch uint64) (*replLink, uint64, error) {
-	nc, err := net.DialTimeout("tcp", addr, time.Second)
-	if err != nil {
-		return nil, 0, err
-	}
-	if tc, ok := nc.(*net.TCPConn); ok {
-		_ = tc.SetNoDelay(true)
-	}
-	s := p.s
-	hello := wire.Append(nil, &wire.Frame{Op: wire.OpReplHello, Epoch: epoch, Client: uint64(s.cfg.ID),
-		Seq: uint64(p.shard), Floor: s.cfg.Incarnation, Value: []byte(s.cfg.Secret)})
-	_ = nc.SetDeadline(time.Now().Add(2 * time.Second))
-	if _, err := nc.Write(hello); err != nil {
-		nc.Close()
-		return nil, 0, err
-	}
-	br := bufio.NewReaderSize(nc, 64<<10)
-	f, err := readFrame(br)
-	if err != nil {
-		nc.Close()
-		return nil, 0, err
-	}
-	if f.Status != wire.StatusOK {
-		nc.Close()
-		return nil, 0, fmt.Errorf("secondary refused link: %s %s", f.Status, f.Value)
-	}
-	_ = nc.SetDeadline(time.Time{})
-	tc, ok := nc.(*net.TCPConn)
-	if !ok {
-		nc.Close()
-		return nil, 0, fmt.Errorf("replication link to %s is not TCP", addr)
-	}
-	rc, err := tc.SyscallConn()
-	if err != nil {
-		nc.Close()
-		return nil, 0, err
-	}
-	l := &replLink{p: p, nc: nc, rc: rc, dead: make(chan struct{}), kick: make(chan struct{}, 1)}
-	go l.readAcks(br)
-	go l.writer()
-	return l, f.Seq, nil
-}
-
-// flush writes wbuf without ever blocking the caller: it writes what the
-// socket takes at once and hands any remainder to the writer goroutine.
-func (l *replLink) flush() {
-	l.mu.Lock()
-	if l.writing || len(l.wbuf) == 0 {
-		l.mu.Unlock()
-		return
-	}
-	l.writing = true
-	for len(l.wbuf) > 0 {
-		buf := l.wbuf
-		l.wbuf = l.spare[:0]
-		l.mu.Unlock()
-		n, err := l.writeNonblock(buf)
-		l.mu.Lock()
-		if err != nil {
-			l.writing = false
-			l.mu.Unlock()
-			l.p.log.Error().Err(err).Msg("replication link failed; reconnecting")
-			l.close()
-			go l.p.reconnect(l)
-			return
-		}
-		if n < len(buf) {
-			rest := append(buf[n:len(buf):len(buf)], l.wbuf...)
-			l.wbuf = rest
-			l.mu.Unlock()
-			select {
-			case l.kick <- struct{}{}: // writer goroutine takes over; writing stays set
-			default:
-			}
-			return
-		}
-		if cap(buf) <= 4<<20 {
-			l.spare = buf
-		}
-	}
-	l.writing = false
-	l.mu.Unlock()
-}
-
-func (l *replLink) writeNonblock(buf []byte) (int, error) {
-	var n int
-	var werr error
-	err := l.rc.Write(func(fd uintptr) bool {
-		for n < len(buf) {
-			m, e := unix.Write(int(fd), buf[n:])
-			if m > 0 {
-				n += m
-			}
-			if e == unix.EINTR {
-				continue
-			}
-			if e == unix.EAGAIN {
-				return true
-			}
-			if e != nil {
-				werr = e
-				return true
-			}
-		}
-		return true
-	})
-	if err == nil {
-		err = werr
-	}
-	return n, err
-}
-
-// writer finishes flushes the socket did not take at once (blocking).
-func (l *replLink) writer() {
-	for {
-		select {
-		case <-l.kick:
-		case <-l.dead:
-			return
-		}
-		l.mu.Lock()
-		for len(l.wbuf) > 0 {
-			buf := l.wbuf
-			l.wbuf = nil
-			l.mu.Unlock()
-			_, err := l.nc.Write(buf)
-			l.mu.Lock()
-			if err != nil {
-				l.writing = false
-				l.mu.Unlock()
-				l.close()
-				go l.p.reconnect(l)
-				return
-			}
-		}
-		l.writing = false
-		l.mu.Unlock()
-	}
-}
-
-func (l *replLink) readAcks(br *bufio.Reader) {
-	for {
-		f, err := readFrame(br)
-		if err != nil {
-			l.close()
-			return
-		}
-		if f.Op == wire.OpReplAck && f.Status == wire.StatusOK {
-			l.p.commitUpTo(f.ID)
-		} else {
-			l.p.log.Error().Str("status", f.Status.String()).Bytes("msg", f.Value).Msg("secondary refused replication")
-			l.close()
-			go l.p.reconnect(l)
-			return
-		}
-	}
-}
-
-func (l *replLink) close() {
-	l.once.Do(func() {
-		close(l.dead)
-		l.nc.Close()
-	})
-}
-
-func (l *replLink) broken() bool {
-	select {
-	case <-l.dead:
-		return true
-	default:
-		return false
-	}
-}
-
-// readFrame reads one frame from a buffered stream into a fresh buffer.
-func readFrame(br *bufio.Reader) (wire.Frame, error) {
-	hdr, err := br.Peek(4)
-	if err != nil {
-		return wire.Frame{}, err
-	}
-	n := wire.FrameLen(hdr)
-	if n-4 > wire.MaxFrame || n < wire.HeaderSize {
-		return wire.Frame{}, fmt.Errorf("bad frame length %d", n)
-	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(br, buf); err != nil {
-		return wire.Frame{}, err
-	}
-	f, _, err := wire.Decode(buf, 0)
-	return f, err
-}
-
-// replyBatch collects answers per connection so each connection gets one
-// AsyncWrite per batch instead of one per answer.
-type replyBatch map[gnet.Conn][]byte
-
-func (rb replyBatch) add(c gnet.Conn, f *wire.Frame) {
-	if c == nil {
-		return
-	}
-	rb[c] = wire.Append(rb[c], f)
-}
-
-func (rb replyBatch) flush() {
-	for c, b := range rb {
-		_ = c.AsyncWrite(b, nil)
 	}
 }

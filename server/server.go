@@ -121,6 +121,9 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// clientEngine is the engine of the client port (links are enrolled there).
+func (s *Server) clientEngine() gnet.Engine { return s.engines[0] }
+
 // Addrs returns the advertised client, peer and control addresses once Run
 // has bound them.
 func (s *Server) Addrs() (client, peer, ctl string) {
@@ -138,8 +141,9 @@ func (s *Server) Run(ctx context.Context) error {
 		loops int
 	}
 	loops := s.cfg.Loops
+	ch := &clientHandler{s: s, ready: make(chan struct{})}
 	ls := []lis{
-		{&clientHandler{s: s}, s.cfg.ClientPort, &s.addrs.client, loops},
+		{ch, s.cfg.ClientPort, &s.addrs.client, loops},
 		{&peerHandler{s: s}, s.cfg.PeerPort, &s.addrs.peer, 1},
 		{&ctlHandler{s: s}, s.cfg.CtlPort, &s.addrs.ctl, 1},
 	}
@@ -151,6 +155,9 @@ func (s *Server) Run(ctx context.Context) error {
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
 			gnet.WithReuseAddr(true),
 			gnet.WithTicker(false),
+			// Replication links are enrolled into the client engine
+			// after start; round-robin balancing is not safe for that.
+			gnet.WithLoadBalancing(gnet.LeastConnections),
 		}
 		if l.loops > 0 {
 			opts = append(opts, gnet.WithNumEventLoop(l.loops))
@@ -161,16 +168,23 @@ func (s *Server) Run(ctx context.Context) error {
 		h := &bootWrapper{EventHandler: l.h, idx: i, booted: booted}
 		go func() { errc <- gnet.Run(h, addr, opts...) }()
 	}
+	s.engines = make([]gnet.Engine, len(ls))
 	for range ls {
 		select {
 		case b := <-booted:
 			*ls[b.idx].addr = net.JoinHostPort(s.cfg.AdvertiseHost, strconv.Itoa(b.port))
-			s.engines = append(s.engines, b.eng)
+			s.engines[b.idx] = b.eng
 		case err := <-errc:
 			return fmt.Errorf("server %d: listen: %w", s.cfg.ID, err)
 		case <-ctx.Done():
 			return ctx.Err()
 		}
+	}
+	// gnet calls OnBoot before its event loops exist. One connection to
+	// ourselves proves they run (and orders their set-up before the
+	// replication links that are enrolled into the client engine later).
+	if err := selfDial(s.addrs.client, ch.ready); err != nil {
+		return fmt.Errorf("server %d: client engine did not start: %w", s.cfg.ID, err)
 	}
 	s.log.Info().Str("client", s.addrs.client).Str("peer", s.addrs.peer).Str("ctl", s.addrs.ctl).Msg("listening")
 	go s.heartbeatLoop(ctx)
@@ -181,6 +195,20 @@ func (s *Server) Run(ctx context.Context) error {
 		return ctx.Err()
 	case err := <-errc:
 		return fmt.Errorf("server %d: engine stopped: %w", s.cfg.ID, err)
+	}
+}
+
+func selfDial(addr string, ready <-chan struct{}) error {
+	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	select {
+	case <-ready:
+		return nil
+	case <-time.After(5 * time.Second):
+		return errors.New("no event loop accepted a connection within 5s")
 	}
 }
 

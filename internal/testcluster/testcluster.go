@@ -43,7 +43,11 @@ func Bin(t testing.TB) string {
 		}
 		binDir = dir
 		for _, name := range []string{"coord", "server", "client", "bench"} {
-			cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), "./cmd/"+name)
+			args := []string{"build", "-o", filepath.Join(dir, name)}
+			if raceEnabled {
+				args = append(args, "-race")
+			}
+			cmd := exec.Command("go", append(args, "./cmd/"+name)...)
 			cmd.Dir = root
 			if out, err := cmd.CombinedOutput(); err != nil {
 				buildErr = fmt.Errorf("go build %s: %v\n%s", name, err, out)

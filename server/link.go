@@ -1,0 +1,214 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"ftkv/wire"
+)
+
+// replLink is the ordered connection from a primary to its secondary.
+//
+// It is dialled and authenticated with the net package (dial timeouts),
+// then enrolled into the server's client engine, so acknowledgements are
+// read by an event loop and the answers to clients leave from it without
+// any goroutine hop. Frames are appended to wbuf under the primary's lock,
+// so in log order; one task on the link's event loop writes everything
+// appended during a loop round in one system call.
+type replLink struct {
+	p    *primary
+	gc   gnet.Conn
+	loop gnet.EventLoop
+	dead chan struct{}
+	once sync.Once
+
+	mu          sync.Mutex
+	wbuf        []byte
+	flushQueued atomic.Bool
+}
+
+// dialLink connects and authenticates; it returns the link (not yet
+// carrying traffic) and the highest log index the secondary already holds
+// from this primary incarnation.
+func dialLink(p *primary, addr string, epoch uint64) (*replLink, uint64, error) {
+	s := p.s
+	nc, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return nil, 0, err
+	}
+	hello := wire.Append(nil, &wire.Frame{Op: wire.OpReplHello, Epoch: epoch, Client: uint64(s.cfg.ID),
+		Seq: uint64(p.shard), Floor: s.cfg.Incarnation, Value: []byte(s.cfg.Secret)})
+	_ = nc.SetDeadline(time.Now().Add(2 * time.Second))
+	if _, err := nc.Write(hello); err != nil {
+		nc.Close()
+		return nil, 0, err
+	}
+	f, err := readFrame(bufio.NewReaderSize(nc, 4096))
+	if err != nil {
+		nc.Close()
+		return nil, 0, err
+	}
+	if f.Status != wire.StatusOK {
+		nc.Close()
+		return nil, 0, fmt.Errorf("secondary refused link: %s %s", f.Status, f.Value)
+	}
+	_ = nc.SetDeadline(time.Time{})
+	l := &replLink{p: p, dead: make(chan struct{})}
+	eng := s.clientEngine()
+	ctx := gnet.NewNetConnContext(gnet.NewContext(context.Background(), l), nc)
+	resc, err := eng.Register(ctx)
+	if err != nil {
+		nc.Close()
+		return nil, 0, err
+	}
+	select {
+	case res := <-resc:
+		if res.Err != nil {
+			return nil, 0, res.Err
+		}
+		l.gc = res.Conn
+		l.loop = res.Conn.EventLoop()
+	case <-time.After(2 * time.Second):
+		return nil, 0, fmt.Errorf("enrolling the link to %s timed out", addr)
+	}
+	return l, f.Seq, nil
+}
+
+// flushSoon schedules a flush on the link's event loop unless one is
+// already queued. It never blocks and may be called from any goroutine.
+func (l *replLink) flushSoon() {
+	if !l.flushQueued.CompareAndSwap(false, true) {
+		return
+	}
+	err := l.loop.Execute(context.Background(), gnet.RunnableFunc(func(context.Context) error {
+		l.flushQueued.Store(false)
+		l.flushOnLoop()
+		return nil
+	}))
+	if err != nil {
+		l.flushQueued.Store(false)
+		l.fail(err)
+	}
+}
+
+// flushOnLoop runs on the link's event loop; gnet buffers what the socket
+// does not take at once.
+func (l *replLink) flushOnLoop() {
+	l.mu.Lock()
+	buf := l.wbuf
+	l.wbuf = nil
+	l.mu.Unlock()
+	if len(buf) == 0 {
+		return
+	}
+	if _, err := l.gc.Write(buf); err != nil {
+		l.fail(err)
+	}
+}
+
+// queue appends frames to the link; the caller holds the primary's lock.
+func (l *replLink) queue(frames []byte) {
+	l.mu.Lock()
+	l.wbuf = append(l.wbuf, frames...)
+	l.mu.Unlock()
+}
+
+// onTraffic handles acknowledgements on the link's event loop.
+func (l *replLink) onTraffic(c gnet.Conn) gnet.Action {
+	var acked uint64
+	var bad error
+	action := decodeAll(c, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
+		if f.Op != wire.OpReplAck || f.Status != wire.StatusOK {
+			bad = fmt.Errorf("secondary answered %s %s: %s", f.Op, f.Status, f.Value)
+			return out, gnet.Close
+		}
+		if f.ID > acked {
+			acked = f.ID
+		}
+		return out, gnet.None
+	})
+	if acked > 0 {
+		l.p.commitUpTo(acked, l.loop)
+	}
+	if bad != nil {
+		l.p.log.Error().Err(bad).Msg("secondary refused replication")
+	}
+	return action
+}
+
+// fail closes the link and lets the primary reconnect.
+func (l *replLink) fail(err error) {
+	if l.broken() {
+		return
+	}
+	l.p.log.Error().Err(err).Msg("replication link failed; reconnecting")
+	l.close()
+	go l.p.reconnect(l)
+}
+
+func (l *replLink) close() {
+	l.once.Do(func() {
+		close(l.dead)
+		if l.gc != nil {
+			_ = l.gc.Close()
+		}
+	})
+}
+
+func (l *replLink) broken() bool {
+	select {
+	case <-l.dead:
+		return true
+	default:
+		return false
+	}
+}
+
+// readFrame reads one frame from a buffered stream into a fresh buffer.
+func readFrame(br *bufio.Reader) (wire.Frame, error) {
+	hdr, err := br.Peek(4)
+	if err != nil {
+		return wire.Frame{}, err
+	}
+	n := wire.FrameLen(hdr)
+	if n-4 > wire.MaxFrame || n < wire.HeaderSize {
+		return wire.Frame{}, fmt.Errorf("bad frame length %d", n)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(br, buf); err != nil {
+		return wire.Frame{}, err
+	}
+	f, _, err := wire.Decode(buf, 0)
+	return f, err
+}
+
+// replyBatch collects answers per connection so each connection gets one
+// write per batch instead of one per answer.
+type replyBatch map[gnet.Conn][]byte
+
+func (rb replyBatch) add(c gnet.Conn, f *wire.Frame) {
+	if c == nil {
+		return
+	}
+	rb[c] = wire.Append(rb[c], f)
+}
+
+// flush writes the answers: directly for connections of loop (the event
+// loop the caller runs on, or nil), through AsyncWrite for the others.
+func (rb replyBatch) flush(loop gnet.EventLoop) {
+	for c, b := range rb {
+		if loop != nil && c.EventLoop() == loop {
+			_, _ = c.Write(b)
+		} else {
+			_ = c.AsyncWrite(b, nil)
+		}
+	}
+}
