@@ -22,6 +22,15 @@ var (
 type ClusterStatus struct {
 	Epoch   uint64         `json:"epoch"`
 	Servers []ServerStatus `json:"servers"`
+	Shards  []ShardStatus  `json:"shards"`
+}
+
+// ShardStatus says who holds one shard; -1 means nobody.
+type ShardStatus struct {
+	Shard     int    `json:"shard"`
+	Primary   int    `json:"primary"`
+	Secondary int    `json:"secondary"`
+	State     string `json:"state"` // serving / degraded (no copy) / unavailable (no live copy)
 }
 
 // ServerStatus describes one server in ClusterStatus.

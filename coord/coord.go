@@ -32,6 +32,9 @@ type Options struct {
 	// Timeout is the failure timeout: a server silent for this long is
 	// considered failed (default 500ms).
 	Timeout time.Duration
+	// Lease is how long a primary serves after a renewal (default 0.8 x
+	// Timeout; never more than Timeout).
+	Lease time.Duration
 	// Heartbeat is the servers' heartbeat interval (default Timeout/5).
 	Heartbeat time.Duration
 	// StartTimeout bounds how long starting the cluster may take (default 15s).
@@ -60,6 +63,7 @@ type Coordinator struct {
 	regCh    chan struct{}
 	started  bool
 	shutting bool
+	kick     chan struct{} // wakes the reconcile loop
 
 	clientAddr, serversAddr string
 	engines                 []gnet.Engine
@@ -76,6 +80,14 @@ type node struct {
 	reported bool // a heartbeat of the current incarnation arrived
 	missed   bool // already logged as silent
 	ctl      *ctlConn
+
+	dead      bool // the current incarnation's process has exited
+	failed    bool // the current incarnation was declared failed
+	spawning  bool // a respawn is under way
+	backoff   time.Duration
+	nextSpawn time.Time
+	confirmed uint64 // highest view epoch the server confirmed
+	seeding   bool   // its re-seeding is being waited for
 }
 
 // New validates opts and returns a coordinator ready to Start.
@@ -91,6 +103,9 @@ func New(opts Options) (*Coordinator, error) {
 	}
 	if opts.Heartbeat <= 0 {
 		opts.Heartbeat = opts.Timeout / 5
+	}
+	if opts.Lease <= 0 || opts.Lease > opts.Timeout {
+		opts.Lease = opts.Timeout * 4 / 5
 	}
 	if opts.StartTimeout <= 0 {
 		opts.StartTimeout = 15 * time.Second
@@ -127,6 +142,7 @@ func New(opts Options) (*Coordinator, error) {
 		secret: hex.EncodeToString(sb[:]),
 		n:      len(opts.Cluster.Servers),
 		regCh:  make(chan struct{}, 1),
+		kick:   make(chan struct{}, 1),
 	}
 	for i, s := range opts.Cluster.Servers {
 		c.nodes = append(c.nodes, &node{id: i, spec: s})
@@ -172,7 +188,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	c.started = true
 	c.mu.Unlock()
 	c.log.Info().Str("addr", addr).Int("servers", c.n).Uint64("epoch", c.view.Epoch).Msg("cluster ready; client port listening")
-	go c.watch()
+	go c.loop()
 	return nil
 }
 
@@ -217,11 +233,15 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node) error {
 	nd.inc++
 	inc := nd.inc
 	nd.reported = false
+	nd.dead = false
+	nd.failed = false
+	nd.missed = false
+	nd.hb = wire.Heartbeat{}
 	c.mu.Unlock()
 	spec := SpawnSpec{
 		ID: nd.id, Incarnation: inc, Spec: nd.spec, CoordAddr: c.serversAddr, Secret: c.secret,
 		Dir: c.opts.Dir, LogFile: c.opts.ServerLog, LogLevel: c.opts.ServerLevel,
-		Heartbeat: c.opts.Heartbeat.String(),
+		Heartbeat: c.opts.Heartbeat.String(), Lease: c.opts.Lease.String(),
 	}
 	p, err := c.opts.Spawner.Spawn(ctx, spec)
 	if err != nil {
@@ -235,9 +255,13 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node) error {
 		<-p.Done()
 		c.mu.Lock()
 		shutting := c.shutting
+		if nd.inc == inc {
+			nd.dead = true
+		}
 		c.mu.Unlock()
 		if !shutting {
 			c.log.Error().Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).Msg("server process exited")
+			c.wake()
 		}
 	}()
 	return nil
@@ -299,37 +323,52 @@ func (c *Coordinator) publishInitialView(ctx context.Context) error {
 		v.Shards = append(v.Shards, p)
 	}
 	c.mu.Unlock()
-	if err := c.pushView(ctx, v); err != nil {
-		return err
-	}
 	c.mu.Lock()
 	c.view = v
 	c.viewEnc = wire.AppendView(nil, &v)
 	c.mu.Unlock()
+	if errs := c.pushView(ctx, v); len(errs) > 0 {
+		return errors.Join(errs...)
+	}
 	return nil
 }
 
-// pushView sends v to every member in parallel and waits for all answers.
-func (c *Coordinator) pushView(ctx context.Context, v wire.View) error {
+// pushView sends v to every live member in parallel and waits for all
+// answers; it returns the errors of those that did not apply it.
+func (c *Coordinator) pushView(ctx context.Context, v wire.View) []error {
 	enc := wire.AppendView(nil, &v)
 	var wg sync.WaitGroup
-	errs := make([]error, len(v.Servers))
-	for i, m := range v.Servers {
+	var mu sync.Mutex
+	var errs []error
+	for _, m := range v.Servers {
+		if m.State == wire.StateDown || m.State == wire.StateDead {
+			continue
+		}
 		wg.Add(1)
-		go func(i int, m wire.Member) {
+		go func(m wire.Member) {
 			defer wg.Done()
 			nd := c.nodes[m.ID]
-			ans, err := c.control(ctx, nd, &wire.Frame{Op: wire.OpSetView, Epoch: v.Epoch, Value: enc})
+			pctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+			defer cancel()
+			ans, err := c.control(pctx, nd, &wire.Frame{Op: wire.OpSetView, Epoch: v.Epoch, Value: enc})
 			if err == nil && ans.Status != wire.StatusOK {
 				err = fmt.Errorf("%s: %s", ans.Status, ans.Value)
 			}
 			if err != nil {
-				errs[i] = fmt.Errorf("server %d refused view %d: %w", m.ID, v.Epoch, err)
+				mu.Lock()
+				errs = append(errs, fmt.Errorf("server %d refused view %d: %w", m.ID, v.Epoch, err))
+				mu.Unlock()
+				return
 			}
-		}(i, m)
+			c.mu.Lock()
+			if nd.inc == m.Incarnation && v.Epoch > nd.confirmed {
+				nd.confirmed = v.Epoch
+			}
+			c.mu.Unlock()
+		}(m)
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	return errs
 }
 
 // control sends one order on nd's control link and waits for the answer.
@@ -364,38 +403,21 @@ func (c *Coordinator) control(ctx context.Context, nd *node, f *wire.Frame) (wir
 	return ans, err
 }
 
-// watch logs servers whose heartbeats stop (failover comes in a later step).
-func (c *Coordinator) watch() {
-	t := time.NewTicker(c.opts.Heartbeat)
-	defer t.Stop()
-	for range t.C {
-		c.mu.Lock()
-		if c.shutting {
-			c.mu.Unlock()
-			return
-		}
-		now := time.Now()
-		for _, nd := range c.nodes {
-			silent := now.Sub(nd.lastSeen)
-			if silent > c.opts.Timeout && !nd.missed {
-				nd.missed = true
-				c.log.Warn().Int("node", nd.id).Dur("silent", silent).Msg("server missed its heartbeats")
-			}
-		}
-		c.mu.Unlock()
-	}
-}
-
-// heartbeat records a server's report.
-func (c *Coordinator) heartbeat(hb wire.Heartbeat) {
+// heartbeat records a server's report. It reports whether the server's
+// lease may be renewed: never for an incarnation declared failed or
+// replaced, so a cut-off or frozen primary stops serving on its own.
+func (c *Coordinator) heartbeat(hb wire.Heartbeat) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if int(hb.ID) >= len(c.nodes) {
-		return
+		return false
 	}
 	nd := c.nodes[hb.ID]
-	if hb.Incarnation != nd.inc {
-		return // an old incarnation: ignore
+	if hb.Incarnation != nd.inc || nd.failed || nd.dead {
+		return false // an old or condemned incarnation
+	}
+	if hb.Epoch > nd.confirmed && hb.Epoch <= c.view.Epoch {
+		nd.confirmed = hb.Epoch
 	}
 	if nd.missed {
 		c.log.Info().Int("node", nd.id).Msg("server heartbeats resumed")
@@ -409,7 +431,9 @@ func (c *Coordinator) heartbeat(hb wire.Heartbeat) {
 		case c.regCh <- struct{}{}:
 		default:
 		}
+		c.wakeLocked()
 	}
+	return true
 }
 
 // Shutdown orders every server to dump its tables and exit, waits for them
@@ -504,7 +528,7 @@ func (cc *ctlConn) roundTrip(ctx context.Context, f *wire.Frame) (wire.Frame, er
 	cc.next++
 	f.ID = cc.next
 	dl := time.Now().Add(10 * time.Second)
-	if d, ok := ctx.Deadline(); ok && d.Before(dl) {
+	if d, ok := ctx.Deadline(); ok {
 		dl = d
 	}
 	_ = cc.nc.SetDeadline(dl)

@@ -104,10 +104,13 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 		if err != nil {
 			return answer(out, f, wire.StatusBadRequest, 0, []byte(err.Error())), gnet.Close
 		}
-		c.heartbeat(hb)
+		renew := c.heartbeat(hb)
 		c.mu.Lock()
 		epoch := c.view.Epoch
 		c.mu.Unlock()
+		if !renew {
+			return answer(out, f, wire.StatusStaleEpoch, epoch, []byte("this incarnation is no longer part of the cluster")), gnet.None
+		}
 		return answer(out, f, wire.StatusOK, epoch, nil), gnet.None
 	})
 }
@@ -151,6 +154,9 @@ func (c *Coordinator) Status() *client.ClusterStatus {
 		if nd.proc != nil {
 			ss.PID = nd.proc.PID()
 		}
+		if i < len(c.view.Servers) && c.view.Servers[i].State != wire.StateDown && c.view.Servers[i].State != wire.StateDead {
+			ss.Incarnation = c.view.Servers[i].Incarnation
+		}
 		if !nd.lastSeen.IsZero() {
 			ss.HeartbeatAge = now.Sub(nd.lastSeen).Round(time.Millisecond).String()
 		}
@@ -165,17 +171,51 @@ func (c *Coordinator) Status() *client.ClusterStatus {
 		sort.Ints(ss.PrimaryOf)
 		sort.Ints(ss.SecondaryOf)
 		ss.Role = roleString(ss.PrimaryOf, ss.SecondaryOf)
-		switch {
-		case nd.missed:
-			ss.State = "down"
-		case !nd.reported:
-			ss.State = "starting"
-		default:
-			ss.State = "serving"
-		}
+		ss.State = c.serverState(i, nd)
 		st.Servers = append(st.Servers, ss)
 	}
+	st.Shards = []client.ShardStatus{}
+	for s, p := range c.view.Shards {
+		sh := client.ShardStatus{Shard: s, Primary: int(p.Primary), Secondary: int(p.Secondary), State: "serving"}
+		switch {
+		case p.Primary < 0:
+			sh.State = "unavailable"
+		case p.Secondary < 0 && len(c.view.Shards) > 1:
+			sh.State = "degraded"
+		}
+		st.Shards = append(st.Shards, sh)
+	}
 	return st
+}
+
+// serverState is the state `status` shows for server i.
+func (c *Coordinator) serverState(i int, nd *node) string {
+	v := c.view
+	if i >= len(v.Servers) {
+		return "starting"
+	}
+	m := v.Servers[i]
+	switch {
+	case m.State == wire.StateDown || m.State == wire.StateDead:
+		if nd.spawning || (nd.inc != m.Incarnation && nd.reported) {
+			return "starting"
+		}
+		return "down"
+	case m.State == wire.StateReseeding:
+		return "re-seeding"
+	case !nd.reported:
+		return "starting"
+	}
+	n := len(v.Shards)
+	if n > 0 && v.Shards[i%n].Primary < 0 {
+		return "unavailable" // both copies of its own shard are gone
+	}
+	for _, p := range v.Shards {
+		if int(p.Primary) == i && p.Secondary < 0 && n > 1 {
+			return "degraded" // it leads a shard that has no copy
+		}
+	}
+	return "serving"
 }
 
 func roleString(prim, sec []int) string {

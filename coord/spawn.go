@@ -22,6 +22,7 @@ type SpawnSpec struct {
 	LogFile     string // "" = the server's stderr goes to Stderr
 	LogLevel    string
 	Heartbeat   string // heartbeat interval flag value
+	Lease       string // lease flag value
 }
 
 // Process is a running server incarnation.
@@ -86,6 +87,9 @@ func serverArgs(s SpawnSpec, bind string) []string {
 	}
 	if s.Heartbeat != "" {
 		args = append(args, "-heartbeat", s.Heartbeat)
+	}
+	if s.Lease != "" {
+		args = append(args, "-lease", s.Lease)
 	}
 	return args
 }

@@ -46,7 +46,7 @@ func writeDump(path string, tables []*table) error {
 	var n uint64
 	var lb [4]byte
 	for _, t := range tables {
-		err = t.each(func(k string, v []byte) error {
+		err = t.each(func(k string, v []byte, _ uint64) error {
 			binary.BigEndian.PutUint32(lb[:], uint32(len(k)))
 			_, _ = w.Write(lb[:])
 			_, _ = w.WriteString(k)

@@ -19,9 +19,9 @@ func TestDumpRoundTrip(t *testing.T) {
 	i := 0
 	for k, v := range want {
 		if i%2 == 0 {
-			a.set(k, v)
+			a.set(k, v, 1)
 		} else {
-			b.set(k, v)
+			b.set(k, v, 1)
 		}
 		i++
 	}
@@ -61,7 +61,7 @@ func TestReadDumpRejectsGarbage(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good")
 	tb := newTable()
-	tb.set("k", []byte("v"))
+	tb.set("k", []byte("v"), 1)
 	if err := writeDump(good, []*table{tb}); err != nil {
 		t.Fatal(err)
 	}

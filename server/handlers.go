@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"io"
 	"sync"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -134,6 +135,9 @@ func (s *Server) handleClient(c gnet.Conn, f *wire.Frame, out []byte) ([]byte, *
 		return reply(out, f, wire.StatusWrongServer, epoch, ""), nil, nil
 	}
 	if f.Op == wire.OpGet {
+		if !p.canServe(time.Now()) {
+			return reply(out, f, wire.StatusUnavailable, epoch, "shard is changing hands; retry"), nil, nil
+		}
 		v, ok := p.t.get(f.Key)
 		if !ok {
 			return wire.Append(out, &wire.Frame{Op: wire.OpGet, ID: f.ID, Status: wire.StatusNotFound, Epoch: epoch}), nil, nil
@@ -153,112 +157,6 @@ func (s *Server) handleClient(c gnet.Conn, f *wire.Frame, out []byte) ([]byte, *
 		r.aux = nil
 	}
 	return out, p, r
-}
-
-// peerConn is the state of one inbound replication link.
-type peerConn struct {
-	authed bool
-	shard  int
-	st     *secState
-}
-
-// secState is what a secondary remembers about the link feeding one shard.
-type secState struct {
-	primaryID uint64
-	inc       uint64
-	last      uint64 // highest log index applied
-	t         *table
-}
-
-// peerHandler receives replication on the peer port. It runs on a single
-// event loop, so the links of all shards are applied one frame at a time.
-type peerHandler struct {
-	gnet.BuiltinEventEngine
-	s   *Server
-	mu  sync.Mutex
-	sec map[int]*secState
-}
-
-func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
-	pc, _ := c.Context().(*peerConn)
-	if pc == nil {
-		pc = &peerConn{}
-		c.SetContext(pc)
-	}
-	applied := false
-	action := decodeAll(c, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
-		if !pc.authed {
-			return h.hello(c, pc, f, out)
-		}
-		if f.Op != wire.OpRepl {
-			return reply(out, f, wire.StatusBadRequest, 0, "expected REPL"), gnet.Close
-		}
-		h.applyRepl(pc, f)
-		applied = true
-		return out, gnet.None
-	})
-	if applied && action == gnet.None {
-		ack := wire.Append(nil, &wire.Frame{Op: wire.OpReplAck, ID: pc.st.last})
-		_, _ = c.Write(ack)
-	}
-	return action
-}
-
-func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte) ([]byte, gnet.Action) {
-	s := h.s
-	if f.Op != wire.OpReplHello || !s.secretOK(f.Value) {
-		s.log.Warn().Str("remote", c.RemoteAddr().String()).Msg("unauthenticated connection on the peer port refused")
-		return reply(out, f, wire.StatusBadRequest, 0, "authentication required"), gnet.Close
-	}
-	vs := s.view.Load()
-	shard := int(f.Seq)
-	if vs == nil || shard >= len(vs.v.Shards) {
-		return reply(out, f, wire.StatusStaleEpoch, 0, "no view for that shard"), gnet.Close
-	}
-	pl := vs.v.Shards[shard]
-	if f.Epoch != vs.v.Epoch || int(pl.Secondary) != vs.me || pl.Primary < 0 ||
-		uint64(vs.v.Servers[pl.Primary].ID) != f.Client || vs.v.Servers[pl.Primary].Incarnation != f.Floor {
-		return reply(out, f, wire.StatusStaleEpoch, vs.v.Epoch, "not the secondary of that shard at that epoch"), gnet.Close
-	}
-	h.mu.Lock()
-	if h.sec == nil {
-		h.sec = make(map[int]*secState)
-	}
-	st := h.sec[shard]
-	if st == nil || st.primaryID != f.Client || st.inc != f.Floor {
-		st = &secState{primaryID: f.Client, inc: f.Floor, t: s.tableFor(shard)}
-		h.sec[shard] = st
-	}
-	h.mu.Unlock()
-	pc.authed, pc.shard, pc.st = true, shard, st
-	s.log.Info().Int("shard", shard).Uint64("from", f.Client).Uint64("last", st.last).Msg("replication link accepted")
-	return wire.Append(out, &wire.Frame{Op: wire.OpReplHello, ID: f.ID, Epoch: vs.v.Epoch, Seq: st.last}), gnet.None
-}
-
-func (h *peerHandler) applyRepl(pc *peerConn, f *wire.Frame) {
-	st := pc.st
-	if f.ID <= st.last {
-		return // a resend after reconnecting: already applied
-	}
-	st.last = f.ID
-	switch {
-	case f.Flags&wire.FlagNoop != 0:
-	case f.Flags&wire.FlagDelete != 0:
-		st.t.del(string(f.Key))
-	default:
-		st.t.set(string(f.Key), append(make([]byte, 0, len(f.Value)), f.Value...))
-	}
-	if f.Client != 0 {
-		o := &outcome{done: true, status: f.Status, flags: f.Flags & wire.FlagOldPresent}
-		if f.Flags&wire.FlagNoop != 0 && len(f.Value) > 0 {
-			o.value = append([]byte(nil), f.Value...)
-		}
-		d := h.s.dd
-		d.mu.Lock()
-		d.lookup(f.Client, f.Seq, f.Floor)
-		d.put(f.Client, f.Seq, o)
-		d.mu.Unlock()
-	}
 }
 
 // ctlHandler takes the coordinator's orders on the control port.
@@ -295,6 +193,45 @@ func (h *ctlHandler) OnTraffic(c gnet.Conn) gnet.Action {
 				}
 				_ = c.AsyncWrite(wire.Append(nil, ans), nil)
 			}()
+		case wire.OpFreeze:
+			shard := int(f.Seq)
+			go func() {
+				ans := &wire.Frame{Op: op, ID: id}
+				s.mu.Lock()
+				p := s.prims[shard]
+				s.mu.Unlock()
+				if p == nil {
+					ans.Status, ans.Value = wire.StatusWrongServer, []byte("not primary of that shard")
+				} else if last, err := p.freeze(2*time.Second, 3*time.Second); err != nil {
+					ans.Status, ans.Value = wire.StatusError, []byte(err.Error())
+				} else {
+					ans.Seq = last
+				}
+				_ = c.AsyncWrite(wire.Append(nil, ans), nil)
+			}()
+		case wire.OpSeed:
+			shard, inc := int(f.Seq), f.Floor
+			go func() {
+				ans := &wire.Frame{Op: op, ID: id}
+				s.mu.Lock()
+				p := s.prims[shard]
+				s.mu.Unlock()
+				if p == nil {
+					ans.Status, ans.Value = wire.StatusWrongServer, []byte("not primary of that shard")
+				} else if err := p.seedResult(inc, 2*time.Minute); err != nil {
+					ans.Status, ans.Value = wire.StatusError, []byte(err.Error())
+				}
+				_ = c.AsyncWrite(wire.Append(nil, ans), nil)
+			}()
+		case wire.OpSetCoord:
+			addr := string(f.Value)
+			s.coordAddr.Store(&addr)
+			select {
+			case s.coordChanged <- struct{}{}:
+			default:
+			}
+			s.log.Info().Str("coord", addr).Msg("coordinator moved")
+			return reply(out, f, wire.StatusOK, 0, ""), gnet.None
 		case wire.OpShutdown:
 			go func() {
 				ans := &wire.Frame{Op: op, ID: id}

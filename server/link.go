@@ -3,6 +3,7 @@ package server
 import (
 	"bufio"
 	"context"
+	"encoding/binary"
 	"fmt"
 	"io"
 	"net"
@@ -38,14 +39,15 @@ type replLink struct {
 // dialLink connects and authenticates; it returns the link (not yet
 // carrying traffic) and the highest log index the secondary already holds
 // from this primary incarnation.
-func dialLink(p *primary, addr string, epoch uint64) (*replLink, uint64, error) {
+func dialLink(p *primary, addr string, epoch, base uint64) (*replLink, uint64, error) {
 	s := p.s
 	nc, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return nil, 0, err
 	}
 	hello := wire.Append(nil, &wire.Frame{Op: wire.OpReplHello, Epoch: epoch, Client: uint64(s.cfg.ID),
-		Seq: uint64(p.shard), Floor: s.cfg.Incarnation, Value: []byte(s.cfg.Secret)})
+		Seq: uint64(p.shard), Floor: s.cfg.Incarnation, Value: []byte(s.cfg.Secret),
+		Aux: binary.BigEndian.AppendUint64(nil, base)})
 	_ = nc.SetDeadline(time.Now().Add(2 * time.Second))
 	if _, err := nc.Write(hello); err != nil {
 		nc.Close()
@@ -132,6 +134,12 @@ func (l *replLink) onTraffic(c gnet.Conn) gnet.Action {
 		}
 		if f.ID > acked {
 			acked = f.ID
+		}
+		switch {
+		case f.Flags&wire.FlagPing != 0:
+			l.p.onPingAck(f.Seq)
+		case f.Flags&wire.FlagSeed != 0:
+			l.p.onSeedAck(f.Seq)
 		}
 		return out, gnet.None
 	})

@@ -2,8 +2,10 @@ package server
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -73,22 +75,263 @@ type primary struct {
 	committed uint64
 	link      *replLink
 	waitLink  bool // a secondary is configured: never commit alone
-	secAddr   string
+	sec       target
 	epoch     uint64
 	drained   *sync.Cond
+	frozen    bool      // hand-back in progress: no new writes
+	notBefore time.Time // the former primary's lease ends here
+
+	// linkLease: unix nanoseconds until which the secondary's last ping
+	// answer lets us serve.
+	linkLease atomic.Int64
+	pingMu    sync.Mutex
+	pingSent  map[uint64]time.Time
+	seedAcks  chan uint64
+	seedJob   *seedJob
 }
 
-func newPrimary(s *Server, shard int, t *table) *primary {
+// seedJob is one re-seeding of a secondary incarnation.
+type seedJob struct {
+	inc  uint64
+	done chan struct{}
+	err  error
+}
+
+// startSeed starts re-seeding sec unless that incarnation is already being
+// (or has been) seeded by this primary.
+func (p *primary) startSeed(sec target) {
+	p.mu.Lock()
+	if j := p.seedJob; j != nil && j.inc == sec.inc {
+		p.mu.Unlock()
+		return
+	}
+	j := &seedJob{inc: sec.inc, done: make(chan struct{})}
+	p.seedJob = j
+	p.mu.Unlock()
+	go func() {
+		j.err = p.seed(2 * time.Minute)
+		if j.err != nil {
+			p.log.Error().Err(j.err).Str("secondary", sec.addr).Msg("re-seeding failed")
+		}
+		close(j.done)
+	}()
+}
+
+// seedResult waits up to timeout for the re-seeding of incarnation inc.
+func (p *primary) seedResult(inc uint64, timeout time.Duration) error {
+	p.mu.Lock()
+	j := p.seedJob
+	p.mu.Unlock()
+	if j == nil || j.inc != inc {
+		return fmt.Errorf("no re-seeding of incarnation %d here", inc)
+	}
+	select {
+	case <-j.done:
+		return j.err
+	case <-time.After(timeout):
+		return fmt.Errorf("re-seeding still running after %s", timeout)
+	}
+}
+
+// canServe reports whether the shard may be served now: not frozen, past
+// the former primary's lease, and holding a lease of our own (from the
+// coordinator or, when it is unreachable, from our secondary).
+func (p *primary) canServe(now time.Time) bool {
+	if now.Before(p.notBefore) {
+		return false
+	}
+	ns := now.UnixNano()
+	return p.s.coordLeaseValid(ns) || ns < p.linkLease.Load()
+}
+
+// newPrimary leads shard, whose log so far ends at base (the index of the
+// last write the table holds), serving from notBefore on.
+func newPrimary(s *Server, shard int, t *table, base uint64, notBefore time.Time) *primary {
 	p := &primary{
-		s:       s,
-		shard:   shard,
-		t:       t,
-		log:     s.log.With().Int("shard", shard).Logger(),
-		stop:    make(chan struct{}),
-		pending: make(map[string]pend),
+		s:         s,
+		shard:     shard,
+		t:         t,
+		log:       s.log.With().Int("shard", shard).Logger(),
+		stop:      make(chan struct{}),
+		pending:   make(map[string]pend),
+		nextIndex: base,
+		committed: base,
+		notBefore: notBefore,
+		pingSent:  make(map[uint64]time.Time),
+		seedAcks:  make(chan uint64, 64),
 	}
 	p.drained = sync.NewCond(&p.mu)
+	go p.pinger()
 	return p
+}
+
+// pinger renews the lease through the secondary every Lease/4.
+func (p *primary) pinger() {
+	t := time.NewTicker(p.s.cfg.Lease / 4)
+	defer t.Stop()
+	var seq uint64
+	for {
+		select {
+		case <-p.stop:
+			return
+		case <-t.C:
+		}
+		p.mu.Lock()
+		l := p.link
+		if l != nil {
+			seq++
+			p.pingMu.Lock()
+			p.pingSent[seq] = time.Now()
+			p.pingMu.Unlock()
+			l.queue(wire.Append(nil, &wire.Frame{Op: wire.OpPing, ID: seq}))
+		}
+		p.mu.Unlock()
+		if l != nil {
+			l.flushSoon()
+		}
+	}
+}
+
+func (p *primary) onPingAck(seq uint64) {
+	p.pingMu.Lock()
+	t0, ok := p.pingSent[seq]
+	for s := range p.pingSent {
+		if s <= seq {
+			delete(p.pingSent, s)
+		}
+	}
+	p.pingMu.Unlock()
+	if ok {
+		lease := t0.Add(p.s.cfg.Lease).UnixNano()
+		if lease > p.linkLease.Load() {
+			p.linkLease.Store(lease)
+		}
+	}
+}
+
+func (p *primary) onSeedAck(seq uint64) {
+	select {
+	case p.seedAcks <- seq:
+	default:
+	}
+}
+
+// sameSecondary reports whether p already replicates to sec over a live link.
+func (p *primary) sameSecondary(sec target) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if sec.addr == "" {
+		return p.sec.addr == "" && !p.waitLink
+	}
+	return p.link != nil && !p.link.broken() && p.sec.addr == sec.addr && p.sec.id == sec.id && p.sec.inc == sec.inc
+}
+
+// freeze stops new writes, waits (up to timeout) until every write in
+// flight is committed and returns the last log index. The freeze lifts by
+// itself after hold unless a view removes the shard first.
+func (p *primary) freeze(timeout, hold time.Duration) (uint64, error) {
+	p.mu.Lock()
+	p.frozen = true
+	p.mu.Unlock()
+	time.AfterFunc(hold, func() {
+		p.mu.Lock()
+		p.frozen = false
+		p.mu.Unlock()
+	})
+	p.drain(time.Now().Add(timeout))
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if len(p.inflight) > 0 {
+		return 0, fmt.Errorf("%d writes still in flight after %s", len(p.inflight), timeout)
+	}
+	return p.nextIndex, nil
+}
+
+// seed sends a snapshot of the table to the (re-seeding) secondary, in
+// large batches with a bounded number in flight, and returns once the
+// secondary has acknowledged all of it. Writes keep flowing on the same
+// link meanwhile; per-key versions make the order irrelevant.
+func (p *primary) seed(timeout time.Duration) error {
+	p.mu.Lock()
+	l := p.link
+	p.mu.Unlock()
+	if l == nil {
+		return errors.New("no replication link")
+	}
+	for {
+		select {
+		case <-p.seedAcks:
+			continue
+		default:
+		}
+		break
+	}
+	deadline := time.After(timeout)
+	const batchBytes = 512 << 10
+	const window = 8
+	var sent, acked uint64
+	start := time.Now()
+	entries := 0
+	wait := func(upTo uint64) error {
+		for acked < upTo {
+			select {
+			case a := <-p.seedAcks:
+				if a > acked {
+					acked = a
+				}
+			case <-l.dead:
+				return errors.New("replication link lost during re-seeding")
+			case <-p.stop:
+				return errors.New("no longer primary")
+			case <-deadline:
+				return fmt.Errorf("re-seeding not acknowledged within %s", timeout)
+			}
+		}
+		return nil
+	}
+	send := func(batch []byte, done bool) error {
+		sent++
+		f := &wire.Frame{Op: wire.OpSeed, ID: sent, Value: batch}
+		if done {
+			f.Flags = wire.FlagSeedDone
+		}
+		l.queue(wire.Append(nil, f))
+		l.flushSoon()
+		if sent > window {
+			return wait(sent - window)
+		}
+		return nil
+	}
+	// Encode one stripe at a time under its read lock, then send with
+	// the lock released: waiting for acknowledgements must never hold up
+	// the writers of that stripe.
+	var batch []byte
+	for i := 0; i < stripes; i++ {
+		var chunks [][]byte
+		p.t.eachIn(i, func(k string, v []byte, ver uint64) {
+			batch = wire.AppendSeedEntry(batch, []byte(k), v, ver)
+			entries++
+			if len(batch) >= batchBytes {
+				chunks = append(chunks, batch)
+				batch = nil
+			}
+		})
+		for _, c := range chunks {
+			if err := send(c, false); err != nil {
+				return err
+			}
+		}
+	}
+	if err := send(batch, true); err != nil {
+		return err
+	}
+	if err := wait(sent); err != nil {
+		return err
+	}
+	el := time.Since(start)
+	p.log.Info().Int("entries", entries).Dur("took", el).
+		Float64("entries_per_sec", float64(entries)/el.Seconds()).Msg("re-seeding sent")
+	return nil
 }
 
 // sequence assigns log indexes to a batch of writes and ships them to the
@@ -97,6 +340,15 @@ func newPrimary(s *Server, shard int, t *table) *primary {
 func (p *primary) sequence(batch []*wreq, buf []byte, loop gnet.EventLoop) []byte {
 	replies := make(replyBatch)
 	p.mu.Lock()
+	if p.frozen || !p.canServe(time.Now()) {
+		p.mu.Unlock()
+		for _, r := range batch {
+			replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusUnavailable,
+				Value: []byte("shard is changing hands; retry")})
+		}
+		replies.flush(loop)
+		return buf
+	}
 	first := p.nextIndex + 1
 	for _, r := range batch {
 		var o *outcome
@@ -216,7 +468,7 @@ func (p *primary) commitUpTo(idx uint64, loop gnet.EventLoop) {
 			if e.del {
 				p.t.del(e.key)
 			} else {
-				p.t.set(e.key, e.val)
+				p.t.set(e.key, e.val, e.index)
 			}
 			if pd, ok := p.pending[e.key]; ok && pd.index == e.index {
 				delete(p.pending, e.key)
@@ -279,28 +531,31 @@ func (p *primary) close() {
 	p.mu.Unlock()
 }
 
-// connect (re)establishes the replication link to secAddr ("" = none) at
+// connect (re)establishes the replication link to sec (none: addr "") at
 // epoch, retrying until timeout (the secondary may not have the view yet).
-func (p *primary) connect(secAddr string, epoch uint64, timeout time.Duration) error {
-	p.mu.Lock()
-	if p.link != nil && p.secAddr == secAddr && !p.link.broken() {
+func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error {
+	if p.sameSecondary(sec) {
+		p.mu.Lock()
 		p.epoch = epoch
+		p.frozen = false
 		p.mu.Unlock()
 		return nil
 	}
+	p.mu.Lock()
 	old := p.link
 	p.link = nil
-	p.secAddr = secAddr
+	p.sec = sec
 	p.epoch = epoch
+	p.frozen = false
 	// While the link is down, writes stay in flight (unacknowledged) and
 	// are sent when it is back; only a shard without a secondary commits
 	// alone.
-	p.waitLink = secAddr != ""
+	p.waitLink = sec.addr != ""
 	p.mu.Unlock()
 	if old != nil {
 		old.close()
 	}
-	if secAddr == "" {
+	if sec.addr == "" {
 		p.mu.Lock()
 		last := p.nextIndex
 		p.mu.Unlock()
@@ -310,7 +565,15 @@ func (p *primary) connect(secAddr string, epoch uint64, timeout time.Duration) e
 	deadline := time.Now().Add(timeout)
 	backoff := 10 * time.Millisecond
 	for {
-		l, acked, err := dialLink(p, secAddr, epoch)
+		select {
+		case <-p.stop:
+			return errors.New("no longer primary")
+		default:
+		}
+		p.mu.Lock()
+		base := p.committed
+		p.mu.Unlock()
+		l, acked, err := dialLink(p, sec.addr, epoch, base)
 		if err == nil {
 			p.mu.Lock()
 			// Resend what the secondary has not applied yet, in order,
@@ -328,11 +591,11 @@ func (p *primary) connect(secAddr string, epoch uint64, timeout time.Duration) e
 			if acked > 0 {
 				p.commitUpTo(acked, nil)
 			}
-			p.log.Info().Str("secondary", secAddr).Uint64("epoch", epoch).Msg("replication link up")
+			p.log.Info().Str("secondary", sec.addr).Uint64("epoch", epoch).Msg("replication link up")
 			return nil
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("replication link to %s: %w", secAddr, err)
+			return fmt.Errorf("replication link to %s: %w", sec.addr, err)
 		}
 		time.Sleep(backoff)
 		if backoff < 200*time.Millisecond {
@@ -362,7 +625,7 @@ func (p *primary) reconnect(failed *replLink) {
 		p.mu.Unlock()
 		return
 	}
-	addr, epoch := p.secAddr, p.epoch
+	sec, epoch := p.sec, p.epoch
 	p.mu.Unlock()
 	for {
 		select {
@@ -370,9 +633,16 @@ func (p *primary) reconnect(failed *replLink) {
 			return
 		default:
 		}
-		if err := p.connect(addr, epoch, 2*time.Second); err == nil {
+		p.mu.Lock()
+		moved := p.sec != sec || (p.link != nil && p.link != failed)
+		p.mu.Unlock()
+		if moved {
+			return // a newer view chose the secondary
+		}
+		if err := p.connect(sec, epoch, 2*time.Second); err == nil {
 			return
 		}
-		p.log.Warn().Str("secondary", addr).Msg("secondary unreachable; writes wait")
+		p.log.Warn().Str("secondary", sec.addr).Msg("secondary unreachable; writes wait")
+		time.Sleep(100 * time.Millisecond)
 	}
 }

@@ -1,11 +1,11 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"crypto/subtle"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -39,7 +39,12 @@ type Config struct {
 
 	DumpDir           string        // where shutdown dumps go (default ".")
 	HeartbeatInterval time.Duration // default 100ms
-	Loops             int           // client event loops (default: one per CPU)
+	// Lease is how long a primary may serve after its last renewal (a
+	// heartbeat answer from the coordinator or a ping answer from its
+	// secondary). The coordinator's failure timeout must be at least this
+	// long. Default 4 x HeartbeatInterval.
+	Lease time.Duration
+	Loops int // client event loops (default: one per CPU)
 
 	Logger zerolog.Logger
 }
@@ -59,6 +64,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.HeartbeatInterval <= 0 {
 		c.HeartbeatInterval = 100 * time.Millisecond
+	}
+	if c.Lease <= 0 {
+		c.Lease = 4 * c.HeartbeatInterval
 	}
 	if c.CoordAddr == "" {
 		return errors.New("server: coordinator address is required")
@@ -96,13 +104,22 @@ type Server struct {
 	viewMu  sync.Mutex // serialises applyView
 	closing atomic.Bool
 
+	secMu sync.Mutex // guards sec and every secState
+	sec   map[int]*secState
+
+	// coordLease: unix nanoseconds until which the coordinator's last
+	// heartbeat answer lets this server serve as primary.
+	coordLease atomic.Int64
+	coordAddr  atomic.Pointer[string]
+
 	addrs struct {
 		client, peer, ctl string
 	}
-	engines []gnet.Engine
-	done    chan struct{}
-	doneErr error
-	once    sync.Once
+	engines      []gnet.Engine
+	coordChanged chan struct{}
+	done         chan struct{}
+	doneErr      error
+	once         sync.Once
 }
 
 // New validates cfg and returns a server ready to Run.
@@ -116,8 +133,13 @@ func New(cfg Config) (*Server, error) {
 		dd:     newDedup(),
 		tables: make(map[int]*table),
 		prims:  make(map[int]*primary),
+		sec:    make(map[int]*secState),
 		done:   make(chan struct{}),
+
+		coordChanged: make(chan struct{}, 1),
 	}
+	addr := cfg.CoordAddr
+	s.coordAddr.Store(&addr)
 	return s, nil
 }
 
@@ -266,11 +288,14 @@ func (s *Server) tableFor(shard int) *table {
 
 // applyView installs a view from the coordinator. Replication links for
 // shards this server leads are connected before the view is used for
-// client traffic, so no write is ever acknowledged unreplicated.
+// client traffic, so no write is ever acknowledged unreplicated. A shard
+// this server takes over from a failed primary is served only once that
+// primary's lease has run out.
 func (s *Server) applyView(v wire.View) error {
 	s.viewMu.Lock()
 	defer s.viewMu.Unlock()
-	if cur := s.view.Load(); cur != nil && v.Epoch < cur.v.Epoch {
+	cur := s.view.Load()
+	if cur != nil && v.Epoch < cur.v.Epoch {
 		return fmt.Errorf("stale view epoch %d, have %d", v.Epoch, cur.v.Epoch)
 	}
 	me := -1
@@ -286,37 +311,137 @@ func (s *Server) applyView(v wire.View) error {
 	if n == 0 {
 		return errors.New("view without shards")
 	}
+	if cur != nil && len(cur.v.Shards) != n {
+		return fmt.Errorf("view epoch %d has %d shards, this server knows %d", v.Epoch, n, len(cur.v.Shards))
+	}
 	ring := hashring.New(n)
-	// Phase 1: publish the view without primaries so peers may connect
-	// their replication links to us.
-	s.view.Store(&viewState{v: v, me: me, ring: ring, prims: make([]*primary, n)})
+	// Phase 1: publish the view with the primaries that keep their shard
+	// and the same secondary, so they go on serving, and without any other,
+	// so peers may connect their links to us.
 	prims := make([]*primary, n)
+	s.mu.Lock()
+	for shard, pl := range v.Shards {
+		p := s.prims[shard]
+		if p == nil || int(pl.Primary) != me {
+			continue
+		}
+		if p.sameSecondary(secondaryOf(v, shard, me)) {
+			prims[shard] = p
+		}
+	}
+	// Roles this server loses: stop leading, forget copies it no longer keeps.
+	for shard, p := range s.prims {
+		if shard >= n || int(v.Shards[shard].Primary) != me {
+			p.close()
+			delete(s.prims, shard)
+			s.log.Info().Int("shard", shard).Uint64("epoch", v.Epoch).Msg("no longer primary")
+		}
+	}
+	for shard := range s.tables {
+		if shard >= n || (int(v.Shards[shard].Primary) != me && int(v.Shards[shard].Secondary) != me) {
+			delete(s.tables, shard)
+		}
+	}
+	s.mu.Unlock()
+	s.view.Store(&viewState{v: v, me: me, ring: ring, prims: prims})
+
+	// Phase 2: lead the shards this view gives us.
+	var errs []error
+	var wg sync.WaitGroup
+	var pmu sync.Mutex
 	for shard, pl := range v.Shards {
 		if int(pl.Primary) != me {
 			continue
 		}
+		sec := secondaryOf(v, shard, me)
 		s.mu.Lock()
 		p := s.prims[shard]
 		s.mu.Unlock()
-		secAddr := ""
-		if pl.Secondary >= 0 && int(pl.Secondary) != me {
-			secAddr = v.Servers[pl.Secondary].PeerAddr
-		}
 		if p == nil {
-			p = newPrimary(s, shard, s.tableFor(shard))
+			// Taking the shard over (promotion, hand-back or first view):
+			// fence its former primary out of our copy and continue its log.
+			var notBefore time.Time
+			if cur != nil && cur.v.Shards[shard].Primary >= 0 && int(cur.v.Shards[shard].Secondary) == cur.me {
+				lastAck := s.fence(shard)
+				old := cur.v.Servers[cur.v.Shards[shard].Primary]
+				// A hand-back needs no wait: our link to the former
+				// primary, now our secondary, comes up only once it has
+				// applied this view and stopped serving the shard.
+				handBack := pl.Secondary >= 0 && v.Servers[pl.Secondary].ID == old.ID &&
+					v.Servers[pl.Secondary].Incarnation == old.Incarnation
+				if !handBack && !formerPrimaryGone(v, old) {
+					notBefore = lastAck.Add(s.cfg.Lease + s.cfg.Lease/8)
+				}
+			}
+			p = newPrimary(s, shard, s.tableFor(shard), s.lastApplied(shard), notBefore)
 			s.mu.Lock()
 			s.prims[shard] = p
 			s.mu.Unlock()
+			s.log.Info().Int("shard", shard).Uint64("epoch", v.Epoch).Uint64("index", p.nextIndex).
+				Time("not_before", notBefore).Msg("taking over as primary")
 		}
-		if err := p.connect(secAddr, v.Epoch, 5*time.Second); err != nil {
-			return fmt.Errorf("shard %d: %w", shard, err)
-		}
-		prims[shard] = p
+		wg.Add(1)
+		go func(shard int, p *primary, sec target) {
+			defer wg.Done()
+			err := p.connect(sec, v.Epoch, 5*time.Second)
+			pmu.Lock()
+			defer pmu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("shard %d: %w", shard, err))
+				return
+			}
+			prims[shard] = p
+		}(shard, p, sec)
 	}
+	wg.Wait()
 	s.view.Store(&viewState{v: v, me: me, ring: ring, prims: prims})
+	if len(errs) > 0 {
+		return errors.Join(errs...)
+	}
+	// Re-seed new secondaries in the background; the coordinator asks for
+	// the outcome with OpSeed on the control port.
+	for shard, p := range prims {
+		if p == nil {
+			continue
+		}
+		if sec := secondaryOf(v, shard, me); sec.addr != "" && sec.reseeding {
+			p.startSeed(sec)
+		}
+	}
 	s.log.Info().Uint64("epoch", v.Epoch).Msg("view applied")
 	return nil
 }
+
+// target identifies the secondary of a shard.
+type target struct {
+	addr      string
+	id        uint32
+	inc       uint64
+	reseeding bool
+}
+
+func secondaryOf(v wire.View, shard, me int) target {
+	pl := v.Shards[shard]
+	if pl.Secondary < 0 || int(pl.Secondary) == me {
+		return target{}
+	}
+	m := v.Servers[pl.Secondary]
+	return target{addr: m.PeerAddr, id: m.ID, inc: m.Incarnation, reseeding: m.State == wire.StateReseeding}
+}
+
+// formerPrimaryGone reports whether the new view says the former primary's
+// process is known to be dead (then there is no lease to wait out).
+func formerPrimaryGone(v wire.View, old wire.Member) bool {
+	for _, m := range v.Servers {
+		if m.ID == old.ID {
+			return m.Incarnation != old.Incarnation || m.State == wire.StateDead
+		}
+	}
+	return false
+}
+
+// leaseValid reports whether this server may act as a primary now.
+func (s *Server) coordLeaseValid(now int64) bool { return now < s.coordLease.Load() }
 
 // shutdown stops taking writes, lets replication drain, dumps the tables
 // and ends Run.
@@ -393,7 +518,7 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 			return
 		default:
 		}
-		s.log.Warn().Err(err).Str("coord", s.cfg.CoordAddr).Msg("heartbeat link lost; reconnecting")
+		s.log.Warn().Err(err).Str("coord", *s.coordAddr.Load()).Msg("heartbeat link lost; reconnecting")
 		time.Sleep(backoff)
 		if backoff < time.Second {
 			backoff *= 2
@@ -403,16 +528,37 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 
 func (s *Server) heartbeatOnce(ctx context.Context) error {
 	d := net.Dialer{Timeout: time.Second}
-	nc, err := d.DialContext(ctx, "tcp", s.cfg.CoordAddr)
+	nc, err := d.DialContext(ctx, "tcp", *s.coordAddr.Load())
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
+	// Each answer renews the lease from the moment its heartbeat was sent.
+	var sentMu sync.Mutex
+	sent := map[uint64]time.Time{}
 	go func() {
-		// Answers are only acknowledgements today; drain them so the
-		// coordinator never blocks, and notice a dead link.
-		_, _ = io.Copy(io.Discard, nc)
-		nc.Close()
+		br := bufio.NewReaderSize(nc, 4096)
+		for {
+			f, err := readFrame(br)
+			if err != nil {
+				nc.Close()
+				return
+			}
+			sentMu.Lock()
+			t0, ok := sent[f.ID]
+			for id := range sent {
+				if id <= f.ID {
+					delete(sent, id)
+				}
+			}
+			sentMu.Unlock()
+			if ok && f.Op == wire.OpHeartbeat && f.Status == wire.StatusOK {
+				lease := t0.Add(s.cfg.Lease).UnixNano()
+				if lease > s.coordLease.Load() {
+					s.coordLease.Store(lease)
+				}
+			}
+		}
 	}()
 	hello := wire.Append(nil, &wire.Frame{Op: wire.OpHello, Client: uint64(s.cfg.ID), Value: []byte(s.cfg.Secret)})
 	if _, err := nc.Write(hello); err != nil {
@@ -421,6 +567,7 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 	t := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer t.Stop()
 	var buf []byte
+	var seq uint64
 	for {
 		pk, sk, ep := s.stats()
 		hb := wire.Heartbeat{
@@ -428,8 +575,12 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 			PrimaryKeys: pk, SecondaryKeys: sk,
 			Addr: s.addrs.client, PeerAddr: s.addrs.peer, CtlAddr: s.addrs.ctl,
 		}
-		buf = wire.Append(buf[:0], &wire.Frame{Op: wire.OpHeartbeat, Client: uint64(s.cfg.ID), Epoch: ep,
-			Value: wire.AppendHeartbeat(nil, &hb)})
+		seq++
+		sentMu.Lock()
+		sent[seq] = time.Now()
+		sentMu.Unlock()
+		buf = wire.Append(buf[:0], &wire.Frame{Op: wire.OpHeartbeat, ID: seq, Client: uint64(s.cfg.ID), Seq: s.cfg.Incarnation,
+			Epoch: ep, Value: wire.AppendHeartbeat(nil, &hb)})
 		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
 		if _, err := nc.Write(buf); err != nil {
 			return err
@@ -440,6 +591,8 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 			return ctx.Err()
 		case <-s.done:
 			return nil
+		case <-s.coordChanged:
+			return errors.New("coordinator moved")
 		}
 	}
 }

@@ -9,9 +9,17 @@ import (
 
 const stripes = 64
 
+// item is a stored value and its version: the index, in its shard's
+// replication log, of the write that produced it. Both copies of a shard
+// hold the same versions, which makes re-seeding (a snapshot and the live
+// stream applied in any order) idempotent.
+type item struct {
+	val []byte
+	ver uint64
+}
+
 // table holds one shard's keys. Readers on many event loops take a stripe's
-// read lock; the shard's single writer (the commit path on a primary, the
-// replication link on a secondary) takes its write lock.
+// read lock; writers take its write lock.
 type table struct {
 	stripes [stripes]stripe
 	count   atomic.Int64
@@ -19,14 +27,17 @@ type table struct {
 
 type stripe struct {
 	mu sync.RWMutex
-	m  map[string][]byte
-	_  [24]byte // keep stripes on separate cache lines
+	m  map[string]item
+	// tomb remembers deletes while the table is being re-seeded, so a
+	// snapshot entry older than the delete is not resurrected.
+	tomb map[string]uint64
+	_    [16]byte
 }
 
 func newTable() *table {
 	t := &table{}
 	for i := range t.stripes {
-		t.stripes[i].m = make(map[string][]byte)
+		t.stripes[i].m = make(map[string]item)
 	}
 	return t
 }
@@ -40,19 +51,19 @@ func (t *table) stripe(key []byte) *stripe {
 func (t *table) get(key []byte) ([]byte, bool) {
 	st := t.stripe(key)
 	st.mu.RLock()
-	v, ok := st.m[string(key)]
+	it, ok := st.m[string(key)]
 	st.mu.RUnlock()
-	return v, ok
+	return it.val, ok
 }
 
-// set stores value (which the table now owns) under key.
-func (t *table) set(key string, value []byte) {
+// set stores value (which the table now owns) under key at version ver.
+func (t *table) set(key string, value []byte, ver uint64) {
 	st := t.stripe([]byte(key))
 	st.mu.Lock()
 	if _, ok := st.m[key]; !ok {
 		t.count.Add(1)
 	}
-	st.m[key] = value
+	st.m[key] = item{val: value, ver: ver}
 	st.mu.Unlock()
 }
 
@@ -66,15 +77,73 @@ func (t *table) del(key string) {
 	st.mu.Unlock()
 }
 
+// merge applies a write at version ver unless the table already holds a
+// newer version of key (or a newer delete, while seeding). value == nil
+// with del deletes. It reports whether the write was applied.
+func (t *table) merge(key string, value []byte, ver uint64, del, seeding bool) bool {
+	st := t.stripe([]byte(key))
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	cur, ok := st.m[key]
+	if ok && cur.ver >= ver {
+		return false
+	}
+	if st.tomb != nil {
+		if tv, dead := st.tomb[key]; dead && tv >= ver {
+			return false
+		}
+	}
+	if del {
+		if ok {
+			delete(st.m, key)
+			t.count.Add(-1)
+		}
+		if seeding {
+			if st.tomb == nil {
+				st.tomb = make(map[string]uint64)
+			}
+			st.tomb[key] = ver
+		}
+		return true
+	}
+	if !ok {
+		t.count.Add(1)
+	}
+	st.m[key] = item{val: value, ver: ver}
+	return true
+}
+
+// dropTombstones forgets the deletes remembered during re-seeding.
+func (t *table) dropTombstones() {
+	for i := range t.stripes {
+		st := &t.stripes[i]
+		st.mu.Lock()
+		st.tomb = nil
+		st.mu.Unlock()
+	}
+}
+
+// clear empties the table (a secondary about to be re-seeded from scratch).
+func (t *table) clear() {
+	for i := range t.stripes {
+		st := &t.stripes[i]
+		st.mu.Lock()
+		t.count.Add(-int64(len(st.m)))
+		st.m = make(map[string]item)
+		st.tomb = nil
+		st.mu.Unlock()
+	}
+}
+
 func (t *table) len() int { return int(t.count.Load()) }
 
 // each calls fn for every entry, one stripe at a time under its read lock.
-func (t *table) each(fn func(key string, value []byte) error) error {
+func (t *table) each(fn func(key string, value []byte, ver uint64) error) error {
 	for i := range t.stripes {
 		st := &t.stripes[i]
 		st.mu.RLock()
-		for k, v := range st.m {
-			if err := fn(k, v); err != nil {
+		for k, it := range st.m {
+			if err := fn(k, it.val, it.ver); err != nil {
 				st.mu.RUnlock()
 				return err
 			}
@@ -82,4 +151,14 @@ func (t *table) each(fn func(key string, value []byte) error) error {
 		st.mu.RUnlock()
 	}
 	return nil
+}
+
+// eachIn calls fn for every entry of stripe i under its read lock.
+func (t *table) eachIn(i int, fn func(key string, value []byte, ver uint64)) {
+	st := &t.stripes[i]
+	st.mu.RLock()
+	for k, it := range st.m {
+		fn(k, it.val, it.ver)
+	}
+	st.mu.RUnlock()
 }

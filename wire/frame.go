@@ -39,15 +39,20 @@ const (
 	OpHeartbeat    // server -> coordinator: Client = server id, Value = EncodeHeartbeat
 	OpSetView      // coordinator -> server: Value = EncodeView; answer once applied
 	OpReplHello    // primary -> secondary: opens a replication link at Epoch
-	OpRepl         // primary -> secondary: one replicated write (Seq = log index)
-	OpReplAck      // secondary -> primary: Seq = highest applied log index
+	OpRepl         // primary -> secondary: one replicated write (ID = log index = version)
+	OpReplAck      // secondary -> primary: ID = highest applied log index
 	OpShutdown     // coordinator -> server: dump tables and exit; answer after the dump
 	OpHello        // control link authentication: Value = cluster secret
+	OpSeed         // primary -> re-seeding secondary: Value = packed entries (AppendSeedEntry)
+	OpFreeze       // coordinator -> primary: Seq = shard; stop writes, drain, answer Seq = last index
+	OpSetCoord     // coordinator -> server: Value = the coordinator's servers address
+	OpPing         // primary -> secondary on the replication link: lease renewal
 	opMax
 )
 
 var opNames = [...]string{"INVALID", "GET", "PUT", "DELETE", "CAS", "APPEND", "VIEW", "STATUS",
-	"HEARTBEAT", "SETVIEW", "REPLHELLO", "REPL", "REPLACK", "SHUTDOWN", "HELLO"}
+	"HEARTBEAT", "SETVIEW", "REPLHELLO", "REPL", "REPLACK", "SHUTDOWN", "HELLO", "SEED", "FREEZE",
+	"SETCOORD", "PING"}
 
 func (o Op) String() string {
 	if int(o) < len(opNames) {
@@ -100,7 +105,45 @@ const (
 	// FlagSecondary: for OpRepl, the write goes to the receiver's secondary
 	// table (always set today; reserved so re-seeding can target primaries).
 	FlagSecondary uint8 = 1 << 3
+	// FlagSeedDone: the last OpSeed frame of a snapshot.
+	FlagSeedDone uint8 = 1 << 4
+	// FlagSeed: an OpReplAck that acknowledges OpSeed frame Seq.
+	FlagSeed uint8 = 1 << 5
+	// FlagPing: an OpReplAck that answers OpPing Seq.
+	FlagPing uint8 = 1 << 6
 )
+
+// AppendSeedEntry appends one snapshot entry (key, value, version) to dst:
+// 4 key length, key, 4 value length, value, 8 version.
+func AppendSeedEntry(dst, key, value []byte, ver uint64) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(key)))
+	dst = append(dst, key...)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(value)))
+	dst = append(dst, value...)
+	return binary.BigEndian.AppendUint64(dst, ver)
+}
+
+// NextSeedEntry decodes the first snapshot entry of b and returns the rest.
+// Slices alias b.
+func NextSeedEntry(b []byte) (key, value []byte, ver uint64, rest []byte, err error) {
+	if len(b) < 4 {
+		return nil, nil, 0, nil, fmt.Errorf("%w: truncated seed entry", ErrMalformed)
+	}
+	kl := uint64(binary.BigEndian.Uint32(b))
+	b = b[4:]
+	if uint64(len(b)) < kl+4 {
+		return nil, nil, 0, nil, fmt.Errorf("%w: truncated seed entry", ErrMalformed)
+	}
+	key, b = b[:kl:kl], b[kl:]
+	vl := uint64(binary.BigEndian.Uint32(b))
+	b = b[4:]
+	if uint64(len(b)) < vl+8 {
+		return nil, nil, 0, nil, fmt.Errorf("%w: truncated seed entry", ErrMalformed)
+	}
+	value, b = b[:vl:vl], b[vl:]
+	ver = binary.BigEndian.Uint64(b)
+	return key, value, ver, b[8:], nil
+}
 
 // Frame is one decoded message. Byte slices alias the decoded buffer: copy
 // what must outlive it.

@@ -43,6 +43,10 @@ func sampleFrames() []struct {
 		{"replack", Frame{Op: OpReplAck, Seq: 102}},
 		{"shutdown", Frame{Op: OpShutdown, ID: 11}},
 		{"hello", Frame{Op: OpHello, Value: []byte("s3cret")}},
+		{"seed", Frame{Op: OpSeed, ID: 3, Flags: FlagSeedDone, Value: AppendSeedEntry(nil, []byte("k\x00"), []byte("v"), 77)}},
+		{"freeze", Frame{Op: OpFreeze, Seq: 2, Epoch: 5}},
+		{"setcoord", Frame{Op: OpSetCoord, Value: []byte("127.0.0.1:7001")}},
+		{"ping", Frame{Op: OpPing, ID: 9}},
 		{"error-answer", Frame{Op: OpPut, Status: StatusError, ID: 2, Value: []byte("disk on fire")}},
 		{"wrong-server", Frame{Op: OpGet, Status: StatusWrongServer, Epoch: 13}},
 	}
@@ -338,6 +342,25 @@ func TestCheckLimits(t *testing.T) {
 	// A frame holding maximal fields must fit what a decoder accepts.
 	if (&Frame{Key: mk(MaxKey), Value: mk(MaxValue), Aux: mk(MaxValue)}).Size()-4 > MaxFrame {
 		t.Fatalf("a frame within CheckLimits exceeds MaxFrame")
+	}
+}
+
+func TestSeedEntries(t *testing.T) {
+	var b []byte
+	b = AppendSeedEntry(b, []byte("a\x00"), []byte(""), 1)
+	b = AppendSeedEntry(b, []byte(""), []byte("value"), 1<<40)
+	k, v, ver, rest, err := NextSeedEntry(b)
+	if err != nil || string(k) != "a\x00" || len(v) != 0 || ver != 1 {
+		t.Fatalf("first entry: %q %q %d %v", k, v, ver, err)
+	}
+	k, v, ver, rest, err = NextSeedEntry(rest)
+	if err != nil || len(k) != 0 || string(v) != "value" || ver != 1<<40 || len(rest) != 0 {
+		t.Fatalf("second entry: %q %q %d %v", k, v, ver, err)
+	}
+	for i := 0; i < len(b)-1; i++ {
+		if _, _, _, _, err := NextSeedEntry(b[:i]); err == nil && i < 13 {
+			t.Fatalf("truncated entry of %d bytes decoded", i)
+		}
 	}
 }
 

@@ -12,9 +12,10 @@ const (
 	StateDown                     // missed heartbeats / dead
 	StateReseeding                // respawned, being re-seeded
 	StateUnavailable              // a shard it owns has no live copy
+	StateDead                     // its process is known to have exited (no lease to wait out)
 )
 
-var stateNames = [...]string{"starting", "serving", "down", "re-seeding", "unavailable"}
+var stateNames = [...]string{"starting", "serving", "down", "re-seeding", "unavailable", "down"}
 
 // StateName is the lower-case name of a server state used by status output.
 func StateName(s uint8) string {

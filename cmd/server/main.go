@@ -32,6 +32,7 @@ func main() {
 	fs.IntVar(&cfg.CtlPort, "ctl-port", 0, "control port (0 = any free port)")
 	fs.StringVar(&cfg.DumpDir, "dir", ".", "directory for server_<id>.primary/.secondary at shutdown")
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", 0, "heartbeat interval (default 100ms)")
+	fs.DurationVar(&cfg.Lease, "lease", 0, "primary lease (default 4 x heartbeat; must not exceed the coordinator's failure timeout)")
 	fs.IntVar(&cfg.Loops, "loops", 0, "client event loops (default: one per CPU)")
 	fs.StringVar(&logFile, "log", "", "log file (default stderr)")
 	fs.StringVar(&level, "log-level", "info", "log level")

@@ -23,6 +23,9 @@ func writeStatusJSON(w io.Writer, st *client.ClusterStatus) error {
 	if out.Servers == nil {
 		out.Servers = []client.ServerStatus{} // "servers": [] rather than null
 	}
+	if out.Shards == nil {
+		out.Shards = []client.ShardStatus{}
+	}
 	b, err := json.Marshal(out)
 	if err != nil {
 		return err

@@ -101,7 +101,7 @@ func TestStatusJSONNoServers(t *testing.T) {
 	if err := writeStatusJSON(&b, &client.ClusterStatus{Epoch: 3}); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := b.String(), `{"epoch":3,"servers":[]}`+"\n"; got != want {
+	if got, want := b.String(), `{"epoch":3,"servers":[],"shards":[]}`+"\n"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }

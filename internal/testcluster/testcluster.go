@@ -80,6 +80,9 @@ type Cluster struct {
 	stderr  *lockedBuf
 	exited  chan struct{}
 	exitErr error
+
+	statusMu sync.Mutex
+	statusCl *client.Client // TryStatus's client, dialled on first use
 }
 
 type lockedBuf struct {
@@ -165,6 +168,11 @@ func Start(t testing.TB, o Options) *Cluster {
 		t.Fatalf("coord not ready after 20s\nstderr:\n%s\nlog:\n%s", c.stderr.String(), c.Log())
 	}
 	t.Cleanup(func() {
+		c.statusMu.Lock()
+		if c.statusCl != nil {
+			c.statusCl.Close()
+		}
+		c.statusMu.Unlock()
 		select {
 		case <-c.exited:
 		default:

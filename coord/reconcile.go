@@ -1,0 +1,406 @@
+package coord
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"ftkv/wire"
+)
+
+// The reconcile loop owns every change of the view. One goroutine, one
+// step at a time, each step a new epoch:
+//
+//  1. failure: a member's process exited or it missed heartbeats for the
+//     failure timeout -> its shards move to their secondaries (or become
+//     unavailable if both copies are gone), its copies are dropped, it is
+//     killed and respawned in the background;
+//  2. re-seed: a respawned incarnation has registered -> it becomes the
+//     re-seeding secondary of its home shards whose primaries are alive;
+//  3. seeded: every primary confirmed the snapshot -> it is serving;
+//  4. hand-back: a shard led by its home secondary whose home primary is
+//     serving as its secondary -> freeze, then swap the roles back.
+//
+// Steps 2-4 wait until every live member has confirmed the current epoch,
+// so a shard's view never moves twice before a change is confirmed. Step 1
+// never waits: a failed member cannot confirm anything.
+
+func (c *Coordinator) wake() {
+	select {
+	case c.kick <- struct{}{}:
+	default:
+	}
+}
+
+func (c *Coordinator) wakeLocked() { c.wake() }
+
+func (c *Coordinator) loop() {
+	t := time.NewTicker(c.opts.Heartbeat / 2)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+		case <-c.kick:
+		}
+		c.mu.Lock()
+		shutting := c.shutting
+		c.mu.Unlock()
+		if shutting {
+			return
+		}
+		c.reconcile()
+	}
+}
+
+// event records an outcome reported by a background job.
+type seedOutcome struct {
+	id  int
+	inc uint64
+	err error
+}
+
+func (c *Coordinator) reconcile() {
+	now := time.Now()
+	c.mu.Lock()
+	v := c.view
+	// 1. failures
+	failed := map[int]bool{}
+	for i, m := range v.Servers {
+		if m.State != wire.StateServing && m.State != wire.StateReseeding {
+			continue
+		}
+		nd := c.nodes[i]
+		if nd.inc != m.Incarnation {
+			continue
+		}
+		silent := now.Sub(nd.lastSeen)
+		switch {
+		case nd.dead:
+			failed[i] = true
+		case silent > c.opts.Timeout:
+			failed[i] = true
+			c.log.Warn().Int("node", i).Dur("silent", silent).Msg("server missed its heartbeats")
+		}
+	}
+	if len(failed) > 0 {
+		nv := demote(v, failed, c.nodes)
+		for i := range failed {
+			c.nodes[i].failed = true
+			c.nodes[i].seeding = false
+		}
+		c.mu.Unlock()
+		c.log.Warn().Interface("failed", keys(failed)).Uint64("epoch", nv.Epoch).Msg("failing over")
+		c.publish(nv)
+		for i := range failed {
+			c.condemn(c.nodes[i])
+		}
+		c.wake()
+		return
+	}
+	// Respawns of failed members.
+	for i, m := range v.Servers {
+		nd := c.nodes[i]
+		if (m.State == wire.StateDown || m.State == wire.StateDead) && !nd.spawning && !now.Before(nd.nextSpawn) &&
+			(nd.inc == m.Incarnation || !nd.reported || nd.dead) {
+			nd.spawning = true
+			go c.respawn(nd)
+		}
+	}
+	// Steps 2-4 need every live member at the current epoch.
+	for i, m := range v.Servers {
+		if (m.State == wire.StateServing || m.State == wire.StateReseeding) && c.nodes[i].confirmed < v.Epoch {
+			lagging := c.nodes[i]
+			c.mu.Unlock()
+			c.repush(lagging, v)
+			return
+		}
+	}
+	// 2. re-seed a respawned member.
+	for i, m := range v.Servers {
+		nd := c.nodes[i]
+		if (m.State == wire.StateDown || m.State == wire.StateDead) && nd.inc != m.Incarnation && nd.reported && !nd.dead && !nd.failed && !nd.spawning {
+			nv := addReseeding(v, i, nd)
+			nd.seeding = true
+			c.mu.Unlock()
+			c.log.Info().Int("node", i).Uint64("inc", nd.inc).Uint64("epoch", nv.Epoch).Msg("re-seeding respawned server")
+			c.publish(nv)
+			go c.awaitSeed(nv, i, nd.inc)
+			return
+		}
+	}
+	// 4. hand-back.
+	for s, pl := range v.Shards {
+		if pl.Primary < 0 || int(pl.Primary) == s || int(pl.Secondary) != s {
+			continue
+		}
+		if v.Servers[s].State != wire.StateServing {
+			continue
+		}
+		c.mu.Unlock()
+		c.handBack(v, s)
+		return
+	}
+	c.mu.Unlock()
+}
+
+func keys(m map[int]bool) []int {
+	var out []int
+	for k := range m {
+		out = append(out, k)
+	}
+	return out
+}
+
+// demote returns the view after the failure of the members in failed.
+func demote(v wire.View, failed map[int]bool, nodes []*node) wire.View {
+	nv := cloneView(v)
+	nv.Epoch++
+	for s, pl := range nv.Shards {
+		switch {
+		case pl.Primary >= 0 && failed[int(pl.Primary)]:
+			if pl.Secondary >= 0 && !failed[int(pl.Secondary)] && nv.Servers[pl.Secondary].State == wire.StateServing {
+				nv.Shards[s] = wire.Placement{Primary: pl.Secondary, Secondary: -1}
+			} else {
+				nv.Shards[s] = wire.Placement{Primary: -1, Secondary: -1}
+			}
+		case pl.Secondary >= 0 && failed[int(pl.Secondary)]:
+			nv.Shards[s].Secondary = -1
+		}
+	}
+	for i := range failed {
+		if nodes[i].dead {
+			nv.Servers[i].State = wire.StateDead
+		} else {
+			nv.Servers[i].State = wire.StateDown
+		}
+	}
+	return nv
+}
+
+// addReseeding returns the view where the respawned member i is the
+// re-seeding secondary of its home shards that still have a primary.
+func addReseeding(v wire.View, i int, nd *node) wire.View {
+	nv := cloneView(v)
+	nv.Epoch++
+	n := len(nv.Shards)
+	m := &nv.Servers[i]
+	m.Incarnation, m.PID, m.State = nd.inc, uint32(nd.proc.PID()), wire.StateReseeding
+	m.Addr, m.PeerAddr, m.CtlAddr = nd.hb.Addr, nd.hb.PeerAddr, nd.hb.CtlAddr
+	if n == 1 {
+		return nv
+	}
+	for _, s := range []int{i, (i - 1 + n) % n} {
+		pl := nv.Shards[s]
+		if pl.Primary >= 0 && int(pl.Primary) != i && pl.Secondary < 0 {
+			nv.Shards[s].Secondary = int32(i)
+		}
+	}
+	return nv
+}
+
+func cloneView(v wire.View) wire.View {
+	nv := wire.View{Epoch: v.Epoch}
+	nv.Servers = append([]wire.Member(nil), v.Servers...)
+	nv.Shards = append([]wire.Placement(nil), v.Shards...)
+	return nv
+}
+
+// publish makes nv the current view and pushes it to its live members.
+func (c *Coordinator) publish(nv wire.View) {
+	c.mu.Lock()
+	c.view = nv
+	c.viewEnc = wire.AppendView(nil, &nv)
+	c.mu.Unlock()
+	c.saveState()
+	if errs := c.pushView(context.Background(), nv); len(errs) > 0 {
+		c.log.Warn().Err(errors.Join(errs...)).Uint64("epoch", nv.Epoch).Msg("view not applied everywhere; will retry")
+	}
+}
+
+// repush sends the current view again to a member that has not confirmed it.
+func (c *Coordinator) repush(nd *node, v wire.View) {
+	enc := wire.AppendView(nil, &v)
+	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	defer cancel()
+	ans, err := c.control(ctx, nd, &wire.Frame{Op: wire.OpSetView, Epoch: v.Epoch, Value: enc})
+	if err == nil && ans.Status != wire.StatusOK {
+		err = fmt.Errorf("%s: %s", ans.Status, ans.Value)
+	}
+	if err != nil {
+		c.log.Warn().Err(err).Int("node", nd.id).Uint64("epoch", v.Epoch).Msg("server has not applied the view yet")
+		time.Sleep(50 * time.Millisecond)
+		return
+	}
+	c.mu.Lock()
+	if v.Epoch > nd.confirmed {
+		nd.confirmed = v.Epoch
+	}
+	c.mu.Unlock()
+	c.wake()
+}
+
+// condemn kills a failed incarnation (SIGKILL) so it can never come back.
+func (c *Coordinator) condemn(nd *node) {
+	c.mu.Lock()
+	p := nd.proc
+	c.mu.Unlock()
+	if p != nil {
+		if err := p.Kill(); err != nil {
+			c.log.Warn().Err(err).Int("node", nd.id).Msg("kill of the failed incarnation failed")
+		}
+	}
+}
+
+// respawn starts a new incarnation of nd and waits until it registers; a
+// failed or hung attempt backs off and is retried by the loop.
+func (c *Coordinator) respawn(nd *node) {
+	defer func() {
+		c.mu.Lock()
+		nd.spawning = false
+		c.mu.Unlock()
+		c.wake()
+	}()
+	c.mu.Lock()
+	old := nd.proc
+	c.mu.Unlock()
+	if old != nil {
+		_ = old.Kill()
+		select {
+		case <-old.Done():
+		case <-time.After(3 * time.Second):
+			c.log.Warn().Int("node", nd.id).Int("pid", old.PID()).Msg("old incarnation still running after SIGKILL")
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	err := c.spawn(ctx, nd)
+	if err == nil {
+		err = c.waitReported(ctx, nd)
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if err != nil {
+		if nd.backoff == 0 {
+			nd.backoff = 200 * time.Millisecond
+		} else if nd.backoff < 5*time.Second {
+			nd.backoff *= 2
+		}
+		nd.nextSpawn = time.Now().Add(nd.backoff)
+		nd.failed = true
+		if nd.proc != nil {
+			_ = nd.proc.Kill()
+		}
+		c.log.Error().Err(err).Int("node", nd.id).Dur("retry_in", nd.backoff).Msg("respawn failed")
+		return
+	}
+	nd.backoff = 0
+	c.log.Info().Int("node", nd.id).Uint64("inc", nd.inc).Int("pid", nd.proc.PID()).Msg("server respawned")
+}
+
+func (c *Coordinator) waitReported(ctx context.Context, nd *node) error {
+	for {
+		c.mu.Lock()
+		ok, dead := nd.reported, nd.dead
+		c.mu.Unlock()
+		if ok {
+			return nil
+		}
+		if dead {
+			return errors.New("exited during start-up")
+		}
+		select {
+		case <-ctx.Done():
+			return errors.New("did not report within 10s")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// awaitSeed asks every primary that re-seeds member i for the outcome and
+// marks i serving, or failed, in a new view.
+func (c *Coordinator) awaitSeed(v wire.View, i int, inc uint64) {
+	var errs []error
+	for s, pl := range v.Shards {
+		if int(pl.Secondary) != i || pl.Primary < 0 {
+			continue
+		}
+		ans, err := c.askOnce(c.nodes[pl.Primary], 3*time.Minute, &wire.Frame{Op: wire.OpSeed, Seq: uint64(s), Floor: inc})
+		if err == nil && ans.Status != wire.StatusOK {
+			err = fmt.Errorf("%s: %s", ans.Status, ans.Value)
+		}
+		if err != nil {
+			errs = append(errs, fmt.Errorf("shard %d from server %d: %w", s, pl.Primary, err))
+		}
+	}
+	c.mu.Lock()
+	nd := c.nodes[i]
+	cur := c.view
+	if nd.inc != inc || !nd.seeding || cur.Servers[i].Incarnation != inc || cur.Servers[i].State != wire.StateReseeding {
+		c.mu.Unlock()
+		return // overtaken by another change
+	}
+	nd.seeding = false
+	if len(errs) > 0 {
+		// Start over from a clean state: this incarnation is failed.
+		nd.failed = true
+		nd.dead = true
+		c.mu.Unlock()
+		c.log.Error().Err(errors.Join(errs...)).Int("node", i).Msg("re-seeding failed; respawning")
+		c.condemn(nd)
+		c.wake()
+		return
+	}
+	nv := cloneView(cur)
+	nv.Epoch++
+	nv.Servers[i].State = wire.StateServing
+	c.mu.Unlock()
+	c.log.Info().Int("node", i).Uint64("epoch", nv.Epoch).Msg("re-seeding complete")
+	c.publish(nv)
+	c.wake()
+}
+
+// handBack returns shard s to its home server after a brief freeze.
+func (c *Coordinator) handBack(v wire.View, s int) {
+	cur := int(v.Shards[s].Primary)
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	ans, err := c.control(ctx, c.nodes[cur], &wire.Frame{Op: wire.OpFreeze, Seq: uint64(s)})
+	if err == nil && ans.Status != wire.StatusOK {
+		err = fmt.Errorf("%s: %s", ans.Status, ans.Value)
+	}
+	if err != nil {
+		c.log.Warn().Err(err).Int("shard", s).Msg("freeze for hand-back failed; will retry")
+		time.Sleep(100 * time.Millisecond)
+		return
+	}
+	c.mu.Lock()
+	if c.view.Epoch != v.Epoch {
+		c.mu.Unlock()
+		return // something failed meanwhile; the freeze lifts by itself
+	}
+	nv := cloneView(c.view)
+	nv.Epoch++
+	nv.Shards[s] = wire.Placement{Primary: int32(s), Secondary: int32(cur)}
+	c.mu.Unlock()
+	c.publish(nv)
+	c.log.Info().Int("shard", s).Int("to", s).Uint64("epoch", nv.Epoch).Dur("frozen", time.Since(start)).Msg("shard handed back")
+	c.wake()
+}
+
+// askOnce sends one long-running order on a connection of its own, so it
+// never holds up views and other orders on the shared control link.
+func (c *Coordinator) askOnce(nd *node, timeout time.Duration, f *wire.Frame) (wire.Frame, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c.mu.Lock()
+	addr := nd.hb.CtlAddr
+	c.mu.Unlock()
+	cc, err := dialCtl(ctx, addr, c.secret)
+	if err != nil {
+		return wire.Frame{}, err
+	}
+	defer cc.close()
+	return cc.roundTrip(ctx, f)
+}
