@@ -3,6 +3,7 @@ package server
 import (
 	"encoding/binary"
 	"time"
+	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -150,13 +151,16 @@ func (h *peerHandler) applyRepl(st *secState, f *wire.Frame) {
 }
 
 func (h *peerHandler) applySeed(st *secState, f *wire.Frame) error {
-	b := f.Value
+	// One copy of the whole batch; keys and values alias it (it is never
+	// written again), so applying an entry allocates nothing but the map
+	// slot.
+	b := append([]byte(nil), f.Value...)
 	for len(b) > 0 {
 		k, v, ver, rest, err := wire.NextSeedEntry(b)
 		if err != nil {
 			return err
 		}
-		st.t.merge(string(k), append(make([]byte, 0, len(v)), v...), ver, false, true)
+		st.t.merge(unsafe.String(unsafe.SliceData(k), len(k)), v, ver, false, true)
 		b = rest
 	}
 	if f.Flags&wire.FlagSeedDone != 0 {

@@ -119,11 +119,24 @@ func (p *primary) startSeed(sec target) {
 
 // seedResult waits up to timeout for the re-seeding of incarnation inc.
 func (p *primary) seedResult(inc uint64, timeout time.Duration) error {
-	p.mu.Lock()
-	j := p.seedJob
-	p.mu.Unlock()
-	if j == nil || j.inc != inc {
-		return fmt.Errorf("no re-seeding of incarnation %d here", inc)
+	// The view that starts the job may still be connecting the link.
+	deadline := time.Now().Add(timeout)
+	var j *seedJob
+	for {
+		p.mu.Lock()
+		j = p.seedJob
+		p.mu.Unlock()
+		if j != nil && j.inc == inc {
+			break
+		}
+		if time.Now().After(deadline) || time.Since(deadline.Add(-timeout)) > 10*time.Second {
+			return fmt.Errorf("no re-seeding of incarnation %d started here", inc)
+		}
+		select {
+		case <-p.stop:
+			return errors.New("no longer primary")
+		case <-time.After(20 * time.Millisecond):
+		}
 	}
 	select {
 	case <-j.done:

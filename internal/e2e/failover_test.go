@@ -351,6 +351,8 @@ type ownKeys struct {
 	wg         sync.WaitGroup
 	ops        atomic.Int64
 	violations atomic.Int64
+	ctx        context.Context
+	cancel     context.CancelFunc // aborts calls in flight when a test gives up
 
 	mu   sync.Mutex
 	nerr int
@@ -358,10 +360,12 @@ type ownKeys struct {
 }
 
 // startOwnKeys starts one goroutine per entry of keys (its own keys), with
-// client clients[g%len].
+// client clients[g%len]. When the test ends without Stop (it failed),
+// calls in flight are aborted.
 func startOwnKeys(t *testing.T, clients []*client.Client, keys [][]string, opTimeout time.Duration) *ownKeys {
 	o := &ownKeys{stop: make(chan struct{})}
-	t.Cleanup(o.Stop)
+	o.ctx, o.cancel = context.WithCancel(context.Background())
+	t.Cleanup(func() { o.cancel(); o.Stop() })
 	for g, own := range keys {
 		o.wg.Add(1)
 		go func() {
@@ -375,7 +379,7 @@ func startOwnKeys(t *testing.T, clients []*client.Client, keys [][]string, opTim
 				}
 				k := own[i%len(own)]
 				want := fmt.Sprintf("g%d-%d", g, i)
-				ctx, cancel := context.WithTimeout(context.Background(), opTimeout)
+				ctx, cancel := context.WithTimeout(o.ctx, opTimeout)
 				err := cl.Put(ctx, k, []byte(want))
 				var got []byte
 				if err == nil {

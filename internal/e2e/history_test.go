@@ -244,7 +244,6 @@ func writeHistory(history []porcupine.Operation, path string) error {
 	return os.WriteFile(path, []byte(b.String()), 0o644)
 }
 
-
 // randomOp performs worker g's i-th call on key, drawn from the mix of
 // TestLinearizable: 30% Get, 20% Put, 10% Delete, 20% CompareAndSwap (half
 // through CompareAndSwapCurrent), 20% Append. Values embed g and i, so they
@@ -353,12 +352,14 @@ type workloadConfig struct {
 // workload is concurrent random load (randomOp) that records a porcupine
 // history until stopped.
 type workload struct {
-	cfg  workloadConfig
-	hist *history
-	stop chan struct{}
-	once sync.Once
-	wg   sync.WaitGroup
-	done atomic.Int64 // calls finished, with or without error
+	cfg    workloadConfig
+	hist   *history
+	stop   chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
+	done   atomic.Int64 // calls finished, with or without error
+	ctx    context.Context
+	cancel context.CancelFunc // aborts calls in flight when a test gives up
 
 	mu   sync.Mutex
 	nerr int
@@ -367,11 +368,12 @@ type workload struct {
 
 // startWorkload starts cfg.Workers goroutines; worker g uses client
 // g%len(Clients) and three neighbouring keys starting at g, so each key sees
-// a few writers from different clients. It is stopped when the test ends at
-// the latest.
+// a few writers from different clients. When the test ends without Stop
+// (it failed), calls in flight are aborted.
 func startWorkload(t *testing.T, cfg workloadConfig) *workload {
 	w := &workload{cfg: cfg, hist: newHistory(), stop: make(chan struct{})}
-	t.Cleanup(w.Stop)
+	w.ctx, w.cancel = context.WithCancel(context.Background())
+	t.Cleanup(func() { w.cancel(); w.Stop() })
 	for g := 0; g < cfg.Workers; g++ {
 		w.wg.Add(1)
 		go w.worker(g)
@@ -391,7 +393,7 @@ func (w *workload) worker(g int) {
 		default:
 		}
 		key := w.cfg.Keys[(g+rng.Intn(3))%len(w.cfg.Keys)]
-		ctx, cancel := context.WithTimeout(context.Background(), w.cfg.OpTimeout)
+		ctx, cancel := context.WithTimeout(w.ctx, w.cfg.OpTimeout)
 		call := w.hist.now()
 		in, out, err := randomOp(ctx, cl, rng, g, i, key, seen)
 		ret := w.hist.now()

@@ -30,15 +30,19 @@ type ledger struct {
 	nerr    int
 	errs    []string
 
-	stop chan struct{}
-	once sync.Once
-	wg   sync.WaitGroup
-	puts atomic.Int64
+	stop   chan struct{}
+	once   sync.Once
+	wg     sync.WaitGroup
+	puts   atomic.Int64
+	ctx    context.Context
+	cancel context.CancelFunc // aborts puts in flight when a test gives up
 }
 
 func newLedger(prefix string, opTimeout time.Duration) *ledger {
-	return &ledger{prefix: prefix, opTimeout: opTimeout, acked: map[string]string{},
+	l := &ledger{prefix: prefix, opTimeout: opTimeout, acked: map[string]string{},
 		unknown: map[string]string{}, stop: make(chan struct{})}
+	l.ctx, l.cancel = context.WithCancel(context.Background())
+	return l
 }
 
 // startLedger is newLedger followed by start.
@@ -49,9 +53,10 @@ func startLedger(t *testing.T, clients []*client.Client, writers int, prefix str
 }
 
 // start runs writers goroutines that Put fresh keys (over every shard, as
-// the hash spreads them) until Stop or the end of the test.
+// the hash spreads them) until Stop; when the test ends without Stop (it
+// failed), puts in flight are aborted.
 func (l *ledger) start(t *testing.T, clients []*client.Client, writers int) {
-	t.Cleanup(l.Stop)
+	t.Cleanup(func() { l.cancel(); l.Stop() })
 	for g := 0; g < writers; g++ {
 		l.wg.Add(1)
 		go func(g int) {
@@ -71,7 +76,7 @@ func (l *ledger) start(t *testing.T, clients []*client.Client, writers int) {
 }
 
 func (l *ledger) put(cl *client.Client, k, v string) error {
-	ctx, cancel := context.WithTimeout(context.Background(), l.opTimeout)
+	ctx, cancel := context.WithTimeout(l.ctx, l.opTimeout)
 	start := time.Now()
 	err := cl.Put(ctx, k, []byte(v))
 	cancel()
