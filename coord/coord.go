@@ -166,18 +166,28 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	}
 	c.serversAddr = addr
 	c.log.Info().Str("addr", addr).Msg("servers port listening")
-	if err := c.spawnAll(ctx); err != nil {
-		c.killAll()
+	saved, v, readopt, err := c.loadState()
+	if err != nil {
 		return err
 	}
-	if err := c.waitRegistered(ctx); err != nil {
-		c.killAll()
-		return err
+	if readopt {
+		c.log.Warn().Str("state", c.statePath()).Uint64("epoch", v.Epoch).Msg("previous coordinator did not shut down cleanly; re-adopting its servers")
+		c.adopt(ctx, saved, v)
+	} else {
+		if err := c.spawnAll(ctx); err != nil {
+			c.killAll()
+			return err
+		}
+		if err := c.waitRegistered(ctx); err != nil {
+			c.killAll()
+			return err
+		}
+		if err := c.publishInitialView(ctx); err != nil {
+			c.killAll()
+			return err
+		}
 	}
-	if err := c.publishInitialView(ctx); err != nil {
-		c.killAll()
-		return err
-	}
+	c.saveState()
 	addr, err = c.listen(&clientsHandler{c: c}, c.opts.ClientPort)
 	if err != nil {
 		c.killAll()
@@ -449,7 +459,10 @@ func (c *Coordinator) Shutdown(ctx context.Context) error {
 	errs := make([]error, len(nodes))
 	start := time.Now()
 	for i, nd := range nodes {
-		if nd.proc == nil {
+		c.mu.Lock()
+		skip := nd.proc == nil || nd.dead
+		c.mu.Unlock()
+		if skip {
 			continue
 		}
 		wg.Add(1)
@@ -472,6 +485,9 @@ func (c *Coordinator) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	c.log.Info().Dur("took", time.Since(start)).Msg("servers stopped")
+	if len(errs) == 0 || errors.Join(errs...) == nil {
+		c.removeState()
+	}
 	for _, nd := range nodes {
 		if nd.ctl != nil {
 			nd.ctl.close()

@@ -1,5 +1,185 @@
 package coord
 
-// saveState persists the view for a restarted coordinator (issue 3, not
-// yet: a restarted coordinator starts a new cluster).
-func (c *Coordinator) saveState() {}
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"ftkv/wire"
+)
+
+// StateFile is the name of the coordinator's state file in its working
+// directory. It holds what a restarted coordinator needs to re-adopt the
+// running servers instead of spawning new ones; a clean shutdown removes it.
+const StateFile = "ftkv-coord.state"
+
+type savedNode struct {
+	ID  int    `json:"id"`
+	Inc uint64 `json:"incarnation"`
+	PID int    `json:"pid"`
+}
+
+type savedState struct {
+	Secret string      `json:"secret"`
+	View   []byte      `json:"view"` // wire.AppendView
+	Nodes  []savedNode `json:"nodes"`
+	Config string      `json:"config"`
+}
+
+func (c *Coordinator) statePath() string { return filepath.Join(c.opts.Dir, StateFile) }
+
+// saveState writes the view atomically (temporary file, fsync, rename).
+func (c *Coordinator) saveState() {
+	c.mu.Lock()
+	st := savedState{Secret: c.secret, View: wire.AppendView(nil, &c.view), Config: c.opts.Cluster.Path}
+	for _, nd := range c.nodes {
+		sn := savedNode{ID: nd.id, Inc: nd.inc}
+		if nd.proc != nil {
+			sn.PID = nd.proc.PID()
+		}
+		st.Nodes = append(st.Nodes, sn)
+	}
+	c.mu.Unlock()
+	b, err := json.Marshal(st)
+	if err == nil {
+		err = writeFileAtomic(c.statePath(), b)
+	}
+	if err != nil {
+		c.log.Error().Err(err).Msg("cannot save the coordinator state")
+	}
+}
+
+func writeFileAtomic(path string, b []byte) error {
+	tmp := path + ".tmp"
+	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	if _, err = f.Write(b); err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return os.Rename(tmp, path)
+}
+
+func (c *Coordinator) removeState() {
+	if err := os.Remove(c.statePath()); err != nil && !errors.Is(err, os.ErrNotExist) {
+		c.log.Warn().Err(err).Msg("cannot remove the coordinator state")
+	}
+}
+
+// loadState reads a state file left by a coordinator that did not shut
+// down cleanly; ok is false when there is none.
+func (c *Coordinator) loadState() (st savedState, v wire.View, ok bool, err error) {
+	b, err := os.ReadFile(c.statePath())
+	if errors.Is(err, os.ErrNotExist) {
+		return st, v, false, nil
+	}
+	if err != nil {
+		return st, v, false, err
+	}
+	if err := json.Unmarshal(b, &st); err != nil {
+		return st, v, false, fmt.Errorf("%s: %w", c.statePath(), err)
+	}
+	v, err = wire.DecodeView(st.View)
+	if err != nil {
+		return st, v, false, fmt.Errorf("%s: %w", c.statePath(), err)
+	}
+	if len(v.Servers) != c.n || len(st.Nodes) != c.n {
+		return st, v, false, fmt.Errorf("%s: saved cluster has %d servers, the config %d (remove the file to start afresh)",
+			c.statePath(), len(v.Servers), c.n)
+	}
+	return st, v, true, nil
+}
+
+// adopt takes over the servers of a previous coordinator: it redirects
+// their heartbeats to this one and watches their pids. A server that does
+// not answer is treated as failed by the reconcile loop.
+func (c *Coordinator) adopt(ctx context.Context, st savedState, v wire.View) {
+	c.secret = st.Secret
+	c.view = v
+	c.viewEnc = wire.AppendView(nil, &v)
+	now := time.Now()
+	for i, nd := range c.nodes {
+		sn := st.Nodes[i]
+		m := v.Servers[i]
+		nd.inc = sn.Inc
+		// Grace: the servers reconnect their heartbeats after SetCoord.
+		nd.lastSeen = now.Add(2 * time.Second)
+		nd.hb = wire.Heartbeat{ID: uint32(i), Incarnation: sn.Inc, PID: uint32(sn.PID), Epoch: v.Epoch,
+			Addr: m.Addr, PeerAddr: m.PeerAddr, CtlAddr: m.CtlAddr}
+		if sn.PID > 0 {
+			p := watchPID(sn.PID)
+			nd.proc = p
+			go func(nd *node, inc uint64) {
+				<-p.Done()
+				c.mu.Lock()
+				if nd.inc == inc {
+					nd.dead = true
+				}
+				c.mu.Unlock()
+				c.log.Error().Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).Msg("server process exited")
+				c.wake()
+			}(nd, sn.Inc)
+		}
+		if m.State == wire.StateDown || m.State == wire.StateDead || sn.Inc != m.Incarnation {
+			nd.failed = true
+			continue
+		}
+		ans, err := c.control(ctx, nd, &wire.Frame{Op: wire.OpSetCoord, Value: []byte(c.serversAddr)})
+		if err == nil && ans.Status != wire.StatusOK {
+			err = fmt.Errorf("%s: %s", ans.Status, ans.Value)
+		}
+		if err != nil {
+			c.log.Warn().Err(err).Int("node", i).Msg("cannot re-adopt server; failing it over")
+			nd.dead = true
+			continue
+		}
+		nd.reported = true
+		nd.confirmed = v.Epoch
+		c.log.Info().Int("node", i).Uint64("inc", nd.inc).Int("pid", sn.PID).Msg("server re-adopted")
+	}
+}
+
+// pidProc is a server process that is not our child (re-adopted): it is
+// watched by polling and killed by pid.
+type pidProc struct {
+	pid  int
+	done chan struct{}
+}
+
+func watchPID(pid int) *pidProc {
+	p := &pidProc{pid: pid, done: make(chan struct{})}
+	go func() {
+		for {
+			if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+				close(p.done)
+				return
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+	}()
+	return p
+}
+
+func (p *pidProc) PID() int              { return p.pid }
+func (p *pidProc) Done() <-chan struct{} { return p.done }
+func (p *pidProc) Kill() error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	return syscall.Kill(p.pid, syscall.SIGKILL)
+}

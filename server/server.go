@@ -519,7 +519,13 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 		default:
 		}
 		s.log.Warn().Err(err).Str("coord", *s.coordAddr.Load()).Msg("heartbeat link lost; reconnecting")
-		time.Sleep(backoff)
+		select {
+		case <-time.After(backoff):
+		case <-s.coordChanged:
+			backoff = 50 * time.Millisecond
+		case <-ctx.Done():
+			return
+		}
 		if backoff < time.Second {
 			backoff *= 2
 		}
