@@ -8,7 +8,10 @@ SERVERS_PORT ?= 7001
 CONFIG       ?= config.txt
 FUZZTIME     ?= 60s
 
-.PHONY: all build run test test-short fuzz vet clean
+CHAOS_DURATION ?= 5m
+SEED ?=
+
+.PHONY: all build run test fuzz vet clean chaos
 
 all: build
 
@@ -37,6 +40,12 @@ fuzz:
 	$(GO) test ./wire -run '^$$' -fuzz '^FuzzDecodeView$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./wire -run '^$$' -fuzz '^FuzzDecodeHeartbeat$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/cli -run '^$$' -fuzz '^FuzzTokenize$$' -fuzztime $(FUZZTIME)
+
+# A long randomized fault run (kills, SIGSTOP/SIGCONT, coordinator kills)
+# with a porcupine check at the end: CHAOS_DURATION=10m SEED=42 make chaos.
+chaos: build
+	FTKV_CHAOS_DURATION=$(CHAOS_DURATION) FTKV_CRASH_DURATION=$(CHAOS_DURATION) FTKV_SEED=$(SEED) \
+		$(GO) test -race -count=1 -timeout 0 -v -run '^(TestChaos|TestRepeatedCrashes)$$' ./internal/e2e
 
 clean:
 	rm -rf $(BIN)

@@ -433,7 +433,9 @@ func (c *Coordinator) heartbeat(hb wire.Heartbeat) bool {
 		c.log.Info().Int("node", nd.id).Msg("server heartbeats resumed")
 	}
 	nd.hb = hb
-	nd.lastSeen = time.Now()
+	if now := time.Now(); now.After(nd.lastSeen) {
+		nd.lastSeen = now // (a re-adopted server's grace may lie ahead)
+	}
 	nd.missed = false
 	if !nd.reported {
 		nd.reported = true

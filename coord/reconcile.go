@@ -79,6 +79,16 @@ func (c *Coordinator) reconcile() {
 		case nd.dead:
 			failed[i] = true
 		case silent > c.opts.Timeout:
+			if lastCopy(v, i) {
+				// Silence alone never condemns the last complete copy of
+				// a shard: a slow or frozen server that comes back keeps
+				// its data; failing it over would lose the shard for good.
+				if !nd.missed {
+					nd.missed = true
+					c.log.Warn().Int("node", i).Dur("silent", silent).Msg("server missed its heartbeats but holds the last copy of a shard; waiting")
+				}
+				continue
+			}
 			failed[i] = true
 			c.log.Warn().Int("node", i).Dur("silent", silent).Msg("server missed its heartbeats")
 		}
@@ -142,6 +152,17 @@ func (c *Coordinator) reconcile() {
 		return
 	}
 	c.mu.Unlock()
+}
+
+// lastCopy reports whether member i leads a shard that has no serving
+// secondary.
+func lastCopy(v wire.View, i int) bool {
+	for _, pl := range v.Shards {
+		if int(pl.Primary) == i && (pl.Secondary < 0 || v.Servers[pl.Secondary].State != wire.StateServing) {
+			return true
+		}
+	}
+	return false
 }
 
 func keys(m map[int]bool) []int {

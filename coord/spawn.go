@@ -57,6 +57,17 @@ func (l *LocalSpawner) Spawn(ctx context.Context, s SpawnSpec) (Process, error) 
 	cmd.Env = append(os.Environ(), "FTKV_SECRET="+s.Secret)
 	cmd.Stdout = l.Stderr
 	cmd.Stderr = l.Stderr
+	if s.LogFile != "" {
+		// With a log file the server's own output (a panic, say) goes
+		// there too, and it holds no descriptor of the coordinator's: a
+		// killed coordinator leaves no pipe open behind it.
+		f, err := os.OpenFile(s.LogFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return nil, err
+		}
+		defer f.Close()
+		cmd.Stdout, cmd.Stderr = f, f
+	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
 		return nil, fmt.Errorf("start %s: %w", l.Binary, err)

@@ -345,7 +345,9 @@ func (s *Server) applyView(v wire.View) error {
 	s.mu.Unlock()
 	s.view.Store(&viewState{v: v, me: me, ring: ring, prims: prims})
 
-	// Phase 2: lead the shards this view gives us.
+	// Phase 2: lead the shards this view gives us (in a copy: the slice
+	// published above is read by the event loops).
+	prims = append([]*primary(nil), prims...)
 	var errs []error
 	var wg sync.WaitGroup
 	var pmu sync.Mutex
@@ -510,6 +512,7 @@ func (s *Server) stats() (primaryKeys, secondaryKeys uint64, epoch uint64) {
 func (s *Server) heartbeatLoop(ctx context.Context) {
 	backoff := 50 * time.Millisecond
 	for {
+		start := time.Now()
 		err := s.heartbeatOnce(ctx)
 		select {
 		case <-ctx.Done():
@@ -517,6 +520,12 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 		case <-s.done:
 			return
 		default:
+		}
+		if errors.Is(err, errCoordMoved) || time.Since(start) > time.Second {
+			backoff = 50 * time.Millisecond // a working link broke: retry at once
+			if errors.Is(err, errCoordMoved) {
+				continue
+			}
 		}
 		s.log.Warn().Err(err).Str("coord", *s.coordAddr.Load()).Msg("heartbeat link lost; reconnecting")
 		select {
@@ -531,6 +540,8 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 		}
 	}
 }
+
+var errCoordMoved = errors.New("coordinator moved")
 
 func (s *Server) heartbeatOnce(ctx context.Context) error {
 	d := net.Dialer{Timeout: time.Second}
@@ -598,7 +609,7 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 		case <-s.done:
 			return nil
 		case <-s.coordChanged:
-			return errors.New("coordinator moved")
+			return errCoordMoved
 		}
 	}
 }

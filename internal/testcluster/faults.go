@@ -136,7 +136,10 @@ func (c *Cluster) Owns(pid int) bool {
 		return false
 	}
 	pp, err := parentPID(pid)
-	return err == nil && pp == c.CoordPID()
+	if err == nil && pp == c.CoordPID() {
+		return true
+	}
+	return err == nil && slices.Contains(c.known, pid)
 }
 
 // PIDGone reports whether no process has pid any more (reaped).

@@ -9,6 +9,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -76,6 +77,8 @@ type Cluster struct {
 	Bin     string
 	Addr    string // coordinator client address
 	cmd     *exec.Cmd
+	args    []string
+	known   []int // server pids of earlier coordinator processes
 	stdin   io.WriteCloser
 	stderr  *lockedBuf
 	exited  chan struct{}
@@ -128,45 +131,16 @@ func Start(t testing.TB, o Options) *Cluster {
 	to := o.Timeout
 	if to == "" {
 		to = "500ms"
+		if raceEnabled {
+			// The race detector slows everything ~5x; on a 2-core
+			// machine heartbeats then come late enough to look like
+			// failures. kill -9 is detected at once either way.
+			to = "1500ms"
+		}
 	}
 	args := append([]string{"-c", "0", "-s", "0", "-C", cfgPath, "-t", to, "-l", filepath.Join(dir, "ftkv.log")}, o.Args...)
-	cmd := exec.Command(filepath.Join(bin, "coord"), args...)
-	cmd.Dir = dir
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
-	pr, pw := io.Pipe()
-	c := &Cluster{t: t, Dir: dir, Bin: bin, cmd: cmd, stdin: stdin, stderr: &lockedBuf{}, exited: make(chan struct{})}
-	cmd.Stderr = io.MultiWriter(c.stderr, pw)
-	cmd.Stdout = c.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		c.exitErr = cmd.Wait()
-		pw.Close()
-		close(c.exited)
-	}()
-	addr := make(chan string, 1)
-	go func() {
-		sc := bufio.NewScanner(pr)
-		for sc.Scan() {
-			if m := readyRE.FindStringSubmatch(sc.Text()); m != nil {
-				addr <- m[1]
-				break
-			}
-		}
-		_, _ = io.Copy(io.Discard, pr)
-	}()
-	select {
-	case c.Addr = <-addr:
-	case <-c.exited:
-		t.Fatalf("coord exited during start: %v\nstderr:\n%s\nlog:\n%s", c.exitErr, c.stderr.String(), c.Log())
-	case <-time.After(20 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatalf("coord not ready after 20s\nstderr:\n%s\nlog:\n%s", c.stderr.String(), c.Log())
-	}
+	c := &Cluster{t: t, Dir: dir, Bin: bin, stderr: &lockedBuf{}, args: args}
+	c.launch(t, args)
 	t.Cleanup(func() {
 		c.statusMu.Lock()
 		if c.statusCl != nil {
@@ -184,6 +158,88 @@ func Start(t testing.TB, o Options) *Cluster {
 		}
 	})
 	return c
+}
+
+// launch starts a coordinator process with args and waits until it serves.
+func (c *Cluster) launch(t testing.TB, args []string) {
+	t.Helper()
+	cmd := exec.Command(filepath.Join(c.Bin, "coord"), args...)
+	cmd.Dir = c.Dir
+	cmd.WaitDelay = 2 * time.Second
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pr, pw := io.Pipe()
+	exited := make(chan struct{})
+	c.cmd, c.stdin, c.exited = cmd, stdin, exited
+	cmd.Stderr = io.MultiWriter(c.stderr, pw)
+	cmd.Stdout = c.stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		err := cmd.Wait()
+		c.exitErr = err
+		pw.Close()
+		close(exited)
+	}()
+	addr := make(chan string, 1)
+	go func() {
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			if m := readyRE.FindStringSubmatch(sc.Text()); m != nil {
+				addr <- m[1]
+				break
+			}
+		}
+		_, _ = io.Copy(io.Discard, pr)
+	}()
+	select {
+	case c.Addr = <-addr:
+	case <-exited:
+		t.Fatalf("coord exited during start: %v\nstderr:\n%s\nlog:\n%s", c.exitErr, c.stderr.String(), c.Log())
+	case <-time.After(20 * time.Second):
+		_ = cmd.Process.Kill()
+		t.Fatalf("coord not ready after 20s\nstderr:\n%s\nlog:\n%s", c.stderr.String(), c.Log())
+	}
+}
+
+var serversPortRE = regexp.MustCompile(`"addr":"([^"]+)","time":"[^"]*","message":"servers port listening"`)
+
+// KillCoord kills the coordinator with SIGKILL and waits until it is gone;
+// the servers keep running. It remembers their pids as the cluster's own.
+func (c *Cluster) KillCoord(t testing.TB) {
+	t.Helper()
+	if st, err := c.TryStatus(context.Background()); err == nil {
+		for _, s := range st.Servers {
+			c.known = append(c.known, s.PID)
+		}
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGKILL)
+	<-c.exited
+}
+
+// RestartCoord starts the coordinator again with the same flags and the
+// same ports as the first one (so clients and servers find it again).
+func (c *Cluster) RestartCoord(t testing.TB) {
+	t.Helper()
+	args := append([]string(nil), c.args...)
+	_, port, _ := net.SplitHostPort(c.Addr)
+	m := serversPortRE.FindAllStringSubmatch(c.Log(), -1)
+	if len(m) == 0 {
+		t.Fatal("servers port not found in the log")
+	}
+	_, sport, _ := net.SplitHostPort(m[len(m)-1][1])
+	for i := 0; i+1 < len(args); i++ {
+		switch args[i] {
+		case "-c":
+			args[i+1] = port
+		case "-s":
+			args[i+1] = sport
+		}
+	}
+	c.launch(t, args)
 }
 
 func tail(s string, n int) string {
