@@ -24,10 +24,11 @@ build:
 run: build
 	./$(BIN)/coord -c $(CLIENT_PORT) -s $(SERVERS_PORT) -C $(CONFIG)
 
-# Every test, with the race detector, plus a short run of each fuzz target.
+# Every test, with the race detector, plus a short run of each fuzz target
+# (counted in executions, not seconds: a busy machine must not fail it).
 test: build vet
 	$(GO) test -race -count=1 -timeout 20m ./...
-	$(MAKE) fuzz FUZZTIME=5s
+	$(MAKE) fuzz FUZZTIME=20000x
 	scripts/readme-smoke.sh
 
 vet:
@@ -40,6 +41,7 @@ fuzz:
 	$(GO) test ./wire -run '^$$' -fuzz '^FuzzDecodeView$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./wire -run '^$$' -fuzz '^FuzzDecodeHeartbeat$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/cli -run '^$$' -fuzz '^FuzzTokenize$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./bench -run '^$$' -fuzz '^FuzzParseReply$$' -fuzztime $(FUZZTIME)
 
 # A long randomized fault run (kills, SIGSTOP/SIGCONT, coordinator kills)
 # with a porcupine check at the end: CHAOS_DURATION=10m SEED=42 make chaos.

@@ -65,6 +65,8 @@ type Coordinator struct {
 	shutting bool
 	kick     chan struct{} // wakes the reconcile loop
 
+	publishedAt time.Time // when the current view was published
+
 	clientAddr, serversAddr string
 	engines                 []gnet.Engine
 }

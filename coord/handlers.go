@@ -203,8 +203,8 @@ func (c *Coordinator) serverState(i int, nd *node) string {
 		return "down"
 	case m.State == wire.StateReseeding:
 		return "re-seeding"
-	case !nd.reported:
-		return "starting"
+	case !nd.reported || nd.confirmed < v.Epoch:
+		return "starting" // (or has not applied the current view yet)
 	}
 	n := len(v.Shards)
 	if n > 0 && v.Shards[i%n].Primary < 0 {

@@ -117,12 +117,16 @@ func (c *Coordinator) reconcile() {
 			go c.respawn(nd)
 		}
 	}
-	// Steps 2-4 need every live member at the current epoch.
+	// Steps 2-4 need every live member at the current epoch; one that
+	// has not confirmed it a while after the push gets it again.
 	for i, m := range v.Servers {
 		if (m.State == wire.StateServing || m.State == wire.StateReseeding) && c.nodes[i].confirmed < v.Epoch {
 			lagging := c.nodes[i]
+			late := time.Since(c.publishedAt) > 2*time.Second
 			c.mu.Unlock()
-			c.repush(lagging, v)
+			if late {
+				c.repush(lagging, v)
+			}
 			return
 		}
 	}
@@ -227,16 +231,22 @@ func cloneView(v wire.View) wire.View {
 	return nv
 }
 
-// publish makes nv the current view and pushes it to its live members.
+// publish makes nv the current view and pushes it to its live members in
+// the background: the loop goes on watching for failures meanwhile, and
+// the steps that need confirmation wait for the members' answers.
 func (c *Coordinator) publish(nv wire.View) {
 	c.mu.Lock()
 	c.view = nv
 	c.viewEnc = wire.AppendView(nil, &nv)
+	c.publishedAt = time.Now()
 	c.mu.Unlock()
 	c.saveState()
-	if errs := c.pushView(context.Background(), nv); len(errs) > 0 {
-		c.log.Warn().Err(errors.Join(errs...)).Uint64("epoch", nv.Epoch).Msg("view not applied everywhere; will retry")
-	}
+	go func() {
+		if errs := c.pushView(context.Background(), nv); len(errs) > 0 {
+			c.log.Warn().Err(errors.Join(errs...)).Uint64("epoch", nv.Epoch).Msg("view not applied everywhere; will retry")
+		}
+		c.wake()
+	}()
 }
 
 // repush sends the current view again to a member that has not confirmed it.

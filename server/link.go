@@ -123,6 +123,13 @@ func (l *replLink) queue(frames []byte) {
 	l.mu.Unlock()
 }
 
+// queueFrame encodes f straight into the link's buffer.
+func (l *replLink) queueFrame(f *wire.Frame) {
+	l.mu.Lock()
+	l.wbuf = wire.Append(l.wbuf, f)
+	l.mu.Unlock()
+}
+
 // onTraffic handles acknowledgements on the link's event loop.
 func (l *replLink) onTraffic(c gnet.Conn) gnet.Action {
 	var acked uint64

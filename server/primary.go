@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -280,12 +281,15 @@ func (p *primary) seed(timeout time.Duration) error {
 		break
 	}
 	deadline := time.After(timeout)
-	const batchBytes = 512 << 10
-	const window = 8
+	const batchBytes = 256 << 10
+	const window = 64
 	var sent, acked uint64
 	start := time.Now()
 	entries := 0
+	var waited time.Duration
 	wait := func(upTo uint64) error {
+		w0 := time.Now()
+		defer func() { waited += time.Since(w0) }()
 		for acked < upTo {
 			select {
 			case a := <-p.seedAcks:
@@ -308,7 +312,7 @@ func (p *primary) seed(timeout time.Duration) error {
 		if done {
 			f.Flags = wire.FlagSeedDone
 		}
-		l.queue(wire.Append(nil, f))
+		l.queueFrame(f)
 		l.flushSoon()
 		if sent > window {
 			return wait(sent - window)
@@ -318,7 +322,7 @@ func (p *primary) seed(timeout time.Duration) error {
 	// Encode one stripe at a time under its read lock, then send with
 	// the lock released: waiting for acknowledgements must never hold up
 	// the writers of that stripe.
-	var batch []byte
+	batch := make([]byte, 0, batchBytes+64<<10)
 	for i := 0; i < stripes; i++ {
 		var chunks [][]byte
 		p.t.eachIn(i, func(k string, v []byte, ver uint64) {
@@ -326,7 +330,7 @@ func (p *primary) seed(timeout time.Duration) error {
 			entries++
 			if len(batch) >= batchBytes {
 				chunks = append(chunks, batch)
-				batch = nil
+				batch = make([]byte, 0, batchBytes+64<<10)
 			}
 		})
 		for _, c := range chunks {
@@ -342,7 +346,7 @@ func (p *primary) seed(timeout time.Duration) error {
 		return err
 	}
 	el := time.Since(start)
-	p.log.Info().Int("entries", entries).Dur("took", el).
+	p.log.Info().Int("entries", entries).Dur("took", el).Dur("waiting_for_acks", waited).Uint64("batches", sent).
 		Float64("entries_per_sec", float64(entries)/el.Seconds()).Msg("re-seeding sent")
 	return nil
 }
@@ -577,6 +581,7 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 	}
 	deadline := time.Now().Add(timeout)
 	backoff := 10 * time.Millisecond
+	refused := 0
 	for {
 		select {
 		case <-p.stop:
@@ -607,7 +612,12 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 			p.log.Info().Str("secondary", sec.addr).Uint64("epoch", epoch).Msg("replication link up")
 			return nil
 		}
-		if time.Now().After(deadline) {
+		// A secondary named in a view was listening when it was named:
+		// "connection refused" means it died; do not hold the view up.
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			refused++
+		}
+		if time.Now().After(deadline) || refused >= 3 {
 			return fmt.Errorf("replication link to %s: %w", sec.addr, err)
 		}
 		time.Sleep(backoff)

@@ -6,10 +6,14 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
+	_ "net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"runtime/pprof"
+	"strconv"
 	"syscall"
 
 	"github.com/rs/zerolog"
@@ -64,6 +68,13 @@ func main() {
 		f, err := os.Create(filepath.Join(dir, fmt.Sprintf("server_%d.cpu.prof", cfg.ID)))
 		if err == nil && pprof.StartCPUProfile(f) == nil {
 			defer pprof.StopCPUProfile()
+		}
+	}
+	if addr := os.Getenv("FTKV_PPROF_ADDR"); addr != "" {
+		// Profiling aid: net/http/pprof on a loopback port (base + id).
+		host, port, _ := net.SplitHostPort(addr)
+		if p, err := strconv.Atoi(port); err == nil {
+			go func() { _ = http.ListenAndServe(net.JoinHostPort(host, strconv.Itoa(p+int(cfg.ID))), nil) }()
 		}
 	}
 	srv, err := server.New(cfg)
