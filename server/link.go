@@ -33,6 +33,7 @@ type replLink struct {
 
 	mu          sync.Mutex
 	wbuf        []byte
+	spare       []byte
 	flushQueued atomic.Bool
 }
 
@@ -106,13 +107,23 @@ func (l *replLink) flushSoon() {
 func (l *replLink) flushOnLoop() {
 	l.mu.Lock()
 	buf := l.wbuf
-	l.wbuf = nil
+	l.wbuf = l.spare[:0]
+	l.spare = nil
 	l.mu.Unlock()
 	if len(buf) == 0 {
 		return
 	}
-	if _, err := l.gc.Write(buf); err != nil {
+	_, err := l.gc.Write(buf) // gnet keeps a copy of what the socket did not take
+	if err != nil {
 		l.fail(err)
+		return
+	}
+	if cap(buf) <= 8<<20 {
+		l.mu.Lock()
+		if l.spare == nil {
+			l.spare = buf
+		}
+		l.mu.Unlock()
 	}
 }
 

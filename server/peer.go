@@ -2,6 +2,7 @@ package server
 
 import (
 	"encoding/binary"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -12,6 +13,10 @@ import (
 
 // secState is what a secondary keeps about the link that feeds one shard.
 type secState struct {
+	// mu is held while a read of this link is applied: fence() then knows
+	// that no frame of a fenced link is applied or acknowledged after it
+	// returns. Links of different shards are applied in parallel.
+	mu        sync.Mutex
 	shard     int
 	primaryID uint64
 	inc       uint64
@@ -41,15 +46,25 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 		pc = &peerConn{}
 		c.SetContext(pc)
 	}
-	// The whole read is handled under secMu: fence() then knows that no
-	// frame of a fenced link is applied or acknowledged after it returns.
-	s.secMu.Lock()
-	defer s.secMu.Unlock()
+	if pc.st != nil {
+		pc.st.mu.Lock()
+	}
+	locked := pc.st
+	defer func() {
+		if locked != nil {
+			locked.mu.Unlock()
+		}
+	}()
 	var acks []byte
 	applied := false
 	action := decodeAll(c, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
 		if pc.st == nil {
-			return h.hello(c, pc, f, out)
+			out, act := h.hello(c, pc, f, out)
+			if pc.st != nil {
+				pc.st.mu.Lock()
+				locked = pc.st
+			}
+			return out, act
 		}
 		st := pc.st
 		if st.fenced {
@@ -91,7 +106,7 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	return action
 }
 
-// hello authenticates a new link; called with secMu held.
+// hello authenticates a new link.
 func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte) ([]byte, gnet.Action) {
 	s := h.s
 	if f.Op != wire.OpReplHello || !s.secretOK(f.Value) {
@@ -113,16 +128,31 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 		base = binary.BigEndian.Uint64(f.Aux)
 	}
 	seeding := vs.v.Servers[vs.me].State == wire.StateReseeding
+	s.secMu.Lock()
+	defer s.secMu.Unlock()
 	st := s.sec[shard]
-	if st == nil || st.primaryID != f.Client || st.inc != f.Floor || st.fenced {
+	if st != nil {
+		st.mu.Lock()
+		stale := st.primaryID != f.Client || st.inc != f.Floor || st.fenced
+		if stale {
+			st.fenced = true // a link of the former primary must not write on
+		}
+		st.mu.Unlock()
+		if stale {
+			st = nil
+		}
+	}
+	if st == nil {
 		// A new primary (or incarnation): everything up to its base is
 		// either here already (hand-back, first start) or comes with the
 		// snapshot (re-seeding).
 		st = &secState{shard: shard, primaryID: f.Client, inc: f.Floor, last: base, t: s.tableFor(shard)}
 		s.sec[shard] = st
 	}
+	st.mu.Lock()
 	st.seeding = seeding
 	last := st.last
+	st.mu.Unlock()
 	pc.st = st
 	s.log.Info().Int("shard", shard).Uint64("from", f.Client).Uint64("last", last).Bool("seeding", seeding).Msg("replication link accepted")
 	return wire.Append(out, &wire.Frame{Op: wire.OpReplHello, ID: f.ID, Epoch: vs.v.Epoch, Seq: last}), gnet.None
@@ -154,6 +184,9 @@ func (h *peerHandler) applySeed(st *secState, f *wire.Frame) error {
 	// One copy of the whole batch; keys and values alias it (it is never
 	// written again), so applying an entry allocates nothing but the map
 	// slot.
+	if f.ID == 1 {
+		st.t.reserve(int(f.Floor))
+	}
 	b := append([]byte(nil), f.Value...)
 	for len(b) > 0 {
 		k, v, ver, rest, err := wire.NextSeedEntry(b)
@@ -175,22 +208,50 @@ func (h *peerHandler) applySeed(st *secState, f *wire.Frame) error {
 // returns when this server last acknowledged that primary.
 func (s *Server) fence(shard int) time.Time {
 	s.secMu.Lock()
-	defer s.secMu.Unlock()
 	st := s.sec[shard]
+	s.secMu.Unlock()
 	if st == nil {
 		return time.Time{}
 	}
+	st.mu.Lock()
+	defer st.mu.Unlock()
 	st.fenced = true
 	return st.lastAck
+}
+
+// fenceStale fences every link whose pairing the view v no longer has.
+func (s *Server) fenceStale(v wire.View, me int) {
+	s.secMu.Lock()
+	var stale []*secState
+	for shard, st := range s.sec {
+		if shard >= len(v.Shards) {
+			stale = append(stale, st)
+			continue
+		}
+		pl := v.Shards[shard]
+		if int(pl.Secondary) != me || pl.Primary < 0 ||
+			uint64(v.Servers[pl.Primary].ID) != st.primaryID || v.Servers[pl.Primary].Incarnation != st.inc {
+			stale = append(stale, st)
+		}
+	}
+	s.secMu.Unlock()
+	for _, st := range stale {
+		st.mu.Lock()
+		st.fenced = true
+		st.mu.Unlock()
+	}
 }
 
 // lastApplied is the highest log index this server holds for shard as a
 // secondary (0 if none).
 func (s *Server) lastApplied(shard int) uint64 {
 	s.secMu.Lock()
-	defer s.secMu.Unlock()
-	if st := s.sec[shard]; st != nil {
-		return st.last
+	st := s.sec[shard]
+	s.secMu.Unlock()
+	if st == nil {
+		return 0
 	}
-	return 0
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.last
 }

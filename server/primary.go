@@ -284,6 +284,7 @@ func (p *primary) seed(timeout time.Duration) error {
 	const batchBytes = 256 << 10
 	const window = 64
 	var sent, acked uint64
+	total := uint64(p.t.len()) // lets the receiver size its table
 	start := time.Now()
 	entries := 0
 	var waited time.Duration
@@ -308,7 +309,7 @@ func (p *primary) seed(timeout time.Duration) error {
 	}
 	send := func(batch []byte, done bool) error {
 		sent++
-		f := &wire.Frame{Op: wire.OpSeed, ID: sent, Value: batch}
+		f := &wire.Frame{Op: wire.OpSeed, ID: sent, Value: batch, Floor: total}
 		if done {
 			f.Flags = wire.FlagSeedDone
 		}
@@ -322,21 +323,33 @@ func (p *primary) seed(timeout time.Duration) error {
 	// Encode one stripe at a time under its read lock, then send with
 	// the lock released: waiting for acknowledgements must never hold up
 	// the writers of that stripe.
-	batch := make([]byte, 0, batchBytes+64<<10)
+	// send copies each batch into the link's buffer, so the batch buffers
+	// are reused: seeding a large table allocates almost nothing.
+	var free [][]byte
+	take := func() []byte {
+		if n := len(free); n > 0 {
+			b := free[n-1]
+			free = free[:n-1]
+			return b[:0]
+		}
+		return make([]byte, 0, batchBytes+64<<10)
+	}
+	batch := take()
 	for i := 0; i < stripes; i++ {
 		var chunks [][]byte
 		p.t.eachIn(i, func(k string, v []byte, ver uint64) {
-			batch = wire.AppendSeedEntry(batch, []byte(k), v, ver)
+			batch = wire.AppendSeedEntryString(batch, k, v, ver)
 			entries++
 			if len(batch) >= batchBytes {
 				chunks = append(chunks, batch)
-				batch = make([]byte, 0, batchBytes+64<<10)
+				batch = take()
 			}
 		})
 		for _, c := range chunks {
 			if err := send(c, false); err != nil {
 				return err
 			}
+			free = append(free, c)
 		}
 	}
 	if err := send(batch, true); err != nil {

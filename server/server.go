@@ -104,7 +104,7 @@ type Server struct {
 	viewMu  sync.Mutex // serialises applyView
 	closing atomic.Bool
 
-	secMu sync.Mutex // guards sec and every secState
+	secMu sync.Mutex // guards the sec map (each secState has its own lock)
 	sec   map[int]*secState
 
 	// coordLease: unix nanoseconds until which the coordinator's last
@@ -166,7 +166,7 @@ func (s *Server) Run(ctx context.Context) error {
 	ch := &clientHandler{s: s, ready: make(chan struct{})}
 	ls := []lis{
 		{ch, s.cfg.ClientPort, &s.addrs.client, loops},
-		{&peerHandler{s: s}, s.cfg.PeerPort, &s.addrs.peer, 1},
+		{&peerHandler{s: s}, s.cfg.PeerPort, &s.addrs.peer, loops},
 		{&ctlHandler{s: s}, s.cfg.CtlPort, &s.addrs.ctl, 1},
 	}
 	booted := make(chan bootInfo, len(ls))
@@ -344,6 +344,7 @@ func (s *Server) applyView(v wire.View) error {
 	}
 	s.mu.Unlock()
 	s.view.Store(&viewState{v: v, me: me, ring: ring, prims: prims})
+	s.fenceStale(v, me)
 
 	// Phase 2: lead the shards this view gives us (in a copy: the slice
 	// published above is read by the event loops).

@@ -162,3 +162,20 @@ func (t *table) eachIn(i int, fn func(key string, value []byte, ver uint64)) {
 	}
 	st.mu.RUnlock()
 }
+
+// reserve sizes an empty table for about n keys, so loading a snapshot
+// does not rehash every stripe many times over.
+func (t *table) reserve(n int) {
+	if n <= 0 || t.len() > 0 {
+		return
+	}
+	per := n/stripes + 1
+	for i := range t.stripes {
+		st := &t.stripes[i]
+		st.mu.Lock()
+		if len(st.m) == 0 {
+			st.m = make(map[string]item, per)
+		}
+		st.mu.Unlock()
+	}
+}

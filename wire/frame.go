@@ -123,6 +123,16 @@ func AppendSeedEntry(dst, key, value []byte, ver uint64) []byte {
 	return binary.BigEndian.AppendUint64(dst, ver)
 }
 
+// AppendSeedEntryString is AppendSeedEntry for a string key (no copy of
+// the key into a temporary slice).
+func AppendSeedEntryString(dst []byte, key string, value []byte, ver uint64) []byte {
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(key)))
+	dst = append(dst, key...)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(value)))
+	dst = append(dst, value...)
+	return binary.BigEndian.AppendUint64(dst, ver)
+}
+
 // NextSeedEntry decodes the first snapshot entry of b and returns the rest.
 // Slices alias b.
 func NextSeedEntry(b []byte) (key, value []byte, ver uint64, rest []byte, err error) {

@@ -349,6 +349,9 @@ func TestSeedEntries(t *testing.T) {
 	var b []byte
 	b = AppendSeedEntry(b, []byte("a\x00"), []byte(""), 1)
 	b = AppendSeedEntry(b, []byte(""), []byte("value"), 1<<40)
+	if got := AppendSeedEntryString(nil, "a\x00", []byte(""), 1); string(got) != string(b[:len(got)]) {
+		t.Fatal("AppendSeedEntryString differs from AppendSeedEntry")
+	}
 	k, v, ver, rest, err := NextSeedEntry(b)
 	if err != nil || string(k) != "a\x00" || len(v) != 0 || ver != 1 {
 		t.Fatalf("first entry: %q %q %d %v", k, v, ver, err)
