@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -18,6 +17,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"github.com/rs/zerolog"
 
+	"ftkv/internal/frameio"
 	"ftkv/internal/gnetlog"
 	"ftkv/wire"
 )
@@ -556,19 +556,7 @@ func (cc *ctlConn) roundTrip(ctx context.Context, f *wire.Frame) (wire.Frame, er
 		return wire.Frame{}, err
 	}
 	for {
-		hdr, err := cc.br.Peek(4)
-		if err != nil {
-			return wire.Frame{}, err
-		}
-		n := wire.FrameLen(hdr)
-		if n-4 > wire.MaxFrame || n < wire.HeaderSize {
-			return wire.Frame{}, fmt.Errorf("bad frame length %d", n)
-		}
-		buf := make([]byte, n)
-		if _, err := io.ReadFull(cc.br, buf); err != nil {
-			return wire.Frame{}, err
-		}
-		ans, _, err := wire.Decode(buf, 0)
+		ans, err := frameio.ReadFrame(cc.br)
 		if err != nil {
 			return wire.Frame{}, err
 		}

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"ftkv/client"
+	"ftkv/internal/frameio"
 	"ftkv/wire"
 )
 
@@ -44,34 +45,9 @@ func boundPort(eng gnet.Engine) (int, error) {
 	return 0, fmt.Errorf("unexpected socket address %T", sa)
 }
 
-// eachFrame decodes every complete frame buffered on c and calls fn; on
-// garbage it answers BAD_REQUEST once and closes the connection.
-func eachFrame(c gnet.Conn, fn func(f *wire.Frame, out []byte) ([]byte, gnet.Action)) gnet.Action {
-	buf, _ := c.Peek(-1)
-	var out []byte
-	off := 0
-	action := gnet.None
-	for action == gnet.None {
-		f, n, err := wire.Decode(buf[off:], 64<<10)
-		if err != nil {
-			out = wire.Append(out, &wire.Frame{Op: wire.OpHello, Status: wire.StatusBadRequest, Value: []byte(err.Error())})
-			action = gnet.Close
-			break
-		}
-		if n == 0 {
-			break
-		}
-		off += n
-		out, action = fn(&f, out)
-	}
-	if off > 0 {
-		_, _ = c.Discard(off)
-	}
-	if len(out) > 0 {
-		_, _ = c.Write(out)
-	}
-	return action
-}
+// eachFrame decodes and answers every complete frame buffered on c; frames
+// to the coordinator are small, so anything over 64 KiB is refused.
+func eachFrame(c gnet.Conn, fn frameio.Handler) gnet.Action { return frameio.DecodeAll(c, 64<<10, fn) }
 
 func answer(out []byte, f *wire.Frame, st wire.Status, epoch uint64, value []byte) []byte {
 	return wire.Append(out, &wire.Frame{Op: f.Op, ID: f.ID, Status: st, Epoch: epoch, Value: value})

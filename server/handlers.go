@@ -2,6 +2,8 @@ package server
 
 import (
 	"fmt"
+
+	"ftkv/internal/frameio"
 	"io"
 	"sync"
 	"time"
@@ -11,45 +13,8 @@ import (
 	"ftkv/wire"
 )
 
-// decodeAll decodes every complete frame buffered on c, hands each to fn
-// (which appends answers to out), discards what was consumed and writes the
-// answers in one call. A frame that cannot be decoded gets one BAD_REQUEST
-// answer and closes the connection: framing cannot be resynchronised.
-func decodeAll(c gnet.Conn, fn func(f *wire.Frame, out []byte) ([]byte, gnet.Action)) gnet.Action {
-	buf, _ := c.Peek(-1)
-	bp := outPool.Get().(*[]byte)
-	out := (*bp)[:0]
-	defer func() {
-		if cap(out) <= 1<<20 {
-			*bp = out[:0]
-			outPool.Put(bp)
-		}
-	}()
-	off := 0
-	action := gnet.None
-	for action == gnet.None {
-		f, n, err := wire.Decode(buf[off:], 0)
-		if err != nil {
-			out = wire.Append(out, &wire.Frame{Op: wire.OpHello, Status: wire.StatusBadRequest, Value: []byte(err.Error())})
-			action = gnet.Close
-			break
-		}
-		if n == 0 {
-			break
-		}
-		off += n
-		out, action = fn(&f, out)
-	}
-	if off > 0 {
-		_, _ = c.Discard(off)
-	}
-	if len(out) > 0 {
-		_, _ = c.Write(out)
-	}
-	return action
-}
-
-var outPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+// decodeAll decodes and answers every complete frame buffered on c.
+func decodeAll(c gnet.Conn, fn frameio.Handler) gnet.Action { return frameio.DecodeAll(c, 0, fn) }
 
 func reply(out []byte, f *wire.Frame, st wire.Status, epoch uint64, msg string) []byte {
 	return wire.Append(out, &wire.Frame{Op: f.Op, ID: f.ID, Status: st, Epoch: epoch, Value: []byte(msg)})

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"io"
 	"net"
 	"sync"
 	"sync/atomic"
@@ -13,6 +12,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"ftkv/internal/frameio"
 	"ftkv/wire"
 )
 
@@ -198,23 +198,7 @@ func (l *replLink) broken() bool {
 	}
 }
 
-// readFrame reads one frame from a buffered stream into a fresh buffer.
-func readFrame(br *bufio.Reader) (wire.Frame, error) {
-	hdr, err := br.Peek(4)
-	if err != nil {
-		return wire.Frame{}, err
-	}
-	n := wire.FrameLen(hdr)
-	if n-4 > wire.MaxFrame || n < wire.HeaderSize {
-		return wire.Frame{}, fmt.Errorf("bad frame length %d", n)
-	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(br, buf); err != nil {
-		return wire.Frame{}, err
-	}
-	f, _, err := wire.Decode(buf, 0)
-	return f, err
-}
+func readFrame(br *bufio.Reader) (wire.Frame, error) { return frameio.ReadFrame(br) }
 
 // replyBatch collects answers per connection so each connection gets one
 // write per batch instead of one per answer.

@@ -48,7 +48,7 @@ func TestChaos(t *testing.T) {
 			id := rng.Intn(n)
 			t.Logf("fault %d: SIGSTOP server %d", faults, id)
 			v := c.StopServer(t, id)
-			time.Sleep(3 * time.Second)
+			time.Sleep(3 * testcluster.DefaultTimeout)
 			c.ContServer(t, v)
 			c.WaitRecovered(t, recoverTimeout, v)
 		default:

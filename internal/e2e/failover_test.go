@@ -24,9 +24,6 @@ import (
 )
 
 const (
-	// failureTimeout is the coordinator's -t in these tests (the harness's
-	// default).
-	failureTimeout = 500 * time.Millisecond
 	// foOpTimeout bounds each client call. It is far longer than a
 	// failover should take, so a call that fails within it is a failure the
 	// client should not have seen (SPEC §4.5).
@@ -564,9 +561,9 @@ func TestStopPrimary(t *testing.T) {
 	l := startLedger(t, cls, 3, "ledger-stop-primary", foOpTimeout)
 	waitProgress(t, c, "load before SIGSTOP", w.Done, 200, 500*time.Millisecond)
 
-	t.Logf("SIGSTOP %s for %s", roles(before, victim), 3*failureTimeout)
+	t.Logf("SIGSTOP %s for %s", roles(before, victim), 3*testcluster.DefaultTimeout)
 	v := c.StopServer(t, victim)
-	time.Sleep(3 * failureTimeout)
+	time.Sleep(3 * testcluster.DefaultTimeout)
 	c.ContServer(t, v)
 	after := c.WaitRecovered(t, recoverTimeout, v)
 	t.Logf("recovered %s", roles(after, victim))

@@ -105,6 +105,17 @@ func (l *lockedBuf) String() string {
 	return l.b.String()
 }
 
+// DefaultTimeout is the coordinator's failure timeout (-t) in test
+// clusters: the product default, except under the race detector, which
+// slows everything ~5x; on a 2-core machine heartbeats then come late
+// enough to look like failures (kill -9 is detected at once either way).
+var DefaultTimeout = func() time.Duration {
+	if raceEnabled {
+		return 1500 * time.Millisecond
+	}
+	return 500 * time.Millisecond
+}()
+
 var readyRE = regexp.MustCompile(`clients connect to (\S+)`)
 
 // Start runs a cluster and waits until its coordinator serves clients. The
@@ -130,13 +141,7 @@ func Start(t testing.TB, o Options) *Cluster {
 	}
 	to := o.Timeout
 	if to == "" {
-		to = "500ms"
-		if raceEnabled {
-			// The race detector slows everything ~5x; on a 2-core
-			// machine heartbeats then come late enough to look like
-			// failures. kill -9 is detected at once either way.
-			to = "1500ms"
-		}
+		to = DefaultTimeout.String()
 	}
 	args := append([]string{"-c", "0", "-s", "0", "-C", cfgPath, "-t", to, "-l", filepath.Join(dir, "ftkv.log")}, o.Args...)
 	c := &Cluster{t: t, Dir: dir, Bin: bin, stderr: &lockedBuf{}, args: args}

@@ -1,0 +1,80 @@
+// Package frameio moves wire frames over connections: decoding every
+// complete frame a gnet connection has buffered, and reading one frame from
+// a buffered stream. (wire itself stays pure: no I/O.)
+package frameio
+
+import (
+	"bufio"
+	"fmt"
+	"io"
+	"sync"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"ftkv/wire"
+)
+
+// Handler answers one decoded frame by appending to out; returning an
+// action other than gnet.None stops decoding.
+type Handler func(f *wire.Frame, out []byte) ([]byte, gnet.Action)
+
+var outPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
+
+// DecodeAll decodes every complete frame buffered on c (frames longer than
+// max are refused; max <= 0 means wire.MaxFrame), hands each to fn,
+// discards what was consumed and writes the answers in one call. A frame
+// that cannot be decoded gets one BAD_REQUEST answer and closes the
+// connection: framing cannot be resynchronised after garbage. It must run
+// on c's event loop.
+func DecodeAll(c gnet.Conn, max int, fn Handler) gnet.Action {
+	buf, _ := c.Peek(-1)
+	bp := outPool.Get().(*[]byte)
+	out := (*bp)[:0]
+	defer func() {
+		if cap(out) <= 1<<20 {
+			*bp = out[:0]
+			outPool.Put(bp)
+		}
+	}()
+	off := 0
+	action := gnet.None
+	for action == gnet.None {
+		f, n, err := wire.Decode(buf[off:], max)
+		if err != nil {
+			out = wire.Append(out, &wire.Frame{Op: wire.OpHello, Status: wire.StatusBadRequest, Value: []byte(err.Error())})
+			action = gnet.Close
+			break
+		}
+		if n == 0 {
+			break
+		}
+		off += n
+		out, action = fn(&f, out)
+	}
+	if off > 0 {
+		_, _ = c.Discard(off)
+	}
+	if len(out) > 0 {
+		_, _ = c.Write(out)
+	}
+	return action
+}
+
+// ReadFrame reads one frame from br into a buffer of its own (the decoded
+// slices alias it and stay valid).
+func ReadFrame(br *bufio.Reader) (wire.Frame, error) {
+	hdr, err := br.Peek(4)
+	if err != nil {
+		return wire.Frame{}, err
+	}
+	n := wire.FrameLen(hdr)
+	if n-4 > wire.MaxFrame || n < wire.HeaderSize {
+		return wire.Frame{}, fmt.Errorf("bad frame length %d", n)
+	}
+	buf := make([]byte, n)
+	if _, err := io.ReadFull(br, buf); err != nil {
+		return wire.Frame{}, err
+	}
+	f, _, err := wire.Decode(buf, 0)
+	return f, err
+}
