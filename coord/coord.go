@@ -66,6 +66,8 @@ type Coordinator struct {
 	kick     chan struct{} // wakes the reconcile loop
 
 	publishedAt time.Time // when the current view was published
+	lastRound   time.Time // when the reconcile loop last ran
+	saveMu      sync.Mutex
 
 	clientAddr, serversAddr string
 	engines                 []gnet.Engine
@@ -90,6 +92,7 @@ type node struct {
 	nextSpawn time.Time
 	confirmed uint64 // highest view epoch the server confirmed
 	seeding   bool   // its re-seeding is being waited for
+	repushing bool   // the current view is being sent to it again
 }
 
 // New validates opts and returns a coordinator ready to Start.
@@ -150,6 +153,13 @@ func New(opts Options) (*Coordinator, error) {
 		c.nodes = append(c.nodes, &node{id: i, spec: s})
 	}
 	return c, nil
+}
+
+// View returns the current view.
+func (c *Coordinator) View() wire.View {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return cloneView(c.view)
 }
 
 // ClientAddr and ServersAddr are the bound addresses once Start returned.
@@ -242,6 +252,10 @@ func (c *Coordinator) spawnAll(ctx context.Context) error {
 
 func (c *Coordinator) spawn(ctx context.Context, nd *node) error {
 	c.mu.Lock()
+	if c.shutting {
+		c.mu.Unlock()
+		return errors.New("shutting down")
+	}
 	nd.inc++
 	inc := nd.inc
 	nd.reported = false

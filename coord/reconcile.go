@@ -63,9 +63,14 @@ type seedOutcome struct {
 func (c *Coordinator) reconcile() {
 	now := time.Now()
 	c.mu.Lock()
+	// If this loop itself was held up (the coordinator was stopped or
+	// starved), heartbeats may be queued unread: judge silence next round.
+	lagged := !c.lastRound.IsZero() && now.Sub(c.lastRound) > c.opts.Timeout/2
+	c.lastRound = now
 	v := c.view
 	// 1. failures
 	failed := map[int]bool{}
+	silentOnes := 0
 	for i, m := range v.Servers {
 		if m.State != wire.StateServing && m.State != wire.StateReseeding {
 			continue
@@ -78,8 +83,15 @@ func (c *Coordinator) reconcile() {
 		switch {
 		case nd.dead:
 			failed[i] = true
+		case silent > c.opts.Timeout && lagged:
+			continue
 		case silent > c.opts.Timeout:
-			if lastCopy(v, i) {
+			silentOnes++
+			// One silent member per round, judged against the view as it
+			// will be after the failures already chosen: two silent
+			// members must never be failed over together when they hold
+			// both copies of a shard.
+			if silentOnes > 1 || lastCopy(demote(v, failed, c.nodes), i) {
 				// Silence alone never condemns the last complete copy of
 				// a shard: a slow or frozen server that comes back keeps
 				// its data; failing it over would lose the shard for good.
@@ -95,13 +107,17 @@ func (c *Coordinator) reconcile() {
 	}
 	if len(failed) > 0 {
 		nv := demote(v, failed, c.nodes)
+		c.mu.Unlock()
+		if !c.publish(nv) {
+			return
+		}
+		c.mu.Lock()
 		for i := range failed {
 			c.nodes[i].failed = true
 			c.nodes[i].seeding = false
 		}
 		c.mu.Unlock()
 		c.log.Warn().Interface("failed", keys(failed)).Uint64("epoch", nv.Epoch).Msg("failing over")
-		c.publish(nv)
 		for i := range failed {
 			c.condemn(c.nodes[i])
 		}
@@ -122,10 +138,13 @@ func (c *Coordinator) reconcile() {
 	for i, m := range v.Servers {
 		if (m.State == wire.StateServing || m.State == wire.StateReseeding) && c.nodes[i].confirmed < v.Epoch {
 			lagging := c.nodes[i]
-			late := time.Since(c.publishedAt) > 2*time.Second
+			late := time.Since(c.publishedAt) > 2*time.Second && !lagging.repushing
+			if late {
+				lagging.repushing = true
+			}
 			c.mu.Unlock()
 			if late {
-				c.repush(lagging, v)
+				go c.repush(lagging, v)
 			}
 			return
 		}
@@ -135,11 +154,16 @@ func (c *Coordinator) reconcile() {
 		nd := c.nodes[i]
 		if (m.State == wire.StateDown || m.State == wire.StateDead) && nd.inc != m.Incarnation && nd.reported && !nd.dead && !nd.failed && !nd.spawning {
 			nv := addReseeding(v, i, nd)
+			inc := nd.inc
+			c.mu.Unlock()
+			if !c.publish(nv) {
+				return
+			}
+			c.mu.Lock()
 			nd.seeding = true
 			c.mu.Unlock()
-			c.log.Info().Int("node", i).Uint64("inc", nd.inc).Uint64("epoch", nv.Epoch).Msg("re-seeding respawned server")
-			c.publish(nv)
-			go c.awaitSeed(nv, i, nd.inc)
+			c.log.Info().Int("node", i).Uint64("inc", inc).Uint64("epoch", nv.Epoch).Msg("re-seeding respawned server")
+			go c.awaitSeed(nv, i, inc)
 			return
 		}
 	}
@@ -233,9 +257,16 @@ func cloneView(v wire.View) wire.View {
 
 // publish makes nv the current view and pushes it to its live members in
 // the background: the loop goes on watching for failures meanwhile, and
-// the steps that need confirmation wait for the members' answers.
-func (c *Coordinator) publish(nv wire.View) {
+// the steps that need confirmation wait for the members' answers. nv must
+// follow the current view directly; a view computed from an older one is
+// dropped (the caller's step will be recomputed).
+func (c *Coordinator) publish(nv wire.View) bool {
 	c.mu.Lock()
+	if nv.Epoch != c.view.Epoch+1 {
+		c.mu.Unlock()
+		c.log.Warn().Uint64("epoch", nv.Epoch).Uint64("current", c.view.Epoch).Msg("view overtaken before publication; recomputing")
+		return false
+	}
 	c.view = nv
 	c.viewEnc = wire.AppendView(nil, &nv)
 	c.publishedAt = time.Now()
@@ -247,10 +278,16 @@ func (c *Coordinator) publish(nv wire.View) {
 		}
 		c.wake()
 	}()
+	return true
 }
 
 // repush sends the current view again to a member that has not confirmed it.
 func (c *Coordinator) repush(nd *node, v wire.View) {
+	defer func() {
+		c.mu.Lock()
+		nd.repushing = false
+		c.mu.Unlock()
+	}()
 	enc := wire.AppendView(nil, &v)
 	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
 	defer cancel()
@@ -386,8 +423,14 @@ func (c *Coordinator) awaitSeed(v wire.View, i int, inc uint64) {
 	nv.Epoch++
 	nv.Servers[i].State = wire.StateServing
 	c.mu.Unlock()
-	c.log.Info().Int("node", i).Uint64("epoch", nv.Epoch).Msg("re-seeding complete")
-	c.publish(nv)
+	if c.publish(nv) {
+		c.log.Info().Int("node", i).Uint64("epoch", nv.Epoch).Msg("re-seeding complete")
+	} else {
+		c.mu.Lock()
+		nd.seeding = true // overtaken: ask again when the loop gets here
+		c.mu.Unlock()
+		go c.awaitSeed(c.View(), i, inc)
+	}
 	c.wake()
 }
 
@@ -415,7 +458,9 @@ func (c *Coordinator) handBack(v wire.View, s int) {
 	nv.Epoch++
 	nv.Shards[s] = wire.Placement{Primary: int32(s), Secondary: int32(cur)}
 	c.mu.Unlock()
-	c.publish(nv)
+	if !c.publish(nv) {
+		return
+	}
 	c.log.Info().Int("shard", s).Int("to", s).Uint64("epoch", nv.Epoch).Dur("frozen", time.Since(start)).Msg("shard handed back")
 	c.wake()
 }

@@ -35,6 +35,8 @@ func (c *Coordinator) statePath() string { return filepath.Join(c.opts.Dir, Stat
 
 // saveState writes the view atomically (temporary file, fsync, rename).
 func (c *Coordinator) saveState() {
+	c.saveMu.Lock() // one writer of the temporary file at a time
+	defer c.saveMu.Unlock()
 	c.mu.Lock()
 	st := savedState{Secret: c.secret, View: wire.AppendView(nil, &c.view), Config: c.opts.Cluster.Path}
 	for _, nd := range c.nodes {
@@ -143,7 +145,8 @@ func (c *Coordinator) adopt(ctx context.Context, st savedState, v wire.View) {
 		}
 		if err != nil {
 			c.log.Warn().Err(err).Int("node", i).Msg("cannot re-adopt server; failing it over")
-			nd.dead = true
+			nd.failed = true
+			nd.lastSeen = now // silent from now on: failed over after the timeout
 			continue
 		}
 		nd.reported = true

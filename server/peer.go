@@ -113,6 +113,10 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 		s.log.Warn().Str("remote", c.RemoteAddr().String()).Msg("unauthenticated connection on the peer port refused")
 		return reply(out, f, wire.StatusBadRequest, 0, "authentication required"), gnet.Close
 	}
+	// secMu orders this against applyView, which stores a view and fences
+	// the links it drops under the same lock.
+	s.secMu.Lock()
+	defer s.secMu.Unlock()
 	vs := s.view.Load()
 	shard := int(f.Seq)
 	if vs == nil || shard >= len(vs.v.Shards) || f.Epoch > vs.v.Epoch {
@@ -128,8 +132,6 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 		base = binary.BigEndian.Uint64(f.Aux)
 	}
 	seeding := vs.v.Servers[vs.me].State == wire.StateReseeding
-	s.secMu.Lock()
-	defer s.secMu.Unlock()
 	st := s.sec[shard]
 	if st != nil {
 		st.mu.Lock()
@@ -219,9 +221,9 @@ func (s *Server) fence(shard int) time.Time {
 	return st.lastAck
 }
 
-// fenceStale fences every link whose pairing the view v no longer has.
-func (s *Server) fenceStale(v wire.View, me int) {
-	s.secMu.Lock()
+// fenceStaleLocked fences every link whose pairing the view v no longer
+// has; called with secMu held.
+func (s *Server) fenceStaleLocked(v wire.View, me int) {
 	var stale []*secState
 	for shard, st := range s.sec {
 		if shard >= len(v.Shards) {
@@ -234,7 +236,6 @@ func (s *Server) fenceStale(v wire.View, me int) {
 			stale = append(stale, st)
 		}
 	}
-	s.secMu.Unlock()
 	for _, st := range stale {
 		st.mu.Lock()
 		st.fenced = true
@@ -244,14 +245,26 @@ func (s *Server) fenceStale(v wire.View, me int) {
 
 // lastApplied is the highest log index this server holds for shard as a
 // secondary (0 if none).
+// It is at least every index this server ever used for shard as a primary,
+// so a second promotion never reuses versions.
 func (s *Server) lastApplied(shard int) uint64 {
 	s.secMu.Lock()
 	st := s.sec[shard]
+	hw := s.highWater[shard]
 	s.secMu.Unlock()
 	if st == nil {
-		return 0
+		return hw
 	}
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return st.last
+	return max(st.last, hw)
+}
+
+// noteIndex remembers that shard's log reached idx on this server.
+func (s *Server) noteIndex(shard int, idx uint64) {
+	s.secMu.Lock()
+	if idx > s.highWater[shard] {
+		s.highWater[shard] = idx
+	}
+	s.secMu.Unlock()
 }

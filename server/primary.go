@@ -80,6 +80,7 @@ type primary struct {
 	epoch     uint64
 	drained   *sync.Cond
 	frozen    bool      // hand-back in progress: no new writes
+	freezeGen uint64    // only the latest freeze's timer may lift it
 	notBefore time.Time // the former primary's lease ends here
 
 	// linkLease: unix nanoseconds until which the secondary's last ping
@@ -246,10 +247,14 @@ func (p *primary) sameSecondary(sec target) bool {
 func (p *primary) freeze(timeout, hold time.Duration) (uint64, error) {
 	p.mu.Lock()
 	p.frozen = true
+	p.freezeGen++
+	gen := p.freezeGen
 	p.mu.Unlock()
 	time.AfterFunc(hold, func() {
 		p.mu.Lock()
-		p.frozen = false
+		if p.freezeGen == gen {
+			p.frozen = false // the hand-back never came: serve again
+		}
 		p.mu.Unlock()
 	})
 	p.drain(time.Now().Add(timeout))
@@ -495,11 +500,9 @@ func (p *primary) commitUpTo(idx uint64, loop gnet.EventLoop) {
 	batch := p.inflight[:n]
 	for _, e := range batch {
 		if !e.noop {
-			if e.del {
-				p.t.del(e.key)
-			} else {
-				p.t.set(e.key, e.val, e.index)
-			}
+			// merge, not set: never let a late commit overwrite a newer
+			// version (the table may already serve another primary).
+			p.t.merge(e.key, e.val, e.index, e.del, false)
 			if pd, ok := p.pending[e.key]; ok && pd.index == e.index {
 				delete(p.pending, e.key)
 			}
@@ -558,7 +561,9 @@ func (p *primary) close() {
 	if p.link != nil {
 		p.link.close()
 	}
+	last := p.nextIndex
 	p.mu.Unlock()
+	p.s.noteIndex(p.shard, last)
 }
 
 // connect (re)establishes the replication link to sec (none: addr "") at
@@ -567,7 +572,6 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 	if p.sameSecondary(sec) {
 		p.mu.Lock()
 		p.epoch = epoch
-		p.frozen = false
 		p.mu.Unlock()
 		return nil
 	}
@@ -576,7 +580,6 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 	p.link = nil
 	p.sec = sec
 	p.epoch = epoch
-	p.frozen = false
 	// While the link is down, writes stay in flight (unacknowledged) and
 	// are sent when it is back; only a shard without a secondary commits
 	// alone.

@@ -104,8 +104,14 @@ type Server struct {
 	viewMu  sync.Mutex // serialises applyView
 	closing atomic.Bool
 
-	secMu sync.Mutex // guards the sec map (each secState has its own lock)
-	sec   map[int]*secState
+	secMu     sync.Mutex // guards sec and highWater (each secState has its own lock)
+	sec       map[int]*secState
+	highWater map[int]uint64 // per shard: highest log index used here as a primary
+
+	// appliedEpoch is the epoch of the last view applied completely
+	// (links up); heartbeats report it, so the coordinator re-sends a view
+	// that failed half-way.
+	appliedEpoch atomic.Uint64
 
 	// coordLease: unix nanoseconds until which the coordinator's last
 	// heartbeat answer lets this server serve as primary.
@@ -134,7 +140,9 @@ func New(cfg Config) (*Server, error) {
 		tables: make(map[int]*table),
 		prims:  make(map[int]*primary),
 		sec:    make(map[int]*secState),
-		done:   make(chan struct{}),
+
+		highWater: make(map[int]uint64),
+		done:      make(chan struct{}),
 
 		coordChanged: make(chan struct{}, 1),
 	}
@@ -343,8 +351,10 @@ func (s *Server) applyView(v wire.View) error {
 		}
 	}
 	s.mu.Unlock()
+	s.secMu.Lock()
 	s.view.Store(&viewState{v: v, me: me, ring: ring, prims: prims})
-	s.fenceStale(v, me)
+	s.fenceStaleLocked(v, me)
+	s.secMu.Unlock()
 
 	// Phase 2: lead the shards this view gives us (in a copy: the slice
 	// published above is read by the event loops).
@@ -411,6 +421,7 @@ func (s *Server) applyView(v wire.View) error {
 			p.startSeed(sec)
 		}
 	}
+	s.appliedEpoch.Store(v.Epoch)
 	s.log.Info().Uint64("epoch", v.Epoch).Msg("view applied")
 	return nil
 }
@@ -503,7 +514,7 @@ func (s *Server) stats() (primaryKeys, secondaryKeys uint64, epoch uint64) {
 		}
 	}
 	if vs != nil {
-		epoch = vs.v.Epoch
+		epoch = s.appliedEpoch.Load()
 	}
 	return
 }
