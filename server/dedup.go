@@ -85,3 +85,10 @@ func (d *dedup) size() int {
 	}
 	return n
 }
+
+// forget drops the record of (client, seq); called with mu held.
+func (d *dedup) forget(client, seq uint64) {
+	if cr := d.clients[client]; cr != nil {
+		delete(cr.recs, seq)
+	}
+}

@@ -562,8 +562,28 @@ func (p *primary) close() {
 		p.link.close()
 	}
 	last := p.nextIndex
+	orphans := p.inflight
+	p.inflight = nil
+	p.pending = make(map[string]pend)
 	p.mu.Unlock()
 	p.s.noteIndex(p.shard, last)
+	// Writes still waiting for their secondary will never be answered
+	// here: tell their clients to retry (with the same sequence number)
+	// at the shard's new primary, and forget their unfinished records.
+	replies := make(replyBatch)
+	p.s.dd.mu.Lock()
+	for _, e := range orphans {
+		for _, w := range e.out.waiters {
+			replies.add(w.c, &wire.Frame{Op: wire.OpPut, ID: w.id, Status: wire.StatusUnavailable,
+				Value: []byte("shard changed hands; retry")})
+		}
+		e.out.waiters = nil
+		if e.client != 0 {
+			p.s.dd.forget(e.client, e.seq)
+		}
+	}
+	p.s.dd.mu.Unlock()
+	replies.flush(nil)
 }
 
 // connect (re)establishes the replication link to sec (none: addr "") at
