@@ -67,6 +67,7 @@ type Coordinator struct {
 
 	publishedAt time.Time // when the current view was published
 	lastRound   time.Time // when the reconcile loop last ran
+	handingBack bool      // a hand-back is under way
 	saveMu      sync.Mutex
 
 	clientAddr, serversAddr string

@@ -172,11 +172,20 @@ func (c *Coordinator) reconcile() {
 		if pl.Primary < 0 || int(pl.Primary) == s || int(pl.Secondary) != s {
 			continue
 		}
-		if v.Servers[s].State != wire.StateServing {
+		if v.Servers[s].State != wire.StateServing || c.handingBack {
 			continue
 		}
+		// In the background: a freeze waits up to 2 s for writes in
+		// flight, and failures must be detected meanwhile.
+		c.handingBack = true
 		c.mu.Unlock()
-		c.handBack(v, s)
+		go func(s int) {
+			c.handBack(v, s)
+			c.mu.Lock()
+			c.handingBack = false
+			c.mu.Unlock()
+			c.wake()
+		}(s)
 		return
 	}
 	c.mu.Unlock()

@@ -157,6 +157,13 @@ func Start(t testing.TB, o Options) *Cluster {
 		default:
 			_ = c.Shutdown(5 * time.Second)
 		}
+		// Servers of a coordinator the test killed (and did not restart)
+		// outlive it: kill them by pid, checking they are ours.
+		for _, pid := range c.known {
+			if cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid)); err == nil && strings.Contains(string(cmd), c.Bin) {
+				_ = syscall.Kill(pid, syscall.SIGKILL)
+			}
+		}
 		if t.Failed() {
 			t.Logf("coordinator stderr:\n%s", c.stderr.String())
 			t.Logf("log (tail):\n%s", tail(c.Log(), 60))
