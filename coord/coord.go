@@ -265,6 +265,9 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node) error {
 	nd.missed = false
 	nd.hb = wire.Heartbeat{}
 	c.mu.Unlock()
+	// Persist the new incarnation number before the process exists, so a
+	// restarted coordinator never reuses it.
+	c.saveState()
 	spec := SpawnSpec{
 		ID: nd.id, Incarnation: inc, Spec: nd.spec, CoordAddr: c.serversAddr, Secret: c.secret,
 		Dir: c.opts.Dir, LogFile: c.opts.ServerLog, LogLevel: c.opts.ServerLevel,

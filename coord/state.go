@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 
@@ -38,6 +39,10 @@ func (c *Coordinator) saveState() {
 	c.saveMu.Lock() // one writer of the temporary file at a time
 	defer c.saveMu.Unlock()
 	c.mu.Lock()
+	if c.view.Epoch == 0 {
+		c.mu.Unlock()
+		return // still starting: there is nothing to re-adopt yet
+	}
 	st := savedState{Secret: c.secret, View: wire.AppendView(nil, &c.view), Config: c.opts.Cluster.Path}
 	for _, nd := range c.nodes {
 		sn := savedNode{ID: nd.id, Inc: nd.inc}
@@ -166,7 +171,7 @@ func watchPID(pid int) *pidProc {
 	p := &pidProc{pid: pid, done: make(chan struct{})}
 	go func() {
 		for {
-			if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) {
+			if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) || zombie(pid) {
 				close(p.done)
 				return
 			}
@@ -174,6 +179,20 @@ func watchPID(pid int) *pidProc {
 		}
 	}()
 	return p
+}
+
+// zombie reports whether pid has exited but not been reaped (it is not our
+// child, and whoever reaps it may take its time).
+func zombie(pid int) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return false
+	}
+	// The state follows the parenthesised command name.
+	if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) {
+		return b[i+2] == 'Z'
+	}
+	return false
 }
 
 func (p *pidProc) PID() int              { return p.pid }

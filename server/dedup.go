@@ -8,6 +8,45 @@ import (
 	"ftkv/wire"
 )
 
+// snapshot encodes every finished outcome, for a re-seeding secondary
+// (writes still in flight reach it with their REPL frames).
+// Records are packed in chunks of about 1 MiB, each one SEED frame.
+func (d *dedup) snapshot() [][]byte {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	var chunks [][]byte
+	var b []byte
+	for client, cr := range d.clients {
+		for seq, o := range cr.recs {
+			if o.done {
+				b = wire.AppendDedupRecord(b, client, seq, o.status, o.flags, o.value)
+				if len(b) >= 1<<20 {
+					chunks = append(chunks, b)
+					b = nil
+				}
+			}
+		}
+	}
+	return append(chunks, b)
+}
+
+// restore records the outcomes of a snapshot.
+func (d *dedup) restore(b []byte) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for len(b) > 0 {
+		client, seq, st, flags, value, rest, err := wire.NextDedupRecord(b)
+		if err != nil {
+			return err
+		}
+		if cr := d.clients[client]; cr == nil || cr.recs[seq] == nil {
+			d.put(client, seq, &outcome{done: true, status: st, flags: flags, value: append([]byte(nil), value...)})
+		}
+		b = rest
+	}
+	return nil
+}
+
 // outcome is the remembered answer to one client write.
 type outcome struct {
 	done    bool

@@ -99,3 +99,30 @@ func TestDedupFloorPrunes(t *testing.T) {
 		t.Fatal("seq 3 is below the floor: a retry of it cannot happen")
 	}
 }
+
+func TestDedupSnapshotRestore(t *testing.T) {
+	a := newDedup()
+	a.mu.Lock()
+	a.put(7, 3, &outcome{done: true, status: 2, flags: 1, value: []byte("cur\x00")})
+	a.put(7, 4, &outcome{}) // in flight: travels with its REPL frame
+	a.put(9, 1, &outcome{done: true})
+	a.mu.Unlock()
+	b := newDedup()
+	for _, c := range a.snapshot() {
+		if err := b.restore(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	o, _ := b.lookup(7, 3, 1)
+	if o == nil || !o.done || o.status != 2 || o.flags != 1 || string(o.value) != "cur\x00" {
+		t.Fatalf("record (7,3) = %+v", o)
+	}
+	if o, _ := b.lookup(7, 4, 1); o != nil {
+		t.Fatal("an unfinished record was copied")
+	}
+	if o, _ := b.lookup(9, 1, 1); o == nil || !o.done {
+		t.Fatal("record (9,1) missing")
+	}
+}

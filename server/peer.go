@@ -148,11 +148,12 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 		// A new primary (or incarnation): everything up to its base is
 		// either here already (hand-back, first start) or comes with the
 		// snapshot (re-seeding).
-		st = &secState{shard: shard, primaryID: f.Client, inc: f.Floor, last: base, t: s.tableFor(shard)}
+		st = &secState{shard: shard, primaryID: f.Client, inc: f.Floor, last: base, t: s.tableFor(shard), seeding: seeding}
 		s.sec[shard] = st
 	}
+	// (A reconnect of the same primary keeps its state: a finished
+	// snapshot must not turn tombstones back on.)
 	st.mu.Lock()
-	st.seeding = seeding
 	last := st.last
 	st.mu.Unlock()
 	pc.st = st
@@ -183,6 +184,9 @@ func (h *peerHandler) applyRepl(st *secState, f *wire.Frame) {
 }
 
 func (h *peerHandler) applySeed(st *secState, f *wire.Frame) error {
+	if f.Flags&wire.FlagDedup != 0 {
+		return h.s.dd.restore(f.Value)
+	}
 	// One copy of the whole batch; keys and values alias it (it is never
 	// written again), so applying an entry allocates nothing but the map
 	// slot.

@@ -357,6 +357,13 @@ func (p *primary) seed(timeout time.Duration) error {
 			free = append(free, c)
 		}
 	}
+	// The clients' remembered outcomes, so a write retried after the
+	// hand-back is still applied only once.
+	for _, chunk := range p.s.dd.snapshot() {
+		sent++
+		l.queueFrame(&wire.Frame{Op: wire.OpSeed, ID: sent, Flags: wire.FlagDedup, Value: chunk})
+		l.flushSoon()
+	}
 	if err := send(batch, true); err != nil {
 		return err
 	}

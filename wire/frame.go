@@ -111,7 +111,36 @@ const (
 	FlagSeed uint8 = 1 << 5
 	// FlagPing: an OpReplAck that answers OpPing Seq.
 	FlagPing uint8 = 1 << 6
+	// FlagDedup: an OpSeed frame whose Value holds deduplication records
+	// (AppendDedupRecord) instead of table entries.
+	FlagDedup uint8 = 1 << 7
 )
+
+// AppendDedupRecord appends one remembered write outcome: 8 client, 8 seq,
+// 1 status, 1 flags, 4 value length, value.
+func AppendDedupRecord(dst []byte, client, seq uint64, st Status, flags uint8, value []byte) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, client)
+	dst = binary.BigEndian.AppendUint64(dst, seq)
+	dst = append(dst, byte(st), flags)
+	dst = binary.BigEndian.AppendUint32(dst, uint32(len(value)))
+	return append(dst, value...)
+}
+
+// NextDedupRecord decodes the first record of b and returns the rest.
+func NextDedupRecord(b []byte) (client, seq uint64, st Status, flags uint8, value, rest []byte, err error) {
+	if len(b) < 22 {
+		return 0, 0, 0, 0, nil, nil, fmt.Errorf("%w: truncated dedup record", ErrMalformed)
+	}
+	client = binary.BigEndian.Uint64(b)
+	seq = binary.BigEndian.Uint64(b[8:])
+	st, flags = Status(b[16]), b[17]
+	vl := uint64(binary.BigEndian.Uint32(b[18:]))
+	b = b[22:]
+	if uint64(len(b)) < vl {
+		return 0, 0, 0, 0, nil, nil, fmt.Errorf("%w: truncated dedup record", ErrMalformed)
+	}
+	return client, seq, st, flags, b[:vl:vl], b[vl:], nil
+}
 
 // AppendSeedEntry appends one snapshot entry (key, value, version) to dst:
 // 4 key length, key, 4 value length, value, 8 version.
