@@ -159,35 +159,16 @@ func (h *ctlHandler) OnTraffic(c gnet.Conn) gnet.Action {
 				_ = c.AsyncWrite(wire.Append(nil, ans), nil)
 			}()
 		case wire.OpFreeze:
-			shard := int(f.Seq)
-			go func() {
-				ans := &wire.Frame{Op: op, ID: id}
-				s.mu.Lock()
-				p := s.prims[shard]
-				s.mu.Unlock()
-				if p == nil {
-					ans.Status, ans.Value = wire.StatusWrongServer, []byte("not primary of that shard")
-				} else if last, err := p.freeze(2*time.Second, 3*time.Second); err != nil {
-					ans.Status, ans.Value = wire.StatusError, []byte(err.Error())
-				} else {
-					ans.Seq = last
-				}
-				_ = c.AsyncWrite(wire.Append(nil, ans), nil)
-			}()
+			s.orderPrimary(c, op, id, int(f.Seq), func(p *primary, ans *wire.Frame) error {
+				last, err := p.freeze(2*time.Second, 3*time.Second)
+				ans.Seq = last
+				return err
+			})
 		case wire.OpSeed:
-			shard, inc := int(f.Seq), f.Floor
-			go func() {
-				ans := &wire.Frame{Op: op, ID: id}
-				s.mu.Lock()
-				p := s.prims[shard]
-				s.mu.Unlock()
-				if p == nil {
-					ans.Status, ans.Value = wire.StatusWrongServer, []byte("not primary of that shard")
-				} else if err := p.seedResult(inc, 2*time.Minute); err != nil {
-					ans.Status, ans.Value = wire.StatusError, []byte(err.Error())
-				}
-				_ = c.AsyncWrite(wire.Append(nil, ans), nil)
-			}()
+			inc := f.Floor
+			s.orderPrimary(c, op, id, int(f.Seq), func(p *primary, _ *wire.Frame) error {
+				return p.seedResult(inc, 2*time.Minute)
+			})
 		case wire.OpSetCoord:
 			addr := string(f.Value)
 			s.coordAddr.Store(&addr)
@@ -217,4 +198,22 @@ func (h *ctlHandler) OnTraffic(c gnet.Conn) gnet.Action {
 		}
 		return out, gnet.None
 	})
+}
+
+// orderPrimary runs a slow order for the primary of shard off the event
+// loop and answers it: WRONG_SERVER if this server does not lead the shard,
+// ERROR with the message if fn fails.
+func (s *Server) orderPrimary(c gnet.Conn, op wire.Op, id uint64, shard int, fn func(p *primary, ans *wire.Frame) error) {
+	go func() {
+		ans := &wire.Frame{Op: op, ID: id}
+		s.mu.Lock()
+		p := s.prims[shard]
+		s.mu.Unlock()
+		if p == nil {
+			ans.Status, ans.Value = wire.StatusWrongServer, []byte("not primary of that shard")
+		} else if err := fn(p, ans); err != nil {
+			ans.Status, ans.Value, ans.Seq = wire.StatusError, []byte(err.Error()), 0
+		}
+		_ = c.AsyncWrite(wire.Append(nil, ans), nil)
+	}()
 }
