@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strconv"
 	"strings"
@@ -19,14 +20,55 @@ type ServerSpec struct {
 }
 
 // Local reports whether the server is spawned on this machine.
-func (s ServerSpec) Local() bool {
-	return s.Host == "localhost" || s.Host == "127.0.0.1" || s.Host == "::1"
+func (s ServerSpec) Local() bool { return IsLocalHost(s.Host) }
+
+// IsLocalHost reports whether a config host means this machine.
+func IsLocalHost(h string) bool {
+	return h == "localhost" || h == "127.0.0.1" || h == "::1"
 }
 
 // Cluster is a parsed cluster file.
 type Cluster struct {
 	Path    string
 	Servers []ServerSpec
+	// Spares are hosts ("spare <host>" lines) a server moves to when
+	// respawning it on its own host keeps failing.
+	Spares []Spare
+	// Remote holds the "<setting> <value>" lines for ssh hosts; the
+	// coordinator's flags override them.
+	Remote RemoteSettings
+}
+
+// Spare is one "spare <host>" line.
+type Spare struct {
+	Line int
+	Host string
+}
+
+// RemoteSettings say how servers on ssh hosts are started. Zero values
+// mean the documented defaults.
+type RemoteSettings struct {
+	Identity       string // ssh_identity: private key file (ssh -i)
+	KnownHosts     string // ssh_known_hosts: known-hosts file (UserKnownHostsFile)
+	Binary         string // remote_bin: path of bin/server on the hosts
+	Dir            string // remote_dir: working directory on the hosts
+	CopyBinary     bool   // copy_bin yes: copy the local bin/server there first
+	ConnectTimeout int    // ssh_connect_timeout: seconds (ssh ConnectTimeout)
+}
+
+// HasRemote reports whether any server or spare is on an ssh host.
+func (c *Cluster) HasRemote() bool {
+	for _, s := range c.Servers {
+		if !s.Local() {
+			return true
+		}
+	}
+	for _, s := range c.Spares {
+		if !IsLocalHost(s.Host) {
+			return true
+		}
+	}
+	return false
 }
 
 // LoadCluster reads and validates a cluster file.
@@ -50,6 +92,11 @@ func unwrapPathErr(err error) error {
 //
 //	N
 //	<host> <client_port> <server_port> <coord_port>   (N lines)
+//
+// followed by any number of extension lines:
+//
+//	spare <host>                  a host to move a server to
+//	ssh_identity <file>           and the other settings of RemoteSettings
 //
 // Blank lines and # comments are ignored. Every error names the file, the
 // line and the problem.
@@ -82,6 +129,12 @@ func ParseCluster(path string, r io.Reader) (*Cluster, error) {
 				return nil, bad("number of servers must be an integer from 1 to 1024, got %q", fields[0])
 			}
 			n = v
+			continue
+		}
+		if len(fields) == 2 {
+			if err := c.setting(fields[0], fields[1], lineNo); err != nil {
+				return nil, bad("%v", err)
+			}
 			continue
 		}
 		if len(c.Servers) == n {
@@ -127,6 +180,47 @@ func ParseCluster(path string, r io.Reader) (*Cluster, error) {
 	return c, nil
 }
 
+// setting applies one "<name> <value>" line.
+func (c *Cluster) setting(name, val string, line int) error {
+	r := &c.Remote
+	switch name {
+	case "spare":
+		if err := validHost(val); err != nil {
+			return err
+		}
+		c.Spares = append(c.Spares, Spare{Line: line, Host: val})
+	case "ssh_identity":
+		r.Identity = val
+	case "ssh_known_hosts":
+		r.KnownHosts = val
+	case "remote_bin":
+		r.Binary = val
+	case "remote_dir":
+		r.Dir = val
+	case "copy_bin":
+		switch val {
+		case "yes", "true", "1":
+			r.CopyBinary = true
+		case "no", "false", "0":
+			r.CopyBinary = false
+		default:
+			return fmt.Errorf("copy_bin must be yes or no, got %q", val)
+		}
+	case "ssh_connect_timeout":
+		v, err := strconv.Atoi(val)
+		if err != nil || v < 1 || v > 600 {
+			return fmt.Errorf("ssh_connect_timeout must be a number of seconds from 1 to 600, got %q", val)
+		}
+		r.ConnectTimeout = v
+	default:
+		return fmt.Errorf("unknown setting %q (expected spare, ssh_identity, ssh_known_hosts, remote_bin, remote_dir, copy_bin or ssh_connect_timeout; a server line has 4 fields)", name)
+	}
+	if name != "spare" && name != "copy_bin" && name != "ssh_connect_timeout" && strings.ContainsAny(val, "'\"`$;&|<>\\") {
+		return fmt.Errorf("%s %q contains characters not allowed in a path", name, val)
+	}
+	return nil
+}
+
 func validHost(h string) error {
 	if h == "" {
 		return fmt.Errorf("empty host")
@@ -137,5 +231,42 @@ func validHost(h string) error {
 	if strings.HasPrefix(h, "-") {
 		return fmt.Errorf("host %q must not start with '-'", h)
 	}
+	if IsLocalHost(h) {
+		return nil
+	}
+	if _, _, _, err := ParseDestination(h); err != nil {
+		return err
+	}
 	return nil
+}
+
+// ParseDestination splits an ssh destination ("host", "user@host" or
+// "ssh://user@host:port") into what ssh takes as its destination, the port
+// ("" = ssh's default) and the bare host (the address the server
+// advertises to clients and peers).
+func ParseDestination(d string) (dest, port, host string, err error) {
+	dest = d
+	if rest, ok := strings.CutPrefix(d, "ssh://"); ok {
+		dest = rest
+		at := strings.LastIndexByte(rest, '@')
+		hp := rest[at+1:]
+		if h, p, perr := net.SplitHostPort(hp); perr == nil {
+			n, aerr := strconv.Atoi(p)
+			if aerr != nil || n < 1 || n > 65535 {
+				return "", "", "", fmt.Errorf("ssh destination %q: bad port %q", d, p)
+			}
+			dest, port = rest[:at+1]+h, p
+		} else if strings.Contains(hp, ":") && !strings.HasPrefix(hp, "[") {
+			return "", "", "", fmt.Errorf("ssh destination %q: bad host:port", d)
+		}
+	}
+	host = dest[strings.LastIndexByte(dest, '@')+1:]
+	host = strings.TrimSuffix(strings.TrimPrefix(host, "["), "]")
+	if host == "" || strings.ContainsAny(host, "/@ ") || strings.HasPrefix(host, "-") {
+		return "", "", "", fmt.Errorf("ssh destination %q: missing or bad host", d)
+	}
+	if at := strings.LastIndexByte(dest, '@'); at == 0 {
+		return "", "", "", fmt.Errorf("ssh destination %q: empty user", d)
+	}
+	return dest, port, host, nil
 }

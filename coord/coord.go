@@ -41,7 +41,11 @@ type Options struct {
 	StartTimeout time.Duration
 
 	Dir         string  // servers' working directory (default: current)
-	Spawner     Spawner // default: LocalSpawner running ServerBinary
+	Spawner     Spawner // local servers; default: LocalSpawner running ServerBin
+	// Remote starts servers on ssh hosts; default: an SSHSpawner built from
+	// the cluster file's settings overridden by RemoteFlags.
+	Remote      Spawner
+	RemoteFlags RemoteSettings
 	ServerBin   string  // default: "server" beside the running executable
 	ServerLog   string  // servers' log file ("" = the coordinator's stderr)
 	ServerLevel string  // servers' log level (default "info")
@@ -68,6 +72,7 @@ type Coordinator struct {
 	publishedAt time.Time // when the current view was published
 	lastRound   time.Time // when the reconcile loop last ran
 	handingBack bool      // a hand-back is under way
+	spares      []string  // spare hosts not yet taken
 	saveMu      sync.Mutex
 
 	clientAddr, serversAddr string
@@ -78,6 +83,7 @@ type Coordinator struct {
 type node struct {
 	id       int
 	spec     ServerSpec
+	host     string // where it runs: spec.Host, or a spare it moved to
 	inc      uint64
 	proc     Process
 	hb       wire.Heartbeat
@@ -94,6 +100,7 @@ type node struct {
 	confirmed uint64 // highest view epoch the server confirmed
 	seeding   bool   // its re-seeding is being waited for
 	repushing bool   // the current view is being sent to it again
+	failures  int    // respawns in a row that failed on host
 }
 
 // New validates opts and returns a coordinator ready to Start.
@@ -102,7 +109,12 @@ func New(opts Options) (*Coordinator, error) {
 		return nil, errors.New("coord: a cluster with at least one server is required")
 	}
 	if opts.Bind == "" {
+		// Servers on other hosts must reach the servers port, and their
+		// clients the client port.
 		opts.Bind = "127.0.0.1"
+		if opts.Cluster.HasRemote() {
+			opts.Bind = "0.0.0.0"
+		}
 	}
 	if opts.Timeout <= 0 {
 		opts.Timeout = 500 * time.Millisecond
@@ -126,7 +138,7 @@ func New(opts Options) (*Coordinator, error) {
 	if opts.ServerLevel == "" {
 		opts.ServerLevel = "info"
 	}
-	if opts.Spawner == nil {
+	if opts.Spawner == nil || (opts.Remote == nil && opts.Cluster.HasRemote()) {
 		bin := opts.ServerBin
 		if bin == "" {
 			exe, err := os.Executable()
@@ -135,10 +147,18 @@ func New(opts Options) (*Coordinator, error) {
 			}
 			bin = filepath.Join(filepath.Dir(exe), "server")
 		}
+		if abs, err := filepath.Abs(bin); err == nil {
+			bin = abs
+		}
 		if _, err := os.Stat(bin); err != nil {
 			return nil, fmt.Errorf("coord: server binary %s: %w", bin, unwrapPathErr(err))
 		}
-		opts.Spawner = &LocalSpawner{Binary: bin, Stderr: os.Stderr}
+		if opts.Spawner == nil {
+			opts.Spawner = &LocalSpawner{Binary: bin, Stderr: os.Stderr}
+		}
+		if opts.Remote == nil && opts.Cluster.HasRemote() {
+			opts.Remote = newSSHSpawner(opts.Cluster.Remote, opts.RemoteFlags, bin, opts.Dir, opts.Logger)
+		}
 	}
 	var sb [16]byte
 	_, _ = rand.Read(sb[:])
@@ -151,7 +171,10 @@ func New(opts Options) (*Coordinator, error) {
 		kick:   make(chan struct{}, 1),
 	}
 	for i, s := range opts.Cluster.Servers {
-		c.nodes = append(c.nodes, &node{id: i, spec: s})
+		c.nodes = append(c.nodes, &node{id: i, spec: s, host: s.Host})
+	}
+	for _, s := range opts.Cluster.Spares {
+		c.spares = append(c.spares, s.Host)
 	}
 	return c, nil
 }
@@ -268,14 +291,23 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node) error {
 	// Persist the new incarnation number before the process exists, so a
 	// restarted coordinator never reuses it.
 	c.saveState()
+	c.mu.Lock()
+	where := nd.spec
+	where.Host = nd.host
+	c.mu.Unlock()
 	spec := SpawnSpec{
-		ID: nd.id, Incarnation: inc, Spec: nd.spec, CoordAddr: c.serversAddr, Secret: c.secret,
+		ID: nd.id, Incarnation: inc, Spec: where, CoordAddr: c.serversAddr, Secret: c.secret,
 		Dir: c.opts.Dir, LogFile: c.opts.ServerLog, LogLevel: c.opts.ServerLevel,
 		Heartbeat: c.opts.Heartbeat.String(), Lease: c.opts.Lease.String(),
 	}
-	p, err := c.opts.Spawner.Spawn(ctx, spec)
+	sp := c.opts.Spawner
+	if !where.Local() {
+		sp = c.opts.Remote
+		spec.CoordHost = c.remoteCoordHost()
+	}
+	p, err := sp.Spawn(ctx, spec)
 	if err != nil {
-		return fmt.Errorf("server %d (%s, line %d): %w", nd.id, nd.spec.Host, nd.spec.Line, err)
+		return fmt.Errorf("server %d (%s, line %d): %w", nd.id, where.Host, nd.spec.Line, err)
 	}
 	c.mu.Lock()
 	nd.proc = p
@@ -322,7 +354,7 @@ func (c *Coordinator) waitRegistered(ctx context.Context) error {
 		}
 		if exited >= 0 {
 			nd := c.nodes[exited]
-			return fmt.Errorf("server %d (%s, line %d) exited during start-up (port in use?)", exited, nd.spec.Host, nd.spec.Line)
+			return fmt.Errorf("server %d (%s, line %d) exited during start-up (port in use?)", exited, nd.host, nd.spec.Line)
 		}
 		select {
 		case <-c.regCh:
@@ -342,7 +374,7 @@ func (c *Coordinator) publishInitialView(ctx context.Context) error {
 	for _, nd := range c.nodes {
 		v.Servers = append(v.Servers, wire.Member{
 			ID: uint32(nd.id), Incarnation: nd.inc, State: wire.StateServing, PID: uint32(nd.proc.PID()),
-			Host: nd.spec.Host, Addr: nd.hb.Addr, PeerAddr: nd.hb.PeerAddr, CtlAddr: nd.hb.CtlAddr,
+			Host: nd.host, Addr: nd.hb.Addr, PeerAddr: nd.hb.PeerAddr, CtlAddr: nd.hb.CtlAddr,
 		})
 	}
 	for s := 0; s < c.n; s++ {
@@ -501,7 +533,10 @@ func (c *Coordinator) Shutdown(ctx context.Context) error {
 			case <-nd.proc.Done():
 			case <-time.After(2 * time.Second):
 				_ = nd.proc.Kill()
-				<-nd.proc.Done()
+				select {
+				case <-nd.proc.Done():
+				case <-time.After(3 * time.Second): // an unreachable host
+				}
 			}
 		}(i, nd)
 	}
@@ -585,3 +620,14 @@ func (cc *ctlConn) roundTrip(ctx context.Context, f *wire.Frame) (wire.Frame, er
 }
 
 func (cc *ctlConn) close() { _ = cc.nc.Close() }
+
+// remoteCoordHost is the address remote servers dial the coordinator at:
+// the bound address when it is a specific one, else "" (the address their
+// ssh connection came from).
+func (c *Coordinator) remoteCoordHost() string {
+	ip := net.ParseIP(c.opts.Bind)
+	if ip == nil || ip.IsUnspecified() || ip.IsLoopback() {
+		return ""
+	}
+	return c.opts.Bind
+}

@@ -123,7 +123,7 @@ func (c *Coordinator) Status() *client.ClusterStatus {
 	now := time.Now()
 	for i, nd := range c.nodes {
 		ss := client.ServerStatus{
-			ID: nd.id, Addr: nd.hb.Addr, PeerAddr: nd.hb.PeerAddr, CtlAddr: nd.hb.CtlAddr, Host: nd.spec.Host, Incarnation: nd.inc,
+			ID: nd.id, Addr: nd.hb.Addr, PeerAddr: nd.hb.PeerAddr, CtlAddr: nd.hb.CtlAddr, Host: nd.host, Incarnation: nd.inc,
 			Epoch: nd.hb.Epoch, PrimaryKeys: nd.hb.PrimaryKeys, SecondaryKeys: nd.hb.SecondaryKeys,
 			PrimaryOf: []int{}, SecondaryOf: []int{},
 		}

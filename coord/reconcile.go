@@ -245,6 +245,7 @@ func addReseeding(v wire.View, i int, nd *node) wire.View {
 	m := &nv.Servers[i]
 	m.Incarnation, m.PID, m.State = nd.inc, uint32(nd.proc.PID()), wire.StateReseeding
 	m.Addr, m.PeerAddr, m.CtlAddr = nd.hb.Addr, nd.hb.PeerAddr, nd.hb.CtlAddr
+	m.Host = nd.host
 	if n == 1 {
 		return nv
 	}
@@ -323,14 +324,23 @@ func (c *Coordinator) condemn(nd *node) {
 	p := nd.proc
 	c.mu.Unlock()
 	if p != nil {
-		if err := p.Kill(); err != nil {
-			c.log.Warn().Err(err).Int("node", nd.id).Msg("kill of the failed incarnation failed")
-		}
+		// In the background: a remote host may take its ssh connect
+		// timeout to answer, and the loop must go on.
+		go func() {
+			if err := p.Kill(); err != nil {
+				c.log.Warn().Err(err).Int("node", nd.id).Msg("kill of the failed incarnation failed")
+			}
+		}()
 	}
 }
 
+// spareAfter is how many respawns in a row must fail on a server's host
+// before it moves to a spare host.
+const spareAfter = 3
+
 // respawn starts a new incarnation of nd and waits until it registers; a
-// failed or hung attempt backs off and is retried by the loop.
+// failed or hung attempt backs off and is retried by the loop. After
+// spareAfter failures in a row the server moves to a spare host, if any.
 func (c *Coordinator) respawn(nd *node) {
 	defer func() {
 		c.mu.Lock()
@@ -342,11 +352,17 @@ func (c *Coordinator) respawn(nd *node) {
 	old := nd.proc
 	c.mu.Unlock()
 	if old != nil {
-		_ = old.Kill()
-		select {
-		case <-old.Done():
-		case <-time.After(3 * time.Second):
-			c.log.Warn().Int("node", nd.id).Int("pid", old.PID()).Msg("old incarnation still running after SIGKILL")
+		if err := old.Kill(); err != nil {
+			// Its host cannot be reached: the incarnation is fenced (its
+			// secondary was promoted, its heartbeats are refused and it
+			// exits when it hears so) and must not hold up the respawn.
+			c.log.Warn().Err(err).Int("node", nd.id).Int("pid", old.PID()).Msg("cannot kill the old incarnation")
+		} else {
+			select {
+			case <-old.Done():
+			case <-time.After(3 * time.Second):
+				c.log.Warn().Int("node", nd.id).Int("pid", old.PID()).Msg("old incarnation still running after SIGKILL")
+			}
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
@@ -365,13 +381,21 @@ func (c *Coordinator) respawn(nd *node) {
 		}
 		nd.nextSpawn = time.Now().Add(nd.backoff)
 		nd.failed = true
-		if nd.proc != nil {
-			_ = nd.proc.Kill()
+		if p := nd.proc; p != nil {
+			go func() { _ = p.Kill() }()
 		}
-		c.log.Error().Err(err).Int("node", nd.id).Dur("retry_in", nd.backoff).Msg("respawn failed")
+		nd.failures++
+		c.log.Error().Err(err).Int("node", nd.id).Str("host", nd.host).Int("attempt", nd.failures).Dur("retry_in", nd.backoff).Msg("respawn failed")
+		if nd.failures >= spareAfter && len(c.spares) > 0 {
+			from := nd.host
+			nd.host, c.spares = c.spares[0], c.spares[1:]
+			nd.failures, nd.backoff, nd.nextSpawn = 0, 0, time.Now()
+			c.log.Warn().Int("node", nd.id).Str("from", from).Str("to", nd.host).Msg("respawning on its host keeps failing; moving the server to a spare host")
+		}
 		return
 	}
 	nd.backoff = 0
+	nd.failures = 0
 	c.log.Info().Int("node", nd.id).Uint64("inc", nd.inc).Int("pid", nd.proc.PID()).Msg("server respawned")
 }
 

@@ -17,6 +17,9 @@ type SpawnSpec struct {
 	Incarnation uint64
 	Spec        ServerSpec
 	CoordAddr   string // the coordinator's servers address as the server must dial it
+	// CoordHost is the coordinator's address for remote servers ("" = the
+	// address the ssh connection came from).
+	CoordHost string
 	Secret      string
 	Dir         string // working directory (dumps land here)
 	LogFile     string // "" = the server's stderr goes to Stderr
@@ -34,9 +37,15 @@ type Process interface {
 	Done() <-chan struct{}
 }
 
-// Spawner starts server processes: locally, or (later) over ssh.
+// Spawner starts server processes: locally, or over ssh.
 type Spawner interface {
 	Spawn(ctx context.Context, s SpawnSpec) (Process, error)
+}
+
+// Adopter is a Spawner that can watch an incarnation a previous
+// coordinator started (on host dest, as process pid).
+type Adopter interface {
+	Adopt(dest string, pid, id int, inc uint64) Process
 }
 
 // LocalSpawner starts servers as child processes of the coordinator.
@@ -84,11 +93,13 @@ func serverArgs(s SpawnSpec, bind string) []string {
 	args := []string{
 		"-id", strconv.Itoa(s.ID),
 		"-inc", strconv.FormatUint(s.Incarnation, 10),
-		"-coord", s.CoordAddr,
 		"-bind", bind,
 		"-client-port", strconv.Itoa(s.Spec.ClientPort),
 		"-peer-port", strconv.Itoa(s.Spec.ServerPort),
 		"-ctl-port", strconv.Itoa(s.Spec.CoordPort),
+	}
+	if s.CoordAddr != "" {
+		args = append(args, "-coord", s.CoordAddr)
 	}
 	if s.LogFile != "" {
 		args = append(args, "-log", s.LogFile)

@@ -20,9 +20,10 @@ import (
 const StateFile = "ftkv-coord.state"
 
 type savedNode struct {
-	ID  int    `json:"id"`
-	Inc uint64 `json:"incarnation"`
-	PID int    `json:"pid"`
+	ID   int    `json:"id"`
+	Inc  uint64 `json:"incarnation"`
+	PID  int    `json:"pid"`
+	Host string `json:"host,omitempty"` // where it runs (a spare, say)
 }
 
 type savedState struct {
@@ -30,6 +31,7 @@ type savedState struct {
 	View   []byte      `json:"view"` // wire.AppendView
 	Nodes  []savedNode `json:"nodes"`
 	Config string      `json:"config"`
+	Spares []string    `json:"spares"` // spare hosts not yet taken
 }
 
 func (c *Coordinator) statePath() string { return filepath.Join(c.opts.Dir, StateFile) }
@@ -43,9 +45,10 @@ func (c *Coordinator) saveState() {
 		c.mu.Unlock()
 		return // still starting: there is nothing to re-adopt yet
 	}
-	st := savedState{Secret: c.secret, View: wire.AppendView(nil, &c.view), Config: c.opts.Cluster.Path}
+	st := savedState{Secret: c.secret, View: wire.AppendView(nil, &c.view), Config: c.opts.Cluster.Path,
+		Spares: append([]string{}, c.spares...)}
 	for _, nd := range c.nodes {
-		sn := savedNode{ID: nd.id, Inc: nd.inc}
+		sn := savedNode{ID: nd.id, Inc: nd.inc, Host: nd.host}
 		if nd.proc != nil {
 			sn.PID = nd.proc.PID()
 		}
@@ -117,17 +120,28 @@ func (c *Coordinator) adopt(ctx context.Context, st savedState, v wire.View) {
 	c.secret = st.Secret
 	c.view = v
 	c.viewEnc = wire.AppendView(nil, &v)
+	if st.Spares != nil {
+		c.spares = st.Spares
+	}
 	now := time.Now()
 	for i, nd := range c.nodes {
 		sn := st.Nodes[i]
 		m := v.Servers[i]
 		nd.inc = sn.Inc
+		if sn.Host != "" {
+			nd.host = sn.Host
+		}
 		// Grace: the servers reconnect their heartbeats after SetCoord.
 		nd.lastSeen = now.Add(2 * time.Second)
 		nd.hb = wire.Heartbeat{ID: uint32(i), Incarnation: sn.Inc, PID: uint32(sn.PID), Epoch: v.Epoch,
 			Addr: m.Addr, PeerAddr: m.PeerAddr, CtlAddr: m.CtlAddr}
 		if sn.PID > 0 {
-			p := watchPID(sn.PID)
+			var p Process
+			if ad, ok := c.opts.Remote.(Adopter); ok && !IsLocalHost(nd.host) {
+				p = ad.Adopt(nd.host, sn.PID, i, sn.Inc)
+			} else {
+				p = watchPID(sn.PID)
+			}
 			nd.proc = p
 			go func(nd *node, inc uint64) {
 				<-p.Done()

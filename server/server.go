@@ -553,7 +553,10 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-var errCoordMoved = errors.New("coordinator moved")
+var (
+	errCoordMoved = errors.New("coordinator moved")
+	errReplaced   = errors.New("replaced by a newer incarnation")
+)
 
 func (s *Server) heartbeatOnce(ctx context.Context) error {
 	d := net.Dialer{Timeout: time.Second}
@@ -581,6 +584,15 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 				}
 			}
 			sentMu.Unlock()
+			if f.Op == wire.OpHeartbeat && f.Status == wire.StatusStaleEpoch {
+				// The coordinator has replaced this incarnation (after a
+				// partition, say, it could not kill it): it has been
+				// fenced since, and now it goes.
+				s.log.Error().Str("reason", string(f.Value)).Msg("the coordinator no longer counts this incarnation; exiting")
+				s.finish(errReplaced)
+				nc.Close()
+				return
+			}
 			if ok && f.Op == wire.OpHeartbeat && f.Status == wire.StatusOK {
 				lease := t0.Add(s.cfg.Lease).UnixNano()
 				if lease > s.coordLease.Load() {

@@ -29,8 +29,20 @@ const usage = `usage: coord -c <client_port> -s <servers_port> -C <config> [-l <
   -C FILE        cluster file (default config.txt)
   -l FILE        log file for the coordinator and the servers (default stderr)
   -t TIMEOUT     failure timeout: a duration (500ms, 2s) or seconds (0.5) (default 500ms)
-  -bind ADDR     address to listen on (default 127.0.0.1)
+  -bind ADDR     address to listen on (default 127.0.0.1; 0.0.0.0 when the
+                 config names ssh hosts)
   -server-bin P  path of the server binary (default: server beside coord)
+
+servers on ssh hosts (each overrides the config file's setting of that name):
+  -ssh-identity FILE         private key for ssh (ssh_identity)
+  -ssh-known-hosts FILE      the only known-hosts file trusted (ssh_known_hosts)
+  -ssh-connect-timeout SECS  ssh connect timeout (ssh_connect_timeout, default 5)
+  -remote-bin PATH           bin/server on the hosts (remote_bin; default: the
+                             same absolute path as the local one)
+  -remote-dir DIR            working directory on the hosts (remote_dir; default:
+                             the coordinator's, created if missing)
+  -copy-bin                  copy the local server binary to -remote-bin first
+                             (copy_bin yes)
   -log-level L   debug, info, warn, error (default info)
   -no-stdin      do not shut down at end of stdin (only on SIGINT/SIGTERM)
 `
@@ -47,11 +59,18 @@ func run() int {
 		cfgPath     = fs.String("C", "config.txt", "")
 		logPath     = fs.String("l", "", "")
 		timeout     = fs.String("t", "500ms", "")
-		bind        = fs.String("bind", "127.0.0.1", "")
+		bind        = fs.String("bind", "", "")
+		remote      coord.RemoteSettings
 		serverBin   = fs.String("server-bin", "", "")
 		level       = fs.String("log-level", "info", "")
 		noStdin     = fs.Bool("no-stdin", false, "")
 	)
+	fs.StringVar(&remote.Identity, "ssh-identity", "", "")
+	fs.StringVar(&remote.KnownHosts, "ssh-known-hosts", "", "")
+	fs.IntVar(&remote.ConnectTimeout, "ssh-connect-timeout", 0, "")
+	fs.StringVar(&remote.Binary, "remote-bin", "", "")
+	fs.StringVar(&remote.Dir, "remote-dir", "", "")
+	fs.BoolVar(&remote.CopyBinary, "copy-bin", false, "")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Print(usage)
@@ -70,6 +89,19 @@ func run() int {
 	}{{"-c", *clientPort}, {"-s", *serversPort}} {
 		if p.v < 0 || p.v > 65535 {
 			fmt.Fprintf(os.Stderr, "coord: %s %d: not a port number 0-65535\n", p.name, p.v)
+			return 2
+		}
+	}
+	if remote.ConnectTimeout < 0 || remote.ConnectTimeout > 600 {
+		fmt.Fprintf(os.Stderr, "coord: -ssh-connect-timeout %d: expected seconds from 1 to 600\n", remote.ConnectTimeout)
+		return 2
+	}
+	for _, f := range []struct{ name, path string }{{"-ssh-identity", remote.Identity}, {"-ssh-known-hosts", remote.KnownHosts}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			fmt.Fprintf(os.Stderr, "coord: %s %s: %v\n", f.name, f.path, errors.Unwrap(err))
 			return 2
 		}
 	}
@@ -112,6 +144,7 @@ func run() int {
 	c, err := coord.New(coord.Options{
 		Cluster: cluster, Bind: *bind, ClientPort: *clientPort, ServersPort: *serversPort,
 		Timeout: to, ServerBin: *serverBin, ServerLog: *logPath, ServerLevel: serverLevel, Logger: log,
+		RemoteFlags: remote,
 	})
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "coord: %v\n", err)

@@ -1,0 +1,373 @@
+package coord
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// SSHSpawner starts servers on other hosts with the system ssh client. The
+// server is detached there (its own session, output to a log file in the
+// remote directory), so the ssh command returns once it printed the pid.
+// The secret travels on ssh's stdin, never on a command line.
+//
+// ssh runs with BatchMode (never a password prompt), a connect timeout and
+// keep-alives; StrictHostKeyChecking is left to ssh's configuration unless
+// a known-hosts file is given, in which case only that file is trusted.
+type SSHSpawner struct {
+	SSH            string        // ssh client (default "ssh")
+	Identity       string        // -i file ("" = ssh's default keys)
+	KnownHosts     string        // UserKnownHostsFile ("" = ssh's default)
+	ConnectTimeout time.Duration // default 5s
+	Binary         string        // bin/server on the remote host
+	Dir            string        // working directory on the remote host
+	// CopyFrom, when set, is a local bin/server that is copied to Binary
+	// on the host before starting it (when the host's copy differs).
+	CopyFrom string
+	Log      zerolog.Logger
+
+	copyMu sync.Mutex
+	copied map[string]string // destination -> sha256 copied there
+}
+
+// Options are the ssh flags every command of the spawner uses.
+func (s *SSHSpawner) options(port string) []string {
+	to := s.ConnectTimeout
+	if to <= 0 {
+		to = 5 * time.Second
+	}
+	secs := int((to + time.Second - 1) / time.Second)
+	args := []string{
+		"-o", "BatchMode=yes",
+		"-o", "ConnectTimeout=" + strconv.Itoa(secs),
+		"-o", "ServerAliveInterval=2",
+		"-o", "ServerAliveCountMax=3",
+		"-o", "LogLevel=ERROR",
+		"-T",
+	}
+	if s.KnownHosts != "" {
+		args = append(args, "-o", "UserKnownHostsFile="+s.KnownHosts, "-o", "StrictHostKeyChecking=yes",
+			"-o", "GlobalKnownHostsFile=/dev/null")
+	}
+	if s.Identity != "" {
+		args = append(args, "-i", s.Identity, "-o", "IdentitiesOnly=yes")
+	}
+	if port != "" {
+		args = append(args, "-p", port)
+	}
+	return args
+}
+
+func (s *SSHSpawner) ssh() string {
+	if s.SSH == "" {
+		return "ssh"
+	}
+	return s.SSH
+}
+
+// run executes script on the host behind dest with stdin as its input and
+// returns its standard output. Errors carry ssh's own one-line reason.
+func (s *SSHSpawner) run(ctx context.Context, dest, script string, stdin io.Reader) (string, error) {
+	d, port, _, err := ParseDestination(dest)
+	if err != nil {
+		return "", err
+	}
+	args := append(s.options(port), "--", d, script)
+	cmd := exec.CommandContext(ctx, s.ssh(), args...)
+	cmd.Stdin = stdin
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	cmd.WaitDelay = time.Second
+	// A coordinator killed with -9 leaves no ssh client behind.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+	err = cmd.Run()
+	if err != nil {
+		reason := lastLine(errb.String())
+		var ee *exec.ExitError
+		switch {
+		case ctx.Err() != nil:
+			reason = "timed out"
+		case errors.As(err, &ee) && ee.ExitCode() == 255:
+			if reason == "" {
+				reason = "ssh failed"
+			}
+			return out.String(), fmt.Errorf("ssh %s: %s", dest, reason)
+		case reason == "":
+			reason = err.Error()
+		}
+		return out.String(), fmt.Errorf("on %s: %s", dest, reason)
+	}
+	return out.String(), nil
+}
+
+func lastLine(s string) string {
+	lines := strings.Split(strings.TrimSpace(s), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		if l := strings.TrimSpace(lines[i]); l != "" {
+			return l
+		}
+	}
+	return ""
+}
+
+// shq quotes s for a POSIX shell.
+func shq(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
+
+// Spawn starts bin/server for sp on its host and returns a handle that
+// kills it there by pid.
+func (s *SSHSpawner) Spawn(ctx context.Context, sp SpawnSpec) (Process, error) {
+	dest := sp.Spec.Host
+	_, _, host, err := ParseDestination(dest)
+	if err != nil {
+		return nil, err
+	}
+	if s.CopyFrom != "" {
+		if err := s.copyBinary(ctx, dest); err != nil {
+			return nil, err
+		}
+	}
+	_, coordPort, err := splitPort(sp.CoordAddr)
+	if err != nil {
+		return nil, err
+	}
+	coordHost := sp.CoordHost // "" = the address this ssh connection came from
+	sp.LogFile = fmt.Sprintf("server_%d.log", sp.ID)
+	sp.CoordAddr = "" // filled in by the script below
+	args := serverArgs(sp, "0.0.0.0")
+	args = append(args, "-advertise", host)
+	var q []string
+	for _, a := range args {
+		q = append(q, shq(a))
+	}
+	// -coord's value is filled in by the shell: ssh tells the remote side
+	// which address it came from, and that is where the coordinator is.
+	script := strings.Join([]string{
+		"set -e",
+		"IFS= read -r FTKV_SECRET",
+		"export FTKV_SECRET",
+		"mkdir -p " + shq(s.Dir),
+		"cd " + shq(s.Dir),
+		"if [ ! -x " + shq(s.Binary) + " ]; then echo \"ftkv: server binary " + s.Binary + " is missing or not executable on this host\" >&2; exit 127; fi",
+		"C=" + shq(coordHost),
+		`if [ -z "$C" ]; then C=${SSH_CLIENT%% *}; fi`,
+		`case $C in *:*) C="[$C]";; esac`,
+		"setsid " + shq(s.Binary) + " " + strings.Join(q, " ") + ` -coord "$C:` + coordPort + `" </dev/null >>` + shq(sp.LogFile) + " 2>&1 &",
+		`echo "ftkv-pid $!"`,
+	}, "\n")
+	out, err := s.run(ctx, dest, script, strings.NewReader(sp.Secret+"\n"))
+	if err != nil {
+		return nil, err
+	}
+	pid := 0
+	sc := bufio.NewScanner(strings.NewReader(out))
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(sc.Text()), "ftkv-pid "); ok {
+			pid, _ = strconv.Atoi(v)
+		}
+	}
+	if pid <= 0 {
+		return nil, fmt.Errorf("on %s: no pid reported by the start script (got %q)", dest, lastLine(out))
+	}
+	return s.Adopt(dest, pid, sp.ID, sp.Incarnation), nil
+}
+
+func splitPort(addr string) (string, string, error) {
+	i := strings.LastIndexByte(addr, ':')
+	if i < 0 {
+		return "", "", fmt.Errorf("address %q has no port", addr)
+	}
+	return addr[:i], addr[i+1:], nil
+}
+
+// copyBinary puts CopyFrom at Binary on the host unless the host's copy is
+// already identical (compared by sha256).
+func (s *SSHSpawner) copyBinary(ctx context.Context, dest string) error {
+	b, err := os.ReadFile(s.CopyFrom)
+	if err != nil {
+		return fmt.Errorf("copy_bin: %w", unwrapPathErr(err))
+	}
+	sum := sha256.Sum256(b)
+	want := hex.EncodeToString(sum[:])
+	s.copyMu.Lock()
+	defer s.copyMu.Unlock()
+	if s.copied[dest] == want {
+		return nil
+	}
+	bin := shq(s.Binary)
+	script := "set -e\n" +
+		"if [ -x " + bin + " ] && [ \"$(sha256sum < " + bin + " | cut -d' ' -f1)\" = " + want + " ]; then cat >/dev/null; echo same; exit 0; fi\n" +
+		"mkdir -p " + shq(path.Dir(s.Binary)) + "\n" +
+		"t=" + shq(s.Binary) + ".tmp.$$\n" +
+		"cat > \"$t\"\n" +
+		"chmod 755 \"$t\"\n" +
+		"mv -f \"$t\" " + bin + "\n" +
+		"echo copied"
+	out, err := s.run(ctx, dest, script, bytes.NewReader(b))
+	if err != nil {
+		return fmt.Errorf("copy server binary: %w", err)
+	}
+	if s.copied == nil {
+		s.copied = map[string]string{}
+	}
+	s.copied[dest] = want
+	s.Log.Info().Str("host", dest).Str("path", s.Binary).Str("result", strings.TrimSpace(out)).Msg("server binary copied")
+	return nil
+}
+
+// Adopt returns a handle on an incarnation already running on dest.
+func (s *SSHSpawner) Adopt(dest string, pid, id int, inc uint64) Process {
+	p := &sshProc{s: s, dest: dest, pid: pid, marker: fmt.Sprintf(" -id %d -inc %d ", id, inc),
+		done: make(chan struct{}), stop: make(chan struct{})}
+	go p.watch()
+	return p
+}
+
+// sshProc is a server on another host. Its exit is known only when the
+// host says so (a watcher ssh session that polls the pid there); a host
+// that cannot be reached tells nothing, and the coordinator then goes by
+// heartbeats alone.
+type sshProc struct {
+	s      *SSHSpawner
+	dest   string
+	pid    int
+	marker string // in the process's command line: guards against pid reuse
+	done   chan struct{}
+	stop   chan struct{}
+	once   sync.Once
+
+	killMu   sync.Mutex
+	killErr  error     // the last kill's failure
+	killTime time.Time // when it failed
+}
+
+func (p *sshProc) PID() int              { return p.pid }
+func (p *sshProc) Done() <-chan struct{} { return p.done }
+
+// alive is a shell function that holds while our incarnation runs: the
+// pid exists, is not a zombie and (checked once, "alive check") runs this
+// incarnation's command line, so a reused pid is never mistaken for it.
+func (p *sshProc) alive() string {
+	pid := strconv.Itoa(p.pid)
+	return `alive() { read -r s 2>/dev/null < /proc/` + pid + `/stat || return 1; s=${s##*) }; [ "${s%% *}" != Z ] || return 1; ` +
+		`[ "$1" != check ] || tr '\0' ' ' < /proc/` + pid + `/cmdline 2>/dev/null | grep -q -- ` + shq(p.marker) + `; }`
+}
+
+// watch keeps one ssh session open that prints "exited" when the process
+// is gone; a broken session is reopened after a pause.
+func (p *sshProc) watch() {
+	// The loop also ends when its ssh session is gone ($PPID is the
+	// session's sshd), so a watcher outlives no coordinator.
+	script := p.alive() + "\nif alive check; then while alive; do kill -0 $PPID 2>/dev/null || exit 0; sleep 0.2; done; fi\necho exited"
+	for {
+		ctx, cancel := context.WithCancel(context.Background())
+		go func() {
+			select {
+			case <-p.stop:
+			case <-p.done:
+			}
+			cancel()
+		}()
+		out, _ := p.s.run(ctx, p.dest, script, nil)
+		cancel()
+		if strings.Contains(out, "exited") {
+			p.once.Do(func() { close(p.done) })
+			return
+		}
+		select {
+		case <-p.stop:
+			return
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// Kill sends SIGKILL to the server on its host, by pid (never to a local
+// ssh client), and only if that pid still runs this incarnation.
+func (p *sshProc) Kill() error {
+	select {
+	case <-p.done:
+		return nil
+	default:
+	}
+	// One kill at a time; a host that could not be reached a moment ago
+	// is not asked again at once (each try costs a connect timeout).
+	p.killMu.Lock()
+	defer p.killMu.Unlock()
+	if p.killErr != nil && time.Since(p.killTime) < 2*p.s.timeout() {
+		return p.killErr
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), p.s.timeout()+3*time.Second)
+	defer cancel()
+	script := p.alive() + "\nif alive check; then kill -9 " + strconv.Itoa(p.pid) + "; while alive; do sleep 0.05; done; fi\necho exited"
+	out, err := p.s.run(ctx, p.dest, script, nil)
+	if err != nil {
+		p.killErr, p.killTime = fmt.Errorf("kill pid %d: %w", p.pid, err), time.Now()
+		return p.killErr
+	}
+	p.killErr = nil
+	if strings.Contains(out, "exited") {
+		p.once.Do(func() { close(p.done) })
+	}
+	return nil
+}
+
+// Release stops watching without killing (the coordinator is shutting
+// down and the server exits by itself).
+func (p *sshProc) Release() {
+	select {
+	case <-p.stop:
+	default:
+		close(p.stop)
+	}
+}
+
+func (s *SSHSpawner) timeout() time.Duration {
+	if s.ConnectTimeout <= 0 {
+		return 5 * time.Second
+	}
+	return s.ConnectTimeout
+}
+
+// newSSHSpawner builds the spawner for ssh hosts: flags override the
+// cluster file's settings; the binary defaults to the same absolute path
+// as the local one, the directory to the coordinator's.
+func newSSHSpawner(file, flags RemoteSettings, localBin, dir string, log zerolog.Logger) *SSHSpawner {
+	pick := func(a, b string) string {
+		if a != "" {
+			return a
+		}
+		return b
+	}
+	r := RemoteSettings{
+		Identity:       pick(flags.Identity, file.Identity),
+		KnownHosts:     pick(flags.KnownHosts, file.KnownHosts),
+		Binary:         pick(pick(flags.Binary, file.Binary), localBin),
+		Dir:            pick(pick(flags.Dir, file.Dir), dir),
+		CopyBinary:     flags.CopyBinary || file.CopyBinary,
+		ConnectTimeout: file.ConnectTimeout,
+	}
+	if flags.ConnectTimeout > 0 {
+		r.ConnectTimeout = flags.ConnectTimeout
+	}
+	s := &SSHSpawner{Identity: r.Identity, KnownHosts: r.KnownHosts, Binary: r.Binary, Dir: r.Dir,
+		ConnectTimeout: time.Duration(r.ConnectTimeout) * time.Second, Log: log}
+	if r.CopyBinary {
+		s.CopyFrom = localBin
+	}
+	return s
+}
