@@ -40,15 +40,15 @@ type Options struct {
 	// StartTimeout bounds how long starting the cluster may take (default 15s).
 	StartTimeout time.Duration
 
-	Dir         string  // servers' working directory (default: current)
-	Spawner     Spawner // local servers; default: LocalSpawner running ServerBin
+	Dir     string  // servers' working directory (default: current)
+	Spawner Spawner // local servers; default: LocalSpawner running ServerBin
 	// Remote starts servers on ssh hosts; default: an SSHSpawner built from
 	// the cluster file's settings overridden by RemoteFlags.
 	Remote      Spawner
 	RemoteFlags RemoteSettings
-	ServerBin   string  // default: "server" beside the running executable
-	ServerLog   string  // servers' log file ("" = the coordinator's stderr)
-	ServerLevel string  // servers' log level (default "info")
+	ServerBin   string // default: "server" beside the running executable
+	ServerLog   string // servers' log file ("" = the coordinator's stderr)
+	ServerLevel string // servers' log level (default "info")
 
 	Logger zerolog.Logger
 }

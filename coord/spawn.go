@@ -20,12 +20,12 @@ type SpawnSpec struct {
 	// CoordHost is the coordinator's address for remote servers ("" = the
 	// address the ssh connection came from).
 	CoordHost string
-	Secret      string
-	Dir         string // working directory (dumps land here)
-	LogFile     string // "" = the server's stderr goes to Stderr
-	LogLevel    string
-	Heartbeat   string // heartbeat interval flag value
-	Lease       string // lease flag value
+	Secret    string
+	Dir       string // working directory (dumps land here)
+	LogFile   string // "" = the server's stderr goes to Stderr
+	LogLevel  string
+	Heartbeat string // heartbeat interval flag value
+	Lease     string // lease flag value
 }
 
 // Process is a running server incarnation.
