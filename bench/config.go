@@ -74,6 +74,14 @@ type Config struct {
 	// Progress, when set, is called about ten times a second from one
 	// goroutine, and once more at the end of every phase with Done set.
 	Progress func(Progress)
+	// SeriesInterval, when > 0, records a time series of the measured
+	// phase in intervals of that length (Result.Series).
+	SeriesInterval time.Duration
+	// Fault, when set, runs alongside the measured phase (e.g. kills a
+	// server); the events it marks go into Result.Events and the series,
+	// which is then recorded at 1s intervals unless SeriesInterval says
+	// otherwise.
+	Fault Fault
 }
 
 // DefaultConfig is the configuration of a bare `bin/bench`.
@@ -113,6 +121,9 @@ func (c Config) withDefaults() Config {
 	if c.MaxErrors == 0 {
 		c.MaxErrors = DefaultMaxErrors
 	}
+	if c.Fault != nil && c.SeriesInterval == 0 {
+		c.SeriesInterval = time.Second
+	}
 	return c
 }
 
@@ -136,6 +147,8 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: pipeline depth must be 1..%d, got %d", ErrConfig, MaxPipeline, c.Pipeline)
 	case c.Timeout < 0:
 		return fmt.Errorf("%w: timeout must be > 0, got %s", ErrConfig, c.Timeout)
+	case c.SeriesInterval < 0 || (c.SeriesInterval > 0 && c.SeriesInterval < time.Millisecond):
+		return fmt.Errorf("%w: series interval must be >= 1ms, got %s", ErrConfig, c.SeriesInterval)
 	case c.Preload < PreloadAuto || c.Preload > PreloadOff:
 		return fmt.Errorf("%w: unknown preload mode %d", ErrConfig, c.Preload)
 	}

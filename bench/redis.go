@@ -3,8 +3,10 @@ package bench
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 )
@@ -13,16 +15,53 @@ import (
 // requester is one TCP connection; a batch of P operations is pipelined the
 // way redis-benchmark -P does it: P commands written at once, then P replies
 // read, each op's latency taken when its reply has been parsed.
-func Redis(addr string) Target { return &redisTarget{addr: addr} }
+func Redis(addr string, opts ...RedisOption) Target {
+	t := &redisTarget{addr: addr}
+	for _, o := range opts {
+		o(t)
+	}
+	return t
+}
+
+// RedisOption configures the Redis target.
+type RedisOption func(*redisTarget)
+
+// RedisWait makes every SET synchronous the way Redis offers it: each SET is
+// followed by "WAIT replicas timeout" in the same pipeline, and the put
+// counts as answered only when WAIT reports at least replicas copies
+// (otherwise it fails with ErrNotReplicated). Its latency runs to WAIT's
+// reply. replicas < 1 turns the option off; timeout rounds to milliseconds
+// (at least 1 ms: Redis reads 0 as "wait forever").
+func RedisWait(replicas int, timeout time.Duration) RedisOption {
+	return func(t *redisTarget) {
+		t.waitReplicas = max(replicas, 0)
+		t.waitMillis = max(timeout.Milliseconds(), 1)
+	}
+}
+
+// ErrNotReplicated fails a put of a RedisWait target whose WAIT saw fewer
+// replicas than asked for before its timeout.
+var ErrNotReplicated = errors.New("redis: WAIT timed out before enough replicas acknowledged")
 
 // RedisError is an error reply ("-ERR …") of the server.
 type RedisError string
 
 func (e RedisError) Error() string { return "redis: " + string(e) }
 
-type redisTarget struct{ addr string }
+type redisTarget struct {
+	addr         string
+	waitReplicas int   // > 0: WAIT after every SET
+	waitMillis   int64 // WAIT's timeout
+}
 
-func (t *redisTarget) Name() string { return "redis" }
+// Name is "redis", or "redis+wait" when every SET waits for replicas.
+func (t *redisTarget) Name() string {
+	if t.waitReplicas > 0 {
+		return "redis+wait"
+	}
+	return "redis"
+}
+
 func (t *redisTarget) Addr() string { return t.addr }
 
 func (t *redisTarget) NewRequester(ctx context.Context) (Requester, error) {
@@ -32,6 +71,10 @@ func (t *redisTarget) NewRequester(ctx context.Context) (Requester, error) {
 		return nil, fmt.Errorf("redis %s: %w", t.addr, err)
 	}
 	r := newRedisRequester(nc)
+	if t.waitReplicas > 0 {
+		r.waitArgs = [][]byte{cmdWait, strconv.AppendInt(nil, int64(t.waitReplicas), 10), strconv.AppendInt(nil, t.waitMillis, 10)}
+		r.waitReplicas = int64(t.waitReplicas)
+	}
 	if err := r.ping(ctx); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("redis %s: %w", t.addr, err)
@@ -48,6 +91,9 @@ type redisRequester struct {
 	rbuf    []byte // rbuf[rpos:rend] holds bytes read but not parsed yet
 	rpos    int
 	rend    int
+
+	waitArgs     [][]byte // WAIT numreplicas timeout, sent after every SET; nil: none
+	waitReplicas int64
 }
 
 func newRedisRequester(nc net.Conn) *redisRequester {
@@ -111,6 +157,9 @@ func (r *redisRequester) Do(ctx context.Context, batch []Op) error {
 	r.wbuf = r.wbuf[:0]
 	for i := range batch {
 		r.wbuf = appendOp(r.wbuf, &batch[i])
+		if r.waitArgs != nil && batch[i].Kind == Put {
+			r.wbuf = AppendCommand(r.wbuf, r.waitArgs...)
+		}
 	}
 	start := time.Now()
 	if _, err := r.nc.Write(r.wbuf); err != nil {
@@ -133,6 +182,34 @@ func (r *redisRequester) Do(ctx context.Context, batch []Op) error {
 		default:
 			op.Err = fmt.Errorf("%w: %s answered with type %q", ErrProtocol, op.Kind, rep.Type)
 		}
+		if r.waitArgs != nil && op.Kind == Put {
+			if err := r.readWait(op); err != nil {
+				return err
+			}
+			op.Latency = time.Since(start)
+		}
+	}
+	return nil
+}
+
+// readWait reads the reply of the WAIT that follows op's SET. A SET that
+// failed keeps its own error.
+func (r *redisRequester) readWait(op *Op) error {
+	rep, err := r.next()
+	if err != nil {
+		op.Done = false // the put's outcome is not known without WAIT's answer
+		return err
+	}
+	if op.Err != nil {
+		return nil
+	}
+	switch {
+	case rep.Type == '-':
+		op.Err = RedisError(rep.Str)
+	case rep.Type != ':':
+		op.Err = fmt.Errorf("%w: WAIT answered with type %q", ErrProtocol, rep.Type)
+	case rep.Int < r.waitReplicas:
+		op.Err = fmt.Errorf("%w (%d of %d)", ErrNotReplicated, rep.Int, r.waitReplicas)
 	}
 	return nil
 }

@@ -50,6 +50,7 @@ var (
 	cmdGet  = []byte("GET")
 	cmdSet  = []byte("SET")
 	cmdPing = []byte("PING")
+	cmdWait = []byte("WAIT")
 )
 
 // appendOp appends the command of op: GET key or SET key value.

@@ -41,6 +41,15 @@ type Result struct {
 	Interrupted   bool    `json:"interrupted"` // stopped early by ctx (ctrl+c)
 
 	Preload *PreloadResult `json:"preload,omitempty"`
+
+	// Label names the run in a comparison (bench -label); free text.
+	Label string `json:"label,omitempty"`
+	// Series is the measured phase interval by interval (Config.SeriesInterval).
+	Series []Point `json:"series,omitempty"`
+	// Events are the marks of Config.Fault, in time order.
+	Events []Event `json:"events,omitempty"`
+	// Kill reports a server killed during the run (bench -kill-after).
+	Kill *KillReport `json:"kill,omitempty"`
 }
 
 // PreloadResult reports the preload phase, which is not part of the measurement.
@@ -160,6 +169,9 @@ func (r *Result) WriteText(w io.Writer) error {
 	if r.Gets > 0 && r.Puts > 0 {
 		fmt.Fprintf(&b, "  get       %s\n", latencyLine(r.GetLatency))
 		fmt.Fprintf(&b, "  put       %s\n", latencyLine(r.PutLatency))
+	}
+	if k := r.Kill; k != nil {
+		fmt.Fprintf(&b, "kill        %s\n", k.Text())
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -97,12 +97,51 @@ func Run(ctx context.Context, cfg Config, t Target) (*Result, error) {
 			return res, nil
 		}
 	}
-	ph := runPhase(ctx, cfg, ws, PhaseRun, cfg.Ops, cfg.Duration, (*worker).runBatch)
+	var sr *series
+	if cfg.SeriesInterval > 0 {
+		sr = newSeries(cfg.SeriesInterval)
+	}
+	ph := runPhase(ctx, cfg, ws, PhaseRun, cfg.Ops, cfg.Duration, (*worker).runBatch, sr)
 	res.fill(ws, ph)
+	if sr != nil {
+		res.Series = sr.points(ph.elapsed)
+		res.Events = sr.events
+	}
 	if ph.aborted.Load() {
 		return res, fmt.Errorf("%w: %d failed, stopped early; first: %v", ErrTooManyErrors, res.Errors+res.ConnectErrors, res.FirstError)
 	}
 	return res, nil
+}
+
+// Preload only writes every key of cfg's key space once (cfg.Keys puts of
+// cfg.ValueSize bytes, cfg.Connections requesters with cfg.Pipeline
+// operations in flight each), with no measured phase.
+func Preload(ctx context.Context, cfg Config, t Target) (*PreloadResult, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	seed := cfg.Seed
+	for seed == 0 {
+		seed = rand.Uint64()
+	}
+	reqs, err := openRequesters(ctx, t, cfg.Connections)
+	if err != nil {
+		return nil, err
+	}
+	ws := make([]*worker, cfg.Connections)
+	for i := range ws {
+		ws[i] = &worker{id: i, t: t, cfg: cfg, req: reqs[i], gen: newGenerator(cfg, seed, i),
+			ops: make([]Op, cfg.Pipeline), get: newHistogram(), put: newHistogram()}
+	}
+	defer func() {
+		for _, w := range ws {
+			if w.req != nil {
+				w.req.Close()
+			}
+		}
+	}()
+	return preload(ctx, cfg, ws)
 }
 
 // openRequesters opens n requesters in parallel; the first failure closes
@@ -147,7 +186,7 @@ func preload(ctx context.Context, cfg Config, ws []*worker) (*PreloadResult, err
 		w.next = i * cfg.Keys / n
 		w.end = (i + 1) * cfg.Keys / n
 	}
-	ph := runPhase(ctx, cfg, ws, PhasePreload, int64(cfg.Keys), 0, (*worker).preloadBatch)
+	ph := runPhase(ctx, cfg, ws, PhasePreload, int64(cfg.Keys), 0, (*worker).preloadBatch, nil)
 	p := &PreloadResult{Seconds: ph.elapsed.Seconds(), Interrupted: ph.interrupted}
 	var first error
 	for _, w := range ws {
@@ -214,8 +253,9 @@ func (ph *phase) failed(n int64) {
 type batchFunc func(w *worker, ph *phase) bool
 
 // runPhase runs step on every worker until it returns false, total
-// operations are claimed, d has passed or ctx ends.
-func runPhase(ctx context.Context, cfg Config, ws []*worker, name string, total int64, d time.Duration, step batchFunc) *phase {
+// operations are claimed, d has passed or ctx ends. With sr, the workers
+// record the phase's time series in it and cfg.Fault runs alongside.
+func runPhase(ctx context.Context, cfg Config, ws []*worker, name string, total int64, d time.Duration, step batchFunc, sr *series) *phase {
 	ph := &phase{stopCh: make(chan struct{}), total: total, maxErrors: cfg.MaxErrors}
 	var interrupted atomic.Bool
 	stopWatch := context.AfterFunc(ctx, func() {
@@ -231,7 +271,25 @@ func runPhase(ctx context.Context, cfg Config, ws []*worker, name string, total 
 		defer t.Stop()
 	}
 	var wg sync.WaitGroup
+	var faultDone chan struct{}
+	cancelFault := func() {}
+	if sr != nil {
+		sr.start = start
+		if cfg.Fault != nil {
+			var fctx context.Context
+			fctx, cancelFault = context.WithCancel(ctx)
+			faultDone = make(chan struct{})
+			go func() {
+				defer close(faultDone)
+				cfg.Fault(fctx, sr.mark)
+			}()
+		}
+	}
 	for _, w := range ws {
+		w.rec = nil
+		if sr != nil {
+			w.rec = newRecorder(sr)
+		}
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -273,6 +331,10 @@ func runPhase(ctx context.Context, cfg Config, ws []*worker, name string, total 
 	}
 	ph.elapsed = time.Since(start)
 	ph.interrupted = interrupted.Load()
+	cancelFault()
+	if faultDone != nil {
+		<-faultDone
+	}
 	report(true)
 	return ph
 }
@@ -286,6 +348,7 @@ type worker struct {
 	req Requester
 	gen *generator
 	ops []Op
+	rec *recorder // the measured phase's series; nil: not recorded
 
 	get, put *hdrhistogram.Histogram
 	gets     int64
@@ -322,6 +385,9 @@ func (w *worker) resetCounts() {
 
 func (w *worker) loop(base context.Context, ph *phase, step batchFunc) {
 	defer func() {
+		if w.rec != nil {
+			w.rec.flush()
+		}
 		if c := w.cur.Swap(nil); c != nil {
 			c.cancel()
 		}
@@ -379,6 +445,10 @@ func (w *worker) do(ph *phase, batch []Op) {
 		w.req.Close()
 		w.req = nil
 	}
+	rec := w.rec
+	if rec != nil {
+		rec.at(time.Now())
+	}
 	var failed int64
 	for i := range batch {
 		op := &batch[i]
@@ -392,6 +462,10 @@ func (w *worker) do(ph *phase, batch []Op) {
 			continue
 		}
 		us := min(max(op.Latency.Microseconds(), histMin), histMax)
+		if rec != nil {
+			rec.ops++
+			_ = rec.hist.RecordValue(us)
+		}
 		if op.Kind == Get {
 			w.gets++
 			if op.Miss {
@@ -404,6 +478,9 @@ func (w *worker) do(ph *phase, batch []Op) {
 		}
 	}
 	w.errs += failed
+	if rec != nil {
+		rec.errs += failed
+	}
 	if failed > 0 {
 		ph.failed(failed)
 	}
