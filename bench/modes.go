@@ -155,19 +155,20 @@ type ReseedConfig struct {
 
 // ReseedResult is the outcome of Reseed.
 type ReseedResult struct {
-	Mode      string         `json:"mode"` // "reseed"
-	Preload   *PreloadResult `json:"preload,omitempty"`
-	Server    int            `json:"server"`
-	PID       int            `json:"pid"`
-	NewPID    int            `json:"new_pid"`
-	Entries   uint64         `json:"entries"`      // primary + secondary keys of the server once serving
-	RespawnS  float64        `json:"respawn_s"`    // kill -> the new process first seen in the status
-	SeedingS  float64        `json:"seeding_s"`    // first seen -> serving (polled every 10ms; heartbeat-bound)
-	ServingS  float64        `json:"serving_s"`    // kill -> serving
-	StatusEPS float64        `json:"status_eps"`   // Entries / SeedingS: a lower bound
-	Sent      []SeedSent     `json:"seeding_sent"` // from the log, when given
-	LogEPS    float64        `json:"log_eps"`      // sum of entries sent / longest send
-	Error     string         `json:"error,omitempty"`
+	Mode         string         `json:"mode"` // "reseed"
+	Preload      *PreloadResult `json:"preload,omitempty"`
+	Server       int            `json:"server"`
+	PID          int            `json:"pid"`
+	NewPID       int            `json:"new_pid"`
+	Entries      uint64         `json:"entries"`       // primary + secondary keys of the server before the kill: what it gets back
+	EntriesAfter uint64         `json:"entries_after"` // the same once serving again (status counts lag by a heartbeat)
+	RespawnS     float64        `json:"respawn_s"`     // kill -> the new process first seen in the status
+	SeedingS     float64        `json:"seeding_s"`     // first seen -> serving (polled every 10ms; heartbeat-bound)
+	ServingS     float64        `json:"serving_s"`     // kill -> serving
+	StatusEPS    float64        `json:"status_eps"`    // Entries / SeedingS: a lower bound
+	Sent         []SeedSent     `json:"seeding_sent"`  // from the log, when given
+	LogEPS       float64        `json:"log_eps"`       // sum of entries sent / longest send
+	Error        string         `json:"error,omitempty"`
 }
 
 // SeedSent is one "re-seeding sent" line of a server's log.
@@ -264,6 +265,7 @@ func Reseed(ctx context.Context, cfg ReseedConfig) (*ReseedResult, error) {
 			return res, fmt.Errorf("server log: %w", err)
 		}
 	}
+	res.Entries = victim.PrimaryKeys + victim.SecondaryKeys
 	logf(cfg.Log, "kill -9 server %d (pid %d: %d primary + %d secondary entries)", victim.ID, victim.PID, victim.PrimaryKeys, victim.SecondaryKeys)
 	killed := time.Now()
 	if err := kill9(victim.PID); err != nil {
@@ -286,7 +288,7 @@ func Reseed(ctx context.Context, cfg ReseedConfig) (*ReseedResult, error) {
 					res.RespawnS = now.Sub(killed).Seconds()
 				}
 				if s.State == "serving" {
-					res.Entries = s.PrimaryKeys + s.SecondaryKeys
+					res.EntriesAfter = s.PrimaryKeys + s.SecondaryKeys
 					res.ServingS = now.Sub(killed).Seconds()
 					res.SeedingS = now.Sub(seen).Seconds()
 					if res.SeedingS > 0 {
@@ -332,8 +334,8 @@ func (r *ReseedResult) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "killed      server %d (pid %d); respawned as pid %d, seen %s after the kill\n",
 		r.Server, r.PID, r.NewPID, secText(r.RespawnS))
-	fmt.Fprintf(&b, "serving     %s after the kill, %s after the respawn was seen, holding %d entries\n",
-		secText(r.ServingS), secText(r.SeedingS), r.Entries)
+	fmt.Fprintf(&b, "serving     %s after the kill, %s after the respawn was seen; held %d entries before the kill (%d in the first status after)\n",
+		secText(r.ServingS), secText(r.SeedingS), r.Entries, r.EntriesAfter)
 	fmt.Fprintf(&b, "status rate %s entries/s (entries / time from respawn seen to serving; status polled every 10ms)\n",
 		FormatRate(r.StatusEPS))
 	for _, s := range r.Sent {
@@ -416,14 +418,19 @@ func Memory(ctx context.Context, cfg MemoryConfig) (*MemoryResult, error) {
 	if err != nil {
 		return res, err
 	}
+	// The status counts come with heartbeats: wait for them to show the load.
+	var held0 int64
+	for _, m := range res.Servers {
+		held0 -= m.Entries
+	}
+	after, err := waitCounts(ctx, c, held0+2*int64(cfg.Load.Keys), 10*time.Second)
+	if err != nil {
+		return res, err
+	}
 	select {
 	case <-ctx.Done():
 		return res, ctx.Err()
 	case <-time.After(cfg.Settle):
-	}
-	after, err := statusOf(ctx, c)
-	if err != nil {
-		return res, err
 	}
 	var delta, entries int64
 	for i := range res.Servers {
@@ -449,7 +456,36 @@ func Memory(ctx context.Context, cfg MemoryConfig) (*MemoryResult, error) {
 		entries += m.Entries
 	}
 	res.Overhead = Overhead(delta, entries, res.KeyBytes, res.ValBytes)
+	if entries < int64(cfg.Load.Keys) { // two copies of each new key expected
+		return res, fmt.Errorf("the servers hold only %d more entries after loading %d keys: run memory mode on a fresh cluster (these keys were there already)",
+			entries, cfg.Load.Keys)
+	}
 	return res, nil
+}
+
+// waitCounts polls the status until the servers' primary and secondary
+// counts add up to at least want, or timeout passes; it returns the last
+// status either way (nil only with an error).
+func waitCounts(ctx context.Context, c *client.Client, want int64, timeout time.Duration) (*client.ClusterStatus, error) {
+	deadline := time.Now().Add(timeout)
+	for {
+		st, err := statusOf(ctx, c)
+		if err != nil {
+			return nil, err
+		}
+		var held int64
+		for _, s := range st.Servers {
+			held += int64(s.PrimaryKeys + s.SecondaryKeys)
+		}
+		if held >= want || time.Now().After(deadline) {
+			return st, nil
+		}
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
 }
 
 // WriteText prints the memory result for a human.
