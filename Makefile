@@ -11,7 +11,7 @@ FUZZTIME     ?= 60s
 CHAOS_DURATION ?= 5m
 SEED ?=
 
-.PHONY: all build run test fuzz vet clean chaos
+.PHONY: all build run test fuzz vet clean chaos bench-compare
 
 all: build
 
@@ -30,6 +30,7 @@ test: build vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz FUZZTIME=20000x
 	scripts/readme-smoke.sh
+	BENCH_DURATION=1s BENCH_REPS=1 scripts/bench-compare.sh --check
 
 vet:
 	$(GO) vet ./...
@@ -48,6 +49,14 @@ fuzz:
 chaos: build
 	FTKV_CHAOS_DURATION=$(CHAOS_DURATION) FTKV_CRASH_DURATION=$(CHAOS_DURATION) FTKV_SEED=$(SEED) \
 		$(GO) test -race -count=1 -timeout 0 -v -run '^(TestChaos|TestRepeatedCrashes)$$' ./internal/e2e
+
+# ftkv against Redis, side by side (SPEC §6; docs/BENCHMARKS.md): starts
+# Redis (+ a replica) and a default cluster on free ports, runs the matrix
+# and prints ftkv/Redis ratios. BENCH_DURATION=20s BENCH_REPS=5 make bench-compare
+BENCH_DURATION ?= 10s
+BENCH_REPS     ?= 3
+bench-compare: build
+	BENCH_DURATION=$(BENCH_DURATION) BENCH_REPS=$(BENCH_REPS) scripts/bench-compare.sh
 
 clean:
 	rm -rf $(BIN)

@@ -117,22 +117,31 @@ func Compare(results []Result) []CompareRow {
 	return rows
 }
 
-// WriteCompareTable prints rows as an aligned table.
+// WriteCompareTable prints rows as an aligned table: text columns to the
+// left, numbers to the right.
 func WriteCompareTable(w io.Writer, rows []CompareRow) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "workload\tvs\truns\tftkv ops/s\tother ops/s\tratio\tftkv p50\tother p50\tftkv p99\tother p99\tp99 ratio\t")
+	lw, rw := len("workload"), len("vs")
 	for _, r := range rows {
-		ref := r.Ref
-		if ref == "" {
-			ref = "(none)"
-		}
-		fmt.Fprintf(tw, "%s\t%s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
-			r.Label, ref, r.FTKV.Runs, r.Other.Runs,
+		lw, rw = max(lw, len(r.Label)), max(rw, len(refName(r.Ref)))
+	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintf(tw, "%-*s\t%-*s\truns\tftkv ops/s\tother ops/s\tratio\tftkv p50\tother p50\tftkv p99\tother p99\tp99 ratio\t\n",
+		lw, "workload", rw, "vs")
+	for _, r := range rows {
+		fmt.Fprintf(tw, "%-*s\t%-*s\t%d/%d\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t\n",
+			lw, r.Label, rw, refName(r.Ref), r.FTKV.Runs, r.Other.Runs,
 			FormatRate(r.FTKV.OpsPerSec), FormatRate(r.Other.OpsPerSec), ratioText(r.Ratio),
 			FormatMicros(int64(r.FTKV.P50)), FormatMicros(int64(r.Other.P50)),
 			FormatMicros(int64(r.FTKV.P99)), FormatMicros(int64(r.Other.P99)), ratioText(r.P99Ratio))
 	}
 	return tw.Flush()
+}
+
+func refName(ref string) string {
+	if ref == "" {
+		return "(none)"
+	}
+	return ref
 }
 
 func ratioText(v float64) string {

@@ -240,7 +240,7 @@ func Reseed(ctx context.Context, cfg ReseedConfig) (*ReseedResult, error) {
 	if err != nil {
 		return res, err
 	}
-	st, err := statusOf(ctx, c)
+	st, err := waitHealthy(ctx, c, cfg.Recover) // never kill into a recovery under way
 	if err != nil {
 		return res, err
 	}

@@ -1,0 +1,280 @@
+#!/usr/bin/env bash
+# ftkv against Redis, side by side, with the method of SPEC §6: the same load
+# generator (bin/bench) drives both; servers pinned to one CPU and the load
+# generator to the other; every run BENCH_DURATION long, BENCH_REPS
+# repetitions, medians. Prints a table of ftkv/Redis ratios.
+#
+#   scripts/bench-compare.sh            # the full matrix (make bench-compare)
+#   BENCH_DURATION=1s BENCH_REPS=1 scripts/bench-compare.sh --check
+#                                       # short form of make test: fails unless
+#                                       # every row has numbers (not their size)
+#
+# Matrix: 50 connections (BENCH_CONNS), 100-byte values (BENCH_SIZE), 100,000
+# keys (BENCH_KEYS); SET (ratio 0) and GET (ratio 1, after a preload) with
+# pipeline 1 and 16; SET and GET with 1 connection (latency); and SET against
+# Redis with a replica and WAIT 1 after every SET.
+#
+# It starts: a Redis (persistence off), a second Redis with a replica for the
+# WAIT row, and a default ftkv cluster (bin/coord with config.txt), all on
+# free ports; and stops every process it started, by pid, on any exit.
+# Environment: BENCH_DURATION (10s) BENCH_REPS (3) BENCH_CONNS (50)
+# BENCH_KEYS (100000) BENCH_SIZE (100) BENCH_CONFIG (config.txt)
+# BENCH_SERVER_CPUS (0) BENCH_LOAD_CPUS (1) BENCH_RESULTS (copy the raw
+# JSON lines there) BENCH_KEEP=1 (keep the work directory with the logs).
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+BIN=$ROOT/bin
+DURATION=${BENCH_DURATION:-10s}
+REPS=${BENCH_REPS:-3}
+CONNS=${BENCH_CONNS:-50}
+KEYS=${BENCH_KEYS:-100000}
+SIZE=${BENCH_SIZE:-100}
+CONFIG=${BENCH_CONFIG:-$ROOT/config.txt}
+SERVER_CPUS=${BENCH_SERVER_CPUS:-0}
+LOAD_CPUS=${BENCH_LOAD_CPUS:-1}
+KEEP=${BENCH_KEEP:-0}
+CHECK=0
+
+for arg in "$@"; do
+	case $arg in
+	--check) CHECK=1 ;;
+	--keep) KEEP=1 ;;
+	-h | --help)
+		sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed -e '$d' -e 's/^# \{0,1\}//'
+		exit 0
+		;;
+	*)
+		echo "bench-compare: unknown argument $arg (--check, --keep, --help)" >&2
+		exit 2
+		;;
+	esac
+done
+
+# fd 3 is our stderr: messages reach it even from a trap that fires inside
+# a redirected command.
+exec 3>&2
+say() { echo "bench-compare: $*" >&3; }
+die() {
+	say "$*"
+	exit 1
+}
+
+WORK=$(mktemp -d "${TMPDIR:-/tmp}/ftkv-bench-compare.XXXXXX")
+PIDS=()  # long-lived processes we started
+CHILD=   # the bench run under way
+
+# child CMD...: runs CMD in the background and waits for it, so that a
+# signal to this script is handled at once (bash runs traps only between
+# foreground commands); returns CMD's exit status.
+child() {
+	"$@" &
+	CHILD=$!
+	local rc=0
+	wait "$CHILD" || rc=$?
+	CHILD=
+	return "$rc"
+}
+
+# Stop what we started, by pid: SIGTERM (the coordinator shuts its servers
+# down in order), then SIGKILL whatever is still there after 10s.
+cleanup() {
+	local status=$? pid
+	trap - EXIT INT TERM
+	if [ -n "$CHILD" ]; then
+		kill -TERM "$CHILD" 2>/dev/null || true
+		wait "$CHILD" 2>/dev/null || true
+	fi
+	for pid in "${PIDS[@]}"; do
+		kill -TERM "$pid" 2>/dev/null || true
+	done
+	for pid in "${PIDS[@]}"; do
+		for _ in $(seq 100); do
+			kill -0 "$pid" 2>/dev/null || break
+			sleep 0.1
+		done
+		if kill -0 "$pid" 2>/dev/null; then
+			say "pid $pid did not stop on SIGTERM; killing it"
+			kill -KILL "$pid" 2>/dev/null || true
+		fi
+		wait "$pid" 2>/dev/null || true
+	done
+	if [ "$KEEP" = 1 ] || [ "$status" != 0 ]; then
+		say "logs and results kept in $WORK"
+	else
+		rm -rf "$WORK"
+	fi
+	exit "$status"
+}
+trap cleanup EXIT
+trap 'exit 130' INT
+trap 'exit 143' TERM
+
+# --- what we need ------------------------------------------------------------
+apt_install() {
+	local sudo=
+	[ "$(id -u)" = 0 ] || sudo=sudo
+	command -v apt-get >/dev/null || die "$1 is missing and there is no apt-get to install it"
+	say "installing $*"
+	export DEBIAN_FRONTEND=noninteractive
+	$sudo apt-get install -y -q "$@" >"$WORK/apt.log" 2>&1 ||
+		{ $sudo apt-get update -q >>"$WORK/apt.log" 2>&1 && $sudo apt-get install -y -q "$@" >>"$WORK/apt.log" 2>&1; } ||
+		die "apt-get install $* failed (see $WORK/apt.log)"
+}
+command -v redis-server >/dev/null || apt_install redis-server
+command -v redis-cli >/dev/null || apt_install redis-tools
+
+make -s --no-print-directory -C "$ROOT" build >&2
+
+PIN_SRV=()
+PIN_LOAD=()
+if command -v taskset >/dev/null && [ "$(nproc)" -ge 2 ]; then
+	PIN_SRV=(taskset -c "$SERVER_CPUS")
+	PIN_LOAD=(taskset -c "$LOAD_CPUS")
+else
+	say "warning: no taskset or fewer than 2 CPUs: servers and load generator are not pinned"
+fi
+
+# A port nobody listens on, below the ephemeral range (32768+) so that no
+# outgoing connection takes it in the meantime.
+free_port() {
+	local p
+	for _ in $(seq 200); do
+		p=$((20000 + RANDOM % 12000))
+		if ! (exec 3<>"/dev/tcp/127.0.0.1/$p") 2>/dev/null; then
+			echo "$p"
+			return 0
+		fi
+	done
+	die "no free port found"
+}
+
+# start_redis NAME [redis-server args...]: starts a Redis on a free port
+# (persistence off) and sets STARTED_PORT.
+start_redis() {
+	local name=$1 port pid
+	shift
+	for _ in 1 2 3 4 5; do
+		port=$(free_port) || exit 1
+		"${PIN_SRV[@]}" redis-server --port "$port" --bind 127.0.0.1 --save '' --appendonly no \
+			--protected-mode no --daemonize no --dir "$WORK" --dbfilename "$name.rdb" \
+			--logfile "$WORK/$name.log" "$@" </dev/null >/dev/null 2>&1 &
+		pid=$!
+		PIDS+=("$pid")
+		for _ in $(seq 100); do
+			if redis-cli -p "$port" ping 2>/dev/null | grep -q PONG; then
+				STARTED_PORT=$port
+				return 0
+			fi
+			kill -0 "$pid" 2>/dev/null || break # lost the port race: try another
+			sleep 0.05
+		done
+	done
+	die "redis $name did not start (see $WORK/$name.log)"
+}
+
+# --- the systems under test --------------------------------------------------
+start_redis redis
+REDIS_PORT=$STARTED_PORT
+start_redis redis-wait
+WAIT_PORT=$STARTED_PORT
+start_redis redis-replica --replicaof 127.0.0.1 "$WAIT_PORT"
+REPLICA_PORT=$STARTED_PORT
+for _ in $(seq 200); do
+	redis-cli -p "$REPLICA_PORT" info replication 2>/dev/null | grep -q 'master_link_status:up' && break
+	sleep 0.05
+done
+redis-cli -p "$REPLICA_PORT" info replication | grep -q 'master_link_status:up' ||
+	die "the replica did not connect to its primary (see $WORK/redis-replica.log)"
+
+(cd "$WORK" && exec "${PIN_SRV[@]}" "$BIN/coord" -c 0 -s 0 -C "$CONFIG" -no-stdin -l "$WORK/ftkv.log" \
+	</dev/null >"$WORK/coord.out" 2>&1) &
+COORD_PID=$!
+PIDS+=("$COORD_PID")
+FTKV_ADDR=
+for _ in $(seq 300); do
+	FTKV_ADDR=$(grep -o 'clients connect to [0-9.]*:[0-9]*' "$WORK/coord.out" 2>/dev/null | awk '{print $4}' || true)
+	[ -n "$FTKV_ADDR" ] && break
+	kill -0 "$COORD_PID" 2>/dev/null || die "bin/coord exited: $(cat "$WORK/coord.out")"
+	sleep 0.1
+done
+[ -n "$FTKV_ADDR" ] || die "the ftkv cluster did not become ready within 30s (see $WORK/ftkv.log)"
+FTKV_PORT=${FTKV_ADDR##*:}
+
+# --- the matrix ---------------------------------------------------------------
+RESULTS=$WORK/results.jsonl
+: >"$RESULTS"
+FTKV=(-h 127.0.0.1 -p "$FTKV_PORT")
+REDIS=(-target redis -redis "127.0.0.1:$REDIS_PORT")
+REDIS_WAIT=(-target redis -redis "127.0.0.1:$WAIT_PORT" -redis-wait 1)
+COMMON=(-keys "$KEYS" -size "$SIZE")
+FAILED=0
+
+# run LABEL CONNS PIPELINE RATIO TARGET-ARGS...: one measured run, its JSON
+# appended to the results.
+run() {
+	local label=$1 conns=$2 pipe=$3 ratio=$4
+	shift 4
+	if ! child "${PIN_LOAD[@]}" "$BIN/bench" -json -label "$label" -duration "$DURATION" -c "$conns" -P "$pipe" \
+		-ratio "$ratio" -preload=false "${COMMON[@]}" "$@" >"$WORK/run.json" 2>>"$WORK/bench.err"; then
+		FAILED=$((FAILED + 1))
+		say "run failed: $label $*: $(tail -n 1 "$WORK/bench.err")"
+	fi
+	cat "$WORK/run.json" >>"$RESULTS" # a partial result of a failed run still counts
+	return 0
+}
+
+# Every key once, so the GET runs hit (not measured).
+preload() {
+	child "${PIN_LOAD[@]}" "$BIN/bench" -preload -n 1 -ratio 0 -c "$CONNS" -P 16 "${COMMON[@]}" "$@" >/dev/null 2>>"$WORK/bench.err" ||
+		die "preload failed: $* ($(tail -n 1 "$WORK/bench.err"))"
+}
+
+echo "ftkv vs Redis — $(date -u '+%Y-%m-%d %H:%M UTC')"
+echo "machine: $(nproc) CPUs, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1); $(redis-server --version | awk '{print $1, $2, $3}')"
+PINNING="not pinned"
+[ ${#PIN_SRV[@]} -gt 0 ] && PINNING="servers on CPU $SERVER_CPUS, bench on CPU $LOAD_CPUS"
+echo "ftkv $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'); $PINNING (taskset)"
+echo "runs of $DURATION, $REPS repetitions, medians; $CONNS connections, $SIZE B values, $KEYS keys"
+echo
+
+preload "${FTKV[@]}"
+preload "${REDIS[@]}"
+
+CELLS=(
+	"SET c$CONNS P1|$CONNS|1|0"
+	"GET c$CONNS P1|$CONNS|1|1"
+	"SET c$CONNS P16|$CONNS|16|0"
+	"GET c$CONNS P16|$CONNS|16|1"
+	"SET c1 P1|1|1|0"
+	"GET c1 P1|1|1|1"
+)
+for rep in $(seq "$REPS"); do
+	say "repetition $rep of $REPS"
+	for cell in "${CELLS[@]}"; do
+		IFS='|' read -r label conns pipe ratio <<<"$cell"
+		# Alternate who goes first, so neither always runs on a warmer machine.
+		if [ $((rep % 2)) = 1 ]; then
+			run "$label" "$conns" "$pipe" "$ratio" "${FTKV[@]}"
+			run "$label" "$conns" "$pipe" "$ratio" "${REDIS[@]}"
+		else
+			run "$label" "$conns" "$pipe" "$ratio" "${REDIS[@]}"
+			run "$label" "$conns" "$pipe" "$ratio" "${FTKV[@]}"
+		fi
+		if [ "$label" = "SET c$CONNS P1" ]; then
+			run "$label" "$conns" "$pipe" "$ratio" "${REDIS_WAIT[@]}"
+		fi
+	done
+done
+
+[ -n "${BENCH_RESULTS:-}" ] && cp "$RESULTS" "$BENCH_RESULTS"
+CHECK_ARGS=()
+[ "$CHECK" = 1 ] && CHECK_ARGS=(-check)
+"$BIN/bench" -mode compare "${CHECK_ARGS[@]}" "$RESULTS"
+echo
+echo "ratio = ftkv ops/s ÷ the reference's; p99 ratio = ftkv p99 ÷ the reference's (lower is better for ftkv)."
+if [ "$FAILED" -gt 0 ]; then
+	say "$FAILED runs failed (see $WORK/bench.err)"
+	[ "$CHECK" = 1 ] && exit 1
+fi
+exit 0
