@@ -15,6 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"ftkv/hashring"
+	"ftkv/internal/netopt"
 	"ftkv/wire"
 )
 
@@ -78,8 +79,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 		opt(&o)
 	}
 	if o.dial == nil {
-		d := &net.Dialer{KeepAlive: 15 * time.Second}
-		o.dial = d.DialContext
+		o.dial = netopt.Dialer(0).DialContext
 	}
 	var idb [8]byte
 	_, _ = rand.Read(idb[:])

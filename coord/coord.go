@@ -19,6 +19,7 @@ import (
 
 	"ftkv/internal/frameio"
 	"ftkv/internal/gnetlog"
+	"ftkv/internal/netopt"
 	"ftkv/wire"
 )
 
@@ -578,8 +579,7 @@ func dialCtl(ctx context.Context, addr, secret string) (*ctlConn, error) {
 	if addr == "" {
 		return nil, errors.New("server has not reported its control address")
 	}
-	d := net.Dialer{Timeout: time.Second}
-	nc, err := d.DialContext(ctx, "tcp", addr)
+	nc, err := netopt.Dialer(time.Second).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}

@@ -365,7 +365,14 @@ func (c *Coordinator) respawn(nd *node) {
 			}
 		}
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	// Over ssh, a busy host may take a while to log in and start it.
+	limit := 10 * time.Second
+	c.mu.Lock()
+	if !IsLocalHost(nd.host) {
+		limit = 30 * time.Second
+	}
+	c.mu.Unlock()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	err := c.spawn(ctx, nd)
 	if err == nil {

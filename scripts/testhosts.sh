@@ -9,9 +9,12 @@
 #                                       the client key (id_ed25519), known_hosts,
 #                                       the sshd configs and an "env" file
 #   scripts/testhosts.sh down DIR       stop everything up started, remove it
+#   scripts/testhosts.sh config DIR [S] print a cluster file: hosts 1..S (default
+#                                       all) as servers, the rest as spares
 #   scripts/testhosts.sh addr DIR I     print host I's address
 #   scripts/testhosts.sh ns DIR I       print host I's namespace name
 #   scripts/testhosts.sh hostdown DIR I kill everything on host I, unplug it
+#   scripts/testhosts.sh unplug DIR I   take host I's link down (plug: up again)
 #   scripts/testhosts.sh partition DIR I ADDR   drop host I's traffic to/from ADDR
 #   scripts/testhosts.sh heal DIR I ADDR        undo partition
 #
@@ -92,6 +95,9 @@ PidFile $dir/sshd_h$i.pid
 LogLevel ERROR
 MaxStartups 100:30:200
 MaxSessions 100
+# Spare the sessions the login shell's rc files (bash reads ~/.bashrc
+# for ssh commands only at SHLVL 0; this machine's runs pyenv).
+SetEnv SHLVL=1
 EOF
 		ip netns exec "$ns" /usr/sbin/sshd -f "$dir/sshd_h$i.conf" -E "$dir/sshd_h$i.log"
 		echo "$a $(cut -d' ' -f1,2 "$dir/host_ed25519.pub")" >>"$dir/known_hosts"
@@ -144,6 +150,22 @@ case "$cmd" in
 up) up "$@" ;;
 down) down ;;
 addr) load; addr "$1" ;;
+config)
+	load
+	s=${1:-$N}
+	echo "$s"
+	for i in $(seq 1 "$N"); do
+		if [ "$i" -le "$s" ]; then
+			echo "root@$(addr "$i") 0 0 0"
+		else
+			echo "spare root@$(addr "$i")"
+		fi
+	done
+	echo "ssh_identity $DIR/id_ed25519"
+	echo "ssh_known_hosts $DIR/known_hosts"
+	;;
+unplug) load; ip link set "ftkv${K}v$1" down ;;
+plug) load; ip link set "ftkv${K}v$1" up ;;
 ns) load; nsname "$1" ;;
 hostdown)
 	load

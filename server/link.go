@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
-	"net"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -13,6 +12,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"ftkv/internal/frameio"
+	"ftkv/internal/netopt"
 	"ftkv/wire"
 )
 
@@ -42,7 +42,7 @@ type replLink struct {
 // from this primary incarnation.
 func dialLink(p *primary, addr string, epoch, base uint64) (*replLink, uint64, error) {
 	s := p.s
-	nc, err := net.DialTimeout("tcp", addr, time.Second)
+	nc, err := netopt.Dialer(time.Second).Dial("tcp", addr)
 	if err != nil {
 		return nil, 0, err
 	}

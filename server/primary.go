@@ -204,7 +204,41 @@ func (p *primary) pinger() {
 		if l != nil {
 			l.flushSoon()
 		}
+		p.releaseStuck(time.Now())
 	}
+}
+
+// releaseStuck answers the writes in flight UNAVAILABLE once the lease is
+// gone: cut off from both the coordinator and its secondary, this primary
+// can commit nothing, and the shard has (or soon will have) another
+// primary. The clients retry there with the same sequence numbers; the
+// new primary applies each write once (it holds the outcome if the write
+// reached it). The writes stay in flight here, so a link that comes back
+// still commits them, and a retry that comes back here waits for that.
+func (p *primary) releaseStuck(now time.Time) {
+	p.mu.Lock()
+	if len(p.inflight) == 0 || p.canServe(now) {
+		p.mu.Unlock()
+		return
+	}
+	stuck := append([]*entry(nil), p.inflight...)
+	p.mu.Unlock()
+	replies := make(replyBatch)
+	p.s.dd.mu.Lock()
+	n := 0
+	for _, e := range stuck {
+		for _, w := range e.out.waiters {
+			replies.add(w.c, &wire.Frame{Op: wire.OpPut, ID: w.id, Status: wire.StatusUnavailable,
+				Value: []byte("primary lost its lease; retry")})
+			n++
+		}
+		e.out.waiters = nil
+	}
+	p.s.dd.mu.Unlock()
+	if n > 0 {
+		p.log.Warn().Int("writes", n).Msg("lease lost with writes in flight; told their clients to retry elsewhere")
+	}
+	replies.flush(nil)
 }
 
 func (p *primary) onPingAck(seq uint64) {

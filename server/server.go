@@ -20,6 +20,7 @@ import (
 
 	"ftkv/hashring"
 	"ftkv/internal/gnetlog"
+	"ftkv/internal/netopt"
 	"ftkv/wire"
 )
 
@@ -559,8 +560,7 @@ var (
 )
 
 func (s *Server) heartbeatOnce(ctx context.Context) error {
-	d := net.Dialer{Timeout: time.Second}
-	nc, err := d.DialContext(ctx, "tcp", *s.coordAddr.Load())
+	nc, err := netopt.Dialer(time.Second).DialContext(ctx, "tcp", *s.coordAddr.Load())
 	if err != nil {
 		return err
 	}

@@ -68,6 +68,12 @@ type Options struct {
 	Config  string   // a cluster file's contents; overrides N
 	Args    []string // extra coord flags
 	Timeout string   // -t (default "500ms")
+	// Wrap prefixes the coordinator's command line (e.g. "ip netns exec
+	// NS" to run it on a namespace host); the process keeps its pid.
+	Wrap []string
+	// AddrHost replaces the host of the coordinator's client address
+	// (a coordinator bound to 0.0.0.0 in another namespace).
+	AddrHost string
 }
 
 // Cluster is a running coordinator process and its servers.
@@ -78,6 +84,8 @@ type Cluster struct {
 	Addr    string // coordinator client address
 	cmd     *exec.Cmd
 	args    []string
+	wrap    []string
+	addrHst string
 	known   []int // server pids of earlier coordinator processes
 	stdin   io.WriteCloser
 	stderr  *lockedBuf
@@ -144,7 +152,7 @@ func Start(t testing.TB, o Options) *Cluster {
 		to = DefaultTimeout.String()
 	}
 	args := append([]string{"-c", "0", "-s", "0", "-C", cfgPath, "-t", to, "-l", filepath.Join(dir, "ftkv.log")}, o.Args...)
-	c := &Cluster{t: t, Dir: dir, Bin: bin, stderr: &lockedBuf{}, args: args}
+	c := &Cluster{t: t, Dir: dir, Bin: bin, stderr: &lockedBuf{}, args: args, wrap: o.Wrap, addrHst: o.AddrHost}
 	c.launch(t, args)
 	t.Cleanup(func() {
 		c.statusMu.Lock()
@@ -175,7 +183,9 @@ func Start(t testing.TB, o Options) *Cluster {
 // launch starts a coordinator process with args and waits until it serves.
 func (c *Cluster) launch(t testing.TB, args []string) {
 	t.Helper()
-	cmd := exec.Command(filepath.Join(c.Bin, "coord"), args...)
+	argv := append(append([]string(nil), c.wrap...), filepath.Join(c.Bin, "coord"))
+	argv = append(argv, args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = c.Dir
 	cmd.WaitDelay = 2 * time.Second
 	stdin, err := cmd.StdinPipe()
@@ -209,6 +219,10 @@ func (c *Cluster) launch(t testing.TB, args []string) {
 	}()
 	select {
 	case c.Addr = <-addr:
+		if c.addrHst != "" {
+			_, p, _ := net.SplitHostPort(c.Addr)
+			c.Addr = net.JoinHostPort(c.addrHst, p)
+		}
 	case <-exited:
 		t.Fatalf("coord exited during start: %v\nstderr:\n%s\nlog:\n%s", c.exitErr, c.stderr.String(), c.Log())
 	case <-time.After(20 * time.Second):

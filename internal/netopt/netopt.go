@@ -1,0 +1,41 @@
+// Package netopt holds the TCP settings of ftkv's outbound links.
+//
+// A peer whose host vanished (power off, link down) sends no reset: a
+// connection to it looks open forever and a request on it is never
+// answered. TCP_USER_TIMEOUT bounds how long sent data may stay
+// unacknowledged before the kernel drops the connection, and keep-alives
+// probe idle ones. Acknowledgements come from the peer's kernel, not its
+// process, so a busy or stopped process is never mistaken for a dead host.
+package netopt
+
+import (
+	"net"
+	"syscall"
+	"time"
+
+	"golang.org/x/sys/unix"
+)
+
+// UserTimeout is how long sent data may go unacknowledged.
+const UserTimeout = 2 * time.Second
+
+// Dialer returns a dialer with a connect timeout, keep-alives and
+// TCP_USER_TIMEOUT set on every connection it opens.
+func Dialer(timeout time.Duration) *net.Dialer {
+	return &net.Dialer{
+		Timeout: timeout,
+		KeepAliveConfig: net.KeepAliveConfig{
+			Enable: true, Idle: 2 * time.Second, Interval: time.Second, Count: 3,
+		},
+		Control: func(_, _ string, c syscall.RawConn) error {
+			var serr error
+			err := c.Control(func(fd uintptr) {
+				serr = unix.SetsockoptInt(int(fd), unix.IPPROTO_TCP, unix.TCP_USER_TIMEOUT, int(UserTimeout/time.Millisecond))
+			})
+			if err != nil {
+				return err
+			}
+			return serr
+		},
+	}
+}
