@@ -94,6 +94,27 @@ func WriteChart(w io.Writer, title string, notes []string, points []Point, event
 	return err
 }
 
+// WriteChartSVG writes the chart as a standalone SVG image (for a page
+// that embeds images, e.g. Markdown): title and notes above the plot.
+func WriteChartSVG(w io.Writer, title string, notes []string, points []Point, events []Event) error {
+	var b strings.Builder
+	head := 28 + 18*len(notes)
+	fmt.Fprintf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" font-family=\"sans-serif\">\n",
+		chartW, chartH+head, chartW, chartH+head)
+	b.WriteString("<rect width=\"100%\" height=\"100%\" fill=\"#fff\"/>\n")
+	fmt.Fprintf(&b, "<text x=\"%d\" y=\"20\" font-size=\"16\" font-weight=\"bold\">%s</text>\n", chartLeft, html.EscapeString(title))
+	for i, n := range notes {
+		fmt.Fprintf(&b, "<text x=\"%d\" y=\"%d\" font-size=\"12\">%s</text>\n", chartLeft, 40+18*i, html.EscapeString(n))
+	}
+	plot := chartSVG(points, events)
+	// Nest the plot below the heading: the same drawing, moved down.
+	plot = strings.Replace(plot, "<svg ", fmt.Sprintf("<svg y=\"%d\" ", head), 1)
+	b.WriteString(plot)
+	b.WriteString("</svg>\n")
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
 // eventColor picks a marker colour per kind of event.
 func eventColor(kind string) string {
 	switch kind {
@@ -121,7 +142,9 @@ func chartSVG(points []Point, events []Event) string {
 	for _, e := range events {
 		tMax = math.Max(tMax, e.At)
 	}
-	xt := NiceTicks(tMax, 10)
+	// The last interval may end a hair past a round duration (operations
+	// finishing as the clock stopped): no extra tick for that.
+	xt := NiceTicks(tMax*0.99, 10)
 	yt := NiceTicks(rateMax, 5)
 	lt := NiceTicks(p99Max, 5)
 	xMax, yMax, lMax := xt[len(xt)-1], yt[len(yt)-1], lt[len(lt)-1]

@@ -93,3 +93,19 @@ func TestChartNotes(t *testing.T) {
 		t.Errorf("notes without kill = %q", got)
 	}
 }
+
+func TestWriteChartSVG(t *testing.T) {
+	var b strings.Builder
+	pts := []Point{{Start: 0, Seconds: 1, Ops: 5, OpsPerSec: 5, P99: 100}}
+	if err := WriteChartSVG(&b, "a <b>", []string{"n1", "n2"}, pts, []Event{{At: 0.5, Kind: "kill"}}); err != nil {
+		t.Fatal(err)
+	}
+	svg := b.String()
+	if !strings.HasPrefix(svg, "<svg ") || !strings.HasSuffix(svg, "</svg>\n") || strings.Count(svg, "<svg ") != 2 ||
+		!strings.Contains(svg, `<svg y="64" `) || !strings.Contains(svg, "a &lt;b&gt;") || !strings.Contains(svg, ">n2</text>") {
+		t.Errorf("svg:\n%s", svg)
+	}
+	if strings.Contains(svg, "<html") || strings.Contains(svg, "<script") {
+		t.Error("svg is a page or has a script")
+	}
+}

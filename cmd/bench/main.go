@@ -15,6 +15,7 @@ import (
 	"os/signal"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
@@ -93,7 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	redisWait := fs.Int("redis-wait", 0, "Redis: send WAIT <n> <timeout> after every SET; a put counts once n replicas have it")
 	redisWaitTimeout := fs.Duration("redis-wait-timeout", time.Second, "Redis: the timeout of each WAIT")
 	csvFile := fs.String("csv", "", "write the per-interval time series as CSV to this file")
-	chartFile := fs.String("chart", "", "write the time series as a self-contained HTML chart to this file")
+	chartFile := fs.String("chart", "", "write the time series as a chart to this file: a self-contained HTML page, or a bare SVG image if it ends in .svg")
 	interval := fs.Duration("interval", time.Second, "length of an interval of the time series")
 	killAfter := fs.Duration("kill-after", 0, "ftkv: kill -9 the primary of -kill-shard this long into the run, mark it, measure the write gap")
 	killShard := fs.Int("kill-shard", 0, "ftkv: the shard whose primary -kill-after kills")
@@ -248,6 +249,9 @@ func writeSeries(res *bench.Result, csvFile, chartFile string) error {
 		title := fmt.Sprintf("%s throughput over time", res.Target)
 		if res.Label != "" {
 			title += " — " + res.Label
+		}
+		if strings.HasSuffix(strings.ToLower(chartFile), ".svg") {
+			return bench.WriteChartSVG(w, title, bench.ChartNotes(res), res.Series, res.Events)
 		}
 		return bench.WriteChart(w, title, bench.ChartNotes(res), res.Series, res.Events)
 	})

@@ -107,6 +107,13 @@ func TestWriteSeriesFiles(t *testing.T) {
 	if !strings.Contains(string(h), "<svg") || !strings.Contains(string(h), "ftkv throughput over time — SET") {
 		t.Errorf("chart lacks the plot or title")
 	}
+	svg := filepath.Join(dir, "s.SVG")
+	if err := writeSeries(res, "", svg); err != nil {
+		t.Fatal(err)
+	}
+	if s, _ := os.ReadFile(svg); !strings.HasPrefix(string(s), "<svg ") {
+		t.Errorf("a .svg chart is not a bare SVG: %.40s", s)
+	}
 	if err := writeSeries(res, filepath.Join(dir, "no", "such", "dir.csv"), ""); err == nil {
 		t.Error("writing into a missing directory succeeded")
 	}
