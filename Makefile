@@ -30,6 +30,7 @@ test: build vet
 	$(GO) test -race -count=1 -timeout 20m ./...
 	$(MAKE) fuzz FUZZTIME=20000x
 	scripts/readme-smoke.sh
+	scripts/readme-remote.sh
 	BENCH_DURATION=1s BENCH_REPS=1 scripts/bench-compare.sh --check
 
 vet:
