@@ -64,26 +64,8 @@ func Run(ctx context.Context, cfg Config, t Target) (*Result, error) {
 		}
 		return nil, err
 	}
-	ws := make([]*worker, cfg.Connections)
-	for i := range ws {
-		ws[i] = &worker{
-			id:  i,
-			t:   t,
-			cfg: cfg,
-			req: reqs[i],
-			gen: newGenerator(cfg, seed, i),
-			ops: make([]Op, cfg.Pipeline),
-			get: newHistogram(),
-			put: newHistogram(),
-		}
-	}
-	defer func() {
-		for _, w := range ws {
-			if w.req != nil {
-				w.req.Close()
-			}
-		}
-	}()
+	ws := newWorkers(cfg, t, seed, reqs)
+	defer closeWorkers(ws)
 
 	res := newResult(cfg, t, seed)
 	if cfg.preload() {
@@ -129,19 +111,35 @@ func Preload(ctx context.Context, cfg Config, t Target) (*PreloadResult, error) 
 	if err != nil {
 		return nil, err
 	}
-	ws := make([]*worker, cfg.Connections)
-	for i := range ws {
-		ws[i] = &worker{id: i, t: t, cfg: cfg, req: reqs[i], gen: newGenerator(cfg, seed, i),
-			ops: make([]Op, cfg.Pipeline), get: newHistogram(), put: newHistogram()}
-	}
-	defer func() {
-		for _, w := range ws {
-			if w.req != nil {
-				w.req.Close()
-			}
-		}
-	}()
+	ws := newWorkers(cfg, t, seed, reqs)
+	defer closeWorkers(ws)
 	return preload(ctx, cfg, ws)
+}
+
+// newWorkers makes one worker per requester.
+func newWorkers(cfg Config, t Target, seed uint64, reqs []Requester) []*worker {
+	ws := make([]*worker, len(reqs))
+	for i := range ws {
+		ws[i] = &worker{
+			id:  i,
+			t:   t,
+			cfg: cfg,
+			req: reqs[i],
+			gen: newGenerator(cfg, seed, i),
+			ops: make([]Op, cfg.Pipeline),
+			get: newHistogram(),
+			put: newHistogram(),
+		}
+	}
+	return ws
+}
+
+func closeWorkers(ws []*worker) {
+	for _, w := range ws {
+		if w.req != nil {
+			w.req.Close()
+		}
+	}
 }
 
 // openRequesters opens n requesters in parallel; the first failure closes

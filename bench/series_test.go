@@ -173,3 +173,23 @@ func TestRunSeriesDefaults(t *testing.T) {
 		t.Error("a 1µs interval validated")
 	}
 }
+
+// Preload alone writes every key once and measures nothing.
+func TestPreloadOnly(t *testing.T) {
+	m := newMemTarget()
+	p, err := Preload(context.Background(), Config{Connections: 4, Keys: 1003, Pipeline: 8, ValueSize: 5}, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Keys != 1003 || p.Errors != 0 || len(m.data) != 1003 {
+		t.Fatalf("preload %+v, %d keys stored", p, len(m.data))
+	}
+	for k, n := range m.data {
+		if n != 1 {
+			t.Fatalf("key %s written %d times", k, n)
+		}
+	}
+	if _, err := Preload(context.Background(), Config{Connections: -1}, m); err == nil {
+		t.Error("a bad config preloaded")
+	}
+}
