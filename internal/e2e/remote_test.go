@@ -464,3 +464,51 @@ func must(t *testing.T, err error) {
 		t.Fatal(err)
 	}
 }
+
+// TestRemoteCopyAndReadopt: with copy_bin the coordinator copies bin/server
+// to remote_bin on each host before starting it there; a coordinator killed
+// with -9 and started again re-adopts the remote servers (same pids), and a
+// later kill -9 of one of them is still seen and recovered over ssh.
+func TestRemoteCopyAndReadopt(t *testing.T) {
+	const n = 2
+	h := nethost.Up(t, n)
+	remoteBin := filepath.Join(t.TempDir(), "copied", "server")
+	c := startRemote(t, h, n, "copy_bin yes\nremote_bin "+remoteBin+"\n", testcluster.Options{})
+	local, err := os.ReadFile(filepath.Join(c.Bin, "server"))
+	must(t, err)
+	copied, err := os.ReadFile(remoteBin)
+	if err != nil || string(copied) != string(local) {
+		t.Fatalf("remote_bin %s is not a copy of bin/server (err %v, %d vs %d bytes)", remoteBin, err, len(copied), len(local))
+	}
+	before := c.WaitRecovered(t, 10*time.Second)
+	for i, s := range before.Servers {
+		checkOnHost(t, h, s, i+1)
+		if exe, _ := os.Readlink(fmt.Sprintf("/proc/%d/exe", s.PID)); exe != remoteBin {
+			t.Errorf("server %d runs %s, want the copy %s", i, exe, remoteBin)
+		}
+	}
+	cl := c.Client()
+	live := checkServes(t, cl, "readopt", 20)
+
+	c.KillCoord(t)
+	c.RestartCoord(t)
+	after := c.WaitRecovered(t, 20*time.Second)
+	for i, s := range after.Servers {
+		if s.PID != before.Servers[i].PID {
+			t.Errorf("server %d: pid %d -> %d across the coordinator restart, want it re-adopted", i, before.Servers[i].PID, s.PID)
+		}
+	}
+	v := remoteVictim(t, c, h, 0)
+	rec := c.WaitRecovered(t, remoteRecover, v)
+	checkOnHost(t, h, rec.Servers[0], 1)
+	cl2 := c.Client()
+	for k, want := range live {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		got, err := cl2.Get(ctx, k)
+		cancel()
+		if err != nil || string(got) != want {
+			t.Errorf("after restart and kill: %q = %q, %v; want %q", k, got, err, want)
+		}
+	}
+	t.Logf("ran: copy_bin to %s, coordinator restart re-adopted remote pids, kill -9 recovered", remoteBin)
+}
