@@ -197,16 +197,21 @@ func (c *Coordinator) ServersAddr() string { return c.serversAddr }
 func (c *Coordinator) Start(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, c.opts.StartTimeout)
 	defer cancel()
+	// The saved secret must be in place before the servers port lets the
+	// previous coordinator's servers in.
+	saved, v, readopt, err := c.loadState()
+	if err != nil {
+		return err
+	}
+	if readopt {
+		c.secret = saved.Secret
+	}
 	addr, err := c.listen(&serversHandler{c: c}, c.opts.ServersPort)
 	if err != nil {
 		return fmt.Errorf("servers port %d: %w", c.opts.ServersPort, err)
 	}
 	c.serversAddr = addr
 	c.log.Info().Str("addr", addr).Msg("servers port listening")
-	saved, v, readopt, err := c.loadState()
-	if err != nil {
-		return err
-	}
 	if readopt {
 		c.log.Warn().Str("state", c.statePath()).Uint64("epoch", v.Epoch).Msg("previous coordinator did not shut down cleanly; re-adopting its servers")
 		c.adopt(ctx, saved, v)

@@ -117,7 +117,6 @@ func (c *Coordinator) loadState() (st savedState, v wire.View, ok bool, err erro
 // their heartbeats to this one and watches their pids. A server that does
 // not answer is treated as failed by the reconcile loop.
 func (c *Coordinator) adopt(ctx context.Context, st savedState, v wire.View) {
-	c.secret = st.Secret
 	c.view = v
 	c.viewEnc = wire.AppendView(nil, &v)
 	if st.Spares != nil {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"fmt"
+	"net"
 
 	"ftkv/internal/frameio"
 	"io"
@@ -171,6 +172,15 @@ func (h *ctlHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			})
 		case wire.OpSetCoord:
 			addr := string(f.Value)
+			// A coordinator listening on a wildcard address names no host
+			// this server can dial: use the one the order came from.
+			if h, p, err := net.SplitHostPort(addr); err == nil {
+				if ip := net.ParseIP(h); h == "" || (ip != nil && ip.IsUnspecified()) {
+					if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+						addr = net.JoinHostPort(ra.IP.String(), p)
+					}
+				}
+			}
 			s.coordAddr.Store(&addr)
 			select {
 			case s.coordChanged <- struct{}{}:
