@@ -62,6 +62,7 @@ up() {
 	ip link add "$br" type bridge
 	ip addr add "10.213.$K.1/24" dev "$br"
 	ip link set "$br" up
+	rm -f "$dir/id_ed25519" "$dir/id_ed25519.pub" "$dir/host_ed25519" "$dir/host_ed25519.pub"
 	ssh-keygen -q -t ed25519 -N '' -C ftkv-testhosts -f "$dir/id_ed25519" </dev/null
 	ssh-keygen -q -t ed25519 -N '' -C ftkv-testhosts-host -f "$dir/host_ed25519" </dev/null
 	mkdir -p /run/sshd

@@ -2,15 +2,15 @@ package server
 
 import (
 	"fmt"
-	"net"
-
-	"ftkv/internal/frameio"
 	"io"
+	"net"
 	"sync"
 	"time"
+	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
 
+	"ftkv/internal/frameio"
 	"ftkv/wire"
 )
 
@@ -113,12 +113,15 @@ func (s *Server) handleClient(c gnet.Conn, f *wire.Frame, out []byte) ([]byte, *
 	if s.closing.Load() {
 		return reply(out, f, wire.StatusUnavailable, epoch, "server is shutting down"), nil, nil
 	}
-	// One allocation holds the private copies of key, value and aux.
-	b := make([]byte, 0, len(f.Key)+len(f.Value)+len(f.Aux))
+	// One allocation holds the private copies of key, value and aux: the
+	// table keeps key and value as they are (one object per key).
+	kl, vl := len(f.Key), len(f.Value)
+	b := make([]byte, 0, kl+vl+len(f.Aux))
+	b = append(b, f.Key...)
 	b = append(b, f.Value...)
 	b = append(b, f.Aux...)
 	r := &wreq{c: c, id: f.ID, op: f.Op, flags: f.Flags, client: f.Client, seq: f.Seq, floor: f.Floor,
-		key: string(f.Key), value: b[:len(f.Value):len(f.Value)], aux: b[len(f.Value):]}
+		key: unsafe.String(unsafe.SliceData(b), kl), value: b[kl : kl+vl : kl+vl], aux: b[kl+vl:]}
 	if f.Op == wire.OpCAS && f.Flags&wire.FlagOldPresent == 0 {
 		r.aux = nil
 	}

@@ -168,7 +168,10 @@ func (h *peerHandler) applyRepl(st *secState, f *wire.Frame) {
 	case f.Flags&wire.FlagDelete != 0:
 		st.t.merge(string(f.Key), nil, f.ID, true, st.seeding)
 	default:
-		st.t.merge(string(f.Key), append(make([]byte, 0, len(f.Value)), f.Value...), f.ID, false, st.seeding)
+		// One allocation for the key's and the value's bytes.
+		kl := len(f.Key)
+		b := append(append(make([]byte, 0, kl+len(f.Value)), f.Key...), f.Value...)
+		st.t.merge(unsafe.String(unsafe.SliceData(b), kl), b[kl:], f.ID, false, st.seeding)
 	}
 	if f.Client != 0 {
 		o := &outcome{done: true, status: f.Status, flags: f.Flags & wire.FlagOldPresent}

@@ -3,6 +3,7 @@ package server
 import (
 	"sync"
 	"sync/atomic"
+	"unsafe"
 
 	"github.com/zeebo/xxh3"
 )
@@ -13,10 +14,23 @@ const stripes = 64
 // replication log, of the write that produced it. Both copies of a shard
 // hold the same versions, which makes re-seeding (a snapshot and the live
 // stream applied in any order) idempotent.
+//
+// It is kept small (24 bytes; a slice would take 32) because a table holds
+// one per key: the value is a pointer to its first byte and a length. The
+// pointer keeps the value's allocation alive; writers store values (and
+// keys) that nobody modifies afterwards, usually one allocation holding the
+// key's bytes and then the value's, so a key costs one object.
 type item struct {
-	val []byte
-	ver uint64
+	val  *byte
+	vlen uint32
+	ver  uint64
 }
+
+func mkItem(v []byte, ver uint64) item {
+	return item{val: unsafe.SliceData(v), vlen: uint32(len(v)), ver: ver}
+}
+
+func (it item) value() []byte { return unsafe.Slice(it.val, it.vlen) }
 
 // table holds one shard's keys. Readers on many event loops take a stripe's
 // read lock; writers take its write lock.
@@ -53,7 +67,7 @@ func (t *table) get(key []byte) ([]byte, bool) {
 	st.mu.RLock()
 	it, ok := st.m[string(key)]
 	st.mu.RUnlock()
-	return it.val, ok
+	return it.value(), ok
 }
 
 // set stores value (which the table now owns) under key at version ver.
@@ -63,7 +77,7 @@ func (t *table) set(key string, value []byte, ver uint64) {
 	if _, ok := st.m[key]; !ok {
 		t.count.Add(1)
 	}
-	st.m[key] = item{val: value, ver: ver}
+	st.m[key] = mkItem(value, ver)
 	st.mu.Unlock()
 }
 
@@ -109,7 +123,7 @@ func (t *table) merge(key string, value []byte, ver uint64, del, seeding bool) b
 	if !ok {
 		t.count.Add(1)
 	}
-	st.m[key] = item{val: value, ver: ver}
+	st.m[key] = mkItem(value, ver)
 	return true
 }
 
@@ -143,7 +157,7 @@ func (t *table) each(fn func(key string, value []byte, ver uint64) error) error 
 		st := &t.stripes[i]
 		st.mu.RLock()
 		for k, it := range st.m {
-			if err := fn(k, it.val, it.ver); err != nil {
+			if err := fn(k, it.value(), it.ver); err != nil {
 				st.mu.RUnlock()
 				return err
 			}
@@ -158,7 +172,7 @@ func (t *table) eachIn(i int, fn func(key string, value []byte, ver uint64)) {
 	st := &t.stripes[i]
 	st.mu.RLock()
 	for k, it := range st.m {
-		fn(k, it.val, it.ver)
+		fn(k, it.value(), it.ver)
 	}
 	st.mu.RUnlock()
 }
