@@ -49,22 +49,10 @@ func newHistogram() *hdrhistogram.Histogram { return hdrhistogram.New(histMin, h
 // when the config is invalid, the target cannot be reached or the preload
 // fails; with ErrTooManyErrors it returns the partial result too.
 func Run(ctx context.Context, cfg Config, t Target) (*Result, error) {
-	cfg = cfg.withDefaults()
-	if err := cfg.Validate(); err != nil {
-		return nil, err
-	}
-	seed := cfg.Seed
-	for seed == 0 {
-		seed = rand.Uint64()
-	}
-	reqs, err := openRequesters(ctx, t, cfg.Connections)
+	cfg, seed, ws, err := start(ctx, cfg, t)
 	if err != nil {
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("bench: interrupted while connecting: %w", err)
-		}
 		return nil, err
 	}
-	ws := newWorkers(cfg, t, seed, reqs)
 	defer closeWorkers(ws)
 
 	res := newResult(cfg, t, seed)
@@ -95,13 +83,12 @@ func Run(ctx context.Context, cfg Config, t Target) (*Result, error) {
 	return res, nil
 }
 
-// Preload only writes every key of cfg's key space once (cfg.Keys puts of
-// cfg.ValueSize bytes, cfg.Connections requesters with cfg.Pipeline
-// operations in flight each), with no measured phase.
-func Preload(ctx context.Context, cfg Config, t Target) (*PreloadResult, error) {
+// start validates cfg (with defaults filled in), picks the seed and opens
+// the requesters.
+func start(ctx context.Context, cfg Config, t Target) (Config, uint64, []*worker, error) {
 	cfg = cfg.withDefaults()
 	if err := cfg.Validate(); err != nil {
-		return nil, err
+		return cfg, 0, nil, err
 	}
 	seed := cfg.Seed
 	for seed == 0 {
@@ -109,9 +96,22 @@ func Preload(ctx context.Context, cfg Config, t Target) (*PreloadResult, error) 
 	}
 	reqs, err := openRequesters(ctx, t, cfg.Connections)
 	if err != nil {
+		if ctx.Err() != nil {
+			return cfg, 0, nil, fmt.Errorf("bench: interrupted while connecting: %w", err)
+		}
+		return cfg, 0, nil, err
+	}
+	return cfg, seed, newWorkers(cfg, t, seed, reqs), nil
+}
+
+// Preload only writes every key of cfg's key space once (cfg.Keys puts of
+// cfg.ValueSize bytes, cfg.Connections requesters with cfg.Pipeline
+// operations in flight each), with no measured phase.
+func Preload(ctx context.Context, cfg Config, t Target) (*PreloadResult, error) {
+	cfg, _, ws, err := start(ctx, cfg, t)
+	if err != nil {
 		return nil, err
 	}
-	ws := newWorkers(cfg, t, seed, reqs)
 	defer closeWorkers(ws)
 	return preload(ctx, cfg, ws)
 }

@@ -61,9 +61,5 @@ func TestChaos(t *testing.T) {
 		waitProgress(t, c, "load after recovery", w.Done, 100, 500*time.Millisecond)
 	}
 	t.Logf("%d faults in %s", faults, d)
-	w.Stop()
-	l.Stop()
-	w.finalReads(t, cls[0])
-	w.check(t)
-	checkLedger(t, l, cls[0])
+	stopAndCheck(t, w, l, cls[0])
 }

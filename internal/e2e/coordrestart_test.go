@@ -44,9 +44,5 @@ func TestCoordinatorKill(t *testing.T) {
 	rec := c.WaitRecovered(t, recoverTimeout, v)
 	t.Logf("server kill after the restart recovered: %s", roles(rec, victim))
 	waitProgress(t, c, "load after recovery", w.Done, 200, 500*time.Millisecond)
-	w.Stop()
-	l.Stop()
-	w.finalReads(t, cls[0])
-	w.check(t)
-	checkLedger(t, l, cls[0])
+	stopAndCheck(t, w, l, cls[0])
 }

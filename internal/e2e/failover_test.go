@@ -137,11 +137,7 @@ func TestFailoverKillEachRole(t *testing.T) {
 		checkReplaced(t, before, after, victim)
 		waitProgress(t, c, "load after recovery", w.Done, 200, 500*time.Millisecond)
 	}
-	w.Stop()
-	l.Stop()
-	w.finalReads(t, cls[0])
-	w.check(t)
-	checkLedger(t, l, cls[0])
+	stopAndCheck(t, w, l, cls[0])
 }
 
 // TestFailoverDuringReseed preloads FTKV_RESEED_KEYS keys (default
@@ -572,11 +568,7 @@ func TestStopPrimary(t *testing.T) {
 		return testcluster.PIDGone(v.PID)
 	})
 	waitProgress(t, c, "load after recovery", w.Done, 200, 500*time.Millisecond)
-	w.Stop()
-	l.Stop()
-	w.finalReads(t, cls[0])
-	w.check(t)
-	checkLedger(t, l, cls[0])
+	stopAndCheck(t, w, l, cls[0])
 }
 
 // crashDuration is how long TestRepeatedCrashes runs: FTKV_CRASH_DURATION

@@ -265,3 +265,15 @@ func keysOnShards(n, perShard int, prefix string) []string {
 	}
 	return out
 }
+
+// stopAndCheck ends the load and the ledger writers, reads every key of the
+// workload once more, and checks the history with porcupine and the ledger
+// against the cluster.
+func stopAndCheck(t *testing.T, w *workload, l *ledger, cl *client.Client) {
+	t.Helper()
+	w.Stop()
+	l.Stop()
+	w.finalReads(t, cl)
+	w.check(t)
+	checkLedger(t, l, cl)
+}

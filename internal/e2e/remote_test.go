@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -198,11 +199,7 @@ func TestRemoteKill(t *testing.T) {
 		}
 		waitProgress(t, c, "load after recovery", w.Done, 200, 500*time.Millisecond)
 	}
-	w.Stop()
-	l.Stop()
-	w.finalReads(t, cls[0])
-	w.check(t)
-	checkLedger(t, l, cls[0])
+	stopAndCheck(t, w, l, cls[0])
 	t.Logf("ran: kill -9 of remote servers over real sshd")
 }
 
@@ -244,11 +241,7 @@ func TestRemoteHostDown(t *testing.T) {
 		t.Errorf("%d failed respawns logged before the move, want >= 3", k)
 	}
 	waitProgress(t, c, "load on the spare", w.Done, 200, 500*time.Millisecond)
-	w.Stop()
-	l.Stop()
-	w.finalReads(t, cls[0])
-	w.check(t)
-	checkLedger(t, l, cls[0])
+	stopAndCheck(t, w, l, cls[0])
 	// A client that never saw the old address finds the server at the new one.
 	fresh := c.Client()
 	for _, k := range keysOnShard(n, victim, 5, "after-move") {
@@ -293,7 +286,7 @@ func TestRemotePartition(t *testing.T) {
 	// Failed over: shard 1 is led by its former secondary, and the old
 	// incarnation still runs on the cut-off host.
 	st := c.WaitFor(t, 30*time.Second, "failover of the cut-off primary", func(st *client.ClusterStatus) error {
-		if !contains(st.Servers[victim+1].PrimaryOf, victim) {
+		if !slices.Contains(st.Servers[victim+1].PrimaryOf, victim) {
 			return fmt.Errorf("shard %d primary not moved: server %d primary of %v", victim, victim+1, st.Servers[victim+1].PrimaryOf)
 		}
 		return nil
@@ -317,21 +310,8 @@ func TestRemotePartition(t *testing.T) {
 		return !h.Runs(victim+1, v.PID)
 	})
 	waitProgress(t, c, "load after the heal", w.Done, 200, 500*time.Millisecond)
-	w.Stop()
-	l.Stop()
-	w.finalReads(t, cls[0])
-	w.check(t)
-	checkLedger(t, l, cls[0])
+	stopAndCheck(t, w, l, cls[0])
 	t.Logf("ran: partition between a primary's host and the coordinator")
-}
-
-func contains(xs []int, x int) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }
 
 // retryLines returns the "respawn failed" log lines of server id that
