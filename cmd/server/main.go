@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"runtime/pprof"
 	"strconv"
 	"syscall"
@@ -76,6 +77,13 @@ func main() {
 		if p, err := strconv.Atoi(port); err == nil {
 			go func() { _ = http.ListenAndServe(net.JoinHostPort(host, strconv.Itoa(p+int(cfg.ID))), nil) }()
 		}
+	}
+	if os.Getenv("GOGC") == "" {
+		// The heap is mostly the tables, which live long: collecting at
+		// 25% growth instead of Go's 100% keeps the resident set near
+		// the live data (about 100 B less per stored entry) at a GC cost
+		// that measured as noise next to the network work.
+		debug.SetGCPercent(25)
 	}
 	srv, err := server.New(cfg)
 	if err != nil {
