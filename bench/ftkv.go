@@ -3,7 +3,6 @@ package bench
 import (
 	"context"
 	"errors"
-	"sync"
 	"time"
 
 	"ftkv/client"
@@ -36,26 +35,38 @@ func (t *ftkvTarget) NewRequester(ctx context.Context) (Requester, error) {
 }
 
 type ftkvRequester struct {
-	c  *client.Client
-	wg sync.WaitGroup
+	c   *client.Client
+	ops []client.BatchOp
 }
 
-// Do issues the batch concurrently, one goroutine per op beyond the first;
-// the client pipelines them on its connections.
+// Do sends a batch of more than one operation as one client.Batch: every
+// operation goes out before any answer is awaited, as a pipelined Redis
+// client does.
 func (r *ftkvRequester) Do(ctx context.Context, batch []Op) error {
 	if len(batch) == 1 {
 		r.do(ctx, &batch[0])
 		return nil
 	}
-	r.wg.Add(len(batch) - 1)
-	for i := 1; i < len(batch); i++ {
-		go func(op *Op) {
-			defer r.wg.Done()
-			r.do(ctx, op)
-		}(&batch[i])
+	if cap(r.ops) < len(batch) {
+		r.ops = make([]client.BatchOp, len(batch))
 	}
-	r.do(ctx, &batch[0])
-	r.wg.Wait()
+	ops := r.ops[:len(batch)]
+	for i := range batch {
+		op := &batch[i]
+		ops[i] = client.BatchOp{Kind: client.BatchPut, Key: string(op.Key), Value: op.Value}
+		if op.Kind == Get {
+			ops[i].Kind = client.BatchGet
+		}
+	}
+	start := time.Now()
+	_ = r.c.Batch(ctx, ops)
+	lat := time.Since(start)
+	for i := range batch {
+		op := &batch[i]
+		op.Latency, op.Err, op.Done = lat, ops[i].Err, true
+		op.Miss = op.Kind == Get && ops[i].Err == nil && !ops[i].Found
+		ops[i].Value = nil
+	}
 	return nil
 }
 

@@ -302,19 +302,83 @@ func (c *Client) currentFloor() uint64 {
 // do sends f to the primary of key's shard, following view changes and
 // retrying broken connections until the outcome is known or ctx ends.
 func (c *Client) do(ctx context.Context, f *wire.Frame) (wire.Frame, error) {
+	if err := c.prepare(f); err != nil {
+		return wire.Frame{}, err
+	}
+	if f.Op.IsWrite() {
+		// The seq is retired whatever the outcome: it is never sent again,
+		// so the servers may forget its dedup record.
+		defer c.endSeq(f.Seq)
+	}
+	return c.retry(ctx, f, 0, nil)
+}
+
+// prepare checks f's limits and gives a write its sequence number.
+func (c *Client) prepare(f *wire.Frame) error {
 	if err := wire.CheckLimits(f.Key, f.Value, f.Aux); err != nil {
-		return wire.Frame{}, fmt.Errorf("%w: %v", ErrTooLarge, err)
+		return fmt.Errorf("%w: %v", ErrTooLarge, err)
 	}
 	if f.Op.IsWrite() {
 		f.Client = c.id
 		f.Seq = c.beginSeq()
-		// The seq is retired whatever the outcome: it is never sent again,
-		// so the servers may forget its dedup record.
-		defer func(s uint64) { c.endSeq(s) }(f.Seq)
 	}
+	return nil
+}
+
+// route finds the connection to the primary of f's shard in the current
+// view (fetching a view if there is none) and stamps f with the epoch.
+func (c *Client) route(ctx context.Context, f *wire.Frame) (*conn, *wire.View, string, int, error) {
+	v := c.view.Load()
+	if v == nil {
+		if err := c.refreshView(ctx, 0); err != nil {
+			return nil, nil, "", 0, err
+		}
+		v = c.view.Load()
+	}
+	shard := hashring.New(len(v.Shards)).ShardBytes(f.Key)
+	owner := v.Owner(shard)
+	if owner == nil || owner.Addr == "" {
+		_ = c.refreshView(ctx, v.Epoch)
+		return nil, v, "", shard, fmt.Errorf("%w: shard %d has no server at epoch %d", ErrUnavailable, shard, v.Epoch)
+	}
+	cn, err := c.serverConn(ctx, owner.Addr)
+	if err != nil {
+		if !errors.Is(err, ErrClosed) {
+			_ = c.refreshView(ctx, v.Epoch)
+			err = fmt.Errorf("server %s: %w", owner.Addr, err)
+		}
+		return nil, v, owner.Addr, shard, err
+	}
+	f.Epoch = v.Epoch
+	if f.Op.IsWrite() {
+		f.Floor = c.currentFloor()
+	}
+	return cn, v, owner.Addr, shard, nil
+}
+
+// outcome sorts an answer: final (with the error to return, if any), or
+// to be retried after a view refresh (retry, with the reason).
+func (c *Client) outcome(ctx context.Context, reply wire.Frame, v *wire.View, addr string, shard int) (retry bool, err error) {
+	switch reply.Status {
+	case wire.StatusWrongServer, wire.StatusStaleEpoch:
+		_ = c.refreshView(ctx, v.Epoch)
+		return true, fmt.Errorf("server %s: %s at epoch %d", addr, reply.Status, reply.Epoch)
+	case wire.StatusUnavailable:
+		_ = c.refreshView(ctx, v.Epoch)
+		return true, fmt.Errorf("%w: shard %d", ErrUnavailable, shard)
+	case wire.StatusTooLarge:
+		return false, fmt.Errorf("%w: %s", ErrTooLarge, reply.Value)
+	case wire.StatusBadRequest, wire.StatusError:
+		return false, fmt.Errorf("ftkv: server %s: %s: %s", addr, reply.Status, reply.Value)
+	}
+	return false, nil
+}
+
+// retry sends f (prepared) until its outcome is known or ctx ends; from is
+// the number of attempts already made, lastErr the reason the last failed.
+func (c *Client) retry(ctx context.Context, f *wire.Frame, from int, lastErr error) (wire.Frame, error) {
 	backoff := c.opts.backoff
-	var lastErr error
-	for attempt := 0; ; attempt++ {
+	for attempt := from; ; attempt++ {
 		if attempt > 0 {
 			t := time.NewTimer(backoff)
 			select {
@@ -330,32 +394,13 @@ func (c *Client) do(ctx context.Context, f *wire.Frame) (wire.Frame, error) {
 		if ctx.Err() != nil {
 			return wire.Frame{}, c.ctxErr(ctx, lastErr)
 		}
-		v := c.view.Load()
-		if v == nil {
-			if lastErr = c.refreshView(ctx, 0); lastErr != nil {
-				continue
-			}
-			v = c.view.Load()
-		}
-		shard := hashring.New(len(v.Shards)).ShardBytes(f.Key)
-		owner := v.Owner(shard)
-		if owner == nil || owner.Addr == "" {
-			lastErr = fmt.Errorf("%w: shard %d has no server at epoch %d", ErrUnavailable, shard, v.Epoch)
-			_ = c.refreshView(ctx, v.Epoch)
-			continue
-		}
-		cn, err := c.serverConn(ctx, owner.Addr)
+		cn, v, addr, shard, err := c.route(ctx, f)
 		if err != nil {
 			if errors.Is(err, ErrClosed) {
 				return wire.Frame{}, ErrClosed
 			}
-			lastErr = fmt.Errorf("server %s: %w", owner.Addr, err)
-			_ = c.refreshView(ctx, v.Epoch)
+			lastErr = err
 			continue
-		}
-		f.Epoch = v.Epoch
-		if f.Op.IsWrite() {
-			f.Floor = c.currentFloor()
 		}
 		reply, err := cn.roundTrip(ctx, f)
 		if err != nil {
@@ -366,23 +411,17 @@ func (c *Client) do(ctx context.Context, f *wire.Frame) (wire.Frame, error) {
 			_ = c.refreshView(ctx, v.Epoch)
 			continue
 		}
-		switch reply.Status {
-		case wire.StatusWrongServer, wire.StatusStaleEpoch:
-			lastErr = fmt.Errorf("server %s: %s at epoch %d", owner.Addr, reply.Status, reply.Epoch)
-			if err := c.refreshView(ctx, v.Epoch); err == nil && attempt < 2 {
-				backoff = c.opts.backoff / 2
+		again, err := c.outcome(ctx, reply, v, addr, shard)
+		if again {
+			lastErr = err
+			if reply.Status == wire.StatusWrongServer || reply.Status == wire.StatusStaleEpoch {
+				if attempt < 2 {
+					backoff = c.opts.backoff / 2
+				}
 			}
 			continue
-		case wire.StatusUnavailable:
-			lastErr = fmt.Errorf("%w: shard %d", ErrUnavailable, shard)
-			_ = c.refreshView(ctx, v.Epoch)
-			continue
-		case wire.StatusTooLarge:
-			return reply, fmt.Errorf("%w: %s", ErrTooLarge, reply.Value)
-		case wire.StatusBadRequest, wire.StatusError:
-			return reply, fmt.Errorf("ftkv: server %s: %s: %s", owner.Addr, reply.Status, reply.Value)
 		}
-		return reply, nil
+		return reply, err
 	}
 }
 

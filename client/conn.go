@@ -54,32 +54,58 @@ func newConn(nc net.Conn, addr string) *conn {
 
 // roundTrip sends f (its ID is assigned here) and waits for the answer.
 func (c *conn) roundTrip(ctx context.Context, f *wire.Frame) (wire.Frame, error) {
+	cl, err := c.queue(f)
+	if err != nil {
+		return wire.Frame{}, err
+	}
+	c.flush()
+	return c.wait(ctx, f.ID, cl)
+}
+
+// queue assigns f its ID and adds it to the next write without sending
+// it; flush sends what is queued.
+func (c *conn) queue(f *wire.Frame) (*call, error) {
 	cl := &call{done: make(chan struct{})}
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	if c.err != nil {
-		err := c.err
-		c.mu.Unlock()
-		return wire.Frame{}, err
+		return nil, c.err
 	}
 	c.nextID++
 	f.ID = c.nextID
 	c.pending[f.ID] = cl
 	c.wbuf = wire.Append(c.wbuf, f)
-	if c.writing {
-		// Another caller is in Write: it flushes our frame with its next
-		// batch (flat combining: no writer goroutine, batches form by
-		// themselves under load).
+	return cl, nil
+}
+
+// flush writes the queued frames unless another caller is writing: that
+// one sends them with its next batch (flat combining: no writer
+// goroutine, batches form by themselves under load).
+func (c *conn) flush() {
+	c.mu.Lock()
+	if c.writing || len(c.wbuf) == 0 {
 		c.mu.Unlock()
-	} else {
-		c.writing = true
-		c.flushLocked()
+		return
+	}
+	c.writing = true
+	c.flushLocked()
+}
+
+// wait returns the answer to request id, or ctx's error.
+func (c *conn) wait(ctx context.Context, id uint64, cl *call) (wire.Frame, error) {
+	select {
+	case <-cl.done:
+		return cl.reply, cl.err
+	default:
 	}
 	select {
 	case <-cl.done:
 		return cl.reply, cl.err
 	case <-ctx.Done():
 		c.mu.Lock()
-		delete(c.pending, f.ID)
+		if c.pending != nil {
+			delete(c.pending, id)
+		}
 		c.mu.Unlock()
 		return wire.Frame{}, ctx.Err()
 	}

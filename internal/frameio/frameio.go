@@ -27,6 +27,16 @@ var outPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &
 // connection: framing cannot be resynchronised after garbage. It must run
 // on c's event loop.
 func DecodeAll(c gnet.Conn, max int, fn Handler) gnet.Action {
+	// Peek(-1) copies everything buffered into one slice: wait until the
+	// first frame is complete, or a large frame arriving in many reads
+	// would be copied again on each of them.
+	if have := c.InboundBuffered(); have >= 4 {
+		if hdr, err := c.Peek(4); err == nil {
+			if need := wire.FrameLen(hdr); need > have && need-4 <= wire.MaxFrame && (max <= 0 || need-4 <= max) {
+				return gnet.None
+			}
+		}
+	}
 	buf, _ := c.Peek(-1)
 	bp := outPool.Get().(*[]byte)
 	out := (*bp)[:0]
