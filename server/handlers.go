@@ -6,7 +6,6 @@ import (
 	"net"
 	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -113,17 +112,13 @@ func (s *Server) handleClient(c gnet.Conn, f *wire.Frame, out []byte) ([]byte, *
 	if s.closing.Load() {
 		return reply(out, f, wire.StatusUnavailable, epoch, "server is shutting down"), nil, nil
 	}
-	// One allocation holds the private copies of key, value and aux: the
-	// table keeps key and value as they are (one object per key).
-	kl, vl := len(f.Key), len(f.Value)
-	b := make([]byte, 0, kl+vl+len(f.Aux))
-	b = append(b, f.Key...)
-	b = append(b, f.Value...)
-	b = append(b, f.Aux...)
+	// The private copy of key and value is laid out as the table's record,
+	// so a put is stored without another copy.
+	rc := makeRec(f.Key, f.Value)
 	r := &wreq{c: c, id: f.ID, op: f.Op, flags: f.Flags, client: f.Client, seq: f.Seq, floor: f.Floor,
-		key: unsafe.String(unsafe.SliceData(b), kl), value: b[kl : kl+vl : kl+vl], aux: b[kl+vl:]}
-	if f.Op == wire.OpCAS && f.Flags&wire.FlagOldPresent == 0 {
-		r.aux = nil
+		rec: rc, key: rc.key(), value: rc.value()}
+	if f.Op == wire.OpCAS && f.Flags&wire.FlagOldPresent != 0 {
+		r.aux = append([]byte{}, f.Aux...)
 	}
 	return out, p, r
 }

@@ -166,12 +166,10 @@ func (h *peerHandler) applyRepl(st *secState, f *wire.Frame) {
 	switch {
 	case f.Flags&wire.FlagNoop != 0:
 	case f.Flags&wire.FlagDelete != 0:
-		st.t.merge(string(f.Key), nil, f.ID, true, st.seeding)
+		st.t.merge(unsafe.String(unsafe.SliceData(f.Key), len(f.Key)), nil, f.ID, true, st.seeding)
 	default:
-		// One allocation for the key's and the value's bytes.
-		kl := len(f.Key)
-		b := append(append(make([]byte, 0, kl+len(f.Value)), f.Key...), f.Value...)
-		st.t.merge(unsafe.String(unsafe.SliceData(b), kl), b[kl:], f.ID, false, st.seeding)
+		// merge copies key and value (they alias the read buffer).
+		st.t.merge(unsafe.String(unsafe.SliceData(f.Key), len(f.Key)), f.Value, f.ID, false, st.seeding)
 	}
 	if f.Client != 0 {
 		o := &outcome{done: true, status: f.Status, flags: f.Flags & wire.FlagOldPresent}
@@ -190,13 +188,12 @@ func (h *peerHandler) applySeed(st *secState, f *wire.Frame) error {
 	if f.Flags&wire.FlagDedup != 0 {
 		return h.s.dd.restore(f.Value)
 	}
-	// One copy of the whole batch; keys and values alias it (it is never
-	// written again), so applying an entry allocates nothing but the map
-	// slot.
 	if f.ID == 1 {
 		st.t.reserve(int(f.Floor))
 	}
-	b := append([]byte(nil), f.Value...)
+	// Each entry is copied into a record of its own (keys and values alias
+	// the read buffer here).
+	b := f.Value
 	for len(b) > 0 {
 		k, v, ver, rest, err := wire.NextSeedEntry(b)
 		if err != nil {

@@ -25,6 +25,7 @@ type wreq struct {
 	client uint64
 	seq    uint64
 	floor  uint64
+	rec    rec // holds key and value
 	key    string
 	value  []byte
 	aux    []byte
@@ -38,6 +39,7 @@ type entry struct {
 	floor  uint64
 	key    string
 	val    []byte
+	rec    rec // val as a record ready for the table (a put), or nil
 	del    bool
 	noop   bool
 	out    *outcome
@@ -490,7 +492,7 @@ func (p *primary) apply(r *wreq, o *outcome) *entry {
 	o.status = wire.StatusOK
 	switch r.op {
 	case wire.OpPut:
-		e.val = r.value
+		e.val, e.rec = r.value, r.rec
 	case wire.OpDelete:
 		e.del = true
 	case wire.OpAppend:
@@ -543,7 +545,11 @@ func (p *primary) commitUpTo(idx uint64, loop gnet.EventLoop) {
 		if !e.noop {
 			// merge, not set: never let a late commit overwrite a newer
 			// version (the table may already serve another primary).
-			p.t.merge(e.key, e.val, e.index, e.del, false)
+			if e.rec != nil {
+				p.t.mergeRec(e.rec, e.index, false)
+			} else {
+				p.t.merge(e.key, e.val, e.index, e.del, false)
+			}
 			if pd, ok := p.pending[e.key]; ok && pd.index == e.index {
 				delete(p.pending, e.key)
 			}

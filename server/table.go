@@ -1,6 +1,7 @@
 package server
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"unsafe"
@@ -10,30 +11,12 @@ import (
 
 const stripes = 64
 
-// item is a stored value and its version: the index, in its shard's
-// replication log, of the write that produced it. Both copies of a shard
-// hold the same versions, which makes re-seeding (a snapshot and the live
-// stream applied in any order) idempotent.
-//
-// It is kept small (24 bytes; a slice would take 32) because a table holds
-// one per key: the value is a pointer to its first byte and a length. The
-// pointer keeps the value's allocation alive; writers store values (and
-// keys) that nobody modifies afterwards, usually one allocation holding the
-// key's bytes and then the value's, so a key costs one object.
-type item struct {
-	val  *byte
-	vlen uint32
-	ver  uint64
-}
-
-func mkItem(v []byte, ver uint64) item {
-	return item{val: unsafe.SliceData(v), vlen: uint32(len(v)), ver: ver}
-}
-
-func (it item) value() []byte { return unsafe.Slice(it.val, it.vlen) }
-
-// table holds one shard's keys. Readers on many event loops take a stripe's
-// read lock; writers take its write lock.
+// table holds one shard's keys. Each key is one record (kvmap.go): its
+// value and its version, the index in its shard's replication log of the
+// write that produced it. Both copies of a shard hold the same versions,
+// which makes re-seeding (a snapshot and the live stream applied in any
+// order) idempotent. Readers on many event loops take a stripe's read
+// lock; writers take its write lock.
 type table struct {
 	stripes [stripes]stripe
 	count   atomic.Int64
@@ -41,65 +24,81 @@ type table struct {
 
 type stripe struct {
 	mu sync.RWMutex
-	m  map[string]item
+	m  kvmap
 	// tomb remembers deletes while the table is being re-seeded, so a
 	// snapshot entry older than the delete is not resurrected.
 	tomb map[string]uint64
 	_    [16]byte
 }
 
-func newTable() *table {
-	t := &table{}
-	for i := range t.stripes {
-		t.stripes[i].m = make(map[string]item)
-	}
-	return t
-}
+func newTable() *table { return &table{} }
 
-func (t *table) stripe(key []byte) *stripe {
-	return &t.stripes[xxh3.Hash(key)>>58]
-}
+func hashKey(key []byte) uint64 { return xxh3.Hash(key) }
 
-// get returns the value of key. The returned slice is never modified in
-// place (writers replace values), so it may be used after the lock is gone.
+func strBytes(s string) []byte { return unsafe.Slice(unsafe.StringData(s), len(s)) }
+
+func (t *table) stripeOf(h uint64) *stripe { return &t.stripes[h>>58] }
+
+// get returns the value of key. The returned slice is never modified (a
+// write stores a new record), so it may be used after the lock is gone.
 func (t *table) get(key []byte) ([]byte, bool) {
-	st := t.stripe(key)
+	h := hashKey(key)
+	st := t.stripeOf(h)
 	st.mu.RLock()
-	it, ok := st.m[string(key)]
+	r, ok := st.m.get(key, h)
 	st.mu.RUnlock()
-	return it.value(), ok
+	if !ok {
+		return nil, false
+	}
+	return r.value(), true
 }
 
-// set stores value (which the table now owns) under key at version ver.
+// set stores a copy of value under key at version ver.
 func (t *table) set(key string, value []byte, ver uint64) {
-	st := t.stripe([]byte(key))
+	r := makeRecString(key, value)
+	r.setVersion(ver)
+	h := hashKey(strBytes(key))
+	st := t.stripeOf(h)
 	st.mu.Lock()
-	if _, ok := st.m[key]; !ok {
+	if st.m.put(r, h) {
 		t.count.Add(1)
 	}
-	st.m[key] = mkItem(value, ver)
 	st.mu.Unlock()
 }
 
 func (t *table) del(key string) {
-	st := t.stripe([]byte(key))
+	h := hashKey(strBytes(key))
+	st := t.stripeOf(h)
 	st.mu.Lock()
-	if _, ok := st.m[key]; ok {
-		delete(st.m, key)
+	if st.m.remove(strBytes(key), h, hashKey) {
 		t.count.Add(-1)
 	}
 	st.mu.Unlock()
 }
 
 // merge applies a write at version ver unless the table already holds a
-// newer version of key (or a newer delete, while seeding). value == nil
-// with del deletes. It reports whether the write was applied.
+// newer version of key (or a newer delete, while seeding); del deletes.
+// key and value are copied (they may alias a network buffer). It reports
+// whether the write was applied.
 func (t *table) merge(key string, value []byte, ver uint64, del, seeding bool) bool {
-	st := t.stripe([]byte(key))
+	return t.apply(key, nil, value, ver, del, seeding)
+}
+
+// mergeRec is merge for a record the caller built (makeRec) and hands
+// over: the table keeps it as it is, without a copy.
+func (t *table) mergeRec(r rec, ver uint64, seeding bool) bool {
+	return t.apply(r.key(), r, nil, ver, false, seeding)
+}
+
+// apply stores r, or a record made of key and value when r is nil.
+func (t *table) apply(key string, r rec, value []byte, ver uint64, del, seeding bool) bool {
+	kb := strBytes(key)
+	h := hashKey(kb)
+	st := t.stripeOf(h)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	cur, ok := st.m[key]
-	if ok && cur.ver >= ver {
+	cur, ok := st.m.get(kb, h)
+	if ok && cur.version() >= ver {
 		return false
 	}
 	if st.tomb != nil {
@@ -108,22 +107,24 @@ func (t *table) merge(key string, value []byte, ver uint64, del, seeding bool) b
 		}
 	}
 	if del {
-		if ok {
-			delete(st.m, key)
+		if ok && st.m.remove(kb, h, hashKey) {
 			t.count.Add(-1)
 		}
 		if seeding {
 			if st.tomb == nil {
 				st.tomb = make(map[string]uint64)
 			}
-			st.tomb[key] = ver
+			st.tomb[strings.Clone(key)] = ver
 		}
 		return true
 	}
-	if !ok {
+	if r == nil {
+		r = makeRec(kb, value)
+	}
+	r.setVersion(ver)
+	if st.m.put(r, h) {
 		t.count.Add(1)
 	}
-	st.m[key] = mkItem(value, ver)
 	return true
 }
 
@@ -142,8 +143,8 @@ func (t *table) clear() {
 	for i := range t.stripes {
 		st := &t.stripes[i]
 		st.mu.Lock()
-		t.count.Add(-int64(len(st.m)))
-		st.m = make(map[string]item)
+		t.count.Add(-int64(st.m.n))
+		st.m = kvmap{}
 		st.tomb = nil
 		st.mu.Unlock()
 	}
@@ -153,16 +154,18 @@ func (t *table) len() int { return int(t.count.Load()) }
 
 // each calls fn for every entry, one stripe at a time under its read lock.
 func (t *table) each(fn func(key string, value []byte, ver uint64) error) error {
+	var err error
 	for i := range t.stripes {
 		st := &t.stripes[i]
 		st.mu.RLock()
-		for k, it := range st.m {
-			if err := fn(k, it.value(), it.ver); err != nil {
-				st.mu.RUnlock()
-				return err
-			}
-		}
+		st.m.each(func(r rec) bool {
+			err = fn(r.key(), r.value(), r.version())
+			return err == nil
+		})
 		st.mu.RUnlock()
+		if err != nil {
+			return err
+		}
 	}
 	return nil
 }
@@ -171,24 +174,25 @@ func (t *table) each(fn func(key string, value []byte, ver uint64) error) error 
 func (t *table) eachIn(i int, fn func(key string, value []byte, ver uint64)) {
 	st := &t.stripes[i]
 	st.mu.RLock()
-	for k, it := range st.m {
-		fn(k, it.value(), it.ver)
-	}
+	st.m.each(func(r rec) bool {
+		fn(r.key(), r.value(), r.version())
+		return true
+	})
 	st.mu.RUnlock()
 }
 
 // reserve sizes an empty table for about n keys, so loading a snapshot
-// does not rehash every stripe many times over.
+// does not grow every stripe many times over.
 func (t *table) reserve(n int) {
 	if n <= 0 || t.len() > 0 {
 		return
 	}
-	per := n/stripes + 1
+	per := n/stripes + n/stripes/8 + 1
 	for i := range t.stripes {
 		st := &t.stripes[i]
 		st.mu.Lock()
-		if len(st.m) == 0 {
-			st.m = make(map[string]item, per)
+		if st.m.n == 0 {
+			st.m.reserve(per)
 		}
 		st.mu.Unlock()
 	}
