@@ -36,7 +36,10 @@ type Config struct {
 	CtlPort       int    // coordinator control; 0 = any
 
 	CoordAddr string // the coordinator's servers port, host:port
-	Secret    string // cluster secret for control and replication links
+	// TuneGC sets the collector's headroom from the live heap (100 % for
+	// small heaps down to 20 % from 64 MiB on; see gc.go).
+	TuneGC bool
+	Secret string // cluster secret for control and replication links
 
 	DumpDir           string        // where shutdown dumps go (default ".")
 	HeartbeatInterval time.Duration // default 100ms
@@ -219,6 +222,9 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 	s.log.Info().Str("client", s.addrs.client).Str("peer", s.addrs.peer).Str("ctl", s.addrs.ctl).Msg("listening")
 	go s.heartbeatLoop(ctx)
+	if s.cfg.TuneGC {
+		go s.tuneGC(ctx)
+	}
 	select {
 	case <-s.done:
 		return s.doneErr
