@@ -73,6 +73,7 @@ type Coordinator struct {
 	publishedAt time.Time // when the current view was published
 	lastRound   time.Time // when the reconcile loop last ran
 	handingBack bool      // a hand-back is under way
+	adopting    bool      // re-adopting: heartbeats are not judged yet
 	spares      []string  // spare hosts not yet taken
 	saveMu      sync.Mutex
 
@@ -205,6 +206,9 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	}
 	if readopt {
 		c.secret = saved.Secret
+		// Until adopt has the nodes' records, a heartbeat of a running
+		// server must not be judged (and refused) against empty ones.
+		c.adopting = true
 	}
 	addr, err := c.listen(&serversHandler{c: c}, c.opts.ServersPort)
 	if err != nil {
@@ -316,8 +320,12 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node) error {
 		return fmt.Errorf("server %d (%s, line %d): %w", nd.id, where.Host, nd.spec.Line, err)
 	}
 	c.mu.Lock()
+	old := nd.proc
 	nd.proc = p
 	c.mu.Unlock()
+	if r, ok := old.(interface{ Release() }); ok {
+		r.Release() // stop watching a replaced remote incarnation
+	}
 	c.log.Info().Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).Msg("server spawned")
 	go func() {
 		<-p.Done()

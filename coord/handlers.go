@@ -80,6 +80,12 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 		if err != nil {
 			return answer(out, f, wire.StatusBadRequest, 0, []byte(err.Error())), gnet.Close
 		}
+		c.mu.Lock()
+		adopting := c.adopting
+		c.mu.Unlock()
+		if adopting {
+			return answer(out, f, wire.StatusUnavailable, 0, []byte("coordinator is re-adopting its servers")), gnet.None
+		}
 		renew := c.heartbeat(hb)
 		c.mu.Lock()
 		epoch := c.view.Epoch

@@ -162,7 +162,7 @@ func (s *SSHSpawner) Spawn(ctx context.Context, sp SpawnSpec) (Process, error) {
 		"export FTKV_SECRET",
 		"mkdir -p " + shq(s.Dir),
 		"cd " + shq(s.Dir),
-		"if [ ! -x " + shq(s.Binary) + " ]; then echo \"ftkv: server binary " + s.Binary + " is missing or not executable on this host\" >&2; exit 127; fi",
+		"if [ ! -x " + shq(s.Binary) + " ]; then echo \"ftkv: server binary \"" + shq(s.Binary) + "\" is missing or not executable on this host\" >&2; exit 127; fi",
 		"C=" + shq(coordHost),
 		`if [ -z "$C" ]; then C=${SSH_CLIENT%% *}; fi`,
 		`case $C in *:*) C="[$C]";; esac`,
@@ -279,6 +279,7 @@ func (p *sshProc) watch() {
 			select {
 			case <-p.stop:
 			case <-p.done:
+			case <-ctx.Done():
 			}
 			cancel()
 		}()
@@ -326,8 +327,8 @@ func (p *sshProc) Kill() error {
 	return nil
 }
 
-// Release stops watching without killing (the coordinator is shutting
-// down and the server exits by itself).
+// Release stops watching without killing: the coordinator has replaced
+// this incarnation (its host may be gone for good).
 func (p *sshProc) Release() {
 	select {
 	case <-p.stop:

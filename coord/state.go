@@ -117,12 +117,16 @@ func (c *Coordinator) loadState() (st savedState, v wire.View, ok bool, err erro
 // their heartbeats to this one and watches their pids. A server that does
 // not answer is treated as failed by the reconcile loop.
 func (c *Coordinator) adopt(ctx context.Context, st savedState, v wire.View) {
+	// First the records of every node, under the lock (heartbeats are
+	// already arriving), then the network round trips.
+	c.mu.Lock()
 	c.view = v
 	c.viewEnc = wire.AppendView(nil, &v)
 	if st.Spares != nil {
 		c.spares = st.Spares
 	}
 	now := time.Now()
+	var try []int
 	for i, nd := range c.nodes {
 		sn := st.Nodes[i]
 		m := v.Servers[i]
@@ -157,19 +161,32 @@ func (c *Coordinator) adopt(ctx context.Context, st savedState, v wire.View) {
 			nd.failed = true
 			continue
 		}
+		try = append(try, i)
+	}
+	// From here on a heartbeat is judged against these records.
+	c.adopting = false
+	c.mu.Unlock()
+	for _, i := range try {
+		nd := c.nodes[i]
 		ans, err := c.control(ctx, nd, &wire.Frame{Op: wire.OpSetCoord, Value: []byte(c.serversAddr)})
 		if err == nil && ans.Status != wire.StatusOK {
 			err = fmt.Errorf("%s: %s", ans.Status, ans.Value)
 		}
+		c.mu.Lock()
+		if err != nil {
+			nd.failed = true
+			nd.lastSeen = time.Now() // silent from now on: failed over after the timeout
+		} else {
+			nd.reported = true
+			nd.confirmed = v.Epoch
+		}
+		inc, pid := nd.inc, st.Nodes[i].PID
+		c.mu.Unlock()
 		if err != nil {
 			c.log.Warn().Err(err).Int("node", i).Msg("cannot re-adopt server; failing it over")
-			nd.failed = true
-			nd.lastSeen = now // silent from now on: failed over after the timeout
 			continue
 		}
-		nd.reported = true
-		nd.confirmed = v.Epoch
-		c.log.Info().Int("node", i).Uint64("inc", nd.inc).Int("pid", sn.PID).Msg("server re-adopted")
+		c.log.Info().Int("node", i).Uint64("inc", inc).Int("pid", pid).Msg("server re-adopted")
 	}
 }
 

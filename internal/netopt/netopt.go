@@ -5,7 +5,12 @@
 // answered. TCP_USER_TIMEOUT bounds how long sent data may stay
 // unacknowledged before the kernel drops the connection, and keep-alives
 // probe idle ones. Acknowledgements come from the peer's kernel, not its
-// process, so a busy or stopped process is never mistaken for a dead host.
+// process, so a busy or stopped peer is not taken for a dead host as long
+// as its receive buffer has room; one that stays stopped with a full
+// buffer for longer than the timeout loses the connection too (Linux
+// counts a zero window against it since 5.11). Nothing depends on a link
+// staying up: links reconnect and clients retry with the same sequence
+// number.
 package netopt
 
 import (
