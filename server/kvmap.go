@@ -113,7 +113,7 @@ func (m *kvmap) put(e rec, h uint64) bool {
 }
 
 // remove deletes key; it reports whether it was there.
-func (m *kvmap) remove(key []byte, h uint64, hash func([]byte) uint64) bool {
+func (m *kvmap) remove(key []byte, h uint64) bool {
 	i, ok := m.find(key, h)
 	if !ok {
 		return false
@@ -122,7 +122,7 @@ func (m *kvmap) remove(key []byte, h uint64, hash func([]byte) uint64) bool {
 	// Backward-shift: move later members of the probe run into the hole
 	// when their home slot does not lie (cyclically) after the hole.
 	for j := (i + 1) & mask; m.tags[j] != 0; j = (j + 1) & mask {
-		home := int(hash(recAt(m.slots[j]).keyBytes())) & mask
+		home := int(hashKey(recAt(m.slots[j]).keyBytes())) & mask
 		if (j > i && (home <= i || home > j)) || (j < i && (home <= i && home > j)) {
 			m.slots[i], m.tags[i] = m.slots[j], m.tags[j]
 			i = j

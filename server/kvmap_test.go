@@ -21,7 +21,7 @@ func TestKVMapAgainstMap(t *testing.T) {
 		if rng.Intn(3) == 0 {
 			_, had := ref[k]
 			delete(ref, k)
-			if got := m.remove([]byte(k), h, hashKey); got != had {
+			if got := m.remove([]byte(k), h); got != had {
 				t.Fatalf("step %d: remove %q = %v, want %v", step, k, got, had)
 			}
 		} else {

@@ -66,16 +66,6 @@ func (t *table) set(key string, value []byte, ver uint64) {
 	st.mu.Unlock()
 }
 
-func (t *table) del(key string) {
-	h := hashKey(strBytes(key))
-	st := t.stripeOf(h)
-	st.mu.Lock()
-	if st.m.remove(strBytes(key), h, hashKey) {
-		t.count.Add(-1)
-	}
-	st.mu.Unlock()
-}
-
 // merge applies a write at version ver unless the table already holds a
 // newer version of key (or a newer delete, while seeding); del deletes.
 // key and value are copied (they may alias a network buffer). It reports
@@ -107,7 +97,7 @@ func (t *table) apply(key string, r rec, value []byte, ver uint64, del, seeding 
 		}
 	}
 	if del {
-		if ok && st.m.remove(kb, h, hashKey) {
+		if ok && st.m.remove(kb, h) {
 			t.count.Add(-1)
 		}
 		if seeding {
