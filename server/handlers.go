@@ -71,7 +71,7 @@ func (h *clientHandler) OnTraffic(c gnet.Conn) gnet.Action {
 		return out, gnet.None
 	})
 	for _, b := range batches {
-		b.p.sequence(b.reqs, nil, c.EventLoop())
+		b.p.sequence(b.reqs, c.EventLoop())
 	}
 	return action
 }

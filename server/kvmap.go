@@ -99,25 +99,43 @@ func (m *kvmap) get(key []byte, h uint64) (rec, bool) {
 // put stores e under its key (h is the key's hash), replacing any rec
 // there; it reports whether the key is new.
 func (m *kvmap) put(e rec, h uint64) bool {
+	i, found := m.slot(e.keyBytes(), h)
+	m.store(i, e, h)
+	return !found
+}
+
+// slot is find for a caller that may store next: it first makes room for
+// one more entry, so an empty slot it returns stays valid for store.
+func (m *kvmap) slot(key []byte, h uint64) (int, bool) {
 	if (m.n+1)*8 > len(m.slots)*7 {
 		m.grow(max(2*len(m.slots), kvmapMin))
 	}
-	i, found := m.find(e.keyBytes(), h)
-	m.slots[i] = e.ptr()
-	if found {
-		return false
+	return m.find(key, h)
+}
+
+// at is the rec in slot i (a slot find or slot reported full).
+func (m *kvmap) at(i int) rec { return recAt(m.slots[i]) }
+
+// store puts e into slot i, which slot returned for e's key.
+func (m *kvmap) store(i int, e rec, h uint64) {
+	if m.tags[i] == 0 {
+		m.tags[i] = tag(h)
+		m.n++
 	}
-	m.tags[i] = tag(h)
-	m.n++
-	return true
+	m.slots[i] = e.ptr()
 }
 
 // remove deletes key; it reports whether it was there.
 func (m *kvmap) remove(key []byte, h uint64) bool {
 	i, ok := m.find(key, h)
-	if !ok {
-		return false
+	if ok {
+		m.removeAt(i)
 	}
+	return ok
+}
+
+// removeAt empties slot i, which holds a rec.
+func (m *kvmap) removeAt(i int) {
 	mask := len(m.slots) - 1
 	// Backward-shift: move later members of the probe run into the hole
 	// when their home slot does not lie (cyclically) after the hole.
@@ -130,7 +148,6 @@ func (m *kvmap) remove(key []byte, h uint64) bool {
 	}
 	m.slots[i], m.tags[i] = nil, 0
 	m.n--
-	return true
 }
 
 // reserve sizes the map for n entries.

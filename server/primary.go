@@ -225,7 +225,8 @@ func (p *primary) releaseStuck(now time.Time) {
 	}
 	stuck := append([]*entry(nil), p.inflight...)
 	p.mu.Unlock()
-	replies := make(replyBatch)
+	replies := newReplyBatch()
+	defer replies.release()
 	p.s.dd.mu.Lock()
 	n := 0
 	for _, e := range stuck {
@@ -415,8 +416,9 @@ func (p *primary) seed(timeout time.Duration) error {
 // sequence assigns log indexes to a batch of writes and ships them to the
 // secondary in one write.
 // sequence runs on the event loop loop that read batch.
-func (p *primary) sequence(batch []*wreq, buf []byte, loop gnet.EventLoop) []byte {
-	replies := make(replyBatch)
+func (p *primary) sequence(batch []*wreq, loop gnet.EventLoop) {
+	replies := newReplyBatch()
+	defer replies.release()
 	p.mu.Lock()
 	if p.frozen || !p.canServe(time.Now()) {
 		p.mu.Unlock()
@@ -425,9 +427,10 @@ func (p *primary) sequence(batch []*wreq, buf []byte, loop gnet.EventLoop) []byt
 				Value: []byte("shard is changing hands; retry")})
 		}
 		replies.flush(loop)
-		return buf
+		return
 	}
 	first := p.nextIndex + 1
+	link := p.link
 	for _, r := range batch {
 		var o *outcome
 		if r.client != 0 {
@@ -462,32 +465,34 @@ func (p *primary) sequence(batch []*wreq, buf []byte, loop gnet.EventLoop) []byt
 			p.pending[e.key] = pend{val: e.val, del: e.del, index: e.index}
 		}
 		p.inflight = append(p.inflight, e)
-		buf = p.appendRepl(buf, e)
+		if link != nil {
+			// (Without a link, reconnect sends the inflight entries.)
+			link.queueRepl(p, e)
+		}
 	}
 	last := p.nextIndex
-	link := p.link
-	if link != nil && last >= first {
-		link.queue(buf)
-	}
 	p.mu.Unlock()
 	replies.flush(loop)
 	if last < first {
-		return buf
+		return
 	}
 	if link == nil {
 		if !p.waitLink {
 			// No secondary (a single-server cluster): commit at once.
 			p.commitUpTo(last, loop)
 		}
-		return buf
+		return
 	}
 	link.flushSoon()
-	return buf
 }
 
 // apply computes the effect of r on the newest value of its key.
 func (p *primary) apply(r *wreq, o *outcome) *entry {
-	cur, ok := p.latest(r.key)
+	var cur []byte
+	var ok bool
+	if r.op == wire.OpAppend || r.op == wire.OpCAS {
+		cur, ok = p.latest(r.key) // a put or delete does not depend on it
+	}
 	e := &entry{key: r.key, out: o}
 	o.status = wire.StatusOK
 	switch r.op {
@@ -534,7 +539,8 @@ func (p *primary) latest(key string) ([]byte, bool) {
 // commitUpTo applies every in-flight entry with index <= idx to the table,
 // in order, and answers the clients waiting for them.
 func (p *primary) commitUpTo(idx uint64, loop gnet.EventLoop) {
-	replies := make(replyBatch)
+	replies := newReplyBatch()
+	defer replies.release()
 	p.mu.Lock()
 	n := 0
 	for n < len(p.inflight) && p.inflight[n].index <= idx {
@@ -617,7 +623,8 @@ func (p *primary) close() {
 	// Writes still waiting for their secondary will never be answered
 	// here: tell their clients to retry (with the same sequence number)
 	// at the shard's new primary, and forget their unfinished records.
-	replies := make(replyBatch)
+	replies := newReplyBatch()
+	defer replies.release()
 	p.s.dd.mu.Lock()
 	for _, e := range orphans {
 		for _, w := range e.out.waiters {

@@ -87,8 +87,8 @@ func (t *table) apply(key string, r rec, value []byte, ver uint64, del, seeding 
 	st := t.stripeOf(h)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	cur, ok := st.m.get(kb, h)
-	if ok && cur.version() >= ver {
+	i, ok := st.m.slot(kb, h)
+	if ok && st.m.at(i).version() >= ver {
 		return false
 	}
 	if st.tomb != nil {
@@ -97,7 +97,8 @@ func (t *table) apply(key string, r rec, value []byte, ver uint64, del, seeding 
 		}
 	}
 	if del {
-		if ok && st.m.remove(kb, h) {
+		if ok {
+			st.m.removeAt(i)
 			t.count.Add(-1)
 		}
 		if seeding {
@@ -112,7 +113,8 @@ func (t *table) apply(key string, r rec, value []byte, ver uint64, del, seeding 
 		r = makeRec(kb, value)
 	}
 	r.setVersion(ver)
-	if st.m.put(r, h) {
+	st.m.store(i, r, h)
+	if !ok {
 		t.count.Add(1)
 	}
 	return true

@@ -48,8 +48,11 @@ func DecodeAll(c gnet.Conn, max int, fn Handler) gnet.Action {
 	}()
 	off := 0
 	action := gnet.None
+	var f wire.Frame // one per call: fn takes its address, so it lives on the heap
 	for action == gnet.None {
-		f, n, err := wire.Decode(buf[off:], max)
+		var n int
+		var err error
+		f, n, err = wire.Decode(buf[off:], max)
 		if err != nil {
 			out = wire.Append(out, &wire.Frame{Op: wire.OpHello, Status: wire.StatusBadRequest, Value: []byte(err.Error())})
 			action = gnet.Close
