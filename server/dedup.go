@@ -54,6 +54,22 @@ type outcome struct {
 	flags   uint8
 	value   []byte // current value for a MISMATCH answer
 	waiters []waiter
+	one     [1]waiter // waiters' first element, without an allocation of its own
+}
+
+// newOutcome is an unfinished outcome with one waiter.
+func newOutcome(c gnet.Conn, id uint64) *outcome {
+	o := &outcome{}
+	o.one[0] = waiter{c, id}
+	o.waiters = o.one[:1:1]
+	return o
+}
+
+// answered forgets the waiters once they have their answer (the record
+// outlives the connections).
+func (o *outcome) answered() {
+	o.waiters = nil
+	o.one = [1]waiter{}
 }
 
 // waiter is a connection waiting for a write's answer: the original

@@ -48,7 +48,7 @@ func (h *clientHandler) OnClose(c gnet.Conn, err error) gnet.Action {
 // sequences them together and ships them to its secondary in one write.
 type writeBatch struct {
 	p    *primary
-	reqs []*wreq
+	reqs []*entry
 }
 
 func (h *clientHandler) OnTraffic(c gnet.Conn) gnet.Action {
@@ -77,7 +77,7 @@ func (h *clientHandler) OnTraffic(c gnet.Conn) gnet.Action {
 }
 
 // handleClient answers a Get into out, or returns the write for p to sequence.
-func (s *Server) handleClient(c gnet.Conn, f *wire.Frame, out []byte) ([]byte, *primary, *wreq) {
+func (s *Server) handleClient(c gnet.Conn, f *wire.Frame, out []byte) ([]byte, *primary, *entry) {
 	switch f.Op {
 	case wire.OpGet, wire.OpPut, wire.OpDelete, wire.OpCAS, wire.OpAppend:
 	default:
@@ -115,8 +115,8 @@ func (s *Server) handleClient(c gnet.Conn, f *wire.Frame, out []byte) ([]byte, *
 	// The private copy of key and value is laid out as the table's record,
 	// so a put is stored without another copy.
 	rc := makeRec(f.Key, f.Value)
-	r := &wreq{c: c, id: f.ID, op: f.Op, flags: f.Flags, client: f.Client, seq: f.Seq, floor: f.Floor,
-		rec: rc, key: rc.key(), value: rc.value()}
+	r := &entry{wreq: wreq{c: c, id: f.ID, op: f.Op, flags: f.Flags, client: f.Client, seq: f.Seq, floor: f.Floor,
+		rec: rc, key: rc.key(), value: rc.value()}}
 	if f.Op == wire.OpCAS && f.Flags&wire.FlagOldPresent != 0 {
 		r.aux = append([]byte{}, f.Aux...)
 	}

@@ -25,24 +25,21 @@ type wreq struct {
 	client uint64
 	seq    uint64
 	floor  uint64
-	rec    rec // holds key and value
+	rec    rec // holds key and value; a put's record ready for the table
 	key    string
 	value  []byte
 	aux    []byte
 }
 
 // entry is a sequenced write waiting for the secondary's acknowledgement.
+// It is the client's request (one allocation per write) plus its effect.
 type entry struct {
-	index  uint64
-	client uint64
-	seq    uint64
-	floor  uint64
-	key    string
-	val    []byte
-	rec    rec // val as a record ready for the table (a put), or nil
-	del    bool
-	noop   bool
-	out    *outcome
+	wreq
+	index uint64
+	val   []byte
+	del   bool
+	noop  bool
+	out   *outcome
 }
 
 // pend is the newest not-yet-committed value of a key, so that CAS and
@@ -235,7 +232,7 @@ func (p *primary) releaseStuck(now time.Time) {
 				Value: []byte("primary lost its lease; retry")})
 			n++
 		}
-		e.out.waiters = nil
+		e.out.answered()
 	}
 	p.s.dd.mu.Unlock()
 	if n > 0 {
@@ -416,7 +413,7 @@ func (p *primary) seed(timeout time.Duration) error {
 // sequence assigns log indexes to a batch of writes and ships them to the
 // secondary in one write.
 // sequence runs on the event loop loop that read batch.
-func (p *primary) sequence(batch []*wreq, loop gnet.EventLoop) {
+func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 	replies := newReplyBatch()
 	defer replies.release()
 	p.mu.Lock()
@@ -451,14 +448,13 @@ func (p *primary) sequence(batch []*wreq, loop gnet.EventLoop) {
 				p.s.dd.mu.Unlock()
 				continue
 			}
-			o = &outcome{waiters: []waiter{{r.c, r.id}}}
+			o = newOutcome(r.c, r.id)
 			p.s.dd.put(r.client, r.seq, o)
 			p.s.dd.mu.Unlock()
 		} else {
-			o = &outcome{waiters: []waiter{{r.c, r.id}}}
+			o = newOutcome(r.c, r.id)
 		}
 		e := p.apply(r, o)
-		e.client, e.seq, e.floor = r.client, r.seq, r.floor
 		p.nextIndex++
 		e.index = p.nextIndex
 		if !e.noop {
@@ -486,18 +482,22 @@ func (p *primary) sequence(batch []*wreq, loop gnet.EventLoop) {
 	link.flushSoon()
 }
 
-// apply computes the effect of r on the newest value of its key.
-func (p *primary) apply(r *wreq, o *outcome) *entry {
+// apply computes the effect of the request e on the newest value of its
+// key, into e.
+func (p *primary) apply(e *entry, o *outcome) *entry {
+	r := &e.wreq
 	var cur []byte
 	var ok bool
 	if r.op == wire.OpAppend || r.op == wire.OpCAS {
 		cur, ok = p.latest(r.key) // a put or delete does not depend on it
 	}
-	e := &entry{key: r.key, out: o}
+	e.out = o
 	o.status = wire.StatusOK
+	rc := r.rec
+	e.rec = nil // the request's record goes to the table only for a put
 	switch r.op {
 	case wire.OpPut:
-		e.val, e.rec = r.value, r.rec
+		e.val, e.rec = r.value, rc
 	case wire.OpDelete:
 		e.del = true
 	case wire.OpAppend:
@@ -568,7 +568,7 @@ func (p *primary) commitUpTo(idx uint64, loop gnet.EventLoop) {
 		for _, w := range e.out.waiters {
 			replies.add(w.c, answer(0, w.id, e.out))
 		}
-		e.out.waiters = nil
+		e.out.answered()
 	}
 	p.s.dd.mu.Unlock()
 	rest := copy(p.inflight, p.inflight[n:])
@@ -631,7 +631,7 @@ func (p *primary) close() {
 			replies.add(w.c, &wire.Frame{Op: wire.OpPut, ID: w.id, Status: wire.StatusUnavailable,
 				Value: []byte("shard changed hands; retry")})
 		}
-		e.out.waiters = nil
+		e.out.answered()
 		if e.client != 0 {
 			p.s.dd.forget(e.client, e.seq)
 		}
