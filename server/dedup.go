@@ -17,9 +17,9 @@ func (d *dedup) snapshot() [][]byte {
 	var chunks [][]byte
 	var b []byte
 	for client, cr := range d.clients {
-		for seq, o := range cr.recs {
-			if o.done {
-				b = wire.AppendDedupRecord(b, client, seq, o.status, o.flags, o.value)
+		for _, r := range cr.recs {
+			if o := r.o; o.done {
+				b = wire.AppendDedupRecord(b, client, r.seq, o.status, o.flags, o.value)
 				if len(b) >= 1<<20 {
 					chunks = append(chunks, b)
 					b = nil
@@ -39,7 +39,7 @@ func (d *dedup) restore(b []byte) error {
 		if err != nil {
 			return err
 		}
-		if cr := d.clients[client]; cr == nil || cr.recs[seq] == nil {
+		if cr := d.clients[client]; cr == nil || cr.get(seq) == nil {
 			d.put(client, seq, &outcome{done: true, status: st, flags: flags, value: append([]byte(nil), value...)})
 		}
 		b = rest
@@ -89,45 +89,106 @@ type dedup struct {
 	clients map[uint64]*clientRecs
 }
 
+// clientRecs are one client's remembered outcomes, sorted by sequence
+// number. A client numbers its writes in order and raises its floor as
+// answers arrive, so records are appended at the end and pruned from the
+// front, and there are about as many as the client has writes in flight.
 type clientRecs struct {
 	floor uint64
-	recs  map[uint64]*outcome
+	recs  []seqOutcome
+}
+
+type seqOutcome struct {
+	seq uint64
+	o   *outcome
+}
+
+// search is the position of seq in recs, or where it would go.
+func (cr *clientRecs) search(seq uint64) (int, bool) {
+	lo, hi := 0, len(cr.recs)
+	if hi > 0 && cr.recs[hi-1].seq < seq {
+		return hi, false // the usual case: a new write
+	}
+	for lo < hi {
+		m := int(uint(lo+hi) >> 1)
+		if cr.recs[m].seq < seq {
+			lo = m + 1
+		} else {
+			hi = m
+		}
+	}
+	return lo, lo < len(cr.recs) && cr.recs[lo].seq == seq
+}
+
+func (cr *clientRecs) get(seq uint64) *outcome {
+	if i, ok := cr.search(seq); ok {
+		return cr.recs[i].o
+	}
+	return nil
+}
+
+// raise moves the floor up to floor, dropping the records below it.
+func (cr *clientRecs) raise(floor uint64) {
+	if floor <= cr.floor {
+		return
+	}
+	cr.floor = floor
+	i, _ := cr.search(floor)
+	if i == 0 {
+		return
+	}
+	n := copy(cr.recs, cr.recs[i:])
+	clear(cr.recs[n:])
+	cr.recs = cr.recs[:n]
 }
 
 func newDedup() *dedup { return &dedup{clients: make(map[uint64]*clientRecs)} }
+
+func (d *dedup) client(client uint64) *clientRecs {
+	cr := d.clients[client]
+	if cr == nil {
+		cr = &clientRecs{}
+		d.clients[client] = cr
+	}
+	return cr
+}
 
 // lookup returns the record of (client, seq) after pruning everything below
 // floor. A seq below the client's floor is an answered write that can no
 // longer be retried; it reports stale so the caller can refuse it.
 func (d *dedup) lookup(client, seq, floor uint64) (o *outcome, stale bool) {
-	cr := d.clients[client]
-	if cr == nil {
-		cr = &clientRecs{recs: make(map[uint64]*outcome)}
-		d.clients[client] = cr
-	}
-	if floor > cr.floor {
-		for s := range cr.recs {
-			if s < floor {
-				delete(cr.recs, s)
-			}
-		}
-		cr.floor = floor
-	}
+	cr := d.client(client)
+	cr.raise(floor)
 	if seq < cr.floor {
 		return nil, true
 	}
-	return cr.recs[seq], false
+	return cr.get(seq), false
 }
 
 func (d *dedup) put(client, seq uint64, o *outcome) {
-	cr := d.clients[client]
-	if cr == nil {
-		cr = &clientRecs{recs: make(map[uint64]*outcome)}
-		d.clients[client] = cr
+	d.client(client).put(seq, o)
+}
+
+// record is lookup's pruning and put in one step, for a secondary that
+// learns a write's outcome from its primary.
+func (d *dedup) record(client, seq, floor uint64, o *outcome) {
+	cr := d.client(client)
+	cr.raise(floor)
+	cr.put(seq, o)
+}
+
+func (cr *clientRecs) put(seq uint64, o *outcome) {
+	if seq < cr.floor {
+		return
 	}
-	if seq >= cr.floor {
-		cr.recs[seq] = o
+	i, ok := cr.search(seq)
+	if ok {
+		cr.recs[i].o = o
+		return
 	}
+	cr.recs = append(cr.recs, seqOutcome{})
+	copy(cr.recs[i+1:], cr.recs[i:])
+	cr.recs[i] = seqOutcome{seq, o}
 }
 
 // size is the number of remembered outcomes (for tests and status).
@@ -143,7 +204,13 @@ func (d *dedup) size() int {
 
 // forget drops the record of (client, seq); called with mu held.
 func (d *dedup) forget(client, seq uint64) {
-	if cr := d.clients[client]; cr != nil {
-		delete(cr.recs, seq)
+	cr := d.clients[client]
+	if cr == nil {
+		return
+	}
+	if i, ok := cr.search(seq); ok {
+		n := copy(cr.recs[i:], cr.recs[i+1:])
+		cr.recs[i+n] = seqOutcome{}
+		cr.recs = cr.recs[:i+n]
 	}
 }

@@ -178,8 +178,7 @@ func (h *peerHandler) applyRepl(st *secState, f *wire.Frame) {
 		}
 		d := h.s.dd
 		d.mu.Lock()
-		d.lookup(f.Client, f.Seq, f.Floor)
-		d.put(f.Client, f.Seq, o)
+		d.record(f.Client, f.Seq, f.Floor, o)
 		d.mu.Unlock()
 	}
 }
