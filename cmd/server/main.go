@@ -15,9 +15,11 @@ import (
 	"runtime/pprof"
 	"strconv"
 	"syscall"
+	"time"
 
 	"github.com/rs/zerolog"
 
+	"ftkv/internal/timerslack"
 	"ftkv/server"
 )
 
@@ -38,12 +40,15 @@ func main() {
 	fs.DurationVar(&cfg.HeartbeatInterval, "heartbeat", 0, "heartbeat interval (default 100ms)")
 	fs.DurationVar(&cfg.Lease, "lease", 0, "primary lease (default 4 x heartbeat; must not exceed the coordinator's failure timeout)")
 	fs.IntVar(&cfg.Loops, "loops", 0, "client event loops (default: one per CPU)")
+	slack := fs.Duration("timer-slack", time.Millisecond, "timer slack of the process (Linux; 0 = the system's, 50µs)")
 	fs.StringVar(&logFile, "log", "", "log file (default stderr)")
 	fs.StringVar(&level, "log-level", "info", "log level")
 	fs.SetOutput(os.Stderr)
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
+	// First, while nothing is open: this may execute the program again.
+	slackErr := timerslack.Ensure(*slack)
 	cfg.ID = uint32(id)
 	cfg.Secret = os.Getenv("FTKV_SECRET")
 	os.Unsetenv("FTKV_SECRET")
@@ -62,6 +67,9 @@ func main() {
 		os.Exit(2)
 	}
 	cfg.Logger = zerolog.New(out).Level(lvl).With().Timestamp().Logger()
+	if slackErr != nil {
+		cfg.Logger.Warn().Err(slackErr).Msg("timer slack left as it was")
+	}
 	if dir := os.Getenv("FTKV_CPUPROFILE_DIR"); dir != "" {
 		// Profiling aid for benchmarks: a CPU profile per server, written
 		// when the server stops.

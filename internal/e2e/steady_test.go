@@ -136,3 +136,32 @@ func TestWriteReadDump(t *testing.T) {
 		t.Fatalf("dumps hold %d keys, wrote %d", total, keys)
 	}
 }
+
+// TestServerTimerSlack checks that every thread of every server runs with
+// the 1 ms timer slack the server sets for itself at start (the Go
+// runtime's monitor thread then wakes about a millisecond apart instead of
+// every 20 µs on a busy server; docs/BENCHMARKS.md). Reading another
+// process's timer slack needs CAP_SYS_NICE: CI runs it as root.
+func TestServerTimerSlack(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("reading another process's timer slack needs root (CAP_SYS_NICE); CI runs this as root")
+	}
+	c := testcluster.Start(t, testcluster.Options{N: 3})
+	for id := 0; id < 3; id++ {
+		pid := c.ServerPID(t, id)
+		tasks, err := filepath.Glob(fmt.Sprintf("/proc/%d/task/*", pid))
+		if err != nil || len(tasks) == 0 {
+			t.Fatalf("server %d (pid %d): no threads listed: %v", id, pid, err)
+		}
+		for _, task := range tasks {
+			b, err := os.ReadFile(filepath.Join("/proc", filepath.Base(task), "timerslack_ns"))
+			if err != nil {
+				t.Fatalf("server %d thread %s: %v", id, filepath.Base(task), err)
+			}
+			if got := string(bytes.TrimSpace(b)); got != "1000000" {
+				t.Errorf("server %d (pid %d) thread %s: timer slack %s ns, want 1000000", id, pid, filepath.Base(task), got)
+			}
+		}
+		t.Logf("ran: server %d (pid %d): %d threads, each with 1 ms of timer slack", id, pid, len(tasks))
+	}
+}
