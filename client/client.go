@@ -177,6 +177,15 @@ func (c *Client) serverConn(ctx context.Context, addr string) (*conn, error) {
 		return nil, ErrClosed
 	}
 	cs := c.conns[addr]
+	if n := len(cs); n >= c.opts.conns {
+		// The usual case: a full set of connections; take the next one
+		// unless it has failed (then sort them out below).
+		c.rr++
+		if cn := cs[c.rr%uint64(n)]; !cn.broken() {
+			c.mu.Unlock()
+			return cn, nil
+		}
+	}
 	live := cs[:0:0]
 	for _, cn := range cs {
 		if !cn.broken() {
