@@ -1,6 +1,7 @@
 package server
 
 import (
+	"slices"
 	"sync"
 
 	"github.com/panjf2000/gnet/v2"
@@ -134,12 +135,7 @@ func (cr *clientRecs) raise(floor uint64) {
 	}
 	cr.floor = floor
 	i, _ := cr.search(floor)
-	if i == 0 {
-		return
-	}
-	n := copy(cr.recs, cr.recs[i:])
-	clear(cr.recs[n:])
-	cr.recs = cr.recs[:n]
+	cr.recs = slices.Delete(cr.recs, 0, i)
 }
 
 func newDedup() *dedup { return &dedup{clients: make(map[uint64]*clientRecs)} }
@@ -186,9 +182,7 @@ func (cr *clientRecs) put(seq uint64, o *outcome) {
 		cr.recs[i].o = o
 		return
 	}
-	cr.recs = append(cr.recs, seqOutcome{})
-	copy(cr.recs[i+1:], cr.recs[i:])
-	cr.recs[i] = seqOutcome{seq, o}
+	cr.recs = slices.Insert(cr.recs, i, seqOutcome{seq, o})
 }
 
 // size is the number of remembered outcomes (for tests and status).
@@ -209,8 +203,6 @@ func (d *dedup) forget(client, seq uint64) {
 		return
 	}
 	if i, ok := cr.search(seq); ok {
-		n := copy(cr.recs[i:], cr.recs[i+1:])
-		cr.recs[i+n] = seqOutcome{}
-		cr.recs = cr.recs[:i+n]
+		cr.recs = slices.Delete(cr.recs, i, i+1)
 	}
 }

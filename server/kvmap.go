@@ -125,15 +125,6 @@ func (m *kvmap) store(i int, e rec, h uint64) {
 	m.slots[i] = e.ptr()
 }
 
-// remove deletes key; it reports whether it was there.
-func (m *kvmap) remove(key []byte, h uint64) bool {
-	i, ok := m.find(key, h)
-	if ok {
-		m.removeAt(i)
-	}
-	return ok
-}
-
 // removeAt empties slot i, which holds a rec.
 func (m *kvmap) removeAt(i int) {
 	mask := len(m.slots) - 1

@@ -40,10 +40,11 @@ func Thread() (time.Duration, error) {
 	return time.Duration(ns), nil
 }
 
-// Ensure gives every thread of this process the timer slack d, by
-// re-executing the program if the main thread has another one. It
-// returns nil when the slack is d (or d <= 0: nothing to do); it does not
-// return when it re-executes. Call it first thing in main, with nothing
+// Ensure gives every thread of this process the timer slack d: it sets
+// the calling thread's slack and re-executes the program, whose threads
+// then all inherit it. It returns nil in the re-executed program (or when
+// d <= 0: nothing to do), an error when it could not re-execute, and does
+// not return otherwise. Call it first thing in main, with nothing
 // opened or started that the new image would not redo.
 func Ensure(d time.Duration) error {
 	if d <= 0 {
