@@ -22,7 +22,7 @@ import (
 
 	"ftkv/client"
 	"ftkv/hashring"
-	"ftkv/internal/testcluster"
+	"ftkv/internal/testkit/testcluster"
 	"ftkv/wire"
 )
 

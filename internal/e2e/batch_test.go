@@ -8,7 +8,7 @@ import (
 	"time"
 
 	"ftkv/client"
-	"ftkv/internal/testcluster"
+	"ftkv/internal/testkit/testcluster"
 )
 
 // TestBatch: client.Batch pipelines puts, gets and deletes over every shard

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"ftkv/internal/testcluster"
+	"ftkv/internal/testkit/testcluster"
 )
 
 // TestChaos injects random faults for FTKV_CHAOS_DURATION (default 8s;

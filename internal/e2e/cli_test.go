@@ -17,7 +17,7 @@ import (
 
 	"ftkv/client"
 	"ftkv/hashring"
-	"ftkv/internal/testcluster"
+	"ftkv/internal/testkit/testcluster"
 )
 
 // cliResult is what one run of bin/client produced.

@@ -4,7 +4,7 @@ import (
 	"testing"
 	"time"
 
-	"ftkv/internal/testcluster"
+	"ftkv/internal/testkit/testcluster"
 )
 
 // TestCoordinatorKill kills the coordinator with SIGKILL under load: clients

@@ -12,8 +12,8 @@ import (
 	"time"
 
 	"ftkv/client"
-	"ftkv/internal/proxy"
-	"ftkv/internal/testcluster"
+	"ftkv/internal/testkit/proxy"
+	"ftkv/internal/testkit/testcluster"
 )
 
 // TestAppendExactlyOnce puts a proxy between the client and every server

@@ -20,7 +20,7 @@ import (
 
 	"ftkv/client"
 	"ftkv/hashring"
-	"ftkv/internal/testcluster"
+	"ftkv/internal/testkit/testcluster"
 )
 
 const (

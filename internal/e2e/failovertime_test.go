@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"ftkv/internal/testcluster"
+	"ftkv/internal/testkit/testcluster"
 )
 
 // TestFailoverWriteGap kills the primary of a shard FTKV_FAILOVER_KILLS

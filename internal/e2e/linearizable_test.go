@@ -11,7 +11,7 @@ import (
 	"github.com/anishathalye/porcupine"
 
 	"ftkv/client"
-	"ftkv/internal/testcluster"
+	"ftkv/internal/testkit/testcluster"
 )
 
 // TestLinearizable drives 16 goroutines over 4 clients with random Get, Put,

@@ -21,8 +21,8 @@ import (
 	"time"
 
 	"ftkv/client"
-	"ftkv/internal/nethost"
-	"ftkv/internal/testcluster"
+	"ftkv/internal/testkit/nethost"
+	"ftkv/internal/testkit/testcluster"
 )
 
 // remoteRecover bounds kill -> recovered for servers spawned over ssh: each

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"ftkv/client"
-	"ftkv/internal/testcluster"
+	"ftkv/internal/testkit/testcluster"
 )
 
 // swallowConn hides everything the server sends while swallow is set: the

@@ -14,7 +14,7 @@ import (
 
 	"ftkv/client"
 	"ftkv/hashring"
-	"ftkv/internal/testcluster"
+	"ftkv/internal/testkit/testcluster"
 	"ftkv/server"
 )
 
