@@ -3,8 +3,7 @@ package server
 import (
 	"slices"
 	"sync"
-
-	"github.com/panjf2000/gnet/v2"
+	"sync/atomic"
 
 	"ftkv/wire"
 )
@@ -19,7 +18,7 @@ func (d *dedup) snapshot() [][]byte {
 	var b []byte
 	for client, cr := range d.clients {
 		for _, r := range cr.recs {
-			if o := r.o; o.done {
+			if o := r.o; o.done.Load() {
 				b = wire.AppendDedupRecord(b, client, r.seq, o.status, o.flags, o.value)
 				if len(b) >= 1<<20 {
 					chunks = append(chunks, b)
@@ -41,43 +40,32 @@ func (d *dedup) restore(b []byte) error {
 			return err
 		}
 		if cr := d.clients[client]; cr == nil || cr.get(seq) == nil {
-			d.put(client, seq, &outcome{done: true, status: st, flags: flags, value: append([]byte(nil), value...)})
+			d.client(client).put(seq, doneOutcome(st, flags, append([]byte(nil), value...)))
 		}
 		b = rest
 	}
 	return nil
 }
 
-// outcome is the remembered answer to one client write.
+// outcome is the remembered answer to one client write. The connections
+// waiting for it are the write path's business (entry.retries), not the
+// record's: the record outlives them.
 type outcome struct {
-	done    bool
-	status  wire.Status
-	flags   uint8
-	value   []byte // current value for a MISMATCH answer
-	waiters []waiter
-	one     [1]waiter // waiters' first element, without an allocation of its own
+	// done is set once the write committed (or, on a secondary, when the
+	// record is made); status, flags and value are final from then on.
+	// It is atomic so a retry on another event loop reads it without the
+	// dedup lock.
+	done   atomic.Bool
+	status wire.Status
+	flags  uint8
+	value  []byte // current value for a MISMATCH answer
 }
 
-// newOutcome is an unfinished outcome with one waiter.
-func newOutcome(c gnet.Conn, id uint64) *outcome {
-	o := &outcome{}
-	o.one[0] = waiter{c, id}
-	o.waiters = o.one[:1:1]
+// doneOutcome is a finished record, as a secondary learns it.
+func doneOutcome(st wire.Status, flags uint8, value []byte) *outcome {
+	o := &outcome{status: st, flags: flags, value: value}
+	o.done.Store(true)
 	return o
-}
-
-// answered forgets the waiters once they have their answer (the record
-// outlives the connections).
-func (o *outcome) answered() {
-	o.waiters = nil
-	o.one = [1]waiter{}
-}
-
-// waiter is a connection waiting for a write's answer: the original
-// request, plus any retry that arrived while the write was in flight.
-type waiter struct {
-	c  gnet.Conn
-	id uint64
 }
 
 // dedup remembers the outcome of every client write whose sequence number
@@ -149,25 +137,43 @@ func (d *dedup) client(client uint64) *clientRecs {
 	return cr
 }
 
-// lookup returns the record of (client, seq) after pruning everything below
-// floor. A seq below the client's floor is an answered write that can no
-// longer be retried; it reports stale so the caller can refuse it.
-func (d *dedup) lookup(client, seq, floor uint64) (o *outcome, stale bool) {
+// claim is what a primary's sequencer learns about a client write.
+type claim uint8
+
+const (
+	claimNew      claim = iota // not seen before: the returned record is registered for it
+	claimDone                  // answered before: answer again from the record
+	claimInFlight              // sequenced, not committed yet: wait for it
+	claimStale                 // below the client's floor: it can no longer be a retry
+)
+
+// claim prunes client's records below floor and looks up (client, seq);
+// an unknown write gets a new, unfinished record, registered at once so
+// a retry arriving on another event loop finds it.
+func (d *dedup) claim(client, seq, floor uint64) (*outcome, claim) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	cr := d.client(client)
 	cr.raise(floor)
 	if seq < cr.floor {
-		return nil, true
+		return nil, claimStale
 	}
-	return cr.get(seq), false
+	if o := cr.get(seq); o != nil {
+		if o.done.Load() {
+			return o, claimDone
+		}
+		return o, claimInFlight
+	}
+	o := &outcome{}
+	cr.put(seq, o)
+	return o, claimNew
 }
 
-func (d *dedup) put(client, seq uint64, o *outcome) {
-	d.client(client).put(seq, o)
-}
-
-// record is lookup's pruning and put in one step, for a secondary that
-// learns a write's outcome from its primary.
+// record prunes client's records below floor and stores o for seq, for a
+// secondary that learns a write's outcome from its primary.
 func (d *dedup) record(client, seq, floor uint64, o *outcome) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	cr := d.client(client)
 	cr.raise(floor)
 	cr.put(seq, o)
@@ -196,8 +202,11 @@ func (d *dedup) size() int {
 	return n
 }
 
-// forget drops the record of (client, seq); called with mu held.
+// forget drops the record of (client, seq): a write its primary gave up
+// on (the client retries it elsewhere).
 func (d *dedup) forget(client, seq uint64) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
 	cr := d.clients[client]
 	if cr == nil {
 		return

@@ -8,45 +8,44 @@ import (
 func TestDedupFloorPrunes(t *testing.T) {
 	d := newDedup()
 	for s := uint64(1); s <= 10; s++ {
-		d.put(7, s, &outcome{done: true})
+		d.record(7, s, 0, doneOutcome(0, 0, nil))
 	}
-	if o, stale := d.lookup(7, 5, 1); o == nil || stale {
+	if o, cl := d.claim(7, 5, 1); o == nil || cl != claimDone {
 		t.Fatal("record 5 must be remembered while the floor is 1")
 	}
-	if _, stale := d.lookup(7, 11, 6); stale {
-		t.Fatal("seq 11 is above the floor")
+	if _, cl := d.claim(7, 11, 6); cl != claimNew {
+		t.Fatal("seq 11 is above the floor and new")
 	}
-	if n := d.size(); n != 5 {
-		t.Fatalf("%d records after floor 6, want 5 (6..10)", n)
+	if n := d.size(); n != 6 {
+		t.Fatalf("%d records after floor 6, want 6 (6..11)", n)
 	}
-	if _, stale := d.lookup(7, 3, 6); !stale {
+	if _, cl := d.claim(7, 11, 6); cl != claimInFlight {
+		t.Fatal("seq 11 was claimed: it is in flight")
+	}
+	if _, cl := d.claim(7, 3, 6); cl != claimStale {
 		t.Fatal("seq 3 is below the floor: a retry of it cannot happen")
 	}
 }
 
 func TestDedupSnapshotRestore(t *testing.T) {
 	a := newDedup()
-	a.mu.Lock()
-	a.put(7, 3, &outcome{done: true, status: 2, flags: 1, value: []byte("cur\x00")})
-	a.put(7, 4, &outcome{}) // in flight: travels with its REPL frame
-	a.put(9, 1, &outcome{done: true})
-	a.mu.Unlock()
+	a.record(7, 3, 0, doneOutcome(2, 1, []byte("cur\x00")))
+	a.claim(7, 4, 0) // in flight: travels with its REPL frame
+	a.record(9, 1, 0, doneOutcome(0, 0, nil))
 	b := newDedup()
 	for _, c := range a.snapshot() {
 		if err := b.restore(c); err != nil {
 			t.Fatal(err)
 		}
 	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	o, _ := b.lookup(7, 3, 1)
-	if o == nil || !o.done || o.status != 2 || o.flags != 1 || string(o.value) != "cur\x00" {
-		t.Fatalf("record (7,3) = %+v", o)
+	o, cl := b.claim(7, 3, 1)
+	if cl != claimDone || o.status != 2 || o.flags != 1 || string(o.value) != "cur\x00" {
+		t.Fatalf("record (7,3) = %+v, %v", o, cl)
 	}
-	if o, _ := b.lookup(7, 4, 1); o != nil {
+	if _, cl := b.claim(7, 4, 1); cl != claimNew {
 		t.Fatal("an unfinished record was copied")
 	}
-	if o, _ := b.lookup(9, 1, 1); o == nil || !o.done {
+	if _, cl := b.claim(9, 1, 1); cl != claimDone {
 		t.Fatal("record (9,1) missing")
 	}
 }
@@ -60,37 +59,45 @@ func TestDedupModel(t *testing.T) {
 	d := newDedup()
 	model := map[uint64]*outcome{}
 	floor := uint64(0)
+	prune := func() {
+		for s := range model {
+			if s < floor {
+				delete(model, s)
+			}
+		}
+	}
 	for i := 0; i < 20000; i++ {
 		seq := floor + uint64(r.IntN(40))
-		switch r.IntN(4) {
+		switch r.IntN(3) {
 		case 0:
-			o := &outcome{}
-			d.put(1, seq, o)
-			model[seq] = o
-		case 1:
 			if r.IntN(10) == 0 {
 				floor += uint64(r.IntN(5))
 			}
-			o, stale := d.lookup(1, seq, floor)
-			for s := range model {
-				if s < floor {
-					delete(model, s)
+			o, cl := d.claim(1, seq, floor)
+			prune()
+			want := model[seq]
+			switch {
+			case seq < floor:
+				if cl != claimStale {
+					t.Fatalf("step %d: claim(%d) floor %d = %v, want stale", i, seq, floor, cl)
+				}
+			case want == nil:
+				if cl != claimNew || o == nil {
+					t.Fatalf("step %d: claim(%d) floor %d = %v, want new", i, seq, floor, cl)
+				}
+				model[seq] = o
+			default:
+				if o != want || (cl == claimDone) != want.done.Load() {
+					t.Fatalf("step %d: claim(%d) floor %d = %p %v, model %p", i, seq, floor, o, cl, want)
 				}
 			}
-			if stale != (seq < floor) || (!stale && o != model[seq]) {
-				t.Fatalf("step %d: lookup(%d) floor %d = %p stale %v, model %p", i, seq, floor, o, stale, model[seq])
-			}
-		case 2:
+		case 1:
 			d.forget(1, seq)
 			delete(model, seq)
-		case 3:
-			o := &outcome{}
+		case 2:
+			o := doneOutcome(0, 0, nil)
 			d.record(1, seq, floor, o)
-			for s := range model {
-				if s < floor {
-					delete(model, s)
-				}
-			}
+			prune()
 			if seq >= floor {
 				model[seq] = o
 			}

@@ -172,14 +172,11 @@ func (h *peerHandler) applyRepl(st *secState, f *wire.Frame) {
 		st.t.merge(unsafe.String(unsafe.SliceData(f.Key), len(f.Key)), f.Value, f.ID, false, st.seeding)
 	}
 	if f.Client != 0 {
-		o := &outcome{done: true, status: f.Status, flags: f.Flags & wire.FlagOldPresent}
+		var val []byte
 		if f.Flags&wire.FlagNoop != 0 && len(f.Value) > 0 {
-			o.value = append([]byte(nil), f.Value...)
+			val = append([]byte(nil), f.Value...)
 		}
-		d := h.s.dd
-		d.mu.Lock()
-		d.record(f.Client, f.Seq, f.Floor, o)
-		d.mu.Unlock()
+		h.s.dd.record(f.Client, f.Seq, f.Floor, doneOutcome(f.Status, f.Flags&wire.FlagOldPresent, val))
 	}
 }
 

@@ -40,6 +40,41 @@ type entry struct {
 	del   bool
 	noop  bool
 	out   *outcome
+	// The connections waiting for the answer: the request's own (wreq.c
+	// and id; c is nil once answered) and any retry that arrived while the
+	// write was in flight. Guarded by the primary's lock.
+	retries []waiter
+}
+
+// waiter is a connection waiting for a write's answer.
+type waiter struct {
+	c  gnet.Conn
+	id uint64
+}
+
+// answerWaiters answers every connection waiting for e, with the
+// record's answer (refuse == "") or UNAVAILABLE and refuse, and forgets
+// them (a retry that comes later waits anew). It returns how many it
+// answered; the caller holds the primary's lock.
+func (e *entry) answerWaiters(rb *replyBatch, refuse string) int {
+	n := 0
+	if e.c != nil {
+		rb.add(e.c, e.answerFor(e.id, refuse))
+		n++
+	}
+	for _, w := range e.retries {
+		rb.add(w.c, e.answerFor(w.id, refuse))
+		n++
+	}
+	e.c, e.retries = nil, nil
+	return n
+}
+
+func (e *entry) answerFor(id uint64, refuse string) *wire.Frame {
+	if refuse != "" {
+		return &wire.Frame{Op: wire.OpPut, ID: id, Status: wire.StatusUnavailable, Value: []byte(refuse)}
+	}
+	return answer(0, id, e.out)
 }
 
 // pend is the newest not-yet-committed value of a key, so that CAS and
@@ -215,26 +250,18 @@ func (p *primary) pinger() {
 // reached it). The writes stay in flight here, so a link that comes back
 // still commits them, and a retry that comes back here waits for that.
 func (p *primary) releaseStuck(now time.Time) {
+	replies := newReplyBatch()
+	defer replies.release()
 	p.mu.Lock()
 	if len(p.inflight) == 0 || p.canServe(now) {
 		p.mu.Unlock()
 		return
 	}
-	stuck := append([]*entry(nil), p.inflight...)
-	p.mu.Unlock()
-	replies := newReplyBatch()
-	defer replies.release()
-	p.s.dd.mu.Lock()
 	n := 0
-	for _, e := range stuck {
-		for _, w := range e.out.waiters {
-			replies.add(w.c, &wire.Frame{Op: wire.OpPut, ID: w.id, Status: wire.StatusUnavailable,
-				Value: []byte("primary lost its lease; retry")})
-			n++
-		}
-		e.out.answered()
+	for _, e := range p.inflight {
+		n += e.answerWaiters(replies, "primary lost its lease; retry")
 	}
-	p.s.dd.mu.Unlock()
+	p.mu.Unlock()
 	if n > 0 {
 		p.log.Warn().Int("writes", n).Msg("lease lost with writes in flight; told their clients to retry elsewhere")
 	}
@@ -431,28 +458,22 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 	for _, r := range batch {
 		var o *outcome
 		if r.client != 0 {
-			p.s.dd.mu.Lock()
-			old, stale := p.s.dd.lookup(r.client, r.seq, r.floor)
-			if stale {
-				p.s.dd.mu.Unlock()
+			var cl claim
+			o, cl = p.s.dd.claim(r.client, r.seq, r.floor)
+			switch cl {
+			case claimStale:
 				replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusBadRequest,
 					Value: []byte("sequence number below the client's own floor")})
 				continue
-			}
-			if old != nil {
-				if old.done {
-					replies.add(r.c, answer(r.op, r.id, old))
-				} else {
-					old.waiters = append(old.waiters, waiter{r.c, r.id})
-				}
-				p.s.dd.mu.Unlock()
+			case claimDone:
+				replies.add(r.c, answer(r.op, r.id, o))
+				continue
+			case claimInFlight:
+				p.waitFor(o, r, replies)
 				continue
 			}
-			o = newOutcome(r.c, r.id)
-			p.s.dd.put(r.client, r.seq, o)
-			p.s.dd.mu.Unlock()
 		} else {
-			o = newOutcome(r.c, r.id)
+			o = &outcome{}
 		}
 		e := p.apply(r, o)
 		p.nextIndex++
@@ -480,6 +501,21 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 		return
 	}
 	link.flushSoon()
+}
+
+// waitFor makes the retry r wait for the write in flight whose record is o;
+// the caller holds p.mu. Retries are rare, so the entry is searched for.
+// A record in flight that is not this primary's belongs to one that has
+// stopped leading the shard: the client retries.
+func (p *primary) waitFor(o *outcome, r *entry, replies *replyBatch) {
+	for i := len(p.inflight) - 1; i >= 0; i-- {
+		if e := p.inflight[i]; e.out == o {
+			e.retries = append(e.retries, waiter{r.c, r.id})
+			return
+		}
+	}
+	replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusUnavailable,
+		Value: []byte("shard changed hands; retry")})
 }
 
 // apply computes the effect of the request e on the newest value of its
@@ -562,15 +598,10 @@ func (p *primary) commitUpTo(idx uint64, loop gnet.EventLoop) {
 		}
 		p.committed = e.index
 	}
-	p.s.dd.mu.Lock()
 	for _, e := range batch {
-		e.out.done = true
-		for _, w := range e.out.waiters {
-			replies.add(w.c, answer(0, w.id, e.out))
-		}
-		e.out.answered()
+		e.out.done.Store(true)
+		e.answerWaiters(replies, "")
 	}
-	p.s.dd.mu.Unlock()
 	rest := copy(p.inflight, p.inflight[n:])
 	clear(p.inflight[rest:])
 	p.inflight = p.inflight[:rest]
@@ -625,18 +656,12 @@ func (p *primary) close() {
 	// at the shard's new primary, and forget their unfinished records.
 	replies := newReplyBatch()
 	defer replies.release()
-	p.s.dd.mu.Lock()
 	for _, e := range orphans {
-		for _, w := range e.out.waiters {
-			replies.add(w.c, &wire.Frame{Op: wire.OpPut, ID: w.id, Status: wire.StatusUnavailable,
-				Value: []byte("shard changed hands; retry")})
-		}
-		e.out.answered()
+		e.answerWaiters(replies, "shard changed hands; retry")
 		if e.client != 0 {
 			p.s.dd.forget(e.client, e.seq)
 		}
 	}
-	p.s.dd.mu.Unlock()
 	replies.flush(nil)
 }
 
