@@ -16,6 +16,8 @@ import (
 
 	"ftkv/hashring"
 	"ftkv/internal/netopt"
+	"ftkv/status"
+	"ftkv/timing"
 	"ftkv/wire"
 )
 
@@ -23,11 +25,18 @@ import (
 type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 type options struct {
-	dial    DialFunc
-	log     zerolog.Logger
-	conns   int
-	backoff time.Duration
+	dial   DialFunc
+	log    zerolog.Logger
+	conns  int
+	timing timing.Config
 }
+
+// retryMin is the first pause between a request's attempts.
+// timing: exception — 5 ms, half of timing.Default().RetryMin (10 ms, the
+// replication links' first reconnect pause): a client's first retry after
+// a failover comes that much sooner. It is not derived until the timing
+// configuration has a client's own minimum.
+const retryMin = 5 * time.Millisecond
 
 // Option configures a Client.
 type Option func(*options)
@@ -35,6 +44,12 @@ type Option func(*options)
 // WithDialer replaces the function used to open every connection
 // (coordinator and servers).
 func WithDialer(d DialFunc) Option { return func(o *options) { o.dial = d } }
+
+// WithTiming sets the durations the client waits and retries after
+// (default timing.Default(); a client has no failure timeout of its own):
+// Handshake bounds a connect and a view request, RetryMax the pause
+// between a request's attempts.
+func WithTiming(t timing.Config) Option { return func(o *options) { o.timing = t } }
 
 // WithLogger routes the client's diagnostics to l (default: discarded).
 func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
@@ -74,7 +89,7 @@ type Client struct {
 // Dial connects to the coordinator at addr, fetches the cluster view and
 // returns a ready client.
 func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
-	o := options{log: zerolog.Nop(), conns: 1, backoff: 5 * time.Millisecond}
+	o := options{log: zerolog.Nop(), conns: 1, timing: timing.Default()}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -128,7 +143,7 @@ func (c *Client) View() wire.View {
 }
 
 func (c *Client) dialConn(ctx context.Context, addr string) (*conn, error) {
-	dctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	dctx, cancel := context.WithTimeout(ctx, c.opts.timing.Handshake)
 	defer cancel()
 	nc, err := c.opts.dial(dctx, "tcp", addr)
 	if err != nil {
@@ -231,17 +246,14 @@ func (c *Client) refreshView(ctx context.Context, seen uint64) error {
 	if err != nil {
 		return err
 	}
-	rctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+	rctx, cancel := context.WithTimeout(ctx, c.opts.timing.Handshake)
 	defer cancel()
 	reply, err := cn.roundTrip(rctx, &wire.Frame{Op: wire.OpView})
-	if err != nil {
-		if ctx.Err() != nil {
-			return ctx.Err()
-		}
-		return fmt.Errorf("ftkv: coordinator %s: %w", c.coordAddr, err)
+	if err != nil && ctx.Err() != nil {
+		return ctx.Err()
 	}
-	if reply.Status != wire.StatusOK {
-		return fmt.Errorf("ftkv: coordinator %s answered %s", c.coordAddr, reply.Status)
+	if err := c.coordErr(reply, err); err != nil {
+		return err
 	}
 	v, err := wire.DecodeView(reply.Value)
 	if err != nil {
@@ -258,23 +270,32 @@ func (c *Client) refreshView(ctx context.Context, seen uint64) error {
 }
 
 // Status asks the coordinator for the cluster status.
-func (c *Client) Status(ctx context.Context) (*ClusterStatus, error) {
+func (c *Client) Status(ctx context.Context) (*status.Cluster, error) {
 	cn, err := c.coordConn(ctx)
 	if err != nil {
 		return nil, err
 	}
 	reply, err := cn.roundTrip(ctx, &wire.Frame{Op: wire.OpStatus})
-	if err != nil {
-		return nil, fmt.Errorf("ftkv: coordinator %s: %w", c.coordAddr, err)
+	if err := c.coordErr(reply, err); err != nil {
+		return nil, err
 	}
-	if reply.Status != wire.StatusOK {
-		return nil, fmt.Errorf("ftkv: coordinator %s answered %s", c.coordAddr, reply.Status)
-	}
-	var st ClusterStatus
+	var st status.Cluster
 	if err := json.Unmarshal(reply.Value, &st); err != nil {
 		return nil, fmt.Errorf("ftkv: coordinator %s sent a bad status: %w", c.coordAddr, err)
 	}
 	return &st, nil
+}
+
+// coordErr is the error of a round trip to the coordinator: the
+// transport's, or the coordinator's refusal (any status but OK).
+func (c *Client) coordErr(reply wire.Frame, err error) error {
+	if err != nil {
+		return fmt.Errorf("ftkv: coordinator %s: %w", c.coordAddr, err)
+	}
+	if reply.Status != wire.StatusOK {
+		return fmt.Errorf("ftkv: coordinator %s answered %s", c.coordAddr, reply.Status)
+	}
+	return nil
 }
 
 // beginSeq allocates the sequence number of a write; endSeq retires it once
@@ -386,7 +407,7 @@ func (c *Client) outcome(ctx context.Context, reply wire.Frame, v *wire.View, ad
 // retry sends f (prepared) until its outcome is known or ctx ends; from is
 // the number of attempts already made, lastErr the reason the last failed.
 func (c *Client) retry(ctx context.Context, f *wire.Frame, from int, lastErr error) (wire.Frame, error) {
-	backoff := c.opts.backoff
+	backoff := retryMin
 	for attempt := from; ; attempt++ {
 		if attempt > 0 {
 			t := time.NewTimer(backoff)
@@ -396,7 +417,7 @@ func (c *Client) retry(ctx context.Context, f *wire.Frame, from int, lastErr err
 				return wire.Frame{}, c.ctxErr(ctx, lastErr)
 			case <-t.C:
 			}
-			if backoff < 200*time.Millisecond {
+			if backoff < c.opts.timing.RetryMax {
 				backoff *= 2
 			}
 		}
@@ -425,7 +446,7 @@ func (c *Client) retry(ctx context.Context, f *wire.Frame, from int, lastErr err
 			lastErr = err
 			if reply.Status == wire.StatusWrongServer || reply.Status == wire.StatusStaleEpoch {
 				if attempt < 2 {
-					backoff = c.opts.backoff / 2
+					backoff = retryMin / 2
 				}
 			}
 			continue

@@ -8,6 +8,8 @@ import (
 	"os"
 	"strconv"
 	"strings"
+
+	"ftkv/internal/hostname"
 )
 
 // ServerSpec is one server line of the cluster file.
@@ -20,12 +22,7 @@ type ServerSpec struct {
 }
 
 // Local reports whether the server is spawned on this machine.
-func (s ServerSpec) Local() bool { return IsLocalHost(s.Host) }
-
-// IsLocalHost reports whether a config host means this machine.
-func IsLocalHost(h string) bool {
-	return h == "localhost" || h == "127.0.0.1" || h == "::1"
-}
+func (s ServerSpec) Local() bool { return hostname.IsLocal(s.Host) }
 
 // Cluster is a parsed cluster file.
 type Cluster struct {
@@ -64,7 +61,7 @@ func (c *Cluster) HasRemote() bool {
 		}
 	}
 	for _, s := range c.Spares {
-		if !IsLocalHost(s.Host) {
+		if !hostname.IsLocal(s.Host) {
 			return true
 		}
 	}
@@ -231,7 +228,7 @@ func validHost(h string) error {
 	if strings.HasPrefix(h, "-") {
 		return fmt.Errorf("host %q must not start with '-'", h)
 	}
-	if IsLocalHost(h) {
+	if hostname.IsLocal(h) {
 		return nil
 	}
 	if _, _, _, err := ParseDestination(h); err != nil {

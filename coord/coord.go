@@ -8,8 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"net"
-	"os"
-	"path/filepath"
 	"strconv"
 	"sync"
 	"time"
@@ -22,37 +20,6 @@ import (
 	"ftkv/internal/netopt"
 	"ftkv/wire"
 )
-
-// Options configure a Coordinator. Zero values mean the documented default.
-type Options struct {
-	Cluster     *Cluster
-	Bind        string // address for both ports (default 127.0.0.1)
-	ClientPort  int    // -c; 0 = any free port
-	ServersPort int    // -s; 0 = any free port
-
-	// Timeout is the failure timeout: a server silent for this long is
-	// considered failed (default 500ms).
-	Timeout time.Duration
-	// Lease is how long a primary serves after a renewal (default 0.8 x
-	// Timeout; never more than Timeout).
-	Lease time.Duration
-	// Heartbeat is the servers' heartbeat interval (default Timeout/5).
-	Heartbeat time.Duration
-	// StartTimeout bounds how long starting the cluster may take (default 15s).
-	StartTimeout time.Duration
-
-	Dir     string  // servers' working directory (default: current)
-	Spawner Spawner // local servers; default: LocalSpawner running ServerBin
-	// Remote starts servers on ssh hosts; default: an SSHSpawner built from
-	// the cluster file's settings overridden by RemoteFlags.
-	Remote      Spawner
-	RemoteFlags RemoteSettings
-	ServerBin   string // default: "server" beside the running executable
-	ServerLog   string // servers' log file ("" = the coordinator's stderr)
-	ServerLevel string // servers' log level (default "info")
-
-	Logger zerolog.Logger
-}
 
 // Coordinator starts the servers, publishes the view and watches heartbeats.
 type Coordinator struct {
@@ -110,57 +77,12 @@ func New(opts Options) (*Coordinator, error) {
 	if opts.Cluster == nil || len(opts.Cluster.Servers) == 0 {
 		return nil, errors.New("coord: a cluster with at least one server is required")
 	}
-	if opts.Bind == "" {
-		// Servers on other hosts must reach the servers port, and their
-		// clients the client port.
-		opts.Bind = "127.0.0.1"
-		if opts.Cluster.HasRemote() {
-			opts.Bind = "0.0.0.0"
-		}
+	if err := opts.Validate(); err != nil {
+		return nil, err
 	}
-	if opts.Timeout <= 0 {
-		opts.Timeout = 500 * time.Millisecond
-	}
-	if opts.Heartbeat <= 0 {
-		opts.Heartbeat = opts.Timeout / 5
-	}
-	if opts.Lease <= 0 || opts.Lease > opts.Timeout {
-		opts.Lease = opts.Timeout * 4 / 5
-	}
-	if opts.StartTimeout <= 0 {
-		opts.StartTimeout = 15 * time.Second
-	}
-	if opts.Dir == "" {
-		wd, err := os.Getwd()
-		if err != nil {
-			return nil, err
-		}
-		opts.Dir = wd
-	}
-	if opts.ServerLevel == "" {
-		opts.ServerLevel = "info"
-	}
-	if opts.Spawner == nil || (opts.Remote == nil && opts.Cluster.HasRemote()) {
-		bin := opts.ServerBin
-		if bin == "" {
-			exe, err := os.Executable()
-			if err != nil {
-				return nil, fmt.Errorf("coord: locate server binary: %w", err)
-			}
-			bin = filepath.Join(filepath.Dir(exe), "server")
-		}
-		if abs, err := filepath.Abs(bin); err == nil {
-			bin = abs
-		}
-		if _, err := os.Stat(bin); err != nil {
-			return nil, fmt.Errorf("coord: server binary %s: %w", bin, unwrapPathErr(err))
-		}
-		if opts.Spawner == nil {
-			opts.Spawner = &LocalSpawner{Binary: bin, Stderr: os.Stderr}
-		}
-		if opts.Remote == nil && opts.Cluster.HasRemote() {
-			opts.Remote = newSSHSpawner(opts.Cluster.Remote, opts.RemoteFlags, bin, opts.Dir, opts.Logger)
-		}
+	opts, err := opts.withDefaults()
+	if err != nil {
+		return nil, err
 	}
 	var sb [16]byte
 	_, _ = rand.Read(sb[:])
@@ -196,7 +118,7 @@ func (c *Coordinator) ServersAddr() string { return c.serversAddr }
 // reported, wires each primary to its secondary, publishes view epoch 1 and
 // then opens the client port. On error, whatever was started is stopped.
 func (c *Coordinator) Start(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.StartTimeout)
+	ctx, cancel := context.WithTimeout(ctx, c.opts.Timing.Start)
 	defer cancel()
 	// The saved secret must be in place before the servers port lets the
 	// previous coordinator's servers in.
@@ -308,7 +230,7 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node) error {
 	spec := SpawnSpec{
 		ID: nd.id, Incarnation: inc, Spec: where, CoordAddr: c.serversAddr, Secret: c.secret,
 		Dir: c.opts.Dir, LogFile: c.opts.ServerLog, LogLevel: c.opts.ServerLevel,
-		Heartbeat: c.opts.Heartbeat.String(), Lease: c.opts.Lease.String(),
+		FailureTimeout: c.opts.Timing.FailureTimeout,
 	}
 	sp := c.opts.Spawner
 	if !where.Local() {
@@ -372,9 +294,9 @@ func (c *Coordinator) waitRegistered(ctx context.Context) error {
 		}
 		select {
 		case <-c.regCh:
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(c.opts.Timing.Poll):
 		case <-ctx.Done():
-			return fmt.Errorf("servers %v did not report within %s", missing, c.opts.StartTimeout)
+			return fmt.Errorf("servers %v did not report within %s", missing, c.opts.Timing.Start)
 		}
 	}
 }
@@ -424,12 +346,9 @@ func (c *Coordinator) pushView(ctx context.Context, v wire.View) []error {
 		go func(m wire.Member) {
 			defer wg.Done()
 			nd := c.nodes[m.ID]
-			pctx, cancel := context.WithTimeout(ctx, 8*time.Second)
+			pctx, cancel := context.WithTimeout(ctx, c.opts.Timing.Control)
 			defer cancel()
-			ans, err := c.control(pctx, nd, &wire.Frame{Op: wire.OpSetView, Epoch: v.Epoch, Value: enc})
-			if err == nil && ans.Status != wire.StatusOK {
-				err = fmt.Errorf("%s: %s", ans.Status, ans.Value)
-			}
+			err := replyErr(c.control(pctx, nd, &wire.Frame{Op: wire.OpSetView, Epoch: v.Epoch, Value: enc}))
 			if err != nil {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("server %d refused view %d: %w", m.ID, v.Epoch, err))
@@ -455,7 +374,7 @@ func (c *Coordinator) control(ctx context.Context, nd *node, f *wire.Frame) (wir
 	c.mu.Unlock()
 	if cc == nil || cc.addr != addr {
 		var err error
-		cc, err = dialCtl(ctx, addr, c.secret)
+		cc, err = c.dialCtl(ctx, addr)
 		if err != nil {
 			return wire.Frame{}, err
 		}
@@ -509,7 +428,7 @@ func (c *Coordinator) heartbeat(hb wire.Heartbeat) bool {
 		case c.regCh <- struct{}{}:
 		default:
 		}
-		c.wakeLocked()
+		c.wake()
 	}
 	return true
 }
@@ -521,7 +440,7 @@ func (c *Coordinator) Shutdown(ctx context.Context) error {
 	c.shutting = true
 	nodes := append([]*node(nil), c.nodes...)
 	c.mu.Unlock()
-	ctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	ctx, cancel := context.WithTimeout(ctx, c.opts.Timing.ShutdownWait)
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make([]error, len(nodes))
@@ -536,26 +455,22 @@ func (c *Coordinator) Shutdown(ctx context.Context) error {
 		wg.Add(1)
 		go func(i int, nd *node) {
 			defer wg.Done()
-			ans, err := c.control(ctx, nd, &wire.Frame{Op: wire.OpShutdown})
-			if err == nil && ans.Status != wire.StatusOK {
-				err = fmt.Errorf("%s: %s", ans.Status, ans.Value)
-			}
-			if err != nil {
+			if err := replyErr(c.control(ctx, nd, &wire.Frame{Op: wire.OpShutdown})); err != nil {
 				errs[i] = fmt.Errorf("server %d: shutdown: %w", nd.id, err)
 			}
 			select {
 			case <-nd.proc.Done():
-			case <-time.After(2 * time.Second):
+			case <-time.After(c.opts.Timing.ServerExit):
 				_ = nd.proc.Kill()
 				select {
 				case <-nd.proc.Done():
-				case <-time.After(3 * time.Second): // an unreachable host
+				case <-time.After(c.opts.Timing.KillWait): // an unreachable host
 				}
 			}
 		}(i, nd)
 	}
 	wg.Wait()
-	c.log.Info().Dur("took", time.Since(start)).Msg("servers stopped")
+	c.log.Info().Float64("took_ms", millis(time.Since(start))).Msg("servers stopped")
 	if len(errs) == 0 || errors.Join(errs...) == nil {
 		c.removeState()
 	}
@@ -586,18 +501,21 @@ type ctlConn struct {
 	nc   net.Conn
 	br   *bufio.Reader
 	next uint64
+	// limit bounds an order sent without a deadline in its ctx.
+	limit time.Duration
 }
 
-func dialCtl(ctx context.Context, addr, secret string) (*ctlConn, error) {
+// dialCtl opens an authenticated control connection to addr.
+func (c *Coordinator) dialCtl(ctx context.Context, addr string) (*ctlConn, error) {
 	if addr == "" {
 		return nil, errors.New("server has not reported its control address")
 	}
-	nc, err := netopt.Dialer(time.Second).DialContext(ctx, "tcp", addr)
+	nc, err := netopt.Dialer(c.opts.Timing.Dial).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, err
 	}
-	cc := &ctlConn{addr: addr, nc: nc, br: bufio.NewReader(nc)}
-	ans, err := cc.roundTrip(ctx, &wire.Frame{Op: wire.OpHello, Value: []byte(secret)})
+	cc := &ctlConn{addr: addr, nc: nc, br: bufio.NewReader(nc), limit: c.opts.Timing.Control}
+	ans, err := cc.roundTrip(ctx, &wire.Frame{Op: wire.OpHello, Value: []byte(c.secret)})
 	if err == nil && ans.Status != wire.StatusOK {
 		err = fmt.Errorf("control link refused: %s", ans.Value)
 	}
@@ -613,7 +531,7 @@ func (cc *ctlConn) roundTrip(ctx context.Context, f *wire.Frame) (wire.Frame, er
 	defer cc.mu.Unlock()
 	cc.next++
 	f.ID = cc.next
-	dl := time.Now().Add(10 * time.Second)
+	dl := time.Now().Add(cc.limit)
 	if d, ok := ctx.Deadline(); ok {
 		dl = d
 	}
@@ -633,6 +551,15 @@ func (cc *ctlConn) roundTrip(ctx context.Context, f *wire.Frame) (wire.Frame, er
 }
 
 func (cc *ctlConn) close() { _ = cc.nc.Close() }
+
+// replyErr is the error of an order's round trip: the transport's, or
+// the server's refusal (any status but OK) with its reason.
+func replyErr(ans wire.Frame, err error) error {
+	if err == nil && ans.Status != wire.StatusOK {
+		err = fmt.Errorf("%s: %s", ans.Status, ans.Value)
+	}
+	return err
+}
 
 // remoteCoordHost is the address remote servers dial the coordinator at:
 // the bound address when it is a specific one, else "" (the address their

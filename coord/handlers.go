@@ -10,8 +10,8 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"golang.org/x/sys/unix"
 
-	"ftkv/client"
 	"ftkv/internal/frameio"
+	"ftkv/status"
 	"ftkv/wire"
 )
 
@@ -122,13 +122,13 @@ func (h *clientsHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 }
 
 // Status reports the cluster as `status` shows it.
-func (c *Coordinator) Status() *client.ClusterStatus {
+func (c *Coordinator) Status() *status.Cluster {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := &client.ClusterStatus{Epoch: c.view.Epoch, Servers: []client.ServerStatus{}}
+	st := &status.Cluster{Epoch: c.view.Epoch, Servers: []status.Server{}}
 	now := time.Now()
 	for i, nd := range c.nodes {
-		ss := client.ServerStatus{
+		ss := status.Server{
 			ID: nd.id, Addr: nd.hb.Addr, PeerAddr: nd.hb.PeerAddr, CtlAddr: nd.hb.CtlAddr, Host: nd.host, Incarnation: nd.inc,
 			Epoch: nd.hb.Epoch, PrimaryKeys: nd.hb.PrimaryKeys, SecondaryKeys: nd.hb.SecondaryKeys,
 			PrimaryOf: []int{}, SecondaryOf: []int{},
@@ -156,9 +156,9 @@ func (c *Coordinator) Status() *client.ClusterStatus {
 		ss.State = c.serverState(i, nd)
 		st.Servers = append(st.Servers, ss)
 	}
-	st.Shards = []client.ShardStatus{}
+	st.Shards = []status.Shard{}
 	for s, p := range c.view.Shards {
-		sh := client.ShardStatus{Shard: s, Primary: int(p.Primary), Secondary: int(p.Secondary), State: "serving"}
+		sh := status.Shard{Shard: s, Primary: int(p.Primary), Secondary: int(p.Secondary), State: "serving"}
 		switch {
 		case p.Primary < 0:
 			sh.State = "unavailable"

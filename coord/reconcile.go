@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"ftkv/internal/hostname"
 	"ftkv/wire"
 )
 
@@ -33,10 +34,8 @@ func (c *Coordinator) wake() {
 	}
 }
 
-func (c *Coordinator) wakeLocked() { c.wake() }
-
 func (c *Coordinator) loop() {
-	t := time.NewTicker(c.opts.Heartbeat / 2)
+	t := time.NewTicker(c.opts.Timing.Heartbeat / 2)
 	defer t.Stop()
 	for {
 		select {
@@ -53,19 +52,12 @@ func (c *Coordinator) loop() {
 	}
 }
 
-// event records an outcome reported by a background job.
-type seedOutcome struct {
-	id  int
-	inc uint64
-	err error
-}
-
 func (c *Coordinator) reconcile() {
 	now := time.Now()
 	c.mu.Lock()
 	// If this loop itself was held up (the coordinator was stopped or
 	// starved), heartbeats may be queued unread: judge silence next round.
-	lagged := !c.lastRound.IsZero() && now.Sub(c.lastRound) > c.opts.Timeout/2
+	lagged := !c.lastRound.IsZero() && now.Sub(c.lastRound) > c.opts.Timing.FailureTimeout/2
 	c.lastRound = now
 	v := c.view
 	// 1. failures
@@ -83,9 +75,9 @@ func (c *Coordinator) reconcile() {
 		switch {
 		case nd.dead:
 			failed[i] = true
-		case silent > c.opts.Timeout && lagged:
+		case silent > c.opts.Timing.FailureTimeout && lagged:
 			continue
-		case silent > c.opts.Timeout:
+		case silent > c.opts.Timing.FailureTimeout:
 			silentOnes++
 			// One silent member per round, judged against the view as it
 			// will be after the failures already chosen: two silent
@@ -97,12 +89,12 @@ func (c *Coordinator) reconcile() {
 				// its data; failing it over would lose the shard for good.
 				if !nd.missed {
 					nd.missed = true
-					c.log.Warn().Int("node", i).Dur("silent", silent).Msg("server missed its heartbeats but holds the last copy of a shard; waiting")
+					c.log.Warn().Int("node", i).Float64("silent_ms", millis(silent)).Msg("server missed its heartbeats but holds the last copy of a shard; waiting")
 				}
 				continue
 			}
 			failed[i] = true
-			c.log.Warn().Int("node", i).Dur("silent", silent).Msg("server missed its heartbeats")
+			c.log.Warn().Int("node", i).Float64("silent_ms", millis(silent)).Msg("server missed its heartbeats")
 		}
 	}
 	if len(failed) > 0 {
@@ -138,7 +130,7 @@ func (c *Coordinator) reconcile() {
 	for i, m := range v.Servers {
 		if (m.State == wire.StateServing || m.State == wire.StateReseeding) && c.nodes[i].confirmed < v.Epoch {
 			lagging := c.nodes[i]
-			late := time.Since(c.publishedAt) > 2*time.Second && !lagging.repushing
+			late := time.Since(c.publishedAt) > c.opts.Timing.Repush && !lagging.repushing
 			if late {
 				lagging.repushing = true
 			}
@@ -175,8 +167,8 @@ func (c *Coordinator) reconcile() {
 		if v.Servers[s].State != wire.StateServing || c.handingBack {
 			continue
 		}
-		// In the background: a freeze waits up to 2 s for writes in
-		// flight, and failures must be detected meanwhile.
+		// In the background: a freeze waits (timing.Freeze) for writes
+		// in flight, and failures must be detected meanwhile.
 		c.handingBack = true
 		c.mu.Unlock()
 		go func(s int) {
@@ -299,15 +291,12 @@ func (c *Coordinator) repush(nd *node, v wire.View) {
 		c.mu.Unlock()
 	}()
 	enc := wire.AppendView(nil, &v)
-	ctx, cancel := context.WithTimeout(context.Background(), 8*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.Timing.Control)
 	defer cancel()
-	ans, err := c.control(ctx, nd, &wire.Frame{Op: wire.OpSetView, Epoch: v.Epoch, Value: enc})
-	if err == nil && ans.Status != wire.StatusOK {
-		err = fmt.Errorf("%s: %s", ans.Status, ans.Value)
-	}
+	err := replyErr(c.control(ctx, nd, &wire.Frame{Op: wire.OpSetView, Epoch: v.Epoch, Value: enc}))
 	if err != nil {
 		c.log.Warn().Err(err).Int("node", nd.id).Uint64("epoch", v.Epoch).Msg("server has not applied the view yet")
-		time.Sleep(50 * time.Millisecond)
+		time.Sleep(c.opts.Timing.Poll)
 		return
 	}
 	c.mu.Lock()
@@ -360,30 +349,30 @@ func (c *Coordinator) respawn(nd *node) {
 		} else {
 			select {
 			case <-old.Done():
-			case <-time.After(3 * time.Second):
+			case <-time.After(c.opts.Timing.KillWait):
 				c.log.Warn().Int("node", nd.id).Int("pid", old.PID()).Msg("old incarnation still running after SIGKILL")
 			}
 		}
 	}
 	// Over ssh, a busy host may take a while to log in and start it.
-	limit := 10 * time.Second
+	limit := c.opts.Timing.Report
 	c.mu.Lock()
-	if !IsLocalHost(nd.host) {
-		limit = 30 * time.Second
+	if !hostname.IsLocal(nd.host) {
+		limit = c.opts.Timing.RemoteReport
 	}
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(context.Background(), limit)
 	defer cancel()
 	err := c.spawn(ctx, nd)
 	if err == nil {
-		err = c.waitReported(ctx, nd)
+		err = c.waitReported(ctx, nd, limit)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if err != nil {
 		if nd.backoff == 0 {
-			nd.backoff = 200 * time.Millisecond
-		} else if nd.backoff < 5*time.Second {
+			nd.backoff = c.opts.Timing.RespawnMin
+		} else if nd.backoff < c.opts.Timing.RespawnMax {
 			nd.backoff *= 2
 		}
 		nd.nextSpawn = time.Now().Add(nd.backoff)
@@ -392,7 +381,7 @@ func (c *Coordinator) respawn(nd *node) {
 			go func() { _ = p.Kill() }()
 		}
 		nd.failures++
-		c.log.Error().Err(err).Int("node", nd.id).Str("host", nd.host).Int("attempt", nd.failures).Dur("retry_in", nd.backoff).Msg("respawn failed")
+		c.log.Error().Err(err).Int("node", nd.id).Str("host", nd.host).Int("attempt", nd.failures).Float64("retry_in_ms", millis(nd.backoff)).Msg("respawn failed")
 		if nd.failures >= spareAfter && len(c.spares) > 0 {
 			from := nd.host
 			nd.host, c.spares = c.spares[0], c.spares[1:]
@@ -406,7 +395,7 @@ func (c *Coordinator) respawn(nd *node) {
 	c.log.Info().Int("node", nd.id).Uint64("inc", nd.inc).Int("pid", nd.proc.PID()).Msg("server respawned")
 }
 
-func (c *Coordinator) waitReported(ctx context.Context, nd *node) error {
+func (c *Coordinator) waitReported(ctx context.Context, nd *node, limit time.Duration) error {
 	for {
 		c.mu.Lock()
 		ok, dead := nd.reported, nd.dead
@@ -419,8 +408,8 @@ func (c *Coordinator) waitReported(ctx context.Context, nd *node) error {
 		}
 		select {
 		case <-ctx.Done():
-			return errors.New("did not report within 10s")
-		case <-time.After(20 * time.Millisecond):
+			return fmt.Errorf("did not report within %s", limit)
+		case <-time.After(c.opts.Timing.Poll):
 		}
 	}
 }
@@ -433,10 +422,7 @@ func (c *Coordinator) awaitSeed(v wire.View, i int, inc uint64) {
 		if int(pl.Secondary) != i || pl.Primary < 0 {
 			continue
 		}
-		ans, err := c.askOnce(c.nodes[pl.Primary], 3*time.Minute, &wire.Frame{Op: wire.OpSeed, Seq: uint64(s), Floor: inc})
-		if err == nil && ans.Status != wire.StatusOK {
-			err = fmt.Errorf("%s: %s", ans.Status, ans.Value)
-		}
+		err := replyErr(c.askOnce(c.nodes[pl.Primary], c.opts.Timing.SeedAsk, &wire.Frame{Op: wire.OpSeed, Seq: uint64(s), Floor: inc}))
 		if err != nil {
 			errs = append(errs, fmt.Errorf("shard %d from server %d: %w", s, pl.Primary, err))
 		}
@@ -477,16 +463,13 @@ func (c *Coordinator) awaitSeed(v wire.View, i int, inc uint64) {
 // handBack returns shard s to its home server after a brief freeze.
 func (c *Coordinator) handBack(v wire.View, s int) {
 	cur := int(v.Shards[s].Primary)
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.Timing.FreezeAsk)
 	defer cancel()
 	start := time.Now()
-	ans, err := c.control(ctx, c.nodes[cur], &wire.Frame{Op: wire.OpFreeze, Seq: uint64(s)})
-	if err == nil && ans.Status != wire.StatusOK {
-		err = fmt.Errorf("%s: %s", ans.Status, ans.Value)
-	}
+	err := replyErr(c.control(ctx, c.nodes[cur], &wire.Frame{Op: wire.OpFreeze, Seq: uint64(s)}))
 	if err != nil {
 		c.log.Warn().Err(err).Int("shard", s).Msg("freeze for hand-back failed; will retry")
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(c.opts.Timing.Heartbeat)
 		return
 	}
 	c.mu.Lock()
@@ -501,7 +484,7 @@ func (c *Coordinator) handBack(v wire.View, s int) {
 	if !c.publish(nv) {
 		return
 	}
-	c.log.Info().Int("shard", s).Int("to", s).Uint64("epoch", nv.Epoch).Dur("frozen", time.Since(start)).Msg("shard handed back")
+	c.log.Info().Int("shard", s).Int("to", s).Uint64("epoch", nv.Epoch).Float64("frozen_ms", millis(time.Since(start))).Msg("shard handed back")
 	c.wake()
 }
 
@@ -513,7 +496,7 @@ func (c *Coordinator) askOnce(nd *node, timeout time.Duration, f *wire.Frame) (w
 	c.mu.Lock()
 	addr := nd.hb.CtlAddr
 	c.mu.Unlock()
-	cc, err := dialCtl(ctx, addr, c.secret)
+	cc, err := c.dialCtl(ctx, addr)
 	if err != nil {
 		return wire.Frame{}, err
 	}

@@ -9,6 +9,9 @@ import (
 	"strconv"
 	"sync"
 	"syscall"
+	"time"
+
+	"ftkv/timing"
 )
 
 // SpawnSpec says how to start one server incarnation.
@@ -24,8 +27,9 @@ type SpawnSpec struct {
 	Dir       string // working directory (dumps land here)
 	LogFile   string // "" = the server's stderr goes to Stderr
 	LogLevel  string
-	Heartbeat string // heartbeat interval flag value
-	Lease     string // lease flag value
+	// FailureTimeout is the coordinator's -t; the server derives every
+	// duration from it with timing.New, as the coordinator does.
+	FailureTimeout time.Duration
 }
 
 // Process is a running server incarnation.
@@ -107,11 +111,9 @@ func serverArgs(s SpawnSpec, bind string) []string {
 	if s.LogLevel != "" {
 		args = append(args, "-log-level", s.LogLevel)
 	}
-	if s.Heartbeat != "" {
-		args = append(args, "-heartbeat", s.Heartbeat)
-	}
-	if s.Lease != "" {
-		args = append(args, "-lease", s.Lease)
+	if s.FailureTimeout > 0 {
+		t := timing.New(s.FailureTimeout)
+		args = append(args, "-heartbeat", t.Heartbeat.String(), "-lease", t.Lease.String())
 	}
 	return args
 }

@@ -19,6 +19,8 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+
+	"ftkv/timing"
 )
 
 // SSHSpawner starts servers on other hosts with the system ssh client. The
@@ -33,13 +35,16 @@ type SSHSpawner struct {
 	SSH            string        // ssh client (default "ssh")
 	Identity       string        // -i file ("" = ssh's default keys)
 	KnownHosts     string        // UserKnownHostsFile ("" = ssh's default)
-	ConnectTimeout time.Duration // default 5s
+	ConnectTimeout time.Duration // default: Timing.SSHConnect
 	Binary         string        // bin/server on the remote host
 	Dir            string        // working directory on the remote host
 	// CopyFrom, when set, is a local bin/server that is copied to Binary
 	// on the host before starting it (when the host's copy differs).
 	CopyFrom string
 	Log      zerolog.Logger
+	// Timing gives the ssh client's and the watchers' durations
+	// (SSHConnect, SSHWaitDelay, SSHWatch, KillWait); zero: timing.Default().
+	Timing timing.Config
 
 	copyMu sync.Mutex
 	copied map[string]string // destination -> sha256 copied there
@@ -47,14 +52,14 @@ type SSHSpawner struct {
 
 // Options are the ssh flags every command of the spawner uses.
 func (s *SSHSpawner) options(port string) []string {
-	to := s.ConnectTimeout
-	if to <= 0 {
-		to = 5 * time.Second
-	}
-	secs := int((to + time.Second - 1) / time.Second)
+	to := s.timeout()
+	secs := int((to + time.Second - 1) / time.Second) // ssh takes whole seconds
 	args := []string{
 		"-o", "BatchMode=yes",
 		"-o", "ConnectTimeout=" + strconv.Itoa(secs),
+		// timing: exception — ssh's keep-alive (2 s x 3) is its own,
+		// fixed setting: a session is dropped after about 6 s of silence
+		// whatever the failure timeout (which heartbeats watch instead).
 		"-o", "ServerAliveInterval=2",
 		"-o", "ServerAliveCountMax=3",
 		"-o", "LogLevel=ERROR",
@@ -92,7 +97,7 @@ func (s *SSHSpawner) run(ctx context.Context, dest, script string, stdin io.Read
 	cmd.Stdin = stdin
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
-	cmd.WaitDelay = time.Second
+	cmd.WaitDelay = s.timing().SSHWaitDelay
 	// A coordinator killed with -9 leaves no ssh client behind.
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 	err = cmd.Run()
@@ -272,6 +277,8 @@ func (p *sshProc) alive() string {
 func (p *sshProc) watch() {
 	// The loop also ends when its ssh session is gone ($PPID is the
 	// session's sshd), so a watcher outlives no coordinator.
+	// timing: exception — the remote loop's "sleep 0.2" is a shell
+	// literal, the period of a local check on the host (no network).
 	script := p.alive() + "\nif alive check; then while alive; do kill -0 $PPID 2>/dev/null || exit 0; sleep 0.2; done; fi\necho exited"
 	for {
 		ctx, cancel := context.WithCancel(context.Background())
@@ -292,7 +299,7 @@ func (p *sshProc) watch() {
 		select {
 		case <-p.stop:
 			return
-		case <-time.After(time.Second):
+		case <-time.After(p.s.timing().SSHWatch):
 		}
 	}
 }
@@ -312,8 +319,10 @@ func (p *sshProc) Kill() error {
 	if p.killErr != nil && time.Since(p.killTime) < 2*p.s.timeout() {
 		return p.killErr
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), p.s.timeout()+3*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), p.s.timeout()+p.s.timing().KillWait)
 	defer cancel()
+	// timing: exception — "sleep 0.05" is the remote shell's wait for
+	// the killed pid to be gone, a local check on the host.
 	script := p.alive() + "\nif alive check; then kill -9 " + strconv.Itoa(p.pid) + "; while alive; do sleep 0.05; done; fi\necho exited"
 	out, err := p.s.run(ctx, p.dest, script, nil)
 	if err != nil {
@@ -339,15 +348,22 @@ func (p *sshProc) Release() {
 
 func (s *SSHSpawner) timeout() time.Duration {
 	if s.ConnectTimeout <= 0 {
-		return 5 * time.Second
+		return s.timing().SSHConnect
 	}
 	return s.ConnectTimeout
+}
+
+func (s *SSHSpawner) timing() timing.Config {
+	if s.Timing == (timing.Config{}) {
+		return timing.Default()
+	}
+	return s.Timing
 }
 
 // newSSHSpawner builds the spawner for ssh hosts: flags override the
 // cluster file's settings; the binary defaults to the same absolute path
 // as the local one, the directory to the coordinator's.
-func newSSHSpawner(file, flags RemoteSettings, localBin, dir string, log zerolog.Logger) *SSHSpawner {
+func newSSHSpawner(file, flags RemoteSettings, localBin, dir string, t timing.Config, log zerolog.Logger) *SSHSpawner {
 	pick := func(a, b string) string {
 		if a != "" {
 			return a
@@ -366,7 +382,7 @@ func newSSHSpawner(file, flags RemoteSettings, localBin, dir string, log zerolog
 		r.ConnectTimeout = flags.ConnectTimeout
 	}
 	s := &SSHSpawner{Identity: r.Identity, KnownHosts: r.KnownHosts, Binary: r.Binary, Dir: r.Dir,
-		ConnectTimeout: time.Duration(r.ConnectTimeout) * time.Second, Log: log}
+		ConnectTimeout: time.Duration(r.ConnectTimeout) * time.Second, Log: log, Timing: t}
 	if r.CopyBinary {
 		s.CopyFrom = localBin
 	}

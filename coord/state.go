@@ -11,6 +11,7 @@ import (
 	"syscall"
 	"time"
 
+	"ftkv/internal/hostname"
 	"ftkv/wire"
 )
 
@@ -135,15 +136,15 @@ func (c *Coordinator) adopt(ctx context.Context, st savedState, v wire.View) {
 			nd.host = sn.Host
 		}
 		// Grace: the servers reconnect their heartbeats after SetCoord.
-		nd.lastSeen = now.Add(2 * time.Second)
+		nd.lastSeen = now.Add(c.opts.Timing.AdoptGrace)
 		nd.hb = wire.Heartbeat{ID: uint32(i), Incarnation: sn.Inc, PID: uint32(sn.PID), Epoch: v.Epoch,
 			Addr: m.Addr, PeerAddr: m.PeerAddr, CtlAddr: m.CtlAddr}
 		if sn.PID > 0 {
 			var p Process
-			if ad, ok := c.opts.Remote.(Adopter); ok && !IsLocalHost(nd.host) {
+			if ad, ok := c.opts.Remote.(Adopter); ok && !hostname.IsLocal(nd.host) {
 				p = ad.Adopt(nd.host, sn.PID, i, sn.Inc)
 			} else {
-				p = watchPID(sn.PID)
+				p = watchPID(sn.PID, c.opts.Timing.Poll)
 			}
 			nd.proc = p
 			go func(nd *node, inc uint64) {
@@ -168,10 +169,7 @@ func (c *Coordinator) adopt(ctx context.Context, st savedState, v wire.View) {
 	c.mu.Unlock()
 	for _, i := range try {
 		nd := c.nodes[i]
-		ans, err := c.control(ctx, nd, &wire.Frame{Op: wire.OpSetCoord, Value: []byte(c.serversAddr)})
-		if err == nil && ans.Status != wire.StatusOK {
-			err = fmt.Errorf("%s: %s", ans.Status, ans.Value)
-		}
+		err := replyErr(c.control(ctx, nd, &wire.Frame{Op: wire.OpSetCoord, Value: []byte(c.serversAddr)}))
 		c.mu.Lock()
 		if err != nil {
 			nd.failed = true
@@ -197,7 +195,7 @@ type pidProc struct {
 	done chan struct{}
 }
 
-func watchPID(pid int) *pidProc {
+func watchPID(pid int, poll time.Duration) *pidProc {
 	p := &pidProc{pid: pid, done: make(chan struct{})}
 	go func() {
 		for {
@@ -205,7 +203,7 @@ func watchPID(pid int) *pidProc {
 				close(p.done)
 				return
 			}
-			time.Sleep(50 * time.Millisecond)
+			time.Sleep(poll)
 		}
 	}()
 	return p

@@ -6,6 +6,7 @@ import (
 	"io"
 
 	"ftkv/client"
+	"ftkv/status"
 )
 
 // Store is what the CLI needs from a cluster; *client.Client implements it.
@@ -15,7 +16,7 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 	CompareAndSwapCurrent(ctx context.Context, key string, old, new []byte) (bool, []byte, error)
 	Append(ctx context.Context, key string, value []byte) error
-	Status(ctx context.Context) (*client.ClusterStatus, error)
+	Status(ctx context.Context) (*status.Cluster, error)
 	Close() error
 }
 

@@ -12,13 +12,14 @@ import (
 	"testing"
 
 	"ftkv/client"
+	"ftkv/status"
 )
 
 // fakeStore is an in-memory Store with the client's semantics.
 type fakeStore struct {
 	mu     sync.Mutex
 	data   map[string][]byte
-	status *client.ClusterStatus
+	status *status.Cluster
 	err    error // returned by every operation when set
 	hang   bool  // every operation waits for its context, as a dead shard would
 	closed bool
@@ -94,7 +95,7 @@ func (f *fakeStore) CompareAndSwapCurrent(ctx context.Context, key string, old, 
 	return false, append([]byte{}, cur...), nil
 }
 
-func (f *fakeStore) Status(ctx context.Context) (*client.ClusterStatus, error) {
+func (f *fakeStore) Status(ctx context.Context) (*status.Cluster, error) {
 	if err := f.fail(ctx); err != nil {
 		return nil, err
 	}

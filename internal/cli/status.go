@@ -10,21 +10,21 @@ import (
 	"strings"
 	"text/tabwriter"
 
-	"ftkv/client"
+	"ftkv/status"
 )
 
 // writeStatusJSON prints st as one JSON object on one line. Field names are
-// those of client.ClusterStatus, which scripts rely on.
-func writeStatusJSON(w io.Writer, st *client.ClusterStatus) error {
+// those of status.Cluster, which scripts rely on.
+func writeStatusJSON(w io.Writer, st *status.Cluster) error {
 	if st == nil {
 		return errors.New("coordinator sent no status")
 	}
 	out := *st
 	if out.Servers == nil {
-		out.Servers = []client.ServerStatus{} // "servers": [] rather than null
+		out.Servers = []status.Server{} // "servers": [] rather than null
 	}
 	if out.Shards == nil {
-		out.Shards = []client.ShardStatus{}
+		out.Shards = []status.Shard{}
 	}
 	b, err := json.Marshal(out)
 	if err != nil {
@@ -35,12 +35,12 @@ func writeStatusJSON(w io.Writer, st *client.ClusterStatus) error {
 }
 
 // writeStatusTable prints one aligned row per server, by id, then the epoch.
-func writeStatusTable(w io.Writer, st *client.ClusterStatus) error {
+func writeStatusTable(w io.Writer, st *status.Cluster) error {
 	if st == nil {
 		return errors.New("coordinator sent no status")
 	}
 	servers := slices.Clone(st.Servers)
-	slices.SortStableFunc(servers, func(a, b client.ServerStatus) int { return a.ID - b.ID })
+	slices.SortStableFunc(servers, func(a, b status.Server) int { return a.ID - b.ID })
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "ID\tADDR\tHOST\tPID\tROLE\tSTATE\tEPOCH\tINC\tPRIMARY\tSECONDARY")

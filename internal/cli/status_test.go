@@ -5,13 +5,13 @@ import (
 	"encoding/json"
 	"testing"
 
-	"ftkv/client"
+	"ftkv/status"
 )
 
-func fakeStatus() *client.ClusterStatus {
-	return &client.ClusterStatus{
+func fakeStatus() *status.Cluster {
+	return &status.Cluster{
 		Epoch: 7,
-		Servers: []client.ServerStatus{
+		Servers: []status.Server{
 			{ID: 1, Addr: "127.0.0.1:41002", Host: "localhost", PID: 4243, Role: "primary(1) secondary(0)",
 				State: "serving", Epoch: 7, Incarnation: 2, PrimaryKeys: 990, SecondaryKeys: 1000,
 				PrimaryOf: []int{1}, SecondaryOf: []int{0}, HeartbeatAge: "12ms"},
@@ -41,7 +41,7 @@ epoch 7
 
 func TestStatusTableEmpty(t *testing.T) {
 	var b bytes.Buffer
-	if err := writeStatusTable(&b, &client.ClusterStatus{Epoch: 0}); err != nil {
+	if err := writeStatusTable(&b, &status.Cluster{Epoch: 0}); err != nil {
 		t.Fatal(err)
 	}
 	want := "ID  ADDR  HOST  PID  ROLE  STATE  EPOCH  INC  PRIMARY  SECONDARY\nepoch 0\n"
@@ -87,7 +87,7 @@ func TestStatusJSON(t *testing.T) {
 		t.Errorf("server 0 = %+v", s)
 	}
 	// The whole status survives the round trip.
-	var back client.ClusterStatus
+	var back status.Cluster
 	if err := json.Unmarshal(out, &back); err != nil {
 		t.Fatal(err)
 	}
@@ -98,7 +98,7 @@ func TestStatusJSON(t *testing.T) {
 
 func TestStatusJSONNoServers(t *testing.T) {
 	var b bytes.Buffer
-	if err := writeStatusJSON(&b, &client.ClusterStatus{Epoch: 3}); err != nil {
+	if err := writeStatusJSON(&b, &status.Cluster{Epoch: 3}); err != nil {
 		t.Fatal(err)
 	}
 	if got, want := b.String(), `{"epoch":3,"servers":[],"shards":[]}`+"\n"; got != want {

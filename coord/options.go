@@ -1,0 +1,184 @@
+package coord
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/term"
+
+	"ftkv/timing"
+)
+
+// Options configure a Coordinator. Zero values mean the documented default.
+type Options struct {
+	Cluster     *Cluster
+	Bind        string // address for both ports (default 127.0.0.1)
+	ClientPort  int    // -c; 0 = any free port
+	ServersPort int    // -s; 0 = any free port
+
+	// Timeout is the failure timeout (-t): a server silent for this long
+	// is considered failed (default timing.DefaultFailureTimeout).
+	Timeout time.Duration
+	// Timing is every duration the coordinator and its servers wait,
+	// retry or give up after. Zero: timing.New(Timeout); when set (a
+	// test's preset), its FailureTimeout is the failure timeout.
+	Timing timing.Config
+
+	Dir     string  // servers' working directory (default: current)
+	Spawner Spawner // local servers; default: LocalSpawner running ServerBin
+	// Remote starts servers on ssh hosts; default: an SSHSpawner built from
+	// the cluster file's settings overridden by RemoteFlags.
+	Remote      Spawner
+	RemoteFlags RemoteSettings
+	ServerBin   string // default: "server" beside the running executable
+	ServerLog   string // servers' log file ("" = the coordinator's stderr)
+	ServerLevel string // servers' log level (default "info")
+
+	Logger zerolog.Logger
+}
+
+// Validate reports the first bad option, in the words of the
+// coordinator's flags (the error is printed after "coord: "). The cluster
+// is New's to check: a command validates its flags before reading the
+// cluster file.
+func (o *Options) Validate() error {
+	for _, p := range []struct {
+		name string
+		v    int
+	}{{"-c", o.ClientPort}, {"-s", o.ServersPort}} {
+		if p.v < 0 || p.v > 65535 {
+			return fmt.Errorf("%s %d: not a port number 0-65535", p.name, p.v)
+		}
+	}
+	if t := o.RemoteFlags.ConnectTimeout; t < 0 || t > 600 {
+		return fmt.Errorf("-ssh-connect-timeout %d: expected seconds from 1 to 600", t)
+	}
+	for _, f := range []struct{ name, path string }{{"-ssh-identity", o.RemoteFlags.Identity}, {"-ssh-known-hosts", o.RemoteFlags.KnownHosts}} {
+		if f.path == "" {
+			continue
+		}
+		if _, err := os.Stat(f.path); err != nil {
+			return fmt.Errorf("%s %s: %v", f.name, f.path, errors.Unwrap(err))
+		}
+	}
+	if o.Timeout != 0 && (o.Timeout < timing.MinFailureTimeout || o.Timeout > timing.MaxFailureTimeout) {
+		return fmt.Errorf("-t %s: %w", o.Timeout, errTimeoutRange)
+	}
+	if o.Timing != (timing.Config{}) {
+		if err := o.Timing.Validate(); err != nil {
+			return fmt.Errorf("timing: %w", err)
+		}
+	}
+	return nil
+}
+
+var errTimeoutRange = fmt.Errorf("must be between %s and %s", timing.MinFailureTimeout, "1h")
+
+// ParseTimeout reads the -t flag: a Go duration ("500ms") or a number of
+// seconds ("0.5"), from 10ms to 1h.
+func ParseTimeout(s string) (time.Duration, error) {
+	var d time.Duration
+	if f, err := strconv.ParseFloat(s, 64); err == nil {
+		d = time.Duration(f * float64(time.Second))
+	} else if d, err = time.ParseDuration(strings.TrimSpace(s)); err != nil {
+		return 0, errors.New("expected a duration such as 500ms or a number of seconds")
+	}
+	if d < timing.MinFailureTimeout || d > timing.MaxFailureTimeout {
+		return 0, errTimeoutRange
+	}
+	return d, nil
+}
+
+// withDefaults fills the zero options New documents.
+func (o Options) withDefaults() (Options, error) {
+	if o.Bind == "" {
+		// Servers on other hosts must reach the servers port, and their
+		// clients the client port.
+		o.Bind = "127.0.0.1"
+		if o.Cluster.HasRemote() {
+			o.Bind = "0.0.0.0"
+		}
+	}
+	if o.Timing == (timing.Config{}) {
+		o.Timing = timing.New(o.Timeout)
+	}
+	o.Timeout = o.Timing.FailureTimeout
+	if o.Dir == "" {
+		wd, err := os.Getwd()
+		if err != nil {
+			return o, err
+		}
+		o.Dir = wd
+	}
+	if o.ServerLevel == "" {
+		o.ServerLevel = "info"
+	}
+	if o.Spawner == nil || (o.Remote == nil && o.Cluster.HasRemote()) {
+		bin := o.ServerBin
+		if bin == "" {
+			exe, err := os.Executable()
+			if err != nil {
+				return o, fmt.Errorf("coord: locate server binary: %w", err)
+			}
+			bin = filepath.Join(filepath.Dir(exe), "server")
+		}
+		if abs, err := filepath.Abs(bin); err == nil {
+			bin = abs
+		}
+		if _, err := os.Stat(bin); err != nil {
+			return o, fmt.Errorf("coord: server binary %s: %w", bin, unwrapPathErr(err))
+		}
+		if o.Spawner == nil {
+			o.Spawner = &LocalSpawner{Binary: bin, Stderr: os.Stderr}
+		}
+		if o.Remote == nil && o.Cluster.HasRemote() {
+			o.Remote = newSSHSpawner(o.Cluster.Remote, o.RemoteFlags, bin, o.Dir, o.Timing, o.Logger)
+		}
+	}
+	return o, nil
+}
+
+// Log is the coordinator's logger as its command sets it up.
+type Log struct {
+	zerolog.Logger
+	// ServerLevel is the servers' log level: the coordinator's, but at
+	// least warn when both log to a terminal.
+	ServerLevel string
+	// Close closes the log file, if any.
+	Close func() error
+}
+
+// OpenLog builds the coordinator's logger: JSON lines appended to path,
+// or to stderr when path is ""; on a terminal, human-readable lines
+// (zerolog's console writer) instead of JSON.
+func OpenLog(path string, lvl zerolog.Level, stderr *os.File) (Log, error) {
+	l := Log{ServerLevel: lvl.String(), Close: func() error { return nil }}
+	var out io.Writer = stderr
+	if path != "" {
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			return l, fmt.Errorf("-l %s: %v", path, err)
+		}
+		out, l.Close = f, f.Close
+	} else {
+		if term.IsTerminal(int(stderr.Fd())) {
+			out = zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000"}
+		}
+		if lvl < zerolog.WarnLevel {
+			l.ServerLevel = "warn" // keep a terminal readable
+		}
+	}
+	l.Logger = zerolog.New(out).Level(lvl).With().Timestamp().Str("role", "coord").Logger()
+	return l, nil
+}
+
+// millis is a duration as a log field: float milliseconds (the field's
+// name ends in _ms).
+func millis(d time.Duration) float64 { return float64(d) / float64(time.Millisecond) }

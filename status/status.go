@@ -1,0 +1,40 @@
+// Package status holds the cluster status document: what the coordinator
+// answers to a STATUS request on its client port and what `client status
+// --json` prints. It is a leaf (no ftkv import), shared by the coordinator
+// that builds it and the client and tools that read it; the JSON field
+// names are part of the contract scripts rely on.
+package status
+
+// Cluster is the coordinator's report.
+type Cluster struct {
+	Epoch   uint64   `json:"epoch"`
+	Servers []Server `json:"servers"`
+	Shards  []Shard  `json:"shards"`
+}
+
+// Shard says who holds one shard; -1 means nobody.
+type Shard struct {
+	Shard     int    `json:"shard"`
+	Primary   int    `json:"primary"`
+	Secondary int    `json:"secondary"`
+	State     string `json:"state"` // serving / degraded (no copy) / unavailable (no live copy)
+}
+
+// Server describes one server of a Cluster.
+type Server struct {
+	ID            int    `json:"id"`
+	Addr          string `json:"addr"`      // client address
+	PeerAddr      string `json:"peer_addr"` // replication address
+	CtlAddr       string `json:"ctl_addr"`  // coordinator control address
+	Host          string `json:"host"`
+	PID           int    `json:"pid"`
+	Role          string `json:"role"`  // e.g. "primary(0) secondary(2)"
+	State         string `json:"state"` // serving / degraded / re-seeding / unavailable / down / starting
+	Epoch         uint64 `json:"epoch"` // the view epoch the server last reported
+	Incarnation   uint64 `json:"incarnation"`
+	PrimaryKeys   uint64 `json:"primary_keys"`
+	SecondaryKeys uint64 `json:"secondary_keys"`
+	PrimaryOf     []int  `json:"primary_of"`   // shards this server serves as primary
+	SecondaryOf   []int  `json:"secondary_of"` // shards this server holds a copy of
+	HeartbeatAge  string `json:"heartbeat_age"`
+}
