@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -117,11 +116,8 @@ type primary struct {
 	freezeGen uint64    // only the latest freeze's timer may lift it
 	notBefore time.Time // the former primary's lease ends here
 
-	// linkLease: unix nanoseconds until which the secondary's last ping
-	// answer lets us serve.
-	linkLease atomic.Int64
-	pingMu    sync.Mutex
-	pingSent  map[uint64]time.Time
+	// linkLease: the secondary's ping answers let us serve.
+	linkLease *leaseTracker
 	seedAcks  chan uint64
 	seedJob   *seedJob
 }
@@ -190,7 +186,7 @@ func (p *primary) canServe(now time.Time) bool {
 		return false
 	}
 	ns := now.UnixNano()
-	return p.s.coordLeaseValid(ns) || ns < p.linkLease.Load()
+	return p.s.coordLease.valid(ns) || p.linkLease.valid(ns)
 }
 
 // newPrimary leads shard, whose log so far ends at base (the index of the
@@ -206,7 +202,7 @@ func newPrimary(s *Server, shard int, t *table, base uint64, notBefore time.Time
 		nextIndex: base,
 		committed: base,
 		notBefore: notBefore,
-		pingSent:  make(map[uint64]time.Time),
+		linkLease: newLeaseTracker(s.cfg.Lease),
 		seedAcks:  make(chan uint64, 64),
 	}
 	p.drained = sync.NewCond(&p.mu)
@@ -218,7 +214,6 @@ func newPrimary(s *Server, shard int, t *table, base uint64, notBefore time.Time
 func (p *primary) pinger() {
 	t := time.NewTicker(p.s.cfg.Lease / 4)
 	defer t.Stop()
-	var seq uint64
 	for {
 		select {
 		case <-p.stop:
@@ -228,10 +223,7 @@ func (p *primary) pinger() {
 		p.mu.Lock()
 		l := p.link
 		if l != nil {
-			seq++
-			p.pingMu.Lock()
-			p.pingSent[seq] = time.Now()
-			p.pingMu.Unlock()
+			seq := p.linkLease.sending(time.Now())
 			l.queue(wire.Append(nil, &wire.Frame{Op: wire.OpPing, ID: seq}))
 		}
 		p.mu.Unlock()
@@ -268,22 +260,7 @@ func (p *primary) releaseStuck(now time.Time) {
 	replies.flush(nil)
 }
 
-func (p *primary) onPingAck(seq uint64) {
-	p.pingMu.Lock()
-	t0, ok := p.pingSent[seq]
-	for s := range p.pingSent {
-		if s <= seq {
-			delete(p.pingSent, s)
-		}
-	}
-	p.pingMu.Unlock()
-	if ok {
-		lease := t0.Add(p.s.cfg.Lease).UnixNano()
-		if lease > p.linkLease.Load() {
-			p.linkLease.Store(lease)
-		}
-	}
-}
+func (p *primary) onPingAck(seq uint64) { p.linkLease.answered(seq, true) }
 
 func (p *primary) onSeedAck(seq uint64) {
 	select {

@@ -117,9 +117,9 @@ type Server struct {
 	// that failed half-way.
 	appliedEpoch atomic.Uint64
 
-	// coordLease: unix nanoseconds until which the coordinator's last
-	// heartbeat answer lets this server serve as primary.
-	coordLease atomic.Int64
+	// coordLease: the coordinator's heartbeat answers let this server
+	// serve as primary.
+	coordLease *leaseTracker
 	coordAddr  atomic.Pointer[string]
 
 	addrs struct {
@@ -150,6 +150,7 @@ func New(cfg Config) (*Server, error) {
 
 		coordChanged: make(chan struct{}, 1),
 	}
+	s.coordLease = newLeaseTracker(cfg.Lease)
 	addr := cfg.CoordAddr
 	s.coordAddr.Store(&addr)
 	return s, nil
@@ -461,9 +462,6 @@ func formerPrimaryGone(v wire.View, old wire.Member) bool {
 	return false
 }
 
-// leaseValid reports whether this server may act as a primary now.
-func (s *Server) coordLeaseValid(now int64) bool { return now < s.coordLease.Load() }
-
 // shutdown stops taking writes, lets replication drain, dumps the tables
 // and ends Run.
 func (s *Server) shutdown() error {
@@ -571,9 +569,6 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 		return err
 	}
 	defer nc.Close()
-	// Each answer renews the lease from the moment its heartbeat was sent.
-	var sentMu sync.Mutex
-	sent := map[uint64]time.Time{}
 	go func() {
 		br := bufio.NewReaderSize(nc, 4096)
 		for {
@@ -582,14 +577,7 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 				nc.Close()
 				return
 			}
-			sentMu.Lock()
-			t0, ok := sent[f.ID]
-			for id := range sent {
-				if id <= f.ID {
-					delete(sent, id)
-				}
-			}
-			sentMu.Unlock()
+			s.coordLease.answered(f.ID, f.Op == wire.OpHeartbeat && f.Status == wire.StatusOK)
 			if f.Op == wire.OpHeartbeat && f.Status == wire.StatusStaleEpoch {
 				// The coordinator has replaced this incarnation (after a
 				// partition, say, it could not kill it): it has been
@@ -598,12 +586,6 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 				s.finish(errReplaced)
 				nc.Close()
 				return
-			}
-			if ok && f.Op == wire.OpHeartbeat && f.Status == wire.StatusOK {
-				lease := t0.Add(s.cfg.Lease).UnixNano()
-				if lease > s.coordLease.Load() {
-					s.coordLease.Store(lease)
-				}
 			}
 		}
 	}()
@@ -614,7 +596,6 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 	t := time.NewTicker(s.cfg.HeartbeatInterval)
 	defer t.Stop()
 	var buf []byte
-	var seq uint64
 	for {
 		pk, sk, ep := s.stats()
 		hb := wire.Heartbeat{
@@ -622,10 +603,7 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 			PrimaryKeys: pk, SecondaryKeys: sk,
 			Addr: s.addrs.client, PeerAddr: s.addrs.peer, CtlAddr: s.addrs.ctl,
 		}
-		seq++
-		sentMu.Lock()
-		sent[seq] = time.Now()
-		sentMu.Unlock()
+		seq := s.coordLease.sending(time.Now())
 		buf = wire.Append(buf[:0], &wire.Frame{Op: wire.OpHeartbeat, ID: seq, Client: uint64(s.cfg.ID), Seq: s.cfg.Incarnation,
 			Epoch: ep, Value: wire.AppendHeartbeat(nil, &hb)})
 		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
