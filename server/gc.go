@@ -13,10 +13,12 @@ import (
 // near its data, where each percent of headroom costs about a byte per
 // stored entry.
 const (
-	gcSmallHeap   = 32 << 20 // below: Go's default of 100 %
-	gcLargeHeap   = 64 << 20 // above: 20 %
-	gcSmallPct    = 100
-	gcLargePct    = 20
+	gcSmallHeap = 32 << 20 // below: Go's default of 100 %
+	gcLargeHeap = 64 << 20 // above: 20 %
+	gcSmallPct  = 100
+	gcLargePct  = 20
+	// timing: exception — how often the live heap is sampled is a cost
+	// trade-off of the collector, unrelated to failure detection.
 	gcTuneEvery   = 500 * time.Millisecond
 	liveHeapBytes = "/gc/heap/live:bytes"
 )

@@ -159,14 +159,14 @@ func (h *ctlHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			}()
 		case wire.OpFreeze:
 			s.orderPrimary(c, op, id, int(f.Seq), func(p *primary, ans *wire.Frame) error {
-				last, err := p.freeze(2*time.Second, 3*time.Second)
+				last, err := p.freeze(s.cfg.Timing.Freeze, s.cfg.Timing.FreezeHold)
 				ans.Seq = last
 				return err
 			})
 		case wire.OpSeed:
 			inc := f.Floor
 			s.orderPrimary(c, op, id, int(f.Seq), func(p *primary, _ *wire.Frame) error {
-				return p.seedResult(inc, 2*time.Minute)
+				return p.seedResult(inc, s.cfg.Timing.SeedLimit)
 			})
 		case wire.OpSetCoord:
 			addr := string(f.Value)

@@ -42,14 +42,14 @@ type replLink struct {
 // from this primary incarnation.
 func dialLink(p *primary, addr string, epoch, base uint64) (*replLink, uint64, error) {
 	s := p.s
-	nc, err := netopt.Dialer(time.Second).Dial("tcp", addr)
+	nc, err := netopt.Dialer(s.cfg.Timing.Dial).Dial("tcp", addr)
 	if err != nil {
 		return nil, 0, err
 	}
 	hello := wire.Append(nil, &wire.Frame{Op: wire.OpReplHello, Epoch: epoch, Client: uint64(s.cfg.ID),
 		Seq: uint64(p.shard), Floor: s.cfg.Incarnation, Value: []byte(s.cfg.Secret),
 		Aux: binary.BigEndian.AppendUint64(nil, base)})
-	_ = nc.SetDeadline(time.Now().Add(2 * time.Second))
+	_ = nc.SetDeadline(time.Now().Add(s.cfg.Timing.Handshake))
 	if _, err := nc.Write(hello); err != nil {
 		nc.Close()
 		return nil, 0, err
@@ -79,7 +79,7 @@ func dialLink(p *primary, addr string, epoch, base uint64) (*replLink, uint64, e
 		}
 		l.gc = res.Conn
 		l.loop = res.Conn.EventLoop()
-	case <-time.After(2 * time.Second):
+	case <-time.After(s.cfg.Timing.Handshake):
 		return nil, 0, fmt.Errorf("enrolling the link to %s timed out", addr)
 	}
 	return l, f.Seq, nil

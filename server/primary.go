@@ -141,7 +141,7 @@ func (p *primary) startSeed(sec target) {
 	p.seedJob = j
 	p.mu.Unlock()
 	go func() {
-		j.err = p.seed(2 * time.Minute)
+		j.err = p.seed(p.s.cfg.Timing.SeedLimit)
 		if j.err != nil {
 			p.log.Error().Err(j.err).Str("secondary", sec.addr).Msg("re-seeding failed")
 		}
@@ -161,13 +161,13 @@ func (p *primary) seedResult(inc uint64, timeout time.Duration) error {
 		if j != nil && j.inc == inc {
 			break
 		}
-		if time.Now().After(deadline) || time.Since(deadline.Add(-timeout)) > 10*time.Second {
+		if time.Now().After(deadline) || time.Since(deadline.Add(-timeout)) > p.s.cfg.Timing.SeedStart {
 			return fmt.Errorf("no re-seeding of incarnation %d started here", inc)
 		}
 		select {
 		case <-p.stop:
 			return errors.New("no longer primary")
-		case <-time.After(20 * time.Millisecond):
+		case <-time.After(p.s.cfg.Timing.Poll):
 		}
 	}
 	select {
@@ -202,7 +202,7 @@ func newPrimary(s *Server, shard int, t *table, base uint64, notBefore time.Time
 		nextIndex: base,
 		committed: base,
 		notBefore: notBefore,
-		linkLease: newLeaseTracker(s.cfg.Lease),
+		linkLease: newLeaseTracker(s.cfg.Timing.Lease),
 		seedAcks:  make(chan uint64, 64),
 	}
 	p.drained = sync.NewCond(&p.mu)
@@ -212,7 +212,7 @@ func newPrimary(s *Server, shard int, t *table, base uint64, notBefore time.Time
 
 // pinger renews the lease through the secondary every Lease/4.
 func (p *primary) pinger() {
-	t := time.NewTicker(p.s.cfg.Lease / 4)
+	t := time.NewTicker(p.s.cfg.Timing.Ping)
 	defer t.Stop()
 	for {
 		select {
@@ -409,7 +409,7 @@ func (p *primary) seed(timeout time.Duration) error {
 		return err
 	}
 	el := time.Since(start)
-	p.log.Info().Int("entries", entries).Dur("took", el).Dur("waiting_for_acks", waited).Uint64("batches", sent).
+	p.log.Info().Int("entries", entries).Int64("took_ms", el.Milliseconds()).Int64("waiting_for_acks_ms", waited.Milliseconds()).Uint64("batches", sent).
 		Float64("entries_per_sec", float64(entries)/el.Seconds()).Msg("re-seeding sent")
 	return nil
 }
@@ -672,7 +672,7 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 		return nil
 	}
 	deadline := time.Now().Add(timeout)
-	backoff := 10 * time.Millisecond
+	backoff := p.s.cfg.Timing.RetryMin
 	refused := 0
 	for {
 		select {
@@ -713,9 +713,7 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 			return fmt.Errorf("replication link to %s: %w", sec.addr, err)
 		}
 		time.Sleep(backoff)
-		if backoff < 200*time.Millisecond {
-			backoff *= 2
-		}
+		backoff = min(2*backoff, p.s.cfg.Timing.RetryMax)
 	}
 }
 
@@ -754,10 +752,10 @@ func (p *primary) reconnect(failed *replLink) {
 		if moved {
 			return // a newer view chose the secondary
 		}
-		if err := p.connect(sec, epoch, 2*time.Second); err == nil {
+		if err := p.connect(sec, epoch, p.s.cfg.Timing.Handshake); err == nil {
 			return
 		}
 		p.log.Warn().Str("secondary", sec.addr).Msg("secondary unreachable; writes wait")
-		time.Sleep(100 * time.Millisecond)
+		time.Sleep(p.s.cfg.Timing.Heartbeat)
 	}
 }

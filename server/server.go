@@ -21,6 +21,7 @@ import (
 	"ftkv/hashring"
 	"ftkv/internal/gnetlog"
 	"ftkv/internal/netopt"
+	"ftkv/timing"
 	"ftkv/wire"
 )
 
@@ -41,14 +42,14 @@ type Config struct {
 	TuneGC bool
 	Secret string // cluster secret for control and replication links
 
-	DumpDir           string        // where shutdown dumps go (default ".")
-	HeartbeatInterval time.Duration // default 100ms
-	// Lease is how long a primary may serve after its last renewal (a
-	// heartbeat answer from the coordinator or a ping answer from its
-	// secondary). The coordinator's failure timeout must be at least this
-	// long. Default 4 x HeartbeatInterval.
-	Lease time.Duration
-	Loops int // client event loops (default: one per CPU)
+	DumpDir string // where shutdown dumps go (default ".")
+	// Timing holds every duration the server waits, retries or gives up
+	// after, derived from the coordinator's failure timeout (zero value:
+	// timing.Default()). Its Lease is how long a primary may serve after
+	// its last renewal (a heartbeat answer from the coordinator or a ping
+	// answer from its secondary).
+	Timing timing.Config
+	Loops  int // client event loops (default: one per CPU)
 
 	Logger zerolog.Logger
 }
@@ -66,11 +67,11 @@ func (c *Config) setDefaults() error {
 	if c.DumpDir == "" {
 		c.DumpDir = "."
 	}
-	if c.HeartbeatInterval <= 0 {
-		c.HeartbeatInterval = 100 * time.Millisecond
+	if c.Timing == (timing.Config{}) {
+		c.Timing = timing.Default()
 	}
-	if c.Lease <= 0 {
-		c.Lease = 4 * c.HeartbeatInterval
+	if err := c.Timing.Validate(); err != nil {
+		return fmt.Errorf("server: timing: %w", err)
 	}
 	if c.CoordAddr == "" {
 		return errors.New("server: coordinator address is required")
@@ -150,7 +151,7 @@ func New(cfg Config) (*Server, error) {
 
 		coordChanged: make(chan struct{}, 1),
 	}
-	s.coordLease = newLeaseTracker(cfg.Lease)
+	s.coordLease = newLeaseTracker(cfg.Timing.Lease)
 	addr := cfg.CoordAddr
 	s.coordAddr.Store(&addr)
 	return s, nil
@@ -218,7 +219,7 @@ func (s *Server) Run(ctx context.Context) error {
 	// gnet calls OnBoot before its event loops exist. One connection to
 	// ourselves proves they run (and orders their set-up before the
 	// replication links that are enrolled into the client engine later).
-	if err := selfDial(s.addrs.client, ch.ready); err != nil {
+	if err := selfDial(s.addrs.client, ch.ready, s.cfg.Timing); err != nil {
 		return fmt.Errorf("server %d: client engine did not start: %w", s.cfg.ID, err)
 	}
 	s.log.Info().Str("client", s.addrs.client).Str("peer", s.addrs.peer).Str("ctl", s.addrs.ctl).Msg("listening")
@@ -236,8 +237,8 @@ func (s *Server) Run(ctx context.Context) error {
 	}
 }
 
-func selfDial(addr string, ready <-chan struct{}) error {
-	nc, err := net.DialTimeout("tcp", addr, 2*time.Second)
+func selfDial(addr string, ready <-chan struct{}, tm timing.Config) error {
+	nc, err := net.DialTimeout("tcp", addr, tm.Dial)
 	if err != nil {
 		return err
 	}
@@ -245,8 +246,8 @@ func selfDial(addr string, ready <-chan struct{}) error {
 	select {
 	case <-ready:
 		return nil
-	case <-time.After(5 * time.Second):
-		return errors.New("no event loop accepted a connection within 5s")
+	case <-time.After(tm.Handshake):
+		return fmt.Errorf("no event loop accepted a connection within %s", tm.Handshake)
 	}
 }
 
@@ -391,7 +392,7 @@ func (s *Server) applyView(v wire.View) error {
 				handBack := pl.Secondary >= 0 && v.Servers[pl.Secondary].ID == old.ID &&
 					v.Servers[pl.Secondary].Incarnation == old.Incarnation
 				if !handBack && !formerPrimaryGone(v, old) {
-					notBefore = lastAck.Add(s.cfg.Lease + s.cfg.Lease/8)
+					notBefore = lastAck.Add(s.cfg.Timing.Lease + s.cfg.Timing.LeaseMargin)
 				}
 			}
 			p = newPrimary(s, shard, s.tableFor(shard), s.lastApplied(shard), notBefore)
@@ -404,7 +405,7 @@ func (s *Server) applyView(v wire.View) error {
 		wg.Add(1)
 		go func(shard int, p *primary, sec target) {
 			defer wg.Done()
-			err := p.connect(sec, v.Epoch, 5*time.Second)
+			err := p.connect(sec, v.Epoch, s.cfg.Timing.LinkConnect)
 			pmu.Lock()
 			defer pmu.Unlock()
 			if err != nil {
@@ -472,7 +473,7 @@ func (s *Server) shutdown() error {
 		prims = append(prims, p)
 	}
 	s.mu.Unlock()
-	deadline := time.Now().Add(time.Second)
+	deadline := time.Now().Add(s.cfg.Timing.ShutdownDrain)
 	for _, p := range prims {
 		p.drain(deadline)
 	}
@@ -499,7 +500,7 @@ func (s *Server) shutdown() error {
 	if err := writeDump(base+".secondary", stabs); err != nil {
 		return err
 	}
-	s.log.Info().Dur("took", time.Since(start)).Str("dir", s.cfg.DumpDir).Msg("tables dumped")
+	s.log.Info().Int64("took_ms", time.Since(start).Milliseconds()).Str("dir", s.cfg.DumpDir).Msg("tables dumped")
 	for _, p := range prims {
 		p.close()
 	}
@@ -525,9 +526,10 @@ func (s *Server) stats() (primaryKeys, secondaryKeys uint64, epoch uint64) {
 }
 
 // heartbeatLoop keeps a connection to the coordinator and reports liveness,
-// addresses and key counts every HeartbeatInterval.
+// addresses and key counts every Timing.Heartbeat.
 func (s *Server) heartbeatLoop(ctx context.Context) {
-	backoff := 50 * time.Millisecond
+	tm := s.cfg.Timing
+	backoff := tm.HeartbeatRetryMin
 	for {
 		start := time.Now()
 		err := s.heartbeatOnce(ctx)
@@ -538,8 +540,9 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 			return
 		default:
 		}
-		if errors.Is(err, errCoordMoved) || time.Since(start) > time.Second {
-			backoff = 50 * time.Millisecond // a working link broke: retry at once
+		// A link that outlived the longest back-off was working: retry at once.
+		if errors.Is(err, errCoordMoved) || time.Since(start) > tm.HeartbeatRetryMax {
+			backoff = tm.HeartbeatRetryMin
 			if errors.Is(err, errCoordMoved) {
 				continue
 			}
@@ -548,13 +551,11 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 		select {
 		case <-time.After(backoff):
 		case <-s.coordChanged:
-			backoff = 50 * time.Millisecond
+			backoff = tm.HeartbeatRetryMin
 		case <-ctx.Done():
 			return
 		}
-		if backoff < time.Second {
-			backoff *= 2
-		}
+		backoff = min(2*backoff, tm.HeartbeatRetryMax)
 	}
 }
 
@@ -564,7 +565,7 @@ var (
 )
 
 func (s *Server) heartbeatOnce(ctx context.Context) error {
-	nc, err := netopt.Dialer(time.Second).DialContext(ctx, "tcp", *s.coordAddr.Load())
+	nc, err := netopt.Dialer(s.cfg.Timing.Dial).DialContext(ctx, "tcp", *s.coordAddr.Load())
 	if err != nil {
 		return err
 	}
@@ -593,7 +594,7 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 	if _, err := nc.Write(hello); err != nil {
 		return err
 	}
-	t := time.NewTicker(s.cfg.HeartbeatInterval)
+	t := time.NewTicker(s.cfg.Timing.Heartbeat)
 	defer t.Stop()
 	var buf []byte
 	for {
@@ -606,7 +607,7 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 		seq := s.coordLease.sending(time.Now())
 		buf = wire.Append(buf[:0], &wire.Frame{Op: wire.OpHeartbeat, ID: seq, Client: uint64(s.cfg.ID), Seq: s.cfg.Incarnation,
 			Epoch: ep, Value: wire.AppendHeartbeat(nil, &hb)})
-		_ = nc.SetWriteDeadline(time.Now().Add(time.Second))
+		_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.Timing.Dial))
 		if _, err := nc.Write(buf); err != nil {
 			return err
 		}
