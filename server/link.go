@@ -4,9 +4,11 @@ import (
 	"bufio"
 	"context"
 	"encoding/binary"
+	"errors"
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -208,88 +210,106 @@ func (l *replLink) broken() bool {
 
 func readFrame(br *bufio.Reader) (wire.Frame, error) { return frameio.ReadFrame(br) }
 
-// replyBatch collects answers per connection so each connection gets one
-// write per batch instead of one per answer. Batches and their buffers are
-// reused (newReplyBatch, release): a busy server answers without
-// allocating.
-type replyBatch struct {
-	conns []gnet.Conn
-	bufs  [][]byte
-	index map[gnet.Conn]int // once there are many connections
+// connect (re)establishes the replication link to sec (none: addr "") at
+// epoch, retrying until timeout (the secondary may not have the view yet).
+func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error {
+	if p.sameSecondary(sec) {
+		p.mu.Lock()
+		p.epoch = epoch
+		p.mu.Unlock()
+		return nil
+	}
+	p.mu.Lock()
+	old := p.link
+	p.link = nil
+	p.sec = sec
+	p.epoch = epoch
+	// While the link is down, writes stay in flight (unacknowledged) and
+	// are sent when it is back; only a shard without a secondary commits
+	// alone.
+	p.waitLink = sec.addr != ""
+	p.mu.Unlock()
+	if old != nil {
+		old.close()
+	}
+	if sec.addr == "" {
+		p.mu.Lock()
+		last := p.nextIndex
+		p.mu.Unlock()
+		p.commitUpTo(last, nil)
+		return nil
+	}
+	deadline := time.Now().Add(timeout)
+	backoff := p.s.cfg.Timing.RetryMin
+	refused := 0
+	for {
+		select {
+		case <-p.stop:
+			return errors.New("no longer primary")
+		default:
+		}
+		p.mu.Lock()
+		base := p.committed
+		p.mu.Unlock()
+		l, acked, err := dialLink(p, sec.addr, epoch, base)
+		if err == nil {
+			p.mu.Lock()
+			// Resend what the secondary has not applied yet, in order,
+			// ahead of anything sequenced from now on.
+			var buf []byte
+			for _, e := range p.inflight {
+				if e.index > acked {
+					buf = p.appendRepl(buf, e)
+				}
+			}
+			l.queue(buf)
+			p.link = l
+			p.mu.Unlock()
+			l.flushSoon()
+			if acked > 0 {
+				p.commitUpTo(acked, nil)
+			}
+			p.log.Info().Str("secondary", sec.addr).Uint64("epoch", epoch).Msg("replication link up")
+			return nil
+		}
+		// A secondary named in a view was listening when it was named:
+		// "connection refused" means it died; do not hold the view up.
+		if errors.Is(err, syscall.ECONNREFUSED) {
+			refused++
+		}
+		if time.Now().After(deadline) || refused >= 3 {
+			return fmt.Errorf("replication link to %s: %w", sec.addr, err)
+		}
+		time.Sleep(backoff)
+		backoff = min(2*backoff, p.s.cfg.Timing.RetryMax)
+	}
 }
 
-const replyBatchScan = 16 // connections searched linearly before indexing
-
-var replyBatchPool = sync.Pool{New: func() any { return new(replyBatch) }}
-
-func newReplyBatch() *replyBatch { return replyBatchPool.Get().(*replyBatch) }
-
-func (rb *replyBatch) add(c gnet.Conn, f *wire.Frame) {
-	if c == nil {
+// reconnect replaces a failed link while the view stays the same.
+func (p *primary) reconnect(failed *replLink) {
+	p.mu.Lock()
+	if p.link != failed {
+		p.mu.Unlock()
 		return
 	}
-	i := rb.find(c)
-	if i < 0 {
-		i = len(rb.conns)
-		rb.conns = append(rb.conns, c)
-		if i < cap(rb.bufs) {
-			rb.bufs = rb.bufs[:i+1]
-			rb.bufs[i] = rb.bufs[i][:0]
-		} else {
-			rb.bufs = append(rb.bufs, nil)
+	sec, epoch := p.sec, p.epoch
+	p.mu.Unlock()
+	for {
+		select {
+		case <-p.stop:
+			return
+		default:
 		}
-		if rb.index != nil {
-			rb.index[c] = i
-		} else if i >= replyBatchScan {
-			rb.index = make(map[gnet.Conn]int, 2*i)
-			for j, c := range rb.conns {
-				rb.index[c] = j
-			}
+		p.mu.Lock()
+		moved := p.sec != sec || (p.link != nil && p.link != failed)
+		p.mu.Unlock()
+		if moved {
+			return // a newer view chose the secondary
 		}
+		if err := p.connect(sec, epoch, p.s.cfg.Timing.Handshake); err == nil {
+			return
+		}
+		p.log.Warn().Str("secondary", sec.addr).Msg("secondary unreachable; writes wait")
+		time.Sleep(p.s.cfg.Timing.Heartbeat)
 	}
-	rb.bufs[i] = wire.Append(rb.bufs[i], f)
-}
-
-func (rb *replyBatch) find(c gnet.Conn) int {
-	if rb.index != nil {
-		if i, ok := rb.index[c]; ok {
-			return i
-		}
-		return -1
-	}
-	for i := len(rb.conns) - 1; i >= 0; i-- {
-		if rb.conns[i] == c {
-			return i
-		}
-	}
-	return -1
-}
-
-// flush writes the answers: directly for connections of loop (the event
-// loop the caller runs on, or nil), through AsyncWrite for the others
-// (which keeps the buffer: it is not reused).
-func (rb *replyBatch) flush(loop gnet.EventLoop) {
-	for i, c := range rb.conns {
-		b := rb.bufs[i]
-		if loop != nil && c.EventLoop() == loop {
-			_, _ = c.Write(b) // gnet copies what the socket does not take
-		} else {
-			_ = c.AsyncWrite(b, nil)
-			rb.bufs[i] = nil
-		}
-	}
-}
-
-// release empties rb and returns it to the pool.
-func (rb *replyBatch) release() {
-	clear(rb.conns)
-	rb.conns = rb.conns[:0]
-	for i, b := range rb.bufs {
-		if cap(b) > 64<<10 {
-			rb.bufs[i] = nil
-		}
-	}
-	rb.bufs = rb.bufs[:0]
-	rb.index = nil
-	replyBatchPool.Put(rb)
 }

@@ -2,30 +2,12 @@ package server
 
 import (
 	"encoding/binary"
-	"sync"
 	"time"
-	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
 
 	"ftkv/wire"
 )
-
-// secState is what a secondary keeps about the link that feeds one shard.
-type secState struct {
-	// mu is held while a read of this link is applied: fence() then knows
-	// that no frame of a fenced link is applied or acknowledged after it
-	// returns. Links of different shards are applied in parallel.
-	mu        sync.Mutex
-	shard     int
-	primaryID uint64
-	inc       uint64
-	last      uint64 // highest log index applied (contiguous)
-	seeding   bool   // a snapshot is arriving: remember deletes
-	fenced    bool   // the view moved on: refuse this primary from now on
-	lastAck   time.Time
-	t         *table
-}
 
 // peerConn is the state of one inbound replication connection.
 type peerConn struct {
@@ -159,112 +141,4 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 	pc.st = st
 	s.log.Info().Int("shard", shard).Uint64("from", f.Client).Uint64("last", last).Bool("seeding", seeding).Msg("replication link accepted")
 	return wire.Append(out, &wire.Frame{Op: wire.OpReplHello, ID: f.ID, Epoch: vs.v.Epoch, Seq: last}), gnet.None
-}
-
-func (h *peerHandler) applyRepl(st *secState, f *wire.Frame) {
-	st.last = f.ID
-	switch {
-	case f.Flags&wire.FlagNoop != 0:
-	case f.Flags&wire.FlagDelete != 0:
-		st.t.merge(unsafe.String(unsafe.SliceData(f.Key), len(f.Key)), nil, f.ID, true, st.seeding)
-	default:
-		// merge copies key and value (they alias the read buffer).
-		st.t.merge(unsafe.String(unsafe.SliceData(f.Key), len(f.Key)), f.Value, f.ID, false, st.seeding)
-	}
-	if f.Client != 0 {
-		var val []byte
-		if f.Flags&wire.FlagNoop != 0 && len(f.Value) > 0 {
-			val = append([]byte(nil), f.Value...)
-		}
-		h.s.dd.record(f.Client, f.Seq, f.Floor, doneOutcome(f.Status, f.Flags&wire.FlagOldPresent, val))
-	}
-}
-
-func (h *peerHandler) applySeed(st *secState, f *wire.Frame) error {
-	if f.Flags&wire.FlagDedup != 0 {
-		return h.s.dd.restore(f.Value)
-	}
-	if f.ID == 1 {
-		st.t.reserve(int(f.Floor))
-	}
-	// Each entry is copied into a record of its own (keys and values alias
-	// the read buffer here).
-	b := f.Value
-	for len(b) > 0 {
-		k, v, ver, rest, err := wire.NextSeedEntry(b)
-		if err != nil {
-			return err
-		}
-		st.t.merge(unsafe.String(unsafe.SliceData(k), len(k)), v, ver, false, true)
-		b = rest
-	}
-	if f.Flags&wire.FlagSeedDone != 0 {
-		st.seeding = false
-		st.t.dropTombstones()
-		h.s.log.Info().Int("shard", st.shard).Int("keys", st.t.len()).Msg("re-seeding complete")
-	}
-	return nil
-}
-
-// fence stops accepting replication for shard from its current primary and
-// returns when this server last acknowledged that primary.
-func (s *Server) fence(shard int) time.Time {
-	s.secMu.Lock()
-	st := s.sec[shard]
-	s.secMu.Unlock()
-	if st == nil {
-		return time.Time{}
-	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	st.fenced = true
-	return st.lastAck
-}
-
-// fenceStaleLocked fences every link whose pairing the view v no longer
-// has; called with secMu held.
-func (s *Server) fenceStaleLocked(v wire.View, me int) {
-	var stale []*secState
-	for shard, st := range s.sec {
-		if shard >= len(v.Shards) {
-			stale = append(stale, st)
-			continue
-		}
-		pl := v.Shards[shard]
-		if int(pl.Secondary) != me || pl.Primary < 0 ||
-			uint64(v.Servers[pl.Primary].ID) != st.primaryID || v.Servers[pl.Primary].Incarnation != st.inc {
-			stale = append(stale, st)
-		}
-	}
-	for _, st := range stale {
-		st.mu.Lock()
-		st.fenced = true
-		st.mu.Unlock()
-	}
-}
-
-// lastApplied is the highest log index this server holds for shard as a
-// secondary (0 if none).
-// It is at least every index this server ever used for shard as a primary,
-// so a second promotion never reuses versions.
-func (s *Server) lastApplied(shard int) uint64 {
-	s.secMu.Lock()
-	st := s.sec[shard]
-	hw := s.highWater[shard]
-	s.secMu.Unlock()
-	if st == nil {
-		return hw
-	}
-	st.mu.Lock()
-	defer st.mu.Unlock()
-	return max(st.last, hw)
-}
-
-// noteIndex remembers that shard's log reached idx on this server.
-func (s *Server) noteIndex(shard int, idx uint64) {
-	s.secMu.Lock()
-	if idx > s.highWater[shard] {
-		s.highWater[shard] = idx
-	}
-	s.secMu.Unlock()
 }

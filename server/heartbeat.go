@@ -1,0 +1,128 @@
+package server
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"os"
+	"time"
+
+	"ftkv/internal/netopt"
+	"ftkv/wire"
+)
+
+// Stats are what heartbeats report.
+func (s *Server) stats() (primaryKeys, secondaryKeys uint64, epoch uint64) {
+	vs := s.view.Load()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for shard, t := range s.tables {
+		if vs != nil && shard < len(vs.v.Shards) && int(vs.v.Shards[shard].Primary) == vs.me {
+			primaryKeys += uint64(t.len())
+		} else {
+			secondaryKeys += uint64(t.len())
+		}
+	}
+	if vs != nil {
+		epoch = s.appliedEpoch.Load()
+	}
+	return
+}
+
+// heartbeatLoop keeps a connection to the coordinator and reports liveness,
+// addresses and key counts every Timing.Heartbeat.
+func (s *Server) heartbeatLoop(ctx context.Context) {
+	tm := s.cfg.Timing
+	backoff := tm.HeartbeatRetryMin
+	for {
+		start := time.Now()
+		err := s.heartbeatOnce(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-s.done:
+			return
+		default:
+		}
+		// A link that outlived the longest back-off was working: retry at once.
+		if errors.Is(err, errCoordMoved) || time.Since(start) > tm.HeartbeatRetryMax {
+			backoff = tm.HeartbeatRetryMin
+			if errors.Is(err, errCoordMoved) {
+				continue
+			}
+		}
+		s.log.Warn().Err(err).Str("coord", *s.coordAddr.Load()).Msg("heartbeat link lost; reconnecting")
+		select {
+		case <-time.After(backoff):
+		case <-s.coordChanged:
+			backoff = tm.HeartbeatRetryMin
+		case <-ctx.Done():
+			return
+		}
+		backoff = min(2*backoff, tm.HeartbeatRetryMax)
+	}
+}
+
+var (
+	errCoordMoved = errors.New("coordinator moved")
+	errReplaced   = errors.New("replaced by a newer incarnation")
+)
+
+func (s *Server) heartbeatOnce(ctx context.Context) error {
+	nc, err := netopt.Dialer(s.cfg.Timing.Dial).DialContext(ctx, "tcp", *s.coordAddr.Load())
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	go func() {
+		br := bufio.NewReaderSize(nc, 4096)
+		for {
+			f, err := readFrame(br)
+			if err != nil {
+				nc.Close()
+				return
+			}
+			s.coordLease.answered(f.ID, f.Op == wire.OpHeartbeat && f.Status == wire.StatusOK)
+			if f.Op == wire.OpHeartbeat && f.Status == wire.StatusStaleEpoch {
+				// The coordinator has replaced this incarnation (after a
+				// partition, say, it could not kill it): it has been
+				// fenced since, and now it goes.
+				s.log.Error().Str("reason", string(f.Value)).Msg("the coordinator no longer counts this incarnation; exiting")
+				s.finish(errReplaced)
+				nc.Close()
+				return
+			}
+		}
+	}()
+	hello := wire.Append(nil, &wire.Frame{Op: wire.OpHello, Client: uint64(s.cfg.ID), Value: []byte(s.cfg.Secret)})
+	if _, err := nc.Write(hello); err != nil {
+		return err
+	}
+	t := time.NewTicker(s.cfg.Timing.Heartbeat)
+	defer t.Stop()
+	var buf []byte
+	for {
+		pk, sk, ep := s.stats()
+		hb := wire.Heartbeat{
+			ID: s.cfg.ID, Incarnation: s.cfg.Incarnation, PID: uint32(os.Getpid()), Epoch: ep,
+			PrimaryKeys: pk, SecondaryKeys: sk,
+			Addr: s.addrs.client, PeerAddr: s.addrs.peer, CtlAddr: s.addrs.ctl,
+		}
+		seq := s.coordLease.sending(time.Now())
+		buf = wire.Append(buf[:0], &wire.Frame{Op: wire.OpHeartbeat, ID: seq, Client: uint64(s.cfg.ID), Seq: s.cfg.Incarnation,
+			Epoch: ep, Value: wire.AppendHeartbeat(nil, &hb)})
+		_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.Timing.Dial))
+		if _, err := nc.Write(buf); err != nil {
+			return err
+		}
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-s.done:
+			return nil
+		case <-s.coordChanged:
+			return errCoordMoved
+		}
+	}
+}

@@ -1,0 +1,277 @@
+package server
+
+import (
+	"bytes"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+
+	"ftkv/wire"
+)
+
+// wreq is a client write on its way through a shard's sequencer. Its
+// slices are private copies (gnet's buffers are reused).
+type wreq struct {
+	c      gnet.Conn
+	id     uint64
+	op     wire.Op
+	flags  uint8
+	client uint64
+	seq    uint64
+	floor  uint64
+	rec    rec // holds key and value; a put's record ready for the table
+	key    string
+	value  []byte
+	aux    []byte
+}
+
+// entry is a sequenced write waiting for the secondary's acknowledgement.
+// It is the client's request (one allocation per write) plus its effect.
+type entry struct {
+	wreq
+	index uint64
+	val   []byte
+	del   bool
+	noop  bool
+	out   *outcome
+	// The connections waiting for the answer: the request's own (wreq.c
+	// and id; c is nil once answered) and any retry that arrived while the
+	// write was in flight. Guarded by the primary's lock.
+	retries []waiter
+}
+
+// waiter is a connection waiting for a write's answer.
+type waiter struct {
+	c  gnet.Conn
+	id uint64
+}
+
+// answerWaiters answers every connection waiting for e, with the
+// record's answer (refuse == "") or UNAVAILABLE and refuse, and forgets
+// them (a retry that comes later waits anew). It returns how many it
+// answered; the caller holds the primary's lock.
+func (e *entry) answerWaiters(rb *replyBatch, refuse string) int {
+	n := 0
+	if e.c != nil {
+		rb.add(e.c, e.answerFor(e.id, refuse))
+		n++
+	}
+	for _, w := range e.retries {
+		rb.add(w.c, e.answerFor(w.id, refuse))
+		n++
+	}
+	e.c, e.retries = nil, nil
+	return n
+}
+
+func (e *entry) answerFor(id uint64, refuse string) *wire.Frame {
+	if refuse != "" {
+		return &wire.Frame{Op: wire.OpPut, ID: id, Status: wire.StatusUnavailable, Value: []byte(refuse)}
+	}
+	return answer(0, id, e.out)
+}
+
+// pend is the newest not-yet-committed value of a key, so that CAS and
+// Append sequenced behind an in-flight write build on it.
+type pend struct {
+	val   []byte
+	del   bool
+	index uint64
+}
+
+// sequence assigns log indexes to a batch of writes and ships them to the
+// secondary in one write.
+// sequence runs on the event loop loop that read batch.
+func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
+	replies := newReplyBatch()
+	defer replies.release()
+	p.mu.Lock()
+	if p.frozen || !p.canServe(time.Now()) {
+		p.mu.Unlock()
+		for _, r := range batch {
+			replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusUnavailable,
+				Value: []byte("shard is changing hands; retry")})
+		}
+		replies.flush(loop)
+		return
+	}
+	first := p.nextIndex + 1
+	link := p.link
+	for _, r := range batch {
+		var o *outcome
+		if r.client != 0 {
+			var cl claim
+			o, cl = p.s.dd.claim(r.client, r.seq, r.floor)
+			switch cl {
+			case claimStale:
+				replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusBadRequest,
+					Value: []byte("sequence number below the client's own floor")})
+				continue
+			case claimDone:
+				replies.add(r.c, answer(r.op, r.id, o))
+				continue
+			case claimInFlight:
+				p.waitFor(o, r, replies)
+				continue
+			}
+		} else {
+			o = &outcome{}
+		}
+		e := p.apply(r, o)
+		p.nextIndex++
+		e.index = p.nextIndex
+		if !e.noop {
+			p.pending[e.key] = pend{val: e.val, del: e.del, index: e.index}
+		}
+		p.inflight = append(p.inflight, e)
+		if link != nil {
+			// (Without a link, reconnect sends the inflight entries.)
+			link.queueRepl(p, e)
+		}
+	}
+	last := p.nextIndex
+	p.mu.Unlock()
+	replies.flush(loop)
+	if last < first {
+		return
+	}
+	if link == nil {
+		if !p.waitLink {
+			// No secondary (a single-server cluster): commit at once.
+			p.commitUpTo(last, loop)
+		}
+		return
+	}
+	link.flushSoon()
+}
+
+// waitFor makes the retry r wait for the write in flight whose record is o;
+// the caller holds p.mu. Retries are rare, so the entry is searched for.
+// A record in flight that is not this primary's belongs to one that has
+// stopped leading the shard: the client retries.
+func (p *primary) waitFor(o *outcome, r *entry, replies *replyBatch) {
+	for i := len(p.inflight) - 1; i >= 0; i-- {
+		if e := p.inflight[i]; e.out == o {
+			e.retries = append(e.retries, waiter{r.c, r.id})
+			return
+		}
+	}
+	replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusUnavailable,
+		Value: []byte("shard changed hands; retry")})
+}
+
+// apply computes the effect of the request e on the newest value of its
+// key, into e.
+func (p *primary) apply(e *entry, o *outcome) *entry {
+	r := &e.wreq
+	var cur []byte
+	var ok bool
+	if r.op == wire.OpAppend || r.op == wire.OpCAS {
+		cur, ok = p.latest(r.key) // a put or delete does not depend on it
+	}
+	e.out = o
+	o.status = wire.StatusOK
+	rc := r.rec
+	e.rec = nil // the request's record goes to the table only for a put
+	switch r.op {
+	case wire.OpPut:
+		e.val, e.rec = r.value, rc
+	case wire.OpDelete:
+		e.del = true
+	case wire.OpAppend:
+		nv := make([]byte, len(cur)+len(r.value))
+		copy(nv, cur)
+		copy(nv[len(cur):], r.value)
+		e.val = nv
+	case wire.OpCAS:
+		match := false
+		if r.flags&wire.FlagOldPresent == 0 {
+			match = !ok
+		} else {
+			match = ok && bytes.Equal(cur, r.aux)
+		}
+		if match {
+			e.val = r.value
+		} else {
+			e.noop = true
+			o.status = wire.StatusMismatch
+			if ok {
+				o.flags = wire.FlagOldPresent
+				o.value = cur
+			}
+		}
+	}
+	if e.val == nil && !e.del && !e.noop {
+		e.val = []byte{}
+	}
+	return e
+}
+
+func (p *primary) latest(key string) ([]byte, bool) {
+	if pd, ok := p.pending[key]; ok {
+		return pd.val, !pd.del
+	}
+	return p.t.get([]byte(key))
+}
+
+// commitUpTo applies every in-flight entry with index <= idx to the table,
+// in order, and answers the clients waiting for them.
+func (p *primary) commitUpTo(idx uint64, loop gnet.EventLoop) {
+	replies := newReplyBatch()
+	defer replies.release()
+	p.mu.Lock()
+	n := 0
+	for n < len(p.inflight) && p.inflight[n].index <= idx {
+		n++
+	}
+	batch := p.inflight[:n]
+	for _, e := range batch {
+		if !e.noop {
+			// merge, not set: never let a late commit overwrite a newer
+			// version (the table may already serve another primary).
+			if e.rec != nil {
+				p.t.mergeRec(e.rec, e.index, false)
+			} else {
+				p.t.merge(e.key, e.val, e.index, e.del, false)
+			}
+			if pd, ok := p.pending[e.key]; ok && pd.index == e.index {
+				delete(p.pending, e.key)
+			}
+		}
+		p.committed = e.index
+	}
+	for _, e := range batch {
+		e.out.done.Store(true)
+		e.answerWaiters(replies, "")
+	}
+	rest := copy(p.inflight, p.inflight[n:])
+	clear(p.inflight[rest:])
+	p.inflight = p.inflight[:rest]
+	if len(p.inflight) == 0 {
+		p.drained.Broadcast()
+	}
+	p.mu.Unlock()
+	replies.flush(loop)
+}
+
+// answer builds the reply frame of a finished write for request id.
+func answer(op wire.Op, id uint64, o *outcome) *wire.Frame {
+	if op == 0 {
+		op = wire.OpPut // the op is not needed by clients; answers match by id
+	}
+	return &wire.Frame{Op: op, ID: id, Status: o.status, Flags: o.flags, Value: o.value}
+}
+
+func (p *primary) appendRepl(buf []byte, e *entry) []byte {
+	o := e.out
+	f := wire.Frame{Op: wire.OpRepl, ID: e.index, Epoch: p.epoch, Status: o.status, Flags: o.flags,
+		Client: e.client, Seq: e.seq, Floor: e.floor, Key: []byte(e.key), Value: e.val}
+	if e.del {
+		f.Flags |= wire.FlagDelete
+	}
+	if e.noop {
+		f.Flags |= wire.FlagNoop
+		f.Value = o.value
+	}
+	return wire.Append(buf, &f)
+}
