@@ -3,6 +3,7 @@ package bench
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 )
 
@@ -17,6 +18,33 @@ const (
 	// PreloadOff never preloads; gets of absent keys count as misses.
 	PreloadOff
 )
+
+// PreloadMode is a boolean flag (-preload, -preload=false) whose unset
+// state is PreloadAuto.
+
+// IsBoolFlag lets -preload stand alone.
+func (m *PreloadMode) IsBoolFlag() bool { return true }
+
+// String is "auto", "true" or "false".
+func (m *PreloadMode) String() string {
+	if m == nil || *m == PreloadAuto {
+		return "auto"
+	}
+	return strconv.FormatBool(*m == PreloadOn)
+}
+
+// Set reads a boolean.
+func (m *PreloadMode) Set(s string) error {
+	on, err := strconv.ParseBool(s)
+	if err != nil {
+		return err
+	}
+	*m = PreloadOff
+	if on {
+		*m = PreloadOn
+	}
+	return nil
+}
 
 // Defaults applied by Config for zero fields.
 const (

@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"ftkv/bench/resp"
+
 	"net"
 	"strconv"
 	"strings"
@@ -31,7 +33,7 @@ func (f *fakeRedis) serve(c net.Conn) {
 		buf = append(buf, tmp[:m]...)
 		var out []byte
 		for {
-			r, n, err := ParseReply(buf)
+			r, n, err := resp.ParseReply(buf)
 			if err != nil {
 				c.Write([]byte("-ERR Protocol error\r\n"))
 				return

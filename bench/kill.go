@@ -1,18 +1,16 @@
 package bench
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"strconv"
-	"strings"
-	"syscall"
 	"time"
 
+	"ftkv/bench/proc"
 	"ftkv/client"
 	"ftkv/hashring"
+	"ftkv/status"
 )
 
 // Fault injection against a running ftkv cluster: kill -9 the primary of a
@@ -53,10 +51,6 @@ func (k *KillReport) Text() string {
 	return s
 }
 
-// ErrNotLocal refuses to kill a server that does not run on this machine
-// as an ftkv server process.
-var ErrNotLocal = errors.New("not a local ftkv server process")
-
 // ErrNotHealthy is returned when the cluster is not fully serving before a kill.
 var ErrNotHealthy = errors.New("cluster not fully serving")
 
@@ -66,115 +60,6 @@ const probeAttempt = 50 * time.Millisecond
 
 // statusPoll is how often recovery is polled.
 const statusPoll = 20 * time.Millisecond
-
-// IsLocalHost reports whether a server's host (from the status) is this machine.
-func IsLocalHost(host string) bool {
-	switch host {
-	case "", "localhost", "::1":
-		return true
-	}
-	return strings.HasPrefix(host, "127.")
-}
-
-// IsServerCmdline reports whether args (a process's command line) is an
-// ftkv server with the given id, as the coordinator spawns it: "-id <id>"
-// and a "-coord" flag.
-func IsServerCmdline(args []string, id int) bool {
-	want := strconv.Itoa(id)
-	hasID, hasCoord := false, false
-	for i, a := range args {
-		switch a {
-		case "-id", "--id":
-			hasID = hasID || (i+1 < len(args) && args[i+1] == want)
-		case "-coord", "--coord":
-			hasCoord = true
-		}
-		if a == "-id="+want || a == "--id="+want {
-			hasID = true
-		}
-	}
-	return hasID && hasCoord
-}
-
-// CheckLocalServer returns nil when s runs here as the ftkv server with
-// its id, so that its pid may be signalled.
-func CheckLocalServer(s client.ServerStatus) error {
-	if !IsLocalHost(s.Host) {
-		return fmt.Errorf("server %d on host %q: %w", s.ID, s.Host, ErrNotLocal)
-	}
-	if s.PID <= 0 {
-		return fmt.Errorf("server %d has no pid in the status: %w", s.ID, ErrNotLocal)
-	}
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", s.PID))
-	if err != nil {
-		return fmt.Errorf("server %d pid %d: %v: %w", s.ID, s.PID, err, ErrNotLocal)
-	}
-	args := strings.Split(strings.TrimRight(string(raw), "\x00"), "\x00")
-	if !IsServerCmdline(args, s.ID) {
-		return fmt.Errorf("server %d pid %d runs %q: %w", s.ID, s.PID, strings.Join(args, " "), ErrNotLocal)
-	}
-	return nil
-}
-
-// kill9 sends SIGKILL to pid (checked with CheckLocalServer first).
-func kill9(pid int) error {
-	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
-		return fmt.Errorf("kill -9 %d: %w", pid, err)
-	}
-	return nil
-}
-
-// procGone reports whether pid has exited (gone or a zombie).
-func procGone(pid int) bool {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	// pid (comm) S ...: the state follows the last ')'.
-	i := bytes.LastIndexByte(raw, ')')
-	return i < 0 || i+2 >= len(raw) || raw[i+2] == 'Z' || raw[i+2] == 'X'
-}
-
-// waitGone waits until pid has exited.
-func waitGone(ctx context.Context, pid int) error {
-	for !procGone(pid) {
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("pid %d still running after SIGKILL: %w", pid, ctx.Err())
-		case <-time.After(time.Millisecond):
-		}
-	}
-	return nil
-}
-
-// ParseVmRSS returns the VmRSS of a /proc/<pid>/status text, in bytes.
-func ParseVmRSS(status []byte) (int64, error) {
-	for _, line := range strings.Split(string(status), "\n") {
-		rest, ok := strings.CutPrefix(line, "VmRSS:")
-		if !ok {
-			continue
-		}
-		f := strings.Fields(rest)
-		if len(f) != 2 || f[1] != "kB" {
-			return 0, fmt.Errorf("bad VmRSS line %q", line)
-		}
-		kb, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return 0, fmt.Errorf("bad VmRSS line %q", line)
-		}
-		return kb << 10, nil
-	}
-	return 0, errors.New("no VmRSS line")
-}
-
-// ReadRSS returns the resident set size of a local process in bytes.
-func ReadRSS(pid int) (int64, error) {
-	raw, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	return ParseVmRSS(raw)
-}
 
 // KeyInShard returns the first key prefix+"0", prefix+"1", … that a ring
 // of n shards places on shard.
@@ -189,9 +74,9 @@ func KeyInShard(n, shard int, prefix string) string {
 }
 
 // PrimaryOf returns the server that the status names as shard's primary.
-func PrimaryOf(st *client.ClusterStatus, shard int) (client.ServerStatus, error) {
+func PrimaryOf(st *status.Cluster, shard int) (status.Server, error) {
 	if shard < 0 || shard >= len(st.Shards) {
-		return client.ServerStatus{}, fmt.Errorf("no shard %d (the cluster has %d)", shard, len(st.Shards))
+		return status.Server{}, fmt.Errorf("no shard %d (the cluster has %d)", shard, len(st.Shards))
 	}
 	id := st.Shards[shard].Primary
 	for _, s := range st.Servers {
@@ -199,12 +84,12 @@ func PrimaryOf(st *client.ClusterStatus, shard int) (client.ServerStatus, error)
 			return s, nil
 		}
 	}
-	return client.ServerStatus{}, fmt.Errorf("shard %d: primary %d not in the status", shard, id)
+	return status.Server{}, fmt.Errorf("shard %d: primary %d not in the status", shard, id)
 }
 
 // Healthy reports whether every server and shard of st is serving; the
 // reason when not.
-func Healthy(st *client.ClusterStatus) (bool, string) {
+func Healthy(st *status.Cluster) (bool, string) {
 	if len(st.Servers) == 0 || len(st.Shards) == 0 {
 		return false, "empty status"
 	}
@@ -224,7 +109,7 @@ func Healthy(st *client.ClusterStatus) (bool, string) {
 // Recovered reports whether st shows the cluster whole again after server
 // id (pid oldPID, primary of shard) was killed: healthy, id running as
 // another process and primary of its shard again. It returns the new pid.
-func Recovered(st *client.ClusterStatus, id, oldPID, shard int) (int, bool) {
+func Recovered(st *status.Cluster, id, oldPID, shard int) (int, bool) {
 	if ok, _ := Healthy(st); !ok {
 		return 0, false
 	}
@@ -244,14 +129,14 @@ func Recovered(st *client.ClusterStatus, id, oldPID, shard int) (int, bool) {
 }
 
 // statusOf asks for the status with its own short deadline.
-func statusOf(ctx context.Context, c *client.Client) (*client.ClusterStatus, error) {
+func statusOf(ctx context.Context, c *client.Client) (*status.Cluster, error) {
 	ctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 	defer cancel()
 	return c.Status(ctx)
 }
 
 // waitHealthy polls the status until the cluster is fully serving.
-func waitHealthy(ctx context.Context, c *client.Client, timeout time.Duration) (*client.ClusterStatus, error) {
+func waitHealthy(ctx context.Context, c *client.Client, timeout time.Duration) (*status.Cluster, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	why := "no status"
@@ -322,7 +207,7 @@ func killPrimary(ctx context.Context, c *client.Client, spec killSpec) (KillRepo
 		return rep, err
 	}
 	rep.Server, rep.PID = victim.ID, victim.PID
-	if err := CheckLocalServer(victim); err != nil {
+	if err := proc.CheckLocalServer(victim); err != nil {
 		return rep, err
 	}
 	key := KeyInShard(len(st.Shards), spec.shard, "bench-probe:")
@@ -337,12 +222,12 @@ func killPrimary(ctx context.Context, c *client.Client, spec killSpec) (KillRepo
 	}
 
 	killed := time.Now()
-	if err := kill9(victim.PID); err != nil {
+	if err := proc.Kill9(victim.PID); err != nil {
 		return rep, err
 	}
 	mark("kill", fmt.Sprintf("kill -9 server %d (pid %d), primary of shard %d", victim.ID, victim.PID, spec.shard))
 	gctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	err = waitGone(gctx, victim.PID)
+	err = proc.WaitGone(gctx, victim.PID)
 	cancel()
 	if err != nil {
 		return rep, err

@@ -12,10 +12,12 @@ import (
 	"strings"
 	"time"
 
+	"ftkv/bench/proc"
 	"ftkv/client"
+	"ftkv/status"
 )
 
-// The fault and capacity measurements of SPEC §6 that are not a load run:
+// The fault and capacity measurements that are not a load run:
 // Failover (kill -9 a primary again and again, time until its shard takes
 // writes), Reseed (time a respawned server takes to be re-seeded) and
 // Memory (RSS per stored entry). Each drives a running cluster through its
@@ -192,14 +194,19 @@ func ParseSeedSent(r io.Reader) ([]SeedSent, error) {
 		var l struct {
 			Node    int     `json:"node"`
 			Entries int64   `json:"entries"`
-			Took    float64 `json:"took"` // zerolog: durations in ms
+			TookMs  float64 `json:"took_ms"`
+			Took    float64 `json:"took"` // older servers: zerolog's Dur, in ms
 			EPS     float64 `json:"entries_per_sec"`
 			Message string  `json:"message"`
 		}
 		if err := json.Unmarshal(line, &l); err != nil || l.Message != "re-seeding sent" {
 			continue
 		}
-		out = append(out, SeedSent{Node: l.Node, Entries: l.Entries, TookMs: l.Took, EntriesPerSec: l.EPS})
+		took := l.TookMs
+		if took == 0 {
+			took = l.Took
+		}
+		out = append(out, SeedSent{Node: l.Node, Entries: l.Entries, TookMs: took, EntriesPerSec: l.EPS})
 	}
 	return out, sc.Err()
 }
@@ -244,7 +251,7 @@ func Reseed(ctx context.Context, cfg ReseedConfig) (*ReseedResult, error) {
 	if err != nil {
 		return res, err
 	}
-	var victim *client.ServerStatus
+	var victim *status.Server
 	for i := range st.Servers {
 		if st.Servers[i].ID == cfg.Server {
 			victim = &st.Servers[i]
@@ -254,7 +261,7 @@ func Reseed(ctx context.Context, cfg ReseedConfig) (*ReseedResult, error) {
 		return res, fmt.Errorf("no server %d in the status", cfg.Server)
 	}
 	res.PID = victim.PID
-	if err := CheckLocalServer(*victim); err != nil {
+	if err := proc.CheckLocalServer(*victim); err != nil {
 		return res, err
 	}
 	var logOffset int64 = -1
@@ -268,7 +275,7 @@ func Reseed(ctx context.Context, cfg ReseedConfig) (*ReseedResult, error) {
 	res.Entries = victim.PrimaryKeys + victim.SecondaryKeys
 	logf(cfg.Log, "kill -9 server %d (pid %d: %d primary + %d secondary entries)", victim.ID, victim.PID, victim.PrimaryKeys, victim.SecondaryKeys)
 	killed := time.Now()
-	if err := kill9(victim.PID); err != nil {
+	if err := proc.Kill9(victim.PID); err != nil {
 		return res, err
 	}
 	rctx, cancel := context.WithTimeout(ctx, cfg.Recover)
@@ -402,10 +409,10 @@ func Memory(ctx context.Context, cfg MemoryConfig) (*MemoryResult, error) {
 	}
 	res := &MemoryResult{Mode: "memory", KeyBytes: len(AppendKey(nil, max(cfg.Load.Keys-1, 0))), ValBytes: cfg.Load.ValueSize}
 	for _, s := range before.Servers {
-		if err := CheckLocalServer(s); err != nil {
+		if err := proc.CheckLocalServer(s); err != nil {
 			return nil, err
 		}
-		rss, err := ReadRSS(s.PID)
+		rss, err := proc.ReadRSS(s.PID)
 		if err != nil {
 			return nil, err
 		}
@@ -444,7 +451,7 @@ func Memory(ctx context.Context, cfg MemoryConfig) (*MemoryResult, error) {
 			}
 			m.Entries += int64(s.PrimaryKeys + s.SecondaryKeys)
 		}
-		if m.RSSAfter, err = ReadRSS(m.PID); err != nil {
+		if m.RSSAfter, err = proc.ReadRSS(m.PID); err != nil {
 			return res, err
 		}
 		d := m.RSSAfter - m.RSSBefore
@@ -466,7 +473,7 @@ func Memory(ctx context.Context, cfg MemoryConfig) (*MemoryResult, error) {
 // waitCounts polls the status until the servers' primary and secondary
 // counts add up to at least want, or timeout passes; it returns the last
 // status either way (nil only with an error).
-func waitCounts(ctx context.Context, c *client.Client, want int64, timeout time.Duration) (*client.ClusterStatus, error) {
+func waitCounts(ctx context.Context, c *client.Client, want int64, timeout time.Duration) (*status.Cluster, error) {
 	deadline := time.Now().Add(timeout)
 	for {
 		st, err := statusOf(ctx, c)

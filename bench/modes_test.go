@@ -21,7 +21,7 @@ func TestOverhead(t *testing.T) {
 const seedLog = `{"level":"info","node":0,"message":"listening"}
 {"level":"info","node":2,"inc":1,"shard":1,"entries":333000,"took":450.5,"waiting_for_acks":12.5,"batches":40,"entries_per_sec":739178.7,"time":"2026-11-23T17:03:48Z","message":"re-seeding sent"}
 not json at all, "re-seeding sent"
-{"level":"info","node":0,"inc":1,"shard":0,"entries":334000,"took":500,"entries_per_sec":668000,"message":"re-seeding sent"}
+{"level":"info","node":0,"inc":1,"shard":0,"entries":334000,"took_ms":500,"entries_per_sec":668000,"message":"re-seeding sent"}
 {"level":"info","node":0,"message":"re-seeding sent almost","entries":5}
 `
 

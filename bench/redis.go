@@ -9,6 +9,8 @@ import (
 	"strconv"
 	"sync"
 	"time"
+
+	"ftkv/bench/resp"
 )
 
 // Redis returns the target of a Redis server at addr ("host:port"). Each
@@ -37,6 +39,21 @@ func RedisWait(replicas int, timeout time.Duration) RedisOption {
 		t.waitReplicas = max(replicas, 0)
 		t.waitMillis = max(timeout.Milliseconds(), 1)
 	}
+}
+
+var (
+	cmdGet  = []byte("GET")
+	cmdSet  = []byte("SET")
+	cmdPing = []byte("PING")
+	cmdWait = []byte("WAIT")
+)
+
+// appendOp appends the command of op: GET key or SET key value.
+func appendOp(dst []byte, op *Op) []byte {
+	if op.Kind == Get {
+		return resp.AppendCommand(dst, cmdGet, op.Key)
+	}
+	return resp.AppendCommand(dst, cmdSet, op.Key, op.Value)
 }
 
 // ErrNotReplicated fails a put of a RedisWait target whose WAIT saw fewer
@@ -105,7 +122,7 @@ func (r *redisRequester) ping(ctx context.Context) error {
 	if d, ok := ctx.Deadline(); ok {
 		_ = r.nc.SetDeadline(d)
 	}
-	if _, err := r.nc.Write(AppendCommand(r.wbuf[:0], cmdPing)); err != nil {
+	if _, err := r.nc.Write(resp.AppendCommand(r.wbuf[:0], cmdPing)); err != nil {
 		return err
 	}
 	rep, err := r.next()
@@ -116,7 +133,7 @@ func (r *redisRequester) ping(ctx context.Context) error {
 		return RedisError(rep.Str)
 	}
 	if rep.Type != '+' || !bytes.Equal(rep.Str, []byte("PONG")) {
-		return fmt.Errorf("%w: PING answered %q", ErrProtocol, rep.Str)
+		return fmt.Errorf("%w: PING answered %q", resp.ErrProtocol, rep.Str)
 	}
 	_ = r.nc.SetDeadline(time.Time{}) // the dial ctx's deadline is not the batches'
 	return nil
@@ -158,7 +175,7 @@ func (r *redisRequester) Do(ctx context.Context, batch []Op) error {
 	for i := range batch {
 		r.wbuf = appendOp(r.wbuf, &batch[i])
 		if r.waitArgs != nil && batch[i].Kind == Put {
-			r.wbuf = AppendCommand(r.wbuf, r.waitArgs...)
+			r.wbuf = resp.AppendCommand(r.wbuf, r.waitArgs...)
 		}
 	}
 	start := time.Now()
@@ -180,7 +197,7 @@ func (r *redisRequester) Do(ctx context.Context, batch []Op) error {
 			op.Miss = rep.Nil
 		case op.Kind == Put && rep.Type == '+':
 		default:
-			op.Err = fmt.Errorf("%w: %s answered with type %q", ErrProtocol, op.Kind, rep.Type)
+			op.Err = fmt.Errorf("%w: %s answered with type %q", resp.ErrProtocol, op.Kind, rep.Type)
 		}
 		if r.waitArgs != nil && op.Kind == Put {
 			if err := r.readWait(op); err != nil {
@@ -207,7 +224,7 @@ func (r *redisRequester) readWait(op *Op) error {
 	case rep.Type == '-':
 		op.Err = RedisError(rep.Str)
 	case rep.Type != ':':
-		op.Err = fmt.Errorf("%w: WAIT answered with type %q", ErrProtocol, rep.Type)
+		op.Err = fmt.Errorf("%w: WAIT answered with type %q", resp.ErrProtocol, rep.Type)
 	case rep.Int < r.waitReplicas:
 		op.Err = fmt.Errorf("%w (%d of %d)", ErrNotReplicated, rep.Int, r.waitReplicas)
 	}
@@ -216,11 +233,11 @@ func (r *redisRequester) readWait(op *Op) error {
 
 // next returns the next reply, reading as much as needed. The reply aliases
 // the read buffer until the next call.
-func (r *redisRequester) next() (Reply, error) {
+func (r *redisRequester) next() (resp.Reply, error) {
 	for {
-		rep, n, err := ParseReply(r.rbuf[r.rpos:r.rend])
+		rep, n, err := resp.ParseReply(r.rbuf[r.rpos:r.rend])
 		if err != nil {
-			return Reply{}, err
+			return resp.Reply{}, err
 		}
 		if n > 0 {
 			r.rpos += n
@@ -238,7 +255,7 @@ func (r *redisRequester) next() (Reply, error) {
 		m, err := r.nc.Read(r.rbuf[r.rend:])
 		r.rend += m
 		if err != nil && m == 0 {
-			return Reply{}, fmt.Errorf("reading reply: %w", err)
+			return resp.Reply{}, fmt.Errorf("reading reply: %w", err)
 		}
 	}
 }

@@ -1,6 +1,8 @@
 package bench
 
 import (
+	"ftkv/bench/resp"
+
 	"context"
 	"errors"
 	"net"
@@ -82,7 +84,7 @@ func TestRedisRequesterWrongType(t *testing.T) {
 	f.reply = func(cmd []string) string { return ":1\r\n" }
 	r, _ := pipeRequester(t, f)
 	batch := []Op{{Kind: Get, Key: []byte("k")}}
-	if err := r.Do(context.Background(), batch); err != nil || !errors.Is(batch[0].Err, ErrProtocol) {
+	if err := r.Do(context.Background(), batch); err != nil || !errors.Is(batch[0].Err, resp.ErrProtocol) {
 		t.Fatalf("Do = %v, op err %v; want the op to fail with ErrProtocol", err, batch[0].Err)
 	}
 }
@@ -127,5 +129,12 @@ func TestRedisTargetPingRefused(t *testing.T) {
 	var re RedisError
 	if !errors.As(err, &re) {
 		t.Fatalf("NewRequester = %v, want the NOAUTH error", err)
+	}
+}
+
+func TestAppendOp(t *testing.T) {
+	op := Op{Kind: Get, Key: []byte("key:00000001")}
+	if got := string(appendOp(nil, &op)); got != "*2\r\n$3\r\nGET\r\n$12\r\nkey:00000001\r\n" {
+		t.Fatalf("GET = %q", got)
 	}
 }

@@ -96,7 +96,7 @@ func TestWriteSeriesFiles(t *testing.T) {
 		Series: []bench.Point{{Start: 0, Seconds: 1, Ops: 10, OpsPerSec: 10, P99: 1000}},
 		Events: []bench.Event{{At: 0.5, Kind: "kill", Detail: "server 1"}}}
 	csvFile, chart := filepath.Join(dir, "s.csv"), filepath.Join(dir, "s.html")
-	if err := writeSeries(res, csvFile, chart); err != nil {
+	if err := bench.WriteSeries(res, csvFile, chart); err != nil {
 		t.Fatal(err)
 	}
 	c, _ := os.ReadFile(csvFile)
@@ -108,16 +108,16 @@ func TestWriteSeriesFiles(t *testing.T) {
 		t.Errorf("chart lacks the plot or title")
 	}
 	svg := filepath.Join(dir, "s.SVG")
-	if err := writeSeries(res, "", svg); err != nil {
+	if err := bench.WriteSeries(res, "", svg); err != nil {
 		t.Fatal(err)
 	}
 	if s, _ := os.ReadFile(svg); !strings.HasPrefix(string(s), "<svg ") {
 		t.Errorf("a .svg chart is not a bare SVG: %.40s", s)
 	}
-	if err := writeSeries(res, filepath.Join(dir, "no", "such", "dir.csv"), ""); err == nil {
+	if err := bench.WriteSeries(res, filepath.Join(dir, "no", "such", "dir.csv"), ""); err == nil {
 		t.Error("writing into a missing directory succeeded")
 	}
-	if err := writeSeries(res, "", ""); err != nil {
+	if err := bench.WriteSeries(res, "", ""); err != nil {
 		t.Errorf("nothing asked: %v", err)
 	}
 }

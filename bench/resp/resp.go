@@ -1,4 +1,8 @@
-package bench
+// Package resp is RESP, the Redis protocol, as far as the load generator's
+// Redis target needs it: commands are arrays of bulk strings; replies are
+// parsed by a pure function that says "need more bytes" by returning n == 0
+// and a nil error.
+package resp
 
 import (
 	"bytes"
@@ -6,10 +10,6 @@ import (
 	"fmt"
 	"strconv"
 )
-
-// RESP, the Redis protocol, as far as the Redis target needs it: commands are
-// arrays of bulk strings; replies are parsed by a pure function that says
-// "need more bytes" by returning n == 0 and a nil error.
 
 // ErrProtocol is wrapped by every malformed-reply error of ParseReply.
 var ErrProtocol = errors.New("resp: protocol error")
@@ -44,21 +44,6 @@ func AppendCommand(dst []byte, args ...[]byte) []byte {
 		dst = append(dst, '\r', '\n')
 	}
 	return dst
-}
-
-var (
-	cmdGet  = []byte("GET")
-	cmdSet  = []byte("SET")
-	cmdPing = []byte("PING")
-	cmdWait = []byte("WAIT")
-)
-
-// appendOp appends the command of op: GET key or SET key value.
-func appendOp(dst []byte, op *Op) []byte {
-	if op.Kind == Get {
-		return AppendCommand(dst, cmdGet, op.Key)
-	}
-	return AppendCommand(dst, cmdSet, op.Key, op.Value)
 }
 
 // ParseReply parses the first reply in b and returns it with the number of

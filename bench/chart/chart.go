@@ -1,4 +1,8 @@
-package bench
+// Package chart draws a load run's time series: a self-contained HTML
+// page (inline SVG, no script, no external resource) or a bare SVG image
+// with throughput per interval over time, the p99 latency per interval on
+// a second axis, and a vertical marker per event.
+package chart
 
 import (
 	"fmt"
@@ -8,9 +12,28 @@ import (
 	"strings"
 )
 
-// Chart drawing: a self-contained HTML page (inline SVG, no script, no
-// external resource) with throughput per interval over time, the p99
-// latency per interval on a second axis, and a vertical marker per event.
+// Point is one interval of the series.
+type Point struct {
+	Start     float64 // seconds from the start of the measured phase
+	Seconds   float64 // length of the interval
+	Ops       int64   // operations answered in it (no latency point when 0)
+	OpsPerSec float64
+	P99       int64 // microseconds
+}
+
+// Event is a marker: something that happened At seconds into the phase.
+type Event struct {
+	At     float64
+	Kind   string // "kill", "writable" and "recovered" have colours of their own
+	Detail string
+}
+
+func (e Event) text() string {
+	if e.Detail == "" {
+		return e.Kind
+	}
+	return e.Kind + ": " + e.Detail
+}
 
 // Chart geometry.
 const (
@@ -67,9 +90,9 @@ func trimZeros(s string) string {
 	return s
 }
 
-// WriteChart writes the page of a run's series to w. title heads the page;
+// WriteHTML writes the page of a run's series to w. title heads the page;
 // notes are extra lines printed under it (workload, outcome).
-func WriteChart(w io.Writer, title string, notes []string, points []Point, events []Event) error {
+func WriteHTML(w io.Writer, title string, notes []string, points []Point, events []Event) error {
 	var b strings.Builder
 	esc := html.EscapeString
 	b.WriteString("<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\n")
@@ -94,9 +117,9 @@ func WriteChart(w io.Writer, title string, notes []string, points []Point, event
 	return err
 }
 
-// WriteChartSVG writes the chart as a standalone SVG image (for a page
+// WriteSVG writes the chart as a standalone SVG image (for a page
 // that embeds images, e.g. Markdown): title and notes above the plot.
-func WriteChartSVG(w io.Writer, title string, notes []string, points []Point, events []Event) error {
+func WriteSVG(w io.Writer, title string, notes []string, points []Point, events []Event) error {
 	var b strings.Builder
 	head := 28 + 18*len(notes)
 	fmt.Fprintf(&b, "<svg xmlns=\"http://www.w3.org/2000/svg\" width=\"%d\" height=\"%d\" viewBox=\"0 0 %d %d\" font-family=\"sans-serif\">\n",
@@ -191,7 +214,7 @@ func chartSVG(points []Point, events []Event) string {
 	for i, e := range events {
 		c := eventColor(e.Kind)
 		fmt.Fprintf(&b, "<line x1=\"%.1f\" y1=\"%d\" x2=\"%.1f\" y2=\"%d\" stroke=\"%s\" stroke-width=\"1.5\"><title>%s</title></line>\n",
-			x(e.At), chartTop, x(e.At), chartH-chartBot, c, html.EscapeString(eventText(e)))
+			x(e.At), chartTop, x(e.At), chartH-chartBot, c, html.EscapeString(e.text()))
 		fmt.Fprintf(&b, "<text x=\"%.1f\" y=\"%d\" fill=\"%s\">%s %.2fs</text>\n", x(e.At)+3, chartTop+14+14*(i%4), c, html.EscapeString(e.Kind), e.At)
 	}
 	// Legend.
@@ -199,19 +222,4 @@ func chartSVG(points []Point, events []Event) string {
 	fmt.Fprintf(&b, "<text x=\"%d\" y=\"%d\" fill=\"#ff7f0e\">- - p99 latency</text>\n", chartLeft+170, chartTop-12)
 	b.WriteString("</svg>\n")
 	return b.String()
-}
-
-// ChartNotes are the lines printed under a run's chart: the workload, the
-// outcome and the kill, if any.
-func ChartNotes(r *Result) []string {
-	notes := []string{
-		fmt.Sprintf("%s %s: %d connections, pipeline %d, %d B values, %d keys, %.0f%% gets",
-			r.Target, r.Addr, r.Connections, r.Pipeline, r.ValueSize, r.Keys, r.Ratio*100),
-		fmt.Sprintf("%s ops/s over %.1fs, %d errors; p50 %s, p99 %s, max %s",
-			FormatRate(r.OpsPerSec), r.Seconds, r.Errors, FormatMicros(r.Latency.P50), FormatMicros(r.Latency.P99), FormatMicros(r.Latency.Max)),
-	}
-	if k := r.Kill; k != nil {
-		notes = append(notes, "kill: "+k.Text())
-	}
-	return notes
 }

@@ -1,4 +1,4 @@
-package bench
+package resp
 
 import (
 	"errors"
@@ -14,10 +14,6 @@ func TestAppendCommand(t *testing.T) {
 	}
 	if got := string(AppendCommand(nil)); got != "*0\r\n" {
 		t.Fatalf("empty command = %q", got)
-	}
-	op := Op{Kind: Get, Key: []byte("key:00000001")}
-	if got := string(appendOp(nil, &op)); got != "*2\r\n$3\r\nGET\r\n$12\r\nkey:00000001\r\n" {
-		t.Fatalf("GET = %q", got)
 	}
 }
 

@@ -1,7 +1,6 @@
-package bench
+package chart
 
 import (
-	"reflect"
 	"strings"
 	"testing"
 )
@@ -55,7 +54,7 @@ func TestWriteChart(t *testing.T) {
 	}
 	evs := []Event{{At: 1.2, Kind: "kill", Detail: "server <1>"}, {At: 1.5, Kind: "writable"}}
 	var b strings.Builder
-	if err := WriteChart(&b, "ftkv & co", []string{"50 connections"}, pts, evs); err != nil {
+	if err := WriteHTML(&b, "ftkv & co", []string{"50 connections"}, pts, evs); err != nil {
 		t.Fatal(err)
 	}
 	page := b.String()
@@ -76,28 +75,15 @@ func TestWriteChart(t *testing.T) {
 	}
 	// An empty series still draws axes.
 	b.Reset()
-	if err := WriteChart(&b, "empty", nil, nil, nil); err != nil || !strings.Contains(b.String(), "</svg>") {
+	if err := WriteHTML(&b, "empty", nil, nil, nil); err != nil || !strings.Contains(b.String(), "</svg>") {
 		t.Fatalf("empty chart: %v", err)
 	}
 }
 
-func TestChartNotes(t *testing.T) {
-	r := &Result{Target: "ftkv", Addr: "a", Connections: 50, Pipeline: 1, ValueSize: 100, Keys: 10, OpsPerSec: 1234,
-		Kill: &KillReport{Server: 1, PID: 9, Shard: 1, At: 5, WriteGapMs: 612.5, RecoveredS: 2.5}}
-	got := ChartNotes(r)
-	if len(got) != 3 || !strings.Contains(got[1], "1,234 ops/s") || !strings.Contains(got[2], "writable again after 612ms") {
-		t.Errorf("notes = %q", got)
-	}
-	r.Kill = nil
-	if got := ChartNotes(r); !reflect.DeepEqual(len(got), 2) {
-		t.Errorf("notes without kill = %q", got)
-	}
-}
-
-func TestWriteChartSVG(t *testing.T) {
+func TestWriteSVG(t *testing.T) {
 	var b strings.Builder
 	pts := []Point{{Start: 0, Seconds: 1, Ops: 5, OpsPerSec: 5, P99: 100}}
-	if err := WriteChartSVG(&b, "a <b>", []string{"n1", "n2"}, pts, []Event{{At: 0.5, Kind: "kill"}}); err != nil {
+	if err := WriteSVG(&b, "a <b>", []string{"n1", "n2"}, pts, []Event{{At: 0.5, Kind: "kill"}}); err != nil {
 		t.Fatal(err)
 	}
 	svg := b.String()
