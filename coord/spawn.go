@@ -10,8 +10,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-
-	"ftkv/timing"
 )
 
 // SpawnSpec says how to start one server incarnation.
@@ -112,8 +110,9 @@ func serverArgs(s SpawnSpec, bind string) []string {
 		args = append(args, "-log-level", s.LogLevel)
 	}
 	if s.FailureTimeout > 0 {
-		t := timing.New(s.FailureTimeout)
-		args = append(args, "-heartbeat", t.Heartbeat.String(), "-lease", t.Lease.String())
+		// One duration, as a duration: the server derives the rest with
+		// timing.New, as the coordinator does.
+		args = append(args, "-failure-timeout", s.FailureTimeout.String())
 	}
 	return args
 }

@@ -135,7 +135,7 @@ func (c *Coordinator) adopt(ctx context.Context, st savedState, v wire.View) {
 		if sn.Host != "" {
 			nd.host = sn.Host
 		}
-		// Grace: the servers reconnect their heartbeats after SetCoord.
+		// Grace: the servers reconnect their heartbeats after OpSetCoord.
 		nd.lastSeen = now.Add(c.opts.Timing.AdoptGrace)
 		nd.hb = wire.Heartbeat{ID: uint32(i), Incarnation: sn.Inc, PID: uint32(sn.PID), Epoch: v.Epoch,
 			Addr: m.Addr, PeerAddr: m.PeerAddr, CtlAddr: m.CtlAddr}

@@ -62,7 +62,7 @@ func TestStatusJSON(t *testing.T) {
 	if bytes.Count(out, []byte("\n")) != 1 || out[len(out)-1] != '\n' {
 		t.Fatalf("want one JSON object on one line, got %q", out)
 	}
-	// What scripts rely on (SPEC §2): these names and meanings.
+	// What scripts rely on: these names and meanings.
 	var got struct {
 		Epoch   uint64 `json:"epoch"`
 		Servers []struct {
