@@ -22,6 +22,12 @@ import (
 )
 
 // UserTimeout is how long sent data may go unacknowledged.
+//
+// timing: exception — this and the keep-alive periods below are kernel
+// settings of every outbound link, the client's included (it has no
+// failure timeout), and not derived from -t: failures are detected by
+// heartbeats within the failure timeout; these only free a connection
+// left hanging on a host that vanished.
 const UserTimeout = 2 * time.Second
 
 // Dialer returns a dialer with a connect timeout, keep-alives and
