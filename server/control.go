@@ -55,43 +55,52 @@ func (h *ctlHandler) OnTraffic(c gnet.Conn) gnet.Action {
 				return p.seedResult(inc, s.cfg.Timing.SeedLimit)
 			})
 		case wire.OpSetCoord:
-			addr := string(f.Value)
-			// A coordinator listening on a wildcard address names no host
-			// this server can dial: use the one the order came from.
-			if h, p, err := net.SplitHostPort(addr); err == nil {
-				if ip := net.ParseIP(h); h == "" || (ip != nil && ip.IsUnspecified()) {
-					if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
-						addr = net.JoinHostPort(ra.IP.String(), p)
-					}
-				}
-			}
-			s.coordAddr.Store(&addr)
-			select {
-			case s.coordChanged <- struct{}{}:
-			default:
-			}
-			s.log.Info().Str("coord", addr).Msg("coordinator moved")
+			s.setCoord(c, string(f.Value))
 			return reply(out, f, wire.StatusOK, 0, ""), gnet.None
 		case wire.OpShutdown:
-			go func() {
-				ans := &wire.Frame{Op: op, ID: id}
-				err := s.shutdown()
-				if err != nil {
-					s.log.Error().Err(err).Msg("dump failed")
-					ans.Status, ans.Value = wire.StatusError, []byte(err.Error())
-				}
-				if werr := c.AsyncWrite(wire.Append(nil, ans), func(gnet.Conn, error) error {
-					s.finish(err)
-					return nil
-				}); werr != nil {
-					s.finish(err)
-				}
-			}()
+			go s.shutdownOrder(c, op, id)
 		default:
 			return reply(out, f, wire.StatusBadRequest, 0, fmt.Sprintf("op %s not accepted on the control port", f.Op)), gnet.None
 		}
 		return out, gnet.None
 	})
+}
+
+// setCoord points the heartbeats at the coordinator's new address addr
+// (the order came on c).
+func (s *Server) setCoord(c gnet.Conn, addr string) {
+	// A coordinator listening on a wildcard address names no host this
+	// server can dial: use the one the order came from.
+	if h, p, err := net.SplitHostPort(addr); err == nil {
+		if ip := net.ParseIP(h); h == "" || (ip != nil && ip.IsUnspecified()) {
+			if ra, ok := c.RemoteAddr().(*net.TCPAddr); ok {
+				addr = net.JoinHostPort(ra.IP.String(), p)
+			}
+		}
+	}
+	s.coordAddr.Store(&addr)
+	select {
+	case s.coordChanged <- struct{}{}:
+	default:
+	}
+	s.log.Info().Str("coord", addr).Msg("coordinator moved")
+}
+
+// shutdownOrder dumps the tables, answers the order and ends Run once the
+// answer is written.
+func (s *Server) shutdownOrder(c gnet.Conn, op wire.Op, id uint64) {
+	ans := &wire.Frame{Op: op, ID: id}
+	err := s.shutdown()
+	if err != nil {
+		s.log.Error().Err(err).Msg("dump failed")
+		ans.Status, ans.Value = wire.StatusError, []byte(err.Error())
+	}
+	if werr := c.AsyncWrite(wire.Append(nil, ans), func(gnet.Conn, error) error {
+		s.finish(err)
+		return nil
+	}); werr != nil {
+		s.finish(err)
+	}
 }
 
 // orderPrimary runs a slow order for the primary of shard off the event

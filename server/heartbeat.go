@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"time"
 
@@ -68,32 +69,39 @@ var (
 	errReplaced   = errors.New("replaced by a newer incarnation")
 )
 
+// readHeartbeatAnswers renews the coordinator's lease from the answers
+// on nc until it fails, and ends this server if the coordinator says it
+// has been replaced.
+func (s *Server) readHeartbeatAnswers(nc net.Conn) {
+	br := bufio.NewReaderSize(nc, 4096)
+	for {
+		f, err := readFrame(br)
+		if err != nil {
+			nc.Close()
+			return
+		}
+		s.coordLease.answered(f.ID, f.Op == wire.OpHeartbeat && f.Status == wire.StatusOK)
+		if f.Op == wire.OpHeartbeat && f.Status == wire.StatusStaleEpoch {
+			// The coordinator has replaced this incarnation (after a
+			// partition, say, it could not kill it): it has been fenced
+			// since, and now it goes.
+			s.log.Error().Str("reason", string(f.Value)).Msg("the coordinator no longer counts this incarnation; exiting")
+			s.finish(errReplaced)
+			nc.Close()
+			return
+		}
+	}
+}
+
+// heartbeatOnce connects to the coordinator and sends heartbeats until
+// the link fails, the coordinator moves or the server stops.
 func (s *Server) heartbeatOnce(ctx context.Context) error {
 	nc, err := netopt.Dialer(s.cfg.Timing.Dial).DialContext(ctx, "tcp", *s.coordAddr.Load())
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	go func() {
-		br := bufio.NewReaderSize(nc, 4096)
-		for {
-			f, err := readFrame(br)
-			if err != nil {
-				nc.Close()
-				return
-			}
-			s.coordLease.answered(f.ID, f.Op == wire.OpHeartbeat && f.Status == wire.StatusOK)
-			if f.Op == wire.OpHeartbeat && f.Status == wire.StatusStaleEpoch {
-				// The coordinator has replaced this incarnation (after a
-				// partition, say, it could not kill it): it has been
-				// fenced since, and now it goes.
-				s.log.Error().Str("reason", string(f.Value)).Msg("the coordinator no longer counts this incarnation; exiting")
-				s.finish(errReplaced)
-				nc.Close()
-				return
-			}
-		}
-	}()
+	go s.readHeartbeatAnswers(nc)
 	hello := wire.Append(nil, &wire.Frame{Op: wire.OpHello, Client: uint64(s.cfg.ID), Value: []byte(s.cfg.Secret)})
 	if _, err := nc.Write(hello); err != nil {
 		return err

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"github.com/rs/zerolog"
 
 	"ftkv/internal/frameio"
 	"ftkv/internal/netopt"
@@ -27,11 +28,12 @@ import (
 // so in log order; one task on the link's event loop writes everything
 // appended during a loop round in one system call.
 type replLink struct {
-	p    *primary
-	gc   gnet.Conn
-	loop gnet.EventLoop
-	dead chan struct{}
-	once sync.Once
+	owner linkOwner
+	log   zerolog.Logger
+	gc    gnet.Conn
+	loop  gnet.EventLoop
+	dead  chan struct{}
+	once  sync.Once
 
 	mu          sync.Mutex
 	wbuf        []byte
@@ -39,19 +41,28 @@ type replLink struct {
 	flushQueued atomic.Bool
 }
 
-// dialLink connects and authenticates; it returns the link (not yet
-// carrying traffic) and the highest log index the secondary already holds
-// from this primary incarnation.
-func dialLink(p *primary, addr string, epoch, base uint64) (*replLink, uint64, error) {
-	s := p.s
-	nc, err := netopt.Dialer(s.cfg.Timing.Dial).Dial("tcp", addr)
+// linkOwner is told what arrives on a link: the primary that dialled it.
+// Calls come from the link's event loop, except linkFailed.
+type linkOwner interface {
+	acked(idx uint64, loop gnet.EventLoop) // the secondary applied everything up to idx
+	pingAcked(seq uint64)                  // answer to ping seq
+	seedAcked(seq uint64)                  // answer to SEED frame seq
+	linkFailed(l *replLink)                // l is closed; replace it
+}
+
+// dialLink connects and authenticates the link of shard to addr at epoch
+// for owner; it returns the link (not yet carrying traffic) and the
+// highest log index the secondary already holds from this primary
+// incarnation (base is the one this primary starts from).
+func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, addr string, epoch, base uint64) (*replLink, uint64, error) {
+	nc, err := netopt.Dialer(env.tm.Dial).Dial("tcp", addr)
 	if err != nil {
 		return nil, 0, err
 	}
-	hello := wire.Append(nil, &wire.Frame{Op: wire.OpReplHello, Epoch: epoch, Client: uint64(s.cfg.ID),
-		Seq: uint64(p.shard), Floor: s.cfg.Incarnation, Value: []byte(s.cfg.Secret),
+	hello := wire.Append(nil, &wire.Frame{Op: wire.OpReplHello, Epoch: epoch, Client: uint64(env.id),
+		Seq: uint64(shard), Floor: env.inc, Value: []byte(env.secret),
 		Aux: binary.BigEndian.AppendUint64(nil, base)})
-	_ = nc.SetDeadline(time.Now().Add(s.cfg.Timing.Handshake))
+	_ = nc.SetDeadline(time.Now().Add(env.tm.Handshake))
 	if _, err := nc.Write(hello); err != nil {
 		nc.Close()
 		return nil, 0, err
@@ -66,8 +77,8 @@ func dialLink(p *primary, addr string, epoch, base uint64) (*replLink, uint64, e
 		return nil, 0, fmt.Errorf("secondary refused link: %s %s", f.Status, f.Value)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	l := &replLink{p: p, dead: make(chan struct{})}
-	eng := s.clientEngine()
+	l := &replLink{owner: owner, log: log, dead: make(chan struct{})}
+	eng := env.engine()
 	ctx := gnet.NewNetConnContext(gnet.NewContext(context.Background(), l), nc)
 	resc, err := eng.Register(ctx)
 	if err != nil {
@@ -81,7 +92,7 @@ func dialLink(p *primary, addr string, epoch, base uint64) (*replLink, uint64, e
 		}
 		l.gc = res.Conn
 		l.loop = res.Conn.EventLoop()
-	case <-time.After(s.cfg.Timing.Handshake):
+	case <-time.After(env.tm.Handshake):
 		return nil, 0, fmt.Errorf("enrolling the link to %s timed out", addr)
 	}
 	return l, f.Seq, nil
@@ -143,11 +154,11 @@ func (l *replLink) queueFrame(f *wire.Frame) {
 	l.mu.Unlock()
 }
 
-// queueRepl encodes e's REPL frame straight into the link's buffer; the
-// caller holds the primary's lock.
-func (l *replLink) queueRepl(p *primary, e *entry) {
+// queueRepl encodes e's REPL frame at epoch straight into the link's
+// buffer; the caller holds the primary's lock.
+func (l *replLink) queueRepl(e *entry, epoch uint64) {
 	l.mu.Lock()
-	l.wbuf = p.appendRepl(l.wbuf, e)
+	l.wbuf = appendRepl(l.wbuf, e, epoch)
 	l.mu.Unlock()
 }
 
@@ -165,17 +176,17 @@ func (l *replLink) onTraffic(c gnet.Conn) gnet.Action {
 		}
 		switch {
 		case f.Flags&wire.FlagPing != 0:
-			l.p.onPingAck(f.Seq)
+			l.owner.pingAcked(f.Seq)
 		case f.Flags&wire.FlagSeed != 0:
-			l.p.onSeedAck(f.Seq)
+			l.owner.seedAcked(f.Seq)
 		}
 		return out, gnet.None
 	})
 	if acked > 0 {
-		l.p.commitUpTo(acked, l.loop)
+		l.owner.acked(acked, l.loop)
 	}
 	if bad != nil {
-		l.p.log.Error().Err(bad).Msg("secondary refused replication")
+		l.log.Error().Err(bad).Msg("secondary refused replication")
 	}
 	return action
 }
@@ -185,9 +196,9 @@ func (l *replLink) fail(err error) {
 	if l.broken() {
 		return
 	}
-	l.p.log.Error().Err(err).Msg("replication link failed; reconnecting")
+	l.log.Error().Err(err).Msg("replication link failed; reconnecting")
 	l.close()
-	go l.p.reconnect(l)
+	l.owner.linkFailed(l)
 }
 
 func (l *replLink) close() {
@@ -240,7 +251,7 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 		return nil
 	}
 	deadline := time.Now().Add(timeout)
-	backoff := p.s.cfg.Timing.RetryMin
+	backoff := p.tm.RetryMin
 	refused := 0
 	for {
 		select {
@@ -251,7 +262,7 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 		p.mu.Lock()
 		base := p.committed
 		p.mu.Unlock()
-		l, acked, err := dialLink(p, sec.addr, epoch, base)
+		l, acked, err := dialLink(p.env, p, p.log, p.shard, sec.addr, epoch, base)
 		if err == nil {
 			p.mu.Lock()
 			// Resend what the secondary has not applied yet, in order,
@@ -259,7 +270,7 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 			var buf []byte
 			for _, e := range p.inflight {
 				if e.index > acked {
-					buf = p.appendRepl(buf, e)
+					buf = appendRepl(buf, e, p.epoch)
 				}
 			}
 			l.queue(buf)
@@ -281,7 +292,7 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 			return fmt.Errorf("replication link to %s: %w", sec.addr, err)
 		}
 		time.Sleep(backoff)
-		backoff = min(2*backoff, p.s.cfg.Timing.RetryMax)
+		backoff = min(2*backoff, p.tm.RetryMax)
 	}
 }
 
@@ -306,10 +317,10 @@ func (p *primary) reconnect(failed *replLink) {
 		if moved {
 			return // a newer view chose the secondary
 		}
-		if err := p.connect(sec, epoch, p.s.cfg.Timing.Handshake); err == nil {
+		if err := p.connect(sec, epoch, p.tm.Handshake); err == nil {
 			return
 		}
 		p.log.Warn().Str("secondary", sec.addr).Msg("secondary unreachable; writes wait")
-		time.Sleep(p.s.cfg.Timing.Heartbeat)
+		time.Sleep(p.tm.Heartbeat)
 	}
 }

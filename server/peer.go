@@ -61,10 +61,10 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 				s.log.Error().Int("shard", st.shard).Uint64("got", f.ID).Uint64("want", st.last+1).Msg("gap in the replication log; dropping the link")
 				return reply(out, f, wire.StatusBadRequest, 0, "gap in the replication log"), gnet.Close
 			}
-			h.applyRepl(st, f)
+			st.applyRepl(f)
 			applied = true
 		case wire.OpSeed:
-			if err := h.applySeed(st, f); err != nil {
+			if err := st.applySeed(f); err != nil {
 				return reply(out, f, wire.StatusBadRequest, 0, err.Error()), gnet.Close
 			}
 			acks = wire.Append(acks, &wire.Frame{Op: wire.OpReplAck, Flags: wire.FlagSeed, Seq: f.ID, ID: st.last})
@@ -130,7 +130,8 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 		// A new primary (or incarnation): everything up to its base is
 		// either here already (hand-back, first start) or comes with the
 		// snapshot (re-seeding).
-		st = &secState{shard: shard, primaryID: f.Client, inc: f.Floor, last: base, t: s.tableFor(shard), seeding: seeding}
+		st = &secState{shard: shard, primaryID: f.Client, inc: f.Floor, last: base, t: s.tableFor(shard), seeding: seeding,
+			dd: s.dd, log: s.log}
 		s.sec[shard] = st
 	}
 	// (A reconnect of the same primary keeps its state: a finished

@@ -5,8 +5,10 @@ import (
 	"sync"
 	"time"
 
+	"github.com/panjf2000/gnet/v2"
 	"github.com/rs/zerolog"
 
+	"ftkv/timing"
 	"ftkv/wire"
 )
 
@@ -21,7 +23,9 @@ import (
 // one ordered link; a write is applied to the table, and so visible to
 // reads, only after the secondary acknowledged it.
 type primary struct {
-	s     *Server
+	env   *primaryEnv
+	tm    timing.Config
+	dd    *dedup
 	shard int
 	t     *table
 	log   zerolog.Logger
@@ -48,20 +52,38 @@ type primary struct {
 	seedJob   *seedJob
 }
 
+// primaryEnv is what every primary of a server is given at construction:
+// the server's identity and timing, the server-wide dedup records, the
+// coordinator's lease, where replication links are enrolled, and where a
+// primary reports the last log index it used.
+type primaryEnv struct {
+	id         uint32
+	inc        uint64
+	secret     string
+	tm         timing.Config
+	dd         *dedup
+	coordLease *leaseTracker
+	engine     func() gnet.Engine
+	noteIndex  func(shard int, idx uint64)
+	log        zerolog.Logger
+}
+
 // newPrimary leads shard, whose log so far ends at base (the index of the
 // last write the table holds), serving from notBefore on.
-func newPrimary(s *Server, shard int, t *table, base uint64, notBefore time.Time) *primary {
+func newPrimary(env *primaryEnv, shard int, t *table, base uint64, notBefore time.Time) *primary {
 	p := &primary{
-		s:         s,
+		env:       env,
+		tm:        env.tm,
+		dd:        env.dd,
 		shard:     shard,
 		t:         t,
-		log:       s.log.With().Int("shard", shard).Logger(),
+		log:       env.log.With().Int("shard", shard).Logger(),
 		stop:      make(chan struct{}),
 		pending:   make(map[string]pend),
 		nextIndex: base,
 		committed: base,
 		notBefore: notBefore,
-		linkLease: newLeaseTracker(s.cfg.Timing.Lease),
+		linkLease: newLeaseTracker(env.tm.Lease),
 		seedAcks:  make(chan uint64, 64),
 	}
 	p.drained = sync.NewCond(&p.mu)
@@ -77,12 +99,12 @@ func (p *primary) canServe(now time.Time) bool {
 		return false
 	}
 	ns := now.UnixNano()
-	return p.s.coordLease.valid(ns) || p.linkLease.valid(ns)
+	return p.env.coordLease.valid(ns) || p.linkLease.valid(ns)
 }
 
 // pinger renews the lease through the secondary every Lease/4.
 func (p *primary) pinger() {
-	t := time.NewTicker(p.s.cfg.Timing.Ping)
+	t := time.NewTicker(p.tm.Ping)
 	defer t.Stop()
 	for {
 		select {
@@ -130,9 +152,15 @@ func (p *primary) releaseStuck(now time.Time) {
 	replies.flush(nil)
 }
 
-func (p *primary) onPingAck(seq uint64) { p.linkLease.answered(seq, true) }
+// The primary owns its replication link (linkOwner).
 
-func (p *primary) onSeedAck(seq uint64) {
+func (p *primary) acked(idx uint64, loop gnet.EventLoop) { p.commitUpTo(idx, loop) }
+
+func (p *primary) pingAcked(seq uint64) { p.linkLease.answered(seq, true) }
+
+func (p *primary) linkFailed(l *replLink) { go p.reconnect(l) }
+
+func (p *primary) seedAcked(seq uint64) {
 	select {
 	case p.seedAcks <- seq:
 	default:
@@ -204,7 +232,7 @@ func (p *primary) close() {
 	p.inflight = nil
 	p.pending = make(map[string]pend)
 	p.mu.Unlock()
-	p.s.noteIndex(p.shard, last)
+	p.env.noteIndex(p.shard, last)
 	// Writes still waiting for their secondary will never be answered
 	// here: tell their clients to retry (with the same sequence number)
 	// at the shard's new primary, and forget their unfinished records.
@@ -213,7 +241,7 @@ func (p *primary) close() {
 	for _, e := range orphans {
 		e.answerWaiters(replies, "shard changed hands; retry")
 		if e.client != 0 {
-			p.s.dd.forget(e.client, e.seq)
+			p.dd.forget(e.client, e.seq)
 		}
 	}
 	replies.flush(nil)

@@ -5,6 +5,8 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/rs/zerolog"
+
 	"ftkv/wire"
 )
 
@@ -22,9 +24,13 @@ type secState struct {
 	fenced    bool   // the view moved on: refuse this primary from now on
 	lastAck   time.Time
 	t         *table
+	dd        *dedup // the server's records: a replicated write's outcome goes there
+	log       zerolog.Logger
 }
 
-func (h *peerHandler) applyRepl(st *secState, f *wire.Frame) {
+// applyRepl applies the REPL frame f (its index follows st.last); the
+// caller holds st.mu.
+func (st *secState) applyRepl(f *wire.Frame) {
 	st.last = f.ID
 	switch {
 	case f.Flags&wire.FlagNoop != 0:
@@ -39,7 +45,7 @@ func (h *peerHandler) applyRepl(st *secState, f *wire.Frame) {
 		if f.Flags&wire.FlagNoop != 0 && len(f.Value) > 0 {
 			val = append([]byte(nil), f.Value...)
 		}
-		h.s.dd.record(f.Client, f.Seq, f.Floor, doneOutcome(f.Status, f.Flags&wire.FlagOldPresent, val))
+		st.dd.record(f.Client, f.Seq, f.Floor, doneOutcome(f.Status, f.Flags&wire.FlagOldPresent, val))
 	}
 }
 

@@ -28,7 +28,7 @@ func (p *primary) startSeed(sec target) {
 	p.seedJob = j
 	p.mu.Unlock()
 	go func() {
-		j.err = p.seed(p.s.cfg.Timing.SeedLimit)
+		j.err = p.seed(p.tm.SeedLimit)
 		if j.err != nil {
 			p.log.Error().Err(j.err).Str("secondary", sec.addr).Msg("re-seeding failed")
 		}
@@ -48,13 +48,13 @@ func (p *primary) seedResult(inc uint64, timeout time.Duration) error {
 		if j != nil && j.inc == inc {
 			break
 		}
-		if time.Now().After(deadline) || time.Since(deadline.Add(-timeout)) > p.s.cfg.Timing.SeedStart {
+		if time.Now().After(deadline) || time.Since(deadline.Add(-timeout)) > p.tm.SeedStart {
 			return fmt.Errorf("no re-seeding of incarnation %d started here", inc)
 		}
 		select {
 		case <-p.stop:
 			return errors.New("no longer primary")
-		case <-time.After(p.s.cfg.Timing.Poll):
+		case <-time.After(p.tm.Poll):
 		}
 	}
 	select {
@@ -84,100 +84,132 @@ func (p *primary) seed(timeout time.Duration) error {
 		}
 		break
 	}
-	deadline := time.After(timeout)
-	const batchBytes = 256 << 10
-	const window = 64
-	var sent, acked uint64
-	total := uint64(p.t.len()) // lets the receiver size its table
+	ss := &seedSender{l: l, acks: p.seedAcks, stop: p.stop, deadline: time.After(timeout), timeout: timeout,
+		total: uint64(p.t.len())}
 	start := time.Now()
-	entries := 0
-	var waited time.Duration
-	wait := func(upTo uint64) error {
-		w0 := time.Now()
-		defer func() { waited += time.Since(w0) }()
-		for acked < upTo {
-			select {
-			case a := <-p.seedAcks:
-				if a > acked {
-					acked = a
-				}
-			case <-l.dead:
-				return errors.New("replication link lost during re-seeding")
-			case <-p.stop:
-				return errors.New("no longer primary")
-			case <-deadline:
-				return fmt.Errorf("re-seeding not acknowledged within %s", timeout)
-			}
-		}
-		return nil
-	}
-	send := func(batch []byte, done bool) error {
-		sent++
-		f := &wire.Frame{Op: wire.OpSeed, ID: sent, Value: batch, Floor: total}
-		if done {
-			f.Flags = wire.FlagSeedDone
-		}
-		l.queueFrame(f)
-		l.flushSoon()
-		if sent > window {
-			return wait(sent - window)
-		}
-		return nil
-	}
-	// Encode one stripe at a time under its read lock, then send with
-	// the lock released: waiting for acknowledgements must never hold up
-	// the writers of that stripe.
-	// send copies each batch into the link's buffer, so the batch buffers
-	// are reused: seeding a large table allocates almost nothing.
-	var free [][]byte
-	take := func() []byte {
-		if n := len(free); n > 0 {
-			b := free[n-1]
-			free = free[:n-1]
-			return b[:0]
-		}
-		return make([]byte, 0, batchBytes+64<<10)
-	}
-	batch := take()
-	for i := 0; i < stripes; i++ {
-		var chunks [][]byte
-		p.t.eachIn(i, func(k string, v []byte, ver uint64) {
-			batch = wire.AppendSeedEntryString(batch, k, v, ver)
-			entries++
-			if len(batch) >= batchBytes {
-				chunks = append(chunks, batch)
-				batch = take()
-			}
-		})
-		for _, c := range chunks {
-			if err := send(c, false); err != nil {
-				return err
-			}
-			free = append(free, c)
-		}
+	last, err := ss.sendTable(p.t)
+	if err != nil {
+		return err
 	}
 	// The clients' remembered outcomes, so a write retried after the
 	// hand-back is still applied only once.
-	for _, chunk := range p.s.dd.snapshot() {
-		sent++
-		l.queueFrame(&wire.Frame{Op: wire.OpSeed, ID: sent, Flags: wire.FlagDedup, Value: chunk})
+	for _, chunk := range p.dd.snapshot() {
+		ss.sent++
+		l.queueFrame(&wire.Frame{Op: wire.OpSeed, ID: ss.sent, Flags: wire.FlagDedup, Value: chunk})
 		l.flushSoon()
 	}
-	if err := send(batch, true); err != nil {
+	if err := ss.send(last, true); err != nil {
 		return err
 	}
-	if err := wait(sent); err != nil {
+	if err := ss.wait(ss.sent); err != nil {
 		return err
 	}
 	el := time.Since(start)
-	p.log.Info().Int("entries", entries).Int64("took_ms", el.Milliseconds()).Int64("waiting_for_acks_ms", waited.Milliseconds()).Uint64("batches", sent).
-		Float64("entries_per_sec", float64(entries)/el.Seconds()).Msg("re-seeding sent")
+	p.log.Info().Int("entries", ss.entries).Int64("took_ms", el.Milliseconds()).Int64("waiting_for_acks_ms", ss.waited.Milliseconds()).
+		Uint64("batches", ss.sent).Float64("entries_per_sec", float64(ss.entries)/el.Seconds()).Msg("re-seeding sent")
 	return nil
 }
 
-func (h *peerHandler) applySeed(st *secState, f *wire.Frame) error {
+const (
+	seedBatchBytes = 256 << 10 // table entries per SEED frame, about
+	seedWindow     = 64        // SEED frames sent and not yet acknowledged, at most
+)
+
+// seedSender is one re-seeding's sending side.
+type seedSender struct {
+	l        *replLink
+	acks     <-chan uint64 // acknowledged SEED frame numbers
+	stop     <-chan struct{}
+	deadline <-chan time.Time
+	timeout  time.Duration
+	total    uint64 // keys in the table when the snapshot began (lets the receiver size its table)
+
+	sent, acked uint64 // SEED frames, numbered from 1
+	entries     int
+	waited      time.Duration // waiting for acknowledgements
+	free        [][]byte      // batch buffers to reuse
+}
+
+// sendTable sends t one stripe at a time, encoded under the stripe's read
+// lock and sent with the lock released: waiting for acknowledgements must
+// never hold up the writers of that stripe. It returns the last, partly
+// filled batch, not sent yet.
+func (ss *seedSender) sendTable(t *table) ([]byte, error) {
+	batch := ss.take()
+	for i := 0; i < stripes; i++ {
+		var chunks [][]byte
+		t.eachIn(i, func(k string, v []byte, ver uint64) {
+			batch = wire.AppendSeedEntryString(batch, k, v, ver)
+			ss.entries++
+			if len(batch) >= seedBatchBytes {
+				chunks = append(chunks, batch)
+				batch = ss.take()
+			}
+		})
+		for _, c := range chunks {
+			if err := ss.send(c, false); err != nil {
+				return nil, err
+			}
+			ss.free = append(ss.free, c)
+		}
+	}
+	return batch, nil
+}
+
+// take returns an empty batch buffer. send copies each batch into the
+// link's buffer, so batches are reused: seeding a large table allocates
+// almost nothing.
+func (ss *seedSender) take() []byte {
+	if n := len(ss.free); n > 0 {
+		b := ss.free[n-1]
+		ss.free = ss.free[:n-1]
+		return b[:0]
+	}
+	return make([]byte, 0, seedBatchBytes+64<<10)
+}
+
+// send queues one SEED frame of table entries (done: the last one) and
+// waits while more than seedWindow are unacknowledged.
+func (ss *seedSender) send(batch []byte, done bool) error {
+	ss.sent++
+	f := &wire.Frame{Op: wire.OpSeed, ID: ss.sent, Value: batch, Floor: ss.total}
+	if done {
+		f.Flags = wire.FlagSeedDone
+	}
+	ss.l.queueFrame(f)
+	ss.l.flushSoon()
+	if ss.sent > seedWindow {
+		return ss.wait(ss.sent - seedWindow)
+	}
+	return nil
+}
+
+// wait returns once SEED frame upTo is acknowledged.
+func (ss *seedSender) wait(upTo uint64) error {
+	w0 := time.Now()
+	defer func() { ss.waited += time.Since(w0) }()
+	for ss.acked < upTo {
+		select {
+		case a := <-ss.acks:
+			if a > ss.acked {
+				ss.acked = a
+			}
+		case <-ss.l.dead:
+			return errors.New("replication link lost during re-seeding")
+		case <-ss.stop:
+			return errors.New("no longer primary")
+		case <-ss.deadline:
+			return fmt.Errorf("re-seeding not acknowledged within %s", ss.timeout)
+		}
+	}
+	return nil
+}
+
+// applySeed applies one SEED frame of a re-seeding (the receiver's side);
+// the caller holds st.mu.
+func (st *secState) applySeed(f *wire.Frame) error {
 	if f.Flags&wire.FlagDedup != 0 {
-		return h.s.dd.restore(f.Value)
+		return st.dd.restore(f.Value)
 	}
 	if f.ID == 1 {
 		st.t.reserve(int(f.Floor))
@@ -196,7 +228,7 @@ func (h *peerHandler) applySeed(st *secState, f *wire.Frame) error {
 	if f.Flags&wire.FlagSeedDone != 0 {
 		st.seeding = false
 		st.t.dropTombstones()
-		h.s.log.Info().Int("shard", st.shard).Int("keys", st.t.len()).Msg("re-seeding complete")
+		st.log.Info().Int("shard", st.shard).Int("keys", st.t.len()).Msg("re-seeding complete")
 	}
 	return nil
 }

@@ -49,14 +49,13 @@ func BenchmarkSeedApply(b *testing.B) {
 		}
 	}
 	frames = append(frames, batch)
-	h := &peerHandler{s: &Server{}}
 	b.ResetTimer()
 	start := time.Now()
 	for it := 0; it < b.N; it++ {
-		st := &secState{t: newTable(), seeding: true}
+		st := &secState{t: newTable(), seeding: true, dd: newDedup()}
 		for i, f := range frames {
 			fr := &wire.Frame{Op: wire.OpSeed, ID: uint64(i + 1), Value: f}
-			if err := h.applySeed(st, fr); err != nil {
+			if err := st.applySeed(fr); err != nil {
 				b.Fatal(err)
 			}
 		}

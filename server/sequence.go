@@ -101,7 +101,7 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 		var o *outcome
 		if r.client != 0 {
 			var cl claim
-			o, cl = p.s.dd.claim(r.client, r.seq, r.floor)
+			o, cl = p.dd.claim(r.client, r.seq, r.floor)
 			switch cl {
 			case claimStale:
 				replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusBadRequest,
@@ -126,7 +126,7 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 		p.inflight = append(p.inflight, e)
 		if link != nil {
 			// (Without a link, reconnect sends the inflight entries.)
-			link.queueRepl(p, e)
+			link.queueRepl(e, p.epoch)
 		}
 	}
 	last := p.nextIndex
@@ -262,9 +262,10 @@ func answer(op wire.Op, id uint64, o *outcome) *wire.Frame {
 	return &wire.Frame{Op: op, ID: id, Status: o.status, Flags: o.flags, Value: o.value}
 }
 
-func (p *primary) appendRepl(buf []byte, e *entry) []byte {
+// appendRepl appends e's REPL frame at epoch.
+func appendRepl(buf []byte, e *entry, epoch uint64) []byte {
 	o := e.out
-	f := wire.Frame{Op: wire.OpRepl, ID: e.index, Epoch: p.epoch, Status: o.status, Flags: o.flags,
+	f := wire.Frame{Op: wire.OpRepl, ID: e.index, Epoch: epoch, Status: o.status, Flags: o.flags,
 		Client: e.client, Seq: e.seq, Floor: e.floor, Key: []byte(e.key), Value: e.val}
 	if e.del {
 		f.Flags |= wire.FlagDelete

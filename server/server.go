@@ -123,6 +123,7 @@ type Server struct {
 	addrs struct {
 		client, peer, ctl string
 	}
+	penv         *primaryEnv // given to every primary
 	engines      []gnet.Engine
 	coordChanged chan struct{}
 	done         chan struct{}
@@ -149,6 +150,8 @@ func New(cfg Config) (*Server, error) {
 		coordChanged: make(chan struct{}, 1),
 	}
 	s.coordLease = newLeaseTracker(cfg.Timing.Lease)
+	s.penv = &primaryEnv{id: cfg.ID, inc: cfg.Incarnation, secret: cfg.Secret, tm: cfg.Timing, dd: s.dd,
+		coordLease: s.coordLease, engine: s.clientEngine, noteIndex: s.noteIndex, log: s.log}
 	addr := cfg.CoordAddr
 	s.coordAddr.Store(&addr)
 	return s, nil

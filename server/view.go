@@ -19,54 +19,15 @@ func (s *Server) applyView(v wire.View) error {
 	s.viewMu.Lock()
 	defer s.viewMu.Unlock()
 	cur := s.view.Load()
-	if cur != nil && v.Epoch < cur.v.Epoch {
-		return fmt.Errorf("stale view epoch %d, have %d", v.Epoch, cur.v.Epoch)
+	me, err := s.checkView(cur, v)
+	if err != nil {
+		return err
 	}
-	me := -1
-	for i, m := range v.Servers {
-		if m.ID == s.cfg.ID && m.Incarnation == s.cfg.Incarnation {
-			me = i
-		}
-	}
-	if me < 0 {
-		return fmt.Errorf("view epoch %d does not name server %d incarnation %d", v.Epoch, s.cfg.ID, s.cfg.Incarnation)
-	}
-	n := len(v.Shards)
-	if n == 0 {
-		return errors.New("view without shards")
-	}
-	if cur != nil && len(cur.v.Shards) != n {
-		return fmt.Errorf("view epoch %d has %d shards, this server knows %d", v.Epoch, n, len(cur.v.Shards))
-	}
-	ring := hashring.New(n)
+	ring := hashring.New(len(v.Shards))
 	// Phase 1: publish the view with the primaries that keep their shard
 	// and the same secondary, so they go on serving, and without any other,
 	// so peers may connect their links to us.
-	prims := make([]*primary, n)
-	s.mu.Lock()
-	for shard, pl := range v.Shards {
-		p := s.prims[shard]
-		if p == nil || int(pl.Primary) != me {
-			continue
-		}
-		if p.sameSecondary(secondaryOf(v, shard, me)) {
-			prims[shard] = p
-		}
-	}
-	// Roles this server loses: stop leading, forget copies it no longer keeps.
-	for shard, p := range s.prims {
-		if shard >= n || int(v.Shards[shard].Primary) != me {
-			p.close()
-			delete(s.prims, shard)
-			s.log.Info().Int("shard", shard).Uint64("epoch", v.Epoch).Msg("no longer primary")
-		}
-	}
-	for shard := range s.tables {
-		if shard >= n || (int(v.Shards[shard].Primary) != me && int(v.Shards[shard].Secondary) != me) {
-			delete(s.tables, shard)
-		}
-	}
-	s.mu.Unlock()
+	prims := s.keepServing(v, me)
 	s.secMu.Lock()
 	s.view.Store(&viewState{v: v, me: me, ring: ring, prims: prims})
 	s.fenceStaleLocked(v, me)
@@ -75,54 +36,7 @@ func (s *Server) applyView(v wire.View) error {
 	// Phase 2: lead the shards this view gives us (in a copy: the slice
 	// published above is read by the event loops).
 	prims = append([]*primary(nil), prims...)
-	var errs []error
-	var wg sync.WaitGroup
-	var pmu sync.Mutex
-	for shard, pl := range v.Shards {
-		if int(pl.Primary) != me {
-			continue
-		}
-		sec := secondaryOf(v, shard, me)
-		s.mu.Lock()
-		p := s.prims[shard]
-		s.mu.Unlock()
-		if p == nil {
-			// Taking the shard over (promotion, hand-back or first view):
-			// fence its former primary out of our copy and continue its log.
-			var notBefore time.Time
-			if cur != nil && cur.v.Shards[shard].Primary >= 0 && int(cur.v.Shards[shard].Secondary) == cur.me {
-				lastAck := s.fence(shard)
-				old := cur.v.Servers[cur.v.Shards[shard].Primary]
-				// A hand-back needs no wait: our link to the former
-				// primary, now our secondary, comes up only once it has
-				// applied this view and stopped serving the shard.
-				handBack := pl.Secondary >= 0 && v.Servers[pl.Secondary].ID == old.ID &&
-					v.Servers[pl.Secondary].Incarnation == old.Incarnation
-				if !handBack && !formerPrimaryGone(v, old) {
-					notBefore = lastAck.Add(s.cfg.Timing.Lease + s.cfg.Timing.LeaseMargin)
-				}
-			}
-			p = newPrimary(s, shard, s.tableFor(shard), s.lastApplied(shard), notBefore)
-			s.mu.Lock()
-			s.prims[shard] = p
-			s.mu.Unlock()
-			s.log.Info().Int("shard", shard).Uint64("epoch", v.Epoch).Uint64("index", p.nextIndex).
-				Time("not_before", notBefore).Msg("taking over as primary")
-		}
-		wg.Add(1)
-		go func(shard int, p *primary, sec target) {
-			defer wg.Done()
-			err := p.connect(sec, v.Epoch, s.cfg.Timing.LinkConnect)
-			pmu.Lock()
-			defer pmu.Unlock()
-			if err != nil {
-				errs = append(errs, fmt.Errorf("shard %d: %w", shard, err))
-				return
-			}
-			prims[shard] = p
-		}(shard, p, sec)
-	}
-	wg.Wait()
+	errs := s.leadShards(cur, v, me, prims)
 	s.view.Store(&viewState{v: v, me: me, ring: ring, prims: prims})
 	if len(errs) > 0 {
 		return errors.Join(errs...)
@@ -140,6 +54,129 @@ func (s *Server) applyView(v wire.View) error {
 	s.appliedEpoch.Store(v.Epoch)
 	s.log.Info().Uint64("epoch", v.Epoch).Msg("view applied")
 	return nil
+}
+
+// checkView refuses a view older than cur, one that does not name this
+// incarnation or changes the number of shards; it returns this server's
+// index in v.
+func (s *Server) checkView(cur *viewState, v wire.View) (int, error) {
+	if cur != nil && v.Epoch < cur.v.Epoch {
+		return -1, fmt.Errorf("stale view epoch %d, have %d", v.Epoch, cur.v.Epoch)
+	}
+	me := -1
+	for i, m := range v.Servers {
+		if m.ID == s.cfg.ID && m.Incarnation == s.cfg.Incarnation {
+			me = i
+		}
+	}
+	if me < 0 {
+		return -1, fmt.Errorf("view epoch %d does not name server %d incarnation %d", v.Epoch, s.cfg.ID, s.cfg.Incarnation)
+	}
+	n := len(v.Shards)
+	if n == 0 {
+		return -1, errors.New("view without shards")
+	}
+	if cur != nil && len(cur.v.Shards) != n {
+		return -1, fmt.Errorf("view epoch %d has %d shards, this server knows %d", v.Epoch, n, len(cur.v.Shards))
+	}
+	return me, nil
+}
+
+// keepServing returns, by shard, the primaries that keep their shard and
+// their secondary in v; it closes the primaries of shards v takes away and
+// forgets the copies this server no longer keeps.
+func (s *Server) keepServing(v wire.View, me int) []*primary {
+	n := len(v.Shards)
+	prims := make([]*primary, n)
+	var lost []*primary
+	s.mu.Lock()
+	for shard, pl := range v.Shards {
+		p := s.prims[shard]
+		if p == nil || int(pl.Primary) != me {
+			continue
+		}
+		if p.sameSecondary(secondaryOf(v, shard, me)) {
+			prims[shard] = p
+		}
+	}
+	for shard, p := range s.prims {
+		if shard >= n || int(v.Shards[shard].Primary) != me {
+			lost = append(lost, p)
+			delete(s.prims, shard)
+			s.log.Info().Int("shard", shard).Uint64("epoch", v.Epoch).Msg("no longer primary")
+		}
+	}
+	for shard := range s.tables {
+		if shard >= n || (int(v.Shards[shard].Primary) != me && int(v.Shards[shard].Secondary) != me) {
+			delete(s.tables, shard)
+		}
+	}
+	s.mu.Unlock()
+	// Closed outside s.mu: close takes secMu (noteIndex), which is ordered
+	// before s.mu.
+	for _, p := range lost {
+		p.close()
+	}
+	return prims
+}
+
+// leadShards makes this server lead every shard v gives it: it takes over
+// the shards it did not lead and connects each one's replication link,
+// in parallel. prims gets the primaries whose link is up.
+func (s *Server) leadShards(cur *viewState, v wire.View, me int, prims []*primary) []error {
+	var errs []error
+	var wg sync.WaitGroup
+	var pmu sync.Mutex
+	for shard, pl := range v.Shards {
+		if int(pl.Primary) != me {
+			continue
+		}
+		s.mu.Lock()
+		p := s.prims[shard]
+		s.mu.Unlock()
+		if p == nil {
+			p = s.takeOver(cur, v, shard)
+		}
+		sec := secondaryOf(v, shard, me)
+		wg.Go(func() {
+			err := p.connect(sec, v.Epoch, s.cfg.Timing.LinkConnect)
+			pmu.Lock()
+			defer pmu.Unlock()
+			if err != nil {
+				errs = append(errs, fmt.Errorf("shard %d: %w", shard, err))
+				return
+			}
+			prims[shard] = p
+		})
+	}
+	wg.Wait()
+	return errs
+}
+
+// takeOver starts leading shard (a promotion, a hand-back or the first
+// view): it fences the former primary out of our copy and continues its log.
+func (s *Server) takeOver(cur *viewState, v wire.View, shard int) *primary {
+	pl := v.Shards[shard]
+	var notBefore time.Time
+	if cur != nil && cur.v.Shards[shard].Primary >= 0 && int(cur.v.Shards[shard].Secondary) == cur.me {
+		lastAck := s.fence(shard)
+		old := cur.v.Servers[cur.v.Shards[shard].Primary]
+		// A hand-back needs no wait: our link to the former primary, now
+		// our secondary, comes up only once it has applied this view and
+		// stopped serving the shard.
+		handBack := pl.Secondary >= 0 && v.Servers[pl.Secondary].ID == old.ID &&
+			v.Servers[pl.Secondary].Incarnation == old.Incarnation
+		if !handBack && !formerPrimaryGone(v, old) {
+			notBefore = lastAck.Add(s.cfg.Timing.Lease + s.cfg.Timing.LeaseMargin)
+		}
+	}
+	p := newPrimary(s.penv, shard, s.tableFor(shard), s.lastApplied(shard), notBefore)
+	s.mu.Lock()
+	s.prims[shard] = p
+	s.mu.Unlock()
+	s.log.Info().Int("shard", shard).Uint64("epoch", v.Epoch).Uint64("index", p.nextIndex).
+		Time("not_before", notBefore).Msg("taking over as primary")
+	return p
 }
 
 // target identifies the secondary of a shard.
