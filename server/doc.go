@@ -9,5 +9,49 @@
 // one sequencer that deduplicates retries, computes the new value, ships the
 // write to the secondary over an ordered, batched link and applies it to the
 // table (making it visible to reads) only when the secondary has acknowledged
-// it. Heartbeats go to the coordinator every HeartbeatInterval.
+// it. Heartbeats go to the coordinator every Timing.Heartbeat.
+//
+// # Files
+//
+//   - server.go: Config, Server, Run (listeners), shutdown.
+//   - view.go: applying a view (roles kept, lost and taken over).
+//   - heartbeat.go: the heartbeat link to the coordinator.
+//   - lease.go: the lease tracker (coordinator's and secondary's leases).
+//   - primary.go: a led shard: leases, freeze, drain, close.
+//   - sequence.go: the write path: sequencing, commit, answers.
+//   - link.go: the replication link, from dialling to reconnecting.
+//   - reply.go: answers batched per connection.
+//   - seed.go: re-seeding, sender and receiver.
+//   - secondary.go, peer.go: the copies this server keeps, the peer port.
+//   - handlers.go, control.go: the client and control ports.
+//   - dedup.go: remembered outcomes of client writes.
+//   - table.go, kvmap.go: a shard's keys; dump.go: shutdown dumps.
+//
+// # Locks
+//
+// Each lock guards the state of its own file; a component gets what it
+// needs from others at construction (primaryEnv, linkOwner) instead of
+// reaching into them. The locks, and which may be held while taking which
+// (an arrow: the left one may be held while taking the right one; never
+// the other way):
+//
+//	Server.viewMu   serialises applyView; held across a whole view change
+//	Server.secMu    sec, highWater; held while a peer HELLO checks the view and
+//	                while applyView publishes a view and fences stale links
+//	Server.mu       tables, prims
+//	secState.mu     one copied shard; held while a read of its link is applied
+//	primary.mu      one led shard: pending, inflight (and who waits for each
+//	                entry), nextIndex, link, freeze
+//	replLink.mu     a link's write buffer
+//	dedup.mu        the remembered outcomes
+//	leaseTracker.mu sent-times of heartbeats or pings
+//	stripe.mu       one stripe of a table (read-write)
+//
+//	viewMu -> secMu -> Server.mu -> primary.mu -> replLink.mu, dedup.mu, leaseTracker.mu, stripe.mu
+//	secMu -> secState.mu -> dedup.mu, stripe.mu
+//
+// replLink.mu, dedup.mu, leaseTracker.mu and stripe.mu are leaves. A
+// primary's close takes secMu (noteIndex), so it is never called with
+// Server.mu or primary.mu held. Event loops hold no lock while they flush
+// answers or call a link's owner.
 package server

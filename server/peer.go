@@ -14,8 +14,11 @@ type peerConn struct {
 	st *secState
 }
 
-// peerHandler receives replication on the peer port. It runs on a single
-// event loop, so each link's frames are applied one at a time, in order.
+// peerHandler receives replication on the peer port. The peer engine runs
+// several event loops; what keeps each link in order is that a connection
+// belongs to one loop, which hands it its bytes in order, one OnTraffic
+// at a time, and that a read is applied whole under its shard's secState
+// lock (links of different shards are applied in parallel).
 type peerHandler struct {
 	gnet.BuiltinEventEngine
 	s *Server

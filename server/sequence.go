@@ -80,8 +80,7 @@ type pend struct {
 }
 
 // sequence assigns log indexes to a batch of writes and ships them to the
-// secondary in one write.
-// sequence runs on the event loop loop that read batch.
+// secondary in one write. It runs on loop, the event loop that read batch.
 func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 	replies := newReplyBatch()
 	defer replies.release()
@@ -125,7 +124,7 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 		}
 		p.inflight = append(p.inflight, e)
 		if link != nil {
-			// (Without a link, reconnect sends the inflight entries.)
+			// (Without a link, connect sends the inflight entries.)
 			link.queueRepl(e, p.epoch)
 		}
 	}

@@ -130,18 +130,6 @@ func (t *table) dropTombstones() {
 	}
 }
 
-// clear empties the table (a secondary about to be re-seeded from scratch).
-func (t *table) clear() {
-	for i := range t.stripes {
-		st := &t.stripes[i]
-		st.mu.Lock()
-		t.count.Add(-int64(st.m.n))
-		st.m = kvmap{}
-		st.tomb = nil
-		st.mu.Unlock()
-	}
-}
-
 func (t *table) len() int { return int(t.count.Load()) }
 
 // each calls fn for every entry, one stripe at a time under its read lock.

@@ -12,7 +12,7 @@ const Version = 1
 // HeaderSize is the fixed size of every frame's header, length prefix included.
 const HeaderSize = 60
 
-// Default limits (SPEC §4.8). They are enforced by servers on requests and by
+// Default limits. They are enforced by servers on requests and by
 // the client before sending; MaxFrame bounds what a decoder will ever buffer.
 const (
 	MaxKey   = 64 << 10 // 64 KiB
@@ -102,8 +102,9 @@ const (
 	// FlagNoop: for OpRepl, the entry changes no key (it only carries a
 	// deduplication record, e.g. a CAS that did not match).
 	FlagNoop uint8 = 1 << 2
-	// FlagSecondary: for OpRepl, the write goes to the receiver's secondary
-	// table (always set today; reserved so re-seeding can target primaries).
+	// FlagSecondary: reserved (for a write aimed at the receiver's
+	// secondary table). No sender sets it and receivers ignore it; the bit
+	// keeps its value so it is never reused for something else.
 	FlagSecondary uint8 = 1 << 3
 	// FlagSeedDone: the last OpSeed frame of a snapshot.
 	FlagSeedDone uint8 = 1 << 4
@@ -197,13 +198,69 @@ func NextSeedEntry(b []byte) (key, value []byte, ver uint64, rest []byte, err er
 //	7   1    Flags
 //	8   8    ID      request id, echoed by the answer
 //	16  8    Epoch   view epoch the sender believes in
-//	24  8    Client  client id (dedup) / server id (heartbeat)
-//	32  8    Seq     client sequence number / replication log index
-//	40  8    Floor   client: every seq below Floor has been answered
+//	24  8    Client  see the table below
+//	32  8    Seq     see the table below
+//	40  8    Floor   see the table below
 //	48  4    len(Key)
 //	52  4    len(Value)
 //	56  4    len(Aux)
 //	60  ...  Key, Value, Aux
+//
+// What each op puts in each field ("-": unused, zero or empty; "answer":
+// the answer to the row above):
+//
+//	op          from -> to      ID            Epoch          Client        Seq            Floor             Key Value               Aux
+//	GET         client -> srv   request id    client's view  -             -              -                 key -                   -
+//	  answer                    request id    server's view  -             -              -                 -   value               -
+//	PUT DELETE  client -> srv   request id    client's view  client id     client's seq   client's floor    key PUT APPEND CAS: new CAS: old
+//	CAS APPEND                                               (0: no dedup)
+//	  answer                    request id    refusals: view -             -              -                 -   MISMATCH: current   -
+//	VIEW STATUS client -> coord request id    -              -             -              -                 -   -                   -
+//	  answer                    request id    coord's view   -             -              -                 -   view / JSON         -
+//	HELLO       srv/coord ->    request id    -              hb: server id -              -                 -   cluster secret      -
+//	HEARTBEAT   srv -> coord    heartbeat no. view applied   server id     incarnation    -                 -   EncodeHeartbeat     -
+//	  answer                    heartbeat no. coord's view   -             -              -                 -   -                   -
+//	SETVIEW     coord -> srv    request id    view's epoch   -             -              -                 -   EncodeView          -
+//	  answer                    request id    view's epoch   -             -              -                 -   -                   -
+//	SETCOORD    coord -> srv    request id    -              -             -              -                 -   coord address       -
+//	SHUTDOWN    coord -> srv    request id    -              -             -              -                 -   -                   -
+//	FREEZE      coord -> srv    request id    -              -             shard          -                 -   -                   -
+//	  answer                    request id    -              -             last index     -                 -   -                   -
+//	SEED order  coord -> srv    request id    -              -             shard          sec's incarnation -   -                   -
+//	REPLHELLO   pri -> sec      0             primary's view primary's id  shard          pri's incarnation -   cluster secret      base index
+//	  answer                    0             sec's view     -             last applied   -                 -   -                   -
+//	REPL        pri -> sec      log index     primary's view client id     client's seq   client's floor    key value               -
+//	PING        pri -> sec      ping no.      -              -             -              -                 -   -                   -
+//	SEED data   pri -> sec      frame no.     -              -             -              total keys        -   entries             -
+//	REPLACK     sec -> pri      last applied  -              -             ping/frame no. -                 -   -                   -
+//
+// Notes on the table:
+//   - Client, Seq and Floor carry their names' meaning only in client
+//     writes: Client identifies the client (0: the write is not
+//     deduplicated), Seq numbers its writes, and every seq below Floor has
+//     been answered, so the server may forget its outcome. The other ops
+//     overload these integers as shown.
+//   - Every answer echoes the request's ID and carries a Status; any
+//     answer but OK, NOT_FOUND and MISMATCH carries a message in Value
+//     (for HEARTBEAT, STALE_EPOCH's reason). A write's answer may say
+//     PUT whatever the request's op (clients match answers by ID).
+//   - CAS: FlagOldPresent on the request says Aux holds the expected old
+//     value; on a MISMATCH answer, that Value holds the current one.
+//   - REPL: Status and Flags (FlagDelete, FlagNoop, FlagOldPresent) are the
+//     write's outcome, which the secondary records for deduplication; the
+//     log index is the key's version. A FlagNoop entry's Value is the
+//     current value of a MISMATCH.
+//   - REPLHELLO: Aux is the 8-byte index of the last write the primary's
+//     table holds; the answer's Seq is the last index the secondary
+//     applied from this primary incarnation.
+//   - SEED data: frames are numbered from 1; Floor (on frame 1) lets the
+//     receiver size its table; Value is packed entries (AppendSeedEntry), or
+//     dedup records (AppendDedupRecord) with FlagDedup; FlagSeedDone marks
+//     the last frame. The SEED order (control port) and SEED data
+//     (replication link) share OpSeed; the order's answer carries only a
+//     Status.
+//   - REPLACK: with FlagPing, Seq is the ping answered; with FlagSeed, the
+//     SEED frame acknowledged.
 type Frame struct {
 	Op     Op
 	Status Status
