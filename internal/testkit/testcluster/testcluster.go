@@ -36,7 +36,7 @@ func Bin(t testing.TB) string {
 	t.Helper()
 	buildOnce.Do(func() {
 		_, file, _, _ := runtime.Caller(0)
-		root := filepath.Join(filepath.Dir(file), "..", "..")
+		root := filepath.Join(filepath.Dir(file), "..", "..", "..")
 		dir, err := os.MkdirTemp("", "ftkv-bin-")
 		if err != nil {
 			buildErr = err
