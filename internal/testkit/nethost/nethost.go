@@ -29,7 +29,7 @@ type Hosts struct {
 
 func script() string {
 	_, file, _, _ := runtime.Caller(0)
-	return filepath.Join(filepath.Dir(file), "..", "..", "scripts", "testhosts.sh")
+	return filepath.Join(filepath.Dir(file), "..", "..", "..", "scripts", "testhosts.sh")
 }
 
 // Up creates n hosts for t.
