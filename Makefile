@@ -43,7 +43,7 @@ fuzz:
 	$(GO) test ./wire -run '^$$' -fuzz '^FuzzDecodeView$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./wire -run '^$$' -fuzz '^FuzzDecodeHeartbeat$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/cli -run '^$$' -fuzz '^FuzzTokenize$$' -fuzztime $(FUZZTIME)
-	$(GO) test ./bench -run '^$$' -fuzz '^FuzzParseReply$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./bench/resp -run '^$$' -fuzz '^FuzzParseReply$$' -fuzztime $(FUZZTIME)
 
 # A long randomized fault run (kills, SIGSTOP/SIGCONT, coordinator kills)
 # with a porcupine check at the end: CHAOS_DURATION=10m SEED=42 make chaos.

@@ -327,7 +327,7 @@ func retryLines(log string, id int, want string) []string {
 	return out
 }
 
-var retryInRE = regexp.MustCompile(`"retry_in":([0-9.]+)`)
+var retryInRE = regexp.MustCompile(`"retry_in_ms":([0-9.]+)`)
 
 // checkBackoff asserts at least two attempts with a growing retry delay.
 func checkBackoff(t *testing.T, what string, lines []string) {
