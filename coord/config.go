@@ -10,6 +10,7 @@ import (
 	"strings"
 
 	"ftkv/internal/hostname"
+	"ftkv/limits"
 )
 
 // ServerSpec is one server line of the cluster file.
@@ -34,6 +35,9 @@ type Cluster struct {
 	// Remote holds the "<setting> <value>" lines for ssh hosts; the
 	// coordinator's flags override them.
 	Remote RemoteSettings
+	// Limits holds the client-limit lines (max_clients, session_ttl, …);
+	// the coordinator's flags override them.
+	Limits limits.Config
 }
 
 // Spare is one "spare <host>" line.
@@ -94,6 +98,7 @@ func unwrapPathErr(err error) error {
 //
 //	spare <host>                  a host to move a server to
 //	ssh_identity <file>           and the other settings of RemoteSettings
+//	max_clients <n>               and the other client limits (package limits)
 //
 // Blank lines and # comments are ignored. Every error names the file, the
 // line and the problem.
@@ -180,6 +185,9 @@ func ParseCluster(path string, r io.Reader) (*Cluster, error) {
 // setting applies one "<name> <value>" line.
 func (c *Cluster) setting(name, val string, line int) error {
 	r := &c.Remote
+	if s, ok := limits.Lookup(name); ok {
+		return s.Set(&c.Limits, val)
+	}
 	switch name {
 	case "spare":
 		if err := validHost(val); err != nil {
@@ -210,7 +218,7 @@ func (c *Cluster) setting(name, val string, line int) error {
 		}
 		r.ConnectTimeout = v
 	default:
-		return fmt.Errorf("unknown setting %q (expected spare, ssh_identity, ssh_known_hosts, remote_bin, remote_dir, copy_bin or ssh_connect_timeout; a server line has 4 fields)", name)
+		return fmt.Errorf("unknown setting %q (expected spare, ssh_identity, ssh_known_hosts, remote_bin, remote_dir, copy_bin, ssh_connect_timeout or a limit such as max_clients; a server line has 4 fields)", name)
 	}
 	if name != "spare" && name != "copy_bin" && name != "ssh_connect_timeout" && strings.ContainsAny(val, "'\"`$;&|<>\\") {
 		return fmt.Errorf("%s %q contains characters not allowed in a path", name, val)

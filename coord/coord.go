@@ -18,6 +18,7 @@ import (
 	"ftkv/internal/frameio"
 	"ftkv/internal/gnetlog"
 	"ftkv/internal/netopt"
+	"ftkv/limits"
 	"ftkv/wire"
 )
 
@@ -72,6 +73,14 @@ type node struct {
 	failures  int    // respawns in a row that failed on host
 }
 
+// limits are the cluster file's client limits with the command line's
+// flags over them.
+func (c *Coordinator) limits() limits.Config {
+	l := c.opts.Cluster.Limits
+	l.Override(c.opts.LimitFlags)
+	return l
+}
+
 // New validates opts and returns a coordinator ready to Start.
 func New(opts Options) (*Coordinator, error) {
 	if opts.Cluster == nil || len(opts.Cluster.Servers) == 0 {
@@ -93,6 +102,9 @@ func New(opts Options) (*Coordinator, error) {
 		n:      len(opts.Cluster.Servers),
 		regCh:  make(chan struct{}, 1),
 		kick:   make(chan struct{}, 1),
+	}
+	if err := c.limits().Validate(); err != nil {
+		return nil, fmt.Errorf("%s: %w", opts.Cluster.Path, err)
 	}
 	for i, s := range opts.Cluster.Servers {
 		c.nodes = append(c.nodes, &node{id: i, spec: s, host: s.Host})
@@ -230,7 +242,7 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node) error {
 	spec := SpawnSpec{
 		ID: nd.id, Incarnation: inc, Spec: where, CoordAddr: c.serversAddr, Secret: c.secret,
 		Dir: c.opts.Dir, LogFile: c.opts.ServerLog, LogLevel: c.opts.ServerLevel,
-		FailureTimeout: c.opts.Timing.FailureTimeout,
+		FailureTimeout: c.opts.Timing.FailureTimeout, Limits: c.limits(),
 	}
 	sp := c.opts.Spawner
 	if !where.Local() {

@@ -13,6 +13,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/term"
 
+	"ftkv/limits"
 	"ftkv/timing"
 )
 
@@ -37,6 +38,9 @@ type Options struct {
 	// the cluster file's settings overridden by RemoteFlags.
 	Remote      Spawner
 	RemoteFlags RemoteSettings
+	// LimitFlags are client limits from the command line; each one set
+	// overrides the cluster file's line. Servers get them as flags.
+	LimitFlags  limits.Config
 	ServerBin   string // default: "server" beside the running executable
 	ServerLog   string // servers' log file ("" = the coordinator's stderr)
 	ServerLevel string // servers' log level (default "info")
@@ -70,6 +74,9 @@ func (o *Options) Validate() error {
 	}
 	if o.Timeout != 0 && (o.Timeout < timing.MinFailureTimeout || o.Timeout > timing.MaxFailureTimeout) {
 		return fmt.Errorf("-t %s: %w", o.Timeout, errTimeoutRange)
+	}
+	if err := o.LimitFlags.Validate(); err != nil {
+		return err
 	}
 	if o.Timing != (timing.Config{}) {
 		if err := o.Timing.Validate(); err != nil {

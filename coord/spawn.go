@@ -10,6 +10,8 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"ftkv/limits"
 )
 
 // SpawnSpec says how to start one server incarnation.
@@ -28,6 +30,9 @@ type SpawnSpec struct {
 	// FailureTimeout is the coordinator's -t; the server derives every
 	// duration from it with timing.New, as the coordinator does.
 	FailureTimeout time.Duration
+	// Limits are the client limits set in the cluster file or on the
+	// coordinator's command line (zero: the server's default).
+	Limits limits.Config
 }
 
 // Process is a running server incarnation.
@@ -114,7 +119,7 @@ func serverArgs(s SpawnSpec, bind string) []string {
 		// timing.New, as the coordinator does.
 		args = append(args, "-failure-timeout", s.FailureTimeout.String())
 	}
-	return args
+	return append(args, s.Limits.Args()...)
 }
 
 type localProc struct {

@@ -11,12 +11,14 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"ftkv/coord"
+	"ftkv/limits"
 )
 
 const usage = `usage: coord -c <client_port> -s <servers_port> -C <config> [-l <logfile>] [-t <timeout>]
@@ -70,9 +72,10 @@ func run() int {
 	fs.StringVar(&r.Binary, "remote-bin", "", "")
 	fs.StringVar(&r.Dir, "remote-dir", "", "")
 	fs.BoolVar(&r.CopyBinary, "copy-bin", false, "")
+	limits.Flags(fs, &opts.LimitFlags)
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Print(usage)
+			fmt.Print(usage + limitsUsage())
 			return 0
 		}
 		return bad(fmt.Sprintf("%v (run coord -help for usage)", err))
@@ -134,6 +137,16 @@ func run() int {
 	}
 	log.Info().Float64("took_ms", float64(time.Since(start))/float64(time.Millisecond)).Msg("shutdown complete")
 	return 0
+}
+
+// limitsUsage lists the client-limit flags, one line each.
+func limitsUsage() string {
+	var b strings.Builder
+	b.WriteString("\nclient limits passed to every server (each overrides the config file's line of that name):\n")
+	for _, s := range limits.Settings {
+		fmt.Fprintf(&b, "  -%-22s %s (%s, default %s)\n", s.Flag+" V", s.Doc, s.Line, s.Default())
+	}
+	return b.String()
 }
 
 // bad prints a bad flag or config on one line and returns exit status 2.
