@@ -24,28 +24,6 @@ import (
 	"ftkv/timing"
 )
 
-// usage prints the flags except the hidden ones.
-func usage(fs *flag.FlagSet, hidden ...string) {
-	fmt.Fprintf(fs.Output(), "Usage of %s:\n", fs.Name())
-	fs.VisitAll(func(f *flag.Flag) {
-		for _, h := range hidden {
-			if f.Name == h {
-				return
-			}
-		}
-		name, use := flag.UnquoteUsage(f)
-		fmt.Fprintf(fs.Output(), "  -%s %s\n    \t%s", f.Name, name, use)
-		switch {
-		case f.DefValue == "" || f.DefValue == "0" || f.DefValue == "0s":
-		case name == "string":
-			fmt.Fprintf(fs.Output(), " (default %q)", f.DefValue)
-		default:
-			fmt.Fprintf(fs.Output(), " (default %s)", f.DefValue)
-		}
-		fmt.Fprintln(fs.Output())
-	})
-}
-
 func main() {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	var cfg server.Config
@@ -61,19 +39,12 @@ func main() {
 	fs.IntVar(&cfg.CtlPort, "ctl-port", 0, "control port (0 = any free port)")
 	fs.StringVar(&cfg.DumpDir, "dir", ".", "directory for server_<id>.primary/.secondary at shutdown")
 	ft := fs.Duration("failure-timeout", 0, "the coordinator's failure timeout -t, from which every duration derives (0 = "+timing.DefaultFailureTimeout.String()+")")
-	// Deprecated, hidden: what coordinators before -failure-timeout pass.
-	// They still set the failure timeout they were derived from (heartbeat
-	// = t/5, lease = t x 4/5), so the lease never outlives the
-	// coordinator's failure timeout.
-	oldHeartbeat := fs.Duration("heartbeat", 0, "")
-	oldLease := fs.Duration("lease", 0, "")
 	fs.IntVar(&cfg.Loops, "loops", 0, "client event loops (default: one per CPU)")
 	// timing: exception — a runtime knob of the process, not a failure-related duration.
 	slack := fs.Duration("timer-slack", time.Millisecond, "timer slack of the process (Linux; 0 = the system's, 50µs)")
 	fs.StringVar(&logFile, "log", "", "log file (default stderr)")
 	fs.StringVar(&level, "log-level", "info", "log level")
 	fs.SetOutput(os.Stderr)
-	fs.Usage = func() { usage(fs, "heartbeat", "lease") }
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		os.Exit(2)
 	}
@@ -97,15 +68,6 @@ func main() {
 		os.Exit(2)
 	}
 	cfg.Logger = zerolog.New(out).Level(lvl).With().Timestamp().Logger()
-	if *ft == 0 && (*oldLease > 0 || *oldHeartbeat > 0) {
-		if *oldLease > 0 {
-			*ft = *oldLease * 5 / 4
-		} else {
-			*ft = *oldHeartbeat * 5
-		}
-		cfg.Logger.Warn().Int64("failure_timeout_ms", ft.Milliseconds()).
-			Msg("-heartbeat and -lease are deprecated: pass -failure-timeout (used the failure timeout they derive from)")
-	}
 	cfg.Timing = timing.New(*ft)
 	if err := cfg.Timing.Validate(); err != nil {
 		fmt.Fprintf(os.Stderr, "server: -failure-timeout: %v\n", err)
