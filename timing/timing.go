@@ -56,6 +56,10 @@ type Config struct {
 	// of a replication link and between a client's retries (timeout/50
 	// doubling up to timeout x 2/5).
 	RetryMin, RetryMax time.Duration
+	// ClientRetryMin is a client's first retry delay (timeout/100): a
+	// client retries sooner than a link reconnects, since most of its
+	// retries follow a redirect that succeeds at once.
+	ClientRetryMin time.Duration
 	// HeartbeatRetryMin and HeartbeatRetryMax bound the back-off of a
 	// server reconnecting its heartbeat link (timeout/10 up to timeout x 2).
 	HeartbeatRetryMin, HeartbeatRetryMax time.Duration
@@ -133,6 +137,7 @@ func New(t time.Duration) Config {
 		LinkConnect:       10 * t,
 		RetryMin:          t / 50,
 		RetryMax:          t * 2 / 5,
+		ClientRetryMin:    t / 100,
 		HeartbeatRetryMin: t / 10,
 		HeartbeatRetryMax: 2 * t,
 		Poll:              t / 25,
@@ -203,7 +208,7 @@ func (c Config) Validate() error {
 	if c.SeedAsk <= c.SeedLimit {
 		errs = append(errs, fmt.Errorf("the coordinator's re-seeding wait %s must outlast the re-seeding limit %s", c.SeedAsk, c.SeedLimit))
 	}
-	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin || c.HeartbeatRetryMin <= 0 || c.HeartbeatRetryMax < c.HeartbeatRetryMin ||
+	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin || c.ClientRetryMin <= 0 || c.RetryMax < c.ClientRetryMin || c.HeartbeatRetryMin <= 0 || c.HeartbeatRetryMax < c.HeartbeatRetryMin ||
 		c.RespawnMin <= 0 || c.RespawnMax < c.RespawnMin {
 		errs = append(errs, errors.New("every back-off needs 0 < min <= max"))
 	}
