@@ -15,12 +15,13 @@ import (
 	"golang.org/x/term"
 
 	"ftkv/bench/chart"
+	"ftkv/bench/hostile"
 )
 
 // Command is one invocation of bin/bench as its flags set it: a mode, a
 // target and the workload. Validate it, then Execute it.
 type Command struct {
-	Mode      string // run, failover, reseed, memory or compare
+	Mode      string // run, failover, reseed, memory, probe or compare
 	Target    string // ftkv or redis
 	Host      string // the coordinator's host
 	Port      int    // the coordinator's client port (required for ftkv)
@@ -42,7 +43,8 @@ type Command struct {
 	Kills     int           // failover: number of kills
 	Recover   time.Duration // failover/reseed: longest wait for the cluster to be whole
 	Entries   int           // reseed/memory: entries to load
-	Victim    int           // reseed: the server to kill
+	Victim    int           // reseed: the server to kill; probe: the server to aim at
+	ProbeName string        // probe: which hostile probe (hostile.Names())
 	ServerLog string        // reseed: the cluster's log file
 	Settle    time.Duration // memory: pause before the second RSS reading
 	Check     bool          // compare: fail unless every row has numbers
@@ -76,6 +78,14 @@ func (c *Command) Validate() error {
 	}
 	switch c.Mode {
 	case "run":
+	case "probe":
+		if _, ok := hostile.Lookup(c.ProbeName); !ok {
+			return usagef("-probe must be one of %s, not %q", strings.Join(hostile.Names(), ", "), c.ProbeName)
+		}
+		if c.Target != "ftkv" {
+			return usagef("-mode probe works on ftkv only")
+		}
+		return c.needPort()
 	case "failover", "reseed", "memory":
 		if c.Target != "ftkv" {
 			return usagef("-mode %s works on ftkv only", c.Mode)
@@ -88,7 +98,7 @@ func (c *Command) Validate() error {
 		}
 		return nil
 	default:
-		return usagef("-mode must be run, failover, reseed, memory or compare, not %q", c.Mode)
+		return usagef("-mode must be run, failover, reseed, memory, probe or compare, not %q", c.Mode)
 	}
 	if c.Interval < time.Millisecond {
 		return usagef("-interval must be >= 1ms")
@@ -124,6 +134,9 @@ func (c *Command) Execute(ctx context.Context, stdout, stderr io.Writer) error {
 	cfg := c.Run
 	if f, ok := stderr.(*os.File); ok && term.IsTerminal(int(f.Fd())) {
 		cfg.Progress = NewProgressBar(stderr)
+	}
+	if c.Mode == "probe" {
+		return c.probe(ctx, stdout, stderr)
 	}
 	if c.Mode != "run" {
 		load := cfg

@@ -18,3 +18,23 @@ func TestChartNotes(t *testing.T) {
 		t.Errorf("notes without kill = %q", got)
 	}
 }
+
+func TestValidateProbe(t *testing.T) {
+	for _, tc := range []struct {
+		probe, target string
+		port          int
+		ok            bool
+	}{
+		{"slow-reader", "ftkv", 7000, true},
+		{"one-shot", "ftkv", 7000, true},
+		{"", "ftkv", 7000, false},
+		{"fast-reader", "ftkv", 7000, false},
+		{"slow-reader", "redis", 7000, false},
+		{"slow-reader", "ftkv", 0, false},
+	} {
+		c := Command{Mode: "probe", ProbeName: tc.probe, Target: tc.target, Port: tc.port, Run: DefaultConfig()}
+		if err := c.Validate(); (err == nil) != tc.ok {
+			t.Errorf("probe %q target %s port %d: %v", tc.probe, tc.target, tc.port, err)
+		}
+	}
+}

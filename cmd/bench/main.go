@@ -21,6 +21,7 @@ import (
 const usage = `usage: bench -h <coord_host> -p <coord_port> [flags]
        bench -target redis [-redis host:port] [-redis-wait 1] [flags]
        bench -mode failover|reseed|memory -h <coord_host> -p <coord_port> [flags]
+       bench -mode probe -probe NAME -victim ID -h <coord_host> -p <coord_port> [flags]
        bench -mode compare [-check] RESULTS.jsonl...
 
 Modes (-mode):
@@ -39,6 +40,13 @@ Modes (-mode):
   memory    read every server's RSS (/proc/<pid>/status), load -entries
             entries, wait -settle, read again: bytes per stored entry (each
             server holds a primary and a secondary copy) beyond key+value.
+  probe     run a hostile client (-probe slow-reader, idle-conns, half-frames,
+            huge-length, unauth-big, bad-seqs or one-shot) against server
+            -victim for -duration while honest clients run the workload;
+            print whether the server survived, failovers (epoch moves), its
+            RSS before/peak/after (local servers) and the honest clients'
+            throughput, errors and latency. Exit 1 if the server died or
+            a failover happened.
   compare   read results of "bench -json -label L" runs (one per line) and
             print medians per label and target with ftkv/reference ratios;
             -check fails unless every row has numbers.
@@ -86,7 +94,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&cfg.Timeout, "timeout", def.Timeout, "per-operation timeout")
 	fs.Int64Var(&cfg.MaxErrors, "max-errors", def.MaxErrors, "stop after this many failures (-1: never)")
 	fs.BoolVar(&c.JSON, "json", false, "print one JSON object instead of text")
-	fs.StringVar(&c.Mode, "mode", "run", "run, failover, reseed, memory or compare (see above)")
+	fs.StringVar(&c.Mode, "mode", "run", "run, failover, reseed, memory, probe or compare (see above)")
 	fs.StringVar(&c.Label, "label", "", "name of the run in the JSON (for -mode compare)")
 	fs.IntVar(&c.RedisWait, "redis-wait", 0, "Redis: send WAIT <n> <timeout> after every SET; a put counts once n replicas have it")
 	fs.DurationVar(&c.RedisWaitTimeout, "redis-wait-timeout", time.Second, "Redis: the timeout of each WAIT")
@@ -98,7 +106,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&c.Kills, "kills", 20, "failover: number of kills")
 	fs.DurationVar(&c.Recover, "recover", 60*time.Second, "failover/reseed: longest wait for the cluster to be whole again")
 	fs.IntVar(&c.Entries, "entries", 1000000, "reseed/memory: entries to load")
-	fs.IntVar(&c.Victim, "victim", 1, "reseed: id of the server to kill")
+	fs.IntVar(&c.Victim, "victim", 1, "reseed: id of the server to kill; probe: the server to aim at")
+	fs.StringVar(&c.ProbeName, "probe", "", "probe: the hostile client to run (see above)")
 	fs.StringVar(&c.ServerLog, "server-log", "", "reseed: the cluster's log file (bin/coord -l) to read \"re-seeding sent\" lines from")
 	fs.DurationVar(&c.Settle, "settle", 2*time.Second, "memory: pause after the load before reading RSS again")
 	fs.BoolVar(&c.Check, "check", false, "compare: exit 1 unless every row has throughput, latency and a ratio")

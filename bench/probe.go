@@ -1,0 +1,143 @@
+package bench
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"sync"
+	"time"
+
+	"ftkv/bench/hostile"
+)
+
+// ProbeConfig is one run of a hostile probe (package bench/hostile)
+// against a cluster, with an honest workload running beside it.
+type ProbeConfig struct {
+	Coord   string         // the coordinator's client address
+	Probe   string         // a name from hostile.Names()
+	Victim  int            // the server the probe aims at
+	Hostile hostile.Config // the probe's own settings (Coord and ServerID are filled in)
+	Honest  Config         // the honest workload (its Duration is the probe's)
+	Log     io.Writer      // progress lines
+}
+
+// ProbeResult is what the operator checks after a probe: did the target
+// survive (same pid), did a failover happen (the epoch moved), how much
+// memory it took and what honest clients saw meanwhile.
+type ProbeResult struct {
+	Probe       string         `json:"probe"`
+	Target      int            `json:"target"`
+	PID         int            `json:"pid"`
+	PIDAfter    int            `json:"pid_after"`
+	EpochBefore uint64         `json:"epoch_before"`
+	EpochAfter  uint64         `json:"epoch_after"`
+	RSS         *hostile.RSS   `json:"rss,omitempty"`
+	Hostile     hostile.Result `json:"hostile"`
+	Honest      *Result        `json:"honest,omitempty"`
+	Error       string         `json:"error,omitempty"`
+}
+
+// Failovers is how many views the coordinator published during the probe
+// (0 when nothing failed over).
+func (r *ProbeResult) Failovers() uint64 { return r.EpochAfter - r.EpochBefore }
+
+// WriteText prints r for a terminal.
+func (r *ProbeResult) WriteText(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "probe %s against server %d (pid %d)\n", r.Probe, r.Target, r.PID)
+	survived := "yes"
+	if r.PIDAfter != r.PID {
+		survived = fmt.Sprintf("NO: pid %d -> %d", r.PID, r.PIDAfter)
+	}
+	fmt.Fprintf(&b, "  server survived:  %s\n", survived)
+	fmt.Fprintf(&b, "  failovers:        %d (epoch %d -> %d)\n", r.Failovers(), r.EpochBefore, r.EpochAfter)
+	if r.RSS != nil {
+		fmt.Fprintf(&b, "  server RSS:       %s\n", r.RSS)
+	} else {
+		b.WriteString("  server RSS:       not read (not a local server)\n")
+	}
+	if h := r.Honest; h != nil {
+		fmt.Fprintf(&b, "  honest clients:   %s ops/s, %d errors, p50 %s, p99 %s, max %s\n",
+			FormatRate(h.OpsPerSec), h.Errors, FormatMicros(h.Latency.P50), FormatMicros(h.Latency.P99), FormatMicros(h.Latency.Max))
+	}
+	b.WriteString("  probe:\n")
+	for _, l := range strings.Split(strings.TrimRight(r.Hostile.String(), "\n"), "\n") {
+		b.WriteString("    " + l + "\n")
+	}
+	if r.Error != "" {
+		fmt.Fprintf(&b, "  error: %s\n", r.Error)
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// Probe runs the probe and the honest workload side by side and reports.
+func Probe(ctx context.Context, pc ProbeConfig) (*ProbeResult, error) {
+	hc := pc.Hostile
+	hc.Coord, hc.ServerID = pc.Coord, pc.Victim
+	if hc.Duration <= 0 {
+		hc.Duration = pc.Honest.Duration
+	}
+	if pc.Log != nil {
+		hc.Logf = func(format string, args ...any) { fmt.Fprintf(pc.Log, format+"\n", args...) }
+	}
+	before, err := hostile.Resolve(ctx, hc)
+	if err != nil {
+		return nil, err
+	}
+	r := &ProbeResult{Probe: pc.Probe, Target: pc.Victim, PID: before.PID, EpochBefore: before.Epoch}
+	var watch *hostile.RSSWatch
+	if before.PID > 0 {
+		if w, err := hostile.WatchRSS(before.PID, 50*time.Millisecond); err == nil {
+			watch = w
+		}
+	}
+	honest := pc.Honest
+	honest.Ops = 0
+	honest.Duration = hc.Duration
+	honest.MaxErrors = -1
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		res, err := Run(ctx, honest, FTKV(pc.Coord))
+		r.Honest = res
+		if err != nil && r.Honest == nil {
+			r.Error = "honest load: " + err.Error()
+		}
+	}()
+	r.Hostile, err = hostile.Run(ctx, pc.Probe, hc)
+	if err != nil {
+		r.Error = err.Error()
+	}
+	wg.Wait()
+	if watch != nil {
+		rss := watch.Stop()
+		r.RSS = &rss
+	}
+	after, aerr := hostile.Resolve(ctx, hc)
+	if aerr != nil {
+		return r, aerr
+	}
+	r.PIDAfter, r.EpochAfter = after.PID, after.Epoch
+	return r, err
+}
+
+func (c *Command) probe(ctx context.Context, stdout, stderr io.Writer) error {
+	r, err := Probe(ctx, ProbeConfig{Coord: c.coord(), Probe: c.ProbeName, Victim: c.Victim, Honest: c.Run, Log: stderr,
+		Hostile: hostile.Config{Duration: c.Run.Duration}})
+	if r != nil {
+		if c.JSON {
+			b, _ := json.Marshal(r)
+			fmt.Fprintf(stdout, "%s\n", b)
+		} else {
+			_ = r.WriteText(stdout)
+		}
+		if err == nil && (r.PIDAfter != r.PID || r.Failovers() > 0) {
+			err = fmt.Errorf("the probe took server %d down or caused a failover", c.Victim)
+		}
+	}
+	return err
+}
