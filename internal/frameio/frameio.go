@@ -27,12 +27,32 @@ var outPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &
 // connection: framing cannot be resynchronised after garbage. It must run
 // on c's event loop.
 func DecodeAll(c gnet.Conn, max int, fn Handler) gnet.Action {
+	d := Decoder{Max: max}
+	return d.Decode(c, fn)
+}
+
+// Decoder decodes the frames buffered on a connection, as DecodeAll does,
+// and may stop before a frame so that the rest stays buffered (a
+// connection whose answers pile up is read no further).
+type Decoder struct {
+	// Max refuses longer frames (<= 0: wire.MaxFrame). It is read before
+	// each frame: fn may change it (a size limit lifted by a HELLO).
+	Max int
+	// More, when set, is asked before each frame, with the bytes of the
+	// answers built so far in this call; false stops decoding, leaving
+	// that frame and those after it buffered on the connection.
+	More func(out int) bool
+}
+
+// Decode decodes the frames buffered on c as DecodeAll does, within d's
+// limits. It must run on c's event loop.
+func (d *Decoder) Decode(c gnet.Conn, fn Handler) gnet.Action {
 	// Peek(-1) copies everything buffered into one slice: wait until the
 	// first frame is complete, or a large frame arriving in many reads
 	// would be copied again on each of them.
 	if have := c.InboundBuffered(); have >= 4 {
 		if hdr, err := c.Peek(4); err == nil {
-			if need := wire.FrameLen(hdr); need > have && need-4 <= wire.MaxFrame && (max <= 0 || need-4 <= max) {
+			if need := wire.FrameLen(hdr); need > have && need-4 <= wire.MaxFrame && (d.Max <= 0 || need-4 <= d.Max) {
 				return gnet.None
 			}
 		}
@@ -49,10 +69,13 @@ func DecodeAll(c gnet.Conn, max int, fn Handler) gnet.Action {
 	off := 0
 	action := gnet.None
 	var f wire.Frame // one per call: fn takes its address, so it lives on the heap
-	for action == gnet.None {
+	for action == gnet.None && off < len(buf) {
+		if d.More != nil && !d.More(len(out)) {
+			break
+		}
 		var n int
 		var err error
-		f, n, err = wire.Decode(buf[off:], max)
+		f, n, err = wire.Decode(buf[off:], d.Max)
 		if err != nil {
 			out = wire.Append(out, &wire.Frame{Op: wire.OpHello, Status: wire.StatusBadRequest, Value: []byte(err.Error())})
 			action = gnet.Close

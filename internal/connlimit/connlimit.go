@@ -1,0 +1,372 @@
+// Package connlimit serves a listening port with gnet event loops under
+// per-connection limits, so that no client can take a server down:
+//
+//   - Connections are accepted by package accept (a standard listener that
+//     survives EMFILE and refuses connections beyond a maximum with one
+//     message) and enrolled into a gnet engine whose own acceptor listens
+//     on a unix socket nobody can reach: gnet v2.10's acceptor stops its
+//     whole engine on EMFILE.
+//   - Queued output per connection: over the soft limit the connection's
+//     requests are no longer decoded (they stay in gnet's inbound buffer)
+//     until the output drains; over the hard limit, or over the soft limit
+//     for longer than the grace period, the connection is closed. A budget
+//     shared by several ports bounds the sum: beyond it every connection
+//     holding more than BudgetFloor pauses too.
+//   - Requests read but not answered per connection (Begin, Done): beyond
+//     MaxInflight reading pauses until answers go out.
+//   - While paused, a connection whose unread input exceeds InboundCap is
+//     closed (gnet keeps reading sockets whether or not the bytes are
+//     consumed).
+//   - A frame held incomplete longer than FrameTimeout closes the
+//     connection; IdleTimeout (0: off) closes connections idle that long.
+//   - Before Authed, frames larger than PreAuthMaxFrame are refused.
+//
+// A Port wraps the port's gnet.EventHandler: the handler decodes with
+// Decode and keeps its own per-connection state in State.Data. Nothing
+// calls OnTraffic when output drains, so a sweeper goroutine visits the
+// connections that are paused or hold output every few milliseconds (on
+// their event loops) and wakes those that may read again.
+package connlimit
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/rs/zerolog"
+
+	"ftkv/internal/accept"
+	"ftkv/wire"
+)
+
+// Defaults of Config.
+const (
+	// BudgetFloor: beyond the shared budget, connections holding more
+	// output than this pause.
+	BudgetFloor = 64 << 10
+	// PreAuthMaxFrame is the usual size limit before authentication: a
+	// HELLO holds little more than the secret.
+	PreAuthMaxFrame = 4 << 10
+)
+
+// Sweep periods. timing: exception — local buffer bookkeeping, unrelated
+// to the failure timeout.
+const (
+	fastSweep = 2 * time.Millisecond   // while connections are paused or hold output
+	slowSweep = 250 * time.Millisecond // frame and idle timeouts
+	logEvery  = time.Second            // closures logged at most this often
+)
+
+// Config configures a Port. Zero values mean no limit, except where noted.
+type Config struct {
+	Name     string // names the port in logs ("client", "peer", "control")
+	MaxConns int    // open connections; beyond: Reject is written, then close
+	Reject   []byte // see MaxConns (default: an UNAVAILABLE frame "max clients reached")
+
+	OutputSoft  int           // queued output at which reading pauses
+	OutputHard  int           // queued output at which the connection is closed
+	OutputGrace time.Duration // longest stay over OutputSoft
+	Budget      *Budget       // shared by the server's ports (nil: none)
+	MaxInflight int           // requests read but not answered (Begin, Done)
+	// InboundCap closes a paused connection holding more unread input
+	// (default max(8 MiB, 2 × wire.MaxFrame)).
+	InboundCap int
+
+	FrameTimeout    time.Duration // longest hold of an incomplete frame
+	IdleTimeout     time.Duration // longest silence between frames
+	PreAuthMaxFrame int           // frame size limit until Authed (0: none)
+
+	Log zerolog.Logger
+}
+
+func (c *Config) setDefaults() {
+	if c.InboundCap <= 0 {
+		c.InboundCap = max(8<<20, 2*wire.MaxFrame)
+	}
+	if c.Reject == nil {
+		c.Reject = wire.Append(nil, &wire.Frame{Op: wire.OpHello, Status: wire.StatusUnavailable,
+			Value: []byte("max clients reached")})
+	}
+}
+
+// Budget bounds the queued output of several ports together.
+type Budget struct {
+	limit int64
+	used  atomic.Int64
+}
+
+// NewBudget returns a budget of limit bytes (<= 0: unlimited).
+func NewBudget(limit int64) *Budget { return &Budget{limit: limit} }
+
+// Used is the queued output counted against the budget.
+func (b *Budget) Used() int64 { return b.used.Load() }
+
+func (b *Budget) add(n int64) {
+	if b != nil && n != 0 {
+		b.used.Add(n)
+	}
+}
+
+func (b *Budget) over() bool { return b != nil && b.limit > 0 && b.used.Load() > b.limit }
+
+// Port is one listening port served by a gnet engine under Config's limits.
+type Port struct {
+	cfg  Config
+	acc  *accept.Acceptor
+	eng  gnet.Engine
+	h    *handler
+	errc chan error
+	done chan struct{}
+	once sync.Once
+
+	now  atomic.Int64 // a coarse clock (unix ns), set by the sweeper
+	kick chan struct{}
+
+	mu    sync.Mutex
+	loops map[gnet.EventLoop]*loopSet
+
+	logMu      sync.Mutex
+	lastLog    time.Time
+	suppressed int
+	closed     atomic.Uint64 // connections closed for a limit
+}
+
+// Listen binds addr (host:port) and serves it with h on a new gnet engine
+// started with opts (load balancing is forced to LeastConnections, which
+// enrolling connections needs). A bind failure is returned.
+func Listen(addr string, h gnet.EventHandler, cfg Config, opts ...gnet.Option) (*Port, error) {
+	cfg.setDefaults()
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	p := &Port{cfg: cfg, errc: make(chan error, 2), done: make(chan struct{}), kick: make(chan struct{}, 1),
+		loops: make(map[gnet.EventLoop]*loopSet)}
+	p.now.Store(time.Now().UnixNano())
+	// gnet needs a listener of its own; a unix socket whose name is
+	// removed once bound cannot be reached, so gnet's acceptor never runs.
+	dir, err := os.MkdirTemp("", "ftkv-gnet-")
+	if err != nil {
+		ln.Close()
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+	booted := make(chan gnet.Engine, 1)
+	p.h = &handler{EventHandler: h, p: p, booted: booted, ready: make(chan struct{})}
+	opts = append(opts, gnet.WithLoadBalancing(gnet.LeastConnections))
+	sock := filepath.Join(dir, "s")
+	go func() { p.errc <- gnet.Run(p.h, "unix://"+sock, opts...) }()
+	select {
+	case p.eng = <-booted:
+	case err := <-p.errc:
+		ln.Close()
+		return nil, fmt.Errorf("%s engine: %w", cfg.Name, err)
+	}
+	// gnet calls OnBoot before its event loops exist; a connection to the
+	// unix socket, opened on a loop, proves they run.
+	if err := p.h.selfDial(sock); err != nil {
+		ln.Close()
+		_ = p.eng.Stop(context.Background())
+		return nil, fmt.Errorf("%s engine: %w", cfg.Name, err)
+	}
+	p.acc = accept.New(ln, accept.Config{Name: cfg.Name, MaxConns: cfg.MaxConns, Reject: cfg.Reject,
+		Enroll: p.enroll, Log: cfg.Log})
+	go func() {
+		if err := p.acc.Serve(); err != nil {
+			p.errc <- fmt.Errorf("%s accept: %w", cfg.Name, err)
+		}
+	}()
+	go p.sweeper()
+	return p, nil
+}
+
+// Addr is the bound TCP address.
+func (p *Port) Addr() net.Addr { return p.acc.Addr() }
+
+// Engine is the port's gnet engine (other connections may be registered
+// into it).
+func (p *Port) Engine() gnet.Engine { return p.eng }
+
+// Err delivers the error that stopped the engine or the accept loop.
+func (p *Port) Err() <-chan error { return p.errc }
+
+// Open is the number of accepted connections still open.
+func (p *Port) Open() int { return p.acc.Open() }
+
+// Rejected is the number of connections refused at MaxConns.
+func (p *Port) Rejected() uint64 { return p.acc.Rejected() }
+
+// LimitClosed is the number of connections closed for breaking a limit.
+func (p *Port) LimitClosed() uint64 { return p.closed.Load() }
+
+// Close stops accepting (the connections open stay served).
+func (p *Port) Close() error { return p.acc.Close() }
+
+// Stop closes the port and stops its engine and sweeper, closing its
+// connections.
+func (p *Port) Stop(ctx context.Context) error {
+	err := p.Close()
+	p.once.Do(func() { close(p.done) })
+	if serr := p.eng.Stop(ctx); serr != nil && err == nil {
+		err = serr
+	}
+	return err
+}
+
+// enroll hands an accepted connection to an event loop.
+func (p *Port) enroll(nc net.Conn) error {
+	st := &State{p: p}
+	st.dec.Max = p.cfg.PreAuthMaxFrame
+	st.dec.More = st.more
+	st.lastRead = p.now.Load()
+	resc, err := p.eng.Register(gnet.NewNetConnContext(gnet.NewContext(context.Background(), st), nc))
+	if err != nil {
+		return err
+	}
+	go func() {
+		if res := <-resc; res.Err != nil {
+			p.acc.Closed()
+			p.logf(res.Err, "enrolling a connection failed", nil)
+		}
+	}()
+	return nil
+}
+
+// logf logs a closure or failure at most once per logEvery, with the
+// number it did not log.
+func (p *Port) logf(err error, msg string, st *State) {
+	p.logMu.Lock()
+	defer p.logMu.Unlock()
+	if time.Since(p.lastLog) < logEvery {
+		p.suppressed++
+		return
+	}
+	ev := p.cfg.Log.Warn().Str("port", p.cfg.Name).Int("not_logged", p.suppressed)
+	if err != nil {
+		ev = ev.Err(err)
+	}
+	if st != nil && st.c != nil {
+		ev = ev.Str("remote", st.c.RemoteAddr().String()).Int64("out_bytes", st.out).
+			Int("in_bytes", st.c.InboundBuffered()).Int64("inflight", st.inflight.Load())
+	}
+	ev.Msg(msg)
+	p.lastLog = time.Now()
+	p.suppressed = 0
+}
+
+// handler wraps the port's handler with the limits.
+type handler struct {
+	gnet.EventHandler
+	p      *Port
+	booted chan gnet.Engine
+	ready  chan struct{} // closed when the self-dial is opened
+	once   sync.Once
+}
+
+// startWait bounds the wait for the engine's loops. timing: exception —
+// local start-up, unrelated to the failure timeout.
+const startWait = 10 * time.Second
+
+func (h *handler) selfDial(sock string) error {
+	nc, err := net.DialTimeout("unix", sock, startWait)
+	if err != nil {
+		return err
+	}
+	defer nc.Close()
+	select {
+	case <-h.ready:
+		return nil
+	case <-time.After(startWait):
+		return fmt.Errorf("no event loop took a connection within %s", startWait)
+	}
+}
+
+// internal reports whether c is the self-dial on the unix socket.
+func internal(c gnet.Conn) bool {
+	_, ok := c.LocalAddr().(*net.UnixAddr)
+	return ok
+}
+
+func (h *handler) OnBoot(eng gnet.Engine) gnet.Action {
+	h.booted <- eng
+	return h.EventHandler.OnBoot(eng)
+}
+
+func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	if internal(c) {
+		h.once.Do(func() { close(h.ready) })
+		return nil, gnet.Close
+	}
+	if st := Of(c); st != nil {
+		st.c = c
+		h.p.loopSet(c.EventLoop()).all[st] = struct{}{}
+	}
+	return h.EventHandler.OnOpen(c)
+}
+
+func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
+	if internal(c) {
+		return gnet.None
+	}
+	act := h.EventHandler.OnClose(c, err)
+	if st := Of(c); st != nil && !st.gone {
+		st.gone = true
+		delete(h.p.loopSet(c.EventLoop()).all, st)
+		h.p.cfg.Budget.add(-st.out)
+		st.out = 0
+		h.p.acc.Closed()
+	}
+	return act
+}
+
+func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
+	st := Of(c)
+	if st == nil {
+		if internal(c) {
+			return gnet.Close
+		}
+		return h.EventHandler.OnTraffic(c) // not accepted here (a replication link)
+	}
+	p := h.p
+	now := p.now.Load()
+	if st.woken {
+		st.woken = false
+	} else {
+		st.lastRead = now
+	}
+	if st.blocked(0) {
+		st.paused = true
+		st.partialSince = 0
+		if c.InboundBuffered() > p.cfg.InboundCap {
+			return st.kill(errors.New("unread input over its cap while reading is paused"))
+		}
+		p.watch(st)
+		return gnet.None
+	}
+	st.paused = false
+	before := c.InboundBuffered()
+	act := h.EventHandler.OnTraffic(c)
+	if act != gnet.None {
+		return act
+	}
+	after := c.InboundBuffered()
+	switch {
+	case st.paused:
+		st.partialSince = 0
+		if after > p.cfg.InboundCap {
+			return st.kill(errors.New("unread input over its cap while reading is paused"))
+		}
+	case after == 0:
+		st.partialSince = 0
+	case after < before || st.partialSince == 0:
+		st.partialSince = now // a frame started and is not complete yet
+	}
+	return st.note(now)
+}

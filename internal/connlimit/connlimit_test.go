@@ -1,0 +1,347 @@
+package connlimit
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/rs/zerolog"
+
+	"ftkv/internal/frameio"
+	"ftkv/wire"
+)
+
+// getServer answers every frame with val (a GET of a big value), or,
+// with hold set, keeps the requests in flight (Begin) until release.
+type getServer struct {
+	gnet.BuiltinEventEngine
+	val     []byte
+	hold    bool
+	decoded atomic.Int64
+
+	mu   sync.Mutex
+	held []heldReq
+}
+
+type heldReq struct {
+	c  gnet.Conn
+	id uint64
+}
+
+func (h *getServer) OnTraffic(c gnet.Conn) gnet.Action {
+	return Decode(c, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
+		h.decoded.Add(1)
+		if f.Op == wire.OpHello {
+			Of(c).Authed()
+			return wire.Append(out, &wire.Frame{Op: f.Op, ID: f.ID}), gnet.None
+		}
+		if h.hold {
+			Begin(c)
+			h.mu.Lock()
+			h.held = append(h.held, heldReq{c, f.ID})
+			h.mu.Unlock()
+			return out, gnet.None
+		}
+		return wire.Append(out, &wire.Frame{Op: f.Op, ID: f.ID, Value: h.val}), gnet.None
+	})
+}
+
+// release answers the held requests from another goroutine.
+func (h *getServer) release() {
+	h.mu.Lock()
+	held := h.held
+	h.held = nil
+	h.mu.Unlock()
+	for _, r := range held {
+		Done(r.c)
+		_ = r.c.AsyncWrite(wire.Append(nil, &wire.Frame{Op: wire.OpGet, ID: r.id}), AfterWrite)
+	}
+}
+
+func listen(t *testing.T, h gnet.EventHandler, cfg Config) *Port {
+	t.Helper()
+	cfg.Log = zerolog.New(zerolog.NewTestWriter(t))
+	p, err := Listen("127.0.0.1:0", h, cfg, gnet.WithNumEventLoop(2), gnet.WithTicker(false))
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = p.Stop(ctx)
+	})
+	return p
+}
+
+func dial(t *testing.T, p *Port) *net.TCPConn {
+	t.Helper()
+	nc, err := net.DialTimeout("tcp", p.Addr().String(), 5*time.Second)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return nc.(*net.TCPConn)
+}
+
+func gets(n int, from uint64) []byte {
+	var b []byte
+	for i := range n {
+		b = wire.Append(b, &wire.Frame{Op: wire.OpGet, ID: from + uint64(i), Key: []byte("k")})
+	}
+	return b
+}
+
+// eventually polls cond every 10ms until it holds or d passes.
+func eventually(t *testing.T, d time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > d {
+			t.Fatalf("%s: not within %s", what, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// A reader that never reads: its queued output stays near the soft limit
+// (reading pauses), and it is closed once over it for the grace period.
+func TestSlowReaderPausedThenClosedAfterGrace(t *testing.T) {
+	const soft, val = 1 << 20, 256 << 10
+	h := &getServer{val: make([]byte, val)}
+	b := NewBudget(64 << 20)
+	p := listen(t, h, Config{OutputSoft: soft, OutputHard: 16 << 20, OutputGrace: 500 * time.Millisecond, Budget: b})
+	nc := dial(t, p)
+	_ = nc.SetReadBuffer(4 << 10) // the kernel takes little of the answers
+	if _, err := nc.Write(gets(200, 1)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "the connection paused", func() bool { return b.Used() >= soft })
+	paused := time.Now()
+	var peak int64
+	for p.Open() > 0 && time.Since(paused) < 5*time.Second {
+		peak = max(peak, b.Used())
+		time.Sleep(time.Millisecond)
+	}
+	if p.Open() > 0 {
+		t.Fatal("the slow reader is still open 5s after pausing (grace 500ms)")
+	}
+	took := time.Since(paused)
+	t.Logf("decoded %d of 200 requests; queued output peaked at %d bytes; closed %s after pausing", h.decoded.Load(), peak, took)
+	if peak > soft+2*val {
+		t.Errorf("queued output peaked at %d bytes, over the soft limit %d plus one answer", peak, soft)
+	}
+	if took < 400*time.Millisecond {
+		t.Errorf("closed %s after pausing, before the grace of 500ms", took)
+	}
+	if h.decoded.Load() >= 200 {
+		t.Errorf("all 200 requests decoded: reading never paused")
+	}
+	if p.LimitClosed() != 1 {
+		t.Errorf("LimitClosed %d, want 1", p.LimitClosed())
+	}
+	eventually(t, time.Second, "the budget returned to 0", func() bool { return b.Used() == 0 })
+}
+
+// A reader that keeps sending while paused is closed once its unread
+// input passes the cap.
+func TestPausedInputCapped(t *testing.T) {
+	h := &getServer{val: make([]byte, 256<<10)}
+	p := listen(t, h, Config{OutputSoft: 1 << 20, OutputHard: 16 << 20, InboundCap: 1 << 20})
+	nc := dial(t, p)
+	_ = nc.SetReadBuffer(4 << 10)
+	batch := gets(1000, 1)
+	start := time.Now()
+	for time.Since(start) < 5*time.Second {
+		_ = nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+		if _, err := nc.Write(batch); err != nil && !isTimeout(err) {
+			break
+		}
+		if p.Open() == 0 {
+			break
+		}
+	}
+	eventually(t, 2*time.Second, "the connection closed", func() bool { return p.Open() == 0 })
+	t.Logf("closed after %s", time.Since(start))
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}
+
+// An honest reader pipelining 16 GETs of a 1 MiB value gets every answer
+// (reading pauses and resumes) and stays open.
+func TestHonestPipelinedReader(t *testing.T) {
+	h := &getServer{val: make([]byte, 1<<20)}
+	p := listen(t, h, Config{OutputSoft: 4 << 20, OutputHard: 32 << 20, OutputGrace: 10 * time.Second,
+		Budget: NewBudget(32 << 20), InboundCap: 8 << 20})
+	nc := dial(t, p)
+	br := bufio.NewReaderSize(nc, 64<<10)
+	start := time.Now()
+	const rounds, depth = 20, 16
+	for r := range rounds {
+		if _, err := nc.Write(gets(depth, uint64(r*depth+1))); err != nil {
+			t.Fatal(err)
+		}
+		for i := range depth {
+			_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			f, err := frameio.ReadFrame(br)
+			if err != nil {
+				t.Fatalf("round %d answer %d: %v", r, i, err)
+			}
+			if f.ID != uint64(r*depth+i+1) || len(f.Value) != 1<<20 {
+				t.Fatalf("answer id %d with %d bytes, want id %d", f.ID, len(f.Value), r*depth+i+1)
+			}
+		}
+	}
+	t.Logf("%d MiB read in %s", rounds*depth, time.Since(start))
+	if p.Open() != 1 || p.LimitClosed() != 0 {
+		t.Errorf("open %d, closed for a limit %d", p.Open(), p.LimitClosed())
+	}
+}
+
+// Beyond MaxInflight unanswered requests reading pauses, and resumes as
+// the answers go out.
+func TestMaxInflight(t *testing.T) {
+	h := &getServer{hold: true}
+	p := listen(t, h, Config{MaxInflight: 4})
+	nc := dial(t, p)
+	if _, err := nc.Write(gets(10, 1)); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 2*time.Second, "4 requests decoded", func() bool { return h.decoded.Load() == 4 })
+	time.Sleep(50 * time.Millisecond)
+	if n := h.decoded.Load(); n != 4 {
+		t.Fatalf("%d requests decoded with 4 in flight, want 4", n)
+	}
+	for h.decoded.Load() < 10 {
+		h.release()
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.release()
+	br := bufio.NewReader(nc)
+	for i := range 10 {
+		_ = nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := frameio.ReadFrame(br); err != nil {
+			t.Fatalf("answer %d: %v", i, err)
+		}
+	}
+}
+
+// A connection holding half a frame is closed after the frame timeout; an
+// idle one is not (no idle timeout), unless IdleTimeout is set.
+func TestFrameAndIdleTimeouts(t *testing.T) {
+	h := &getServer{val: []byte("v")}
+	p := listen(t, h, Config{FrameTimeout: 300 * time.Millisecond})
+	idle := dial(t, p)
+	half := dial(t, p)
+	eventually(t, time.Second, "both open", func() bool { return p.Open() == 2 })
+	if _, err := half.Write(gets(1, 1)[:30]); err != nil {
+		t.Fatal(err)
+	}
+	took := eventually(t, 2*time.Second, "the half frame's connection closed", func() bool { return p.Open() == 1 })
+	t.Logf("half frame closed after %s", took)
+	if took < 250*time.Millisecond {
+		t.Errorf("closed after %s, before the frame timeout", took)
+	}
+	_ = half.SetReadDeadline(time.Now().Add(time.Second))
+	if _, err := io.ReadAll(half); err != nil {
+		t.Errorf("half-frame connection: %v, want EOF", err)
+	}
+	// The idle one still works.
+	if _, err := idle.Write(gets(1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	_ = idle.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if _, err := frameio.ReadFrame(bufio.NewReader(idle)); err != nil {
+		t.Fatalf("idle connection: %v", err)
+	}
+
+	p2 := listen(t, h, Config{IdleTimeout: 300 * time.Millisecond})
+	dial(t, p2)
+	eventually(t, time.Second, "open", func() bool { return p2.Open() == 1 })
+	took = eventually(t, 2*time.Second, "the idle connection closed", func() bool { return p2.Open() == 0 })
+	t.Logf("idle connection closed after %s", took)
+}
+
+// Beyond MaxConns a connection gets one UNAVAILABLE frame and is closed;
+// the port keeps serving the others.
+func TestMaxConns(t *testing.T) {
+	h := &getServer{val: []byte("v")}
+	p := listen(t, h, Config{MaxConns: 2})
+	a, b := dial(t, p), dial(t, p)
+	eventually(t, time.Second, "two open", func() bool { return p.Open() == 2 })
+	c := dial(t, p)
+	_ = c.SetReadDeadline(time.Now().Add(2 * time.Second))
+	br := bufio.NewReader(c)
+	f, err := frameio.ReadFrame(br)
+	if err != nil || f.Status != wire.StatusUnavailable || string(f.Value) != "max clients reached" {
+		t.Fatalf("third connection: %v %s %q", err, f.Status, f.Value)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("third connection after the frame: %v, want EOF", err)
+	}
+	for _, nc := range []*net.TCPConn{a, b} {
+		if _, err := nc.Write(gets(1, 1)); err != nil {
+			t.Fatal(err)
+		}
+		_ = nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if _, err := frameio.ReadFrame(bufio.NewReader(nc)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a.Close()
+	eventually(t, time.Second, "room again", func() bool { return p.Open() == 1 })
+	d := dial(t, p)
+	if _, err := d.Write(gets(1, 1)); err != nil {
+		t.Fatal(err)
+	}
+	_ = d.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if f, err := frameio.ReadFrame(bufio.NewReader(d)); err != nil || f.Status != wire.StatusOK {
+		t.Fatalf("a connection once there is room: %v %s", err, f.Status)
+	}
+}
+
+// Before Authed, a length prefix over PreAuthMaxFrame is refused at once
+// (BAD_REQUEST, closed); after it, big frames pass.
+func TestPreAuthFrameLimit(t *testing.T) {
+	h := &getServer{val: []byte("v")}
+	p := listen(t, h, Config{PreAuthMaxFrame: 4 << 10})
+	big := wire.Append(nil, &wire.Frame{Op: wire.OpPut, ID: 1, Value: make([]byte, 1<<20)})
+
+	nc := dial(t, p)
+	sent := time.Now()
+	if _, err := nc.Write(big[:wire.HeaderSize]); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	br := bufio.NewReader(nc)
+	f, err := frameio.ReadFrame(br)
+	if err != nil || f.Status != wire.StatusBadRequest {
+		t.Fatalf("header of a 1 MiB frame before HELLO: %v %s", err, f.Status)
+	}
+	if _, err := br.ReadByte(); err != io.EOF {
+		t.Errorf("after the refusal: %v, want EOF", err)
+	}
+	t.Logf("refused and closed after %s", time.Since(sent))
+
+	nc = dial(t, p)
+	msg := append(wire.Append(nil, &wire.Frame{Op: wire.OpHello, ID: 1}), big...)
+	if _, err := nc.Write(msg); err != nil {
+		t.Fatal(err)
+	}
+	br = bufio.NewReader(nc)
+	for i := range 2 {
+		_ = nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+		if f, err := frameio.ReadFrame(br); err != nil || f.Status != wire.StatusOK {
+			t.Fatalf("answer %d after HELLO: %v %s %q", i, err, f.Status, f.Value)
+		}
+	}
+}
