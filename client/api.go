@@ -18,6 +18,14 @@ var (
 	ErrUnavailable = errors.New("ftkv: shard unavailable")
 	// ErrClosed: the client was closed.
 	ErrClosed = errors.New("ftkv: client closed")
+	// ErrSessionExpired: a write's outcome is unknown. It was first sent
+	// (and may have been applied) but not answered, and retrying it
+	// could no longer be made exactly-once: either it has been retried for
+	// longer than the servers remember a client's writes (the session
+	// TTL, less a margin), or the server answered SESSION_EXPIRED (it had
+	// forgotten this client early and did not apply the retry). Read the
+	// key to learn whether the write took effect.
+	ErrSessionExpired = errors.New("ftkv: outcome unknown: the write's session may have expired")
 )
 
 // The status document types live in package status (a leaf the

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"time"
 
 	"ftkv/wire"
 )
@@ -44,7 +45,8 @@ func (c *Client) Batch(ctx context.Context, ops []BatchOp) error {
 		v    *wire.View
 		addr string
 		sh   int
-		err  error // why the first attempt did not go out
+		err  error     // why the first attempt did not go out
+		at   time.Time // when it was queued
 	}
 	ss := make([]sent, len(ops))
 	var conns []*conn
@@ -73,6 +75,7 @@ func (c *Client) Batch(ctx context.Context, ops []BatchOp) error {
 		if s.err != nil {
 			continue
 		}
+		s.at = time.Now()
 		if s.cl, s.err = s.cn.queue(&s.f); s.err != nil {
 			continue
 		}
@@ -102,7 +105,11 @@ func (c *Client) Batch(ctx context.Context, ops []BatchOp) error {
 			}
 		}
 		if retry && !errors.Is(err, ErrClosed) {
-			reply, err = c.retry(ctx, &s.f, 1, err)
+			var first time.Time // (zero: never sent)
+			if s.cl != nil {
+				first = s.at
+			}
+			reply, err = c.retry(ctx, &s.f, 1, first, err)
 		}
 		if err == nil {
 			err = batchResult(op, reply)

@@ -25,11 +25,16 @@ import (
 type DialFunc func(ctx context.Context, network, addr string) (net.Conn, error)
 
 type options struct {
-	dial   DialFunc
-	log    zerolog.Logger
-	conns  int
-	timing timing.Config
+	dial       DialFunc
+	log        zerolog.Logger
+	conns      int
+	timing     timing.Config
+	sessionTTL time.Duration
 }
+
+// DefaultSessionTTL is the servers' default session TTL (how long a
+// server remembers the writes of a client silent that long).
+const DefaultSessionTTL = 10 * time.Minute
 
 // retryMin is the first pause between a request's attempts.
 // timing: exception — 5 ms, half of timing.Default().RetryMin (10 ms, the
@@ -50,6 +55,18 @@ func WithDialer(d DialFunc) Option { return func(o *options) { o.dial = d } }
 // Handshake bounds a connect and a view request, RetryMax the pause
 // between a request's attempts.
 func WithTiming(t timing.Config) Option { return func(o *options) { o.timing = t } }
+
+// WithSessionTTL sets the servers' session TTL the client assumes when the
+// coordinator's view does not carry one (default DefaultSessionTTL). A
+// write is retried for at most seven eighths of it after it was first
+// sent; past that the call returns ErrSessionExpired.
+func WithSessionTTL(d time.Duration) Option {
+	return func(o *options) {
+		if d > 0 {
+			o.sessionTTL = d
+		}
+	}
+}
 
 // WithLogger routes the client's diagnostics to l (default: discarded).
 func WithLogger(l zerolog.Logger) Option { return func(o *options) { o.log = l } }
@@ -89,7 +106,7 @@ type Client struct {
 // Dial connects to the coordinator at addr, fetches the cluster view and
 // returns a ready client.
 func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
-	o := options{log: zerolog.Nop(), conns: 1, timing: timing.Default()}
+	o := options{log: zerolog.Nop(), conns: 1, timing: timing.Default(), sessionTTL: DefaultSessionTTL}
 	for _, opt := range opts {
 		opt(&o)
 	}
@@ -340,7 +357,18 @@ func (c *Client) do(ctx context.Context, f *wire.Frame) (wire.Frame, error) {
 		// so the servers may forget its dedup record.
 		defer c.endSeq(f.Seq)
 	}
-	return c.retry(ctx, f, 0, nil)
+	return c.retry(ctx, f, 0, time.Time{}, nil)
+}
+
+// retryWindow is how long after its first sending a write may still be
+// retried: the session TTL (the view's, else the option's) less an
+// eighth, which covers the retry's own trip to the server.
+func (c *Client) retryWindow(v *wire.View) time.Duration {
+	ttl := c.opts.sessionTTL
+	if v != nil && v.SessionTTL > 0 {
+		ttl = v.SessionTTL
+	}
+	return ttl - ttl/8
 }
 
 // prepare checks f's limits and gives a write its sequence number.
@@ -398,6 +426,8 @@ func (c *Client) outcome(ctx context.Context, reply wire.Frame, v *wire.View, ad
 		return true, fmt.Errorf("%w: shard %d", ErrUnavailable, shard)
 	case wire.StatusTooLarge:
 		return false, fmt.Errorf("%w: %s", ErrTooLarge, reply.Value)
+	case wire.StatusSessionExpired:
+		return false, fmt.Errorf("%w: server %s: %s", ErrSessionExpired, addr, reply.Value)
 	case wire.StatusBadRequest, wire.StatusError:
 		return false, fmt.Errorf("ftkv: server %s: %s: %s", addr, reply.Status, reply.Value)
 	}
@@ -405,8 +435,11 @@ func (c *Client) outcome(ctx context.Context, reply wire.Frame, v *wire.View, ad
 }
 
 // retry sends f (prepared) until its outcome is known or ctx ends; from is
-// the number of attempts already made, lastErr the reason the last failed.
-func (c *Client) retry(ctx context.Context, f *wire.Frame, from int, lastErr error) (wire.Frame, error) {
+// the number of attempts already made, sent when f was first sent (zero:
+// not yet), lastErr the reason the last attempt failed. A write sent
+// before carries wire.FlagRetry, and is not sent again once its retry
+// window has passed: its outcome is then unknown (ErrSessionExpired).
+func (c *Client) retry(ctx context.Context, f *wire.Frame, from int, sent time.Time, lastErr error) (wire.Frame, error) {
 	backoff := retryMin
 	for attempt := from; ; attempt++ {
 		if attempt > 0 {
@@ -431,6 +464,17 @@ func (c *Client) retry(ctx context.Context, f *wire.Frame, from int, lastErr err
 			}
 			lastErr = err
 			continue
+		}
+		if f.Op.IsWrite() {
+			if sent.IsZero() {
+				sent = time.Now()
+			} else {
+				if time.Since(sent) > c.retryWindow(v) {
+					return wire.Frame{}, fmt.Errorf("%w: retried for %s (last error: %v)", ErrSessionExpired,
+						time.Since(sent).Round(time.Millisecond), lastErr)
+				}
+				f.Flags |= wire.FlagRetry
+			}
 		}
 		reply, err := cn.roundTrip(ctx, f)
 		if err != nil {

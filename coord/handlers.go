@@ -131,6 +131,7 @@ func (c *Coordinator) Status() *status.Cluster {
 		ss := status.Server{
 			ID: nd.id, Addr: nd.hb.Addr, PeerAddr: nd.hb.PeerAddr, CtlAddr: nd.hb.CtlAddr, Host: nd.host, Incarnation: nd.inc,
 			Epoch: nd.hb.Epoch, PrimaryKeys: nd.hb.PrimaryKeys, SecondaryKeys: nd.hb.SecondaryKeys,
+			Sessions: nd.hb.Sessions, SessionRecords: nd.hb.SessionRecords, RSSBytes: nd.hb.RSSBytes,
 			PrimaryOf: []int{}, SecondaryOf: []int{},
 		}
 		if nd.proc != nil {

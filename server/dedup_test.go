@@ -3,6 +3,9 @@ package server
 import (
 	"math/rand/v2"
 	"testing"
+	"time"
+
+	"ftkv/wire"
 )
 
 func TestDedupFloorPrunes(t *testing.T) {
@@ -10,19 +13,19 @@ func TestDedupFloorPrunes(t *testing.T) {
 	for s := uint64(1); s <= 10; s++ {
 		d.record(7, s, 0, doneOutcome(0, 0, nil))
 	}
-	if o, cl := d.claim(7, 5, 1); o == nil || cl != claimDone {
+	if o, cl := d.claim(7, 5, 1, 0); o == nil || cl != claimDone {
 		t.Fatal("record 5 must be remembered while the floor is 1")
 	}
-	if _, cl := d.claim(7, 11, 6); cl != claimNew {
+	if _, cl := d.claim(7, 11, 6, 0); cl != claimNew {
 		t.Fatal("seq 11 is above the floor and new")
 	}
 	if n := d.size(); n != 6 {
 		t.Fatalf("%d records after floor 6, want 6 (6..11)", n)
 	}
-	if _, cl := d.claim(7, 11, 6); cl != claimInFlight {
+	if _, cl := d.claim(7, 11, 6, 0); cl != claimInFlight {
 		t.Fatal("seq 11 was claimed: it is in flight")
 	}
-	if _, cl := d.claim(7, 3, 6); cl != claimStale {
+	if _, cl := d.claim(7, 3, 6, 0); cl != claimStale {
 		t.Fatal("seq 3 is below the floor: a retry of it cannot happen")
 	}
 }
@@ -30,7 +33,7 @@ func TestDedupFloorPrunes(t *testing.T) {
 func TestDedupSnapshotRestore(t *testing.T) {
 	a := newDedup()
 	a.record(7, 3, 0, doneOutcome(2, 1, []byte("cur\x00")))
-	a.claim(7, 4, 0) // in flight: travels with its REPL frame
+	a.claim(7, 4, 0, 0) // in flight: travels with its REPL frame
 	a.record(9, 1, 0, doneOutcome(0, 0, nil))
 	b := newDedup()
 	for _, c := range a.snapshot() {
@@ -38,14 +41,14 @@ func TestDedupSnapshotRestore(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	o, cl := b.claim(7, 3, 1)
+	o, cl := b.claim(7, 3, 1, 0)
 	if cl != claimDone || o.status != 2 || o.flags != 1 || string(o.value) != "cur\x00" {
 		t.Fatalf("record (7,3) = %+v, %v", o, cl)
 	}
-	if _, cl := b.claim(7, 4, 1); cl != claimNew {
+	if _, cl := b.claim(7, 4, 1, 0); cl != claimNew {
 		t.Fatal("an unfinished record was copied")
 	}
-	if _, cl := b.claim(9, 1, 1); cl != claimDone {
+	if _, cl := b.claim(9, 1, 1, 0); cl != claimDone {
 		t.Fatal("record (9,1) missing")
 	}
 }
@@ -73,7 +76,7 @@ func TestDedupModel(t *testing.T) {
 			if r.IntN(10) == 0 {
 				floor += uint64(r.IntN(5))
 			}
-			o, cl := d.claim(1, seq, floor)
+			o, cl := d.claim(1, seq, floor, 0)
 			prune()
 			want := model[seq]
 			switch {
@@ -105,5 +108,251 @@ func TestDedupModel(t *testing.T) {
 		if d.size() != len(model) {
 			t.Fatalf("step %d: %d records, model %d", i, d.size(), len(model))
 		}
+	}
+}
+
+// fakeClock is a dedup clock the test moves by hand.
+type fakeClock struct{ t time.Time }
+
+func (c *fakeClock) now() time.Time      { return c.t }
+func (c *fakeClock) add(d time.Duration) { c.t = c.t.Add(d) }
+func newTestDedup(cfg SessionConfig) (*dedup, *fakeClock) {
+	c := &fakeClock{t: time.Unix(1000, 0)}
+	d := newDedupClock(c.now)
+	d.configure(cfg)
+	return d, c
+}
+
+// sameStripe returns n client ids (from 1 on, odd) that share a stripe.
+func sameStripe(d *dedup, n int) []uint64 {
+	var ids []uint64
+	want := d.stripe(1)
+	for id := uint64(1); len(ids) < n; id += 2 {
+		if d.stripe(id) == want {
+			ids = append(ids, id)
+		}
+	}
+	return ids
+}
+
+func TestDedupSessionTTL(t *testing.T) {
+	const ttl = time.Minute
+	cases := []struct {
+		name    string
+		silence time.Duration // after the client's write of seq 5
+		sweep   bool          // the sweeper runs (else another client's write expires it)
+		retry   claim         // the claim of seq 5 again (floor 5)
+		next    claim         // the claim of seq 6 after that
+	}{
+		{"within the TTL", ttl - time.Second, true, claimDone, claimNew},
+		{"after the TTL, swept", ttl, true, claimExpired, claimNew},
+		{"after the TTL, by a write", ttl + time.Second, false, claimExpired, claimNew},
+		{"mark kept 16 TTLs", (expiredKeep + 1) * ttl / 2, true, claimExpired, claimNew},
+		{"mark gone after 16 TTLs", (expiredKeep + 1) * ttl, true, claimNew, claimNew},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			d, clk := newTestDedup(SessionConfig{TTL: ttl})
+			ids := sameStripe(d, 2)
+			c, other := ids[0], ids[1]
+			o, _ := d.claim(c, 5, 5, 0)
+			o.done.Store(true)
+			if s, r := d.stats(); s != 1 || r != 1 {
+				t.Fatalf("stats %d sessions %d records, want 1 1", s, r)
+			}
+			// The silence is crossed in steps, as a sweeper would see it.
+			for left := tc.silence; left > 0; {
+				step := min(left, ttl/2)
+				clk.add(step)
+				left -= step
+				if tc.sweep {
+					d.sweep()
+				} else {
+					d.claim(other, uint64(left)+10, 0, 0) // a write of another client of the stripe
+				}
+			}
+			if tc.silence >= ttl {
+				if got := d.get(c); got != nil {
+					t.Fatalf("session still held after %s of silence", tc.silence)
+				}
+			}
+			if _, cl := d.claim(c, 5, 5, wire.FlagRetry); cl != tc.retry {
+				t.Fatalf("retry of seq 5: %v, want %v", cl, tc.retry)
+			}
+			if _, cl := d.claim(c, 6, 5, 0); cl != tc.next {
+				t.Fatalf("seq 6: %v, want %v", cl, tc.next)
+			}
+		})
+	}
+}
+
+// get is the session of client (nil if none), for tests.
+func (d *dedup) get(client uint64) *session {
+	st := d.stripe(client)
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	return st.clients[client]
+}
+
+func TestDedupExpiryReturnsMemory(t *testing.T) {
+	d, clk := newTestDedup(SessionConfig{TTL: time.Second})
+	for c := uint64(1); c <= 20000; c += 2 {
+		d.claim(c, 1, 1, 0)
+	}
+	if s, r := d.stats(); s != 10000 || r != 10000 {
+		t.Fatalf("%d sessions %d records, want 10000 each", s, r)
+	}
+	clk.add(time.Second)
+	d.sweep()
+	if s, r := d.stats(); s != 0 || r != 0 || d.expired.Load() != 10000 {
+		t.Fatalf("after the TTL: %d sessions %d records %d marks, want 0 0 10000", s, r, d.expired.Load())
+	}
+	clk.add(expiredKeep * time.Second)
+	d.sweep()
+	if n := d.expired.Load(); n != 0 {
+		t.Fatalf("%d expired marks after %d TTLs", n, expiredKeep)
+	}
+	for i := range d.stripes {
+		if st := &d.stripes[i]; len(st.goneQ) != 0 || len(st.gone) != 0 || len(st.clients) != 0 {
+			t.Fatalf("stripe %d holds %d queued marks, %d marks, %d sessions", i, len(st.goneQ), len(st.gone), len(st.clients))
+		}
+	}
+}
+
+func TestDedupMaxSessions(t *testing.T) {
+	d, clk := newTestDedup(SessionConfig{TTL: time.Minute, MaxSessions: dedupStripes}) // one per stripe
+	ids := sameStripe(d, 3)
+	a, b, c := ids[0], ids[1], ids[2]
+	o, _ := d.claim(a, 1, 1, 0)
+	o.done.Store(true)
+	clk.add(time.Second)
+	d.claim(b, 1, 1, 0) // the stripe is full: a, the longest silent, expires early
+	if d.get(a) != nil || d.get(b) == nil {
+		t.Fatal("a must have expired for b")
+	}
+	if _, cl := d.claim(a, 1, 1, wire.FlagRetry); cl != claimExpired {
+		t.Fatalf("a's retry after its early expiry: %v, want expired (its mark is kept)", cl)
+	}
+	// c evicts b; b's mark evicts a's: a is forgotten entirely, early.
+	d.claim(c, 1, 1, 0)
+	if _, cl := d.claim(a, 1, 1, wire.FlagRetry); cl != claimExpired {
+		t.Fatalf("a's retry once forgotten early: %v, want expired (for a TTL)", cl)
+	}
+	clk.add(time.Minute / 2)
+	d.claim(c, 2, 1, 0) // c stays live: nothing more is forgotten
+	clk.add(time.Minute / 2)
+	if _, cl := d.claim(a, 1, 1, wire.FlagRetry); cl != claimNew {
+		t.Fatalf("a's retry a TTL after the early loss: %v, want new (a library client stops retrying by then)", cl)
+	}
+	// A first attempt (no FlagRetry) of a client the stripe does not know
+	// is never refused: e evicts c, whose mark drops b's, early.
+	e := sameStripe(d, 4)[3]
+	d.claim(e, 1, 1, 0)
+	if d.get(c) != nil {
+		t.Fatal("c must have expired for e")
+	}
+	if _, cl := d.claim(b, 1, 1, 0); cl != claimNew {
+		t.Fatalf("b's first attempt right after an early loss: %v, want new", cl)
+	}
+}
+
+func TestDedupMaxRecords(t *testing.T) {
+	d, _ := newTestDedup(SessionConfig{MaxRecords: 4})
+	for s := uint64(1); s <= 4; s++ {
+		if _, cl := d.claim(7, s, 1, 0); cl != claimNew {
+			t.Fatalf("seq %d: %v", s, cl)
+		}
+	}
+	if _, cl := d.claim(7, 5, 1, 0); cl != claimTooMany {
+		t.Fatalf("fifth write in flight: %v, want too many", cl)
+	}
+	if _, cl := d.claim(7, 2, 1, 0); cl != claimInFlight {
+		t.Fatalf("a retry within the cap: %v, want in flight", cl)
+	}
+	if _, cl := d.claim(7, 5, 3, 0); cl != claimNew {
+		t.Fatalf("floor 3 frees two records: %v, want new", cl)
+	}
+	if n := d.size(); n != 3 {
+		t.Fatalf("%d records, want 3 (3..5)", n)
+	}
+}
+
+// Descending and random sequence numbers cost about what ascending ones
+// do (they once copied the client's whole record list each).
+func TestDedupHostileSeqsCheap(t *testing.T) {
+	const n = 100000
+	run := func(next func(i int) uint64) time.Duration {
+		best := time.Duration(1 << 62)
+		for range 3 {
+			d, _ := newTestDedup(SessionConfig{MaxRecords: 2 * n})
+			start := time.Now()
+			for i := 0; i < n; i++ {
+				if _, cl := d.claim(7, next(i), 0, 0); cl != claimNew {
+					t.Fatalf("write %d: %v", i, cl)
+				}
+			}
+			best = min(best, time.Since(start))
+			if d.size() != n {
+				t.Fatalf("%d records, want %d", d.size(), n)
+			}
+		}
+		return best
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	perm := r.Perm(n)
+	asc := run(func(i int) uint64 { return uint64(i) + 1 })
+	desc := run(func(i int) uint64 { return uint64(n - i) })
+	rnd := run(func(i int) uint64 { return uint64(perm[i]) + 1 })
+	t.Logf("%d writes of one client: ascending %s, descending %s, random %s", n, asc, desc, rnd)
+	// Quadratic copying took ~100x longer; the bound leaves room for noise.
+	if desc > 40*asc+50*time.Millisecond || rnd > 40*asc+50*time.Millisecond {
+		t.Fatalf("descending %s or random %s far slower than ascending %s", desc, rnd, asc)
+	}
+	// And pruning them is O(log n) each: raise the floor past them all.
+	d, _ := newTestDedup(SessionConfig{MaxRecords: 2 * n})
+	for i := 0; i < n; i++ {
+		d.claim(7, uint64(n-i), 0, 0)
+	}
+	d.claim(7, n+1, n+1, 0)
+	if d.size() != 1 {
+		t.Fatalf("%d records after the floor passed them, want 1", d.size())
+	}
+}
+
+func TestDedupSnapshotCarriesSessions(t *testing.T) {
+	a, clk := newTestDedup(SessionConfig{TTL: time.Minute})
+	ids := sameStripe(a, 3)
+	gone, back, live := ids[0], ids[1], ids[2]
+	a.record(gone, 9, 1, doneOutcome(0, 0, nil))
+	a.record(back, 4, 1, doneOutcome(0, 0, nil))
+	clk.add(time.Minute)
+	a.sweep()                                    // gone and back expire
+	a.record(back, 7, 5, doneOutcome(0, 0, nil)) // back returns: seqs up to 4 are forgotten
+	a.record(live, 3, 1, doneOutcome(wire.StatusMismatch, 0, []byte("cur")))
+	a.record(live, 2, 1, doneOutcome(0, 0, nil)) // out of order
+	b, _ := newTestDedup(SessionConfig{TTL: time.Minute})
+	for _, c := range a.snapshot() {
+		if err := b.restore(c); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cases := []struct {
+		client, seq, floor uint64
+		want               claim
+	}{
+		{gone, 9, 1, claimExpired},
+		{back, 4, 4, claimExpired}, // forgotten when it expired on a
+		{back, 5, 5, claimNew},     // never seen
+		{back, 7, 5, claimDone},
+		{live, 3, 1, claimDone},
+		{live, 2, 1, claimDone},
+	}
+	for _, tc := range cases {
+		if _, cl := b.claim(tc.client, tc.seq, tc.floor, wire.FlagRetry); cl != tc.want {
+			t.Errorf("client %d seq %d after re-seeding: %v, want %v", tc.client, tc.seq, cl, tc.want)
+		}
+	}
+	if s, r := b.stats(); s != 2 || r != 4 {
+		t.Errorf("%d sessions %d records, want 2 4 (3 restored, 1 new)", s, r)
 	}
 }

@@ -6,6 +6,8 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strconv"
+	"strings"
 	"time"
 
 	"ftkv/internal/netopt"
@@ -32,7 +34,11 @@ func (s *Server) stats() (primaryKeys, secondaryKeys uint64, epoch uint64) {
 
 // heartbeatLoop keeps a connection to the coordinator and reports liveness,
 // addresses and key counts every Timing.Heartbeat.
+// It also starts the session sweeper: both run for the server's life
+// and start before the coordinator can make it part of a view.
 func (s *Server) heartbeatLoop(ctx context.Context) {
+	s.dd.configure(s.cfg.Sessions)
+	go s.sweepSessions(ctx)
 	tm := s.cfg.Timing
 	backoff := tm.HeartbeatRetryMin
 	for {
@@ -111,10 +117,12 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 	var buf []byte
 	for {
 		pk, sk, ep := s.stats()
+		sessions, records := s.dd.stats()
 		hb := wire.Heartbeat{
 			ID: s.cfg.ID, Incarnation: s.cfg.Incarnation, PID: uint32(os.Getpid()), Epoch: ep,
 			PrimaryKeys: pk, SecondaryKeys: sk,
 			Addr: s.addrs.client, PeerAddr: s.addrs.peer, CtlAddr: s.addrs.ctl,
+			Sessions: sessions, SessionRecords: records, RSSBytes: rssBytes(),
 		}
 		seq := s.coordLease.sending(time.Now())
 		buf = wire.Append(buf[:0], &wire.Frame{Op: wire.OpHeartbeat, ID: seq, Client: uint64(s.cfg.ID), Seq: s.cfg.Incarnation,
@@ -133,4 +141,39 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 			return errCoordMoved
 		}
 	}
+}
+
+// sweepSessions expires silent client sessions until the server stops
+// (writes expire a few on their way too; this catches idle stripes).
+func (s *Server) sweepSessions(ctx context.Context) {
+	t := time.NewTicker(s.dd.sweepPeriod())
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.dd.sweep()
+		case <-ctx.Done():
+			return
+		case <-s.done:
+			return
+		}
+	}
+}
+
+// rssBytes is the process's resident memory from /proc/self/statm (0 where
+// there is none).
+func rssBytes() uint64 {
+	b, err := os.ReadFile("/proc/self/statm")
+	if err != nil {
+		return 0
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 2 {
+		return 0
+	}
+	pages, err := strconv.ParseUint(f[1], 10, 64)
+	if err != nil {
+		return 0
+	}
+	return pages * uint64(os.Getpagesize())
 }

@@ -100,11 +100,19 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 		var o *outcome
 		if r.client != 0 {
 			var cl claim
-			o, cl = p.dd.claim(r.client, r.seq, r.floor)
+			o, cl = p.dd.claim(r.client, r.seq, r.floor, r.flags)
 			switch cl {
 			case claimStale:
 				replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusBadRequest,
 					Value: []byte("sequence number below the client's own floor")})
+				continue
+			case claimTooMany:
+				replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusBadRequest,
+					Value: []byte("too many writes in flight for this client")})
+				continue
+			case claimExpired:
+				replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusSessionExpired,
+					Value: []byte("session expired: this write may be a retry of one whose outcome is forgotten; not applied")})
 				continue
 			case claimDone:
 				replies.add(r.c, answer(r.op, r.id, o))

@@ -47,6 +47,8 @@ type Config struct {
 	// answer from its secondary).
 	Timing timing.Config
 	Loops  int // client event loops (default: one per CPU)
+	// Sessions bound the clients' remembered writes (dedup.go).
+	Sessions SessionConfig
 
 	Logger zerolog.Logger
 }

@@ -37,4 +37,10 @@ type Server struct {
 	PrimaryOf     []int  `json:"primary_of"`   // shards this server serves as primary
 	SecondaryOf   []int  `json:"secondary_of"` // shards this server holds a copy of
 	HeartbeatAge  string `json:"heartbeat_age"`
+	// From the last heartbeat: the clients whose writes the server
+	// remembers (for exactly-once retries), the write outcomes it holds
+	// for them, and its resident memory (0: unknown).
+	Sessions       uint64 `json:"sessions"`
+	SessionRecords uint64 `json:"session_records"`
+	RSSBytes       uint64 `json:"rss_bytes"`
 }

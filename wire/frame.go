@@ -78,11 +78,16 @@ const (
 	StatusTooLarge           // key or value over the limit
 	StatusBadRequest         // malformed or unauthenticated frame
 	StatusError              // internal error; Value = message
+	// StatusSessionExpired: the write may be a retry of one whose
+	// outcome the server no longer remembers (its client's session
+	// expired): it was not applied now, and whether the first attempt
+	// was is unknown. Value = message.
+	StatusSessionExpired
 	statusMax
 )
 
 var statusNames = [...]string{"OK", "NOT_FOUND", "MISMATCH", "WRONG_SERVER", "STALE_EPOCH",
-	"UNAVAILABLE", "TOO_LARGE", "BAD_REQUEST", "ERROR"}
+	"UNAVAILABLE", "TOO_LARGE", "BAD_REQUEST", "ERROR", "SESSION_EXPIRED"}
 
 func (s Status) String() string {
 	if int(s) < len(statusNames) {
@@ -112,13 +117,18 @@ const (
 	FlagSeed uint8 = 1 << 5
 	// FlagPing: an OpReplAck that answers OpPing Seq.
 	FlagPing uint8 = 1 << 6
+	// FlagRetry: on a client write, this is not the write's first
+	// attempt (the same bit as FlagPing, which only OpReplAck carries).
+	FlagRetry uint8 = 1 << 6
 	// FlagDedup: an OpSeed frame whose Value holds deduplication records
 	// (AppendDedupRecord) instead of table entries.
 	FlagDedup uint8 = 1 << 7
 )
 
 // AppendDedupRecord appends one remembered write outcome: 8 client, 8 seq,
-// 1 status, 1 flags, 4 value length, value.
+// 1 status, 1 flags, 4 value length, value. A record with status
+// StatusSessionExpired says instead that the client's writes up to seq
+// were forgotten (its session expired).
 func AppendDedupRecord(dst []byte, client, seq uint64, st Status, flags uint8, value []byte) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, client)
 	dst = binary.BigEndian.AppendUint64(dst, seq)
@@ -246,6 +256,9 @@ func NextSeedEntry(b []byte) (key, value []byte, ver uint64, rest []byte, err er
 //     PUT whatever the request's op (clients match answers by ID).
 //   - CAS: FlagOldPresent on the request says Aux holds the expected old
 //     value; on a MISMATCH answer, that Value holds the current one.
+//   - A client write's FlagRetry says it was sent before: a server that
+//     has lately forgotten sessions early answers SESSION_EXPIRED to such
+//     a write of a client it does not know, instead of applying it.
 //   - REPL: Status and Flags (FlagDelete, FlagNoop, FlagOldPresent) are the
 //     write's outcome, which the secondary records for deduplication; the
 //     log index is the key's version. A FlagNoop entry's Value is the

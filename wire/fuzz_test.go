@@ -113,7 +113,11 @@ func FuzzDecodeHeartbeat(f *testing.F) {
 		if err != nil {
 			return
 		}
-		if again := AppendHeartbeat(nil, &h); !bytes.Equal(again, b) {
+		again := AppendHeartbeat(nil, &h)
+		if len(again) == len(b)+heartbeatTail {
+			again = again[:len(b)] // an older server's heartbeat: no sessions
+		}
+		if !bytes.Equal(again, b) {
 			t.Fatalf("re-encoding differs:\n got %x\nwant %x", again, b)
 		}
 	})

@@ -3,6 +3,7 @@ package wire
 import (
 	"encoding/binary"
 	"fmt"
+	"time"
 )
 
 // Server states as published in a view.
@@ -49,6 +50,11 @@ type View struct {
 	Epoch   uint64
 	Servers []Member
 	Shards  []Placement
+	// SessionTTL is how long the servers remember a silent client's
+	// writes (0: not said; clients assume the servers' default). A client
+	// never retries a write longer than that after first sending it.
+	// Encoded (in milliseconds, after the shards) only when not zero.
+	SessionTTL time.Duration
 }
 
 // Owner returns the member serving shard s as primary, or nil.
@@ -82,6 +88,9 @@ func AppendView(dst []byte, v *View) []byte {
 	for _, p := range v.Shards {
 		dst = binary.BigEndian.AppendUint32(dst, uint32(p.Primary))
 		dst = binary.BigEndian.AppendUint32(dst, uint32(p.Secondary))
+	}
+	if ms := uint64(v.SessionTTL.Milliseconds()); ms > 0 {
+		dst = binary.BigEndian.AppendUint64(dst, ms)
 	}
 	return dst
 }
@@ -123,6 +132,13 @@ func DecodeView(b []byte) (View, error) {
 		}
 		v.Shards = append(v.Shards, p)
 	}
+	if r.err == nil && len(r.b) == 8 {
+		ms := r.u64()
+		if ms == 0 || ms > uint64(1<<62/time.Millisecond) {
+			return v, fmt.Errorf("%w: session TTL of %d ms", ErrMalformed, ms)
+		}
+		v.SessionTTL = time.Duration(ms) * time.Millisecond
+	}
 	if r.err == nil && len(r.b) != 0 {
 		r.err = fmt.Errorf("%w: %d trailing bytes in view", ErrMalformed, len(r.b))
 	}
@@ -140,7 +156,15 @@ type Heartbeat struct {
 	Addr          string
 	PeerAddr      string
 	CtlAddr       string
+	// Client sessions (dedup) and memory; a heartbeat without them (from
+	// an older server) decodes with zeros.
+	Sessions       uint64 // clients whose writes the server remembers
+	SessionRecords uint64 // remembered write outcomes
+	RSSBytes       uint64 // resident memory of the process (0: unknown)
 }
+
+// heartbeatTail is the size of the fields after CtlAddr.
+const heartbeatTail = 24
 
 // AppendHeartbeat appends the encoding of h to dst.
 func AppendHeartbeat(dst []byte, h *Heartbeat) []byte {
@@ -152,10 +176,14 @@ func AppendHeartbeat(dst []byte, h *Heartbeat) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, h.SecondaryKeys)
 	dst = appendStr(dst, h.Addr)
 	dst = appendStr(dst, h.PeerAddr)
-	return appendStr(dst, h.CtlAddr)
+	dst = appendStr(dst, h.CtlAddr)
+	dst = binary.BigEndian.AppendUint64(dst, h.Sessions)
+	dst = binary.BigEndian.AppendUint64(dst, h.SessionRecords)
+	return binary.BigEndian.AppendUint64(dst, h.RSSBytes)
 }
 
-// DecodeHeartbeat parses a heartbeat produced by AppendHeartbeat.
+// DecodeHeartbeat parses a heartbeat produced by AppendHeartbeat, or by
+// an older one that ended at CtlAddr.
 func DecodeHeartbeat(b []byte) (Heartbeat, error) {
 	var h Heartbeat
 	r := reader{b: b}
@@ -168,6 +196,11 @@ func DecodeHeartbeat(b []byte) (Heartbeat, error) {
 	h.Addr = r.str()
 	h.PeerAddr = r.str()
 	h.CtlAddr = r.str()
+	if r.err == nil && len(r.b) == heartbeatTail {
+		h.Sessions = r.u64()
+		h.SessionRecords = r.u64()
+		h.RSSBytes = r.u64()
+	}
 	if r.err == nil && len(r.b) != 0 {
 		r.err = fmt.Errorf("%w: %d trailing bytes in heartbeat", ErrMalformed, len(r.b))
 	}

@@ -8,6 +8,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 )
 
 func sampleView() *View {
@@ -26,6 +27,7 @@ func sampleHeartbeat() *Heartbeat {
 	return &Heartbeat{
 		ID: 3, Incarnation: 2, PID: 999, Epoch: 12, PrimaryKeys: 1 << 40, SecondaryKeys: 17,
 		Addr: "127.0.0.1:7003", PeerAddr: "127.0.0.1:7103", CtlAddr: "127.0.0.1:7203",
+		Sessions: 12, SessionRecords: 34, RSSBytes: 56 << 20,
 	}
 }
 
@@ -72,6 +74,7 @@ func TestViewRoundTrip(t *testing.T) {
 		{"many-servers", manyServersView(300, 1024)},
 		{"max-members", manyServersView(maxMembers, maxMembers)},
 		{"long-strings", &View{Servers: []Member{{Host: strings.Repeat("h", 65535), Addr: strings.Repeat("\x00", 1000)}}}},
+		{"session-ttl", &View{Epoch: 3, Shards: []Placement{{0, -1}}, Servers: []Member{{ID: 1}}, SessionTTL: 10 * time.Minute}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -234,9 +237,28 @@ func TestHeartbeatRoundTrip(t *testing.T) {
 	}
 }
 
+// A heartbeat of an older server ends at CtlAddr: it decodes, with no
+// sessions and no RSS.
+func TestHeartbeatWithoutSessions(t *testing.T) {
+	h := sampleHeartbeat()
+	enc := AppendHeartbeat(nil, h)
+	got, err := DecodeHeartbeat(enc[:len(enc)-heartbeatTail])
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := *h
+	want.Sessions, want.SessionRecords, want.RSSBytes = 0, 0, 0
+	if got != want {
+		t.Fatalf("old heartbeat decoded as %+v, want %+v", got, want)
+	}
+}
+
 func TestHeartbeatTruncatedAndTrailing(t *testing.T) {
 	enc := AppendHeartbeat(nil, sampleHeartbeat())
 	for i := 0; i < len(enc); i++ {
+		if i == len(enc)-heartbeatTail {
+			continue // an older server's heartbeat (TestHeartbeatWithoutSessions)
+		}
 		if _, err := DecodeHeartbeat(enc[:i]); !errors.Is(err, ErrMalformed) {
 			t.Fatalf("heartbeat truncated to %d/%d bytes: err = %v, want ErrMalformed", i, len(enc), err)
 		}
