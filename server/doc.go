@@ -43,7 +43,7 @@
 //	primary.mu      one led shard: pending, inflight (and who waits for each
 //	                entry), nextIndex, link, freeze
 //	replLink.mu     a link's write buffer
-//	dedup.mu        the remembered outcomes
+//	dedup.mu        one stripe (of 64, by client id) of the client sessions; one at a time
 //	leaseTracker.mu sent-times of heartbeats or pings
 //	stripe.mu       one stripe of a table (read-write)
 //
