@@ -34,14 +34,8 @@ type options struct {
 
 // DefaultSessionTTL is the servers' default session TTL (how long a
 // server remembers the writes of a client silent that long).
+// timing: exception — a memory bound of the servers, not a failure timing.
 const DefaultSessionTTL = 10 * time.Minute
-
-// retryMin is the first pause between a request's attempts.
-// timing: exception — 5 ms, half of timing.Default().RetryMin (10 ms, the
-// replication links' first reconnect pause): a client's first retry after
-// a failover comes that much sooner. It is not derived until the timing
-// configuration has a client's own minimum.
-const retryMin = 5 * time.Millisecond
 
 // Option configures a Client.
 type Option func(*options)
@@ -440,6 +434,7 @@ func (c *Client) outcome(ctx context.Context, reply wire.Frame, v *wire.View, ad
 // before carries wire.FlagRetry, and is not sent again once its retry
 // window has passed: its outcome is then unknown (ErrSessionExpired).
 func (c *Client) retry(ctx context.Context, f *wire.Frame, from int, sent time.Time, lastErr error) (wire.Frame, error) {
+	retryMin := c.opts.timing.ClientRetryMin
 	backoff := retryMin
 	for attempt := from; ; attempt++ {
 		if attempt > 0 {

@@ -29,6 +29,8 @@ type SessionConfig struct {
 
 // Session defaults.
 const (
+	// timing: exception — a memory bound, not a failure timing: long
+	// enough for any sane retry.
 	DefaultSessionTTL        = 10 * time.Minute
 	DefaultMaxSessions       = 1_000_000
 	DefaultMaxSessionRecords = 1 << 16
@@ -395,6 +397,8 @@ func (d *dedup) sweep() {
 // sweepPeriod is how often the sweeper runs: an eighth of the TTL, within
 // [10 ms, 1 s].
 func (d *dedup) sweepPeriod() time.Duration {
+	// timing: exception — how promptly memory is returned, unrelated to
+	// failure detection.
 	return min(max(d.lim.Load().TTL/8, 10*time.Millisecond), time.Second)
 }
 
