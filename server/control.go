@@ -6,6 +6,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"ftkv/internal/connlimit"
 	"ftkv/wire"
 )
 
@@ -17,15 +18,14 @@ type ctlHandler struct {
 
 func (h *ctlHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	s := h.s
-	authed, _ := c.Context().(bool)
+	st := connlimit.Of(c) // every connection of this port was accepted by connlimit
 	return decodeAll(c, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
-		if !authed {
+		if !st.IsAuthed() {
 			if f.Op != wire.OpHello || !s.secretOK(f.Value) {
 				s.log.Warn().Str("remote", c.RemoteAddr().String()).Msg("unauthenticated connection on the control port refused")
 				return reply(out, f, wire.StatusBadRequest, 0, "authentication required"), gnet.Close
 			}
-			authed = true
-			c.SetContext(true)
+			st.Authed() // frames beyond HELLO's size are accepted from now on
 			return reply(out, f, wire.StatusOK, 0, ""), gnet.None
 		}
 		id, op := f.ID, f.Op

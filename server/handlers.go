@@ -8,12 +8,14 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"ftkv/internal/connlimit"
 	"ftkv/internal/frameio"
 	"ftkv/wire"
 )
 
-// decodeAll decodes and answers every complete frame buffered on c.
-func decodeAll(c gnet.Conn, fn frameio.Handler) gnet.Action { return frameio.DecodeAll(c, 0, fn) }
+// decodeAll decodes and answers the complete frames buffered on c, within
+// c's limits (reading pauses while its answers pile up).
+func decodeAll(c gnet.Conn, fn frameio.Handler) gnet.Action { return connlimit.Decode(c, fn) }
 
 func reply(out []byte, f *wire.Frame, st wire.Status, epoch uint64, msg string) []byte {
 	return wire.Append(out, &wire.Frame{Op: f.Op, ID: f.ID, Status: st, Epoch: epoch, Value: []byte(msg)})
@@ -58,6 +60,7 @@ func (h *clientHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	action := decodeAll(c, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
 		out, p, r := h.s.handleClient(c, f, out)
 		if r != nil {
+			connlimit.Begin(c) // answered through a replyBatch (reply.go)
 			i := 0
 			for i < len(batches) && batches[i].p != p {
 				i++

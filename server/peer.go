@@ -6,12 +6,14 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"ftkv/internal/connlimit"
 	"ftkv/wire"
 )
 
 // peerConn is the state of one inbound replication connection.
 type peerConn struct {
-	st *secState
+	st  *secState
+	lim *connlimit.State
 }
 
 // peerHandler receives replication on the peer port. The peer engine runs
@@ -26,10 +28,11 @@ type peerHandler struct {
 
 func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	s := h.s
-	pc, _ := c.Context().(*peerConn)
+	cs := connlimit.Of(c) // every connection of this port was accepted by connlimit
+	pc, _ := cs.Data.(*peerConn)
 	if pc == nil {
-		pc = &peerConn{}
-		c.SetContext(pc)
+		pc = &peerConn{lim: cs}
+		cs.Data = pc
 	}
 	if pc.st != nil {
 		pc.st.mu.Lock()
@@ -143,6 +146,7 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 	last := st.last
 	st.mu.Unlock()
 	pc.st = st
+	pc.lim.Authed() // frames beyond HELLO's size are accepted from now on
 	s.log.Info().Int("shard", shard).Uint64("from", f.Client).Uint64("last", last).Bool("seeding", seeding).Msg("replication link accepted")
 	return wire.Append(out, &wire.Frame{Op: wire.OpReplHello, ID: f.ID, Epoch: vs.v.Epoch, Seq: last}), gnet.None
 }

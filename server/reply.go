@@ -5,6 +5,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"ftkv/internal/connlimit"
 	"ftkv/wire"
 )
 
@@ -28,6 +29,7 @@ func (rb *replyBatch) add(c gnet.Conn, f *wire.Frame) {
 	if c == nil {
 		return
 	}
+	connlimit.Done(c) // every answer added is to a write counted by connlimit.Begin
 	i := rb.find(c)
 	if i < 0 {
 		i = len(rb.conns)
@@ -73,8 +75,9 @@ func (rb *replyBatch) flush(loop gnet.EventLoop) {
 		b := rb.bufs[i]
 		if loop != nil && c.EventLoop() == loop {
 			_, _ = c.Write(b) // gnet copies what the socket does not take
+			connlimit.Wrote(c)
 		} else {
-			_ = c.AsyncWrite(b, nil)
+			_ = c.AsyncWrite(b, connlimit.AfterWrite)
 			rb.bufs[i] = nil
 		}
 	}

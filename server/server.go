@@ -14,9 +14,10 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/rs/zerolog"
-	"golang.org/x/sys/unix"
 
 	"ftkv/hashring"
+	"ftkv/internal/accept"
+	"ftkv/internal/connlimit"
 	"ftkv/internal/gnetlog"
 	"ftkv/timing"
 	"ftkv/wire"
@@ -47,6 +48,9 @@ type Config struct {
 	// answer from its secondary).
 	Timing timing.Config
 	Loops  int // client event loops (default: one per CPU)
+	// Limits bound what clients may hold: connections, queued output,
+	// requests in flight, half-sent frames, idle time.
+	Limits Limits
 	// Sessions bound the clients' remembered writes (dedup.go).
 	Sessions SessionConfig
 
@@ -68,6 +72,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Timing == (timing.Config{}) {
 		c.Timing = timing.Default()
+	}
+	if err := c.Limits.Validate(); err != nil {
+		return fmt.Errorf("server: limits: %w", err)
 	}
 	if err := c.Timing.Validate(); err != nil {
 		return fmt.Errorf("server: timing: %w", err)
@@ -171,56 +178,66 @@ func (s *Server) Addrs() (client, peer, ctl string) {
 // Run binds the three listeners, starts heartbeats and serves until the
 // coordinator orders a shutdown (tables dumped) or ctx ends.
 func (s *Server) Run(ctx context.Context) error {
+	if n, err := accept.RaiseNoFile(); err != nil {
+		s.log.Warn().Err(err).Msg("RLIMIT_NOFILE not raised")
+	} else {
+		s.log.Info().Uint64("nofile", n).Msg("descriptor limit")
+	}
 	glog := gnetlog.Logger{L: s.log}
+	budget := connlimit.NewBudget(s.cfg.Limits.WithDefaults().OutputBudget)
+	clim, plim, climCtl := s.portLimits(s.cfg.Limits, budget)
 	type lis struct {
 		h     gnet.EventHandler
 		port  int
 		addr  *string
 		loops int
+		lim   connlimit.Config
 	}
 	loops := s.cfg.Loops
 	ch := &clientHandler{s: s, ready: make(chan struct{})}
 	ls := []lis{
-		{ch, s.cfg.ClientPort, &s.addrs.client, loops},
-		{&peerHandler{s: s}, s.cfg.PeerPort, &s.addrs.peer, loops},
-		{&ctlHandler{s: s}, s.cfg.CtlPort, &s.addrs.ctl, 1},
+		{ch, s.cfg.ClientPort, &s.addrs.client, loops, clim},
+		{&peerHandler{s: s}, s.cfg.PeerPort, &s.addrs.peer, loops, plim},
+		{&ctlHandler{s: s}, s.cfg.CtlPort, &s.addrs.ctl, 1, climCtl},
 	}
-	booted := make(chan bootInfo, len(ls))
+	ports := make([]*connlimit.Port, 0, len(ls))
+	defer func() {
+		for _, p := range ports {
+			_ = p.Close()
+		}
+	}()
 	errc := make(chan error, len(ls))
+	s.engines = make([]gnet.Engine, len(ls))
 	for i, l := range ls {
 		opts := []gnet.Option{
 			gnet.WithLogger(glog),
 			gnet.WithTCPNoDelay(gnet.TCPNoDelay),
-			gnet.WithReuseAddr(true),
 			gnet.WithTicker(false),
-			// Replication links are enrolled into the client engine
-			// after start; round-robin balancing is not safe for that.
-			gnet.WithLoadBalancing(gnet.LeastConnections),
 		}
 		if l.loops > 0 {
 			opts = append(opts, gnet.WithNumEventLoop(l.loops))
 		} else {
 			opts = append(opts, gnet.WithMulticore(true))
 		}
-		addr := "tcp://" + net.JoinHostPort(s.cfg.BindHost, strconv.Itoa(l.port))
-		h := &bootWrapper{EventHandler: l.h, idx: i, booted: booted}
-		go func() { errc <- gnet.Run(h, addr, opts...) }()
-	}
-	s.engines = make([]gnet.Engine, len(ls))
-	for range ls {
-		select {
-		case b := <-booted:
-			*ls[b.idx].addr = net.JoinHostPort(s.cfg.AdvertiseHost, strconv.Itoa(b.port))
-			s.engines[b.idx] = b.eng
-		case err := <-errc:
+		// Connections are accepted by connlimit (gnet's acceptor stops its
+		// engine on EMFILE) and enrolled into the port's engine, as the
+		// replication links are into the client engine.
+		p, err := connlimit.Listen(net.JoinHostPort(s.cfg.BindHost, strconv.Itoa(l.port)), l.h, l.lim, opts...)
+		if err != nil {
 			return fmt.Errorf("server %d: listen: %w", s.cfg.ID, err)
-		case <-ctx.Done():
-			return ctx.Err()
 		}
+		ports = append(ports, p)
+		s.engines[i] = p.Engine()
+		port := 0
+		if a, ok := p.Addr().(*net.TCPAddr); ok {
+			port = a.Port
+		}
+		*l.addr = net.JoinHostPort(s.cfg.AdvertiseHost, strconv.Itoa(port))
+		go func() { errc <- <-p.Err() }()
 	}
-	// gnet calls OnBoot before its event loops exist. One connection to
-	// ourselves proves they run (and orders their set-up before the
-	// replication links that are enrolled into the client engine later).
+	// One connection to ourselves proves the client engine's loops run
+	// (and orders their set-up before the replication links that are
+	// enrolled into it later).
 	if err := selfDial(s.addrs.client, ch.ready, s.cfg.Timing); err != nil {
 		return fmt.Errorf("server %d: client engine did not start: %w", s.cfg.ID, err)
 	}
@@ -251,36 +268,6 @@ func selfDial(addr string, ready <-chan struct{}, tm timing.Config) error {
 	case <-time.After(tm.Handshake):
 		return fmt.Errorf("no event loop accepted a connection within %s", tm.Handshake)
 	}
-}
-
-type bootInfo struct {
-	idx  int
-	port int
-	eng  gnet.Engine
-}
-
-// bootWrapper learns the bound port of an engine (the config may say 0).
-type bootWrapper struct {
-	gnet.EventHandler
-	idx    int
-	booted chan bootInfo
-}
-
-func (b *bootWrapper) OnBoot(eng gnet.Engine) gnet.Action {
-	port := 0
-	if fd, err := eng.Dup(); err == nil {
-		if sa, err := unix.Getsockname(fd); err == nil {
-			switch a := sa.(type) {
-			case *unix.SockaddrInet4:
-				port = a.Port
-			case *unix.SockaddrInet6:
-				port = a.Port
-			}
-		}
-		_ = unix.Close(fd)
-	}
-	b.booted <- bootInfo{idx: b.idx, port: port, eng: eng}
-	return b.EventHandler.OnBoot(eng)
 }
 
 func (s *Server) finish(err error) {
