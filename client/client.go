@@ -16,6 +16,7 @@ import (
 
 	"ftkv/hashring"
 	"ftkv/internal/netopt"
+	"ftkv/limits"
 	"ftkv/status"
 	"ftkv/timing"
 	"ftkv/wire"
@@ -34,8 +35,7 @@ type options struct {
 
 // DefaultSessionTTL is the servers' default session TTL (how long a
 // server remembers the writes of a client silent that long).
-// timing: exception — a memory bound of the servers, not a failure timing.
-const DefaultSessionTTL = 10 * time.Minute
+const DefaultSessionTTL = limits.DefaultSessionTTL
 
 // Option configures a Client.
 type Option func(*options)

@@ -318,7 +318,9 @@ func (c *Coordinator) waitRegistered(ctx context.Context) error {
 // to confirm their replication links are up.
 func (c *Coordinator) publishInitialView(ctx context.Context) error {
 	c.mu.Lock()
-	v := wire.View{Epoch: 1}
+	// The servers' session TTL travels in the view, so clients stop
+	// retrying a write before its session could expire.
+	v := wire.View{Epoch: 1, SessionTTL: c.limits().WithDefaults().SessionTTL}
 	for _, nd := range c.nodes {
 		v.Servers = append(v.Servers, wire.Member{
 			ID: uint32(nd.id), Incarnation: nd.inc, State: wire.StateServing, PID: uint32(nd.proc.PID()),

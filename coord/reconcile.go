@@ -251,7 +251,7 @@ func addReseeding(v wire.View, i int, nd *node) wire.View {
 }
 
 func cloneView(v wire.View) wire.View {
-	nv := wire.View{Epoch: v.Epoch}
+	nv := v // every scalar field (epoch, session TTL), then fresh slices
 	nv.Servers = append([]wire.Member(nil), v.Servers...)
 	nv.Shards = append([]wire.Placement(nil), v.Shards...)
 	return nv

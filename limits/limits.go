@@ -41,8 +41,8 @@ const (
 	DefaultOutputBudget      = 32 << 20
 	DefaultMaxInflight       = 4096
 	DefaultFrameTimeout      = 10 * time.Second
-	DefaultSessionTTL        = 10 * time.Minute
-	DefaultMaxSessions       = 1000000
+	DefaultSessionTTL        = 10 * time.Minute // long enough for any sane retry
+	DefaultMaxSessions       = 100000
 	DefaultMaxSessionRecords = 65536
 )
 
@@ -75,7 +75,7 @@ var Settings = []Setting{
 	{"frame_timeout", "frame-timeout", "how long a half-sent frame may wait for its rest", duration, "10s", func(c *Config) any { return &c.FrameTimeout }},
 	{"idle_timeout", "idle-timeout", "idle connections are closed after this (0: never)", duration, "0", func(c *Config) any { return &c.IdleTimeout }},
 	{"session_ttl", "session-ttl", "a silent client's exactly-once records expire after this", duration, "10m", func(c *Config) any { return &c.SessionTTL }},
-	{"max_sessions", "max-sessions", "clients remembered for exactly-once per server", count, "1000000", func(c *Config) any { return &c.MaxSessions }},
+	{"max_sessions", "max-sessions", "clients remembered for exactly-once per server", count, "100000", func(c *Config) any { return &c.MaxSessions }},
 	{"max_session_records", "max-session-records", "remembered writes per client", count, "65536", func(c *Config) any { return &c.MaxSessionRecords }},
 }
 

@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"ftkv/limits"
 	"ftkv/wire"
 )
 
@@ -27,13 +28,12 @@ type SessionConfig struct {
 	MaxRecords int
 }
 
-// Session defaults.
+// Session defaults: the limits package's (one definition for the
+// coordinator's flags and lines and the server).
 const (
-	// timing: exception — a memory bound, not a failure timing: long
-	// enough for any sane retry.
-	DefaultSessionTTL        = 10 * time.Minute
-	DefaultMaxSessions       = 1_000_000
-	DefaultMaxSessionRecords = 1 << 16
+	DefaultSessionTTL        = limits.DefaultSessionTTL
+	DefaultMaxSessions       = limits.DefaultMaxSessions
+	DefaultMaxSessionRecords = limits.DefaultMaxSessionRecords
 )
 
 func (c SessionConfig) withDefaults() SessionConfig {
@@ -671,4 +671,13 @@ func (d *dedup) restore(b []byte) error {
 		st.mu.Unlock()
 	}
 	return nil
+}
+
+// sessionConfig is the sessions' part of the server's limits (Sessions,
+// when set, overrides it).
+func (c *Config) sessionConfig() SessionConfig {
+	if c.Sessions != (SessionConfig{}) {
+		return c.Sessions
+	}
+	return SessionConfig{TTL: c.Limits.SessionTTL, MaxSessions: c.Limits.MaxSessions, MaxRecords: c.Limits.MaxSessionRecords}
 }

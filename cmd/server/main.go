@@ -20,6 +20,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"ftkv/internal/timerslack"
+	"ftkv/limits"
 	"ftkv/server"
 	"ftkv/timing"
 )
@@ -40,6 +41,7 @@ func main() {
 	fs.StringVar(&cfg.DumpDir, "dir", ".", "directory for server_<id>.primary/.secondary at shutdown")
 	ft := fs.Duration("failure-timeout", 0, "the coordinator's failure timeout -t, from which every duration derives (0 = "+timing.DefaultFailureTimeout.String()+")")
 	fs.IntVar(&cfg.Loops, "loops", 0, "client event loops (default: one per CPU)")
+	limits.Flags(fs, &cfg.Limits)
 	// timing: exception — a runtime knob of the process, not a failure-related duration.
 	slack := fs.Duration("timer-slack", time.Millisecond, "timer slack of the process (Linux; 0 = the system's, 50µs)")
 	fs.StringVar(&logFile, "log", "", "log file (default stderr)")
