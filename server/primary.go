@@ -43,6 +43,7 @@ type primary struct {
 	epoch     uint64
 	drained   *sync.Cond
 	frozen    bool      // hand-back in progress: no new writes
+	closed    bool      // no longer primary: an event loop with the old view may still call sequence
 	freezeGen uint64    // only the latest freeze's timer may lift it
 	notBefore time.Time // the former primary's lease ends here
 
@@ -224,6 +225,7 @@ func (p *primary) close() {
 		close(p.stop)
 	}
 	p.mu.Lock()
+	p.closed = true
 	if p.link != nil {
 		p.link.close()
 	}

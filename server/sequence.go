@@ -85,7 +85,7 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 	replies := newReplyBatch()
 	defer replies.release()
 	p.mu.Lock()
-	if p.frozen || !p.canServe(time.Now()) {
+	if p.frozen || p.closed || !p.canServe(time.Now()) {
 		p.mu.Unlock()
 		for _, r := range batch {
 			replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusUnavailable,
@@ -137,13 +137,14 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 		}
 	}
 	last := p.nextIndex
+	alone := link == nil && !p.waitLink // read under p.mu: connect writes it
 	p.mu.Unlock()
 	replies.flush(loop)
 	if last < first {
 		return
 	}
 	if link == nil {
-		if !p.waitLink {
+		if alone {
 			// No secondary (a single-server cluster): commit at once.
 			p.commitUpTo(last, loop)
 		}
