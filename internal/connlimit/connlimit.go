@@ -75,8 +75,10 @@ type Config struct {
 	OutputGrace time.Duration // longest stay over OutputSoft
 	Budget      *Budget       // shared by the server's ports (nil: none)
 	MaxInflight int           // requests read but not answered (Begin, Done)
-	// InboundCap closes a paused connection holding more unread input
-	// (default max(8 MiB, 2 × wire.MaxFrame)).
+	// InboundCap closes a paused connection holding more unread input,
+	// or more than its first frame when that is longer (default 1 MiB:
+	// a connection is paused only when it does not read its answers,
+	// and gnet grows its input buffer by copies, 1.25 times at a time).
 	InboundCap int
 
 	FrameTimeout    time.Duration // longest hold of an incomplete frame
@@ -88,7 +90,7 @@ type Config struct {
 
 func (c *Config) setDefaults() {
 	if c.InboundCap <= 0 {
-		c.InboundCap = max(8<<20, 2*wire.MaxFrame)
+		c.InboundCap = 1 << 20
 	}
 	if c.Reject == nil {
 		c.Reject = wire.Append(nil, &wire.Frame{Op: wire.OpHello, Status: wire.StatusUnavailable,
@@ -344,7 +346,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	if st.blocked(0) {
 		st.paused = true
 		st.partialSince = 0
-		if c.InboundBuffered() > p.cfg.InboundCap {
+		if st.inboundOver() {
 			return st.kill(errors.New("unread input over its cap while reading is paused"))
 		}
 		p.watch(st)
@@ -360,7 +362,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	switch {
 	case st.paused:
 		st.partialSince = 0
-		if after > p.cfg.InboundCap {
+		if st.inboundOver() {
 			return st.kill(errors.New("unread input over its cap while reading is paused"))
 		}
 	case after == 0:

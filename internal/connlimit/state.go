@@ -9,6 +9,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"ftkv/internal/frameio"
+	"ftkv/wire"
 )
 
 // State is the limits' state of one accepted connection, its gnet
@@ -115,6 +116,17 @@ func (st *State) blocked(extra int) bool {
 		return true
 	}
 	return o > BudgetFloor && cfg.Budget.over()
+}
+
+// inboundOver reports whether the unread input of a paused connection is
+// over the cap (and over its first frame with some slack).
+func (st *State) inboundOver() bool {
+	have := st.c.InboundBuffered()
+	if have <= st.p.cfg.InboundCap {
+		return false
+	}
+	hdr, err := st.c.Peek(4)
+	return err != nil || have > wire.FrameLen(hdr)+st.p.cfg.InboundCap
 }
 
 // note records the connection's queued output: in the budget, against the

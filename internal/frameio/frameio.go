@@ -44,50 +44,80 @@ type Decoder struct {
 	More func(out int) bool
 }
 
+// window is how much Decode looks at in one go (more when a frame is
+// longer): a connection holding megabytes of requests is not copied whole
+// each time it is read a little further.
+const window = 64 << 10
+
+// Answers are written once flushOut bytes are built; buffers up to keepOut
+// go back to the pool (an answer holds up to wire.MaxFrame).
+const (
+	flushOut = 64 << 10
+	keepOut  = 2 * wire.MaxFrame
+)
+
 // Decode decodes the frames buffered on c as DecodeAll does, within d's
 // limits. It must run on c's event loop.
 func (d *Decoder) Decode(c gnet.Conn, fn Handler) gnet.Action {
-	// Peek(-1) copies everything buffered into one slice: wait until the
-	// first frame is complete, or a large frame arriving in many reads
-	// would be copied again on each of them.
-	if have := c.InboundBuffered(); have >= 4 {
-		if hdr, err := c.Peek(4); err == nil {
-			if need := wire.FrameLen(hdr); need > have && need-4 <= wire.MaxFrame && (d.Max <= 0 || need-4 <= d.Max) {
-				return gnet.None
-			}
-		}
-	}
-	buf, _ := c.Peek(-1)
 	bp := outPool.Get().(*[]byte)
 	out := (*bp)[:0]
 	defer func() {
-		if cap(out) <= 1<<20 {
+		if cap(out) <= keepOut {
 			*bp = out[:0]
 			outPool.Put(bp)
 		}
 	}()
-	off := 0
 	action := gnet.None
 	var f wire.Frame // one per call: fn takes its address, so it lives on the heap
-	for action == gnet.None && off < len(buf) {
-		if d.More != nil && !d.More(len(out)) {
+	for stop := false; action == gnet.None && !stop; {
+		have := c.InboundBuffered()
+		if have < 4 {
 			break
 		}
-		var n int
-		var err error
-		f, n, err = wire.Decode(buf[off:], d.Max)
+		hdr, err := c.Peek(4)
 		if err != nil {
-			out = wire.Append(out, &wire.Frame{Op: wire.OpHello, Status: wire.StatusBadRequest, Value: []byte(err.Error())})
-			action = gnet.Close
 			break
 		}
-		if n == 0 {
+		// Peek copies what is not contiguous: wait until the first frame
+		// is complete, or a large frame arriving in many reads would be
+		// copied again on each of them. (A length over the limit goes on
+		// to be refused.)
+		need := wire.FrameLen(hdr)
+		if need > have && need-4 <= wire.MaxFrame && (d.Max <= 0 || need-4 <= d.Max) {
 			break
 		}
-		off += n
-		out, action = fn(&f, out)
-	}
-	if off > 0 {
+		buf, err := c.Peek(min(have, max(need, window)))
+		if err != nil {
+			break
+		}
+		off := 0
+		for action == gnet.None && off < len(buf) {
+			if d.More != nil && !d.More(len(out)) {
+				stop = true
+				break
+			}
+			var n int
+			f, n, err = wire.Decode(buf[off:], d.Max)
+			if err != nil {
+				out = wire.Append(out, &wire.Frame{Op: wire.OpHello, Status: wire.StatusBadRequest, Value: []byte(err.Error())})
+				action = gnet.Close
+				break
+			}
+			if n == 0 {
+				break
+			}
+			off += n
+			out, action = fn(&f, out)
+			if len(out) >= flushOut {
+				// Big answers go out one by one: never megabytes of
+				// them in one buffer of ours.
+				_, _ = c.Write(out)
+				out = out[:0]
+			}
+		}
+		if off == 0 {
+			break
+		}
 		_, _ = c.Discard(off)
 	}
 	if len(out) > 0 {
