@@ -172,12 +172,22 @@ func Start(t testing.TB, o Options) *Cluster {
 				_ = syscall.Kill(pid, syscall.SIGKILL)
 			}
 		}
+		c.checkRaces(t)
 		if t.Failed() {
 			t.Logf("coordinator stderr:\n%s", c.stderr.String())
 			t.Logf("log (tail):\n%s", tail(c.Log(), 60))
 		}
 	})
 	return c
+}
+
+// checkRaces fails the test if a process of the cluster reported a data race.
+func (c *Cluster) checkRaces(t testing.TB) {
+	reports, _ := filepath.Glob(filepath.Join(c.Dir, "race.*"))
+	for _, r := range reports {
+		b, _ := os.ReadFile(r)
+		t.Errorf("data race reported by a cluster process (%s):\n%s", filepath.Base(r), tail(string(b), 80))
+	}
 }
 
 // launch starts a coordinator process with args and waits until it serves.
@@ -187,6 +197,12 @@ func (c *Cluster) launch(t testing.TB, args []string) {
 	argv = append(argv, args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = c.Dir
+	if raceEnabled {
+		// A race inside the coordinator or a server (they inherit the
+		// environment) is reported to files the test checks at the end:
+		// on their stderr it would go unnoticed.
+		cmd.Env = append(os.Environ(), "GORACE=halt_on_error=0 log_path="+filepath.Join(c.Dir, "race"))
+	}
 	cmd.WaitDelay = 2 * time.Second
 	stdin, err := cmd.StdinPipe()
 	if err != nil {
