@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Runs the README's commands verbatim against `make run`: starts the default
 # cluster on its fixed ports, types the README session into bin/client, runs
-# the one-shot examples and the bench, then stops the cluster with end of
+# the one-shot examples, the bench and a hostile probe (Client limits; the
+# runs last 2s instead of 10s), then stops the cluster with end of
 # stdin and checks that the dumps were written. Bounded in time; kills only
 # what it started.
 set -euo pipefail
@@ -39,6 +40,8 @@ set -e
 bin/client -h localhost -p 7000 status --json | grep -q '"epoch":1' || fail "status --json"
 bin/bench -h localhost -p 7000 -c 50 -duration 2s -ratio 0 -size 100 -keys 100000 | grep -q throughput || fail "bench"
 bin/bench -h localhost -p 7000 -ratio 1 -P 16 -duration 2s -json | grep -q '"ops_per_sec"' || fail "bench -json"
+probe=$(bin/bench -mode probe -probe huge-length -victim 1 -h localhost -p 7000 -duration 2s) || fail "bench -mode probe:"$'\n'"$probe"
+grep -q "server survived: *yes" <<<"$probe" || fail "bench -mode probe printed:"$'\n'"$probe"
 
 exec 7>&-   # ctrl+d
 for _ in $(seq 1 50); do kill -0 "$runpid" 2>/dev/null || break; sleep 0.1; done
