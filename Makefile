@@ -51,7 +51,7 @@ chaos: build
 	FTKV_CHAOS_DURATION=$(CHAOS_DURATION) FTKV_CRASH_DURATION=$(CHAOS_DURATION) FTKV_SEED=$(SEED) \
 		$(GO) test -race -count=1 -timeout 0 -v -run '^(TestChaos|TestRepeatedCrashes)$$' ./internal/e2e
 
-# ftkv against Redis, side by side (SPEC §6; docs/BENCHMARKS.md): starts
+# ftkv against Redis, side by side (method and targets: docs/BENCHMARKS.md): starts
 # Redis (+ a replica) and a default cluster on free ports, runs the matrix
 # and prints ftkv/Redis ratios. BENCH_DURATION=20s BENCH_REPS=5 make bench-compare
 BENCH_DURATION ?= 10s

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# ftkv against Redis, side by side, with the method of SPEC §6: the same load
+# ftkv against Redis, side by side, with the method of docs/BENCHMARKS.md: the same load
 # generator (bin/bench) drives both; servers pinned to one CPU and the load
 # generator to the other; every run BENCH_DURATION long, BENCH_REPS
 # repetitions, medians. Prints a table of ftkv/Redis ratios.
