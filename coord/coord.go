@@ -15,6 +15,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"github.com/rs/zerolog"
 
+	"ftkv/internal/connlimit"
 	"ftkv/internal/frameio"
 	"ftkv/internal/gnetlog"
 	"ftkv/internal/netopt"
@@ -46,7 +47,8 @@ type Coordinator struct {
 	saveMu      sync.Mutex
 
 	clientAddr, serversAddr string
-	engines                 []gnet.Engine
+	ports                   []*connlimit.Port
+	budget                  *connlimit.Budget // queued output of both ports
 }
 
 // node is the coordinator's record of one server.
@@ -103,6 +105,7 @@ func New(opts Options) (*Coordinator, error) {
 		regCh:  make(chan struct{}, 1),
 		kick:   make(chan struct{}, 1),
 	}
+	c.budget = connlimit.NewBudget(c.limits().WithDefaults().OutputBudget)
 	if err := c.limits().Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", opts.Cluster.Path, err)
 	}
@@ -144,7 +147,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		// server must not be judged (and refused) against empty ones.
 		c.adopting = true
 	}
-	addr, err := c.listen(&serversHandler{c: c}, c.opts.ServersPort)
+	addr, err := c.listen(&serversHandler{c: c}, "servers", c.opts.ServersPort)
 	if err != nil {
 		return fmt.Errorf("servers port %d: %w", c.opts.ServersPort, err)
 	}
@@ -168,7 +171,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		}
 	}
 	c.saveState()
-	addr, err = c.listen(&clientsHandler{c: c}, c.opts.ClientPort)
+	addr, err = c.listen(&clientsHandler{c: c}, "clients", c.opts.ClientPort)
 	if err != nil {
 		c.killAll()
 		return fmt.Errorf("client port %d: %w", c.opts.ClientPort, err)
@@ -182,26 +185,35 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	return nil
 }
 
-func (c *Coordinator) listen(h gnet.EventHandler, port int) (string, error) {
-	booted := make(chan gnet.Engine, 1)
-	errc := make(chan error, 1)
-	bw := &bootHandler{EventHandler: h, booted: booted}
-	addr := "tcp://" + net.JoinHostPort(c.opts.Bind, strconv.Itoa(port))
-	go func() {
-		errc <- gnet.Run(bw, addr, gnet.WithLogger(gnetlog.Logger{L: c.log}), gnet.WithNumEventLoop(1),
-			gnet.WithTCPNoDelay(gnet.TCPNoDelay), gnet.WithReuseAddr(true))
-	}()
-	select {
-	case eng := <-booted:
-		c.engines = append(c.engines, eng)
-		p, err := boundPort(eng)
-		if err != nil {
-			return "", err
-		}
-		return net.JoinHostPort(c.opts.Bind, strconv.Itoa(p)), nil
-	case err := <-errc:
+// listen serves port with h under the client limits (connlimit): a
+// client of the coordinator is held to the same bounds as a server's
+// (connections, queued output, half frames), and running out of
+// descriptors never stops the engine. Frames to the coordinator are
+// small: the servers port takes 4 KiB until HELLO matched, the client
+// port 64 KiB.
+func (c *Coordinator) listen(h gnet.EventHandler, name string, port int) (string, error) {
+	l := c.limits().WithDefaults()
+	cfg := connlimit.Config{
+		Name: name, MaxConns: l.MaxClients,
+		OutputSoft: int(l.OutputSoftLimit), OutputHard: int(l.OutputHardLimit), OutputGrace: l.OutputGrace,
+		Budget: c.budget, MaxInflight: l.MaxInflight, FrameTimeout: l.FrameTimeout, IdleTimeout: l.IdleTimeout,
+		PreAuthMaxFrame: maxClientFrame, Log: c.log,
+	}
+	if name == "servers" {
+		cfg.PreAuthMaxFrame = connlimit.PreAuthMaxFrame
+	}
+	p, err := connlimit.Listen(net.JoinHostPort(c.opts.Bind, strconv.Itoa(port)), h, cfg,
+		gnet.WithLogger(gnetlog.Logger{L: c.log}), gnet.WithNumEventLoop(1), gnet.WithTCPNoDelay(gnet.TCPNoDelay))
+	if err != nil {
 		return "", err
 	}
+	c.ports = append(c.ports, p)
+	go func() {
+		if err := <-p.Err(); err != nil {
+			c.log.Error().Err(err).Str("port", name).Msg("port stopped")
+		}
+	}()
+	return net.JoinHostPort(c.opts.Bind, strconv.Itoa(p.Addr().(*net.TCPAddr).Port)), nil
 }
 
 func (c *Coordinator) spawnAll(ctx context.Context) error {

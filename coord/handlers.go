@@ -8,46 +8,19 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	"golang.org/x/sys/unix"
 
+	"ftkv/internal/connlimit"
 	"ftkv/internal/frameio"
 	"ftkv/status"
 	"ftkv/wire"
 )
 
-// bootHandler hands the engine to whoever started it, once it is running.
-type bootHandler struct {
-	gnet.EventHandler
-	booted chan gnet.Engine
-}
+// maxClientFrame bounds a client's frames to the coordinator: they are small.
+const maxClientFrame = 64 << 10
 
-func (b *bootHandler) OnBoot(eng gnet.Engine) gnet.Action {
-	b.booted <- eng
-	return b.EventHandler.OnBoot(eng)
-}
-
-func boundPort(eng gnet.Engine) (int, error) {
-	fd, err := eng.Dup()
-	if err != nil {
-		return 0, err
-	}
-	defer unix.Close(fd)
-	sa, err := unix.Getsockname(fd)
-	if err != nil {
-		return 0, err
-	}
-	switch a := sa.(type) {
-	case *unix.SockaddrInet4:
-		return a.Port, nil
-	case *unix.SockaddrInet6:
-		return a.Port, nil
-	}
-	return 0, fmt.Errorf("unexpected socket address %T", sa)
-}
-
-// eachFrame decodes and answers every complete frame buffered on c; frames
-// to the coordinator are small, so anything over 64 KiB is refused.
-func eachFrame(c gnet.Conn, fn frameio.Handler) gnet.Action { return frameio.DecodeAll(c, 64<<10, fn) }
+// eachFrame decodes and answers the frames buffered on c within its
+// port's limits.
+func eachFrame(c gnet.Conn, fn frameio.Handler) gnet.Action { return connlimit.Decode(c, fn) }
 
 func answer(out []byte, f *wire.Frame, st wire.Status, epoch uint64, value []byte) []byte {
 	return wire.Append(out, &wire.Frame{Op: f.Op, ID: f.ID, Status: st, Epoch: epoch, Value: value})
@@ -62,15 +35,14 @@ type serversHandler struct {
 
 func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 	c := h.c
-	authed, _ := conn.Context().(bool)
+	st := connlimit.Of(conn) // every connection of this port was accepted by connlimit
 	return eachFrame(conn, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
-		if !authed {
+		if !st.IsAuthed() {
 			if f.Op != wire.OpHello || subtle.ConstantTimeCompare(f.Value, []byte(c.secret)) != 1 {
 				c.log.Warn().Str("remote", conn.RemoteAddr().String()).Msg("unauthenticated connection on the servers port refused")
 				return answer(out, f, wire.StatusBadRequest, 0, []byte("authentication required")), gnet.Close
 			}
-			authed = true
-			conn.SetContext(true)
+			st.Authed() // heartbeats beyond HELLO's size are accepted from now on
 			return answer(out, f, wire.StatusOK, 0, nil), gnet.None
 		}
 		if f.Op != wire.OpHeartbeat {

@@ -566,3 +566,58 @@ func TestGarbageIdleConnections(t *testing.T) {
 	}
 	checkSameCluster(t, c, cl, before, live)
 }
+
+// TestHalfFramesEveryPort: a connection that holds half a frame longer
+// than frame_timeout is closed on every port, the coordinator's included;
+// idle connections between frames stay open (idle_timeout is off).
+func TestHalfFramesEveryPort(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Config: "3\nlocalhost 0 0 0\nlocalhost 0 0 0\nlocalhost 0 0 0\nframe_timeout 1s\n"})
+	cl := c.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	before, err := cl.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	half := wire.Append(nil, &wire.Frame{Op: wire.OpGet, ID: 1, Key: []byte("k")})[:30]
+	var wg sync.WaitGroup
+	for _, p := range clusterPorts(t, c, before) {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			halfConn, err := net.DialTimeout("tcp", p.addr, 5*time.Second)
+			if err != nil {
+				t.Errorf("%s: %v", p.name, err)
+				return
+			}
+			defer halfConn.Close()
+			idle, err := net.DialTimeout("tcp", p.addr, 5*time.Second)
+			if err != nil {
+				t.Errorf("%s: %v", p.name, err)
+				return
+			}
+			defer idle.Close()
+			start := time.Now()
+			if _, err := halfConn.Write(half); err != nil {
+				t.Errorf("%s: %v", p.name, err)
+				return
+			}
+			if err := awaitClosed(halfConn, 10*time.Second); err != nil {
+				t.Errorf("%s: half a frame held: %v", p.name, err)
+				return
+			}
+			took := time.Since(start)
+			if took < 900*time.Millisecond {
+				t.Errorf("%s: closed after %s, before the 1s frame timeout", p.name, took)
+			}
+			// The idle connection is still open: a read times out.
+			idle.SetReadDeadline(time.Now().Add(100 * time.Millisecond))
+			if _, err := idle.Read(make([]byte, 1)); !errors.Is(err, os.ErrDeadlineExceeded) {
+				t.Errorf("%s: an idle connection was closed (%v); idle_timeout is off", p.name, err)
+			}
+			t.Logf("%s: half frame closed after %s; idle connection open", p.name, took.Round(10*time.Millisecond))
+		}()
+	}
+	wg.Wait()
+	checkSameCluster(t, c, cl, before, map[string]string{})
+}

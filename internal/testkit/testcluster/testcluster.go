@@ -24,42 +24,53 @@ import (
 	"ftkv/client"
 )
 
-var (
-	buildOnce sync.Once
-	binDir    string
-	buildErr  error
-)
+// A set of the product's binaries, built once per test binary.
+type binSet struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+var raceBins, plainBins binSet
 
 // Bin builds bin/coord, bin/server, bin/client and bin/bench into a
 // temporary directory (once per test binary) and returns that directory.
-func Bin(t testing.TB) string {
+// Under the race detector they are built with it too.
+func Bin(t testing.TB) string { return raceBins.get(t, raceEnabled) }
+
+// PlainBin is Bin without the race detector, whatever the test runs with:
+// for measurements of the servers' memory, which the race detector
+// multiplies.
+func PlainBin(t testing.TB) string { return plainBins.get(t, false) }
+
+func (b *binSet) get(t testing.TB, race bool) string {
 	t.Helper()
-	buildOnce.Do(func() {
+	b.once.Do(func() {
 		_, file, _, _ := runtime.Caller(0)
 		root := filepath.Join(filepath.Dir(file), "..", "..", "..")
 		dir, err := os.MkdirTemp("", "ftkv-bin-")
 		if err != nil {
-			buildErr = err
+			b.err = err
 			return
 		}
-		binDir = dir
+		b.dir = dir
 		for _, name := range []string{"coord", "server", "client", "bench"} {
 			args := []string{"build", "-o", filepath.Join(dir, name)}
-			if raceEnabled {
+			if race {
 				args = append(args, "-race")
 			}
 			cmd := exec.Command("go", append(args, "./cmd/"+name)...)
 			cmd.Dir = root
 			if out, err := cmd.CombinedOutput(); err != nil {
-				buildErr = fmt.Errorf("go build %s: %v\n%s", name, err, out)
+				b.err = fmt.Errorf("go build %s: %v\n%s", name, err, out)
 				return
 			}
 		}
 	})
-	if buildErr != nil {
-		t.Fatal(buildErr)
+	if b.err != nil {
+		t.Fatal(b.err)
 	}
-	return binDir
+	return b.dir
 }
 
 // Options for Start.
@@ -74,6 +85,10 @@ type Options struct {
 	// AddrHost replaces the host of the coordinator's client address
 	// (a coordinator bound to 0.0.0.0 in another namespace).
 	AddrHost string
+	// Plain runs binaries built without the race detector even when the
+	// test runs with it (PlainBin): for memory budgets, which must hold
+	// for the binaries users run.
+	Plain bool
 }
 
 // Cluster is a running coordinator process and its servers.
@@ -81,6 +96,7 @@ type Cluster struct {
 	t       testing.TB
 	Dir     string // working directory: dumps and logs land here
 	Bin     string
+	race    bool   // the binaries report data races (built with -race)
 	Addr    string // coordinator client address
 	cmd     *exec.Cmd
 	args    []string
@@ -130,7 +146,10 @@ var readyRE = regexp.MustCompile(`clients connect to (\S+)`)
 // cluster is shut down (or killed) when the test ends.
 func Start(t testing.TB, o Options) *Cluster {
 	t.Helper()
-	bin := Bin(t)
+	bin, race := Bin(t), raceEnabled
+	if o.Plain {
+		bin, race = PlainBin(t), false
+	}
 	dir := t.TempDir()
 	cfg := o.Config
 	if cfg == "" {
@@ -152,7 +171,7 @@ func Start(t testing.TB, o Options) *Cluster {
 		to = DefaultTimeout.String()
 	}
 	args := append([]string{"-c", "0", "-s", "0", "-C", cfgPath, "-t", to, "-l", filepath.Join(dir, "ftkv.log")}, o.Args...)
-	c := &Cluster{t: t, Dir: dir, Bin: bin, stderr: &lockedBuf{}, args: args, wrap: o.Wrap, addrHst: o.AddrHost}
+	c := &Cluster{t: t, Dir: dir, Bin: bin, race: race, stderr: &lockedBuf{}, args: args, wrap: o.Wrap, addrHst: o.AddrHost}
 	c.launch(t, args)
 	t.Cleanup(func() {
 		c.statusMu.Lock()
@@ -197,7 +216,7 @@ func (c *Cluster) launch(t testing.TB, args []string) {
 	argv = append(argv, args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = c.Dir
-	if raceEnabled {
+	if c.race {
 		// A race inside the coordinator or a server (they inherit the
 		// environment) is reported to files the test checks at the end:
 		// on their stderr it would go unnoticed.
