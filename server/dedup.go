@@ -673,11 +673,7 @@ func (d *dedup) restore(b []byte) error {
 	return nil
 }
 
-// sessionConfig is the sessions' part of the server's limits (Sessions,
-// when set, overrides it).
+// sessionConfig is the sessions' part of the server's limits.
 func (c *Config) sessionConfig() SessionConfig {
-	if c.Sessions != (SessionConfig{}) {
-		return c.Sessions
-	}
 	return SessionConfig{TTL: c.Limits.SessionTTL, MaxSessions: c.Limits.MaxSessions, MaxRecords: c.Limits.MaxSessionRecords}
 }

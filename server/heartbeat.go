@@ -37,7 +37,6 @@ func (s *Server) stats() (primaryKeys, secondaryKeys uint64, epoch uint64) {
 // It also starts the session sweeper: both run for the server's life
 // and start before the coordinator can make it part of a view.
 func (s *Server) heartbeatLoop(ctx context.Context) {
-	s.dd.configure(s.cfg.sessionConfig())
 	go s.sweepSessions(ctx)
 	tm := s.cfg.Timing
 	backoff := tm.HeartbeatRetryMin

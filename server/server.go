@@ -51,8 +51,6 @@ type Config struct {
 	// Limits bound what clients may hold: connections, queued output,
 	// requests in flight, half-sent frames, idle time.
 	Limits Limits
-	// Sessions bound the clients' remembered writes (dedup.go).
-	Sessions SessionConfig
 
 	Logger zerolog.Logger
 }
@@ -158,6 +156,7 @@ func New(cfg Config) (*Server, error) {
 
 		coordChanged: make(chan struct{}, 1),
 	}
+	s.dd.configure(cfg.sessionConfig())
 	s.coordLease = newLeaseTracker(cfg.Timing.Lease)
 	s.penv = &primaryEnv{id: cfg.ID, inc: cfg.Incarnation, secret: cfg.Secret, tm: cfg.Timing, dd: s.dd,
 		coordLease: s.coordLease, engine: s.clientEngine, noteIndex: s.noteIndex, log: s.log}
