@@ -24,7 +24,8 @@
 //   - seed.go: re-seeding, sender and receiver.
 //   - secondary.go, peer.go: the copies this server keeps, the peer port.
 //   - handlers.go, control.go: the client and control ports.
-//   - dedup.go: remembered outcomes of client writes.
+//   - dedup.go, session.go, session_expiry.go, dedup_seed.go: exactly-once
+//     sessions: claims, one client's records, expiry and limits, re-seeding.
 //   - table.go, kvmap.go: a shard's keys; dump.go: shutdown dumps.
 //
 // # Locks

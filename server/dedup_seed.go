@@ -1,0 +1,92 @@
+package server
+
+import (
+	"ftkv/wire"
+)
+
+// snapshot encodes every finished outcome and every expired mark, for a
+// re-seeding secondary (writes still in flight reach it with their REPL
+// frames). Records are packed in chunks of about 1 MiB, each one SEED
+// frame; one stripe is locked at a time.
+func (d *dedup) snapshot() [][]byte {
+	var chunks [][]byte
+	var b []byte
+	flush := func() {
+		if len(b) >= 1<<20 {
+			chunks = append(chunks, b)
+			b = nil
+		}
+	}
+	for i := range d.stripes {
+		st := &d.stripes[i]
+		st.mu.Lock()
+		for client, s := range st.clients {
+			if s.forgot > 0 {
+				b = wire.AppendDedupRecord(b, client, s.forgot-1, wire.StatusSessionExpired, 0, nil)
+			}
+			each := func(seq uint64, o *outcome) {
+				if o != nil && o.done.Load() {
+					b = wire.AppendDedupRecord(b, client, seq, o.status, o.flags, o.value)
+					flush()
+				}
+			}
+			for _, r := range s.recs {
+				each(r.seq, r.o)
+			}
+			if s.ooo != nil {
+				for seq, o := range s.ooo.m {
+					each(seq, o)
+				}
+			}
+		}
+		for client, m := range st.gone {
+			b = wire.AppendDedupRecord(b, client, m.maxSeq, wire.StatusSessionExpired, 0, nil)
+			flush()
+		}
+		st.mu.Unlock()
+	}
+	return append(chunks, b)
+}
+
+// restore records the outcomes and expired marks of a snapshot. A record
+// restored counts as a write of its client seen now.
+func (d *dedup) restore(b []byte) error {
+	lim := d.lim.Load()
+	for len(b) > 0 {
+		client, seq, stat, flags, value, rest, err := wire.NextDedupRecord(b)
+		if err != nil {
+			return err
+		}
+		b = rest
+		now := d.clock()
+		st := d.stripe(client)
+		st.mu.Lock()
+		s := st.clients[client]
+		switch {
+		case stat == wire.StatusSessionExpired && s != nil:
+			s.forgot = max(s.forgot, seq+1)
+			s.maxSeq = max(s.maxSeq, seq)
+		case stat == wire.StatusSessionExpired:
+			m, ok := st.gone[client]
+			if !ok {
+				d.expired.Add(1)
+			}
+			st.gone[client] = expiredMark{maxSeq: max(m.maxSeq, seq), at: now}
+			st.goneQ = append(st.goneQ, goneAt{client, now})
+			for len(st.gone) > lim.perStripe {
+				st.lost, st.lostAt = true, now
+				st.popGone(d)
+			}
+		default:
+			if s == nil {
+				s = d.open(st, lim, client, now)
+			}
+			st.touch(s, now)
+			if s.get(seq) == nil {
+				d.put(s, seq, doneOutcome(stat, flags, append([]byte(nil), value...)))
+			}
+		}
+		st.mu.Unlock()
+	}
+	return nil
+}
