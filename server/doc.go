@@ -14,6 +14,9 @@
 // # Files
 //
 //   - server.go: Config, Server, Run (listeners), shutdown.
+//   - limits.go: each port's client limits (accepting through
+//     internal/connlimit: connections, queued output, half frames).
+//   - gc.go: the collector's headroom follows the live heap.
 //   - view.go: applying a view (roles kept, lost and taken over).
 //   - heartbeat.go: the heartbeat link to the coordinator.
 //   - lease.go: the lease tracker (coordinator's and secondary's leases).
