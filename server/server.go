@@ -177,7 +177,7 @@ func (s *Server) Addrs() (client, peer, ctl string) {
 // Run binds the three listeners, starts heartbeats and serves until the
 // coordinator orders a shutdown (tables dumped) or ctx ends.
 func (s *Server) Run(ctx context.Context) error {
-	if n, err := accept.RaiseNoFile(); err != nil {
+	if n, _, err := accept.RaiseNoFile(); err != nil {
 		s.log.Warn().Err(err).Msg("RLIMIT_NOFILE not raised")
 	} else {
 		s.log.Info().Uint64("nofile", n).Msg("descriptor limit")

@@ -7,8 +7,9 @@ import (
 	"os"
 	"strconv"
 	"sync"
-	"syscall"
 	"time"
+
+	"ftkv/internal/accept"
 )
 
 // ReadRSS returns the resident set size (VmRSS) of process pid on this
@@ -143,17 +144,4 @@ func (w *RSSWatch) Stop() RSS {
 
 // RaiseNoFile raises this process's soft RLIMIT_NOFILE to its hard limit
 // and returns both as they are afterwards.
-func RaiseNoFile() (soft, hard uint64, err error) {
-	var rl syscall.Rlimit
-	if err := syscall.Getrlimit(syscall.RLIMIT_NOFILE, &rl); err != nil {
-		return 0, 0, err
-	}
-	if rl.Cur < rl.Max {
-		want := syscall.Rlimit{Cur: rl.Max, Max: rl.Max}
-		if err := syscall.Setrlimit(syscall.RLIMIT_NOFILE, &want); err != nil {
-			return rl.Cur, rl.Max, err
-		}
-		rl = want
-	}
-	return rl.Cur, rl.Max, nil
-}
+func RaiseNoFile() (soft, hard uint64, err error) { return accept.RaiseNoFile() }

@@ -182,18 +182,19 @@ func isTemporary(err error) bool {
 		(errors.As(err, &ne) && ne.Timeout())
 }
 
-// RaiseNoFile raises the soft limit of open descriptors to the hard limit
-// and returns the new soft limit.
-func RaiseNoFile() (uint64, error) {
+// RaiseNoFile raises this process's soft RLIMIT_NOFILE to its hard limit
+// and returns both as they are afterwards.
+func RaiseNoFile() (soft, hard uint64, err error) {
 	var rl unix.Rlimit
 	if err := unix.Getrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
-		return 0, err
+		return 0, 0, err
 	}
 	if rl.Cur < rl.Max {
-		rl.Cur = rl.Max
-		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &rl); err != nil {
-			return 0, err
+		want := unix.Rlimit{Cur: rl.Max, Max: rl.Max}
+		if err := unix.Setrlimit(unix.RLIMIT_NOFILE, &want); err != nil {
+			return rl.Cur, rl.Max, err
 		}
+		rl = want
 	}
-	return rl.Cur, nil
+	return rl.Cur, rl.Max, nil
 }
