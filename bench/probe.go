@@ -27,16 +27,19 @@ type ProbeConfig struct {
 // survive (same pid), did a failover happen (the epoch moved), how much
 // memory it took and what honest clients saw meanwhile.
 type ProbeResult struct {
-	Probe       string         `json:"probe"`
-	Target      int            `json:"target"`
-	PID         int            `json:"pid"`
-	PIDAfter    int            `json:"pid_after"`
-	EpochBefore uint64         `json:"epoch_before"`
-	EpochAfter  uint64         `json:"epoch_after"`
-	RSS         *hostile.RSS   `json:"rss,omitempty"`
-	Hostile     hostile.Result `json:"hostile"`
-	Honest      *Result        `json:"honest,omitempty"`
-	Error       string         `json:"error,omitempty"`
+	Probe       string       `json:"probe"`
+	Target      int          `json:"target"`
+	PID         int          `json:"pid"`
+	PIDAfter    int          `json:"pid_after"`
+	EpochBefore uint64       `json:"epoch_before"`
+	EpochAfter  uint64       `json:"epoch_after"`
+	RSS         *hostile.RSS `json:"rss,omitempty"`
+	// HeartbeatAgeMS is the largest age of the target's last heartbeat
+	// the coordinator reported during the probe (liveness under load).
+	HeartbeatAgeMS float64        `json:"heartbeat_age_max_ms"`
+	Hostile        hostile.Result `json:"hostile"`
+	Honest         *Result        `json:"honest,omitempty"`
+	Error          string         `json:"error,omitempty"`
 }
 
 // Failovers is how many views the coordinator published during the probe
@@ -53,6 +56,7 @@ func (r *ProbeResult) WriteText(w io.Writer) error {
 	}
 	fmt.Fprintf(&b, "  server survived:  %s\n", survived)
 	fmt.Fprintf(&b, "  failovers:        %d (epoch %d -> %d)\n", r.Failovers(), r.EpochBefore, r.EpochAfter)
+	fmt.Fprintf(&b, "  heartbeats:       last one at most %.0fms old during the probe\n", r.HeartbeatAgeMS)
 	if r.RSS != nil {
 		fmt.Fprintf(&b, "  server RSS:       %s\n", r.RSS)
 	} else {
@@ -94,6 +98,7 @@ func Probe(ctx context.Context, pc ProbeConfig) (*ProbeResult, error) {
 			watch = w
 		}
 	}
+	hb := hostile.WatchHeartbeats(pc.Coord, pc.Victim, 0)
 	honest := pc.Honest
 	honest.Ops = 0
 	honest.Duration = hc.Duration
@@ -113,6 +118,8 @@ func Probe(ctx context.Context, pc ProbeConfig) (*ProbeResult, error) {
 		r.Error = err.Error()
 	}
 	wg.Wait()
+	maxAge, _ := hb.Stop()
+	r.HeartbeatAgeMS = float64(maxAge) / float64(time.Millisecond)
 	if watch != nil {
 		rss := watch.Stop()
 		r.RSS = &rss

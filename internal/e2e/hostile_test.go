@@ -183,6 +183,9 @@ type hostileRun struct {
 	rss     map[int]*hostile.RSSWatch
 	logFrom int
 	res     hostile.Result
+	// hbAge is the largest age of the target's last heartbeat seen in the
+	// coordinator's status while the probe ran.
+	hbAge time.Duration
 }
 
 // startHostile starts a default cluster (or one from cfg), the honest load
@@ -224,8 +227,13 @@ func (r *hostileRun) run(name string, cfg hostile.Config) hostile.Result {
 	r.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
+	hb := hostile.WatchHeartbeats(r.c.Addr, r.target, 0)
 	res, err := hostile.Run(ctx, name, cfg)
+	var samples int
+	r.hbAge, samples = hb.Stop()
 	r.t.Logf("probe result:\n%s", res)
+	r.t.Logf("target's heartbeats during the probe: the last one at most %s old (%d status samples; failure timeout %s)",
+		r.hbAge, samples, testcluster.DefaultTimeout)
 	if err != nil {
 		r.t.Errorf("probe %s: %v", name, err)
 	}
@@ -247,6 +255,11 @@ func (r *hostileRun) check(budget int64) {
 	t.Logf("honest clients: baseline %s", base)
 	t.Logf("honest clients: during the probe %s", during)
 	t.Logf("honest clients: after the probe %s", after)
+	// Liveness never depends on client load: the target's heartbeats keep
+	// coming well within the failure timeout.
+	if r.hbAge > testcluster.DefaultTimeout/2 {
+		t.Errorf("target's last heartbeat was %s old during the probe: over half the failure timeout %s", r.hbAge, testcluster.DefaultTimeout)
+	}
 	bound := 10*base.p99 + 100*time.Millisecond
 	if during.errs > 0 || after.errs > 0 {
 		t.Errorf("honest clients failed: %d errors during the probe, %d after; first: %q %q", during.errs, after.errs, during.firstErrs, after.firstErrs)
