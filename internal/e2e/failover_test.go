@@ -1,6 +1,6 @@
 package e2e
 
-// End-to-end failover tests (issue 3, "Done when" items 1–4 and 6): real
+// End-to-end failover tests: real
 // processes on loopback, faults injected with kill -9 and SIGSTOP/SIGCONT,
 // checked with porcupine, a ledger of never-overwritten keys and the status
 // report.
@@ -26,7 +26,7 @@ import (
 const (
 	// foOpTimeout bounds each client call. It is far longer than a
 	// failover should take, so a call that fails within it is a failure the
-	// client should not have seen (SPEC §4.5).
+	// client should not have seen.
 	foOpTimeout = 10 * time.Second
 	// recoverTimeout bounds kill -> fully recovered (respawned, re-seeded,
 	// shard handed back), generously for -race binaries on a small machine.
@@ -223,7 +223,7 @@ func waitReseeding(t *testing.T, c *testcluster.Cluster, v testcluster.Victim) (
 // of the victim's shard (promoted from its secondary table). Either the
 // victim had received that copy already and the cluster recovers
 // completely with nothing lost, or the shard has lost both copies and must
-// say so (SPEC §4.7): unavailable, never empty or stale, with every other
+// say so: unavailable, never empty or stale, with every other
 // shard still serving and intact. Both outcomes are accepted; which one
 // happened is logged.
 func reseedSuccessorKill(t *testing.T, c *testcluster.Cluster, l *ledger, cl *client.Client, before *client.ClusterStatus, victim int) {
@@ -258,7 +258,7 @@ func reseedSuccessorKill(t *testing.T, c *testcluster.Cluster, l *ledger, cl *cl
 	checkShardLost(t, c, l, cl, n, victim)
 }
 
-// checkShardLost asserts SPEC §4.7 for a shard whose two copies are both
+// checkShardLost asserts the promise for a shard whose two copies are both
 // gone: the status says so, its keys answer errors (never a value other
 // than the written one, never "not found"), every other shard has a serving
 // primary, and every acknowledged key of the other shards is intact. It

@@ -1,6 +1,6 @@
 package e2e
 
-// Servers on other hosts (issue 4): every test here makes its own hosts as
+// Servers on other hosts: every test here makes its own hosts as
 // network namespaces with their own addresses and real sshd (package
 // nethost), and the coordinator spawns the servers there with the system
 // ssh client. Faults are real: kill -9 inside a host's namespace, a host's
@@ -110,7 +110,7 @@ func remoteVictim(t *testing.T, c *testcluster.Cluster, h *nethost.Hosts, id int
 	return testcluster.Victim{ID: id, PID: s.PID, Incarnation: s.Incarnation}
 }
 
-// TestRemoteCluster (issue 4, done when 1): three servers on three namespace
+// TestRemoteCluster: three servers on three namespace
 // hosts, spawned over ssh by a coordinator in the root namespace, serve P/G
 // from bin/client; status shows the remote addresses and the remote pids;
 // shutdown dumps every server's tables in its working directory.
@@ -169,7 +169,7 @@ func TestRemoteCluster(t *testing.T) {
 	t.Logf("ran: 3 servers over ssh on namespace hosts %s, %s, %s", h.Dest(1), h.Dest(2), h.Dest(3))
 }
 
-// TestRemoteKill (issue 4, done when 2): kill -9 of a remote server by its
+// TestRemoteKill: kill -9 of a remote server by its
 // pid inside its namespace, under load: it is respawned over ssh on its own
 // host, re-seeded and handed its shard back; porcupine finds the history
 // linearizable and every acknowledged ledger put is there.
@@ -203,7 +203,7 @@ func TestRemoteKill(t *testing.T) {
 	t.Logf("ran: kill -9 of remote servers over real sshd")
 }
 
-// TestRemoteHostDown (issue 4, done when 3): a whole host goes down (every
+// TestRemoteHostDown: a whole host goes down (every
 // process on it killed, sshd included, and its link down). Respawning there
 // keeps failing, so the server moves to the spare host; the view carries
 // its new address, clients follow, no call fails and nothing acknowledged
@@ -254,7 +254,7 @@ func TestRemoteHostDown(t *testing.T) {
 	t.Logf("ran: host down, server moved to spare host %s", h.Dest(n+1))
 }
 
-// TestRemotePartition (issue 4, done when 4): the coordinator runs on a host
+// TestRemotePartition: the coordinator runs on a host
 // of its own; a blackhole route cuts the primary of shard 1 off from the
 // coordinator (both ways) while clients and its neighbours still reach it.
 // The coordinator fails it over and cannot kill or respawn it until the
@@ -369,7 +369,7 @@ func checkAllShards(t *testing.T, cl *client.Client, n int, prefix string) {
 	}
 }
 
-// TestRemoteSpawnFailures (issue 4, done when 5): a missing remote binary,
+// TestRemoteSpawnFailures: a missing remote binary,
 // a refused key and an unreachable host each give a clear log line and a
 // retry with back-off while the coordinator keeps serving every shard; once
 // the cause is fixed, the server comes back.
