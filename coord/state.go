@@ -177,6 +177,12 @@ func (c *Coordinator) adopt(ctx context.Context, st savedState, v wire.View) {
 		} else {
 			nd.reported = true
 			nd.confirmed = v.Epoch
+			// It answered just now: its silence counts from here, not
+			// from the end of the grace (a server stopped right after
+			// answering must be failed over after the failure timeout).
+			if now := time.Now(); nd.lastSeen.After(now) {
+				nd.lastSeen = now
+			}
 		}
 		inc, pid := nd.inc, st.Nodes[i].PID
 		c.mu.Unlock()

@@ -46,3 +46,18 @@ func TestCoordinatorKill(t *testing.T) {
 	waitProgress(t, c, "load after recovery", w.Done, 200, 500*time.Millisecond)
 	stopAndCheck(t, w, l, cls[0])
 }
+
+// TestStopRightAfterCoordRestart: a server stopped (SIGSTOP) right after a
+// restarted coordinator re-adopted it is failed over and replaced like any
+// other silent server (its silence counted from the re-adoption's grace,
+// longer than the stop, so it went unnoticed; found by the chaos test).
+func TestStopRightAfterCoordRestart(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{N: 3})
+	c.WaitRecovered(t, 10*time.Second)
+	c.KillCoord(t)
+	c.RestartCoord(t)
+	v := c.StopServer(t, 1)
+	time.Sleep(3 * testcluster.DefaultTimeout)
+	c.ContServer(t, v)
+	c.WaitRecovered(t, recoverTimeout, v)
+}
