@@ -368,7 +368,10 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	case after == 0:
 		st.partialSince = 0
 	case after < before || st.partialSince == 0:
-		st.partialSince = now // a frame started and is not complete yet
+		// A frame started and is not complete yet. The exact time, not
+		// the coarse clock (up to slowSweep old): a frame must never be
+		// cut before frame_timeout.
+		st.partialSince = time.Now().UnixNano()
 	}
 	return st.note(now)
 }

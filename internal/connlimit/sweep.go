@@ -117,7 +117,9 @@ func (p *Port) sweep(ls *loopSet, now int64, full bool) {
 				st.kill(errFrameTimeout)
 				_ = st.c.Close()
 			case cfg.IdleTimeout > 0 && st.out == 0 && st.inflight.Load() == 0 && !st.paused &&
-				time.Duration(now-st.lastRead) > cfg.IdleTimeout:
+				time.Duration(now-st.lastRead) > cfg.IdleTimeout+slowSweep:
+				// (lastRead is the coarse clock, up to slowSweep old: the
+				// margin keeps a connection from closing early.)
 				st.kill(errIdleTimeout)
 				_ = st.c.Close()
 			}
