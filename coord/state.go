@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -144,7 +145,7 @@ func (c *Coordinator) adopt(ctx context.Context, st savedState, v wire.View) {
 			if ad, ok := c.opts.Remote.(Adopter); ok && !hostname.IsLocal(nd.host) {
 				p = ad.Adopt(nd.host, sn.PID, i, sn.Inc)
 			} else {
-				p = watchPID(sn.PID, c.opts.Timing.Poll)
+				p = watchPID(sn.PID, i, sn.Inc, c.opts.Timing.Poll)
 			}
 			nd.proc = p
 			go func(nd *node, inc uint64) {
@@ -195,17 +196,20 @@ func (c *Coordinator) adopt(ctx context.Context, st savedState, v wire.View) {
 }
 
 // pidProc is a server process that is not our child (re-adopted): it is
-// watched by polling and killed by pid.
+// watched by polling and killed by pid, and only while that pid still runs
+// server id's incarnation inc: after a reboot, or once the server died, the
+// pid a state file names may belong to any other program.
 type pidProc struct {
-	pid  int
-	done chan struct{}
+	pid, id int
+	inc     uint64
+	done    chan struct{}
 }
 
-func watchPID(pid int, poll time.Duration) *pidProc {
-	p := &pidProc{pid: pid, done: make(chan struct{})}
+func watchPID(pid, id int, inc uint64, poll time.Duration) *pidProc {
+	p := &pidProc{pid: pid, id: id, inc: inc, done: make(chan struct{})}
 	go func() {
 		for {
-			if err := syscall.Kill(pid, 0); errors.Is(err, syscall.ESRCH) || zombie(pid) {
+			if !p.ours() {
 				close(p.done)
 				return
 			}
@@ -213,6 +217,35 @@ func watchPID(pid int, poll time.Duration) *pidProc {
 		}
 	}()
 	return p
+}
+
+// ours reports whether pid still runs server id's incarnation inc (an
+// exited server is not: gone, a zombie, or another program now).
+func (p *pidProc) ours() bool {
+	if err := syscall.Kill(p.pid, 0); errors.Is(err, syscall.ESRCH) || zombie(p.pid) {
+		return false
+	}
+	return isServer(p.pid, p.id, p.inc)
+}
+
+// isServer reports whether process pid's command line is that of server
+// id, incarnation inc, as serverArgs builds it.
+func isServer(pid, id int, inc uint64) bool {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	if err != nil {
+		return false
+	}
+	args := strings.Split(strings.TrimRight(string(b), "\x00"), "\x00")
+	var gotID, gotInc bool
+	for i := 0; i+1 < len(args); i++ {
+		switch args[i] {
+		case "-id":
+			gotID = args[i+1] == strconv.Itoa(id)
+		case "-inc":
+			gotInc = args[i+1] == strconv.FormatUint(inc, 10)
+		}
+	}
+	return gotID && gotInc
 }
 
 // zombie reports whether pid has exited but not been reaped (it is not our
@@ -236,6 +269,9 @@ func (p *pidProc) Kill() error {
 	case <-p.done:
 		return nil
 	default:
+	}
+	if !p.ours() {
+		return nil // already gone; the pid may be another program's now
 	}
 	return syscall.Kill(p.pid, syscall.SIGKILL)
 }
