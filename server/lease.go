@@ -12,9 +12,14 @@ import (
 // from when the answer came: the answering side may have counted from
 // then), the lease only moves forward, and answering request n drops the
 // sent-times of n and everything older (their answers are late or lost).
+//
+// Every time is taken on the monotonic clock (as nanoseconds since
+// monoBase): a step of the wall clock on this host must never extend a
+// lease, since the new primary's wait and the coordinator's failure
+// timeout run on monotonic clocks too.
 type leaseTracker struct {
 	lease time.Duration
-	until atomic.Int64 // unix nanoseconds until which the lease holds
+	until atomic.Int64 // monotonic nanoseconds (mono) until which the lease holds
 
 	mu   sync.Mutex // guards seq and sent
 	seq  uint64     // numbers requests across connections, so an answer on an old one cannot match a new request
@@ -48,7 +53,7 @@ func (lt *leaseTracker) answered(seq uint64, renew bool) {
 	if !ok || !renew {
 		return
 	}
-	until := t0.Add(lt.lease).UnixNano()
+	until := mono(t0.Add(lt.lease))
 	for {
 		cur := lt.until.Load()
 		if until <= cur || lt.until.CompareAndSwap(cur, until) {
@@ -57,5 +62,13 @@ func (lt *leaseTracker) answered(seq uint64, renew bool) {
 	}
 }
 
-// valid reports whether the lease holds at now (unix nanoseconds).
-func (lt *leaseTracker) valid(now int64) bool { return now < lt.until.Load() }
+// valid reports whether the lease holds at now (a time.Now() reading).
+func (lt *leaseTracker) valid(now time.Time) bool { return mono(now) < lt.until.Load() }
+
+// monoBase is the origin of mono.
+var monoBase = time.Now()
+
+// mono is t on the monotonic clock, in nanoseconds since monoBase: t.Sub
+// uses the monotonic readings of both times (time.Now() carries one), so
+// wall-clock steps do not move it.
+func mono(t time.Time) int64 { return int64(t.Sub(monoBase)) }

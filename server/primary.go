@@ -99,8 +99,7 @@ func (p *primary) canServe(now time.Time) bool {
 	if now.Before(p.notBefore) {
 		return false
 	}
-	ns := now.UnixNano()
-	return p.env.coordLease.valid(ns) || p.linkLease.valid(ns)
+	return p.env.coordLease.valid(now) || p.linkLease.valid(now)
 }
 
 // pinger renews the lease through the secondary every Lease/4.
