@@ -42,6 +42,9 @@ type Coordinator struct {
 	publishedAt time.Time // when the current view was published
 	lastRound   time.Time // when the reconcile loop last ran
 	handingBack bool      // a hand-back is under way
+	// testHookPublish, when set, runs as publish starts (tests widen the
+	// window between a decision and its publication with it).
+	testHookPublish func()
 	adopting    bool      // re-adopting: heartbeats are not judged yet
 	spares      []string  // spare hosts not yet taken
 	saveMu      sync.Mutex
@@ -427,15 +430,15 @@ func (c *Coordinator) control(ctx context.Context, nd *node, f *wire.Frame) (wir
 // heartbeat records a server's report. It reports whether the server's
 // lease may be renewed: never for an incarnation declared failed or
 // replaced, so a cut-off or frozen primary stops serving on its own.
-func (c *Coordinator) heartbeat(hb wire.Heartbeat) bool {
+func (c *Coordinator) heartbeat(hb wire.Heartbeat) wire.Status {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if int(hb.ID) >= len(c.nodes) {
-		return false
+		return wire.StatusStaleEpoch
 	}
 	nd := c.nodes[hb.ID]
 	if hb.Incarnation != nd.inc || nd.failed || nd.dead {
-		return false // an old or condemned incarnation
+		return wire.StatusStaleEpoch // an old or condemned incarnation
 	}
 	if hb.Epoch > nd.confirmed && hb.Epoch <= c.view.Epoch {
 		nd.confirmed = hb.Epoch
@@ -456,7 +459,7 @@ func (c *Coordinator) heartbeat(hb wire.Heartbeat) bool {
 		}
 		c.wake()
 	}
-	return true
+	return wire.StatusOK
 }
 
 // Shutdown orders every server to dump its tables and exit, waits for them

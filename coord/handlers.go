@@ -58,11 +58,11 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 		if adopting {
 			return answer(out, f, wire.StatusUnavailable, 0, []byte("coordinator is re-adopting its servers")), gnet.None
 		}
-		renew := c.heartbeat(hb)
+		st := c.heartbeat(hb)
 		c.mu.Lock()
 		epoch := c.view.Epoch
 		c.mu.Unlock()
-		if !renew {
+		if st != wire.StatusOK {
 			return answer(out, f, wire.StatusStaleEpoch, epoch, []byte("this incarnation is no longer part of the cluster")), gnet.None
 		}
 		return answer(out, f, wire.StatusOK, epoch, nil), gnet.None

@@ -99,13 +99,28 @@ func (c *Coordinator) reconcile() {
 	}
 	if len(failed) > 0 {
 		nv := demote(v, failed, c.nodes)
+		// Failed from the decision on, under the lock it was taken with:
+		// a heartbeat answered while the view is published must not
+		// renew the lease of a member whose secondary is about to serve.
+		for i := range failed {
+			c.nodes[i].failed = true
+		}
 		c.mu.Unlock()
 		if !c.publish(nv) {
+			// Overtaken by another view: decide again next round. A
+			// member refused a heartbeat meanwhile has left (it exits on
+			// STALE_EPOCH) and is failed over then.
+			c.mu.Lock()
+			for i := range failed {
+				if !c.nodes[i].dead {
+					c.nodes[i].failed = false
+				}
+			}
+			c.mu.Unlock()
 			return
 		}
 		c.mu.Lock()
 		for i := range failed {
-			c.nodes[i].failed = true
 			c.nodes[i].seeding = false
 		}
 		c.mu.Unlock()
@@ -263,6 +278,9 @@ func cloneView(v wire.View) wire.View {
 // follow the current view directly; a view computed from an older one is
 // dropped (the caller's step will be recomputed).
 func (c *Coordinator) publish(nv wire.View) bool {
+	if c.testHookPublish != nil {
+		c.testHookPublish()
+	}
 	c.mu.Lock()
 	if nv.Epoch != c.view.Epoch+1 {
 		c.mu.Unlock()
