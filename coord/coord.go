@@ -45,8 +45,10 @@ type Coordinator struct {
 	// testHookPublish, when set, runs as publish starts (tests widen the
 	// window between a decision and its publication with it).
 	testHookPublish func()
-	adopting        bool     // re-adopting: heartbeats are not judged yet
-	spares          []string // spare hosts not yet taken
+	testHookSave    func()     // runs as saveState starts
+	pending         *wire.View // being published: saved, not visible yet
+	adopting        bool       // re-adopting: heartbeats are not judged yet
+	spares          []string   // spare hosts not yet taken
 	saveMu          sync.Mutex
 
 	clientAddr, serversAddr string

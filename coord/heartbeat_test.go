@@ -1,6 +1,8 @@
 package coord
 
 import (
+	"encoding/json"
+	"os"
 	"testing"
 	"time"
 
@@ -65,5 +67,38 @@ func TestHeartbeatAfterFailedDecision(t *testing.T) {
 	}
 	if st := c.heartbeat(wire.Heartbeat{ID: 0, Incarnation: 1, Epoch: 1}); st != wire.StatusOK {
 		t.Fatalf("a live member's heartbeat answered %s", st)
+	}
+}
+
+// TestViewDurableBeforeVisible (hole 5): a new view is written to the
+// state file before anyone can see it (clients' view requests, status,
+// re-pushes, heartbeat answers): a coordinator restarted after a server
+// applied a view must never reuse its epoch for another.
+func TestViewDurableBeforeVisible(t *testing.T) {
+	c := testCoordinator(t)
+	c.nodes[1].lastSeen = time.Now().Add(-2 * c.opts.Timing.FailureTimeout)
+	seen := make(chan uint64, 4)
+	c.testHookSave = func() { seen <- c.View().Epoch }
+	c.reconcile()
+	if c.View().Epoch != 2 {
+		t.Fatalf("epoch %d after the failure, want 2", c.View().Epoch)
+	}
+	close(seen)
+	for e := range seen {
+		if e != 1 {
+			t.Fatalf("epoch %d was visible before the state file held it", e)
+		}
+	}
+	raw, err := os.ReadFile(c.statePath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var st savedState
+	if err := json.Unmarshal(raw, &st); err != nil {
+		t.Fatal(err)
+	}
+	v, err := wire.DecodeView(st.View)
+	if err != nil || v.Epoch != 2 {
+		t.Fatalf("state file holds epoch %d (%v), want 2", v.Epoch, err)
 	}
 }

@@ -282,16 +282,27 @@ func (c *Coordinator) publish(nv wire.View) bool {
 		c.testHookPublish()
 	}
 	c.mu.Lock()
-	if nv.Epoch != c.view.Epoch+1 {
+	if nv.Epoch != c.view.Epoch+1 || c.pending != nil {
 		c.mu.Unlock()
 		c.log.Warn().Uint64("epoch", nv.Epoch).Uint64("current", c.view.Epoch).Msg("view overtaken before publication; recomputing")
 		return false
+	}
+	// Durable before visible: nobody (a client, a heartbeat answer, a
+	// re-push) sees nv until the state file holds it, so a restarted
+	// coordinator never gives its epoch to another view.
+	c.pending = &nv
+	c.mu.Unlock()
+	err := c.saveState()
+	c.mu.Lock()
+	c.pending = nil
+	if err != nil {
+		c.mu.Unlock()
+		return false // not durable: not published; decided again next round
 	}
 	c.view = nv
 	c.viewEnc = wire.AppendView(nil, &nv)
 	c.publishedAt = time.Now()
 	c.mu.Unlock()
-	c.saveState()
 	go func() {
 		if errs := c.pushView(context.Background(), nv); len(errs) > 0 {
 			c.log.Warn().Err(errors.Join(errs...)).Uint64("epoch", nv.Epoch).Msg("view not applied everywhere; will retry")

@@ -38,16 +38,25 @@ type savedState struct {
 
 func (c *Coordinator) statePath() string { return filepath.Join(c.opts.Dir, StateFile) }
 
-// saveState writes the view atomically (temporary file, fsync, rename).
-func (c *Coordinator) saveState() {
+// saveState writes the view atomically (temporary file, fsync, rename):
+// the view being published if there is one (it becomes visible only once
+// it is durable), else the current one.
+func (c *Coordinator) saveState() error {
+	if c.testHookSave != nil {
+		c.testHookSave()
+	}
 	c.saveMu.Lock() // one writer of the temporary file at a time
 	defer c.saveMu.Unlock()
 	c.mu.Lock()
-	if c.view.Epoch == 0 {
-		c.mu.Unlock()
-		return // still starting: there is nothing to re-adopt yet
+	v := c.view
+	if c.pending != nil {
+		v = *c.pending
 	}
-	st := savedState{Secret: c.secret, View: wire.AppendView(nil, &c.view), Config: c.opts.Cluster.Path,
+	if v.Epoch == 0 {
+		c.mu.Unlock()
+		return nil // still starting: there is nothing to re-adopt yet
+	}
+	st := savedState{Secret: c.secret, View: wire.AppendView(nil, &v), Config: c.opts.Cluster.Path,
 		Spares: append([]string{}, c.spares...)}
 	for _, nd := range c.nodes {
 		sn := savedNode{ID: nd.id, Inc: nd.inc, Host: nd.host}
@@ -64,6 +73,7 @@ func (c *Coordinator) saveState() {
 	if err != nil {
 		c.log.Error().Err(err).Msg("cannot save the coordinator state")
 	}
+	return err
 }
 
 func writeFileAtomic(path string, b []byte) error {

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"sync"
@@ -56,12 +57,16 @@ func (s *Server) applyView(v wire.View) error {
 	return nil
 }
 
-// checkView refuses a view older than cur, one that does not name this
-// incarnation or changes the number of shards; it returns this server's
-// index in v.
+// checkView refuses a view older than cur, another view with cur's epoch
+// (an epoch names one view: a coordinator must never reuse it), one that
+// does not name this incarnation or changes the number of shards; it
+// returns this server's index in v.
 func (s *Server) checkView(cur *viewState, v wire.View) (int, error) {
 	if cur != nil && v.Epoch < cur.v.Epoch {
 		return -1, fmt.Errorf("stale view epoch %d, have %d", v.Epoch, cur.v.Epoch)
+	}
+	if cur != nil && v.Epoch == cur.v.Epoch && !bytes.Equal(wire.AppendView(nil, &v), wire.AppendView(nil, &cur.v)) {
+		return -1, fmt.Errorf("a different view with epoch %d, which this server already applied", v.Epoch)
 	}
 	me := -1
 	for i, m := range v.Servers {
