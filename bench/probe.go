@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"strings"
@@ -88,6 +89,9 @@ func Probe(ctx context.Context, pc ProbeConfig) (*ProbeResult, error) {
 		hc.Logf = func(format string, args ...any) { fmt.Fprintf(pc.Log, format+"\n", args...) }
 	}
 	before, err := hostile.Resolve(ctx, hc)
+	if errors.Is(err, hostile.ErrNoServer) {
+		return nil, UsageError(fmt.Sprintf("-victim %d: the cluster has no such server", pc.Victim))
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -190,6 +190,9 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	return nil
 }
 
+// maxServerConns bounds the connections to the servers port.
+const maxServerConns = 1024
+
 // listen serves port with h under the client limits (connlimit): a
 // client of the coordinator is held to the same bounds as a server's
 // (connections, queued output, half frames), and running out of
@@ -205,7 +208,9 @@ func (c *Coordinator) listen(h gnet.EventHandler, name string, port int) (string
 		PreAuthMaxFrame: maxClientFrame, Log: c.log,
 	}
 	if name == "servers" {
-		cfg.PreAuthMaxFrame = connlimit.PreAuthMaxFrame
+		// Only the cluster's servers connect here: max_clients is for
+		// clients (a small one must not lock the servers out).
+		cfg.PreAuthMaxFrame, cfg.MaxConns = connlimit.PreAuthMaxFrame, maxServerConns
 	}
 	p, err := connlimit.Listen(net.JoinHostPort(c.opts.Bind, strconv.Itoa(port)), h, cfg,
 		gnet.WithLogger(gnetlog.Logger{L: c.log}), gnet.WithNumEventLoop(1), gnet.WithTCPNoDelay(gnet.TCPNoDelay))

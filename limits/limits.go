@@ -30,6 +30,10 @@ type Config struct {
 	SessionTTL        time.Duration // session_ttl: a silent client's exactly-once records expire after this
 	MaxSessions       int           // max_sessions: clients remembered for exactly-once
 	MaxSessionRecords int           // max_session_records: remembered writes per client
+
+	// explicit marks the limits set by a line or a flag, zero included
+	// (one bit per Settings index), so a flag "0" still wins over a line.
+	explicit uint32
 }
 
 // Defaults. IdleTimeout's default is 0: idle connections stay open, as in Redis.
@@ -118,6 +122,11 @@ func (s Setting) Set(c *Config, val string) error {
 		}
 		*p = d
 	}
+	for i := range Settings {
+		if Settings[i].Line == s.Line {
+			c.explicit |= 1 << i
+		}
+	}
 	return nil
 }
 
@@ -152,10 +161,11 @@ func Flags(fs *flag.FlagSet, c *Config) {
 	}
 }
 
-// Override copies every limit o sets into c (flags win over the file).
+// Override copies every limit o sets into c (flags win over the file),
+// a limit set to zero included (zero: the default; for idle_timeout, off).
 func (c *Config) Override(o Config) {
-	for _, s := range Settings {
-		if !s.isZero(&o) {
+	for i, s := range Settings {
+		if o.explicit&(1<<i) != 0 || !s.isZero(&o) {
 			_ = s.Set(c, s.value(&o))
 		}
 	}
@@ -181,7 +191,11 @@ func (c Config) WithDefaults() Config {
 		FrameTimeout: DefaultFrameTimeout, SessionTTL: DefaultSessionTTL, MaxSessions: DefaultMaxSessions,
 		MaxSessionRecords: DefaultMaxSessionRecords,
 	}
-	def.Override(c)
+	for _, s := range Settings {
+		if !s.isZero(&c) {
+			_ = s.Set(&def, s.value(&c))
+		}
+	}
 	return def
 }
 

@@ -84,3 +84,29 @@ func TestBadValues(t *testing.T) {
 		t.Error("the defaults do not validate")
 	}
 }
+
+// A flag set to 0 wins over the file's line: zero means the default (for
+// idle_timeout: off), and the merged limit is not passed to the servers.
+func TestZeroFlagWins(t *testing.T) {
+	var file Config
+	s, _ := Lookup("idle_timeout")
+	if err := s.Set(&file, "30s"); err != nil {
+		t.Fatal(err)
+	}
+	var flags Config
+	fs := flag.NewFlagSet("coord", flag.ContinueOnError)
+	Flags(fs, &flags)
+	if err := fs.Parse([]string{"-idle-timeout", "0", "-max-clients", "0"}); err != nil {
+		t.Fatal(err)
+	}
+	file.Override(flags)
+	if file.IdleTimeout != 0 {
+		t.Fatalf("idle timeout %s after -idle-timeout 0", file.IdleTimeout)
+	}
+	if args := file.Args(); len(args) != 0 {
+		t.Fatalf("servers get %q, want nothing (their defaults)", args)
+	}
+	if d := file.WithDefaults(); d.MaxClients != DefaultMaxClients || d.IdleTimeout != 0 {
+		t.Fatalf("WithDefaults: %+v", d)
+	}
+}

@@ -81,7 +81,7 @@ func (c *Config) setDefaults() error {
 		return errors.New("server: coordinator address is required")
 	}
 	if c.Secret == "" {
-		return errors.New("server: cluster secret is required")
+		return errors.New("server: cluster secret is required (the coordinator passes it in the environment variable FTKV_SECRET)")
 	}
 	for _, p := range []int{c.ClientPort, c.PeerPort, c.CtlPort} {
 		if p < 0 || p > 65535 {

@@ -300,6 +300,9 @@ func serverClosed(err error) bool {
 	return errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE)
 }
 
+// ErrNoServer: the coordinator has no server of the id a probe aims at.
+var ErrNoServer = errors.New("hostile: no such server")
+
 // Target is the server a probe aims at.
 type Target struct {
 	ID                  int    // -1 when given by address
@@ -342,7 +345,7 @@ func Resolve(ctx context.Context, cfg Config) (Target, error) {
 			return Target{ID: s.ID, PID: s.PID, Addr: s.Addr, PeerAddr: s.PeerAddr, Ctl: s.CtlAddr, Epoch: st.Epoch}, nil
 		}
 	}
-	return Target{}, fmt.Errorf("hostile: coordinator %s has no server %d", cfg.Coord, cfg.ServerID)
+	return Target{}, fmt.Errorf("%w: coordinator %s has no server %d", ErrNoServer, cfg.Coord, cfg.ServerID)
 }
 
 // StatusJSON asks the coordinator at addr for its status document (what

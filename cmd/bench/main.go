@@ -40,13 +40,24 @@ Modes (-mode):
   memory    read every server's RSS (/proc/<pid>/status), load -entries
             entries, wait -settle, read again: bytes per stored entry (each
             server holds a primary and a secondary copy) beyond key+value.
-  probe     run a hostile client (-probe slow-reader, idle-conns, half-frames,
-            huge-length, unauth-big, bad-seqs or one-shot) against server
-            -victim for -duration while honest clients run the workload;
-            print whether the server survived, failovers (epoch moves), its
-            RSS before/peak/after (local servers) and the honest clients'
-            throughput, errors and latency. Exit 1 if the server died or
-            a failover happened.
+  probe     run a hostile client (-probe NAME, below) against server -victim
+            for -duration while honest clients run the workload; print
+            whether the server survived, failovers (epoch moves), the
+            largest age of its last heartbeat, its RSS before/peak/after
+            (local servers) and the honest clients' throughput, errors and
+            latency. Exit 1 if the server died or a failover happened.
+              slow-reader  one PUT of a 1 MiB value, then GETs of it pipelined
+                           on 4 connections as fast as they go, never read
+              idle-conns   20,000 idle connections to the client port
+              half-frames  1,000 connections that each send half a frame
+              huge-length  frames announcing 4 GiB on the client, peer and
+                           control ports (20 connections each)
+              unauth-big   4 MiB frames before authentication on the control
+                           and peer ports (8 connections each)
+              bad-seqs     writes with random client ids, and with descending
+                           sequence numbers and floor 0, pipelined
+              one-shot     100,000 short-lived clients, one put each (8 at a
+                           time, until -duration)
   compare   read results of "bench -json -label L" runs (one per line) and
             print medians per label and target with ftkv/reference ratios;
             -check fails unless every row has numbers.
@@ -129,9 +140,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 	defer stop()
 	go func() { <-ctx.Done(); stop() }() // a second ctrl+c kills outright
 	err := c.Execute(ctx, stdout, stderr)
+	var ue bench.UsageError
 	switch {
 	case err == nil:
 		return 0
+	case errors.As(err, &ue):
+		return usageErr(stderr, ue.Error())
 	case errors.Is(err, bench.ErrCheck):
 		fmt.Fprintf(stderr, "%v\n", err)
 	default:

@@ -31,6 +31,8 @@ const usage = `usage: coord -c <client_port> -s <servers_port> -C <config> [-l <
   -bind ADDR     address to listen on (default 127.0.0.1; 0.0.0.0 when the
                  config names ssh hosts)
   -server-bin P  path of the server binary (default: server beside coord)
+  -log-level L   debug, info, warn, error (default info)
+  -no-stdin      do not shut down at end of stdin (only on SIGINT/SIGTERM)
 
 servers on ssh hosts (each overrides the config file's setting of that name):
   -ssh-identity FILE         private key for ssh (ssh_identity)
@@ -43,8 +45,6 @@ servers on ssh hosts (each overrides the config file's setting of that name):
                              the coordinator's, created if missing)
   -copy-bin                  copy the local server binary to -remote-bin first
                              (copy_bin yes)
-  -log-level L   debug, info, warn, error (default info)
-  -no-stdin      do not shut down at end of stdin (only on SIGINT/SIGTERM)
 `
 
 func main() { os.Exit(run()) }
@@ -111,7 +111,28 @@ func run() int {
 	// the servers are in their own process group and never see it.
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
-	if err := c.Start(context.Background()); err != nil {
+	// A signal during start-up stops what was started and exits.
+	startCtx, cancelStart := context.WithCancel(context.Background())
+	interrupted := make(chan os.Signal, 1)
+	started := make(chan struct{})
+	go func() {
+		select {
+		case s := <-sigs:
+			interrupted <- s
+			cancelStart()
+		case <-started:
+		}
+	}()
+	err = c.Start(startCtx)
+	close(started)
+	cancelStart()
+	select {
+	case s := <-interrupted:
+		fmt.Fprintf(os.Stderr, "coord: %s during start-up: the servers started so far are stopped\n", s)
+		return 1
+	default:
+	}
+	if err != nil {
 		fmt.Fprintf(os.Stderr, "coord: %v\n", err)
 		return 1
 	}

@@ -4,8 +4,10 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	_ "net/http/pprof"
@@ -46,8 +48,15 @@ func main() {
 	slack := fs.Duration("timer-slack", time.Millisecond, "timer slack of the process (Linux; 0 = the system's, 50µs)")
 	fs.StringVar(&logFile, "log", "", "log file (default stderr)")
 	fs.StringVar(&level, "log-level", "info", "log level")
-	fs.SetOutput(os.Stderr)
+	fs.SetOutput(io.Discard)
 	if err := fs.Parse(os.Args[1:]); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Println("usage: server -coord <host:port> [flags] (the coordinator starts servers; by hand only for debugging)")
+			fs.SetOutput(os.Stdout)
+			fs.PrintDefaults()
+			os.Exit(0)
+		}
+		fmt.Fprintf(os.Stderr, "server: %v (server -help for usage)\n", err)
 		os.Exit(2)
 	}
 	// First, while nothing is open: this may execute the program again.
@@ -98,7 +107,7 @@ func main() {
 	cfg.TuneGC = os.Getenv("GOGC") == ""
 	srv, err := server.New(cfg)
 	if err != nil {
-		fmt.Fprintf(os.Stderr, "server: %v\n", err)
+		fmt.Fprintf(os.Stderr, "%v\n", err) // it names the server
 		os.Exit(2)
 	}
 	// The coordinator decides when servers stop (and makes them dump

@@ -35,11 +35,15 @@ func exitCode(err error) int {
 	}
 }
 
-// describe turns err into the text after "error: ".
-func describe(err error, timeout time.Duration) string {
+// describe turns err into the text after "error: "; expired says whether
+// the invocation's own deadline (-timeout) ran out.
+func describe(err error, timeout time.Duration, expired bool) string {
 	switch {
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded) && expired:
 		return fmt.Sprintf("no answer within %s: %v", timeout, err)
+	case errors.Is(err, context.DeadlineExceeded):
+		// A shorter deadline of the client's own (a handshake) ran out.
+		return fmt.Sprintf("no answer in time: %v", err)
 	case errors.Is(err, context.Canceled):
 		return "interrupted"
 	}

@@ -131,7 +131,7 @@ func connectCtx(ctx context.Context, cfg config, stderr io.Writer, dial dialFunc
 	addr := cfg.addr()
 	store, err := dial(ctx, addr)
 	if err != nil {
-		msg := describe(err, cfg.timeout)
+		msg := describe(err, cfg.timeout, ctx.Err() != nil)
 		// The client names the coordinator itself; say it once.
 		msg = strings.TrimPrefix(msg, "ftkv: coordinator "+addr+": ")
 		printError(stderr, "", fmt.Sprintf("cannot reach coordinator at %s: %s", addr, msg))
@@ -169,7 +169,7 @@ func oneShot(cfg config, stdout, stderr io.Writer, dial dialFunc) int {
 	defer store.Close()
 	miss, err := execute(ctx, store, cmd, stdout)
 	if err != nil {
-		printError(stderr, "", describe(err, cfg.timeout))
+		printError(stderr, "", describe(err, cfg.timeout, ctx.Err() != nil))
 		return exitCode(err)
 	}
 	if miss {

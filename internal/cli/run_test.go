@@ -210,7 +210,7 @@ func TestExitCodes(t *testing.T) {
 		{name: "dial refused", args: args("G", "k"), dialErr: errors.New("ftkv: coordinator coord.example:7000: dial tcp: connection refused"), code: 3,
 			errPart: "error: cannot reach coordinator at coord.example:7000: dial tcp: connection refused\n", dials: true},
 		{name: "dial deadline", args: args("G", "k"), dialErr: context.DeadlineExceeded, code: 3,
-			errPart: "cannot reach coordinator at coord.example:7000: no answer within 5s", dials: true},
+			errPart: "cannot reach coordinator at coord.example:7000: no answer in time: context deadline exceeded", dials: true}, // a deadline of the client's own, not -timeout
 		{name: "unavailable", args: args("P", "k", "v"), opErr: fmt.Errorf("%w: shard 1", client.ErrUnavailable), code: 3, errPart: "error: ftkv: shard unavailable: shard 1", dials: true},
 		{name: "server error", args: args("G", "k"), opErr: errors.New("ftkv: server x: error:\nboom"), code: 3, errPart: "error: ftkv: server x: error: boom\n", dials: true},
 		{name: "server says too large", args: args("P", "k", "v"), opErr: fmt.Errorf("%w: limit", client.ErrTooLarge), code: 2, errPart: "too large", dials: true},

@@ -33,6 +33,7 @@ func (s *session) do(ctx context.Context, line, where string) (code int, quit bo
 		return ExitOK, false
 	}
 	defer s.stdout.Flush()
+	expired := false // the command's deadline ran out
 	toks, err := Tokenize(line)
 	if err == nil {
 		var cmd command
@@ -46,12 +47,13 @@ func (s *session) do(ctx context.Context, line, where string) (code int, quit bo
 			}
 			cctx, cancel := context.WithTimeout(ctx, s.timeout)
 			_, err = execute(cctx, s.store, cmd, s.stdout)
+			expired = cctx.Err() != nil
 			cancel()
 		}
 	}
 	if err != nil {
 		s.stdout.Flush() // answers so far come before this error
-		printError(s.stderr, where, describe(err, s.timeout))
+		printError(s.stderr, where, describe(err, s.timeout, expired))
 		return exitCode(err), false
 	}
 	return ExitOK, false
