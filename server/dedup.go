@@ -197,10 +197,10 @@ func (d *dedup) claim(client, seq, floor uint64, flags uint8) (*outcome, claim) 
 		if m, ok := st.gone[client]; ok && seq <= m.maxSeq {
 			return nil, claimExpired
 		}
-		if _, ok := st.gone[client]; !ok && flags&wire.FlagRetry != 0 && st.lost && now-st.lostAt < int64(lim.TTL) {
+		if _, ok := st.gone[client]; !ok && flags&wire.FlagRetry != 0 && st.recentlyLost(lim, now) {
 			return nil, claimExpired
 		}
-		s = d.open(st, lim, client, now)
+		s = d.open(st, lim, client, seq, now)
 	}
 	st.touch(s, now)
 	d.raise(s, floor)
@@ -236,7 +236,7 @@ func (d *dedup) record(client, seq, floor uint64, o *outcome) {
 	d.expire(st, lim, now, sweepBatch)
 	s := st.clients[client]
 	if s == nil {
-		s = d.open(st, lim, client, now)
+		s = d.open(st, lim, client, seq, now)
 	}
 	st.touch(s, now)
 	d.raise(s, floor)

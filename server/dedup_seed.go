@@ -11,6 +11,23 @@ import (
 func (d *dedup) snapshot() [][]byte {
 	var chunks [][]byte
 	var b []byte
+	// When a stripe last dropped a mark early, as an age: one record of
+	// client 0 (never a client's id), its seq the age in nanoseconds.
+	// Stripes differ between processes (their hash is salted), so the
+	// receiver applies it to all of them.
+	lost := int64(-1)
+	now := d.clock()
+	for i := range d.stripes {
+		st := &d.stripes[i]
+		st.mu.Lock()
+		if st.lost {
+			lost = max(lost, st.lostAt)
+		}
+		st.mu.Unlock()
+	}
+	if lost >= 0 {
+		b = wire.AppendDedupRecord(b, 0, uint64(max(now-lost, 0)), wire.StatusSessionExpired, 0, nil)
+	}
 	flush := func() {
 		if len(b) >= 1<<20 {
 			chunks = append(chunks, b)
@@ -48,6 +65,19 @@ func (d *dedup) snapshot() [][]byte {
 	return append(chunks, b)
 }
 
+// noteLost marks every stripe as having dropped a mark early at the dedup
+// clock reading at (a re-seeding sender's stripes are not ours).
+func (d *dedup) noteLost(at int64) {
+	for i := range d.stripes {
+		st := &d.stripes[i]
+		st.mu.Lock()
+		if !st.lost || at > st.lostAt {
+			st.lost, st.lostAt = true, at
+		}
+		st.mu.Unlock()
+	}
+}
+
 // restore records the outcomes and expired marks of a snapshot. A record
 // restored counts as a write of its client seen now.
 func (d *dedup) restore(b []byte) error {
@@ -59,6 +89,10 @@ func (d *dedup) restore(b []byte) error {
 		}
 		b = rest
 		now := d.clock()
+		if client == 0 {
+			d.noteLost(now - int64(seq))
+			continue
+		}
 		st := d.stripe(client)
 		st.mu.Lock()
 		s := st.clients[client]
@@ -79,7 +113,7 @@ func (d *dedup) restore(b []byte) error {
 			}
 		default:
 			if s == nil {
-				s = d.open(st, lim, client, now)
+				s = d.open(st, lim, client, seq, now)
 			}
 			st.touch(s, now)
 			if s.get(seq) == nil {

@@ -4,10 +4,13 @@ import (
 	"time"
 )
 
-// open makes client's session, which takes over its expired mark if it
-// has one (the seqs up to it stay refused); if the stripe is full, its
-// longest-silent session expires first.
-func (d *dedup) open(st *dedupStripe, lim *sessionLimits, client uint64, now int64) *session {
+// open makes client's session for a write of seq, which takes over its
+// expired mark if it has one (the seqs up to it stay refused); if the
+// stripe is full, its longest-silent session expires first. Without a mark
+// while the stripe recently dropped marks, the client may be one whose
+// mark went: its seqs below this one that have no record are refused
+// (SESSION_EXPIRED), since one of them may have been applied already.
+func (d *dedup) open(st *dedupStripe, lim *sessionLimits, client, seq uint64, now int64) *session {
 	if len(st.clients) >= lim.perStripe {
 		d.expireSession(st, lim, st.lru.next, now)
 	}
@@ -16,12 +19,20 @@ func (d *dedup) open(st *dedupStripe, lim *sessionLimits, client uint64, now int
 		delete(st.gone, client)
 		d.expired.Add(-1)
 		s.forgot, s.maxSeq = m.maxSeq+1, m.maxSeq
+	} else if st.recentlyLost(lim, now) {
+		s.forgot = seq
 	}
 	st.clients[client] = s
 	s.prev, s.next = st.lru.prev, &st.lru
 	st.lru.prev.next, st.lru.prev = s, s
 	d.sessions.Add(1)
 	return s
+}
+
+// recentlyLost reports whether the stripe dropped an expired mark early
+// within the last TTL: a client retries a write for less than a TTL.
+func (st *dedupStripe) recentlyLost(lim *sessionLimits, now int64) bool {
+	return st.lost && now-st.lostAt < int64(lim.TTL)
 }
 
 // touch notes a write of s seen now: s becomes the most recent session.
