@@ -178,7 +178,7 @@ const (
 	claimInFlight              // sequenced, not committed yet: wait for it
 	claimStale                 // below the client's floor: it can no longer be a retry
 	claimExpired               // may be a retry of a forgotten write: SESSION_EXPIRED
-	claimTooMany               // the client has MaxRecords records: refused
+	claimTooMany               // the client has MaxRecords records: refused for now (retryable)
 )
 
 // claim prunes client's records below floor and looks up (client, seq);

@@ -149,3 +149,23 @@ func TestSequenceAfterClose(t *testing.T) {
 		t.Fatalf("the retry at the next primary: %+v, want OK", a)
 	}
 }
+
+// A client with max_session_records writes remembered (one of them stuck,
+// the others piling up behind its floor) gets a retryable UNAVAILABLE for
+// the next write, not a final error: once the stuck write is answered the
+// floor rises and the retry goes through (found by review: BAD_REQUEST
+// failed the client's writes to healthy shards while one shard failed over).
+func TestTooManyRecordsIsRetryable(t *testing.T) {
+	p, _ := testPrimary(t)
+	p.env.dd.configure(SessionConfig{MaxRecords: 2})
+	c := &fakeConn{}
+	p.sequence([]*entry{put(c, 1, 21, 1, "a", "1"), put(c, 2, 21, 2, "b", "2")}, nil)
+	p.sequence([]*entry{put(c, 3, 21, 3, "c", "3")}, nil)
+	a := c.answers()
+	if len(a) != 1 || a[0].ID != 3 {
+		t.Fatalf("answers %+v, want one to request 3", a)
+	}
+	if a[0].Status != wire.StatusUnavailable {
+		t.Fatalf("the write over the per-client cap got %s %q, want UNAVAILABLE (retry)", a[0].Status, a[0].Value)
+	}
+}

@@ -107,8 +107,10 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 					Value: []byte("sequence number below the client's own floor")})
 				continue
 			case claimTooMany:
-				replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusBadRequest,
-					Value: []byte("too many writes in flight for this client")})
+				// Retryable: the client's floor rises as its oldest write
+				// is answered (one stuck on a failing shard, say).
+				replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusUnavailable,
+					Value: []byte("too many writes in flight for this client; retry")})
 				continue
 			case claimExpired:
 				replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusSessionExpired,
