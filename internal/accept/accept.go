@@ -7,7 +7,8 @@
 // exhausted resources (EMFILE, ENFILE, ENOBUFS, ENOMEM) is logged at most
 // once a second and retried after a back-off, and the accepted connection
 // is handed to an event loop (Config.Enroll). A connection beyond MaxConns
-// gets one error message and is closed, as Redis does at maxclients.
+// gets one error message and is closed, as Redis does at maxclients,
+// unless Config.Full frees a slot for it.
 package accept
 
 import (
@@ -43,7 +44,12 @@ type Config struct {
 	// Enroll takes over an accepted connection (hands it to an event
 	// loop). The Acceptor counts it as open until Closed is called.
 	Enroll func(net.Conn) error
-	Log    zerolog.Logger
+	// Full, when set, is asked when MaxConns are open, before refusing a
+	// new connection: it may free a slot (close a connection, which calls
+	// Closed once closed) and return true, and the new connection is then
+	// enrolled.
+	Full func() bool
+	Log  zerolog.Logger
 }
 
 // Acceptor accepts connections from a listener until it is closed.
@@ -110,7 +116,7 @@ func (a *Acceptor) Serve() error {
 			continue
 		}
 		backoff = 0
-		if a.cfg.MaxConns > 0 && int(a.open.Load()) >= a.cfg.MaxConns {
+		if a.cfg.MaxConns > 0 && int(a.open.Load()) >= a.cfg.MaxConns && (a.cfg.Full == nil || !a.cfg.Full()) {
 			a.rejected.Add(1)
 			a.refuse(nc)
 			a.logf(errors.New("max clients reached"), 0)

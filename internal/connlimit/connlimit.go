@@ -15,11 +15,19 @@
 //   - Requests read but not answered per connection (Begin, Done): beyond
 //     MaxInflight reading pauses until answers go out.
 //   - While paused, a connection whose unread input exceeds InboundCap is
-//     closed (gnet keeps reading sockets whether or not the bytes are
-//     consumed).
+//     closed if its queued output has not shrunk for drainWindow (gnet
+//     keeps reading sockets whether or not the bytes are consumed; a
+//     client that reads its answers is slowed, never closed).
+//   - Input held by connections (incomplete frames, unread input of paused
+//     ones) is counted in an InputBudget shared by several ports: beyond
+//     it the connection holding the most is closed.
 //   - A frame held incomplete longer than FrameTimeout closes the
 //     connection; IdleTimeout (0: off) closes connections idle that long.
-//   - Before Authed, frames larger than PreAuthMaxFrame are refused.
+//   - Before Authed, frames larger than PreAuthMaxFrame are refused; after
+//     it (and on ports without authentication), those larger than MaxFrame.
+//   - On a port with RequireAuth, a connection not Authed within
+//     AuthTimeout is closed, and at MaxConns a new connection evicts the
+//     oldest one not Authed (an authenticated link is never evicted).
 //
 // A Port wraps the port's gnet.EventHandler: the handler decodes with
 // Decode and keeps its own per-connection state in State.Data. Nothing
@@ -29,8 +37,8 @@
 package connlimit
 
 import (
+	"container/list"
 	"context"
-	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -62,6 +70,12 @@ const (
 	fastSweep = 2 * time.Millisecond   // while connections are paused or hold output
 	slowSweep = 250 * time.Millisecond // frame and idle timeouts
 	logEvery  = time.Second            // closures logged at most this often
+	// drainWindow: a paused connection over InboundCap is closed only if
+	// its queued output has not shrunk for this long (it does not read).
+	drainWindow = slowSweep
+	// maxEvicting bounds the evictions (MaxConns) not yet closed: the
+	// port holds at most MaxConns plus these.
+	maxEvicting = 64
 )
 
 // Config configures a Port. Zero values mean no limit, except where noted.
@@ -81,9 +95,18 @@ type Config struct {
 	// and gnet grows its input buffer by copies, 1.25 times at a time).
 	InboundCap int
 
+	InputBudget *InputBudget // shared by the server's ports (nil: none)
+
 	FrameTimeout    time.Duration // longest hold of an incomplete frame
 	IdleTimeout     time.Duration // longest silence between frames
 	PreAuthMaxFrame int           // frame size limit until Authed (0: none)
+	MaxFrame        int           // frame size limit (after Authed; 0: wire.MaxFrame)
+	// RequireAuth: every legitimate connection authenticates (Authed)
+	// first. One that has not within AuthTimeout is closed, and at
+	// MaxConns a new connection evicts the oldest one not authenticated
+	// instead of being refused.
+	RequireAuth bool
+	AuthTimeout time.Duration // see RequireAuth (0: no deadline)
 
 	Log zerolog.Logger
 }
@@ -134,6 +157,11 @@ type Port struct {
 	mu    sync.Mutex
 	loops map[gnet.EventLoop]*loopSet
 
+	umu      sync.Mutex
+	unauth   list.List    // RequireAuth: open connections not Authed, oldest first (*State)
+	evicting atomic.Int64 // evicted, not closed yet
+	evicted  atomic.Uint64
+
 	logMu      sync.Mutex
 	lastLog    time.Time
 	suppressed int
@@ -179,7 +207,7 @@ func Listen(addr string, h gnet.EventHandler, cfg Config, opts ...gnet.Option) (
 		return nil, fmt.Errorf("%s engine: %w", cfg.Name, err)
 	}
 	p.acc = accept.New(ln, accept.Config{Name: cfg.Name, MaxConns: cfg.MaxConns, Reject: cfg.Reject,
-		Enroll: p.enroll, Log: cfg.Log})
+		Enroll: p.enroll, Full: p.full, Log: cfg.Log})
 	go func() {
 		if err := p.acc.Serve(); err != nil {
 			p.errc <- fmt.Errorf("%s accept: %w", cfg.Name, err)
@@ -208,6 +236,10 @@ func (p *Port) Rejected() uint64 { return p.acc.Rejected() }
 // LimitClosed is the number of connections closed for breaking a limit.
 func (p *Port) LimitClosed() uint64 { return p.closed.Load() }
 
+// Evicted is the number of connections not authenticated closed to make
+// room at MaxConns.
+func (p *Port) Evicted() uint64 { return p.evicted.Load() }
+
 // Close stops accepting (the connections open stay served).
 func (p *Port) Close() error { return p.acc.Close() }
 
@@ -225,9 +257,13 @@ func (p *Port) Stop(ctx context.Context) error {
 // enroll hands an accepted connection to an event loop.
 func (p *Port) enroll(nc net.Conn) error {
 	st := &State{p: p}
-	st.dec.Max = p.cfg.PreAuthMaxFrame
+	st.dec.Max = p.cfg.MaxFrame
+	if p.cfg.PreAuthMaxFrame > 0 {
+		st.dec.Max = p.cfg.PreAuthMaxFrame
+	}
 	st.dec.More = st.more
 	st.lastRead = p.now.Load()
+	st.opened = time.Now().UnixNano()
 	resc, err := p.eng.Register(gnet.NewNetConnContext(gnet.NewContext(context.Background(), st), nc))
 	if err != nil {
 		return err
@@ -239,6 +275,31 @@ func (p *Port) enroll(nc net.Conn) error {
 		}
 	}()
 	return nil
+}
+
+// full is the acceptor's question at MaxConns: on a RequireAuth port the
+// oldest connection not authenticated is closed (on its loop, woken with
+// the reason) to make room.
+func (p *Port) full() bool {
+	if !p.cfg.RequireAuth || p.evicting.Load() >= maxEvicting {
+		return false
+	}
+	p.umu.Lock()
+	e := p.unauth.Front()
+	var st *State
+	if e != nil {
+		st = p.unauth.Remove(e).(*State)
+		st.unauthElem = nil
+		st.evicting = true
+		p.evicting.Add(1)
+	}
+	p.umu.Unlock()
+	if st == nil {
+		return false
+	}
+	p.evicted.Add(1)
+	st.doom(errEvicted)
+	return true
 }
 
 // logf logs a closure or failure at most once per logEvery, with the
@@ -309,6 +370,13 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if st := Of(c); st != nil {
 		st.c = c
 		h.p.loopSet(c.EventLoop()).all[st] = struct{}{}
+		if h.p.cfg.RequireAuth {
+			h.p.umu.Lock()
+			if !st.authed.Load() && !st.gone {
+				st.unauthElem = h.p.unauth.PushBack(st)
+			}
+			h.p.umu.Unlock()
+		}
 	}
 	return h.EventHandler.OnOpen(c)
 }
@@ -323,6 +391,8 @@ func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 		delete(h.p.loopSet(c.EventLoop()).all, st)
 		h.p.cfg.Budget.add(-st.out)
 		st.out = 0
+		h.p.cfg.InputBudget.release(st)
+		h.p.unlist(st)
 		h.p.acc.Closed()
 	}
 	return act
@@ -337,6 +407,12 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		return h.EventHandler.OnTraffic(c) // not accepted here (a replication link)
 	}
 	p := h.p
+	if st.gone {
+		return gnet.None // a stale wake
+	}
+	if why := st.doomed.Load(); why != nil {
+		return st.kill(*why)
+	}
 	now := p.now.Load()
 	if st.woken {
 		st.woken = false
@@ -344,13 +420,13 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		st.lastRead = now
 	}
 	if st.blocked(0) {
-		st.paused = true
+		st.pause(now)
 		st.partialSince = 0
-		if st.inboundOver() {
-			return st.kill(errors.New("unread input over its cap while reading is paused"))
+		if st.inboundOver(now) {
+			return st.kill(errInboundCap)
 		}
 		p.watch(st)
-		return gnet.None
+		return st.holdInput()
 	}
 	st.paused = false
 	before := c.InboundBuffered()
@@ -362,8 +438,8 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	switch {
 	case st.paused:
 		st.partialSince = 0
-		if st.inboundOver() {
-			return st.kill(errors.New("unread input over its cap while reading is paused"))
+		if st.inboundOver(now) {
+			return st.kill(errInboundCap)
 		}
 	case after == 0:
 		st.partialSince = 0
@@ -373,5 +449,25 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		// cut before frame_timeout.
 		st.partialSince = time.Now().UnixNano()
 	}
+	if act := st.holdInput(); act != gnet.None {
+		return act
+	}
 	return st.note(now)
+}
+
+// unlist takes st out of the connections not authenticated.
+func (p *Port) unlist(st *State) {
+	if !p.cfg.RequireAuth {
+		return
+	}
+	p.umu.Lock()
+	if st.unauthElem != nil {
+		p.unauth.Remove(st.unauthElem)
+		st.unauthElem = nil
+	}
+	if st.evicting && st.gone {
+		st.evicting = false
+		p.evicting.Add(-1)
+	}
+	p.umu.Unlock()
 }

@@ -17,7 +17,8 @@ import (
 	"ftkv/wire"
 )
 
-// getServer answers every frame with val (a GET of a big value), or,
+// getServer answers every GET with val (a big value) and other frames
+// with an empty answer, or,
 // with hold set, keeps the requests in flight (Begin) until release.
 type getServer struct {
 	gnet.BuiltinEventEngine
@@ -47,6 +48,9 @@ func (h *getServer) OnTraffic(c gnet.Conn) gnet.Action {
 			h.held = append(h.held, heldReq{c, f.ID})
 			h.mu.Unlock()
 			return out, gnet.None
+		}
+		if f.Op != wire.OpGet {
+			return wire.Append(out, &wire.Frame{Op: f.Op, ID: f.ID}), gnet.None
 		}
 		return wire.Append(out, &wire.Frame{Op: f.Op, ID: f.ID, Value: h.val}), gnet.None
 	})
@@ -343,5 +347,191 @@ func TestPreAuthFrameLimit(t *testing.T) {
 		if f, err := frameio.ReadFrame(br); err != nil || f.Status != wire.StatusOK {
 			t.Fatalf("answer %d after HELLO: %v %s %q", i, err, f.Status, f.Value)
 		}
+	}
+}
+
+func hello(t *testing.T, nc net.Conn) {
+	t.Helper()
+	if _, err := nc.Write(wire.Append(nil, &wire.Frame{Op: wire.OpHello, ID: 1})); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if f, err := frameio.ReadFrame(bufio.NewReader(nc)); err != nil || f.Status != wire.StatusOK {
+		t.Fatalf("HELLO: %v %s", err, f.Status)
+	}
+	_ = nc.SetReadDeadline(time.Time{})
+}
+
+// closedByServer reports whether the server closed nc within d (EOF or a
+// reset, after any answer).
+func closedByServer(nc net.Conn, d time.Duration) bool {
+	_ = nc.SetReadDeadline(time.Now().Add(d))
+	_, err := io.Copy(io.Discard, nc)
+	return err == nil || !isTimeout(err)
+}
+
+// On a port requiring authentication, a connection that has not
+// authenticated within AuthTimeout is closed; an authenticated one stays.
+func TestAuthTimeout(t *testing.T) {
+	h := &getServer{val: []byte("v")}
+	p := listen(t, h, Config{RequireAuth: true, AuthTimeout: 300 * time.Millisecond, PreAuthMaxFrame: PreAuthMaxFrame})
+	authed := dial(t, p)
+	hello(t, authed)
+	silent := dial(t, p)
+	start := time.Now()
+	if !closedByServer(silent, 3*time.Second) {
+		t.Fatal("a connection silent for 3s before authenticating is still open (AuthTimeout 300ms)")
+	}
+	if took := time.Since(start); took < 250*time.Millisecond {
+		t.Errorf("closed after %s, before AuthTimeout", took)
+	}
+	if closedByServer(authed, 500*time.Millisecond) {
+		t.Fatal("the authenticated connection was closed")
+	}
+}
+
+// At MaxConns on a port requiring authentication, a new connection
+// evicts the oldest one not authenticated; an authenticated one is never
+// evicted, so with every slot authenticated a new connection is refused.
+func TestEvictOldestUnauthenticated(t *testing.T) {
+	h := &getServer{val: []byte("v")}
+	p := listen(t, h, Config{MaxConns: 3, RequireAuth: true, PreAuthMaxFrame: PreAuthMaxFrame})
+	a := dial(t, p)
+	hello(t, a)
+	b := dial(t, p)
+	eventually(t, time.Second, "two open", func() bool { return p.Open() == 2 })
+	c := dial(t, p)
+	eventually(t, time.Second, "three open", func() bool { return p.Open() == 3 })
+	d := dial(t, p) // evicts b, the oldest not authenticated
+	if !closedByServer(b, 2*time.Second) {
+		t.Fatal("the oldest unauthenticated connection was not evicted")
+	}
+	hello(t, d)
+	e := dial(t, p) // evicts c
+	if !closedByServer(c, 2*time.Second) {
+		t.Fatal("the second unauthenticated connection was not evicted")
+	}
+	hello(t, e)
+	eventually(t, time.Second, "three open", func() bool { return p.Open() == 3 })
+	f := dial(t, p) // every slot is authenticated: refused
+	_ = f.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if fr, err := frameio.ReadFrame(bufio.NewReader(f)); err != nil || fr.Status != wire.StatusUnavailable {
+		t.Fatalf("a connection with every slot authenticated: %v %s, want UNAVAILABLE", err, fr.Status)
+	}
+	for _, nc := range []net.Conn{a, d, e} {
+		if closedByServer(nc, 100*time.Millisecond) {
+			t.Fatal("an authenticated connection was closed")
+		}
+	}
+	if p.Evicted() != 2 || p.Rejected() != 1 {
+		t.Errorf("evicted %d, rejected %d; want 2, 1", p.Evicted(), p.Rejected())
+	}
+}
+
+// Connections holding all but the last byte of a 1 MiB frame: beyond the
+// input budget the one holding the most is closed, so the input held
+// stays within the budget.
+func TestInputBudget(t *testing.T) {
+	h := &getServer{val: []byte("v")}
+	ib := NewInputBudget(4 << 20)
+	p := listen(t, h, Config{InputBudget: ib})
+	frame := wire.Append(nil, &wire.Frame{Op: wire.OpPut, ID: 1, Key: []byte("k"), Value: make([]byte, 1<<20)})
+	const n = 10
+	for range n {
+		nc := dial(t, p)
+		if _, err := nc.Write(frame[:len(frame)-1]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	eventually(t, 3*time.Second, "every connection's input arrived or it was closed", func() bool {
+		return int64(p.Open())*int64(len(frame)-1) == ib.Used()
+	})
+	// Four half frames are over 4 MiB: three stay.
+	if p.Open() != 3 || p.LimitClosed() != n-3 {
+		t.Errorf("open %d, closed for a limit %d; want 3, %d", p.Open(), p.LimitClosed(), n-3)
+	}
+	if ib.Used() > 4<<20 {
+		t.Errorf("input held %d, over the budget", ib.Used())
+	}
+	t.Logf("open %d, input held %d", p.Open(), ib.Used())
+}
+
+// An honest client pipelining 1 MiB PUTs behind GETs of a 1 MiB value on
+// one connection, reading every answer (slower than the server writes):
+// its reading pauses with megabytes of PUTs unread behind, yet it is
+// slowed, never closed.
+func TestHonestPipelinedWriter(t *testing.T) {
+	h := &getServer{val: make([]byte, 1<<20)}
+	p := listen(t, h, Config{OutputSoft: 4 << 20, OutputHard: 32 << 20, OutputGrace: 10 * time.Second,
+		Budget: NewBudget(32 << 20), InputBudget: NewInputBudget(64 << 20)})
+	nc := dial(t, p)
+	const rounds, depth = 12, 16
+	var batch []byte
+	for i := range depth {
+		batch = wire.Append(batch, &wire.Frame{Op: wire.OpGet, ID: uint64(2 * i), Key: []byte("k")})
+		batch = wire.Append(batch, &wire.Frame{Op: wire.OpPut, ID: uint64(2*i + 1), Key: []byte("k"), Value: make([]byte, 1<<20)})
+	}
+	ahead := make(chan struct{}, 3) // three batches in flight, as three goroutines sharing a connection
+	werr := make(chan error, 1)
+	go func() {
+		for range rounds {
+			ahead <- struct{}{}
+			if _, err := nc.Write(batch); err != nil {
+				werr <- err
+				return
+			}
+		}
+		werr <- nil
+	}()
+	br := bufio.NewReaderSize(nc, 64<<10)
+	start := time.Now()
+	for r := range rounds {
+		for i := range 2 * depth {
+			_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			f, err := frameio.ReadFrame(br)
+			if err != nil {
+				t.Fatalf("round %d answer %d: %v (closed for a limit: %d)", r, i, err, p.LimitClosed())
+			}
+			if f.ID != uint64(i) {
+				t.Fatalf("round %d: answer id %d, want %d", r, f.ID, i)
+			}
+			if i%8 == 0 {
+				time.Sleep(5 * time.Millisecond) // a client slower than loopback
+			}
+		}
+		<-ahead
+	}
+	if err := <-werr; err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d MiB each way in %s", rounds*depth, time.Since(start))
+	if p.LimitClosed() != 0 {
+		t.Errorf("closed for a limit %d", p.LimitClosed())
+	}
+}
+
+// MaxFrame refuses longer frames (BAD_REQUEST, closed); one at the limit
+// passes.
+func TestMaxFrame(t *testing.T) {
+	h := &getServer{val: []byte("v")}
+	const limit = 64 << 10
+	p := listen(t, h, Config{MaxFrame: limit})
+	ok := wire.Append(nil, &wire.Frame{Op: wire.OpPut, ID: 1, Value: make([]byte, limit-(wire.HeaderSize-4))})
+	nc := dial(t, p)
+	if _, err := nc.Write(ok); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if f, err := frameio.ReadFrame(bufio.NewReader(nc)); err != nil || f.Status != wire.StatusOK {
+		t.Fatalf("a frame at the limit: %v %s", err, f.Status)
+	}
+	big := wire.Append(nil, &wire.Frame{Op: wire.OpPut, ID: 2, Value: make([]byte, limit)})
+	nc = dial(t, p)
+	if _, err := nc.Write(big[:wire.HeaderSize]); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	if f, err := frameio.ReadFrame(bufio.NewReader(nc)); err != nil || f.Status != wire.StatusBadRequest {
+		t.Fatalf("a frame over the limit: %v %s, want BAD_REQUEST", err, f.Status)
 	}
 }

@@ -1,8 +1,10 @@
 package connlimit
 
 import (
+	"container/list"
 	"errors"
 	"fmt"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,7 +25,15 @@ type State struct {
 	c        gnet.Conn
 	dec      frameio.Decoder
 	inflight atomic.Int64
-	authed   bool
+	authed   atomic.Bool
+	doomed   atomic.Pointer[error] // set from any goroutine: closed with this reason at the next wake
+
+	unauthElem *list.Element // in p.unauth (under p.umu)
+	evicting   bool          // evicted at MaxConns, not closed yet (under p.umu)
+
+	in     int64 // input counted in the InputBudget (under its mu)
+	inSeen int64 // in as this loop last reported it
+	shed   bool  // chosen by the InputBudget, or closed (under its mu)
 
 	out          int64 // queued output last seen (counted in the budget)
 	paused       bool  // requests left undecoded for a limit
@@ -34,6 +44,9 @@ type State struct {
 	overSince    int64 // unix ns: over the soft limit since (0: not)
 	partialSince int64 // unix ns: an incomplete frame held since (0: none)
 	lastRead     int64 // unix ns (coarse)
+	opened       int64 // unix ns: enrolled
+	pausedAt     int64 // unix ns (coarse): paused since
+	drainedAt    int64 // unix ns (coarse): queued output last seen shrinking
 }
 
 // Of returns c's State, or nil for a connection not accepted by a Port.
@@ -56,12 +69,16 @@ func Decode(c gnet.Conn, fn frameio.Handler) gnet.Action {
 // Authed lifts the pre-authentication frame size limit (it applies to
 // the next frame already).
 func (st *State) Authed() {
-	st.authed = true
-	st.dec.Max = 0
+	if st.authed.Load() {
+		return
+	}
+	st.authed.Store(true)
+	st.dec.Max = st.p.cfg.MaxFrame
+	st.p.unlist(st)
 }
 
 // IsAuthed reports whether Authed was called.
-func (st *State) IsAuthed() bool { return st.authed }
+func (st *State) IsAuthed() bool { return st.authed.Load() }
 
 // Begin counts a request read on c whose answer will be written later
 // (Done). Only on c's event loop.
@@ -98,10 +115,48 @@ func AfterWrite(c gnet.Conn, err error) error {
 // more is the decoder's question before each frame.
 func (st *State) more(out int) bool {
 	if st.blocked(out) {
-		st.paused = true
+		st.pause(st.p.now.Load())
 		return false
 	}
 	return true
+}
+
+// pause marks the connection paused (since now, if it was not).
+func (st *State) pause(now int64) {
+	if !st.paused {
+		st.paused = true
+		st.pausedAt = now
+	}
+}
+
+// doom has the connection closed with why on its loop (any goroutine).
+func (st *State) doom(why error) {
+	if st.doomed.CompareAndSwap(nil, &why) {
+		_ = st.c.Wake(nil)
+	}
+}
+
+// holdInput counts the connection's unread input in the InputBudget;
+// beyond the budget the connection holding the most is closed.
+func (st *State) holdInput() gnet.Action {
+	b := st.p.cfg.InputBudget
+	if b == nil {
+		return gnet.None
+	}
+	n := int64(st.c.InboundBuffered())
+	if n == st.inSeen {
+		return gnet.None
+	}
+	st.inSeen = n
+	v := b.hold(st, n)
+	switch {
+	case v == nil:
+	case v == st:
+		return st.kill(errInputBudget)
+	default:
+		v.doom(errInputBudget)
+	}
+	return gnet.None
 }
 
 // blocked reports whether reading must pause, with extra bytes of answers
@@ -119,10 +174,15 @@ func (st *State) blocked(extra int) bool {
 }
 
 // inboundOver reports whether the unread input of a paused connection is
-// over the cap (and over its first frame with some slack).
-func (st *State) inboundOver() bool {
+// over the cap (and over its first frame with some slack) while its
+// queued output has not shrunk for drainWindow: a client that reads its
+// answers is not closed (the InputBudget bounds what it holds).
+func (st *State) inboundOver(now int64) bool {
 	have := st.c.InboundBuffered()
 	if have <= st.p.cfg.InboundCap {
+		return false
+	}
+	if st.c.OutboundBuffered() == 0 || time.Duration(now-max(st.pausedAt, st.drainedAt)) <= drainWindow {
 		return false
 	}
 	hdr, err := st.c.Peek(4)
@@ -135,6 +195,9 @@ func (st *State) inboundOver() bool {
 func (st *State) note(now int64) gnet.Action {
 	cfg := &st.p.cfg
 	o := int64(st.c.OutboundBuffered())
+	if o < st.out {
+		st.drainedAt = now
+	}
 	cfg.Budget.add(o - st.out)
 	st.out = o
 	if cfg.OutputHard > 0 && o > int64(cfg.OutputHard) {
@@ -165,5 +228,85 @@ func (st *State) kill(why error) gnet.Action {
 	return gnet.Close
 }
 
-var errFrameTimeout = errors.New("an incomplete frame was held longer than the frame timeout")
-var errIdleTimeout = errors.New("idle longer than the idle timeout")
+var (
+	errFrameTimeout = errors.New("an incomplete frame was held longer than the frame timeout")
+	errIdleTimeout  = errors.New("idle longer than the idle timeout")
+	errInboundCap   = errors.New("unread input over its cap while reading is paused and answers are not read")
+	errInputBudget  = errors.New("holds the most input while the server's input budget is exceeded")
+	errAuthTimeout  = errors.New("not authenticated within the authentication timeout")
+	errEvicted      = errors.New("not authenticated, evicted to make room at the connection maximum")
+)
+
+// InputBudget bounds the input held by the connections of several ports
+// together: bytes of incomplete frames and unread input of paused
+// connections (gnet keeps reading a socket, and grows its buffer by
+// copies). Beyond it the connection holding the most is closed; an
+// authenticated connection of a RequireAuth port (a cluster link) is
+// counted but never chosen.
+type InputBudget struct {
+	limit   int64
+	mu      sync.Mutex
+	used    int64
+	holders map[*State]struct{}
+}
+
+// NewInputBudget returns a budget of limit bytes (<= 0: unlimited).
+func NewInputBudget(limit int64) *InputBudget {
+	return &InputBudget{limit: limit, holders: make(map[*State]struct{})}
+}
+
+// Used is the input counted against the budget.
+func (b *InputBudget) Used() int64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.used
+}
+
+// hold records that st holds n bytes of input and returns the connection
+// to close when the budget is exceeded (nil: none). The chosen one is
+// no longer counted.
+func (b *InputBudget) hold(st *State, n int64) *State {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if st.shed {
+		return nil
+	}
+	b.used += n - st.in
+	st.in = n
+	if n > 0 {
+		b.holders[st] = struct{}{}
+	} else {
+		delete(b.holders, st)
+	}
+	if b.limit <= 0 || b.used <= b.limit {
+		return nil
+	}
+	var v *State
+	for h := range b.holders {
+		if (v == nil || h.in > v.in) && !(h.p.cfg.RequireAuth && h.authed.Load()) {
+			v = h
+		}
+	}
+	if v != nil {
+		v.shed = true
+		b.used -= v.in
+		v.in = 0
+		delete(b.holders, v)
+	}
+	return v
+}
+
+// release uncounts a closed connection.
+func (b *InputBudget) release(st *State) {
+	if b == nil {
+		return
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !st.shed {
+		b.used -= st.in
+		st.in = 0
+		st.shed = true
+		delete(b.holders, st)
+	}
+}

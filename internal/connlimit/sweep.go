@@ -112,6 +112,10 @@ func (p *Port) sweep(ls *loopSet, now int64, full bool) {
 		for st := range ls.all {
 			switch {
 			case st.killed:
+			case cfg.RequireAuth && cfg.AuthTimeout > 0 && !st.authed.Load() &&
+				time.Duration(now-st.opened) > cfg.AuthTimeout:
+				st.kill(errAuthTimeout)
+				_ = st.c.Close()
 			case cfg.FrameTimeout > 0 && st.partialSince != 0 && !st.paused &&
 				time.Duration(now-st.partialSince) > cfg.FrameTimeout:
 				st.kill(errFrameTimeout)
