@@ -190,27 +190,32 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	return nil
 }
 
-// maxServerConns bounds the connections to the servers port.
+// maxServerConns bounds the connections to the servers port (at the
+// bound, a new connection evicts the oldest one not authenticated).
 const maxServerConns = 1024
 
 // listen serves port with h under the client limits (connlimit): a
 // client of the coordinator is held to the same bounds as a server's
-// (connections, queued output, half frames), and running out of
-// descriptors never stops the engine. Frames to the coordinator are
-// small: the servers port takes 4 KiB until HELLO matched, the client
-// port 64 KiB.
+// (connections, queued output, half frames, input held: each port has
+// an input budget of its own), and running out of descriptors never
+// stops the engine. Frames to the coordinator are small: the servers
+// port takes 4 KiB until HELLO matched, which must come within the
+// handshake bound, the client port 64 KiB.
 func (c *Coordinator) listen(h gnet.EventHandler, name string, port int) (string, error) {
 	l := c.limits().WithDefaults()
 	cfg := connlimit.Config{
 		Name: name, MaxConns: l.MaxClients,
 		OutputSoft: int(l.OutputSoftLimit), OutputHard: int(l.OutputHardLimit), OutputGrace: l.OutputGrace,
-		Budget: c.budget, MaxInflight: l.MaxInflight, FrameTimeout: l.FrameTimeout, IdleTimeout: l.IdleTimeout,
+		Budget: c.budget, InputBudget: connlimit.NewInputBudget(l.InputBudget),
+		MaxInflight: l.MaxInflight, FrameTimeout: l.FrameTimeout, IdleTimeout: l.IdleTimeout,
 		PreAuthMaxFrame: maxClientFrame, Log: c.log,
 	}
 	if name == "servers" {
 		// Only the cluster's servers connect here: max_clients is for
-		// clients (a small one must not lock the servers out).
+		// clients (a small one must not lock the servers out), and a
+		// connection that does not authenticate in time is closed.
 		cfg.PreAuthMaxFrame, cfg.MaxConns = connlimit.PreAuthMaxFrame, maxServerConns
+		cfg.RequireAuth, cfg.AuthTimeout = true, c.opts.Timing.Handshake
 	}
 	p, err := connlimit.Listen(net.JoinHostPort(c.opts.Bind, strconv.Itoa(port)), h, cfg,
 		gnet.WithLogger(gnetlog.Logger{L: c.log}), gnet.WithNumEventLoop(1), gnet.WithTCPNoDelay(gnet.TCPNoDelay))

@@ -1,5 +1,5 @@
 // Package limits names the bounds every ftkv server puts on its clients
-// (connections, queued output, work in flight, half-sent frames, idle
+// (connections, queued output, unprocessed input, work in flight, half-sent frames, idle
 // connections, remembered exactly-once sessions), with their defaults, the
 // cluster file's line for each and the flag of bin/coord and bin/server.
 //
@@ -15,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"ftkv/wire"
 )
 
 // Config holds the limits; zero means the default.
@@ -24,6 +26,7 @@ type Config struct {
 	OutputHardLimit   int64         // output_hard_limit: queued answers at which a connection is closed
 	OutputGrace       time.Duration // output_grace: how long a connection may stay over the soft limit
 	OutputBudget      int64         // output_budget: queued answers of all connections together
+	InputBudget       int64         // input_budget: unprocessed input (half-sent frames, paused connections) of all connections together
 	MaxInflight       int           // max_inflight: requests read but not answered per connection
 	FrameTimeout      time.Duration // frame_timeout: how long a half-sent frame may wait for its rest
 	IdleTimeout       time.Duration // idle_timeout: idle connections are closed after this (0: never)
@@ -43,12 +46,17 @@ const (
 	DefaultOutputHardLimit   = 32 << 20
 	DefaultOutputGrace       = 10 * time.Second
 	DefaultOutputBudget      = 32 << 20
+	DefaultInputBudget       = 64 << 20
 	DefaultMaxInflight       = 4096
 	DefaultFrameTimeout      = 10 * time.Second
 	DefaultSessionTTL        = 10 * time.Minute // long enough for any sane retry
 	DefaultMaxSessions       = 100000
 	DefaultMaxSessionRecords = 65536
 )
+
+// MaxClientFrame is the largest valid request on the client port, length
+// prefix included: a CAS of a maximal key, value and expected value.
+const MaxClientFrame = wire.HeaderSize + wire.MaxKey + 2*wire.MaxValue
 
 type kind int
 
@@ -75,6 +83,7 @@ var Settings = []Setting{
 	{"output_hard_limit", "output-hard-limit", "queued answers at which a connection is closed", bytes, "32MiB", func(c *Config) any { return &c.OutputHardLimit }},
 	{"output_grace", "output-grace", "how long a connection may stay over the soft limit", duration, "10s", func(c *Config) any { return &c.OutputGrace }},
 	{"output_budget", "output-budget", "queued answers of all connections of a server", bytes, "32MiB", func(c *Config) any { return &c.OutputBudget }},
+	{"input_budget", "input-budget", "unprocessed input of all connections of a server", bytes, "64MiB", func(c *Config) any { return &c.InputBudget }},
 	{"max_inflight", "max-inflight", "requests read but not answered per connection", count, "4096", func(c *Config) any { return &c.MaxInflight }},
 	{"frame_timeout", "frame-timeout", "how long a half-sent frame may wait for its rest", duration, "10s", func(c *Config) any { return &c.FrameTimeout }},
 	{"idle_timeout", "idle-timeout", "idle connections are closed after this (0: never)", duration, "0", func(c *Config) any { return &c.IdleTimeout }},
@@ -187,7 +196,7 @@ func (c Config) Args() []string {
 func (c Config) WithDefaults() Config {
 	def := Config{
 		MaxClients: DefaultMaxClients, OutputSoftLimit: DefaultOutputSoftLimit, OutputHardLimit: DefaultOutputHardLimit,
-		OutputGrace: DefaultOutputGrace, OutputBudget: DefaultOutputBudget, MaxInflight: DefaultMaxInflight,
+		OutputGrace: DefaultOutputGrace, OutputBudget: DefaultOutputBudget, InputBudget: DefaultInputBudget, MaxInflight: DefaultMaxInflight,
 		FrameTimeout: DefaultFrameTimeout, SessionTTL: DefaultSessionTTL, MaxSessions: DefaultMaxSessions,
 		MaxSessionRecords: DefaultMaxSessionRecords,
 	}
@@ -208,6 +217,9 @@ func (c Config) Validate() error {
 	}
 	if d.OutputBudget < d.OutputSoftLimit {
 		errs = append(errs, fmt.Sprintf("output_budget %d is below output_soft_limit %d", d.OutputBudget, d.OutputSoftLimit))
+	}
+	if d.InputBudget < MaxClientFrame {
+		errs = append(errs, fmt.Sprintf("input_budget %d is below the largest request, %d bytes", d.InputBudget, MaxClientFrame))
 	}
 	if len(errs) == 0 {
 		return nil

@@ -60,6 +60,9 @@ func TestLinesFlagsArgs(t *testing.T) {
 		t.Fatalf("round trip: %+v, want %+v", back, file)
 	}
 	d := back.WithDefaults()
+	if d.InputBudget != DefaultInputBudget {
+		t.Fatalf("WithDefaults: input budget %d, want %d", d.InputBudget, DefaultInputBudget)
+	}
 	if d.MaxClients != 700 || d.OutputHardLimit != DefaultOutputHardLimit || d.IdleTimeout != 0 || d.SessionTTL != 2*time.Second {
 		t.Fatalf("WithDefaults = %+v", d)
 	}
@@ -82,6 +85,9 @@ func TestBadValues(t *testing.T) {
 	}
 	if (Config{}).Validate() != nil {
 		t.Error("the defaults do not validate")
+	}
+	if (Config{InputBudget: 1 << 20}).Validate() == nil {
+		t.Error("an input budget below the largest request accepted")
 	}
 }
 
@@ -108,5 +114,23 @@ func TestZeroFlagWins(t *testing.T) {
 	}
 	if d := file.WithDefaults(); d.MaxClients != DefaultMaxClients || d.IdleTimeout != 0 {
 		t.Fatalf("WithDefaults: %+v", d)
+	}
+}
+
+// input_budget is a line and a flag like the others, passed to the servers.
+func TestInputBudgetSetting(t *testing.T) {
+	var file Config
+	s, ok := Lookup("input_budget")
+	if !ok || s.Flag != "input-budget" || s.Default() != "64MiB" {
+		t.Fatalf("input_budget setting: %+v %v", s, ok)
+	}
+	if err := s.Set(&file, "128mb"); err != nil {
+		t.Fatal(err)
+	}
+	if want := []string{"-input-budget", "134217728"}; !slices.Equal(file.Args(), want) {
+		t.Fatalf("Args = %q, want %q", file.Args(), want)
+	}
+	if file.WithDefaults().InputBudget != 128<<20 {
+		t.Fatalf("WithDefaults: %d", file.WithDefaults().InputBudget)
 	}
 }

@@ -18,11 +18,16 @@ const (
 )
 
 // portLimits is the connlimit configuration of each port: the client port
-// gets every limit of l; the peer and control ports take only frames of
-// HELLO size before authentication, a fixed connection maximum, and the
-// output limits (their answers are small: only a stuck peer reaches them).
+// gets every limit of l and takes frames up to the largest valid request;
+// the peer and control ports take only frames of HELLO size before
+// authentication, which must come within the handshake bound (at their
+// fixed connection maximum a new connection evicts the oldest one not yet
+// authenticated), and the output limits (their answers are small: only a
+// stuck peer reaches them). The three ports share budget and one input
+// budget.
 func (s *Server) portLimits(l Limits, budget *connlimit.Budget) (client, peer, ctl connlimit.Config) {
 	l = l.WithDefaults()
+	input := connlimit.NewInputBudget(l.InputBudget)
 	client = connlimit.Config{
 		Name:         "client",
 		MaxConns:     l.MaxClients,
@@ -30,9 +35,11 @@ func (s *Server) portLimits(l Limits, budget *connlimit.Budget) (client, peer, c
 		OutputHard:   int(l.OutputHardLimit),
 		OutputGrace:  l.OutputGrace,
 		Budget:       budget,
+		InputBudget:  input,
 		MaxInflight:  l.MaxInflight,
 		FrameTimeout: l.FrameTimeout,
 		IdleTimeout:  l.IdleTimeout,
+		MaxFrame:     limits.MaxClientFrame - 4, // the decoder's limit excludes the length prefix
 		Log:          s.log,
 	}
 	peer = connlimit.Config{
@@ -42,8 +49,11 @@ func (s *Server) portLimits(l Limits, budget *connlimit.Budget) (client, peer, c
 		OutputHard:      client.OutputHard,
 		OutputGrace:     client.OutputGrace,
 		Budget:          budget,
+		InputBudget:     input,
 		FrameTimeout:    client.FrameTimeout,
 		PreAuthMaxFrame: connlimit.PreAuthMaxFrame,
+		RequireAuth:     true,
+		AuthTimeout:     s.cfg.Timing.Handshake,
 		Log:             s.log,
 	}
 	ctl = peer
