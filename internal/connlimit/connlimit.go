@@ -15,9 +15,9 @@
 //   - Requests read but not answered per connection (Begin, Done): beyond
 //     MaxInflight reading pauses until answers go out.
 //   - While paused, a connection whose unread input exceeds InboundCap is
-//     closed if its queued output has not shrunk for drainWindow (gnet
-//     keeps reading sockets whether or not the bytes are consumed; a
-//     client that reads its answers is slowed, never closed).
+//     closed, unless its queued output shrank recently (gnet keeps reading
+//     sockets whether or not the bytes are consumed; a client that reads
+//     its answers is slowed, not closed: see drainWindow).
 //   - Input held by connections (incomplete frames, unread input of paused
 //     ones) is counted in an InputBudget shared by several ports: beyond
 //     it the connection holding the most is closed.
@@ -70,9 +70,17 @@ const (
 	fastSweep = 2 * time.Millisecond   // while connections are paused or hold output
 	slowSweep = 250 * time.Millisecond // frame and idle timeouts
 	logEvery  = time.Second            // closures logged at most this often
-	// drainWindow: a paused connection over InboundCap is closed only if
-	// its queued output has not shrunk for this long (it does not read).
-	drainWindow = slowSweep
+	// A paused connection whose queued output shrank t ago may hold
+	// s*(1-t/drainWindow) bytes of unread input beyond InboundCap (none
+	// from drainWindow on), s being drainBase plus the output it drained
+	// while paused, at most drainSlack: a client that reads its answers may stall for a
+	// while (scheduling, its collector) with requests queued behind; one
+	// that never reads drains nothing once paused (the kernel's buffers
+	// are full by then) and goes on sending, and gnet's buffer holding its
+	// input grows by copies.
+	drainWindow = 250 * time.Millisecond
+	drainBase   = 2 << 20
+	drainSlack  = 8 << 20
 	// maxEvicting bounds the evictions (MaxConns) not yet closed: the
 	// port holds at most MaxConns plus these.
 	maxEvicting = 64
@@ -420,9 +428,12 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		st.lastRead = now
 	}
 	if st.blocked(0) {
-		st.pause(now)
+		st.pause()
 		st.partialSince = 0
-		if st.inboundOver(now) {
+		if act := st.note(now); act != gnet.None { // (has the output shrunk?)
+			return act
+		}
+		if st.inboundOver() {
 			return st.kill(errInboundCap)
 		}
 		p.watch(st)
@@ -438,7 +449,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	switch {
 	case st.paused:
 		st.partialSince = 0
-		if st.inboundOver(now) {
+		if st.inboundOver() {
 			return st.kill(errInboundCap)
 		}
 	case after == 0:

@@ -45,8 +45,9 @@ type State struct {
 	partialSince int64 // unix ns: an incomplete frame held since (0: none)
 	lastRead     int64 // unix ns (coarse)
 	opened       int64 // unix ns: enrolled
-	pausedAt     int64 // unix ns (coarse): paused since
-	drainedAt    int64 // unix ns (coarse): queued output last seen shrinking
+	pausedAt     int64 // unix ns: paused since
+	drainedAt    int64 // unix ns (coarse, fresh while watched): queued output last seen shrinking
+	drained      int64 // queued output seen draining while paused
 }
 
 // Of returns c's State, or nil for a connection not accepted by a Port.
@@ -115,17 +116,18 @@ func AfterWrite(c gnet.Conn, err error) error {
 // more is the decoder's question before each frame.
 func (st *State) more(out int) bool {
 	if st.blocked(out) {
-		st.pause(st.p.now.Load())
+		st.pause()
 		return false
 	}
 	return true
 }
 
-// pause marks the connection paused (since now, if it was not).
-func (st *State) pause(now int64) {
+// pause marks the connection paused. (The exact time: the coarse clock
+// may be a slow sweep old when the port was quiet.)
+func (st *State) pause() {
 	if !st.paused {
 		st.paused = true
-		st.pausedAt = now
+		st.pausedAt = time.Now().UnixNano()
 	}
 }
 
@@ -174,19 +176,25 @@ func (st *State) blocked(extra int) bool {
 }
 
 // inboundOver reports whether the unread input of a paused connection is
-// over the cap (and over its first frame with some slack) while its
-// queued output has not shrunk for drainWindow: a client that reads its
-// answers is not closed (the InputBudget bounds what it holds).
-func (st *State) inboundOver(now int64) bool {
+// over the cap (and over its first frame), with a slack for a client that
+// has shown it reads (see drainWindow): it is slowed, not closed (the
+// InputBudget bounds what it holds); a connection with no queued output is
+// paused for the server's sake (max_inflight, the output budget), not its
+// own.
+func (st *State) inboundOver() bool {
 	have := st.c.InboundBuffered()
-	if have <= st.p.cfg.InboundCap {
+	if have <= st.p.cfg.InboundCap || st.c.OutboundBuffered() == 0 {
 		return false
 	}
-	if st.c.OutboundBuffered() == 0 || time.Duration(now-max(st.pausedAt, st.drainedAt)) <= drainWindow {
+	limit := st.p.cfg.InboundCap
+	if idle := time.Duration(time.Now().UnixNano() - max(st.pausedAt, st.drainedAt)); idle < drainWindow {
+		limit += int(min(st.drained+drainBase, drainSlack) * int64(drainWindow-idle) / int64(drainWindow))
+	}
+	if have <= limit {
 		return false
 	}
 	hdr, err := st.c.Peek(4)
-	return err != nil || have > wire.FrameLen(hdr)+st.p.cfg.InboundCap
+	return err != nil || have > wire.FrameLen(hdr)+limit
 }
 
 // note records the connection's queued output: in the budget, against the
@@ -197,6 +205,9 @@ func (st *State) note(now int64) gnet.Action {
 	o := int64(st.c.OutboundBuffered())
 	if o < st.out {
 		st.drainedAt = now
+		if st.paused {
+			st.drained += st.out - o
+		}
 	}
 	cfg.Budget.add(o - st.out)
 	st.out = o
