@@ -42,7 +42,7 @@ type Config struct {
 // Defaults. IdleTimeout's default is 0: idle connections stay open, as in Redis.
 const (
 	DefaultMaxClients        = 10000
-	DefaultOutputSoftLimit   = 4 << 20
+	DefaultOutputSoftLimit   = 2 << 20
 	DefaultOutputHardLimit   = 32 << 20
 	DefaultOutputGrace       = 10 * time.Second
 	DefaultOutputBudget      = 32 << 20
@@ -79,7 +79,7 @@ type Setting struct {
 // Settings lists every limit in the README's order.
 var Settings = []Setting{
 	{"max_clients", "max-clients", "open client connections per server", count, "10000", func(c *Config) any { return &c.MaxClients }},
-	{"output_soft_limit", "output-soft-limit", "queued answers at which a connection's reading pauses", bytes, "4MiB", func(c *Config) any { return &c.OutputSoftLimit }},
+	{"output_soft_limit", "output-soft-limit", "queued answers at which a connection's reading pauses", bytes, "2MiB", func(c *Config) any { return &c.OutputSoftLimit }},
 	{"output_hard_limit", "output-hard-limit", "queued answers at which a connection is closed", bytes, "32MiB", func(c *Config) any { return &c.OutputHardLimit }},
 	{"output_grace", "output-grace", "how long a connection may stay over the soft limit", duration, "10s", func(c *Config) any { return &c.OutputGrace }},
 	{"output_budget", "output-budget", "queued answers of all connections of a server", bytes, "32MiB", func(c *Config) any { return &c.OutputBudget }},
