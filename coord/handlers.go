@@ -1,7 +1,6 @@
 package coord
 
 import (
-	"crypto/subtle"
 	"encoding/json"
 	"fmt"
 	"sort"
@@ -38,12 +37,7 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 	st := connlimit.Of(conn) // every connection of this port was accepted by connlimit
 	return eachFrame(conn, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
 		if !st.IsAuthed() {
-			if f.Op != wire.OpHello || subtle.ConstantTimeCompare(f.Value, []byte(c.secret)) != 1 {
-				c.log.Warn().Str("remote", conn.RemoteAddr().String()).Msg("unauthenticated connection on the servers port refused")
-				return answer(out, f, wire.StatusBadRequest, 0, []byte("authentication required")), gnet.Close
-			}
-			st.Authed() // heartbeats beyond HELLO's size are accepted from now on
-			return answer(out, f, wire.StatusOK, 0, nil), gnet.None
+			return st.Hello(f, c.secret, out)
 		}
 		if f.Op != wire.OpHeartbeat {
 			return answer(out, f, wire.StatusBadRequest, 0, []byte("expected HEARTBEAT")), gnet.Close

@@ -21,12 +21,7 @@ func (h *ctlHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	st := connlimit.Of(c) // every connection of this port was accepted by connlimit
 	return decodeAll(c, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
 		if !st.IsAuthed() {
-			if f.Op != wire.OpHello || !s.secretOK(f.Value) {
-				s.log.Warn().Str("remote", c.RemoteAddr().String()).Msg("unauthenticated connection on the control port refused")
-				return reply(out, f, wire.StatusBadRequest, 0, "authentication required"), gnet.Close
-			}
-			st.Authed() // frames beyond HELLO's size are accepted from now on
-			return reply(out, f, wire.StatusOK, 0, ""), gnet.None
+			return st.Hello(f, s.cfg.Secret, out)
 		}
 		id, op := f.ID, f.Op
 		switch f.Op {

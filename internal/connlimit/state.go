@@ -2,6 +2,7 @@ package connlimit
 
 import (
 	"container/list"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"sync"
@@ -65,6 +66,22 @@ func Decode(c gnet.Conn, fn frameio.Handler) gnet.Action {
 		return st.dec.Decode(c, fn)
 	}
 	return frameio.DecodeAll(c, 0, fn)
+}
+
+// Hello answers f, a frame of a connection not authenticated yet, into
+// out: a HELLO carrying secret authenticates the connection (OK), anything
+// else is refused (BAD_REQUEST, logged with the port's name) and closes it.
+// The secret is compared in constant time.
+func (st *State) Hello(f *wire.Frame, secret string, out []byte) ([]byte, gnet.Action) {
+	ans := wire.Frame{Op: f.Op, ID: f.ID}
+	if f.Op != wire.OpHello || subtle.ConstantTimeCompare(f.Value, []byte(secret)) != 1 {
+		st.p.cfg.Log.Warn().Str("remote", st.c.RemoteAddr().String()).
+			Msgf("unauthenticated connection on the %s port refused", st.p.cfg.Name)
+		ans.Status, ans.Value = wire.StatusBadRequest, []byte("authentication required")
+		return wire.Append(out, &ans), gnet.Close
+	}
+	st.Authed() // frames beyond HELLO's size are accepted from now on
+	return wire.Append(out, &ans), gnet.None
 }
 
 // Authed lifts the pre-authentication frame size limit (it applies to
