@@ -203,13 +203,9 @@ const maxServerConns = 1024
 // handshake bound, the client port 64 KiB.
 func (c *Coordinator) listen(h gnet.EventHandler, name string, port int) (string, error) {
 	l := c.limits().WithDefaults()
-	cfg := connlimit.Config{
-		Name: name, MaxConns: l.MaxClients,
-		OutputSoft: int(l.OutputSoftLimit), OutputHard: int(l.OutputHardLimit), OutputGrace: l.OutputGrace,
-		Budget: c.budget, InputBudget: connlimit.NewInputBudget(l.InputBudget),
-		MaxInflight: l.MaxInflight, FrameTimeout: l.FrameTimeout, IdleTimeout: l.IdleTimeout,
-		PreAuthMaxFrame: maxClientFrame, Log: c.log,
-	}
+	cfg := connlimit.FromLimits(name, l, c.log)
+	cfg.Budget, cfg.InputBudget = c.budget, connlimit.NewInputBudget(l.InputBudget)
+	cfg.PreAuthMaxFrame = maxClientFrame
 	if name == "servers" {
 		// Only the cluster's servers connect here: max_clients is for
 		// clients (a small one must not lock the servers out), and a

@@ -28,20 +28,9 @@ const (
 func (s *Server) portLimits(l Limits, budget *connlimit.Budget) (client, peer, ctl connlimit.Config) {
 	l = l.WithDefaults()
 	input := connlimit.NewInputBudget(l.InputBudget)
-	client = connlimit.Config{
-		Name:         "client",
-		MaxConns:     l.MaxClients,
-		OutputSoft:   int(l.OutputSoftLimit),
-		OutputHard:   int(l.OutputHardLimit),
-		OutputGrace:  l.OutputGrace,
-		Budget:       budget,
-		InputBudget:  input,
-		MaxInflight:  l.MaxInflight,
-		FrameTimeout: l.FrameTimeout,
-		IdleTimeout:  l.IdleTimeout,
-		MaxFrame:     limits.MaxClientFrame - 4, // the decoder's limit excludes the length prefix
-		Log:          s.log,
-	}
+	client = connlimit.FromLimits("client", l, s.log)
+	client.Budget, client.InputBudget = budget, input
+	client.MaxFrame = limits.MaxClientFrame - 4 // the decoder's limit excludes the length prefix
 	peer = connlimit.Config{
 		Name:            "peer",
 		MaxConns:        maxPeerConns,

@@ -51,6 +51,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"ftkv/internal/accept"
+	"ftkv/limits"
 	"ftkv/wire"
 )
 
@@ -117,6 +118,24 @@ type Config struct {
 	AuthTimeout time.Duration // see RequireAuth (0: no deadline)
 
 	Log zerolog.Logger
+}
+
+// FromLimits is the configuration of a port clients use, named name,
+// under the client limits l (zero limits take their defaults). Budgets,
+// frame sizes and authentication are the caller's to add.
+func FromLimits(name string, l limits.Config, log zerolog.Logger) Config {
+	l = l.WithDefaults()
+	return Config{
+		Name:         name,
+		MaxConns:     l.MaxClients,
+		OutputSoft:   int(l.OutputSoftLimit),
+		OutputHard:   int(l.OutputHardLimit),
+		OutputGrace:  l.OutputGrace,
+		MaxInflight:  l.MaxInflight,
+		FrameTimeout: l.FrameTimeout,
+		IdleTimeout:  l.IdleTimeout,
+		Log:          log,
+	}
 }
 
 func (c *Config) setDefaults() {
