@@ -1,7 +1,6 @@
 package coord
 
 import (
-	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -16,9 +15,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"ftkv/internal/connlimit"
-	"ftkv/internal/frameio"
 	"ftkv/internal/gnetlog"
-	"ftkv/internal/netopt"
 	"ftkv/limits"
 	"ftkv/wire"
 )
@@ -403,38 +400,6 @@ func (c *Coordinator) pushView(ctx context.Context, v wire.View) []error {
 	return errs
 }
 
-// control sends one order on nd's control link and waits for the answer.
-func (c *Coordinator) control(ctx context.Context, nd *node, f *wire.Frame) (wire.Frame, error) {
-	c.mu.Lock()
-	cc := nd.ctl
-	addr := nd.hb.CtlAddr
-	c.mu.Unlock()
-	if cc == nil || cc.addr != addr {
-		var err error
-		cc, err = c.dialCtl(ctx, addr)
-		if err != nil {
-			return wire.Frame{}, err
-		}
-		c.mu.Lock()
-		old := nd.ctl
-		nd.ctl = cc
-		c.mu.Unlock()
-		if old != nil {
-			old.close()
-		}
-	}
-	ans, err := cc.roundTrip(ctx, f)
-	if err != nil {
-		cc.close()
-		c.mu.Lock()
-		if nd.ctl == cc {
-			nd.ctl = nil
-		}
-		c.mu.Unlock()
-	}
-	return ans, err
-}
-
 // heartbeat records a server's report. It reports whether the server's
 // lease may be renewed: never for an incarnation declared failed or
 // replaced, so a cut-off or frozen primary stops serving on its own.
@@ -528,74 +493,6 @@ func (c *Coordinator) killAll() {
 			_ = nd.proc.Kill()
 		}
 	}
-}
-
-// ctlConn is the coordinator's authenticated connection to a server's
-// control port; orders are sent one at a time.
-type ctlConn struct {
-	addr string
-	mu   sync.Mutex
-	nc   net.Conn
-	br   *bufio.Reader
-	next uint64
-	// limit bounds an order sent without a deadline in its ctx.
-	limit time.Duration
-}
-
-// dialCtl opens an authenticated control connection to addr.
-func (c *Coordinator) dialCtl(ctx context.Context, addr string) (*ctlConn, error) {
-	if addr == "" {
-		return nil, errors.New("server has not reported its control address")
-	}
-	nc, err := netopt.Dialer(c.opts.Timing.Dial).DialContext(ctx, "tcp", addr)
-	if err != nil {
-		return nil, err
-	}
-	cc := &ctlConn{addr: addr, nc: nc, br: bufio.NewReader(nc), limit: c.opts.Timing.Control}
-	ans, err := cc.roundTrip(ctx, &wire.Frame{Op: wire.OpHello, Value: []byte(c.secret)})
-	if err == nil && ans.Status != wire.StatusOK {
-		err = fmt.Errorf("control link refused: %s", ans.Value)
-	}
-	if err != nil {
-		nc.Close()
-		return nil, err
-	}
-	return cc, nil
-}
-
-func (cc *ctlConn) roundTrip(ctx context.Context, f *wire.Frame) (wire.Frame, error) {
-	cc.mu.Lock()
-	defer cc.mu.Unlock()
-	cc.next++
-	f.ID = cc.next
-	dl := time.Now().Add(cc.limit)
-	if d, ok := ctx.Deadline(); ok {
-		dl = d
-	}
-	_ = cc.nc.SetDeadline(dl)
-	if _, err := cc.nc.Write(wire.Append(nil, f)); err != nil {
-		return wire.Frame{}, err
-	}
-	for {
-		ans, err := frameio.ReadFrame(cc.br)
-		if err != nil {
-			return wire.Frame{}, err
-		}
-		if ans.ID == f.ID {
-			return ans, nil
-		}
-	}
-}
-
-func (cc *ctlConn) close() { _ = cc.nc.Close() }
-
-// replyErr is the error of an order's round trip: the transport's, or
-// the server's refusal (any status but OK) with its reason.
-func replyErr(ans wire.Frame, err error) error {
-	if err == nil && ans.Status != wire.StatusOK {
-		err = fmt.Errorf("%s: %s", ans.Status, ans.Value)
-	}
-	return err
 }
 
 // remoteCoordHost is the address remote servers dial the coordinator at:

@@ -10,6 +10,25 @@ type Cluster struct {
 	Epoch   uint64   `json:"epoch"`
 	Servers []Server `json:"servers"`
 	Shards  []Shard  `json:"shards"`
+	// The control plane: the Raft term of the coordinator that answered,
+	// the leader's index among the coordinators (-1: none known), and
+	// every coordinator of the group (one entry for a single one).
+	// Answered by a follower, the servers' heartbeat fields (key counts,
+	// heartbeat age, sessions) are empty: only the leader hears them;
+	// the client's Status asks the leader when it can.
+	Term         uint64        `json:"term"`
+	Leader       int           `json:"leader"`
+	Answered     int           `json:"answered_by"` // the index of the coordinator that answered
+	Coordinators []Coordinator `json:"coordinators"`
+}
+
+// Coordinator describes one member of the coordinators' Raft group.
+type Coordinator struct {
+	ID          int    `json:"id"`
+	RaftAddr    string `json:"raft_addr"`
+	ClientAddr  string `json:"client_addr"`
+	ServersAddr string `json:"servers_addr"`
+	Role        string `json:"role"` // leader / follower / candidate / unknown
 }
 
 // Shard says who holds one shard; -1 means nobody.

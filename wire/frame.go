@@ -83,11 +83,15 @@ const (
 	// expired): it was not applied now, and whether the first attempt
 	// was is unknown. Value = message.
 	StatusSessionExpired
+	// StatusNotLeader: the coordinator that answered is a follower of
+	// its group; Value = the leader's address on the same port kind
+	// (empty when no leader is known): ask it, or the next coordinator.
+	StatusNotLeader
 	statusMax
 )
 
 var statusNames = [...]string{"OK", "NOT_FOUND", "MISMATCH", "WRONG_SERVER", "STALE_EPOCH",
-	"UNAVAILABLE", "TOO_LARGE", "BAD_REQUEST", "ERROR", "SESSION_EXPIRED"}
+	"UNAVAILABLE", "TOO_LARGE", "BAD_REQUEST", "ERROR", "SESSION_EXPIRED", "NOT_LEADER"}
 
 func (s Status) String() string {
 	if int(s) < len(statusNames) {
