@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/binary"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"net"
@@ -17,7 +16,6 @@ import (
 	"ftkv/hashring"
 	"ftkv/internal/netopt"
 	"ftkv/limits"
-	"ftkv/status"
 	"ftkv/timing"
 	"ftkv/wire"
 )
@@ -77,19 +75,21 @@ func WithConnsPerServer(n int) Option {
 
 // Client talks to an ftkv cluster. It is safe for concurrent use.
 type Client struct {
-	coordAddr string
-	opts      options
-	id        uint64
+	coordAddrs []string // the coordinators' client addresses
+	opts       options
+	id         uint64
 
-	view atomic.Pointer[wire.View]
+	view        atomic.Pointer[wire.View]
+	serverEpoch atomic.Uint64 // the highest epoch a server has reported
 
 	viewMu sync.Mutex // serialises view refreshes
 
-	mu     sync.Mutex
-	conns  map[string][]*conn
-	rr     uint64
-	coord  *conn
-	closed bool
+	mu         sync.Mutex
+	conns      map[string][]*conn
+	rr         uint64
+	coordConns map[string]*conn // by coordinator address
+	coordPref  string           // the coordinator that answered last
+	closed     bool
 
 	seqMu   sync.Mutex
 	nextSeq uint64
@@ -98,8 +98,15 @@ type Client struct {
 }
 
 // Dial connects to the coordinator at addr, fetches the cluster view and
-// returns a ready client.
+// returns a ready client. For a group of coordinators addr is a
+// comma-separated list ("h1:7000,h2:7010,h3:7020"): the client asks any
+// one that answers, moving on to the next when one is unreachable, does not
+// answer within the handshake timeout, or redirects to the leader.
 func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
+	addrs, err := parseCoordAddrs(addr)
+	if err != nil {
+		return nil, err
+	}
 	o := options{log: zerolog.Nop(), conns: 1, timing: timing.Default(), sessionTTL: DefaultSessionTTL}
 	for _, opt := range opts {
 		opt(&o)
@@ -110,13 +117,14 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	var idb [8]byte
 	_, _ = rand.Read(idb[:])
 	c := &Client{
-		coordAddr: addr,
-		opts:      o,
-		id:        binary.BigEndian.Uint64(idb[:]) | 1, // never 0: 0 means "no dedup"
-		conns:     make(map[string][]*conn),
-		nextSeq:   1,
-		floor:     1,
-		open:      make(map[uint64]struct{}),
+		coordAddrs: addrs,
+		opts:       o,
+		id:         binary.BigEndian.Uint64(idb[:]) | 1, // never 0: 0 means "no dedup"
+		conns:      make(map[string][]*conn),
+		coordConns: make(map[string]*conn),
+		nextSeq:    1,
+		floor:      1,
+		open:       make(map[uint64]struct{}),
 	}
 	if err := c.refreshView(ctx, 0); err != nil {
 		c.Close()
@@ -131,16 +139,16 @@ func (c *Client) Close() error {
 	c.closed = true
 	all := c.conns
 	c.conns = map[string][]*conn{}
-	co := c.coord
-	c.coord = nil
+	cos := c.coordConns
+	c.coordConns = map[string]*conn{}
 	c.mu.Unlock()
 	for _, cs := range all {
 		for _, cn := range cs {
 			cn.fail(ErrClosed)
 		}
 	}
-	if co != nil {
-		co.fail(ErrClosed)
+	for _, cn := range cos {
+		cn.fail(ErrClosed)
 	}
 	return nil
 }
@@ -164,36 +172,6 @@ func (c *Client) dialConn(ctx context.Context, addr string) (*conn, error) {
 		_ = tc.SetNoDelay(true)
 	}
 	return newConn(nc, addr), nil
-}
-
-func (c *Client) coordConn(ctx context.Context) (*conn, error) {
-	c.mu.Lock()
-	if c.closed {
-		c.mu.Unlock()
-		return nil, ErrClosed
-	}
-	if c.coord != nil && !c.coord.broken() {
-		cn := c.coord
-		c.mu.Unlock()
-		return cn, nil
-	}
-	c.mu.Unlock()
-	cn, err := c.dialConn(ctx, c.coordAddr)
-	if err != nil {
-		return nil, fmt.Errorf("ftkv: coordinator %s: %w", c.coordAddr, err)
-	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.closed {
-		cn.fail(ErrClosed)
-		return nil, ErrClosed
-	}
-	if c.coord != nil && !c.coord.broken() {
-		cn.fail(ErrClosed)
-		return c.coord, nil
-	}
-	c.coord = cn
-	return cn, nil
 }
 
 func (c *Client) serverConn(ctx context.Context, addr string) (*conn, error) {
@@ -243,70 +221,6 @@ func (c *Client) serverConn(ctx context.Context, addr string) (*conn, error) {
 	}
 	c.conns[addr] = fresh
 	return cn, nil
-}
-
-// refreshView fetches the view from the coordinator unless a view newer
-// than seen has arrived meanwhile.
-func (c *Client) refreshView(ctx context.Context, seen uint64) error {
-	c.viewMu.Lock()
-	defer c.viewMu.Unlock()
-	if v := c.view.Load(); v != nil && v.Epoch > seen {
-		return nil
-	}
-	cn, err := c.coordConn(ctx)
-	if err != nil {
-		return err
-	}
-	rctx, cancel := context.WithTimeout(ctx, c.opts.timing.Handshake)
-	defer cancel()
-	reply, err := cn.roundTrip(rctx, &wire.Frame{Op: wire.OpView})
-	if err != nil && ctx.Err() != nil {
-		return ctx.Err()
-	}
-	if err := c.coordErr(reply, err); err != nil {
-		return err
-	}
-	v, err := wire.DecodeView(reply.Value)
-	if err != nil {
-		return fmt.Errorf("ftkv: coordinator %s sent a bad view: %w", c.coordAddr, err)
-	}
-	if len(v.Shards) == 0 {
-		return fmt.Errorf("ftkv: coordinator %s has no cluster view yet", c.coordAddr)
-	}
-	if old := c.view.Load(); old == nil || v.Epoch >= old.Epoch {
-		c.view.Store(&v)
-		c.opts.log.Debug().Uint64("epoch", v.Epoch).Msg("view refreshed")
-	}
-	return nil
-}
-
-// Status asks the coordinator for the cluster status.
-func (c *Client) Status(ctx context.Context) (*status.Cluster, error) {
-	cn, err := c.coordConn(ctx)
-	if err != nil {
-		return nil, err
-	}
-	reply, err := cn.roundTrip(ctx, &wire.Frame{Op: wire.OpStatus})
-	if err := c.coordErr(reply, err); err != nil {
-		return nil, err
-	}
-	var st status.Cluster
-	if err := json.Unmarshal(reply.Value, &st); err != nil {
-		return nil, fmt.Errorf("ftkv: coordinator %s sent a bad status: %w", c.coordAddr, err)
-	}
-	return &st, nil
-}
-
-// coordErr is the error of a round trip to the coordinator: the
-// transport's, or the coordinator's refusal (any status but OK).
-func (c *Client) coordErr(reply wire.Frame, err error) error {
-	if err != nil {
-		return fmt.Errorf("ftkv: coordinator %s: %w", c.coordAddr, err)
-	}
-	if reply.Status != wire.StatusOK {
-		return fmt.Errorf("ftkv: coordinator %s answered %s", c.coordAddr, reply.Status)
-	}
-	return nil
 }
 
 // beginSeq allocates the sequence number of a write; endSeq retires it once
@@ -413,6 +327,7 @@ func (c *Client) route(ctx context.Context, f *wire.Frame) (*conn, *wire.View, s
 func (c *Client) outcome(ctx context.Context, reply wire.Frame, v *wire.View, addr string, shard int) (retry bool, err error) {
 	switch reply.Status {
 	case wire.StatusWrongServer, wire.StatusStaleEpoch:
+		c.noteServerEpoch(reply.Epoch)
 		_ = c.refreshView(ctx, v.Epoch)
 		return true, fmt.Errorf("server %s: %s at epoch %d", addr, reply.Status, reply.Epoch)
 	case wire.StatusUnavailable:

@@ -1,0 +1,323 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+
+	"ftkv/status"
+	"ftkv/wire"
+)
+
+// This file holds the client's side of the control plane: the list of
+// coordinators (one, or a Raft group of three or five), which one to ask,
+// and moving on to the next when one is dead, stalled, lagging or not the
+// leader.
+
+// ErrNoCoordinator: the coordinator list given to Dial is empty.
+var ErrNoCoordinator = errors.New("ftkv: no coordinator address")
+
+// parseCoordAddrs splits a comma-separated list of coordinator addresses,
+// dropping blanks and repeats.
+func parseCoordAddrs(s string) ([]string, error) {
+	var out []string
+	for _, a := range strings.Split(s, ",") {
+		a = strings.TrimSpace(a)
+		if a != "" && !slices.Contains(out, a) {
+			out = append(out, a)
+		}
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%w in %q", ErrNoCoordinator, s)
+	}
+	return out, nil
+}
+
+// Coordinators returns the coordinator addresses the client was dialled with.
+func (c *Client) Coordinators() []string { return slices.Clone(c.coordAddrs) }
+
+// coordOrder is the order in which to ask the coordinators: the one that
+// answered last first, then the list from the one after it, wrapping.
+func (c *Client) coordOrder() []string {
+	c.mu.Lock()
+	pref := c.coordPref
+	c.mu.Unlock()
+	out := make([]string, 0, len(c.coordAddrs)+1)
+	start := 0
+	if pref != "" {
+		out = append(out, pref)
+		if i := slices.Index(c.coordAddrs, pref); i >= 0 {
+			start = i + 1
+		}
+	}
+	for i := range c.coordAddrs {
+		if a := c.coordAddrs[(start+i)%len(c.coordAddrs)]; a != pref {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+func (c *Client) setCoordPref(addr string) {
+	c.mu.Lock()
+	c.coordPref = addr
+	c.mu.Unlock()
+}
+
+// coordConn returns the connection to the coordinator at addr, dialling it
+// (within the handshake timeout) if there is none or it has failed.
+func (c *Client) coordConn(ctx context.Context, addr string) (*conn, error) {
+	c.mu.Lock()
+	if c.closed {
+		c.mu.Unlock()
+		return nil, ErrClosed
+	}
+	if cn := c.coordConns[addr]; cn != nil && !cn.broken() {
+		c.mu.Unlock()
+		return cn, nil
+	}
+	c.mu.Unlock()
+	cn, err := c.dialConn(ctx, addr)
+	if err != nil {
+		return nil, err
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.closed {
+		cn.fail(ErrClosed)
+		return nil, ErrClosed
+	}
+	if old := c.coordConns[addr]; old != nil && !old.broken() {
+		cn.fail(ErrClosed)
+		return old, nil
+	}
+	c.coordConns[addr] = cn
+	return cn, nil
+}
+
+// askOne sends one request of kind op to the coordinator at addr and
+// returns its answer, whatever its status. Connecting and the answer are
+// each bounded by the handshake timeout, so a dead or stopped coordinator
+// costs at most that; a connection that timed out is dropped (the next
+// request dials afresh).
+func (c *Client) askOne(ctx context.Context, addr string, op wire.Op) (wire.Frame, error) {
+	cn, err := c.coordConn(ctx, addr)
+	if err != nil {
+		return wire.Frame{}, err
+	}
+	rctx, cancel := context.WithTimeout(ctx, c.opts.timing.Handshake)
+	defer cancel()
+	reply, err := cn.roundTrip(rctx, &wire.Frame{Op: op})
+	if err != nil && rctx.Err() != nil && ctx.Err() == nil {
+		err = fmt.Errorf("no answer within %s", c.opts.timing.Handshake)
+		cn.fail(fmt.Errorf("%w: %s: %v", errConnBroken, addr, err))
+	}
+	return reply, err
+}
+
+// coordAnswer is an answer from one coordinator; check, if set, may still
+// refuse it (a view older than one a server already holds).
+type coordAnswer struct {
+	addr  string
+	reply wire.Frame
+}
+
+// askCoord sends a request of kind op to the coordinators until one gives
+// an answer that check accepts (check may be nil). It starts with the one
+// that answered last and moves on after a connection error, a timeout,
+// NOT_LEADER (to the leader it names first, if any) or any other refusal.
+// It returns the accepted answer and who gave it; after one round without
+// one, or when ctx ends, an error naming what each coordinator did.
+func (c *Client) askCoord(ctx context.Context, op wire.Op, check func(coordAnswer) error) (coordAnswer, error) {
+	queue := c.coordOrder()
+	tried := map[string]bool{}
+	var errs []error
+	// A redirect may name an address not in the list; bound the detours
+	// so that coordinators naming each other cannot keep the client busy.
+	for budget := 2*len(c.coordAddrs) + 2; len(queue) > 0 && budget > 0; budget-- {
+		addr := queue[0]
+		queue = queue[1:]
+		if tried[addr] {
+			continue
+		}
+		tried[addr] = true
+		reply, err := c.askOne(ctx, addr, op)
+		if errors.Is(err, ErrClosed) {
+			return coordAnswer{}, ErrClosed
+		}
+		if err != nil {
+			if ctx.Err() != nil {
+				return coordAnswer{}, c.coordFail(ctx.Err(), append(errs, coordErr(addr, err)))
+			}
+			errs = append(errs, coordErr(addr, err))
+			continue
+		}
+		switch reply.Status {
+		case wire.StatusOK:
+			a := coordAnswer{addr: addr, reply: reply}
+			if check != nil {
+				if err := check(a); err != nil {
+					errs = append(errs, coordErr(addr, err))
+					continue
+				}
+			}
+			c.setCoordPref(addr)
+			return a, nil
+		case wire.StatusNotLeader:
+			hint := strings.TrimSpace(string(reply.Value))
+			if hint != "" && !tried[hint] {
+				queue = append([]string{hint}, queue...)
+				errs = append(errs, fmt.Errorf("ftkv: coordinator %s answered %s (leader: %s)", addr, reply.Status, hint))
+			} else {
+				errs = append(errs, fmt.Errorf("ftkv: coordinator %s answered %s", addr, reply.Status))
+			}
+		default:
+			msg := fmt.Sprintf("ftkv: coordinator %s answered %s", addr, reply.Status)
+			if len(reply.Value) > 0 {
+				msg += ": " + string(reply.Value)
+			}
+			errs = append(errs, errors.New(msg))
+		}
+	}
+	return coordAnswer{}, c.coordFail(nil, errs)
+}
+
+func coordErr(addr string, err error) error {
+	return fmt.Errorf("ftkv: coordinator %s: %w", addr, err)
+}
+
+// coordFail is the error of a round in which no coordinator gave an
+// answer: with one coordinator its error as is, with several one line
+// naming each; it wraps every cause (and ctxErr, when ctx ended), so that
+// errors.Is sees them.
+func (c *Client) coordFail(ctxErr error, errs []error) error {
+	if ctxErr != nil {
+		if len(errs) == 0 {
+			return ctxErr
+		}
+		return fmt.Errorf("%w (last error: %w)", ctxErr, errs[len(errs)-1])
+	}
+	switch len(errs) {
+	case 0:
+		return ErrNoCoordinator
+	case 1:
+		if len(c.coordAddrs) == 1 {
+			return errs[0]
+		}
+	}
+	parts := make([]string, len(errs))
+	args := make([]any, len(errs))
+	for i, e := range errs {
+		parts[i] = "%w"
+		args[i] = e
+	}
+	return fmt.Errorf("ftkv: no coordinator of %s answered: "+strings.Join(parts, "; "), append([]any{strings.Join(c.coordAddrs, ",")}, args...)...)
+}
+
+// refreshView fetches the view from a coordinator unless a view newer
+// than seen has arrived meanwhile. A coordinator whose view is older than
+// the epoch a server has reported (a follower cut off from its group) is
+// passed over for the next one.
+func (c *Client) refreshView(ctx context.Context, seen uint64) error {
+	c.viewMu.Lock()
+	defer c.viewMu.Unlock()
+	if v := c.view.Load(); v != nil && v.Epoch > seen {
+		return nil
+	}
+	want := c.serverEpoch.Load()
+	var stale *wire.View
+	a, err := c.askCoord(ctx, wire.OpView, func(a coordAnswer) error {
+		v, err := wire.DecodeView(a.reply.Value)
+		if err != nil {
+			return fmt.Errorf("sent a bad view: %w", err)
+		}
+		if len(v.Shards) == 0 {
+			return errors.New("has no cluster view yet")
+		}
+		if v.Epoch < want {
+			if stale == nil || v.Epoch > stale.Epoch {
+				stale = &v
+			}
+			return fmt.Errorf("has the view of epoch %d, a server is at epoch %d", v.Epoch, want)
+		}
+		return nil
+	})
+	if err != nil {
+		if stale != nil {
+			c.storeView(stale)
+		}
+		return err
+	}
+	v, _ := wire.DecodeView(a.reply.Value) // checked above
+	c.storeView(&v)
+	return nil
+}
+
+// storeView installs v unless the client already has a newer view.
+func (c *Client) storeView(v *wire.View) {
+	if old := c.view.Load(); old == nil || v.Epoch >= old.Epoch {
+		c.view.Store(v)
+		c.opts.log.Debug().Uint64("epoch", v.Epoch).Msg("view refreshed")
+	}
+}
+
+// noteServerEpoch remembers the highest epoch a server has reported: a
+// coordinator offering an older view is lagging.
+func (c *Client) noteServerEpoch(e uint64) {
+	for {
+		cur := c.serverEpoch.Load()
+		if e <= cur || c.serverEpoch.CompareAndSwap(cur, e) {
+			return
+		}
+	}
+}
+
+// Status asks a coordinator for the cluster status. In a group it prefers
+// the leader's report (only the leader hears the servers' heartbeats, so
+// only its report has their key counts and heartbeat ages): when a
+// follower answers and names a leader, the client asks the leader and
+// falls back on the follower's report if the leader does not answer.
+func (c *Client) Status(ctx context.Context) (*status.Cluster, error) {
+	a, err := c.askCoord(ctx, wire.OpStatus, func(a coordAnswer) error {
+		var st status.Cluster
+		if err := json.Unmarshal(a.reply.Value, &st); err != nil {
+			return fmt.Errorf("sent a bad status: %w", err)
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, err
+	}
+	var st status.Cluster
+	_ = json.Unmarshal(a.reply.Value, &st) // checked above
+	la := leaderClientAddr(&st)
+	if la == "" || la == a.addr {
+		return &st, nil
+	}
+	reply, err := c.askOne(ctx, la, wire.OpStatus)
+	if err != nil || reply.Status != wire.StatusOK {
+		return &st, nil
+	}
+	var lst status.Cluster
+	if json.Unmarshal(reply.Value, &lst) != nil || lst.Answered != lst.Leader {
+		return &st, nil
+	}
+	return &lst, nil
+}
+
+// leaderClientAddr is the leader's client address according to st, when
+// st was answered by another coordinator (empty otherwise).
+func leaderClientAddr(st *status.Cluster) string {
+	if st.Leader < 0 || st.Answered == st.Leader {
+		return ""
+	}
+	for _, co := range st.Coordinators {
+		if co.ID == st.Leader {
+			return co.ClientAddr
+		}
+	}
+	return ""
+}

@@ -1,0 +1,377 @@
+package client
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"ftkv/status"
+	"ftkv/timing"
+	"ftkv/wire"
+)
+
+// fakeNode is a tiny TCP server on loopback speaking the wire protocol:
+// every request frame gets answer(request) back (the request's id is
+// copied). It stands in for a coordinator or a storage server.
+type fakeNode struct {
+	addr   string
+	ln     net.Listener
+	answer func(f wire.Frame) wire.Frame
+	asked  atomic.Int64
+	mu     sync.Mutex
+	ops    []wire.Op
+}
+
+func startFake(t *testing.T, answer func(f wire.Frame) wire.Frame) *fakeNode {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := &fakeNode{addr: ln.Addr().String(), ln: ln, answer: answer}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go n.serve(nc)
+		}
+	}()
+	return n
+}
+
+func (n *fakeNode) serve(nc net.Conn) {
+	defer nc.Close()
+	var buf []byte
+	tmp := make([]byte, 64<<10)
+	for {
+		m, err := nc.Read(tmp)
+		if err != nil {
+			return
+		}
+		buf = append(buf, tmp[:m]...)
+		for {
+			f, used, err := wire.Decode(buf, 0)
+			if err != nil {
+				return
+			}
+			if used == 0 {
+				break
+			}
+			n.asked.Add(1)
+			n.mu.Lock()
+			n.ops = append(n.ops, f.Op)
+			n.mu.Unlock()
+			r := n.answer(f)
+			r.ID = f.ID
+			if _, err := nc.Write(wire.Append(nil, &r)); err != nil {
+				return
+			}
+			buf = buf[used:]
+		}
+	}
+}
+
+// deadAddr is a loopback address nobody listens on (connection refused).
+func deadAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := ln.Addr().String()
+	ln.Close()
+	return addr
+}
+
+// mute accepts connections and never answers, like a stopped (SIGSTOP)
+// coordinator whose kernel still completes the handshake.
+func mute(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var conns []net.Conn
+	var mu sync.Mutex
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		for _, c := range conns {
+			c.Close()
+		}
+		mu.Unlock()
+	})
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, nc)
+			mu.Unlock()
+			go io.Copy(io.Discard, nc)
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// testView is a one-shard view at epoch whose server is at addr.
+func testView(epoch uint64, addr string) []byte {
+	v := wire.View{Epoch: epoch, Servers: []wire.Member{{ID: 0, Incarnation: 1, State: wire.StateServing, Addr: addr}},
+		Shards: []wire.Placement{{Primary: 0, Secondary: -1}}}
+	return wire.AppendView(nil, &v)
+}
+
+// coordinator answers VIEW with view() and STATUS with st() (as JSON).
+func coordinator(view func() []byte, st func() status.Cluster) func(wire.Frame) wire.Frame {
+	return func(f wire.Frame) wire.Frame {
+		switch f.Op {
+		case wire.OpView:
+			return wire.Frame{Op: f.Op, Status: wire.StatusOK, Value: view()}
+		case wire.OpStatus:
+			b, _ := json.Marshal(st())
+			return wire.Frame{Op: f.Op, Status: wire.StatusOK, Value: b}
+		}
+		return wire.Frame{Op: f.Op, Status: wire.StatusBadRequest}
+	}
+}
+
+func notLeader(hint string) func(wire.Frame) wire.Frame {
+	return func(f wire.Frame) wire.Frame {
+		return wire.Frame{Op: f.Op, Status: wire.StatusNotLeader, Value: []byte(hint)}
+	}
+}
+
+// fastTiming: a short handshake, so that a stalled coordinator is left
+// quickly.
+func fastTiming() Option { return WithTiming(timing.New(50 * time.Millisecond)) }
+
+func TestParseCoordAddrs(t *testing.T) {
+	got, err := parseCoordAddrs(" a:1, b:2,,a:1 ,c:3 ")
+	if err != nil || strings.Join(got, ",") != "a:1,b:2,c:3" {
+		t.Errorf("got %v, %v", got, err)
+	}
+	for _, s := range []string{"", " , ,"} {
+		if _, err := parseCoordAddrs(s); !errors.Is(err, ErrNoCoordinator) {
+			t.Errorf("%q: %v, want ErrNoCoordinator", s, err)
+		}
+		if _, err := Dial(context.Background(), s); !errors.Is(err, ErrNoCoordinator) {
+			t.Errorf("Dial(%q): %v, want ErrNoCoordinator", s, err)
+		}
+	}
+}
+
+// The first coordinator of the list is dead (refused) or stalled (accepts,
+// never answers): Dial goes on to the next one at once, resp. after one
+// handshake timeout, and later refreshes start with the one that answered.
+func TestDialSkipsDeadCoordinator(t *testing.T) {
+	st := func() status.Cluster { return status.Cluster{} }
+	for name, first := range map[string]func(*testing.T) string{"refused": deadAddr, "stalled": mute} {
+		t.Run(name, func(t *testing.T) {
+			live := startFake(t, coordinator(func() []byte { return testView(3, "127.0.0.1:1") }, st))
+			dead := first(t)
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			start := time.Now()
+			c, err := Dial(ctx, dead+","+live.addr, fastTiming())
+			if err != nil {
+				t.Fatalf("Dial: %v", err)
+			}
+			defer c.Close()
+			if took := time.Since(start); took > time.Second {
+				t.Errorf("Dial took %s past a dead coordinator", took)
+			}
+			if e := c.View().Epoch; e != 3 {
+				t.Errorf("view epoch %d, want 3", e)
+			}
+			if o := c.coordOrder(); o[0] != live.addr {
+				t.Errorf("order after a success %v, want %s first", o, live.addr)
+			}
+			if err := c.refreshView(ctx, 3); err != nil {
+				t.Fatal(err)
+			}
+			if n := live.asked.Load(); n != 2 {
+				t.Errorf("live coordinator asked %d times, want 2", n)
+			}
+		})
+	}
+}
+
+// A follower answers NOT_LEADER with the leader's address: the client asks
+// that address next, before the rest of the list.
+func TestNotLeaderRedirect(t *testing.T) {
+	st := func() status.Cluster { return status.Cluster{} }
+	leader := startFake(t, coordinator(func() []byte { return testView(9, "127.0.0.1:1") }, st))
+	other := startFake(t, coordinator(func() []byte { return testView(9, "127.0.0.1:1") }, st))
+	follower := startFake(t, notLeader(leader.addr))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	// The leader is not in the list at all: only the hint leads there.
+	c, err := Dial(ctx, follower.addr+","+other.addr, fastTiming())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if leader.asked.Load() != 1 || other.asked.Load() != 0 {
+		t.Errorf("leader asked %d times, other %d; want the hint followed first (1, 0)", leader.asked.Load(), other.asked.Load())
+	}
+
+	// No leader known (empty hint), or a hint that is dead: the next one.
+	for _, hint := range []string{"", deadAddr(t)} {
+		follower := startFake(t, notLeader(hint))
+		c, err := Dial(ctx, follower.addr+","+other.addr, fastTiming())
+		if err != nil {
+			t.Fatalf("hint %q: %v", hint, err)
+		}
+		c.Close()
+	}
+
+	// Followers that only redirect to each other: a clear error, soon.
+	var a, b *fakeNode
+	a = startFake(t, func(f wire.Frame) wire.Frame { return notLeader(b.addr)(f) })
+	b = startFake(t, func(f wire.Frame) wire.Frame { return notLeader(a.addr)(f) })
+	_, err = Dial(ctx, a.addr+","+b.addr, fastTiming())
+	if err == nil || !strings.Contains(err.Error(), "NOT_LEADER") || ctx.Err() != nil {
+		t.Errorf("redirect loop: %v", err)
+	}
+	t.Logf("redirect loop: %v", err)
+}
+
+// Every coordinator dead: Dial fails well within its context, with one
+// line naming each coordinator and what went wrong.
+func TestAllCoordinatorsDead(t *testing.T) {
+	dead := []string{deadAddr(t), deadAddr(t), mute(t)}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	start := time.Now()
+	_, err := Dial(ctx, strings.Join(dead, ","), fastTiming())
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("Dial succeeded with every coordinator dead")
+	}
+	if took > 2*time.Second || ctx.Err() != nil {
+		t.Errorf("took %s (ctx %v), want a prompt error", took, ctx.Err())
+	}
+	msg := err.Error()
+	if strings.Contains(msg, "\n") || !strings.HasPrefix(msg, "ftkv: no coordinator of "+strings.Join(dead, ",")+" answered: ") {
+		t.Errorf("error %q: want one line naming the coordinators", msg)
+	}
+	for _, a := range dead {
+		if !strings.Contains(msg, a) {
+			t.Errorf("error %q does not name %s", msg, a)
+		}
+	}
+	if !errors.Is(err, syscall.ECONNREFUSED) {
+		t.Errorf("error %q does not wrap ECONNREFUSED", msg)
+	}
+	t.Logf("after %s: %v", took.Round(time.Millisecond), err)
+
+	// A context shorter than one round ends it with the context's error.
+	short, cancel2 := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel2()
+	_, err = Dial(short, mute(t)+","+mute(t), WithTiming(timing.New(time.Second)))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("short ctx: %v, want DeadlineExceeded", err)
+	}
+
+	// One coordinator: the error is as it always was.
+	one := deadAddr(t)
+	_, err = Dial(ctx, one)
+	if err == nil || !strings.HasPrefix(err.Error(), "ftkv: coordinator "+one+": ") {
+		t.Errorf("single coordinator: %v", err)
+	}
+}
+
+// Status prefers the leader's report; if the leader does not answer it
+// returns the follower's.
+func TestStatusPrefersLeader(t *testing.T) {
+	view := func() []byte { return testView(4, "127.0.0.1:1") }
+	var leaderAddr atomic.Value // string: read by the fakes' goroutines
+	group := func(answered int) status.Cluster {
+		return status.Cluster{Epoch: 4, Term: 2, Leader: 1, Answered: answered, Coordinators: []status.Coordinator{
+			{ID: 0, ClientAddr: "x", Role: "follower"}, {ID: 1, ClientAddr: leaderAddr.Load().(string), Role: "leader"}}}
+	}
+	leader := startFake(t, coordinator(view, func() status.Cluster {
+		st := group(1)
+		st.Servers = []status.Server{{ID: 0, PrimaryKeys: 42}}
+		return st
+	}))
+	leaderAddr.Store(leader.addr)
+	follower := startFake(t, coordinator(view, func() status.Cluster { return group(0) }))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, follower.addr, fastTiming())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	st, err := c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Answered != 1 || len(st.Servers) != 1 || st.Servers[0].PrimaryKeys != 42 {
+		t.Errorf("status answered by %d: %+v; want the leader's", st.Answered, st)
+	}
+
+	// The leader dies: the follower's report.
+	leader.ln.Close()
+	c.mu.Lock()
+	for _, cn := range c.coordConns {
+		cn.fail(ErrClosed)
+	}
+	c.mu.Unlock()
+	leaderAddr.Store(deadAddr(t))
+	st, err = c.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Answered != 0 {
+		t.Errorf("answered by %d, want the follower (0)", st.Answered)
+	}
+}
+
+// A coordinator whose view is older than an epoch a server reported (a
+// follower cut off from its group) is passed over: the client takes the
+// next coordinator's newer view, and a request goes through.
+func TestLaggingCoordinatorSkipped(t *testing.T) {
+	var epoch atomic.Uint64
+	epoch.Store(5)
+	srv := startFake(t, func(f wire.Frame) wire.Frame {
+		if f.Epoch != epoch.Load() {
+			return wire.Frame{Op: f.Op, Status: wire.StatusStaleEpoch, Epoch: epoch.Load()}
+		}
+		return wire.Frame{Op: f.Op, Status: wire.StatusOK, Value: []byte("v")}
+	})
+	st := func() status.Cluster { return status.Cluster{} }
+	lagging := startFake(t, coordinator(func() []byte { return testView(5, srv.addr) }, st))
+	current := startFake(t, coordinator(func() []byte { return testView(epoch.Load(), srv.addr) }, st))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, lagging.addr+","+current.addr, fastTiming())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if v, err := c.Get(ctx, "k"); err != nil || string(v) != "v" {
+		t.Fatalf("get at epoch 5: %q, %v", v, err)
+	}
+	epoch.Store(6) // a failover the lagging coordinator never hears of
+	if v, err := c.Get(ctx, "k"); err != nil || string(v) != "v" {
+		t.Fatalf("get at epoch 6: %q, %v", v, err)
+	}
+	if e := c.View().Epoch; e != 6 {
+		t.Errorf("view epoch %d, want 6", e)
+	}
+}
