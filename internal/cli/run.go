@@ -35,12 +35,46 @@ func dialClient(ctx context.Context, addr string) (Store, error) {
 // config is the parsed command line.
 type config struct {
 	host, port string
+	coords     []string // the coordinators' client addresses, from -h and -p
 	file       string
 	timeout    time.Duration
 	words      []string // the one-shot command and its arguments
 }
 
-func (c config) addr() string { return net.JoinHostPort(c.host, c.port) }
+// addr is what the client dials: one address, or a comma-separated list.
+func (c config) addr() string { return strings.Join(c.coords, ",") }
+
+// coordAddrs turns -h (a host, or a comma-separated list of host:port or
+// hosts) and -p into the coordinators' addresses: a list entry without a
+// port takes -p's.
+func coordAddrs(host, port string) ([]string, error) {
+	var out []string
+	for _, h := range strings.Split(host, ",") {
+		h = strings.TrimSpace(h)
+		if h == "" {
+			return nil, fmt.Errorf("-h: empty coordinator host in %q", host)
+		}
+		hh, p, err := net.SplitHostPort(h)
+		if err != nil || strings.Count(h, ":") > 1 && !strings.HasPrefix(h, "[") {
+			// A bare host (an IPv6 address unless in brackets): -p's port.
+			if port == "" {
+				return nil, errors.New("missing -p <coord_port> (or give -h host:port,host:port,...)")
+			}
+			hh, p = strings.Trim(h, "[]"), port
+		}
+		if hh == "" {
+			return nil, fmt.Errorf("-h: empty coordinator host in %q", h)
+		}
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			if p == port {
+				return nil, fmt.Errorf("-p: bad port %q (want 1-65535)", p)
+			}
+			return nil, fmt.Errorf("-h: bad port %q in %q (want 1-65535)", p, h)
+		}
+		out = append(out, net.JoinHostPort(hh, p))
+	}
+	return out, nil
+}
 
 // Run is bin/client: args are the arguments after the program name. It
 // returns the exit status.
@@ -106,16 +140,21 @@ func parseFlags(args []string) (config, error) {
 	switch {
 	case cfg.host == "":
 		return config{}, errors.New("-h: empty coordinator host")
-	case cfg.port == "":
-		return config{}, errors.New("missing -p <coord_port>")
 	case cfg.timeout <= 0:
 		return config{}, fmt.Errorf("-timeout: must be positive, got %s", cfg.timeout)
 	case cfg.file != "" && len(cfg.words) > 0:
 		return config{}, fmt.Errorf("-f and a command (%s) are mutually exclusive", cfg.words[0])
 	}
-	if n, err := strconv.Atoi(cfg.port); err != nil || n < 1 || n > 65535 {
-		return config{}, fmt.Errorf("-p: bad port %q (want 1-65535)", cfg.port)
+	if cfg.port != "" {
+		if n, err := strconv.Atoi(cfg.port); err != nil || n < 1 || n > 65535 {
+			return config{}, fmt.Errorf("-p: bad port %q (want 1-65535)", cfg.port)
+		}
 	}
+	coords, err := coordAddrs(cfg.host, cfg.port)
+	if err != nil {
+		return config{}, err
+	}
+	cfg.coords = coords
 	return cfg, nil
 }
 
@@ -132,9 +171,14 @@ func connectCtx(ctx context.Context, cfg config, stderr io.Writer, dial dialFunc
 	store, err := dial(ctx, addr)
 	if err != nil {
 		msg := describe(err, cfg.timeout, ctx.Err() != nil)
-		// The client names the coordinator itself; say it once.
-		msg = strings.TrimPrefix(msg, "ftkv: coordinator "+addr+": ")
-		printError(stderr, "", fmt.Sprintf("cannot reach coordinator at %s: %s", addr, msg))
+		// The client names the coordinators itself; say it once.
+		if len(cfg.coords) == 1 {
+			msg = strings.TrimPrefix(msg, "ftkv: coordinator "+addr+": ")
+			printError(stderr, "", fmt.Sprintf("cannot reach coordinator at %s: %s", addr, msg))
+		} else {
+			msg = strings.TrimPrefix(msg, "ftkv: no coordinator of "+addr+" answered: ")
+			printError(stderr, "", fmt.Sprintf("cannot reach any coordinator of %s: %s", addr, msg))
+		}
 		return nil, ExitUnavailable
 	}
 	return store, ExitOK

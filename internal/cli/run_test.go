@@ -215,6 +215,12 @@ func TestExitCodes(t *testing.T) {
 		{name: "server error", args: args("G", "k"), opErr: errors.New("ftkv: server x: error:\nboom"), code: 3, errPart: "error: ftkv: server x: error: boom\n", dials: true},
 		{name: "server says too large", args: args("P", "k", "v"), opErr: fmt.Errorf("%w: limit", client.ErrTooLarge), code: 2, errPart: "too large", dials: true},
 		{name: "timeout", args: append([]string{"-timeout", "20ms"}, args("G", "k")...), hang: true, code: 3, errPart: "error: no answer within 20ms: context deadline exceeded", dials: true},
+		{name: "list with a bad port", args: []string{"-h", "a:7000,b:http", "G", "k"}, code: 2, errPart: `-h: bad port "http" in "b:http"`},
+		{name: "list with an empty entry", args: []string{"-h", "a:7000,,b:7010", "G", "k"}, code: 2, errPart: `-h: empty coordinator host`},
+		{name: "list entry without a port", args: []string{"-h", "a:7000,b", "G", "k"}, code: 2, errPart: "missing -p"},
+		{name: "group unreachable", args: []string{"-h", "a:7000,b:7010", "G", "k"},
+			dialErr: errors.New("ftkv: no coordinator of a:7000,b:7010 answered: ftkv: coordinator a:7000: refused; ftkv: coordinator b:7010: refused"), code: 3,
+			errPart: "error: cannot reach any coordinator of a:7000,b:7010: ftkv: coordinator a:7000: refused; ftkv: coordinator b:7010: refused\n", dials: true},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -237,6 +243,29 @@ func TestExitCodes(t *testing.T) {
 				t.Errorf("dialed %d times, want dial = %v", len(h.dials), tt.dials)
 			}
 		})
+	}
+}
+
+// -h takes a comma-separated list of coordinators (then -p is not
+// needed; list entries without a port take -p's).
+func TestCoordinatorList(t *testing.T) {
+	tests := []struct {
+		args []string
+		dial string
+	}{
+		{[]string{"-h", "h1:7000,h2:7010,h3:7020"}, "h1:7000,h2:7010,h3:7020"},
+		{[]string{"-h", " h1:7000 , h2:7010"}, "h1:7000,h2:7010"},
+		{[]string{"-h", "h1:7000"}, "h1:7000"},
+		{[]string{"-h", "h1,h2:7010", "-p", "7000"}, "h1:7000,h2:7010"},
+		{[]string{"-h", "[::1]:7000,::1", "-p", "7001"}, "[::1]:7000,[::1]:7001"},
+		{[]string{"-h", "localhost", "-p", "7000"}, "localhost:7000"},
+	}
+	for _, tt := range tests {
+		h := &harness{store: newFake()}
+		code, _, stderr := h.run(t, "", append(tt.args, "G", "k")...)
+		if code != 1 || stderr != "" || len(h.dials) != 1 || h.dials[0] != tt.dial {
+			t.Errorf("%q: exit %d, stderr %q, dialed %q; want %q", tt.args, code, stderr, h.dials, tt.dial)
+		}
 	}
 }
 

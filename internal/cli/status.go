@@ -26,6 +26,9 @@ func writeStatusJSON(w io.Writer, st *status.Cluster) error {
 	if out.Shards == nil {
 		out.Shards = []status.Shard{}
 	}
+	if out.Coordinators == nil {
+		out.Coordinators = []status.Coordinator{}
+	}
 	b, err := json.Marshal(out)
 	if err != nil {
 		return err
@@ -34,7 +37,9 @@ func writeStatusJSON(w io.Writer, st *status.Cluster) error {
 	return err
 }
 
-// writeStatusTable prints one aligned row per server, by id, then the epoch.
+// writeStatusTable prints one aligned row per server, by id, then the
+// epoch; for a group of coordinators then the control plane: the term, the
+// leader and who answered, and one row per coordinator.
 func writeStatusTable(w io.Writer, st *status.Cluster) error {
 	if st == nil {
 		return errors.New("coordinator sent no status")
@@ -56,8 +61,35 @@ func writeStatusTable(w io.Writer, st *status.Cluster) error {
 	if err := tw.Flush(); err != nil {
 		return err
 	}
-	_, err := fmt.Fprintf(w, "epoch %d\n", st.Epoch)
-	return err
+	if _, err := fmt.Fprintf(w, "epoch %d\n", st.Epoch); err != nil {
+		return err
+	}
+	return writeControlPlane(w, st)
+}
+
+// writeControlPlane prints the coordinators of a group (nothing for a
+// single coordinator, whose table stays as it always was).
+func writeControlPlane(w io.Writer, st *status.Cluster) error {
+	if len(st.Coordinators) < 2 {
+		return nil
+	}
+	leader := "unknown"
+	if st.Leader >= 0 {
+		leader = strconv.Itoa(st.Leader)
+	}
+	answered := strconv.Itoa(st.Answered)
+	if st.Answered != st.Leader {
+		answered += " (a follower: no heartbeat figures)"
+	}
+	fmt.Fprintf(w, "term %d, leader %s, answered by %s\n", st.Term, leader, answered)
+	coords := slices.Clone(st.Coordinators)
+	slices.SortStableFunc(coords, func(a, b status.Coordinator) int { return a.ID - b.ID })
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "COORD\tCLIENT\tSERVERS\tRAFT\tROLE")
+	for _, co := range coords {
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\n", co.ID, cell(co.ClientAddr), cell(co.ServersAddr), cell(co.RaftAddr), cell(co.Role))
+	}
+	return tw.Flush()
 }
 
 // cell makes a string safe for one table cell: "-" when empty, no control

@@ -39,6 +39,55 @@ epoch 7
 	}
 }
 
+func TestStatusTableGroup(t *testing.T) {
+	st := fakeStatus()
+	st.Term, st.Leader, st.Answered = 3, 1, 0
+	st.Coordinators = []status.Coordinator{
+		{ID: 2, RaftAddr: "127.0.0.1:7102", ClientAddr: "127.0.0.1:7020", ServersAddr: "127.0.0.1:7021", Role: "follower"},
+		{ID: 0, RaftAddr: "127.0.0.1:7100", ClientAddr: "127.0.0.1:7000", ServersAddr: "127.0.0.1:7001", Role: "follower"},
+		{ID: 1, RaftAddr: "127.0.0.1:7101", ClientAddr: "127.0.0.1:7010", ServersAddr: "127.0.0.1:7011", Role: "leader"},
+	}
+	var b bytes.Buffer
+	if err := writeStatusTable(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	// The servers' table as for one coordinator, then the control plane.
+	want := `ID  ADDR             HOST            PID   ROLE                     STATE      EPOCH  INC  PRIMARY  SECONDARY
+0   127.0.0.1:41001  localhost       4242  primary(0) secondary(2)  serving    7      1    1000     1010
+1   127.0.0.1:41002  localhost       4243  primary(1) secondary(0)  serving    7      2    990      1000
+2   -                alice@10.0.0.7  -     -                        down hard  6      1    0        0
+epoch 7
+term 3, leader 1, answered by 0 (a follower: no heartbeat figures)
+COORD  CLIENT          SERVERS         RAFT            ROLE
+0      127.0.0.1:7000  127.0.0.1:7001  127.0.0.1:7100  follower
+1      127.0.0.1:7010  127.0.0.1:7011  127.0.0.1:7101  leader
+2      127.0.0.1:7020  127.0.0.1:7021  127.0.0.1:7102  follower
+`
+	if got := b.String(); got != want {
+		t.Errorf("table:\n%s\nwant:\n%s", got, want)
+	}
+	// Answered by the leader; no leader known.
+	st.Answered = 1
+	b.Reset()
+	writeStatusTable(&b, st)
+	if !bytes.Contains(b.Bytes(), []byte("\nterm 3, leader 1, answered by 1\n")) {
+		t.Errorf("answered by the leader:\n%s", b.String())
+	}
+	st.Leader = -1
+	b.Reset()
+	writeStatusTable(&b, st)
+	if !bytes.Contains(b.Bytes(), []byte("\nterm 3, leader unknown, answered by 1 (a follower")) {
+		t.Errorf("no leader:\n%s", b.String())
+	}
+	// One coordinator: no control plane lines.
+	st.Coordinators = st.Coordinators[:1]
+	b.Reset()
+	writeStatusTable(&b, st)
+	if !bytes.HasSuffix(b.Bytes(), []byte("\nepoch 7\n")) {
+		t.Errorf("single coordinator:\n%s", b.String())
+	}
+}
+
 func TestStatusTableEmpty(t *testing.T) {
 	var b bytes.Buffer
 	if err := writeStatusTable(&b, &status.Cluster{Epoch: 0}); err != nil {
@@ -101,7 +150,7 @@ func TestStatusJSONNoServers(t *testing.T) {
 	if err := writeStatusJSON(&b, &status.Cluster{Epoch: 3}); err != nil {
 		t.Fatal(err)
 	}
-	if got, want := b.String(), `{"epoch":3,"servers":[],"shards":[]}`+"\n"; got != want {
+	if got, want := b.String(), `{"epoch":3,"servers":[],"shards":[],"term":0,"leader":0,"answered_by":0,"coordinators":[]}`+"\n"; got != want {
 		t.Errorf("got %q, want %q", got, want)
 	}
 }

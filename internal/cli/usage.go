@@ -2,16 +2,20 @@ package cli
 
 // Usage is the text printed by -help.
 const Usage = `usage: client -h <coord_host> -p <coord_port> [-f <file>] [-timeout 5s] [COMMAND ARGS...]
+       client -h <host:port,host:port,...> [-f <file>] [-timeout 5s] [COMMAND ARGS...]
 
 Talks to the ftkv cluster whose coordinator serves clients on
-<coord_host>:<coord_port>. With a COMMAND it runs that one command and exits.
+<coord_host>:<coord_port>, or whose group of coordinators serve clients on
+the listed addresses (any that answers will do). With a COMMAND it runs that one command and exits.
 Without, it reads commands one per line from -f <file> or stdin; on a
 terminal it shows the prompt "ftkv> " with line editing and history
 (~/.ftkv_history). Blank lines and lines starting with # are skipped.
 
 flags:
-  -h host       coordinator host (default localhost)
-  -p port       coordinator client port (required)
+  -h host       coordinator host (default localhost), or a comma-separated
+                list of the coordinators' client addresses host:port,...
+                (an entry without a port takes -p's)
+  -p port       coordinator client port (required unless -h has the ports)
   -f file       read commands from file ("-": stdin)
   -timeout d    deadline for reaching the coordinator and for each command,
                 e.g. 500ms or 5s (default 5s)
@@ -35,6 +39,7 @@ examples:
   client -h localhost -p 7000 G greeting
   client -h localhost -p 7000 T counter '(nil)' 1
   client -h localhost -p 7000 status --json
+  client -h h1:7000,h2:7010,h3:7020 status
   printf 'P "a b" "x\\0y"\nG "a b"\n' | client -h localhost -p 7000
 `
 
@@ -48,6 +53,8 @@ const CommandHelp = `commands (names are case-insensitive):
                      unquoted: only if the key is absent
   A key value        append (creates the key)            -> OK
   status [--json]    the cluster view: a table, or one JSON object
+                     (with several coordinators also the term, the
+                     leader and each coordinator's role)
   help               this list
   quit, exit         end the session
   Long names work too: PUT GET DEL DELETE CAS APPEND.
