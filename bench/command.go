@@ -115,14 +115,33 @@ func (c *Command) Validate() error {
 	return usagef("-target must be ftkv or redis, not %q", c.Target)
 }
 
+// needPort checks that every coordinator has a port: from -h's list
+// (host:port,host:port,...) or -p.
 func (c *Command) needPort() error {
-	if c.Port <= 0 || c.Port > 65535 {
-		return usagef("-p <coord_port> (1..65535) is required")
+	for _, h := range strings.Split(c.Host, ",") {
+		if _, _, err := net.SplitHostPort(strings.TrimSpace(h)); err == nil {
+			continue
+		}
+		if c.Port <= 0 || c.Port > 65535 {
+			return usagef("-p <coord_port> (1..65535) is required (or -h host:port,host:port,...)")
+		}
 	}
 	return nil
 }
 
-func (c *Command) coord() string { return net.JoinHostPort(c.Host, strconv.Itoa(c.Port)) }
+// coord is the coordinators' address for client.Dial: -h with -p's port
+// added to each entry that has none.
+func (c *Command) coord() string {
+	var out []string
+	for _, h := range strings.Split(c.Host, ",") {
+		h = strings.TrimSpace(h)
+		if _, _, err := net.SplitHostPort(h); err != nil {
+			h = net.JoinHostPort(h, strconv.Itoa(c.Port))
+		}
+		out = append(out, h)
+	}
+	return strings.Join(out, ",")
+}
 
 // Execute runs the validated command: results go to stdout, progress and
 // errors met on the way to stderr. The error it returns is the command's

@@ -38,3 +38,29 @@ func TestValidateProbe(t *testing.T) {
 		}
 	}
 }
+
+// -h may list the coordinators of a group (host:port,...); entries without
+// a port take -p's, and -p is needed only for those.
+func TestCoordList(t *testing.T) {
+	for _, tc := range []struct {
+		host string
+		port int
+		want string
+		ok   bool
+	}{
+		{"127.0.0.1", 7000, "127.0.0.1:7000", true},
+		{"h1:7000,h2:7010,h3:7020", 0, "h1:7000,h2:7010,h3:7020", true},
+		{"h1,h2:7010", 7000, "h1:7000,h2:7010", true},
+		{"h1,h2:7010", 0, "", false},
+		{"127.0.0.1", 0, "", false},
+	} {
+		c := Command{Mode: "run", Target: "ftkv", Host: tc.host, Port: tc.port}
+		err := c.needPort()
+		if (err == nil) != tc.ok {
+			t.Errorf("-h %s -p %d: %v", tc.host, tc.port, err)
+		}
+		if tc.ok && c.coord() != tc.want {
+			t.Errorf("-h %s -p %d: coord %q, want %q", tc.host, tc.port, c.coord(), tc.want)
+		}
+	}
+}

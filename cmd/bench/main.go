@@ -88,7 +88,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	cfg := &c.Run
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	fs.StringVar(&c.Host, "h", "127.0.0.1", "coordinator host")
+	fs.StringVar(&c.Host, "h", "127.0.0.1", "coordinator host, or the coordinators' client addresses host:port,host:port,...")
 	fs.IntVar(&c.Port, "p", 0, "coordinator client port (required for -target ftkv)")
 	fs.StringVar(&c.Target, "target", "ftkv", "system to load: ftkv or redis")
 	fs.StringVar(&c.RedisAddr, "redis", "127.0.0.1:6379", "Redis address for -target redis")
