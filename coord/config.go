@@ -38,7 +38,25 @@ type Cluster struct {
 	// Limits holds the client-limit lines (max_clients, session_ttl, …);
 	// the coordinator's flags override them.
 	Limits limits.Config
+	// Coordinators are the "coordinator" lines: the members of a
+	// coordinators' Raft group (none: one coordinator run with -c/-s).
+	Coordinators []CoordSpec
 }
+
+// CoordSpec is one "coordinator <raft_host:port> <client_port>
+// <servers_port>" line: a member of the coordinators' Raft group. Its
+// client and servers ports listen on the Raft address's host.
+type CoordSpec struct {
+	Line        int
+	RaftAddr    string // host:port of its Raft transport
+	Host        string // the host part of RaftAddr
+	ClientPort  int
+	ServersPort int
+}
+
+// ClientAddr and ServersAddr are where the coordinator listens.
+func (s CoordSpec) ClientAddr() string  { return net.JoinHostPort(s.Host, strconv.Itoa(s.ClientPort)) }
+func (s CoordSpec) ServersAddr() string { return net.JoinHostPort(s.Host, strconv.Itoa(s.ServersPort)) }
 
 // Spare is one "spare <host>" line.
 type Spare struct {
@@ -133,6 +151,14 @@ func ParseCluster(path string, r io.Reader) (*Cluster, error) {
 			n = v
 			continue
 		}
+		if fields[0] == "coordinator" {
+			cs, err := parseCoordLine(fields, lineNo, seen)
+			if err != nil {
+				return nil, bad("%v", err)
+			}
+			c.Coordinators = append(c.Coordinators, cs)
+			continue
+		}
 		if len(fields) == 2 {
 			if err := c.setting(fields[0], fields[1], lineNo); err != nil {
 				return nil, bad("%v", err)
@@ -179,7 +205,45 @@ func ParseCluster(path string, r io.Reader) (*Cluster, error) {
 	if len(c.Servers) < n {
 		return nil, fmt.Errorf("%s:%d: %d server lines announced, only %d found", path, lineNo, n, len(c.Servers))
 	}
+	if k := len(c.Coordinators); k > 0 && k%2 == 0 || k > 7 {
+		return nil, fmt.Errorf("%s:%d: %d coordinator lines: a Raft group needs an odd number (1, 3, 5 or 7; 3 or 5 survive failures)",
+			path, c.Coordinators[k-1].Line, k)
+	}
 	return c, nil
+}
+
+// parseCoordLine reads "coordinator <raft_host:port> <client_port>
+// <servers_port>"; seen holds the ports already used per host.
+func parseCoordLine(fields []string, line int, seen map[string]int) (CoordSpec, error) {
+	cs := CoordSpec{Line: line}
+	if len(fields) != 4 {
+		return cs, fmt.Errorf("expected \"coordinator <raft_host:port> <client_port> <servers_port>\", got %d fields", len(fields))
+	}
+	host, rp, err := net.SplitHostPort(fields[1])
+	if err != nil || host == "" || strings.ContainsAny(host, "'\"`$;&|<>\\@/") {
+		return cs, fmt.Errorf("coordinator Raft address %q: expected host:port", fields[1])
+	}
+	cs.RaftAddr, cs.Host = fields[1], host
+	ports := []string{rp, fields[2], fields[3]}
+	names := []string{"Raft port", "client_port", "servers_port"}
+	vals := make([]int, 3)
+	for i, p := range ports {
+		v, err := strconv.Atoi(p)
+		if err != nil || v < 1 || v > 65535 {
+			return cs, fmt.Errorf("coordinator %s must be a port number 1-65535 (a group's ports are fixed), got %q", names[i], p)
+		}
+		k := host + ":" + p
+		if hostname.IsLocal(host) {
+			k = "localhost:" + p
+		}
+		if prev, dup := seen[k]; dup {
+			return cs, fmt.Errorf("port %d on %s is already used on line %d", v, host, prev)
+		}
+		seen[k] = line
+		vals[i] = v
+	}
+	cs.ClientPort, cs.ServersPort = vals[1], vals[2]
+	return cs, nil
 }
 
 // setting applies one "<name> <value>" line.

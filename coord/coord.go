@@ -48,6 +48,17 @@ type Coordinator struct {
 	spares          []string   // spare hosts not yet taken
 	saveMu          sync.Mutex
 
+	// The control plane: this coordinator's Raft member (store is the
+	// same, or a memStore in tests of the decisions), whether it leads
+	// and since which term, and how to stop its leadership's work.
+	store      stateStore
+	rn         *raftNode
+	fsm        *fsm
+	leading    bool
+	term       uint64
+	leadCancel context.CancelFunc
+	startErr   chan error // the single coordinator's first takeover
+
 	clientAddr, serversAddr string
 	ports                   []*connlimit.Port
 	budget                  *connlimit.Budget // queued output of both ports
@@ -93,6 +104,9 @@ func New(opts Options) (*Coordinator, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
+	if k := len(opts.Cluster.Coordinators); k > 0 && (opts.ID < 0 || opts.ID >= k) {
+		return nil, fmt.Errorf("-id %d: %s has %d coordinator lines: expected -id 0 to %d", opts.ID, opts.Cluster.Path, k, k-1)
+	}
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
@@ -131,60 +145,210 @@ func (c *Coordinator) View() wire.View {
 func (c *Coordinator) ClientAddr() string  { return c.clientAddr }
 func (c *Coordinator) ServersAddr() string { return c.serversAddr }
 
-// Start binds the servers port, spawns every server, waits until all have
-// reported, wires each primary to its secondary, publishes view epoch 1 and
-// then opens the client port. On error, whatever was started is stopped.
+// group reports whether this coordinator is one of a group (coordinator
+// lines in the config) rather than a single one.
+func (c *Coordinator) group() bool { return len(c.opts.Cluster.Coordinators) > 0 }
+
+// Start opens this coordinator's Raft member and its servers port. A
+// single coordinator then waits until it leads and has taken the cluster
+// over (spawned every server and published the first view, or re-adopted
+// the running servers), and opens its client port. A member of a group
+// opens its client port at once: whichever member leads takes the
+// cluster over; followers answer views and status from the replicated
+// state. On error, whatever was started is stopped.
 func (c *Coordinator) Start(ctx context.Context) error {
-	ctx, cancel := context.WithTimeout(ctx, c.opts.Timing.Start)
-	defer cancel()
-	// The saved secret must be in place before the servers port lets the
-	// previous coordinator's servers in.
-	saved, v, readopt, err := c.loadState()
+	c.fsm = &fsm{onApply: c.applied}
+	rn, err := openRaft(c.opts, c.fsm, c.log)
 	if err != nil {
 		return err
 	}
-	if readopt {
-		c.secret = saved.Secret
-		// Until adopt has the nodes' records, a heartbeat of a running
-		// server must not be judged (and refused) against empty ones.
-		c.adopting = true
+	c.rn, c.store = rn, rn
+	c.startErr = make(chan error, 1)
+	serversPort, clientPort := c.opts.ServersPort, c.opts.ClientPort
+	if c.group() {
+		me := c.opts.Cluster.Coordinators[c.opts.ID]
+		serversPort, clientPort = me.ServersPort, me.ClientPort
 	}
-	addr, err := c.listen(&serversHandler{c: c}, "servers", c.opts.ServersPort)
+	addr, err := c.listen(&serversHandler{c: c}, "servers", serversPort)
 	if err != nil {
-		return fmt.Errorf("servers port %d: %w", c.opts.ServersPort, err)
+		rn.close()
+		return fmt.Errorf("servers port %d: %w", serversPort, err)
 	}
 	c.serversAddr = addr
 	c.log.Info().Str("addr", addr).Msg("servers port listening")
-	if readopt {
-		c.log.Warn().Str("state", c.statePath()).Uint64("epoch", v.Epoch).Msg("previous coordinator did not shut down cleanly; re-adopting its servers")
-		c.adopt(ctx, saved, v)
-	} else {
-		if err := c.spawnAll(ctx); err != nil {
-			c.killAll()
-			return err
+	go c.watchLeadership()
+	if !c.group() {
+		select {
+		case err = <-c.startErr:
+		case <-ctx.Done():
+			err = ctx.Err()
 		}
-		if err := c.waitRegistered(ctx); err != nil {
+		if err != nil {
 			c.killAll()
-			return err
-		}
-		if err := c.publishInitialView(ctx); err != nil {
-			c.killAll()
+			rn.close()
 			return err
 		}
 	}
-	c.saveState()
-	addr, err = c.listen(&clientsHandler{c: c}, "clients", c.opts.ClientPort)
+	addr, err = c.listen(&clientsHandler{c: c}, "clients", clientPort)
 	if err != nil {
 		c.killAll()
-		return fmt.Errorf("client port %d: %w", c.opts.ClientPort, err)
+		rn.close()
+		return fmt.Errorf("client port %d: %w", clientPort, err)
 	}
 	c.clientAddr = addr
 	c.mu.Lock()
 	c.started = true
+	epoch := c.view.Epoch
 	c.mu.Unlock()
-	c.log.Info().Str("addr", addr).Int("servers", c.n).Uint64("epoch", c.view.Epoch).Msg("cluster ready; client port listening")
-	go c.loop()
+	c.log.Info().Str("addr", addr).Int("servers", c.n).Uint64("epoch", epoch).Msg("client port listening")
 	return nil
+}
+
+// watchLeadership starts the leader's work when this coordinator becomes
+// the Raft leader and stops it when it loses the leadership.
+func (c *Coordinator) watchLeadership() {
+	for lead := range c.rn.notify {
+		c.mu.Lock()
+		if c.shutting {
+			c.mu.Unlock()
+			return
+		}
+		if c.leadCancel != nil {
+			c.leadCancel()
+			c.leadCancel = nil
+		}
+		c.leading = lead
+		if lead {
+			c.term = c.rn.r.CurrentTerm()
+			// Until the takeover has the nodes' records, a heartbeat
+			// must not be judged (and refused) against stale ones.
+			c.adopting = true
+			ctx, cancel := context.WithCancel(context.Background())
+			c.leadCancel = cancel
+			go c.lead(ctx, c.term)
+		}
+		term := c.term
+		c.mu.Unlock()
+		if lead {
+			c.log.Info().Uint64("term", term).Msg("leading the coordinators")
+		} else {
+			c.log.Warn().Uint64("term", term).Msg("no longer leading the coordinators; standing by")
+		}
+	}
+}
+
+// lead takes the cluster over as the new leader and runs the reconcile
+// loop until the leadership ends (ctx).
+func (c *Coordinator) lead(ctx context.Context, term uint64) {
+	err := c.takeOver(ctx)
+	select {
+	case c.startErr <- err: // the first takeover of a single coordinator
+	default:
+	}
+	if err != nil {
+		c.log.Error().Err(err).Uint64("term", term).Msg("cannot take the cluster over")
+		return
+	}
+	c.loop(ctx)
+}
+
+// takeOver starts the cluster from the committed state: a fresh one
+// (none yet, or stopped in order) is spawned and gets its first view; a
+// running one is re-adopted and gets its view again, with an epoch of
+// this leader's term, so views of a deposed leader are stale everywhere.
+func (c *Coordinator) takeOver(ctx context.Context) error {
+	// Every decision of the previous leaders applied here first.
+	if err := c.rn.r.Barrier(c.opts.Timing.RaftApply).Error(); err != nil {
+		return fmt.Errorf("raft barrier: %w", err)
+	}
+	st, _ := c.fsm.state()
+	v, running, err := c.savedView(st)
+	if err != nil {
+		return err
+	}
+	c.mu.Lock()
+	if st.Secret != "" {
+		c.secret = st.Secret
+	}
+	if st.Spares != nil {
+		c.spares = st.Spares
+	}
+	for i, sn := range st.Nodes {
+		if i < len(c.nodes) && sn.Inc > c.nodes[i].inc {
+			c.nodes[i].inc = sn.Inc // incarnation numbers are never reused
+		}
+	}
+	if !running {
+		c.adopting = false
+	}
+	c.mu.Unlock()
+	if running {
+		c.log.Warn().Uint64("epoch", v.Epoch).Msg("taking over running servers")
+		c.adopt(ctx, st, v)
+		nv := c.View()
+		nv.Epoch++ // restamped with this leader's term by publish
+		if !c.publish(nv) {
+			return errors.New("the view of this leader's term was not committed")
+		}
+		return nil
+	}
+	sctx, cancel := context.WithTimeout(ctx, c.opts.Timing.Start)
+	defer cancel()
+	if err := c.spawnAll(sctx); err != nil {
+		c.killSpawned()
+		return err
+	}
+	if err := c.waitRegistered(sctx); err != nil {
+		c.killSpawned()
+		return err
+	}
+	if err := c.publishInitialView(sctx); err != nil {
+		c.killSpawned()
+		return err
+	}
+	c.log.Info().Int("servers", c.n).Uint64("epoch", c.View().Epoch).Msg("cluster ready")
+	return nil
+}
+
+// applied follows the committed state on a coordinator that does not
+// lead, so it answers clients' view and status requests and checks
+// servers' HELLOs with the cluster's secret.
+func (c *Coordinator) applied(st clusterState) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.leading {
+		return // its own decisions: its records are ahead of them
+	}
+	if st.Secret != "" {
+		c.secret = st.Secret
+	}
+	for i, sn := range st.Nodes {
+		if i < len(c.nodes) {
+			c.nodes[i].inc, c.nodes[i].host = sn.Inc, sn.Host
+		}
+	}
+	if v, ok, err := c.savedView(st); err == nil && ok {
+		c.view = v
+		c.viewEnc = wire.AppendView(nil, &v)
+	}
+}
+
+// clusterSecret is the secret servers authenticate with.
+func (c *Coordinator) clusterSecret() string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.secret
+}
+
+// nextEpochLocked is the epoch of the view after the current one: it
+// carries the leader's Raft term in its high 32 bits, so every view of a
+// later leader is newer than any view of an earlier one (c.mu held).
+func (c *Coordinator) nextEpochLocked() uint64 {
+	e := c.view.Epoch + 1
+	if t := c.term<<32 | 1; t > e {
+		e = t
+	}
+	return e
 }
 
 // maxServerConns bounds the connections to the servers port (at the
@@ -252,9 +416,12 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node) error {
 	nd.missed = false
 	nd.hb = wire.Heartbeat{}
 	c.mu.Unlock()
-	// Persist the new incarnation number before the process exists, so a
-	// restarted coordinator never reuses it.
-	c.saveState()
+	// Commit the new incarnation number before the process exists, so a
+	// later leader never reuses it; a coordinator that cannot (it no
+	// longer leads) spawns nothing.
+	if err := c.saveState(); err != nil {
+		return fmt.Errorf("server %d: incarnation %d not committed: %w", nd.id, inc, err)
+	}
 	c.mu.Lock()
 	where := nd.spec
 	where.Host = nd.host
@@ -263,6 +430,11 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node) error {
 		ID: nd.id, Incarnation: inc, Spec: where, CoordAddr: c.serversAddr, Secret: c.secret,
 		Dir: c.opts.Dir, LogFile: c.opts.ServerLog, LogLevel: c.opts.ServerLevel,
 		FailureTimeout: c.opts.Timing.FailureTimeout, Limits: c.limits(),
+	}
+	for k, cs := range c.opts.Cluster.Coordinators {
+		if k != c.opts.ID {
+			spec.OtherCoords = append(spec.OtherCoords, cs.ServersAddr())
+		}
 	}
 	sp := c.opts.Spawner
 	if !where.Local() {
@@ -340,7 +512,7 @@ func (c *Coordinator) publishInitialView(ctx context.Context) error {
 	c.mu.Lock()
 	// The servers' session TTL travels in the view, so clients stop
 	// retrying a write before its session could expire.
-	v := wire.View{Epoch: 1, SessionTTL: c.limits().WithDefaults().SessionTTL}
+	v := wire.View{Epoch: c.nextEpochLocked(), SessionTTL: c.limits().WithDefaults().SessionTTL}
 	for _, nd := range c.nodes {
 		v.Servers = append(v.Servers, wire.Member{
 			ID: uint32(nd.id), Incarnation: nd.inc, State: wire.StateServing, PID: uint32(nd.proc.PID()),
@@ -354,11 +526,19 @@ func (c *Coordinator) publishInitialView(ctx context.Context) error {
 		}
 		v.Shards = append(v.Shards, p)
 	}
+	c.pending = &v // committed before any server or client sees it
 	c.mu.Unlock()
+	err := c.saveState()
 	c.mu.Lock()
-	c.view = v
-	c.viewEnc = wire.AppendView(nil, &v)
+	c.pending = nil
+	if err == nil {
+		c.view = v
+		c.viewEnc = wire.AppendView(nil, &v)
+	}
 	c.mu.Unlock()
+	if err != nil {
+		return err
+	}
 	if errs := c.pushView(ctx, v); len(errs) > 0 {
 		return errors.Join(errs...)
 	}
@@ -435,9 +615,71 @@ func (c *Coordinator) heartbeat(hb wire.Heartbeat) wire.Status {
 	return wire.StatusOK
 }
 
-// Shutdown orders every server to dump its tables and exit, waits for them
-// (killing any that do not finish in time) and stops the listeners.
+// Shutdown stops this coordinator. A single coordinator first orders
+// every server to dump its tables and exit (killing any that do not
+// finish in time) and commits that the cluster stopped in order; a
+// member of a group stops only itself (the others lead on), handing its
+// leadership over first.
 func (c *Coordinator) Shutdown(ctx context.Context) error {
+	if c.group() {
+		c.stopLeading()
+		if c.rn != nil {
+			c.mu.Lock()
+			lead := c.leading
+			c.mu.Unlock()
+			if lead {
+				_ = c.rn.r.LeadershipTransfer().Error()
+			}
+			c.rn.close()
+		}
+		c.closeCtl()
+		return nil
+	}
+	err := c.stopServers(ctx)
+	if err == nil && c.store != nil {
+		// The next start spawns a fresh cluster (the servers' dumps stay
+		// where they are), with incarnations and epochs that keep growing.
+		c.mu.Lock()
+		st := c.stateLocked()
+		c.mu.Unlock()
+		st.Stopped = true
+		if serr := c.store.Save(st); serr != nil {
+			c.log.Warn().Err(serr).Msg("cannot commit the orderly stop; the next start re-adopts (and respawns) the servers")
+		}
+	}
+	c.stopLeading()
+	if c.rn != nil {
+		c.rn.close()
+	}
+	c.closeCtl()
+	return err
+}
+
+// stopLeading ends this coordinator's work as a leader for good.
+func (c *Coordinator) stopLeading() {
+	c.mu.Lock()
+	c.shutting = true
+	if c.leadCancel != nil {
+		c.leadCancel()
+		c.leadCancel = nil
+	}
+	c.mu.Unlock()
+}
+
+func (c *Coordinator) closeCtl() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, nd := range c.nodes {
+		if nd.ctl != nil {
+			nd.ctl.close()
+			nd.ctl = nil
+		}
+	}
+}
+
+// stopServers orders every server to dump its tables and exit and waits
+// for them, killing any that do not finish in time.
+func (c *Coordinator) stopServers(ctx context.Context) error {
 	c.mu.Lock()
 	c.shutting = true
 	nodes := append([]*node(nil), c.nodes...)
@@ -473,15 +715,19 @@ func (c *Coordinator) Shutdown(ctx context.Context) error {
 	}
 	wg.Wait()
 	c.log.Info().Float64("took_ms", millis(time.Since(start))).Msg("servers stopped")
-	if len(errs) == 0 || errors.Join(errs...) == nil {
-		c.removeState()
-	}
-	for _, nd := range nodes {
-		if nd.ctl != nil {
-			nd.ctl.close()
+	return errors.Join(errs...)
+}
+
+// killSpawned kills the servers a failed start spawned.
+func (c *Coordinator) killSpawned() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for _, nd := range c.nodes {
+		if nd.proc != nil {
+			p := nd.proc
+			go func() { _ = p.Kill() }()
 		}
 	}
-	return errors.Join(errs...)
 }
 
 func (c *Coordinator) killAll() {

@@ -37,7 +37,7 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 	st := connlimit.Of(conn) // every connection of this port was accepted by connlimit
 	return eachFrame(conn, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
 		if !st.IsAuthed() {
-			return st.Hello(f, c.secret, out)
+			return st.Hello(f, c.clusterSecret(), out)
 		}
 		if f.Op != wire.OpHeartbeat {
 			return answer(out, f, wire.StatusBadRequest, 0, []byte("expected HEARTBEAT")), gnet.Close
@@ -47,8 +47,13 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 			return answer(out, f, wire.StatusBadRequest, 0, []byte(err.Error())), gnet.Close
 		}
 		c.mu.Lock()
-		adopting := c.adopting
+		adopting, leading := c.adopting, c.leading
 		c.mu.Unlock()
+		if !leading {
+			// Only the leader judges heartbeats and renews leases; the
+			// server goes to the leader (or tries the next coordinator).
+			return answer(out, f, wire.StatusNotLeader, 0, []byte(c.leaderAddr(false))), gnet.None
+		}
 		if adopting {
 			return answer(out, f, wire.StatusUnavailable, 0, []byte("coordinator is re-adopting its servers")), gnet.None
 		}
@@ -77,6 +82,11 @@ func (h *clientsHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 			c.mu.Lock()
 			enc, epoch := c.viewEnc, c.view.Epoch
 			c.mu.Unlock()
+			if epoch == 0 {
+				// No cluster yet (a group waiting for its leader's first
+				// view): the leader may know more.
+				return answer(out, f, wire.StatusNotLeader, 0, []byte(c.leaderAddr(true))), gnet.None
+			}
 			return answer(out, f, wire.StatusOK, epoch, enc), gnet.None
 		case wire.OpStatus:
 			st := c.Status()
@@ -91,7 +101,8 @@ func (h *clientsHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 func (c *Coordinator) Status() *status.Cluster {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	st := &status.Cluster{Epoch: c.view.Epoch, Servers: []status.Server{}}
+	st := &status.Cluster{Epoch: c.view.Epoch, Servers: []status.Server{}, Term: c.term}
+	c.controlPlaneLocked(st)
 	now := time.Now()
 	for i, nd := range c.nodes {
 		ss := status.Server{
@@ -102,6 +113,8 @@ func (c *Coordinator) Status() *status.Cluster {
 		}
 		if nd.proc != nil {
 			ss.PID = nd.proc.PID()
+		} else if i < len(c.view.Servers) {
+			ss.PID = int(c.view.Servers[i].PID) // a follower: as committed
 		}
 		if i < len(c.view.Servers) && c.view.Servers[i].State != wire.StateDown && c.view.Servers[i].State != wire.StateDead {
 			ss.Incarnation = c.view.Servers[i].Incarnation
@@ -145,6 +158,14 @@ func (c *Coordinator) serverState(i int, nd *node) string {
 	}
 	m := v.Servers[i]
 	switch {
+	case !c.leading:
+		// A follower hears no heartbeats: it says what was committed.
+		switch m.State {
+		case wire.StateDown, wire.StateDead:
+			return "down"
+		case wire.StateReseeding:
+			return "re-seeding"
+		}
 	case m.State == wire.StateDown || m.State == wire.StateDead:
 		if nd.spawning || (nd.inc != m.Incarnation && nd.reported) {
 			return "starting"
@@ -179,4 +200,55 @@ func roleString(prim, sec []int) string {
 		return "none"
 	}
 	return s[:len(s)-1]
+}
+
+// controlPlaneLocked fills the coordinators' part of a status (c.mu held).
+func (c *Coordinator) controlPlaneLocked(st *status.Cluster) {
+	st.Leader, st.Answered = -1, c.opts.ID
+	if !c.group() {
+		st.Answered = 0
+	}
+	if c.rn != nil {
+		st.Leader = c.rn.leader()
+	}
+	role := func(k int) string {
+		switch {
+		case k == st.Answered && c.leading:
+			return "leader"
+		case k == st.Leader:
+			return "leader"
+		case k == st.Answered:
+			return "follower"
+		}
+		return "follower" // as far as this coordinator knows
+	}
+	if !c.group() {
+		st.Coordinators = []status.Coordinator{{ID: 0, ClientAddr: c.clientAddr, ServersAddr: c.serversAddr, Role: role(0)}}
+		return
+	}
+	for k, cs := range c.opts.Cluster.Coordinators {
+		r := role(k)
+		if st.Leader < 0 {
+			r = "unknown"
+		}
+		st.Coordinators = append(st.Coordinators, status.Coordinator{ID: k, RaftAddr: cs.RaftAddr,
+			ClientAddr: cs.ClientAddr(), ServersAddr: cs.ServersAddr(), Role: r})
+	}
+}
+
+// leaderAddr is the leader's client (clients) or servers address, "" when
+// no leader is known.
+func (c *Coordinator) leaderAddr(clients bool) string {
+	if c.rn == nil || !c.group() {
+		return ""
+	}
+	k := c.rn.leader()
+	if k < 0 || k >= len(c.opts.Cluster.Coordinators) {
+		return ""
+	}
+	cs := c.opts.Cluster.Coordinators[k]
+	if clients {
+		return cs.ClientAddr()
+	}
+	return cs.ServersAddr()
 }

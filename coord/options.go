@@ -46,6 +46,13 @@ type Options struct {
 	ServerLevel string // servers' log level (default "info")
 
 	Logger zerolog.Logger
+
+	// ID is this coordinator's index among the config's coordinator lines
+	// (-id); ignored without such lines.
+	ID int
+	// DataDir holds this coordinator's Raft log and snapshots (-d);
+	// default DataDir(Dir, ID): ftkv-coord (single) or ftkv-coord-<id>.
+	DataDir string
 }
 
 // Validate reports the first bad option, in the words of the
@@ -123,6 +130,13 @@ func (o Options) withDefaults() (Options, error) {
 			return o, err
 		}
 		o.Dir = wd
+	}
+	if o.DataDir == "" {
+		id := -1
+		if len(o.Cluster.Coordinators) > 0 {
+			id = o.ID
+		}
+		o.DataDir = DataDir(o.Dir, id)
 	}
 	if o.ServerLevel == "" {
 		o.ServerLevel = "info"

@@ -23,9 +23,11 @@ func (c *Coordinator) publish(nv wire.View) bool {
 		c.log.Warn().Uint64("epoch", nv.Epoch).Uint64("current", c.view.Epoch).Msg("view overtaken before publication; recomputing")
 		return false
 	}
+	// nv follows the current view; its epoch carries this leader's term.
+	nv.Epoch = c.nextEpochLocked()
 	// Durable before visible: nobody (a client, a heartbeat answer, a
-	// re-push) sees nv until the state file holds it, so a restarted
-	// coordinator never gives its epoch to another view.
+	// re-push) sees nv until the coordinators' group committed it, so a
+	// later leader never gives its epoch to another view.
 	c.pending = &nv
 	c.mu.Unlock()
 	err := c.saveState()

@@ -34,13 +34,16 @@ func (c *Coordinator) wake() {
 	}
 }
 
-func (c *Coordinator) loop() {
+// loop runs the reconcile steps while this coordinator leads (ctx).
+func (c *Coordinator) loop(ctx context.Context) {
 	t := time.NewTicker(c.opts.Timing.Heartbeat / 2)
 	defer t.Stop()
 	for {
 		select {
 		case <-t.C:
 		case <-c.kick:
+		case <-ctx.Done():
+			return
 		}
 		c.mu.Lock()
 		shutting := c.shutting

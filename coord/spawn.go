@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"strconv"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -20,6 +21,9 @@ type SpawnSpec struct {
 	Incarnation uint64
 	Spec        ServerSpec
 	CoordAddr   string // the coordinator's servers address as the server must dial it
+	// OtherCoords are the servers addresses of the other coordinators of
+	// a group: the server turns to them when this one stops leading.
+	OtherCoords []string
 	// CoordHost is the coordinator's address for remote servers ("" = the
 	// address the ssh connection came from).
 	CoordHost string
@@ -106,7 +110,7 @@ func serverArgs(s SpawnSpec, bind string) []string {
 		"-ctl-port", strconv.Itoa(s.Spec.CoordPort),
 	}
 	if s.CoordAddr != "" {
-		args = append(args, "-coord", s.CoordAddr)
+		args = append(args, "-coord", strings.Join(append([]string{s.CoordAddr}, s.OtherCoords...), ","))
 	}
 	if s.LogFile != "" {
 		args = append(args, "-log", s.LogFile)

@@ -153,6 +153,11 @@ func (s *SSHSpawner) Spawn(ctx context.Context, sp SpawnSpec) (Process, error) {
 	coordHost := sp.CoordHost // "" = the address this ssh connection came from
 	sp.LogFile = fmt.Sprintf("server_%d.log", sp.ID)
 	sp.CoordAddr = "" // filled in by the script below
+	others := ""
+	for _, a := range sp.OtherCoords {
+		others += "," + a
+	}
+	sp.OtherCoords = nil
 	args := serverArgs(sp, "0.0.0.0")
 	args = append(args, "-advertise", host)
 	var q []string
@@ -171,7 +176,7 @@ func (s *SSHSpawner) Spawn(ctx context.Context, sp SpawnSpec) (Process, error) {
 		"C=" + shq(coordHost),
 		`if [ -z "$C" ]; then C=${SSH_CLIENT%% *}; fi`,
 		`case $C in *:*) C="[$C]";; esac`,
-		"setsid " + shq(s.Binary) + " " + strings.Join(q, " ") + ` -coord "$C:` + coordPort + `" </dev/null >>` + shq(sp.LogFile) + " 2>&1 &",
+		"setsid " + shq(s.Binary) + " " + strings.Join(q, " ") + ` -coord "$C:` + coordPort + others + `" </dev/null >>` + shq(sp.LogFile) + " 2>&1 &",
 		`echo "ftkv-pid $!"`,
 	}, "\n")
 	out, err := s.run(ctx, dest, script, strings.NewReader(sp.Secret+"\n"))

@@ -2,11 +2,9 @@ package coord
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -16,48 +14,37 @@ import (
 	"ftkv/wire"
 )
 
-// StateFile is the name of the coordinator's state file in its working
-// directory. It holds what a restarted coordinator needs to re-adopt the
-// running servers instead of spawning new ones; a clean shutdown removes it.
-const StateFile = "ftkv-coord.state"
-
-type savedNode struct {
-	ID   int    `json:"id"`
-	Inc  uint64 `json:"incarnation"`
-	PID  int    `json:"pid"`
-	Host string `json:"host,omitempty"` // where it runs (a spare, say)
-}
-
-type savedState struct {
-	Secret string      `json:"secret"`
-	View   []byte      `json:"view"` // wire.AppendView
-	Nodes  []savedNode `json:"nodes"`
-	Config string      `json:"config"`
-	Spares []string    `json:"spares"` // spare hosts not yet taken
-}
-
-func (c *Coordinator) statePath() string { return filepath.Join(c.opts.Dir, StateFile) }
-
-// saveState writes the view atomically (temporary file, fsync, rename):
+// saveState commits the cluster state to the coordinators' group (Raft):
 // the view being published if there is one (it becomes visible only once
-// it is durable), else the current one.
+// it is committed), else the current one. It fails on a coordinator that
+// does not lead: a deposed leader can never make a decision durable, and
+// so never acts on one.
 func (c *Coordinator) saveState() error {
 	if c.testHookSave != nil {
 		c.testHookSave()
 	}
-	c.saveMu.Lock() // one writer of the temporary file at a time
+	c.saveMu.Lock() // one state at a time, in order
 	defer c.saveMu.Unlock()
 	c.mu.Lock()
+	st := c.stateLocked()
+	c.mu.Unlock()
+	err := c.store.Save(st)
+	if err != nil {
+		c.log.Error().Err(err).Msg("cannot commit the coordinator state")
+	}
+	return err
+}
+
+// stateLocked is the cluster state to commit (c.mu held).
+func (c *Coordinator) stateLocked() clusterState {
 	v := c.view
 	if c.pending != nil {
 		v = *c.pending
 	}
-	if v.Epoch == 0 {
-		c.mu.Unlock()
-		return nil // still starting: there is nothing to re-adopt yet
+	st := clusterState{Secret: c.secret, Config: c.opts.Cluster.Path, Spares: append([]string{}, c.spares...)}
+	if v.Epoch != 0 {
+		st.View = wire.AppendView(nil, &v)
 	}
-	st := savedState{Secret: c.secret, View: wire.AppendView(nil, &v), Config: c.opts.Cluster.Path,
-		Spares: append([]string{}, c.spares...)}
 	for _, nd := range c.nodes {
 		sn := savedNode{ID: nd.id, Inc: nd.inc, Host: nd.host}
 		if nd.proc != nil {
@@ -65,70 +52,30 @@ func (c *Coordinator) saveState() error {
 		}
 		st.Nodes = append(st.Nodes, sn)
 	}
-	c.mu.Unlock()
-	b, err := json.Marshal(st)
-	if err == nil {
-		err = writeFileAtomic(c.statePath(), b)
-	}
-	if err != nil {
-		c.log.Error().Err(err).Msg("cannot save the coordinator state")
-	}
-	return err
+	return st
 }
 
-func writeFileAtomic(path string, b []byte) error {
-	tmp := path + ".tmp"
-	f, err := os.OpenFile(tmp, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
-	if err != nil {
-		return err
-	}
-	if _, err = f.Write(b); err == nil {
-		err = f.Sync()
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err != nil {
-		os.Remove(tmp)
-		return err
-	}
-	return os.Rename(tmp, path)
-}
-
-func (c *Coordinator) removeState() {
-	if err := os.Remove(c.statePath()); err != nil && !errors.Is(err, os.ErrNotExist) {
-		c.log.Warn().Err(err).Msg("cannot remove the coordinator state")
-	}
-}
-
-// loadState reads a state file left by a coordinator that did not shut
-// down cleanly; ok is false when there is none.
-func (c *Coordinator) loadState() (st savedState, v wire.View, ok bool, err error) {
-	b, err := os.ReadFile(c.statePath())
-	if errors.Is(err, os.ErrNotExist) {
-		return st, v, false, nil
-	}
-	if err != nil {
-		return st, v, false, err
-	}
-	if err := json.Unmarshal(b, &st); err != nil {
-		return st, v, false, fmt.Errorf("%s: %w", c.statePath(), err)
+// savedView decodes the view of a committed state; ok is false when it
+// has none (a cluster not started yet, or stopped in order).
+func (c *Coordinator) savedView(st clusterState) (v wire.View, ok bool, err error) {
+	if len(st.View) == 0 || st.Stopped {
+		return v, false, nil
 	}
 	v, err = wire.DecodeView(st.View)
 	if err != nil {
-		return st, v, false, fmt.Errorf("%s: %w", c.statePath(), err)
+		return v, false, fmt.Errorf("committed coordinator state: %w", err)
 	}
 	if len(v.Servers) != c.n || len(st.Nodes) != c.n {
-		return st, v, false, fmt.Errorf("%s: saved cluster has %d servers, the config %d (remove the file to start afresh)",
-			c.statePath(), len(v.Servers), c.n)
+		return v, false, fmt.Errorf("the committed cluster has %d servers, the config %d (start with a fresh -d directory to start afresh)",
+			len(v.Servers), c.n)
 	}
-	return st, v, true, nil
+	return v, true, nil
 }
 
 // adopt takes over the servers of a previous coordinator: it redirects
 // their heartbeats to this one and watches their pids. A server that does
 // not answer is treated as failed by the reconcile loop.
-func (c *Coordinator) adopt(ctx context.Context, st savedState, v wire.View) {
+func (c *Coordinator) adopt(ctx context.Context, st clusterState, v wire.View) {
 	// First the records of every node, under the lock (heartbeats are
 	// already arriving), then the network round trips.
 	c.mu.Lock()
@@ -187,7 +134,11 @@ func (c *Coordinator) adopt(ctx context.Context, st savedState, v wire.View) {
 			nd.lastSeen = time.Now() // silent from now on: failed over after the timeout
 		} else {
 			nd.reported = true
-			nd.confirmed = v.Epoch
+			// Not confirmed: the view was committed, but a leader that
+			// died between committing and pushing it never pushed it
+			// (hole 4). Each server's heartbeat says which view it
+			// applied; the loop pushes the view to every one behind.
+			nd.confirmed = 0
 			// It answered just now: its silence counts from here, not
 			// from the end of the grace (a server stopped right after
 			// answering must be failed over after the failure timeout).

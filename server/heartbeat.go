@@ -58,6 +58,11 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 			}
 		}
 		s.log.Warn().Err(err).Str("coord", *s.coordAddr.Load()).Msg("heartbeat link lost; reconnecting")
+		if len(s.coords) > 1 {
+			// One of a group: the next coordinator may lead now.
+			s.nextCoord("")
+			backoff = tm.HeartbeatRetryMin
+		}
 		select {
 		case <-time.After(backoff):
 		case <-s.coordChanged:
@@ -66,6 +71,30 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 			return
 		}
 		backoff = min(2*backoff, tm.HeartbeatRetryMax)
+	}
+}
+
+// nextCoord points the heartbeats at hint, the leader a follower named,
+// or else at the coordinator after the current one in the -coord list.
+func (s *Server) nextCoord(hint string) {
+	next := hint
+	if next == "" && len(s.coords) > 0 {
+		cur := *s.coordAddr.Load()
+		i := 0
+		for k, a := range s.coords {
+			if a == cur {
+				i = k + 1
+			}
+		}
+		next = s.coords[i%len(s.coords)]
+	}
+	if next == "" {
+		return
+	}
+	s.coordAddr.Store(&next)
+	select {
+	case s.coordChanged <- struct{}{}:
+	default:
 	}
 }
 
@@ -86,6 +115,13 @@ func (s *Server) readHeartbeatAnswers(nc net.Conn) {
 			return
 		}
 		s.coordLease.answered(f.ID, f.Op == wire.OpHeartbeat && f.Status == wire.StatusOK)
+		if f.Op == wire.OpHeartbeat && f.Status == wire.StatusNotLeader {
+			// A follower of the coordinators' group: go to the leader it
+			// names, or try the next coordinator.
+			s.nextCoord(string(f.Value))
+			nc.Close()
+			return
+		}
 		if f.Op == wire.OpHeartbeat && f.Status == wire.StatusStaleEpoch {
 			// The coordinator has replaced this incarnation (after a
 			// partition, say, it could not kill it): it has been fenced

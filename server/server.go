@@ -8,6 +8,7 @@ import (
 	"net"
 	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -34,7 +35,7 @@ type Config struct {
 	PeerPort      int    // replication from primaries; 0 = any
 	CtlPort       int    // coordinator control; 0 = any
 
-	CoordAddr string // the coordinator's servers port, host:port
+	CoordAddr string // the coordinator's servers port, host:port (a group: all of them, comma-separated)
 	// TuneGC sets the collector's headroom from the live heap (100 % for
 	// small heaps down to 20 % from 64 MiB on; see gc.go).
 	TuneGC bool
@@ -126,6 +127,7 @@ type Server struct {
 	// serve as primary.
 	coordLease *leaseTracker
 	coordAddr  atomic.Pointer[string]
+	coords     []string // every coordinator's servers address (-coord)
 
 	addrs struct {
 		client, peer, ctl string
@@ -160,7 +162,10 @@ func New(cfg Config) (*Server, error) {
 	s.coordLease = newLeaseTracker(cfg.Timing.Lease)
 	s.penv = &primaryEnv{id: cfg.ID, inc: cfg.Incarnation, secret: cfg.Secret, tm: cfg.Timing, dd: s.dd,
 		coordLease: s.coordLease, engine: s.clientEngine, noteIndex: s.noteIndex, log: s.log}
-	addr := cfg.CoordAddr
+	// -coord names every coordinator of a group (comma-separated), the
+	// one that spawned this server first.
+	s.coords = strings.Split(cfg.CoordAddr, ",")
+	addr := s.coords[0]
 	s.coordAddr.Store(&addr)
 	return s, nil
 }

@@ -121,6 +121,28 @@ type Config struct {
 	// ShutdownDrain is how long a stopping server lets its writes in
 	// flight commit before it dumps its tables (timeout x 2).
 	ShutdownDrain time.Duration
+
+	// The coordinators' Raft group (hashicorp/raft's timers).
+
+	// RaftHeartbeat is how long a follower hears nothing from its leader
+	// before it stands for election, and RaftElection how long a
+	// candidate waits for votes (timeout x 2 each).
+	RaftHeartbeat, RaftElection time.Duration
+	// RaftLeaderLease is how long a leader that reaches no quorum goes
+	// on believing it leads (the failure timeout): shorter than
+	// AdoptGrace, so a deposed leader has stopped renewing any server's
+	// lease before a new leader may fail a server on silence.
+	RaftLeaderLease time.Duration
+	// RaftSolo is all three for a single coordinator (timeout/5): it has
+	// nobody to wait for, and `make run` should not wait a second for
+	// its election.
+	RaftSolo time.Duration
+	// RaftCommit is how long the leader may batch log entries before
+	// sending them (timeout/10).
+	RaftCommit time.Duration
+	// RaftApply bounds committing one decision to the group (timeout x 4):
+	// a decision not committed by then is dropped and taken again.
+	RaftApply time.Duration
 }
 
 // New derives every duration from the failure timeout t (zero: the default).
@@ -162,6 +184,12 @@ func New(t time.Duration) Config {
 		SSHWatch:          2 * t,
 		Start:             30 * t,
 		ShutdownDrain:     2 * t,
+		RaftHeartbeat:     2 * t,
+		RaftElection:      2 * t,
+		RaftLeaderLease:   t,
+		RaftSolo:          t / 5,
+		RaftCommit:        t / 10,
+		RaftApply:         4 * t,
 	}
 	c.LeaseMargin = c.Lease / 8
 	c.Ping = c.Lease / 4
@@ -211,6 +239,10 @@ func (c Config) Validate() error {
 	if c.RetryMin <= 0 || c.RetryMax < c.RetryMin || c.ClientRetryMin <= 0 || c.RetryMax < c.ClientRetryMin || c.HeartbeatRetryMin <= 0 || c.HeartbeatRetryMax < c.HeartbeatRetryMin ||
 		c.RespawnMin <= 0 || c.RespawnMax < c.RespawnMin {
 		errs = append(errs, errors.New("every back-off needs 0 < min <= max"))
+	}
+	if c.RaftLeaderLease >= c.AdoptGrace || c.RaftLeaderLease > c.RaftHeartbeat {
+		errs = append(errs, fmt.Errorf("the coordinators' leader lease %s must be shorter than the adoption grace %s and at most the Raft heartbeat timeout %s",
+			c.RaftLeaderLease, c.AdoptGrace, c.RaftHeartbeat))
 	}
 	for _, f := range c.Fields() {
 		if f.D <= 0 {

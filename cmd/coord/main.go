@@ -22,6 +22,7 @@ import (
 )
 
 const usage = `usage: coord -c <client_port> -s <servers_port> -C <config> [-l <logfile>] [-t <timeout>]
+       coord -C <config> -id <k> [-d <dir>] [-l <logfile>] [-t <timeout>]   (one of a group)
 
   -c PORT        port clients connect to (default 7000; 0 = any free port)
   -s PORT        port servers send heartbeats to (default 7001; 0 = any)
@@ -33,6 +34,10 @@ const usage = `usage: coord -c <client_port> -s <servers_port> -C <config> [-l <
   -server-bin P  path of the server binary (default: server beside coord)
   -log-level L   debug, info, warn, error (default info)
   -no-stdin      do not shut down at end of stdin (only on SIGINT/SIGTERM)
+  -id K          this coordinator's index among the config's "coordinator"
+                 lines (a group of 3 or 5; their lines fix the ports)
+  -d DIR         Raft data directory (default ftkv-coord, or ftkv-coord-K
+                 in a group)
 
 servers on ssh hosts (each overrides the config file's setting of that name):
   -ssh-identity FILE         private key for ssh (ssh_identity)
@@ -65,6 +70,8 @@ func run() int {
 	fs.StringVar(&opts.ServerBin, "server-bin", "", "")
 	level := fs.String("log-level", "info", "")
 	noStdin := fs.Bool("no-stdin", false, "")
+	fs.IntVar(&opts.ID, "id", -1, "")
+	fs.StringVar(&opts.DataDir, "d", "", "")
 	r := &opts.RemoteFlags
 	fs.StringVar(&r.Identity, "ssh-identity", "", "")
 	fs.StringVar(&r.KnownHosts, "ssh-known-hosts", "", "")
@@ -136,7 +143,12 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "coord: %v\n", err)
 		return 1
 	}
-	fmt.Fprintf(os.Stderr, "ftkv: %d servers ready; clients connect to %s (ctrl+d or ctrl+c to stop)\n", len(opts.Cluster.Servers), c.ClientAddr())
+	if len(opts.Cluster.Coordinators) > 0 {
+		fmt.Fprintf(os.Stderr, "ftkv: coordinator %d of %d running; clients connect to %s (ctrl+d or ctrl+c stops this coordinator only)\n",
+			opts.ID, len(opts.Cluster.Coordinators), c.ClientAddr())
+	} else {
+		fmt.Fprintf(os.Stderr, "ftkv: %d servers ready; clients connect to %s (ctrl+d or ctrl+c to stop)\n", len(opts.Cluster.Servers), c.ClientAddr())
+	}
 
 	stdinEOF := make(chan struct{})
 	if !*noStdin {

@@ -1,0 +1,306 @@
+package coord
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
+	"github.com/rs/zerolog"
+	"go.etcd.io/bbolt"
+)
+
+// clusterState is what the coordinators replicate through Raft: every
+// decision is committed as a new clusterState before any server hears
+// of it, and a coordinator that becomes leader takes the cluster over
+// from it.
+type clusterState struct {
+	Secret string      `json:"secret"`
+	View   []byte      `json:"view,omitempty"` // wire.AppendView; none before the first view and after a clean stop
+	Nodes  []savedNode `json:"nodes"`
+	Config string      `json:"config"`
+	Spares []string    `json:"spares"` // spare hosts not yet taken
+	// Stopped: the cluster was shut down in order (every server dumped
+	// its tables and exited); the next leader starts it afresh.
+	Stopped bool `json:"stopped,omitempty"`
+}
+
+type savedNode struct {
+	ID   int    `json:"id"`
+	Inc  uint64 `json:"incarnation"`
+	PID  int    `json:"pid"`
+	Host string `json:"host,omitempty"` // where it runs (a spare, say)
+}
+
+// stateStore makes a clusterState durable: once Save returned nil, every
+// later leader starts from it (or from a later one).
+type stateStore interface {
+	Save(st clusterState) error
+}
+
+// memStore is a stateStore for tests of the decisions: it keeps the last
+// state in memory.
+type memStore struct {
+	mu sync.Mutex
+	st clusterState
+	n  int
+}
+
+func (m *memStore) Save(st clusterState) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.st, m.n = st, m.n+1
+	return nil
+}
+
+func (m *memStore) last() (clusterState, int) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.st, m.n
+}
+
+// fsm is the Raft state machine: the last committed clusterState. Every
+// command is a whole state (a cluster map is small), so applying one is
+// replacing the last.
+type fsm struct {
+	mu  sync.Mutex
+	st  clusterState
+	has bool
+	// onApply runs after each committed state, outside the lock.
+	onApply func(clusterState)
+}
+
+func (f *fsm) Apply(l *raft.Log) any {
+	if l.Type != raft.LogCommand {
+		return nil
+	}
+	var st clusterState
+	if err := json.Unmarshal(l.Data, &st); err != nil {
+		return fmt.Errorf("coordinator state at index %d: %w", l.Index, err)
+	}
+	f.set(st)
+	return nil
+}
+
+func (f *fsm) set(st clusterState) {
+	f.mu.Lock()
+	f.st, f.has = st, true
+	cb := f.onApply
+	f.mu.Unlock()
+	if cb != nil {
+		cb(st)
+	}
+}
+
+func (f *fsm) state() (clusterState, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.st, f.has
+}
+
+func (f *fsm) Snapshot() (raft.FSMSnapshot, error) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	b, err := json.Marshal(f.st)
+	return fsmSnapshot(b), err
+}
+
+func (f *fsm) Restore(rc io.ReadCloser) error {
+	defer rc.Close()
+	b, err := io.ReadAll(rc)
+	if err != nil {
+		return err
+	}
+	var st clusterState
+	if err := json.Unmarshal(b, &st); err != nil {
+		return fmt.Errorf("coordinator snapshot: %w", err)
+	}
+	f.set(st)
+	return nil
+}
+
+type fsmSnapshot []byte
+
+func (s fsmSnapshot) Persist(sink raft.SnapshotSink) error {
+	if _, err := sink.Write(s); err != nil {
+		_ = sink.Cancel()
+		return err
+	}
+	return sink.Close()
+}
+
+func (s fsmSnapshot) Release() {}
+
+// raftNode is this coordinator's member of the Raft group (a group of
+// one for a single coordinator).
+type raftNode struct {
+	r      *raft.Raft
+	fsm    *fsm
+	store  *raftboltdb.BoltStore
+	trans  raft.Transport
+	notify chan bool
+	apply  time.Duration
+	// addrs maps each member's Raft address to its coordinator index.
+	addrs map[raft.ServerAddress]int
+}
+
+// DataDir is the default Raft data directory of coordinator id (-1: a
+// single coordinator) under dir.
+func DataDir(dir string, id int) string {
+	if id < 0 {
+		return filepath.Join(dir, "ftkv-coord")
+	}
+	return filepath.Join(dir, "ftkv-coord-"+strconv.Itoa(id))
+}
+
+// lockWait is how long opening the Raft store waits for another
+// process's lock on it before saying the directory is in use.
+// timing: exception — a local file lock, not a network or failure wait.
+const lockWait = 500 * time.Millisecond
+
+// minRaftTimer is hashicorp/raft's smallest accepted timer.
+// timing: exception — the library refuses anything shorter.
+const minRaftTimer = 5 * time.Millisecond
+
+// openRaft opens (or creates) the Raft data directory and starts this
+// coordinator's Raft member. A fresh directory is bootstrapped with every
+// member of the group (identical on each, which hashicorp/raft accepts).
+func openRaft(o Options, f *fsm, log zerolog.Logger) (*raftNode, error) {
+	dir := o.DataDir
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("-d %s: %w", dir, unwrapPathErr(err))
+	}
+	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: raftLogWriter{log}, DisableTime: true})
+	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db"), BoltOptions: &bbolt.Options{Timeout: lockWait}})
+	if err != nil {
+		if errors.Is(err, bbolt.ErrTimeout) {
+			return nil, fmt.Errorf("-d %s: the Raft data directory is in use by another coordinator (each coordinator needs its own; is this one already running?)", dir)
+		}
+		return nil, fmt.Errorf("-d %s: %w", dir, err)
+	}
+	n := &raftNode{fsm: f, store: store, notify: make(chan bool, 16), apply: o.Timing.RaftApply, addrs: map[raft.ServerAddress]int{}}
+	fail := func(err error) (*raftNode, error) {
+		store.Close()
+		if n.trans != nil {
+			if c, ok := n.trans.(io.Closer); ok {
+				c.Close()
+			}
+		}
+		return nil, err
+	}
+	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hl)
+	if err != nil {
+		return fail(fmt.Errorf("-d %s: %w", dir, err))
+	}
+	cfg := raft.DefaultConfig()
+	cfg.Logger = hl
+	cfg.NotifyCh = n.notify
+	cfg.SnapshotThreshold, cfg.TrailingLogs = 256, 256
+	var members []raft.Server
+	tm := o.Timing
+	if len(o.Cluster.Coordinators) == 0 {
+		cfg.LocalID = "0"
+		addr, tr := raft.NewInmemTransport("ftkv-coord")
+		n.trans = tr
+		members = []raft.Server{{ID: "0", Address: addr}}
+		solo := max(tm.RaftSolo, minRaftTimer)
+		cfg.HeartbeatTimeout, cfg.ElectionTimeout, cfg.LeaderLeaseTimeout = solo, solo, solo
+	} else {
+		cfg.LocalID = raft.ServerID(strconv.Itoa(o.ID))
+		for k, cs := range o.Cluster.Coordinators {
+			members = append(members, raft.Server{ID: raft.ServerID(strconv.Itoa(k)), Address: raft.ServerAddress(cs.RaftAddr)})
+			n.addrs[raft.ServerAddress(cs.RaftAddr)] = k
+		}
+		me := o.Cluster.Coordinators[o.ID]
+		adv, err := net.ResolveTCPAddr("tcp", me.RaftAddr)
+		if err != nil {
+			return fail(fmt.Errorf("%s:%d: coordinator %s: %w", o.Cluster.Path, me.Line, me.RaftAddr, err))
+		}
+		tr, err := raft.NewTCPTransportWithLogger(me.RaftAddr, adv, 3, tm.Dial, hl)
+		if err != nil {
+			if strings.Contains(err.Error(), "address already in use") {
+				return fail(fmt.Errorf("coordinator %d: Raft address %s is in use (is coordinator -id %d already running?)", o.ID, me.RaftAddr, o.ID))
+			}
+			return fail(fmt.Errorf("coordinator %d: Raft address %s: %w", o.ID, me.RaftAddr, err))
+		}
+		n.trans = tr
+		cfg.HeartbeatTimeout, cfg.ElectionTimeout = max(tm.RaftHeartbeat, minRaftTimer), max(tm.RaftElection, minRaftTimer)
+		cfg.LeaderLeaseTimeout = max(tm.RaftLeaderLease, minRaftTimer)
+	}
+	cfg.CommitTimeout = max(tm.RaftCommit, time.Millisecond) // timing: exception — the library's floor
+	if err := raft.ValidateConfig(cfg); err != nil {
+		return fail(fmt.Errorf("raft: %w", err))
+	}
+	logs, err := raft.NewLogCache(512, store)
+	if err != nil {
+		return fail(err)
+	}
+	has, err := raft.HasExistingState(logs, store, snaps)
+	if err != nil {
+		return fail(fmt.Errorf("-d %s: %w", dir, err))
+	}
+	if !has {
+		if err := raft.BootstrapCluster(cfg, logs, store, snaps, n.trans, raft.Configuration{Servers: members}); err != nil {
+			return fail(fmt.Errorf("-d %s: bootstrap: %w", dir, err))
+		}
+	}
+	r, err := raft.NewRaft(cfg, f, logs, store, snaps, n.trans)
+	if err != nil {
+		return fail(fmt.Errorf("raft: %w", err))
+	}
+	n.r = r
+	return n, nil
+}
+
+// Save commits st to the group: it returns nil once a quorum holds it.
+// Only the leader can; a deposed one gets an error and must not act.
+func (n *raftNode) Save(st clusterState) error {
+	b, err := json.Marshal(st)
+	if err != nil {
+		return err
+	}
+	if err := n.r.Apply(b, n.apply).Error(); err != nil {
+		return fmt.Errorf("not committed: %w", err)
+	}
+	return nil
+}
+
+// leader returns the leader's coordinator index (-1 when unknown; 0 for
+// a single coordinator that leads).
+func (n *raftNode) leader() int {
+	addr, _ := n.r.LeaderWithID()
+	if addr == "" {
+		return -1
+	}
+	if k, ok := n.addrs[addr]; ok {
+		return k
+	}
+	return 0 // a single coordinator: the in-memory transport's address
+}
+
+func (n *raftNode) close() {
+	_ = n.r.Shutdown().Error()
+	if c, ok := n.trans.(io.Closer); ok {
+		c.Close()
+	}
+	n.store.Close()
+}
+
+// raftLogWriter routes hashicorp/raft's log lines into the coordinator's
+// log (at warn: the library is chatty below).
+type raftLogWriter struct{ l zerolog.Logger }
+
+func (w raftLogWriter) Write(p []byte) (int, error) {
+	w.l.Warn().Str("component", "raft").Msg(strings.TrimSpace(string(p)))
+	return len(p), nil
+}
