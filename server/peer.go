@@ -139,6 +139,9 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 		st = &secState{shard: shard, primaryID: f.Client, inc: f.Floor, last: base, t: s.tableFor(shard), seeding: seeding,
 			dd: s.dd, log: s.log}
 		s.sec[shard] = st
+		// Writes this server had in flight as the shard's primary, which
+		// the new primary took over with (handback.go).
+		s.settleTailLocked(shard, f.Client, f.Floor, base, st)
 	}
 	// (A reconnect of the same primary keeps its state: a finished
 	// snapshot must not turn tombstones back on.)

@@ -217,7 +217,11 @@ func (p *primary) drain(deadline time.Time) {
 	p.mu.Unlock()
 }
 
-func (p *primary) close() {
+func (p *primary) close() { p.closeTail() }
+
+// closeTail stops p leading its shard and returns the writes it had
+// sequenced and not committed, in log order (see handOver).
+func (p *primary) closeTail() []*entry {
 	select {
 	case <-p.stop:
 	default:
@@ -246,4 +250,5 @@ func (p *primary) close() {
 		}
 	}
 	replies.flush(nil)
+	return orphans
 }

@@ -114,9 +114,10 @@ type Server struct {
 	viewMu  sync.Mutex // serialises applyView
 	closing atomic.Bool
 
-	secMu     sync.Mutex // guards sec and highWater (each secState has its own lock)
+	secMu     sync.Mutex // guards sec, highWater and tails (each secState has its own lock)
 	sec       map[int]*secState
-	highWater map[int]uint64 // per shard: highest log index used here as a primary
+	highWater map[int]uint64   // per shard: highest log index used here as a primary
+	tails     map[int]*logTail // per shard: writes in flight when this server handed it back (handback.go)
 
 	// appliedEpoch is the epoch of the last view applied completely
 	// (links up); heartbeats report it, so the coordinator re-sends a view
@@ -154,6 +155,7 @@ func New(cfg Config) (*Server, error) {
 		sec:    make(map[int]*secState),
 
 		highWater: make(map[int]uint64),
+		tails:     make(map[int]*logTail),
 		done:      make(chan struct{}),
 
 		coordChanged: make(chan struct{}, 1),

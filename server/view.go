@@ -94,6 +94,7 @@ func (s *Server) keepServing(v wire.View, me int) []*primary {
 	n := len(v.Shards)
 	prims := make([]*primary, n)
 	var lost []*primary
+	var handed []int // the shards of lost where v makes this server the secondary
 	s.mu.Lock()
 	for shard, pl := range v.Shards {
 		p := s.prims[shard]
@@ -107,6 +108,11 @@ func (s *Server) keepServing(v wire.View, me int) []*primary {
 	for shard, p := range s.prims {
 		if shard >= n || int(v.Shards[shard].Primary) != me {
 			lost = append(lost, p)
+			if shard < n && int(v.Shards[shard].Secondary) == me {
+				handed = append(handed, shard)
+			} else {
+				handed = append(handed, -1)
+			}
 			delete(s.prims, shard)
 			s.log.Info().Int("shard", shard).Uint64("epoch", v.Epoch).Msg("no longer primary")
 		}
@@ -119,8 +125,14 @@ func (s *Server) keepServing(v wire.View, me int) []*primary {
 	s.mu.Unlock()
 	// Closed outside s.mu: close takes secMu (noteIndex), which is ordered
 	// before s.mu.
-	for _, p := range lost {
-		p.close()
+	// A shard handed back keeps its writes in flight for the new primary
+	// (handback.go): stored before the view is, so before the new
+	// primary's link can be accepted.
+	for i, p := range lost {
+		tail := p.closeTail()
+		if handed[i] >= 0 {
+			s.keepTail(v, handed[i], tail)
+		}
 	}
 	return prims
 }
@@ -175,6 +187,9 @@ func (s *Server) takeOver(cur *viewState, v wire.View, shard int) *primary {
 			notBefore = lastAck.Add(s.cfg.Timing.Lease + s.cfg.Timing.LeaseMargin)
 		}
 	}
+	s.secMu.Lock()
+	s.dropTailLocked(shard) // leading the shard again: no write of that tail was acknowledged
+	s.secMu.Unlock()
 	p := newPrimary(s.penv, shard, s.tableFor(shard), s.lastApplied(shard), notBefore)
 	s.mu.Lock()
 	s.prims[shard] = p

@@ -1,0 +1,106 @@
+package server
+
+import "ftkv/wire"
+
+// A hand-back makes the primary of a shard (the "old primary", which took
+// the shard over when its home server failed) the secondary of the home
+// server again. The coordinator freezes the old primary first, so that
+// nothing is in flight when the view comes; but a freeze lifts itself
+// after FreezeHold (the shard must not stay unwritable if the view never
+// comes), and a view that comes later finds writes in flight: the old
+// primary sequenced them and sent them to the home server, which may have
+// applied them, and so took over with them in its base, while the old
+// primary never committed them. The home server's link to its new
+// secondary starts above its base, so those writes would be in one copy
+// only, and acknowledged (a client told to retry gets the outcome the home
+// server holds).
+//
+// So the old primary keeps the uncommitted tail of its log when a view
+// makes it the secondary of the shard it led, and settles it when the new
+// primary's link arrives with its base: the entries at or below the base
+// are exactly the ones the new primary holds from this log (it applied
+// this log in order, from this primary's incarnation), so they are applied
+// to this copy, with their outcomes; the others never reached the new
+// primary and are dropped (their clients were told to retry there). The
+// new primary serves only once that link is up, so no write of the tail
+// is acknowledged before both copies hold it.
+
+// logTail is the uncommitted tail of the log of a primary this server no
+// longer is, kept for the shard's new primary.
+type logTail struct {
+	primaryID uint32 // the new primary named by the view, and its incarnation
+	inc       uint64
+	entries   []*entry // in log order
+}
+
+// keepTail stores the tail of shard's log for the primary v names; the
+// former tail, if any, is dropped.
+func (s *Server) keepTail(v wire.View, shard int, entries []*entry) {
+	pl := v.Shards[shard]
+	s.secMu.Lock()
+	defer s.secMu.Unlock()
+	s.dropTailLocked(shard)
+	if len(entries) == 0 || pl.Primary < 0 {
+		return
+	}
+	m := v.Servers[pl.Primary]
+	s.tails[shard] = &logTail{primaryID: m.ID, inc: m.Incarnation, entries: entries}
+	s.log.Info().Int("shard", shard).Int("writes", len(entries)).Uint64("from", entries[0].index).
+		Uint32("new_primary", m.ID).Msg("handing back with writes in flight; kept for the new primary's base")
+}
+
+// dropTailLocked forgets shard's tail; called with secMu held.
+func (s *Server) dropTailLocked(shard int) {
+	if s.tails[shard] != nil {
+		delete(s.tails, shard)
+	}
+}
+
+// settleTailLocked applies to st, the copy fed by the new primary
+// (primaryID, inc) whose log starts at base, the entries of shard's tail
+// that primary holds; called with secMu held, before the link is accepted.
+// It returns how many were applied.
+func (s *Server) settleTailLocked(shard int, primaryID uint64, inc, base uint64, st *secState) int {
+	tl := s.tails[shard]
+	if tl == nil {
+		return 0
+	}
+	delete(s.tails, shard)
+	if uint64(tl.primaryID) != primaryID || tl.inc != inc {
+		return 0 // another primary: it never held this log
+	}
+	n := 0
+	st.mu.Lock()
+	defer st.mu.Unlock()
+	for _, e := range tl.entries {
+		if e.index > base {
+			break
+		}
+		st.applyEntry(e)
+		n++
+	}
+	s.log.Info().Int("shard", shard).Int("applied", n).Int("dropped", len(tl.entries)-n).Uint64("base", base).
+		Msg("settled the writes in flight at the hand-back against the new primary's base")
+	return n
+}
+
+// applyEntry applies e, a write of this server's former log that the
+// shard's primary holds, as applyRepl applies a replicated one; the caller
+// holds st.mu.
+func (st *secState) applyEntry(e *entry) {
+	if !e.noop {
+		if e.rec != nil {
+			st.t.mergeRec(e.rec, e.index, st.seeding)
+		} else {
+			st.t.merge(e.key, e.val, e.index, e.del, st.seeding)
+		}
+	}
+	if e.client != 0 {
+		o := e.out
+		var val []byte
+		if e.noop && len(o.value) > 0 {
+			val = o.value
+		}
+		st.dd.record(e.client, e.seq, e.floor, doneOutcome(o.status, o.flags&wire.FlagOldPresent, val))
+	}
+}
