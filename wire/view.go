@@ -161,10 +161,29 @@ type Heartbeat struct {
 	Sessions       uint64 // clients whose writes the server remembers
 	SessionRecords uint64 // remembered write outcomes
 	RSSBytes       uint64 // resident memory of the process (0: unknown)
+	// Links lists the shards this server leads whose secondary has not
+	// answered on the replication link for a while (none: every link is
+	// healthy). Encoded after RSSBytes only when not empty; a heartbeat
+	// without it (from an older server) decodes with none.
+	Links []LinkHealth
 }
 
-// heartbeatTail is the size of the fields after CtlAddr.
+// LinkHealth is a primary's report on the replication link of one shard
+// it leads: a primary that cannot replicate acknowledges no write, so the
+// coordinator fails a secondary that stays unreachable (while both still
+// reach the coordinator, heartbeats alone would never tell).
+type LinkHealth struct {
+	Shard       uint32
+	Secondary   uint32        // the secondary's server id
+	Incarnation uint64        // and incarnation
+	Stalled     time.Duration // how long the secondary has not answered (ns on the wire)
+}
+
+// heartbeatTail is the size of the fields after CtlAddr, up to RSSBytes.
 const heartbeatTail = 24
+
+// linkHealthSize is the encoded size of one LinkHealth.
+const linkHealthSize = 24
 
 // AppendHeartbeat appends the encoding of h to dst.
 func AppendHeartbeat(dst []byte, h *Heartbeat) []byte {
@@ -179,11 +198,21 @@ func AppendHeartbeat(dst []byte, h *Heartbeat) []byte {
 	dst = appendStr(dst, h.CtlAddr)
 	dst = binary.BigEndian.AppendUint64(dst, h.Sessions)
 	dst = binary.BigEndian.AppendUint64(dst, h.SessionRecords)
-	return binary.BigEndian.AppendUint64(dst, h.RSSBytes)
+	dst = binary.BigEndian.AppendUint64(dst, h.RSSBytes)
+	if len(h.Links) > 0 {
+		dst = binary.BigEndian.AppendUint16(dst, uint16(len(h.Links)))
+		for _, l := range h.Links {
+			dst = binary.BigEndian.AppendUint32(dst, l.Shard)
+			dst = binary.BigEndian.AppendUint32(dst, l.Secondary)
+			dst = binary.BigEndian.AppendUint64(dst, l.Incarnation)
+			dst = binary.BigEndian.AppendUint64(dst, uint64(l.Stalled))
+		}
+	}
+	return dst
 }
 
 // DecodeHeartbeat parses a heartbeat produced by AppendHeartbeat, or by
-// an older one that ended at CtlAddr.
+// an older one that ended at CtlAddr or at RSSBytes.
 func DecodeHeartbeat(b []byte) (Heartbeat, error) {
 	var h Heartbeat
 	r := reader{b: b}
@@ -196,15 +225,44 @@ func DecodeHeartbeat(b []byte) (Heartbeat, error) {
 	h.Addr = r.str()
 	h.PeerAddr = r.str()
 	h.CtlAddr = r.str()
-	if r.err == nil && len(r.b) == heartbeatTail {
+	if r.err == nil && len(r.b) >= heartbeatTail {
 		h.Sessions = r.u64()
 		h.SessionRecords = r.u64()
 		h.RSSBytes = r.u64()
+		if len(r.b) > 0 {
+			h.Links, r.err = decodeLinks(&r)
+		}
 	}
 	if r.err == nil && len(r.b) != 0 {
 		r.err = fmt.Errorf("%w: %d trailing bytes in heartbeat", ErrMalformed, len(r.b))
 	}
 	return h, r.err
+}
+
+// decodeLinks reads a heartbeat's link reports: a count (never 0: no
+// reports are not encoded), then the reports.
+func decodeLinks(r *reader) ([]LinkHealth, error) {
+	if !r.need(2) {
+		return nil, r.err
+	}
+	n := int(binary.BigEndian.Uint16(r.b))
+	r.b = r.b[2:]
+	if n == 0 || n > maxMembers {
+		return nil, fmt.Errorf("%w: heartbeat with %d link reports", ErrMalformed, n)
+	}
+	if !r.need(n * linkHealthSize) {
+		return nil, r.err
+	}
+	links := make([]LinkHealth, n)
+	for i := range links {
+		links[i] = LinkHealth{Shard: r.u32(), Secondary: r.u32(), Incarnation: r.u64()}
+		ns := r.u64()
+		if ns > 1<<62 {
+			return nil, fmt.Errorf("%w: link stalled for %d ns", ErrMalformed, ns)
+		}
+		links[i].Stalled = time.Duration(ns)
+	}
+	return links, nil
 }
 
 func appendStr(dst []byte, s string) []byte {

@@ -228,7 +228,7 @@ func TestHeartbeatRoundTrip(t *testing.T) {
 		if err != nil {
 			t.Fatalf("DecodeHeartbeat: %v", err)
 		}
-		if got != *h {
+		if !reflect.DeepEqual(got, *h) {
 			t.Fatalf("round trip mismatch:\n got %+v\nwant %+v", got, *h)
 		}
 		if again := AppendHeartbeat(nil, &got); !bytes.Equal(again, enc) {
@@ -248,8 +248,49 @@ func TestHeartbeatWithoutSessions(t *testing.T) {
 	}
 	want := *h
 	want.Sessions, want.SessionRecords, want.RSSBytes = 0, 0, 0
-	if got != want {
+	if !reflect.DeepEqual(got, want) {
 		t.Fatalf("old heartbeat decoded as %+v, want %+v", got, want)
+	}
+}
+
+func linkHeartbeat() *Heartbeat {
+	h := sampleHeartbeat()
+	h.Links = []LinkHealth{{Shard: 2, Secondary: 4, Incarnation: 7, Stalled: 1500 * time.Millisecond}, {Shard: 0, Secondary: 1, Incarnation: 1 << 40}}
+	return h
+}
+
+// Link reports follow RSSBytes; a heartbeat without them (an older
+// server's, or one with every link healthy) decodes with none.
+func TestHeartbeatLinks(t *testing.T) {
+	h := linkHeartbeat()
+	enc := AppendHeartbeat(nil, h)
+	got, err := DecodeHeartbeat(enc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, *h) {
+		t.Fatalf("round trip mismatch:\n got %+v\nwant %+v", got, *h)
+	}
+	plain := AppendHeartbeat(nil, sampleHeartbeat())
+	if !bytes.Equal(enc[:len(plain)], plain) {
+		t.Fatal("link reports must be appended after the older fields")
+	}
+	got, err = DecodeHeartbeat(plain)
+	if err != nil || got.Links != nil {
+		t.Fatalf("heartbeat without link reports: %+v, %v", got.Links, err)
+	}
+	for i := len(plain) + 1; i < len(enc); i++ {
+		if _, err := DecodeHeartbeat(enc[:i]); !errors.Is(err, ErrMalformed) {
+			t.Fatalf("link reports truncated to %d/%d bytes: err = %v, want ErrMalformed", i, len(enc), err)
+		}
+	}
+	zero := binary.BigEndian.AppendUint16(append([]byte(nil), plain...), 0)
+	if _, err := DecodeHeartbeat(zero); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("zero link reports encoded: err = %v, want ErrMalformed", err)
+	}
+	neg := AppendHeartbeat(nil, &Heartbeat{Links: []LinkHealth{{Stalled: -1}}})
+	if _, err := DecodeHeartbeat(neg); !errors.Is(err, ErrMalformed) {
+		t.Fatalf("negative stall: err = %v, want ErrMalformed", err)
 	}
 }
 
