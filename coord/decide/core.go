@@ -1,0 +1,377 @@
+package decide
+
+import (
+	"fmt"
+	"slices"
+	"time"
+
+	"ftkv/wire"
+)
+
+// Core is the coordinator's decision state machine. It is not safe for
+// concurrent use: the shell feeds it from one goroutine (or under a lock).
+type Core struct {
+	cfg    Config
+	view   wire.View
+	nodes  []*Node
+	spares []string
+
+	now         time.Time // the latest time an event carried
+	lastTick    time.Time
+	publishedAt time.Time
+
+	pending *pending
+	hand    *handBack
+
+	// firstLaggingOnly re-pushes only the first lagging member, as the
+	// coordinator did before hole 8 was fixed (tests show the simulation
+	// catches it).
+	firstLaggingOnly bool
+}
+
+type kind uint8
+
+const (
+	kindFailover kind = iota
+	kindReseed
+	kindSeeded
+	kindHandBack
+)
+
+// pending is a published view not yet reported durable.
+type pending struct {
+	view   wire.View
+	kind   kind
+	failed []int // kindFailover
+	node   int   // kindReseed, kindSeeded
+}
+
+type handBack struct {
+	shard, primary int
+	epoch          uint64
+	frozen         bool      // the freeze is out
+	retryAt        time.Time // after a failed freeze
+}
+
+// New returns a core that takes over the published view v at now: live
+// members are Serving (silent from now: a grace of one failure timeout),
+// re-seeding ones are Condemned (the outcome of their re-seeding is not
+// known: they are re-seeded afresh), down ones are Failed. incs are the
+// newest incarnation each member was given (nil: the view's); hosts where
+// each member runs (nil: the view's Host); spares the spare hosts left.
+// No member counts as having confirmed v: whoever does not confirm it by
+// heartbeat within Config.Repush gets it pushed.
+func New(cfg Config, v wire.View, incs []uint64, hosts, spares []string, now time.Time) (*Core, error) {
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	if len(v.Servers) == 0 || len(v.Shards) != len(v.Servers) {
+		return nil, fmt.Errorf("decide: view with %d servers and %d shards", len(v.Servers), len(v.Shards))
+	}
+	c := &Core{cfg: cfg, view: cloneView(v), spares: slices.Clone(spares), now: now, publishedAt: now}
+	for i, m := range v.Servers {
+		nd := &Node{ID: i, Inc: m.Incarnation, Host: m.Host, LastSeen: now, NextSpawn: now}
+		if i < len(incs) && incs[i] > nd.Inc {
+			nd.Inc = incs[i]
+		}
+		if i < len(hosts) && hosts[i] != "" {
+			nd.Host = hosts[i]
+		}
+		nd.HB = wire.Heartbeat{ID: uint32(i), Incarnation: m.Incarnation, PID: m.PID, Addr: m.Addr, PeerAddr: m.PeerAddr, CtlAddr: m.CtlAddr}
+		switch {
+		case m.State == wire.StateServing && nd.Inc == m.Incarnation:
+			nd.State = Serving
+		case m.State == wire.StateReseeding && nd.Inc == m.Incarnation:
+			nd.State = Condemned
+		case m.State == wire.StateServing || m.State == wire.StateReseeding:
+			// A newer incarnation was spawned: the one in the view is
+			// being replaced (failed over by the first decision).
+			nd.State = Failed
+		default:
+			nd.State = Failed
+		}
+		c.nodes = append(c.nodes, nd)
+	}
+	return c, nil
+}
+
+// View returns the current (published) view.
+func (c *Core) View() wire.View { return cloneView(c.view) }
+
+// Node returns a copy of member id's record.
+func (c *Core) Node(id int) Node {
+	nd := *c.nodes[id]
+	nd.links, nd.seedWait = slices.Clone(nd.links), slices.Clone(nd.seedWait)
+	return nd
+}
+
+// Spares returns the spare hosts not yet taken.
+func (c *Core) Spares() []string { return slices.Clone(c.spares) }
+
+// Pending returns the view being published, if any.
+func (c *Core) Pending() (wire.View, bool) {
+	if c.pending == nil {
+		return wire.View{}, false
+	}
+	return cloneView(c.pending.view), true
+}
+
+// Lease reports whether a heartbeat of incarnation inc of member id may
+// renew its lease: never for an old incarnation, nor for one declared
+// failed or condemned, from the moment of the decision (before its view
+// is published).
+func (c *Core) Lease(id int, inc uint64) bool {
+	if id < 0 || id >= len(c.nodes) {
+		return false
+	}
+	nd := c.nodes[id]
+	return inc == nd.Inc && nd.State != Failed && nd.State != Condemned
+}
+
+// Step applies one event and returns the actions to carry out, in order.
+func (c *Core) Step(ev Event) []Action {
+	var out []Action
+	judge := false
+	switch e := ev.(type) {
+	case Tick:
+		judge = c.lastTick.IsZero() || e.Now.Sub(c.lastTick) <= c.cfg.FailureTimeout/2
+		c.lastTick = e.Now
+		c.advance(e.Now)
+	case Heartbeat:
+		c.advance(e.Now)
+		c.heartbeat(e)
+	case ProcessExited:
+		if nd := c.member(e.ID, e.Inc); nd != nil && nd.State == Respawning {
+			// Exited during start-up: the spawn failed (a SpawnFailed
+			// the shell sends too is then ignored).
+			out = c.spawnFailed(SpawnFailed{ID: e.ID, Inc: e.Inc}, out)
+			break
+		}
+		c.exited(e)
+	case SpawnFailed:
+		out = c.spawnFailed(e, out)
+	case Published:
+		out = c.published(e, out)
+	case PublishFailed:
+		c.publishFailed()
+		return nil // decided again at the next tick
+	case PushResult:
+		c.pushResult(e)
+	case SeedResult:
+		out = c.seedResult(e, out)
+	case FreezeResult:
+		out = c.freezeResult(e, out)
+		if c.pending != nil {
+			return out
+		}
+	default:
+		panic(fmt.Sprintf("decide: unknown event %T", ev))
+	}
+	return c.decide(judge, out)
+}
+
+func (c *Core) advance(t time.Time) {
+	if t.After(c.now) {
+		c.now = t
+	}
+}
+
+func (c *Core) member(id int, inc uint64) *Node {
+	if id < 0 || id >= len(c.nodes) || c.nodes[id].Inc != inc {
+		return nil
+	}
+	return c.nodes[id]
+}
+
+func (c *Core) heartbeat(e Heartbeat) {
+	nd := c.member(int(e.HB.ID), e.HB.Incarnation)
+	if nd == nil || nd.State == Failed || nd.State == Condemned {
+		return // refused: an old or condemned incarnation
+	}
+	if nd.State == Respawning {
+		nd.State = Registered
+		nd.Backoff, nd.Failures, nd.Confirmed = 0, 0, 0
+	}
+	nd.HB = e.HB
+	if e.Now.After(nd.LastSeen) {
+		nd.LastSeen = e.Now
+	}
+	if e.HB.Epoch > nd.Confirmed && e.HB.Epoch <= c.view.Epoch && nd.State.inView() {
+		nd.Confirmed = e.HB.Epoch
+	}
+	nd.links, nd.linksEp = nil, e.HB.Epoch
+	for _, l := range e.Links {
+		if l.DownFor > 0 {
+			nd.links = append(nd.links, l)
+		}
+	}
+}
+
+func (c *Core) exited(e ProcessExited) {
+	nd := c.member(e.ID, e.Inc)
+	if nd == nil {
+		return
+	}
+	switch nd.State {
+	case Serving, Reseeding, Seeded:
+		nd.State = Condemned
+	case Registered:
+		nd.State = Failed // respawned again without a back-off
+	}
+	// Failed, Condemned: known already.
+}
+
+func (c *Core) spawnFailed(e SpawnFailed, out []Action) []Action {
+	nd := c.member(e.ID, e.Inc)
+	if nd == nil || nd.State != Respawning {
+		return out
+	}
+	nd.State = Failed
+	if nd.Backoff == 0 {
+		nd.Backoff = c.cfg.RespawnMin
+	} else if nd.Backoff < c.cfg.RespawnMax {
+		nd.Backoff = min(2*nd.Backoff, c.cfg.RespawnMax)
+	}
+	nd.NextSpawn = c.now.Add(nd.Backoff)
+	nd.Failures++
+	if nd.Failures >= c.cfg.SpareAfter && len(c.spares) > 0 {
+		nd.Host, c.spares = c.spares[0], c.spares[1:]
+		nd.Failures, nd.Backoff, nd.NextSpawn = 0, 0, c.now
+	}
+	return append(out, Kill{ID: e.ID, Inc: e.Inc})
+}
+
+func (c *Core) published(e Published, out []Action) []Action {
+	p := c.pending
+	if p == nil {
+		return out
+	}
+	if e.Epoch == 0 {
+		e.Epoch = p.view.Epoch
+	}
+	if e.Epoch <= c.view.Epoch {
+		return out // not a newer epoch: not a report of this view
+	}
+	c.pending = nil
+	c.view = p.view
+	c.view.Epoch = e.Epoch
+	c.publishedAt = c.now
+	switch p.kind {
+	case kindFailover:
+		for _, i := range p.failed {
+			c.nodes[i].seedWait = nil
+			out = append(out, Kill{ID: i, Inc: c.view.Servers[i].Incarnation})
+		}
+	case kindReseed:
+		nd := c.nodes[p.node]
+		nd.State = Reseeding
+		nd.seedWait = nil
+		for s, pl := range c.view.Shards {
+			if int(pl.Secondary) == p.node && pl.Primary >= 0 {
+				nd.seedWait = append(nd.seedWait, s)
+				out = append(out, AskSeed{ID: p.node, Inc: nd.Inc, Shard: s, Primary: int(pl.Primary), PrimaryInc: c.view.Servers[pl.Primary].Incarnation})
+			}
+		}
+		if len(nd.seedWait) == 0 {
+			nd.State = Seeded
+		}
+	case kindSeeded:
+		c.nodes[p.node].State = Serving
+	case kindHandBack:
+		c.hand = nil
+	}
+	// Every live member gets the new view; none has confirmed it yet.
+	for i, m := range c.view.Servers {
+		if m.State != wire.StateServing && m.State != wire.StateReseeding {
+			continue
+		}
+		nd := c.nodes[i]
+		if nd.Inc == m.Incarnation && nd.State.inView() && nd.State != Condemned {
+			nd.pushAt = c.now.Add(c.cfg.Repush)
+			out = append(out, Push{ID: i, Inc: nd.Inc, View: cloneView(c.view)})
+		}
+	}
+	return out
+}
+
+func (c *Core) publishFailed() {
+	p := c.pending
+	if p == nil {
+		return
+	}
+	c.pending = nil
+	switch p.kind {
+	case kindFailover:
+		for _, i := range p.failed {
+			c.nodes[i].State = c.nodes[i].prev
+		}
+	case kindHandBack:
+		c.hand = nil // the freeze lifts by itself
+	}
+}
+
+func (c *Core) pushResult(e PushResult) {
+	nd := c.member(e.ID, e.Inc)
+	if nd == nil || !nd.State.inView() {
+		return
+	}
+	if !e.OK {
+		nd.pushAt = c.now.Add(c.cfg.PushRetry)
+		return
+	}
+	if e.Epoch > nd.Confirmed && e.Epoch <= c.view.Epoch {
+		nd.Confirmed = e.Epoch
+	}
+}
+
+func (c *Core) seedResult(e SeedResult, out []Action) []Action {
+	nd := c.member(e.ID, e.Inc)
+	if nd == nil || nd.State != Reseeding {
+		return out
+	}
+	k := slices.Index(nd.seedWait, e.Shard)
+	if k < 0 {
+		return out
+	}
+	if !e.OK {
+		// Start over from a clean state: failed over, killed, respawned.
+		nd.State, nd.seedWait = Condemned, nil
+		return append(out, Kill{ID: e.ID, Inc: e.Inc})
+	}
+	nd.seedWait = slices.Delete(nd.seedWait, k, k+1)
+	if len(nd.seedWait) == 0 {
+		nd.State = Seeded
+	}
+	return out
+}
+
+func (c *Core) freezeResult(e FreezeResult, out []Action) []Action {
+	h := c.hand
+	if h == nil || !h.frozen || h.shard != e.Shard || h.epoch != e.Epoch {
+		return out
+	}
+	if !e.OK {
+		h.frozen, h.retryAt = false, c.now.Add(c.cfg.FreezeRetry)
+		return out
+	}
+	if c.pending != nil || c.view.Epoch != h.epoch {
+		c.hand = nil // something changed meanwhile; the freeze lifts by itself
+		return out
+	}
+	nv := cloneView(c.view)
+	nv.Epoch++
+	nv.Shards[h.shard] = wire.Placement{Primary: int32(h.shard), Secondary: int32(h.primary)}
+	return c.propose(&pending{view: nv, kind: kindHandBack}, "hand-back", out)
+}
+
+func (c *Core) propose(p *pending, why string, out []Action) []Action {
+	c.pending = p
+	return append(out, Publish{View: cloneView(p.view), Why: why})
+}
+
+func cloneView(v wire.View) wire.View {
+	nv := v
+	nv.Servers = slices.Clone(v.Servers)
+	nv.Shards = slices.Clone(v.Shards)
+	return nv
+}

@@ -1,0 +1,37 @@
+// Package decide is the coordinator's failover logic as a pure state
+// machine, in the style of etcd-io/raft's Step: a Core takes one Event at a
+// time (a tick, a heartbeat, a process exit, the outcome of an action) and
+// returns the Actions the shell must carry out (publish a view, push it to
+// a member, kill, spawn, ask for a re-seed outcome, freeze a shard). It does
+// no I/O, reads no clock (time arrives in events), starts no goroutines and
+// draws no random numbers, so every failover rule can be tested step by
+// step and by simulation.
+//
+// The rules, one decision at a time, each decision a new view:
+//
+//  1. failure: a member whose process exited (or whose re-seeding failed)
+//     is failed over; so is one member per round silent for longer than
+//     the failure timeout, or one secondary its primary reports it cannot
+//     replicate to for that long while both still heartbeat. Suspicion
+//     (silence, a broken link) never condemns the last complete copy of a
+//     shard, and a round that follows a stall of the shell's loop does not
+//     judge silence. A failed member's shards move to their serving
+//     secondaries, or become unavailable when no complete copy is left;
+//  2. a failed member is respawned, with a doubling back-off after failed
+//     attempts (moving to a spare host after Config.SpareAfter in a row);
+//  3. re-seed: a respawned incarnation that registered becomes the
+//     re-seeding secondary of its home shards that still have a primary;
+//  4. seeded: when every seeding primary reported success it is serving
+//     (a failure condemns the incarnation: it is failed and respawned);
+//  5. hand-back: a shard led by its home secondary while its home server
+//     serves as its secondary is frozen, then the roles are swapped back.
+//
+// Steps 3-5 wait until every live member has confirmed the current epoch;
+// every member that has not confirmed it Config.Repush after publication
+// is sent the view again (all of them, not only the first).
+//
+// Only one view is in flight at a time: after a Publish the core decides
+// nothing until the shell reports Published or PublishFailed. A view's
+// Epoch is always the current epoch + 1; the shell may stamp a larger one
+// (for instance one carrying the Raft term) and reports it in Published.
+package decide

@@ -1,0 +1,72 @@
+package decide
+
+import (
+	"fmt"
+	"time"
+
+	"ftkv/wire"
+)
+
+// NodeState is where one member stands in the failover cycle.
+type NodeState uint8
+
+// The states of a member. Serving, Reseeding, Seeded and Condemned are
+// members of the current view (as serving or re-seeding); Failed,
+// Respawning and Registered are down in it.
+const (
+	// Serving: in the view as serving its roles.
+	Serving NodeState = iota
+	// Reseeding: in the view as the re-seeding secondary of its home
+	// shards; the outcome is asked of every seeding primary.
+	Reseeding
+	// Seeded: every seeding primary reported success; to be published
+	// as serving.
+	Seeded
+	// Condemned: its process exited or its re-seeding failed; failed
+	// over by the next decision. Its heartbeats renew no lease.
+	Condemned
+	// Failed: declared failed (or its respawn failed); respawned once
+	// its back-off has passed. Its heartbeats renew no lease.
+	Failed
+	// Respawning: a Spawn of Inc is out.
+	Respawning
+	// Registered: incarnation Inc heartbeats; to be added as re-seeding.
+	Registered
+)
+
+var stateNames = [...]string{"serving", "reseeding", "seeded", "condemned", "failed", "respawning", "registered"}
+
+func (s NodeState) String() string {
+	if int(s) < len(stateNames) {
+		return stateNames[s]
+	}
+	return fmt.Sprintf("NodeState(%d)", s)
+}
+
+// inView reports whether a member in state s belongs to the current view
+// as a live member (serving or re-seeding).
+func (s NodeState) inView() bool { return s <= Condemned }
+
+// Node is the core's record of one member.
+type Node struct {
+	ID    int
+	State NodeState
+	// Inc is the newest incarnation: the one in the view, or the one
+	// spawned since.
+	Inc  uint64
+	Host string
+	// HB is the last heartbeat of Inc (addresses, PID for the view).
+	HB        wire.Heartbeat
+	LastSeen  time.Time
+	Confirmed uint64 // highest epoch Inc confirmed (heartbeat or push)
+
+	Backoff   time.Duration
+	NextSpawn time.Time
+	Failures  int // respawns in a row that failed
+
+	pushAt   time.Time // no push before (a push in flight or failed)
+	links    []Link    // link reports of the last heartbeat
+	linksEp  uint64    // the epoch those reports were made in
+	seedWait []int     // shards whose re-seed outcome is awaited
+	prev     NodeState // state before a failover not yet published
+}

@@ -1,0 +1,229 @@
+package decide
+
+import (
+	"ftkv/wire"
+)
+
+// cause is why a member is failed over: it decides whether its view state
+// is Dead (no lease to wait out) or Down.
+type cause uint8
+
+const (
+	byExit      cause = iota + 1 // process exited or re-seeding failed
+	bySuspicion                  // silence or a broken replication link
+)
+
+// decide makes at most one change of the view (and starts the respawns
+// and re-pushes due), in the order of the rules in the package doc.
+func (c *Core) decide(judge bool, out []Action) []Action {
+	if c.pending != nil {
+		return out
+	}
+	v := c.view
+	// 1. failures. Members known gone first: suspicion is judged against
+	// the view as it will be without them, so that a silent member is
+	// never failed together with the other copy of its shard.
+	failed := map[int]cause{}
+	for i, m := range v.Servers {
+		// (A record on a newer incarnation than a live member's: restored
+		// mid-respawn by New; the one in the view is being replaced.)
+		if live(m) && (c.nodes[i].Inc != m.Incarnation || c.nodes[i].State == Condemned) {
+			failed[i] = byExit
+		}
+	}
+	if judge {
+		out = c.judge(failed, out)
+	}
+	if len(failed) > 0 {
+		nv := demote(v, failed)
+		p := &pending{view: nv, kind: kindFailover}
+		for i := range v.Servers {
+			if failed[i] != 0 {
+				nd := c.nodes[i]
+				// Failed from the decision on: a heartbeat answered while
+				// the view is being published renews no lease.
+				nd.prev, nd.State = nd.State, Failed
+				p.failed = append(p.failed, i)
+			}
+		}
+		return c.propose(p, "failover", out)
+	}
+	// 2. respawns.
+	for i, nd := range c.nodes {
+		if nd.State == Failed && !c.now.Before(nd.NextSpawn) {
+			nd.State = Respawning
+			out = append(out, Spawn{ID: i, Inc: nd.Inc + 1, Old: nd.Inc, Host: nd.Host})
+			nd.Inc++
+		}
+	}
+	// Steps 3-5 need every live member at the current epoch; each one
+	// that has not confirmed it a while after publication gets it again.
+	lagging := false
+	for i, m := range v.Servers {
+		nd := c.nodes[i]
+		if !live(m) || nd.Inc != m.Incarnation || nd.Confirmed >= v.Epoch {
+			continue
+		}
+		if lagging && c.firstLaggingOnly {
+			break
+		}
+		lagging = true
+		if c.now.Sub(c.publishedAt) > c.cfg.Repush && !c.now.Before(nd.pushAt) {
+			nd.pushAt = c.now.Add(c.cfg.Repush)
+			out = append(out, Push{ID: i, Inc: nd.Inc, View: cloneView(v)})
+		}
+	}
+	if lagging {
+		return out
+	}
+	// 3. re-seed a respawned member.
+	for i, nd := range c.nodes {
+		if nd.State == Registered && !live(v.Servers[i]) {
+			return c.propose(&pending{view: addReseeding(v, i, nd), kind: kindReseed, node: i}, "re-seed", out)
+		}
+	}
+	// 4. a re-seeded member serves.
+	for i, nd := range c.nodes {
+		if nd.State == Seeded && v.Servers[i].State == wire.StateReseeding && v.Servers[i].Incarnation == nd.Inc {
+			nv := cloneView(v)
+			nv.Epoch++
+			nv.Servers[i].State = wire.StateServing
+			return c.propose(&pending{view: nv, kind: kindSeeded, node: i}, "seeded", out)
+		}
+	}
+	// 5. hand-back, one shard at a time; the freeze runs in the background
+	// while failures are still judged.
+	if h := c.hand; h != nil {
+		if h.frozen || c.now.Before(h.retryAt) {
+			return out
+		}
+		c.hand = nil
+	}
+	for s, pl := range v.Shards {
+		if pl.Primary < 0 || int(pl.Primary) == s || int(pl.Secondary) != s {
+			continue
+		}
+		if v.Servers[s].State != wire.StateServing || c.nodes[s].State != Serving {
+			continue
+		}
+		c.hand = &handBack{shard: s, primary: int(pl.Primary), epoch: v.Epoch, frozen: true}
+		return append(out, Freeze{Shard: s, Primary: int(pl.Primary), PrimaryInc: v.Servers[pl.Primary].Incarnation, Epoch: v.Epoch})
+	}
+	return out
+}
+
+// judge adds to failed at most one member failed on suspicion: silent for
+// longer than the failure timeout, or the secondary its primary cannot
+// replicate to for that long while both heartbeat. Neither ever fails the
+// last complete copy of a shard: a slow or frozen server that comes back
+// keeps its data; failing it over would lose the shard for good.
+func (c *Core) judge(failed map[int]cause, out []Action) []Action {
+	v := c.view
+	ft := c.cfg.FailureTimeout
+	suspect := func(i int) bool {
+		nd := c.nodes[i]
+		return live(v.Servers[i]) && nd.Inc == v.Servers[i].Incarnation && failed[i] == 0 &&
+			(nd.State == Serving || nd.State == Reseeding || nd.State == Seeded)
+	}
+	for i := range v.Servers {
+		if !suspect(i) || c.now.Sub(c.nodes[i].LastSeen) <= ft {
+			continue
+		}
+		if lastCopy(demote(v, failed), i) {
+			continue
+		}
+		failed[i] = bySuspicion
+		return out
+	}
+	// Hole 9: a primary that cannot replicate to its secondary stalls
+	// the shard's writes while both renew their leases. The primary holds
+	// every acknowledged write; the secondary is failed and re-seeded.
+	for p, nd := range c.nodes {
+		if !suspect(p) || nd.State != Serving || c.now.Sub(nd.LastSeen) > ft || nd.linksEp != v.Epoch {
+			continue
+		}
+		for _, l := range nd.links {
+			if l.DownFor <= ft || l.Shard < 0 || l.Shard >= len(v.Shards) {
+				continue
+			}
+			pl := v.Shards[l.Shard]
+			sec := int(pl.Secondary)
+			if int(pl.Primary) != p || sec < 0 || sec != l.Secondary || !suspect(sec) ||
+				c.now.Sub(c.nodes[sec].LastSeen) > ft || lastCopy(demote(v, failed), sec) {
+				continue
+			}
+			failed[sec] = bySuspicion
+			return out
+		}
+	}
+	return out
+}
+
+func live(m wire.Member) bool {
+	return m.State == wire.StateServing || m.State == wire.StateReseeding
+}
+
+// lastCopy reports whether member i leads a shard that has no serving
+// secondary.
+func lastCopy(v wire.View, i int) bool {
+	for _, pl := range v.Shards {
+		if int(pl.Primary) == i && (pl.Secondary < 0 || v.Servers[pl.Secondary].State != wire.StateServing) {
+			return true
+		}
+	}
+	return false
+}
+
+// demote returns the view after the failure of the members in failed: a
+// shard whose primary failed moves to its serving secondary, or becomes
+// unavailable; a failed secondary is dropped.
+func demote(v wire.View, failed map[int]cause) wire.View {
+	nv := cloneView(v)
+	nv.Epoch++
+	if len(failed) == 0 {
+		return nv
+	}
+	for s, pl := range nv.Shards {
+		switch {
+		case pl.Primary >= 0 && failed[int(pl.Primary)] != 0:
+			if pl.Secondary >= 0 && failed[int(pl.Secondary)] == 0 && nv.Servers[pl.Secondary].State == wire.StateServing {
+				nv.Shards[s] = wire.Placement{Primary: pl.Secondary, Secondary: -1}
+			} else {
+				nv.Shards[s] = wire.Placement{Primary: -1, Secondary: -1}
+			}
+		case pl.Secondary >= 0 && failed[int(pl.Secondary)] != 0:
+			nv.Shards[s].Secondary = -1
+		}
+	}
+	for i, why := range failed {
+		if why == byExit {
+			nv.Servers[i].State = wire.StateDead
+		} else {
+			nv.Servers[i].State = wire.StateDown
+		}
+	}
+	return nv
+}
+
+// addReseeding returns the view where the registered incarnation of
+// member i is the re-seeding secondary of its home shards (i and its
+// predecessor's) that still have a primary and no secondary.
+func addReseeding(v wire.View, i int, nd *Node) wire.View {
+	nv := cloneView(v)
+	nv.Epoch++
+	n := len(nv.Shards)
+	m := &nv.Servers[i]
+	m.Incarnation, m.PID, m.State = nd.Inc, nd.HB.PID, wire.StateReseeding
+	m.Addr, m.PeerAddr, m.CtlAddr = nd.HB.Addr, nd.HB.PeerAddr, nd.HB.CtlAddr
+	m.Host = nd.Host
+	if n == 1 {
+		return nv
+	}
+	for _, s := range []int{i, (i - 1 + n) % n} {
+		pl := nv.Shards[s]
+		if pl.Primary >= 0 && int(pl.Primary) != i && pl.Secondary < 0 {
+			nv.Shards[s].Secondary = int32(i)
+		}
+	}
+	return nv
+}
