@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -129,17 +130,37 @@ func parentPID(pid int) (int, error) {
 	return strconv.Atoi(f[1])
 }
 
-// Owns reports whether pid is a live (or not yet reaped) child of this
-// cluster's coordinator, i.e. one of its servers.
+// Owns reports whether pid is a live (or not yet reaped) server of this
+// cluster: a child of one of its coordinator processes (current or
+// earlier), a server it noted before killing a coordinator, or a process
+// of its server binary running in its directory (a group's servers outlive
+// the coordinator that spawned them).
 func (c *Cluster) Owns(pid int) bool {
 	if pid <= 0 {
 		return false
 	}
 	pp, err := parentPID(pid)
-	if err == nil && pp == c.CoordPID() {
-		return true
+	if err != nil {
+		return false
 	}
-	return err == nil && slices.Contains(c.known, pid)
+	c.procMu.Lock()
+	ours := slices.Contains(c.pids, pp) || slices.Contains(c.known, pid)
+	c.procMu.Unlock()
+	return ours || c.isServerHere(pid)
+}
+
+// isServerHere reports whether pid runs this cluster's server binary with
+// this cluster's directory as its working directory.
+func (c *Cluster) isServerHere(pid int) bool {
+	cwd, err := os.Readlink(fmt.Sprintf("/proc/%d/cwd", pid))
+	if err != nil {
+		return false
+	}
+	if dir, err := filepath.EvalSymlinks(c.Dir); err != nil || cwd != dir {
+		return false
+	}
+	cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	return err == nil && strings.HasPrefix(string(cmd), filepath.Join(c.Bin, "server")+"\x00")
 }
 
 // PIDGone reports whether no process has pid any more (reaped).
@@ -157,7 +178,7 @@ func (c *Cluster) signalServers(t testing.TB, sig syscall.Signal, ids ...int) []
 	for _, id := range ids {
 		s := server(t, st, id)
 		if !c.Owns(s.PID) {
-			c.Fatalf(t, "server %d: pid %d from the status is not a child of coordinator %d", id, s.PID, c.CoordPID())
+			c.Fatalf(t, "server %d: pid %d from the status is not a server of this cluster", id, s.PID)
 		}
 		vs = append(vs, Victim{ID: id, PID: s.PID, Incarnation: s.Incarnation})
 	}
@@ -305,9 +326,13 @@ func (c *Cluster) Poll(timeout, interval time.Duration, cond func(*client.Cluste
 		if time.Now().After(deadline) {
 			return last, fmt.Errorf("after %s: %w", timeout, why)
 		}
+		var exited <-chan struct{} // a group goes on while a coordinator is down
+		if c.main != nil {
+			exited = c.main.exited
+		}
 		select {
-		case <-c.exited:
-			return last, fmt.Errorf("coordinator exited (%v): %w", c.exitErr, why)
+		case <-exited:
+			return last, fmt.Errorf("coordinator exited (%v): %w", c.main.exitErr, why)
 		case <-time.After(interval):
 		}
 	}

@@ -1,7 +1,8 @@
 // Package testcluster starts real ftkv clusters for tests: it builds the
 // binaries once, runs bin/coord as a separate process on random loopback
-// ports with its stdin on a pipe, and offers the operations a test needs
-// (shutdown by closing stdin, kill -9 of a server, polling helpers).
+// ports with its stdin on a pipe (or a group of three or five, see
+// Options.Coordinators), and offers the operations a test needs (shutdown
+// by closing stdin, kill -9 of a server or a coordinator, polling helpers).
 package testcluster
 
 import (
@@ -15,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"strings"
 	"sync"
 	"syscall"
@@ -89,27 +91,50 @@ type Options struct {
 	// test runs with it (PlainBin): for memory budgets, which must hold
 	// for the binaries users run.
 	Plain bool
+	// Coordinators: 0 or 1 runs one coordinator (-c/-s, as always); 3 or
+	// 5 run a Raft group: the config gets one `coordinator` line each on
+	// free loopback ports, and coordinator k runs as `bin/coord -C cfg
+	// -id k -d Dir/ftkv-coord-k`. Wrap and AddrHost apply to one
+	// coordinator only.
+	Coordinators int
 }
 
-// Cluster is a running coordinator process and its servers.
+// Cluster is a running coordinator process (or group of them) and its
+// servers.
 type Cluster struct {
-	t       testing.TB
-	Dir     string // working directory: dumps and logs land here
-	Bin     string
-	race    bool   // the binaries report data races (built with -race)
-	Addr    string // coordinator client address
-	cmd     *exec.Cmd
+	t          testing.TB
+	Dir        string // working directory: dumps and logs land here
+	Bin        string
+	ConfigPath string // the cluster file every coordinator reads
+	race       bool   // the binaries report data races (built with -race)
+	// Addr is the coordinator's client address; for a group the
+	// comma-separated list of every coordinator's (ClientAddrs).
+	Addr    string
+	main    *proc   // the single coordinator (nil for a group)
+	group   []*proc // a group's coordinators, by index (nil for one)
+	members []groupMember
 	args    []string
 	wrap    []string
 	addrHst string
 	known   []int // server pids of earlier coordinator processes
-	stdin   io.WriteCloser
 	stderr  *lockedBuf
-	exited  chan struct{}
-	exitErr error
+
+	procMu sync.Mutex
+	pids   []int // every coordinator process this cluster started
 
 	statusMu sync.Mutex
 	statusCl *client.Client // TryStatus's client, dialled on first use
+}
+
+// proc is one coordinator process: its command line, its output and its
+// exit.
+type proc struct {
+	cmd     *exec.Cmd
+	args    []string
+	stdin   io.WriteCloser
+	out     *lockedBuf // stderr and stdout
+	exited  chan struct{}
+	exitErr error
 }
 
 type lockedBuf struct {
@@ -150,6 +175,9 @@ func Start(t testing.TB, o Options) *Cluster {
 	if o.Plain {
 		bin, race = PlainBin(t), false
 	}
+	if o.Coordinators > 1 {
+		return startGroup(t, o, bin, race)
+	}
 	dir := t.TempDir()
 	cfg := o.Config
 	if cfg == "" {
@@ -171,16 +199,12 @@ func Start(t testing.TB, o Options) *Cluster {
 		to = DefaultTimeout.String()
 	}
 	args := append([]string{"-c", "0", "-s", "0", "-C", cfgPath, "-t", to, "-l", filepath.Join(dir, "ftkv.log")}, o.Args...)
-	c := &Cluster{t: t, Dir: dir, Bin: bin, race: race, stderr: &lockedBuf{}, args: args, wrap: o.Wrap, addrHst: o.AddrHost}
+	c := &Cluster{t: t, Dir: dir, Bin: bin, ConfigPath: cfgPath, race: race, stderr: &lockedBuf{}, args: args, wrap: o.Wrap, addrHst: o.AddrHost}
 	c.launch(t, args)
 	t.Cleanup(func() {
-		c.statusMu.Lock()
-		if c.statusCl != nil {
-			c.statusCl.Close()
-		}
-		c.statusMu.Unlock()
+		c.closeStatusClient()
 		select {
-		case <-c.exited:
+		case <-c.main.exited:
 		default:
 			_ = c.Shutdown(5 * time.Second)
 		}
@@ -200,6 +224,15 @@ func Start(t testing.TB, o Options) *Cluster {
 	return c
 }
 
+func (c *Cluster) closeStatusClient() {
+	c.statusMu.Lock()
+	if c.statusCl != nil {
+		c.statusCl.Close()
+		c.statusCl = nil
+	}
+	c.statusMu.Unlock()
+}
+
 // checkRaces fails the test if a process of the cluster reported a data race.
 func (c *Cluster) checkRaces(t testing.TB) {
 	reports, _ := filepath.Glob(filepath.Join(c.Dir, "race.*"))
@@ -209,38 +242,19 @@ func (c *Cluster) checkRaces(t testing.TB) {
 	}
 }
 
-// launch starts a coordinator process with args and waits until it serves.
+// launch starts the coordinator process with args and waits until it
+// serves.
 func (c *Cluster) launch(t testing.TB, args []string) {
 	t.Helper()
-	argv := append(append([]string(nil), c.wrap...), filepath.Join(c.Bin, "coord"))
-	argv = append(argv, args...)
-	cmd := exec.Command(argv[0], argv[1:]...)
-	cmd.Dir = c.Dir
-	if c.race {
-		// A race inside the coordinator or a server (they inherit the
-		// environment) is reported to files the test checks at the end:
-		// on their stderr it would go unnoticed.
-		cmd.Env = append(os.Environ(), "GORACE=halt_on_error=0 log_path="+filepath.Join(c.Dir, "race"))
-	}
-	cmd.WaitDelay = 2 * time.Second
-	stdin, err := cmd.StdinPipe()
-	if err != nil {
-		t.Fatal(err)
-	}
+	p := c.spawn(t, args, c.stderr)
+	c.main = p
 	pr, pw := io.Pipe()
-	exited := make(chan struct{})
-	c.cmd, c.stdin, c.exited = cmd, stdin, exited
-	cmd.Stderr = io.MultiWriter(c.stderr, pw)
-	cmd.Stdout = c.stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
+	p.cmd.Stderr = io.MultiWriter(c.stderr, pw)
 	go func() {
-		err := cmd.Wait()
-		c.exitErr = err
+		<-p.exited
 		pw.Close()
-		close(exited)
 	}()
+	c.startProc(t, p)
 	addr := make(chan string, 1)
 	go func() {
 		sc := bufio.NewScanner(pr)
@@ -258,12 +272,51 @@ func (c *Cluster) launch(t testing.TB, args []string) {
 			_, p, _ := net.SplitHostPort(c.Addr)
 			c.Addr = net.JoinHostPort(c.addrHst, p)
 		}
-	case <-exited:
-		t.Fatalf("coord exited during start: %v\nstderr:\n%s\nlog:\n%s", c.exitErr, c.stderr.String(), c.Log())
+	case <-p.exited:
+		t.Fatalf("coord exited during start: %v\nstderr:\n%s\nlog:\n%s", p.exitErr, c.stderr.String(), c.Log())
 	case <-time.After(20 * time.Second):
-		_ = cmd.Process.Kill()
+		_ = p.cmd.Process.Kill()
 		t.Fatalf("coord not ready after 20s\nstderr:\n%s\nlog:\n%s", c.stderr.String(), c.Log())
 	}
+}
+
+// spawn prepares a coordinator process with args, its output going to out
+// (stdout, and stderr unless the caller replaces it).
+func (c *Cluster) spawn(t testing.TB, args []string, out *lockedBuf) *proc {
+	t.Helper()
+	argv := append(append([]string(nil), c.wrap...), filepath.Join(c.Bin, "coord"))
+	argv = append(argv, args...)
+	cmd := exec.Command(argv[0], argv[1:]...)
+	cmd.Dir = c.Dir
+	if c.race {
+		// A race inside the coordinator or a server (they inherit the
+		// environment) is reported to files the test checks at the end:
+		// on their stderr it would go unnoticed.
+		cmd.Env = append(os.Environ(), "GORACE=halt_on_error=0 log_path="+filepath.Join(c.Dir, "race"))
+	}
+	cmd.WaitDelay = 2 * time.Second
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd.Stderr = out
+	cmd.Stdout = out
+	return &proc{cmd: cmd, args: args, stdin: stdin, out: out, exited: make(chan struct{})}
+}
+
+// startProc starts p and reaps it when it exits.
+func (c *Cluster) startProc(t testing.TB, p *proc) {
+	t.Helper()
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	c.procMu.Lock()
+	c.pids = append(c.pids, p.cmd.Process.Pid)
+	c.procMu.Unlock()
+	go func() {
+		p.exitErr = p.cmd.Wait()
+		close(p.exited)
+	}()
 }
 
 var serversPortRE = regexp.MustCompile(`"addr":"([^"]+)","time":"[^"]*","message":"servers port listening"`)
@@ -272,19 +325,42 @@ var serversPortRE = regexp.MustCompile(`"addr":"([^"]+)","time":"[^"]*","message
 // the servers keep running. It remembers their pids as the cluster's own.
 func (c *Cluster) KillCoord(t testing.TB) {
 	t.Helper()
-	if st, err := c.TryStatus(context.Background()); err == nil {
+	c.single(t)
+	c.rememberServers()
+	_ = c.main.cmd.Process.Signal(syscall.SIGKILL)
+	<-c.main.exited
+}
+
+// rememberServers notes the servers' pids from the status as the
+// cluster's own, for Owns and the final cleanup.
+func (c *Cluster) rememberServers() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if st, err := c.TryStatus(ctx); err == nil {
+		c.procMu.Lock()
 		for _, s := range st.Servers {
-			c.known = append(c.known, s.PID)
+			if s.PID > 0 && !slices.Contains(c.known, s.PID) {
+				c.known = append(c.known, s.PID)
+			}
 		}
+		c.procMu.Unlock()
 	}
-	_ = c.cmd.Process.Signal(syscall.SIGKILL)
-	<-c.exited
+}
+
+// single fails the test when c is a group (the helper is for one
+// coordinator; a group has the …K variants).
+func (c *Cluster) single(t testing.TB) {
+	t.Helper()
+	if c.main == nil {
+		t.Fatal("testcluster: a single-coordinator helper used on a group of coordinators (use the ...K variants)")
+	}
 }
 
 // RestartCoord starts the coordinator again with the same flags and the
 // same ports as the first one (so clients and servers find it again).
 func (c *Cluster) RestartCoord(t testing.TB) {
 	t.Helper()
+	c.single(t)
 	args := append([]string(nil), c.args...)
 	_, port, _ := net.SplitHostPort(c.Addr)
 	m := serversPortRE.FindAllStringSubmatch(c.Log(), -1)
@@ -311,14 +387,34 @@ func tail(s string, n int) string {
 	return strings.Join(lines, "\n")
 }
 
-// Log returns the coordinator's and servers' log file.
+// Log returns the coordinator's and servers' log file (for a group each
+// coordinator's in turn).
 func (c *Cluster) Log() string {
+	if c.group != nil {
+		var b strings.Builder
+		for k := range c.group {
+			fmt.Fprintf(&b, "==== coordinator %d log ====\n", k)
+			raw, _ := os.ReadFile(c.groupLog(k))
+			b.Write(raw)
+		}
+		return b.String()
+	}
 	b, _ := os.ReadFile(filepath.Join(c.Dir, "ftkv.log"))
 	return string(b)
 }
 
-// Stderr returns what the coordinator wrote to stderr and stdout.
-func (c *Cluster) Stderr() string { return c.stderr.String() }
+// Stderr returns what the coordinator wrote to stderr and stdout (for a
+// group each coordinator's in turn).
+func (c *Cluster) Stderr() string {
+	if c.group != nil {
+		var b strings.Builder
+		for k, p := range c.group {
+			fmt.Fprintf(&b, "==== coordinator %d stderr ====\n%s", k, p.out.String())
+		}
+		return b.String()
+	}
+	return c.stderr.String()
+}
 
 // Client dials the cluster with the Go client.
 func (c *Cluster) Client(opts ...client.Option) *client.Client {
@@ -334,30 +430,49 @@ func (c *Cluster) Client(opts ...client.Option) *client.Client {
 }
 
 // Shutdown closes the coordinator's stdin (ctrl+d) and waits for it to exit
-// within d; it returns the exit error (nil for status 0).
+// within d; it returns the exit error (nil for status 0). For a group it
+// stops every coordinator that way (each stops only itself) and then
+// kills the servers.
 func (c *Cluster) Shutdown(d time.Duration) error {
-	_ = c.stdin.Close()
+	if c.group != nil {
+		return c.shutdownGroup(d)
+	}
+	return c.main.stop(d)
+}
+
+// stop closes p's stdin and waits for it to exit within d.
+func (p *proc) stop(d time.Duration) error {
+	_ = p.stdin.Close()
 	select {
-	case <-c.exited:
-		return c.exitErr
+	case <-p.exited:
+		return p.exitErr
 	case <-time.After(d):
-		_ = c.cmd.Process.Kill()
-		<-c.exited
+		_ = p.cmd.Process.Kill()
+		<-p.exited
 		return fmt.Errorf("coord did not exit within %s after end of stdin", d)
 	}
 }
 
 // Signal sends sig to the coordinator process.
-func (c *Cluster) Signal(sig syscall.Signal) error { return c.cmd.Process.Signal(sig) }
+func (c *Cluster) Signal(sig syscall.Signal) error { return c.first().cmd.Process.Signal(sig) }
 
-// Exited is closed when the coordinator process has exited.
-func (c *Cluster) Exited() <-chan struct{} { return c.exited }
+// Exited is closed when the coordinator process has exited (for a group:
+// coordinator 0).
+func (c *Cluster) Exited() <-chan struct{} { return c.first().exited }
 
 // ExitErr is the coordinator's exit error once Exited is closed.
-func (c *Cluster) ExitErr() error { return c.exitErr }
+func (c *Cluster) ExitErr() error { return c.first().exitErr }
 
-// CoordPID is the coordinator's process id.
-func (c *Cluster) CoordPID() int { return c.cmd.Process.Pid }
+// CoordPID is the coordinator's process id (for a group: coordinator 0's).
+func (c *Cluster) CoordPID() int { return c.first().cmd.Process.Pid }
+
+// first is the single coordinator, or a group's coordinator 0.
+func (c *Cluster) first() *proc {
+	if c.main != nil {
+		return c.main
+	}
+	return c.group[0]
+}
 
 // Eventually polls cond every 20ms until it holds or d passes.
 func Eventually(t testing.TB, d time.Duration, what string, cond func() bool) {
