@@ -58,6 +58,10 @@ type Coordinator struct {
 	term       uint64
 	leadCancel context.CancelFunc
 	startErr   chan error // the single coordinator's first takeover
+	// stopped is closed when the group committed an orderly stop of the
+	// whole cluster (a client's shutdown order): every coordinator exits.
+	stopped     chan struct{}
+	stoppedOnce sync.Once
 
 	clientAddr, serversAddr string
 	ports                   []*connlimit.Port
@@ -114,12 +118,13 @@ func New(opts Options) (*Coordinator, error) {
 	var sb [16]byte
 	_, _ = rand.Read(sb[:])
 	c := &Coordinator{
-		opts:   opts,
-		log:    opts.Logger,
-		secret: hex.EncodeToString(sb[:]),
-		n:      len(opts.Cluster.Servers),
-		regCh:  make(chan struct{}, 1),
-		kick:   make(chan struct{}, 1),
+		opts:    opts,
+		log:     opts.Logger,
+		secret:  hex.EncodeToString(sb[:]),
+		n:       len(opts.Cluster.Servers),
+		regCh:   make(chan struct{}, 1),
+		kick:    make(chan struct{}, 1),
+		stopped: make(chan struct{}),
 	}
 	c.budget = connlimit.NewBudget(c.limits().WithDefaults().OutputBudget)
 	if err := c.limits().Validate(); err != nil {
@@ -314,6 +319,9 @@ func (c *Coordinator) takeOver(ctx context.Context) error {
 // lead, so it answers clients' view and status requests and checks
 // servers' HELLOs with the cluster's secret.
 func (c *Coordinator) applied(st clusterState) {
+	if st.Stopped && c.group() {
+		c.stoppedOnce.Do(func() { close(c.stopped) })
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.leading {
@@ -652,6 +660,32 @@ func (c *Coordinator) Shutdown(ctx context.Context) error {
 		c.rn.close()
 	}
 	c.closeCtl()
+	return err
+}
+
+// Stopped is closed once the group committed an orderly stop of the
+// whole cluster (StopCluster on its leader): each coordinator then exits.
+func (c *Coordinator) Stopped() <-chan struct{} { return c.stopped }
+
+// StopCluster stops the whole cluster from the leader of a group: every
+// server dumps its tables and exits, then the orderly stop is committed
+// and every coordinator exits. A single coordinator does the same.
+func (c *Coordinator) StopCluster(ctx context.Context) error {
+	c.mu.Lock()
+	lead := c.leading
+	c.mu.Unlock()
+	if !lead {
+		return errors.New("not the leader")
+	}
+	err := c.stopServers(ctx)
+	c.mu.Lock()
+	st := c.stateLocked()
+	c.mu.Unlock()
+	st.Stopped = err == nil
+	if serr := c.store.Save(st); serr != nil && err == nil {
+		err = serr
+	}
+	c.stoppedOnce.Do(func() { close(c.stopped) })
 	return err
 }
 

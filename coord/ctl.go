@@ -15,41 +15,55 @@ import (
 )
 
 // control sends one order on nd's control link and waits for the answer.
+// The link is cached per incarnation, not per address: with fixed ports
+// a respawned server has the control address of the dead one, and a link
+// to the dead one must never carry an order to the new one (hole 8). An
+// order that fails on a cached link (its server may have closed it while
+// idle) is sent once more on a fresh one.
 func (c *Coordinator) control(ctx context.Context, nd *node, f *wire.Frame) (wire.Frame, error) {
 	c.mu.Lock()
 	cc := nd.ctl
-	addr := nd.hb.CtlAddr
+	addr, inc := nd.hb.CtlAddr, nd.inc
 	c.mu.Unlock()
-	if cc == nil || cc.addr != addr {
-		var err error
-		cc, err = c.dialCtl(ctx, addr)
-		if err != nil {
-			return wire.Frame{}, err
+	cached := cc != nil && cc.addr == addr && cc.inc == inc
+	for {
+		if !cached {
+			var err error
+			cc, err = c.dialCtl(ctx, addr)
+			if err != nil {
+				return wire.Frame{}, err
+			}
+			cc.inc = inc
+			c.mu.Lock()
+			old := nd.ctl
+			nd.ctl = cc
+			c.mu.Unlock()
+			if old != nil && old != cc {
+				old.close()
+			}
 		}
-		c.mu.Lock()
-		old := nd.ctl
-		nd.ctl = cc
-		c.mu.Unlock()
-		if old != nil {
-			old.close()
+		ans, err := cc.roundTrip(ctx, f)
+		if err == nil {
+			return ans, nil
 		}
-	}
-	ans, err := cc.roundTrip(ctx, f)
-	if err != nil {
 		cc.close()
 		c.mu.Lock()
 		if nd.ctl == cc {
 			nd.ctl = nil
 		}
 		c.mu.Unlock()
+		if !cached || ctx.Err() != nil {
+			return ans, err
+		}
+		cached = false // once more, on a fresh link
 	}
-	return ans, err
 }
 
 // ctlConn is the coordinator's authenticated connection to a server's
 // control port; orders are sent one at a time.
 type ctlConn struct {
 	addr string
+	inc  uint64 // the incarnation it was dialled for
 	mu   sync.Mutex
 	nc   net.Conn
 	br   *bufio.Reader

@@ -1,8 +1,10 @@
 package coord
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"net"
 	"sort"
 	"time"
 
@@ -88,6 +90,27 @@ func (h *clientsHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 				return answer(out, f, wire.StatusNotLeader, 0, []byte(c.leaderAddr(true))), gnet.None
 			}
 			return answer(out, f, wire.StatusOK, epoch, enc), gnet.None
+		case wire.OpShutdown:
+			// `client shutdown`: from this coordinator's own host only,
+			// until clients authenticate (a stray client elsewhere must
+			// not stop the cluster).
+			if ra, ok := conn.RemoteAddr().(*net.TCPAddr); !ok || !ra.IP.IsLoopback() {
+				return answer(out, f, wire.StatusBadRequest, 0, []byte("shutdown is accepted only from the coordinator's own host")), gnet.None
+			}
+			c.mu.Lock()
+			leading, shutting := c.leading, c.shutting
+			c.mu.Unlock()
+			if !leading {
+				return answer(out, f, wire.StatusNotLeader, 0, []byte(c.leaderAddr(true))), gnet.None
+			}
+			if !shutting {
+				go func() {
+					if err := c.StopCluster(context.Background()); err != nil {
+						c.log.Error().Err(err).Msg("cluster shutdown")
+					}
+				}()
+			}
+			return answer(out, f, wire.StatusOK, 0, []byte("shutting down")), gnet.None
 		case wire.OpStatus:
 			st := c.Status()
 			b, _ := json.Marshal(st)

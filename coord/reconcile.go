@@ -143,21 +143,30 @@ func (c *Coordinator) reconcile() {
 			go c.respawn(nd)
 		}
 	}
-	// Steps 2-4 need every live member at the current epoch; one that
-	// has not confirmed it a while after the push gets it again.
+	// Steps 2-4 need every live member at the current epoch; each one
+	// that has not confirmed it a while after the push gets it again
+	// (every one: a member's view application may wait on another's).
+	var lagging []*node
 	for i, m := range v.Servers {
 		if (m.State == wire.StateServing || m.State == wire.StateReseeding) && c.nodes[i].confirmed < v.Epoch {
-			lagging := c.nodes[i]
-			late := time.Since(c.publishedAt) > c.opts.Timing.Repush && !lagging.repushing
-			if late {
-				lagging.repushing = true
-			}
-			c.mu.Unlock()
-			if late {
-				go c.repush(lagging, v)
-			}
-			return
+			lagging = append(lagging, c.nodes[i])
 		}
+	}
+	if len(lagging) > 0 {
+		var late []*node
+		if time.Since(c.publishedAt) > c.opts.Timing.Repush {
+			for _, nd := range lagging {
+				if !nd.repushing {
+					nd.repushing = true
+					late = append(late, nd)
+				}
+			}
+		}
+		c.mu.Unlock()
+		for _, nd := range late {
+			go c.repush(nd, v)
+		}
+		return
 	}
 	// 2. re-seed a respawned member.
 	for i, m := range v.Servers {

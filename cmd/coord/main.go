@@ -162,6 +162,8 @@ func run() int {
 		log.Info().Str("signal", s.String()).Msg("shutting down")
 	case <-stdinEOF:
 		log.Info().Msg("end of stdin; shutting down")
+	case <-c.Stopped():
+		log.Info().Msg("the cluster was shut down; exiting")
 	}
 	start := time.Now()
 	if err := c.Shutdown(context.Background()); err != nil {
