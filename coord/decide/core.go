@@ -217,6 +217,12 @@ func (c *Core) exited(e ProcessExited) {
 		nd.State = Condemned
 	case Registered:
 		nd.State = Failed // respawned again without a back-off
+	case Failed:
+		// Failed by a view still being published: if that view is not
+		// made durable, the member is back in the current view, gone.
+		if p := c.pending; p != nil && p.kind == kindFailover && slices.Contains(p.failed, e.ID) {
+			nd.prev = Condemned
+		}
 	}
 	// Failed, Condemned: known already.
 }
@@ -264,6 +270,12 @@ func (c *Core) published(e Published, out []Action) []Action {
 		}
 	case kindReseed:
 		nd := c.nodes[p.node]
+		if nd.State != Registered {
+			// It exited while the view was being published: it is in the
+			// view now, gone; failed over by the decision below.
+			nd.State = Condemned
+			break
+		}
 		nd.State = Reseeding
 		nd.seedWait = nil
 		for s, pl := range c.view.Shards {
@@ -276,7 +288,9 @@ func (c *Core) published(e Published, out []Action) []Action {
 			nd.State = Seeded
 		}
 	case kindSeeded:
-		c.nodes[p.node].State = Serving
+		if nd := c.nodes[p.node]; nd.State == Seeded {
+			nd.State = Serving
+		} // else it exited meanwhile: Condemned, failed over below
 	case kindHandBack:
 		c.hand = nil
 	}

@@ -23,6 +23,9 @@ import (
 
 const simFT = 100 * time.Millisecond
 
+// simTail is how many steps a failure shows.
+var simTail = 60
+
 func simConfig() Config { return FromTiming(timing.New(simFT)) }
 
 type proc struct {
@@ -96,8 +99,8 @@ func (s *sim) logf(format string, a ...any) {
 func (s *sim) fail(format string, a ...any) {
 	s.t.Helper()
 	tail := s.trace
-	if len(tail) > 60 {
-		tail = tail[len(tail)-60:]
+	if len(tail) > simTail {
+		tail = tail[len(tail)-simTail:]
 	}
 	s.t.Fatalf("%s\nlast steps:\n%s", fmt.Sprintf(format, a...), strings.Join(tail, "\n"))
 }
@@ -563,11 +566,12 @@ func simSeeds(t *testing.T) (seeds []int64) {
 		if err != nil {
 			t.Fatalf("DECIDE_SEED=%q: %v", v, err)
 		}
+		simTail = 100000
 		return []int64{seed}
 	}
-	runs := 600
+	runs := 2000
 	if raceEnabled {
-		runs = 150
+		runs = 300
 	}
 	if v := os.Getenv("DECIDE_RUNS"); v != "" {
 		runs, _ = strconv.Atoi(v)
@@ -602,3 +606,44 @@ func TestSimulation(t *testing.T) {
 	}
 	t.Logf("totals: %v", total)
 }
+
+// TestSimulationCatchesHole8 runs the simulation with the re-push of the
+// coordinator before the fix (only the first lagging member gets the view
+// again): a primary whose view application waits on a secondary that never
+// got the view is re-pushed forever, and the cluster never gets whole. A
+// failure of this test means the simulation no longer sees hole 8.
+func TestSimulationCatchesHole8(t *testing.T) {
+	base := time.Now().UnixNano()
+	for i := int64(0); i < 400; i++ {
+		s := newSim(&catcher{TB: t}, base+i, true)
+		stuck := func() (stuck bool) {
+			defer func() {
+				if r := recover(); r != nil {
+					c, ok := r.(caught)
+					if !ok {
+						panic(r)
+					}
+					if !strings.Contains(c.msg, "not whole") {
+						t.Fatalf("seed %d: the legacy re-push broke another invariant: %s", base+i, c.msg)
+					}
+					stuck = true
+				}
+			}()
+			s.run(400, 1500)
+			return false
+		}()
+		if stuck {
+			t.Logf("seed %d: caught with the legacy re-push after %d runs", base+i, i+1)
+			return
+		}
+	}
+	t.Fatal("400 runs with the legacy re-push never got stuck")
+}
+
+type caught struct{ msg string }
+
+// catcher turns the simulation's Fatalf into a panic the test recovers.
+type catcher struct{ testing.TB }
+
+func (c *catcher) Fatalf(f string, a ...any) { panic(caught{fmt.Sprintf(f, a...)}) }
+func (c *catcher) Helper()                   {}
