@@ -1,17 +1,9 @@
 package e2e
 
 import (
-	"encoding/json"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
-	"strings"
-	"syscall"
 	"testing"
 	"time"
 
-	"ftkv/client"
 	"ftkv/internal/testkit/testcluster"
 )
 
@@ -68,62 +60,4 @@ func TestStopRightAfterCoordRestart(t *testing.T) {
 	time.Sleep(3 * testcluster.DefaultTimeout)
 	c.ContServer(t, v)
 	c.WaitRecovered(t, recoverTimeout, v)
-}
-
-// TestStaleStateFilePID (hole 6): a restarted coordinator whose state file
-// names a pid that is no longer its server (the server died with the
-// coordinator, the pid went to another program, as after a reboot) must
-// not adopt, watch or kill that process: it respawns the server instead.
-func TestStaleStateFilePID(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{N: 3})
-	st := c.WaitRecovered(t, 10*time.Second)
-	c.KillCoord(t)
-	victim := st.Servers[0]
-	if err := syscall.Kill(victim.PID, syscall.SIGKILL); err != nil {
-		t.Fatal(err)
-	}
-	testcluster.Eventually(t, 5*time.Second, "the killed server gone", func() bool { return testcluster.PIDGone(victim.PID) || zombieOrGone(victim.PID) })
-	// An unrelated process takes the dead server's place in the state file.
-	other := exec.Command("sleep", "120")
-	if err := other.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() { other.Process.Kill(); other.Wait() }()
-	path := filepath.Join(c.Dir, "ftkv-coord.state")
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	var state map[string]any
-	if err := json.Unmarshal(raw, &state); err != nil {
-		t.Fatal(err)
-	}
-	nodes := state["nodes"].([]any)
-	nodes[0].(map[string]any)["pid"] = other.Process.Pid
-	raw, _ = json.Marshal(state)
-	if err := os.WriteFile(path, raw, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	t.Logf("state file names pid %d (sleep) for server 0", other.Process.Pid)
-	c.RestartCoord(t)
-	after := c.WaitFor(t, recoverTimeout, "server 0 respawned", func(s *client.ClusterStatus) error {
-		if s.Servers[0].PID == other.Process.Pid || s.Servers[0].State != "serving" {
-			return fmt.Errorf("server 0: pid %d state %s", s.Servers[0].PID, s.Servers[0].State)
-		}
-		return nil
-	})
-	if zombieOrGone(other.Process.Pid) { // our child: killed, it stays a zombie until we wait
-		t.Fatalf("the unrelated process %d was killed", other.Process.Pid)
-	}
-	t.Logf("server 0 respawned as pid %d; the unrelated process lives", after.Servers[0].PID)
-}
-
-// zombieOrGone reports whether pid has exited (reaped or not).
-func zombieOrGone(pid int) bool {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return true
-	}
-	i := strings.LastIndexByte(string(b), ')')
-	return i >= 0 && i+2 < len(b) && b[i+2] == 'Z'
 }
