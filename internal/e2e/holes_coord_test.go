@@ -93,6 +93,7 @@ func TestHole7SecondCoordinator(t *testing.T) {
 	}
 	cmd := exec.Command(filepath.Join(c.Bin, "coord"), "-c", "0", "-s", "0", "-C", cfg, "-no-stdin", "-log-level", "error")
 	cmd.Dir = c.Dir
+	cmd.WaitDelay = 2 * time.Second // servers it may have spawned hold its output open
 	done := make(chan struct{})
 	var out []byte
 	var err error
