@@ -1,0 +1,470 @@
+package decide
+
+import (
+	"reflect"
+	"testing"
+	"time"
+
+	"ftkv/wire"
+)
+
+// harness steps a Core of n members (epoch 1, member i primary of shard i
+// with secondary i+1, all confirmed) through a scenario.
+type harness struct {
+	t   *testing.T
+	c   *Core
+	now time.Time
+}
+
+func newHarness(t *testing.T, n int) *harness {
+	t.Helper()
+	v := wire.View{Epoch: 1}
+	for i := 0; i < n; i++ {
+		v.Servers = append(v.Servers, wire.Member{ID: uint32(i), Incarnation: 1, State: wire.StateServing, Host: "localhost"})
+		v.Shards = append(v.Shards, wire.Placement{Primary: int32(i), Secondary: int32((i + 1) % n)})
+	}
+	h := &harness{t: t, now: time.Unix(1000, 0)}
+	c, err := New(simConfig(), v, nil, nil, []string{"spare"}, h.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.c = c
+	h.beat()
+	return h
+}
+
+func (h *harness) step(ev Event) []Action { h.t.Helper(); return h.c.Step(ev) }
+
+// tick advances the clock by d and ticks.
+func (h *harness) tick(d time.Duration) []Action {
+	h.now = h.now.Add(d)
+	return h.step(Tick{Now: h.now})
+}
+
+// beat delivers a heartbeat of every listed member's newest incarnation
+// at the current epoch (all members if none listed).
+func (h *harness) beat(ids ...int) []Action {
+	if len(ids) == 0 {
+		for i := range h.c.nodes {
+			ids = append(ids, i)
+		}
+	}
+	var out []Action
+	for _, i := range ids {
+		nd := h.c.nodes[i]
+		out = append(out, h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: uint32(i), Incarnation: nd.Inc, Epoch: h.c.view.Epoch, PID: 77}})...)
+	}
+	return out
+}
+
+// advance keeps the listed members heartbeating while time passes.
+func (h *harness) advance(d time.Duration, ids ...int) []Action {
+	var out []Action
+	for end := h.now.Add(d); h.now.Before(end); {
+		out = append(out, h.tick(simFT/10)...)
+		out = append(out, h.beat(ids...)...)
+	}
+	return out
+}
+
+func find[T Action](acts []Action) (T, bool) {
+	for _, a := range acts {
+		if x, ok := a.(T); ok {
+			return x, true
+		}
+	}
+	var zero T
+	return zero, false
+}
+
+func count[T Action](acts []Action) int {
+	n := 0
+	for _, a := range acts {
+		if _, ok := a.(T); ok {
+			n++
+		}
+	}
+	return n
+}
+
+func mustPublish(t *testing.T, acts []Action) wire.View {
+	t.Helper()
+	p, ok := find[Publish](acts)
+	if !ok {
+		t.Fatalf("no Publish in %+v", acts)
+	}
+	return p.View
+}
+
+func pl(p, s int32) wire.Placement { return wire.Placement{Primary: p, Secondary: s} }
+
+func TestFailover(t *testing.T) {
+	cases := []struct {
+		name   string
+		setup  func(h *harness)
+		event  func(h *harness) []Action
+		shards []wire.Placement
+		states []uint8
+	}{
+		{
+			name:   "exit of a primary promotes its secondary",
+			event:  func(h *harness) []Action { return h.step(ProcessExited{ID: 1, Inc: 1}) },
+			shards: []wire.Placement{pl(0, -1), pl(2, -1), pl(2, 0)},
+			states: []uint8{wire.StateServing, wire.StateDead, wire.StateServing},
+		},
+		{
+			name:   "silence longer than the failure timeout",
+			event:  func(h *harness) []Action { return h.advance(simFT+simFT/5, 0, 2) },
+			shards: []wire.Placement{pl(0, -1), pl(2, -1), pl(2, 0)},
+			states: []uint8{wire.StateServing, wire.StateDown, wire.StateServing},
+		},
+		{
+			name: "both copies gone: the shard is unavailable",
+			setup: func(h *harness) {
+				h.step(ProcessExited{ID: 1, Inc: 1})
+				h.step(Published{})
+			},
+			event:  func(h *harness) []Action { return h.step(ProcessExited{ID: 2, Inc: 1}) },
+			shards: []wire.Placement{pl(0, -1), pl(-1, -1), pl(0, -1)},
+			states: []uint8{wire.StateServing, wire.StateDead, wire.StateDead},
+		},
+		{
+			// Today's loop judged member 0 (silent) before member 2
+			// (exited) in one round and failed both: shard 2 lost both
+			// copies on silence (the simulation finds it).
+			name: "silence is judged after the exits of the same round",
+			setup: func(h *harness) {
+				mustPublish(h.t, h.advance(simFT+simFT/5, 1, 2)) // 0 failed on silence...
+				h.step(ProcessExited{ID: 2, Inc: 1})             // ...2 exits meanwhile...
+				h.step(PublishFailed{})                          // ...and that view is lost
+			},
+			event:  func(h *harness) []Action { return h.tick(simFT / 10) },
+			shards: []wire.Placement{pl(0, 1), pl(1, -1), pl(0, -1)},
+			states: []uint8{wire.StateServing, wire.StateServing, wire.StateDead},
+		},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, 3)
+			if tc.setup == nil {
+				tc.setup = func(*harness) {}
+			}
+			tc.setup(h)
+			v := mustPublish(t, tc.event(h))
+			if v.Epoch != h.c.view.Epoch+1 {
+				t.Fatalf("epoch %d after %d", v.Epoch, h.c.view.Epoch)
+			}
+			if !reflect.DeepEqual(v.Shards, tc.shards) {
+				t.Fatalf("shards %v, want %v", v.Shards, tc.shards)
+			}
+			for i, st := range tc.states {
+				if v.Servers[i].State != st {
+					t.Fatalf("member %d %s, want %s", i, wire.StateName(v.Servers[i].State), wire.StateName(st))
+				}
+			}
+		})
+	}
+}
+
+func TestSilenceRules(t *testing.T) {
+	t.Run("not at exactly the timeout", func(t *testing.T) {
+		h := newHarness(t, 3)
+		if acts := h.advance(simFT, 0, 2); count[Publish](acts) != 0 {
+			t.Fatalf("failed over at the timeout: %+v", acts)
+		}
+	})
+	t.Run("a lagging round does not judge", func(t *testing.T) {
+		h := newHarness(t, 3)
+		if acts := h.tick(2 * simFT); count[Publish](acts) != 0 {
+			t.Fatalf("a round after a stall judged silence: %+v", acts)
+		}
+		h.beat()
+		if acts := h.tick(simFT / 10); count[Publish](acts) != 0 {
+			t.Fatalf("failed over members that heartbeat: %+v", acts)
+		}
+	})
+	t.Run("one silent member per round", func(t *testing.T) {
+		h := newHarness(t, 5)
+		h.advance(simFT-simFT/10, 0, 2, 4)
+		acts := h.tick(simFT / 5)
+		v := mustPublish(t, acts)
+		if v.Servers[1].State != wire.StateDown || v.Servers[3].State != wire.StateServing {
+			t.Fatalf("want only member 1 failed: %v", states(v))
+		}
+	})
+	t.Run("never the last complete copy", func(t *testing.T) {
+		h := newHarness(t, 3)
+		h.step(ProcessExited{ID: 1, Inc: 1})
+		h.step(Published{})
+		// Member 2 now leads shard 1 alone; it falls silent.
+		acts := h.advance(3*simFT, 0)
+		for _, a := range acts {
+			if p, ok := a.(Publish); ok && p.View.Servers[2].State == wire.StateDown {
+				t.Fatalf("the last copy was failed on silence: %v", p.View.Shards)
+			}
+		}
+	})
+}
+
+func TestLeaseRefusedFromTheDecision(t *testing.T) { // hole 3
+	h := newHarness(t, 3)
+	if !h.c.Lease(1, 1) {
+		t.Fatal("a serving member's lease is refused")
+	}
+	mustPublish(t, h.advance(simFT+simFT/5, 0, 2))
+	if h.c.Lease(1, 1) {
+		t.Fatal("a member failed in a view being published may renew its lease")
+	}
+	h.step(PublishFailed{})
+	if !h.c.Lease(1, 1) {
+		t.Fatal("a failover that was not published still refuses the lease")
+	}
+	if h.c.Lease(1, 0) || h.c.Lease(7, 1) {
+		t.Fatal("an unknown incarnation or member may renew a lease")
+	}
+}
+
+func TestPublishedRestamp(t *testing.T) {
+	h := newHarness(t, 3)
+	mustPublish(t, h.step(ProcessExited{ID: 1, Inc: 1}))
+	h.step(Published{Epoch: 1}) // not newer: ignored
+	if _, ok := h.c.Pending(); !ok {
+		t.Fatal("a Published with an old epoch completed the publication")
+	}
+	acts := h.step(Published{Epoch: 7<<32 | 1})
+	if h.c.view.Epoch != 7<<32|1 {
+		t.Fatalf("epoch %d, want the shell's stamp", h.c.view.Epoch)
+	}
+	if k, ok := find[Kill](acts); !ok || k != (Kill{ID: 1, Inc: 1}) {
+		t.Fatalf("no kill of the failed incarnation: %+v", acts)
+	}
+	if n := count[Push](acts); n != 2 {
+		t.Fatalf("%d pushes, want one to each live member", n)
+	}
+	if s, ok := find[Spawn](acts); !ok || s != (Spawn{ID: 1, Inc: 2, Old: 1, Host: "localhost"}) {
+		t.Fatalf("no respawn: %+v", acts)
+	}
+}
+
+func TestRespawnBackoff(t *testing.T) {
+	h := newHarness(t, 3)
+	h.step(ProcessExited{ID: 1, Inc: 1})
+	h.step(Published{})
+	cfg := h.c.cfg
+	want := []time.Duration{cfg.RespawnMin, 2 * cfg.RespawnMin}
+	for k, wait := range want {
+		inc := h.c.nodes[1].Inc
+		acts := h.step(SpawnFailed{ID: 1, Inc: inc})
+		if kl, ok := find[Kill](acts); !ok || kl.Inc != inc {
+			t.Fatalf("attempt %d: failed incarnation not killed: %+v", k, acts)
+		}
+		if count[Spawn](h.advance(wait-simFT/10, 0, 2)) != 0 {
+			t.Fatalf("attempt %d: respawned before the back-off of %s", k, wait)
+		}
+		if count[Spawn](h.advance(simFT/5, 0, 2)) != 1 {
+			t.Fatalf("attempt %d: not respawned after the back-off", k)
+		}
+	}
+	// The third failure in a row moves it to the spare host at once.
+	s, ok := find[Spawn](h.step(SpawnFailed{ID: 1, Inc: h.c.nodes[1].Inc}))
+	if !ok || s.Host != "spare" {
+		t.Fatalf("not respawned on the spare: %+v", s)
+	}
+	// An exit during start-up is a failed spawn.
+	h.step(ProcessExited{ID: 1, Inc: s.Inc})
+	if st := h.c.nodes[1].State; st != Failed {
+		t.Fatalf("state %s after an exit during start-up", st)
+	}
+}
+
+// TestRecovery walks one member through failure, respawn, re-seed,
+// seeded and hand-back.
+func TestRecovery(t *testing.T) {
+	h := newHarness(t, 3)
+	h.step(ProcessExited{ID: 1, Inc: 1})
+	h.step(Published{})
+	h.beat(0, 2)
+	// Registered: the first heartbeat of incarnation 2.
+	acts := h.beat(1)
+	v := mustPublish(t, acts)
+	if v.Servers[1].State != wire.StateReseeding || v.Servers[1].Incarnation != 2 || v.Servers[1].PID != 77 {
+		t.Fatalf("re-seed view member 1: %+v", v.Servers[1])
+	}
+	if want := []wire.Placement{pl(0, 1), pl(2, 1), pl(2, 0)}; !reflect.DeepEqual(v.Shards, want) {
+		t.Fatalf("re-seed shards %v, want %v", v.Shards, want)
+	}
+	acts = h.step(Published{})
+	if n := count[AskSeed](acts); n != 2 {
+		t.Fatalf("%d AskSeed, want 2: %+v", n, acts)
+	}
+	// The seeded view waits for both seeds and every confirmation.
+	h.step(SeedResult{ID: 1, Inc: 2, Shard: 0, OK: true})
+	if acts := h.step(SeedResult{ID: 1, Inc: 2, Shard: 1, OK: true}); count[Publish](acts) != 0 {
+		t.Fatal("seeded published before every member confirmed the re-seed view")
+	}
+	v = mustPublish(t, h.beat())
+	if v.Servers[1].State != wire.StateServing {
+		t.Fatalf("seeded view: %v", states(v))
+	}
+	h.step(Published{})
+	// Hand-back of shard 1 from member 2, once confirmed.
+	acts = h.beat()
+	f, ok := find[Freeze](acts)
+	if !ok || f.Shard != 1 || f.Primary != 2 {
+		t.Fatalf("no freeze of shard 1 on member 2: %+v", acts)
+	}
+	v = mustPublish(t, h.step(FreezeResult{Shard: 1, Epoch: f.Epoch, OK: true}))
+	if want := []wire.Placement{pl(0, 1), pl(1, 2), pl(2, 0)}; !reflect.DeepEqual(v.Shards, want) {
+		t.Fatalf("hand-back shards %v, want %v", v.Shards, want)
+	}
+	h.step(Published{})
+	if acts := h.beat(); len(acts) != 0 {
+		t.Fatalf("actions in a whole cluster: %+v", acts)
+	}
+}
+
+func TestSeedFailureCondemns(t *testing.T) {
+	h := newHarness(t, 3)
+	h.step(ProcessExited{ID: 1, Inc: 1})
+	h.step(Published{})
+	h.beat(0, 2)
+	h.beat(1)
+	h.step(Published{})
+	acts := h.step(SeedResult{ID: 1, Inc: 2, Shard: 0, OK: false})
+	if k, ok := find[Kill](acts); !ok || k.Inc != 2 {
+		t.Fatalf("no kill of the incarnation that failed its re-seed: %+v", acts)
+	}
+	v := mustPublish(t, acts)
+	if v.Servers[1].State != wire.StateDead || v.Shards[0].Secondary != -1 {
+		t.Fatalf("failover after a failed re-seed: %v %v", states(v), v.Shards)
+	}
+}
+
+func TestRepushEveryLagging(t *testing.T) { // hole 8
+	for _, legacy := range []bool{false, true} {
+		h := newHarness(t, 3)
+		h.c.firstLaggingOnly = legacy
+		h.step(ProcessExited{ID: 1, Inc: 1})
+		h.step(Published{})
+		// Neither 0 nor 2 confirms epoch 2.
+		h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: 0, Incarnation: 1, Epoch: 1}})
+		acts := h.tick(h.c.cfg.Repush + simFT/10)
+		want := 2
+		if legacy {
+			want = 1
+		}
+		if n := count[Push](acts); n != want {
+			t.Fatalf("legacy=%v: %d re-pushes, want %d: %+v", legacy, n, want, acts)
+		}
+		// No second re-push while one may still be in flight; a failed one
+		// is retried after PushRetry.
+		if n := count[Push](h.tick(simFT / 10)); n != 0 {
+			t.Fatalf("legacy=%v: re-pushed again at once", legacy)
+		}
+		h.step(PushResult{ID: 0, Inc: 1, Epoch: 2})
+		if n := count[Push](h.tick(h.c.cfg.PushRetry)); n != 1 {
+			t.Fatalf("legacy=%v: a failed push not retried", legacy)
+		}
+	}
+}
+
+func TestLinkDownFailsSecondary(t *testing.T) { // hole 9
+	link := func(h *harness, d time.Duration, epoch uint64) {
+		h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: 0, Incarnation: 1, Epoch: epoch}, Links: []Link{{Shard: 0, Secondary: 1, DownFor: d}}})
+	}
+	t.Run("fails the secondary after the timeout", func(t *testing.T) {
+		h := newHarness(t, 3)
+		link(h, simFT, 1)
+		if count[Publish](h.tick(simFT/10)) != 0 {
+			t.Fatal("failed at the timeout")
+		}
+		h.beat(1, 2)
+		link(h, simFT+1, 1)
+		v := mustPublish(t, h.tick(simFT/10))
+		if v.Servers[1].State != wire.StateDown || v.Servers[0].State != wire.StateServing {
+			t.Fatalf("want the secondary failed: %v", states(v))
+		}
+		if want := []wire.Placement{pl(0, -1), pl(2, -1), pl(2, 0)}; !reflect.DeepEqual(v.Shards, want) {
+			t.Fatalf("shards %v, want %v", v.Shards, want)
+		}
+	})
+	t.Run("not on a report of an older view", func(t *testing.T) {
+		h := newHarness(t, 3)
+		link(h, 2*simFT, 0)
+		if count[Publish](h.tick(simFT/10)) != 0 {
+			t.Fatal("failed on a stale report")
+		}
+	})
+	t.Run("not the last copy of its own shard", func(t *testing.T) {
+		h := newHarness(t, 3)
+		h.step(ProcessExited{ID: 2, Inc: 1})
+		h.step(Published{})
+		h.beat()
+		// Member 1 leads shard 1 alone now; 0 cannot reach it for shard 0.
+		link(h, 2*simFT, 2)
+		if acts := h.tick(simFT / 10); count[Publish](acts) != 0 {
+			t.Fatalf("failed the last copy of shard 1: %+v", acts)
+		}
+	})
+}
+
+func TestHandBackFreeze(t *testing.T) {
+	h := newHarness(t, 3)
+	// A cluster where shard 1 sits on member 2 with member 1 serving as
+	// its secondary (after a recovery).
+	v := h.c.View()
+	v.Epoch = 5
+	v.Shards = []wire.Placement{pl(0, 1), pl(2, 1), pl(2, 0)}
+	c, _ := New(simConfig(), v, nil, nil, nil, h.now)
+	h.c = c
+	f, ok := find[Freeze](h.beat())
+	if !ok {
+		t.Fatal("no freeze")
+	}
+	// A failed freeze is retried after FreezeRetry, not before.
+	h.step(FreezeResult{Shard: 1, Epoch: f.Epoch})
+	if count[Freeze](h.beat()) != 0 {
+		t.Fatal("freeze retried at once")
+	}
+	h.now = h.now.Add(h.c.cfg.FreezeRetry)
+	f, ok = find[Freeze](h.beat())
+	if !ok {
+		t.Fatal("freeze not retried")
+	}
+	// Overtaken: a failure meanwhile; the late freeze result publishes nothing.
+	h.step(ProcessExited{ID: 0, Inc: 1})
+	h.step(Published{})
+	if acts := h.step(FreezeResult{Shard: 1, Epoch: f.Epoch, OK: true}); count[Publish](acts) != 0 {
+		t.Fatalf("hand-back published over a newer view: %+v", acts)
+	}
+}
+
+func TestNewRestores(t *testing.T) {
+	v := wire.View{Epoch: 9, Servers: []wire.Member{
+		{ID: 0, Incarnation: 3, State: wire.StateServing},
+		{ID: 1, Incarnation: 2, State: wire.StateReseeding},
+		{ID: 2, Incarnation: 1, State: wire.StateDown},
+	}, Shards: []wire.Placement{pl(0, 1), pl(0, 1), pl(-1, -1)}}
+	now := time.Unix(50, 0)
+	c, err := New(simConfig(), v, []uint64{3, 2, 4}, nil, nil, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The re-seeding member's outcome is unknown: failed and re-seeded
+	// afresh; the down one is respawned past its newest incarnation.
+	pv := mustPublish(t, c.Step(Tick{Now: now}))
+	if pv.Servers[1].State != wire.StateDead || pv.Shards[0] != pl(0, -1) {
+		t.Fatalf("restore: %v %v", states(pv), pv.Shards)
+	}
+	acts := c.Step(Published{})
+	if s, ok := find[Spawn](acts); !ok || s.ID != 1 {
+		t.Fatalf("no respawn of member 1: %+v", acts)
+	}
+	if c.nodes[2].State != Respawning || c.nodes[2].Inc != 5 {
+		t.Fatalf("member 2: %s/%d, want respawning/5", c.nodes[2].State, c.nodes[2].Inc)
+	}
+	// Nobody counts as having confirmed the view (hole 4): it is pushed.
+	if _, err := New(Config{}, v, nil, nil, nil, now); err == nil {
+		t.Fatal("a zero Config passed validation")
+	}
+}
