@@ -647,3 +647,14 @@ type catcher struct{ testing.TB }
 
 func (c *catcher) Fatalf(f string, a ...any) { panic(caught{fmt.Sprintf(f, a...)}) }
 func (c *catcher) Helper()                   {}
+
+// FuzzSimulation lets `go test -fuzz FuzzSimulation ./coord/decide` search
+// fault schedules (the fuzzer's input is the simulation's seed).
+func FuzzSimulation(f *testing.F) {
+	for _, seed := range []int64{1, 2, 3, 1796009813915112510, 1796009839124824017} {
+		f.Add(seed)
+	}
+	f.Fuzz(func(t *testing.T, seed int64) {
+		newSim(t, seed, false).run(400, 1500)
+	})
+}
