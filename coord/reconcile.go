@@ -100,6 +100,7 @@ func (c *Coordinator) reconcile() {
 			c.log.Warn().Int("node", i).Float64("silent_ms", millis(silent)).Msg("server missed its heartbeats")
 		}
 	}
+	c.linkFailures(v, now, failed) // a secondary its primary cannot reach (linkhealth.go)
 	if len(failed) > 0 {
 		nv := demote(v, failed, c.nodes)
 		// Failed from the decision on, under the lock it was taken with:

@@ -158,6 +158,7 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 			PrimaryKeys: pk, SecondaryKeys: sk,
 			Addr: s.addrs.client, PeerAddr: s.addrs.peer, CtlAddr: s.addrs.ctl,
 			Sessions: sessions, SessionRecords: records, RSSBytes: rssBytes(),
+			Links: s.linkReports(time.Now()),
 		}
 		seq := s.coordLease.sending(time.Now())
 		buf = wire.Append(buf[:0], &wire.Frame{Op: wire.OpHeartbeat, ID: seq, Client: uint64(s.cfg.ID), Seq: s.cfg.Incarnation,

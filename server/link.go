@@ -233,6 +233,9 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 	p.mu.Lock()
 	old := p.link
 	p.link = nil
+	if p.sec != sec {
+		p.heard.Store(mono(time.Now())) // a new secondary: its silence counts from now
+	}
 	p.sec = sec
 	p.epoch = epoch
 	// While the link is down, writes stay in flight (unacknowledged) and
@@ -262,7 +265,12 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 		p.mu.Lock()
 		base := p.committed
 		p.mu.Unlock()
-		l, acked, err := dialLink(p.env, p, p.log, p.shard, sec.addr, epoch, base)
+		var l *replLink
+		var acked uint64
+		err := errTestCut
+		if !replCut(p.env.id, sec) {
+			l, acked, err = dialLink(p.env, p, p.log, p.shard, sec.addr, epoch, base)
+		}
 		if err == nil {
 			p.mu.Lock()
 			// Resend what the secondary has not applied yet, in order,
@@ -275,6 +283,7 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 			}
 			l.queue(buf)
 			p.link = l
+			p.answered.Store(true) // it answered the link's HELLO
 			p.mu.Unlock()
 			l.flushSoon()
 			if acked > 0 {

@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -49,8 +50,15 @@ type primary struct {
 
 	// linkLease: the secondary's ping answers let us serve.
 	linkLease *leaseTracker
-	seedAcks  chan uint64
-	seedJob   *seedJob
+	// heard is when the secondary last answered (or the link to a new
+	// secondary was configured), on the monotonic clock (mono); answered
+	// is set by every answer and folded into heard by the pinger, so the
+	// hot path only stores a flag. Heartbeats report a link unheard for
+	// long (linkhealth.go).
+	heard    atomic.Int64
+	answered atomic.Bool
+	seedAcks chan uint64
+	seedJob  *seedJob
 }
 
 // primaryEnv is what every primary of a server is given at construction:
@@ -88,6 +96,7 @@ func newPrimary(env *primaryEnv, shard int, t *table, base uint64, notBefore tim
 		seedAcks:  make(chan uint64, 64),
 	}
 	p.drained = sync.NewCond(&p.mu)
+	p.heard.Store(mono(time.Now()))
 	go p.pinger()
 	return p
 }
@@ -112,14 +121,19 @@ func (p *primary) pinger() {
 			return
 		case <-t.C:
 		}
+		if p.answered.Swap(false) {
+			p.heard.Store(mono(time.Now()))
+		}
 		p.mu.Lock()
-		l := p.link
+		l, sec := p.link, p.sec
 		if l != nil {
 			seq := p.linkLease.sending(time.Now())
 			l.queue(wire.Append(nil, &wire.Frame{Op: wire.OpPing, ID: seq}))
 		}
 		p.mu.Unlock()
-		if l != nil {
+		if l != nil && replCut(p.env.id, sec) {
+			l.fail(errTestCut)
+		} else if l != nil {
 			l.flushSoon()
 		}
 		p.releaseStuck(time.Now())
@@ -154,13 +168,20 @@ func (p *primary) releaseStuck(now time.Time) {
 
 // The primary owns its replication link (linkOwner).
 
-func (p *primary) acked(idx uint64, loop gnet.EventLoop) { p.commitUpTo(idx, loop) }
+func (p *primary) acked(idx uint64, loop gnet.EventLoop) {
+	p.answered.Store(true)
+	p.commitUpTo(idx, loop)
+}
 
-func (p *primary) pingAcked(seq uint64) { p.linkLease.answered(seq, true) }
+func (p *primary) pingAcked(seq uint64) {
+	p.answered.Store(true)
+	p.linkLease.answered(seq, true)
+}
 
 func (p *primary) linkFailed(l *replLink) { go p.reconnect(l) }
 
 func (p *primary) seedAcked(seq uint64) {
+	p.answered.Store(true)
 	select {
 	case p.seedAcks <- seq:
 	default:

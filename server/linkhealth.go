@@ -1,0 +1,52 @@
+package server
+
+import (
+	"time"
+
+	"ftkv/wire"
+)
+
+// Link health: a primary whose secondary does not answer (a partition
+// between the two, both still reaching the coordinator) cannot commit
+// anything, since a write waits for the secondary's acknowledgement, and
+// its heartbeats keep its lease: nothing would ever fail over. So each
+// heartbeat lists the shards this server leads whose secondary has been
+// silent for more than two ping periods (a healthy link answers every
+// ping), with how long; the coordinator fails a secondary its primary
+// cannot reach for longer than the failure timeout (coord/linkhealth.go),
+// and the primary, told it has no secondary, commits alone.
+
+// linkReports lists the links of the shards this server leads whose
+// secondary has not answered for more than two ping periods at now.
+func (s *Server) linkReports(now time.Time) []wire.LinkHealth {
+	s.mu.Lock()
+	prims := make([]*primary, 0, len(s.prims))
+	for _, p := range s.prims {
+		prims = append(prims, p)
+	}
+	s.mu.Unlock()
+	var out []wire.LinkHealth
+	for _, p := range prims {
+		if h, ok := p.linkHealth(now); ok && h.Stalled > 2*s.cfg.Timing.Ping {
+			out = append(out, h)
+		}
+	}
+	return out
+}
+
+// linkHealth reports how long p's secondary has not answered at now (ok
+// false: p has no secondary, or no longer leads the shard).
+func (p *primary) linkHealth(now time.Time) (h wire.LinkHealth, ok bool) {
+	p.mu.Lock()
+	sec, closed := p.sec, p.closed
+	p.mu.Unlock()
+	if closed || sec.addr == "" {
+		return h, false
+	}
+	heard := p.heard.Load()
+	if p.answered.Load() {
+		heard = mono(now) // an answer since the pinger last looked
+	}
+	return wire.LinkHealth{Shard: uint32(p.shard), Secondary: sec.id, Incarnation: sec.inc,
+		Stalled: max(time.Duration(mono(now)-heard), 0)}, true
+}

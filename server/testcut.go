@@ -1,0 +1,47 @@
+package server
+
+import (
+	"errors"
+	"os"
+	"strconv"
+	"strings"
+)
+
+// TestCutReplEnv names a file through which end-to-end tests cut
+// replication links, to partition a primary from its secondary while both
+// still reach the coordinator (no other fault a test can inject on
+// loopback does that). Each line of the file is "<primary id> <secondary
+// id> <secondary incarnation>": while it is there, that primary neither
+// keeps nor opens a replication link to that incarnation. Unset (always,
+// outside tests), nothing is read.
+const TestCutReplEnv = "FTKV_TEST_CUT_REPL"
+
+// testCutFile is the file TestCutReplEnv names, read once at start.
+var testCutFile = os.Getenv(TestCutReplEnv)
+
+var errTestCut = errors.New("replication link cut by the test (" + TestCutReplEnv + ")")
+
+// replCut reports whether the test has cut the link from primary server
+// id to sec.
+func replCut(id uint32, sec target) bool {
+	if testCutFile == "" || sec.addr == "" {
+		return false
+	}
+	b, err := os.ReadFile(testCutFile)
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 3 {
+			continue
+		}
+		from, err1 := strconv.ParseUint(f[0], 10, 32)
+		to, err2 := strconv.ParseUint(f[1], 10, 32)
+		inc, err3 := strconv.ParseUint(f[2], 10, 64)
+		if err1 == nil && err2 == nil && err3 == nil && uint32(from) == id && uint32(to) == sec.id && inc == sec.inc {
+			return true
+		}
+	}
+	return false
+}
