@@ -58,6 +58,10 @@ type Coordinator struct {
 	term       uint64
 	leadCancel context.CancelFunc
 	startErr   chan error // the single coordinator's first takeover
+	// verified is when the last successful check that this coordinator
+	// still leads a quorum started (monotonic): heartbeats renew leases
+	// only within RaftLeaderLease of it.
+	verified time.Time
 	// stopped is closed when the group committed an orderly stop of the
 	// whole cluster (a client's shutdown order): every coordinator exits.
 	stopped     chan struct{}
@@ -245,6 +249,7 @@ func (c *Coordinator) watchLeadership() {
 // lead takes the cluster over as the new leader and runs the reconcile
 // loop until the leadership ends (ctx).
 func (c *Coordinator) lead(ctx context.Context, term uint64) {
+	go c.verifyLeadership(ctx)
 	err := c.takeOver(ctx)
 	select {
 	case c.startErr <- err: // the first takeover of a single coordinator
@@ -255,6 +260,34 @@ func (c *Coordinator) lead(ctx context.Context, term uint64) {
 		return
 	}
 	c.loop(ctx)
+}
+
+// verifyLeadership checks, four times per leader lease, that this
+// coordinator still leads a quorum, and records when a check that
+// succeeded started. A leader cut off from the others (or stopped and
+// resumed) stops renewing servers' leases within RaftLeaderLease of its
+// last contact with a quorum; a new leader is elected no sooner than
+// RaftHeartbeat after that contact and fails a server on silence no
+// sooner than AdoptGrace after its election, and a server's lease (its
+// last renewal, at most RaftLeaderLease after the contact, plus Lease)
+// has run out well before.
+func (c *Coordinator) verifyLeadership(ctx context.Context) {
+	period := c.opts.Timing.RaftLeaderLease / 4
+	for {
+		start := time.Now()
+		if err := c.rn.r.VerifyLeader().Error(); err == nil {
+			c.mu.Lock()
+			if start.After(c.verified) {
+				c.verified = start
+			}
+			c.mu.Unlock()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(period):
+		}
+	}
 }
 
 // takeOver starts the cluster from the committed state: a fresh one
@@ -600,6 +633,13 @@ func (c *Coordinator) heartbeat(hb wire.Heartbeat) wire.Status {
 	nd := c.nodes[hb.ID]
 	if hb.Incarnation != nd.inc || nd.failed || nd.dead {
 		return wire.StatusStaleEpoch // an old or condemned incarnation
+	}
+	if c.rn != nil && time.Since(c.verified) >= c.opts.Timing.RaftLeaderLease {
+		// This leader has not heard from a quorum lately (it was cut
+		// off, or stopped and resumed): another may lead and fail this
+		// server meanwhile, so it renews no lease (the server does not
+		// exit: it is not condemned).
+		return wire.StatusUnavailable
 	}
 	if hb.Epoch > nd.confirmed && hb.Epoch <= c.view.Epoch {
 		nd.confirmed = hb.Epoch

@@ -63,6 +63,9 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 		c.mu.Lock()
 		epoch := c.view.Epoch
 		c.mu.Unlock()
+		if st == wire.StatusUnavailable {
+			return answer(out, f, wire.StatusUnavailable, epoch, []byte("the coordinator has not confirmed its leadership lately")), gnet.None
+		}
 		if st != wire.StatusOK {
 			return answer(out, f, wire.StatusStaleEpoch, epoch, []byte("this incarnation is no longer part of the cluster")), gnet.None
 		}
@@ -232,7 +235,7 @@ func (c *Coordinator) controlPlaneLocked(st *status.Cluster) {
 		st.Answered = 0
 	}
 	if c.rn != nil {
-		st.Leader = c.rn.leader()
+		st.Leader, st.Term = c.rn.leader(), c.rn.r.CurrentTerm()
 	}
 	role := func(k int) string {
 		switch {
