@@ -26,14 +26,16 @@ import (
 	"ftkv/internal/testkit/testcluster"
 )
 
-const (
-	// groupCoords is the size of the coordinator group under test.
-	groupCoords = 3
-	// electionBound is how soon after the leader's death another
-	// coordinator must report itself leader: a few seconds (Raft's
-	// election timeout plus the race detector's slowdown).
-	electionBound = 5 * time.Second
-)
+// groupCoords is the size of the coordinator group under test.
+const groupCoords = 3
+
+// electionBound is how soon after the leader's death another coordinator
+// must report itself leader. A follower stands for election after hearing
+// nothing for a random 1-2x its Raft heartbeat timeout (2x the failure
+// timeout), and a split vote costs another election timeout (also 2x):
+// 8 failure timeouts, 4s with the product's default (12s with the race
+// detector's longer timeout).
+var electionBound = 8 * testcluster.DefaultTimeout
 
 // startGroup starts n servers under three coordinators and waits until
 // they are all serving; it returns the cluster, four clients (dialled with
