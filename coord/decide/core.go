@@ -68,7 +68,7 @@ func New(cfg Config, v wire.View, incs []uint64, hosts, spares []string, now tim
 	if len(v.Servers) == 0 || len(v.Shards) != len(v.Servers) {
 		return nil, fmt.Errorf("decide: view with %d servers and %d shards", len(v.Servers), len(v.Shards))
 	}
-	c := &Core{cfg: cfg, view: cloneView(v), spares: slices.Clone(spares), now: now, publishedAt: now}
+	c := &Core{cfg: cfg, view: cloneView(v), spares: slices.Clone(spares), now: now, lastTick: now, publishedAt: now}
 	for i, m := range v.Servers {
 		nd := &Node{ID: i, Inc: m.Incarnation, Host: m.Host, LastSeen: now, NextSpawn: now}
 		if i < len(incs) && incs[i] > nd.Inc {
@@ -207,22 +207,27 @@ func (c *Core) heartbeat(e Heartbeat) {
 	}
 }
 
+// state is the state an event about nd applies to: its state before the
+// failover being published, if it is one of the failed (should that view
+// not be made durable, the member is back where it was, and must not have
+// lost an exit or a re-seed outcome meanwhile), else its state.
+func (c *Core) state(nd *Node) *NodeState {
+	if p := c.pending; p != nil && p.kind == kindFailover && nd.State == Failed && slices.Contains(p.failed, nd.ID) {
+		return &nd.prev
+	}
+	return &nd.State
+}
+
 func (c *Core) exited(e ProcessExited) {
 	nd := c.member(e.ID, e.Inc)
 	if nd == nil {
 		return
 	}
-	switch nd.State {
+	switch st := c.state(nd); *st {
 	case Serving, Reseeding, Seeded:
-		nd.State = Condemned
+		*st = Condemned
 	case Registered:
-		nd.State = Failed // respawned again without a back-off
-	case Failed:
-		// Failed by a view still being published: if that view is not
-		// made durable, the member is back in the current view, gone.
-		if p := c.pending; p != nil && p.kind == kindFailover && slices.Contains(p.failed, e.ID) {
-			nd.prev = Condemned
-		}
+		*st = Failed // respawned again without a back-off
 	}
 	// Failed, Condemned: known already.
 }
@@ -340,21 +345,22 @@ func (c *Core) pushResult(e PushResult) {
 
 func (c *Core) seedResult(e SeedResult, out []Action) []Action {
 	nd := c.member(e.ID, e.Inc)
-	if nd == nil || nd.State != Reseeding {
+	if nd == nil {
 		return out
 	}
+	st := c.state(nd)
 	k := slices.Index(nd.seedWait, e.Shard)
-	if k < 0 {
+	if *st != Reseeding || k < 0 {
 		return out
 	}
 	if !e.OK {
 		// Start over from a clean state: failed over, killed, respawned.
-		nd.State, nd.seedWait = Condemned, nil
+		*st, nd.seedWait = Condemned, nil
 		return append(out, Kill{ID: e.ID, Inc: e.Inc})
 	}
 	nd.seedWait = slices.Delete(nd.seedWait, k, k+1)
 	if len(nd.seedWait) == 0 {
-		nd.State = Seeded
+		*st = Seeded
 	}
 	return out
 }
