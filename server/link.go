@@ -50,6 +50,10 @@ type linkOwner interface {
 	linkFailed(l *replLink)                // l is closed; replace it
 }
 
+// errLinkRefused: the secondary answered the link's HELLO with a refusal
+// (it does not have the view naming this primary yet, say).
+var errLinkRefused = errors.New("secondary refused link")
+
 // dialLink connects and authenticates the link of shard to addr at epoch
 // for owner; it returns the link (not yet carrying traffic) and the
 // highest log index the secondary already holds from this primary
@@ -74,7 +78,7 @@ func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, a
 	}
 	if f.Status != wire.StatusOK {
 		nc.Close()
-		return nil, 0, fmt.Errorf("secondary refused link: %s %s", f.Status, f.Value)
+		return nil, 0, fmt.Errorf("%w: %s %s", errLinkRefused, f.Status, f.Value)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	l := &replLink{owner: owner, log: log, dead: make(chan struct{})}
@@ -291,6 +295,11 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 			}
 			p.log.Info().Str("secondary", sec.addr).Uint64("epoch", epoch).Msg("replication link up")
 			return nil
+		}
+		if errors.Is(err, errLinkRefused) {
+			// It answered: reachable, only not ready for this link (its
+			// view lags); link health reports an unreachable secondary.
+			p.answered.Store(true)
 		}
 		// A secondary named in a view was listening when it was named:
 		// "connection refused" means it died; do not hold the view up.
