@@ -102,6 +102,10 @@ func TestCoordGroupLeaderKill(t *testing.T) {
 	t.Logf("leader coordinator %d killed (pid %d, term %d)", old, c.Coord(old).PID, before.Term)
 	st := newLeader(t, c, old, before.Term, killed)
 	samePIDs(t, "after the leader kill", before, st)
+	// bin/client given every coordinator gets past the dead one.
+	if r := runCLI(t, c.Bin, "", "", "-h", c.ClientAddrs(), "P", "cli-after-leader-kill", "x"); r.code != 0 || r.stdout != "OK\n" {
+		t.Errorf("bin/client -h %s P: exit %d, stdout %q, stderr %q", c.ClientAddrs(), r.code, r.stdout, r.stderr)
+	}
 	waitProgress(t, c, "load under the new leader", w.Done, 300, time.Second)
 
 	v := c.KillServer(t, 1)
@@ -260,6 +264,46 @@ func TestCoordGroupRogueCoordinator(t *testing.T) {
 	}
 	if err := cls[1].Put(ctx, "rogue-after", []byte("w")); err != nil {
 		t.Errorf("put after the rogue: %v", err)
+	}
+	checkGroupStatusCLI(t, c, after)
+}
+
+// checkGroupStatusCLI checks what `bin/client -h <every coordinator>
+// status` prints for a group: the servers' table and epoch as for one
+// coordinator, then the term, the leader and one row per coordinator.
+func checkGroupStatusCLI(t *testing.T, c *testcluster.Cluster, st *client.ClusterStatus) {
+	t.Helper()
+	r := runCLI(t, c.Bin, "", "", "-h", c.ClientAddrs(), "status")
+	if r.code != 0 {
+		t.Fatalf("status: exit %d, stderr %q", r.code, r.stderr)
+	}
+	out := r.stdout
+	t.Logf("bin/client status:\n%s", out)
+	for _, want := range []string{
+		fmt.Sprintf("\nepoch %d\n", st.Epoch),
+		fmt.Sprintf("\nterm %d, leader %d, answered by %d\n", st.Term, st.Leader, st.Leader),
+		"\nCOORD  CLIENT",
+	} {
+		if !strings.Contains(out, want) {
+			t.Errorf("status output lacks %q", want)
+		}
+	}
+	for k := 0; k < groupCoords; k++ {
+		role := "follower"
+		if k == st.Leader {
+			role = "leader"
+		}
+		info := c.Coord(k)
+		found := false
+		for _, line := range strings.Split(out, "\n") {
+			f := strings.Fields(line)
+			if len(f) == 5 && f[0] == fmt.Sprint(k) && f[1] == info.ClientAddr && f[4] == role {
+				found = true
+			}
+		}
+		if !found {
+			t.Errorf("status output has no row for coordinator %d (%s, %s)", k, info.ClientAddr, role)
+		}
 	}
 }
 
