@@ -634,13 +634,6 @@ func (c *Coordinator) heartbeat(hb wire.Heartbeat) wire.Status {
 	if hb.Incarnation != nd.inc || nd.failed || nd.dead {
 		return wire.StatusStaleEpoch // an old or condemned incarnation
 	}
-	if c.rn != nil && time.Since(c.verified) >= c.opts.Timing.RaftLeaderLease {
-		// This leader has not heard from a quorum lately (it was cut
-		// off, or stopped and resumed): another may lead and fail this
-		// server meanwhile, so it renews no lease (the server does not
-		// exit: it is not condemned).
-		return wire.StatusUnavailable
-	}
 	if hb.Epoch > nd.confirmed && hb.Epoch <= c.view.Epoch {
 		nd.confirmed = hb.Epoch
 	}
@@ -659,6 +652,13 @@ func (c *Coordinator) heartbeat(hb wire.Heartbeat) wire.Status {
 		default:
 		}
 		c.wake()
+	}
+	if c.group() && c.rn != nil && time.Since(c.verified) >= c.opts.Timing.RaftLeaderLease {
+		// This leader has not heard from a quorum lately (it was cut
+		// off, or stopped and resumed): another may lead and fail this
+		// server meanwhile, so it renews no lease (the server does not
+		// exit: it is not condemned). A single coordinator has no rival.
+		return wire.StatusUnavailable
 	}
 	return wire.StatusOK
 }
