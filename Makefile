@@ -31,6 +31,7 @@ test: build vet
 	$(MAKE) fuzz FUZZTIME=20000x
 	scripts/readme-smoke.sh
 	scripts/readme-remote.sh
+	scripts/readme-group.sh
 	BENCH_DURATION=1s BENCH_REPS=1 scripts/bench-compare.sh --check
 
 vet:

@@ -17,6 +17,7 @@ const (
 	opCAS
 	opAppend
 	opStatus
+	opShutdown
 	opHelp
 	opQuit
 )
@@ -40,6 +41,7 @@ var specs = []spec{
 	{op: opCAS, names: []string{"T", "CAS"}, args: []string{"key", "old", "new"}},
 	{op: opAppend, names: []string{"A", "APPEND"}, args: []string{"key", "value"}},
 	{op: opStatus, names: []string{"status"}, maxArg: 1},
+	{op: opShutdown, names: []string{"shutdown"}},
 	{op: opHelp, names: []string{"help"}},
 	{op: opQuit, names: []string{"quit", "exit"}},
 }
@@ -78,7 +80,7 @@ func parseCommand(toks []Token) (command, error) {
 	}
 	sp, ok := lookup(toks[0].Text)
 	if !ok {
-		return command{}, usagef("unknown command %q (commands: P G D T A status help quit)", toks[0].Text)
+		return command{}, usagef("unknown command %q (commands: P G D T A status shutdown help quit)", toks[0].Text)
 	}
 	args := toks[1:]
 	lo, hi := len(sp.args), max(sp.maxArg, len(sp.args))

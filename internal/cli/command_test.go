@@ -64,7 +64,7 @@ func TestParseCommand(t *testing.T) {
 
 func TestParseCommandErrors(t *testing.T) {
 	tests := []struct{ line, msg string }{
-		{`X k`, `unknown command "X" (commands: P G D T A status help quit)`},
+		{`X k`, `unknown command "X" (commands: P G D T A status shutdown help quit)`},
 		{`PP k v`, `unknown command "PP"`},
 		{`P k`, `P takes 2 arguments (P key value), got 1`},
 		{`P k v extra`, `P takes 2 arguments (P key value), got 3`},

@@ -17,6 +17,7 @@ type Store interface {
 	CompareAndSwapCurrent(ctx context.Context, key string, old, new []byte) (bool, []byte, error)
 	Append(ctx context.Context, key string, value []byte) error
 	Status(ctx context.Context) (*status.Cluster, error)
+	ShutdownCluster(ctx context.Context) error
 	Close() error
 }
 
@@ -61,6 +62,8 @@ func execute(ctx context.Context, s Store, c command, w io.Writer) (miss bool, e
 			return true, writeValue(w, []byte("MISMATCH "), []byte(nilWord))
 		}
 		return true, writeValue(w, []byte("MISMATCH "), cur)
+	case opShutdown:
+		err = s.ShutdownCluster(ctx)
 	case opStatus:
 		st, err := s.Status(ctx)
 		if err != nil {

@@ -23,6 +23,8 @@ type fakeStore struct {
 	err    error // returned by every operation when set
 	hang   bool  // every operation waits for its context, as a dead shard would
 	closed bool
+	// shutdowns counts ShutdownCluster calls.
+	shutdowns int
 }
 
 func newFake() *fakeStore { return &fakeStore{data: map[string][]byte{}, status: fakeStatus()} }
@@ -100,6 +102,14 @@ func (f *fakeStore) Status(ctx context.Context) (*status.Cluster, error) {
 		return nil, err
 	}
 	return f.status, nil
+}
+
+func (f *fakeStore) ShutdownCluster(ctx context.Context) error {
+	if err := f.fail(ctx); err != nil {
+		return err
+	}
+	f.shutdowns++
+	return nil
 }
 
 func (f *fakeStore) Close() error {
@@ -325,7 +335,7 @@ P crlf "line"` + "\r\n" + `G crlf`
 	if !strings.HasSuffix(stdout, "OK\nline\n") {
 		t.Errorf("stdout does not end with the CRLF line's answers: %q", stdout)
 	}
-	wantErr := `error: stdin:16: unknown command "X" (commands: P G D T A status help quit)
+	wantErr := `error: stdin:16: unknown command "X" (commands: P G D T A status shutdown help quit)
 error: stdin:17: P takes 2 arguments (P key value), got 1
 error: stdin:20: column 3: unterminated quote
 `
@@ -388,7 +398,7 @@ func TestFileInput(t *testing.T) {
 	}
 	h := &harness{store: newFake()}
 	code, stdout, stderr := h.run(t, "G ignored-stdin\n", append([]string{"-f", path}, conn...)...)
-	if code != 2 || stdout != "OK\nv 1\n" || stderr != "error: "+path+`:3: unknown command "bogus" (commands: P G D T A status help quit)`+"\n" {
+	if code != 2 || stdout != "OK\nv 1\n" || stderr != "error: "+path+`:3: unknown command "bogus" (commands: P G D T A status shutdown help quit)`+"\n" {
 		t.Errorf("exit %d, stdout %q, stderr %q", code, stdout, stderr)
 	}
 

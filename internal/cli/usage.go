@@ -55,6 +55,9 @@ const CommandHelp = `commands (names are case-insensitive):
   status [--json]    the cluster view: a table, or one JSON object
                      (with several coordinators also the term, the
                      leader and each coordinator's role)
+  shutdown           stop the whole cluster in order (every server dumps  -> OK
+                     its tables; every coordinator exits); accepted
+                     only from a coordinator's own host
   help               this list
   quit, exit         end the session
   Long names work too: PUT GET DEL DELETE CAS APPEND.
