@@ -16,6 +16,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 )
 
@@ -153,3 +154,25 @@ func (h *Hosts) Plug(i int)   { h.run("plug", strconv.Itoa(i)) }
 // can neither send to addr nor answer it); Heal undoes it.
 func (h *Hosts) Partition(i int, addr string) { h.run("partition", strconv.Itoa(i), addr) }
 func (h *Hosts) Heal(i int, addr string)      { h.run("heal", strconv.Itoa(i), addr) }
+
+// Isolate partitions host i from every address in addrs (Partition for
+// each) and returns the function that heals them all. The heal runs at
+// most once, and when the test ends if the test has not run it.
+func (h *Hosts) Isolate(i int, addrs ...string) (heal func()) {
+	h.t.Helper()
+	var cut []string
+	var once sync.Once
+	heal = func() {
+		once.Do(func() {
+			for _, a := range cut {
+				h.Heal(i, a)
+			}
+		})
+	}
+	h.t.Cleanup(heal)
+	for _, a := range addrs {
+		h.Partition(i, a)
+		cut = append(cut, a)
+	}
+	return heal
+}

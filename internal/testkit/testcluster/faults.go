@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"ftkv/client"
+	"ftkv/wire"
 )
 
 // This file holds the fault injection and status polling helpers of the
@@ -35,7 +36,44 @@ type Victim struct {
 
 // TryStatus asks the coordinator for its status through a client kept for
 // the purpose. It is safe from any goroutine and never fails the test.
+// For a group, when the coordinator that answered is not the leader (a
+// follower's report lacks the heartbeat figures, and one cut off from the
+// others knows neither the leader nor the latest view), it asks every
+// coordinator alone and returns the report of the one that leads with the
+// highest term, if any does.
 func (c *Cluster) TryStatus(ctx context.Context) (*client.ClusterStatus, error) {
+	st, err := c.clientStatus(ctx)
+	if c.group == nil || (err == nil && st.Leader >= 0 && st.Answered == st.Leader) {
+		return st, err
+	}
+	if lst := c.leaderReport(); lst != nil {
+		return lst, nil
+	}
+	return st, err
+}
+
+// leaderReport asks every coordinator of the group alone and returns the
+// report of one that says it leads, the highest term's; nil if none does.
+func (c *Cluster) leaderReport() *client.ClusterStatus {
+	var best *client.ClusterStatus
+	for k, m := range c.members {
+		f, err := askStatus(m.client)
+		if err != nil || f.Status != wire.StatusOK {
+			continue
+		}
+		var st client.ClusterStatus
+		if json.Unmarshal(f.Value, &st) != nil || st.Leader != k || st.Answered != k {
+			continue
+		}
+		if best == nil || st.Term > best.Term {
+			best = &st
+		}
+	}
+	return best
+}
+
+// clientStatus is the status as the Go client gets it.
+func (c *Cluster) clientStatus(ctx context.Context) (*client.ClusterStatus, error) {
 	c.statusMu.Lock()
 	cl := c.statusCl
 	if cl == nil {

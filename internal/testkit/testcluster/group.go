@@ -68,7 +68,10 @@ func startGroup(t testing.TB, o Options, bin string, race bool) *Cluster {
 		t.Fatalf("testcluster: Options.Coordinators = %d, want 0, 1, 3 or 5", k)
 	}
 	if len(o.Wrap) > 0 || o.AddrHost != "" {
-		t.Fatal("testcluster: Wrap and AddrHost work with one coordinator only")
+		t.Fatal("testcluster: Wrap and AddrHost work with one coordinator only (a group has CoordHosts and CoordWraps)")
+	}
+	if (o.CoordHosts != nil && len(o.CoordHosts) != k) || (o.CoordWraps != nil && len(o.CoordWraps) != k) {
+		t.Fatalf("testcluster: %d CoordHosts and %d CoordWraps for %d coordinators", len(o.CoordHosts), len(o.CoordWraps), k)
 	}
 	dir := t.TempDir()
 	cfg := o.Config
@@ -86,10 +89,14 @@ func startGroup(t testing.TB, o Options, bin string, race bool) *Cluster {
 	members := make([]groupMember, k)
 	cfg = strings.TrimRight(cfg, "\n") + "\n"
 	for i := range members {
+		host := "127.0.0.1"
+		if o.CoordHosts != nil {
+			host = o.CoordHosts[i]
+		}
 		members[i] = groupMember{
-			raft:    net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3*i])),
-			client:  net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3*i+1])),
-			servers: net.JoinHostPort("127.0.0.1", strconv.Itoa(ports[3*i+2])),
+			raft:    net.JoinHostPort(host, strconv.Itoa(ports[3*i])),
+			client:  net.JoinHostPort(host, strconv.Itoa(ports[3*i+1])),
+			servers: net.JoinHostPort(host, strconv.Itoa(ports[3*i+2])),
 		}
 		cfg += fmt.Sprintf("coordinator %s %d %d\n", members[i].raft, ports[3*i+1], ports[3*i+2])
 	}
@@ -111,7 +118,11 @@ func startGroup(t testing.TB, o Options, bin string, race bool) *Cluster {
 	c.Addr = strings.Join(addrs, ",")
 	// All at once: none can serve before a majority has elected a leader.
 	for i := range members {
-		p := c.spawn(t, c.groupArgs(i), &lockedBuf{})
+		var wrap []string
+		if o.CoordWraps != nil {
+			wrap = o.CoordWraps[i]
+		}
+		p := c.spawn(t, wrap, c.groupArgs(i), &lockedBuf{})
 		c.group[i] = p
 		c.startProc(t, p)
 	}
@@ -303,7 +314,7 @@ func (c *Cluster) RestartCoordK(t testing.TB, k int) {
 	default:
 		t.Fatalf("RestartCoordK: coordinator %d (pid %d) is still running", k, old.cmd.Process.Pid)
 	}
-	p := c.spawn(t, old.args, old.out)
+	p := c.spawn(t, old.wrap, old.args, old.out)
 	c.group[k] = p
 	c.startProc(t, p)
 	c.waitCoordAnswers(t, k, 30*time.Second)

@@ -95,8 +95,16 @@ type Options struct {
 	// 5 run a Raft group: the config gets one `coordinator` line each on
 	// free loopback ports, and coordinator k runs as `bin/coord -C cfg
 	// -id k -d Dir/ftkv-coord-k`. Wrap and AddrHost apply to one
-	// coordinator only.
+	// coordinator only (a group has CoordHosts and CoordWraps).
 	Coordinators int
+	// CoordHosts, for a group, is the host of each coordinator's
+	// `coordinator` line (default 127.0.0.1): the Raft address and the
+	// address clients and servers reach it at.
+	CoordHosts []string
+	// CoordWraps, for a group, prefixes coordinator k's command line
+	// (e.g. "ip netns exec NS" to run it on the namespace host that has
+	// CoordHosts[k]); the process keeps its pid.
+	CoordWraps [][]string
 }
 
 // Cluster is a running coordinator process (or group of them) and its
@@ -130,6 +138,7 @@ type Cluster struct {
 // exit.
 type proc struct {
 	cmd     *exec.Cmd
+	wrap    []string // what prefixes the command line
 	args    []string
 	stdin   io.WriteCloser
 	out     *lockedBuf // stderr and stdout
@@ -246,7 +255,7 @@ func (c *Cluster) checkRaces(t testing.TB) {
 // serves.
 func (c *Cluster) launch(t testing.TB, args []string) {
 	t.Helper()
-	p := c.spawn(t, args, c.stderr)
+	p := c.spawn(t, c.wrap, args, c.stderr)
 	c.main = p
 	pr, pw := io.Pipe()
 	p.cmd.Stderr = io.MultiWriter(c.stderr, pw)
@@ -280,11 +289,11 @@ func (c *Cluster) launch(t testing.TB, args []string) {
 	}
 }
 
-// spawn prepares a coordinator process with args, its output going to out
-// (stdout, and stderr unless the caller replaces it).
-func (c *Cluster) spawn(t testing.TB, args []string, out *lockedBuf) *proc {
+// spawn prepares a coordinator process with args, prefixed by wrap, its
+// output going to out (stdout, and stderr unless the caller replaces it).
+func (c *Cluster) spawn(t testing.TB, wrap, args []string, out *lockedBuf) *proc {
 	t.Helper()
-	argv := append(append([]string(nil), c.wrap...), filepath.Join(c.Bin, "coord"))
+	argv := append(append([]string(nil), wrap...), filepath.Join(c.Bin, "coord"))
 	argv = append(argv, args...)
 	cmd := exec.Command(argv[0], argv[1:]...)
 	cmd.Dir = c.Dir
@@ -301,7 +310,7 @@ func (c *Cluster) spawn(t testing.TB, args []string, out *lockedBuf) *proc {
 	}
 	cmd.Stderr = out
 	cmd.Stdout = out
-	return &proc{cmd: cmd, args: args, stdin: stdin, out: out, exited: make(chan struct{})}
+	return &proc{cmd: cmd, wrap: wrap, args: args, stdin: stdin, out: out, exited: make(chan struct{})}
 }
 
 // startProc starts p and reaps it when it exits.
