@@ -46,11 +46,16 @@ fuzz:
 	$(GO) test ./internal/cli -run '^$$' -fuzz '^FuzzTokenize$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bench/resp -run '^$$' -fuzz '^FuzzParseReply$$' -fuzztime $(FUZZTIME)
 
-# A long randomized fault run (kills, SIGSTOP/SIGCONT, coordinator kills)
-# with a porcupine check at the end: CHAOS_DURATION=10m SEED=42 make chaos.
+# Long randomized fault runs with a porcupine and ledger check at the end:
+# one coordinator (server kill -9 and SIGSTOP, coordinator kill + restart),
+# three coordinators (the same, plus leader and follower kill + restart,
+# leader SIGSTOP, leader killed with a server), repeated crashes. Each prints
+# its time to writable per kind of fault. CHAOS_DURATION=10m SEED=42 make chaos;
+# CHAOS_RUN=TestChaosCoordGroup runs one of them.
+CHAOS_RUN ?= ^(TestChaos|TestChaosCoordGroup|TestRepeatedCrashes)$$
 chaos: build
 	FTKV_CHAOS_DURATION=$(CHAOS_DURATION) FTKV_CRASH_DURATION=$(CHAOS_DURATION) FTKV_SEED=$(SEED) \
-		$(GO) test -race -count=1 -timeout 0 -v -run '^(TestChaos|TestRepeatedCrashes)$$' ./internal/e2e
+		$(GO) test -race -count=1 -timeout 0 -v -run '$(CHAOS_RUN)' ./internal/e2e
 
 # ftkv against Redis, side by side (method and targets: docs/BENCHMARKS.md): starts
 # Redis (+ a replica) and a default cluster on free ports, runs the matrix
