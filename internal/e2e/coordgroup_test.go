@@ -4,11 +4,9 @@ package e2e
 // group): the leader killed alone, together with a server, coordinators
 // restarted one at a time, and a rogue coordinator started by mistake.
 // Under load throughout; porcupine and the ledger check that nothing
-// acknowledged is lost and every answer is linearizable.
-//
-// TODO: a partition of the leader (its Raft link cut while it still
-// reaches the servers) needs the Raft traffic through a proxy or a
-// network namespace; see the report of the change that added this file.
+// acknowledged is lost and every answer is linearizable. A partition of
+// the leader (its Raft links cut while it still reaches the servers) runs
+// on namespace hosts: coordgroup_netns_test.go.
 
 import (
 	"bytes"

@@ -1,0 +1,213 @@
+package e2e
+
+// The coordinator group on namespace hosts: three coordinators, each in a
+// network namespace of its own with its Raft, client and servers ports on
+// that host's address, and three servers spawned over ssh (real sshd) on
+// three more hosts. A blackhole route cuts the leader's host off from the
+// other two coordinators while it still reaches every server: the cut-off
+// leader must not act, the other two elect a leader that fails over a
+// server during the partition, and after the heal the old leader rejoins
+// as a follower. Then kill -9 of the leader coordinator inside its
+// namespace, and its restart there.
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"ftkv/internal/testkit/nethost"
+	"ftkv/internal/testkit/testcluster"
+)
+
+// nsGroup is a coordinator group on namespace hosts: servers on hosts
+// 1..servers, coordinator k on host servers+1+k.
+type nsGroup struct {
+	h       *nethost.Hosts
+	c       *testcluster.Cluster
+	servers int
+}
+
+// coordHost is the namespace host coordinator k runs on.
+func (g *nsGroup) coordHost(k int) int { return g.servers + 1 + k }
+
+// startNSGroup brings up servers+3 namespace hosts and starts the group.
+func startNSGroup(t *testing.T, servers int) *nsGroup {
+	t.Helper()
+	h := nethost.Up(t, servers+groupCoords)
+	g := &nsGroup{h: h, servers: servers}
+	var cfg []string
+	for _, l := range strings.Split(h.Config(servers), "\n") {
+		if !strings.HasPrefix(l, "spare ") { // the coordinators' hosts are no spares
+			cfg = append(cfg, l)
+		}
+	}
+	o := testcluster.Options{Coordinators: groupCoords,
+		Config: strings.Join(cfg, "\n") + "\nssh_connect_timeout 2\n"}
+	for k := 0; k < groupCoords; k++ {
+		o.CoordHosts = append(o.CoordHosts, h.Addr(g.coordHost(k)))
+		o.CoordWraps = append(o.CoordWraps, []string{"ip", "netns", "exec", h.NS(g.coordHost(k))})
+	}
+	g.c = startRemote(t, h, servers, "", o)
+	t.Cleanup(func() {
+		if !t.Failed() {
+			return
+		}
+		// The coordinators' whole logs, for a look after the test's
+		// directory is gone.
+		keep, err := os.MkdirTemp("", "ftkv-coordgroup-ns-")
+		if err != nil {
+			return
+		}
+		logs, _ := filepath.Glob(filepath.Join(g.c.Dir, "*.log"))
+		for _, f := range logs {
+			if b, err := os.ReadFile(f); err == nil {
+				_ = os.WriteFile(filepath.Join(keep, filepath.Base(f)), b, 0o644)
+			}
+		}
+		t.Logf("logs kept in %s", keep)
+	})
+	return g
+}
+
+// otherCoordAddrs lists the hosts' addresses of every coordinator but k.
+func (g *nsGroup) otherCoordAddrs(k int) []string {
+	var out []string
+	for j := 0; j < groupCoords; j++ {
+		if j != k {
+			out = append(out, g.h.Addr(g.coordHost(j)))
+		}
+	}
+	return out
+}
+
+// termOf is the Raft term in a view's epoch (term << 32 | n).
+func termOf(epoch uint64) uint64 { return epoch >> 32 }
+
+// TestCoordGroupLeaderPartition: under load, the leader coordinator's
+// host is cut off (blackhole routes, both ways) from the other two
+// coordinators while it still reaches every server. The other two elect a
+// leader with a higher term; the cut-off one stops claiming the lead and
+// changes nothing (every view from then on carries the new term, no
+// server is respawned by it); a server killed during the partition is
+// failed over, respawned over ssh and recovered by the new leader. After
+// the heal the old leader rejoins as a follower with the group's term and
+// view. Then kill -9 of the leader coordinator inside its namespace: a new
+// leader, a server kill still recovers, and the killed coordinator
+// restarted in its namespace catches up. Porcupine and the ledger: nothing
+// acknowledged is lost, every answer linearizable.
+func TestCoordGroupLeaderPartition(t *testing.T) {
+	if os.Getenv("FTKV_KNOWN_DEFECTS") != "1" {
+		// Two product defects make it fail today (ftkv issue 12):
+		// (1) client.refreshView accepts from the coordinator it asked
+		// last a view no newer than the one that just failed, so clients
+		// that last talked to the cut-off coordinator loop on its stale
+		// view (the old address of a respawned server) until their calls
+		// time out; (2) a coordinator that led before, lost the lead and
+		// leads again reported a respawned remote server with its
+		// previous incarnation's pid, then "unavailable" for good.
+		t.Skip("SKIP: fails on two known product defects (see the comment); FTKV_KNOWN_DEFECTS=1 runs it")
+	}
+	const n = 3
+	g := startNSGroup(t, n)
+	c, h := g.c, g.h
+	before := c.WaitRecovered(t, remoteRecover)
+	for i, s := range before.Servers {
+		checkOnHost(t, h, s, i+1)
+	}
+	for k := 0; k < groupCoords; k++ {
+		if info := c.Coord(k); !h.Runs(g.coordHost(k), info.PID) {
+			t.Fatalf("coordinator %d (pid %d) is not on host %d", k, info.PID, g.coordHost(k))
+		}
+	}
+	cls := dialClients(c, 4)
+	const opTimeout = 30 * time.Second
+	w := startWorkload(t, workloadConfig{Clients: cls, Keys: keysOnShards(n, 3, "cg-part"),
+		Workers: 8, OpTimeout: opTimeout, Seed: seed(t)})
+	l := startLedger(t, cls, 2, "ledger-cg-part", opTimeout)
+	waitProgress(t, c, "load before the partition", w.Done, 200, 500*time.Millisecond)
+
+	old := c.LeaderIndex(t)
+	oldSt := c.WaitLeader(t, 10*time.Second, func(int) bool { return true })
+	t.Logf("partition: coordinator %d (leader, term %d, host %s) <-/-> coordinators on %v",
+		old, oldSt.Term, h.Addr(g.coordHost(old)), g.otherCoordAddrs(old))
+	cut := time.Now()
+	heal := h.Isolate(g.coordHost(old), g.otherCoordAddrs(old)...)
+	lead := newLeader(t, c, old, oldSt.Term, cut)
+	// The cut-off coordinator stops claiming the lead (its leader lease
+	// runs out without a quorum's contact).
+	var why error
+	deadline := time.Now().Add(electionBound)
+	for {
+		st, err := c.CoordStatus(old)
+		if err == nil && st.Leader != old {
+			t.Logf("cut-off coordinator %d reports leader %d, term %d", old, st.Leader, st.Term)
+			break
+		}
+		why = err
+		if err == nil {
+			why = fmt.Errorf("still reports itself leader (term %d)", st.Term)
+		}
+		if time.Now().After(deadline) {
+			c.Fatalf(t, "cut-off coordinator %d after %s: %v", old, electionBound, why)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	samePIDs(t, "after the leader's partition", before, lead)
+	waitProgress(t, c, "load during the partition", w.Done, 300, time.Second)
+
+	// A server failover completes under the new leader while the old one
+	// is cut off (it still reaches the servers, and must not act).
+	start := time.Now()
+	v := remoteVictim(t, c, h, 1)
+	rec := c.WaitRecovered(t, remoteRecover, v)
+	t.Logf("server 1 killed during the partition, recovered after %s: %s", time.Since(start).Round(time.Millisecond), roles(rec, 1))
+	checkReplaced(t, before, rec, 1)
+	if termOf(rec.Epoch) < lead.Term {
+		t.Errorf("epoch %#x after the failover carries term %d, want the new leader's %d", rec.Epoch, termOf(rec.Epoch), lead.Term)
+	}
+	for i, s := range rec.Servers {
+		checkOnHost(t, h, s, i+1)
+	}
+	if st, err := c.CoordStatus(old); err == nil && st.Leader == old {
+		t.Errorf("cut-off coordinator %d claims the lead again (term %d)", old, st.Term)
+	}
+	waitProgress(t, c, "load after the failover", w.Done, 200, 500*time.Millisecond)
+
+	heal()
+	healed := time.Now()
+	caughtUp(t, c, old)
+	after := c.WaitLeader(t, 10*time.Second, func(int) bool { return true })
+	t.Logf("healed: coordinator %d rejoined after %s; leader %d term %d", old, time.Since(healed).Round(time.Millisecond), after.Leader, after.Term)
+	if after.Leader == old {
+		t.Errorf("the old leader %d leads again after the heal (term %d): it should rejoin as a follower", old, after.Term)
+	}
+	samePIDs(t, "after the heal", rec, after)
+	waitProgress(t, c, "load after the heal", w.Done, 200, 500*time.Millisecond)
+
+	// kill -9 of the leader coordinator inside its namespace.
+	k := after.Leader
+	pid := c.Coord(k).PID
+	if !h.Runs(g.coordHost(k), pid) {
+		t.Fatalf("leader coordinator %d (pid %d) is not on host %d", k, pid, g.coordHost(k))
+	}
+	killed := time.Now()
+	c.KillCoordK(t, k)
+	t.Logf("leader coordinator %d killed (pid %d on host %d)", k, pid, g.coordHost(k))
+	lead2 := newLeader(t, c, k, after.Term, killed)
+	samePIDs(t, "after the leader kill", after, lead2)
+	v2 := remoteVictim(t, c, h, 2)
+	rec2 := c.WaitRecovered(t, remoteRecover, v2)
+	checkReplaced(t, after, rec2, 2)
+	c.RestartCoordK(t, k)
+	if !h.Runs(g.coordHost(k), c.Coord(k).PID) {
+		t.Errorf("restarted coordinator %d is not on host %d", k, g.coordHost(k))
+	}
+	caughtUp(t, c, k)
+	waitProgress(t, c, "load at the end", w.Done, 200, 500*time.Millisecond)
+	stopAndCheck(t, w, l, cls[0])
+	t.Logf("ran: 3 coordinators on %s, %s, %s; servers over ssh on %s, %s, %s",
+		h.NS(g.coordHost(0)), h.NS(g.coordHost(1)), h.NS(g.coordHost(2)), h.Dest(1), h.Dest(2), h.Dest(3))
+}
