@@ -14,6 +14,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 	"github.com/rs/zerolog"
 
+	"ftkv/coord/decide"
 	"ftkv/internal/connlimit"
 	"ftkv/internal/gnetlog"
 	"ftkv/limits"
@@ -34,16 +35,21 @@ type Coordinator struct {
 	regCh    chan struct{}
 	started  bool
 	shutting bool
-	kick     chan struct{} // wakes the reconcile loop
 
-	publishedAt time.Time // when the current view was published
-	lastRound   time.Time // when the reconcile loop last ran
-	handingBack bool      // a hand-back is under way
+	// core decides every failover while this coordinator leads (nil
+	// before its takeover has the records, and on a follower); ld is the
+	// leadership it belongs to.
+	core *decide.Core
+	ld   leadership
+	// readopt: the records come from a committed state and no core
+	// exists yet; a heartbeat is judged against the committed view.
+	readopt bool
+	stamped uint64 // the highest epoch ever stamped on a view
 	// testHookPublish, when set, runs as publish starts (tests widen the
 	// window between a decision and its publication with it).
 	testHookPublish func()
 	testHookSave    func()     // runs as saveState starts
-	pending         *wire.View // being published: saved, not visible yet
+	pending         *wire.View // being published: committed, not visible yet
 	adopting        bool       // re-adopting: heartbeats are not judged yet
 	spares          []string   // spare hosts not yet taken
 	saveMu          sync.Mutex
@@ -77,23 +83,13 @@ type node struct {
 	id       int
 	spec     ServerSpec
 	host     string // where it runs: spec.Host, or a spare it moved to
-	inc      uint64
+	inc      uint64 // the newest incarnation (the core chose it)
 	proc     Process
-	hb       wire.Heartbeat
-	lastSeen time.Time
-	reported bool // a heartbeat of the current incarnation arrived
-	missed   bool // already logged as silent
+	procInc  uint64         // proc's incarnation
+	hb       wire.Heartbeat // the last accepted heartbeat (addresses, counts)
+	lastSeen time.Time      // when it arrived (status)
+	reported bool           // a heartbeat of inc arrived (start-up)
 	ctl      *ctlConn
-
-	dead      bool // the current incarnation's process has exited
-	failed    bool // the current incarnation was declared failed
-	spawning  bool // a respawn is under way
-	backoff   time.Duration
-	nextSpawn time.Time
-	confirmed uint64 // highest view epoch the server confirmed
-	seeding   bool   // its re-seeding is being waited for
-	repushing bool   // the current view is being sent to it again
-	failures  int    // respawns in a row that failed on host
 }
 
 // limits are the cluster file's client limits with the command line's
@@ -127,7 +123,6 @@ func New(opts Options) (*Coordinator, error) {
 		secret:  hex.EncodeToString(sb[:]),
 		n:       len(opts.Cluster.Servers),
 		regCh:   make(chan struct{}, 1),
-		kick:    make(chan struct{}, 1),
 		stopped: make(chan struct{}),
 	}
 	c.budget = connlimit.NewBudget(c.limits().WithDefaults().OutputBudget)
@@ -226,6 +221,9 @@ func (c *Coordinator) watchLeadership() {
 			c.leadCancel()
 			c.leadCancel = nil
 		}
+		// A core decides for one leadership only: the next one starts
+		// from the committed state.
+		c.core, c.ld, c.readopt = nil, leadership{}, false
 		c.leading = lead
 		if lead {
 			c.term = c.rn.r.CurrentTerm()
@@ -234,7 +232,8 @@ func (c *Coordinator) watchLeadership() {
 			c.adopting = true
 			ctx, cancel := context.WithCancel(context.Background())
 			c.leadCancel = cancel
-			go c.lead(ctx, c.term)
+			c.ld = leadership{ctx: ctx, events: make(chan decide.Event, 1024)}
+			go c.lead(c.ld, c.term)
 		}
 		term := c.term
 		c.mu.Unlock()
@@ -247,10 +246,10 @@ func (c *Coordinator) watchLeadership() {
 }
 
 // lead takes the cluster over as the new leader and runs the reconcile
-// loop until the leadership ends (ctx).
-func (c *Coordinator) lead(ctx context.Context, term uint64) {
-	go c.verifyLeadership(ctx)
-	err := c.takeOver(ctx)
+// loop until the leadership ends (l.ctx).
+func (c *Coordinator) lead(l leadership, term uint64) {
+	go c.verifyLeadership(l.ctx)
+	err := c.takeOver(l)
 	select {
 	case c.startErr <- err: // the first takeover of a single coordinator
 	default:
@@ -259,7 +258,7 @@ func (c *Coordinator) lead(ctx context.Context, term uint64) {
 		c.log.Error().Err(err).Uint64("term", term).Msg("cannot take the cluster over")
 		return
 	}
-	c.loop(ctx)
+	c.loop(l)
 }
 
 // verifyLeadership checks, four times per leader lease, that this
@@ -268,7 +267,8 @@ func (c *Coordinator) lead(ctx context.Context, term uint64) {
 // resumed) stops renewing servers' leases within RaftLeaderLease of its
 // last contact with a quorum; a new leader is elected no sooner than
 // RaftHeartbeat after that contact and fails a server on silence no
-// sooner than AdoptGrace after its election, and a server's lease (its
+// sooner than one failure timeout after it took the cluster over (the
+// core's grace, decide.New), and a server's lease (its
 // last renewal, at most RaftLeaderLease after the contact, plus Lease)
 // has run out well before.
 func (c *Coordinator) verifyLeadership(ctx context.Context) {
@@ -294,7 +294,8 @@ func (c *Coordinator) verifyLeadership(ctx context.Context) {
 // (none yet, or stopped in order) is spawned and gets its first view; a
 // running one is re-adopted and gets its view again, with an epoch of
 // this leader's term, so views of a deposed leader are stale everywhere.
-func (c *Coordinator) takeOver(ctx context.Context) error {
+func (c *Coordinator) takeOver(l leadership) error {
+	ctx := l.ctx
 	// Every decision of the previous leaders applied here first.
 	if err := c.rn.r.Barrier(c.opts.Timing.RaftApply).Error(); err != nil {
 		return fmt.Errorf("raft barrier: %w", err)
@@ -322,13 +323,13 @@ func (c *Coordinator) takeOver(ctx context.Context) error {
 	c.mu.Unlock()
 	if running {
 		c.log.Warn().Uint64("epoch", v.Epoch).Msg("taking over running servers")
-		c.adopt(ctx, st, v)
+		c.adopt(l, st, v)
 		nv := c.View()
-		nv.Epoch++ // restamped with this leader's term by publish
-		if !c.publish(nv) {
-			return errors.New("the view of this leader's term was not committed")
+		nv.Epoch++ // restamped with this leader's term
+		if _, err := c.commitView(nv); err != nil {
+			return fmt.Errorf("the view of this leader's term was not committed: %w", err)
 		}
-		return nil
+		return c.startCore(l, true)
 	}
 	sctx, cancel := context.WithTimeout(ctx, c.opts.Timing.Start)
 	defer cancel()
@@ -345,6 +346,40 @@ func (c *Coordinator) takeOver(ctx context.Context) error {
 		return err
 	}
 	c.log.Info().Int("servers", c.n).Uint64("epoch", c.View().Epoch).Msg("cluster ready")
+	return c.startCore(l, false)
+}
+
+// startCore hands the cluster to a decision core, from the current view
+// and the records: live members serve (silent from now: a grace of one
+// failure timeout), and none counts as having applied the view (hole 4):
+// after a takeover (push) it is sent to every live member at once, and
+// each one that does not confirm it is sent it again.
+func (c *Coordinator) startCore(l leadership, push bool) error {
+	c.mu.Lock()
+	if c.ld != l {
+		c.mu.Unlock()
+		return errors.New("no longer leading")
+	}
+	incs := make([]uint64, len(c.nodes))
+	hosts := make([]string, len(c.nodes))
+	for i, nd := range c.nodes {
+		incs[i], hosts[i] = nd.inc, nd.host
+	}
+	core, err := decide.New(decide.FromTiming(c.opts.Timing), c.view, incs, hosts, c.spares, time.Now())
+	if err != nil {
+		c.mu.Unlock()
+		return err
+	}
+	c.core, c.readopt, c.adopting = core, false, false
+	v := core.View()
+	var acts []decide.Action
+	for i, m := range v.Servers {
+		if push && (m.State == wire.StateServing || m.State == wire.StateReseeding) && core.Lease(i, m.Incarnation) {
+			acts = append(acts, decide.Push{ID: i, Inc: m.Incarnation, View: cloneView(v)})
+		}
+	}
+	c.mu.Unlock()
+	c.execute(l, acts)
 	return nil
 }
 
@@ -385,7 +420,7 @@ func (c *Coordinator) clusterSecret() string {
 // carries the leader's Raft term in its high 32 bits, so every view of a
 // later leader is newer than any view of an earlier one (c.mu held).
 func (c *Coordinator) nextEpochLocked() uint64 {
-	e := c.view.Epoch + 1
+	e := max(c.view.Epoch, c.stamped) + 1
 	if t := c.term<<32 | 1; t > e {
 		e = t
 	}
@@ -436,25 +471,26 @@ func (c *Coordinator) spawnAll(ctx context.Context) error {
 		wg.Add(1)
 		go func(nd *node) {
 			defer wg.Done()
-			errs[nd.id] = c.spawn(ctx, nd)
+			c.mu.Lock()
+			inc, host := nd.inc+1, nd.host
+			c.mu.Unlock()
+			errs[nd.id] = c.spawn(ctx, nd, inc, host)
 		}(c.nodes[i])
 	}
 	wg.Wait()
 	return errors.Join(errs...)
 }
 
-func (c *Coordinator) spawn(ctx context.Context, nd *node) error {
+// spawn starts incarnation inc of nd on host (the core chose both; at
+// start-up, the next incarnation on its configured host).
+func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host string) error {
 	c.mu.Lock()
 	if c.shutting {
 		c.mu.Unlock()
 		return errors.New("shutting down")
 	}
-	nd.inc++
-	inc := nd.inc
+	nd.inc, nd.host = inc, host
 	nd.reported = false
-	nd.dead = false
-	nd.failed = false
-	nd.missed = false
 	nd.hb = wire.Heartbeat{}
 	c.mu.Unlock()
 	// Commit the new incarnation number before the process exists, so a
@@ -488,7 +524,7 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node) error {
 	}
 	c.mu.Lock()
 	old := nd.proc
-	nd.proc = p
+	nd.proc, nd.procInc = p, inc
 	c.mu.Unlock()
 	if r, ok := old.(interface{ Release() }); ok {
 		r.Release() // stop watching a replaced remote incarnation
@@ -498,13 +534,10 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node) error {
 		<-p.Done()
 		c.mu.Lock()
 		shutting := c.shutting
-		if nd.inc == inc {
-			nd.dead = true
-		}
 		c.mu.Unlock()
 		if !shutting {
 			c.log.Error().Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).Msg("server process exited")
-			c.wake()
+			c.sendEvent(decide.ProcessExited{ID: nd.id, Inc: inc})
 		}
 	}()
 	return nil
@@ -567,16 +600,8 @@ func (c *Coordinator) publishInitialView(ctx context.Context) error {
 		}
 		v.Shards = append(v.Shards, p)
 	}
-	c.pending = &v // committed before any server or client sees it
 	c.mu.Unlock()
-	err := c.saveState()
-	c.mu.Lock()
-	c.pending = nil
-	if err == nil {
-		c.view = v
-		c.viewEnc = wire.AppendView(nil, &v)
-	}
-	c.mu.Unlock()
+	v, err := c.commitView(v) // committed before any server or client sees it
 	if err != nil {
 		return err
 	}
@@ -608,13 +633,7 @@ func (c *Coordinator) pushView(ctx context.Context, v wire.View) []error {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("server %d refused view %d: %w", m.ID, v.Epoch, err))
 				mu.Unlock()
-				return
 			}
-			c.mu.Lock()
-			if nd.inc == m.Incarnation && v.Epoch > nd.confirmed {
-				nd.confirmed = v.Epoch
-			}
-			c.mu.Unlock()
 		}(m)
 	}
 	wg.Wait()
@@ -623,44 +642,81 @@ func (c *Coordinator) pushView(ctx context.Context, v wire.View) []error {
 
 // heartbeat records a server's report. It reports whether the server's
 // lease may be renewed: never for an incarnation declared failed or
-// replaced, so a cut-off or frozen primary stops serving on its own.
+// replaced (from the moment of the core's decision, before its view is
+// published: hole 3), so a cut-off or frozen primary stops serving on its
+// own. Runs on the servers port's event loop: the actions the core
+// returns are started in goroutines.
 func (c *Coordinator) heartbeat(hb wire.Heartbeat) wire.Status {
+	now := time.Now()
 	c.mu.Lock()
-	defer c.mu.Unlock()
 	if int(hb.ID) >= len(c.nodes) {
+		c.mu.Unlock()
 		return wire.StatusStaleEpoch
 	}
 	nd := c.nodes[hb.ID]
-	if hb.Incarnation != nd.inc || nd.failed || nd.dead {
-		return wire.StatusStaleEpoch // an old or condemned incarnation
-	}
-	if hb.Epoch > nd.confirmed && hb.Epoch <= c.view.Epoch {
-		nd.confirmed = hb.Epoch
-	}
-	if nd.missed {
-		c.log.Info().Int("node", nd.id).Msg("server heartbeats resumed")
+	l := c.ld
+	var acts []decide.Action
+	if c.core == nil {
+		// Start-up, or a takeover before the core has the records: only
+		// the newest incarnation, and after a takeover only a live member
+		// of the committed view, is heard.
+		if hb.Incarnation != nd.inc || (c.readopt && !liveMember(c.view, int(hb.ID), hb.Incarnation)) {
+			c.mu.Unlock()
+			return wire.StatusStaleEpoch
+		}
+		if !nd.reported {
+			nd.reported = true
+			select {
+			case c.regCh <- struct{}{}:
+			default:
+			}
+		}
+	} else {
+		if !c.shutting {
+			// (Stopping: nothing more is decided, a lease is still given.)
+			acts = c.core.Step(decide.Heartbeat{Now: now, HB: hb, Links: coreLinks(hb.Links)})
+		}
+		if !c.core.Lease(int(hb.ID), hb.Incarnation) {
+			c.mu.Unlock()
+			c.execute(l, acts)
+			return wire.StatusStaleEpoch // an old or condemned incarnation
+		}
 	}
 	nd.hb = hb
-	if now := time.Now(); now.After(nd.lastSeen) {
-		nd.lastSeen = now // (a re-adopted server's grace may lie ahead)
-	}
-	nd.missed = false
-	if !nd.reported {
-		nd.reported = true
-		select {
-		case c.regCh <- struct{}{}:
-		default:
-		}
-		c.wake()
-	}
-	if c.group() && c.rn != nil && time.Since(c.verified) >= c.opts.Timing.RaftLeaderLease {
-		// This leader has not heard from a quorum lately (it was cut
-		// off, or stopped and resumed): another may lead and fail this
-		// server meanwhile, so it renews no lease (the server does not
-		// exit: it is not condemned). A single coordinator has no rival.
+	nd.lastSeen = now
+	// A leader that has not heard from a quorum lately (it was cut off,
+	// or stopped and resumed) may have been replaced by one that fails
+	// this server meanwhile, so it renews no lease (the server does not
+	// exit: it is not condemned). A single coordinator has no rival.
+	renew := !c.group() || c.rn == nil || time.Since(c.verified) < c.opts.Timing.RaftLeaderLease
+	c.mu.Unlock()
+	c.execute(l, acts)
+	if !renew {
 		return wire.StatusUnavailable
 	}
 	return wire.StatusOK
+}
+
+// liveMember reports whether incarnation inc of member id serves (or
+// re-seeds) in v.
+func liveMember(v wire.View, id int, inc uint64) bool {
+	if id < 0 || id >= len(v.Servers) {
+		return false
+	}
+	m := v.Servers[id]
+	return m.Incarnation == inc && (m.State == wire.StateServing || m.State == wire.StateReseeding)
+}
+
+// coreLinks are a heartbeat's link reports as the core takes them: a
+// primary's replication links that have not answered for a while (hole
+// 9; the core fails the secondary once the stall passes the failure
+// timeout).
+func coreLinks(ls []wire.LinkHealth) []decide.Link {
+	var out []decide.Link
+	for _, l := range ls {
+		out = append(out, decide.Link{Shard: int(l.Shard), Secondary: int(l.Secondary), Incarnation: l.Incarnation, DownFor: l.Stalled})
+	}
+	return out
 }
 
 // Shutdown stops this coordinator. A single coordinator first orders
@@ -724,6 +780,11 @@ func (c *Coordinator) StopCluster(ctx context.Context) error {
 	st.Stopped = err == nil
 	if serr := c.store.Save(st); serr != nil && err == nil {
 		err = serr
+	} else if serr == nil && c.group() {
+		// The followers learn that the stop committed from the leader's
+		// next messages: stay that long, or they would wait for a leader
+		// that never comes.
+		time.Sleep(c.opts.Timing.RaftHeartbeat)
 	}
 	c.stoppedOnce.Do(func() { close(c.stopped) })
 	return err
@@ -765,10 +826,15 @@ func (c *Coordinator) stopServers(ctx context.Context) error {
 	start := time.Now()
 	for i, nd := range nodes {
 		c.mu.Lock()
-		skip := nd.proc == nil || nd.dead
+		p := nd.proc
 		c.mu.Unlock()
-		if skip {
+		if p == nil {
 			continue
+		}
+		select {
+		case <-p.Done():
+			continue // gone already
+		default:
 		}
 		wg.Add(1)
 		go func(i int, nd *node) {

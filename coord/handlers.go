@@ -10,6 +10,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"ftkv/coord/decide"
 	"ftkv/internal/connlimit"
 	"ftkv/internal/frameio"
 	"ftkv/status"
@@ -193,13 +194,15 @@ func (c *Coordinator) serverState(i int, nd *node) string {
 			return "re-seeding"
 		}
 	case m.State == wire.StateDown || m.State == wire.StateDead:
-		if nd.spawning || (nd.inc != m.Incarnation && nd.reported) {
-			return "starting"
+		if c.core != nil {
+			if st := c.core.Node(i).State; st == decide.Respawning || st == decide.Registered {
+				return "starting"
+			}
 		}
 		return "down"
 	case m.State == wire.StateReseeding:
 		return "re-seeding"
-	case !nd.reported || nd.confirmed < v.Epoch:
+	case c.core == nil || c.core.Node(i).Confirmed < v.Epoch:
 		return "starting" // (or has not applied the current view yet)
 	}
 	n := len(v.Shards)

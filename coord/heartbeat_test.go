@@ -1,14 +1,24 @@
 package coord
 
 import (
+	"context"
+	"errors"
 	"testing"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"ftkv/coord/decide"
 	"ftkv/timing"
 	"ftkv/wire"
 )
+
+// noSpawner starts nothing (the tests of the decisions run no servers).
+type noSpawner struct{}
+
+func (noSpawner) Spawn(context.Context, SpawnSpec) (Process, error) {
+	return nil, errors.New("no servers in this test")
+}
 
 type fakeProc struct{ done chan struct{} }
 
@@ -17,22 +27,66 @@ func (p *fakeProc) Kill() error           { return nil }
 func (p *fakeProc) Done() <-chan struct{} { return p.done }
 
 // testCoordinator is three serving servers in their home roles at epoch 1,
-// without processes or sockets.
+// without processes or sockets, leading (its loop is the test: see feed
+// and nextEvent); it has no core yet (startTestCore).
 func testCoordinator(t *testing.T) *Coordinator {
 	tm := timing.Default()
-	c := &Coordinator{opts: Options{Timing: tm, Dir: t.TempDir(), Cluster: &Cluster{}}, log: zerolog.Nop(), n: 3,
-		kick: make(chan struct{}, 1), regCh: make(chan struct{}, 1), store: &memStore{}, leading: true}
+	c := &Coordinator{opts: Options{Timing: tm, Dir: t.TempDir(), Cluster: &Cluster{}, Spawner: noSpawner{}, Remote: noSpawner{}}, log: zerolog.Nop(), n: 3,
+		regCh: make(chan struct{}, 1), store: &memStore{}, leading: true}
 	v := wire.View{Epoch: 1}
-	now := time.Now()
 	for i := 0; i < 3; i++ {
 		v.Servers = append(v.Servers, wire.Member{ID: uint32(i), Incarnation: 1, State: wire.StateServing})
 		v.Shards = append(v.Shards, wire.Placement{Primary: int32(i), Secondary: int32((i + 1) % 3)})
-		c.nodes = append(c.nodes, &node{id: i, inc: 1, proc: &fakeProc{done: make(chan struct{})}, lastSeen: now,
-			reported: true, confirmed: 1})
+		c.nodes = append(c.nodes, &node{id: i, inc: 1, proc: &fakeProc{done: make(chan struct{})}, procInc: 1, reported: true})
 	}
 	c.view = v
 	c.viewEnc = wire.AppendView(nil, &v)
+	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(cancel)
+	c.ld = leadership{ctx: ctx, events: make(chan decide.Event, 1024)}
 	return c
+}
+
+// startTestCore gives c a core that takes the cluster over at now.
+func startTestCore(t *testing.T, c *Coordinator, now time.Time) {
+	t.Helper()
+	core, err := decide.New(decide.FromTiming(c.opts.Timing), c.View(), nil, nil, nil, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.mu.Lock()
+	c.core = core
+	c.mu.Unlock()
+}
+
+// nextEvent waits for the outcome of an action c started.
+func nextEvent(t *testing.T, c *Coordinator) decide.Event {
+	t.Helper()
+	select {
+	case ev := <-c.ld.events:
+		return ev
+	case <-time.After(5 * time.Second):
+		t.Fatal("no event from the actions")
+		return nil
+	}
+}
+
+// silentMember1 leaves c with a core under which members 0 and 2
+// heartbeat and member 1 has been silent for two failure timeouts, and
+// runs a round of the loop: member 1 is failed over (the view is being
+// published when it returns).
+func silentMember1(t *testing.T, c *Coordinator) {
+	ft := c.opts.Timing.FailureTimeout
+	start := time.Now().Add(-2 * ft)
+	startTestCore(t, c, start)
+	for _, id := range []uint32{0, 2} {
+		if st := c.heartbeat(wire.Heartbeat{ID: id, Incarnation: 1, Epoch: 1}); st != wire.StatusOK {
+			t.Fatalf("member %d's heartbeat answered %s", id, st)
+		}
+	}
+	// A round right after the previous one (no stall of the loop): the
+	// core judges silence at the latest time it saw (the heartbeats').
+	c.feed(c.ld, decide.Tick{Now: start.Add(ft / 4)})
 }
 
 // TestHeartbeatAfterFailedDecision (hole 3): once the coordinator has
@@ -41,14 +95,17 @@ func testCoordinator(t *testing.T) *Coordinator {
 // published (its secondary is about to serve its shard).
 func TestHeartbeatAfterFailedDecision(t *testing.T) {
 	c := testCoordinator(t)
-	c.nodes[1].lastSeen = time.Now().Add(-2 * c.opts.Timing.FailureTimeout)
 	renewed := make(chan bool, 1)
 	c.testHookPublish = func() {
 		// A heartbeat of the failed member arrives while the view is
 		// being published.
 		renewed <- c.heartbeat(wire.Heartbeat{ID: 1, Incarnation: 1, Epoch: 1}) == wire.StatusOK
 	}
-	c.reconcile()
+	silentMember1(t, c)
+	ev := nextEvent(t, c)
+	if _, ok := ev.(decide.Published); !ok {
+		t.Fatalf("the failover was not published: %#v", ev)
+	}
 	select {
 	case r := <-renewed:
 		if r {
@@ -57,8 +114,9 @@ func TestHeartbeatAfterFailedDecision(t *testing.T) {
 	default:
 		t.Fatal("the silent member was not failed over")
 	}
-	if c.view.Epoch != 2 || c.view.Servers[1].State == wire.StateServing {
-		t.Fatalf("view after the failure: epoch %d, server 1 state %d", c.view.Epoch, c.view.Servers[1].State)
+	c.feed(c.ld, ev)
+	if v := c.View(); v.Epoch != 2 || v.Servers[1].State == wire.StateServing {
+		t.Fatalf("view after the failure: epoch %d, server 1 state %d", v.Epoch, v.Servers[1].State)
 	}
 	if st := c.heartbeat(wire.Heartbeat{ID: 1, Incarnation: 1, Epoch: 1}); st == wire.StatusOK {
 		t.Fatal("a heartbeat of the failed member renewed its lease after the publication")
@@ -74,10 +132,12 @@ func TestHeartbeatAfterFailedDecision(t *testing.T) {
 // applied a view must never reuse its epoch for another.
 func TestViewDurableBeforeVisible(t *testing.T) {
 	c := testCoordinator(t)
-	c.nodes[1].lastSeen = time.Now().Add(-2 * c.opts.Timing.FailureTimeout)
 	seen := make(chan uint64, 4)
 	c.testHookSave = func() { seen <- c.View().Epoch }
-	c.reconcile()
+	silentMember1(t, c)
+	if ev, ok := nextEvent(t, c).(decide.Published); !ok || ev.Epoch != 2 {
+		t.Fatalf("published %#v, want epoch 2", ev)
+	}
 	if c.View().Epoch != 2 {
 		t.Fatalf("epoch %d after the failure, want 2", c.View().Epoch)
 	}

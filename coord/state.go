@@ -1,7 +1,6 @@
 package coord
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -10,6 +9,7 @@ import (
 	"syscall"
 	"time"
 
+	"ftkv/coord/decide"
 	"ftkv/internal/hostname"
 	"ftkv/wire"
 )
@@ -73,9 +73,12 @@ func (c *Coordinator) savedView(st clusterState) (v wire.View, ok bool, err erro
 }
 
 // adopt takes over the servers of a previous coordinator: it redirects
-// their heartbeats to this one and watches their pids. A server that does
-// not answer is treated as failed by the reconcile loop.
-func (c *Coordinator) adopt(ctx context.Context, st clusterState, v wire.View) {
+// their heartbeats to this one and watches their pids (a local one only
+// while it still runs this server's incarnation: hole 6). The core that
+// takes the cluster over next (startCore) fails over whoever does not
+// heartbeat, and counts no server as having applied the view until its
+// heartbeat or a push says so (hole 4).
+func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) {
 	// First the records of every node, under the lock (heartbeats are
 	// already arriving), then the network round trips.
 	c.mu.Lock()
@@ -84,7 +87,6 @@ func (c *Coordinator) adopt(ctx context.Context, st clusterState, v wire.View) {
 	if st.Spares != nil {
 		c.spares = st.Spares
 	}
-	now := time.Now()
 	var try []int
 	for i, nd := range c.nodes {
 		sn := st.Nodes[i]
@@ -93,10 +95,7 @@ func (c *Coordinator) adopt(ctx context.Context, st clusterState, v wire.View) {
 		if sn.Host != "" {
 			nd.host = sn.Host
 		}
-		// Grace: the servers reconnect their heartbeats after OpSetCoord.
-		nd.lastSeen = now.Add(c.opts.Timing.AdoptGrace)
-		nd.hb = wire.Heartbeat{ID: uint32(i), Incarnation: sn.Inc, PID: uint32(sn.PID), Epoch: v.Epoch,
-			Addr: m.Addr, PeerAddr: m.PeerAddr, CtlAddr: m.CtlAddr}
+		nd.hb = wire.Heartbeat{ID: uint32(i), Incarnation: sn.Inc, PID: uint32(sn.PID), Addr: m.Addr, PeerAddr: m.PeerAddr, CtlAddr: m.CtlAddr}
 		if sn.PID > 0 {
 			var p Process
 			if ad, ok := c.opts.Remote.(Adopter); ok && !hostname.IsLocal(nd.host) {
@@ -104,52 +103,29 @@ func (c *Coordinator) adopt(ctx context.Context, st clusterState, v wire.View) {
 			} else {
 				p = watchPID(sn.PID, i, sn.Inc, c.opts.Timing.Poll)
 			}
-			nd.proc = p
-			go func(nd *node, inc uint64) {
+			nd.proc, nd.procInc = p, sn.Inc
+			go func(id int, inc uint64) {
 				<-p.Done()
-				c.mu.Lock()
-				if nd.inc == inc {
-					nd.dead = true
-				}
-				c.mu.Unlock()
-				c.log.Error().Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).Msg("server process exited")
-				c.wake()
-			}(nd, sn.Inc)
+				c.log.Error().Int("node", id).Uint64("inc", inc).Int("pid", p.PID()).Msg("server process exited")
+				c.sendEvent(decide.ProcessExited{ID: id, Inc: inc})
+			}(i, sn.Inc)
 		}
-		if m.State == wire.StateDown || m.State == wire.StateDead || sn.Inc != m.Incarnation {
-			nd.failed = true
-			continue
+		if liveMember(v, i, sn.Inc) {
+			try = append(try, i)
 		}
-		try = append(try, i)
 	}
 	// From here on a heartbeat is judged against these records.
-	c.adopting = false
+	c.readopt, c.adopting = true, false
 	c.mu.Unlock()
 	for _, i := range try {
 		nd := c.nodes[i]
-		err := replyErr(c.control(ctx, nd, &wire.Frame{Op: wire.OpSetCoord, Value: []byte(c.serversAddr)}))
+		err := replyErr(c.control(l.ctx, nd, &wire.Frame{Op: wire.OpSetCoord, Value: []byte(c.serversAddr)}))
 		c.mu.Lock()
-		if err != nil {
-			nd.failed = true
-			nd.lastSeen = time.Now() // silent from now on: failed over after the timeout
-		} else {
-			nd.reported = true
-			// Not confirmed: the view was committed, but a leader that
-			// died between committing and pushing it never pushed it
-			// (hole 4). Each server's heartbeat says which view it
-			// applied; the loop pushes the view to every one behind.
-			nd.confirmed = 0
-			// It answered just now: its silence counts from here, not
-			// from the end of the grace (a server stopped right after
-			// answering must be failed over after the failure timeout).
-			if now := time.Now(); nd.lastSeen.After(now) {
-				nd.lastSeen = now
-			}
-		}
 		inc, pid := nd.inc, st.Nodes[i].PID
 		c.mu.Unlock()
 		if err != nil {
-			c.log.Warn().Err(err).Int("node", i).Msg("cannot re-adopt server; failing it over")
+			// Failed over if it stays silent (the core's grace).
+			c.log.Warn().Err(err).Int("node", i).Msg("cannot re-adopt server")
 			continue
 		}
 		c.log.Info().Int("node", i).Uint64("inc", inc).Int("pid", pid).Msg("server re-adopted")

@@ -2,7 +2,6 @@ package coord
 
 import (
 	"bufio"
-	"context"
 	"net"
 	"os/exec"
 	"sync"
@@ -10,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"ftkv/coord/decide"
 	"ftkv/internal/frameio"
 	"ftkv/wire"
 )
@@ -89,8 +89,10 @@ func committed(v wire.View, pids ...int) clusterState {
 // previous epoch. The coordinator that takes over used to mark every
 // server as having applied the committed view, so it never pushed it
 // (two shards answered WRONG_SERVER for good while status said serving).
-// Now what a server applied is what its heartbeats say, and the view is
-// pushed to every server behind.
+// Now what a server applied is what its heartbeats (or a push) say, and
+// the view is pushed to every server behind. (The takeover also pushes
+// it at once; this core is started without, so the re-push of the
+// lagging members is what is tested.)
 func TestHole4ReadoptionPushesTheCommittedView(t *testing.T) {
 	c := testCoordinator(t)
 	v := c.View()
@@ -107,23 +109,34 @@ func TestHole4ReadoptionPushesTheCommittedView(t *testing.T) {
 	nv.Servers[1].State = wire.StateDown
 	nv.Shards[1] = wire.Placement{Primary: 2, Secondary: -1}
 	nv.Shards[0].Secondary = -1
-	c.adopt(context.Background(), committed(nv), nv)
+	c.adopt(c.ld, committed(nv), nv)
+	start := time.Now()
+	if err := c.startCore(c.ld, false); err != nil {
+		t.Fatal(err)
+	}
 	for i := range nv.Servers {
 		// Every server still runs epoch 1.
 		c.heartbeat(wire.Heartbeat{ID: uint32(i), Incarnation: 1, Epoch: 1, CtlAddr: fakes[i].addr})
 	}
 	for _, i := range []int{0, 2} {
-		if c.nodes[i].confirmed >= 2 {
-			t.Fatalf("server %d counted as having applied epoch 2 (confirmed %d) though it reports epoch 1", i, c.nodes[i].confirmed)
+		if got := c.core.Node(i).Confirmed; got >= 2 {
+			t.Fatalf("server %d counted as having applied epoch 2 (confirmed %d) though it reports epoch 1", i, got)
 		}
 	}
+	// The loop, on a clock that runs fast: the servers keep reporting
+	// epoch 1 until they get the view.
 	deadline := time.Now().Add(5 * time.Second)
+	now := start
 	for !(fakes[0].got(2) && fakes[2].got(2)) {
 		if time.Now().After(deadline) {
 			t.Fatalf("the committed view (epoch 2) was not pushed to the live servers: server 0 got %v, server 2 got %v",
 				fakes[0].views, fakes[2].views)
 		}
-		c.reconcile()
+		now = now.Add(c.opts.Timing.FailureTimeout / 4)
+		for _, i := range []uint32{0, 2} {
+			c.feed(c.ld, decide.Heartbeat{Now: now, HB: wire.Heartbeat{ID: i, Incarnation: 1, Epoch: 1, CtlAddr: fakes[i].addr}})
+		}
+		c.feed(c.ld, decide.Tick{Now: now})
 		time.Sleep(10 * time.Millisecond)
 	}
 }
@@ -140,17 +153,20 @@ func TestStaleCommittedPID(t *testing.T) {
 	defer func() { other.Process.Kill(); other.Wait() }()
 	c := testCoordinator(t)
 	v := c.View()
-	c.adopt(context.Background(), committed(v, other.Process.Pid), v)
+	c.adopt(c.ld, committed(v, other.Process.Pid), v)
 	p := c.nodes[0].proc
 	select {
 	case <-p.Done():
 	case <-time.After(2 * time.Second):
 		t.Fatalf("pid %d (sleep) is watched as server 0", other.Process.Pid)
 	}
+	if ev, ok := nextEvent(t, c).(decide.ProcessExited); !ok || ev.ID != 0 || ev.Inc != 1 {
+		t.Fatalf("the exit of server 0 was not reported: %#v", ev)
+	}
 	if err := p.Kill(); err != nil {
 		t.Fatal(err)
 	}
-	c.condemn(c.nodes[0])
+	c.kill(decide.Kill{ID: 0, Inc: 1})
 	time.Sleep(100 * time.Millisecond)
 	if err := other.Process.Signal(syscall.Signal(0)); err != nil || zombie(other.Process.Pid) {
 		t.Fatalf("the unrelated process %d was killed", other.Process.Pid)

@@ -370,7 +370,7 @@ func TestRepushEveryLagging(t *testing.T) { // hole 8
 
 func TestLinkDownFailsSecondary(t *testing.T) { // hole 9
 	link := func(h *harness, d time.Duration, epoch uint64) {
-		h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: 0, Incarnation: 1, Epoch: epoch}, Links: []Link{{Shard: 0, Secondary: 1, DownFor: d}}})
+		h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: 0, Incarnation: 1, Epoch: epoch}, Links: []Link{{Shard: 0, Secondary: 1, Incarnation: 1, DownFor: d}}})
 	}
 	t.Run("fails the secondary after the timeout", func(t *testing.T) {
 		h := newHarness(t, 3)
@@ -466,5 +466,89 @@ func TestNewRestores(t *testing.T) {
 	// Nobody counts as having confirmed the view (hole 4): it is pushed.
 	if _, err := New(Config{}, v, nil, nil, nil, now); err == nil {
 		t.Fatal("a zero Config passed validation")
+	}
+}
+
+// TestLinkDownRules: the conditions under which a primary's report that
+// it cannot replicate to its secondary fails that secondary (hole 9).
+func TestLinkDownRules(t *testing.T) {
+	type report struct {
+		from, shard, sec int
+		inc              uint64
+		d                time.Duration
+	}
+	reseed1 := func(h *harness) { // member 1 comes back as incarnation 2, re-seeding
+		h.step(ProcessExited{ID: 1, Inc: 1})
+		h.step(Published{})
+		h.beat(0, 2)
+		mustPublish(h.t, h.beat(1))
+		h.step(Published{})
+		h.beat()
+	}
+	cases := []struct {
+		name    string
+		n       int
+		before  func(h *harness) // before the reports
+		after   func(h *harness) // between the reports and the round
+		reports []report
+		down    []int // members not live in the published view (nil: nothing published)
+	}{
+		{name: "stalled past the timeout", reports: []report{{0, 0, 1, 1, simFT + 1}}, down: []int{1}},
+		{name: "not yet past the timeout", reports: []report{{0, 0, 1, 1, simFT}}},
+		{name: "reporter does not lead the shard", reports: []report{{2, 0, 1, 1, 2 * simFT}}},
+		{name: "report about a former incarnation", reports: []report{{0, 0, 1, 0, 2 * simFT}}},
+		{name: "report about another member", reports: []report{{0, 0, 2, 1, 2 * simFT}}},
+		{name: "re-seeding secondary", before: reseed1, reports: []report{{0, 0, 1, 2, 2 * simFT}}, down: []int{1}},
+		{name: "re-seeding secondary, report about its former incarnation", before: reseed1, reports: []report{{0, 0, 1, 1, 2 * simFT}}},
+		{
+			// The exit of 3 is decided in the same round: one change at
+			// a time, the link is judged against the next view.
+			name: "other failures this round", n: 5,
+			after: func(h *harness) {
+				mustPublish(h.t, h.step(ProcessExited{ID: 3, Inc: 1}))
+				h.step(PublishFailed{})
+			},
+			reports: []report{{0, 0, 1, 1, 2 * simFT}}, down: []int{3},
+		},
+		{name: "longest stall first", reports: []report{{0, 0, 1, 1, 2 * simFT}, {1, 1, 2, 1, 3 * simFT}}, down: []int{2}},
+		{name: "longest stall first, whoever reports", reports: []report{{0, 0, 1, 1, 3 * simFT}, {1, 1, 2, 1, 2 * simFT}}, down: []int{1}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.n == 0 {
+				tc.n = 3
+			}
+			h := newHarness(t, tc.n)
+			if tc.before != nil {
+				tc.before(h)
+			}
+			links := map[int][]Link{}
+			for _, r := range tc.reports {
+				links[r.from] = append(links[r.from], Link{Shard: r.shard, Secondary: r.sec, Incarnation: r.inc, DownFor: r.d})
+			}
+			for from, ls := range links {
+				h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: uint32(from), Incarnation: h.c.nodes[from].Inc, Epoch: h.c.view.Epoch}, Links: ls})
+			}
+			if tc.after != nil {
+				tc.after(h)
+			}
+			acts := h.tick(simFT / 10)
+			if tc.down == nil {
+				if p, ok := find[Publish](acts); ok {
+					t.Fatalf("published %v %v", states(p.View), p.View.Shards)
+				}
+				return
+			}
+			v := mustPublish(t, acts)
+			var down []int
+			for i, m := range v.Servers {
+				if !live(m) {
+					down = append(down, i)
+				}
+			}
+			if !reflect.DeepEqual(down, tc.down) {
+				t.Fatalf("down %v, want %v (%v)", down, tc.down, states(v))
+			}
+		})
 	}
 }

@@ -27,11 +27,12 @@ type Heartbeat struct {
 }
 
 // Link reports that the primary of Shard has been unable to replicate to
-// Secondary (a member id) for DownFor.
+// incarnation Incarnation of Secondary (a member id) for DownFor.
 type Link struct {
-	Shard     int
-	Secondary int
-	DownFor   time.Duration
+	Shard       int
+	Secondary   int
+	Incarnation uint64 // a report about a former incarnation condemns nobody
+	DownFor     time.Duration
 }
 
 // ProcessExited reports that incarnation Inc of member ID is gone.

@@ -1,6 +1,8 @@
 package decide
 
 import (
+	"time"
+
 	"ftkv/wire"
 )
 
@@ -138,23 +140,34 @@ func (c *Core) judge(failed map[int]cause, out []Action) []Action {
 	// Hole 9: a primary that cannot replicate to its secondary stalls
 	// the shard's writes while both renew their leases. The primary holds
 	// every acknowledged write; the secondary is failed and re-seeded.
+	// Only when nothing else fails this round (one change at a time: the
+	// next round judges the new view), and of several stalled links the
+	// longest stalled first.
+	if len(failed) > 0 {
+		return out
+	}
+	victim, stalled := -1, time.Duration(0)
 	for p, nd := range c.nodes {
-		if !suspect(p) || nd.State != Serving || c.now.Sub(nd.LastSeen) > ft || nd.linksEp != v.Epoch {
+		if !suspect(p) || nd.State != Serving || v.Servers[p].State != wire.StateServing ||
+			c.now.Sub(nd.LastSeen) > ft || nd.linksEp != v.Epoch {
 			continue
 		}
 		for _, l := range nd.links {
-			if l.DownFor <= ft || l.Shard < 0 || l.Shard >= len(v.Shards) {
+			if l.DownFor <= ft || l.Shard < 0 || l.Shard >= len(v.Shards) || (victim >= 0 && l.DownFor <= stalled) {
 				continue
 			}
 			pl := v.Shards[l.Shard]
 			sec := int(pl.Secondary)
-			if int(pl.Primary) != p || sec < 0 || sec != l.Secondary || !suspect(sec) ||
+			if int(pl.Primary) != p || sec < 0 || sec == p || sec != l.Secondary || !suspect(sec) ||
+				v.Servers[sec].Incarnation != l.Incarnation ||
 				c.now.Sub(c.nodes[sec].LastSeen) > ft || lastCopy(demote(v, failed), sec) {
 				continue
 			}
-			failed[sec] = bySuspicion
-			return out
+			victim, stalled = sec, l.DownFor
 		}
+	}
+	if victim >= 0 {
+		failed[victim] = bySuspicion
 	}
 	return out
 }

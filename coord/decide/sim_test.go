@@ -399,7 +399,7 @@ func (s *sim) heartbeats() {
 					if p.appliedT.After(since) {
 						since = p.appliedT
 					}
-					hb.Links = append(hb.Links, Link{Shard: sh, Secondary: int(pl.Secondary), DownFor: s.now.Sub(since)})
+					hb.Links = append(hb.Links, Link{Shard: sh, Secondary: int(pl.Secondary), Incarnation: v.Servers[pl.Secondary].Incarnation, DownFor: s.now.Sub(since)})
 				}
 			}
 		}
