@@ -45,7 +45,17 @@ type ProbeResult struct {
 
 // Failovers is how many views the coordinator published during the probe
 // (0 when nothing failed over).
-func (r *ProbeResult) Failovers() uint64 { return r.EpochAfter - r.EpochBefore }
+//
+// An epoch carries the coordinators' Raft term in its high 32 bits and
+// counts views within the term in its low 32: a new leader's first view
+// starts a term (it moves no shard), so views are counted within terms.
+func (r *ProbeResult) Failovers() uint64 {
+	const low = 1<<32 - 1
+	if r.EpochAfter>>32 == r.EpochBefore>>32 {
+		return r.EpochAfter - r.EpochBefore
+	}
+	return (r.EpochAfter & low) - 1 // the views of the new term after its first
+}
 
 // WriteText prints r for a terminal.
 func (r *ProbeResult) WriteText(w io.Writer) error {
