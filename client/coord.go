@@ -229,7 +229,7 @@ func (c *Client) refreshView(ctx context.Context, seen uint64) error {
 		return nil
 	}
 	want := c.serverEpoch.Load()
-	var stale *wire.View
+	var stale, same *wire.View
 	a, err := c.askCoord(ctx, wire.OpView, func(a coordAnswer) error {
 		v, err := wire.DecodeView(a.reply.Value)
 		if err != nil {
@@ -244,8 +244,22 @@ func (c *Client) refreshView(ctx context.Context, seen uint64) error {
 			}
 			return fmt.Errorf("has the view of epoch %d, a server is at epoch %d", v.Epoch, want)
 		}
+		if v.Epoch <= seen && len(c.coordAddrs) > 1 {
+			// No newer than the view that just failed: a coordinator cut
+			// off from its group hands out the view it last knew (a
+			// respawned server's dead address, say). Another may know
+			// better; if none does, this one will do.
+			if same == nil || v.Epoch > same.Epoch {
+				same = &v
+			}
+			return fmt.Errorf("has no view newer than epoch %d", seen)
+		}
 		return nil
 	})
+	if err != nil && same != nil && ctx.Err() == nil {
+		c.storeView(same)
+		return nil
+	}
 	if err != nil {
 		if stale != nil {
 			c.storeView(stale)

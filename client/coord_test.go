@@ -375,3 +375,56 @@ func TestLaggingCoordinatorSkipped(t *testing.T) {
 		t.Errorf("view epoch %d, want 6", e)
 	}
 }
+
+// TestCutOffCoordinatorSameView: a coordinator cut off from its group
+// keeps handing out the view it last knew, in which a server that was
+// respawned elsewhere still has its old, dead address. A server then says
+// nothing of a newer epoch (it cannot be reached), so the view is not
+// "older than a server's"; it is merely no newer than the one that just
+// failed. The client must ask the other coordinators for a newer one
+// instead of looping on the stale view until its calls time out.
+func TestCutOffCoordinatorSameView(t *testing.T) {
+	srv := startFake(t, func(f wire.Frame) wire.Frame {
+		return wire.Frame{Op: f.Op, Status: wire.StatusOK, Value: []byte("v")}
+	})
+	dead := func() string { // an address nobody listens on
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := l.Addr().String()
+		l.Close()
+		return a
+	}()
+	st := func() status.Cluster { return status.Cluster{} }
+	var moved atomic.Bool
+	addr := func() string {
+		if moved.Load() {
+			return srv.addr
+		}
+		return dead
+	}
+	cutOff := startFake(t, coordinator(func() []byte { return testView(5, dead) }, st))
+	leader := startFake(t, coordinator(func() []byte {
+		if moved.Load() {
+			return testView(6, addr())
+		}
+		return testView(5, dead)
+	}, st))
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, cutOff.addr+","+leader.addr, fastTiming())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	moved.Store(true) // the server was respawned at a new address (epoch 6)
+	gctx, gcancel := context.WithTimeout(ctx, 2*time.Second)
+	defer gcancel()
+	if v, err := c.Get(gctx, "k"); err != nil || string(v) != "v" {
+		t.Fatalf("get after the move, with the cut-off coordinator asked first: %q, %v", v, err)
+	}
+	if e := c.View().Epoch; e != 6 {
+		t.Errorf("view epoch %d, want 6", e)
+	}
+}
