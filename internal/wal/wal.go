@@ -1,0 +1,495 @@
+// Package wal is ftkv's write-ahead log: records appended in batches to
+// numbered segment files, each batch framed with its length, a sequence
+// number and a CRC-32C, written with one write and (by policy) one fsync.
+//
+// Group commit: Append queues records and a completion callback and
+// returns at once; one goroutine writes everything queued since its last
+// write as one batch, syncs it, and calls the callbacks in order. Writers
+// arriving while a batch is being synced share the next write and fsync.
+//
+// Recovery (Open) replays every whole batch in order. The first batch that
+// is torn (short) or fails its checksum ends the log: the segment is
+// truncated there and later segments are removed, so a damaged middle is
+// never skipped over and a torn tail never stops a start.
+package wal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"hash/crc32"
+	"io"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+)
+
+// Policy says when appended batches are fsynced.
+type Policy int
+
+const (
+	// SyncAlways fsyncs every batch before its callbacks run.
+	SyncAlways Policy = iota
+	// SyncEverySec writes every batch before its callbacks run and fsyncs
+	// once a second: a crash of the machine loses at most about a second.
+	SyncEverySec
+	// SyncNo writes every batch and leaves syncing to the kernel.
+	SyncNo
+)
+
+// ParsePolicy parses "always", "everysec" or "no".
+func ParsePolicy(s string) (Policy, error) {
+	switch s {
+	case "always", "":
+		return SyncAlways, nil
+	case "everysec":
+		return SyncEverySec, nil
+	case "no":
+		return SyncNo, nil
+	}
+	return 0, fmt.Errorf("fsync policy %q: want always, everysec or no", s)
+}
+
+func (p Policy) String() string {
+	switch p {
+	case SyncAlways:
+		return "always"
+	case SyncEverySec:
+		return "everysec"
+	case SyncNo:
+		return "no"
+	}
+	return "Policy(" + strconv.Itoa(int(p)) + ")"
+}
+
+// ErrClosed is returned for appends after Close.
+var ErrClosed = errors.New("wal: closed")
+
+// batchHeader: 4 payload length, 4 CRC-32C of (sequence, payload), 8 sequence.
+const batchHeader = 16
+
+// maxBatch bounds a batch's payload; a longer length field is corruption.
+const maxBatch = 1 << 30
+
+var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// Options configure a Log. Zero values mean the documented default.
+type Options struct {
+	Policy      Policy
+	SegmentSize int64         // start a new segment past this size (default 64 MiB)
+	FS          FS            // file layer (default: the operating system's)
+	Interval    time.Duration // SyncEverySec's period (default 1 s)
+}
+
+// Recovery describes what Open found.
+type Recovery struct {
+	Batches   int    // whole batches replayed
+	Records   int    // records replayed
+	Truncated int64  // bytes dropped from the damaged segment
+	Removed   int    // whole segments removed after it
+	Reason    string // why the log ended early ("" if it ended cleanly)
+}
+
+// Writer collects one Append's records.
+type Writer struct{ buf []byte }
+
+// Record appends one record, whose bytes fn appends to the dst it is given.
+func (w *Writer) Record(fn func(dst []byte) []byte) {
+	at := len(w.buf)
+	w.buf = append(w.buf, 0, 0, 0, 0)
+	w.buf = fn(w.buf)
+	binary.BigEndian.PutUint32(w.buf[at:], uint32(len(w.buf)-at-4))
+}
+
+// Log is an open write-ahead log.
+type Log struct {
+	opt Options
+	dir string
+
+	mu       sync.Mutex
+	cond     *sync.Cond // signalled when there is work for the writer
+	pend     Writer
+	cbs      []func(error)
+	barriers []chan uint64 // Rotate requests
+	err      error         // sticky: the first write or sync error
+	closed   bool
+	tick     bool // SyncEverySec: the period is up
+	seq      uint64 // sequence of the last batch written
+	size     int64  // bytes in segments now on disk (all segments)
+
+	// writer goroutine's own
+	f       File
+	segID   uint64
+	segSize int64
+	dirty   bool // written since the last fsync
+	done    chan struct{}
+}
+
+// Open recovers the log in dir (creating it if needed), calling replay for
+// every record of every whole batch in order (rec is valid only during the
+// call), and returns the log ready for appends.
+func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recovery, error) {
+	if opt.FS == nil {
+		opt.FS = OSFS{}
+	}
+	if opt.SegmentSize <= 0 {
+		opt.SegmentSize = 64 << 20
+	}
+	if opt.Interval <= 0 {
+		opt.Interval = time.Second
+	}
+	l := &Log{opt: opt, dir: dir, done: make(chan struct{})}
+	l.cond = sync.NewCond(&l.mu)
+	if err := opt.FS.MkdirAll(dir); err != nil {
+		return nil, Recovery{}, err
+	}
+	segs, err := l.segments()
+	if err != nil {
+		return nil, Recovery{}, err
+	}
+	var rec Recovery
+	end := -1 // index of the last segment kept
+	for i, id := range segs {
+		data, err := opt.FS.ReadFile(l.path(id))
+		if err != nil {
+			return nil, rec, err
+		}
+		good, reason, err := l.scan(data, replay, &rec)
+		if err != nil {
+			return nil, rec, err
+		}
+		end = i
+		l.size += good
+		if reason != "" {
+			rec.Reason = fmt.Sprintf("segment %d at offset %d: %s", id, good, reason)
+			rec.Truncated = int64(len(data)) - good
+			if err := opt.FS.Truncate(l.path(id), good); err != nil {
+				return nil, rec, err
+			}
+			for _, later := range segs[i+1:] {
+				if err := opt.FS.Remove(l.path(later)); err != nil {
+					return nil, rec, err
+				}
+				rec.Removed++
+			}
+			if err := opt.FS.SyncDir(dir); err != nil {
+				return nil, rec, err
+			}
+			break
+		}
+	}
+	// Appends go to a fresh segment: a recovered one is never written again.
+	next := uint64(1)
+	if end >= 0 {
+		next = segs[end] + 1
+	}
+	if err := l.openSegment(next); err != nil {
+		return nil, rec, err
+	}
+	go l.run()
+	return l, rec, nil
+}
+
+// scan replays the whole batches of one segment's data and returns how
+// many bytes they span, and why it stopped before the end ("" if not).
+func (l *Log) scan(data []byte, replay func([]byte) error, rec *Recovery) (int64, string, error) {
+	off := 0
+	for off < len(data) {
+		if len(data)-off < batchHeader {
+			return int64(off), "torn batch header", nil
+		}
+		h := data[off : off+batchHeader]
+		n := int(binary.BigEndian.Uint32(h))
+		sum := binary.BigEndian.Uint32(h[4:])
+		seq := binary.BigEndian.Uint64(h[8:])
+		if n > maxBatch || n > len(data)-off-batchHeader {
+			return int64(off), "torn batch", nil
+		}
+		body := data[off+batchHeader : off+batchHeader+n]
+		c := crc32.Update(0, castagnoli, h[8:16])
+		if crc32.Update(c, castagnoli, body) != sum {
+			return int64(off), "batch checksum mismatch", nil
+		}
+		if l.seq != 0 && seq != l.seq+1 {
+			return int64(off), fmt.Sprintf("batch sequence %d after %d", seq, l.seq), nil
+		}
+		// Records inside a checksummed batch are well-formed unless the
+		// writer was wrong: refuse loudly rather than guess.
+		for b := body; len(b) > 0; {
+			if len(b) < 4 || int(binary.BigEndian.Uint32(b)) > len(b)-4 {
+				return 0, "", fmt.Errorf("wal: malformed record in batch %d", seq)
+			}
+			rn := int(binary.BigEndian.Uint32(b))
+			if err := replay(b[4 : 4+rn]); err != nil {
+				return 0, "", err
+			}
+			rec.Records++
+			b = b[4+rn:]
+		}
+		rec.Batches++
+		l.seq = seq
+		off += batchHeader + n
+	}
+	return int64(off), "", nil
+}
+
+func (l *Log) path(id uint64) string { return l.dir + "/" + fmt.Sprintf("%016x.wal", id) }
+
+func (l *Log) segments() ([]uint64, error) {
+	names, err := l.opt.FS.List(l.dir)
+	if err != nil {
+		return nil, err
+	}
+	var ids []uint64
+	for _, n := range names {
+		if !strings.HasSuffix(n, ".wal") {
+			continue
+		}
+		id, err := strconv.ParseUint(strings.TrimSuffix(n, ".wal"), 16, 64)
+		if err == nil {
+			ids = append(ids, id)
+		}
+	}
+	sort.Slice(ids, func(i, j int) bool { return ids[i] < ids[j] })
+	return ids, nil
+}
+
+func (l *Log) openSegment(id uint64) error {
+	f, err := l.opt.FS.Create(l.path(id))
+	if err != nil {
+		return err
+	}
+	if err := l.opt.FS.SyncDir(l.dir); err != nil {
+		_ = f.Close()
+		return err
+	}
+	l.f, l.segID, l.segSize = f, id, 0
+	return nil
+}
+
+// Append queues the records fill writes and calls done once they are
+// written (and, with SyncAlways, synced), or with the error that stopped
+// them. done runs on the log's goroutine, in append order; it must not
+// block or call Append. After a write or sync error every append fails.
+func (l *Log) Append(fill func(w *Writer), done func(error)) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.closed && l.err == nil {
+		if len(l.pend.buf) == 0 {
+			l.pend.buf = append(l.pend.buf, make([]byte, batchHeader)...) // the header, filled by write
+		}
+		fill(&l.pend)
+	}
+	l.cbs = append(l.cbs, done)
+	l.cond.Signal()
+}
+
+// Rotate starts a new segment once everything appended before the call is
+// written and its callbacks have run, and returns the new segment's id:
+// records in earlier segments are all reflected wherever their callbacks
+// put them. Snapshots use it to know which segments they make obsolete.
+func (l *Log) Rotate() (uint64, error) {
+	ch := make(chan uint64, 1)
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		return 0, ErrClosed
+	}
+	l.barriers = append(l.barriers, ch)
+	l.cond.Signal()
+	l.mu.Unlock()
+	id := <-ch
+	if id == 0 {
+		return 0, l.Err()
+	}
+	return id, nil
+}
+
+// RemoveBefore deletes every segment older than id.
+func (l *Log) RemoveBefore(id uint64) error {
+	segs, err := l.segments()
+	if err != nil {
+		return err
+	}
+	for _, s := range segs {
+		if s >= id {
+			break
+		}
+		fi, _ := l.opt.FS.Size(l.path(s))
+		if err := l.opt.FS.Remove(l.path(s)); err != nil {
+			return err
+		}
+		l.mu.Lock()
+		l.size -= fi
+		l.mu.Unlock()
+	}
+	return l.opt.FS.SyncDir(l.dir)
+}
+
+// Size is the number of bytes in the log's segments.
+func (l *Log) Size() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.size
+}
+
+// Err is the error that stopped the log, if any.
+func (l *Log) Err() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.err
+}
+
+// Policy is the log's fsync policy.
+func (l *Log) Policy() Policy { return l.opt.Policy }
+
+// Close writes and syncs what is queued, runs the callbacks and closes
+// the segment.
+func (l *Log) Close() error {
+	l.mu.Lock()
+	if l.closed {
+		l.mu.Unlock()
+		<-l.done
+		return nil
+	}
+	l.closed = true
+	l.cond.Signal()
+	l.mu.Unlock()
+	<-l.done
+	if err := l.f.Close(); err != nil && l.Err() == nil {
+		return err
+	}
+	return l.Err()
+}
+
+// run is the writer goroutine: one write (and fsync) per batch of
+// everything queued meanwhile.
+func (l *Log) run() {
+	defer close(l.done)
+	var spare []byte
+	var cbs []func(error)
+	if l.opt.Policy == SyncEverySec {
+		go l.ticker()
+	}
+	for {
+		l.mu.Lock()
+		for len(l.cbs) == 0 && len(l.barriers) == 0 && !l.closed && !l.tick {
+			l.cond.Wait()
+		}
+		buf := l.pend.buf
+		l.pend.buf = spare[:0]
+		cbs, l.cbs = l.cbs, cbs[:0]
+		barriers := l.barriers
+		l.barriers = nil
+		closed := l.closed
+		syncTick := l.tick
+		l.tick = false
+		err := l.err
+		l.mu.Unlock()
+
+		if err == nil && len(buf) > 0 {
+			err = l.write(buf)
+		}
+		if err == nil && l.dirty && (l.opt.Policy == SyncAlways || syncTick || closed || len(barriers) > 0) {
+			err = l.sync()
+		}
+		if err != nil {
+			l.mu.Lock()
+			if l.err == nil {
+				l.err = err
+			}
+			err = l.err
+			l.mu.Unlock()
+		}
+		for _, cb := range cbs {
+			cb(err)
+		}
+		clear(cbs)
+		spare = buf
+		for _, ch := range barriers {
+			if err == nil {
+				err = l.rotate()
+			}
+			if err != nil {
+				ch <- 0
+			} else {
+				ch <- l.segID
+			}
+		}
+		if closed {
+			return
+		}
+	}
+}
+
+// ticker wakes the writer once per interval for SyncEverySec's fsync.
+func (l *Log) ticker() {
+	t := time.NewTicker(l.opt.Interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.done:
+			return
+		case <-t.C:
+			l.mu.Lock()
+			l.tick = true
+			l.cond.Signal()
+			l.mu.Unlock()
+		}
+	}
+}
+
+// write writes one batch: buf is its header's room followed by its records.
+func (l *Log) write(buf []byte) error {
+	if l.segSize >= l.opt.SegmentSize {
+		if err := l.rotate(); err != nil {
+			return err
+		}
+	}
+	l.mu.Lock()
+	l.seq++
+	seq := l.seq
+	l.mu.Unlock()
+	h, payload := buf[:batchHeader], buf[batchHeader:]
+	binary.BigEndian.PutUint32(h, uint32(len(payload)))
+	binary.BigEndian.PutUint64(h[8:], seq)
+	c := crc32.Update(0, castagnoli, h[8:16])
+	binary.BigEndian.PutUint32(h[4:], crc32.Update(c, castagnoli, payload))
+	// One write system call per batch: header and payload together.
+	n, err := l.f.Write(buf)
+	l.segSize += int64(n)
+	l.mu.Lock()
+	l.size += int64(n)
+	l.mu.Unlock()
+	l.dirty = true
+	if err == nil && n < len(buf) {
+		err = io.ErrShortWrite
+	}
+	if err != nil {
+		return fmt.Errorf("wal: write segment %d: %w", l.segID, err)
+	}
+	return nil
+}
+
+func (l *Log) sync() error {
+	if err := l.f.Sync(); err != nil {
+		return fmt.Errorf("wal: fsync segment %d: %w", l.segID, err)
+	}
+	l.dirty = false
+	return nil
+}
+
+// rotate syncs and closes the current segment and opens the next one.
+func (l *Log) rotate() error {
+	if l.dirty || l.opt.Policy != SyncNo {
+		if err := l.sync(); err != nil {
+			return err
+		}
+	}
+	if err := l.f.Close(); err != nil {
+		return fmt.Errorf("wal: close segment %d: %w", l.segID, err)
+	}
+	return l.openSegment(l.segID + 1)
+}

@@ -1,0 +1,239 @@
+package wal
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+)
+
+func rec(i int) func(dst []byte) []byte {
+	return func(dst []byte) []byte { return binary.BigEndian.AppendUint64(dst, uint64(i)) }
+}
+
+// open opens dir on fsys and returns the log and the records it replayed.
+func open(t *testing.T, fsys FS, pol Policy) (*Log, []uint64, Recovery) {
+	t.Helper()
+	var got []uint64
+	l, r, err := Open("d", Options{FS: fsys, Policy: pol, SegmentSize: 1 << 10, Interval: 20 * time.Millisecond}, func(b []byte) error {
+		got = append(got, binary.BigEndian.Uint64(b))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, got, r
+}
+
+// appendSync appends records from..to-1, one batch each, and waits.
+func appendN(t *testing.T, l *Log, from, to int) {
+	t.Helper()
+	for i := from; i < to; i++ {
+		ch := make(chan error, 1)
+		l.Append(func(w *Writer) { w.Record(rec(i)) }, func(err error) { ch <- err })
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+func want(t *testing.T, got []uint64, n int) {
+	t.Helper()
+	if len(got) != n {
+		t.Fatalf("replayed %d records, want %d", len(got), n)
+	}
+	for i, v := range got {
+		if v != uint64(i) {
+			t.Fatalf("record %d is %d", i, v)
+		}
+	}
+}
+
+func TestReopenReplaysInOrder(t *testing.T) {
+	m := NewStrictMemFS()
+	l, got, _ := open(t, m, SyncAlways)
+	want(t, got, 0)
+	appendN(t, l, 0, 200) // several segments of 1 KiB
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	names, _ := m.List("d")
+	if len(names) < 3 {
+		t.Fatalf("segments %v: want several", names)
+	}
+	l, got, r := open(t, m, SyncAlways)
+	defer l.Close()
+	want(t, got, 200)
+	if r.Reason != "" {
+		t.Fatalf("clean log recovered with %q", r.Reason)
+	}
+}
+
+func TestDamagedLogEndsAtLastWholeBatch(t *testing.T) {
+	cases := []struct {
+		name    string
+		damage  func(m *StrictMemFS, segs []string)
+		records int
+	}{
+		{"torn tail", func(m *StrictMemFS, segs []string) {
+			last := "d/" + segs[len(segs)-1]
+			b, _ := m.ReadFile(last)
+			m.Set(last, b[:len(b)-3])
+		}, 199},
+		{"torn header", func(m *StrictMemFS, segs []string) {
+			last := "d/" + segs[len(segs)-1]
+			b, _ := m.ReadFile(last)
+			m.Set(last, append(b, 1, 2, 3))
+		}, 200},
+		{"corrupt tail", func(m *StrictMemFS, segs []string) {
+			last := "d/" + segs[len(segs)-1]
+			b, _ := m.ReadFile(last)
+			m.Corrupt(last, len(b)-1, []byte{0xff ^ b[len(b)-1]})
+		}, 199},
+		{"corrupt middle", func(m *StrictMemFS, segs []string) {
+			// the 3rd batch of the first segment: everything from there on goes
+			m.Corrupt("d/"+segs[0], 2*(batchHeader+12)+batchHeader+5, []byte{0xee})
+		}, 2},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			m := NewStrictMemFS()
+			l, _, _ := open(t, m, SyncAlways)
+			appendN(t, l, 0, 200)
+			l.Close()
+			segs, _ := m.List("d")
+			c.damage(m, segs)
+			l, got, r := open(t, m, SyncAlways)
+			want(t, got, c.records)
+			if c.records < 200 && r.Reason == "" {
+				t.Fatal("damage not reported")
+			}
+			// The log goes on after the damage: appends and a reopen work.
+			appendN(t, l, c.records, c.records+10)
+			l.Close()
+			l, got, r = open(t, m, SyncAlways)
+			l.Close()
+			want(t, got, c.records+10)
+			if r.Reason != "" {
+				t.Fatalf("second recovery: %s", r.Reason)
+			}
+		})
+	}
+}
+
+func TestGroupCommitSharesFsyncs(t *testing.T) {
+	m := NewStrictMemFS()
+	l, _, _ := open(t, m, SyncAlways)
+	defer l.Close()
+	before := m.Syncs()
+	const writers, each = 50, 40
+	var wg sync.WaitGroup
+	for w := 0; w < writers; w++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; i < each; i++ {
+				ch := make(chan error, 1)
+				l.Append(func(wr *Writer) { wr.Record(rec(i)) }, func(err error) { ch <- err })
+				if err := <-ch; err != nil {
+					t.Error(err)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	syncs := m.Syncs() - before
+	t.Logf("%d appends, %d fsyncs", writers*each, syncs)
+	if syncs >= writers*each/2 {
+		t.Fatalf("%d fsyncs for %d appends from %d writers: no group commit", syncs, writers*each, writers)
+	}
+}
+
+// TestPolicyOnCrash appends, crashes the file system (unsynced bytes
+// vanish) and reopens: with SyncAlways every acknowledged record is back.
+func TestPolicyOnCrash(t *testing.T) {
+	for _, pol := range []Policy{SyncAlways, SyncEverySec, SyncNo} {
+		t.Run(pol.String(), func(t *testing.T) {
+			m := NewStrictMemFS()
+			l, _, _ := open(t, m, pol)
+			appendN(t, l, 0, 100)
+			m.Crash() // the machine dies with the log open
+			l2, got, _ := open(t, m, pol)
+			defer l2.Close()
+			switch pol {
+			case SyncAlways:
+				want(t, got, 100)
+			case SyncNo:
+				if len(got) == 100 {
+					t.Fatal("fsync no lost nothing in a crash: the file layer does not drop unsynced data")
+				}
+			}
+			t.Logf("%s: %d of 100 acknowledged records survived", pol, len(got))
+			l.Close()
+		})
+	}
+	// everysec: after the period everything is synced.
+	m := NewStrictMemFS()
+	l, _, _ := open(t, m, SyncEverySec)
+	appendN(t, l, 0, 50)
+	time.Sleep(100 * time.Millisecond)
+	m.Crash()
+	l2, got, _ := open(t, m, SyncEverySec)
+	defer l2.Close()
+	want(t, got, 50)
+	l.Close()
+}
+
+func TestDiskErrorIsNeverSuccess(t *testing.T) {
+	for _, c := range []struct{ w, s error }{{errors.New("ENOSPC"), nil}, {nil, errors.New("EIO")}} {
+		t.Run(fmt.Sprint(c.w, c.s), func(t *testing.T) {
+			m := NewStrictMemFS()
+			l, _, _ := open(t, m, SyncAlways)
+			defer l.Close()
+			appendN(t, l, 0, 3)
+			m.Fail(c.w, c.s)
+			for i := 0; i < 3; i++ {
+				ch := make(chan error, 1)
+				l.Append(func(w *Writer) { w.Record(rec(9)) }, func(err error) { ch <- err })
+				if err := <-ch; err == nil {
+					t.Fatal("append acknowledged after a disk error")
+				}
+			}
+			m.Fail(nil, nil) // the error is sticky: the log stays failed
+			ch := make(chan error, 1)
+			l.Append(func(w *Writer) { w.Record(rec(9)) }, func(err error) { ch <- err })
+			if err := <-ch; err == nil || l.Err() == nil {
+				t.Fatal("log recovered by itself from a disk error")
+			}
+		})
+	}
+}
+
+func TestRotateAndRemove(t *testing.T) {
+	m := NewStrictMemFS()
+	l, _, _ := open(t, m, SyncAlways)
+	appendN(t, l, 0, 100)
+	id, err := l.Rotate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 100, 110)
+	if err := l.RemoveBefore(id); err != nil {
+		t.Fatal(err)
+	}
+	if l.Size() > 10*(batchHeader+12) {
+		t.Fatalf("size %d after removing old segments", l.Size())
+	}
+	l.Close()
+	var got []uint64
+	l, _, err = Open("d", Options{FS: m}, func(b []byte) error { got = append(got, binary.BigEndian.Uint64(b)); return nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if len(got) != 10 || got[0] != 100 {
+		t.Fatalf("after removal replayed %v", got)
+	}
+}
