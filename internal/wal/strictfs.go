@@ -12,8 +12,8 @@ import (
 // synced apart from what was only written: Crash drops everything not
 // synced, as a power cut does. Injected errors make writes or syncs fail.
 type StrictMemFS struct {
-	mu    sync.Mutex
-	files map[string]*memFile
+	mu                  sync.Mutex
+	files               map[string]*memFile
 	failWrite, failSync error
 	syncs               int
 }
@@ -175,4 +175,3 @@ func (h *memHandle) Sync() error {
 }
 
 func (h *memHandle) Close() error { return nil }
-

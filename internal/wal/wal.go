@@ -115,7 +115,7 @@ type Log struct {
 	barriers []chan uint64 // Rotate requests
 	err      error         // sticky: the first write or sync error
 	closed   bool
-	tick     bool // SyncEverySec: the period is up
+	tick     bool   // SyncEverySec: the period is up
 	seq      uint64 // sequence of the last batch written
 	size     int64  // bytes in segments now on disk (all segments)
 
