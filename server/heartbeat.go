@@ -160,6 +160,9 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 			Sessions: sessions, SessionRecords: records, RSSBytes: rssBytes(),
 			Links: s.linkReports(time.Now()),
 		}
+		if s.dur != nil {
+			hb.Durable = s.dur.indexes()
+		}
 		seq := s.coordLease.sending(time.Now())
 		buf = wire.Append(buf[:0], &wire.Frame{Op: wire.OpHeartbeat, ID: seq, Client: uint64(s.cfg.ID), Seq: s.cfg.Incarnation,
 			Epoch: ep, Value: wire.AppendHeartbeat(nil, &hb)})

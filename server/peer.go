@@ -43,7 +43,7 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			locked.mu.Unlock()
 		}
 	}()
-	var acks []byte
+	var acks, logged []byte
 	applied := false
 	action := decodeAll(c, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
 		if pc.st == nil {
@@ -69,6 +69,9 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			}
 			st.applyRepl(f)
 			applied = true
+			if st.dur != nil {
+				logged = wire.Append(logged, f)
+			}
 		case wire.OpSeed:
 			if err := st.applySeed(f); err != nil {
 				return reply(out, f, wire.StatusBadRequest, 0, err.Error()), gnet.Close
@@ -85,7 +88,27 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 		return action
 	}
 	if applied {
-		acks = wire.Append(acks, &wire.Frame{Op: wire.OpReplAck, ID: pc.st.last})
+		ack := wire.Append(nil, &wire.Frame{Op: wire.OpReplAck, ID: pc.st.last})
+		if st := pc.st; st.dur != nil {
+			var done func()
+			if st.dur.syncSec {
+				// Acknowledged only once durable here too.
+				done = func() {
+					st.mu.Lock()
+					fenced := st.fenced
+					if !fenced {
+						st.lastAck = time.Now()
+					}
+					st.mu.Unlock()
+					if !fenced {
+						_ = c.AsyncWrite(ack, nil)
+					}
+				}
+				ack = nil
+			}
+			st.dur.logFrames(s, st.shard, logged, st.last, done)
+		}
+		acks = append(acks, ack...)
 	}
 	if len(acks) > 0 {
 		pc.st.lastAck = time.Now()
@@ -137,7 +160,7 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 		// either here already (hand-back, first start) or comes with the
 		// snapshot (re-seeding).
 		st = &secState{shard: shard, primaryID: f.Client, inc: f.Floor, last: base, t: s.tableFor(shard), seeding: seeding,
-			dd: s.dd, log: s.log}
+			dd: s.dd, log: s.log, dur: s.dur, srv: s}
 		s.sec[shard] = st
 		// Writes this server had in flight as the shard's primary, which
 		// the new primary took over with (handback.go).

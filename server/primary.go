@@ -38,6 +38,7 @@ type primary struct {
 	inflight  []*entry
 	nextIndex uint64
 	committed uint64
+	logged    uint64 // with a write-ahead log: entries up to here are handed to it
 	link      *replLink
 	waitLink  bool // a secondary is configured: never commit alone
 	sec       target
@@ -74,6 +75,8 @@ type primaryEnv struct {
 	coordLease *leaseTracker
 	engine     func() gnet.Engine
 	noteIndex  func(shard int, idx uint64)
+	dur        *durable // the write-ahead log (nil: none)
+	srv        *Server
 	log        zerolog.Logger
 }
 
@@ -91,6 +94,7 @@ func newPrimary(env *primaryEnv, shard int, t *table, base uint64, notBefore tim
 		pending:   make(map[string]pend),
 		nextIndex: base,
 		committed: base,
+		logged:    base,
 		notBefore: notBefore,
 		linkLease: newLeaseTracker(env.tm.Lease),
 		seedAcks:  make(chan uint64, 64),

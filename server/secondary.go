@@ -24,7 +24,9 @@ type secState struct {
 	fenced    bool   // the view moved on: refuse this primary from now on
 	lastAck   time.Time
 	t         *table
-	dd        *dedup // the server's records: a replicated write's outcome goes there
+	dd        *dedup   // the server's records: a replicated write's outcome goes there
+	dur       *durable // the write-ahead log (nil: none)
+	srv       *Server
 	log       zerolog.Logger
 }
 

@@ -209,7 +209,13 @@ func (ss *seedSender) wait(upTo uint64) error {
 // the caller holds st.mu.
 func (st *secState) applySeed(f *wire.Frame) error {
 	if f.Flags&wire.FlagDedup != 0 {
+		if st.dur != nil {
+			st.dur.logSeed(st.srv, st.shard, recDedup, f.Value)
+		}
 		return st.dd.restore(f.Value)
+	}
+	if st.dur != nil {
+		st.dur.logSeed(st.srv, st.shard, recSeed, f.Value)
 	}
 	if f.ID == 1 {
 		st.t.reserve(int(f.Floor))

@@ -85,6 +85,13 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 	replies := newReplyBatch()
 	defer replies.release()
 	p.mu.Lock()
+	if !p.env.diskOK() {
+		for _, r := range batch {
+			replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusUnavailable, Value: []byte(errDisk)})
+		}
+		replies.flush(loop)
+		return
+	}
 	if p.frozen || p.closed || !p.canServe(time.Now()) {
 		p.mu.Unlock()
 		for _, r := range batch {
@@ -224,9 +231,22 @@ func (p *primary) latest(key string) ([]byte, bool) {
 	return p.t.get([]byte(key))
 }
 
-// commitUpTo applies every in-flight entry with index <= idx to the table,
-// in order, and answers the clients waiting for them.
+// commitUpTo commits every in-flight entry with index <= idx (the
+// secondary has it): with a write-ahead log once the log has it too
+// (durable.go), else at once.
 func (p *primary) commitUpTo(idx uint64, loop gnet.EventLoop) {
+	if p.env.dur != nil {
+		p.mu.Lock()
+		p.logCommitLocked(idx)
+		p.mu.Unlock()
+		return
+	}
+	p.applyUpTo(idx, loop)
+}
+
+// applyUpTo applies every in-flight entry with index <= idx to the table,
+// in order, and answers the clients waiting for them.
+func (p *primary) applyUpTo(idx uint64, loop gnet.EventLoop) {
 	replies := newReplyBatch()
 	defer replies.release()
 	p.mu.Lock()

@@ -42,6 +42,13 @@ type Config struct {
 	Secret string // cluster secret for control and replication links
 
 	DumpDir string // where shutdown dumps go (default ".")
+	// DataDir holds the write-ahead log (empty: no log, nothing on disk
+	// until the shutdown dumps). Fsync is its policy: "always" (default),
+	// "everysec" or "no". SyncSecondary makes a secondary acknowledge a
+	// write only once its own log synced it (only with "always").
+	DataDir       string
+	Fsync         string
+	SyncSecondary bool
 	// Timing holds every duration the server waits, retries or gives up
 	// after, derived from the coordinator's failure timeout (zero value:
 	// timing.Default()). Its Lease is how long a primary may serve after
@@ -134,6 +141,7 @@ type Server struct {
 		client, peer, ctl string
 	}
 	penv         *primaryEnv // given to every primary
+	dur          *durable    // the write-ahead log (nil without DataDir)
 	engines      []gnet.Engine
 	coordChanged chan struct{}
 	done         chan struct{}
@@ -161,9 +169,14 @@ func New(cfg Config) (*Server, error) {
 		coordChanged: make(chan struct{}, 1),
 	}
 	s.dd.configure(cfg.sessionConfig())
+	if cfg.DataDir != "" {
+		if err := s.openDurable(); err != nil {
+			return nil, err
+		}
+	}
 	s.coordLease = newLeaseTracker(cfg.Timing.Lease)
 	s.penv = &primaryEnv{id: cfg.ID, inc: cfg.Incarnation, secret: cfg.Secret, tm: cfg.Timing, dd: s.dd,
-		coordLease: s.coordLease, engine: s.clientEngine, noteIndex: s.noteIndex, log: s.log}
+		coordLease: s.coordLease, engine: s.clientEngine, noteIndex: s.noteIndex, log: s.log, dur: s.dur, srv: s}
 	// -coord names every coordinator of a group (comma-separated), the
 	// one that spawned this server first.
 	s.coords = strings.Split(cfg.CoordAddr, ",")
@@ -338,6 +351,11 @@ func (s *Server) shutdown() error {
 	s.log.Info().Int64("took_ms", time.Since(start).Milliseconds()).Str("dir", s.cfg.DumpDir).Msg("tables dumped")
 	for _, p := range prims {
 		p.close()
+	}
+	if s.dur != nil {
+		if err := s.dur.log.Close(); err != nil {
+			s.log.Error().Err(err).Msg("closing the write-ahead log")
+		}
 	}
 	return nil
 }

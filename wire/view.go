@@ -166,7 +166,23 @@ type Heartbeat struct {
 	// healthy). Encoded after RSSBytes only when not empty; a heartbeat
 	// without it (from an older server) decodes with none.
 	Links []LinkHealth
+	// Durable lists, per shard this server holds in its write-ahead log,
+	// the highest log index the log holds (written per the fsync policy),
+	// so that a coordinator restarting the cluster can pick the most
+	// complete copy of each shard. Empty without a data directory. Encoded
+	// after Links (whose count is then written even when 0); a heartbeat
+	// without it decodes with none.
+	Durable []ShardIndex
 }
+
+// ShardIndex is a log index of one shard.
+type ShardIndex struct {
+	Shard uint32
+	Index uint64
+}
+
+// shardIndexSize is the encoded size of one ShardIndex.
+const shardIndexSize = 12
 
 // LinkHealth is a primary's report on the replication link of one shard
 // it leads: a primary that cannot replicate acknowledges no write, so the
@@ -199,13 +215,20 @@ func AppendHeartbeat(dst []byte, h *Heartbeat) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, h.Sessions)
 	dst = binary.BigEndian.AppendUint64(dst, h.SessionRecords)
 	dst = binary.BigEndian.AppendUint64(dst, h.RSSBytes)
-	if len(h.Links) > 0 {
+	if len(h.Links) > 0 || len(h.Durable) > 0 {
 		dst = binary.BigEndian.AppendUint16(dst, uint16(len(h.Links)))
 		for _, l := range h.Links {
 			dst = binary.BigEndian.AppendUint32(dst, l.Shard)
 			dst = binary.BigEndian.AppendUint32(dst, l.Secondary)
 			dst = binary.BigEndian.AppendUint64(dst, l.Incarnation)
 			dst = binary.BigEndian.AppendUint64(dst, uint64(l.Stalled))
+		}
+	}
+	if len(h.Durable) > 0 {
+		dst = binary.BigEndian.AppendUint16(dst, uint16(len(h.Durable)))
+		for _, d := range h.Durable {
+			dst = binary.BigEndian.AppendUint32(dst, d.Shard)
+			dst = binary.BigEndian.AppendUint64(dst, d.Index)
 		}
 	}
 	return dst
@@ -232,6 +255,9 @@ func DecodeHeartbeat(b []byte) (Heartbeat, error) {
 		if len(r.b) > 0 {
 			h.Links, r.err = decodeLinks(&r)
 		}
+		if r.err == nil && len(r.b) > 0 {
+			h.Durable, r.err = decodeDurable(&r)
+		}
 	}
 	if r.err == nil && len(r.b) != 0 {
 		r.err = fmt.Errorf("%w: %d trailing bytes in heartbeat", ErrMalformed, len(r.b))
@@ -239,16 +265,40 @@ func DecodeHeartbeat(b []byte) (Heartbeat, error) {
 	return h, r.err
 }
 
-// decodeLinks reads a heartbeat's link reports: a count (never 0: no
-// reports are not encoded), then the reports.
-func decodeLinks(r *reader) ([]LinkHealth, error) {
+// decodeDurable reads a heartbeat's per-shard log indexes: a count (not
+// 0), then the indexes.
+func decodeDurable(r *reader) ([]ShardIndex, error) {
 	if !r.need(2) {
 		return nil, r.err
 	}
 	n := int(binary.BigEndian.Uint16(r.b))
 	r.b = r.b[2:]
 	if n == 0 || n > maxMembers {
+		return nil, fmt.Errorf("%w: heartbeat with %d shard indexes", ErrMalformed, n)
+	}
+	if !r.need(n * shardIndexSize) {
+		return nil, r.err
+	}
+	out := make([]ShardIndex, n)
+	for i := range out {
+		out[i] = ShardIndex{Shard: r.u32(), Index: r.u64()}
+	}
+	return out, nil
+}
+
+// decodeLinks reads a heartbeat's link reports: a count (0 only when
+// per-shard log indexes follow), then the reports.
+func decodeLinks(r *reader) ([]LinkHealth, error) {
+	if !r.need(2) {
+		return nil, r.err
+	}
+	n := int(binary.BigEndian.Uint16(r.b))
+	r.b = r.b[2:]
+	if n > maxMembers || (n == 0 && len(r.b) == 0) {
 		return nil, fmt.Errorf("%w: heartbeat with %d link reports", ErrMalformed, n)
+	}
+	if n == 0 {
+		return nil, nil
 	}
 	if !r.need(n * linkHealthSize) {
 		return nil, r.err

@@ -1,0 +1,291 @@
+package server
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"ftkv/internal/wal"
+	"ftkv/wire"
+)
+
+// The server's write-ahead log (with Config.DataDir) holds every write
+// this server committed as a primary and every write it applied as a
+// secondary, both as the REPL frames of the replication stream, plus the
+// re-seeding entries it received. A log record is
+//
+//	1 kind, 4 shard, body
+//
+// kind recFrames: body is one or more REPL frames (wire encoding);
+// kind recSeed: body is the packed entries of one SEED frame;
+// kind recDedup: body is the session records of one DEDUP seed frame.
+const (
+	recFrames byte = 1
+	recSeed   byte = 2
+	recDedup  byte = 3
+)
+
+// identityFile names the server a data directory belongs to.
+const identityFile = "IDENTITY"
+
+// durable is the server's log and what it knows of it.
+type durable struct {
+	log      *wal.Log
+	syncSec  bool // a secondary acknowledges only what its log synced
+	mu       sync.Mutex
+	logged   map[int]uint64 // per shard: highest log index written (per policy) to the log
+	failOnce sync.Once
+}
+
+// note records that shard's writes up to idx are in the log.
+func (d *durable) note(shard int, idx uint64) {
+	d.mu.Lock()
+	if idx > d.logged[shard] {
+		d.logged[shard] = idx
+	}
+	d.mu.Unlock()
+}
+
+// indexes returns the per-shard indexes, by shard.
+func (d *durable) indexes() []wire.ShardIndex {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	out := make([]wire.ShardIndex, 0, len(d.logged))
+	for sh, idx := range d.logged {
+		out = append(out, wire.ShardIndex{Shard: uint32(sh), Index: idx})
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Shard < out[j].Shard })
+	return out
+}
+
+// errDisk is what writes are answered once the log failed.
+const errDisk = "disk error: write not durable; refused"
+
+// openDurable checks the data directory's identity, rebuilds the tables
+// from the log and opens it for appends. Called by New, before any traffic.
+func (s *Server) openDurable() error {
+	dir := s.cfg.DataDir
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("server %d: data dir: %w", s.cfg.ID, err)
+	}
+	if err := checkIdentity(dir, s.cfg.ID); err != nil {
+		return err
+	}
+	pol, err := wal.ParsePolicy(s.cfg.Fsync)
+	if err != nil {
+		return fmt.Errorf("server %d: %w", s.cfg.ID, err)
+	}
+	d := &durable{syncSec: s.cfg.SyncSecondary && pol == wal.SyncAlways, logged: make(map[int]uint64)}
+	start := time.Now()
+	secs := make(map[int]*secState)
+	l, rec, err := wal.Open(filepath.Join(dir, "wal"), wal.Options{Policy: pol}, func(r []byte) error {
+		return s.replay(r, secs, d)
+	})
+	if err != nil {
+		return fmt.Errorf("server %d: recovering %s: %w", s.cfg.ID, dir, err)
+	}
+	for shard, st := range secs {
+		st.t.dropTombstones()
+		s.highWater[shard] = st.last
+	}
+	d.log = l
+	s.dur = d
+	ev := s.log.Info()
+	if rec.Reason != "" {
+		ev = s.log.Warn().Str("damage", rec.Reason).Int64("truncated_bytes", rec.Truncated).Int("removed_segments", rec.Removed)
+	}
+	ev.Str("dir", dir).Str("fsync", pol.String()).Int("records", rec.Records).Int("batches", rec.Batches).
+		Float64("took_ms", float64(time.Since(start).Microseconds())/1000).Msg("log recovered")
+	return nil
+}
+
+// checkIdentity claims an empty directory for server id, or checks that
+// the directory is this server's.
+func checkIdentity(dir string, id uint32) error {
+	want := fmt.Sprintf("ftkv server %d\n", id)
+	path := filepath.Join(dir, identityFile)
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if string(b) != want {
+			return fmt.Errorf("server %d: data dir %s belongs to %q, not to this server: refusing to use it", id, dir, strings.TrimSpace(string(b)))
+		}
+		return nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return fmt.Errorf("server %d: data dir: %w", id, err)
+	}
+	if es, _ := os.ReadDir(dir); len(es) > 0 {
+		return fmt.Errorf("server %d: data dir %s is not empty and has no %s: refusing to use it", id, dir, identityFile)
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(want), 0o644); err != nil {
+		return fmt.Errorf("server %d: data dir: %w", id, err)
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("server %d: data dir: %w", id, err)
+	}
+	return wal.OSFS{}.SyncDir(dir)
+}
+
+// replay applies one log record to the tables, as a secondary applies the
+// replication stream: versions decide, deletes are remembered until the
+// end (a later record may be older than a delete only through a seed).
+func (s *Server) replay(r []byte, secs map[int]*secState, d *durable) error {
+	if len(r) < 5 {
+		return fmt.Errorf("log record of %d bytes", len(r))
+	}
+	kind, shard, body := r[0], int(binary.BigEndian.Uint32(r[1:])), r[5:]
+	st := secs[shard]
+	if st == nil {
+		st = &secState{shard: shard, t: s.tableFor(shard), dd: s.dd, seeding: true, log: s.log}
+		secs[shard] = st
+	}
+	switch kind {
+	case recFrames:
+		for len(body) > 0 {
+			f, n, err := wire.Decode(body, len(body))
+			if err != nil || n == 0 {
+				return fmt.Errorf("log record of shard %d: bad frame: %v", shard, err)
+			}
+			body = body[n:]
+			if f.ID > st.last {
+				st.applyRepl(&f)
+			}
+		}
+	case recSeed:
+		for len(body) > 0 {
+			k, v, ver, rest, err := wire.NextSeedEntry(body)
+			if err != nil {
+				return err
+			}
+			st.t.merge(string(k), v, ver, false, true)
+			body = rest
+		}
+	case recDedup:
+		return s.dd.restore(body)
+	default:
+		return fmt.Errorf("log record of unknown kind %d", kind)
+	}
+	d.note(shard, st.last)
+	return nil
+}
+
+// appendRecHeader starts a log record.
+func appendRecHeader(dst []byte, kind byte, shard int) []byte {
+	dst = append(dst, kind)
+	return binary.BigEndian.AppendUint32(dst, uint32(shard))
+}
+
+// failed logs the log's first error once; writes are refused from then on.
+func (d *durable) failed(s *Server, err error) {
+	d.failOnce.Do(func() {
+		s.log.Error().Err(err).Msg("write-ahead log failed: refusing writes")
+	})
+}
+
+// diskOK reports whether the log (if any) still takes writes.
+func (e *primaryEnv) diskOK() bool { return e.dur == nil || e.dur.log.Err() == nil }
+
+// logCommit appends the in-flight entries up to idx to the log and
+// commits them (table, answers) once they are durable; the caller holds
+// p.mu.
+func (p *primary) logCommitLocked(idx uint64) {
+	if idx <= p.logged {
+		return
+	}
+	from := p.logged
+	p.logged = idx
+	epoch := p.epoch
+	var batch []*entry
+	for _, e := range p.inflight {
+		if e.index > from && e.index <= idx {
+			batch = append(batch, e)
+		}
+	}
+	shard := p.shard
+	d := p.env.dur
+	d.log.Append(func(w *wal.Writer) {
+		w.Record(func(dst []byte) []byte {
+			dst = appendRecHeader(dst, recFrames, shard)
+			for _, e := range batch {
+				dst = appendRepl(dst, e, epoch)
+			}
+			return dst
+		})
+	}, func(err error) {
+		if err != nil {
+			d.failed(p.env.srv, err)
+			p.failUpTo(idx)
+			return
+		}
+		d.note(shard, idx)
+		p.applyUpTo(idx, nil)
+	})
+}
+
+// failUpTo answers the in-flight entries up to idx UNAVAILABLE: the log
+// could not make them durable. They are not applied here nor marked done,
+// so a retry is refused too (its record stays in flight).
+func (p *primary) failUpTo(idx uint64) {
+	replies := newReplyBatch()
+	defer replies.release()
+	p.mu.Lock()
+	n := 0
+	for n < len(p.inflight) && p.inflight[n].index <= idx {
+		e := p.inflight[n]
+		if pd, ok := p.pending[e.key]; ok && pd.index == e.index {
+			delete(p.pending, e.key)
+		}
+		e.answerWaiters(replies, errDisk)
+		n++
+	}
+	rest := copy(p.inflight, p.inflight[n:])
+	clear(p.inflight[rest:])
+	p.inflight = p.inflight[:rest]
+	if len(p.inflight) == 0 {
+		p.drained.Broadcast()
+	}
+	p.mu.Unlock()
+	replies.flush(nil)
+}
+
+// logFrames appends a secondary's applied REPL frames (wire encoding, in
+// order) of shard to the log; done, if not nil, runs once they are
+// durable per policy.
+func (d *durable) logFrames(s *Server, shard int, frames []byte, last uint64, done func()) {
+	body := append([]byte(nil), frames...)
+	d.log.Append(func(w *wal.Writer) {
+		w.Record(func(dst []byte) []byte {
+			return append(appendRecHeader(dst, recFrames, shard), body...)
+		})
+	}, func(err error) {
+		if err != nil {
+			d.failed(s, err)
+			return // never acknowledged: the primary's link stalls, it fails us
+		}
+		d.note(shard, last)
+		if done != nil {
+			done()
+		}
+	})
+}
+
+// logSeed appends one received SEED frame's entries (or session records).
+func (d *durable) logSeed(s *Server, shard int, kind byte, value []byte) {
+	body := append([]byte(nil), value...)
+	d.log.Append(func(w *wal.Writer) {
+		w.Record(func(dst []byte) []byte {
+			return append(appendRecHeader(dst, kind, shard), body...)
+		})
+	}, func(err error) {
+		if err != nil {
+			d.failed(s, err)
+		}
+	})
+}
