@@ -93,6 +93,7 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			var done func()
 			if st.dur.syncSec {
 				// Acknowledged only once durable here too.
+				ack := ack
 				done = func() {
 					st.mu.Lock()
 					fenced := st.fenced
