@@ -30,6 +30,8 @@
 //   - dedup.go, session.go, session_expiry.go, dedup_seed.go: exactly-once
 //     sessions: claims, one client's records, expiry and limits, re-seeding.
 //   - table.go, kvmap.go: a shard's keys; dump.go: shutdown dumps.
+//   - durable.go: the write-ahead log (-data-dir): what is logged when,
+//     recovery at New, the identity file, disk errors.
 //
 // # Locks
 //
@@ -53,6 +55,9 @@
 //
 //	viewMu -> secMu -> Server.mu -> primary.mu -> replLink.mu, dedup.mu, leaseTracker.mu, stripe.mu
 //	secMu -> secState.mu -> dedup.mu, stripe.mu
+//
+//	primary.mu, secState.mu -> wal.Log.mu (Append; its callbacks run on the
+//	                log's goroutine with no lock held and take primary.mu or secState.mu)
 //
 // replLink.mu, dedup.mu, leaseTracker.mu and stripe.mu are leaves. A
 // primary's close takes secMu (noteIndex), so it is never called with
