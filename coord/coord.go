@@ -16,6 +16,7 @@ import (
 
 	"ftkv/coord/decide"
 	"ftkv/internal/connlimit"
+	"ftkv/internal/hostname"
 	"ftkv/internal/gnetlog"
 	"ftkv/limits"
 	"ftkv/wire"
@@ -72,6 +73,9 @@ type Coordinator struct {
 	// whole cluster (a client's shutdown order): every coordinator exits.
 	stopped     chan struct{}
 	stoppedOnce sync.Once
+	// fatal carries an error that makes this coordinator useless (the
+	// committed cluster does not match its config): the command exits.
+	fatal chan error
 
 	clientAddr, serversAddr string
 	ports                   []*connlimit.Port
@@ -124,6 +128,7 @@ func New(opts Options) (*Coordinator, error) {
 		n:       len(opts.Cluster.Servers),
 		regCh:   make(chan struct{}, 1),
 		stopped: make(chan struct{}),
+		fatal:   make(chan error, 1),
 	}
 	c.budget = connlimit.NewBudget(c.limits().WithDefaults().OutputBudget)
 	if err := c.limits().Validate(); err != nil {
@@ -256,9 +261,32 @@ func (c *Coordinator) lead(l leadership, term uint64) {
 	}
 	if err != nil {
 		c.log.Error().Err(err).Uint64("term", term).Msg("cannot take the cluster over")
+		if errors.Is(err, ErrConfigMismatch) {
+			c.die(err)
+		}
+		if c.group() && l.ctx.Err() == nil {
+			// Never sit on a leadership it cannot use: another member
+			// may take the cluster over.
+			_ = c.rn.r.LeadershipTransfer().Error()
+		}
 		return
 	}
 	c.loop(l)
+}
+
+// ErrConfigMismatch: the committed cluster is not the one the config
+// describes (a config edited between runs).
+var ErrConfigMismatch = errors.New("the config does not describe the committed cluster")
+
+// Fatal carries an error after which this coordinator cannot serve (the
+// config does not match the committed cluster): the command exits 2.
+func (c *Coordinator) Fatal() <-chan error { return c.fatal }
+
+func (c *Coordinator) die(err error) {
+	select {
+	case c.fatal <- err:
+	default:
+	}
 }
 
 // verifyLeadership checks, four times per leader lease, that this
@@ -333,6 +361,9 @@ func (c *Coordinator) takeOver(l leadership) error {
 	}
 	sctx, cancel := context.WithTimeout(ctx, c.opts.Timing.Start)
 	defer cancel()
+	// A start interrupted before its first view (the leader killed) left
+	// its incarnations running: they would hold fixed ports.
+	c.killOrphans(sctx, st)
 	if err := c.spawnAll(sctx); err != nil {
 		c.killSpawned()
 		return err
@@ -347,6 +378,40 @@ func (c *Coordinator) takeOver(l leadership) error {
 	}
 	c.log.Info().Int("servers", c.n).Uint64("epoch", c.View().Epoch).Msg("cluster ready")
 	return c.startCore(l, false)
+}
+
+// startRetries is how many times a server that exits during the
+// cluster's start is started again.
+const startRetries = 4
+
+// killOrphans kills the committed incarnations of a cluster that has no
+// view (a start that never finished), each only while its pid still runs
+// that server's incarnation, and waits until they are gone.
+func (c *Coordinator) killOrphans(ctx context.Context, st clusterState) {
+	for i, sn := range st.Nodes {
+		if sn.PID <= 0 || i >= len(c.nodes) || st.Stopped {
+			continue
+		}
+		var p Process
+		if ad, ok := c.opts.Remote.(Adopter); ok && sn.Host != "" && !hostname.IsLocal(sn.Host) {
+			p = ad.Adopt(sn.Host, sn.PID, i, sn.Inc)
+		} else {
+			p = watchPID(sn.PID, i, sn.Inc, c.opts.Timing.Poll)
+		}
+		if err := p.Kill(); err != nil {
+			c.log.Warn().Err(err).Int("node", i).Int("pid", sn.PID).Msg("cannot kill an incarnation of an unfinished start")
+			continue
+		}
+		select {
+		case <-p.Done():
+			c.log.Warn().Int("node", i).Uint64("inc", sn.Inc).Int("pid", sn.PID).Msg("killed an incarnation of an unfinished start")
+		case <-time.After(c.opts.Timing.KillWait):
+		case <-ctx.Done():
+		}
+		if r, ok := p.(interface{ Release() }); ok {
+			r.Release()
+		}
+	}
 }
 
 // startCore hands the cluster to a decision core, from the current view
@@ -403,9 +468,14 @@ func (c *Coordinator) applied(st clusterState) {
 			c.nodes[i].inc, c.nodes[i].host = sn.Inc, sn.Host
 		}
 	}
-	if v, ok, err := c.savedView(st); err == nil && ok {
+	v, ok, err := c.savedView(st)
+	if err == nil && ok {
 		c.view = v
 		c.viewEnc = wire.AppendView(nil, &v)
+	}
+	if errors.Is(err, ErrConfigMismatch) {
+		c.log.Error().Err(err).Msg("cannot follow the committed cluster")
+		c.die(err)
 	}
 }
 
@@ -530,6 +600,11 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 		r.Release() // stop watching a replaced remote incarnation
 	}
 	c.log.Info().Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).Msg("server spawned")
+	// Commit its pid too: a leader taking over before the next view must
+	// be able to watch it, or kill it at a fresh start (its fixed ports).
+	if err := c.saveState(); err != nil {
+		c.log.Warn().Err(err).Int("node", nd.id).Uint64("inc", inc).Msg("pid of the new incarnation not committed")
+	}
 	go func() {
 		<-p.Done()
 		c.mu.Lock()
@@ -544,6 +619,7 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 }
 
 func (c *Coordinator) waitRegistered(ctx context.Context) error {
+	tries := make([]int, len(c.nodes))
 	for {
 		c.mu.Lock()
 		missing := []int{}
@@ -568,7 +644,26 @@ func (c *Coordinator) waitRegistered(ctx context.Context) error {
 		}
 		if exited >= 0 {
 			nd := c.nodes[exited]
-			return fmt.Errorf("server %d (%s, line %d) exited during start-up (port in use?)", exited, nd.host, nd.spec.Line)
+			c.mu.Lock()
+			reported, inc, host := nd.reported, nd.inc+1, nd.host
+			c.mu.Unlock()
+			// A fixed port may still be held a moment by an incarnation
+			// of an interrupted start (it exits when its heartbeat is
+			// refused): try again a few times, backing off.
+			if reported || tries[exited] >= startRetries {
+				return fmt.Errorf("server %d (%s, line %d) exited during start-up (port in use?)", exited, nd.host, nd.spec.Line)
+			}
+			tries[exited]++
+			c.log.Warn().Int("node", exited).Int("attempt", tries[exited]).Msg("server exited during start-up; starting it again")
+			select {
+			case <-time.After(c.opts.Timing.RespawnMin << tries[exited]):
+			case <-ctx.Done():
+				return fmt.Errorf("servers %v did not report within %s", missing, c.opts.Timing.Start)
+			}
+			if err := c.spawn(ctx, nd, inc, host); err != nil {
+				return err
+			}
+			continue
 		}
 		select {
 		case <-c.regCh:

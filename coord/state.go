@@ -47,7 +47,10 @@ func (c *Coordinator) stateLocked() clusterState {
 	}
 	for _, nd := range c.nodes {
 		sn := savedNode{ID: nd.id, Inc: nd.inc, Host: nd.host}
-		if nd.proc != nil {
+		if nd.proc != nil && nd.procInc == nd.inc {
+			// Only the current incarnation's pid: while a respawn is
+			// committed, proc is still the previous incarnation (a later
+			// leader would watch the wrong process).
 			sn.PID = nd.proc.PID()
 		}
 		st.Nodes = append(st.Nodes, sn)
@@ -66,8 +69,8 @@ func (c *Coordinator) savedView(st clusterState) (v wire.View, ok bool, err erro
 		return v, false, fmt.Errorf("committed coordinator state: %w", err)
 	}
 	if len(v.Servers) != c.n || len(st.Nodes) != c.n {
-		return v, false, fmt.Errorf("the committed cluster has %d servers, the config %d (start with a fresh -d directory to start afresh)",
-			len(v.Servers), c.n)
+		return v, false, fmt.Errorf("%w: the committed cluster has %d servers, %s has %d (restore the config, or start afresh with a new -d directory)",
+			ErrConfigMismatch, len(v.Servers), c.opts.Cluster.Path, c.n)
 	}
 	return v, true, nil
 }

@@ -139,6 +139,9 @@ func run() int {
 		return 1
 	default:
 	}
+	if errors.Is(err, coord.ErrConfigMismatch) {
+		return bad(err.Error())
+	}
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "coord: %v\n", err)
 		return 1
@@ -164,6 +167,9 @@ func run() int {
 		log.Info().Msg("end of stdin; shutting down")
 	case <-c.Stopped():
 		log.Info().Msg("the cluster was shut down; exiting")
+	case err := <-c.Fatal():
+		_ = c.Shutdown(context.Background())
+		return bad(err.Error())
 	}
 	start := time.Now()
 	if err := c.Shutdown(context.Background()); err != nil {

@@ -216,10 +216,11 @@ func TestReviewGroupEditedConfigLeaderWedges(t *testing.T) {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
-	go func() { exited <- cmd.Wait() }()
+	gone := make(chan struct{})
+	go func() { exited <- cmd.Wait(); close(gone) }()
 	t.Cleanup(func() {
 		_ = cmd.Process.Kill()
-		<-exited
+		<-gone
 	})
 	select {
 	case err := <-exited:
