@@ -16,8 +16,8 @@ import (
 
 	"ftkv/coord/decide"
 	"ftkv/internal/connlimit"
-	"ftkv/internal/hostname"
 	"ftkv/internal/gnetlog"
+	"ftkv/internal/hostname"
 	"ftkv/limits"
 	"ftkv/wire"
 )
