@@ -99,17 +99,6 @@ func termOf(epoch uint64) uint64 { return epoch >> 32 }
 // restarted in its namespace catches up. Porcupine and the ledger: nothing
 // acknowledged is lost, every answer linearizable.
 func TestCoordGroupLeaderPartition(t *testing.T) {
-	if os.Getenv("FTKV_KNOWN_DEFECTS") != "1" {
-		// Two product defects make it fail today (ftkv issue 12):
-		// (1) client.refreshView accepts from the coordinator it asked
-		// last a view no newer than the one that just failed, so clients
-		// that last talked to the cut-off coordinator loop on its stale
-		// view (the old address of a respawned server) until their calls
-		// time out; (2) a coordinator that led before, lost the lead and
-		// leads again reported a respawned remote server with its
-		// previous incarnation's pid, then "unavailable" for good.
-		t.Skip("SKIP: fails on two known product defects (see the comment); FTKV_KNOWN_DEFECTS=1 runs it")
-	}
 	const n = 3
 	g := startNSGroup(t, n)
 	c, h := g.c, g.h
