@@ -13,7 +13,7 @@ import (
 // heartbeat lists the shards this server leads whose secondary has been
 // silent for more than two ping periods (a healthy link answers every
 // ping), with how long; the coordinator fails a secondary its primary
-// cannot reach for longer than the failure timeout (coord/linkhealth.go),
+// cannot reach for longer than the failure timeout (coord/decide/rules.go),
 // and the primary, told it has no secondary, commits alone.
 
 // linkReports lists the links of the shards this server leads whose

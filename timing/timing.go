@@ -97,9 +97,6 @@ type Config struct {
 	// Repush: a live member that has not confirmed the current view this
 	// long after it was published gets it again (timeout x 4).
 	Repush time.Duration
-	// AdoptGrace: after a coordinator restart, re-adopted servers have
-	// this long to reconnect their heartbeats (timeout x 4).
-	AdoptGrace time.Duration
 	// Report bounds how long a respawned local server may take to report
 	// (timeout x 20); RemoteReport the same over ssh (timeout x 60).
 	Report, RemoteReport time.Duration
@@ -129,9 +126,11 @@ type Config struct {
 	// candidate waits for votes (timeout x 2 each).
 	RaftHeartbeat, RaftElection time.Duration
 	// RaftLeaderLease is how long a leader that reaches no quorum goes
-	// on believing it leads (the failure timeout): shorter than
-	// AdoptGrace, so a deposed leader has stopped renewing any server's
-	// lease before a new leader may fail a server on silence.
+	// on believing it leads, and how long after its last confirmed
+	// contact with a quorum it still renews servers' leases (the failure
+	// timeout): with the lease it ends before a new leader, elected no
+	// sooner than RaftHeartbeat after that contact, may fail a server on
+	// silence (one failure timeout after it took over).
 	RaftLeaderLease time.Duration
 	// RaftSolo is all three for a single coordinator (timeout/5): it has
 	// nobody to wait for, and `make run` should not wait a second for
@@ -171,7 +170,6 @@ func New(t time.Duration) Config {
 		SeedStart:         20 * t,
 		Control:           16 * t,
 		Repush:            4 * t,
-		AdoptGrace:        4 * t,
 		Report:            20 * t,
 		RemoteReport:      60 * t,
 		RespawnMin:        t * 2 / 5,
@@ -240,9 +238,9 @@ func (c Config) Validate() error {
 		c.RespawnMin <= 0 || c.RespawnMax < c.RespawnMin {
 		errs = append(errs, errors.New("every back-off needs 0 < min <= max"))
 	}
-	if c.RaftLeaderLease >= c.AdoptGrace || c.RaftLeaderLease > c.RaftHeartbeat {
-		errs = append(errs, fmt.Errorf("the coordinators' leader lease %s must be shorter than the adoption grace %s and at most the Raft heartbeat timeout %s",
-			c.RaftLeaderLease, c.AdoptGrace, c.RaftHeartbeat))
+	if c.RaftLeaderLease+c.Lease >= c.RaftHeartbeat+c.FailureTimeout || c.RaftLeaderLease > c.RaftHeartbeat {
+		errs = append(errs, fmt.Errorf("the coordinators' leader lease %s plus a server's lease %s must end before the Raft heartbeat timeout %s plus the failure timeout %s, and the leader lease be at most the heartbeat timeout",
+			c.RaftLeaderLease, c.Lease, c.RaftHeartbeat, c.FailureTimeout))
 	}
 	for _, f := range c.Fields() {
 		if f.D <= 0 {
