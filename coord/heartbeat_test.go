@@ -89,11 +89,11 @@ func silentMember1(t *testing.T, c *Coordinator) {
 	c.feed(c.ld, decide.Tick{Now: start.Add(ft / 4)})
 }
 
-// TestHeartbeatAfterFailedDecision (hole 3): once the coordinator has
+// TestHole3HeartbeatAfterFailedDecision (hole 3): once the coordinator has
 // decided that a silent member failed, no heartbeat of that member may
 // renew its lease, not even one answered while the demoted view is being
 // published (its secondary is about to serve its shard).
-func TestHeartbeatAfterFailedDecision(t *testing.T) {
+func TestHole3HeartbeatAfterFailedDecision(t *testing.T) {
 	c := testCoordinator(t)
 	renewed := make(chan bool, 1)
 	c.testHookPublish = func() {
@@ -126,11 +126,11 @@ func TestHeartbeatAfterFailedDecision(t *testing.T) {
 	}
 }
 
-// TestViewDurableBeforeVisible (hole 5): a new view is written to the
+// TestHole5ViewDurableBeforeVisible (hole 5): a new view is written to the
 // coordinators' group (its store) before anyone can see it (clients' view requests, status,
 // re-pushes, heartbeat answers): a coordinator restarted after a server
 // applied a view must never reuse its epoch for another.
-func TestViewDurableBeforeVisible(t *testing.T) {
+func TestHole5ViewDurableBeforeVisible(t *testing.T) {
 	c := testCoordinator(t)
 	seen := make(chan uint64, 4)
 	c.testHookSave = func() { seen <- c.View().Epoch }

@@ -141,11 +141,11 @@ func TestHole4ReadoptionPushesTheCommittedView(t *testing.T) {
 	}
 }
 
-// TestStaleCommittedPID (hole 6): a coordinator taking over whose
+// TestHole6StaleCommittedPID (hole 6): a coordinator taking over whose
 // committed state names a pid that is no longer its server (the server
 // died, the pid went to another program, as after a reboot) must not
 // watch or kill that process: the server counts as exited.
-func TestStaleCommittedPID(t *testing.T) {
+func TestHole6StaleCommittedPID(t *testing.T) {
 	other := exec.Command("sleep", "60")
 	if err := other.Start(); err != nil {
 		t.Fatal(err)
