@@ -184,6 +184,11 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		return fmt.Errorf("servers port %d: %w", serversPort, err)
 	}
 	c.serversAddr = addr
+	if c.group() {
+		// Servers are told the address of the line (the bound one may
+		// be 0.0.0.0 for a host name).
+		c.serversAddr = c.opts.Cluster.Coordinators[c.opts.ID].ServersAddr()
+	}
 	c.log.Info().Str("addr", addr).Msg("servers port listening")
 	go c.watchLeadership()
 	if !c.group() {

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -118,6 +119,15 @@ func (o Options) withDefaults() (Options, error) {
 		o.Bind = "127.0.0.1"
 		if o.Cluster.HasRemote() {
 			o.Bind = "0.0.0.0"
+		}
+		// One of a group listens on its line's host: the address the
+		// other coordinators, the servers and the clients are told.
+		if k := len(o.Cluster.Coordinators); k > 0 && o.ID >= 0 && o.ID < k {
+			if h := o.Cluster.Coordinators[o.ID].Host; net.ParseIP(h) != nil {
+				o.Bind = h
+			} else {
+				o.Bind = "0.0.0.0"
+			}
 		}
 	}
 	if o.Timing == (timing.Config{}) {
