@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,25 +13,6 @@ import (
 	"ftkv/internal/testkit/testcluster"
 )
 
-// freeLoopbackPorts returns n ports free on 127.0.0.1 right now.
-func freeLoopbackPorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	for _, l := range ls {
-		l.Close()
-	}
-	return ports
-}
-
 // TestHole8FixedPortsHighestIndexServer (hole 8): with fixed ports, the
 // respawned incarnation of a server has the control address of the dead
 // one. The coordinator reused its cached control connection to the dead
@@ -42,7 +22,7 @@ func freeLoopbackPorts(t *testing.T, n int) []int {
 // take what it takes with ports chosen by the system.
 func TestHole8FixedPortsHighestIndexServer(t *testing.T) {
 	const n = 3
-	p := freeLoopbackPorts(t, 3*n)
+	p := testcluster.FreePorts(t, 3*n)
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "%d\n", n)
 	for i := range n {
