@@ -81,6 +81,9 @@ type Options struct {
 	SegmentSize int64         // start a new segment past this size (default 64 MiB)
 	FS          FS            // file layer (default: the operating system's)
 	Interval    time.Duration // SyncEverySec's period (default 1 s)
+	// Start is the first segment to replay: older ones are made obsolete
+	// by a snapshot (see Rotate) and are removed, not replayed.
+	Start uint64
 }
 
 // Recovery describes what Open found.
@@ -150,6 +153,13 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 		return nil, Recovery{}, err
 	}
 	var rec Recovery
+	for len(segs) > 0 && segs[0] < opt.Start {
+		// A snapshot covers it; the crash came before RemoveBefore.
+		if err := opt.FS.Remove(l.path(segs[0])); err != nil {
+			return nil, rec, err
+		}
+		segs = segs[1:]
+	}
 	end := -1 // index of the last segment kept
 	for i, id := range segs {
 		data, err := opt.FS.ReadFile(l.path(id))
@@ -181,9 +191,9 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 		}
 	}
 	// Appends go to a fresh segment: a recovered one is never written again.
-	next := uint64(1)
+	next := max(opt.Start, 1)
 	if end >= 0 {
-		next = segs[end] + 1
+		next = max(next, segs[end]+1)
 	}
 	if err := l.openSegment(next); err != nil {
 		return nil, rec, err

@@ -237,3 +237,55 @@ func TestRotateAndRemove(t *testing.T) {
 		t.Fatalf("after removal replayed %v", got)
 	}
 }
+
+// TestStartSkipsSegmentsASnapshotCovers: a crash between a snapshot and
+// RemoveBefore leaves the old segments; Open with Start replays only the
+// segments from Start on, removes the older ones, and appends after them.
+func TestStartSkipsSegmentsASnapshotCovers(t *testing.T) {
+	m := NewStrictMemFS()
+	l, _, _ := open(t, m, SyncAlways)
+	appendN(t, l, 0, 100)
+	id, err := l.Rotate()
+	if err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 100, 110)
+	l.Close()
+	replay := func(got *[]uint64) func([]byte) error {
+		return func(b []byte) error { *got = append(*got, binary.BigEndian.Uint64(b)); return nil }
+	}
+	var got []uint64
+	l, _, err = Open("d", Options{FS: m, Start: id}, replay(&got))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 10 || got[0] != 100 {
+		t.Fatalf("from segment %d replayed %v", id, got)
+	}
+	appendN(t, l, 110, 115)
+	l.Close()
+	names, _ := m.List("d")
+	for _, n := range names {
+		if n < fmt.Sprintf("%016x.wal", id) {
+			t.Fatalf("segment %s older than %d left behind", n, id)
+		}
+	}
+	got = nil
+	l, _, err = Open("d", Options{FS: m, Start: id}, replay(&got))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	if len(got) != 15 || got[14] != 114 {
+		t.Fatalf("after reopen replayed %v", got)
+	}
+	// A Start past every segment (all removed): appends go to Start.
+	l2, _, err := Open("e", Options{FS: m, Start: 7}, replay(&got))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l2.Close()
+	if id, _ := l2.Rotate(); id != 8 {
+		t.Fatalf("first rotate after Start 7 gave segment %d, want 8", id)
+	}
+}
