@@ -29,6 +29,212 @@ func chaosDuration(t *testing.T, def time.Duration) time.Duration {
 	return def
 }
 
+// chaosRun is one chaos test under way: the cluster, the load and its
+// history, the ledger, the fault measurements, and how the cluster's
+// servers are hit (local processes, or processes on namespace hosts).
+type chaosRun struct {
+	t       *testing.T
+	c       *testcluster.Cluster
+	n       int
+	seed    int64
+	rng     *rand.Rand
+	cls     []*client.Client
+	w       *workload
+	l       *ledger
+	stats   *chaosStats
+	servers serverFaults
+	recover time.Duration // bound of one recovery (a leader, the servers back home)
+
+	fault  int // number of the fault under way
+	leader int // the leader coordinator when it began (a group)
+}
+
+// startChaos starts the load (porcupine history) and the ledger on c's
+// n servers (keys named after prefix, each call bounded by opTimeout) and
+// waits until the load runs.
+func startChaos(t *testing.T, c *testcluster.Cluster, n int, prefix string, opTimeout time.Duration,
+	servers serverFaults, recover time.Duration) *chaosRun {
+	t.Helper()
+	r := &chaosRun{t: t, c: c, n: n, cls: dialClients(c, 4), seed: seed(t), servers: servers, recover: recover}
+	r.rng = rand.New(rand.NewSource(r.seed))
+	r.w = startWorkload(t, workloadConfig{Clients: r.cls, Keys: keysOnShards(n, 3, prefix),
+		Workers: 8, OpTimeout: opTimeout, Seed: r.seed})
+	r.l = startLedger(t, r.cls, 2, "ledger-"+prefix, opTimeout)
+	r.stats = newChaosStats(n, r.l, r.cls)
+	waitProgress(t, c, "load before the first fault", r.w.Done, 200, 500*time.Millisecond)
+	return r
+}
+
+// logf logs a line of the fault under way.
+func (r *chaosRun) logf(format string, args ...any) {
+	r.t.Helper()
+	r.t.Logf("fault %d: %s", r.fault, fmt.Sprintf(format, args...))
+}
+
+// finish checks the history with porcupine and the ledger, and prints the
+// figures.
+func (r *chaosRun) finish(d time.Duration) {
+	r.t.Helper()
+	r.t.Logf("%d faults in %s", r.fault, d)
+	stopAndCheck(r.t, r.w, r.l, r.cls[0])
+	r.stats.report(r.t, r.seed, r.w)
+}
+
+// chaosFault is a kind of fault of a chaos run and how often it is drawn.
+type chaosFault struct {
+	weight int
+	inject func(r *chaosRun) // injects, measures and waits for recovery
+}
+
+// loop injects faults for d, each once the previous has been recovered
+// from and the load runs again: first the kinds at the indexes in first,
+// in order, then drawn at random by weight.
+func (r *chaosRun) loop(d time.Duration, kinds []chaosFault, first []int) {
+	r.t.Helper()
+	total := 0
+	for _, k := range kinds {
+		total += k.weight
+	}
+	end := time.Now().Add(d)
+	for time.Now().Before(end) {
+		r.fault++
+		f, x := 0, r.rng.Intn(total)
+		for x >= kinds[f].weight {
+			x -= kinds[f].weight
+			f++
+		}
+		if r.fault <= len(first) {
+			f = first[r.fault-1]
+		}
+		if r.c.Coordinators() > 1 {
+			r.leader = r.c.LeaderIndex(r.t)
+		}
+		kinds[f].inject(r)
+		if r.t.Failed() {
+			break
+		}
+		waitProgress(r.t, r.c, "load after recovery", r.w.Done, 100, 500*time.Millisecond)
+	}
+}
+
+// settle waits until the group has a leader, every coordinator answers
+// with the leader's term and view, and the cluster has recovered from the
+// victims (if any).
+func (r *chaosRun) settle(victims ...testcluster.Victim) {
+	r.t.Helper()
+	r.c.WaitRecovered(r.t, r.recover, victims...)
+	if r.c.Coordinators() == 1 {
+		return
+	}
+	for k := 0; k < r.c.Coordinators(); k++ {
+		caughtUp(r.t, r.c, k)
+	}
+}
+
+// heartbeats is a random one to four Raft heartbeat timeouts (two failure
+// timeouts each): how long a coordinator stays frozen or cut off.
+func (r *chaosRun) heartbeats() time.Duration {
+	return time.Duration(1+r.rng.Intn(4)) * 2 * testcluster.DefaultTimeout
+}
+
+// serverFaults hits the cluster's servers: kill -9, SIGSTOP and SIGCONT
+// of a server's current incarnation.
+type serverFaults interface {
+	kill(t *testing.T, id int) testcluster.Victim
+	stop(t *testing.T, id int) testcluster.Victim
+	cont(t *testing.T, v testcluster.Victim)
+}
+
+// localServers are servers that are children of the test's coordinators.
+type localServers struct{ c *testcluster.Cluster }
+
+func (s localServers) kill(t *testing.T, id int) testcluster.Victim { return s.c.KillServer(t, id) }
+func (s localServers) stop(t *testing.T, id int) testcluster.Victim { return s.c.StopServer(t, id) }
+func (s localServers) cont(t *testing.T, v testcluster.Victim)      { s.c.ContServer(t, v) }
+
+// measure runs one fault of kind that touches shards: inject (it returns
+// the servers it killed or froze), then lift (waits and undoes the fault;
+// nil: nothing to undo), then waits for the recovery, and records the
+// fault's time to writable.
+func (r *chaosRun) measure(kind string, shards []int, inject func() []testcluster.Victim, lift func()) {
+	r.t.Helper()
+	p := r.stats.probe(kind, shards)
+	vs := inject()
+	p.injected()
+	if lift != nil {
+		lift()
+	}
+	r.settle(vs...)
+	p.done(r.t)
+}
+
+// none is an injection's list of victims when it hits no server.
+func none(f func()) func() []testcluster.Victim {
+	return func() []testcluster.Victim { f(); return nil }
+}
+
+// Faults of the servers.
+var (
+	serverKill = func(r *chaosRun) {
+		id := r.rng.Intn(r.n)
+		r.logf("kill -9 server %d", id)
+		r.measure("server kill -9", serverShards(r.n, id),
+			func() []testcluster.Victim { return []testcluster.Victim{r.servers.kill(r.t, id)} }, nil)
+	}
+	serverStop = func(r *chaosRun) {
+		id := r.rng.Intn(r.n)
+		r.logf("SIGSTOP server %d", id)
+		var v testcluster.Victim
+		r.measure("server SIGSTOP", serverShards(r.n, id),
+			func() []testcluster.Victim { v = r.servers.stop(r.t, id); return []testcluster.Victim{v} },
+			func() { time.Sleep(3 * testcluster.DefaultTimeout); r.servers.cont(r.t, v) })
+	}
+)
+
+// Faults of a coordinator group's members.
+var (
+	leaderKill = func(r *chaosRun) {
+		r.logf("kill -9 of the leader coordinator %d, then restart", r.leader)
+		r.restartAfterKill("leader coordinator kill -9 + restart", r.leader)
+	}
+	followerKill = func(r *chaosRun) {
+		k := (r.leader + 1 + r.rng.Intn(r.c.Coordinators()-1)) % r.c.Coordinators()
+		r.logf("kill -9 of follower coordinator %d, then restart", k)
+		r.restartAfterKill("follower coordinator kill -9 + restart", k)
+	}
+	leaderStop = func(r *chaosRun) {
+		stop := r.heartbeats()
+		r.logf("SIGSTOP of the leader coordinator %d for %s", r.leader, stop)
+		r.measure("leader coordinator SIGSTOP", allShards(r.n), none(func() { r.c.StopCoordK(r.t, r.leader) }),
+			func() { time.Sleep(stop); r.c.ContCoordK(r.t, r.leader) })
+	}
+	leaderAndServerKill = func(r *chaosRun) {
+		id := r.rng.Intn(r.n)
+		r.logf("kill -9 of the leader coordinator %d and server %d together", r.leader, id)
+		r.measure("leader coordinator + server kill -9", allShards(r.n), func() []testcluster.Victim {
+			v := r.servers.kill(r.t, id)
+			r.c.KillCoordK(r.t, r.leader)
+			return []testcluster.Victim{v}
+		}, func() { r.c.RestartCoordK(r.t, r.leader) })
+	}
+)
+
+// restartAfterKill kills coordinator k, restarts it a random moment later
+// and waits for the group to settle, measured as kind.
+func (r *chaosRun) restartAfterKill(kind string, k int) {
+	r.measure(kind, allShards(r.n), none(func() { r.c.KillCoordK(r.t, k) }), func() {
+		time.Sleep(time.Duration(r.rng.Intn(1500)) * time.Millisecond)
+		r.c.RestartCoordK(r.t, k)
+	})
+}
+
+// coordGroupFaults are TestChaosCoordGroup's kinds of fault: the
+// coordinators' first (the short form takes each once), then the servers'.
+func coordGroupFaults() []chaosFault {
+	return []chaosFault{{1, leaderKill}, {1, leaderStop}, {1, leaderAndServerKill}, {1, followerKill},
+		{4, serverKill}, {2, serverStop}}
+}
+
 // TestChaos injects random faults for FTKV_CHAOS_DURATION (default 8s;
 // `make chaos` runs it for minutes): kill -9 of a random server, SIGSTOP of
 // a random server for three failure timeouts then SIGCONT, and kill -9 of
@@ -40,54 +246,17 @@ func TestChaos(t *testing.T) {
 	d := chaosDuration(t, 8*time.Second)
 	const n = 3
 	c := testcluster.Start(t, testcluster.Options{N: n})
-	cls := dialClients(c, 4)
-	s := seed(t)
-	rng := rand.New(rand.NewSource(s))
 	c.WaitRecovered(t, 10*time.Second)
-	w := startWorkload(t, workloadConfig{Clients: cls, Keys: keysOnShards(n, 3, "chaos"),
-		Workers: 8, OpTimeout: foOpTimeout, Seed: s})
-	l := startLedger(t, cls, 2, "ledger-chaos", foOpTimeout)
-	stats := newChaosStats(n, l, cls)
-	waitProgress(t, c, "load before the first fault", w.Done, 200, 500*time.Millisecond)
-
-	end := time.Now().Add(d)
-	faults := 0
-	for time.Now().Before(end) {
-		faults++
-		switch f := rng.Intn(10); {
-		case f < 6:
-			id := rng.Intn(n)
-			t.Logf("fault %d: kill -9 server %d", faults, id)
-			p := stats.probe("server kill -9", serverShards(n, id))
-			v := c.KillServer(t, id)
-			p.injected()
-			c.WaitRecovered(t, recoverTimeout, v)
-			p.done(t)
-		case f < 8:
-			id := rng.Intn(n)
-			t.Logf("fault %d: SIGSTOP server %d", faults, id)
-			p := stats.probe("server SIGSTOP", serverShards(n, id))
-			v := c.StopServer(t, id)
-			p.injected()
-			time.Sleep(3 * testcluster.DefaultTimeout)
-			c.ContServer(t, v)
-			c.WaitRecovered(t, recoverTimeout, v)
-			p.done(t)
-		default:
-			t.Logf("fault %d: kill -9 of the coordinator, then restart", faults)
-			p := stats.probe("coordinator kill -9 + restart", allShards(n))
-			c.KillCoord(t)
-			p.injected()
-			time.Sleep(time.Duration(rng.Intn(1500)) * time.Millisecond)
+	r := startChaos(t, c, n, "chaos", foOpTimeout, localServers{c}, recoverTimeout)
+	coordKill := func(r *chaosRun) {
+		r.logf("kill -9 of the coordinator, then restart")
+		r.measure("coordinator kill -9 + restart", allShards(n), none(func() { c.KillCoord(t) }), func() {
+			time.Sleep(time.Duration(r.rng.Intn(1500)) * time.Millisecond)
 			c.RestartCoord(t)
-			c.WaitRecovered(t, recoverTimeout)
-			p.done(t)
-		}
-		waitProgress(t, c, "load after recovery", w.Done, 100, 500*time.Millisecond)
+		})
 	}
-	t.Logf("%d faults in %s", faults, d)
-	stopAndCheck(t, w, l, cls[0])
-	stats.report(t, s, w)
+	r.loop(d, []chaosFault{{6, serverKill}, {2, serverStop}, {2, coordKill}}, nil)
+	r.finish(d)
 }
 
 // TestChaosCoordGroup is TestChaos with three coordinators (a Raft group)
@@ -98,111 +267,18 @@ func TestChaos(t *testing.T) {
 // leader while it is frozen) then SIGCONT, and the leader killed together
 // with a server. After each fault: a leader, every coordinator running
 // again and caught up, the cluster fully recovered. Porcupine and the
-// ledger at the end; time to writable per kind of fault.
+// ledger at the end; time to writable per kind of fault. Partitions of
+// coordinators: TestChaosCoordGroupNetns.
 func TestChaosCoordGroup(t *testing.T) {
 	d := chaosDuration(t, 10*time.Second)
 	const n = 3
 	c := testcluster.Start(t, testcluster.Options{N: n, Coordinators: groupCoords})
 	c.WaitRecovered(t, recoverTimeout)
-	cls := dialClients(c, 4)
-	s := seed(t)
-	rng := rand.New(rand.NewSource(s))
-	w := startWorkload(t, workloadConfig{Clients: cls, Keys: keysOnShards(n, 3, "chaos-cg"),
-		Workers: 8, OpTimeout: foOpTimeout, Seed: s})
-	l := startLedger(t, cls, 2, "ledger-chaos-cg", foOpTimeout)
-	stats := newChaosStats(n, l, cls)
-	waitProgress(t, c, "load before the first fault", w.Done, 200, 500*time.Millisecond)
-
+	r := startChaos(t, c, n, "chaos-cg", foOpTimeout, localServers{c}, recoverTimeout+electionBound)
 	// The first faults take every coordinator kind once, so that even the
 	// short form exercises the control plane; then at random.
-	first := []int{0, 1, 2}
-	end := time.Now().Add(d)
-	faults := 0
-	for time.Now().Before(end) {
-		faults++
-		f := rng.Intn(10)
-		if faults <= len(first) {
-			f = first[faults-1]
-		}
-		leader := c.LeaderIndex(t)
-		switch {
-		case f == 0:
-			t.Logf("fault %d: kill -9 of the leader coordinator %d, then restart", faults, leader)
-			p := stats.probe("leader coordinator kill -9 + restart", allShards(n))
-			c.KillCoordK(t, leader)
-			p.injected()
-			time.Sleep(time.Duration(rng.Intn(1500)) * time.Millisecond)
-			c.RestartCoordK(t, leader)
-			groupSettled(t, c)
-			p.done(t)
-		case f == 1:
-			stop := time.Duration(1+rng.Intn(4)) * 2 * testcluster.DefaultTimeout
-			t.Logf("fault %d: SIGSTOP of the leader coordinator %d for %s", faults, leader, stop)
-			p := stats.probe("leader coordinator SIGSTOP", allShards(n))
-			c.StopCoordK(t, leader)
-			p.injected()
-			time.Sleep(stop)
-			c.ContCoordK(t, leader)
-			groupSettled(t, c)
-			p.done(t)
-		case f == 2:
-			id := rng.Intn(n)
-			t.Logf("fault %d: kill -9 of the leader coordinator %d and server %d together", faults, leader, id)
-			p := stats.probe("leader coordinator + server kill -9", allShards(n))
-			v := c.KillServer(t, id)
-			c.KillCoordK(t, leader)
-			p.injected()
-			c.RestartCoordK(t, leader)
-			groupSettled(t, c, v)
-			p.done(t)
-		case f == 3:
-			k := (leader + 1 + rng.Intn(groupCoords-1)) % groupCoords
-			t.Logf("fault %d: kill -9 of follower coordinator %d, then restart", faults, k)
-			p := stats.probe("follower coordinator kill -9 + restart", allShards(n))
-			c.KillCoordK(t, k)
-			p.injected()
-			time.Sleep(time.Duration(rng.Intn(1500)) * time.Millisecond)
-			c.RestartCoordK(t, k)
-			groupSettled(t, c)
-			p.done(t)
-		case f < 8:
-			id := rng.Intn(n)
-			t.Logf("fault %d: kill -9 server %d", faults, id)
-			p := stats.probe("server kill -9", serverShards(n, id))
-			v := c.KillServer(t, id)
-			p.injected()
-			groupSettled(t, c, v)
-			p.done(t)
-		default:
-			id := rng.Intn(n)
-			t.Logf("fault %d: SIGSTOP server %d", faults, id)
-			p := stats.probe("server SIGSTOP", serverShards(n, id))
-			v := c.StopServer(t, id)
-			p.injected()
-			time.Sleep(3 * testcluster.DefaultTimeout)
-			c.ContServer(t, v)
-			groupSettled(t, c, v)
-			p.done(t)
-		}
-		if t.Failed() {
-			break
-		}
-		waitProgress(t, c, "load after recovery", w.Done, 100, 500*time.Millisecond)
-	}
-	t.Logf("%d faults in %s", faults, d)
-	stopAndCheck(t, w, l, cls[0])
-	stats.report(t, s, w)
-}
-
-// groupSettled waits until the group has a leader, every coordinator
-// answers with the leader's term and view, and the cluster has recovered
-// from the victims (if any).
-func groupSettled(t *testing.T, c *testcluster.Cluster, victims ...testcluster.Victim) {
-	t.Helper()
-	c.WaitRecovered(t, recoverTimeout+electionBound, victims...)
-	for k := 0; k < c.Coordinators(); k++ {
-		caughtUp(t, c, k)
-	}
+	r.loop(d, coordGroupFaults(), []int{0, 1, 2})
+	r.finish(d)
 }
 
 // serverShards are the shards a fault of server id touches: the one it

@@ -134,12 +134,24 @@ func (h *Hosts) Runs(i, pid int) bool {
 // that the process is on that host.
 func (h *Hosts) Kill9(i, pid int) {
 	h.t.Helper()
+	if err := h.Signal(i, pid, "KILL"); err != nil {
+		h.t.Fatal(err)
+	}
+}
+
+// Signal sends sig (a kill(1) name: KILL, STOP, CONT) to pid from inside
+// host i's namespace, after checking that the process is on that host; it
+// returns an error (and does not fail the test) when it is not, or when
+// kill fails.
+func (h *Hosts) Signal(i, pid int, sig string) error {
+	h.t.Helper()
 	if !h.Runs(i, pid) {
-		h.t.Fatalf("pid %d is not on host %d", pid, i)
+		return fmt.Errorf("pid %d is not on host %d", pid, i)
 	}
-	if out, err := h.Exec(i, "kill", "-9", strconv.Itoa(pid)); err != nil {
-		h.t.Fatalf("kill -9 %d on host %d: %v %s", pid, i, err, out)
+	if out, err := h.Exec(i, "kill", "-s", sig, strconv.Itoa(pid)); err != nil {
+		return fmt.Errorf("kill -s %s %d on host %d: %v %s", sig, pid, i, err, out)
 	}
+	return nil
 }
 
 // HostDown kills every process on host i (its sshd too) and takes its link
