@@ -32,6 +32,8 @@
 //   - table.go, kvmap.go: a shard's keys; dump.go: shutdown dumps.
 //   - durable.go: the write-ahead log (-data-dir): what is logged when,
 //     recovery at New, the identity file, disk errors.
+//   - snapshot.go: snapshots of the tables in the background, the log
+//     truncated behind them; recovery loads the latest one first.
 //
 // # Locks
 //

@@ -41,6 +41,21 @@ type durable struct {
 	mu       sync.Mutex
 	logged   map[int]uint64 // per shard: highest log index written (per policy) to the log
 	failOnce sync.Once
+
+	snapMu    sync.Mutex // one snapshot at a time
+	snapBytes int64      // size of the last snapshot (guarded by mu)
+	snapSeg   uint64     // its first log segment not covered (guarded by mu)
+}
+
+// loggedCopy returns the per-shard logged indexes.
+func (d *durable) loggedCopy() map[int]uint64 {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	m := make(map[int]uint64, len(d.logged))
+	for sh, v := range d.logged {
+		m[sh] = v
+	}
+	return m
 }
 
 // note records that shard's writes up to idx are in the log.
@@ -84,7 +99,12 @@ func (s *Server) openDurable() error {
 	d := &durable{syncSec: s.cfg.SyncSecondary && pol == wal.SyncAlways, logged: make(map[int]uint64)}
 	start := time.Now()
 	secs := make(map[int]*secState)
-	l, rec, err := wal.Open(filepath.Join(dir, "wal"), wal.Options{Policy: pol}, func(r []byte) error {
+	seg, high, loaded, err := s.loadSnapshot(dir, secs, d)
+	if err != nil {
+		return fmt.Errorf("server %d: recovering %s: %w", s.cfg.ID, dir, err)
+	}
+	snapTook := time.Since(start)
+	l, rec, err := wal.Open(filepath.Join(dir, "wal"), wal.Options{Policy: pol, FS: s.cfg.walFS, Start: seg}, func(r []byte) error {
 		return s.replay(r, secs, d)
 	})
 	if err != nil {
@@ -92,7 +112,14 @@ func (s *Server) openDurable() error {
 	}
 	for shard, st := range secs {
 		st.t.dropTombstones()
-		s.highWater[shard] = st.last
+		d.note(shard, st.last)
+		// Every index this server used or logged: a promotion continues above.
+		s.highWater[shard] = max(st.last, high[shard], d.logged[shard])
+	}
+	if seg > 0 {
+		if fi, err := os.Stat(filepath.Join(dir, fmt.Sprintf("%s%016x", snapPrefix, seg))); err == nil {
+			d.snapBytes, d.snapSeg = fi.Size(), seg
+		}
 	}
 	d.log = l
 	s.dur = d
@@ -100,7 +127,8 @@ func (s *Server) openDurable() error {
 	if rec.Reason != "" {
 		ev = s.log.Warn().Str("damage", rec.Reason).Int64("truncated_bytes", rec.Truncated).Int("removed_segments", rec.Removed)
 	}
-	ev.Str("dir", dir).Str("fsync", pol.String()).Int("records", rec.Records).Int("batches", rec.Batches).
+	ev.Str("dir", dir).Str("fsync", pol.String()).Uint64("snapshot", seg).Int("snapshot_entries", loaded).
+		Float64("snapshot_ms", float64(snapTook.Microseconds())/1000).Int("records", rec.Records).Int("batches", rec.Batches).
 		Float64("took_ms", float64(time.Since(start).Microseconds())/1000).Msg("log recovered")
 	return nil
 }

@@ -15,11 +15,15 @@ import (
 	"ftkv/wire"
 )
 
-func startDurableServer(t *testing.T, fc *fakeCoord, id uint32, dir, fsync string, syncSec bool) (*testServer, context.CancelFunc) {
+func startDurableServer(t *testing.T, fc *fakeCoord, id uint32, dir, fsync string, syncSec bool, mods ...func(*Config)) (*testServer, context.CancelFunc) {
 	t.Helper()
-	s, err := New(Config{ID: id, Incarnation: 1, CoordAddr: fc.ln.Addr().String(), Secret: testSecret,
+	cfg := Config{ID: id, Incarnation: 1, CoordAddr: fc.ln.Addr().String(), Secret: testSecret,
 		DumpDir: t.TempDir(), DataDir: dir, Fsync: fsync, SyncSecondary: syncSec, Timing: timing.New(300 * time.Millisecond), Loops: 1,
-		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)}
+	for _, m := range mods {
+		m(&cfg)
+	}
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -54,12 +58,43 @@ func TestRestartRecoversAcknowledgedWrites(t *testing.T) {
 	for _, c := range []struct {
 		fsync   string
 		syncSec bool
-	}{{"always", false}, {"always", true}, {"everysec", false}, {"no", false}} {
-		t.Run(fmt.Sprintf("%s-secsync=%v", c.fsync, c.syncSec), func(t *testing.T) {
+		snap    bool
+	}{{"always", false, false}, {"always", true, false}, {"everysec", false, false}, {"no", false, false}, {"always", false, true}} {
+		t.Run(fmt.Sprintf("%s-secsync=%v-snapshots=%v", c.fsync, c.syncSec, c.snap), func(t *testing.T) {
 			fc := startFakeCoord(t)
 			dirs := []string{t.TempDir(), t.TempDir()}
-			a, _ := startDurableServer(t, fc, 0, dirs[0], c.fsync, c.syncSec)
-			b, _ := startDurableServer(t, fc, 1, dirs[1], c.fsync, c.syncSec)
+			snapCfg := func(cfg *Config) {
+				if c.snap {
+					cfg.SnapshotBytes = 4 << 10 // the loop snapshots too, besides the test's own
+				}
+			}
+			a, _ := startDurableServer(t, fc, 0, dirs[0], c.fsync, c.syncSec, snapCfg)
+			b, _ := startDurableServer(t, fc, 1, dirs[1], c.fsync, c.syncSec, snapCfg)
+			stopSnaps := make(chan struct{})
+			snapsDone := make(chan int)
+			go func() {
+				// Snapshots while the writes flow: each one is fuzzy, and
+				// recovery (snapshot + log after it) must still be exact.
+				n := 0
+				defer func() { snapsDone <- n }()
+				for {
+					select {
+					case <-stopSnaps:
+						return
+					case <-time.After(5 * time.Millisecond):
+					}
+					if !c.snap {
+						continue
+					}
+					for _, srv := range []*testServer{a, b} {
+						if _, err := srv.snapshot(); err != nil {
+							t.Errorf("snapshot: %v", err)
+							return
+						}
+						n++
+					}
+				}
+			}()
 			v := wire.View{Epoch: 1, Servers: []wire.Member{member(a, a.peer), member(b, b.peer)},
 				Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 1, Secondary: 0}}}
 			pushView(t, v, a, b)
@@ -107,8 +142,21 @@ func TestRestartRecoversAcknowledgedWrites(t *testing.T) {
 				}()
 			}
 			wg.Wait()
+			close(stopSnaps)
+			if n := <-snapsDone; c.snap && n < 4 {
+				t.Fatalf("only %d snapshots during the load", n)
+			}
 			if t.Failed() {
 				return
+			}
+			if c.snap {
+				// Disk use is bounded: one snapshot, and the log after it.
+				for _, srv := range []*testServer{a, b} {
+					segs, _ := snapshots(srv.cfg.DataDir)
+					if len(segs) != 1 || srv.dur.log.Size() > 64<<10 {
+						t.Fatalf("server %d: snapshots %v, log %d bytes", srv.cfg.ID, segs, srv.dur.log.Size())
+					}
+				}
 			}
 			// An abrupt stop: the old servers are left as they are (their
 			// logs unclosed); new ones recover from the same directories.

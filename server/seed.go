@@ -208,14 +208,16 @@ func (ss *seedSender) wait(upTo uint64) error {
 // applySeed applies one SEED frame of a re-seeding (the receiver's side);
 // the caller holds st.mu.
 func (st *secState) applySeed(f *wire.Frame) error {
+	// Applied before it is logged, as the replication stream is: once the
+	// log has written a record, the tables hold it (snapshot.go).
 	if f.Flags&wire.FlagDedup != 0 {
+		if err := st.dd.restore(f.Value); err != nil {
+			return err
+		}
 		if st.dur != nil {
 			st.dur.logSeed(st.srv, st.shard, recDedup, f.Value)
 		}
-		return st.dd.restore(f.Value)
-	}
-	if st.dur != nil {
-		st.dur.logSeed(st.srv, st.shard, recSeed, f.Value)
+		return nil
 	}
 	if f.ID == 1 {
 		st.t.reserve(int(f.Floor))
@@ -230,6 +232,9 @@ func (st *secState) applySeed(f *wire.Frame) error {
 		}
 		st.t.merge(unsafe.String(unsafe.SliceData(k), len(k)), v, ver, false, true)
 		b = rest
+	}
+	if st.dur != nil {
+		st.dur.logSeed(st.srv, st.shard, recSeed, f.Value)
 	}
 	if f.Flags&wire.FlagSeedDone != 0 {
 		st.seeding = false

@@ -20,6 +20,7 @@ import (
 	"ftkv/internal/accept"
 	"ftkv/internal/connlimit"
 	"ftkv/internal/gnetlog"
+	"ftkv/internal/wal"
 	"ftkv/timing"
 	"ftkv/wire"
 )
@@ -49,6 +50,11 @@ type Config struct {
 	DataDir       string
 	Fsync         string
 	SyncSecondary bool
+	// SnapshotBytes: a snapshot of the tables is taken (and the log
+	// truncated behind it) once the log holds this many bytes and at least
+	// as many as the last snapshot (default 64 MiB; negative: never).
+	SnapshotBytes int64
+	walFS         wal.FS // tests: the log's file layer (default: the OS's)
 	// Timing holds every duration the server waits, retries or gives up
 	// after, derived from the coordinator's failure timeout (zero value:
 	// timing.Default()). Its Lease is how long a primary may serve after
@@ -75,6 +81,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.DumpDir == "" {
 		c.DumpDir = "."
+	}
+	if c.SnapshotBytes == 0 {
+		c.SnapshotBytes = 64 << 20
 	}
 	if c.Timing == (timing.Config{}) {
 		c.Timing = timing.Default()
@@ -264,6 +273,9 @@ func (s *Server) Run(ctx context.Context) error {
 	go s.heartbeatLoop(ctx)
 	if s.cfg.TuneGC {
 		go s.tuneGC(ctx)
+	}
+	if s.dur != nil {
+		go s.snapshotLoop(ctx)
 	}
 	select {
 	case <-s.done:

@@ -161,6 +161,28 @@ func (t *table) eachIn(i int, fn func(key string, value []byte, ver uint64)) {
 	st.mu.RUnlock()
 }
 
+// tombsIn calls fn for every delete stripe i remembers while re-seeding.
+func (t *table) tombsIn(i int, fn func(key string, ver uint64)) {
+	st := &t.stripes[i]
+	st.mu.RLock()
+	for k, v := range st.tomb {
+		fn(k, v)
+	}
+	st.mu.RUnlock()
+}
+
+// reset empties the table (a full re-seeding starts over).
+func (t *table) reset() {
+	for i := range t.stripes {
+		st := &t.stripes[i]
+		st.mu.Lock()
+		t.count.Add(-int64(st.m.n))
+		st.m = kvmap{}
+		st.tomb = nil
+		st.mu.Unlock()
+	}
+}
+
 // reserve sizes an empty table for about n keys, so loading a snapshot
 // does not grow every stripe many times over.
 func (t *table) reserve(n int) {

@@ -43,6 +43,7 @@ func main() {
 	fs.StringVar(&cfg.DumpDir, "dir", ".", "directory for server_<id>.primary/.secondary at shutdown")
 	fs.StringVar(&cfg.DataDir, "data-dir", "", "directory of this server's write-ahead log (empty: no log)")
 	fs.StringVar(&cfg.Fsync, "fsync", "always", "when the log is fsynced: always, everysec or no")
+	fs.Int64Var(&cfg.SnapshotBytes, "snapshot-bytes", 0, "snapshot the tables and truncate the log once it holds this many bytes and at least the last snapshot's size (0 = 64 MiB, negative = never)")
 	fs.BoolVar(&cfg.SyncSecondary, "fsync-secondary", false, "with -fsync always, a secondary acknowledges a write only once its own log synced it")
 	ft := fs.Duration("failure-timeout", 0, "the coordinator's failure timeout -t, from which every duration derives (0 = "+timing.DefaultFailureTimeout.String()+")")
 	fs.IntVar(&cfg.Loops, "loops", 0, "client event loops (default: one per CPU)")
