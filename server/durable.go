@@ -24,11 +24,14 @@ import (
 //
 // kind recFrames: body is one or more REPL frames (wire encoding);
 // kind recSeed: body is the packed entries of one SEED frame;
-// kind recDedup: body is the session records of one DEDUP seed frame.
+// kind recDedup: body is the session records of one DEDUP seed frame;
+// kind recReset: body is 8 bytes, the base of a full re-seeding that
+// starts here: the shard's table is emptied and its log goes on from base.
 const (
 	recFrames byte = 1
 	recSeed   byte = 2
 	recDedup  byte = 3
+	recReset  byte = 4
 )
 
 // identityFile names the server a data directory belongs to.
@@ -64,6 +67,13 @@ func (d *durable) note(shard int, idx uint64) {
 	if idx > d.logged[shard] {
 		d.logged[shard] = idx
 	}
+	d.mu.Unlock()
+}
+
+// set records that shard's log starts over at idx (a full re-seeding).
+func (d *durable) set(shard int, idx uint64) {
+	d.mu.Lock()
+	d.logged[shard] = idx
 	d.mu.Unlock()
 }
 
@@ -197,6 +207,14 @@ func (s *Server) replay(r []byte, secs map[int]*secState, d *durable) error {
 		}
 	case recDedup:
 		return s.dd.restore(body)
+	case recReset:
+		if len(body) != 8 {
+			return fmt.Errorf("log record of shard %d: reset of %d bytes", shard, len(body))
+		}
+		st.t.reset()
+		st.last = binary.BigEndian.Uint64(body)
+		d.set(shard, st.last)
+		return nil
 	default:
 		return fmt.Errorf("log record of unknown kind %d", kind)
 	}
@@ -315,5 +333,21 @@ func (d *durable) logSeed(s *Server, shard int, kind byte, value []byte) {
 		if err != nil {
 			d.failed(s, err)
 		}
+	})
+}
+
+// logReset appends a full re-seeding's start for shard, whose log goes
+// on from base; appended in order before the seeding's entries.
+func (d *durable) logReset(s *Server, shard int, base uint64) {
+	d.log.Append(func(w *wal.Writer) {
+		w.Record(func(dst []byte) []byte {
+			return binary.BigEndian.AppendUint64(appendRecHeader(dst, recReset, shard), base)
+		})
+	}, func(err error) {
+		if err != nil {
+			d.failed(s, err)
+			return
+		}
+		d.set(shard, base)
 	})
 }

@@ -39,7 +39,7 @@ func startDurableServer(t *testing.T, fc *fakeCoord, id uint32, dir, fsync strin
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if hb, ok := fc.last(id); ok {
+		if hb, ok := fc.last(id); ok && hb.Incarnation == cfg.Incarnation {
 			return &testServer{Server: s, client: hb.Addr, peer: hb.PeerAddr, ctl: hb.CtlAddr}, cancel
 		}
 		if time.Now().After(deadline) {
@@ -212,4 +212,101 @@ func TestDataDirOfAnotherServerRefused(t *testing.T) {
 	if _, err := New(Config{ID: 1, CoordAddr: "x:1", Secret: testSecret, DataDir: t.TempDir(), Fsync: "sometimes"}); err == nil {
 		t.Fatal("bad fsync policy accepted")
 	}
+}
+
+// TestFullReseedClearsRecoveredCopy: a server recovers its copies from its
+// log, but keys were deleted while it was down; the full re-seeding that
+// follows must start from an empty table (or the deleted keys come back),
+// and a later recovery from its log must not bring them back either.
+func TestFullReseedClearsRecoveredCopy(t *testing.T) {
+	fc := startFakeCoord(t)
+	dir := t.TempDir()
+	a, _ := startDurableServer(t, fc, 0, "", "", false)
+	// (b's link goroutines may log after the test: not to t.)
+	b, stopB := startDurableServer(t, fc, 1, dir, "always", false, func(c *Config) { c.Logger = zerolog.Nop() })
+	v := wire.View{Epoch: 1, Servers: []wire.Member{member(a, a.peer), member(b, b.peer)},
+		Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 1, Secondary: 0}}}
+	pushView(t, v, a, b)
+	keys := [2][]string{keysOf("gone", 0, 2, 20), keysOf("gone", 1, 2, 20)}
+	put := func(srv *testServer, k, val string, op wire.Op) {
+		t.Helper()
+		cn := dialConn(t, srv.client, false)
+		ans, err := cn.do(&wire.Frame{Op: op, Key: []byte(k), Value: []byte(val)}, 10*time.Second)
+		if err != nil || ans.Status != wire.StatusOK {
+			t.Fatalf("%v %s: %v %v %s", op, k, err, ans.Status, ans.Value)
+		}
+	}
+	for sh, srv := range []*testServer{a, b} {
+		for _, k := range keys[sh] {
+			put(srv, k, "v", wire.OpPut)
+		}
+	}
+	stopB() // b dies; a leads both shards alone and deletes every key
+	b.mu.Lock()
+	var bprims []*primary
+	for _, p := range b.prims {
+		bprims = append(bprims, p)
+	}
+	b.mu.Unlock()
+	for _, p := range bprims {
+		p.close() // (takes secMu: never under Server.mu)
+	}
+	deadB := member(b, b.peer)
+	deadB.State = wire.StateDead
+	pushView(t, wire.View{Epoch: 2, Servers: []wire.Member{member(a, a.peer), deadB},
+		Shards: []wire.Placement{{Primary: 0, Secondary: -1}, {Primary: 0, Secondary: -1}}}, a)
+	for sh := range keys {
+		for _, k := range keys[sh][:10] {
+			put(a, k, "", wire.OpDelete)
+		}
+	}
+	b2, _ := startDurableServer(t, fc, 1, dir, "always", false, func(c *Config) { c.Incarnation = 2 })
+	if b2.tableFor(0).len() != 20 || b2.tableFor(1).len() != 20 {
+		t.Fatalf("recovered %d and %d keys, want 20 and 20", b2.tableFor(0).len(), b2.tableFor(1).len())
+	}
+	m := member(b2, b2.peer)
+	m.State = wire.StateReseeding
+	pushView(t, wire.View{Epoch: 3, Servers: []wire.Member{member(a, a.peer), m},
+		Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 0, Secondary: 1}}}, a, b2)
+	deadline := time.Now().Add(10 * time.Second)
+	for sh := 0; sh < 2; sh++ {
+		for {
+			b2.secMu.Lock()
+			st := b2.sec[sh]
+			b2.secMu.Unlock()
+			seeding := true
+			if st != nil {
+				st.mu.Lock()
+				seeding = st.seeding
+				st.mu.Unlock()
+			}
+			if !seeding {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("shard %d not re-seeded", sh)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	check := func(s *Server, when string) {
+		t.Helper()
+		for sh := range keys {
+			for i, k := range keys[sh] {
+				_, ok := s.tableFor(sh).get([]byte(k))
+				if ok != (i >= 10) {
+					t.Fatalf("%s: shard %d key %s present=%v (deleted while the server was down: %v)", when, sh, k, ok, i < 10)
+				}
+			}
+		}
+	}
+	check(b2.Server, "after the re-seeding")
+	b2.dur.log.Close()
+	b3, err := New(Config{ID: 1, Incarnation: 3, CoordAddr: "127.0.0.1:1", Secret: testSecret, DataDir: dir,
+		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b3.dur.log.Close()
+	check(b3, "recovered after the re-seeding")
 }

@@ -162,6 +162,15 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 		// snapshot (re-seeding).
 		st = &secState{shard: shard, primaryID: f.Client, inc: f.Floor, last: base, t: s.tableFor(shard), seeding: seeding,
 			dd: s.dd, log: s.log, dur: s.dur, srv: s}
+		if seeding {
+			// A full re-seeding: the primary sends all it holds, so what
+			// this copy holds (recovered from the log, or a former
+			// seeding's part) goes, or keys deleted meanwhile would stay.
+			st.t.reset()
+			if s.dur != nil {
+				s.dur.logReset(s, shard, base)
+			}
+		}
 		s.sec[shard] = st
 		// Writes this server had in flight as the shard's primary, which
 		// the new primary took over with (handback.go).
