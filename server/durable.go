@@ -9,6 +9,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"ftkv/internal/wal"
@@ -44,6 +45,7 @@ type durable struct {
 	mu       sync.Mutex
 	logged   map[int]uint64 // per shard: highest log index written (per policy) to the log
 	failOnce sync.Once
+	broken   atomic.Bool // the log failed: refuse writes, acknowledge no replication
 
 	snapMu    sync.Mutex // one snapshot at a time
 	snapBytes int64      // size of the last snapshot (guarded by mu)
@@ -228,12 +230,20 @@ func appendRecHeader(dst []byte, kind byte, shard int) []byte {
 	return binary.BigEndian.AppendUint32(dst, uint32(shard))
 }
 
-// failed logs the log's first error once; writes are refused from then on.
+// failed logs the log's first error once; from then on writes are
+// refused and replication is not acknowledged (a secondary that cannot
+// log must not let its primary commit: the primary's writes wait, its
+// heartbeats report the link stalled, and the coordinator fails this
+// server, whatever -fsync-secondary says).
 func (d *durable) failed(s *Server, err error) {
+	d.broken.Store(true)
 	d.failOnce.Do(func() {
-		s.log.Error().Err(err).Msg("write-ahead log failed: refusing writes")
+		s.log.Error().Err(err).Msg("write-ahead log failed: refusing writes and no longer acknowledging replication")
 	})
 }
+
+// down reports whether the log (if any) failed; nil-safe.
+func (d *durable) down() bool { return d != nil && d.broken.Load() }
 
 // diskOK reports whether the log (if any) still takes writes.
 func (e *primaryEnv) diskOK() bool { return e.dur == nil || e.dur.log.Err() == nil }

@@ -55,6 +55,9 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			return out, act
 		}
 		st := pc.st
+		if st.dur.down() {
+			return out, gnet.None // nothing applied or acknowledged: see durable.failed
+		}
 		if st.fenced {
 			return reply(out, f, wire.StatusStaleEpoch, 0, "no longer the secondary of this primary"), gnet.Close
 		}
@@ -87,7 +90,7 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	if action != gnet.None || pc.st == nil {
 		return action
 	}
-	if applied {
+	if applied && !pc.st.dur.down() {
 		ack := wire.Append(nil, &wire.Frame{Op: wire.OpReplAck, ID: pc.st.last})
 		if st := pc.st; st.dur != nil {
 			var done func()
@@ -124,6 +127,9 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 	if f.Op != wire.OpReplHello || !s.secretOK(f.Value) {
 		s.log.Warn().Str("remote", c.RemoteAddr().String()).Msg("unauthenticated connection on the peer port refused")
 		return reply(out, f, wire.StatusBadRequest, 0, "authentication required"), gnet.Close
+	}
+	if s.dur.down() {
+		return reply(out, f, wire.StatusUnavailable, 0, errDisk), gnet.Close
 	}
 	// secMu orders this against applyView, which stores a view and fences
 	// the links it drops under the same lock.

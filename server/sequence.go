@@ -86,6 +86,7 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 	defer replies.release()
 	p.mu.Lock()
 	if !p.env.diskOK() {
+		p.mu.Unlock()
 		for _, r := range batch {
 			replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusUnavailable, Value: []byte(errDisk)})
 		}
