@@ -484,7 +484,16 @@ func (w *workload) check(t *testing.T) {
 		t.Errorf("porcupine skipped: %d unknown outcomes", nerr)
 		return
 	}
-	if res := checkHistory(t, ops, time.Minute); res != porcupine.Ok {
+	if res := checkHistory(t, ops, checkTimeout(len(ops))); res != porcupine.Ok {
 		t.Errorf("history of %d operations is not linearizable: %s", len(ops), res)
 	}
+}
+
+// checkTimeout is how long porcupine may search a history of n
+// operations: a minute, or half a millisecond per operation on a long run
+// (a 10-minute chaos run's 835k operations took 59 s on an idle machine
+// and timed out at a minute on a busy one; TestReplayHistory rechecks a
+// saved history without a limit).
+func checkTimeout(n int) time.Duration {
+	return max(time.Minute, time.Duration(n)*500*time.Microsecond)
 }
