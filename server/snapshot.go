@@ -164,12 +164,20 @@ func (s *Server) snapshot() (snapStats, error) {
 
 // snapWriter writes sections and keeps the checksum of all it wrote.
 type snapWriter struct {
-	w   *bufio.Writer
-	crc uint32
-	n   int64
-	err error
-	hdr [9]byte
+	w      *bufio.Writer
+	f      *os.File
+	crc    uint32
+	n      int64
+	synced int64
+	err    error
+	hdr    [9]byte
 }
+
+// snapSyncEvery: the file is synced every so many bytes as it is written
+// (as Redis's rdb-save-incremental-fsync), so the kernel never holds a
+// whole snapshot of dirty pages whose one flush would queue the log's
+// fsyncs, and so the acknowledged writes, behind it.
+const snapSyncEvery = 4 << 20
 
 func (w *snapWriter) write(b []byte) {
 	if w.err != nil {
@@ -179,6 +187,12 @@ func (w *snapWriter) write(b []byte) {
 	var k int
 	k, w.err = w.w.Write(b)
 	w.n += int64(k)
+	if w.err == nil && w.n-w.synced >= snapSyncEvery {
+		if w.err = w.w.Flush(); w.err == nil {
+			w.err = w.f.Sync()
+		}
+		w.synced = w.n
+	}
 }
 
 func (w *snapWriter) section(kind byte, shard int, body []byte) {
@@ -205,7 +219,7 @@ func writeSnapshot(path string, seg uint64, tables map[int]*table, base, logged,
 		_ = os.Remove(tmp)
 		return 0, fmt.Errorf("snapshot %s: %w", filepath.Base(path), err)
 	}
-	w := &snapWriter{w: bufio.NewWriterSize(f, 1<<20)}
+	w := &snapWriter{w: bufio.NewWriterSize(f, 1<<20), f: f}
 	var hdr [20]byte
 	copy(hdr[:], snapMagic)
 	binary.BigEndian.PutUint32(hdr[8:], snapVersion)
