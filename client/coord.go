@@ -104,14 +104,14 @@ func (c *Client) coordConn(ctx context.Context, addr string) (*conn, error) {
 // each bounded by the handshake timeout, so a dead or stopped coordinator
 // costs at most that; a connection that timed out is dropped (the next
 // request dials afresh).
-func (c *Client) askOne(ctx context.Context, addr string, op wire.Op) (wire.Frame, error) {
+func (c *Client) askOne(ctx context.Context, addr string, op wire.Op, value []byte) (wire.Frame, error) {
 	cn, err := c.coordConn(ctx, addr)
 	if err != nil {
 		return wire.Frame{}, err
 	}
 	rctx, cancel := context.WithTimeout(ctx, c.opts.timing.Handshake)
 	defer cancel()
-	reply, err := cn.roundTrip(rctx, &wire.Frame{Op: op})
+	reply, err := cn.roundTrip(rctx, &wire.Frame{Op: op, Value: value})
 	if err != nil && rctx.Err() != nil && ctx.Err() == nil {
 		err = fmt.Errorf("no answer within %s", c.opts.timing.Handshake)
 		cn.fail(fmt.Errorf("%w: %s: %v", errConnBroken, addr, err))
@@ -133,6 +133,11 @@ type coordAnswer struct {
 // It returns the accepted answer and who gave it; after one round without
 // one, or when ctx ends, an error naming what each coordinator did.
 func (c *Client) askCoord(ctx context.Context, op wire.Op, check func(coordAnswer) error) (coordAnswer, error) {
+	return c.askCoordValue(ctx, op, nil, check)
+}
+
+// askCoordValue is askCoord with a request value.
+func (c *Client) askCoordValue(ctx context.Context, op wire.Op, value []byte, check func(coordAnswer) error) (coordAnswer, error) {
 	queue := c.coordOrder()
 	tried := map[string]bool{}
 	var errs []error
@@ -145,7 +150,7 @@ func (c *Client) askCoord(ctx context.Context, op wire.Op, check func(coordAnswe
 			continue
 		}
 		tried[addr] = true
-		reply, err := c.askOne(ctx, addr, op)
+		reply, err := c.askOne(ctx, addr, op, value)
 		if errors.Is(err, ErrClosed) {
 			return coordAnswer{}, ErrClosed
 		}
@@ -312,7 +317,7 @@ func (c *Client) Status(ctx context.Context) (*status.Cluster, error) {
 	if la == "" || la == a.addr {
 		return &st, nil
 	}
-	reply, err := c.askOne(ctx, la, wire.OpStatus)
+	reply, err := c.askOne(ctx, la, wire.OpStatus, nil)
 	if err != nil || reply.Status != wire.StatusOK {
 		return &st, nil
 	}
@@ -347,7 +352,7 @@ func leaderClientAddr(st *status.Cluster) string {
 func (c *Client) ShutdownCluster(ctx context.Context) error {
 	delay := c.opts.timing.ClientRetryMin
 	for {
-		_, err := c.askCoord(ctx, wire.OpShutdown, nil)
+		_, err := c.askCoordValue(ctx, wire.OpShutdown, []byte(wire.ShutdownConfirm), nil)
 		if err == nil || ctx.Err() != nil || errors.Is(err, ErrClosed) || !leaderless(err) {
 			return err
 		}

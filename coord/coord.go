@@ -362,7 +362,7 @@ func (c *Coordinator) takeOver(l leadership) error {
 		if _, err := c.commitView(nv); err != nil {
 			return fmt.Errorf("the view of this leader's term was not committed: %w", err)
 		}
-		return c.startCore(l, true)
+		return c.startCore(l, true, false)
 	}
 	sctx, cancel := context.WithTimeout(ctx, c.opts.Timing.Start)
 	defer cancel()
@@ -382,7 +382,7 @@ func (c *Coordinator) takeOver(l leadership) error {
 		return err
 	}
 	c.log.Info().Int("servers", c.n).Uint64("epoch", c.View().Epoch).Msg("cluster ready")
-	return c.startCore(l, false)
+	return c.startCore(l, false, true)
 }
 
 // startRetries is how many times a server that exits during the
@@ -421,10 +421,11 @@ func (c *Coordinator) killOrphans(ctx context.Context, st clusterState) {
 
 // startCore hands the cluster to a decision core, from the current view
 // and the records: live members serve (silent from now: a grace of one
-// failure timeout), and none counts as having applied the view (hole 4):
-// after a takeover (push) it is sent to every live member at once, and
-// each one that does not confirm it is sent it again.
-func (c *Coordinator) startCore(l leadership, push bool) error {
+// failure timeout). After a takeover none counts as having applied the
+// view (hole 4): with push it is sent to every live member at once, and
+// each one that does not confirm it is sent it again. After a fresh
+// start (applied) every live member answered the first view's SETVIEW.
+func (c *Coordinator) startCore(l leadership, push, applied bool) error {
 	c.mu.Lock()
 	if c.ld != l {
 		c.mu.Unlock()
@@ -444,8 +445,14 @@ func (c *Coordinator) startCore(l leadership, push bool) error {
 	v := core.View()
 	var acts []decide.Action
 	for i, m := range v.Servers {
-		if push && (m.State == wire.StateServing || m.State == wire.StateReseeding) && core.Lease(i, m.Incarnation) {
+		live := (m.State == wire.StateServing || m.State == wire.StateReseeding) && core.Lease(i, m.Incarnation)
+		switch {
+		case live && push:
 			acts = append(acts, decide.Push{ID: i, Inc: m.Incarnation, View: cloneView(v)})
+		case live && applied:
+			// A fresh start: every member answered the first view's
+			// SETVIEW (publishInitialView waited for all of them).
+			acts = append(acts, core.Step(decide.PushResult{ID: i, Inc: m.Incarnation, Epoch: v.Epoch, OK: true})...)
 		}
 	}
 	c.mu.Unlock()

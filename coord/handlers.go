@@ -98,8 +98,10 @@ func (h *clientsHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 			// `client shutdown`: from this coordinator's own host only,
 			// until clients authenticate (a stray client elsewhere must
 			// not stop the cluster).
-			if ra, ok := conn.RemoteAddr().(*net.TCPAddr); !ok || !ra.IP.IsLoopback() {
-				return answer(out, f, wire.StatusBadRequest, 0, []byte("shutdown is accepted only from the coordinator's own host")), gnet.None
+			// The order must also say what it is (a stray or garbage
+			// frame on this port must never stop the cluster).
+			if ra, ok := conn.RemoteAddr().(*net.TCPAddr); !ok || !ra.IP.IsLoopback() || string(f.Value) != wire.ShutdownConfirm {
+				return answer(out, f, wire.StatusBadRequest, 0, []byte("shutdown is accepted only from the coordinator's own host, as bin/client shutdown")), gnet.None
 			}
 			c.mu.Lock()
 			leading, shutting := c.leading, c.shutting
@@ -138,15 +140,22 @@ func (c *Coordinator) Status() *status.Cluster {
 			Sessions: nd.hb.Sessions, SessionRecords: nd.hb.SessionRecords, RSSBytes: nd.hb.RSSBytes,
 			PrimaryOf: []int{}, SecondaryOf: []int{},
 		}
-		if nd.proc != nil {
+		switch {
+		case !c.leading && i < len(c.view.Servers):
+			// A follower says what was committed: its records (a
+			// heartbeat, a process) may be left from a term it led.
+			m := c.view.Servers[i]
+			ss = status.Server{ID: nd.id, Addr: m.Addr, PeerAddr: m.PeerAddr, CtlAddr: m.CtlAddr, Host: m.Host,
+				Incarnation: m.Incarnation, PID: int(m.PID), PrimaryOf: []int{}, SecondaryOf: []int{}}
+		case nd.proc != nil && nd.procInc == nd.inc:
 			ss.PID = nd.proc.PID()
-		} else if i < len(c.view.Servers) {
-			ss.PID = int(c.view.Servers[i].PID) // a follower: as committed
+		case i < len(c.view.Servers):
+			ss.PID = int(c.view.Servers[i].PID) // a respawn under way: as committed
 		}
 		if i < len(c.view.Servers) && c.view.Servers[i].State != wire.StateDown && c.view.Servers[i].State != wire.StateDead {
 			ss.Incarnation = c.view.Servers[i].Incarnation
 		}
-		if !nd.lastSeen.IsZero() {
+		if !nd.lastSeen.IsZero() && c.leading {
 			ss.HeartbeatAge = now.Sub(nd.lastSeen).Round(time.Millisecond).String()
 		}
 		for s, p := range c.view.Shards {

@@ -111,7 +111,7 @@ func TestHole4ReadoptionPushesTheCommittedView(t *testing.T) {
 	nv.Shards[0].Secondary = -1
 	c.adopt(c.ld, committed(nv), nv)
 	start := time.Now()
-	if err := c.startCore(c.ld, false); err != nil {
+	if err := c.startCore(c.ld, false, false); err != nil {
 		t.Fatal(err)
 	}
 	for i := range nv.Servers {

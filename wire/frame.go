@@ -100,6 +100,11 @@ func (s Status) String() string {
 	return fmt.Sprintf("STATUS(%d)", uint8(s))
 }
 
+// ShutdownConfirm is the value of a client's SHUTDOWN order on the
+// coordinator's client port (bin/client shutdown): an order without it is
+// refused, so that no stray or garbage frame stops the cluster.
+const ShutdownConfirm = "stop the whole cluster"
+
 // Flags.
 const (
 	// FlagOldPresent: for OpCAS requests, Aux holds the expected old value
