@@ -147,13 +147,19 @@ func (c *Coordinator) Status() *status.Cluster {
 			m := c.view.Servers[i]
 			ss = status.Server{ID: nd.id, Addr: m.Addr, PeerAddr: m.PeerAddr, CtlAddr: m.CtlAddr, Host: m.Host,
 				Incarnation: m.Incarnation, PID: int(m.PID), PrimaryOf: []int{}, SecondaryOf: []int{}}
-		case nd.proc != nil && nd.procInc == nd.inc:
-			ss.PID = nd.proc.PID()
-		case i < len(c.view.Servers):
-			ss.PID = int(c.view.Servers[i].PID) // a respawn under way: as committed
-		}
-		if i < len(c.view.Servers) && c.view.Servers[i].State != wire.StateDown && c.view.Servers[i].State != wire.StateDead {
-			ss.Incarnation = c.view.Servers[i].Incarnation
+		default:
+			if i < len(c.view.Servers) && c.view.Servers[i].State != wire.StateDown && c.view.Servers[i].State != wire.StateDead {
+				ss.Incarnation = c.view.Servers[i].Incarnation
+			}
+			// The pid of the incarnation shown: the process record's
+			// if it is that incarnation's (a leader taking over may
+			// still hold one from a term it led before), else the view's.
+			switch {
+			case nd.proc != nil && nd.procInc == ss.Incarnation:
+				ss.PID = nd.proc.PID()
+			case i < len(c.view.Servers) && c.view.Servers[i].Incarnation == ss.Incarnation:
+				ss.PID = int(c.view.Servers[i].PID)
+			}
 		}
 		if !nd.lastSeen.IsZero() && c.leading {
 			ss.HeartbeatAge = now.Sub(nd.lastSeen).Round(time.Millisecond).String()
