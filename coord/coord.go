@@ -885,16 +885,45 @@ func (c *Coordinator) StopCluster(ctx context.Context) error {
 	st := c.stateLocked()
 	c.mu.Unlock()
 	st.Stopped = err == nil
-	if serr := c.store.Save(st); serr != nil && err == nil {
+	serr := c.store.Save(st)
+	c.log.Info().AnErr("servers", err).AnErr("commit", serr).Bool("stopped", st.Stopped).Msg("cluster stopped")
+	if serr != nil && err == nil {
 		err = serr
 	} else if serr == nil && c.group() {
-		// The followers learn that the stop committed from the leader's
-		// next messages: stay that long, or they would wait for a leader
-		// that never comes.
-		time.Sleep(c.opts.Timing.RaftHeartbeat)
+		c.stopOthers()
 	}
 	c.stoppedOnce.Do(func() { close(c.stopped) })
 	return err
+}
+
+// stopOthers tells the other coordinators of the group that the cluster
+// stopped (SHUTDOWN on their servers port, after HELLO with the secret):
+// a follower may never learn that the stop committed (once the leader
+// exits, the others may lack a quorum to elect anybody), and must not
+// wait for a leader that never comes. One that cannot be reached learns
+// it from the log when it next has a leader.
+func (c *Coordinator) stopOthers() {
+	var wg sync.WaitGroup
+	for k, cs := range c.opts.Cluster.Coordinators {
+		if k == c.opts.ID {
+			continue
+		}
+		wg.Add(1)
+		go func(k int, addr string) {
+			defer wg.Done()
+			ctx, cancel := context.WithTimeout(context.Background(), c.opts.Timing.Dial)
+			defer cancel()
+			cc, err := c.dialCtl(ctx, addr)
+			if err == nil {
+				err = replyErr(cc.roundTrip(ctx, &wire.Frame{Op: wire.OpShutdown, Value: []byte(wire.ShutdownConfirm)}))
+				cc.close()
+			}
+			if err != nil {
+				c.log.Warn().Err(err).Int("coordinator", k).Msg("cannot tell a coordinator that the cluster stopped")
+			}
+		}(k, cs.ServersAddr())
+	}
+	wg.Wait()
 }
 
 // stopLeading ends this coordinator's work as a leader for good.

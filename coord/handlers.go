@@ -42,6 +42,15 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 		if !st.IsAuthed() {
 			return st.Hello(f, c.clusterSecret(), out)
 		}
+		if f.Op == wire.OpShutdown && string(f.Value) == wire.ShutdownConfirm && c.group() {
+			// The leader of the group stopped the cluster (authenticated
+			// by the cluster secret): this coordinator exits too, even
+			// if it never learns that the stop committed (the leader is
+			// gone, and one coordinator alone elects nobody).
+			c.log.Info().Msg("the leader stopped the cluster")
+			c.stoppedOnce.Do(func() { close(c.stopped) })
+			return answer(out, f, wire.StatusOK, 0, nil), gnet.None
+		}
 		if f.Op != wire.OpHeartbeat {
 			return answer(out, f, wire.StatusBadRequest, 0, []byte("expected HEARTBEAT")), gnet.Close
 		}
