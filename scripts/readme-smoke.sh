@@ -37,7 +37,7 @@ set +e
 bin/client -h localhost -p 7000 G absent >/dev/null; rc=$?
 set -e
 [ "$rc" = 1 ] || fail "G absent exited $rc, want 1"
-bin/client -h localhost -p 7000 status --json | grep -q '"epoch":1' || fail "status --json"
+bin/client -h localhost -p 7000 status --json | grep -q '"epoch":[1-9][0-9]*,.*"term":[1-9]' || fail "status --json"
 bin/bench -h localhost -p 7000 -c 50 -duration 2s -ratio 0 -size 100 -keys 100000 | grep -q throughput || fail "bench"
 bin/bench -h localhost -p 7000 -ratio 1 -P 16 -duration 2s -json | grep -q '"ops_per_sec"' || fail "bench -json"
 probe=$(bin/bench -mode probe -probe huge-length -victim 1 -h localhost -p 7000 -duration 2s) || fail "bench -mode probe:"$'\n'"$probe"
