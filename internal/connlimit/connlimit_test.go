@@ -402,11 +402,16 @@ func TestEvictOldestUnauthenticated(t *testing.T) {
 	eventually(t, time.Second, "two open", func() bool { return p.Open() == 2 })
 	c := dial(t, p)
 	eventually(t, time.Second, "three open", func() bool { return p.Open() == 3 })
+	// b and c are candidates once their event loop opened them (a
+	// connection accepted but not opened yet cannot be evicted: the new
+	// one is refused, and its client retries).
+	eventually(t, 2*time.Second, "two unauthenticated listed", func() bool { return unauthListed(p) == 2 })
 	d := dial(t, p) // evicts b, the oldest not authenticated
 	if !closedByServer(b, 2*time.Second) {
 		t.Fatal("the oldest unauthenticated connection was not evicted")
 	}
 	hello(t, d)
+	eventually(t, 2*time.Second, "one unauthenticated listed", func() bool { return unauthListed(p) == 1 })
 	e := dial(t, p) // evicts c
 	if !closedByServer(c, 2*time.Second) {
 		t.Fatal("the second unauthenticated connection was not evicted")
@@ -534,4 +539,12 @@ func TestMaxFrame(t *testing.T) {
 	if f, err := frameio.ReadFrame(bufio.NewReader(nc)); err != nil || f.Status != wire.StatusBadRequest {
 		t.Fatalf("a frame over the limit: %v %s, want BAD_REQUEST", err, f.Status)
 	}
+}
+
+// unauthListed is how many connections wait, opened and not
+// authenticated, as candidates for eviction.
+func unauthListed(p *Port) int {
+	p.umu.Lock()
+	defer p.umu.Unlock()
+	return p.unauth.Len()
 }
