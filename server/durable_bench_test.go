@@ -39,23 +39,7 @@ func TestWALThroughput(t *testing.T) {
 		var wg sync.WaitGroup
 		stop := time.Now().Add(3 * time.Second)
 		val := make([]byte, 100)
-		for w := 0; w < 50; w++ {
-			srv := []*testServer{a, b}[w%2]
-			keys := keysOf(fmt.Sprintf("b%d", w), w%2, 2, 100)
-			cn := dialConn(t, srv.client, false)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; time.Now().Before(stop); i++ {
-					ans, err := cn.do(&wire.Frame{Op: wire.OpPut, Key: []byte(keys[i%len(keys)]), Value: val}, 10*time.Second)
-					if err != nil || ans.Status != wire.StatusOK {
-						t.Errorf("put: %v %v", err, ans.Status)
-						return
-					}
-					n.Add(1)
-				}
-			}()
-		}
+		putLoad(t, []*testServer{a, b}, 50, stop, val, &n, &wg)
 		wg.Wait()
 		rate := float64(n.Load()) / 3
 		if base == 0 {
@@ -64,5 +48,28 @@ func TestWALThroughput(t *testing.T) {
 		t.Logf("%-24s %8.0f puts/s  %.2fx", c.name, rate, rate/base)
 		stopA()
 		stopB()
+	}
+}
+
+// putLoad starts workers goroutines on wg, each putting 100-byte values
+// to keys of the shard its server (servers, in turn) leads, one request
+// at a time, until stop; n counts the puts answered OK.
+func putLoad(t *testing.T, servers []*testServer, workers int, stop time.Time, val []byte, n *atomic.Int64, wg *sync.WaitGroup) {
+	for w := 0; w < workers; w++ {
+		srv := servers[w%len(servers)]
+		keys := keysOf(fmt.Sprintf("b%d", w), w%len(servers), len(servers), 100)
+		cn := dialConn(t, srv.client, false)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := 0; time.Now().Before(stop); i++ {
+				ans, err := cn.do(&wire.Frame{Op: wire.OpPut, Key: []byte(keys[i%len(keys)]), Value: val}, 10*time.Second)
+				if err != nil || ans.Status != wire.StatusOK {
+					t.Errorf("put: %v %v", err, ans.Status)
+					return
+				}
+				n.Add(1)
+			}
+		}()
 	}
 }

@@ -23,30 +23,7 @@ func startDurableServer(t *testing.T, fc *fakeCoord, id uint32, dir, fsync strin
 	for _, m := range mods {
 		m(&cfg)
 	}
-	s, err := New(cfg)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		_ = s.Run(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-done
-	})
-	deadline := time.Now().Add(10 * time.Second)
-	for {
-		if hb, ok := fc.last(id); ok && hb.Incarnation == cfg.Incarnation {
-			return &testServer{Server: s, client: hb.Addr, peer: hb.PeerAddr, ctl: hb.CtlAddr}, cancel
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("server %d did not heartbeat", id)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	return runTestServer(t, fc, cfg)
 }
 
 // TestRestartRecoversAcknowledgedWrites: two servers with data dirs, each

@@ -90,8 +90,16 @@ type testServer struct {
 
 func startTestServer(t *testing.T, fc *fakeCoord, id uint32, tm timing.Config) *testServer {
 	t.Helper()
-	s, err := New(Config{ID: id, Incarnation: 1, CoordAddr: fc.ln.Addr().String(), Secret: testSecret,
+	ts, _ := runTestServer(t, fc, Config{ID: id, Incarnation: 1, CoordAddr: fc.ln.Addr().String(), Secret: testSecret,
 		DumpDir: t.TempDir(), Timing: tm, Loops: 1, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+	return ts
+}
+
+// runTestServer runs a server with cfg until the test ends (or cancel),
+// and returns it once fc has its first heartbeat of cfg's incarnation.
+func runTestServer(t *testing.T, fc *fakeCoord, cfg Config) (*testServer, context.CancelFunc) {
+	t.Helper()
+	s, err := New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,11 +115,11 @@ func startTestServer(t *testing.T, fc *fakeCoord, id uint32, tm timing.Config) *
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		if hb, ok := fc.last(id); ok {
-			return &testServer{Server: s, client: hb.Addr, peer: hb.PeerAddr, ctl: hb.CtlAddr}
+		if hb, ok := fc.last(cfg.ID); ok && hb.Incarnation == cfg.Incarnation {
+			return &testServer{Server: s, client: hb.Addr, peer: hb.PeerAddr, ctl: hb.CtlAddr}, cancel
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("server %d did not heartbeat", id)
+			t.Fatalf("server %d did not heartbeat", cfg.ID)
 		}
 		time.Sleep(10 * time.Millisecond)
 	}

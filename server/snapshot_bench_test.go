@@ -108,23 +108,7 @@ func TestSnapshotCost(t *testing.T) {
 				}
 			}()
 		}
-		for w := 0; w < 50; w++ {
-			srv := []*testServer{a, b}[w%2]
-			ks := keysOf(fmt.Sprintf("b%d", w), w%2, 2, 100)
-			cn := dialConn(t, srv.client, false)
-			wg.Add(1)
-			go func() {
-				defer wg.Done()
-				for i := 0; time.Now().Before(stop); i++ {
-					ans, err := cn.do(&wire.Frame{Op: wire.OpPut, Key: []byte(ks[i%len(ks)]), Value: val}, 10*time.Second)
-					if err != nil || ans.Status != wire.StatusOK {
-						t.Errorf("put: %v %v", err, ans.Status)
-						return
-					}
-					n.Add(1)
-				}
-			}()
-		}
+		putLoad(t, []*testServer{a, b}, 50, stop, val, &n, &wg)
 		wg.Wait()
 		if snap {
 			t.Logf("%d snapshots of server 0 (500k keys) during the run", snaps)
