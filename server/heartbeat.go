@@ -59,9 +59,10 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 		}
 		s.log.Warn().Err(err).Str("coord", *s.coordAddr.Load()).Msg("heartbeat link lost; reconnecting")
 		if len(s.coords) > 1 {
-			// One of a group: the next coordinator may lead now.
-			s.nextCoord("")
-			backoff = tm.HeartbeatRetryMin
+			// One of a group: the next coordinator may lead now. The
+			// back-off still grows: with every coordinator down, a
+			// server must not spin through them (its log filled a disk).
+			s.nextCoord("", false)
 		}
 		select {
 		case <-time.After(backoff):
@@ -75,8 +76,9 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 }
 
 // nextCoord points the heartbeats at hint, the leader a follower named,
-// or else at the coordinator after the current one in the -coord list.
-func (s *Server) nextCoord(hint string) {
+// or else at the coordinator after the current one in the -coord list;
+// wake reconnects at once instead of after the heartbeat loop's back-off.
+func (s *Server) nextCoord(hint string, wake bool) {
 	next := hint
 	if next == "" && len(s.coords) > 0 {
 		cur := *s.coordAddr.Load()
@@ -92,6 +94,9 @@ func (s *Server) nextCoord(hint string) {
 		return
 	}
 	s.coordAddr.Store(&next)
+	if !wake {
+		return
+	}
 	select {
 	case s.coordChanged <- struct{}{}:
 	default:
@@ -117,8 +122,10 @@ func (s *Server) readHeartbeatAnswers(nc net.Conn) {
 		s.coordLease.answered(f.ID, f.Op == wire.OpHeartbeat && f.Status == wire.StatusOK)
 		if f.Op == wire.OpHeartbeat && f.Status == wire.StatusNotLeader {
 			// A follower of the coordinators' group: go to the leader it
-			// names, or try the next coordinator.
-			s.nextCoord(string(f.Value))
+			// names at once, or try the next coordinator after the
+			// back-off (during an election nobody is named).
+			hint := string(f.Value)
+			s.nextCoord(hint, hint != "")
 			nc.Close()
 			return
 		}
