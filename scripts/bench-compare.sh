@@ -184,7 +184,7 @@ for _ in $(seq 200); do
 	redis-cli -p "$REPLICA_PORT" info replication 2>/dev/null | grep -q 'master_link_status:up' && break
 	sleep 0.05
 done
-redis-cli -p "$REPLICA_PORT" info replication | grep -q 'master_link_status:up' ||
+grep -q 'master_link_status:up' <<<"$(redis-cli -p "$REPLICA_PORT" info replication)" ||
 	die "the replica did not connect to its primary (see $WORK/redis-replica.log)"
 
 (cd "$WORK" && exec "${PIN_SRV[@]}" "$BIN/coord" -c 0 -s 0 -C "$CONFIG" -no-stdin -l "$WORK/ftkv.log" \

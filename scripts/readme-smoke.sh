@@ -30,16 +30,22 @@ out=$(printf '%s\n' 'P "k" "v"' 'G "k"' 'P "greeting" "hello world"' 'A "greetin
   'T "greeting" "hello world!" "bye"' 'T "greeting" "nope" "x"' 'D "greeting"' 'G "greeting"' | bin/client -h localhost -p 7000)
 want=$'OK\nv\nOK\nOK\nhello world!\nOK\nMISMATCH bye\nOK\n(nil)'
 [ "$out" = "$want" ] || fail "session printed:"$'\n'"$out"
-bin/client -h localhost -p 7000 status | grep -q "^0 .*localhost" || fail "status table"
+# Outputs are captured before grep: with pipefail, `cmd | grep -q` fails
+# when grep exits at its first match and cmd's next write gets SIGPIPE.
+out=$(bin/client -h localhost -p 7000 status) || fail "status exited non-zero"
+grep -q "^0 .*localhost" <<<"$out" || fail "status table:"$'\n'"$out"
 [ "$(bin/client -h localhost -p 7000 P k v)" = OK ] || fail "one-shot P"
 [ "$(bin/client -h localhost -p 7000 G k)" = v ] || fail "one-shot G"
 set +e
 bin/client -h localhost -p 7000 G absent >/dev/null; rc=$?
 set -e
 [ "$rc" = 1 ] || fail "G absent exited $rc, want 1"
-bin/client -h localhost -p 7000 status --json | grep -q '"epoch":[1-9][0-9]*,.*"term":[1-9]' || fail "status --json"
-bin/bench -h localhost -p 7000 -c 50 -duration 2s -ratio 0 -size 100 -keys 100000 | grep -q throughput || fail "bench"
-bin/bench -h localhost -p 7000 -ratio 1 -P 16 -duration 2s -json | grep -q '"ops_per_sec"' || fail "bench -json"
+out=$(bin/client -h localhost -p 7000 status --json) || fail "status --json exited non-zero"
+grep -q '"epoch":[1-9][0-9]*,.*"term":[1-9]' <<<"$out" || fail "status --json:"$'\n'"$out"
+out=$(bin/bench -h localhost -p 7000 -c 50 -duration 2s -ratio 0 -size 100 -keys 100000) || fail "bench exited non-zero"
+grep -q throughput <<<"$out" || fail "bench:"$'\n'"$out"
+out=$(bin/bench -h localhost -p 7000 -ratio 1 -P 16 -duration 2s -json) || fail "bench -json exited non-zero"
+grep -q '"ops_per_sec"' <<<"$out" || fail "bench -json:"$'\n'"$out"
 probe=$(bin/bench -mode probe -probe huge-length -victim 1 -h localhost -p 7000 -duration 2s) || fail "bench -mode probe:"$'\n'"$probe"
 grep -q "server survived: *yes" <<<"$probe" || fail "bench -mode probe printed:"$'\n'"$probe"
 

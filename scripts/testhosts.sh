@@ -134,7 +134,7 @@ down() {
 		ns=$(nsname "$i")
 		# Everything in the namespace was started there by us or by the
 		# servers our sshd ran: kill it by pid.
-		if ip netns list | grep -qw "$ns"; then
+		if grep -qw "$ns" <<<"$(ip netns list)"; then
 			for p in $(ip netns pids "$ns" 2>/dev/null); do
 				kill -9 "$p" 2>/dev/null || true
 			done
