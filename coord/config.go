@@ -38,6 +38,9 @@ type Cluster struct {
 	// Limits holds the client-limit lines (max_clients, session_ttl, …);
 	// the coordinator's flags override them.
 	Limits limits.Config
+	// Storage holds the data_dir, fsync, fsync_secondary and
+	// snapshot_bytes lines; the coordinator's flags override them.
+	Storage Storage
 	// Coordinators are the "coordinator" lines: the members of a
 	// coordinators' Raft group (none: one coordinator run with -c/-s).
 	Coordinators []CoordSpec
@@ -117,6 +120,7 @@ func unwrapPathErr(err error) error {
 //	spare <host>                  a host to move a server to
 //	ssh_identity <file>           and the other settings of RemoteSettings
 //	max_clients <n>               and the other client limits (package limits)
+//	data_dir <dir>                and the other settings of Storage
 //
 // Blank lines and # comments are ignored. Every error names the file, the
 // line and the problem.
@@ -252,6 +256,12 @@ func (c *Cluster) setting(name, val string, line int) error {
 	if s, ok := limits.Lookup(name); ok {
 		return s.Set(&c.Limits, val)
 	}
+	if ok, err := c.Storage.set(name, val); ok {
+		if err == nil && strings.ContainsAny(val, "'\"`$;&|<>\\") {
+			return fmt.Errorf("%s %q contains characters not allowed in a path", name, val)
+		}
+		return err
+	}
 	switch name {
 	case "spare":
 		if err := validHost(val); err != nil {
@@ -282,7 +292,7 @@ func (c *Cluster) setting(name, val string, line int) error {
 		}
 		r.ConnectTimeout = v
 	default:
-		return fmt.Errorf("unknown setting %q (expected spare, ssh_identity, ssh_known_hosts, remote_bin, remote_dir, copy_bin, ssh_connect_timeout or a limit such as max_clients; a server line has 4 fields)", name)
+		return fmt.Errorf("unknown setting %q (expected spare, ssh_identity, ssh_known_hosts, remote_bin, remote_dir, copy_bin, ssh_connect_timeout, data_dir, fsync, fsync_secondary, snapshot_bytes or a limit such as max_clients; a server line has 4 fields)", name)
 	}
 	if name != "spare" && name != "copy_bin" && name != "ssh_connect_timeout" && strings.ContainsAny(val, "'\"`$;&|<>\\") {
 		return fmt.Errorf("%s %q contains characters not allowed in a path", name, val)

@@ -104,6 +104,12 @@ func (c *Coordinator) limits() limits.Config {
 	return l
 }
 
+// storage is where and how servers log: the cluster file's lines, each
+// overridden by its flag.
+func (c *Coordinator) storage() Storage {
+	return c.opts.Cluster.Storage.override(c.opts.StorageFlags)
+}
+
 // New validates opts and returns a coordinator ready to Start.
 func New(opts Options) (*Coordinator, error) {
 	if opts.Cluster == nil || len(opts.Cluster.Servers) == 0 {
@@ -588,7 +594,7 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 	spec := SpawnSpec{
 		ID: nd.id, Incarnation: inc, Spec: where, CoordAddr: c.serversAddr, Secret: c.secret,
 		Dir: c.opts.Dir, LogFile: c.opts.ServerLog, LogLevel: c.opts.ServerLevel,
-		FailureTimeout: c.opts.Timing.FailureTimeout, Limits: c.limits(),
+		FailureTimeout: c.opts.Timing.FailureTimeout, Limits: c.limits(), Storage: c.storage(),
 	}
 	for k, cs := range c.opts.Cluster.Coordinators {
 		if k != c.opts.ID {

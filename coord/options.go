@@ -42,6 +42,9 @@ type Options struct {
 	// LimitFlags are client limits from the command line; each one set
 	// overrides the cluster file's line. Servers get them as flags.
 	LimitFlags  limits.Config
+	// StorageFlags are -data-dir, -fsync, -fsync-secondary and
+	// -snapshot-bytes; each one set overrides the cluster file's line.
+	StorageFlags Storage
 	ServerBin   string // default: "server" beside the running executable
 	ServerLog   string // servers' log file ("" = the coordinator's stderr)
 	ServerLevel string // servers' log level (default "info")
@@ -84,6 +87,9 @@ func (o *Options) Validate() error {
 		return fmt.Errorf("-t %s: %w", o.Timeout, errTimeoutRange)
 	}
 	if err := o.LimitFlags.Validate(); err != nil {
+		return err
+	}
+	if err := o.StorageFlags.Validate(); err != nil {
 		return err
 	}
 	if o.Timing != (timing.Config{}) {

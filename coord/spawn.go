@@ -37,6 +37,8 @@ type SpawnSpec struct {
 	// Limits are the client limits set in the cluster file or on the
 	// coordinator's command line (zero: the server's default).
 	Limits limits.Config
+	// Storage is where and how the server logs its writes.
+	Storage Storage
 }
 
 // Process is a running server incarnation.
@@ -123,6 +125,7 @@ func serverArgs(s SpawnSpec, bind string) []string {
 		// timing.New, as the coordinator does.
 		args = append(args, "-failure-timeout", s.FailureTimeout.String())
 	}
+	args = append(args, s.Storage.Args(s.ID)...)
 	return append(args, s.Limits.Args()...)
 }
 

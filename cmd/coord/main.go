@@ -39,6 +39,17 @@ const usage = `usage: coord -c <client_port> -s <servers_port> -C <config> [-l <
   -d DIR         Raft data directory (default ftkv-coord, or ftkv-coord-K
                  in a group)
 
+durability (each overrides the config file's setting of that name):
+  -data-dir DIR        servers' logs and snapshots, DIR/server_<id> (data_dir;
+                       default ftkv-data under the working directory, on ssh
+                       hosts under remote_dir; "none": no log, memory only)
+  -fsync POLICY        always (default: a write is acknowledged once on disk),
+                       everysec or no (fsync)
+  -fsync-secondary     with -fsync always, a secondary also syncs before it
+                       acknowledges (fsync_secondary yes)
+  -snapshot-bytes N    snapshot once the log holds N bytes (snapshot_bytes;
+                       default 64 MiB; negative: never)
+
 servers on ssh hosts (each overrides the config file's setting of that name):
   -ssh-identity FILE         private key for ssh (ssh_identity)
   -ssh-known-hosts FILE      the only known-hosts file trusted (ssh_known_hosts)
@@ -80,12 +91,20 @@ func run() int {
 	fs.StringVar(&r.Dir, "remote-dir", "", "")
 	fs.BoolVar(&r.CopyBinary, "copy-bin", false, "")
 	limits.Flags(fs, &opts.LimitFlags)
+	st := &opts.StorageFlags
+	fs.StringVar(&st.DataDir, "data-dir", "", "")
+	fs.StringVar(&st.Fsync, "fsync", "", "")
+	fsyncSec := fs.Bool("fsync-secondary", false, "")
+	fs.Int64Var(&st.SnapshotBytes, "snapshot-bytes", 0, "")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Print(usage + limitsUsage())
 			return 0
 		}
 		return bad(fmt.Sprintf("%v (run coord -help for usage)", err))
+	}
+	if *fsyncSec {
+		st.FsyncSecondary = "yes"
 	}
 	if fs.NArg() > 0 {
 		return bad(fmt.Sprintf("unexpected argument %q (run coord -help for usage)", fs.Arg(0)))

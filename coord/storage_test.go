@@ -1,0 +1,38 @@
+package coord
+
+import (
+	"strings"
+	"testing"
+)
+
+func TestStorageLines(t *testing.T) {
+	c, err := ParseCluster("c.txt", strings.NewReader("1\nlocalhost 0 0 0\ndata_dir /var/lib/ftkv\nfsync everysec\nfsync_secondary yes\nsnapshot_bytes 1048576\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	st := c.Storage.override(Storage{})
+	got := strings.Join(st.Args(3), " ")
+	if want := "-data-dir /var/lib/ftkv/server_3 -fsync everysec -fsync-secondary -snapshot-bytes 1048576"; got != want {
+		t.Fatalf("server flags %q, want %q", got, want)
+	}
+	// A flag wins over the line.
+	if got := strings.Join(c.Storage.override(Storage{Fsync: "no"}).Args(0), " "); !strings.Contains(got, "-fsync no") {
+		t.Fatalf("flag did not override the line: %q", got)
+	}
+	// Defaults: a log under ftkv-data, fsync always; "none" turns it off.
+	if got := strings.Join(Storage{}.override(Storage{}).Args(1), " "); got != "-data-dir ftkv-data/server_1 -fsync always" {
+		t.Fatalf("default server flags %q", got)
+	}
+	if got := (Storage{DataDir: NoDataDir}).override(Storage{}).Args(1); got != nil {
+		t.Fatalf("data_dir none gave flags %q", got)
+	}
+	for _, bad := range []string{"fsync sometimes", "fsync_secondary maybe", "snapshot_bytes lots", "data_dir /tmp/$HOME"} {
+		_, err := ParseCluster("c.txt", strings.NewReader("1\nlocalhost 0 0 0\n"+bad+"\n"))
+		if err == nil || !strings.HasPrefix(err.Error(), "c.txt:3: ") {
+			t.Errorf("%q: error %v, want one naming c.txt:3", bad, err)
+		}
+	}
+	if err := (Storage{Fsync: "sometimes"}).Validate(); err == nil || !strings.Contains(err.Error(), "-fsync") {
+		t.Errorf("bad -fsync flag: %v", err)
+	}
+}
