@@ -27,12 +27,27 @@ import (
 // kind recSeed: body is the packed entries of one SEED frame;
 // kind recDedup: body is the session records of one DEDUP seed frame;
 // kind recReset: body is 8 bytes, the base of a full re-seeding that
-// starts here: the shard's table is emptied and its log goes on from base.
+// starts here: the shard's table is emptied and its log goes on from base;
+// kind recSeedDone: body is 8 bytes, the index the re-seeding that the
+// last reset started had reached when its last entry arrived. Between a
+// reset and its recSeedDone the shard's copy is partial: recovered, it is
+// reported as no copy at all, so it is never chosen as a primary;
+// kind recDirty (no body): the table of shard holds writes its log may
+// not (applied at a hand-back, handback.go): the copy counts as partial
+// until the next snapshot, which is taken at once.
 const (
-	recFrames byte = 1
-	recSeed   byte = 2
-	recDedup  byte = 3
-	recReset  byte = 4
+	recFrames   byte = 1
+	recSeed     byte = 2
+	recDedup    byte = 3
+	recReset    byte = 4
+	recSeedDone byte = 5
+	recDirty    byte = 6
+)
+
+// Why a copy in the log is partial.
+const (
+	copyReseeding uint8 = 1 // a re-seeding started and did not finish
+	copyDirty     uint8 = 2 // the table holds writes the log may not (recDirty)
 )
 
 // identityFile names the server a data directory belongs to.
@@ -44,6 +59,7 @@ type durable struct {
 	syncSec  bool // a secondary acknowledges only what its log synced
 	mu       sync.Mutex
 	logged   map[int]uint64 // per shard: highest log index written (per policy) to the log
+	partial  map[int]uint8  // per shard: copyReseeding or copyDirty
 	failOnce sync.Once
 	broken   atomic.Bool // the log failed: refuse writes, acknowledge no replication
 
@@ -72,19 +88,73 @@ func (d *durable) note(shard int, idx uint64) {
 	d.mu.Unlock()
 }
 
-// set records that shard's log starts over at idx (a full re-seeding).
+// set records that shard's log starts over at idx (a full re-seeding):
+// its copy is partial until seeded says otherwise.
 func (d *durable) set(shard int, idx uint64) {
 	d.mu.Lock()
 	d.logged[shard] = idx
+	d.partial[shard] = copyReseeding
 	d.mu.Unlock()
 }
 
-// indexes returns the per-shard indexes, by shard.
+// seeded records that shard's re-seeding is complete in the log.
+func (d *durable) seeded(shard int) {
+	d.mu.Lock()
+	delete(d.partial, shard)
+	d.mu.Unlock()
+}
+
+// isPartial reports whether shard's copy is partial or dirty.
+func (d *durable) isPartial(shard int) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.partial[shard] != 0
+}
+
+// partialKinds reports whether a shard's re-seeding is under way in the
+// log, and which shards are dirty.
+func (d *durable) partialKinds() (reseeding bool, dirty []int) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	for sh, k := range d.partial {
+		if k == copyReseeding {
+			reseeding = true
+		} else {
+			dirty = append(dirty, sh)
+		}
+	}
+	return reseeding, dirty
+}
+
+// cleaned records that a snapshot holds the dirty shards' tables.
+func (d *durable) cleaned(shards []int) {
+	d.mu.Lock()
+	for _, sh := range shards {
+		if d.partial[sh] == copyDirty {
+			delete(d.partial, sh)
+		}
+	}
+	d.mu.Unlock()
+}
+
+// dirty records that shard's log holds dropped writes.
+func (d *durable) dirty(shard int) {
+	d.mu.Lock()
+	if d.partial[shard] == 0 {
+		d.partial[shard] = copyDirty
+	}
+	d.mu.Unlock()
+}
+
+// indexes returns the per-shard indexes of the complete copies, by shard.
 func (d *durable) indexes() []wire.ShardIndex {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	out := make([]wire.ShardIndex, 0, len(d.logged))
 	for sh, idx := range d.logged {
+		if d.partial[sh] != 0 {
+			continue
+		}
 		out = append(out, wire.ShardIndex{Shard: uint32(sh), Index: idx})
 	}
 	sort.Slice(out, func(i, j int) bool { return out[i].Shard < out[j].Shard })
@@ -108,7 +178,7 @@ func (s *Server) openDurable() error {
 	if err != nil {
 		return fmt.Errorf("server %d: %w", s.cfg.ID, err)
 	}
-	d := &durable{syncSec: s.cfg.SyncSecondary && pol == wal.SyncAlways, logged: make(map[int]uint64)}
+	d := &durable{syncSec: s.cfg.SyncSecondary && pol == wal.SyncAlways, logged: make(map[int]uint64), partial: make(map[int]uint8)}
 	start := time.Now()
 	secs := make(map[int]*secState)
 	seg, high, loaded, err := s.loadSnapshot(dir, secs, d)
@@ -216,6 +286,14 @@ func (s *Server) replay(r []byte, secs map[int]*secState, d *durable) error {
 		st.t.reset()
 		st.last = binary.BigEndian.Uint64(body)
 		d.set(shard, st.last)
+		return nil
+	case recSeedDone:
+		if len(body) != 8 {
+			return fmt.Errorf("log record of shard %d: end of re-seeding of %d bytes", shard, len(body))
+		}
+		d.seeded(shard)
+	case recDirty:
+		d.dirty(shard)
 		return nil
 	default:
 		return fmt.Errorf("log record of unknown kind %d", kind)
@@ -339,6 +417,33 @@ func (d *durable) logSeed(s *Server, shard int, kind byte, value []byte) {
 		w.Record(func(dst []byte) []byte {
 			return append(appendRecHeader(dst, kind, shard), body...)
 		})
+	}, func(err error) {
+		if err != nil {
+			d.failed(s, err)
+		}
+	})
+}
+
+// logSeedDone appends the end of shard's re-seeding, at index last.
+func (d *durable) logSeedDone(s *Server, shard int, last uint64) {
+	d.log.Append(func(w *wal.Writer) {
+		w.Record(func(dst []byte) []byte {
+			return binary.BigEndian.AppendUint64(appendRecHeader(dst, recSeedDone, shard), last)
+		})
+	}, func(err error) {
+		if err != nil {
+			d.failed(s, err)
+			return
+		}
+		d.seeded(shard)
+	})
+}
+
+// logDirty appends that shard's table holds writes its log may not.
+func (d *durable) logDirty(s *Server, shard int) {
+	d.dirty(shard)
+	d.log.Append(func(w *wal.Writer) {
+		w.Record(func(dst []byte) []byte { return appendRecHeader(dst, recDirty, shard) })
 	}, func(err error) {
 		if err != nil {
 			d.failed(s, err)

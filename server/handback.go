@@ -79,6 +79,12 @@ func (s *Server) settleTailLocked(shard int, primaryID uint64, inc, base uint64,
 		st.applyEntry(e)
 		n++
 	}
+	if n > 0 && s.dur != nil {
+		// Applied here now, but maybe not logged: a primary logs a write
+		// only after its secondary's acknowledgement, and the log's
+		// answer may not have come before the hand-back.
+		s.dur.logDirty(s, shard)
+	}
 	s.log.Info().Int("shard", shard).Int("applied", n).Int("dropped", len(tl.entries)-n).Uint64("base", base).
 		Msg("settled the writes in flight at the hand-back against the new primary's base")
 	return n

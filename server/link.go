@@ -57,11 +57,12 @@ var errLinkRefused = errors.New("secondary refused link")
 // dialLink connects and authenticates the link of shard to addr at epoch
 // for owner; it returns the link (not yet carrying traffic) and the
 // highest log index the secondary already holds from this primary
-// incarnation (base is the one this primary starts from).
-func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, addr string, epoch, base uint64) (*replLink, uint64, error) {
+// incarnation (base is the one this primary starts from), and whether it
+// asks for a full re-seeding (its copy is not ours: a restart).
+func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, addr string, epoch, base uint64) (*replLink, uint64, bool, error) {
 	nc, err := netopt.Dialer(env.tm.Dial).Dial("tcp", addr)
 	if err != nil {
-		return nil, 0, err
+		return nil, 0, false, err
 	}
 	hello := wire.Append(nil, &wire.Frame{Op: wire.OpReplHello, Epoch: epoch, Client: uint64(env.id),
 		Seq: uint64(shard), Floor: env.inc, Value: []byte(env.secret),
@@ -69,16 +70,16 @@ func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, a
 	_ = nc.SetDeadline(time.Now().Add(env.tm.Handshake))
 	if _, err := nc.Write(hello); err != nil {
 		nc.Close()
-		return nil, 0, err
+		return nil, 0, false, err
 	}
 	f, err := readFrame(bufio.NewReaderSize(nc, 4096))
 	if err != nil {
 		nc.Close()
-		return nil, 0, err
+		return nil, 0, false, err
 	}
 	if f.Status != wire.StatusOK {
 		nc.Close()
-		return nil, 0, fmt.Errorf("%w: %s %s", errLinkRefused, f.Status, f.Value)
+		return nil, 0, false, fmt.Errorf("%w: %s %s", errLinkRefused, f.Status, f.Value)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	l := &replLink{owner: owner, log: log, dead: make(chan struct{})}
@@ -87,19 +88,19 @@ func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, a
 	resc, err := eng.Register(ctx)
 	if err != nil {
 		nc.Close()
-		return nil, 0, err
+		return nil, 0, false, err
 	}
 	select {
 	case res := <-resc:
 		if res.Err != nil {
-			return nil, 0, res.Err
+			return nil, 0, false, res.Err
 		}
 		l.gc = res.Conn
 		l.loop = res.Conn.EventLoop()
 	case <-time.After(env.tm.Handshake):
-		return nil, 0, fmt.Errorf("enrolling the link to %s timed out", addr)
+		return nil, 0, false, fmt.Errorf("enrolling the link to %s timed out", addr)
 	}
-	return l, f.Seq, nil
+	return l, f.Seq, f.Flags&wire.FlagSeed != 0, nil
 }
 
 // flushSoon schedules a flush on the link's event loop unless one is
@@ -271,9 +272,10 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 		p.mu.Unlock()
 		var l *replLink
 		var acked uint64
+		var full bool
 		err := errTestCut
 		if !replCut(p.env.id, sec) {
-			l, acked, err = dialLink(p.env, p, p.log, p.shard, sec.addr, epoch, base)
+			l, acked, full, err = dialLink(p.env, p, p.log, p.shard, sec.addr, epoch, base)
 		}
 		if err == nil {
 			p.mu.Lock()
@@ -294,6 +296,15 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 				p.commitUpTo(acked, nil)
 			}
 			p.log.Info().Str("secondary", sec.addr).Uint64("epoch", epoch).Msg("replication link up")
+			if full {
+				// The view is applied once the copy is whole: until then
+				// it must not count as a secondary that could be promoted.
+				p.startSeed(sec)
+				if err := p.seedResult(sec.inc, p.tm.SeedLimit); err != nil {
+					return fmt.Errorf("re-seeding the secondary's differing copy: %w", err)
+				}
+				p.log.Info().Str("secondary", sec.addr).Msg("the secondary's copy re-seeded in full")
+			}
 			return nil
 		}
 		if errors.Is(err, errLinkRefused) {

@@ -150,6 +150,8 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 		base = binary.BigEndian.Uint64(f.Aux)
 	}
 	seeding := vs.v.Servers[vs.me].State == wire.StateReseeding
+	first := !s.linked[shard]
+	s.linked[shard] = true
 	st := s.sec[shard]
 	if st != nil {
 		st.mu.Lock()
@@ -162,10 +164,21 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 			st = nil
 		}
 	}
+	var flags uint8
 	if st == nil {
 		// A new primary (or incarnation): everything up to its base is
 		// either here already (hand-back, first start) or comes with the
-		// snapshot (re-seeding).
+		// snapshot (re-seeding). The first link since this process
+		// started (a restart of the cluster: the copy was recovered from
+		// the log, or there is none) checks it: a copy that is not at the
+		// primary's base, or whose log holds an unfinished re-seeding, is
+		// re-seeded in full before the view that named us is applied.
+		if first && !seeding && s.copyDiffers(shard, base) {
+			seeding = true
+			flags = wire.FlagSeed
+			s.log.Warn().Int("shard", shard).Uint64("primary_base", base).Uint64("ours", s.highWater[shard]).
+				Msg("this copy is not the primary's: re-seeding it in full")
+		}
 		st = &secState{shard: shard, primaryID: f.Client, inc: f.Floor, last: base, t: s.tableFor(shard), seeding: seeding,
 			dd: s.dd, log: s.log, dur: s.dur, srv: s}
 		if seeding {
@@ -190,5 +203,18 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 	pc.st = st
 	pc.lim.Authed() // frames beyond HELLO's size are accepted from now on
 	s.log.Info().Int("shard", shard).Uint64("from", f.Client).Uint64("last", last).Bool("seeding", seeding).Msg("replication link accepted")
-	return wire.Append(out, &wire.Frame{Op: wire.OpReplHello, ID: f.ID, Epoch: vs.v.Epoch, Seq: last}), gnet.None
+	return wire.Append(out, &wire.Frame{Op: wire.OpReplHello, ID: f.ID, Epoch: vs.v.Epoch, Seq: last, Flags: flags}), gnet.None
+}
+
+// copyDiffers reports whether this server's copy of shard (recovered from
+// its log, or none) is not the one a primary at base holds: another
+// index, or a re-seeding the log did not see finish. Equal indexes are
+// equal copies: only a shard's primary numbers its writes, and a promoted
+// one numbers above anything its former primary may have logged
+// (LineageGap). The caller holds s.secMu.
+func (s *Server) copyDiffers(shard int, base uint64) bool {
+	if s.dur != nil && s.dur.isPartial(shard) {
+		return true
+	}
+	return s.highWater[shard] != base
 }

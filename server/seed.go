@@ -239,6 +239,9 @@ func (st *secState) applySeed(f *wire.Frame) error {
 	if f.Flags&wire.FlagSeedDone != 0 {
 		st.seeding = false
 		st.t.dropTombstones()
+		if st.dur != nil {
+			st.dur.logSeedDone(st.srv, st.shard, st.last)
+		}
 		st.log.Info().Int("shard", st.shard).Int("keys", st.t.len()).Msg("re-seeding complete")
 	}
 	return nil

@@ -134,6 +134,9 @@ type Server struct {
 	sec       map[int]*secState
 	highWater map[int]uint64   // per shard: highest log index used here as a primary
 	tails     map[int]*logTail // per shard: writes in flight when this server handed it back (handback.go)
+	// linked: per shard, a primary's link was accepted since this process
+	// started. The first one compares copies (peer.go, hello).
+	linked map[int]bool
 
 	// appliedEpoch is the epoch of the last view applied completely
 	// (links up); heartbeats report it, so the coordinator re-sends a view
@@ -172,6 +175,7 @@ func New(cfg Config) (*Server, error) {
 		sec:    make(map[int]*secState),
 
 		highWater: make(map[int]uint64),
+		linked:    make(map[int]bool),
 		tails:     make(map[int]*logTail),
 		done:      make(chan struct{}),
 

@@ -93,7 +93,10 @@ func (s *Server) snapshotLoop(ctx context.Context) {
 		d.mu.Lock()
 		last := d.snapBytes
 		d.mu.Unlock()
-		if d.log.Size() < max(min, last) {
+		// A snapshot does not record a re-seeding under way: it waits
+		// until the log holds the re-seeding's end.
+		reseeding, dirty := d.partialKinds()
+		if reseeding || (d.log.Size() < max(min, last) && len(dirty) == 0) {
 			continue
 		}
 		st, err := s.snapshot()
@@ -117,6 +120,7 @@ func (s *Server) snapshot() (snapStats, error) {
 	d.snapMu.Lock()
 	defer d.snapMu.Unlock()
 	start := time.Now()
+	_, dirty := d.partialKinds() // the tables hold what their logs may not: the snapshot will
 	base := d.loggedCopy() // all reflected in the tables once Rotate returns
 	seg, err := d.log.Rotate()
 	if err != nil {
@@ -158,6 +162,7 @@ func (s *Server) snapshot() (snapStats, error) {
 	d.snapBytes = n
 	d.snapSeg = seg
 	d.mu.Unlock()
+	d.cleaned(dirty)
 	st.took = time.Since(start)
 	return st, nil
 }

@@ -175,6 +175,7 @@ func (s *Server) leadShards(cur *viewState, v wire.View, me int, prims []*primar
 func (s *Server) takeOver(cur *viewState, v wire.View, shard int) *primary {
 	pl := v.Shards[shard]
 	var notBefore time.Time
+	promoted := false
 	if cur != nil && cur.v.Shards[shard].Primary >= 0 && int(cur.v.Shards[shard].Secondary) == cur.me {
 		lastAck := s.fence(shard)
 		old := cur.v.Servers[cur.v.Shards[shard].Primary]
@@ -186,11 +187,20 @@ func (s *Server) takeOver(cur *viewState, v wire.View, shard int) *primary {
 		if !handBack && !formerPrimaryGone(v, old) {
 			notBefore = lastAck.Add(s.cfg.Timing.Lease + s.cfg.Timing.LeaseMargin)
 		}
+		promoted = !handBack
 	}
 	s.secMu.Lock()
 	s.dropTailLocked(shard) // leading the shard again: no write of that tail was acknowledged
 	s.secMu.Unlock()
-	p := newPrimary(s.penv, shard, s.tableFor(shard), s.lastApplied(shard), notBefore)
+	base := s.lastApplied(shard)
+	if promoted {
+		// A new line of history: the former primary may have logged
+		// writes above base that never reached us; ours number above
+		// any of them, so a copy holding those compares lower (restart)
+		// and never matches an index of ours (catching up).
+		base += LineageGap
+	}
+	p := newPrimary(s.penv, shard, s.tableFor(shard), base, notBefore)
 	s.mu.Lock()
 	s.prims[shard] = p
 	s.mu.Unlock()
@@ -198,6 +208,11 @@ func (s *Server) takeOver(cur *viewState, v wire.View, shard int) *primary {
 		Time("not_before", notBefore).Msg("taking over as primary")
 	return p
 }
+
+// LineageGap is how far a promoted secondary's log indexes jump above
+// the last one it applied: more than a primary ever has in flight, and
+// room for 2^32 promotions in a uint64.
+const LineageGap = 1 << 32
 
 // target identifies the secondary of a shard.
 type target struct {
