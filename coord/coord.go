@@ -360,9 +360,17 @@ func (c *Coordinator) takeOver(l leadership) error {
 		c.adopting = false
 	}
 	c.mu.Unlock()
+	if running && c.adopt(l, st, v) == 0 && c.storage().ServerDir(0) != "" {
+		// Every process died at once (a power cut, kill -9 of all): the
+		// servers' logs hold the cluster; start it again from them.
+		c.log.Warn().Uint64("epoch", v.Epoch).Msg("no server of the running cluster answers: restarting it from the servers' logs")
+		c.mu.Lock()
+		c.readopt = false
+		c.mu.Unlock()
+		running = false
+	}
 	if running {
 		c.log.Warn().Uint64("epoch", v.Epoch).Msg("taking over running servers")
-		c.adopt(l, st, v)
 		nv := c.View()
 		nv.Epoch++ // restamped with this leader's term
 		if _, err := c.commitView(nv); err != nil {
@@ -692,9 +700,11 @@ func (c *Coordinator) waitRegistered(ctx context.Context) error {
 	}
 }
 
-// publishInitialView builds epoch 1 (server i primary of shard i, its
-// successor secondary), pushes it to every server and waits for all of them
-// to confirm their replication links are up.
+// publishInitialView builds the first view (server i primary of shard i,
+// its successor secondary, unless the servers' logs say otherwise:
+// initialPlacement), pushes it to every server and waits for all of them
+// to confirm their replication links are up and their secondaries' copies
+// whole.
 func (c *Coordinator) publishInitialView(ctx context.Context) error {
 	c.mu.Lock()
 	// The servers' session TTL travels in the view, so clients stop
@@ -706,27 +716,67 @@ func (c *Coordinator) publishInitialView(ctx context.Context) error {
 			Host: nd.host, Addr: nd.hb.Addr, PeerAddr: nd.hb.PeerAddr, CtlAddr: nd.hb.CtlAddr,
 		})
 	}
-	for s := 0; s < c.n; s++ {
-		p := wire.Placement{Primary: int32(s), Secondary: int32((s + 1) % c.n)}
-		if c.n == 1 {
-			p.Secondary = -1
+	durable := make([]map[int]uint64, c.n)
+	for i, nd := range c.nodes {
+		durable[i] = make(map[int]uint64, len(nd.hb.Durable))
+		for _, d := range nd.hb.Durable {
+			durable[i][int(d.Shard)] = d.Index
 		}
-		v.Shards = append(v.Shards, p)
+	}
+	v.Shards = initialPlacement(c.n, durable)
+	for s, p := range v.Shards {
+		if p.Primary != int32(s) {
+			c.log.Warn().Int("shard", s).Int32("primary", p.Primary).Uint64("its_index", durable[p.Primary][s]).
+				Uint64("home_index", durable[s][s]).Msg("restart: the shard's most complete copy is its secondary's; it leads the shard")
+		}
 	}
 	c.mu.Unlock()
 	v, err := c.commitView(v) // committed before any server or client sees it
 	if err != nil {
 		return err
 	}
-	if errs := c.pushView(ctx, v); len(errs) > 0 {
+	// A secondary whose recovered copy differs from its primary's is
+	// re-seeded before its server answers: give it the time a re-seeding
+	// may take.
+	if errs := c.pushViewWithin(ctx, v, c.opts.Timing.SeedLimit); len(errs) > 0 {
 		return errors.Join(errs...)
 	}
 	return nil
 }
 
+// initialPlacement places each shard s of a cluster of n servers that
+// starts (or starts again): on its home pair, server s primary and s+1
+// secondary, except where durable (per server, the log index of each
+// complete copy its log holds) says the secondary's copy is further on:
+// then the secondary leads and the home copy is re-seeded from it. A
+// copy a log does not report (none, or a re-seeding that did not finish)
+// is never chosen over one it does.
+func initialPlacement(n int, durable []map[int]uint64) []wire.Placement {
+	out := make([]wire.Placement, n)
+	for s := range out {
+		sec := (s + 1) % n
+		out[s] = wire.Placement{Primary: int32(s), Secondary: int32(sec)}
+		if n == 1 {
+			out[s].Secondary = -1
+			continue
+		}
+		home, hok := durable[s][s]
+		other, ook := durable[sec][s]
+		if ook && (!hok || other > home) {
+			out[s] = wire.Placement{Primary: int32(sec), Secondary: int32(s)}
+		}
+	}
+	return out
+}
+
 // pushView sends v to every live member in parallel and waits for all
 // answers; it returns the errors of those that did not apply it.
 func (c *Coordinator) pushView(ctx context.Context, v wire.View) []error {
+	return c.pushViewWithin(ctx, v, c.opts.Timing.Control)
+}
+
+// pushViewWithin is pushView with each server given timeout to apply v.
+func (c *Coordinator) pushViewWithin(ctx context.Context, v wire.View, timeout time.Duration) []error {
 	enc := wire.AppendView(nil, &v)
 	var wg sync.WaitGroup
 	var mu sync.Mutex
@@ -739,7 +789,7 @@ func (c *Coordinator) pushView(ctx context.Context, v wire.View) []error {
 		go func(m wire.Member) {
 			defer wg.Done()
 			nd := c.nodes[m.ID]
-			pctx, cancel := context.WithTimeout(ctx, c.opts.Timing.Control)
+			pctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
 			err := replyErr(c.control(pctx, nd, &wire.Frame{Op: wire.OpSetView, Epoch: v.Epoch, Value: enc}))
 			if err != nil {

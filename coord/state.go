@@ -81,7 +81,8 @@ func (c *Coordinator) savedView(st clusterState) (v wire.View, ok bool, err erro
 // takes the cluster over next (startCore) fails over whoever does not
 // heartbeat, and counts no server as having applied the view until its
 // heartbeat or a push says so (hole 4).
-func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) {
+// It returns how many servers answered.
+func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) int {
 	// First the records of every node, under the lock (heartbeats are
 	// already arriving), then the network round trips.
 	c.mu.Lock()
@@ -120,6 +121,7 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) {
 	// From here on a heartbeat is judged against these records.
 	c.readopt, c.adopting = true, false
 	c.mu.Unlock()
+	answered := 0
 	for _, i := range try {
 		nd := c.nodes[i]
 		err := replyErr(c.control(l.ctx, nd, &wire.Frame{Op: wire.OpSetCoord, Value: []byte(c.serversAddr)}))
@@ -132,7 +134,9 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) {
 			continue
 		}
 		c.log.Info().Int("node", i).Uint64("inc", inc).Int("pid", pid).Msg("server re-adopted")
+		answered++
 	}
+	return answered
 }
 
 // pidProc is a server process that is not our child (re-adopted): it is
