@@ -4,6 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
 	"testing"
 	"time"
 
@@ -98,4 +101,42 @@ func TestRestartAfterCleanShutdown(t *testing.T) {
 			t.Errorf("key %q after the restart: %q, %v", k, v, err)
 		}
 	}
+}
+
+// TestRestartWithALostDataDir: kill -9 of everything, then server 1's data
+// directory is lost (a replaced disk). At the restart its copies must
+// never be taken for the shards' data: shard 1 is led by server 2's copy
+// and server 1 is re-seeded in full before the cluster serves. Every
+// acknowledged put is there, and stays there when server 0 (whose shard's
+// second copy is the re-seeded one) and then server 2 are killed.
+func TestRestartWithALostDataDir(t *testing.T) {
+	const n = 3
+	c := testcluster.Start(t, testcluster.Options{N: n})
+	cls := dialClients(c, 2)
+	c.WaitRecovered(t, 10*time.Second)
+	l := startLedger(t, cls, 4, "ledger-lost-dir", restartOpTimeout)
+	waitProgress(t, c, "ledger before the kill", func() int64 { return int64(l.Acked()) }, 500, time.Second)
+	c.KillEverything(t)
+	if err := os.RemoveAll(filepath.Join(c.Dir, "ftkv-data", "server_1")); err != nil {
+		t.Fatal(err)
+	}
+	c.RestartCoord(t)
+	st := c.WaitFor(t, 20*time.Second, "every server serving after the restart", func(st *client.ClusterStatus) error {
+		for _, s := range st.Servers {
+			if s.State != "serving" {
+				return fmt.Errorf("server %d is %s", s.ID, s.State)
+			}
+		}
+		return nil
+	})
+	if !slices.Contains(st.Servers[2].PrimaryOf, 1) {
+		t.Errorf("shard 1 after the restart: %s; want server 2 (the only copy) to lead it", roles(st, 2))
+	}
+	waitProgress(t, c, "ledger after the restart", func() int64 { return int64(l.Acked()) }, 200, time.Second)
+	for _, victim := range []int{0, 2} {
+		v := c.KillServer(t, victim)
+		c.WaitRecovered(t, recoverTimeout, v)
+		waitProgress(t, c, fmt.Sprintf("ledger after server %d's kill", victim), func() int64 { return int64(l.Acked()) }, 200, time.Second)
+	}
+	checkLedger(t, l, cls[0])
 }
