@@ -36,6 +36,7 @@ const (
 	kindReseed
 	kindSeeded
 	kindHandBack
+	kindRestore
 )
 
 // pending is a published view not yet reported durable.

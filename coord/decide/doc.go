@@ -19,14 +19,18 @@
 //     secondaries, or become unavailable when no complete copy is left;
 //  2. a failed member is respawned, with a doubling back-off after failed
 //     attempts (moving to a spare host after Config.SpareAfter in a row);
-//  3. re-seed: a respawned incarnation that registered becomes the
+//  3. restore: a shard that lost both copies comes back from the servers'
+//     logs once both servers of its home pair registered new incarnations:
+//     the one reporting the further complete copy (Heartbeat.Durable)
+//     leads it, re-seeding like a respawned member (step 4);
+//  4. re-seed: a respawned incarnation that registered becomes the
 //     re-seeding secondary of its home shards that still have a primary;
-//  4. seeded: when every seeding primary reported success it is serving
+//  5. seeded: when every seeding primary reported success it is serving
 //     (a failure condemns the incarnation: it is failed and respawned);
-//  5. hand-back: a shard led by its home secondary while its home server
+//  6. hand-back: a shard led by its home secondary while its home server
 //     serves as its secondary is frozen, then the roles are swapped back.
 //
-// Steps 3-5 wait until every live member has confirmed the current epoch;
+// Steps 3-6 wait until every live member has confirmed the current epoch;
 // every member that has not confirmed it Config.Repush after publication
 // is sent the view again (all of them, not only the first).
 //

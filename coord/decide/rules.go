@@ -58,7 +58,7 @@ func (c *Core) decide(judge bool, out []Action) []Action {
 			nd.Inc++
 		}
 	}
-	// Steps 3-5 need every live member at the current epoch; each one
+	// Steps 3-6 need every live member at the current epoch; each one
 	// that has not confirmed it a while after publication gets it again.
 	lagging := false
 	for i, m := range v.Servers {
@@ -78,13 +78,17 @@ func (c *Core) decide(judge bool, out []Action) []Action {
 	if lagging {
 		return out
 	}
-	// 3. re-seed a respawned member.
+	// 3. restore a shard that lost both copies from the logs of its home
+	// pair, once both are back; then 4. re-seed a respawned member.
+	if nv, ok := c.restore(v); ok {
+		return c.propose(nv, "restore from the log", out)
+	}
 	for i, nd := range c.nodes {
-		if nd.State == Registered && !live(v.Servers[i]) {
+		if nd.State == Registered && !live(v.Servers[i]) && !c.awaitsPartner(v, i) {
 			return c.propose(&pending{view: addReseeding(v, i, nd), kind: kindReseed, node: i}, "re-seed", out)
 		}
 	}
-	// 4. a re-seeded member serves.
+	// 5. a re-seeded member serves.
 	for i, nd := range c.nodes {
 		if nd.State == Seeded && v.Servers[i].State == wire.StateReseeding && v.Servers[i].Incarnation == nd.Inc {
 			nv := cloneView(v)
@@ -93,7 +97,7 @@ func (c *Core) decide(judge bool, out []Action) []Action {
 			return c.propose(&pending{view: nv, kind: kindSeeded, node: i}, "seeded", out)
 		}
 	}
-	// 5. hand-back, one shard at a time; the freeze runs in the background
+	// 6. hand-back, one shard at a time; the freeze runs in the background
 	// while failures are still judged.
 	if h := c.hand; h != nil {
 		if h.frozen || c.now.Before(h.retryAt) {
@@ -112,6 +116,80 @@ func (c *Core) decide(judge bool, out []Action) []Action {
 		return append(out, Freeze{Shard: s, Primary: int(pl.Primary), PrimaryInc: v.Servers[pl.Primary].Incarnation, Epoch: v.Epoch})
 	}
 	return out
+}
+
+// restore returns the view that brings back one unavailable shard s
+// (both copies failed) once both servers of its home pair (s and s+1)
+// have registered new incarnations: the one whose log reports the
+// further complete copy (Heartbeat.Durable; the home server on a tie)
+// leads it and re-seeds its other shard like any respawned member. A
+// copy no log reports (no data directory, or a re-seeding that did not
+// finish) is never used: without one the shard stays unavailable.
+func (c *Core) restore(v wire.View) (*pending, bool) {
+	n := len(v.Shards)
+	for s, pl := range v.Shards {
+		if pl.Primary >= 0 {
+			continue
+		}
+		best, bestIdx := -1, uint64(0)
+		ready := true
+		for _, h := range []int{s, (s + 1) % n} {
+			nd := c.nodes[h]
+			m := v.Servers[h]
+			back := nd.State == Registered && !live(m)
+			inView := live(m) && m.Incarnation == nd.Inc && (nd.State == Serving || nd.State == Reseeding || nd.State == Seeded)
+			if !back && !inView {
+				ready = false
+				break
+			}
+			if idx, ok := durableIndex(nd.HB, s); ok && (best < 0 || idx > bestIdx) {
+				best, bestIdx = h, idx
+			}
+		}
+		if !ready || best < 0 {
+			continue
+		}
+		if live(v.Servers[best]) {
+			// It re-seeds (or serves) its other shards already.
+			nv := cloneView(v)
+			nv.Epoch++
+			nv.Shards[s] = wire.Placement{Primary: int32(best), Secondary: -1}
+			return &pending{view: nv, kind: kindRestore}, true
+		}
+		nv := addReseeding(v, best, c.nodes[best])
+		nv.Shards[s] = wire.Placement{Primary: int32(best), Secondary: -1}
+		return &pending{view: nv, kind: kindReseed, node: best}, true
+	}
+	return nil, false
+}
+
+// awaitsPartner reports whether member i, respawned, holds a copy of a
+// shard that lost both copies while the other holder is being respawned:
+// its re-seeding waits, so that restore compares both logs first and the
+// one that does not lead becomes the shard's re-seeding secondary.
+func (c *Core) awaitsPartner(v wire.View, i int) bool {
+	n := len(v.Shards)
+	for _, s := range []int{i, (i - 1 + n) % n} {
+		other := (s + 1) % n
+		if other == i {
+			other = s
+		}
+		if v.Shards[s].Primary < 0 && other != i && c.nodes[other].State == Respawning {
+			return true
+		}
+	}
+	return false
+}
+
+// durableIndex is the log index of the complete copy of shard that hb
+// reports, if any.
+func durableIndex(hb wire.Heartbeat, shard int) (uint64, bool) {
+	for _, d := range hb.Durable {
+		if int(d.Shard) == shard {
+			return d.Index, true
+		}
+	}
+	return 0, false
 }
 
 // judge adds to failed at most one member failed on suspicion: silent for

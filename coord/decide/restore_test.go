@@ -1,0 +1,83 @@
+package decide
+
+import (
+	"reflect"
+	"testing"
+
+	"ftkv/wire"
+)
+
+// beatDurable delivers a heartbeat of member i's newest incarnation that
+// reports the complete copies its log holds.
+func (h *harness) beatDurable(i int, durable ...wire.ShardIndex) []Action {
+	nd := h.c.nodes[i]
+	return h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: uint32(i), Incarnation: nd.Inc, Epoch: h.c.view.Epoch, PID: 77, Durable: durable}})
+}
+
+// failBoth makes server 1 and then, before it is back, server 2 exit,
+// and returns the second failover's view and every action so far.
+func (h *harness) failBoth(t *testing.T) (wire.View, []Action) {
+	t.Helper()
+	acts := h.step(ProcessExited{ID: 1, Inc: 1})
+	mustPublish(t, acts)
+	acts = append(acts, h.step(Published{})...)
+	more := h.step(ProcessExited{ID: 2, Inc: 1})
+	v := mustPublish(t, more)
+	acts = append(acts, more...)
+	return v, append(acts, h.step(Published{})...)
+}
+
+// TestRestoreFromLogs: servers 1 and 2 die at once, so shard 1 has no copy
+// left and is unavailable. It is restored once both are back, from the log
+// that reports the further copy (server 2's), whichever registers first;
+// the other becomes its re-seeding secondary, and the shard is handed back
+// home in the end.
+func TestRestoreFromLogs(t *testing.T) {
+	h := newHarness(t, 3)
+	v, acts := h.failBoth(t)
+	if want := []wire.Placement{pl(0, -1), pl(-1, -1), pl(0, -1)}; !reflect.DeepEqual(v.Shards, want) {
+		t.Fatalf("failover shards %v, want %v", v.Shards, want)
+	}
+	acts = append(acts, h.beat(0)...)
+	if n := count[Spawn](acts); n != 2 {
+		t.Fatalf("%d spawns, want 2: %+v", n, acts)
+	}
+	// Server 1 registers first: it waits for server 2 (no re-seed view).
+	if acts := h.beatDurable(1, wire.ShardIndex{Shard: 0, Index: 50}, wire.ShardIndex{Shard: 1, Index: 40}); count[Publish](acts) != 0 {
+		t.Fatalf("published before the other holder of shard 1 registered: %+v", acts)
+	}
+	// Server 2's log holds the further copy of shard 1: it leads it.
+	v = mustPublish(t, h.beatDurable(2, wire.ShardIndex{Shard: 1, Index: 42}, wire.ShardIndex{Shard: 2, Index: 70}))
+	if v.Shards[1] != pl(2, -1) || v.Servers[2].State != wire.StateReseeding || v.Servers[2].Incarnation != 2 {
+		t.Fatalf("restore view: shards %v, member 2 %+v", v.Shards, v.Servers[2])
+	}
+	acts = h.step(Published{})
+	if a, ok := find[AskSeed](acts); !ok || count[AskSeed](acts) != 1 || a.Shard != 2 || a.Primary != 0 {
+		t.Fatalf("member 2 re-seeds its home shard 2 from member 0 and nothing else: %+v", acts)
+	}
+	// Then server 1 re-seeds as the secondary of shards 0 and 1.
+	v = mustPublish(t, h.beat(0, 2))
+	if want := []wire.Placement{pl(0, 1), pl(2, 1), pl(0, 2)}; !reflect.DeepEqual(v.Shards, want) {
+		t.Fatalf("re-seed shards %v, want %v", v.Shards, want)
+	}
+}
+
+// TestNoRestoreWithoutALog: without a copy in either log (no data
+// directories), the shard stays unavailable: never served empty.
+func TestNoRestoreWithoutALog(t *testing.T) {
+	h := newHarness(t, 3)
+	h.failBoth(t)
+	h.beat(0)
+	h.beat(1)
+	h.beat(2)
+	for i := 0; i < 20; i++ {
+		for _, a := range h.advance(simFT/2, 0, 1, 2) {
+			if p, ok := a.(Publish); ok {
+				if p.View.Shards[1].Primary >= 0 {
+					t.Fatalf("shard 1 served without a copy: %v", p.View.Shards)
+				}
+				h.step(Published{})
+			}
+		}
+	}
+}
