@@ -148,6 +148,11 @@ func (c *Coordinator) Status() *status.Cluster {
 			Epoch: nd.hb.Epoch, PrimaryKeys: nd.hb.PrimaryKeys, SecondaryKeys: nd.hb.SecondaryKeys,
 			Sessions: nd.hb.Sessions, SessionRecords: nd.hb.SessionRecords, RSSBytes: nd.hb.RSSBytes,
 			PrimaryOf: []int{}, SecondaryOf: []int{},
+			Fsync: nd.hb.Storage.Fsync, LogBytes: nd.hb.Storage.LogBytes, SnapshotBytes: nd.hb.Storage.SnapshotBytes,
+			DiskError: nd.hb.Storage.Failed,
+		}
+		if ms := nd.hb.Storage.SnapshotUnixMs; ms > 0 {
+			ss.LastSnapshot = time.UnixMilli(ms).UTC().Format(time.RFC3339)
 		}
 		switch {
 		case !c.leading && i < len(c.view.Servers):

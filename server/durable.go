@@ -66,6 +66,20 @@ type durable struct {
 	snapMu    sync.Mutex // one snapshot at a time
 	snapBytes int64      // size of the last snapshot (guarded by mu)
 	snapSeg   uint64     // its first log segment not covered (guarded by mu)
+	snapAt    time.Time  // when it was written (guarded by mu)
+	policy    wal.Policy
+}
+
+// report is the log's part of a heartbeat.
+func (d *durable) report() wire.StorageReport {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	r := wire.StorageReport{Fsync: d.policy.String(), Failed: d.broken.Load() || d.log.Err() != nil,
+		LogBytes: uint64(max(d.log.Size(), 0)), SnapshotBytes: uint64(max(d.snapBytes, 0))}
+	if !d.snapAt.IsZero() {
+		r.SnapshotUnixMs = d.snapAt.UnixMilli()
+	}
+	return r
 }
 
 // loggedCopy returns the per-shard logged indexes.
@@ -178,7 +192,7 @@ func (s *Server) openDurable() error {
 	if err != nil {
 		return fmt.Errorf("server %d: %w", s.cfg.ID, err)
 	}
-	d := &durable{syncSec: s.cfg.SyncSecondary && pol == wal.SyncAlways, logged: make(map[int]uint64), partial: make(map[int]uint8)}
+	d := &durable{syncSec: s.cfg.SyncSecondary && pol == wal.SyncAlways, logged: make(map[int]uint64), partial: make(map[int]uint8), policy: pol}
 	start := time.Now()
 	secs := make(map[int]*secState)
 	seg, high, loaded, err := s.loadSnapshot(dir, secs, d)
@@ -200,7 +214,7 @@ func (s *Server) openDurable() error {
 	}
 	if seg > 0 {
 		if fi, err := os.Stat(filepath.Join(dir, fmt.Sprintf("%s%016x", snapPrefix, seg))); err == nil {
-			d.snapBytes, d.snapSeg = fi.Size(), seg
+			d.snapBytes, d.snapSeg, d.snapAt = fi.Size(), seg, fi.ModTime()
 		}
 	}
 	d.log = l

@@ -169,6 +169,7 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 		}
 		if s.dur != nil {
 			hb.Durable = s.dur.indexes()
+			hb.Storage = s.dur.report()
 		}
 		seq := s.coordLease.sending(time.Now())
 		buf = wire.Append(buf[:0], &wire.Frame{Op: wire.OpHeartbeat, ID: seq, Client: uint64(s.cfg.ID), Seq: s.cfg.Incarnation,

@@ -161,6 +161,7 @@ func (s *Server) snapshot() (snapStats, error) {
 	d.mu.Lock()
 	d.snapBytes = n
 	d.snapSeg = seg
+	d.snapAt = time.Now()
 	d.mu.Unlock()
 	d.cleaned(dirty)
 	st.took = time.Since(start)

@@ -62,4 +62,13 @@ type Server struct {
 	Sessions       uint64 `json:"sessions"`
 	SessionRecords uint64 `json:"session_records"`
 	RSSBytes       uint64 `json:"rss_bytes"`
+	// The write-ahead log, from the last heartbeat: its fsync policy
+	// ("" without a log), its size, the last snapshot's size and time
+	// (RFC 3339; "" when none), and whether it failed (a full disk, an
+	// I/O error: the server refuses writes until it is restarted).
+	Fsync         string `json:"fsync"`
+	LogBytes      uint64 `json:"log_bytes"`
+	SnapshotBytes uint64 `json:"snapshot_bytes"`
+	LastSnapshot  string `json:"last_snapshot"`
+	DiskError     bool   `json:"disk_error"`
 }

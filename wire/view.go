@@ -173,6 +173,19 @@ type Heartbeat struct {
 	// after Links (whose count is then written even when 0); a heartbeat
 	// without it decodes with none.
 	Durable []ShardIndex
+	// Storage describes the write-ahead log (Fsync "" without one).
+	// Encoded after Durable (whose count is then written even when 0); a
+	// heartbeat without it decodes with the zero value.
+	Storage StorageReport
+}
+
+// StorageReport is a server's account of its write-ahead log.
+type StorageReport struct {
+	Fsync          string // the policy: always, everysec or no ("": no log)
+	Failed         bool   // the log failed (a full disk, an I/O error): writes are refused
+	LogBytes       uint64 // bytes in the log's segments
+	SnapshotBytes  uint64 // size of the last snapshot (0: none)
+	SnapshotUnixMs int64  // when the last snapshot was written (0: none since start)
 }
 
 // ShardIndex is a log index of one shard.
@@ -215,7 +228,7 @@ func AppendHeartbeat(dst []byte, h *Heartbeat) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, h.Sessions)
 	dst = binary.BigEndian.AppendUint64(dst, h.SessionRecords)
 	dst = binary.BigEndian.AppendUint64(dst, h.RSSBytes)
-	if len(h.Links) > 0 || len(h.Durable) > 0 {
+	if len(h.Links) > 0 || len(h.Durable) > 0 || h.Storage.Fsync != "" {
 		dst = binary.BigEndian.AppendUint16(dst, uint16(len(h.Links)))
 		for _, l := range h.Links {
 			dst = binary.BigEndian.AppendUint32(dst, l.Shard)
@@ -224,12 +237,23 @@ func AppendHeartbeat(dst []byte, h *Heartbeat) []byte {
 			dst = binary.BigEndian.AppendUint64(dst, uint64(l.Stalled))
 		}
 	}
-	if len(h.Durable) > 0 {
+	if len(h.Durable) > 0 || h.Storage.Fsync != "" {
 		dst = binary.BigEndian.AppendUint16(dst, uint16(len(h.Durable)))
 		for _, d := range h.Durable {
 			dst = binary.BigEndian.AppendUint32(dst, d.Shard)
 			dst = binary.BigEndian.AppendUint64(dst, d.Index)
 		}
+	}
+	if st := &h.Storage; st.Fsync != "" {
+		var flags uint8
+		if st.Failed {
+			flags |= 1
+		}
+		dst = append(dst, flags)
+		dst = appendStr(dst, st.Fsync)
+		dst = binary.BigEndian.AppendUint64(dst, st.LogBytes)
+		dst = binary.BigEndian.AppendUint64(dst, st.SnapshotBytes)
+		dst = binary.BigEndian.AppendUint64(dst, uint64(st.SnapshotUnixMs))
 	}
 	return dst
 }
@@ -258,6 +282,17 @@ func DecodeHeartbeat(b []byte) (Heartbeat, error) {
 		if r.err == nil && len(r.b) > 0 {
 			h.Durable, r.err = decodeDurable(&r)
 		}
+		if r.err == nil && len(r.b) > 0 {
+			flags := r.u8()
+			h.Storage.Failed = flags&1 != 0
+			h.Storage.Fsync = r.str()
+			h.Storage.LogBytes = r.u64()
+			h.Storage.SnapshotBytes = r.u64()
+			h.Storage.SnapshotUnixMs = int64(r.u64())
+			if r.err == nil && h.Storage.Fsync == "" {
+				r.err = fmt.Errorf("%w: heartbeat storage report without a policy", ErrMalformed)
+			}
+		}
 	}
 	if r.err == nil && len(r.b) != 0 {
 		r.err = fmt.Errorf("%w: %d trailing bytes in heartbeat", ErrMalformed, len(r.b))
@@ -265,16 +300,19 @@ func DecodeHeartbeat(b []byte) (Heartbeat, error) {
 	return h, r.err
 }
 
-// decodeDurable reads a heartbeat's per-shard log indexes: a count (not
-// 0), then the indexes.
+// decodeDurable reads a heartbeat's per-shard log indexes: a count (0
+// only when a storage report follows), then the indexes.
 func decodeDurable(r *reader) ([]ShardIndex, error) {
 	if !r.need(2) {
 		return nil, r.err
 	}
 	n := int(binary.BigEndian.Uint16(r.b))
 	r.b = r.b[2:]
-	if n == 0 || n > maxMembers {
+	if n > maxMembers || (n == 0 && len(r.b) == 0) {
 		return nil, fmt.Errorf("%w: heartbeat with %d shard indexes", ErrMalformed, n)
+	}
+	if n == 0 {
+		return nil, nil
 	}
 	if !r.need(n * shardIndexSize) {
 		return nil, r.err

@@ -222,6 +222,10 @@ func TestHeartbeatRoundTrip(t *testing.T) {
 		sampleHeartbeat(),
 		{ID: ^uint32(0), Incarnation: ^uint64(0), PID: ^uint32(0), Epoch: ^uint64(0), PrimaryKeys: ^uint64(0), SecondaryKeys: ^uint64(0),
 			Addr: strings.Repeat("a", 65535), PeerAddr: "\x00", CtlAddr: ""},
+		{ID: 1, Durable: []ShardIndex{{Shard: 2, Index: 1 << 40}}},
+		{ID: 1, Storage: StorageReport{Fsync: "always", LogBytes: 1 << 30, SnapshotBytes: 5, SnapshotUnixMs: 1_800_000_000_000}},
+		{ID: 1, Links: []LinkHealth{{Shard: 1, Secondary: 2, Incarnation: 3, Stalled: 4}}, Durable: []ShardIndex{{Shard: 0, Index: 9}},
+			Storage: StorageReport{Fsync: "no", Failed: true}},
 	} {
 		enc := AppendHeartbeat([]byte{0xEE}, h)[1:]
 		got, err := DecodeHeartbeat(enc)

@@ -48,15 +48,22 @@ func writeStatusTable(w io.Writer, st *status.Cluster) error {
 	slices.SortStableFunc(servers, func(a, b status.Server) int { return a.ID - b.ID })
 
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tADDR\tHOST\tPID\tROLE\tSTATE\tEPOCH\tINC\tPRIMARY\tSECONDARY")
+	fmt.Fprintln(tw, "ID\tADDR\tHOST\tPID\tROLE\tSTATE\tEPOCH\tINC\tPRIMARY\tSECONDARY\tFSYNC\tLOG")
 	for _, s := range servers {
 		pid := "-"
 		if s.PID > 0 {
 			pid = strconv.Itoa(s.PID)
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\n",
+		fsync, logSize := cell(s.Fsync), "-"
+		if s.Fsync != "" {
+			logSize = humanBytes(s.LogBytes)
+		}
+		if s.DiskError {
+			fsync = "disk-error"
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%s\t%d\t%d\t%d\t%d\t%s\t%s\n",
 			s.ID, cell(s.Addr), cell(s.Host), pid, cell(s.Role), cell(s.State),
-			s.Epoch, s.Incarnation, s.PrimaryKeys, s.SecondaryKeys)
+			s.Epoch, s.Incarnation, s.PrimaryKeys, s.SecondaryKeys, fsync, logSize)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
@@ -104,4 +111,18 @@ func cell(s string) string {
 		}
 		return r
 	}, s)
+}
+
+// humanBytes prints n as B, KiB, MiB or GiB with one decimal.
+func humanBytes(n uint64) string {
+	const k = 1024
+	switch {
+	case n < k:
+		return strconv.FormatUint(n, 10) + "B"
+	case n < k*k:
+		return strconv.FormatFloat(float64(n)/k, 'f', 1, 64) + "KiB"
+	case n < k*k*k:
+		return strconv.FormatFloat(float64(n)/(k*k), 'f', 1, 64) + "MiB"
+	}
+	return strconv.FormatFloat(float64(n)/(k*k*k), 'f', 1, 64) + "GiB"
 }

@@ -14,9 +14,9 @@ func fakeStatus() *status.Cluster {
 		Servers: []status.Server{
 			{ID: 1, Addr: "127.0.0.1:41002", Host: "localhost", PID: 4243, Role: "primary(1) secondary(0)",
 				State: "serving", Epoch: 7, Incarnation: 2, PrimaryKeys: 990, SecondaryKeys: 1000,
-				PrimaryOf: []int{1}, SecondaryOf: []int{0}, HeartbeatAge: "12ms"},
+				PrimaryOf: []int{1}, SecondaryOf: []int{0}, HeartbeatAge: "12ms", Fsync: "always", LogBytes: 3 << 20},
 			{ID: 0, Addr: "127.0.0.1:41001", Host: "localhost", PID: 4242, Role: "primary(0) secondary(2)",
-				State: "serving", Epoch: 7, Incarnation: 1, PrimaryKeys: 1000, SecondaryKeys: 1010},
+				State: "serving", Epoch: 7, Incarnation: 1, PrimaryKeys: 1000, SecondaryKeys: 1010, Fsync: "always", LogBytes: 1536, DiskError: true},
 			{ID: 2, Host: "alice@10.0.0.7", Role: "", State: "down\nhard", Epoch: 6, Incarnation: 1},
 		},
 	}
@@ -28,10 +28,10 @@ func TestStatusTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	// Rows by id, aligned, "-" for unknown, control characters flattened.
-	want := `ID  ADDR             HOST            PID   ROLE                     STATE      EPOCH  INC  PRIMARY  SECONDARY
-0   127.0.0.1:41001  localhost       4242  primary(0) secondary(2)  serving    7      1    1000     1010
-1   127.0.0.1:41002  localhost       4243  primary(1) secondary(0)  serving    7      2    990      1000
-2   -                alice@10.0.0.7  -     -                        down hard  6      1    0        0
+	want := `ID  ADDR             HOST            PID   ROLE                     STATE      EPOCH  INC  PRIMARY  SECONDARY  FSYNC       LOG
+0   127.0.0.1:41001  localhost       4242  primary(0) secondary(2)  serving    7      1    1000     1010       disk-error  1.5KiB
+1   127.0.0.1:41002  localhost       4243  primary(1) secondary(0)  serving    7      2    990      1000       always      3.0MiB
+2   -                alice@10.0.0.7  -     -                        down hard  6      1    0        0          -           -
 epoch 7
 `
 	if got := b.String(); got != want {
@@ -52,10 +52,10 @@ func TestStatusTableGroup(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The servers' table as for one coordinator, then the control plane.
-	want := `ID  ADDR             HOST            PID   ROLE                     STATE      EPOCH  INC  PRIMARY  SECONDARY
-0   127.0.0.1:41001  localhost       4242  primary(0) secondary(2)  serving    7      1    1000     1010
-1   127.0.0.1:41002  localhost       4243  primary(1) secondary(0)  serving    7      2    990      1000
-2   -                alice@10.0.0.7  -     -                        down hard  6      1    0        0
+	want := `ID  ADDR             HOST            PID   ROLE                     STATE      EPOCH  INC  PRIMARY  SECONDARY  FSYNC       LOG
+0   127.0.0.1:41001  localhost       4242  primary(0) secondary(2)  serving    7      1    1000     1010       disk-error  1.5KiB
+1   127.0.0.1:41002  localhost       4243  primary(1) secondary(0)  serving    7      2    990      1000       always      3.0MiB
+2   -                alice@10.0.0.7  -     -                        down hard  6      1    0        0          -           -
 epoch 7
 term 3, leader 1, answered by 0 (a follower: no heartbeat figures)
 COORD  CLIENT          SERVERS         RAFT            ROLE
@@ -93,7 +93,7 @@ func TestStatusTableEmpty(t *testing.T) {
 	if err := writeStatusTable(&b, &status.Cluster{Epoch: 0}); err != nil {
 		t.Fatal(err)
 	}
-	want := "ID  ADDR  HOST  PID  ROLE  STATE  EPOCH  INC  PRIMARY  SECONDARY\nepoch 0\n"
+	want := "ID  ADDR  HOST  PID  ROLE  STATE  EPOCH  INC  PRIMARY  SECONDARY  FSYNC  LOG\nepoch 0\n"
 	if b.String() != want {
 		t.Errorf("got %q, want %q", b.String(), want)
 	}

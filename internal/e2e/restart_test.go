@@ -92,6 +92,16 @@ func TestRestartAfterCleanShutdown(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.RestartCoord(t)
+	// status shows every server's log: its policy (fsync always by
+	// default) and its size, which holds the keys written before.
+	c.WaitFor(t, 10*time.Second, "every server reporting its log", func(st *client.ClusterStatus) error {
+		for _, s := range st.Servers {
+			if s.Fsync != "always" || s.LogBytes == 0 || s.DiskError {
+				return fmt.Errorf("server %d: fsync %q, log %d bytes, disk error %v", s.ID, s.Fsync, s.LogBytes, s.DiskError)
+			}
+		}
+		return nil
+	})
 	cl = c.Client()
 	for i, k := range keys {
 		v, err := cl.Get(ctx, k)
