@@ -41,13 +41,13 @@ type Options struct {
 	RemoteFlags RemoteSettings
 	// LimitFlags are client limits from the command line; each one set
 	// overrides the cluster file's line. Servers get them as flags.
-	LimitFlags  limits.Config
+	LimitFlags limits.Config
 	// StorageFlags are -data-dir, -fsync, -fsync-secondary and
 	// -snapshot-bytes; each one set overrides the cluster file's line.
 	StorageFlags Storage
-	ServerBin   string // default: "server" beside the running executable
-	ServerLog   string // servers' log file ("" = the coordinator's stderr)
-	ServerLevel string // servers' log level (default "info")
+	ServerBin    string // default: "server" beside the running executable
+	ServerLog    string // servers' log file ("" = the coordinator's stderr)
+	ServerLevel  string // servers' log level (default "info")
 
 	Logger zerolog.Logger
 

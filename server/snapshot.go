@@ -121,7 +121,7 @@ func (s *Server) snapshot() (snapStats, error) {
 	defer d.snapMu.Unlock()
 	start := time.Now()
 	_, dirty := d.partialKinds() // the tables hold what their logs may not: the snapshot will
-	base := d.loggedCopy() // all reflected in the tables once Rotate returns
+	base := d.loggedCopy()       // all reflected in the tables once Rotate returns
 	seg, err := d.log.Rotate()
 	if err != nil {
 		return snapStats{}, err
