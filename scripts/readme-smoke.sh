@@ -59,4 +59,23 @@ for i in 0 1 2; do
   done
 done
 rm -f server_[0-9]*.primary server_[0-9]*.secondary
-echo "readme-smoke: README session, one-shot commands, bench and make run shutdown OK"
+
+# "Restart and durability": make run again, and the key put before the
+# ctrl+d is there.
+exec 7<>"$fifo"
+: >"$work/run.out"
+( exec 7>&-; exec make --no-print-directory run <"$fifo" >"$work/run.out" 2>&1 ) &
+runpid=$!
+for _ in $(seq 1 100); do
+  grep -q "clients connect to" "$work/run.out" 2>/dev/null && break
+  sleep 0.1
+done
+grep -q "clients connect to" "$work/run.out" || { echo "readme-smoke: make run did not start again"; cat "$work/run.out"; exit 1; }
+[ "$(bin/client -h localhost -p 7000 G k)" = v ] || fail "G k after the restart did not print v"
+out=$(bin/client -h localhost -p 7000 status) || fail "status after the restart"
+grep -q "^0 .*always" <<<"$out" || fail "status after the restart shows no log:"$'\n'"$out"
+exec 7>&-   # ctrl+d
+for _ in $(seq 1 50); do kill -0 "$runpid" 2>/dev/null || break; sleep 0.1; done
+wait "$runpid" || fail "make run exited non-zero after the restart"
+rm -f server_[0-9]*.primary server_[0-9]*.secondary
+echo "readme-smoke: README session, one-shot commands, bench, make run shutdown and restart OK"
