@@ -34,7 +34,10 @@ import (
 // reported as no copy at all, so it is never chosen as a primary;
 // kind recDirty (no body): the table of shard holds writes its log may
 // not (applied at a hand-back, handback.go): the copy counts as partial
-// until the next snapshot, which is taken at once.
+// until the next snapshot, which is taken at once;
+// kind recResync (no body): a partial resync starts: the table stays, the
+// writes after it follow as frames, and the copy is partial until a
+// recSeedDone.
 const (
 	recFrames   byte = 1
 	recSeed     byte = 2
@@ -42,6 +45,7 @@ const (
 	recReset    byte = 4
 	recSeedDone byte = 5
 	recDirty    byte = 6
+	recResync   byte = 7
 )
 
 // Why a copy in the log is partial.
@@ -209,6 +213,7 @@ func (s *Server) openDurable() error {
 	for shard, st := range secs {
 		st.t.dropTombstones()
 		d.note(shard, st.last)
+		s.recovered[shard] = st.last
 		// Every index this server used or logged: a promotion continues above.
 		s.highWater[shard] = max(st.last, high[shard], d.logged[shard])
 	}
@@ -308,6 +313,11 @@ func (s *Server) replay(r []byte, secs map[int]*secState, d *durable) error {
 		d.seeded(shard)
 	case recDirty:
 		d.dirty(shard)
+		return nil
+	case recResync:
+		d.mu.Lock()
+		d.partial[shard] = copyReseeding
+		d.mu.Unlock()
 		return nil
 	default:
 		return fmt.Errorf("log record of unknown kind %d", kind)
@@ -458,6 +468,20 @@ func (d *durable) logDirty(s *Server, shard int) {
 	d.dirty(shard)
 	d.log.Append(func(w *wal.Writer) {
 		w.Record(func(dst []byte) []byte { return appendRecHeader(dst, recDirty, shard) })
+	}, func(err error) {
+		if err != nil {
+			d.failed(s, err)
+		}
+	})
+}
+
+// logResync appends the start of a partial resync of shard.
+func (d *durable) logResync(s *Server, shard int) {
+	d.mu.Lock()
+	d.partial[shard] = copyReseeding
+	d.mu.Unlock()
+	d.log.Append(func(w *wal.Writer) {
+		w.Record(func(dst []byte) []byte { return appendRecHeader(dst, recResync, shard) })
 	}, func(err error) {
 		if err != nil {
 			d.failed(s, err)

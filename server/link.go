@@ -57,12 +57,12 @@ var errLinkRefused = errors.New("secondary refused link")
 // dialLink connects and authenticates the link of shard to addr at epoch
 // for owner; it returns the link (not yet carrying traffic) and the
 // highest log index the secondary already holds from this primary
-// incarnation (base is the one this primary starts from), and whether it
-// asks for a full re-seeding (its copy is not ours: a restart).
-func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, addr string, epoch, base uint64) (*replLink, uint64, bool, error) {
+// incarnation (base is the one this primary starts from), and the flags
+// of its answer (FlagFullSeed, FlagResync).
+func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, addr string, epoch, base uint64) (*replLink, uint64, uint8, error) {
 	nc, err := netopt.Dialer(env.tm.Dial).Dial("tcp", addr)
 	if err != nil {
-		return nil, 0, false, err
+		return nil, 0, 0, err
 	}
 	hello := wire.Append(nil, &wire.Frame{Op: wire.OpReplHello, Epoch: epoch, Client: uint64(env.id),
 		Seq: uint64(shard), Floor: env.inc, Value: []byte(env.secret),
@@ -70,16 +70,16 @@ func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, a
 	_ = nc.SetDeadline(time.Now().Add(env.tm.Handshake))
 	if _, err := nc.Write(hello); err != nil {
 		nc.Close()
-		return nil, 0, false, err
+		return nil, 0, 0, err
 	}
 	f, err := readFrame(bufio.NewReaderSize(nc, 4096))
 	if err != nil {
 		nc.Close()
-		return nil, 0, false, err
+		return nil, 0, 0, err
 	}
 	if f.Status != wire.StatusOK {
 		nc.Close()
-		return nil, 0, false, fmt.Errorf("%w: %s %s", errLinkRefused, f.Status, f.Value)
+		return nil, 0, 0, fmt.Errorf("%w: %s %s", errLinkRefused, f.Status, f.Value)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	l := &replLink{owner: owner, log: log, dead: make(chan struct{})}
@@ -88,19 +88,19 @@ func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, a
 	resc, err := eng.Register(ctx)
 	if err != nil {
 		nc.Close()
-		return nil, 0, false, err
+		return nil, 0, 0, err
 	}
 	select {
 	case res := <-resc:
 		if res.Err != nil {
-			return nil, 0, false, res.Err
+			return nil, 0, 0, res.Err
 		}
 		l.gc = res.Conn
 		l.loop = res.Conn.EventLoop()
 	case <-time.After(env.tm.Handshake):
-		return nil, 0, false, fmt.Errorf("enrolling the link to %s timed out", addr)
+		return nil, 0, 0, fmt.Errorf("enrolling the link to %s timed out", addr)
 	}
-	return l, f.Seq, f.Flags&wire.FlagSeed != 0, nil
+	return l, f.Seq, f.Flags, nil
 }
 
 // flushSoon schedules a flush on the link's event loop unless one is
@@ -272,20 +272,30 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 		p.mu.Unlock()
 		var l *replLink
 		var acked uint64
-		var full bool
+		var flags uint8
 		err := errTestCut
 		if !replCut(p.env.id, sec) {
-			l, acked, full, err = dialLink(p.env, p, p.log, p.shard, sec.addr, epoch, base)
+			l, acked, flags, err = dialLink(p.env, p, p.log, p.shard, sec.addr, epoch, base)
 		}
 		if err == nil {
-			p.mu.Lock()
+			full := flags&wire.FlagFullSeed != 0
+			var buf []byte
+			if flags&wire.FlagResync != 0 {
+				// Locks p.mu; buf starts with the writes after its copy
+				// from our log, or with the reset of a full re-seeding.
+				buf, acked = p.resyncOrReset(sec, acked)
+			} else {
+				p.mu.Lock()
+			}
 			// Resend what the secondary has not applied yet, in order,
 			// ahead of anything sequenced from now on.
-			var buf []byte
 			for _, e := range p.inflight {
 				if e.index > acked {
 					buf = appendRepl(buf, e, p.epoch)
 				}
+			}
+			if flags&wire.FlagResync != 0 {
+				acked = 0 // its copy's index is not an acknowledgement of ours
 			}
 			l.queue(buf)
 			p.link = l

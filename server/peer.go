@@ -66,7 +66,7 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			if f.ID <= st.last {
 				return out, gnet.None // a resend after reconnecting: already applied
 			}
-			if f.ID != st.last+1 {
+			if f.ID != st.last+1 && !st.resync {
 				s.log.Error().Int("shard", st.shard).Uint64("got", f.ID).Uint64("want", st.last+1).Msg("gap in the replication log; dropping the link")
 				return reply(out, f, wire.StatusBadRequest, 0, "gap in the replication log"), gnet.Close
 			}
@@ -175,13 +175,22 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 		// re-seeded in full before the view that named us is applied.
 		if first && !seeding && s.copyDiffers(shard, base) {
 			seeding = true
-			flags = wire.FlagSeed
+			flags = wire.FlagFullSeed
 			s.log.Warn().Int("shard", shard).Uint64("primary_base", base).Uint64("ours", s.highWater[shard]).
 				Msg("this copy is not the primary's: re-seeding it in full")
 		}
 		st = &secState{shard: shard, primaryID: f.Client, inc: f.Floor, last: base, t: s.tableFor(shard), seeding: seeding,
 			dd: s.dd, log: s.log, dur: s.dur, srv: s}
-		if seeding {
+		recovered, offer := s.takeRecovered(shard)
+		if seeding && first && offer && flags == 0 {
+			// A respawned server that recovered a complete copy from its
+			// log offers it: the primary sends only the writes after it
+			// (partial resync), or tells it to drop it (FlagSeedReset).
+			st.last, st.resync = recovered, true
+			flags = wire.FlagResync
+			s.dur.logResync(s, shard)
+			s.log.Info().Int("shard", shard).Uint64("index", recovered).Msg("offering the copy recovered from the log for a partial resync")
+		} else if seeding {
 			// A full re-seeding: the primary sends all it holds, so what
 			// this copy holds (recovered from the log, or a former
 			// seeding's part) goes, or keys deleted meanwhile would stay.
@@ -217,4 +226,12 @@ func (s *Server) copyDiffers(shard int, base uint64) bool {
 		return true
 	}
 	return s.highWater[shard] != base
+}
+
+// takeRecovered returns, once, the log index of the complete copy of
+// shard this server recovered from its log. The caller holds s.secMu.
+func (s *Server) takeRecovered(shard int) (uint64, bool) {
+	idx, ok := s.recovered[shard]
+	delete(s.recovered, shard)
+	return idx, ok && s.dur != nil && !s.dur.isPartial(shard)
 }

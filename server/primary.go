@@ -60,6 +60,10 @@ type primary struct {
 	answered atomic.Bool
 	seedAcks chan uint64
 	seedJob  *seedJob
+	// resyncInc is the secondary incarnation whose link started with a
+	// partial resync (resync.go), of resyncEntries writes.
+	resyncInc     uint64
+	resyncEntries int
 }
 
 // primaryEnv is what every primary of a server is given at construction:

@@ -21,6 +21,7 @@ type secState struct {
 	inc       uint64
 	last      uint64 // highest log index applied (contiguous)
 	seeding   bool   // a snapshot is arriving: remember deletes
+	resync    bool   // a partial resync: the primary's log may jump (LineageGap)
 	fenced    bool   // the view moved on: refuse this primary from now on
 	lastAck   time.Time
 	t         *table

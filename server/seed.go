@@ -1,6 +1,7 @@
 package server
 
 import (
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"time"
@@ -26,9 +27,14 @@ func (p *primary) startSeed(sec target) {
 	}
 	j := &seedJob{inc: sec.inc, done: make(chan struct{})}
 	p.seedJob = j
+	partial := p.resyncInc == sec.inc
 	p.mu.Unlock()
 	go func() {
-		j.err = p.seed(p.tm.SeedLimit)
+		if partial {
+			j.err = p.finishResync(p.tm.SeedLimit)
+		} else {
+			j.err = p.seed(p.tm.SeedLimit)
+		}
 		if j.err != nil {
 			p.log.Error().Err(j.err).Str("secondary", sec.addr).Msg("re-seeding failed")
 		}
@@ -208,6 +214,20 @@ func (ss *seedSender) wait(upTo uint64) error {
 // applySeed applies one SEED frame of a re-seeding (the receiver's side);
 // the caller holds st.mu.
 func (st *secState) applySeed(f *wire.Frame) error {
+	if f.Flags&wire.FlagSeedReset != 0 {
+		// The partial resync we offered was refused: a full one follows.
+		if len(f.Value) != 8 {
+			return fmt.Errorf("re-seeding reset of %d bytes", len(f.Value))
+		}
+		st.t.reset()
+		st.last = binary.BigEndian.Uint64(f.Value)
+		st.resync, st.seeding = false, true
+		if st.dur != nil {
+			st.dur.logReset(st.srv, st.shard, st.last)
+		}
+		st.log.Info().Int("shard", st.shard).Uint64("base", st.last).Msg("partial resync refused: dropped the recovered copy for a full re-seeding")
+		return nil
+	}
 	// Applied before it is logged, as the replication stream is: once the
 	// log has written a record, the tables hold it (snapshot.go).
 	if f.Flags&wire.FlagDedup != 0 {
@@ -237,7 +257,7 @@ func (st *secState) applySeed(f *wire.Frame) error {
 		st.dur.logSeed(st.srv, st.shard, recSeed, f.Value)
 	}
 	if f.Flags&wire.FlagSeedDone != 0 {
-		st.seeding = false
+		st.seeding, st.resync = false, false
 		st.t.dropTombstones()
 		if st.dur != nil {
 			st.dur.logSeedDone(st.srv, st.shard, st.last)

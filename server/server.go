@@ -137,6 +137,9 @@ type Server struct {
 	// linked: per shard, a primary's link was accepted since this process
 	// started. The first one compares copies (peer.go, hello).
 	linked map[int]bool
+	// recovered: per shard, the log index of the copy recovered from the
+	// log at start (offered once for a partial resync).
+	recovered map[int]uint64
 
 	// appliedEpoch is the epoch of the last view applied completely
 	// (links up); heartbeats report it, so the coordinator re-sends a view
@@ -176,6 +179,7 @@ func New(cfg Config) (*Server, error) {
 
 		highWater: make(map[int]uint64),
 		linked:    make(map[int]bool),
+		recovered: make(map[int]uint64),
 		tails:     make(map[int]*logTail),
 		done:      make(chan struct{}),
 

@@ -132,6 +132,22 @@ const (
 	// FlagDedup: an OpSeed frame whose Value holds deduplication records
 	// (AppendDedupRecord) instead of table entries.
 	FlagDedup uint8 = 1 << 7
+
+	// Op-specific meanings of the same bits:
+
+	// FlagFullSeed (= FlagSeed): on a secondary's answer to OpReplHello,
+	// its copy is not the primary's (a restart): it dropped it and waits
+	// for a full re-seeding before the link counts.
+	FlagFullSeed = FlagSeed
+	// FlagResync (= FlagNoop): on a re-seeding secondary's answer to
+	// OpReplHello, Seq is the log index of the complete copy it recovered
+	// from its log: the primary sends the writes after it from its own
+	// log (partial resync), or FlagSeedReset and a full re-seeding.
+	FlagResync = FlagNoop
+	// FlagSeedReset (= FlagDelete): an OpSeed frame whose Value is the
+	// 8-byte base of the full re-seeding that follows: the secondary drops
+	// its copy (the partial resync it offered was refused).
+	FlagSeedReset = FlagDelete
 )
 
 // AppendDedupRecord appends one remembered write outcome: 8 client, 8 seq,

@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -174,4 +175,51 @@ func TestAdjacentServersKilledTogether(t *testing.T) {
 	if !strings.Contains(c.Log(), "restore from the log") {
 		t.Errorf("the coordinator's log does not say shard 1 was restored from the log")
 	}
+}
+
+// TestPartialResyncAfterRespawn (issue 13, 1d): kill -9 one server under
+// write load; its respawned incarnation recovers both its copies from its
+// log and catches up only the writes it missed, from the log of each
+// shard's current primary (the one promoted in its place among them): the
+// log says how many entries, far fewer than the keys it holds. Then the
+// other servers die in turn: the resynced copies held everything.
+func TestPartialResyncAfterRespawn(t *testing.T) {
+	const n = 3
+	c := testcluster.Start(t, testcluster.Options{N: n})
+	cls := dialClients(c, 2)
+	c.WaitRecovered(t, 10*time.Second)
+	l := newLedger("ledger-resync", restartOpTimeout)
+	l.preload(t, cls[0], 20000, 100)
+	l.start(t, cls, 4)
+	waitProgress(t, c, "ledger before the kill", func() int64 { return int64(l.Acked()) }, 300, time.Second)
+	v := c.KillServer(t, 1)
+	st := c.WaitRecovered(t, recoverTimeout, v)
+	log := c.Log()
+	var resynced []string
+	for _, line := range strings.Split(log, "\n") {
+		if strings.Contains(line, `"message":"partial resync done"`) {
+			resynced = append(resynced, line)
+		}
+	}
+	if len(resynced) != 2 {
+		t.Errorf("%d partial resyncs after server 1's respawn, want 2 (shards 0 and 1); full re-seedings: %d",
+			len(resynced), strings.Count(log, `"message":"re-seeding sent"`))
+	}
+	held := st.Servers[1].PrimaryKeys + st.Servers[1].SecondaryKeys
+	for _, line := range resynced {
+		var e struct{ Entries uint64 }
+		if err := json.Unmarshal([]byte(line), &e); err != nil {
+			t.Fatalf("log line %s: %v", line, err)
+		}
+		t.Logf("partial resync: %d entries (server 1 holds %d keys)", e.Entries, held)
+		if e.Entries*4 > held {
+			t.Errorf("partial resync of %d entries for a server holding %d keys: not far fewer than a full re-seed", e.Entries, held)
+		}
+	}
+	for _, victim := range []int{0, 2} {
+		v := c.KillServer(t, victim)
+		c.WaitRecovered(t, recoverTimeout, v)
+		waitProgress(t, c, fmt.Sprintf("ledger after server %d's kill", victim), func() int64 { return int64(l.Acked()) }, 200, time.Second)
+	}
+	checkLedger(t, l, cls[0])
 }

@@ -6,6 +6,7 @@ import (
 	"sort"
 	"strings"
 	"sync"
+	"time"
 )
 
 // StrictMemFS is an in-memory FS for tests that keeps, per file, what was
@@ -16,6 +17,16 @@ type StrictMemFS struct {
 	files               map[string]*memFile
 	failWrite, failSync error
 	syncs               int
+	syncDelay           time.Duration
+}
+
+// SlowSyncs makes every later sync take d, as a disk's fsync does (an
+// in-memory sync returns at once, and whether writers then share one
+// depends only on the scheduler).
+func (m *StrictMemFS) SlowSyncs(d time.Duration) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.syncDelay = d
 }
 
 // Fail makes every later write return werr and every later sync serr (nil: succeed).
@@ -164,6 +175,12 @@ func (h *memHandle) Write(b []byte) (int, error) {
 }
 
 func (h *memHandle) Sync() error {
+	h.fs.mu.Lock()
+	d := h.fs.syncDelay
+	h.fs.mu.Unlock()
+	if d > 0 {
+		time.Sleep(d)
+	}
 	h.fs.mu.Lock()
 	defer h.fs.mu.Unlock()
 	if h.fs.failSync != nil {

@@ -205,6 +205,11 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 // scan replays the whole batches of one segment's data and returns how
 // many bytes they span, and why it stopped before the end ("" if not).
 func (l *Log) scan(data []byte, replay func([]byte) error, rec *Recovery) (int64, string, error) {
+	return scanBatches(data, &l.seq, replay, rec)
+}
+
+// scanBatches is scan with the sequence of the last batch seen in *seq.
+func scanBatches(data []byte, lastSeq *uint64, replay func([]byte) error, rec *Recovery) (int64, string, error) {
 	off := 0
 	for off < len(data) {
 		if len(data)-off < batchHeader {
@@ -222,8 +227,8 @@ func (l *Log) scan(data []byte, replay func([]byte) error, rec *Recovery) (int64
 		if crc32.Update(c, castagnoli, body) != sum {
 			return int64(off), "batch checksum mismatch", nil
 		}
-		if l.seq != 0 && seq != l.seq+1 {
-			return int64(off), fmt.Sprintf("batch sequence %d after %d", seq, l.seq), nil
+		if *lastSeq != 0 && seq != *lastSeq+1 {
+			return int64(off), fmt.Sprintf("batch sequence %d after %d", seq, *lastSeq), nil
 		}
 		// Records inside a checksummed batch are well-formed unless the
 		// writer was wrong: refuse loudly rather than guess.
@@ -239,10 +244,38 @@ func (l *Log) scan(data []byte, replay func([]byte) error, rec *Recovery) (int64
 			b = b[4+rn:]
 		}
 		rec.Batches++
-		l.seq = seq
+		*lastSeq = seq
 		off += batchHeader + n
 	}
 	return int64(off), "", nil
+}
+
+// ReadAll calls fn for every record of every whole batch the log's
+// segments hold now, in order, while the log takes appends (a batch being
+// written ends the read). The caller keeps segments from being removed
+// meanwhile (no RemoveBefore). With SyncAlways everything whose callback
+// ran is read; with the other policies everything written.
+func (l *Log) ReadAll(fn func(rec []byte) error) error {
+	segs, err := l.segments()
+	if err != nil {
+		return err
+	}
+	var seq uint64
+	var rec Recovery
+	for _, id := range segs {
+		data, err := l.opt.FS.ReadFile(l.path(id))
+		if err != nil {
+			return err
+		}
+		good, _, err := scanBatches(data, &seq, fn, &rec)
+		if err != nil {
+			return err
+		}
+		if good < int64(len(data)) {
+			return nil // the batch being written
+		}
+	}
+	return nil
 }
 
 func (l *Log) path(id uint64) string { return l.dir + "/" + fmt.Sprintf("%016x.wal", id) }

@@ -127,6 +127,9 @@ func TestGroupCommitSharesFsyncs(t *testing.T) {
 	m := NewStrictMemFS()
 	l, _, _ := open(t, m, SyncAlways)
 	defer l.Close()
+	// A sync takes as long as a fast disk's: writers arriving meanwhile
+	// share the next one, however busy the machine is.
+	m.SlowSyncs(time.Millisecond)
 	before := m.Syncs()
 	const writers, each = 50, 40
 	var wg sync.WaitGroup

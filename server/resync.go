@@ -1,0 +1,139 @@
+package server
+
+import (
+	"encoding/binary"
+	"errors"
+	"time"
+
+	"ftkv/wire"
+)
+
+// Partial resync (issue 13): a respawned server that recovered a complete
+// copy of a shard from its log offers that copy's log index L in its
+// answer to the link's HELLO (wire.FlagResync). The primary looks for L in
+// its own log: if the log holds L and every write of the shard after it
+// (no snapshot truncated them, no re-seeding or dropped write came
+// between), it sends those writes as they were logged, then its writes in
+// flight, and the re-seeding job only has to mark the end; otherwise it
+// sends wire.FlagSeedReset and a full re-seeding follows. A copy whose
+// index is not in the primary's history (a former primary's writes that
+// never reached the promoted secondary: LineageGap keeps them out) is
+// never patched.
+
+// resyncTries bounds how often the log is read again because writes were
+// committed while it was being read.
+const resyncTries = 3
+
+// resyncOrReset returns, with p.mu held, the frames that bring a copy at
+// index from up to date and the index they reach, or the reset of a full
+// re-seeding and the base it starts from.
+func (p *primary) resyncOrReset(sec target, from uint64) ([]byte, uint64) {
+	start := time.Now()
+	for try := 0; try < resyncTries; try++ {
+		frames, upTo, n, ok := p.readResync(from)
+		if !ok {
+			break
+		}
+		p.mu.Lock()
+		// Everything committed is in the log (applied after it was
+		// written); what is not yet is in flight.
+		if p.committed <= upTo {
+			p.resyncInc, p.resyncEntries = sec.inc, n
+			p.log.Info().Uint64("from", from).Uint64("to", upTo).Int("entries", n).Int("bytes", len(frames)).
+				Float64("read_ms", float64(time.Since(start).Microseconds())/1000).Msg("partial resync: sending the writes after the secondary's copy from the log")
+			return frames, upTo
+		}
+		p.mu.Unlock()
+	}
+	p.mu.Lock()
+	p.resyncInc = 0
+	base := p.committed
+	p.log.Info().Uint64("offered", from).Uint64("base", base).Msg("partial resync impossible (the log does not hold the writes after the secondary's copy): full re-seeding")
+	return wire.Append(nil, &wire.Frame{Op: wire.OpSeed, Flags: wire.FlagSeedReset, Value: binary.BigEndian.AppendUint64(nil, base)}), base
+}
+
+// readResync reads this shard's writes after index from out of the log:
+// the frames (wire encoding, in order), the last index they reach, how
+// many, and whether from is a point of the log's history after which it
+// holds every write.
+func (p *primary) readResync(from uint64) ([]byte, uint64, int, bool) {
+	d := p.env.dur
+	if d == nil || d.down() {
+		return nil, 0, 0, false
+	}
+	// No snapshot may remove segments while they are read.
+	d.snapMu.Lock()
+	defer d.snapMu.Unlock()
+	var out []byte
+	upTo, n := from, 0
+	found, broken := false, false
+	err := d.log.ReadAll(func(r []byte) error {
+		if len(r) < 5 || int(binary.BigEndian.Uint32(r[1:])) != p.shard {
+			return nil
+		}
+		body := r[5:]
+		switch r[0] {
+		case recReset:
+			// A full re-seeding of this copy starts: what came before
+			// is no longer its history.
+			out, n, upTo, broken = out[:0], 0, from, false
+			found = len(body) == 8 && binary.BigEndian.Uint64(body) == from
+		case recSeedDone:
+			if len(body) == 8 && binary.BigEndian.Uint64(body) == from {
+				found = true
+			}
+		case recDirty:
+			if found {
+				broken = true // the table holds writes this log may not
+			}
+		case recFrames:
+			for len(body) > 0 {
+				f, m, err := wire.Decode(body, len(body))
+				if err != nil || m == 0 {
+					return errors.New("bad frame in the log")
+				}
+				switch {
+				case f.ID == from:
+					found = true
+				case f.ID > from && !found:
+					broken = true // from is not in this history
+				case f.ID > from && f.ID > upTo:
+					out = append(out, body[:m]...)
+					upTo = f.ID
+					n++
+				}
+				body = body[m:]
+			}
+		}
+		return nil
+	})
+	return out, upTo, n, err == nil && found && !broken
+}
+
+// finishResync ends a partial resync: once the secondary acknowledges the
+// end marker, sent after the writes from the log, it has them all.
+func (p *primary) finishResync(timeout time.Duration) error {
+	p.mu.Lock()
+	l, n := p.link, p.resyncEntries
+	p.mu.Unlock()
+	if l == nil {
+		return errors.New("no replication link")
+	}
+	for drained := false; !drained; {
+		select {
+		case <-p.seedAcks:
+		default:
+			drained = true
+		}
+	}
+	start := time.Now()
+	ss := &seedSender{l: l, acks: p.seedAcks, stop: p.stop, deadline: time.After(timeout), timeout: timeout}
+	if err := ss.send(nil, true); err != nil {
+		return err
+	}
+	if err := ss.wait(ss.sent); err != nil {
+		return err
+	}
+	p.log.Info().Int("entries", n).Int64("took_ms", time.Since(start).Milliseconds()).Msg("partial resync done")
+	return nil
+}
