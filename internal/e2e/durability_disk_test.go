@@ -1,0 +1,379 @@
+package e2e
+
+// End-to-end tests of the servers' write-ahead logs against the disk: a
+// data_dir that fills up, and a log whose tail is torn or damaged when the
+// cluster starts again on it.
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"ftkv/client"
+	"ftkv/internal/testkit/testcluster"
+	"ftkv/wire"
+)
+
+// mountTmpfs mounts a tmpfs of size (e.g. "2m") on a fresh directory and
+// unmounts it when the test ends (after the cluster, whose cleanup is
+// registered later and so runs first). It skips the test when not root.
+func mountTmpfs(t *testing.T, size string) string {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs (CI runs as root): skipped")
+	}
+	dir := filepath.Join(t.TempDir(), "disk")
+	if err := os.Mkdir(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs even as root (%v: %s): skipped", err, strings.TrimSpace(string(out)))
+	}
+	t.Cleanup(func() {
+		if out, err := exec.Command("umount", dir).CombinedOutput(); err != nil {
+			// A process of the cluster may still hold a file open.
+			t.Logf("umount %s: %v: %s; detaching it lazily", dir, err, strings.TrimSpace(string(out)))
+			_ = exec.Command("umount", "-l", dir).Run()
+		}
+	})
+	return dir
+}
+
+// freeBytes is the space left on the file system of dir.
+func freeBytes(t *testing.T, dir string) int64 {
+	t.Helper()
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(dir, &st); err != nil {
+		t.Fatalf("statfs %s: %v", dir, err)
+	}
+	return int64(st.Bavail) * st.Bsize
+}
+
+// keepFull appends to a filler file on dir whenever the file system has
+// room, until stop is closed: space a server frees (recovery truncating
+// the torn batch a failed write left) is taken again at once, so the disk
+// stays full while the test checks that writes are refused.
+func keepFull(t *testing.T, dir string, stop <-chan struct{}) (done <-chan struct{}) {
+	t.Helper()
+	f, err := os.OpenFile(filepath.Join(dir, "filler"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+	if err != nil {
+		t.Fatalf("filler: %v", err)
+	}
+	ch := make(chan struct{})
+	go func() {
+		defer close(ch)
+		defer f.Close()
+		page := make([]byte, 4096)
+		for {
+			for {
+				if _, err := f.Write(page); err != nil {
+					break // ENOSPC: full again
+				}
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(time.Millisecond):
+			}
+		}
+	}()
+	return ch
+}
+
+// rawPut sends one Put of value to shard's primary as a hand-made frame
+// and returns its answer: the server's own words, which the client turns
+// into a retry and a generic "unavailable".
+func rawPut(st *client.ClusterStatus, shard int, key string, value []byte) (wire.Frame, error) {
+	p := st.Shards[shard].Primary
+	var addr string
+	for _, s := range st.Servers {
+		if s.ID == p {
+			addr = s.Addr
+		}
+	}
+	if addr == "" {
+		return wire.Frame{}, fmt.Errorf("shard %d has no primary (%d) in the status", shard, p)
+	}
+	nc, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return wire.Frame{}, err
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
+	req := wire.Append(nil, &wire.Frame{Op: wire.OpPut, ID: 1, Epoch: st.Epoch, Key: []byte(key), Value: value})
+	if _, err := nc.Write(req); err != nil {
+		return wire.Frame{}, err
+	}
+	return readFrame(bufio.NewReader(nc))
+}
+
+// exitsExplained checks that every server exit the coordinator logged
+// followed a decision of the coordinator to fail that server (a failover
+// view naming it, or a re-seeding it gave up on), and that no process
+// wrote anything but log records (a panic, a fatal error, an exit
+// message): a server that exits on its own because its disk is full has
+// crashed. It returns a summary of the exits.
+func exitsExplained(t *testing.T, log string, killed map[int]bool) string {
+	t.Helper()
+	failing := map[int]bool{} // nodes the coordinator decided to fail
+	exits := map[int]int{}
+	for _, line := range strings.Split(log, "\n") {
+		if strings.TrimSpace(line) == "" {
+			continue
+		}
+		var r struct {
+			Role, Message, Why string
+			Node, PID          *int
+			Down               []int
+		}
+		if err := json.Unmarshal([]byte(line), &r); err != nil {
+			t.Errorf("a process wrote something other than a log record (crash?): %.300s", line)
+			continue
+		}
+		switch {
+		case r.Role == "coord" && r.Message == "view published":
+			for _, id := range r.Down {
+				failing[id] = true
+			}
+		case r.Role == "coord" && r.Message == "re-seeding failed; respawning" && r.Node != nil:
+			failing[*r.Node] = true
+		case r.Role == "coord" && r.Message == "server process exited" && r.Node != nil:
+			if !failing[*r.Node] && (r.PID == nil || !killed[*r.PID]) {
+				t.Errorf("server %d exited without the coordinator failing it first (crashed?): %s", *r.Node, line)
+			}
+			failing[*r.Node] = false
+			exits[*r.Node]++
+		}
+	}
+	return fmt.Sprint(exits)
+}
+
+// brokenLogs returns the servers whose current incarnation logged that its
+// write-ahead log failed (what an operator looks for in the log).
+func brokenLogs(t *testing.T, c *testcluster.Cluster) []int {
+	t.Helper()
+	failed := map[[2]uint64]bool{}
+	for _, line := range strings.Split(c.Log(), "\n") {
+		var r struct {
+			Message   string
+			Node, Inc uint64
+		}
+		if json.Unmarshal([]byte(line), &r) == nil && strings.HasPrefix(r.Message, "write-ahead log failed") {
+			failed[[2]uint64{r.Node, r.Inc}] = true
+		}
+	}
+	var out []int
+	for _, s := range c.Status(t).Servers {
+		if failed[[2]uint64{uint64(s.ID), s.Incarnation}] {
+			out = append(out, s.ID)
+		}
+	}
+	return out
+}
+
+// TestDiskFullRefusesWrites fills the servers' data_dir (one 2 MiB tmpfs
+// for the three) under load and checks that no server crashes, that every
+// write acknowledged before is still readable, that writes are refused
+// once the disk is full, and with what words.
+//
+// What happens, and what the operator must do: a server whose log fails
+// to write logs "write-ahead log failed: refusing writes and no longer
+// acknowledging replication" with the system's error (no space left on
+// device) and from then on answers every write UNAVAILABLE "disk error:
+// write not durable; refused" (the Go client retries that until its
+// context ends, then returns the deadline with "shard unavailable" as the
+// last error). Its error is sticky: freeing space does not make it take
+// writes again. As a secondary it stops acknowledging, so the coordinator
+// fails it and respawns it; the new incarnation recovers its log
+// (truncating the batch the failed write tore), is re-seeded, and fails
+// again while the disk is still full: a respawn every few seconds. As a
+// primary it is not failed while it still heartbeats: its shard refuses
+// writes (reads are served) until the server is restarted. So the
+// operator frees space (or grows the volume), then restarts every server
+// whose log failed (kill its pid: the coordinator fails it over to its
+// copy and respawns it on the same data directory), or stops and starts
+// the whole cluster (the logs are recovered on start).
+func TestDiskFullRefusesWrites(t *testing.T) {
+	disk := mountTmpfs(t, "2m")
+	t.Logf("running as root: the servers' data_dir is a 2 MiB tmpfs at %s", disk)
+	const n = 3
+	cfg := fmt.Sprintf("%d\n%sdata_dir %s\nfsync always\n", n, strings.Repeat("localhost 0 0 0\n", n), disk)
+	c := testcluster.Start(t, testcluster.Options{Config: cfg})
+	cl := c.Client()
+	before := c.Status(t)
+
+	const opTimeout = 5 * time.Second
+	l := newLedger("full", opTimeout)
+	t.Cleanup(l.cancel)
+
+	// Load until the first write is refused: the disk is full.
+	value := strings.Repeat("v", 1024)
+	var (
+		mu       sync.Mutex
+		firstErr error
+	)
+	full := make(chan struct{})
+	var wg sync.WaitGroup
+	for g := 0; g < 4; g++ {
+		wg.Add(1)
+		go func(g int) {
+			defer wg.Done()
+			for i := 0; ; i++ {
+				select {
+				case <-full:
+					return
+				default:
+				}
+				k := fmt.Sprintf("full/%d/%d", g, i)
+				if err := l.put(cl, k, k+value); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = err
+						close(full)
+					}
+					mu.Unlock()
+					return
+				}
+			}
+		}(g)
+	}
+	select {
+	case <-full:
+	case <-time.After(2 * time.Minute):
+		l.cancel()
+		t.Fatalf("no write refused after 2 min (%d acknowledged, %d bytes free)", l.Acked(), freeBytes(t, disk))
+	}
+	wg.Wait()
+	acked := l.Acked()
+	t.Logf("first refused write after %d acknowledged, %d bytes free: %v", acked, freeBytes(t, disk), firstErr)
+	if acked < 100 {
+		t.Fatalf("a write was refused after only %d acknowledged (2 MiB hold ~900): %v", acked, firstErr)
+	}
+
+	// Keep the disk full and write to every shard: values larger than a
+	// page, which no slack of a half-written page can hold.
+	stopFill := make(chan struct{})
+	fillDone := keepFull(t, disk, stopFill)
+	big := strings.Repeat("b", 16<<10)
+	lf := newLedger("full/after", 2*time.Second)
+	var clientErrs []string
+	diskWords := 0
+	for round := 0; round < 2; round++ {
+		for sh := 0; sh < n; sh++ {
+			k := keysOnShard(n, sh, round+1, "full/after")[round]
+			err := lf.put(cl, k, big)
+			if err == nil {
+				t.Errorf("Put %q (shard %d, 16 KiB) on a full disk returned nil", k, sh)
+				continue
+			}
+			clientErrs = append(clientErrs, err.Error())
+			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, client.ErrUnavailable) {
+				t.Errorf("Put %q on a full disk: %v, want unavailable (the deadline)", k, err)
+			}
+			st := c.Status(t)
+			f, err := rawPut(st, sh, keysOnShard(n, sh, round+1, "full/raw")[round], []byte(big))
+			switch {
+			case err != nil:
+				t.Logf("shard %d: raw Put to its primary %d: no answer within 5s: %v", sh, st.Shards[sh].Primary, err)
+			case f.Status == wire.StatusOK:
+				t.Errorf("shard %d: raw Put to its primary %d on a full disk answered OK", sh, st.Shards[sh].Primary)
+			case f.Status == wire.StatusUnavailable && strings.Contains(string(f.Value), "disk error"):
+				diskWords++
+			default:
+				t.Logf("shard %d: raw Put to its primary %d: %s %q", sh, st.Shards[sh].Primary, f.Status, f.Value)
+			}
+		}
+	}
+	t.Logf("client errors on a full disk, e.g. %q", clientErrs[0])
+	if diskWords == 0 {
+		t.Errorf("no primary answered a write on a full disk with UNAVAILABLE %q", "disk error: write not durable; refused")
+	}
+	if !strings.Contains(c.Log(), "no space left on device") {
+		t.Errorf("no server logged the system's error (no space left on device)")
+	}
+
+	// Every acknowledged write is still readable while the disk is full.
+	l.verify(t, cl, nil)
+	lf.verify(t, cl, nil)
+	close(stopFill)
+	<-fillDone
+
+	// Free space: the filler goes and the volume grows.
+	if err := os.Remove(filepath.Join(disk, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-o", "remount,size=64m", disk).CombinedOutput(); err != nil {
+		t.Fatalf("remount %s bigger: %v: %s", disk, err, strings.TrimSpace(string(out)))
+	}
+	t.Logf("space freed: %d bytes free", freeBytes(t, disk))
+	refusing := func(tag string) []int {
+		var out []int
+		for sh := 0; sh < n; sh++ {
+			k := keysOnShard(n, sh, 1, "full/freed/"+tag)[0]
+			if err := l.put(cl, k, "after"); err != nil {
+				out = append(out, sh)
+			}
+		}
+		return out
+	}
+	var still []int
+	killed := map[int]bool{} // pids of servers this test killed
+	deadline := time.Now().Add(20 * time.Second)
+	for i := 0; ; i++ {
+		if still = refusing(fmt.Sprint(i)); len(still) == 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(still) == 0 {
+		t.Logf("once space was freed every shard took writes again by itself")
+	} else {
+		// The operator's part: restart each server whose log failed,
+		// one at a time, letting the cluster recover in between.
+		t.Logf("20s after space was freed shards %v still refuse writes; restarting the servers whose log failed", still)
+		for _, id := range brokenLogs(t, c) {
+			v := c.KillServer(t, id)
+			killed[v.PID] = true
+			t.Logf("restarted server %d (pid %d, incarnation %d): its log had failed", id, v.PID, v.Incarnation)
+			c.WaitRecovered(t, 60*time.Second, v)
+		}
+		deadline = time.Now().Add(30 * time.Second)
+		for i := 0; ; i++ {
+			if still = refusing(fmt.Sprint("r", i)); len(still) == 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("30s after the servers whose log failed were restarted shards %v still refuse writes", still)
+			}
+		}
+		t.Logf("after restarting them every shard takes writes again")
+	}
+	l.verify(t, cl, nil)
+
+	after := c.Status(t)
+	for _, s := range before.Servers {
+		now := statusServer(after, s.ID)
+		t.Logf("server %d: pid %d -> %d (incarnation %d -> %d), %s", s.ID, s.PID, now.PID, s.Incarnation, now.Incarnation, now.State)
+	}
+	t.Logf("server exits, each after the coordinator failed it: %s", exitsExplained(t, c.Log(), killed))
+}
+
+// statusServer is server id's entry in st (zero if absent).
+func statusServer(st *client.ClusterStatus, id int) client.ServerStatus {
+	for _, s := range st.Servers {
+		if s.ID == id {
+			return s
+		}
+	}
+	return client.ServerStatus{}
+}
