@@ -1,0 +1,351 @@
+package server
+
+// Review tests of partial resync (issue 13) against a replication link
+// that misbehaves while the respawned secondary's recovered copy is being
+// caught up: a lost answer to the link's HELLO, and a link broken in the
+// middle of the writes sent from the primary's log.
+
+import (
+	"bytes"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"ftkv/wire"
+)
+
+// linkMode says what reviewProxy does with one replication connection.
+type linkMode struct {
+	dropReplies  bool          // never forward the secondary's answers (a lost HELLO reply)
+	cutAfter     int           // >0: forward that many bytes after the HELLO, then close both sides
+	delayReplies time.Duration // hold the secondary's first answer that long
+}
+
+// reviewProxy stands between a primary and its secondary's peer port;
+// mode decides, from the shard the HELLO names and how many connections
+// of that shard came before, what happens to each connection.
+type reviewProxy struct {
+	ln     net.Listener
+	target string
+	mode   func(shard uint64, nth int) linkMode
+	mu     sync.Mutex
+	seen   map[uint64]int
+	conns  []net.Conn
+}
+
+func startReviewProxy(t *testing.T, target string, mode func(shard uint64, nth int) linkMode) *reviewProxy {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := &reviewProxy{ln: ln, target: target, mode: mode, seen: map[uint64]int{}}
+	t.Cleanup(func() {
+		ln.Close()
+		p.mu.Lock()
+		for _, c := range p.conns {
+			c.Close()
+		}
+		p.mu.Unlock()
+	})
+	go func() {
+		for {
+			down, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go p.serve(down)
+		}
+	}()
+	return p
+}
+
+func (p *reviewProxy) addr() string { return p.ln.Addr().String() }
+
+func (p *reviewProxy) serve(down net.Conn) {
+	up, err := net.Dial("tcp", p.target)
+	if err != nil {
+		down.Close()
+		return
+	}
+	p.mu.Lock()
+	p.conns = append(p.conns, down, up)
+	p.mu.Unlock()
+	closeBoth := func() { down.Close(); up.Close() }
+	// The first frame is the HELLO: it names the shard.
+	var head []byte
+	buf := make([]byte, 64<<10)
+	var hello wire.Frame
+	for {
+		n, err := down.Read(buf)
+		head = append(head, buf[:n]...)
+		if f, m, derr := wire.Decode(head, len(head)); derr == nil && m > 0 {
+			hello = f
+			break
+		}
+		if err != nil {
+			closeBoth()
+			return
+		}
+	}
+	p.mu.Lock()
+	nth := p.seen[hello.Seq]
+	p.seen[hello.Seq]++
+	p.mu.Unlock()
+	m := p.mode(hello.Seq, nth)
+	if _, err := up.Write(head); err != nil {
+		closeBoth()
+		return
+	}
+	go func() { // secondary -> primary
+		defer closeBoth()
+		if m.dropReplies {
+			_, _ = io.Copy(io.Discard, up)
+			return
+		}
+		if m.delayReplies > 0 {
+			b := make([]byte, 64<<10)
+			n, err := up.Read(b)
+			time.Sleep(m.delayReplies)
+			if n > 0 {
+				if _, werr := down.Write(b[:n]); werr != nil {
+					return
+				}
+			}
+			if err != nil {
+				return
+			}
+		}
+		_, _ = io.Copy(down, up)
+	}()
+	// primary -> secondary
+	defer closeBoth()
+	if m.cutAfter > 0 {
+		_, _ = io.CopyN(up, down, int64(m.cutAfter))
+		return
+	}
+	_, _ = io.Copy(up, down)
+}
+
+// syncBuf is a log sink safe to read while servers write to it.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// resyncScene is two servers with data dirs: a (id 0) and b (id 1), b
+// killed and started again on its directory while a led both shards
+// alone, wrote more and deleted some. b2 is the new incarnation, not yet
+// in a view.
+type resyncScene struct {
+	a, b2   *testServer
+	logB    *syncBuf
+	before  [2][]string // written before b died (the first 10 of each deleted while it was down)
+	during  [2][]string // written while b was down
+	payload string
+}
+
+func newResyncScene(t *testing.T, duringPerShard, valueSize int) *resyncScene {
+	t.Helper()
+	fc := startFakeCoord(t)
+	dirA, dirB := t.TempDir(), t.TempDir()
+	sc := &resyncScene{logB: &syncBuf{}, payload: strings.Repeat("p", valueSize)}
+	quiet := func(c *Config) { c.Logger = zerolog.Nop() }
+	a, _ := startDurableServer(t, fc, 0, dirA, "always", false, quiet)
+	b, stopB := startDurableServer(t, fc, 1, dirB, "always", false, quiet)
+	pushView(t, wire.View{Epoch: 1, Servers: []wire.Member{member(a, a.peer), member(b, b.peer)},
+		Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 1, Secondary: 0}}}, a, b)
+	put := func(srv *testServer, cn *conn, k, val string, op wire.Op) {
+		t.Helper()
+		ans, err := cn.do(&wire.Frame{Op: op, Key: []byte(k), Value: []byte(val)}, 10*time.Second)
+		if err != nil || ans.Status != wire.StatusOK {
+			t.Fatalf("%v %s on server %d: %v %v %s", op, k, srv.cfg.ID, err, ans.Status, ans.Value)
+		}
+	}
+	for sh, srv := range []*testServer{a, b} {
+		cn := dialConn(t, srv.client, false)
+		sc.before[sh] = keysOf(fmt.Sprintf("before%d", sh), sh, 2, 40)
+		for _, k := range sc.before[sh] {
+			put(srv, cn, k, "v-"+k, wire.OpPut)
+		}
+	}
+	stopB()
+	b.mu.Lock()
+	var bprims []*primary
+	for _, p := range b.prims {
+		bprims = append(bprims, p)
+	}
+	b.mu.Unlock()
+	for _, p := range bprims {
+		p.close()
+	}
+	deadB := member(b, b.peer)
+	deadB.State = wire.StateDead
+	pushView(t, wire.View{Epoch: 2, Servers: []wire.Member{member(a, a.peer), deadB},
+		Shards: []wire.Placement{{Primary: 0, Secondary: -1}, {Primary: 0, Secondary: -1}}}, a)
+	cn := dialConn(t, a.client, false)
+	for sh := range sc.before {
+		for _, k := range sc.before[sh][:10] {
+			put(a, cn, k, "", wire.OpDelete)
+		}
+		sc.during[sh] = keysOf(fmt.Sprintf("during%d", sh), sh, 2, duringPerShard)
+		for _, k := range sc.during[sh] {
+			put(a, cn, k, k+sc.payload, wire.OpPut)
+		}
+	}
+	b2, _ := startDurableServer(t, fc, 1, dirB, "always", false, func(c *Config) {
+		c.Incarnation = 2
+		c.Logger = zerolog.New(sc.logB).Level(zerolog.InfoLevel)
+	})
+	sc.a, sc.b2 = a, b2
+	return sc
+}
+
+// reseed pushes the view that makes b2 the re-seeding secondary of both
+// shards, its peer address being proxy's, and waits until both copies
+// are whole as far as b2 knows (re-seeding or resync finished).
+func (sc *resyncScene) reseed(t *testing.T, proxy string) {
+	t.Helper()
+	m := member(sc.b2, proxy)
+	m.State = wire.StateReseeding
+	pushView(t, wire.View{Epoch: 3, Servers: []wire.Member{member(sc.a, sc.a.peer), m},
+		Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 0, Secondary: 1}}}, sc.a, sc.b2)
+	deadline := time.Now().Add(20 * time.Second)
+	for sh := 0; sh < 2; sh++ {
+		for {
+			sc.b2.secMu.Lock()
+			st := sc.b2.sec[sh]
+			sc.b2.secMu.Unlock()
+			busy := true
+			if st != nil {
+				st.mu.Lock()
+				busy = st.seeding || st.resync
+				st.mu.Unlock()
+			}
+			if !busy && !sc.b2.dur.isPartial(sh) {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("shard %d: b2's copy not whole after 20 s; b2's log:\n%s", sh, sc.logB.String())
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+}
+
+// check fails the test for every key of b2's copies that is not what a
+// holds: deleted keys present, keys written while b was down missing.
+func (sc *resyncScene) check(t *testing.T) {
+	t.Helper()
+	var bad []string
+	for sh := 0; sh < 2; sh++ {
+		tb := sc.b2.tableFor(sh)
+		for i, k := range sc.before[sh] {
+			v, ok := tb.get([]byte(k))
+			switch {
+			case i < 10 && ok:
+				bad = append(bad, fmt.Sprintf("shard %d: key %s, deleted while b was down, is back in b2's copy (%q)", sh, k, v))
+			case i >= 10 && (!ok || string(v) != "v-"+k):
+				bad = append(bad, fmt.Sprintf("shard %d: key %s = %q, %v", sh, k, v, ok))
+			}
+		}
+		missing := 0
+		for _, k := range sc.during[sh] {
+			if v, ok := tb.get([]byte(k)); !ok || string(v) != k+sc.payload {
+				missing++
+			}
+		}
+		if missing > 0 {
+			bad = append(bad, fmt.Sprintf("shard %d: %d of the %d keys written while b was down are missing from b2's copy", sh, missing, len(sc.during[sh])))
+		}
+	}
+	if len(bad) > 0 {
+		if len(bad) > 12 {
+			bad = append(bad[:12], fmt.Sprintf("... (%d in all)", len(bad)))
+		}
+		t.Errorf("b2's copies, marked whole, differ from the primary's:\n%s\nb2's log:\n%s", strings.Join(bad, "\n"), grepLines(sc.logB.String(), "resync", "seeding", "link accepted"))
+	}
+}
+
+func grepLines(s string, subs ...string) string {
+	var out []string
+	for _, l := range strings.Split(s, "\n") {
+		for _, sub := range subs {
+			if strings.Contains(l, sub) {
+				out = append(out, l)
+				break
+			}
+		}
+	}
+	return strings.Join(out, "\n")
+}
+
+// TestReviewLostHelloReplyDuringResyncOffer: b2 offers its recovered
+// copy for a partial resync (FlagResync) in its answer to the link's
+// HELLO, but that answer is lost (a slow or cut connection: the primary's
+// read times out and it dials again). The second HELLO, of the same
+// primary incarnation, finds the link state kept and is answered without
+// FlagResync and without a reset: the primary then re-seeds in full over
+// the recovered copy, which was never emptied, so keys deleted while b
+// was down come back in b2's copy (the copy a later failover promotes).
+func TestReviewLostHelloReplyDuringResyncOffer(t *testing.T) {
+	sc := newResyncScene(t, 20, 16)
+	proxy := startReviewProxy(t, sc.b2.peer, func(shard uint64, nth int) linkMode {
+		return linkMode{dropReplies: nth == 0}
+	})
+	sc.reseed(t, proxy.addr())
+	sc.check(t)
+}
+
+// TestReviewLinkCutMidResync: the writes after b2's recovered copy are
+// sent from a's log; the link to b2 breaks after the first 64 KiB of them
+// (b2 applied a prefix), and a reconnects it at once while its other
+// shard's link is still being connected. The reconnected link resends
+// only the writes still in flight; the resync's end marker then tells b2
+// its copy is whole although the rest of the writes from the log never
+// reached it.
+func TestReviewLinkCutMidResync(t *testing.T) {
+	sc := newResyncScene(t, 2000, 1024)
+	proxy := startReviewProxy(t, sc.b2.peer, func(shard uint64, nth int) linkMode {
+		switch {
+		case nth > 0:
+			return linkMode{}
+		case shard == 0:
+			return linkMode{cutAfter: 64 << 10}
+		default:
+			return linkMode{delayReplies: 700 * time.Millisecond}
+		}
+	})
+	sc.reseed(t, proxy.addr())
+	sc.check(t)
+}
+
+// TestReviewResyncSceneHolds is the two tests above without a fault: the
+// partial resync of both copies leaves b2 holding exactly what a holds.
+func TestReviewResyncSceneHolds(t *testing.T) {
+	sc := newResyncScene(t, 2000, 1024)
+	proxy := startReviewProxy(t, sc.b2.peer, func(uint64, int) linkMode { return linkMode{} })
+	sc.reseed(t, proxy.addr())
+	sc.check(t)
+	if n := strings.Count(sc.logB.String(), "offering the copy recovered"); n != 2 {
+		t.Errorf("%d partial resyncs offered, want 2", n)
+	}
+}
