@@ -2,6 +2,7 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -170,7 +171,14 @@ type ReseedResult struct {
 	StatusEPS    float64        `json:"status_eps"`    // Entries / SeedingS: a lower bound
 	Sent         []SeedSent     `json:"seeding_sent"`  // from the log, when given
 	LogEPS       float64        `json:"log_eps"`       // sum of entries sent / longest send
-	Error        string         `json:"error,omitempty"`
+	// With data directories, from the log: the respawned server's
+	// recovery from its own log, and the partial resyncs its primaries
+	// sent instead of full re-seedings.
+	Recovered  []SeedSent `json:"recovered,omitempty"`      // "log recovered": entries replayed
+	RecoverEPS float64    `json:"recovery_eps"`             // entries replayed per second
+	Resynced   []SeedSent `json:"partial_resync,omitempty"` // "partial resync done": entries sent
+	ResyncEPS  float64    `json:"resync_eps"`               // sum of entries resent / longest resync
+	Error      string     `json:"error,omitempty"`
 }
 
 // SeedSent is one "re-seeding sent" line of a server's log.
@@ -183,12 +191,24 @@ type SeedSent struct {
 
 // ParseSeedSent reads the "re-seeding sent" lines of a zerolog JSON log.
 func ParseSeedSent(r io.Reader) ([]SeedSent, error) {
+	return parseLogRates(r, "re-seeding sent")
+}
+
+// Log lines of servers with data directories that -mode reseed reads.
+const (
+	msgRecovered = "log recovered"       // a server replayed its log at start
+	msgResynced  = "partial resync done" // a primary caught a secondary up from its log
+)
+
+// parseLogRates reads the lines with message msg (entries, took_ms) of a
+// zerolog JSON log.
+func parseLogRates(r io.Reader, msg string) ([]SeedSent, error) {
 	var out []SeedSent
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), 1<<20)
 	for sc.Scan() {
 		line := sc.Bytes()
-		if !strings.Contains(string(line), `"re-seeding sent"`) {
+		if !strings.Contains(string(line), `"`+msg+`"`) {
 			continue
 		}
 		var l struct {
@@ -199,14 +219,18 @@ func ParseSeedSent(r io.Reader) ([]SeedSent, error) {
 			EPS     float64 `json:"entries_per_sec"`
 			Message string  `json:"message"`
 		}
-		if err := json.Unmarshal(line, &l); err != nil || l.Message != "re-seeding sent" {
+		if err := json.Unmarshal(line, &l); err != nil || l.Message != msg {
 			continue
 		}
 		took := l.TookMs
 		if took == 0 {
 			took = l.Took
 		}
-		out = append(out, SeedSent{Node: l.Node, Entries: l.Entries, TookMs: took, EntriesPerSec: l.EPS})
+		eps := l.EPS
+		if eps == 0 && took > 0 {
+			eps = float64(l.Entries) / (took / 1000)
+		}
+		out = append(out, SeedSent{Node: l.Node, Entries: l.Entries, TookMs: took, EntriesPerSec: eps})
 	}
 	return out, sc.Err()
 }
@@ -325,10 +349,22 @@ func Reseed(ctx context.Context, cfg ReseedConfig) (*ReseedResult, error) {
 		if _, err := f.Seek(logOffset, io.SeekStart); err != nil {
 			return res, err
 		}
-		if res.Sent, err = ParseSeedSent(f); err != nil {
+		b, err := io.ReadAll(f)
+		if err != nil {
+			return res, err
+		}
+		if res.Sent, err = ParseSeedSent(bytes.NewReader(b)); err != nil {
 			return res, err
 		}
 		res.LogEPS = SeedRate(res.Sent)
+		if res.Recovered, err = parseLogRates(bytes.NewReader(b), msgRecovered); err != nil {
+			return res, err
+		}
+		res.RecoverEPS = SeedRate(res.Recovered)
+		if res.Resynced, err = parseLogRates(bytes.NewReader(b), msgResynced); err != nil {
+			return res, err
+		}
+		res.ResyncEPS = SeedRate(res.Resynced)
 	}
 	return res, nil
 }
@@ -350,6 +386,12 @@ func (r *ReseedResult) WriteText(w io.Writer) error {
 	}
 	if len(r.Sent) > 0 {
 		fmt.Fprintf(&b, "log rate    %s entries/s (entries sent by both neighbours / the longer send)\n", FormatRate(r.LogEPS))
+	}
+	for _, s := range r.Recovered {
+		fmt.Fprintf(&b, "recovery    node %d replayed %d entries from its log in %s (%s entries/s)\n", s.Node, s.Entries, msText(s.TookMs), FormatRate(s.EntriesPerSec))
+	}
+	for _, s := range r.Resynced {
+		fmt.Fprintf(&b, "resync      node %d sent %d entries from its log in %s (partial resync instead of a full re-seeding)\n", s.Node, s.Entries, msText(s.TookMs))
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -45,6 +45,34 @@ func TestParseSeedSent(t *testing.T) {
 	}
 }
 
+// The lines of a server that recovered its log and of a primary that
+// caught it up by partial resync (server/durable.go, server/resync.go).
+const recoveryLog = `{"level":"info","node":1,"entries":200000,"entries_per_sec":1000000,"took_ms":200,"message":"log recovered"}
+{"level":"info","node":0,"shard":0,"entries":250,"took_ms":4,"message":"partial resync done"}
+{"level":"info","node":2,"shard":1,"entries":260,"took_ms":5,"message":"partial resync done"}
+`
+
+func TestParseRecoveryAndResync(t *testing.T) {
+	rec, err := parseLogRates(strings.NewReader(recoveryLog), msgRecovered)
+	if err != nil || len(rec) != 1 || rec[0].Node != 1 || rec[0].Entries != 200000 || SeedRate(rec) != 1e6 {
+		t.Fatalf("recovered: %+v, %v", rec, err)
+	}
+	rs, err := parseLogRates(strings.NewReader(recoveryLog), msgResynced)
+	if err != nil || len(rs) != 2 || rs[1].Entries != 260 || rs[1].EntriesPerSec != 52000 {
+		t.Fatalf("resynced: %+v, %v", rs, err)
+	}
+	var b strings.Builder
+	r := &ReseedResult{Recovered: rec, Resynced: rs}
+	if err := r.WriteText(&b); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"recovery    node 1 replayed 200000 entries", "resync      node 2 sent 260 entries"} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("text lacks %q:\n%s", want, b.String())
+		}
+	}
+}
+
 func TestModeTexts(t *testing.T) {
 	var b strings.Builder
 	f := &FailoverResult{Kills: make([]KillReport, 20), GapP50Ms: 30, GapP99Ms: 612, GapMaxMs: 612, RecoverP50S: 0.3, RecoverMaxS: 1.5}

@@ -72,6 +72,7 @@ type durable struct {
 	snapSeg   uint64     // its first log segment not covered (guarded by mu)
 	snapAt    time.Time  // when it was written (guarded by mu)
 	policy    wal.Policy
+	replayed  int // entries applied from the log at start (recovery only)
 }
 
 // report is the log's part of a heartbeat.
@@ -228,6 +229,12 @@ func (s *Server) openDurable() error {
 	if rec.Reason != "" {
 		ev = s.log.Warn().Str("damage", rec.Reason).Int64("truncated_bytes", rec.Truncated).Int("removed_segments", rec.Removed)
 	}
+	took := time.Since(start)
+	entries := loaded + d.replayed
+	ev = ev.Int("entries", entries)
+	if took > 0 {
+		ev = ev.Float64("entries_per_sec", float64(entries)/took.Seconds())
+	}
 	ev.Str("dir", dir).Str("fsync", pol.String()).Uint64("snapshot", seg).Int("snapshot_entries", loaded).
 		Float64("snapshot_ms", float64(snapTook.Microseconds())/1000).Int("records", rec.Records).Int("batches", rec.Batches).
 		Float64("took_ms", float64(time.Since(start).Microseconds())/1000).Msg("log recovered")
@@ -285,6 +292,7 @@ func (s *Server) replay(r []byte, secs map[int]*secState, d *durable) error {
 			body = body[n:]
 			if f.ID > st.last {
 				st.applyRepl(&f)
+				d.replayed++
 			}
 		}
 	case recSeed:
@@ -294,6 +302,7 @@ func (s *Server) replay(r []byte, secs map[int]*secState, d *durable) error {
 				return err
 			}
 			st.t.merge(string(k), v, ver, false, true)
+			d.replayed++
 			body = rest
 		}
 	case recDedup:
