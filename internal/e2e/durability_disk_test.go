@@ -162,23 +162,13 @@ func exitsExplained(t *testing.T, log string, killed map[int]bool) string {
 	return fmt.Sprint(exits)
 }
 
-// brokenLogs returns the servers whose current incarnation logged that its
-// write-ahead log failed (what an operator looks for in the log).
+// brokenLogs returns the servers whose status shows a disk error (their
+// log failed): what the operator looks for.
 func brokenLogs(t *testing.T, c *testcluster.Cluster) []int {
 	t.Helper()
-	failed := map[[2]uint64]bool{}
-	for _, line := range strings.Split(c.Log(), "\n") {
-		var r struct {
-			Message   string
-			Node, Inc uint64
-		}
-		if json.Unmarshal([]byte(line), &r) == nil && strings.HasPrefix(r.Message, "write-ahead log failed") {
-			failed[[2]uint64{r.Node, r.Inc}] = true
-		}
-	}
 	var out []int
 	for _, s := range c.Status(t).Servers {
-		if failed[[2]uint64{uint64(s.ID), s.Incarnation}] {
+		if s.DiskError {
 			out = append(out, s.ID)
 		}
 	}
@@ -196,17 +186,20 @@ func brokenLogs(t *testing.T, c *testcluster.Cluster) []int {
 // device) and from then on answers every write UNAVAILABLE "disk error:
 // write not durable; refused" (the Go client retries that until its
 // context ends, then returns the deadline with "shard unavailable" as the
-// last error). Its error is sticky: freeing space does not make it take
+// last error, or STALE_EPOCH / WRONG_SERVER from a primary that could not
+// apply a view because its secondary's log failed). Its error is sticky: freeing space does not make it take
 // writes again. As a secondary it stops acknowledging, so the coordinator
 // fails it and respawns it; the new incarnation recovers its log
 // (truncating the batch the failed write tore), is re-seeded, and fails
 // again while the disk is still full: a respawn every few seconds. As a
 // primary it is not failed while it still heartbeats: its shard refuses
-// writes (reads are served) until the server is restarted. So the
-// operator frees space (or grows the volume), then restarts every server
-// whose log failed (kill its pid: the coordinator fails it over to its
-// copy and respawns it on the same data directory), or stops and starts
-// the whole cluster (the logs are recovered on start).
+// writes (reads are served), and the shard it is the secondary of cannot
+// link to it again ("secondary refused link: UNAVAILABLE disk error"),
+// until the server is restarted. So the operator frees space (or grows
+// the volume), then restarts every server whose status shows disk_error
+// (kill its pid: the coordinator fails it over to its copy and respawns
+// it on the same data directory), or stops and starts the whole cluster
+// (the logs are recovered on start).
 func TestDiskFullRefusesWrites(t *testing.T) {
 	disk := mountTmpfs(t, "2m")
 	t.Logf("running as root: the servers' data_dir is a 2 MiB tmpfs at %s", disk)
@@ -284,26 +277,40 @@ func TestDiskFullRefusesWrites(t *testing.T) {
 			if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, client.ErrUnavailable) {
 				t.Errorf("Put %q on a full disk: %v, want unavailable (the deadline)", k, err)
 			}
-			st := c.Status(t)
-			f, err := rawPut(st, sh, keysOnShard(n, sh, round+1, "full/raw")[round], []byte(big))
-			switch {
-			case err != nil:
-				t.Logf("shard %d: raw Put to its primary %d: no answer within 5s: %v", sh, st.Shards[sh].Primary, err)
-			case f.Status == wire.StatusOK:
-				t.Errorf("shard %d: raw Put to its primary %d on a full disk answered OK", sh, st.Shards[sh].Primary)
-			case f.Status == wire.StatusUnavailable && strings.Contains(string(f.Value), "disk error"):
-				diskWords++
-			default:
-				t.Logf("shard %d: raw Put to its primary %d: %s %q", sh, st.Shards[sh].Primary, f.Status, f.Value)
+			// The primary's own answer, asked again while the view
+			// moves (a failover in progress answers WRONG_SERVER).
+			for try := 0; try < 4; try++ {
+				st := c.Status(t)
+				p := st.Shards[sh].Primary
+				f, err := rawPut(st, sh, keysOnShard(n, sh, round+1, "full/raw")[round], []byte(big))
+				if err == nil && f.Status == wire.StatusOK {
+					t.Errorf("shard %d: raw Put to its primary %d on a full disk answered OK", sh, p)
+					break
+				}
+				if err == nil && f.Status == wire.StatusUnavailable {
+					if strings.Contains(string(f.Value), "disk error") {
+						diskWords++
+					} else {
+						t.Logf("shard %d: raw Put to its primary %d: UNAVAILABLE %q", sh, p, f.Value)
+					}
+					break
+				}
+				t.Logf("shard %d: raw Put to its primary %d: %s %q, %v; asking again", sh, p, f.Status, f.Value, err)
+				time.Sleep(time.Second)
 			}
 		}
 	}
-	t.Logf("client errors on a full disk, e.g. %q", clientErrs[0])
+	if len(clientErrs) > 0 {
+		t.Logf("client errors on a full disk, e.g. %q", clientErrs[0])
+	}
 	if diskWords == 0 {
 		t.Errorf("no primary answered a write on a full disk with UNAVAILABLE %q", "disk error: write not durable; refused")
 	}
 	if !strings.Contains(c.Log(), "no space left on device") {
 		t.Errorf("no server logged the system's error (no space left on device)")
+	}
+	if len(brokenLogs(t, c)) == 0 {
+		t.Errorf("no server's status shows disk_error on a full disk:\n%s", testcluster.StatusJSON(c.Status(t)))
 	}
 
 	// Every acknowledged write is still readable while the disk is full.
