@@ -61,9 +61,8 @@ func (p *primary) readResync(from uint64) ([]byte, uint64, int, bool) {
 	if d == nil || d.down() {
 		return nil, 0, 0, false
 	}
-	// No snapshot may remove segments while they are read.
-	d.snapMu.Lock()
-	defer d.snapMu.Unlock()
+	// A snapshot running meanwhile may remove the segments not read yet:
+	// ReadAll fails, and a full re-seeding follows.
 	var out []byte
 	upTo, n := from, 0
 	found, broken := false, false
@@ -87,19 +86,25 @@ func (p *primary) readResync(from uint64) ([]byte, uint64, int, bool) {
 				broken = true // the table holds writes this log may not
 			}
 		case recFrames:
+			// Only each frame's index is read (wire.Frame's layout: 4
+			// length, then the index at offset 8).
 			for len(body) > 0 {
-				f, m, err := wire.Decode(body, len(body))
-				if err != nil || m == 0 {
+				if len(body) < wire.HeaderSize {
 					return errors.New("bad frame in the log")
 				}
+				m := int(binary.BigEndian.Uint32(body)) + 4
+				if m < wire.HeaderSize || m > len(body) {
+					return errors.New("bad frame in the log")
+				}
+				id := binary.BigEndian.Uint64(body[8:])
 				switch {
-				case f.ID == from:
+				case id == from:
 					found = true
-				case f.ID > from && !found:
+				case id > from && !found:
 					broken = true // from is not in this history
-				case f.ID > from && f.ID > upTo:
+				case id > from && id > upTo:
 					out = append(out, body[:m]...)
-					upTo = f.ID
+					upTo = id
 					n++
 				}
 				body = body[m:]

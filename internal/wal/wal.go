@@ -252,8 +252,8 @@ func scanBatches(data []byte, lastSeq *uint64, replay func([]byte) error, rec *R
 
 // ReadAll calls fn for every record of every whole batch the log's
 // segments hold now, in order, while the log takes appends (a batch being
-// written ends the read). The caller keeps segments from being removed
-// meanwhile (no RemoveBefore). With SyncAlways everything whose callback
+// written ends the read). A segment removed meanwhile (RemoveBefore)
+// fails it. With SyncAlways everything whose callback
 // ran is read; with the other policies everything written.
 func (l *Log) ReadAll(fn func(rec []byte) error) error {
 	segs, err := l.segments()
