@@ -66,7 +66,12 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			if f.ID <= st.last {
 				return out, gnet.None // a resend after reconnecting: already applied
 			}
-			if f.ID != st.last+1 && !st.resync {
+			// Contiguous, except while a re-seeding or a resync brings the
+			// copy up: a primary that led alone may commit a write between
+			// its link's HELLO and its first frame (its log's callback
+			// applies it), and that write reaches us in the snapshot; a
+			// resync's frames jump a LineageGap.
+			if f.ID != st.last+1 && !st.resync && !st.seeding {
 				s.log.Error().Int("shard", st.shard).Uint64("got", f.ID).Uint64("want", st.last+1).Msg("gap in the replication log; dropping the link")
 				return reply(out, f, wire.StatusBadRequest, 0, "gap in the replication log"), gnet.Close
 			}
