@@ -196,6 +196,11 @@ func startHostile(t *testing.T, o testcluster.Options) *hostileRun {
 	// Memory budgets hold for the binaries users run: the race
 	// detector multiplies a server's RSS (and slows it ~5x).
 	o.Plain = true
+	// The servers log every write as users' do, but without waiting for
+	// fsyncs: these probes count answers and session records within
+	// fixed durations, and one-shot clients write one at a time, so a
+	// disk's fsync latency (not what is measured here) would decide them.
+	o.Args = append([]string{"-fsync", "no"}, o.Args...)
 	c := testcluster.Start(t, o)
 	st := c.WaitRecovered(t, 20*time.Second)
 	r := &hostileRun{t: t, c: c, epoch: st.Epoch, pids: map[int]int{}, target: 1, rss: map[int]*hostile.RSSWatch{}}
