@@ -750,3 +750,95 @@ func (p *coordProc) stop() {
 		}
 	}
 }
+
+// spawnedPID is the pid of server id's incarnation inc, from the
+// coordinator's "server spawned" line (0 if none yet).
+func spawnedPID(c *testcluster.Cluster, id int, inc uint64) int {
+	pidRE := regexp.MustCompile(`"pid":(\d+)`)
+	pid := 0
+	for _, l := range strings.Split(c.Log(), "\n") {
+		if strings.Contains(l, `"message":"server spawned"`) && strings.Contains(l, fmt.Sprintf(`"node":%d,`, id)) &&
+			strings.Contains(l, fmt.Sprintf(`"inc":%d,`, inc)) {
+			if m := pidRE.FindStringSubmatch(l); m != nil {
+				pid, _ = strconv.Atoi(m[1])
+			}
+		}
+	}
+	return pid
+}
+
+// TestReviewServerDiesDuringRestartReseed: after a kill of everything,
+// server 1's data directory is lost, so the restart re-seeds its copies
+// in full before the first view is applied; server 1 is killed in the
+// middle of that. One server's death during the restart must not keep
+// the cluster down (SPEC: a second failure during recovery does not bring
+// the service down): the coordinator must come up serving, server 1
+// respawned, every acknowledged write there.
+func TestReviewServerDiesDuringRestartReseed(t *testing.T) {
+	const n = 3
+	c := testcluster.Start(t, testcluster.Options{N: n})
+	cls := dialClients(c, 2)
+	c.WaitRecovered(t, 10*time.Second)
+	l := newLedger("review-restart-reseed", restartOpTimeout)
+	l.preload(t, cls[0], 20000, 200)
+	l.Stop()
+	c.KillEverything(t)
+	if err := os.RemoveAll(filepath.Join(c.Dir, "ftkv-data", "server_1")); err != nil {
+		t.Fatal(err)
+	}
+	lf := followLog(c)
+	p := startCoordProcess(t, c)
+	defer p.stop()
+	line := lf.waitLine(30*time.Second, func(s string) bool {
+		return strings.Contains(s, `"node":1,`) && strings.Contains(s, "re-seeding it in full")
+	})
+	if line == "" {
+		t.Fatalf("server 1 was never re-seeded in full at the restart\n%s", lastLines(c.Log(), 20))
+	}
+	m := incRE.FindStringSubmatch(line)
+	inc, _ := strconv.ParseUint(m[1], 10, 64)
+	pid := spawnedPID(c, 1, inc)
+	if pid == 0 || !c.Owns(pid) {
+		t.Fatalf("no pid for server 1 incarnation %d", inc)
+	}
+	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("killed server 1 (incarnation %d, pid %d) during the restart's re-seeding: %s", inc, pid, strings.TrimSpace(line))
+	var st *client.ClusterStatus
+	var why error
+	for deadline := time.Now().Add(45 * time.Second); time.Now().Before(deadline) && !p.exited(); time.Sleep(100 * time.Millisecond) {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		st, why = c.TryStatus(ctx)
+		cancel()
+		if why == nil {
+			if why = testcluster.Recovered(st); why == nil {
+				break
+			}
+		}
+	}
+	if p.exited() {
+		t.Errorf("the coordinator exited after one server died during the restart (the cluster stays down):\n%s", lastLines(p.output(), 3))
+		// What an operator does next: start it once more.
+		p.stop()
+		p = startCoordProcess(t, c)
+		defer p.stop()
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline) && !p.exited(); time.Sleep(100 * time.Millisecond) {
+			ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+			st, why = c.TryStatus(ctx)
+			cancel()
+			if why == nil {
+				if why = testcluster.Recovered(st); why == nil {
+					break
+				}
+			}
+		}
+		t.Logf("a second start: coordinator exited %v, recovery: %v", p.exited(), why)
+	}
+	if why != nil {
+		t.Fatalf("no recovery 45 s after server 1 died during the restart: %v\n%s\nlog:\n%s", why, testcluster.StatusJSON(st), lastLines(c.Log(), 15))
+	}
+	cl := c.Client()
+	n2 := l.verify(t, cl, nil)
+	t.Logf("%d keys verified", n2)
+}
