@@ -332,6 +332,10 @@ func (c *Client) outcome(ctx context.Context, reply wire.Frame, v *wire.View, ad
 		return true, fmt.Errorf("server %s: %s at epoch %d", addr, reply.Status, reply.Epoch)
 	case wire.StatusUnavailable:
 		_ = c.refreshView(ctx, v.Epoch)
+		if len(reply.Value) > 0 {
+			// The server's reason, e.g. its log's disk error.
+			return true, fmt.Errorf("%w: shard %d: %s", ErrUnavailable, shard, reply.Value)
+		}
 		return true, fmt.Errorf("%w: shard %d", ErrUnavailable, shard)
 	case wire.StatusTooLarge:
 		return false, fmt.Errorf("%w: %s", ErrTooLarge, reply.Value)

@@ -10,7 +10,8 @@
 // The rules, one decision at a time, each decision a new view:
 //
 //  1. failure: a member whose process exited (or whose re-seeding failed)
-//     is failed over; so is one member per round silent for longer than
+//     is failed over; so is one member per round whose log reports a
+//     failure (a full disk), or silent for longer than
 //     the failure timeout, or one secondary its primary reports it cannot
 //     replicate to for that long while both still heartbeat. Suspicion
 //     (silence, a broken link) never condemns the last complete copy of a

@@ -81,3 +81,33 @@ func TestNoRestoreWithoutALog(t *testing.T) {
 		}
 	}
 }
+
+// TestDiskFailureFailsOver: a member whose heartbeat reports a failed log
+// is failed over like a silent one (its shard moves to its secondary),
+// unless it holds the last copy of a shard.
+func TestDiskFailureFailsOver(t *testing.T) {
+	h := newHarness(t, 3)
+	h.advance(simFT / 2)
+	nd := h.c.nodes[1]
+	acts := h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: 1, Incarnation: nd.Inc, Epoch: h.c.view.Epoch, PID: 77,
+		Storage: wire.StorageReport{Fsync: "always", Failed: true}}})
+	acts = append(acts, h.tick(simFT/10)...)
+	v := mustPublish(t, acts)
+	if v.Servers[1].State != wire.StateDown || v.Shards[1] != pl(2, -1) {
+		t.Fatalf("after a disk failure of member 1: states %v, shards %v", states(v), v.Shards)
+	}
+
+	// The last copy stays: member 0's secondary (1) is down, and 0 now
+	// reports a failed log.
+	h.step(Published{})
+	h.beat(0, 2)
+	nd = h.c.nodes[0]
+	acts = h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: 0, Incarnation: nd.Inc, Epoch: h.c.view.Epoch, PID: 77,
+		Storage: wire.StorageReport{Fsync: "always", Failed: true}}})
+	acts = append(acts, h.tick(simFT/10)...)
+	for _, a := range acts {
+		if p, ok := a.(Publish); ok && p.View.Servers[0].State != wire.StateServing {
+			t.Fatalf("the last copy of shard 0 was failed over for its disk: %v", states(p.View))
+		}
+	}
+}

@@ -192,11 +192,12 @@ func durableIndex(hb wire.Heartbeat, shard int) (uint64, bool) {
 	return 0, false
 }
 
-// judge adds to failed at most one member failed on suspicion: silent for
-// longer than the failure timeout, or the secondary its primary cannot
-// replicate to for that long while both heartbeat. Neither ever fails the
-// last complete copy of a shard: a slow or frozen server that comes back
-// keeps its data; failing it over would lose the shard for good.
+// judge adds to failed at most one member failed on suspicion: whose log
+// reports a failure, silent for longer than the failure timeout, or the
+// secondary its primary cannot replicate to for that long while both
+// heartbeat. None ever fails the last complete copy of a shard: a slow
+// or frozen server that comes back keeps its data; failing it over would
+// lose the shard for good.
 func (c *Core) judge(failed map[int]cause, out []Action) []Action {
 	v := c.view
 	ft := c.cfg.FailureTimeout
@@ -204,6 +205,17 @@ func (c *Core) judge(failed map[int]cause, out []Action) []Action {
 		nd := c.nodes[i]
 		return live(v.Servers[i]) && nd.Inc == v.Servers[i].Incarnation && failed[i] == 0 &&
 			(nd.State == Serving || nd.State == Reseeding || nd.State == Seeded)
+	}
+	// A server whose log failed (a full disk, an I/O error) refuses every
+	// write of the shards it leads and acknowledges no replication: its
+	// copies move to their secondaries, and its respawn recovers the log
+	// (unless it is the last copy of a shard: then it stays, refusing
+	// writes, until the operator frees the disk).
+	for i := range v.Servers {
+		if suspect(i) && c.nodes[i].HB.Storage.Failed && c.nodes[i].HB.Incarnation == c.nodes[i].Inc && !lastCopy(demote(v, failed), i) {
+			failed[i] = bySuspicion
+			return out
+		}
 	}
 	for i := range v.Servers {
 		if !suspect(i) || c.now.Sub(c.nodes[i].LastSeen) <= ft {
