@@ -32,9 +32,6 @@ import (
 // last reset started had reached when its last entry arrived. Between a
 // reset and its recSeedDone the shard's copy is partial: recovered, it is
 // reported as no copy at all, so it is never chosen as a primary;
-// kind recDirty (no body): the table of shard holds writes its log may
-// not (applied at a hand-back, handback.go): the copy counts as partial
-// until the next snapshot, which is taken at once;
 // kind recResync (no body): a partial resync starts: the table stays, the
 // writes after it follow as frames, and the copy is partial until a
 // recSeedDone.
@@ -44,14 +41,12 @@ const (
 	recDedup    byte = 3
 	recReset    byte = 4
 	recSeedDone byte = 5
-	recDirty    byte = 6
-	recResync   byte = 7
+	recResync   byte = 6
 )
 
 // Why a copy in the log is partial.
 const (
 	copyReseeding uint8 = 1 // a re-seeding started and did not finish
-	copyDirty     uint8 = 2 // the table holds writes the log may not (recDirty)
 )
 
 // identityFile names the server a data directory belongs to.
@@ -63,7 +58,7 @@ type durable struct {
 	syncSec  bool // a secondary acknowledges only what its log synced
 	mu       sync.Mutex
 	logged   map[int]uint64 // per shard: highest log index written (per policy) to the log
-	partial  map[int]uint8  // per shard: copyReseeding or copyDirty
+	partial  map[int]uint8  // per shard: copyReseeding
 	failOnce sync.Once
 	broken   atomic.Bool // the log failed: refuse writes, acknowledge no replication
 
@@ -123,46 +118,18 @@ func (d *durable) seeded(shard int) {
 	d.mu.Unlock()
 }
 
-// isPartial reports whether shard's copy is partial or dirty.
+// isPartial reports whether shard's copy is partial.
 func (d *durable) isPartial(shard int) bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	return d.partial[shard] != 0
 }
 
-// partialKinds reports whether a shard's re-seeding is under way in the
-// log, and which shards are dirty.
-func (d *durable) partialKinds() (reseeding bool, dirty []int) {
+// anyPartial reports whether a shard's re-seeding is under way in the log.
+func (d *durable) anyPartial() bool {
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	for sh, k := range d.partial {
-		if k == copyReseeding {
-			reseeding = true
-		} else {
-			dirty = append(dirty, sh)
-		}
-	}
-	return reseeding, dirty
-}
-
-// cleaned records that a snapshot holds the dirty shards' tables.
-func (d *durable) cleaned(shards []int) {
-	d.mu.Lock()
-	for _, sh := range shards {
-		if d.partial[sh] == copyDirty {
-			delete(d.partial, sh)
-		}
-	}
-	d.mu.Unlock()
-}
-
-// dirty records that shard's log holds dropped writes.
-func (d *durable) dirty(shard int) {
-	d.mu.Lock()
-	if d.partial[shard] == 0 {
-		d.partial[shard] = copyDirty
-	}
-	d.mu.Unlock()
+	return len(d.partial) > 0
 }
 
 // indexes returns the per-shard indexes of the complete copies, by shard.
@@ -320,9 +287,6 @@ func (s *Server) replay(r []byte, secs map[int]*secState, d *durable) error {
 			return fmt.Errorf("log record of shard %d: end of re-seeding of %d bytes", shard, len(body))
 		}
 		d.seeded(shard)
-	case recDirty:
-		d.dirty(shard)
-		return nil
 	case recResync:
 		d.mu.Lock()
 		d.partial[shard] = copyReseeding
@@ -469,18 +433,6 @@ func (d *durable) logSeedDone(s *Server, shard int, last uint64) {
 			return
 		}
 		d.seeded(shard)
-	})
-}
-
-// logDirty appends that shard's table holds writes its log may not.
-func (d *durable) logDirty(s *Server, shard int) {
-	d.dirty(shard)
-	d.log.Append(func(w *wal.Writer) {
-		w.Record(func(dst []byte) []byte { return appendRecHeader(dst, recDirty, shard) })
-	}, func(err error) {
-		if err != nil {
-			d.failed(s, err)
-		}
 	})
 }
 

@@ -72,18 +72,22 @@ func (s *Server) settleTailLocked(shard int, primaryID uint64, inc, base uint64,
 	n := 0
 	st.mu.Lock()
 	defer st.mu.Unlock()
+	var logged []byte
 	for _, e := range tl.entries {
 		if e.index > base {
 			break
 		}
 		st.applyEntry(e)
+		if s.dur != nil {
+			logged = appendRepl(logged, e, 0)
+		}
 		n++
 	}
-	if n > 0 && s.dur != nil {
-		// Applied here now, but maybe not logged: a primary logs a write
-		// only after its secondary's acknowledgement, and the log's
-		// answer may not have come before the hand-back.
-		s.dur.logDirty(s, shard)
+	if len(logged) > 0 {
+		// Applied here now, so logged now: a primary logs a write only
+		// after its secondary's acknowledgement, and these were in
+		// flight. (Below the new primary's frames, above our own.)
+		s.dur.logFrames(s, shard, logged, tl.entries[n-1].index, nil)
 	}
 	s.log.Info().Int("shard", shard).Int("applied", n).Int("dropped", len(tl.entries)-n).Uint64("base", base).
 		Msg("settled the writes in flight at the hand-back against the new primary's base")

@@ -95,8 +95,10 @@ func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, a
 		if res.Err != nil {
 			return nil, 0, 0, res.Err
 		}
+		l.mu.Lock()
 		l.gc = res.Conn
 		l.loop = res.Conn.EventLoop()
+		l.mu.Unlock()
 	case <-time.After(env.tm.Handshake):
 		return nil, 0, 0, fmt.Errorf("enrolling the link to %s timed out", addr)
 	}
@@ -209,8 +211,11 @@ func (l *replLink) fail(err error) {
 func (l *replLink) close() {
 	l.once.Do(func() {
 		close(l.dead)
-		if l.gc != nil {
-			_ = l.gc.Close()
+		l.mu.Lock()
+		gc := l.gc // nil when it closed before dialLink stored it
+		l.mu.Unlock()
+		if gc != nil {
+			_ = gc.Close()
 		}
 	})
 }
@@ -287,6 +292,13 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 			} else {
 				p.mu.Lock()
 			}
+			if l.broken() {
+				// Closed as it was enrolled (the secondary died at once):
+				// its failure reached no reconnect; dial again.
+				p.mu.Unlock()
+				err = errors.New("replication link closed as it was set up")
+				goto retry
+			}
 			// Resend what the secondary has not applied yet, in order,
 			// ahead of anything sequenced from now on.
 			for _, e := range p.inflight {
@@ -317,6 +329,7 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 			}
 			return nil
 		}
+	retry:
 		if errors.Is(err, errLinkRefused) {
 			// It answered: reachable, only not ready for this link (its
 			// view lags); link health reports an unreachable secondary.

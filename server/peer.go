@@ -213,6 +213,13 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 	// snapshot must not turn tombstones back on.)
 	st.mu.Lock()
 	last := st.last
+	if st.resync {
+		// A resync not finished (this link is a reconnect of the same
+		// primary, whose first answer may have been lost): offer again
+		// from where the copy is, so the primary resends from its log
+		// or resets it; never a full re-seeding over the old copy.
+		flags = wire.FlagResync
+	}
 	st.mu.Unlock()
 	pc.st = st
 	pc.lim.Authed() // frames beyond HELLO's size are accepted from now on

@@ -12,8 +12,7 @@ import (
 // copy of a shard from its log offers that copy's log index L in its
 // answer to the link's HELLO (wire.FlagResync). The primary looks for L in
 // its own log: if the log holds L and every write of the shard after it
-// (no snapshot truncated them, no re-seeding or dropped write came
-// between), it sends those writes as they were logged, then its writes in
+// (no snapshot truncated them, no re-seeding came between), it sends those writes as they were logged, then its writes in
 // flight, and the re-seeding job only has to mark the end; otherwise it
 // sends wire.FlagSeedReset and a full re-seeding follows. A copy whose
 // index is not in the primary's history (a former primary's writes that
@@ -80,10 +79,6 @@ func (p *primary) readResync(from uint64) ([]byte, uint64, int, bool) {
 		case recSeedDone:
 			if len(body) == 8 && binary.BigEndian.Uint64(body) == from {
 				found = true
-			}
-		case recDirty:
-			if found {
-				broken = true // the table holds writes this log may not
 			}
 		case recFrames:
 			// Only each frame's index is read (wire.Frame's layout: 4

@@ -95,8 +95,7 @@ func (s *Server) snapshotLoop(ctx context.Context) {
 		d.mu.Unlock()
 		// A snapshot does not record a re-seeding under way: it waits
 		// until the log holds the re-seeding's end.
-		reseeding, dirty := d.partialKinds()
-		if reseeding || (d.log.Size() < max(min, last) && len(dirty) == 0) {
+		if d.log.Size() < max(min, last) || d.anyPartial() {
 			continue
 		}
 		st, err := s.snapshot()
@@ -120,7 +119,6 @@ func (s *Server) snapshot() (snapStats, error) {
 	d.snapMu.Lock()
 	defer d.snapMu.Unlock()
 	start := time.Now()
-	_, dirty := d.partialKinds() // the tables hold what their logs may not: the snapshot will
 	base := d.loggedCopy()       // all reflected in the tables once Rotate returns
 	seg, err := d.log.Rotate()
 	if err != nil {
@@ -163,7 +161,6 @@ func (s *Server) snapshot() (snapStats, error) {
 	d.snapSeg = seg
 	d.snapAt = time.Now()
 	d.mu.Unlock()
-	d.cleaned(dirty)
 	st.took = time.Since(start)
 	return st, nil
 }
