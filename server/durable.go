@@ -68,6 +68,9 @@ type durable struct {
 	snapAt    time.Time  // when it was written (guarded by mu)
 	policy    wal.Policy
 	replayed  int // entries applied from the log at start (recovery only)
+	// snapMax: per shard, the highest version in the snapshot loaded at
+	// start (recovery only).
+	snapMax map[int]uint64
 }
 
 // report is the log's part of a heartbeat.
@@ -164,7 +167,7 @@ func (s *Server) openDurable() error {
 	if err != nil {
 		return fmt.Errorf("server %d: %w", s.cfg.ID, err)
 	}
-	d := &durable{syncSec: s.cfg.SyncSecondary && pol == wal.SyncAlways, logged: make(map[int]uint64), partial: make(map[int]uint8), policy: pol}
+	d := &durable{syncSec: s.cfg.SyncSecondary && pol == wal.SyncAlways, logged: make(map[int]uint64), partial: make(map[int]uint8), policy: pol, snapMax: make(map[int]uint64)}
 	start := time.Now()
 	secs := make(map[int]*secState)
 	seg, high, loaded, err := s.loadSnapshot(dir, secs, d)
@@ -182,6 +185,15 @@ func (s *Server) openDurable() error {
 		st.t.dropTombstones()
 		d.note(shard, st.last)
 		s.recovered[shard] = st.last
+		if m := d.snapMax[shard]; m > st.last {
+			// The snapshot holds writes the log after it does not reach
+			// (a secondary applies before it logs, and the machine died
+			// before the log had them): the copy is not the log's
+			// history at any index, so it is re-seeded, never chosen.
+			d.partial[shard] = copyReseeding
+			s.log.Warn().Int("shard", shard).Uint64("snapshot_version", m).Uint64("log_index", st.last).
+				Msg("the snapshot is ahead of the log: this copy will be re-seeded")
+		}
 		// Every index this server used or logged: a promotion continues above.
 		s.highWater[shard] = max(st.last, high[shard], d.logged[shard])
 	}

@@ -349,7 +349,8 @@ func removeSnapshotsBefore(dir string, seg uint64) error {
 
 // loadSnapshot loads the latest snapshot of dir into secs (recovery
 // state, by shard) and returns the first log segment it does not cover
-// (0: there is none), the high water of each shard and the entries loaded.
+// (0: there is none), the high water of each shard and the entries loaded;
+// d.snapMax gets each shard's highest entry version.
 func (s *Server) loadSnapshot(dir string, secs map[int]*secState, d *durable) (uint64, map[int]uint64, int, error) {
 	segs, err := snapshots(dir)
 	if err != nil || len(segs) == 0 {
@@ -421,6 +422,9 @@ func (s *Server) loadSnapshot(dir string, secs map[int]*secState, d *durable) (u
 				st.t.merge(unsafe.String(unsafe.SliceData(k), len(k)), v, ver, kind == 'T', true)
 				body = rest
 				n++
+				if ver > d.snapMax[shard] {
+					d.snapMax[shard] = ver
+				}
 			}
 		default:
 			return 0, nil, 0, bad("section kind %d", kind)
