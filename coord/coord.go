@@ -52,6 +52,7 @@ type Coordinator struct {
 	testHookSave    func()     // runs as saveState starts
 	pending         *wire.View // being published: committed, not visible yet
 	adopting        bool       // re-adopting: heartbeats are not judged yet
+	restarting      bool       // this start follows a committed view (initialPlacement)
 	spares          []string   // spare hosts not yet taken
 	saveMu          sync.Mutex
 
@@ -345,6 +346,8 @@ func (c *Coordinator) takeOver(l leadership) error {
 		return err
 	}
 	c.mu.Lock()
+	// A cluster that ran before (its last view is committed) starts again.
+	c.restarting = len(st.View) > 0
 	if st.Secret != "" {
 		c.secret = st.Secret
 	}
@@ -378,25 +381,56 @@ func (c *Coordinator) takeOver(l leadership) error {
 		}
 		return c.startCore(l, true, false)
 	}
-	sctx, cancel := context.WithTimeout(ctx, c.opts.Timing.Start)
-	defer cancel()
 	// A start interrupted before its first view (the leader killed) left
 	// its incarnations running: they would hold fixed ports.
-	c.killOrphans(sctx, st)
-	if err := c.spawnAll(sctx); err != nil {
+	kctx, cancel := context.WithTimeout(ctx, c.opts.Timing.Start)
+	c.killOrphans(kctx, st)
+	cancel()
+	for attempt := 1; ; attempt++ {
+		err := c.startAll(ctx)
+		if err == nil {
+			break
+		}
 		c.killSpawned()
-		return err
-	}
-	if err := c.waitRegistered(sctx); err != nil {
-		c.killSpawned()
-		return err
-	}
-	if err := c.publishInitialView(sctx); err != nil {
-		c.killSpawned()
-		return err
+		// A server that dies while the first view re-seeds a differing
+		// copy (a restart) fails the attempt, not the cluster: the logs
+		// are all still there.
+		if attempt >= startRetries || ctx.Err() != nil || !errors.Is(err, errFirstView) {
+			return err
+		}
+		c.log.Warn().Err(err).Int("attempt", attempt).Msg("the cluster's start failed; starting it again")
+		select {
+		case <-time.After(c.opts.Timing.RespawnMin << attempt):
+		case <-ctx.Done():
+			return err
+		}
 	}
 	c.log.Info().Int("servers", c.n).Uint64("epoch", c.View().Epoch).Msg("cluster ready")
 	return c.startCore(l, false, true)
+}
+
+// errFirstView marks a start that failed while its first view was being
+// applied (after every server had registered).
+var errFirstView = errors.New("first view not applied")
+
+// startAll spawns every server, waits until all registered (within
+// Timing.Start) and publishes the first view (within Timing.SeedLimit:
+// it may re-seed differing copies).
+func (c *Coordinator) startAll(ctx context.Context) error {
+	sctx, cancel := context.WithTimeout(ctx, c.opts.Timing.Start)
+	defer cancel()
+	if err := c.spawnAll(sctx); err != nil {
+		return err
+	}
+	if err := c.waitRegistered(sctx); err != nil {
+		return err
+	}
+	pctx, pcancel := context.WithTimeout(ctx, c.opts.Timing.SeedLimit)
+	defer pcancel()
+	if err := c.publishInitialView(pctx); err != nil {
+		return fmt.Errorf("%w: %w", errFirstView, err)
+	}
+	return nil
 }
 
 // startRetries is how many times a server that exits during the
@@ -723,8 +757,12 @@ func (c *Coordinator) publishInitialView(ctx context.Context) error {
 			durable[i][int(d.Shard)] = d.Index
 		}
 	}
-	v.Shards = initialPlacement(c.n, durable)
+	v.Shards = initialPlacement(c.n, durable, c.restarting && c.storage().ServerDir(0) != "")
 	for s, p := range v.Shards {
+		if p.Primary < 0 {
+			c.log.Error().Int("shard", s).Msg("restart: no log holds a copy of this shard (both data directories lost?): it is unavailable")
+			continue
+		}
 		if p.Primary != int32(s) {
 			c.log.Warn().Int("shard", s).Int32("primary", p.Primary).Uint64("its_index", durable[p.Primary][s]).
 				Uint64("home_index", durable[s][s]).Msg("restart: the shard's most complete copy is its secondary's; it leads the shard")
@@ -750,8 +788,11 @@ func (c *Coordinator) publishInitialView(ctx context.Context) error {
 // complete copy its log holds) says the secondary's copy is further on:
 // then the secondary leads and the home copy is re-seeded from it. A
 // copy a log does not report (none, or a re-seeding that did not finish)
-// is never chosen over one it does.
-func initialPlacement(n int, durable []map[int]uint64) []wire.Placement {
+// is never chosen over one it does. On a restart of a cluster that ran
+// before with logs (restart), a shard no log reports a copy of has lost
+// both (every copy, even an empty one, is in its server's log): it is
+// unavailable, never served empty.
+func initialPlacement(n int, durable []map[int]uint64, restart bool) []wire.Placement {
 	out := make([]wire.Placement, n)
 	for s := range out {
 		sec := (s + 1) % n
@@ -762,8 +803,11 @@ func initialPlacement(n int, durable []map[int]uint64) []wire.Placement {
 		}
 		home, hok := durable[s][s]
 		other, ook := durable[sec][s]
-		if ook && (!hok || other > home) {
+		switch {
+		case ook && (!hok || other > home):
 			out[s] = wire.Placement{Primary: int32(sec), Secondary: int32(s)}
+		case !hok && !ook && restart:
+			out[s] = wire.Placement{Primary: -1, Secondary: -1}
 		}
 	}
 	return out

@@ -114,6 +114,31 @@ func (d *durable) set(shard int, idx uint64) {
 	d.mu.Unlock()
 }
 
+// hold records a complete copy of shard at idx unless the log already
+// holds one: so an empty copy is reported too.
+func (d *durable) hold(shard int, idx uint64) {
+	d.mu.Lock()
+	if _, ok := d.logged[shard]; !ok {
+		d.logged[shard] = idx
+	}
+	d.mu.Unlock()
+}
+
+// logHold appends, the first time this server holds a complete copy of
+// shard (at idx) and its log has no record of it, a recSeedDone at idx:
+// a restart then knows the copy exists even while it is empty, and tells
+// a shard that lost both logs from one never written.
+func (d *durable) logHold(s *Server, shard int, idx uint64) {
+	d.mu.Lock()
+	_, ok := d.logged[shard]
+	d.mu.Unlock()
+	if ok {
+		return
+	}
+	d.logSeedDone(s, shard, idx)
+	d.hold(shard, idx)
+}
+
 // seeded records that shard's re-seeding is complete in the log.
 func (d *durable) seeded(shard int) {
 	d.mu.Lock()
@@ -299,6 +324,7 @@ func (s *Server) replay(r []byte, secs map[int]*secState, d *durable) error {
 			return fmt.Errorf("log record of shard %d: end of re-seeding of %d bytes", shard, len(body))
 		}
 		d.seeded(shard)
+		d.hold(shard, binary.BigEndian.Uint64(body))
 	case recResync:
 		d.mu.Lock()
 		d.partial[shard] = copyReseeding

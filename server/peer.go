@@ -195,6 +195,8 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 			flags = wire.FlagResync
 			s.dur.logResync(s, shard)
 			s.log.Info().Int("shard", shard).Uint64("index", recovered).Msg("offering the copy recovered from the log for a partial resync")
+		} else if !seeding && s.dur != nil {
+			s.dur.logHold(s, shard, base)
 		} else if seeding {
 			// A full re-seeding: the primary sends all it holds, so what
 			// this copy holds (recovered from the log, or a former
