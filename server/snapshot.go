@@ -119,7 +119,7 @@ func (s *Server) snapshot() (snapStats, error) {
 	d.snapMu.Lock()
 	defer d.snapMu.Unlock()
 	start := time.Now()
-	base := d.loggedCopy()       // all reflected in the tables once Rotate returns
+	base := d.loggedCopy() // all reflected in the tables once Rotate returns
 	seg, err := d.log.Rotate()
 	if err != nil {
 		return snapStats{}, err
