@@ -5,8 +5,8 @@
 # BENCH_REPS repetitions, medians. Prints a table of ftkv/Redis ratios at the
 # same fsync policy, and one of ftkv with its log against ftkv without.
 #
-#   scripts/bench-durability.sh           # the full matrix (~6 minutes)
-#   scripts/bench-durability.sh -quick    # 2 s runs, 1 repetition (~1 minute)
+#   scripts/bench-durability.sh           # the full matrix (~5 minutes)
+#   scripts/bench-durability.sh -quick    # 2 s runs, 1 repetition (~25 s)
 #
 # Workload: SET only (-ratio 0), 50 connections (BENCH_CONNS), pipeline 1,
 # 100-byte values (BENCH_SIZE), 100,000 keys (BENCH_KEYS). Rows:
@@ -124,6 +124,7 @@ cleanup() {
 	fi
 	stop_system
 	if [ "$KEEP" = 1 ] || [ "$status" != 0 ]; then
+		rm -rf "$WORK"/run.*/data "$WORK"/run.*/appendonlydir "$WORK"/run.*/server_* # the logs, not the data
 		say "logs and results kept in $WORK"
 	else
 		rm -rf "$WORK"
@@ -262,7 +263,7 @@ run() {
 		say "  $system $label had failed operations: $(grep -o '"errors":[0-9]*' "$WORK/run.json" | head -n 1), first: $(grep -o '"first_error":"[^"]*"' "$WORK/run.json" || echo '?'); logs in $dir"
 	fi
 	if [ "$keep" = 1 ]; then
-		rm -rf "$dir/data" "$dir/appendonlydir" # keep the logs, not the data
+		rm -rf "$dir/data" "$dir/appendonlydir" "$dir"/server_* # keep the logs, not the data
 	else
 		rm -rf "$dir"
 	fi
@@ -275,6 +276,7 @@ PINNING="not pinned"
 [ ${#PIN_SRV[@]} -gt 0 ] && PINNING="servers on CPU $SERVER_CPUS, bench on CPU $LOAD_CPUS"
 echo "ftkv $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'); $PINNING (taskset)"
 echo "runs of $DURATION, $REPS repetitions, medians; SET only, $CONNS connections, pipeline 1, $SIZE B values, $KEYS keys"
+echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?')"
 echo
 
 # label|ftkv flags ("none": -data-dir none)|redis flags ("-": no Redis run)
@@ -324,6 +326,8 @@ VS_NOLOG=$WORK/vs-nolog.jsonl
 	done
 } >"$VS_NOLOG"
 
+echo "load average at the end: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || echo '?') (other work on the CPUs moves single runs a lot)"
+echo
 echo "ftkv against Redis at the same policy (SET no-log: ftkv -data-dir none, Redis --appendonly no):"
 "$BIN/bench" -mode compare "$VS_REDIS"
 echo
