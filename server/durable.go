@@ -429,7 +429,15 @@ func (p *primary) failUpTo(idx uint64) {
 // durable per policy.
 func (d *durable) logFrames(s *Server, shard int, frames []byte, last uint64, done func()) {
 	body := append([]byte(nil), frames...)
-	d.log.Append(func(w *wal.Writer) {
+	appendFn := d.log.Append
+	if done == nil {
+		// A secondary's copy that its acknowledgement does not wait for
+		// (no -fsync-secondary): written with the next batch, synced
+		// with the next one that must be, or within a second. The
+		// primary's log holds every acknowledged write on disk.
+		appendFn = d.log.AppendLazy
+	}
+	appendFn(func(w *wal.Writer) {
 		w.Record(func(dst []byte) []byte {
 			return append(appendRecHeader(dst, recFrames, shard), body...)
 		})

@@ -118,7 +118,8 @@ type Log struct {
 	barriers []chan uint64 // Rotate requests
 	err      error         // sticky: the first write or sync error
 	closed   bool
-	tick     bool   // SyncEverySec: the period is up
+	tick     bool   // SyncEverySec (and lazy appends): the period is up
+	needSync bool   // an Append (not AppendLazy) is pending
 	seq      uint64 // sequence of the last batch written
 	size     int64  // bytes in segments now on disk (all segments)
 
@@ -317,8 +318,23 @@ func (l *Log) openSegment(id uint64) error {
 // them. done runs on the log's goroutine, in append order; it must not
 // block or call Append. After a write or sync error every append fails.
 func (l *Log) Append(fill func(w *Writer), done func(error)) {
+	l.append(fill, done, true)
+}
+
+// AppendLazy is Append for records that need not be synced before done
+// runs, whatever the policy: they are written with the next batch and
+// synced with the next batch that must be (or within Options.Interval).
+// With SyncAlways, a batch of lazy records only costs a write.
+func (l *Log) AppendLazy(fill func(w *Writer), done func(error)) {
+	l.append(fill, done, false)
+}
+
+func (l *Log) append(fill func(w *Writer), done func(error), sync bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if sync {
+		l.needSync = true
+	}
 	if !l.closed && l.err == nil {
 		if len(l.pend.buf) == 0 {
 			l.pend.buf = append(l.pend.buf, make([]byte, batchHeader)...) // the header, filled by write
@@ -413,7 +429,9 @@ func (l *Log) run() {
 	defer close(l.done)
 	var spare []byte
 	var cbs []func(error)
-	if l.opt.Policy == SyncEverySec {
+	if l.opt.Policy != SyncNo {
+		// everysec's period; with always, lazily appended records are
+		// synced within it too.
 		go l.ticker()
 	}
 	for {
@@ -429,13 +447,15 @@ func (l *Log) run() {
 		closed := l.closed
 		syncTick := l.tick
 		l.tick = false
+		mustSync := l.needSync
+		l.needSync = false
 		err := l.err
 		l.mu.Unlock()
 
 		if err == nil && len(buf) > 0 {
 			err = l.write(buf)
 		}
-		if err == nil && l.dirty && (l.opt.Policy == SyncAlways || syncTick || closed || len(barriers) > 0) {
+		if err == nil && l.dirty && ((l.opt.Policy == SyncAlways && mustSync) || syncTick || closed || len(barriers) > 0) {
 			err = l.sync()
 		}
 		if err != nil {
