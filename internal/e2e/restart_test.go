@@ -46,14 +46,7 @@ func TestRestartAfterKillEverything(t *testing.T) {
 		}
 		start := time.Now()
 		c.RestartCoord(t)
-		st := c.WaitFor(t, 20*time.Second, "every server serving after the restart", func(st *client.ClusterStatus) error {
-			for _, s := range st.Servers {
-				if s.State != "serving" {
-					return fmt.Errorf("server %d is %s", s.ID, s.State)
-				}
-			}
-			return nil
-		})
+		st := allServing(t, c, 20*time.Second)
 		t.Logf("round %d: %d puts acknowledged before the kill; cluster serving %s after the restart began",
 			round, before, time.Since(start).Round(time.Millisecond))
 		for _, s := range st.Servers {
@@ -132,14 +125,7 @@ func TestRestartWithALostDataDir(t *testing.T) {
 		t.Fatal(err)
 	}
 	c.RestartCoord(t)
-	st := c.WaitFor(t, 20*time.Second, "every server serving after the restart", func(st *client.ClusterStatus) error {
-		for _, s := range st.Servers {
-			if s.State != "serving" {
-				return fmt.Errorf("server %d is %s", s.ID, s.State)
-			}
-		}
-		return nil
-	})
+	st := allServing(t, c, 20*time.Second)
 	// Server 2's copy led shard 1 first (handed back home once server 1
 	// was whole again).
 	if !strings.Contains(c.Log(), `"shard":1,"primary":2,`) {
