@@ -158,6 +158,9 @@ func (l *ledger) Acked() int {
 	return len(l.acked)
 }
 
+// AckedCount is Acked as waitProgress counts progress.
+func (l *ledger) AckedCount() int64 { return int64(l.Acked()) }
+
 // keysWhere returns the acknowledged keys that satisfy keep.
 func (l *ledger) keysWhere(keep func(string) bool) map[string]string {
 	l.mu.Lock()

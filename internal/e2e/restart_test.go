@@ -119,7 +119,7 @@ func TestRestartWithALostDataDir(t *testing.T) {
 	cls := dialClients(c, 2)
 	c.WaitRecovered(t, 10*time.Second)
 	l := startLedger(t, cls, 4, "ledger-lost-dir", restartOpTimeout)
-	waitProgress(t, c, "ledger before the kill", func() int64 { return int64(l.Acked()) }, 500, time.Second)
+	waitProgress(t, c, "ledger before the kill", l.AckedCount, 500, time.Second)
 	c.KillEverything(t)
 	if err := os.RemoveAll(filepath.Join(c.Dir, "ftkv-data", "server_1")); err != nil {
 		t.Fatal(err)
@@ -131,11 +131,11 @@ func TestRestartWithALostDataDir(t *testing.T) {
 	if !strings.Contains(c.Log(), `"shard":1,"primary":2,`) {
 		t.Errorf("the coordinator's log does not say shard 1 was led by server 2's copy at the restart; now: %s", roles(st, 2))
 	}
-	waitProgress(t, c, "ledger after the restart", func() int64 { return int64(l.Acked()) }, 200, time.Second)
+	waitProgress(t, c, "ledger after the restart", l.AckedCount, 200, time.Second)
 	for _, victim := range []int{0, 2} {
 		v := c.KillServer(t, victim)
 		c.WaitRecovered(t, recoverTimeout, v)
-		waitProgress(t, c, fmt.Sprintf("ledger after server %d's kill", victim), func() int64 { return int64(l.Acked()) }, 200, time.Second)
+		waitProgress(t, c, fmt.Sprintf("ledger after server %d's kill", victim), l.AckedCount, 200, time.Second)
 	}
 	checkLedger(t, l, cls[0])
 }
@@ -151,13 +151,13 @@ func TestAdjacentServersKilledTogether(t *testing.T) {
 	cls := dialClients(c, 2)
 	c.WaitRecovered(t, 10*time.Second)
 	l := startLedger(t, cls, 4, "ledger-adjacent", restartOpTimeout)
-	waitProgress(t, c, "ledger before the kill", func() int64 { return int64(l.Acked()) }, 500, time.Second)
+	waitProgress(t, c, "ledger before the kill", l.AckedCount, 500, time.Second)
 	victims := c.KillServers(t, 1, 2)
 	st := c.WaitRecovered(t, restartOpTimeout, victims...)
 	for _, id := range []int{1, 2} {
 		t.Logf("after the restore: %s", roles(st, id))
 	}
-	waitProgress(t, c, "ledger after the restore", func() int64 { return int64(l.Acked()) }, 300, time.Second)
+	waitProgress(t, c, "ledger after the restore", l.AckedCount, 300, time.Second)
 	checkLedger(t, l, cls[0])
 	if !strings.Contains(c.Log(), "restore from the log") {
 		t.Errorf("the coordinator's log does not say shard 1 was restored from the log")
@@ -178,7 +178,7 @@ func TestPartialResyncAfterRespawn(t *testing.T) {
 	l := newLedger("ledger-resync", restartOpTimeout)
 	l.preload(t, cls[0], 20000, 100)
 	l.start(t, cls, 4)
-	waitProgress(t, c, "ledger before the kill", func() int64 { return int64(l.Acked()) }, 300, time.Second)
+	waitProgress(t, c, "ledger before the kill", l.AckedCount, 300, time.Second)
 	v := c.KillServer(t, 1)
 	st := c.WaitRecovered(t, recoverTimeout, v)
 	log := c.Log()
@@ -206,7 +206,7 @@ func TestPartialResyncAfterRespawn(t *testing.T) {
 	for _, victim := range []int{0, 2} {
 		v := c.KillServer(t, victim)
 		c.WaitRecovered(t, recoverTimeout, v)
-		waitProgress(t, c, fmt.Sprintf("ledger after server %d's kill", victim), func() int64 { return int64(l.Acked()) }, 200, time.Second)
+		waitProgress(t, c, fmt.Sprintf("ledger after server %d's kill", victim), l.AckedCount, 200, time.Second)
 	}
 	checkLedger(t, l, cls[0])
 }

@@ -142,7 +142,7 @@ func killInTurn(t *testing.T, c *testcluster.Cluster, l *ledger) {
 	for _, victim := range []int{0, 2} {
 		v := c.KillServer(t, victim)
 		c.WaitRecovered(t, recoverTimeout, v)
-		waitProgress(t, c, fmt.Sprintf("ledger after server %d's kill", victim), func() int64 { return int64(l.Acked()) }, 100, 500*time.Millisecond)
+		waitProgress(t, c, fmt.Sprintf("ledger after server %d's kill", victim), l.AckedCount, 100, 500*time.Millisecond)
 	}
 }
 
@@ -159,11 +159,11 @@ func TestReviewKillEverythingDuringPartialResync(t *testing.T) {
 	l := newLedger("review-kill-resync", restartOpTimeout)
 	l.preload(t, cls[0], 5000, 100)
 	l.start(t, cls, 6)
-	waitProgress(t, c, "ledger before the kill", func() int64 { return int64(l.Acked()) }, 200, 500*time.Millisecond)
+	waitProgress(t, c, "ledger before the kill", l.AckedCount, 200, 500*time.Millisecond)
 	release := holdDown(t, c, 1)
 	lf := followLog(c)
 	v := c.KillServer(t, 1)
-	waitProgress(t, c, "ledger while server 1 is down", func() int64 { return int64(l.Acked()) }, 500, 1500*time.Millisecond)
+	waitProgress(t, c, "ledger while server 1 is down", l.AckedCount, 500, 1500*time.Millisecond)
 	release()
 	line := lf.waitLine(30*time.Second, serverLine(1, v.Incarnation, "offering the copy recovered"))
 	if line == "" {
@@ -173,7 +173,7 @@ func TestReviewKillEverythingDuringPartialResync(t *testing.T) {
 	t.Logf("killed everything at: %s", strings.TrimSpace(line))
 	c.RestartCoord(t)
 	allServing(t, c, 40*time.Second)
-	waitProgress(t, c, "ledger after the restart", func() int64 { return int64(l.Acked()) }, 200, 500*time.Millisecond)
+	waitProgress(t, c, "ledger after the restart", l.AckedCount, 200, 500*time.Millisecond)
 	killInTurn(t, c, l)
 	checkLedger(t, l, cls[0])
 }
@@ -190,7 +190,7 @@ func TestReviewKillEverythingDuringFullReseed(t *testing.T) {
 	l := newLedger("review-kill-reseed", restartOpTimeout)
 	l.preload(t, cls[0], 20000, 200)
 	l.start(t, cls, 4)
-	waitProgress(t, c, "ledger before the kill", func() int64 { return int64(l.Acked()) }, 200, 500*time.Millisecond)
+	waitProgress(t, c, "ledger before the kill", l.AckedCount, 200, 500*time.Millisecond)
 	release := holdDown(t, c, 1)
 	lf := followLog(c)
 	v := c.KillServer(t, 1)
@@ -208,7 +208,7 @@ func TestReviewKillEverythingDuringFullReseed(t *testing.T) {
 	t.Logf("killed everything at: %s", strings.TrimSpace(line))
 	c.RestartCoord(t)
 	allServing(t, c, 40*time.Second)
-	waitProgress(t, c, "ledger after the restart", func() int64 { return int64(l.Acked()) }, 200, 500*time.Millisecond)
+	waitProgress(t, c, "ledger after the restart", l.AckedCount, 200, 500*time.Millisecond)
 	killInTurn(t, c, l)
 	checkLedger(t, l, cls[0])
 }
@@ -226,11 +226,11 @@ func TestReviewKillPrimaryDuringPartialResync(t *testing.T) {
 	l := newLedger("review-kill-primary", restartOpTimeout)
 	l.preload(t, cls[0], 5000, 100)
 	l.start(t, cls, 6)
-	waitProgress(t, c, "ledger before the kill", func() int64 { return int64(l.Acked()) }, 200, 500*time.Millisecond)
+	waitProgress(t, c, "ledger before the kill", l.AckedCount, 200, 500*time.Millisecond)
 	release := holdDown(t, c, 1)
 	lf := followLog(c)
 	v1 := c.KillServer(t, 1)
-	waitProgress(t, c, "ledger while server 1 is down", func() int64 { return int64(l.Acked()) }, 500, 1500*time.Millisecond)
+	waitProgress(t, c, "ledger while server 1 is down", l.AckedCount, 500, 1500*time.Millisecond)
 	release()
 	line := lf.waitLine(30*time.Second, func(s string) bool {
 		return serverLine(1, v1.Incarnation, "offering the copy recovered")(s) && strings.Contains(s, `"shard":1,`)
@@ -241,7 +241,7 @@ func TestReviewKillPrimaryDuringPartialResync(t *testing.T) {
 	v2 := c.KillServer(t, 2)
 	t.Logf("killed server 2 at: %s", strings.TrimSpace(line))
 	c.WaitRecovered(t, 45*time.Second, v1, v2)
-	waitProgress(t, c, "ledger after the recovery", func() int64 { return int64(l.Acked()) }, 200, 500*time.Millisecond)
+	waitProgress(t, c, "ledger after the recovery", l.AckedCount, 200, 500*time.Millisecond)
 	checkLedger(t, l, cls[0])
 }
 
@@ -258,11 +258,11 @@ func TestReviewKilledTwiceMidResync(t *testing.T) {
 	l := newLedger("review-twice", restartOpTimeout)
 	l.preload(t, cls[0], 5000, 100)
 	l.start(t, cls, 6)
-	waitProgress(t, c, "ledger before the kill", func() int64 { return int64(l.Acked()) }, 200, 500*time.Millisecond)
+	waitProgress(t, c, "ledger before the kill", l.AckedCount, 200, 500*time.Millisecond)
 	release := holdDown(t, c, 1)
 	lf := followLog(c)
 	v := c.KillServer(t, 1)
-	waitProgress(t, c, "ledger while server 1 is down", func() int64 { return int64(l.Acked()) }, 500, 1500*time.Millisecond)
+	waitProgress(t, c, "ledger while server 1 is down", l.AckedCount, 500, 1500*time.Millisecond)
 	release()
 	line := lf.waitLine(30*time.Second, serverLine(1, v.Incarnation, "offering the copy recovered"))
 	if line == "" {
@@ -407,7 +407,7 @@ func TestReviewRestartRightAfterHandBack(t *testing.T) {
 	l := newLedger("review-handback", restartOpTimeout)
 	l.preload(t, cls[0], 5000, 100)
 	l.start(t, cls, 6)
-	waitProgress(t, c, "ledger before the kill", func() int64 { return int64(l.Acked()) }, 200, 500*time.Millisecond)
+	waitProgress(t, c, "ledger before the kill", l.AckedCount, 200, 500*time.Millisecond)
 	lf := followLog(c)
 	v := c.KillServer(t, 1)
 	c.WaitRecovered(t, recoverTimeout, v)
@@ -419,7 +419,7 @@ func TestReviewRestartRightAfterHandBack(t *testing.T) {
 	}
 	c.RestartCoord(t)
 	allServing(t, c, 40*time.Second)
-	waitProgress(t, c, "ledger after the restart", func() int64 { return int64(l.Acked()) }, 200, 500*time.Millisecond)
+	waitProgress(t, c, "ledger after the restart", l.AckedCount, 200, 500*time.Millisecond)
 	killInTurn(t, c, l)
 	v1 := c.KillServer(t, 1)
 	c.WaitRecovered(t, recoverTimeout, v1)
