@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"fmt"
+	"os"
 	"strings"
 	"sync"
 	"testing"
@@ -39,7 +40,7 @@ func TestRestartRecoversAcknowledgedWrites(t *testing.T) {
 	}{{"always", false, false}, {"always", true, false}, {"everysec", false, false}, {"no", false, false}, {"always", false, true}} {
 		t.Run(fmt.Sprintf("%s-secsync=%v-snapshots=%v", c.fsync, c.syncSec, c.snap), func(t *testing.T) {
 			fc := startFakeCoord(t)
-			dirs := []string{t.TempDir(), t.TempDir()}
+			dirs := []string{abandonedDir(t), abandonedDir(t)}
 			snapCfg := func(cfg *Config) {
 				if c.snap {
 					cfg.SnapshotBytes = 4 << 10 // the loop snapshots too, besides the test's own
@@ -295,4 +296,23 @@ func TestFullReseedClearsRecoveredCopy(t *testing.T) {
 	}
 	defer b3.dur.log.Close()
 	check(b3, "recovered after the re-seeding")
+}
+
+// abandonedDir is a temporary data directory for servers a test leaves
+// running (an abrupt stop): one may still be finishing a snapshot in it
+// when the test ends, so its removal is retried for a while.
+func abandonedDir(t *testing.T) string {
+	dir, err := os.MkdirTemp("", "ftkv-abandoned-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for i := 0; i < 50; i++ {
+			if os.RemoveAll(dir) == nil {
+				return
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	})
+	return dir
 }
