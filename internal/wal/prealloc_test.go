@@ -1,0 +1,189 @@
+package wal
+
+import (
+	"encoding/binary"
+	"errors"
+	"os"
+	"path/filepath"
+	"testing"
+)
+
+// copyDir copies the regular files of src into a new directory: what a
+// crash at this moment would leave on disk, for the synced part.
+func copyDir(t *testing.T, src string) string {
+	t.Helper()
+	dst := t.TempDir()
+	es, err := os.ReadDir(src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range es {
+		b, err := os.ReadFile(filepath.Join(src, e.Name()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dst, e.Name()), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return dst
+}
+
+func openOS(t *testing.T, dir string, opt Options) (*Log, []uint64, Recovery) {
+	t.Helper()
+	var got []uint64
+	l, r, err := Open(dir, opt, func(b []byte) error {
+		got = append(got, binary.BigEndian.Uint64(b))
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return l, got, r
+}
+
+func fileSizes(t *testing.T, dir string) map[string]int64 {
+	t.Helper()
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]int64{}
+	for _, e := range es {
+		fi, err := e.Info()
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[e.Name()] = fi.Size()
+	}
+	return out
+}
+
+// TestPreallocatedSegmentRecovers: a segment made ahead of time full of
+// zeros is appended to in place; a crash leaves its zero tail, which
+// recovery reads as the clean end of the log (not damage) and trims.
+func TestPreallocatedSegmentRecovers(t *testing.T) {
+	dir := t.TempDir()
+	const segSize = 256 << 10
+	l, _, _ := openOS(t, dir, Options{Policy: SyncAlways, SegmentSize: segSize})
+	appendN(t, l, 0, 100)
+	sizes := fileSizes(t, dir)
+	if sizes["0000000000000001.wal"] != segSize {
+		t.Fatalf("files %v: want the first segment preallocated to %d bytes", sizes, segSize)
+	}
+	if sizes[spareName] != segSize {
+		t.Fatalf("files %v: want the next segment prepared", sizes)
+	}
+	crashed := copyDir(t, dir)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := fileSizes(t, dir)[spareName]; ok {
+		t.Fatal("Close left the spare segment behind")
+	}
+
+	l2, got, r := openOS(t, crashed, Options{Policy: SyncAlways, SegmentSize: segSize})
+	want(t, got, 100)
+	if r.Reason != "" || r.Truncated != 0 {
+		t.Fatalf("zero tail recovered as damage: %+v", r)
+	}
+	written := int64(100 * (batchHeader + 12))
+	if got := fileSizes(t, crashed)["0000000000000001.wal"]; got != written {
+		t.Fatalf("recovered segment is %d bytes, want it trimmed to the %d written", got, written)
+	}
+	if l2.Size() != written {
+		t.Fatalf("Size %d, want %d", l2.Size(), written)
+	}
+	appendN(t, l2, 100, 110)
+	l2.Close()
+	l3, got, r := openOS(t, crashed, Options{Policy: SyncAlways, SegmentSize: segSize})
+	l3.Close()
+	want(t, got, 110)
+	if r.Reason != "" {
+		t.Fatalf("second recovery: %s", r.Reason)
+	}
+}
+
+// TestPreallocatedTornTail: a batch torn inside a preallocated segment
+// ends the log at the batch before it; the bytes dropped are the torn
+// batch's, not the zeros after it.
+func TestPreallocatedTornTail(t *testing.T) {
+	dir := t.TempDir()
+	l, _, _ := openOS(t, dir, Options{Policy: SyncAlways, SegmentSize: 64 << 10})
+	appendN(t, l, 0, 50)
+	crashed := copyDir(t, dir)
+	l.Close()
+	seg := filepath.Join(crashed, "0000000000000001.wal")
+	b, err := os.ReadFile(seg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	end := 50 * (batchHeader + 12)
+	copy(b[end-5:end], make([]byte, 5)) // the last batch's last bytes never reached the disk
+	if err := os.WriteFile(seg, b, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	l2, got, r := openOS(t, crashed, Options{Policy: SyncAlways, SegmentSize: 64 << 10})
+	defer l2.Close()
+	want(t, got, 49)
+	if r.Reason == "" || r.Truncated <= 0 || r.Truncated > batchHeader+12 {
+		t.Fatalf("recovery %+v: want the torn batch reported and only its bytes dropped", r)
+	}
+}
+
+// TestPreallocatedRotation: every full or rotated segment is trimmed to
+// what was written, and the log reads back whole across them.
+func TestPreallocatedRotation(t *testing.T) {
+	dir := t.TempDir()
+	l, _, _ := openOS(t, dir, Options{Policy: SyncAlways, SegmentSize: 1 << 10})
+	appendN(t, l, 0, 200)
+	if _, err := l.Rotate(); err != nil {
+		t.Fatal(err)
+	}
+	appendN(t, l, 200, 210)
+	var read []uint64
+	if err := l.ReadAll(func(b []byte) error { read = append(read, binary.BigEndian.Uint64(b)); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	want(t, read, 210)
+	l.Close()
+	var total int64
+	for name, size := range fileSizes(t, dir) {
+		if size%(batchHeader+12) != 0 {
+			t.Fatalf("segment %s is %d bytes: not trimmed to whole batches", name, size)
+		}
+		total += size
+	}
+	if total != 210*(batchHeader+12) {
+		t.Fatalf("segments hold %d bytes, want %d", total, 210*(batchHeader+12))
+	}
+	l2, got, r := openOS(t, dir, Options{Policy: SyncAlways, SegmentSize: 1 << 10})
+	l2.Close()
+	want(t, got, 210)
+	if r.Reason != "" {
+		t.Fatal(r.Reason)
+	}
+}
+
+// failPrepare is the OS file system whose preallocation always fails, as
+// on a full disk.
+type failPrepare struct{ OSFS }
+
+func (failPrepare) Prepare(name string, size int64) error {
+	return errors.New("no space left on device")
+}
+
+// TestPreallocationFailureFallsBack: without room for a segment made
+// ahead of time, the log appends to an empty file as before.
+func TestPreallocationFailureFallsBack(t *testing.T) {
+	dir := t.TempDir()
+	l, _, _ := openOS(t, dir, Options{Policy: SyncAlways, SegmentSize: 1 << 10, FS: failPrepare{}})
+	appendN(t, l, 0, 100)
+	l.Close()
+	l2, got, r := openOS(t, dir, Options{Policy: SyncAlways, SegmentSize: 1 << 10, FS: failPrepare{}})
+	l2.Close()
+	want(t, got, 100)
+	if r.Reason != "" {
+		t.Fatal(r.Reason)
+	}
+}
