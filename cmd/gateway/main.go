@@ -1,0 +1,153 @@
+// Command gateway serves Redis clients (RESP2/RESP3) and an HTTP API in
+// front of an ftkv cluster; see package ftkv/gateway.
+//
+//	gateway -h <coord_host> -p <coord_port> [-listen 127.0.0.1:6380] [-http <addr>]
+//	gateway -h <host:port,host:port,...> [flags]
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"ftkv/client"
+	"ftkv/gateway"
+)
+
+const usage = `usage: gateway -h <coord_host> -p <coord_port> [-listen 127.0.0.1:6380] [-http <addr>] [flags]
+       gateway -h <host:port,host:port,...> [flags]
+
+Serves Redis clients (redis-cli, redis-benchmark, client libraries; RESP2,
+and RESP3 after HELLO 3) on -listen and an HTTP API on -http
+(GET/PUT/DELETE /v1/kv/{key}, POST /v1/kv/{key}?append, GET /v1/status),
+forwarding every command to the cluster. Stateless: run as many as needed.
+SIGINT or SIGTERM stops it.
+
+flags:
+`
+
+func main() { os.Exit(run(os.Args[1:])) }
+
+func run(args []string) int {
+	fs := flag.NewFlagSet("gateway", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	host := fs.String("h", "localhost", "coordinator host, or a comma-separated list host:port,host:port,...")
+	port := fs.String("p", "", "coordinator client port")
+	var cfg gateway.Config
+	fs.StringVar(&cfg.Listen, "listen", gateway.DefaultListen, "RESP (Redis protocol) address")
+	fs.StringVar(&cfg.HTTP, "http", "", "HTTP API address (empty: none)")
+	fs.DurationVar(&cfg.Timeout, "timeout", gateway.DefaultTimeout, "longest wait of one command for the cluster")
+	fs.IntVar(&cfg.Limits.MaxClients, "max-clients", 0, "open RESP connections (default 10000)")
+	fs.IntVar(&cfg.Limits.MaxInflight, "max-inflight", 0, "commands read but not answered per connection (default 4096)")
+	fs.IntVar(&cfg.Loops, "loops", 0, "event loops (default: one per CPU)")
+	conns := fs.Int("conns", 2, "pipelined connections to each server")
+	logFile := fs.String("log", "", "log file (default stderr)")
+	level := fs.String("log-level", "info", "log level")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			fmt.Print(usage)
+			fs.SetOutput(os.Stdout)
+			fs.PrintDefaults()
+			return 0
+		}
+		fmt.Fprintf(os.Stderr, "gateway: %v (gateway -help for usage)\n", err)
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(os.Stderr, "gateway: unexpected argument %q (gateway -help for usage)\n", fs.Arg(0))
+		return 2
+	}
+	coord, err := coordAddr(*host, *port)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "gateway: %v\n", err)
+		return 2
+	}
+	out := os.Stderr
+	if *logFile != "" {
+		f, err := os.OpenFile(*logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "gateway: %v\n", err)
+			return 2
+		}
+		defer f.Close()
+		out = f
+	}
+	lvl, err := zerolog.ParseLevel(*level)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "gateway: bad -log-level %q\n", *level)
+		return 2
+	}
+	log := zerolog.New(out).Level(lvl).With().Timestamp().Str("node", "gateway").Logger()
+
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	dctx, cancel := context.WithTimeout(ctx, 10*time.Second) // timing: exception — start-up only
+	cl, err := client.Dial(dctx, coord, client.WithLogger(log), client.WithConnsPerServer(*conns))
+	cancel()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "gateway: cannot reach the cluster at %s: %v\n", coord, err)
+		return 1
+	}
+	defer cl.Close()
+	cfg.Store, cfg.Logger = cl, log
+	g, err := gateway.New(cfg)
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "%v\n", err)
+		return 2
+	}
+	if err := g.Start(); err != nil {
+		fmt.Fprintf(os.Stderr, "%v\n", err)
+		return 1
+	}
+	ev := log.Info().Str("resp", g.Addr()).Str("coordinator", coord)
+	if a := g.HTTPAddr(); a != "" {
+		ev = ev.Str("http", a)
+	}
+	ev.Msg("gateway listening")
+	code := 0
+	select {
+	case <-ctx.Done():
+	case err := <-g.Err():
+		fmt.Fprintf(os.Stderr, "gateway: %v\n", err)
+		code = 1
+	}
+	sctx, scancel := context.WithTimeout(context.Background(), 5*time.Second) // timing: exception — shutdown only
+	defer scancel()
+	_ = g.Close(sctx)
+	return code
+}
+
+// coordAddr turns -h (a host, or a comma-separated list of host:port or
+// hosts) and -p into the address client.Dial takes.
+func coordAddr(host, port string) (string, error) {
+	var out []string
+	for _, h := range strings.Split(host, ",") {
+		h = strings.TrimSpace(h)
+		hh, p, err := net.SplitHostPort(h)
+		if err != nil {
+			if port == "" {
+				return "", errors.New("missing -p <coord_port> (or give -h host:port,host:port,...)")
+			}
+			hh, p = strings.Trim(h, "[]"), port
+		}
+		if hh == "" {
+			return "", fmt.Errorf("-h: empty coordinator host in %q", host)
+		}
+		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
+			return "", fmt.Errorf("bad coordinator port %q (want 1-65535)", p)
+		}
+		out = append(out, net.JoinHostPort(hh, p))
+	}
+	return strings.Join(out, ","), nil
+}

@@ -1,0 +1,531 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"math"
+	"slices"
+	"strconv"
+
+	"github.com/tidwall/redcon"
+
+	"ftkv/client"
+	"ftkv/wire"
+)
+
+const (
+	maxKey   = wire.MaxKey
+	maxValue = wire.MaxValue
+)
+
+// spec describes one command: its dispatch entry and what COMMAND says.
+type spec struct {
+	name    string
+	arity   int // Redis's convention: n exactly, -n at least n
+	flags   []string
+	first   int // first key argument (0: none)
+	last    int // last key argument (-1: the last)
+	step    int
+	group   string
+	summary string
+	run     func(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error)
+}
+
+func (sp *spec) arityOK(n int) bool {
+	if sp.arity >= 0 {
+		return n == sp.arity
+	}
+	return n >= -sp.arity
+}
+
+var (
+	specs    []*spec          // in COMMAND's order
+	specByLC map[string]*spec // by lowercase name
+)
+
+func init() {
+	specs = []*spec{
+		{"get", 2, []string{"readonly", "fast"}, 1, 1, 1, "string", "Returns the string value of a key.", cmdGet},
+		{"set", -3, []string{"write", "denyoom"}, 1, 1, 1, "string", "Sets the string value of a key (NX, XX, GET; no expiry).", cmdSet},
+		{"setnx", 3, []string{"write", "denyoom", "fast"}, 1, 1, 1, "string", "Set the string value of a key only when the key doesn't exist.", cmdSetNX},
+		{"getset", 3, []string{"write", "denyoom", "fast"}, 1, 1, 1, "string", "Returns the previous string value of a key after setting it to a new value.", cmdGetSet},
+		{"del", -2, []string{"write"}, 1, -1, 1, "generic", "Deletes one or more keys.", cmdDel},
+		{"exists", -2, []string{"readonly", "fast"}, 1, -1, 1, "generic", "Determines whether one or more keys exist.", cmdExists},
+		{"mget", -2, []string{"readonly", "fast"}, 1, -1, 1, "string", "Atomically returns the string values of one or more keys.", cmdMGet},
+		{"mset", -3, []string{"write", "denyoom"}, 1, -1, 2, "string", "Sets the string values of one or more keys (not atomic across shards).", cmdMSet},
+		{"append", 3, []string{"write", "denyoom", "fast"}, 1, 1, 1, "string", "Appends a string to the value of a key. Creates the key if it doesn't exist.", cmdAppend},
+		{"strlen", 2, []string{"readonly", "fast"}, 1, 1, 1, "string", "Returns the length of a string value.", cmdStrlen},
+		{"incr", 2, []string{"write", "denyoom", "fast"}, 1, 1, 1, "string", "Increments the integer value of a key by one.", cmdIncr},
+		{"decr", 2, []string{"write", "denyoom", "fast"}, 1, 1, 1, "string", "Decrements the integer value of a key by one.", cmdDecr},
+		{"incrby", 3, []string{"write", "denyoom", "fast"}, 1, 1, 1, "string", "Increments the integer value of a key by a number.", cmdIncrBy},
+		{"decrby", 3, []string{"write", "denyoom", "fast"}, 1, 1, 1, "string", "Decrements a number from the integer value of a key.", cmdDecrBy},
+		{"dbsize", 1, []string{"readonly", "fast"}, 0, 0, 0, "server", "Returns the number of keys in the database.", cmdDBSize},
+		{"info", -1, []string{"loading", "stale"}, 0, 0, 0, "server", "Returns information and statistics about the server.", cmdInfo},
+		{"select", 2, []string{"loading", "stale", "fast"}, 0, 0, 0, "connection", "Changes the selected database (only 0 exists).", cmdSelect},
+		{"quit", -1, []string{"allow_busy", "fast"}, 0, 0, 0, "connection", "Closes the connection.", cmdQuit},
+		{"hello", -1, []string{"noscript", "loading", "stale", "fast"}, 0, 0, 0, "connection", "Handshakes with the server (RESP2 or RESP3).", cmdHello},
+		{"client", -2, []string{"noscript", "loading", "stale"}, 0, 0, 0, "connection", "SETNAME, GETNAME, SETINFO, ID.", cmdClient},
+		{"config", -2, []string{"admin", "noscript", "loading", "stale"}, 0, 0, 0, "server", "CONFIG GET: the gateway's settings as Redis names them.", cmdConfig},
+		{"command", -1, []string{"loading", "stale"}, 0, 0, 0, "server", "Returns detailed information about all commands.", cmdCommand},
+		{"ping", -1, []string{"fast"}, 0, 0, 0, "connection", "Returns the server's liveliness response.", cmdPing},
+		{"echo", 2, []string{"fast"}, 0, 0, 0, "connection", "Returns the given string.", cmdEcho},
+	}
+	specByLC = make(map[string]*spec, len(specs))
+	for _, sp := range specs {
+		specByLC[sp.name] = sp
+	}
+}
+
+// lookup finds a command by its name in any case; the name for metrics
+// is "unknown" for a command not served (never the client's bytes).
+func lookup(name []byte) (*spec, string) {
+	var lc [16]byte
+	if len(name) > len(lc) {
+		return nil, "unknown"
+	}
+	for i, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		lc[i] = c
+	}
+	if sp := specByLC[string(lc[:len(name)])]; sp != nil {
+		return sp, sp.name
+	}
+	return nil, "unknown"
+}
+
+// isCmd reports whether arg is name (lowercase) in any case.
+func isCmd(arg []byte, name string) bool {
+	if len(arg) != len(name) {
+		return false
+	}
+	for i, c := range arg {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		if c != name[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// read returns key's value (found: present; an empty value is non-nil).
+func read(ctx context.Context, s *session, key []byte) (v []byte, found bool, err error) {
+	v, err = s.g.cfg.Store.Get(ctx, string(key))
+	if errors.Is(err, client.ErrNotFound) {
+		return nil, false, nil
+	}
+	if err != nil {
+		return nil, false, err
+	}
+	if v == nil {
+		v = []byte{}
+	}
+	return v, true, nil
+}
+
+// swapLoop sets key to next(current) by compare-and-swap until a swap
+// succeeds (the swap is the command's linearization point) or next
+// declines (ok false: nothing written). It returns the value replaced
+// (found false: the key was absent) and the value written.
+func swapLoop(ctx context.Context, s *session, key []byte, next func(cur []byte, found bool) (v []byte, ok bool, err error)) (old []byte, found, swapped bool, err error) {
+	cur, found, err := read(ctx, s, key)
+	if err != nil {
+		return nil, false, false, err
+	}
+	for {
+		v, ok, err := next(cur, found)
+		if err != nil || !ok {
+			return cur, found, false, err
+		}
+		var expect []byte
+		if found {
+			expect = cur
+		}
+		done, now, err := s.g.cfg.Store.CompareAndSwapCurrent(ctx, string(key), expect, v)
+		if err != nil {
+			return nil, false, false, err
+		}
+		if done {
+			return cur, found, true, nil
+		}
+		cur, found = now, now != nil
+		if err := ctx.Err(); err != nil {
+			return nil, false, false, err
+		}
+	}
+}
+
+func cmdGet(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	if err := checkKey(args[1]); err != nil {
+		return out, err
+	}
+	v, found, err := read(ctx, s, args[1])
+	if err != nil {
+		return out, err
+	}
+	return appendValue(out, v, found, s.proto), nil
+}
+
+func cmdSet(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	var nx, xx, get bool
+	for _, o := range args[3:] {
+		switch {
+		case isCmd(o, "nx") && !xx:
+			nx = true
+		case isCmd(o, "xx") && !nx:
+			xx = true
+		case isCmd(o, "get"):
+			get = true
+		case isCmd(o, "ex"), isCmd(o, "px"), isCmd(o, "exat"), isCmd(o, "pxat"), isCmd(o, "keepttl"):
+			return out, errNoExpiry
+		default:
+			return out, errSyntax
+		}
+	}
+	key, val := args[1], args[2]
+	if err := checkKey(key); err != nil {
+		return out, err
+	}
+	if err := checkValue(val); err != nil {
+		return out, err
+	}
+	st := s.g.cfg.Store
+	switch {
+	case nx:
+		swapped, cur, err := st.CompareAndSwapCurrent(ctx, string(key), nil, val)
+		switch {
+		case err != nil:
+			return out, err
+		case get && swapped:
+			return appendNull(out, s.proto), nil
+		case get:
+			return appendValue(out, cur, true, s.proto), nil
+		case swapped:
+			return redcon.AppendOK(out), nil
+		}
+		return appendNull(out, s.proto), nil
+	case !xx && !get:
+		if err := st.Put(ctx, string(key), val); err != nil {
+			return out, err
+		}
+		return redcon.AppendOK(out), nil
+	}
+	old, found, swapped, err := swapLoop(ctx, s, key, func(_ []byte, found bool) ([]byte, bool, error) {
+		return val, found || !xx, nil
+	})
+	switch {
+	case err != nil:
+		return out, err
+	case get:
+		return appendValue(out, old, found, s.proto), nil
+	case swapped:
+		return redcon.AppendOK(out), nil
+	}
+	return appendNull(out, s.proto), nil
+}
+
+func cmdGetSet(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	return cmdSet(ctx, s, [][]byte{args[0], args[1], args[2], []byte("get")}, out)
+}
+
+func cmdSetNX(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	if err := checkKey(args[1]); err != nil {
+		return out, err
+	}
+	if err := checkValue(args[2]); err != nil {
+		return out, err
+	}
+	swapped, _, err := s.g.cfg.Store.CompareAndSwapCurrent(ctx, string(args[1]), nil, args[2])
+	if err != nil {
+		return out, err
+	}
+	if swapped {
+		return redcon.AppendInt(out, 1), nil
+	}
+	return redcon.AppendInt(out, 0), nil
+}
+
+// distinct returns keys without repeats, in their first order.
+func distinct(keys [][]byte) [][]byte {
+	out := make([][]byte, 0, len(keys))
+	seen := make(map[string]struct{}, len(keys))
+	for _, k := range keys {
+		if _, ok := seen[string(k)]; !ok {
+			seen[string(k)] = struct{}{}
+			out = append(out, k)
+		}
+	}
+	return out
+}
+
+// gets reads keys in one batch.
+func gets(ctx context.Context, s *session, keys [][]byte) ([]client.BatchOp, error) {
+	ops := make([]client.BatchOp, len(keys))
+	for i, k := range keys {
+		if err := checkKey(k); err != nil {
+			return nil, err
+		}
+		ops[i] = client.BatchOp{Kind: client.BatchGet, Key: string(k)}
+	}
+	if err := s.g.cfg.Store.Batch(ctx, ops); err != nil {
+		return nil, err
+	}
+	for i := range ops {
+		if ops[i].Err != nil {
+			return nil, ops[i].Err
+		}
+	}
+	return ops, nil
+}
+
+// cmdDel reads the keys, then deletes those present, each in one batch;
+// it counts the keys it saw present (a key deleted by someone else
+// between the two steps still counts).
+func cmdDel(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	ops, err := gets(ctx, s, distinct(args[1:]))
+	if err != nil {
+		return out, err
+	}
+	var dels []client.BatchOp
+	for _, op := range ops {
+		if op.Found {
+			dels = append(dels, client.BatchOp{Kind: client.BatchDelete, Key: op.Key})
+		}
+	}
+	if len(dels) > 0 {
+		if err := s.g.cfg.Store.Batch(ctx, dels); err != nil {
+			return out, err
+		}
+		for _, op := range dels {
+			if op.Err != nil {
+				return out, op.Err
+			}
+		}
+	}
+	return redcon.AppendInt(out, int64(len(dels))), nil
+}
+
+func cmdExists(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	ops, err := gets(ctx, s, args[1:])
+	if err != nil {
+		return out, err
+	}
+	n := 0
+	for _, op := range ops {
+		if op.Found {
+			n++
+		}
+	}
+	return redcon.AppendInt(out, int64(n)), nil
+}
+
+func cmdMGet(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	ops, err := gets(ctx, s, args[1:])
+	if err != nil {
+		return out, err
+	}
+	out = redcon.AppendArray(out, len(ops))
+	for _, op := range ops {
+		out = appendValue(out, op.Value, op.Found, s.proto)
+	}
+	return out, nil
+}
+
+// cmdMSet writes every pair in one batch: each write is exactly-once and
+// linearizable on its own, the whole is not atomic (a failure leaves the
+// pairs written before it). A key given twice takes its last value.
+func cmdMSet(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	if len(args)%2 != 1 {
+		return out, wrongArity("mset")
+	}
+	last := make(map[string]int, len(args)/2)
+	var ops []client.BatchOp
+	for i := 1; i < len(args); i += 2 {
+		if err := checkKey(args[i]); err != nil {
+			return out, err
+		}
+		if err := checkValue(args[i+1]); err != nil {
+			return out, err
+		}
+		op := client.BatchOp{Kind: client.BatchPut, Key: string(args[i]), Value: args[i+1]}
+		if j, ok := last[op.Key]; ok {
+			ops[j] = op
+			continue
+		}
+		last[op.Key] = len(ops)
+		ops = append(ops, op)
+	}
+	if err := s.g.cfg.Store.Batch(ctx, ops); err != nil {
+		return out, err
+	}
+	for _, op := range ops {
+		if op.Err != nil {
+			return out, op.Err
+		}
+	}
+	return redcon.AppendOK(out), nil
+}
+
+// cmdAppend is a compare-and-swap loop (read, swap in the concatenation),
+// not the cluster's APPEND: the length it answers is then exactly the
+// length its own write produced, and the command is linearizable.
+func cmdAppend(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	if err := checkKey(args[1]); err != nil {
+		return out, err
+	}
+	var n int
+	_, _, _, err := swapLoop(ctx, s, args[1], func(cur []byte, _ bool) ([]byte, bool, error) {
+		if len(cur)+len(args[2]) > maxValue {
+			return nil, false, errMaxSize
+		}
+		v := make([]byte, 0, len(cur)+len(args[2]))
+		v = append(append(v, cur...), args[2]...)
+		n = len(v)
+		return v, true, nil
+	})
+	if err != nil {
+		return out, err
+	}
+	return redcon.AppendInt(out, int64(n)), nil
+}
+
+func cmdStrlen(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	if err := checkKey(args[1]); err != nil {
+		return out, err
+	}
+	v, _, err := read(ctx, s, args[1])
+	if err != nil {
+		return out, err
+	}
+	return redcon.AppendInt(out, int64(len(v))), nil
+}
+
+// parseInt reads an integer as Redis's string2ll does: canonical decimal
+// only (no sign but '-', no leading zeros, no spaces).
+func parseInt(b []byte) (int64, bool) {
+	n, err := strconv.ParseInt(string(b), 10, 64)
+	if err != nil || strconv.FormatInt(n, 10) != string(b) {
+		return 0, false
+	}
+	return n, true
+}
+
+// incrBy adds delta to key's integer value by compare-and-swap (the swap
+// is its linearization point); an absent key counts as 0.
+func incrBy(ctx context.Context, s *session, key []byte, delta int64, out []byte) ([]byte, error) {
+	if err := checkKey(key); err != nil {
+		return out, err
+	}
+	var n int64
+	_, _, _, err := swapLoop(ctx, s, key, func(cur []byte, found bool) ([]byte, bool, error) {
+		var v int64
+		if found {
+			var ok bool
+			if v, ok = parseInt(cur); !ok {
+				return nil, false, errNotInteger
+			}
+		}
+		if delta > 0 && v > math.MaxInt64-delta || delta < 0 && v < math.MinInt64-delta {
+			return nil, false, errOverflow
+		}
+		n = v + delta
+		return strconv.AppendInt(nil, n, 10), true, nil
+	})
+	if err != nil {
+		return out, err
+	}
+	return redcon.AppendInt(out, n), nil
+}
+
+func cmdIncr(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	return incrBy(ctx, s, args[1], 1, out)
+}
+
+func cmdDecr(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	return incrBy(ctx, s, args[1], -1, out)
+}
+
+func cmdIncrBy(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	d, ok := parseInt(args[2])
+	if !ok {
+		return out, errNotInteger
+	}
+	return incrBy(ctx, s, args[1], d, out)
+}
+
+func cmdDecrBy(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	d, ok := parseInt(args[2])
+	if !ok {
+		return out, errNotInteger
+	}
+	if d == math.MinInt64 {
+		return out, Error("ERR decrement would overflow")
+	}
+	return incrBy(ctx, s, args[1], -d, out)
+}
+
+func cmdSelect(_ context.Context, _ *session, args [][]byte, out []byte) ([]byte, error) {
+	n, ok := parseInt(args[1])
+	switch {
+	case !ok:
+		return out, errNotInteger
+	case n != 0:
+		return out, errDBIndex
+	}
+	return redcon.AppendOK(out), nil
+}
+
+func cmdQuit(_ context.Context, s *session, _ [][]byte, out []byte) ([]byte, error) {
+	s.quit.Store(true)
+	return redcon.AppendOK(out), nil
+}
+
+func cmdPing(_ context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	switch len(args) {
+	case 1:
+		return redcon.AppendString(out, "PONG"), nil
+	case 2:
+		return redcon.AppendBulk(out, args[1]), nil
+	}
+	return out, wrongArity("ping")
+}
+
+func cmdEcho(_ context.Context, _ *session, args [][]byte, out []byte) ([]byte, error) {
+	return redcon.AppendBulk(out, args[1]), nil
+}
+
+func cmdClient(_ context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	sub := args[1]
+	switch {
+	case isCmd(sub, "setname") && len(args) == 3:
+		if bytes.ContainsFunc(args[2], func(r rune) bool { return r <= ' ' || r > '~' }) {
+			return out, errClientName
+		}
+		s.name = string(args[2])
+		return redcon.AppendOK(out), nil
+	case isCmd(sub, "getname") && len(args) == 2:
+		if s.name == "" {
+			return appendNull(out, s.proto), nil
+		}
+		return redcon.AppendBulkString(out, s.name), nil
+	case isCmd(sub, "id") && len(args) == 2:
+		return redcon.AppendInt(out, s.id), nil
+	case isCmd(sub, "setinfo") && len(args) == 4:
+		switch {
+		case isCmd(args[2], "lib-name"):
+			s.lib[0] = string(args[3])
+		case isCmd(args[2], "lib-ver"):
+			s.lib[1] = string(args[3])
+		default:
+			return out, Error("ERR Unrecognized option '" + cut(args[2], 128) + "'")
+		}
+		return redcon.AppendOK(out), nil
+	case slices.ContainsFunc([]string{"setname", "getname", "id", "setinfo"}, func(n string) bool { return isCmd(sub, n) }):
+		return out, Error("ERR wrong number of arguments for 'client|" + string(bytes.ToLower(sub)) + "' command")
+	}
+	return out, unknownSubcommand("client", sub)
+}

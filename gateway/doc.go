@@ -1,0 +1,31 @@
+// Package gateway is ftkv's front door for clients nobody here wrote: a
+// stateless process that speaks the Redis protocol (RESP2, and RESP3 after
+// HELLO 3) so that redis-cli, redis-benchmark and Redis client libraries
+// work unchanged, and an HTTP API (GET/PUT/DELETE /v1/kv/{key},
+// GET /v1/status). Everything is forwarded through the Go client library,
+// so the gateway inherits its pipelining, view caching, failover retries
+// and exactly-once writes; any key goes through any gateway (clients use
+// Redis's non-cluster mode), and as many gateways as wanted may run.
+//
+// The RESP port runs on gnet event loops under the servers' client limits
+// (package limits: connections, queued output, unread input, commands
+// in flight per connection). The loops only parse (redcon's
+// ReadNextCommand); each connection's commands run in order on one
+// goroutine at a time, which writes the answers with AsyncWrite, so a
+// pipeline is answered in order and no loop waits for the cluster. Plain
+// GETs and SETs of distinct keys pipelined together go to the cluster as
+// one client.Batch (one round trip per server); commands on one key keep
+// their order.
+//
+// Commands: PING, ECHO, GET, SET (NX, XX, GET), SETNX, GETSET, DEL, EXISTS,
+// MGET, MSET (not atomic across shards), APPEND, STRLEN, INCR, DECR,
+// INCRBY, DECRBY, DBSIZE, INFO, SELECT 0, QUIT, HELLO, CLIENT
+// SETNAME/GETNAME/SETINFO/ID, CONFIG GET, COMMAND (COUNT, DOCS, INFO,
+// LIST). Read-modify-write commands (SET with XX or GET, GETSET, APPEND,
+// INCR…) are compare-and-swap loops: each is linearizable, its swap being
+// its linearization point. ftkv has no expiry: SET's EX, PX, EXAT, PXAT
+// and KEEPTTL answer an error. Errors of the cluster become Redis errors:
+// CLUSTERDOWN when a shard has no live copy, TRYAGAIN when the cluster
+// did not answer within the gateway's timeout (a write may then have been
+// applied).
+package gateway

@@ -1,0 +1,185 @@
+package gateway
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/panjf2000/gnet/v2"
+	"github.com/rs/zerolog"
+
+	"ftkv/client"
+	"ftkv/internal/connlimit"
+	"ftkv/internal/gnetlog"
+	"ftkv/limits"
+	"ftkv/status"
+)
+
+// Store is what the gateway needs of the cluster; *client.Client is one.
+type Store interface {
+	Get(ctx context.Context, key string) ([]byte, error)
+	Put(ctx context.Context, key string, value []byte) error
+	Delete(ctx context.Context, key string) error
+	Append(ctx context.Context, key string, value []byte) error
+	CompareAndSwapCurrent(ctx context.Context, key string, old, new []byte) (bool, []byte, error)
+	Batch(ctx context.Context, ops []client.BatchOp) error
+	Status(ctx context.Context) (*status.Cluster, error)
+}
+
+// Defaults of Config.
+const (
+	DefaultListen = "127.0.0.1:6380"
+	// DefaultTimeout bounds one command's wait for the cluster: a
+	// failover takes about one failure timeout, well under it.
+	DefaultTimeout = 5 * time.Second
+	// DefaultMaxRequest bounds one command's size (a value is at most
+	// 1 MiB; MSET and DEL may carry many).
+	DefaultMaxRequest = 16 << 20
+)
+
+// Config configures a Gateway. Zero values mean the defaults.
+type Config struct {
+	Store  Store  // the cluster (required)
+	Listen string // RESP address (DefaultListen)
+	HTTP   string // HTTP API address ("" = none)
+	// Limits bound the RESP clients as they bound a server's: max_clients,
+	// the output limits and budget, the input budget, max_inflight (the
+	// commands read but not answered per connection), idle_timeout;
+	// frame_timeout bounds how long a half-sent command may wait.
+	Limits     limits.Config
+	Timeout    time.Duration // one command's wait for the cluster (DefaultTimeout)
+	MaxRequest int           // one command's bytes (DefaultMaxRequest)
+	Loops      int           // event loops (0: one per CPU)
+	Logger     zerolog.Logger
+	// Observe, when set, is called once per command after it is
+	// answered, with its lowercase name, its duration and the error it
+	// answered (nil on success), from the goroutine that ran it. It must
+	// be safe for concurrent use and fast (a metrics hook).
+	Observe func(cmd string, d time.Duration, err error)
+}
+
+// Gateway serves Redis clients (RESP2/RESP3) and an HTTP API over a cluster.
+type Gateway struct {
+	cfg     Config
+	lim     limits.Config
+	log     zerolog.Logger
+	port    *connlimit.Port
+	httpSrv *http.Server
+	httpLn  net.Listener
+	errc    chan error
+
+	ctx    context.Context // ends when the gateway closes: commands in flight give up
+	cancel context.CancelFunc
+
+	nextID   atomic.Int64
+	clients  atomic.Int64
+	commands atomic.Uint64
+	started  time.Time
+	once     sync.Once
+}
+
+// New validates cfg and returns a Gateway; Start binds its ports.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Store == nil {
+		return nil, errors.New("gateway: no Store")
+	}
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxRequest <= 0 {
+		cfg.MaxRequest = DefaultMaxRequest
+	}
+	if err := cfg.Limits.Validate(); err != nil {
+		return nil, fmt.Errorf("gateway: %w", err)
+	}
+	g := &Gateway{cfg: cfg, lim: cfg.Limits.WithDefaults(), log: cfg.Logger, errc: make(chan error, 3), started: time.Now()}
+	g.ctx, g.cancel = context.WithCancel(context.Background())
+	return g, nil
+}
+
+// Start binds the RESP port (and the HTTP port when configured) and serves
+// them in the background until Close.
+func (g *Gateway) Start() error {
+	lc := connlimit.FromLimits("resp", g.lim, g.log)
+	lc.Reject = []byte(errMaxClients)
+	lc.Budget = connlimit.NewBudget(g.lim.OutputBudget)
+	lc.InputBudget = connlimit.NewInputBudget(g.lim.InputBudget)
+	opts := []gnet.Option{
+		gnet.WithLogger(gnetlog.Logger{L: g.log}),
+		gnet.WithTCPNoDelay(gnet.TCPNoDelay),
+		gnet.WithTicker(false),
+	}
+	if g.cfg.Loops > 0 {
+		opts = append(opts, gnet.WithNumEventLoop(g.cfg.Loops))
+	} else {
+		opts = append(opts, gnet.WithMulticore(true))
+	}
+	p, err := connlimit.Listen(g.cfg.Listen, &handler{g: g}, lc, opts...)
+	if err != nil {
+		return fmt.Errorf("gateway: listen %s: %w", g.cfg.Listen, err)
+	}
+	g.port = p
+	go func() {
+		if err := <-p.Err(); err != nil {
+			g.errc <- err
+		}
+	}()
+	if g.cfg.HTTP != "" {
+		if err := g.startHTTP(); err != nil {
+			_ = p.Stop(context.Background())
+			return err
+		}
+	}
+	return nil
+}
+
+// Addr is the bound RESP address.
+func (g *Gateway) Addr() string { return g.port.Addr().String() }
+
+// HTTPAddr is the bound HTTP address ("" without one).
+func (g *Gateway) HTTPAddr() string {
+	if g.httpLn == nil {
+		return ""
+	}
+	return g.httpLn.Addr().String()
+}
+
+// Err delivers an error that stopped serving.
+func (g *Gateway) Err() <-chan error { return g.errc }
+
+// Clients is the number of open RESP connections.
+func (g *Gateway) Clients() int { return int(g.clients.Load()) }
+
+// Close stops both ports; commands in flight are abandoned (their clients'
+// connections close).
+func (g *Gateway) Close(ctx context.Context) error {
+	var err error
+	g.once.Do(func() {
+		g.cancel()
+		if g.httpSrv != nil {
+			err = g.httpSrv.Shutdown(ctx)
+		}
+		if g.port != nil {
+			if perr := g.port.Stop(ctx); perr != nil && err == nil {
+				err = perr
+			}
+		}
+	})
+	return err
+}
+
+// observe is the one point every command's outcome passes through.
+func (g *Gateway) observe(name string, d time.Duration, err error) {
+	g.commands.Add(1)
+	if g.cfg.Observe != nil {
+		g.cfg.Observe(name, d, err)
+	}
+}

@@ -1,0 +1,321 @@
+package gateway
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/zeebo/xxh3"
+
+	"ftkv/client"
+	"ftkv/status"
+	"ftkv/wire"
+)
+
+// The HTTP API:
+//
+//	GET    /v1/kv/{key}          200 and the value's bytes, with its ETag; 404 when absent
+//	PUT    /v1/kv/{key}          the body becomes the value; 204
+//	DELETE /v1/kv/{key}          204 (also when absent)
+//	POST   /v1/kv/{key}?append   the body is appended (the key is created); 204
+//	GET    /v1/status            the cluster status, as `client status --json` prints it
+//
+// The key is the rest of the path, URL-unescaped: any bytes (%2F for a
+// slash within a segment, or a plain slash). A value's ETag is the
+// quoted hex xxh3-128 hash of its bytes; PUT with If-Match (one or more
+// ETags, or *) writes only if the current value has one of them (*: if
+// the key exists), with If-None-Match: * only if the key is absent; both
+// are compare-and-swaps in the cluster, 412 when they fail. Errors are
+// one line of text: 400 bad request, 404, 405, 412, 413 (over the 1 MiB
+// value or 64 KiB key limit), 503 with Retry-After when the cluster did not
+// answer in time or a shard is unavailable.
+
+const (
+	kvPrefix = "/v1/kv/"
+	// httpMaxConns bounds the open HTTP connections (beyond, new ones
+	// wait in the listen backlog).
+	httpMaxConns = 1024
+)
+
+func (g *Gateway) startHTTP() error {
+	ln, err := net.Listen("tcp", g.cfg.HTTP)
+	if err != nil {
+		return fmt.Errorf("gateway: listen %s: %w", g.cfg.HTTP, err)
+	}
+	g.httpLn = ln
+	mux := http.NewServeMux()
+	mux.HandleFunc(kvPrefix, g.serveKV)
+	mux.HandleFunc("/v1/status", g.serveStatus)
+	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		httpError(w, http.StatusNotFound, "no such endpoint: the API is /v1/kv/{key} and /v1/status")
+	})
+	g.httpSrv = &http.Server{
+		Handler:           mux,
+		ReadHeaderTimeout: g.lim.FrameTimeout,
+		ReadTimeout:       g.lim.FrameTimeout + g.cfg.Timeout,
+		WriteTimeout:      2*g.cfg.Timeout + g.lim.FrameTimeout,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    4*maxKey + 64<<10, // an escaped key of 64 KiB fits
+		ErrorLog:          nil,
+	}
+	go func() {
+		if err := g.httpSrv.Serve(limitListener(ln, httpMaxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+			g.errc <- fmt.Errorf("http: %w", err)
+		}
+	}()
+	return nil
+}
+
+func httpError(w http.ResponseWriter, code int, msg string) {
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	w.Header().Set("X-Content-Type-Options", "nosniff")
+	if code == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", "1")
+	}
+	w.WriteHeader(code)
+	fmt.Fprintln(w, oneLine(msg))
+}
+
+// etag is the ETag of a value: its xxh3-128 hash, quoted.
+func etag(v []byte) string {
+	h := xxh3.Hash128(v).Bytes()
+	return `"` + hex.EncodeToString(h[:]) + `"`
+}
+
+// storeError answers an error of the cluster.
+func storeError(w http.ResponseWriter, err error) {
+	switch e := respError(err); {
+	case errors.Is(err, client.ErrTooLarge):
+		httpError(w, http.StatusRequestEntityTooLarge, err.Error())
+	case strings.HasPrefix(string(e), "CLUSTERDOWN"), strings.HasPrefix(string(e), "TRYAGAIN"), e == errShutdown:
+		httpError(w, http.StatusServiceUnavailable, err.Error())
+	default:
+		httpError(w, http.StatusBadGateway, err.Error())
+	}
+}
+
+func (g *Gateway) serveKV(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	op := strings.ToLower(r.Method)
+	raw := strings.TrimPrefix(r.URL.EscapedPath(), kvPrefix)
+	key, err := url.PathUnescape(raw)
+	switch {
+	case err != nil:
+		httpError(w, http.StatusBadRequest, "bad key: "+err.Error())
+		return
+	case key == "":
+		httpError(w, http.StatusBadRequest, "empty key: use /v1/kv/{key}")
+		return
+	case len(key) > maxKey:
+		httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("key of %d bytes is over the limit of %d", len(key), maxKey))
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Timeout)
+	defer cancel()
+	var opErr error
+	defer func() { g.observe("http_"+op, time.Since(start), opErr) }()
+	st := g.cfg.Store
+	switch r.Method {
+	case http.MethodGet, http.MethodHead:
+		v, err := st.Get(ctx, key)
+		if errors.Is(err, client.ErrNotFound) {
+			httpError(w, http.StatusNotFound, "not found")
+			return
+		}
+		if opErr = err; err != nil {
+			storeError(w, err)
+			return
+		}
+		w.Header().Set("Content-Type", "application/octet-stream")
+		w.Header().Set("Content-Length", strconv.Itoa(len(v)))
+		w.Header().Set("ETag", etag(v))
+		w.WriteHeader(http.StatusOK)
+		if r.Method == http.MethodGet {
+			_, _ = w.Write(v)
+		}
+	case http.MethodPut, http.MethodPost:
+		body, ok := readBody(w, r)
+		if !ok {
+			return
+		}
+		if r.Method == http.MethodPost {
+			if _, ok := r.URL.Query()["append"]; !ok {
+				httpError(w, http.StatusBadRequest, "POST /v1/kv/{key} takes ?append")
+				return
+			}
+			if opErr = st.Append(ctx, key, body); opErr != nil {
+				storeError(w, opErr)
+				return
+			}
+			w.WriteHeader(http.StatusNoContent)
+			return
+		}
+		if inm := r.Header.Get("If-None-Match"); inm != "" && inm != "*" {
+			httpError(w, http.StatusBadRequest, "If-None-Match takes only * on PUT (write only if the key is absent)")
+			return
+		}
+		code, err := g.put(ctx, r, key, body)
+		if opErr = err; err != nil {
+			storeError(w, err)
+			return
+		}
+		if code != http.StatusNoContent {
+			httpError(w, code, "precondition failed: the value did not match If-Match / If-None-Match")
+			return
+		}
+		w.Header().Set("ETag", etag(body))
+		w.WriteHeader(code)
+	case http.MethodDelete:
+		if r.Header.Get("If-Match") != "" || r.Header.Get("If-None-Match") != "" {
+			httpError(w, http.StatusBadRequest, "DELETE takes no If-Match or If-None-Match")
+			return
+		}
+		if opErr = st.Delete(ctx, key); opErr != nil {
+			storeError(w, opErr)
+			return
+		}
+		w.WriteHeader(http.StatusNoContent)
+	default:
+		w.Header().Set("Allow", "GET, HEAD, PUT, POST, DELETE")
+		httpError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on /v1/kv/{key}")
+	}
+}
+
+// readBody reads a value of at most 1 MiB (413 beyond).
+func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	if r.ContentLength > wire.MaxValue {
+		httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("value of %d bytes is over the limit of %d", r.ContentLength, wire.MaxValue))
+		return nil, false
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, wire.MaxValue))
+	if err != nil {
+		var mb *http.MaxBytesError
+		if errors.As(err, &mb) {
+			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("value over the limit of %d bytes", wire.MaxValue))
+		} else {
+			httpError(w, http.StatusBadRequest, "reading the body: "+err.Error())
+		}
+		return nil, false
+	}
+	if body == nil {
+		body = []byte{}
+	}
+	return body, true
+}
+
+// put writes body under key's preconditions: 204 when written, 412 when a
+// precondition failed.
+func (g *Gateway) put(ctx context.Context, r *http.Request, key string, body []byte) (int, error) {
+	st := g.cfg.Store
+	ifMatch, ifNone := r.Header.Get("If-Match"), r.Header.Get("If-None-Match")
+	switch {
+	case ifNone == "*":
+		ok, _, err := st.CompareAndSwapCurrent(ctx, key, nil, body)
+		if err != nil || !ok {
+			return http.StatusPreconditionFailed, err
+		}
+		return http.StatusNoContent, nil
+	case ifMatch == "":
+		return http.StatusNoContent, st.Put(ctx, key, body)
+	}
+	tags := map[string]bool{}
+	for _, t := range strings.Split(ifMatch, ",") {
+		tags[strings.TrimSpace(t)] = true
+	}
+	matches := func(v []byte) bool { return tags["*"] || tags[etag(v)] }
+	cur, err := st.Get(ctx, key)
+	found := err == nil
+	if err != nil && !errors.Is(err, client.ErrNotFound) {
+		return 0, err
+	}
+	for {
+		if !found || !matches(cur) {
+			return http.StatusPreconditionFailed, nil
+		}
+		if cur == nil {
+			cur = []byte{}
+		}
+		ok, now, err := st.CompareAndSwapCurrent(ctx, key, cur, body)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			return http.StatusNoContent, nil
+		}
+		cur, found = now, now != nil
+	}
+}
+
+func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request) {
+	if r.Method != http.MethodGet && r.Method != http.MethodHead {
+		w.Header().Set("Allow", "GET, HEAD")
+		httpError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on /v1/status")
+		return
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Timeout)
+	defer cancel()
+	st, err := g.cfg.Store.Status(ctx)
+	if err != nil {
+		storeError(w, err)
+		return
+	}
+	out := *st
+	if out.Servers == nil {
+		out.Servers = []status.Server{}
+	}
+	if out.Shards == nil {
+		out.Shards = []status.Shard{}
+	}
+	if out.Coordinators == nil {
+		out.Coordinators = []status.Coordinator{}
+	}
+	b, err := json.Marshal(out)
+	if err != nil {
+		httpError(w, http.StatusInternalServerError, err.Error())
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	_, _ = w.Write(append(b, '\n'))
+}
+
+// limitListener accepts at most n connections open at once.
+func limitListener(ln net.Listener, n int) net.Listener {
+	return &limitedListener{Listener: ln, sem: make(chan struct{}, n)}
+}
+
+type limitedListener struct {
+	net.Listener
+	sem chan struct{}
+}
+
+func (l *limitedListener) Accept() (net.Conn, error) {
+	l.sem <- struct{}{}
+	c, err := l.Listener.Accept()
+	if err != nil {
+		<-l.sem
+		return nil, err
+	}
+	return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
+}
+
+type limitedConn struct {
+	net.Conn
+	once    sync.Once
+	release func()
+}
+
+func (c *limitedConn) Close() error {
+	err := c.Conn.Close()
+	c.once.Do(c.release)
+	return err
+}
