@@ -18,6 +18,7 @@ import (
 	"ftkv/internal/connlimit"
 	"ftkv/internal/gnetlog"
 	"ftkv/internal/hostname"
+	"ftkv/internal/metrics"
 	"ftkv/limits"
 	"ftkv/wire"
 )
@@ -81,6 +82,9 @@ type Coordinator struct {
 	clientAddr, serversAddr string
 	ports                   []*connlimit.Port
 	budget                  *connlimit.Budget // queued output of both ports
+
+	met       *coordMetrics     // metrics.go
+	metricsLn *metrics.Listener // -metrics (nil: off)
 }
 
 // node is the coordinator's record of one server.
@@ -136,8 +140,10 @@ func New(opts Options) (*Coordinator, error) {
 		regCh:   make(chan struct{}, 1),
 		stopped: make(chan struct{}),
 		fatal:   make(chan error, 1),
+		met:     newCoordMetrics(),
 	}
 	c.budget = connlimit.NewBudget(c.limits().WithDefaults().OutputBudget)
+	c.registerGauges()
 	if err := c.limits().Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", opts.Cluster.Path, err)
 	}
@@ -173,9 +179,13 @@ func (c *Coordinator) group() bool { return len(c.opts.Cluster.Coordinators) > 0
 // cluster over; followers answer views and status from the replicated
 // state. On error, whatever was started is stopped.
 func (c *Coordinator) Start(ctx context.Context) error {
+	if err := c.startMetrics(); err != nil {
+		return fmt.Errorf("-metrics %s: %w", c.opts.MetricsAddr, err)
+	}
 	c.fsm = &fsm{onApply: c.applied}
 	rn, err := openRaft(c.opts, c.fsm, c.log)
 	if err != nil {
+		c.closeMetrics()
 		return err
 	}
 	c.rn, c.store = rn, rn
@@ -637,6 +647,7 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 		ID: nd.id, Incarnation: inc, Spec: where, CoordAddr: c.serversAddr, Secret: c.secret,
 		Dir: c.opts.Dir, LogFile: c.opts.ServerLog, LogLevel: c.opts.ServerLevel,
 		FailureTimeout: c.opts.Timing.FailureTimeout, Limits: c.limits(), Storage: c.storage(),
+		MetricsPort: c.opts.ServerMetricsPort,
 	}
 	for k, cs := range c.opts.Cluster.Coordinators {
 		if k != c.opts.ID {
@@ -855,6 +866,7 @@ func (c *Coordinator) pushViewWithin(ctx context.Context, v wire.View, timeout t
 // returns are started in goroutines.
 func (c *Coordinator) heartbeat(hb wire.Heartbeat) wire.Status {
 	now := time.Now()
+	c.met.heartbeats.Inc()
 	c.mu.Lock()
 	if int(hb.ID) >= len(c.nodes) {
 		c.mu.Unlock()
@@ -932,6 +944,7 @@ func coreLinks(ls []wire.LinkHealth) []decide.Link {
 // member of a group stops only itself (the others lead on), handing its
 // leadership over first.
 func (c *Coordinator) Shutdown(ctx context.Context) error {
+	defer c.closeMetrics()
 	if c.group() {
 		c.stopLeading()
 		if c.rn != nil {

@@ -149,7 +149,7 @@ func (c *Coordinator) Status() *status.Cluster {
 			Sessions: nd.hb.Sessions, SessionRecords: nd.hb.SessionRecords, RSSBytes: nd.hb.RSSBytes,
 			PrimaryOf: []int{}, SecondaryOf: []int{},
 			Fsync: nd.hb.Storage.Fsync, LogBytes: nd.hb.Storage.LogBytes, SnapshotBytes: nd.hb.Storage.SnapshotBytes,
-			DiskError: nd.hb.Storage.Failed,
+			DiskError: nd.hb.Storage.Failed, MetricsAddr: nd.hb.MetricsAddr,
 		}
 		if ms := nd.hb.Storage.SnapshotUnixMs; ms > 0 {
 			ss.LastSnapshot = time.UnixMilli(ms).UTC().Format(time.RFC3339)
@@ -281,7 +281,7 @@ func (c *Coordinator) controlPlaneLocked(st *status.Cluster) {
 		return "follower" // as far as this coordinator knows
 	}
 	if !c.group() {
-		st.Coordinators = []status.Coordinator{{ID: 0, ClientAddr: c.clientAddr, ServersAddr: c.serversAddr, Role: role(0)}}
+		st.Coordinators = []status.Coordinator{{ID: 0, ClientAddr: c.clientAddr, ServersAddr: c.serversAddr, Role: role(0), MetricsAddr: c.metricsAddr()}}
 		return
 	}
 	for k, cs := range c.opts.Cluster.Coordinators {
@@ -291,6 +291,9 @@ func (c *Coordinator) controlPlaneLocked(st *status.Cluster) {
 		}
 		st.Coordinators = append(st.Coordinators, status.Coordinator{ID: k, RaftAddr: cs.RaftAddr,
 			ClientAddr: cs.ClientAddr(), ServersAddr: cs.ServersAddr(), Role: r})
+		if k == st.Answered {
+			st.Coordinators[len(st.Coordinators)-1].MetricsAddr = c.metricsAddr()
+		}
 	}
 }
 

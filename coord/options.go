@@ -48,6 +48,12 @@ type Options struct {
 	ServerBin    string // default: "server" beside the running executable
 	ServerLog    string // servers' log file ("" = the coordinator's stderr)
 	ServerLevel  string // servers' log level (default "info")
+	// MetricsAddr serves Prometheus /metrics and the service-discovery
+	// document /sd (-metrics; "" = off). ServerMetricsPort is each
+	// server's /metrics port on its client host: 0 any free port (the
+	// default), negative none, P > 0 port P + the server's id.
+	MetricsAddr       string
+	ServerMetricsPort int
 
 	Logger zerolog.Logger
 
@@ -85,6 +91,16 @@ func (o *Options) Validate() error {
 	}
 	if o.Timeout != 0 && (o.Timeout < timing.MinFailureTimeout || o.Timeout > timing.MaxFailureTimeout) {
 		return fmt.Errorf("-t %s: %w", o.Timeout, errTimeoutRange)
+	}
+	if o.MetricsAddr != "" {
+		if _, p, err := net.SplitHostPort(o.MetricsAddr); err != nil {
+			return fmt.Errorf("-metrics %q: expected host:port (port 0: any free port)", o.MetricsAddr)
+		} else if v, err := strconv.Atoi(p); err != nil || v < 0 || v > 65535 {
+			return fmt.Errorf("-metrics %q: not a port number 0-65535", o.MetricsAddr)
+		}
+	}
+	if o.ServerMetricsPort > 65535 {
+		return fmt.Errorf("-server-metrics-port %d: not a port number", o.ServerMetricsPort)
 	}
 	if err := o.LimitFlags.Validate(); err != nil {
 		return err

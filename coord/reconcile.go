@@ -92,6 +92,7 @@ func (c *Coordinator) execute(l leadership, acts []decide.Action) {
 	if shutting || len(acts) == 0 {
 		return // the cluster is stopping: nothing more is started
 	}
+	c.met.acted(acts)
 	for _, a := range acts {
 		switch a := a.(type) {
 		case decide.Publish:

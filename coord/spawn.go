@@ -39,6 +39,8 @@ type SpawnSpec struct {
 	Limits limits.Config
 	// Storage is where and how the server logs its writes.
 	Storage Storage
+	// MetricsPort is the server's /metrics port (Options.ServerMetricsPort).
+	MetricsPort int
 }
 
 // Process is a running server incarnation.
@@ -124,6 +126,13 @@ func serverArgs(s SpawnSpec, bind string) []string {
 		// One duration, as a duration: the server derives the rest with
 		// timing.New, as the coordinator does.
 		args = append(args, "-failure-timeout", s.FailureTimeout.String())
+	}
+	if s.MetricsPort != 0 {
+		port := s.MetricsPort // negative: none
+		if port > 0 {
+			port += s.ID
+		}
+		args = append(args, "-metrics-port", strconv.Itoa(port))
 	}
 	args = append(args, s.Storage.Args(s.ID)...)
 	return append(args, s.Limits.Args()...)

@@ -57,9 +57,15 @@ func (h *clientHandler) OnTraffic(c gnet.Conn) gnet.Action {
 		return l.onTraffic(c)
 	}
 	var batches []writeBatch
+	start, gets := monoNow(), 0
 	action := decodeAll(c, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
+		n := len(out)
 		out, p, r := h.s.handleClient(c, f, out)
+		if r == nil && h.s.met.answeredFrame(f.Op, out[n:]) {
+			gets++ // answered in out, written when decodeAll returns
+		}
 		if r != nil {
+			r.start, r.met = start, h.s.met
 			connlimit.Begin(c) // answered through a replyBatch (reply.go)
 			i := 0
 			for i < len(batches) && batches[i].p != p {
@@ -72,6 +78,7 @@ func (h *clientHandler) OnTraffic(c gnet.Conn) gnet.Action {
 		}
 		return out, gnet.None
 	})
+	h.s.met.observe(wire.OpGet, start, gets)
 	for _, b := range batches {
 		b.p.sequence(b.reqs, c.EventLoop())
 	}

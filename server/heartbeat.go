@@ -163,7 +163,7 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 		hb := wire.Heartbeat{
 			ID: s.cfg.ID, Incarnation: s.cfg.Incarnation, PID: uint32(os.Getpid()), Epoch: ep,
 			PrimaryKeys: pk, SecondaryKeys: sk,
-			Addr: s.addrs.client, PeerAddr: s.addrs.peer, CtlAddr: s.addrs.ctl,
+			Addr: s.addrs.client, PeerAddr: s.addrs.peer, CtlAddr: s.addrs.ctl, MetricsAddr: s.addrs.metrics,
 			Sessions: sessions, SessionRecords: records, RSSBytes: rssBytes(),
 			Links: s.linkReports(time.Now()),
 		}

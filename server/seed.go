@@ -38,6 +38,7 @@ func (p *primary) startSeed(sec target) {
 		if j.err != nil {
 			p.log.Error().Err(j.err).Str("secondary", sec.addr).Msg("re-seeding failed")
 		}
+		p.metrics().seedResult(j.err)
 		close(j.done)
 	}()
 }
@@ -91,7 +92,9 @@ func (p *primary) seed(timeout time.Duration) error {
 		break
 	}
 	ss := &seedSender{l: l, acks: p.seedAcks, stop: p.stop, deadline: time.After(timeout), timeout: timeout,
-		total: uint64(p.t.len())}
+		total: uint64(p.t.len()), met: p.metrics()}
+	ss.met.seedStarted(ss)
+	defer ss.met.seedEnded(ss)
 	start := time.Now()
 	last, err := ss.sendTable(p.t)
 	if err != nil {
@@ -132,8 +135,10 @@ type seedSender struct {
 
 	sent, acked uint64 // SEED frames, numbered from 1
 	entries     int
-	waited      time.Duration // waiting for acknowledgements
-	free        [][]byte      // batch buffers to reuse
+	reported    int            // entries counted in the metrics so far
+	met         *serverMetrics // nil: none
+	waited      time.Duration  // waiting for acknowledgements
+	free        [][]byte       // batch buffers to reuse
 }
 
 // sendTable sends t one stripe at a time, encoded under the stripe's read
@@ -184,6 +189,7 @@ func (ss *seedSender) send(batch []byte, done bool) error {
 	}
 	ss.l.queueFrame(f)
 	ss.l.flushSoon()
+	ss.met.seedProgress(ss)
 	if ss.sent > seedWindow {
 		return ss.wait(ss.sent - seedWindow)
 	}
@@ -245,13 +251,17 @@ func (st *secState) applySeed(f *wire.Frame) error {
 	// Each entry is copied into a record of its own (keys and values alias
 	// the read buffer here).
 	b := f.Value
-	for len(b) > 0 {
+	n := 0
+	for ; len(b) > 0; n++ {
 		k, v, ver, rest, err := wire.NextSeedEntry(b)
 		if err != nil {
 			return err
 		}
 		st.t.merge(unsafe.String(unsafe.SliceData(k), len(k)), v, ver, false, true)
 		b = rest
+	}
+	if st.srv != nil {
+		st.srv.met.seedReceived(n)
 	}
 	if st.dur != nil {
 		st.dur.logSeed(st.srv, st.shard, recSeed, f.Value)

@@ -23,6 +23,8 @@ type wreq struct {
 	key    string
 	value  []byte
 	aux    []byte
+	start  int64          // monoNow when it was read
+	met    *serverMetrics // counts its answers
 }
 
 // entry is a sequenced write waiting for the secondary's acknowledgement.
@@ -60,6 +62,9 @@ func (e *entry) answerWaiters(rb *replyBatch, refuse string) int {
 		rb.add(w.c, e.answerFor(w.id, refuse))
 		n++
 	}
+	if e.met != nil {
+		e.met.answerWrite(e, refuse, n)
+	}
 	e.c, e.retries = nil, nil
 	return n
 }
@@ -89,6 +94,7 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 		p.mu.Unlock()
 		for _, r := range batch {
 			replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusUnavailable, Value: []byte(errDisk)})
+			r.met.refused(&r.wreq, wire.StatusUnavailable)
 		}
 		replies.flush(loop)
 		return
@@ -98,6 +104,7 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 		for _, r := range batch {
 			replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusUnavailable,
 				Value: []byte("shard is changing hands; retry")})
+			r.met.refused(&r.wreq, wire.StatusUnavailable)
 		}
 		replies.flush(loop)
 		return
@@ -109,6 +116,7 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 		if r.client != 0 {
 			var cl claim
 			o, cl = p.dd.claim(r.client, r.seq, r.floor, r.flags)
+			r.met.claimed(&r.wreq, cl, o)
 			switch cl {
 			case claimStale:
 				replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusBadRequest,
@@ -176,6 +184,7 @@ func (p *primary) waitFor(o *outcome, r *entry, replies *replyBatch) {
 	}
 	replies.add(r.c, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusUnavailable,
 		Value: []byte("shard changed hands; retry")})
+	r.met.refused(&r.wreq, wire.StatusUnavailable)
 }
 
 // apply computes the effect of the request e on the newest value of its

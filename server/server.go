@@ -20,6 +20,7 @@ import (
 	"ftkv/internal/accept"
 	"ftkv/internal/connlimit"
 	"ftkv/internal/gnetlog"
+	"ftkv/internal/metrics"
 	"ftkv/internal/wal"
 	"ftkv/timing"
 	"ftkv/wire"
@@ -65,6 +66,9 @@ type Config struct {
 	// Limits bound what clients may hold: connections, queued output,
 	// requests in flight, half-sent frames, idle time.
 	Limits Limits
+	// MetricsPort serves Prometheus metrics at /metrics on BindHost
+	// (0: any free port; negative: none). Heartbeats advertise it.
+	MetricsPort int
 
 	Logger zerolog.Logger
 }
@@ -100,7 +104,7 @@ func (c *Config) setDefaults() error {
 	if c.Secret == "" {
 		return errors.New("server: cluster secret is required (the coordinator passes it in the environment variable FTKV_SECRET)")
 	}
-	for _, p := range []int{c.ClientPort, c.PeerPort, c.CtlPort} {
+	for _, p := range []int{c.ClientPort, c.PeerPort, c.CtlPort, max(c.MetricsPort, 0)} {
 		if p < 0 || p > 65535 {
 			return fmt.Errorf("server: port %d out of range", p)
 		}
@@ -153,10 +157,12 @@ type Server struct {
 	coords     []string // every coordinator's servers address (-coord)
 
 	addrs struct {
-		client, peer, ctl string
+		client, peer, ctl, metrics string
 	}
-	penv         *primaryEnv // given to every primary
-	dur          *durable    // the write-ahead log (nil without DataDir)
+	met          *serverMetrics    // metrics.go
+	metricsLn    *metrics.Listener // nil when off
+	penv         *primaryEnv       // given to every primary
+	dur          *durable          // the write-ahead log (nil without DataDir)
 	engines      []gnet.Engine
 	coordChanged chan struct{}
 	done         chan struct{}
@@ -184,7 +190,9 @@ func New(cfg Config) (*Server, error) {
 		done:      make(chan struct{}),
 
 		coordChanged: make(chan struct{}, 1),
+		met:          newServerMetrics(),
 	}
+	s.registerGauges()
 	s.dd.configure(cfg.sessionConfig())
 	if cfg.DataDir != "" {
 		if err := s.openDurable(); err != nil {
@@ -264,6 +272,9 @@ func (s *Server) Run(ctx context.Context) error {
 		}
 		ports = append(ports, p)
 		s.engines[i] = p.Engine()
+		if i == 0 {
+			s.met.client, s.met.budget = p, budget
+		}
 		port := 0
 		if a, ok := p.Addr().(*net.TCPAddr); ok {
 			port = a.Port
@@ -277,7 +288,13 @@ func (s *Server) Run(ctx context.Context) error {
 	if err := selfDial(s.addrs.client, ch.ready, s.cfg.Timing); err != nil {
 		return fmt.Errorf("server %d: client engine did not start: %w", s.cfg.ID, err)
 	}
-	s.log.Info().Str("client", s.addrs.client).Str("peer", s.addrs.peer).Str("ctl", s.addrs.ctl).Msg("listening")
+	if err := s.startMetrics(); err != nil {
+		return fmt.Errorf("server %d: metrics: %w", s.cfg.ID, err)
+	}
+	if s.metricsLn != nil {
+		defer s.metricsLn.Close()
+	}
+	s.log.Info().Str("client", s.addrs.client).Str("peer", s.addrs.peer).Str("ctl", s.addrs.ctl).Str("metrics", s.addrs.metrics).Msg("listening")
 	go s.heartbeatLoop(ctx)
 	if s.cfg.TuneGC {
 		go s.tuneGC(ctx)

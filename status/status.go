@@ -29,6 +29,10 @@ type Coordinator struct {
 	ClientAddr  string `json:"client_addr"`
 	ServersAddr string `json:"servers_addr"`
 	Role        string `json:"role"` // leader / follower / candidate / unknown
+	// MetricsAddr is the coordinator's Prometheus endpoint (its
+	// -metrics; GET /metrics and /sd), known only for the one that
+	// answered ("" otherwise or when off).
+	MetricsAddr string `json:"metrics_addr,omitempty"`
 }
 
 // Shard says who holds one shard; -1 means nobody.
@@ -71,4 +75,7 @@ type Server struct {
 	SnapshotBytes uint64 `json:"snapshot_bytes"`
 	LastSnapshot  string `json:"last_snapshot"`
 	DiskError     bool   `json:"disk_error"`
+	// MetricsAddr is where the server serves Prometheus metrics
+	// (GET /metrics; "" when it does not), from its heartbeat.
+	MetricsAddr string `json:"metrics_addr"`
 }

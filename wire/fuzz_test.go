@@ -108,6 +108,7 @@ func FuzzDecodeHeartbeat(f *testing.F) {
 	f.Add(AppendHeartbeat(nil, sampleHeartbeat()))
 	f.Add(AppendHeartbeat(nil, sampleHeartbeat())[:30])
 	f.Add(AppendHeartbeat(nil, linkHeartbeat()))
+	f.Add(AppendHeartbeat(nil, metricsHeartbeat()))
 	f.Add([]byte{})
 	f.Fuzz(func(t *testing.T, b []byte) {
 		h, err := DecodeHeartbeat(b)

@@ -177,6 +177,11 @@ type Heartbeat struct {
 	// Encoded after Durable (whose count is then written even when 0); a
 	// heartbeat without it decodes with the zero value.
 	Storage StorageReport
+	// MetricsAddr is where the server serves Prometheus metrics (""
+	// when it does not). Encoded after Storage (a server without a log
+	// then writes a storage report flagged absent); a heartbeat without
+	// it decodes with "".
+	MetricsAddr string
 }
 
 // StorageReport is a server's account of its write-ahead log.
@@ -228,7 +233,8 @@ func AppendHeartbeat(dst []byte, h *Heartbeat) []byte {
 	dst = binary.BigEndian.AppendUint64(dst, h.Sessions)
 	dst = binary.BigEndian.AppendUint64(dst, h.SessionRecords)
 	dst = binary.BigEndian.AppendUint64(dst, h.RSSBytes)
-	if len(h.Links) > 0 || len(h.Durable) > 0 || h.Storage.Fsync != "" {
+	more := h.Storage.Fsync != "" || h.MetricsAddr != "" // a storage report follows
+	if len(h.Links) > 0 || len(h.Durable) > 0 || more {
 		dst = binary.BigEndian.AppendUint16(dst, uint16(len(h.Links)))
 		for _, l := range h.Links {
 			dst = binary.BigEndian.AppendUint32(dst, l.Shard)
@@ -237,7 +243,7 @@ func AppendHeartbeat(dst []byte, h *Heartbeat) []byte {
 			dst = binary.BigEndian.AppendUint64(dst, uint64(l.Stalled))
 		}
 	}
-	if len(h.Durable) > 0 || h.Storage.Fsync != "" {
+	if len(h.Durable) > 0 || more {
 		dst = binary.BigEndian.AppendUint16(dst, uint16(len(h.Durable)))
 		for _, d := range h.Durable {
 			dst = binary.BigEndian.AppendUint32(dst, d.Shard)
@@ -254,9 +260,18 @@ func AppendHeartbeat(dst []byte, h *Heartbeat) []byte {
 		dst = binary.BigEndian.AppendUint64(dst, st.LogBytes)
 		dst = binary.BigEndian.AppendUint64(dst, st.SnapshotBytes)
 		dst = binary.BigEndian.AppendUint64(dst, uint64(st.SnapshotUnixMs))
+	} else if h.MetricsAddr != "" {
+		dst = append(dst, storageAbsent)
+	}
+	if h.MetricsAddr != "" {
+		dst = appendStr(dst, h.MetricsAddr)
 	}
 	return dst
 }
+
+// Storage report flags: bit 0 the log failed; storageAbsent alone: no
+// log (written only when a metrics address follows).
+const storageAbsent = 1 << 1
 
 // DecodeHeartbeat parses a heartbeat produced by AppendHeartbeat, or by
 // an older one that ended at CtlAddr or at RSSBytes.
@@ -284,13 +299,28 @@ func DecodeHeartbeat(b []byte) (Heartbeat, error) {
 		}
 		if r.err == nil && len(r.b) > 0 {
 			flags := r.u8()
-			h.Storage.Failed = flags&1 != 0
-			h.Storage.Fsync = r.str()
-			h.Storage.LogBytes = r.u64()
-			h.Storage.SnapshotBytes = r.u64()
-			h.Storage.SnapshotUnixMs = int64(r.u64())
-			if r.err == nil && h.Storage.Fsync == "" {
-				r.err = fmt.Errorf("%w: heartbeat storage report without a policy", ErrMalformed)
+			switch {
+			case flags == storageAbsent:
+				if r.err == nil && len(r.b) == 0 {
+					r.err = fmt.Errorf("%w: heartbeat without a log nor a metrics address", ErrMalformed)
+				}
+			case flags&^1 != 0:
+				r.err = fmt.Errorf("%w: heartbeat storage flags %#x", ErrMalformed, flags)
+			default:
+				h.Storage.Failed = flags&1 != 0
+				h.Storage.Fsync = r.str()
+				h.Storage.LogBytes = r.u64()
+				h.Storage.SnapshotBytes = r.u64()
+				h.Storage.SnapshotUnixMs = int64(r.u64())
+				if r.err == nil && h.Storage.Fsync == "" {
+					r.err = fmt.Errorf("%w: heartbeat storage report without a policy", ErrMalformed)
+				}
+			}
+		}
+		if r.err == nil && len(r.b) > 0 {
+			h.MetricsAddr = r.str()
+			if r.err == nil && h.MetricsAddr == "" {
+				r.err = fmt.Errorf("%w: heartbeat with an empty metrics address", ErrMalformed)
 			}
 		}
 	}

@@ -50,6 +50,13 @@ durability (each overrides the config file's setting of that name):
   -snapshot-bytes N    snapshot once the log holds N bytes (snapshot_bytes;
                        default 64 MiB; negative: never)
 
+metrics (Prometheus text format):
+  -metrics ADDR             serve /metrics and /sd (service discovery of every
+                            server's /metrics) on ADDR, e.g. 127.0.0.1:9100
+  -server-metrics-port P    each server's /metrics port on its host: 0 any free
+                            port (default; status --json shows metrics_addr),
+                            P > 0 port P + server id, -1 none
+
 servers on ssh hosts (each overrides the config file's setting of that name):
   -ssh-identity FILE         private key for ssh (ssh_identity)
   -ssh-known-hosts FILE      the only known-hosts file trusted (ssh_known_hosts)
@@ -96,6 +103,8 @@ func run() int {
 	fs.StringVar(&st.Fsync, "fsync", "", "")
 	fsyncSec := fs.Bool("fsync-secondary", false, "")
 	fs.Int64Var(&st.SnapshotBytes, "snapshot-bytes", 0, "")
+	fs.StringVar(&opts.MetricsAddr, "metrics", "", "")
+	fs.IntVar(&opts.ServerMetricsPort, "server-metrics-port", 0, "")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Print(usage + limitsUsage())

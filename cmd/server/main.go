@@ -47,6 +47,7 @@ func main() {
 	fs.BoolVar(&cfg.SyncSecondary, "fsync-secondary", false, "with -fsync always, a secondary acknowledges a write only once its own log synced it")
 	ft := fs.Duration("failure-timeout", 0, "the coordinator's failure timeout -t, from which every duration derives (0 = "+timing.DefaultFailureTimeout.String()+")")
 	fs.IntVar(&cfg.Loops, "loops", 0, "client event loops (default: one per CPU)")
+	fs.IntVar(&cfg.MetricsPort, "metrics-port", 0, "port of Prometheus /metrics on the -bind address (0 = any free port, -1 = none)")
 	limits.Flags(fs, &cfg.Limits)
 	// timing: exception — a runtime knob of the process, not a failure-related duration.
 	slack := fs.Duration("timer-slack", time.Millisecond, "timer slack of the process (Linux; 0 = the system's, 50µs)")

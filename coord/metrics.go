@@ -1,0 +1,233 @@
+package coord
+
+import (
+	"encoding/json"
+	"io"
+	"net"
+	"net/http"
+	"sort"
+	"strconv"
+	"sync"
+
+	"ftkv/coord/decide"
+	"ftkv/internal/metrics"
+	"ftkv/status"
+)
+
+// coordMetrics are the coordinator's Prometheus metrics, served with the
+// service-discovery document /sd on Options.MetricsAddr (-metrics).
+type coordMetrics struct {
+	reg        *metrics.Registry
+	heartbeats *metrics.Counter
+	mu         sync.Mutex
+	views      map[string]*metrics.Counter // by the core's reason
+	actions    map[string]*metrics.Counter // by kind
+}
+
+func newCoordMetrics() *coordMetrics {
+	m := &coordMetrics{reg: metrics.New(true), views: map[string]*metrics.Counter{}, actions: map[string]*metrics.Counter{}}
+	m.heartbeats = m.reg.Counter(`ftkv_coord_heartbeats_total`)
+	// Failovers are published views whose reason is "failover"; the
+	// series exist from the start so that rate() sees the first one.
+	for _, why := range []string{"failover", "re-seed", "seeded", "hand-back"} {
+		m.viewCounter(why)
+	}
+	for _, kind := range []string{"publish", "push", "kill", "spawn", "ask_seed", "freeze"} {
+		m.actionCounter(kind)
+	}
+	return m
+}
+
+func (m *coordMetrics) viewCounter(why string) *metrics.Counter {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.views[why]
+	if c == nil {
+		c = m.reg.Counter(`ftkv_coord_views_published_total{why=` + strconv.Quote(why) + `}`)
+		m.views[why] = c
+	}
+	return c
+}
+
+func (m *coordMetrics) actionCounter(kind string) *metrics.Counter {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	c := m.actions[kind]
+	if c == nil {
+		c = m.reg.Counter(`ftkv_coord_actions_total{action=` + strconv.Quote(kind) + `}`)
+		m.actions[kind] = c
+	}
+	return c
+}
+
+// acted counts the core's actions as the shell starts them.
+func (m *coordMetrics) acted(acts []decide.Action) {
+	for _, a := range acts {
+		kind := "other"
+		switch a.(type) {
+		case decide.Publish:
+			kind = "publish"
+		case decide.Push:
+			kind = "push"
+		case decide.Kill:
+			kind = "kill"
+		case decide.Spawn:
+			kind = "spawn"
+		case decide.AskSeed:
+			kind = "ask_seed"
+		case decide.Freeze:
+			kind = "freeze"
+		}
+		m.actionCounter(kind).Inc()
+	}
+}
+
+// registerGauges adds what is read from the coordinator at scrape time.
+func (c *Coordinator) registerGauges() {
+	r := c.met.reg
+	r.GaugeFunc(`ftkv_coord_view_epoch`, func() float64 {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		return float64(c.view.Epoch)
+	})
+	r.GaugeFunc(`ftkv_coord_leader`, func() float64 {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		if c.leading {
+			return 1
+		}
+		return 0
+	})
+	r.GaugeFunc(`ftkv_coord_raft_term`, func() float64 {
+		if c.rn == nil {
+			return 0
+		}
+		return float64(c.rn.r.CurrentTerm())
+	})
+	r.GaugeFunc(`ftkv_coord_output_buffered_bytes`, func() float64 { return float64(c.budget.Used()) })
+	r.Writer(c.writeClusterMetrics)
+}
+
+// writeClusterMetrics writes the cluster as status shows it: servers by
+// state, shards by state, and per server its keys, sessions, log size
+// and heartbeat age as the last heartbeat reported them.
+func (c *Coordinator) writeClusterMetrics(w io.Writer) {
+	if !c.isStarted() {
+		return
+	}
+	st := c.Status()
+	states := map[string]int{"serving": 0, "degraded": 0, "re-seeding": 0, "unavailable": 0, "down": 0, "starting": 0}
+	for _, s := range st.Servers {
+		states[s.State]++
+		id := strconv.Itoa(s.ID)
+		metrics.Sample(w, "ftkv_coord_server_keys", float64(s.PrimaryKeys), "server", id, "role", "primary")
+		metrics.Sample(w, "ftkv_coord_server_keys", float64(s.SecondaryKeys), "server", id, "role", "secondary")
+		metrics.Sample(w, "ftkv_coord_server_log_bytes", float64(s.LogBytes), "server", id)
+		metrics.Sample(w, "ftkv_coord_server_incarnation", float64(s.Incarnation), "server", id)
+	}
+	for _, name := range sortedKeys(states) {
+		metrics.Sample(w, "ftkv_coord_servers", float64(states[name]), "state", name)
+	}
+	shards := map[string]int{"serving": 0, "degraded": 0, "unavailable": 0}
+	for _, s := range st.Shards {
+		shards[s.State]++
+	}
+	for _, name := range sortedKeys(shards) {
+		metrics.Sample(w, "ftkv_coord_shards", float64(shards[name]), "state", name)
+	}
+}
+
+func (c *Coordinator) isStarted() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.started || c.leading
+}
+
+// sdGroup is one entry of Prometheus' HTTP service-discovery document.
+type sdGroup struct {
+	Targets []string          `json:"targets"`
+	Labels  map[string]string `json:"labels"`
+}
+
+// serviceDiscovery lists every process's metrics target it knows: this
+// coordinator and each server (gateways do not register with the
+// coordinator: scrape them from their own -metrics address).
+func (c *Coordinator) serviceDiscovery() []sdGroup {
+	out := []sdGroup{}
+	if c.metricsLn != nil {
+		out = append(out, sdGroup{Targets: []string{c.metricsAddr()}, Labels: map[string]string{"job": "ftkv", "ftkv_role": "coordinator", "ftkv_coordinator": strconv.Itoa(max(c.opts.ID, 0))}})
+	}
+	var st *status.Cluster
+	if c.isStarted() {
+		st = c.Status()
+	}
+	if st == nil {
+		return out
+	}
+	for _, s := range st.Servers {
+		if s.MetricsAddr == "" {
+			continue
+		}
+		out = append(out, sdGroup{Targets: []string{s.MetricsAddr}, Labels: map[string]string{
+			"job": "ftkv", "ftkv_role": "server", "ftkv_server": strconv.Itoa(s.ID), "ftkv_host": s.Host}})
+	}
+	return out
+}
+
+// startMetrics serves /metrics and /sd on Options.MetricsAddr, if set.
+func (c *Coordinator) startMetrics() error {
+	if c.opts.MetricsAddr == "" {
+		return nil
+	}
+	mux := http.NewServeMux()
+	mux.HandleFunc("GET /sd", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		_ = json.NewEncoder(w).Encode(c.serviceDiscovery())
+	})
+	l, err := metrics.Listen(c.opts.MetricsAddr, c.met.reg, mux)
+	if err != nil {
+		return err
+	}
+	c.metricsLn = l
+	c.log.Info().Str("addr", l.Addr()).Msg("metrics listening (/metrics, /sd)")
+	return nil
+}
+
+// metricsAddr is the address to advertise for /metrics: the bound one,
+// with the coordinator's bind address for an unspecified host.
+func (c *Coordinator) metricsAddr() string {
+	if c.metricsLn == nil {
+		return ""
+	}
+	a := c.metricsLn.Addr()
+	host, port, err := net.SplitHostPort(a)
+	if err != nil {
+		return a
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.IsUnspecified() {
+		host = c.opts.Bind
+		if ip2 := net.ParseIP(host); host == "" || (ip2 != nil && ip2.IsUnspecified()) {
+			host = "127.0.0.1"
+		}
+	}
+	return net.JoinHostPort(host, port)
+}
+
+// MetricsAddr is where /metrics and /sd are served ("" when off).
+func (c *Coordinator) MetricsAddr() string { return c.metricsAddr() }
+
+func sortedKeys(m map[string]int) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// closeMetrics stops serving /metrics and /sd.
+func (c *Coordinator) closeMetrics() {
+	if c.metricsLn != nil {
+		_ = c.metricsLn.Close()
+	}
+}

@@ -1,0 +1,64 @@
+package metrics
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+)
+
+func TestRegistryServesTextFormat(t *testing.T) {
+	r := New(false)
+	c := r.Counter(`t_ops_total{op="get"}`)
+	h := r.Histogram(`t_op_duration_seconds`)
+	r.GaugeFunc(`t_epoch`, func() float64 { return 7 })
+	r.Writer(func(w io.Writer) { Sample(w, "t_lag_entries", 3, "shard", "1") })
+	c.Add(2)
+	h.Update(20e-6)
+	h.Update(2)
+	l, err := Listen("127.0.0.1:0", r, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	resp, err := http.Get("http://" + l.Addr() + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if ct := resp.Header.Get("Content-Type"); !strings.HasPrefix(ct, "text/plain") {
+		t.Fatalf("content type %q", ct)
+	}
+	for _, want := range []string{
+		`t_ops_total{op="get"} 2`,
+		`t_op_duration_seconds_bucket{le="1e-05"} 0`,
+		`t_op_duration_seconds_bucket{le="2.5e-05"} 1`,
+		`t_op_duration_seconds_bucket{le="1"} 1`,
+		`t_op_duration_seconds_bucket{le="+Inf"} 2`,
+		`t_op_duration_seconds_count 2`,
+		`t_epoch 7`,
+		`t_lag_entries{shard="1"} 3`,
+	} {
+		if !bytes.Contains(body, []byte(want+"\n")) {
+			t.Errorf("missing %q in:\n%s", want, body)
+		}
+	}
+	if resp, err := http.Get("http://" + l.Addr() + "/other"); err != nil || resp.StatusCode != http.StatusNotFound {
+		t.Fatalf("GET /other: %v %v", resp.StatusCode, err)
+	}
+}
+
+// Two registries in one process never share a series (several servers
+// run in one test process).
+func TestRegistriesAreIndependent(t *testing.T) {
+	a, b := New(false), New(false)
+	a.Counter(`x_total`).Inc()
+	b.Counter(`x_total`)
+	var out bytes.Buffer
+	b.Write(&out)
+	if !strings.Contains(out.String(), "x_total 0\n") {
+		t.Fatalf("b: %s", out.String())
+	}
+}
