@@ -866,7 +866,7 @@ func (c *Coordinator) pushViewWithin(ctx context.Context, v wire.View, timeout t
 // returns are started in goroutines.
 func (c *Coordinator) heartbeat(hb wire.Heartbeat) wire.Status {
 	now := time.Now()
-	c.met.heartbeats.Inc()
+	c.met.heartbeat()
 	c.mu.Lock()
 	if int(hb.ID) >= len(c.nodes) {
 		c.mu.Unlock()

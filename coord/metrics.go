@@ -38,6 +38,20 @@ func newCoordMetrics() *coordMetrics {
 	return m
 }
 
+// published counts a view published for the core's reason why.
+func (m *coordMetrics) published(why string) {
+	if m != nil {
+		m.viewCounter(why).Inc()
+	}
+}
+
+// heartbeat counts a heartbeat received.
+func (m *coordMetrics) heartbeat() {
+	if m != nil {
+		m.heartbeats.Inc()
+	}
+}
+
 func (m *coordMetrics) viewCounter(why string) *metrics.Counter {
 	m.mu.Lock()
 	defer m.mu.Unlock()
@@ -60,8 +74,12 @@ func (m *coordMetrics) actionCounter(kind string) *metrics.Counter {
 	return c
 }
 
-// acted counts the core's actions as the shell starts them.
+// acted counts the core's actions as the shell starts them. Each
+// method is a no-op on a nil m (a Coordinator built by a test).
 func (m *coordMetrics) acted(acts []decide.Action) {
+	if m == nil {
+		return
+	}
 	for _, a := range acts {
 		kind := "other"
 		switch a.(type) {

@@ -18,7 +18,7 @@ func (c *Coordinator) publish(l leadership, a decide.Publish) {
 		l.send(decide.PublishFailed{Err: err})
 		return
 	}
-	c.met.viewCounter(a.Why).Inc()
+	c.met.published(a.Why)
 	ev := c.log.Info()
 	if a.Why == "failover" {
 		ev = c.log.Warn()
