@@ -1,8 +1,10 @@
 package gateway
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/tidwall/redcon"
@@ -108,7 +110,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 				err = errProtocol("expected '*', got '$'")
 			}
 			if err != nil {
-				cmds = append(cmds, command{proterr: protocolPrefix + err.Error()})
+				cmds = append(cmds, command{proterr: protocolError(err)})
 				s.quit.Store(true)
 				off = len(buf)
 				break
@@ -169,9 +171,52 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	}
 	s.mu.Unlock()
 	if start {
-		go s.work()
+		h.g.schedule(s)
 	}
 	return gnet.None
+}
+
+// workerIdle is how long an idle worker goroutine waits for another
+// session before it exits. timing: exception — a goroutine pool's
+// housekeeping, unrelated to the failure timeout.
+const workerIdle = 10 * time.Second
+
+// schedule runs s's queue on an idle worker goroutine, or a new one.
+// Workers are reused: a new goroutine's stack grows on every command
+// (the client library's calls are deep), which cost more than the
+// commands themselves.
+func (g *Gateway) schedule(s *session) {
+	select {
+	case g.ready <- s:
+	default:
+		go g.worker(s)
+	}
+}
+
+func (g *Gateway) worker(s *session) {
+	idle := time.NewTimer(workerIdle)
+	defer idle.Stop()
+	for {
+		s.work()
+		idle.Reset(workerIdle)
+		select {
+		case s = <-g.ready:
+		case <-idle.C:
+			return
+		case <-g.ctx.Done():
+			return
+		}
+	}
+}
+
+// protocolError is the answer to unparsable input, as Redis words it
+// (redcon's errors already start with "Protocol error: ").
+func protocolError(err error) string {
+	msg := err.Error()
+	if strings.HasPrefix(msg, "Protocol error: ") {
+		return "ERR " + msg
+	}
+	return protocolPrefix + msg
 }
 
 type errProtocol string

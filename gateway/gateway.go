@@ -76,6 +76,8 @@ type Gateway struct {
 	ctx    context.Context // ends when the gateway closes: commands in flight give up
 	cancel context.CancelFunc
 
+	ready chan *session // idle workers take sessions with commands to run here
+
 	nextID   atomic.Int64
 	clients  atomic.Int64
 	commands atomic.Uint64
@@ -100,7 +102,8 @@ func New(cfg Config) (*Gateway, error) {
 	if err := cfg.Limits.Validate(); err != nil {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
-	g := &Gateway{cfg: cfg, lim: cfg.Limits.WithDefaults(), log: cfg.Logger, errc: make(chan error, 3), started: time.Now()}
+	g := &Gateway{cfg: cfg, lim: cfg.Limits.WithDefaults(), log: cfg.Logger, errc: make(chan error, 3), started: time.Now(),
+		ready: make(chan *session)}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	return g, nil
 }

@@ -1,0 +1,110 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"sync"
+
+	"ftkv/client"
+	"ftkv/status"
+)
+
+// memStore is an in-memory Store with the cluster's semantics; fail, when
+// set, is returned by every call.
+type memStore struct {
+	mu   sync.Mutex
+	m    map[string][]byte
+	fail error
+}
+
+func newMemStore() *memStore { return &memStore{m: map[string][]byte{}} }
+
+func (s *memStore) Get(ctx context.Context, key string) ([]byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return nil, s.fail
+	}
+	v, ok := s.m[key]
+	if !ok {
+		return nil, client.ErrNotFound
+	}
+	return bytes.Clone(v), nil
+}
+
+func (s *memStore) Put(ctx context.Context, key string, value []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return s.fail
+	}
+	s.m[key] = bytes.Clone(value)
+	return nil
+}
+
+func (s *memStore) Delete(ctx context.Context, key string) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return s.fail
+	}
+	delete(s.m, key)
+	return nil
+}
+
+func (s *memStore) Append(ctx context.Context, key string, value []byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return s.fail
+	}
+	s.m[key] = append(bytes.Clone(s.m[key]), value...)
+	return nil
+}
+
+func (s *memStore) CompareAndSwapCurrent(ctx context.Context, key string, old, new []byte) (bool, []byte, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return false, nil, s.fail
+	}
+	cur, ok := s.m[key]
+	if old == nil && !ok || old != nil && ok && bytes.Equal(cur, old) {
+		s.m[key] = bytes.Clone(new)
+		return true, nil, nil
+	}
+	if !ok {
+		return false, nil, nil
+	}
+	return false, append([]byte{}, cur...), nil
+}
+
+func (s *memStore) Batch(ctx context.Context, ops []client.BatchOp) error {
+	for i := range ops {
+		op := &ops[i]
+		switch op.Kind {
+		case client.BatchGet:
+			v, err := s.Get(ctx, op.Key)
+			op.Value, op.Found = v, err == nil
+			if err != nil && !errors.Is(err, client.ErrNotFound) {
+				op.Err = err
+			}
+		case client.BatchPut:
+			op.Err = s.Put(ctx, op.Key, op.Value)
+		case client.BatchDelete:
+			op.Err = s.Delete(ctx, op.Key)
+		}
+	}
+	return nil
+}
+
+func (s *memStore) Status(ctx context.Context) (*status.Cluster, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return nil, s.fail
+	}
+	return &status.Cluster{Epoch: 7, Servers: []status.Server{{ID: 0, Addr: "127.0.0.1:1", State: "serving",
+		PrimaryKeys: uint64(len(s.m))}}, Shards: []status.Shard{{Shard: 0, Primary: 0, Secondary: -1, State: "serving"}}}, nil
+}

@@ -1,0 +1,309 @@
+package gateway
+
+import (
+	"bufio"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"ftkv/client"
+	"ftkv/limits"
+)
+
+func start(t *testing.T, st Store, tweak func(*Config)) *Gateway {
+	t.Helper()
+	cfg := Config{Store: st, Listen: "127.0.0.1:0", HTTP: "127.0.0.1:0", Timeout: 2 * time.Second,
+		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)}
+	if tweak != nil {
+		tweak(&cfg)
+	}
+	g, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = g.Close(ctx)
+	})
+	return g
+}
+
+// cmd encodes a command as a RESP array of bulk strings.
+func cmd(args ...string) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "*%d\r\n", len(args))
+	for _, a := range args {
+		fmt.Fprintf(&b, "$%d\r\n%s\r\n", len(a), a)
+	}
+	return b.String()
+}
+
+// exchange sends in on a new connection and reads exactly len(want) bytes.
+func exchange(t *testing.T, addr, in string, want string) {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := io.WriteString(nc, in); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(want))
+	n, err := io.ReadFull(nc, got)
+	if err != nil || string(got) != want {
+		t.Fatalf("sent %q\ngot  %q (%v)\nwant %q", in, got[:n], err, want)
+	}
+}
+
+// TestReplies checks answers byte for byte, in Redis 7's words, each
+// table row on a connection of its own.
+func TestReplies(t *testing.T) {
+	g := start(t, newMemStore(), nil)
+	for _, tc := range []struct{ name, in, want string }{
+		{"ping", cmd("PING"), "+PONG\r\n"},
+		{"ping msg", cmd("ping", "hi"), "$2\r\nhi\r\n"},
+		{"inline", "PING\r\necho  \"a b\"\r\n", "+PONG\r\n$3\r\na b\r\n"},
+		{"echo", cmd("ECHO", "x\r\ny"), "$4\r\nx\r\ny\r\n"},
+		{"get absent", cmd("GET", "nope"), "$-1\r\n"},
+		{"set get", cmd("SET", "k", "v\x00w") + cmd("GET", "k"), "+OK\r\n$3\r\nv\x00w\r\n"},
+		{"empty value", cmd("SET", "e", "") + cmd("GET", "e") + cmd("STRLEN", "e") + cmd("EXISTS", "e"), "+OK\r\n$0\r\n\r\n:0\r\n:1\r\n"},
+		{"unknown", cmd("FOO", "a", "b"), "-ERR unknown command 'FOO', with args beginning with: 'a' 'b' \r\n"},
+		{"unknown no args", cmd("foo"), "-ERR unknown command 'foo', with args beginning with: \r\n"},
+		{"arity", cmd("GET"), "-ERR wrong number of arguments for 'get' command\r\n"},
+		{"arity set", cmd("set", "a"), "-ERR wrong number of arguments for 'set' command\r\n"},
+		{"set ex", cmd("SET", "a", "1", "EX", "10"), "-" + string(errNoExpiry) + "\r\n"},
+		{"set keepttl", cmd("SET", "a", "1", "KEEPTTL"), "-" + string(errNoExpiry) + "\r\n"},
+		{"set syntax", cmd("SET", "a", "1", "NX", "XX"), "-ERR syntax error\r\n"},
+		{"set nx", cmd("SET", "n", "1", "NX") + cmd("SET", "n", "2", "NX") + cmd("GET", "n"), "+OK\r\n$-1\r\n$1\r\n1\r\n"},
+		{"set xx", cmd("SET", "x", "1", "XX") + cmd("SET", "x", "1") + cmd("SET", "x", "2", "XX") + cmd("GET", "x"), "$-1\r\n+OK\r\n+OK\r\n$1\r\n2\r\n"},
+		{"set get", cmd("SET", "sg", "1", "GET") + cmd("SET", "sg", "2", "GET"), "$-1\r\n$1\r\n1\r\n"},
+		{"set nx get", cmd("SET", "sng", "1", "NX", "GET") + cmd("SET", "sng", "2", "NX", "GET") + cmd("GET", "sng"), "$-1\r\n$1\r\n1\r\n$1\r\n1\r\n"},
+		{"setnx", cmd("SETNX", "s", "a") + cmd("SETNX", "s", "b") + cmd("GET", "s"), ":1\r\n:0\r\n$1\r\na\r\n"},
+		{"getset", cmd("GETSET", "gs", "a") + cmd("GETSET", "gs", "b"), "$-1\r\n$1\r\na\r\n"},
+		{"incr", cmd("INCR", "i") + cmd("INCRBY", "i", "41") + cmd("DECR", "i") + cmd("DECRBY", "i", "-3") + cmd("GET", "i"),
+			":1\r\n:42\r\n:41\r\n:44\r\n$2\r\n44\r\n"},
+		{"incr not int", cmd("SET", "ni", "1.5") + cmd("INCR", "ni") + cmd("SET", "nj", "007") + cmd("INCR", "nj"),
+			"+OK\r\n-ERR value is not an integer or out of range\r\n+OK\r\n-ERR value is not an integer or out of range\r\n"},
+		{"incrby not int", cmd("INCRBY", "ii", "x"), "-ERR value is not an integer or out of range\r\n"},
+		{"incr overflow", cmd("SET", "o", "9223372036854775807") + cmd("INCR", "o"), "+OK\r\n-ERR increment or decrement would overflow\r\n"},
+		{"append", cmd("APPEND", "ap", "hello") + cmd("APPEND", "ap", " world") + cmd("GET", "ap") + cmd("STRLEN", "ap"),
+			":5\r\n:11\r\n$11\r\nhello world\r\n:11\r\n"},
+		{"del exists", cmd("MSET", "d1", "a", "d2", "b") + cmd("EXISTS", "d1", "d2", "d3", "d1") + cmd("DEL", "d1", "d2", "d3", "d1") + cmd("EXISTS", "d1"),
+			"+OK\r\n:3\r\n:2\r\n:0\r\n"},
+		{"mset mget", cmd("MSET", "m1", "a", "m2", "b", "m1", "c") + cmd("MGET", "m1", "m2", "m3"), "+OK\r\n*3\r\n$1\r\nc\r\n$1\r\nb\r\n$-1\r\n"},
+		{"mset odd", cmd("MSET", "m1", "a", "m2"), "-ERR wrong number of arguments for 'mset' command\r\n"},
+		{"select", cmd("SELECT", "0") + cmd("SELECT", "1") + cmd("SELECT", "x"),
+			"+OK\r\n-ERR DB index is out of range\r\n-ERR value is not an integer or out of range\r\n"},
+		{"config get", cmd("CONFIG", "GET", "save") + cmd("CONFIG", "GET", "appendonly") + cmd("CONFIG", "GET", "whatever"),
+			"*2\r\n$4\r\nsave\r\n$0\r\n\r\n*2\r\n$10\r\nappendonly\r\n$2\r\nno\r\n*2\r\n$8\r\nwhatever\r\n$0\r\n\r\n"},
+		{"config sub", cmd("CONFIG", "FOO"), "-ERR unknown subcommand 'FOO'. Try CONFIG HELP.\r\n"},
+		{"client", cmd("CLIENT", "GETNAME") + cmd("CLIENT", "SETNAME", "app") + cmd("CLIENT", "GETNAME") + cmd("CLIENT", "SETNAME", "a b") +
+			cmd("CLIENT", "SETINFO", "lib-name", "x") + cmd("CLIENT", "NOPE"),
+			"$-1\r\n+OK\r\n$3\r\napp\r\n-" + string(errClientName) + "\r\n+OK\r\n-ERR unknown subcommand 'NOPE'. Try CLIENT HELP.\r\n"},
+		{"command count", cmd("COMMAND", "COUNT"), fmt.Sprintf(":%d\r\n", len(specs))},
+		{"hello 3", cmd("HELLO", "3") + cmd("GET", "absent") + cmd("MGET", "absent") + cmd("HELLO", "2") + cmd("GET", "absent"),
+			"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.0.0\r\n$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:"},
+		{"hello bad", cmd("HELLO", "4"), "-NOPROTO unsupported protocol version\r\n"},
+		{"too large key", cmd("GET", strings.Repeat("k", maxKey+1)), "-ERR key of 65537 bytes is over ftkv's limit of 65536 bytes\r\n"},
+		{"too large value", cmd("SET", "k", strings.Repeat("v", maxValue+1)), "-ERR value of 1048577 bytes is over ftkv's limit of 1048576 bytes\r\n"},
+		{"dbsize", cmd("SET", "db", "1") + cmd("DBSIZE"), "+OK\r\n:"},
+		{"quit", cmd("QUIT") + cmd("PING"), "+OK\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { exchange(t, g.Addr(), tc.in, tc.want) })
+	}
+}
+
+func TestHello3Nulls(t *testing.T) {
+	g := start(t, newMemStore(), nil)
+	nc, err := net.Dial("tcp", g.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	io.WriteString(nc, cmd("HELLO", "3")+cmd("GET", "absent")+cmd("MGET", "absent", "absent")+cmd("CONFIG", "GET", "save")+cmd("PING"))
+	r := bufio.NewReader(nc)
+	var lines []string
+	for len(lines) < 60 {
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		l, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatalf("after %q: %v", lines, err)
+		}
+		lines = append(lines, l)
+		if l == "+PONG\r\n" {
+			break
+		}
+	}
+	got := strings.Join(lines, "")
+	want := "$7\r\nmodules\r\n*0\r\n_\r\n*2\r\n_\r\n_\r\n%1\r\n$4\r\nsave\r\n$0\r\n\r\n+PONG\r\n"
+	if !strings.HasSuffix(got, want) {
+		t.Fatalf("got %q\nwant suffix %q", got, want)
+	}
+}
+
+// TestPipelineInOrder sends thousands of commands in one write, same keys
+// and distinct ones mixed, and checks every answer in order.
+func TestPipelineInOrder(t *testing.T) {
+	g := start(t, newMemStore(), func(c *Config) { c.Limits.MaxInflight = 100 })
+	var in, want strings.Builder
+	const n = 3000
+	for i := 0; i < n; i++ {
+		k := fmt.Sprintf("k%d", i%50)
+		v := fmt.Sprint(i)
+		in.WriteString(cmd("SET", k, v) + cmd("GET", k) + cmd("INCR", "counter"))
+		fmt.Fprintf(&want, "+OK\r\n$%d\r\n%s\r\n:%d\r\n", len(v), v, i+1)
+	}
+	exchange(t, g.Addr(), in.String(), want.String())
+}
+
+func TestProtocolErrorCloses(t *testing.T) {
+	g := start(t, newMemStore(), nil)
+	exchange(t, g.Addr(), cmd("PING")+"*1\r\n$x\r\n", "+PONG\r\n-ERR Protocol error: invalid bulk length\r\n")
+	nc, err := net.Dial("tcp", g.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	io.WriteString(nc, "*1\r\n$x\r\n")
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if b, err := io.ReadAll(nc); err != nil || !strings.HasPrefix(string(b), "-ERR Protocol error") {
+		t.Fatalf("read %q, %v: want the error then end of stream", b, err)
+	}
+}
+
+func TestRequestOverLimit(t *testing.T) {
+	g := start(t, newMemStore(), func(c *Config) { c.MaxRequest = 4096 })
+	nc, err := net.Dial("tcp", g.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	io.WriteString(nc, "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$100000\r\n"+strings.Repeat("v", 8000))
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, _ := io.ReadAll(nc)
+	if !strings.HasPrefix(string(b), "-ERR Protocol error: request over the gateway's limit of 4096 bytes") {
+		t.Fatalf("read %q", b)
+	}
+}
+
+func TestMaxClients(t *testing.T) {
+	g := start(t, newMemStore(), func(c *Config) { c.Limits = limits.Config{MaxClients: 2} })
+	var conns []net.Conn
+	for i := 0; i < 2; i++ {
+		nc, err := net.Dial("tcp", g.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		conns = append(conns, nc)
+	}
+	exchangeOn(t, conns[0], cmd("PING"), "+PONG\r\n")
+	exchangeOn(t, conns[1], cmd("PING"), "+PONG\r\n")
+	nc, err := net.Dial("tcp", g.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	b, _ := io.ReadAll(nc)
+	if string(b) != errMaxClients {
+		t.Fatalf("third connection read %q, want %q", b, errMaxClients)
+	}
+}
+
+func exchangeOn(t *testing.T, nc net.Conn, in, want string) {
+	t.Helper()
+	io.WriteString(nc, in)
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	got := make([]byte, len(want))
+	if _, err := io.ReadFull(nc, got); err != nil || string(got) != want {
+		t.Fatalf("got %q (%v), want %q", got, err, want)
+	}
+}
+
+// TestClusterErrors: a shard without a live copy answers CLUSTERDOWN, no
+// answer in time TRYAGAIN, both in RESP and as 503 over HTTP.
+func TestClusterErrors(t *testing.T) {
+	st := newMemStore()
+	g := start(t, st, nil)
+	st.fail = fmt.Errorf("%w (last error: %v)", context.DeadlineExceeded, fmt.Errorf("%w: shard 1", client.ErrUnavailable))
+	exchange(t, g.Addr(), cmd("GET", "k"), "-CLUSTERDOWN context deadline exceeded (last error: ftkv: shard unavailable: shard 1)\r\n")
+	st.fail = fmt.Errorf("%w (last error: connection refused)", context.DeadlineExceeded)
+	exchange(t, g.Addr(), cmd("SET", "k", "v")+cmd("SET", "k", "v", "NX"), "-TRYAGAIN ftkv did not answer in time")
+	st.fail = nil
+}
+
+func TestObserve(t *testing.T) {
+	var mu sync.Mutex
+	seen := map[string]int{}
+	errs := 0
+	g := start(t, newMemStore(), func(c *Config) {
+		c.Observe = func(cmd string, d time.Duration, err error) {
+			mu.Lock()
+			defer mu.Unlock()
+			seen[cmd]++
+			if err != nil {
+				errs++
+			}
+		}
+	})
+	exchange(t, g.Addr(), cmd("SET", "a", "1")+cmd("SET", "b", "1")+cmd("GET", "a")+cmd("INCR", "a")+cmd("NOPE"),
+		"+OK\r\n+OK\r\n$1\r\n1\r\n:2\r\n-ERR unknown command 'NOPE', with args beginning with: \r\n")
+	mu.Lock()
+	defer mu.Unlock()
+	if seen["set"] != 2 || seen["get"] != 1 || seen["incr"] != 1 || seen["unknown"] != 1 || errs != 1 {
+		t.Fatalf("observed %v with %d errors", seen, errs)
+	}
+}
+
+// TestNeverReadingClientBounded: a client pipelining GETs of a 1 MiB value
+// and never reading its answers is closed; the gateway's heap stays small.
+func TestNeverReadingClientBounded(t *testing.T) {
+	st := newMemStore()
+	st.m["big"] = make([]byte, maxValue)
+	g := start(t, st, nil)
+	nc, err := net.Dial("tcp", g.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	req := []byte(strings.Repeat(cmd("GET", "big"), 1000))
+	var peak uint64
+	var ms runtime.MemStats
+	deadline := time.Now().Add(20 * time.Second)
+	closed := false
+	for time.Now().Before(deadline) && !closed {
+		_ = nc.SetWriteDeadline(time.Now().Add(200 * time.Millisecond))
+		if _, err := nc.Write(req); err != nil && !isTimeout(err) {
+			closed = true
+		}
+		runtime.ReadMemStats(&ms)
+		peak = max(peak, ms.HeapInuse)
+	}
+	t.Logf("peak heap in use %d MiB; closed by the gateway: %v", peak>>20, closed)
+	if !closed {
+		t.Fatal("a client that never reads was not closed within 20s")
+	}
+	if peak > 512<<20 {
+		t.Fatalf("heap peaked at %d MiB", peak>>20)
+	}
+}
+
+func isTimeout(err error) bool {
+	ne, ok := err.(net.Error)
+	return ok && ne.Timeout()
+}

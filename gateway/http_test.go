@@ -1,0 +1,99 @@
+package gateway
+
+import (
+	"encoding/json"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+
+	"ftkv/status"
+)
+
+type httpResult struct {
+	code int
+	body string
+	etag string
+}
+
+func do(t *testing.T, method, url, body string, hdr ...string) httpResult {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return httpResult{resp.StatusCode, string(b), resp.Header.Get("ETag")}
+}
+
+func TestHTTPKV(t *testing.T) {
+	st := newMemStore()
+	g := start(t, st, nil)
+	base := "http://" + g.HTTPAddr()
+	kv := base + "/v1/kv/"
+	expect := func(r httpResult, code int, body string) {
+		t.Helper()
+		if r.code != code || body != "*" && r.body != body {
+			t.Fatalf("got %d %q, want %d %q", r.code, r.body, code, body)
+		}
+	}
+	expect(do(t, "GET", kv+"greeting", ""), 404, "not found\n")
+	put := do(t, "PUT", kv+"greeting", "hello")
+	expect(put, 204, "")
+	got := do(t, "GET", kv+"greeting", "")
+	expect(got, 200, "hello")
+	if got.etag != etag([]byte("hello")) || put.etag != got.etag {
+		t.Fatalf("ETag %q after PUT, %q on GET, want %q", put.etag, got.etag, etag([]byte("hello")))
+	}
+	// Compare-and-swap.
+	expect(do(t, "PUT", kv+"greeting", "bye", "If-Match", `"0000"`), 412, "*")
+	expect(do(t, "PUT", kv+"greeting", "bye", "If-Match", `"0000", `+got.etag), 204, "")
+	expect(do(t, "GET", kv+"greeting", ""), 200, "bye")
+	expect(do(t, "PUT", kv+"greeting", "again", "If-None-Match", "*"), 412, "*")
+	expect(do(t, "PUT", kv+"fresh", "1", "If-None-Match", "*"), 204, "")
+	expect(do(t, "PUT", kv+"absent", "1", "If-Match", "*"), 412, "*")
+	expect(do(t, "PUT", kv+"fresh", "2", "If-Match", "*"), 204, "")
+	expect(do(t, "GET", kv+"fresh", ""), 200, "2")
+	expect(do(t, "PUT", kv+"fresh", "3", "If-None-Match", `"x"`), 400, "*")
+	// Append, delete.
+	expect(do(t, "POST", kv+"log?append", "a"), 204, "")
+	expect(do(t, "POST", kv+"log?append", "b"), 204, "")
+	expect(do(t, "GET", kv+"log", ""), 200, "ab")
+	expect(do(t, "POST", kv+"log", "c"), 400, "*")
+	expect(do(t, "DELETE", kv+"log", ""), 204, "")
+	expect(do(t, "GET", kv+"log", ""), 404, "*")
+	expect(do(t, "DELETE", kv+"log", ""), 204, "")
+	expect(do(t, "PATCH", kv+"log", ""), 405, "*")
+	// Keys with any bytes, escaped.
+	expect(do(t, "PUT", kv+"a%2Fb%00c%20d", "bin"), 204, "")
+	if v := st.m["a/b\x00c d"]; string(v) != "bin" {
+		t.Fatalf("escaped key stored as %q", st.m)
+	}
+	expect(do(t, "GET", kv+"a/b%00c%20d", ""), 200, "bin")
+	expect(do(t, "GET", kv, ""), 400, "*")
+	// Limits.
+	expect(do(t, "PUT", kv+"big", strings.Repeat("x", maxValue+1)), 413, "*")
+	expect(do(t, "PUT", kv+"big", strings.Repeat("x", maxValue)), 204, "")
+	expect(do(t, "GET", kv+strings.Repeat("k", maxKey+1), ""), 413, "*")
+	expect(do(t, "GET", base+"/v2/x", ""), 404, "*")
+}
+
+func TestHTTPStatus(t *testing.T) {
+	g := start(t, newMemStore(), nil)
+	r := do(t, "GET", "http://"+g.HTTPAddr()+"/v1/status", "")
+	var st status.Cluster
+	if r.code != 200 || json.Unmarshal([]byte(r.body), &st) != nil || st.Epoch != 7 || len(st.Servers) != 1 {
+		t.Fatalf("status: %d %q", r.code, r.body)
+	}
+	if !strings.Contains(r.body, `"primary_keys":0`) || !strings.Contains(r.body, `"coordinators":[]`) {
+		t.Fatalf("status is not client status --json's document: %s", r.body)
+	}
+}
