@@ -68,7 +68,7 @@ type Gateway struct {
 	cfg     Config
 	lim     limits.Config
 	log     zerolog.Logger
-	port    *connlimit.Port
+	port    atomic.Pointer[connlimit.Port] // set by Start (read by workers: no other edge orders them)
 	httpSrv *http.Server
 	httpLn  net.Listener
 	errc    chan error
@@ -129,7 +129,7 @@ func (g *Gateway) Start() error {
 	if err != nil {
 		return fmt.Errorf("gateway: listen %s: %w", g.cfg.Listen, err)
 	}
-	g.port = p
+	g.port.Store(p)
 	go func() {
 		if err := <-p.Err(); err != nil {
 			g.errc <- err
@@ -145,7 +145,7 @@ func (g *Gateway) Start() error {
 }
 
 // Addr is the bound RESP address.
-func (g *Gateway) Addr() string { return g.port.Addr().String() }
+func (g *Gateway) Addr() string { return g.port.Load().Addr().String() }
 
 // HTTPAddr is the bound HTTP address ("" without one).
 func (g *Gateway) HTTPAddr() string {
@@ -170,8 +170,8 @@ func (g *Gateway) Close(ctx context.Context) error {
 		if g.httpSrv != nil {
 			err = g.httpSrv.Shutdown(ctx)
 		}
-		if g.port != nil {
-			if perr := g.port.Stop(ctx); perr != nil && err == nil {
+		if p := g.port.Load(); p != nil {
+			if perr := p.Stop(ctx); perr != nil && err == nil {
 				err = perr
 			}
 		}

@@ -240,11 +240,10 @@ func exchangeOn(t *testing.T, nc net.Conn, in, want string) {
 func TestClusterErrors(t *testing.T) {
 	st := newMemStore()
 	g := start(t, st, nil)
-	st.fail = fmt.Errorf("%w (last error: %v)", context.DeadlineExceeded, fmt.Errorf("%w: shard 1", client.ErrUnavailable))
+	st.setFail(fmt.Errorf("%w (last error: %v)", context.DeadlineExceeded, fmt.Errorf("%w: shard 1", client.ErrUnavailable)))
 	exchange(t, g.Addr(), cmd("GET", "k"), "-CLUSTERDOWN context deadline exceeded (last error: ftkv: shard unavailable: shard 1)\r\n")
-	st.fail = fmt.Errorf("%w (last error: connection refused)", context.DeadlineExceeded)
+	st.setFail(fmt.Errorf("%w (last error: connection refused)", context.DeadlineExceeded))
 	exchange(t, g.Addr(), cmd("SET", "k", "v")+cmd("SET", "k", "v", "NX"), "-TRYAGAIN ftkv did not answer in time")
-	st.fail = nil
 }
 
 func TestObserve(t *testing.T) {

@@ -126,7 +126,7 @@ func (g *Gateway) infoSection(b *strings.Builder, sec string, st *status.Cluster
 		line("os", runtime.GOOS)
 		line("arch_bits", strconv.IntSize)
 		line("process_id", os.Getpid())
-		line("tcp_port", g.port.Addr().(*net.TCPAddr).Port)
+		line("tcp_port", g.port.Load().Addr().(*net.TCPAddr).Port)
 		up := time.Since(g.started)
 		line("uptime_in_seconds", int64(up.Seconds()))
 		line("uptime_in_days", int64(up.Hours()/24))
@@ -137,7 +137,7 @@ func (g *Gateway) infoSection(b *strings.Builder, sec string, st *status.Cluster
 	case "stats":
 		b.WriteString("# Stats\r\n")
 		line("total_commands_processed", g.commands.Load())
-		line("rejected_connections", g.port.Rejected())
+		line("rejected_connections", g.port.Load().Rejected())
 	case "replication":
 		// Every key has a primary and a secondary copy in the cluster;
 		// the gateway itself is a front door, the "master" of nothing.
@@ -194,8 +194,8 @@ func (g *Gateway) configParams(ctx context.Context) [][2]string {
 			}
 		}
 	}
-	port := strconv.Itoa(g.port.Addr().(*net.TCPAddr).Port)
-	host, _, _ := net.SplitHostPort(g.port.Addr().String())
+	port := strconv.Itoa(g.port.Load().Addr().(*net.TCPAddr).Port)
+	host, _, _ := net.SplitHostPort(g.port.Load().Addr().String())
 	return [][2]string{
 		{"save", ""}, // no snapshots on a schedule: the servers log every write
 		{"appendonly", aof},
