@@ -26,7 +26,7 @@ import (
 	"ftkv/gateway"
 )
 
-const usage = `usage: gateway -h <coord_host> -p <coord_port> [-listen 127.0.0.1:6380] [-http <addr>] [flags]
+const usage = `usage: gateway -h <coord_host> -p <coord_port> [-listen 127.0.0.1:6380] [-http <addr>] [-metrics <addr>] [flags]
        gateway -h <host:port,host:port,...> [flags]
 
 Serves Redis clients (redis-cli, redis-benchmark, client libraries; RESP2,
@@ -59,6 +59,7 @@ func run(args []string) int {
 	var cfg gateway.Config
 	fs.StringVar(&cfg.Listen, "listen", gateway.DefaultListen, "RESP (Redis protocol) address")
 	fs.StringVar(&cfg.HTTP, "http", "", "HTTP API address (empty: none)")
+	metricsAddr := fs.String("metrics", "", "Prometheus /metrics address (empty: none)")
 	fs.DurationVar(&cfg.Timeout, "timeout", gateway.DefaultTimeout, "longest wait of one command for the cluster")
 	fs.IntVar(&cfg.Limits.MaxClients, "max-clients", 0, "open RESP connections (default 10000)")
 	fs.IntVar(&cfg.Limits.MaxInflight, "max-inflight", 0, "commands read but not answered per connection (default 4096)")
@@ -113,6 +114,8 @@ func run(args []string) int {
 	}
 	defer cl.Close()
 	cfg.Store, cfg.Logger = cl, log
+	met := gateway.NewMetrics()
+	cfg.Observe = met.Observe
 	g, err := gateway.New(cfg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%v\n", err)
@@ -121,6 +124,17 @@ func run(args []string) int {
 	if err := g.Start(); err != nil {
 		fmt.Fprintf(os.Stderr, "%v\n", err)
 		return 1
+	}
+	if *metricsAddr != "" {
+		met.Attach(g)
+		ml, err := met.Listen(*metricsAddr)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "gateway: -metrics %s: %v\n", *metricsAddr, err)
+			_ = g.Close(context.Background())
+			return 1
+		}
+		defer ml.Close()
+		log.Info().Str("addr", ml.Addr()).Msg("metrics listening")
 	}
 	ev := log.Info().Str("resp", g.Addr()).Str("coordinator", coord)
 	if a := g.HTTPAddr(); a != "" {
