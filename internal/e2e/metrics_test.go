@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"net"
 	"net/http"
 	"sort"
 	"strconv"
@@ -16,6 +17,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/rs/zerolog"
+
+	"ftkv/client"
+	"ftkv/gateway"
 	"ftkv/internal/testkit/testcluster"
 )
 
@@ -181,8 +186,9 @@ func labels2match(labels []string) []string {
 	return m
 }
 
-// TestMetricsUnderLoad scrapes /metrics from the coordinator and every
-// server twice while clients write and read, and checks what an operator
+// TestMetricsUnderLoad scrapes /metrics from the coordinator, every
+// server and a gateway twice while clients write and read (through the Go
+// client and, in RESP, through the gateway), and checks what an operator
 // would look at: operations and their latency histograms grow, the
 // service-discovery document lists every server's target and each
 // answers, and a failover shows in the coordinator's counters and the
@@ -222,7 +228,13 @@ func TestMetricsUnderLoad(t *testing.T) {
 		}
 	}
 
-	// Load: writers and readers over a few thousand keys.
+	// A gateway, as bin/gateway -metrics runs it (gateways are not in
+	// /sd: the coordinator does not know them).
+	respAddr, gwMetrics := metricsGateway(t, c)
+	targets["gateway"] = gwMetrics
+
+	// Load: writers and readers over a few thousand keys, and a Redis
+	// client through the gateway.
 	cl := c.Client()
 	ctx, cancel := context.WithCancel(context.Background())
 	var puts, gets atomic.Int64
@@ -246,6 +258,32 @@ func TestMetricsUnderLoad(t *testing.T) {
 			}
 		}()
 	}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		nc, err := net.Dial("tcp", respAddr)
+		if err != nil {
+			t.Error(err)
+			return
+		}
+		defer nc.Close()
+		go func() { <-ctx.Done(); nc.Close() }()
+		br := bufio.NewReader(nc)
+		for i := 0; ctx.Err() == nil; i++ {
+			k, v := fmt.Sprintf("g-%d", i%100), fmt.Sprintf("v%d", i)
+			fmt.Fprintf(nc, "*3\r\n$3\r\nSET\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n*2\r\n$3\r\nGET\r\n$%d\r\n%s\r\n", len(k), k, len(v), v, len(k), k)
+			ok, err1 := br.ReadString('\n')
+			bulk, err2 := br.ReadString('\n')
+			got, err3 := br.ReadString('\n')
+			if err1 != nil || err2 != nil || err3 != nil {
+				return // the load stopped
+			}
+			if ok != "+OK\r\n" || bulk != fmt.Sprintf("$%d\r\n", len(v)) || got != v+"\r\n" {
+				t.Errorf("gateway answered %q %q %q to SET/GET %s %s", ok, bulk, got, k, v)
+				return
+			}
+		}
+	}()
 	stopLoad := func() {
 		cancel()
 		wg.Wait()
@@ -274,6 +312,19 @@ func TestMetricsUnderLoad(t *testing.T) {
 	var putsSeen float64
 	for who := range targets {
 		a, b := first[who], second[who]
+		if who == "gateway" {
+			for _, cmd := range []string{"set", "get"} {
+				ca, cb := a.get("ftkv_gateway_commands_total", "cmd", cmd, "outcome", "ok"), b.get("ftkv_gateway_commands_total", "cmd", cmd, "outcome", "ok")
+				if cb <= ca {
+					t.Fatalf("gateway: %s commands did not move: %v -> %v", cmd, ca, cb)
+				}
+				checkHistogram(t, who, b, "ftkv_gateway_command_duration_seconds", "cmd", cmd)
+			}
+			if b.get("ftkv_gateway_connections") < 1 {
+				t.Fatalf("gateway: %v connections", b.get("ftkv_gateway_connections"))
+			}
+			continue
+		}
 		if who == "coordinator" {
 			if b.get("ftkv_coord_heartbeats_total") <= a.get("ftkv_coord_heartbeats_total") {
 				t.Fatalf("coordinator heartbeats did not move: %v -> %v", a.get("ftkv_coord_heartbeats_total"), b.get("ftkv_coord_heartbeats_total"))
@@ -352,4 +403,34 @@ func TestMetricsUnderLoad(t *testing.T) {
 	if reseeds == 0 {
 		t.Fatal("no re-seeding counted by the respawned server's primaries")
 	}
+}
+
+// metricsGateway runs a gateway over c in this process with its metrics
+// served as bin/gateway -metrics serves them; it returns the RESP and the
+// metrics addresses.
+func metricsGateway(t *testing.T, c *testcluster.Cluster) (resp, metricsAddr string) {
+	t.Helper()
+	cl := c.Client(client.WithConnsPerServer(2))
+	met := gateway.NewMetrics()
+	g, err := gateway.New(gateway.Config{Store: cl, Listen: "127.0.0.1:0", Observe: met.Observe,
+		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	met.Attach(g)
+	ml, err := met.Listen("127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = ml.Close()
+		_ = g.Close(ctx)
+		cl.Close()
+	})
+	return g.Addr(), ml.Addr()
 }
