@@ -200,7 +200,7 @@ func (s *Server) openDurable() error {
 		return fmt.Errorf("server %d: recovering %s: %w", s.cfg.ID, dir, err)
 	}
 	snapTook := time.Since(start)
-	l, rec, err := wal.Open(filepath.Join(dir, "wal"), wal.Options{Policy: pol, FS: s.cfg.walFS, Start: seg}, func(r []byte) error {
+	l, rec, err := wal.Open(filepath.Join(dir, "wal"), wal.Options{Policy: pol, FS: s.cfg.walFS, Start: seg, OnSync: s.met.observeSync}, func(r []byte) error {
 		return s.replay(r, secs, d)
 	})
 	if err != nil {
