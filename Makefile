@@ -1,7 +1,7 @@
 # ftkv — see README.md.
 GO      ?= go
 BIN     := bin
-CMDS    := coord server client bench
+CMDS    := coord server client bench gateway
 # Fixed ports for `make run` (README names them).
 CLIENT_PORT  ?= 7000
 SERVERS_PORT ?= 7001
@@ -32,6 +32,7 @@ test: build vet
 	scripts/readme-smoke.sh
 	scripts/readme-remote.sh
 	scripts/readme-group.sh
+	scripts/readme-gateway.sh
 	BENCH_DURATION=1s BENCH_REPS=1 scripts/bench-compare.sh --check
 
 vet:

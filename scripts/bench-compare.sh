@@ -12,11 +12,17 @@
 # Matrix: 50 connections (BENCH_CONNS), 100-byte values (BENCH_SIZE), 100,000
 # keys (BENCH_KEYS); SET (ratio 0) and GET (ratio 1, after a preload) with
 # pipeline 1 and 16; SET and GET with 1 connection (latency); and SET against
-# Redis with a replica and WAIT 1 after every SET.
+# Redis with a replica and WAIT 1 after every SET. Then redis-benchmark
+# (-t set,get, same connections, keys and value size, -P 1 and -P 16)
+# against bin/gateway (pinned with the servers) and against Redis: the
+# gateway's extra hop (targets: >= 0.5x Redis at P1, >= 0.4x at P16).
 #
 # It starts: a Redis (persistence off), a second Redis with a replica for the
-# WAIT row, and a default ftkv cluster (bin/coord with config.txt), all on
-# free ports; and stops every process it started, by pid, on any exit.
+# WAIT row, a default ftkv cluster (bin/coord with config.txt) and a
+# bin/gateway in front of it, all on free ports; and stops every process it
+# started, by pid, on any exit. redis-benchmark runs a number of requests,
+# not a duration: BENCH_GW_N1 and BENCH_GW_N16 (default: 25,000 and
+# 100,000 per second of BENCH_DURATION) per test.
 # Environment: BENCH_DURATION (10s) BENCH_REPS (3) BENCH_CONNS (50)
 # BENCH_KEYS (100000) BENCH_SIZE (100) BENCH_CONFIG (config.txt)
 # BENCH_SERVER_CPUS (0) BENCH_LOAD_CPUS (1) BENCH_RESULTS (copy the raw
@@ -232,12 +238,87 @@ for rep in $(seq "$REPS"); do
 	done
 done
 
+# --- redis-benchmark through the gateway ---------------------------------------
+GW_PORT=$(free_port)
+"${PIN_SRV[@]}" "$BIN/gateway" -h 127.0.0.1 -p "$FTKV_PORT" -listen "127.0.0.1:$GW_PORT" -log "$WORK/gateway.log" \
+	</dev/null >"$WORK/gateway.out" 2>&1 &
+GW_PID=$!
+PIDS+=("$GW_PID")
+for _ in $(seq 100); do
+	[ "$(redis-cli -p "$GW_PORT" ping 2>/dev/null || true)" = PONG ] && break
+	kill -0 "$GW_PID" 2>/dev/null || die "bin/gateway exited: $(cat "$WORK/gateway.out")"
+	sleep 0.1
+done
+[ "$(redis-cli -p "$GW_PORT" ping 2>/dev/null || true)" = PONG ] || die "bin/gateway did not answer PING (see $WORK/gateway.log)"
+SECS=${DURATION%s}
+case $SECS in '' | *[!0-9]*) SECS=10 ;; esac
+GW_N1=${BENCH_GW_N1:-$((SECS * 25000))}
+GW_N16=${BENCH_GW_N16:-$((SECS * 100000))}
+GW_RESULTS=$WORK/redis-benchmark.csv
+: >"$GW_RESULTS"
+
+# rb TARGET PORT PIPELINE N: one redis-benchmark run of SET then GET; its
+# rows appended as "target,P,test,rps,p99".
+rb() {
+	local target=$1 port=$2 pipe=$3 n=$4
+	if ! child "${PIN_LOAD[@]}" redis-benchmark -h 127.0.0.1 -p "$port" -t set,get -c "$CONNS" -n "$n" -r "$KEYS" \
+		-d "$SIZE" -P "$pipe" --csv >"$WORK/rb.csv" 2>>"$WORK/rb.err"; then
+		FAILED=$((FAILED + 1))
+		say "redis-benchmark failed: $target -P $pipe: $(tail -n 1 "$WORK/rb.err")"
+	fi
+	# "SET","89285.71","0.291","0.080","0.279","0.391","0.511","1.351"
+	awk -F'"' -v t="$target" -v p="$pipe" '$2 == "SET" || $2 == "GET" { print t "," p "," $2 "," $4 "," $14 }' \
+		"$WORK/rb.csv" >>"$GW_RESULTS"
+	return 0
+}
+for rep in $(seq "$REPS"); do
+	say "redis-benchmark repetition $rep of $REPS"
+	for pipe in 1 16; do
+		n=$GW_N1
+		[ "$pipe" = 16 ] && n=$GW_N16
+		if [ $((rep % 2)) = 1 ]; then
+			rb gateway "$GW_PORT" "$pipe" "$n"
+			rb redis "$REDIS_PORT" "$pipe" "$n"
+		else
+			rb redis "$REDIS_PORT" "$pipe" "$n"
+			rb gateway "$GW_PORT" "$pipe" "$n"
+		fi
+	done
+done
+
 [ -n "${BENCH_RESULTS:-}" ] && cp "$RESULTS" "$BENCH_RESULTS"
 CHECK_ARGS=()
 [ "$CHECK" = 1 ] && CHECK_ARGS=(-check)
 "$BIN/bench" -mode compare "${CHECK_ARGS[@]}" "$RESULTS"
 echo
 echo "ratio = ftkv ops/s ÷ the reference's; p99 ratio = ftkv p99 ÷ the reference's (lower is better for ftkv)."
+echo
+echo "redis-benchmark -t set,get -c $CONNS -r $KEYS -d $SIZE (-n $GW_N1 at P1, $GW_N16 at P16): bin/gateway vs Redis, medians"
+# Medians per (target, P, test); then one row per (P, test) with the ratio.
+GW_MISSING=0
+printf '%-10s %14s %14s %7s %10s %10s %7s\n' "" "gateway ops/s" "Redis ops/s" "ratio" "gw p99" "Redis p99" "target"
+for pipe in 1 16; do
+	for test in SET GET; do
+		med() { # med TARGET FIELD: the median of FIELD over the reps
+			awk -F, -v t="$1" -v p="$pipe" -v x="$test" -v f="$2" '$1 == t && $2 == p && $3 == x { print $f }' "$GW_RESULTS" |
+				sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
+		}
+		g=$(med gateway 4) r=$(med redis 4) gp=$(med gateway 5) rp=$(med redis 5)
+		target=0.5
+		[ "$pipe" = 16 ] && target=0.4
+		if [ -z "$g" ] || [ -z "$r" ]; then
+			GW_MISSING=$((GW_MISSING + 1))
+			printf '%-10s %14s %14s %7s\n' "$test P$pipe" "${g:--}" "${r:--}" "-"
+			continue
+		fi
+		awk -v l="$test P$pipe" -v g="$g" -v r="$r" -v gp="$gp" -v rp="$rp" -v tg="$target" \
+			'BEGIN { printf "%-10s %14.0f %14.0f %6.2fx %8.2fms %8.2fms %6sx\n", l, g, r, g / r, gp, rp, tg }'
+	done
+done
+if [ "$GW_MISSING" -gt 0 ]; then
+	say "$GW_MISSING redis-benchmark rows have no figures (see $WORK/rb.err)"
+	[ "$CHECK" = 1 ] && exit 1
+fi
 if [ "$FAILED" -gt 0 ]; then
 	say "$FAILED runs failed (see $WORK/bench.err)"
 	[ "$CHECK" = 1 ] && exit 1

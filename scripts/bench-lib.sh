@@ -15,7 +15,7 @@ apt_install() {
 		die "apt-get install $* failed (see $WORK/apt.log)"
 }
 command -v redis-server >/dev/null || apt_install redis-server
-command -v redis-cli >/dev/null || apt_install redis-tools
+{ command -v redis-cli && command -v redis-benchmark; } >/dev/null || apt_install redis-tools
 
 make -s --no-print-directory -C "$ROOT" build >&2
 
