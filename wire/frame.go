@@ -42,7 +42,7 @@ const (
 	OpRepl         // primary -> secondary: one replicated write (ID = log index = version)
 	OpReplAck      // secondary -> primary: ID = highest applied log index
 	OpShutdown     // coordinator -> server: dump tables and exit; answer after the dump
-	OpHello        // control link authentication: Value = cluster secret
+	OpHello        // authentication: Value = cluster secret (control links) or password (client ports, Key = user)
 	OpSeed         // primary -> re-seeding secondary: Value = packed entries (AppendSeedEntry)
 	OpFreeze       // coordinator -> primary: Seq = shard; stop writes, drain, answer Seq = last index
 	OpSetCoord     // coordinator -> server: Value = the coordinator's servers address
@@ -87,11 +87,21 @@ const (
 	// its group; Value = the leader's address on the same port kind
 	// (empty when no leader is known): ask it, or the next coordinator.
 	StatusNotLeader
+	// StatusUnauthenticated: on a client port of a cluster with users,
+	// the connection has not authenticated (no HELLO, an unknown user, a
+	// wrong password, too many failed attempts): Value says which; the
+	// connection is closed after it.
+	StatusUnauthenticated
+	// StatusForbidden: the authenticated user's role does not allow the
+	// request (a read user writing, a non-admin stopping the cluster);
+	// Value = message. The connection stays open.
+	StatusForbidden
 	statusMax
 )
 
 var statusNames = [...]string{"OK", "NOT_FOUND", "MISMATCH", "WRONG_SERVER", "STALE_EPOCH",
-	"UNAVAILABLE", "TOO_LARGE", "BAD_REQUEST", "ERROR", "SESSION_EXPIRED", "NOT_LEADER"}
+	"UNAVAILABLE", "TOO_LARGE", "BAD_REQUEST", "ERROR", "SESSION_EXPIRED", "NOT_LEADER", "UNAUTHENTICATED",
+	"FORBIDDEN"}
 
 func (s Status) String() string {
 	if int(s) < len(statusNames) {
@@ -253,6 +263,8 @@ func NextSeedEntry(b []byte) (key, value []byte, ver uint64, rest []byte, err er
 //	VIEW STATUS client -> coord request id    -              -             -              -                 -   -                   -
 //	  answer                    request id    coord's view   -             -              -                 -   view / JSON         -
 //	HELLO       srv/coord ->    request id    -              hb: server id -              -                 -   cluster secret      -
+//	HELLO       client -> port  request id    -              -             -              -                 user password         -
+//	  answer                    request id    -              -             -              -                 -   OK: role name       -
 //	HEARTBEAT   srv -> coord    heartbeat no. view applied   server id     incarnation    -                 -   EncodeHeartbeat     -
 //	  answer                    heartbeat no. coord's view   -             -              -                 -   -                   -
 //	SETVIEW     coord -> srv    request id    view's epoch   -             -              -                 -   EncodeView          -
@@ -284,6 +296,13 @@ func NextSeedEntry(b []byte) (key, value []byte, ver uint64, rest []byte, err er
 //   - A client write's FlagRetry says it was sent before: a server that
 //     has lately forgotten sessions early answers SESSION_EXPIRED to such
 //     a write of a client it does not know, instead of applying it.
+//   - HELLO on a client port (servers' and coordinators') of a cluster
+//     with users: the first frame of every connection, answered before
+//     anything else may be sent. OK carries the user's role (read,
+//     readwrite or admin); UNAUTHENTICATED closes the connection.
+//     Without users the port answers requests without it (and answers a
+//     HELLO OK with an empty role). The password is in clear in the
+//     frame: only over TLS, or loopback with -insecure-auth.
 //   - REPL: Status and Flags (FlagDelete, FlagNoop, FlagOldPresent) are the
 //     write's outcome, which the secondary records for deduplication; the
 //     log index is the key's version. A FlagNoop entry's Value is the

@@ -27,6 +27,13 @@ var goldenFrames = []struct {
 		Value: []byte("cur")}},
 	{"repl-delete", Frame{Op: OpRepl, Flags: FlagDelete | FlagSecondary, Epoch: 4, Client: 0xC1, Seq: 1000,
 		Floor: 19, Key: []byte("gone")}},
+	// A client's HELLO on a client port of a cluster with users, and the
+	// two answers a refused one can get.
+	{"hello-client", Frame{Op: OpHello, ID: 1, Key: []byte("alice"), Value: []byte("s3cret pass")}},
+	{"hello-unauthenticated", Frame{Op: OpHello, Status: StatusUnauthenticated, ID: 1,
+		Value: []byte("authentication failed: unknown user or wrong password")}},
+	{"put-forbidden", Frame{Op: OpPut, Status: StatusForbidden, ID: 2,
+		Value: []byte("permission denied: user bob (role read) may not PUT")}},
 }
 
 // formatHex writes 16 bytes per line; readHex ignores all whitespace.

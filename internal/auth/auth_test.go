@@ -1,0 +1,256 @@
+package auth
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// testHash hashes at bcrypt's minimum cost: tests check many passwords.
+func testHash(t testing.TB, pw string) string {
+	t.Helper()
+	h, err := HashPassword([]byte(pw), bcrypt.MinCost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func TestParseUser(t *testing.T) {
+	h := testHash(t, "pw")
+	for _, tc := range []struct {
+		fields []string
+		want   string // error substring; "" = ok
+	}{
+		{[]string{"alice", "admin", h}, ""},
+		{[]string{"bob.r-1@x_y", "read", h}, ""},
+		{[]string{"alice", "admin"}, "expected \"user <name>"},
+		{[]string{"al ice", "admin", h}, "only letters"},
+		{[]string{strings.Repeat("a", 65), "admin", h}, "1 to 64"},
+		{[]string{"alice", "root", h}, "expected read, readwrite or admin"},
+		{[]string{"alice", "read", "plaintext-password"}, "not a bcrypt hash"},
+		{[]string{"alice", "read", h[:40]}, "not a bcrypt hash"},
+	} {
+		u, err := ParseUser(tc.fields)
+		if tc.want == "" {
+			if err != nil || u.Name != tc.fields[0] || u.Hash != h {
+				t.Errorf("ParseUser(%q) = %+v, %v", tc.fields, u, err)
+			}
+			continue
+		}
+		if err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("ParseUser(%q) error %v, want it to contain %q", tc.fields, err, tc.want)
+		}
+		if err != nil && len(tc.fields) == 3 && len(tc.fields[2]) > 10 && strings.Contains(err.Error(), tc.fields[2][7:]) {
+			t.Errorf("error %q shows the hash", err)
+		}
+	}
+}
+
+func TestHashPassword(t *testing.T) {
+	if _, err := HashPassword(nil, bcrypt.MinCost); err == nil {
+		t.Error("empty password hashed")
+	}
+	if _, err := HashPassword(bytes.Repeat([]byte("x"), 73), bcrypt.MinCost); !errors.Is(err, ErrPasswordTooLong) {
+		t.Errorf("73-byte password: %v, want ErrPasswordTooLong", err)
+	}
+	h := testHash(t, "correct horse")
+	if bcrypt.CompareHashAndPassword([]byte(h), []byte("correct horse")) != nil {
+		t.Error("hash does not match its password")
+	}
+}
+
+func TestRoles(t *testing.T) {
+	for _, tc := range []struct {
+		r            Role
+		write, admin bool
+	}{{RoleNone, false, false}, {RoleRead, false, false}, {RoleReadWrite, true, false}, {RoleAdmin, true, true}} {
+		if tc.r.CanWrite() != tc.write || tc.r.IsAdmin() != tc.admin {
+			t.Errorf("%s: CanWrite %v IsAdmin %v", tc.r, tc.r.CanWrite(), tc.r.IsAdmin())
+		}
+		if tc.r != RoleNone {
+			if got, err := ParseRole(tc.r.String()); err != nil || got != tc.r {
+				t.Errorf("ParseRole(%s) = %v, %v", tc.r, got, err)
+			}
+		}
+	}
+}
+
+func TestTableEncodeDecode(t *testing.T) {
+	tab, err := NewTable([]User{{"alice", RoleAdmin, testHash(t, "a")}, {"bob", RoleRead, testHash(t, "b")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := DecodeTable(tab.Encode())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if back.Len() != 2 || back.Encode() != tab.Encode() {
+		t.Errorf("round trip: %q != %q", back.Encode(), tab.Encode())
+	}
+	if _, err := NewTable([]User{{"a", RoleRead, "x"}, {"a", RoleAdmin, "y"}}); err == nil {
+		t.Error("a user defined twice was accepted")
+	}
+	if _, err := DecodeTable("user alice admin\n"); err == nil {
+		t.Error("a short line was accepted")
+	}
+	var nilTab *Table
+	if nilTab.Len() != 0 {
+		t.Error("nil table has users")
+	}
+}
+
+type logBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (l *logBuf) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.Write(p)
+}
+
+func (l *logBuf) String() string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.b.String()
+}
+
+func newTestVerifier(t *testing.T, cfg VerifierConfig) (*Verifier, *logBuf) {
+	tab, err := NewTable([]User{{"alice", RoleAdmin, testHash(t, "alice-pw")}, {"bob", RoleRead, testHash(t, "bob-pw")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	lb := &logBuf{}
+	cfg.Log = zerolog.New(lb)
+	return NewVerifier(tab, cfg), lb
+}
+
+var (
+	addrA = &net.TCPAddr{IP: net.IPv4(10, 0, 0, 1), Port: 4000}
+	addrB = &net.TCPAddr{IP: net.IPv4(10, 0, 0, 2), Port: 4000}
+)
+
+func TestVerify(t *testing.T) {
+	v, lb := newTestVerifier(t, VerifierConfig{FailBurst: 100})
+	ctx := context.Background()
+	if _, ok := v.Cached([]byte("alice"), []byte("alice-pw")); ok {
+		t.Fatal("cached before any check")
+	}
+	u, err := v.Verify(ctx, addrA, []byte("alice"), []byte("alice-pw"))
+	if err != nil || u.Role != RoleAdmin || u.Name != "alice" {
+		t.Fatalf("alice: %+v, %v", u, err)
+	}
+	if u, ok := v.Cached([]byte("alice"), []byte("alice-pw")); !ok || u.Role != RoleAdmin {
+		t.Error("a verified password is not cached")
+	}
+	for _, tc := range []struct{ user, pw string }{
+		{"alice", "wrong"}, {"alice", "alice-pw "}, {"mallory", "alice-pw"}, {"", ""}, {"bob", "alice-pw"},
+		{"alice", "alice-pw" + strings.Repeat("x", 80)},
+	} {
+		if _, err := v.Verify(ctx, addrA, []byte(tc.user), []byte(tc.pw)); !errors.Is(err, ErrDenied) {
+			t.Errorf("%q/%q: %v, want ErrDenied", tc.user, tc.pw, err)
+		}
+		if _, ok := v.Cached([]byte(tc.user), []byte(tc.pw)); ok {
+			t.Errorf("%q/%q: a failed attempt is cached", tc.user, tc.pw)
+		}
+	}
+	// The (user, password) split is part of the cache key.
+	if _, ok := v.Cached([]byte("alic"), []byte("ealice-pw")); ok {
+		t.Error("cache key ignores where the user name ends")
+	}
+	logs := lb.String()
+	if !strings.Contains(logs, `"user":"mallory"`) || !strings.Contains(logs, `"remote":"10.0.0.1"`) {
+		t.Errorf("failures not logged with user and address:\n%s", logs)
+	}
+	for _, secret := range []string{"alice-pw", "wrong", "$2a$"} {
+		if strings.Contains(logs, secret) {
+			t.Errorf("log holds %q:\n%s", secret, logs)
+		}
+	}
+}
+
+func TestVerifyThrottlesFailuresPerAddress(t *testing.T) {
+	v, lb := newTestVerifier(t, VerifierConfig{FailBurst: 3, FailEvery: time.Hour})
+	ctx := context.Background()
+	for i := 0; i < 3; i++ {
+		if _, err := v.Verify(ctx, addrA, []byte("alice"), []byte("guess")); !errors.Is(err, ErrDenied) {
+			t.Fatalf("attempt %d: %v, want ErrDenied", i, err)
+		}
+	}
+	start := time.Now()
+	if _, err := v.Verify(ctx, addrA, []byte("alice"), []byte("alice-pw")); !errors.Is(err, ErrThrottled) {
+		t.Fatalf("4th attempt from the same address: %v, want ErrThrottled (even with the right password)", err)
+	}
+	if time.Since(start) > 50*time.Millisecond {
+		t.Error("a throttled attempt ran a password check")
+	}
+	// Another address is not held back; one whose credentials were
+	// cached is not either.
+	if _, err := v.Verify(ctx, addrB, []byte("bob"), []byte("bob-pw")); err != nil {
+		t.Fatalf("another address: %v", err)
+	}
+	if _, err := v.Verify(ctx, &net.TCPAddr{IP: addrA.IP, Port: 9}, []byte("bob"), []byte("bob-pw")); err != nil {
+		t.Fatalf("cached credentials from a throttled address: %v", err)
+	}
+	if !strings.Contains(lb.String(), "throttled") {
+		t.Errorf("throttling not logged:\n%s", lb.String())
+	}
+	// Successes use no allowance.
+	v2, _ := newTestVerifier(t, VerifierConfig{FailBurst: 1, FailEvery: time.Hour})
+	for i := 0; i < 3; i++ {
+		v2.mu.Lock()
+		clear(v2.cache)
+		v2.mu.Unlock()
+		if _, err := v2.Verify(ctx, addrA, []byte("bob"), []byte("bob-pw")); err != nil {
+			t.Fatalf("success %d: %v", i, err)
+		}
+	}
+}
+
+func TestVerifyRefillsAllowance(t *testing.T) {
+	v, _ := newTestVerifier(t, VerifierConfig{FailBurst: 1, FailEvery: 100 * time.Millisecond})
+	ctx := context.Background()
+	_, _ = v.Verify(ctx, addrA, []byte("alice"), []byte("x"))
+	if _, err := v.Verify(ctx, addrA, []byte("alice"), []byte("x")); !errors.Is(err, ErrThrottled) {
+		t.Fatalf("second failure at once: %v", err)
+	}
+	time.Sleep(150 * time.Millisecond)
+	if _, err := v.Verify(ctx, addrA, []byte("alice"), []byte("alice-pw")); err != nil {
+		t.Fatalf("after the allowance refilled: %v", err)
+	}
+}
+
+func TestVerifyAddressTableBounded(t *testing.T) {
+	v, _ := newTestVerifier(t, VerifierConfig{FailBurst: 1, FailEvery: time.Hour})
+	for i := 0; i < maxAddrs+10; i++ {
+		v.reserve(net.IPv4(10, byte(i>>16), byte(i>>8), byte(i)).String())
+	}
+	v.mu.Lock()
+	n := len(v.addrs)
+	v.mu.Unlock()
+	if n > maxAddrs {
+		t.Errorf("%d addresses remembered, bound %d", n, maxAddrs)
+	}
+}
+
+func TestPrintable(t *testing.T) {
+	if got := printable([]byte("alice")); got != "alice" {
+		t.Errorf("printable(alice) = %q", got)
+	}
+	if got := printable([]byte("a\nb")); got != `"a\nb"` {
+		t.Errorf("printable(a\\nb) = %q", got)
+	}
+	if got := printable(bytes.Repeat([]byte("a"), 100)); len(got) > MaxUserName+4 {
+		t.Errorf("a long name is logged whole: %d bytes", len(got))
+	}
+}

@@ -1,0 +1,283 @@
+package auth
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+	"golang.org/x/crypto/bcrypt"
+)
+
+// Errors of Verify.
+var (
+	// ErrDenied: unknown user or wrong password (which one is not said).
+	ErrDenied = errors.New("authentication failed: unknown user or wrong password")
+	// ErrThrottled: too many failed attempts from this address lately.
+	ErrThrottled = errors.New("too many failed authentication attempts from this address; retry later")
+)
+
+// Defaults of VerifierConfig.
+const (
+	DefaultFailBurst = 5
+	DefaultFailEvery = time.Second
+	// maxAddrs bounds the addresses whose failures are remembered.
+	maxAddrs = 4096
+	// maxCached bounds the cache (it holds verified passwords only, at
+	// most one per user: bcrypt reads at most 72 bytes and longer
+	// passwords are refused).
+	maxCached = 4096
+)
+
+// VerifierConfig configures a Verifier. Zero values mean the defaults.
+type VerifierConfig struct {
+	// FailBurst failed attempts from one address (its IP) are answered at
+	// once; beyond that one more every FailEvery, and the others are
+	// refused with ErrThrottled without checking the password.
+	FailBurst int
+	FailEvery time.Duration
+	// Parallel bounds the password checks running at once (default 2):
+	// a flood of attempts queues instead of taking every core.
+	Parallel int
+	// Port names the port in log lines ("client", "coordinator client").
+	Port string
+	Log  zerolog.Logger
+}
+
+// Verifier checks credentials against a Table. A (user, password) pair
+// that matched once is remembered for the life of the process as an
+// HMAC-SHA256 of the pair under a random key drawn at start (never the
+// password itself), so each process runs bcrypt once per user: 50
+// connections to each of N servers cost N checks, not 50·N. It is safe
+// for concurrent use.
+type Verifier struct {
+	users *Table
+	cfg   VerifierConfig
+	key   [32]byte
+	sem   chan struct{}
+
+	mu    sync.Mutex
+	cache map[[32]byte]User
+	addrs map[string]*addrState
+
+	dummyOnce sync.Once
+	dummy     []byte // a hash at the table's cost, checked for unknown users
+}
+
+// addrState is one address's failure allowance: a token bucket of
+// FailBurst tokens refilled one per FailEvery; a check in progress holds
+// one (pending) and a failure spends it.
+type addrState struct {
+	tokens  float64
+	at      time.Time // tokens as of at
+	pending int
+	logged  time.Time // last "throttled" log line
+}
+
+func (a *addrState) refill(now time.Time, cfg *VerifierConfig) {
+	a.tokens = min(float64(cfg.FailBurst), a.tokens+float64(now.Sub(a.at))/float64(cfg.FailEvery))
+	a.at = now
+}
+
+// NewVerifier returns a Verifier of users (which must not be empty).
+func NewVerifier(users *Table, cfg VerifierConfig) *Verifier {
+	if cfg.FailBurst <= 0 {
+		cfg.FailBurst = DefaultFailBurst
+	}
+	if cfg.FailEvery <= 0 {
+		cfg.FailEvery = DefaultFailEvery
+	}
+	if cfg.Parallel <= 0 {
+		cfg.Parallel = 2
+	}
+	if cfg.Port == "" {
+		cfg.Port = "client"
+	}
+	v := &Verifier{users: users, cfg: cfg, sem: make(chan struct{}, cfg.Parallel),
+		cache: map[[32]byte]User{}, addrs: map[string]*addrState{}}
+	if _, err := rand.Read(v.key[:]); err != nil {
+		panic(fmt.Sprintf("auth: no randomness: %v", err))
+	}
+	return v
+}
+
+// Users is the verifier's table.
+func (v *Verifier) Users() *Table { return v.users }
+
+func (v *Verifier) mac(user, password []byte) [32]byte {
+	m := hmac.New(sha256.New, v.key[:])
+	var n [4]byte
+	binary.BigEndian.PutUint32(n[:], uint32(len(user)))
+	m.Write(n[:])
+	m.Write(user)
+	m.Write(password)
+	var out [32]byte
+	m.Sum(out[:0])
+	return out
+}
+
+// Cached returns the user whose credentials these are if they were
+// verified before in this process: cheap, for an event loop.
+func (v *Verifier) Cached(user, password []byte) (User, bool) {
+	k := v.mac(user, password)
+	v.mu.Lock()
+	u, ok := v.cache[k]
+	v.mu.Unlock()
+	return u, ok
+}
+
+// Verify checks user and password, from the cache or with bcrypt (slow:
+// never on an event loop). remote is the client's address: its failed
+// attempts are throttled and logged with the user name, never the
+// password. It returns the user, ErrDenied, ErrThrottled or ctx's error.
+func (v *Verifier) Verify(ctx context.Context, remote net.Addr, user, password []byte) (User, error) {
+	if u, ok := v.Cached(user, password); ok {
+		return u, nil
+	}
+	ip := addrIP(remote)
+	if !v.reserve(ip) {
+		return User{}, ErrThrottled
+	}
+	select {
+	case v.sem <- struct{}{}:
+	case <-ctx.Done():
+		v.settle(ip, false)
+		return User{}, ctx.Err()
+	}
+	u, known := v.users.Lookup(string(user))
+	hash := []byte(u.Hash)
+	if !known {
+		// Unknown users cost a check too: the answer's delay does not
+		// tell which names exist.
+		hash = v.dummyHash()
+	}
+	err := bcrypt.CompareHashAndPassword(hash, password)
+	<-v.sem
+	if known && err == nil && len(password) <= MaxPassword {
+		v.settle(ip, false) // a success uses up no failure allowance
+		v.remember(v.mac(user, password), u)
+		return u, nil
+	}
+	v.settle(ip, true)
+	v.cfg.Log.Warn().Str("port", v.cfg.Port).Str("user", printable(user)).Str("remote", ip).
+		Msg("authentication failed")
+	return User{}, ErrDenied
+}
+
+// reserve holds one failure allowance of ip for a check; false when
+// none is left.
+func (v *Verifier) reserve(ip string) bool {
+	now := time.Now()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	a := v.addrs[ip]
+	if a == nil {
+		if len(v.addrs) >= maxAddrs {
+			v.forgetIdle(now)
+		}
+		a = &addrState{tokens: float64(v.cfg.FailBurst), at: now}
+		v.addrs[ip] = a
+	}
+	a.refill(now, &v.cfg)
+	if a.tokens-float64(a.pending) < 1 {
+		if now.Sub(a.logged) >= time.Second {
+			a.logged = now
+			v.cfg.Log.Warn().Str("port", v.cfg.Port).Str("remote", ip).
+				Msg("authentication attempts throttled: too many failures from this address")
+		}
+		return false
+	}
+	a.pending++
+	return true
+}
+
+// settle ends a check reserve admitted: a failure spends its allowance.
+func (v *Verifier) settle(ip string, failed bool) {
+	now := time.Now()
+	v.mu.Lock()
+	defer v.mu.Unlock()
+	a := v.addrs[ip]
+	if a == nil {
+		return // forgotten meanwhile
+	}
+	a.pending--
+	a.refill(now, &v.cfg)
+	if failed {
+		a.tokens--
+	}
+}
+
+// forgetIdle drops addresses whose allowance is whole again, or any ones
+// if too few are (v.mu held).
+func (v *Verifier) forgetIdle(now time.Time) {
+	for ip, a := range v.addrs {
+		a.refill(now, &v.cfg)
+		if a.pending == 0 && a.tokens >= float64(v.cfg.FailBurst) {
+			delete(v.addrs, ip)
+		}
+	}
+	for ip := range v.addrs {
+		if len(v.addrs) < maxAddrs {
+			break
+		}
+		delete(v.addrs, ip)
+	}
+}
+
+func (v *Verifier) remember(k [32]byte, u User) {
+	v.mu.Lock()
+	if len(v.cache) >= maxCached {
+		clear(v.cache)
+	}
+	v.cache[k] = u
+	v.mu.Unlock()
+}
+
+func (v *Verifier) dummyHash() []byte {
+	v.dummyOnce.Do(func() {
+		cost := DefaultCost
+		if us := v.users.Users(); len(us) > 0 {
+			if c, err := bcrypt.Cost([]byte(us[0].Hash)); err == nil {
+				cost = c
+			}
+		}
+		var pw [16]byte
+		_, _ = rand.Read(pw[:])
+		v.dummy, _ = bcrypt.GenerateFromPassword(pw[:], cost)
+	})
+	return v.dummy
+}
+
+// addrIP is the IP of a remote address (its port changes per connection).
+func addrIP(a net.Addr) string {
+	switch a := a.(type) {
+	case *net.TCPAddr:
+		return a.IP.String()
+	case nil:
+		return "unknown"
+	}
+	if h, _, err := net.SplitHostPort(a.String()); err == nil {
+		return h
+	}
+	return a.String()
+}
+
+// printable is a user name as logged: at most MaxUserName bytes, quoted
+// when it holds anything but a valid name's characters.
+func printable(b []byte) string {
+	s := string(b[:min(len(b), MaxUserName)])
+	if ValidName(s) != nil {
+		s = fmt.Sprintf("%q", s)
+	}
+	if len(b) > MaxUserName {
+		s += "…"
+	}
+	return s
+}
