@@ -59,6 +59,9 @@ func (h *clientHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	var batches []writeBatch
 	start, gets := monoNow(), 0
 	action := decodeAll(c, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
+		if out, a, done := h.s.guard(c, f, out); done {
+			return out, a
+		}
 		n := len(out)
 		out, p, r := h.s.handleClient(c, f, out)
 		if r == nil && h.s.met.answeredFrame(f.Op, out[n:]) {

@@ -31,6 +31,12 @@ func (s *Server) portLimits(l Limits, budget *connlimit.Budget) (client, peer, c
 	client = connlimit.FromLimits("client", l, s.log)
 	client.Budget, client.InputBudget = budget, input
 	client.MaxFrame = limits.MaxClientFrame - 4 // the decoder's limit excludes the length prefix
+	if s.gate != nil {
+		// With users, a client's first frame is a small HELLO, and one
+		// that does not authenticate in time is closed.
+		client.PreAuthMaxFrame, client.RequireAuth = connlimit.PreAuthMaxFrame, true
+		client.AuthTimeout = 3 * s.cfg.Timing.Handshake
+	}
 	peer = connlimit.Config{
 		Name:            "peer",
 		MaxConns:        maxPeerConns,

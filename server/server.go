@@ -18,6 +18,7 @@ import (
 
 	"ftkv/hashring"
 	"ftkv/internal/accept"
+	"ftkv/internal/auth"
 	"ftkv/internal/connlimit"
 	"ftkv/internal/gnetlog"
 	"ftkv/internal/metrics"
@@ -42,6 +43,9 @@ type Config struct {
 	// small heaps down to 20 % from 64 MiB on; see gc.go).
 	TuneGC bool
 	Secret string // cluster secret for control and replication links
+	// Users, when not empty, must authenticate on the client port (HELLO
+	// with a user and password) and are served by role.
+	Users *auth.Table
 
 	DumpDir string // where shutdown dumps go (default ".")
 	// DataDir holds the write-ahead log (empty: no log, nothing on disk
@@ -102,7 +106,7 @@ func (c *Config) setDefaults() error {
 		return errors.New("server: coordinator address is required")
 	}
 	if c.Secret == "" {
-		return errors.New("server: cluster secret is required (the coordinator passes it in the environment variable FTKV_SECRET)")
+		return errors.New("server: cluster secret is required (the coordinator passes it on the server's standard input)")
 	}
 	for _, p := range []int{c.ClientPort, c.PeerPort, c.CtlPort, max(c.MetricsPort, 0)} {
 		if p < 0 || p > 65535 {
@@ -162,6 +166,7 @@ type Server struct {
 	met          *serverMetrics    // metrics.go
 	metricsLn    *metrics.Listener // nil when off
 	penv         *primaryEnv       // given to every primary
+	gate         *auth.Gate        // client authentication (nil: no users)
 	dur          *durable          // the write-ahead log (nil without DataDir)
 	engines      []gnet.Engine
 	coordChanged chan struct{}
@@ -192,6 +197,7 @@ func New(cfg Config) (*Server, error) {
 		coordChanged: make(chan struct{}, 1),
 		met:          newServerMetrics(),
 	}
+	s.gate = newGate(&cfg)
 	s.registerGauges()
 	s.dd.configure(cfg.sessionConfig())
 	if cfg.DataDir != "" {

@@ -254,3 +254,48 @@ func TestPrintable(t *testing.T) {
 		t.Errorf("a long name is logged whole: %d bytes", len(got))
 	}
 }
+
+func TestVerifyConcurrentSameCredentialsCheckOnce(t *testing.T) {
+	v, _ := newTestVerifier(t, VerifierConfig{FailBurst: 1, FailEvery: time.Hour, Parallel: 1})
+	var wg sync.WaitGroup
+	errs := make(chan error, 20)
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := v.Verify(context.Background(), addrA, []byte("alice"), []byte("alice-pw"))
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	// 20 connections with the same wrong password are one failure.
+	var fails, throttled int
+	errs = make(chan error, 20)
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := v.Verify(context.Background(), addrB, []byte("alice"), []byte("guess"))
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		switch {
+		case errors.Is(err, ErrDenied):
+			fails++
+		case errors.Is(err, ErrThrottled):
+			throttled++
+		}
+	}
+	if fails == 0 || fails+throttled != 20 {
+		t.Errorf("%d denied, %d throttled of 20", fails, throttled)
+	}
+}

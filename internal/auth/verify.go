@@ -63,9 +63,10 @@ type Verifier struct {
 	key   [32]byte
 	sem   chan struct{}
 
-	mu    sync.Mutex
-	cache map[[32]byte]User
-	addrs map[string]*addrState
+	mu       sync.Mutex
+	cache    map[[32]byte]User
+	addrs    map[string]*addrState
+	checking map[[32]byte]*check // checks in progress, joined by the same credentials
 
 	dummyOnce sync.Once
 	dummy     []byte // a hash at the table's cost, checked for unknown users
@@ -74,6 +75,14 @@ type Verifier struct {
 // addrState is one address's failure allowance: a token bucket of
 // FailBurst tokens refilled one per FailEvery; a check in progress holds
 // one (pending) and a failure spends it.
+// check is a password check in progress: concurrent connections with the
+// same credentials (a client opening its connections) wait for one check.
+type check struct {
+	done chan struct{}
+	user User
+	err  error
+}
+
 type addrState struct {
 	tokens  float64
 	at      time.Time // tokens as of at
@@ -101,7 +110,7 @@ func NewVerifier(users *Table, cfg VerifierConfig) *Verifier {
 		cfg.Port = "client"
 	}
 	v := &Verifier{users: users, cfg: cfg, sem: make(chan struct{}, cfg.Parallel),
-		cache: map[[32]byte]User{}, addrs: map[string]*addrState{}}
+		cache: map[[32]byte]User{}, addrs: map[string]*addrState{}, checking: map[[32]byte]*check{}}
 	if _, err := rand.Read(v.key[:]); err != nil {
 		panic(fmt.Sprintf("auth: no randomness: %v", err))
 	}
@@ -138,9 +147,34 @@ func (v *Verifier) Cached(user, password []byte) (User, bool) {
 // attempts are throttled and logged with the user name, never the
 // password. It returns the user, ErrDenied, ErrThrottled or ctx's error.
 func (v *Verifier) Verify(ctx context.Context, remote net.Addr, user, password []byte) (User, error) {
-	if u, ok := v.Cached(user, password); ok {
+	k := v.mac(user, password)
+	v.mu.Lock()
+	if u, ok := v.cache[k]; ok {
+		v.mu.Unlock()
 		return u, nil
 	}
+	if ch := v.checking[k]; ch != nil {
+		v.mu.Unlock()
+		select {
+		case <-ch.done:
+			return ch.user, ch.err
+		case <-ctx.Done():
+			return User{}, ctx.Err()
+		}
+	}
+	ch := &check{done: make(chan struct{})}
+	v.checking[k] = ch
+	v.mu.Unlock()
+	ch.user, ch.err = v.verify(ctx, k, remote, user, password)
+	v.mu.Lock()
+	delete(v.checking, k)
+	v.mu.Unlock()
+	close(ch.done)
+	return ch.user, ch.err
+}
+
+// verify runs one check of user and password, k being their MAC.
+func (v *Verifier) verify(ctx context.Context, k [32]byte, remote net.Addr, user, password []byte) (User, error) {
 	ip := addrIP(remote)
 	if !v.reserve(ip) {
 		return User{}, ErrThrottled
@@ -162,7 +196,7 @@ func (v *Verifier) Verify(ctx context.Context, remote net.Addr, user, password [
 	<-v.sem
 	if known && err == nil && len(password) <= MaxPassword {
 		v.settle(ip, false) // a success uses up no failure allowance
-		v.remember(v.mac(user, password), u)
+		v.remember(k, u)
 		return u, nil
 	}
 	v.settle(ip, true)
