@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"context"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -19,13 +20,32 @@ import (
 type handler struct {
 	gnet.BuiltinEventEngine
 	g *Gateway
+
+	mu   sync.Mutex
+	cols map[gnet.EventLoop]*collector
+}
+
+// collector is loop's collector.
+func (h *handler) collector(loop gnet.EventLoop) *collector {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	col := h.cols[loop]
+	if col == nil {
+		if h.cols == nil {
+			h.cols = make(map[gnet.EventLoop]*collector)
+		}
+		col = &collector{g: h.g, loop: loop}
+		h.cols[loop] = col
+	}
+	return col
 }
 
 // session is one RESP connection.
 type session struct {
-	g  *Gateway
-	c  gnet.Conn
-	id int64
+	g   *Gateway
+	c   gnet.Conn
+	id  int64
+	col *collector // its event loop's
 
 	pending atomic.Int64 // commands read, not answered
 	quit    atomic.Bool  // QUIT, a protocol error or closed: no more input is read
@@ -55,7 +75,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if st == nil {
 		return nil, gnet.Close
 	}
-	s := &session{g: h.g, c: c, id: h.g.nextID.Add(1), proto: 2}
+	s := &session{g: h.g, c: c, id: h.g.nextID.Add(1), proto: 2, col: h.collector(c.EventLoop())}
 	st.Data = s
 	h.g.clients.Add(1)
 	return nil, gnet.None
@@ -171,42 +191,72 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	}
 	s.mu.Unlock()
 	if start {
-		h.g.schedule(s)
+		s.col.add(s)
 	}
 	return gnet.None
 }
 
 // workerIdle is how long an idle worker goroutine waits for another
-// session before it exits. timing: exception — a goroutine pool's
+// job before it exits. timing: exception — a goroutine pool's
 // housekeeping, unrelated to the failure timeout.
 const workerIdle = 10 * time.Second
 
-// schedule runs s's queue on an idle worker goroutine, or a new one.
-// Workers are reused: a new goroutine's stack grows on every command
-// (the client library's calls are deep), which cost more than the
-// commands themselves.
-func (g *Gateway) schedule(s *session) {
+// spawn runs job on an idle worker goroutine, or a new one. Workers are
+// reused: a new goroutine's stack grows on every command (the client
+// library's calls are deep), which cost more than the commands themselves.
+func (g *Gateway) spawn(job func()) {
 	select {
-	case g.ready <- s:
+	case g.jobs <- job:
 	default:
-		go g.worker(s)
+		go g.worker(job)
 	}
 }
 
-func (g *Gateway) worker(s *session) {
+func (g *Gateway) worker(job func()) {
 	idle := time.NewTimer(workerIdle)
 	defer idle.Stop()
 	for {
-		s.work()
+		job()
 		idle.Reset(workerIdle)
 		select {
-		case s = <-g.ready:
+		case job = <-g.jobs:
 		case <-idle.C:
 			return
 		case <-g.ctx.Done():
 			return
 		}
 	}
+}
+
+// collector gathers, on one event loop, the sessions that got commands
+// during one pass over the loop's ready connections: a task queued on the
+// loop runs after the pass's I/O events, and hands them over together
+// (runGroup). Touched on its loop only.
+type collector struct {
+	g        *Gateway
+	loop     gnet.EventLoop
+	sessions []*session
+	queued   bool
+}
+
+func (col *collector) add(s *session) {
+	col.sessions = append(col.sessions, s)
+	if !col.queued {
+		col.queued = true
+		if err := col.loop.Execute(context.Background(), col); err != nil {
+			_ = col.Run(context.Background()) // (the engine is stopping)
+		}
+	}
+}
+
+// Run is the task queued on the loop.
+func (col *collector) Run(context.Context) error {
+	ss := col.sessions
+	col.sessions, col.queued = nil, false
+	if len(ss) > 0 {
+		col.g.spawn(func() { col.g.runGroup(ss) })
+	}
+	return nil
 }
 
 // protocolError is the answer to unparsable input, as Redis words it

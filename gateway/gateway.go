@@ -76,7 +76,7 @@ type Gateway struct {
 	ctx    context.Context // ends when the gateway closes: commands in flight give up
 	cancel context.CancelFunc
 
-	ready chan *session // idle workers take sessions with commands to run here
+	jobs chan func() // idle workers take jobs here
 
 	nextID   atomic.Int64
 	clients  atomic.Int64
@@ -103,7 +103,7 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, fmt.Errorf("gateway: %w", err)
 	}
 	g := &Gateway{cfg: cfg, lim: cfg.Limits.WithDefaults(), log: cfg.Logger, errc: make(chan error, 3), started: time.Now(),
-		ready: make(chan *session)}
+		jobs: make(chan func())}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	return g, nil
 }

@@ -16,60 +16,79 @@ import (
 // holds up to a 1 MiB value), and at the end of each run of commands.
 const flushAt = 64 << 10
 
-// maxRun bounds the GETs and SETs of one pipeline sent as one batch.
-const maxRun = 256
+// maxRun bounds the GETs and SETs of one pipeline sent as one batch (the
+// values read are held until their answers are written).
+const maxRun = 64
 
-// work runs the session's queue until it is empty; at most one worker
-// runs per session, so commands run, and are answered, in order.
-func (s *session) work() {
-	var out []byte
+// work runs q, then the session's queue until it is empty; at most one
+// worker runs per session (running, under mu), so commands run, and are
+// answered, in order.
+func (s *session) work(q []command) {
 	for {
-		s.mu.Lock()
-		q := s.queue
-		s.queue = nil
-		if len(q) == 0 || s.closed.Load() {
-			s.queue = nil
-			s.running = false
-			wake := s.stalled
-			s.stalled = false
-			s.mu.Unlock()
-			if wake && !s.closed.Load() {
-				_ = s.c.Wake(nil)
+		if len(q) == 0 {
+			if q = s.take(); q == nil {
+				return
 			}
+		}
+		s.run(q)
+		q = nil
+	}
+}
+
+// take returns the queued commands, or nil when there are none (the
+// session is then no longer running; a connection whose reading stopped
+// at max_inflight is woken to read on).
+func (s *session) take() []command {
+	s.mu.Lock()
+	q := s.queue
+	s.queue = nil
+	if len(q) > 0 && !s.closed.Load() {
+		s.mu.Unlock()
+		return q
+	}
+	s.running = false
+	wake := s.stalled
+	s.stalled = false
+	s.mu.Unlock()
+	if wake && !s.closed.Load() {
+		_ = s.c.Wake(nil)
+	}
+	return nil
+}
+
+// run runs q in order: runs of plain GETs and SETs as batches, anything
+// else one by one.
+func (s *session) run(q []command) {
+	var out []byte
+	for i := 0; i < len(q); {
+		if s.closed.Load() {
 			return
 		}
-		s.mu.Unlock()
-		for i := 0; i < len(q); {
-			if s.closed.Load() {
-				break
+		n := s.runLen(q[i:])
+		if n > 1 {
+			ops := batchOps(q[i:i+n], nil)
+			start := time.Now()
+			err := s.g.batch(ops)
+			out = s.replies(ops, err, time.Since(start), out)
+		} else {
+			var close bool
+			out, close = s.one(q[i], out)
+			if close {
+				s.flush(out, true)
+				s.mu.Lock()
+				s.queue = nil
+				s.mu.Unlock()
+				return
 			}
-			n := s.runLen(q[i:])
-			if n > 1 {
-				out = s.batch(q[i:i+n], out)
-			} else {
-				var close bool
-				out, close = s.one(q[i], out)
-				if close {
-					s.flush(out, true)
-					out = nil
-					s.mu.Lock()
-					s.queue = nil
-					s.mu.Unlock()
-					break
-				}
-				n = 1
-			}
-			i += n
-			if len(out) >= flushAt {
-				s.flush(out, false)
-				out = nil
-			}
+			n = 1
 		}
-		if len(out) > 0 {
+		i += n
+		if len(out) >= flushAt {
 			s.flush(out, false)
 			out = nil
 		}
 	}
+	s.flush(out, false)
 }
 
 // answered counts n commands as answered (their answers are in the
@@ -166,23 +185,29 @@ func batchable(args [][]byte) bool {
 	return false
 }
 
-// batch runs GETs and SETs of distinct keys as one client.Batch (one
-// round trip per server) and appends their answers in order.
-func (s *session) batch(q []command, out []byte) []byte {
-	start := time.Now()
-	ops := make([]client.BatchOp, len(q))
-	for i, cmd := range q {
-		ops[i].Key = string(cmd.args[1])
+// batchOps appends the operations of q (plain GETs and SETs) to ops.
+func batchOps(q []command, ops []client.BatchOp) []client.BatchOp {
+	for _, cmd := range q {
+		op := client.BatchOp{Kind: client.BatchGet, Key: string(cmd.args[1])}
 		if len(cmd.args) == 3 {
-			ops[i].Kind, ops[i].Value = client.BatchPut, cmd.args[2]
-		} else {
-			ops[i].Kind = client.BatchGet
+			op.Kind, op.Value = client.BatchPut, cmd.args[2]
 		}
+		ops = append(ops, op)
 	}
-	ctx, cancel := context.WithTimeout(s.g.ctx, s.g.cfg.Timeout)
-	err := s.g.cfg.Store.Batch(ctx, ops)
-	cancel()
-	d := time.Since(start)
+	return ops
+}
+
+// batch sends ops to the cluster as one pipeline (one write per server).
+func (g *Gateway) batch(ops []client.BatchOp) error {
+	ctx, cancel := context.WithTimeout(g.ctx, g.cfg.Timeout)
+	defer cancel()
+	return g.cfg.Store.Batch(ctx, ops)
+}
+
+// replies appends the answers to ops (a batch that took d and failed with
+// err as a whole, if not nil), in order; large answers are written as
+// they pile up.
+func (s *session) replies(ops []client.BatchOp, err error, d time.Duration, out []byte) []byte {
 	for i := range ops {
 		op := &ops[i]
 		e := op.Err
@@ -190,22 +215,74 @@ func (s *session) batch(q []command, out []byte) []byte {
 			e = err
 		}
 		name := "get"
+		if op.Kind == client.BatchPut {
+			name = "set"
+		}
 		switch {
 		case e != nil:
 			out = redcon.AppendError(out, respError(e).Error())
 		case op.Kind == client.BatchPut:
-			name = "set"
 			out = redcon.AppendOK(out)
 		default:
 			out = appendValue(out, op.Value, op.Found, s.proto)
 		}
-		if op.Kind == client.BatchPut {
-			name = "set"
-		}
 		s.g.observe(name, d, e)
+		s.answered(1)
+		if len(out) >= flushAt {
+			s.flush(out, false)
+			out = nil
+		}
 	}
-	s.answered(len(q))
 	return out
+}
+
+// part is one session's commands in a group batch.
+type part struct {
+	s *session
+	q []command
+}
+
+// runGroup runs the commands of sessions that got them during one pass of
+// an event loop: every session whose commands are all plain GETs and SETs
+// (the usual case under load, pipelined or not) goes into one batch for
+// all of them, one write per server instead of one per session (on
+// loopback a write costs the sender the receiver's work too); the others
+// run on their own workers. Each session's answers are written in order;
+// commands that arrived meanwhile run next, on the session's worker.
+func (g *Gateway) runGroup(ss []*session) {
+	var parts []part
+	n := 0
+	for _, s := range ss {
+		q := s.take()
+		switch {
+		case q == nil:
+		case s.runLen(q) == len(q):
+			parts = append(parts, part{s, q})
+			n += len(q)
+		default:
+			g.spawn(func() { s.work(q) })
+		}
+	}
+	if len(parts) == 0 {
+		return
+	}
+	ops := make([]client.BatchOp, 0, n)
+	for _, p := range parts {
+		ops = batchOps(p.q, ops)
+	}
+	start := time.Now()
+	err := g.batch(ops)
+	d := time.Since(start)
+	for _, p := range parts {
+		p.s.flush(p.s.replies(ops[:len(p.q)], err, d, nil), false)
+		ops = ops[len(p.q):]
+	}
+	for _, p := range parts {
+		if q := p.s.take(); q != nil {
+			s := p.s
+			g.spawn(func() { s.work(q) })
+		}
+	}
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
