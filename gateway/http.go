@@ -106,7 +106,11 @@ func storeError(w http.ResponseWriter, err error) {
 
 func (g *Gateway) serveKV(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
-	op := strings.ToLower(r.Method)
+	op := "other" // (metrics names never carry a client's bytes)
+	switch r.Method {
+	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodPost, http.MethodDelete:
+		op = strings.ToLower(r.Method)
+	}
 	raw := strings.TrimPrefix(r.URL.EscapedPath(), kvPrefix)
 	key, err := url.PathUnescape(raw)
 	switch {
