@@ -29,6 +29,9 @@ type options struct {
 	conns      int
 	timing     timing.Config
 	sessionTTL time.Duration
+	// user and password (WithAuth; user "" = none) authenticate every
+	// connection (auth.go).
+	user, password string
 }
 
 // DefaultSessionTTL is the servers' default session TTL (how long a
@@ -171,7 +174,12 @@ func (c *Client) dialConn(ctx context.Context, addr string) (*conn, error) {
 	if tc, ok := nc.(*net.TCPConn); ok {
 		_ = tc.SetNoDelay(true)
 	}
-	return newConn(nc, addr), nil
+	cn := newConn(nc, addr)
+	if err := c.hello(ctx, cn, nc, addr); err != nil {
+		cn.fail(err)
+		return nil, err
+	}
+	return cn, nil
 }
 
 func (c *Client) serverConn(ctx context.Context, addr string) (*conn, error) {
@@ -344,7 +352,7 @@ func (c *Client) outcome(ctx context.Context, reply wire.Frame, v *wire.View, ad
 	case wire.StatusBadRequest, wire.StatusError:
 		return false, fmt.Errorf("ftkv: server %s: %s: %s", addr, reply.Status, reply.Value)
 	}
-	return false, nil
+	return false, refusal(reply, "server "+addr)
 }
 
 // retry sends f (prepared) until its outcome is known or ctx ends; from is
@@ -375,6 +383,9 @@ func (c *Client) retry(ctx context.Context, f *wire.Frame, from int, sent time.T
 		if err != nil {
 			if errors.Is(err, ErrClosed) {
 				return wire.Frame{}, ErrClosed
+			}
+			if errors.Is(err, ErrAuth) {
+				return wire.Frame{}, err // credentials do not improve with retries
 			}
 			lastErr = err
 			continue

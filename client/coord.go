@@ -154,6 +154,9 @@ func (c *Client) askCoordValue(ctx context.Context, op wire.Op, value []byte, ch
 		if errors.Is(err, ErrClosed) {
 			return coordAnswer{}, ErrClosed
 		}
+		if errors.Is(err, ErrAuth) {
+			return coordAnswer{}, err // every coordinator has the same users
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return coordAnswer{}, c.coordFail(ctx.Err(), append(errs, coordErr(addr, err)))
@@ -180,6 +183,8 @@ func (c *Client) askCoordValue(ctx context.Context, op wire.Op, value []byte, ch
 			} else {
 				errs = append(errs, fmt.Errorf("ftkv: coordinator %s answered %w", addr, errNotLeader))
 			}
+		case wire.StatusForbidden, wire.StatusUnauthenticated:
+			return coordAnswer{}, refusal(reply, "coordinator "+addr)
 		default:
 			msg := fmt.Sprintf("ftkv: coordinator %s answered %s", addr, reply.Status)
 			if len(reply.Value) > 0 {
@@ -344,7 +349,8 @@ func leaderClientAddr(st *status.Cluster) string {
 
 // ShutdownCluster stops the whole cluster in order: every server dumps its
 // tables and exits, then every coordinator exits. The leader accepts it
-// only from a client on its own host (until clients authenticate). It
+// from an admin user (WithAuth), or in a cluster without users only from a
+// client on its own host. It
 // returns once the leader has begun; the dumps take well under a second
 // per server.
 // While the coordinators elect a leader (every one answers NOT_LEADER, or

@@ -9,6 +9,7 @@ import (
 	"strconv"
 	"strings"
 
+	"ftkv/internal/auth"
 	"ftkv/internal/hostname"
 	"ftkv/limits"
 )
@@ -44,6 +45,9 @@ type Cluster struct {
 	// Coordinators are the "coordinator" lines: the members of a
 	// coordinators' Raft group (none: one coordinator run with -c/-s).
 	Coordinators []CoordSpec
+	// Users are the "user <name> <role> <password-hash>" lines (nil: no
+	// authentication; see coord/auth.go).
+	Users *auth.Table
 }
 
 // CoordSpec is one "coordinator <raft_host:port> <client_port>
@@ -121,6 +125,7 @@ func unwrapPathErr(err error) error {
 //	ssh_identity <file>           and the other settings of RemoteSettings
 //	max_clients <n>               and the other client limits (package limits)
 //	data_dir <dir>                and the other settings of Storage
+//	user <name> <role> <hash>     a client's credentials (read, readwrite or admin; bcrypt)
 //
 // Blank lines and # comments are ignored. Every error names the file, the
 // line and the problem.
@@ -134,6 +139,8 @@ func ParseCluster(path string, r io.Reader) (*Cluster, error) {
 		return fmt.Errorf("%s:%d: %s", path, lineNo, fmt.Sprintf(format, args...))
 	}
 	seen := map[string]int{}
+	var users []auth.User
+	userLine := map[string]int{}
 	for sc.Scan() {
 		lineNo++
 		line := sc.Text()
@@ -161,6 +168,18 @@ func ParseCluster(path string, r io.Reader) (*Cluster, error) {
 				return nil, bad("%v", err)
 			}
 			c.Coordinators = append(c.Coordinators, cs)
+			continue
+		}
+		if fields[0] == "user" {
+			u, err := auth.ParseUser(fields[1:])
+			if err != nil {
+				return nil, bad("%v", err)
+			}
+			if prev, dup := userLine[u.Name]; dup {
+				return nil, bad("user %s is already defined on line %d", u.Name, prev)
+			}
+			userLine[u.Name] = lineNo
+			users = append(users, u)
 			continue
 		}
 		if len(fields) == 2 {
@@ -205,6 +224,9 @@ func ParseCluster(path string, r io.Reader) (*Cluster, error) {
 	}
 	if n < 0 {
 		return nil, fmt.Errorf("%s: empty file: expected the number of servers on the first line", path)
+	}
+	if len(users) > 0 {
+		c.Users, _ = auth.NewTable(users) // names checked unique above
 	}
 	if len(c.Servers) < n {
 		return nil, fmt.Errorf("%s:%d: %d server lines announced, only %d found", path, lineNo, n, len(c.Servers))

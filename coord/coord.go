@@ -17,6 +17,7 @@ import (
 	"ftkv/coord/decide"
 	"ftkv/internal/connlimit"
 	"ftkv/internal/gnetlog"
+	"ftkv/internal/auth"
 	"ftkv/internal/hostname"
 	"ftkv/internal/metrics"
 	"ftkv/limits"
@@ -85,6 +86,7 @@ type Coordinator struct {
 
 	met       *coordMetrics     // metrics.go
 	metricsLn *metrics.Listener // -metrics (nil: off)
+	gate      *auth.Gate        // client authentication (auth.go; nil: no users)
 }
 
 // node is the coordinator's record of one server.
@@ -126,6 +128,9 @@ func New(opts Options) (*Coordinator, error) {
 	if k := len(opts.Cluster.Coordinators); k > 0 && (opts.ID < 0 || opts.ID >= k) {
 		return nil, fmt.Errorf("-id %d: %s has %d coordinator lines: expected -id 0 to %d", opts.ID, opts.Cluster.Path, k, k-1)
 	}
+	if err := checkAuth(&opts); err != nil {
+		return nil, err
+	}
 	opts, err := opts.withDefaults()
 	if err != nil {
 		return nil, err
@@ -143,6 +148,7 @@ func New(opts Options) (*Coordinator, error) {
 		met:     newCoordMetrics(),
 	}
 	c.budget = connlimit.NewBudget(c.limits().WithDefaults().OutputBudget)
+	c.gate = c.newGate()
 	c.registerGauges()
 	if err := c.limits().Validate(); err != nil {
 		return nil, fmt.Errorf("%s: %w", opts.Cluster.Path, err)
@@ -590,6 +596,11 @@ func (c *Coordinator) listen(h gnet.EventHandler, name string, port int) (string
 		cfg.PreAuthMaxFrame, cfg.MaxConns = connlimit.PreAuthMaxFrame, maxServerConns
 		cfg.RequireAuth, cfg.AuthTimeout = true, c.opts.Timing.Handshake
 	}
+	if name == "clients" && c.gate != nil {
+		// With users, a client's first frame is a small HELLO (auth.go).
+		cfg.PreAuthMaxFrame, cfg.RequireAuth = connlimit.PreAuthMaxFrame, true
+		cfg.AuthTimeout = 3 * c.opts.Timing.Handshake
+	}
 	p, err := connlimit.Listen(net.JoinHostPort(c.opts.Bind, strconv.Itoa(port)), h, cfg,
 		gnet.WithLogger(gnetlog.Logger{L: c.log}), gnet.WithNumEventLoop(1), gnet.WithTCPNoDelay(gnet.TCPNoDelay))
 	if err != nil {
@@ -644,7 +655,7 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 	where.Host = nd.host
 	c.mu.Unlock()
 	spec := SpawnSpec{
-		ID: nd.id, Incarnation: inc, Spec: where, CoordAddr: c.serversAddr, Secret: c.secret,
+		ID: nd.id, Incarnation: inc, Spec: where, CoordAddr: c.serversAddr, Secret: c.secret, Users: c.usersForServers(),
 		Dir: c.opts.Dir, LogFile: c.opts.ServerLog, LogLevel: c.opts.ServerLevel,
 		FailureTimeout: c.opts.Timing.FailureTimeout, Limits: c.limits(), Storage: c.storage(),
 		MetricsPort: c.opts.ServerMetricsPort,

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"net"
 	"sort"
 	"time"
 
@@ -92,6 +91,9 @@ type clientsHandler struct {
 func (h *clientsHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 	c := h.c
 	return eachFrame(conn, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
+		if out, a, done := c.guardClient(conn, f, out); done {
+			return out, a
+		}
 		switch f.Op {
 		case wire.OpView:
 			c.mu.Lock()
@@ -104,13 +106,13 @@ func (h *clientsHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 			}
 			return answer(out, f, wire.StatusOK, epoch, enc), gnet.None
 		case wire.OpShutdown:
-			// `client shutdown`: from this coordinator's own host only,
-			// until clients authenticate (a stray client elsewhere must
-			// not stop the cluster).
+			// `client shutdown`: from an admin user, or without users
+			// from this coordinator's own host only (a stray client
+			// elsewhere must not stop the cluster).
 			// The order must also say what it is (a stray or garbage
 			// frame on this port must never stop the cluster).
-			if ra, ok := conn.RemoteAddr().(*net.TCPAddr); !ok || !ra.IP.IsLoopback() || string(f.Value) != wire.ShutdownConfirm {
-				return answer(out, f, wire.StatusBadRequest, 0, []byte("shutdown is accepted only from the coordinator's own host, as bin/client shutdown")), gnet.None
+			if !c.shutdownAllowed(conn) || string(f.Value) != wire.ShutdownConfirm {
+				return answer(out, f, wire.StatusBadRequest, 0, []byte("shutdown is accepted only from an admin user, or without users from the coordinator's own host, as bin/client shutdown")), gnet.None
 			}
 			c.mu.Lock()
 			leading, shutting := c.leading, c.shutting
@@ -127,7 +129,7 @@ func (h *clientsHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 			}
 			return answer(out, f, wire.StatusOK, 0, []byte("shutting down")), gnet.None
 		case wire.OpStatus:
-			st := c.Status()
+			st := c.statusFor(conn, c.Status())
 			b, _ := json.Marshal(st)
 			return answer(out, f, wire.StatusOK, st.Epoch, b), gnet.None
 		}

@@ -60,6 +60,11 @@ type Options struct {
 	// ID is this coordinator's index among the config's coordinator lines
 	// (-id); ignored without such lines.
 	ID int
+	// InsecureAuth (-insecure-auth) allows user lines without TLS when
+	// every process listens on loopback (development): passwords then
+	// cross only the machine's loopback in clear.
+	InsecureAuth bool
+
 	// DataDir holds this coordinator's Raft log and snapshots (-d);
 	// default DataDir(Dir, ID): ftkv-coord (single) or ftkv-coord-<id>.
 	DataDir string

@@ -27,7 +27,11 @@ type SpawnSpec struct {
 	// CoordHost is the coordinator's address for remote servers ("" = the
 	// address the ssh connection came from).
 	CoordHost string
+	// Secret and Users (auth.Table.Encode; "" = none) reach the server on
+	// its standard input (SecretsInput), never on its command line or in
+	// its environment.
 	Secret    string
+	Users     string
 	Dir       string // working directory (dumps land here)
 	LogFile   string // "" = the server's stderr goes to Stderr
 	LogLevel  string
@@ -78,7 +82,8 @@ func (l *LocalSpawner) Spawn(ctx context.Context, s SpawnSpec) (Process, error) 
 	args := serverArgs(s, "127.0.0.1")
 	cmd := exec.Command(l.Binary, args...)
 	cmd.Dir = s.Dir
-	cmd.Env = append(os.Environ(), "FTKV_SECRET="+s.Secret)
+	cmd.Env = childEnv()
+	cmd.Stdin = strings.NewReader(SecretsInput(s))
 	cmd.Stdout = l.Stderr
 	cmd.Stderr = l.Stderr
 	if s.LogFile != "" {
@@ -102,6 +107,32 @@ func (l *LocalSpawner) Spawn(ctx context.Context, s SpawnSpec) (Process, error) 
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// SecretsInput is what a spawned server reads on its standard input
+// (bin/server -secrets-stdin): the cluster secret on the first line, then
+// the users' lines.
+func SecretsInput(s SpawnSpec) string { return s.Secret + "\n" + s.Users }
+
+// secretEnv are variables a server must not inherit: a password the
+// operator exported for bin/client, a cluster secret.
+var secretEnv = []string{"FTKV_PASSWORD=", "FTKV_SECRET="}
+
+// childEnv is the coordinator's environment without secretEnv.
+func childEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		keep := true
+		for _, p := range secretEnv {
+			if strings.HasPrefix(kv, p) {
+				keep = false
+			}
+		}
+		if keep {
+			env = append(env, kv)
+		}
+	}
+	return env
 }
 
 func serverArgs(s SpawnSpec, bind string) []string {
@@ -135,7 +166,8 @@ func serverArgs(s SpawnSpec, bind string) []string {
 		args = append(args, "-metrics-port", strconv.Itoa(port))
 	}
 	args = append(args, s.Storage.Args(s.ID)...)
-	return append(args, s.Limits.Args()...)
+	args = append(args, s.Limits.Args()...)
+	return append(args, "-secrets-stdin")
 }
 
 type localProc struct {

@@ -26,7 +26,9 @@ import (
 // SSHSpawner starts servers on other hosts with the system ssh client. The
 // server is detached there (its own session, output to a log file in the
 // remote directory), so the ssh command returns once it printed the pid.
-// The secret travels on ssh's stdin, never on a command line.
+// The cluster secret and the users travel on ssh's stdin and reach the
+// server on its stdin through a pipe from the shell's builtin printf:
+// never on a command line, in an environment or in a file.
 //
 // ssh runs with BatchMode (never a password prompt), a connect timeout and
 // keep-alives; StrictHostKeyChecking is left to ssh's configuration unless
@@ -168,18 +170,17 @@ func (s *SSHSpawner) Spawn(ctx context.Context, sp SpawnSpec) (Process, error) {
 	// which address it came from, and that is where the coordinator is.
 	script := strings.Join([]string{
 		"set -e",
-		"IFS= read -r FTKV_SECRET",
-		"export FTKV_SECRET",
+		"S=$(cat)",
 		"mkdir -p " + shq(s.Dir),
 		"cd " + shq(s.Dir),
 		"if [ ! -x " + shq(s.Binary) + " ]; then echo \"ftkv: server binary \"" + shq(s.Binary) + "\" is missing or not executable on this host\" >&2; exit 127; fi",
 		"C=" + shq(coordHost),
 		`if [ -z "$C" ]; then C=${SSH_CLIENT%% *}; fi`,
 		`case $C in *:*) C="[$C]";; esac`,
-		"setsid " + shq(s.Binary) + " " + strings.Join(q, " ") + ` -coord "$C:` + coordPort + others + `" </dev/null >>` + shq(sp.LogFile) + " 2>&1 &",
+		`printf '%s\n' "$S" | setsid ` + shq(s.Binary) + " " + strings.Join(q, " ") + ` -coord "$C:` + coordPort + others + `" >>` + shq(sp.LogFile) + " 2>&1 &",
 		`echo "ftkv-pid $!"`,
 	}, "\n")
-	out, err := s.run(ctx, dest, script, strings.NewReader(sp.Secret+"\n"))
+	out, err := s.run(ctx, dest, script, strings.NewReader(SecretsInput(sp)))
 	if err != nil {
 		return nil, err
 	}

@@ -20,6 +20,10 @@ type Cluster struct {
 	Leader       int           `json:"leader"`
 	Answered     int           `json:"answered_by"` // the index of the coordinator that answered
 	Coordinators []Coordinator `json:"coordinators"`
+	// Redacted: the cluster has users and the one asking is not an
+	// admin: hosts, pids, incarnations, internal and metrics addresses
+	// and resource figures are left empty (zero).
+	Redacted bool `json:"redacted,omitempty"`
 }
 
 // Coordinator describes one member of the coordinators' Raft group.

@@ -6,6 +6,8 @@ package main
 import (
 	"context"
 	"errors"
+	"bufio"
+	"bytes"
 	"flag"
 	"fmt"
 	"io"
@@ -16,13 +18,16 @@ import (
 	"time"
 
 	"github.com/rs/zerolog"
+	"golang.org/x/term"
 
 	"ftkv/coord"
+	"ftkv/internal/auth"
 	"ftkv/limits"
 )
 
 const usage = `usage: coord -c <client_port> -s <servers_port> -C <config> [-l <logfile>] [-t <timeout>]
        coord -C <config> -id <k> [-d <dir>] [-l <logfile>] [-t <timeout>]   (one of a group)
+       coord -hash-password [NAME ROLE]   (a bcrypt hash of the password on stdin)
 
   -c PORT        port clients connect to (default 7000; 0 = any free port)
   -s PORT        port servers send heartbeats to (default 7001; 0 = any)
@@ -49,6 +54,14 @@ durability (each overrides the config file's setting of that name):
                        acknowledges (fsync_secondary yes)
   -snapshot-bytes N    snapshot once the log holds N bytes (snapshot_bytes;
                        default 64 MiB; negative: never)
+
+authentication (config lines "user <name> <read|readwrite|admin> <hash>"):
+  -hash-password [NAME ROLE]  read a password from stdin (without echo on a
+                       terminal, asked twice) and print its bcrypt hash, or
+                       with NAME and ROLE the whole user line for the config
+  -insecure-auth       allow user lines without TLS when every process is on
+                       loopback (development only: passwords cross loopback
+                       in clear); without TLS and this flag, users are refused
 
 metrics (Prometheus text format):
   -metrics ADDR             serve /metrics and /sd (service discovery of every
@@ -105,6 +118,8 @@ func run() int {
 	fs.Int64Var(&st.SnapshotBytes, "snapshot-bytes", 0, "")
 	fs.StringVar(&opts.MetricsAddr, "metrics", "", "")
 	fs.IntVar(&opts.ServerMetricsPort, "server-metrics-port", 0, "")
+	hashPW := fs.Bool("hash-password", false, "")
+	fs.BoolVar(&opts.InsecureAuth, "insecure-auth", false, "")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Print(usage + limitsUsage())
@@ -114,6 +129,9 @@ func run() int {
 	}
 	if *fsyncSec {
 		st.FsyncSecondary = "yes"
+	}
+	if *hashPW {
+		return hashPassword(fs.Args())
 	}
 	if fs.NArg() > 0 {
 		return bad(fmt.Sprintf("unexpected argument %q (run coord -help for usage)", fs.Arg(0)))
@@ -222,4 +240,75 @@ func limitsUsage() string {
 func bad(msg string) int {
 	fmt.Fprintf(os.Stderr, "coord: %s\n", msg)
 	return 2
+}
+
+// hashPassword is -hash-password [NAME ROLE]: it reads a password from
+// stdin (on a terminal without echo, asked twice) and prints its bcrypt
+// hash, or the user line for NAME and ROLE. The password is never an
+// argument: it would show in ps and in the shell's history.
+func hashPassword(args []string) int {
+	var line auth.User
+	switch len(args) {
+	case 0:
+	case 2:
+		if err := auth.ValidName(args[0]); err != nil {
+			return bad("-hash-password: " + err.Error())
+		}
+		r, err := auth.ParseRole(args[1])
+		if err != nil {
+			return bad("-hash-password: " + err.Error())
+		}
+		line = auth.User{Name: args[0], Role: r}
+	default:
+		return bad("-hash-password takes no argument, or a user name and a role (read, readwrite or admin); the password comes from stdin")
+	}
+	pw, err := readPassword()
+	if err != nil {
+		return bad("-hash-password: " + err.Error())
+	}
+	h, err := auth.HashPassword(pw, 0)
+	clear(pw)
+	if err != nil {
+		return bad("-hash-password: " + err.Error())
+	}
+	if line.Name == "" {
+		fmt.Println(h)
+		return 0
+	}
+	line.Hash = h
+	fmt.Println(line.Line())
+	return 0
+}
+
+// readPassword reads a password: on a terminal without echo, twice; else
+// the first line of stdin.
+func readPassword() ([]byte, error) {
+	fd := int(os.Stdin.Fd())
+	if term.IsTerminal(fd) {
+		fmt.Fprint(os.Stderr, "Password: ")
+		pw, err := term.ReadPassword(fd)
+		fmt.Fprintln(os.Stderr)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprint(os.Stderr, "Again: ")
+		again, err := term.ReadPassword(fd)
+		fmt.Fprintln(os.Stderr)
+		if err != nil {
+			return nil, err
+		}
+		if !bytes.Equal(pw, again) {
+			return nil, errors.New("the passwords differ")
+		}
+		return pw, nil
+	}
+	pw, err := bufio.NewReader(io.LimitReader(os.Stdin, 4096)).ReadBytes('\n')
+	if err != nil && err != io.EOF {
+		return nil, err
+	}
+	pw = bytes.TrimRight(pw, "\r\n")
+	if len(pw) == 0 {
+		return nil, errors.New("no password on stdin")
+	}
+	return pw, nil
 }

@@ -16,11 +16,13 @@ import (
 	"path/filepath"
 	"runtime/pprof"
 	"strconv"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 
+	"ftkv/internal/auth"
 	"ftkv/internal/timerslack"
 	"ftkv/limits"
 	"ftkv/server"
@@ -53,6 +55,7 @@ func main() {
 	slack := fs.Duration("timer-slack", time.Millisecond, "timer slack of the process (Linux; 0 = the system's, 50µs)")
 	fs.StringVar(&logFile, "log", "", "log file (default stderr)")
 	fs.StringVar(&level, "log-level", "info", "log level")
+	secretsStdin := fs.Bool("secrets-stdin", false, "read the cluster secret (first line) and the users (user lines) from standard input, as the coordinator gives them (without it: the secret from FTKV_SECRET, no users)")
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -67,8 +70,18 @@ func main() {
 	// First, while nothing is open: this may execute the program again.
 	slackErr := timerslack.Ensure(*slack)
 	cfg.ID = uint32(id)
-	cfg.Secret = os.Getenv("FTKV_SECRET")
-	os.Unsetenv("FTKV_SECRET")
+	if *secretsStdin {
+		// The coordinator's way: nothing on the command line or in the
+		// environment (/proc/<pid>/environ) holds a secret.
+		var err error
+		if cfg.Secret, cfg.Users, err = readSecrets(os.Stdin); err != nil {
+			fmt.Fprintf(os.Stderr, "server %d: -secrets-stdin: %v\n", cfg.ID, err)
+			os.Exit(2)
+		}
+	} else {
+		cfg.Secret = os.Getenv("FTKV_SECRET") // by hand, for debugging
+		os.Unsetenv("FTKV_SECRET")
+	}
 	out := os.Stderr
 	if logFile != "" {
 		f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -125,4 +138,22 @@ func main() {
 		pprof.StopCPUProfile()
 		os.Exit(1)
 	}
+}
+
+// readSecrets reads what the coordinator writes on a server's standard
+// input (coord.SecretsInput): the cluster secret, then user lines.
+func readSecrets(r io.Reader) (string, *auth.Table, error) {
+	b, err := io.ReadAll(io.LimitReader(r, 4<<20))
+	if err != nil {
+		return "", nil, err
+	}
+	secret, users, _ := strings.Cut(string(b), "\n")
+	if secret == "" {
+		return "", nil, errors.New("no cluster secret on standard input")
+	}
+	t, err := auth.DecodeTable(users)
+	if err != nil {
+		return "", nil, err
+	}
+	return secret, t, nil
 }

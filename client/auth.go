@@ -1,0 +1,101 @@
+package client
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"time"
+
+	"ftkv/wire"
+)
+
+// Sentinel errors of authentication (test with errors.Is).
+var (
+	// ErrAuth: the cluster refused the client's credentials (none given
+	// to a cluster with users, an unknown user, a wrong password, too
+	// many failed attempts), or the client refused to send its password
+	// in clear. Never retried.
+	ErrAuth = errors.New("ftkv: authentication failed")
+	// ErrPermission: the user's role does not allow the operation (a
+	// read user writing, a non-admin stopping the cluster). Never
+	// retried; the client stays usable for what the role allows.
+	ErrPermission = errors.New("ftkv: permission denied")
+)
+
+// WithAuth makes the client authenticate as user with password on every
+// connection it opens (coordinators and servers), as the first frame
+// (HELLO). A cluster with users serves a client only after it; one
+// without users ignores it. The password is sent only over TLS or to a
+// loopback address: it never crosses a network in clear.
+func WithAuth(user, password string) Option {
+	return func(o *options) { o.user, o.password = user, password }
+}
+
+// minHelloWait bounds the wait for HELLO's answer from below: a server
+// checks a new password with bcrypt (a fraction of a second) before it
+// answers, even when the handshake bound is short.
+const minHelloWait = 5 * time.Second
+
+// hello authenticates cn (over nc, to addr) when the client has
+// credentials. A refusal is ErrAuth; a connection error is returned as
+// is (the caller retries).
+func (c *Client) hello(ctx context.Context, cn *conn, nc net.Conn, addr string) error {
+	if c.opts.user == "" {
+		return nil
+	}
+	if !inPrivate(nc) {
+		return fmt.Errorf("%w: not sending the password of user %s in clear to %s (a non-loopback address without TLS)", ErrAuth, c.opts.user, addr)
+	}
+	hctx, cancel := context.WithTimeout(ctx, max(c.opts.timing.Handshake, minHelloWait))
+	defer cancel()
+	reply, err := cn.roundTrip(hctx, &wire.Frame{Op: wire.OpHello, Key: []byte(c.opts.user), Value: []byte(c.opts.password)})
+	if err != nil {
+		return err
+	}
+	switch reply.Status {
+	case wire.StatusOK:
+		return nil
+	case wire.StatusUnauthenticated:
+		return fmt.Errorf("%w: %s as user %s: %s", ErrAuth, addr, c.opts.user, reply.Value)
+	}
+	return fmt.Errorf("ftkv: %s answered HELLO with %s: %s", addr, reply.Status, reply.Value)
+}
+
+// inPrivate reports whether what is written to nc stays private: it is a
+// TLS connection, or it goes to a loopback address.
+func inPrivate(nc net.Conn) bool {
+	if _, ok := nc.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		return true
+	}
+	var ip net.IP
+	switch a := nc.RemoteAddr().(type) {
+	case *net.TCPAddr:
+		ip = a.IP
+	case *net.UnixAddr:
+		return true
+	default:
+		if a == nil {
+			return false
+		}
+		h, _, err := net.SplitHostPort(a.String())
+		if err != nil {
+			return false
+		}
+		ip = net.ParseIP(h)
+	}
+	return ip != nil && ip.IsLoopback()
+}
+
+// refusal is the error of an answer refusing the request for want of
+// credentials or permission (nil for any other answer).
+func refusal(reply wire.Frame, addr string) error {
+	switch reply.Status {
+	case wire.StatusForbidden:
+		return fmt.Errorf("%w: %s", ErrPermission, reply.Value)
+	case wire.StatusUnauthenticated:
+		return fmt.Errorf("%w: %s: %s", ErrAuth, addr, reply.Value)
+	}
+	return nil
+}
