@@ -15,9 +15,9 @@ import (
 	"github.com/rs/zerolog"
 
 	"ftkv/coord/decide"
+	"ftkv/internal/auth"
 	"ftkv/internal/connlimit"
 	"ftkv/internal/gnetlog"
-	"ftkv/internal/auth"
 	"ftkv/internal/hostname"
 	"ftkv/internal/metrics"
 	"ftkv/limits"

@@ -30,11 +30,11 @@ type SpawnSpec struct {
 	// Secret and Users (auth.Table.Encode; "" = none) reach the server on
 	// its standard input (SecretsInput), never on its command line or in
 	// its environment.
-	Secret    string
-	Users     string
-	Dir       string // working directory (dumps land here)
-	LogFile   string // "" = the server's stderr goes to Stderr
-	LogLevel  string
+	Secret   string
+	Users    string
+	Dir      string // working directory (dumps land here)
+	LogFile  string // "" = the server's stderr goes to Stderr
+	LogLevel string
 	// FailureTimeout is the coordinator's -t; the server derives every
 	// duration from it with timing.New, as the coordinator does.
 	FailureTimeout time.Duration

@@ -4,10 +4,10 @@
 package main
 
 import (
-	"context"
-	"errors"
 	"bufio"
 	"bytes"
+	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
