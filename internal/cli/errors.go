@@ -17,6 +17,7 @@ const (
 	ExitMiss        = 1 // G found nothing, T mismatched
 	ExitUsage       = 2 // bad flag, command, quoting, or key/value too large
 	ExitUnavailable = 3 // the cluster did not answer in time
+	ExitDenied      = 4 // authentication failed, or the user's role does not allow the command
 )
 
 // exitCode maps an error to the exit status it stands for.
@@ -28,6 +29,8 @@ func exitCode(err error) int {
 		return ExitOK
 	case errors.As(err, &ue), errors.As(err, &se), errors.Is(err, client.ErrTooLarge):
 		return ExitUsage
+	case errors.Is(err, client.ErrAuth), errors.Is(err, client.ErrPermission):
+		return ExitDenied
 	default:
 		// Unreachable coordinator, deadline, unavailable shard, a server
 		// error: the cluster did not give an answer.

@@ -39,6 +39,8 @@ type config struct {
 	file       string
 	timeout    time.Duration
 	words      []string // the one-shot command and its arguments
+	user       string   // -user: authenticate as (password: Password)
+	pwFlag     string   // -a: refused (a password on the command line)
 }
 
 // addr is what the client dials: one address, or a comma-separated list.
@@ -79,9 +81,11 @@ func coordAddrs(host, port string) ([]string, error) {
 // Run is bin/client: args are the arguments after the program name. It
 // returns the exit status.
 func Run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
-	return run(args, stdin, stdout, stderr, dialClient)
+	return run(args, stdin, stdout, stderr, nil)
 }
 
+// run is Run with dial connecting (nil: the Go client, authenticating
+// with -user's credentials).
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer, dial dialFunc) int {
 	cfg, err := parseFlags(args)
 	if errors.Is(err, flag.ErrHelp) {
@@ -91,6 +95,18 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, dial dialFunc
 	if err != nil {
 		printError(stderr, "", err.Error()+" (see -help)")
 		return ExitUsage
+	}
+	if dial == nil {
+		dial = dialClient
+		if cfg.user != "" {
+			f, _ := stdin.(*os.File)
+			pw, err := Password(cfg.user, f, stderr)
+			if err != nil {
+				printError(stderr, "", err.Error())
+				return ExitUsage
+			}
+			dial = authDialer(cfg.user, pw)
+		}
 	}
 	if len(cfg.words) > 0 {
 		return oneShot(cfg, stdout, stderr, dial)
@@ -133,11 +149,15 @@ func parseFlags(args []string) (config, error) {
 	fs.StringVar(&cfg.port, "p", "", "coordinator client port")
 	fs.StringVar(&cfg.file, "f", "", "read commands from file")
 	fs.DurationVar(&cfg.timeout, "timeout", DefaultTimeout, "deadline per command")
+	fs.StringVar(&cfg.user, "user", "", "authenticate as this user")
+	fs.StringVar(&cfg.pwFlag, "a", "", "refused: a password on the command line")
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}
 	cfg.words = fs.Args()
 	switch {
+	case cfg.pwFlag != "":
+		return config{}, errPasswordFlag
 	case cfg.host == "":
 		return config{}, errors.New("-h: empty coordinator host")
 	case cfg.timeout <= 0:
@@ -169,6 +189,10 @@ func connect(cfg config, stderr io.Writer, dial dialFunc) (Store, int) {
 func connectCtx(ctx context.Context, cfg config, stderr io.Writer, dial dialFunc) (Store, int) {
 	addr := cfg.addr()
 	store, err := dial(ctx, addr)
+	if err != nil && (errors.Is(err, client.ErrAuth) || errors.Is(err, client.ErrPermission)) {
+		printError(stderr, "", err.Error())
+		return nil, ExitDenied
+	}
 	if err != nil {
 		msg := describe(err, cfg.timeout, ctx.Err() != nil)
 		// The client names the coordinators itself; say it once.

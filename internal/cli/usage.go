@@ -19,6 +19,10 @@ flags:
   -f file       read commands from file ("-": stdin)
   -timeout d    deadline for reaching the coordinator and for each command,
                 e.g. 500ms or 5s (default 5s)
+  -user name    authenticate as this user (a cluster with "user" lines); the
+                password comes from the environment variable FTKV_PASSWORD,
+                or is typed without echo at the terminal. It is never a flag:
+                -a (redis-cli's password flag) is refused
   -help         show this help
 
 ` + CommandHelp + `
@@ -29,6 +33,10 @@ exit status:
      bad quoting or escape, key over 64 KiB or value over 1 MiB
   3  the cluster did not answer in time: coordinator unreachable, no answer
      within -timeout, shard unavailable, server error
+  4  refused: authentication failed (no -user for a cluster with users, an
+     unknown user, a wrong password, too many failed attempts), or the
+     user's role does not allow the command (a read user writing, shutdown
+     by a non-admin)
   Reading commands from stdin or -f, every error is reported as one line
   "error: <file>:<line>: <problem>" on stderr and the next line is run; the
   exit status is 0 if no command failed, else that of the last failure
@@ -40,6 +48,7 @@ examples:
   client -h localhost -p 7000 T counter '(nil)' 1
   client -h localhost -p 7000 status --json
   client -h h1:7000,h2:7010,h3:7020 status
+  FTKV_PASSWORD=... client -h localhost -p 7000 -user alice G greeting
   printf 'P "a b" "x\\0y"\nG "a b"\n' | client -h localhost -p 7000
 `
 
@@ -57,6 +66,7 @@ const CommandHelp = `commands (names are case-insensitive):
                      leader and each coordinator's role)
   shutdown           stop the whole cluster in order (every server dumps  -> OK
                      its tables; every coordinator exits); accepted
+                     from an admin user, or in a cluster without users
                      only from a coordinator's own host
   help               this list
   quit, exit         end the session
