@@ -1,0 +1,232 @@
+package tlsconf
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"os"
+	"slices"
+	"strings"
+)
+
+// Role is what a certificate's holder is in the cluster.
+type Role string
+
+// The roles.
+const (
+	RoleServer      Role = "server"
+	RoleCoordinator Role = "coordinator"
+	RoleClient      Role = "client"
+)
+
+// roleURIPrefix starts the URI SAN that names a certificate's role.
+const roleURIPrefix = "ftkv:role:"
+
+// Internal is the roles admitted on internal links.
+var Internal = []Role{RoleServer, RoleCoordinator}
+
+// ErrWrongRole: the peer's certificate is from the cluster CA but for a
+// role the link does not admit.
+var ErrWrongRole = errors.New("certificate for the wrong role")
+
+// Files names the PEM files of one process: its certificate and key, and
+// the cluster CA's certificate. The zero value means TLS off.
+type Files struct {
+	Cert, Key, CA string
+}
+
+// Enabled reports whether any file is named.
+func (f Files) Enabled() bool { return f.Cert != "" || f.Key != "" || f.CA != "" }
+
+// Validate checks that the names fit together: a CA always, and a
+// certificate with its key or neither (a client without a certificate).
+func (f Files) Validate() error {
+	switch {
+	case !f.Enabled():
+		return nil
+	case f.CA == "":
+		return errors.New("tls: a CA file (tls_ca) is needed with tls_cert and tls_key")
+	case (f.Cert == "") != (f.Key == ""):
+		return errors.New("tls: tls_cert and tls_key go together")
+	}
+	return nil
+}
+
+// Material is a loaded certificate (possibly none, for a client) and CA.
+type Material struct {
+	cert *tls.Certificate
+	role Role
+	pool *x509.CertPool
+}
+
+// Load reads f. want, when not empty, is the role this process plays: a
+// certificate for another role is refused.
+func Load(f Files, want Role) (*Material, error) {
+	if err := f.Validate(); err != nil {
+		return nil, err
+	}
+	if !f.Enabled() {
+		return nil, errors.New("tls: no files named")
+	}
+	if want != "" && want != RoleClient && f.Cert == "" {
+		return nil, fmt.Errorf("tls: a %s needs a certificate and key (tls_cert, tls_key)", want)
+	}
+	caPEM, err := os.ReadFile(f.CA)
+	if err != nil {
+		return nil, fmt.Errorf("tls: reading the CA: %w", err)
+	}
+	var certPEM, keyPEM []byte
+	if f.Cert != "" {
+		if certPEM, err = os.ReadFile(f.Cert); err != nil {
+			return nil, fmt.Errorf("tls: reading the certificate: %w", err)
+		}
+		if keyPEM, err = os.ReadFile(f.Key); err != nil {
+			return nil, fmt.Errorf("tls: reading the key: %w", err)
+		}
+	}
+	m, err := FromPEM(certPEM, keyPEM, caPEM)
+	if err != nil {
+		return nil, err
+	}
+	if want != "" && m.cert != nil && m.role != want {
+		return nil, fmt.Errorf("tls: %s is a certificate for role %q; a %s needs one for role %q", f.Cert, m.role, want, want)
+	}
+	return m, nil
+}
+
+// FromPEM builds Material from PEM blocks; certPEM and keyPEM may both be
+// empty (a client without a certificate). The certificate must chain to
+// the CA.
+func FromPEM(certPEM, keyPEM, caPEM []byte) (*Material, error) {
+	pool := x509.NewCertPool()
+	if !pool.AppendCertsFromPEM(caPEM) {
+		return nil, errors.New("tls: the CA file holds no PEM certificate")
+	}
+	m := &Material{pool: pool}
+	if len(certPEM) == 0 && len(keyPEM) == 0 {
+		return m, nil
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	if err != nil {
+		return nil, fmt.Errorf("tls: certificate and key: %w", err)
+	}
+	leaf := cert.Leaf
+	if leaf == nil {
+		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
+			return nil, fmt.Errorf("tls: certificate: %w", err)
+		}
+	}
+	if _, err := verify(pool, cert.Certificate, x509.ExtKeyUsageAny); err != nil {
+		return nil, fmt.Errorf("tls: the certificate is not signed by the CA: %w", err)
+	}
+	m.cert, m.role = &cert, RoleOf(leaf)
+	if m.role == "" {
+		return nil, errors.New("tls: the certificate names no ftkv role (URI SAN ftkv:role:<server|coordinator|client>)")
+	}
+	return m, nil
+}
+
+// Role is the role of the loaded certificate ("" without one).
+func (m *Material) Role() Role { return m.role }
+
+// RoleOf reads a certificate's role from its URI SANs ("" if none).
+func RoleOf(c *x509.Certificate) Role {
+	for _, u := range c.URIs {
+		if s := u.String(); strings.HasPrefix(s, roleURIPrefix) {
+			return Role(strings.TrimPrefix(s, roleURIPrefix))
+		}
+	}
+	return ""
+}
+
+// base is what every configuration shares.
+func (m *Material) base() *tls.Config {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS13}
+	if m.cert != nil {
+		cfg.Certificates = []tls.Certificate{*m.cert}
+	}
+	return cfg
+}
+
+// Server is the configuration of a listening port. With require, every
+// peer must present a certificate from the cluster CA for one of peers
+// (an internal port: mutual TLS). Without it a certificate is optional;
+// one that is given must be from the CA and, if peers is not empty, for
+// one of peers.
+func (m *Material) Server(require bool, peers ...Role) *tls.Config {
+	cfg := m.base()
+	cfg.ClientCAs = m.pool
+	cfg.ClientAuth = tls.VerifyClientCertIfGiven
+	if require {
+		cfg.ClientAuth = tls.RequireAndVerifyClientCert
+	}
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return nil // crypto/tls has already refused it if required
+		}
+		return checkRole(cs.PeerCertificates[0], peers)
+	}
+	return cfg
+}
+
+// Client is the configuration of an outbound link to a peer with one of
+// peers' roles, presenting this process's certificate if it has one. The
+// peer's chain is checked against the cluster CA, not its host name (see
+// the package documentation).
+func (m *Material) Client(peers ...Role) *tls.Config {
+	cfg := m.base()
+	cfg.InsecureSkipVerify = true // replaced by VerifyConnection below
+	cfg.VerifyConnection = func(cs tls.ConnectionState) error {
+		if len(cs.PeerCertificates) == 0 {
+			return errors.New("tls: the peer presented no certificate")
+		}
+		raw := make([][]byte, len(cs.PeerCertificates))
+		for i, c := range cs.PeerCertificates {
+			raw[i] = c.Raw
+		}
+		if _, err := verify(m.pool, raw, x509.ExtKeyUsageServerAuth); err != nil {
+			return fmt.Errorf("tls: the peer's certificate is not from the cluster CA: %w", err)
+		}
+		return checkRole(cs.PeerCertificates[0], peers)
+	}
+	return cfg
+}
+
+// verify checks a chain (leaf first) against pool.
+func verify(pool *x509.CertPool, chain [][]byte, usage x509.ExtKeyUsage) ([][]*x509.Certificate, error) {
+	certs := make([]*x509.Certificate, len(chain))
+	for i, b := range chain {
+		c, err := x509.ParseCertificate(b)
+		if err != nil {
+			return nil, err
+		}
+		certs[i] = c
+	}
+	inter := x509.NewCertPool()
+	for _, c := range certs[1:] {
+		inter.AddCert(c)
+	}
+	return certs[0].Verify(x509.VerifyOptions{Roots: pool, Intermediates: inter, KeyUsages: []x509.ExtKeyUsage{usage}})
+}
+
+// checkRole refuses a peer certificate whose role is not in peers (any
+// role passes when peers is empty).
+func checkRole(c *x509.Certificate, peers []Role) error {
+	if len(peers) == 0 {
+		return nil
+	}
+	r := RoleOf(c)
+	if slices.Contains(peers, r) {
+		return nil
+	}
+	names := make([]string, len(peers))
+	for i, p := range peers {
+		names[i] = string(p)
+	}
+	got := string(r)
+	if got == "" {
+		got = "none"
+	}
+	return fmt.Errorf("tls: %w: the peer's certificate has role %s, this link admits %s", ErrWrongRole, got, strings.Join(names, " or "))
+}
