@@ -16,6 +16,7 @@ import (
 
 	"ftkv/bench/chart"
 	"ftkv/bench/hostile"
+	"ftkv/client"
 )
 
 // Command is one invocation of bin/bench as its flags set it: a mode, a
@@ -49,6 +50,9 @@ type Command struct {
 	Settle    time.Duration // memory: pause before the second RSS reading
 	Check     bool          // compare: fail unless every row has numbers
 	Args      []string      // the arguments after the flags (compare: result files)
+	// ClientOptions are given to every ftkv client of -mode run (the
+	// requesters and -kill-after's), e.g. client.WithAuth from -user.
+	ClientOptions []client.Option
 }
 
 // UsageError is a bad flag or argument: the command prints it with a
@@ -72,6 +76,9 @@ func (c *Command) Validate() error {
 	}
 	if len(c.Args) > 0 {
 		return usagef("unexpected argument %q", c.Args[0])
+	}
+	if len(c.ClientOptions) > 0 && c.Mode != "run" {
+		return usagef("-user works with -mode run only (the fault modes and probes need a cluster without users)")
 	}
 	if err := c.Run.Validate(); err != nil {
 		return UsageError(err.Error())
@@ -171,9 +178,10 @@ func (c *Command) Execute(ctx context.Context, stdout, stderr io.Writer) error {
 	var killer *KillAfter
 	var t Target
 	if c.Target == "ftkv" {
-		t = FTKV(c.coord())
+		t = FTKV(c.coord(), c.ClientOptions...)
 		if c.KillAfter > 0 {
-			killer = &KillAfter{Coord: c.coord(), After: c.KillAfter, Shard: c.KillShard, Recover: c.Recover}
+			killer = &KillAfter{Coord: c.coord(), After: c.KillAfter, Shard: c.KillShard, Recover: c.Recover,
+				Options: c.ClientOptions}
 			cfg.Fault = killer.Fault()
 			cfg.SeriesInterval = c.Interval
 		}

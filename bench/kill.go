@@ -273,6 +273,9 @@ type KillAfter struct {
 	// Recover bounds the wait for the cluster to be whole again (0: 30s);
 	// it also ends with the run.
 	Recover time.Duration
+	// Options are the status client's (e.g. an admin's client.WithAuth:
+	// the kill needs the servers' pids).
+	Options []client.Option
 
 	report KillReport
 	done   bool
@@ -284,7 +287,7 @@ func (k *KillAfter) Fault() Fault {
 		start := time.Now()
 		k.report = KillReport{Shard: k.Shard, WriteGapMs: -1, RecoveredS: -1}
 		k.done = true
-		c, err := client.Dial(ctx, k.Coord)
+		c, err := client.Dial(ctx, k.Coord, k.Options...)
 		if err != nil {
 			k.fail(mark, err)
 			return

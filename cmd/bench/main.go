@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"ftkv/bench"
+	"ftkv/client"
+	"ftkv/internal/cli"
 )
 
 const usage = `usage: bench -h <coord_host> -p <coord_port> [flags]
@@ -122,6 +124,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.ServerLog, "server-log", "", "reseed: the cluster's log file (bin/coord -l) to read \"re-seeding sent\" lines from")
 	fs.DurationVar(&c.Settle, "settle", 2*time.Second, "memory: pause after the load before reading RSS again")
 	fs.BoolVar(&c.Check, "check", false, "compare: exit 1 unless every row has throughput, latency and a ratio")
+	user := fs.String("user", "", "ftkv, -mode run: authenticate as this user (password: FTKV_PASSWORD, or typed at the terminal); -kill-after needs an admin")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, usage)
@@ -133,6 +136,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fs.Visit(func(f *flag.Flag) { c.PipelineSet = c.PipelineSet || f.Name == "P" })
 	c.Args = fs.Args()
+	if *user != "" {
+		pw, err := cli.Password(*user, os.Stdin, stderr)
+		if err != nil {
+			return usageErr(stderr, err.Error())
+		}
+		c.ClientOptions = append(c.ClientOptions, client.WithAuth(*user, pw))
+	}
 	if err := c.Validate(); err != nil {
 		return usageErr(stderr, err.Error())
 	}
