@@ -78,7 +78,7 @@ func (c *Cluster) clientStatus(ctx context.Context) (*client.ClusterStatus, erro
 	cl := c.statusCl
 	if cl == nil {
 		var err error
-		cl, err = client.Dial(ctx, c.Addr)
+		cl, err = client.Dial(ctx, c.Addr, c.clientOpts...)
 		if err != nil {
 			c.statusMu.Unlock()
 			return nil, err

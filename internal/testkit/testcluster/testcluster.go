@@ -101,6 +101,10 @@ type Options struct {
 	// `coordinator` line (default 127.0.0.1): the Raft address and the
 	// address clients and servers reach it at.
 	CoordHosts []string
+	// ClientOptions are given to every Go client the harness dials (its
+	// status client, Client's), e.g. an admin's client.WithAuth for a
+	// cluster with users (one coordinator only).
+	ClientOptions []client.Option
 	// CoordWraps, for a group, prefixes coordinator k's command line
 	// (e.g. "ip netns exec NS" to run it on the namespace host that has
 	// CoordHosts[k]); the process keeps its pid.
@@ -130,8 +134,9 @@ type Cluster struct {
 	procMu sync.Mutex
 	pids   []int // every coordinator process this cluster started
 
-	statusMu sync.Mutex
-	statusCl *client.Client // TryStatus's client, dialled on first use
+	statusMu   sync.Mutex
+	statusCl   *client.Client  // TryStatus's client, dialled on first use
+	clientOpts []client.Option // Options.ClientOptions
 }
 
 // proc is one coordinator process: its command line, its output and its
@@ -208,7 +213,8 @@ func Start(t testing.TB, o Options) *Cluster {
 		to = DefaultTimeout.String()
 	}
 	args := append([]string{"-c", "0", "-s", "0", "-C", cfgPath, "-t", to, "-l", filepath.Join(dir, "ftkv.log")}, o.Args...)
-	c := &Cluster{t: t, Dir: dir, Bin: bin, ConfigPath: cfgPath, race: race, stderr: &lockedBuf{}, args: args, wrap: o.Wrap, addrHst: o.AddrHost}
+	c := &Cluster{t: t, Dir: dir, Bin: bin, ConfigPath: cfgPath, race: race, stderr: &lockedBuf{}, args: args, wrap: o.Wrap, addrHst: o.AddrHost,
+		clientOpts: o.ClientOptions}
 	c.launch(t, args)
 	t.Cleanup(func() {
 		c.closeStatusClient()
@@ -430,7 +436,7 @@ func (c *Cluster) Client(opts ...client.Option) *client.Client {
 	c.t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	cl, err := client.Dial(ctx, c.Addr, opts...)
+	cl, err := client.Dial(ctx, c.Addr, append(append([]client.Option(nil), c.clientOpts...), opts...)...)
 	if err != nil {
 		c.t.Fatalf("dial %s: %v", c.Addr, err)
 	}

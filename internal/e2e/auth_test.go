@@ -1,0 +1,476 @@
+package e2e
+
+// End-to-end tests of client authentication: a cluster with users
+// (-insecure-auth: loopback without TLS), the Go client, bin/client and
+// raw frames; roles, the redacted status, throttled failures, failover
+// under load with authenticated clients, and a search of every log, the
+// process table and the run's files for the passwords and the cluster
+// secret.
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io/fs"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/crypto/bcrypt"
+
+	"ftkv/client"
+	"ftkv/internal/auth"
+	"ftkv/internal/testkit/testcluster"
+	"ftkv/wire"
+)
+
+// authUser is one configured user and its password.
+type authUser struct{ name, role, password, hash string }
+
+// authUsers are an admin, a readwrite and a read user, with random
+// passwords (so that a search for them finds only leaks).
+type authUsers struct{ admin, writer, reader authUser }
+
+func (u authUsers) all() []authUser { return []authUser{u.admin, u.writer, u.reader} }
+
+func newAuthUsers(t *testing.T) authUsers {
+	t.Helper()
+	mk := func(name, role string) authUser {
+		var b [12]byte
+		_, _ = rand.Read(b[:])
+		pw := "pw-" + name + "-" + hex.EncodeToString(b[:])
+		// bcrypt's minimum cost: -race binaries check each password once
+		// per process, and a cost of 11 takes seconds under the race
+		// detector.
+		h, err := auth.HashPassword([]byte(pw), bcrypt.MinCost)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return authUser{name: name, role: role, password: pw, hash: h}
+	}
+	return authUsers{admin: mk("ops", "admin"), writer: mk("app", "readwrite"), reader: mk("dash", "read")}
+}
+
+// authConfig is a cluster file of n local servers and the users.
+func authConfig(n int, us authUsers) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d\n", n)
+	for i := 0; i < n; i++ {
+		b.WriteString("localhost 0 0 0\n")
+	}
+	for _, u := range us.all() {
+		fmt.Fprintf(&b, "user %s %s %s\n", u.name, u.role, u.hash)
+	}
+	return b.String()
+}
+
+// startAuthCluster runs n servers with users; the harness's own clients
+// are the admin's.
+func startAuthCluster(t *testing.T, n int, us authUsers, args ...string) *testcluster.Cluster {
+	t.Helper()
+	return testcluster.Start(t, testcluster.Options{Config: authConfig(n, us), Args: append([]string{"-insecure-auth"}, args...),
+		ClientOptions: []client.Option{client.WithAuth(us.admin.name, us.admin.password)}})
+}
+
+// dialAs dials c as user with password ("" user: no credentials).
+func dialAs(c *testcluster.Cluster, user, password string, opts ...client.Option) (*client.Client, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if user != "" {
+		opts = append(opts, client.WithAuth(user, password))
+	}
+	return client.Dial(ctx, c.Addr, opts...)
+}
+
+// runCLIEnv runs bin/client against addr with env added to its
+// environment.
+func runCLIEnv(t *testing.T, bin, addr string, env []string, args ...string) cliResult {
+	t.Helper()
+	host, port, _ := net.SplitHostPort(addr)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "client"), append([]string{"-h", host, "-p", port}, args...)...)
+	cmd.Env = append(os.Environ(), env...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	var ee *exec.ExitError
+	code := 0
+	if errors.As(err, &ee) {
+		code = ee.ExitCode()
+	} else if err != nil {
+		t.Fatalf("client %q: %v", args, err)
+	}
+	return cliResult{stdout: out.String(), stderr: errb.String(), code: code}
+}
+
+// TestAuth: with users configured, a client without credentials, with a
+// wrong password or an unknown user is refused with a clear error on the
+// coordinator's and the servers' client ports (which got the users from
+// the coordinator); a read user reads and is refused writes and shutdown
+// (its client stays usable); readwrite and admin users work; only an
+// admin sees the status's details; failed attempts from one address are
+// throttled and logged with the user name and address. At the end no
+// log, process's command line or environment, nor any file of the run
+// holds a password or the cluster secret.
+func TestAuth(t *testing.T) {
+	us := newAuthUsers(t)
+	c := startAuthCluster(t, 3, us)
+	admin := c.Client()
+	st := c.Status(t)
+	if st.Redacted || st.Servers[0].PID == 0 {
+		t.Fatalf("the admin's status is redacted: %+v", st.Servers[0])
+	}
+
+	t.Run("refused", func(t *testing.T) {
+		for _, tc := range []struct{ name, user, pw, want string }{
+			{"no credentials", "", "", "authentication required"},
+			{"wrong password", us.writer.name, us.reader.password, "unknown user or wrong password"},
+			{"unknown user", "mallory", us.writer.password, "unknown user or wrong password"},
+		} {
+			cl, err := dialAs(c, tc.user, tc.pw)
+			if err == nil {
+				cl.Close()
+				t.Fatalf("%s: dial succeeded", tc.name)
+			}
+			if !errors.Is(err, client.ErrAuth) || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("%s: %v, want ErrAuth saying %q", tc.name, err, tc.want)
+			}
+		}
+		// Each server's client port refuses too: the coordinator handed
+		// them the users.
+		for _, s := range st.Servers {
+			nc, err := net.DialTimeout("tcp", s.Addr, 5*time.Second)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, _ = nc.Write(wire.Append(nil, &wire.Frame{Op: wire.OpGet, ID: 1, Epoch: st.Epoch, Key: []byte("k")}))
+			_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+			br := bufio.NewReader(nc)
+			f, err := readFrame(br)
+			if err != nil || f.Status != wire.StatusUnauthenticated || !strings.Contains(string(f.Value), "authentication required") {
+				t.Errorf("server %d: GET without HELLO answered %v %v %q", s.ID, err, f.Status, f.Value)
+			}
+			if _, err := br.ReadByte(); err == nil {
+				t.Errorf("server %d: connection open after the refusal", s.ID)
+			}
+			nc.Close()
+		}
+	})
+
+	writer, err := dialAs(c, us.writer.name, us.writer.password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close()
+	reader, err := dialAs(c, us.reader.name, us.reader.password)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+
+	t.Run("roles", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		defer cancel()
+		keys := keysOnShards(3, 2, "auth-roles")
+		for _, k := range keys {
+			if err := writer.Put(ctx, k, []byte("w:"+k)); err != nil {
+				t.Fatalf("writer Put %s: %v", k, err)
+			}
+			if err := writer.Append(ctx, k, []byte("+")); err != nil {
+				t.Fatalf("writer Append %s: %v", k, err)
+			}
+			if ok, err := admin.CompareAndSwap(ctx, k, []byte("w:"+k+"+"), []byte("a:"+k)); err != nil || !ok {
+				t.Fatalf("admin CAS %s: %v %v", k, ok, err)
+			}
+			if v, err := reader.Get(ctx, k); err != nil || string(v) != "a:"+k {
+				t.Fatalf("reader Get %s = %q, %v", k, v, err)
+			}
+			for name, op := range map[string]func() error{
+				"Put":    func() error { return reader.Put(ctx, k, []byte("r")) },
+				"Delete": func() error { return reader.Delete(ctx, k) },
+				"Append": func() error { return reader.Append(ctx, k, []byte("r")) },
+				"CAS":    func() error { _, err := reader.CompareAndSwap(ctx, k, nil, []byte("r")); return err },
+			} {
+				start := time.Now()
+				err := op()
+				if !errors.Is(err, client.ErrPermission) || !strings.Contains(err.Error(), "user dash (role read) may not") {
+					t.Errorf("reader %s %s: %v, want ErrPermission", name, k, err)
+				}
+				if time.Since(start) > 2*time.Second {
+					t.Errorf("reader %s: refused after %s (retried?)", name, time.Since(start))
+				}
+			}
+			if v, err := reader.Get(ctx, k); err != nil || string(v) != "a:"+k {
+				t.Fatalf("reader Get %s after its refused writes = %q, %v", k, v, err)
+			}
+			if err := writer.Delete(ctx, k); err != nil {
+				t.Fatalf("writer Delete %s: %v", k, err)
+			}
+		}
+		if err := reader.ShutdownCluster(ctx); !errors.Is(err, client.ErrPermission) {
+			t.Errorf("reader shutdown: %v, want ErrPermission", err)
+		}
+		if err := writer.ShutdownCluster(ctx); !errors.Is(err, client.ErrPermission) {
+			t.Errorf("writer shutdown: %v, want ErrPermission", err)
+		}
+	})
+
+	t.Run("status details for admins only", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		rs, err := reader.Status(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !rs.Redacted || len(rs.Servers) != 3 {
+			t.Fatalf("reader's status: redacted %v, %d servers", rs.Redacted, len(rs.Servers))
+		}
+		for i, s := range rs.Servers {
+			if s.PID != 0 || s.Host != "" || s.PeerAddr != "" || s.CtlAddr != "" || s.MetricsAddr != "" || s.RSSBytes != 0 {
+				t.Errorf("reader sees server %d's details: %+v", i, s)
+			}
+			if s.Addr != st.Servers[i].Addr || s.State == "" || s.Role == "" {
+				t.Errorf("reader's status lacks server %d's basics: %+v", i, s)
+			}
+		}
+		// bin/client status --json keeps its field names for every user.
+		r := runCLIEnv(t, c.Bin, c.Addr, []string{"FTKV_PASSWORD=" + us.reader.password}, "-user", us.reader.name, "status", "--json")
+		if r.code != 0 {
+			t.Fatalf("status --json as reader: exit %d: %s", r.code, r.stderr)
+		}
+		var doc map[string]any
+		if err := json.Unmarshal([]byte(r.stdout), &doc); err != nil {
+			t.Fatalf("status --json: %v\n%s", err, r.stdout)
+		}
+		srv := doc["servers"].([]any)[0].(map[string]any)
+		for _, k := range []string{"id", "addr", "host", "pid", "state", "primary_keys", "secondary_keys"} {
+			if _, ok := srv[k]; !ok {
+				t.Errorf("reader's status --json has no %q: %v", k, srv)
+			}
+		}
+	})
+
+	t.Run("cli", func(t *testing.T) {
+		env := func(pw string) []string { return []string{"FTKV_PASSWORD=" + pw} }
+		r := runCLIEnv(t, c.Bin, c.Addr, env(us.writer.password), "-user", us.writer.name, "P", "cli key", "cli value")
+		if r.code != 0 || strings.TrimSpace(r.stdout) != "OK" {
+			t.Fatalf("P as writer: exit %d, %q, %q", r.code, r.stdout, r.stderr)
+		}
+		r = runCLIEnv(t, c.Bin, c.Addr, env(us.reader.password), "-user", us.reader.name, "G", "cli key")
+		if r.code != 0 || strings.TrimSpace(r.stdout) != "cli value" {
+			t.Fatalf("G as reader: exit %d, %q, %q", r.code, r.stdout, r.stderr)
+		}
+		for _, tc := range []struct {
+			name string
+			env  []string
+			args []string
+			want string
+		}{
+			{"read user writes", env(us.reader.password), []string{"-user", us.reader.name, "P", "cli key", "x"}, "permission denied: user dash (role read) may not PUT"},
+			{"no user", nil, []string{"G", "cli key"}, "authentication required"},
+			{"wrong password", env("not-" + us.writer.password), []string{"-user", us.writer.name, "G", "cli key"}, "unknown user or wrong password"},
+			{"shutdown by a writer", env(us.writer.password), []string{"-user", us.writer.name, "shutdown"}, "permission denied"},
+		} {
+			r := runCLIEnv(t, c.Bin, c.Addr, tc.env, tc.args...)
+			if r.code != 4 || !strings.Contains(r.stderr, tc.want) {
+				t.Errorf("%s: exit %d, stderr %q; want exit 4 and %q", tc.name, r.code, r.stderr, tc.want)
+			}
+			oneErrorLine(t, tc.name, r.stderr)
+		}
+		// A password as a flag's value is refused, and not repeated.
+		r = runCLIEnv(t, c.Bin, c.Addr, nil, "-a", us.writer.password, "G", "k")
+		if r.code != 2 || strings.Contains(r.stderr, us.writer.password) {
+			t.Errorf("-a PASSWORD: exit %d, stderr %q", r.code, r.stderr)
+		}
+	})
+
+	t.Run("failures throttled per address", func(t *testing.T) {
+		// From another loopback address, so that this address's failures
+		// do not hold back the other subtests.
+		from := client.WithDialer((&net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}}).DialContext)
+		var throttled bool
+		for i := 0; i < auth.DefaultFailBurst+3 && !throttled; i++ {
+			_, err := dialAs(c, us.writer.name, fmt.Sprintf("guess-%d", i), from)
+			if !errors.Is(err, client.ErrAuth) {
+				t.Fatalf("guess %d: %v, want ErrAuth", i, err)
+			}
+			throttled = strings.Contains(err.Error(), "too many failed authentication attempts")
+		}
+		if !throttled {
+			t.Fatalf("%d wrong passwords in a row from one address were never throttled", auth.DefaultFailBurst+3)
+		}
+		// Throttled: the next guess is refused at once, unchecked...
+		start := time.Now()
+		if _, err := dialAs(c, "nobody", "guess", from); err == nil || !strings.Contains(err.Error(), "too many failed") {
+			t.Errorf("a guess from a throttled address: %v", err)
+		}
+		if d := time.Since(start); d > 2*time.Second {
+			t.Errorf("a throttled guess took %s", d)
+		}
+		// ...but another address is served.
+		cl, err := dialAs(c, us.writer.name, us.writer.password)
+		if err != nil {
+			t.Fatalf("writer from 127.0.0.1 while 127.0.0.2 is throttled: %v", err)
+		}
+		cl.Close()
+		testcluster.Eventually(t, 5*time.Second, "the failures in the log, with the user and the address", func() bool {
+			failed := false
+			for _, line := range strings.Split(c.Log(), "\n") {
+				failed = failed || strings.Contains(line, `"user":"app"`) && strings.Contains(line, `"remote":"127.0.0.2"`) &&
+					strings.Contains(line, `"message":"authentication failed"`)
+			}
+			return failed && strings.Contains(c.Log(), "authentication attempts throttled")
+		})
+	})
+
+	// The leak search, with the cluster running (ps, /proc) and after
+	// its shutdown (logs and files complete).
+	procs := clusterPIDs(t, c, st)
+	secret := clusterSecret(t, c)
+	secrets := map[string]string{"the cluster secret": secret}
+	for _, u := range us.all() {
+		secrets[u.name+"'s password"] = u.password
+		secrets[u.name+"'s hash"] = u.hash
+	}
+	checkNoLeaks(t, "ps -eo args", psArgs(t), secrets)
+	for _, pid := range procs {
+		for _, f := range []string{"cmdline", "environ"} {
+			b, err := os.ReadFile(fmt.Sprintf("/proc/%d/%s", pid, f))
+			if err != nil {
+				t.Fatalf("pid %d: %v", pid, err)
+			}
+			checkNoLeaks(t, fmt.Sprintf("/proc/%d/%s", pid, f), string(b), secrets)
+		}
+	}
+	if err := c.Shutdown(20 * time.Second); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	checkNoLeaks(t, "the coordinator's stderr", c.Stderr(), secrets)
+	checkRunFiles(t, c.Dir, c.ConfigPath, secrets)
+}
+
+// clusterPIDs are the coordinator's and the servers' pids.
+func clusterPIDs(t *testing.T, c *testcluster.Cluster, st *client.ClusterStatus) []int {
+	pids := []int{c.CoordPID()}
+	for _, s := range st.Servers {
+		if s.PID <= 0 {
+			t.Fatalf("server %d has no pid in the admin's status", s.ID)
+		}
+		pids = append(pids, s.PID)
+	}
+	return pids
+}
+
+// clusterSecret reads the cluster secret from the coordinator's Raft
+// state (the one place it is kept), so the search knows what to look for.
+func clusterSecret(t *testing.T, c *testcluster.Cluster) string {
+	t.Helper()
+	db := filepath.Join(c.Dir, "ftkv-coord", "raft.db")
+	var m []string
+	testcluster.Eventually(t, 10*time.Second, "the cluster secret in "+db, func() bool {
+		b, _ := os.ReadFile(db)
+		m = regexp.MustCompile(`"secret":"([0-9a-f]{32})"`).FindStringSubmatch(string(b))
+		return m != nil
+	})
+	return m[1]
+}
+
+func psArgs(t *testing.T) string {
+	t.Helper()
+	out, err := exec.Command("ps", "-eo", "args").Output()
+	if err != nil {
+		t.Fatalf("ps: %v", err)
+	}
+	return string(out)
+}
+
+// checkNoLeaks fails if text (what) holds any of secrets.
+func checkNoLeaks(t *testing.T, what, text string, secrets map[string]string) {
+	t.Helper()
+	for name, s := range secrets {
+		if strings.Contains(text, s) {
+			t.Errorf("%s holds %s", what, name)
+		}
+	}
+}
+
+// checkRunFiles searches every file of the run's directory (logs, dumps,
+// data) and their names for secrets. The cluster secret is kept in the
+// Raft state only, in a directory only the owner can enter; the hashes in
+// the config file only.
+func checkRunFiles(t *testing.T, dir, cfgPath string, secrets map[string]string) {
+	t.Helper()
+	raftDir := filepath.Join(dir, "ftkv-coord")
+	if fi, err := os.Stat(raftDir); err != nil || fi.Mode().Perm() != 0o700 {
+		t.Errorf("%s: mode %v (%v), want 0700: it holds the cluster secret", raftDir, fi.Mode().Perm(), err)
+	}
+	files := 0
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		checkNoLeaks(t, "the file name "+path, path, secrets)
+		if d.IsDir() {
+			return nil
+		}
+		b, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		files++
+		only := map[string]string{}
+		for k, v := range secrets {
+			switch {
+			case k == "the cluster secret" && strings.HasPrefix(path, raftDir+string(filepath.Separator)):
+			case strings.HasSuffix(k, "'s hash") && path == cfgPath:
+				// The hashes' place.
+			default:
+				only[k] = v
+			}
+		}
+		checkNoLeaks(t, path, string(b), only)
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if files < 3 {
+		t.Errorf("only %d files searched in %s", files, dir)
+	}
+}
+
+// TestAuthFailoverUnderLoad: the shape of TestFailoverKillEachRole with
+// users: authenticated clients (readwrite) run a workload and ledger
+// writers while a server is killed; the respawned incarnation gets the
+// users from the coordinator, and no call fails.
+func TestAuthFailoverUnderLoad(t *testing.T) {
+	const n = 3
+	us := newAuthUsers(t)
+	c := startAuthCluster(t, n, us)
+	cls := make([]*client.Client, 4)
+	for i := range cls {
+		cls[i] = c.Client(client.WithAuth(us.writer.name, us.writer.password), client.WithConnsPerServer(1+i%2))
+	}
+	c.WaitRecovered(t, 10*time.Second)
+	w := startWorkload(t, workloadConfig{Clients: cls, Keys: keysOnShards(n, 3, "auth-failover"),
+		Workers: 8, OpTimeout: foOpTimeout, Seed: seed(t)})
+	l := startLedger(t, cls, 3, "ledger-auth-failover", foOpTimeout)
+	waitProgress(t, c, "load before the kill", w.Done, 200, 500*time.Millisecond)
+	before := c.Status(t)
+	v := c.KillServer(t, 1)
+	after := c.WaitRecovered(t, recoverTimeout, v)
+	checkReplaced(t, before, after, 1)
+	waitProgress(t, c, "load after recovery", w.Done, 200, 500*time.Millisecond)
+	stopAndCheck(t, w, l, cls[0])
+}
