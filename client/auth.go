@@ -99,3 +99,46 @@ func refusal(reply wire.Frame, addr string) error {
 	}
 	return nil
 }
+
+// CheckCredentials asks a coordinator whether user and password are
+// valid credentials of the cluster, on a connection of their own (the
+// client's own credentials are not involved), and returns the user's
+// role: "read", "readwrite" or "admin" ("" when the cluster has no
+// users). Refused credentials are ErrAuth. A front door (bin/gateway)
+// checks its own clients' logins with it.
+func (c *Client) CheckCredentials(ctx context.Context, user, password string) (string, error) {
+	var last error
+	for _, addr := range c.coordOrder() {
+		role, err := c.checkAt(ctx, addr, user, password)
+		if err == nil || errors.Is(err, ErrAuth) || ctx.Err() != nil {
+			return role, err
+		}
+		last = err
+	}
+	return "", last
+}
+
+func (c *Client) checkAt(ctx context.Context, addr, user, password string) (string, error) {
+	dctx, cancel := context.WithTimeout(ctx, max(c.opts.timing.Handshake, minHelloWait))
+	defer cancel()
+	nc, err := c.opts.dial(dctx, "tcp", addr)
+	if err != nil {
+		return "", fmt.Errorf("ftkv: coordinator %s: %w", addr, err)
+	}
+	cn := newConn(nc, addr)
+	defer cn.fail(ErrClosed)
+	if !inPrivate(nc) {
+		return "", fmt.Errorf("%w: not sending the password of user %s in clear to %s (a non-loopback address without TLS)", ErrAuth, user, addr)
+	}
+	reply, err := cn.roundTrip(dctx, &wire.Frame{Op: wire.OpHello, Key: []byte(user), Value: []byte(password)})
+	if err != nil {
+		return "", fmt.Errorf("ftkv: coordinator %s: %w", addr, err)
+	}
+	switch reply.Status {
+	case wire.StatusOK:
+		return string(reply.Value), nil
+	case wire.StatusUnauthenticated:
+		return "", fmt.Errorf("%w: %s", ErrAuth, reply.Value)
+	}
+	return "", fmt.Errorf("ftkv: coordinator %s answered HELLO with %s: %s", addr, reply.Status, reply.Value)
+}

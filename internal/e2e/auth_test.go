@@ -226,6 +226,19 @@ func TestAuth(t *testing.T) {
 		}
 	})
 
+	t.Run("check credentials", func(t *testing.T) {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		for _, u := range us.all() {
+			if role, err := writer.CheckCredentials(ctx, u.name, u.password); err != nil || role != u.role {
+				t.Errorf("CheckCredentials(%s) = %q, %v; want %q", u.name, role, err, u.role)
+			}
+		}
+		if _, err := writer.CheckCredentials(ctx, us.reader.name, "wrong"); !errors.Is(err, client.ErrAuth) {
+			t.Errorf("CheckCredentials with a wrong password: %v", err)
+		}
+	})
+
 	t.Run("status details for admins only", func(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		defer cancel()
