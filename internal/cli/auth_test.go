@@ -10,6 +10,7 @@ import (
 	"testing"
 
 	"ftkv/client"
+	"ftkv/status"
 )
 
 func TestPasswordFlagRefused(t *testing.T) {
@@ -66,5 +67,22 @@ func TestExitDenied(t *testing.T) {
 			!strings.HasPrefix(errb.String(), "error: ftkv: ") || strings.Count(errb.String(), "\n") != 1 {
 			t.Errorf("dial refused (%v): exit %d, stderr %q", err, code, errb.String())
 		}
+	}
+}
+
+func TestStatusTableRedacted(t *testing.T) {
+	var b bytes.Buffer
+	st := &status.Cluster{Epoch: 2, Redacted: true, Servers: []status.Server{{ID: 0, Addr: "127.0.0.1:1", State: "serving"}}}
+	if err := writeStatusTable(&b, st); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(b.String(), "(details for admin users only)") {
+		t.Errorf("redacted table:\n%s", b.String())
+	}
+	b.Reset()
+	st.Redacted = false
+	_ = writeStatusTable(&b, st)
+	if strings.Contains(b.String(), "admin") {
+		t.Errorf("an admin's table mentions redaction:\n%s", b.String())
 	}
 }

@@ -71,6 +71,12 @@ func writeStatusTable(w io.Writer, st *status.Cluster) error {
 	if _, err := fmt.Fprintf(w, "epoch %d\n", st.Epoch); err != nil {
 		return err
 	}
+	if st.Redacted {
+		// Hosts, pids, incarnations and log figures are an admin's.
+		if _, err := fmt.Fprintln(w, "(details for admin users only)"); err != nil {
+			return err
+		}
+	}
 	return writeControlPlane(w, st)
 }
 
