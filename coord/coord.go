@@ -600,6 +600,7 @@ func (c *Coordinator) listen(h gnet.EventHandler, name string, port int) (string
 		// With users, a client's first frame is a small HELLO (auth.go).
 		cfg.PreAuthMaxFrame, cfg.RequireAuth = connlimit.PreAuthMaxFrame, true
 		cfg.AuthTimeout = 3 * c.opts.Timing.Handshake
+		cfg.MaxFrame = maxClientFrame // (after HELLO; 64 KiB, as without users)
 	}
 	p, err := connlimit.Listen(net.JoinHostPort(c.opts.Bind, strconv.Itoa(port)), h, cfg,
 		gnet.WithLogger(gnetlog.Logger{L: c.log}), gnet.WithNumEventLoop(1), gnet.WithTCPNoDelay(gnet.TCPNoDelay))
