@@ -306,3 +306,41 @@ func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
 }
+
+// TestManyConnectionsInOrder: connections that send at the same time
+// (their commands share batches) each get their own answers in order.
+func TestManyConnectionsInOrder(t *testing.T) {
+	g := start(t, newMemStore(), nil)
+	var wg sync.WaitGroup
+	for c := 0; c < 20; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			nc, err := net.Dial("tcp", g.Addr())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer nc.Close()
+			for round := 0; round < 50; round++ {
+				var in, want strings.Builder
+				for i := 0; i < 1+round%17; i++ {
+					k, v := fmt.Sprintf("c%d:%d", c, i), fmt.Sprintf("%d-%d", round, i)
+					in.WriteString(cmd("SET", k, v))
+					in.WriteString(cmd("GET", fmt.Sprintf("c%d:%d", c, i+100)))
+					fmt.Fprintf(&want, "+OK\r\n$-1\r\n")
+				}
+				in.WriteString(cmd("GET", fmt.Sprintf("c%d:0", c)))
+				fmt.Fprintf(&want, "$%d\r\n%d-0\r\n", len(fmt.Sprint(round))+2, round)
+				io.WriteString(nc, in.String())
+				_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+				got := make([]byte, want.Len())
+				if _, err := io.ReadFull(nc, got); err != nil || string(got) != want.String() {
+					t.Errorf("connection %d round %d: got %q (%v), want %q", c, round, got, err, want.String())
+					return
+				}
+			}
+		}(c)
+	}
+	wg.Wait()
+}
