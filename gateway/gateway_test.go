@@ -344,3 +344,32 @@ func TestManyConnectionsInOrder(t *testing.T) {
 	}
 	wg.Wait()
 }
+
+// TestSplitAnywhere sends one pipeline (RESP and inline commands, binary
+// values) cut at every point in turn, the two halves written apart: the
+// answers never change.
+func TestSplitAnywhere(t *testing.T) {
+	g := start(t, newMemStore(), nil)
+	in := cmd("SET", "k", "a\r\nb") + "GET k\r\n" + cmd("APPEND", "k", "\x00") + cmd("MGET", "k", "x") + "PING\r\n" + cmd("STRLEN", "k")
+	want := "+OK\r\n$4\r\na\r\nb\r\n:5\r\n*2\r\n$5\r\na\r\nb\x00\r\n$-1\r\n+PONG\r\n:5\r\n"
+	for cut := 1; cut < len(in); cut++ {
+		nc, err := net.Dial("tcp", g.Addr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(nc, cmd("SET", "k", "a\r\nb")) // the same start for every cut
+		got := make([]byte, 5)
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.ReadFull(nc, got); err != nil {
+			t.Fatal(err)
+		}
+		io.WriteString(nc, in[:cut])
+		time.Sleep(time.Millisecond)
+		io.WriteString(nc, in[cut:])
+		got = make([]byte, len(want))
+		if _, err := io.ReadFull(nc, got); err != nil || string(got) != want {
+			t.Fatalf("cut at %d: got %q (%v), want %q", cut, got, err, want)
+		}
+		nc.Close()
+	}
+}
