@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"ftkv/client"
+	"ftkv/internal/accept"
 	"ftkv/internal/connlimit"
 	"ftkv/internal/gnetlog"
 	"ftkv/limits"
@@ -111,6 +112,9 @@ func New(cfg Config) (*Gateway, error) {
 // Start binds the RESP port (and the HTTP port when configured) and serves
 // them in the background until Close.
 func (g *Gateway) Start() error {
+	if _, _, err := accept.RaiseNoFile(); err != nil {
+		g.log.Warn().Err(err).Msg("RLIMIT_NOFILE not raised") // max_clients may not be reachable
+	}
 	lc := connlimit.FromLimits("resp", g.lim, g.log)
 	lc.Reject = []byte(errMaxClients)
 	lc.Budget = connlimit.NewBudget(g.lim.OutputBudget)
