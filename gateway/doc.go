@@ -13,9 +13,11 @@
 // ReadNextCommand); each connection's commands run in order on one
 // goroutine at a time, which writes the answers with AsyncWrite, so a
 // pipeline is answered in order and no loop waits for the cluster. Plain
-// GETs and SETs of distinct keys pipelined together go to the cluster as
-// one client.Batch (one round trip per server); commands on one key keep
-// their order.
+// GETs and SETs go to the cluster as one client.Batch (one write and one
+// round trip per server): those of distinct keys pipelined on one
+// connection, and those of every connection an event loop read in one
+// pass (a task queued on the loop runs after the pass); commands on one
+// key of one connection keep their order.
 //
 // Commands: PING, ECHO, GET, SET (NX, XX, GET), SETNX, GETSET, DEL, EXISTS,
 // MGET, MSET (not atomic across shards), APPEND, STRLEN, INCR, DECR,
