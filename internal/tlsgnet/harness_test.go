@@ -14,7 +14,9 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"github.com/rs/zerolog"
 
+	"ftkv/internal/gnetlog"
 	"ftkv/internal/tlsconf"
 )
 
@@ -189,6 +191,15 @@ type server struct {
 type bootHook struct {
 	gnet.EventHandler
 	booted chan gnet.Engine
+	ready  chan struct{}
+	once   sync.Once
+}
+
+// OnOpen of the first connection proves (to the race detector too) that
+// the event loops run: gnet calls OnBoot before they exist.
+func (b *bootHook) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
+	b.once.Do(func() { close(b.ready) })
+	return b.EventHandler.OnOpen(c)
 }
 
 func (b *bootHook) OnBoot(e gnet.Engine) gnet.Action {
@@ -207,11 +218,11 @@ func startServer(t testing.TB, h gnet.EventHandler, cfg *tls.Config, opts ...Opt
 	if cfg != nil {
 		h = Wrap(h, cfg, opts...)
 	}
-	bh := &bootHook{EventHandler: h, booted: make(chan gnet.Engine, 1)}
+	bh := &bootHook{EventHandler: h, booted: make(chan gnet.Engine, 1), ready: make(chan struct{})}
 	s := &server{addr: addr, errc: make(chan error, 1)}
 	go func() {
 		s.errc <- gnet.Run(bh, "tcp://"+addr, gnet.WithMulticore(true), gnet.WithNumEventLoop(2),
-			gnet.WithTCPNoDelay(gnet.TCPNoDelay), gnet.WithLogLevel(5))
+			gnet.WithTCPNoDelay(gnet.TCPNoDelay), gnet.WithLogger(gnetlog.Logger{L: zerolog.Nop()}))
 	}()
 	select {
 	case s.eng = <-bh.booted:
@@ -230,6 +241,7 @@ func startServer(t testing.TB, h gnet.EventHandler, cfg *tls.Config, opts ...Opt
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
+	<-bh.ready
 	t.Cleanup(func() {
 		_ = s.eng.Stop(context.Background())
 		<-s.errc

@@ -9,6 +9,11 @@ import (
 	"github.com/panjf2000/gnet/v2"
 )
 
+// directWrites lets the loop write ciphertext with gnet's Write when
+// nothing is queued ahead (see flush); off, everything goes through
+// AsyncWrite (for measurements).
+var directWrites = true
+
 // errWouldBlock is what the transport's Read returns when no ciphertext is
 // buffered after the handshake. crypto/tls (Conn.readRecordOrCCS) does not
 // make a temporary net.Error sticky: the connection stays usable and a
@@ -177,7 +182,7 @@ func (p *pipeConn) flush(onLoop bool, cb gnet.AsyncCallback, fail error) error {
 		}
 		return fail
 	}
-	if onLoop && cb == nil && p.asyncs.Load() == 0 {
+	if onLoop && directWrites && cb == nil && p.asyncs.Load() == 0 {
 		if len(out) == 0 {
 			return nil
 		}
