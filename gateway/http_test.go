@@ -2,9 +2,11 @@ package gateway
 
 import (
 	"encoding/json"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
 	"ftkv/status"
@@ -95,5 +97,45 @@ func TestHTTPStatus(t *testing.T) {
 	}
 	if !strings.Contains(r.body, `"primary_keys":0`) || !strings.Contains(r.body, `"coordinators":[]`) {
 		t.Fatalf("status is not client status --json's document: %s", r.body)
+	}
+}
+
+// TestHTTPIfMatchRace: writers racing with the same ETag — exactly one
+// wins, the others get 412.
+func TestHTTPIfMatchRace(t *testing.T) {
+	g := start(t, newMemStore(), nil)
+	url := "http://" + g.HTTPAddr() + "/v1/kv/race"
+	tag := do(t, "PUT", url, "v0").etag
+	codes := make(chan int, 20)
+	var wg sync.WaitGroup
+	for i := 0; i < 20; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			req, _ := http.NewRequest("PUT", url, strings.NewReader(fmt.Sprint("v", i+1)))
+			req.Header.Set("If-Match", tag)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			codes <- resp.StatusCode
+		}(i)
+	}
+	wg.Wait()
+	close(codes)
+	won := 0
+	for c := range codes {
+		switch c {
+		case 204:
+			won++
+		case 412:
+		default:
+			t.Fatalf("status %d", c)
+		}
+	}
+	if won != 1 {
+		t.Fatalf("%d writers won with the same ETag, want 1", won)
 	}
 }
