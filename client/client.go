@@ -426,7 +426,7 @@ func (c *Client) retry(ctx context.Context, f *wire.Frame, from int, sent time.T
 
 func (c *Client) ctxErr(ctx context.Context, last error) error {
 	if last != nil {
-		return fmt.Errorf("%w (last error: %v)", ctx.Err(), last)
+		return fmt.Errorf("%w (last error: %w)", ctx.Err(), last)
 	}
 	return ctx.Err()
 }
