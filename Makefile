@@ -33,6 +33,7 @@ test: build vet
 	scripts/readme-remote.sh
 	scripts/readme-group.sh
 	scripts/readme-gateway.sh
+	scripts/readme-metrics.sh
 	BENCH_DURATION=1s BENCH_REPS=1 scripts/bench-compare.sh --check
 
 vet:
