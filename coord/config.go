@@ -48,6 +48,9 @@ type Cluster struct {
 	// Users are the "user <name> <role> <password-hash>" lines (nil: no
 	// authentication; see coord/auth.go).
 	Users *auth.Table
+	// TLS holds the tls_ca, tls_cert, tls_key, tls_coord_cert and
+	// tls_coord_key lines (see coord/tls.go); the flags override them.
+	TLS TLSFiles
 }
 
 // CoordSpec is one "coordinator <raft_host:port> <client_port>
@@ -126,6 +129,7 @@ func unwrapPathErr(err error) error {
 //	max_clients <n>               and the other client limits (package limits)
 //	data_dir <dir>                and the other settings of Storage
 //	user <name> <role> <hash>     a client's credentials (read, readwrite or admin; bcrypt)
+//	tls_ca <file>                 and tls_cert, tls_key, tls_coord_cert, tls_coord_key (coord/tls.go)
 //
 // Blank lines and # comments are ignored. Every error names the file, the
 // line and the problem.
@@ -290,6 +294,8 @@ func (c *Cluster) setting(name, val string, line int) error {
 			return err
 		}
 		c.Spares = append(c.Spares, Spare{Line: line, Host: val})
+	case "tls_ca", "tls_cert", "tls_key", "tls_coord_cert", "tls_coord_key":
+		c.TLS.set(name, val)
 	case "ssh_identity":
 		r.Identity = val
 	case "ssh_known_hosts":
@@ -314,7 +320,7 @@ func (c *Cluster) setting(name, val string, line int) error {
 		}
 		r.ConnectTimeout = v
 	default:
-		return fmt.Errorf("unknown setting %q (expected spare, ssh_identity, ssh_known_hosts, remote_bin, remote_dir, copy_bin, ssh_connect_timeout, data_dir, fsync, fsync_secondary, snapshot_bytes or a limit such as max_clients; a server line has 4 fields)", name)
+		return fmt.Errorf("unknown setting %q (expected spare, ssh_identity, ssh_known_hosts, remote_bin, remote_dir, copy_bin, ssh_connect_timeout, data_dir, fsync, fsync_secondary, snapshot_bytes, tls_ca, tls_cert, tls_key, tls_coord_cert, tls_coord_key or a limit such as max_clients; a server line has 4 fields)", name)
 	}
 	if name != "spare" && name != "copy_bin" && name != "ssh_connect_timeout" && strings.ContainsAny(val, "'\"`$;&|<>\\") {
 		return fmt.Errorf("%s %q contains characters not allowed in a path", name, val)

@@ -1,0 +1,149 @@
+package coord
+
+import (
+	"crypto/tls"
+	"fmt"
+	"path/filepath"
+
+	"ftkv/internal/tlsconf"
+)
+
+// TLS: with the tls_* lines (or flags) every link is TLS 1.3 (package
+// tlsconf): the coordinator's client and servers ports and its Raft
+// transport, its control links to the servers; the servers' ports, their
+// heartbeats and replication links. Internal links are mutual TLS with
+// the certificate's role checked (a server's certificate on the servers
+// port and the replication port, a coordinator's on the servers' control
+// port and Raft); on client ports a certificate is optional.
+//
+// Servers get the paths of their files on their command line, never key
+// material; remote servers get copies with copy_bin (tlsfiles.go), or
+// use the same paths on their host.
+
+// TLSFiles are the cluster's TLS files: the CA, the servers' certificate
+// and key, the coordinators' certificate and key. Relative paths are
+// relative to the coordinator's working directory.
+type TLSFiles struct {
+	CA, Cert, Key       string // tls_ca, tls_cert, tls_key (the servers')
+	CoordCert, CoordKey string // tls_coord_cert, tls_coord_key
+}
+
+// set applies one tls_* line.
+func (t *TLSFiles) set(name, val string) {
+	switch name {
+	case "tls_ca":
+		t.CA = val
+	case "tls_cert":
+		t.Cert = val
+	case "tls_key":
+		t.Key = val
+	case "tls_coord_cert":
+		t.CoordCert = val
+	case "tls_coord_key":
+		t.CoordKey = val
+	}
+}
+
+// Enabled reports whether any file is named.
+func (t TLSFiles) Enabled() bool { return t != TLSFiles{} }
+
+// override returns t with each file named in flags replacing its line.
+func (t TLSFiles) override(flags TLSFiles) TLSFiles {
+	for _, p := range []struct {
+		dst *string
+		v   string
+	}{
+		{&t.CA, flags.CA}, {&t.Cert, flags.Cert}, {&t.Key, flags.Key},
+		{&t.CoordCert, flags.CoordCert}, {&t.CoordKey, flags.CoordKey},
+	} {
+		if p.v != "" {
+			*p.dst = p.v
+		}
+	}
+	return t
+}
+
+// Servers is the servers' files.
+func (t TLSFiles) Servers() tlsconf.Files { return tlsconf.Files{CA: t.CA, Cert: t.Cert, Key: t.Key} }
+
+// Coordinator is the coordinators' files.
+func (t TLSFiles) Coordinator() tlsconf.Files {
+	return tlsconf.Files{CA: t.CA, Cert: t.CoordCert, Key: t.CoordKey}
+}
+
+// absolute makes every path absolute (servers run in other directories).
+func (t TLSFiles) absolute() (TLSFiles, error) {
+	for _, p := range []*string{&t.CA, &t.Cert, &t.Key, &t.CoordCert, &t.CoordKey} {
+		if *p == "" {
+			continue
+		}
+		a, err := filepath.Abs(*p)
+		if err != nil {
+			return t, err
+		}
+		*p = a
+	}
+	return t, nil
+}
+
+// coordTLS is what a coordinator with TLS uses.
+type coordTLS struct {
+	files   TLSFiles          // absolute paths
+	mat     *tlsconf.Material // the coordinator's certificate
+	clients *tls.Config       // its client port
+	servers *tls.Config       // its servers port: servers only
+	raftSrv *tls.Config       // Raft, accepting: coordinators only
+	raftCli *tls.Config       // Raft, dialling
+	ctl     *tls.Config       // control links to servers
+}
+
+// loadTLS reads and checks the files (nil, nil without TLS): all five
+// must be named, the servers' certificate must be for role server and the
+// coordinators' for role coordinator, both from the CA.
+func loadTLS(path string, t TLSFiles) (*coordTLS, error) {
+	if !t.Enabled() {
+		return nil, nil
+	}
+	missing := ""
+	for _, f := range []struct{ name, v string }{
+		{"tls_ca", t.CA}, {"tls_cert", t.Cert}, {"tls_key", t.Key}, {"tls_coord_cert", t.CoordCert}, {"tls_coord_key", t.CoordKey},
+	} {
+		if f.v == "" {
+			missing += " " + f.name
+		}
+	}
+	if missing != "" {
+		return nil, fmt.Errorf("%s: TLS needs the CA, the servers' and the coordinators' certificates and keys; missing:%s (bin/coord -gen-certs DIR makes them all and prints the lines)", path, missing)
+	}
+	t, err := t.absolute()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := tlsconf.Load(t.Servers(), tlsconf.RoleServer); err != nil {
+		return nil, fmt.Errorf("%s: servers' certificate: %w", path, err)
+	}
+	m, err := tlsconf.Load(t.Coordinator(), tlsconf.RoleCoordinator)
+	if err != nil {
+		return nil, fmt.Errorf("%s: coordinators' certificate: %w", path, err)
+	}
+	return &coordTLS{
+		files:   t,
+		mat:     m,
+		clients: m.Server(false),
+		servers: m.Server(true, tlsconf.RoleServer),
+		raftSrv: m.Server(true, tlsconf.RoleCoordinator),
+		raftCli: m.Client(tlsconf.RoleCoordinator),
+		ctl:     m.Client(tlsconf.RoleServer),
+	}, nil
+}
+
+// GenerateCerts is bin/coord -gen-certs DIR [-hosts h1,h2]: a new CA and
+// a certificate for each role in dir, and the config lines that use them.
+func GenerateCerts(dir string, hosts []string) (string, error) {
+	if err := tlsconf.Generate(dir, hosts); err != nil {
+		return "", err
+	}
+	j := func(f string) string { return filepath.Join(dir, f) }
+	return fmt.Sprintf("tls_ca %s\ntls_cert %s\ntls_key %s\ntls_coord_cert %s\ntls_coord_key %s\n",
+		j("ca.pem"), j("server.pem"), j("server-key.pem"), j("coordinator.pem"), j("coordinator-key.pem")), nil
+}
