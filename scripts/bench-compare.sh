@@ -18,13 +18,14 @@
 # gateway's extra hop (targets: >= 0.5x Redis at P1, >= 0.4x at P16).
 #
 # It starts: a Redis (persistence off), a second Redis with a replica for the
-# WAIT row, a default ftkv cluster (bin/coord with config.txt) and a
+# WAIT row, an ftkv cluster (bin/coord with config.txt and BENCH_FTKV_ARGS,
+# default "-data-dir none": no log, as the Redis has no persistence) and a
 # bin/gateway in front of it, all on free ports; and stops every process it
 # started, by pid, on any exit. redis-benchmark runs a number of requests,
 # not a duration: BENCH_GW_N1 and BENCH_GW_N16 (default: 25,000 and
 # 100,000 per second of BENCH_DURATION) per test.
 # Environment: BENCH_DURATION (10s) BENCH_REPS (3) BENCH_CONNS (50)
-# BENCH_KEYS (100000) BENCH_SIZE (100) BENCH_CONFIG (config.txt)
+# BENCH_KEYS (100000) BENCH_SIZE (100) BENCH_CONFIG (config.txt) BENCH_FTKV_ARGS
 # BENCH_SERVER_CPUS (0) BENCH_LOAD_CPUS (1) BENCH_RESULTS (copy the raw
 # JSON lines there) BENCH_KEEP=1 (keep the work directory with the logs).
 set -euo pipefail
@@ -37,6 +38,9 @@ CONNS=${BENCH_CONNS:-50}
 KEYS=${BENCH_KEYS:-100000}
 SIZE=${BENCH_SIZE:-100}
 CONFIG=${BENCH_CONFIG:-$ROOT/config.txt}
+# Like for like with a Redis without persistence: ftkv without its log
+# (scripts/bench-durability.sh compares the logs with Redis's AOF).
+FTKV_ARGS=${BENCH_FTKV_ARGS:--data-dir none}
 SERVER_CPUS=${BENCH_SERVER_CPUS:-0}
 LOAD_CPUS=${BENCH_LOAD_CPUS:-1}
 KEEP=${BENCH_KEEP:-0}
@@ -158,7 +162,8 @@ done
 grep -q 'master_link_status:up' <<<"$(redis-cli -p "$REPLICA_PORT" info replication)" ||
 	die "the replica did not connect to its primary (see $WORK/redis-replica.log)"
 
-(cd "$WORK" && exec "${PIN_SRV[@]}" "$BIN/coord" -c 0 -s 0 -C "$CONFIG" -no-stdin -l "$WORK/ftkv.log" \
+# shellcheck disable=SC2086 # FTKV_ARGS is a list of flags
+(cd "$WORK" && exec "${PIN_SRV[@]}" "$BIN/coord" -c 0 -s 0 -C "$CONFIG" -no-stdin -l "$WORK/ftkv.log" $FTKV_ARGS \
 	</dev/null >"$WORK/coord.out" 2>&1) &
 COORD_PID=$!
 PIDS+=("$COORD_PID")
@@ -205,7 +210,7 @@ echo "ftkv vs Redis — $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: $(nproc) CPUs, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1); $(redis-server --version | awk '{print $1, $2, $3}')"
 PINNING="not pinned"
 [ ${#PIN_SRV[@]} -gt 0 ] && PINNING="servers on CPU $SERVER_CPUS, bench on CPU $LOAD_CPUS"
-echo "ftkv $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'); $PINNING (taskset)"
+echo "ftkv $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), bin/coord $FTKV_ARGS; $PINNING (taskset)"
 echo "runs of $DURATION, $REPS repetitions, medians; $CONNS connections, $SIZE B values, $KEYS keys"
 echo
 
