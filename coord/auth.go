@@ -116,33 +116,11 @@ func (c *Coordinator) shutdownAllowed(conn gnet.Conn) bool {
 }
 
 // statusFor is st as conn may see it: whole for an admin or without
-// users, without its details for other users (redact).
+// users, without its details for other users (status.Cluster.Redact).
 func (c *Coordinator) statusFor(conn gnet.Conn, st *status.Cluster) *status.Cluster {
 	if c.gate == nil || auth.RoleOf(conn).IsAdmin() {
 		return st
 	}
-	redact(st)
+	st.Redact()
 	return st
-}
-
-// redact removes from st what only an admin sees: where processes run
-// (hosts, which may name ssh users, pids, incarnations), the internal
-// ports (replication, control, the coordinators' servers and Raft
-// ports), metrics endpoints and resource figures (memory, sessions, log
-// and snapshot sizes). What a client needs to understand the service
-// stays: ids, client addresses (the view has them), roles, states,
-// epochs, key counts, shards and disk errors.
-func redact(st *status.Cluster) {
-	st.Redacted = true
-	for i := range st.Servers {
-		s := &st.Servers[i]
-		s.PeerAddr, s.CtlAddr, s.Host, s.MetricsAddr = "", "", "", ""
-		s.PID, s.Incarnation = 0, 0
-		s.Sessions, s.SessionRecords, s.RSSBytes = 0, 0, 0
-		s.Fsync, s.LogBytes, s.SnapshotBytes, s.LastSnapshot = "", 0, 0, ""
-	}
-	for i := range st.Coordinators {
-		co := &st.Coordinators[i]
-		co.RaftAddr, co.ServersAddr, co.MetricsAddr = "", "", ""
-	}
 }

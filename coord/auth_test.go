@@ -86,7 +86,7 @@ func TestRedact(t *testing.T) {
 		Host: "alice@h", PID: 42, Incarnation: 2, State: "serving", PrimaryKeys: 10, RSSBytes: 1 << 20, MetricsAddr: "127.0.0.1:4",
 		LogBytes: 5, Fsync: "always", DiskError: true}},
 		Coordinators: []status.Coordinator{{ID: 0, ClientAddr: "127.0.0.1:7000", ServersAddr: "127.0.0.1:7001", RaftAddr: "127.0.0.1:7002", Role: "leader"}}}
-	redact(st)
+	st.Redact()
 	s, co := st.Servers[0], st.Coordinators[0]
 	if !st.Redacted || s.PeerAddr != "" || s.CtlAddr != "" || s.Host != "" || s.PID != 0 || s.Incarnation != 0 || s.RSSBytes != 0 ||
 		s.MetricsAddr != "" || s.LogBytes != 0 || s.Fsync != "" || co.ServersAddr != "" || co.RaftAddr != "" {

@@ -83,3 +83,26 @@ type Server struct {
 	// (GET /metrics; "" when it does not), from its heartbeat.
 	MetricsAddr string `json:"metrics_addr"`
 }
+
+// Redact removes from c what only an admin user sees, and sets Redacted:
+// where processes run (hosts, which may name ssh users, pids,
+// incarnations), the internal ports (replication, control, the
+// coordinators' servers and Raft ports), metrics endpoints and resource
+// figures (memory, sessions, log and snapshot sizes, fsync policy). What
+// a client needs to understand the service stays: ids, client addresses
+// (the view has them), roles, states, epochs, key counts, shards and disk
+// errors.
+func (c *Cluster) Redact() {
+	c.Redacted = true
+	for i := range c.Servers {
+		s := &c.Servers[i]
+		s.PeerAddr, s.CtlAddr, s.Host, s.MetricsAddr = "", "", "", ""
+		s.PID, s.Incarnation = 0, 0
+		s.Sessions, s.SessionRecords, s.RSSBytes = 0, 0, 0
+		s.Fsync, s.LogBytes, s.SnapshotBytes, s.LastSnapshot = "", 0, 0, ""
+	}
+	for i := range c.Coordinators {
+		co := &c.Coordinators[i]
+		co.RaftAddr, co.ServersAddr, co.MetricsAddr = "", "", ""
+	}
+}

@@ -233,11 +233,9 @@ func TestVerifyRefillsAllowance(t *testing.T) {
 func TestVerifyAddressTableBounded(t *testing.T) {
 	v, _ := newTestVerifier(t, VerifierConfig{FailBurst: 1, FailEvery: time.Hour})
 	for i := 0; i < maxAddrs+10; i++ {
-		v.reserve(net.IPv4(10, byte(i>>16), byte(i>>8), byte(i)).String())
+		v.throttle.Reserve(net.IPv4(10, byte(i>>16), byte(i>>8), byte(i)).String())
 	}
-	v.mu.Lock()
-	n := len(v.addrs)
-	v.mu.Unlock()
+	n := v.throttle.remembered()
 	if n > maxAddrs {
 		t.Errorf("%d addresses remembered, bound %d", n, maxAddrs)
 	}

@@ -65,34 +65,19 @@ type Verifier struct {
 
 	mu       sync.Mutex
 	cache    map[[32]byte]User
-	addrs    map[string]*addrState
+	throttle *Throttle
 	checking map[[32]byte]*check // checks in progress, joined by the same credentials
 
 	dummyOnce sync.Once
 	dummy     []byte // a hash at the table's cost, checked for unknown users
 }
 
-// addrState is one address's failure allowance: a token bucket of
-// FailBurst tokens refilled one per FailEvery; a check in progress holds
-// one (pending) and a failure spends it.
 // check is a password check in progress: concurrent connections with the
 // same credentials (a client opening its connections) wait for one check.
 type check struct {
 	done chan struct{}
 	user User
 	err  error
-}
-
-type addrState struct {
-	tokens  float64
-	at      time.Time // tokens as of at
-	pending int
-	logged  time.Time // last "throttled" log line
-}
-
-func (a *addrState) refill(now time.Time, cfg *VerifierConfig) {
-	a.tokens = min(float64(cfg.FailBurst), a.tokens+float64(now.Sub(a.at))/float64(cfg.FailEvery))
-	a.at = now
 }
 
 // NewVerifier returns a Verifier of users (which must not be empty).
@@ -110,7 +95,8 @@ func NewVerifier(users *Table, cfg VerifierConfig) *Verifier {
 		cfg.Port = "client"
 	}
 	v := &Verifier{users: users, cfg: cfg, sem: make(chan struct{}, cfg.Parallel),
-		cache: map[[32]byte]User{}, addrs: map[string]*addrState{}, checking: map[[32]byte]*check{}}
+		cache: map[[32]byte]User{}, checking: map[[32]byte]*check{},
+		throttle: NewThrottle(cfg.FailBurst, cfg.FailEvery, cfg.Port, cfg.Log)}
 	if _, err := rand.Read(v.key[:]); err != nil {
 		panic(fmt.Sprintf("auth: no randomness: %v", err))
 	}
@@ -176,13 +162,13 @@ func (v *Verifier) Verify(ctx context.Context, remote net.Addr, user, password [
 // verify runs one check of user and password, k being their MAC.
 func (v *Verifier) verify(ctx context.Context, k [32]byte, remote net.Addr, user, password []byte) (User, error) {
 	ip := addrIP(remote)
-	if !v.reserve(ip) {
+	if !v.throttle.Reserve(ip) {
 		return User{}, ErrThrottled
 	}
 	select {
 	case v.sem <- struct{}{}:
 	case <-ctx.Done():
-		v.settle(ip, false)
+		v.throttle.Settle(ip, false)
 		return User{}, ctx.Err()
 	}
 	u, known := v.users.Lookup(string(user))
@@ -195,74 +181,14 @@ func (v *Verifier) verify(ctx context.Context, k [32]byte, remote net.Addr, user
 	err := bcrypt.CompareHashAndPassword(hash, password)
 	<-v.sem
 	if known && err == nil && len(password) <= MaxPassword {
-		v.settle(ip, false) // a success uses up no failure allowance
+		v.throttle.Settle(ip, false) // a success uses up no failure allowance
 		v.remember(k, u)
 		return u, nil
 	}
-	v.settle(ip, true)
+	v.throttle.Settle(ip, true)
 	v.cfg.Log.Warn().Str("port", v.cfg.Port).Str("user", printable(user)).Str("remote", ip).
 		Msg("authentication failed")
 	return User{}, ErrDenied
-}
-
-// reserve holds one failure allowance of ip for a check; false when
-// none is left.
-func (v *Verifier) reserve(ip string) bool {
-	now := time.Now()
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	a := v.addrs[ip]
-	if a == nil {
-		if len(v.addrs) >= maxAddrs {
-			v.forgetIdle(now)
-		}
-		a = &addrState{tokens: float64(v.cfg.FailBurst), at: now}
-		v.addrs[ip] = a
-	}
-	a.refill(now, &v.cfg)
-	if a.tokens-float64(a.pending) < 1 {
-		if now.Sub(a.logged) >= time.Second {
-			a.logged = now
-			v.cfg.Log.Warn().Str("port", v.cfg.Port).Str("remote", ip).
-				Msg("authentication attempts throttled: too many failures from this address")
-		}
-		return false
-	}
-	a.pending++
-	return true
-}
-
-// settle ends a check reserve admitted: a failure spends its allowance.
-func (v *Verifier) settle(ip string, failed bool) {
-	now := time.Now()
-	v.mu.Lock()
-	defer v.mu.Unlock()
-	a := v.addrs[ip]
-	if a == nil {
-		return // forgotten meanwhile
-	}
-	a.pending--
-	a.refill(now, &v.cfg)
-	if failed {
-		a.tokens--
-	}
-}
-
-// forgetIdle drops addresses whose allowance is whole again, or any ones
-// if too few are (v.mu held).
-func (v *Verifier) forgetIdle(now time.Time) {
-	for ip, a := range v.addrs {
-		a.refill(now, &v.cfg)
-		if a.pending == 0 && a.tokens >= float64(v.cfg.FailBurst) {
-			delete(v.addrs, ip)
-		}
-	}
-	for ip := range v.addrs {
-		if len(v.addrs) < maxAddrs {
-			break
-		}
-		delete(v.addrs, ip)
-	}
 }
 
 func (v *Verifier) remember(k [32]byte, u User) {
