@@ -1,81 +1,68 @@
 #!/usr/bin/env bash
-# Runs the README's "Metrics" session verbatim: a cluster started with
-# -metrics, the service-discovery document, a server's metrics address from
-# status --json and its /metrics, then (when a prometheus binary is
-# installed) Prometheus itself with the README's scrape config, checking
-# that it discovers and scrapes the coordinator and every server. Bounded
-# in time; kills only what it started.
+# Runs the README's metrics session verbatim (the sh block after
+# <!-- metrics-example -->) in a scratch directory, without its last line
+# (the shutdown), and checks what it printed: /sd lists the coordinator and
+# the three servers, the coordinator's epoch, and the put counted by one
+# server. Then, where a prometheus binary is installed, Prometheus runs the
+# README's scrape config (the yaml block after it) and must scrape the
+# coordinator and every server. Then the session's last line shuts the
+# cluster down. Bounded in time; kills only what it started, by pid.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+root=$(cd "$(dirname "$0")/.." && pwd)
+extract() { awk -v m="<!-- $1 -->" '$0 == m {f=1;next} f&&/^```sh/{g=1;next} g&&/^```/{exit} g{print}' "$root/README.md"; }
+session=$(extract metrics-example)
+[ -n "$session" ] || { echo "readme-metrics: no metrics-example block in README.md"; exit 1; }
+scrape=$(awk '/^A Prometheus scrape config/ {f=1;next} f&&/^```yaml/{g=1;next} g&&/^```/{exit} g{print}' "$root/README.md")
+[ -n "$scrape" ] || { echo "readme-metrics: no scrape config in README.md"; exit 1; }
+command -v curl >/dev/null || { echo "readme-metrics: curl is missing (.ci/run installs it)"; exit 1; }
+make -C "$root" build >/dev/null
 work=$(mktemp -d)
-fifo="$work/stdin"
-mkfifo "$fifo"
-make build >/dev/null
-exec 7<>"$fifo"
+ln -s "$root/bin" "$work/bin"
+cp "$root/config.txt" "$work/config.txt"
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
-  rm -rf "$work"
+	for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
+	if [ -f "$work/coord.pid" ]; then kill -9 "$(cat "$work/coord.pid")" 2>/dev/null || true; fi
+	if [ -f "$work/coord.log" ]; then
+		for p in $(grep -h '"server spawned"' "$work/coord.log" | grep -o '"pid":[0-9]*' | cut -d: -f2); do
+			grep -q -- "-id" "/proc/$p/cmdline" 2>/dev/null && kill -9 "$p" 2>/dev/null || true
+		done
+	fi
+	rm -rf "$work"
 }
 trap cleanup EXIT
-fail() { echo "readme-metrics: $*"; exit 1; }
-rm -f server_[0-9]*.primary server_[0-9]*.secondary
+fail() { echo "readme-metrics: $*"; echo "--- output:"; cat "$work/out" 2>/dev/null || true; exit 1; }
 
-# README: "bin/coord -c 7000 -s 7001 -C config.txt -metrics 127.0.0.1:9100"
-( exec 7>&-; exec bin/coord -c 7000 -s 7001 -C config.txt -metrics 127.0.0.1:9100 <"$fifo" >"$work/coord.out" 2>&1 ) &
-coordpid=$!
-pids+=("$coordpid")
-for _ in $(seq 1 100); do
-  grep -q "clients connect to" "$work/coord.out" 2>/dev/null && break
-  sleep 0.1
-done
-grep -q "clients connect to" "$work/coord.out" || { cat "$work/coord.out"; fail "the coordinator did not start"; }
+last=$(tail -n 1 <<<"$session")
+[[ "$last" == *" shutdown" ]] || fail "the session's last line is not the shutdown: $last"
+body=$(sed '$d' <<<"$session")
+(cd "$work" && timeout 120 bash -euo pipefail -c "$body") >"$work/out" 2>&1 || fail "the session failed"
+out=$(cat "$work/out")
+[ "$(grep -o '"ftkv_role":"server"' <<<"$out" | wc -l)" = 3 ] || fail "/sd does not list 3 servers"
+grep -q '"ftkv_role":"coordinator"' <<<"$out" || fail "/sd does not list the coordinator"
+grep -q '^ftkv_coord_view_epoch [1-9]' <<<"$out" || fail "no coordinator epoch"
+[ "$(grep -c '^ftkv_server_ops_total{op="put",outcome="ok"} 1$' <<<"$out")" = 1 ] || fail "not exactly one server counted the put"
 
-# README: curl -s http://127.0.0.1:9100/sd
-sd=$(curl -s http://127.0.0.1:9100/sd) || fail "GET /sd"
-[ "$(grep -o '"ftkv_role":"server"' <<<"$sd" | wc -l)" = 3 ] || fail "/sd does not list 3 servers: $sd"
-grep -q '"ftkv_role":"coordinator"' <<<"$sd" || fail "/sd does not list the coordinator: $sd"
-
-# README: bin/client -h localhost -p 7000 status --json | grep -o '"metrics_addr":"[^"]*"'
-out=$(bin/client -h localhost -p 7000 status --json | grep -o '"metrics_addr":"[^"]*"') || fail "status --json has no metrics_addr"
-[ "$(wc -l <<<"$out")" -ge 4 ] || fail "metrics_addr: $out"
-addr=$(head -1 <<<"$out" | cut -d'"' -f4)
-
-# README: bin/client -h localhost -p 7000 P k v; curl -s http://$addr/metrics | grep ftkv_server_ops_total
-bin/client -h localhost -p 7000 P k v >/dev/null
-m=""
-for a in $(cut -d'"' -f4 <<<"$out"); do m+=$(curl -s "http://$a/metrics")$'\n'; done
-grep -q '^ftkv_server_ops_total{op="put",outcome="ok"} [1-9]' <<<"$m" || fail "no server counted the put"
-grep -q '^ftkv_server_op_duration_seconds_bucket{op="put",le="1e-05"}' <<<"$m" || fail "no latency histogram"
-grep -q '^ftkv_coord_view_epoch [1-9]' <<<"$m" || fail "no coordinator metrics"
-
-# README: the scrape config, run by Prometheus when it is installed.
 if command -v prometheus >/dev/null; then
-  cat >"$work/prometheus.yml" <<'YAML'
-scrape_configs:
-  - job_name: ftkv
-    scrape_interval: 5s
-    http_sd_configs:
-      - url: http://127.0.0.1:9100/sd
-        refresh_interval: 5s
-YAML
-  pport=$((20000 + RANDOM % 10000))
-  prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
-    --web.listen-address="127.0.0.1:$pport" >"$work/prometheus.log" 2>&1 7>&- &
-  pids+=("$!")
-  up=""
-  for _ in $(seq 1 60); do
-    up=$(curl -s "http://127.0.0.1:$pport/api/v1/query?query=sum(up%7Bjob%3D%22ftkv%22%7D)" || true)
-    grep -q '"value":\[[0-9.]*,"4"\]' <<<"$up" && break
-    sleep 1
-  done
-  grep -q '"value":\[[0-9.]*,"4"\]' <<<"$up" || { tail -20 "$work/prometheus.log"; fail "Prometheus does not scrape 4 targets: $up"; }
+	printf '%s\n' "global:" "  scrape_interval: 2s" "$scrape" | sed 's|^\(      - url: .*\)$|\1\n        refresh_interval: 2s|' >"$work/prometheus.yml"
+	pport=$((20000 + RANDOM % 10000))
+	prometheus --config.file="$work/prometheus.yml" --storage.tsdb.path="$work/tsdb" \
+		--web.listen-address="127.0.0.1:$pport" >"$work/prometheus.log" 2>&1 &
+	pids+=("$!")
+	up=""
+	for _ in $(seq 1 60); do
+		up=$(curl -s "http://127.0.0.1:$pport/api/v1/query?query=sum(up%7Bjob%3D%22ftkv%22%7D)" || true)
+		grep -q '"value":\[[0-9.]*,"4"\]' <<<"$up" && break
+		sleep 1
+	done
+	grep -q '"value":\[[0-9.]*,"4"\]' <<<"$up" || { tail -20 "$work/prometheus.log"; fail "Prometheus does not scrape 4 targets: $up"; }
+	echo "readme-metrics: Prometheus scraped the coordinator and the 3 servers with the README's config"
 else
-  echo "readme-metrics: prometheus not installed; the scrape config was not run"
+	echo "readme-metrics: prometheus is not installed; the scrape config was not run"
 fi
 
-exec 7>&-   # ctrl+d
-for _ in $(seq 1 50); do kill -0 "$coordpid" 2>/dev/null || break; sleep 0.1; done
-wait "$coordpid" || fail "the coordinator exited non-zero"
-rm -f server_[0-9]*.primary server_[0-9]*.secondary
-echo "readme-metrics: ok"
+shut=$(cd "$work" && timeout 30 bash -c "$last" 2>&1) || fail "shutdown: $shut"
+[ "$shut" = OK ] || fail "shutdown printed: $shut"
+for _ in $(seq 1 100); do kill -0 "$(cat "$work/coord.pid")" 2>/dev/null || break; sleep 0.1; done
+! kill -0 "$(cat "$work/coord.pid")" 2>/dev/null || fail "the coordinator did not exit after shutdown"
+echo "readme-metrics: ran the README's metrics session: OK"
