@@ -64,6 +64,7 @@ func init() {
 		{"info", -1, []string{"loading", "stale"}, 0, 0, 0, "server", "Returns information and statistics about the server.", cmdInfo},
 		{"select", 2, []string{"loading", "stale", "fast"}, 0, 0, 0, "connection", "Changes the selected database (only 0 exists).", cmdSelect},
 		{"quit", -1, []string{"allow_busy", "fast"}, 0, 0, 0, "connection", "Closes the connection.", cmdQuit},
+		{"auth", -2, []string{"noscript", "loading", "stale", "fast", "no-auth", "allow_busy"}, 0, 0, 0, "connection", "Authenticates the connection (AUTH [user] password: a user of the cluster).", cmdAuth},
 		{"hello", -1, []string{"noscript", "loading", "stale", "fast"}, 0, 0, 0, "connection", "Handshakes with the server (RESP2 or RESP3).", cmdHello},
 		{"client", -2, []string{"noscript", "loading", "stale"}, 0, 0, 0, "connection", "SETNAME, GETNAME, SETINFO, ID.", cmdClient},
 		{"config", -2, []string{"admin", "noscript", "loading", "stale"}, 0, 0, 0, "server", "CONFIG GET: the gateway's settings as Redis names them.", cmdConfig},

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"net"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,6 +61,10 @@ type session struct {
 	proto int // 2, or 3 after HELLO 3
 	name  string
 	lib   [2]string // CLIENT SETINFO lib-name, lib-ver
+	user  string    // logged in as (auth.go)
+
+	remote   net.Addr     // the client's address (logins are throttled by it)
+	authRole atomic.Int32 // auth.Role: RoleNone until AUTH (with logins)
 }
 
 // command is one parsed command; its arguments are copies (gnet's buffer
@@ -75,7 +80,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if st == nil {
 		return nil, gnet.Close
 	}
-	s := &session{g: h.g, c: c, id: h.g.nextID.Add(1), proto: 2, col: h.collector(c.EventLoop())}
+	s := &session{g: h.g, c: c, id: h.g.nextID.Add(1), proto: 2, col: h.collector(c.EventLoop()), remote: c.RemoteAddr()}
 	st.Data = s
 	h.g.clients.Add(1)
 	return nil, gnet.None

@@ -62,6 +62,10 @@ type Config struct {
 	// answered (nil on success), from the goroutine that ran it. It must
 	// be safe for concurrent use and fast (a metrics hook).
 	Observe func(cmd string, d time.Duration, err error)
+	// Authenticate, when set, makes every client log in (AUTH, HELLO …
+	// AUTH, HTTP Basic) as a user of the cluster, and limits it to its
+	// role (auth.go).
+	Authenticate Authenticator
 }
 
 // Gateway serves Redis clients (RESP2/RESP3) and an HTTP API over a cluster.
@@ -78,6 +82,8 @@ type Gateway struct {
 	cancel context.CancelFunc
 
 	jobs chan func() // idle workers take jobs here
+
+	logins *logins // nil: no logins (Config.Authenticate unset)
 
 	nextID   atomic.Int64
 	clients  atomic.Int64
@@ -106,6 +112,9 @@ func New(cfg Config) (*Gateway, error) {
 	g := &Gateway{cfg: cfg, lim: cfg.Limits.WithDefaults(), log: cfg.Logger, errc: make(chan error, 3), started: time.Now(),
 		jobs: make(chan func())}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
+	if cfg.Authenticate != nil {
+		g.logins = newLogins(cfg.Authenticate, cfg.Logger)
+	}
 	return g, nil
 }
 

@@ -59,8 +59,12 @@ func (g *Gateway) startHTTP() error {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusNotFound, "no such endpoint: the API is /v1/kv/{key} and /v1/status")
 	})
+	var h http.Handler = mux
+	if g.logins != nil {
+		h = g.httpAuth(mux)
+	}
 	g.httpSrv = &http.Server{
-		Handler:           mux,
+		Handler:           h,
 		ReadHeaderTimeout: g.lim.FrameTimeout,
 		ReadTimeout:       g.lim.FrameTimeout + g.cfg.Timeout,
 		WriteTimeout:      2*g.cfg.Timeout + g.lim.FrameTimeout,
@@ -273,7 +277,7 @@ func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request) {
 		storeError(w, err)
 		return
 	}
-	out := *st
+	out := *g.statusFor(st, httpRole(r))
 	if out.Servers == nil {
 		out.Servers = []status.Server{}
 	}

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tidwall/redcon"
 
+	"ftkv/internal/auth"
 	"ftkv/status"
 )
 
@@ -20,7 +21,7 @@ import (
 // the commands it serves behave as Redis 7.0's.
 const redisVersion = "7.0.0"
 
-func cmdHello(_ context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+func cmdHello(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
 	proto := s.proto
 	if len(args) >= 2 {
 		v, ok := parseInt(args[1])
@@ -33,10 +34,12 @@ func cmdHello(_ context.Context, s *session, args [][]byte, out []byte) ([]byte,
 		proto = int(v)
 	}
 	name, setName := "", false
+	var user, pw []byte
 	for i := 2; i < len(args); i++ {
 		switch {
 		case isCmd(args[i], "auth") && i+2 < len(args):
-			i += 2 // no users yet: any credentials are accepted
+			user, pw = args[i+1], args[i+2]
+			i += 2
 		case isCmd(args[i], "setname") && i+1 < len(args):
 			name, setName = string(args[i+1]), true
 			if strings.ContainsFunc(name, func(r rune) bool { return r <= ' ' || r > '~' }) {
@@ -46,6 +49,13 @@ func cmdHello(_ context.Context, s *session, args [][]byte, out []byte) ([]byte,
 		default:
 			return out, Error("ERR Syntax error in HELLO option '" + cut(args[i], 128) + "'")
 		}
+	}
+	if user != nil {
+		if err := s.authenticate(ctx, string(user), string(pw)); err != nil {
+			return out, err
+		}
+	} else if s.g.logins != nil && s.role() == auth.RoleNone {
+		return out, errHelloNoAuth
 	}
 	s.proto = proto
 	if setName {
@@ -101,6 +111,7 @@ func cmdInfo(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte
 	var stErr error
 	if all || want["keyspace"] || want["ftkv"] {
 		st, stErr = s.g.cfg.Store.Status(ctx)
+		st = s.g.statusFor(st, s.role())
 	}
 	var b strings.Builder
 	for _, sec := range infoSections {

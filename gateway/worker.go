@@ -136,6 +136,9 @@ func (s *session) one(cmd command, out []byte) ([]byte, bool) {
 	case !spec.arityOK(len(cmd.args)):
 		err = wrongArity(spec.name)
 	default:
+		if err = s.allowed(spec); err != nil {
+			break
+		}
 		ctx, cancel := context.WithTimeout(s.g.ctx, s.g.cfg.Timeout)
 		out, err = spec.run(ctx, s, cmd.args, out)
 		cancel()
@@ -151,6 +154,9 @@ func (s *session) one(cmd command, out []byte) ([]byte, bool) {
 // GETs and SETs of distinct keys (commands on one key keep their order),
 // at most maxRun.
 func (s *session) runLen(q []command) int {
+	if !s.mayBatch() {
+		return 0 // each command is checked against the user's role
+	}
 	n := 0
 	var seen map[string]struct{}
 	for n < len(q) && n < maxRun {

@@ -24,6 +24,7 @@ import (
 
 	"ftkv/client"
 	"ftkv/gateway"
+	"ftkv/internal/cli"
 )
 
 const usage = `usage: gateway -h <coord_host> -p <coord_port> [-listen 127.0.0.1:6380] [-http <addr>] [-metrics <addr>] [flags]
@@ -34,6 +35,11 @@ and RESP3 after HELLO 3) on -listen and an HTTP API on -http
 (GET/PUT/DELETE /v1/kv/{key}, POST /v1/kv/{key}?append, GET /v1/status),
 forwarding every command to the cluster. Stateless: run as many as needed.
 SIGINT or SIGTERM stops it.
+
+With users in the cluster: -user NAME (password in FTKV_PASSWORD) is the
+gateway's own login; its clients must then log in as users of the cluster
+(AUTH [user] password, HELLO 3 AUTH user password, HTTP Basic; AUTH
+password is user "default") and may do what their role allows.
 
 flags:
 `
@@ -67,6 +73,7 @@ func run(args []string) int {
 	conns := fs.Int("conns", 2, "pipelined connections to each server")
 	logFile := fs.String("log", "", "log file (default stderr)")
 	level := fs.String("log-level", "info", "log level")
+	user := fs.String("user", "", "the cluster's user the gateway acts as (password: FTKV_PASSWORD, or typed at the terminal); its clients then log in as users of the cluster (AUTH, HELLO AUTH, HTTP Basic)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Print(usage)
@@ -85,6 +92,23 @@ func run(args []string) int {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "gateway: %v\n", err)
 		return 2
+	}
+	var auth []client.Option
+	if *user != "" {
+		// Its clients' passwords would cross the network in clear on a
+		// plaintext RESP or HTTP port.
+		for _, a := range []struct{ flag, addr string }{{"-listen", cfg.Listen}, {"-http", cfg.HTTP}} {
+			if a.addr != "" && !loopback(a.addr) {
+				fmt.Fprintf(os.Stderr, "gateway: -user: %s %s is not a loopback address (clients' passwords would cross the network in clear)\n", a.flag, a.addr)
+				return 2
+			}
+		}
+		pw, err := cli.Password(*user, os.Stdin, os.Stderr)
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "gateway: %v\n", err)
+			return 2
+		}
+		auth = append(auth, client.WithAuth(*user, pw))
 	}
 	out := os.Stderr
 	if *logFile != "" {
@@ -106,7 +130,7 @@ func run(args []string) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	dctx, cancel := context.WithTimeout(ctx, 10*time.Second) // timing: exception — start-up only
-	cl, err := client.Dial(dctx, coord, client.WithLogger(log), client.WithConnsPerServer(*conns))
+	cl, err := client.Dial(dctx, coord, append(auth, client.WithLogger(log), client.WithConnsPerServer(*conns))...)
 	cancel()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "gateway: cannot reach the cluster at %s: %v\n", coord, err)
@@ -114,6 +138,9 @@ func run(args []string) int {
 	}
 	defer cl.Close()
 	cfg.Store, cfg.Logger = cl, log
+	if *user != "" {
+		cfg.Authenticate = cl.CheckCredentials
+	}
 	met := gateway.NewMetrics()
 	cfg.Observe = met.Observe
 	g, err := gateway.New(cfg)
@@ -176,4 +203,17 @@ func coordAddr(host, port string) (string, error) {
 		out = append(out, net.JoinHostPort(hh, p))
 	}
 	return strings.Join(out, ","), nil
+}
+
+// loopback reports whether addr (host:port) listens on loopback only.
+func loopback(addr string) bool {
+	h, _, err := net.SplitHostPort(addr)
+	if err != nil {
+		return false
+	}
+	if h == "localhost" {
+		return true
+	}
+	ip := net.ParseIP(h)
+	return ip != nil && ip.IsLoopback()
 }

@@ -1,0 +1,159 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"strings"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/tidwall/redcon"
+
+	"ftkv/client"
+)
+
+// fakeUsers is an Authenticator of three users (password: name+"-pw");
+// it counts the checks it was asked for.
+type fakeUsers struct{ checks atomic.Int64 }
+
+func (f *fakeUsers) check(_ context.Context, user, password string) (string, error) {
+	f.checks.Add(1)
+	roles := map[string]string{"reader": "read", "writer": "readwrite", "root": "admin", "default": "readwrite"}
+	if r, ok := roles[user]; ok && password == user+"-pw" {
+		return r, nil
+	}
+	return "", fmt.Errorf("%w: unknown user or wrong password", client.ErrAuth)
+}
+
+func startAuthGateway(t *testing.T) (*Gateway, *fakeUsers) {
+	f := &fakeUsers{}
+	st := newMemStore()
+	st.m["k"] = []byte("v")
+	return start(t, st, func(c *Config) { c.Authenticate = f.check }), f
+}
+
+func TestRESPLogins(t *testing.T) {
+	g, f := startAuthGateway(t)
+	a := g.Addr()
+	const noauth = "-NOAUTH Authentication required.\r\n"
+	for _, tc := range []struct{ name, in, want string }{
+		{"no login", cmd("GET", "k") + cmd("PING") + cmd("SET", "k", "x"), noauth + noauth + noauth},
+		{"wrong password", cmd("AUTH", "writer", "nope") + cmd("GET", "k"),
+			"-WRONGPASS invalid username-password pair or user is disabled.\r\n" + noauth},
+		{"HELLO without AUTH", cmd("HELLO", "3"), "-NOAUTH HELLO must be called with the client already authenticated, otherwise the HELLO <proto> AUTH <user> <pass> option can be used to authenticate the client and select the RESP protocol version at the same time\r\n"},
+		{"reader", cmd("AUTH", "reader", "reader-pw") + cmd("GET", "k") + cmd("SET", "k", "x") + cmd("DEL", "k") + cmd("GET", "k"),
+			"+OK\r\n$1\r\nv\r\n-NOPERM User reader has no permissions to run the 'set' command\r\n" +
+				"-NOPERM User reader has no permissions to run the 'del' command\r\n$1\r\nv\r\n"},
+		{"writer", cmd("AUTH", "writer", "writer-pw") + cmd("SET", "k2", "x") + cmd("GET", "k2"), "+OK\r\n+OK\r\n$1\r\nx\r\n"},
+		{"AUTH password is the default user", cmd("AUTH", "default-pw") + cmd("SET", "k3", "y"), "+OK\r\n+OK\r\n"},
+	} {
+		t.Run(tc.name, func(t *testing.T) { exchange(t, a, tc.in, tc.want) })
+	}
+	// HELLO 3 AUTH: the RESP3 map, then served.
+	nc := dialRESP(t, a)
+	hello := readAnswer(t, nc, cmd("HELLO", "3", "AUTH", "root", "root-pw"))
+	if !strings.HasPrefix(hello, "%7\r\n") {
+		t.Fatalf("HELLO 3 AUTH: %q", hello)
+	}
+	if got := readAnswer(t, nc, cmd("GET", "k")); got != "$1\r\nv\r\n" {
+		t.Fatalf("GET after HELLO 3 AUTH: %q", got)
+	}
+	before := f.checks.Load()
+	exchange(t, a, cmd("AUTH", "reader", "reader-pw")+cmd("GET", "k"), "+OK\r\n$1\r\nv\r\n")
+	if f.checks.Load() != before {
+		t.Error("a login seen before was checked again")
+	}
+}
+
+func TestRESPLoginsThrottled(t *testing.T) {
+	g, f := startAuthGateway(t)
+	nc := dialRESP(t, g.Addr())
+	var answers []string
+	for i := 0; i < 8; i++ {
+		answers = append(answers, readAnswer(t, nc, cmd("AUTH", "writer", fmt.Sprintf("guess%d", i))))
+	}
+	if !strings.Contains(answers[7], "too many failed") {
+		t.Errorf("8 failures in a row, the last answered %q", answers[7])
+	}
+	if n := f.checks.Load(); n > 6 {
+		t.Errorf("%d checks reached the cluster, want at most the burst", n)
+	}
+}
+
+func TestRESPWithoutLogins(t *testing.T) {
+	g := start(t, newMemStore(), nil)
+	exchange(t, g.Addr(), cmd("AUTH", "pw")+cmd("SET", "a", "b"),
+		"-ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?\r\n+OK\r\n")
+}
+
+func TestHTTPLogins(t *testing.T) {
+	g, _ := startAuthGateway(t)
+	base := "http://" + g.HTTPAddr()
+	basic := func(u, p string) []string {
+		return []string{"Authorization", "Basic " + base64.StdEncoding.EncodeToString([]byte(u+":"+p))}
+	}
+	if r := do(t, "GET", base+"/v1/kv/k", ""); r.code != 401 {
+		t.Errorf("no credentials: %d %q", r.code, r.body)
+	}
+	if r := do(t, "GET", base+"/v1/kv/k", "", basic("reader", "bad")...); r.code != 401 {
+		t.Errorf("wrong password: %d %q", r.code, r.body)
+	}
+	if r := do(t, "GET", base+"/v1/kv/k", "", basic("reader", "reader-pw")...); r.code != 200 || r.body != "v" {
+		t.Errorf("reader GET: %d %q", r.code, r.body)
+	}
+	if r := do(t, "PUT", base+"/v1/kv/k", "x", basic("reader", "reader-pw")...); r.code != 403 {
+		t.Errorf("reader PUT: %d %q", r.code, r.body)
+	}
+	if r := do(t, "PUT", base+"/v1/kv/k", "x", basic("writer", "writer-pw")...); r.code != 204 {
+		t.Errorf("writer PUT: %d %q", r.code, r.body)
+	}
+	r := do(t, "GET", base+"/v1/status", "", basic("reader", "reader-pw")...)
+	var st map[string]any
+	if err := json.Unmarshal([]byte(r.body), &st); err != nil || st["redacted"] != true {
+		t.Errorf("reader's status: %d %q", r.code, r.body)
+	}
+	r = do(t, "GET", base+"/v1/status", "", basic("root", "root-pw")...)
+	if strings.Contains(r.body, "redacted") {
+		t.Errorf("admin's status is redacted: %q", r.body)
+	}
+}
+
+func dialRESP(t *testing.T, addr string) net.Conn {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { nc.Close() })
+	return nc
+}
+
+// readAnswer sends in on nc and returns the one complete RESP answer.
+func readAnswer(t *testing.T, nc net.Conn, in string) string {
+	t.Helper()
+	if _, err := io.WriteString(nc, in); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	var buf []byte
+	tmp := make([]byte, 4096)
+	for {
+		if bytes.HasPrefix(buf, []byte("%7\r\n")) && bytes.HasSuffix(buf, []byte("modules\r\n*0\r\n")) {
+			return string(buf) // HELLO's RESP3 map (redcon reads RESP2 only)
+		}
+		if n, _ := redcon.ReadNextRESP(buf); n > 0 {
+			return string(buf[:n])
+		}
+		n, err := nc.Read(tmp)
+		if err != nil {
+			t.Fatalf("reading the answer to %q: %v (have %q)", in, err, buf)
+		}
+		buf = append(buf, tmp[:n]...)
+	}
+}
