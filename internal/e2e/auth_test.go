@@ -26,9 +26,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/redis/go-redis/v9"
+	"github.com/rs/zerolog"
 	"golang.org/x/crypto/bcrypt"
 
 	"ftkv/client"
+	"ftkv/gateway"
 	"ftkv/internal/auth"
 	"ftkv/internal/testkit/testcluster"
 	"ftkv/wire"
@@ -486,4 +489,60 @@ func TestAuthFailoverUnderLoad(t *testing.T) {
 	checkReplaced(t, before, after, 1)
 	waitProgress(t, c, "load after recovery", w.Done, 200, 500*time.Millisecond)
 	stopAndCheck(t, w, l, cls[0])
+}
+
+// TestAuthGateway: a gateway logged in to a cluster with users as its
+// readwrite user (as bin/gateway -user does) makes its Redis clients log
+// in as users of the cluster, checked by the coordinator: go-redis with
+// RESP2 (AUTH user pass) and RESP3 (HELLO 3 AUTH user pass); without
+// credentials NOAUTH, with a wrong password WRONGPASS, a read user's SET
+// NOPERM while its GETs are served.
+func TestAuthGateway(t *testing.T) {
+	us := newAuthUsers(t)
+	c := startAuthCluster(t, 3, us)
+	cl := c.Client(client.WithAuth(us.writer.name, us.writer.password))
+	g, err := gateway.New(gateway.Config{Store: cl, Listen: "127.0.0.1:0", Timeout: 15 * time.Second,
+		Authenticate: cl.CheckCredentials, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = g.Close(ctx)
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	rc := func(proto int, user, pw string) *redis.Client {
+		rdb := redis.NewClient(&redis.Options{Addr: g.Addr(), Protocol: proto, Username: user, Password: pw,
+			ReadTimeout: 15 * time.Second, MaxRetries: -1, DisableIdentity: true})
+		t.Cleanup(func() { rdb.Close() })
+		return rdb
+	}
+	for _, proto := range []int{2, 3} {
+		w := rc(proto, us.writer.name, us.writer.password)
+		key := fmt.Sprintf("gw-auth-%d", proto)
+		if err := w.Set(ctx, key, "v", 0).Err(); err != nil {
+			t.Fatalf("RESP%d writer SET: %v", proto, err)
+		}
+		r := rc(proto, us.reader.name, us.reader.password)
+		if v, err := r.Get(ctx, key).Result(); err != nil || v != "v" {
+			t.Fatalf("RESP%d reader GET = %q, %v", proto, v, err)
+		}
+		if err := r.Set(ctx, key, "x", 0).Err(); err == nil || !strings.HasPrefix(err.Error(), "NOPERM") {
+			t.Errorf("RESP%d reader SET: %v, want NOPERM", proto, err)
+		}
+		if err := rc(proto, us.writer.name, "wrong").Get(ctx, key).Err(); err == nil || !strings.Contains(err.Error(), "WRONGPASS") {
+			t.Errorf("RESP%d wrong password: %v, want WRONGPASS", proto, err)
+		}
+		if v, err := cl.Get(ctx, key); err != nil || string(v) != "v" {
+			t.Errorf("the cluster has %s = %q, %v", key, v, err)
+		}
+	}
+	if err := rc(2, "", "").Get(ctx, "k").Err(); err == nil || !strings.HasPrefix(err.Error(), "NOAUTH") {
+		t.Errorf("no credentials: %v, want NOAUTH", err)
+	}
 }
