@@ -78,7 +78,7 @@ func (c *Command) Validate() error {
 		return usagef("unexpected argument %q", c.Args[0])
 	}
 	if len(c.ClientOptions) > 0 && c.Mode != "run" {
-		return usagef("-user works with -mode run only (the fault modes and probes need a cluster without users)")
+		return usagef("-user and -tls-ca work with -mode run only (the fault modes and probes need a cluster without users or TLS)")
 	}
 	if err := c.Run.Validate(); err != nil {
 		return UsageError(err.Error())

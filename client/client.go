@@ -3,6 +3,7 @@ package client
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -32,6 +33,7 @@ type options struct {
 	// user and password (WithAuth; user "" = none) authenticate every
 	// connection (auth.go).
 	user, password string
+	tls            *tls.Config // WithTLS (tls.go)
 }
 
 // DefaultSessionTTL is the servers' default session TTL (how long a
@@ -116,6 +118,9 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	}
 	if o.dial == nil {
 		o.dial = netopt.Dialer(0).DialContext
+	}
+	if o.tls != nil {
+		o.dial = tlsDial(o.dial, o.tls)
 	}
 	var idb [8]byte
 	_, _ = rand.Read(idb[:])

@@ -24,7 +24,9 @@ var errPlaintextAuth = errors.New("user lines need TLS (tls_cert, tls_key and tl
 
 // tlsConfigured reports whether every link of the cluster is encrypted.
 // TLS is configured by the tls_cert, tls_key and tls_ca lines (or flags).
-func (o *Options) tlsConfigured() bool { return false }
+func (o *Options) tlsConfigured() bool {
+	return o.Cluster != nil && o.Cluster.TLS.override(o.TLSFlags).Enabled()
+}
 
 // checkAuth validates the users' side of opts (New): users need TLS, or
 // -insecure-auth with every process on loopback.

@@ -135,6 +135,9 @@ func New(opts Options) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
+	if opts.tls, err = loadTLS(opts.Cluster.Path, opts.Cluster.TLS.override(opts.TLSFlags)); err != nil {
+		return nil, err
+	}
 	var sb [16]byte
 	_, _ = rand.Read(sb[:])
 	c := &Coordinator{
@@ -602,6 +605,12 @@ func (c *Coordinator) listen(h gnet.EventHandler, name string, port int) (string
 		cfg.AuthTimeout = 3 * c.opts.Timing.Handshake
 		cfg.MaxFrame = maxClientFrame // (after HELLO; 64 KiB, as without users)
 	}
+	if t := c.opts.tls; t != nil {
+		cfg.TLS = t.clients
+		if name == "servers" {
+			cfg.TLS = t.servers
+		}
+	}
 	p, err := connlimit.Listen(net.JoinHostPort(c.opts.Bind, strconv.Itoa(port)), h, cfg,
 		gnet.WithLogger(gnetlog.Logger{L: c.log}), gnet.WithNumEventLoop(1), gnet.WithTCPNoDelay(gnet.TCPNoDelay))
 	if err != nil {
@@ -659,7 +668,7 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 		ID: nd.id, Incarnation: inc, Spec: where, CoordAddr: c.serversAddr, Secret: c.secret, Users: c.usersForServers(),
 		Dir: c.opts.Dir, LogFile: c.opts.ServerLog, LogLevel: c.opts.ServerLevel,
 		FailureTimeout: c.opts.Timing.FailureTimeout, Limits: c.limits(), Storage: c.storage(),
-		MetricsPort: c.opts.ServerMetricsPort,
+		MetricsPort: c.opts.ServerMetricsPort, TLS: c.opts.tls.serverFiles(),
 	}
 	for k, cs := range c.opts.Cluster.Coordinators {
 		if k != c.opts.ID {

@@ -81,6 +81,11 @@ func (c *Coordinator) dialCtl(ctx context.Context, addr string) (*ctlConn, error
 	if err != nil {
 		return nil, err
 	}
+	if t := c.opts.tls; t != nil {
+		if nc, err = t.handshake(ctx, nc, c.opts.Timing.Handshake); err != nil {
+			return nil, err
+		}
+	}
 	cc := &ctlConn{addr: addr, nc: nc, br: bufio.NewReader(nc), limit: c.opts.Timing.Control}
 	ans, err := cc.roundTrip(ctx, &wire.Frame{Op: wire.OpHello, Value: []byte(c.secret)})
 	if err == nil && ans.Status != wire.StatusOK {

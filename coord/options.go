@@ -68,6 +68,11 @@ type Options struct {
 	// DataDir holds this coordinator's Raft log and snapshots (-d);
 	// default DataDir(Dir, ID): ftkv-coord (single) or ftkv-coord-<id>.
 	DataDir string
+
+	// TLSFlags are -tls-ca, -tls-cert, -tls-key, -tls-coord-cert and
+	// -tls-coord-key; each one set overrides the cluster file's line.
+	TLSFlags TLSFiles
+	tls      *coordTLS // loaded by New (nil: no TLS)
 }
 
 // Validate reports the first bad option, in the words of the

@@ -226,7 +226,12 @@ func openRaft(o Options, f *fsm, log zerolog.Logger) (*raftNode, error) {
 		if err != nil {
 			return fail(fmt.Errorf("%s:%d: coordinator %s: %w", o.Cluster.Path, me.Line, me.RaftAddr, err))
 		}
-		tr, err := raft.NewTCPTransportWithLogger(me.RaftAddr, adv, 3, tm.Dial, hl)
+		var tr *raft.NetworkTransport
+		if t := o.tls; t != nil {
+			tr, err = newTLSRaftTransport(me.RaftAddr, adv, t.raftSrv, t.raftCli, 3, tm.Dial, hl)
+		} else {
+			tr, err = raft.NewTCPTransportWithLogger(me.RaftAddr, adv, 3, tm.Dial, hl)
+		}
 		if err != nil {
 			if strings.Contains(err.Error(), "address already in use") {
 				return fail(fmt.Errorf("coordinator %d: Raft address %s is in use (is coordinator -id %d already running?)", o.ID, me.RaftAddr, o.ID))

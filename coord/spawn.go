@@ -12,6 +12,7 @@ import (
 	"syscall"
 	"time"
 
+	"ftkv/internal/tlsconf"
 	"ftkv/limits"
 )
 
@@ -45,6 +46,8 @@ type SpawnSpec struct {
 	Storage Storage
 	// MetricsPort is the server's /metrics port (Options.ServerMetricsPort).
 	MetricsPort int
+	// TLS names the server's TLS files (paths only; zero: no TLS).
+	TLS tlsconf.Files
 }
 
 // Process is a running server incarnation.
@@ -167,6 +170,9 @@ func serverArgs(s SpawnSpec, bind string) []string {
 	}
 	args = append(args, s.Storage.Args(s.ID)...)
 	args = append(args, s.Limits.Args()...)
+	if s.TLS.Enabled() {
+		args = append(args, "-tls-ca", s.TLS.CA, "-tls-cert", s.TLS.Cert, "-tls-key", s.TLS.Key)
+	}
 	return append(args, "-secrets-stdin")
 }
 

@@ -147,6 +147,11 @@ func (s *SSHSpawner) Spawn(ctx context.Context, sp SpawnSpec) (Process, error) {
 		if err := s.copyBinary(ctx, dest); err != nil {
 			return nil, err
 		}
+		if sp.TLS.Enabled() {
+			if sp.TLS, err = s.copyTLS(ctx, dest, sp.TLS); err != nil {
+				return nil, err
+			}
+		}
 	}
 	_, coordPort, err := splitPort(sp.CoordAddr)
 	if err != nil {

@@ -1,9 +1,12 @@
 package coord
 
 import (
+	"context"
 	"crypto/tls"
 	"fmt"
+	"net"
 	"path/filepath"
+	"time"
 
 	"ftkv/internal/tlsconf"
 )
@@ -146,4 +149,25 @@ func GenerateCerts(dir string, hosts []string) (string, error) {
 	j := func(f string) string { return filepath.Join(dir, f) }
 	return fmt.Sprintf("tls_ca %s\ntls_cert %s\ntls_key %s\ntls_coord_cert %s\ntls_coord_key %s\n",
 		j("ca.pem"), j("server.pem"), j("server-key.pem"), j("coordinator.pem"), j("coordinator-key.pem")), nil
+}
+
+// serverFiles is what servers are started with (zero without TLS).
+func (t *coordTLS) serverFiles() tlsconf.Files {
+	if t == nil {
+		return tlsconf.Files{}
+	}
+	return t.files.Servers()
+}
+
+// handshake turns a connection dialled to a server's control port into a
+// TLS client connection, handshaken within d; nc is closed on failure.
+func (t *coordTLS) handshake(ctx context.Context, nc net.Conn, d time.Duration) (net.Conn, error) {
+	hctx, cancel := context.WithTimeout(ctx, d)
+	defer cancel()
+	tc := tls.Client(nc, t.ctl)
+	if err := tc.HandshakeContext(hctx); err != nil {
+		nc.Close()
+		return nil, fmt.Errorf("tls handshake with %s: %w", nc.RemoteAddr(), err)
+	}
+	return tc, nil
 }

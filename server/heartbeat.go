@@ -148,6 +148,11 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	if s.tls != nil {
+		if nc, err = handshake(ctx, nc, s.tls.toCoord, s.cfg.Timing.Handshake); err != nil {
+			return err
+		}
+	}
 	defer nc.Close()
 	go s.readHeartbeatAnswers(nc)
 	hello := wire.Append(nil, &wire.Frame{Op: wire.OpHello, Client: uint64(s.cfg.ID), Value: []byte(s.cfg.Secret)})

@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"net"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -16,6 +17,7 @@ import (
 
 	"ftkv/internal/frameio"
 	"ftkv/internal/netopt"
+	"ftkv/internal/tlsgnet"
 	"ftkv/wire"
 )
 
@@ -60,9 +62,16 @@ var errLinkRefused = errors.New("secondary refused link")
 // incarnation (base is the one this primary starts from), and the flags
 // of its answer (FlagFullSeed, FlagResync).
 func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, addr string, epoch, base uint64) (*replLink, uint64, uint8, error) {
-	nc, err := netopt.Dialer(env.tm.Dial).Dial("tcp", addr)
+	tcp, err := netopt.Dialer(env.tm.Dial).Dial("tcp", addr)
 	if err != nil {
 		return nil, 0, 0, err
+	}
+	// With TLS the session is established here and moves into the event
+	// loop with the connection (tlsgnet.Handoff).
+	nc, regCtx := net.Conn(tcp), func(l *replLink) any { return l }
+	if t := env.srv.tls; t != nil {
+		ho := tlsgnet.Client(tcp, t.toPeer)
+		nc, regCtx = ho, func(l *replLink) any { return ho.Context(l) }
 	}
 	hello := wire.Append(nil, &wire.Frame{Op: wire.OpReplHello, Epoch: epoch, Client: uint64(env.id),
 		Seq: uint64(shard), Floor: env.inc, Value: []byte(env.secret),
@@ -84,7 +93,7 @@ func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, a
 	_ = nc.SetDeadline(time.Time{})
 	l := &replLink{owner: owner, log: log, dead: make(chan struct{})}
 	eng := env.engine()
-	ctx := gnet.NewNetConnContext(gnet.NewContext(context.Background(), l), nc)
+	ctx := gnet.NewNetConnContext(gnet.NewContext(context.Background(), regCtx(l)), tcp)
 	resc, err := eng.Register(ctx)
 	if err != nil {
 		nc.Close()
@@ -96,7 +105,7 @@ func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, a
 			return nil, 0, 0, res.Err
 		}
 		l.mu.Lock()
-		l.gc = res.Conn
+		l.gc = tlsgnet.Of(res.Conn)
 		l.loop = res.Conn.EventLoop()
 		l.mu.Unlock()
 	case <-time.After(env.tm.Handshake):

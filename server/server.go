@@ -22,6 +22,7 @@ import (
 	"ftkv/internal/connlimit"
 	"ftkv/internal/gnetlog"
 	"ftkv/internal/metrics"
+	"ftkv/internal/tlsconf"
 	"ftkv/internal/wal"
 	"ftkv/timing"
 	"ftkv/wire"
@@ -73,6 +74,9 @@ type Config struct {
 	// MetricsPort serves Prometheus metrics at /metrics on BindHost
 	// (0: any free port; negative: none). Heartbeats advertise it.
 	MetricsPort int
+	// TLS, when set (a certificate for role server), makes every port and
+	// every link TLS (tls.go).
+	TLS *tlsconf.Material
 
 	Logger zerolog.Logger
 }
@@ -128,6 +132,7 @@ type viewState struct {
 type Server struct {
 	cfg Config
 	log zerolog.Logger
+	tls *serverTLS // nil: no TLS
 
 	view atomic.Pointer[viewState]
 	dd   *dedup
@@ -198,6 +203,7 @@ func New(cfg Config) (*Server, error) {
 		met:          newServerMetrics(),
 	}
 	s.gate = newGate(&cfg)
+	s.tls = newServerTLS(cfg.TLS)
 	s.registerGauges()
 	s.dd.configure(cfg.sessionConfig())
 	if cfg.DataDir != "" {
@@ -236,6 +242,7 @@ func (s *Server) Run(ctx context.Context) error {
 	glog := gnetlog.Logger{L: s.log}
 	budget := connlimit.NewBudget(s.cfg.Limits.WithDefaults().OutputBudget)
 	clim, plim, climCtl := s.portLimits(s.cfg.Limits, budget)
+	s.tls.ports(&clim, &plim, &climCtl)
 	type lis struct {
 		h     gnet.EventHandler
 		port  int

@@ -18,6 +18,7 @@ import (
 	"ftkv/bench"
 	"ftkv/client"
 	"ftkv/internal/cli"
+	"ftkv/internal/tlsconf"
 )
 
 const usage = `usage: bench -h <coord_host> -p <coord_port> [flags]
@@ -124,6 +125,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&c.ServerLog, "server-log", "", "reseed: the cluster's log file (bin/coord -l) to read \"re-seeding sent\" lines from")
 	fs.DurationVar(&c.Settle, "settle", 2*time.Second, "memory: pause after the load before reading RSS again")
 	fs.BoolVar(&c.Check, "check", false, "compare: exit 1 unless every row has throughput, latency and a ratio")
+	tlsFlags := tlsconf.ClientFlags(fs)
 	user := fs.String("user", "", "ftkv, -mode run: authenticate as this user (password: FTKV_PASSWORD, or typed at the terminal); -kill-after needs an admin")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -136,6 +138,11 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	fs.Visit(func(f *flag.Flag) { c.PipelineSet = c.PipelineSet || f.Name == "P" })
 	c.Args = fs.Args()
+	if tcfg, _, err := tlsFlags(); err != nil {
+		return usageErr(stderr, err.Error())
+	} else if tcfg != nil {
+		c.ClientOptions = append(c.ClientOptions, client.WithTLS(tcfg))
+	}
 	if *user != "" {
 		pw, err := cli.Password(*user, os.Stdin, stderr)
 		if err != nil {

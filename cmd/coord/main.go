@@ -63,6 +63,17 @@ authentication (config lines "user <name> <read|readwrite|admin> <hash>"):
                        loopback (development only: passwords cross loopback
                        in clear); without TLS and this flag, users are refused
 
+TLS (each overrides the config file's line of that name):
+  -gen-certs DIR [-hosts H1,H2]  make a test CA and a certificate for each
+                       role in DIR (servers, coordinators, clients; names
+                       localhost, 127.0.0.1 and the hosts) and print the
+                       config lines that use them
+  -tls-ca FILE         the cluster CA's certificate (tls_ca)
+  -tls-cert FILE       the servers' certificate, role server (tls_cert)
+  -tls-key FILE        its key (tls_key)
+  -tls-coord-cert FILE the coordinators' certificate (tls_coord_cert)
+  -tls-coord-key FILE  its key (tls_coord_key)
+
 metrics (Prometheus text format):
   -metrics ADDR             serve /metrics and /sd (service discovery of every
                             server's /metrics) on ADDR, e.g. 127.0.0.1:9100
@@ -120,6 +131,14 @@ func run() int {
 	fs.IntVar(&opts.ServerMetricsPort, "server-metrics-port", 0, "")
 	hashPW := fs.Bool("hash-password", false, "")
 	fs.BoolVar(&opts.InsecureAuth, "insecure-auth", false, "")
+	tf := &opts.TLSFlags
+	fs.StringVar(&tf.CA, "tls-ca", "", "")
+	fs.StringVar(&tf.Cert, "tls-cert", "", "")
+	fs.StringVar(&tf.Key, "tls-key", "", "")
+	fs.StringVar(&tf.CoordCert, "tls-coord-cert", "", "")
+	fs.StringVar(&tf.CoordKey, "tls-coord-key", "", "")
+	genCerts := fs.String("gen-certs", "", "")
+	certHosts := fs.String("hosts", "", "")
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Print(usage + limitsUsage())
@@ -132,6 +151,14 @@ func run() int {
 	}
 	if *hashPW {
 		return hashPassword(fs.Args())
+	}
+	if *genCerts != "" {
+		lines, err := coord.GenerateCerts(*genCerts, strings.FieldsFunc(*certHosts, func(r rune) bool { return r == ',' }))
+		if err != nil {
+			return bad(err.Error())
+		}
+		fmt.Print(lines)
+		return 0
 	}
 	if fs.NArg() > 0 {
 		return bad(fmt.Sprintf("unexpected argument %q (run coord -help for usage)", fs.Arg(0)))

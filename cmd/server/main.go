@@ -24,6 +24,7 @@ import (
 
 	"ftkv/internal/auth"
 	"ftkv/internal/timerslack"
+	"ftkv/internal/tlsconf"
 	"ftkv/limits"
 	"ftkv/server"
 	"ftkv/timing"
@@ -55,6 +56,10 @@ func main() {
 	slack := fs.Duration("timer-slack", time.Millisecond, "timer slack of the process (Linux; 0 = the system's, 50µs)")
 	fs.StringVar(&logFile, "log", "", "log file (default stderr)")
 	fs.StringVar(&level, "log-level", "info", "log level")
+	var tlsFiles tlsconf.Files
+	fs.StringVar(&tlsFiles.CA, "tls-ca", "", "TLS on every port and link: the cluster CA's certificate file")
+	fs.StringVar(&tlsFiles.Cert, "tls-cert", "", "TLS: this server's certificate file (role server)")
+	fs.StringVar(&tlsFiles.Key, "tls-key", "", "TLS: its private key file")
 	secretsStdin := fs.Bool("secrets-stdin", false, "read the cluster secret (first line) and the users (user lines) from standard input, as the coordinator gives them (without it: the secret from FTKV_SECRET, no users)")
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(os.Args[1:]); err != nil {
@@ -123,6 +128,12 @@ func main() {
 	// Unless GOGC says otherwise, the collector's headroom follows the
 	// heap: 100 % while it is small, 20 % once the tables are large.
 	cfg.TuneGC = os.Getenv("GOGC") == ""
+	if tlsFiles.Enabled() {
+		if cfg.TLS, err = tlsconf.Load(tlsFiles, tlsconf.RoleServer); err != nil {
+			fmt.Fprintf(os.Stderr, "server: %v\n", err)
+			os.Exit(2)
+		}
+	}
 	srv, err := server.New(cfg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%v\n", err) // it names the server

@@ -3,6 +3,7 @@ package cli
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
 	"errors"
 	"flag"
 	"fmt"
@@ -16,6 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"ftkv/client"
+	"ftkv/internal/tlsconf"
 )
 
 // DefaultTimeout bounds dialing and each command unless -timeout says otherwise.
@@ -24,12 +26,17 @@ const DefaultTimeout = 5 * time.Second
 // dialFunc connects to the coordinator at addr.
 type dialFunc func(ctx context.Context, addr string) (Store, error)
 
-func dialClient(ctx context.Context, addr string) (Store, error) {
-	c, err := client.Dial(ctx, addr)
-	if err != nil {
-		return nil, err
+func dialClient(ctx context.Context, addr string) (Store, error) { return dialWith()(ctx, addr) }
+
+// dialWith is the dial function of a client with opts.
+func dialWith(opts ...client.Option) dialFunc {
+	return func(ctx context.Context, addr string) (Store, error) {
+		c, err := client.Dial(ctx, addr, opts...)
+		if err != nil {
+			return nil, err
+		}
+		return c, nil
 	}
-	return c, nil
 }
 
 // config is the parsed command line.
@@ -41,6 +48,8 @@ type config struct {
 	words      []string // the one-shot command and its arguments
 	user       string   // -user: authenticate as (password: Password)
 	pwFlag     string   // -a: refused (a password on the command line)
+	// tls gives -tls-ca/-tls-cert/-tls-key's configuration (nil: no TLS).
+	tls func() (*tls.Config, tlsconf.Files, error)
 }
 
 // addr is what the client dials: one address, or a comma-separated list.
@@ -97,7 +106,18 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, dial dialFunc
 		return ExitUsage
 	}
 	if dial == nil {
-		dial = dialClient
+		var opts []client.Option
+		if cfg.tls != nil {
+			tcfg, _, err := cfg.tls()
+			if err != nil {
+				printError(stderr, "", err.Error())
+				return ExitUsage
+			}
+			if tcfg != nil {
+				opts = append(opts, client.WithTLS(tcfg))
+			}
+		}
+		dial = dialWith(opts...)
 		if cfg.user != "" {
 			f, _ := stdin.(*os.File)
 			pw, err := Password(cfg.user, f, stderr)
@@ -105,7 +125,7 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer, dial dialFunc
 				printError(stderr, "", err.Error())
 				return ExitUsage
 			}
-			dial = authDialer(cfg.user, pw)
+			dial = authDialer(cfg.user, pw, opts...)
 		}
 	}
 	if len(cfg.words) > 0 {
@@ -151,6 +171,7 @@ func parseFlags(args []string) (config, error) {
 	fs.DurationVar(&cfg.timeout, "timeout", DefaultTimeout, "deadline per command")
 	fs.StringVar(&cfg.user, "user", "", "authenticate as this user")
 	fs.StringVar(&cfg.pwFlag, "a", "", "refused: a password on the command line")
+	cfg.tls = tlsconf.ClientFlags(fs)
 	if err := fs.Parse(args); err != nil {
 		return config{}, err
 	}

@@ -23,6 +23,9 @@ flags:
                 password comes from the environment variable FTKV_PASSWORD,
                 or is typed without echo at the terminal. It is never a flag:
                 -a (redis-cli's password flag) is refused
+  -tls-ca file  speak TLS to a cluster with TLS, trusting this CA (its tls_ca)
+  -tls-cert f   with -tls-ca: present this client certificate (optional),
+  -tls-key f    with its key
   -help         show this help
 
 ` + CommandHelp + `

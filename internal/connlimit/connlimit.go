@@ -37,8 +37,10 @@
 package connlimit
 
 import (
+	"cmp"
 	"container/list"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"net"
 	"os"
@@ -51,6 +53,8 @@ import (
 	"github.com/rs/zerolog"
 
 	"ftkv/internal/accept"
+	"ftkv/internal/tlsconf"
+	"ftkv/internal/tlsgnet"
 	"ftkv/limits"
 	"ftkv/wire"
 )
@@ -117,6 +121,14 @@ type Config struct {
 	RequireAuth bool
 	AuthTimeout time.Duration // see RequireAuth (0: no deadline)
 
+	// TLS, when set, makes the port speak TLS (package tlsgnet: the
+	// handler sees plaintext). A client that does not start a handshake
+	// gets Plaintext(its first bytes) in clear and is closed (default:
+	// tlsconf.WirePlaintext). The handshake must end within AuthTimeout,
+	// else FrameTimeout, else tlsgnet's default.
+	TLS       *tls.Config
+	Plaintext func(first []byte) []byte
+
 	Log zerolog.Logger
 }
 
@@ -136,6 +148,19 @@ func FromLimits(name string, l limits.Config, log zerolog.Logger) Config {
 		IdleTimeout:  l.IdleTimeout,
 		Log:          log,
 	}
+}
+
+// wrapTLS puts TLS between gnet and h.
+func (c *Config) wrapTLS(h gnet.EventHandler) gnet.EventHandler {
+	plain := c.Plaintext
+	if plain == nil {
+		plain = tlsconf.WirePlaintext
+	}
+	opts := []tlsgnet.Option{tlsgnet.WithOnPlaintext(plain), tlsgnet.WithLogger(c.Log.With().Str("port", c.Name).Logger())}
+	if d := cmp.Or(c.AuthTimeout, c.FrameTimeout); d > 0 {
+		opts = append(opts, tlsgnet.WithHandshakeTimeout(d))
+	}
+	return tlsgnet.Wrap(h, c.TLS, opts...)
 }
 
 func (c *Config) setDefaults() {
@@ -219,7 +244,11 @@ func Listen(addr string, h gnet.EventHandler, cfg Config, opts ...gnet.Option) (
 	p.h = &handler{EventHandler: h, p: p, booted: booted, ready: make(chan struct{})}
 	opts = append(opts, gnet.WithLoadBalancing(gnet.LeastConnections))
 	sock := filepath.Join(dir, "s")
-	go func() { p.errc <- gnet.Run(p.h, "unix://"+sock, opts...) }()
+	run := gnet.EventHandler(p.h)
+	if cfg.TLS != nil {
+		run = cfg.wrapTLS(p.h)
+	}
+	go func() { p.errc <- gnet.Run(run, "unix://"+sock, opts...) }()
 	select {
 	case p.eng = <-booted:
 	case err := <-p.errc:
