@@ -545,4 +545,14 @@ func TestAuthGateway(t *testing.T) {
 	if err := rc(2, "", "").Get(ctx, "k").Err(); err == nil || !strings.HasPrefix(err.Error(), "NOAUTH") {
 		t.Errorf("no credentials: %v, want NOAUTH", err)
 	}
+	// redis-cli --user with the password in REDISCLI_AUTH (never -a: ps).
+	if _, err := exec.LookPath("redis-cli"); err == nil {
+		host, port, _ := net.SplitHostPort(g.Addr())
+		cmd := exec.CommandContext(ctx, "redis-cli", "-h", host, "-p", port, "--user", us.reader.name, "GET", "gw-auth-2")
+		cmd.Env = append(os.Environ(), "REDISCLI_AUTH="+us.reader.password)
+		out, err := cmd.CombinedOutput()
+		if err != nil || strings.TrimSpace(string(out)) != "v" {
+			t.Errorf("redis-cli --user %s GET: %v %q", us.reader.name, err, out)
+		}
+	}
 }
