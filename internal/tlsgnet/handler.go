@@ -125,6 +125,15 @@ func (h *handler) OnOpen(rc gnet.Conn) ([]byte, gnet.Action) {
 func (c *conn) handshake(ctx context.Context) {
 	err := c.tc.HandshakeContext(ctx)
 	c.cancel()
+	if err != nil {
+		// Logged even when the peer has closed meanwhile: it closes as
+		// soon as it reads the alert for a refused certificate.
+		ev := c.h.o.log.Info()
+		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
+			ev = c.h.o.log.Debug()
+		}
+		ev.Stringer("remote", c.RemoteAddr()).Err(err).Msg("tls handshake failed")
+	}
 	c.mu.Lock()
 	if c.state.Load() != stateHandshake {
 		c.mu.Unlock()
@@ -133,11 +142,6 @@ func (c *conn) handshake(ctx context.Context) {
 	if err != nil {
 		c.state.Store(stateClosed)
 		c.mu.Unlock()
-		ev := c.h.o.log.Info()
-		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
-			ev = c.h.o.log.Debug()
-		}
-		ev.Stringer("remote", c.RemoteAddr()).Err(err).Msg("tls handshake failed")
 		_ = c.Conn.Close() // after the alert tls queued
 		return
 	}
