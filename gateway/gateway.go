@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"net"
@@ -47,7 +48,10 @@ const (
 type Config struct {
 	Store  Store  // the cluster (required)
 	Listen string // RESP address (DefaultListen)
-	HTTP   string // HTTP API address ("" = none)
+	// TLS, when set, makes the RESP port speak TLS (redis-cli --tls); a
+	// client in clear gets an error and is closed.
+	TLS  *tls.Config
+	HTTP string // HTTP API address ("" = none)
 	// Limits bound the RESP clients as they bound a server's: max_clients,
 	// the output limits and budget, the input budget, max_inflight (the
 	// commands read but not answered per connection), idle_timeout;
@@ -118,6 +122,9 @@ func New(cfg Config) (*Gateway, error) {
 	return g, nil
 }
 
+// errPlaintext answers a client in clear on a TLS RESP port.
+const errPlaintext = "-ERR this port requires TLS (redis-cli --tls --cacert ca.pem)\r\n"
+
 // Start binds the RESP port (and the HTTP port when configured) and serves
 // them in the background until Close.
 func (g *Gateway) Start() error {
@@ -126,6 +133,8 @@ func (g *Gateway) Start() error {
 	}
 	lc := connlimit.FromLimits("resp", g.lim, g.log)
 	lc.Reject = []byte(errMaxClients)
+	lc.TLS = g.cfg.TLS
+	lc.Plaintext = func([]byte) []byte { return []byte(errPlaintext) }
 	lc.Budget = connlimit.NewBudget(g.lim.OutputBudget)
 	lc.InputBudget = connlimit.NewInputBudget(g.lim.InputBudget)
 	opts := []gnet.Option{

@@ -25,6 +25,7 @@ import (
 	"ftkv/client"
 	"ftkv/gateway"
 	"ftkv/internal/cli"
+	"ftkv/internal/tlsconf"
 )
 
 const usage = `usage: gateway -h <coord_host> -p <coord_port> [-listen 127.0.0.1:6380] [-http <addr>] [-metrics <addr>] [flags]
@@ -73,6 +74,7 @@ func run(args []string) int {
 	conns := fs.Int("conns", 2, "pipelined connections to each server")
 	logFile := fs.String("log", "", "log file (default stderr)")
 	level := fs.String("log-level", "info", "log level")
+	tlsFlags := tlsconf.ClientFlags(fs) // -tls-cert also puts TLS on the RESP port
 	user := fs.String("user", "", "the cluster's user the gateway acts as (password: FTKV_PASSWORD, or typed at the terminal); its clients then log in as users of the cluster (AUTH, HELLO AUTH, HTTP Basic)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -94,11 +96,27 @@ func run(args []string) int {
 		return 2
 	}
 	var auth []client.Option
+	tcfg, tfiles, err := tlsFlags()
+	if err != nil {
+		fmt.Fprintf(os.Stderr, "gateway: %v\n", err)
+		return 2
+	}
+	if tcfg != nil {
+		auth = append(auth, client.WithTLS(tcfg))
+	}
+	if tfiles.Cert != "" {
+		m, err := tlsconf.Load(tfiles, "")
+		if err != nil {
+			fmt.Fprintf(os.Stderr, "gateway: %v\n", err)
+			return 2
+		}
+		cfg.TLS = m.Server(false)
+	}
 	if *user != "" {
 		// Its clients' passwords would cross the network in clear on a
 		// plaintext RESP or HTTP port.
 		for _, a := range []struct{ flag, addr string }{{"-listen", cfg.Listen}, {"-http", cfg.HTTP}} {
-			if a.addr != "" && !loopback(a.addr) {
+			if a.addr != "" && !loopback(a.addr) && (a.flag != "-listen" || cfg.TLS == nil) {
 				fmt.Fprintf(os.Stderr, "gateway: -user: %s %s is not a loopback address (clients' passwords would cross the network in clear)\n", a.flag, a.addr)
 				return 2
 			}

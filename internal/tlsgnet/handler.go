@@ -129,10 +129,10 @@ func (c *conn) handshake(ctx context.Context) {
 		// Logged even when the peer has closed meanwhile: it closes as
 		// soon as it reads the alert for a refused certificate.
 		ev := c.h.o.log.Info()
-		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) {
-			ev = c.h.o.log.Debug()
+		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled) {
+			ev = c.h.o.log.Debug() // the peer left, or a plaintext client was answered
 		}
-		ev.Stringer("remote", c.RemoteAddr()).Err(err).Msg("tls handshake failed")
+		ev.Stringer("remote", c.pipe.remote).Err(err).Msg("tls handshake failed")
 	}
 	c.mu.Lock()
 	if c.state.Load() != stateHandshake {
@@ -224,6 +224,7 @@ func (c *conn) refusePlaintext(rc gnet.Conn, first []byte) gnet.Action {
 	c.mu.Unlock()
 	c.pipe.Close()
 	c.cancel()
+	c.h.o.log.Debug().Stringer("remote", c.pipe.remote).Msg("a client in clear refused")
 	if f := c.h.o.onPlaintext; f != nil {
 		if msg := f(append([]byte(nil), first...)); len(msg) > 0 {
 			_, _ = rc.Write(msg) // nothing else was written: the handshake waits for a ClientHello
