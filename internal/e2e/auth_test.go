@@ -556,3 +556,64 @@ func TestAuthGateway(t *testing.T) {
 		}
 	}
 }
+
+// TestAuthWithTLS: users and TLS together — the coordinator starts with
+// users without -insecure-auth, clients log in over TLS (the Go client
+// without a client certificate, bin/client with -tls-ca and -user), roles
+// hold, refusals are clear, and no password shows in ps or the logs.
+func TestAuthWithTLS(t *testing.T) {
+	us := newAuthUsers(t)
+	p := newTLSPKI(t)
+	c := testcluster.Start(t, testcluster.Options{Config: authConfig(3, us) + p.lines(),
+		ClientOptions: []client.Option{client.WithTLS(p.bare), client.WithAuth(us.admin.name, us.admin.password)}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if st := c.Status(t); st.Redacted || st.Servers[0].PID == 0 {
+		t.Fatalf("the admin's status over TLS: %+v", st.Servers[0])
+	}
+	writer, err := dialAs(c, us.writer.name, us.writer.password, client.WithTLS(p.bare))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer writer.Close()
+	reader, err := dialAs(c, us.reader.name, us.reader.password, client.WithTLS(p.bare))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer reader.Close()
+	for _, k := range keysOnShards(3, 2, "auth-tls") {
+		if err := writer.Put(ctx, k, []byte("v")); err != nil {
+			t.Fatalf("writer Put over TLS: %v", err)
+		}
+		if v, err := reader.Get(ctx, k); err != nil || string(v) != "v" {
+			t.Fatalf("reader Get over TLS = %q, %v", v, err)
+		}
+		if err := reader.Put(ctx, k, []byte("x")); !errors.Is(err, client.ErrPermission) {
+			t.Errorf("reader Put over TLS: %v, want ErrPermission", err)
+		}
+	}
+	if _, err := dialAs(c, "", "", client.WithTLS(p.bare)); !errors.Is(err, client.ErrAuth) {
+		t.Errorf("no credentials over TLS: %v, want ErrAuth", err)
+	}
+	if _, err := dialAs(c, us.writer.name, "wrong", client.WithTLS(p.bare)); !errors.Is(err, client.ErrAuth) {
+		t.Errorf("a wrong password over TLS: %v, want ErrAuth", err)
+	}
+	tlsArgs := []string{"-tls-ca", p.file("ca.pem")}
+	r := runCLIEnv(t, c.Bin, c.Addr, []string{"FTKV_PASSWORD=" + us.writer.password}, append(tlsArgs, "-user", us.writer.name, "P", "auth-tls-cli", "ok")...)
+	if r.code != 0 || strings.TrimSpace(r.stdout) != "OK" {
+		t.Fatalf("bin/client -tls-ca -user P: exit %d %q %q", r.code, r.stdout, r.stderr)
+	}
+	r = runCLIEnv(t, c.Bin, c.Addr, []string{"FTKV_PASSWORD=" + us.reader.password}, append(tlsArgs, "-user", us.reader.name, "P", "auth-tls-cli", "no")...)
+	if r.code != 4 || !strings.Contains(r.stderr, "permission denied") {
+		t.Errorf("bin/client -tls-ca as a read user P: exit %d %q", r.code, r.stderr)
+	}
+	secrets := map[string]string{}
+	for _, u := range us.all() {
+		secrets[u.name+"'s password"] = u.password
+	}
+	checkNoLeaks(t, "ps -eo args", psArgs(t), secrets)
+	if err := c.Shutdown(20 * time.Second); err != nil {
+		t.Fatalf("shutdown: %v", err)
+	}
+	checkNoLeaks(t, "the log", c.Log(), secrets)
+}
