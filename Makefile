@@ -34,6 +34,7 @@ test: build vet
 	scripts/readme-group.sh
 	scripts/readme-gateway.sh
 	scripts/readme-metrics.sh
+	scripts/readme-auth.sh
 	BENCH_DURATION=1s BENCH_REPS=1 scripts/bench-compare.sh --check
 
 vet:
