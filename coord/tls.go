@@ -147,8 +147,9 @@ func GenerateCerts(dir string, hosts []string) (string, error) {
 		return "", err
 	}
 	j := func(f string) string { return filepath.Join(dir, f) }
-	return fmt.Sprintf("tls_ca %s\ntls_cert %s\ntls_key %s\ntls_coord_cert %s\ntls_coord_key %s\n",
-		j("ca.pem"), j("server.pem"), j("server-key.pem"), j("coordinator.pem"), j("coordinator-key.pem")), nil
+	return fmt.Sprintf("# TLS on every link: made by bin/coord -gen-certs %s (clients: -tls-ca %s)\n"+
+		"tls_ca %s\ntls_cert %s\ntls_key %s\ntls_coord_cert %s\ntls_coord_key %s\n",
+		dir, j("ca.pem"), j("ca.pem"), j("server.pem"), j("server-key.pem"), j("coordinator.pem"), j("coordinator-key.pem")), nil
 }
 
 // serverFiles is what servers are started with (zero without TLS).

@@ -16,6 +16,7 @@
 # (-t set,get, same connections, keys and value size, -P 1 and -P 16)
 # against bin/gateway (pinned with the servers) and against Redis: the
 # gateway's extra hop (targets: >= 0.5x Redis at P1, >= 0.4x at P16).
+# Last, scripts/bench-tls.sh: TLS on every link against TLS off (>= 0.7x).
 #
 # It starts: a Redis (persistence off), a second Redis with a replica for the
 # WAIT row, an ftkv cluster (bin/coord with config.txt and BENCH_FTKV_ARGS,
@@ -320,6 +321,11 @@ for pipe in 1 16; do
 			'BEGIN { printf "%-10s %14.0f %14.0f %6.2fx %8.2fms %8.2fms %6sx\n", l, g, r, g / r, gp, rp, tg }'
 	done
 done
+echo
+# TLS on every link against TLS off (its own two clusters).
+TLS_ARGS=()
+[ "$CHECK" = 1 ] && TLS_ARGS=(--check)
+"$ROOT/scripts/bench-tls.sh" "${TLS_ARGS[@]}" || FAILED=$((FAILED + 1))
 if [ "$GW_MISSING" -gt 0 ]; then
 	say "$GW_MISSING redis-benchmark rows have no figures (see $WORK/rb.err)"
 	[ "$CHECK" = 1 ] && exit 1

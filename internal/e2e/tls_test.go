@@ -22,6 +22,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -244,7 +245,7 @@ func TestTLSCaptureHoldsNoValuesOrSecret(t *testing.T) {
 
 	pcap := filepath.Join(t.TempDir(), "lo.pcap")
 	cmd := exec.Command(tcpdump, "-i", "lo", "-U", "-s", "0", "-w", pcap, "tcp")
-	var tdErr bytes.Buffer
+	var tdErr syncBuf
 	cmd.Stderr = &tdErr
 	must(t, cmd.Start())
 	testcluster.Eventually(t, 10*time.Second, "tcpdump listening", func() bool { return strings.Contains(tdErr.String(), "listening on") })
@@ -299,6 +300,24 @@ func TestTLSCaptureHoldsNoValuesOrSecret(t *testing.T) {
 		t.Error("the capture holds the cluster secret")
 	}
 	t.Logf("capture: %d bytes of loopback traffic, %d values written over TLS, none found; the secret not found", len(raw), len(values))
+}
+
+// syncBuf is a bytes.Buffer a child process writes while the test reads.
+type syncBuf struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuf) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuf) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 // needTcpdump returns tcpdump's path, installing it with apt-get when
