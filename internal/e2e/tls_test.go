@@ -21,6 +21,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -239,17 +240,28 @@ func tlsExchange(addr string, cfg *tls.Config) error {
 func TestTLSCaptureHoldsNoValuesOrSecret(t *testing.T) {
 	tcpdump := needTcpdump(t)
 	p := newTLSPKI(t)
-	c := startTLSCluster(t, 3, p)
-	c.WaitRecovered(t, 10*time.Second)
-	secret := clusterSecret(t, c)
-
+	// The capture starts before the cluster: the HELLOs that carry the
+	// cluster secret (heartbeats, control and replication links) are sent
+	// at start-up and again after the failover below.
 	pcap := filepath.Join(t.TempDir(), "lo.pcap")
-	cmd := exec.Command(tcpdump, "-i", "lo", "-U", "-s", "0", "-w", pcap, "tcp")
+	cmd := exec.Command(tcpdump, "-i", "lo", "-U", "-B", "32768", "-s", "0", "-w", pcap, "tcp")
 	var tdErr syncBuf
 	cmd.Stderr = &tdErr
 	must(t, cmd.Start())
+	stopped := false
+	stop := func() {
+		if !stopped {
+			stopped = true
+			_ = cmd.Process.Signal(syscall.SIGINT)
+			_ = cmd.Wait()
+		}
+	}
+	t.Cleanup(stop)
 	testcluster.Eventually(t, 10*time.Second, "tcpdump listening", func() bool { return strings.Contains(tdErr.String(), "listening on") })
 
+	c := startTLSCluster(t, 3, p)
+	c.WaitRecovered(t, 10*time.Second)
+	secret := clusterSecret(t, c)
 	var mark [8]byte
 	_, _ = rand.Read(mark[:])
 	prefix := "tls-capture-" + hex.EncodeToString(mark[:]) + "-"
@@ -267,26 +279,29 @@ func TestTLSCaptureHoldsNoValuesOrSecret(t *testing.T) {
 	for i := range 300 {
 		put(i)
 	}
-	// A failover re-seeds the respawned server over TLS too.
+	// A failover: a respawned server says HELLO again and is re-seeded.
 	v := c.KillServer(t, 0)
 	c.WaitRecovered(t, recoverTimeout, v)
 	for i := 300; i < 400; i++ {
 		put(i)
 	}
-	// The control: a value written in clear on a port of the same capture.
+	// The control, sent last: a value written in clear on a port of the
+	// same capture. Once tcpdump has written it (-U: packet by packet, in
+	// order), it has written everything before it.
 	control := prefix + "sent-in-clear"
 	if nc, err := net.Dial("tcp", c.Addr); err == nil {
 		_, _ = nc.Write(wire.Append(nil, &wire.Frame{Op: wire.OpHello, ID: 9, Value: []byte(control)}))
 		_, _ = io.ReadAll(nc)
 		nc.Close()
 	}
-	time.Sleep(500 * time.Millisecond)
-	_ = cmd.Process.Signal(syscall.SIGINT)
-	_ = cmd.Wait()
-	raw, err := os.ReadFile(pcap)
-	must(t, err)
-	if !bytes.Contains(raw, []byte(control)) {
-		t.Fatalf("the capture (%d bytes, tcpdump: %s) lacks the control value sent in clear: it did not record the cluster's traffic", len(raw), tdErr.String())
+	var raw []byte
+	testcluster.Eventually(t, 20*time.Second, "the control value in the capture", func() bool {
+		raw, _ = os.ReadFile(pcap)
+		return bytes.Contains(raw, []byte(control))
+	})
+	stop()
+	if m := regexp.MustCompile(`(\d+) packets dropped by kernel`).FindStringSubmatch(tdErr.String()); m == nil || m[1] != "0" {
+		t.Fatalf("tcpdump dropped packets: the capture is incomplete: %s", tdErr.String())
 	}
 	if bytes.Contains(raw, []byte(prefix+"value-")) {
 		for _, v := range values {
@@ -299,7 +314,7 @@ func TestTLSCaptureHoldsNoValuesOrSecret(t *testing.T) {
 	if bytes.Contains(raw, []byte(secret)) {
 		t.Error("the capture holds the cluster secret")
 	}
-	t.Logf("capture: %d bytes of loopback traffic, %d values written over TLS, none found; the secret not found", len(raw), len(values))
+	t.Logf("capture: %d bytes of loopback traffic from before the start to the end, %d values written over TLS, none found; the secret not found", len(raw), len(values))
 }
 
 // syncBuf is a bytes.Buffer a child process writes while the test reads.
