@@ -1,7 +1,6 @@
 package gateway
 
 import (
-	"context"
 	"net"
 	"strings"
 	"sync"
@@ -35,7 +34,7 @@ func (h *handler) collector(loop gnet.EventLoop) *collector {
 		if h.cols == nil {
 			h.cols = make(map[gnet.EventLoop]*collector)
 		}
-		col = &collector{g: h.g, loop: loop}
+		col = newCollector(h.g)
 		h.cols[loop] = col
 	}
 	return col
@@ -119,6 +118,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	maxInflight := int64(h.g.lim.MaxInflight)
 	var cmds []command
 	var argsbuf [][]byte
+	var o owner
 	for s.pending.Load()+int64(len(cmds)) < maxInflight {
 		have := c.InboundBuffered()
 		if have == 0 {
@@ -144,10 +144,11 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 				break
 			}
 			argsbuf = args
-			off = len(buf) - len(left)
+			next := len(buf) - len(left)
 			if len(args) > 0 {
-				cmds = append(cmds, command{args: own(args)})
+				cmds = append(cmds, command{args: o.own(args, next-off, len(left))})
 			}
+			off = next
 		}
 		if off == 0 {
 			// The first command is not complete in this window.
@@ -157,7 +158,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 						argsbuf = args
 						off = len(buf) - len(left)
 						if len(args) > 0 {
-							cmds = append(cmds, command{args: own(args)})
+							cmds = append(cmds, command{args: o.own(args, off, 0)})
 						}
 					}
 				}
@@ -186,7 +187,11 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	}
 	s.pending.Add(int64(len(cmds)))
 	s.mu.Lock()
-	s.queue = append(s.queue, cmds...)
+	if len(s.queue) == 0 {
+		s.queue = cmds
+	} else {
+		s.queue = append(s.queue, cmds...)
+	}
 	start := !s.running && len(s.queue) > 0
 	if start {
 		s.running = true
@@ -233,35 +238,121 @@ func (g *Gateway) worker(job func()) {
 	}
 }
 
-// collector gathers, on one event loop, the sessions that got commands
-// during one pass over the loop's ready connections: a task queued on the
-// loop runs after the pass's I/O events, and hands them over together
-// (runGroup). Touched on its loop only.
+// collector gathers the sessions of one event loop that have commands to
+// run and hands them to group workers: a group worker takes every session
+// waiting and runs their commands together (runGroup), then takes those
+// that arrived meanwhile, until none is left. At most groupsPerLoop group
+// workers run at a time, so the sessions that get commands while a batch
+// is out wait for it and go together in the next one: under load the
+// batches grow with it (fewer writes and reads per command, for the
+// gateway and for the servers) instead of splitting into one per pass of
+// the loop. A batch out for longer than stuckAfter (a shard failing over)
+// does not hold the others back: another group worker starts, at once if
+// commands arrive, else when the timer fires.
 type collector struct {
-	g        *Gateway
-	loop     gnet.EventLoop
-	sessions []*session
-	queued   bool
+	g   *Gateway
+	job func() // col.run (one closure, not one per spawn)
+
+	mu      sync.Mutex
+	pending []*session // sessions waiting for a group worker
+	spare   []*session // the last batch's slice, reused
+	busy    int        // group workers running
+	last    time.Time  // when the newest batch was started
+	timer   *time.Timer
+	armed   bool // timer is set to look at pending
 }
 
+// groupsPerLoop bounds the group workers of one event loop running at a
+// time (more start when a batch is stuck, see stuckAfter).
+const groupsPerLoop = 1
+
+// stuckAfter is how long a batch may be out before the sessions waiting
+// behind it get a group worker of their own. timing: exception — a
+// scheduling bound far below the failure timeout (a batch held by a
+// failover takes about one failure timeout), far above a round trip.
+const stuckAfter = 5 * time.Millisecond
+
+func newCollector(g *Gateway) *collector {
+	col := &collector{g: g}
+	col.job = col.run
+	col.timer = time.AfterFunc(time.Hour, col.kick)
+	col.timer.Stop()
+	return col
+}
+
+// add queues s (running, with commands) for a group worker.
 func (col *collector) add(s *session) {
-	col.sessions = append(col.sessions, s)
-	if !col.queued {
-		col.queued = true
-		if err := col.loop.Execute(context.Background(), col); err != nil {
-			_ = col.Run(context.Background()) // (the engine is stopping)
-		}
+	col.mu.Lock()
+	col.pending = append(col.pending, s)
+	start := col.startLocked()
+	col.mu.Unlock()
+	if start {
+		col.g.spawn(col.job)
 	}
 }
 
-// Run is the task queued on the loop.
-func (col *collector) Run(context.Context) error {
-	ss := col.sessions
-	col.sessions, col.queued = nil, false
-	if len(ss) > 0 {
-		col.g.spawn(func() { col.g.runGroup(ss) })
+// requeue queues s for the group worker calling it, which takes the
+// pending sessions next.
+func (col *collector) requeue(s *session) {
+	col.mu.Lock()
+	col.pending = append(col.pending, s)
+	col.mu.Unlock()
+}
+
+// startLocked reports whether a new group worker must start for the
+// pending sessions (counting it as busy), or arms the timer to ask again.
+func (col *collector) startLocked() bool {
+	if col.busy < groupsPerLoop {
+		col.busy++
+		return true
 	}
-	return nil
+	if now := time.Now(); now.Sub(col.last) >= stuckAfter {
+		col.busy++
+		col.last = now // (the new worker sets it again)
+		return true
+	}
+	if !col.armed {
+		col.armed = true
+		col.timer.Reset(stuckAfter)
+	}
+	return false
+}
+
+// kick is the timer's: sessions still waiting behind a stuck batch get a
+// group worker.
+func (col *collector) kick() {
+	col.mu.Lock()
+	col.armed = false
+	start := len(col.pending) > 0 && col.startLocked()
+	col.mu.Unlock()
+	if start {
+		col.g.spawn(col.job)
+	}
+}
+
+// run is a group worker: it runs the waiting sessions' commands, batch
+// after batch, until none is waiting.
+func (col *collector) run() {
+	for {
+		col.mu.Lock()
+		ss := col.pending
+		if len(ss) == 0 {
+			col.busy--
+			col.mu.Unlock()
+			return
+		}
+		col.pending = col.spare[:0]
+		col.spare = nil
+		col.last = time.Now()
+		col.mu.Unlock()
+		col.g.runGroup(col, ss)
+		clear(ss)
+		col.mu.Lock()
+		if col.spare == nil && cap(ss) <= 1024 {
+			col.spare = ss[:0]
+		}
+		col.mu.Unlock()
+	}
 }
 
 // protocolError is the answer to unparsable input, as Redis words it
@@ -278,18 +369,38 @@ type errProtocol string
 
 func (e errProtocol) Error() string { return string(e) }
 
-// own copies a command's arguments (they alias gnet's buffer) into one
-// allocation.
-func own(args [][]byte) [][]byte {
+// owner copies commands' arguments out of gnet's buffer (they alias it,
+// and it is reused after Discard): the commands of one read share a few
+// allocations, sized for the input left, rather than two each.
+type owner struct {
+	bytes []byte
+	args  [][]byte
+}
+
+// own copies args, a command of size bytes of input with left bytes of
+// input after it.
+func (o *owner) own(args [][]byte, size, left int) [][]byte {
 	n := 0
 	for _, a := range args {
 		n += len(a)
 	}
-	buf := make([]byte, 0, n)
-	out := make([][]byte, len(args))
-	for i, a := range args {
-		buf = append(buf, a...)
-		out[i] = buf[len(buf)-len(a) : len(buf) : len(buf)]
+	if cap(o.bytes)-len(o.bytes) < n {
+		// The arguments are about as long as their input; the rest of
+		// the input likely holds more commands like this one.
+		o.bytes = make([]byte, 0, n+min(left, window))
 	}
-	return out
+	if cap(o.args)-len(o.args) < len(args) {
+		more := 0
+		if size > 0 {
+			more = min(left/size, 256) * len(args)
+		}
+		o.args = make([][]byte, 0, len(args)+more)
+	}
+	first := len(o.args)
+	for _, a := range args {
+		at := len(o.bytes)
+		o.bytes = append(o.bytes, a...)
+		o.args = append(o.args, o.bytes[at:len(o.bytes):len(o.bytes)])
+	}
+	return o.args[first:len(o.args):len(o.args)]
 }

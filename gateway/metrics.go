@@ -5,6 +5,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"ftkv/internal/metrics"
@@ -14,9 +15,16 @@ import (
 // outcome, their latency, and the RESP connections open. Its Observe is
 // Config.Observe; Listen serves /metrics.
 type Metrics struct {
-	reg    *metrics.Registry
-	mu     sync.Mutex
-	series sync.Map // "cmd\x00outcome" -> *metrics.Counter, "cmd" -> *metrics.Histogram
+	reg *metrics.Registry
+	mu  sync.Mutex                            // serialises adding series
+	cmd atomic.Pointer[map[string]*cmdSeries] // by command; copied on write (Observe takes no lock and allocates nothing)
+}
+
+// cmdSeries are one command's series.
+type cmdSeries struct {
+	hist     *metrics.Histogram
+	ok       atomic.Pointer[metrics.Counter]             // outcome "ok", once observed
+	outcomes atomic.Pointer[map[string]*metrics.Counter] // the others; copied on write
 }
 
 // NewMetrics returns a gateway's metrics (with the process's go_* and
@@ -39,41 +47,70 @@ func (m *Metrics) Listen(addr string) (*metrics.Listener, error) {
 // Observe counts one command answered after d with err (nil: success);
 // it is the gateway's Config.Observe.
 func (m *Metrics) Observe(cmd string, d time.Duration, err error) {
-	outcome := "ok"
-	if err != nil {
-		outcome = errorCode(err)
+	cs := m.series(cmd)
+	if err == nil {
+		c := cs.ok.Load()
+		if c == nil {
+			c = m.counter(cs, cmd, "ok")
+			cs.ok.Store(c)
+		}
+		c.Inc()
+	} else {
+		m.counter(cs, cmd, errorCode(err)).Inc()
 	}
-	m.counter(cmd, outcome).Inc()
-	m.histogram(cmd).Update(d.Seconds())
+	cs.hist.Update(d.Seconds())
 }
 
-func (m *Metrics) counter(cmd, outcome string) *metrics.Counter {
-	key := cmd + "\x00" + outcome
-	if c, ok := m.series.Load(key); ok {
-		return c.(*metrics.Counter)
+func (m *Metrics) series(cmd string) *cmdSeries {
+	if p := m.cmd.Load(); p != nil {
+		if cs := (*p)[cmd]; cs != nil {
+			return cs
+		}
 	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if c, ok := m.series.Load(key); ok {
-		return c.(*metrics.Counter)
+	old := map[string]*cmdSeries{}
+	if p := m.cmd.Load(); p != nil {
+		if cs := (*p)[cmd]; cs != nil {
+			return cs
+		}
+		old = *p
+	}
+	cs := &cmdSeries{
+		hist: m.reg.Histogram(`ftkv_gateway_command_duration_seconds{cmd=` + strconv.Quote(cmd) + `}`),
+	}
+	next := make(map[string]*cmdSeries, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[cmd] = cs
+	m.cmd.Store(&next)
+	return cs
+}
+
+func (m *Metrics) counter(cs *cmdSeries, cmd, outcome string) *metrics.Counter {
+	if p := cs.outcomes.Load(); p != nil {
+		if c := (*p)[outcome]; c != nil {
+			return c
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	old := map[string]*metrics.Counter{}
+	if p := cs.outcomes.Load(); p != nil {
+		if c := (*p)[outcome]; c != nil {
+			return c
+		}
+		old = *p
 	}
 	c := m.reg.Counter(`ftkv_gateway_commands_total{cmd=` + strconv.Quote(cmd) + `,outcome=` + strconv.Quote(outcome) + `}`)
-	m.series.Store(key, c)
+	next := make(map[string]*metrics.Counter, len(old)+1)
+	for k, v := range old {
+		next[k] = v
+	}
+	next[outcome] = c
+	cs.outcomes.Store(&next)
 	return c
-}
-
-func (m *Metrics) histogram(cmd string) *metrics.Histogram {
-	if h, ok := m.series.Load(cmd); ok {
-		return h.(*metrics.Histogram)
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if h, ok := m.series.Load(cmd); ok {
-		return h.(*metrics.Histogram)
-	}
-	h := m.reg.Histogram(`ftkv_gateway_command_duration_seconds{cmd=` + strconv.Quote(cmd) + `}`)
-	m.series.Store(cmd, h)
-	return h
 }
 
 // errorCodes are the outcomes a failed command is counted under: the

@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
+	"hash/maphash"
 	"strconv"
 	"time"
+	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/tidwall/redcon"
@@ -94,6 +97,9 @@ func (s *session) run(q []command) {
 // answered counts n commands as answered (their answers are in the
 // buffer about to be written).
 func (s *session) answered(n int) {
+	if n == 0 {
+		return
+	}
 	s.pending.Add(-int64(n))
 	for range n {
 		connlimit.Done(s.c)
@@ -157,27 +163,32 @@ func (s *session) runLen(q []command) int {
 	if !s.mayBatch() {
 		return 0 // each command is checked against the user's role
 	}
+	var hashes [maxRun]uint64 // (keys are compared when their hashes are equal)
 	n := 0
-	var seen map[string]struct{}
 	for n < len(q) && n < maxRun {
 		args := q[n].args
 		if !batchable(args) {
 			break
 		}
-		if n == 1 {
-			seen = map[string]struct{}{string(q[0].args[1]): {}}
-		}
-		if n >= 1 {
-			k := string(args[1])
-			if _, dup := seen[k]; dup {
+		key := args[1]
+		h := maphash.Bytes(keySeed, key)
+		dup := false
+		for i := range n {
+			if hashes[i] == h && bytes.Equal(q[i].args[1], key) {
+				dup = true
 				break
 			}
-			seen[k] = struct{}{}
 		}
+		if dup {
+			break
+		}
+		hashes[n] = h
 		n++
 	}
 	return n
 }
+
+var keySeed = maphash.MakeSeed()
 
 // batchable: a plain GET or SET within the limits (anything else, an
 // error included, runs on its own).
@@ -191,10 +202,13 @@ func batchable(args [][]byte) bool {
 	return false
 }
 
-// batchOps appends the operations of q (plain GETs and SETs) to ops.
+// batchOps appends the operations of q (plain GETs and SETs) to ops. The
+// keys alias the commands' arguments, which are the gateway's own copies
+// and never change (the client copies a key before it returns).
 func batchOps(q []command, ops []client.BatchOp) []client.BatchOp {
 	for _, cmd := range q {
-		op := client.BatchOp{Kind: client.BatchGet, Key: string(cmd.args[1])}
+		key := cmd.args[1]
+		op := client.BatchOp{Kind: client.BatchGet, Key: unsafe.String(unsafe.SliceData(key), len(key))}
 		if len(cmd.args) == 3 {
 			op.Kind, op.Value = client.BatchPut, cmd.args[2]
 		}
@@ -214,6 +228,14 @@ func (g *Gateway) batch(ops []client.BatchOp) error {
 // err as a whole, if not nil), in order; large answers are written as
 // they pile up.
 func (s *session) replies(ops []client.BatchOp, err error, d time.Duration, out []byte) []byte {
+	if out == nil {
+		size := 0
+		for i := range ops {
+			size += len(ops[i].Value) + 16 // "$<len>\r\n<value>\r\n", "+OK\r\n"
+		}
+		out = make([]byte, 0, min(size, flushAt))
+	}
+	n := 0 // answers in out not yet counted as answered
 	for i := range ops {
 		op := &ops[i]
 		e := op.Err
@@ -233,12 +255,15 @@ func (s *session) replies(ops []client.BatchOp, err error, d time.Duration, out 
 			out = appendValue(out, op.Value, op.Found, s.proto)
 		}
 		s.g.observe(name, d, e)
-		s.answered(1)
+		n++
 		if len(out) >= flushAt {
+			s.answered(n)
+			n = 0
 			s.flush(out, false)
 			out = nil
 		}
 	}
+	s.answered(n)
 	return out
 }
 
@@ -248,15 +273,15 @@ type part struct {
 	q []command
 }
 
-// runGroup runs the commands of sessions that got them during one pass of
-// an event loop: every session whose commands are all plain GETs and SETs
-// (the usual case under load, pipelined or not) goes into one batch for
-// all of them, one write per server instead of one per session (on
-// loopback a write costs the sender the receiver's work too); the others
-// run on their own workers. Each session's answers are written in order;
-// commands that arrived meanwhile run next, on the session's worker.
-func (g *Gateway) runGroup(ss []*session) {
-	var parts []part
+// runGroup runs the commands of the sessions ss, handed over by col:
+// every session whose commands are all plain GETs and SETs (the usual case
+// under load, pipelined or not) goes into one batch for all of them, one
+// write per server instead of one per session (on loopback a write costs
+// the sender the receiver's work too); the others run on their own
+// workers. Each session's answers are written in order; a session whose
+// commands arrived meanwhile goes back to col for the next batch.
+func (g *Gateway) runGroup(col *collector, ss []*session) {
+	parts := make([]part, 0, len(ss))
 	n := 0
 	for _, s := range ss {
 		q := s.take()
@@ -284,11 +309,31 @@ func (g *Gateway) runGroup(ss []*session) {
 		ops = ops[len(p.q):]
 	}
 	for _, p := range parts {
-		if q := p.s.take(); q != nil {
-			s := p.s
-			g.spawn(func() { s.work(q) })
+		if p.s.more() {
+			col.requeue(p.s)
 		}
 	}
+}
+
+// more reports whether commands arrived while the session's last ones
+// ran (it stays running, to be handed over again); if not, the session
+// is no longer running (a connection whose reading stopped at
+// max_inflight is woken to read on).
+func (s *session) more() bool {
+	s.mu.Lock()
+	if len(s.queue) > 0 && !s.closed.Load() {
+		s.mu.Unlock()
+		return true
+	}
+	s.queue = nil
+	s.running = false
+	wake := s.stalled
+	s.stalled = false
+	s.mu.Unlock()
+	if wake && !s.closed.Load() {
+		_ = s.c.Wake(nil)
+	}
+	return false
 }
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }

@@ -71,7 +71,7 @@ func run(args []string) int {
 	fs.IntVar(&cfg.Limits.MaxClients, "max-clients", 0, "open RESP connections (default 10000)")
 	fs.IntVar(&cfg.Limits.MaxInflight, "max-inflight", 0, "commands read but not answered per connection (default 4096)")
 	fs.IntVar(&cfg.Loops, "loops", 0, "event loops (default: one per CPU)")
-	conns := fs.Int("conns", 2, "pipelined connections to each server")
+	conns := fs.Int("conns", 1, "pipelined connections to each server")
 	logFile := fs.String("log", "", "log file (default stderr)")
 	level := fs.String("log-level", "info", "log level")
 	tlsFlags := tlsconf.ClientFlags(fs) // -tls-cert also puts TLS on the RESP port
@@ -158,6 +158,11 @@ func run(args []string) int {
 	cfg.Store, cfg.Logger = cl, log
 	if *user != "" {
 		cfg.Authenticate = cl.CheckCredentials
+	}
+	if os.Getenv("GOGC") == "" {
+		// The collector's headroom: at least tens of MiB (see
+		// gateway.TuneGC) unless GOGC says otherwise.
+		go gateway.TuneGC(ctx)
 	}
 	met := gateway.NewMetrics()
 	cfg.Observe = met.Observe
