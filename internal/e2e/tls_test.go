@@ -290,8 +290,9 @@ func TestTLSCaptureHoldsNoValuesOrSecret(t *testing.T) {
 	// order), it has written everything before it.
 	control := prefix + "sent-in-clear"
 	if nc, err := net.Dial("tcp", c.Addr); err == nil {
+		_ = nc.SetDeadline(time.Now().Add(5 * time.Second))
 		_, _ = nc.Write(wire.Append(nil, &wire.Frame{Op: wire.OpHello, ID: 9, Value: []byte(control)}))
-		_, _ = io.ReadAll(nc)
+		_, _ = io.ReadAll(nc) // (answered and closed: the port needs TLS)
 		nc.Close()
 	}
 	var raw []byte
