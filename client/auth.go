@@ -36,7 +36,7 @@ func WithAuth(user, password string) Option {
 // minHelloWait bounds the wait for HELLO's answer from below: a server
 // checks a new password with bcrypt (a fraction of a second) before it
 // answers, even when the handshake bound is short.
-const minHelloWait = 5 * time.Second
+const minHelloWait = 5 * time.Second // timing: exception — bcrypt's cost, not the cluster's timing
 
 // hello authenticates cn (over nc, to addr) when the client has
 // credentials. A refusal is ErrAuth; a connection error is returned as

@@ -414,6 +414,13 @@ func TestGarbageEveryPort(t *testing.T) {
 	t.Run("ports", func(t *testing.T) {
 		for pi, p := range ports {
 			for ci, gc := range garbageCases() {
+				if strings.HasSuffix(p.name, "-client") && strings.Contains(gc.name, "hello") && !strings.Contains(gc.name, "repl") {
+					// On a client port a HELLO is a client's login: a
+					// cluster without users answers it OK and grants
+					// nothing more (TestAuth refuses wrong passwords
+					// where there are users).
+					continue
+				}
 				t.Run(p.name+"/"+gc.name, func(t *testing.T) {
 					t.Parallel()
 					rng := rand.New(rand.NewSource(seed + int64(pi*100+ci)))
