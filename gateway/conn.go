@@ -146,6 +146,11 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 			argsbuf = args
 			next := len(buf) - len(left)
 			if len(args) > 0 {
+				if cmds == nil && len(left) > 0 {
+					// Room for as many more commands of this size
+					// as the input holds (a pipeline's are alike).
+					cmds = make([]command, 0, 1+min(len(left)/(next-off), 1023))
+				}
 				cmds = append(cmds, command{args: o.own(args, next-off, len(left))})
 			}
 			off = next
