@@ -10,8 +10,11 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/panjf2000/gnet/v2"
 
 	"ftkv/internal/tlsconf"
 )
@@ -296,4 +299,42 @@ func handshakers() int {
 	buf := make([]byte, 1<<20)
 	buf = buf[:runtime.Stack(buf, true)]
 	return bytes.Count(buf, []byte("tlsgnet.(*conn).handshake("))
+}
+
+// sink never consumes what it is given.
+type sink struct {
+	gnet.BuiltinEventEngine
+	seen atomic.Int64 // the most plaintext it was shown
+}
+
+func (h *sink) OnTraffic(c gnet.Conn) gnet.Action {
+	if n := int64(c.InboundBuffered()); n > h.seen.Load() {
+		h.seen.Store(n)
+	}
+	return gnet.None
+}
+
+// With WithMaxBuffered, no more than about n bytes of plaintext wait for a
+// handler that does not consume, and a peer that keeps sending is closed.
+func TestMaxBufferedBoundsPlaintextAndClosesAFlood(t *testing.T) {
+	const max = 64 << 10
+	h := &sink{}
+	s := startServer(t, h, serverCfg(t, false), WithMaxBuffered(max))
+	c := dial(t, s.addr, nil)
+	defer c.Close()
+	_ = c.SetDeadline(time.Now().Add(10 * time.Second))
+	chunk := make([]byte, 16<<10)
+	var err error
+	for i := 0; i < 1024 && err == nil; i++ { // up to 16 MiB
+		_, err = c.Write(chunk)
+	}
+	if err == nil {
+		_, err = c.Read(make([]byte, 1))
+	}
+	if err == nil {
+		t.Fatal("the connection is still open after 16 MiB the handler never consumed")
+	}
+	if got := h.seen.Load(); got < max || got > max+plainChunk {
+		t.Fatalf("the handler was shown %d bytes, want %d to %d", got, max, max+plainChunk)
+	}
 }
