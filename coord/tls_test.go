@@ -1,0 +1,65 @@
+package coord
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"ftkv/internal/tlsconf"
+)
+
+func TestTLSLinesFlagsAndRoles(t *testing.T) {
+	dir := t.TempDir()
+	lines, err := GenerateCerts(dir, []string{"10.0.0.7"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := "1\nlocalhost 0 0 0\n" + lines
+	c, err := ParseCluster("tls.txt", strings.NewReader(cfg))
+	if err != nil {
+		t.Fatalf("the lines -gen-certs prints do not parse: %v\n%s", err, cfg)
+	}
+	j := func(f string) string { return filepath.Join(dir, f) }
+	want := TLSFiles{CA: j("ca.pem"), Cert: j("server.pem"), Key: j("server-key.pem"), CoordCert: j("coordinator.pem"), CoordKey: j("coordinator-key.pem")}
+	if c.TLS != want {
+		t.Fatalf("parsed %+v, want %+v", c.TLS, want)
+	}
+	ct, err := loadTLS("tls.txt", c.TLS)
+	if err != nil || ct == nil {
+		t.Fatalf("loadTLS: %v", err)
+	}
+	if f := ct.serverFiles(); f != (tlsconf.Files{CA: want.CA, Cert: want.Cert, Key: want.Key}) {
+		t.Fatalf("servers get %+v", f)
+	}
+	if ct.mat.Role() != tlsconf.RoleCoordinator {
+		t.Fatalf("the coordinator's role is %q", ct.mat.Role())
+	}
+	if (*coordTLS)(nil).serverFiles().Enabled() {
+		t.Fatal("servers get TLS files without TLS")
+	}
+	for _, tc := range []struct {
+		name  string
+		files TLSFiles
+		want  string
+	}{
+		{"missing coordinator lines", TLSFiles{CA: want.CA, Cert: want.Cert, Key: want.Key}, "missing: tls_coord_cert tls_coord_key"},
+		{"servers' line names the client certificate", want.override(TLSFiles{Cert: j("client.pem"), Key: j("client-key.pem")}), `role "client"; a server needs one for role "server"`},
+		{"coordinators' line names the server certificate", want.override(TLSFiles{CoordCert: j("server.pem"), CoordKey: j("server-key.pem")}), `a coordinator needs one for role "coordinator"`},
+		{"a missing file", want.override(TLSFiles{CA: j("nope.pem")}), "no such file"},
+	} {
+		if _, err := loadTLS("tls.txt", tc.files); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: %v, want an error with %q", tc.name, err, tc.want)
+		}
+	}
+	if ct, err := loadTLS("tls.txt", TLSFiles{}); ct != nil || err != nil {
+		t.Fatalf("no lines: %v %v, want TLS off", ct, err)
+	}
+	// The flag wins over the line.
+	if got := c.TLS.override(TLSFiles{CA: "/elsewhere/ca.pem"}); got.CA != "/elsewhere/ca.pem" || got.Cert != want.Cert {
+		t.Fatalf("override: %+v", got)
+	}
+	if _, err := os.Stat(j("server-key.pem")); err != nil {
+		t.Fatal(err)
+	}
+}
