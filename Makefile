@@ -35,6 +35,7 @@ test: build vet
 	scripts/readme-gateway.sh
 	scripts/readme-metrics.sh
 	scripts/readme-auth.sh
+	scripts/readme-tls.sh
 	BENCH_DURATION=1s BENCH_REPS=1 scripts/bench-compare.sh --check
 
 vet:
