@@ -100,6 +100,12 @@ func startGroup(t testing.TB, o Options, bin string, race bool) *Cluster {
 		}
 		cfg += fmt.Sprintf("coordinator %s %d %d\n", members[i].raft, ports[3*i+1], ports[3*i+2])
 	}
+	var clientOpts []client.Option
+	if Secure() {
+		m := secure(t)
+		cfg = m.secureConfig(cfg)
+		clientOpts = m.clientOptions(o.ClientOptions)
+	}
 	cfgPath := filepath.Join(dir, "cluster.txt")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
 		t.Fatal(err)
@@ -109,7 +115,7 @@ func startGroup(t testing.TB, o Options, bin string, race bool) *Cluster {
 		to = DefaultTimeout.String()
 	}
 	c := &Cluster{t: t, Dir: dir, Bin: bin, ConfigPath: cfgPath, race: race, stderr: &lockedBuf{},
-		group: make([]*proc, k), members: members}
+		group: make([]*proc, k), members: members, clientOpts: clientOpts}
 	c.args = append([]string{"-C", cfgPath, "-t", to}, o.Args...)
 	addrs := make([]string, k)
 	for i, m := range members {
@@ -197,6 +203,9 @@ func (c *Cluster) waitCoordAnswers(t testing.TB, k int, d time.Duration) {
 
 // askStatus sends one STATUS request to addr and returns the answer.
 func askStatus(addr string) (wire.Frame, error) {
+	if Secure() {
+		return askStatusSecure(addr)
+	}
 	nc, err := net.DialTimeout("tcp", addr, time.Second)
 	if err != nil {
 		return wire.Frame{}, err

@@ -68,6 +68,13 @@ func (b *binSet) get(t testing.TB, race bool) string {
 				return
 			}
 		}
+		if Secure() {
+			m, err := secureInit()
+			if err == nil {
+				b.dir, err = m.secureBin(dir)
+			}
+			b.err = err
+		}
 	})
 	if b.err != nil {
 		t.Fatal(b.err)
@@ -203,6 +210,11 @@ func Start(t testing.TB, o Options) *Cluster {
 		for i := 0; i < n; i++ {
 			cfg += "localhost 0 0 0\n"
 		}
+	}
+	if Secure() {
+		m := secure(t)
+		cfg = m.secureConfig(cfg)
+		o.ClientOptions = m.clientOptions(o.ClientOptions)
 	}
 	cfgPath := filepath.Join(dir, "cluster.txt")
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
