@@ -110,7 +110,8 @@ type Options struct {
 	CoordHosts []string
 	// ClientOptions are given to every Go client the harness dials (its
 	// status client, Client's), e.g. an admin's client.WithAuth for a
-	// cluster with users (one coordinator only).
+	// cluster with users (one coordinator only; in secure mode, see
+	// Secure, a group's clients get them too, after the harness's own).
 	ClientOptions []client.Option
 	// CoordWraps, for a group, prefixes coordinator k's command line
 	// (e.g. "ip netns exec NS" to run it on the namespace host that has
