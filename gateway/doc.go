@@ -13,11 +13,13 @@
 // ReadNextCommand); each connection's commands run in order on one
 // goroutine at a time, which writes the answers with AsyncWrite, so a
 // pipeline is answered in order and no loop waits for the cluster. Plain
-// GETs and SETs go to the cluster as one client.Batch (one write and one
+// GETs and SETs go to the cluster as one client batch (one write and one
 // round trip per server): those of distinct keys pipelined on one
-// connection, and those of every connection an event loop read in one
-// pass (a task queued on the loop runs after the pass); commands on one
-// key of one connection keep their order.
+// connection, and those of every connection of an event loop that sent
+// while the loop's previous batch was out (one batch at a time per loop,
+// so batches grow with the load; one out for longer than a few
+// milliseconds does not hold the next); commands on one key of one
+// connection keep their order.
 //
 // Commands: PING, ECHO, GET, SET (NX, XX, GET), SETNX, GETSET, DEL, EXISTS,
 // MGET, MSET (not atomic across shards), APPEND, STRLEN, INCR, DECR,
