@@ -6,7 +6,8 @@
 # with porcupine (the short form), exactly-once appends, a coordinator
 # kill, a group of coordinators, and remote spawning over ssh on namespace
 # hosts (skipped with a line without root; FTKV_REQUIRE_NETNS=1 fails
-# instead). Under the race detector unless FTKV_SECURE_RACE=0. Prints one
+# instead); with FTKV_CHAOS_DURATION set also the chaos of a group of
+# coordinators on namespace hosts (~40s for 20s). Under the race detector unless FTKV_SECURE_RACE=0. Prints one
 # line per test and the total time; bounded by go test's -timeout.
 set -euo pipefail
 repo=$(cd "$(dirname "$0")/.." && pwd)
@@ -14,7 +15,7 @@ cd "$repo"
 command -v go >/dev/null || PATH=$PATH:/usr/local/go/bin
 tests='TestFailover|TestTwoFailures$|TestStopPrimary$|TestRepeatedCrashes$'
 tests+='|TestLinearizable$|TestChaos$|TestChaosCoordGroup$|TestAppendExactlyOnce$'
-tests+='|TestCoordinatorKill$|TestCoordGroupLeaderKill$|TestRemote'
+tests+='|TestCoordinatorKill$|TestCoordGroupLeaderKill$|TestRemote|TestChaosCoordGroupNetns$'
 race=(-race)
 [ "${FTKV_SECURE_RACE:-1}" = 0 ] && race=()
 out=$(mktemp)
