@@ -36,6 +36,7 @@ test: build vet
 	scripts/readme-metrics.sh
 	scripts/readme-auth.sh
 	scripts/readme-tls.sh
+	scripts/test-secure.sh
 	BENCH_DURATION=1s BENCH_REPS=1 scripts/bench-compare.sh --check
 
 vet:
