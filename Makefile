@@ -27,7 +27,7 @@ run: build
 # Every test, with the race detector, plus a short run of each fuzz target
 # (counted in executions, not seconds: a busy machine must not fail it).
 test: build vet
-	$(GO) test -race -count=1 -timeout 20m ./...
+	$(GO) test -race -count=1 -timeout 45m ./...
 	$(MAKE) fuzz FUZZTIME=20000x
 	scripts/readme-smoke.sh
 	scripts/readme-remote.sh
