@@ -48,8 +48,8 @@ const (
 type Config struct {
 	Store  Store  // the cluster (required)
 	Listen string // RESP address (DefaultListen)
-	// TLS, when set, makes the RESP port speak TLS (redis-cli --tls); a
-	// client in clear gets an error and is closed.
+	// TLS, when set, makes the RESP port speak TLS (redis-cli --tls) and
+	// the HTTP API HTTPS; a client in clear gets an error and is closed.
 	TLS  *tls.Config
 	HTTP string // HTTP API address ("" = none)
 	// Limits bound the RESP clients as they bound a server's: max_clients,

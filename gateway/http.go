@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"context"
+	"crypto/tls"
 	"encoding/hex"
 	"encoding/json"
 	"errors"
@@ -72,8 +73,15 @@ func (g *Gateway) startHTTP() error {
 		MaxHeaderBytes:    4*maxKey + 64<<10, // an escaped key of 64 KiB fits
 		ErrorLog:          nil,
 	}
+	serve := limitListener(ln, httpMaxConns)
+	if g.cfg.TLS != nil {
+		// The same certificate as the RESP port: the API's values and
+		// passwords never cross in clear. A client in clear gets net/http's
+		// "400 Client sent an HTTP request to an HTTPS server".
+		serve = tls.NewListener(serve, g.cfg.TLS)
+	}
 	go func() {
-		if err := g.httpSrv.Serve(limitListener(ln, httpMaxConns)); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := g.httpSrv.Serve(serve); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			g.errc <- fmt.Errorf("http: %w", err)
 		}
 	}()

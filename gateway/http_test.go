@@ -1,14 +1,18 @@
 package gateway
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
 	"strings"
 	"sync"
 	"testing"
 
+	"ftkv/internal/tlsconf"
 	"ftkv/status"
 )
 
@@ -137,5 +141,50 @@ func TestHTTPIfMatchRace(t *testing.T) {
 	}
 	if won != 1 {
 		t.Fatalf("%d writers won with the same ETag, want 1", won)
+	}
+}
+
+// TestHTTPSWithTLS: with a certificate the HTTP API is HTTPS only: a
+// client trusting the cluster's CA reads and writes, a client in clear
+// gets net/http's 400 and nothing.
+func TestHTTPSWithTLS(t *testing.T) {
+	dir := t.TempDir()
+	if err := tlsconf.Generate(dir, nil); err != nil {
+		t.Fatal(err)
+	}
+	srv, err := tlsconf.Load(tlsconf.Files{CA: dir + "/ca.pem", Cert: dir + "/client.pem", Key: dir + "/client-key.pem"}, tlsconf.RoleClient)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	ca, err := os.ReadFile(dir + "/ca.pem")
+	if err != nil || !pool.AppendCertsFromPEM(ca) {
+		t.Fatalf("ca.pem: %v", err)
+	}
+	st := newMemStore()
+	g := start(t, st, func(c *Config) { c.TLS = srv.Server(false) })
+	hc := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
+	url := "https://" + g.HTTPAddr() + "/v1/kv/k"
+	req, _ := http.NewRequest("PUT", url, strings.NewReader("over tls"))
+	resp, err := hc.Do(req)
+	if err != nil {
+		t.Fatalf("PUT over HTTPS: %v", err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 204 {
+		t.Fatalf("PUT over HTTPS: %d", resp.StatusCode)
+	}
+	resp, err = hc.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(b) != "over tls" {
+		t.Fatalf("GET over HTTPS: %d %q", resp.StatusCode, b)
+	}
+	plain := do(t, "GET", "http://"+g.HTTPAddr()+"/v1/kv/k", "")
+	if plain.code != 400 || strings.Contains(plain.body, "over tls") {
+		t.Fatalf("a client in clear got %d %q, want 400 and no value", plain.code, plain.body)
 	}
 }

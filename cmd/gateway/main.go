@@ -129,7 +129,7 @@ func run(args []string) int {
 		// Its clients' passwords would cross the network in clear on a
 		// plaintext RESP or HTTP port.
 		for _, a := range []struct{ flag, addr string }{{"-listen", cfg.Listen}, {"-http", cfg.HTTP}} {
-			if a.addr != "" && !loopback(a.addr) && (a.flag != "-listen" || cfg.TLS == nil) {
+			if a.addr != "" && !loopback(a.addr) && cfg.TLS == nil {
 				fmt.Fprintf(os.Stderr, "gateway: -user: %s %s is not a loopback address (clients' passwords would cross the network in clear)\n", a.flag, a.addr)
 				return 2
 			}
