@@ -180,6 +180,8 @@ func (c *Client) askCoordValue(ctx context.Context, op wire.Op, value []byte, ch
 			if hint != "" && !tried[hint] {
 				queue = append([]string{hint}, queue...)
 				errs = append(errs, fmt.Errorf("ftkv: coordinator %s answered %w (leader: %s)", addr, errNotLeader, hint))
+			} else if hint == "" {
+				errs = append(errs, fmt.Errorf("ftkv: coordinator %s answered %w", addr, errElecting))
 			} else {
 				errs = append(errs, fmt.Errorf("ftkv: coordinator %s answered %w", addr, errNotLeader))
 			}
@@ -240,6 +242,12 @@ func (c *Client) refreshView(ctx context.Context, seen uint64) error {
 	}
 	want := c.serverEpoch.Load()
 	var stale, same *wire.View
+	// While the group elects a leader (its leader just died: the others
+	// have no view to give and know no leader), ask again for a while:
+	// the answer is seconds away, not an error.
+	electing := time.Now().Add(10 * c.opts.timing.RaftElection)
+	delay := c.opts.timing.ClientRetryMin
+again:
 	a, err := c.askCoord(ctx, wire.OpView, func(a coordAnswer) error {
 		v, err := wire.DecodeView(a.reply.Value)
 		if err != nil {
@@ -269,6 +277,14 @@ func (c *Client) refreshView(ctx context.Context, seen uint64) error {
 	if err != nil && same != nil && ctx.Err() == nil {
 		c.storeView(same)
 		return nil
+	}
+	if err != nil && errors.Is(err, errElecting) && ctx.Err() == nil && time.Now().Before(electing) {
+		select {
+		case <-ctx.Done():
+		case <-time.After(delay):
+			delay = min(2*delay, c.opts.timing.RetryMax)
+			goto again
+		}
 	}
 	if err != nil {
 		if stale != nil {
@@ -373,6 +389,10 @@ func (c *Client) ShutdownCluster(ctx context.Context) error {
 
 // errNotLeader is a coordinator's NOT_LEADER answer.
 var errNotLeader = errors.New(wire.StatusNotLeader.String())
+
+// errElecting is NOT_LEADER from a follower that knows no leader: the
+// group is electing one.
+var errElecting = fmt.Errorf("%w", errNotLeader)
 
 // leaderless reports whether a round failed because a follower answered
 // without a leader to name, which an election ends.

@@ -428,3 +428,32 @@ func TestCutOffCoordinatorSameView(t *testing.T) {
 		t.Errorf("view epoch %d, want 6", e)
 	}
 }
+
+// TestDialWaitsForElection: the leader of a group just died and the
+// others know no leader yet (NOT_LEADER without a hint, no view): Dial
+// asks again until one is elected, instead of failing at once.
+func TestDialWaitsForElection(t *testing.T) {
+	st := func() status.Cluster { return status.Cluster{} }
+	var elected atomic.Bool
+	follower := func() *fakeNode {
+		view := coordinator(func() []byte { return testView(9, "127.0.0.1:1") }, st)
+		return startFake(t, func(f wire.Frame) wire.Frame {
+			if !elected.Load() {
+				return notLeader("")(f)
+			}
+			return view(f)
+		})
+	}
+	a, b := follower(), follower()
+	time.AfterFunc(300*time.Millisecond, func() { elected.Store(true) })
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, deadAddr(t)+","+a.addr+","+b.addr, WithTiming(timing.New(100*time.Millisecond)))
+	if err != nil {
+		t.Fatalf("Dial during an election: %v", err)
+	}
+	c.Close()
+	if a.asked.Load() < 2 {
+		t.Fatalf("the follower was asked %d times: want it asked again after the election", a.asked.Load())
+	}
+}
