@@ -243,8 +243,9 @@ func (c *Client) refreshView(ctx context.Context, seen uint64) error {
 	want := c.serverEpoch.Load()
 	var stale, same *wire.View
 	// While the group elects a leader (its leader just died: the others
-	// have no view to give and know no leader), ask again for a while:
-	// the answer is seconds away, not an error.
+	// have no view to give, and know no leader or still name the dead
+	// one), ask again for a while: the answer is seconds away, not an
+	// error.
 	electing := time.Now().Add(10 * c.opts.timing.RaftElection)
 	delay := c.opts.timing.ClientRetryMin
 again:
@@ -278,7 +279,7 @@ again:
 		c.storeView(same)
 		return nil
 	}
-	if err != nil && errors.Is(err, errElecting) && ctx.Err() == nil && time.Now().Before(electing) {
+	if err != nil && leaderless(err) && ctx.Err() == nil && time.Now().Before(electing) {
 		select {
 		case <-ctx.Done():
 		case <-time.After(delay):
