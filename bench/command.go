@@ -117,6 +117,9 @@ func (c *Command) Validate() error {
 		if c.KillAfter > 0 {
 			return usagef("-kill-after works on ftkv only")
 		}
+		if c.RedisWait > 0 && c.Run.Goroutines > 1 {
+			return usagef("-redis-wait works without -goroutines only")
+		}
 		return nil
 	}
 	return usagef("-target must be ftkv or redis, not %q", c.Target)
@@ -167,7 +170,7 @@ func (c *Command) Execute(ctx context.Context, stdout, stderr io.Writer) error {
 	if c.Mode != "run" {
 		load := cfg
 		load.Keys = c.Entries
-		if !c.PipelineSet {
+		if !c.PipelineSet && load.Goroutines <= 1 {
 			load.Pipeline = 16
 		}
 		return c.faultMode(ctx, load, stdout, stderr)
@@ -185,6 +188,8 @@ func (c *Command) Execute(ctx context.Context, stdout, stderr io.Writer) error {
 			cfg.Fault = killer.Fault()
 			cfg.SeriesInterval = c.Interval
 		}
+	} else if cfg.Goroutines > 1 {
+		t = RedisRueidis(c.RedisAddr) // goroutines share a Go client's connection
 	} else {
 		var opts []RedisOption
 		if c.RedisWait > 0 {
@@ -268,8 +273,8 @@ func WriteChart(w io.Writer, res *Result, svg bool) error {
 // outcome and the kill, if any.
 func ChartNotes(r *Result) []string {
 	notes := []string{
-		fmt.Sprintf("%s %s: %d connections, pipeline %d, %d B values, %d keys, %.0f%% gets",
-			r.Target, r.Addr, r.Connections, r.Pipeline, r.ValueSize, r.Keys, r.Ratio*100),
+		fmt.Sprintf("%s %s: %d connections, %s, %d B values, %d keys, %.0f%% gets",
+			r.Target, r.Addr, r.Connections, r.concurrency(), r.ValueSize, r.Keys, r.Ratio*100),
 		fmt.Sprintf("%s ops/s over %.1fs, %d errors; p50 %s, p99 %s, max %s",
 			FormatRate(r.OpsPerSec), r.Seconds, r.Errors, FormatMicros(r.Latency.P50), FormatMicros(r.Latency.P99), FormatMicros(r.Latency.Max)),
 	}

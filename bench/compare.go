@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"math"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 )
@@ -81,12 +82,24 @@ func ratio(a, b float64) float64 {
 // Compare folds results into rows: per label (in the order they first
 // appear), one row per reference target (likewise), ftkv's medians against
 // the reference's. A label without a reference gets one row with Ref "".
+// A reference that kept its operations in flight another way than ftkv's
+// runs of the label did is named with its way, e.g. "redis P16" beside
+// ftkv's goroutines (see shapeOf).
 func Compare(results []Result) []CompareRow {
 	type key struct{ label, target string }
+	ftkvShape := map[string]string{}
+	for _, r := range results {
+		if _, ok := ftkvShape[r.Label]; !ok && r.Target == FTKVTarget {
+			ftkvShape[r.Label] = shapeOf(r)
+		}
+	}
 	var labels []string
 	targets := map[string][]string{}
 	runs := map[key][]Result{}
 	for _, r := range results {
+		if f, ok := ftkvShape[r.Label]; ok && r.Target != FTKVTarget && shapeOf(r) != f {
+			r.Target += " " + shapeOf(r)
+		}
 		k := key{r.Label, r.Target}
 		if _, ok := targets[r.Label]; !ok {
 			labels = append(labels, r.Label)
@@ -115,6 +128,15 @@ func Compare(results []Result) []CompareRow {
 		}
 	}
 	return rows
+}
+
+// shapeOf says how a run kept operations in flight on each connection:
+// "P<depth>" (batches), or "G<goroutines>" sharing it.
+func shapeOf(r Result) string {
+	if r.Goroutines > 1 {
+		return "G" + strconv.Itoa(r.Goroutines)
+	}
+	return "P" + strconv.Itoa(max(r.Pipeline, 1))
 }
 
 // WriteCompareTable prints rows as an aligned table: text columns to the

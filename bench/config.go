@@ -53,6 +53,7 @@ const (
 	DefaultValueSize   = 100
 	DefaultKeys        = 100000
 	DefaultPipeline    = 1
+	DefaultGoroutines  = 1
 	DefaultTimeout     = 5 * time.Second
 	DefaultMaxErrors   = 1000
 )
@@ -61,6 +62,8 @@ const (
 const (
 	MaxConnections = 10000
 	MaxPipeline    = 4096
+	MaxGoroutines  = 4096    // per requester
+	MaxInFlight    = 100000  // Connections × Goroutines
 	MaxValueSize   = 1 << 20 // ftkv's default value limit
 )
 
@@ -87,6 +90,13 @@ type Config struct {
 	// Pipeline is the number of operations a requester has in flight at
 	// once (default 1).
 	Pipeline int
+	// Goroutines is the number of goroutines sharing each requester (one
+	// client.Client, or one Redis connection), each issuing one operation
+	// at a time, so Connections × Goroutines operations are in flight
+	// (default 1: one goroutine per requester). Above 1 it needs Pipeline 1
+	// (explicit pipelining is the other way of having many operations in
+	// flight) and a SharedTarget.
+	Goroutines int
 	// Preload chooses whether every key is written once before measuring.
 	Preload PreloadMode
 	// Seed makes the key and value sequences reproducible; 0 picks one,
@@ -121,6 +131,7 @@ func DefaultConfig() Config {
 		ValueSize:   DefaultValueSize,
 		Keys:        DefaultKeys,
 		Pipeline:    DefaultPipeline,
+		Goroutines:  DefaultGoroutines,
 		Timeout:     DefaultTimeout,
 		MaxErrors:   DefaultMaxErrors,
 	}
@@ -142,6 +153,9 @@ func (c Config) withDefaults() Config {
 	}
 	if c.Pipeline == 0 {
 		c.Pipeline = DefaultPipeline
+	}
+	if c.Goroutines == 0 {
+		c.Goroutines = DefaultGoroutines
 	}
 	if c.Timeout == 0 {
 		c.Timeout = DefaultTimeout
@@ -173,6 +187,13 @@ func (c Config) Validate() error {
 		return fmt.Errorf("%w: key space must be >= 1, got %d", ErrConfig, c.Keys)
 	case c.Pipeline < 1 || c.Pipeline > MaxPipeline:
 		return fmt.Errorf("%w: pipeline depth must be 1..%d, got %d", ErrConfig, MaxPipeline, c.Pipeline)
+	case c.Goroutines < 1 || c.Goroutines > MaxGoroutines:
+		return fmt.Errorf("%w: goroutines per requester must be 1..%d, got %d", ErrConfig, MaxGoroutines, c.Goroutines)
+	case c.Goroutines > 1 && c.Pipeline > 1:
+		return fmt.Errorf("%w: goroutines (%d) and pipeline depth (%d) cannot both be above 1: "+
+			"pipelining sends batches from one goroutine, goroutines share a requester with one operation each", ErrConfig, c.Goroutines, c.Pipeline)
+	case c.Connections*c.Goroutines > MaxInFlight:
+		return fmt.Errorf("%w: connections × goroutines must be <= %d, got %d", ErrConfig, MaxInFlight, c.Connections*c.Goroutines)
 	case c.Timeout < 0:
 		return fmt.Errorf("%w: timeout must be > 0, got %s", ErrConfig, c.Timeout)
 	case c.SeriesInterval < 0 || (c.SeriesInterval > 0 && c.SeriesInterval < time.Millisecond):

@@ -32,6 +32,11 @@ func TestValidate(t *testing.T) {
 		{"negative keys", func(c *Config) { c.Keys = -1 }, "key space"},
 		{"negative pipeline", func(c *Config) { c.Pipeline = -1 }, "pipeline"},
 		{"deep pipeline", func(c *Config) { c.Pipeline = MaxPipeline + 1 }, "pipeline"},
+		{"goroutines", func(c *Config) { c.Goroutines = 16 }, ""},
+		{"negative goroutines", func(c *Config) { c.Goroutines = -1 }, "goroutines"},
+		{"too many goroutines", func(c *Config) { c.Goroutines = MaxGoroutines + 1 }, "goroutines"},
+		{"goroutines and pipeline", func(c *Config) { c.Goroutines, c.Pipeline = 2, 16 }, "cannot both"},
+		{"too much in flight", func(c *Config) { c.Connections, c.Goroutines = 1000, 101 }, "connections × goroutines"},
 		{"negative timeout", func(c *Config) { c.Timeout = -time.Second }, "timeout"},
 		{"bad preload", func(c *Config) { c.Preload = 7 }, "preload"},
 	}
@@ -58,7 +63,7 @@ func TestWithDefaults(t *testing.T) {
 	want := DefaultConfig()
 	want.Ratio = 0 // zero ratio is a valid workload, not "unset"
 	if c.Connections != want.Connections || c.Duration != want.Duration || c.ValueSize != want.ValueSize ||
-		c.Keys != want.Keys || c.Pipeline != want.Pipeline || c.Timeout != want.Timeout || c.MaxErrors != want.MaxErrors {
+		c.Keys != want.Keys || c.Pipeline != want.Pipeline || c.Goroutines != want.Goroutines || c.Timeout != want.Timeout || c.MaxErrors != want.MaxErrors {
 		t.Fatalf("Config{}.withDefaults() = %+v, want %+v", c, want)
 	}
 	if c := (Config{Ops: 10}).withDefaults(); c.Duration != 0 {

@@ -12,7 +12,8 @@ import (
 // clients at coordAddr. Every requester is its own client.Client with one
 // connection per server, so a run with Connections c holds c connections to
 // each server, as a Redis run holds c connections to Redis. Extra options
-// (e.g. client.WithDialer) are appended to that.
+// (e.g. client.WithDialer) are appended to that. It is a SharedTarget:
+// with Config.Goroutines G, G goroutines call Get and Put on each client.
 func FTKV(coordAddr string, opts ...client.Option) Target {
 	return &ftkvTarget{addr: coordAddr, opts: opts}
 }
@@ -32,6 +33,12 @@ func (t *ftkvTarget) NewRequester(ctx context.Context) (Requester, error) {
 		return nil, err
 	}
 	return &ftkvRequester{c: c}, nil
+}
+
+// NewSharedRequester is NewRequester: a client.Client is safe for
+// concurrent use, and a single operation's Do touches nothing else.
+func (t *ftkvTarget) NewSharedRequester(ctx context.Context) (Requester, error) {
+	return t.NewRequester(ctx)
 }
 
 type ftkvRequester struct {

@@ -16,6 +16,7 @@ type Result struct {
 	Addr        string  `json:"addr"`
 	Connections int     `json:"connections"`
 	Pipeline    int     `json:"pipeline"`
+	Goroutines  int     `json:"goroutines"` // per connection (Config.Goroutines)
 	ValueSize   int     `json:"value_size"`
 	Keys        int     `json:"keys"`
 	Ratio       float64 `json:"ratio"`
@@ -93,6 +94,7 @@ func newResult(cfg Config, t Target, seed uint64) *Result {
 		Addr:        t.Addr(),
 		Connections: cfg.Connections,
 		Pipeline:    cfg.Pipeline,
+		Goroutines:  cfg.Goroutines,
 		ValueSize:   cfg.ValueSize,
 		Keys:        cfg.Keys,
 		Ratio:       cfg.Ratio,
@@ -113,8 +115,10 @@ func (r *Result) fill(ws []*worker, ph *phase) {
 		if r.FirstError == "" && w.firstErr != nil {
 			r.FirstError = w.firstErr.Error()
 		}
-		gets.Merge(w.get)
-		puts.Merge(w.put)
+		if w.lane == 0 { // the requester's histograms, once
+			gets.Merge(w.lat.get)
+			puts.Merge(w.lat.put)
+		}
 	}
 	all.Merge(gets)
 	all.Merge(puts)
@@ -144,8 +148,8 @@ func (r *Result) JSON() []byte {
 func (r *Result) WriteText(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "target      %s %s\n", r.Target, r.Addr)
-	fmt.Fprintf(&b, "workload    %d connections, pipeline %d, %d B values, %d keys, %.0f%% gets, seed %d\n",
-		r.Connections, r.Pipeline, r.ValueSize, r.Keys, r.Ratio*100, r.Seed)
+	fmt.Fprintf(&b, "workload    %d connections, %s, %d B values, %d keys, %.0f%% gets, seed %d\n",
+		r.Connections, r.concurrency(), r.ValueSize, r.Keys, r.Ratio*100, r.Seed)
 	if p := r.Preload; p != nil {
 		fmt.Fprintf(&b, "preload     %d keys in %.2fs (%s puts/s), %d errors%s (not measured)\n",
 			p.Keys, p.Seconds, FormatRate(p.PutsPerSec), p.Errors, interrupted(p.Interrupted))
@@ -175,6 +179,15 @@ func (r *Result) WriteText(w io.Writer) error {
 	}
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// concurrency says how each connection keeps operations in flight:
+// "pipeline P", or "G goroutines each" sharing it.
+func (r *Result) concurrency() string {
+	if r.Goroutines > 1 {
+		return fmt.Sprintf("%d goroutines each", r.Goroutines)
+	}
+	return fmt.Sprintf("pipeline %d", r.Pipeline)
 }
 
 func interrupted(yes bool) string {

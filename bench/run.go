@@ -90,11 +90,19 @@ func start(ctx context.Context, cfg Config, t Target) (Config, uint64, []*worker
 	if err := cfg.Validate(); err != nil {
 		return cfg, 0, nil, err
 	}
+	open := t.NewRequester
+	if cfg.Goroutines > 1 {
+		st, ok := t.(SharedTarget)
+		if !ok {
+			return cfg, 0, nil, fmt.Errorf("%w: target %s cannot share a requester between goroutines", ErrConfig, t.Name())
+		}
+		open = st.NewSharedRequester
+	}
 	seed := cfg.Seed
 	for seed == 0 {
 		seed = rand.Uint64()
 	}
-	reqs, err := openRequesters(ctx, t, cfg.Connections)
+	reqs, err := openRequesters(ctx, open, cfg.Connections)
 	if err != nil {
 		if ctx.Err() != nil {
 			return cfg, 0, nil, fmt.Errorf("bench: interrupted while connecting: %w", err)
@@ -116,27 +124,39 @@ func Preload(ctx context.Context, cfg Config, t Target) (*PreloadResult, error) 
 	return preload(ctx, cfg, ws)
 }
 
-// newWorkers makes one worker per requester.
+// newWorkers makes cfg.Goroutines workers (goroutines) per requester; the
+// workers of a requester share its latency histograms.
 func newWorkers(cfg Config, t Target, seed uint64, reqs []Requester) []*worker {
-	ws := make([]*worker, len(reqs))
+	g := cfg.Goroutines
+	ws := make([]*worker, len(reqs)*g)
+	var lat *latencies
 	for i := range ws {
+		lane := i % g
+		if lane == 0 {
+			lat = newLatencies()
+		}
 		ws[i] = &worker{
-			id:  i,
-			t:   t,
-			cfg: cfg,
-			req: reqs[i],
-			gen: newGenerator(cfg, seed, i),
-			ops: make([]Op, cfg.Pipeline),
-			get: newHistogram(),
-			put: newHistogram(),
+			id:   i,
+			lane: lane,
+			t:    t,
+			cfg:  cfg,
+			req:  reqs[i/g],
+			gen:  newGenerator(cfg, seed, i),
+			ops:  make([]Op, cfg.Pipeline),
+			lat:  lat,
+		}
+		if g > 1 {
+			ws[i].pending = make([]pendingLatency, 0, pendingLatencies)
 		}
 	}
 	return ws
 }
 
+// closeWorkers closes every requester once: a shared one through its
+// first worker.
 func closeWorkers(ws []*worker) {
 	for _, w := range ws {
-		if w.req != nil {
+		if w.req != nil && w.lane == 0 {
 			w.req.Close()
 		}
 	}
@@ -144,7 +164,7 @@ func closeWorkers(ws []*worker) {
 
 // openRequesters opens n requesters in parallel; the first failure closes
 // the others and is returned.
-func openRequesters(ctx context.Context, t Target, n int) ([]Requester, error) {
+func openRequesters(ctx context.Context, open func(context.Context) (Requester, error), n int) ([]Requester, error) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	reqs := make([]Requester, n)
@@ -157,7 +177,7 @@ func openRequesters(ctx context.Context, t Target, n int) ([]Requester, error) {
 		go func() {
 			defer wg.Done()
 			defer func() { <-sem }()
-			reqs[i], errs[i] = t.NewRequester(ctx)
+			reqs[i], errs[i] = open(ctx)
 		}()
 	}
 	wg.Wait()
@@ -337,18 +357,25 @@ func runPhase(ctx context.Context, cfg Config, ws []*worker, name string, total 
 	return ph
 }
 
-// worker is one requester's loop state. Only its own goroutine touches it
-// during a phase, apart from the atomics.
+// worker is the loop state of one goroutine driving a requester: the
+// requester's only one, or one of the Config.Goroutines sharing it. Only its
+// own goroutine touches it during a phase, apart from the atomics and lat.
 type worker struct {
-	id  int
-	t   Target
-	cfg Config
-	req Requester
-	gen *generator
-	ops []Op
-	rec *recorder // the measured phase's series; nil: not recorded
+	id   int
+	lane int // index among the goroutines sharing req; 0 owns req and lat
+	t    Target
+	cfg  Config
+	req  Requester
+	gen  *generator
+	ops  []Op
+	rec  *recorder // the measured phase's series; nil: not recorded
 
-	get, put *hdrhistogram.Histogram
+	// lat holds the requester's latencies. A worker that shares it
+	// gathers them in pending and adds them under lat's lock a few
+	// hundred at a time, so that the goroutines of one client do not
+	// contend on the load generator's own lock at every operation.
+	lat      *latencies
+	pending  []pendingLatency // nil: lat is this worker's alone
 	gets     int64
 	puts     int64
 	misses   int64
@@ -376,13 +403,16 @@ type opCtx struct {
 func (w *worker) resetCounts() {
 	w.gets, w.puts, w.misses, w.errs, w.connErrs, w.reconns = 0, 0, 0, 0, 0, 0
 	w.firstErr = nil
-	w.get.Reset()
-	w.put.Reset()
+	w.pending = w.pending[:0]
+	if w.lane == 0 {
+		w.lat.reset()
+	}
 	w.progress.Store(0)
 }
 
 func (w *worker) loop(base context.Context, ph *phase, step batchFunc) {
 	defer func() {
+		w.flushLatencies()
 		if w.rec != nil {
 			w.rec.flush()
 		}
@@ -439,7 +469,7 @@ func (w *worker) do(ph *phase, batch []Op) {
 	w.batchStart.Store(time.Now().UnixNano())
 	err := w.req.Do(w.cur.Load().ctx, batch)
 	w.batchStart.Store(0)
-	if err != nil {
+	if err != nil && w.pending == nil { // a shared requester is never replaced (and should not break)
 		w.req.Close()
 		w.req = nil
 	}
@@ -469,11 +499,10 @@ func (w *worker) do(ph *phase, batch []Op) {
 			if op.Miss {
 				w.misses++
 			}
-			_ = w.get.RecordValue(us)
 		} else {
 			w.puts++
-			_ = w.put.RecordValue(us)
 		}
+		w.record(op.Kind, us)
 	}
 	w.errs += failed
 	if rec != nil {
@@ -517,4 +546,60 @@ func (w *worker) preloadBatch(ph *phase) bool {
 		ph.stop() // a failed preload is reported, not measured
 	}
 	return true
+}
+
+// latencies are a requester's histograms of answered operations, in
+// microseconds.
+type latencies struct {
+	mu       sync.Mutex // taken only when goroutines share the requester
+	get, put *hdrhistogram.Histogram
+}
+
+func newLatencies() *latencies { return &latencies{get: newHistogram(), put: newHistogram()} }
+
+func (l *latencies) record(k Kind, us int64) {
+	if k == Get {
+		_ = l.get.RecordValue(us)
+	} else {
+		_ = l.put.RecordValue(us)
+	}
+}
+
+func (l *latencies) reset() {
+	l.get.Reset()
+	l.put.Reset()
+}
+
+// pendingLatencies is how many latencies a worker sharing a requester
+// gathers before taking the requester's lock.
+const pendingLatencies = 256
+
+type pendingLatency struct {
+	kind Kind
+	us   int64
+}
+
+// record adds one answered operation's latency.
+func (w *worker) record(k Kind, us int64) {
+	if w.pending == nil {
+		w.lat.record(k, us)
+		return
+	}
+	w.pending = append(w.pending, pendingLatency{k, us})
+	if len(w.pending) == cap(w.pending) {
+		w.flushLatencies()
+	}
+}
+
+// flushLatencies adds the gathered latencies to the shared histograms.
+func (w *worker) flushLatencies() {
+	if len(w.pending) == 0 {
+		return
+	}
+	w.lat.mu.Lock()
+	for _, p := range w.pending {
+		w.lat.record(p.kind, p.us)
+	}
+	w.lat.mu.Unlock()
+	w.pending = w.pending[:0]
 }

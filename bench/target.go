@@ -24,3 +24,15 @@ type Requester interface {
 	// Close releases the requester's connections.
 	Close() error
 }
+
+// SharedTarget is a Target whose requesters can be shared by goroutines,
+// as a Go client is shared by the goroutines of a program
+// (Config.Goroutines > 1).
+type SharedTarget interface {
+	Target
+	// NewSharedRequester opens a requester whose Do may be called by many
+	// goroutines at once, each with a batch of one operation. Its Do
+	// reports failures per operation and never returns an error: the
+	// client behind it reconnects by itself.
+	NewSharedRequester(ctx context.Context) (Requester, error)
+}

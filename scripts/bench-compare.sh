@@ -11,8 +11,13 @@
 #
 # Matrix: 50 connections (BENCH_CONNS), 100-byte values (BENCH_SIZE), 100,000
 # keys (BENCH_KEYS); SET (ratio 0) and GET (ratio 1, after a preload) with
-# pipeline 1 and 16; SET and GET with 1 connection (latency); and SET against
-# Redis with a replica and WAIT 1 after every SET. Then redis-benchmark
+# pipeline 1 and 16; SET and GET with 16 goroutines sharing each connection's
+# client (bin/bench -goroutines 16; rows "G16"), against Redis with 16
+# commands pipelined per connection (the reference, "redis P16") and against
+# Redis driven the same way by github.com/redis/rueidis, whose client
+# pipelines the goroutines' calls (like for like, "redis+rueidis"); SET and
+# GET with 1 connection (latency); and SET against Redis with a replica and
+# WAIT 1 after every SET. Then redis-benchmark
 # (-t set,get, same connections, keys and value size, -P 1 and -P 16)
 # against bin/gateway (pinned with the servers) and against Redis: the
 # gateway's extra hop (targets: >= 0.5x Redis at P1, >= 0.4x at P16).
@@ -188,7 +193,7 @@ COMMON=(-keys "$KEYS" -size "$SIZE")
 FAILED=0
 
 # run LABEL CONNS PIPELINE RATIO TARGET-ARGS...: one measured run, its JSON
-# appended to the results.
+# appended to the results. TARGET-ARGS may add bench flags (-goroutines).
 run() {
 	local label=$1 conns=$2 pipe=$3 ratio=$4
 	shift 4
@@ -218,18 +223,35 @@ echo
 preload "${FTKV[@]}"
 preload "${REDIS[@]}"
 
+# LABEL|CONNS|PIPELINE|RATIO[|GOROUTINES]: with GOROUTINES, ftkv and
+# rueidis run that many goroutines per connection at pipeline 1, and Redis
+# the reference at PIPELINE.
 CELLS=(
 	"SET c$CONNS P1|$CONNS|1|0"
 	"GET c$CONNS P1|$CONNS|1|1"
 	"SET c$CONNS P16|$CONNS|16|0"
 	"GET c$CONNS P16|$CONNS|16|1"
+	"SET c$CONNS G16|$CONNS|16|0|16"
+	"GET c$CONNS G16|$CONNS|16|1|16"
 	"SET c1 P1|1|1|0"
 	"GET c1 P1|1|1|1"
 )
 for rep in $(seq "$REPS"); do
 	say "repetition $rep of $REPS"
 	for cell in "${CELLS[@]}"; do
-		IFS='|' read -r label conns pipe ratio <<<"$cell"
+		IFS='|' read -r label conns pipe ratio gor <<<"$cell"
+		if [ -n "$gor" ]; then
+			if [ $((rep % 2)) = 1 ]; then
+				run "$label" "$conns" 1 "$ratio" "${FTKV[@]}" -goroutines "$gor"
+				run "$label" "$conns" "$pipe" "$ratio" "${REDIS[@]}"
+				run "$label" "$conns" 1 "$ratio" "${REDIS[@]}" -goroutines "$gor"
+			else
+				run "$label" "$conns" 1 "$ratio" "${REDIS[@]}" -goroutines "$gor"
+				run "$label" "$conns" "$pipe" "$ratio" "${REDIS[@]}"
+				run "$label" "$conns" 1 "$ratio" "${FTKV[@]}" -goroutines "$gor"
+			fi
+			continue
+		fi
 		# Alternate who goes first, so neither always runs on a warmer machine.
 		if [ $((rep % 2)) = 1 ]; then
 			run "$label" "$conns" "$pipe" "$ratio" "${FTKV[@]}"
@@ -298,6 +320,8 @@ CHECK_ARGS=()
 "$BIN/bench" -mode compare "${CHECK_ARGS[@]}" "$RESULTS"
 echo
 echo "ratio = ftkv ops/s ÷ the reference's; p99 ratio = ftkv p99 ÷ the reference's (lower is better for ftkv)."
+echo "G16: 16 goroutines share each of the $CONNS clients (bin/bench -goroutines 16) against Redis with 16 commands"
+echo "pipelined per connection (redis P16; target >= 0.5x) and against rueidis, 16 goroutines per connection (redis+rueidis)."
 echo
 echo "redis-benchmark -t set,get -c $CONNS -r $KEYS -d $SIZE (-n $GW_N1 at P1, $GW_N16 at P16): bin/gateway vs Redis, medians"
 # Medians per (target, P, test); then one row per (P, test) with the ratio.

@@ -64,7 +64,13 @@ Modes (-mode):
   compare   read results of "bench -json -label L" runs (one per line) and
             print medians per label and target with ftkv/reference ratios;
             -check fails unless every row has numbers.
-  In reseed and memory modes -P defaults to 16 (a faster load).
+  Requesters (-c) keep operations in flight two ways: -P N sends batches
+  of N (explicit pipelining: client.Batch, or N Redis commands written at
+  once), -goroutines G shares the requester's client between G goroutines
+  each calling Get or Put (the usual shape of a Go program; against Redis a
+  github.com/redis/rueidis client, which pipelines concurrent calls).
+  In reseed and memory modes -P defaults to 16 (a faster load) unless
+  -goroutines is set.
   Only local server processes (host localhost, an ftkv server with that id)
   are ever killed.
 
@@ -102,6 +108,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.IntVar(&cfg.ValueSize, "size", def.ValueSize, "value size in bytes")
 	fs.IntVar(&cfg.Keys, "keys", def.Keys, "key space: keys key:00000000 .. key:<keys-1>")
 	fs.IntVar(&cfg.Pipeline, "P", def.Pipeline, "pipeline depth: operations in flight per requester")
+	fs.IntVar(&cfg.Goroutines, "goroutines", def.Goroutines, "goroutines sharing each requester's client, each one operation at a time (-c × this in flight; not with -P > 1); Redis: a rueidis client (auto-pipelining) per requester")
 	cfg.Preload = bench.PreloadAuto
 	fs.Var(&cfg.Preload, "preload", "write every key once before measuring (default: when -ratio > 0)")
 	fs.Uint64Var(&cfg.Seed, "seed", 0, "random seed (0: pick one; printed in the report)")

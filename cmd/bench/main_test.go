@@ -21,7 +21,7 @@ func TestHelpNamesModesAndFlags(t *testing.T) {
 		t.Fatalf("-help exit %d", code)
 	}
 	for _, want := range []string{"failover", "reseed", "memory", "compare", "-redis-wait", "-csv", "-chart", "-kill-after",
-		"-kills", "-entries", "-victim", "-server-log", "-settle", "-check", "-label", "-interval"} {
+		"-kills", "-entries", "-victim", "-server-log", "-settle", "-check", "-label", "-interval", "-goroutines", "rueidis"} {
 		if !strings.Contains(help, want) {
 			t.Errorf("help lacks %q", want)
 		}
@@ -38,6 +38,10 @@ func TestUsageErrors(t *testing.T) {
 		{"-mode", "compare"}, // no files
 		{"-p", "1", "-interval", "1us", "-csv", "x.csv"},
 		{"-p", "1", "stray"},
+		{"-p", "1", "-goroutines", "16", "-P", "16"}, // two ways of pipelining at once
+		{"-target", "redis", "-goroutines", "16", "-P", "2"},
+		{"-p", "1", "-goroutines", "-1"},
+		{"-target", "redis", "-goroutines", "4", "-redis-wait", "1"},
 	} {
 		code, out, errs := runArgs(args...)
 		if code != 2 || out != "" || !strings.HasPrefix(errs, "error: ") || strings.Count(errs, "\n") != 1 {
