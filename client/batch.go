@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"ftkv/hashring"
 	"ftkv/wire"
 )
 
@@ -37,29 +38,64 @@ type BatchOp struct {
 // retry (a view change, a broken connection) is retried on its own. Batch
 // returns when every operation has its outcome in ops[i].Err, or with ctx's
 // error once ctx ends (operations without an outcome then carry it too).
+//
+// The view, each shard's connection and the dedup floor are looked up
+// once per batch, not once per operation, and the time read once.
 func (c *Client) Batch(ctx context.Context, ops []BatchOp) error {
+	v := c.view.Load()
+	var noView error // why there is no view to route by: every op is retried
+	if v == nil || len(v.Shards) == 0 {
+		if noView = c.refreshView(ctx, 0); noView == nil {
+			v = c.view.Load()
+		}
+		if v == nil || len(v.Shards) == 0 {
+			v = &wire.View{}
+			if noView == nil {
+				noView = fmt.Errorf("%w: the view has no shards", ErrUnavailable)
+			}
+		}
+	}
 	type sent struct {
-		f    wire.Frame
+		f     wire.Frame
+		cn    *conn
+		cl    *call
+		addr  string
+		shard int
+		err   error // why the first attempt did not go out
+		write bool  // holds a sequence number to retire
+	}
+	type route struct {
 		cn   *conn
-		cl   *call
-		v    *wire.View
 		addr string
-		sh   int
-		err  error     // why the first attempt did not go out
-		at   time.Time // when it was queued
+		err  error
+		done bool
 	}
 	ss := make([]sent, len(ops))
-	var conns []*conn
+	routes := make([]route, len(v.Shards))
+	var ring hashring.Ring
+	if noView == nil {
+		ring = hashring.New(len(v.Shards))
+	}
+	defer func() {
+		// Each write's seq is retired whatever the outcome, as Batch does.
+		for i := range ss {
+			if ss[i].write {
+				c.endSeq(ss[i].f.Seq)
+			}
+		}
+	}()
+	anyWrite := false
 	for i := range ops {
 		op, s := &ops[i], &ss[i]
 		op.Err, op.Found = nil, false
+		key := keyBytes(op.Key)
 		switch op.Kind {
 		case BatchGet:
-			s.f = wire.Frame{Op: wire.OpGet, Key: []byte(op.Key)}
+			s.f = wire.Frame{Op: wire.OpGet, Key: key}
 		case BatchPut:
-			s.f = wire.Frame{Op: wire.OpPut, Key: []byte(op.Key), Value: op.Value}
+			s.f = wire.Frame{Op: wire.OpPut, Key: key, Value: op.Value}
 		case BatchDelete:
-			s.f = wire.Frame{Op: wire.OpDelete, Key: []byte(op.Key)}
+			s.f = wire.Frame{Op: wire.OpDelete, Key: key}
 		default:
 			op.Err = fmt.Errorf("ftkv: batch: unknown operation %d", op.Kind)
 			continue
@@ -69,13 +105,37 @@ func (c *Client) Batch(ctx context.Context, ops []BatchOp) error {
 			continue
 		}
 		if s.f.Op.IsWrite() {
-			defer c.endSeq(s.f.Seq)
+			s.write, anyWrite = true, true
 		}
-		s.cn, s.v, s.addr, s.sh, s.err = c.route(ctx, &s.f)
-		if s.err != nil {
+		if noView != nil {
+			s.err = noView
 			continue
 		}
-		s.at = time.Now()
+		s.shard = ring.ShardBytes(s.f.Key)
+		rt := &routes[s.shard]
+		if !rt.done {
+			rt.done = true
+			rt.cn, rt.addr, rt.err = c.shardConn(ctx, v, s.shard)
+		}
+		s.cn, s.addr, s.err = rt.cn, rt.addr, rt.err
+		s.f.Epoch = v.Epoch
+	}
+	// The floor once, after every write of the batch has its seq: no
+	// higher than any of theirs, as each one's own would be.
+	var floor uint64
+	if anyWrite {
+		floor = c.currentFloor()
+	}
+	at := time.Now()
+	var conns []*conn
+	for i := range ops {
+		op, s := &ops[i], &ss[i]
+		if op.Err != nil || s.err != nil {
+			continue
+		}
+		if s.write {
+			s.f.Floor = floor
+		}
 		if s.cl, s.err = s.cn.queue(&s.f); s.err != nil {
 			continue
 		}
@@ -95,21 +155,21 @@ func (c *Client) Batch(ctx context.Context, ops []BatchOp) error {
 		err := s.err
 		retry := err != nil
 		if s.cl != nil {
-			reply, err = s.cn.wait(ctx, s.f.ID, s.cl)
+			reply, err = s.cn.wait(ctx, s.cl)
 			if err != nil && ctx.Err() == nil && !errors.Is(err, ErrClosed) {
-				_ = c.refreshView(ctx, s.v.Epoch)
+				_ = c.refreshView(ctx, v.Epoch)
 				retry = true
 			}
-			if err == nil {
-				retry, err = c.outcome(ctx, reply, s.v, s.addr, s.sh)
+			if err == nil && reply.Status != wire.StatusOK && reply.Status != wire.StatusNotFound {
+				retry, err = c.outcome(ctx, reply, v, s.addr, s.shard)
 			}
 		}
 		if retry && !errors.Is(err, ErrClosed) {
 			var first time.Time // (zero: never sent)
 			if s.cl != nil {
-				first = s.at
+				first = at
 			}
-			reply, err = c.retry(ctx, &s.f, 1, first, err)
+			reply, err = c.retry(ctx, &s.f, nil, 1, first, err)
 		}
 		if err == nil {
 			err = batchResult(op, reply)
@@ -129,4 +189,23 @@ func batchResult(op *BatchOp, r wire.Frame) error {
 		return fmt.Errorf("ftkv: %s: unexpected %s", r.Op, r.Status)
 	}
 	return nil
+}
+
+// shardConn is route's lookup for shard of view v: the connection to its
+// primary, or route's error.
+func (c *Client) shardConn(ctx context.Context, v *wire.View, shard int) (*conn, string, error) {
+	owner := v.Owner(shard)
+	if owner == nil || owner.Addr == "" {
+		_ = c.refreshView(ctx, v.Epoch)
+		return nil, "", fmt.Errorf("%w: shard %d has no server at epoch %d", ErrUnavailable, shard, v.Epoch)
+	}
+	cn, err := c.serverConn(ctx, owner.Addr)
+	if err != nil {
+		if !errors.Is(err, ErrClosed) {
+			_ = c.refreshView(ctx, v.Epoch)
+			err = fmt.Errorf("server %s: %w", owner.Addr, err)
+		}
+		return nil, owner.Addr, err
+	}
+	return cn, owner.Addr, nil
 }

@@ -11,6 +11,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/rs/zerolog"
 
@@ -89,17 +90,21 @@ type Client struct {
 
 	viewMu sync.Mutex // serialises view refreshes
 
-	mu         sync.Mutex
-	conns      map[string][]*conn
-	rr         uint64
+	mu    sync.Mutex
+	conns map[string][]*conn
+	// live is a copy of conns for the lock-free path of serverConn,
+	// replaced (never changed) under mu whenever conns changes.
+	live       atomic.Pointer[map[string][]*conn]
+	rr         atomic.Uint64
 	coordConns map[string]*conn // by coordinator address
 	coordPref  string           // the coordinator that answered last
 	closed     bool
 
-	seqMu   sync.Mutex
-	nextSeq uint64
-	floor   uint64
-	open    map[uint64]struct{}
+	seqMu    sync.Mutex
+	nextSeq  uint64
+	floor    uint64
+	open     map[uint64]struct{}
+	floorNow atomic.Uint64 // floor, read without seqMu
 }
 
 // Dial connects to the coordinator at addr, fetches the cluster view and
@@ -134,6 +139,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 		floor:      1,
 		open:       make(map[uint64]struct{}),
 	}
+	c.floorNow.Store(1)
 	if err := c.refreshView(ctx, 0); err != nil {
 		c.Close()
 		return nil, err
@@ -147,6 +153,7 @@ func (c *Client) Close() error {
 	c.closed = true
 	all := c.conns
 	c.conns = map[string][]*conn{}
+	c.live.Store(nil)
 	cos := c.coordConns
 	c.coordConns = map[string]*conn{}
 	c.mu.Unlock()
@@ -188,21 +195,26 @@ func (c *Client) dialConn(ctx context.Context, addr string) (*conn, error) {
 }
 
 func (c *Client) serverConn(ctx context.Context, addr string) (*conn, error) {
+	if m := c.live.Load(); m != nil {
+		// The usual case, without a lock: a full set of connections;
+		// take the next one unless it has failed (then sort them out
+		// below).
+		if cs := (*m)[addr]; len(cs) >= c.opts.conns {
+			cn := cs[0]
+			if len(cs) > 1 {
+				cn = cs[c.rr.Add(1)%uint64(len(cs))]
+			}
+			if !cn.broken() {
+				return cn, nil
+			}
+		}
+	}
 	c.mu.Lock()
 	if c.closed {
 		c.mu.Unlock()
 		return nil, ErrClosed
 	}
 	cs := c.conns[addr]
-	if n := len(cs); n >= c.opts.conns {
-		// The usual case: a full set of connections; take the next one
-		// unless it has failed (then sort them out below).
-		c.rr++
-		if cn := cs[c.rr%uint64(n)]; !cn.broken() {
-			c.mu.Unlock()
-			return cn, nil
-		}
-	}
 	live := cs[:0:0]
 	for _, cn := range cs {
 		if !cn.broken() {
@@ -210,8 +222,7 @@ func (c *Client) serverConn(ctx context.Context, addr string) (*conn, error) {
 		}
 	}
 	if len(live) >= c.opts.conns {
-		c.rr++
-		cn := live[c.rr%uint64(len(live))]
+		cn := live[c.rr.Add(1)%uint64(len(live))]
 		c.mu.Unlock()
 		return cn, nil
 	}
@@ -233,6 +244,11 @@ func (c *Client) serverConn(ctx context.Context, addr string) (*conn, error) {
 		}
 	}
 	c.conns[addr] = fresh
+	snap := make(map[string][]*conn, len(c.conns))
+	for a, cs := range c.conns {
+		snap[a] = cs
+	}
+	c.live.Store(&snap)
 	return cn, nil
 }
 
@@ -257,15 +273,12 @@ func (c *Client) endSeq(s uint64) {
 			}
 			c.floor++
 		}
+		c.floorNow.Store(c.floor)
 	}
 	c.seqMu.Unlock()
 }
 
-func (c *Client) currentFloor() uint64 {
-	c.seqMu.Lock()
-	defer c.seqMu.Unlock()
-	return c.floor
-}
+func (c *Client) currentFloor() uint64 { return c.floorNow.Load() }
 
 // do sends f to the primary of key's shard, following view changes and
 // retrying broken connections until the outcome is known or ctx ends.
@@ -278,7 +291,7 @@ func (c *Client) do(ctx context.Context, f *wire.Frame) (wire.Frame, error) {
 		// so the servers may forget its dedup record.
 		defer c.endSeq(f.Seq)
 	}
-	return c.retry(ctx, f, 0, time.Time{}, nil)
+	return c.retry(ctx, f, nil, 0, time.Time{}, nil)
 }
 
 // retryWindow is how long after its first sending a write may still be
@@ -356,16 +369,19 @@ func (c *Client) outcome(ctx context.Context, reply wire.Frame, v *wire.View, ad
 		return false, fmt.Errorf("%w: server %s: %s", ErrSessionExpired, addr, reply.Value)
 	case wire.StatusBadRequest, wire.StatusError:
 		return false, fmt.Errorf("ftkv: server %s: %s: %s", addr, reply.Status, reply.Value)
+	case wire.StatusForbidden, wire.StatusUnauthenticated:
+		return false, refusal(reply, "server "+addr)
 	}
-	return false, refusal(reply, "server "+addr)
+	return false, nil
 }
 
-// retry sends f (prepared) until its outcome is known or ctx ends; from is
+// retry sends f (prepared) until its outcome is known or ctx ends (a
+// non-empty value in the answer appended to dst, when dst is not nil); from is
 // the number of attempts already made, sent when f was first sent (zero:
 // not yet), lastErr the reason the last attempt failed. A write sent
 // before carries wire.FlagRetry, and is not sent again once its retry
 // window has passed: its outcome is then unknown (ErrSessionExpired).
-func (c *Client) retry(ctx context.Context, f *wire.Frame, from int, sent time.Time, lastErr error) (wire.Frame, error) {
+func (c *Client) retry(ctx context.Context, f *wire.Frame, dst []byte, from int, sent time.Time, lastErr error) (wire.Frame, error) {
 	retryMin := c.opts.timing.ClientRetryMin
 	backoff := retryMin
 	for attempt := from; ; attempt++ {
@@ -406,7 +422,7 @@ func (c *Client) retry(ctx context.Context, f *wire.Frame, from int, sent time.T
 				f.Flags |= wire.FlagRetry
 			}
 		}
-		reply, err := cn.roundTrip(ctx, f)
+		reply, err := cn.roundTripInto(ctx, f, dst)
 		if err != nil {
 			if errors.Is(err, ErrClosed) {
 				return wire.Frame{}, ErrClosed
@@ -438,7 +454,26 @@ func (c *Client) ctxErr(ctx context.Context, last error) error {
 
 // Get returns the value of key, or an error wrapping ErrNotFound.
 func (c *Client) Get(ctx context.Context, key string) ([]byte, error) {
-	r, err := c.do(ctx, &wire.Frame{Op: wire.OpGet, Key: []byte(key)})
+	return c.get(ctx, nil, key)
+}
+
+// AppendGet appends the value of key to dst and returns the extended
+// slice, or dst and an error wrapping ErrNotFound. With a dst of enough
+// capacity, reused from call to call, a Get allocates nothing.
+func (c *Client) AppendGet(ctx context.Context, dst []byte, key string) ([]byte, error) {
+	v, err := c.get(ctx, dst, key)
+	if err != nil {
+		return dst, err
+	}
+	return v, nil
+}
+
+func (c *Client) get(ctx context.Context, dst []byte, key string) ([]byte, error) {
+	f := wire.Frame{Op: wire.OpGet, Key: keyBytes(key)}
+	if err := c.prepare(&f); err != nil {
+		return nil, err
+	}
+	r, err := c.retry(ctx, &f, dst, 0, time.Time{}, nil)
 	if err != nil {
 		return nil, err
 	}
@@ -451,19 +486,23 @@ func (c *Client) Get(ctx context.Context, key string) ([]byte, error) {
 	return r.Value, nil
 }
 
+// keyBytes is key's bytes without a copy: frames only read their key
+// (encode, hash, send again).
+func keyBytes(key string) []byte { return unsafe.Slice(unsafe.StringData(key), len(key)) }
+
 // Put sets key to value. It returns once both copies hold the value.
 func (c *Client) Put(ctx context.Context, key string, value []byte) error {
-	return c.write(ctx, &wire.Frame{Op: wire.OpPut, Key: []byte(key), Value: value})
+	return c.write(ctx, &wire.Frame{Op: wire.OpPut, Key: keyBytes(key), Value: value})
 }
 
 // Delete removes key (deleting an absent key succeeds).
 func (c *Client) Delete(ctx context.Context, key string) error {
-	return c.write(ctx, &wire.Frame{Op: wire.OpDelete, Key: []byte(key)})
+	return c.write(ctx, &wire.Frame{Op: wire.OpDelete, Key: keyBytes(key)})
 }
 
 // Append appends value to key's value, creating the key if absent.
 func (c *Client) Append(ctx context.Context, key string, value []byte) error {
-	return c.write(ctx, &wire.Frame{Op: wire.OpAppend, Key: []byte(key), Value: value})
+	return c.write(ctx, &wire.Frame{Op: wire.OpAppend, Key: keyBytes(key), Value: value})
 }
 
 func (c *Client) write(ctx context.Context, f *wire.Frame) error {
@@ -487,7 +526,7 @@ func (c *Client) CompareAndSwap(ctx context.Context, key string, old, new []byte
 // CompareAndSwapCurrent is CompareAndSwap that also returns, on a mismatch,
 // the current value (nil when the key is absent).
 func (c *Client) CompareAndSwapCurrent(ctx context.Context, key string, old, new []byte) (bool, []byte, error) {
-	f := &wire.Frame{Op: wire.OpCAS, Key: []byte(key), Value: new, Aux: old}
+	f := &wire.Frame{Op: wire.OpCAS, Key: keyBytes(key), Value: new, Aux: old}
 	if old != nil {
 		f.Flags |= wire.FlagOldPresent
 	}

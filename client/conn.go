@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"runtime"
 	"sync"
+	"sync/atomic"
 
 	"ftkv/wire"
 )
@@ -17,36 +19,69 @@ import (
 // same sequence number.
 var errConnBroken = errors.New("connection broken")
 
-// call is one request waiting for its answer.
+// call is one request waiting for its answer. Calls are pooled: a caller
+// takes one, the reader fills it and signals done, the caller copies the
+// answer out and puts it back.
 type call struct {
-	done  chan struct{}
-	reply wire.Frame
+	id    atomic.Uint64 // the request id while registered on a conn
+	done  chan struct{} // capacity 1: the reader's signal never blocks
+	reply wire.Frame    // Key, Value and Aux copied out of the read buffer
+	dst   []byte        // a non-empty Value is appended to dst (AppendGet)
 	err   error
 }
 
+var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
+
+func getCall(dst []byte) *call {
+	cl := callPool.Get().(*call)
+	cl.dst = dst
+	return cl
+}
+
+func putCall(cl *call) {
+	cl.reply, cl.dst, cl.err = wire.Frame{}, nil, nil
+	callPool.Put(cl)
+}
+
+// slotCount is the size of a connection's table of waiting calls: a
+// request's slot is its id modulo slotCount. Servers answer at most
+// limits.DefaultMaxInflight requests of a connection at a time; a request
+// whose slot is still held by one 4096 ids older waits in the overflow map.
+const slotCount = 4096
+
+// noValue is the Value (and Key, Aux) of an answer whose field is empty:
+// not nil, as the decoder's would not be, and shared (nobody writes into a
+// slice of length and capacity 0).
+var noValue = []byte{}
+
 // conn is one pipelined connection: callers append frames to wbuf and
-// whichever caller finds no write in progress flushes the batch; one reader
-// goroutine routes answers to their callers by request id.
+// whichever caller finds no write in progress flushes the batch (flat
+// combining: no writer goroutine, batches form by themselves under load);
+// one reader goroutine hands answers to their callers through a table of
+// slots indexed by request id, without a lock on that path.
 type conn struct {
 	nc   net.Conn
 	addr string
 
-	mu      sync.Mutex
-	wbuf    []byte
-	pending map[uint64]*call
-	nextID  uint64
-	err     error // set once the connection has failed
-	writing bool  // a caller is flushing wbuf
-	spare   []byte
-	closed  chan struct{}
+	slots     [slotCount]atomic.Pointer[call]
+	overflowN atomic.Int32 // len(overflow), read without mu by the reader
+
+	mu       sync.Mutex
+	wbuf     []byte
+	overflow map[uint64]*call // calls whose slot was taken
+	nextID   uint64
+	err      error // set once the connection has failed
+	writing  bool  // a caller is flushing wbuf
+	spare    []byte
+	closed   chan struct{}
+	brk      atomic.Bool // err != nil, read without mu
 }
 
 func newConn(nc net.Conn, addr string) *conn {
 	c := &conn{
-		nc:      nc,
-		addr:    addr,
-		pending: make(map[uint64]*call),
-		closed:  make(chan struct{}),
+		nc:     nc,
+		addr:   addr,
+		closed: make(chan struct{}),
 	}
 	go c.readLoop()
 	return c
@@ -54,61 +89,126 @@ func newConn(nc net.Conn, addr string) *conn {
 
 // roundTrip sends f (its ID is assigned here) and waits for the answer.
 func (c *conn) roundTrip(ctx context.Context, f *wire.Frame) (wire.Frame, error) {
-	cl, err := c.queue(f)
-	if err != nil {
+	return c.roundTripInto(ctx, f, nil)
+}
+
+// roundTripInto is roundTrip appending a non-empty answer's value to dst.
+func (c *conn) roundTripInto(ctx context.Context, f *wire.Frame, dst []byte) (wire.Frame, error) {
+	cl := getCall(dst)
+	if err := c.send(f, cl, true); err != nil {
+		putCall(cl)
 		return wire.Frame{}, err
 	}
-	c.flush()
-	return c.wait(ctx, f.ID, cl)
+	return c.wait(ctx, cl)
 }
 
 // queue assigns f its ID and adds it to the next write without sending
 // it; flush sends what is queued.
 func (c *conn) queue(f *wire.Frame) (*call, error) {
-	cl := &call{done: make(chan struct{})}
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.err != nil {
-		return nil, c.err
+	cl := getCall(nil)
+	if err := c.send(f, cl, false); err != nil {
+		putCall(cl)
+		return nil, err
 	}
-	c.nextID++
-	f.ID = c.nextID
-	c.pending[f.ID] = cl
-	c.wbuf = wire.Append(c.wbuf, f)
 	return cl, nil
 }
 
+// send registers cl for f (giving f its ID) and appends f to wbuf; with
+// flush, it also writes wbuf unless another caller is writing.
+func (c *conn) send(f *wire.Frame, cl *call, flush bool) error {
+	c.mu.Lock()
+	if c.err != nil {
+		err := c.err
+		c.mu.Unlock()
+		return err
+	}
+	c.nextID++
+	id := c.nextID
+	f.ID = id
+	cl.id.Store(id)
+	if s := &c.slots[id%slotCount]; s.Load() == nil {
+		s.Store(cl)
+	} else {
+		if c.overflow == nil {
+			c.overflow = make(map[uint64]*call)
+		}
+		c.overflow[id] = cl
+		c.overflowN.Add(1)
+	}
+	c.wbuf = wire.Append(c.wbuf, f)
+	if !flush || c.writing {
+		c.mu.Unlock()
+		return nil
+	}
+	c.becomeWriter()
+	return nil
+}
+
 // flush writes the queued frames unless another caller is writing: that
-// one sends them with its next batch (flat combining: no writer
-// goroutine, batches form by themselves under load).
+// one sends them with its next batch.
 func (c *conn) flush() {
 	c.mu.Lock()
 	if c.writing || len(c.wbuf) == 0 {
 		c.mu.Unlock()
 		return
 	}
+	c.becomeWriter()
+}
+
+// becomeWriter, called with mu held and wbuf not empty, makes the caller
+// the writer and writes wbuf. It first lets the other runnable goroutines
+// run (those the reader has just woken with their answers): their next
+// requests join this write instead of each making its own. A write is a
+// system call that runs the loopback's delivery too; one per request cost
+// two thirds of a client's CPU with 32 goroutines sharing it.
+func (c *conn) becomeWriter() {
 	c.writing = true
+	c.mu.Unlock()
+	runtime.Gosched()
+	c.mu.Lock()
 	c.flushLocked()
 }
 
-// wait returns the answer to request id, or ctx's error.
-func (c *conn) wait(ctx context.Context, id uint64, cl *call) (wire.Frame, error) {
+// take removes the call registered for id, if any: the one that removes
+// it (the reader with the answer, a canceled caller, fail) owns it.
+func (c *conn) take(id uint64) *call {
+	s := &c.slots[id%slotCount]
+	if cl := s.Load(); cl != nil && cl.id.Load() == id && s.CompareAndSwap(cl, nil) {
+		return cl
+	}
+	if c.overflowN.Load() == 0 {
+		return nil
+	}
+	c.mu.Lock()
+	cl := c.overflow[id]
+	if cl != nil {
+		delete(c.overflow, id)
+		c.overflowN.Add(-1)
+	}
+	c.mu.Unlock()
+	return cl
+}
+
+// wait returns the answer to cl's request, or ctx's error.
+func (c *conn) wait(ctx context.Context, cl *call) (wire.Frame, error) {
 	select {
 	case <-cl.done:
-		return cl.reply, cl.err
 	default:
-	}
-	select {
-	case <-cl.done:
-		return cl.reply, cl.err
-	case <-ctx.Done():
-		c.mu.Lock()
-		if c.pending != nil {
-			delete(c.pending, id)
+		select {
+		case <-cl.done:
+		case <-ctx.Done():
+			if c.take(cl.id.Load()) == cl {
+				// Removed before any answer: nobody signals it. It is
+				// not pooled (the reader may still hold a pointer it
+				// read before the removal).
+				return wire.Frame{}, ctx.Err()
+			}
+			<-cl.done // the reader or fail has it and signals now
 		}
-		c.mu.Unlock()
-		return wire.Frame{}, ctx.Err()
 	}
+	reply, err := cl.reply, cl.err
+	putCall(cl)
+	return reply, err
 }
 
 // flushLocked writes wbuf until it stays empty; called with mu held and
@@ -136,24 +236,34 @@ func (c *conn) flushLocked() {
 	c.mu.Unlock()
 }
 
+// readBufSize is the reader's buffer: an answer that fits is decoded in
+// place and only its value copied out.
+const readBufSize = 64 << 10
+
 func (c *conn) readLoop() {
-	r := bufio.NewReaderSize(c.nc, 64<<10)
-	var hdr [4]byte
+	r := bufio.NewReaderSize(c.nc, readBufSize)
 	for {
-		if _, err := io.ReadFull(r, hdr[:]); err != nil {
+		hdr, err := r.Peek(4)
+		if err != nil {
 			c.fail(fmt.Errorf("%w: read from %s: %v", errConnBroken, c.addr, err))
 			return
 		}
-		n := wire.FrameLen(hdr[:])
+		n := wire.FrameLen(hdr)
 		if n-4 > wire.MaxFrame || n < wire.HeaderSize {
 			c.fail(fmt.Errorf("%w: bad frame length %d from %s", errConnBroken, n, c.addr))
 			return
 		}
-		// Each answer gets its own buffer: values returned to callers
-		// alias it, so it must never be reused.
-		buf := make([]byte, n)
-		copy(buf, hdr[:])
-		if _, err := io.ReadFull(r, buf[4:]); err != nil {
+		var buf []byte
+		inPlace := n <= r.Size()
+		if inPlace {
+			buf, err = r.Peek(n)
+		} else {
+			// Larger than the buffer: its own allocation, which the
+			// answer may alias.
+			buf = make([]byte, n)
+			_, err = io.ReadFull(r, buf)
+		}
+		if err != nil {
 			c.fail(fmt.Errorf("%w: read from %s: %v", errConnBroken, c.addr, err))
 			return
 		}
@@ -162,15 +272,32 @@ func (c *conn) readLoop() {
 			c.fail(fmt.Errorf("%w: from %s: %v", errConnBroken, c.addr, err))
 			return
 		}
-		c.mu.Lock()
-		cl := c.pending[f.ID]
-		delete(c.pending, f.ID)
-		c.mu.Unlock()
-		if cl != nil {
+		if cl := c.take(f.ID); cl != nil {
+			if inPlace {
+				// The buffer is reused: the caller gets copies.
+				f.Key, f.Aux = own(nil, f.Key), own(nil, f.Aux)
+				f.Value = own(cl.dst, f.Value)
+			} else if cl.dst != nil {
+				f.Value = own(cl.dst, f.Value)
+			}
 			cl.reply = f
-			close(cl.done)
+			cl.done <- struct{}{}
+		}
+		if inPlace {
+			_, _ = r.Discard(n)
 		}
 	}
+}
+
+// own returns a copy of b appended to dst (noValue when both are empty).
+func own(dst, b []byte) []byte {
+	if len(b) == 0 {
+		if dst == nil {
+			return noValue
+		}
+		return dst
+	}
+	return append(dst, b...)
 }
 
 // fail marks the connection broken and fails every waiting call.
@@ -181,19 +308,25 @@ func (c *conn) fail(err error) {
 		return
 	}
 	c.err = err
-	pending := c.pending
-	c.pending = nil
+	c.brk.Store(true)
+	overflow := c.overflow
+	c.overflow = nil
+	c.overflowN.Store(0)
 	close(c.closed)
 	c.mu.Unlock()
 	_ = c.nc.Close()
-	for _, cl := range pending {
+	// No call is registered after err is set: every one is in a slot or
+	// in overflow now, unless the reader or its canceled caller took it.
+	for i := range c.slots {
+		if cl := c.slots[i].Swap(nil); cl != nil {
+			cl.err = err
+			cl.done <- struct{}{}
+		}
+	}
+	for _, cl := range overflow {
 		cl.err = err
-		close(cl.done)
+		cl.done <- struct{}{}
 	}
 }
 
-func (c *conn) broken() bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.err != nil
-}
+func (c *conn) broken() bool { return c.brk.Load() }

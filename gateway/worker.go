@@ -221,16 +221,7 @@ func batchOps(q []command, ops []client.BatchOp) []client.BatchOp {
 func (g *Gateway) batch(ops []client.BatchOp) error {
 	ctx, cancel := context.WithTimeout(g.ctx, g.cfg.Timeout)
 	defer cancel()
-	if fb, ok := g.cfg.Store.(fastBatcher); ok {
-		return fb.BatchFast(ctx, ops)
-	}
 	return g.cfg.Store.Batch(ctx, ops)
-}
-
-// fastBatcher is a Store whose BatchFast is its Batch, cheaper per
-// operation (*client.Client).
-type fastBatcher interface {
-	BatchFast(ctx context.Context, ops []client.BatchOp) error
 }
 
 // replies appends the answers to ops (a batch that took d and failed with

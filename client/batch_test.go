@@ -10,11 +10,11 @@ import (
 	"ftkv/internal/testkit/testcluster"
 )
 
-// TestBatchFast: BatchFast's outcomes are Batch's — values written and
-// read back, absent keys, deletes, an over-limit key failing alone — and
-// its writes survive the kill of a primary in the middle of the batches
-// (retried through the failover, none lost).
-func TestBatchFast(t *testing.T) {
+// TestBatch: a batch's outcomes — values written and read back, absent
+// keys, deletes, an over-limit key failing alone — and its writes survive
+// the kill of a primary in the middle of the batches (retried through the
+// failover, none lost).
+func TestBatch(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{N: 3})
 	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
 	defer cancel()
@@ -30,7 +30,7 @@ func TestBatchFast(t *testing.T) {
 		ops = append(ops, client.BatchOp{Kind: client.BatchPut, Key: fmt.Sprintf("fast:%d", i), Value: []byte(fmt.Sprintf("v%d", i))})
 	}
 	ops = append(ops, client.BatchOp{Kind: client.BatchPut, Key: string(make([]byte, 70<<10)), Value: []byte("x")})
-	if err := cl.BatchFast(ctx, ops); err != nil {
+	if err := cl.Batch(ctx, ops); err != nil {
 		t.Fatal(err)
 	}
 	for i, op := range ops[:n] {
@@ -63,13 +63,12 @@ func TestBatchFast(t *testing.T) {
 			t.Fatalf("%s: absent key = %q (found %v, %v)", what, op.Value, op.Found, op.Err)
 		}
 	}
-	check("BatchFast", cl.BatchFast, 0)
 	check("Batch", cl.Batch, 0)
 	dels := make([]client.BatchOp, 10)
 	for i := range dels {
 		dels[i] = client.BatchOp{Kind: client.BatchDelete, Key: fmt.Sprintf("fast:%d", i)}
 	}
-	if err := cl.BatchFast(ctx, dels); err != nil {
+	if err := cl.Batch(ctx, dels); err != nil {
 		t.Fatal(err)
 	}
 	for _, op := range dels {
@@ -77,7 +76,7 @@ func TestBatchFast(t *testing.T) {
 			t.Fatalf("delete %s: %v", op.Key, op.Err)
 		}
 	}
-	check("BatchFast after deletes", cl.BatchFast, 10)
+	check("Batch after deletes", cl.Batch, 10)
 
 	// Batches of writes across the kill of a primary: every one is
 	// acknowledged, and every acknowledged value is there.
@@ -92,7 +91,7 @@ func TestBatchFast(t *testing.T) {
 		for i := range ops {
 			ops[i] = client.BatchOp{Kind: client.BatchPut, Key: fmt.Sprintf("kill:%d:%d", round, i), Value: []byte(fmt.Sprint(round))}
 		}
-		if err := cl.BatchFast(ctx, ops); err != nil {
+		if err := cl.Batch(ctx, ops); err != nil {
 			t.Fatal(err)
 		}
 		for _, op := range ops {
@@ -108,7 +107,7 @@ func TestBatchFast(t *testing.T) {
 		for i := range ops {
 			ops[i] = client.BatchOp{Kind: client.BatchGet, Key: fmt.Sprintf("kill:%d:%d", round, i)}
 		}
-		if err := cl.BatchFast(ctx, ops); err != nil {
+		if err := cl.Batch(ctx, ops); err != nil {
 			t.Fatal(err)
 		}
 		for _, op := range ops {
