@@ -216,7 +216,7 @@ echo "ftkv vs Redis — $(date -u '+%Y-%m-%d %H:%M UTC')"
 echo "machine: $(nproc) CPUs, $(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1); $(redis-server --version | awk '{print $1, $2, $3}')"
 PINNING="not pinned"
 [ ${#PIN_SRV[@]} -gt 0 ] && PINNING="servers on CPU $SERVER_CPUS, bench on CPU $LOAD_CPUS"
-echo "ftkv $(git -C "$ROOT" rev-parse --short HEAD 2>/dev/null || echo '?'), bin/coord $FTKV_ARGS; $PINNING (taskset)"
+echo "ftkv $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo '?'), bin/coord $FTKV_ARGS; $PINNING (taskset)"
 echo "runs of $DURATION, $REPS repetitions, medians; $CONNS connections, $SIZE B values, $KEYS keys"
 echo
 
