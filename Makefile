@@ -24,10 +24,14 @@ build:
 run: build
 	./$(BIN)/coord -c $(CLIENT_PORT) -s $(SERVERS_PORT) -C $(CONFIG)
 
-# Every test, with the race detector, plus a short run of each fuzz target
-# (counted in executions, not seconds: a busy machine must not fail it).
+# Every test, with the race detector; the client's allocation check
+# without it (the race detector makes sync.Pool drop objects); a short run
+# of each fuzz target (counted in executions, not seconds: a busy machine
+# must not fail it); the README sessions; the secure suites; the benchmark
+# matrix's short form.
 test: build vet
 	$(GO) test -race -count=1 -timeout 45m ./...
+	$(GO) test -count=1 -run '^TestHotPathAllocs$$' -bench '^BenchmarkSharedClient$$' -benchtime 2000x ./client
 	$(MAKE) fuzz FUZZTIME=20000x
 	scripts/readme-smoke.sh
 	scripts/readme-remote.sh
