@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"sync"
 	"sync/atomic"
 
@@ -24,11 +23,20 @@ var errConnBroken = errors.New("connection broken")
 // answer out and puts it back.
 type call struct {
 	id    atomic.Uint64 // the request id while registered on a conn
+	state atomic.Uint32 // callRunning, callParked or callWoken
 	done  chan struct{} // capacity 1: the reader's signal never blocks
 	reply wire.Frame    // Key, Value and Aux copied out of the read buffer
 	dst   []byte        // a non-empty Value is appended to dst (AppendGet)
 	err   error
 }
+
+// A call's state says whether its caller was woken from a park by the
+// answer (and so counted in its conn's awake).
+const (
+	callRunning uint32 = iota // the caller is not parked on done
+	callParked                // the caller is (about to be) parked on done
+	callWoken                 // signaled while parked: counted in conn.awake
+)
 
 var callPool = sync.Pool{New: func() any { return &call{done: make(chan struct{}, 1)} }}
 
@@ -65,6 +73,11 @@ type conn struct {
 
 	slots     [slotCount]atomic.Pointer[call]
 	overflowN atomic.Int32 // len(overflow), read without mu by the reader
+	// awake counts callers this connection's answers woke that have not
+	// run yet; while it is not zero a request is not written at once but
+	// left for the last of them (wake), so that their next requests
+	// share one write.
+	awake atomic.Int32
 
 	mu       sync.Mutex
 	wbuf     []byte
@@ -136,11 +149,12 @@ func (c *conn) send(f *wire.Frame, cl *call, flush bool) error {
 		c.overflowN.Add(1)
 	}
 	c.wbuf = wire.Append(c.wbuf, f)
-	if !flush || c.writing {
+	if !flush || c.writing || c.awake.Load() > 0 {
 		c.mu.Unlock()
 		return nil
 	}
-	c.becomeWriter()
+	c.writing = true
+	c.flushLocked()
 	return nil
 }
 
@@ -148,25 +162,51 @@ func (c *conn) send(f *wire.Frame, cl *call, flush bool) error {
 // one sends them with its next batch.
 func (c *conn) flush() {
 	c.mu.Lock()
-	if c.writing || len(c.wbuf) == 0 {
+	if c.writing || len(c.wbuf) == 0 || c.awake.Load() > 0 {
 		c.mu.Unlock()
 		return
 	}
-	c.becomeWriter()
+	c.writing = true
+	c.flushLocked()
 }
 
-// becomeWriter, called with mu held and wbuf not empty, makes the caller
-// the writer and writes wbuf. It first lets the other runnable goroutines
-// run (those the reader has just woken with their answers): their next
-// requests join this write instead of each making its own. A write is a
-// system call that runs the loopback's delivery too; one per request cost
-// two thirds of a client's CPU with 32 goroutines sharing it.
-func (c *conn) becomeWriter() {
-	c.writing = true
-	c.mu.Unlock()
-	runtime.Gosched()
+// Why requests wait for the woken (automatic pipelining): a write is a
+// system call that also runs the loopback's delivery, several
+// microseconds here. When an answer arrives for each of many goroutines
+// sharing a client, the reader wakes them all; each then sends its next
+// request. Written at once, each would make its own write (two thirds of
+// a shared client's CPU went to that). Instead a request finds awake > 0
+// and stays in wbuf; the last woken caller to run writes everything
+// queued (wake). The woken are runnable, so the wait is one pass of the
+// scheduler, and nothing waits on a goroutine that is not runnable: only
+// callers that were parked when their answer came are counted.
+// (runtime.Gosched before writing did the same under a light load, but
+// it queues the writer on the global run queue, which a busy scheduler
+// serves only every 61st pass: a shared client pinned to one CPU had
+// answers waiting 100 ms.)
+
+// wake is called by a caller that its answer woke (state callWoken), once
+// it runs: the last of them writes what the others queued.
+func (c *conn) wake() {
+	if c.awake.Add(-1) > 0 {
+		return
+	}
 	c.mu.Lock()
+	if c.writing || len(c.wbuf) == 0 || c.awake.Load() > 0 {
+		c.mu.Unlock()
+		return
+	}
+	c.writing = true
 	c.flushLocked()
+}
+
+// signal hands cl its outcome (reply or err, already set) and wakes its
+// caller, counting it in awake if it was parked.
+func (c *conn) signal(cl *call) {
+	if cl.state.CompareAndSwap(callParked, callWoken) {
+		c.awake.Add(1)
+	}
+	cl.done <- struct{}{}
 }
 
 // take removes the call registered for id, if any: the one that removes
@@ -193,7 +233,9 @@ func (c *conn) take(id uint64) *call {
 func (c *conn) wait(ctx context.Context, cl *call) (wire.Frame, error) {
 	select {
 	case <-cl.done:
+		cl.state.Store(callRunning) // (signaled before we parked: not counted)
 	default:
+		cl.state.Store(callParked)
 		select {
 		case <-cl.done:
 		case <-ctx.Done():
@@ -204,6 +246,9 @@ func (c *conn) wait(ctx context.Context, cl *call) (wire.Frame, error) {
 				return wire.Frame{}, ctx.Err()
 			}
 			<-cl.done // the reader or fail has it and signals now
+		}
+		if cl.state.Swap(callRunning) == callWoken {
+			c.wake()
 		}
 	}
 	reply, err := cl.reply, cl.err
@@ -281,7 +326,7 @@ func (c *conn) readLoop() {
 				f.Value = own(cl.dst, f.Value)
 			}
 			cl.reply = f
-			cl.done <- struct{}{}
+			c.signal(cl)
 		}
 		if inPlace {
 			_, _ = r.Discard(n)
@@ -320,12 +365,12 @@ func (c *conn) fail(err error) {
 	for i := range c.slots {
 		if cl := c.slots[i].Swap(nil); cl != nil {
 			cl.err = err
-			cl.done <- struct{}{}
+			c.signal(cl)
 		}
 	}
 	for _, cl := range overflow {
 		cl.err = err
-		cl.done <- struct{}{}
+		c.signal(cl)
 	}
 }
 
