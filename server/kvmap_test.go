@@ -119,38 +119,3 @@ func BenchmarkTableGetRandom(b *testing.B) {
 		})
 	}
 }
-
-// BenchmarkTableApply writes random existing keys one by one (merge) and
-// in batches of 64 (applyBatch, which overlaps the look-ups' cache misses).
-func BenchmarkTableApply(b *testing.B) {
-	for _, n := range []int{33_000, 333_000} {
-		tb := newTable()
-		keys := make([]string, n)
-		val := make([]byte, 100)
-		for i := range keys {
-			keys[i] = fmt.Sprintf("key:%012d", rand.Int63n(1e12))
-			tb.merge(keys[i], val, 1, false, false)
-		}
-		idx := make([]int, 1<<16)
-		for i := range idx {
-			idx[i] = rand.Intn(n)
-		}
-		ver := uint64(1)
-		b.Run(fmt.Sprintf("merge/%d", n), func(b *testing.B) {
-			for i := 0; i < b.N; i++ {
-				ver++
-				tb.merge(keys[idx[i&(1<<16-1)]], val, ver, false, false)
-			}
-		})
-		b.Run(fmt.Sprintf("batch/%d", n), func(b *testing.B) {
-			ws := make([]write, 64)
-			for i := 0; i < b.N; i += len(ws) {
-				for j := range ws {
-					ver++
-					ws[j] = write{key: keys[idx[(i+j)&(1<<16-1)]], value: val, ver: ver}
-				}
-				tb.applyBatch(ws, false)
-			}
-		})
-	}
-}

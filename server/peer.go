@@ -75,13 +75,12 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 				s.log.Error().Int("shard", st.shard).Uint64("got", f.ID).Uint64("want", st.last+1).Msg("gap in the replication log; dropping the link")
 				return reply(out, f, wire.StatusBadRequest, 0, "gap in the replication log"), gnet.Close
 			}
-			st.queueRepl(f)
+			st.applyRepl(f)
 			applied = true
 			if st.dur != nil {
 				logged = wire.Append(logged, f)
 			}
 		case wire.OpSeed:
-			st.flushWrites() // in log order with the REPL frames before it
 			if err := st.applySeed(f); err != nil {
 				return reply(out, f, wire.StatusBadRequest, 0, err.Error()), gnet.Close
 			}
@@ -93,11 +92,6 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 		}
 		return out, gnet.None
 	})
-	if pc.st != nil {
-		// Every REPL frame taken (st.last moved past it) is in the table
-		// before the lock goes and before any acknowledgement.
-		pc.st.flushWrites()
-	}
 	if action != gnet.None || pc.st == nil {
 		return action
 	}

@@ -36,7 +36,6 @@ type primary struct {
 	mu        sync.Mutex // pending, inflight, nextIndex, link
 	pending   map[string]pend
 	inflight  []*entry
-	writes    []write // applyUpTo's batch, reused
 	nextIndex uint64
 	committed uint64
 	logged    uint64 // with a write-ahead log: entries up to here are handed to it

@@ -24,7 +24,6 @@ type secState struct {
 	resync    bool   // a partial resync: the primary's log may jump (LineageGap)
 	fenced    bool   // the view moved on: refuse this primary from now on
 	lastAck   time.Time
-	writes    []write // queueRepl's writes, until flushWrites
 	t         *table
 	dd        *dedup   // the server's records: a replicated write's outcome goes there
 	dur       *durable // the write-ahead log (nil: none)
@@ -44,49 +43,6 @@ func (st *secState) applyRepl(f *wire.Frame) {
 		// merge copies key and value (they alias the read buffer).
 		st.t.merge(unsafe.String(unsafe.SliceData(f.Key), len(f.Key)), f.Value, f.ID, false, st.seeding)
 	}
-	st.recordOutcome(f)
-}
-
-// queueRepl is applyRepl with the table write held back in st.writes
-// until flushWrites, which applies a read's writes together
-// (table.applyBatch). The caller holds st.mu and calls flushWrites before
-// it lets go of it, and before anything else that reads or writes the
-// table (a SEED frame).
-func (st *secState) queueRepl(f *wire.Frame) {
-	st.last = f.ID
-	if f.Flags&wire.FlagNoop == 0 {
-		// A record of its own: key and value alias the read buffer.
-		del := f.Flags&wire.FlagDelete != 0
-		var r rec
-		if del {
-			r = makeRec(f.Key, nil)
-		} else {
-			r = makeRec(f.Key, f.Value)
-		}
-		w := write{key: r.key(), ver: f.ID, del: del}
-		if !del {
-			w.r = r
-		}
-		st.writes = append(st.writes, w)
-	}
-	st.recordOutcome(f)
-}
-
-// flushWrites applies the writes queueRepl held back; the caller holds st.mu.
-func (st *secState) flushWrites() {
-	if len(st.writes) == 0 {
-		return
-	}
-	st.t.applyBatch(st.writes, st.seeding)
-	clear(st.writes)
-	if cap(st.writes) > 4096 {
-		st.writes = nil
-	}
-	st.writes = st.writes[:0]
-}
-
-// recordOutcome remembers the outcome of the client write f carries.
-func (st *secState) recordOutcome(f *wire.Frame) {
 	if f.Client != 0 {
 		var val []byte
 		if f.Flags&wire.FlagNoop != 0 && len(f.Value) > 0 {

@@ -265,22 +265,20 @@ func (p *primary) applyUpTo(idx uint64, loop gnet.EventLoop) {
 		n++
 	}
 	batch := p.inflight[:n]
-	ws := p.writes[:0]
 	for _, e := range batch {
 		if !e.noop {
-			// merged, not set: never let a late commit overwrite a newer
+			// merge, not set: never let a late commit overwrite a newer
 			// version (the table may already serve another primary).
-			ws = append(ws, write{key: e.key, r: e.rec, value: e.val, ver: e.index, del: e.del})
+			if e.rec != nil {
+				p.t.mergeRec(e.rec, e.index, false)
+			} else {
+				p.t.merge(e.key, e.val, e.index, e.del, false)
+			}
 			if pd, ok := p.pending[e.key]; ok && pd.index == e.index {
 				delete(p.pending, e.key)
 			}
 		}
 		p.committed = e.index
-	}
-	p.t.applyBatch(ws, false)
-	clear(ws)
-	if cap(ws) <= 4096 {
-		p.writes = ws[:0]
 	}
 	for _, e := range batch {
 		e.out.done.Store(true)

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"math/bits"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -83,17 +82,11 @@ func (t *table) mergeRec(r rec, ver uint64, seeding bool) bool {
 
 // apply stores r, or a record made of key and value when r is nil.
 func (t *table) apply(key string, r rec, value []byte, ver uint64, del, seeding bool) bool {
-	h := hashKey(strBytes(key))
+	kb := strBytes(key)
+	h := hashKey(kb)
 	st := t.stripeOf(h)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	return t.applyLocked(st, key, h, r, value, ver, del, seeding)
-}
-
-// applyLocked is apply for a key whose hash is h; the caller holds the
-// lock of st, its stripe.
-func (t *table) applyLocked(st *stripe, key string, h uint64, r rec, value []byte, ver uint64, del, seeding bool) bool {
-	kb := strBytes(key)
 	i, ok := st.m.slot(kb, h)
 	if ok && st.m.at(i).version() >= ver {
 		return false
@@ -125,90 +118,6 @@ func (t *table) applyLocked(st *stripe, key string, h uint64, r rec, value []byt
 		t.count.Add(1)
 	}
 	return true
-}
-
-// write is one write of a batch handed to applyBatch: merge's arguments
-// (r, when set, is the record to keep, as mergeRec's). h is the key's
-// hash, filled in by applyBatch.
-type write struct {
-	key   string
-	r     rec
-	value []byte
-	ver   uint64
-	del   bool
-	h     uint64
-}
-
-// batchChunk is how many writes applyBatch looks up together: enough for
-// the processor to wait for all their cache misses at once, few enough
-// that the stripes it locks are held only briefly.
-const batchChunk = 32
-
-// applyBatch applies ws in order, as merge would one by one. A look-up
-// mostly waits for memory (the slot's tag, the slot and the record's
-// header are three cache lines nobody touched lately); one by one, each
-// write waits for its own misses. Here the stripes of up to batchChunk
-// writes are locked together (in ascending order: every other holder of
-// a stripe lock holds one at a time, or ascending too), their cache lines
-// are loaded in passes whose loads do not depend on each other, so the
-// misses overlap, and then the writes are applied.
-func (t *table) applyBatch(ws []write, seeding bool) {
-	for len(ws) > 0 {
-		n := min(len(ws), batchChunk)
-		t.applyChunk(ws[:n], seeding)
-		ws = ws[n:]
-	}
-}
-
-// touchSink keeps the loads of applyChunk's passes from being optimised
-// away (it is written only when their sum is 1, that is never).
-var touchSink atomic.Uint64
-
-func (t *table) applyChunk(ws []write, seeding bool) {
-	var locked uint64 // bit i: stripe i
-	for i := range ws {
-		w := &ws[i]
-		w.h = hashKey(strBytes(w.key))
-		locked |= 1 << (w.h >> 58)
-	}
-	for b := locked; b != 0; b &= b - 1 {
-		t.stripes[bits.TrailingZeros64(b)].mu.Lock()
-	}
-	// Pass 1: each key's home slot and tag. Pass 2: the record of the
-	// first slot whose tag matches (what find compares the key with).
-	var sink uint64
-	for i := range ws {
-		m := &t.stripeOf(ws[i].h).m
-		if len(m.slots) == 0 {
-			continue
-		}
-		j := int(ws[i].h) & (len(m.slots) - 1)
-		sink += uint64(m.tags[j]) + uint64(uintptr(m.slots[j]))
-	}
-	for i := range ws {
-		m := &t.stripeOf(ws[i].h).m
-		if len(m.slots) == 0 {
-			continue
-		}
-		mask := len(m.slots) - 1
-		tg := tag(ws[i].h)
-		for j := int(ws[i].h) & mask; m.tags[j] != 0; j = (j + 1) & mask {
-			if m.tags[j] == tg {
-				sink += uint64(*(*uint32)(unsafe.Add(m.slots[j], 12)))
-				break
-			}
-		}
-	}
-	for i := range ws {
-		w := &ws[i]
-		t.applyLocked(t.stripeOf(w.h), w.key, w.h, w.r, w.value, w.ver, w.del, seeding)
-	}
-	for b := locked; b != 0; b &= b - 1 {
-		t.stripes[bits.TrailingZeros64(b)].mu.Unlock()
-	}
-	if sink == 1 {
-		touchSink.Add(1)
-	}
 }
 
 // dropTombstones forgets the deletes remembered during re-seeding.
