@@ -156,9 +156,15 @@ func (c *Client) Batch(ctx context.Context, ops []BatchOp) error {
 		retry := err != nil
 		if s.cl != nil {
 			reply, err = s.cn.wait(ctx, s.cl)
-			if err != nil && ctx.Err() == nil && !errors.Is(err, ErrClosed) {
-				_ = c.refreshView(ctx, v.Epoch)
-				retry = true
+			if err != nil && !errors.Is(err, ErrClosed) {
+				if ctx.Err() != nil {
+					// No outcome, and no time to retry: the context's
+					// error, as the operation's single form returns.
+					err = c.ctxErr(ctx, err)
+				} else {
+					_ = c.refreshView(ctx, v.Epoch)
+					retry = true
+				}
 			}
 			if err == nil && reply.Status != wire.StatusOK && reply.Status != wire.StatusNotFound {
 				retry, err = c.outcome(ctx, reply, v, s.addr, s.shard)
