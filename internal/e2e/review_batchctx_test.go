@@ -18,7 +18,8 @@ import (
 // and new ones refused), and whose context ends while its first operation
 // is being retried: Batch's doc says operations without an outcome then
 // carry the context's error (a single Get returns it, wrapping the last
-// error). The other operations carry the unexported "connection broken".
+// error). Before the fix the other operations carried the unexported
+// "connection broken".
 func TestReviewBatchDeadlineCarriesCtxErr(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{N: 3})
 	var refuse atomic.Bool
