@@ -188,16 +188,9 @@ func (c *conn) flush() {
 // wake is called by a caller that its answer woke (state callWoken), once
 // it runs: the last of them writes what the others queued.
 func (c *conn) wake() {
-	if c.awake.Add(-1) > 0 {
-		return
+	if c.awake.Add(-1) == 0 {
+		c.flush()
 	}
-	c.mu.Lock()
-	if c.writing || len(c.wbuf) == 0 || c.awake.Load() > 0 {
-		c.mu.Unlock()
-		return
-	}
-	c.writing = true
-	c.flushLocked()
 }
 
 // signal hands cl its outcome (reply or err, already set) and wakes its

@@ -37,26 +37,15 @@ func startHolding(t *testing.T, want int, seed uint64) *holdingServer {
 		}
 		h.nc <- nc
 		rng := rand.New(rand.NewPCG(seed, 1))
-		var buf, out []byte
+		var out []byte
 		var held []wire.Frame
-		tmp := make([]byte, 64<<10)
-		for {
-			m, err := nc.Read(tmp)
-			if err != nil {
-				return
-			}
-			buf = append(buf, tmp[:m]...)
-			for {
-				f, used, err := wire.Decode(buf, 0)
-				if err != nil || used == 0 {
-					break
-				}
-				f.Key = append([]byte(nil), f.Key...)
-				held = append(held, f)
-				buf = buf[used:]
-			}
+		readFrames(nc, func(f wire.Frame) bool {
+			f.Key = append([]byte(nil), f.Key...)
+			held = append(held, f)
+			return true
+		}, func() bool {
 			if len(held) < want {
-				continue
+				return true
 			}
 			<-h.release
 			rng.Shuffle(len(held), func(i, j int) { held[i], held[j] = held[j], held[i] })
@@ -65,10 +54,9 @@ func startHolding(t *testing.T, want int, seed uint64) *holdingServer {
 				out = wire.Append(out, &wire.Frame{Op: f.Op, Status: wire.StatusOK, ID: f.ID, Value: f.Key})
 			}
 			held = held[:0]
-			if _, err := nc.Write(out); err != nil {
-				return
-			}
-		}
+			_, err := nc.Write(out)
+			return err == nil
+		})
 	}()
 	return h
 }

@@ -52,34 +52,16 @@ func startFake(t *testing.T, answer func(f wire.Frame) wire.Frame) *fakeNode {
 
 func (n *fakeNode) serve(nc net.Conn) {
 	defer nc.Close()
-	var buf []byte
-	tmp := make([]byte, 64<<10)
-	for {
-		m, err := nc.Read(tmp)
-		if err != nil {
-			return
-		}
-		buf = append(buf, tmp[:m]...)
-		for {
-			f, used, err := wire.Decode(buf, 0)
-			if err != nil {
-				return
-			}
-			if used == 0 {
-				break
-			}
-			n.asked.Add(1)
-			n.mu.Lock()
-			n.ops = append(n.ops, f.Op)
-			n.mu.Unlock()
-			r := n.answer(f)
-			r.ID = f.ID
-			if _, err := nc.Write(wire.Append(nil, &r)); err != nil {
-				return
-			}
-			buf = buf[used:]
-		}
-	}
+	readFrames(nc, func(f wire.Frame) bool {
+		n.asked.Add(1)
+		n.mu.Lock()
+		n.ops = append(n.ops, f.Op)
+		n.mu.Unlock()
+		r := n.answer(f)
+		r.ID = f.ID
+		_, err := nc.Write(wire.Append(nil, &r))
+		return err == nil
+	}, nil)
 }
 
 // deadAddr is a loopback address nobody listens on (connection refused).

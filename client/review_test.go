@@ -57,36 +57,22 @@ func serveChaos(nc net.Conn, rng *rand.Rand) {
 	var wmu sync.Mutex
 	cutAfter := 200 + rng.IntN(3000) // answers before this connection is cut
 	var answered atomic.Int64
-	var buf []byte
-	tmp := make([]byte, 64<<10)
-	for {
-		m, err := nc.Read(tmp)
-		if err != nil {
-			return
-		}
-		buf = append(buf, tmp[:m]...)
-		for {
-			f, used, err := wire.Decode(buf, 0)
-			if err != nil || used == 0 {
-				break
+	readFrames(nc, func(f wire.Frame) bool {
+		key := append([]byte(nil), f.Key...)
+		id := f.ID
+		delay := time.Duration(rng.IntN(300)) * time.Microsecond
+		go func() {
+			time.Sleep(delay)
+			out := wire.Append(nil, &wire.Frame{Op: wire.OpGet, Status: wire.StatusOK, ID: id, Key: key, Value: chaosValue(key)})
+			wmu.Lock()
+			_, err := nc.Write(out)
+			wmu.Unlock()
+			if err == nil && answered.Add(1) == int64(cutAfter) {
+				nc.Close()
 			}
-			key := append([]byte(nil), f.Key...)
-			id := f.ID
-			buf = buf[used:]
-			delay := time.Duration(rng.IntN(300)) * time.Microsecond
-			go func() {
-				time.Sleep(delay)
-				out := wire.Append(nil, &wire.Frame{Op: wire.OpGet, Status: wire.StatusOK, ID: id, Key: key, Value: chaosValue(key)})
-				wmu.Lock()
-				_, err := nc.Write(out)
-				wmu.Unlock()
-				if err == nil && answered.Add(1) == int64(cutAfter) {
-					nc.Close()
-				}
-			}()
-		}
-		buf = append([]byte(nil), buf...)
-	}
+		}()
+		return true
+	}, nil)
 }
 
 // TestReviewConnChaos: many goroutines share connections to a server that
