@@ -3,8 +3,11 @@ package client
 import (
 	"context"
 	"crypto/tls"
+	"errors"
 	"fmt"
+	"io"
 	"net"
+	"syscall"
 )
 
 // WithTLS has every connection (to coordinators and servers) speak TLS
@@ -27,8 +30,23 @@ func tlsDial(dial DialFunc, cfg *tls.Config) DialFunc {
 		tc := tls.Client(nc, cfg)
 		if err := tc.HandshakeContext(ctx); err != nil {
 			nc.Close()
-			return nil, fmt.Errorf("TLS with %s: %w", addr, err)
+			return nil, fmt.Errorf("TLS with %s: %w%s", addr, err, handshakeHint(err))
 		}
 		return tc, nil
 	}
+}
+
+// handshakeHint names the likely cause of a handshake that failed without
+// a TLS alert. A port at its connection limit writes its refusal ("max
+// clients reached") in clear and closes before any TLS: the client sees a
+// record that is not TLS, or the connection closed.
+func handshakeHint(err error) string {
+	var rh tls.RecordHeaderError
+	switch {
+	case errors.As(err, &rh):
+		return " (the server answered in clear: it is at its connection limit, max clients, or the port does not speak TLS)"
+	case errors.Is(err, io.EOF), errors.Is(err, io.ErrUnexpectedEOF), errors.Is(err, syscall.ECONNRESET):
+		return " (the server closed the connection during the handshake: it may be at its connection limit, max clients)"
+	}
+	return ""
 }

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -67,6 +68,33 @@ type handler struct {
 	inner gnet.EventHandler
 	cfg   *tls.Config
 	o     options
+
+	logMu      sync.Mutex
+	lastLog    time.Time // when a failed handshake was last logged
+	suppressed int       // failed handshakes not logged since
+}
+
+// logEvery is how often a failed handshake is logged at most: a flood of
+// them (scanners, a client in clear, expired certificates) must not fill
+// the disk.
+const logEvery = time.Second
+
+// logFailure logs a failed handshake at most once per logEvery, with the
+// number of failures it did not log.
+func (h *handler) logFailure(c *conn, err error) {
+	h.logMu.Lock()
+	defer h.logMu.Unlock()
+	if time.Since(h.lastLog) < logEvery {
+		h.suppressed++
+		return
+	}
+	ev := h.o.log.Info()
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled) {
+		ev = h.o.log.Debug() // the peer left, or a plaintext client was answered
+	}
+	ev.Stringer("remote", c.pipe.remote).Err(err).Int("not_logged", h.suppressed).Msg("tls handshake failed")
+	h.lastLog = time.Now()
+	h.suppressed = 0
 }
 
 // Wrap returns an event handler that speaks TLS (cfg, a server
@@ -128,11 +156,7 @@ func (c *conn) handshake(ctx context.Context) {
 	if err != nil {
 		// Logged even when the peer has closed meanwhile: it closes as
 		// soon as it reads the alert for a refused certificate.
-		ev := c.h.o.log.Info()
-		if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled) {
-			ev = c.h.o.log.Debug() // the peer left, or a plaintext client was answered
-		}
-		ev.Stringer("remote", c.pipe.remote).Err(err).Msg("tls handshake failed")
+		c.h.logFailure(c, err)
 	}
 	c.mu.Lock()
 	if c.state.Load() != stateHandshake {
