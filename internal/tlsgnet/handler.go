@@ -70,8 +70,8 @@ type handler struct {
 	o     options
 
 	logMu      sync.Mutex
-	lastLog    time.Time // when a failed handshake was last logged
-	suppressed int       // failed handshakes not logged since
+	lastLog    map[string]time.Time // when a failure of each kind was last logged
+	suppressed int                  // failed handshakes not logged since
 }
 
 // logEvery is how often a failed handshake is logged at most: a flood of
@@ -79,21 +79,28 @@ type handler struct {
 // the disk.
 const logEvery = time.Second
 
-// logFailure logs a failed handshake at most once per logEvery, with the
-// number of failures it did not log.
+// logFailure logs a failed handshake at most once per logEvery for each
+// kind of failure (its error's text: a flood repeats one, and a different
+// one is news), with the number of failures it did not log.
 func (h *handler) logFailure(c *conn, err error) {
+	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled) {
+		// The peer left, or a plaintext client was answered: debug only.
+		h.o.log.Debug().Stringer("remote", c.pipe.remote).Err(err).Msg("tls handshake failed")
+		return
+	}
+	kind := err.Error()
+	now := time.Now()
 	h.logMu.Lock()
 	defer h.logMu.Unlock()
-	if time.Since(h.lastLog) < logEvery {
+	if now.Sub(h.lastLog[kind]) < logEvery {
 		h.suppressed++
 		return
 	}
-	ev := h.o.log.Info()
-	if errors.Is(err, io.EOF) || errors.Is(err, net.ErrClosed) || errors.Is(err, context.Canceled) {
-		ev = h.o.log.Debug() // the peer left, or a plaintext client was answered
+	if h.lastLog == nil || len(h.lastLog) >= 64 {
+		h.lastLog = make(map[string]time.Time) // (bounded: kinds seen within a second)
 	}
-	ev.Stringer("remote", c.pipe.remote).Err(err).Int("not_logged", h.suppressed).Msg("tls handshake failed")
-	h.lastLog = time.Now()
+	h.o.log.Info().Stringer("remote", c.pipe.remote).Err(err).Int("not_logged", h.suppressed).Msg("tls handshake failed")
+	h.lastLog[kind] = now
 	h.suppressed = 0
 }
 
