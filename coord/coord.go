@@ -743,7 +743,7 @@ func (c *Coordinator) waitRegistered(ctx context.Context) error {
 			// of an interrupted start (it exits when its heartbeat is
 			// refused): try again a few times, backing off.
 			if reported || tries[exited] >= startRetries {
-				return fmt.Errorf("server %d (%s, line %d) exited during start-up (port in use?)", exited, nd.host, nd.spec.Line)
+				return fmt.Errorf("server %d (%s, line %d) exited during start-up (port in use? data_dir unusable? see the server's own error)", exited, nd.host, nd.spec.Line)
 			}
 			tries[exited]++
 			c.log.Warn().Int("node", exited).Int("attempt", tries[exited]).Msg("server exited during start-up; starting it again")

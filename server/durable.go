@@ -260,11 +260,17 @@ func checkIdentity(dir string, id uint32) error {
 	if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("server %d: data dir: %w", id, err)
 	}
-	if es, _ := os.ReadDir(dir); len(es) > 0 {
-		return fmt.Errorf("server %d: data dir %s is not empty and has no %s: refusing to use it", id, dir, identityFile)
-	}
 	tmp := path + ".tmp"
+	es, _ := os.ReadDir(dir)
+	for _, e := range es {
+		// IDENTITY.tmp alone is what a claim that failed (a full disk)
+		// or was killed leaves: the directory is still empty of data.
+		if e.Name() != identityFile+".tmp" {
+			return fmt.Errorf("server %d: data dir %s is not empty and has no %s: refusing to use it", id, dir, identityFile)
+		}
+	}
 	if err := os.WriteFile(tmp, []byte(want), 0o644); err != nil {
+		_ = os.Remove(tmp)
 		return fmt.Errorf("server %d: data dir: %w", id, err)
 	}
 	if err := os.Rename(tmp, path); err != nil {

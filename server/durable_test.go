@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -315,4 +316,24 @@ func abandonedDir(t *testing.T) string {
 		}
 	})
 	return dir
+}
+
+// TestDataDirLeftoverIdentityTmp: a server that died while claiming its
+// empty data directory (a full disk failed the write of IDENTITY.tmp)
+// leaves IDENTITY.tmp behind; its next incarnation must claim the
+// directory, not refuse it as "not empty" forever (CI saw five respawns
+// refused that way and the cluster fail to start).
+func TestDataDirLeftoverIdentityTmp(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, identityFile+".tmp"), []byte("ftkv se"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	s, err := New(Config{ID: 2, CoordAddr: "127.0.0.1:1", Secret: testSecret, DataDir: dir, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatalf("a leftover IDENTITY.tmp made the data dir unusable: %v", err)
+	}
+	_ = s.dur.log.Close()
+	if b, err := os.ReadFile(filepath.Join(dir, identityFile)); err != nil || string(b) != "ftkv server 2\n" {
+		t.Fatalf("IDENTITY = %q, %v", b, err)
+	}
 }

@@ -1,9 +1,11 @@
 package wal
 
 import (
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"syscall"
 )
 
 // File is an open segment, written only at its end.
@@ -106,9 +108,24 @@ type Preallocator interface {
 	Adopt(prepared, name string) (File, error)
 }
 
-// Prepare implements Preallocator. A failure (a full disk) removes what it
-// made, so the log falls back to appending to an empty file.
+// prepareRoom is how many times the spare's size must be free on its file
+// system before it is made: a spare never takes the disk's last free space,
+// not even for the moment between a failed write and its removal (another
+// server's log on the same disk would fail its writes then), and a few
+// servers preparing at once still leave room.
+const prepareRoom = 4
+
+// Prepare implements Preallocator. It refuses when the file system has less
+// than prepareRoom times size free; a failure (a full disk) removes what it
+// made. Either way the log falls back to appending to an empty file.
 func (OSFS) Prepare(name string, size int64) (err error) {
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(filepath.Dir(name), &st); err != nil {
+		return err
+	}
+	if free := int64(st.Bavail) * int64(st.Bsize); free < prepareRoom*size {
+		return fmt.Errorf("wal: %d bytes free, fewer than %d times the segment's %d: no segment made ahead", free, prepareRoom, size)
+	}
 	f, err := os.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
 	if err != nil {
 		return err

@@ -3,7 +3,9 @@ package wal
 import (
 	"encoding/binary"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 )
@@ -185,5 +187,58 @@ func TestPreallocationFailureFallsBack(t *testing.T) {
 	want(t, got, 100)
 	if r.Reason != "" {
 		t.Fatal(r.Reason)
+	}
+}
+
+// TestPrepareLeavesRoomOnSmallDisk: a segment made ahead of time must not
+// take the disk's last free space, not even for a moment: on a disk shared
+// by several servers, another server's log write (or its IDENTITY) failed
+// with "no space left on device" while a spare of 16 MiB was being
+// written onto a 2 MiB disk and removed again (CI saw a server refuse to
+// start that way). Needs root to mount a small tmpfs.
+func TestPrepareLeavesRoomOnSmallDisk(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs (CI runs as root): skipped")
+	}
+	disk := filepath.Join(t.TempDir(), "disk")
+	if err := os.Mkdir(disk, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", disk).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs even as root (%v: %s): skipped", err, out)
+	}
+	t.Cleanup(func() { _ = exec.Command("umount", "-l", disk).Run() })
+	t.Log("running as root: preparing 16 MiB spares on a 2 MiB tmpfs while another writer writes small files")
+
+	stop := make(chan struct{})
+	failed := make(chan error, 1)
+	go func() {
+		defer close(failed)
+		small := make([]byte, 4096)
+		for i := 0; ; i++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			p := filepath.Join(disk, "small")
+			if err := os.WriteFile(p, small, 0o644); err != nil {
+				failed <- fmt.Errorf("write %d: %w", i, err)
+				return
+			}
+			_ = os.Remove(p)
+		}
+	}()
+	for i := 0; i < 50; i++ {
+		if err := (OSFS{}).Prepare(filepath.Join(disk, spareName), 16<<20); err == nil {
+			t.Fatal("a 16 MiB spare was made on a 2 MiB disk")
+		}
+	}
+	close(stop)
+	if err := <-failed; err != nil {
+		t.Fatalf("another writer ran out of space while spares were prepared: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(disk, spareName)); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("a failed spare was left behind: %v", err)
 	}
 }
