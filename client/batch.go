@@ -143,8 +143,9 @@ func (c *Client) Batch(ctx context.Context, ops []BatchOp) error {
 			conns = append(conns, s.cn)
 		}
 	}
+	dl, _ := ctx.Deadline()
 	for _, cn := range conns {
-		cn.flush() // (flushing a connection twice is harmless)
+		cn.flush(dl) // (flushing a connection twice is harmless)
 	}
 	for i := range ops {
 		op, s := &ops[i], &ss[i]

@@ -187,6 +187,7 @@ func (c *Client) dialConn(ctx context.Context, addr string) (*conn, error) {
 		_ = tc.SetNoDelay(true)
 	}
 	cn := newConn(nc, addr)
+	cn.stall = c.opts.timing.WriteStall
 	if err := c.hello(ctx, cn, nc, addr); err != nil {
 		cn.fail(err)
 		return nil, err

@@ -2,13 +2,17 @@ package client
 
 import (
 	"bufio"
+	"cmp"
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"ftkv/wire"
 )
@@ -88,7 +92,20 @@ type conn struct {
 	spare    []byte
 	closed   chan struct{}
 	brk      atomic.Bool // err != nil, read without mu
+
+	// Write deadlines (see flushLocked), touched only by the writer.
+	stall     time.Duration // a server taking nothing this long breaks the connection (0: writeStall)
+	resumable bool          // a write cut by a deadline can go on (not TLS)
+	dl        time.Time     // the write deadline set on nc
+	dlCaller  bool          // dl is a caller's deadline, not a stall limit
 }
+
+// writeStall is a connection's stall limit when none is set
+// (timing.WriteStall): a server that takes no byte of a write for this
+// long (between half of it and all of it) is taken as gone, and the
+// connection fails. A stopped or partitioned server's socket never errs
+// by itself (TCP retransmits for many minutes).
+const writeStall = 10 * time.Second // timing: exception — the default of timing.WriteStall, for connections made without a Client
 
 func newConn(nc net.Conn, addr string) *conn {
 	c := &conn{
@@ -96,6 +113,8 @@ func newConn(nc net.Conn, addr string) *conn {
 		addr:   addr,
 		closed: make(chan struct{}),
 	}
+	_, isTLS := nc.(*tls.Conn)
+	c.resumable = !isTLS // (a TLS write cut short leaves the stream unusable)
 	go c.readLoop()
 	return c
 }
@@ -108,7 +127,8 @@ func (c *conn) roundTrip(ctx context.Context, f *wire.Frame) (wire.Frame, error)
 // roundTripInto is roundTrip appending a non-empty answer's value to dst.
 func (c *conn) roundTripInto(ctx context.Context, f *wire.Frame, dst []byte) (wire.Frame, error) {
 	cl := getCall(dst)
-	if err := c.send(f, cl, true); err != nil {
+	dl, _ := ctx.Deadline()
+	if err := c.send(f, cl, true, dl); err != nil {
 		putCall(cl)
 		return wire.Frame{}, err
 	}
@@ -119,7 +139,7 @@ func (c *conn) roundTripInto(ctx context.Context, f *wire.Frame, dst []byte) (wi
 // it; flush sends what is queued.
 func (c *conn) queue(f *wire.Frame) (*call, error) {
 	cl := getCall(nil)
-	if err := c.send(f, cl, false); err != nil {
+	if err := c.send(f, cl, false, time.Time{}); err != nil {
 		putCall(cl)
 		return nil, err
 	}
@@ -127,8 +147,9 @@ func (c *conn) queue(f *wire.Frame) (*call, error) {
 }
 
 // send registers cl for f (giving f its ID) and appends f to wbuf; with
-// flush, it also writes wbuf unless another caller is writing.
-func (c *conn) send(f *wire.Frame, cl *call, flush bool) error {
+// flush, it also writes wbuf unless another caller is writing (until
+// deadline, if not zero: see flushLocked).
+func (c *conn) send(f *wire.Frame, cl *call, flush bool, deadline time.Time) error {
 	c.mu.Lock()
 	if c.err != nil {
 		err := c.err
@@ -154,20 +175,21 @@ func (c *conn) send(f *wire.Frame, cl *call, flush bool) error {
 		return nil
 	}
 	c.writing = true
-	c.flushLocked()
+	c.flushLocked(deadline)
 	return nil
 }
 
 // flush writes the queued frames unless another caller is writing: that
-// one sends them with its next batch.
-func (c *conn) flush() {
+// one sends them with its next batch. deadline (if not zero) is the
+// caller's: see flushLocked.
+func (c *conn) flush(deadline time.Time) {
 	c.mu.Lock()
 	if c.writing || len(c.wbuf) == 0 || c.awake.Load() > 0 {
 		c.mu.Unlock()
 		return
 	}
 	c.writing = true
-	c.flushLocked()
+	c.flushLocked(deadline)
 }
 
 // Why requests wait for the woken (automatic pipelining): a write is a
@@ -189,7 +211,7 @@ func (c *conn) flush() {
 // it runs: the last of them writes what the others queued.
 func (c *conn) wake() {
 	if c.awake.Add(-1) == 0 {
-		c.flush()
+		c.flush(time.Time{})
 	}
 }
 
@@ -251,13 +273,27 @@ func (c *conn) wait(ctx context.Context, cl *call) (wire.Frame, error) {
 
 // flushLocked writes wbuf until it stays empty; called with mu held and
 // writing set, it returns with mu released.
-func (c *conn) flushLocked() {
+//
+// A write blocks while the server takes nothing (its socket buffer is
+// full: a stopped or partitioned server). The writing caller stops at
+// its deadline (if not zero) like every other caller: what is left is
+// written on by a goroutine of its own (drain), or, on TLS, whose stream
+// a write cut short leaves unusable, the connection fails. A write that
+// moves nothing for the stall limit fails the connection.
+func (c *conn) flushLocked(deadline time.Time) {
 	for len(c.wbuf) > 0 && c.err == nil {
 		buf := c.wbuf
 		c.wbuf = c.spare[:0]
 		c.mu.Unlock()
-		_, err := c.nc.Write(buf)
+		n, byCaller, err := c.write(buf, deadline)
 		c.mu.Lock()
+		if err != nil && byCaller && c.resumable && c.err == nil {
+			rest := make([]byte, 0, len(buf)-n+len(c.wbuf))
+			c.wbuf = append(append(rest, buf[n:]...), c.wbuf...)
+			go c.drain() // (writing stays set: the drain is the writer now)
+			c.mu.Unlock()
+			return
+		}
 		if cap(buf) <= 1<<20 {
 			c.spare = buf
 		} else {
@@ -272,6 +308,49 @@ func (c *conn) flushLocked() {
 	}
 	c.writing = false
 	c.mu.Unlock()
+}
+
+// drain writes what a caller's deadline left in wbuf, without a caller.
+func (c *conn) drain() {
+	c.mu.Lock()
+	c.flushLocked(time.Time{})
+}
+
+// write writes buf whole, under deadline (if not zero and sooner than the
+// stall limit) or the stall limit, renewed while bytes move. It returns
+// how much it wrote and, with an error, whether the caller's deadline
+// ended it.
+func (c *conn) write(buf []byte, deadline time.Time) (int, bool, error) {
+	stall := cmp.Or(c.stall, writeStall)
+	done := 0
+	for {
+		now := time.Now()
+		byCaller := !deadline.IsZero() && deadline.Before(now.Add(stall))
+		switch {
+		case byCaller:
+			if !c.dlCaller || !c.dl.Equal(deadline) {
+				c.dl, c.dlCaller = deadline, true
+				_ = c.nc.SetWriteDeadline(deadline)
+			}
+		case c.dlCaller || c.dl.Sub(now) < stall/2:
+			// A stall limit is renewed only once half of it has passed
+			// (a deadline costs a timer update).
+			c.dl, c.dlCaller = now.Add(stall), false
+			_ = c.nc.SetWriteDeadline(c.dl)
+		}
+		n, err := c.nc.Write(buf[done:])
+		done += n
+		if err == nil || !errors.Is(err, os.ErrDeadlineExceeded) {
+			return done, false, err
+		}
+		if byCaller {
+			return done, true, err
+		}
+		if n == 0 || !c.resumable {
+			return done, false, fmt.Errorf("the server took nothing for %v: %w", stall, err)
+		}
+		// (bytes moved: a slow reader, not a stopped one)
+	}
 }
 
 // readBufSize is the reader's buffer: an answer that fits is decoded in

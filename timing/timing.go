@@ -52,6 +52,12 @@ type Config struct {
 	// LinkConnect bounds connecting a replication link while a view is
 	// applied (timeout x 10).
 	LinkConnect time.Duration
+	// WriteStall: a client's write to a server that takes no byte of it
+	// for this long (between half of it and all of it) fails the
+	// connection, and the client retries elsewhere (timeout x 20, 10 s by
+	// default: a server that stops reading a connection for a while under
+	// load is not one that is gone).
+	WriteStall time.Duration
 	// RetryMin and RetryMax bound the back-off between reconnect attempts
 	// of a replication link and between a client's retries (timeout/50
 	// doubling up to timeout x 2/5).
@@ -156,6 +162,7 @@ func New(t time.Duration) Config {
 		Dial:              2 * t,
 		Handshake:         4 * t,
 		LinkConnect:       10 * t,
+		WriteStall:        20 * t,
 		RetryMin:          t / 50,
 		RetryMax:          t * 2 / 5,
 		ClientRetryMin:    t / 100,
