@@ -389,6 +389,13 @@ func (c *conn) readLoop() {
 			c.fail(fmt.Errorf("%w: from %s: %v", errConnBroken, c.addr, err))
 			return
 		}
+		if f.ID == 0 && f.Status != wire.StatusOK {
+			// No request has id 0: a refusal of the connection itself
+			// (max clients, a frame too large, clear text on a TLS
+			// port), which the server closes.
+			c.fail(fmt.Errorf("%w: %s refused the connection: %s (%s)", errConnBroken, c.addr, f.Value, f.Status))
+			return
+		}
 		if cl := c.take(f.ID); cl != nil {
 			if inPlace {
 				// The buffer is reused: the caller gets copies.

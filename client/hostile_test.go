@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"net"
 	"runtime"
+	"strings"
 	"testing"
 	"time"
 
@@ -81,4 +82,23 @@ func TestHostileServer(t *testing.T) {
 			t.Logf("refused after %s: %v", time.Since(start).Round(time.Millisecond), err)
 		})
 	}
+}
+
+// TestConnectionRefusalNamed: a server that refuses a connection writes one
+// frame with no request id (UNAVAILABLE "max clients reached" at its
+// connection limit, BAD_REQUEST for a frame too large, UNAUTHENTICATED for
+// a clear client on a TLS port) and closes. The client dropped that frame
+// as an answer to nobody and reported "connection broken: EOF": the user
+// at max clients was not told why.
+func TestConnectionRefusalNamed(t *testing.T) {
+	addr := fakeCoord(t, func(nc net.Conn) {
+		nc.Write(wire.Append(nil, &wire.Frame{Op: wire.OpHello, Status: wire.StatusUnavailable, Value: []byte("max clients reached")}))
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := Dial(ctx, addr)
+	if err == nil || !strings.Contains(err.Error(), "max clients reached") {
+		t.Fatalf("Dial to a server at its connection limit: %v, want its refusal \"max clients reached\"", err)
+	}
+	t.Logf("the user sees: %v", err)
 }

@@ -37,9 +37,10 @@ func tlsDial(dial DialFunc, cfg *tls.Config) DialFunc {
 }
 
 // handshakeHint names the likely cause of a handshake that failed without
-// a TLS alert. A port at its connection limit writes its refusal ("max
-// clients reached") in clear and closes before any TLS: the client sees a
-// record that is not TLS, or the connection closed.
+// a TLS alert. A port at its connection limit sends its refusal ("max
+// clients reached") inside TLS, but when many refusals are under way it
+// only closes: the client sees the connection closed (and an older
+// server's refusal came in clear: a record that is not TLS).
 func handshakeHint(err error) string {
 	var rh tls.RecordHeaderError
 	switch {

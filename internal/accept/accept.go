@@ -49,7 +49,11 @@ type Config struct {
 	// Closed once closed) and return true, and the new connection is then
 	// enrolled.
 	Full func() bool
-	Log  zerolog.Logger
+	// Refuse, when set, takes over a connection refused because MaxConns
+	// are open (instead of Reject written and the connection closed); it
+	// must not block.
+	Refuse func(net.Conn)
+	Log    zerolog.Logger
 }
 
 // Acceptor accepts connections from a listener until it is closed.
@@ -133,6 +137,10 @@ func (a *Acceptor) Serve() error {
 
 // refuse writes the rejection (never blocking for long) and closes nc.
 func (a *Acceptor) refuse(nc net.Conn) {
+	if a.cfg.Refuse != nil {
+		a.cfg.Refuse(nc)
+		return
+	}
 	if len(a.cfg.Reject) > 0 {
 		_ = nc.SetWriteDeadline(time.Now().Add(rejectWait))
 		_, _ = nc.Write(a.cfg.Reject)

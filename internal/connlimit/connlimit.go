@@ -42,6 +42,7 @@ import (
 	"context"
 	"crypto/tls"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
@@ -89,6 +90,10 @@ const (
 	// maxEvicting bounds the evictions (MaxConns) not yet closed: the
 	// port holds at most MaxConns plus these.
 	maxEvicting = 64
+	// maxTLSRefusals bounds the refusals at MaxConns on a TLS port whose
+	// handshake runs at once, and tlsRefuseWait each one's duration.
+	maxTLSRefusals = 8
+	tlsRefuseWait  = time.Second
 )
 
 // Config configures a Port. Zero values mean no limit, except where noted.
@@ -218,6 +223,8 @@ type Port struct {
 	lastLog    time.Time
 	suppressed int
 	closed     atomic.Uint64 // connections closed for a limit
+
+	refusing chan struct{} // TLS refusals under way (refuseTLS)
 }
 
 // Listen binds addr (host:port) and serves it with h on a new gnet engine
@@ -262,8 +269,13 @@ func Listen(addr string, h gnet.EventHandler, cfg Config, opts ...gnet.Option) (
 		_ = p.eng.Stop(context.Background())
 		return nil, fmt.Errorf("%s engine: %w", cfg.Name, err)
 	}
-	p.acc = accept.New(ln, accept.Config{Name: cfg.Name, MaxConns: cfg.MaxConns, Reject: cfg.Reject,
-		Enroll: p.enroll, Full: p.full, Log: cfg.Log})
+	acfg := accept.Config{Name: cfg.Name, MaxConns: cfg.MaxConns, Reject: cfg.Reject,
+		Enroll: p.enroll, Full: p.full, Log: cfg.Log}
+	if cfg.TLS != nil {
+		p.refusing = make(chan struct{}, maxTLSRefusals)
+		acfg.Refuse = p.refuseTLS
+	}
+	p.acc = accept.New(ln, acfg)
 	go func() {
 		if err := p.acc.Serve(); err != nil {
 			p.errc <- fmt.Errorf("%s accept: %w", cfg.Name, err)
@@ -308,6 +320,39 @@ func (p *Port) Stop(ctx context.Context) error {
 		err = serr
 	}
 	return err
+}
+
+// refuseTLS refuses a connection at MaxConns on a TLS port: the refusal
+// is written inside TLS, once the handshake is done, so that a TLS client
+// reads it (in clear it saw "first record does not look like a TLS
+// handshake", redis-cli "wrong version number"). A handshake costs the
+// server CPU, so at most maxTLSRefusals run at once, each within
+// tlsRefuseWait; beyond that a refused connection is only closed (the Go
+// client's error then still names the likely cause).
+func (p *Port) refuseTLS(nc net.Conn) {
+	select {
+	case p.refusing <- struct{}{}:
+	default:
+		_ = nc.Close()
+		return
+	}
+	go func() {
+		defer func() { <-p.refusing }()
+		tc := tls.Server(nc, p.cfg.TLS)
+		_ = tc.SetDeadline(time.Now().Add(tlsRefuseWait))
+		if tc.Handshake() == nil && len(p.cfg.Reject) > 0 {
+			if _, err := tc.Write(p.cfg.Reject); err == nil {
+				// The client wrote its first request right after the
+				// handshake: closing with it unread sends a reset, which
+				// can destroy the refusal in the client's buffer. Tell the
+				// client we are done and read until it closes (bounded
+				// by the deadline).
+				_ = tc.CloseWrite()
+				_, _ = io.Copy(io.Discard, tc)
+			}
+		}
+		_ = tc.Close()
+	}()
 }
 
 // enroll hands an accepted connection to an event loop.

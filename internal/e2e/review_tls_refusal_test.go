@@ -13,11 +13,11 @@ import (
 	"ftkv/internal/testkit/testcluster"
 )
 
-// TestReviewTLSMaxClientsRefusalNamed: at max_clients on a TLS port the
-// refusal ("max clients reached") is written in clear, before any TLS; a
-// TLS client (bin/client, the Go client) reported only "tls: first record
+// TestReviewTLSMaxClientsRefusalNamed: at max_clients on a TLS port a TLS
+// client (bin/client, the Go client) reported only "tls: first record
 // does not look like a TLS handshake" (or EOF), which told the user nothing
-// about the cause. Now its error names the likely one.
+// about the cause: the refusal ("max clients reached") was written in
+// clear, before any TLS. Now it comes inside TLS and the error names it.
 func TestReviewTLSMaxClientsRefusalNamed(t *testing.T) {
 	p := newTLSPKI(t)
 	cfg := "3\nlocalhost 0 0 0\nlocalhost 0 0 0\nlocalhost 0 0 0\n" + p.lines() + "max_clients 3\n"
