@@ -369,8 +369,10 @@ func (e *primaryEnv) diskOK() bool { return e.dur == nil || e.dur.log.Err() == n
 
 // logCommit appends the in-flight entries up to idx to the log and
 // commits them (table, answers) once they are durable; the caller holds
-// p.mu.
-func (p *primary) logCommitLocked(idx uint64) {
+// p.mu. With everysec or no, the log writes them at once when it can
+// (wal.TryWrite): they are then applied here, their answers added to
+// replies for the caller to send once it has released p.mu.
+func (p *primary) logCommitLocked(idx uint64, replies *replyBatch) {
 	if idx <= p.logged {
 		return
 	}
@@ -385,7 +387,7 @@ func (p *primary) logCommitLocked(idx uint64) {
 	}
 	shard := p.shard
 	d := p.env.dur
-	d.log.Append(func(w *wal.Writer) {
+	fill := func(w *wal.Writer) {
 		w.Record(func(dst []byte) []byte {
 			dst = appendRecHeader(dst, recFrames, shard)
 			for _, e := range batch {
@@ -393,7 +395,14 @@ func (p *primary) logCommitLocked(idx uint64) {
 			}
 			return dst
 		})
-	}, func(err error) {
+	}
+	if d.log.TryWrite(fill, func() {
+		d.note(shard, idx)
+		p.applyUpToLocked(idx, replies)
+	}) {
+		return
+	}
+	d.log.Append(fill, func(err error) {
 		if err != nil {
 			d.failed(p.env.srv, err)
 			p.failUpTo(idx)
@@ -434,15 +443,24 @@ func (p *primary) failUpTo(idx uint64) {
 // order) of shard to the log; done, if not nil, runs once they are
 // durable per policy.
 func (d *durable) logFrames(s *Server, shard int, frames []byte, last uint64, done func()) {
-	body := append([]byte(nil), frames...)
 	appendFn := d.log.Append
 	if done == nil {
 		// A secondary's copy that its acknowledgement does not wait for
 		// (no -fsync-secondary): written with the next batch, synced
 		// with the next one that must be, or within a second. The
-		// primary's log holds every acknowledged write on disk.
+		// primary's log holds every acknowledged write on disk. Written
+		// here and now when the log is idle (no copy, no hand-off to its
+		// goroutine).
+		if d.log.TryWriteLazy(func(w *wal.Writer) {
+			w.Record(func(dst []byte) []byte {
+				return append(appendRecHeader(dst, recFrames, shard), frames...)
+			})
+		}, func() { d.note(shard, last) }) {
+			return
+		}
 		appendFn = d.log.AppendLazy
 	}
+	body := append([]byte(nil), frames...)
 	appendFn(func(w *wal.Writer) {
 		w.Record(func(dst []byte) []byte {
 			return append(appendRecHeader(dst, recFrames, shard), body...)

@@ -246,9 +246,12 @@ func (p *primary) latest(key string) ([]byte, bool) {
 // (durable.go), else at once.
 func (p *primary) commitUpTo(idx uint64, loop gnet.EventLoop) {
 	if p.env.dur != nil {
+		replies := newReplyBatch()
+		defer replies.release()
 		p.mu.Lock()
-		p.logCommitLocked(idx)
+		p.logCommitLocked(idx, replies)
 		p.mu.Unlock()
+		replies.flush(loop)
 		return
 	}
 	p.applyUpTo(idx, loop)
@@ -260,6 +263,14 @@ func (p *primary) applyUpTo(idx uint64, loop gnet.EventLoop) {
 	replies := newReplyBatch()
 	defer replies.release()
 	p.mu.Lock()
+	p.applyUpToLocked(idx, replies)
+	p.mu.Unlock()
+	replies.flush(loop)
+}
+
+// applyUpToLocked is applyUpTo with p.mu held, the answers added to
+// replies.
+func (p *primary) applyUpToLocked(idx uint64, replies *replyBatch) {
 	n := 0
 	for n < len(p.inflight) && p.inflight[n].index <= idx {
 		n++
@@ -290,8 +301,6 @@ func (p *primary) applyUpTo(idx uint64, loop gnet.EventLoop) {
 	if len(p.inflight) == 0 {
 		p.drained.Broadcast()
 	}
-	p.mu.Unlock()
-	replies.flush(loop)
 }
 
 // answer builds the reply frame of a finished write for request id.
