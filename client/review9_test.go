@@ -8,8 +8,11 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/binary"
+	"io"
 	"math/big"
 	"net"
+	"sync"
 	"testing"
 	"time"
 
@@ -102,5 +105,101 @@ func TestReview9TLSCutWriteFailsPromptly(t *testing.T) {
 		}
 	case <-time.After(10 * time.Second):
 		t.Errorf("the other caller still waiting 10 s on: a failed connection")
+	}
+}
+
+// startFreezing serves each connection by answering every request at
+// once, until it has read after frames; it answers those and then never
+// reads again (a server that stopped right after answering a batch).
+func startFreezing(t *testing.T, after int) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			t.Cleanup(func() { nc.Close() })
+			go func() {
+				var hdr [4]byte
+				for i := 0; i < after; i++ {
+					if _, err := io.ReadFull(nc, hdr[:]); err != nil {
+						return
+					}
+					body := make([]byte, 4+binary.BigEndian.Uint32(hdr[:]))
+					copy(body, hdr[:])
+					if _, err := io.ReadFull(nc, body[4:]); err != nil {
+						return
+					}
+					f, _, err := wire.Decode(body, 0)
+					if err != nil {
+						t.Errorf("the server read a bad frame: %v", err)
+						return
+					}
+					if _, err := nc.Write(wire.Append(nil, &wire.Frame{Op: f.Op, ID: f.ID, Status: wire.StatusOK})); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String()
+}
+
+// TestReview9WokenCallerHonorsDeadline: a caller that its answer woke
+// writes what others queued meanwhile (wake -> flush) with no deadline:
+// if the server stops reading just then, that caller, which has its
+// answer, is held in the write until the stall limit instead of its own
+// deadline.
+func TestReview9WokenCallerHonorsDeadline(t *testing.T) {
+	value := make([]byte, 256<<10)
+	var worst time.Duration
+	for trial := 0; trial < 6; trial++ {
+		addr := startFreezing(t, 24+trial*7)
+		nc, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cn := newConn(nc, addr)
+		cn.stall = 20 * time.Second
+		var wg sync.WaitGroup
+		var mu sync.Mutex
+		stop := time.Now().Add(1500 * time.Millisecond)
+		for g := 0; g < 16; g++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for time.Now().Before(stop) {
+					ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+					s := time.Now()
+					_, _ = cn.roundTrip(ctx, &wire.Frame{Op: wire.OpPut, Key: []byte("k"), Value: value})
+					cancel()
+					el := time.Since(s)
+					mu.Lock()
+					worst = max(worst, el)
+					mu.Unlock()
+					if el > 5*time.Second {
+						return
+					}
+				}
+			}()
+		}
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		select {
+		case <-done:
+		case <-time.After(25 * time.Second):
+		}
+		cn.fail(ErrClosed)
+		<-done
+	}
+	t.Logf("slowest call: %v (deadline 200ms)", worst.Round(time.Millisecond))
+	if worst > 2*time.Second {
+		t.Errorf("a call with a 200ms deadline returned after %v", worst.Round(time.Millisecond))
 	}
 }
