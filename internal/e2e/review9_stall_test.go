@@ -13,6 +13,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand"
+	"os"
 	"runtime"
 	"sort"
 	"strconv"
@@ -119,25 +120,24 @@ func review9Stall(t *testing.T, c *testcluster.Cluster, cl *client.Client, stopF
 	v := c.StopServer(t, 0)
 	time.Sleep(stopFor)
 	c.ContServer(t, v)
-	time.Sleep(2 * time.Second)
+	mark := time.Now().Add(time.Second)
+	time.Sleep(3 * time.Second)
 	t.Logf("after a stop of %v: %d ok, %d failed", stopFor, st.ok.Load(), st.fail.Load())
-	if stopFor > time.Second {
-		l.halt()
-		review9StallReport(t, st)
-		return
-	}
 
-	// A stop for good: the coordinator fails server 0 over.
-	v = c.StopServer(t, 0)
-	time.Sleep(3 * time.Second)
-	c.ContServer(t, v)
-	c.WaitRecovered(t, recoverTimeout, v)
-	mark := time.Now()
-	time.Sleep(3 * time.Second)
+	if stopFor <= time.Second {
+		// A stop for good: the coordinator fails server 0 over.
+		v = c.StopServer(t, 0)
+		time.Sleep(3 * time.Second)
+		c.ContServer(t, v)
+		c.WaitRecovered(t, recoverTimeout, v)
+		mark = time.Now()
+		time.Sleep(3 * time.Second)
+	}
 	for sh := 0; sh < n; sh++ {
 		at, ok := st.lastOK.Load(sh)
 		if !ok || at.(time.Time).Before(mark) {
-			t.Errorf("shard %d: no put succeeded in the 3 s after recovery", sh)
+			t.Errorf("shard %d: no put succeeded in the 2-3 s after the server was resumed or replaced", sh)
+			review9Hold(t, c)
 		}
 	}
 	l.halt()
@@ -146,7 +146,10 @@ func review9Stall(t *testing.T, c *testcluster.Cluster, cl *client.Client, stopF
 	// Every key as the ledger says.
 	bad := 0
 	for k, a := range l.acked {
-		ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+		if bad > 3 {
+			break
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 		val, err := cl.Get(ctx, k)
 		cancel()
 		got := -1
@@ -157,6 +160,7 @@ func review9Stall(t *testing.T, c *testcluster.Cluster, cl *client.Client, stopF
 			}
 		} else if !errors.Is(err, client.ErrNotFound) {
 			t.Errorf("Get %q: %v", k, err)
+			bad++
 			continue
 		}
 		if got == a || (got > a && l.unknown[k][got]) {
@@ -183,6 +187,20 @@ func review9Stall(t *testing.T, c *testcluster.Cluster, cl *client.Client, stopF
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
+}
+
+// review9Hold, with R9_HOLD set, keeps the cluster as it is for a
+// minute, for a look from outside.
+func review9Hold(t *testing.T, c *testcluster.Cluster) {
+	if os.Getenv("R9_HOLD") == "" {
+		return
+	}
+	st, err := c.TryStatus(context.Background())
+	if err == nil {
+		t.Logf("holding; status: %s", testcluster.StatusJSON(st))
+	}
+	fmt.Fprintf(os.Stderr, "R9 HOLD dir %s\n", c.Dir)
+	time.Sleep(60 * time.Second)
 }
 
 func review9StallReport(t *testing.T, st *stallStats) {
