@@ -438,7 +438,16 @@ func (c *conn) fail(err error) {
 	c.overflowN.Store(0)
 	close(c.closed)
 	c.mu.Unlock()
-	_ = c.nc.Close()
+	if tc, ok := c.nc.(*tls.Conn); ok {
+		// tls.Conn.Close first writes a close_notify alert, waiting up
+		// to 5 s to send it: to a server that takes nothing (the very
+		// reason a connection fails here, often) that held the caller
+		// and every waiting call 5 s past their deadlines. The server
+		// needs no alert to see the connection end.
+		_ = tc.NetConn().Close()
+	} else {
+		_ = c.nc.Close()
+	}
 	// No call is registered after err is set: every one is in a slot or
 	// in overflow now, unless the reader or its canceled caller took it.
 	for i := range c.slots {

@@ -50,6 +50,12 @@ type conn struct {
 	pending []byte
 	pendCBs []gnet.AsyncCallback
 	npend   atomic.Int64
+	// loopWriting: the loop is inside write, holding mu (loop only). A
+	// write on the loop to a peer that has gone makes gnet close the
+	// connection right there, calling OnClose on the same goroutine:
+	// OnClose must not lock mu then (the loop deadlocked on itself, and
+	// every connection of that loop with it).
+	loopWriting bool
 }
 
 // ConnectionState returns the TLS state of a connection a wrapped handler
@@ -205,6 +211,10 @@ func (c *conn) write(b []byte, onLoop bool, cb gnet.AsyncCallback) error {
 		return nil
 	case stateClosed:
 		return net.ErrClosed
+	}
+	if onLoop {
+		c.loopWriting = true
+		defer func() { c.loopWriting = false }()
 	}
 	return c.encrypt(b, onLoop, cb)
 }

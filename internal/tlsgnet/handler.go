@@ -270,12 +270,18 @@ func (h *handler) OnClose(rc gnet.Conn, err error) gnet.Action {
 	if !ok {
 		return h.inner.OnClose(rc, err)
 	}
-	c.mu.Lock()
+	// Inside a write on the loop (gnet closing the connection in its
+	// Write) mu is held by this very goroutine: see conn.loopWriting.
+	if !c.loopWriting {
+		c.mu.Lock()
+	}
 	c.state.Store(stateClosed)
 	cbs := c.pendCBs
 	c.pending, c.pendCBs = nil, nil
 	c.npend.Store(0)
-	c.mu.Unlock()
+	if !c.loopWriting {
+		c.mu.Unlock()
+	}
 	c.pipe.Close() // a waiting handshake returns
 	if c.cancel != nil {
 		c.cancel()
