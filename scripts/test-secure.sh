@@ -26,8 +26,14 @@ FTKV_TEST_SECURE=1 go test "${race[@]}" -count=1 -timeout 20m -v -run "$tests" .
 # One line per test (top-level only), then the verdict.
 grep -E '^(--- (PASS|FAIL|SKIP)|    [a-z_]+\.go:[0-9]+: SKIP)' "$out" || true
 if [ "$rc" -ne 0 ]; then
-  echo "test-secure: FAILED (go test exit $rc); output:"
-  grep -vE '^(=== (RUN|PAUSE|CONT)|    --- PASS)' "$out" | tail -80
+  echo "test-secure: FAILED (go test exit $rc); output of each failed test (at most 120 lines each):"
+  # (-v interleaves nothing here: the tests run one after another.)
+  for name in $(sed -n 's/^--- FAIL: \([A-Za-z0-9_]*\).*/\1/p' "$out"); do
+    awk -v n="$name" '$0 == "=== RUN   " n {on = 1} on {print} on && index($0, "--- FAIL: " n " ") == 1 {exit}' "$out" |
+      grep -vE '^(=== (RUN|PAUSE|CONT)|    --- PASS)' | tail -120
+  done
+  echo "test-secure: the end of go test's output:"
+  grep -vE '^(=== (RUN|PAUSE|CONT)|    --- PASS)' "$out" | tail -30
 fi
 echo "test-secure: $(grep -cE '^--- PASS' "$out") passed, $(grep -cE '^--- FAIL' "$out") failed, $(grep -cE '^--- SKIP' "$out") skipped in $(($(date +%s) - start))s"
 exit "$rc"
