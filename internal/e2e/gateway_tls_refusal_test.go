@@ -24,25 +24,7 @@ import (
 func TestGatewayTLSMaxClientsRedisCLI(t *testing.T) {
 	needRedisTools(t)
 	p := newTLSPKI(t)
-	m, err := tlsconf.Load(tlsconf.Files{CA: p.file("ca.pem"), Cert: p.file("server.pem"), Key: p.file("server-key.pem")}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := testcluster.Start(t, testcluster.Options{N: 3})
-	cl := c.Client()
-	g, err := gateway.New(gateway.Config{Store: cl, Listen: "127.0.0.1:0", Timeout: 15 * time.Second, TLS: m.Server(false),
-		Limits: limits.Config{MaxClients: 1}, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = g.Close(ctx)
-	})
+	g := startTLSGateway(t, p, 1)
 	// The one client allowed, held open.
 	held, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", g.Addr(), p.bare)
 	if err != nil {
@@ -66,4 +48,32 @@ func TestGatewayTLSMaxClientsRedisCLI(t *testing.T) {
 		t.Fatalf("redis-cli --tls at max_clients printed %q, want Redis's \"max number of clients reached\"", out)
 	}
 	t.Logf("redis-cli --tls at max_clients: %s", strings.TrimSpace(string(out)))
+}
+
+// startTLSGateway runs a gateway in this process whose RESP port speaks
+// TLS with p's server certificate and takes maxClients clients, in front
+// of a new 3-server cluster (plain: the gateway's own port is the test).
+func startTLSGateway(t *testing.T, p tlsPKI, maxClients int) *gateway.Gateway {
+	t.Helper()
+	m, err := tlsconf.Load(tlsconf.Files{CA: p.file("ca.pem"), Cert: p.file("server.pem"), Key: p.file("server-key.pem")}, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := testcluster.Start(t, testcluster.Options{N: 3, Plain: true})
+	cl := c.Client()
+	t.Cleanup(func() { cl.Close() })
+	g, err := gateway.New(gateway.Config{Store: cl, Listen: "127.0.0.1:0", Timeout: 15 * time.Second, TLS: m.Server(false),
+		Limits: limits.Config{MaxClients: maxClients}, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := g.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		_ = g.Close(ctx)
+	})
+	return g
 }

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"bufio"
-	"context"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -13,13 +12,6 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
-
-	"github.com/rs/zerolog"
-
-	"ftkv/gateway"
-	"ftkv/internal/testkit/testcluster"
-	"ftkv/internal/tlsconf"
-	"ftkv/limits"
 )
 
 // TestReview9GatewayTLSRefusalFlood: a gateway with TLS at max_clients
@@ -29,26 +21,7 @@ import (
 // back where they were (it runs in this process).
 func TestReview9GatewayTLSRefusalFlood(t *testing.T) {
 	p := newTLSPKI(t)
-	m, err := tlsconf.Load(tlsconf.Files{CA: p.file("ca.pem"), Cert: p.file("server.pem"), Key: p.file("server-key.pem")}, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	c := testcluster.Start(t, testcluster.Options{N: 3, Plain: true})
-	cl := c.Client()
-	defer cl.Close()
-	g, err := gateway.New(gateway.Config{Store: cl, Listen: "127.0.0.1:0", Timeout: 15 * time.Second, TLS: m.Server(false),
-		Limits: limits.Config{MaxClients: 1}, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = g.Close(ctx)
-	})
+	g := startTLSGateway(t, p, 1)
 	held, err := tls.DialWithDialer(&net.Dialer{Timeout: 5 * time.Second}, "tcp", g.Addr(), p.bare)
 	if err != nil {
 		t.Fatal(err)
