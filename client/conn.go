@@ -346,8 +346,11 @@ func (c *conn) write(buf []byte, deadline time.Time) (int, bool, error) {
 		if byCaller {
 			return done, true, err
 		}
-		if n == 0 || !c.resumable {
+		if n == 0 {
 			return done, false, fmt.Errorf("the server took nothing for %v: %w", stall, err)
+		}
+		if !c.resumable { // (a TLS write cut short cannot go on)
+			return done, false, fmt.Errorf("a write to the server did not finish within %v: %w", stall, err)
 		}
 		// (bytes moved: a slow reader, not a stopped one)
 	}
