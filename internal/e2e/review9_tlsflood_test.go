@@ -105,15 +105,7 @@ func TestReview9TLSRefusalFlood(t *testing.T) {
 			for i := 0; time.Now().Before(end); i++ {
 				a := targets[(g+i)%len(targets)]
 				attempts.Add(1)
-				nc, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", a, p.bare)
-				if err != nil {
-					closedOnly.Add(1)
-					continue
-				}
-				_ = nc.SetReadDeadline(time.Now().Add(2 * time.Second))
-				b, _ := io.ReadAll(nc)
-				nc.Close()
-				if strings.Contains(string(b), "max clients") {
+				if refusedInsideTLS(a, p.bare, "max clients") {
 					refusedInTLS.Add(1)
 				} else {
 					closedOnly.Add(1)
@@ -209,4 +201,18 @@ func TestReview9TLSRefusalFlood(t *testing.T) {
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()
+}
+
+// refusedInsideTLS dials addr with TLS and reports whether it read the
+// refusal want inside TLS (false: the handshake failed, or the connection
+// closed without it).
+func refusedInsideTLS(addr string, cfg *tls.Config, want string) bool {
+	nc, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", addr, cfg)
+	if err != nil {
+		return false
+	}
+	defer nc.Close()
+	_ = nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+	b, _ := io.ReadAll(nc)
+	return strings.Contains(string(b), want)
 }
