@@ -72,7 +72,7 @@ func (c *Coordinator) newGate() *auth.Gate {
 	if users.Len() == 0 {
 		return nil
 	}
-	v := auth.NewVerifier(users, auth.VerifierConfig{Port: "coordinator client", Log: c.log})
+	v := auth.NewVerifier(users, auth.VerifierConfig{Port: "coordinator client", Log: c.log, OnLogin: c.met.login})
 	return auth.NewGate(v, 2*c.opts.Timing.Handshake)
 }
 

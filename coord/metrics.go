@@ -10,6 +10,7 @@ import (
 	"sync"
 
 	"ftkv/coord/decide"
+	"ftkv/internal/auth"
 	"ftkv/internal/metrics"
 	"ftkv/status"
 )
@@ -22,6 +23,7 @@ type coordMetrics struct {
 	mu         sync.Mutex
 	views      map[string]*metrics.Counter // by the core's reason
 	actions    map[string]*metrics.Counter // by kind
+	logins     map[string]*metrics.Counter // by auth.Logins outcome (fixed at start)
 }
 
 func newCoordMetrics() *coordMetrics {
@@ -35,7 +37,15 @@ func newCoordMetrics() *coordMetrics {
 	for _, kind := range []string{"publish", "push", "kill", "spawn", "ask_seed", "freeze"} {
 		m.actionCounter(kind)
 	}
+	m.logins = m.reg.Counters("ftkv_coord_logins_total", "outcome", auth.Logins)
 	return m
+}
+
+// login counts a login on the client port (auth.VerifierConfig.OnLogin).
+func (m *coordMetrics) login(outcome string) {
+	if c := m.logins[outcome]; c != nil {
+		c.Inc()
+	}
 }
 
 // published counts a view published for the core's reason why.

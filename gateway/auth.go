@@ -56,6 +56,7 @@ const (
 // address throttled by the coordinators.
 type logins struct {
 	check    Authenticator
+	counted  func(outcome string) // Config.OnLogin (nil: not counted)
 	key      [32]byte
 	throttle *auth.Throttle
 	log      zerolog.Logger
@@ -64,8 +65,8 @@ type logins struct {
 	ok map[[32]byte]auth.Role
 }
 
-func newLogins(check Authenticator, log zerolog.Logger) *logins {
-	l := &logins{check: check, throttle: auth.NewThrottle(0, 0, "gateway", log), log: log, ok: map[[32]byte]auth.Role{}}
+func newLogins(check Authenticator, counted func(string), log zerolog.Logger) *logins {
+	l := &logins{check: check, counted: counted, throttle: auth.NewThrottle(0, 0, "gateway", log), log: log, ok: map[[32]byte]auth.Role{}}
 	_, _ = rand.Read(l.key[:])
 	return l
 }
@@ -85,6 +86,23 @@ func (l *logins) mac(user, password string) [32]byte {
 // login returns user's role (errWrongPass, errThrottled, or the
 // cluster's error when it could not say).
 func (l *logins) login(ctx context.Context, remote net.Addr, user, password string) (auth.Role, error) {
+	r, err := l.check1(ctx, remote, user, password)
+	if l.counted != nil {
+		switch {
+		case err == nil:
+			l.counted(auth.LoginOK)
+		case errors.Is(err, errWrongPass):
+			l.counted(auth.LoginDenied)
+		case errors.Is(err, errThrottled):
+			l.counted(auth.LoginThrottled)
+		default:
+			l.counted(auth.LoginUnchecked)
+		}
+	}
+	return r, err
+}
+
+func (l *logins) check1(ctx context.Context, remote net.Addr, user, password string) (auth.Role, error) {
 	k := l.mac(user, password)
 	l.mu.Lock()
 	r, ok := l.ok[k]

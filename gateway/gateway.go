@@ -70,6 +70,9 @@ type Config struct {
 	// AUTH, HTTP Basic) as a user of the cluster, and limits it to its
 	// role (auth.go).
 	Authenticate Authenticator
+	// OnLogin, when set, is told the outcome of every login (one of
+	// auth.Logins but "no_credentials"); a metrics hook, like Observe.
+	OnLogin func(outcome string)
 }
 
 // Gateway serves Redis clients (RESP2/RESP3) and an HTTP API over a cluster.
@@ -117,7 +120,7 @@ func New(cfg Config) (*Gateway, error) {
 		jobs: make(chan func())}
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	if cfg.Authenticate != nil {
-		g.logins = newLogins(cfg.Authenticate, cfg.Logger)
+		g.logins = newLogins(cfg.Authenticate, cfg.OnLogin, cfg.Logger)
 	}
 	return g, nil
 }

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"ftkv/internal/auth"
 	"ftkv/internal/metrics"
 )
 
@@ -15,9 +16,10 @@ import (
 // outcome, their latency, and the RESP connections open. Its Observe is
 // Config.Observe; Listen serves /metrics.
 type Metrics struct {
-	reg *metrics.Registry
-	mu  sync.Mutex                            // serialises adding series
-	cmd atomic.Pointer[map[string]*cmdSeries] // by command; copied on write (Observe takes no lock and allocates nothing)
+	reg    *metrics.Registry
+	mu     sync.Mutex                            // serialises adding series
+	cmd    atomic.Pointer[map[string]*cmdSeries] // by command; copied on write (Observe takes no lock and allocates nothing)
+	logins map[string]*metrics.Counter           // by outcome (fixed at start)
 }
 
 // cmdSeries are one command's series.
@@ -30,7 +32,17 @@ type cmdSeries struct {
 // NewMetrics returns a gateway's metrics (with the process's go_* and
 // process_* series).
 func NewMetrics() *Metrics {
-	return &Metrics{reg: metrics.New(true)}
+	m := &Metrics{reg: metrics.New(true)}
+	m.logins = m.reg.Counters("ftkv_gateway_logins_total", "outcome", auth.Logins)
+	return m
+}
+
+// Login counts a client's login by its outcome; it is the gateway's
+// Config.OnLogin.
+func (m *Metrics) Login(outcome string) {
+	if c := m.logins[outcome]; c != nil {
+		c.Inc()
+	}
 }
 
 // Attach adds the gauges read from g at scrape time.

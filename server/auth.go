@@ -11,11 +11,12 @@ import (
 // (nil: none, every client is served as before). The coordinator hands
 // the users (names, roles, bcrypt hashes) to the servers it spawns on
 // their standard input, with the cluster secret (cmd/server).
-func newGate(cfg *Config) *auth.Gate {
+func newGate(cfg *Config, met *serverMetrics) *auth.Gate {
 	if cfg.Users.Len() == 0 {
 		return nil
 	}
-	v := auth.NewVerifier(cfg.Users, auth.VerifierConfig{Port: "client", Log: cfg.Logger.With().Uint32("node", cfg.ID).Logger()})
+	v := auth.NewVerifier(cfg.Users, auth.VerifierConfig{Port: "client", Log: cfg.Logger.With().Uint32("node", cfg.ID).Logger(),
+		OnLogin: met.login})
 	return auth.NewGate(v, 2*cfg.Timing.Handshake)
 }
 

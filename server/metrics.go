@@ -9,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"ftkv/internal/auth"
 	"ftkv/internal/connlimit"
 	"ftkv/internal/metrics"
 	"ftkv/wire"
@@ -27,8 +28,9 @@ type serverMetrics struct {
 	seedSent   *metrics.Counter   // entries sent re-seeding secondaries
 	seedRecv   *metrics.Counter   // entries received re-seeding copies
 	seeds      [2]*metrics.Counter
-	seedTarget atomic.Int64 // entries to send in the re-seedings running
-	seedDone   atomic.Int64 // entries sent in the re-seedings running
+	logins     map[string]*metrics.Counter // by auth.Logins outcome (fixed at start)
+	seedTarget atomic.Int64                // entries to send in the re-seedings running
+	seedDone   atomic.Int64                // entries sent in the re-seedings running
 
 	client *connlimit.Port   // the client port (set by Run)
 	budget *connlimit.Budget // output bytes queued on every port (set by Run)
@@ -59,7 +61,15 @@ func newServerMetrics() *serverMetrics {
 	m.seedRecv = m.reg.Counter(`ftkv_server_reseed_received_entries_total`)
 	m.seeds[0] = m.reg.Counter(`ftkv_server_reseeds_total{outcome="ok"}`)
 	m.seeds[1] = m.reg.Counter(`ftkv_server_reseeds_total{outcome="failed"}`)
+	m.logins = m.reg.Counters("ftkv_server_logins_total", "outcome", auth.Logins)
 	return m
+}
+
+// login counts a login on the client port (auth.VerifierConfig.OnLogin).
+func (m *serverMetrics) login(outcome string) {
+	if c := m.logins[outcome]; c != nil {
+		c.Inc()
+	}
 }
 
 // answered counts n answers to op with status st.

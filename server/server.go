@@ -202,7 +202,7 @@ func New(cfg Config) (*Server, error) {
 		coordChanged: make(chan struct{}, 1),
 		met:          newServerMetrics(),
 	}
-	s.gate = newGate(&cfg)
+	s.gate = newGate(&cfg, s.met)
 	s.tls = newServerTLS(cfg.TLS)
 	s.registerGauges()
 	s.dd.configure(cfg.sessionConfig())

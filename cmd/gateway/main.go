@@ -178,7 +178,7 @@ func run(args []string) int {
 		go gateway.TuneGC(ctx)
 	}
 	met := gateway.NewMetrics()
-	cfg.Observe = met.Observe
+	cfg.Observe, cfg.OnLogin = met.Observe, met.Login
 	g, err := gateway.New(cfg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%v\n", err)

@@ -39,6 +39,13 @@ func NewGate(v *Verifier, timeout time.Duration) *Gate {
 // Verifier is the gate's verifier.
 func (g *Gate) Verifier() *Verifier { return g.v }
 
+// counted tells the verifier's OnLogin of a login's outcome.
+func (g *Gate) counted(outcome string) {
+	if f := g.v.cfg.OnLogin; f != nil {
+		f(outcome)
+	}
+}
+
 // connAuth is a connection's authentication, in its connlimit.State.Data.
 // Touched on the connection's event loop only.
 type connAuth struct {
@@ -85,11 +92,13 @@ func (g *Gate) Hello(c gnet.Conn, f *wire.Frame, out []byte) ([]byte, gnet.Actio
 	if f.Op != wire.OpHello {
 		g.v.cfg.Log.Info().Str("port", g.v.cfg.Port).Str("remote", addrIP(c.RemoteAddr())).Str("op", f.Op.String()).
 			Msg("request without authentication refused")
+		g.counted(LoginNoHello)
 		return refuse(out, f, "authentication required: this cluster has users (bin/client -user NAME with FTKV_PASSWORD; Go: client.WithAuth)"), gnet.Close
 	}
 	if u, ok := g.v.Cached(f.Key, f.Value); ok {
 		a.user = u
 		st.Authed()
+		g.counted(LoginOK)
 		return wire.Append(out, &wire.Frame{Op: wire.OpHello, ID: f.ID, Value: []byte(u.Role.String())}), gnet.None
 	}
 	a.pending = true
@@ -101,6 +110,7 @@ func (g *Gate) Hello(c gnet.Conn, f *wire.Frame, out []byte) ([]byte, gnet.Actio
 		u, err := g.v.Verify(ctx, remote, user, pw)
 		cancel()
 		clear(pw)
+		g.counted(Outcome(err))
 		var ans []byte
 		if err != nil {
 			msg := err.Error()

@@ -49,6 +49,39 @@ type VerifierConfig struct {
 	// Port names the port in log lines ("client", "coordinator client").
 	Port string
 	Log  zerolog.Logger
+	// OnLogin, if set, is told the outcome of every login a Gate
+	// answers (one of Logins), for the process's metrics. It must not
+	// block: it may run on an event loop.
+	OnLogin func(outcome string)
+}
+
+// The outcomes of a login, as OnLogin gets them: accepted; refused for
+// an unknown user or a wrong password; refused unchecked because its
+// address failed too often; not checked in time (the checks were all
+// busy); a request sent without logging in first.
+const (
+	LoginOK        = "ok"
+	LoginDenied    = "denied"
+	LoginThrottled = "throttled"
+	LoginUnchecked = "unchecked"
+	LoginNoHello   = "no_credentials"
+)
+
+// Logins lists every login outcome (metrics register them all at start,
+// so a rate sees the first one).
+var Logins = []string{LoginOK, LoginDenied, LoginThrottled, LoginUnchecked, LoginNoHello}
+
+// Outcome names err, as Verify returned it, as a login outcome.
+func Outcome(err error) string {
+	switch {
+	case err == nil:
+		return LoginOK
+	case errors.Is(err, ErrDenied):
+		return LoginDenied
+	case errors.Is(err, ErrThrottled):
+		return LoginThrottled
+	}
+	return LoginUnchecked
 }
 
 // Verifier checks credentials against a Table. A (user, password) pair

@@ -13,6 +13,7 @@ package metrics
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"strings"
 	"sync"
 
@@ -53,6 +54,16 @@ func New(process bool) *Registry {
 
 // Counter registers a counter; name may carry labels: `a_total{op="get"}`.
 func (r *Registry) Counter(name string) *Counter { return r.set.NewCounter(name) }
+
+// Counters registers name{label="v"} for each of values, all at once (so
+// a rate sees the first increment), by value.
+func (r *Registry) Counters(name, label string, values []string) map[string]*Counter {
+	m := make(map[string]*Counter, len(values))
+	for _, v := range values {
+		m[v] = r.Counter(name + `{` + label + `=` + strconv.Quote(v) + `}`)
+	}
+	return m
+}
 
 // Histogram registers a latency histogram (in seconds) with LatencyBuckets.
 func (r *Registry) Histogram(name string) *Histogram {
