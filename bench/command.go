@@ -77,8 +77,8 @@ func (c *Command) Validate() error {
 	if len(c.Args) > 0 {
 		return usagef("unexpected argument %q", c.Args[0])
 	}
-	if len(c.ClientOptions) > 0 && c.Mode != "run" {
-		return usagef("-user and -tls-ca work with -mode run only (the fault modes and probes need a cluster without users or TLS)")
+	if len(c.ClientOptions) > 0 && c.Mode == "probe" {
+		return usagef("-user and -tls-ca do not work with -mode probe (its hostile clients speak the protocol without them)")
 	}
 	if err := c.Run.Validate(); err != nil {
 		return UsageError(err.Error())
@@ -295,14 +295,15 @@ func (c *Command) faultMode(ctx context.Context, load Config, stdout, stderr io.
 	switch c.Mode {
 	case "failover":
 		var r *FailoverResult
-		r, err = Failover(ctx, FailoverConfig{Coord: c.coord(), Kills: c.Kills, Recover: c.Recover, Log: progress})
+		r, err = Failover(ctx, FailoverConfig{Coord: c.coord(), Kills: c.Kills, Recover: c.Recover, Log: progress,
+			Options: c.ClientOptions})
 		if r != nil {
 			res = r
 		}
 	case "reseed":
 		var r *ReseedResult
 		r, err = Reseed(ctx, ReseedConfig{Coord: c.coord(), Load: load, Server: c.Victim, Recover: c.Recover,
-			ServerLog: c.ServerLog, Log: progress})
+			ServerLog: c.ServerLog, Log: progress, Options: c.ClientOptions})
 		if r != nil {
 			if err != nil {
 				r.Error = err.Error()
@@ -311,7 +312,8 @@ func (c *Command) faultMode(ctx context.Context, load Config, stdout, stderr io.
 		}
 	case "memory":
 		var r *MemoryResult
-		r, err = Memory(ctx, MemoryConfig{Coord: c.coord(), Load: load, Settle: c.Settle, Log: progress})
+		r, err = Memory(ctx, MemoryConfig{Coord: c.coord(), Load: load, Settle: c.Settle, Log: progress,
+			Options: c.ClientOptions})
 		if r != nil {
 			res = r
 		}

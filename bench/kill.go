@@ -136,12 +136,19 @@ func statusOf(ctx context.Context, c *client.Client) (*status.Cluster, error) {
 }
 
 // waitHealthy polls the status until the cluster is fully serving.
+// ErrNotAdmin: the fault modes read the servers' pids from the status,
+// which a cluster with users shows only to an admin.
+var ErrNotAdmin = errors.New("the fault modes need an admin user (-user with role admin): the status shows the servers' pids only to admins")
+
 func waitHealthy(ctx context.Context, c *client.Client, timeout time.Duration) (*status.Cluster, error) {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	why := "no status"
 	for {
 		st, err := statusOf(ctx, c)
+		if err == nil && st.Redacted {
+			return nil, ErrNotAdmin
+		}
 		if err == nil {
 			var ok bool
 			if ok, why = Healthy(st); ok {

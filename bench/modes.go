@@ -59,6 +59,8 @@ type FailoverConfig struct {
 	Recover time.Duration // bound on each recovery (default 60s)
 	// Log, when set, gets one line per kill as it happens.
 	Log io.Writer
+	// Options are given to its client (client.WithAuth, WithTLS).
+	Options []client.Option
 }
 
 // FailoverResult is the outcome of Failover. Gaps are in milliseconds.
@@ -85,7 +87,7 @@ func Failover(ctx context.Context, cfg FailoverConfig) (*FailoverResult, error) 
 		cfg.Recover = 60 * time.Second
 	}
 	res := &FailoverResult{Mode: "failover"}
-	c, err := client.Dial(ctx, cfg.Coord)
+	c, err := client.Dial(ctx, cfg.Coord, cfg.Options...)
 	if err != nil {
 		return nil, err
 	}
@@ -153,7 +155,8 @@ type ReseedConfig struct {
 	// "re-seeding sent" lines the neighbours write after the kill are
 	// read from it.
 	ServerLog string
-	Log       io.Writer // progress lines; may be nil
+	Log       io.Writer       // progress lines; may be nil
+	Options   []client.Option // given to its clients (client.WithAuth, WithTLS)
 }
 
 // ReseedResult is the outcome of Reseed.
@@ -257,7 +260,7 @@ func Reseed(ctx context.Context, cfg ReseedConfig) (*ReseedResult, error) {
 		cfg.Recover = 120 * time.Second
 	}
 	res := &ReseedResult{Mode: "reseed", Server: cfg.Server}
-	c, err := client.Dial(ctx, cfg.Coord)
+	c, err := client.Dial(ctx, cfg.Coord, cfg.Options...)
 	if err != nil {
 		return nil, err
 	}
@@ -266,7 +269,7 @@ func Reseed(ctx context.Context, cfg ReseedConfig) (*ReseedResult, error) {
 		return nil, err
 	}
 	logf(cfg.Log, "loading %d entries of %d bytes", cfg.Load.Keys, cfg.Load.ValueSize)
-	p, err := Preload(ctx, cfg.Load, FTKV(cfg.Coord))
+	p, err := Preload(ctx, cfg.Load, FTKV(cfg.Coord, cfg.Options...))
 	res.Preload = p
 	if err != nil {
 		return res, err
@@ -399,10 +402,11 @@ func (r *ReseedResult) WriteText(w io.Writer) error {
 
 // MemoryConfig configures Memory.
 type MemoryConfig struct {
-	Coord  string
-	Load   Config        // Keys entries of ValueSize bytes
-	Settle time.Duration // pause between the load and the second reading
-	Log    io.Writer
+	Coord   string
+	Load    Config        // Keys entries of ValueSize bytes
+	Settle  time.Duration // pause between the load and the second reading
+	Log     io.Writer
+	Options []client.Option // given to its clients (client.WithAuth, WithTLS)
 }
 
 // MemoryServer is one server's reading.
@@ -440,7 +444,7 @@ func Overhead(rssDelta, entries int64, keyBytes, valueBytes int) float64 {
 // again: the growth per entry held, beyond the key and value bytes, is the
 // overhead.
 func Memory(ctx context.Context, cfg MemoryConfig) (*MemoryResult, error) {
-	c, err := client.Dial(ctx, cfg.Coord)
+	c, err := client.Dial(ctx, cfg.Coord, cfg.Options...)
 	if err != nil {
 		return nil, err
 	}
@@ -462,7 +466,7 @@ func Memory(ctx context.Context, cfg MemoryConfig) (*MemoryResult, error) {
 			Entries: -int64(s.PrimaryKeys + s.SecondaryKeys)})
 	}
 	logf(cfg.Log, "loading %d entries of %d bytes", cfg.Load.Keys, cfg.Load.ValueSize)
-	p, err := Preload(ctx, cfg.Load, FTKV(cfg.Coord))
+	p, err := Preload(ctx, cfg.Load, FTKV(cfg.Coord, cfg.Options...))
 	res.Preload = p
 	if err != nil {
 		return res, err

@@ -133,7 +133,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&c.Settle, "settle", 2*time.Second, "memory: pause after the load before reading RSS again")
 	fs.BoolVar(&c.Check, "check", false, "compare: exit 1 unless every row has throughput, latency and a ratio")
 	tlsFlags := tlsconf.ClientFlags(fs)
-	user := fs.String("user", "", "ftkv, -mode run: authenticate as this user (password: FTKV_PASSWORD, or typed at the terminal); -kill-after needs an admin")
+	user := fs.String("user", "", "ftkv, every mode but probe: authenticate as this user (password: FTKV_PASSWORD, or typed at the terminal); -kill-after and the fault modes (failover, reseed, memory) need an admin")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Fprint(stderr, usage)
