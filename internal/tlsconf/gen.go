@@ -62,6 +62,26 @@ func NewCA(name string) (*CA, error) {
 		KeyPEM:  pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})}, nil
 }
 
+// ParseCA rebuilds a CA from its certificate and key (PEM, as Generate
+// writes ca.pem and ca-key.pem), to issue more certificates with it: new
+// ones for a rotation, say.
+func ParseCA(certPEM, keyPEM []byte) (*CA, error) {
+	cb, _ := pem.Decode(certPEM)
+	kb, _ := pem.Decode(keyPEM)
+	if cb == nil || kb == nil {
+		return nil, errors.New("tls: the CA's certificate or key holds no PEM block")
+	}
+	cert, err := x509.ParseCertificate(cb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("tls: the CA's certificate: %w", err)
+	}
+	key, err := x509.ParseECPrivateKey(kb.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("tls: the CA's key: %w", err)
+	}
+	return &CA{cert: cert, key: key, CertPEM: certPEM, KeyPEM: keyPEM}, nil
+}
+
 // Issue makes a certificate and key (PEM) for role, valid for localhost,
 // 127.0.0.1, ::1 and hosts (IP addresses or names).
 func (ca *CA) Issue(role Role, hosts ...string) (certPEM, keyPEM []byte, err error) {

@@ -8,6 +8,10 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
 )
 
 // Role is what a certificate's holder is in the cluster.
@@ -54,10 +58,103 @@ func (f Files) Validate() error {
 }
 
 // Material is a loaded certificate (possibly none, for a client) and CA.
+//
+// A certificate loaded from files (Load) is replaced when they change:
+// every TLS configuration made from the Material hands out the current
+// one, and the files are looked at (stat) at most once per ReloadEvery.
+// A new pair must chain to the CA read at start and keep the role; until
+// one does (a half-written pair, a wrong file), the old certificate stays
+// and ReloadErr says why. The CA itself is read only at start.
 type Material struct {
-	cert *tls.Certificate
+	cert *tls.Certificate // as loaded at start
 	role Role
 	pool *x509.CertPool
+
+	files   Files // set by Load: watched
+	live    atomic.Pointer[tls.Certificate]
+	nextNs  atomic.Int64 // unix ns of the next look at the files
+	mu      sync.Mutex   // one reload at a time; stamp, reloadErr
+	stamp   [2]fileStamp
+	loadErr error
+}
+
+// ReloadEvery bounds how often a Material looks at its certificate's files.
+var ReloadEvery = time.Second // timing: exception — a certificate file's check period
+
+// fileStamp tells a file's versions apart.
+type fileStamp struct {
+	mod  time.Time
+	size int64
+	ino  uint64
+}
+
+func stampOf(path string) (fileStamp, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return fileStamp{}, err
+	}
+	st := fileStamp{mod: fi.ModTime(), size: fi.Size()}
+	if sys, ok := fi.Sys().(*syscall.Stat_t); ok {
+		st.ino = sys.Ino
+	}
+	return st, nil
+}
+
+// current is the certificate to present now (nil: none).
+func (m *Material) current() *tls.Certificate {
+	if m.files.Cert == "" {
+		return m.cert
+	}
+	if now := time.Now().UnixNano(); now >= m.nextNs.Load() && m.mu.TryLock() {
+		m.nextNs.Store(now + int64(ReloadEvery))
+		m.reload()
+		m.mu.Unlock()
+	}
+	return m.live.Load()
+}
+
+// reload reads the files again if they changed; m.mu is held.
+func (m *Material) reload() {
+	var st [2]fileStamp
+	var err error
+	for i, p := range []string{m.files.Cert, m.files.Key} {
+		if st[i], err = stampOf(p); err != nil {
+			m.loadErr = fmt.Errorf("tls: %w", err)
+			return
+		}
+	}
+	if st == m.stamp {
+		return
+	}
+	m.stamp = st
+	certPEM, err := os.ReadFile(m.files.Cert)
+	if err != nil {
+		m.loadErr = fmt.Errorf("tls: reading the certificate: %w", err)
+		return
+	}
+	keyPEM, err := os.ReadFile(m.files.Key)
+	if err != nil {
+		m.loadErr = fmt.Errorf("tls: reading the key: %w", err)
+		return
+	}
+	cert, role, err := parsePair(certPEM, keyPEM, m.pool)
+	if err == nil && role != m.role {
+		err = fmt.Errorf("tls: the new certificate %s has role %q, not %q", m.files.Cert, role, m.role)
+	}
+	if err != nil {
+		m.loadErr = err
+		return
+	}
+	m.live.Store(cert)
+	m.loadErr = nil
+}
+
+// ReloadErr is why the certificate's files, changed since they were last
+// read successfully, were not taken (nil: the current files are in use).
+func (m *Material) ReloadErr() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	return m.loadErr
 }
 
 // Load reads f. want, when not empty, is the role this process plays: a
@@ -92,6 +189,16 @@ func Load(f Files, want Role) (*Material, error) {
 	if want != "" && m.cert != nil && m.role != want {
 		return nil, fmt.Errorf("tls: %s is a certificate for role %q; a %s needs one for role %q", f.Cert, m.role, want, want)
 	}
+	if f.Cert != "" {
+		// Watched from now on: stamps of the files as read (a change
+		// between the read and the stat is seen at the next change).
+		m.files = f
+		for i, p := range []string{f.Cert, f.Key} {
+			m.stamp[i], _ = stampOf(p)
+		}
+		m.live.Store(m.cert)
+		m.nextNs.Store(time.Now().Add(ReloadEvery).UnixNano())
+	}
 	return m, nil
 }
 
@@ -107,24 +214,35 @@ func FromPEM(certPEM, keyPEM, caPEM []byte) (*Material, error) {
 	if len(certPEM) == 0 && len(keyPEM) == 0 {
 		return m, nil
 	}
+	cert, role, err := parsePair(certPEM, keyPEM, pool)
+	if err != nil {
+		return nil, err
+	}
+	m.cert, m.role = cert, role
+	return m, nil
+}
+
+// parsePair reads a certificate and its key, checks that the certificate
+// chains to pool and returns it with its role.
+func parsePair(certPEM, keyPEM []byte, pool *x509.CertPool) (*tls.Certificate, Role, error) {
 	cert, err := tls.X509KeyPair(certPEM, keyPEM)
 	if err != nil {
-		return nil, fmt.Errorf("tls: certificate and key: %w", err)
+		return nil, "", fmt.Errorf("tls: certificate and key: %w", err)
 	}
 	leaf := cert.Leaf
 	if leaf == nil {
 		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
-			return nil, fmt.Errorf("tls: certificate: %w", err)
+			return nil, "", fmt.Errorf("tls: certificate: %w", err)
 		}
 	}
 	if _, err := verify(pool, cert.Certificate, x509.ExtKeyUsageAny); err != nil {
-		return nil, fmt.Errorf("tls: the certificate is not signed by the CA: %w", err)
+		return nil, "", fmt.Errorf("tls: the certificate is not signed by the CA: %w", err)
 	}
-	m.cert, m.role = &cert, RoleOf(leaf)
-	if m.role == "" {
-		return nil, errors.New("tls: the certificate names no ftkv role (URI SAN ftkv:role:<server|coordinator|client>)")
+	role := RoleOf(leaf)
+	if role == "" {
+		return nil, "", errors.New("tls: the certificate names no ftkv role (URI SAN ftkv:role:<server|coordinator|client>)")
 	}
-	return m, nil
+	return &cert, role, nil
 }
 
 // Role is the role of the loaded certificate ("" without one).
@@ -145,7 +263,13 @@ func (m *Material) base() *tls.Config {
 	// Full-size records from the first byte: links are long-lived and
 	// carry batches (dynamic sizing favours a web page's first paint).
 	cfg := &tls.Config{MinVersion: tls.VersionTLS13, DynamicRecordSizingDisabled: true}
-	if m.cert != nil {
+	switch {
+	case m.files.Cert != "":
+		// The current certificate at each handshake (files replaced
+		// on disk are taken: see Material).
+		cfg.GetCertificate = func(*tls.ClientHelloInfo) (*tls.Certificate, error) { return m.current(), nil }
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) { return m.current(), nil }
+	case m.cert != nil:
 		cfg.Certificates = []tls.Certificate{*m.cert}
 	}
 	return cfg
