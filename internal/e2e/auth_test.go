@@ -100,9 +100,16 @@ func dialAs(c *testcluster.Cluster, user, password string, opts ...client.Option
 func runCLIEnv(t *testing.T, bin, addr string, env []string, args ...string) cliResult {
 	t.Helper()
 	host, port, _ := net.SplitHostPort(addr)
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	return runBin(t, 30*time.Second, filepath.Join(bin, "client"), env, append([]string{"-h", host, "-p", port}, args...)...)
+}
+
+// runBin runs the program at path with args and env added to its
+// environment, for at most timeout, and returns its output and exit code.
+func runBin(t *testing.T, timeout time.Duration, path string, env []string, args ...string) cliResult {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(bin, "client"), append([]string{"-h", host, "-p", port}, args...)...)
+	cmd := exec.CommandContext(ctx, path, args...)
 	cmd.Env = append(os.Environ(), env...)
 	var out, errb bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errb
@@ -112,7 +119,7 @@ func runCLIEnv(t *testing.T, bin, addr string, env []string, args ...string) cli
 	if errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
-		t.Fatalf("client %q: %v", args, err)
+		t.Fatalf("%s %q: %v", filepath.Base(path), args, err)
 	}
 	return cliResult{stdout: out.String(), stderr: errb.String(), code: code}
 }

@@ -1,12 +1,7 @@
 package e2e
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
-	"errors"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -24,21 +19,9 @@ func TestBenchFaultModesWithUsers(t *testing.T) {
 	us := newAuthUsers(t)
 	c := startAuthCluster(t, 3, us)
 	run := func(u authUser, args ...string) (string, string, int) {
-		ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-		defer cancel()
-		cmd := exec.CommandContext(ctx, filepath.Join(c.Bin, "bench"), append([]string{"-h", c.Addr, "-user", u.name, "-json"}, args...)...)
-		cmd.Env = append(os.Environ(), "FTKV_PASSWORD="+u.password)
-		var out, errb bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &errb
-		err := cmd.Run()
-		var ee *exec.ExitError
-		code := 0
-		if errors.As(err, &ee) {
-			code = ee.ExitCode()
-		} else if err != nil {
-			t.Fatalf("bench %q: %v", args, err)
-		}
-		return out.String(), errb.String(), code
+		r := runBin(t, 90*time.Second, filepath.Join(c.Bin, "bench"), []string{"FTKV_PASSWORD=" + u.password},
+			append([]string{"-h", c.Addr, "-user", u.name, "-json"}, args...)...)
+		return r.stdout, r.stderr, r.code
 	}
 
 	out, errs, code := run(us.admin, "-mode", "memory", "-entries", "3000", "-settle", "100ms")

@@ -8,8 +8,8 @@ import (
 	"time"
 
 	"github.com/redis/go-redis/v9"
-	"github.com/rs/zerolog"
 
+	"ftkv/client"
 	"ftkv/gateway"
 	"ftkv/internal/frameio"
 	"ftkv/wire"
@@ -86,30 +86,13 @@ func TestLoginMetrics(t *testing.T) {
 	}
 
 	// A gateway.
-	cl := c.Client()
-	met := gateway.NewMetrics()
-	g, err := gateway.New(gateway.Config{Store: cl, Listen: "127.0.0.1:0", Authenticate: cl.CheckCredentials,
-		OnLogin: met.Login, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.ErrorLevel)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(); err != nil {
-		t.Fatal(err)
-	}
-	ml, err := met.Listen("127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = ml.Close()
-		_ = g.Close(ctx)
+	gwAddr, gwMetrics := metricsGateway(t, c, func(cfg *gateway.Config) {
+		cfg.Authenticate = cfg.Store.(*client.Client).CheckCredentials
 	})
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	for i, pw := range []string{"wrong", us.reader.password} {
-		rdb := redis.NewClient(&redis.Options{Addr: g.Addr(), Username: us.reader.name, Password: pw,
+		rdb := redis.NewClient(&redis.Options{Addr: gwAddr, Username: us.reader.name, Password: pw,
 			MaxRetries: -1, DisableIdentity: true})
 		err := rdb.Ping(ctx).Err()
 		rdb.Close()
@@ -119,7 +102,7 @@ func TestLoginMetrics(t *testing.T) {
 	}
 	// go-redis tries HELLO … AUTH, then AUTH: a wrong password is two
 	// attempts.
-	gs := scrapeTarget(t, ml.Addr())
+	gs := scrapeTarget(t, gwMetrics)
 	if v := login(gs, "ftkv_gateway_logins_total", "denied"); v < 1 || v > 2 {
 		t.Errorf("gateway: denied logins = %v, want 1 or 2", v)
 	}

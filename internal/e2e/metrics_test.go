@@ -408,12 +408,16 @@ func TestMetricsUnderLoad(t *testing.T) {
 // metricsGateway runs a gateway over c in this process with its metrics
 // served as bin/gateway -metrics serves them; it returns the RESP and the
 // metrics addresses.
-func metricsGateway(t *testing.T, c *testcluster.Cluster) (resp, metricsAddr string) {
+func metricsGateway(t *testing.T, c *testcluster.Cluster, tune ...func(*gateway.Config)) (resp, metricsAddr string) {
 	t.Helper()
 	cl := c.Client(client.WithConnsPerServer(2))
 	met := gateway.NewMetrics()
-	g, err := gateway.New(gateway.Config{Store: cl, Listen: "127.0.0.1:0", Observe: met.Observe,
-		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+	cfg := gateway.Config{Store: cl, Listen: "127.0.0.1:0", Observe: met.Observe, OnLogin: met.Login,
+		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)}
+	for _, f := range tune {
+		f(&cfg)
+	}
+	g, err := gateway.New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
