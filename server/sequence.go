@@ -2,6 +2,7 @@ package server
 
 import (
 	"bytes"
+	"fmt"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -206,6 +207,15 @@ func (p *primary) apply(e *entry, o *outcome) *entry {
 	case wire.OpDelete:
 		e.del = true
 	case wire.OpAppend:
+		if n := len(cur) + len(r.value); n > wire.MaxValue {
+			// Refused, and remembered as the outcome (a retry gets the
+			// same answer): a value past the limit would not fit the
+			// replication and re-seeding frames.
+			e.noop = true
+			o.status = wire.StatusTooLarge
+			o.value = fmt.Appendf(nil, "append would make a value of %d bytes, limit %d; not applied", n, wire.MaxValue)
+			break
+		}
 		nv := make([]byte, len(cur)+len(r.value))
 		copy(nv, cur)
 		copy(nv[len(cur):], r.value)
