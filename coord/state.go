@@ -61,6 +61,12 @@ func (c *Coordinator) stateLocked() clusterState {
 // savedView decodes the view of a committed state; ok is false when it
 // has none (a cluster not started yet, or stopped in order).
 func (c *Coordinator) savedView(st clusterState) (v wire.View, ok bool, err error) {
+	if n := len(st.Nodes); n > 0 && n != c.n {
+		// Stopped in order too: the servers' data directories hold the
+		// shards of n servers, and the key->shard map depends on n.
+		return v, false, fmt.Errorf("%w: the cluster in this directory was made with %d servers, %s announces %d; changing the number of servers is not supported (restore the config, or start a new cluster with a new -d directory and data_dir)",
+			ErrConfigMismatch, n, c.opts.Cluster.Path, c.n)
+	}
 	if len(st.View) == 0 || st.Stopped {
 		return v, false, nil
 	}
