@@ -58,7 +58,9 @@ func Password(user string, stdin *os.File, prompt io.Writer) (string, error) {
 // authDialer is the dial function of a client authenticating as user.
 func authDialer(user, password string, opts ...client.Option) dialFunc {
 	return func(ctx context.Context, addr string) (Store, error) {
-		c, err := client.Dial(ctx, addr, append(opts, client.WithAuth(user, password))...)
+		c, err := dialPatiently(ctx, func() (*client.Client, error) {
+			return client.Dial(ctx, addr, append(opts, client.WithAuth(user, password))...)
+		})
 		if err != nil {
 			return nil, err
 		}

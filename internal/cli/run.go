@@ -12,6 +12,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"golang.org/x/term"
@@ -31,11 +32,41 @@ func dialClient(ctx context.Context, addr string) (Store, error) { return dialWi
 // dialWith is the dial function of a client with opts.
 func dialWith(opts ...client.Option) dialFunc {
 	return func(ctx context.Context, addr string) (Store, error) {
-		c, err := client.Dial(ctx, addr, opts...)
+		c, err := dialPatiently(ctx, func() (*client.Client, error) { return client.Dial(ctx, addr, opts...) })
 		if err != nil {
 			return nil, err
 		}
 		return c, nil
+	}
+}
+
+// tlsFailure reports whether err is a TLS handshake's failure: a wrong
+// CA or certificate, a port in clear; a retry changes nothing.
+func tlsFailure(err error) bool {
+	var ae tls.AlertError
+	var ve *tls.CertificateVerificationError
+	var rh tls.RecordHeaderError
+	return errors.As(err, &ae) || errors.As(err, &ve) || errors.As(err, &rh) || strings.Contains(err.Error(), "TLS with ")
+}
+
+// dialPatiently calls dial until it succeeds, fails for good (a refusal,
+// bad credentials, TLS, nobody listening) or ctx (-timeout) ends: one
+// round over the coordinators gives up on one that does not answer
+// within the handshake timeout (2 s), and a group may be electing its
+// leader, while -timeout promises that long for reaching the cluster.
+func dialPatiently(ctx context.Context, dial func() (*client.Client, error)) (*client.Client, error) {
+	backoff := 50 * time.Millisecond // timing: exception — the CLI's retry pace within -timeout
+	for {
+		c, err := dial()
+		if err == nil || exitCode(err) != ExitUnavailable || errors.Is(err, syscall.ECONNREFUSED) || tlsFailure(err) || ctx.Err() != nil {
+			return c, err
+		}
+		select {
+		case <-ctx.Done():
+			return nil, fmt.Errorf("%w (last error: %w)", ctx.Err(), err)
+		case <-time.After(backoff):
+		}
+		backoff = min(2*backoff, 500*time.Millisecond)
 	}
 }
 
