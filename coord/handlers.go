@@ -279,6 +279,8 @@ func (c *Coordinator) controlPlaneLocked(st *status.Cluster) {
 			return "leader"
 		case k == st.Answered:
 			return "follower"
+		case c.leading && c.rn != nil && c.rn.unreachableMember(k):
+			return "unreachable" // the leader's heartbeats to it fail
 		}
 		return "follower" // as far as this coordinator knows
 	}

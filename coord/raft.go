@@ -152,6 +152,60 @@ type raftNode struct {
 	apply  time.Duration
 	// addrs maps each member's Raft address to its coordinator index.
 	addrs map[raft.ServerAddress]int
+
+	// unreachable: the members this one's heartbeats, as the leader,
+	// currently fail to reach (by coordinator index), from the library's
+	// heartbeat observations; emptied when the leadership changes.
+	obs         *raft.Observer
+	obsDone     chan struct{}
+	obsOnce     sync.Once
+	unreachMu   sync.Mutex
+	unreachable map[int]bool
+}
+
+// watchHeartbeats follows the leader's failed and resumed heartbeats.
+func (n *raftNode) watchHeartbeats() {
+	ch := make(chan raft.Observation, 64)
+	n.obsDone, n.unreachable = make(chan struct{}), map[int]bool{}
+	n.obs = raft.NewObserver(ch, false, func(o *raft.Observation) bool {
+		switch o.Data.(type) {
+		case raft.FailedHeartbeatObservation, raft.ResumedHeartbeatObservation, raft.LeaderObservation:
+			return true
+		}
+		return false
+	})
+	n.r.RegisterObserver(n.obs)
+	go func() {
+		for {
+			select {
+			case <-n.obsDone:
+				return
+			case o := <-ch:
+				n.unreachMu.Lock()
+				switch d := o.Data.(type) {
+				case raft.FailedHeartbeatObservation:
+					if k, err := strconv.Atoi(string(d.PeerID)); err == nil {
+						n.unreachable[k] = true
+					}
+				case raft.ResumedHeartbeatObservation:
+					if k, err := strconv.Atoi(string(d.PeerID)); err == nil {
+						delete(n.unreachable, k)
+					}
+				case raft.LeaderObservation:
+					clear(n.unreachable)
+				}
+				n.unreachMu.Unlock()
+			}
+		}
+	}()
+}
+
+// unreachableMember reports whether member k fails the heartbeats this
+// coordinator sends as the leader.
+func (n *raftNode) unreachableMember(k int) bool {
+	n.unreachMu.Lock()
+	defer n.unreachMu.Unlock()
+	return n.unreachable[k]
 }
 
 // DataDir is the default Raft data directory of coordinator id (-1: a
@@ -264,6 +318,7 @@ func openRaft(o Options, f *fsm, log zerolog.Logger) (*raftNode, error) {
 		return fail(fmt.Errorf("raft: %w", err))
 	}
 	n.r = r
+	n.watchHeartbeats()
 	return n, nil
 }
 
@@ -294,6 +349,10 @@ func (n *raftNode) leader() int {
 }
 
 func (n *raftNode) close() {
+	n.obsOnce.Do(func() {
+		n.r.DeregisterObserver(n.obs)
+		close(n.obsDone)
+	})
 	_ = n.r.Shutdown().Error()
 	if c, ok := n.trans.(io.Closer); ok {
 		c.Close()

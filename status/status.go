@@ -32,7 +32,10 @@ type Coordinator struct {
 	RaftAddr    string `json:"raft_addr"`
 	ClientAddr  string `json:"client_addr"`
 	ServersAddr string `json:"servers_addr"`
-	Role        string `json:"role"` // leader / follower / candidate / unknown
+	// Role: leader, follower, unknown (the one that answered knows no
+	// leader), or unreachable (the leader's heartbeats to it fail: dead,
+	// stopped or cut off).
+	Role string `json:"role"`
 	// MetricsAddr is the coordinator's Prometheus endpoint (its
 	// -metrics; GET /metrics and /sd), known only for the one that
 	// answered ("" otherwise or when off).
