@@ -177,6 +177,14 @@ func (c *Coordinator) Status() *status.Cluster {
 				ss.PID = int(c.view.Servers[i].PID)
 			}
 		}
+		if c.leading && c.core != nil {
+			// The epoch it confirmed by answering a view's push may be
+			// newer than its last heartbeat's (at start, after a
+			// failover).
+			if cn := c.core.Node(i); cn.Inc == ss.Incarnation && cn.Confirmed > ss.Epoch {
+				ss.Epoch = cn.Confirmed
+			}
+		}
 		if !nd.lastSeen.IsZero() && c.leading {
 			ss.HeartbeatAge = now.Sub(nd.lastSeen).Round(time.Millisecond).String()
 		}
