@@ -636,6 +636,7 @@ func (c *Coordinator) spawnAll(ctx context.Context) error {
 			inc, host := nd.inc+1, nd.host
 			c.mu.Unlock()
 			errs[nd.id] = c.spawn(ctx, nd, inc, host)
+			c.met.spawnedAtStart()
 		}(c.nodes[i])
 	}
 	wg.Wait()
@@ -752,6 +753,7 @@ func (c *Coordinator) waitRegistered(ctx context.Context) error {
 			case <-ctx.Done():
 				return fmt.Errorf("servers %v did not report within %s", missing, c.opts.Timing.Start)
 			}
+			c.met.spawnedAtStart()
 			if err := c.spawn(ctx, nd, inc, host); err != nil {
 				return err
 			}

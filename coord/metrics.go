@@ -84,6 +84,14 @@ func (m *coordMetrics) actionCounter(kind string) *metrics.Counter {
 	return c
 }
 
+// spawnedAtStart counts a spawn of the start-up, which the core does
+// not decide, with the core's spawns.
+func (m *coordMetrics) spawnedAtStart() {
+	if m != nil {
+		m.actionCounter("spawn").Inc()
+	}
+}
+
 // acted counts the core's actions as the shell starts them. Each
 // method is a no-op on a nil m (a Coordinator built by a test).
 func (m *coordMetrics) acted(acts []decide.Action) {

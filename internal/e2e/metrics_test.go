@@ -228,6 +228,12 @@ func TestMetricsUnderLoad(t *testing.T) {
 		}
 	}
 
+	// The start-up's spawns count as spawns (the core decides only the
+	// later ones).
+	if n := scrapeTarget(t, coordAddr).get("ftkv_coord_actions_total", "action", "spawn"); n < 3 {
+		t.Errorf("ftkv_coord_actions_total{action=\"spawn\"} = %v after starting 3 servers", n)
+	}
+
 	// A gateway, as bin/gateway -metrics runs it (gateways are not in
 	// /sd: the coordinator does not know them).
 	respAddr, gwMetrics := metricsGateway(t, c)
