@@ -131,8 +131,10 @@ func unwrapPathErr(err error) error {
 //	user <name> <role> <hash>     a client's credentials (read, readwrite or admin; bcrypt)
 //	tls_ca <file>                 and tls_cert, tls_key, tls_coord_cert, tls_coord_key (coord/tls.go)
 //
-// Blank lines and # comments are ignored. Every error names the file, the
-// line and the problem.
+// A line whose first word names a setting is always read as that setting
+// (a wrong number of values says what the setting takes). Blank lines and
+// # comments are ignored. Every error names the file, the line and the
+// problem.
 func ParseCluster(path string, r io.Reader) (*Cluster, error) {
 	c := &Cluster{Path: path}
 	sc := bufio.NewScanner(r)
@@ -186,11 +188,19 @@ func ParseCluster(path string, r io.Reader) (*Cluster, error) {
 			users = append(users, u)
 			continue
 		}
-		if len(fields) == 2 {
+		// A setting's name is never read as a host: a setting line with
+		// a wrong number of values is that setting's error.
+		if takes, ok := settingTakes(fields[0]); ok {
+			if len(fields) != 2 {
+				return nil, bad("%s needs one value (%s), %s", fields[0], takes, gotValues(fields[1:]))
+			}
 			if err := c.setting(fields[0], fields[1], lineNo); err != nil {
 				return nil, bad("%v", err)
 			}
 			continue
+		}
+		if len(fields) == 2 || len(c.Servers) == n && len(fields) != 4 {
+			return nil, bad("%v", errUnknownSetting(fields[0]))
 		}
 		if len(c.Servers) == n {
 			return nil, bad("more server lines than the %d announced on the first line", n)
@@ -211,10 +221,7 @@ func ParseCluster(path string, r io.Reader) (*Cluster, error) {
 			}
 			*p = v
 			if v != 0 {
-				k := spec.Host + ":" + fields[i+1]
-				if spec.Local() {
-					k = "localhost:" + fields[i+1]
-				}
+				k := hostKey(spec.Host) + ":" + fields[i+1]
 				if prev, dup := seen[k]; dup {
 					return nil, bad("port %d on %s is already used on line %d", v, spec.Host, prev)
 				}
@@ -262,10 +269,7 @@ func parseCoordLine(fields []string, line int, seen map[string]int) (CoordSpec, 
 		if err != nil || v < 1 || v > 65535 {
 			return cs, fmt.Errorf("coordinator %s must be a port number 1-65535 (a group's ports are fixed), got %q", names[i], p)
 		}
-		k := host + ":" + p
-		if hostname.IsLocal(host) {
-			k = "localhost:" + p
-		}
+		k := hostKey(host) + ":" + p
 		if prev, dup := seen[k]; dup {
 			return cs, fmt.Errorf("port %d on %s is already used on line %d", v, host, prev)
 		}
@@ -320,10 +324,129 @@ func (c *Cluster) setting(name, val string, line int) error {
 		}
 		r.ConnectTimeout = v
 	default:
-		return fmt.Errorf("unknown setting %q (expected spare, ssh_identity, ssh_known_hosts, remote_bin, remote_dir, copy_bin, ssh_connect_timeout, data_dir, fsync, fsync_secondary, snapshot_bytes, tls_ca, tls_cert, tls_key, tls_coord_cert, tls_coord_key or a limit such as max_clients; a server line has 4 fields)", name)
+		return errUnknownSetting(name)
 	}
 	if name != "spare" && name != "copy_bin" && name != "ssh_connect_timeout" && strings.ContainsAny(val, "'\"`$;&|<>\\") {
 		return fmt.Errorf("%s %q contains characters not allowed in a path", name, val)
+	}
+	return nil
+}
+
+func errUnknownSetting(name string) error {
+	return fmt.Errorf("unknown setting %q (expected spare, ssh_identity, ssh_known_hosts, remote_bin, remote_dir, copy_bin, ssh_connect_timeout, data_dir, fsync, fsync_secondary, snapshot_bytes, tls_ca, tls_cert, tls_key, tls_coord_cert, tls_coord_key or a limit such as max_clients; a server line has 4 fields)", name)
+}
+
+// oneValueSettings says what each "<name> <value>" line takes besides
+// the client limits (see settingTakes).
+var oneValueSettings = map[string]string{
+	"spare":               "a host: localhost or an ssh destination such as user@host",
+	"ssh_identity":        "a private key file for ssh",
+	"ssh_known_hosts":     "a known-hosts file for ssh",
+	"remote_bin":          "the path of bin/server on the ssh hosts",
+	"remote_dir":          "the servers' working directory on the ssh hosts",
+	"copy_bin":            "yes or no",
+	"ssh_connect_timeout": "seconds from 1 to 600",
+	"data_dir":            "a directory, or " + NoDataDir + " for no log",
+	"fsync":               "always, everysec or no",
+	"fsync_secondary":     "yes or no",
+	"snapshot_bytes":      "a number of bytes; negative: never",
+	"tls_ca":              "the cluster CA's certificate file",
+	"tls_cert":            "the servers' certificate file",
+	"tls_key":             "the servers' key file",
+	"tls_coord_cert":      "the coordinators' certificate file",
+	"tls_coord_key":       "the coordinators' key file",
+}
+
+// settingTakes reports whether name is a one-value setting and what its
+// value is, for the message when a line has none or several.
+func settingTakes(name string) (string, bool) {
+	if t, ok := oneValueSettings[name]; ok {
+		return t, true
+	}
+	s, ok := limits.Lookup(name)
+	if !ok {
+		return "", false
+	}
+	// The limits package knows each limit's kind; ask it with samples.
+	var scratch limits.Config
+	what := "a whole number"
+	switch {
+	case s.Set(&scratch, "500ms") == nil:
+		what = "a duration such as 10s or 500ms"
+	case s.Set(&scratch, "4MiB") == nil:
+		what = "a byte count such as 4194304, 4mb or 4MiB"
+	}
+	return what + "; default " + s.Default(), true
+}
+
+// gotValues says what a setting line held instead of one value.
+func gotValues(vals []string) string {
+	if len(vals) == 0 {
+		return "got none"
+	}
+	return fmt.Sprintf("got %d: %q", len(vals), strings.Join(vals, " "))
+}
+
+// hostKey names the machine a host or ssh destination is on, so that
+// ports are compared per machine: localhost and 127.0.0.1 are one, and
+// so are alice@h, bob@h and ssh://alice@h:2222.
+func hostKey(h string) string {
+	if hostname.IsLocal(h) {
+		return "localhost"
+	}
+	if _, _, host, err := ParseDestination(h); err == nil {
+		return host
+	}
+	return h
+}
+
+// FlagPort is a port the coordinator listens on, as its flag set it.
+type FlagPort struct {
+	Port    int
+	Default bool // the flag was not given: Port is its default
+}
+
+func (f FlagPort) name(flag string) string {
+	if f.Default {
+		return fmt.Sprintf("%s (not given: default %d)", flag, f.Port)
+	}
+	return flag
+}
+
+// CheckPorts reports a port the coordinator would listen on that is
+// already taken by the cluster itself: -c (client) equal to -s (servers),
+// or either equal to a port of a server line on this machine. Zero (any
+// free port) never conflicts. In a group the coordinator lines fix the
+// ports (-c and -s are unused) and ParseCluster has checked them against
+// the server lines. A port held by another process is found only when
+// binding.
+func (c *Cluster) CheckPorts(client, servers FlagPort) error {
+	if len(c.Coordinators) > 0 {
+		return nil
+	}
+	if client.Port != 0 && client.Port == servers.Port {
+		return fmt.Errorf("%s and %s are both %d: each port needs its own number", client.name("-c"), servers.name("-s"), client.Port)
+	}
+	flags := []struct {
+		name, what string
+		port       int
+	}{{client.name("-c"), "the coordinator's client port", client.Port}, {servers.name("-s"), "the coordinator's servers port", servers.Port}}
+	for _, s := range c.Servers {
+		if !s.Local() {
+			continue
+		}
+		ports := []struct {
+			name string
+			port int
+		}{{"client_port", s.ClientPort}, {"server_port", s.ServerPort}, {"coord_port", s.CoordPort}}
+		for _, p := range ports {
+			for _, f := range flags {
+				if p.port != 0 && p.port == f.port {
+					return fmt.Errorf("%s:%d: %s %d on %s is also %s, %s: each port needs its own number",
+						c.Path, s.Line, p.name, p.port, s.Host, f.name, f.what)
+				}
+			}
+		}
 	}
 	return nil
 }

@@ -5,6 +5,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+
+	"ftkv/limits"
 )
 
 func TestParseCluster(t *testing.T) {
@@ -142,5 +144,143 @@ func TestParseClusterRemoteErrors(t *testing.T) {
 		if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
 			t.Errorf("%s: err %v, want prefix %q", tc.name, err, tc.want)
 		}
+	}
+}
+
+// TestParseClusterSettingArity: a line whose first word is a setting is
+// read as that setting wherever it stands, so a wrong number of values
+// names the setting and what it takes, never "more server lines" or the
+// server line's format.
+func TestParseClusterSettingArity(t *testing.T) {
+	type arity struct{ keyword, few, many string }
+	cases := []arity{
+		{"spare", "spare", "spare a b"},
+		{"ssh_identity", "ssh_identity", "ssh_identity /k/id /k/id2"},
+		{"ssh_known_hosts", "ssh_known_hosts", "ssh_known_hosts a b"},
+		{"remote_bin", "remote_bin", "remote_bin /opt/a /opt/b"},
+		{"remote_dir", "remote_dir", "remote_dir /a /b"},
+		{"copy_bin", "copy_bin", "copy_bin yes no"},
+		{"ssh_connect_timeout", "ssh_connect_timeout", "ssh_connect_timeout 3 4"},
+		{"data_dir", "data_dir", "data_dir /my dir"},
+		{"fsync", "fsync", "fsync always no"},
+		{"fsync_secondary", "fsync_secondary", "fsync_secondary yes no"},
+		{"snapshot_bytes", "snapshot_bytes", "snapshot_bytes 1 2"},
+		{"tls_ca", "tls_ca", "tls_ca a b"},
+		{"tls_cert", "tls_cert", "tls_cert a b"},
+		{"tls_key", "tls_key", "tls_key a b"},
+		{"tls_coord_cert", "tls_coord_cert", "tls_coord_cert a b"},
+		{"tls_coord_key", "tls_coord_key", "tls_coord_key a b"},
+		{"user", "user alice read", "user alice read $2a$10$x extra"},
+		{"coordinator", "coordinator 127.0.0.1:9000 9001", "coordinator 127.0.0.1:9000 9001 9002 9003"},
+	}
+	for _, s := range limits.Settings {
+		cases = append(cases, arity{s.Line, s.Line, s.Line + " 1 2"})
+	}
+	for _, tc := range cases {
+		for _, v := range []struct{ name, line string }{{"few", tc.few}, {"many", tc.many}} {
+			// After the server lines, and between them (where a line that
+			// is not a setting would be a server line).
+			for _, in := range []string{
+				"1\nlocalhost 0 0 0\n" + v.line + "\n",
+				"2\nlocalhost 0 0 0\n" + v.line + "\nlocalhost 0 0 0\n",
+			} {
+				t.Run(tc.keyword+"/"+v.name, func(t *testing.T) {
+					_, err := ParseCluster("c.txt", strings.NewReader(in))
+					if err == nil {
+						t.Fatalf("%q: no error", v.line)
+					}
+					msg := err.Error()
+					if !strings.HasPrefix(msg, "c.txt:3: ") || !strings.Contains(msg, tc.keyword) ||
+						strings.Contains(msg, "more server lines") || strings.Contains(msg, "<host>") || strings.Contains(msg, "\n") {
+						t.Fatalf("%q: error %q, want one line \"c.txt:3: …\" naming %s and what it takes", v.line, msg, tc.keyword)
+					}
+				})
+			}
+		}
+	}
+}
+
+// TestParseClusterSettingArityMessage pins the wording for a few settings.
+func TestParseClusterSettingArityMessage(t *testing.T) {
+	for line, want := range map[string]string{
+		"fsync":             `c.txt:3: fsync needs one value (always, everysec or no), got none`,
+		"fsync always no":   `c.txt:3: fsync needs one value (always, everysec or no), got 2: "always no"`,
+		"spare":             `c.txt:3: spare needs one value (a host: localhost or an ssh destination such as user@host), got none`,
+		"max_clients":       `c.txt:3: max_clients needs one value (a whole number; default 10000), got none`,
+		"session_ttl 1 2":   `c.txt:3: session_ttl needs one value (a duration such as 10s or 500ms; default 10m), got 2: "1 2"`,
+		"output_budget 1 2": `c.txt:3: output_budget needs one value (a byte count such as 4194304, 4mb or 4MiB; default 32MiB), got 2: "1 2"`,
+		"sparse a b":        `c.txt:3: unknown setting "sparse"`,
+	} {
+		_, err := ParseCluster("c.txt", strings.NewReader("1\nlocalhost 0 0 0\n"+line+"\n"))
+		if err == nil || !strings.HasPrefix(err.Error(), want) {
+			t.Errorf("%q: error %v, want %q", line, err, want)
+		}
+	}
+}
+
+// TestCheckPorts: the coordinator's own ports (-c, -s) must differ from
+// each other and from the ports of the local server lines; zero (any free
+// port) never conflicts, nor do ports of other hosts, nor -c/-s in a
+// group (its ports are the coordinator lines', checked by the parser).
+func TestCheckPorts(t *testing.T) {
+	cases := []struct {
+		name, cfg string
+		c, s      int
+		want      string // "" = no error
+	}{
+		{"distinct", "1\nlocalhost 7001 7002 7003\n", 7000, 7004, ""},
+		{"zeros", "1\nlocalhost 0 0 0\n", 0, 0, ""},
+		{"same flags", "1\nlocalhost 0 0 0\n", 7000, 7000, "-c and -s are both 7000: each port needs its own number"},
+		{"c is a client_port", "1\nlocalhost 7000 0 0\n", 7000, 7001,
+			"c.txt:2: client_port 7000 on localhost is also -c, the coordinator's client port: each port needs its own number"},
+		{"s is a coord_port", "2\nlocalhost 0 0 0\n127.0.0.1 0 0 7001\n", 7000, 7001,
+			"c.txt:3: coord_port 7001 on 127.0.0.1 is also -s, the coordinator's servers port: each port needs its own number"},
+		{"s is a server_port", "1\nlocalhost 0 7001 0\n", 0, 7001, "c.txt:2: server_port 7001 on localhost is also -s"},
+		{"other host", "1\nalice@10.0.0.7 7000 7001 7002\n", 7000, 7001, ""},
+		{"group", "1\nlocalhost 7000 0 0\ncoordinator 127.0.0.1:9000 9001 9002\n", 7000, 7000, ""},
+	}
+	// A port the user did not give is named as the flag's default.
+	cl, _ := ParseCluster("c.txt", strings.NewReader("1\nlocalhost 0 7001 0\n"))
+	want := "c.txt:2: server_port 7001 on localhost is also -s (not given: default 7001), the coordinator's servers port"
+	if err := cl.CheckPorts(FlagPort{Port: 7000, Default: true}, FlagPort{Port: 7001, Default: true}); err == nil || !strings.HasPrefix(err.Error(), want) {
+		t.Errorf("defaults: error %v, want prefix %q", err, want)
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			cl, err := ParseCluster("c.txt", strings.NewReader(tc.cfg))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = cl.CheckPorts(FlagPort{Port: tc.c}, FlagPort{Port: tc.s})
+			if tc.want == "" {
+				if err != nil {
+					t.Fatalf("error %v, want none", err)
+				}
+				return
+			}
+			if err == nil || !strings.HasPrefix(err.Error(), tc.want) {
+				t.Fatalf("error %v, want prefix %q", err, tc.want)
+			}
+		})
+	}
+}
+
+// TestParseClusterSameHostPorts: two server lines with the same non-zero
+// port on one host are refused, whatever the host is called (localhost,
+// 127.0.0.1; another user or the ssh:// form of the same ssh host).
+func TestParseClusterSameHostPorts(t *testing.T) {
+	for _, in := range []string{
+		"2\nlocalhost 7000 0 0\n127.0.0.1 0 0 7000\n",
+		"2\nalice@10.0.0.7 7000 0 0\nbob@10.0.0.7 7000 0 0\n",
+		"2\nalice@10.0.0.7 7000 0 0\nssh://alice@10.0.0.7:2222 0 7000 0\n",
+	} {
+		_, err := ParseCluster("c.txt", strings.NewReader(in))
+		if err == nil || !strings.HasPrefix(err.Error(), "c.txt:3: port 7000 on ") || !strings.Contains(err.Error(), "already used on line 2") {
+			t.Errorf("%q: error %v, want c.txt:3: port 7000 … already used on line 2", in, err)
+		}
+	}
+	// Different hosts may use the same port.
+	if _, err := ParseCluster("c.txt", strings.NewReader("2\nalice@10.0.0.7 7000 0 0\nalice@10.0.0.8 7000 0 0\n")); err != nil {
+		t.Errorf("same port on two hosts: %v", err)
 	}
 }

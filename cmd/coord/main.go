@@ -177,6 +177,12 @@ func run() int {
 	if opts.Cluster, err = coord.LoadCluster(*cfgPath); err != nil {
 		return bad(err.Error())
 	}
+	given := map[string]bool{}
+	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if err := opts.Cluster.CheckPorts(coord.FlagPort{Port: opts.ClientPort, Default: !given["c"]},
+		coord.FlagPort{Port: opts.ServersPort, Default: !given["s"]}); err != nil {
+		return bad(err.Error())
+	}
 	log, err := coord.OpenLog(opts.ServerLog, lvl, os.Stderr)
 	if err != nil {
 		return bad(err.Error())

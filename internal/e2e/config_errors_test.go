@@ -1,0 +1,115 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"ftkv/internal/testkit/testcluster"
+)
+
+// TestCoordConfigErrors runs bin/coord as a user would with a setting
+// line holding the wrong number of values, or with a port given twice
+// (-c and -s, a flag and a server line, two server lines on one host):
+// each must exit 2 after one line on stderr naming the real problem,
+// before anything starts — not "more server lines than announced", not a
+// bind error after start-up.
+func TestCoordConfigErrors(t *testing.T) {
+	bin := testcluster.Bin(t)
+	p := freePort(t)
+	ps := strconv.Itoa(p)
+	cases := []struct {
+		name   string
+		config string
+		args   []string // after -C FILE -l LOG; the default is -c 0 -s 0
+		want   []string // substrings of the error line; "FILE" is the config path
+	}{
+		{name: "fsync without value", config: "1\nlocalhost 0 0 0\nfsync\n",
+			want: []string{"FILE:3: fsync needs one value (always, everysec or no)"}},
+		{name: "fsync with two values", config: "1\nlocalhost 0 0 0\nfsync always no\n",
+			want: []string{"FILE:3: fsync needs one value"}},
+		{name: "spare without value", config: "1\nlocalhost 0 0 0\nspare\n", want: []string{"FILE:3: spare needs one value"}},
+		{name: "spare with two values", config: "1\nlocalhost 0 0 0\nspare a b\n", want: []string{"FILE:3: spare needs one value"}},
+		{name: "data_dir without value", config: "1\nlocalhost 0 0 0\ndata_dir\n", want: []string{"FILE:3: data_dir needs one value"}},
+		{name: "max_clients between server lines", config: "2\nlocalhost 0 0 0\nmax_clients\nlocalhost 0 0 0\n",
+			want: []string{"FILE:3: max_clients needs one value"}},
+		{name: "-c and -s the same", config: "1\nlocalhost 0 0 0\n", args: []string{"-c", ps, "-s", ps},
+			want: []string{"-c and -s are both " + ps, "each port needs its own number"}},
+		{name: "-c is a server's client_port", config: "1\nlocalhost " + ps + " 0 0\n", args: []string{"-c", ps, "-s", "0"},
+			want: []string{"FILE:2: client_port " + ps + " on localhost is also -c", "each port needs its own number"}},
+		{name: "-s is a server's coord_port", config: "1\n127.0.0.1 0 0 " + ps + "\n", args: []string{"-c", "0", "-s", ps},
+			want: []string{"FILE:2: coord_port " + ps + " on 127.0.0.1 is also -s"}},
+		{name: "-c left at its default", config: "1\nlocalhost 7000 0 0\n", args: []string{"-s", "0"},
+			want: []string{"FILE:2: client_port 7000 on localhost is also -c (not given: default 7000)"}},
+		{name: "two server lines on one port", config: "2\nlocalhost " + ps + " 0 0\n127.0.0.1 0 " + ps + " 0\n",
+			want: []string{"FILE:3: port " + ps + " on 127.0.0.1 is already used on line 2"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			cfg := filepath.Join(dir, "c.txt")
+			if err := os.WriteFile(cfg, []byte(tc.config), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			args := []string{"-C", cfg, "-l", filepath.Join(dir, "ftkv.log")}
+			if tc.args == nil {
+				args = append(args, "-c", "0", "-s", "0")
+			}
+			args = append(args, tc.args...)
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, filepath.Join(bin, "coord"), args...)
+			cmd.Dir = dir
+			cmd.Stdin = strings.NewReader("") // a coordinator that does start stops at once
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			if ctx.Err() != nil {
+				t.Fatalf("coord %q did not exit within 30s", args)
+			}
+			code := 0
+			var ee *exec.ExitError
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			}
+			msg := stderr.String()
+			if code != 2 {
+				t.Fatalf("coord %q: exit %d, want 2; stderr %q", args, code, msg)
+			}
+			oneErrorLine(t, "coord", msg)
+			for _, w := range tc.want {
+				w = strings.ReplaceAll(w, "FILE", cfg)
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not contain %q", msg, w)
+				}
+			}
+			for _, w := range []string{"more server lines", "address already in use"} {
+				if strings.Contains(msg, w) {
+					t.Errorf("error %q says %q", msg, w)
+				}
+			}
+			if b, _ := os.ReadFile(filepath.Join(dir, "ftkv.log")); bytes.Contains(b, []byte("spawn")) {
+				t.Errorf("coord spawned servers despite the bad input:\n%s", b)
+			}
+		})
+	}
+}
+
+// freePort returns a loopback port that was free a moment ago.
+func freePort(t *testing.T) int {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
