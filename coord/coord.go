@@ -666,7 +666,7 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 	where.Host = nd.host
 	c.mu.Unlock()
 	spec := SpawnSpec{
-		ID: nd.id, Incarnation: inc, Spec: where, CoordAddr: c.serversAddr, Secret: c.secret, Users: c.usersForServers(),
+		ID: nd.id, Servers: c.n, Incarnation: inc, Spec: where, CoordAddr: c.serversAddr, Secret: c.secret, Users: c.usersForServers(),
 		Dir: c.opts.Dir, LogFile: c.opts.ServerLog, LogLevel: c.opts.ServerLevel,
 		FailureTimeout: c.opts.Timing.FailureTimeout, Limits: c.limits(), Storage: c.storage(),
 		MetricsPort: c.opts.ServerMetricsPort, TLS: c.opts.tls.serverFiles(),

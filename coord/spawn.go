@@ -19,6 +19,7 @@ import (
 // SpawnSpec says how to start one server incarnation.
 type SpawnSpec struct {
 	ID          int
+	Servers     int // N: the number of servers of the cluster (its data directory says so)
 	Incarnation uint64
 	Spec        ServerSpec
 	CoordAddr   string // the coordinator's servers address as the server must dial it
@@ -146,6 +147,9 @@ func serverArgs(s SpawnSpec, bind string) []string {
 		"-client-port", strconv.Itoa(s.Spec.ClientPort),
 		"-peer-port", strconv.Itoa(s.Spec.ServerPort),
 		"-ctl-port", strconv.Itoa(s.Spec.CoordPort),
+	}
+	if s.Servers > 0 {
+		args = append(args, "-servers", strconv.Itoa(s.Servers))
 	}
 	if s.CoordAddr != "" {
 		args = append(args, "-coord", strings.Join(append([]string{s.CoordAddr}, s.OtherCoords...), ","))

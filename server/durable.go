@@ -185,7 +185,7 @@ func (s *Server) openDurable() error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("server %d: data dir: %w", s.cfg.ID, err)
 	}
-	if err := checkIdentity(dir, s.cfg.ID); err != nil {
+	if err := checkIdentity(dir, s.cfg.ID, s.cfg.Servers); err != nil {
 		return err
 	}
 	pol, err := wal.ParsePolicy(s.cfg.Fsync)
@@ -247,14 +247,27 @@ func (s *Server) openDurable() error {
 
 // checkIdentity claims an empty directory for server id, or checks that
 // the directory is this server's.
-func checkIdentity(dir string, id uint32) error {
+func checkIdentity(dir string, id uint32, n int) error {
 	want := fmt.Sprintf("ftkv server %d\n", id)
+	if n > 0 {
+		want = fmt.Sprintf("ftkv server %d of %d\n", id, n)
+	}
 	path := filepath.Join(dir, identityFile)
 	b, err := os.ReadFile(path)
 	if err == nil {
-		if string(b) != want {
-			return fmt.Errorf("server %d: data dir %s belongs to %q, not to this server: refusing to use it", id, dir, strings.TrimSpace(string(b)))
+		var gotID uint32
+		var gotN int
+		got := strings.TrimSpace(string(b))
+		k, _ := fmt.Sscanf(got, "ftkv server %d of %d", &gotID, &gotN)
+		exact := (k == 1 && got == fmt.Sprintf("ftkv server %d", gotID)) || (k == 2 && got == fmt.Sprintf("ftkv server %d of %d", gotID, gotN))
+		if !exact || gotID != id {
+			return fmt.Errorf("server %d: data dir %s belongs to %q, not to this server: refusing to use it", id, dir, got)
 		}
+		if n > 0 && gotN > 0 && gotN != n {
+			return fmt.Errorf("server %d: data dir %s belongs to a cluster of %d servers, this one has %d (the key->shard map depends on it): refusing to use it", id, dir, gotN, n)
+		}
+		// An identity without the size (older, or written without
+		// it) is kept as it is.
 		return nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {

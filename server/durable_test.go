@@ -337,3 +337,51 @@ func TestDataDirLeftoverIdentityTmp(t *testing.T) {
 		t.Fatalf("IDENTITY = %q, %v", b, err)
 	}
 }
+
+// TestDataDirOfAnotherClusterSizeRefused: a data directory records the
+// cluster's size; a server of a cluster of another size refuses it (its
+// shards would be other keys), one of the same size opens it, and an
+// identity without a size (older) is kept and opened.
+func TestDataDirOfAnotherClusterSizeRefused(t *testing.T) {
+	dir := t.TempDir()
+	cfg := func(n int) Config {
+		return Config{ID: 1, Servers: n, CoordAddr: "127.0.0.1:1", Secret: testSecret, DataDir: dir, Logger: zerolog.Nop()}
+	}
+	s, err := New(cfg(2))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = s.dur.log.Close()
+	if b, _ := os.ReadFile(filepath.Join(dir, identityFile)); string(b) != "ftkv server 1 of 2\n" {
+		t.Fatalf("IDENTITY = %q", b)
+	}
+	if _, err := New(cfg(3)); err == nil || !strings.Contains(err.Error(), "cluster of 2 servers, this one has 3") {
+		t.Fatalf("a server of a cluster of 3 opened a directory of a cluster of 2: %v", err)
+	}
+	s, err = New(cfg(2))
+	if err != nil {
+		t.Fatalf("the same size refused: %v", err)
+	}
+	_ = s.dur.log.Close()
+
+	old := t.TempDir()
+	if err := os.WriteFile(filepath.Join(old, identityFile), []byte("ftkv server 1\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c := cfg(3)
+	c.DataDir = old
+	if s, err = New(c); err != nil {
+		t.Fatalf("an identity without a size refused: %v", err)
+	}
+	_ = s.dur.log.Close()
+	for _, bad := range []string{"ftkv server 1x\n", "ftkv server 1 of 3 extra\n", "ftkv server 11\n"} {
+		d := t.TempDir()
+		if err := os.WriteFile(filepath.Join(d, identityFile), []byte(bad), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c.DataDir = d
+		if _, err := New(c); err == nil {
+			t.Errorf("identity %q accepted", bad)
+		}
+	}
+}

@@ -32,6 +32,10 @@ import (
 type Config struct {
 	ID          uint32 // server id: its index in the config file
 	Incarnation uint64 // distinguishes respawns of the same id
+	// Servers is the cluster's size N (0: unknown), recorded in DataDir's
+	// identity: the key->shard map depends on it, so a directory written
+	// by a cluster of another size is refused.
+	Servers int
 
 	BindHost      string // address to listen on (default 127.0.0.1)
 	AdvertiseHost string // address peers and clients dial (default BindHost)

@@ -37,6 +37,7 @@ func main() {
 	var logFile, level string
 	fs.UintVar(&id, "id", 0, "server id (its line in the config, from 0)")
 	fs.Uint64Var(&cfg.Incarnation, "inc", 1, "incarnation number")
+	fs.IntVar(&cfg.Servers, "servers", 0, "the cluster's number of servers (N), recorded in the data directory: a directory of a cluster of another size is refused (0: not checked)")
 	fs.StringVar(&cfg.CoordAddr, "coord", "", "coordinator servers address host:port (required)")
 	fs.StringVar(&cfg.BindHost, "bind", "127.0.0.1", "address to listen on")
 	fs.StringVar(&cfg.AdvertiseHost, "advertise", "", "address to advertise (default: -bind)")

@@ -20,7 +20,8 @@ import (
 // servers, must refuse to start — exit 2, one line naming the config and
 // both counts — instead of serving (the key->shard map depends on N:
 // keys written under N = 2 read as absent under N = 3). Started again with
-// the config it was made with, it serves every key. Found by a black-box
+// the config it was made with, it serves every key. Without the
+// coordinator's directory, the servers refuse the data directories. Found by a black-box
 // test: the new cluster said "3 servers ready" and answered (nil) for
 // acknowledged keys.
 func TestRestartWithChangedN(t *testing.T) {
@@ -130,6 +131,17 @@ func TestRestartWithChangedN(t *testing.T) {
 		t.Fatalf("start with N changed: exit %d, stderr %q; want exit 2 naming the config and both counts", r.code, r.stderr)
 	}
 	t.Logf("refused: %s", r.stderr[strings.LastIndex(r.stderr, "\n")+1:])
+
+	// Without the coordinator's own directory (deleted by mistake), the
+	// servers still refuse data directories of a cluster of 2.
+	must(t, os.Rename(filepath.Join(dir, "ftkv-coord"), filepath.Join(dir, "ftkv-coord.saved")))
+	r = start()
+	if r.addr != "" || r.code == 0 || !strings.Contains(r.stderr, "belongs to a cluster of 2 servers, this one has 3") {
+		t.Fatalf("start with N changed and no coordinator directory: ready %v, exit %d, stderr %q; want a refusal naming both sizes",
+			r.addr != "", r.code, r.stderr)
+	}
+	must(t, os.RemoveAll(filepath.Join(dir, "ftkv-coord")))
+	must(t, os.Rename(filepath.Join(dir, "ftkv-coord.saved"), filepath.Join(dir, "ftkv-coord")))
 
 	writeN(2)
 	r = start()
