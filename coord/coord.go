@@ -125,6 +125,9 @@ func New(opts Options) (*Coordinator, error) {
 	if err := opts.Validate(); err != nil {
 		return nil, err
 	}
+	if err := opts.Cluster.CheckPorts(FlagPort{Port: opts.ClientPort}, FlagPort{Port: opts.ServersPort}); err != nil {
+		return nil, err
+	}
 	if k := len(opts.Cluster.Coordinators); k > 0 && (opts.ID < 0 || opts.ID >= k) {
 		return nil, fmt.Errorf("-id %d: %s has %d coordinator lines: expected -id 0 to %d", opts.ID, opts.Cluster.Path, k, k-1)
 	}
