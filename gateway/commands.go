@@ -39,6 +39,9 @@ func (sp *spec) arityOK(n int) bool {
 	return n >= -sp.arity
 }
 
+// writes reports whether the command may write (Redis's "write" flag).
+func (sp *spec) writes() bool { return slices.Contains(sp.flags, "write") }
+
 var (
 	specs    []*spec          // in COMMAND's order
 	specByLC map[string]*spec // by lowercase name

@@ -8,7 +8,6 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
-	"github.com/tidwall/redcon"
 
 	"ftkv/internal/connlimit"
 )
@@ -130,10 +129,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		}
 		off := 0
 		for off < len(buf) && s.pending.Load()+int64(len(cmds)) < maxInflight {
-			complete, args, kind, left, err := redcon.ReadNextCommand(buf[off:], argsbuf[:0])
-			if err == nil && kind == redcon.Tile38 {
-				err = errProtocol("expected '*', got '$'")
-			}
+			complete, args, left, err := readCommand(buf[off:], argsbuf[:0], h.g.cfg.MaxRequest)
 			if err != nil {
 				cmds = append(cmds, command{proterr: protocolError(err)})
 				s.quit.Store(true)
@@ -159,7 +155,13 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 			// The first command is not complete in this window.
 			if have > len(buf) {
 				if buf, err = c.Peek(min(have, h.g.cfg.MaxRequest+1)); err == nil {
-					if complete, args, _, left, perr := redcon.ReadNextCommand(buf, argsbuf[:0]); perr == nil && complete {
+					complete, args, left, perr := readCommand(buf, argsbuf[:0], h.g.cfg.MaxRequest)
+					switch {
+					case perr != nil:
+						cmds = append(cmds, command{proterr: protocolError(perr)})
+						s.quit.Store(true)
+						off = len(buf)
+					case complete:
 						argsbuf = args
 						off = len(buf) - len(left)
 						if len(args) > 0 {
@@ -170,8 +172,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 			}
 			if off == 0 {
 				if have > h.g.cfg.MaxRequest {
-					cmds = append(cmds, command{proterr: protocolPrefix + "request over the gateway's limit of " +
-						itoa(int64(h.g.cfg.MaxRequest)) + " bytes"})
+					cmds = append(cmds, command{proterr: protocolError(overLimit(h.g.cfg.MaxRequest))})
 					s.quit.Store(true)
 					_, _ = c.Discard(have)
 				}

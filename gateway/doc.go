@@ -9,8 +9,10 @@
 //
 // The RESP port runs on gnet event loops under the servers' client limits
 // (package limits: connections, queued output, unread input, commands
-// in flight per connection). The loops only parse (redcon's
-// ReadNextCommand); each connection's commands run in order on one
+// in flight per connection). The loops only parse (arrays of bulk strings
+// as Redis does, a length over the request limit refused as soon as it is
+// read; inline commands with redcon's parser); each connection's commands
+// run in order on one
 // goroutine at a time, which writes the answers with AsyncWrite, so a
 // pipeline is answered in order and no loop waits for the cluster. Plain
 // GETs and SETs go to the cluster as one client batch (one write and one
@@ -30,6 +32,6 @@
 // its linearization point. ftkv has no expiry: SET's EX, PX, EXAT, PXAT
 // and KEEPTTL answer an error. Errors of the cluster become Redis errors:
 // CLUSTERDOWN when a shard has no live copy, TRYAGAIN when the cluster
-// did not answer within the gateway's timeout (a write may then have been
-// applied).
+// did not answer within the gateway's timeout (for a write: it may then
+// have been applied).
 package gateway

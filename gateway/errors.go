@@ -88,17 +88,23 @@ func checkValue(v []byte) error {
 	return nil
 }
 
-// respError turns an error of the cluster (the client library's) into the
-// RESP error a Redis client understands:
+// respError is replyError for a command that may have written: the
+// answer to an error whose command is not known (a TRYAGAIN warns that a
+// write may have been applied).
+func respError(err error) Error { return replyError(err, true) }
+
+// replyError turns an error of the cluster (the client library's) into
+// the RESP error a Redis client understands; write: the command writes.
 //
 //   - a shard with no live copy for as long as the command could wait:
 //     CLUSTERDOWN (the command was not applied);
 //   - no answer in time (a failover longer than the gateway's timeout):
-//     TRYAGAIN (a write's outcome is unknown: it may have been applied);
+//     TRYAGAIN, for a write with the warning that its outcome is unknown
+//     (it may have been applied);
 //   - a write whose retries could no longer be exactly-once: TRYAGAIN
 //     with the same warning;
 //   - anything else: ERR with the library's message.
-func respError(err error) Error {
+func replyError(err error, write bool) Error {
 	var e Error
 	switch msg := err.Error(); {
 	case errors.As(err, &e):
@@ -111,8 +117,10 @@ func respError(err error) Error {
 		return Error("CLUSTERDOWN " + oneLine(msg))
 	case errors.Is(err, client.ErrSessionExpired):
 		return Error("TRYAGAIN " + oneLine(msg))
-	case errors.Is(err, context.DeadlineExceeded):
+	case errors.Is(err, context.DeadlineExceeded) && write:
 		return Error("TRYAGAIN ftkv did not answer in time (a write may have been applied): " + oneLine(msg))
+	case errors.Is(err, context.DeadlineExceeded):
+		return Error("TRYAGAIN ftkv did not answer in time: " + oneLine(msg))
 	case errors.Is(err, client.ErrClosed), errors.Is(err, context.Canceled):
 		return errShutdown
 	}

@@ -150,7 +150,7 @@ func (s *session) one(cmd command, out []byte) ([]byte, bool) {
 		cancel()
 	}
 	if err != nil {
-		out = redcon.AppendError(out[:before], respError(err).Error())
+		out = redcon.AppendError(out[:before], replyError(err, spec == nil || spec.writes()).Error())
 	}
 	s.g.observe(name, time.Since(start), err)
 	return out, spec != nil && spec.name == "quit"
@@ -248,7 +248,7 @@ func (s *session) replies(ops []client.BatchOp, err error, d time.Duration, out 
 		}
 		switch {
 		case e != nil:
-			out = redcon.AppendError(out, respError(e).Error())
+			out = redcon.AppendError(out, replyError(e, op.Kind != client.BatchGet).Error())
 		case op.Kind == client.BatchPut:
 			out = redcon.AppendOK(out)
 		default:

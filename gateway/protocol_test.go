@@ -1,0 +1,109 @@
+package gateway
+
+import (
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+)
+
+// refused sends in on a new connection and checks that the answer is
+// exactly want followed by the end of the stream, within a second: a
+// declared length the gateway will never accept is refused at once, not
+// after waiting for bytes.
+func refused(t *testing.T, addr, in, want string) {
+	t.Helper()
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := io.WriteString(nc, in); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(time.Second))
+	b, err := io.ReadAll(nc)
+	if err != nil || string(b) != want {
+		t.Fatalf("sent %q\ngot  %q (%v)\nwant %q then end of stream", in, b, err, want)
+	}
+}
+
+// TestInvalidLengths: bulk and multibulk lengths Redis refuses (Redis 7's
+// words: unparsable, negative, over proto-max-bulk-len) or that are over
+// the gateway's request limit are answered at once and the connection is
+// closed; the commands before them are answered first.
+func TestInvalidLengths(t *testing.T) {
+	g := start(t, newMemStore(), nil)
+	const bulk = "-ERR Protocol error: invalid bulk length\r\n"
+	const multi = "-ERR Protocol error: invalid multibulk length\r\n"
+	for _, tc := range []struct{ in, want string }{
+		{"*1\r\n$999999999999\r\n", bulk},
+		{"*99999999999\r\n", multi},
+		{"*1\r\n$9223372036854775807\r\n", bulk},
+		{"*1\r\n$99999999999999999999999\r\n", bulk},
+		{"*1\r\n$-1\r\n", bulk},
+		{"*1\r\n$-2\r\n", bulk},
+		{"*1\r\n$-3\r\nx\r\n", bulk},
+		{"*1\r\n$+4\r\nPING\r\n", bulk},
+		{"*1\r\n$04\r\nPING\r\n", bulk},
+		{"*1\r\n$ 4\r\nPING\r\n", bulk},
+		{"*+1\r\n$4\r\nPING\r\n", multi},
+		{"*9223372036854775807\r\n", multi},
+		{"*2\r\n$4\r\nECHO\r\n$" + itoa(DefaultMaxRequest+1) + "\r\n", bulk},
+		{"*" + itoa(DefaultMaxRequest+1) + "\r\n", multi},
+		{cmd("PING") + "*1\r\n$999999999999\r\n", "+PONG\r\n" + bulk},
+		{cmd("PING") + "*99999999999\r\n" + cmd("PING"), "+PONG\r\n" + multi},
+	} {
+		refused(t, g.Addr(), tc.in, tc.want)
+	}
+	exchange(t, g.Addr(), cmd("PING"), "+PONG\r\n") // still serving
+}
+
+// TestOverLimitAtOnce: a command whose declared lengths cannot fit in the
+// request limit is refused as soon as they are read.
+func TestOverLimitAtOnce(t *testing.T) {
+	g := start(t, newMemStore(), func(c *Config) { c.MaxRequest = 4096 })
+	const over = "-ERR Protocol error: request over the gateway's limit of 4096 bytes\r\n"
+	refused(t, g.Addr(), "*1\r\n$4097\r\n", "-ERR Protocol error: invalid bulk length\r\n")
+	refused(t, g.Addr(), "*4097\r\n", "-ERR Protocol error: invalid multibulk length\r\n")
+	refused(t, g.Addr(), "*3\r\n$3\r\nSET\r\n$1\r\nk\r\n$4090\r\nvvv", over)
+	refused(t, g.Addr(), "*1000\r\n", over)
+	// Exactly the limit is accepted.
+	v := strings.Repeat("v", 4096-len(cmd("SET", "k", ""))-3) // (3 more digits in its length)
+	if n := len(cmd("SET", "k", v)); n != 4096 {
+		t.Fatalf("command of %d bytes", n)
+	}
+	exchange(t, g.Addr(), cmd("SET", "k", v)+cmd("STRLEN", "k"), "+OK\r\n:"+itoa(int64(len(v)))+"\r\n")
+	refused(t, g.Addr(), cmd("SET", "k", v+"v")[:40], over) // one byte more
+}
+
+// FuzzReadCommand: readCommand never panics, reads a whole encoded
+// command back as it was, and finds every proper prefix of it incomplete.
+func FuzzReadCommand(f *testing.F) {
+	for _, s := range []string{cmd("SET", "k", "a\r\nb"), "*1\r\n$-2\r\n", "*1\r\n$9223372036854775807\r\n", "$5 x\r\n", "GET k\r\n", "*0\r\n"} {
+		f.Add([]byte(s), "k", "v")
+	}
+	f.Fuzz(func(t *testing.T, p []byte, a, b string) {
+		readCommand(p, nil, 1<<10)
+		in := []byte(cmd("SET", a, b))
+		for cut := 0; cut < len(in); cut++ {
+			if complete, _, _, err := readCommand(in[:cut], nil, 1<<20); complete || err != nil {
+				t.Fatalf("%q: complete %v, %v", in[:cut], complete, err)
+			}
+		}
+		complete, args, rest, err := readCommand(append(in, "PING"...), nil, 1<<20)
+		if !complete || err != nil || len(args) != 3 || string(args[1]) != a || string(args[2]) != b || string(rest) != "PING" {
+			t.Fatalf("%q: %v %q %q %v", in, complete, args, rest, err)
+		}
+	})
+}
+
+// TestInlineDollar: a line starting with '$' outside an array is an inline
+// command to Redis (an unknown one), not a length to wait on.
+func TestInlineDollar(t *testing.T) {
+	g := start(t, newMemStore(), nil)
+	exchange(t, g.Addr(), "$999999999999\r\n"+cmd("PING"),
+		"-ERR unknown command '$999999999999', with args beginning with: \r\n+PONG\r\n")
+	exchange(t, g.Addr(), "$5 hello\r\n", "-ERR unknown command '$5', with args beginning with: 'hello' \r\n")
+}
