@@ -11,7 +11,10 @@
 // (package limits: connections, queued output, unread input, commands
 // in flight per connection). The loops only parse (arrays of bulk strings
 // as Redis does, a length over the request limit refused as soon as it is
-// read; inline commands with redcon's parser); each connection's commands
+// read; inline commands with redcon's parser: its array parser, v1.6.4,
+// panics on a negative bulk length — nine bytes, "*1\r\n$-2\r\n", took the
+// whole gateway down — and waits for any length announced); each
+// connection's commands
 // run in order on one
 // goroutine at a time, which writes the answers with AsyncWrite, so a
 // pipeline is answered in order and no loop waits for the cluster. Plain
