@@ -533,8 +533,10 @@ func (c *Coordinator) startCore(l leadership, push, applied bool) error {
 // applied follows the committed state on a coordinator that does not
 // lead, so it answers clients' view and status requests and checks
 // servers' HELLOs with the cluster's secret.
-func (c *Coordinator) applied(st clusterState) {
-	if st.Stopped && c.group() {
+func (c *Coordinator) applied(st clusterState, old bool) {
+	if st.Stopped && c.group() && !old {
+		// (A stop of an earlier run, replayed at start, is not one:
+		// the group starts the cluster again.)
 		c.stoppedOnce.Do(func() { close(c.stopped) })
 	}
 	c.mu.Lock()

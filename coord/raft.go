@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/go-hclog"
@@ -76,8 +77,15 @@ type fsm struct {
 	mu  sync.Mutex
 	st  clusterState
 	has bool
-	// onApply runs after each committed state, outside the lock.
-	onApply func(clusterState)
+	// onApply runs after each committed state, outside the lock; old
+	// says it was committed before this process started (replayed from
+	// the directory at start), not decided now.
+	onApply func(st clusterState, old bool)
+	// oldUpTo is the last log index in the directory at start (set
+	// before the library runs); live is set once the start-up's own
+	// snapshot restore is over.
+	oldUpTo uint64
+	live    atomic.Bool
 }
 
 func (f *fsm) Apply(l *raft.Log) any {
@@ -88,17 +96,17 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if err := json.Unmarshal(l.Data, &st); err != nil {
 		return fmt.Errorf("coordinator state at index %d: %w", l.Index, err)
 	}
-	f.set(st)
+	f.set(st, l.Index <= f.oldUpTo)
 	return nil
 }
 
-func (f *fsm) set(st clusterState) {
+func (f *fsm) set(st clusterState, old bool) {
 	f.mu.Lock()
 	f.st, f.has = st, true
 	cb := f.onApply
 	f.mu.Unlock()
 	if cb != nil {
-		cb(st)
+		cb(st, old)
 	}
 }
 
@@ -125,7 +133,7 @@ func (f *fsm) Restore(rc io.ReadCloser) error {
 	if err := json.Unmarshal(b, &st); err != nil {
 		return fmt.Errorf("coordinator snapshot: %w", err)
 	}
-	f.set(st)
+	f.set(st, !f.live.Load())
 	return nil
 }
 
@@ -313,7 +321,11 @@ func openRaft(o Options, f *fsm, log zerolog.Logger) (*raftNode, error) {
 			return fail(fmt.Errorf("-d %s: bootstrap: %w", dir, err))
 		}
 	}
+	if f.oldUpTo, err = logs.LastIndex(); err != nil {
+		return fail(fmt.Errorf("-d %s: %w", dir, err))
+	}
 	r, err := raft.NewRaft(cfg, f, logs, store, snaps, n.trans)
+	f.live.Store(true)
 	if err != nil {
 		return fail(fmt.Errorf("raft: %w", err))
 	}
