@@ -370,7 +370,7 @@ func (c *conn) readLoop() {
 		}
 		n := wire.FrameLen(hdr)
 		if n-4 > wire.MaxFrame || n < wire.HeaderSize {
-			c.fail(fmt.Errorf("%w: bad frame length %d from %s", errConnBroken, n, c.addr))
+			c.fail(fmt.Errorf("%w: %w: bad frame length %d from %s (not an ftkv port?)", errConnBroken, wire.ErrMalformed, n, c.addr))
 			return
 		}
 		var buf []byte
@@ -389,7 +389,7 @@ func (c *conn) readLoop() {
 		}
 		f, _, err := wire.Decode(buf, 0)
 		if err != nil {
-			c.fail(fmt.Errorf("%w: from %s: %v", errConnBroken, c.addr, err))
+			c.fail(fmt.Errorf("%w: from %s: %w", errConnBroken, c.addr, err))
 			return
 		}
 		if f.ID == 0 && f.Status != wire.StatusOK {

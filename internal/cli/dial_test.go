@@ -63,3 +63,38 @@ func TestDialRefusedFailsFast(t *testing.T) {
 		t.Errorf("exit %d after %s, stderr %q; want 3 at once", code, time.Since(start), stderr.String())
 	}
 }
+
+// TestDialOtherProtocolFailsFast: a port that answers in another
+// protocol (a Redis or HTTP server: "bad frame length") or a host name
+// that does not resolve can never become a coordinator by waiting; the
+// CLI should say so at once, not after -timeout (found by the session-10 review).
+func TestDialOtherProtocolFailsFast(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				buf := make([]byte, 512)
+				_, _ = c.Read(buf)
+				_, _ = c.Write([]byte("-ERR unknown command\r\nHTTP/1.1 400 Bad Request\r\n\r\n"))
+				c.Close()
+			}()
+		}
+	}()
+	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	for _, args := range [][]string{{"-h", host, "-p", port}, {"-h", "no-such-host.invalid", "-p", "7000"}} {
+		var stdout, stderr bytes.Buffer
+		start := time.Now()
+		code := Run(append(args, "-timeout", "10s", "G", "k"), strings.NewReader(""), &stdout, &stderr)
+		if took := time.Since(start); took > 3*time.Second {
+			t.Errorf("%v: exit %d after %s (want at once): %s", args, code, took.Round(time.Millisecond), strings.TrimSpace(stderr.String()))
+		}
+	}
+}

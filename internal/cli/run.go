@@ -19,6 +19,7 @@ import (
 
 	"ftkv/client"
 	"ftkv/internal/tlsconf"
+	"ftkv/wire"
 )
 
 // DefaultTimeout bounds dialing and each command unless -timeout says otherwise.
@@ -40,13 +41,18 @@ func dialWith(opts ...client.Option) dialFunc {
 	}
 }
 
-// tlsFailure reports whether err is a TLS handshake's failure: a wrong
-// CA or certificate, a port in clear; a retry changes nothing.
-func tlsFailure(err error) bool {
+// permanent reports whether a failure to reach the coordinator is one a
+// retry cannot change: nobody listening, a name that does not resolve, a
+// port that speaks another protocol, a TLS handshake's failure (a wrong
+// CA or certificate, a port in clear).
+func permanent(err error) bool {
 	var ae tls.AlertError
 	var ve *tls.CertificateVerificationError
 	var rh tls.RecordHeaderError
-	return errors.As(err, &ae) || errors.As(err, &ve) || errors.As(err, &rh) || strings.Contains(err.Error(), "TLS with ")
+	var dns *net.DNSError
+	return errors.Is(err, syscall.ECONNREFUSED) || (errors.As(err, &dns) && dns.IsNotFound) ||
+		errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrVersion) ||
+		errors.As(err, &ae) || errors.As(err, &ve) || errors.As(err, &rh) || strings.Contains(err.Error(), "TLS with ")
 }
 
 // dialPatiently calls dial until it succeeds, fails for good (a refusal,
@@ -58,7 +64,7 @@ func dialPatiently(ctx context.Context, dial func() (*client.Client, error)) (*c
 	backoff := 50 * time.Millisecond // timing: exception — the CLI's retry pace within -timeout
 	for {
 		c, err := dial()
-		if err == nil || exitCode(err) != ExitUnavailable || errors.Is(err, syscall.ECONNREFUSED) || tlsFailure(err) || ctx.Err() != nil {
+		if err == nil || exitCode(err) != ExitUnavailable || permanent(err) || ctx.Err() != nil {
 			return c, err
 		}
 		select {
