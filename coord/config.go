@@ -389,12 +389,17 @@ func gotValues(vals []string) string {
 
 // hostKey names the machine a host or ssh destination is on, so that
 // ports are compared per machine: localhost and 127.0.0.1 are one, and
-// so are alice@h, bob@h and ssh://alice@h:2222.
+// so are alice@h, bob@h and ssh://alice@h:22; ssh://alice@h:2222 is
+// another (ssh ports of one address usually lead to different machines
+// or containers behind port forwarding).
 func hostKey(h string) string {
 	if hostname.IsLocal(h) {
 		return "localhost"
 	}
-	if _, _, host, err := ParseDestination(h); err == nil {
+	if _, port, host, err := ParseDestination(h); err == nil {
+		if port != "" && port != "22" {
+			return host + "#ssh" + port
+		}
 		return host
 	}
 	return h

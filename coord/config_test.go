@@ -267,20 +267,30 @@ func TestCheckPorts(t *testing.T) {
 
 // TestParseClusterSameHostPorts: two server lines with the same non-zero
 // port on one host are refused, whatever the host is called (localhost,
-// 127.0.0.1; another user or the ssh:// form of the same ssh host).
+// 127.0.0.1; another user or the ssh:// form of the same ssh host). An
+// ssh port other than 22 on one address is another machine (port
+// forwarding to containers): the same port there is allowed.
 func TestParseClusterSameHostPorts(t *testing.T) {
 	for _, in := range []string{
 		"2\nlocalhost 7000 0 0\n127.0.0.1 0 0 7000\n",
 		"2\nalice@10.0.0.7 7000 0 0\nbob@10.0.0.7 7000 0 0\n",
-		"2\nalice@10.0.0.7 7000 0 0\nssh://alice@10.0.0.7:2222 0 7000 0\n",
+		"2\nalice@10.0.0.7 7000 0 0\nssh://alice@10.0.0.7:22 0 7000 0\n",
+		"2\nssh://alice@10.0.0.7:2222 7000 0 0\nssh://bob@10.0.0.7:2222 0 7000 0\n",
 	} {
 		_, err := ParseCluster("c.txt", strings.NewReader(in))
 		if err == nil || !strings.HasPrefix(err.Error(), "c.txt:3: port 7000 on ") || !strings.Contains(err.Error(), "already used on line 2") {
 			t.Errorf("%q: error %v, want c.txt:3: port 7000 … already used on line 2", in, err)
 		}
 	}
-	// Different hosts may use the same port.
-	if _, err := ParseCluster("c.txt", strings.NewReader("2\nalice@10.0.0.7 7000 0 0\nalice@10.0.0.8 7000 0 0\n")); err != nil {
-		t.Errorf("same port on two hosts: %v", err)
+	// Different hosts may use the same port, and so may two ssh ports of
+	// one address (found by the session-10 review: refused before).
+	for _, in := range []string{
+		"2\nalice@10.0.0.7 7000 0 0\nalice@10.0.0.8 7000 0 0\n",
+		"2\nssh://alice@10.0.0.7:2222 7001 7002 7003\nssh://alice@10.0.0.7:2223 7001 7002 7003\n",
+		"2\nalice@10.0.0.7 7001 7002 7003\nssh://alice@10.0.0.7:2222 7001 7002 7003\n",
+	} {
+		if _, err := ParseCluster("c.txt", strings.NewReader(in)); err != nil {
+			t.Errorf("%q: %v", in, err)
+		}
 	}
 }
