@@ -154,6 +154,9 @@ func New(opts Options) (*Coordinator, error) {
 		met:     newCoordMetrics(),
 	}
 	c.budget = connlimit.NewBudget(c.limits().WithDefaults().OutputBudget)
+	if opts.tls != nil {
+		opts.tls.mat.LogReloads(c.log)
+	}
 	c.gate = c.newGate()
 	c.registerGauges()
 	if err := c.limits().Validate(); err != nil {

@@ -117,13 +117,13 @@ func run(args []string) int {
 	if tcfg != nil {
 		auth = append(auth, client.WithTLS(tcfg))
 	}
+	var gwTLS *tlsconf.Material
 	if tfiles.Cert != "" {
-		m, err := tlsconf.Load(tfiles, "")
-		if err != nil {
+		if gwTLS, err = tlsconf.Load(tfiles, ""); err != nil {
 			fmt.Fprintf(os.Stderr, "gateway: %v\n", err)
 			return 2
 		}
-		cfg.TLS = m.Server(false)
+		cfg.TLS = gwTLS.Server(false)
 	}
 	if *user != "" {
 		// Its clients' passwords would cross the network in clear on a
@@ -157,6 +157,9 @@ func run(args []string) int {
 		return 2
 	}
 	log := zerolog.New(out).Level(lvl).With().Timestamp().Str("node", "gateway").Logger()
+	if gwTLS != nil {
+		gwTLS.LogReloads(log)
+	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()

@@ -134,6 +134,7 @@ func main() {
 			fmt.Fprintf(os.Stderr, "server: %v\n", err)
 			os.Exit(2)
 		}
+		cfg.TLS.LogReloads(cfg.Logger)
 	}
 	srv, err := server.New(cfg)
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"math/big"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -73,6 +74,9 @@ func TestTLSCertificateRotation(t *testing.T) {
 	}
 	if oldServer.Cmp(newServer) == 0 || oldCoord.Cmp(newCoord) == 0 {
 		t.Fatal("the new certificates have the old serials")
+	}
+	if n := strings.Count(c.Log(), "TLS certificate reloaded"); n < 4 {
+		t.Errorf("%d reloads logged; want the coordinator's and the 3 servers'", n)
 	}
 
 	cl := c.Client()

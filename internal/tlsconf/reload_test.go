@@ -1,6 +1,7 @@
 package tlsconf
 
 import (
+	"bytes"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/pem"
@@ -9,8 +10,11 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // peerSerials handshakes (mutual TLS) over loopback and returns the
@@ -114,6 +118,8 @@ func TestCertificateFilesReloaded(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	var logged syncBuffer
+	sm.LogReloads(zerolog.New(&logged))
 	server, client := sm.Server(true, Internal...), cm.Client(RoleServer)
 	s1, c1 := peerSerials(t, server, client)
 	if s1.Cmp(serialOf(t, f("server.pem"))) != 0 || c1.Cmp(serialOf(t, f("coordinator.pem"))) != 0 {
@@ -148,6 +154,9 @@ func TestCertificateFilesReloaded(t *testing.T) {
 	if err := sm.ReloadErr(); err != nil {
 		t.Errorf("ReloadErr after a good pair: %v", err)
 	}
+	if !strings.Contains(logged.String(), "TLS certificate reloaded") {
+		t.Errorf("the reload was not logged: %q", logged.String())
+	}
 
 	// Refused: a pair from another CA, then one for another role.
 	other := t.TempDir()
@@ -159,7 +168,7 @@ func TestCertificateFilesReloaded(t *testing.T) {
 		kp, _ := os.ReadFile(key)
 		return cp, kp
 	}
-	for _, tc := range []struct {
+	for i, tc := range []struct {
 		cert, key, want string
 	}{
 		{filepath.Join(other, "server.pem"), filepath.Join(other, "server-key.pem"), "not signed by the CA"},
@@ -175,5 +184,26 @@ func TestCertificateFilesReloaded(t *testing.T) {
 		if err := sm.ReloadErr(); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: ReloadErr = %v, want %q", tc.cert, err, tc.want)
 		}
+		if n := strings.Count(logged.String(), "not taken"); n != i+1 {
+			t.Errorf("%s: %d refusals logged, want %d: %q", tc.cert, n, i+1, logged.String())
+		}
 	}
+}
+
+// syncBuffer is a bytes.Buffer safe for the handshakes' goroutines.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }

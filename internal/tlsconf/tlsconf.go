@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/rs/zerolog"
 )
 
 // Role is what a certificate's holder is in the cluster.
@@ -76,6 +78,20 @@ type Material struct {
 	mu      sync.Mutex   // one reload at a time; stamp, reloadErr
 	stamp   [2]fileStamp
 	loadErr error
+	onLoad  func(err error)
+}
+
+// LogReloads logs each new version of the certificate's files to log:
+// taken (info), or why not (warn: the old certificate stays in use). Call
+// it before the Material is used.
+func (m *Material) LogReloads(log zerolog.Logger) {
+	m.onLoad = func(err error) {
+		if err != nil {
+			log.Warn().Err(err).Str("cert", m.files.Cert).Msg("new TLS certificate files not taken; the old certificate stays in use")
+			return
+		}
+		log.Info().Str("cert", m.files.Cert).Msg("TLS certificate reloaded from its files")
+	}
 }
 
 // ReloadEvery bounds how often a Material looks at its certificate's files.
@@ -127,6 +143,11 @@ func (m *Material) reload() {
 		return
 	}
 	m.stamp = st
+	defer func() {
+		if m.onLoad != nil {
+			m.onLoad(m.loadErr)
+		}
+	}()
 	certPEM, err := os.ReadFile(m.files.Cert)
 	if err != nil {
 		m.loadErr = fmt.Errorf("tls: reading the certificate: %w", err)
