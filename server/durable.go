@@ -266,14 +266,18 @@ func checkIdentity(dir string, id uint32, n int) error {
 		if n > 0 && gotN > 0 && gotN != n {
 			return fmt.Errorf("server %d: data dir %s belongs to a cluster of %d servers, this one has %d (the key->shard map depends on it): refusing to use it", id, dir, gotN, n)
 		}
-		// An identity without the size (older, or written without
-		// it) is kept as it is.
+		if n > 0 && gotN == 0 {
+			// An identity without the size (written before it was
+			// recorded) gets it now: this cluster's size is the one
+			// its data was written with, or the coordinator's own
+			// record refused the start.
+			return writeIdentity(dir, path, want, id)
+		}
 		return nil
 	}
 	if !errors.Is(err, os.ErrNotExist) {
 		return fmt.Errorf("server %d: data dir: %w", id, err)
 	}
-	tmp := path + ".tmp"
 	es, _ := os.ReadDir(dir)
 	for _, e := range es {
 		// IDENTITY.tmp alone is what a claim that failed (a full disk)
@@ -282,6 +286,13 @@ func checkIdentity(dir string, id uint32, n int) error {
 			return fmt.Errorf("server %d: data dir %s is not empty and has no %s: refusing to use it", id, dir, identityFile)
 		}
 	}
+	return writeIdentity(dir, path, want, id)
+}
+
+// writeIdentity writes want to path, in dir, atomically (a temporary
+// file renamed over it) and durably.
+func writeIdentity(dir, path, want string, id uint32) error {
+	tmp := path + ".tmp"
 	if err := os.WriteFile(tmp, []byte(want), 0o644); err != nil {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("server %d: data dir: %w", id, err)

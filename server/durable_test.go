@@ -341,7 +341,7 @@ func TestDataDirLeftoverIdentityTmp(t *testing.T) {
 // TestDataDirOfAnotherClusterSizeRefused: a data directory records the
 // cluster's size; a server of a cluster of another size refuses it (its
 // shards would be other keys), one of the same size opens it, and an
-// identity without a size (older) is kept and opened.
+// identity without a size (older) is opened and gets the size.
 func TestDataDirOfAnotherClusterSizeRefused(t *testing.T) {
 	dir := t.TempDir()
 	cfg := func(n int) Config {
@@ -374,6 +374,9 @@ func TestDataDirOfAnotherClusterSizeRefused(t *testing.T) {
 		t.Fatalf("an identity without a size refused: %v", err)
 	}
 	_ = s.dur.log.Close()
+	if b, _ := os.ReadFile(filepath.Join(old, identityFile)); string(b) != "ftkv server 1 of 3\n" {
+		t.Errorf("an identity without a size, opened by a server of a cluster of 3, reads %q", b)
+	}
 	for _, bad := range []string{"ftkv server 1x\n", "ftkv server 1 of 3 extra\n", "ftkv server 11\n"} {
 		d := t.TempDir()
 		if err := os.WriteFile(filepath.Join(d, identityFile), []byte(bad), 0o644); err != nil {
