@@ -50,18 +50,26 @@ func cmd(args ...string) string {
 	return b.String()
 }
 
-// exchange sends in on a new connection and reads exactly len(want) bytes.
-func exchange(t *testing.T, addr, in string, want string) {
+// sendNew sends in on a new connection, whose reads then end after d;
+// the connection is closed when the test ends.
+func sendNew(t *testing.T, addr, in string, d time.Duration) net.Conn {
 	t.Helper()
 	nc, err := net.Dial("tcp", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer nc.Close()
+	t.Cleanup(func() { nc.Close() })
 	if _, err := io.WriteString(nc, in); err != nil {
 		t.Fatal(err)
 	}
-	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	_ = nc.SetReadDeadline(time.Now().Add(d))
+	return nc
+}
+
+// exchange sends in on a new connection and reads exactly len(want) bytes.
+func exchange(t *testing.T, addr, in string, want string) {
+	t.Helper()
+	nc := sendNew(t, addr, in, 5*time.Second)
 	got := make([]byte, len(want))
 	n, err := io.ReadFull(nc, got)
 	if err != nil || string(got) != want {

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"io"
-	"net"
 	"strings"
 	"testing"
 	"time"
@@ -14,16 +13,7 @@ import (
 // after waiting for bytes.
 func refused(t *testing.T, addr, in, want string) {
 	t.Helper()
-	nc, err := net.Dial("tcp", addr)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	if _, err := io.WriteString(nc, in); err != nil {
-		t.Fatal(err)
-	}
-	_ = nc.SetReadDeadline(time.Now().Add(time.Second))
-	b, err := io.ReadAll(nc)
+	b, err := io.ReadAll(sendNew(t, addr, in, time.Second))
 	if err != nil || string(b) != want {
 		t.Fatalf("sent %q\ngot  %q (%v)\nwant %q then end of stream", in, b, err, want)
 	}
