@@ -52,9 +52,10 @@ func readCommand(p []byte, argsbuf [][]byte, limit int) (complete bool, args [][
 	switch {
 	case i < 0:
 		return false, args, p, nil
-	case !ok, count < 0, count > limit:
-		// (Redis ignores a negative count; the gateway always refused it.)
+	case !ok, count > limit:
 		return false, args, p, errMultibulkLength
+	case count < 0:
+		return true, args, p[i:], nil // skipped, as Redis does (and "*0")
 	case i+count*minArg > limit:
 		return false, args, p, overLimit(limit)
 	}

@@ -48,6 +48,10 @@ func TestInvalidLengths(t *testing.T) {
 		refused(t, g.Addr(), tc.in, tc.want)
 	}
 	exchange(t, g.Addr(), cmd("PING"), "+PONG\r\n") // still serving
+	// An empty or negative count is skipped without an answer, as Redis
+	// 7.0.15 does ("-0" is not a number to it).
+	exchange(t, g.Addr(), "*-1\r\n"+cmd("PING")+"*-5\r\n*0\r\n"+cmd("PING"), "+PONG\r\n+PONG\r\n")
+	refused(t, g.Addr(), "*-0\r\n", multi)
 }
 
 // TestOverLimitAtOnce: a command whose declared lengths cannot fit in the
