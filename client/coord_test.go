@@ -76,6 +76,22 @@ func deadAddr(t *testing.T) string {
 	return addr
 }
 
+// deadAddrs is n distinct addresses nobody listens on (the listeners
+// are held until all are taken: one closed port can be handed out again).
+func deadAddrs(t *testing.T, n int) []string {
+	t.Helper()
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		addrs[i] = ln.Addr().String()
+	}
+	return addrs
+}
+
 // mute accepts connections and never answers, like a stopped (SIGSTOP)
 // coordinator whose kernel still completes the handshake.
 func mute(t *testing.T) string {
@@ -234,7 +250,7 @@ func TestNotLeaderRedirect(t *testing.T) {
 // Every coordinator dead: Dial fails well within its context, with one
 // line naming each coordinator and what went wrong.
 func TestAllCoordinatorsDead(t *testing.T) {
-	dead := []string{deadAddr(t), deadAddr(t), mute(t)}
+	dead := append(deadAddrs(t, 2), mute(t))
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	start := time.Now()
