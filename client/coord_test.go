@@ -67,13 +67,7 @@ func (n *fakeNode) serve(nc net.Conn) {
 // deadAddr is a loopback address nobody listens on (connection refused).
 func deadAddr(t *testing.T) string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	addr := ln.Addr().String()
-	ln.Close()
-	return addr
+	return deadAddrs(t, 1)[0]
 }
 
 // deadAddrs is n distinct addresses nobody listens on (the listeners
