@@ -139,6 +139,18 @@ func (d *durable) logHold(s *Server, shard int, idx uint64) {
 	d.hold(shard, idx)
 }
 
+// forget records that this server no longer holds a copy of shard: its
+// index is no longer reported, so no restore ever chooses the empty
+// table a later view would find. (The records stay in the log until a
+// snapshot passes them; a restart recovers that stale copy at its own
+// index, as before.)
+func (d *durable) forget(shard int) {
+	d.mu.Lock()
+	delete(d.logged, shard)
+	delete(d.partial, shard)
+	d.mu.Unlock()
+}
+
 // seeded records that shard's re-seeding is complete in the log.
 func (d *durable) seeded(shard int) {
 	d.mu.Lock()

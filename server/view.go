@@ -117,12 +117,24 @@ func (s *Server) keepServing(v wire.View, me int) []*primary {
 			s.log.Info().Int("shard", shard).Uint64("epoch", v.Epoch).Msg("no longer primary")
 		}
 	}
+	var dropped []int
 	for shard := range s.tables {
-		if shard >= n || (int(v.Shards[shard].Primary) != me && int(v.Shards[shard].Secondary) != me) {
+		if shard >= n {
 			delete(s.tables, shard)
+			dropped = append(dropped, shard)
+			continue
+		}
+		pl := v.Shards[shard]
+		// A shard without a primary lost both copies: ours (recovered
+		// from the log, reported in the heartbeat) may be the one a
+		// later view restores, so it is kept.
+		if pl.Primary >= 0 && int(pl.Primary) != me && int(pl.Secondary) != me {
+			delete(s.tables, shard)
+			dropped = append(dropped, shard)
 		}
 	}
 	s.mu.Unlock()
+	s.forgetCopies(dropped)
 	// Closed outside s.mu: close takes secMu (noteIndex), which is ordered
 	// before s.mu.
 	// A shard handed back keeps its writes in flight for the new primary
@@ -135,6 +147,24 @@ func (s *Server) keepServing(v wire.View, me int) []*primary {
 		}
 	}
 	return prims
+}
+
+// forgetCopies forgets the log indexes of the copies of shards whose
+// tables keepServing dropped: an index never outlives its table.
+func (s *Server) forgetCopies(shards []int) {
+	if len(shards) == 0 {
+		return
+	}
+	s.secMu.Lock()
+	for _, shard := range shards {
+		delete(s.recovered, shard)
+	}
+	s.secMu.Unlock()
+	if s.dur != nil {
+		for _, shard := range shards {
+			s.dur.forget(shard)
+		}
+	}
 }
 
 // leadShards makes this server lead every shard v gives it: it takes over
