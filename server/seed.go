@@ -234,6 +234,17 @@ func (st *secState) applySeed(f *wire.Frame) error {
 		st.log.Info().Int("shard", st.shard).Uint64("base", st.last).Msg("partial resync refused: dropped the recovered copy for a full re-seeding")
 		return nil
 	}
+	if !st.seeding {
+		// This copy is complete (its link was set up while it served) and
+		// applies every write as it comes: a snapshot read earlier could
+		// only bring back what was deleted since, without a tombstone
+		// here. (A primary re-seeds it anyway when the view shows it
+		// re-seeding another shard.)
+		if f.Flags&wire.FlagSeedDone != 0 {
+			st.log.Info().Int("shard", st.shard).Msg("re-seeding ignored: this copy is complete")
+		}
+		return nil
+	}
 	// Applied before it is logged, as the replication stream is: once the
 	// log has written a record, the tables hold it (snapshot.go).
 	if f.Flags&wire.FlagDedup != 0 {

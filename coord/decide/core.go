@@ -37,6 +37,7 @@ const (
 	kindSeeded
 	kindHandBack
 	kindRestore
+	kindJoin
 )
 
 // pending is a published view not yet reported durable.
@@ -44,7 +45,8 @@ type pending struct {
 	view   wire.View
 	kind   kind
 	failed []int // kindFailover
-	node   int   // kindReseed, kindSeeded
+	node   int   // kindReseed, kindSeeded, kindJoin
+	shard  int   // kindJoin
 }
 
 type handBack struct {
@@ -293,6 +295,18 @@ func (c *Core) published(e Published, out []Action) []Action {
 		if len(nd.seedWait) == 0 {
 			nd.State = Seeded
 		}
+	case kindJoin:
+		nd := c.nodes[p.node]
+		if nd.State != Serving && nd.State != Reseeding && nd.State != Seeded {
+			break // it exited meanwhile: failed over by the decision below
+		}
+		if nd.State != Reseeding {
+			nd.seedWait = nil
+		}
+		nd.State = Reseeding
+		nd.seedWait = append(nd.seedWait, p.shard)
+		pl := c.view.Shards[p.shard]
+		out = append(out, AskSeed{ID: p.node, Inc: nd.Inc, Shard: p.shard, Primary: int(pl.Primary), PrimaryInc: c.view.Servers[pl.Primary].Incarnation})
 	case kindSeeded:
 		if nd := c.nodes[p.node]; nd.State == Seeded {
 			nd.State = Serving

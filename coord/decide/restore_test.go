@@ -111,3 +111,70 @@ func TestDiskFailureFailsOver(t *testing.T) {
 		}
 	}
 }
+
+// TestRestoreEveryServerDead: every server dies at once, so every shard
+// loses both copies. The respawned servers register one by one, and the
+// logs make a server that is already in the view (restored as the primary
+// of another shard) the losing holder of a shard restored on its partner:
+// it must still become that shard's re-seeding secondary, and the cluster
+// ends whole, every shard with two copies and every member serving. (A
+// review saw a shard stay with its primary alone for good while its home
+// secondary served.)
+func TestRestoreEveryServerDead(t *testing.T) {
+	h := newHarness(t, 3)
+	durable := map[int][]wire.ShardIndex{
+		0: {{Shard: 0, Index: 10}, {Shard: 2, Index: 30}},
+		1: {{Shard: 0, Index: 50}, {Shard: 1, Index: 20}},
+		2: {{Shard: 1, Index: 20}, {Shard: 2, Index: 20}},
+	}
+	var acts []Action
+	for i := 0; i < 3; i++ {
+		acts = append(acts, h.step(ProcessExited{ID: i, Inc: 1})...)
+	}
+	// Drives the core: publications and seeds succeed, freezes too; the
+	// listed members heartbeat with their logs' copies.
+	settle := func(ids ...int) {
+		t.Helper()
+		for round := 0; round < 200; round++ {
+			var next []Action
+			for _, a := range acts {
+				switch a := a.(type) {
+				case Publish:
+					next = append(next, h.step(Published{})...)
+				case AskSeed:
+					next = append(next, h.step(SeedResult{ID: a.ID, Inc: a.Inc, Shard: a.Shard, OK: true})...)
+				case Freeze:
+					next = append(next, h.step(FreezeResult{Shard: a.Shard, Epoch: a.Epoch, OK: true})...)
+				}
+			}
+			h.now = h.now.Add(simFT / 10)
+			next = append(next, h.step(Tick{Now: h.now})...)
+			for _, i := range ids {
+				next = append(next, h.beatDurable(i, durable[i]...)...)
+			}
+			acts = next
+		}
+	}
+	settle()
+	if v := h.c.View(); !reflect.DeepEqual(v.Shards, []wire.Placement{pl(-1, -1), pl(-1, -1), pl(-1, -1)}) {
+		t.Fatalf("after every server died: shards %v", v.Shards)
+	}
+	// Server 0 and 2 register: shard 2 is restored on 0 (the further log).
+	settle(0)
+	settle(0, 2)
+	if v := h.c.View(); v.Shards[2].Primary != 0 {
+		t.Fatalf("shard 2 not restored on server 0: %v", v.Shards)
+	}
+	// Server 1 registers: shard 0 is restored on it (the further log);
+	// server 0, already serving, must become its secondary.
+	settle(0, 1, 2)
+	v := h.c.View()
+	if want := []wire.Placement{pl(0, 1), pl(1, 2), pl(2, 0)}; !reflect.DeepEqual(v.Shards, want) {
+		t.Fatalf("shards %v after every server came back, want %v (states %v)", v.Shards, want, states(v))
+	}
+	for i, m := range v.Servers {
+		if m.State != wire.StateServing || h.c.nodes[i].State != Serving {
+			t.Fatalf("member %d: view %v, node %v", i, m.State, h.c.nodes[i].State)
+		}
+	}
+}

@@ -88,6 +88,12 @@ func (c *Core) decide(judge bool, out []Action) []Action {
 			return c.propose(&pending{view: addReseeding(v, i, nd), kind: kindReseed, node: i}, "re-seed", out)
 		}
 	}
+	// 4b. a shard led alone while its other home server serves (restored
+	// on its partner after that one was back in the view): that one
+	// re-seeds it.
+	if nv, ok := c.join(v); ok {
+		return c.propose(nv, "re-seed a shard's home secondary", out)
+	}
 	// 5. a re-seeded member serves.
 	for i, nd := range c.nodes {
 		if nd.State == Seeded && v.Servers[i].State == wire.StateReseeding && v.Servers[i].Incarnation == nd.Inc {
@@ -159,6 +165,36 @@ func (c *Core) restore(v wire.View) (*pending, bool) {
 		nv := addReseeding(v, best, c.nodes[best])
 		nv.Shards[s] = wire.Placement{Primary: int32(best), Secondary: -1}
 		return &pending{view: nv, kind: kindReseed, node: best}, true
+	}
+	return nil, false
+}
+
+// join returns the view where a live member becomes the re-seeding
+// secondary of a home shard that has a primary and no secondary: the
+// member is re-seeding again (so no copy of it counts as complete until it
+// is seeded) and waits for that shard's re-seeding too. Only a restore
+// leaves such a shard; addReseeding covers members not yet in the view.
+func (c *Core) join(v wire.View) (*pending, bool) {
+	n := len(v.Shards)
+	if n == 1 {
+		return nil, false
+	}
+	for s, pl := range v.Shards {
+		if pl.Primary < 0 || pl.Secondary >= 0 {
+			continue
+		}
+		for _, h := range []int{s, (s + 1) % n} {
+			nd, m := c.nodes[h], v.Servers[h]
+			if h == int(pl.Primary) || !live(m) || m.Incarnation != nd.Inc || nd.HB.Storage.Failed ||
+				(nd.State != Serving && nd.State != Reseeding && nd.State != Seeded) {
+				continue
+			}
+			nv := cloneView(v)
+			nv.Epoch++
+			nv.Servers[h].State = wire.StateReseeding
+			nv.Shards[s].Secondary = int32(h)
+			return &pending{view: nv, kind: kindJoin, node: h, shard: s}, true
+		}
 	}
 	return nil, false
 }
