@@ -240,6 +240,11 @@ func (l *replLink) broken() bool {
 
 func readFrame(br *bufio.Reader) (wire.Frame, error) { return frameio.ReadFrame(br) }
 
+// linkDialed, when a test sets it, runs after a replication link's HELLO
+// was answered and before the link is used: it widens the window in which
+// writes may commit meanwhile.
+var linkDialed func()
+
 // connect (re)establishes the replication link to sec (none: addr "") at
 // epoch, retrying until timeout (the secondary may not have the view yet).
 func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error {
@@ -290,6 +295,9 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 		err := errTestCut
 		if !replCut(p.env.id, sec) {
 			l, acked, flags, err = dialLink(p.env, p, p.log, p.shard, sec.addr, epoch, base)
+		}
+		if err == nil && linkDialed != nil {
+			linkDialed()
 		}
 		if err == nil {
 			full := flags&wire.FlagFullSeed != 0

@@ -91,8 +91,17 @@ func (p *primary) seed(timeout time.Duration) error {
 		}
 		break
 	}
+	// Every write committed by now is in the table, so in the snapshot:
+	// the last frame tells the secondary its copy reaches that index. (A
+	// write may commit between the link's HELLO and its first frame when
+	// the shard was led alone; the stream then starts above the index the
+	// HELLO gave, and without this the first write after the re-seeding
+	// would look like a gap, for good.)
+	p.mu.Lock()
+	covered := p.committed
+	p.mu.Unlock()
 	ss := &seedSender{l: l, acks: p.seedAcks, stop: p.stop, deadline: time.After(timeout), timeout: timeout,
-		total: uint64(p.t.len()), met: p.metrics()}
+		total: uint64(p.t.len()), met: p.metrics(), covered: covered}
 	ss.met.seedStarted(ss)
 	defer ss.met.seedEnded(ss)
 	start := time.Now()
@@ -132,6 +141,7 @@ type seedSender struct {
 	deadline <-chan time.Time
 	timeout  time.Duration
 	total    uint64 // keys in the table when the snapshot began (lets the receiver size its table)
+	covered  uint64 // the log index every write of the snapshot is at or below (sent with the last frame)
 
 	sent, acked uint64 // SEED frames, numbered from 1
 	entries     int
@@ -185,7 +195,7 @@ func (ss *seedSender) send(batch []byte, done bool) error {
 	ss.sent++
 	f := &wire.Frame{Op: wire.OpSeed, ID: ss.sent, Value: batch, Floor: ss.total}
 	if done {
-		f.Flags = wire.FlagSeedDone
+		f.Flags, f.Seq = wire.FlagSeedDone, ss.covered
 	}
 	ss.l.queueFrame(f)
 	ss.l.flushSoon()
@@ -278,6 +288,9 @@ func (st *secState) applySeed(f *wire.Frame) error {
 		st.dur.logSeed(st.srv, st.shard, recSeed, f.Value)
 	}
 	if f.Flags&wire.FlagSeedDone != 0 {
+		// The snapshot holds every write up to f.Seq: the stream goes on
+		// after it, even from above the index the link's HELLO gave.
+		st.last = max(st.last, f.Seq)
 		st.seeding, st.resync = false, false
 		st.t.dropTombstones()
 		if st.dur != nil {

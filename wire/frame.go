@@ -278,10 +278,12 @@ func NextSeedEntry(b []byte) (key, value []byte, ver uint64, rest []byte, err er
 //	  answer                    0             sec's view     -             last applied   -                 -   -                   -
 //	REPL        pri -> sec      log index     primary's view client id     client's seq   client's floor    key value               -
 //	PING        pri -> sec      ping no.      -              -             -              -                 -   -                   -
-//	SEED data   pri -> sec      frame no.     -              -             -              total keys        -   entries             -
+//	SEED data   pri -> sec      frame no.     -              -             covered index* total keys        -   entries             -
 //	REPLACK     sec -> pri      last applied  -              -             ping/frame no. -                 -   -                   -
 //
 // Notes on the table:
+//   - * only on the last SEED frame (FlagSeedDone): every write up to that
+//     log index is in the snapshot, and the stream goes on after it.
 //   - Client, Seq and Floor carry their names' meaning only in client
 //     writes: Client identifies the client (0: the write is not
 //     deduplicated), Seq numbers its writes, and every seq below Floor has

@@ -1,0 +1,104 @@
+package server
+
+import (
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"ftkv/internal/wal"
+	"ftkv/wire"
+)
+
+// slowSyncFS is the OS's file system with an fsync that can be slowed.
+type slowSyncFS struct {
+	wal.OSFS
+	delay *atomic.Int64 // nanoseconds
+}
+
+type slowSyncFile struct {
+	wal.File
+	delay *atomic.Int64
+}
+
+func (fs slowSyncFS) Create(name string) (wal.File, error) {
+	f, err := fs.OSFS.Create(name)
+	if err != nil {
+		return nil, err
+	}
+	return slowSyncFile{File: f, delay: fs.delay}, nil
+}
+
+// Adopt is OSFS's, the segment's fsync slowed too.
+func (fs slowSyncFS) Adopt(prepared, name string) (wal.File, error) {
+	f, err := fs.OSFS.Adopt(prepared, name)
+	if err != nil {
+		return nil, err
+	}
+	return slowSyncFile{File: f, delay: fs.delay}, nil
+}
+
+func (f slowSyncFile) Sync() error {
+	time.Sleep(time.Duration(f.delay.Load()))
+	return f.File.Sync()
+}
+
+// TestSecondaryAddedWhileAloneWriteCommits: a primary leading its shard
+// alone has a write committing (its fsync is slow) when the view gives the
+// shard a re-seeding secondary; the write commits while the link's HELLO
+// is being answered. The secondary must still get every write: the link
+// comes up and stays up, later writes are acknowledged, and the
+// secondary's copy ends equal to the primary's. (The kill-everything test
+// saw a shard stall for good: "gap in the replication log" on every
+// reconnect.)
+func TestSecondaryAddedWhileAloneWriteCommits(t *testing.T) {
+	fc := startFakeCoord(t)
+	var delay atomic.Int64
+	a, _ := startDurableServer(t, fc, 0, t.TempDir(), "always", false, func(c *Config) {
+		c.walFS = slowSyncFS{delay: &delay}
+		c.Logger = zerolog.Nop()
+	})
+	b, _ := startDurableServer(t, fc, 1, "", "", false, func(c *Config) { c.Incarnation = 2; c.Logger = zerolog.Nop() })
+	deadB := member(b, b.peer)
+	deadB.State, deadB.Incarnation = wire.StateDead, 1
+	pushView(t, wire.View{Epoch: 1, Servers: []wire.Member{member(a, a.peer), deadB},
+		Shards: []wire.Placement{{Primary: 0, Secondary: -1}, {Primary: 0, Secondary: -1}}}, a)
+	keys := keysOf("race", 0, 2, 3)
+	put := func(cn *conn, k string) error {
+		ans, err := cn.do(&wire.Frame{Op: wire.OpPut, Key: []byte(k), Value: []byte("v-" + k)}, 5*time.Second)
+		if err == nil && ans.Status != wire.StatusOK {
+			t.Errorf("put %s: %v %s", k, ans.Status, ans.Value)
+		}
+		return err
+	}
+	if err := put(dialConn(t, a.client, false), keys[0]); err != nil {
+		t.Fatal(err)
+	}
+	// The second write commits alone, slowly; the link is dialled
+	// meanwhile and used only after that write committed.
+	delay.Store(int64(150 * time.Millisecond))
+	slow := dialConn(t, a.client, false)
+	done := make(chan error, 1)
+	go func() { done <- put(slow, keys[1]) }()
+	time.Sleep(30 * time.Millisecond)
+	linkDialed = func() { time.Sleep(300 * time.Millisecond) }
+	defer func() { linkDialed = nil }()
+	mb := member(b, b.peer)
+	mb.State = wire.StateReseeding
+	pushView(t, wire.View{Epoch: 2, Servers: []wire.Member{member(a, a.peer), mb},
+		Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 0, Secondary: -1}}}, a, b)
+	linkDialed = nil
+	delay.Store(0)
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if err := put(dialConn(t, a.client, false), keys[2]); err != nil {
+		t.Fatalf("a write after the secondary joined: %v", err)
+	}
+	for _, k := range keys {
+		if v, ok := b.tableFor(0).get([]byte(k)); !ok || string(v) != "v-"+k {
+			t.Errorf("the secondary's copy of %s: %q %v", k, v, ok)
+		}
+	}
+}
