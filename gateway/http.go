@@ -25,14 +25,17 @@ import (
 
 // The HTTP API:
 //
-//	GET    /v1/kv/{key}          200 and the value's bytes, with its ETag; 404 when absent
+//	GET    /v1/kv/{key}          200 and the value's bytes, with its ETag; 404 when absent;
+//	                             304 with If-None-Match naming its ETag (or *), 412 with If-Match naming another
 //	PUT    /v1/kv/{key}          the body becomes the value; 204
 //	DELETE /v1/kv/{key}          204 (also when absent)
-//	POST   /v1/kv/{key}?append   the body is appended (the key is created); 204
+//	POST   /v1/kv/{key}?append   the body is appended (the key is created); 204 (?append=true too;
+//	                             no If-Match / If-None-Match: 400)
 //	GET    /v1/status            the cluster status, as `client status --json` prints it
 //
 // The key is the rest of the path, URL-unescaped: any bytes (%2F for a
-// slash within a segment, or a plain slash). A value's ETag is the
+// slash within a segment, or a plain slash; "//", "." and ".." segments
+// are part of the key, never cleaned or redirected). A value's ETag is the
 // quoted hex xxh3-128 hash of its bytes; PUT with If-Match (one or more
 // ETags, or *) writes only if the current value has one of them (*: if
 // the key exists), with If-None-Match: * only if the key is absent; both
@@ -60,9 +63,18 @@ func (g *Gateway) startHTTP() error {
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusNotFound, "no such endpoint: the API is /v1/kv/{key} and /v1/status")
 	})
-	var h http.Handler = mux
+	// Keys are bytes: ServeMux would answer a path holding "//", "/./" or
+	// "/../" with a redirect to its cleaned form (another key), so the
+	// key space is served before it.
+	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if strings.HasPrefix(r.URL.EscapedPath(), kvPrefix) {
+			g.serveKV(w, r)
+			return
+		}
+		mux.ServeHTTP(w, r)
+	})
 	if g.logins != nil {
-		h = g.httpAuth(mux)
+		h = g.httpAuth(h)
 	}
 	g.httpSrv = &http.Server{
 		Handler:           h,
@@ -116,13 +128,41 @@ func storeError(w http.ResponseWriter, err error) {
 	}
 }
 
-func (g *Gateway) serveKV(w http.ResponseWriter, r *http.Request) {
+// statusWriter remembers the status code of the answer.
+type statusWriter struct {
+	http.ResponseWriter
+	code int
+}
+
+func (w *statusWriter) WriteHeader(code int) {
+	if w.code == 0 {
+		w.code = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+// errBadRequest is how a request refused as malformed (400, 405, 413)
+// counts in the metrics.
+var errBadRequest = Error("ERR bad request")
+
+func (g *Gateway) serveKV(rw http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	op := "other" // (metrics names never carry a client's bytes)
 	switch r.Method {
 	case http.MethodGet, http.MethodHead, http.MethodPut, http.MethodPost, http.MethodDelete:
 		op = strings.ToLower(r.Method)
 	}
+	w := &statusWriter{ResponseWriter: rw}
+	var opErr error
+	defer func() {
+		if opErr == nil {
+			switch w.code {
+			case http.StatusBadRequest, http.StatusMethodNotAllowed, http.StatusRequestEntityTooLarge:
+				opErr = errBadRequest
+			}
+		}
+		g.observe("http_"+op, time.Since(start), opErr)
+	}()
 	raw := strings.TrimPrefix(r.URL.EscapedPath(), kvPrefix)
 	key, err := url.PathUnescape(raw)
 	switch {
@@ -138,8 +178,6 @@ func (g *Gateway) serveKV(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Timeout)
 	defer cancel()
-	var opErr error
-	defer func() { g.observe("http_"+op, time.Since(start), opErr) }()
 	st := g.cfg.Store
 	switch r.Method {
 	case http.MethodGet, http.MethodHead:
@@ -152,9 +190,18 @@ func (g *Gateway) serveKV(w http.ResponseWriter, r *http.Request) {
 			storeError(w, err)
 			return
 		}
+		tag := etag(v)
+		if im := r.Header.Get("If-Match"); im != "" && !tagsMatch(im, tag) {
+			httpError(w, http.StatusPreconditionFailed, "precondition failed: the value did not match If-Match")
+			return
+		}
+		w.Header().Set("ETag", tag)
+		if inm := r.Header.Get("If-None-Match"); inm != "" && tagsMatch(inm, tag) {
+			w.WriteHeader(http.StatusNotModified)
+			return
+		}
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Content-Length", strconv.Itoa(len(v)))
-		w.Header().Set("ETag", etag(v))
 		w.WriteHeader(http.StatusOK)
 		if r.Method == http.MethodGet {
 			_, _ = w.Write(v)
@@ -165,8 +212,12 @@ func (g *Gateway) serveKV(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if r.Method == http.MethodPost {
-			if _, ok := r.URL.Query()["append"]; !ok {
-				httpError(w, http.StatusBadRequest, "POST /v1/kv/{key} takes ?append")
+			if a, ok := r.URL.Query()["append"]; !ok || len(a) != 1 || (a[0] != "" && a[0] != "true" && a[0] != "1") {
+				httpError(w, http.StatusBadRequest, "POST /v1/kv/{key} takes ?append (or ?append=true)")
+				return
+			}
+			if r.Header.Get("If-Match") != "" || r.Header.Get("If-None-Match") != "" {
+				httpError(w, http.StatusBadRequest, "POST ?append takes no If-Match or If-None-Match")
 				return
 			}
 			if opErr = st.Append(ctx, key, body); opErr != nil {
@@ -244,11 +295,7 @@ func (g *Gateway) put(ctx context.Context, r *http.Request, key string, body []b
 	case ifMatch == "":
 		return http.StatusNoContent, st.Put(ctx, key, body)
 	}
-	tags := map[string]bool{}
-	for _, t := range strings.Split(ifMatch, ",") {
-		tags[strings.TrimSpace(t)] = true
-	}
-	matches := func(v []byte) bool { return tags["*"] || tags[etag(v)] }
+	matches := func(v []byte) bool { return tagsMatch(ifMatch, etag(v)) }
 	cur, err := st.Get(ctx, key)
 	found := err == nil
 	if err != nil && !errors.Is(err, client.ErrNotFound) {
@@ -270,6 +317,17 @@ func (g *Gateway) put(ctx context.Context, r *http.Request, key string, body []b
 		}
 		cur, found = now, now != nil
 	}
+}
+
+// tagsMatch reports whether an If-Match / If-None-Match list (ETags
+// separated by commas, or *) names tag.
+func tagsMatch(list, tag string) bool {
+	for _, t := range strings.Split(list, ",") {
+		if t = strings.TrimSpace(t); t == "*" || t == tag {
+			return true
+		}
+	}
+	return false
 }
 
 func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request) {

@@ -1,0 +1,159 @@
+package gateway
+
+import (
+	"io"
+	"net/http"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// noRedirect is an HTTP client that reports redirects instead of
+// following them (curl without -L).
+var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
+func doRaw(t *testing.T, method, url, body string, hdr ...string) httpResult {
+	t.Helper()
+	req, err := http.NewRequest(method, url, strings.NewReader(body))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i+1 < len(hdr); i += 2 {
+		req.Header.Set(hdr[i], hdr[i+1])
+	}
+	resp, err := noRedirect.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return httpResult{resp.StatusCode, string(b), resp.Header.Get("ETag")}
+}
+
+// TestHTTPKeysWithDotsAndSlashes: a key holding "//", "/./" or "/../" is
+// the key as written: no redirect to a cleaned path (which curl -L would
+// follow, writing or deleting another key).
+func TestHTTPKeysWithDotsAndSlashes(t *testing.T) {
+	st := newMemStore()
+	g := start(t, st, nil)
+	kv := "http://" + g.HTTPAddr() + "/v1/kv/"
+	for _, key := range []string{"a//b", "x/../y", "p/./q", "trail/", "../up"} {
+		if r := doRaw(t, "PUT", kv+key, "v-"+key); r.code != http.StatusNoContent {
+			t.Fatalf("PUT %q: %d %q", key, r.code, r.body)
+		}
+		if r := doRaw(t, "GET", kv+key, ""); r.code != http.StatusOK || r.body != "v-"+key {
+			t.Fatalf("GET %q: %d %q", key, r.code, r.body)
+		}
+	}
+	for _, other := range []string{"a/b", "y", "p/q", "trail", "up"} {
+		if r := doRaw(t, "GET", kv+other, ""); r.code != http.StatusNotFound {
+			t.Fatalf("GET %q (never written): %d %q", other, r.code, r.body)
+		}
+	}
+	if r := doRaw(t, "DELETE", kv+"x/../y", ""); r.code != http.StatusNoContent {
+		t.Fatalf("DELETE x/../y: %d %q", r.code, r.body)
+	}
+	if r := doRaw(t, "GET", kv+"a//b", ""); r.code != http.StatusOK {
+		t.Fatalf("a//b after deleting x/../y: %d", r.code)
+	}
+}
+
+// TestHTTPAppendPreconditions: POST ?append refuses If-Match and
+// If-None-Match as DELETE does (an append is not conditional), and only
+// ?append, ?append=true or ?append=1 appends; nothing changes when it is
+// refused.
+func TestHTTPAppendPreconditions(t *testing.T) {
+	st := newMemStore()
+	g := start(t, st, nil)
+	kv := "http://" + g.HTTPAddr() + "/v1/kv/"
+	doRaw(t, "PUT", kv+"log", "a")
+	for _, c := range []struct {
+		query string
+		hdr   []string
+	}{
+		{"?append", []string{"If-Match", `"nope"`}},
+		{"?append", []string{"If-None-Match", "*"}},
+		{"?append=false", nil},
+		{"?append=0", nil},
+		{"?append=yes-please", nil},
+	} {
+		if r := doRaw(t, "POST", kv+"log"+c.query, "X", c.hdr...); r.code != http.StatusBadRequest {
+			t.Fatalf("POST %s %v: %d %q, want 400", c.query, c.hdr, r.code, r.body)
+		}
+	}
+	if r := doRaw(t, "GET", kv+"log", ""); r.body != "a" {
+		t.Fatalf("value after refused appends: %q, want a", r.body)
+	}
+	for _, q := range []string{"?append", "?append=true", "?append=1"} {
+		if r := doRaw(t, "POST", kv+"log"+q, "b"); r.code != http.StatusNoContent {
+			t.Fatalf("POST %s: %d %q", q, r.code, r.body)
+		}
+	}
+	if r := doRaw(t, "GET", kv+"log", ""); r.body != "abbb" {
+		t.Fatalf("value after three appends: %q, want abbb", r.body)
+	}
+}
+
+// TestHTTPConditionalGet: GET and HEAD with If-None-Match naming the
+// current ETag (or *) answer 304 Not Modified without a body; If-Match
+// naming another answers 412.
+func TestHTTPConditionalGet(t *testing.T) {
+	st := newMemStore()
+	g := start(t, st, nil)
+	kv := "http://" + g.HTTPAddr() + "/v1/kv/"
+	doRaw(t, "PUT", kv+"doc", "body")
+	tag := etag([]byte("body"))
+	for _, m := range []string{"GET", "HEAD"} {
+		for _, inm := range []string{tag, "*", `"other", ` + tag} {
+			if r := doRaw(t, m, kv+"doc", "", "If-None-Match", inm); r.code != http.StatusNotModified || r.body != "" || r.etag != tag {
+				t.Fatalf("%s If-None-Match %s: %d %q etag %q, want 304 with the ETag", m, inm, r.code, r.body, r.etag)
+			}
+		}
+		if r := doRaw(t, m, kv+"doc", "", "If-None-Match", `"other"`); r.code != http.StatusOK {
+			t.Fatalf("%s If-None-Match of another value: %d", m, r.code)
+		}
+		if r := doRaw(t, m, kv+"doc", "", "If-Match", `"other"`); r.code != http.StatusPreconditionFailed {
+			t.Fatalf("%s If-Match of another value: %d, want 412", m, r.code)
+		}
+		if r := doRaw(t, m, kv+"doc", "", "If-Match", tag); r.code != http.StatusOK {
+			t.Fatalf("%s If-Match of the value: %d, want 200", m, r.code)
+		}
+	}
+}
+
+// TestHTTPMetricsOutcome: an HTTP request refused as bad (400, 405, 413)
+// counts as an error, not as ok, and so does one refused before the key
+// was read.
+func TestHTTPMetricsOutcome(t *testing.T) {
+	st := newMemStore()
+	var mu sync.Mutex
+	got := map[string][]bool{} // by name: whether each failed
+	g := start(t, st, func(c *Config) {
+		c.Observe = func(name string, _ time.Duration, err error) {
+			mu.Lock()
+			got[name] = append(got[name], err != nil)
+			mu.Unlock()
+		}
+	})
+	kv := "http://" + g.HTTPAddr() + "/v1/kv/"
+	doRaw(t, "PUT", kv+"k", "v")                          // ok
+	doRaw(t, "POST", kv+"k", "v")                         // 400: no ?append
+	doRaw(t, "PUT", kv+"", "v")                           // 400: empty key
+	doRaw(t, "PATCH", kv+"k", "v")                        // 405
+	doRaw(t, "PUT", kv+"k", strings.Repeat("x", 1<<20+1)) // 413
+	doRaw(t, "GET", kv+"missing", "")                     // 404: an answer, ok
+	mu.Lock()
+	defer mu.Unlock()
+	want := map[string][]bool{"http_put": {false, true, true}, "http_post": {true}, "http_other": {true}, "http_get": {false}}
+	for name, w := range want {
+		if len(got[name]) != len(w) {
+			t.Fatalf("%s observed %v, want %v (all: %v)", name, got[name], w, got)
+		}
+		for i := range w {
+			if got[name][i] != w[i] {
+				t.Fatalf("%s observed %v, want %v (all: %v)", name, got[name], w, got)
+			}
+		}
+	}
+}
