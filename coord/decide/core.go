@@ -83,9 +83,10 @@ func New(cfg Config, v wire.View, incs []uint64, hosts, spares []string, now tim
 		nd.HB = wire.Heartbeat{ID: uint32(i), Incarnation: m.Incarnation, PID: m.PID, Addr: m.Addr, PeerAddr: m.PeerAddr, CtlAddr: m.CtlAddr}
 		switch {
 		case m.State == wire.StateServing && nd.Inc == m.Incarnation:
-			nd.State = Serving
+			nd.State, nd.served = Serving, true
 		case m.State == wire.StateReseeding && nd.Inc == m.Incarnation:
-			nd.State = Condemned
+			// (Failed for this core's restart, not its own: no back-off.)
+			nd.State, nd.served = Condemned, true
 		case m.State == wire.StateServing || m.State == wire.StateReseeding:
 			// A newer incarnation was spawned: the one in the view is
 			// being replaced (failed over by the first decision).
@@ -192,8 +193,9 @@ func (c *Core) heartbeat(e Heartbeat) {
 		return // refused: an old or condemned incarnation
 	}
 	if nd.State == Respawning {
+		// (The back-off is reset once this incarnation serves.)
 		nd.State = Registered
-		nd.Backoff, nd.Failures, nd.Confirmed = 0, 0, 0
+		nd.Confirmed = 0
 	}
 	nd.HB = e.HB
 	if e.Now.After(nd.LastSeen) {
@@ -230,7 +232,8 @@ func (c *Core) exited(e ProcessExited) {
 	case Serving, Reseeding, Seeded:
 		*st = Condemned
 	case Registered:
-		*st = Failed // respawned again without a back-off
+		*st = Failed
+		c.failedStart(nd)
 	}
 	// Failed, Condemned: known already.
 }
@@ -241,6 +244,16 @@ func (c *Core) spawnFailed(e SpawnFailed, out []Action) []Action {
 		return out
 	}
 	nd.State = Failed
+	c.failedStart(nd)
+	return append(out, Kill{ID: e.ID, Inc: e.Inc})
+}
+
+// failedStart backs off the next respawn of nd, whose incarnation failed
+// before it ever served (its spawn failed, it exited or its re-seeding
+// failed): doubling from Config.RespawnMin to RespawnMax, and after
+// Config.SpareAfter such failures in a row on a spare host, at once. A
+// host whose disk is full so no longer respawns in a tight loop.
+func (c *Core) failedStart(nd *Node) {
 	if nd.Backoff == 0 {
 		nd.Backoff = c.cfg.RespawnMin
 	} else if nd.Backoff < c.cfg.RespawnMax {
@@ -252,7 +265,6 @@ func (c *Core) spawnFailed(e SpawnFailed, out []Action) []Action {
 		nd.Host, c.spares = c.spares[0], c.spares[1:]
 		nd.Failures, nd.Backoff, nd.NextSpawn = 0, 0, c.now
 	}
-	return append(out, Kill{ID: e.ID, Inc: e.Inc})
 }
 
 func (c *Core) published(e Published, out []Action) []Action {
@@ -310,6 +322,8 @@ func (c *Core) published(e Published, out []Action) []Action {
 	case kindSeeded:
 		if nd := c.nodes[p.node]; nd.State == Seeded {
 			nd.State = Serving
+			nd.served = true
+			nd.Backoff, nd.Failures = 0, 0
 		} // else it exited meanwhile: Condemned, failed over below
 	case kindHandBack:
 		c.hand = nil

@@ -552,3 +552,73 @@ func TestLinkDownRules(t *testing.T) {
 		})
 	}
 }
+
+// TestBackoffWhenNeverServing: a respawned member that registers but fails
+// again before it serves (a full disk: its log fails during re-seeding)
+// is respawned after a doubling back-off, not at once (a review counted
+// 141 incarnations in a minute); once an incarnation serves, the next
+// failure respawns at once again.
+func TestBackoffWhenNeverServing(t *testing.T) {
+	h := newHarness(t, 3)
+	h.step(ProcessExited{ID: 1, Inc: 1})
+	first := h.step(Published{})
+	cfg := h.c.cfg
+	// spawnAfter is how long after acts (the failover's publication) the
+	// member is respawned.
+	spawnAfter := func(round int, acts []Action) time.Duration {
+		t.Helper()
+		if count[Spawn](acts) == 1 {
+			return 0
+		}
+		for waited := time.Duration(0); waited < 4*cfg.RespawnMax; waited += simFT / 10 {
+			acts := h.advance(simFT/10, 0, 2)
+			for _, a := range acts {
+				if _, ok := a.(Publish); ok {
+					h.step(Published{})
+				}
+			}
+			if count[Spawn](acts) == 1 {
+				return waited
+			}
+		}
+		t.Fatalf("round %d: never respawned", round)
+		return 0
+	}
+	if w := spawnAfter(0, first); w > simFT/5 {
+		t.Fatalf("the first respawn after a serving member's exit waited %s", w)
+	}
+	var waits []time.Duration
+	for round := 1; round <= cfg.SpareAfter; round++ {
+		// Registers, is re-seeded, and its re-seeding fails (disk full).
+		h.beat(0, 2)
+		mustPublish(t, h.beat(1))
+		h.step(Published{})
+		inc := h.c.nodes[1].Inc
+		acts := h.step(SeedResult{ID: 1, Inc: inc, Shard: 0, OK: false})
+		mustPublish(t, acts)
+		waits = append(waits, spawnAfter(round, h.step(Published{})))
+	}
+	if waits[0] < cfg.RespawnMin-simFT/5 || waits[1] < 2*cfg.RespawnMin-simFT/5 {
+		t.Fatalf("respawns after failures before serving waited %v, want a doubling back-off from %s", waits, cfg.RespawnMin)
+	}
+	// The third failure in a row moved it to the spare host, at once.
+	if nd := h.c.nodes[1]; nd.Host != "spare" || waits[2] > simFT/5 {
+		t.Fatalf("after three failures before serving: host %q, respawned after %s", nd.Host, waits[2])
+	}
+	// This incarnation serves; its next failure respawns at once.
+	h.beat(0, 2)
+	mustPublish(t, h.beat(1))
+	h.step(Published{})
+	inc := h.c.nodes[1].Inc
+	h.step(SeedResult{ID: 1, Inc: inc, Shard: 0, OK: true})
+	h.step(SeedResult{ID: 1, Inc: inc, Shard: 1, OK: true})
+	mustPublish(t, h.beat())
+	h.step(Published{})
+	if st := h.c.nodes[1].State; st != Serving {
+		t.Fatalf("member 1 is %s", st)
+	}
+	h.step(ProcessExited{ID: 1, Inc: inc})
+	if w := spawnAfter(4, h.step(Published{})); w > simFT/5 {
+		t.Fatalf("a serving incarnation's failure respawned after %s", w)
+	}
+}

@@ -18,14 +18,19 @@
 //     shard, and a round that follows a stall of the shell's loop does not
 //     judge silence. A failed member's shards move to their serving
 //     secondaries, or become unavailable when no complete copy is left;
-//  2. a failed member is respawned, with a doubling back-off after failed
-//     attempts (moving to a spare host after Config.SpareAfter in a row);
+//  2. a failed member is respawned: at once when its incarnation had
+//     served, else (its spawn failed, or it failed before it served: a
+//     full disk) after a doubling back-off, moving to a spare host after
+//     Config.SpareAfter such failures in a row;
 //  3. restore: a shard that lost both copies comes back from the servers'
 //     logs once both servers of its home pair registered new incarnations:
 //     the one reporting the further complete copy (Heartbeat.Durable)
 //     leads it, re-seeding like a respawned member (step 4);
 //  4. re-seed: a respawned incarnation that registered becomes the
 //     re-seeding secondary of its home shards that still have a primary;
+//     4b. join: a shard led alone while the other server of its home
+//     pair serves (a restore chose its partner after it was back in the
+//     view) gets that server as its re-seeding secondary;
 //  5. seeded: when every seeding primary reported success it is serving
 //     (a failure condemns the incarnation: it is failed and respawned);
 //  6. hand-back: a shard led by its home secondary while its home server

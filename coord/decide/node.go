@@ -62,7 +62,8 @@ type Node struct {
 
 	Backoff   time.Duration
 	NextSpawn time.Time
-	Failures  int // respawns in a row that failed
+	Failures  int  // respawns in a row that failed
+	served    bool // incarnation Inc has served (its failure respawns at once)
 
 	pushAt   time.Time // no push before (a push in flight or failed)
 	links    []Link    // link reports of the last heartbeat

@@ -46,6 +46,9 @@ func (c *Core) decide(judge bool, out []Action) []Action {
 				// the view is being published renews no lease.
 				nd.prev, nd.State = nd.State, Failed
 				p.failed = append(p.failed, i)
+				if !nd.served && nd.Inc == v.Servers[i].Incarnation {
+					c.failedStart(nd)
+				}
 			}
 		}
 		return c.propose(p, "failover", out)
@@ -53,7 +56,7 @@ func (c *Core) decide(judge bool, out []Action) []Action {
 	// 2. respawns.
 	for i, nd := range c.nodes {
 		if nd.State == Failed && !c.now.Before(nd.NextSpawn) {
-			nd.State = Respawning
+			nd.State, nd.served = Respawning, false
 			out = append(out, Spawn{ID: i, Inc: nd.Inc + 1, Old: nd.Inc, Host: nd.Host})
 			nd.Inc++
 		}
