@@ -25,9 +25,9 @@ func (s *Server) applyView(v wire.View) error {
 		return err
 	}
 	ring := hashring.New(len(v.Shards))
-	// Phase 1: publish the view with the primaries that keep their shard
-	// and the same secondary, so they go on serving, and without any other,
-	// so peers may connect their links to us.
+	// Phase 1: publish the view with the primaries that keep their shard,
+	// so they go on serving, and without any other, so peers may connect
+	// their links to us.
 	prims := s.keepServing(v, me)
 	s.secMu.Lock()
 	s.view.Store(&viewState{v: v, me: me, ring: ring, prims: prims})
@@ -87,8 +87,8 @@ func (s *Server) checkView(cur *viewState, v wire.View) (int, error) {
 	return me, nil
 }
 
-// keepServing returns, by shard, the primaries that keep their shard and
-// their secondary in v; it closes the primaries of shards v takes away and
+// keepServing returns, by shard, the primaries that keep their shard in
+// v; it closes the primaries of shards v takes away and
 // forgets the copies this server no longer keeps.
 func (s *Server) keepServing(v wire.View, me int) []*primary {
 	n := len(v.Shards)
@@ -101,9 +101,11 @@ func (s *Server) keepServing(v wire.View, me int) []*primary {
 		if p == nil || int(pl.Primary) != me {
 			continue
 		}
-		if p.sameSecondary(secondaryOf(v, shard, me)) {
-			prims[shard] = p
-		}
+		// It goes on serving also while its link to a new secondary
+		// connects (leadShards): connect holds its writes in flight, not
+		// acknowledged, until that link is up, and reads see only what
+		// was committed.
+		prims[shard] = p
 	}
 	for shard, p := range s.prims {
 		if shard >= n || int(v.Shards[shard].Primary) != me {
