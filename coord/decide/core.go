@@ -38,6 +38,7 @@ const (
 	kindHandBack
 	kindRestore
 	kindJoin
+	kindDrop
 )
 
 // pending is a published view not yet reported durable.

@@ -622,3 +622,32 @@ func TestBackoffWhenNeverServing(t *testing.T) {
 		t.Fatalf("a serving incarnation's failure respawned after %s", w)
 	}
 }
+
+// TestTwoSilentAtOnce: members 0 and 1 stop at the same moment (SIGSTOP),
+// so shard 0 has no copy left that answers, while shard 1's secondary (2)
+// and shard 2's primary (2) are fine. Member 1 is failed, so shard 1 moves
+// to member 2, never to a silent member; member 0 keeps shard 0 (its last
+// copy) but no longer holds up shard 2's writes as its secondary. (The
+// coordinator promoted the silent member 1 for shard 0, and shard 1 stayed
+// down, its status "serving", until the members were continued.)
+func TestTwoSilentAtOnce(t *testing.T) {
+	h := newHarness(t, 3)
+	var v wire.View
+	for end := h.now.Add(4 * simFT); h.now.Before(end); {
+		for _, a := range h.advance(simFT/10, 2) {
+			if p, ok := a.(Publish); ok {
+				if p.View.Shards[0].Primary == 1 {
+					t.Fatalf("shard 0 promoted to the silent member 1: %v", p.View.Shards)
+				}
+				v = p.View
+				h.step(Published{})
+			}
+		}
+	}
+	if want := []wire.Placement{pl(0, -1), pl(2, -1), pl(2, -1)}; !reflect.DeepEqual(v.Shards, want) {
+		t.Fatalf("shards %v (states %v), want %v", v.Shards, states(v), want)
+	}
+	if v.Servers[1].State != wire.StateDown || v.Servers[0].State != wire.StateServing {
+		t.Fatalf("states %v, want member 1 down and member 0 (the last copy of shard 0) in the view", states(v))
+	}
+}

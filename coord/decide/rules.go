@@ -53,6 +53,11 @@ func (c *Core) decide(judge bool, out []Action) []Action {
 		}
 		return c.propose(p, "failover", out)
 	}
+	if judge {
+		if p, ok := c.dropSilent(v); ok {
+			return c.propose(p, "drop a silent secondary", out)
+		}
+	}
 	// 2. respawns.
 	for i, nd := range c.nodes {
 		if nd.State == Failed && !c.now.Before(nd.NextSpawn) {
@@ -256,11 +261,12 @@ func (c *Core) judge(failed map[int]cause, out []Action) []Action {
 			return out
 		}
 	}
+	silent := func(i int) bool { return suspect(i) && c.now.Sub(c.nodes[i].LastSeen) > ft }
 	for i := range v.Servers {
-		if !suspect(i) || c.now.Sub(c.nodes[i].LastSeen) <= ft {
+		if !silent(i) {
 			continue
 		}
-		if lastCopy(demote(v, failed), i) {
+		if lastCopy(demote(v, failed), i) || promotesSilent(v, i, silent) {
 			continue
 		}
 		failed[i] = bySuspicion
@@ -299,6 +305,54 @@ func (c *Core) judge(failed map[int]cause, out []Action) []Action {
 		failed[victim] = bySuspicion
 	}
 	return out
+}
+
+// promotesSilent reports whether failing member i would hand a shard it
+// leads to a secondary that is silent too: that shard has no copy left
+// that answers, and i is kept as its last copy (another silent member,
+// whose failure moves its shards to members that answer, goes first).
+func promotesSilent(v wire.View, i int, silent func(int) bool) bool {
+	for _, pl := range v.Shards {
+		if int(pl.Primary) == i && pl.Secondary >= 0 && int(pl.Secondary) != i && silent(int(pl.Secondary)) {
+			return true
+		}
+	}
+	return false
+}
+
+// dropSilent returns the view where a member silent for longer than the
+// failure timeout, and kept because it holds the last copy of a shard, is
+// no longer the secondary of the shards whose primary answers: their
+// writes would wait for it. (Its copies of them are stale from then on;
+// it re-seeds them once it answers again, by rule 4b.)
+func (c *Core) dropSilent(v wire.View) (*pending, bool) {
+	ft := c.cfg.FailureTimeout
+	silent := func(i int) bool {
+		nd, m := c.nodes[i], v.Servers[i]
+		return live(m) && nd.Inc == m.Incarnation && (nd.State == Serving || nd.State == Reseeding || nd.State == Seeded) &&
+			c.now.Sub(nd.LastSeen) > ft
+	}
+	for i := range v.Servers {
+		if !silent(i) {
+			continue
+		}
+		var nv *wire.View
+		for s, pl := range v.Shards {
+			if int(pl.Secondary) != i || pl.Primary < 0 || int(pl.Primary) == i || silent(int(pl.Primary)) {
+				continue
+			}
+			if nv == nil {
+				cv := cloneView(v)
+				cv.Epoch++
+				nv = &cv
+			}
+			nv.Shards[s].Secondary = -1
+		}
+		if nv != nil {
+			return &pending{view: *nv, kind: kindDrop}, true
+		}
+	}
+	return nil, false
 }
 
 func live(m wire.Member) bool {

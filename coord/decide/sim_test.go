@@ -347,7 +347,11 @@ func (s *sim) checkView(old, v wire.View) {
 		if pl.Primary >= 0 && pl.Primary == pl.Secondary {
 			s.fail("epoch %d: shard %d has %d as primary and secondary", v.Epoch, sh, pl.Primary)
 		}
-		if pl.Primary >= 0 && v.Servers[pl.Primary].State != wire.StateServing {
+		// (A member made to re-seed another shard, rule 4b, keeps the
+		// shards it led.)
+		kept := pl.Primary >= 0 && pl.Primary == old.Shards[sh].Primary && v.Servers[pl.Primary].Incarnation == old.Servers[pl.Primary].Incarnation &&
+			v.Servers[pl.Primary].State == wire.StateReseeding
+		if pl.Primary >= 0 && v.Servers[pl.Primary].State != wire.StateServing && !kept {
 			s.fail("epoch %d: shard %d led by %d in state %s", v.Epoch, sh, pl.Primary, wire.StateName(v.Servers[pl.Primary].State))
 		}
 		if pl.Secondary >= 0 && !live(v.Servers[pl.Secondary]) {
