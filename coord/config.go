@@ -51,6 +51,23 @@ type Cluster struct {
 	// TLS holds the tls_ca, tls_cert, tls_key, tls_coord_cert and
 	// tls_coord_key lines (see coord/tls.go); the flags override them.
 	TLS TLSFiles
+	// Lines are the line numbers of the "<setting> <value>" lines, by
+	// setting (the last one, if repeated).
+	Lines map[string]int
+}
+
+// At is "path:line" of the last line among the named settings the file
+// sets, or the path alone when it sets none of them: where an error about
+// those settings points.
+func (c *Cluster) At(names ...string) string {
+	line := 0
+	for _, n := range names {
+		line = max(line, c.Lines[n])
+	}
+	if line == 0 {
+		return c.Path
+	}
+	return fmt.Sprintf("%s:%d", c.Path, line)
 }
 
 // CoordSpec is one "coordinator <raft_host:port> <client_port>
@@ -197,6 +214,10 @@ func ParseCluster(path string, r io.Reader) (*Cluster, error) {
 			if err := c.setting(fields[0], fields[1], lineNo); err != nil {
 				return nil, bad("%v", err)
 			}
+			if c.Lines == nil {
+				c.Lines = map[string]int{}
+			}
+			c.Lines[fields[0]] = lineNo
 			continue
 		}
 		if len(fields) == 2 || len(c.Servers) == n && len(fields) != 4 {

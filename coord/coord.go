@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"net"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -138,7 +139,7 @@ func New(opts Options) (*Coordinator, error) {
 	if err != nil {
 		return nil, err
 	}
-	if opts.tls, err = loadTLS(opts.Cluster.Path, opts.Cluster.TLS.override(opts.TLSFlags)); err != nil {
+	if opts.tls, err = loadTLS(opts.Cluster.At, opts.Cluster.TLS.override(opts.TLSFlags)); err != nil {
 		return nil, err
 	}
 	var sb [16]byte
@@ -160,7 +161,14 @@ func New(opts Options) (*Coordinator, error) {
 	c.gate = c.newGate()
 	c.registerGauges()
 	if err := c.limits().Validate(); err != nil {
-		return nil, fmt.Errorf("%s: %w", opts.Cluster.Path, err)
+		// (Points at the file's line of a setting the message names.)
+		var named []string
+		for _, s := range limits.Settings {
+			if strings.Contains(err.Error(), s.Line) {
+				named = append(named, s.Line)
+			}
+		}
+		return nil, fmt.Errorf("%s: %w", opts.Cluster.At(named...), err)
 	}
 	for i, s := range opts.Cluster.Servers {
 		c.nodes = append(c.nodes, &node{id: i, spec: s, host: s.Host})

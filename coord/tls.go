@@ -103,7 +103,7 @@ type coordTLS struct {
 // loadTLS reads and checks the files (nil, nil without TLS): all five
 // must be named, the servers' certificate must be for role server and the
 // coordinators' for role coordinator, both from the CA.
-func loadTLS(path string, t TLSFiles) (*coordTLS, error) {
+func loadTLS(at func(settings ...string) string, t TLSFiles) (*coordTLS, error) {
 	if !t.Enabled() {
 		return nil, nil
 	}
@@ -116,18 +116,19 @@ func loadTLS(path string, t TLSFiles) (*coordTLS, error) {
 		}
 	}
 	if missing != "" {
-		return nil, fmt.Errorf("%s: TLS needs the CA, the servers' and the coordinators' certificates and keys; missing:%s (bin/coord -gen-certs DIR makes them all and prints the lines)", path, missing)
+		return nil, fmt.Errorf("%s: TLS needs the CA, the servers' and the coordinators' certificates and keys; missing:%s (bin/coord -gen-certs DIR makes them all and prints the lines)",
+			at("tls_ca", "tls_cert", "tls_key", "tls_coord_cert", "tls_coord_key"), missing)
 	}
 	t, err := t.absolute()
 	if err != nil {
 		return nil, err
 	}
 	if _, err := tlsconf.Load(t.Servers(), tlsconf.RoleServer); err != nil {
-		return nil, fmt.Errorf("%s: servers' certificate: %w", path, err)
+		return nil, fmt.Errorf("%s: servers' certificate: %w", at("tls_ca", "tls_cert", "tls_key"), err)
 	}
 	m, err := tlsconf.Load(t.Coordinator(), tlsconf.RoleCoordinator)
 	if err != nil {
-		return nil, fmt.Errorf("%s: coordinators' certificate: %w", path, err)
+		return nil, fmt.Errorf("%s: coordinators' certificate: %w", at("tls_ca", "tls_coord_cert", "tls_coord_key"), err)
 	}
 	return &coordTLS{
 		files:   t,

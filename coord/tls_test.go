@@ -25,7 +25,7 @@ func TestTLSLinesFlagsAndRoles(t *testing.T) {
 	if c.TLS != want {
 		t.Fatalf("parsed %+v, want %+v", c.TLS, want)
 	}
-	ct, err := loadTLS("tls.txt", c.TLS)
+	ct, err := loadTLS(atPath("tls.txt"), c.TLS)
 	if err != nil || ct == nil {
 		t.Fatalf("loadTLS: %v", err)
 	}
@@ -48,11 +48,11 @@ func TestTLSLinesFlagsAndRoles(t *testing.T) {
 		{"coordinators' line names the server certificate", want.override(TLSFiles{CoordCert: j("server.pem"), CoordKey: j("server-key.pem")}), `a coordinator needs one for role "coordinator"`},
 		{"a missing file", want.override(TLSFiles{CA: j("nope.pem")}), "no such file"},
 	} {
-		if _, err := loadTLS("tls.txt", tc.files); err == nil || !strings.Contains(err.Error(), tc.want) {
+		if _, err := loadTLS(atPath("tls.txt"), tc.files); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error with %q", tc.name, err, tc.want)
 		}
 	}
-	if ct, err := loadTLS("tls.txt", TLSFiles{}); ct != nil || err != nil {
+	if ct, err := loadTLS(atPath("tls.txt"), TLSFiles{}); ct != nil || err != nil {
 		t.Fatalf("no lines: %v %v, want TLS off", ct, err)
 	}
 	// The flag wins over the line.
@@ -62,4 +62,9 @@ func TestTLSLinesFlagsAndRoles(t *testing.T) {
 	if _, err := os.Stat(j("server-key.pem")); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// atPath is a Cluster.At for a file that sets nothing.
+func atPath(path string) func(...string) string {
+	return (&Cluster{Path: path}).At
 }

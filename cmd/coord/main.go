@@ -179,6 +179,9 @@ func run() int {
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if len(opts.Cluster.Coordinators) > 0 && (given["c"] || given["s"]) {
+		return bad(fmt.Sprintf("%s has coordinator lines: each coordinator listens on its line's ports, so -c and -s are not used (start it with -id <k>)", *cfgPath))
+	}
 	if err := opts.Cluster.CheckPorts(coord.FlagPort{Port: opts.ClientPort, Default: !given["c"]},
 		coord.FlagPort{Port: opts.ServersPort, Default: !given["s"]}); err != nil {
 		return bad(err.Error())

@@ -49,6 +49,13 @@ func TestCoordConfigErrors(t *testing.T) {
 			want: []string{"FILE:2: coord_port " + ps + " on 127.0.0.1 is also -s"}},
 		{name: "-c left at its default", config: "1\nlocalhost 7000 0 0\n", args: []string{"-s", "0"},
 			want: []string{"FILE:2: client_port 7000 on localhost is also -c (not given: default 7000)"}},
+		{name: "output_hard_limit below output_soft_limit", config: "1\nlocalhost 0 0 0\noutput_soft_limit 2m\n\noutput_hard_limit 1m\n",
+			want: []string{"FILE:5: output_hard_limit 1048576 is below output_soft_limit 2097152"}},
+		{name: "TLS files incomplete", config: "1\nlocalhost 0 0 0\ntls_ca ca.pem\ntls_cert server.pem\n",
+			want: []string{"FILE:4: TLS needs", "missing: tls_key tls_coord_cert tls_coord_key"}},
+		{name: "-c and -s with coordinator lines", config: "1\nlocalhost 0 0 0\ncoordinator 127.0.0.1:" + strconv.Itoa(freePort(t)) + " " +
+			strconv.Itoa(freePort(t)) + " " + strconv.Itoa(freePort(t)) + "\n",
+			want: []string{"FILE has coordinator lines", "-c and -s are not used"}},
 		{name: "two server lines on one port", config: "2\nlocalhost " + ps + " 0 0\n127.0.0.1 0 " + ps + " 0\n",
 			want: []string{"FILE:3: port " + ps + " on 127.0.0.1 is already used on line 2"}},
 	}
