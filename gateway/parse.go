@@ -2,8 +2,6 @@ package gateway
 
 import (
 	"bytes"
-
-	"github.com/tidwall/redcon"
 )
 
 // Redis's answers to lengths it refuses (networking.c), word for word.
@@ -33,19 +31,15 @@ const maxLimit = 1 << 48
 // the limit (Redis's proto-max-bulk-len), or one that cannot fit in the
 // limit with what precedes it is refused as soon as its line is read,
 // never waited on. (redcon's parser waits on any length and panics on
-// some negative and huge ones.) Inline commands are redcon's.
+// some negative and huge ones.) Inline commands are split as Redis splits
+// them (redcon's splitting differs).
 func readCommand(p []byte, argsbuf [][]byte, limit int) (complete bool, args [][]byte, rest []byte, err error) {
 	args = argsbuf[:0]
 	if len(p) == 0 {
 		return false, args, p, nil
 	}
-	switch p[0] {
-	case '*':
-	case '$':
-		return readDollarInline(p, args)
-	default:
-		complete, args, _, rest, err = redcon.ReadNextCommand(p, args)
-		return complete, args, rest, err
+	if p[0] != '*' {
+		return readInline(p, args)
 	}
 	limit = min(limit, maxLimit)
 	count, i, ok := readLength(p, 1, limit)
@@ -126,17 +120,109 @@ func readLength(p []byte, from, limit int) (n, next int, ok bool) {
 	return n, next, true
 }
 
-// readDollarInline reads a line starting with '$' outside an array as
-// Redis does, as an inline command (redcon would read a Tile38 command
-// and wait for a space): its arguments are a copy, parsed by redcon's
-// inline parser.
-func readDollarInline(p []byte, args [][]byte) (bool, [][]byte, []byte, error) {
+// errQuotes is Redis's answer to an inline command it cannot split.
+const errQuotes = errProtocol("unbalanced quotes in request")
+
+// readInline reads an inline command (a line not starting with '*', as
+// redis-cli's and telnet's): its arguments are copies, split as Redis's
+// sdssplitargs splits them.
+func readInline(p []byte, args [][]byte) (bool, [][]byte, []byte, error) {
 	nl := bytes.IndexByte(p, '\n')
 	if nl < 0 {
 		return false, args, p, nil
 	}
-	line := make([]byte, 0, nl+2)
-	line = append(append(line, ' '), p[:nl+1]...) // (a leading space makes it inline to redcon)
-	complete, args, _, _, err := redcon.ReadNextCommand(line, args)
-	return complete, args, p[nl+1:], err
+	line := p[:nl]
+	if len(line) > 0 && line[len(line)-1] == '\r' {
+		line = line[:len(line)-1]
+	}
+	args, ok := splitArgs(line, args)
+	if !ok {
+		return false, args[:0], p, errQuotes
+	}
+	return true, args, p[nl+1:], nil
+}
+
+// splitArgs appends the arguments of line to args as Redis's
+// sdssplitargs splits a line: separated by blanks; "double quotes" take
+// \n \r \t \b \a, \xHH and \c for any other c; 'single quotes' only
+// \'; a quote may start within an argument, and a closing quote must end
+// it. A NUL ends the line, as it ends Redis's C string. ok is false for
+// unbalanced quotes.
+func splitArgs(line []byte, args [][]byte) ([][]byte, bool) {
+	if i := bytes.IndexByte(line, 0); i >= 0 {
+		line = line[:i]
+	}
+	blank := func(c byte) bool { return c == ' ' || c == '\n' || c == '\r' || c == '\t' || c == '\v' || c == '\f' }
+	i := 0
+	for {
+		for i < len(line) && blank(line[i]) {
+			i++
+		}
+		if i == len(line) {
+			return args, true
+		}
+		cur := []byte{}
+		inq, insq := false, false
+		for done := false; !done; i++ {
+			if i == len(line) {
+				if inq || insq {
+					return args, false
+				}
+				break
+			}
+			c := line[i]
+			switch {
+			case inq && c == '\\' && i+3 < len(line) && line[i+1] == 'x' && isHex(line[i+2]) && isHex(line[i+3]):
+				cur = append(cur, unhex(line[i+2])<<4|unhex(line[i+3]))
+				i += 3
+			case inq && c == '\\' && i+1 < len(line):
+				i++
+				switch e := line[i]; e {
+				case 'n':
+					cur = append(cur, '\n')
+				case 'r':
+					cur = append(cur, '\r')
+				case 't':
+					cur = append(cur, '\t')
+				case 'b':
+					cur = append(cur, '\b')
+				case 'a':
+					cur = append(cur, '\a')
+				default:
+					cur = append(cur, e)
+				}
+			case inq && c == '"', insq && c == '\'':
+				if i+1 < len(line) && !blank(line[i+1]) {
+					return args, false
+				}
+				done = true
+			case insq && c == '\\' && i+1 < len(line) && line[i+1] == '\'':
+				i++
+				cur = append(cur, '\'')
+			case inq || insq:
+				cur = append(cur, c)
+			case c == ' ' || c == '\n' || c == '\r' || c == '\t':
+				done = true
+			case c == '"':
+				inq = true
+			case c == '\'':
+				insq = true
+			default:
+				cur = append(cur, c)
+			}
+		}
+		args = append(args, cur)
+	}
+}
+
+func isHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c >= 'a':
+		return c - 'a' + 10
+	}
+	return c - 'A' + 10
 }

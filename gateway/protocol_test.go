@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -100,4 +101,47 @@ func TestInlineDollar(t *testing.T) {
 	exchange(t, g.Addr(), "$999999999999\r\n"+cmd("PING"),
 		"-ERR unknown command '$999999999999', with args beginning with: \r\n+PONG\r\n")
 	exchange(t, g.Addr(), "$5 hello\r\n", "-ERR unknown command '$5', with args beginning with: 'hello' \r\n")
+}
+
+// TestInlineQuotingAsRedis: an inline command's arguments are split as
+// Redis's sdssplitargs splits them (each case checked against
+// redis-server 7.0): inside single quotes only \' is an escape; inside
+// double quotes \n \r \t \b \a and \xHH are, and any other \c is c; a
+// closing quote must end the argument.
+func TestInlineQuotingAsRedis(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want []string // nil: "unbalanced quotes"
+	}{
+		{`SET q 'a\\nb'`, []string{"SET", "q", `a\\nb`}},
+		{`SET q 'a\nb'`, []string{"SET", "q", `a\nb`}},
+		{`SET q 'a\tb'`, []string{"SET", "q", `a\tb`}},
+		{`SET q 'it\'s'`, []string{"SET", "q", "it's"}},
+		{`SET q "a\nb"`, []string{"SET", "q", "a\nb"}},
+		{`SET q "x\x41"`, []string{"SET", "q", "xA"}},
+		{`SET q "\x4"`, []string{"SET", "q", "x4"}},
+		{`SET q "\a\b\r\t\"\q"`, []string{"SET", "q", "\a\b\r\t\"q"}},
+		{`SET q ab"cd"`, []string{"SET", "q", "abcd"}},
+		{`SET q ''`, []string{"SET", "q", ""}},
+		{"  PING  \t ", []string{"PING"}},
+		{`SET q 'open`, nil},
+		{`SET q 'a'b`, nil},
+		{`SET q "a"b`, nil},
+		{`SET q "open`, nil},
+	} {
+		complete, args, rest, err := readCommand([]byte(c.in+"\r\nNEXT"), nil, 1<<20)
+		if c.want == nil {
+			if err == nil || protocolError(err) != "ERR Protocol error: unbalanced quotes in request" {
+				t.Errorf("%s: %q %v, want the unbalanced quotes error", c.in, args, err)
+			}
+			continue
+		}
+		got := make([]string, len(args))
+		for i, a := range args {
+			got[i] = string(a)
+		}
+		if !complete || err != nil || string(rest) != "NEXT" || !slices.Equal(got, c.want) {
+			t.Errorf("%s: %v %q rest %q %v, want %q", c.in, complete, got, rest, err, c.want)
+		}
+	}
 }
