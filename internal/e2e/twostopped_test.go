@@ -1,0 +1,65 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"testing"
+	"time"
+
+	"ftkv/client"
+	"ftkv/internal/testkit/testcluster"
+)
+
+// TestTwoServersStoppedAtOnce: servers 0 and 1 are frozen (SIGSTOP) at the
+// same moment. Shard 0 has both copies on them and waits; but shard 1,
+// whose secondary (server 2) answers, must be served by server 2 within a
+// few failure timeouts, and shard 2 (server 2's own) must take writes
+// again; the status shows server 1 failed, not "serving". When server 0
+// is continued, the cluster recovers whole and no acknowledged write is
+// lost. (The coordinator promoted the frozen server 1 for shard 0, and
+// shard 1 stayed down until the servers were continued.)
+func TestTwoServersStoppedAtOnce(t *testing.T) {
+	const n = 3
+	c := testcluster.Start(t, testcluster.Options{N: n})
+	c.WaitRecovered(t, 10*time.Second)
+	cls := dialClients(c, 2)
+	l := startLedger(t, cls, 2, "ledger-twostopped", restartOpTimeout)
+	waitProgress(t, c, "ledger before the freeze", l.AckedCount, 100, 300*time.Millisecond)
+	v0 := c.StopServer(t, 0)
+	v1 := c.StopServer(t, 1)
+	start := time.Now()
+	cl := c.Client()
+	for _, shard := range []int{1, 2} {
+		k := keysOnShard(n, shard, 1, "twostopped")[0]
+		deadline := time.Now().Add(20 * testcluster.DefaultTimeout)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), testcluster.DefaultTimeout)
+			err := cl.Put(ctx, k, []byte("v"))
+			var got []byte
+			if err == nil {
+				got, err = cl.Get(ctx, k)
+			}
+			cancel()
+			if err == nil && string(got) == "v" {
+				t.Logf("shard %d served again %s after the freeze", shard, time.Since(start).Round(time.Millisecond))
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("shard %d (a copy on server 2, which answers) not served %s after servers 0 and 1 froze: %v\n%s",
+					shard, time.Since(start).Round(time.Millisecond), err, testcluster.StatusJSON(c.Status(t)))
+			}
+		}
+	}
+	c.WaitFor(t, 10*time.Second, "server 1 failed in the status", func(st *client.ClusterStatus) error {
+		if s := st.Servers[1].State; s == "serving" || st.Servers[1].Incarnation == v1.Incarnation && s != "down" && s != "dead" {
+			return fmt.Errorf("server 1 (frozen) is %q", s)
+		}
+		return nil
+	})
+	c.ContServer(t, v0)
+	c.ContServer(t, v1)
+	c.WaitRecovered(t, 2*recoverTimeout, v1)
+	waitProgress(t, c, "ledger after the recovery", l.AckedCount, 100, 300*time.Millisecond)
+	l.Stop()
+	checkLedger(t, l, cl)
+}
