@@ -1,6 +1,7 @@
 package decide
 
 import (
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -631,7 +632,16 @@ func TestBackoffWhenNeverServing(t *testing.T) {
 // coordinator promoted the silent member 1 for shard 0, and shard 1 stayed
 // down, its status "serving", until the members were continued.)
 func TestTwoSilentAtOnce(t *testing.T) {
+	// Their last heartbeats are up to a heartbeat period apart: member 1
+	// may still look alive when member 0's silence is judged.
+	for _, lag := range []time.Duration{0, simFT / 10, simFT / 5, simFT / 3} {
+		t.Run(fmt.Sprint(lag), func(t *testing.T) { twoSilent(t, lag) })
+	}
+}
+
+func twoSilent(t *testing.T, lag time.Duration) {
 	h := newHarness(t, 3)
+	h.advance(lag, 1, 2)
 	var v wire.View
 	for end := h.now.Add(4 * simFT); h.now.Before(end); {
 		for _, a := range h.advance(simFT/10, 2) {

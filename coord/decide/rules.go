@@ -266,7 +266,11 @@ func (c *Core) judge(failed map[int]cause, out []Action) []Action {
 		if !silent(i) {
 			continue
 		}
-		if lastCopy(demote(v, failed), i) || promotesSilent(v, i, silent) {
+		// (A secondary that missed two heartbeats counts as silent
+		// here: two members frozen together fall silent up to a
+		// heartbeat period apart.)
+		quiet := func(j int) bool { return suspect(j) && c.now.Sub(c.nodes[j].LastSeen) > ft/2 }
+		if lastCopy(demote(v, failed), i) || promotesSilent(v, i, quiet) {
 			continue
 		}
 		failed[i] = bySuspicion

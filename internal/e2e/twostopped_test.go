@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"os"
 	"testing"
 	"time"
 
@@ -45,6 +46,9 @@ func TestTwoServersStoppedAtOnce(t *testing.T) {
 				break
 			}
 			if time.Now().After(deadline) {
+				if f := os.Getenv("FTKV_KEEP_LOG"); f != "" {
+					_ = os.WriteFile(f, []byte(c.Log()), 0o644)
+				}
 				t.Fatalf("shard %d (a copy on server 2, which answers) not served %s after servers 0 and 1 froze: %v\n%s",
 					shard, time.Since(start).Round(time.Millisecond), err, testcluster.StatusJSON(c.Status(t)))
 			}
