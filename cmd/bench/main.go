@@ -144,6 +144,20 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return usageErr(stderr, err.Error())
 	}
 	fs.Visit(func(f *flag.Flag) { c.PipelineSet = c.PipelineSet || f.Name == "P" })
+	// A zero given on the command line is a mistake, not "the default"
+	// (the library's zero values mean that).
+	zero := ""
+	fs.Visit(func(f *flag.Flag) {
+		switch f.Name {
+		case "c", "keys", "P", "size":
+			if f.Value.String() == "0" && zero == "" {
+				zero = "-" + f.Name
+			}
+		}
+	})
+	if zero != "" {
+		return usageErr(stderr, zero+" 0: expected at least 1")
+	}
 	c.Args = fs.Args()
 	if tcfg, _, err := tlsFlags(); err != nil {
 		return usageErr(stderr, err.Error())

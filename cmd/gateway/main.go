@@ -103,6 +103,23 @@ func run(args []string) int {
 		fmt.Fprintf(os.Stderr, "gateway: unexpected argument %q (gateway -help for usage)\n", fs.Arg(0))
 		return 2
 	}
+	for _, c := range []struct {
+		bad  bool
+		flag string
+		val  any
+		want string
+	}{
+		{cfg.Timeout <= 0, "-timeout", cfg.Timeout, "a positive duration such as 5s"},
+		{cfg.Limits.MaxClients < 0, "-max-clients", cfg.Limits.MaxClients, "a number of connections (0: the default)"},
+		{cfg.Limits.MaxInflight < 0, "-max-inflight", cfg.Limits.MaxInflight, "a number of commands (0: the default)"},
+		{cfg.Loops < 0, "-loops", cfg.Loops, "a number of event loops (0: one per CPU)"},
+		{*conns < 1, "-conns", *conns, "at least 1"},
+	} {
+		if c.bad {
+			fmt.Fprintf(os.Stderr, "gateway: %s %v: expected %s\n", c.flag, c.val, c.want)
+			return 2
+		}
+	}
 	coord, err := coordAddr(*host, *port)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "gateway: %v\n", err)
@@ -250,7 +267,7 @@ func loopback(addr string) bool {
 	if err != nil {
 		return false
 	}
-	if h == "localhost" {
+	if strings.EqualFold(h, "localhost") {
 		return true
 	}
 	ip := net.ParseIP(h)

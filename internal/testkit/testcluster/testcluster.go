@@ -35,7 +35,7 @@ type binSet struct {
 
 var raceBins, plainBins binSet
 
-// Bin builds bin/coord, bin/server, bin/client and bin/bench into a
+// Bin builds bin/coord, bin/server, bin/client, bin/bench and bin/gateway into a
 // temporary directory (once per test binary) and returns that directory.
 // Under the race detector they are built with it too.
 func Bin(t testing.TB) string { return raceBins.get(t, raceEnabled) }
@@ -56,7 +56,7 @@ func (b *binSet) get(t testing.TB, race bool) string {
 			return
 		}
 		b.dir = dir
-		for _, name := range []string{"coord", "server", "client", "bench"} {
+		for _, name := range []string{"coord", "server", "client", "bench", "gateway"} {
 			args := []string{"build", "-o", filepath.Join(dir, name)}
 			if race {
 				args = append(args, "-race")

@@ -1,0 +1,54 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"ftkv/internal/testkit/testcluster"
+)
+
+// TestBadToolFlags runs bin/gateway and bin/bench with numeric flags a
+// user could mistype: each exits 2 at once with one line naming the flag,
+// instead of running with a silent default or a nonsense value.
+func TestBadToolFlags(t *testing.T) {
+	bin := testcluster.Bin(t)
+	for _, c := range []struct {
+		tool string
+		args []string
+		want string
+	}{
+		{"gateway", []string{"-p", "1", "-timeout", "0"}, "-timeout 0s"},
+		{"gateway", []string{"-p", "1", "-timeout", "-1s"}, "-timeout -1s"},
+		{"gateway", []string{"-p", "1", "-max-clients", "-1"}, "-max-clients -1"},
+		{"gateway", []string{"-p", "1", "-max-inflight", "-5"}, "-max-inflight -5"},
+		{"gateway", []string{"-p", "1", "-loops", "-1"}, "-loops -1"},
+		{"gateway", []string{"-p", "1", "-conns", "0"}, "-conns 0"},
+		{"bench", []string{"-p", "1", "-c", "0"}, "-c 0"},
+		{"bench", []string{"-p", "1", "-keys", "0"}, "-keys 0"},
+		{"bench", []string{"-p", "1", "-P", "0"}, "-P 0"},
+		{"bench", []string{"-p", "1", "-size", "0"}, "-size 0"},
+	} {
+		t.Run(c.tool+strings.Join(c.args, "_"), func(t *testing.T) {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			cmd := exec.CommandContext(ctx, filepath.Join(bin, c.tool), c.args...)
+			var stdout, stderr bytes.Buffer
+			cmd.Stdout, cmd.Stderr = &stdout, &stderr
+			err := cmd.Run()
+			var ee *exec.ExitError
+			if ctx.Err() != nil || !errors.As(err, &ee) || ee.ExitCode() != 2 {
+				t.Fatalf("%s %q: %v, want exit status 2; stderr %q", c.tool, c.args, err, stderr.String())
+			}
+			oneErrorLine(t, c.tool, stderr.String())
+			if !strings.Contains(stderr.String(), c.want) {
+				t.Errorf("%s %q: error %q does not name %q", c.tool, c.args, stderr.String(), c.want)
+			}
+		})
+	}
+}
