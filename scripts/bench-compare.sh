@@ -19,8 +19,9 @@
 # GET with 1 connection (latency); and SET against Redis with a replica and
 # WAIT 1 after every SET. Then redis-benchmark
 # (-t set,get, same connections, keys and value size, -P 1 and -P 16)
-# against bin/gateway (pinned with the servers) and against Redis: the
-# gateway's extra hop (targets: >= 0.5x Redis at P1, >= 0.4x at P16).
+# against bin/gateway (pinned with the servers, and a second one pinned with
+# the load generator, as a sidecar) and against Redis: the gateway's extra
+# hop (targets: >= 0.5x Redis at P1, >= 0.4x at P16).
 # Last, scripts/bench-tls.sh: TLS on every link against TLS off (>= 0.7x).
 #
 # It starts: a Redis (persistence off), a second Redis with a replica for the
@@ -267,17 +268,28 @@ for rep in $(seq "$REPS"); do
 done
 
 # --- redis-benchmark through the gateway ---------------------------------------
-GW_PORT=$(free_port)
-"${PIN_SRV[@]}" "$BIN/gateway" -h 127.0.0.1 -p "$FTKV_PORT" -listen "127.0.0.1:$GW_PORT" -log "$WORK/gateway.log" \
-	</dev/null >"$WORK/gateway.out" 2>&1 &
-GW_PID=$!
-PIDS+=("$GW_PID")
-for _ in $(seq 100); do
-	[ "$(redis-cli -p "$GW_PORT" ping 2>/dev/null || true)" = PONG ] && break
-	kill -0 "$GW_PID" 2>/dev/null || die "bin/gateway exited: $(cat "$WORK/gateway.out")"
-	sleep 0.1
-done
-[ "$(redis-cli -p "$GW_PORT" ping 2>/dev/null || true)" = PONG ] || die "bin/gateway did not answer PING (see $WORK/gateway.log)"
+# Two placements: a gateway pinned with the servers, and a sidecar gateway
+# pinned with the load generator (one per application host, as issue 14
+# describes: its CPU is then the application's).
+# start_gateway NAME PIN...: starts bin/gateway pinned by PIN; sets GW_PORT.
+start_gateway() {
+	local name=$1
+	shift
+	GW_PORT=$(free_port)
+	"$@" "$BIN/gateway" -h 127.0.0.1 -p "$FTKV_PORT" -listen "127.0.0.1:$GW_PORT" -log "$WORK/$name.log" \
+		</dev/null >"$WORK/$name.out" 2>&1 &
+	local pid=$!
+	PIDS+=("$pid")
+	for _ in $(seq 100); do
+		[ "$(redis-cli -p "$GW_PORT" ping 2>/dev/null || true)" = PONG ] && break
+		kill -0 "$pid" 2>/dev/null || die "bin/gateway ($name) exited: $(cat "$WORK/$name.out")"
+		sleep 0.1
+	done
+	[ "$(redis-cli -p "$GW_PORT" ping 2>/dev/null || true)" = PONG ] || die "bin/gateway ($name) did not answer PING (see $WORK/$name.log)"
+}
+start_gateway sidecar "${PIN_LOAD[@]}"
+SIDE_PORT=$GW_PORT
+start_gateway gateway "${PIN_SRV[@]}"
 SECS=${DURATION%s}
 case $SECS in '' | *[!0-9]*) SECS=10 ;; esac
 GW_N1=${BENCH_GW_N1:-$((SECS * 25000))}
@@ -306,9 +318,11 @@ for rep in $(seq "$REPS"); do
 		[ "$pipe" = 16 ] && n=$GW_N16
 		if [ $((rep % 2)) = 1 ]; then
 			rb gateway "$GW_PORT" "$pipe" "$n"
+			rb sidecar "$SIDE_PORT" "$pipe" "$n"
 			rb redis "$REDIS_PORT" "$pipe" "$n"
 		else
 			rb redis "$REDIS_PORT" "$pipe" "$n"
+			rb sidecar "$SIDE_PORT" "$pipe" "$n"
 			rb gateway "$GW_PORT" "$pipe" "$n"
 		fi
 	done
@@ -323,26 +337,27 @@ echo "ratio = ftkv ops/s ÷ the reference's; p99 ratio = ftkv p99 ÷ the referen
 echo "G16: 16 goroutines share each of the $CONNS clients (bin/bench -goroutines 16) against Redis with 16 commands"
 echo "pipelined per connection (redis P16; target >= 0.5x) and against rueidis, 16 goroutines per connection (redis+rueidis)."
 echo
-echo "redis-benchmark -t set,get -c $CONNS -r $KEYS -d $SIZE (-n $GW_N1 at P1, $GW_N16 at P16): bin/gateway vs Redis, medians"
+echo "redis-benchmark -t set,get -c $CONNS -r $KEYS -d $SIZE (-n $GW_N1 at P1, $GW_N16 at P16): bin/gateway vs Redis, medians;"
+echo "gateway: pinned with the servers; sidecar: pinned with redis-benchmark (the application's host)"
 # Medians per (target, P, test); then one row per (P, test) with the ratio.
 GW_MISSING=0
-printf '%-10s %14s %14s %7s %10s %10s %7s\n' "" "gateway ops/s" "Redis ops/s" "ratio" "gw p99" "Redis p99" "target"
+printf '%-10s %14s %14s %14s %7s %7s %10s %10s %10s %7s\n' "" "gateway ops/s" "sidecar ops/s" "Redis ops/s" "ratio" "sidecar" "gw p99" "side p99" "Redis p99" "target"
 for pipe in 1 16; do
 	for test in SET GET; do
 		med() { # med TARGET FIELD: the median of FIELD over the reps
 			awk -F, -v t="$1" -v p="$pipe" -v x="$test" -v f="$2" '$1 == t && $2 == p && $3 == x { print $f }' "$GW_RESULTS" |
 				sort -g | awk '{ v[NR] = $1 } END { if (NR) print v[int((NR + 1) / 2)] }'
 		}
-		g=$(med gateway 4) r=$(med redis 4) gp=$(med gateway 5) rp=$(med redis 5)
+		g=$(med gateway 4) r=$(med redis 4) gp=$(med gateway 5) rp=$(med redis 5) sd=$(med sidecar 4) sp=$(med sidecar 5)
 		target=0.5
 		[ "$pipe" = 16 ] && target=0.4
-		if [ -z "$g" ] || [ -z "$r" ]; then
+		if [ -z "$g" ] || [ -z "$r" ] || [ -z "$sd" ]; then
 			GW_MISSING=$((GW_MISSING + 1))
-			printf '%-10s %14s %14s %7s\n' "$test P$pipe" "${g:--}" "${r:--}" "-"
+			printf '%-10s %14s %14s %14s %7s\n' "$test P$pipe" "${g:--}" "${sd:--}" "${r:--}" "-"
 			continue
 		fi
-		awk -v l="$test P$pipe" -v g="$g" -v r="$r" -v gp="$gp" -v rp="$rp" -v tg="$target" \
-			'BEGIN { printf "%-10s %14.0f %14.0f %6.2fx %8.2fms %8.2fms %6sx\n", l, g, r, g / r, gp, rp, tg }'
+		awk -v l="$test P$pipe" -v g="$g" -v r="$r" -v gp="$gp" -v rp="$rp" -v tg="$target" -v sd="$sd" -v sp="$sp" \
+			'BEGIN { printf "%-10s %14.0f %14.0f %14.0f %6.2fx %6.2fx %8.2fms %8.2fms %8.2fms %6sx\n", l, g, sd, r, g / r, sd / r, gp, sp, rp, tg }'
 	done
 done
 echo
