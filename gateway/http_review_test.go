@@ -1,35 +1,12 @@
 package gateway
 
 import (
-	"io"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 )
-
-// noRedirect is an HTTP client that reports redirects instead of
-// following them (curl without -L).
-var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
-
-func doRaw(t *testing.T, method, url, body string, hdr ...string) httpResult {
-	t.Helper()
-	req, err := http.NewRequest(method, url, strings.NewReader(body))
-	if err != nil {
-		t.Fatal(err)
-	}
-	for i := 0; i+1 < len(hdr); i += 2 {
-		req.Header.Set(hdr[i], hdr[i+1])
-	}
-	resp, err := noRedirect.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer resp.Body.Close()
-	b, _ := io.ReadAll(resp.Body)
-	return httpResult{resp.StatusCode, string(b), resp.Header.Get("ETag")}
-}
 
 // TestHTTPKeysWithDotsAndSlashes: a key holding "//", "/./" or "/../" is
 // the key as written: no redirect to a cleaned path (which curl -L would
@@ -39,22 +16,22 @@ func TestHTTPKeysWithDotsAndSlashes(t *testing.T) {
 	g := start(t, st, nil)
 	kv := "http://" + g.HTTPAddr() + "/v1/kv/"
 	for _, key := range []string{"a//b", "x/../y", "p/./q", "trail/", "../up"} {
-		if r := doRaw(t, "PUT", kv+key, "v-"+key); r.code != http.StatusNoContent {
+		if r := do(t, "PUT", kv+key, "v-"+key); r.code != http.StatusNoContent {
 			t.Fatalf("PUT %q: %d %q", key, r.code, r.body)
 		}
-		if r := doRaw(t, "GET", kv+key, ""); r.code != http.StatusOK || r.body != "v-"+key {
+		if r := do(t, "GET", kv+key, ""); r.code != http.StatusOK || r.body != "v-"+key {
 			t.Fatalf("GET %q: %d %q", key, r.code, r.body)
 		}
 	}
 	for _, other := range []string{"a/b", "y", "p/q", "trail", "up"} {
-		if r := doRaw(t, "GET", kv+other, ""); r.code != http.StatusNotFound {
+		if r := do(t, "GET", kv+other, ""); r.code != http.StatusNotFound {
 			t.Fatalf("GET %q (never written): %d %q", other, r.code, r.body)
 		}
 	}
-	if r := doRaw(t, "DELETE", kv+"x/../y", ""); r.code != http.StatusNoContent {
+	if r := do(t, "DELETE", kv+"x/../y", ""); r.code != http.StatusNoContent {
 		t.Fatalf("DELETE x/../y: %d %q", r.code, r.body)
 	}
-	if r := doRaw(t, "GET", kv+"a//b", ""); r.code != http.StatusOK {
+	if r := do(t, "GET", kv+"a//b", ""); r.code != http.StatusOK {
 		t.Fatalf("a//b after deleting x/../y: %d", r.code)
 	}
 }
@@ -67,7 +44,7 @@ func TestHTTPAppendPreconditions(t *testing.T) {
 	st := newMemStore()
 	g := start(t, st, nil)
 	kv := "http://" + g.HTTPAddr() + "/v1/kv/"
-	doRaw(t, "PUT", kv+"log", "a")
+	do(t, "PUT", kv+"log", "a")
 	for _, c := range []struct {
 		query string
 		hdr   []string
@@ -78,19 +55,19 @@ func TestHTTPAppendPreconditions(t *testing.T) {
 		{"?append=0", nil},
 		{"?append=yes-please", nil},
 	} {
-		if r := doRaw(t, "POST", kv+"log"+c.query, "X", c.hdr...); r.code != http.StatusBadRequest {
+		if r := do(t, "POST", kv+"log"+c.query, "X", c.hdr...); r.code != http.StatusBadRequest {
 			t.Fatalf("POST %s %v: %d %q, want 400", c.query, c.hdr, r.code, r.body)
 		}
 	}
-	if r := doRaw(t, "GET", kv+"log", ""); r.body != "a" {
+	if r := do(t, "GET", kv+"log", ""); r.body != "a" {
 		t.Fatalf("value after refused appends: %q, want a", r.body)
 	}
 	for _, q := range []string{"?append", "?append=true", "?append=1"} {
-		if r := doRaw(t, "POST", kv+"log"+q, "b"); r.code != http.StatusNoContent {
+		if r := do(t, "POST", kv+"log"+q, "b"); r.code != http.StatusNoContent {
 			t.Fatalf("POST %s: %d %q", q, r.code, r.body)
 		}
 	}
-	if r := doRaw(t, "GET", kv+"log", ""); r.body != "abbb" {
+	if r := do(t, "GET", kv+"log", ""); r.body != "abbb" {
 		t.Fatalf("value after three appends: %q, want abbb", r.body)
 	}
 }
@@ -102,21 +79,21 @@ func TestHTTPConditionalGet(t *testing.T) {
 	st := newMemStore()
 	g := start(t, st, nil)
 	kv := "http://" + g.HTTPAddr() + "/v1/kv/"
-	doRaw(t, "PUT", kv+"doc", "body")
+	do(t, "PUT", kv+"doc", "body")
 	tag := etag([]byte("body"))
 	for _, m := range []string{"GET", "HEAD"} {
 		for _, inm := range []string{tag, "*", `"other", ` + tag} {
-			if r := doRaw(t, m, kv+"doc", "", "If-None-Match", inm); r.code != http.StatusNotModified || r.body != "" || r.etag != tag {
+			if r := do(t, m, kv+"doc", "", "If-None-Match", inm); r.code != http.StatusNotModified || r.body != "" || r.etag != tag {
 				t.Fatalf("%s If-None-Match %s: %d %q etag %q, want 304 with the ETag", m, inm, r.code, r.body, r.etag)
 			}
 		}
-		if r := doRaw(t, m, kv+"doc", "", "If-None-Match", `"other"`); r.code != http.StatusOK {
+		if r := do(t, m, kv+"doc", "", "If-None-Match", `"other"`); r.code != http.StatusOK {
 			t.Fatalf("%s If-None-Match of another value: %d", m, r.code)
 		}
-		if r := doRaw(t, m, kv+"doc", "", "If-Match", `"other"`); r.code != http.StatusPreconditionFailed {
+		if r := do(t, m, kv+"doc", "", "If-Match", `"other"`); r.code != http.StatusPreconditionFailed {
 			t.Fatalf("%s If-Match of another value: %d, want 412", m, r.code)
 		}
-		if r := doRaw(t, m, kv+"doc", "", "If-Match", tag); r.code != http.StatusOK {
+		if r := do(t, m, kv+"doc", "", "If-Match", tag); r.code != http.StatusOK {
 			t.Fatalf("%s If-Match of the value: %d, want 200", m, r.code)
 		}
 	}
@@ -137,12 +114,12 @@ func TestHTTPMetricsOutcome(t *testing.T) {
 		}
 	})
 	kv := "http://" + g.HTTPAddr() + "/v1/kv/"
-	doRaw(t, "PUT", kv+"k", "v")                          // ok
-	doRaw(t, "POST", kv+"k", "v")                         // 400: no ?append
-	doRaw(t, "PUT", kv+"", "v")                           // 400: empty key
-	doRaw(t, "PATCH", kv+"k", "v")                        // 405
-	doRaw(t, "PUT", kv+"k", strings.Repeat("x", 1<<20+1)) // 413
-	doRaw(t, "GET", kv+"missing", "")                     // 404: an answer, ok
+	do(t, "PUT", kv+"k", "v")                          // ok
+	do(t, "POST", kv+"k", "v")                         // 400: no ?append
+	do(t, "PUT", kv+"", "v")                           // 400: empty key
+	do(t, "PATCH", kv+"k", "v")                        // 405
+	do(t, "PUT", kv+"k", strings.Repeat("x", 1<<20+1)) // 413
+	do(t, "GET", kv+"missing", "")                     // 404: an answer, ok
 	mu.Lock()
 	defer mu.Unlock()
 	want := map[string][]bool{"http_put": {false, true, true}, "http_post": {true}, "http_other": {true}, "http_get": {false}}

@@ -22,6 +22,10 @@ type httpResult struct {
 	etag string
 }
 
+// noRedirect is an HTTP client that reports redirects instead of
+// following them (curl without -L).
+var noRedirect = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+
 func do(t *testing.T, method, url, body string, hdr ...string) httpResult {
 	t.Helper()
 	req, err := http.NewRequest(method, url, strings.NewReader(body))
@@ -31,7 +35,7 @@ func do(t *testing.T, method, url, body string, hdr ...string) httpResult {
 	for i := 0; i+1 < len(hdr); i += 2 {
 		req.Header.Set(hdr[i], hdr[i+1])
 	}
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := noRedirect.Do(req)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -118,7 +122,7 @@ func TestHTTPIfMatchRace(t *testing.T) {
 			defer wg.Done()
 			req, _ := http.NewRequest("PUT", url, strings.NewReader(fmt.Sprint("v", i+1)))
 			req.Header.Set("If-Match", tag)
-			resp, err := http.DefaultClient.Do(req)
+			resp, err := noRedirect.Do(req)
 			if err != nil {
 				t.Error(err)
 				return

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"encoding/hex"
 )
 
 // Redis's answers to lengths it refuses (networking.c), word for word.
@@ -172,8 +173,7 @@ func splitArgs(line []byte, args [][]byte) ([][]byte, bool) {
 			}
 			c := line[i]
 			switch {
-			case inq && c == '\\' && i+3 < len(line) && line[i+1] == 'x' && isHex(line[i+2]) && isHex(line[i+3]):
-				cur = append(cur, unhex(line[i+2])<<4|unhex(line[i+3]))
+			case inq && c == '\\' && i+3 < len(line) && line[i+1] == 'x' && hexByte(line[i+2:i+4], &cur):
 				i += 3
 			case inq && c == '\\' && i+1 < len(line):
 				i++
@@ -215,14 +215,12 @@ func splitArgs(line []byte, args [][]byte) ([][]byte, bool) {
 	}
 }
 
-func isHex(c byte) bool { return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F' }
-
-func unhex(c byte) byte {
-	switch {
-	case c <= '9':
-		return c - '0'
-	case c >= 'a':
-		return c - 'a' + 10
+// hexByte appends the byte two hex digits spell to cur, if they do.
+func hexByte(digits []byte, cur *[]byte) bool {
+	var b [1]byte
+	if _, err := hex.Decode(b[:], digits); err != nil {
+		return false
 	}
-	return c - 'A' + 10
+	*cur = append(*cur, b[0])
+	return true
 }

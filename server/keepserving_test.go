@@ -16,13 +16,7 @@ import (
 // on the secondary. (It answered WRONG_SERVER for as long as the link took,
 // up to the link timeout, and a review saw 2 s write stalls with it.)
 func TestPrimaryServesWhileNewSecondaryConnects(t *testing.T) {
-	fc := startFakeCoord(t)
-	a, _ := startDurableServer(t, fc, 0, "", "", false, func(c *Config) { c.Logger = zerolog.Nop() })
-	b, _ := startDurableServer(t, fc, 1, "", "", false, func(c *Config) { c.Incarnation = 2; c.Logger = zerolog.Nop() })
-	deadB := member(b, b.peer)
-	deadB.State, deadB.Incarnation = wire.StateDead, 1
-	pushView(t, wire.View{Epoch: 1, Servers: []wire.Member{member(a, a.peer), deadB},
-		Shards: []wire.Placement{{Primary: 0, Secondary: -1}, {Primary: 0, Secondary: -1}}}, a)
+	a, b := startAlone(t, "", nil)
 	keys := keysOf("keep", 0, 2, 2)
 	cn := dialConn(t, a.client, false)
 	if ans, err := cn.do(&wire.Frame{Op: wire.OpPut, Key: []byte(keys[0]), Value: []byte("v0")}, 5*time.Second); err != nil || ans.Status != wire.StatusOK {
@@ -70,4 +64,28 @@ func TestPrimaryServesWhileNewSecondaryConnects(t *testing.T) {
 			time.Sleep(10 * time.Millisecond)
 		}
 	}
+}
+
+// startAlone starts server 0 (data directory dir, "" for none; mod
+// applied to its Config) leading both shards alone, and server 1 as a
+// respawned incarnation (2) not yet in the view, its first one dead.
+func startAlone(t *testing.T, dir string, mod func(*Config)) (a, b *testServer) {
+	t.Helper()
+	fc := startFakeCoord(t)
+	fsync := ""
+	if dir != "" {
+		fsync = "always"
+	}
+	a, _ = startDurableServer(t, fc, 0, dir, fsync, false, func(c *Config) {
+		c.Logger = zerolog.Nop() // (link goroutines may log after the test)
+		if mod != nil {
+			mod(c)
+		}
+	})
+	b, _ = startDurableServer(t, fc, 1, "", "", false, func(c *Config) { c.Incarnation = 2; c.Logger = zerolog.Nop() })
+	deadB := member(b, b.peer)
+	deadB.State, deadB.Incarnation = wire.StateDead, 1
+	pushView(t, wire.View{Epoch: 1, Servers: []wire.Member{member(a, a.peer), deadB},
+		Shards: []wire.Placement{{Primary: 0, Secondary: -1}, {Primary: 0, Secondary: -1}}}, a)
+	return a, b
 }

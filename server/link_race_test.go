@@ -5,8 +5,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"ftkv/internal/wal"
 	"ftkv/wire"
 )
@@ -53,17 +51,8 @@ func (f slowSyncFile) Sync() error {
 // saw a shard stall for good: "gap in the replication log" on every
 // reconnect.)
 func TestSecondaryAddedWhileAloneWriteCommits(t *testing.T) {
-	fc := startFakeCoord(t)
 	var delay atomic.Int64
-	a, _ := startDurableServer(t, fc, 0, t.TempDir(), "always", false, func(c *Config) {
-		c.walFS = slowSyncFS{delay: &delay}
-		c.Logger = zerolog.Nop()
-	})
-	b, _ := startDurableServer(t, fc, 1, "", "", false, func(c *Config) { c.Incarnation = 2; c.Logger = zerolog.Nop() })
-	deadB := member(b, b.peer)
-	deadB.State, deadB.Incarnation = wire.StateDead, 1
-	pushView(t, wire.View{Epoch: 1, Servers: []wire.Member{member(a, a.peer), deadB},
-		Shards: []wire.Placement{{Primary: 0, Secondary: -1}, {Primary: 0, Secondary: -1}}}, a)
+	a, b := startAlone(t, t.TempDir(), func(c *Config) { c.walFS = slowSyncFS{delay: &delay} })
 	keys := keysOf("race", 0, 2, 3)
 	put := func(cn *conn, k string) error {
 		ans, err := cn.do(&wire.Frame{Op: wire.OpPut, Key: []byte(k), Value: []byte("v-" + k)}, 5*time.Second)
