@@ -89,3 +89,51 @@ func startAlone(t *testing.T, dir string, mod func(*Config)) (a, b *testServer) 
 		Shards: []wire.Placement{{Primary: 0, Secondary: -1}, {Primary: 0, Secondary: -1}}}, a)
 	return a, b
 }
+
+// TestRejoinSameIncarnationReseeded: a secondary incarnation seeded once,
+// dropped from its shard (it fell silent), then made its re-seeding
+// secondary again by the same primary gets a whole new re-seeding: its
+// copy was reset when the new link came up, and the first seeding's
+// success must not stand for this one. (A review found such a copy left
+// empty and counted as seeded, and a later failover serving it.)
+func TestRejoinSameIncarnationReseeded(t *testing.T) {
+	a, b := startAlone(t, "", nil)
+	keys := keysOf("rejoin", 0, 2, 30)
+	cn := dialConn(t, a.client, false)
+	put := func(ks []string) {
+		t.Helper()
+		for _, k := range ks {
+			if ans, err := cn.do(&wire.Frame{Op: wire.OpPut, Key: []byte(k), Value: []byte("v-" + k)}, 5*time.Second); err != nil || ans.Status != wire.StatusOK {
+				t.Fatalf("put %s: %v %v", k, err, ans.Status)
+			}
+		}
+	}
+	seeded := func(want []string) {
+		t.Helper()
+		a.mu.Lock()
+		p := a.prims[0]
+		a.mu.Unlock()
+		if err := p.seedResult(b.cfg.Incarnation, 5*time.Second); err != nil {
+			t.Fatalf("re-seeding: %v", err)
+		}
+		for _, k := range want {
+			if v, ok := b.tableFor(0).get([]byte(k)); !ok || string(v) != "v-"+k {
+				t.Fatalf("after the re-seeding the secondary's copy of %s is %q %v (%d keys in it)", k, v, ok, b.tableFor(0).len())
+			}
+		}
+	}
+	put(keys[:20])
+	ma, mb := member(a, a.peer), member(b, b.peer)
+	mb.State = wire.StateReseeding
+	shards := func(sec int32) []wire.Placement { return []wire.Placement{{Primary: 0, Secondary: sec}, {Primary: 0, Secondary: -1}} }
+	pushView(t, wire.View{Epoch: 2, Servers: []wire.Member{ma, mb}, Shards: shards(1)}, a, b)
+	seeded(keys[:20])
+	mb.State = wire.StateServing
+	pushView(t, wire.View{Epoch: 3, Servers: []wire.Member{ma, mb}, Shards: shards(1)}, a, b)
+	// b falls silent and is dropped; writes go on alone; b joins again.
+	pushView(t, wire.View{Epoch: 4, Servers: []wire.Member{ma, mb}, Shards: shards(-1)}, a, b)
+	put(keys[20:])
+	mb.State = wire.StateReseeding
+	pushView(t, wire.View{Epoch: 5, Servers: []wire.Member{ma, mb}, Shards: shards(1)}, a, b)
+	seeded(keys)
+}

@@ -257,8 +257,12 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 	p.mu.Lock()
 	old := p.link
 	p.link = nil
-	if p.sec != sec {
+	if p.sec.addr != sec.addr || p.sec.id != sec.id || p.sec.inc != sec.inc {
 		p.heard.Store(mono(time.Now())) // a new secondary: its silence counts from now
+		// A secondary (even an incarnation seeded here before, dropped
+		// and made the secondary again) resets its copy for a new link:
+		// no earlier re-seeding or resync stands for this one.
+		p.seedJob, p.resyncInc = nil, 0
 	}
 	p.sec = sec
 	p.epoch = epoch
