@@ -39,6 +39,7 @@ const (
 	kindRestore
 	kindJoin
 	kindDrop
+	kindUnjoin
 )
 
 // pending is a published view not yet reported durable.
@@ -46,7 +47,7 @@ type pending struct {
 	view   wire.View
 	kind   kind
 	failed []int // kindFailover
-	node   int   // kindReseed, kindSeeded, kindJoin
+	node   int   // kindReseed, kindSeeded, kindJoin, kindUnjoin
 	shard  int   // kindJoin
 }
 
@@ -320,6 +321,12 @@ func (c *Core) published(e Published, out []Action) []Action {
 		nd.seedWait = append(nd.seedWait, p.shard)
 		pl := c.view.Shards[p.shard]
 		out = append(out, AskSeed{ID: p.node, Inc: nd.Inc, Shard: p.shard, Primary: int(pl.Primary), PrimaryInc: c.view.Servers[pl.Primary].Incarnation})
+	case kindUnjoin:
+		nd := c.nodes[p.node]
+		nd.unjoin = nil
+		if nd.State == Reseeding && len(nd.seedWait) == 0 && c.view.Servers[p.node].State == wire.StateServing {
+			nd.State = Serving
+		}
 	case kindSeeded:
 		if nd := c.nodes[p.node]; nd.State == Seeded {
 			nd.State = Serving
@@ -381,6 +388,16 @@ func (c *Core) seedResult(e SeedResult, out []Action) []Action {
 	st := c.state(nd)
 	k := slices.Index(nd.seedWait, e.Shard)
 	if *st != Reseeding || k < 0 {
+		return out
+	}
+	if !e.OK && nd.served {
+		// A member that served, made to re-seed a shard (rule 4b): its
+		// other copies and the shards it leads are whole. It is only
+		// dropped as that shard's secondary (rule 4c), and joins again
+		// after a back-off.
+		nd.seedWait = slices.Delete(nd.seedWait, k, k+1)
+		nd.unjoin = append(nd.unjoin, e.Shard)
+		nd.joinAt = c.now.Add(c.cfg.RespawnMax)
 		return out
 	}
 	if !e.OK {

@@ -30,7 +30,10 @@
 //     re-seeding secondary of its home shards that still have a primary;
 //     4b. join: a shard led alone while the other server of its home
 //     pair serves (a restore chose its partner after it was back in the
-//     view) gets that server as its re-seeding secondary;
+//     view) gets that server as its re-seeding secondary; 4c. unjoin: if
+//     that re-seeding fails, the member is only dropped as that shard's
+//     secondary (it served: it is not condemned) and joins again after
+//     Config.RespawnMax;
 //  5. seeded: when every seeding primary reported success it is serving
 //     (a failure condemns the incarnation: it is failed and respawned);
 //  6. hand-back: a shard led by its home secondary while its home server

@@ -69,5 +69,7 @@ type Node struct {
 	links    []Link    // link reports of the last heartbeat
 	linksEp  uint64    // the epoch those reports were made in
 	seedWait []int     // shards whose re-seed outcome is awaited
+	unjoin   []int     // shards it joined (rule 4b) whose re-seeding failed: it is dropped as their secondary
+	joinAt   time.Time // no join (rule 4b) before
 	prev     NodeState // state before a failover not yet published
 }

@@ -3,6 +3,7 @@ package decide
 import (
 	"reflect"
 	"testing"
+	"time"
 
 	"ftkv/wire"
 )
@@ -175,6 +176,50 @@ func TestRestoreEveryServerDead(t *testing.T) {
 	for i, m := range v.Servers {
 		if m.State != wire.StateServing || h.c.nodes[i].State != Serving {
 			t.Fatalf("member %d: view %v, node %v", i, m.State, h.c.nodes[i].State)
+		}
+	}
+}
+
+// TestJoinSeedFailureKeepsMember: a serving member made the re-seeding
+// secondary of a shard (rule 4b) whose re-seeding fails (its source
+// died, say) is not condemned: it serves on, leads what it led, and is
+// only dropped as that shard's secondary; it is not made to join again
+// at once. (A review saw the coordinator kill a healthy primary for it.)
+func TestJoinSeedFailureKeepsMember(t *testing.T) {
+	v := wire.View{Epoch: 5}
+	for i := 0; i < 3; i++ {
+		v.Servers = append(v.Servers, wire.Member{ID: uint32(i), Incarnation: 1, State: wire.StateServing})
+	}
+	v.Shards = []wire.Placement{pl(0, 1), pl(1, 2), pl(0, -1)} // shard 2 led by 0 alone; 2 serves
+	now := time.Unix(100, 0)
+	c, err := New(simConfig(), v, nil, nil, nil, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, c: c, now: now}
+	nv := mustPublish(t, h.beat())
+	if nv.Shards[2] != pl(0, 2) || nv.Servers[2].State != wire.StateReseeding {
+		t.Fatalf("join view: %v %v", nv.Shards, states(nv))
+	}
+	if a, ok := find[AskSeed](h.step(Published{})); !ok || a.ID != 2 || a.Shard != 2 {
+		t.Fatalf("no AskSeed of member 2 for shard 2: %+v", a)
+	}
+	h.beat()
+	acts := h.step(SeedResult{ID: 2, Inc: 1, Shard: 2, OK: false})
+	if k, ok := find[Kill](acts); ok {
+		t.Fatalf("the joined member was killed: %+v", k)
+	}
+	nv = mustPublish(t, acts)
+	if nv.Shards[2] != pl(0, -1) || nv.Servers[2].State != wire.StateServing || nv.Shards[1] != pl(1, 2) {
+		t.Fatalf("after the failed join: shards %v states %v, want shard 2 without its secondary and member 2 serving", nv.Shards, states(nv))
+	}
+	h.step(Published{})
+	if st := h.c.nodes[2].State; st != Serving {
+		t.Fatalf("member 2 is %s", st)
+	}
+	for _, a := range h.advance(h.c.cfg.RespawnMin, 0, 1, 2) {
+		if p, ok := a.(Publish); ok {
+			t.Fatalf("joined again at once: %v %v", p.View.Shards, states(p.View))
 		}
 	}
 }

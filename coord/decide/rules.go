@@ -96,6 +96,24 @@ func (c *Core) decide(judge bool, out []Action) []Action {
 			return c.propose(&pending{view: addReseeding(v, i, nd), kind: kindReseed, node: i}, "re-seed", out)
 		}
 	}
+	// 4c. a member whose join failed is dropped as that shard's secondary
+	// (and serves again if it re-seeds nothing else).
+	for i, nd := range c.nodes {
+		if len(nd.unjoin) == 0 || !live(v.Servers[i]) || v.Servers[i].Incarnation != nd.Inc {
+			continue
+		}
+		nv := cloneView(v)
+		nv.Epoch++
+		for _, s := range nd.unjoin {
+			if int(nv.Shards[s].Secondary) == i {
+				nv.Shards[s].Secondary = -1
+			}
+		}
+		if nd.State == Reseeding && len(nd.seedWait) == 0 {
+			nv.Servers[i].State = wire.StateServing
+		}
+		return c.propose(&pending{view: nv, kind: kindUnjoin, node: i}, "drop a failed join", out)
+	}
 	// 4b. a shard led alone while its other home server serves (restored
 	// on its partner after that one was back in the view): that one
 	// re-seeds it.
@@ -193,7 +211,7 @@ func (c *Core) join(v wire.View) (*pending, bool) {
 		}
 		for _, h := range []int{s, (s + 1) % n} {
 			nd, m := c.nodes[h], v.Servers[h]
-			if h == int(pl.Primary) || !live(m) || m.Incarnation != nd.Inc || nd.HB.Storage.Failed ||
+			if h == int(pl.Primary) || !live(m) || m.Incarnation != nd.Inc || nd.HB.Storage.Failed || c.now.Before(nd.joinAt) ||
 				(nd.State != Serving && nd.State != Reseeding && nd.State != Seeded) {
 				continue
 			}
