@@ -198,8 +198,9 @@ func (c *Core) restore(v wire.View) (*pending, bool) {
 // join returns the view where a live member becomes the re-seeding
 // secondary of a home shard that has a primary and no secondary: the
 // member is re-seeding again (so no copy of it counts as complete until it
-// is seeded) and waits for that shard's re-seeding too. Only a restore
-// leaves such a shard; addReseeding covers members not yet in the view.
+// is seeded) and waits for that shard's re-seeding too. A restore, a
+// drop of a silent secondary (dropSilent) or a failed join leave such a
+// shard; addReseeding covers members not yet in the view.
 func (c *Core) join(v wire.View) (*pending, bool) {
 	n := len(v.Shards)
 	if n == 1 {
