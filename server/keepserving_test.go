@@ -125,7 +125,9 @@ func TestRejoinSameIncarnationReseeded(t *testing.T) {
 	put(keys[:20])
 	ma, mb := member(a, a.peer), member(b, b.peer)
 	mb.State = wire.StateReseeding
-	shards := func(sec int32) []wire.Placement { return []wire.Placement{{Primary: 0, Secondary: sec}, {Primary: 0, Secondary: -1}} }
+	shards := func(sec int32) []wire.Placement {
+		return []wire.Placement{{Primary: 0, Secondary: sec}, {Primary: 0, Secondary: -1}}
+	}
 	pushView(t, wire.View{Epoch: 2, Servers: []wire.Member{ma, mb}, Shards: shards(1)}, a, b)
 	seeded(keys[:20])
 	mb.State = wire.StateServing
