@@ -590,11 +590,14 @@ func TestBackoffWhenNeverServing(t *testing.T) {
 	}
 	var waits []time.Duration
 	for round := 1; round <= cfg.SpareAfter; round++ {
-		// Registers, is re-seeded, and its re-seeding fails (disk full).
+		// Registers, is re-seeded, its log fails (disk full) and so its
+		// re-seeding.
 		h.beat(0, 2)
 		mustPublish(t, h.beat(1))
 		h.step(Published{})
 		inc := h.c.nodes[1].Inc
+		h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: 1, Incarnation: inc, Epoch: h.c.view.Epoch, PID: 77,
+			Storage: wire.StorageReport{Fsync: "always", Failed: true}}})
 		acts := h.step(SeedResult{ID: 1, Inc: inc, Shard: 0, OK: false})
 		mustPublish(t, acts)
 		waits = append(waits, spawnAfter(round, h.step(Published{})))

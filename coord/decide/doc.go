@@ -18,9 +18,9 @@
 //     shard, and a round that follows a stall of the shell's loop does not
 //     judge silence. A failed member's shards move to their serving
 //     secondaries, or become unavailable when no complete copy is left;
-//  2. a failed member is respawned: at once when its incarnation had
-//     served, else (its spawn failed, or it failed before it served: a
-//     full disk) after a doubling back-off, moving to a spare host after
+//  2. a failed member is respawned: at once, unless its spawn failed, it
+//     exited before it served, or its log failed (a full disk) before it
+//     served: then after a doubling back-off, moving to a spare host after
 //     Config.SpareAfter such failures in a row;
 //  3. restore: a shard that lost both copies comes back from the servers'
 //     logs once both servers of its home pair registered new incarnations:

@@ -46,7 +46,9 @@ func (c *Core) decide(judge bool, out []Action) []Action {
 				// the view is being published renews no lease.
 				nd.prev, nd.State = nd.State, Failed
 				p.failed = append(p.failed, i)
-				if !nd.served && nd.Inc == v.Servers[i].Incarnation {
+				// Backed off only when its own disk failed: a re-seeding
+				// cut by load or a neighbour's failure is retried at once.
+				if !nd.served && nd.Inc == v.Servers[i].Incarnation && nd.HB.Storage.Failed && nd.HB.Incarnation == nd.Inc {
 					c.failedStart(nd)
 				}
 			}
