@@ -117,7 +117,7 @@ func (p *primary) finishResync(timeout time.Duration) error {
 	l, n := p.link, p.resyncEntries
 	p.mu.Unlock()
 	if l == nil {
-		return errors.New("no replication link")
+		return errLinkLost
 	}
 	for drained := false; !drained; {
 		select {

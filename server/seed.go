@@ -30,10 +30,27 @@ func (p *primary) startSeed(sec target) {
 	partial := p.resyncInc == sec.inc
 	p.mu.Unlock()
 	go func() {
-		if partial {
-			j.err = p.finishResync(p.tm.SeedLimit)
-		} else {
-			j.err = p.seed(p.tm.SeedLimit)
+		deadline := time.Now().Add(p.tm.SeedLimit)
+		for {
+			if partial {
+				j.err = p.finishResync(time.Until(deadline))
+			} else {
+				j.err = p.seed(time.Until(deadline))
+			}
+			if !errors.Is(j.err, errLinkLost) {
+				break
+			}
+			// The link broke (or was being replaced) under the job: the
+			// reconnected link resends from where the secondary is (its
+			// state, and our log, survive a reconnect), so the job goes
+			// on over it rather than leave the secondary re-seeding for
+			// good. The reconnect may have turned a resync into a full
+			// re-seeding (our log no longer held the writes).
+			var ok bool
+			if partial, ok = p.awaitRelink(sec, deadline); !ok {
+				break
+			}
+			p.log.Info().Str("secondary", sec.addr).Bool("partial", partial).Msg("re-seeding goes on over the reconnected link")
 		}
 		if j.err != nil {
 			p.log.Error().Err(j.err).Str("secondary", sec.addr).Msg("re-seeding failed")
@@ -41,6 +58,35 @@ func (p *primary) startSeed(sec target) {
 		p.metrics().seedResult(j.err)
 		close(j.done)
 	}()
+}
+
+// errLinkLost: the replication link broke during a re-seeding (or there
+// was none when it started).
+var errLinkLost = errors.New("replication link lost during re-seeding")
+
+// awaitRelink waits until sec (still this shard's secondary) has a live
+// link again, up to deadline, and reports whether it continues a partial
+// resync.
+func (p *primary) awaitRelink(sec target, deadline time.Time) (partial, ok bool) {
+	for time.Now().Before(deadline) {
+		p.mu.Lock()
+		same := p.sec.addr == sec.addr && p.sec.id == sec.id && p.sec.inc == sec.inc
+		live := p.link != nil && !p.link.broken()
+		partial = p.resyncInc == sec.inc
+		p.mu.Unlock()
+		if !same {
+			return false, false
+		}
+		if live {
+			return partial, true
+		}
+		select {
+		case <-p.stop:
+			return false, false
+		case <-time.After(p.tm.Poll):
+		}
+	}
+	return false, false
 }
 
 // seedResult waits up to timeout for the re-seeding of incarnation inc.
@@ -81,7 +127,7 @@ func (p *primary) seed(timeout time.Duration) error {
 	l := p.link
 	p.mu.Unlock()
 	if l == nil {
-		return errors.New("no replication link")
+		return errLinkLost
 	}
 	for {
 		select {
@@ -217,7 +263,7 @@ func (ss *seedSender) wait(upTo uint64) error {
 				ss.acked = a
 			}
 		case <-ss.l.dead:
-			return errors.New("replication link lost during re-seeding")
+			return errLinkLost
 		case <-ss.stop:
 			return errors.New("no longer primary")
 		case <-ss.deadline:
