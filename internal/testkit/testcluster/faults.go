@@ -211,14 +211,28 @@ func PIDGone(pid int) bool {
 // possible.
 func (c *Cluster) signalServers(t testing.TB, sig syscall.Signal, ids ...int) []Victim {
 	t.Helper()
-	st := c.Status(t)
-	vs := make([]Victim, 0, len(ids))
-	for _, id := range ids {
-		s := server(t, st, id)
-		if !c.Owns(s.PID) {
-			c.Fatalf(t, "server %d: pid %d from the status is not a server of this cluster", id, s.PID)
+	var vs []Victim
+	// A status read as an incarnation dies or is spawned may name a pid
+	// already gone (or not yet the server binary): read it again for a
+	// while before calling it foreign.
+	for deadline := time.Now().Add(3 * time.Second); ; {
+		st := c.Status(t)
+		vs = vs[:0]
+		foreign := ""
+		for _, id := range ids {
+			s := server(t, st, id)
+			if !c.Owns(s.PID) && foreign == "" {
+				foreign = fmt.Sprintf("server %d: pid %d from the status is not a server of this cluster", id, s.PID)
+			}
+			vs = append(vs, Victim{ID: id, PID: s.PID, Incarnation: s.Incarnation})
 		}
-		vs = append(vs, Victim{ID: id, PID: s.PID, Incarnation: s.Incarnation})
+		if foreign == "" {
+			break
+		}
+		if time.Now().After(deadline) {
+			c.Fatalf(t, "%s", foreign)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 	for _, v := range vs {
 		if err := syscall.Kill(v.PID, sig); err != nil {
