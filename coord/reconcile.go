@@ -244,7 +244,7 @@ func (c *Coordinator) askSeed(l leadership, a decide.AskSeed) {
 	if res.OK {
 		c.log.Info().Int("node", a.ID).Uint64("inc", a.Inc).Int("shard", a.Shard).Int("from", a.Primary).Msg("shard re-seeded")
 	} else if l.ctx.Err() == nil {
-		c.log.Error().Err(res.Err).Int("node", a.ID).Int("shard", a.Shard).Int("from", a.Primary).Msg("re-seeding failed; respawning")
+		c.log.Error().Err(res.Err).Int("node", a.ID).Int("shard", a.Shard).Int("from", a.Primary).Msg("re-seeding failed")
 	}
 	l.send(res)
 }

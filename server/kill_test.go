@@ -120,7 +120,22 @@ func TestKill9RecoversAcknowledgedWrites(t *testing.T) {
 			}
 		}()
 	}
+	// Until a snapshot was taken under the load (1.5 s on a quiet
+	// machine; a loaded one wrote 291 writes and none in that time).
 	time.Sleep(1500 * time.Millisecond)
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		snaps := 0
+		for _, d := range dirs {
+			s, _ := snapshots(d)
+			snaps += len(s)
+		}
+		mu.Lock()
+		n := acked
+		mu.Unlock()
+		if snaps > 0 && n >= 1000 {
+			break
+		}
+	}
 	for _, c := range []*exec.Cmd{ca, cb} {
 		_ = c.Process.Signal(syscall.SIGKILL)
 	}

@@ -48,7 +48,7 @@ type replLink struct {
 type linkOwner interface {
 	acked(idx uint64, loop gnet.EventLoop) // the secondary applied everything up to idx
 	pingAcked(seq uint64)                  // answer to ping seq
-	seedAcked(seq uint64)                  // answer to SEED frame seq
+	seedAcked(l *replLink, seq uint64)     // answer on l to SEED frame seq
 	linkFailed(l *replLink)                // l is closed; replace it
 }
 
@@ -194,7 +194,7 @@ func (l *replLink) onTraffic(c gnet.Conn) gnet.Action {
 		case f.Flags&wire.FlagPing != 0:
 			l.owner.pingAcked(f.Seq)
 		case f.Flags&wire.FlagSeed != 0:
-			l.owner.seedAcked(f.Seq)
+			l.owner.seedAcked(l, f.Seq)
 		}
 		return out, gnet.None
 	})

@@ -58,7 +58,7 @@ type primary struct {
 	// long (linkhealth.go).
 	heard    atomic.Int64
 	answered atomic.Bool
-	seedAcks chan uint64
+	seedAcks chan seedAck
 	seedJob  *seedJob
 	// resyncInc is the secondary incarnation whose link started with a
 	// partial resync (resync.go), of resyncEntries writes.
@@ -101,7 +101,7 @@ func newPrimary(env *primaryEnv, shard int, t *table, base uint64, notBefore tim
 		logged:    base,
 		notBefore: notBefore,
 		linkLease: newLeaseTracker(env.tm.Lease),
-		seedAcks:  make(chan uint64, 64),
+		seedAcks:  make(chan seedAck, 64),
 	}
 	p.drained = sync.NewCond(&p.mu)
 	p.heard.Store(mono(time.Now()))
@@ -188,10 +188,18 @@ func (p *primary) pingAcked(seq uint64) {
 
 func (p *primary) linkFailed(l *replLink) { go p.reconnect(l) }
 
-func (p *primary) seedAcked(seq uint64) {
+// seedAck is the answer on link l to SEED frame seq. Each re-seeding
+// numbers its frames from 1: an answer on another link (an earlier job's)
+// is not one of its own.
+type seedAck struct {
+	l   *replLink
+	seq uint64
+}
+
+func (p *primary) seedAcked(l *replLink, seq uint64) {
 	p.answered.Store(true)
 	select {
-	case p.seedAcks <- seq:
+	case p.seedAcks <- seedAck{l, seq}:
 	default:
 	}
 }

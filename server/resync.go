@@ -112,13 +112,14 @@ func (p *primary) readResync(from uint64) ([]byte, uint64, int, bool) {
 
 // finishResync ends a partial resync: once the secondary acknowledges the
 // end marker, sent after the writes from the log, it has them all.
-func (p *primary) finishResync(timeout time.Duration) error {
-	p.mu.Lock()
-	l, n := p.link, p.resyncEntries
-	p.mu.Unlock()
-	if l == nil {
-		return errLinkLost
+func (p *primary) finishResync(j *seedJob, timeout time.Duration) error {
+	l, err := p.jobLink(j)
+	if err != nil {
+		return err
 	}
+	p.mu.Lock()
+	n := p.resyncEntries
+	p.mu.Unlock()
 	for drained := false; !drained; {
 		select {
 		case <-p.seedAcks:

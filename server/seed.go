@@ -33,9 +33,9 @@ func (p *primary) startSeed(sec target) {
 		deadline := time.Now().Add(p.tm.SeedLimit)
 		for {
 			if partial {
-				j.err = p.finishResync(time.Until(deadline))
+				j.err = p.finishResync(j, time.Until(deadline))
 			} else {
-				j.err = p.seed(time.Until(deadline))
+				j.err = p.seed(j, time.Until(deadline))
 			}
 			if !errors.Is(j.err, errLinkLost) {
 				break
@@ -47,7 +47,7 @@ func (p *primary) startSeed(sec target) {
 			// good. The reconnect may have turned a resync into a full
 			// re-seeding (our log no longer held the writes).
 			var ok bool
-			if partial, ok = p.awaitRelink(sec, deadline); !ok {
+			if partial, ok = p.awaitRelink(j, deadline); !ok {
 				break
 			}
 			p.log.Info().Str("secondary", sec.addr).Bool("partial", partial).Msg("re-seeding goes on over the reconnected link")
@@ -64,15 +64,39 @@ func (p *primary) startSeed(sec target) {
 // was none when it started).
 var errLinkLost = errors.New("replication link lost during re-seeding")
 
-// awaitRelink waits until sec (still this shard's secondary) has a live
-// link again, up to deadline, and reports whether it continues a partial
-// resync.
-func (p *primary) awaitRelink(sec target, deadline time.Time) (partial, ok bool) {
+// errSeedSuperseded: the secondary changed since the job started (even
+// if it changed back: a new job re-seeds it).
+var errSeedSuperseded = errors.New("re-seeding superseded: the secondary changed")
+
+// jobLink returns the link job j sends on: the current one, unless the
+// secondary changed since j started.
+func (p *primary) jobLink(j *seedJob) (*replLink, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	switch {
+	case p.seedJob != j:
+		return nil, errSeedSuperseded
+	case p.link == nil:
+		return nil, errLinkLost
+	}
+	return p.link, nil
+}
+
+// awaitRelink waits until the secondary of job j has a live link again
+// and reports whether it continues a partial resync. It waits as long as
+// one attempt to connect the link may take (and never past deadline): a
+// link that stays down fails the job, so that the coordinator stops
+// waiting for it (a secondary it cannot reach is dropped or replaced,
+// and the shard's writes, waiting for that link, go on).
+func (p *primary) awaitRelink(j *seedJob, deadline time.Time) (partial, ok bool) {
+	if until := time.Now().Add(p.tm.Handshake); until.Before(deadline) {
+		deadline = until
+	}
 	for time.Now().Before(deadline) {
 		p.mu.Lock()
-		same := p.sec.addr == sec.addr && p.sec.id == sec.id && p.sec.inc == sec.inc
+		same := p.seedJob == j
 		live := p.link != nil && !p.link.broken()
-		partial = p.resyncInc == sec.inc
+		partial = p.resyncInc == j.inc
 		p.mu.Unlock()
 		if !same {
 			return false, false
@@ -122,12 +146,10 @@ func (p *primary) seedResult(inc uint64, timeout time.Duration) error {
 // large batches with a bounded number in flight, and returns once the
 // secondary has acknowledged all of it. Writes keep flowing on the same
 // link meanwhile; per-key versions make the order irrelevant.
-func (p *primary) seed(timeout time.Duration) error {
-	p.mu.Lock()
-	l := p.link
-	p.mu.Unlock()
-	if l == nil {
-		return errLinkLost
+func (p *primary) seed(j *seedJob, timeout time.Duration) error {
+	l, err := p.jobLink(j)
+	if err != nil {
+		return err
 	}
 	for {
 		select {
@@ -182,7 +204,7 @@ const (
 // seedSender is one re-seeding's sending side.
 type seedSender struct {
 	l        *replLink
-	acks     <-chan uint64 // acknowledged SEED frame numbers
+	acks     <-chan seedAck // acknowledged SEED frames
 	stop     <-chan struct{}
 	deadline <-chan time.Time
 	timeout  time.Duration
@@ -259,8 +281,8 @@ func (ss *seedSender) wait(upTo uint64) error {
 	for ss.acked < upTo {
 		select {
 		case a := <-ss.acks:
-			if a > ss.acked {
-				ss.acked = a
+			if a.l == ss.l && a.seq > ss.acked {
+				ss.acked = a.seq
 			}
 		case <-ss.l.dead:
 			return errLinkLost

@@ -400,11 +400,37 @@ func TestLinkDownFailsSecondary(t *testing.T) { // hole 9
 		h := newHarness(t, 3)
 		h.step(ProcessExited{ID: 2, Inc: 1})
 		h.step(Published{})
-		h.beat()
+		h.beat(0, 1) // (member 2's respawn does not register)
 		// Member 1 leads shard 1 alone now; 0 cannot reach it for shard 0.
+		// It is not failed (the last copy of shard 1), but dropped as
+		// shard 0's secondary, whose writes would wait for the link as
+		// long as the cut lasts (a review: 30 s for a 30 s cut).
 		link(h, 2*simFT, 2)
-		if acts := h.tick(simFT / 10); count[Publish](acts) != 0 {
-			t.Fatalf("failed the last copy of shard 1: %+v", acts)
+		v := mustPublish(t, h.tick(simFT/10))
+		if v.Servers[1].State != wire.StateServing {
+			t.Fatalf("failed the last copy of shard 1: %v", states(v))
+		}
+		if want := []wire.Placement{pl(0, -1), pl(1, -1), pl(0, -1)}; !reflect.DeepEqual(v.Shards, want) {
+			t.Fatalf("shards %v, want %v", v.Shards, want)
+		}
+		h.step(Published{})
+		// It joins shard 0 again (rule 4b) only after RespawnMax: a
+		// lasting cut does not stall the shard at every round.
+		for end := h.now.Add(h.c.cfg.RespawnMax - simFT); h.now.Before(end); {
+			for _, a := range h.beat(0, 1) {
+				if p, ok := a.(Publish); ok && p.View.Shards[0].Secondary == 1 {
+					t.Fatalf("member 1 joined shard 0 again %v after the drop", h.c.cfg.RespawnMax-end.Sub(h.now))
+				}
+			}
+			h.now = h.now.Add(simFT / 5)
+		}
+		for end := h.now.Add(2 * simFT); ; h.now = h.now.Add(simFT / 5) {
+			if p, ok := find[Publish](h.beat(0, 1)); ok && p.View.Shards[0].Secondary == 1 {
+				break
+			}
+			if h.now.After(end) {
+				t.Fatal("member 1 never joined shard 0 again after the back-off")
+			}
 		}
 	})
 }

@@ -59,6 +59,9 @@ func (c *Core) decide(judge bool, out []Action) []Action {
 		if p, ok := c.dropSilent(v); ok {
 			return c.propose(p, "drop a silent secondary", out)
 		}
+		if p, ok := c.dropStalled(v); ok {
+			return c.propose(p, "drop a secondary its primary cannot reach", out)
+		}
 	}
 	// 2. respawns.
 	for i, nd := range c.nodes {
@@ -307,29 +310,73 @@ func (c *Core) judge(failed map[int]cause, out []Action) []Action {
 		return out
 	}
 	victim, stalled := -1, time.Duration(0)
+	c.stalledLinks(v, suspect, func(_, sec int, down time.Duration) {
+		if (victim < 0 || down > stalled) && !lastCopy(v, sec) {
+			victim, stalled = sec, down
+		}
+	})
+	if victim >= 0 {
+		failed[victim] = bySuspicion
+	}
+	return out
+}
+
+// stalledLinks calls fn for every shard whose serving primary has
+// reported for longer than the failure timeout that it cannot replicate
+// to the shard's secondary, both heartbeating (and suspect, as judge
+// means it).
+func (c *Core) stalledLinks(v wire.View, suspect func(int) bool, fn func(shard, sec int, down time.Duration)) {
+	ft := c.cfg.FailureTimeout
 	for p, nd := range c.nodes {
 		if !suspect(p) || nd.State != Serving || v.Servers[p].State != wire.StateServing ||
 			c.now.Sub(nd.LastSeen) > ft || nd.linksEp != v.Epoch {
 			continue
 		}
 		for _, l := range nd.links {
-			if l.DownFor <= ft || l.Shard < 0 || l.Shard >= len(v.Shards) || (victim >= 0 && l.DownFor <= stalled) {
+			if l.DownFor <= ft || l.Shard < 0 || l.Shard >= len(v.Shards) {
 				continue
 			}
 			pl := v.Shards[l.Shard]
 			sec := int(pl.Secondary)
 			if int(pl.Primary) != p || sec < 0 || sec == p || sec != l.Secondary || !suspect(sec) ||
-				v.Servers[sec].Incarnation != l.Incarnation ||
-				c.now.Sub(c.nodes[sec].LastSeen) > ft || lastCopy(demote(v, failed), sec) {
+				v.Servers[sec].Incarnation != l.Incarnation || c.now.Sub(c.nodes[sec].LastSeen) > ft {
 				continue
 			}
-			victim, stalled = sec, l.DownFor
+			fn(l.Shard, sec, l.DownFor)
 		}
 	}
-	if victim >= 0 {
-		failed[victim] = bySuspicion
+}
+
+// dropStalled returns the view where a secondary that its primary cannot
+// reach, kept (not failed by judge) because it holds the last copy of
+// another shard, is no longer that primary's secondary: the shard's
+// writes, waiting for the link, go on alone. (A review cut the link to
+// a member that had just joined: the shard took no write for the 30 s of
+// the cut.) It joins again (rule 4b) after RespawnMax at the earliest, so
+// that a lasting cut stalls the shard's writes once per that period.
+func (c *Core) dropStalled(v wire.View) (*pending, bool) {
+	suspect := func(i int) bool {
+		nd := c.nodes[i]
+		return live(v.Servers[i]) && nd.Inc == v.Servers[i].Incarnation &&
+			(nd.State == Serving || nd.State == Reseeding || nd.State == Seeded)
 	}
-	return out
+	var nv *wire.View
+	c.stalledLinks(v, suspect, func(shard, sec int, _ time.Duration) {
+		if !lastCopy(v, sec) {
+			return
+		}
+		if nv == nil {
+			cv := cloneView(v)
+			cv.Epoch++
+			nv = &cv
+		}
+		nv.Shards[shard].Secondary = -1
+		c.nodes[sec].joinAt = c.now.Add(c.cfg.RespawnMax)
+	})
+	if nv == nil {
+		return nil, false
+	}
+	return &pending{view: *nv, kind: kindDrop}, true
 }
 
 // promotesSilent reports whether failing member i would hand a shard it

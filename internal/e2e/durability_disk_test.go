@@ -149,7 +149,7 @@ func exitsExplained(t *testing.T, log string, killed map[int]bool) string {
 			for _, id := range r.Down {
 				failing[id] = true
 			}
-		case r.Role == "coord" && r.Message == "re-seeding failed; respawning" && r.Node != nil:
+		case r.Role == "coord" && r.Message == "re-seeding failed" && r.Node != nil:
 			failing[*r.Node] = true
 		case r.Role == "coord" && r.Message == "server process exited" && r.Node != nil:
 			if !failing[*r.Node] && (r.PID == nil || !killed[*r.PID]) {
