@@ -376,14 +376,7 @@ func TestReviewResyncSceneHolds(t *testing.T) {
 // the timing above was not forced, and under load the job saw the cut).
 func TestLinkCutBeforeResyncEnds(t *testing.T) {
 	sc := newResyncScene(t, 2000, 1024)
-	proxy := startReviewProxy(t, sc.b2.peer, func(shard uint64, nth int) linkMode {
-		if shard == 0 && nth == 0 {
-			return linkMode{cutAfter: 64 << 10}
-		}
-		return linkMode{}
-	})
-	sc.reseed(t, proxy.addr())
-	sc.check(t)
+	sc.reseedCutOnce(t)
 }
 
 // TestLinkCutDuringFullSeed: the same cut while b2, on an empty data
@@ -392,6 +385,16 @@ func TestLinkCutBeforeResyncEnds(t *testing.T) {
 // them again is harmless) and the copy is whole in the end.
 func TestLinkCutDuringFullSeed(t *testing.T) {
 	sc := newScene(t, 2000, 1024, true)
+	sc.reseedCutOnce(t)
+	if !strings.Contains(sc.logB.String(), "re-seeding complete") {
+		t.Error("b2 logged no finished re-seeding")
+	}
+}
+
+// reseedCutOnce is reseed with shard 0's first link cut 64 KiB after its
+// HELLO, then check.
+func (sc *resyncScene) reseedCutOnce(t *testing.T) {
+	t.Helper()
 	proxy := startReviewProxy(t, sc.b2.peer, func(shard uint64, nth int) linkMode {
 		if shard == 0 && nth == 0 {
 			return linkMode{cutAfter: 64 << 10}
@@ -400,7 +403,4 @@ func TestLinkCutDuringFullSeed(t *testing.T) {
 	})
 	sc.reseed(t, proxy.addr())
 	sc.check(t)
-	if !strings.Contains(sc.logB.String(), "re-seeding complete") {
-		t.Error("b2 logged no finished re-seeding")
-	}
 }
