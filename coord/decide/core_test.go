@@ -396,7 +396,16 @@ func TestLinkDownFailsSecondary(t *testing.T) { // hole 9
 			t.Fatal("failed on a stale report")
 		}
 	})
-	t.Run("not the last copy of its own shard", func(t *testing.T) {
+	for _, older := range []bool{false, true} {
+		t.Run(fmt.Sprintf("not the last copy of its own shard, older report %v", older), func(t *testing.T) { dropUnreachable(t, older, link) })
+	}
+}
+
+// dropUnreachable: a secondary its primary cannot reach, kept as the last
+// copy of its own shard, is dropped as that primary's secondary (and
+// joins again after RespawnMax).
+func dropUnreachable(t *testing.T, older bool, link func(h *harness, d time.Duration, epoch uint64)) {
+	{
 		h := newHarness(t, 3)
 		h.step(ProcessExited{ID: 2, Inc: 1})
 		h.step(Published{})
@@ -406,6 +415,11 @@ func TestLinkDownFailsSecondary(t *testing.T) { // hole 9
 		// shard 0's secondary, whose writes would wait for the link as
 		// long as the cut lasts (a review: 30 s for a 30 s cut).
 		link(h, 2*simFT, 2)
+		// Also when the primary reports at the epoch before: it refused
+		// the view that named the secondary it cannot reach.
+		if older {
+			link(h, 2*simFT, 1)
+		}
 		v := mustPublish(t, h.tick(simFT/10))
 		if v.Servers[1].State != wire.StateServing {
 			t.Fatalf("failed the last copy of shard 1: %v", states(v))
@@ -432,7 +446,7 @@ func TestLinkDownFailsSecondary(t *testing.T) { // hole 9
 				t.Fatal("member 1 never joined shard 0 again after the back-off")
 			}
 		}
-	})
+	}
 }
 
 func TestHandBackFreeze(t *testing.T) {

@@ -310,7 +310,7 @@ func (c *Core) judge(failed map[int]cause, out []Action) []Action {
 		return out
 	}
 	victim, stalled := -1, time.Duration(0)
-	c.stalledLinks(v, suspect, func(_, sec int, down time.Duration) {
+	c.stalledLinks(v, suspect, false, func(_, sec int, down time.Duration) {
 		if (victim < 0 || down > stalled) && !lastCopy(v, sec) {
 			victim, stalled = sec, down
 		}
@@ -324,12 +324,17 @@ func (c *Core) judge(failed map[int]cause, out []Action) []Action {
 // stalledLinks calls fn for every shard whose serving primary has
 // reported for longer than the failure timeout that it cannot replicate
 // to the shard's secondary, both heartbeating (and suspect, as judge
-// means it).
-func (c *Core) stalledLinks(v wire.View, suspect func(int) bool, fn func(shard, sec int, down time.Duration)) {
+// means it). The reports count if made at the current epoch, or, with
+// anyEpoch, at any: a primary that cannot reach the secondary a view
+// names refuses that view (its link is not up within the handshake), so
+// it reports the link at the epoch before, and it is the same link (the
+// report names the secondary's incarnation, and the primary counts from
+// when it was given that secondary).
+func (c *Core) stalledLinks(v wire.View, suspect func(int) bool, anyEpoch bool, fn func(shard, sec int, down time.Duration)) {
 	ft := c.cfg.FailureTimeout
 	for p, nd := range c.nodes {
 		if !suspect(p) || nd.State != Serving || v.Servers[p].State != wire.StateServing ||
-			c.now.Sub(nd.LastSeen) > ft || nd.linksEp != v.Epoch {
+			c.now.Sub(nd.LastSeen) > ft || (nd.linksEp != v.Epoch && !anyEpoch) {
 			continue
 		}
 		for _, l := range nd.links {
@@ -361,7 +366,7 @@ func (c *Core) dropStalled(v wire.View) (*pending, bool) {
 			(nd.State == Serving || nd.State == Reseeding || nd.State == Seeded)
 	}
 	var nv *wire.View
-	c.stalledLinks(v, suspect, func(shard, sec int, _ time.Duration) {
+	c.stalledLinks(v, suspect, true, func(shard, sec int, _ time.Duration) {
 		if !lastCopy(v, sec) {
 			return
 		}
