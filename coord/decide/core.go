@@ -397,7 +397,7 @@ func (c *Core) seedResult(e SeedResult, out []Action) []Action {
 		// after a back-off.
 		nd.seedWait = slices.Delete(nd.seedWait, k, k+1)
 		nd.unjoin = append(nd.unjoin, e.Shard)
-		nd.joinAt = c.now.Add(c.cfg.RespawnMax)
+		nd.joinFailed(c.now, c.cfg.RespawnMax)
 		return out
 	}
 	if !e.OK {
@@ -406,6 +406,9 @@ func (c *Core) seedResult(e SeedResult, out []Action) []Action {
 		return append(out, Kill{ID: e.ID, Inc: e.Inc})
 	}
 	nd.seedWait = slices.Delete(nd.seedWait, k, k+1)
+	if nd.served {
+		nd.joinFail = 0 // a join that finished
+	}
 	if len(nd.seedWait) == 0 {
 		*st = Seeded
 	}

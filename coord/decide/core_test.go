@@ -446,6 +446,23 @@ func dropUnreachable(t *testing.T, older bool, link func(h *harness, d time.Dura
 				t.Fatal("member 1 never joined shard 0 again after the back-off")
 			}
 		}
+		// The link is still cut: dropped again, and the next join waits
+		// twice as long (each try stalls the shard's writes a moment).
+		h.step(Published{})
+		h.beat(0, 1)
+		h.tick(simFT / 10) // (a tick long after the previous one judges nothing)
+		link(h, 2*simFT, h.c.view.Epoch-1)
+		v = mustPublish(t, h.tick(simFT/10))
+		if v.Shards[0].Secondary != -1 {
+			t.Fatalf("not dropped again: %v", v.Shards)
+		}
+		h.step(Published{})
+		dropped := h.now
+		for end := h.now.Add(2*h.c.cfg.RespawnMax - simFT); h.now.Before(end); h.now = h.now.Add(simFT / 5) {
+			if p, ok := find[Publish](h.beat(0, 1)); ok && p.View.Shards[0].Secondary == 1 {
+				t.Fatalf("joined again %v after the second drop, want the back-off doubled (%v)", h.now.Sub(dropped), 2*h.c.cfg.RespawnMax)
+			}
+		}
 	}
 }
 

@@ -71,5 +71,15 @@ type Node struct {
 	seedWait []int     // shards whose re-seed outcome is awaited
 	unjoin   []int     // shards it joined (rule 4b) whose re-seeding failed: it is dropped as their secondary
 	joinAt   time.Time // no join (rule 4b) before
+	joinFail int       // joins in a row that failed or were dropped (the back-off doubles with each, up to 8 × RespawnMax)
 	prev     NodeState // state before a failover not yet published
+}
+
+// joinFailed puts off the next join of nd (rule 4b): a join that failed
+// or was dropped (a link its primary cannot connect) would stall that
+// shard's writes again while its view is tried, so the wait doubles with
+// each in a row, from RespawnMax up to 8 × RespawnMax.
+func (nd *Node) joinFailed(now time.Time, base time.Duration) {
+	nd.joinAt = now.Add(base << min(nd.joinFail, 3))
+	nd.joinFail++
 }

@@ -357,8 +357,8 @@ func (c *Core) stalledLinks(v wire.View, suspect func(int) bool, anyEpoch bool, 
 // another shard, is no longer that primary's secondary: the shard's
 // writes, waiting for the link, go on alone. (A review cut the link to
 // a member that had just joined: the shard took no write for the 30 s of
-// the cut.) It joins again (rule 4b) after RespawnMax at the earliest, so
-// that a lasting cut stalls the shard's writes once per that period.
+// the cut.) It joins again (rule 4b) after a back-off (joinFailed): each
+// try of a lasting cut stalls the shard's writes for one connect attempt.
 func (c *Core) dropStalled(v wire.View) (*pending, bool) {
 	suspect := func(i int) bool {
 		nd := c.nodes[i]
@@ -376,7 +376,7 @@ func (c *Core) dropStalled(v wire.View) (*pending, bool) {
 			nv = &cv
 		}
 		nv.Shards[shard].Secondary = -1
-		c.nodes[sec].joinAt = c.now.Add(c.cfg.RespawnMax)
+		c.nodes[sec].joinFailed(c.now, c.cfg.RespawnMax)
 	})
 	if nv == nil {
 		return nil, false
