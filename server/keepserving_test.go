@@ -139,3 +139,44 @@ func TestRejoinSameIncarnationReseeded(t *testing.T) {
 	pushView(t, wire.View{Epoch: 5, Servers: []wire.Member{ma, mb}, Shards: shards(1)}, a, b)
 	seeded(keys)
 }
+
+// TestNewerViewCutsShortAConnect: a view names a secondary whose link
+// cannot come up (its HELLO is never answered: a cut), and the next view
+// drops that secondary again. The primary applies views one at a time;
+// the newer view must not wait until the older one's connect gives up
+// (LinkConnect, 10 × the failure timeout), during which the shard's
+// writes wait for the link. (A review measured a 5 s stall of the shard
+// at every join tried over a cut link.)
+func TestNewerViewCutsShortAConnect(t *testing.T) {
+	a, b := startAlone(t, "", nil)
+	keys := keysOf("newer", 0, 2, 1)
+	proxy := startHoldProxy(t, b.peer)
+	proxy.hold(true)
+	mb := member(b, proxy.addr())
+	mb.State = wire.StateReseeding
+	v2 := wire.View{Epoch: 2, Servers: []wire.Member{member(a, a.peer), mb},
+		Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 0, Secondary: -1}}}
+	go func() {
+		c := dialConn(t, a.ctl, true)
+		_, _ = c.do(&wire.Frame{Op: wire.OpSetView, Epoch: 2, Value: wire.AppendView(nil, &v2)}, 30*time.Second)
+	}()
+	time.Sleep(300 * time.Millisecond) // a is connecting shard 0's link, held up
+	mb.State = wire.StateServing
+	v3 := wire.View{Epoch: 3, Servers: []wire.Member{member(a, a.peer), mb},
+		Shards: []wire.Placement{{Primary: 0, Secondary: -1}, {Primary: 0, Secondary: -1}}}
+	start := time.Now()
+	pushView(t, v3, a)
+	cn := dialConn(t, a.client, false)
+	ans, err := cn.do(&wire.Frame{Op: wire.OpPut, Epoch: 3, Key: []byte(keys[0]), Value: []byte("v")}, 20*time.Second)
+	took := time.Since(start)
+	if err != nil || ans.Status != wire.StatusOK {
+		t.Fatalf("write after the newer view: %v %v %s", err, ans.Status, ans.Value)
+	}
+	// It may wait for the attempt in progress (up to Handshake), not
+	// for the older view's whole connect.
+	limit := (a.cfg.Timing.Handshake + a.cfg.Timing.LinkConnect) / 2
+	t.Logf("the newer view applied and a write committed %v after it was sent (the older view's connect would give up after %v)", took.Round(time.Millisecond), a.cfg.Timing.LinkConnect)
+	if took > limit {
+		t.Fatalf("the newer view took %v to apply and commit a write, want under %v (about one connect attempt), not the older view's whole connect (%v)", took.Round(time.Millisecond), limit, a.cfg.Timing.LinkConnect)
+	}
+}

@@ -246,8 +246,9 @@ func readFrame(br *bufio.Reader) (wire.Frame, error) { return frameio.ReadFrame(
 var linkDialed func()
 
 // connect (re)establishes the replication link to sec (none: addr "") at
-// epoch, retrying until timeout (the secondary may not have the view yet).
-func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error {
+// epoch, retrying until timeout (the secondary may not have the view yet)
+// or, between attempts, until superseded (if not nil) says so.
+func (p *primary) connect(sec target, epoch uint64, timeout time.Duration, superseded func() bool) error {
 	if p.sameSecondary(sec) {
 		p.mu.Lock()
 		p.epoch = epoch
@@ -364,6 +365,9 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration) error
 		if time.Now().After(deadline) || refused >= 3 {
 			return fmt.Errorf("replication link to %s: %w", sec.addr, err)
 		}
+		if superseded != nil && superseded() {
+			return fmt.Errorf("replication link to %s: a newer view arrived: %w", sec.addr, err)
+		}
 		time.Sleep(backoff)
 		backoff = min(2*backoff, p.tm.RetryMax)
 	}
@@ -390,7 +394,7 @@ func (p *primary) reconnect(failed *replLink) {
 		if moved {
 			return // a newer view chose the secondary
 		}
-		if err := p.connect(sec, epoch, p.tm.Handshake); err == nil {
+		if err := p.connect(sec, epoch, p.tm.Handshake, nil); err == nil {
 			return
 		}
 		p.log.Warn().Str("secondary", sec.addr).Msg("secondary unreachable; writes wait")

@@ -162,6 +162,9 @@ type Server struct {
 	// (links up); heartbeats report it, so the coordinator re-sends a view
 	// that failed half-way.
 	appliedEpoch atomic.Uint64
+	// viewSeen is the newest epoch of a view received (applied or not):
+	// an older view still connecting its links gives up for it.
+	viewSeen atomic.Uint64
 
 	// coordLease: the coordinator's heartbeat answers let this server
 	// serve as primary.

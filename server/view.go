@@ -188,7 +188,10 @@ func (s *Server) leadShards(cur *viewState, v wire.View, me int, prims []*primar
 		}
 		sec := secondaryOf(v, shard, me)
 		wg.Go(func() {
-			err := p.connect(sec, v.Epoch, s.cfg.Timing.LinkConnect)
+			// A newer view received meanwhile (one that drops a secondary
+			// this cannot reach, say) waits for this one: give up
+			// between attempts rather than after LinkConnect.
+			err := p.connect(sec, v.Epoch, s.cfg.Timing.LinkConnect, func() bool { return s.viewSeen.Load() > v.Epoch })
 			pmu.Lock()
 			defer pmu.Unlock()
 			if err != nil {
