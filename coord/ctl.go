@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"ftkv/internal/frameio"
@@ -26,6 +27,19 @@ func (c *Coordinator) control(ctx context.Context, nd *node, f *wire.Frame) (wir
 	addr, inc := nd.hb.CtlAddr, nd.inc
 	c.mu.Unlock()
 	cached := cc != nil && cc.addr == addr && cc.inc == inc
+	if cached && cc.busy.Load() {
+		// An order still in flight on the cached link (a view whose
+		// replication link the server is still connecting): this one
+		// must not queue behind it. A newer view makes the server give
+		// up on the older one's link (a drop of a secondary it cannot
+		// reach waited 5 s, the shard's writes with it).
+		one, err := c.dialCtl(ctx, addr)
+		if err != nil {
+			return wire.Frame{}, err
+		}
+		defer one.close()
+		return one.roundTrip(ctx, f)
+	}
 	for {
 		if !cached {
 			var err error
@@ -65,6 +79,7 @@ type ctlConn struct {
 	addr string
 	inc  uint64 // the incarnation it was dialled for
 	mu   sync.Mutex
+	busy atomic.Bool // an order is in flight
 	nc   net.Conn
 	br   *bufio.Reader
 	next uint64
@@ -101,6 +116,8 @@ func (c *Coordinator) dialCtl(ctx context.Context, addr string) (*ctlConn, error
 func (cc *ctlConn) roundTrip(ctx context.Context, f *wire.Frame) (wire.Frame, error) {
 	cc.mu.Lock()
 	defer cc.mu.Unlock()
+	cc.busy.Store(true)
+	defer cc.busy.Store(false)
 	cc.next++
 	f.ID = cc.next
 	dl := time.Now().Add(cc.limit)
