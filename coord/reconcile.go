@@ -233,7 +233,7 @@ func (c *Coordinator) waitReported(ctx context.Context, a decide.Spawn, limit ti
 
 // askSeed asks the primary that re-seeds a member for the outcome.
 func (c *Coordinator) askSeed(l leadership, a decide.AskSeed) {
-	res := decide.SeedResult{ID: a.ID, Inc: a.Inc, Shard: a.Shard}
+	res := decide.SeedResult{ID: a.ID, Inc: a.Inc, Shard: a.Shard, Epoch: a.Epoch}
 	if p := c.nodeInc(a.Primary, a.PrimaryInc); p == nil {
 		// A respawned primary never seeded anyone.
 		res.Err = fmt.Errorf("server %d no longer runs incarnation %d", a.Primary, a.PrimaryInc)

@@ -52,6 +52,7 @@ type AskSeed struct {
 	Shard      int
 	Primary    int
 	PrimaryInc uint64
+	Epoch      uint64 // the view that made it re-seed Shard (its SeedResult carries it back)
 }
 
 // Freeze freezes Shard on its current primary (incarnation PrimaryInc of

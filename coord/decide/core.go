@@ -2,6 +2,7 @@ package decide
 
 import (
 	"fmt"
+	"maps"
 	"slices"
 	"time"
 
@@ -107,7 +108,7 @@ func (c *Core) View() wire.View { return cloneView(c.view) }
 // Node returns a copy of member id's record.
 func (c *Core) Node(id int) Node {
 	nd := *c.nodes[id]
-	nd.links, nd.seedWait = slices.Clone(nd.links), slices.Clone(nd.seedWait)
+	nd.links, nd.seedWait, nd.seedAt = slices.Clone(nd.links), slices.Clone(nd.seedWait), maps.Clone(nd.seedAt)
 	return nd
 }
 
@@ -303,7 +304,7 @@ func (c *Core) published(e Published, out []Action) []Action {
 		for s, pl := range c.view.Shards {
 			if int(pl.Secondary) == p.node && pl.Primary >= 0 {
 				nd.seedWait = append(nd.seedWait, s)
-				out = append(out, AskSeed{ID: p.node, Inc: nd.Inc, Shard: s, Primary: int(pl.Primary), PrimaryInc: c.view.Servers[pl.Primary].Incarnation})
+				out = append(out, nd.askSeed(c.view, s))
 			}
 		}
 		if len(nd.seedWait) == 0 {
@@ -319,8 +320,7 @@ func (c *Core) published(e Published, out []Action) []Action {
 		}
 		nd.State = Reseeding
 		nd.seedWait = append(nd.seedWait, p.shard)
-		pl := c.view.Shards[p.shard]
-		out = append(out, AskSeed{ID: p.node, Inc: nd.Inc, Shard: p.shard, Primary: int(pl.Primary), PrimaryInc: c.view.Servers[pl.Primary].Incarnation})
+		out = append(out, nd.askSeed(c.view, p.shard))
 	case kindUnjoin:
 		nd := c.nodes[p.node]
 		nd.unjoin = nil
@@ -387,7 +387,9 @@ func (c *Core) seedResult(e SeedResult, out []Action) []Action {
 	}
 	st := c.state(nd)
 	k := slices.Index(nd.seedWait, e.Shard)
-	if *st != Reseeding || k < 0 {
+	if *st != Reseeding || k < 0 || (e.Epoch != 0 && e.Epoch != nd.seedAt[e.Shard]) {
+		// (An outcome of an earlier re-seeding of that shard, a join
+		// dropped and tried again: a late failure must not end this one.)
 		return out
 	}
 	if !e.OK && nd.served {

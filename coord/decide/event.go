@@ -74,6 +74,7 @@ type SeedResult struct {
 	ID    int
 	Inc   uint64
 	Shard int
+	Epoch uint64 // AskSeed's (0: any)
 	OK    bool
 	Err   error
 }

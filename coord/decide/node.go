@@ -65,14 +65,15 @@ type Node struct {
 	Failures  int  // respawns in a row that failed
 	served    bool // incarnation Inc has served (its failure respawns at once)
 
-	pushAt   time.Time // no push before (a push in flight or failed)
-	links    []Link    // link reports of the last heartbeat
-	linksEp  uint64    // the epoch those reports were made in
-	seedWait []int     // shards whose re-seed outcome is awaited
-	unjoin   []int     // shards it joined (rule 4b) whose re-seeding failed: it is dropped as their secondary
-	joinAt   time.Time // no join (rule 4b) before
-	joinFail int       // joins in a row that failed or were dropped (the back-off doubles with each, up to 8 × RespawnMax)
-	prev     NodeState // state before a failover not yet published
+	pushAt   time.Time      // no push before (a push in flight or failed)
+	links    []Link         // link reports of the last heartbeat
+	linksEp  uint64         // the epoch those reports were made in
+	seedWait []int          // shards whose re-seed outcome is awaited
+	seedAt   map[int]uint64 // shard -> the epoch of the view that asked for its re-seed outcome
+	unjoin   []int          // shards it joined (rule 4b) whose re-seeding failed: it is dropped as their secondary
+	joinAt   time.Time      // no join (rule 4b) before
+	joinFail int            // joins in a row that failed or were dropped (the back-off doubles with each, up to 8 × RespawnMax)
+	prev     NodeState      // state before a failover not yet published
 }
 
 // joinFailed puts off the next join of nd (rule 4b): a join that failed
@@ -82,4 +83,15 @@ type Node struct {
 func (nd *Node) joinFailed(now time.Time, base time.Duration) {
 	nd.joinAt = now.Add(base << min(nd.joinFail, 3))
 	nd.joinFail++
+}
+
+// askSeed records that nd's re-seeding of shard, asked for by view v,
+// is awaited, and returns the action that asks for its outcome.
+func (nd *Node) askSeed(v wire.View, shard int) AskSeed {
+	if nd.seedAt == nil {
+		nd.seedAt = map[int]uint64{}
+	}
+	nd.seedAt[shard] = v.Epoch
+	pl := v.Shards[shard]
+	return AskSeed{ID: nd.ID, Inc: nd.Inc, Shard: shard, Primary: int(pl.Primary), PrimaryInc: v.Servers[pl.Primary].Incarnation, Epoch: v.Epoch}
 }

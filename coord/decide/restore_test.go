@@ -223,3 +223,68 @@ func TestJoinSeedFailureKeepsMember(t *testing.T) {
 		}
 	}
 }
+
+// TestStaleJoinOutcomeIgnored: a join (rule 4b) dropped and tried again;
+// the outcome of the first try's re-seeding arrives late, a failure (its
+// primary gave up waiting for a job the drop cancelled). It must not end
+// the second try, whose re-seeding is still running. (A review saw two
+// "drop a failed join" in a row and a join dropped after the cut that
+// made it fail had lifted.)
+func TestStaleJoinOutcomeIgnored(t *testing.T) {
+	v := wire.View{Epoch: 5}
+	for i := 0; i < 3; i++ {
+		v.Servers = append(v.Servers, wire.Member{ID: uint32(i), Incarnation: 1, State: wire.StateServing})
+	}
+	v.Shards = []wire.Placement{pl(0, 1), pl(1, 2), pl(0, -1)} // shard 2 led by 0 alone; 2 serves
+	now := time.Unix(100, 0)
+	c, err := New(simConfig(), v, nil, nil, nil, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, c: c, now: now}
+	mustPublish(t, h.beat())
+	first, ok := find[AskSeed](h.step(Published{}))
+	if !ok {
+		t.Fatal("no AskSeed for the first join")
+	}
+	// The first try fails; member 2 is dropped from shard 2 and joins
+	// again after the back-off.
+	h.beat()
+	mustPublish(t, h.step(SeedResult{ID: 2, Inc: 1, Shard: 2, Epoch: first.Epoch, OK: false}))
+	h.step(Published{})
+	var second AskSeed
+	for end := h.now.Add(2 * h.c.cfg.RespawnMax); ; {
+		acts := h.advance(simFT/5, 0, 1, 2)
+		if p, ok := find[Publish](acts); ok && p.View.Shards[2] == pl(0, 2) {
+			if second, ok = find[AskSeed](h.step(Published{})); !ok {
+				t.Fatal("no AskSeed for the second join")
+			}
+			break
+		} else if ok {
+			h.step(Published{})
+		}
+		if h.now.After(end) {
+			t.Fatal("member 2 never joined shard 2 again")
+		}
+	}
+	if second.Epoch == first.Epoch {
+		t.Fatalf("both tries asked at epoch %d", first.Epoch)
+	}
+	h.beat()
+	// The first try's outcome, again and late: ignored.
+	if acts := h.step(SeedResult{ID: 2, Inc: 1, Shard: 2, Epoch: first.Epoch, OK: false}); count[Publish](acts) != 0 {
+		p, _ := find[Publish](acts)
+		t.Fatalf("a late outcome of the first join ended the second: %v %v", p.View.Shards, states(p.View))
+	}
+	if acts := h.advance(simFT/5, 0, 1, 2); count[Publish](acts) != 0 {
+		p, _ := find[Publish](acts)
+		t.Fatalf("a late outcome of the first join ended the second: %v %v", p.View.Shards, states(p.View))
+	}
+	// The second try's own outcome counts.
+	acts := h.step(SeedResult{ID: 2, Inc: 1, Shard: 2, Epoch: second.Epoch, OK: true})
+	acts = append(acts, h.advance(simFT/5, 0, 1, 2)...)
+	nv := mustPublish(t, acts)
+	if nv.Shards[2] != pl(0, 2) || nv.Servers[2].State != wire.StateServing {
+		t.Fatalf("after the second join's success: %v %v", nv.Shards, states(nv))
+	}
+}

@@ -253,7 +253,7 @@ func (s *sim) push(a Push) Event {
 
 // seed models re-seeding: the primary copies its shard to the target.
 func (s *sim) seed(a AskSeed) Event {
-	res := SeedResult{ID: a.ID, Inc: a.Inc, Shard: a.Shard}
+	res := SeedResult{ID: a.ID, Inc: a.Inc, Shard: a.Shard, Epoch: a.Epoch}
 	src := s.proc(a.Primary, a.PrimaryInc)
 	dst := s.proc(a.ID, a.Inc)
 	if src == nil || dst == nil || !src.alive || !dst.alive || src.frozen || dst.frozen || s.isCut(a.Primary, a.ID) || (s.faults && s.r.Intn(8) == 0) {
