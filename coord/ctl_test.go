@@ -1,13 +1,10 @@
 package coord
 
 import (
-	"bufio"
 	"context"
-	"net"
 	"testing"
 	"time"
 
-	"ftkv/internal/frameio"
 	"ftkv/wire"
 )
 
@@ -18,46 +15,21 @@ import (
 // the server gives up on the older view's link only once it has the
 // newer one (a review: the drop waited 5 s, and the shard's writes).
 func TestControlOrderNotQueuedBehindSlowOne(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
 	got3 := make(chan struct{})
 	release := make(chan struct{})
 	defer close(release)
-	go func() {
-		for {
-			nc, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer nc.Close()
-				br := bufio.NewReader(nc)
-				for {
-					fr, err := frameio.ReadFrame(br)
-					if err != nil {
-						return
-					}
-					ans := &wire.Frame{Op: fr.Op, ID: fr.ID, Status: wire.StatusOK}
-					switch {
-					case fr.Op == wire.OpSetView && fr.Epoch == 2:
-						<-release // the view whose link does not come up
-					case fr.Op == wire.OpSetView && fr.Epoch == 3:
-						close(got3)
-					}
-					if _, err := nc.Write(wire.Append(nil, ans)); err != nil {
-						return
-					}
-				}
-			}()
+	f := startFakeCtlHook(t, func(fr wire.Frame) {
+		switch {
+		case fr.Op == wire.OpSetView && fr.Epoch == 2:
+			<-release // the view whose link does not come up
+		case fr.Op == wire.OpSetView && fr.Epoch == 3:
+			close(got3)
 		}
-	}()
+	})
 	c := testCoordinator(t)
 	c.secret = "s"
 	nd := c.nodes[0]
-	nd.hb.CtlAddr = ln.Addr().String()
+	nd.hb.CtlAddr = f.addr
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
 	// The cached control link is up (an order answered), then view 2

@@ -22,7 +22,11 @@ type fakeCtl struct {
 	views []uint64
 }
 
-func startFakeCtl(t *testing.T) *fakeCtl {
+func startFakeCtl(t *testing.T) *fakeCtl { return startFakeCtlHook(t, nil) }
+
+// startFakeCtlHook is startFakeCtl calling before (if not nil) with each
+// order before it answers it.
+func startFakeCtlHook(t *testing.T, before func(fr wire.Frame)) *fakeCtl {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -48,6 +52,9 @@ func startFakeCtl(t *testing.T) *fakeCtl {
 						f.mu.Lock()
 						f.views = append(f.views, fr.Epoch)
 						f.mu.Unlock()
+					}
+					if before != nil {
+						before(fr)
 					}
 					if _, err := nc.Write(wire.Append(nil, &wire.Frame{Op: fr.Op, ID: fr.ID, Status: wire.StatusOK})); err != nil {
 						return

@@ -186,17 +186,7 @@ func TestRestoreEveryServerDead(t *testing.T) {
 // only dropped as that shard's secondary; it is not made to join again
 // at once. (A review saw the coordinator kill a healthy primary for it.)
 func TestJoinSeedFailureKeepsMember(t *testing.T) {
-	v := wire.View{Epoch: 5}
-	for i := 0; i < 3; i++ {
-		v.Servers = append(v.Servers, wire.Member{ID: uint32(i), Incarnation: 1, State: wire.StateServing})
-	}
-	v.Shards = []wire.Placement{pl(0, 1), pl(1, 2), pl(0, -1)} // shard 2 led by 0 alone; 2 serves
-	now := time.Unix(100, 0)
-	c, err := New(simConfig(), v, nil, nil, nil, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &harness{t: t, c: c, now: now}
+	h := joinHarness(t)
 	nv := mustPublish(t, h.beat())
 	if nv.Shards[2] != pl(0, 2) || nv.Servers[2].State != wire.StateReseeding {
 		t.Fatalf("join view: %v %v", nv.Shards, states(nv))
@@ -231,17 +221,7 @@ func TestJoinSeedFailureKeepsMember(t *testing.T) {
 // "drop a failed join" in a row and a join dropped after the cut that
 // made it fail had lifted.)
 func TestStaleJoinOutcomeIgnored(t *testing.T) {
-	v := wire.View{Epoch: 5}
-	for i := 0; i < 3; i++ {
-		v.Servers = append(v.Servers, wire.Member{ID: uint32(i), Incarnation: 1, State: wire.StateServing})
-	}
-	v.Shards = []wire.Placement{pl(0, 1), pl(1, 2), pl(0, -1)} // shard 2 led by 0 alone; 2 serves
-	now := time.Unix(100, 0)
-	c, err := New(simConfig(), v, nil, nil, nil, now)
-	if err != nil {
-		t.Fatal(err)
-	}
-	h := &harness{t: t, c: c, now: now}
+	h := joinHarness(t)
 	mustPublish(t, h.beat())
 	first, ok := find[AskSeed](h.step(Published{}))
 	if !ok {
@@ -287,4 +267,22 @@ func TestStaleJoinOutcomeIgnored(t *testing.T) {
 	if nv.Shards[2] != pl(0, 2) || nv.Servers[2].State != wire.StateServing {
 		t.Fatalf("after the second join's success: %v %v", nv.Shards, states(nv))
 	}
+}
+
+// joinHarness is three serving members at epoch 5, shard 2 led by 0
+// alone while 2 (its other home server) serves: rule 4b joins 2.
+func joinHarness(t *testing.T) *harness {
+	t.Helper()
+	v := wire.View{Epoch: 5}
+	for i := 0; i < 3; i++ {
+		v.Servers = append(v.Servers, wire.Member{ID: uint32(i), Incarnation: 1, State: wire.StateServing})
+	}
+	v.Shards = []wire.Placement{pl(0, 1), pl(1, 2), pl(0, -1)} // shard 2 led by 0 alone; 2 serves
+	now := time.Unix(100, 0)
+	c, err := New(simConfig(), v, nil, nil, nil, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h := &harness{t: t, c: c, now: now}
+	return h
 }
