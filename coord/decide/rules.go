@@ -269,11 +269,7 @@ func durableIndex(hb wire.Heartbeat, shard int) (uint64, bool) {
 func (c *Core) judge(failed map[int]cause, out []Action) []Action {
 	v := c.view
 	ft := c.cfg.FailureTimeout
-	suspect := func(i int) bool {
-		nd := c.nodes[i]
-		return live(v.Servers[i]) && nd.Inc == v.Servers[i].Incarnation && failed[i] == 0 &&
-			(nd.State == Serving || nd.State == Reseeding || nd.State == Seeded)
-	}
+	suspect := func(i int) bool { return failed[i] == 0 && c.active(v, i) }
 	// A server whose log failed (a full disk, an I/O error) refuses every
 	// write of the shards it leads and acknowledges no replication: its
 	// copies move to their secondaries, and its respawn recovers the log
@@ -360,13 +356,8 @@ func (c *Core) stalledLinks(v wire.View, suspect func(int) bool, anyEpoch bool, 
 // the cut.) It joins again (rule 4b) after a back-off (joinFailed): each
 // try of a lasting cut stalls the shard's writes for one connect attempt.
 func (c *Core) dropStalled(v wire.View) (*pending, bool) {
-	suspect := func(i int) bool {
-		nd := c.nodes[i]
-		return live(v.Servers[i]) && nd.Inc == v.Servers[i].Incarnation &&
-			(nd.State == Serving || nd.State == Reseeding || nd.State == Seeded)
-	}
 	var nv *wire.View
-	c.stalledLinks(v, suspect, true, func(shard, sec int, _ time.Duration) {
+	c.stalledLinks(v, func(i int) bool { return c.active(v, i) }, true, func(shard, sec int, _ time.Duration) {
 		if !lastCopy(v, sec) {
 			return
 		}
@@ -404,11 +395,7 @@ func promotesSilent(v wire.View, i int, silent func(int) bool) bool {
 // it re-seeds them once it answers again, by rule 4b.)
 func (c *Core) dropSilent(v wire.View) (*pending, bool) {
 	ft := c.cfg.FailureTimeout
-	silent := func(i int) bool {
-		nd, m := c.nodes[i], v.Servers[i]
-		return live(m) && nd.Inc == m.Incarnation && (nd.State == Serving || nd.State == Reseeding || nd.State == Seeded) &&
-			c.now.Sub(nd.LastSeen) > ft
-	}
+	silent := func(i int) bool { return c.active(v, i) && c.now.Sub(c.nodes[i].LastSeen) > ft }
 	for i := range v.Servers {
 		if !silent(i) {
 			continue
@@ -430,6 +417,15 @@ func (c *Core) dropSilent(v wire.View) (*pending, bool) {
 		}
 	}
 	return nil, false
+}
+
+// active reports whether member i of v is live in v as the incarnation
+// the core knows, serving or re-seeding (a member judge may fail or a
+// drop may act on).
+func (c *Core) active(v wire.View, i int) bool {
+	nd := c.nodes[i]
+	return live(v.Servers[i]) && nd.Inc == v.Servers[i].Incarnation &&
+		(nd.State == Serving || nd.State == Reseeding || nd.State == Seeded)
 }
 
 func live(m wire.Member) bool {
