@@ -148,6 +148,13 @@ func TestRestartRecoversAcknowledgedWrites(t *testing.T) {
 			}
 			// An abrupt stop: the old servers are left as they are (their
 			// logs unclosed); new ones recover from the same directories.
+			// A dead process takes no snapshot: the old servers' loops are
+			// held off while the new ones read the directories (a CI run
+			// saw one remove a segment the recovery was about to open).
+			for _, srv := range []*testServer{a, b} {
+				srv.dur.snapMu.Lock()
+				defer srv.dur.snapMu.Unlock()
+			}
 			for id, dir := range dirs {
 				s, err := New(Config{ID: uint32(id), Incarnation: 2, CoordAddr: "127.0.0.1:1", Secret: testSecret,
 					DataDir: dir, Fsync: c.fsync, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
