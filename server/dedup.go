@@ -130,7 +130,14 @@ type outcome struct {
 	status wire.Status
 	flags  uint8
 	value  []byte // current value for a MISMATCH answer
+	// origin is 1 + the shard whose copy the record came with (0: none
+	// known): when that copy is dropped for a full re-seeding, its
+	// records go too (dropOrigin).
+	origin uint32
 }
+
+// originOf is the outcome.origin of a record that comes with shard's copy.
+func originOf(shard int) uint32 { return uint32(shard) + 1 }
 
 // doneOutcome is a finished record, as a secondary learns it.
 func doneOutcome(st wire.Status, flags uint8, value []byte) *outcome {
@@ -182,10 +189,10 @@ const (
 )
 
 // claim prunes client's records below floor and looks up (client, seq);
-// an unknown write gets a new, unfinished record, registered at once so
-// a retry arriving on another event loop finds it. flags are the
+// an unknown write gets a new, unfinished record of origin, registered at
+// once so a retry arriving on another event loop finds it. flags are the
 // request's (wire.FlagRetry matters).
-func (d *dedup) claim(client, seq, floor uint64, flags uint8) (*outcome, claim) {
+func (d *dedup) claim(origin uint32, client, seq, floor uint64, flags uint8) (*outcome, claim) {
 	lim := d.lim.Load()
 	now := d.clock()
 	st := d.stripe(client)
@@ -219,7 +226,7 @@ func (d *dedup) claim(client, seq, floor uint64, flags uint8) (*outcome, claim) 
 	if s.n >= lim.MaxRecords {
 		return nil, claimTooMany
 	}
-	o := &outcome{}
+	o := &outcome{origin: origin}
 	d.put(s, seq, o)
 	return o, claimNew
 }
@@ -241,6 +248,41 @@ func (d *dedup) record(client, seq, floor uint64, o *outcome) {
 	st.touch(s, now)
 	d.raise(s, floor)
 	d.put(s, seq, o)
+}
+
+// dropOrigin forgets every record that came with shard's copy (its
+// origin): the copy is dropped for a full re-seeding, and a write it held
+// that the shard's primary never committed must not be answered from its
+// record when the client retries it (the seeding brings the primary's
+// records). It returns how many it dropped.
+func (d *dedup) dropOrigin(shard int) int {
+	want := originOf(shard)
+	n := 0
+	for i := range d.stripes {
+		st := &d.stripes[i]
+		st.mu.Lock()
+		for _, s := range st.clients {
+			for j, r := range s.recs {
+				if r.o != nil && r.o.origin == want {
+					s.recs[j].o = nil // (pruned with the front)
+					s.n--
+					n++
+				}
+			}
+			if s.ooo != nil {
+				for seq, o := range s.ooo.m {
+					if o.origin == want {
+						delete(s.ooo.m, seq)
+						s.n--
+						n++
+					}
+				}
+			}
+		}
+		st.mu.Unlock()
+	}
+	d.records.Add(-int64(n))
+	return n
 }
 
 // forget drops the record of (client, seq): a write its primary gave up

@@ -8,9 +8,32 @@ import (
 // re-seeding secondary (writes still in flight reach it with their REPL
 // frames). Records are packed in chunks of about 1 MiB, each one SEED
 // frame; one stripe is locked at a time.
-func (d *dedup) snapshot() [][]byte {
-	var chunks [][]byte
-	var b []byte
+func (d *dedup) snapshot() [][]byte { return d.snapshotBy(false)[0] }
+
+// snapshotBy is snapshot, its records grouped by their origin when
+// byOrigin is set (a snapshot file keeps it; expired marks go with origin
+// 0), all in group 0 otherwise.
+func (d *dedup) snapshotBy(byOrigin bool) map[uint32][][]byte {
+	type group struct {
+		chunks [][]byte
+		b      []byte
+	}
+	groups := map[uint32]*group{0: {}}
+	add := func(origin uint32, client, seq uint64, stat wire.Status, flags uint8, value []byte) {
+		if !byOrigin {
+			origin = 0
+		}
+		g := groups[origin]
+		if g == nil {
+			g = &group{}
+			groups[origin] = g
+		}
+		g.b = wire.AppendDedupRecord(g.b, client, seq, stat, flags, value)
+		if len(g.b) >= 1<<20 {
+			g.chunks = append(g.chunks, g.b)
+			g.b = nil
+		}
+	}
 	// When a stripe last dropped a mark early, as an age: one record of
 	// client 0 (never a client's id), its seq the age in nanoseconds.
 	// Stripes differ between processes (their hash is salted), so the
@@ -26,25 +49,18 @@ func (d *dedup) snapshot() [][]byte {
 		st.mu.Unlock()
 	}
 	if lost >= 0 {
-		b = wire.AppendDedupRecord(b, 0, uint64(max(now-lost, 0)), wire.StatusSessionExpired, 0, nil)
-	}
-	flush := func() {
-		if len(b) >= 1<<20 {
-			chunks = append(chunks, b)
-			b = nil
-		}
+		add(0, 0, uint64(max(now-lost, 0)), wire.StatusSessionExpired, 0, nil)
 	}
 	for i := range d.stripes {
 		st := &d.stripes[i]
 		st.mu.Lock()
 		for client, s := range st.clients {
 			if s.forgot > 0 {
-				b = wire.AppendDedupRecord(b, client, s.forgot-1, wire.StatusSessionExpired, 0, nil)
+				add(0, client, s.forgot-1, wire.StatusSessionExpired, 0, nil)
 			}
 			each := func(seq uint64, o *outcome) {
 				if o != nil && o.done.Load() {
-					b = wire.AppendDedupRecord(b, client, seq, o.status, o.flags, o.value)
-					flush()
+					add(o.origin, client, seq, o.status, o.flags, o.value)
 				}
 			}
 			for _, r := range s.recs {
@@ -57,12 +73,15 @@ func (d *dedup) snapshot() [][]byte {
 			}
 		}
 		for client, m := range st.gone {
-			b = wire.AppendDedupRecord(b, client, m.maxSeq, wire.StatusSessionExpired, 0, nil)
-			flush()
+			add(0, client, m.maxSeq, wire.StatusSessionExpired, 0, nil)
 		}
 		st.mu.Unlock()
 	}
-	return append(chunks, b)
+	out := make(map[uint32][][]byte, len(groups))
+	for origin, g := range groups {
+		out[origin] = append(g.chunks, g.b)
+	}
+	return out
 }
 
 // noteLost marks every stripe as having dropped a mark early at the dedup
@@ -78,9 +97,10 @@ func (d *dedup) noteLost(at int64) {
 	}
 }
 
-// restore records the outcomes and expired marks of a snapshot. A record
-// restored counts as a write of its client seen now.
-func (d *dedup) restore(b []byte) error {
+// restore records the outcomes and expired marks of a snapshot, the
+// outcomes of the given origin. A record restored counts as a write of
+// its client seen now.
+func (d *dedup) restore(b []byte, origin uint32) error {
 	lim := d.lim.Load()
 	for len(b) > 0 {
 		client, seq, stat, flags, value, rest, err := wire.NextDedupRecord(b)
@@ -117,7 +137,9 @@ func (d *dedup) restore(b []byte) error {
 			}
 			st.touch(s, now)
 			if s.get(seq) == nil {
-				d.put(s, seq, doneOutcome(stat, flags, append([]byte(nil), value...)))
+				o := doneOutcome(stat, flags, append([]byte(nil), value...))
+				o.origin = origin
+				d.put(s, seq, o)
 			}
 		}
 		st.mu.Unlock()

@@ -13,19 +13,19 @@ func TestDedupFloorPrunes(t *testing.T) {
 	for s := uint64(1); s <= 10; s++ {
 		d.record(7, s, 0, doneOutcome(0, 0, nil))
 	}
-	if o, cl := d.claim(7, 5, 1, 0); o == nil || cl != claimDone {
+	if o, cl := d.claim(0, 7, 5, 1, 0); o == nil || cl != claimDone {
 		t.Fatal("record 5 must be remembered while the floor is 1")
 	}
-	if _, cl := d.claim(7, 11, 6, 0); cl != claimNew {
+	if _, cl := d.claim(0, 7, 11, 6, 0); cl != claimNew {
 		t.Fatal("seq 11 is above the floor and new")
 	}
 	if n := d.size(); n != 6 {
 		t.Fatalf("%d records after floor 6, want 6 (6..11)", n)
 	}
-	if _, cl := d.claim(7, 11, 6, 0); cl != claimInFlight {
+	if _, cl := d.claim(0, 7, 11, 6, 0); cl != claimInFlight {
 		t.Fatal("seq 11 was claimed: it is in flight")
 	}
-	if _, cl := d.claim(7, 3, 6, 0); cl != claimStale {
+	if _, cl := d.claim(0, 7, 3, 6, 0); cl != claimStale {
 		t.Fatal("seq 3 is below the floor: a retry of it cannot happen")
 	}
 }
@@ -33,22 +33,22 @@ func TestDedupFloorPrunes(t *testing.T) {
 func TestDedupSnapshotRestore(t *testing.T) {
 	a := newDedup()
 	a.record(7, 3, 0, doneOutcome(2, 1, []byte("cur\x00")))
-	a.claim(7, 4, 0, 0) // in flight: travels with its REPL frame
+	a.claim(0, 7, 4, 0, 0) // in flight: travels with its REPL frame
 	a.record(9, 1, 0, doneOutcome(0, 0, nil))
 	b := newDedup()
 	for _, c := range a.snapshot() {
-		if err := b.restore(c); err != nil {
+		if err := b.restore(c, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
-	o, cl := b.claim(7, 3, 1, 0)
+	o, cl := b.claim(0, 7, 3, 1, 0)
 	if cl != claimDone || o.status != 2 || o.flags != 1 || string(o.value) != "cur\x00" {
 		t.Fatalf("record (7,3) = %+v, %v", o, cl)
 	}
-	if _, cl := b.claim(7, 4, 1, 0); cl != claimNew {
+	if _, cl := b.claim(0, 7, 4, 1, 0); cl != claimNew {
 		t.Fatal("an unfinished record was copied")
 	}
-	if _, cl := b.claim(9, 1, 1, 0); cl != claimDone {
+	if _, cl := b.claim(0, 9, 1, 1, 0); cl != claimDone {
 		t.Fatal("record (9,1) missing")
 	}
 }
@@ -76,7 +76,7 @@ func TestDedupModel(t *testing.T) {
 			if r.IntN(10) == 0 {
 				floor += uint64(r.IntN(5))
 			}
-			o, cl := d.claim(1, seq, floor, 0)
+			o, cl := d.claim(0, 1, seq, floor, 0)
 			prune()
 			want := model[seq]
 			switch {
@@ -155,7 +155,7 @@ func TestDedupSessionTTL(t *testing.T) {
 			d, clk := newTestDedup(SessionConfig{TTL: ttl})
 			ids := sameStripe(d, 2)
 			c, other := ids[0], ids[1]
-			o, _ := d.claim(c, 5, 5, 0)
+			o, _ := d.claim(0, c, 5, 5, 0)
 			o.done.Store(true)
 			if s, r := d.stats(); s != 1 || r != 1 {
 				t.Fatalf("stats %d sessions %d records, want 1 1", s, r)
@@ -168,7 +168,7 @@ func TestDedupSessionTTL(t *testing.T) {
 				if tc.sweep {
 					d.sweep()
 				} else {
-					d.claim(other, uint64(left)+10, 0, 0) // a write of another client of the stripe
+					d.claim(0, other, uint64(left)+10, 0, 0) // a write of another client of the stripe
 				}
 			}
 			if tc.silence >= ttl {
@@ -176,10 +176,10 @@ func TestDedupSessionTTL(t *testing.T) {
 					t.Fatalf("session still held after %s of silence", tc.silence)
 				}
 			}
-			if _, cl := d.claim(c, 5, 5, wire.FlagRetry); cl != tc.retry {
+			if _, cl := d.claim(0, c, 5, 5, wire.FlagRetry); cl != tc.retry {
 				t.Fatalf("retry of seq 5: %v, want %v", cl, tc.retry)
 			}
-			if _, cl := d.claim(c, 6, 5, 0); cl != tc.next {
+			if _, cl := d.claim(0, c, 6, 5, 0); cl != tc.next {
 				t.Fatalf("seq 6: %v, want %v", cl, tc.next)
 			}
 		})
@@ -197,7 +197,7 @@ func (d *dedup) get(client uint64) *session {
 func TestDedupExpiryReturnsMemory(t *testing.T) {
 	d, clk := newTestDedup(SessionConfig{TTL: time.Second})
 	for c := uint64(1); c <= 20000; c += 2 {
-		d.claim(c, 1, 1, 0)
+		d.claim(0, c, 1, 1, 0)
 	}
 	if s, r := d.stats(); s != 10000 || r != 10000 {
 		t.Fatalf("%d sessions %d records, want 10000 each", s, r)
@@ -223,35 +223,35 @@ func TestDedupMaxSessions(t *testing.T) {
 	d, clk := newTestDedup(SessionConfig{TTL: time.Minute, MaxSessions: dedupStripes}) // one per stripe
 	ids := sameStripe(d, 3)
 	a, b, c := ids[0], ids[1], ids[2]
-	o, _ := d.claim(a, 1, 1, 0)
+	o, _ := d.claim(0, a, 1, 1, 0)
 	o.done.Store(true)
 	clk.add(time.Second)
-	d.claim(b, 1, 1, 0) // the stripe is full: a, the longest silent, expires early
+	d.claim(0, b, 1, 1, 0) // the stripe is full: a, the longest silent, expires early
 	if d.get(a) != nil || d.get(b) == nil {
 		t.Fatal("a must have expired for b")
 	}
-	if _, cl := d.claim(a, 1, 1, wire.FlagRetry); cl != claimExpired {
+	if _, cl := d.claim(0, a, 1, 1, wire.FlagRetry); cl != claimExpired {
 		t.Fatalf("a's retry after its early expiry: %v, want expired (its mark is kept)", cl)
 	}
 	// c evicts b; b's mark evicts a's: a is forgotten entirely, early.
-	d.claim(c, 1, 1, 0)
-	if _, cl := d.claim(a, 1, 1, wire.FlagRetry); cl != claimExpired {
+	d.claim(0, c, 1, 1, 0)
+	if _, cl := d.claim(0, a, 1, 1, wire.FlagRetry); cl != claimExpired {
 		t.Fatalf("a's retry once forgotten early: %v, want expired (for a TTL)", cl)
 	}
 	clk.add(time.Minute / 2)
-	d.claim(c, 2, 1, 0) // c stays live: nothing more is forgotten
+	d.claim(0, c, 2, 1, 0) // c stays live: nothing more is forgotten
 	clk.add(time.Minute / 2)
-	if _, cl := d.claim(a, 1, 1, wire.FlagRetry); cl != claimNew {
+	if _, cl := d.claim(0, a, 1, 1, wire.FlagRetry); cl != claimNew {
 		t.Fatalf("a's retry a TTL after the early loss: %v, want new (a library client stops retrying by then)", cl)
 	}
 	// A first attempt (no FlagRetry) of a client the stripe does not know
 	// is never refused: e evicts c, whose mark drops b's, early.
 	e := sameStripe(d, 4)[3]
-	d.claim(e, 1, 1, 0)
+	d.claim(0, e, 1, 1, 0)
 	if d.get(c) != nil {
 		t.Fatal("c must have expired for e")
 	}
-	if _, cl := d.claim(b, 1, 1, 0); cl != claimNew {
+	if _, cl := d.claim(0, b, 1, 1, 0); cl != claimNew {
 		t.Fatalf("b's first attempt right after an early loss: %v, want new", cl)
 	}
 }
@@ -259,17 +259,17 @@ func TestDedupMaxSessions(t *testing.T) {
 func TestDedupMaxRecords(t *testing.T) {
 	d, _ := newTestDedup(SessionConfig{MaxRecords: 4})
 	for s := uint64(1); s <= 4; s++ {
-		if _, cl := d.claim(7, s, 1, 0); cl != claimNew {
+		if _, cl := d.claim(0, 7, s, 1, 0); cl != claimNew {
 			t.Fatalf("seq %d: %v", s, cl)
 		}
 	}
-	if _, cl := d.claim(7, 5, 1, 0); cl != claimTooMany {
+	if _, cl := d.claim(0, 7, 5, 1, 0); cl != claimTooMany {
 		t.Fatalf("fifth write in flight: %v, want too many", cl)
 	}
-	if _, cl := d.claim(7, 2, 1, 0); cl != claimInFlight {
+	if _, cl := d.claim(0, 7, 2, 1, 0); cl != claimInFlight {
 		t.Fatalf("a retry within the cap: %v, want in flight", cl)
 	}
-	if _, cl := d.claim(7, 5, 3, 0); cl != claimNew {
+	if _, cl := d.claim(0, 7, 5, 3, 0); cl != claimNew {
 		t.Fatalf("floor 3 frees two records: %v, want new", cl)
 	}
 	if n := d.size(); n != 3 {
@@ -287,7 +287,7 @@ func TestDedupHostileSeqsCheap(t *testing.T) {
 			d, _ := newTestDedup(SessionConfig{MaxRecords: 2 * n})
 			start := time.Now()
 			for i := 0; i < n; i++ {
-				if _, cl := d.claim(7, next(i), 0, 0); cl != claimNew {
+				if _, cl := d.claim(0, 7, next(i), 0, 0); cl != claimNew {
 					t.Fatalf("write %d: %v", i, cl)
 				}
 			}
@@ -311,9 +311,9 @@ func TestDedupHostileSeqsCheap(t *testing.T) {
 	// And pruning them is O(log n) each: raise the floor past them all.
 	d, _ := newTestDedup(SessionConfig{MaxRecords: 2 * n})
 	for i := 0; i < n; i++ {
-		d.claim(7, uint64(n-i), 0, 0)
+		d.claim(0, 7, uint64(n-i), 0, 0)
 	}
-	d.claim(7, n+1, n+1, 0)
+	d.claim(0, 7, n+1, n+1, 0)
 	if d.size() != 1 {
 		t.Fatalf("%d records after the floor passed them, want 1", d.size())
 	}
@@ -332,7 +332,7 @@ func TestDedupSnapshotCarriesSessions(t *testing.T) {
 	a.record(live, 2, 1, doneOutcome(0, 0, nil)) // out of order
 	b, _ := newTestDedup(SessionConfig{TTL: time.Minute})
 	for _, c := range a.snapshot() {
-		if err := b.restore(c); err != nil {
+		if err := b.restore(c, 0); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -348,7 +348,7 @@ func TestDedupSnapshotCarriesSessions(t *testing.T) {
 		{live, 2, 1, claimDone},
 	}
 	for _, tc := range cases {
-		if _, cl := b.claim(tc.client, tc.seq, tc.floor, wire.FlagRetry); cl != tc.want {
+		if _, cl := b.claim(0, tc.client, tc.seq, tc.floor, wire.FlagRetry); cl != tc.want {
 			t.Errorf("client %d seq %d after re-seeding: %v, want %v", tc.client, tc.seq, cl, tc.want)
 		}
 	}

@@ -44,7 +44,7 @@
 // the other way):
 //
 //	Server.viewMu   serialises applyView; held across a whole view change
-//	Server.secMu    sec, highWater; held while a peer HELLO checks the view and
+//	Server.secMu    sec, tails; held while a peer HELLO checks the view and
 //	                while applyView publishes a view and fences stale links
 //	Server.mu       tables, prims
 //	secState.mu     one copied shard; held while a read of its link is applied
@@ -54,6 +54,7 @@
 //	dedup.mu        one stripe (of 64, by client id) of the client sessions; one at a time
 //	leaseTracker.mu sent-times of heartbeats or pings
 //	stripe.mu       one stripe of a table (read-write)
+//	Server.hwMu     highWater
 //
 //	viewMu -> secMu -> Server.mu -> primary.mu -> replLink.mu, dedup.mu, leaseTracker.mu, stripe.mu
 //	secMu -> secState.mu -> dedup.mu, stripe.mu
@@ -61,8 +62,7 @@
 //	primary.mu, secState.mu -> wal.Log.mu (Append; its callbacks run on the
 //	                log's goroutine with no lock held and take primary.mu or secState.mu)
 //
-// replLink.mu, dedup.mu, leaseTracker.mu and stripe.mu are leaves. A
-// primary's close takes secMu (noteIndex), so it is never called with
-// Server.mu or primary.mu held. Event loops hold no lock while they flush
+// replLink.mu, dedup.mu, leaseTracker.mu, stripe.mu and hwMu are leaves. A
+// primary is closed outside Server.mu and primary.mu. Event loops hold no lock while they flush
 // answers or call a link's owner.
 package server

@@ -71,6 +71,10 @@ type durable struct {
 	// snapMax: per shard, the highest version in the snapshot loaded at
 	// start (recovery only).
 	snapMax map[int]uint64
+	// resets: the shards whose log after the snapshot drops their copy
+	// for a full re-seeding (recovery only): the snapshot's high water of
+	// them was the dropped copy's.
+	resets map[int]bool
 }
 
 // report is the log's part of a heartbeat.
@@ -204,7 +208,7 @@ func (s *Server) openDurable() error {
 	if err != nil {
 		return fmt.Errorf("server %d: %w", s.cfg.ID, err)
 	}
-	d := &durable{syncSec: s.cfg.SyncSecondary && pol == wal.SyncAlways, logged: make(map[int]uint64), partial: make(map[int]uint8), policy: pol, snapMax: make(map[int]uint64)}
+	d := &durable{syncSec: s.cfg.SyncSecondary && pol == wal.SyncAlways, logged: make(map[int]uint64), partial: make(map[int]uint8), policy: pol, snapMax: make(map[int]uint64), resets: make(map[int]bool)}
 	start := time.Now()
 	secs := make(map[int]*secState)
 	seg, high, loaded, err := s.loadSnapshot(dir, secs, d)
@@ -231,8 +235,14 @@ func (s *Server) openDurable() error {
 			s.log.Warn().Int("shard", shard).Uint64("snapshot_version", m).Uint64("log_index", st.last).
 				Msg("the snapshot is ahead of the log: this copy will be re-seeded")
 		}
-		// Every index this server used or logged: a promotion continues above.
-		s.highWater[shard] = max(st.last, high[shard], d.logged[shard])
+		// Every index this server used or logged: a promotion continues
+		// above. (Not the indexes of a copy dropped since: those were
+		// another history's.)
+		hw := high[shard]
+		if d.resets[shard] {
+			hw = 0
+		}
+		s.highWater[shard] = max(st.last, hw, d.logged[shard])
 	}
 	if seg > 0 {
 		if fi, err := os.Stat(filepath.Join(dir, fmt.Sprintf("%s%016x", snapPrefix, seg))); err == nil {
@@ -352,7 +362,7 @@ func (s *Server) replay(r []byte, secs map[int]*secState, d *durable) error {
 			body = rest
 		}
 	case recDedup:
-		return s.dd.restore(body)
+		return s.dd.restore(body, originOf(shard))
 	case recReset:
 		if len(body) != 8 {
 			return fmt.Errorf("log record of shard %d: reset of %d bytes", shard, len(body))
@@ -360,6 +370,8 @@ func (s *Server) replay(r []byte, secs map[int]*secState, d *durable) error {
 		st.t.reset()
 		st.last = binary.BigEndian.Uint64(body)
 		d.set(shard, st.last)
+		s.dd.dropOrigin(shard)
+		d.resets[shard] = true
 		return nil
 	case recSeedDone:
 		if len(body) != 8 {

@@ -111,6 +111,8 @@ func (st *secState) applyEntry(e *entry) {
 		if e.noop && len(o.value) > 0 {
 			val = o.value
 		}
-		st.dd.record(e.client, e.seq, e.floor, doneOutcome(o.status, o.flags&wire.FlagOldPresent, val))
+		rec := doneOutcome(o.status, o.flags&wire.FlagOldPresent, val)
+		rec.origin = originOf(st.shard)
+		st.dd.record(e.client, e.seq, e.floor, rec)
 	}
 }

@@ -181,7 +181,7 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 		if first && !seeding && s.copyDiffers(shard, base) {
 			seeding = true
 			flags = wire.FlagFullSeed
-			s.log.Warn().Int("shard", shard).Uint64("primary_base", base).Uint64("ours", s.highWater[shard]).
+			s.log.Warn().Int("shard", shard).Uint64("primary_base", base).Uint64("ours", s.highWaterOf(shard)).
 				Msg("this copy is not the primary's: re-seeding it in full")
 		}
 		st = &secState{shard: shard, primaryID: f.Client, inc: f.Floor, last: base, t: s.tableFor(shard), seeding: seeding,
@@ -201,10 +201,7 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 			// A full re-seeding: the primary sends all it holds, so what
 			// this copy holds (recovered from the log, or a former
 			// seeding's part) goes, or keys deleted meanwhile would stay.
-			st.t.reset()
-			if s.dur != nil {
-				s.dur.logReset(s, shard, base)
-			}
+			s.resetCopy(st, base)
 		}
 		s.sec[shard] = st
 		// Writes this server had in flight as the shard's primary, which
@@ -239,7 +236,7 @@ func (s *Server) copyDiffers(shard int, base uint64) bool {
 	if s.dur != nil && s.dur.isPartial(shard) {
 		return true
 	}
-	return s.highWater[shard] != base
+	return s.highWaterOf(shard) != base
 }
 
 // takeRecovered returns, once, the log index of the complete copy of

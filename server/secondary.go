@@ -48,7 +48,9 @@ func (st *secState) applyRepl(f *wire.Frame) {
 		if f.Flags&wire.FlagNoop != 0 && len(f.Value) > 0 {
 			val = append([]byte(nil), f.Value...)
 		}
-		st.dd.record(f.Client, f.Seq, f.Floor, doneOutcome(f.Status, f.Flags&wire.FlagOldPresent, val))
+		o := doneOutcome(f.Status, f.Flags&wire.FlagOldPresent, val)
+		o.origin = originOf(st.shard)
+		st.dd.record(f.Client, f.Seq, f.Floor, o)
 	}
 }
 
@@ -96,8 +98,8 @@ func (s *Server) fenceStaleLocked(v wire.View, me int) {
 func (s *Server) lastApplied(shard int) uint64 {
 	s.secMu.Lock()
 	st := s.sec[shard]
-	hw := s.highWater[shard]
 	s.secMu.Unlock()
+	hw := s.highWaterOf(shard)
 	if st == nil {
 		return hw
 	}
@@ -108,9 +110,36 @@ func (s *Server) lastApplied(shard int) uint64 {
 
 // noteIndex remembers that shard's log reached idx on this server.
 func (s *Server) noteIndex(shard int, idx uint64) {
-	s.secMu.Lock()
+	s.hwMu.Lock()
 	if idx > s.highWater[shard] {
 		s.highWater[shard] = idx
 	}
-	s.secMu.Unlock()
+	s.hwMu.Unlock()
+}
+
+// highWaterOf is shard's high water (see Server.highWater).
+func (s *Server) highWaterOf(shard int) uint64 {
+	s.hwMu.Lock()
+	defer s.hwMu.Unlock()
+	return s.highWater[shard]
+}
+
+// resetCopy drops st's copy for a full re-seeding by a primary whose log
+// starts at base: its table, the client outcomes that came with it, and
+// its high water. What the dropped copy held above base was another
+// history (a secondary applies a write before its primary logs it, and
+// that primary may restart without it): its indexes must not carry into
+// a hand-back (handback.go trusts the new primary's base) nor its
+// outcomes answer a client's retry. The caller holds st.mu, or st is
+// not shared yet.
+func (s *Server) resetCopy(st *secState, base uint64) {
+	st.t.reset()
+	st.last = base
+	s.dd.dropOrigin(st.shard)
+	s.hwMu.Lock()
+	s.highWater[st.shard] = base
+	s.hwMu.Unlock()
+	if s.dur != nil {
+		s.dur.logReset(s, st.shard, base)
+	}
 }

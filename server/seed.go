@@ -303,12 +303,8 @@ func (st *secState) applySeed(f *wire.Frame) error {
 		if len(f.Value) != 8 {
 			return fmt.Errorf("re-seeding reset of %d bytes", len(f.Value))
 		}
-		st.t.reset()
-		st.last = binary.BigEndian.Uint64(f.Value)
 		st.resync, st.seeding = false, true
-		if st.dur != nil {
-			st.dur.logReset(st.srv, st.shard, st.last)
-		}
+		st.srv.resetCopy(st, binary.BigEndian.Uint64(f.Value))
 		st.log.Info().Int("shard", st.shard).Uint64("base", st.last).Msg("partial resync refused: dropped the recovered copy for a full re-seeding")
 		return nil
 	}
@@ -326,7 +322,7 @@ func (st *secState) applySeed(f *wire.Frame) error {
 	// Applied before it is logged, as the replication stream is: once the
 	// log has written a record, the tables hold it (snapshot.go).
 	if f.Flags&wire.FlagDedup != 0 {
-		if err := st.dd.restore(f.Value); err != nil {
+		if err := st.dd.restore(f.Value, originOf(st.shard)); err != nil {
 			return err
 		}
 		if st.dur != nil {

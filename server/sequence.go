@@ -116,7 +116,7 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 		var o *outcome
 		if r.client != 0 {
 			var cl claim
-			o, cl = p.dd.claim(r.client, r.seq, r.floor, r.flags)
+			o, cl = p.dd.claim(originOf(p.shard), r.client, r.seq, r.floor, r.flags)
 			r.met.claimed(&r.wreq, cl, o)
 			switch cl {
 			case claimStale:

@@ -147,10 +147,13 @@ type Server struct {
 	viewMu  sync.Mutex // serialises applyView
 	closing atomic.Bool
 
-	secMu     sync.Mutex // guards sec, highWater and tails (each secState has its own lock)
-	sec       map[int]*secState
-	highWater map[int]uint64   // per shard: highest log index used here as a primary
-	tails     map[int]*logTail // per shard: writes in flight when this server handed it back (handback.go)
+	secMu sync.Mutex // guards sec and tails (each secState has its own lock)
+	sec   map[int]*secState
+	tails map[int]*logTail // per shard: writes in flight when this server handed it back (handback.go)
+	hwMu  sync.Mutex       // guards highWater
+	// highWater: per shard, the highest log index this server used as a
+	// primary or logged, in the history its copy holds.
+	highWater map[int]uint64
 	// linked: per shard, a primary's link was accepted since this process
 	// started. The first one compares copies (peer.go, hello).
 	linked map[int]bool

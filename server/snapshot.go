@@ -9,6 +9,7 @@ import (
 	"hash/crc32"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -125,12 +126,12 @@ func (s *Server) snapshot() (snapStats, error) {
 		return snapStats{}, err
 	}
 	logged := d.loggedCopy()
-	s.secMu.Lock()
+	s.hwMu.Lock()
 	high := make(map[int]uint64, len(s.highWater))
 	for sh, v := range s.highWater {
 		high[sh] = v
 	}
-	s.secMu.Unlock()
+	s.hwMu.Unlock()
 	s.mu.Lock()
 	tables := make(map[int]*table, len(s.tables))
 	for sh, t := range s.tables {
@@ -141,7 +142,7 @@ func (s *Server) snapshot() (snapStats, error) {
 	dir := s.cfg.DataDir
 	path := filepath.Join(dir, fmt.Sprintf("%s%016x", snapPrefix, seg))
 	st := snapStats{segment: seg}
-	n, err := writeSnapshot(path, seg, tables, base, logged, high, s.dd.snapshot(), &st.keys)
+	n, err := writeSnapshot(path, seg, tables, base, logged, high, s.dd.snapshotBy(true), &st.keys)
 	if err != nil {
 		return st, err
 	}
@@ -211,7 +212,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // writeSnapshot writes the snapshot file at path (temp file, sync,
 // rename) and returns its size; keys gets the number of entries written.
 func writeSnapshot(path string, seg uint64, tables map[int]*table, base, logged, high map[int]uint64,
-	sessions [][]byte, keys *int) (int64, error) {
+	sessions map[uint32][][]byte, keys *int) (int64, error) {
 	tmp := path + ".tmp"
 	f, err := os.Create(tmp)
 	if err != nil {
@@ -273,8 +274,19 @@ func writeSnapshot(path string, seg uint64, tables map[int]*table, base, logged,
 			}
 		}
 	}
-	for _, c := range sessions {
-		w.section('D', 0, c)
+	// Sessions by origin, 0 first: its expired marks are restored before
+	// any record (as one stream has them, stripe by stripe).
+	origins := make([]uint32, 0, len(sessions))
+	for o := range sessions {
+		origins = append(origins, o)
+	}
+	slices.Sort(origins)
+	for _, o := range origins {
+		for _, c := range sessions[o] {
+			if len(c) > 0 {
+				w.section('D', int(o), c)
+			}
+		}
 	}
 	w.section('Z', 0, nil)
 	if w.err != nil {
@@ -394,7 +406,9 @@ func (s *Server) loadSnapshot(dir string, secs map[int]*secState, d *durable) (u
 			break
 		}
 		if kind == 'D' {
-			if err := s.dd.restore(body); err != nil {
+			// The section's shard field is the records' origin (0 in
+			// snapshots written before origins were kept).
+			if err := s.dd.restore(body, uint32(shard)); err != nil {
 				return 0, nil, 0, bad("sessions: %v", err)
 			}
 			continue

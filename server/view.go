@@ -137,8 +137,8 @@ func (s *Server) keepServing(v wire.View, me int) []*primary {
 	}
 	s.mu.Unlock()
 	s.forgetCopies(dropped)
-	// Closed outside s.mu: close takes secMu (noteIndex), which is ordered
-	// before s.mu.
+	// Closed outside s.mu: keepTail takes secMu, which is ordered before
+	// s.mu.
 	// A shard handed back keeps its writes in flight for the new primary
 	// (handback.go): stored before the view is, so before the new
 	// primary's link can be accepted.

@@ -94,6 +94,9 @@ servers on ssh hosts (each overrides the config file's setting of that name):
                              (copy_bin yes)
 `
 
+// Log times to the millisecond: a failover takes tens of them.
+func init() { zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00" }
+
 func main() { os.Exit(run()) }
 
 // run parses the flags, starts the cluster and waits for the end of stdin

@@ -46,6 +46,9 @@ password is user "default") and may do what their role allows.
 flags:
 `
 
+// Log times to the millisecond: a failover takes tens of them.
+func init() { zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00" }
+
 func main() {
 	if p := os.Getenv("FTKV_CPUPROFILE"); p != "" {
 		// Profiling aid for benchmarks: a CPU profile of the gateway,

@@ -30,6 +30,9 @@ import (
 	"ftkv/timing"
 )
 
+// Log times to the millisecond: a failover takes tens of them.
+func init() { zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00" }
+
 func main() {
 	fs := flag.NewFlagSet("server", flag.ContinueOnError)
 	var cfg server.Config

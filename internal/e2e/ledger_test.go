@@ -25,8 +25,9 @@ type ledger struct {
 	opTimeout time.Duration
 
 	mu      sync.Mutex
-	acked   map[string]string // acknowledged: must be present with this value
-	unknown map[string]string // failed: absent or this value
+	acked   map[string]string       // acknowledged: must be present with this value
+	ackedAt map[string][2]time.Time // when each acknowledged put started and returned (for a failure's report)
+	unknown map[string]string       // failed: absent or this value
 	nerr    int
 	errs    []string
 
@@ -39,7 +40,7 @@ type ledger struct {
 }
 
 func newLedger(prefix string, opTimeout time.Duration) *ledger {
-	l := &ledger{prefix: prefix, opTimeout: opTimeout, acked: map[string]string{},
+	l := &ledger{prefix: prefix, opTimeout: opTimeout, acked: map[string]string{}, ackedAt: map[string][2]time.Time{},
 		unknown: map[string]string{}, stop: make(chan struct{})}
 	l.ctx, l.cancel = context.WithCancel(context.Background())
 	return l
@@ -92,6 +93,7 @@ func (l *ledger) put(cl *client.Client, k, v string) error {
 		return err
 	}
 	l.acked[k] = v
+	l.ackedAt[k] = [2]time.Time{start, time.Now()}
 	return nil
 }
 
@@ -183,17 +185,18 @@ func (l *ledger) verify(t *testing.T, cl *client.Client, skip func(key string) b
 	type item struct {
 		k, v  string
 		acked bool
+		at    [2]time.Time
 	}
 	var items []item
 	l.mu.Lock()
 	for k, v := range l.acked {
 		if skip == nil || !skip(k) {
-			items = append(items, item{k, v, true})
+			items = append(items, item{k, v, true, l.ackedAt[k]})
 		}
 	}
 	for k, v := range l.unknown {
 		if skip == nil || !skip(k) {
-			items = append(items, item{k, v, false})
+			items = append(items, item{k, v, false, [2]time.Time{}})
 		}
 	}
 	l.mu.Unlock()
@@ -223,7 +226,8 @@ func (l *ledger) verify(t *testing.T, cl *client.Client, skip func(key string) b
 				switch {
 				case errors.Is(err, client.ErrNotFound) && !it.acked:
 				case errors.Is(err, client.ErrNotFound):
-					report(fmt.Sprintf("acknowledged key %q is gone", it.k))
+					const ms = "15:04:05.000"
+					report(fmt.Sprintf("acknowledged key %q is gone (put from %s to %s UTC)", it.k, it.at[0].UTC().Format(ms), it.at[1].UTC().Format(ms)))
 				case err != nil:
 					report(fmt.Sprintf("get %q: %v", it.k, err))
 				case !bytes.Equal(v, []byte(it.v)):

@@ -206,7 +206,7 @@ func TestReviewKillEverythingDuringFullReseed(t *testing.T) {
 		c.Fatalf(t, "server 1 never started its re-seeding")
 	}
 	c.KillEverything(t)
-	t.Logf("killed everything at: %s", strings.TrimSpace(line))
+	t.Logf("killed everything at %s UTC, after: %s", time.Now().UTC().Format("15:04:05.000"), strings.TrimSpace(line))
 	c.RestartCoord(t)
 	allServing(t, c, 40*time.Second)
 	waitProgress(t, c, "ledger after the restart", l.AckedCount, 200, 500*time.Millisecond)
@@ -224,7 +224,7 @@ func logRolesOnFailure(t *testing.T, c *testcluster.Cluster) {
 	}
 	var out []string
 	for _, l := range strings.Split(c.Log(), "\n") {
-		for _, m := range []string{"view published", "taking over", "no longer primary", "resync", "re-seed", "seeding", "link accepted", "exited", "spawned", "fenced", "refused", "failed"} {
+		for _, m := range []string{"view published", "taking over", "no longer primary", "resync", "re-seed", "seeding", "link accepted", "exited", "spawned", "fenced", "refused", "failed", "settled", "handing back", "freez"} {
 			if strings.Contains(l, m) {
 				out = append(out, l)
 				break
