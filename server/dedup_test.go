@@ -53,6 +53,65 @@ func TestDedupSnapshotRestore(t *testing.T) {
 	}
 }
 
+// TestDedupDropOrigin: dropping a shard's outcomes (its copy was reset)
+// forgets every record that came with that shard, in order or out of
+// order, and keeps the others' (another shard's, and those of no known
+// shard); a snapshot grouped by origin carries the origins across a
+// restore.
+func TestDedupDropOrigin(t *testing.T) {
+	rec := func(d *dedup, client, seq uint64, origin uint32) {
+		o := doneOutcome(0, 0, nil)
+		o.origin = origin
+		d.record(client, seq, 1, o)
+	}
+	fill := func(d *dedup) {
+		rec(d, 7, 5, originOf(0))
+		rec(d, 7, 3, originOf(0)) // out of order
+		rec(d, 7, 6, originOf(1))
+		rec(d, 8, 1, 0)
+		if _, cl := d.claim(originOf(0), 9, 1, 1, 0); cl != claimNew { // a primary's, in flight
+			t.Fatal(cl)
+		}
+	}
+	check := func(d *dedup, when string) {
+		t.Helper()
+		for _, c := range []struct {
+			client, seq uint64
+			want        claim
+		}{{7, 5, claimNew}, {7, 3, claimNew}, {7, 6, claimDone}, {8, 1, claimDone}} {
+			if _, cl := d.claim(0, c.client, c.seq, 1, wire.FlagRetry); cl != c.want {
+				t.Fatalf("%s: (%d, %d) is %v, want %v", when, c.client, c.seq, cl, c.want)
+			}
+		}
+	}
+	a := newDedup()
+	fill(a)
+	if n := a.dropOrigin(0); n != 3 {
+		t.Fatalf("dropped %d records of shard 0, want 3", n)
+	}
+	check(a, "dropped")
+	if _, cl := a.claim(0, 9, 1, 1, 0); cl != claimNew {
+		t.Fatalf("the primary's record in flight of shard 0 was kept: %v", cl)
+	}
+
+	b := newDedup()
+	fill(b) // (its record in flight is in no snapshot)
+	c := newDedup()
+	groups := b.snapshotBy(true)
+	if len(groups) != 3 {
+		t.Fatalf("%d groups, want 3 (none, shard 0, shard 1)", len(groups))
+	}
+	for origin, chunks := range groups {
+		for _, ch := range chunks {
+			if err := c.restore(ch, origin); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	c.dropOrigin(0)
+	check(c, "restored, then dropped")
+}
+
 // TestDedupModel checks the sorted records against a map under random
 // operations.
 func TestDedupModel(t *testing.T) {
