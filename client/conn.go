@@ -208,11 +208,21 @@ func (c *conn) flush(deadline time.Time) {
 // answers waiting 100 ms.)
 
 // wake is called by a caller that its answer woke (state callWoken), once
-// it runs: the last of them writes what the others queued.
-func (c *conn) wake() {
-	if c.awake.Add(-1) == 0 {
-		c.flush(time.Time{})
+// it runs: the last of them writes what the others queued, under its own
+// deadline (if not zero): a server that stops reading must not hold a
+// caller that has its answer (what is left is written on by drain).
+func (c *conn) wake(deadline time.Time) {
+	if c.awake.Add(-1) != 0 {
+		return
 	}
+	if !c.resumable && !deadline.IsZero() && !time.Now().Before(deadline) {
+		// Past its deadline already (woken as it gave up): on TLS a
+		// write cut short fails the connection, so the others' requests
+		// are written from a goroutine of their own.
+		go c.flush(time.Time{})
+		return
+	}
+	c.flush(deadline)
 }
 
 // signal hands cl its outcome (reply or err, already set) and wakes its
@@ -263,7 +273,8 @@ func (c *conn) wait(ctx context.Context, cl *call) (wire.Frame, error) {
 			<-cl.done // the reader or fail has it and signals now
 		}
 		if cl.state.Swap(callRunning) == callWoken {
-			c.wake()
+			dl, _ := ctx.Deadline()
+			c.wake(dl)
 		}
 	}
 	reply, err := cl.reply, cl.err

@@ -203,3 +203,103 @@ func TestReview9WokenCallerHonorsDeadline(t *testing.T) {
 		t.Errorf("a call with a 200ms deadline returned after %v", worst.Round(time.Millisecond))
 	}
 }
+
+// TestWokenCallerFlushKeepsItsDeadline: the caller whose answer woke it
+// writes what others queued meanwhile (wake); if the server has stopped
+// reading, that write blocks, and it must end at that caller's own
+// deadline (what is left goes on without a caller), not at the
+// connection's stall limit. A CI run saw a call with a 200 ms deadline
+// return after 25 s in TestReview9WokenCallerHonorsDeadline; this is that
+// path, forced: the answer is handed over by the test, as the reader
+// would, once another caller's large request is queued. On TLS (a write
+// cut short fails the connection) a caller woken after its deadline
+// passed leaves the write to a goroutine, and the connection stands.
+func TestWokenCallerFlushKeepsItsDeadline(t *testing.T) {
+	for _, c := range []struct {
+		name string
+		tls  bool
+		dl   time.Duration // the woken caller's deadline, from the wake
+	}{{"plain", false, 300 * time.Millisecond}, {"plain-late", false, -time.Millisecond}, {"tls-late", true, -time.Millisecond}} {
+		t.Run(c.name, func(t *testing.T) {
+			addr, conns := startDeaf(t)
+			var scfg, ccfg *tls.Config
+			if c.tls {
+				scfg, ccfg = review9TLSConfigs(t)
+			}
+			go func() {
+				for nc := range conns {
+					_ = nc.(*net.TCPConn).SetReadBuffer(16 << 10)
+					if c.tls {
+						go func() { _ = tls.Server(nc, scfg).Handshake() }() // then never reads
+					}
+				}
+			}()
+			raw, err := net.Dial("tcp", addr)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_ = raw.(*net.TCPConn).SetWriteBuffer(16 << 10)
+			nc := raw
+			if c.tls {
+				tc := tls.Client(raw, ccfg)
+				if err := tc.Handshake(); err != nil {
+					t.Fatal(err)
+				}
+				nc = tc
+			}
+			cn := newConn(nc, addr)
+			cn.stall = 10 * time.Second
+			t.Cleanup(func() { cn.fail(ErrClosed) })
+
+			cl := getCall(nil)
+			if err := cn.send(&wire.Frame{Op: wire.OpGet, Key: []byte("a")}, cl, true, time.Time{}); err != nil {
+				t.Fatal(err)
+			}
+			// Another caller's request, larger than every buffer on the way.
+			if _, err := cn.queue(&wire.Frame{Op: wire.OpPut, Key: []byte("b"), Value: make([]byte, 8<<20)}); err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			var deadline time.Time
+			if c.dl > 0 {
+				deadline = time.Now().Add(c.dl)
+			} else {
+				deadline = time.Now().Add(300 * time.Millisecond)
+			}
+			ctx, cancel = context.WithDeadline(ctx, deadline)
+			defer cancel()
+			done := make(chan error, 1)
+			go func() {
+				_, err := cn.wait(ctx, cl)
+				done <- err
+			}()
+			for cl.state.Load() != callParked {
+				time.Sleep(time.Millisecond)
+			}
+			// The answer to the first request arrives: the reader takes
+			// the call, then hands the answer over (in the late cases
+			// after the caller's deadline passed meanwhile).
+			if got := cn.take(cl.id.Load()); got != cl {
+				t.Fatal("the call is not registered")
+			}
+			if c.dl < 0 {
+				time.Sleep(time.Until(deadline) - c.dl)
+			}
+			woken := time.Now()
+			cl.reply = wire.Frame{Op: wire.OpGet, Status: wire.StatusNotFound}
+			cn.signal(cl)
+			select {
+			case <-done:
+				if el := time.Since(woken); el > time.Until(deadline)+time.Second && el > time.Second {
+					t.Fatalf("the woken caller (deadline %v after the wake) returned after %v", c.dl, el.Round(time.Millisecond))
+				}
+			case <-time.After(8 * time.Second):
+				t.Fatalf("the woken caller (deadline %v after the wake) still writing others' requests after 8 s", c.dl)
+			}
+			if c.dl < 0 && cn.broken() {
+				t.Fatalf("a caller woken after its deadline broke the connection: %v", cn.err)
+			}
+		})
+	}
+}
