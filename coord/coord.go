@@ -447,15 +447,19 @@ func (c *Coordinator) takeOver(l leadership) error {
 var errFirstView = errors.New("first view not applied")
 
 // startAll spawns every server, waits until all registered (within
-// Timing.Start) and publishes the first view (within Timing.SeedLimit:
-// it may re-seed differing copies).
+// Timing.Start, or Timing.Recover for servers whose processes still run)
+// and publishes the first view (within Timing.SeedLimit: it may re-seed
+// differing copies).
 func (c *Coordinator) startAll(ctx context.Context) error {
+	begun := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, c.opts.Timing.Start)
 	defer cancel()
 	if err := c.spawnAll(sctx); err != nil {
 		return err
 	}
-	if err := c.waitRegistered(sctx); err != nil {
+	rctx, rcancel := context.WithTimeout(ctx, c.opts.Timing.Recover)
+	defer rcancel()
+	if err := c.waitRegistered(rctx, begun); err != nil {
 		return err
 	}
 	pctx, pcancel := context.WithTimeout(ctx, c.opts.Timing.SeedLimit)
@@ -727,8 +731,13 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 	return nil
 }
 
-func (c *Coordinator) waitRegistered(ctx context.Context) error {
+// waitRegistered waits until every server reported, from begun on. Past
+// Timing.Start it waits on, up to Timing.Recover (ctx's limit), while
+// the missing servers' processes run: a server reports once it has
+// rebuilt its tables from its log, and a large log takes a while.
+func (c *Coordinator) waitRegistered(ctx context.Context, begun time.Time) error {
 	tries := make([]int, len(c.nodes))
+	warned := false
 	for {
 		c.mu.Lock()
 		missing := []int{}
@@ -767,7 +776,7 @@ func (c *Coordinator) waitRegistered(ctx context.Context) error {
 			select {
 			case <-time.After(c.opts.Timing.RespawnMin << tries[exited]):
 			case <-ctx.Done():
-				return fmt.Errorf("servers %v did not report within %s", missing, c.opts.Timing.Start)
+				return fmt.Errorf("servers %v did not report within %s", missing, time.Since(begun).Round(time.Second))
 			}
 			c.met.spawnedAtStart()
 			if err := c.spawn(ctx, nd, inc, host); err != nil {
@@ -775,11 +784,16 @@ func (c *Coordinator) waitRegistered(ctx context.Context) error {
 			}
 			continue
 		}
+		if !warned && time.Since(begun) > c.opts.Timing.Start {
+			warned = true
+			c.log.Warn().Ints("nodes", missing).Dur("waited", time.Since(begun).Round(time.Millisecond)).Dur("limit", c.opts.Timing.Recover).
+				Msg("servers not reported yet, their processes running (rebuilding their tables from large logs?): waiting on")
+		}
 		select {
 		case <-c.regCh:
 		case <-time.After(c.opts.Timing.Poll):
 		case <-ctx.Done():
-			return fmt.Errorf("servers %v did not report within %s", missing, c.opts.Timing.Start)
+			return fmt.Errorf("servers %v did not report within %s (their processes ran all along; see their logs)", missing, time.Since(begun).Round(time.Second))
 		}
 	}
 }

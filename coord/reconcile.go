@@ -196,11 +196,12 @@ func (c *Coordinator) respawn(l leadership, a decide.Spawn) {
 	if !hostname.IsLocal(a.Host) {
 		limit = c.opts.Timing.RemoteReport
 	}
+	begun := time.Now()
 	ctx, cancel := context.WithTimeout(l.ctx, limit)
 	defer cancel()
 	err := c.spawn(ctx, nd, a.Inc, a.Host)
 	if err == nil {
-		err = c.waitReported(ctx, a, limit)
+		err = c.waitReported(l.ctx, a, begun, limit)
 	}
 	if err != nil {
 		if l.ctx.Err() != nil {
@@ -214,18 +215,41 @@ func (c *Coordinator) respawn(l leadership, a decide.Spawn) {
 }
 
 // waitReported waits until the core has seen the first heartbeat of
-// incarnation a.Inc (or anything else happened to it).
-func (c *Coordinator) waitReported(ctx context.Context, a decide.Spawn, limit time.Duration) error {
+// incarnation a.Inc (or anything else happened to it), from begun on:
+// within limit, or up to Timing.Recover while its process runs (it may
+// be rebuilding its tables from a large log; killing it would only start
+// that over).
+func (c *Coordinator) waitReported(ctx context.Context, a decide.Spawn, begun time.Time, limit time.Duration) error {
+	warned := false
 	for {
 		c.mu.Lock()
 		waiting := c.core != nil && c.core.Node(a.ID).Inc == a.Inc && c.core.Node(a.ID).State == decide.Respawning
+		nd := c.nodes[a.ID]
+		running := nd.proc != nil && nd.procInc == a.Inc
+		if running {
+			select {
+			case <-nd.proc.Done():
+				running = false
+			default:
+			}
+		}
 		c.mu.Unlock()
 		if !waiting {
 			return nil
 		}
+		if waited := time.Since(begun); waited > limit {
+			if !running || waited > c.opts.Timing.Recover {
+				return fmt.Errorf("did not report within %s", waited.Round(time.Millisecond))
+			}
+			if !warned {
+				warned = true
+				c.log.Warn().Int("node", a.ID).Uint64("inc", a.Inc).Dur("waited", waited.Round(time.Millisecond)).Dur("limit", c.opts.Timing.Recover).
+					Msg("respawned server not reported yet, its process running (rebuilding its tables from a large log?): waiting on")
+			}
+		}
 		select {
 		case <-ctx.Done():
-			return fmt.Errorf("did not report within %s", limit)
+			return ctx.Err()
 		case <-time.After(c.opts.Timing.Poll):
 		}
 	}

@@ -217,6 +217,9 @@ func New(cfg Config) (*Server, error) {
 	s.registerGauges()
 	s.dd.configure(cfg.sessionConfig())
 	if cfg.DataDir != "" {
+		if d := testStartDelay(cfg.ID); d > 0 {
+			time.Sleep(d) // a test's stand-in for a large log (testcut.go)
+		}
 		if err := s.openDurable(); err != nil {
 			return nil, err
 		}

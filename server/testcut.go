@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // TestCutReplEnv names a file through which end-to-end tests cut
@@ -44,4 +45,35 @@ func replCut(id uint32, sec target) bool {
 		}
 	}
 	return false
+}
+
+// TestStartDelayEnv names a file through which end-to-end tests make a
+// server slow to report, as one rebuilding its tables from a large log
+// is: each line "<server id> <duration>"; a server listed there waits
+// that long before it recovers its log (and so before it first reports).
+// Unset (always, outside tests), nothing is read.
+const TestStartDelayEnv = "FTKV_TEST_START_DELAY"
+
+// testStartDelay is how long the test makes server id wait at its start.
+func testStartDelay(id uint32) time.Duration {
+	name := os.Getenv(TestStartDelayEnv)
+	if name == "" {
+		return 0
+	}
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		f := strings.Fields(line)
+		if len(f) != 2 {
+			continue
+		}
+		sid, err1 := strconv.ParseUint(f[0], 10, 32)
+		d, err2 := time.ParseDuration(f[1])
+		if err1 == nil && err2 == nil && uint32(sid) == id {
+			return d
+		}
+	}
+	return 0
 }

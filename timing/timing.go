@@ -121,6 +121,10 @@ type Config struct {
 	SSHConnect, SSHWaitDelay, SSHWatch time.Duration
 	// Start bounds starting the whole cluster (timeout x 30, 15 s by default).
 	Start time.Duration
+	// Recover is how long a started server whose process still runs may
+	// take to report, past Start or Report: it may be rebuilding its
+	// tables from a large log (timeout x 360, 3 minutes by default).
+	Recover time.Duration
 	// ShutdownDrain is how long a stopping server lets its writes in
 	// flight commit before it dumps its tables (timeout x 2).
 	ShutdownDrain time.Duration
@@ -188,6 +192,7 @@ func New(t time.Duration) Config {
 		SSHWaitDelay:      2 * t,
 		SSHWatch:          2 * t,
 		Start:             30 * t,
+		Recover:           360 * t,
 		ShutdownDrain:     2 * t,
 		RaftHeartbeat:     2 * t,
 		RaftElection:      2 * t,
@@ -237,6 +242,9 @@ func (c Config) Validate() error {
 	}
 	if c.FreezeAsk <= c.Freeze {
 		errs = append(errs, fmt.Errorf("the coordinator's freeze wait %s must outlast the freeze %s", c.FreezeAsk, c.Freeze))
+	}
+	if c.Recover < c.Start || c.Recover < c.RemoteReport {
+		errs = append(errs, fmt.Errorf("the wait for a recovering server %s must be at least the start limit %s and the remote report limit %s", c.Recover, c.Start, c.RemoteReport))
 	}
 	if c.SeedAsk <= c.SeedLimit {
 		errs = append(errs, fmt.Errorf("the coordinator's re-seeding wait %s must outlast the re-seeding limit %s", c.SeedAsk, c.SeedLimit))
