@@ -103,25 +103,7 @@ func testResetCopyForgets(t *testing.T, snapshot, again bool) {
 	// re-seeded in full from it.
 	pushView(t, wire.View{Epoch: 2, Servers: []wire.Member{member(a2, a2.peer), member(b2, b2.peer)},
 		Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 1, Secondary: 0}}}, a2, b2)
-	deadline = time.Now().Add(10 * time.Second)
-	for {
-		b2.secMu.Lock()
-		st := b2.sec[0]
-		b2.secMu.Unlock()
-		seeding := true
-		if st != nil {
-			st.mu.Lock()
-			seeding = st.seeding
-			st.mu.Unlock()
-		}
-		if !seeding {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("b's copy of shard 0 not re-seeded")
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	waitSeeded(t, b2, 0, 10*time.Second)
 	if _, ok := b2.tableFor(0).get([]byte(late)); ok {
 		t.Fatalf("b's re-seeded copy still holds the write its primary never committed")
 	}

@@ -263,26 +263,8 @@ func TestFullReseedClearsRecoveredCopy(t *testing.T) {
 	m.State = wire.StateReseeding
 	pushView(t, wire.View{Epoch: 3, Servers: []wire.Member{member(a, a.peer), m},
 		Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 0, Secondary: 1}}}, a, b2)
-	deadline := time.Now().Add(10 * time.Second)
 	for sh := 0; sh < 2; sh++ {
-		for {
-			b2.secMu.Lock()
-			st := b2.sec[sh]
-			b2.secMu.Unlock()
-			seeding := true
-			if st != nil {
-				st.mu.Lock()
-				seeding = st.seeding
-				st.mu.Unlock()
-			}
-			if !seeding {
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("shard %d not re-seeded", sh)
-			}
-			time.Sleep(10 * time.Millisecond)
-		}
+		waitSeeded(t, b2, sh, 10*time.Second)
 	}
 	check := func(s *Server, when string) {
 		t.Helper()

@@ -305,3 +305,28 @@ func (p *holdProxy) hold(on bool) {
 	p.cond.Broadcast()
 	p.mu.Unlock()
 }
+
+// waitSeeded waits until s holds a copy of shard that is not being
+// re-seeded, and fails the test after d.
+func waitSeeded(t *testing.T, s *testServer, shard int, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for {
+		s.secMu.Lock()
+		st := s.sec[shard]
+		s.secMu.Unlock()
+		seeding := true
+		if st != nil {
+			st.mu.Lock()
+			seeding = st.seeding
+			st.mu.Unlock()
+		}
+		if !seeding {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("server %d: shard %d not re-seeded after %v", s.cfg.ID, shard, d)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}

@@ -222,16 +222,9 @@ func logRolesOnFailure(t *testing.T, c *testcluster.Cluster) {
 	if !t.Failed() {
 		return
 	}
-	var out []string
-	for _, l := range strings.Split(c.Log(), "\n") {
-		for _, m := range []string{"view published", "taking over", "no longer primary", "resync", "re-seed", "seeding", "link accepted", "exited", "spawned", "fenced", "refused", "failed", "settled", "handing back", "freez"} {
-			if strings.Contains(l, m) {
-				out = append(out, l)
-				break
-			}
-		}
-	}
-	t.Logf("the cluster's log, roles and re-seeding (%d lines):\n%s", len(out), strings.Join(out, "\n"))
+	out := grepLines(c.Log(), "view published", "taking over", "no longer primary", "resync", "re-seed", "seeding", "link accepted",
+		"exited", "spawned", "fenced", "refused", "failed", "settled", "handing back", "freez")
+	t.Logf("the cluster's log, roles and re-seeding:\n%s", out)
 }
 
 // TestReviewKillPrimaryDuringPartialResync: server 1 is killed and held
