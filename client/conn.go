@@ -215,10 +215,11 @@ func (c *conn) wake(deadline time.Time) {
 	if c.awake.Add(-1) != 0 {
 		return
 	}
-	if !c.resumable && !deadline.IsZero() && !time.Now().Before(deadline) {
-		// Past its deadline already (woken as it gave up): on TLS a
-		// write cut short fails the connection, so the others' requests
-		// are written from a goroutine of their own.
+	if !c.resumable && !deadline.IsZero() {
+		// On TLS a write cut short fails the connection: the others'
+		// requests are written from a goroutine of their own, so a
+		// caller that has its answer neither waits for them past its
+		// deadline nor breaks the connection they share.
 		go c.flush(time.Time{})
 		return
 	}
