@@ -254,7 +254,9 @@ func (d *dedup) record(client, seq, floor uint64, o *outcome) {
 // origin): the copy is dropped for a full re-seeding, and a write it held
 // that the shard's primary never committed must not be answered from its
 // record when the client retries it (the seeding brings the primary's
-// records). It returns how many it dropped.
+// records). Records of no known origin (from a snapshot written before
+// origins were kept) go too: a retry applied again is a lesser harm than
+// an acknowledged write lost. It returns how many it dropped.
 func (d *dedup) dropOrigin(shard int) int {
 	want := originOf(shard)
 	n := 0
@@ -263,7 +265,7 @@ func (d *dedup) dropOrigin(shard int) int {
 		st.mu.Lock()
 		for _, s := range st.clients {
 			for j, r := range s.recs {
-				if r.o != nil && r.o.origin == want {
+				if r.o != nil && (r.o.origin == want || r.o.origin == 0) {
 					s.recs[j].o = nil // (pruned with the front)
 					s.n--
 					n++
@@ -271,7 +273,7 @@ func (d *dedup) dropOrigin(shard int) int {
 			}
 			if s.ooo != nil {
 				for seq, o := range s.ooo.m {
-					if o.origin == want {
+					if o.origin == want || o.origin == 0 {
 						delete(s.ooo.m, seq)
 						s.n--
 						n++

@@ -50,7 +50,7 @@ func TestLostMarksCarriedBySeed(t *testing.T) {
 		t.Fatalf("sender: %v", cl)
 	}
 	b, _ := newTestDedup(SessionConfig{TTL: time.Minute, MaxSessions: dedupStripes})
-	for _, c := range a.snapshot() {
+	for _, c := range a.snapshot(0) {
 		if err := b.restore(c, 0); err != nil {
 			t.Fatal(err)
 		}

@@ -1,6 +1,11 @@
 package server
 
 import (
+	"encoding/binary"
+	"fmt"
+	"hash/crc32"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -24,14 +29,18 @@ import (
 // is promoted (its log replays the reset).
 func TestResetCopyForgetsItsWritesOutcomes(t *testing.T) {
 	for _, c := range []struct {
-		name            string
-		snapshot, again bool
-	}{{"log", false, false}, {"snapshot", true, false}, {"restart", false, true}, {"snapshot-restart", true, true}} {
-		t.Run(c.name, func(t *testing.T) { testResetCopyForgets(t, c.snapshot, c.again) })
+		name                 string
+		snapshot, old, again bool
+	}{{"log", false, false, false}, {"snapshot", true, false, false}, {"snapshot-before-origins", true, true, false},
+		{"restart", false, false, true}, {"snapshot-restart", true, false, true}} {
+		t.Run(c.name, func(t *testing.T) { testResetCopyForgets(t, c.snapshot, c.old, c.again) })
 	}
 }
 
-func testResetCopyForgets(t *testing.T, snapshot, again bool) {
+// testResetCopyForgets runs the scenario; with old, the secondary's
+// snapshot is rewritten as one written before records had origins (an
+// upgrade in place).
+func testResetCopyForgets(t *testing.T, snapshot, old, again bool) {
 	fc := startFakeCoord(t)
 	dirs := []string{abandonedDir(t), abandonedDir(t)}
 	nop := func(c *Config) { c.Logger = zerolog.Nop() } // (link goroutines may log after the test)
@@ -82,6 +91,9 @@ func testResetCopyForgets(t *testing.T, snapshot, again bool) {
 	}
 	stopA()
 	stopB()
+	if old {
+		withoutOrigins(t, dirs[1])
+	}
 	if got := a.dur.loggedCopy()[0]; got != 5 {
 		t.Fatalf("a logged shard 0 up to %d, want 5 (the last write never committed)", got)
 	}
@@ -92,7 +104,7 @@ func testResetCopyForgets(t *testing.T, snapshot, again bool) {
 	if _, ok := b2.tableFor(0).get([]byte(late)); !ok {
 		t.Fatalf("b recovered shard 0 without the write it applied: the test proves nothing")
 	}
-	if snapshot {
+	if snapshot && !old {
 		// Again, its high water now 6: a restart after the re-seeding
 		// must not take that from it.
 		if _, err := b2.snapshot(); err != nil {
@@ -114,6 +126,15 @@ func testResetCopyForgets(t *testing.T, snapshot, again bool) {
 		t.Fatalf("b's re-seeded copy is at index %d, want its primary's 5", got)
 	}
 	if again {
+		// Once its log holds the re-seeding's end (appended after the
+		// copy is seeded; before that a restart recovers the copy as it
+		// was, and re-seeds it again).
+		for deadline := time.Now().Add(10 * time.Second); b2.dur.isPartial(0); {
+			if time.Now().After(deadline) {
+				t.Fatal("b's log never held the end of its re-seeding")
+			}
+			time.Sleep(5 * time.Millisecond)
+		}
 		stopB2()
 		b2, _ = startDurableServer(t, fc, 1, dirs[1], "always", false, func(c *Config) { c.Incarnation = 3; c.Logger = zerolog.Nop() })
 		if got := b2.lastApplied(0); got != 5 {
@@ -135,5 +156,34 @@ func testResetCopyForgets(t *testing.T, snapshot, again bool) {
 	}
 	if got.Status != wire.StatusOK || string(got.Value) != "v-"+late {
 		t.Fatalf("the retried put was answered OK, then get %s = %v %q: an acknowledged write is lost", late, got.Status, got.Value)
+	}
+}
+
+// withoutOrigins rewrites the latest snapshot in dir as one written before
+// session records had origins: every 'D' section's shard field 0.
+func withoutOrigins(t *testing.T, dir string) {
+	t.Helper()
+	segs, err := snapshots(dir)
+	if err != nil || len(segs) == 0 {
+		t.Fatalf("no snapshot in %s: %v", dir, err)
+	}
+	path := filepath.Join(dir, fmt.Sprintf("%s%016x", snapPrefix, segs[len(segs)-1]))
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for p := 20; p+9 <= len(b)-4 && b[p] != 'Z'; p += 9 + int(binary.BigEndian.Uint32(b[p+5:])) {
+		if b[p] == 'D' {
+			binary.BigEndian.PutUint32(b[p+1:], 0)
+			n++
+		}
+	}
+	if n == 0 {
+		t.Fatal("the snapshot holds no session records: the test proves nothing")
+	}
+	binary.BigEndian.PutUint32(b[len(b)-4:], crc32.Checksum(b[:len(b)-4], castagnoli))
+	if err := os.WriteFile(path, b, 0o644); err != nil {
+		t.Fatal(err)
 	}
 }

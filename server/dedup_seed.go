@@ -4,11 +4,25 @@ import (
 	"ftkv/wire"
 )
 
-// snapshot encodes every finished outcome and every expired mark, for a
-// re-seeding secondary (writes still in flight reach it with their REPL
-// frames). Records are packed in chunks of about 1 MiB, each one SEED
-// frame; one stripe is locked at a time.
-func (d *dedup) snapshot() [][]byte { return d.snapshotBy(false)[0] }
+// snapshot encodes, for a secondary re-seeded with shard's copy, every
+// finished outcome that came with that copy (or with none known) and
+// every expired mark (writes still in flight reach it with their REPL
+// frames). Not the other shards' outcomes: the secondary records what it
+// restores as shard's, and an outcome of a write this server holds in
+// another copy, which that copy's primary never committed, would then
+// outlive the reset of the secondary's own copy of that shard (a review
+// lost an acknowledged write so). Records are packed in chunks of about
+// 1 MiB, each one SEED frame; one stripe is locked at a time.
+func (d *dedup) snapshot(shard int) [][]byte {
+	g := d.snapshotBy(true)
+	var out [][]byte
+	for _, c := range append(g[0], g[originOf(shard)]...) {
+		if len(c) > 0 {
+			out = append(out, c)
+		}
+	}
+	return out
+}
 
 // snapshotBy is snapshot, its records grouped by their origin when
 // byOrigin is set (a snapshot file keeps it; expired marks go with origin

@@ -36,7 +36,7 @@ func TestDedupSnapshotRestore(t *testing.T) {
 	a.claim(0, 7, 4, 0, 0) // in flight: travels with its REPL frame
 	a.record(9, 1, 0, doneOutcome(0, 0, nil))
 	b := newDedup()
-	for _, c := range a.snapshot() {
+	for _, c := range a.snapshot(0) {
 		if err := b.restore(c, 0); err != nil {
 			t.Fatal(err)
 		}
@@ -55,9 +55,10 @@ func TestDedupSnapshotRestore(t *testing.T) {
 
 // TestDedupDropOrigin: dropping a shard's outcomes (its copy was reset)
 // forgets every record that came with that shard, in order or out of
-// order, and keeps the others' (another shard's, and those of no known
-// shard); a snapshot grouped by origin carries the origins across a
-// restore.
+// order, and those of no known shard, and keeps another shard's; a
+// snapshot grouped by origin carries the origins across a restore; a
+// seed's snapshot of one shard carries only that shard's records (and
+// those of no known shard).
 func TestDedupDropOrigin(t *testing.T) {
 	rec := func(d *dedup, client, seq uint64, origin uint32) {
 		o := doneOutcome(0, 0, nil)
@@ -78,7 +79,7 @@ func TestDedupDropOrigin(t *testing.T) {
 		for _, c := range []struct {
 			client, seq uint64
 			want        claim
-		}{{7, 5, claimNew}, {7, 3, claimNew}, {7, 6, claimDone}, {8, 1, claimDone}} {
+		}{{7, 5, claimNew}, {7, 3, claimNew}, {7, 6, claimDone}, {8, 1, claimNew}} {
 			if _, cl := d.claim(0, c.client, c.seq, 1, wire.FlagRetry); cl != c.want {
 				t.Fatalf("%s: (%d, %d) is %v, want %v", when, c.client, c.seq, cl, c.want)
 			}
@@ -86,8 +87,8 @@ func TestDedupDropOrigin(t *testing.T) {
 	}
 	a := newDedup()
 	fill(a)
-	if n := a.dropOrigin(0); n != 3 {
-		t.Fatalf("dropped %d records of shard 0, want 3", n)
+	if n := a.dropOrigin(0); n != 4 {
+		t.Fatalf("dropped %d records of shard 0 or of none known, want 4", n)
 	}
 	check(a, "dropped")
 	if _, cl := a.claim(0, 9, 1, 1, 0); cl != claimNew {
@@ -110,6 +111,22 @@ func TestDedupDropOrigin(t *testing.T) {
 	}
 	c.dropOrigin(0)
 	check(c, "restored, then dropped")
+
+	// A seed of shard 1: (7,6) and (8,1) only.
+	e := newDedup()
+	for _, ch := range b.snapshot(1) {
+		if err := e.restore(ch, originOf(1)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, c := range []struct {
+		client, seq uint64
+		want        claim
+	}{{7, 5, claimNew}, {7, 3, claimNew}, {7, 6, claimDone}, {8, 1, claimDone}} {
+		if _, cl := e.claim(0, c.client, c.seq, 1, wire.FlagRetry); cl != c.want {
+			t.Fatalf("seeded with shard 1: (%d, %d) is %v, want %v", c.client, c.seq, cl, c.want)
+		}
+	}
 }
 
 // TestDedupModel checks the sorted records against a map under random
@@ -390,7 +407,7 @@ func TestDedupSnapshotCarriesSessions(t *testing.T) {
 	a.record(live, 3, 1, doneOutcome(wire.StatusMismatch, 0, []byte("cur")))
 	a.record(live, 2, 1, doneOutcome(0, 0, nil)) // out of order
 	b, _ := newTestDedup(SessionConfig{TTL: time.Minute})
-	for _, c := range a.snapshot() {
+	for _, c := range a.snapshot(0) {
 		if err := b.restore(c, 0); err != nil {
 			t.Fatal(err)
 		}

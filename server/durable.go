@@ -571,6 +571,13 @@ func (d *durable) logResync(s *Server, shard int) {
 // logReset appends a full re-seeding's start for shard, whose log goes
 // on from base; appended in order before the seeding's entries.
 func (d *durable) logReset(s *Server, shard int, base uint64) {
+	// Partial from now on, not only once the record is written: a
+	// snapshot between the two would record the table being re-seeded
+	// as the complete copy at the old index, and cover the reset record
+	// (snapshot.go checks after its rotation).
+	d.mu.Lock()
+	d.partial[shard] = copyReseeding
+	d.mu.Unlock()
 	d.log.Append(func(w *wal.Writer) {
 		w.Record(func(dst []byte) []byte {
 			return binary.BigEndian.AppendUint64(appendRecHeader(dst, recReset, shard), base)

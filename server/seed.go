@@ -179,7 +179,7 @@ func (p *primary) seed(j *seedJob, timeout time.Duration) error {
 	}
 	// The clients' remembered outcomes, so a write retried after the
 	// hand-back is still applied only once.
-	for _, chunk := range p.dd.snapshot() {
+	for _, chunk := range p.dd.snapshot(p.shard) {
 		ss.sent++
 		l.queueFrame(&wire.Frame{Op: wire.OpSeed, ID: ss.sent, Flags: wire.FlagDedup, Value: chunk})
 		l.flushSoon()

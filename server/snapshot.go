@@ -100,6 +100,9 @@ func (s *Server) snapshotLoop(ctx context.Context) {
 			continue
 		}
 		st, err := s.snapshot()
+		if errors.Is(err, errReseeding) {
+			continue // taken once the log holds the re-seeding's end
+		}
 		if err != nil {
 			if err.Error() != lastErr {
 				s.log.Error().Err(err).Msg("snapshot failed; the log keeps growing")
@@ -113,6 +116,9 @@ func (s *Server) snapshotLoop(ctx context.Context) {
 	}
 }
 
+// errReseeding: no snapshot while a copy is being re-seeded.
+var errReseeding = errors.New("a re-seeding is under way: no snapshot until it ends")
+
 // snapshot writes a snapshot of every table and removes the log segments
 // it covers. One runs at a time.
 func (s *Server) snapshot() (snapStats, error) {
@@ -124,6 +130,12 @@ func (s *Server) snapshot() (snapStats, error) {
 	seg, err := d.log.Rotate()
 	if err != nil {
 		return snapStats{}, err
+	}
+	if d.anyPartial() {
+		// A re-seeding began before the rotation: its reset is in the
+		// segments this snapshot would cover, and the table it would
+		// hold is neither the old copy nor the new one.
+		return snapStats{}, errReseeding
 	}
 	logged := d.loggedCopy()
 	s.hwMu.Lock()
