@@ -87,10 +87,14 @@ type ctlConn struct {
 	limit time.Duration
 }
 
+// errNotReported: a server that has not reported yet (still starting)
+// has no control address to give an order to.
+var errNotReported = errors.New("server has not reported its control address")
+
 // dialCtl opens an authenticated control connection to addr.
 func (c *Coordinator) dialCtl(ctx context.Context, addr string) (*ctlConn, error) {
 	if addr == "" {
-		return nil, errors.New("server has not reported its control address")
+		return nil, errNotReported
 	}
 	nc, err := netopt.Dialer(c.opts.Timing.Dial).DialContext(ctx, "tcp", addr)
 	if err != nil {

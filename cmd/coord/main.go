@@ -23,6 +23,7 @@ import (
 	"ftkv/coord"
 	"ftkv/internal/auth"
 	"ftkv/limits"
+	"ftkv/timing"
 )
 
 const usage = `usage: coord -c <client_port> -s <servers_port> -C <config> [-l <logfile>] [-t <timeout>]
@@ -204,17 +205,42 @@ func run() int {
 	sigs := make(chan os.Signal, 2)
 	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	// A signal during start-up stops what was started and exits.
+	begun := time.Now()
 	startCtx, cancelStart := context.WithCancel(context.Background())
-	interrupted := make(chan os.Signal, 1)
+	interrupted := make(chan string, 2)
 	started := make(chan struct{})
 	go func() {
 		select {
 		case s := <-sigs:
-			interrupted <- s
+			interrupted <- s.String()
 			cancelStart()
 		case <-started:
 		}
 	}()
+	stdinEOF := make(chan struct{})
+	if !*noStdin {
+		go func() {
+			_, _ = io.Copy(io.Discard, os.Stdin)
+			close(stdinEOF)
+		}()
+		// The end of stdin stops a start that has outlasted the usual
+		// start limit (it waits on for servers rebuilding large logs);
+		// within it, the started cluster is stopped once up, as always.
+		go func() {
+			select {
+			case <-stdinEOF:
+			case <-started:
+				return
+			}
+			select {
+			case <-time.After(time.Until(begun.Add(timing.New(opts.Timeout).Start))):
+			case <-started:
+				return
+			}
+			interrupted <- "end of stdin"
+			cancelStart()
+		}()
+	}
 	err = c.Start(startCtx)
 	close(started)
 	cancelStart()
@@ -238,13 +264,6 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "ftkv: %d servers ready; clients connect to %s (ctrl+d or ctrl+c to stop)\n", len(opts.Cluster.Servers), c.ClientAddr())
 	}
 
-	stdinEOF := make(chan struct{})
-	if !*noStdin {
-		go func() {
-			_, _ = io.Copy(io.Discard, os.Stdin)
-			close(stdinEOF)
-		}()
-	}
 	select {
 	case s := <-sigs:
 		log.Info().Str("signal", s.String()).Msg("shutting down")
