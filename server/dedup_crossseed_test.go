@@ -65,17 +65,7 @@ func TestSeedCarriesOnlyItsShardsOutcomes(t *testing.T) {
 	k1 := keysOf("xseed", 1, 2, 4)
 	put := func(srv *testServer, k string, f *wire.Frame) wire.Frame {
 		t.Helper()
-		cn := dialConn(t, srv.client, false)
-		f.Op, f.Key, f.Value = wire.OpPut, []byte(k), []byte("v-"+k)
-		ans, err := cn.do(f, 10*time.Second)
-		for r := 0; r < 100 && err == nil && ans.Status == wire.StatusUnavailable; r++ {
-			time.Sleep(20 * time.Millisecond)
-			ans, err = cn.do(f, 10*time.Second)
-		}
-		if err != nil {
-			t.Fatalf("put %s: %v", k, err)
-		}
-		return ans
+		return putValue(t, srv, k, f)
 	}
 	for i := 0; i < 3; i++ {
 		if ans := put(a, k0[i], &wire.Frame{}); ans.Status != wire.StatusOK {

@@ -52,17 +52,7 @@ func testResetCopyForgets(t *testing.T, snapshot, old, again bool) {
 	keys := keysOf("reset-dedup", 0, 2, 6)
 	put := func(srv *testServer, k string, f *wire.Frame) wire.Frame {
 		t.Helper()
-		cn := dialConn(t, srv.client, false)
-		f.Op, f.Key, f.Value = wire.OpPut, []byte(k), []byte("v-"+k)
-		ans, err := cn.do(f, 10*time.Second)
-		for r := 0; r < 100 && err == nil && ans.Status == wire.StatusUnavailable; r++ {
-			time.Sleep(20 * time.Millisecond)
-			ans, err = cn.do(f, 10*time.Second)
-		}
-		if err != nil {
-			t.Fatalf("put %s: %v", k, err)
-		}
-		return ans
+		return putValue(t, srv, k, f)
 	}
 	for _, k := range keys[:5] {
 		if ans := put(a, k, &wire.Frame{}); ans.Status != wire.StatusOK {
@@ -186,4 +176,21 @@ func withoutOrigins(t *testing.T, dir string) {
 	if err := os.WriteFile(path, b, 0o644); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// putValue puts k = "v-"+k at srv with f's client, sequence and flags
+// (retrying while the shard is UNAVAILABLE) and returns the answer.
+func putValue(t *testing.T, srv *testServer, k string, f *wire.Frame) wire.Frame {
+	t.Helper()
+	cn := dialConn(t, srv.client, false)
+	f.Op, f.Key, f.Value = wire.OpPut, []byte(k), []byte("v-"+k)
+	ans, err := cn.do(f, 10*time.Second)
+	for r := 0; r < 100 && err == nil && ans.Status == wire.StatusUnavailable; r++ {
+		time.Sleep(20 * time.Millisecond)
+		ans, err = cn.do(f, 10*time.Second)
+	}
+	if err != nil {
+		t.Fatalf("put %s: %v", k, err)
+	}
+	return ans
 }
