@@ -14,7 +14,7 @@ import (
 // lost an acknowledged write so). Records are packed in chunks of about
 // 1 MiB, each one SEED frame; one stripe is locked at a time.
 func (d *dedup) snapshot(shard int) [][]byte {
-	g := d.snapshotBy(true)
+	g := d.snapshotBy()
 	var out [][]byte
 	for _, c := range append(g[0], g[originOf(shard)]...) {
 		if len(c) > 0 {
@@ -24,19 +24,15 @@ func (d *dedup) snapshot(shard int) [][]byte {
 	return out
 }
 
-// snapshotBy is snapshot, its records grouped by their origin when
-// byOrigin is set (a snapshot file keeps it; expired marks go with origin
-// 0), all in group 0 otherwise.
-func (d *dedup) snapshotBy(byOrigin bool) map[uint32][][]byte {
+// snapshotBy encodes every finished outcome and every expired mark, the
+// outcomes grouped by their origin (expired marks go with origin 0).
+func (d *dedup) snapshotBy() map[uint32][][]byte {
 	type group struct {
 		chunks [][]byte
 		b      []byte
 	}
 	groups := map[uint32]*group{0: {}}
 	add := func(origin uint32, client, seq uint64, stat wire.Status, flags uint8, value []byte) {
-		if !byOrigin {
-			origin = 0
-		}
 		g := groups[origin]
 		if g == nil {
 			g = &group{}

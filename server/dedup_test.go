@@ -98,7 +98,7 @@ func TestDedupDropOrigin(t *testing.T) {
 	b := newDedup()
 	fill(b) // (its record in flight is in no snapshot)
 	c := newDedup()
-	groups := b.snapshotBy(true)
+	groups := b.snapshotBy()
 	if len(groups) != 3 {
 		t.Fatalf("%d groups, want 3 (none, shard 0, shard 1)", len(groups))
 	}

@@ -154,7 +154,7 @@ func (s *Server) snapshot() (snapStats, error) {
 	dir := s.cfg.DataDir
 	path := filepath.Join(dir, fmt.Sprintf("%s%016x", snapPrefix, seg))
 	st := snapStats{segment: seg}
-	n, err := writeSnapshot(path, seg, tables, base, logged, high, s.dd.snapshotBy(true), &st.keys)
+	n, err := writeSnapshot(path, seg, tables, base, logged, high, s.dd.snapshotBy(), &st.keys)
 	if err != nil {
 		return st, err
 	}
