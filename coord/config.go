@@ -11,6 +11,7 @@ import (
 
 	"ftkv/internal/auth"
 	"ftkv/internal/hostname"
+	"ftkv/internal/sched"
 	"ftkv/limits"
 )
 
@@ -48,6 +49,9 @@ type Cluster struct {
 	// Users are the "user <name> <role> <password-hash>" lines (nil: no
 	// authentication; see coord/auth.go).
 	Users *auth.Table
+	// Sched is the "sched batch|normal" line: the servers' scheduling
+	// policy ("" = the server's default, batch; see internal/sched).
+	Sched string
 	// TLS holds the tls_ca, tls_cert, tls_key, tls_coord_cert and
 	// tls_coord_key lines (see coord/tls.go); the flags override them.
 	TLS TLSFiles
@@ -314,6 +318,11 @@ func (c *Cluster) setting(name, val string, line int) error {
 		return err
 	}
 	switch name {
+	case "sched":
+		if err := sched.Check(val); err != nil {
+			return fmt.Errorf("sched %w", err)
+		}
+		c.Sched = val
 	case "spare":
 		if err := validHost(val); err != nil {
 			return err
@@ -354,7 +363,7 @@ func (c *Cluster) setting(name, val string, line int) error {
 }
 
 func errUnknownSetting(name string) error {
-	return fmt.Errorf("unknown setting %q (expected spare, ssh_identity, ssh_known_hosts, remote_bin, remote_dir, copy_bin, ssh_connect_timeout, data_dir, fsync, fsync_secondary, snapshot_bytes, tls_ca, tls_cert, tls_key, tls_coord_cert, tls_coord_key or a limit such as max_clients; a server line has 4 fields)", name)
+	return fmt.Errorf("unknown setting %q (expected spare, ssh_identity, ssh_known_hosts, remote_bin, remote_dir, copy_bin, ssh_connect_timeout, data_dir, fsync, fsync_secondary, snapshot_bytes, sched, tls_ca, tls_cert, tls_key, tls_coord_cert, tls_coord_key or a limit such as max_clients; a server line has 4 fields)", name)
 }
 
 // oneValueSettings says what each "<name> <value>" line takes besides
@@ -371,6 +380,7 @@ var oneValueSettings = map[string]string{
 	"fsync":               "always, everysec or no",
 	"fsync_secondary":     "yes or no",
 	"snapshot_bytes":      "a number of bytes; negative: never",
+	"sched":               "batch or normal",
 	"tls_ca":              "the cluster CA's certificate file",
 	"tls_cert":            "the servers' certificate file",
 	"tls_key":             "the servers' key file",

@@ -118,6 +118,14 @@ func (c *Coordinator) storage() Storage {
 	return c.opts.Cluster.Storage.override(c.opts.StorageFlags)
 }
 
+// schedPolicy is the servers' -sched: the flag's, else the file's.
+func (c *Coordinator) schedPolicy() string {
+	if c.opts.SchedFlag != "" {
+		return c.opts.SchedFlag
+	}
+	return c.opts.Cluster.Sched
+}
+
 // New validates opts and returns a coordinator ready to Start.
 func New(opts Options) (*Coordinator, error) {
 	if opts.Cluster == nil || len(opts.Cluster.Servers) == 0 {
@@ -688,7 +696,7 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 	spec := SpawnSpec{
 		ID: nd.id, Servers: c.n, Incarnation: inc, Spec: where, CoordAddr: c.serversAddr, Secret: c.secret, Users: c.usersForServers(),
 		Dir: c.opts.Dir, LogFile: c.opts.ServerLog, LogLevel: c.opts.ServerLevel,
-		FailureTimeout: c.opts.Timing.FailureTimeout, Limits: c.limits(), Storage: c.storage(),
+		FailureTimeout: c.opts.Timing.FailureTimeout, Limits: c.limits(), Storage: c.storage(), Sched: c.schedPolicy(),
 		MetricsPort: c.opts.ServerMetricsPort, TLS: c.opts.tls.serverFiles(),
 	}
 	for k, cs := range c.opts.Cluster.Coordinators {

@@ -14,6 +14,7 @@ import (
 	"github.com/rs/zerolog"
 	"golang.org/x/term"
 
+	"ftkv/internal/sched"
 	"ftkv/limits"
 	"ftkv/timing"
 )
@@ -45,9 +46,13 @@ type Options struct {
 	// StorageFlags are -data-dir, -fsync, -fsync-secondary and
 	// -snapshot-bytes; each one set overrides the cluster file's line.
 	StorageFlags Storage
-	ServerBin    string // default: "server" beside the running executable
-	ServerLog    string // servers' log file ("" = the coordinator's stderr)
-	ServerLevel  string // servers' log level (default "info")
+	// SchedFlag is -sched: the servers' scheduling policy, overriding the
+	// cluster file's sched line ("" = the file's, else the server's
+	// default).
+	SchedFlag   string
+	ServerBin   string // default: "server" beside the running executable
+	ServerLog   string // servers' log file ("" = the coordinator's stderr)
+	ServerLevel string // servers' log level (default "info")
 	// MetricsAddr serves Prometheus /metrics and the service-discovery
 	// document /sd (-metrics; "" = off). ServerMetricsPort is each
 	// server's /metrics port on its client host: 0 any free port (the
@@ -117,6 +122,11 @@ func (o *Options) Validate() error {
 	}
 	if err := o.StorageFlags.Validate(); err != nil {
 		return err
+	}
+	if o.SchedFlag != "" {
+		if err := sched.Check(o.SchedFlag); err != nil {
+			return fmt.Errorf("-sched %w", err)
+		}
 	}
 	if o.Timing != (timing.Config{}) {
 		if err := o.Timing.Validate(); err != nil {

@@ -45,6 +45,8 @@ type SpawnSpec struct {
 	Limits limits.Config
 	// Storage is where and how the server logs its writes.
 	Storage Storage
+	// Sched is the server's -sched ("" = its default).
+	Sched string
 	// MetricsPort is the server's /metrics port (Options.ServerMetricsPort).
 	MetricsPort int
 	// TLS names the server's TLS files (paths only; zero: no TLS).
@@ -173,6 +175,9 @@ func serverArgs(s SpawnSpec, bind string) []string {
 		args = append(args, "-metrics-port", strconv.Itoa(port))
 	}
 	args = append(args, s.Storage.Args(s.ID)...)
+	if s.Sched != "" {
+		args = append(args, "-sched", s.Sched)
+	}
 	args = append(args, s.Limits.Args()...)
 	if s.TLS.Enabled() {
 		args = append(args, "-tls-ca", s.TLS.CA, "-tls-cert", s.TLS.Cert, "-tls-key", s.TLS.Key)

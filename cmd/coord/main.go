@@ -38,6 +38,9 @@ const usage = `usage: coord -c <client_port> -s <servers_port> -C <config> [-l <
   -bind ADDR     address to listen on (default 127.0.0.1; 0.0.0.0 when the
                  config names ssh hosts)
   -server-bin P  path of the server binary (default: server beside coord)
+  -sched POLICY  servers' Linux scheduling policy: batch (default;
+                 SCHED_BATCH, a woken process does not preempt the running
+                 one) or normal (sched line)
   -log-level L   debug, info, warn, error (default info)
   -no-stdin      do not shut down at end of stdin (only on SIGINT/SIGTERM)
   -id K          this coordinator's index among the config's "coordinator"
@@ -131,6 +134,7 @@ func run() int {
 	fs.StringVar(&st.Fsync, "fsync", "", "")
 	fsyncSec := fs.Bool("fsync-secondary", false, "")
 	fs.Int64Var(&st.SnapshotBytes, "snapshot-bytes", 0, "")
+	fs.StringVar(&opts.SchedFlag, "sched", "", "")
 	fs.StringVar(&opts.MetricsAddr, "metrics", "", "")
 	fs.IntVar(&opts.ServerMetricsPort, "server-metrics-port", 0, "")
 	hashPW := fs.Bool("hash-password", false, "")

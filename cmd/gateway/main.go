@@ -26,6 +26,7 @@ import (
 	"ftkv/client"
 	"ftkv/gateway"
 	"ftkv/internal/cli"
+	"ftkv/internal/sched"
 	"ftkv/internal/tlsconf"
 )
 
@@ -91,6 +92,7 @@ func run(args []string) int {
 	logFile := fs.String("log", "", "log file (default stderr)")
 	level := fs.String("log-level", "info", "log level")
 	tlsFlags := tlsconf.ClientFlags(fs) // -tls-cert also puts TLS on the RESP port
+	schedPolicy := fs.String("sched", sched.Batch, "Linux scheduling policy: batch (SCHED_BATCH: a woken thread does not preempt the running one, so processes sharing a CPU exchange larger batches) or normal (as started)")
 	user := fs.String("user", "", "the cluster's user the gateway acts as (password: FTKV_PASSWORD, or typed at the terminal); its clients then log in as users of the cluster (AUTH, HELLO AUTH, HTTP Basic)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -117,6 +119,7 @@ func run(args []string) int {
 		{cfg.Limits.MaxInflight < 0, "-max-inflight", cfg.Limits.MaxInflight, "a number of commands (0: the default)"},
 		{cfg.Loops < 0, "-loops", cfg.Loops, "a number of event loops (0: one per CPU)"},
 		{*conns < 1, "-conns", *conns, "at least 1"},
+		{sched.Check(*schedPolicy) != nil, "-sched", *schedPolicy, sched.Batch + " or " + sched.Normal},
 	} {
 		if c.bad {
 			fmt.Fprintf(os.Stderr, "gateway: %s %v: expected %s\n", c.flag, c.val, c.want)
@@ -179,6 +182,9 @@ func run(args []string) int {
 	log := zerolog.New(out).Level(lvl).With().Timestamp().Str("node", "gateway").Logger()
 	if gwTLS != nil {
 		gwTLS.LogReloads(log)
+	}
+	if err := sched.Apply(*schedPolicy); err != nil {
+		log.Warn().Err(err).Msg("scheduling policy left as it was")
 	}
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
