@@ -165,6 +165,7 @@ func TestParseClusterSettingArity(t *testing.T) {
 		{"fsync", "fsync", "fsync always no"},
 		{"fsync_secondary", "fsync_secondary", "fsync_secondary yes no"},
 		{"snapshot_bytes", "snapshot_bytes", "snapshot_bytes 1 2"},
+		{"sched", "sched", "sched batch normal"},
 		{"tls_ca", "tls_ca", "tls_ca a b"},
 		{"tls_cert", "tls_cert", "tls_cert a b"},
 		{"tls_key", "tls_key", "tls_key a b"},

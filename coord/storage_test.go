@@ -36,3 +36,32 @@ func TestStorageLines(t *testing.T) {
 		t.Errorf("bad -fsync flag: %v", err)
 	}
 }
+
+// TestSchedLine: the sched line reaches the servers as -sched, the flag
+// wins over it, and neither set passes nothing (the server's default).
+func TestSchedLine(t *testing.T) {
+	c, err := ParseCluster("c.txt", strings.NewReader("1\nlocalhost 0 0 0\nsched normal\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	args := func(line, flag string) string {
+		co := &Coordinator{opts: Options{Cluster: &Cluster{Sched: line}, SchedFlag: flag}}
+		return strings.Join(serverArgs(SpawnSpec{ID: 0, Sched: co.schedPolicy()}, "127.0.0.1"), " ")
+	}
+	if got := args(c.Sched, ""); !strings.Contains(got, "-sched normal") {
+		t.Errorf("sched normal line: server flags %q", got)
+	}
+	if got := args("normal", "batch"); !strings.Contains(got, "-sched batch") || strings.Contains(got, "normal") {
+		t.Errorf("-sched batch over the line: server flags %q", got)
+	}
+	if got := args("", ""); strings.Contains(got, "-sched") {
+		t.Errorf("no sched line or flag: server flags %q, want no -sched", got)
+	}
+	_, err = ParseCluster("c.txt", strings.NewReader("1\nlocalhost 0 0 0\nsched fifo\n"))
+	if err == nil || err.Error() != `c.txt:3: sched must be batch or normal, got "fifo"` {
+		t.Errorf("sched fifo: %v", err)
+	}
+	if err := (&Options{SchedFlag: "idle"}).Validate(); err == nil || !strings.HasPrefix(err.Error(), "-sched ") {
+		t.Errorf("-sched idle: %v", err)
+	}
+}
