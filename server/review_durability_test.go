@@ -158,6 +158,7 @@ func (s *syncBuf) String() string {
 type resyncScene struct {
 	a, b2   *testServer
 	logB    *syncBuf
+	logA    *syncBuf // a's log (for the failure messages)
 	before  [2][]string // written before b died (the first 10 of each deleted while it was down)
 	during  [2][]string // written while b was down
 	payload string
@@ -173,9 +174,11 @@ func newScene(t *testing.T, duringPerShard, valueSize int, fresh bool) *resyncSc
 	t.Helper()
 	fc := startFakeCoord(t)
 	dirA, dirB := t.TempDir(), t.TempDir()
-	sc := &resyncScene{logB: &syncBuf{}, payload: strings.Repeat("p", valueSize)}
+	sc := &resyncScene{logB: &syncBuf{}, logA: &syncBuf{}, payload: strings.Repeat("p", valueSize)}
 	quiet := func(c *Config) { c.Logger = zerolog.Nop() }
-	a, _ := startDurableServer(t, fc, 0, dirA, "always", false, quiet)
+	a, _ := startDurableServer(t, fc, 0, dirA, "always", false, func(c *Config) {
+		c.Logger = zerolog.New(sc.logA).Level(zerolog.InfoLevel)
+	})
 	b, stopB := startDurableServer(t, fc, 1, dirB, "always", false, quiet)
 	pushView(t, wire.View{Epoch: 1, Servers: []wire.Member{member(a, a.peer), member(b, b.peer)},
 		Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 1, Secondary: 0}}}, a, b)
@@ -299,7 +302,8 @@ func (sc *resyncScene) check(t *testing.T) {
 		if len(bad) > 12 {
 			bad = append(bad[:12], fmt.Sprintf("... (%d in all)", len(bad)))
 		}
-		t.Errorf("b2's copies, marked whole, differ from the primary's:\n%s\nb2's log:\n%s", strings.Join(bad, "\n"), grepLines(sc.logB.String(), "resync", "seeding", "link accepted"))
+		t.Errorf("b2's copies, marked whole, differ from the primary's:\n%s\nb2's log:\n%s\na's log:\n%s", strings.Join(bad, "\n"),
+			grepLines(sc.logB.String(), "resync", "seeding", "link accepted"), grepLines(sc.logA.String(), "resync", "seeding", "link", "secondary"))
 	}
 }
 
