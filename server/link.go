@@ -139,10 +139,13 @@ func (l *replLink) flushOnLoop() {
 	l.wbuf = l.spare[:0]
 	l.spare = nil
 	l.mu.Unlock()
-	if len(buf) == 0 {
+	if len(buf) == 0 || l.broken() {
+		// A closed link's frames must not reach the socket that now has
+		// its descriptor number (writeOnLoop): its sender learns of the
+		// loss from l.dead and starts again on the next link.
 		return
 	}
-	_, err := l.gc.Write(buf) // gnet keeps a copy of what the socket did not take
+	err := writeOnLoop(l.gc, buf)
 	if err != nil {
 		l.fail(err)
 		return

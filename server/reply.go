@@ -74,8 +74,9 @@ func (rb *replyBatch) flush(loop gnet.EventLoop) {
 	for i, c := range rb.conns {
 		b := rb.bufs[i]
 		if loop != nil && c.EventLoop() == loop {
-			_, _ = c.Write(b) // gnet copies what the socket does not take
-			connlimit.Wrote(c)
+			if writeOnLoop(c, b) == nil { // not to a client gone meanwhile
+				connlimit.Wrote(c)
+			}
 		} else {
 			_ = c.AsyncWrite(b, connlimit.AfterWrite)
 			rb.bufs[i] = nil

@@ -158,7 +158,7 @@ func (s *syncBuf) String() string {
 type resyncScene struct {
 	a, b2   *testServer
 	logB    *syncBuf
-	logA    *syncBuf // a's log (for the failure messages)
+	logA    *syncBuf    // a's log (for the failure messages)
 	before  [2][]string // written before b died (the first 10 of each deleted while it was down)
 	during  [2][]string // written while b was down
 	payload string
