@@ -92,7 +92,7 @@ func run(args []string) int {
 	logFile := fs.String("log", "", "log file (default stderr)")
 	level := fs.String("log-level", "info", "log level")
 	tlsFlags := tlsconf.ClientFlags(fs) // -tls-cert also puts TLS on the RESP port
-	schedPolicy := fs.String("sched", sched.Batch, "Linux scheduling policy: batch (SCHED_BATCH: a woken thread does not preempt the running one, so processes sharing a CPU exchange larger batches) or normal (as started)")
+	schedPolicy := fs.String("sched", sched.Batch, sched.FlagUsage)
 	user := fs.String("user", "", "the cluster's user the gateway acts as (password: FTKV_PASSWORD, or typed at the terminal); its clients then log in as users of the cluster (AUTH, HELLO AUTH, HTTP Basic)")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {

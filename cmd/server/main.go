@@ -57,8 +57,8 @@ func main() {
 	fs.IntVar(&cfg.Loops, "loops", 0, "client event loops (default: one per CPU)")
 	fs.IntVar(&cfg.MetricsPort, "metrics-port", 0, "port of Prometheus /metrics on the -bind address (0 = any free port, -1 = none)")
 	limits.Flags(fs, &cfg.Limits)
+	schedPolicy := fs.String("sched", sched.Batch, sched.FlagUsage)
 	// timing: exception — a runtime knob of the process, not a failure-related duration.
-	schedPolicy := fs.String("sched", sched.Batch, "Linux scheduling policy: batch (SCHED_BATCH: a woken thread does not preempt the running one, so processes sharing a CPU exchange larger batches) or normal (as started)")
 	slack := fs.Duration("timer-slack", time.Millisecond, "timer slack of the process (Linux; 0 = the system's, 50µs)")
 	fs.StringVar(&logFile, "log", "", "log file (default stderr)")
 	fs.StringVar(&level, "log-level", "info", "log level")

@@ -9,6 +9,9 @@ const (
 	Normal = "normal"
 )
 
+// FlagUsage describes a -sched flag.
+const FlagUsage = "Linux scheduling policy: batch (SCHED_BATCH: a woken thread does not preempt the running one, so processes sharing a CPU exchange larger batches) or normal (as started)"
+
 // Check says whether policy is one Apply takes.
 func Check(policy string) error {
 	switch policy {
