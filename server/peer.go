@@ -121,7 +121,7 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	}
 	if len(acks) > 0 {
 		pc.st.lastAck = time.Now()
-		_, _ = c.Write(acks)
+		_ = writeOnLoop(c, acks) // decodeAll's own write may have closed c
 	}
 	return action
 }

@@ -110,8 +110,13 @@ func (d *Decoder) Decode(c gnet.Conn, fn Handler) gnet.Action {
 			out, action = fn(&f, out)
 			if len(out) >= flushOut {
 				// Big answers go out one by one: never megabytes of
-				// them in one buffer of ours.
-				_, _ = c.Write(out)
+				// them in one buffer of ours. A failed write closed c
+				// (gnet closes on a write error) and freed its
+				// descriptor number for the next socket or file this
+				// process opens: nothing more may be written to it.
+				if _, err := c.Write(out); err != nil {
+					return gnet.Close
+				}
 				out = out[:0]
 			}
 		}
