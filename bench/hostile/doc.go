@@ -11,6 +11,7 @@
 //
 //	slow-reader  one PUT of a Size-byte value (1 MiB), then GETs of it pipelined
 //	             on Conns connections (4) as fast as the socket takes them, never read
+//	             (Writes: each GET followed by a PUT of the value)
 //	idle-conns   Conns connections (20000) to the client port, held open
 //	half-frames  Conns connections (1000) that send the first Fill bytes (30) of a
 //	             frame and then nothing

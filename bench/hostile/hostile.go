@@ -35,9 +35,12 @@ type Config struct {
 	Duration time.Duration // how long the probe pushes (10s; one-shot: 2m, a cap)
 	Size     int           // value size in bytes (slow-reader, half-frames: 1 MiB)
 	Fill     int           // half-frames: bytes of the frame sent (30, half a header)
-	Conns    int           // connections (per port for huge-length and unauth-big)
-	Clients  int           // one-shot: clients (100000)
-	Seed     int64         // random client ids and seqs (0: from the clock)
+	// Writes: slow-reader sends a PUT of its Size-byte value after each
+	// GET, so that its input grows as fast as the answers it never reads.
+	Writes  bool
+	Conns   int   // connections (per port for huge-length and unauth-big)
+	Clients int   // one-shot: clients (100000)
+	Seed    int64 // random client ids and seqs (0: from the clock)
 	// DialTimeout bounds every dial (2s).
 	DialTimeout time.Duration
 	// Logf, when set, receives a few progress lines.

@@ -179,6 +179,13 @@ func TestProbesAgainstCluster(t *testing.T) {
 			}
 			return ""
 		}},
+		{"slow-reader", func(c Config) Config { c.Size, c.Conns, c.Writes = 4<<10, 1, true; return c }, func(r Result) string {
+			// A GET and a PUT of 4 KiB: over 4 KiB per request sent.
+			if r.Opened != 1 || r.Requests == 0 || r.Sent <= r.Requests*(4<<10) {
+				return "no GET and PUT sent"
+			}
+			return ""
+		}},
 		{"idle-conns", func(c Config) Config { c.Conns = 50; return c }, func(r Result) string {
 			if r.Opened != 50 || r.DialErrors != 0 {
 				return "not 50 connections"

@@ -31,11 +31,19 @@ func SlowReader(ctx context.Context, cfg Config) (Result, error) {
 	if err != nil {
 		return t.result(), err
 	}
-	t.note("key %q holds %s; GETs pipelined on %d connections, answers never read", key, Bytes(int64(cfg.Size)), cfg.Conns)
+	what := "GETs"
+	if cfg.Writes {
+		what = "GETs, each followed by a PUT of the same value,"
+	}
+	t.note("key %q holds %s; %s pipelined on %d connections, answers never read", key, Bytes(int64(cfg.Size)), what, cfg.Conns)
 	var batch []byte
 	const perBatch = 64
+	value := bytes.Repeat([]byte{'s'}, cfg.Size)
 	for i := 0; i < perBatch; i++ {
-		batch = wire.Append(batch, &wire.Frame{Op: wire.OpGet, ID: uint64(i + 1), Key: []byte(key)})
+		batch = wire.Append(batch, &wire.Frame{Op: wire.OpGet, ID: uint64(2*i + 1), Key: []byte(key)})
+		if cfg.Writes {
+			batch = wire.Append(batch, &wire.Frame{Op: wire.OpPut, ID: uint64(2*i + 2), Key: []byte(key), Value: value})
+		}
 	}
 	frameSize := len(batch) / perBatch
 	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)

@@ -76,17 +76,20 @@ const (
 	fastSweep = 2 * time.Millisecond   // while connections are paused or hold output
 	slowSweep = 250 * time.Millisecond // frame and idle timeouts
 	logEvery  = time.Second            // closures logged at most this often
-	// A paused connection whose queued output shrank t ago may hold
-	// s*(1-t/drainWindow) bytes of unread input beyond InboundCap (none
-	// from drainWindow on), s being drainBase plus the output it drained
-	// while paused, at most drainSlack: a client that reads its answers may stall for a
-	// while (scheduling, its collector) with requests queued behind; one
-	// that never reads drains nothing once paused (the kernel's buffers
-	// are full by then) and goes on sending, and gnet's buffer holding its
-	// input grows by copies.
+	// A paused connection's unread input beyond InboundCap is bounded
+	// only by the InputBudget while it shows it reads: its queued output
+	// shrank less than drainWindow ago, or it paused less than firstDrain
+	// ago (its first read may still come). A client that reads its answers
+	// stalls now and then (scheduling, its collector, its own pauses)
+	// while its other goroutines go on sending, several pipelined batches
+	// at once: TestHonestPipelinedWriter's three batches of 16 GETs and 16
+	// PUTs of 1 MiB held 35 MiB unread at its first pause, before its first
+	// read, on a quiet machine. One that never reads drains nothing once
+	// paused (the kernel's buffers are full by then) and goes on sending,
+	// and gnet's buffer holding its input grows by copies: it is closed
+	// firstDrain after its pause.
 	drainWindow = 250 * time.Millisecond
-	drainBase   = 2 << 20
-	drainSlack  = 8 << 20
+	firstDrain  = 50 * time.Millisecond
 	// maxEvicting bounds the evictions (MaxConns) not yet closed: the
 	// port holds at most MaxConns plus these.
 	maxEvicting = 64

@@ -48,7 +48,6 @@ type State struct {
 	opened       int64 // unix ns: enrolled
 	pausedAt     int64 // unix ns: paused since
 	drainedAt    int64 // unix ns (coarse, fresh while watched): queued output last seen shrinking
-	drained      int64 // queued output seen draining while paused
 }
 
 // Of returns c's State, or nil for a connection not accepted by a Port.
@@ -193,25 +192,21 @@ func (st *State) blocked(extra int) bool {
 }
 
 // inboundOver reports whether the unread input of a paused connection is
-// over the cap (and over its first frame), with a slack for a client that
-// has shown it reads (see drainWindow): it is slowed, not closed (the
-// InputBudget bounds what it holds); a connection with no queued output is
-// paused for the server's sake (max_inflight, the output budget), not its
-// own.
+// over the cap (and over its first frame), unless the client reads or
+// may read yet (see drainWindow and firstDrain): it is slowed, not closed
+// (the InputBudget bounds what it holds); a connection with no queued
+// output is paused for the server's sake (max_inflight, the output
+// budget), not its own.
 func (st *State) inboundOver() bool {
 	have := st.c.InboundBuffered()
 	if have <= st.p.cfg.InboundCap || st.c.OutboundBuffered() == 0 {
 		return false
 	}
-	limit := st.p.cfg.InboundCap
-	if idle := time.Duration(time.Now().UnixNano() - max(st.pausedAt, st.drainedAt)); idle < drainWindow {
-		limit += int(min(st.drained+drainBase, drainSlack) * int64(drainWindow-idle) / int64(drainWindow))
-	}
-	if have <= limit {
-		return false
+	if now := time.Now().UnixNano(); time.Duration(now-st.drainedAt) < drainWindow || time.Duration(now-st.pausedAt) < firstDrain {
+		return false // it reads, or may read yet: the InputBudget bounds it
 	}
 	hdr, err := st.c.Peek(4)
-	return err != nil || have > wire.FrameLen(hdr)+limit
+	return err != nil || have > wire.FrameLen(hdr)+st.p.cfg.InboundCap
 }
 
 // note records the connection's queued output: in the budget, against the
@@ -222,9 +217,6 @@ func (st *State) note(now int64) gnet.Action {
 	o := int64(st.c.OutboundBuffered())
 	if o < st.out {
 		st.drainedAt = now
-		if st.paused {
-			st.drained += st.out - o
-		}
 	}
 	cfg.Budget.add(o - st.out)
 	st.out = o
