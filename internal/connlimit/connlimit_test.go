@@ -3,7 +3,6 @@ package connlimit
 import (
 	"bufio"
 	"context"
-	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -501,7 +500,7 @@ func TestHonestPipelinedWriter(t *testing.T) {
 	for r := range rounds {
 		for i := range 2 * depth {
 			_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-			f, err := readFrameInto(br, &fbuf)
+			f, err := frameio.ReadFrameInto(br, &fbuf)
 			if err != nil {
 				t.Fatalf("round %d answer %d: %v (closed for a limit: %d)", r, i, err, p.LimitClosed())
 			}
@@ -521,28 +520,6 @@ func TestHonestPipelinedWriter(t *testing.T) {
 	if p.LimitClosed() != 0 {
 		t.Errorf("closed for a limit %d", p.LimitClosed())
 	}
-}
-
-// readFrameInto reads one frame into *buf (grown as needed; the decoded
-// slices alias it until the next call).
-func readFrameInto(br *bufio.Reader, buf *[]byte) (wire.Frame, error) {
-	hdr, err := br.Peek(4)
-	if err != nil {
-		return wire.Frame{}, err
-	}
-	n := wire.FrameLen(hdr)
-	if n-4 > wire.MaxFrame || n < wire.HeaderSize {
-		return wire.Frame{}, fmt.Errorf("bad frame length %d", n)
-	}
-	if cap(*buf) < n {
-		*buf = make([]byte, n)
-	}
-	b := (*buf)[:n]
-	if _, err := io.ReadFull(br, b); err != nil {
-		return wire.Frame{}, err
-	}
-	f, _, err := wire.Decode(b, 0)
-	return f, err
 }
 
 // MaxFrame refuses longer frames (BAD_REQUEST, closed); one at the limit
