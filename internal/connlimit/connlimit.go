@@ -76,20 +76,22 @@ const (
 	fastSweep = 2 * time.Millisecond   // while connections are paused or hold output
 	slowSweep = 250 * time.Millisecond // frame and idle timeouts
 	logEvery  = time.Second            // closures logged at most this often
-	// A paused connection's unread input beyond InboundCap is bounded
-	// only by the InputBudget while it shows it reads: its queued output
-	// shrank less than drainWindow ago, or it paused less than firstDrain
-	// ago (its first read may still come). A client that reads its answers
-	// stalls now and then (scheduling, its collector, its own pauses)
-	// while its other goroutines go on sending, several pipelined batches
-	// at once: TestHonestPipelinedWriter's three batches of 16 GETs and 16
-	// PUTs of 1 MiB held 35 MiB unread at its first pause, before its first
-	// read, on a quiet machine. One that never reads drains nothing once
-	// paused (the kernel's buffers are full by then) and goes on sending,
-	// and gnet's buffer holding its input grows by copies: it is closed
-	// firstDrain after its pause.
+	// A paused connection may hold unread input up to half the
+	// InputBudget (readingMax without one) instead of InboundCap while it
+	// shows it reads: its queued output shrank less than drainWindow ago,
+	// or it paused less than firstDrain ago (its first read may still
+	// come). A client that reads its answers stalls now and then
+	// (scheduling, its collector, its own pauses) while its other
+	// goroutines go on sending, several pipelined batches at once:
+	// TestHonestPipelinedWriter's three batches of 16 GETs and 16 PUTs of
+	// 1 MiB held 10 MiB unread 2-6 ms after its first pause, before any
+	// read, and 35 MiB at times, on a quiet machine. One that never reads
+	// drains nothing once paused (the kernel's buffers are full by then)
+	// and goes on sending, and gnet's buffer holding its input grows by
+	// copies: it is closed firstDrain after its pause.
 	drainWindow = 250 * time.Millisecond
 	firstDrain  = 50 * time.Millisecond
+	readingMax  = 32 << 20
 	// maxEvicting bounds the evictions (MaxConns) not yet closed: the
 	// port holds at most MaxConns plus these.
 	maxEvicting = 64

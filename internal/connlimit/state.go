@@ -192,21 +192,25 @@ func (st *State) blocked(extra int) bool {
 }
 
 // inboundOver reports whether the unread input of a paused connection is
-// over the cap (and over its first frame), unless the client reads or
-// may read yet (see drainWindow and firstDrain): it is slowed, not closed
-// (the InputBudget bounds what it holds); a connection with no queued
-// output is paused for the server's sake (max_inflight, the output
-// budget), not its own.
+// over the cap, or over half the InputBudget while the client reads or
+// may read yet (see drainWindow and firstDrain), and over its first frame;
+// below that it is slowed, not closed; a connection with no queued output
+// is paused for the server's sake (max_inflight, the output budget), not
+// its own.
 func (st *State) inboundOver() bool {
 	have := st.c.InboundBuffered()
 	if have <= st.p.cfg.InboundCap || st.c.OutboundBuffered() == 0 {
 		return false
 	}
+	limit := st.p.cfg.InboundCap
 	if now := time.Now().UnixNano(); time.Duration(now-st.drainedAt) < drainWindow || time.Duration(now-st.pausedAt) < firstDrain {
-		return false // it reads, or may read yet: the InputBudget bounds it
+		limit = max(limit, st.p.cfg.InputBudget.perConn()) // it reads, or may read yet
+	}
+	if have <= limit {
+		return false
 	}
 	hdr, err := st.c.Peek(4)
-	return err != nil || have > wire.FrameLen(hdr)+st.p.cfg.InboundCap
+	return err != nil || have > wire.FrameLen(hdr)+limit
 }
 
 // note records the connection's queued output: in the budget, against the
@@ -273,6 +277,17 @@ type InputBudget struct {
 // NewInputBudget returns a budget of limit bytes (<= 0: unlimited).
 func NewInputBudget(limit int64) *InputBudget {
 	return &InputBudget{limit: limit, holders: make(map[*State]struct{})}
+}
+
+// perConn is the most unread input a paused connection that reads its
+// answers may hold: half the budget, so that no one connection takes it
+// all (gnet's buffer holding it is rounded up to a power of two and grown
+// by copies); readingMax without a budget.
+func (b *InputBudget) perConn() int {
+	if b == nil || b.limit <= 0 {
+		return readingMax
+	}
+	return int(b.limit / 2)
 }
 
 // Used is the input counted against the budget.
