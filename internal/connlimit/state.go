@@ -47,7 +47,7 @@ type State struct {
 	lastRead     int64 // unix ns (coarse)
 	opened       int64 // unix ns: enrolled
 	pausedAt     int64 // unix ns: paused since
-	drainedAt    int64 // unix ns (coarse, fresh while watched): queued output last seen shrinking
+	drainedAt    int64 // unix ns: queued output last seen shrinking
 }
 
 // Of returns c's State, or nil for a connection not accepted by a Port.
@@ -220,7 +220,9 @@ func (st *State) note(now int64) gnet.Action {
 	cfg := &st.p.cfg
 	o := int64(st.c.OutboundBuffered())
 	if o < st.out {
-		st.drainedAt = now
+		// The exact time: the coarse clock lagged up to 124 ms on a
+		// loaded machine, a half of drainWindow lost for a reading client.
+		st.drainedAt = time.Now().UnixNano()
 	}
 	cfg.Budget.add(o - st.out)
 	st.out = o
