@@ -15,9 +15,10 @@
 //   - Requests read but not answered per connection (Begin, Done): beyond
 //     MaxInflight reading pauses until answers go out.
 //   - While paused, a connection whose unread input exceeds InboundCap is
-//     closed, unless its queued output shrank recently (gnet keeps reading
-//     sockets whether or not the bytes are consumed; a client that reads
-//     its answers is slowed, not closed: see drainWindow).
+//     closed, unless its queued output shrank recently or it paused just
+//     now (gnet keeps reading sockets whether or not the bytes are
+//     consumed; a client that reads its answers is slowed, not closed:
+//     see drainWindow); then at half the InputBudget.
 //   - Input held by connections (incomplete frames, unread input of paused
 //     ones) is counted in an InputBudget shared by several ports: beyond
 //     it the connection holding the most is closed.
@@ -531,8 +532,8 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		if act := st.note(now); act != gnet.None { // (has the output shrunk?)
 			return act
 		}
-		if st.inboundOver() {
-			return st.kill(errInboundCap)
+		if why := st.inboundOver(); why != nil {
+			return st.kill(why)
 		}
 		p.watch(st)
 		return st.holdInput()
@@ -547,8 +548,8 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	switch {
 	case st.paused:
 		st.partialSince = 0
-		if st.inboundOver() {
-			return st.kill(errInboundCap)
+		if why := st.inboundOver(); why != nil {
+			return st.kill(why)
 		}
 	case after == 0:
 		st.partialSince = 0

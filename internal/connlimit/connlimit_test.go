@@ -466,9 +466,11 @@ func TestInputBudget(t *testing.T) {
 // An honest client pipelining 1 MiB PUTs behind GETs of a 1 MiB value on
 // one connection, reading every answer (slower than the server writes):
 // its reading pauses with megabytes of PUTs unread behind, yet it is
-// slowed, never closed. Its three batches put up to 48 MiB in flight: the
-// input budget must hold them (a connection that reads may hold half of
-// it).
+// slowed, never closed. Its three batches put up to 48 MiB in flight, and
+// it held up to 32-35 MiB of them unread: a connection that reads may hold
+// half the input budget, so at the default budget (64 MiB) it could be
+// closed; an operator whose clients pipeline that deep raises
+// input_budget, as this test does.
 func TestHonestPipelinedWriter(t *testing.T) {
 	h := &getServer{val: make([]byte, 1<<20)}
 	p := listen(t, h, Config{OutputSoft: 4 << 20, OutputHard: 32 << 20, OutputGrace: 10 * time.Second,

@@ -191,26 +191,37 @@ func (st *State) blocked(extra int) bool {
 	return o > BudgetFloor && cfg.Budget.over()
 }
 
-// inboundOver reports whether the unread input of a paused connection is
-// over the cap, or over half the InputBudget while the client reads or
-// may read yet (see drainWindow and firstDrain), and over its first frame;
-// below that it is slowed, not closed; a connection with no queued output
-// is paused for the server's sake (max_inflight, the output budget), not
-// its own.
-func (st *State) inboundOver() bool {
+// inboundOver returns why a paused connection holds too much unread
+// input (nil: it does not): over the cap, or over half the InputBudget
+// while the client reads or may read yet (see drainWindow and
+// firstDrain), beyond its first frame (counted up to the longest frame the
+// port takes: a length prefix is not checked before the frame is decoded,
+// and the gateway's RESP is no frame at all); below that it is slowed, not
+// closed; a connection with no queued output is paused for the server's
+// sake (max_inflight, the output budget), not its own.
+func (st *State) inboundOver() error {
 	have := st.c.InboundBuffered()
 	if have <= st.p.cfg.InboundCap || st.c.OutboundBuffered() == 0 {
-		return false
+		return nil
 	}
-	limit := st.p.cfg.InboundCap
+	limit, why := st.p.cfg.InboundCap, errInboundCap
 	if now := time.Now().UnixNano(); time.Duration(now-st.drainedAt) < drainWindow || time.Duration(now-st.pausedAt) < firstDrain {
-		limit = max(limit, st.p.cfg.InputBudget.perConn()) // it reads, or may read yet
+		if pc := st.p.cfg.InputBudget.perConn(); pc > limit { // it reads, or may read yet
+			limit, why = pc, errReadingCap
+		}
 	}
 	if have <= limit {
-		return false
+		return nil
+	}
+	maxFrame := st.dec.Max
+	if maxFrame <= 0 || maxFrame > wire.MaxFrame {
+		maxFrame = wire.MaxFrame
 	}
 	hdr, err := st.c.Peek(4)
-	return err != nil || have > wire.FrameLen(hdr)+limit
+	if err != nil || have > min(wire.FrameLen(hdr), maxFrame+4)+limit {
+		return why
+	}
+	return nil
 }
 
 // note records the connection's queued output: in the budget, against the
@@ -258,6 +269,7 @@ var (
 	errFrameTimeout = errors.New("an incomplete frame was held longer than the frame timeout")
 	errIdleTimeout  = errors.New("idle longer than the idle timeout")
 	errInboundCap   = errors.New("unread input over its cap while reading is paused and answers are not read")
+	errReadingCap   = errors.New("unread input over half the input budget while reading is paused")
 	errInputBudget  = errors.New("holds the most input while the server's input budget is exceeded")
 	errAuthTimeout  = errors.New("not authenticated within the authentication timeout")
 	errEvicted      = errors.New("not authenticated, evicted to make room at the connection maximum")
