@@ -242,7 +242,11 @@ func (st *State) note(now int64) gnet.Action {
 	}
 	if cfg.OutputSoft > 0 && o >= int64(cfg.OutputSoft) {
 		if st.overSince == 0 {
-			st.overSince = now
+			// The exact time: the coarse clock may be up to slowSweep
+			// old when the connection was not watched, and the grace
+			// would start that much early (TestSlowReaderPausedThen-
+			// ClosedAfterGrace saw a close 347 ms into a 500 ms grace).
+			st.overSince = time.Now().UnixNano()
 		} else if cfg.OutputGrace > 0 && time.Duration(now-st.overSince) > cfg.OutputGrace {
 			return st.kill(fmt.Errorf("queued output over the soft limit %d for longer than %s", cfg.OutputSoft, cfg.OutputGrace))
 		}
