@@ -103,11 +103,13 @@ func TestSeedCarriesOnlyItsShardsOutcomes(t *testing.T) {
 	v2 := wire.View{Epoch: 2, Servers: []wire.Member{member(a2, gA), member(b2, b2.peer)},
 		Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 1, Secondary: 0}}}
 	enc := wire.AppendView(nil, &v2)
+	viewed := make(chan struct{}, 2)
 	for _, s := range []*testServer{a2, b2} {
 		c := dialConn(t, s.ctl, true)
 		go func() {
 			ans, err := c.do(&wire.Frame{Op: wire.OpSetView, Epoch: 2, Value: enc}, 20*time.Second)
 			t.Logf("view 2 at %s: %v %v %s", s.ctl, err, ans.Status, ans.Value)
+			viewed <- struct{}{}
 		}()
 	}
 	rec := func(srv *testServer) string {
@@ -127,6 +129,11 @@ func TestSeedCarriesOnlyItsShardsOutcomes(t *testing.T) {
 	openA()
 	waitSeeded(t, a2, 1, 15*time.Second)
 	t.Logf("a2's shard 1 re-seeded from b2: a2 %s; b2 %s", rec(a2), rec(b2))
+	// Both servers have answered view 2 (in CI under load, b2 had not yet
+	// when the retry came: WRONG_SERVER).
+	for range 2 {
+		<-viewed
+	}
 	// The client retries its shard-1 write at shard 1's primary, b2.
 	ans := put(b2, k1[3], &wire.Frame{Flags: wire.FlagRetry, Client: 88, Seq: 1, Floor: 1})
 	if ans.Status != wire.StatusOK {
