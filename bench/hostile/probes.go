@@ -27,7 +27,8 @@ func SlowReader(ctx context.Context, cfg Config) (Result, error) {
 		return Result{Probe: "slow-reader"}, err
 	}
 	t := newTally("slow-reader", tg.Addr)
-	key, _, err := findKey(ctx, cfg, tg.Addr, "hostile/slow-reader", bytes.Repeat([]byte{'s'}, cfg.Size))
+	value := bytes.Repeat([]byte{'s'}, cfg.Size)
+	key, _, err := findKey(ctx, cfg, tg.Addr, "hostile/slow-reader", value)
 	if err != nil {
 		return t.result(), err
 	}
@@ -38,7 +39,6 @@ func SlowReader(ctx context.Context, cfg Config) (Result, error) {
 	t.note("key %q holds %s; %s pipelined on %d connections, answers never read", key, Bytes(int64(cfg.Size)), what, cfg.Conns)
 	var batch []byte
 	const perBatch = 64
-	value := bytes.Repeat([]byte{'s'}, cfg.Size)
 	for i := 0; i < perBatch; i++ {
 		batch = wire.Append(batch, &wire.Frame{Op: wire.OpGet, ID: uint64(2*i + 1), Key: []byte(key)})
 		if cfg.Writes {

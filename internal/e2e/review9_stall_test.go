@@ -134,12 +134,7 @@ func review9Stall(t *testing.T, c *testcluster.Cluster, cl *client.Client, stopF
 		v = c.StopServer(t, 0)
 		time.Sleep(3 * time.Second)
 		c.ContServer(t, v)
-		// Twice the usual bound: under the race detector with TLS and
-		// large values, on a machine running every package's tests, the
-		// respawned server recovered its log at ~100 entries/s and its
-		// partial resync read 94 entries in 5.4 s: re-seeding ended at
-		// 19-20 s (2 CI failures in a row, both finished a few s late).
-		c.WaitRecovered(t, 2*recoverTimeout, v)
+		c.WaitRecovered(t, recoverTimeout, v)
 		mark = time.Now()
 		time.Sleep(3 * time.Second)
 	}
