@@ -248,7 +248,7 @@ func TestReview9StallDeadlines(t *testing.T) {
 	})
 	t.Run("tls", func(t *testing.T) {
 		p := newTLSPKI(t)
-		c := startTLSCluster(t, 3, p)
+		c := startTLSClusterWith(t, 3, p, testcluster.Options{Plain: true})
 		cl := c.Client()
 		defer cl.Close()
 		c.WaitRecovered(t, 10*time.Second)

@@ -78,13 +78,21 @@ func (p tlsPKI) foreign(t *testing.T) *tls.Config {
 
 func startTLSCluster(t *testing.T, n int, p tlsPKI) *testcluster.Cluster {
 	t.Helper()
+	return startTLSClusterWith(t, n, p, testcluster.Options{})
+}
+
+// startTLSClusterWith is startTLSCluster with more options (o.Config and
+// o.ClientOptions are set here).
+func startTLSClusterWith(t *testing.T, n int, p tlsPKI, o testcluster.Options) *testcluster.Cluster {
+	t.Helper()
 	var cfg strings.Builder
 	fmt.Fprintf(&cfg, "%d\n", n)
 	for range n {
 		cfg.WriteString("localhost 0 0 0\n")
 	}
 	cfg.WriteString(p.lines())
-	return testcluster.Start(t, testcluster.Options{Config: cfg.String(), ClientOptions: []client.Option{client.WithTLS(p.client)}})
+	o.Config, o.ClientOptions = cfg.String(), []client.Option{client.WithTLS(p.client)}
+	return testcluster.Start(t, o)
 }
 
 // TestTLSClusterFailoverUnderLoad: every link is TLS; a primary is killed

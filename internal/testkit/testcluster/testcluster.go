@@ -248,6 +248,11 @@ func Start(t testing.TB, o Options) *Cluster {
 			t.Logf("coordinator stderr:\n%s", c.stderr.String())
 			t.Logf("log (tail):\n%s", tail(c.Log(), 60))
 		}
+		// FTKV_KEEP_LOG=dir keeps every cluster's whole log there (the
+		// failure output above shows only its tail).
+		if d := os.Getenv("FTKV_KEEP_LOG"); d != "" {
+			_ = os.WriteFile(filepath.Join(d, strings.ReplaceAll(t.Name(), "/", "_")+fmt.Sprintf(".%d.log", time.Now().UnixNano())), []byte(c.Log()), 0o644)
+		}
 	})
 	return c
 }
