@@ -15,9 +15,10 @@
 //   - Requests read but not answered per connection (Begin, Done): beyond
 //     MaxInflight reading pauses until answers go out.
 //   - While paused, a connection whose unread input exceeds InboundCap is
-//     closed, unless its queued output shrank recently (gnet keeps reading
-//     sockets whether or not the bytes are consumed; a client that reads
-//     its answers is slowed, not closed: see drainWindow).
+//     closed, unless its queued output shrank recently or it paused just
+//     now (gnet keeps reading sockets whether or not the bytes are
+//     consumed; a client that reads its answers is slowed, not closed:
+//     see drainWindow); then at half the InputBudget.
 //   - Input held by connections (incomplete frames, unread input of paused
 //     ones) is counted in an InputBudget shared by several ports: beyond
 //     it the connection holding the most is closed.
@@ -76,17 +77,22 @@ const (
 	fastSweep = 2 * time.Millisecond   // while connections are paused or hold output
 	slowSweep = 250 * time.Millisecond // frame and idle timeouts
 	logEvery  = time.Second            // closures logged at most this often
-	// A paused connection whose queued output shrank t ago may hold
-	// s*(1-t/drainWindow) bytes of unread input beyond InboundCap (none
-	// from drainWindow on), s being drainBase plus the output it drained
-	// while paused, at most drainSlack: a client that reads its answers may stall for a
-	// while (scheduling, its collector) with requests queued behind; one
-	// that never reads drains nothing once paused (the kernel's buffers
-	// are full by then) and goes on sending, and gnet's buffer holding its
-	// input grows by copies.
+	// A paused connection may hold unread input up to half the
+	// InputBudget (readingMax without one) instead of InboundCap while it
+	// shows it reads: its queued output shrank less than drainWindow ago,
+	// or it paused less than firstDrain ago (its first read may still
+	// come). A client that reads its answers stalls now and then
+	// (scheduling, its collector, its own pauses) while its other
+	// goroutines go on sending, several pipelined batches at once:
+	// TestHonestPipelinedWriter's three batches of 16 GETs and 16 PUTs of
+	// 1 MiB held 10 MiB unread 2-6 ms after its first pause, before any
+	// read, and 35 MiB at times, on a quiet machine. One that never reads
+	// drains nothing once paused (the kernel's buffers are full by then)
+	// and goes on sending, and gnet's buffer holding its input grows by
+	// copies: it is closed firstDrain after its pause.
 	drainWindow = 250 * time.Millisecond
-	drainBase   = 2 << 20
-	drainSlack  = 8 << 20
+	firstDrain  = 50 * time.Millisecond
+	readingMax  = 32 << 20
 	// maxEvicting bounds the evictions (MaxConns) not yet closed: the
 	// port holds at most MaxConns plus these.
 	maxEvicting = 64
@@ -526,8 +532,8 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		if act := st.note(now); act != gnet.None { // (has the output shrunk?)
 			return act
 		}
-		if st.inboundOver() {
-			return st.kill(errInboundCap)
+		if why := st.inboundOver(); why != nil {
+			return st.kill(why)
 		}
 		p.watch(st)
 		return st.holdInput()
@@ -542,8 +548,8 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	switch {
 	case st.paused:
 		st.partialSince = 0
-		if st.inboundOver() {
-			return st.kill(errInboundCap)
+		if why := st.inboundOver(); why != nil {
+			return st.kill(why)
 		}
 	case after == 0:
 		st.partialSince = 0

@@ -466,11 +466,15 @@ func TestInputBudget(t *testing.T) {
 // An honest client pipelining 1 MiB PUTs behind GETs of a 1 MiB value on
 // one connection, reading every answer (slower than the server writes):
 // its reading pauses with megabytes of PUTs unread behind, yet it is
-// slowed, never closed.
+// slowed, never closed. Its three batches put up to 48 MiB in flight, and
+// it held up to 32-35 MiB of them unread: a connection that reads may hold
+// half the input budget, so at the default budget (64 MiB) it could be
+// closed; an operator whose clients pipeline that deep raises
+// input_budget, as this test does.
 func TestHonestPipelinedWriter(t *testing.T) {
 	h := &getServer{val: make([]byte, 1<<20)}
 	p := listen(t, h, Config{OutputSoft: 4 << 20, OutputHard: 32 << 20, OutputGrace: 10 * time.Second,
-		Budget: NewBudget(32 << 20), InputBudget: NewInputBudget(64 << 20)})
+		Budget: NewBudget(32 << 20), InputBudget: NewInputBudget(128 << 20)})
 	nc := dial(t, p)
 	const rounds, depth = 12, 16
 	var batch []byte
@@ -491,11 +495,16 @@ func TestHonestPipelinedWriter(t *testing.T) {
 		werr <- nil
 	}()
 	br := bufio.NewReaderSize(nc, 64<<10)
+	// The answers are read into one buffer: with a new MiB per answer,
+	// the collector of this process (client and server in one) let the
+	// heap reach 300 MiB and stalled the reader for up to 400 ms, which
+	// the server rightly took for a client that does not read.
+	var fbuf []byte
 	start := time.Now()
 	for r := range rounds {
 		for i := range 2 * depth {
 			_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-			f, err := frameio.ReadFrame(br)
+			f, err := frameio.ReadFrameInto(br, &fbuf)
 			if err != nil {
 				t.Fatalf("round %d answer %d: %v (closed for a limit: %d)", r, i, err, p.LimitClosed())
 			}
@@ -514,6 +523,56 @@ func TestHonestPipelinedWriter(t *testing.T) {
 	t.Logf("%d MiB each way in %s", rounds*depth, time.Since(start))
 	if p.LimitClosed() != 0 {
 		t.Errorf("closed for a limit %d", p.LimitClosed())
+	}
+}
+
+// A client that reads a little of its answers now and then (8 MiB every
+// 100 ms) while it sends 1 MiB PUTs as fast as it can counts as reading,
+// yet holds no more than half the input budget: it is closed there, not
+// once it has taken the whole budget from everyone else (the rule without
+// that bound let it hold 53-63 MiB of a 64 MiB budget, 2 runs in 3).
+func TestPartialReaderCapped(t *testing.T) {
+	h := &getServer{val: make([]byte, 1<<20)}
+	ib := NewInputBudget(64 << 20)
+	p := listen(t, h, Config{OutputSoft: 2 << 20, OutputHard: 32 << 20, OutputGrace: 10 * time.Second,
+		Budget: NewBudget(32 << 20), InputBudget: ib})
+	nc := dial(t, p)
+	var batch []byte
+	for i := range 16 {
+		batch = wire.Append(batch, &wire.Frame{Op: wire.OpGet, ID: uint64(2 * i), Key: []byte("k")})
+		batch = wire.Append(batch, &wire.Frame{Op: wire.OpPut, ID: uint64(2*i + 1), Key: []byte("k"), Value: make([]byte, 1<<20)})
+	}
+	go func() {
+		buf := make([]byte, 8<<20)
+		for {
+			if _, err := io.ReadFull(nc, buf); err != nil {
+				return
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}()
+	go func() {
+		for {
+			_ = nc.SetWriteDeadline(time.Now().Add(6 * time.Second))
+			if _, err := nc.Write(batch); err != nil {
+				return
+			}
+		}
+	}()
+	// (Whether it is closed depends on the speeds: a server slower than
+	// the client's reads, as under the race detector, never pauses it
+	// for long.)
+	var peak int64
+	deadline := time.Now().Add(3 * time.Second)
+	for p.LimitClosed() == 0 && time.Now().Before(deadline) {
+		peak = max(peak, ib.Used())
+		time.Sleep(time.Millisecond)
+	}
+	nc.Close()
+	t.Logf("peak input held %.1f MiB; closed for a limit %d", float64(peak)/(1<<20), p.LimitClosed())
+	// Half the budget, its first frame and one read of gnet's.
+	if limit := int64(32<<20 + wire.HeaderSize + 1<<20 + 64<<10); peak > limit {
+		t.Errorf("peak input held %d, over half the budget and a frame (%d)", peak, limit)
 	}
 }
 

@@ -47,8 +47,7 @@ type State struct {
 	lastRead     int64 // unix ns (coarse)
 	opened       int64 // unix ns: enrolled
 	pausedAt     int64 // unix ns: paused since
-	drainedAt    int64 // unix ns (coarse, fresh while watched): queued output last seen shrinking
-	drained      int64 // queued output seen draining while paused
+	drainedAt    int64 // unix ns: queued output last seen shrinking
 }
 
 // Of returns c's State, or nil for a connection not accepted by a Port.
@@ -192,26 +191,37 @@ func (st *State) blocked(extra int) bool {
 	return o > BudgetFloor && cfg.Budget.over()
 }
 
-// inboundOver reports whether the unread input of a paused connection is
-// over the cap (and over its first frame), with a slack for a client that
-// has shown it reads (see drainWindow): it is slowed, not closed (the
-// InputBudget bounds what it holds); a connection with no queued output is
-// paused for the server's sake (max_inflight, the output budget), not its
-// own.
-func (st *State) inboundOver() bool {
+// inboundOver returns why a paused connection holds too much unread
+// input (nil: it does not): over the cap, or over half the InputBudget
+// while the client reads or may read yet (see drainWindow and
+// firstDrain), beyond its first frame (counted up to the longest frame the
+// port takes: a length prefix is not checked before the frame is decoded,
+// and the gateway's RESP is no frame at all); below that it is slowed, not
+// closed; a connection with no queued output is paused for the server's
+// sake (max_inflight, the output budget), not its own.
+func (st *State) inboundOver() error {
 	have := st.c.InboundBuffered()
 	if have <= st.p.cfg.InboundCap || st.c.OutboundBuffered() == 0 {
-		return false
+		return nil
 	}
-	limit := st.p.cfg.InboundCap
-	if idle := time.Duration(time.Now().UnixNano() - max(st.pausedAt, st.drainedAt)); idle < drainWindow {
-		limit += int(min(st.drained+drainBase, drainSlack) * int64(drainWindow-idle) / int64(drainWindow))
+	limit, why := st.p.cfg.InboundCap, errInboundCap
+	if now := time.Now().UnixNano(); time.Duration(now-st.drainedAt) < drainWindow || time.Duration(now-st.pausedAt) < firstDrain {
+		if pc := st.p.cfg.InputBudget.perConn(); pc > limit { // it reads, or may read yet
+			limit, why = pc, errReadingCap
+		}
 	}
 	if have <= limit {
-		return false
+		return nil
+	}
+	maxFrame := st.dec.Max
+	if maxFrame <= 0 || maxFrame > wire.MaxFrame {
+		maxFrame = wire.MaxFrame
 	}
 	hdr, err := st.c.Peek(4)
-	return err != nil || have > wire.FrameLen(hdr)+limit
+	if err != nil || have > min(wire.FrameLen(hdr), maxFrame+4)+limit {
+		return why
+	}
+	return nil
 }
 
 // note records the connection's queued output: in the budget, against the
@@ -221,10 +231,9 @@ func (st *State) note(now int64) gnet.Action {
 	cfg := &st.p.cfg
 	o := int64(st.c.OutboundBuffered())
 	if o < st.out {
-		st.drainedAt = now
-		if st.paused {
-			st.drained += st.out - o
-		}
+		// The exact time: the coarse clock lagged up to 124 ms on a
+		// loaded machine, a half of drainWindow lost for a reading client.
+		st.drainedAt = time.Now().UnixNano()
 	}
 	cfg.Budget.add(o - st.out)
 	st.out = o
@@ -233,7 +242,11 @@ func (st *State) note(now int64) gnet.Action {
 	}
 	if cfg.OutputSoft > 0 && o >= int64(cfg.OutputSoft) {
 		if st.overSince == 0 {
-			st.overSince = now
+			// The exact time: the coarse clock may be up to slowSweep
+			// old when the connection was not watched, and the grace
+			// would start that much early (TestSlowReaderPausedThen-
+			// ClosedAfterGrace saw a close 347 ms into a 500 ms grace).
+			st.overSince = time.Now().UnixNano()
 		} else if cfg.OutputGrace > 0 && time.Duration(now-st.overSince) > cfg.OutputGrace {
 			return st.kill(fmt.Errorf("queued output over the soft limit %d for longer than %s", cfg.OutputSoft, cfg.OutputGrace))
 		}
@@ -260,6 +273,7 @@ var (
 	errFrameTimeout = errors.New("an incomplete frame was held longer than the frame timeout")
 	errIdleTimeout  = errors.New("idle longer than the idle timeout")
 	errInboundCap   = errors.New("unread input over its cap while reading is paused and answers are not read")
+	errReadingCap   = errors.New("unread input over half the input budget while reading is paused")
 	errInputBudget  = errors.New("holds the most input while the server's input budget is exceeded")
 	errAuthTimeout  = errors.New("not authenticated within the authentication timeout")
 	errEvicted      = errors.New("not authenticated, evicted to make room at the connection maximum")
@@ -281,6 +295,17 @@ type InputBudget struct {
 // NewInputBudget returns a budget of limit bytes (<= 0: unlimited).
 func NewInputBudget(limit int64) *InputBudget {
 	return &InputBudget{limit: limit, holders: make(map[*State]struct{})}
+}
+
+// perConn is the most unread input a paused connection that reads its
+// answers may hold: half the budget, so that no one connection takes it
+// all (gnet's buffer holding it is rounded up to a power of two and grown
+// by copies); readingMax without a budget.
+func (b *InputBudget) perConn() int {
+	if b == nil || b.limit <= 0 {
+		return readingMax
+	}
+	return int(b.limit / 2)
 }
 
 // Used is the input counted against the budget.
