@@ -134,6 +134,14 @@ func (d *Decoder) Decode(c gnet.Conn, fn Handler) gnet.Action {
 // ReadFrame reads one frame from br into a buffer of its own (the decoded
 // slices alias it and stay valid).
 func ReadFrame(br *bufio.Reader) (wire.Frame, error) {
+	var buf []byte
+	return ReadFrameInto(br, &buf)
+}
+
+// ReadFrameInto reads one frame from br into *buf, grown when too small
+// (the decoded slices alias it until *buf is used again): a reader of
+// large answers that reuses one buffer.
+func ReadFrameInto(br *bufio.Reader, buf *[]byte) (wire.Frame, error) {
 	hdr, err := br.Peek(4)
 	if err != nil {
 		return wire.Frame{}, err
@@ -142,10 +150,13 @@ func ReadFrame(br *bufio.Reader) (wire.Frame, error) {
 	if n-4 > wire.MaxFrame || n < wire.HeaderSize {
 		return wire.Frame{}, fmt.Errorf("bad frame length %d", n)
 	}
-	buf := make([]byte, n)
-	if _, err := io.ReadFull(br, buf); err != nil {
+	if cap(*buf) < n {
+		*buf = make([]byte, n)
+	}
+	b := (*buf)[:n]
+	if _, err := io.ReadFull(br, b); err != nil {
 		return wire.Frame{}, err
 	}
-	f, _, err := wire.Decode(buf, 0)
+	f, _, err := wire.Decode(b, 0)
 	return f, err
 }
