@@ -363,6 +363,21 @@ func TestHostileSlowReader(t *testing.T) {
 	r.check(64 << 20)
 }
 
+// TestHostileSlowWriter: as TestHostileSlowReader, but each GET is
+// followed by a PUT of the same 1 MiB value: the writes go through the
+// log and the replication to the secondary while the answers are never
+// read. RSS growth within 64 MiB and no failover, as for the reader.
+func TestHostileSlowWriter(t *testing.T) {
+	r := startHostile(t, testcluster.Options{})
+	cfg := r.cfg()
+	cfg.Size = 1 << 20
+	cfg.Conns = sl(4, 8)
+	cfg.Duration = sl(5*time.Second, 30*time.Second)
+	cfg.Writes = true
+	r.run("slow-reader", cfg)
+	r.check(64 << 20)
+}
+
 // raiseNoFile raises this process's RLIMIT_NOFILE so that it can hold n
 // connections: the soft limit to the hard one and, with CAP_SYS_RESOURCE,
 // the hard limit itself. It returns how many connections the probe can

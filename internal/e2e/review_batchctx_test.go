@@ -79,7 +79,7 @@ func TestReviewBatchDeadlineCarriesCtxErr(t *testing.T) {
 		t.Fatalf("Batch: %v, want the deadline", err)
 	}
 	for i, op := range ops {
-		t.Logf("op %d %s: %v", i, op.Key, op.Err)
+		t.Logf("op %d %s: %v (found %v)", i, op.Key, op.Err, op.Found)
 	}
 	for i, op := range ops {
 		if !errors.Is(op.Err, context.DeadlineExceeded) {

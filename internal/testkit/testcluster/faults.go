@@ -151,21 +151,58 @@ func (c *Cluster) ServerPID(t testing.TB, id int) int {
 
 // parentPID reads a process's parent from /proc (Linux).
 func parentPID(pid int) (int, error) {
-	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	f, err := statFields("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
 		return 0, err
+	}
+	return strconv.Atoi(f[1])
+}
+
+// statFields reads a /proc stat file: the fields after "(comm)", the
+// first being the state.
+func statFields(path string) ([]string, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
 	}
 	// "pid (comm) state ppid …": comm may hold spaces and parentheses.
 	s := string(b)
 	i := strings.LastIndexByte(s, ')')
 	if i < 0 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected %q", pid, s)
+		return nil, fmt.Errorf("%s: unexpected %q", path, s)
 	}
 	f := strings.Fields(s[i+1:])
 	if len(f) < 2 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected %q", pid, s)
+		return nil, fmt.Errorf("%s: unexpected %q", path, s)
 	}
-	return strconv.Atoi(f[1])
+	return f, nil
+}
+
+// waitStopped waits until every thread of pid is stopped (state T) or
+// gone, for up to d: SIGSTOP returns before the group stop has reached a
+// thread busy on another CPU or in an uninterruptible sleep (an fsync), and
+// such a thread may still answer a request sent after the signal.
+func waitStopped(pid int, d time.Duration) error {
+	for end := time.Now().Add(d); ; time.Sleep(time.Millisecond) {
+		tasks, err := os.ReadDir(fmt.Sprintf("/proc/%d/task", pid))
+		if err != nil {
+			return nil // gone
+		}
+		running := ""
+		for _, task := range tasks {
+			f, err := statFields(fmt.Sprintf("/proc/%d/task/%s/stat", pid, task.Name()))
+			if err == nil && f[0] != "T" && f[0] != "t" && f[0] != "Z" && f[0] != "X" {
+				running = task.Name() + " in state " + f[0]
+				break
+			}
+		}
+		if running == "" {
+			return nil
+		}
+		if time.Now().After(end) {
+			return fmt.Errorf("pid %d: thread %s %v after SIGSTOP", pid, running, d)
+		}
+	}
 }
 
 // Owns reports whether pid is a live (or not yet reaped) server of this
@@ -260,6 +297,9 @@ func (c *Cluster) KillServers(t testing.TB, ids ...int) []Victim {
 func (c *Cluster) StopServer(t testing.TB, id int) Victim {
 	t.Helper()
 	v := c.signalServers(t, syscall.SIGSTOP, id)[0]
+	if err := waitStopped(v.PID, 2*time.Second); err != nil {
+		t.Logf("server %d: %v", id, err)
+	}
 	t.Cleanup(func() {
 		if c.Owns(v.PID) {
 			_ = syscall.Kill(v.PID, syscall.SIGCONT)
