@@ -353,27 +353,21 @@ func (r *hostileRun) logSummary() {
 // TestHostileSlowReader: GETs of a 1 MiB value pipelined on 4 connections
 // and never read. The server must push back (stop reading) or close those
 // connections, not buffer every answer: RSS growth within 64 MiB.
-func TestHostileSlowReader(t *testing.T) {
-	r := startHostile(t, testcluster.Options{})
-	cfg := r.cfg()
-	cfg.Size = 1 << 20
-	cfg.Conns = sl(4, 8)
-	cfg.Duration = sl(5*time.Second, 30*time.Second)
-	r.run("slow-reader", cfg)
-	r.check(64 << 20)
-}
+func TestHostileSlowReader(t *testing.T) { hostileSlowReader(t, false) }
 
 // TestHostileSlowWriter: as TestHostileSlowReader, but each GET is
 // followed by a PUT of the same 1 MiB value: the writes go through the
 // log and the replication to the secondary while the answers are never
 // read. RSS growth within 64 MiB and no failover, as for the reader.
-func TestHostileSlowWriter(t *testing.T) {
+func TestHostileSlowWriter(t *testing.T) { hostileSlowReader(t, true) }
+
+func hostileSlowReader(t *testing.T, writes bool) {
 	r := startHostile(t, testcluster.Options{})
 	cfg := r.cfg()
 	cfg.Size = 1 << 20
 	cfg.Conns = sl(4, 8)
 	cfg.Duration = sl(5*time.Second, 30*time.Second)
-	cfg.Writes = true
+	cfg.Writes = writes
 	r.run("slow-reader", cfg)
 	r.check(64 << 20)
 }
