@@ -21,12 +21,15 @@ import (
 // the resident set grow by twice the burst: a client pipelining 1 MiB
 // PUTs and GETs without reading its answers grew a server by 70-100 MiB,
 // over the 64 MiB the project promises (SPEC §6). So a soft memory limit
-// (debug.SetMemoryLimit) holds the process near the heap its data needs,
-// judged on the lowest live heap of the last few seconds, plus
-// gcBurstRoom: during a burst the collector runs more often (the runtime
-// bounds it to half the CPU) instead of letting the heap double. Data that
-// grows for good raises the floor within gcFloorWindow; a copy being
-// re-seeded (a whole shard arriving at once) lifts the limit meanwhile.
+// (debug.SetMemoryLimit) holds the process near what its data needs: the
+// records the tables hold now, plus the lowest rest of the live heap
+// (live heap minus records) of the last gcFloorWindow, at their GOGC
+// headroom, plus gcBurstRoom, plus the runtime's memory besides the heap's
+// objects (counted as the runtime counts it against the limit). During a
+// burst the collector runs more often instead of letting the heap double;
+// tables that grow raise the limit with them at the next sample. There is
+// no limit while a copy is being re-seeded, for gcFloorWindow after it
+// (and after the server starts), or when the operator set GOMEMLIMIT.
 const (
 	gcSmallHeap = 32 << 20 // below: Go's default of 100 %
 	gcLargeHeap = 64 << 20 // above: 20 %
@@ -56,42 +59,53 @@ var gcSamples = []string{
 	"/gc/heap/live:bytes",
 	"/memory/classes/total:bytes",
 	"/memory/classes/heap/objects:bytes",
-	"/memory/classes/heap/unused:bytes",
 	"/memory/classes/heap/free:bytes",
 	"/memory/classes/heap/released:bytes",
 }
 
-// gcFloor keeps the live heap's samples of the last window and gives
-// their minimum.
+// gcFloor keeps, for the last window, the live heap's samples less the
+// tables' records, and since when it has sampled without a break.
 type gcFloor struct {
 	window time.Duration
+	since  time.Time // the first sample after the last reset (zero: none)
 	at     []time.Time
-	live   []uint64
+	rest   []uint64
 }
 
-func (f *gcFloor) add(now time.Time, live uint64) uint64 {
-	f.at, f.live = append(f.at, now), append(f.live, live)
+// reset forgets every sample (a re-seeding, whose start emptied a table).
+func (f *gcFloor) reset() { f.since, f.at, f.rest = time.Time{}, f.at[:0], f.rest[:0] }
+
+// add records a sample and returns the lowest rest of the window, and
+// whether the samples span a whole window.
+func (f *gcFloor) add(now time.Time, live, tables uint64) (uint64, bool) {
+	if f.since.IsZero() {
+		f.since = now
+	}
+	rest := uint64(0)
+	if live > tables {
+		rest = live - tables
+	}
+	f.at, f.rest = append(f.at, now), append(f.rest, rest)
 	i := 0
 	for i < len(f.at)-1 && now.Sub(f.at[i]) > f.window {
 		i++
 	}
-	f.at, f.live = f.at[i:], f.live[i:]
-	m := f.live[0]
-	for _, v := range f.live {
+	f.at, f.rest = f.at[i:], f.rest[i:]
+	m := f.rest[0]
+	for _, v := range f.rest {
 		m = min(m, v)
 	}
-	return m
+	return m, now.Sub(f.since) >= f.window
 }
 
-// gcLimit is the soft memory limit for a floor live heap, the memory
-// the runtime holds besides the heap (stacks, metadata), and whether a
-// copy is being re-seeded (no limit then).
-func gcLimit(floor, nonHeap uint64, seeding bool) int64 {
-	if seeding {
-		return math.MaxInt64
-	}
-	goal := floor + floor*uint64(gcPercent(floor))/100
-	return int64(goal + nonHeap + gcBurstRoom)
+// gcLimit is the soft memory limit for tables bytes of records and a
+// floor rest of the live heap, when the runtime holds nonHeap bytes
+// besides the heap's objects and free spans: the runtime lets the heap
+// grow to about 97 % of the limit less nonHeap.
+func gcLimit(tables, floor, nonHeap uint64) int64 {
+	data := tables + floor
+	goal := data + data*uint64(gcPercent(data))/100
+	return int64(nonHeap + (goal+gcBurstRoom)*100/97)
 }
 
 // tuneGC sets the headroom and the memory limit from the live heap until
@@ -104,12 +118,12 @@ func (s *Server) tuneGC(ctx context.Context) {
 	}
 	limit := os.Getenv("GOMEMLIMIT") == ""
 	floor := gcFloor{window: gcFloorWindow}
-	cur, curLimit := -1, int64(-1)
+	cur, curLimit := -1, int64(math.MaxInt64)
 	t := time.NewTicker(gcTuneEvery)
 	defer t.Stop()
 	for {
 		metrics.Read(sample)
-		var v [6]uint64
+		var v [5]uint64
 		ok := true
 		for i := range sample {
 			if sample[i].Value.Kind() != metrics.KindUint64 {
@@ -125,12 +139,20 @@ func (s *Server) tuneGC(ctx context.Context) {
 				cur = p
 			}
 			if limit {
-				heap := v[2] + v[3] + v[4] + v[5]
-				nonHeap := uint64(0)
-				if v[1] > heap {
-					nonHeap = v[1] - heap
+				l := int64(math.MaxInt64)
+				if s.anySeeding() {
+					floor.reset()
+				} else {
+					tables := s.tableBytes()
+					rest, whole := floor.add(time.Now(), live, tables)
+					// Besides the heap's objects and free spans: what
+					// the runtime counts against the limit (stacks,
+					// metadata, the unused part of spans in use).
+					nonHeap := v[1] - min(v[1], v[2]+v[3]+v[4])
+					if whole {
+						l = gcLimit(tables, rest, nonHeap)
+					}
 				}
-				l := gcLimit(floor.add(time.Now(), live), nonHeap, s.anySeeding())
 				if d := l - curLimit; d > 1<<20 || d < -(1<<20) {
 					debug.SetMemoryLimit(l)
 					curLimit = l
@@ -147,6 +169,17 @@ func (s *Server) tuneGC(ctx context.Context) {
 	}
 }
 
+// tableBytes is the bytes of the records of every table of the server.
+func (s *Server) tableBytes() uint64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var n int64
+	for _, t := range s.tables {
+		n += t.bytes.Load()
+	}
+	return uint64(max(n, 0))
+}
+
 // anySeeding reports whether a copy this server keeps is being re-seeded.
 func (s *Server) anySeeding() bool {
 	s.secMu.Lock()
@@ -157,7 +190,7 @@ func (s *Server) anySeeding() bool {
 	s.secMu.Unlock()
 	for _, st := range secs {
 		st.mu.Lock()
-		seeding := st.seeding
+		seeding := st.seeding && !st.fenced // (a fenced copy's re-seeding was abandoned)
 		st.mu.Unlock()
 		if seeding {
 			return true

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"math"
 	"testing"
 	"time"
 )
@@ -20,40 +19,52 @@ func TestGCPercent(t *testing.T) {
 	}
 }
 
-// The floor is the lowest live heap of the window: a burst does not raise
-// it, data that stays does once the window has passed.
+// The floor is the lowest live heap less the tables of the window: a
+// burst does not raise it, tables that grow are not in it, the rest that
+// stays raises it once the window has passed; the limit applies only once
+// the samples span a window, counted again after a reset.
 func TestGCFloor(t *testing.T) {
 	f := gcFloor{window: 3 * time.Second}
 	t0 := time.Unix(0, 0)
 	at := func(ms int) time.Time { return t0.Add(time.Duration(ms) * time.Millisecond) }
 	steps := []struct {
-		ms   int
-		live uint64
-		want uint64
+		ms           int
+		reset        bool
+		live, tables uint64
+		want         uint64
+		whole        bool
 	}{
-		{0, 10 << 20, 10 << 20},
-		{250, 60 << 20, 10 << 20},  // a burst
-		{2500, 80 << 20, 10 << 20}, // still within the window
-		{3100, 70 << 20, 60 << 20}, // the first sample left it
-		{6000, 70 << 20, 70 << 20}, // stays: the floor follows
+		{ms: 0, live: 10 << 20, tables: 4 << 20, want: 6 << 20},
+		{ms: 250, live: 60 << 20, tables: 4 << 20, want: 6 << 20},                 // a burst
+		{ms: 2500, live: 80 << 20, tables: 40 << 20, want: 6 << 20},               // tables grow, burst goes on
+		{ms: 3100, live: 70 << 20, tables: 40 << 20, want: 30 << 20, whole: true}, // the first sample left
+		{ms: 6000, live: 70 << 20, tables: 40 << 20, want: 30 << 20, whole: true}, // the rest stays: the floor follows
+		{ms: 6250, live: 50 << 20, tables: 45 << 20, want: 5 << 20, whole: true},
+		{ms: 6500, reset: true},
+		{ms: 6750, live: 50 << 20, tables: 45 << 20, want: 5 << 20},
+		{ms: 9800, live: 50 << 20, tables: 45 << 20, want: 5 << 20, whole: true},
 	}
 	for _, s := range steps {
-		if got := f.add(at(s.ms), s.live); got != s.want {
-			t.Errorf("at %d ms, live %d MiB: floor %d MiB, want %d MiB", s.ms, s.live>>20, got>>20, s.want>>20)
+		if s.reset {
+			f.reset()
+			continue
+		}
+		got, whole := f.add(at(s.ms), s.live, s.tables)
+		if got != s.want || whole != s.whole {
+			t.Errorf("at %d ms, live %d MiB, tables %d MiB: floor %d MiB whole %v, want %d MiB %v",
+				s.ms, s.live>>20, s.tables>>20, got>>20, whole, s.want>>20, s.whole)
 		}
 	}
 }
 
-// The limit leaves the headroom GOGC gives the floor, plus the burst room;
-// a re-seeding lifts it.
+// The limit leaves the tables and the floor their GOGC headroom plus the
+// burst room, over the runtime's 3 % margin, plus the memory besides the
+// heap.
 func TestGCLimit(t *testing.T) {
-	if got, want := gcLimit(10<<20, 5<<20, false), int64(20<<20+5<<20+gcBurstRoom); got != want {
+	if got, want := gcLimit(4<<20, 6<<20, 5<<20), int64(5<<20+(20<<20+gcBurstRoom)*100/97); got != want {
 		t.Errorf("small heap: limit %d MiB, want %d MiB", got>>20, want>>20)
 	}
-	if got, want := gcLimit(1<<30, 8<<20, false), int64(1<<30+(1<<30)/5+8<<20+gcBurstRoom); got != want {
+	if got, want := gcLimit(1<<30, 0, 8<<20), int64(8<<20+(1<<30+(1<<30)/5+gcBurstRoom)*100/97); got != want {
 		t.Errorf("large heap: limit %d MiB, want %d MiB", got>>20, want>>20)
-	}
-	if got := gcLimit(10<<20, 5<<20, true); got != math.MaxInt64 {
-		t.Errorf("while re-seeding: limit %d, want none", got)
 	}
 }

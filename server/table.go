@@ -20,6 +20,7 @@ const stripes = 64
 type table struct {
 	stripes [stripes]stripe
 	count   atomic.Int64
+	bytes   atomic.Int64 // the records' bytes (the collector's tuning reads it)
 }
 
 type stripe struct {
@@ -27,8 +28,9 @@ type stripe struct {
 	m  kvmap
 	// tomb remembers deletes while the table is being re-seeded, so a
 	// snapshot entry older than the delete is not resurrected.
-	tomb map[string]uint64
-	_    [16]byte
+	tomb  map[string]uint64
+	bytes int64 // the records' bytes, for reset
+	_     [8]byte
 }
 
 func newTable() *table { return &table{} }
@@ -60,10 +62,22 @@ func (t *table) set(key string, value []byte, ver uint64) {
 	h := hashKey(strBytes(key))
 	st := t.stripeOf(h)
 	st.mu.Lock()
-	if st.m.put(r, h) {
+	i, found := st.m.slot(strBytes(key), h)
+	old := 0
+	if found {
+		old = len(st.m.at(i))
+	} else {
 		t.count.Add(1)
 	}
+	st.m.store(i, r, h)
+	st.addBytes(t, len(r)-old)
 	st.mu.Unlock()
+}
+
+// addBytes counts d more bytes of records in st (held) and its table.
+func (st *stripe) addBytes(t *table, d int) {
+	st.bytes += int64(d)
+	t.bytes.Add(int64(d))
 }
 
 // merge applies a write at version ver unless the table already holds a
@@ -98,6 +112,7 @@ func (t *table) apply(key string, r rec, value []byte, ver uint64, del, seeding 
 	}
 	if del {
 		if ok {
+			st.addBytes(t, -len(st.m.at(i)))
 			st.m.removeAt(i)
 			t.count.Add(-1)
 		}
@@ -113,7 +128,12 @@ func (t *table) apply(key string, r rec, value []byte, ver uint64, del, seeding 
 		r = makeRec(kb, value)
 	}
 	r.setVersion(ver)
+	old := 0
+	if ok {
+		old = len(st.m.at(i))
+	}
 	st.m.store(i, r, h)
+	st.addBytes(t, len(r)-old)
 	if !ok {
 		t.count.Add(1)
 	}
@@ -177,6 +197,7 @@ func (t *table) reset() {
 		st := &t.stripes[i]
 		st.mu.Lock()
 		t.count.Add(-int64(st.m.n))
+		st.addBytes(t, -int(st.bytes))
 		st.m = kvmap{}
 		st.tomb = nil
 		st.mu.Unlock()

@@ -49,3 +49,35 @@ func TestTableVersionsAndValues(t *testing.T) {
 		t.Fatalf("each visited %d entries", n)
 	}
 }
+
+// The table counts its records' bytes through every write, delete and
+// reset (the collector's tuning reads it).
+func TestTableBytes(t *testing.T) {
+	tb := newTable()
+	want := func(what string, n int) {
+		t.Helper()
+		if got := tb.bytes.Load(); got != int64(n) {
+			t.Fatalf("%s: %d bytes, want %d", what, got, n)
+		}
+	}
+	rec := func(k, v string) int { return recHeader + len(k) + len(v) }
+	tb.set("a", []byte("one"), 1)
+	want("set a", rec("a", "one"))
+	tb.set("a", []byte("three"), 2)
+	want("set a again", rec("a", "three"))
+	tb.merge("b", []byte("bb"), 3, false, false)
+	want("merge b", rec("a", "three")+rec("b", "bb"))
+	tb.merge("b", []byte("longer"), 2, false, false) // older: not applied
+	want("older merge of b", rec("a", "three")+rec("b", "bb"))
+	tb.mergeRec(makeRec([]byte("a"), []byte("x")), 4, false)
+	want("mergeRec a", rec("a", "x")+rec("b", "bb"))
+	tb.merge("b", nil, 5, true, false)
+	want("delete b", rec("a", "x"))
+	tb.merge("zz", nil, 6, true, true) // delete of an absent key
+	want("delete of an absent key", rec("a", "x"))
+	for i := range 1000 {
+		tb.set(itoa(i), []byte("v"), uint64(10+i))
+	}
+	tb.reset()
+	want("reset", 0)
+}
