@@ -39,7 +39,8 @@ const (
 	// trade-off of the collector, unrelated to failure detection.
 	gcTuneEvery   = 250 * time.Millisecond
 	gcFloorWindow = 3 * time.Second // timing: exception — as gcTuneEvery
-	gcBurstRoom   = 40 << 20
+	gcBurstRoom   = 32 << 20
+	gcTablesDrop  = 16 << 20 // tables shrinking by more between samples restart the window
 )
 
 // gcPercent is the headroom for a live heap of live bytes.
@@ -119,6 +120,7 @@ func (s *Server) tuneGC(ctx context.Context) {
 	limit := os.Getenv("GOMEMLIMIT") == ""
 	floor := gcFloor{window: gcFloorWindow}
 	cur, curLimit := -1, int64(math.MaxInt64)
+	var prevTables uint64
 	t := time.NewTicker(gcTuneEvery)
 	defer t.Stop()
 	for {
@@ -140,10 +142,14 @@ func (s *Server) tuneGC(ctx context.Context) {
 			}
 			if limit {
 				l := int64(math.MaxInt64)
-				if s.anySeeding() {
+				tables := s.tableBytes() // (before anySeeding: a re-seeding that starts between them empties a table)
+				if s.anySeeding() || tables+gcTablesDrop < prevTables {
+					// A table emptied or dropped whose records the
+					// live heap may still hold (a fenced copy keeps its
+					// table until the next link): the window starts
+					// over rather than take them for the rest.
 					floor.reset()
 				} else {
-					tables := s.tableBytes()
 					rest, whole := floor.add(time.Now(), live, tables)
 					// Besides the heap's objects and free spans: what
 					// the runtime counts against the limit (stacks,
@@ -153,6 +159,7 @@ func (s *Server) tuneGC(ctx context.Context) {
 						l = gcLimit(tables, rest, nonHeap)
 					}
 				}
+				prevTables = tables
 				if d := l - curLimit; d > 1<<20 || d < -(1<<20) {
 					debug.SetMemoryLimit(l)
 					curLimit = l
