@@ -12,8 +12,9 @@ import (
 
 // peerConn is the state of one inbound replication connection.
 type peerConn struct {
-	st  *secState
-	lim *connlimit.State
+	st    *secState
+	lim   *connlimit.State
+	ahead func(buf []byte) // warms st's table for the frames in buf
 }
 
 // peerHandler receives replication on the peer port. The peer engine runs
@@ -32,6 +33,11 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	pc, _ := cs.Data.(*peerConn)
 	if pc == nil {
 		pc = &peerConn{lim: cs}
+		pc.ahead = func(buf []byte) {
+			if pc.st != nil && !pc.st.fenced {
+				pc.st.warmFrames(buf)
+			}
+		}
 		cs.Data = pc
 	}
 	if pc.st != nil {
@@ -45,7 +51,7 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	}()
 	var acks, logged []byte
 	applied := false
-	action := decodeAll(c, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
+	action := connlimit.DecodeAhead(c, pc.ahead, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
 		if pc.st == nil {
 			out, act := h.hello(c, pc, f, out)
 			if pc.st != nil {

@@ -286,7 +286,10 @@ func (p *primary) applyUpToLocked(idx uint64, replies *replyBatch) {
 		n++
 	}
 	batch := p.inflight[:n]
-	for _, e := range batch {
+	for i, e := range batch {
+		if i%warmBatch == 0 {
+			p.warm(batch[i:min(i+warmBatch, len(batch))])
+		}
 		if !e.noop {
 			// merge, not set: never let a late commit overwrite a newer
 			// version (the table may already serve another primary).
@@ -311,6 +314,20 @@ func (p *primary) applyUpToLocked(idx uint64, replies *replyBatch) {
 	if len(p.inflight) == 0 {
 		p.drained.Broadcast()
 	}
+}
+
+// warm warms the table for the writes of batch, at most warmBatch of
+// them (table.warm).
+func (p *primary) warm(batch []*entry) {
+	var hs [warmBatch]uint64
+	n := 0
+	for _, e := range batch[:min(len(batch), warmBatch)] {
+		if !e.noop {
+			hs[n] = hashKey(strBytes(e.key))
+			n++
+		}
+	}
+	p.t.warm(hs[:n])
 }
 
 // answer builds the reply frame of a finished write for request id.

@@ -60,11 +60,18 @@ func Of(c gnet.Conn) *State {
 // Decode decodes the frames buffered on c within its limits (see
 // frameio.DecodeAll); a connection not accepted by a Port is decoded
 // without them. Only on c's event loop.
-func Decode(c gnet.Conn, fn frameio.Handler) gnet.Action {
+func Decode(c gnet.Conn, fn frameio.Handler) gnet.Action { return DecodeAhead(c, nil, fn) }
+
+// DecodeAhead is Decode that shows ahead each window of buffered bytes
+// before its frames are decoded (frameio.Decoder.Ahead).
+func DecodeAhead(c gnet.Conn, ahead func(buf []byte), fn frameio.Handler) gnet.Action {
 	if st := Of(c); st != nil {
+		st.dec.Ahead = ahead
+		defer func() { st.dec.Ahead = nil }()
 		return st.dec.Decode(c, fn)
 	}
-	return frameio.DecodeAll(c, 0, fn)
+	d := frameio.Decoder{Ahead: ahead}
+	return d.Decode(c, fn)
 }
 
 // Hello answers f, a frame of a connection not authenticated yet, into

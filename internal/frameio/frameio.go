@@ -42,6 +42,11 @@ type Decoder struct {
 	// answers built so far in this call; false stops decoding, leaving
 	// that frame and those after it buffered on the connection.
 	More func(out int) bool
+	// Ahead, when set, is shown each window of buffered bytes before its
+	// frames are decoded (it may end inside a frame); a hint only, such as
+	// bringing into the cache what those frames will touch. buf is valid
+	// only during the call.
+	Ahead func(buf []byte)
 }
 
 // window is how much Decode looks at in one go (more when a frame is
@@ -89,6 +94,9 @@ func (d *Decoder) Decode(c gnet.Conn, fn Handler) gnet.Action {
 		buf, err := c.Peek(min(have, max(need, window)))
 		if err != nil {
 			break
+		}
+		if d.Ahead != nil {
+			d.Ahead(buf)
 		}
 		off := 0
 		for action == gnet.None && off < len(buf) {

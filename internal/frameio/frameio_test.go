@@ -78,3 +78,35 @@ func TestDecodeStopsAfterFailedWrite(t *testing.T) {
 		t.Errorf("healthy connection: action %v, %d answered, %d writes; want None, 4, 4", act, answered, ok.writes)
 	}
 }
+
+// Ahead sees each window of buffered bytes before any of its frames is
+// handed to the handler, and the frames are decoded as without it.
+func TestDecodeAheadSeesWindowFirst(t *testing.T) {
+	var in []byte
+	for i := range 5 {
+		in = wire.Append(in, &wire.Frame{Op: wire.OpPut, ID: uint64(i), Key: []byte("k"), Value: []byte("v")})
+	}
+	in = append(in, 0, 0) // the start of a frame not complete yet
+	var events []string
+	d := Decoder{Ahead: func(buf []byte) {
+		events = append(events, "ahead")
+		if len(buf) != len(in) {
+			t.Errorf("ahead saw %d bytes, %d buffered", len(buf), len(in))
+		}
+	}}
+	c := &failConn{in: in}
+	act := d.Decode(c, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
+		events = append(events, "frame")
+		return out, gnet.None
+	})
+	if act != gnet.None {
+		t.Fatalf("action %v", act)
+	}
+	want := []string{"ahead", "frame", "frame", "frame", "frame", "frame"}
+	if len(events) != len(want) || events[0] != "ahead" || events[len(events)-1] != "frame" {
+		t.Fatalf("events %v, want %v", events, want)
+	}
+	if len(c.in) != 2 {
+		t.Fatalf("%d bytes left buffered, want the 2 of the incomplete frame", len(c.in))
+	}
+}
