@@ -432,3 +432,34 @@ func TestDedupSnapshotCarriesSessions(t *testing.T) {
 		t.Errorf("%d sessions %d records, want 2 4 (3 restored, 1 new)", s, r)
 	}
 }
+
+// A session whose out-of-order records empty and fill again (a server
+// records one client's writes from two shards' interleaved streams) makes
+// the next set of them as large as the last at once, instead of growing
+// a map from empty each time; an emptied set is dropped, not kept.
+func TestSessionOutOfOrderRefill(t *testing.T) {
+	s := &session{client: 1}
+	base := uint64(0)
+	cycle := func() {
+		s.put(base+1000, doneOutcome(0, 0, nil)) // in order: appended
+		for seq := base + 999; seq > base+499; seq-- {
+			s.put(seq, doneOutcome(0, 0, nil)) // below the last: out of order
+		}
+		if s.ooo == nil || len(s.ooo.m) != 500 {
+			t.Fatalf("out-of-order records: %v", s.ooo)
+		}
+		s.raise(base + 1001)
+		if s.ooo != nil || s.n != 0 {
+			t.Fatalf("after the floor passed them: ooo %v, %d records", s.ooo, s.n)
+		}
+		base += 1000
+	}
+	cycle()
+	allocs := testing.AllocsPerRun(5, cycle)
+	// 501 outcomes (doneOutcome) are the caller's; the rest is the
+	// session's: the set (its map's few parts and its heap, each made
+	// once) and the recs array. Growing them from empty made 31.
+	if extra := allocs - 501; extra > 8 {
+		t.Fatalf("a refill of 500 out-of-order records made %.0f allocations beyond the outcomes, want at most 8", extra)
+	}
+}
