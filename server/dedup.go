@@ -193,8 +193,14 @@ const (
 // once so a retry arriving on another event loop finds it. flags are the
 // request's (wire.FlagRetry matters).
 func (d *dedup) claim(origin uint32, client, seq, floor uint64, flags uint8) (*outcome, claim) {
+	return d.claimAt(d.clock(), origin, client, seq, floor, flags)
+}
+
+// claimAt is claim at the time now (d.clock), which a caller claiming a
+// batch of writes reads once for all of them: reading the clock for each
+// write was 3-4 % of a loaded server's CPU.
+func (d *dedup) claimAt(now int64, origin uint32, client, seq, floor uint64, flags uint8) (*outcome, claim) {
 	lim := d.lim.Load()
-	now := d.clock()
 	st := d.stripe(client)
 	st.mu.Lock()
 	defer st.mu.Unlock()
@@ -235,8 +241,12 @@ func (d *dedup) claim(origin uint32, client, seq, floor uint64, flags uint8) (*o
 // secondary that learns a write's outcome from its primary (its primary
 // checked the limits).
 func (d *dedup) record(client, seq, floor uint64, o *outcome) {
+	d.recordAt(d.clock(), client, seq, floor, o)
+}
+
+// recordAt is record at the time now (d.clock; see claimAt).
+func (d *dedup) recordAt(now int64, client, seq, floor uint64, o *outcome) {
 	lim := d.lim.Load()
-	now := d.clock()
 	st := d.stripe(client)
 	st.mu.Lock()
 	defer st.mu.Unlock()

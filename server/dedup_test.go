@@ -463,3 +463,30 @@ func TestSessionOutOfOrderRefill(t *testing.T) {
 		t.Fatalf("a refill of 500 out-of-order records made %.0f allocations beyond the outcomes, want at most 8", extra)
 	}
 }
+
+// Callers read the clock once per batch (claimAt, recordAt), so a write
+// may carry a time a little older than one already seen: the sessions'
+// list stays in order of time seen, which expiry walks from its head.
+func TestDedupSeenStaysOrdered(t *testing.T) {
+	d := newDedup()
+	st := d.stripe(1)
+	var clients []uint64
+	for c := uint64(1); len(clients) < 3; c++ {
+		if d.stripe(c) == st {
+			clients = append(clients, c)
+		}
+	}
+	d.recordAt(100, clients[0], 1, 0, doneOutcome(0, 0, nil))
+	d.recordAt(300, clients[1], 1, 0, doneOutcome(0, 0, nil))
+	d.claimAt(200, 1, clients[2], 1, 0, 0) // read before the 300, applied after
+	prev := int64(-1)
+	for s := st.lru.next; s != &st.lru; s = s.next {
+		if s.seen < prev {
+			t.Fatalf("session %d seen at %d after one seen at %d", s.client, s.seen, prev)
+		}
+		prev = s.seen
+	}
+	if prev != 300 {
+		t.Fatalf("the newest session was seen at %d, want 300", prev)
+	}
+}

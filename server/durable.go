@@ -340,6 +340,7 @@ func (s *Server) replay(r []byte, secs map[int]*secState, d *durable) error {
 	}
 	switch kind {
 	case recFrames:
+		now := st.dd.clock()
 		for len(body) > 0 {
 			f, n, err := wire.Decode(body, len(body))
 			if err != nil || n == 0 {
@@ -347,7 +348,7 @@ func (s *Server) replay(r []byte, secs map[int]*secState, d *durable) error {
 			}
 			body = body[n:]
 			if f.ID > st.last {
-				st.applyRepl(&f)
+				st.applyRepl(&f, now)
 				d.replayed++
 			}
 		}

@@ -51,6 +51,7 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	}()
 	var acks, logged []byte
 	applied := false
+	now := int64(-1) // the dedup clock, read once for this read's frames
 	action := connlimit.DecodeAhead(c, pc.ahead, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
 		if pc.st == nil {
 			out, act := h.hello(c, pc, f, out)
@@ -81,7 +82,10 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 				s.log.Error().Int("shard", st.shard).Uint64("got", f.ID).Uint64("want", st.last+1).Msg("gap in the replication log; dropping the link")
 				return reply(out, f, wire.StatusBadRequest, 0, "gap in the replication log"), gnet.Close
 			}
-			st.applyRepl(f)
+			if now < 0 {
+				now = st.dd.clock()
+			}
+			st.applyRepl(f, now)
 			applied = true
 			if st.dur != nil {
 				logged = wire.Append(logged, f)

@@ -31,9 +31,9 @@ type secState struct {
 	log       zerolog.Logger
 }
 
-// applyRepl applies the REPL frame f (its index follows st.last); the
-// caller holds st.mu.
-func (st *secState) applyRepl(f *wire.Frame) {
+// applyRepl applies the REPL frame f (its index follows st.last) at the
+// dedup clock's time now; the caller holds st.mu.
+func (st *secState) applyRepl(f *wire.Frame, now int64) {
 	st.last = f.ID
 	switch {
 	case f.Flags&wire.FlagNoop != 0:
@@ -50,7 +50,7 @@ func (st *secState) applyRepl(f *wire.Frame) {
 		}
 		o := doneOutcome(f.Status, f.Flags&wire.FlagOldPresent, val)
 		o.origin = originOf(st.shard)
-		st.dd.record(f.Client, f.Seq, f.Floor, o)
+		st.dd.recordAt(now, f.Client, f.Seq, f.Floor, o)
 	}
 }
 

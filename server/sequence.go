@@ -112,11 +112,15 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 	}
 	first := p.nextIndex + 1
 	link := p.link
+	now := int64(-1) // the dedup clock, read once for the batch
 	for _, r := range batch {
 		var o *outcome
 		if r.client != 0 {
+			if now < 0 {
+				now = p.dd.clock()
+			}
 			var cl claim
-			o, cl = p.dd.claim(originOf(p.shard), r.client, r.seq, r.floor, r.flags)
+			o, cl = p.dd.claimAt(now, originOf(p.shard), r.client, r.seq, r.floor, r.flags)
 			r.met.claimed(&r.wreq, cl, o)
 			switch cl {
 			case claimStale:

@@ -36,14 +36,18 @@ func (st *dedupStripe) recentlyLost(lim *sessionLimits, now int64) bool {
 }
 
 // touch notes a write of s seen now: s becomes the most recent session.
+// The list stays in order of seen even when now was read a little before
+// another caller's (claimAt, recordAt).
 func (st *dedupStripe) touch(s *session, now int64) {
-	s.seen = now
-	if st.lru.prev == s {
-		return
+	if st.lru.prev != s {
+		s.prev.next, s.next.prev = s.next, s.prev
+		s.prev, s.next = st.lru.prev, &st.lru
+		st.lru.prev.next, st.lru.prev = s, s
 	}
-	s.prev.next, s.next.prev = s.next, s.prev
-	s.prev, s.next = st.lru.prev, &st.lru
-	st.lru.prev.next, st.lru.prev = s, s
+	if p := s.prev; p != &st.lru && p.seen > now {
+		now = p.seen
+	}
+	s.seen = now
 }
 
 // expire drops up to n sessions of st silent for the TTL, and the expired
