@@ -78,11 +78,13 @@ func (c *Client) Batch(ctx context.Context, ops []BatchOp) error {
 	}
 	defer func() {
 		// Each write's seq is retired whatever the outcome, as Batch does.
+		c.seq.mu.Lock()
 		for i := range ss {
 			if ss[i].write {
-				c.endSeq(ss[i].f.Seq)
+				c.seq.endLocked(ss[i].f.Seq)
 			}
 		}
+		c.seq.mu.Unlock()
 	}()
 	anyWrite := false
 	for i := range ops {

@@ -100,11 +100,7 @@ type Client struct {
 	coordPref  string           // the coordinator that answered last
 	closed     bool
 
-	seqMu    sync.Mutex
-	nextSeq  uint64
-	floor    uint64
-	open     map[uint64]struct{}
-	floorNow atomic.Uint64 // floor, read without seqMu
+	seq *seqs // write sequence numbers and their floor
 }
 
 // Dial connects to the coordinator at addr, fetches the cluster view and
@@ -135,11 +131,8 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 		id:         binary.BigEndian.Uint64(idb[:]) | 1, // never 0: 0 means "no dedup"
 		conns:      make(map[string][]*conn),
 		coordConns: make(map[string]*conn),
-		nextSeq:    1,
-		floor:      1,
-		open:       make(map[uint64]struct{}),
+		seq:        newSeqs(),
 	}
-	c.floorNow.Store(1)
 	if err := c.refreshView(ctx, 0); err != nil {
 		c.Close()
 		return nil, err
@@ -255,31 +248,11 @@ func (c *Client) serverConn(ctx context.Context, addr string) (*conn, error) {
 
 // beginSeq allocates the sequence number of a write; endSeq retires it once
 // its outcome is known so the servers can forget its deduplication record.
-func (c *Client) beginSeq() uint64 {
-	c.seqMu.Lock()
-	s := c.nextSeq
-	c.nextSeq++
-	c.open[s] = struct{}{}
-	c.seqMu.Unlock()
-	return s
-}
+func (c *Client) beginSeq() uint64 { return c.seq.begin() }
 
-func (c *Client) endSeq(s uint64) {
-	c.seqMu.Lock()
-	delete(c.open, s)
-	if s == c.floor {
-		for c.floor < c.nextSeq {
-			if _, ok := c.open[c.floor]; ok {
-				break
-			}
-			c.floor++
-		}
-		c.floorNow.Store(c.floor)
-	}
-	c.seqMu.Unlock()
-}
+func (c *Client) endSeq(s uint64) { c.seq.end(s) }
 
-func (c *Client) currentFloor() uint64 { return c.floorNow.Load() }
+func (c *Client) currentFloor() uint64 { return c.seq.current() }
 
 // do sends f to the primary of key's shard, following view changes and
 // retrying broken connections until the outcome is known or ctx ends.
