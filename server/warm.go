@@ -23,22 +23,30 @@ const warmBatch = 128
 // lookups' share of the servers' CPU halved. It changes nothing: the
 // caller looks the keys up as usual afterwards.
 //
-// It holds the read locks of the stripes involved for the passes (taken
-// in ascending order; nobody else holds two stripe locks), so readers
-// carry on and writers wait only for the passes. At most warmBatch of hs
-// are looked at.
+// It reads under the read locks of the stripes involved, held for the
+// passes: readers carry on, writers wait only for the passes. A stripe
+// whose lock is not free at once (a writer has it, or a snapshot's
+// encoding holds it) is left out: warm never waits, so it never holds up
+// one stripe's writers behind another's. At most warmBatch of hs are
+// looked at.
 func (t *table) warm(hs []uint64) {
 	hs = hs[:min(len(hs), warmBatch)]
-	var used uint64
+	var want, held uint64
 	for _, h := range hs {
-		used |= 1 << (h >> 58)
+		want |= 1 << (h >> 58)
 	}
-	for m := used; m != 0; m &= m - 1 {
-		t.stripes[bits.TrailingZeros64(m)].mu.RLock()
+	for m := want; m != 0; m &= m - 1 {
+		i := bits.TrailingZeros64(m)
+		if t.stripes[i].mu.TryRLock() {
+			held |= 1 << i
+		}
 	}
 	var sink uintptr
 	// Pass 1: each key's home slot and tag.
 	for _, h := range hs {
+		if held&(1<<(h>>58)) == 0 {
+			continue
+		}
 		m := &t.stripeOf(h).m
 		if len(m.slots) > 0 {
 			i := int(h) & (len(m.slots) - 1)
@@ -50,6 +58,9 @@ func (t *table) warm(hs []uint64) {
 	var recs [warmBatch]unsafe.Pointer
 	n := 0
 	for _, h := range hs {
+		if held&(1<<(h>>58)) == 0 {
+			continue
+		}
 		if p := t.stripeOf(h).m.candidate(h); p != nil {
 			recs[n] = p
 			n++
@@ -59,7 +70,7 @@ func (t *table) warm(hs []uint64) {
 	for _, p := range recs[:n] {
 		sink += uintptr(*(*uint32)(unsafe.Add(p, 12)))
 	}
-	for m := used; m != 0; m &= m - 1 {
+	for m := held; m != 0; m &= m - 1 {
 		t.stripes[bits.TrailingZeros64(m)].mu.RUnlock()
 	}
 	warmSink.Store(sink)
