@@ -323,6 +323,9 @@ func (p *primary) applyUpToLocked(idx uint64, replies *replyBatch) {
 // warm warms the table for the writes of batch, at most warmBatch of
 // them (table.warm).
 func (p *primary) warm(batch []*entry) {
+	if len(batch) < 2 {
+		return
+	}
 	var hs [warmBatch]uint64
 	n := 0
 	for _, e := range batch[:min(len(batch), warmBatch)] {

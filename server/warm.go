@@ -28,8 +28,11 @@ const warmBatch = 128
 // whose lock is not free at once (a writer has it, or a snapshot's
 // encoding holds it) is left out: warm never waits, so it never holds up
 // one stripe's writers behind another's. At most warmBatch of hs are
-// looked at.
+// looked at, and a single key not at all.
 func (t *table) warm(hs []uint64) {
+	if len(hs) < 2 {
+		return // one key's misses have nothing to overlap with
+	}
 	hs = hs[:min(len(hs), warmBatch)]
 	var want, held uint64
 	for _, h := range hs {
