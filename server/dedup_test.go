@@ -489,4 +489,11 @@ func TestDedupSeenStaysOrdered(t *testing.T) {
 	if prev != 300 {
 		t.Fatalf("the newest session was seen at %d, want 300", prev)
 	}
+	// The last session, seen again at an older time than its own (and
+	// newer than the one before it), keeps its time.
+	d.recordAt(400, clients[0], 2, 0, doneOutcome(0, 0, nil))
+	d.recordAt(350, clients[0], 3, 0, doneOutcome(0, 0, nil))
+	if last := st.lru.prev; last.client != clients[0] || last.seen != 400 {
+		t.Fatalf("last session %d seen at %d, want %d at 400", last.client, last.seen, clients[0])
+	}
 }

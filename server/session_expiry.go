@@ -47,7 +47,7 @@ func (st *dedupStripe) touch(s *session, now int64) {
 	if p := s.prev; p != &st.lru && p.seen > now {
 		now = p.seen
 	}
-	s.seen = now
+	s.seen = max(s.seen, now) // (never back: s may have been last already)
 }
 
 // expire drops up to n sessions of st silent for the TTL, and the expired
