@@ -497,3 +497,28 @@ func TestDedupSeenStaysOrdered(t *testing.T) {
 		t.Fatalf("last session %d seen at %d, want %d at 400", last.client, last.seen, clients[0])
 	}
 }
+
+// A secondary records a replicated write's outcome for retries after a
+// promotion: plain successes share one record (no allocation per write);
+// anything else (a MISMATCH with the current value, a refused append)
+// gets its own, with the value copied out of the read buffer.
+func TestSecondaryOutcomes(t *testing.T) {
+	st := &secState{shard: 2, dd: newDedup()}
+	a := st.outcomeOf(&wire.Frame{Op: wire.OpRepl, Status: wire.StatusOK})
+	b := st.outcomeOf(&wire.Frame{Op: wire.OpRepl, Status: wire.StatusOK, Flags: wire.FlagDelete})
+	if a != b || !a.done.Load() || a.status != wire.StatusOK || a.origin != originOf(2) || a.value != nil {
+		t.Fatalf("plain successes: %p %p %+v", a, b, a)
+	}
+	buf := []byte("current")
+	m := st.outcomeOf(&wire.Frame{Op: wire.OpRepl, Status: wire.StatusMismatch,
+		Flags: wire.FlagNoop | wire.FlagOldPresent, Value: buf})
+	copy(buf, "XXXXXXX") // the read buffer is reused
+	if m == a || m.status != wire.StatusMismatch || m.flags != wire.FlagOldPresent ||
+		string(m.value) != "current" || m.origin != originOf(2) || !m.done.Load() {
+		t.Fatalf("mismatch record: %+v", m)
+	}
+	n := st.outcomeOf(&wire.Frame{Op: wire.OpRepl, Status: wire.StatusOK, Flags: wire.FlagNoop | wire.FlagOldPresent})
+	if n == a || n.flags != wire.FlagOldPresent {
+		t.Fatalf("an OK with the old value present shares the plain record: %+v", n)
+	}
+}
