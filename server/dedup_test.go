@@ -522,3 +522,29 @@ func TestSecondaryOutcomes(t *testing.T) {
 		t.Fatalf("an OK with the old value present shares the plain record: %+v", n)
 	}
 }
+
+// Likewise for the in-order records: a session whose records empty and
+// fill again makes the next array as long as the last at once.
+func TestSessionInOrderRefill(t *testing.T) {
+	s := &session{client: 1}
+	base := uint64(0)
+	cycle := func() {
+		for seq := base + 1; seq <= base+500; seq++ {
+			s.put(seq, doneOutcome(0, 0, nil))
+		}
+		if len(s.recs) != 500 || s.ooo != nil {
+			t.Fatalf("%d in-order records, ooo %v", len(s.recs), s.ooo)
+		}
+		s.raise(base + 501)
+		if s.recs != nil || s.n != 0 {
+			t.Fatalf("after the floor passed them: %d records", s.n)
+		}
+		base += 500
+	}
+	cycle()
+	// 500 outcomes are the caller's; growing the array from empty made 10
+	// more.
+	if extra := testing.AllocsPerRun(5, cycle) - 500; extra > 1 {
+		t.Fatalf("a refill of 500 in-order records made %.0f allocations beyond the outcomes, want 1", extra)
+	}
+}

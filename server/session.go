@@ -21,7 +21,10 @@ type session struct {
 	// under load ooo empties and fills again all the time, and growing a
 	// map from empty each time cost 4 % of a server's CPU.)
 	oooPeak int
-	n       int // records held (non-nil recs entries plus ooo)
+	// recsPeak is likewise how long recs grew before it last emptied
+	// (recsHigh: since then); the next recs is made that large at once.
+	recsPeak, recsHigh int
+	n                  int // records held (non-nil recs entries plus ooo)
 }
 
 type seqOutcome struct {
@@ -82,7 +85,11 @@ func (s *session) put(seq uint64, o *outcome) bool {
 		}
 		return fresh
 	case i == len(s.recs):
+		if s.recs == nil && s.recsPeak > 0 {
+			s.recs = make([]seqOutcome, 0, s.recsPeak)
+		}
 		s.recs = append(s.recs, seqOutcome{seq, o})
+		s.recsHigh = max(s.recsHigh, len(s.recs))
 	default:
 		if s.ooo == nil {
 			s.ooo = &oooRecs{m: make(map[uint64]*outcome, s.oooPeak), h: make([]uint64, 0, s.oooPeak)}
@@ -136,7 +143,7 @@ func (s *session) raise(floor uint64) int {
 	clear(s.recs[:i])
 	s.recs = s.recs[i:] // the array's front is reclaimed when append reallocates
 	if len(s.recs) == 0 {
-		s.recs = nil
+		s.recs, s.recsPeak, s.recsHigh = nil, s.recsHigh, 0
 	}
 	if q := s.ooo; q != nil {
 		for len(q.h) > 0 && q.h[0] < floor {
