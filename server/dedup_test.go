@@ -455,7 +455,10 @@ func TestSessionOutOfOrderRefill(t *testing.T) {
 		base += 1000
 	}
 	cycle()
-	allocs := testing.AllocsPerRun(5, cycle)
+	if s.oooPeak != 500 {
+		t.Fatalf("the emptied set's peak is %d, want 500", s.oooPeak)
+	}
+	allocs := fewestAllocs(cycle)
 	// 501 outcomes (doneOutcome) are the caller's; the rest is the
 	// session's: the set (its map's few parts and its heap, each made
 	// once) and the recs array. Growing them from empty made 31.
@@ -542,9 +545,24 @@ func TestSessionInOrderRefill(t *testing.T) {
 		base += 500
 	}
 	cycle()
+	if s.recsPeak != 500 {
+		t.Fatalf("the emptied records' peak is %d, want 500", s.recsPeak)
+	}
 	// 500 outcomes are the caller's; growing the array from empty made 10
 	// more.
-	if extra := testing.AllocsPerRun(5, cycle) - 500; extra > 1 {
+	if extra := fewestAllocs(cycle) - 500; extra > 1 {
 		t.Fatalf("a refill of 500 in-order records made %.0f allocations beyond the outcomes, want 1", extra)
 	}
+}
+
+// fewestAllocs is the fewest allocations f made per run in a few
+// measurements: testing.AllocsPerRun counts the whole process's, and
+// goroutines a test before left winding down (timers, sweepers) add some
+// to one measurement or another.
+func fewestAllocs(f func()) float64 {
+	best := testing.AllocsPerRun(3, f)
+	for range 6 {
+		best = min(best, testing.AllocsPerRun(3, f))
+	}
+	return best
 }
