@@ -244,9 +244,9 @@ func (l *replLink) broken() bool {
 func readFrame(br *bufio.Reader) (wire.Frame, error) { return frameio.ReadFrame(br) }
 
 // linkDialed, when a test sets it, runs after a replication link's HELLO
-// was answered and before the link is used: it widens the window in which
-// writes may commit meanwhile.
-var linkDialed func()
+// for shard was answered and before the link is used: it widens the
+// window in which writes may commit meanwhile, or makes a reconnect slow.
+var linkDialed atomic.Pointer[func(shard int)]
 
 // connect (re)establishes the replication link to sec (none: addr "") at
 // epoch, retrying until timeout (the secondary may not have the view yet)
@@ -258,6 +258,32 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration, super
 		p.mu.Unlock()
 		return nil
 	}
+	p.mu.Lock()
+	p.connecting++
+	p.mu.Unlock()
+	full, err := p.connectLink(sec, epoch, timeout, superseded)
+	p.mu.Lock()
+	p.connecting--
+	if err != nil {
+		p.connectFails++
+	}
+	p.mu.Unlock()
+	if err != nil || !full {
+		return err
+	}
+	// The view is applied once the copy is whole: until then it must not
+	// count as a secondary that could be promoted.
+	p.startSeed(sec)
+	if err := p.seedResult(sec.inc, p.tm.SeedLimit); err != nil {
+		return fmt.Errorf("re-seeding the secondary's differing copy: %w", err)
+	}
+	p.log.Info().Str("secondary", sec.addr).Msg("the secondary's copy re-seeded in full")
+	return nil
+}
+
+// connectLink is connect's work once the link has to be (re)dialled; it
+// reports whether the secondary asked for a full re-seeding.
+func (p *primary) connectLink(sec target, epoch uint64, timeout time.Duration, superseded func() bool) (bool, error) {
 	p.mu.Lock()
 	old := p.link
 	p.link = nil
@@ -283,7 +309,7 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration, super
 		last := p.nextIndex
 		p.mu.Unlock()
 		p.commitUpTo(last, nil)
-		return nil
+		return false, nil
 	}
 	deadline := time.Now().Add(timeout)
 	backoff := p.tm.RetryMin
@@ -291,7 +317,7 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration, super
 	for {
 		select {
 		case <-p.stop:
-			return errors.New("no longer primary")
+			return false, errors.New("no longer primary")
 		default:
 		}
 		p.mu.Lock()
@@ -304,8 +330,8 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration, super
 		if !replCut(p.env.id, sec) {
 			l, acked, flags, err = dialLink(p.env, p, p.log, p.shard, sec.addr, epoch, base)
 		}
-		if err == nil && linkDialed != nil {
-			linkDialed()
+		if hook := linkDialed.Load(); err == nil && hook != nil {
+			(*hook)(p.shard)
 		}
 		if err == nil {
 			full := flags&wire.FlagFullSeed != 0
@@ -343,16 +369,7 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration, super
 				p.commitUpTo(acked, nil)
 			}
 			p.log.Info().Str("secondary", sec.addr).Uint64("epoch", epoch).Msg("replication link up")
-			if full {
-				// The view is applied once the copy is whole: until then
-				// it must not count as a secondary that could be promoted.
-				p.startSeed(sec)
-				if err := p.seedResult(sec.inc, p.tm.SeedLimit); err != nil {
-					return fmt.Errorf("re-seeding the secondary's differing copy: %w", err)
-				}
-				p.log.Info().Str("secondary", sec.addr).Msg("the secondary's copy re-seeded in full")
-			}
-			return nil
+			return full, nil
 		}
 	retry:
 		if errors.Is(err, errLinkRefused) {
@@ -366,10 +383,10 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration, super
 			refused++
 		}
 		if time.Now().After(deadline) || refused >= 3 {
-			return fmt.Errorf("replication link to %s: %w", sec.addr, err)
+			return false, fmt.Errorf("replication link to %s: %w", sec.addr, err)
 		}
 		if superseded != nil && superseded() {
-			return fmt.Errorf("replication link to %s: a newer view arrived: %w", sec.addr, err)
+			return false, fmt.Errorf("replication link to %s: a newer view arrived: %w", sec.addr, err)
 		}
 		time.Sleep(backoff)
 		backoff = min(2*backoff, p.tm.RetryMax)

@@ -71,13 +71,14 @@ func TestSecondaryAddedWhileAloneWriteCommits(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- put(slow, keys[1]) }()
 	time.Sleep(30 * time.Millisecond)
-	linkDialed = func() { time.Sleep(300 * time.Millisecond) }
-	defer func() { linkDialed = nil }()
+	slowDial := func(int) { time.Sleep(300 * time.Millisecond) }
+	linkDialed.Store(&slowDial)
+	defer linkDialed.Store(nil)
 	mb := member(b, b.peer)
 	mb.State = wire.StateReseeding
 	pushView(t, wire.View{Epoch: 2, Servers: []wire.Member{member(a, a.peer), mb},
 		Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 0, Secondary: -1}}}, a, b)
-	linkDialed = nil
+	linkDialed.Store(nil)
 	delay.Store(0)
 	if err := <-done; err != nil {
 		t.Fatal(err)

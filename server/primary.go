@@ -64,6 +64,11 @@ type primary struct {
 	// partial resync (resync.go), of resyncEntries writes.
 	resyncInc     uint64
 	resyncEntries int
+	// connecting counts the link's connect attempts under way and
+	// connectFails those that gave up: a re-seeding whose link broke
+	// waits for the first, and fails on the second (awaitRelink).
+	connecting   int
+	connectFails uint64
 }
 
 // primaryEnv is what every primary of a server is given at construction:

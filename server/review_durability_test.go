@@ -12,6 +12,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,7 +25,8 @@ import (
 type linkMode struct {
 	dropReplies  bool          // never forward the secondary's answers (a lost HELLO reply)
 	cutAfter     int           // >0: forward that many bytes after the HELLO, then close both sides
-	delayReplies time.Duration // hold the secondary's first answer that long
+	delayReplies time.Duration // hold the secondary's answer to the HELLO (and what came with it) that long
+	refuse       bool          // close the connection instead of forwarding the answer (the link stays down)
 }
 
 // reviewProxy stands between a primary and its secondary's peer port;
@@ -68,6 +70,18 @@ func startReviewProxy(t *testing.T, target string, mode func(shard uint64, nth i
 
 func (p *reviewProxy) addr() string { return p.ln.Addr().String() }
 
+// wantRelinked fails the test unless shard's link was accepted more than
+// once: the fault on its first link happened and a reconnect followed.
+func (p *reviewProxy) wantRelinked(t *testing.T, shard uint64) {
+	t.Helper()
+	p.mu.Lock()
+	n := p.seen[shard]
+	p.mu.Unlock()
+	if n < 2 {
+		t.Errorf("shard %d's link was accepted %d times: the cut never happened", shard, n)
+	}
+}
+
 func (p *reviewProxy) serve(down net.Conn) {
 	up, err := net.Dial("tcp", p.target)
 	if err != nil {
@@ -78,29 +92,31 @@ func (p *reviewProxy) serve(down net.Conn) {
 	p.conns = append(p.conns, down, up)
 	p.mu.Unlock()
 	closeBoth := func() { down.Close(); up.Close() }
+	defer closeBoth()
 	// The first frame is the HELLO: it names the shard.
-	var head []byte
-	buf := make([]byte, 64<<10)
-	var hello wire.Frame
-	for {
-		n, err := down.Read(buf)
-		head = append(head, buf[:n]...)
-		if f, m, derr := wire.Decode(head, len(head)); derr == nil && m > 0 {
-			hello = f
-			break
-		}
-		if err != nil {
-			closeBoth()
-			return
-		}
+	head, hello, err := firstFrame(down)
+	if err != nil {
+		return
 	}
-	p.mu.Lock()
-	nth := p.seen[hello.Seq]
-	p.seen[hello.Seq]++
-	p.mu.Unlock()
-	m := p.mode(hello.Seq, nth)
 	if _, err := up.Write(head); err != nil {
-		closeBoth()
+		return
+	}
+	// Only a link the secondary accepts counts: a HELLO refused because
+	// its view lags (the primary dials again) must not use up the fault
+	// meant for the link.
+	answer, reply, err := firstFrame(up)
+	if err != nil {
+		return
+	}
+	var m linkMode
+	if reply.Status == wire.StatusOK {
+		p.mu.Lock()
+		nth := p.seen[hello.Seq]
+		p.seen[hello.Seq]++
+		p.mu.Unlock()
+		m = p.mode(hello.Seq, nth)
+	}
+	if m.refuse {
 		return
 	}
 	go func() { // secondary -> primary
@@ -109,28 +125,35 @@ func (p *reviewProxy) serve(down net.Conn) {
 			_, _ = io.Copy(io.Discard, up)
 			return
 		}
-		if m.delayReplies > 0 {
-			b := make([]byte, 64<<10)
-			n, err := up.Read(b)
-			time.Sleep(m.delayReplies)
-			if n > 0 {
-				if _, werr := down.Write(b[:n]); werr != nil {
-					return
-				}
-			}
-			if err != nil {
-				return
-			}
+		time.Sleep(m.delayReplies)
+		if _, err := down.Write(answer); err != nil {
+			return
 		}
 		_, _ = io.Copy(down, up)
 	}()
 	// primary -> secondary
-	defer closeBoth()
 	if m.cutAfter > 0 {
 		_, _ = io.CopyN(up, down, int64(m.cutAfter))
 		return
 	}
 	_, _ = io.Copy(up, down)
+}
+
+// firstFrame reads c until it holds a whole frame; it returns what it
+// read (the frame and any bytes after it) and the frame.
+func firstFrame(c net.Conn) ([]byte, wire.Frame, error) {
+	var head []byte
+	buf := make([]byte, 64<<10)
+	for {
+		n, err := c.Read(buf)
+		head = append(head, buf[:n]...)
+		if f, m, derr := wire.Decode(head, len(head)); derr == nil && m > 0 {
+			return head, f, nil
+		}
+		if err != nil {
+			return nil, wire.Frame{}, err
+		}
+	}
 }
 
 // syncBuf is a log sink safe to read while servers write to it.
@@ -240,15 +263,22 @@ func newScene(t *testing.T, duringPerShard, valueSize int, fresh bool) *resyncSc
 	return sc
 }
 
-// reseed pushes the view that makes b2 the re-seeding secondary of both
-// shards, its peer address being proxy's, and waits until both copies
-// are whole as far as b2 knows (re-seeding or resync finished).
-func (sc *resyncScene) reseed(t *testing.T, proxy string) {
+// pushReseedView pushes the view that makes b2 the re-seeding secondary
+// of both shards, its peer address being proxy's.
+func (sc *resyncScene) pushReseedView(t *testing.T, proxy string) {
 	t.Helper()
 	m := member(sc.b2, proxy)
 	m.State = wire.StateReseeding
 	pushView(t, wire.View{Epoch: 3, Servers: []wire.Member{member(sc.a, sc.a.peer), m},
 		Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 0, Secondary: 1}}}, sc.a, sc.b2)
+}
+
+// reseed pushes the view that makes b2 the re-seeding secondary of both
+// shards, its peer address being proxy's, and waits until both copies
+// are whole as far as b2 knows (re-seeding or resync finished).
+func (sc *resyncScene) reseed(t *testing.T, proxy string) {
+	t.Helper()
+	sc.pushReseedView(t, proxy)
 	deadline := time.Now().Add(20 * time.Second)
 	for sh := 0; sh < 2; sh++ {
 		for {
@@ -265,7 +295,8 @@ func (sc *resyncScene) reseed(t *testing.T, proxy string) {
 				break
 			}
 			if time.Now().After(deadline) {
-				t.Fatalf("shard %d: b2's copy not whole after 20 s; b2's log:\n%s", sh, sc.logB.String())
+				t.Fatalf("shard %d: b2's copy not whole after 20 s; b2's log:\n%s\na's log:\n%s", sh, sc.logB.String(),
+					grepLines(sc.logA.String(), "resync", "seeding", "link", "secondary"))
 			}
 			time.Sleep(10 * time.Millisecond)
 		}
@@ -358,6 +389,7 @@ func TestReviewLinkCutMidResync(t *testing.T) {
 	})
 	sc.reseed(t, proxy.addr())
 	sc.check(t)
+	proxy.wantRelinked(t, 0)
 }
 
 // TestReviewResyncSceneHolds is the two tests above without a fault: the
@@ -395,6 +427,64 @@ func TestLinkCutDuringFullSeed(t *testing.T) {
 	}
 }
 
+// TestResyncGoesOnOverASlowReconnect: shard 0's link is cut mid-resync
+// and its reconnect takes longer than one HELLO exchange (a loaded
+// machine: dial, HELLO, reading the log, enrolling — CI failure of stop
+// 25, where b2 saw the second link accepted and then nothing). The job
+// must wait for a reconnect still under way instead of failing after a
+// fixed Handshake while the secondary stays re-seeding for good.
+func TestResyncGoesOnOverASlowReconnect(t *testing.T) {
+	sc := newResyncScene(t, 2000, 1024)
+	var dials [2]atomic.Int32
+	slow := 2 * sc.a.cfg.Timing.Handshake
+	hook := func(shard int) {
+		if shard == 0 && dials[0].Add(1) == 2 {
+			time.Sleep(slow)
+		}
+	}
+	linkDialed.Store(&hook)
+	t.Cleanup(func() { linkDialed.Store(nil) })
+	sc.reseedCutOnce(t)
+	if n := dials[0].Load(); n < 2 {
+		t.Errorf("shard 0's link was dialled %d times, want a reconnect; a:\n%s", n, sc.logA.String())
+	}
+}
+
+// TestResyncFailsWhenTheLinkStaysDown: shard 0's link is cut mid-resync
+// and every reconnect fails. The re-seeding job, which waits for a
+// reconnect under way, fails once an attempt gives up — long before its
+// own limit — so that the coordinator, asking for its outcome, replaces
+// the secondary instead of waiting minutes for it.
+func TestResyncFailsWhenTheLinkStaysDown(t *testing.T) {
+	sc := newResyncScene(t, 2000, 1024)
+	proxy := startReviewProxy(t, sc.b2.peer, func(shard uint64, nth int) linkMode {
+		switch {
+		case shard != 0:
+			return linkMode{}
+		case nth == 0:
+			return linkMode{cutAfter: 64 << 10}
+		}
+		return linkMode{refuse: true}
+	})
+	sc.pushReseedView(t, proxy.addr())
+	sc.a.mu.Lock()
+	p := sc.a.prims[0]
+	sc.a.mu.Unlock()
+	tm := sc.a.cfg.Timing
+	start := time.Now()
+	err := p.seedResult(sc.b2.cfg.Incarnation, tm.SeedLimit)
+	took := time.Since(start)
+	if err == nil {
+		t.Fatal("shard 0's re-seeding succeeded over a link that never came back")
+	}
+	// One connect attempt gives up after Handshake (plus its last try);
+	// SeedLimit is far beyond.
+	if limit := 6 * tm.Handshake; took > limit {
+		t.Errorf("the re-seeding failed after %s, want within %s (its limit is %s): %v", took, limit, tm.SeedLimit, err)
+	}
+	t.Logf("shard 0's re-seeding failed after %s: %v", took, err)
+}
+
 // reseedCutOnce is reseed with shard 0's first link cut 64 KiB after its
 // HELLO, then check.
 func (sc *resyncScene) reseedCutOnce(t *testing.T) {
@@ -407,4 +497,5 @@ func (sc *resyncScene) reseedCutOnce(t *testing.T) {
 	})
 	sc.reseed(t, proxy.addr())
 	sc.check(t)
+	proxy.wantRelinked(t, 0)
 }

@@ -83,26 +83,35 @@ func (p *primary) jobLink(j *seedJob) (*replLink, error) {
 }
 
 // awaitRelink waits until the secondary of job j has a live link again
-// and reports whether it continues a partial resync. It waits as long as
-// one attempt to connect the link may take (and never past deadline): a
-// link that stays down fails the job, so that the coordinator stops
-// waiting for it (a secondary it cannot reach is dropped or replaced,
-// and the shard's writes, waiting for that link, go on).
+// and reports whether it continues a partial resync. It waits while an
+// attempt to connect the link is under way (dial, HELLO, reading our log
+// for a resync, enrolling: on a loaded machine that is longer than one
+// HELLO exchange), never past deadline. A link that stays down fails the
+// job — an attempt that gave up, or none under way for a Handshake — so
+// that the coordinator stops waiting for it (a secondary it cannot reach
+// is dropped or replaced, and the shard's writes, waiting for that link,
+// go on).
 func (p *primary) awaitRelink(j *seedJob, deadline time.Time) (partial, ok bool) {
-	if until := time.Now().Add(p.tm.Handshake); until.Before(deadline) {
-		deadline = until
-	}
+	p.mu.Lock()
+	fails := p.connectFails
+	p.mu.Unlock()
+	idle := time.Now().Add(p.tm.Handshake)
 	for time.Now().Before(deadline) {
 		p.mu.Lock()
 		same := p.seedJob == j
 		live := p.link != nil && !p.link.broken()
 		partial = p.resyncInc == j.inc
+		trying, failed := p.connecting > 0, p.connectFails != fails
 		p.mu.Unlock()
-		if !same {
+		switch {
+		case !same || failed:
 			return false, false
-		}
-		if live {
+		case live:
 			return partial, true
+		case trying:
+			idle = time.Now().Add(p.tm.Handshake)
+		case time.Now().After(idle):
+			return false, false
 		}
 		select {
 		case <-p.stop:
