@@ -286,12 +286,15 @@ func (c *Cluster) KillCoordK(t testing.TB, k int) {
 }
 
 // StopCoordK freezes coordinator k with SIGSTOP (continued when the test
-// ends if the test does not).
+// ends if the test does not); it returns once every thread has stopped.
 func (c *Cluster) StopCoordK(t testing.TB, k int) {
 	t.Helper()
 	p := c.groupProc(t, k)
 	if err := p.cmd.Process.Signal(syscall.SIGSTOP); err != nil {
 		t.Fatalf("SIGSTOP coordinator %d: %v", k, err)
+	}
+	if err := waitStopped(p.cmd.Process.Pid, 2*time.Second); err != nil {
+		t.Logf("coordinator %d: %v", k, err)
 	}
 	t.Cleanup(func() { _ = p.cmd.Process.Signal(syscall.SIGCONT) })
 }
