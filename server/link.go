@@ -264,7 +264,10 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration, super
 	full, err := p.connectLink(sec, epoch, timeout, superseded)
 	p.mu.Lock()
 	p.connecting--
-	if err != nil {
+	if err != nil && p.connecting == 0 {
+		// Only the last attempt giving up leaves the link down: a view's
+		// attempt overtaken by a newer one says nothing of a reconnect
+		// still under way.
 		p.connectFails++
 	}
 	p.mu.Unlock()

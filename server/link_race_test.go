@@ -86,6 +86,14 @@ func TestSecondaryAddedWhileAloneWriteCommits(t *testing.T) {
 	if err := put(dialConn(t, a.client, false), keys[2]); err != nil {
 		t.Fatalf("a write after the secondary joined: %v", err)
 	}
+	// The first two writes reach b with the re-seeding's snapshot, which
+	// runs in the background: the copy is whole once it is done.
+	a.mu.Lock()
+	p := a.prims[0]
+	a.mu.Unlock()
+	if err := p.seedResult(b.cfg.Incarnation, 20*time.Second); err != nil {
+		t.Fatalf("re-seeding b: %v", err)
+	}
 	for _, k := range keys {
 		if v, ok := b.tableFor(0).get([]byte(k)); !ok || string(v) != "v-"+k {
 			t.Errorf("the secondary's copy of %s: %q %v", k, v, ok)

@@ -65,8 +65,9 @@ type primary struct {
 	resyncInc     uint64
 	resyncEntries int
 	// connecting counts the link's connect attempts under way and
-	// connectFails those that gave up: a re-seeding whose link broke
-	// waits for the first, and fails on the second (awaitRelink).
+	// connectFails the times the last of them gave up: a re-seeding whose
+	// link broke waits for the first, and fails on the second
+	// (awaitRelink).
 	connecting   int
 	connectFails uint64
 }

@@ -366,6 +366,8 @@ func TestReviewLostHelloReplyDuringResyncOffer(t *testing.T) {
 	})
 	sc.reseed(t, proxy.addr())
 	sc.check(t)
+	proxy.wantRelinked(t, 0)
+	proxy.wantRelinked(t, 1)
 }
 
 // TestReviewLinkCutMidResync: the writes after b2's recovered copy are
@@ -435,17 +437,17 @@ func TestLinkCutDuringFullSeed(t *testing.T) {
 // fixed Handshake while the secondary stays re-seeding for good.
 func TestResyncGoesOnOverASlowReconnect(t *testing.T) {
 	sc := newResyncScene(t, 2000, 1024)
-	var dials [2]atomic.Int32
+	var dials atomic.Int32
 	slow := 2 * sc.a.cfg.Timing.Handshake
 	hook := func(shard int) {
-		if shard == 0 && dials[0].Add(1) == 2 {
+		if shard == 0 && dials.Add(1) == 2 {
 			time.Sleep(slow)
 		}
 	}
 	linkDialed.Store(&hook)
 	t.Cleanup(func() { linkDialed.Store(nil) })
 	sc.reseedCutOnce(t)
-	if n := dials[0].Load(); n < 2 {
+	if n := dials.Load(); n < 2 {
 		t.Errorf("shard 0's link was dialled %d times, want a reconnect; a:\n%s", n, sc.logA.String())
 	}
 }
@@ -483,6 +485,63 @@ func TestResyncFailsWhenTheLinkStaysDown(t *testing.T) {
 		t.Errorf("the re-seeding failed after %s, want within %s (its limit is %s): %v", took, limit, tm.SeedLimit, err)
 	}
 	t.Logf("shard 0's re-seeding failed after %s: %v", took, err)
+}
+
+// TestResyncSurvivesAnOverlappingConnectThatGivesUp: while the reconnect
+// of shard 0's cut link is under way (slow, yet within one HELLO's
+// time), another attempt to connect the same secondary gives up (a view's
+// connect overtaken by a newer view). The reconnect then succeeds: the
+// job must go on over it, not fail for the other attempt (review of the
+// fix above).
+func TestResyncSurvivesAnOverlappingConnectThatGivesUp(t *testing.T) {
+	sc := newResyncScene(t, 2000, 1024)
+	var dials atomic.Int32
+	inSleep := make(chan struct{}, 1)
+	hook := func(shard int) {
+		if shard == 0 && dials.Add(1) == 2 {
+			inSleep <- struct{}{}
+			time.Sleep(sc.a.cfg.Timing.Handshake / 2)
+		}
+	}
+	linkDialed.Store(&hook)
+	t.Cleanup(func() { linkDialed.Store(nil) })
+	proxy := startReviewProxy(t, sc.b2.peer, func(shard uint64, nth int) linkMode {
+		switch {
+		case shard != 0:
+			return linkMode{}
+		case nth == 0:
+			return linkMode{cutAfter: 64 << 10}
+		case nth == 2:
+			return linkMode{refuse: true} // the overlapping attempt's
+		}
+		return linkMode{}
+	})
+	sc.pushReseedView(t, proxy.addr())
+	sc.a.mu.Lock()
+	p := sc.a.prims[0]
+	sc.a.mu.Unlock()
+	other := make(chan error, 1)
+	go func() {
+		<-inSleep
+		time.Sleep(sc.a.cfg.Timing.Handshake / 12)
+		p.mu.Lock()
+		sec, epoch := p.sec, p.epoch
+		p.mu.Unlock()
+		other <- p.connect(sec, epoch, time.Millisecond, func() bool { return true })
+	}()
+	if err := p.seedResult(sc.b2.cfg.Incarnation, 20*time.Second); err != nil {
+		t.Errorf("the re-seeding failed although the reconnect succeeded: %v", err)
+	}
+	select {
+	case err := <-other:
+		if err == nil {
+			t.Error("the overlapping connect succeeded: the test did not provoke what it means to")
+		}
+	case <-time.After(10 * time.Second):
+		t.Error("the overlapping connect never ran")
+	}
+	sc.reseed(t, proxy.addr())
+	sc.check(t)
 }
 
 // reseedCutOnce is reseed with shard 0's first link cut 64 KiB after its

@@ -104,10 +104,12 @@ func (p *primary) awaitRelink(j *seedJob, deadline time.Time) (partial, ok bool)
 		trying, failed := p.connecting > 0, p.connectFails != fails
 		p.mu.Unlock()
 		switch {
-		case !same || failed:
+		case !same:
 			return false, false
 		case live:
 			return partial, true
+		case failed:
+			return false, false
 		case trying:
 			idle = time.Now().Add(p.tm.Handshake)
 		case time.Now().After(idle):
