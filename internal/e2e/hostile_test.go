@@ -565,15 +565,15 @@ func TestHostileOneShot(t *testing.T) {
 	t.Logf("session_records after %d one-shot clients: %v", cfg.Clients, recs)
 }
 
-// TestHostileSessionTTL: with session_ttl 2s, the dedup records of
+// TestHostileSessionTTL: with session_ttl 8s, the dedup records of
 // one-shot clients are dropped once they were silent that long (the
 // status's session_records returns to its baseline), and a write retried
 // after its session expired is refused (SESSION_EXPIRED), never applied
 // twice.
 func TestHostileSessionTTL(t *testing.T) {
-	const ttl = 6 * time.Second
-	cfg := "3\nlocalhost 0 0 0\nlocalhost 0 0 0\nlocalhost 0 0 0\nsession_ttl 6s\n"
-	t.Logf("the cluster file has the config line \"session_ttl 6s\"")
+	const ttl = 8 * time.Second
+	cfg := "3\nlocalhost 0 0 0\nlocalhost 0 0 0\nlocalhost 0 0 0\nsession_ttl 8s\n"
+	t.Logf("the cluster file has the config line \"session_ttl 8s\"")
 	r := startHostile(t, testcluster.Options{Config: cfg})
 	before := sessionRecords(t, r.c)
 	// A write of a client that then goes silent, overwritten by another.
@@ -587,24 +587,31 @@ func TestHostileSessionTTL(t *testing.T) {
 		t.Fatal(err)
 	}
 	pc := r.cfg()
-	pc.Clients = sl(5000, 100000)
+	pc.Clients = sl(3000, 100000)
 	pc.Duration = sl(20*time.Second, 5*time.Minute)
 	res := r.run("one-shot", pc)
+	// Every record must be counted until it expires. A probe that ran
+	// for longer than the TTL less a margin (a loaded CI machine: 5,000
+	// clients took 6.5 s once against a 6 s TTL) saw its first records
+	// expire before the count could be read: then only the share of
+	// the writes answered in the TTL's last stretch is due.
+	want := res.Statuses["OK"]
+	if fresh := ttl - 2*time.Second; res.Elapsed > fresh {
+		want = int64(float64(want) * fresh.Seconds() / res.Elapsed.Seconds())
+		t.Logf("the probe ran %s, longer than the TTL less 2 s: %d of its %d records are due in the count", res.Elapsed, want, res.Statuses["OK"])
+	}
 	// Heartbeats carry the counts: wait for one sent after the probe.
 	var peak map[int]int64
 	counted := false
 	for deadline := time.Now().Add(5 * time.Second); !counted && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		peak = sessionRecords(t, r.c)
-		counted = peak[r.target] >= before[r.target]+res.Statuses["OK"]
+		counted = peak[r.target] >= before[r.target]+want
 	}
 	if !counted {
-		t.Fatalf("target server %d: session_records %d before the probe, %d 5s after it (every server: before %v, after %v); %d one-shot writes answered OK, want each counted",
-			r.target, before[r.target], peak[r.target], before, peak, res.Statuses["OK"])
+		t.Fatalf("target server %d: session_records %d before the probe, %d 5s after it (every server: before %v, after %v); %d one-shot writes answered OK, want %d counted",
+			r.target, before[r.target], peak[r.target], before, peak, res.Statuses["OK"], want)
 	}
 	t.Logf("session_records before %v, after %d one-shot clients %v", before, res.Answers, peak)
-	if peak[r.target] < before[r.target]+res.Statuses["OK"] {
-		t.Errorf("target server %d: session_records %d -> %d after %d one-shot writes; want them counted", r.target, before[r.target], peak[r.target], res.Statuses["OK"])
-	}
 	var after map[int]int64
 	testcluster.Eventually(t, 3*ttl+5*time.Second, "session_records back to the baseline", func() bool {
 		after = sessionRecords(t, r.c)
