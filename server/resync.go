@@ -23,15 +23,33 @@ import (
 // committed while it was being read.
 const resyncTries = 3
 
+// resyncMaxBytes bounds the writes a partial resync sends from the log.
+// They are read into memory and queued on the link in one piece (the
+// writes in flight must follow them, in order), so a long outage behind a
+// large log (which grows to the size of the last snapshot before the
+// next) would cost the primary that much memory at once; past the bound
+// a full re-seeding, which streams the table with a bounded window, is
+// the cheaper catch-up anyway. Redis bounds its partial resync the same
+// way (repl-backlog-size). A variable so tests can lower it.
+var resyncMaxBytes = 64 << 20
+
+// errResyncTooLarge stops reading the log once the writes after the
+// secondary's copy pass resyncMaxBytes.
+var errResyncTooLarge = errors.New("the writes after the secondary's copy pass the partial resync's bound")
+
 // resyncOrReset returns, with p.mu held, the frames that bring a copy at
 // index from up to date and the index they reach, or the reset of a full
 // re-seeding and the base it starts from.
 func (p *primary) resyncOrReset(sec target, from uint64) ([]byte, uint64) {
 	start := time.Now()
 	for try := 0; try < resyncTries; try++ {
-		frames, upTo, n, ok := p.readResync(from)
-		if !ok {
-			break
+		frames, upTo, n, err := p.readResync(from)
+		if err != nil {
+			p.mu.Lock()
+			p.resyncInc = 0
+			base := p.committed
+			p.log.Info().Err(err).Uint64("offered", from).Uint64("base", base).Msg("partial resync impossible: full re-seeding")
+			return resetFrame(base), base
 		}
 		p.mu.Lock()
 		// Everything committed is in the log (applied after it was
@@ -47,18 +65,29 @@ func (p *primary) resyncOrReset(sec target, from uint64) ([]byte, uint64) {
 	p.mu.Lock()
 	p.resyncInc = 0
 	base := p.committed
-	p.log.Info().Uint64("offered", from).Uint64("base", base).Msg("partial resync impossible (the log does not hold the writes after the secondary's copy): full re-seeding")
-	return wire.Append(nil, &wire.Frame{Op: wire.OpSeed, Flags: wire.FlagSeedReset, Value: binary.BigEndian.AppendUint64(nil, base)}), base
+	p.log.Info().Uint64("offered", from).Uint64("base", base).Msg("partial resync impossible (writes kept committing while the log was read): full re-seeding")
+	return resetFrame(base), base
 }
 
+// resetFrame is the SEED frame that tells a secondary to drop the copy it
+// offered: a full re-seeding from base follows.
+func resetFrame(base uint64) []byte {
+	return wire.Append(nil, &wire.Frame{Op: wire.OpSeed, Flags: wire.FlagSeedReset, Value: binary.BigEndian.AppendUint64(nil, base)})
+}
+
+// errNotInLog: the log does not hold every write after the index a
+// secondary offered (a snapshot truncated them, a re-seeding came
+// between, or the index is not in this shard's history).
+var errNotInLog = errors.New("the log does not hold the writes after the secondary's copy")
+
 // readResync reads this shard's writes after index from out of the log:
-// the frames (wire encoding, in order), the last index they reach, how
-// many, and whether from is a point of the log's history after which it
-// holds every write.
-func (p *primary) readResync(from uint64) ([]byte, uint64, int, bool) {
+// the frames (wire encoding, in order), the last index they reach and how
+// many; an error when from is not a point of the log's history after
+// which it holds every write, or they pass resyncMaxBytes.
+func (p *primary) readResync(from uint64) ([]byte, uint64, int, error) {
 	d := p.env.dur
 	if d == nil || d.down() {
-		return nil, 0, 0, false
+		return nil, 0, 0, errNotInLog
 	}
 	// A snapshot running meanwhile may remove the segments not read yet:
 	// ReadAll fails, and a full re-seeding follows.
@@ -98,6 +127,9 @@ func (p *primary) readResync(from uint64) ([]byte, uint64, int, bool) {
 				case id > from && !found:
 					broken = true // from is not in this history
 				case id > from && id > upTo:
+					if len(out)+m > resyncMaxBytes {
+						return errResyncTooLarge
+					}
 					out = append(out, body[:m]...)
 					upTo = id
 					n++
@@ -107,7 +139,13 @@ func (p *primary) readResync(from uint64) ([]byte, uint64, int, bool) {
 		}
 		return nil
 	})
-	return out, upTo, n, err == nil && found && !broken
+	switch {
+	case err != nil:
+		return nil, 0, 0, err
+	case !found || broken:
+		return nil, 0, 0, errNotInLog
+	}
+	return out, upTo, n, nil
 }
 
 // finishResync ends a partial resync: once the secondary acknowledges the

@@ -406,6 +406,28 @@ func TestReviewResyncSceneHolds(t *testing.T) {
 	}
 }
 
+// TestResyncPastItsBoundReseedsInFull: the writes b missed pass the
+// partial resync's bound (lowered here to 256 KiB against 2 MiB missed per
+// shard): a reads no more of its log than the bound and re-seeds b in
+// full instead of holding all of them in memory at once, and b's copy is
+// whole in the end.
+func TestResyncPastItsBoundReseedsInFull(t *testing.T) {
+	old := resyncMaxBytes
+	resyncMaxBytes = 256 << 10
+	t.Cleanup(func() { resyncMaxBytes = old })
+	sc := newResyncScene(t, 2000, 1024)
+	proxy := startReviewProxy(t, sc.b2.peer, func(uint64, int) linkMode { return linkMode{} })
+	sc.reseed(t, proxy.addr())
+	sc.check(t)
+	if n := strings.Count(sc.logA.String(), "partial resync impossible"); n != 2 {
+		t.Errorf("a refused %d partial resyncs, want 2 (both shards past the bound); a's log:\n%s", n,
+			grepLines(sc.logA.String(), "resync", "seeding"))
+	}
+	if n := strings.Count(sc.logB.String(), "partial resync refused"); n != 2 {
+		t.Errorf("b2 dropped %d recovered copies for a full re-seeding, want 2", n)
+	}
+}
+
 // TestLinkCutBeforeResyncEnds: as above, but nothing delays the other
 // shard, so the job that ends shard 0's resync starts on the link that
 // is then cut (or finds none yet). The job must go on over the
