@@ -100,23 +100,28 @@ func TestWriteStallBreaksConnection(t *testing.T) {
 	cn.stall = 300 * time.Millisecond
 	defer cn.fail(ErrClosed)
 
+	// 16 MiB: several times what loopback's buffers take (about 3 MiB).
+	// (64 MiB, appended by 64 callers under the connection's lock, took
+	// the race detector over 10 s on a loaded machine before the second
+	// write even began.)
+	const callers = 16
 	value := make([]byte, 1<<20)
-	errc := make(chan error, 64)
-	for i := 0; i < 64; i++ {
+	errc := make(chan error, callers)
+	for i := 0; i < callers; i++ {
 		go func() {
 			_, err := cn.roundTrip(context.Background(), &wire.Frame{Op: wire.OpPut, Key: []byte("k"), Value: value})
 			errc <- err
 		}()
 	}
-	deadline := time.After(10 * time.Second)
-	for i := 0; i < 64; i++ {
+	deadline := time.After(30 * time.Second)
+	for i := 0; i < callers; i++ {
 		select {
 		case err := <-errc:
 			if !errors.Is(err, errConnBroken) {
 				t.Fatalf("caller %d: %v, want the connection broken", i, err)
 			}
 		case <-deadline:
-			t.Fatalf("%d of 64 callers without a deadline still waiting 10s after a stall limit of 300ms", 64-i)
+			t.Fatalf("%d of %d callers without a deadline still waiting 30s after a stall limit of 300ms", callers-i, callers)
 		}
 	}
 }
