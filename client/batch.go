@@ -80,7 +80,7 @@ func (c *Client) Batch(ctx context.Context, ops []BatchOp) error {
 		// Each write's seq is retired whatever the outcome, as Batch does.
 		c.seq.mu.Lock()
 		for i := range ss {
-			if ss[i].write {
+			if ss[i].write && ss[i].f.Seq != 0 {
 				c.seq.endLocked(ss[i].f.Seq)
 			}
 		}
@@ -121,6 +121,9 @@ func (c *Client) Batch(ctx context.Context, ops []BatchOp) error {
 		}
 		s.cn, s.addr, s.err = rt.cn, rt.addr, rt.err
 		s.f.Epoch = v.Epoch
+		if s.write && s.err == nil {
+			c.stampSeq(&s.f) // (one whose shard has no server gets its seq when a retry sends it)
+		}
 	}
 	// The floor once, after every write of the batch has its seq: no
 	// higher than any of theirs, as each one's own would be.

@@ -261,9 +261,14 @@ func (c *Client) do(ctx context.Context, f *wire.Frame) (wire.Frame, error) {
 		return wire.Frame{}, err
 	}
 	if f.Op.IsWrite() {
-		// The seq is retired whatever the outcome: it is never sent again,
-		// so the servers may forget its dedup record.
-		defer c.endSeq(f.Seq)
+		// The seq (given when the write is first sent: route) is retired
+		// whatever the outcome: it is never sent again, so the servers
+		// may forget its dedup record.
+		defer func() {
+			if f.Seq != 0 {
+				c.endSeq(f.Seq)
+			}
+		}()
 	}
 	return c.retry(ctx, f, nil, 0, time.Time{}, nil)
 }
@@ -279,16 +284,25 @@ func (c *Client) retryWindow(v *wire.View) time.Duration {
 	return ttl - ttl/8
 }
 
-// prepare checks f's limits and gives a write its sequence number.
+// prepare checks f's limits.
 func (c *Client) prepare(f *wire.Frame) error {
 	if err := wire.CheckLimits(f.Key, f.Value, f.Aux); err != nil {
 		return fmt.Errorf("%w: %v", ErrTooLarge, err)
 	}
-	if f.Op.IsWrite() {
+	return nil
+}
+
+// stampSeq gives a write its sequence number when it is first sent. A
+// write that never leaves the client (its shard has no server in the
+// view: both copies lost) then holds no seq, so it does not hold the
+// floor of the client's writes to every other shard: the servers keep
+// every record at or above the floor, and refuse a client's writes
+// beyond max_session_records of them.
+func (c *Client) stampSeq(f *wire.Frame) {
+	if f.Op.IsWrite() && f.Seq == 0 {
 		f.Client = c.id
 		f.Seq = c.beginSeq()
 	}
-	return nil
 }
 
 // route finds the connection to the primary of f's shard in the current
@@ -317,6 +331,7 @@ func (c *Client) route(ctx context.Context, f *wire.Frame) (*conn, *wire.View, s
 	}
 	f.Epoch = v.Epoch
 	if f.Op.IsWrite() {
+		c.stampSeq(f)
 		f.Floor = c.currentFloor()
 	}
 	return cn, v, owner.Addr, shard, nil

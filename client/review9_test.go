@@ -183,7 +183,7 @@ func TestReview9WokenCallerHonorsDeadline(t *testing.T) {
 					mu.Lock()
 					worst = max(worst, el)
 					mu.Unlock()
-					if el > 5*time.Second {
+					if el > 8*time.Second {
 						return
 					}
 				}
@@ -199,7 +199,10 @@ func TestReview9WokenCallerHonorsDeadline(t *testing.T) {
 		<-done
 	}
 	t.Logf("slowest call: %v (deadline 200ms)", worst.Round(time.Millisecond))
-	if worst > 2*time.Second {
+	// The bug held a call for the stall limit (20 s); on a loaded machine
+	// under -race an honest call took up to 4.2 s (two local runs beside
+	// a CI run), so the bound sits between.
+	if worst > 8*time.Second {
 		t.Errorf("a call with a 200ms deadline returned after %v", worst.Round(time.Millisecond))
 	}
 }
