@@ -481,15 +481,7 @@ func TestResyncGoesOnOverASlowReconnect(t *testing.T) {
 // the secondary instead of waiting minutes for it.
 func TestResyncFailsWhenTheLinkStaysDown(t *testing.T) {
 	sc := newResyncScene(t, 2000, 1024)
-	proxy := startReviewProxy(t, sc.b2.peer, func(shard uint64, nth int) linkMode {
-		switch {
-		case shard != 0:
-			return linkMode{}
-		case nth == 0:
-			return linkMode{cutAfter: 64 << 10}
-		}
-		return linkMode{refuse: true}
-	})
+	proxy := startReviewProxy(t, sc.b2.peer, cutShard0(func(int) bool { return true }))
 	sc.pushReseedView(t, proxy.addr())
 	sc.a.mu.Lock()
 	p := sc.a.prims[0]
@@ -527,17 +519,8 @@ func TestResyncSurvivesAnOverlappingConnectThatGivesUp(t *testing.T) {
 	}
 	linkDialed.Store(&hook)
 	t.Cleanup(func() { linkDialed.Store(nil) })
-	proxy := startReviewProxy(t, sc.b2.peer, func(shard uint64, nth int) linkMode {
-		switch {
-		case shard != 0:
-			return linkMode{}
-		case nth == 0:
-			return linkMode{cutAfter: 64 << 10}
-		case nth == 2:
-			return linkMode{refuse: true} // the overlapping attempt's
-		}
-		return linkMode{}
-	})
+	// (the third link accepted is the overlapping attempt's)
+	proxy := startReviewProxy(t, sc.b2.peer, cutShard0(func(nth int) bool { return nth == 2 }))
 	sc.pushReseedView(t, proxy.addr())
 	sc.a.mu.Lock()
 	p := sc.a.prims[0]
@@ -564,6 +547,20 @@ func TestResyncSurvivesAnOverlappingConnectThatGivesUp(t *testing.T) {
 	}
 	sc.reseed(t, proxy.addr())
 	sc.check(t)
+}
+
+// cutShard0 is a proxy mode: shard 0's first link accepted is cut 64 KiB
+// after its HELLO, and its later links refused where refuse says so.
+func cutShard0(refuse func(nth int) bool) func(uint64, int) linkMode {
+	return func(shard uint64, nth int) linkMode {
+		switch {
+		case shard != 0:
+			return linkMode{}
+		case nth == 0:
+			return linkMode{cutAfter: 64 << 10}
+		}
+		return linkMode{refuse: refuse(nth)}
+	}
 }
 
 // reseedCutOnce is reseed with shard 0's first link cut 64 KiB after its
