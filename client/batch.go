@@ -62,7 +62,7 @@ func (c *Client) Batch(ctx context.Context, ops []BatchOp) error {
 		addr  string
 		shard int
 		err   error // why the first attempt did not go out
-		write bool  // holds a sequence number to retire
+		write bool  // a write: its sequence number, once it has one (f.Seq != 0), is retired
 	}
 	type route struct {
 		cn   *conn
@@ -125,8 +125,9 @@ func (c *Client) Batch(ctx context.Context, ops []BatchOp) error {
 			c.stampSeq(&s.f) // (one whose shard has no server gets its seq when a retry sends it)
 		}
 	}
-	// The floor once, after every write of the batch has its seq: no
-	// higher than any of theirs, as each one's own would be.
+	// The floor once, after every write of the batch that goes out now
+	// has its seq: no higher than any of theirs, as each one's own would
+	// be (one sent later by a retry gets its seq and floor then).
 	var floor uint64
 	if anyWrite {
 		floor = c.currentFloor()

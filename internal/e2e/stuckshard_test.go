@@ -12,7 +12,7 @@ import (
 
 // TestStuckShardLeavesOtherShardsWritable: both copies of shard 0 are
 // gone (servers 0 and 1 killed, their respawns held), and one goroutine
-// of a client keeps a Put to shard 0 waiting. The client's other writes,
+// of a client keeps a write to shard 0 waiting. The client's other writes,
 // to the shards still served, must go on past max_session_records of
 // them (SPEC §4.5, §4.7: every other shard keeps working). Before, the
 // waiting Put held a sequence number although it never left the client,
@@ -20,7 +20,7 @@ import (
 // record, and after max_session_records writes refused all of the
 // client's writes ("too many writes in flight for this client") until
 // shard 0 came back (an attack with real processes, session 19). When
-// shard 0 returns the waiting Put is applied once.
+// shard 0 returns the waiting write (an Append) is applied once.
 func TestStuckShardLeavesOtherShardsWritable(t *testing.T) {
 	const maxRecords = 500
 	cfg := fmt.Sprintf("3\nlocalhost 0 0 0\nlocalhost 0 0 0\nlocalhost 0 0 0\nmax_session_records %d\n", maxRecords)
@@ -48,8 +48,8 @@ func TestStuckShardLeavesOtherShardsWritable(t *testing.T) {
 	stuck := make(chan error, 1)
 	stuckCtx, cancelStuck := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancelStuck()
-	go func() { stuck <- cl.Put(stuckCtx, stuckKey, []byte("late")) }()
-	time.Sleep(100 * time.Millisecond) // the Put is waiting now
+	go func() { stuck <- cl.Append(stuckCtx, stuckKey, []byte("late;")) }()
+	time.Sleep(100 * time.Millisecond) // the write is waiting now
 	// Three times the cap, to shards 1 and 2 (led by server 2 now).
 	written := 0
 	for i := 0; written < 3*maxRecords; i++ {
@@ -61,25 +61,25 @@ func TestStuckShardLeavesOtherShardsWritable(t *testing.T) {
 		err := cl.Put(ctx, k, []byte("v"))
 		cancel()
 		if err != nil {
-			t.Fatalf("write %d to shard %d while shard 0 is down, with a Put to shard 0 waiting: %v", written, shardOf(n, k), err)
+			t.Fatalf("write %d to shard %d while shard 0 is down, with a write to shard 0 waiting: %v", written, shardOf(n, k), err)
 		}
 		written++
 	}
 	t.Logf("%d writes to shards 1 and 2 while shard 0 had no server (max_session_records %d)", written, maxRecords)
 	select {
 	case err := <-stuck:
-		t.Fatalf("the Put to shard 0 returned while shard 0 had no server: %v", err)
+		t.Fatalf("the write to shard 0 returned while shard 0 had no server: %v", err)
 	default:
 	}
 	for _, r := range releases {
 		r()
 	}
 	if err := <-stuck; err != nil {
-		t.Fatalf("the Put to shard 0, once shard 0 is back: %v", err)
+		t.Fatalf("the write to shard 0, once shard 0 is back: %v", err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	if v, err := cl.Get(ctx, stuckKey); err != nil || string(v) != "late" {
+	if v, err := cl.Get(ctx, stuckKey); err != nil || string(v) != "late;" {
 		t.Fatalf("%s after shard 0 came back: %q %v", stuckKey, v, err)
 	}
 }
