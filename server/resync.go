@@ -42,14 +42,12 @@ var errResyncTooLarge = errors.New("the writes after the secondary's copy pass t
 // re-seeding and the base it starts from.
 func (p *primary) resyncOrReset(sec target, from uint64) ([]byte, uint64) {
 	start := time.Now()
+	why := errStillCommitting
 	for try := 0; try < resyncTries; try++ {
 		frames, upTo, n, err := p.readResync(from)
 		if err != nil {
-			p.mu.Lock()
-			p.resyncInc = 0
-			base := p.committed
-			p.log.Info().Err(err).Uint64("offered", from).Uint64("base", base).Msg("partial resync impossible: full re-seeding")
-			return resetFrame(base), base
+			why = err
+			break
 		}
 		p.mu.Lock()
 		// Everything committed is in the log (applied after it was
@@ -65,15 +63,13 @@ func (p *primary) resyncOrReset(sec target, from uint64) ([]byte, uint64) {
 	p.mu.Lock()
 	p.resyncInc = 0
 	base := p.committed
-	p.log.Info().Uint64("offered", from).Uint64("base", base).Msg("partial resync impossible (writes kept committing while the log was read): full re-seeding")
-	return resetFrame(base), base
+	p.log.Info().Err(why).Uint64("offered", from).Uint64("base", base).Msg("partial resync impossible: full re-seeding")
+	return wire.Append(nil, &wire.Frame{Op: wire.OpSeed, Flags: wire.FlagSeedReset, Value: binary.BigEndian.AppendUint64(nil, base)}), base
 }
 
-// resetFrame is the SEED frame that tells a secondary to drop the copy it
-// offered: a full re-seeding from base follows.
-func resetFrame(base uint64) []byte {
-	return wire.Append(nil, &wire.Frame{Op: wire.OpSeed, Flags: wire.FlagSeedReset, Value: binary.BigEndian.AppendUint64(nil, base)})
-}
+// errStillCommitting: writes kept committing while the log was read, every
+// time it was read.
+var errStillCommitting = errors.New("writes kept committing while the log was read")
 
 // errNotInLog: the log does not hold every write after the index a
 // secondary offered (a snapshot truncated them, a re-seeding came
