@@ -170,10 +170,17 @@ type ReseedResult struct {
 	EntriesAfter uint64         `json:"entries_after"` // the same once serving again (status counts lag by a heartbeat)
 	RespawnS     float64        `json:"respawn_s"`     // kill -> the new process first seen in the status
 	SeedingS     float64        `json:"seeding_s"`     // first seen -> serving (polled every 10ms; heartbeat-bound)
-	ServingS     float64        `json:"serving_s"`     // kill -> serving
-	StatusEPS    float64        `json:"status_eps"`    // Entries / SeedingS: a lower bound
-	Sent         []SeedSent     `json:"seeding_sent"`  // from the log, when given
-	LogEPS       float64        `json:"log_eps"`       // sum of entries sent / longest send
+	// CatchUpS is the first status that showed the new process past
+	// "starting" (spawned, recovering its own log, not yet reported) ->
+	// serving: the re-seeding or partial resync alone, without the
+	// respawn and the server's own recovery. When no status caught it
+	// re-seeding, from the last one that showed it starting (an upper
+	// bound, by one poll).
+	CatchUpS  float64    `json:"catch_up_s"`
+	ServingS  float64    `json:"serving_s"`    // kill -> serving
+	StatusEPS float64    `json:"status_eps"`   // Entries / SeedingS: a lower bound
+	Sent      []SeedSent `json:"seeding_sent"` // from the log, when given
+	LogEPS    float64    `json:"log_eps"`      // sum of entries sent / longest send
 	// With data directories, from the log: the respawned server's
 	// recovery from its own log, and the partial resyncs its primaries
 	// sent instead of full re-seedings.
@@ -307,7 +314,7 @@ func Reseed(ctx context.Context, cfg ReseedConfig) (*ReseedResult, error) {
 	}
 	rctx, cancel := context.WithTimeout(ctx, cfg.Recover)
 	defer cancel()
-	var seen time.Time
+	var seen, starting, reported time.Time
 	for {
 		st, err := statusOf(rctx, c)
 		now := time.Now()
@@ -321,10 +328,25 @@ func Reseed(ctx context.Context, cfg ReseedConfig) (*ReseedResult, error) {
 					res.NewPID = s.PID
 					res.RespawnS = now.Sub(killed).Seconds()
 				}
+				switch {
+				case !reported.IsZero():
+				case s.State == "starting" || s.State == "down":
+					starting = now
+				default:
+					reported = now
+				}
 				if s.State == "serving" {
 					res.EntriesAfter = s.PrimaryKeys + s.SecondaryKeys
 					res.ServingS = now.Sub(killed).Seconds()
 					res.SeedingS = now.Sub(seen).Seconds()
+					switch {
+					case !reported.IsZero() && reported.Before(now):
+						res.CatchUpS = now.Sub(reported).Seconds()
+					case !starting.IsZero():
+						res.CatchUpS = now.Sub(starting).Seconds()
+					default:
+						res.CatchUpS = res.SeedingS
+					}
 					if res.SeedingS > 0 {
 						res.StatusEPS = float64(res.Entries) / res.SeedingS
 					}
@@ -382,6 +404,7 @@ func (r *ReseedResult) WriteText(w io.Writer) error {
 		r.Server, r.PID, r.NewPID, secText(r.RespawnS))
 	fmt.Fprintf(&b, "serving     %s after the kill, %s after the respawn was seen; held %d entries before the kill (%d in the first status after)\n",
 		secText(r.ServingS), secText(r.SeedingS), r.Entries, r.EntriesAfter)
+	fmt.Fprintf(&b, "catch-up    %s from the first status showing it past starting (its own log recovered) to serving\n", secText(r.CatchUpS))
 	fmt.Fprintf(&b, "status rate %s entries/s (entries / time from respawn seen to serving; status polled every 10ms)\n",
 		FormatRate(r.StatusEPS))
 	for _, s := range r.Sent {

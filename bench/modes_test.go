@@ -81,10 +81,10 @@ func TestModeTexts(t *testing.T) {
 		t.Errorf("failover text %q", s)
 	}
 	b.Reset()
-	r := &ReseedResult{Server: 1, PID: 5, NewPID: 6, Entries: 666000, RespawnS: 0.1, SeedingS: 1.2, ServingS: 1.3, StatusEPS: 555000,
+	r := &ReseedResult{Server: 1, PID: 5, NewPID: 6, Entries: 666000, RespawnS: 0.1, SeedingS: 1.2, ServingS: 1.3, CatchUpS: 0.25, StatusEPS: 555000,
 		Sent: []SeedSent{{Node: 0, Entries: 333000, TookMs: 400, EntriesPerSec: 832500}}, LogEPS: 832500}
 	r.WriteText(&b)
-	for _, want := range []string{"held 666000 entries before the kill", "555,000 entries/s", "node 0 sent 333000 entries in 400ms", "log rate    832,500"} {
+	for _, want := range []string{"held 666000 entries before the kill", "catch-up    250ms", "555,000 entries/s", "node 0 sent 333000 entries in 400ms", "log rate    832,500"} {
 		if !strings.Contains(b.String(), want) {
 			t.Errorf("reseed text lacks %q:\n%s", want, b.String())
 		}

@@ -263,7 +263,7 @@ func (s *Server) openDurable() error {
 	}
 	ev.Str("dir", dir).Str("fsync", pol.String()).Uint64("snapshot", seg).Int("snapshot_entries", loaded).
 		Float64("snapshot_ms", float64(snapTook.Microseconds())/1000).Int("records", rec.Records).Int("batches", rec.Batches).
-		Float64("took_ms", float64(time.Since(start).Microseconds())/1000).Msg("log recovered")
+		Float64("replay_ms", float64(rec.ReplayTime.Microseconds())/1000).Float64("took_ms", float64(time.Since(start).Microseconds())/1000).Msg("log recovered")
 	return nil
 }
 

@@ -55,7 +55,7 @@ func (p *primary) resyncOrReset(sec target, from uint64) ([]byte, uint64) {
 		if p.committed <= upTo {
 			p.resyncInc, p.resyncEntries = sec.inc, n
 			p.log.Info().Uint64("from", from).Uint64("to", upTo).Int("entries", n).Int("bytes", len(frames)).
-				Float64("read_ms", float64(time.Since(start).Microseconds())/1000).Msg("partial resync: sending the writes after the secondary's copy from the log")
+				Int("reads", try+1).Float64("read_ms", float64(time.Since(start).Microseconds())/1000).Msg("partial resync: sending the writes after the secondary's copy from the log")
 			return frames, upTo
 		}
 		p.mu.Unlock()
@@ -86,11 +86,11 @@ func (p *primary) readResync(from uint64) ([]byte, uint64, int, error) {
 		return nil, 0, 0, errNotInLog
 	}
 	// A snapshot running meanwhile may remove the segments not read yet:
-	// ReadAll fails, and a full re-seeding follows.
+	// the read fails, and a full re-seeding follows.
 	var out []byte
 	upTo, n := from, 0
 	found, broken := false, false
-	err := d.log.ReadAll(func(r []byte) error {
+	err := d.log.ReadFrom(p.resyncStart(from), func(r []byte) error {
 		if len(r) < 5 || int(binary.BigEndian.Uint32(r[1:])) != p.shard {
 			return nil
 		}
@@ -142,6 +142,34 @@ func (p *primary) readResync(from uint64) ([]byte, uint64, int, error) {
 		return nil, 0, 0, errNotInLog
 	}
 	return out, upTo, n, nil
+}
+
+// resyncStart reports whether a log record is where readResync may start
+// reading for a copy at index from: a record of this shard at or before
+// from (a frame, or a re-seeding's end), or the start of a full
+// re-seeding (which clears whatever came before). A shard's indexes grow
+// along the log between its re-seedings, so nothing before such a record
+// can change what readResync finds, and after a short outage the log is
+// read from its last segment or two instead of from its start (a log
+// grows to the size of the last snapshot: a resync read 140 MiB before
+// it sent 19,000 writes, docs/BENCHMARKS.md).
+func (p *primary) resyncStart(from uint64) func(r []byte) bool {
+	return func(r []byte) bool {
+		if len(r) < 5 || int(binary.BigEndian.Uint32(r[1:])) != p.shard {
+			return false
+		}
+		body := r[5:]
+		switch r[0] {
+		case recReset:
+			return true
+		case recSeedDone:
+			return len(body) == 8 && binary.BigEndian.Uint64(body) <= from
+		case recFrames:
+			// The first frame's index is the record's lowest.
+			return len(body) >= wire.HeaderSize && binary.BigEndian.Uint64(body[8:]) <= from
+		}
+		return false
+	}
 }
 
 // finishResync ends a partial resync: once the secondary acknowledges the

@@ -216,10 +216,10 @@ func New(cfg Config) (*Server, error) {
 	s.tls = newServerTLS(cfg.TLS)
 	s.registerGauges()
 	s.dd.configure(cfg.sessionConfig())
+	if d := testStartDelay(cfg.ID); d > 0 {
+		time.Sleep(d) // a test's stand-in for a large log or an outage (testcut.go)
+	}
 	if cfg.DataDir != "" {
-		if d := testStartDelay(cfg.ID); d > 0 {
-			time.Sleep(d) // a test's stand-in for a large log (testcut.go)
-		}
 		if err := s.openDurable(); err != nil {
 			return nil, err
 		}

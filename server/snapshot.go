@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"hash/crc32"
+	"io"
 	"os"
 	"path/filepath"
 	"slices"
@@ -382,38 +383,75 @@ func (s *Server) loadSnapshot(dir string, secs map[int]*secState, d *durable) (u
 	}
 	seg := segs[len(segs)-1]
 	path := filepath.Join(dir, fmt.Sprintf("%s%016x", snapPrefix, seg))
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return 0, nil, 0, err
-	}
 	bad := func(format string, a ...any) error {
 		return fmt.Errorf("snapshot %s is damaged (%s); the log segments it covers are gone: refusing to start without it",
 			path, fmt.Sprintf(format, a...))
 	}
-	if len(b) < 24 || string(b[:8]) != snapMagic {
+	// Read in pieces, twice (the checksum first: nothing is loaded from
+	// a damaged file), not whole: a buffer the size of the file (122 MiB
+	// for 1M keys) would cost its memory's first touch on top of the
+	// tables' (wal/scan.go).
+	f, err := os.Open(path)
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	defer f.Close()
+	fi, err := f.Stat()
+	if err != nil {
+		return 0, nil, 0, err
+	}
+	size := fi.Size()
+	if size < 24 {
 		return 0, nil, 0, bad("bad header")
 	}
-	if v := binary.BigEndian.Uint32(b[8:]); v != snapVersion {
+	buf := make([]byte, snapChunk+64<<10)
+	sum := crc32.New(castagnoli)
+	if _, err := io.CopyBuffer(sum, io.NewSectionReader(f, 0, size-4), buf); err != nil {
+		return 0, nil, 0, err
+	}
+	var tail [4]byte
+	if _, err := f.ReadAt(tail[:], size-4); err != nil {
+		return 0, nil, 0, err
+	}
+	r := bufio.NewReaderSize(io.NewSectionReader(f, 0, size-4), 256<<10)
+	var head [20]byte
+	if _, err := io.ReadFull(r, head[:]); err != nil {
+		return 0, nil, 0, err
+	}
+	if string(head[:8]) != snapMagic {
+		return 0, nil, 0, bad("bad header")
+	}
+	if v := binary.BigEndian.Uint32(head[8:]); v != snapVersion {
 		return 0, nil, 0, bad("version %d", v)
 	}
-	if crc32.Checksum(b[:len(b)-4], castagnoli) != binary.BigEndian.Uint32(b[len(b)-4:]) {
+	if sum.Sum32() != binary.BigEndian.Uint32(tail[:]) {
 		return 0, nil, 0, bad("checksum mismatch")
 	}
-	if got := binary.BigEndian.Uint64(b[12:]); got != seg {
+	if got := binary.BigEndian.Uint64(head[12:]); got != seg {
 		return 0, nil, 0, bad("names segment %d", got)
 	}
 	high := make(map[int]uint64)
 	n := 0
-	for p := b[20 : len(b)-4]; ; {
-		if len(p) < 9 {
+	for left := size - 4 - 20; ; {
+		var sh [9]byte
+		if left < 9 {
 			return 0, nil, 0, bad("no end section")
 		}
-		kind, shard, l := p[0], int(binary.BigEndian.Uint32(p[1:])), int(binary.BigEndian.Uint32(p[5:]))
-		if l > len(p)-9 {
+		if _, err := io.ReadFull(r, sh[:]); err != nil {
+			return 0, nil, 0, err
+		}
+		kind, shard, l := sh[0], int(binary.BigEndian.Uint32(sh[1:])), int64(binary.BigEndian.Uint32(sh[5:]))
+		if l > left-9 {
 			return 0, nil, 0, bad("section of %d bytes past the end", l)
 		}
-		body := p[9 : 9+l]
-		p = p[9+l:]
+		left -= 9 + l
+		if int64(cap(buf)) < l {
+			buf = make([]byte, l)
+		}
+		body := buf[:l]
+		if _, err := io.ReadFull(r, body); err != nil {
+			return 0, nil, 0, err
+		}
 		if kind == 'Z' {
 			break
 		}

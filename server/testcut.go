@@ -49,9 +49,11 @@ func replCut(id uint32, sec target) bool {
 
 // TestStartDelayEnv names a file through which end-to-end tests make a
 // server slow to report, as one rebuilding its tables from a large log
-// is: each line "<server id> <duration>"; a server listed there waits
-// that long before it recovers its log (and so before it first reports).
-// Unset (always, outside tests), nothing is read.
+// is, and scripts/bench-resync.sh holds a respawned server down for an
+// outage: each line "<server id> <duration>"; a server listed there
+// waits that long before it recovers its log (and so before it first
+// reports), with or without a data directory. Unset (always, outside
+// tests and benchmarks), nothing is read.
 const TestStartDelayEnv = "FTKV_TEST_START_DELAY"
 
 // testStartDelay is how long the test makes server id wait at its start.

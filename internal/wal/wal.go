@@ -99,6 +99,9 @@ type Recovery struct {
 	Truncated int64  // bytes dropped from the damaged segment
 	Removed   int    // whole segments removed after it
 	Reason    string // why the log ended early ("" if it ended cleanly)
+	// ReplayTime is how long reading and replaying the segments took;
+	// the rest of Open is getting the first segment to append to ready.
+	ReplayTime time.Duration
 }
 
 // Writer collects one Append's records.
@@ -182,18 +185,20 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 		segs = segs[1:]
 	}
 	end := -1 // index of the last segment kept
+	var sc scanner
+	began := time.Now()
 	for i, id := range segs {
-		data, err := opt.FS.ReadFile(l.path(id))
-		if err != nil {
-			return nil, rec, err
-		}
-		good, reason, err := l.scan(data, replay, &rec)
+		good, reason, err := sc.scanFile(opt.FS, l.path(id), &l.seq, replay, &rec)
 		if err != nil {
 			return nil, rec, err
 		}
 		end = i
 		l.size += good
-		if reason == "" && good < int64(len(data)) {
+		size, err := opt.FS.Size(l.path(id))
+		if err != nil {
+			return nil, rec, err
+		}
+		if reason == "" && good < size {
 			// A preallocated segment's unused zeros: trimmed, so that a
 			// segment's size on disk is what was written (RemoveBefore
 			// counts it).
@@ -203,6 +208,10 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 		}
 		if reason != "" {
 			rec.Reason = fmt.Sprintf("segment %d at offset %d: %s", id, good, reason)
+			data, err := opt.FS.ReadFile(l.path(id))
+			if err != nil {
+				return nil, rec, err
+			}
 			used := int64(len(data)) // a preallocated segment's zeros were never written
 			for used > good && data[used-1] == 0 {
 				used--
@@ -223,6 +232,7 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 			break
 		}
 	}
+	rec.ReplayTime = time.Since(began)
 	// Appends go to a fresh segment: a recovered one is never written again.
 	next := max(opt.Start, 1)
 	if end >= 0 {
@@ -237,66 +247,42 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 	return l, rec, nil
 }
 
-// scan replays the whole batches of one segment's data and returns how
-// many bytes they span, and why it stopped before the end ("" if not).
-func (l *Log) scan(data []byte, replay func([]byte) error, rec *Recovery) (int64, string, error) {
-	return scanBatches(data, &l.seq, replay, rec)
-}
-
-// scanBatches is scan with the sequence of the last batch seen in *seq.
-func scanBatches(data []byte, lastSeq *uint64, replay func([]byte) error, rec *Recovery) (int64, string, error) {
-	off := 0
-	for off < len(data) {
-		if len(data)-off < batchHeader {
-			if allZero(data[off:]) {
-				break
-			}
-			return int64(off), "torn batch header", nil
-		}
-		h := data[off : off+batchHeader]
-		n := int(binary.BigEndian.Uint32(h))
-		sum := binary.BigEndian.Uint32(h[4:])
-		seq := binary.BigEndian.Uint64(h[8:])
-		if n == 0 && sum == 0 && seq == 0 {
-			// A preallocated segment's zeros: the end of what was
-			// written (a batch always has a sequence number). What
-			// follows was never synced whole, or the sequence check of
-			// the next segment's first batch would catch it.
-			break
-		}
-		if n > maxBatch || n > len(data)-off-batchHeader {
-			return int64(off), "torn batch", nil
-		}
-		body := data[off+batchHeader : off+batchHeader+n]
-		c := crc32.Update(0, castagnoli, h[8:16])
-		if crc32.Update(c, castagnoli, body) != sum {
-			return int64(off), "batch checksum mismatch", nil
-		}
-		if *lastSeq != 0 && seq != *lastSeq+1 {
-			return int64(off), fmt.Sprintf("batch sequence %d after %d", seq, *lastSeq), nil
-		}
-		// Records inside a checksummed batch are well-formed unless the
-		// writer was wrong: refuse loudly rather than guess.
-		for b := body; len(b) > 0; {
-			if len(b) < 4 || int(binary.BigEndian.Uint32(b)) > len(b)-4 {
-				return 0, "", fmt.Errorf("wal: malformed record in batch %d", seq)
-			}
-			rn := int(binary.BigEndian.Uint32(b))
-			if err := replay(b[4 : 4+rn]); err != nil {
-				return 0, "", err
-			}
-			rec.Records++
-			b = b[4+rn:]
-		}
-		rec.Batches++
-		*lastSeq = seq
-		off += batchHeader + n
+// ReadFrom is ReadAll from the newest segment that holds a record for
+// which start reports true, or from the first segment when none does:
+// segments are searched from the newest back, so a reader that wants
+// only the recent end of a long log (a partial resync after a short
+// outage) reads a segment or two, not the whole log. fn sees every record
+// of the segments from there on, in order, as ReadAll would.
+func (l *Log) ReadFrom(start func(rec []byte) bool, fn func(rec []byte) error) error {
+	segs, err := l.segments()
+	if err != nil {
+		return err
 	}
-	return int64(off), "", nil
+	from := 0
+	errFound := errors.New("found")
+	var sc scanner
+	for i := len(segs) - 1; i > 0 && from == 0; i-- {
+		var seq uint64
+		var rec Recovery
+		_, _, err = sc.scanFile(l.opt.FS, l.path(segs[i]), &seq, func(r []byte) error {
+			if start(r) {
+				return errFound
+			}
+			return nil
+		}, &rec)
+		switch {
+		case err == errFound:
+			from = i
+		case err != nil:
+			return err
+		}
+	}
+	return l.read(&sc, segs[from:], fn)
 }
 
 // ReadAll calls fn for every record of every whole batch the log's
-// segments hold now, in order, while the log takes appends (a batch being
+// segments hold now (rec is valid only during the call), in order, while
+// the log takes appends (a batch being
 // written ends the read). A segment removed meanwhile (RemoveBefore)
 // fails it. With SyncAlways everything whose callback
 // ran is read; with the other policies everything written.
@@ -305,14 +291,16 @@ func (l *Log) ReadAll(fn func(rec []byte) error) error {
 	if err != nil {
 		return err
 	}
+	var sc scanner
+	return l.read(&sc, segs, fn)
+}
+
+// read is ReadAll over the segments segs, through sc.
+func (l *Log) read(sc *scanner, segs []uint64, fn func(rec []byte) error) error {
 	var seq uint64
 	var rec Recovery
 	for _, id := range segs {
-		data, err := l.opt.FS.ReadFile(l.path(id))
-		if err != nil {
-			return err
-		}
-		_, reason, err := scanBatches(data, &seq, fn, &rec)
+		_, reason, err := sc.scanFile(l.opt.FS, l.path(id), &seq, fn, &rec)
 		if err != nil {
 			return err
 		}

@@ -1,0 +1,113 @@
+package server
+
+import (
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+
+	"github.com/rs/zerolog"
+
+	"ftkv/internal/wal"
+	"ftkv/wire"
+)
+
+// TestDamagedSnapshotRefusesStart: a snapshot is read in pieces, its
+// checksum first; a damaged one (a byte flipped anywhere, cut short, a
+// section running past its end) refuses the start with a clear error and
+// loads nothing, and a whole one loads every entry, across sections.
+func TestDamagedSnapshotRefusesStart(t *testing.T) {
+	const keys = 30_000 // about 4 MiB: several sections of snapChunk
+	dir := t.TempDir()
+	cfg := Config{ID: 0, CoordAddr: "127.0.0.1:1", Secret: testSecret, DataDir: dir, SnapshotBytes: -1, Logger: zerolog.Nop()}
+	s, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	val := []byte(strings.Repeat("v", 100))
+	var wg sync.WaitGroup
+	for i := 0; i < keys; i += 1000 {
+		from := i
+		wg.Add(1)
+		s.dur.log.Append(func(w *wal.Writer) {
+			w.Record(func(dst []byte) []byte {
+				dst = appendRecHeader(dst, recFrames, 0)
+				for j := from; j < from+1000; j++ {
+					dst = wire.Append(dst, &wire.Frame{Op: wire.OpRepl, ID: uint64(j + 1), Epoch: 1, Key: []byte(fmt.Sprintf("key-%08d", j)), Value: val})
+				}
+				return dst
+			})
+		}, func(error) { wg.Done() })
+	}
+	wg.Wait()
+	_ = s.dur.log.Close()
+	if s, err = New(cfg); err != nil { // the tables from the log
+		t.Fatal(err)
+	}
+	if _, err := s.snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	_ = s.dur.log.Close()
+	snaps, err := filepath.Glob(filepath.Join(dir, snapPrefix+"*"))
+	if err != nil || len(snaps) != 1 {
+		t.Fatalf("snapshots %v (%v): want one", snaps, err)
+	}
+	whole, err := os.ReadFile(snaps[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(whole) < 3*snapChunk {
+		t.Fatalf("snapshot of %d bytes: want several sections", len(whole))
+	}
+
+	start := func(t *testing.T, damage func([]byte) []byte) (*Server, error) {
+		t.Helper()
+		d := t.TempDir()
+		if err := os.CopyFS(d, os.DirFS(dir)); err != nil {
+			t.Fatal(err)
+		}
+		b := damage(append([]byte(nil), whole...))
+		if err := os.WriteFile(filepath.Join(d, filepath.Base(snaps[0])), b, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		c := cfg
+		c.DataDir = d
+		return New(c)
+	}
+	s2, err := start(t, func(b []byte) []byte { return b })
+	if err != nil {
+		t.Fatalf("whole snapshot: %v", err)
+	}
+	if n := s2.tableFor(0).len(); n != keys {
+		t.Fatalf("whole snapshot loaded %d keys, want %d", n, keys)
+	}
+	if v, ok := s2.tableFor(0).get([]byte("key-00029999")); !ok || string(v) != string(val) {
+		t.Fatalf("last key %q %v", v, ok)
+	}
+	_ = s2.dur.log.Close()
+
+	for _, tc := range []struct {
+		name   string
+		damage func([]byte) []byte
+		want   string
+	}{
+		{"flipped in the middle", func(b []byte) []byte { b[len(b)/2] ^= 1; return b }, "checksum mismatch"},
+		{"flipped near the end", func(b []byte) []byte { b[len(b)-10] ^= 0x80; return b }, "checksum mismatch"},
+		{"cut short", func(b []byte) []byte { return b[:len(b)-snapChunk] }, "checksum mismatch"},
+		{"bad magic", func(b []byte) []byte { b[0] = 'X'; return b }, "bad header"},
+		{"too short", func(b []byte) []byte { return b[:10] }, "bad header"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s3, err := start(t, tc.damage)
+			if err == nil {
+				_ = s3.dur.log.Close()
+				t.Fatalf("started with a damaged snapshot (%d keys loaded)", s3.tableFor(0).len())
+			}
+			if !strings.Contains(err.Error(), "is damaged") || !strings.Contains(err.Error(), tc.want) {
+				t.Fatalf("error %q: want it to say the snapshot is damaged (%s)", err, tc.want)
+			}
+		})
+	}
+}
