@@ -5,9 +5,14 @@
 #   scripts/bench-resync.sh           # 1M entries, a 5 s outage, 3 repetitions
 #   scripts/bench-resync.sh -quick    # 200k entries, 1 repetition
 #
-# Each run starts a default cluster afresh (bin/coord with config.txt), with
-# logs (-data-dir, fsync always) or without (-data-dir none: a returning
-# server is re-seeded in full from its neighbours), and then:
+# Each run starts a default cluster afresh (bin/coord with config.txt), as
+#   log    with logs (-data-dir, fsync always): the returning server
+#          recovers its log and its primaries send the writes it missed;
+#   wiped  the same, but the server's data directory is deleted during its
+#          outage (a lost disk): it is re-seeded in full, like for like;
+#   none   without logs (-data-dir none): re-seeded in full (and the
+#          writer runs faster, with no fsync);
+# and then:
 #   1. a writer (bin/bench -c BENCH_LOAD_CONNS -ratio 0) keeps writing
 #      until the end of the run;
 #   2. bin/bench -mode reseed loads BENCH_ENTRIES entries, kill -9s server 1
@@ -125,7 +130,7 @@ median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "-"; else if (NR 
 run() {
 	local system=$1 dir addr= port
 	dir=$(mktemp -d "$WORK/run.XXXXXX")
-	local dd=(-data-dir "$dir/data")
+	local dd=(-data-dir "$dir/data") wiper=
 	[ "$system" = none ] && dd=(-data-dir none)
 	: >"$dir/delay"
 	(cd "$dir" && FTKV_TEST_START_DELAY="$dir/delay" exec "$BIN/coord" -c 0 -s 0 -C "$CONFIG" -no-stdin \
@@ -148,16 +153,39 @@ run() {
 	"$BIN/bench" -h 127.0.0.1 -p "$port" -c "$LOAD_CONNS" -ratio 0 -keys 2000000 -preload=false \
 		-duration 600s -json >"$dir/writer.json" 2>"$dir/writer.err" &
 	WRITER_PID=$!
+	if [ "$system" = wiped ]; then
+		# Once the victim is replaced, and while its successor waits out
+		# the outage (before it opens its directory), its disk is lost.
+		local old
+		old=$("$BIN/client" -h 127.0.0.1 -p "$port" status --json | grep -o "{\"id\":$VICTIM,[^}]*" | grep -o '"pid":[0-9]*' | cut -d: -f2)
+		(
+			for _ in $(seq 12000); do
+				pid=$("$BIN/client" -h 127.0.0.1 -p "$port" status --json 2>/dev/null | grep -o "{\"id\":$VICTIM,[^}]*" | grep -o '"pid":[0-9]*' | cut -d: -f2 || true)
+				if [ -n "$pid" ] && [ "$pid" != "$old" ] && [ "$pid" != 0 ]; then
+					rm -rf "$dir/data/server_$VICTIM"
+					echo "wiped $dir/data/server_$VICTIM (pid $old -> $pid)" >"$dir/wiped"
+					exit 0
+				fi
+				sleep 0.05
+			done
+		) &
+		wiper=$!
+	fi
 	if ! timeout -k 5 600 "$BIN/bench" -mode reseed -h 127.0.0.1 -p "$port" -entries "$ENTRIES" \
 		-victim "$VICTIM" -server-log "$dir/ftkv.log" -recover 120s -json >"$dir/reseed.json" 2>"$dir/reseed.err"; then
 		die "bench -mode reseed failed ($system): $(tail -n 2 "$dir/reseed.err"); logs in $dir"
 	fi
 	stop_all
+	if [ -n "$wiper" ]; then
+		kill "$wiper" 2>/dev/null || true
+		wait "$wiper" 2>/dev/null || true
+		[ -s "$dir/wiped" ] || die "the victim's data directory was never wiped; logs in $dir"
+	fi
 	local errs
 	errs=$(num errors "$dir/writer.json")
 	[ "${errs:-1}" = 0 ] || die "the writer had failed operations ($system): $(grep -o '"first_error":"[^"]*"' "$dir/writer.json" || cat "$dir/writer.err"); logs in $dir"
 	local sent ms
-	if [ "$system" = log ]; then
+	if [ "$system" = log ] && [ "$(sum_entries partial_resync "$dir/reseed.json")" != 0 ]; then
 		sent=$(sum_entries partial_resync "$dir/reseed.json")
 		ms=$(max_took partial_resync "$dir/reseed.json")
 		if [ "$(sum_entries seeding_sent "$dir/reseed.json")" != 0 ]; then
@@ -182,17 +210,20 @@ echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || 
 : >"$WORK/rows"
 for rep in $(seq "$REPS"); do
 	say "repetition $rep of $REPS"
-	if [ $((rep % 2)) = 1 ]; then order=(log none); else order=(none log); fi
+	if [ $((rep % 2)) = 1 ]; then order=(log wiped none); else order=(none wiped log); fi
 	for system in "${order[@]}"; do run "$system"; done
 done
 
 echo
-printf '  %-30s %12s %12s %14s %10s %12s %10s %12s %10s\n' "catch-up by" "kill->serving" "catch-up" "entries sent" "send" "replayed" "replay" "held" "writer/s"
-for system in log none; do
+printf '  %-33s %13s %12s %14s %10s %12s %10s %12s %10s\n' "catch-up by" "kill->serving" "catch-up" "entries sent" "send" "replayed" "replay" "held" "writer/s"
+for system in log wiped none; do
 	col() { awk -v s="$system" -v c="$1" '$1 == s {print $c}' "$WORK/rows" | median; }
-	name="partial resync (fsync always)"
-	[ "$system" = none ] && name="full re-seeding (-data-dir none)"
-	printf '  %-30s %11ss %11ss %14s %8sms %12s %8sms %12s %10s\n' "$name" "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)" "$(col 6)" "$(col 7)" "$(col 8)" "$(col 9)"
+	case $system in
+	log) name="partial resync (fsync always)" ;;
+	wiped) name="full re-seeding (disk lost)" ;;
+	none) name="full re-seeding (-data-dir none)" ;;
+	esac
+	printf '  %-33s %12.2fs %11.2fs %14.0f %8.0fms %12.0f %8.0fms %12.0f %10.0f\n' "$name" "$(col 2)" "$(col 3)" "$(col 4)" "$(col 5)" "$(col 6)" "$(col 7)" "$(col 8)" "$(col 9)"
 done
 echo
 echo "kill->serving includes the $OUTAGE outage; catch-up is from the first status showing the server past starting (its own log replayed) to serving;"

@@ -149,10 +149,10 @@ func (p *primary) readResync(from uint64) ([]byte, uint64, int, error) {
 // from (a frame, or a re-seeding's end), or the start of a full
 // re-seeding (which clears whatever came before). A shard's indexes grow
 // along the log between its re-seedings, so nothing before such a record
-// can change what readResync finds, and after a short outage the log is
-// read from its last segment or two instead of from its start (a log
-// grows to the size of the last snapshot: a resync read 140 MiB before
-// it sent 19,000 writes, docs/BENCHMARKS.md).
+// can change what readResync finds (starting too late could only make it
+// miss from, and a full re-seeding follows), and after a short outage the
+// log is read from its last segment or two instead of from its start (a
+// log grows to the size of the last snapshot before the next).
 func (p *primary) resyncStart(from uint64) func(r []byte) bool {
 	return func(r []byte) bool {
 		if len(r) < 5 || int(binary.BigEndian.Uint32(r[1:])) != p.shard {
