@@ -24,6 +24,9 @@ func (c *Coordinator) publish(l leadership, a decide.Publish) {
 		ev = c.log.Warn()
 	}
 	ev = ev.Str("why", a.Why).Uint64("epoch", nv.Epoch)
+	if a.Detail != "" {
+		ev = ev.Str("cause", a.Detail)
+	}
 	var failed []int
 	for i, m := range nv.Servers {
 		if (m.State == wire.StateDown || m.State == wire.StateDead) && i < len(c.nodes) {

@@ -27,8 +27,8 @@
 # log is recovered, to serving), what its neighbours sent (partial resync:
 # the writes it missed; full re-seeding: every entry) and the log replay.
 # Environment: BENCH_ENTRIES (1000000) BENCH_OUTAGE (5s) BENCH_REPS (3)
-# BENCH_LOAD_CONNS (20) BENCH_CONFIG (config.txt) BENCH_KEEP=1 (keep the
-# work directory with the logs). Not pinned: a re-seeding uses both CPUs.
+# BENCH_LOAD_CONNS (20) BENCH_SYSTEMS ("log wiped none") BENCH_CONFIG
+# (config.txt) BENCH_KEEP=1 (keep the work directory with the logs). Not pinned: a re-seeding uses both CPUs.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -39,6 +39,7 @@ REPS=${BENCH_REPS:-3}
 LOAD_CONNS=${BENCH_LOAD_CONNS:-20}
 CONFIG=${BENCH_CONFIG:-$ROOT/config.txt}
 KEEP=${BENCH_KEEP:-0}
+SYSTEMS=${BENCH_SYSTEMS:-log wiped none}
 VICTIM=1
 
 for arg in "$@"; do
@@ -210,13 +211,18 @@ echo "load average at the start: $(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null || 
 : >"$WORK/rows"
 for rep in $(seq "$REPS"); do
 	say "repetition $rep of $REPS"
-	if [ $((rep % 2)) = 1 ]; then order=(log wiped none); else order=(none wiped log); fi
+	read -r -a order <<<"$SYSTEMS"
+	if [ $((rep % 2)) = 0 ]; then
+		for ((i = 0, j = ${#order[@]} - 1; i < j; i++, j--)); do
+			t=${order[i]} order[i]=${order[j]} order[j]=$t
+		done
+	fi
 	for system in "${order[@]}"; do run "$system"; done
 done
 
 echo
 printf '  %-33s %13s %12s %14s %10s %12s %10s %12s %10s\n' "catch-up by" "kill->serving" "catch-up" "entries sent" "send" "replayed" "replay" "held" "writer/s"
-for system in log wiped none; do
+for system in $SYSTEMS; do
 	col() { awk -v s="$system" -v c="$1" '$1 == s {print $c}' "$WORK/rows" | median; }
 	case $system in
 	log) name="partial resync (fsync always)" ;;

@@ -12,6 +12,9 @@ type Action interface{ isAction() }
 type Publish struct {
 	View wire.View
 	Why  string // for the log: "failover", "re-seed", "seeded", "hand-back"
+	// Detail says, for the log, which members a failover fails and why
+	// ("server 1: no heartbeat for 612ms").
+	Detail string
 }
 
 // Push sends View to incarnation Inc of member ID; the shell reports

@@ -437,8 +437,13 @@ func (c *Core) freezeResult(e FreezeResult, out []Action) []Action {
 }
 
 func (c *Core) propose(p *pending, why string, out []Action) []Action {
+	return c.proposeWith(p, why, "", out)
+}
+
+// proposeWith is propose with the detail of why, for the log.
+func (c *Core) proposeWith(p *pending, why, detail string, out []Action) []Action {
 	c.pending = p
-	return append(out, Publish{View: cloneView(p.view), Why: why})
+	return append(out, Publish{View: cloneView(p.view), Why: why, Detail: detail})
 }
 
 func cloneView(v wire.View) wire.View {

@@ -3,6 +3,7 @@ package decide
 import (
 	"fmt"
 	"reflect"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,18 +107,21 @@ func TestFailover(t *testing.T) {
 		event  func(h *harness) []Action
 		shards []wire.Placement
 		states []uint8
+		cause  string // what the log says (Publish.Detail)
 	}{
 		{
 			name:   "exit of a primary promotes its secondary",
 			event:  func(h *harness) []Action { return h.step(ProcessExited{ID: 1, Inc: 1}) },
 			shards: []wire.Placement{pl(0, -1), pl(2, -1), pl(2, 0)},
 			states: []uint8{wire.StateServing, wire.StateDead, wire.StateServing},
+			cause:  "server 1: exited, replaced or its re-seeding failed",
 		},
 		{
 			name:   "silence longer than the failure timeout",
 			event:  func(h *harness) []Action { return h.advance(simFT+simFT/5, 0, 2) },
 			shards: []wire.Placement{pl(0, -1), pl(2, -1), pl(2, 0)},
 			states: []uint8{wire.StateServing, wire.StateDown, wire.StateServing},
+			cause:  "server 1: no heartbeat for ",
 		},
 		{
 			name: "both copies gone: the shard is unavailable",
@@ -128,6 +132,7 @@ func TestFailover(t *testing.T) {
 			event:  func(h *harness) []Action { return h.step(ProcessExited{ID: 2, Inc: 1}) },
 			shards: []wire.Placement{pl(0, -1), pl(-1, -1), pl(0, -1)},
 			states: []uint8{wire.StateServing, wire.StateDead, wire.StateDead},
+			cause:  "server 2: exited",
 		},
 		{
 			// Today's loop judged member 0 (silent) before member 2
@@ -142,6 +147,7 @@ func TestFailover(t *testing.T) {
 			event:  func(h *harness) []Action { return h.tick(simFT / 10) },
 			shards: []wire.Placement{pl(0, 1), pl(1, -1), pl(0, -1)},
 			states: []uint8{wire.StateServing, wire.StateServing, wire.StateDead},
+			cause:  "server 2: exited",
 		},
 	}
 	for _, tc := range cases {
@@ -151,7 +157,11 @@ func TestFailover(t *testing.T) {
 				tc.setup = func(*harness) {}
 			}
 			tc.setup(h)
-			v := mustPublish(t, tc.event(h))
+			acts := tc.event(h)
+			v := mustPublish(t, acts)
+			if p, _ := find[Publish](acts); !strings.HasPrefix(p.Detail, tc.cause) {
+				t.Fatalf("cause %q, want %q", p.Detail, tc.cause)
+			}
 			if v.Epoch != h.c.view.Epoch+1 {
 				t.Fatalf("epoch %d after %d", v.Epoch, h.c.view.Epoch)
 			}
@@ -381,7 +391,11 @@ func TestLinkDownFailsSecondary(t *testing.T) { // hole 9
 		}
 		h.beat(1, 2)
 		link(h, simFT+1, 1)
-		v := mustPublish(t, h.tick(simFT/10))
+		acts := h.tick(simFT / 10)
+		v := mustPublish(t, acts)
+		if p, _ := find[Publish](acts); !strings.HasPrefix(p.Detail, "server 1: the primary of shard 0 cannot replicate to it") {
+			t.Fatalf("cause %q", p.Detail)
+		}
 		if v.Servers[1].State != wire.StateDown || v.Servers[0].State != wire.StateServing {
 			t.Fatalf("want the secondary failed: %v", states(v))
 		}

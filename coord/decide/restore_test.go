@@ -94,6 +94,9 @@ func TestDiskFailureFailsOver(t *testing.T) {
 		Storage: wire.StorageReport{Fsync: "always", Failed: true}}})
 	acts = append(acts, h.tick(simFT/10)...)
 	v := mustPublish(t, acts)
+	if p, _ := find[Publish](acts); p.Detail != "server 1: its log failed (disk error)" {
+		t.Fatalf("cause %q", p.Detail)
+	}
 	if v.Servers[1].State != wire.StateDown || v.Shards[1] != pl(2, -1) {
 		t.Fatalf("after a disk failure of member 1: states %v, shards %v", states(v), v.Shards)
 	}

@@ -1,6 +1,9 @@
 package decide
 
 import (
+	"fmt"
+	"sort"
+	"strings"
 	"time"
 
 	"ftkv/wire"
@@ -26,15 +29,17 @@ func (c *Core) decide(judge bool, out []Action) []Action {
 	// the view as it will be without them, so that a silent member is
 	// never failed together with the other copy of its shard.
 	failed := map[int]cause{}
+	reasons := map[int]string{}
 	for i, m := range v.Servers {
 		// (A record on a newer incarnation than a live member's: restored
 		// mid-respawn by New; the one in the view is being replaced.)
 		if live(m) && (c.nodes[i].Inc != m.Incarnation || c.nodes[i].State == Condemned) {
 			failed[i] = byExit
+			reasons[i] = "exited, replaced or its re-seeding failed"
 		}
 	}
 	if judge {
-		out = c.judge(failed, out)
+		out = c.judge(failed, reasons, out)
 	}
 	if len(failed) > 0 {
 		nv := demote(v, failed)
@@ -53,7 +58,7 @@ func (c *Core) decide(judge bool, out []Action) []Action {
 				}
 			}
 		}
-		return c.propose(p, "failover", out)
+		return c.proposeWith(p, "failover", failureCauses(reasons), out)
 	}
 	if judge {
 		if p, ok := c.dropSilent(v); ok {
@@ -266,7 +271,7 @@ func durableIndex(hb wire.Heartbeat, shard int) (uint64, bool) {
 // heartbeat. None ever fails the last complete copy of a shard: a slow
 // or frozen server that comes back keeps its data; failing it over would
 // lose the shard for good.
-func (c *Core) judge(failed map[int]cause, out []Action) []Action {
+func (c *Core) judge(failed map[int]cause, reasons map[int]string, out []Action) []Action {
 	v := c.view
 	ft := c.cfg.FailureTimeout
 	suspect := func(i int) bool { return failed[i] == 0 && c.active(v, i) }
@@ -278,6 +283,7 @@ func (c *Core) judge(failed map[int]cause, out []Action) []Action {
 	for i := range v.Servers {
 		if suspect(i) && c.nodes[i].HB.Storage.Failed && c.nodes[i].HB.Incarnation == c.nodes[i].Inc && !lastCopy(demote(v, failed), i) {
 			failed[i] = bySuspicion
+			reasons[i] = "its log failed (disk error)"
 			return out
 		}
 	}
@@ -294,6 +300,7 @@ func (c *Core) judge(failed map[int]cause, out []Action) []Action {
 			continue
 		}
 		failed[i] = bySuspicion
+		reasons[i] = "no heartbeat for " + c.now.Sub(c.nodes[i].LastSeen).Round(time.Millisecond).String()
 		return out
 	}
 	// Hole 9: a primary that cannot replicate to its secondary stalls
@@ -305,14 +312,15 @@ func (c *Core) judge(failed map[int]cause, out []Action) []Action {
 	if len(failed) > 0 {
 		return out
 	}
-	victim, stalled := -1, time.Duration(0)
-	c.stalledLinks(v, suspect, false, func(_, sec int, down time.Duration) {
+	victim, stalled, of := -1, time.Duration(0), -1
+	c.stalledLinks(v, suspect, false, func(shard, sec int, down time.Duration) {
 		if (victim < 0 || down > stalled) && !lastCopy(v, sec) {
-			victim, stalled = sec, down
+			victim, stalled, of = sec, down, shard
 		}
 	})
 	if victim >= 0 {
 		failed[victim] = bySuspicion
+		reasons[victim] = fmt.Sprintf("the primary of shard %d cannot replicate to it (for %s)", of, stalled.Round(time.Millisecond))
 	}
 	return out
 }
@@ -495,4 +503,19 @@ func addReseeding(v wire.View, i int, nd *Node) wire.View {
 		}
 	}
 	return nv
+}
+
+// failureCauses is the log's account of a failover: each failed member
+// and why.
+func failureCauses(reasons map[int]string) string {
+	ids := make([]int, 0, len(reasons))
+	for i := range reasons {
+		ids = append(ids, i)
+	}
+	sort.Ints(ids)
+	parts := make([]string, len(ids))
+	for k, i := range ids {
+		parts[k] = fmt.Sprintf("server %d: %s", i, reasons[i])
+	}
+	return strings.Join(parts, "; ")
 }
