@@ -209,7 +209,7 @@ func (p *primary) seed(j *seedJob, timeout time.Duration) error {
 
 const (
 	seedBatchBytes = 256 << 10 // table entries per SEED frame, about
-	seedWindow     = 64        // SEED frames sent and not yet acknowledged, at most
+	seedWindow     = 8         // SEED frames sent and not yet acknowledged, at most
 )
 
 // seedSender is one re-seeding's sending side.
