@@ -577,3 +577,53 @@ func (sc *resyncScene) reseedCutOnce(t *testing.T) {
 	sc.check(t)
 	proxy.wantRelinked(t, 0)
 }
+
+// TestSlowSecondaryReseedKeepsItsLinkAnswering: a secondary answers what
+// one read brought (SEED frames, writes, pings) once it has applied all
+// of it, and the link's pings and live writes queue behind the SEED
+// frames in flight, so the re-seeding window bounds how long a secondary
+// that applies the snapshot slowly (a loaded machine) stays silent. With
+// 64 frames of 256 KiB in flight and 30 ms a frame, the primary heard
+// nothing for 1.56 s, past the failure timeout, and reported the link
+// stalled: under an fsync-always load the coordinator failed the
+// re-seeding secondary in 5 of 16 runs of scripts/bench-resync.sh. With
+// 8 frames: 150 ms. The primary must keep hearing from it within the
+// failure timeout.
+func TestSlowSecondaryReseedKeepsItsLinkAnswering(t *testing.T) {
+	// About 19 MiB per shard: 75 frames of 256 KiB.
+	sc := newScene(t, 300, 64<<10, true)
+	slow := func() { time.Sleep(30 * time.Millisecond) }
+	seedApplied.Store(&slow)
+	t.Cleanup(func() { seedApplied.Store(nil) })
+	var worst atomic.Int64
+	stop := make(chan struct{})
+	sampled := make(chan struct{})
+	go func() {
+		defer close(sampled)
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			sc.a.mu.Lock()
+			p := sc.a.prims[0]
+			sc.a.mu.Unlock()
+			if p == nil {
+				continue
+			}
+			if h, ok := p.linkHealth(time.Now()); ok && int64(h.Stalled) > worst.Load() {
+				worst.Store(int64(h.Stalled))
+			}
+		}
+	}()
+	sc.reseed(t, sc.b2.peer)
+	close(stop)
+	<-sampled
+	sc.check(t)
+	ft := sc.a.cfg.Timing.FailureTimeout
+	t.Logf("longest silence of the re-seeding secondary: %s (failure timeout %s)", time.Duration(worst.Load()).Round(time.Millisecond), ft)
+	if w := time.Duration(worst.Load()); w > ft {
+		t.Fatalf("the primary heard nothing from its re-seeding secondary for %s, past the failure timeout %s: the coordinator would fail it", w, ft)
+	}
+}

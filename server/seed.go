@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -207,6 +208,10 @@ func (p *primary) seed(j *seedJob, timeout time.Duration) error {
 	return nil
 }
 
+// seedApplied, when a test sets it, runs on the secondary's event loop
+// after it applied each SEED frame of table entries: a slow secondary.
+var seedApplied atomic.Pointer[func()]
+
 const (
 	seedBatchBytes = 256 << 10 // table entries per SEED frame, about
 	seedWindow     = 8         // SEED frames sent and not yet acknowledged, at most
@@ -358,6 +363,9 @@ func (st *secState) applySeed(f *wire.Frame) error {
 	}
 	if st.srv != nil {
 		st.srv.met.seedReceived(n)
+	}
+	if hook := seedApplied.Load(); hook != nil {
+		(*hook)()
 	}
 	if st.dur != nil {
 		st.dur.logSeed(st.srv, st.shard, recSeed, f.Value)
