@@ -1,22 +1,17 @@
 package server
 
 import (
-	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/rs/zerolog"
-
-	"ftkv/internal/wal"
-	"ftkv/wire"
 )
 
 // TestDamagedSnapshotRefusesStart: a snapshot is read in pieces, its
 // checksum first; a damaged one (a byte flipped anywhere, cut short, a
-// section running past its end) refuses the start with a clear error and
+// bad header) refuses the start with a clear error and
 // loads nothing, and a whole one loads every entry, across sections.
 func TestDamagedSnapshotRefusesStart(t *testing.T) {
 	const keys = 30_000 // about 4 MiB: several sections of snapChunk
@@ -27,21 +22,7 @@ func TestDamagedSnapshotRefusesStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	val := []byte(strings.Repeat("v", 100))
-	var wg sync.WaitGroup
-	for i := 0; i < keys; i += 1000 {
-		from := i
-		wg.Add(1)
-		s.dur.log.Append(func(w *wal.Writer) {
-			w.Record(func(dst []byte) []byte {
-				dst = appendRecHeader(dst, recFrames, 0)
-				for j := from; j < from+1000; j++ {
-					dst = wire.Append(dst, &wire.Frame{Op: wire.OpRepl, ID: uint64(j + 1), Epoch: 1, Key: []byte(fmt.Sprintf("key-%08d", j)), Value: val})
-				}
-				return dst
-			})
-		}, func(error) { wg.Done() })
-	}
-	wg.Wait()
+	logFrames(s, keys, val)
 	_ = s.dur.log.Close()
 	if s, err = New(cfg); err != nil { // the tables from the log
 		t.Fatal(err)
