@@ -71,9 +71,15 @@ die() {
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/ftkv-bench-resync.XXXXXX")
 COORD_PID=
 WRITER_PID=
+WIPER_PID=
 
 stop_all() {
 	local k kids=()
+	if [ -n "$WIPER_PID" ]; then
+		kill "$WIPER_PID" 2>/dev/null || true
+		wait "$WIPER_PID" 2>/dev/null || true
+		WIPER_PID=
+	fi
 	if [ -n "$WRITER_PID" ]; then
 		kill -INT "$WRITER_PID" 2>/dev/null || true
 		wait "$WRITER_PID" 2>/dev/null || true
@@ -110,17 +116,26 @@ trap 'exit 143' TERM
 
 make -s --no-print-directory -C "$ROOT" build >&2
 
+# The JSON helpers print nothing or 0 for a field that is missing (or
+# null), and never fail (set -e).
+
 # num FIELD FILE: the first number named FIELD in a JSON file.
-num() { grep -o "\"$1\":[0-9.e+-]*" "$2" | head -n 1 | cut -d: -f2; }
+num() { { grep -o "\"$1\":[0-9.e+-]*" "$2" || true; } | head -n 1 | cut -d: -f2; }
 
 # sum_entries ARRAY FILE: the sum of "entries" in the JSON array ARRAY.
 sum_entries() {
-	grep -o "\"$1\":\[[^]]*\]" "$2" | grep -o '"entries":[0-9]*' | cut -d: -f2 | awk '{s += $1} END {print s + 0}'
+	{ grep -o "\"$1\":\[[^]]*\]" "$2" || true; } | { grep -o '"entries":[0-9]*' || true; } | cut -d: -f2 | awk '{s += $1} END {print s + 0}'
 }
 
 # max_took ARRAY FILE: the longest "took_ms" in the JSON array ARRAY.
 max_took() {
-	grep -o "\"$1\":\[[^]]*\]" "$2" | grep -o '"took_ms":[0-9.]*' | cut -d: -f2 | awk '$1 > m {m = $1} END {print m + 0}'
+	{ grep -o "\"$1\":\[[^]]*\]" "$2" || true; } | { grep -o '"took_ms":[0-9.]*' || true; } | cut -d: -f2 | awk '$1 > m {m = $1} END {print m + 0}'
+}
+
+# pid_of PORT ID: server ID's pid in the cluster's status (empty if none).
+pid_of() {
+	{ "$BIN/client" -h 127.0.0.1 -p "$1" status --json 2>/dev/null || true; } | { grep -o "{\"id\":$2,[^}]*" || true; } |
+		{ grep -o '"pid":[0-9]*' || true; } | cut -d: -f2
 }
 
 median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "-"; else if (NR % 2) print v[(NR + 1) / 2]; else print (v[NR / 2] + v[NR / 2 + 1]) / 2}'; }
@@ -131,7 +146,7 @@ median() { sort -g | awk '{v[NR] = $1} END {if (NR == 0) print "-"; else if (NR 
 run() {
 	local system=$1 dir addr= port
 	dir=$(mktemp -d "$WORK/run.XXXXXX")
-	local dd=(-data-dir "$dir/data") wiper=
+	local dd=(-data-dir "$dir/data")
 	[ "$system" = none ] && dd=(-data-dir none)
 	: >"$dir/delay"
 	(cd "$dir" && FTKV_TEST_START_DELAY="$dir/delay" exec "$BIN/coord" -c 0 -s 0 -C "$CONFIG" -no-stdin \
@@ -158,10 +173,11 @@ run() {
 		# Once the victim is replaced, and while its successor waits out
 		# the outage (before it opens its directory), its disk is lost.
 		local old
-		old=$("$BIN/client" -h 127.0.0.1 -p "$port" status --json | grep -o "{\"id\":$VICTIM,[^}]*" | grep -o '"pid":[0-9]*' | cut -d: -f2)
+		old=$(pid_of "$port" "$VICTIM")
+		[ -n "$old" ] || die "no pid for server $VICTIM in the status; logs in $dir"
 		(
 			for _ in $(seq 12000); do
-				pid=$("$BIN/client" -h 127.0.0.1 -p "$port" status --json 2>/dev/null | grep -o "{\"id\":$VICTIM,[^}]*" | grep -o '"pid":[0-9]*' | cut -d: -f2 || true)
+				pid=$(pid_of "$port" "$VICTIM")
 				if [ -n "$pid" ] && [ "$pid" != "$old" ] && [ "$pid" != 0 ]; then
 					rm -rf "$dir/data/server_$VICTIM"
 					echo "wiped $dir/data/server_$VICTIM (pid $old -> $pid)" >"$dir/wiped"
@@ -170,17 +186,15 @@ run() {
 				sleep 0.05
 			done
 		) &
-		wiper=$!
+		WIPER_PID=$!
 	fi
 	if ! timeout -k 5 600 "$BIN/bench" -mode reseed -h 127.0.0.1 -p "$port" -entries "$ENTRIES" \
 		-victim "$VICTIM" -server-log "$dir/ftkv.log" -recover 120s -json >"$dir/reseed.json" 2>"$dir/reseed.err"; then
 		die "bench -mode reseed failed ($system): $(tail -n 2 "$dir/reseed.err"); logs in $dir"
 	fi
 	stop_all
-	if [ -n "$wiper" ]; then
-		kill "$wiper" 2>/dev/null || true
-		wait "$wiper" 2>/dev/null || true
-		[ -s "$dir/wiped" ] || die "the victim's data directory was never wiped; logs in $dir"
+	if [ "$system" = wiped ] && [ ! -s "$dir/wiped" ]; then
+		die "the victim's data directory was never wiped; logs in $dir"
 	fi
 	local errs
 	errs=$(num errors "$dir/writer.json")

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"ftkv/internal/wal"
 	"ftkv/wire"
 )
 
@@ -136,6 +137,10 @@ func (p *primary) readResync(from uint64) ([]byte, uint64, int, error) {
 		return nil
 	})
 	switch {
+	case errors.Is(err, wal.ErrNoStart):
+		// No record could make from found: every frame of the shard is
+		// above it (a snapshot truncated the log past it, say).
+		return nil, 0, 0, errNotInLog
 	case err != nil:
 		return nil, 0, 0, err
 	case !found || broken:
@@ -147,12 +152,16 @@ func (p *primary) readResync(from uint64) ([]byte, uint64, int, error) {
 // resyncStart reports whether a log record is where readResync may start
 // reading for a copy at index from: a record of this shard at or before
 // from (a frame, or a re-seeding's end), or the start of a full
-// re-seeding (which clears whatever came before). A shard's indexes grow
-// along the log between its re-seedings, so nothing before such a record
-// can change what readResync finds (starting too late could only make it
-// miss from, and a full re-seeding follows), and after a short outage the
-// log is read from its last segment or two instead of from its start (a
-// log grows to the size of the last snapshot before the next).
+// re-seeding (which clears whatever came before). It rests on this: a
+// shard's indexes never go down along the log between two of its resets
+// (a promotion jumps a LineageGap up, a hand-back continues; the end of a
+// re-seeding may be logged just before frames of its own read, which
+// reach that index). So nothing before such a record can change what
+// readResync finds (starting too late could only make it miss from, and
+// a full re-seeding follows), and every record that can make from found
+// is such a record. After a short outage the log is read from its last
+// segment or two instead of from its start (a log grows to the size of
+// the last snapshot before the next).
 func (p *primary) resyncStart(from uint64) func(r []byte) bool {
 	return func(r []byte) bool {
 		if len(r) < 5 || int(binary.BigEndian.Uint32(r[1:])) != p.shard {

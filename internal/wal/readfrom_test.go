@@ -2,14 +2,21 @@ package wal
 
 import (
 	"encoding/binary"
+	"errors"
+	"io"
 	"sync/atomic"
 	"testing"
 )
 
-// countReads is the OS file system counting whole-file reads.
+// countReads is the OS file system counting the files opened to be read.
 type countReads struct {
 	OSFS
 	n atomic.Int64
+}
+
+func (c *countReads) OpenRead(name string) (io.ReadCloser, error) {
+	c.n.Add(1)
+	return c.OSFS.OpenRead(name)
 }
 
 func (c *countReads) ReadFile(name string) ([]byte, error) {
@@ -21,7 +28,7 @@ func (c *countReads) ReadFile(name string) ([]byte, error) {
 // the newest segment holding a record it was asked for, in order, and
 // reads the log's segments from the newest back only that far (a partial
 // resync after a short outage reads the end of a long log, not all of
-// it); when no record matches, it reads everything, as ReadAll does.
+// it); when no record matches, it says so, having read each segment once.
 func TestReadFromReadsOnlyTheRecentEnd(t *testing.T) {
 	fsys := &countReads{}
 	l, _, _ := openOS(t, t.TempDir(), Options{Policy: SyncAlways, SegmentSize: 1 << 10, FS: fsys})
@@ -61,12 +68,25 @@ func TestReadFromReadsOnlyTheRecentEnd(t *testing.T) {
 		t.Fatalf("%d segment reads of %d segments to find record 390 near the end", n, len(segs))
 	}
 
+	fsys.n.Store(0)
 	got = got[:0]
-	if err := l.ReadFrom(func([]byte) bool { return false }, func(r []byte) error {
+	err = l.ReadFrom(func([]byte) bool { return false }, func(r []byte) error {
 		got = append(got, value(r))
 		return nil
-	}); err != nil {
+	})
+	if !errors.Is(err, ErrNoStart) || len(got) != 0 {
+		t.Fatalf("no record to start from: %v, %d records read; want ErrNoStart and none", err, len(got))
+	}
+	if n := fsys.n.Load(); n != int64(len(segs)) {
+		t.Fatalf("%d segment reads to find no start in %d segments: want each read once", n, len(segs))
+	}
+
+	// ReadAll, for scale: every segment.
+	fsys.n.Store(0)
+	if err := l.ReadAll(func([]byte) error { return nil }); err != nil {
 		t.Fatal(err)
 	}
-	want(t, got, 400)
+	if n := fsys.n.Load(); n != int64(len(segs)) {
+		t.Fatalf("ReadAll read %d segments of %d", n, len(segs))
+	}
 }

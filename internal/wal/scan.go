@@ -27,16 +27,25 @@ type fileReader interface {
 // OpenRead implements fileReader.
 func (OSFS) OpenRead(name string) (io.ReadCloser, error) { return os.Open(name) }
 
-// openRead opens segment name for a scan.
-func openRead(fsys FS, name string) (io.ReadCloser, error) {
+// openRead opens segment name for a scan and returns its size.
+func openRead(fsys FS, name string) (io.ReadCloser, int64, error) {
 	if fr, ok := fsys.(fileReader); ok {
-		return fr.OpenRead(name)
+		f, err := fr.OpenRead(name)
+		if err != nil {
+			return nil, 0, err
+		}
+		size, err := fsys.Size(name)
+		if err != nil {
+			f.Close()
+			return nil, 0, err
+		}
+		return f, size, nil
 	}
 	b, err := fsys.ReadFile(name)
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
-	return io.NopCloser(bytes.NewReader(b)), nil
+	return io.NopCloser(bytes.NewReader(b)), int64(len(b)), nil
 }
 
 // scanner reads segments' batches through one buffer.
@@ -75,7 +84,7 @@ func (s *scanner) fill(need int) error {
 // stopped before the end ("" if not). *lastSeq is the sequence of the
 // last batch seen (0: none yet).
 func (s *scanner) scanFile(fsys FS, name string, lastSeq *uint64, replay func([]byte) error, rec *Recovery) (int64, string, error) {
-	f, err := openRead(fsys, name)
+	f, size, err := openRead(fsys, name)
 	if err != nil {
 		return 0, "", err
 	}
@@ -107,7 +116,11 @@ func (s *scanner) scanFile(fsys FS, name string, lastSeq *uint64, replay func([]
 			// the next segment's first batch would catch it.
 			return good, "", nil
 		}
-		if n > maxBatch {
+		if n > maxBatch || int64(n) > size-good-batchHeader {
+			// (Checked before reading: a damaged length must not make
+			// the scan allocate up to maxBatch. A file growing meanwhile,
+			// the segment being written, ends the read here as a torn
+			// batch would.)
 			return good, "torn batch", nil
 		}
 		if err := s.fill(batchHeader + n); err != nil {

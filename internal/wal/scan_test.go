@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"os"
 	"path/filepath"
+	"runtime"
 	"testing"
 )
 
@@ -75,5 +76,41 @@ func TestScanAcrossItsBuffer(t *testing.T) {
 	}
 	if last := int64(batchHeader + 4 + 8 + sizes[len(sizes)-1]); r.Reason == "" || r.Truncated != last-3 {
 		t.Fatalf("recovery %+v: want the torn batch reported and its %d written bytes dropped", r, last-3)
+	}
+}
+
+// TestDamagedLengthAllocatesNothing: a batch header whose length is
+// garbage (up to maxBatch, past the file's end: stale blocks after a
+// crash) ends the log as a torn batch without the scan allocating that
+// length first (a review saw 1 GiB allocated for a 300-byte segment).
+func TestDamagedLengthAllocatesNothing(t *testing.T) {
+	dir := t.TempDir()
+	l, _, _ := openOS(t, dir, Options{Policy: SyncAlways, NoPrealloc: true})
+	appendN(t, l, 0, 10)
+	l.Close()
+	seg := filepath.Join(dir, "0000000000000001.wal")
+	f, err := os.OpenFile(seg, os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var h [batchHeader + 4]byte
+	binary.BigEndian.PutUint32(h[:], maxBatch-1)
+	binary.BigEndian.PutUint64(h[8:], 11)
+	copy(h[batchHeader:], "junk")
+	if _, err := f.Write(h[:]); err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	var before, after runtime.MemStats
+	runtime.ReadMemStats(&before)
+	l2, got, r := openOS(t, dir, Options{Policy: SyncAlways, NoPrealloc: true})
+	runtime.ReadMemStats(&after)
+	l2.Close()
+	want(t, got, 10)
+	if r.Reason == "" || r.Truncated != int64(len(h)) {
+		t.Fatalf("recovery %+v: want the damaged batch reported and its %d bytes dropped", r, len(h))
+	}
+	if grew := after.TotalAlloc - before.TotalAlloc; grew > 16<<20 {
+		t.Fatalf("recovering a %d-byte tail allocated %d MiB", len(h), grew>>20)
 	}
 }

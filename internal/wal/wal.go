@@ -247,21 +247,25 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 	return l, rec, nil
 }
 
+// ErrNoStart is ReadFrom's answer when no record of the log is one it may
+// start from.
+var ErrNoStart = errors.New("wal: no record to start reading from")
+
 // ReadFrom is ReadAll from the newest segment that holds a record for
-// which start reports true, or from the first segment when none does:
-// segments are searched from the newest back, so a reader that wants
-// only the recent end of a long log (a partial resync after a short
-// outage) reads a segment or two, not the whole log. fn sees every record
-// of the segments from there on, in order, as ReadAll would.
+// which start reports true; when none does, it returns ErrNoStart.
+// Segments are searched from the newest back, so a reader that wants only
+// the recent end of a long log (a partial resync after a short outage)
+// reads a segment or two, not the whole log. fn sees every record of the
+// segments from there on, in order, as ReadAll would.
 func (l *Log) ReadFrom(start func(rec []byte) bool, fn func(rec []byte) error) error {
 	segs, err := l.segments()
 	if err != nil {
 		return err
 	}
-	from := 0
+	from := -1
 	errFound := errors.New("found")
 	var sc scanner
-	for i := len(segs) - 1; i > 0 && from == 0; i-- {
+	for i := len(segs) - 1; i >= 0 && from < 0; i-- {
 		var seq uint64
 		var rec Recovery
 		_, _, err = sc.scanFile(l.opt.FS, l.path(segs[i]), &seq, func(r []byte) error {
@@ -276,6 +280,9 @@ func (l *Log) ReadFrom(start func(rec []byte) bool, fn func(rec []byte) error) e
 		case err != nil:
 			return err
 		}
+	}
+	if from < 0 {
+		return ErrNoStart
 	}
 	return l.read(&sc, segs[from:], fn)
 }
