@@ -212,10 +212,22 @@ func (p *primary) seed(j *seedJob, timeout time.Duration) error {
 // after it applied each SEED frame of table entries: a slow secondary.
 var seedApplied atomic.Pointer[func()]
 
-const (
-	seedBatchBytes = 256 << 10 // table entries per SEED frame, about
-	seedWindow     = 8         // SEED frames sent and not yet acknowledged, at most
-)
+const seedBatchBytes = 256 << 10 // table entries per SEED frame, about
+
+// seedWindow is how many SEED frames may be sent and not yet
+// acknowledged (DESIGN, *Re-seeding while serving*).
+const seedWindow = 8
+
+// seedWindowTest, when not zero, replaces seedWindow: a measurement
+// compares windows.
+var seedWindowTest atomic.Uint64
+
+func sendWindow() uint64 {
+	if w := seedWindowTest.Load(); w != 0 {
+		return w
+	}
+	return seedWindow
+}
 
 // seedSender is one re-seeding's sending side.
 type seedSender struct {
@@ -284,8 +296,8 @@ func (ss *seedSender) send(batch []byte, done bool) error {
 	ss.l.queueFrame(f)
 	ss.l.flushSoon()
 	ss.met.seedProgress(ss)
-	if ss.sent > seedWindow {
-		return ss.wait(ss.sent - seedWindow)
+	if w := sendWindow(); ss.sent > w {
+		return ss.wait(ss.sent - w)
 	}
 	return nil
 }
