@@ -215,7 +215,11 @@ run() {
 	row="$system $(num serving_s "$dir/reseed.json") $(num catch_up_s "$dir/reseed.json") $sent $ms $(sum_entries recovered "$dir/reseed.json") $(max_took recovered "$dir/reseed.json") $(num entries "$dir/reseed.json") $(num ops_per_sec "$dir/writer.json")"
 	echo "$row" >>"$WORK/rows"
 	say "  $row"
-	[ "$KEEP" = 1 ] && rm -rf "$dir/data" "$dir"/server_* || rm -rf "$dir"
+	if [ "$KEEP" = 1 ]; then
+		rm -rf "$dir/data" "$dir"/server_* # the logs, not the data
+	else
+		rm -rf "$dir"
+	fi
 }
 
 echo "catching up after an outage under load — $(date -u '+%Y-%m-%d %H:%M UTC')"
