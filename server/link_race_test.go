@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"ftkv/internal/wal"
+	"ftkv/timing"
 	"ftkv/wire"
 )
 
@@ -52,7 +53,14 @@ func (f slowSyncFile) Sync() error {
 // reconnect.)
 func TestSecondaryAddedWhileAloneWriteCommits(t *testing.T) {
 	var delay atomic.Int64
-	a, b := startAlone(t, t.TempDir(), func(c *Config) { c.walFS = slowSyncFS{delay: &delay} })
+	// The primary commits alone on its coordinator's lease: a failure
+	// timeout of 1 s (a lease of 800 ms) keeps a scheduling stall of
+	// make test's load from lapsing it mid-test, which answers the write
+	// "lost its lease; retry" (rightly; it is not what is tested here).
+	a, b := startAlone(t, t.TempDir(), func(c *Config) {
+		c.walFS = slowSyncFS{delay: &delay}
+		c.Timing = timing.New(time.Second)
+	})
 	keys := keysOf("race", 0, 2, 3)
 	put := func(cn *conn, k string) error {
 		ans, err := cn.do(&wire.Frame{Op: wire.OpPut, Key: []byte(k), Value: []byte("v-" + k)}, 5*time.Second)
