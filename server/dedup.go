@@ -274,22 +274,9 @@ func (d *dedup) dropOrigin(shard int) int {
 		st := &d.stripes[i]
 		st.mu.Lock()
 		for _, s := range st.clients {
-			for j, r := range s.recs {
-				if r.o != nil && (r.o.origin == want || r.o.origin == 0) {
-					s.recs[j].o = nil // (pruned with the front)
-					s.n--
-					n++
-				}
-			}
-			if s.ooo != nil {
-				for seq, o := range s.ooo.m {
-					if o.origin == want || o.origin == 0 {
-						delete(s.ooo.m, seq)
-						s.n--
-						n++
-					}
-				}
-			}
+			n += s.each(func(_ uint64, o *outcome) bool {
+				return o != nil && (o.origin == want || o.origin == 0)
+			})
 		}
 		st.mu.Unlock()
 	}

@@ -68,19 +68,12 @@ func (d *dedup) snapshotBy() map[uint32][][]byte {
 			if s.forgot > 0 {
 				add(0, client, s.forgot-1, wire.StatusSessionExpired, 0, nil)
 			}
-			each := func(seq uint64, o *outcome) {
+			s.each(func(seq uint64, o *outcome) bool {
 				if o != nil && o.done.Load() {
 					add(o.origin, client, seq, o.status, o.flags, o.value)
 				}
-			}
-			for _, r := range s.recs {
-				each(r.seq, r.o)
-			}
-			if s.ooo != nil {
-				for seq, o := range s.ooo.m {
-					each(seq, o)
-				}
-			}
+				return false
+			})
 		}
 		for client, m := range st.gone {
 			add(0, client, m.maxSeq, wire.StatusSessionExpired, 0, nil)

@@ -130,11 +130,21 @@ func TestDedupDropOrigin(t *testing.T) {
 }
 
 // TestDedupModel checks the sorted records against a map under random
-// operations.
+// operations: seqs at random above the floor, and seqs of a client's
+// writes arriving through interleaved streams, each in order (a server
+// claims its primary shard's writes and records its secondary shard's,
+// behind them), as many as the session has runs.
 func TestDedupModel(t *testing.T) {
-	seed := rand.Uint64()
-	t.Logf("seed %d", seed)
-	r := rand.New(rand.NewPCG(seed, 0))
+	for _, shape := range []string{"random", "streams"} {
+		t.Run(shape, func(t *testing.T) {
+			seed := rand.Uint64()
+			t.Logf("seed %d", seed)
+			dedupModel(t, rand.New(rand.NewPCG(seed, 0)), shape == "streams")
+		})
+	}
+}
+
+func dedupModel(t *testing.T, r *rand.Rand, streams bool) {
 	d := newDedup()
 	model := map[uint64]*outcome{}
 	floor := uint64(0)
@@ -145,13 +155,49 @@ func TestDedupModel(t *testing.T) {
 			}
 		}
 	}
-	for i := 0; i < 20000; i++ {
-		seq := floor + uint64(r.IntN(40))
-		switch r.IntN(3) {
-		case 0:
+	// streams: the client numbers its writes in order and sends each
+	// down one of them; next delivers the head of a random stream, and
+	// the floor trails the oldest write not delivered yet.
+	queues := make([][]uint64, sessionRuns)
+	sent, oldest := uint64(0), uint64(0)
+	next := func() uint64 {
+		if !streams {
 			if r.IntN(10) == 0 {
 				floor += uint64(r.IntN(5))
 			}
+			return floor + uint64(r.IntN(40))
+		}
+		for n := r.IntN(3); n >= 0 || sent < floor+8; n-- {
+			k := r.IntN(len(queues))
+			queues[k] = append(queues[k], sent)
+			sent++
+		}
+		k := r.IntN(len(queues))
+		for len(queues[k]) == 0 {
+			k = (k + 1) % len(queues)
+		}
+		seq := queues[k][0]
+		queues[k] = queues[k][1:]
+		oldest = sent
+		for _, q := range queues {
+			if len(q) > 0 {
+				oldest = min(oldest, q[0])
+			}
+		}
+		if oldest > 20 && r.IntN(4) == 0 {
+			floor = max(floor, oldest-20)
+		}
+		return seq
+	}
+	for i := 0; i < 20000; i++ {
+		seq := next()
+		op := r.IntN(3)
+		if streams && oldest > floor && r.IntN(10) == 0 {
+			// A retry of a write delivered before, or one forgotten.
+			seq, op = floor+uint64(r.IntN(int(oldest-floor))), r.IntN(2)
+		}
+		switch op {
+		case 0:
 			o, cl := d.claim(0, 1, seq, floor, 0)
 			prune()
 			want := model[seq]
@@ -183,6 +229,13 @@ func TestDedupModel(t *testing.T) {
 		}
 		if d.size() != len(model) {
 			t.Fatalf("step %d: %d records, model %d", i, d.size(), len(model))
+		}
+	}
+	if streams {
+		st := d.stripe(1)
+		s := st.clients[1]
+		if s.ooo != nil && len(s.ooo.m) > len(model)/10 {
+			t.Errorf("%d of %d records out of order: the runs took too few", len(s.ooo.m), len(model))
 		}
 	}
 }
@@ -443,9 +496,11 @@ func TestSessionOutOfOrderRefill(t *testing.T) {
 	cycle := func() {
 		s.put(base+1000, doneOutcome(0, 0, nil)) // in order: appended
 		for seq := base + 999; seq > base+499; seq-- {
-			s.put(seq, doneOutcome(0, 0, nil)) // below the last: out of order
+			// Below every run's last: the empty runs take one each,
+			// the rest are out of order.
+			s.put(seq, doneOutcome(0, 0, nil))
 		}
-		if s.ooo == nil || len(s.ooo.m) != 500 {
+		if s.ooo == nil || len(s.ooo.m) != 500-(sessionRuns-1) {
 			t.Fatalf("out-of-order records: %v", s.ooo)
 		}
 		s.raise(base + 1001)
@@ -455,15 +510,15 @@ func TestSessionOutOfOrderRefill(t *testing.T) {
 		base += 1000
 	}
 	cycle()
-	if s.oooPeak != 500 {
-		t.Fatalf("the emptied set's peak is %d, want 500", s.oooPeak)
+	if s.oooPeak != 500-(sessionRuns-1) {
+		t.Fatalf("the emptied set's peak is %d, want %d", s.oooPeak, 500-(sessionRuns-1))
 	}
 	allocs := fewestAllocs(cycle)
 	// 501 outcomes (doneOutcome) are the caller's; the rest is the
 	// session's: the set (its map's few parts and its heap, each made
-	// once) and the recs array. Growing them from empty made 31.
-	if extra := allocs - 501; extra > 8 {
-		t.Fatalf("a refill of 500 out-of-order records made %.0f allocations beyond the outcomes, want at most 8", extra)
+	// once) and the runs' arrays. Growing them from empty made 31.
+	if extra, want := allocs-501, float64(7+sessionRuns); extra > want {
+		t.Fatalf("a refill of 500 out-of-order records made %.0f allocations beyond the outcomes, want at most %.0f", extra, want)
 	}
 }
 
@@ -535,18 +590,18 @@ func TestSessionInOrderRefill(t *testing.T) {
 		for seq := base + 1; seq <= base+500; seq++ {
 			s.put(seq, doneOutcome(0, 0, nil))
 		}
-		if len(s.recs) != 500 || s.ooo != nil {
-			t.Fatalf("%d in-order records, ooo %v", len(s.recs), s.ooo)
+		if len(s.runs[0].recs) != 500 || s.ooo != nil {
+			t.Fatalf("%d in-order records, ooo %v", len(s.runs[0].recs), s.ooo)
 		}
 		s.raise(base + 501)
-		if s.recs != nil || s.n != 0 {
+		if s.runs[0].recs != nil || s.n != 0 {
 			t.Fatalf("after the floor passed them: %d records", s.n)
 		}
 		base += 500
 	}
 	cycle()
-	if s.recsPeak != 500 {
-		t.Fatalf("the emptied records' peak is %d, want 500", s.recsPeak)
+	if s.runs[0].peak != 500 {
+		t.Fatalf("the emptied records' peak is %d, want 500", s.runs[0].peak)
 	}
 	// 500 outcomes are the caller's; growing the array from empty made 10
 	// more.
