@@ -432,7 +432,15 @@ func (c *Core) freezeResult(e FreezeResult, out []Action) []Action {
 	}
 	nv := cloneView(c.view)
 	nv.Epoch++
-	nv.Shards[h.shard] = wire.Placement{Primary: int32(h.shard), Secondary: int32(h.primary)}
+	// The former primary stays on as the secondary, unless its log failed:
+	// it refuses every replication link, so the home server could never
+	// apply a view naming it (and every decision after would wait on that
+	// view). The shard is led alone until a healthy secondary joins.
+	sec := int32(h.primary)
+	if nd := c.nodes[h.primary]; nd.HB.Storage.Failed && nd.HB.Incarnation == nd.Inc {
+		sec = -1
+	}
+	nv.Shards[h.shard] = wire.Placement{Primary: int32(h.shard), Secondary: sec}
 	return c.propose(&pending{view: nv, kind: kindHandBack}, "hand-back", out)
 }
 

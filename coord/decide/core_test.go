@@ -511,6 +511,47 @@ func TestHandBackFreeze(t *testing.T) {
 	}
 }
 
+// TestHandBackPassesOverAFailedDisk: shard 1 sits on member 2, whose log
+// failed (a full disk) but who still holds the last copy of shard 2, with
+// member 1 serving as its secondary. The hand-back gives shard 1 to
+// member 1 without member 2 as its secondary: member 2 refuses every
+// replication link, so member 1 could never apply a view that named it,
+// and every later decision would wait on that view. (An attack on a full
+// disk saw the cluster stuck so until member 2 was killed by hand.)
+func TestHandBackPassesOverAFailedDisk(t *testing.T) {
+	h := newHarness(t, 3)
+	v := h.c.View()
+	v.Epoch = 5
+	v.Servers[0].State = wire.StateDead
+	v.Shards = []wire.Placement{pl(1, -1), pl(2, 1), pl(2, -1)}
+	c, _ := New(simConfig(), v, nil, nil, nil, h.now)
+	h.c = c
+	beat := func() []Action {
+		out := h.beat(1)
+		return append(out, h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: 2, Incarnation: h.c.nodes[2].Inc,
+			Epoch: h.c.view.Epoch, PID: 77, Storage: wire.StorageReport{Fsync: "always", Failed: true}}})...)
+	}
+	f, ok := find[Freeze](beat())
+	if !ok || f.Shard != 1 || f.Primary != 2 {
+		t.Fatalf("no freeze of shard 1 on member 2")
+	}
+	nv := mustPublish(t, h.step(FreezeResult{Shard: 1, Epoch: f.Epoch, OK: true}))
+	if got := nv.Shards[1]; got != pl(1, -1) {
+		t.Fatalf("hand-back placed shard 1 at %v, want %v (member 2's disk failed)", got, pl(1, -1))
+	}
+	// With a healthy disk the former primary stays on as the secondary.
+	h = newHarness(t, 3)
+	v.Servers[0].State = wire.StateServing
+	v.Shards = []wire.Placement{pl(0, 1), pl(2, 1), pl(2, 0)}
+	h.c, _ = New(simConfig(), v, nil, nil, nil, h.now)
+	if f, ok = find[Freeze](h.beat()); !ok {
+		t.Fatal("no freeze")
+	}
+	if got := mustPublish(t, h.step(FreezeResult{Shard: 1, Epoch: f.Epoch, OK: true})).Shards[1]; got != pl(1, 2) {
+		t.Fatalf("hand-back placed shard 1 at %v, want %v", got, pl(1, 2))
+	}
+}
+
 func TestNewRestores(t *testing.T) {
 	v := wire.View{Epoch: 9, Servers: []wire.Member{
 		{ID: 0, Incarnation: 3, State: wire.StateServing},
