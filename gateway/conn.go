@@ -63,6 +63,15 @@ type session struct {
 
 	remote   net.Addr     // the client's address (logins are throttled by it)
 	authRole atomic.Int32 // auth.Role: RoleNone until AUTH (with logins)
+
+	// Output backpressure (park): the connection's limits, the answers
+	// written that its loop has not counted yet, and while parked the
+	// timer that looks again (with its back-off).
+	lim      *connlimit.State
+	unseen   atomic.Int64
+	parkT    *time.Timer
+	parkWait time.Duration
+	avgOut   int // bytes per answer of the last batch (runLen)
 }
 
 // command is one parsed command; its arguments are copies (gnet's buffer
@@ -78,7 +87,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if st == nil {
 		return nil, gnet.Close
 	}
-	s := &session{g: h.g, c: c, id: h.g.nextID.Add(1), proto: 2, col: h.collector(c.EventLoop()), remote: c.RemoteAddr()}
+	s := &session{g: h.g, c: c, id: h.g.nextID.Add(1), proto: 2, col: h.collector(c.EventLoop()), remote: c.RemoteAddr(), lim: st}
 	st.Data = s
 	h.g.clients.Add(1)
 	return nil, gnet.None

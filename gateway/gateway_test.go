@@ -313,6 +313,71 @@ func TestNeverReadingClientBounded(t *testing.T) {
 	}
 }
 
+// TestNeverReadingClientsHeldAtTheirLimit: clients each send max_inflight
+// GETs of a 1 MiB value at once, all read by the gateway before any answer
+// is queued, and never read the answers. The answers stop piling up at the
+// output limits (each connection's soft limit, the shared budget): the
+// gateway's heap stays within a few MiB per connection, and an honest
+// client is answered meanwhile. (An attack held 32 MiB per connection,
+// 3.3 GB with 100 of them: only the reading paused, and every command
+// already read ran and queued its answer.)
+func TestNeverReadingClientsHeldAtTheirLimit(t *testing.T) {
+	st := newMemStore()
+	st.m["big"] = make([]byte, maxValue)
+	st.m["small"] = []byte("v")
+	g := start(t, st, nil)
+	req := strings.Repeat(cmd("GET", "big"), limits.DefaultMaxInflight)
+	const conns = 8
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapInuse
+	for range conns {
+		sendNew(t, g.Addr(), req, time.Minute)
+	}
+	var peak uint64
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+		runtime.ReadMemStats(&ms)
+		peak = max(peak, ms.HeapInuse)
+		time.Sleep(20 * time.Millisecond)
+	}
+	exchange(t, g.Addr(), cmd("GET", "small"), "$1\r\nv\r\n")
+	grew := int64(peak) - int64(base)
+	t.Logf("heap in use grew by %d MiB with %d clients not reading", grew>>20, conns)
+	// Each connection: its soft limit (2 MiB) and the answer that crossed
+	// it, a batch of values in flight, its commands; and the budget.
+	if limit := int64(conns*6<<20 + limits.DefaultOutputBudget); grew > limit {
+		t.Fatalf("heap in use grew by %d MiB, want at most %d MiB", grew>>20, limit>>20)
+	}
+}
+
+// TestSlowReaderGetsEveryAnswer: a client that sends 300 GETs of a 1 MiB
+// value and reads nothing for a while (its commands are held back at its
+// output limit) then reads every answer, whole and in order.
+func TestSlowReaderGetsEveryAnswer(t *testing.T) {
+	st := newMemStore()
+	big := make([]byte, maxValue)
+	for i := range big {
+		big[i] = byte(i * 7)
+	}
+	st.m["big"] = big
+	g := start(t, st, nil)
+	const n = 300
+	nc := sendNew(t, g.Addr(), strings.Repeat(cmd("GET", "big"), n)+cmd("PING"), time.Minute)
+	time.Sleep(time.Second)
+	br := bufio.NewReaderSize(nc, 1<<20)
+	want := fmt.Sprintf("$%d\r\n%s\r\n", len(big), big)
+	got := make([]byte, len(want))
+	for i := range n {
+		if _, err := io.ReadFull(br, got); err != nil || string(got) != want {
+			t.Fatalf("answer %d: %v (%d bytes differ)", i, err, len(want))
+		}
+	}
+	if line, err := br.ReadString('\n'); err != nil || line != "+PONG\r\n" {
+		t.Fatalf("after the GETs: %q %v", line, err)
+	}
+}
+
 func isTimeout(err error) bool {
 	ne, ok := err.(net.Error)
 	return ok && ne.Timeout()

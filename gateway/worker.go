@@ -20,12 +20,17 @@ import (
 const flushAt = 64 << 10
 
 // maxRun bounds the GETs and SETs of one pipeline sent as one batch (the
-// values read are held until their answers are written).
-const maxRun = 64
+// values read are held until their answers are written), and runBytes
+// their answers, by the size of the last batch's (runLen).
+const (
+	maxRun   = 64
+	runBytes = 1 << 20
+)
 
 // work runs q, then the session's queue until it is empty; at most one
 // worker runs per session (running, under mu), so commands run, and are
-// answered, in order.
+// answered, in order. A session whose answers pile up unread is parked
+// with the rest.
 func (s *session) work(q []command) {
 	for {
 		if len(q) == 0 {
@@ -33,9 +38,59 @@ func (s *session) work(q []command) {
 				return
 			}
 		}
-		s.run(q)
+		if rest := s.run(q); rest != nil {
+			s.park(rest)
+			return
+		}
 		q = nil
 	}
+}
+
+// full reports whether the connection's queued answers are at the limit
+// where its reading pauses (output_soft_limit, or the output budget
+// spent): no more commands run for it until they drain. Its commands were
+// read before (up to max_inflight of them): pausing the reading alone let
+// a client that sends GETs of a large value and never reads make the
+// gateway hold gigabytes.
+func (s *session) full() bool { return s.lim != nil && s.lim.OutputFull(s.unseen.Load()) }
+
+// Park back-off: a parked session looks at its output again after
+// parkMin, doubling up to parkMax. timing: exception — how promptly a
+// slow reader's commands resume once it reads, unrelated to failure
+// detection (a client that never reads is closed after output_grace).
+const (
+	parkMin = 5 * time.Millisecond
+	parkMax = 100 * time.Millisecond
+)
+
+// park puts q back at the head of the queue and looks again later: the
+// session stays running (no other worker takes it), and goes back to its
+// collector once its answers drained (or is dropped once closed).
+func (s *session) park(q []command) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.queue = append(q[:len(q):len(q)], s.queue...)
+	s.parkWait = parkMin
+	if s.parkT == nil {
+		s.parkT = time.AfterFunc(s.parkWait, s.unpark)
+	} else {
+		s.parkT.Reset(s.parkWait)
+	}
+}
+
+// unpark is the park timer's.
+func (s *session) unpark() {
+	if s.closed.Load() {
+		return
+	}
+	if s.full() {
+		s.mu.Lock()
+		s.parkWait = min(2*s.parkWait, parkMax)
+		s.parkT.Reset(s.parkWait)
+		s.mu.Unlock()
+		return
+	}
+	s.col.add(s)
 }
 
 // take returns the queued commands, or nil when there are none (the
@@ -60,12 +115,17 @@ func (s *session) take() []command {
 }
 
 // run runs q in order: runs of plain GETs and SETs as batches, anything
-// else one by one.
-func (s *session) run(q []command) {
+// else one by one. It stops when the connection's answers pile up (full)
+// and returns the commands not run.
+func (s *session) run(q []command) []command {
 	var out []byte
 	for i := 0; i < len(q); {
 		if s.closed.Load() {
-			return
+			return nil
+		}
+		if s.full() {
+			s.flush(out, false)
+			return q[i:]
 		}
 		n := s.runLen(q[i:])
 		if n > 1 {
@@ -81,7 +141,7 @@ func (s *session) run(q []command) {
 				s.mu.Lock()
 				s.queue = nil
 				s.mu.Unlock()
-				return
+				return nil
 			}
 			n = 1
 		}
@@ -92,6 +152,7 @@ func (s *session) run(q []command) {
 		}
 	}
 	s.flush(out, false)
+	return nil
 }
 
 // answered counts n commands as answered (their answers are in the
@@ -112,12 +173,16 @@ func (s *session) flush(out []byte, close bool) {
 	if len(out) == 0 && !close {
 		return
 	}
-	cb := connlimit.AfterWrite
-	if close {
-		cb = func(c gnet.Conn, err error) error {
+	n := int64(len(out))
+	s.unseen.Add(n)
+	cb := func(c gnet.Conn, err error) error {
+		if close {
 			_ = c.Close()
 			return nil
 		}
+		_ = connlimit.AfterWrite(c, err) // (the loop counts it: no longer unseen)
+		s.unseen.Add(-n)
+		return nil
 	}
 	if err := s.c.AsyncWrite(out, cb); err != nil && close {
 		_ = s.c.Close()
@@ -164,8 +229,13 @@ func (s *session) runLen(q []command) int {
 		return 0 // each command is checked against the user's role
 	}
 	var hashes [maxRun]uint64 // (keys are compared when their hashes are equal)
+	limit := maxRun
+	if s.avgOut > 0 {
+		// Large values: a batch's answers are held until written.
+		limit = min(max(runBytes/s.avgOut, 1), maxRun)
+	}
 	n := 0
-	for n < len(q) && n < maxRun {
+	for n < len(q) && n < limit {
 		args := q[n].args
 		if !batchable(args) {
 			break
@@ -228,11 +298,12 @@ func (g *Gateway) batch(ops []client.BatchOp) error {
 // err as a whole, if not nil), in order; large answers are written as
 // they pile up.
 func (s *session) replies(ops []client.BatchOp, err error, d time.Duration, out []byte) []byte {
+	size := 0
+	for i := range ops {
+		size += len(ops[i].Value) + 16 // "$<len>\r\n<value>\r\n", "+OK\r\n"
+	}
+	s.avgOut = size / max(len(ops), 1)
 	if out == nil {
-		size := 0
-		for i := range ops {
-			size += len(ops[i].Value) + 16 // "$<len>\r\n<value>\r\n", "+OK\r\n"
-		}
 		out = make([]byte, 0, min(size, flushAt))
 	}
 	n := 0 // answers in out not yet counted as answered
@@ -287,6 +358,8 @@ func (g *Gateway) runGroup(col *collector, ss []*session) {
 		q := s.take()
 		switch {
 		case q == nil:
+		case s.full():
+			s.park(q)
 		case s.runLen(q) == len(q):
 			parts = append(parts, part{s, q})
 			n += len(q)

@@ -498,6 +498,7 @@ func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 		delete(h.p.loopSet(c.EventLoop()).all, st)
 		h.p.cfg.Budget.add(-st.out)
 		st.out = 0
+		st.outSeen.Store(0)
 		h.p.cfg.InputBudget.release(st)
 		h.p.unlist(st)
 		h.p.acc.Closed()

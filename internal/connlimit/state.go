@@ -36,18 +36,19 @@ type State struct {
 	inSeen int64 // in as this loop last reported it
 	shed   bool  // chosen by the InputBudget, or closed (under its mu)
 
-	out          int64 // queued output last seen (counted in the budget)
-	paused       bool  // requests left undecoded for a limit
-	watched      bool  // in its loop's watch list
-	woken        bool  // the next OnTraffic is the sweeper's wake, not a read
-	gone         bool  // closed (OnClose ran)
-	killed       bool  // closed for a limit
-	overSince    int64 // unix ns: over the soft limit since (0: not)
-	partialSince int64 // unix ns: an incomplete frame held since (0: none)
-	lastRead     int64 // unix ns (coarse)
-	opened       int64 // unix ns: enrolled
-	pausedAt     int64 // unix ns: paused since
-	drainedAt    int64 // unix ns: queued output last seen shrinking
+	out          int64        // queued output last seen (counted in the budget)
+	outSeen      atomic.Int64 // out, for other goroutines (OutputFull)
+	paused       bool         // requests left undecoded for a limit
+	watched      bool         // in its loop's watch list
+	woken        bool         // the next OnTraffic is the sweeper's wake, not a read
+	gone         bool         // closed (OnClose ran)
+	killed       bool         // closed for a limit
+	overSince    int64        // unix ns: over the soft limit since (0: not)
+	partialSince int64        // unix ns: an incomplete frame held since (0: none)
+	lastRead     int64        // unix ns (coarse)
+	opened       int64        // unix ns: enrolled
+	pausedAt     int64        // unix ns: paused since
+	drainedAt    int64        // unix ns: queued output last seen shrinking
 }
 
 // Of returns c's State, or nil for a connection not accepted by a Port.
@@ -198,6 +199,22 @@ func (st *State) blocked(extra int) bool {
 	return o > BudgetFloor && cfg.Budget.over()
 }
 
+// OutputFull reports whether the connection's queued output, as its loop
+// last saw it, plus extra (output written since, not seen yet) is at the
+// limit where its reading pauses: over OutputSoft, or over BudgetFloor
+// with the shared budget spent. Any goroutine. A handler that answers
+// from other goroutines (the gateway's workers) asks it before producing
+// more: pausing the reading alone bounds nothing when the requests were
+// read before the answers piled up.
+func (st *State) OutputFull(extra int64) bool {
+	cfg := &st.p.cfg
+	o := st.outSeen.Load() + extra
+	if cfg.OutputSoft > 0 && o >= int64(cfg.OutputSoft) {
+		return true
+	}
+	return o > BudgetFloor && cfg.Budget.over()
+}
+
 // inboundOver returns why a paused connection holds too much unread
 // input (nil: it does not): over the cap, or over half the InputBudget
 // while the client reads or may read yet (see drainWindow and
@@ -244,6 +261,7 @@ func (st *State) note(now int64) gnet.Action {
 	}
 	cfg.Budget.add(o - st.out)
 	st.out = o
+	st.outSeen.Store(o)
 	if cfg.OutputHard > 0 && o > int64(cfg.OutputHard) {
 		return st.kill(fmt.Errorf("queued output %d bytes over the hard limit %d", o, cfg.OutputHard))
 	}
