@@ -13,6 +13,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/rs/zerolog"
+	"golang.org/x/sync/semaphore"
 
 	"ftkv/client"
 	"ftkv/internal/accept"
@@ -82,8 +83,10 @@ type Gateway struct {
 	log     zerolog.Logger
 	port    atomic.Pointer[connlimit.Port] // set by Start (read by workers: no other edge orders them)
 	httpSrv *http.Server
-	httpLn  net.Listener
-	errc    chan error
+	// httpBytes: the bodies and values the HTTP API holds (hold).
+	httpBytes *semaphore.Weighted
+	httpLn    net.Listener
+	errc      chan error
 
 	ctx    context.Context // ends when the gateway closes: commands in flight give up
 	cancel context.CancelFunc
@@ -118,6 +121,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, lim: cfg.Limits.WithDefaults(), log: cfg.Logger, errc: make(chan error, 3), started: time.Now(),
 		jobs: make(chan func())}
+	g.httpBytes = semaphore.NewWeighted(g.lim.InputBudget)
 	g.ctx, g.cancel = context.WithCancel(context.Background())
 	if cfg.Authenticate != nil {
 		g.logins = newLogins(cfg.Authenticate, cfg.OnLogin, cfg.Logger)

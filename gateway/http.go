@@ -200,6 +200,16 @@ func (g *Gateway) serveKV(rw http.ResponseWriter, r *http.Request) {
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
+		if r.Method == http.MethodGet {
+			// The value is held until a client that may not read has
+			// it: counted like a body (hold), without a wait, which
+			// would hold it too.
+			if !g.httpBytes.TryAcquire(int64(len(v))) {
+				g.busy(w)
+				return
+			}
+			defer g.httpBytes.Release(int64(len(v)))
+		}
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Content-Length", strconv.Itoa(len(v)))
 		w.WriteHeader(http.StatusOK)
@@ -207,10 +217,11 @@ func (g *Gateway) serveKV(rw http.ResponseWriter, r *http.Request) {
 			_, _ = w.Write(v)
 		}
 	case http.MethodPut, http.MethodPost:
-		body, ok := readBody(w, r)
+		body, release, ok := g.readBody(w, r)
 		if !ok {
 			return
 		}
+		defer release()
 		if r.Method == http.MethodPost {
 			if a, ok := r.URL.Query()["append"]; !ok || len(a) != 1 || (a[0] != "" && a[0] != "true" && a[0] != "1") {
 				httpError(w, http.StatusBadRequest, "POST /v1/kv/{key} takes ?append (or ?append=true)")
@@ -258,26 +269,70 @@ func (g *Gateway) serveKV(rw http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// readBody reads a value of at most 1 MiB (413 beyond).
-func readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	if r.ContentLength > wire.MaxValue {
-		httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("value of %d bytes is over the limit of %d", r.ContentLength, wire.MaxValue))
+// hold counts n bytes the API is about to hold (a body being read, a
+// value being written) against the input budget, waiting up to the
+// command timeout for room: 1,000 clients sending a body of 1 MiB slowly,
+// or not reading a value of 1 MiB, made the gateway hold a gigabyte. It
+// answers 503 when there is no room, and returns the release otherwise.
+func (g *Gateway) hold(ctx context.Context, w http.ResponseWriter, n int64) (func(), bool) {
+	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
+	defer cancel()
+	if err := g.httpBytes.Acquire(ctx, n); err != nil {
+		g.busy(w)
 		return nil, false
 	}
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, wire.MaxValue))
+	return func() { g.httpBytes.Release(n) }, true
+}
+
+// busy answers 503: the input budget is held (hold).
+func (g *Gateway) busy(w http.ResponseWriter) {
+	httpError(w, http.StatusServiceUnavailable, fmt.Sprintf(
+		"gateway busy: the HTTP requests in progress hold its input_budget (%d bytes) of bodies and values", g.lim.InputBudget))
+}
+
+// readBody reads a value of at most 1 MiB (413 beyond), held against the
+// input budget until release (hold).
+func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) (body []byte, release func(), ok bool) {
+	if r.ContentLength > wire.MaxValue {
+		httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("value of %d bytes is over the limit of %d", r.ContentLength, wire.MaxValue))
+		return nil, nil, false
+	}
+	n := r.ContentLength
+	if n < 0 {
+		n = wire.MaxValue // (chunked: as long as it may be)
+	}
+	if release, ok = g.hold(r.Context(), w, n); !ok {
+		return nil, nil, false
+	}
+	body, err := readAll(http.MaxBytesReader(w, r.Body, wire.MaxValue), r.ContentLength)
 	if err != nil {
+		release()
 		var mb *http.MaxBytesError
 		if errors.As(err, &mb) {
 			httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("value over the limit of %d bytes", wire.MaxValue))
 		} else {
 			httpError(w, http.StatusBadRequest, "reading the body: "+err.Error())
 		}
-		return nil, false
+		return nil, nil, false
 	}
 	if body == nil {
 		body = []byte{}
 	}
-	return body, true
+	return body, release, true
+}
+
+// readAll reads r whole: into one buffer of the announced length when
+// there is one (io.ReadAll grows its buffer by copies).
+func readAll(r io.Reader, length int64) ([]byte, error) {
+	if length < 0 {
+		return io.ReadAll(r)
+	}
+	buf := make([]byte, length)
+	if _, err := io.ReadFull(r, buf); err != nil {
+		return nil, err
+	}
+	// Nothing past the announced length (net/http ends the body there).
+	return buf, nil
 }
 
 // put writes body under key's preconditions: 204 when written, 412 when a

@@ -1,19 +1,25 @@
 package gateway
 
 import (
+	"bufio"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"ftkv/internal/tlsconf"
 	"ftkv/status"
+	"ftkv/wire"
 )
 
 type httpResult struct {
@@ -190,5 +196,79 @@ func TestHTTPSWithTLS(t *testing.T) {
 	plain := do(t, "GET", "http://"+g.HTTPAddr()+"/v1/kv/k", "")
 	if plain.code != 400 || strings.Contains(plain.body, "over tls") {
 		t.Fatalf("a client in clear got %d %q, want 400 and no value", plain.code, plain.body)
+	}
+}
+
+// TestHTTPHeldBodiesWithinTheBudget: clients that each announce a body of
+// 1 MiB and send all of it but its last byte hold no more than the input
+// budget between them: the others wait for room, then get 503 with
+// Retry-After; once they are gone, writes go through again. (An attack
+// with 1,000 such clients made the gateway hold a gigabyte.)
+func TestHTTPHeldBodiesWithinTheBudget(t *testing.T) {
+	st := newMemStore()
+	const budget = 4 << 20
+	g := start(t, st, func(c *Config) { c.Limits.InputBudget = budget })
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapInuse
+	const holders = 40
+	body := strings.Repeat("x", wire.MaxValue-1)
+	var conns []net.Conn
+	for i := range holders {
+		nc, err := net.Dial("tcp", g.HTTPAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		fmt.Fprintf(nc, "PUT /v1/kv/hold%d HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", i, wire.MaxValue, body)
+		conns = append(conns, nc)
+	}
+	var peak uint64
+	for end := time.Now().Add(time.Second); time.Now().Before(end); {
+		runtime.ReadMemStats(&ms)
+		peak = max(peak, ms.HeapInuse)
+		time.Sleep(20 * time.Millisecond)
+	}
+	grew := int64(peak) - int64(base)
+	t.Logf("heap in use grew by %d MiB with %d bodies of 1 MiB held", grew>>20, holders)
+	if grew > budget+12<<20 {
+		t.Fatalf("heap in use grew by %d MiB, want at most %d MiB more than the budget", grew>>20, 12)
+	}
+	// Those without room are told so once the command timeout passed.
+	var busy atomic.Int32
+	var wg sync.WaitGroup
+	for _, nc := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_ = nc.SetReadDeadline(time.Now().Add(4 * time.Second))
+			resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+			if err != nil {
+				return // (a holder: its body never ends)
+			}
+			if resp.StatusCode == http.StatusServiceUnavailable && resp.Header.Get("Retry-After") != "" {
+				busy.Add(1)
+			}
+			resp.Body.Close()
+		}()
+	}
+	wg.Wait()
+	if busy := int(busy.Load()); busy < holders-budget/wire.MaxValue {
+		t.Fatalf("%d of %d held bodies were answered 503, want at least %d", busy, holders, holders-budget/wire.MaxValue)
+	}
+	for _, nc := range conns {
+		nc.Close()
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r := do(t, "PUT", "http://"+g.HTTPAddr()+"/v1/kv/after", "v")
+		if r.code == http.StatusNoContent {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("a PUT after the holders left: %d %q", r.code, r.body)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }
