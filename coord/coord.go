@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/hashicorp/raft"
 	"github.com/panjf2000/gnet/v2"
 	"github.com/rs/zerolog"
 
@@ -724,6 +725,17 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 	// Commit its pid too: a leader taking over before the next view must
 	// be able to watch it, or kill it at a fresh start (its fixed ports).
 	if err := c.saveState(); err != nil {
+		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
+			// Deposed between the two commits (stopped, say, and
+			// continued after another coordinator took over and
+			// respawned this server itself): the process is no
+			// incarnation the cluster counts, and it must not live on
+			// beside the one that is.
+			c.log.Warn().Err(err).Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).
+				Msg("no longer leading: killing the incarnation just spawned")
+			_ = p.Kill()
+			return fmt.Errorf("server %d: spawned after this coordinator lost the lead: %w", nd.id, err)
+		}
 		c.log.Warn().Err(err).Int("node", nd.id).Uint64("inc", inc).Msg("pid of the new incarnation not committed")
 	}
 	go func() {

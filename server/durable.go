@@ -201,6 +201,11 @@ func (s *Server) openDurable() error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return fmt.Errorf("server %d: data dir: %w", s.cfg.ID, err)
 	}
+	lock, err := lockDataDir(dir, s.cfg.Timing.KillWait)
+	if err != nil {
+		return fmt.Errorf("server %d: %w", s.cfg.ID, err)
+	}
+	s.dirLock = lock
 	if err := checkIdentity(dir, s.cfg.ID, s.cfg.Servers); err != nil {
 		return err
 	}
@@ -304,7 +309,8 @@ func checkIdentity(dir string, id uint32, n int) error {
 	for _, e := range es {
 		// IDENTITY.tmp alone is what a claim that failed (a full disk)
 		// or was killed leaves: the directory is still empty of data.
-		if e.Name() != identityFile+".tmp" {
+		// (LOCK is this process's, taken before the claim.)
+		if e.Name() != identityFile+".tmp" && e.Name() != lockFile {
 			return fmt.Errorf("server %d: data dir %s is not empty and has no %s: refusing to use it", id, dir, identityFile)
 		}
 	}

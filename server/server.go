@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -183,6 +184,7 @@ type Server struct {
 	penv         *primaryEnv       // given to every primary
 	gate         *auth.Gate        // client authentication (nil: no users)
 	dur          *durable          // the write-ahead log (nil without DataDir)
+	dirLock      *os.File          // the data directory's lock (dirlock.go)
 	engines      []gnet.Engine
 	coordChanged chan struct{}
 	done         chan struct{}
@@ -221,6 +223,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	if cfg.DataDir != "" {
 		if err := s.openDurable(); err != nil {
+			s.unlockDataDir()
 			return nil, err
 		}
 	}
@@ -420,5 +423,15 @@ func (s *Server) shutdown() error {
 			s.log.Error().Err(err).Msg("closing the write-ahead log")
 		}
 	}
+	s.unlockDataDir()
 	return nil
+}
+
+// unlockDataDir releases the data directory's lock (the process's exit
+// does as well).
+func (s *Server) unlockDataDir() {
+	if s.dirLock != nil {
+		s.dirLock.Close()
+		s.dirLock = nil
+	}
 }
