@@ -260,6 +260,16 @@ func (s *Server) openDurable() error {
 	if rec.Reason != "" {
 		ev = s.log.Warn().Str("damage", rec.Reason).Int64("truncated_bytes", rec.Truncated).Int("removed_segments", rec.Removed)
 	}
+	if rec.Removed > 0 {
+		// Not a torn tail: whole segments followed the damage. This copy
+		// ends there (the coordinator prefers a longer one); what was
+		// cut off is kept for an operator.
+		e := s.log.Error().Str("damage", rec.Reason).Int("removed_segments", rec.Removed).Strs("kept_aside", rec.SetAside)
+		if rec.SetAsideErr != nil {
+			e = e.AnErr("keeping_aside", rec.SetAsideErr)
+		}
+		e.Msg("the log is damaged before its end: recovered up to the damage; the segments after it are not replayed")
+	}
 	took := time.Since(start)
 	entries := loaded + d.replayed
 	ev = ev.Int("entries", entries)

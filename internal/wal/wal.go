@@ -99,6 +99,14 @@ type Recovery struct {
 	Truncated int64  // bytes dropped from the damaged segment
 	Removed   int    // whole segments removed after it
 	Reason    string // why the log ended early ("" if it ended cleanly)
+	// SetAside names the copies kept of what a damage in the middle of
+	// the log cut off (whole segments followed it): the damaged segment
+	// and those after it, as <segment>.damaged, for an operator. A torn
+	// tail (nothing after the damaged segment) is only truncated.
+	SetAside []string
+	// SetAsideErr is why those copies could not all be kept (the start
+	// goes on without them: never a refusal to start).
+	SetAsideErr error
 	// ReplayTime is how long reading and replaying the segments took;
 	// the rest of Open is getting the first segment to append to ready.
 	ReplayTime time.Duration
@@ -217,6 +225,12 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 				used--
 			}
 			rec.Truncated = used - good
+			if i+1 < len(segs) {
+				// Whole segments follow the damage: not a torn tail but
+				// corruption, and what follows may be writes no other
+				// copy holds. Kept aside, never replayed.
+				rec.SetAside, rec.SetAsideErr = setAside(opt.FS, l.path(id), data[:used], segs[i+1:], l.path)
+			}
 			if err := opt.FS.Truncate(l.path(id), good); err != nil {
 				return nil, rec, err
 			}
@@ -245,6 +259,50 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 	}
 	go l.run()
 	return l, rec, nil
+}
+
+// damagedSuffix names a segment kept aside by recovery (Recovery.SetAside);
+// such files are not segments (List sees only .wal).
+const damagedSuffix = ".damaged"
+
+// setAside writes data (the damaged segment as written) and a copy of
+// each later segment next to them as <name>.damaged, synced, before
+// recovery truncates and removes the originals. It stops at the first
+// error (a full disk): what it kept, and why it stopped.
+func setAside(fs FS, damaged string, data []byte, later []uint64, path func(uint64) string) ([]string, error) {
+	var kept []string
+	keep := func(name string, b []byte) error {
+		f, err := fs.Create(name + damagedSuffix)
+		if err != nil {
+			return err
+		}
+		_, err = f.Write(b)
+		if err == nil {
+			err = f.Sync()
+		}
+		if cerr := f.Close(); err == nil {
+			err = cerr
+		}
+		if err != nil {
+			_ = fs.Remove(name + damagedSuffix)
+			return err
+		}
+		kept = append(kept, name+damagedSuffix)
+		return nil
+	}
+	if err := keep(damaged, data); err != nil {
+		return kept, err
+	}
+	for _, id := range later {
+		b, err := fs.ReadFile(path(id))
+		if err != nil {
+			return kept, err
+		}
+		if err := keep(path(id), b); err != nil {
+			return kept, err
+		}
+	}
+	return kept, nil
 }
 
 // ErrNoStart is ReadFrom's answer when no record of the log is one it may

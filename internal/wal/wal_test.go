@@ -104,11 +104,37 @@ func TestDamagedLogEndsAtLastWholeBatch(t *testing.T) {
 			appendN(t, l, 0, 200)
 			l.Close()
 			segs, _ := m.List("d")
+			before := map[string][]byte{}
+			for _, n := range segs {
+				before[n], _ = m.ReadFile("d/" + n)
+			}
 			c.damage(m, segs)
+			damaged, _ := m.ReadFile("d/" + segs[0])
 			l, got, r := open(t, m, SyncAlways)
 			want(t, got, c.records)
 			if c.records < 200 && r.Reason == "" {
 				t.Fatal("damage not reported")
+			}
+			// Damage with whole segments after it is corruption, not a
+			// torn tail: what recovery cut off is kept aside, as it was.
+			if c.name != "corrupt middle" {
+				if len(r.SetAside) != 0 {
+					t.Fatalf("a torn tail set %v aside", r.SetAside)
+				}
+			} else {
+				if r.SetAsideErr != nil || len(r.SetAside) != len(segs) || r.Removed != len(segs)-1 {
+					t.Fatalf("set aside %v (%v), %d segments removed, want all %d segments kept", r.SetAside, r.SetAsideErr, r.Removed, len(segs))
+				}
+				for k, n := range segs {
+					b, err := m.ReadFile("d/" + n + damagedSuffix)
+					w := before[n]
+					if k == 0 {
+						w = damaged
+					}
+					if err != nil || string(b) != string(w) {
+						t.Fatalf("the copy kept of %s: %d bytes (%v), want %d", n, len(b), err, len(w))
+					}
+				}
 			}
 			// The log goes on after the damage: appends and a reopen work.
 			appendN(t, l, c.records, c.records+10)
