@@ -193,6 +193,29 @@ func TestProtocolErrorCloses(t *testing.T) {
 	}
 }
 
+// TestHTTPOnRESPPortCloses: an HTTP request sent to the RESP port (a web
+// page posting across protocols) runs none of its lines: the connection
+// is closed at "POST" or "Host:", as Redis does. (An attack set a key with
+// the body of a POST.)
+func TestHTTPOnRESPPortCloses(t *testing.T) {
+	st := newMemStore()
+	g := start(t, st, nil)
+	for _, req := range []string{
+		"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 18\r\n\r\nSET xproto pwned\r\n",
+		"GET / HTTP/1.1\r\nHost: x\r\n\r\nSET xproto pwned\r\n",
+	} {
+		nc := sendNew(t, g.Addr(), req, 5*time.Second)
+		b, err := io.ReadAll(nc)
+		if err != nil {
+			t.Fatalf("%q: %v", req, err)
+		}
+		if strings.Contains(string(b), "OK") {
+			t.Fatalf("%q was answered %q", req, b)
+		}
+	}
+	exchange(t, g.Addr(), cmd("EXISTS", "xproto"), ":0\r\n")
+}
+
 // TestRequestOverLimit: an inline command still unfinished at the limit is
 // refused (an array's declared lengths are, as soon as they are read:
 // TestOverLimitAtOnce).

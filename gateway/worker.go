@@ -197,6 +197,15 @@ func (s *session) one(cmd command, out []byte) ([]byte, bool) {
 		s.g.observe("(protocol)", 0, Error(cmd.proterr))
 		return redcon.AppendError(out, cmd.proterr), true
 	}
+	if isCmd(cmd.args[0], "post") || isCmd(cmd.args[0], "host:") {
+		// An HTTP request sent to the RESP port (a web page's form
+		// posting across protocols, say) would run its body's lines as
+		// inline commands: closed without an answer, as Redis does.
+		s.g.log.Warn().Str("remote", s.remote.String()).Str("command", string(cmd.args[0])).
+			Msg("possible cross-protocol attack: an HTTP request on the RESP port; connection closed")
+		s.g.observe("(protocol)", 0, Error("cross-protocol"))
+		return out, true
+	}
 	start := time.Now()
 	spec, name := lookup(cmd.args[0])
 	var err error
