@@ -62,6 +62,27 @@ func lockDataDir(dir string, wait time.Duration) (*os.File, error) {
 	return f, nil
 }
 
+// dirGone reports whether the data directory's lock file was unlinked
+// while this process holds it: the directory was deleted (or moved away
+// and replaced) under the running server. Its log still takes writes, into
+// files nobody will find at the next start: the log is failed instead, so
+// writes are refused and the coordinator moves the server's copies (an
+// attack deleted a live server's directory and it went on acknowledging).
+func dirGone(lock *os.File, dir string) bool {
+	var st unix.Stat_t
+	if lock == nil || unix.Fstat(int(lock.Fd()), &st) != nil {
+		return false
+	}
+	if st.Nlink == 0 {
+		return true
+	}
+	var now unix.Stat_t
+	if err := unix.Stat(filepath.Join(dir, lockFile), &now); err != nil {
+		return errors.Is(err, unix.ENOENT)
+	}
+	return now.Ino != st.Ino || now.Dev != st.Dev
+}
+
 // holder names the pid written in the lock file at path, if any.
 func holder(path string) string {
 	b, err := os.ReadFile(path)

@@ -12,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"ftkv/timing"
+	"ftkv/wire"
 )
 
 // TestHelperHoldsDataDirLock is not a test: TestDataDirLockedByAnotherProcess
@@ -75,4 +76,43 @@ func TestDataDirLockedByAnotherProcess(t *testing.T) {
 	}
 	_ = s.dur.log.Close()
 	s.unlockDataDir()
+}
+
+// TestDeletedDataDirRefusesWrites: the data directory of a running server
+// is deleted (rm -rf). Its log would go on taking writes into files no
+// restart finds: instead the log fails, writes are refused (never OK),
+// and the heartbeats report the failure (the coordinator moves the
+// server's copies and respawns it). (An attack deleted a live server's
+// directory; it went on acknowledging, and status showed nothing.)
+func TestDeletedDataDirRefusesWrites(t *testing.T) {
+	dir := abandonedDir(t)
+	a, _ := startAlone(t, dir, nil)
+	cn := dialConn(t, a.client, false)
+	key := keysOf("gone", 0, 2, 1)[0]
+	put := func() wire.Status {
+		ans, err := cn.do(&wire.Frame{Op: wire.OpPut, Key: []byte(key), Value: []byte("v")}, 5*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ans.Status
+	}
+	if st := put(); st != wire.StatusOK {
+		t.Fatalf("a put before the deletion: %v", st)
+	}
+	if err := os.RemoveAll(dir); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		if a.dur.report().Failed { // (what each heartbeat carries)
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the heartbeats never reported the deleted data directory")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	if st := put(); st == wire.StatusOK {
+		t.Fatal("a put was acknowledged after the data directory was deleted")
+	}
 }

@@ -426,6 +426,17 @@ func (d *durable) failed(s *Server, err error) {
 	})
 }
 
+// checkDataDir fails the log once the data directory was deleted under
+// the server (dirGone). Called with each heartbeat.
+func (s *Server) checkDataDir() {
+	if s.dur.log.Err() != nil || !dirGone(s.dirLock, s.cfg.DataDir) {
+		return
+	}
+	err := fmt.Errorf("data dir %s was deleted or replaced under the running server", s.cfg.DataDir)
+	s.dur.log.Fail(err)
+	s.dur.failed(s, err)
+}
+
 // down reports whether the log (if any) failed; nil-safe.
 func (d *durable) down() bool { return d != nil && d.broken.Load() }
 

@@ -173,6 +173,7 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 			Links: s.linkReports(time.Now()),
 		}
 		if s.dur != nil {
+			s.checkDataDir()
 			hb.Durable = s.dur.indexes()
 			hb.Storage = s.dur.report()
 		}

@@ -184,7 +184,8 @@ type Server struct {
 	penv         *primaryEnv       // given to every primary
 	gate         *auth.Gate        // client authentication (nil: no users)
 	dur          *durable          // the write-ahead log (nil without DataDir)
-	dirLock      *os.File          // the data directory's lock (dirlock.go)
+	dirLock      *os.File          // the data directory's lock (dirlock.go); set in New
+	unlockOnce   sync.Once
 	engines      []gnet.Engine
 	coordChanged chan struct{}
 	done         chan struct{}
@@ -431,7 +432,6 @@ func (s *Server) shutdown() error {
 // does as well).
 func (s *Server) unlockDataDir() {
 	if s.dirLock != nil {
-		s.dirLock.Close()
-		s.dirLock = nil
+		s.unlockOnce.Do(func() { s.dirLock.Close() })
 	}
 }

@@ -544,6 +544,19 @@ func (l *Log) Err() error {
 	return l.err
 }
 
+// Fail stops the log with err, as a write error does: every append from
+// now on (and any queued) reports it. For a failure the log cannot see
+// itself (its directory deleted under it: writes still succeed, into
+// files nobody will find).
+func (l *Log) Fail(err error) {
+	l.mu.Lock()
+	if l.err == nil {
+		l.err = err
+	}
+	l.cond.Signal()
+	l.mu.Unlock()
+}
+
 // Policy is the log's fsync policy.
 func (l *Log) Policy() Policy { return l.opt.Policy }
 
