@@ -203,6 +203,28 @@ func TestSilenceRules(t *testing.T) {
 			t.Fatalf("want only member 1 failed: %v", states(v))
 		}
 	})
+	t.Run("a silent last copy is dropped as a secondary", func(t *testing.T) {
+		h := newHarness(t, 3)
+		v := h.c.View()
+		v.Shards = []wire.Placement{pl(0, 1), pl(1, 2), pl(2, -1)}
+		h.c, _ = New(simConfig(), v, nil, nil, nil, h.now)
+		// Member 2 (the last copy of shard 2) falls silent: kept, but no
+		// longer shard 1's secondary; the log says whom and why.
+		for _, a := range h.advance(3*simFT, 0, 1) {
+			p, ok := a.(Publish)
+			if !ok {
+				continue
+			}
+			if p.View.Shards[1] != pl(1, -1) || p.View.Servers[2].State != wire.StateServing {
+				t.Fatalf("published %v %v, want member 2 dropped as shard 1's secondary", p.View.Shards, states(p.View))
+			}
+			if !strings.HasPrefix(p.Detail, "server 2: no heartbeat for ") {
+				t.Fatalf("the log's account of the drop: %q", p.Detail)
+			}
+			return
+		}
+		t.Fatal("the silent secondary was not dropped")
+	})
 	t.Run("never the last complete copy", func(t *testing.T) {
 		h := newHarness(t, 3)
 		h.step(ProcessExited{ID: 1, Inc: 1})
@@ -434,9 +456,13 @@ func dropUnreachable(t *testing.T, older bool, link func(h *harness, d time.Dura
 		if older {
 			link(h, 2*simFT, 1)
 		}
-		v := mustPublish(t, h.tick(simFT/10))
+		acts := h.tick(simFT / 10)
+		v := mustPublish(t, acts)
 		if v.Servers[1].State != wire.StateServing {
 			t.Fatalf("failed the last copy of shard 1: %v", states(v))
+		}
+		if p, _ := find[Publish](acts); !strings.HasPrefix(p.Detail, "server 1: the primary of shard 0 cannot replicate to it (for ") {
+			t.Fatalf("the log's account of the drop: %q", p.Detail)
 		}
 		if want := []wire.Placement{pl(0, -1), pl(1, -1), pl(0, -1)}; !reflect.DeepEqual(v.Shards, want) {
 			t.Fatalf("shards %v, want %v", v.Shards, want)

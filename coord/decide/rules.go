@@ -61,11 +61,11 @@ func (c *Core) decide(judge bool, out []Action) []Action {
 		return c.proposeWith(p, "failover", failureCauses(reasons), out)
 	}
 	if judge {
-		if p, ok := c.dropSilent(v); ok {
-			return c.propose(p, "drop a silent secondary", out)
+		if p, detail, ok := c.dropSilent(v); ok {
+			return c.proposeWith(p, "drop a silent secondary", detail, out)
 		}
-		if p, ok := c.dropStalled(v); ok {
-			return c.propose(p, "drop a secondary its primary cannot reach", out)
+		if p, detail, ok := c.dropStalled(v); ok {
+			return c.proposeWith(p, "drop a secondary its primary cannot reach", detail, out)
 		}
 	}
 	// 2. respawns.
@@ -363,9 +363,11 @@ func (c *Core) stalledLinks(v wire.View, suspect func(int) bool, anyEpoch bool, 
 // a member that had just joined: the shard took no write for the 30 s of
 // the cut.) It joins again (rule 4b) after a back-off (joinFailed): each
 // try of a lasting cut stalls the shard's writes for one connect attempt.
-func (c *Core) dropStalled(v wire.View) (*pending, bool) {
+// The detail, for the log, names each secondary dropped and why.
+func (c *Core) dropStalled(v wire.View) (*pending, string, bool) {
 	var nv *wire.View
-	c.stalledLinks(v, func(i int) bool { return c.active(v, i) }, true, func(shard, sec int, _ time.Duration) {
+	var why []string
+	c.stalledLinks(v, func(i int) bool { return c.active(v, i) }, true, func(shard, sec int, down time.Duration) {
 		if !lastCopy(v, sec) {
 			return
 		}
@@ -375,12 +377,13 @@ func (c *Core) dropStalled(v wire.View) (*pending, bool) {
 			nv = &cv
 		}
 		nv.Shards[shard].Secondary = -1
+		why = append(why, fmt.Sprintf("server %d: the primary of shard %d cannot replicate to it (for %s)", sec, shard, down.Round(time.Millisecond)))
 		c.nodes[sec].joinFailed(c.now, c.cfg.RespawnMax)
 	})
 	if nv == nil {
-		return nil, false
+		return nil, "", false
 	}
-	return &pending{view: *nv, kind: kindDrop}, true
+	return &pending{view: *nv, kind: kindDrop}, strings.Join(why, "; "), true
 }
 
 // promotesSilent reports whether failing member i would hand a shard it
@@ -401,7 +404,7 @@ func promotesSilent(v wire.View, i int, silent func(int) bool) bool {
 // no longer the secondary of the shards whose primary answers: their
 // writes would wait for it. (Its copies of them are stale from then on;
 // it re-seeds them once it answers again, by rule 4b.)
-func (c *Core) dropSilent(v wire.View) (*pending, bool) {
+func (c *Core) dropSilent(v wire.View) (*pending, string, bool) {
 	ft := c.cfg.FailureTimeout
 	silent := func(i int) bool { return c.active(v, i) && c.now.Sub(c.nodes[i].LastSeen) > ft }
 	for i := range v.Servers {
@@ -421,10 +424,11 @@ func (c *Core) dropSilent(v wire.View) (*pending, bool) {
 			nv.Shards[s].Secondary = -1
 		}
 		if nv != nil {
-			return &pending{view: *nv, kind: kindDrop}, true
+			return &pending{view: *nv, kind: kindDrop}, fmt.Sprintf("server %d: no heartbeat for %s",
+				i, c.now.Sub(c.nodes[i].LastSeen).Round(time.Millisecond)), true
 		}
 	}
-	return nil, false
+	return nil, "", false
 }
 
 // active reports whether member i of v is live in v as the incarnation
