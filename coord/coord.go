@@ -495,7 +495,11 @@ func (c *Coordinator) killOrphans(ctx context.Context, st clusterState) {
 		if ad, ok := c.opts.Remote.(Adopter); ok && sn.Host != "" && !hostname.IsLocal(sn.Host) {
 			p = ad.Adopt(sn.Host, sn.PID, i, sn.Inc)
 		} else {
-			p = watchPID(sn.PID, i, sn.Inc, c.opts.Timing.Poll)
+			pp := watchPID(sn.PID, i, sn.Inc, c.opts.Timing.Poll)
+			if !pp.ours() {
+				continue // gone already (killed with the rest): nothing to kill, nothing to say
+			}
+			p = pp
 		}
 		if err := p.Kill(); err != nil {
 			c.log.Warn().Err(err).Int("node", i).Int("pid", sn.PID).Msg("cannot kill an incarnation of an unfinished start")
