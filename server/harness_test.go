@@ -112,6 +112,20 @@ func runTestServer(t *testing.T, fc *fakeCoord, cfg Config) (*testServer, contex
 	t.Cleanup(func() {
 		cancel()
 		<-done
+		// Run returns without closing what it leads (the process exits
+		// then): close it here, or its pingers and reconnect loops live
+		// on in the test binary and dial their old addresses, which a
+		// later test's server may hold (one of them re-seeded a later
+		// test's secondary with its own copy).
+		s.mu.Lock()
+		prims := make([]*primary, 0, len(s.prims))
+		for _, p := range s.prims {
+			prims = append(prims, p)
+		}
+		s.mu.Unlock()
+		for _, p := range prims {
+			p.close()
+		}
 	})
 	deadline := time.Now().Add(10 * time.Second)
 	for {
@@ -149,6 +163,19 @@ func dialConn(t *testing.T, addr string, hello bool) *conn {
 }
 
 // do sends f and waits up to d for its answer.
+// doRetry is do, sent again while the answer is UNAVAILABLE (a lease
+// lapsing under a loaded machine's stalls), within d, as a client retries.
+func (c *conn) doRetry(f *wire.Frame, d time.Duration) (wire.Frame, error) {
+	deadline := time.Now().Add(d)
+	for {
+		ans, err := c.do(f, time.Until(deadline))
+		if err != nil || ans.Status != wire.StatusUnavailable || time.Now().After(deadline) {
+			return ans, err
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
 func (c *conn) do(f *wire.Frame, d time.Duration) (wire.Frame, error) {
 	c.next++
 	f.ID = c.next

@@ -167,7 +167,7 @@ func TestNewerViewCutsShortAConnect(t *testing.T) {
 	start := time.Now()
 	pushView(t, v3, a)
 	cn := dialConn(t, a.client, false)
-	ans, err := cn.do(&wire.Frame{Op: wire.OpPut, Epoch: 3, Key: []byte(keys[0]), Value: []byte("v")}, 20*time.Second)
+	ans, err := cn.doRetry(&wire.Frame{Op: wire.OpPut, Epoch: 3, Key: []byte(keys[0]), Value: []byte("v")}, 20*time.Second)
 	took := time.Since(start)
 	if err != nil || ans.Status != wire.StatusOK {
 		t.Fatalf("write after the newer view: %v %v %s", err, ans.Status, ans.Value)

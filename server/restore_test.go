@@ -31,7 +31,7 @@ func TestRestoreKeepsCopyOfUnavailableShard(t *testing.T) {
 	for sh, srv := range []*testServer{a, b} {
 		cn := dialConn(t, srv.client, false)
 		for _, k := range keys[sh] {
-			ans, err := cn.do(&wire.Frame{Op: wire.OpPut, Key: []byte(k), Value: []byte("v-" + k)}, 10*time.Second)
+			ans, err := cn.doRetry(&wire.Frame{Op: wire.OpPut, Key: []byte(k), Value: []byte("v-" + k)}, 10*time.Second)
 			if err != nil || ans.Status != wire.StatusOK {
 				t.Fatalf("put %s: %v %v %s", k, err, ans.Status, ans.Value)
 			}

@@ -282,10 +282,12 @@ func (h *handler) OnClose(rc gnet.Conn, err error) gnet.Action {
 	if !c.loopWriting {
 		c.mu.Unlock()
 	}
-	c.pipe.Close() // a waiting handshake returns
-	if c.cancel != nil {
-		c.cancel()
-	}
+	// A waiting handshake returns (it cancels its own context then). Not
+	// cancelled here: HandshakeContext returns the context's error over
+	// its own once the context ends, and a peer that closes as soon as it
+	// reads the alert for a refused certificate then hid why it was
+	// refused (the refusal went unlogged: TestTLSRefusals under load).
+	c.pipe.Close()
 	for _, cb := range cbs {
 		_ = cb(c, net.ErrClosed)
 	}
