@@ -116,6 +116,13 @@ func review9Stall(t *testing.T, c *testcluster.Cluster, cl *client.Client, stopF
 					st.lastOK.Store(ki%n, time.Now())
 				}
 				l.mu.Unlock()
+				if err != nil {
+					// A pause, as a client backs off: twelve workers
+					// retrying puts of up to 272 KiB at once over TLS
+					// starved a loaded machine of the puts the test
+					// waits for.
+					time.Sleep(20 * time.Millisecond)
+				}
 			}
 		}(g)
 	}
