@@ -374,6 +374,31 @@ func TestNeverReadingClientsHeldAtTheirLimit(t *testing.T) {
 	}
 }
 
+// TestBudgetHeldClientsClosedAfterGrace: clients that never read, each
+// held back below its soft limit because together they spent the output
+// budget, are closed after output_grace like a client over its soft
+// limit. (A review kept 30 such clients open for as long as they liked,
+// the budget spent for good and every other connection slowed.)
+func TestBudgetHeldClientsClosedAfterGrace(t *testing.T) {
+	st := newMemStore()
+	st.m["v"] = make([]byte, 200<<10)
+	g := start(t, st, func(c *Config) {
+		c.Limits = limits.Config{OutputSoftLimit: 4 << 20, OutputHardLimit: 64 << 20, OutputBudget: 8 << 20, OutputGrace: time.Second}
+	})
+	const conns = 30
+	for range conns {
+		sendNew(t, g.Addr(), strings.Repeat(cmd("GET", "v"), 2000), time.Minute)
+	}
+	deadline := time.Now().Add(8 * time.Second)
+	for g.clients.Load() > 0 {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d clients that never read are open 8 s later (grace 1 s)", g.clients.Load(), conns)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	exchange(t, g.Addr(), cmd("PING"), "+PONG\r\n")
+}
+
 // TestSlowReaderGetsEveryAnswer: a client that sends 300 GETs of a 1 MiB
 // value and reads nothing for a while (its commands are held back at its
 // output limit) then reads every answer, whole and in order.

@@ -44,6 +44,7 @@ type State struct {
 	gone         bool         // closed (OnClose ran)
 	killed       bool         // closed for a limit
 	overSince    int64        // unix ns: over the soft limit since (0: not)
+	heldSince    int64        // unix ns: over BudgetFloor, the budget spent, not draining, since (0: not)
 	partialSince int64        // unix ns: an incomplete frame held since (0: none)
 	lastRead     int64        // unix ns (coarse)
 	opened       int64        // unix ns: enrolled
@@ -254,7 +255,8 @@ func (st *State) inboundOver() error {
 func (st *State) note(now int64) gnet.Action {
 	cfg := &st.p.cfg
 	o := int64(st.c.OutboundBuffered())
-	if o < st.out {
+	drained := o < st.out
+	if drained {
 		// The exact time: the coarse clock lagged up to 124 ms on a
 		// loaded machine, a half of drainWindow lost for a reading client.
 		st.drainedAt = time.Now().UnixNano()
@@ -264,6 +266,19 @@ func (st *State) note(now int64) gnet.Action {
 	st.outSeen.Store(o)
 	if cfg.OutputHard > 0 && o > int64(cfg.OutputHard) {
 		return st.kill(fmt.Errorf("queued output %d bytes over the hard limit %d", o, cfg.OutputHard))
+	}
+	// Held back by the spent budget (over BudgetFloor, below the soft
+	// limit): a client that reads nothing there must meet the grace too,
+	// or many of them keep the budget spent for good and slow every
+	// other connection (a review: 30 such clients open for as long as
+	// they liked).
+	switch {
+	case o <= BudgetFloor || !cfg.Budget.over():
+		st.heldSince = 0
+	case st.heldSince == 0 || drained:
+		st.heldSince = time.Now().UnixNano()
+	case cfg.OutputGrace > 0 && time.Duration(now-st.heldSince) > cfg.OutputGrace:
+		return st.kill(fmt.Errorf("queued output %d bytes not read for longer than %s while the output budget is spent", o, cfg.OutputGrace))
 	}
 	if cfg.OutputSoft > 0 && o >= int64(cfg.OutputSoft) {
 		if st.overSince == 0 {
