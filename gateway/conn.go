@@ -71,7 +71,11 @@ type session struct {
 	unseen   atomic.Int64
 	parkT    *time.Timer
 	parkWait time.Duration
-	avgOut   int // bytes per answer of the last batch (runLen)
+	// getEst is what a GET's answer may take, for runLen: the largest
+	// of the last batch's, or half the estimate before (a value up to
+	// 1 MiB until a batch showed otherwise: the first batch of GETs of
+	// distinct keys, 64 of 1 MiB each, went out whole).
+	getEst int
 }
 
 // command is one parsed command; its arguments are copies (gnet's buffer
@@ -87,7 +91,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if st == nil {
 		return nil, gnet.Close
 	}
-	s := &session{g: h.g, c: c, id: h.g.nextID.Add(1), proto: 2, col: h.collector(c.EventLoop()), remote: c.RemoteAddr(), lim: st}
+	s := &session{g: h.g, c: c, id: h.g.nextID.Add(1), proto: 2, col: h.collector(c.EventLoop()), remote: c.RemoteAddr(), lim: st, getEst: maxValue + 16}
 	st.Data = s
 	h.g.clients.Add(1)
 	return nil, gnet.None

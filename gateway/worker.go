@@ -21,7 +21,7 @@ const flushAt = 64 << 10
 
 // maxRun bounds the GETs and SETs of one pipeline sent as one batch (the
 // values read are held until their answers are written), and runBytes
-// their answers, by the size of the last batch's (runLen).
+// the answers its GETs may take (getEst, runLen).
 const (
 	maxRun   = 64
 	runBytes = 1 << 20
@@ -238,16 +238,18 @@ func (s *session) runLen(q []command) int {
 		return 0 // each command is checked against the user's role
 	}
 	var hashes [maxRun]uint64 // (keys are compared when their hashes are equal)
-	limit := maxRun
-	if s.avgOut > 0 {
-		// Large values: a batch's answers are held until written.
-		limit = min(max(runBytes/s.avgOut, 1), maxRun)
-	}
-	n := 0
-	for n < len(q) && n < limit {
+	n, held := 0, 0
+	for n < len(q) && n < maxRun {
 		args := q[n].args
 		if !batchable(args) {
 			break
+		}
+		// A batch's values are held until their answers are written: its
+		// GETs are bounded by what their answers may take (getEst).
+		if len(args) == 2 {
+			if held += s.getEst; n > 0 && held > runBytes {
+				break
+			}
 		}
 		key := args[1]
 		h := maphash.Bytes(keySeed, key)
@@ -307,11 +309,17 @@ func (g *Gateway) batch(ops []client.BatchOp) error {
 // err as a whole, if not nil), in order; large answers are written as
 // they pile up.
 func (s *session) replies(ops []client.BatchOp, err error, d time.Duration, out []byte) []byte {
-	size := 0
+	size, largest, gets := 0, 0, false
 	for i := range ops {
 		size += len(ops[i].Value) + 16 // "$<len>\r\n<value>\r\n", "+OK\r\n"
+		if ops[i].Kind == client.BatchGet {
+			largest, gets = max(largest, len(ops[i].Value)+16), true
+		}
 	}
-	s.avgOut = size / max(len(ops), 1)
+	if gets {
+		// The largest answer seen, forgotten by halves as they shrink.
+		s.getEst = max(largest, s.getEst/2, 64)
+	}
 	if out == nil {
 		out = make([]byte, 0, min(size, flushAt))
 	}
