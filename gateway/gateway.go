@@ -83,10 +83,12 @@ type Gateway struct {
 	log     zerolog.Logger
 	port    atomic.Pointer[connlimit.Port] // set by Start (read by workers: no other edge orders them)
 	httpSrv *http.Server
-	// httpBytes: the bodies and values the HTTP API holds (hold).
-	httpBytes *semaphore.Weighted
-	httpLn    net.Listener
-	errc      chan error
+	// httpBytes: the bodies the HTTP API holds (hold); httpValues: the
+	// values it is writing. Each up to the input budget.
+	httpBytes  *semaphore.Weighted
+	httpValues atomic.Int64
+	httpLn     net.Listener
+	errc       chan error
 
 	ctx    context.Context // ends when the gateway closes: commands in flight give up
 	cancel context.CancelFunc

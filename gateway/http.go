@@ -202,13 +202,17 @@ func (g *Gateway) serveKV(rw http.ResponseWriter, r *http.Request) {
 		}
 		if r.Method == http.MethodGet {
 			// The value is held until a client that may not read has
-			// it: counted like a body (hold), without a wait, which
-			// would hold it too.
-			if !g.httpBytes.TryAcquire(int64(len(v))) {
+			// it: counted as bodies are (hold), apart from them (a
+			// semaphore's TryAcquire fails while anyone waits: a body
+			// waiting for room made every GET 503), without a wait,
+			// which would hold the value too.
+			n := int64(len(v))
+			if g.httpValues.Add(n) > g.lim.InputBudget {
+				g.httpValues.Add(-n)
 				g.busy(w)
 				return
 			}
-			defer g.httpBytes.Release(int64(len(v)))
+			defer g.httpValues.Add(-n)
 		}
 		w.Header().Set("Content-Type", "application/octet-stream")
 		w.Header().Set("Content-Length", strconv.Itoa(len(v)))

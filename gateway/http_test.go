@@ -206,6 +206,7 @@ func TestHTTPSWithTLS(t *testing.T) {
 // with 1,000 such clients made the gateway hold a gigabyte.)
 func TestHTTPHeldBodiesWithinTheBudget(t *testing.T) {
 	st := newMemStore()
+	st.m["small"] = []byte("v")
 	const budget = 4 << 20
 	g := start(t, st, func(c *Config) { c.Limits.InputBudget = budget })
 	var ms runtime.MemStats
@@ -235,6 +236,10 @@ func TestHTTPHeldBodiesWithinTheBudget(t *testing.T) {
 	t.Logf("live heap grew by %d MiB with %d bodies of 1 MiB held", grew>>20, holders)
 	if grew > budget+12<<20 {
 		t.Fatalf("live heap grew by %d MiB, want at most %d MiB more than the budget", grew>>20, 12)
+	}
+	// Meanwhile reads go on (a body waiting for room made every GET 503).
+	if r := do(t, "GET", "http://"+g.HTTPAddr()+"/v1/kv/small", ""); r.code != http.StatusOK || r.body != "v" {
+		t.Fatalf("a GET while bodies wait for room: %d %q", r.code, r.body)
 	}
 	// Those without room are told so once the command timeout passed.
 	var busy atomic.Int32
