@@ -101,7 +101,7 @@ type Recovery struct {
 	Reason    string // why the log ended early ("" if it ended cleanly)
 	// SetAside names the copies kept of what a damage in the middle of
 	// the log cut off (whole segments followed it): the damaged segment
-	// and those after it, as <segment>.damaged, for an operator. A torn
+	// and those after it, as <segment>.<unix ns>.damaged, for an operator. A torn
 	// tail (nothing after the damaged segment) is only truncated.
 	SetAside []string
 	// SetAsideErr is why those copies could not all be kept (the start
@@ -229,7 +229,7 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 				// Whole segments follow the damage: not a torn tail but
 				// corruption, and what follows may be writes no other
 				// copy holds. Kept aside, never replayed.
-				rec.SetAside, rec.SetAsideErr = setAside(opt.FS, l.path(id), data[:used], segs[i+1:], l.path)
+				rec.SetAside, rec.SetAsideErr = setAside(opt.FS, dir, l.path(id), data[:used], segs[i+1:], l.path)
 			}
 			if err := opt.FS.Truncate(l.path(id), good); err != nil {
 				return nil, rec, err
@@ -261,17 +261,23 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 	return l, rec, nil
 }
 
-// damagedSuffix names a segment kept aside by recovery (Recovery.SetAside);
-// such files are not segments (List sees only .wal).
+// damagedSuffix names a segment kept aside by recovery (Recovery.SetAside),
+// as <segment>.<time>.damaged; such files are not segments (they do not
+// end in .wal).
 const damagedSuffix = ".damaged"
 
 // setAside writes data (the damaged segment as written) and a copy of
 // each later segment next to them as <name>.damaged, synced, before
 // recovery truncates and removes the originals. It stops at the first
 // error (a full disk): what it kept, and why it stopped.
-func setAside(fs FS, damaged string, data []byte, later []uint64, path func(uint64) string) ([]string, error) {
+func setAside(fs FS, dir, damaged string, data []byte, later []uint64, path func(uint64) string) ([]string, error) {
 	var kept []string
+	// The recovery's time in the names: a segment id is used again after
+	// the truncation, and a later damage must not overwrite what an
+	// earlier one kept.
+	stamp := "." + strconv.FormatInt(time.Now().UnixNano(), 10)
 	keep := func(name string, b []byte) error {
+		name += stamp
 		f, err := fs.Create(name + damagedSuffix)
 		if err != nil {
 			return err
@@ -302,7 +308,8 @@ func setAside(fs FS, damaged string, data []byte, later []uint64, path func(uint
 			return kept, err
 		}
 	}
-	return kept, nil
+	// Durable before the originals are truncated and removed.
+	return kept, fs.SyncDir(dir)
 }
 
 // ErrNoStart is ReadFrom's answer when no record of the log is one it may

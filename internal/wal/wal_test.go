@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -126,7 +127,10 @@ func TestDamagedLogEndsAtLastWholeBatch(t *testing.T) {
 					t.Fatalf("set aside %v (%v), %d segments removed, want all %d segments kept", r.SetAside, r.SetAsideErr, r.Removed, len(segs))
 				}
 				for k, n := range segs {
-					b, err := m.ReadFile("d/" + n + damagedSuffix)
+					if !strings.HasPrefix(r.SetAside[k], "d/"+n+".") || !strings.HasSuffix(r.SetAside[k], damagedSuffix) {
+						t.Fatalf("segment %s kept as %s", n, r.SetAside[k])
+					}
+					b, err := m.ReadFile(r.SetAside[k])
 					w := before[n]
 					if k == 0 {
 						w = damaged
