@@ -27,8 +27,8 @@ import (
 // same working directory).
 const lockFile = "LOCK"
 
-// lockPoll is how often a locked directory is tried again. timing:
-// exception — a poll of a local file lock, unrelated to failure detection.
+// lockPoll is how often a locked directory is tried again.
+// timing: exception — a poll of a local file lock, unrelated to failure detection.
 const lockPoll = 20 * time.Millisecond
 
 // lockDataDir takes dir's lock, waiting up to wait for a process that
