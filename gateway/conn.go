@@ -161,6 +161,13 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 					cmds = make([]command, 0, 1+min(len(left)/(next-off), 1023))
 				}
 				cmds = append(cmds, command{args: o.own(args, next-off, len(left))})
+				if crossProtocol(args[0]) {
+					// Nothing after it is read (its run closes the
+					// connection): an HTTP request's body is no command.
+					s.quit.Store(true)
+					off = len(buf)
+					break
+				}
 			}
 			off = next
 		}

@@ -197,7 +197,7 @@ func (s *session) one(cmd command, out []byte) ([]byte, bool) {
 		s.g.observe("(protocol)", 0, Error(cmd.proterr))
 		return redcon.AppendError(out, cmd.proterr), true
 	}
-	if isCmd(cmd.args[0], "post") || isCmd(cmd.args[0], "host:") {
+	if crossProtocol(cmd.args[0]) {
 		// An HTTP request sent to the RESP port (a web page's form
 		// posting across protocols, say) would run its body's lines as
 		// inline commands: closed without an answer, as Redis does.
@@ -229,6 +229,10 @@ func (s *session) one(cmd command, out []byte) ([]byte, bool) {
 	s.g.observe(name, time.Since(start), err)
 	return out, spec != nil && spec.name == "quit"
 }
+
+// crossProtocol reports whether name starts an HTTP request (POST, or a
+// Host: header line), which no Redis command is.
+func crossProtocol(name []byte) bool { return isCmd(name, "post") || isCmd(name, "host:") }
 
 // runLen is the number of commands from q[0] that run as one batch: plain
 // GETs and SETs of distinct keys (commands on one key keep their order),
