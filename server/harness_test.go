@@ -117,13 +117,7 @@ func runTestServer(t *testing.T, fc *fakeCoord, cfg Config) (*testServer, contex
 		// on in the test binary and dial their old addresses, which a
 		// later test's server may hold (one of them re-seeded a later
 		// test's secondary with its own copy).
-		s.mu.Lock()
-		prims := make([]*primary, 0, len(s.prims))
-		for _, p := range s.prims {
-			prims = append(prims, p)
-		}
-		s.mu.Unlock()
-		for _, p := range prims {
+		for _, p := range s.primaries() {
 			p.close()
 		}
 	})

@@ -19,12 +19,7 @@ import (
 // linkReports lists the links of the shards this server leads whose
 // secondary has not answered for more than two ping periods at now.
 func (s *Server) linkReports(now time.Time) []wire.LinkHealth {
-	s.mu.Lock()
-	prims := make([]*primary, 0, len(s.prims))
-	for _, p := range s.prims {
-		prims = append(prims, p)
-	}
-	s.mu.Unlock()
+	prims := s.primaries()
 	var out []wire.LinkHealth
 	for _, p := range prims {
 		if h, ok := p.linkHealth(now); ok && h.Stalled > 2*s.cfg.Timing.Ping {

@@ -378,16 +378,22 @@ func (s *Server) tableFor(shard int) *table {
 	return t
 }
 
-// shutdown stops taking writes, lets replication drain, dumps the tables
-// and ends Run.
-func (s *Server) shutdown() error {
-	s.closing.Store(true)
+// primaries are the shards this server leads, at the time of the call.
+func (s *Server) primaries() []*primary {
 	s.mu.Lock()
+	defer s.mu.Unlock()
 	prims := make([]*primary, 0, len(s.prims))
 	for _, p := range s.prims {
 		prims = append(prims, p)
 	}
-	s.mu.Unlock()
+	return prims
+}
+
+// shutdown stops taking writes, lets replication drain, dumps the tables
+// and ends Run.
+func (s *Server) shutdown() error {
+	s.closing.Store(true)
+	prims := s.primaries()
 	deadline := time.Now().Add(s.cfg.Timing.ShutdownDrain)
 	for _, p := range prims {
 		p.drain(deadline)
