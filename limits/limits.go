@@ -12,6 +12,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -163,9 +164,13 @@ func (s Setting) isZero(c *Config) bool {
 	return true
 }
 
-// Flags registers one flag per limit on fs, parsed into c.
-func Flags(fs *flag.FlagSet, c *Config) {
+// Flags registers one flag per limit on fs, parsed into c; with lines,
+// only those limits (named by their cluster file lines).
+func Flags(fs *flag.FlagSet, c *Config, lines ...string) {
 	for _, s := range Settings {
+		if len(lines) > 0 && !slices.Contains(lines, s.Line) {
+			continue
+		}
 		fs.Func(s.Flag, s.Doc+" (default "+s.def+")", func(v string) error { return s.Set(c, v) })
 	}
 }

@@ -28,6 +28,7 @@ import (
 	"ftkv/internal/cli"
 	"ftkv/internal/sched"
 	"ftkv/internal/tlsconf"
+	"ftkv/limits"
 )
 
 const usage = `usage: gateway -h <coord_host> -p <coord_port> [-listen 127.0.0.1:6380] [-http <addr>] [-metrics <addr>] [flags]
@@ -87,6 +88,8 @@ func run(args []string) int {
 	fs.DurationVar(&cfg.Timeout, "timeout", gateway.DefaultTimeout, "longest wait of one command for the cluster")
 	fs.IntVar(&cfg.Limits.MaxClients, "max-clients", 0, "open RESP connections (default 10000)")
 	fs.IntVar(&cfg.Limits.MaxInflight, "max-inflight", 0, "commands read but not answered per connection (default 4096)")
+	// The output and input limits, as the servers take them.
+	limits.Flags(fs, &cfg.Limits, "output_soft_limit", "output_hard_limit", "output_grace", "output_budget", "input_budget")
 	fs.IntVar(&cfg.Loops, "loops", 0, "event loops (default: one per CPU)")
 	conns := fs.Int("conns", 1, "pipelined connections to each server")
 	logFile := fs.String("log", "", "log file (default stderr)")
@@ -125,6 +128,10 @@ func run(args []string) int {
 			fmt.Fprintf(os.Stderr, "gateway: %s %v: expected %s\n", c.flag, c.val, c.want)
 			return 2
 		}
+	}
+	if err := cfg.Limits.Validate(); err != nil {
+		fmt.Fprintf(os.Stderr, "gateway: %v\n", err)
+		return 2
 	}
 	coord, err := coordAddr(*host, *port)
 	if err != nil {

@@ -20,6 +20,7 @@ type heldConn struct {
 
 func (c *heldConn) InboundBuffered() int  { return c.in }
 func (c *heldConn) OutboundBuffered() int { return c.out }
+func (c *heldConn) Fd() int               { return -1 } // (no kernel send queue to sample)
 func (c *heldConn) Peek(n int) ([]byte, error) {
 	return c.head[:min(n, len(c.head))], nil
 }

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
+	"golang.org/x/sys/unix"
 
 	"ftkv/internal/frameio"
 	"ftkv/wire"
@@ -50,6 +51,8 @@ type State struct {
 	opened       int64        // unix ns: enrolled
 	pausedAt     int64        // unix ns: paused since
 	drainedAt    int64        // unix ns: queued output last seen shrinking
+	sendQ        int          // the kernel's send queue at the last sample (sampleSendQueue)
+	sendQAt      int64        // unix ns: when it was sampled
 }
 
 // Of returns c's State, or nil for a connection not accepted by a Port.
@@ -216,6 +219,29 @@ func (st *State) OutputFull(extra int64) bool {
 	return o > BudgetFloor && cfg.Budget.over()
 }
 
+// sendQueueEvery is how often a paused connection's kernel send queue
+// is sampled at most. timing: exception — local socket bookkeeping.
+const sendQueueEvery = 20 * time.Millisecond
+
+// sampleSendQueue notes a read the queued output does not show yet: the
+// kernel's send queue (unacknowledged bytes) shrinking. gnet writes out
+// its queue only when the kernel's buffer has room for a third of it
+// again, so a client reading a few MB/s emptied nothing visible for
+// longer than drainWindow and was closed as one that does not read.
+func (st *State) sampleSendQueue(now int64) {
+	if time.Duration(now-st.sendQAt) < sendQueueEvery {
+		return
+	}
+	n, err := unix.IoctlGetInt(st.c.Fd(), unix.SIOCOUTQ)
+	if err != nil {
+		return
+	}
+	if st.sendQAt != 0 && n < st.sendQ {
+		st.drainedAt = now
+	}
+	st.sendQ, st.sendQAt = n, now
+}
+
 // inboundOver returns why a paused connection holds too much unread
 // input (nil: it does not): over the cap, or over half the InputBudget
 // while the client reads or may read yet (see drainWindow and
@@ -229,6 +255,7 @@ func (st *State) inboundOver() error {
 	if have <= st.p.cfg.InboundCap || st.c.OutboundBuffered() == 0 {
 		return nil
 	}
+	st.sampleSendQueue(time.Now().UnixNano())
 	limit, why := st.p.cfg.InboundCap, errInboundCap
 	if now := time.Now().UnixNano(); time.Duration(now-st.drainedAt) < drainWindow || time.Duration(now-st.pausedAt) < firstDrain {
 		if pc := st.p.cfg.InputBudget.perConn(); pc > limit { // it reads, or may read yet

@@ -135,6 +135,9 @@ func (p *Port) sweep(ls *loopSet, now int64, full bool) {
 			st.watched = false
 			continue
 		}
+		if st.paused {
+			st.sampleSendQueue(now)
+		}
 		if st.note(now) != gnet.None {
 			_ = st.c.Close()
 			st.watched = false

@@ -29,6 +29,8 @@ func TestBadToolFlags(t *testing.T) {
 		{"gateway", []string{"-p", "1", "-max-inflight", "-5"}, "-max-inflight -5"},
 		{"gateway", []string{"-p", "1", "-loops", "-1"}, "-loops -1"},
 		{"gateway", []string{"-p", "1", "-conns", "0"}, "-conns 0"},
+		{"gateway", []string{"-p", "1", "-output-budget", "banana"}, "-output-budget"},
+		{"gateway", []string{"-p", "1", "-output-soft-limit", "64MiB", "-output-hard-limit", "1MiB"}, "output_hard_limit 1048576 is below output_soft_limit"},
 		{"bench", []string{"-p", "1", "-c", "0"}, "-c 0"},
 		{"bench", []string{"-p", "1", "-keys", "0"}, "-keys 0"},
 		{"bench", []string{"-p", "1", "-P", "0"}, "-P 0"},
