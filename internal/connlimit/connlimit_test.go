@@ -671,3 +671,37 @@ func (p *pacedReader) Read(b []byte) (int, error) {
 	p.n += n
 	return n, err
 }
+
+// TestSlowReaderHeldByTheBudget: while other connections keep the output
+// budget spent, a client that reads its answers slowly (about 1 MiB/s,
+// slower than gnet's queue visibly drains) is held back but never closed
+// as one that reads nothing. (A review: closed after 4 MiB read with a
+// grace of 1 s; at the default grace of 10 s, any client reading under
+// about 100 KB/s.)
+func TestSlowReaderHeldByTheBudget(t *testing.T) {
+	h := &getServer{val: make([]byte, 1<<20)}
+	b := NewBudget(1 << 20)
+	b.add(2 << 20) // spent by others
+	p := listen(t, h, Config{OutputSoft: 64 << 20, OutputHard: 128 << 20, OutputGrace: time.Second, Budget: b,
+		InputBudget: NewInputBudget(64 << 20)})
+	nc := dial(t, p)
+	if _, err := nc.Write(gets(8, 0)); err != nil {
+		t.Fatal(err)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	pr := &pacedReader{r: nc, rate: 1 << 20, start: time.Now()}
+	br := bufio.NewReaderSize(pr, 16<<10)
+	var fbuf []byte
+	for i := range 8 {
+		f, err := frameio.ReadFrameInto(br, &fbuf)
+		if err != nil {
+			t.Fatalf("answer %d: %v after %s (closed for a limit: %d)", i, err, time.Since(pr.start), p.LimitClosed())
+		}
+		if f.ID != uint64(i) || len(f.Value) != 1<<20 {
+			t.Fatalf("answer %d: id %d, %d bytes", i, f.ID, len(f.Value))
+		}
+	}
+	if p.LimitClosed() != 0 {
+		t.Errorf("closed for a limit %d", p.LimitClosed())
+	}
+}

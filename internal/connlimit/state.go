@@ -156,6 +156,7 @@ func (st *State) pause() {
 	if !st.paused {
 		st.paused = true
 		st.pausedAt = time.Now().UnixNano()
+		st.sendQAt = 0 // (a sample of an earlier pause is no drain of this one)
 	}
 }
 
@@ -237,7 +238,7 @@ func (st *State) sampleSendQueue(now int64) {
 		return
 	}
 	if st.sendQAt != 0 && n < st.sendQ {
-		st.drainedAt = now
+		st.drainedAt = max(st.drainedAt, time.Now().UnixNano()) // (the exact time: now may lag)
 	}
 	st.sendQ, st.sendQAt = n, now
 }
@@ -302,7 +303,9 @@ func (st *State) note(now int64) gnet.Action {
 	switch {
 	case o <= BudgetFloor || !cfg.Budget.over():
 		st.heldSince = 0
-	case st.heldSince == 0 || drained:
+	case st.heldSince == 0 || drained || st.drainedAt > st.heldSince:
+		// (drainedAt: also the kernel's send queue shrinking, which is
+		// all a slow reader shows for longer than the grace.)
 		st.heldSince = time.Now().UnixNano()
 	case cfg.OutputGrace > 0 && time.Duration(now-st.heldSince) > cfg.OutputGrace:
 		return st.kill(fmt.Errorf("queued output %d bytes not read for longer than %s while the output budget is spent", o, cfg.OutputGrace))

@@ -135,7 +135,7 @@ func (p *Port) sweep(ls *loopSet, now int64, full bool) {
 			st.watched = false
 			continue
 		}
-		if st.paused {
+		if st.paused || st.heldSince != 0 {
 			st.sampleSendQueue(now)
 		}
 		if st.note(now) != gnet.None {
