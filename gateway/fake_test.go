@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"sync"
+	"sync/atomic"
 
 	"ftkv/client"
 	"ftkv/status"
@@ -16,6 +17,8 @@ type memStore struct {
 	mu   sync.Mutex
 	m    map[string][]byte
 	fail error
+	// largestBatch is the most operations one Batch call carried.
+	largestBatch atomic.Int64
 }
 
 func newMemStore() *memStore { return &memStore{m: map[string][]byte{}} }
@@ -87,6 +90,11 @@ func (s *memStore) CompareAndSwapCurrent(ctx context.Context, key string, old, n
 }
 
 func (s *memStore) Batch(ctx context.Context, ops []client.BatchOp) error {
+	for n := int64(len(ops)); ; {
+		if cur := s.largestBatch.Load(); n <= cur || s.largestBatch.CompareAndSwap(cur, n) {
+			break
+		}
+	}
 	for i := range ops {
 		op := &ops[i]
 		switch op.Kind {

@@ -408,6 +408,38 @@ func TestBudgetHeldClientsClosedAfterGrace(t *testing.T) {
 	exchange(t, g.Addr(), cmd("PING"), "+PONG\r\n")
 }
 
+// TestPipelinedGetsBatch: a connection's pipelined GETs of small values
+// go to the cluster together, from its second pipeline on (its first GET
+// runs alone while the size of its values is unknown). (The bound on a
+// batch's answers once kept every GET of a pipeline alone: the size was
+// learnt only from batches, and a GET run alone taught nothing; GET at
+// P16 through the gateway fell from about 0.6x Redis to 0.27x.)
+func TestPipelinedGetsBatch(t *testing.T) {
+	st := newMemStore()
+	var req strings.Builder
+	for i := range 16 {
+		st.m[fmt.Sprintf("k%d", i)] = []byte("v")
+		req.WriteString(cmd("GET", fmt.Sprintf("k%d", i)))
+	}
+	g := start(t, st, nil)
+	want := strings.Repeat("$1\r\nv\r\n", 16)
+	nc := sendNew(t, g.Addr(), req.String(), 5*time.Second)
+	for round := range 3 {
+		got := make([]byte, len(want))
+		if _, err := io.ReadFull(nc, got); err != nil || string(got) != want {
+			t.Fatalf("round %d: %q %v", round, got, err)
+		}
+		if round < 2 {
+			if _, err := io.WriteString(nc, req.String()); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if n := st.largestBatch.Load(); n < 8 {
+		t.Fatalf("the largest batch of 3 pipelines of 16 GETs had %d operations", n)
+	}
+}
+
 // TestSlowReaderGetsEveryAnswer: a client that sends 300 GETs of a 1 MiB
 // value and reads nothing for a while (its commands are held back at its
 // output limit) then reads every answer, whole and in order.

@@ -135,7 +135,14 @@ func (s *session) run(q []command) []command {
 			out = s.replies(ops, err, time.Since(start), out)
 		} else {
 			var close bool
+			before := len(out)
 			out, close = s.one(q[i], out)
+			if n == 1 && len(q[i].args) == 2 { // (a plain GET)
+				// A GET run alone (the batch bound let no second one
+				// with it) teaches its size too, or a pipeline's GETs
+				// would run alone for good.
+				s.learnGet(len(out) - before)
+			}
 			if close {
 				s.flush(out, true)
 				s.mu.Lock()
@@ -230,6 +237,10 @@ func (s *session) one(cmd command, out []byte) ([]byte, bool) {
 	return out, spec != nil && spec.name == "quit"
 }
 
+// learnGet takes the size of the largest GET answer of a run into
+// getEst: the largest seen, forgotten by halves as they shrink.
+func (s *session) learnGet(answer int) { s.getEst = max(answer, s.getEst/2, 64) }
+
 // crossProtocol reports whether name starts an HTTP request (POST, or a
 // Host: header line), which no Redis command is.
 func crossProtocol(name []byte) bool { return isCmd(name, "post") || isCmd(name, "host:") }
@@ -321,8 +332,7 @@ func (s *session) replies(ops []client.BatchOp, err error, d time.Duration, out 
 		}
 	}
 	if gets {
-		// The largest answer seen, forgotten by halves as they shrink.
-		s.getEst = max(largest, s.getEst/2, 64)
+		s.learnGet(largest)
 	}
 	if out == nil {
 		out = make([]byte, 0, min(size, flushAt))

@@ -300,14 +300,18 @@ func (st *State) note(now int64) gnet.Action {
 	// or many of them keep the budget spent for good and slow every
 	// other connection (a review: 30 such clients open for as long as
 	// they liked).
+	// heldSince is when it last read (or went over BudgetFloor): the
+	// budget dipping under its limit as others are closed does not
+	// restart it (30 such clients took turns being held, and some were
+	// still open after 8 s with a grace of 1 s).
 	switch {
-	case o <= BudgetFloor || !cfg.Budget.over():
+	case o <= BudgetFloor || cfg.Budget == nil:
 		st.heldSince = 0
 	case st.heldSince == 0 || drained || st.drainedAt > st.heldSince:
 		// (drainedAt: also the kernel's send queue shrinking, which is
 		// all a slow reader shows for longer than the grace.)
 		st.heldSince = time.Now().UnixNano()
-	case cfg.OutputGrace > 0 && time.Duration(now-st.heldSince) > cfg.OutputGrace:
+	case cfg.Budget.over() && cfg.OutputGrace > 0 && time.Duration(now-st.heldSince) > cfg.OutputGrace:
 		return st.kill(fmt.Errorf("queued output %d bytes not read for longer than %s while the output budget is spent", o, cfg.OutputGrace))
 	}
 	if cfg.OutputSoft > 0 && o >= int64(cfg.OutputSoft) {
