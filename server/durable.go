@@ -429,7 +429,13 @@ func (d *durable) failed(s *Server, err error) {
 // checkDataDir fails the log once the data directory was deleted under
 // the server (dirGone). Called with each heartbeat.
 func (s *Server) checkDataDir() {
-	if s.dur.log.Err() != nil || !dirGone(s.dirLock, s.cfg.DataDir) {
+	if s.dur.log.Err() != nil {
+		return
+	}
+	s.lockMu.Lock()
+	gone := !s.unlocked && dirGone(s.dirLock, s.cfg.DataDir)
+	s.lockMu.Unlock()
+	if !gone {
 		return
 	}
 	err := fmt.Errorf("data dir %s was deleted or replaced under the running server", s.cfg.DataDir)

@@ -185,7 +185,8 @@ type Server struct {
 	gate         *auth.Gate        // client authentication (nil: no users)
 	dur          *durable          // the write-ahead log (nil without DataDir)
 	dirLock      *os.File          // the data directory's lock (dirlock.go); set in New
-	unlockOnce   sync.Once
+	lockMu       sync.Mutex        // dirLock's use (checkDataDir) against its close
+	unlocked     bool              // dirLock closed (under lockMu)
 	engines      []gnet.Engine
 	coordChanged chan struct{}
 	done         chan struct{}
@@ -437,7 +438,10 @@ func (s *Server) shutdown() error {
 // unlockDataDir releases the data directory's lock (the process's exit
 // does as well).
 func (s *Server) unlockDataDir() {
-	if s.dirLock != nil {
-		s.unlockOnce.Do(func() { s.dirLock.Close() })
+	s.lockMu.Lock()
+	defer s.lockMu.Unlock()
+	if s.dirLock != nil && !s.unlocked {
+		s.dirLock.Close()
+		s.unlocked = true
 	}
 }

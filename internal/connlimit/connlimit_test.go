@@ -610,51 +610,6 @@ func unauthListed(p *Port) int {
 	return p.unauth.Len()
 }
 
-// TestSteadySlowReader: a client that pipelines 1 MiB PUTs and GETs and
-// reads its answers steadily but slowly (about 3 MB/s) is reading, and
-// is never closed. Its queued output in the server shrinks only when the
-// kernel's send buffer has room for a third of it again, which at that
-// pace takes longer than the drain window: the kernel's own queue,
-// shrinking as the client reads, says it reads. (An attack saw such
-// clients closed for "unread input over its cap while reading is paused
-// and answers are not read" at 9 MB of input.)
-func TestSteadySlowReader(t *testing.T) {
-	h := &getServer{val: make([]byte, 1<<20)}
-	p := listen(t, h, Config{OutputSoft: 2 << 20, OutputHard: 32 << 20, OutputGrace: 10 * time.Second,
-		Budget: NewBudget(32 << 20), InputBudget: NewInputBudget(64 << 20)})
-	nc := dial(t, p)
-	const depth = 24
-	var batch []byte
-	for i := range depth {
-		batch = wire.Append(batch, &wire.Frame{Op: wire.OpGet, ID: uint64(2 * i), Key: []byte("k")})
-		batch = wire.Append(batch, &wire.Frame{Op: wire.OpPut, ID: uint64(2*i + 1), Key: []byte("k"), Value: make([]byte, 1<<20)})
-	}
-	werr := make(chan error, 1)
-	go func() {
-		_, err := nc.Write(batch)
-		werr <- err
-	}()
-	_ = nc.SetReadDeadline(time.Now().Add(30 * time.Second))
-	pr := &pacedReader{r: nc, rate: 3 << 20, start: time.Now()}
-	br := bufio.NewReaderSize(pr, 16<<10)
-	var fbuf []byte
-	for i := range 2 * depth {
-		f, err := frameio.ReadFrameInto(br, &fbuf)
-		if err != nil {
-			t.Fatalf("answer %d: %v after %s (closed for a limit: %d)", i, err, time.Since(pr.start), p.LimitClosed())
-		}
-		if f.ID != uint64(i) {
-			t.Fatalf("answer id %d, want %d", f.ID, i)
-		}
-	}
-	if err := <-werr; err != nil {
-		t.Fatal(err)
-	}
-	if p.LimitClosed() != 0 {
-		t.Errorf("closed for a limit %d", p.LimitClosed())
-	}
-}
-
 // pacedReader reads r at about rate bytes a second, 16 KiB at a time.
 type pacedReader struct {
 	r     io.Reader
