@@ -273,11 +273,11 @@ func (g *Gateway) serveKV(rw http.ResponseWriter, r *http.Request) {
 	}
 }
 
-// hold counts n bytes the API is about to hold (a body being read, a
-// value being written) against the input budget, waiting up to the
-// command timeout for room: 1,000 clients sending a body of 1 MiB slowly,
-// or not reading a value of 1 MiB, made the gateway hold a gigabyte. It
-// answers 503 when there is no room, and returns the release otherwise.
+// hold counts n bytes of a body about to be read against the input
+// budget, waiting up to the command timeout for room: 1,000 clients
+// sending a body of 1 MiB slowly made the gateway hold a gigabyte. (The
+// values being written are counted apart, in httpValues.) It answers 503
+// when there is no room, and returns the release otherwise.
 func (g *Gateway) hold(ctx context.Context, w http.ResponseWriter, n int64) (func(), bool) {
 	ctx, cancel := context.WithTimeout(ctx, g.cfg.Timeout)
 	defer cancel()
