@@ -7,6 +7,7 @@ CLIENT_PORT  ?= 7000
 SERVERS_PORT ?= 7001
 CONFIG       ?= config.txt
 FUZZTIME     ?= 60s
+STATICCHECK  ?= v0.8.2
 
 CHAOS_DURATION ?= 5m
 SEED ?=
@@ -46,6 +47,8 @@ test: build vet
 vet:
 	$(GO) vet ./...
 	@test -z "$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go'))" || (echo "gofmt needed:"; gofmt -l .; exit 1)
+	@if command -v staticcheck >/dev/null 2>&1; then echo "staticcheck ./..."; staticcheck ./...; \
+	else echo "staticcheck not installed: skipped (.ci/run installs it: go install honnef.co/go/tools/cmd/staticcheck@$(STATICCHECK))"; fi
 
 # Longer fuzzing of every decoder (FUZZTIME=10m make fuzz for more).
 fuzz:

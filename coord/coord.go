@@ -901,13 +901,9 @@ func initialPlacement(n int, durable []map[int]uint64, restart bool) []wire.Plac
 	return out
 }
 
-// pushView sends v to every live member in parallel and waits for all
-// answers; it returns the errors of those that did not apply it.
-func (c *Coordinator) pushView(ctx context.Context, v wire.View) []error {
-	return c.pushViewWithin(ctx, v, c.opts.Timing.Control)
-}
-
-// pushViewWithin is pushView with each server given timeout to apply v.
+// pushViewWithin sends v to every live member in parallel, each given
+// timeout to apply it, and waits for all answers; it returns the errors of
+// those that did not apply it.
 func (c *Coordinator) pushViewWithin(ctx context.Context, v wire.View, timeout time.Duration) []error {
 	enc := wire.AppendView(nil, &v)
 	var wg sync.WaitGroup

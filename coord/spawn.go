@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -188,7 +187,6 @@ func serverArgs(s SpawnSpec, bind string) []string {
 type localProc struct {
 	cmd  *exec.Cmd
 	done chan struct{}
-	once sync.Once
 }
 
 func (p *localProc) PID() int              { return p.cmd.Process.Pid }

@@ -18,15 +18,6 @@ func appendNull(b []byte, proto int) []byte {
 	return redcon.AppendNull(b)
 }
 
-// appendNullArray is the "no such element" answer of commands whose RESP2
-// form is a null array.
-func appendNullArray(b []byte, proto int) []byte {
-	if proto >= 3 {
-		return append(b, '_', '\r', '\n')
-	}
-	return append(b, '*', '-', '1', '\r', '\n')
-}
-
 // appendMap starts a map of n pairs (RESP2: an array of 2n elements).
 func appendMap(b []byte, n, proto int) []byte {
 	if proto >= 3 {

@@ -28,8 +28,6 @@ const DefaultTimeout = 5 * time.Second
 // dialFunc connects to the coordinator at addr.
 type dialFunc func(ctx context.Context, addr string) (Store, error)
 
-func dialClient(ctx context.Context, addr string) (Store, error) { return dialWith()(ctx, addr) }
-
 // dialWith is the dial function of a client with opts.
 func dialWith(opts ...client.Option) dialFunc {
 	return func(ctx context.Context, addr string) (Store, error) {

@@ -357,7 +357,6 @@ func awaitRefusal(nc net.Conn, d time.Duration) (string, error) {
 			if used == 0 {
 				break
 			}
-			got = got[used:]
 			if f.Status != wire.StatusOK {
 				return fmt.Sprintf("answered %s %q", f.Status, f.Value), nil
 			}
