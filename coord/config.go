@@ -2,6 +2,7 @@ package coord
 
 import (
 	"bufio"
+	"errors"
 	"fmt"
 	"io"
 	"net"
@@ -248,7 +249,7 @@ func ParseCluster(path string, r io.Reader) (*Cluster, error) {
 			if v != 0 {
 				k := hostKey(spec.Host) + ":" + fields[i+1]
 				if prev, dup := seen[k]; dup {
-					return nil, bad("port %d on %s is already used on line %d", v, spec.Host, prev)
+					return nil, bad("%s", portReused(v, spec.Host, prev, lineNo))
 				}
 				seen[k] = lineNo
 			}
@@ -296,7 +297,7 @@ func parseCoordLine(fields []string, line int, seen map[string]int) (CoordSpec, 
 		}
 		k := hostKey(host) + ":" + p
 		if prev, dup := seen[k]; dup {
-			return cs, fmt.Errorf("port %d on %s is already used on line %d", v, host, prev)
+			return cs, errors.New(portReused(v, host, prev, line))
 		}
 		seen[k] = line
 		vals[i] = v
@@ -535,4 +536,13 @@ func ParseDestination(d string) (dest, port, host string, err error) {
 		return "", "", "", fmt.Errorf("ssh destination %q: empty user", d)
 	}
 	return dest, port, host, nil
+}
+
+// portReused says that port on host, met on line, was already used on
+// line prev (the same line: given twice on it).
+func portReused(port int, host string, prev, line int) string {
+	if prev == line {
+		return fmt.Sprintf("port %d on %s is given twice on this line", port, host)
+	}
+	return fmt.Sprintf("port %d on %s is already used on line %d", port, host, prev)
 }

@@ -40,6 +40,7 @@ func TestParseClusterErrors(t *testing.T) {
 		{"missing lines", "3\nlocalhost 0 0 0\n", "c.txt:2: 3 server lines announced, only 1 found"},
 		{"extra lines", "1\nlocalhost 0 0 0\nlocalhost 0 0 0\n", "c.txt:3: more server lines"},
 		{"dup port", "2\nlocalhost 7000 0 0\nlocalhost 0 7000 0\n", "c.txt:3: port 7000 on localhost is already used on line 2"},
+		{"dup port on one line", "1\nlocalhost 7000 7000 0\n", "c.txt:2: port 7000 on localhost is given twice on this line"},
 		{"shell chars", "1\nbad;host 0 0 0\n", "c.txt:2: host \"bad;host\" contains"},
 		{"dash host", "1\n-oProxy 0 0 0\n", "c.txt:2: host \"-oProxy\" must not start"},
 	}

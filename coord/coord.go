@@ -227,6 +227,16 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		me := c.opts.Cluster.Coordinators[c.opts.ID]
 		serversPort, clientPort = me.ServersPort, me.ClientPort
 	}
+	if !c.group() && clientPort != 0 {
+		// The client port opens only once the cluster is up: a port
+		// another program holds is found now, before any server is
+		// spawned (it was found after, the servers started for nothing).
+		if err := portFree(c.opts.Bind, clientPort); err != nil {
+			rn.close()
+			c.closeMetrics()
+			return fmt.Errorf("client port %d: %w", clientPort, err)
+		}
+	}
 	addr, err := c.listen(&serversHandler{c: c}, "servers", serversPort)
 	if err != nil {
 		rn.close()
@@ -1218,4 +1228,13 @@ func (c *Coordinator) remoteCoordHost() string {
 		return ""
 	}
 	return c.opts.Bind
+}
+
+// portFree reports whether port on host can be listened on now (nil).
+func portFree(host string, port int) error {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, strconv.Itoa(port)))
+	if err != nil {
+		return err
+	}
+	return l.Close()
 }

@@ -103,9 +103,21 @@ func init() { zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00" }
 
 func main() { os.Exit(run()) }
 
+// testStartDelayEnv, for tests only, delays the start (before the
+// coordinator is made) by a duration: a signal's handling in that window
+// can be tested.
+const testStartDelayEnv = "FTKV_TEST_COORD_START_DELAY"
+
 // run parses the flags, starts the cluster and waits for the end of stdin
 // or a signal; it returns the exit status (2: bad flags or config).
 func run() int {
+	// SIGINT and SIGTERM stop the coordinator in order (exit 1 during
+	// start-up, below) from its first moment: handled only once the
+	// config was read, one in the first tens of milliseconds killed it.
+	// The servers are in their own process group and never see the
+	// terminal's SIGINT.
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	fs := flag.NewFlagSet("coord", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
@@ -158,6 +170,7 @@ func run() int {
 		st.FsyncSecondary = "yes"
 	}
 	if *hashPW {
+		signal.Reset(syscall.SIGINT, syscall.SIGTERM) // ctrl+c ends the prompt
 		return hashPassword(fs.Args())
 	}
 	if *genCerts != "" {
@@ -187,6 +200,9 @@ func run() int {
 	}
 	given := map[string]bool{}
 	fs.Visit(func(f *flag.Flag) { given[f.Name] = true })
+	if len(opts.Cluster.Coordinators) == 0 && given["id"] {
+		return bad(fmt.Sprintf("-id %d: %s has no coordinator lines: -id names one of a group's (without them, run one coordinator with -c and -s)", opts.ID, *cfgPath))
+	}
 	if len(opts.Cluster.Coordinators) > 0 && (given["c"] || given["s"]) {
 		return bad(fmt.Sprintf("%s has coordinator lines: each coordinator listens on its line's ports, so -c and -s are not used (start it with -id <k>)", *cfgPath))
 	}
@@ -200,14 +216,13 @@ func run() int {
 	}
 	defer log.Close()
 	opts.Logger, opts.ServerLevel = log.Logger, log.ServerLevel
+	if d, err := time.ParseDuration(os.Getenv(testStartDelayEnv)); err == nil {
+		time.Sleep(d) // tests: a start-up slowed by a loaded machine
+	}
 	c, err := coord.New(opts)
 	if err != nil {
 		return bad(err.Error())
 	}
-	// Ignore the terminal's SIGINT until the handler below is in place;
-	// the servers are in their own process group and never see it.
-	sigs := make(chan os.Signal, 2)
-	signal.Notify(sigs, syscall.SIGINT, syscall.SIGTERM)
 	// A signal during start-up stops what was started and exits.
 	begun := time.Now()
 	startCtx, cancelStart := context.WithCancel(context.Background())

@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -56,6 +57,8 @@ func TestCoordConfigErrors(t *testing.T) {
 		{name: "-c and -s with coordinator lines", config: "1\nlocalhost 0 0 0\ncoordinator 127.0.0.1:" + strconv.Itoa(freePort(t)) + " " +
 			strconv.Itoa(freePort(t)) + " " + strconv.Itoa(freePort(t)) + "\n",
 			want: []string{"FILE has coordinator lines", "-c and -s are not used"}},
+		{name: "-id without coordinator lines", config: "1\nlocalhost 0 0 0\n", args: []string{"-c", "0", "-s", "0", "-id", "1"},
+			want: []string{"-id 1: FILE has no coordinator lines"}},
 		{name: "two server lines on one port", config: "2\nlocalhost " + ps + " 0 0\n127.0.0.1 0 " + ps + " 0\n",
 			want: []string{"FILE:3: port " + ps + " on 127.0.0.1 is already used on line 2"}},
 	}
@@ -119,4 +122,96 @@ func freePort(t *testing.T) int {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port
+}
+
+// TestCoordClientPortBusy: a client port another program holds is found
+// before any server is spawned: exit 1, one line naming the port, no
+// server started (it was found once the cluster was up, after spawning
+// every server and creating their data directories).
+func TestCoordClientPortBusy(t *testing.T) {
+	bin := testcluster.Bin(t)
+	hold, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer hold.Close()
+	port := strconv.Itoa(hold.Addr().(*net.TCPAddr).Port)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.txt")
+	if err := os.WriteFile(cfg, []byte("3\nlocalhost 0 0 0\nlocalhost 0 0 0\nlocalhost 0 0 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "coord"), "-C", cfg, "-l", filepath.Join(dir, "ftkv.log"), "-c", port, "-s", "0")
+	cmd.Dir = dir
+	cmd.Stdin = strings.NewReader("")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("coord -c %s (a port in use): %v, want exit 1; stderr %q", port, err, stderr.String())
+	}
+	msg := stderr.String()
+	oneErrorLine(t, "coord", msg)
+	if !strings.Contains(msg, "client port "+port) || !strings.Contains(msg, "address already in use") {
+		t.Errorf("error %q does not name the busy client port", msg)
+	}
+	if b, _ := os.ReadFile(filepath.Join(dir, "ftkv.log")); bytes.Contains(b, []byte("spawn")) {
+		t.Errorf("coord spawned servers before finding its client port busy:\n%s", b)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "ftkv-data")); err == nil {
+		t.Errorf("ftkv-data was created before the busy client port was found")
+	}
+}
+
+// TestCoordSignalDuringSlowStart: SIGINT or SIGTERM while bin/coord reads
+// its config and makes the coordinator (slowed by a test hook, as on a
+// loaded machine) stops it in order: exit 1, "during start-up". It was
+// killed by the signal: the handler came only after that step.
+func TestCoordSignalDuringSlowStart(t *testing.T) {
+	bin := testcluster.Bin(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.txt")
+	if err := os.WriteFile(cfg, []byte("1\nlocalhost 0 0 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for i, sig := range []os.Signal{os.Interrupt, syscall.SIGTERM} {
+		sub := filepath.Join(dir, strconv.Itoa(i))
+		if err := os.Mkdir(sub, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		cmd := exec.Command(filepath.Join(bin, "coord"), "-C", cfg, "-l", filepath.Join(sub, "ftkv.log"), "-c", "0", "-s", "0", "-no-stdin")
+		cmd.Dir = sub
+		cmd.Env = append(os.Environ(), "FTKV_TEST_COORD_START_DELAY=3s")
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(time.Second) // well inside the delay
+		if err := cmd.Process.Signal(sig); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		var err error
+		select {
+		case err = <-done:
+		case <-time.After(30 * time.Second):
+			_ = cmd.Process.Kill()
+			t.Fatalf("coord did not exit within 30s of %v", sig)
+		}
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("coord sent %v during start-up: %v, want exit 1; stderr %q", sig, err, stderr.String())
+		}
+		if ws, ok := ee.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+			t.Fatalf("coord was killed by %v during start-up; stderr %q", ws.Signal(), stderr.String())
+		}
+		if ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "during start-up") {
+			t.Fatalf("coord sent %v during start-up: exit %d, stderr %q; want exit 1, \"during start-up\"", sig, ee.ExitCode(), stderr.String())
+		}
+	}
 }
