@@ -57,6 +57,7 @@ fuzz:
 	$(GO) test ./wire -run '^$$' -fuzz '^FuzzDecodeHeartbeat$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./internal/cli -run '^$$' -fuzz '^FuzzTokenize$$' -fuzztime $(FUZZTIME)
 	$(GO) test ./bench/resp -run '^$$' -fuzz '^FuzzParseReply$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./gateway -run '^$$' -fuzz '^FuzzReadCommand$$' -fuzztime $(FUZZTIME)
 
 # Long randomized fault runs with a porcupine and ledger check at the end:
 # one coordinator (server kill -9 and SIGSTOP, coordinator kill + restart),

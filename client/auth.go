@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"strings"
 	"time"
 
 	"ftkv/wire"
@@ -93,7 +94,8 @@ func inPrivate(nc net.Conn) bool {
 func refusal(reply wire.Frame, addr string) error {
 	switch reply.Status {
 	case wire.StatusForbidden:
-		return fmt.Errorf("%w: %s", ErrPermission, reply.Value)
+		// (The server's reason starts with the error's own words.)
+		return fmt.Errorf("%w: %s", ErrPermission, strings.TrimPrefix(string(reply.Value), "permission denied: "))
 	case wire.StatusUnauthenticated:
 		return fmt.Errorf("%w: %s: %s", ErrAuth, addr, reply.Value)
 	}

@@ -310,6 +310,9 @@ func TestAuth(t *testing.T) {
 				t.Errorf("%s: exit %d, stderr %q; want exit 4 and %q", tc.name, r.code, r.stderr, tc.want)
 			}
 			oneErrorLine(t, tc.name, r.stderr)
+			if n := strings.Count(r.stderr, "permission denied"); n > 1 {
+				t.Errorf("%s: stderr %q says \"permission denied\" %d times", tc.name, r.stderr, n)
+			}
 		}
 		// A password as a flag's value is refused, and not repeated.
 		r = runCLIEnv(t, c.Bin, c.Addr, nil, "-a", us.writer.password, "G", "k")
