@@ -338,6 +338,10 @@ func (c *Coordinator) lead(l leadership, term uint64) {
 	c.loop(l)
 }
 
+// serverRefused is bin/server's exit status for a start that no retry
+// can help: bad flags, or a data directory of another server or cluster.
+const serverRefused = 2
+
 // ErrConfigMismatch: the committed cluster is not the one the config
 // describes (a config edited between runs).
 var ErrConfigMismatch = errors.New("the config does not describe the committed cluster")
@@ -797,11 +801,15 @@ func (c *Coordinator) waitRegistered(ctx context.Context, begun time.Time) error
 		if exited >= 0 {
 			nd := c.nodes[exited]
 			c.mu.Lock()
-			reported, inc, host := nd.reported, nd.inc+1, nd.host
+			reported, inc, host, proc := nd.reported, nd.inc+1, nd.host, nd.proc
 			c.mu.Unlock()
 			// A fixed port may still be held a moment by an incarnation
 			// of an interrupted start (it exits when its heartbeat is
 			// refused): try again a few times, backing off.
+			if ec, ok := proc.(interface{ ExitCode() int }); ok && !reported && ec.ExitCode() == serverRefused {
+				return fmt.Errorf("%w: server %d (%s, line %d) refused to start (exit status %d, not retried): its error, in the log, names the reason (a data directory of another server or cluster, say)",
+					ErrConfigMismatch, exited, nd.host, nd.spec.Line, serverRefused)
+			}
 			if reported || tries[exited] >= startRetries {
 				return fmt.Errorf("server %d (%s, line %d) exited during start-up (port in use? data_dir unusable? see the server's own error)", exited, nd.host, nd.spec.Line)
 			}

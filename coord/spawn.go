@@ -109,6 +109,7 @@ func (l *LocalSpawner) Spawn(ctx context.Context, s SpawnSpec) (Process, error) 
 	p := &localProc{cmd: cmd, done: make(chan struct{})}
 	go func() {
 		_ = cmd.Wait()
+		p.code = cmd.ProcessState.ExitCode()
 		close(p.done)
 	}()
 	return p, nil
@@ -187,7 +188,12 @@ func serverArgs(s SpawnSpec, bind string) []string {
 type localProc struct {
 	cmd  *exec.Cmd
 	done chan struct{}
+	code int // the exit status, once done is closed
 }
+
+// ExitCode is the process's exit status once Done is closed (-1: killed
+// by a signal).
+func (p *localProc) ExitCode() int { return p.code }
 
 func (p *localProc) PID() int              { return p.cmd.Process.Pid }
 func (p *localProc) Done() <-chan struct{} { return p.done }

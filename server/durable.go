@@ -207,7 +207,7 @@ func (s *Server) openDurable() error {
 	}
 	s.dirLock = lock
 	if err := checkIdentity(dir, s.cfg.ID, s.cfg.Servers); err != nil {
-		return err
+		return dataDirRefused{err}
 	}
 	pol, err := wal.ParsePolicy(s.cfg.Fsync)
 	if err != nil {
@@ -281,6 +281,17 @@ func (s *Server) openDurable() error {
 		Float64("replay_ms", float64(rec.ReplayTime.Microseconds())/1000).Float64("took_ms", float64(time.Since(start).Microseconds())/1000).Msg("log recovered")
 	return nil
 }
+
+// ErrDataDirRefused: the server refused its data directory as another
+// server's or another cluster's (bin/server exits 2: starting it again
+// cannot help).
+var ErrDataDirRefused = errors.New("data directory refused")
+
+// dataDirRefused is a refusal of the data directory (ErrDataDirRefused),
+// with the reason as its message.
+type dataDirRefused struct{ error }
+
+func (dataDirRefused) Is(target error) bool { return target == ErrDataDirRefused }
 
 // checkIdentity claims an empty directory for server id, or checks that
 // the directory is this server's.

@@ -161,6 +161,9 @@ func main() {
 	if err := srv.Run(ctx); err != nil && ctx.Err() == nil {
 		fmt.Fprintf(os.Stderr, "server %d: %v\n", cfg.ID, err)
 		pprof.StopCPUProfile()
+		if errors.Is(err, server.ErrDataDirRefused) {
+			os.Exit(2) // the coordinator does not start it again
+		}
 		os.Exit(1)
 	}
 }

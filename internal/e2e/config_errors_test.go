@@ -215,3 +215,52 @@ func TestCoordSignalDuringSlowStart(t *testing.T) {
 		}
 	}
 }
+
+// TestCoordDataDirOfAnotherCluster: a data directory written by a cluster
+// of 3 servers, a config of 1 and no coordinator state (its Raft
+// directory gone): the server refuses the directory, and the coordinator
+// says so and exits 2 at once, a config that does not match its data. It
+// started the server five times over seconds and exited 1 with "port in
+// use? data_dir unusable?".
+func TestCoordDataDirOfAnotherCluster(t *testing.T) {
+	bin := testcluster.Bin(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.txt")
+	if err := os.WriteFile(cfg, []byte("1\nlocalhost 0 0 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "ftkv-data", "server_0")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "IDENTITY"), []byte("ftkv server 0 of 3\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(bin, "coord"), "-C", cfg, "-l", filepath.Join(dir, "ftkv.log"), "-c", "0", "-s", "0")
+	cmd.Dir = dir
+	cmd.Stdin = strings.NewReader("")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	begun := time.Now()
+	err := cmd.Run()
+	took := time.Since(begun)
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("coord with another cluster's data dir: %v after %s, want exit 2; stderr %q", err, took.Round(time.Millisecond), stderr.String())
+	}
+	msg := stderr.String()
+	for _, want := range []string{"server 0", "refused", "not retried"} {
+		if !strings.Contains(msg, want) {
+			t.Errorf("error %q does not say %q", msg, want)
+		}
+	}
+	logb, _ := os.ReadFile(filepath.Join(dir, "ftkv.log"))
+	if !bytes.Contains(logb, []byte("belongs to a cluster of 3 servers, this one has 1")) {
+		t.Errorf("the log lacks the server's own reason:\n%s", logb)
+	}
+	if bytes.Contains(logb, []byte("starting it again")) {
+		t.Errorf("the coordinator started the refusing server again:\n%s", logb)
+	}
+}
