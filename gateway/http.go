@@ -301,14 +301,18 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) (body []byte,
 		httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("value of %d bytes is over the limit of %d", r.ContentLength, wire.MaxValue))
 		return nil, nil, false
 	}
-	n := r.ContentLength
-	if n < 0 {
-		n = wire.MaxValue // (chunked: as long as it may be)
+	var err error
+	if r.ContentLength < 0 {
+		body, release, err = g.readChunked(w, r)
+		if release == nil {
+			return nil, nil, false // (busy: answered)
+		}
+	} else {
+		if release, ok = g.hold(r.Context(), w, r.ContentLength); !ok {
+			return nil, nil, false
+		}
+		body, err = readAll(http.MaxBytesReader(w, r.Body, wire.MaxValue), r.ContentLength)
 	}
-	if release, ok = g.hold(r.Context(), w, n); !ok {
-		return nil, nil, false
-	}
-	body, err := readAll(http.MaxBytesReader(w, r.Body, wire.MaxValue), r.ContentLength)
 	if err != nil {
 		release()
 		var mb *http.MaxBytesError
@@ -323,6 +327,53 @@ func (g *Gateway) readBody(w http.ResponseWriter, r *http.Request) (body []byte,
 		body = []byte{}
 	}
 	return body, release, true
+}
+
+// chunkHold is the step by which a body of unknown length (chunked) is
+// held against the input budget as it grows.
+const chunkHold = 64 << 10
+
+// readChunked reads a body of unknown length (at most 1 MiB), holding
+// what it has read against the input budget in steps of chunkHold, not
+// the 1 MiB it may grow to: 64 clients sending a byte each and stalling
+// held a default budget whole, and every other writer waited. With no
+// room for its next step it answers 503 and returns a nil release;
+// otherwise the release of what it holds, and the body or the error that
+// ended it.
+func (g *Gateway) readChunked(w http.ResponseWriter, r *http.Request) ([]byte, func(), error) {
+	held := int64(chunkHold)
+	release, ok := g.hold(r.Context(), w, held)
+	if !ok {
+		return nil, nil, nil
+	}
+	buf := make([]byte, 0, chunkHold)
+	body := http.MaxBytesReader(w, r.Body, wire.MaxValue)
+	for {
+		n, err := body.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if err == io.EOF {
+			return buf, release, nil
+		}
+		if err != nil {
+			return nil, release, err
+		}
+		if len(buf) < cap(buf) {
+			continue
+		}
+		more := min(held, wire.MaxValue+1-held) // doubles, up to the limit and one byte past it
+		if more <= 0 { // (not reached: the reader stops at the limit)
+			return nil, release, &http.MaxBytesError{Limit: wire.MaxValue}
+		}
+		rel, ok := g.hold(r.Context(), w, more)
+		if !ok {
+			release()
+			return nil, nil, nil
+		}
+		prev := release
+		release = func() { prev(); rel() }
+		held += more
+		buf = append(make([]byte, 0, held), buf...)
+	}
 }
 
 // readAll reads r whole: into one buffer of the announced length when

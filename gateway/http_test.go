@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
@@ -276,5 +277,82 @@ func TestHTTPHeldBodiesWithinTheBudget(t *testing.T) {
 			t.Fatalf("a PUT after the holders left: %d %q", r.code, r.body)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// TestHTTPChunkedBodiesHoldWhatTheySent: chunked PUT bodies (no length)
+// that send a byte and stall hold the input budget by what they sent (in
+// steps of chunkHold), not by the 1 MiB they might grow to: 40 of them
+// against a 4 MiB budget left an honest PUT waiting the whole command
+// timeout, then 503 (an attack: 64 slow senders locked every writer out
+// of a default gateway). A chunked body that does grow to 1 MiB is still
+// read whole and written.
+func TestHTTPChunkedBodiesHoldWhatTheySent(t *testing.T) {
+	st := newMemStore()
+	const budget = 4 << 20
+	g := start(t, st, func(c *Config) { c.Limits.InputBudget = budget })
+	for i := range 40 {
+		nc, err := net.Dial("tcp", g.HTTPAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		fmt.Fprintf(nc, "PUT /v1/kv/slow%d HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n", i)
+	}
+	time.Sleep(200 * time.Millisecond) // (the slow bodies are being read)
+	begun := time.Now()
+	r := do(t, "PUT", "http://"+g.HTTPAddr()+"/v1/kv/honest", "value")
+	if r.code != http.StatusNoContent {
+		t.Fatalf("an honest PUT beside 40 stalled chunked bodies: %d %q after %s", r.code, r.body, time.Since(begun).Round(time.Millisecond))
+	}
+	if took := time.Since(begun); took > time.Second {
+		t.Errorf("an honest PUT beside 40 stalled chunked bodies took %s", took.Round(time.Millisecond))
+	}
+	// A chunked body of 1 MiB, sent in 64 KiB chunks, is written whole.
+	nc, err := net.Dial("tcp", g.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	fmt.Fprintf(nc, "PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+	chunk := strings.Repeat("y", 64<<10)
+	for range wire.MaxValue / len(chunk) {
+		fmt.Fprintf(nc, "%x\r\n%s\r\n", len(chunk), chunk)
+	}
+	fmt.Fprintf(nc, "0\r\n\r\n")
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("a chunked PUT of 1 MiB: %d", resp.StatusCode)
+	}
+	if v, err := st.Get(context.Background(), "big"); err != nil || len(v) != wire.MaxValue {
+		t.Fatalf("the chunked 1 MiB value: %d bytes, %v", len(v), err)
+	}
+	// One byte more is refused (413) and writes nothing.
+	nc2, err := net.Dial("tcp", g.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc2.Close()
+	fmt.Fprintf(nc2, "PUT /v1/kv/over HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+	for range wire.MaxValue / len(chunk) {
+		fmt.Fprintf(nc2, "%x\r\n%s\r\n", len(chunk), chunk)
+	}
+	fmt.Fprintf(nc2, "1\r\nz\r\n0\r\n\r\n")
+	_ = nc2.SetReadDeadline(time.Now().Add(10 * time.Second))
+	resp, err = http.ReadResponse(bufio.NewReader(nc2), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("a chunked PUT of 1 MiB + 1: %d, want 413", resp.StatusCode)
+	}
+	if _, err := st.Get(context.Background(), "over"); err == nil {
+		t.Fatal("the value over the limit was written")
 	}
 }
