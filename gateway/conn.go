@@ -47,6 +47,7 @@ type session struct {
 	col *collector // its event loop's
 
 	pending atomic.Int64 // commands read, not answered
+	queued  atomic.Int64 // their bytes (maxQueued)
 	quit    atomic.Bool  // QUIT, a protocol error or closed: no more input is read
 	closed  atomic.Bool
 
@@ -84,7 +85,16 @@ type session struct {
 type command struct {
 	args    [][]byte
 	proterr string
+	size    int // bytes of its arguments (counted in session.queued)
 }
+
+// maxQueued bounds the bytes of the commands a session has read and not
+// yet answered (beside max_inflight, which counts them): beyond it the
+// connection's input waits in gnet's buffer, where the input budget
+// counts it, as for max_inflight. One connection pipelining SETs of 1 MiB
+// made the gateway hold up to max_inflight of them (an attack: 240-300 MB
+// for 1,500).
+const maxQueued = 8 << 20
 
 func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	st := connlimit.Of(c)
@@ -131,7 +141,12 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	var cmds []command
 	var argsbuf [][]byte
 	var o owner
-	for s.pending.Load()+int64(len(cmds)) < maxInflight {
+	got := 0 // bytes of cmds
+	room := func() bool {
+		n := s.pending.Load() + int64(len(cmds))
+		return n < maxInflight && (n == 0 || s.queued.Load()+int64(got) < maxQueued)
+	}
+	for room() {
 		have := c.InboundBuffered()
 		if have == 0 {
 			break
@@ -141,7 +156,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 			break
 		}
 		off := 0
-		for off < len(buf) && s.pending.Load()+int64(len(cmds)) < maxInflight {
+		for off < len(buf) && room() {
 			complete, args, left, err := readCommand(buf[off:], argsbuf[:0], h.g.cfg.MaxRequest)
 			if err != nil {
 				cmds = append(cmds, command{proterr: protocolError(err)})
@@ -160,7 +175,8 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 					// as the input holds (a pipeline's are alike).
 					cmds = make([]command, 0, 1+min(len(left)/(next-off), 1023))
 				}
-				cmds = append(cmds, command{args: o.own(args, next-off, len(left))})
+				cmds = append(cmds, command{args: o.own(args, next-off, len(left)), size: argsSize(args)})
+				got += cmds[len(cmds)-1].size
 				if crossProtocol(args[0]) {
 					// Nothing after it is read (its run closes the
 					// connection): an HTTP request's body is no command.
@@ -185,7 +201,8 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 						argsbuf = args
 						off = len(buf) - len(left)
 						if len(args) > 0 {
-							cmds = append(cmds, command{args: o.own(args, off, 0)})
+							cmds = append(cmds, command{args: o.own(args, off, 0), size: argsSize(args)})
+							got += cmds[len(cmds)-1].size
 						}
 					}
 				}
@@ -212,6 +229,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		connlimit.Begin(c)
 	}
 	s.pending.Add(int64(len(cmds)))
+	s.queued.Add(int64(got))
 	s.mu.Lock()
 	if len(s.queue) == 0 {
 		s.queue = cmds
@@ -222,7 +240,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	if start {
 		s.running = true
 	}
-	if c.InboundBuffered() > 0 && !s.quit.Load() && s.pending.Load() >= maxInflight {
+	if n := s.pending.Load(); c.InboundBuffered() > 0 && !s.quit.Load() && (n >= maxInflight || n > 0 && s.queued.Load() >= maxQueued) {
 		s.stalled = true
 	}
 	s.mu.Unlock()
@@ -405,6 +423,15 @@ type owner struct {
 
 // own copies args, a command of size bytes of input with left bytes of
 // input after it.
+// argsSize is the bytes of a command's arguments.
+func argsSize(args [][]byte) int {
+	n := 0
+	for _, a := range args {
+		n += len(a)
+	}
+	return n
+}
+
 func (o *owner) own(args [][]byte, size, left int) [][]byte {
 	n := 0
 	for _, a := range args {

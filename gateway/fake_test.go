@@ -19,6 +19,9 @@ type memStore struct {
 	fail error
 	// largestBatch is the most operations one Batch call carried.
 	largestBatch atomic.Int64
+	// gate, when set, holds every Batch until it is closed (a cluster
+	// that does not answer for a while).
+	gate chan struct{}
 }
 
 func newMemStore() *memStore { return &memStore{m: map[string][]byte{}} }
@@ -90,6 +93,13 @@ func (s *memStore) CompareAndSwapCurrent(ctx context.Context, key string, old, n
 }
 
 func (s *memStore) Batch(ctx context.Context, ops []client.BatchOp) error {
+	if s.gate != nil {
+		select {
+		case <-s.gate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	for n := int64(len(ops)); ; {
 		if cur := s.largestBatch.Load(); n <= cur || s.largestBatch.CompareAndSwap(cur, n) {
 			break

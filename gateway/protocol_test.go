@@ -1,7 +1,11 @@
 package gateway
 
 import (
+	"bufio"
+	"fmt"
 	"io"
+	"net"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -143,5 +147,52 @@ func TestInlineQuotingAsRedis(t *testing.T) {
 		if !complete || err != nil || string(rest) != "NEXT" || !slices.Equal(got, c.want) {
 			t.Errorf("%s: %v %q rest %q %v, want %q", c.in, complete, got, rest, err, c.want)
 		}
+	}
+}
+
+// TestPipelinedLargeSetsHeldByBytes: a client pipelining SETs of 1 MiB
+// while the cluster does not answer makes the gateway hold at most
+// maxQueued of them as commands; the rest waits in its input buffer,
+// counted in the input budget (here 16 MiB). It read up to max_inflight
+// (4,096) of them into its queue: 150 MiB here.
+func TestPipelinedLargeSetsHeldByBytes(t *testing.T) {
+	st := newMemStore()
+	st.gate = make(chan struct{})
+	const budget = 16 << 20
+	g := start(t, st, func(c *Config) { c.Limits.InputBudget = budget; c.Timeout = 10 * time.Second })
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapInuse
+	nc, err := net.Dial("tcp", g.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	val := strings.Repeat("v", 1<<20)
+	const sets = 150
+	go func() {
+		w := bufio.NewWriterSize(nc, 1<<20)
+		for i := range sets {
+			fmt.Fprintf(w, "*3\r\n$3\r\nSET\r\n$%d\r\nk%03d\r\n$%d\r\n%s\r\n", len(fmt.Sprintf("k%03d", i)), i, len(val), val)
+		}
+		_ = w.Flush()
+	}()
+	var peak uint64
+	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
+		runtime.GC() // (the live heap)
+		runtime.ReadMemStats(&ms)
+		peak = max(peak, ms.HeapInuse)
+		time.Sleep(50 * time.Millisecond)
+	}
+	close(st.gate)
+	grew := int64(peak) - int64(base)
+	t.Logf("live heap grew by %d MiB while %d SETs of 1 MiB were pipelined to a cluster that did not answer", grew>>20, sets)
+	if limit := int64(8<<20 + 6*budget); grew > limit {
+		t.Fatalf("live heap grew by %d MiB, want at most %d MiB (8 MiB of commands; the input budget in gnet's buffer, rounded up to a power of two and grown by copies, old and new alive at once)", grew>>20, limit>>20)
+	}
+	// The gateway serves others meanwhile and after.
+	if got := readAnswer(t, dialRESP(t, g.Addr()), cmd("SET", "other", "x")); got != "+OK\r\n" {
+		t.Fatalf("another client's SET: %q", got)
 	}
 }

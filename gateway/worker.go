@@ -133,10 +133,12 @@ func (s *session) run(q []command) []command {
 			start := time.Now()
 			err := s.g.batch(ops)
 			out = s.replies(ops, err, time.Since(start), out)
+			s.unqueue(q[i : i+n])
 		} else {
 			var close bool
 			before := len(out)
 			out, close = s.one(q[i], out)
+			s.unqueue(q[i : i+1])
 			if n == 1 && len(q[i].args) == 2 { // (a plain GET)
 				// A GET run alone (the batch bound let no second one
 				// with it) teaches its size too, or a pipeline's GETs
@@ -160,6 +162,15 @@ func (s *session) run(q []command) []command {
 	}
 	s.flush(out, false)
 	return nil
+}
+
+// unqueue uncounts the bytes of q, run (session.queued).
+func (s *session) unqueue(q []command) {
+	n := 0
+	for i := range q {
+		n += q[i].size
+	}
+	s.queued.Add(-int64(n))
 }
 
 // answered counts n commands as answered (their answers are in the
@@ -410,6 +421,7 @@ func (g *Gateway) runGroup(col *collector, ss []*session) {
 	d := time.Since(start)
 	for _, p := range parts {
 		p.s.flush(p.s.replies(ops[:len(p.q)], err, d, nil), false)
+		p.s.unqueue(p.q)
 		ops = ops[len(p.q):]
 	}
 	for _, p := range parts {
