@@ -361,7 +361,8 @@ func (g *Gateway) readChunked(w http.ResponseWriter, r *http.Request) ([]byte, f
 			continue
 		}
 		more := min(held, wire.MaxValue+1-held) // doubles, up to the limit and one byte past it
-		if more <= 0 {                          // (not reached: the reader stops at the limit)
+		// (more <= 0 is not reached: the reader stops at the limit.)
+		if more <= 0 {
 			return nil, release, &http.MaxBytesError{Limit: wire.MaxValue}
 		}
 		rel, ok := g.hold(r.Context(), w, more)
