@@ -191,18 +191,7 @@ func TestCoordSignalDuringSlowStart(t *testing.T) {
 			t.Fatal(err)
 		}
 		time.Sleep(time.Second) // well inside the delay
-		if err := cmd.Process.Signal(sig); err != nil {
-			t.Fatal(err)
-		}
-		done := make(chan error, 1)
-		go func() { done <- cmd.Wait() }()
-		var err error
-		select {
-		case err = <-done:
-		case <-time.After(30 * time.Second):
-			_ = cmd.Process.Kill()
-			t.Fatalf("coord did not exit within 30s of %v", sig)
-		}
+		err := signalAndWait(t, cmd, sig, 30*time.Second)
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) {
 			t.Fatalf("coord sent %v during start-up: %v, want exit 1; stderr %q", sig, err, stderr.String())

@@ -36,18 +36,7 @@ func TestProbeInterrupted(t *testing.T) {
 		time.Sleep(20 * time.Millisecond)
 	}
 	time.Sleep(2 * time.Second)
-	if err := cmd.Process.Signal(os.Interrupt); err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	var err error
-	select {
-	case err = <-done:
-	case <-time.After(30 * time.Second):
-		_ = cmd.Process.Kill()
-		t.Fatalf("bench -mode probe did not stop within 30s of SIGINT; stdout %q", stdout.String())
-	}
+	err := signalAndWait(t, cmd, os.Interrupt, 30*time.Second)
 	out := stdout.String()
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {
@@ -62,5 +51,25 @@ func TestProbeInterrupted(t *testing.T) {
 	}
 	if !strings.Contains(stderr.String(), "preloading 2000 keys") {
 		t.Errorf("the preload was not announced on stderr: %q", stderr.String())
+	}
+}
+
+// signalAndWait sends sig to cmd's process and returns its Wait's error;
+// the test fails (and the process is killed) if it has not exited within d.
+func signalAndWait(t *testing.T, cmd *exec.Cmd, sig os.Signal, d time.Duration) error {
+	t.Helper()
+	if err := cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(d):
+		_ = cmd.Process.Kill()
+		<-done
+		t.Fatalf("%s did not exit within %s of %v", filepath.Base(cmd.Path), d, sig)
+		return nil
 	}
 }
