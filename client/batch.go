@@ -26,7 +26,10 @@ type BatchOp struct {
 	Key   string
 	Value []byte // Put: the value; Get: the value read (nil when absent)
 	Found bool   // Get: the key exists
-	Err   error  // the operation's own error (nil on success)
+	// MaxValue, on a Get, is the longest value it takes (0: any): a
+	// longer one is not sent, and Err is ErrTooLarge.
+	MaxValue int
+	Err      error // the operation's own error (nil on success)
 }
 
 // Batch runs ops as one pipeline: every operation is sent before any
@@ -94,6 +97,9 @@ func (c *Client) Batch(ctx context.Context, ops []BatchOp) error {
 		switch op.Kind {
 		case BatchGet:
 			s.f = wire.Frame{Op: wire.OpGet, Key: key}
+			if op.MaxValue > 0 {
+				s.f.Flags, s.f.Seq = wire.FlagValueCap, uint64(op.MaxValue)
+			}
 		case BatchPut:
 			s.f = wire.Frame{Op: wire.OpPut, Key: key, Value: op.Value}
 		case BatchDelete:

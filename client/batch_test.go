@@ -2,6 +2,7 @@ package client_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"testing"
 	"time"
@@ -115,5 +116,42 @@ func TestBatch(t *testing.T) {
 				t.Fatalf("after the kill: %s = %q (found %v, %v)", op.Key, op.Value, op.Found, op.Err)
 			}
 		}
+	}
+}
+
+// TestBatchGetValueCap: a Get with MaxValue takes a value up to that
+// length; a longer one is not sent back (ErrTooLarge, no value), by a
+// real server; other operations of the batch are unaffected.
+func TestBatchGetValueCap(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{N: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := client.Dial(ctx, c.Addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cl.Close()
+	if err := cl.Put(ctx, "hundred", make([]byte, 100)); err != nil {
+		t.Fatal(err)
+	}
+	ops := []client.BatchOp{
+		{Kind: client.BatchGet, Key: "hundred", MaxValue: 99},
+		{Kind: client.BatchGet, Key: "hundred", MaxValue: 100},
+		{Kind: client.BatchGet, Key: "hundred"},
+		{Kind: client.BatchGet, Key: "absent", MaxValue: 1},
+	}
+	if err := cl.Batch(ctx, ops); err != nil {
+		t.Fatal(err)
+	}
+	if !errors.Is(ops[0].Err, client.ErrTooLarge) || ops[0].Value != nil || ops[0].Found {
+		t.Errorf("a 100-byte value under a cap of 99: err %v, %d bytes, found %v; want ErrTooLarge and nothing", ops[0].Err, len(ops[0].Value), ops[0].Found)
+	}
+	for i, op := range ops[1:3] {
+		if op.Err != nil || !op.Found || len(op.Value) != 100 {
+			t.Errorf("op %d: err %v, found %v, %d bytes; want the 100-byte value", i+1, op.Err, op.Found, len(op.Value))
+		}
+	}
+	if ops[3].Err != nil || ops[3].Found {
+		t.Errorf("an absent key under a cap: err %v, found %v", ops[3].Err, ops[3].Found)
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 
@@ -113,6 +114,9 @@ func (s *memStore) Batch(ctx context.Context, ops []client.BatchOp) error {
 			op.Value, op.Found = v, err == nil
 			if err != nil && !errors.Is(err, client.ErrNotFound) {
 				op.Err = err
+			}
+			if op.MaxValue > 0 && len(v) > op.MaxValue { // (as a server answers)
+				op.Value, op.Found, op.Err = nil, false, fmt.Errorf("%w: value of %d bytes is over the cap", client.ErrTooLarge, len(v))
 			}
 		case client.BatchPut:
 			op.Err = s.Put(ctx, op.Key, op.Value)

@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -544,4 +545,71 @@ func TestSplitAnywhere(t *testing.T) {
 		}
 		nc.Close()
 	}
+}
+
+// TestGetsJumpingToLargeValuesBounded: clients that read many small
+// values, then pipeline GETs of 1 MiB values without reading, do not make
+// the gateway fetch 64 of them at once each: a batch's GETs take values of
+// at most their cap, and a longer one runs again, alone, under the output
+// limits. (An attack: 48 such connections, 1.6 GB; here 6 grew the live
+// heap by about 400 MiB.) A client that reads gets every answer, in order.
+func TestGetsJumpingToLargeValuesBounded(t *testing.T) {
+	st := newMemStore()
+	var req strings.Builder
+	for i := range 200 {
+		st.m[fmt.Sprintf("small%d", i)] = []byte("v")
+	}
+	for i := range 64 {
+		st.m[fmt.Sprintf("big%d", i)] = bytes.Repeat([]byte{byte('a' + i%26)}, maxValue)
+	}
+	// Small GETs in batches of 64 (the estimate learns them small), then
+	// the large ones.
+	for round := range 20 {
+		for i := range 64 {
+			req.WriteString(cmd("GET", fmt.Sprintf("small%d", (round*64+i)%200)))
+		}
+	}
+	for i := range 64 {
+		req.WriteString(cmd("GET", fmt.Sprintf("big%d", i)))
+	}
+	g := start(t, st, nil)
+	const conns = 6
+	var ms runtime.MemStats
+	runtime.GC()
+	runtime.ReadMemStats(&ms)
+	base := ms.HeapInuse
+	for range conns {
+		sendNew(t, g.Addr(), req.String(), time.Minute)
+	}
+	var peak uint64
+	for end := time.Now().Add(2 * time.Second); time.Now().Before(end); {
+		runtime.GC() // (the live heap)
+		runtime.ReadMemStats(&ms)
+		peak = max(peak, ms.HeapInuse)
+		time.Sleep(50 * time.Millisecond)
+	}
+	grew := int64(peak) - int64(base)
+	t.Logf("live heap grew by %d MiB with %d clients jumping to large values, not reading", grew>>20, conns)
+	// As TestNeverReadingClientsHeldAtTheirLimit: a soft limit and what
+	// crossed it per connection, in gnet's buffers grown by powers of two.
+	if limit := int64(conns*10<<20 + 16<<20); grew > limit {
+		t.Fatalf("live heap grew by %d MiB, want at most %d MiB", grew>>20, limit>>20)
+	}
+
+	// A reading client: small, large and SETs mixed, answered in order.
+	var mixed strings.Builder
+	var want strings.Builder
+	for i := range 64 {
+		mixed.WriteString(cmd("GET", fmt.Sprintf("small%d", i)))
+		want.WriteString("$1\r\nv\r\n")
+	}
+	for i := range 8 {
+		mixed.WriteString(cmd("GET", fmt.Sprintf("big%d", i)))
+		want.WriteString(fmt.Sprintf("$%d\r\n%s\r\n", maxValue, strings.Repeat(string(rune('a'+i%26)), maxValue)))
+		mixed.WriteString(cmd("SET", fmt.Sprintf("new%d", i), "x"))
+		want.WriteString("+OK\r\n")
+		mixed.WriteString(cmd("GET", fmt.Sprintf("new%d", i)))
+		want.WriteString("$1\r\nx\r\n")
+	}
+	exchange(t, g.Addr(), mixed.String(), want.String())
 }

@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"errors"
 	"hash/maphash"
 	"strconv"
 	"time"
@@ -26,6 +27,19 @@ const (
 	maxRun   = 64
 	runBytes = 1 << 20
 )
+
+// A batch's GETs take values of at most their cap (client.BatchOp's
+// MaxValue): getEst, and at least capFloor. A longer value is not sent
+// back; that GET and the rest of its run go back to the session's queue,
+// to run again with the estimate at its most (alone). So a batch's
+// answers never take more than runBytes, whatever the values: sessions
+// that read small values, then 64 GETs of 1 MiB at once, made the gateway
+// hold 64 MiB each before the output limits could see any (an attack: 48
+// connections, 1.6 GB).
+const capFloor = 16 << 10
+
+// getCap is the cap of a batched GET's value.
+func (s *session) getCap() int { return max(s.getEst, capFloor) }
 
 // work runs q, then the session's queue until it is empty; at most one
 // worker runs per session (running, under mu), so commands run, and are
@@ -129,11 +143,13 @@ func (s *session) run(q []command) []command {
 		}
 		n := s.runLen(q[i:])
 		if n > 1 {
-			ops := batchOps(q[i:i+n], nil)
+			ops := batchOps(q[i:i+n], nil, s.getCap())
 			start := time.Now()
 			err := s.g.batch(ops)
-			out = s.replies(ops, err, time.Since(start), out)
-			s.unqueue(q[i : i+n])
+			var done int
+			out, done = s.replies(ops, err, time.Since(start), out)
+			s.unqueue(q[i : i+done])
+			n = done // (a GET over its cap runs again, alone)
 		} else {
 			var close bool
 			before := len(out)
@@ -264,18 +280,23 @@ func (s *session) runLen(q []command) int {
 		return 0 // each command is checked against the user's role
 	}
 	var hashes [maxRun]uint64 // (keys are compared when their hashes are equal)
-	n, held := 0, 0
+	n, held, gets := 0, 0, false
 	for n < len(q) && n < maxRun {
 		args := q[n].args
 		if !batchable(args) {
 			break
 		}
 		// A batch's values are held until their answers are written: its
-		// GETs are bounded by what their answers may take (getEst).
+		// GETs are bounded by what their answers may take (getCap).
 		if len(args) == 2 {
-			if held += s.getEst; n > 0 && held > runBytes {
+			if held += s.getCap(); n > 0 && held > runBytes {
 				break
 			}
+			gets = true
+		} else if gets {
+			// No SET after a GET: a GET over its cap goes back to the
+			// queue with what follows it, which must not have run.
+			break
 		}
 		key := args[1]
 		h := maphash.Bytes(keySeed, key)
@@ -312,12 +333,12 @@ func batchable(args [][]byte) bool {
 // batchOps appends the operations of q (plain GETs and SETs) to ops. The
 // keys alias the commands' arguments, which are the gateway's own copies
 // and never change (the client copies a key before it returns).
-func batchOps(q []command, ops []client.BatchOp) []client.BatchOp {
+func batchOps(q []command, ops []client.BatchOp, getCap int) []client.BatchOp {
 	for _, cmd := range q {
 		key := cmd.args[1]
-		op := client.BatchOp{Kind: client.BatchGet, Key: unsafe.String(unsafe.SliceData(key), len(key))}
+		op := client.BatchOp{Kind: client.BatchGet, Key: unsafe.String(unsafe.SliceData(key), len(key)), MaxValue: getCap}
 		if len(cmd.args) == 3 {
-			op.Kind, op.Value = client.BatchPut, cmd.args[2]
+			op.Kind, op.Value, op.MaxValue = client.BatchPut, cmd.args[2], 0
 		}
 		ops = append(ops, op)
 	}
@@ -334,7 +355,12 @@ func (g *Gateway) batch(ops []client.BatchOp) error {
 // replies appends the answers to ops (a batch that took d and failed with
 // err as a whole, if not nil), in order; large answers are written as
 // they pile up.
-func (s *session) replies(ops []client.BatchOp, err error, d time.Duration, out []byte) []byte {
+//
+// It stops at a GET whose value is over its cap (client.ErrTooLarge with
+// MaxValue set), which and what follows it are not answered, and returns
+// how many ops it answered; the estimate of a GET's answer is then at its
+// most, so that GET runs alone next.
+func (s *session) replies(ops []client.BatchOp, err error, d time.Duration, out []byte) ([]byte, int) {
 	size, largest, gets := 0, 0, false
 	for i := range ops {
 		size += len(ops[i].Value) + 16 // "$<len>\r\n<value>\r\n", "+OK\r\n"
@@ -354,6 +380,11 @@ func (s *session) replies(ops []client.BatchOp, err error, d time.Duration, out 
 		e := op.Err
 		if e == nil && err != nil {
 			e = err
+		}
+		if op.Kind == client.BatchGet && op.MaxValue > 0 && errors.Is(op.Err, client.ErrTooLarge) {
+			s.getEst = maxValue + 16
+			s.answered(n)
+			return out, i
 		}
 		name := "get"
 		if op.Kind == client.BatchPut {
@@ -377,7 +408,7 @@ func (s *session) replies(ops []client.BatchOp, err error, d time.Duration, out 
 		}
 	}
 	s.answered(n)
-	return out
+	return out, len(ops)
 }
 
 // part is one session's commands in a group batch.
@@ -414,14 +445,18 @@ func (g *Gateway) runGroup(col *collector, ss []*session) {
 	}
 	ops := make([]client.BatchOp, 0, n)
 	for _, p := range parts {
-		ops = batchOps(p.q, ops)
+		ops = batchOps(p.q, ops, p.s.getCap())
 	}
 	start := time.Now()
 	err := g.batch(ops)
 	d := time.Since(start)
 	for _, p := range parts {
-		p.s.flush(p.s.replies(ops[:len(p.q)], err, d, nil), false)
-		p.s.unqueue(p.q)
+		out, done := p.s.replies(ops[:len(p.q)], err, d, nil)
+		p.s.flush(out, false)
+		p.s.unqueue(p.q[:done])
+		if done < len(p.q) {
+			p.s.requeue(p.q[done:])
+		}
 		ops = ops[len(p.q):]
 	}
 	for _, p := range parts {
@@ -429,6 +464,14 @@ func (g *Gateway) runGroup(col *collector, ss []*session) {
 			col.requeue(p.s)
 		}
 	}
+}
+
+// requeue puts q, not run, back at the head of the session's queue (it
+// stays running: more then hands it over again).
+func (s *session) requeue(q []command) {
+	s.mu.Lock()
+	s.queue = append(q[:len(q):len(q)], s.queue...)
+	s.mu.Unlock()
 }
 
 // more reports whether commands arrived while the session's last ones

@@ -3,6 +3,7 @@ package server
 import (
 	"fmt"
 	"io"
+	"strconv"
 	"sync"
 	"time"
 
@@ -118,6 +119,9 @@ func (s *Server) handleClient(c gnet.Conn, f *wire.Frame, out []byte) ([]byte, *
 		v, ok := p.t.get(f.Key)
 		if !ok {
 			return wire.Append(out, &wire.Frame{Op: wire.OpGet, ID: f.ID, Status: wire.StatusNotFound, Epoch: epoch}), nil, nil
+		}
+		if f.Flags&wire.FlagValueCap != 0 && uint64(len(v)) > f.Seq {
+			return reply(out, f, wire.StatusTooLarge, epoch, "value of "+strconv.Itoa(len(v))+" bytes is over the request's cap of "+strconv.FormatUint(f.Seq, 10)), nil, nil
 		}
 		return wire.Append(out, &wire.Frame{Op: wire.OpGet, ID: f.ID, Epoch: epoch, Value: v}), nil, nil
 	}

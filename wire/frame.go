@@ -158,6 +158,11 @@ const (
 	// 8-byte base of the full re-seeding that follows: the secondary drops
 	// its copy (the partial resync it offered was refused).
 	FlagSeedReset = FlagDelete
+	// FlagValueCap (= FlagDelete): on an OpGet request, Seq is the largest
+	// value the client takes: a longer one is answered TOO_LARGE, without
+	// the value (a front door that must bound what a batch of GETs brings
+	// back before it knows their sizes).
+	FlagValueCap = FlagDelete
 )
 
 // AppendDedupRecord appends one remembered write outcome: 8 client, 8 seq,
