@@ -338,9 +338,10 @@ func (c *Coordinator) lead(l leadership, term uint64) {
 	c.loop(l)
 }
 
-// serverRefused is bin/server's exit status for a start that no retry
-// can help: bad flags, or a data directory of another server or cluster.
-const serverRefused = 2
+// serverRefused is bin/server's exit status for a data directory it
+// refuses (server.ExitDataDirRefused): another server's or cluster's. No
+// retry can help; other failures at start are retried.
+const serverRefused = 3 // (TestServerRefusedStatus: the same number)
 
 // ErrConfigMismatch: the committed cluster is not the one the config
 // describes (a config edited between runs).
@@ -807,7 +808,7 @@ func (c *Coordinator) waitRegistered(ctx context.Context, begun time.Time) error
 			// of an interrupted start (it exits when its heartbeat is
 			// refused): try again a few times, backing off.
 			if ec, ok := proc.(interface{ ExitCode() int }); ok && !reported && ec.ExitCode() == serverRefused {
-				return fmt.Errorf("%w: server %d (%s, line %d) refused to start (exit status %d, not retried): its error, in the log, names the reason (a data directory of another server or cluster, say)",
+				return fmt.Errorf("%w: server %d (%s, line %d) refused its data directory (exit status %d, not retried): another server's or cluster's, or not empty and not a server's; its error, in the log, says which",
 					ErrConfigMismatch, exited, nd.host, nd.spec.Line, serverRefused)
 			}
 			if reported || tries[exited] >= startRetries {

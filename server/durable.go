@@ -207,7 +207,7 @@ func (s *Server) openDurable() error {
 	}
 	s.dirLock = lock
 	if err := checkIdentity(dir, s.cfg.ID, s.cfg.Servers); err != nil {
-		return dataDirRefused{err}
+		return err
 	}
 	pol, err := wal.ParsePolicy(s.cfg.Fsync)
 	if err != nil {
@@ -283,9 +283,14 @@ func (s *Server) openDurable() error {
 }
 
 // ErrDataDirRefused: the server refused its data directory as another
-// server's or another cluster's (bin/server exits 2: starting it again
-// cannot help).
+// server's or another cluster's, or as not empty and not a server's
+// (bin/server exits ExitDataDirRefused: starting it again cannot help).
 var ErrDataDirRefused = errors.New("data directory refused")
+
+// ExitDataDirRefused is bin/server's exit status for ErrDataDirRefused,
+// which no other failure uses (2 is any bad flag or failed start, 1 a
+// failure while running): the coordinator does not start it again.
+const ExitDataDirRefused = 3
 
 // dataDirRefused is a refusal of the data directory (ErrDataDirRefused),
 // with the reason as its message.
@@ -309,10 +314,10 @@ func checkIdentity(dir string, id uint32, n int) error {
 		k, _ := fmt.Sscanf(got, "ftkv server %d of %d", &gotID, &gotN)
 		exact := (k == 1 && got == fmt.Sprintf("ftkv server %d", gotID)) || (k == 2 && got == fmt.Sprintf("ftkv server %d of %d", gotID, gotN))
 		if !exact || gotID != id {
-			return fmt.Errorf("server %d: data dir %s belongs to %q, not to this server: refusing to use it", id, dir, got)
+			return dataDirRefused{fmt.Errorf("server %d: data dir %s belongs to %q, not to this server: refusing to use it", id, dir, got)}
 		}
 		if n > 0 && gotN > 0 && gotN != n {
-			return fmt.Errorf("server %d: data dir %s belongs to a cluster of %d servers, this one has %d (the key->shard map depends on it): refusing to use it", id, dir, gotN, n)
+			return dataDirRefused{fmt.Errorf("server %d: data dir %s belongs to a cluster of %d servers, this one has %d (the key->shard map depends on it): refusing to use it", id, dir, gotN, n)}
 		}
 		if n > 0 && gotN == 0 {
 			// An identity without the size (written before it was
@@ -332,7 +337,7 @@ func checkIdentity(dir string, id uint32, n int) error {
 		// or was killed leaves: the directory is still empty of data.
 		// (LOCK is this process's, taken before the claim.)
 		if e.Name() != identityFile+".tmp" && e.Name() != lockFile {
-			return fmt.Errorf("server %d: data dir %s is not empty and has no %s: refusing to use it", id, dir, identityFile)
+			return dataDirRefused{fmt.Errorf("server %d: data dir %s is not empty and has no %s: refusing to use it", id, dir, identityFile)}
 		}
 	}
 	return writeIdentity(dir, path, want, id)

@@ -151,6 +151,9 @@ func main() {
 	srv, err := server.New(cfg)
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%v\n", err) // it names the server
+		if errors.Is(err, server.ErrDataDirRefused) {
+			os.Exit(server.ExitDataDirRefused) // not started again
+		}
 		os.Exit(2)
 	}
 	// The coordinator decides when servers stop (and makes them dump
@@ -161,9 +164,6 @@ func main() {
 	if err := srv.Run(ctx); err != nil && ctx.Err() == nil {
 		fmt.Fprintf(os.Stderr, "server %d: %v\n", cfg.ID, err)
 		pprof.StopCPUProfile()
-		if errors.Is(err, server.ErrDataDirRefused) {
-			os.Exit(2) // the coordinator does not start it again
-		}
 		os.Exit(1)
 	}
 }

@@ -1,0 +1,15 @@
+package coord
+
+import (
+	"testing"
+
+	"ftkv/server"
+)
+
+// TestServerRefusedStatus: the coordinator reads a refused data directory
+// from the status bin/server exits with for it.
+func TestServerRefusedStatus(t *testing.T) {
+	if serverRefused != server.ExitDataDirRefused {
+		t.Fatalf("coord's serverRefused %d, bin/server exits %d", serverRefused, server.ExitDataDirRefused)
+	}
+}
