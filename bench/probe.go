@@ -122,12 +122,6 @@ func Probe(ctx context.Context, pc ProbeConfig) (*ProbeResult, error) {
 		return nil, err
 	}
 	r := &ProbeResult{Probe: pc.Probe, Target: pc.Victim, PID: before.PID, EpochBefore: before.Epoch}
-	var watch *hostile.RSSWatch
-	if before.PID > 0 {
-		if w, err := hostile.WatchRSS(before.PID, 50*time.Millisecond); err == nil {
-			watch = w
-		}
-	}
 	honest := pc.Honest
 	honest.Ops = 0
 	honest.Duration = hc.Duration
@@ -148,6 +142,17 @@ func Probe(ctx context.Context, pc ProbeConfig) (*ProbeResult, error) {
 			return nil, errors.New("interrupted during the honest clients' preload; no probe ran")
 		}
 		honest.Preload = PreloadOff
+	}
+	// The target's memory from here: the preload's entries are not the
+	// probe's doing.
+	var watch *hostile.RSSWatch
+	if before.PID > 0 {
+		if w, err := hostile.WatchRSS(before.PID, 50*time.Millisecond); err == nil {
+			watch = w
+		}
+	}
+	if pc.Log != nil {
+		fmt.Fprintf(pc.Log, "probe %s against server %d for %s\n", pc.Probe, pc.Victim, hc.Duration)
 	}
 	hb := hostile.WatchHeartbeats(pc.Coord, pc.Victim, 0)
 	var wg sync.WaitGroup

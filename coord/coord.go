@@ -214,6 +214,16 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if err := c.startMetrics(); err != nil {
 		return fmt.Errorf("-metrics %s: %w", c.opts.MetricsAddr, err)
 	}
+	if !c.group() && c.opts.ClientPort != 0 {
+		// The client port opens only once the cluster is up: a port
+		// another program holds is found now, before the Raft store is
+		// made or any server spawned (it was found after, the servers
+		// started for nothing).
+		if err := portFree(c.opts.Bind, c.opts.ClientPort); err != nil {
+			c.closeMetrics()
+			return fmt.Errorf("client port %d: %w", c.opts.ClientPort, err)
+		}
+	}
 	c.fsm = &fsm{onApply: c.applied}
 	rn, err := openRaft(c.opts, c.fsm, c.log)
 	if err != nil {
@@ -226,16 +236,6 @@ func (c *Coordinator) Start(ctx context.Context) error {
 	if c.group() {
 		me := c.opts.Cluster.Coordinators[c.opts.ID]
 		serversPort, clientPort = me.ServersPort, me.ClientPort
-	}
-	if !c.group() && clientPort != 0 {
-		// The client port opens only once the cluster is up: a port
-		// another program holds is found now, before any server is
-		// spawned (it was found after, the servers started for nothing).
-		if err := portFree(c.opts.Bind, clientPort); err != nil {
-			rn.close()
-			c.closeMetrics()
-			return fmt.Errorf("client port %d: %w", clientPort, err)
-		}
 	}
 	addr, err := c.listen(&serversHandler{c: c}, "servers", serversPort)
 	if err != nil {

@@ -217,7 +217,10 @@ func run() int {
 	defer log.Close()
 	opts.Logger, opts.ServerLevel = log.Logger, log.ServerLevel
 	if d, err := time.ParseDuration(os.Getenv(testStartDelayEnv)); err == nil {
-		time.Sleep(d) // tests: a start-up slowed by a loaded machine
+		// Tests: a start-up slowed by a loaded machine; they signal
+		// after this line.
+		fmt.Fprintln(os.Stderr, "coord: (test) start delayed")
+		time.Sleep(d)
 	}
 	c, err := coord.New(opts)
 	if err != nil {
@@ -265,6 +268,11 @@ func run() int {
 	cancelStart()
 	select {
 	case s := <-interrupted:
+		if err == nil {
+			// It came as the start ended: the cluster is up, and is
+			// stopped in order (left running before: a review).
+			_ = c.Shutdown(context.Background())
+		}
 		fmt.Fprintf(os.Stderr, "coord: %s during start-up: the servers started so far are stopped\n", s)
 		return 1
 	default:

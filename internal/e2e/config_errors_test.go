@@ -161,8 +161,10 @@ func TestCoordClientPortBusy(t *testing.T) {
 	if b, _ := os.ReadFile(filepath.Join(dir, "ftkv.log")); bytes.Contains(b, []byte("spawn")) {
 		t.Errorf("coord spawned servers before finding its client port busy:\n%s", b)
 	}
-	if _, err := os.Stat(filepath.Join(dir, "ftkv-data")); err == nil {
-		t.Errorf("ftkv-data was created before the busy client port was found")
+	for _, made := range []string{"ftkv-data", "ftkv-coord"} {
+		if _, err := os.Stat(filepath.Join(dir, made)); err == nil {
+			t.Errorf("%s was created before the busy client port was found", made)
+		}
 	}
 }
 
@@ -185,12 +187,16 @@ func TestCoordSignalDuringSlowStart(t *testing.T) {
 		cmd := exec.Command(filepath.Join(bin, "coord"), "-C", cfg, "-l", filepath.Join(sub, "ftkv.log"), "-c", "0", "-s", "0", "-no-stdin")
 		cmd.Dir = sub
 		cmd.Env = append(os.Environ(), "FTKV_TEST_COORD_START_DELAY=3s")
-		var stderr bytes.Buffer
+		var stderr syncBuf
 		cmd.Stderr = &stderr
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)
 		}
-		time.Sleep(time.Second) // well inside the delay
+		// Inside the delay: after its line (a fixed sleep could come
+		// before the process got that far on a loaded machine).
+		for deadline := time.Now().Add(20 * time.Second); !strings.Contains(stderr.String(), "start delayed") && time.Now().Before(deadline); {
+			time.Sleep(10 * time.Millisecond)
+		}
 		err := signalAndWait(t, cmd, sig, 30*time.Second)
 		var ee *exec.ExitError
 		if !errors.As(err, &ee) {
@@ -200,6 +206,7 @@ func TestCoordSignalDuringSlowStart(t *testing.T) {
 			t.Fatalf("coord was killed by %v during start-up; stderr %q", ws.Signal(), stderr.String())
 		}
 		if ee.ExitCode() != 1 || !strings.Contains(stderr.String(), "during start-up") {
+			// (stderr: the hook's line, then the interruption's.)
 			t.Fatalf("coord sent %v during start-up: exit %d, stderr %q; want exit 1, \"during start-up\"", sig, ee.ExitCode(), stderr.String())
 		}
 	}

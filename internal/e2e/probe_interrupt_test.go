@@ -30,12 +30,12 @@ func TestProbeInterrupted(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	// Interrupted once the probe runs (its preload announced and done).
-	deadline := time.Now().Add(30 * time.Second)
-	for !strings.Contains(stderr.String(), "preloading 2000 keys") && time.Now().Before(deadline) {
+	// Interrupted once the probe runs (its preload done).
+	deadline := time.Now().Add(60 * time.Second)
+	for !strings.Contains(stderr.String(), "probe huge-length against server 1") && time.Now().Before(deadline) {
 		time.Sleep(20 * time.Millisecond)
 	}
-	time.Sleep(2 * time.Second)
+	time.Sleep(time.Second)
 	err := signalAndWait(t, cmd, os.Interrupt, 30*time.Second)
 	out := stdout.String()
 	var ee *exec.ExitError
