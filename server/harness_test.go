@@ -31,6 +31,7 @@ type fakeCoord struct {
 	ln net.Listener
 	mu sync.Mutex
 	hb map[uint32]wire.Heartbeat
+	at map[uint32][]time.Time // when each heartbeat arrived
 }
 
 func startFakeCoord(t *testing.T) *fakeCoord {
@@ -39,7 +40,7 @@ func startFakeCoord(t *testing.T) *fakeCoord {
 	if err != nil {
 		t.Fatal(err)
 	}
-	fc := &fakeCoord{ln: ln, hb: make(map[uint32]wire.Heartbeat)}
+	fc := &fakeCoord{ln: ln, hb: make(map[uint32]wire.Heartbeat), at: make(map[uint32][]time.Time)}
 	t.Cleanup(func() { ln.Close() })
 	go func() {
 		for {
@@ -67,12 +68,20 @@ func (fc *fakeCoord) serve(nc net.Conn) {
 		if hb, err := wire.DecodeHeartbeat(f.Value); err == nil {
 			fc.mu.Lock()
 			fc.hb[hb.ID] = hb
+			fc.at[hb.ID] = append(fc.at[hb.ID], time.Now())
 			fc.mu.Unlock()
 		}
 		if _, err := nc.Write(wire.Append(nil, &wire.Frame{Op: wire.OpHeartbeat, ID: f.ID, Status: wire.StatusOK})); err != nil {
 			return
 		}
 	}
+}
+
+// arrivals returns when id's heartbeats arrived.
+func (fc *fakeCoord) arrivals(id uint32) []time.Time {
+	fc.mu.Lock()
+	defer fc.mu.Unlock()
+	return append([]time.Time(nil), fc.at[id]...)
 }
 
 func (fc *fakeCoord) last(id uint32) (wire.Heartbeat, bool) {

@@ -94,9 +94,9 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			if err := st.applySeed(f); err != nil {
 				return reply(out, f, wire.StatusBadRequest, 0, err.Error()), gnet.Close
 			}
-			acks = wire.Append(acks, &wire.Frame{Op: wire.OpReplAck, Flags: wire.FlagSeed, Seq: f.ID, ID: st.last})
+			acks = wire.Append(acks, &wire.Frame{Op: wire.OpReplAck, Flags: wire.FlagSeed, Seq: f.ID, ID: st.ackable()})
 		case wire.OpPing:
-			acks = wire.Append(acks, &wire.Frame{Op: wire.OpReplAck, Flags: wire.FlagPing, Seq: f.ID, ID: st.last})
+			acks = wire.Append(acks, &wire.Frame{Op: wire.OpReplAck, Flags: wire.FlagPing, Seq: f.ID, ID: st.ackable()})
 		default:
 			return reply(out, f, wire.StatusBadRequest, 0, "unexpected "+f.Op.String()+" on a replication link"), gnet.Close
 		}
@@ -110,8 +110,9 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 		if st := pc.st; st.dur != nil {
 			var done func()
 			if st.dur.syncSec {
-				// Acknowledged only once durable here too.
-				ack := ack
+				// Acknowledged only once durable here too (it once
+				// went at once as well: a shadowed variable).
+				synced := ack
 				done = func() {
 					st.mu.Lock()
 					fenced := st.fenced
@@ -120,7 +121,7 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 					}
 					st.mu.Unlock()
 					if !fenced {
-						_ = c.AsyncWrite(ack, nil)
+						_ = c.AsyncWrite(synced, nil)
 					}
 				}
 				ack = nil

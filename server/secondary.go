@@ -32,6 +32,17 @@ type secState struct {
 	log       zerolog.Logger
 }
 
+// ackable is the log index a ping's or a seed frame's answer may
+// acknowledge: the last applied, or none when this secondary acknowledges
+// only what its log synced (those answers come from the log's callbacks,
+// peer.go). The caller holds st.mu.
+func (st *secState) ackable() uint64 {
+	if st.dur != nil && st.dur.syncSec {
+		return 0
+	}
+	return st.last
+}
+
 // applyRepl applies the REPL frame f (its index follows st.last) at the
 // dedup clock's time now; the caller holds st.mu.
 func (st *secState) applyRepl(f *wire.Frame, now int64) {

@@ -139,8 +139,9 @@ type Server struct {
 	log zerolog.Logger
 	tls *serverTLS // nil: no TLS
 
-	view atomic.Pointer[viewState]
-	dd   *dedup
+	view   atomic.Pointer[viewState]
+	dd     *dedup
+	report heartbeatReport // what heartbeats report besides liveness
 
 	mu      sync.Mutex // guards tables, primaries, view changes
 	tables  map[int]*table
