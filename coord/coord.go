@@ -343,6 +343,13 @@ func (c *Coordinator) lead(l leadership, term uint64) {
 // retry can help; other failures at start are retried.
 const serverRefused = 3 // (TestServerRefusedStatus: the same number)
 
+// refusedLine is the line bin/server writes last before it exits
+// serverRefused (server.RefusedLine; TestServerRefusedStatus): over ssh
+// the coordinator finds it in the server's log.
+func refusedLine(id int, inc uint64) string {
+	return fmt.Sprintf("ftkv: server %d incarnation %d: data directory refused, exit status %d", id, inc, serverRefused)
+}
+
 // ErrConfigMismatch: the committed cluster is not the one the config
 // describes (a config edited between runs).
 var ErrConfigMismatch = errors.New("the config does not describe the committed cluster")

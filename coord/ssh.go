@@ -15,6 +15,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -248,7 +249,9 @@ func (s *SSHSpawner) copyBinary(ctx context.Context, dest string) error {
 // Adopt returns a handle on an incarnation already running on dest.
 func (s *SSHSpawner) Adopt(dest string, pid, id int, inc uint64) Process {
 	p := &sshProc{s: s, dest: dest, pid: pid, marker: fmt.Sprintf(" -id %d -inc %d ", id, inc),
+		logFile: path.Join(s.Dir, fmt.Sprintf("server_%d.log", id)), refused: refusedLine(id, inc),
 		done: make(chan struct{}), stop: make(chan struct{})}
+	p.code.Store(-1)
 	go p.watch()
 	return p
 }
@@ -262,16 +265,25 @@ type sshProc struct {
 	dest   string
 	pid    int
 	marker string // in the process's command line: guards against pid reuse
-	done   chan struct{}
-	stop   chan struct{}
-	once   sync.Once
+	// logFile is the server's log on the host; its last lines hold
+	// refused when the server refused its data directory.
+	logFile, refused string
+	code             atomic.Int32 // exit status once known: serverRefused, else -1
+	done             chan struct{}
+	stop             chan struct{}
+	once             sync.Once
 
 	killMu   sync.Mutex
 	killErr  error     // the last kill's failure
 	killTime time.Time // when it failed
 }
 
-func (p *sshProc) PID() int              { return p.pid }
+func (p *sshProc) PID() int { return p.pid }
+
+// ExitCode is serverRefused once Done is closed if the server refused its
+// data directory (its log says so), else -1: over ssh no other status is
+// known.
+func (p *sshProc) ExitCode() int         { return int(p.code.Load()) }
 func (p *sshProc) Done() <-chan struct{} { return p.done }
 
 // alive is a shell function that holds while our incarnation runs: the
@@ -290,7 +302,11 @@ func (p *sshProc) watch() {
 	// session's sshd), so a watcher outlives no coordinator.
 	// timing: exception — the remote loop's "sleep 0.2" is a shell
 	// literal, the period of a local check on the host (no network).
-	script := p.alive() + "\nif alive check; then while alive; do kill -0 $PPID 2>/dev/null || exit 0; sleep 0.2; done; fi\necho exited"
+	script := p.alive() + "\nif alive check; then while alive; do kill -0 $PPID 2>/dev/null || exit 0; sleep 0.2; done; fi\necho exited\n" +
+		"tail -n 3 " + shq(p.logFile) + " 2>/dev/null | grep -qxF " + shq(p.refused) + " && echo refused-data-dir"
+	if !strings.HasPrefix(p.logFile, "/") {
+		script = "cd " + shq(p.s.Dir) + " 2>/dev/null\n" + script
+	}
 	for {
 		ctx, cancel := context.WithCancel(context.Background())
 		go func() {
@@ -304,6 +320,9 @@ func (p *sshProc) watch() {
 		out, _ := p.s.run(ctx, p.dest, script, nil)
 		cancel()
 		if strings.Contains(out, "exited") {
+			if strings.Contains(out, "refused-data-dir") {
+				p.code.Store(serverRefused)
+			}
 			p.once.Do(func() { close(p.done) })
 			return
 		}
