@@ -252,6 +252,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	// counters here, such input sat unread until more came: a review.)
 	wake := false
 	if full && c.InboundBuffered() > 0 && !s.quit.Load() {
+		connlimit.Hold(c) // the rest waits for room, not for its sender
 		if s.running {
 			s.stalled = true
 		} else {

@@ -277,3 +277,40 @@ func TestStalledReadingWokenWhenDrainedMeanwhile(t *testing.T) {
 		t.Fatalf("%d of %d answers: %v", n/5, 10, err)
 	}
 }
+
+// TestStalledReadingNotCutAsSlowSender: a client pipelines 12 MiB of SETs;
+// reading stops at maxQueued while the cluster holds every batch (1 s
+// here), longer than frame_timeout (300 ms here). The half-read input is
+// the gateway's own stall, not a slow sender: the connection must stay
+// and get every answer once the cluster answers. It was closed as an
+// incomplete frame held too long.
+func TestStalledReadingNotCutAsSlowSender(t *testing.T) {
+	st := newMemStore()
+	st.gate = make(chan struct{})
+	g := start(t, st, func(c *Config) {
+		c.Timeout = 10 * time.Second
+		c.Limits.FrameTimeout = 300 * time.Millisecond
+	})
+	nc, err := net.Dial("tcp", g.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	val := strings.Repeat("v", 300<<10)
+	const sets = 40
+	go func() {
+		w := bufio.NewWriterSize(nc, 1<<20)
+		for i := range sets {
+			fmt.Fprintf(w, "*3\r\n$3\r\nSET\r\n$4\r\nk%03d\r\n$%d\r\n%s\r\n", i, len(val), val)
+		}
+		_ = w.Flush()
+	}()
+	time.Sleep(time.Second)
+	close(st.gate)
+	want := strings.Repeat("+OK\r\n", sets)
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	buf := make([]byte, len(want))
+	if n, err := io.ReadFull(nc, buf); err != nil || string(buf) != want {
+		t.Fatalf("%d of %d bytes of answers after the cluster held the batches for 1 s: %v", n, len(want), err)
+	}
+}

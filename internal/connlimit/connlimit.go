@@ -23,7 +23,8 @@
 //     ones) is counted in an InputBudget shared by several ports: beyond
 //     it the connection holding the most is closed.
 //   - A frame held incomplete longer than FrameTimeout closes the
-//     connection; IdleTimeout (0: off) closes connections idle that long.
+//     connection, unless the handler holds the input itself (Hold);
+//     IdleTimeout (0: off) closes connections idle that long.
 //   - Before Authed, frames larger than PreAuthMaxFrame are refused; after
 //     it (and on ports without authentication), those larger than MaxFrame.
 //   - On a port with RequireAuth, a connection not Authed within
@@ -539,7 +540,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		p.watch(st)
 		return st.holdInput()
 	}
-	st.paused = false
+	st.paused, st.holding = false, false
 	before := c.InboundBuffered()
 	act := h.EventHandler.OnTraffic(c)
 	if act != gnet.None {

@@ -40,6 +40,7 @@ type State struct {
 	out             int64        // queued output last seen (counted in the budget)
 	outSeen         atomic.Int64 // out, for other goroutines (OutputFull)
 	paused          bool         // requests left undecoded for a limit
+	holding         bool         // the handler left input unread for its own reasons (Hold)
 	watched         bool         // in its loop's watch list
 	woken           bool         // the next OnTraffic is the sweeper's wake, not a read
 	gone            bool         // closed (OnClose ran)
@@ -115,6 +116,18 @@ func (st *State) IsAuthed() bool { return st.authed.Load() }
 func Begin(c gnet.Conn) {
 	if st := Of(c); st != nil {
 		st.inflight.Add(1)
+	}
+}
+
+// Hold says that c's handler left input unread on purpose in this
+// OnTraffic (the gateway's session holds as many commands as it may, and
+// reads on once it ran them): what is left is not a slow sender's
+// incomplete frame, and FrameTimeout does not apply until the handler
+// reads again. The unread input still counts in the InputBudget. Only on
+// c's event loop, within OnTraffic.
+func Hold(c gnet.Conn) {
+	if st := Of(c); st != nil {
+		st.holding = true
 	}
 }
 

@@ -116,7 +116,7 @@ func (p *Port) sweep(ls *loopSet, now int64, full bool) {
 				time.Duration(now-st.opened) > cfg.AuthTimeout:
 				st.kill(errAuthTimeout)
 				_ = st.c.Close()
-			case cfg.FrameTimeout > 0 && st.partialSince != 0 && !st.paused &&
+			case cfg.FrameTimeout > 0 && st.partialSince != 0 && !st.paused && !st.holding &&
 				time.Duration(now-st.partialSince) > cfg.FrameTimeout:
 				st.kill(errFrameTimeout)
 				_ = st.c.Close()
