@@ -346,8 +346,8 @@ const serverRefused = 3 // (TestServerRefusedStatus: the same number)
 // refusedLine is the line bin/server writes last before it exits
 // serverRefused (server.RefusedLine; TestServerRefusedStatus): over ssh
 // the coordinator finds it in the server's log.
-func refusedLine(id int, inc uint64) string {
-	return fmt.Sprintf("ftkv: server %d incarnation %d: data directory refused, exit status %d", id, inc, serverRefused)
+func refusedLine(id int, inc uint64, pid int) string {
+	return fmt.Sprintf("ftkv: server %d incarnation %d pid %d: data directory refused, exit status %d", id, inc, pid, serverRefused)
 }
 
 // ErrConfigMismatch: the committed cluster is not the one the config

@@ -249,7 +249,7 @@ func (s *SSHSpawner) copyBinary(ctx context.Context, dest string) error {
 // Adopt returns a handle on an incarnation already running on dest.
 func (s *SSHSpawner) Adopt(dest string, pid, id int, inc uint64) Process {
 	p := &sshProc{s: s, dest: dest, pid: pid, marker: fmt.Sprintf(" -id %d -inc %d ", id, inc),
-		logFile: path.Join(s.Dir, fmt.Sprintf("server_%d.log", id)), refused: refusedLine(id, inc),
+		logFile: fmt.Sprintf("server_%d.log", id), refused: refusedLine(id, inc, pid),
 		done: make(chan struct{}), stop: make(chan struct{})}
 	p.code.Store(-1)
 	go p.watch()
@@ -265,8 +265,8 @@ type sshProc struct {
 	dest   string
 	pid    int
 	marker string // in the process's command line: guards against pid reuse
-	// logFile is the server's log on the host; its last lines hold
-	// refused when the server refused its data directory.
+	// logFile is the server's log on the host (in Dir); its last lines
+	// hold refused when the server refused its data directory.
 	logFile, refused string
 	code             atomic.Int32 // exit status once known: serverRefused, else -1
 	done             chan struct{}
@@ -304,8 +304,8 @@ func (p *sshProc) watch() {
 	// literal, the period of a local check on the host (no network).
 	script := p.alive() + "\nif alive check; then while alive; do kill -0 $PPID 2>/dev/null || exit 0; sleep 0.2; done; fi\necho exited\n" +
 		"tail -n 3 " + shq(p.logFile) + " 2>/dev/null | grep -qxF " + shq(p.refused) + " && echo refused-data-dir"
-	if !strings.HasPrefix(p.logFile, "/") {
-		script = "cd " + shq(p.s.Dir) + " 2>/dev/null\n" + script
+	if p.s.Dir != "" {
+		script = "cd " + shq(p.s.Dir) + " 2>/dev/null\n" + script // where Spawn started it (a relative dir: from the login's)
 	}
 	for {
 		ctx, cancel := context.WithCancel(context.Background())

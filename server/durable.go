@@ -292,12 +292,13 @@ var ErrDataDirRefused = errors.New("data directory refused")
 // failure while running): the coordinator does not start it again.
 const ExitDataDirRefused = 3
 
-// RefusedLine is the last line bin/server writes to its standard error
-// before it exits ExitDataDirRefused: a coordinator that spawned it over
-// ssh learns of the refusal from it in the server's log (it cannot see
-// the exit status of a process started in the background there).
-func RefusedLine(id uint32, inc uint64) string {
-	return fmt.Sprintf("ftkv: server %d incarnation %d: data directory refused, exit status %d", id, inc, ExitDataDirRefused)
+// RefusedLine is the last line bin/server (process pid) writes to its
+// standard error before it exits ExitDataDirRefused: a coordinator that
+// spawned it over ssh learns of the refusal from it in the server's log
+// (it cannot see the exit status of a process started in the background
+// there). The pid keeps an earlier run's line from counting.
+func RefusedLine(id uint32, inc uint64, pid int) string {
+	return fmt.Sprintf("ftkv: server %d incarnation %d pid %d: data directory refused, exit status %d", id, inc, pid, ExitDataDirRefused)
 }
 
 // dataDirRefused is a refusal of the data directory (ErrDataDirRefused),

@@ -8,6 +8,7 @@ import (
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -164,18 +165,14 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 	defer t.Stop()
 	var buf []byte
 	for {
-		hb := s.latestReport()
-		ep := hb.Epoch
-		if s.view.Load() != nil {
-			ep = s.appliedEpoch.Load()
-		}
-		hb.Epoch = ep
-		seq := s.coordLease.sending(time.Now())
-		buf = wire.Append(buf[:0], &wire.Frame{Op: wire.OpHeartbeat, ID: seq, Client: uint64(s.cfg.ID), Seq: s.cfg.Incarnation,
-			Epoch: ep, Value: wire.AppendHeartbeat(nil, &hb)})
-		_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.Timing.Dial))
-		if _, err := nc.Write(buf); err != nil {
-			return err
+		if hb, ok := s.latestReport(); ok {
+			seq := s.coordLease.sending(time.Now())
+			buf = wire.Append(buf[:0], &wire.Frame{Op: wire.OpHeartbeat, ID: seq, Client: uint64(s.cfg.ID), Seq: s.cfg.Incarnation,
+				Epoch: hb.Epoch, Value: wire.AppendHeartbeat(nil, &hb)})
+			_ = nc.SetWriteDeadline(time.Now().Add(s.cfg.Timing.Dial))
+			if _, err := nc.Write(buf); err != nil {
+				return err
+			}
 		}
 		select {
 		case <-t.C:
@@ -189,60 +186,91 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 	}
 }
 
-// latestReport returns what the next heartbeat reports besides liveness:
-// the latest report gathered, and it starts gathering the next one beside
-// the heartbeats (the first is gathered at once). Gathering takes locks
-// that writes hold (each primary's, the log's, the tables' stripes),
-// reads /proc and stats the data directory: under a load of 1 MiB writes
-// that took up to 360 ms, the heartbeat waited for it, and the
-// coordinator failed live servers ("no heartbeat for 525ms"). Now a
-// report is at most one heartbeat period plus one gathering old (a
-// stalled link is reported that much later), and liveness never waits.
-func (s *Server) latestReport() wire.Heartbeat {
+// latestReport returns what the next heartbeat reports besides liveness,
+// and false when no heartbeat may be sent now. Gathering a report takes
+// locks that writes hold (each primary's, the log's, the tables'
+// stripes), reads /proc and stats the data directory: under a load of
+// 1 MiB writes that took up to 360 ms, the heartbeat waited for it, and
+// the coordinator failed live servers ("no heartbeat for 525ms"). So a
+// heartbeat carries the latest report and starts gathering the next one
+// beside it. While a gathering has run for over half the failure timeout
+// (a lock held for good, a stat that hangs) no heartbeat is sent, so a
+// wedged server falls silent and is failed as before (a review: it
+// heartbeated on with its last report); a report older than that (the
+// coordinator was unreachable meanwhile) is gathered again at once.
+func (s *Server) latestReport() (wire.Heartbeat, bool) {
 	r := &s.report
-	if r.gathering.CompareAndSwap(false, true) {
-		if r.last.Load() == nil {
-			s.gatherReport()
-			r.gathering.Store(false)
-		} else {
-			go func() {
-				defer r.gathering.Store(false)
-				s.gatherReport()
-			}()
-		}
+	limit := int64(s.cfg.Timing.FailureTimeout / 2)
+	now := mono(time.Now())
+	r.mu.Lock()
+	last := r.last
+	switch {
+	case r.running && now-r.started > limit:
+		r.mu.Unlock()
+		return wire.Heartbeat{}, false // hung: fall silent
+	case r.running:
+	case last == nil || now-last.at > limit:
+		// The first, or one older than the limit (the link to the
+		// coordinator was down meanwhile): gathered here and now.
+		r.running, r.started = true, now
+		r.mu.Unlock()
+		g := s.gatherReport()
+		r.mu.Lock()
+		r.running, r.last = false, g
+		r.mu.Unlock()
+		return g.hb, true
+	default:
+		r.running, r.started = true, now
+		go func() {
+			g := s.gatherReport()
+			r.mu.Lock()
+			r.running, r.last = false, g
+			r.mu.Unlock()
+		}()
 	}
-	return *r.last.Load()
+	r.mu.Unlock()
+	return last.hb, true
 }
 
 // heartbeatReport is the latest report gathered (latestReport).
 type heartbeatReport struct {
-	gathering atomic.Bool
-	last      atomic.Pointer[wire.Heartbeat]
+	mu      sync.Mutex
+	running bool  // a gathering runs
+	started int64 // mono: since
+	last    *gathered
+}
+
+// gathered is a report and when it was gathered (mono).
+type gathered struct {
+	hb wire.Heartbeat
+	at int64
 }
 
 // reportGathering, when a test sets it, runs as each report starts being gathered.
 var reportGathering atomic.Pointer[func()]
 
-// gatherReport gathers a heartbeat's report and makes it the latest.
-func (s *Server) gatherReport() {
+// gatherReport gathers a heartbeat's report. Its epoch is the one it was
+// gathered under (the coordinator reads the links' reports as of it).
+func (s *Server) gatherReport() *gathered {
 	if hook := reportGathering.Load(); hook != nil {
 		(*hook)()
 	}
 	pk, sk, ep := s.stats()
 	sessions, records := s.dd.stats()
-	hb := &wire.Heartbeat{
+	g := &gathered{hb: wire.Heartbeat{
 		ID: s.cfg.ID, Incarnation: s.cfg.Incarnation, PID: uint32(os.Getpid()), Epoch: ep,
 		PrimaryKeys: pk, SecondaryKeys: sk,
 		Addr: s.addrs.client, PeerAddr: s.addrs.peer, CtlAddr: s.addrs.ctl, MetricsAddr: s.addrs.metrics,
 		Sessions: sessions, SessionRecords: records, RSSBytes: rssBytes(),
 		Links: s.linkReports(time.Now()),
-	}
+	}}
 	if s.dur != nil {
 		s.checkDataDir()
-		hb.Durable = s.dur.indexes()
-		hb.Storage = s.dur.report()
+		g.hb.Durable = s.dur.indexes()
+		g.hb.Storage = s.dur.report()
 	}
-	s.report.last.Store(hb)
+	g.at = mono(time.Now())
+	return g
 }
 
 // sweepSessions expires silent client sessions until the server stops

@@ -57,14 +57,16 @@ type linkOwner interface {
 var errLinkRefused = errors.New("secondary refused link")
 
 // dialLink connects and authenticates the link of shard to addr at epoch
-// for owner; it returns the link (not yet carrying traffic) and the
-// highest log index the secondary already holds from this primary
-// incarnation (base is the one this primary starts from), and the flags
-// of its answer (FlagFullSeed, FlagResync).
-func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, addr string, epoch, base uint64) (*replLink, uint64, uint8, error) {
+// for owner; it returns the link (not yet carrying traffic), the highest
+// log index the secondary already holds from this primary incarnation
+// (base is the one this primary starts from), the highest it
+// acknowledges (lower with fsync_secondary: the rest is acknowledged on
+// the link once synced), and the flags of its answer (FlagFullSeed,
+// FlagResync).
+func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, addr string, epoch, base uint64) (*replLink, uint64, uint64, uint8, error) {
 	tcp, err := netopt.Dialer(env.tm.Dial).Dial("tcp", addr)
 	if err != nil {
-		return nil, 0, 0, err
+		return nil, 0, 0, 0, err
 	}
 	// With TLS the session is established here and moves into the event
 	// loop with the connection (tlsgnet.Handoff).
@@ -79,16 +81,16 @@ func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, a
 	_ = nc.SetDeadline(time.Now().Add(env.tm.Handshake))
 	if _, err := nc.Write(hello); err != nil {
 		nc.Close()
-		return nil, 0, 0, err
+		return nil, 0, 0, 0, err
 	}
 	f, err := readFrame(bufio.NewReaderSize(nc, 4096))
 	if err != nil {
 		nc.Close()
-		return nil, 0, 0, err
+		return nil, 0, 0, 0, err
 	}
 	if f.Status != wire.StatusOK {
 		nc.Close()
-		return nil, 0, 0, fmt.Errorf("%w: %s %s", errLinkRefused, f.Status, f.Value)
+		return nil, 0, 0, 0, fmt.Errorf("%w: %s %s", errLinkRefused, f.Status, f.Value)
 	}
 	_ = nc.SetDeadline(time.Time{})
 	l := &replLink{owner: owner, log: log, dead: make(chan struct{})}
@@ -97,21 +99,21 @@ func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, a
 	resc, err := eng.Register(ctx)
 	if err != nil {
 		nc.Close()
-		return nil, 0, 0, err
+		return nil, 0, 0, 0, err
 	}
 	select {
 	case res := <-resc:
 		if res.Err != nil {
-			return nil, 0, 0, res.Err
+			return nil, 0, 0, 0, res.Err
 		}
 		l.mu.Lock()
 		l.gc = tlsgnet.Of(res.Conn)
 		l.loop = res.Conn.EventLoop()
 		l.mu.Unlock()
 	case <-time.After(env.tm.Handshake):
-		return nil, 0, 0, fmt.Errorf("enrolling the link to %s timed out", addr)
+		return nil, 0, 0, 0, fmt.Errorf("enrolling the link to %s timed out", addr)
 	}
-	return l, f.Seq, f.Flags, nil
+	return l, f.Seq, f.Floor, f.Flags, nil
 }
 
 // flushSoon schedules a flush on the link's event loop unless one is
@@ -327,11 +329,11 @@ func (p *primary) connectLink(sec target, epoch uint64, timeout time.Duration, s
 		base := p.committed
 		p.mu.Unlock()
 		var l *replLink
-		var acked uint64
+		var acked, synced uint64
 		var flags uint8
 		err := errTestCut
 		if !replCut(p.env.id, sec) {
-			l, acked, flags, err = dialLink(p.env, p, p.log, p.shard, sec.addr, epoch, base)
+			l, acked, synced, flags, err = dialLink(p.env, p, p.log, p.shard, sec.addr, epoch, base)
 		}
 		if hook := linkDialed.Load(); err == nil && hook != nil {
 			(*hook)(p.shard)
@@ -361,15 +363,15 @@ func (p *primary) connectLink(sec target, epoch uint64, timeout time.Duration, s
 				}
 			}
 			if flags&wire.FlagResync != 0 {
-				acked = 0 // its copy's index is not an acknowledgement of ours
+				synced = 0 // its copy's index is not an acknowledgement of ours
 			}
 			l.queue(buf)
 			p.link = l
 			p.answered.Store(true) // it answered the link's HELLO
 			p.mu.Unlock()
 			l.flushSoon()
-			if acked > 0 {
-				p.commitUpTo(acked, nil)
+			if synced = min(synced, acked); synced > 0 {
+				p.commitUpTo(synced, nil)
 			}
 			p.log.Info().Str("secondary", sec.addr).Uint64("epoch", epoch).Msg("replication link up")
 			return full, nil

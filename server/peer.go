@@ -112,16 +112,20 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			if st.dur.syncSec {
 				// Acknowledged only once durable here too (it once
 				// went at once as well: a shadowed variable).
-				synced := ack
+				// The answer goes to this primary's current link: if
+				// this one broke meanwhile, the next link's HELLO did
+				// not acknowledge these writes (st.synced).
+				synced, idx := ack, st.last
 				done = func() {
 					st.mu.Lock()
-					fenced := st.fenced
+					fenced, conn := st.fenced, st.conn
 					if !fenced {
 						st.lastAck = time.Now()
+						st.synced = max(st.synced, idx)
 					}
 					st.mu.Unlock()
-					if !fenced {
-						_ = c.AsyncWrite(synced, nil)
+					if !fenced && conn != nil {
+						_ = conn.AsyncWrite(synced, nil)
 					}
 				}
 				ack = nil
@@ -214,6 +218,7 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 			// seeding's part) goes, or keys deleted meanwhile would stay.
 			s.resetCopy(st, base)
 		}
+		st.synced = st.last // the primary's base, or a copy from the log: nothing to acknowledge
 		s.sec[shard] = st
 		// Writes this server had in flight as the shard's primary, which
 		// the new primary took over with (handback.go).
@@ -222,7 +227,13 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 	// (A reconnect of the same primary keeps its state: a finished
 	// snapshot must not turn tombstones back on.)
 	st.mu.Lock()
-	last := st.last
+	last, acked := st.last, st.last
+	if s.dur != nil && s.dur.syncSec {
+		// Only what the log synced is acknowledged; the rest is
+		// acknowledged on this link once synced (peer.go's callbacks).
+		acked = st.synced
+	}
+	st.conn = c
 	if st.resync {
 		// A resync not finished (this link is a reconnect of the same
 		// primary, whose first answer may have been lost): offer again
@@ -234,7 +245,7 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 	pc.st = st
 	pc.lim.Authed() // frames beyond HELLO's size are accepted from now on
 	s.log.Info().Int("shard", shard).Uint64("from", f.Client).Uint64("last", last).Bool("seeding", seeding).Msg("replication link accepted")
-	return wire.Append(out, &wire.Frame{Op: wire.OpReplHello, ID: f.ID, Epoch: vs.v.Epoch, Seq: last, Flags: flags}), gnet.None
+	return wire.Append(out, &wire.Frame{Op: wire.OpReplHello, ID: f.ID, Epoch: vs.v.Epoch, Seq: last, Floor: acked, Flags: flags}), gnet.None
 }
 
 // copyDiffers reports whether this server's copy of shard (recovered from

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"errors"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -54,5 +55,45 @@ func TestSyncedSecondaryAcksOnlyWhatItSynced(t *testing.T) {
 	t.Logf("a write acknowledged in %s with the secondary's fsync taking 800 ms", took.Round(time.Millisecond))
 	if took < 750*time.Millisecond {
 		t.Errorf("acknowledged after %s, before the secondary's fsync of 800 ms could end", took.Round(time.Millisecond))
+	}
+}
+
+// TestSyncedSecondaryReconnectAcksOnlyWhatItSynced: as above, and the
+// link breaks 200 ms into the secondary's 1.5 s fsync. The new link's
+// HELLO answer acknowledged the index the secondary had applied, and the
+// primary committed the write at once (a review). Now it acknowledges
+// what was synced, and the log's callback acknowledges the rest on the
+// new link once synced: the write is acknowledged after the fsync, and
+// not left waiting.
+func TestSyncedSecondaryReconnectAcksOnlyWhatItSynced(t *testing.T) {
+	var delay atomic.Int64
+	a, _ := pairOfTwo(t, "always", true, func(c *Config) {
+		if c.ID == 1 {
+			c.walFS = slowSyncFS{delay: &delay}
+		}
+	})
+	cn := dialConn(t, a.client, false)
+	k := keysOf("hello", 0, 2, 1)[0]
+	delay.Store(int64(1500 * time.Millisecond))
+	defer delay.Store(0)
+	start := time.Now()
+	go func() {
+		time.Sleep(200 * time.Millisecond)
+		a.mu.Lock()
+		p := a.prims[0]
+		a.mu.Unlock()
+		p.mu.Lock()
+		l := p.link
+		p.mu.Unlock()
+		l.fail(errors.New("test: link cut"))
+	}()
+	ans, err := cn.do(&wire.Frame{Op: wire.OpPut, Key: []byte(k), Value: []byte("v")}, 10*time.Second)
+	took := time.Since(start)
+	if err != nil || ans.Status != wire.StatusOK {
+		t.Fatalf("put: %v %v %s", err, ans.Status, ans.Value)
+	}
+	t.Logf("acknowledged after %s; the secondary's fsync takes 1.5 s, its link was cut after 200 ms", took.Round(time.Millisecond))
+	if took < 1400*time.Millisecond {
+		t.Errorf("acknowledged after %s, before the secondary's 1.5 s fsync could end", took.Round(time.Millisecond))
 	}
 }

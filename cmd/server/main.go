@@ -152,7 +152,7 @@ func main() {
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "%v\n", err) // it names the server
 		if errors.Is(err, server.ErrDataDirRefused) {
-			fmt.Fprintln(os.Stderr, server.RefusedLine(cfg.ID, cfg.Incarnation))
+			fmt.Fprintln(os.Stderr, server.RefusedLine(cfg.ID, cfg.Incarnation, os.Getpid()))
 			os.Exit(server.ExitDataDirRefused) // not started again
 		}
 		os.Exit(2)
