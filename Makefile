@@ -32,6 +32,7 @@ run: build
 # matrix's short form.
 test: build vet
 	$(GO) test -race -count=1 -timeout 45m ./...
+	FTKV_TEST_SYNC_SECONDARY=1 $(GO) test -count=1 ./server
 	$(GO) test -count=1 -run '^TestHotPathAllocs$$' -bench '^BenchmarkSharedClient$$' -benchtime 2000x ./client
 	$(MAKE) fuzz FUZZTIME=20000x
 	scripts/readme-smoke.sh

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"os"
 	"sync"
 	"testing"
 	"time"
@@ -97,10 +98,20 @@ type testServer struct {
 	client, peer, ctl string
 }
 
+// testSyncSecondary (FTKV_TEST_SYNC_SECONDARY=1, a second run of this
+// package in make test) gives the servers of startTestServer and of the
+// resync scenes a log with fsync_secondary: every secondary then
+// acknowledges only what its log synced.
+var testSyncSecondary = os.Getenv("FTKV_TEST_SYNC_SECONDARY") == "1"
+
 func startTestServer(t *testing.T, fc *fakeCoord, id uint32, tm timing.Config) *testServer {
 	t.Helper()
-	ts, _ := runTestServer(t, fc, Config{ID: id, Incarnation: 1, CoordAddr: fc.ln.Addr().String(), Secret: testSecret,
-		DumpDir: t.TempDir(), Timing: tm, Loops: 1, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+	cfg := Config{ID: id, Incarnation: 1, CoordAddr: fc.ln.Addr().String(), Secret: testSecret,
+		DumpDir: t.TempDir(), Timing: tm, Loops: 1, Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)}
+	if testSyncSecondary {
+		cfg.DataDir, cfg.Fsync, cfg.SyncSecondary = t.TempDir(), "always", true
+	}
+	ts, _ := runTestServer(t, fc, cfg)
 	return ts
 }
 

@@ -200,10 +200,10 @@ func newScene(t *testing.T, duringPerShard, valueSize int, fresh bool) *resyncSc
 	dirA, dirB := t.TempDir(), t.TempDir()
 	sc := &resyncScene{logB: &syncBuf{}, logA: &syncBuf{}, payload: strings.Repeat("p", valueSize)}
 	quiet := func(c *Config) { c.Logger = zerolog.Nop() }
-	a, _ := startDurableServer(t, fc, 0, dirA, "always", false, func(c *Config) {
+	a, _ := startDurableServer(t, fc, 0, dirA, "always", testSyncSecondary, func(c *Config) {
 		c.Logger = zerolog.New(sc.logA).Level(zerolog.InfoLevel)
 	})
-	b, stopB := startDurableServer(t, fc, 1, dirB, "always", false, quiet)
+	b, stopB := startDurableServer(t, fc, 1, dirB, "always", testSyncSecondary, quiet)
 	pushView(t, wire.View{Epoch: 1, Servers: []wire.Member{member(a, a.peer), member(b, b.peer)},
 		Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 1, Secondary: 0}}}, a, b)
 	put := func(srv *testServer, cn *conn, k, val string, op wire.Op) {
@@ -256,7 +256,7 @@ func newScene(t *testing.T, duringPerShard, valueSize int, fresh bool) *resyncSc
 	if fresh {
 		dirB = t.TempDir()
 	}
-	b2, _ := startDurableServer(t, fc, 1, dirB, "always", false, func(c *Config) {
+	b2, _ := startDurableServer(t, fc, 1, dirB, "always", testSyncSecondary, func(c *Config) {
 		c.Incarnation = 2
 		c.Logger = zerolog.New(sc.logB).Level(zerolog.InfoLevel)
 	})
