@@ -31,8 +31,11 @@ type clientHandler struct {
 	ready chan struct{} // closed on the first connection: the loops run
 }
 
-func (h *clientHandler) OnOpen(gnet.Conn) ([]byte, gnet.Action) {
+func (h *clientHandler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	h.once.Do(func() { close(h.ready) })
+	if l, ok := c.Context().(*replLink); ok {
+		l.enrolled(c)
+	}
 	return nil, gnet.None
 }
 

@@ -106,14 +106,28 @@ func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, a
 		if res.Err != nil {
 			return nil, 0, 0, 0, res.Err
 		}
+		// The connection is the one OnOpen gave (enrolled): res.Conn may
+		// be closed and released by its loop already (a race the
+		// detector caught when a secondary died as its link enrolled).
 		l.mu.Lock()
-		l.gc = tlsgnet.Of(res.Conn)
-		l.loop = res.Conn.EventLoop()
+		opened := l.gc != nil
 		l.mu.Unlock()
+		if !opened {
+			return nil, 0, 0, 0, fmt.Errorf("the link to %s closed as it was enrolled", addr)
+		}
 	case <-time.After(env.tm.Handshake):
 		return nil, 0, 0, 0, fmt.Errorf("enrolling the link to %s timed out", addr)
 	}
 	return l, f.Seq, f.Floor, f.Flags, nil
+}
+
+// enrolled records the connection the link's handler sees (the TLS
+// wrapper, if any) and its loop; called by OnOpen, on that loop, before
+// Register's result reaches dialLink.
+func (l *replLink) enrolled(c gnet.Conn) {
+	l.mu.Lock()
+	l.gc, l.loop = c, c.EventLoop()
+	l.mu.Unlock()
 }
 
 // flushSoon schedules a flush on the link's event loop unless one is
