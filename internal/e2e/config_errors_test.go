@@ -232,7 +232,22 @@ func TestCoordDataDirOfAnotherCluster(t *testing.T) {
 	if err := os.WriteFile(filepath.Join(data, "IDENTITY"), []byte("ftkv server 0 of 3\n"), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	coordRefusesDataDir(t, bin, dir, cfg)
+	logb, _ := os.ReadFile(filepath.Join(dir, "ftkv.log"))
+	if !bytes.Contains(logb, []byte("belongs to a cluster of 3 servers, this one has 1")) {
+		t.Errorf("the log lacks the server's own reason:\n%s", logb)
+	}
+	if bytes.Contains(logb, []byte("starting it again")) {
+		t.Errorf("the coordinator started the refusing server again:\n%s", logb)
+	}
+}
+
+// coordRefusesDataDir runs bin/coord with config cfg in dir, whose
+// server 0's data directory belongs to another cluster, and asserts that
+// it exits 2 naming the refusing server and saying it was not retried.
+func coordRefusesDataDir(t *testing.T, bin, dir, cfg string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, filepath.Join(bin, "coord"), "-C", cfg, "-l", filepath.Join(dir, "ftkv.log"), "-c", "0", "-s", "0")
 	cmd.Dir = dir
@@ -246,17 +261,10 @@ func TestCoordDataDirOfAnotherCluster(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
 		t.Fatalf("coord with another cluster's data dir: %v after %s, want exit 2; stderr %q", err, took.Round(time.Millisecond), stderr.String())
 	}
-	msg := stderr.String()
 	for _, want := range []string{"server 0", "refused", "not retried"} {
-		if !strings.Contains(msg, want) {
-			t.Errorf("error %q does not say %q", msg, want)
+		if !strings.Contains(stderr.String(), want) {
+			t.Errorf("error %q does not say %q", stderr.String(), want)
 		}
 	}
-	logb, _ := os.ReadFile(filepath.Join(dir, "ftkv.log"))
-	if !bytes.Contains(logb, []byte("belongs to a cluster of 3 servers, this one has 1")) {
-		t.Errorf("the log lacks the server's own reason:\n%s", logb)
-	}
-	if bytes.Contains(logb, []byte("starting it again")) {
-		t.Errorf("the coordinator started the refusing server again:\n%s", logb)
-	}
+	t.Logf("exit 2 after %s: %s", took.Round(time.Millisecond), strings.TrimSpace(stderr.String()))
 }
