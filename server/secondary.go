@@ -1,11 +1,11 @@
 package server
 
 import (
-	"github.com/panjf2000/gnet/v2"
 	"sync"
 	"time"
 	"unsafe"
 
+	"github.com/panjf2000/gnet/v2"
 	"github.com/rs/zerolog"
 
 	"ftkv/wire"
@@ -21,21 +21,21 @@ type secState struct {
 	primaryID uint64
 	inc       uint64
 	last      uint64 // highest log index applied (contiguous)
+	seeding   bool   // a snapshot is arriving: remember deletes
+	resync    bool   // a partial resync: the primary's log may jump (LineageGap)
+	fenced    bool   // the view moved on: refuse this primary from now on
+	lastAck   time.Time
+	t         *table
+	dd        *dedup   // the server's records: a replicated write's outcome goes there
+	ok        *outcome // the record every plain success of this copy shares (outcomeOf)
+	dur       *durable // the write-ahead log (nil: none)
+	srv       *Server
+	log       zerolog.Logger
 	// synced: with fsync_secondary, the highest index acknowledged
 	// (synced here); conn: the link that acknowledgements made by the
 	// log's callbacks go to (the latest of this primary's).
-	synced  uint64
-	conn    gnet.Conn
-	seeding bool // a snapshot is arriving: remember deletes
-	resync  bool // a partial resync: the primary's log may jump (LineageGap)
-	fenced  bool // the view moved on: refuse this primary from now on
-	lastAck time.Time
-	t       *table
-	dd      *dedup   // the server's records: a replicated write's outcome goes there
-	ok      *outcome // the record every plain success of this copy shares (outcomeOf)
-	dur     *durable // the write-ahead log (nil: none)
-	srv     *Server
-	log     zerolog.Logger
+	synced uint64
+	conn   gnet.Conn
 }
 
 // ackable is the log index a ping's or a seed frame's answer may
