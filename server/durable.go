@@ -487,9 +487,11 @@ func (p *primary) logCommitLocked(idx uint64, replies *replyBatch) {
 	p.logged = idx
 	epoch := p.epoch
 	var batch []*entry
+	size := 0
 	for _, e := range p.inflight {
 		if e.index > from && e.index <= idx {
 			batch = append(batch, e)
+			size += len(e.key) + len(e.val) + len(e.out.value)
 		}
 	}
 	shard := p.shard
@@ -503,7 +505,7 @@ func (p *primary) logCommitLocked(idx uint64, replies *replyBatch) {
 			return dst
 		})
 	}
-	if d.log.TryWrite(fill, func() {
+	if d.log.TryWrite(size, fill, func() {
 		d.note(shard, idx)
 		p.applyUpToLocked(idx, replies)
 	}) {
@@ -556,9 +558,9 @@ func (d *durable) logFrames(s *Server, shard int, frames []byte, last uint64, do
 		// (no -fsync-secondary): written with the next batch, synced
 		// with the next one that must be, or within a second. The
 		// primary's log holds every acknowledged write on disk. Written
-		// here and now when the log is idle (no copy, no hand-off to its
-		// goroutine).
-		if d.log.TryWriteLazy(func(w *wal.Writer) {
+		// here and now when the log is idle and the frames are small (no
+		// copy, no hand-off to its goroutine; wal.MaxDirect).
+		if d.log.TryWriteLazy(len(frames), func(w *wal.Writer) {
 			w.Record(func(dst []byte) []byte {
 				return append(appendRecHeader(dst, recFrames, shard), frames...)
 			})

@@ -32,7 +32,7 @@ func TestTryWriteKeepsOrder(t *testing.T) {
 								return binary.BigEndian.AppendUint64(dst, uint64(s)<<32|uint64(i))
 							})
 						}
-						if s%2 == 0 && l.TryWrite(fill, func() {}) {
+						if s%2 == 0 && l.TryWrite(0, fill, func() {}) {
 							tried[s]++
 							continue
 						}
@@ -88,7 +88,7 @@ func TestTryWriteKeepsOrder(t *testing.T) {
 func TestTryWriteRefusesAlways(t *testing.T) {
 	l, _, _ := openOS(t, t.TempDir(), Options{Policy: SyncAlways})
 	defer l.Close()
-	if l.TryWrite(func(w *Writer) { w.Record(rec(1)) }, func() { t.Error("then ran") }) {
+	if l.TryWrite(0, func(w *Writer) { w.Record(rec(1)) }, func() { t.Error("then ran") }) {
 		t.Fatal("TryWrite wrote with SyncAlways")
 	}
 }
@@ -103,7 +103,7 @@ func TestTryWriteThenBeforeRotate(t *testing.T) {
 	defer l.Close()
 	inThen := make(chan struct{})
 	var applied atomic.Bool
-	go l.TryWrite(func(w *Writer) { w.Record(rec(1)) }, func() {
+	go l.TryWrite(0, func(w *Writer) { w.Record(rec(1)) }, func() {
 		close(inThen)
 		time.Sleep(100 * time.Millisecond)
 		applied.Store(true)

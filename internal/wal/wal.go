@@ -674,24 +674,35 @@ func (l *Log) run() {
 // stops the log as in Append (false is returned: the Append that follows
 // reports it). then must not call the log.
 //
+// size is about how many bytes fill adds: over MaxDirect, nothing is
+// tried (false). A write to a disk that cannot keep up blocks its
+// caller, the kernel throttling a writer by the pages it dirties; the
+// callers are event loops, which must not wait for the disk.
+//
 // A primary whose policy is everysec or no answers its clients as soon
 // as its records are written: waking the writer goroutine and hearing
 // back from it took longer than the write (13% of a replicated SET's
 // throughput at everysec; docs/DESIGN.md, Group commit).
-func (l *Log) TryWrite(fill func(w *Writer), then func()) bool {
-	return l.tryWrite(fill, then, false)
+func (l *Log) TryWrite(size int, fill func(w *Writer), then func()) bool {
+	return l.tryWrite(size, fill, then, false)
 }
 
 // TryWriteLazy is TryWrite for records that need not be synced before
 // then runs, as AppendLazy's: whatever the policy (with SyncAlways they
 // are synced with the next batch that must be, or within
 // Options.Interval).
-func (l *Log) TryWriteLazy(fill func(w *Writer), then func()) bool {
-	return l.tryWrite(fill, then, true)
+func (l *Log) TryWriteLazy(size int, fill func(w *Writer), then func()) bool {
+	return l.tryWrite(size, fill, then, true)
 }
 
-func (l *Log) tryWrite(fill func(w *Writer), then func(), lazy bool) bool {
-	if (l.opt.Policy == SyncAlways && !lazy) || !l.wmu.TryLock() {
+// MaxDirect is the most TryWrite writes on its caller's goroutine. A
+// secondary's event loop wrote 1 MiB values itself: on a disk that could
+// not keep up the write took up to 1.75 s, and its link, unanswered as
+// long, had the coordinator fail it (TestSecondarySlowDiskDoesNotHoldAcks).
+const MaxDirect = 64 << 10
+
+func (l *Log) tryWrite(size int, fill func(w *Writer), then func(), lazy bool) bool {
+	if (l.opt.Policy == SyncAlways && !lazy) || size > MaxDirect || !l.wmu.TryLock() {
 		return false
 	}
 	defer l.wmu.Unlock()
