@@ -40,6 +40,8 @@ func (s *Server) stats() (primaryKeys, secondaryKeys uint64, epoch uint64) {
 // and start before the coordinator can make it part of a view.
 func (s *Server) heartbeatLoop(ctx context.Context) {
 	go s.sweepSessions(ctx)
+	s.probe()
+	go s.probeLoop(ctx)
 	tm := s.cfg.Timing
 	backoff := tm.HeartbeatRetryMin
 	for {
@@ -187,14 +189,14 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 }
 
 // latestReport returns what the next heartbeat reports besides liveness,
-// and false when no heartbeat may be sent now. Gathering a report takes
-// locks that writes hold (each primary's, the log's, the tables'
-// stripes), reads /proc and stats the data directory: under a load of
+// and false when no heartbeat may be sent now. Gathering a report once
+// took locks that writes hold (each primary's), read /proc and statted
+// the data directory (now probeLoop's): under a load of
 // 1 MiB writes that took up to 360 ms, the heartbeat waited for it, and
 // the coordinator failed live servers ("no heartbeat for 525ms"). So a
 // heartbeat carries the latest report and starts gathering the next one
 // beside it. While a gathering has run for over half the failure timeout
-// (a lock held for good, a stat that hangs) no heartbeat is sent, so a
+// (the server's or the log's lock held for good) no heartbeat is sent, so a
 // wedged server falls silent and is failed as before (a review: it
 // heartbeated on with its last report); a report older than that (the
 // coordinator was unreachable meanwhile) is gathered again at once.
@@ -261,11 +263,10 @@ func (s *Server) gatherReport() *gathered {
 		ID: s.cfg.ID, Incarnation: s.cfg.Incarnation, PID: uint32(os.Getpid()), Epoch: ep,
 		PrimaryKeys: pk, SecondaryKeys: sk,
 		Addr: s.addrs.client, PeerAddr: s.addrs.peer, CtlAddr: s.addrs.ctl, MetricsAddr: s.addrs.metrics,
-		Sessions: sessions, SessionRecords: records, RSSBytes: rssBytes(),
+		Sessions: sessions, SessionRecords: records, RSSBytes: s.rss.Load(),
 		Links: s.linkReports(time.Now()),
 	}}
 	if s.dur != nil {
-		s.checkDataDir()
 		g.hb.Durable = s.dur.indexes()
 		g.hb.Storage = s.dur.report()
 	}
@@ -287,6 +288,37 @@ func (s *Server) sweepSessions(ctx context.Context) {
 		case <-s.done:
 			return
 		}
+	}
+}
+
+// probeLoop probes, every heartbeat period, what the kernel may take long
+// to tell: the resident memory (/proc/self/statm waits for the process's
+// memory map, which the runtime's allocations hold) and whether the data
+// directory is still this server's (a stat, behind the disk's
+// writeback). Under writes of 1 MiB values each took up to 250 ms inside
+// the heartbeat's report, whose gathering then ran past half the failure
+// timeout: the server fell silent as if wedged. Reports take the latest
+// probe, and a data directory found gone fails the log, which they carry.
+func (s *Server) probeLoop(ctx context.Context) {
+	t := time.NewTicker(s.cfg.Timing.Heartbeat)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			s.probe()
+		case <-ctx.Done():
+			return
+		case <-s.done:
+			return
+		}
+	}
+}
+
+// probe is one round of probeLoop.
+func (s *Server) probe() {
+	s.rss.Store(rssBytes())
+	if s.dur != nil {
+		s.checkDataDir()
 	}
 }
 

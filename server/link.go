@@ -313,7 +313,7 @@ func (p *primary) connectLink(sec target, epoch uint64, timeout time.Duration, s
 		// no earlier re-seeding or resync stands for this one.
 		p.seedJob, p.resyncInc = nil, 0
 	}
-	p.sec = sec
+	p.setSecLocked(sec)
 	p.epoch = epoch
 	// While the link is down, writes stay in flight (unacknowledged) and
 	// are sent when it is back; only a shard without a secondary commits

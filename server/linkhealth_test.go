@@ -15,7 +15,7 @@ func TestLinkHealth(t *testing.T) {
 		t.Fatal("a primary without a secondary reported its link")
 	}
 	p.mu.Lock()
-	p.sec = target{addr: "127.0.0.1:1", id: 4, inc: 7}
+	p.setSecLocked(target{addr: "127.0.0.1:1", id: 4, inc: 7})
 	p.mu.Unlock()
 	p.heard.Store(mono(now.Add(-3 * time.Second)))
 	h, ok := p.linkHealth(now)
@@ -27,7 +27,7 @@ func TestLinkHealth(t *testing.T) {
 		t.Fatalf("after an answer: stalled %s", h.Stalled)
 	}
 	p.mu.Lock()
-	p.closed = true
+	p.closeLocked()
 	p.mu.Unlock()
 	if _, ok := p.linkHealth(now); ok {
 		t.Fatal("a closed primary reported its link")

@@ -58,8 +58,12 @@ type primary struct {
 	// long (linkhealth.go).
 	heard    atomic.Int64
 	answered atomic.Bool
-	seedAcks chan seedAck
-	seedJob  *seedJob
+	// secNow and closedNow mirror sec and closed for the heartbeat's
+	// report, which must not wait for mu (linkHealth).
+	secNow    atomic.Pointer[target]
+	closedNow atomic.Bool
+	seedAcks  chan seedAck
+	seedJob   *seedJob
 	// resyncInc is the secondary incarnation whose link started with a
 	// partial resync (resync.go), of resyncEntries writes.
 	resyncInc     uint64
@@ -271,7 +275,7 @@ func (p *primary) closeTail() []*entry {
 		close(p.stop)
 	}
 	p.mu.Lock()
-	p.closed = true
+	p.closeLocked()
 	if p.link != nil {
 		p.link.close()
 	}
@@ -294,4 +298,16 @@ func (p *primary) closeTail() []*entry {
 	}
 	replies.flush(nil)
 	return orphans
+}
+
+// setSecLocked makes sec p's secondary; the caller holds p.mu.
+func (p *primary) setSecLocked(sec target) {
+	p.sec = sec
+	p.secNow.Store(&sec)
+}
+
+// closeLocked marks p as no longer leading; the caller holds p.mu.
+func (p *primary) closeLocked() {
+	p.closed = true
+	p.closedNow.Store(true)
 }

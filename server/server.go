@@ -142,6 +142,7 @@ type Server struct {
 	view   atomic.Pointer[viewState]
 	dd     *dedup
 	report heartbeatReport // what heartbeats report besides liveness
+	rss    atomic.Uint64   // resident memory, as last probed (probeLoop)
 
 	mu      sync.Mutex // guards tables, primaries, view changes
 	tables  map[int]*table

@@ -14,7 +14,12 @@ import (
 // policy and secondary syncing given (fsync "": no log).
 func pairOfTwo(t *testing.T, fsync string, syncSec bool, mods ...func(*Config)) (a, b *testServer) {
 	t.Helper()
-	fc := startFakeCoord(t)
+	return pairOfTwoOn(t, startFakeCoord(t), fsync, syncSec, mods...)
+}
+
+// pairOfTwoOn is pairOfTwo under the coordinator fc.
+func pairOfTwoOn(t *testing.T, fc *fakeCoord, fsync string, syncSec bool, mods ...func(*Config)) (a, b *testServer) {
+	t.Helper()
 	dir := func() string {
 		if fsync == "" {
 			return ""
