@@ -41,6 +41,10 @@ type replLink struct {
 	wbuf        []byte
 	spare       []byte
 	flushQueued atomic.Bool
+	// ran is when the link's event loop last ran for it (a flush or
+	// a read; mono): the secondary's silence counts up to there
+	// (primary.linkHealth).
+	ran atomic.Int64
 }
 
 // linkOwner is told what arrives on a link: the primary that dialled it.
@@ -94,6 +98,7 @@ func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, a
 	}
 	_ = nc.SetDeadline(time.Time{})
 	l := &replLink{owner: owner, log: log, dead: make(chan struct{})}
+	l.ran.Store(mono(time.Now()))
 	eng := env.engine()
 	ctx := gnet.NewNetConnContext(gnet.NewContext(context.Background(), regCtx(l)), tcp)
 	resc, err := eng.Register(ctx)
@@ -150,6 +155,7 @@ func (l *replLink) flushSoon() {
 // flushOnLoop runs on the link's event loop; gnet buffers what the socket
 // does not take at once.
 func (l *replLink) flushOnLoop() {
+	l.ran.Store(mono(time.Now()))
 	l.mu.Lock()
 	buf := l.wbuf
 	l.wbuf = l.spare[:0]
@@ -199,6 +205,7 @@ func (l *replLink) queueRepl(e *entry, epoch uint64) {
 
 // onTraffic handles acknowledgements on the link's event loop.
 func (l *replLink) onTraffic(c gnet.Conn) gnet.Action {
+	l.ran.Store(mono(time.Now()))
 	var acked uint64
 	var bad error
 	action := decodeAll(c, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
@@ -305,7 +312,7 @@ func (p *primary) connect(sec target, epoch uint64, timeout time.Duration, super
 func (p *primary) connectLink(sec target, epoch uint64, timeout time.Duration, superseded func() bool) (bool, error) {
 	p.mu.Lock()
 	old := p.link
-	p.link = nil
+	p.setLinkLocked(nil)
 	if p.sec.addr != sec.addr || p.sec.id != sec.id || p.sec.inc != sec.inc {
 		p.heard.Store(mono(time.Now())) // a new secondary: its silence counts from now
 		// A secondary (even an incarnation seeded here before, dropped
@@ -380,7 +387,7 @@ func (p *primary) connectLink(sec target, epoch uint64, timeout time.Duration, s
 				synced = 0 // its copy's index is not an acknowledgement of ours
 			}
 			l.queue(buf)
-			p.link = l
+			p.setLinkLocked(l)
 			p.answered.Store(true) // it answered the link's HELLO
 			p.mu.Unlock()
 			l.flushSoon()

@@ -44,6 +44,15 @@ func (p *primary) linkHealth(now time.Time) (h wire.LinkHealth, ok bool) {
 	if p.answered.Load() {
 		heard = mono(now) // an answer since the pinger last looked
 	}
+	// While the link is up, its silence counts only up to when its event
+	// loop last ran for it: a loop that does not run (a busy machine's
+	// CPU elsewhere) reads no answer, and the secondary is not to blame
+	// (TestLinkStallNotBlamedWhileLoopStarved). A loop that runs and
+	// reads nothing, or a link that is down, counts on.
+	until := mono(now)
+	if l := p.linkNow.Load(); l != nil && !l.broken() {
+		until = min(until, l.ran.Load())
+	}
 	return wire.LinkHealth{Shard: uint32(p.shard), Secondary: sec.id, Incarnation: sec.inc,
-		Stalled: max(time.Duration(mono(now)-heard), 0)}, true
+		Stalled: max(time.Duration(until-heard), 0)}, true
 }

@@ -58,10 +58,11 @@ type primary struct {
 	// long (linkhealth.go).
 	heard    atomic.Int64
 	answered atomic.Bool
-	// secNow and closedNow mirror sec and closed for the heartbeat's
-	// report, which must not wait for mu (linkHealth).
+	// secNow, closedNow and linkNow mirror sec, closed and link for the
+	// heartbeat's report, which must not wait for mu (linkHealth).
 	secNow    atomic.Pointer[target]
 	closedNow atomic.Bool
+	linkNow   atomic.Pointer[replLink]
 	seedAcks  chan seedAck
 	seedJob   *seedJob
 	// resyncInc is the secondary incarnation whose link started with a
@@ -310,4 +311,10 @@ func (p *primary) setSecLocked(sec target) {
 func (p *primary) closeLocked() {
 	p.closed = true
 	p.closedNow.Store(true)
+}
+
+// setLinkLocked makes l p's link (nil: none); the caller holds p.mu.
+func (p *primary) setLinkLocked(l *replLink) {
+	p.link = l
+	p.linkNow.Store(l)
 }
