@@ -100,6 +100,12 @@ type Config struct {
 	// Control bounds one order to a server on its control port
 	// (a view, a shutdown): timeout x 16.
 	Control time.Duration
+	// LinkStall: a primary's report that its secondary has not answered
+	// for longer fails that secondary (timeout x 2). It is indirect
+	// evidence: a busy machine holding up either side's event loop for
+	// over a failure timeout is no partition (writes of 1 MiB values did,
+	// and secondaries that answered every ping were failed).
+	LinkStall time.Duration
 	// Repush: a live member that has not confirmed the current view this
 	// long after it was published gets it again (timeout x 4).
 	Repush time.Duration
@@ -181,6 +187,7 @@ func New(t time.Duration) Config {
 		SeedStart:         20 * t,
 		Control:           16 * t,
 		Repush:            4 * t,
+		LinkStall:         2 * t,
 		Report:            20 * t,
 		RemoteReport:      60 * t,
 		RespawnMin:        t * 2 / 5,

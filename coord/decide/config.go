@@ -11,9 +11,12 @@ import (
 // Config holds the durations and limits the rules depend on.
 type Config struct {
 	// FailureTimeout: a member silent for longer is failed (one per
-	// round); a link down for longer fails the secondary. A tick more
-	// than FailureTimeout/2 after the previous one does not judge silence.
+	// round). A tick more than FailureTimeout/2 after the previous one
+	// does not judge silence.
 	FailureTimeout time.Duration
+	// LinkStall: a link its primary reports down for longer fails the
+	// secondary (or drops it, when it holds the last copy of a shard).
+	LinkStall time.Duration
 	// Repush: a live member that has not confirmed the current view this
 	// long after its publication is sent it again.
 	Repush time.Duration
@@ -33,6 +36,7 @@ type Config struct {
 func FromTiming(t timing.Config) Config {
 	return Config{
 		FailureTimeout: t.FailureTimeout,
+		LinkStall:      t.LinkStall,
 		Repush:         t.Repush,
 		PushRetry:      t.Poll,
 		FreezeRetry:    t.Heartbeat,
@@ -47,6 +51,8 @@ func (c Config) Validate() error {
 	switch {
 	case c.FailureTimeout <= 0:
 		return errors.New("decide: FailureTimeout must be positive")
+	case c.LinkStall < c.FailureTimeout:
+		return fmt.Errorf("decide: LinkStall %s is shorter than the failure timeout %s", c.LinkStall, c.FailureTimeout)
 	case c.Repush <= 0 || c.PushRetry <= 0 || c.FreezeRetry <= 0:
 		return errors.New("decide: Repush, PushRetry and FreezeRetry must be positive")
 	case c.RespawnMin <= 0 || c.RespawnMax < c.RespawnMin:

@@ -267,7 +267,7 @@ func durableIndex(hb wire.Heartbeat, shard int) (uint64, bool) {
 
 // judge adds to failed at most one member failed on suspicion: whose log
 // reports a failure, silent for longer than the failure timeout, or the
-// secondary its primary cannot replicate to for that long while both
+// secondary its primary cannot replicate to for longer than LinkStall while both
 // heartbeat. None ever fails the last complete copy of a shard: a slow
 // or frozen server that comes back keeps its data; failing it over would
 // lose the shard for good.
@@ -326,7 +326,7 @@ func (c *Core) judge(failed map[int]cause, reasons map[int]string, out []Action)
 }
 
 // stalledLinks calls fn for every shard whose serving primary has
-// reported for longer than the failure timeout that it cannot replicate
+// reported for longer than LinkStall that it cannot replicate
 // to the shard's secondary, both heartbeating (and suspect, as judge
 // means it). The reports count if made at the current epoch, or, with
 // anyEpoch, at any: a primary that cannot reach the secondary a view
@@ -342,7 +342,7 @@ func (c *Core) stalledLinks(v wire.View, suspect func(int) bool, anyEpoch bool, 
 			continue
 		}
 		for _, l := range nd.links {
-			if l.DownFor <= ft || l.Shard < 0 || l.Shard >= len(v.Shards) {
+			if l.DownFor <= c.cfg.LinkStall || l.Shard < 0 || l.Shard >= len(v.Shards) {
 				continue
 			}
 			pl := v.Shards[l.Shard]
