@@ -7,7 +7,9 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 // copyDir copies the regular files of src into a new directory: what a
@@ -241,4 +243,57 @@ func TestPrepareLeavesRoomOnSmallDisk(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(disk, spareName)); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("a failed spare was left behind: %v", err)
 	}
+}
+
+// slowPrepareFS is the OS's file system whose segments made ahead take
+// delay to prepare (writing zeros to a disk that cannot keep up).
+type slowPrepareFS struct {
+	OSFS
+	delay *atomic.Int64
+}
+
+func (fs slowPrepareFS) Prepare(name string, size int64) error {
+	time.Sleep(time.Duration(fs.delay.Load()))
+	return fs.OSFS.Prepare(name, size)
+}
+
+// TestRotationDoesNotWaitForSpare: when a segment fills before the next
+// one is made ahead (16 MiB of zeros, synced: seconds on a disk busy
+// with writes of 1 MiB values), the log goes on in a plain segment and
+// adopts the spare at a later rotation. It waited for the spare, and
+// every write waited with it. Every record is replayed, in order.
+func TestRotationDoesNotWaitForSpare(t *testing.T) {
+	dir := t.TempDir()
+	var delay atomic.Int64
+	fs := slowPrepareFS{delay: &delay}
+	const segSize = 64 << 10
+	l, _, _ := openOS(t, dir, Options{Policy: SyncAlways, SegmentSize: segSize, FS: fs})
+	appendN(t, l, 0, 10)
+	delay.Store(int64(2 * time.Second))
+	// Batches of 100 records of 8 bytes (and a header each): 64 KiB
+	// takes a few thousand; 12,000 cross at least three rotations.
+	start := time.Now()
+	for i := 10; i < 12000; i += 100 {
+		ch := make(chan error, 1)
+		l.Append(func(w *Writer) {
+			for j := i; j < min(i+100, 12000); j++ {
+				w.Record(rec(j))
+			}
+		}, func(err error) { ch <- err })
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	took := time.Since(start)
+	delay.Store(0)
+	t.Logf("12,000 records in synced batches of 100 across rotations in %s, the spare taking 2 s to prepare", took.Round(time.Millisecond))
+	if took > 1500*time.Millisecond {
+		t.Errorf("the appends took %s: a rotation waited for the spare segment (2 s)", took.Round(time.Millisecond))
+	}
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, got, _ := openOS(t, dir, Options{Policy: SyncAlways, SegmentSize: segSize, FS: fs})
+	defer l.Close()
+	want(t, got, 12000)
 }

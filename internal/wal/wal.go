@@ -253,7 +253,7 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 		next = max(next, segs[end]+1)
 	}
 	l.prepareSpare()
-	if err := l.openSegment(next); err != nil {
+	if err := l.openSegment(next, true); err != nil {
 		l.waitSpare()
 		return nil, rec, err
 	}
@@ -405,12 +405,16 @@ func (l *Log) segments() ([]uint64, error) {
 }
 
 // openSegment makes segment id the one appended to: the prepared spare if
-// there is one (waiting for its preparation), else an empty file. It then
-// starts preparing the next spare.
-func (l *Log) openSegment(id uint64) error {
+// there is one, else an empty file. It then starts preparing the next
+// spare. Only with wait does it wait for a spare under way: a rotation
+// that did waited seconds when the disk was busy with writes of 1 MiB
+// values (16 MiB of zeros, synced, for each spare), and every write with
+// it; it goes on in an empty file, and the spare, once made, serves a
+// later rotation (TestRotationDoesNotWaitForSpare).
+func (l *Log) openSegment(id uint64, wait bool) error {
 	var f File
 	alloc := int64(0)
-	if err := l.waitSpare(); err == nil {
+	if err := l.takeSpare(wait); err == nil {
 		pa := l.opt.FS.(Preallocator)
 		if af, err := pa.Adopt(l.dir+"/"+spareName, l.path(id)); err == nil {
 			f, alloc = af, l.opt.SegmentSize
@@ -445,11 +449,27 @@ func (l *Log) prepareSpare() {
 
 // waitSpare waits for the spare's preparation and says whether it is
 // ready (nil) to be adopted.
-func (l *Log) waitSpare() error {
+func (l *Log) waitSpare() error { return l.takeSpare(true) }
+
+// errSpareNotReady: the spare is still being prepared.
+var errSpareNotReady = errors.New("wal: the spare segment is not ready yet")
+
+// takeSpare says whether the spare is ready (nil) to be adopted; without
+// wait, a preparation under way stays so (errSpareNotReady).
+func (l *Log) takeSpare(wait bool) error {
 	if l.spare == nil {
 		return errors.New("wal: no spare segment")
 	}
-	err := <-l.spare
+	var err error
+	if wait {
+		err = <-l.spare
+	} else {
+		select {
+		case err = <-l.spare:
+		default:
+			return errSpareNotReady
+		}
+	}
 	l.spare = nil
 	return err
 }
@@ -810,5 +830,5 @@ func (l *Log) rotate() error {
 			return fmt.Errorf("wal: trim segment %d: %w", l.segID, err)
 		}
 	}
-	return l.openSegment(l.segID + 1)
+	return l.openSegment(l.segID+1, false)
 }
