@@ -852,27 +852,74 @@ func (c *Coordinator) waitRegistered(ctx context.Context, begun time.Time) error
 // its successor secondary, unless the servers' logs say otherwise:
 // initialPlacement), pushes it to every server and waits for all of them
 // to confirm their replication links are up and their secondaries' copies
-// whole.
+// whole. A server whose log fails meanwhile (a full disk: its copy was to
+// be re-seeded) is left out of a new first view when no shard needs its
+// copy to lead, as a running cluster fails it over: the cluster starts
+// without it, and the core respawns it (TestRestartWithOneDiskFull; the
+// start waited for the whole re-seeding limit, then started again, and
+// gave up after four tries).
 func (c *Coordinator) publishInitialView(ctx context.Context) error {
+	out := map[int]bool{} // members left out for their failed logs
+	for {
+		v, err := c.commitInitialView(out)
+		if err != nil {
+			return err
+		}
+		pctx, cancel := context.WithCancel(ctx)
+		go c.cancelOnFailedLog(pctx, cancel, v)
+		// A secondary whose recovered copy differs from its primary's is
+		// re-seeded before its server answers: give it the time a
+		// re-seeding may take.
+		errs := c.pushViewWithin(pctx, v, c.opts.Timing.SeedLimit)
+		cancel()
+		if len(errs) == 0 {
+			return nil
+		}
+		left := c.failedLogs(v)
+		if len(left) == 0 {
+			return errors.Join(errs...)
+		}
+		for _, i := range left {
+			out[i] = true
+			c.log.Warn().Int("node", i).Msg("start: this server's log failed (disk error); the cluster starts without it and respawns it")
+			// Killed now, as a failover would: a primary re-seeding its
+			// copy waits on it (it acknowledges nothing) and would hold
+			// the next first view for the whole re-seeding limit.
+			c.mu.Lock()
+			p := c.nodes[i].proc
+			c.mu.Unlock()
+			if p != nil {
+				if err := p.Kill(); err != nil {
+					c.log.Warn().Err(err).Int("node", i).Msg("cannot kill the server left out")
+				}
+			}
+		}
+	}
+}
+
+// commitInitialView builds the first view without the members of out
+// (down, and no shard's secondary) and commits it.
+func (c *Coordinator) commitInitialView(out map[int]bool) (wire.View, error) {
 	c.mu.Lock()
 	// The servers' session TTL travels in the view, so clients stop
 	// retrying a write before its session could expire.
 	v := wire.View{Epoch: c.nextEpochLocked(), SessionTTL: c.limits().WithDefaults().SessionTTL}
 	for _, nd := range c.nodes {
-		v.Servers = append(v.Servers, wire.Member{
+		m := wire.Member{
 			ID: uint32(nd.id), Incarnation: nd.inc, State: wire.StateServing, PID: uint32(nd.proc.PID()),
 			Host: nd.host, Addr: nd.hb.Addr, PeerAddr: nd.hb.PeerAddr, CtlAddr: nd.hb.CtlAddr,
-		})
-	}
-	durable := make([]map[int]uint64, c.n)
-	for i, nd := range c.nodes {
-		durable[i] = make(map[int]uint64, len(nd.hb.Durable))
-		for _, d := range nd.hb.Durable {
-			durable[i][int(d.Shard)] = d.Index
 		}
+		if out[nd.id] {
+			m.State = wire.StateDown
+		}
+		v.Servers = append(v.Servers, m)
 	}
+	durable := c.durableLocked()
 	v.Shards = initialPlacement(c.n, durable, c.restarting && c.storage().ServerDir(0) != "")
 	for s, p := range v.Shards {
+		if out[int(p.Secondary)] {
+			v.Shards[s].Secondary = -1
+		}
 		if p.Primary < 0 {
 			c.log.Error().Int("shard", s).Msg("restart: no log holds a copy of this shard (both data directories lost?): it is unavailable")
 			continue
@@ -883,17 +930,62 @@ func (c *Coordinator) publishInitialView(ctx context.Context) error {
 		}
 	}
 	c.mu.Unlock()
-	v, err := c.commitView(v) // committed before any server or client sees it
-	if err != nil {
-		return err
+	return c.commitView(v) // committed before any server or client sees it
+}
+
+// durableLocked is, per member, the log index of each complete copy its
+// log reports (c.mu held).
+func (c *Coordinator) durableLocked() []map[int]uint64 {
+	durable := make([]map[int]uint64, c.n)
+	for i, nd := range c.nodes {
+		durable[i] = make(map[int]uint64, len(nd.hb.Durable))
+		for _, d := range nd.hb.Durable {
+			durable[i][int(d.Shard)] = d.Index
+		}
 	}
-	// A secondary whose recovered copy differs from its primary's is
-	// re-seeded before its server answers: give it the time a re-seeding
-	// may take.
-	if errs := c.pushViewWithin(ctx, v, c.opts.Timing.SeedLimit); len(errs) > 0 {
-		return errors.Join(errs...)
+	return durable
+}
+
+// failedLogs lists the live members of the first view v whose current
+// incarnation reports a failed log and that lead no shard of v (a copy
+// that must lead is never left out: it may hold the only acknowledged
+// writes).
+func (c *Coordinator) failedLogs(v wire.View) []int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	var out []int
+	for i, m := range v.Servers {
+		nd := c.nodes[i]
+		if m.State != wire.StateServing || nd.hb.Incarnation != nd.inc || !nd.hb.Storage.Failed {
+			continue
+		}
+		leads := false
+		for _, p := range v.Shards {
+			leads = leads || int(p.Primary) == i
+		}
+		if !leads {
+			out = append(out, i)
+		}
 	}
-	return nil
+	return out
+}
+
+// cancelOnFailedLog calls cancel once a member that may be left out of
+// the first view v reports a failed log, or when ctx ends.
+func (c *Coordinator) cancelOnFailedLog(ctx context.Context, cancel context.CancelFunc, v wire.View) {
+	t := time.NewTicker(c.opts.Timing.Poll)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+		if len(c.failedLogs(v)) > 0 {
+			cancel()
+			return
+		}
+	}
 }
 
 // initialPlacement places each shard s of a cluster of n servers that

@@ -129,6 +129,11 @@ func (cc *ctlConn) roundTrip(ctx context.Context, f *wire.Frame) (wire.Frame, er
 		dl = d
 	}
 	_ = cc.nc.SetDeadline(dl)
+	// ctx ending (not only its deadline) ends the wait: a start that
+	// leaves a server with a failed log out cancels the first view's
+	// push, which a server may hold for the whole re-seeding limit.
+	stop := context.AfterFunc(ctx, func() { _ = cc.nc.SetDeadline(time.Now()) })
+	defer stop()
 	if _, err := cc.nc.Write(wire.Append(nil, f)); err != nil {
 		return wire.Frame{}, err
 	}

@@ -33,10 +33,15 @@ import (
 // registered later and so runs first). It skips the test when not root.
 func mountTmpfs(t *testing.T, size string) string {
 	t.Helper()
+	return mountTmpfsAt(t, filepath.Join(t.TempDir(), "disk"), size)
+}
+
+// mountTmpfsAt is mountTmpfs on dir, which it makes.
+func mountTmpfsAt(t *testing.T, dir, size string) string {
+	t.Helper()
 	if os.Geteuid() != 0 {
 		t.Skip("needs root to mount a small tmpfs (CI runs as root): skipped")
 	}
-	dir := filepath.Join(t.TempDir(), "disk")
 	if err := os.Mkdir(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -608,4 +613,55 @@ func TestTornLogTailRecovered(t *testing.T) {
 			checkServes(t, cl, "torn-after", 30)
 		})
 	}
+}
+
+// TestRestartWithOneDiskFull: server 1's data directory is a small tmpfs
+// that fills up while the cluster runs (server 1 is failed over, its
+// copies fall behind), then every process is killed and the coordinator
+// started again while that disk is still full. The cluster must start
+// with servers 0 and 2 serving every shard, as it ran before the kill:
+// server 1's stale copies were to be re-seeded, its log failed on the
+// first write, its partner's link was refused ("disk error"), and the
+// start waited for the first view for the whole re-seeding limit (2
+// minutes), then started again, four times, then gave up (an attack).
+// Once the disk has room, server 1 comes back, and every acknowledged
+// put is there.
+func TestRestartWithOneDiskFull(t *testing.T) {
+	base := t.TempDir()
+	disk := mountTmpfsAt(t, filepath.Join(base, "server_1"), "16m")
+	c := testcluster.Start(t, testcluster.Options{Config: fmt.Sprintf("3\nlocalhost 0 0 0\nlocalhost 0 0 0\nlocalhost 0 0 0\ndata_dir %s\n", base)})
+	cls := dialClients(c, 2)
+	c.WaitRecovered(t, 10*time.Second)
+	l := startLedger(t, cls, 4, "ledger-disk-full-restart", restartOpTimeout)
+	waitProgress(t, c, "ledger before the disk fills", l.AckedCount, 300, time.Second)
+	stop := make(chan struct{})
+	filled := keepFull(t, disk, stop)
+	defer func() {
+		select {
+		case <-stop:
+		default:
+			close(stop)
+		}
+		<-filled
+	}()
+	c.WaitFor(t, 30*time.Second, "server 1 failed over for its disk", func(*client.ClusterStatus) error {
+		if !strings.Contains(c.Log(), "its log failed (disk error)") {
+			return errors.New("not yet")
+		}
+		return nil
+	})
+	waitProgress(t, c, "ledger with server 1 out", l.AckedCount, 300, time.Second)
+	c.KillEverything(t)
+	start := time.Now()
+	c.RestartCoord(t)
+	waitProgress(t, c, "ledger after the restart with server 1's disk full", l.AckedCount, 300, 2*time.Second)
+	t.Logf("writes acknowledged again %s after the restart began with server 1's disk full", time.Since(start).Round(time.Millisecond))
+	close(stop)
+	<-filled
+	if err := os.Remove(filepath.Join(disk, "filler")); err != nil {
+		t.Fatal(err)
+	}
+	allServing(t, c, 60*time.Second)
+	waitProgress(t, c, "ledger with server 1 back", l.AckedCount, 100, time.Second)
+	checkLedger(t, l, cls[0])
 }
