@@ -10,37 +10,49 @@ import (
 	"ftkv/wire"
 )
 
-// slowSyncFS is the OS's file system with an fsync that can be slowed.
-type slowSyncFS struct {
+// slowFS is the OS's file system with a log whose fsync (sync, when
+// set) or writes (perMiB for every MiB written, when set: a disk that
+// cannot keep up, the kernel throttling a writer by the pages it dirties)
+// can be slowed; nanoseconds.
+type slowFS struct {
 	wal.OSFS
-	delay *atomic.Int64 // nanoseconds
+	sync, perMiB *atomic.Int64
 }
 
-type slowSyncFile struct {
+type slowFile struct {
 	wal.File
-	delay *atomic.Int64
+	fs slowFS
 }
 
-func (fs slowSyncFS) Create(name string) (wal.File, error) {
+func (fs slowFS) Create(name string) (wal.File, error) {
 	f, err := fs.OSFS.Create(name)
 	if err != nil {
 		return nil, err
 	}
-	return slowSyncFile{File: f, delay: fs.delay}, nil
+	return slowFile{File: f, fs: fs}, nil
 }
 
-// Adopt is OSFS's, the segment's fsync slowed too.
-func (fs slowSyncFS) Adopt(prepared, name string) (wal.File, error) {
+// Adopt is OSFS's, the segment slowed too.
+func (fs slowFS) Adopt(prepared, name string) (wal.File, error) {
 	f, err := fs.OSFS.Adopt(prepared, name)
 	if err != nil {
 		return nil, err
 	}
-	return slowSyncFile{File: f, delay: fs.delay}, nil
+	return slowFile{File: f, fs: fs}, nil
 }
 
-func (f slowSyncFile) Sync() error {
-	time.Sleep(time.Duration(f.delay.Load()))
+func (f slowFile) Sync() error {
+	if f.fs.sync != nil {
+		time.Sleep(time.Duration(f.fs.sync.Load()))
+	}
 	return f.File.Sync()
+}
+
+func (f slowFile) Write(p []byte) (int, error) {
+	if f.fs.perMiB != nil {
+		time.Sleep(time.Duration(f.fs.perMiB.Load() * int64(len(p)) >> 20))
+	}
+	return f.File.Write(p)
 }
 
 // TestSecondaryAddedWhileAloneWriteCommits: a primary leading its shard
@@ -58,7 +70,7 @@ func TestSecondaryAddedWhileAloneWriteCommits(t *testing.T) {
 	// make test's load from lapsing it mid-test, which answers the write
 	// "lost its lease; retry" (rightly; it is not what is tested here).
 	a, b := startAlone(t, t.TempDir(), func(c *Config) {
-		c.walFS = slowSyncFS{delay: &delay}
+		c.walFS = slowFS{sync: &delay}
 		c.Timing = timing.New(time.Second)
 	})
 	keys := keysOf("race", 0, 2, 3)

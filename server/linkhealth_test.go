@@ -49,14 +49,10 @@ func TestLinkHealth(t *testing.T) {
 // does not run is still reported.
 func TestLinkStallNotBlamedWhileLoopStarved(t *testing.T) {
 	a, b := pairOfTwo(t, "", false, func(c *Config) { c.Timing = timing.New(500 * time.Millisecond) })
-	a.mu.Lock()
-	p := a.prims[0]
-	a.mu.Unlock()
+	var p *primary
 	var l *replLink
 	for deadline := time.Now().Add(5 * time.Second); l == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		p.mu.Lock()
-		l = p.link
-		p.mu.Unlock()
+		p, l = primaryLink(a, 0)
 	}
 	if l == nil {
 		t.Fatal("no link")
@@ -93,4 +89,15 @@ func TestLinkStallNotBlamedWhileLoopStarved(t *testing.T) {
 	if !ok || h.Stalled < 700*time.Millisecond {
 		t.Errorf("a secondary that did not answer for 900 ms reported stalled %s (%v)", h.Stalled, ok)
 	}
+}
+
+// primaryLink returns s's primary of shard and its replication link (nil
+// while down).
+func primaryLink(s *testServer, shard int) (*primary, *replLink) {
+	s.mu.Lock()
+	p := s.prims[shard]
+	s.mu.Unlock()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p, p.link
 }

@@ -6,45 +6,8 @@ import (
 	"testing"
 	"time"
 
-	"ftkv/internal/wal"
 	"ftkv/wire"
 )
-
-// slowWriteFS is the OS's file system whose log writes take perMiB for
-// every MiB written: a disk that cannot keep up with the writes (the
-// kernel then throttles a writer by the pages it dirties, so a large
-// write waits long and a small one briefly).
-type slowWriteFS struct {
-	wal.OSFS
-	perMiB *atomic.Int64 // nanoseconds
-}
-
-type slowWriteFile struct {
-	wal.File
-	perMiB *atomic.Int64
-}
-
-func (fs slowWriteFS) Create(name string) (wal.File, error) {
-	f, err := fs.OSFS.Create(name)
-	if err != nil {
-		return nil, err
-	}
-	return slowWriteFile{File: f, perMiB: fs.perMiB}, nil
-}
-
-// Adopt is OSFS's, the segment's writes slowed too.
-func (fs slowWriteFS) Adopt(prepared, name string) (wal.File, error) {
-	f, err := fs.OSFS.Adopt(prepared, name)
-	if err != nil {
-		return nil, err
-	}
-	return slowWriteFile{File: f, perMiB: fs.perMiB}, nil
-}
-
-func (f slowWriteFile) Write(p []byte) (int, error) {
-	time.Sleep(time.Duration(f.perMiB.Load() * int64(len(p)) >> 20))
-	return f.File.Write(p)
-}
 
 // TestSecondarySlowDiskDoesNotHoldAcks: without fsync_secondary a
 // secondary acknowledges a write once applied; its log catches up on its
@@ -57,7 +20,7 @@ func TestSecondarySlowDiskDoesNotHoldAcks(t *testing.T) {
 	var perMiB atomic.Int64
 	a, _ := pairOfTwo(t, "always", false, func(c *Config) {
 		if c.ID == 1 {
-			c.walFS = slowWriteFS{perMiB: &perMiB}
+			c.walFS = slowFS{perMiB: &perMiB}
 		}
 	})
 	cn := dialConn(t, a.client, false)
@@ -89,7 +52,7 @@ func TestPrimarySlowDiskDoesNotHoldItsLoop(t *testing.T) {
 	var perMiB atomic.Int64
 	a, _ := pairOfTwo(t, "everysec", false, func(c *Config) {
 		if c.ID == 0 {
-			c.walFS = slowWriteFS{perMiB: &perMiB}
+			c.walFS = slowFS{perMiB: &perMiB}
 		}
 	})
 	keys := keysOf("loop", 0, 2, 2)

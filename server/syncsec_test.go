@@ -43,7 +43,7 @@ func TestSyncedSecondaryAcksOnlyWhatItSynced(t *testing.T) {
 	var delay atomic.Int64
 	a, b := pairOfTwo(t, "always", true, func(c *Config) {
 		if c.ID == 1 {
-			c.walFS = slowSyncFS{delay: &delay}
+			c.walFS = slowFS{sync: &delay}
 		}
 	})
 	_ = b
@@ -74,7 +74,7 @@ func TestSyncedSecondaryReconnectAcksOnlyWhatItSynced(t *testing.T) {
 	var delay atomic.Int64
 	a, _ := pairOfTwo(t, "always", true, func(c *Config) {
 		if c.ID == 1 {
-			c.walFS = slowSyncFS{delay: &delay}
+			c.walFS = slowFS{sync: &delay}
 		}
 	})
 	cn := dialConn(t, a.client, false)
@@ -84,12 +84,7 @@ func TestSyncedSecondaryReconnectAcksOnlyWhatItSynced(t *testing.T) {
 	start := time.Now()
 	go func() {
 		time.Sleep(200 * time.Millisecond)
-		a.mu.Lock()
-		p := a.prims[0]
-		a.mu.Unlock()
-		p.mu.Lock()
-		l := p.link
-		p.mu.Unlock()
+		_, l := primaryLink(a, 0)
 		l.fail(errors.New("test: link cut"))
 	}()
 	ans, err := cn.do(&wire.Frame{Op: wire.OpPut, Key: []byte(k), Value: []byte("v")}, 10*time.Second)
