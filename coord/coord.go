@@ -915,11 +915,8 @@ func (c *Coordinator) commitInitialView(out map[int]bool) (wire.View, error) {
 		v.Servers = append(v.Servers, m)
 	}
 	durable := c.durableLocked()
-	v.Shards = initialPlacement(c.n, durable, c.restarting && c.storage().ServerDir(0) != "")
+	v.Shards = initialPlacement(c.n, durable, c.restarting && c.storage().ServerDir(0) != "", out)
 	for s, p := range v.Shards {
-		if out[int(p.Secondary)] {
-			v.Shards[s].Secondary = -1
-		}
 		if p.Primary < 0 {
 			c.log.Error().Int("shard", s).Msg("restart: no log holds a copy of this shard (both data directories lost?): it is unavailable")
 			continue
@@ -997,8 +994,10 @@ func (c *Coordinator) cancelOnFailedLog(ctx context.Context, cancel context.Canc
 // is never chosen over one it does. On a restart of a cluster that ran
 // before with logs (restart), a shard no log reports a copy of has lost
 // both (every copy, even an empty one, is in its server's log): it is
-// unavailable, never served empty.
-func initialPlacement(n int, durable []map[int]uint64, restart bool) []wire.Placement {
+// unavailable, never served empty. A server of left (out of the start:
+// its log failed) holds no shard; a shard whose further copy is its
+// copy is unavailable, never served from the copy behind.
+func initialPlacement(n int, durable []map[int]uint64, restart bool, left map[int]bool) []wire.Placement {
 	out := make([]wire.Placement, n)
 	for s := range out {
 		sec := (s + 1) % n
@@ -1015,6 +1014,28 @@ func initialPlacement(n int, durable []map[int]uint64, restart bool) []wire.Plac
 		case !hok && !ook && restart:
 			out[s] = wire.Placement{Primary: -1, Secondary: -1}
 		}
+		p := out[s]
+		if p.Primary >= 0 && left[int(p.Primary)] {
+			// The other copy leads if it is as far on (a copy of a
+			// server left out never gets ahead of the one it was
+			// following: only a tie, which the home copy wins).
+			o := int(p.Secondary)
+			pi, pok := durable[p.Primary][s]
+			var oi uint64
+			ook := false
+			if o >= 0 {
+				oi, ook = durable[o][s]
+			}
+			if o >= 0 && !left[o] && (ook && (!pok || oi >= pi) || !pok && !ook && !restart) {
+				p = wire.Placement{Primary: p.Secondary, Secondary: -1}
+			} else {
+				p = wire.Placement{Primary: -1, Secondary: -1}
+			}
+		}
+		if p.Secondary >= 0 && left[int(p.Secondary)] {
+			p.Secondary = -1
+		}
+		out[s] = p
 	}
 	return out
 }

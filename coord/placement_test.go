@@ -23,23 +23,98 @@ func TestInitialPlacement(t *testing.T) {
 		{"an index of 0 still beats no copy", []map[int]uint64{{}, {0: 0}, {}},
 			[]wire.Placement{{Primary: 1, Secondary: 0}, {Primary: 1, Secondary: 2}, {Primary: 2, Secondary: 0}}},
 	} {
-		got := initialPlacement(3, tc.durable, false)
+		got := initialPlacement(3, tc.durable, false, nil)
 		for s := range got {
 			if got[s] != tc.want[s] {
 				t.Errorf("%s: shard %d placed %+v, want %+v", tc.name, s, got[s], tc.want[s])
 			}
 		}
 	}
-	if got := initialPlacement(1, []map[int]uint64{{0: 3}}, true); got[0] != (wire.Placement{Primary: 0, Secondary: -1}) {
+	if got := initialPlacement(1, []map[int]uint64{{0: 3}}, true, nil); got[0] != (wire.Placement{Primary: 0, Secondary: -1}) {
 		t.Errorf("one server: %+v", got[0])
 	}
 	// A restart where no log holds a copy of shard 1 (both directories
 	// lost): unavailable; a first start: home.
 	lost := []map[int]uint64{{0: 5, 2: 7}, {0: 5}, {2: 7}}
-	if got := initialPlacement(3, lost, true); got[1] != (wire.Placement{Primary: -1, Secondary: -1}) || got[0] != home[0] || got[2] != home[2] {
+	if got := initialPlacement(3, lost, true, nil); got[1] != (wire.Placement{Primary: -1, Secondary: -1}) || got[0] != home[0] || got[2] != home[2] {
 		t.Errorf("restart without a copy of shard 1: %+v", got)
 	}
-	if got := initialPlacement(3, lost, false); got[1] != home[1] {
+	if got := initialPlacement(3, lost, false, nil); got[1] != home[1] {
 		t.Errorf("first start: shard 1 placed %+v, want home", got[1])
+	}
+}
+
+// TestInitialPlacementLeavesOut: a server left out of the first view (its
+// log failed while the first one was applied) never leads nor follows a
+// shard. Its copy of shard 1 had caught up with server 2's during that
+// first view (a tie, which the home copy wins): shard 1 was placed on
+// it, down and killed (a review). A shard whose only complete copy is
+// the left-out server's is unavailable, never served from a copy behind.
+func TestInitialPlacementLeavesOut(t *testing.T) {
+	out := map[int]bool{1: true}
+	tie := []map[int]uint64{{0: 100, 2: 50}, {0: 90, 1: 100}, {1: 100, 2: 50}}
+	want := []wire.Placement{{Primary: 0, Secondary: -1}, {Primary: 2, Secondary: -1}, {Primary: 2, Secondary: 0}}
+	if got := initialPlacement(3, tie, true, out); !equalPlacements(got, want) {
+		t.Errorf("a tie on shard 1: %+v, want %+v", got, want)
+	}
+	ahead := []map[int]uint64{{0: 100, 2: 50}, {0: 90, 1: 120}, {1: 100, 2: 50}}
+	want[1] = wire.Placement{Primary: -1, Secondary: -1}
+	if got := initialPlacement(3, ahead, true, out); !equalPlacements(got, want) {
+		t.Errorf("the left-out copy of shard 1 ahead: %+v, want %+v", got, want)
+	}
+}
+
+func equalPlacements(a, b []wire.Placement) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+func durableReport(m map[uint32]uint64) []wire.ShardIndex {
+	var out []wire.ShardIndex
+	for s, i := range m {
+		out = append(out, wire.ShardIndex{Shard: s, Index: i})
+	}
+	return out
+}
+
+// TestFirstViewNeverLedByLeftOut: the same through the coordinator's
+// first views: server 1 leads no shard in the first, catches up on shard
+// 1 during it, and its log fails; the next first view leaves it out of
+// every shard (a review found it made the primary of shard 1).
+func TestFirstViewNeverLedByLeftOut(t *testing.T) {
+	c := testCoordinator(t)
+	c.restarting = true
+	c.view = wire.View{}
+	for i, nd := range c.nodes {
+		nd.hb = wire.Heartbeat{ID: uint32(i), Incarnation: nd.inc}
+	}
+	c.nodes[0].hb.Durable = durableReport(map[uint32]uint64{0: 100, 2: 50})
+	c.nodes[1].hb.Durable = durableReport(map[uint32]uint64{0: 90, 1: 80})
+	c.nodes[2].hb.Durable = durableReport(map[uint32]uint64{1: 100, 2: 50})
+	v1, err := c.commitInitialView(map[int]bool{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.nodes[1].hb.Durable = durableReport(map[uint32]uint64{0: 90, 1: 100})
+	c.nodes[1].hb.Storage.Failed = true
+	left := c.failedLogs(v1)
+	if len(left) != 1 || left[0] != 1 {
+		t.Fatalf("left out %v, want [1] (first view %+v)", left, v1.Shards)
+	}
+	v2, err := c.commitInitialView(map[int]bool{1: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for s, p := range v2.Shards {
+		if p.Primary == 1 || p.Secondary == 1 {
+			t.Errorf("shard %d placed %+v: on server 1, left out (state %v)", s, p, v2.Servers[1].State)
+		}
 	}
 }
