@@ -206,6 +206,8 @@ func (c *Coordinator) Status() *status.Cluster {
 	for s, p := range c.view.Shards {
 		sh := status.Shard{Shard: s, Primary: int(p.Primary), Secondary: int(p.Secondary), State: "serving"}
 		switch {
+		case c.blindLocked():
+			sh.State = "unknown"
 		case p.Primary < 0:
 			sh.State = "unavailable"
 		case p.Secondary < 0 && len(c.view.Shards) > 1:
@@ -216,6 +218,15 @@ func (c *Coordinator) Status() *status.Cluster {
 	return st
 }
 
+// blindLocked reports whether this coordinator neither leads nor knows
+// a leader (just started after every process was killed, or cut off from
+// its group): the view it last committed may be long out of date (it
+// showed dead servers "serving", and a script polling status until every
+// server serves passed at once), so status says "unknown" (c.mu held).
+func (c *Coordinator) blindLocked() bool {
+	return !c.leading && (c.rn == nil || c.rn.leader() < 0)
+}
+
 // serverState is the state `status` shows for server i.
 func (c *Coordinator) serverState(i int, nd *node) string {
 	v := c.view
@@ -224,6 +235,8 @@ func (c *Coordinator) serverState(i int, nd *node) string {
 	}
 	m := v.Servers[i]
 	switch {
+	case c.blindLocked():
+		return "unknown"
 	case !c.leading:
 		// A follower hears no heartbeats: it says what was committed.
 		switch m.State {

@@ -153,3 +153,25 @@ func TestHole5ViewDurableBeforeVisible(t *testing.T) {
 		t.Fatalf("committed state holds epoch %d (%v), want 2", v.Epoch, err)
 	}
 }
+
+// TestStatusWithoutLeaderIsUnknown: a coordinator that does not lead and
+// knows no leader (just started after every process was killed, or cut
+// off from its group) cannot tell how the servers are: it showed the
+// last committed view's "serving" with the dead pids, and a script
+// polling `status --json` until every server serves passed at once (an
+// attack). Servers and shards show "unknown" until a leader is known.
+func TestStatusWithoutLeaderIsUnknown(t *testing.T) {
+	c := testCoordinator(t)
+	c.leading = false
+	st := c.Status()
+	for _, s := range st.Servers {
+		if s.State != "unknown" {
+			t.Errorf("server %d: state %q with no leader, want unknown", s.ID, s.State)
+		}
+	}
+	for _, sh := range st.Shards {
+		if sh.State != "unknown" {
+			t.Errorf("shard %d: state %q with no leader, want unknown", sh.Shard, sh.State)
+		}
+	}
+}
