@@ -1014,19 +1014,14 @@ func initialPlacement(n int, durable []map[int]uint64, restart bool, left map[in
 		case !hok && !ook && restart:
 			out[s] = wire.Placement{Primary: -1, Secondary: -1}
 		}
-		p := out[s]
+		p := out[s] // (both -1, or both set: n > 1)
 		if p.Primary >= 0 && left[int(p.Primary)] {
 			// The other copy leads if it is as far on (a copy of a
 			// server left out never gets ahead of the one it was
 			// following: only a tie, which the home copy wins).
-			o := int(p.Secondary)
 			pi, pok := durable[p.Primary][s]
-			var oi uint64
-			ook := false
-			if o >= 0 {
-				oi, ook = durable[o][s]
-			}
-			if o >= 0 && !left[o] && (ook && (!pok || oi >= pi) || !pok && !ook && !restart) {
+			oi, ook := durable[p.Secondary][s]
+			if !left[int(p.Secondary)] && (ook && (!pok || oi >= pi) || !pok && !ook && !restart) {
 				p = wire.Placement{Primary: p.Secondary, Secondary: -1}
 			} else {
 				p = wire.Placement{Primary: -1, Secondary: -1}

@@ -491,7 +491,7 @@ func (p *primary) logCommitLocked(idx uint64, replies *replyBatch) {
 	for _, e := range p.inflight {
 		if e.index > from && e.index <= idx {
 			batch = append(batch, e)
-			size += len(e.key) + len(e.val) + len(e.out.value)
+			size += wire.HeaderSize + len(e.key) + len(e.val) + len(e.out.value)
 		}
 	}
 	shard := p.shard

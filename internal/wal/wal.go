@@ -254,7 +254,7 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 	}
 	l.prepareSpare()
 	if err := l.openSegment(next, true); err != nil {
-		l.waitSpare()
+		_ = l.takeSpare(true)
 		return nil, rec, err
 	}
 	go l.run()
@@ -447,15 +447,12 @@ func (l *Log) prepareSpare() {
 	go func() { ch <- pa.Prepare(l.dir+"/"+spareName, l.opt.SegmentSize) }()
 }
 
-// waitSpare waits for the spare's preparation and says whether it is
-// ready (nil) to be adopted.
-func (l *Log) waitSpare() error { return l.takeSpare(true) }
-
 // errSpareNotReady: the spare is still being prepared.
 var errSpareNotReady = errors.New("wal: the spare segment is not ready yet")
 
-// takeSpare says whether the spare is ready (nil) to be adopted; without
-// wait, a preparation under way stays so (errSpareNotReady).
+// takeSpare says whether the spare is ready (nil) to be adopted, waiting
+// for its preparation with wait; without, a preparation under way stays
+// so (errSpareNotReady).
 func (l *Log) takeSpare(wait bool) error {
 	if l.spare == nil {
 		return errors.New("wal: no spare segment")
@@ -600,7 +597,7 @@ func (l *Log) Close() error {
 	l.cond.Signal()
 	l.mu.Unlock()
 	<-l.done
-	if l.waitSpare() == nil {
+	if l.takeSpare(true) == nil {
 		_ = l.opt.FS.Remove(l.dir + "/" + spareName)
 	}
 	if err := l.f.Close(); err != nil && l.Err() == nil {
