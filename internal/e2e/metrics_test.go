@@ -309,7 +309,11 @@ func TestMetricsUnderLoad(t *testing.T) {
 	for who, addr := range targets {
 		first[who] = scrapeTarget(t, addr)
 	}
+	firstAt := time.Now()
 	waitOps(puts.Load() + 2000)
+	// Heartbeats come every -t/5 (100 ms): 2,000 puts can take less, and
+	// the coordinator's count then did not move between the scrapes.
+	time.Sleep(500*time.Millisecond - time.Since(firstAt))
 	second := map[string]scrape{}
 	for who, addr := range targets {
 		second[who] = scrapeTarget(t, addr)
