@@ -28,8 +28,10 @@ import (
 // objects (counted as the runtime counts it against the limit). During a
 // burst the collector runs more often instead of letting the heap double;
 // tables that grow raise the limit with them at the next sample. There is
-// no limit while a copy is being re-seeded, for gcFloorWindow after it
-// (and after the server starts), or when the operator set GOMEMLIMIT.
+// no limit while a copy is being re-seeded, for gcFloorWindow after it,
+// or when the operator set GOMEMLIMIT. From the server's start the limit
+// applies from the first sample: the tables were recovered before it, and
+// a client flooding a fresh server must meet the same bound.
 const (
 	gcSmallHeap = 32 << 20 // below: Go's default of 100 %
 	gcLargeHeap = 64 << 20 // above: 20 %
@@ -67,17 +69,21 @@ var gcSamples = []string{
 // gcFloor keeps, for the last window, the live heap's samples less the
 // tables' records, and since when it has sampled without a break.
 type gcFloor struct {
-	window time.Duration
-	since  time.Time // the first sample after the last reset (zero: none)
-	at     []time.Time
-	rest   []uint64
+	window   time.Duration
+	since    time.Time // the first sample after the last reset (zero: none)
+	wasReset bool
+	at       []time.Time
+	rest     []uint64
 }
 
 // reset forgets every sample (a re-seeding, whose start emptied a table).
-func (f *gcFloor) reset() { f.since, f.at, f.rest = time.Time{}, f.at[:0], f.rest[:0] }
+func (f *gcFloor) reset() {
+	f.since, f.at, f.rest, f.wasReset = time.Time{}, f.at[:0], f.rest[:0], true
+}
 
 // add records a sample and returns the lowest rest of the window, and
-// whether the samples span a whole window.
+// whether a limit may follow from it: always before the first reset,
+// after one only once the samples span a whole window again.
 func (f *gcFloor) add(now time.Time, live, tables uint64) (uint64, bool) {
 	if f.since.IsZero() {
 		f.since = now
@@ -96,7 +102,7 @@ func (f *gcFloor) add(now time.Time, live, tables uint64) (uint64, bool) {
 	for _, v := range f.rest {
 		m = min(m, v)
 	}
-	return m, now.Sub(f.since) >= f.window
+	return m, !f.wasReset || now.Sub(f.since) >= f.window
 }
 
 // gcLimit is the soft memory limit for tables bytes of records and a
@@ -150,12 +156,12 @@ func (s *Server) tuneGC(ctx context.Context) {
 					// over rather than take them for the rest.
 					floor.reset()
 				} else {
-					rest, whole := floor.add(time.Now(), live, tables)
+					rest, ready := floor.add(time.Now(), live, tables)
 					// Besides the heap's objects and free spans: what
 					// the runtime counts against the limit (stacks,
 					// metadata, the unused part of spans in use).
 					nonHeap := v[1] - min(v[1], v[2]+v[3]+v[4])
-					if whole {
+					if ready {
 						l = gcLimit(tables, rest, nonHeap)
 					}
 				}
