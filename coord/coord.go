@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -57,8 +58,14 @@ type Coordinator struct {
 	pending         *wire.View // being published: committed, not visible yet
 	adopting        bool       // re-adopting: heartbeats are not judged yet
 	restarting      bool       // this start follows a committed view (initialPlacement)
-	spares          []string   // spare hosts not yet taken
-	saveMu          sync.Mutex
+	// current: which copies hold every acknowledged write, committed with
+	// every view (decide.Current). firstDurable: while the first view of
+	// a start is being applied, the log indexes it was placed by (a
+	// secondary counts as current only once it is whole).
+	current      decide.Current
+	firstDurable []map[int]uint64
+	spares       []string // spare hosts not yet taken
+	saveMu       sync.Mutex
 
 	// The control plane: this coordinator's Raft member (store is the
 	// same, or a memStore in tests of the decisions), whether it leads
@@ -412,6 +419,10 @@ func (c *Coordinator) takeOver(l leadership) error {
 	c.mu.Lock()
 	// A cluster that ran before (its last view is committed) starts again.
 	c.restarting = len(st.View) > 0
+	c.current = decide.AllCurrent(c.n)
+	if len(st.Current) == c.n {
+		c.current = st.Current
+	}
 	if st.Secret != "" {
 		c.secret = st.Secret
 	}
@@ -468,6 +479,14 @@ func (c *Coordinator) takeOver(l leadership) error {
 		case <-ctx.Done():
 			return err
 		}
+	}
+	// Every member applied the first view, each re-seeding a copy that
+	// differed: both copies of every shard are whole now.
+	c.mu.Lock()
+	c.firstDurable = nil
+	c.mu.Unlock()
+	if err := c.saveState(); err != nil {
+		return fmt.Errorf("the current copies after the first view were not committed: %w", err)
 	}
 	c.log.Info().Int("servers", c.n).Uint64("epoch", c.View().Epoch).Msg("cluster ready")
 	return c.startCore(l, false, true)
@@ -561,6 +580,7 @@ func (c *Coordinator) startCore(l leadership, push, applied bool) error {
 		c.mu.Unlock()
 		return err
 	}
+	core.SetCurrent(c.current)
 	c.core, c.readopt, c.adopting = core, false, false
 	v := core.View()
 	var acts []decide.Action
@@ -915,9 +935,20 @@ func (c *Coordinator) commitInitialView(out map[int]bool) (wire.View, error) {
 		v.Servers = append(v.Servers, m)
 	}
 	durable := c.durableLocked()
-	v.Shards = initialPlacement(c.n, durable, c.restarting && c.storage().ServerDir(0) != "", out)
+	v.Shards = initialPlacement(c.n, durable, c.restarting && c.storage().ServerDir(0) != "", out, c.current)
+	c.firstDurable = durable
 	for s, p := range v.Shards {
 		if p.Primary < 0 {
+			var stale []int
+			for _, h := range []int{s, (s + 1) % c.n} {
+				if _, ok := durable[h][s]; ok && !c.current.Has(c.n, s, h) && !slices.Contains(stale, h) {
+					stale = append(stale, h)
+				}
+			}
+			if len(stale) > 0 {
+				c.log.Error().Int("shard", s).Ints("stale_copies", stale).Msg("restart: the copies of this shard that held every acknowledged write are lost (data directory lost or damaged?); the copy left is stale (its server was out while the other acknowledged writes alone) and is never served: the shard is unavailable")
+				continue
+			}
 			c.log.Error().Int("shard", s).Msg("restart: no log holds a copy of this shard (both data directories lost?): it is unavailable")
 			continue
 		}
@@ -994,10 +1025,13 @@ func (c *Coordinator) cancelOnFailedLog(ctx context.Context, cancel context.Canc
 // is never chosen over one it does. On a restart of a cluster that ran
 // before with logs (restart), a shard no log reports a copy of has lost
 // both (every copy, even an empty one, is in its server's log): it is
-// unavailable, never served empty. A server of left (out of the start:
-// its log failed) holds no shard; a shard whose further copy is its
-// copy is unavailable, never served from the copy behind.
-func initialPlacement(n int, durable []map[int]uint64, restart bool, left map[int]bool) []wire.Placement {
+// unavailable, never served empty. A copy outside current (it misses
+// writes the other copy acknowledged alone) never leads: a shard whose
+// current copies are all lost is unavailable, never served stale. A
+// server of left (out of the start: its log failed) holds no shard; a
+// shard whose further copy is its copy is unavailable, never served from
+// the copy behind.
+func initialPlacement(n int, durable []map[int]uint64, restart bool, left map[int]bool, current decide.Current) []wire.Placement {
 	out := make([]wire.Placement, n)
 	for s := range out {
 		sec := (s + 1) % n
@@ -1006,12 +1040,19 @@ func initialPlacement(n int, durable []map[int]uint64, restart bool, left map[in
 			out[s].Secondary = -1
 			continue
 		}
-		home, hok := durable[s][s]
-		other, ook := durable[sec][s]
+		// The index of h's copy of s, if it may lead.
+		leader := func(h int32) (uint64, bool) {
+			i, ok := durable[h][s]
+			return i, ok && current.Has(n, s, int(h))
+		}
+		_, hAny := durable[s][s]
+		_, oAny := durable[sec][s]
+		home, hok := leader(int32(s))
+		other, ook := leader(int32(sec))
 		switch {
 		case ook && (!hok || other > home):
 			out[s] = wire.Placement{Primary: int32(sec), Secondary: int32(s)}
-		case !hok && !ook && restart:
+		case !hok && !ook && (restart || hAny || oAny):
 			out[s] = wire.Placement{Primary: -1, Secondary: -1}
 		}
 		p := out[s] // (both -1, or both set: n > 1)
@@ -1019,8 +1060,8 @@ func initialPlacement(n int, durable []map[int]uint64, restart bool, left map[in
 			// The other copy leads if it is as far on (a copy of a
 			// server left out never gets ahead of the one it was
 			// following: only a tie, which the home copy wins).
-			pi, pok := durable[p.Primary][s]
-			oi, ook := durable[p.Secondary][s]
+			pi, pok := leader(p.Primary)
+			oi, ook := leader(p.Secondary)
 			if !left[int(p.Secondary)] && (ook && (!pok || oi >= pi) || !pok && !ook && !restart) {
 				p = wire.Placement{Primary: p.Secondary, Secondary: -1}
 			} else {

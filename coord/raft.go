@@ -19,6 +19,8 @@ import (
 	raftboltdb "github.com/hashicorp/raft-boltdb/v2"
 	"github.com/rs/zerolog"
 	"go.etcd.io/bbolt"
+
+	"ftkv/coord/decide"
 )
 
 // clusterState is what the coordinators replicate through Raft: every
@@ -34,6 +36,9 @@ type clusterState struct {
 	// Stopped: the cluster was shut down in order (every server dumped
 	// its tables and exited); the next leader starts it afresh.
 	Stopped bool `json:"stopped,omitempty"`
+	// Current: per shard, which copies hold every acknowledged write
+	// (decide.Current); none in a state of an older version (all count).
+	Current decide.Current `json:"current,omitempty"`
 }
 
 type savedNode struct {

@@ -31,8 +31,12 @@ func (c *Coordinator) saveState() error {
 	err := c.store.Save(st)
 	if err != nil {
 		c.log.Error().Err(err).Msg("cannot commit the coordinator state")
+		return err
 	}
-	return err
+	c.mu.Lock()
+	c.current = st.Current
+	c.mu.Unlock()
+	return nil
 }
 
 // stateLocked is the cluster state to commit (c.mu held).
@@ -41,9 +45,10 @@ func (c *Coordinator) stateLocked() clusterState {
 	if c.pending != nil {
 		v = *c.pending
 	}
-	st := clusterState{Secret: c.secret, Config: c.opts.Cluster.Path, Spares: append([]string{}, c.spares...)}
+	st := clusterState{Secret: c.secret, Config: c.opts.Cluster.Path, Spares: append([]string{}, c.spares...), Current: c.current}
 	if v.Epoch != 0 {
 		st.View = wire.AppendView(nil, &v)
+		st.Current = c.nextCurrentLocked(v)
 	}
 	for _, nd := range c.nodes {
 		sn := savedNode{ID: nd.id, Inc: nd.inc, Host: nd.host}
@@ -56,6 +61,28 @@ func (c *Coordinator) stateLocked() clusterState {
 		st.Nodes = append(st.Nodes, sn)
 	}
 	return st
+}
+
+// nextCurrentLocked is the record of current copies once v is committed
+// (c.mu held). While the first view of a start is applied, a secondary
+// is current only if it was and its log is as far on as the primary's:
+// one behind is re-seeded while the view is applied.
+func (c *Coordinator) nextCurrentLocked(v wire.View) decide.Current {
+	next := c.current.Next(v)
+	if c.firstDurable == nil {
+		return next
+	}
+	for s, p := range v.Shards {
+		if p.Primary < 0 || p.Secondary < 0 {
+			continue
+		}
+		pi, pok := c.firstDurable[p.Primary][s]
+		qi, qok := c.firstDurable[p.Secondary][s]
+		if !pok || !qok || pi != qi || !c.current.Has(c.n, s, int(p.Secondary)) {
+			next[s] &^= decide.Bit(c.n, s, int(p.Secondary))
+		}
+	}
+	return next
 }
 
 // savedView decodes the view of a committed state; ok is false when it

@@ -23,6 +23,7 @@ type Core struct {
 
 	pending *pending
 	hand    *handBack
+	current Current // which copies hold every acknowledged write (nil: all)
 
 	// firstLaggingOnly re-pushes only the first lagging member, as the
 	// coordinator did before hole 8 was fixed (tests show the simulation
@@ -101,6 +102,14 @@ func New(cfg Config, v wire.View, incs []uint64, hosts, spares []string, now tim
 	}
 	return c, nil
 }
+
+// SetCurrent gives the core the committed record of which copies hold
+// every acknowledged write (the shell's, at the core's start); the core
+// keeps it up to date with each view it publishes.
+func (c *Core) SetCurrent(cur Current) { c.current = slices.Clone(cur) }
+
+// Current returns the core's record of the current copies.
+func (c *Core) Current() Current { return slices.Clone(c.current) }
 
 // View returns the current (published) view.
 func (c *Core) View() wire.View { return cloneView(c.view) }
@@ -285,6 +294,7 @@ func (c *Core) published(e Published, out []Action) []Action {
 	c.view = p.view
 	c.view.Epoch = e.Epoch
 	c.publishedAt = c.now
+	c.current = c.current.Next(c.view)
 	switch p.kind {
 	case kindFailover:
 		for _, i := range p.failed {

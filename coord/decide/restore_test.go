@@ -163,11 +163,13 @@ func TestRestoreEveryServerDead(t *testing.T) {
 	if v := h.c.View(); !reflect.DeepEqual(v.Shards, []wire.Placement{pl(-1, -1), pl(-1, -1), pl(-1, -1)}) {
 		t.Fatalf("after every server died: shards %v", v.Shards)
 	}
-	// Server 0 and 2 register: shard 2 is restored on 0 (the further log).
+	// Server 0 and 2 register: shard 2 is restored on 2, though server
+	// 0's log is further on: server 0 was failed first, and server 2's
+	// copy alone holds what it may have acknowledged alone since.
 	settle(0)
 	settle(0, 2)
-	if v := h.c.View(); v.Shards[2].Primary != 0 {
-		t.Fatalf("shard 2 not restored on server 0: %v", v.Shards)
+	if v := h.c.View(); v.Shards[2].Primary != 2 {
+		t.Fatalf("shard 2 not restored on server 2: %v", v.Shards)
 	}
 	// Server 1 registers: shard 0 is restored on it (the further log);
 	// server 0, already serving, must become its secondary.
@@ -288,4 +290,35 @@ func joinHarness(t *testing.T) *harness {
 	}
 	h := &harness{t: t, c: c, now: now}
 	return h
+}
+
+// TestNoRestoreFromAStaleCopy: server 1 dies first, so server 2's copy of
+// shard 1 acknowledges writes alone; then server 2 dies too. Both come
+// back, server 2 without its copy (its data directory lost) and server 1
+// with the copy it had before its death: complete in its log, but it
+// misses what server 2 acknowledged alone. It must never be restored:
+// shard 1 stays unavailable, never served stale.
+func TestNoRestoreFromAStaleCopy(t *testing.T) {
+	h := newHarness(t, 3)
+	h.failBoth(t)
+	for i := 0; i < 100; i++ {
+		acts := h.tick(simFT / 10)
+		acts = append(acts, h.beat(0)...)
+		acts = append(acts, h.beatDurable(1, wire.ShardIndex{Shard: 0, Index: 50}, wire.ShardIndex{Shard: 1, Index: 40})...)
+		acts = append(acts, h.beatDurable(2)...)
+		for _, a := range acts {
+			switch a := a.(type) {
+			case Publish:
+				if a.View.Shards[1].Primary >= 0 {
+					t.Fatalf("shard 1 restored from server 1's stale copy: %v", a.View.Shards)
+				}
+				h.step(Published{})
+			case AskSeed:
+				h.step(SeedResult{ID: a.ID, Inc: a.Inc, Shard: a.Shard, OK: true})
+			}
+		}
+	}
+	if got := h.c.Current(); got[1] != Bit(3, 1, 2) {
+		t.Errorf("current copies %v: shard 1's should stay server 2's", got)
+	}
 }

@@ -166,7 +166,9 @@ func (c *Core) decide(judge bool, out []Action) []Action {
 // further complete copy (Heartbeat.Durable; the home server on a tie)
 // leads it and re-seeds its other shard like any respawned member. A
 // copy no log reports (no data directory, or a re-seeding that did not
-// finish) is never used: without one the shard stays unavailable.
+// finish) is never used, nor one outside the record of current copies
+// (it misses writes the other acknowledged alone): without one the shard
+// stays unavailable.
 func (c *Core) restore(v wire.View) (*pending, bool) {
 	n := len(v.Shards)
 	for s, pl := range v.Shards {
@@ -184,7 +186,7 @@ func (c *Core) restore(v wire.View) (*pending, bool) {
 				ready = false
 				break
 			}
-			if idx, ok := durableIndex(nd.HB, s); ok && (best < 0 || idx > bestIdx) {
+			if idx, ok := durableIndex(nd.HB, s); ok && c.current.Has(n, s, h) && (best < 0 || idx > bestIdx) {
 				best, bestIdx = h, idx
 			}
 		}

@@ -210,3 +210,93 @@ func TestPartialResyncAfterRespawn(t *testing.T) {
 	}
 	checkLedger(t, l, cls[0])
 }
+
+// TestRestartStaleCopyNeverLeads: server 2 goes out (its respawns fail)
+// while server 1 alone acknowledges new values for shard 1; then every
+// process dies and server 1's data directory is lost, while server 2's
+// comes back with its copy of shard 1 from before the outage. That copy is
+// complete in its log but misses acknowledged writes: it must never lead.
+// Shard 1 answers "unavailable" (both copies that held its writes are
+// gone: SPEC §4.7), never its old values; shards 0 and 2 serve every
+// new value. Before the coordinator remembered which copies are current,
+// the stale copy was chosen and served (a review: 515 of 1,500
+// acknowledged keys not found).
+func TestRestartStaleCopyNeverLeads(t *testing.T) {
+	const n = 3
+	c := testcluster.Start(t, testcluster.Options{N: n})
+	cl := c.Client()
+	c.WaitRecovered(t, 10*time.Second)
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	keys := keysOnShards(n, 10, "stale-copy")
+	for _, k := range keys {
+		if err := cl.Put(ctx, k, []byte("old "+k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Server 2's directory moves away and a file takes its name: its
+	// respawns fail until the restart.
+	data := filepath.Join(c.Dir, "ftkv-data")
+	dir2 := filepath.Join(data, "server_2")
+	if err := os.Rename(dir2, dir2+".away"); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(dir2, []byte("not a directory\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	c.KillServer(t, 2)
+	c.WaitFor(t, 20*time.Second, "server 2 out, shard 1 led by server 1 alone", func(st *client.ClusterStatus) error {
+		if s := st.Servers[2]; s.State == "serving" || s.State == "re-seeding" {
+			return fmt.Errorf("server 2 is %s", s.State)
+		}
+		if s := st.Servers[1]; len(s.PrimaryOf) == 0 || s.PrimaryOf[0] != 1 {
+			return fmt.Errorf("%s", roles(st, 1))
+		}
+		return nil
+	})
+	for _, k := range keys {
+		if err := cl.Put(ctx, k, []byte("new "+k)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl.Close()
+	c.KillEverything(t)
+	if err := os.Remove(dir2); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(dir2+".away", dir2); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.RemoveAll(filepath.Join(data, "server_1")); err != nil {
+		t.Fatal(err)
+	}
+	c.RestartCoord(t)
+	cl = c.Client()
+	stale, unavailable := 0, 0
+	for i, k := range keys {
+		shard := i % n
+		d := 5 * time.Second
+		if shard == 1 {
+			d = 500 * time.Millisecond // its reads end only with the deadline
+		}
+		rctx, rcancel := context.WithTimeout(context.Background(), d)
+		got, err := cl.Get(rctx, k)
+		rcancel()
+		switch {
+		case shard != 1 && (err != nil || string(got) != "new "+k):
+			t.Errorf("shard %d key %q: %q, %v; want %q", shard, k, got, err, "new "+k)
+		case shard == 1 && (err == nil || errors.Is(err, client.ErrNotFound)):
+			if stale++; stale <= 3 {
+				t.Errorf("shard 1 key %q, its current copy lost: %q, %v; want unavailable", k, got, err)
+			}
+		case shard == 1:
+			if unavailable++; unavailable == 1 {
+				t.Logf("shard 1 key %q: %v", k, err)
+			}
+		}
+	}
+	t.Logf("shard 1: %d of %d keys answered unavailable, %d served", unavailable, len(keys)/n, stale)
+	if !strings.Contains(c.Log(), "stale") {
+		t.Errorf("the coordinator's log does not say why shard 1 is unavailable")
+	}
+}
