@@ -213,10 +213,29 @@ func (s *Server) openDurable() error {
 	if err != nil {
 		return fmt.Errorf("server %d: %w", s.cfg.ID, err)
 	}
-	d := &durable{syncSec: s.cfg.SyncSecondary && pol == wal.SyncAlways, logged: make(map[int]uint64), partial: make(map[int]uint8), policy: pol, snapMax: make(map[int]uint64), resets: make(map[int]bool)}
+	newDurable := func() *durable {
+		return &durable{syncSec: s.cfg.SyncSecondary && pol == wal.SyncAlways, logged: make(map[int]uint64), partial: make(map[int]uint8), policy: pol, snapMax: make(map[int]uint64), resets: make(map[int]bool)}
+	}
+	d := newDurable()
 	start := time.Now()
 	secs := make(map[int]*secState)
 	seg, high, loaded, err := s.loadSnapshot(dir, secs, d)
+	if errors.Is(err, errSnapshotDamaged) {
+		// The copies it held are lost here, as with a lost data
+		// directory: this server starts with none, reports none, and is
+		// re-seeded from its neighbours (a shard whose only copy this
+		// was is unavailable, never served empty). It refused to start:
+		// the cluster's start failed, and the whole cluster stayed down
+		// (an attack; TestRestartWithADamagedSnapshot).
+		aside, aerr := setAsideDamaged(dir)
+		if aerr != nil {
+			return fmt.Errorf("server %d: recovering %s: %w; setting it aside: %v", s.cfg.ID, dir, err, aerr)
+		}
+		s.log.Error().Err(err).Str("kept_aside", aside).
+			Msg("the latest snapshot is damaged: it and the log are set aside, and this server starts with no copy (re-seeded from its neighbours)")
+		d, secs = newDurable(), make(map[int]*secState)
+		seg, high, loaded, err = 0, nil, 0, nil
+	}
 	if err != nil {
 		return fmt.Errorf("server %d: recovering %s: %w", s.cfg.ID, dir, err)
 	}

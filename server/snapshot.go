@@ -50,8 +50,10 @@ import (
 //	4 CRC-32C of everything before
 //
 // It is written to a temporary file, synced and renamed, so a snapshot
-// file is whole or absent; a damaged one refuses the start (the segments
-// it covers are gone).
+// file is whole or absent. A damaged one (the disk's fault) loses the
+// copies it held, since the segments it covers are gone: it and the log
+// are set aside (damaged-<time>) and the server starts with no copy, to
+// be re-seeded (openDurable).
 const (
 	snapMagic   = "FTKVSNAP"
 	snapVersion = 1
@@ -372,6 +374,33 @@ func removeSnapshotsBefore(dir string, seg uint64) error {
 	return nil
 }
 
+// errSnapshotDamaged: the latest snapshot fails its checks; the log
+// segments it covers are gone, so the copies it held are lost here
+// (openDurable sets it aside with the log and starts with none).
+var errSnapshotDamaged = errors.New("the log segments it covers are gone")
+
+// setAsideDamaged moves the snapshots and the log of dir into a new
+// directory dir/damaged-<time> and returns its path: what an operator may
+// want to look at, out of the way of a server that starts with no copy.
+func setAsideDamaged(dir string) (string, error) {
+	aside := filepath.Join(dir, "damaged-"+time.Now().UTC().Format("20060102T150405.000000000"))
+	if err := os.Mkdir(aside, 0o755); err != nil {
+		return "", err
+	}
+	es, err := os.ReadDir(dir)
+	if err != nil {
+		return "", err
+	}
+	for _, e := range es {
+		if e.Name() == "wal" || strings.HasPrefix(e.Name(), snapPrefix) {
+			if err := os.Rename(filepath.Join(dir, e.Name()), filepath.Join(aside, e.Name())); err != nil {
+				return "", err
+			}
+		}
+	}
+	return aside, wal.OSFS{}.SyncDir(dir)
+}
+
 // loadSnapshot loads the latest snapshot of dir into secs (recovery
 // state, by shard) and returns the first log segment it does not cover
 // (0: there is none), the high water of each shard and the entries loaded;
@@ -384,8 +413,7 @@ func (s *Server) loadSnapshot(dir string, secs map[int]*secState, d *durable) (u
 	seg := segs[len(segs)-1]
 	path := filepath.Join(dir, fmt.Sprintf("%s%016x", snapPrefix, seg))
 	bad := func(format string, a ...any) error {
-		return fmt.Errorf("snapshot %s is damaged (%s); the log segments it covers are gone: refusing to start without it",
-			path, fmt.Sprintf(format, a...))
+		return fmt.Errorf("snapshot %s is damaged (%s): %w", path, fmt.Sprintf(format, a...), errSnapshotDamaged)
 	}
 	// Read in pieces, twice (the checksum first: nothing is loaded from
 	// a damaged file), not whole: a buffer the size of the file (122 MiB
