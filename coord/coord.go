@@ -419,7 +419,7 @@ func (c *Coordinator) takeOver(l leadership) error {
 	c.mu.Lock()
 	// A cluster that ran before (its last view is committed) starts again.
 	c.restarting = len(st.View) > 0
-	c.current = decide.AllCurrent(c.n)
+	c.current, c.firstDurable = decide.AllCurrent(c.n), nil
 	if len(st.Current) == c.n {
 		c.current = st.Current
 	}
