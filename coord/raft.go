@@ -230,6 +230,41 @@ func DataDir(dir string, id int) string {
 	return filepath.Join(dir, "ftkv-coord-"+strconv.Itoa(id))
 }
 
+// checkStore reads every page of the Raft store at path that bbolt
+// reaches (its free list as it opens, then every bucket's keys and
+// values), so that a damaged file ends the start with a clear error: bbolt
+// panics on a damaged page as it meets it. An absent file is fine (a
+// fresh directory).
+func checkStore(path string) (err error) {
+	if _, serr := os.Stat(path); serr != nil {
+		return nil
+	}
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("%v", r)
+		}
+	}()
+	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: lockWait})
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	var walk func(b *bbolt.Bucket) error
+	walk = func(b *bbolt.Bucket) error {
+		return b.ForEach(func(k, v []byte) error {
+			if v == nil {
+				if nb := b.Bucket(k); nb != nil {
+					return walk(nb)
+				}
+			}
+			return nil
+		})
+	}
+	return db.View(func(tx *bbolt.Tx) error {
+		return tx.ForEach(func(_ []byte, b *bbolt.Bucket) error { return walk(b) })
+	})
+}
+
 // lockWait is how long opening the Raft store waits for another
 // process's lock on it before saying the directory is in use.
 // timing: exception — a local file lock, not a network or failure wait.
@@ -248,6 +283,12 @@ func openRaft(o Options, f *fsm, log zerolog.Logger) (*raftNode, error) {
 		return nil, fmt.Errorf("-d %s: %w", dir, unwrapPathErr(err))
 	}
 	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: raftLogWriter{log}, DisableTime: true})
+	if err := checkStore(filepath.Join(dir, "raft.db")); err != nil {
+		if errors.Is(err, bbolt.ErrTimeout) {
+			return nil, fmt.Errorf("-d %s: the Raft data directory is in use by another coordinator (each coordinator needs its own; is this one already running?)", dir)
+		}
+		return nil, fmt.Errorf("-d %s: the coordinator's Raft store raft.db is damaged (%v): restore the directory from a backup (in a group of coordinators, the others carry on without this one)", dir, err)
+	}
 	store, err := raftboltdb.New(raftboltdb.Options{Path: filepath.Join(dir, "raft.db"), BoltOptions: &bbolt.Options{Timeout: lockWait}})
 	if err != nil {
 		if errors.Is(err, bbolt.ErrTimeout) {
