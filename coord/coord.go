@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -85,6 +86,11 @@ type Coordinator struct {
 	// whole cluster (a client's shutdown order): every coordinator exits.
 	stopped     chan struct{}
 	stoppedOnce sync.Once
+	frozen      freezeWatch
+	sawStop     atomic.Bool // applied a stop of the cluster it ran (not replayed)
+	// stopClusterDone is made as StopCluster starts and closed once it
+	// is over (c.mu).
+	stopClusterDone chan struct{}
 	// fatal carries an error that makes this coordinator useless (the
 	// committed cluster does not match its config): the command exits.
 	fatal chan error
@@ -256,6 +262,7 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		c.serversAddr = c.opts.Cluster.Coordinators[c.opts.ID].ServersAddr()
 	}
 	c.log.Info().Str("addr", addr).Msg("servers port listening")
+	go c.frozen.run(c.stopped)
 	go c.watchLeadership()
 	if !c.group() {
 		select {
@@ -329,6 +336,9 @@ func (c *Coordinator) lead(l leadership, term uint64) {
 	select {
 	case c.startErr <- err: // the first takeover of a single coordinator
 	default:
+	}
+	if errors.Is(err, errStopped) {
+		return
 	}
 	if err != nil {
 		c.log.Error().Err(err).Uint64("term", term).Msg("cannot take the cluster over")
@@ -411,6 +421,12 @@ func (c *Coordinator) takeOver(l leadership) error {
 	if err := c.rn.r.Barrier(c.opts.Timing.RaftApply).Error(); err != nil {
 		return fmt.Errorf("raft barrier: %w", err)
 	}
+	if c.sawStop.Load() {
+		// It saw the cluster stopped (and exits): a coordinator of the
+		// run that was stopped never starts it again, only one started
+		// afresh does.
+		return errStopped
+	}
 	st, _ := c.fsm.state()
 	v, running, err := c.savedView(st)
 	if err != nil {
@@ -491,6 +507,9 @@ func (c *Coordinator) takeOver(l leadership) error {
 	c.log.Info().Int("servers", c.n).Uint64("epoch", c.View().Epoch).Msg("cluster ready")
 	return c.startCore(l, false, true)
 }
+
+// errStopped: the coordinator that leads saw the cluster stopped.
+var errStopped = errors.New("the cluster was stopped")
 
 // errFirstView marks a start that failed while its first view was being
 // applied (after every server had registered).
@@ -604,10 +623,12 @@ func (c *Coordinator) startCore(l leadership, push, applied bool) error {
 // lead, so it answers clients' view and status requests and checks
 // servers' HELLOs with the cluster's secret.
 func (c *Coordinator) applied(st clusterState, old bool) {
+	c.sawStop.Store(st.Stopped && !old)
 	if st.Stopped && c.group() && !old {
 		// (A stop of an earlier run, replayed at start, is not one:
 		// the group starts the cluster again.)
-		c.stoppedOnce.Do(func() { close(c.stopped) })
+		stop, _ := c.fsm.lastApplied()
+		go c.stopGroupMember(stop, "committed")
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -1200,6 +1221,18 @@ func (c *Coordinator) Shutdown(ctx context.Context) error {
 			lead := c.leading
 			c.mu.Unlock()
 			if lead {
+				// A stop of the whole cluster this leader is carrying out
+				// (its commit closes stopped as it applies) first tells
+				// the others.
+				c.mu.Lock()
+				done := c.stopClusterDone
+				c.mu.Unlock()
+				if done != nil {
+					select {
+					case <-done:
+					case <-ctx.Done():
+					}
+				}
 				_ = c.rn.r.LeadershipTransfer().Error()
 			}
 			c.rn.close()
@@ -1237,6 +1270,12 @@ func (c *Coordinator) Stopped() <-chan struct{} { return c.stopped }
 func (c *Coordinator) StopCluster(ctx context.Context) error {
 	c.mu.Lock()
 	lead := c.leading
+	done := c.stopClusterDone
+	if lead && done == nil {
+		done = make(chan struct{})
+		c.stopClusterDone = done
+		defer close(done)
+	}
 	c.mu.Unlock()
 	if !lead {
 		return errors.New("not the leader")
@@ -1264,6 +1303,7 @@ func (c *Coordinator) StopCluster(ctx context.Context) error {
 // wait for a leader that never comes. One that cannot be reached learns
 // it from the log when it next has a leader.
 func (c *Coordinator) stopOthers() {
+	stop, _ := c.fsm.lastApplied() // (the stop: committed and applied here)
 	var wg sync.WaitGroup
 	for k, cs := range c.opts.Cluster.Coordinators {
 		if k == c.opts.ID {
@@ -1276,7 +1316,7 @@ func (c *Coordinator) stopOthers() {
 			defer cancel()
 			cc, err := c.dialCtl(ctx, addr)
 			if err == nil {
-				err = replyErr(cc.roundTrip(ctx, &wire.Frame{Op: wire.OpShutdown, Value: []byte(wire.ShutdownConfirm)}))
+				err = replyErr(cc.roundTrip(ctx, &wire.Frame{Op: wire.OpShutdown, Epoch: stop, Value: []byte(wire.ShutdownConfirm)}))
 				cc.close()
 			}
 			if err != nil {

@@ -45,9 +45,9 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 			// The leader of the group stopped the cluster (authenticated
 			// by the cluster secret): this coordinator exits too, even
 			// if it never learns that the stop committed (the leader is
-			// gone, and one coordinator alone elects nobody).
-			c.log.Info().Msg("the leader stopped the cluster")
-			c.stoppedOnce.Do(func() { close(c.stopped) })
+			// gone, and one coordinator alone elects nobody), unless the
+			// order is stale (stopOnOrder).
+			go c.stopGroupMember(f.Epoch, "the leader's order")
 			return answer(out, f, wire.StatusOK, 0, nil), gnet.None
 		}
 		if f.Op != wire.OpHeartbeat {

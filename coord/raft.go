@@ -84,8 +84,11 @@ type fsm struct {
 	has bool
 	// onApply runs after each committed state, outside the lock; old
 	// says it was committed before this process started (replayed from
-	// the directory at start), not decided now.
+	// the directory at start), not decided now, or (for a stop) that the
+	// group started the cluster again after it (restarted).
 	onApply func(st clusterState, old bool)
+	logs    raft.LogStore // (set before the library runs)
+	applied uint64        // the index of the last state applied (mu)
 	// oldUpTo is the last log index in the directory at start (set
 	// before the library runs); live is set once the start-up's own
 	// snapshot restore is over.
@@ -101,8 +104,49 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if err := json.Unmarshal(l.Data, &st); err != nil {
 		return fmt.Errorf("coordinator state at index %d: %w", l.Index, err)
 	}
-	f.set(st, l.Index <= f.oldUpTo)
+	old := l.Index <= f.oldUpTo
+	if st.Stopped && !old {
+		old = f.restarted(l.Index)
+	}
+	f.mu.Lock()
+	f.applied = l.Index
+	f.mu.Unlock()
+	f.set(st, old)
 	return nil
+}
+
+// lastApplied is the index of the last state applied, and whether that
+// state is a stop.
+func (f *fsm) lastApplied() (uint64, bool) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.applied, f.st.Stopped
+}
+
+// restarted reports whether the log already holds, after index, a state
+// of a cluster that runs again: a coordinator frozen (or cut off) while
+// the cluster was stopped learns of the stop only as it catches up, maybe
+// after the group was started again, and then belongs to the group that
+// runs (it exited, and the group ran on two of three).
+func (f *fsm) restarted(index uint64) bool {
+	if f.logs == nil {
+		return false
+	}
+	last, err := f.logs.LastIndex()
+	if err != nil {
+		return false
+	}
+	for i := index + 1; i <= last; i++ {
+		var l raft.Log
+		if f.logs.GetLog(i, &l) != nil || l.Type != raft.LogCommand {
+			continue
+		}
+		var st clusterState
+		if json.Unmarshal(l.Data, &st) == nil && !st.Stopped {
+			return true
+		}
+	}
+	return false
 }
 
 func (f *fsm) set(st clusterState, old bool) {
@@ -367,6 +411,7 @@ func openRaft(o Options, f *fsm, log zerolog.Logger) (*raftNode, error) {
 			return fail(fmt.Errorf("-d %s: bootstrap: %w", dir, err))
 		}
 	}
+	f.logs = logs
 	if f.oldUpTo, err = logs.LastIndex(); err != nil {
 		return fail(fmt.Errorf("-d %s: %w", dir, err))
 	}

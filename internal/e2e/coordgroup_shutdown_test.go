@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -31,7 +32,8 @@ func TestCoordGroupRestartAfterShutdown(t *testing.T) {
 	for k := 0; k < 3; k++ {
 		for c.Coord(k).Running {
 			if time.Now().After(deadline) {
-				t.Fatalf("coordinator %d still running after shutdown", k)
+				b, _ := os.ReadFile(c.Coord(k).Log)
+				t.Fatalf("coordinator %d still running after shutdown; its log:\n%s", k, lastLines(string(b), 20))
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
@@ -53,5 +55,62 @@ func TestCoordGroupRestartAfterShutdown(t *testing.T) {
 	v, err := cl2.Get(ctx, "survivor")
 	if err != nil || string(v) != "v" {
 		t.Fatalf("after the restart: %q %v", v, err)
+	}
+}
+
+// TestCoordGroupShutdownWithOneFrozen: `bin/client … shutdown` while
+// one coordinator is frozen (SIGSTOP): the cluster and the other two
+// stop. The other two are started again, then the frozen one is
+// continued: it reads what waited in its sockets (the committed stop, the
+// leader's order to stop) only as the group already runs again, and must
+// stay with it: the group runs with all three (it exited, and the group
+// ran on two of three).
+func TestCoordGroupShutdownWithOneFrozen(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{N: 3, Coordinators: 3})
+	c.WaitRecovered(t, recoverTimeout)
+	cl := c.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	defer cancel()
+	must(t, cl.Put(ctx, "survivor", []byte("v")))
+	cl.Close()
+	frozen := (c.LeaderIndex(t) + 1) % 3
+	c.StopCoordK(t, frozen)
+	r := runBin(t, 30*time.Second, filepath.Join(c.Bin, "client"), nil, "-h", c.Addr, "shutdown")
+	if r.code != 0 {
+		t.Fatalf("shutdown: exit %d %s", r.code, r.stderr)
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for k := 0; k < 3; k++ {
+		for k != frozen && c.Coord(k).Running {
+			if time.Now().After(deadline) {
+				b, _ := os.ReadFile(c.Coord(k).Log)
+				t.Fatalf("coordinator %d still running after shutdown; its log:\n%s", k, lastLines(string(b), 20))
+			}
+			time.Sleep(100 * time.Millisecond)
+		}
+	}
+	for k := 0; k < 3; k++ {
+		if k != frozen {
+			c.RestartCoordK(t, k)
+		}
+	}
+	cl2 := c.Client()
+	defer cl2.Close()
+	v, err := cl2.Get(ctx, "survivor")
+	if err != nil || string(v) != "v" {
+		t.Fatalf("after the restart: %q %v", v, err)
+	}
+	c.ContCoordK(t, frozen)
+	time.Sleep(8 * time.Second) // catching up, and past its grace for the order
+	for k := 0; k < 3; k++ {
+		if !c.Coord(k).Running {
+			b, _ := os.ReadFile(c.Coord(k).Log)
+			t.Errorf("coordinator %d is not running after the group started again; its log:\n%s", k, lastLines(string(b), 20))
+		}
+	}
+	if st, err := c.CoordStatus(frozen); err != nil {
+		t.Errorf("coordinator %d, continued: status: %v", frozen, err)
+	} else if st.Epoch == 0 {
+		t.Errorf("coordinator %d, continued, does not follow the group: %s", frozen, testcluster.StatusJSON(st))
 	}
 }
