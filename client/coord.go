@@ -130,27 +130,84 @@ type coordAnswer struct {
 // an answer that check accepts (check may be nil). It starts with the one
 // that answered last and moves on after a connection error, a timeout,
 // NOT_LEADER (to the leader it names first, if any) or any other refusal.
+// A request that changes nothing (all but SHUTDOWN) also goes to the next
+// coordinator once the one asked is late (coordHedge): a stalled one
+// (frozen, or cut off) is accepted by the kernel and never answers, and
+// cost each one-shot command the whole answer timeout.
 // It returns the accepted answer and who gave it; after one round without
 // one, or when ctx ends, an error naming what each coordinator did.
 func (c *Client) askCoord(ctx context.Context, op wire.Op, check func(coordAnswer) error) (coordAnswer, error) {
 	return c.askCoordValue(ctx, op, nil, check)
 }
 
+// coordHedge is how late a coordinator's answer may be before the next
+// coordinator is asked too: a tenth of the answer timeout.
+func (c *Client) coordHedge() time.Duration { return c.opts.timing.Handshake / 10 }
+
 // askCoordValue is askCoord with a request value.
 func (c *Client) askCoordValue(ctx context.Context, op wire.Op, value []byte, check func(coordAnswer) error) (coordAnswer, error) {
+	ctx, cancel := context.WithCancel(ctx) // (ends the attempts still out)
+	defer cancel()
+	hedge := op != wire.OpShutdown
 	queue := c.coordOrder()
 	tried := map[string]bool{}
 	var errs []error
+	type result struct {
+		addr  string
+		reply wire.Frame
+		err   error
+	}
 	// A redirect may name an address not in the list; bound the detours
 	// so that coordinators naming each other cannot keep the client busy.
-	for budget := 2*len(c.coordAddrs) + 2; len(queue) > 0 && budget > 0; budget-- {
-		addr := queue[0]
-		queue = queue[1:]
-		if tried[addr] {
+	budget := 2*len(c.coordAddrs) + 2
+	results := make(chan result, budget)
+	out := 0
+	next := func() {
+		for len(queue) > 0 && budget > 0 {
+			addr := queue[0]
+			queue = queue[1:]
+			if tried[addr] {
+				continue
+			}
+			tried[addr] = true
+			budget--
+			out++
+			go func() {
+				reply, err := c.askOne(ctx, addr, op, value)
+				results <- result{addr, reply, err}
+			}()
+			return
+		}
+	}
+	next()
+	var late *time.Timer
+	defer func() {
+		if late != nil {
+			late.Stop()
+		}
+	}()
+	for out > 0 {
+		var lateC <-chan time.Time
+		if hedge && len(queue) > 0 && budget > 0 {
+			if late == nil {
+				late = time.NewTimer(c.coordHedge())
+			}
+			lateC = late.C
+		}
+		var r result
+		select {
+		case r = <-results:
+		case <-lateC:
+			late = nil
+			next()
 			continue
 		}
-		tried[addr] = true
-		reply, err := c.askOne(ctx, addr, op, value)
+		out--
+		if late != nil {
+			late.Stop()
+			late = nil
+		}
+		addr, reply, err := r.addr, r.reply, r.err
 		if errors.Is(err, ErrClosed) {
 			return coordAnswer{}, ErrClosed
 		}
@@ -162,6 +219,7 @@ func (c *Client) askCoordValue(ctx context.Context, op wire.Op, value []byte, ch
 				return coordAnswer{}, c.coordFail(ctx.Err(), append(errs, coordErr(addr, err)))
 			}
 			errs = append(errs, coordErr(addr, err))
+			next()
 			continue
 		}
 		switch reply.Status {
@@ -170,6 +228,7 @@ func (c *Client) askCoordValue(ctx context.Context, op wire.Op, value []byte, ch
 			if check != nil {
 				if err := check(a); err != nil {
 					errs = append(errs, coordErr(addr, err))
+					next()
 					continue
 				}
 			}
@@ -194,6 +253,7 @@ func (c *Client) askCoordValue(ctx context.Context, op wire.Op, value []byte, ch
 			}
 			errs = append(errs, errors.New(msg))
 		}
+		next()
 	}
 	return coordAnswer{}, c.coordFail(nil, errs)
 }

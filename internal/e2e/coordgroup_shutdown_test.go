@@ -4,6 +4,7 @@ import (
 	"context"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -112,5 +113,45 @@ func TestCoordGroupShutdownWithOneFrozen(t *testing.T) {
 		t.Errorf("coordinator %d, continued: status: %v", frozen, err)
 	} else if st.Epoch == 0 {
 		t.Errorf("coordinator %d, continued, does not follow the group: %s", frozen, testcluster.StatusJSON(st))
+	}
+}
+
+// TestOneShotClientWithFrozenCoordinator: the first coordinator of the
+// list is frozen (SIGSTOP: connections are accepted by the kernel, never
+// answered). A one-shot `bin/client -h a,b,c G key` must not wait out its
+// whole answer timeout on it before asking the next (it took about 2 s
+// per command): it asks the next one once the first is late.
+func TestOneShotClientWithFrozenCoordinator(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{N: 3, Coordinators: 3})
+	c.WaitRecovered(t, recoverTimeout)
+	cl := c.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	must(t, cl.Put(ctx, "k", []byte("v")))
+	cl.Close()
+	first := strings.Split(c.Addr, ",")[0]
+	frozen := -1
+	for k := 0; k < 3; k++ {
+		if c.Coord(k).ClientAddr == first {
+			frozen = k
+		}
+	}
+	if frozen < 0 {
+		t.Fatalf("no coordinator serves %s", first)
+	}
+	c.StopCoordK(t, frozen)
+	defer c.ContCoordK(t, frozen)
+	handshake := 4 * testcluster.DefaultTimeout // the client's answer timeout (timing.Handshake)
+	for i := 0; i < 3; i++ {
+		begun := time.Now()
+		r := runBin(t, 30*time.Second, filepath.Join(c.Bin, "client"), nil, "-h", c.Addr, "G", "k")
+		took := time.Since(begun)
+		if r.code != 0 || strings.TrimSpace(r.stdout) != "v" {
+			t.Fatalf("G k with coordinator %d frozen: exit %d, %q %q", frozen, r.code, r.stdout, r.stderr)
+		}
+		t.Logf("G k with coordinator %d (first listed) frozen: %s", frozen, took.Round(time.Millisecond))
+		if took >= handshake {
+			t.Errorf("G k took %s: it waited out the frozen coordinator's answer timeout (%s)", took.Round(time.Millisecond), handshake)
+		}
 	}
 }
