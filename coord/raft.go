@@ -274,6 +274,47 @@ func DataDir(dir string, id int) string {
 	return filepath.Join(dir, "ftkv-coord-"+strconv.Itoa(id))
 }
 
+// memberFile names, in a Raft data directory, the member that owns it.
+const memberFile = "MEMBER"
+
+// memberName is how coordinator id (-1: a single one) is named in its
+// directory's memberFile.
+func memberName(id int) string {
+	if id < 0 {
+		return "ftkv coordinator alone"
+	}
+	return "ftkv coordinator " + strconv.Itoa(id)
+}
+
+// claimMember makes sure dir is coordinator id's own: a directory of
+// another member (a restore from the wrong backup, a copy) would carry
+// that member's votes and log as this one's, and two members voting as
+// one can elect two leaders in one term. A directory without the file (a
+// new one, or one of an older version) is claimed.
+func claimMember(dir string, id int) error {
+	want := memberName(id)
+	path := filepath.Join(dir, memberFile)
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if got := strings.TrimSpace(string(b)); got != want {
+			return fmt.Errorf("%w: -d %s is the Raft directory of %s, not of %s (each coordinator keeps its own; restore this one's own directory)",
+				ErrConfigMismatch, dir, strings.TrimPrefix(got, "ftkv "), strings.TrimPrefix(want, "ftkv "))
+		}
+		return nil
+	}
+	if !os.IsNotExist(err) {
+		return fmt.Errorf("-d %s: %w", dir, unwrapPathErr(err))
+	}
+	tmp := path + ".tmp"
+	if err := os.WriteFile(tmp, []byte(want+"\n"), 0o600); err != nil {
+		return fmt.Errorf("-d %s: %w", dir, unwrapPathErr(err))
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		return fmt.Errorf("-d %s: %w", dir, unwrapPathErr(err))
+	}
+	return nil
+}
+
 // checkStore reads every page of the Raft store at path that bbolt
 // reaches (its free list as it opens, then every bucket's keys and
 // values), so that a damaged file ends the start with a clear error: bbolt
@@ -327,6 +368,9 @@ func openRaft(o Options, f *fsm, log zerolog.Logger) (*raftNode, error) {
 		return nil, fmt.Errorf("-d %s: %w", dir, unwrapPathErr(err))
 	}
 	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: raftLogWriter{log}, DisableTime: true})
+	if err := claimMember(dir, o.ID); err != nil {
+		return nil, err
+	}
 	if err := checkStore(filepath.Join(dir, "raft.db")); err != nil {
 		if errors.Is(err, bbolt.ErrTimeout) {
 			return nil, fmt.Errorf("-d %s: the Raft data directory is in use by another coordinator (each coordinator needs its own; is this one already running?)", dir)

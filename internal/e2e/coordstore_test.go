@@ -81,3 +81,28 @@ func runCoordOnce(t *testing.T, c *testcluster.Cluster, args ...string) (int, st
 	}
 	return 0, errb.String()
 }
+
+// TestCoordRaftDirOfAnotherMember: coordinator 1 killed and its Raft
+// directory replaced by a copy of coordinator 0's
+// (a restore from the wrong backup). Started as -id 1 it would carry 0's
+// votes and log as its own (two members voting as one can elect two
+// leaders in one term): it must refuse with one line naming the
+// directory's member and exit 2, a config that does not match its data.
+func TestCoordRaftDirOfAnotherMember(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{N: 3, Coordinators: 3})
+	c.WaitRecovered(t, recoverTimeout)
+	c.KillCoordK(t, 1)
+	d0, d1 := filepath.Join(c.Dir, "ftkv-coord-0"), filepath.Join(c.Dir, "ftkv-coord-1")
+	if err := os.RemoveAll(d1); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("cp", "-a", d0, d1).CombinedOutput(); err != nil {
+		t.Fatalf("cp: %v %s", err, out)
+	}
+	code, stderr := runCoordOnce(t, c, "-C", c.ConfigPath, "-id", "1", "-d", d1, "-l", filepath.Join(c.Dir, "copy.log"))
+	t.Logf("-id 1 on a copy of coordinator 0's directory: exit %d: %s", code, stderr)
+	if code != 2 || !strings.Contains(stderr, "coordinator 0") {
+		t.Errorf("exit %d, stderr %q; want 2 and a line naming coordinator 0's directory", code, stderr)
+	}
+	checkOneLine(t, "copied directory", stderr)
+}
