@@ -18,13 +18,7 @@ import (
 // the committed Stopped state again and exited at once (found by the
 // session-10 review; older than that session).
 func TestCoordGroupRestartAfterShutdown(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{N: 3, Coordinators: 3})
-	c.WaitRecovered(t, recoverTimeout)
-	cl := c.Client()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	must(t, cl.Put(ctx, "survivor", []byte("v")))
-	cl.Close()
+	c, ctx := groupWithSurvivor(t)
 	r := runBin(t, 30*time.Second, filepath.Join(c.Bin, "client"), nil, "-h", c.Addr, "shutdown")
 	if r.code != 0 {
 		t.Fatalf("shutdown: exit %d %s", r.code, r.stderr)
@@ -59,6 +53,19 @@ func TestCoordGroupRestartAfterShutdown(t *testing.T) {
 	}
 }
 
+// groupWithSurvivor starts a group of three coordinators with key
+// "survivor" put, and returns it and a context for the test's calls.
+func groupWithSurvivor(t *testing.T) (*testcluster.Cluster, context.Context) {
+	c := testcluster.Start(t, testcluster.Options{N: 3, Coordinators: 3})
+	c.WaitRecovered(t, recoverTimeout)
+	cl := c.Client()
+	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
+	t.Cleanup(cancel)
+	must(t, cl.Put(ctx, "survivor", []byte("v")))
+	cl.Close()
+	return c, ctx
+}
+
 // TestCoordGroupShutdownWithOneFrozen: `bin/client … shutdown` while
 // one coordinator is frozen (SIGSTOP): the cluster and the other two
 // stop. The other two are started again, then the frozen one is
@@ -67,13 +74,7 @@ func TestCoordGroupRestartAfterShutdown(t *testing.T) {
 // stay with it: the group runs with all three (it exited, and the group
 // ran on two of three).
 func TestCoordGroupShutdownWithOneFrozen(t *testing.T) {
-	c := testcluster.Start(t, testcluster.Options{N: 3, Coordinators: 3})
-	c.WaitRecovered(t, recoverTimeout)
-	cl := c.Client()
-	ctx, cancel := context.WithTimeout(context.Background(), 60*time.Second)
-	defer cancel()
-	must(t, cl.Put(ctx, "survivor", []byte("v")))
-	cl.Close()
+	c, ctx := groupWithSurvivor(t)
 	frozen := (c.LeaderIndex(t) + 1) % 3
 	c.StopCoordK(t, frozen)
 	r := runBin(t, 30*time.Second, filepath.Join(c.Bin, "client"), nil, "-h", c.Addr, "shutdown")

@@ -13,6 +13,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -310,26 +311,33 @@ func checkGroupStatusCLI(t *testing.T, c *testcluster.Cluster, st *client.Cluste
 
 // runCoord runs bin/coord with args in dir until it exits (a coordinator
 // still running after 20s is killed and fails the test) and returns its
-// exit status and stderr.
+// exit status and stderr. Its stdin stays open.
 func runCoord(t *testing.T, c *testcluster.Cluster, dir string, args ...string) (int, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(c.Bin, "coord"), args...)
-	cmd.Dir = dir
 	pr, pw, err := os.Pipe()
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer pr.Close()
-	cmd.Stdin = pr
+	defer pw.Close()
+	return runCoordWith(t, c, dir, pr, 20*time.Second, args...)
+}
+
+// runCoordWith runs bin/coord with args in dir and stdin until it exits,
+// killing it after limit (which fails the test).
+func runCoordWith(t *testing.T, c *testcluster.Cluster, dir string, stdin io.Reader, limit time.Duration, args ...string) (int, string) {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), limit)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(c.Bin, "coord"), args...)
+	cmd.Dir = dir
+	cmd.Stdin = stdin
 	var errb bytes.Buffer
 	cmd.Stderr = &errb
 	cmd.WaitDelay = 2 * time.Second
-	err = cmd.Run()
-	pw.Close()
+	err := cmd.Run()
 	if ctx.Err() != nil {
-		t.Fatalf("coord %q still running after 20s (killed); stderr:\n%s", args, errb.String())
+		t.Fatalf("coord %q still running after %s (killed); stderr:\n%s", args, limit, errb.String())
 	}
 	var ee *exec.ExitError
 	if errors.As(err, &ee) {

@@ -2,8 +2,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
-	"errors"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,26 +58,7 @@ func TestCoordDamagedRaftStore(t *testing.T) {
 // its exit status and stderr.
 func runCoordOnce(t *testing.T, c *testcluster.Cluster, args ...string) (int, string) {
 	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	cmd := exec.CommandContext(ctx, filepath.Join(c.Bin, "coord"), args...)
-	cmd.Dir = c.Dir
-	cmd.Stdin = strings.NewReader("")
-	var errb bytes.Buffer
-	cmd.Stderr = &errb
-	cmd.WaitDelay = 2 * time.Second
-	err := cmd.Run()
-	if ctx.Err() != nil {
-		t.Fatalf("coord %q still running after 30s (killed); stderr:\n%s", args, errb.String())
-	}
-	var ee *exec.ExitError
-	if errors.As(err, &ee) {
-		return ee.ExitCode(), errb.String()
-	}
-	if err != nil {
-		t.Fatalf("coord %q: %v", args, err)
-	}
-	return 0, errb.String()
+	return runCoordWith(t, c, c.Dir, strings.NewReader(""), 30*time.Second, args...)
 }
 
 // TestCoordRaftDirOfAnotherMember: coordinator 1 killed and its Raft

@@ -368,7 +368,6 @@ func staleCopyRestart(t *testing.T, extra string, lose func(t *testing.T, dir1 s
 // and 2's copies, server 1 is re-seeded, every acknowledged put is
 // there, and the damaged files are kept for the operator.
 func TestRestartWithADamagedSnapshot(t *testing.T) {
-	const n = 3
 	c := testcluster.Start(t, testcluster.Options{Config: "3\nlocalhost 0 0 0\nlocalhost 0 0 0\nlocalhost 0 0 0\nsnapshot_bytes 65536\n"})
 	cls := dialClients(c, 2)
 	c.WaitRecovered(t, 10*time.Second)
