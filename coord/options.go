@@ -21,6 +21,10 @@ import (
 
 // Options configure a Coordinator. Zero values mean the documented default.
 type Options struct {
+	// CheckStore checks the Raft store at path before it is opened (nil:
+	// CheckStore in this process; bin/coord runs it in a child process
+	// with a time limit: a damaged store can make bbolt loop).
+	CheckStore  func(path string) error
 	Cluster     *Cluster
 	Bind        string // address for both ports (default 127.0.0.1)
 	ClientPort  int    // -c; 0 = any free port

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"sync"
@@ -315,21 +316,30 @@ func claimMember(dir string, id int) error {
 	return nil
 }
 
-// checkStore reads every page of the Raft store at path that bbolt
+// ErrStoreInUse: another process holds the Raft store's lock.
+var ErrStoreInUse = errors.New("the Raft store is in use by another process")
+
+// CheckStore reads every page of the Raft store at path that bbolt
 // reaches (its free list as it opens, then every bucket's keys and
 // values), so that a damaged file ends the start with a clear error: bbolt
-// panics on a damaged page as it meets it. An absent file is fine (a
-// fresh directory).
-func checkStore(path string) (err error) {
+// panics on a damaged page as it meets it (or faults on its map, caught
+// as a panic here). An absent file is fine (a fresh directory). Pages
+// that point back at each other make bbolt loop without end, so bin/coord
+// runs this in a child process with a time limit (Options.CheckStore).
+func CheckStore(path string) (err error) {
 	if _, serr := os.Stat(path); serr != nil {
 		return nil
 	}
+	defer debug.SetPanicOnFault(debug.SetPanicOnFault(true))
 	defer func() {
 		if r := recover(); r != nil {
 			err = fmt.Errorf("%v", r)
 		}
 	}()
 	db, err := bbolt.Open(path, 0o600, &bbolt.Options{Timeout: lockWait})
+	if errors.Is(err, bbolt.ErrTimeout) {
+		return ErrStoreInUse
+	}
 	if err != nil {
 		return err
 	}
@@ -371,8 +381,12 @@ func openRaft(o Options, f *fsm, log zerolog.Logger) (*raftNode, error) {
 	if err := claimMember(dir, o.ID); err != nil {
 		return nil, err
 	}
-	if err := checkStore(filepath.Join(dir, "raft.db")); err != nil {
-		if errors.Is(err, bbolt.ErrTimeout) {
+	check := CheckStore
+	if o.CheckStore != nil {
+		check = o.CheckStore
+	}
+	if err := check(filepath.Join(dir, "raft.db")); err != nil {
+		if errors.Is(err, ErrStoreInUse) {
 			return nil, fmt.Errorf("-d %s: the Raft data directory is in use by another coordinator (each coordinator needs its own; is this one already running?)", dir)
 		}
 		return nil, fmt.Errorf("-d %s: the coordinator's Raft store raft.db is damaged (%v): restore the directory from a backup (in a group of coordinators, the others carry on without this one)", dir, err)

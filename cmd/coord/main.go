@@ -101,7 +101,12 @@ servers on ssh hosts (each overrides the config file's setting of that name):
 // Log times to the millisecond: a failover takes tens of them.
 func init() { zerolog.TimeFieldFormat = "2006-01-02T15:04:05.000Z07:00" }
 
-func main() { os.Exit(run()) }
+func main() {
+	if len(os.Args) == 3 && os.Args[1] == checkStoreArg {
+		os.Exit(checkStoreChild(os.Args[2]))
+	}
+	os.Exit(run())
+}
 
 // testStartDelayEnv, for tests only, delays the start (before the
 // coordinator is made) by a duration: a signal's handling in that window
@@ -122,6 +127,7 @@ func run() int {
 	fs.SetOutput(io.Discard)
 	fs.Usage = func() {}
 	var opts coord.Options
+	opts.CheckStore = checkStoreInChild
 	fs.IntVar(&opts.ClientPort, "c", 7000, "")
 	fs.IntVar(&opts.ServersPort, "s", 7001, "")
 	cfgPath := fs.String("C", "config.txt", "")

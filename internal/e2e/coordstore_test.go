@@ -14,9 +14,12 @@ import (
 
 // TestCoordDamagedRaftStore: the coordinator's Raft store (ftkv-coord/
 // raft.db) of a cluster that ran, damaged one 4 KiB page at a time (64
-// bytes flipped). Starting the coordinator again must either work or end
-// with one clear line naming the damage: bbolt panicked with a stack trace
-// ("invalid page type", "index out of range") on some pages.
+// bytes flipped; then a few pages zeroed whole). Starting the coordinator
+// again must either work or end with one clear line naming the damage:
+// bbolt panicked with a stack trace ("invalid page type", "index out of
+// range") on some flipped pages, faulted on some zeroed ones, and looped
+// without end (growing by gigabytes) on others: a zeroed page points back
+// at page 0.
 func TestCoordDamagedRaftStore(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{N: 3})
 	c.WaitRecovered(t, 10*time.Second)
@@ -27,17 +30,32 @@ func TestCoordDamagedRaftStore(t *testing.T) {
 		t.Fatal(err)
 	}
 	named := 0
+	type damage struct {
+		page int
+		zero bool
+	}
+	var damages []damage
 	for off := 2 * 4096; off+64 <= len(orig); off += 4096 { // (pages 0 and 1: bbolt's two meta pages, checksummed)
+		damages = append(damages, damage{page: off / 4096})
+	}
+	for page := 2; page <= 9 && (page+1)*4096 <= len(orig); page++ {
+		damages = append(damages, damage{page: page, zero: true})
+	}
+	for _, d := range damages {
+		off := d.page * 4096
 		b := bytes.Clone(orig)
 		for i := off; i < off+64; i++ {
 			b[i] ^= 0x5a
+		}
+		if d.zero {
+			clear(b[off : off+4096])
 		}
 		if err := os.WriteFile(db, b, 0o600); err != nil {
 			t.Fatal(err)
 		}
 		code, stderr := runCoordOnce(t, c, "-C", c.ConfigPath, "-c", "0", "-s", "0", "-l", filepath.Join(c.Dir, "damaged.log"))
 		if strings.Contains(stderr, "goroutine ") || strings.Contains(stderr, "panic") {
-			t.Errorf("page %d damaged: exit %d with a stack trace:\n%.600s", off/4096, code, stderr)
+			t.Errorf("page %d damaged (zeroed %v): exit %d with a stack trace:\n%.600s", d.page, d.zero, code, stderr)
 			continue
 		}
 		if code != 0 {
@@ -46,7 +64,7 @@ func TestCoordDamagedRaftStore(t *testing.T) {
 		if strings.Contains(stderr, "damaged") {
 			named++
 		}
-		t.Logf("page %d damaged: exit %d, %s", off/4096, code, strings.TrimSpace(lastLines(stderr, 1)))
+		t.Logf("page %d damaged (zeroed %v): exit %d, %s", d.page, d.zero, code, strings.TrimSpace(lastLines(stderr, 1)))
 	}
 	if named == 0 {
 		t.Errorf("no damaged page was named as such")
