@@ -628,7 +628,7 @@ func (c *Coordinator) applied(st clusterState, old bool) {
 		// (A stop of an earlier run, replayed at start, is not one:
 		// the group starts the cluster again.)
 		stop, _ := c.fsm.lastApplied()
-		go c.stopGroupMember(stop, "committed")
+		go c.stopGroupMember(stop, "committed", c.fsm.appliedLate())
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()

@@ -47,7 +47,7 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 			// if it never learns that the stop committed (the leader is
 			// gone, and one coordinator alone elects nobody), unless the
 			// order is stale (stopOnOrder).
-			go c.stopGroupMember(f.Epoch, "the leader's order")
+			go c.stopGroupMember(f.Epoch, "the leader's order", false)
 			return answer(out, f, wire.StatusOK, 0, nil), gnet.None
 		}
 		if f.Op != wire.OpHeartbeat {

@@ -95,6 +95,8 @@ type fsm struct {
 	// snapshot restore is over.
 	oldUpTo uint64
 	live    atomic.Bool
+	r       atomic.Pointer[raft.Raft] // (once the library runs)
+	late    bool                      // the last state applied was written in an earlier term (mu)
 }
 
 func (f *fsm) Apply(l *raft.Log) any {
@@ -109,11 +111,24 @@ func (f *fsm) Apply(l *raft.Log) any {
 	if st.Stopped && !old {
 		old = f.restarted(l.Index)
 	}
+	late := false
+	if r := f.r.Load(); r != nil {
+		late = l.Term < r.CurrentTerm()
+	}
 	f.mu.Lock()
-	f.applied = l.Index
+	f.applied, f.late = l.Index, late
 	f.mu.Unlock()
 	f.set(st, old)
 	return nil
+}
+
+// appliedLate reports whether the last state applied was written in an
+// earlier term than this member's: it learns it late (it was down, cut
+// off or frozen while it was committed).
+func (f *fsm) appliedLate() bool {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.late
 }
 
 // lastApplied is the index of the last state applied, and whether that
@@ -479,6 +494,7 @@ func openRaft(o Options, f *fsm, log zerolog.Logger) (*raftNode, error) {
 		return fail(fmt.Errorf("raft: %w", err))
 	}
 	n.r = r
+	f.r.Store(r)
 	n.watchHeartbeats()
 	return n, nil
 }

@@ -9,11 +9,13 @@ import (
 // in two ways: it applies the committed stop, or the leader tells it
 // (stopOthers). One that was frozen (SIGSTOP) while the cluster stopped
 // learns both only when it is continued, from what waited in its sockets,
-// maybe after the group was started again: exiting then left the group
-// running on two of three. So a coordinator that was just continued waits
-// a grace before it acts on a stop, and stays if meanwhile it applies a
-// later state of a cluster that runs. One that was not frozen acts at
-// once.
+// maybe after the group was started again; one that was down (killed,
+// stopped) learns the stop from the log when the group starts again.
+// Exiting then left the group running on two of three. So a coordinator
+// that was just continued, or that applies a stop written in an earlier
+// term than its own, waits a grace before it acts on the stop, and stays
+// if meanwhile it applies a later state of a cluster that runs. Otherwise
+// it acts at once.
 
 // freezeGap: ticks further apart than this mean the process was frozen
 // (or starved of CPU as long).
@@ -63,11 +65,11 @@ func (w *freezeWatch) since(d time.Duration) bool {
 func (c *Coordinator) stopGrace() time.Duration { return 4 * c.opts.Timing.RaftElection }
 
 // stopGroupMember exits this coordinator for a stop committed at index
-// stop (why says how it learned), at once unless it was just continued
-// after a freeze: then only if within the grace it applies no later state
-// of a cluster that runs.
-func (c *Coordinator) stopGroupMember(stop uint64, why string) {
-	if c.frozen.since(c.stopGrace()) {
+// stop (why says how it learned), at once unless it learned the stop late
+// or was just continued after a freeze: then only if within the grace it
+// applies no later state of a cluster that runs.
+func (c *Coordinator) stopGroupMember(stop uint64, why string, late bool) {
+	if late || c.frozen.since(c.stopGrace()) {
 		deadline := time.Now().Add(c.stopGrace())
 		for time.Now().Before(deadline) {
 			if i, stopped := c.fsm.lastApplied(); i > stop && !stopped {

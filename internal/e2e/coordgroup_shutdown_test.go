@@ -156,3 +156,36 @@ func TestOneShotClientWithFrozenCoordinator(t *testing.T) {
 		}
 	}
 }
+
+// TestCoordGroupRestartAfterShutdownWithOneDown: a follower coordinator
+// is killed, the cluster is shut down without it, then all three are
+// started again. The one that was down learns of the stop only from the
+// log of the group that already starts again, and must stay with it (a
+// review: it exited in 2 of 4 runs, and the group ran on two of three).
+func TestCoordGroupRestartAfterShutdownWithOneDown(t *testing.T) {
+	c, ctx := groupWithSurvivor(t)
+	down := (c.LeaderIndex(t) + 1) % 3
+	c.KillCoordK(t, down)
+	r := runBin(t, 30*time.Second, filepath.Join(c.Bin, "client"), nil, "-h", c.Addr, "shutdown")
+	if r.code != 0 {
+		t.Fatalf("shutdown: exit %d %s", r.code, r.stderr)
+	}
+	testcluster.Eventually(t, 20*time.Second, "every coordinator stopped", func() bool {
+		return !c.Coord(0).Running && !c.Coord(1).Running && !c.Coord(2).Running
+	})
+	for k := 0; k < 3; k++ {
+		c.RestartCoordK(t, k)
+	}
+	cl := c.Client()
+	defer cl.Close()
+	if v, err := cl.Get(ctx, "survivor"); err != nil || string(v) != "v" {
+		t.Fatalf("after the restart: %q %v", v, err)
+	}
+	time.Sleep(8 * testcluster.DefaultTimeout) // past its grace for a stop learned late (4 x RaftElection)
+	for k := 0; k < 3; k++ {
+		if !c.Coord(k).Running {
+			b, _ := os.ReadFile(c.Coord(k).Log)
+			t.Errorf("coordinator %d is not running after the group started again; its log:\n%s", k, lastLines(string(b), 12))
+		}
+	}
+}
