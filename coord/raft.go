@@ -302,33 +302,84 @@ func memberName(id int) string {
 	return "ftkv coordinator " + strconv.Itoa(id)
 }
 
-// claimMember makes sure dir is coordinator id's own: a directory of
+// checkMember makes sure dir is coordinator id's own: a directory of
 // another member (a restore from the wrong backup, a copy) would carry
 // that member's votes and log as this one's, and two members voting as
-// one can elect two leaders in one term. A directory without the file (a
-// new one, or one of an older version) is claimed.
-func claimMember(dir string, id int) error {
+// one can elect two leaders in one term. It reports whether the directory
+// is unclaimed (new, of an older version, or its claim was cut short): the
+// caller claims it once it holds the store's lock. A claimed directory
+// whose store is gone has lost the member's votes: refused too.
+func checkMember(dir string, id int) (unclaimed bool, err error) {
 	want := memberName(id)
+	b, err := os.ReadFile(filepath.Join(dir, memberFile))
+	if os.IsNotExist(err) {
+		return true, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("-d %s: %s: %w", dir, memberFile, unwrapPathErr(err))
+	}
+	got := strings.TrimSpace(string(b))
+	switch {
+	case got == "":
+		return true, nil
+	case got != want:
+		return false, fmt.Errorf("%w: -d %s is the Raft directory of %q, not of %s (each coordinator keeps its own; restore this one's own directory)",
+			ErrConfigMismatch, dir, strings.TrimPrefix(got, "ftkv "), strings.TrimPrefix(want, "ftkv "))
+	}
+	if fi, err := os.Stat(filepath.Join(dir, "raft.db")); err != nil || fi.Size() == 0 {
+		return false, fmt.Errorf("-d %s: the Raft store raft.db of %s is missing or empty: its votes and log are lost (restore it from a backup, or move the whole directory aside to start this member anew)",
+			dir, strings.TrimPrefix(want, "ftkv "))
+	}
+	return false, nil
+}
+
+// claimMember writes dir's memberFile for coordinator id (its store's
+// lock held: two coordinators started on one new directory cannot both
+// claim it).
+func claimMember(dir string, id int) error {
 	path := filepath.Join(dir, memberFile)
-	b, err := os.ReadFile(path)
+	tmp := fmt.Sprintf("%s.%d.tmp", path, os.Getpid())
+	err := writeSynced(tmp, []byte(memberName(id)+"\n"))
 	if err == nil {
-		if got := strings.TrimSpace(string(b)); got != want {
-			return fmt.Errorf("%w: -d %s is the Raft directory of %s, not of %s (each coordinator keeps its own; restore this one's own directory)",
-				ErrConfigMismatch, dir, strings.TrimPrefix(got, "ftkv "), strings.TrimPrefix(want, "ftkv "))
-		}
-		return nil
+		err = os.Rename(tmp, path)
 	}
-	if !os.IsNotExist(err) {
-		return fmt.Errorf("-d %s: %w", dir, unwrapPathErr(err))
+	if err == nil {
+		err = syncDir(dir)
 	}
-	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(want+"\n"), 0o600); err != nil {
-		return fmt.Errorf("-d %s: %w", dir, unwrapPathErr(err))
-	}
-	if err := os.Rename(tmp, path); err != nil {
+	if err != nil {
+		_ = os.Remove(tmp)
 		return fmt.Errorf("-d %s: %w", dir, unwrapPathErr(err))
 	}
 	return nil
+}
+
+// writeSynced writes b to a new file at path and syncs it.
+func writeSynced(path string, b []byte) error {
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_TRUNC, 0o600)
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// syncDir syncs directory dir (a rename in it is durable).
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }
 
 // ErrStoreInUse: another process holds the Raft store's lock.
@@ -393,7 +444,8 @@ func openRaft(o Options, f *fsm, log zerolog.Logger) (*raftNode, error) {
 		return nil, fmt.Errorf("-d %s: %w", dir, unwrapPathErr(err))
 	}
 	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: raftLogWriter{log}, DisableTime: true})
-	if err := claimMember(dir, o.ID); err != nil {
+	unclaimed, err := checkMember(dir, o.ID)
+	if err != nil {
 		return nil, err
 	}
 	check := CheckStore
@@ -412,6 +464,12 @@ func openRaft(o Options, f *fsm, log zerolog.Logger) (*raftNode, error) {
 			return nil, fmt.Errorf("-d %s: the Raft data directory is in use by another coordinator (each coordinator needs its own; is this one already running?)", dir)
 		}
 		return nil, fmt.Errorf("-d %s: %w", dir, err)
+	}
+	if unclaimed {
+		if err := claimMember(dir, o.ID); err != nil {
+			store.Close()
+			return nil, err
+		}
 	}
 	n := &raftNode{fsm: f, store: store, notify: make(chan bool, 16), apply: o.Timing.RaftApply, addrs: map[raft.ServerAddress]int{}}
 	fail := func(err error) (*raftNode, error) {

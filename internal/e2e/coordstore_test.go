@@ -85,6 +85,7 @@ func runCoordOnce(t *testing.T, c *testcluster.Cluster, args ...string) (int, st
 // votes and log as its own (two members voting as one can elect two
 // leaders in one term): it must refuse with one line naming the
 // directory's member and exit 2, a config that does not match its data.
+// Its own directory whose raft.db is gone (its votes lost) is refused too.
 func TestCoordRaftDirOfAnotherMember(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{N: 3, Coordinators: 3})
 	c.WaitRecovered(t, recoverTimeout)
@@ -102,4 +103,18 @@ func TestCoordRaftDirOfAnotherMember(t *testing.T) {
 		t.Errorf("exit %d, stderr %q; want 2 and a line naming coordinator 0's directory", code, stderr)
 	}
 	checkOneLine(t, "copied directory", stderr)
+
+	// Its own claim, but its store gone: its votes are lost.
+	if err := os.WriteFile(filepath.Join(d1, "MEMBER"), []byte("ftkv coordinator 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(filepath.Join(d1, "raft.db")); err != nil {
+		t.Fatal(err)
+	}
+	code, stderr = runCoordOnce(t, c, "-C", c.ConfigPath, "-id", "1", "-d", d1, "-l", filepath.Join(c.Dir, "copy.log"))
+	t.Logf("-id 1 on its directory without raft.db: exit %d: %s", code, stderr)
+	if code == 0 || !strings.Contains(stderr, "missing or empty") {
+		t.Errorf("exit %d, stderr %q; want a failure saying the store is missing", code, stderr)
+	}
+	checkOneLine(t, "store missing", stderr)
 }
