@@ -46,7 +46,7 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 			// by the cluster secret): this coordinator exits too, even
 			// if it never learns that the stop committed (the leader is
 			// gone, and one coordinator alone elects nobody), unless the
-			// order is stale (stopOnOrder).
+			// order is stale (stopGroupMember).
 			go c.stopGroupMember(f.Epoch, "the leader's order", false)
 			return answer(out, f, wire.StatusOK, 0, nil), gnet.None
 		}
