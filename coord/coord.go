@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"slices"
 	"strconv"
@@ -523,17 +524,19 @@ func (c *Coordinator) startAll(ctx context.Context) error {
 	begun := time.Now()
 	sctx, cancel := context.WithTimeout(ctx, c.opts.Timing.Start)
 	defer cancel()
-	if err := c.spawnAll(sctx); err != nil {
+	unspawned, err := c.spawnAll(sctx)
+	if err != nil && !c.mayStartWithout() {
 		return err
 	}
 	rctx, rcancel := context.WithTimeout(ctx, c.opts.Timing.Recover)
 	defer rcancel()
-	if err := c.waitRegistered(rctx, begun); err != nil {
+	without, err := c.waitRegistered(rctx, begun, unspawned)
+	if err != nil {
 		return err
 	}
 	pctx, pcancel := context.WithTimeout(ctx, c.opts.Timing.SeedLimit)
 	defer pcancel()
-	if err := c.publishInitialView(pctx); err != nil {
+	if err := c.publishInitialView(pctx, without); err != nil {
 		return fmt.Errorf("%w: %w", errFirstView, err)
 	}
 	return nil
@@ -721,7 +724,9 @@ func (c *Coordinator) listen(h gnet.EventHandler, name string, port int) (string
 	return net.JoinHostPort(c.opts.Bind, strconv.Itoa(p.Addr().(*net.TCPAddr).Port)), nil
 }
 
-func (c *Coordinator) spawnAll(ctx context.Context) error {
+// spawnAll spawns every server; failed holds the error of each that
+// could not be spawned, err all of them.
+func (c *Coordinator) spawnAll(ctx context.Context) (failed map[int]error, err error) {
 	var wg sync.WaitGroup
 	errs := make([]error, c.n)
 	for i := range c.nodes {
@@ -736,8 +741,20 @@ func (c *Coordinator) spawnAll(ctx context.Context) error {
 		}(c.nodes[i])
 	}
 	wg.Wait()
-	return errors.Join(errs...)
+	failed = map[int]error{}
+	for i, e := range errs {
+		if e != nil {
+			failed[i] = e
+		}
+	}
+	return failed, errors.Join(errs...)
 }
+
+// spawnError is the error of a server's spawn itself (its host, ssh, the
+// binary), not of this coordinator's state.
+type spawnError struct{ error }
+
+func (e spawnError) Unwrap() error { return e.error }
 
 // spawn starts incarnation inc of nd on host (the core chose both; at
 // start-up, the next incarnation on its configured host).
@@ -779,7 +796,7 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 	}
 	p, err := sp.Spawn(ctx, spec)
 	if err != nil {
-		return fmt.Errorf("server %d (%s, line %d): %w", nd.id, where.Host, nd.spec.Line, err)
+		return spawnError{fmt.Errorf("server %d (%s, line %d): %w", nd.id, where.Host, nd.spec.Line, err)}
 	}
 	c.mu.Lock()
 	old := nd.proc
@@ -821,21 +838,67 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 // waitRegistered waits until every server reported, from begun on. Past
 // Timing.Start it waits on, up to Timing.Recover (ctx's limit), while
 // the missing servers' processes run: a server reports once it has
-// rebuilt its tables from its log, and a large log takes a while.
-func (c *Coordinator) waitRegistered(ctx context.Context, begun time.Time) error {
+// rebuilt its tables from its log, and a large log takes a while. A
+// server that exits during start-up, or cannot be spawned (unspawned:
+// the errors of spawnAll), is started again startRetries times, backing
+// off. At a restart from the servers' logs (mayStartWithout) one that
+// still does not start is given up: without lists those, and the cluster
+// starts without them (canStartWithout), as a running cluster fails a
+// server over; the core then respawns them. Otherwise the start fails.
+func (c *Coordinator) waitRegistered(ctx context.Context, begun time.Time, unspawned map[int]error) (without map[int]bool, err error) {
 	tries := make([]int, len(c.nodes))
+	without = map[int]bool{}
+	degrade := c.mayStartWithout()
+	// retry starts server id again after its failure why, or gives it up.
+	var retry func(id int, why error) error
+	retry = func(id int, why error) error {
+		var se spawnError
+		if !errors.As(why, &se) && !errors.Is(why, errExitedAtStart) {
+			return why // not the server's own failure: this coordinator's (no longer leading)
+		}
+		if tries[id] >= startRetries {
+			if !degrade {
+				return why
+			}
+			without[id] = true
+			c.log.Error().Err(why).Int("node", id).Int("tries", tries[id]+1).
+				Msg("restart: this server does not start; the cluster starts without it if every shard it holds has a current copy on another server")
+			return nil
+		}
+		tries[id]++
+		c.log.Warn().Err(why).Int("node", id).Int("attempt", tries[id]).Msg("server did not start; starting it again")
+		select {
+		case <-time.After(c.opts.Timing.RespawnMin << tries[id]):
+		case <-ctx.Done():
+			return fmt.Errorf("server %d did not start within %s: %w", id, time.Since(begun).Round(time.Second), why)
+		}
+		nd := c.nodes[id]
+		c.mu.Lock()
+		inc, host := nd.inc+1, nd.host
+		c.mu.Unlock()
+		c.met.spawnedAtStart()
+		if err := c.spawn(ctx, nd, inc, host); err != nil {
+			return retry(id, err)
+		}
+		return nil
+	}
+	for _, id := range slices.Sorted(maps.Keys(unspawned)) {
+		if err := retry(id, unspawned[id]); err != nil {
+			return nil, err
+		}
+	}
 	warned := false
 	for {
 		c.mu.Lock()
 		missing := []int{}
 		for _, nd := range c.nodes {
-			if !nd.reported {
+			if !nd.reported && !without[nd.id] {
 				missing = append(missing, nd.id)
 			}
 		}
 		exited := -1
 		for _, nd := range c.nodes {
-			if nd.proc != nil {
+			if nd.proc != nil && !without[nd.id] {
 				select {
 				case <-nd.proc.Done():
 					exited = nd.id
@@ -845,33 +908,31 @@ func (c *Coordinator) waitRegistered(ctx context.Context, begun time.Time) error
 		}
 		c.mu.Unlock()
 		if len(missing) == 0 {
-			return nil
+			if len(without) > 0 {
+				if err := c.canStartWithout(without); err != nil {
+					return nil, err
+				}
+			}
+			return without, nil
 		}
 		if exited >= 0 {
 			nd := c.nodes[exited]
 			c.mu.Lock()
-			reported, inc, host, proc := nd.reported, nd.inc+1, nd.host, nd.proc
+			reported, proc := nd.reported, nd.proc
 			c.mu.Unlock()
 			// A fixed port may still be held a moment by an incarnation
 			// of an interrupted start (it exits when its heartbeat is
 			// refused): try again a few times, backing off.
 			if ec, ok := proc.(interface{ ExitCode() int }); ok && !reported && ec.ExitCode() == serverRefused {
-				return fmt.Errorf("%w: server %d (%s, line %d) refused its data directory (exit status %d, not retried): another server's or cluster's, or not empty and not a server's; its error, in the log, says which",
+				return nil, fmt.Errorf("%w: server %d (%s, line %d) refused its data directory (exit status %d, not retried): another server's or cluster's, or not empty and not a server's; its error, in the log, says which",
 					ErrConfigMismatch, exited, nd.host, nd.spec.Line, serverRefused)
 			}
-			if reported || tries[exited] >= startRetries {
-				return fmt.Errorf("server %d (%s, line %d) exited during start-up (port in use? data_dir unusable? see the server's own error)", exited, nd.host, nd.spec.Line)
+			why := fmt.Errorf("server %d (%s, line %d) %w (port in use? data_dir unusable? see the server's own error)", exited, nd.host, nd.spec.Line, errExitedAtStart)
+			if reported {
+				return nil, why
 			}
-			tries[exited]++
-			c.log.Warn().Int("node", exited).Int("attempt", tries[exited]).Msg("server exited during start-up; starting it again")
-			select {
-			case <-time.After(c.opts.Timing.RespawnMin << tries[exited]):
-			case <-ctx.Done():
-				return fmt.Errorf("servers %v did not report within %s", missing, time.Since(begun).Round(time.Second))
-			}
-			c.met.spawnedAtStart()
-			if err := c.spawn(ctx, nd, inc, host); err != nil {
-				return err
+			if err := retry(exited, why); err != nil {
+				return nil, err
 			}
 			continue
 		}
@@ -884,9 +945,55 @@ func (c *Coordinator) waitRegistered(ctx context.Context, begun time.Time) error
 		case <-c.regCh:
 		case <-time.After(c.opts.Timing.Poll):
 		case <-ctx.Done():
-			return fmt.Errorf("servers %v did not report within %s (their processes ran all along; see their logs)", missing, time.Since(begun).Round(time.Second))
+			return nil, fmt.Errorf("servers %v did not report within %s (their processes ran all along; see their logs)", missing, time.Since(begun).Round(time.Second))
 		}
 	}
+}
+
+// errExitedAtStart: a server exited before it reported.
+var errExitedAtStart = errors.New("exited during start-up")
+
+// mayStartWithout reports whether the cluster may start without a server
+// that does not start: only at a restart from the servers' logs, where
+// the record of current copies says which copies may lead. A fresh
+// cluster needs all of its servers (a config mistake fails at once).
+func (c *Coordinator) mayStartWithout() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.restarting && c.storage().ServerDir(0) != ""
+}
+
+// canStartWithout checks that a server not in without started: the
+// cluster then starts without the others. Each shard they hold leads
+// from its other copy if that one is current (decide.Current: it holds
+// every acknowledged write) and reported by its log; a shard with no such
+// copy is unavailable (SPEC §4.7) until one of its current copies comes
+// back, and every other shard serves.
+func (c *Coordinator) canStartWithout(without map[int]bool) error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	ids := slices.Sorted(maps.Keys(without))
+	if len(without) == len(c.nodes) {
+		return fmt.Errorf("no server starts (servers %v; see their errors above)", ids)
+	}
+	durable := c.durableLocked()
+	var lost []int
+	for s := 0; s < c.n; s++ {
+		ok := false
+		for _, h := range []int{s, (s + 1) % c.n} {
+			_, has := durable[h][s]
+			ok = ok || has && !without[h] && c.current.Has(c.n, s, h)
+		}
+		if !ok {
+			lost = append(lost, s)
+		}
+	}
+	ev := c.log.Warn()
+	if len(lost) > 0 {
+		ev = c.log.Error().Ints("unavailable_shards", lost)
+	}
+	ev.Ints("without", ids).Msg("restart: starting without the servers that do not start (a shard they hold leads from its other copy if that one is current, else it is unavailable until a current copy comes back); they are respawned as after a failure")
+	return nil
 }
 
 // publishInitialView builds the first view (server i primary of shard i,
@@ -899,8 +1006,8 @@ func (c *Coordinator) waitRegistered(ctx context.Context, begun time.Time) error
 // without it, and the core respawns it (TestRestartWithOneDiskFull; the
 // start waited for the whole re-seeding limit, then started again, and
 // gave up after four tries).
-func (c *Coordinator) publishInitialView(ctx context.Context) error {
-	out := map[int]bool{} // members left out for their failed logs
+func (c *Coordinator) publishInitialView(ctx context.Context, without map[int]bool) error {
+	out := maps.Clone(without) // members left out: they did not start, or their logs failed
 	for {
 		v, err := c.commitInitialView(out)
 		if err != nil {
@@ -947,7 +1054,7 @@ func (c *Coordinator) commitInitialView(out map[int]bool) (wire.View, error) {
 	v := wire.View{Epoch: c.nextEpochLocked(), SessionTTL: c.limits().WithDefaults().SessionTTL}
 	for _, nd := range c.nodes {
 		m := wire.Member{
-			ID: uint32(nd.id), Incarnation: nd.inc, State: wire.StateServing, PID: uint32(nd.proc.PID()),
+			ID: uint32(nd.id), Incarnation: nd.inc, State: wire.StateServing, PID: uint32(pidOf(nd.proc)),
 			Host: nd.host, Addr: nd.hb.Addr, PeerAddr: nd.hb.PeerAddr, CtlAddr: nd.hb.CtlAddr,
 		}
 		if out[nd.id] {
@@ -980,6 +1087,14 @@ func (c *Coordinator) commitInitialView(out map[int]bool) (wire.View, error) {
 	}
 	c.mu.Unlock()
 	return c.commitView(v) // committed before any server or client sees it
+}
+
+// pidOf is p's pid, or 0 for none (a server that could not be spawned).
+func pidOf(p Process) int {
+	if p == nil {
+		return 0
+	}
+	return p.PID()
 }
 
 // durableLocked is, per member, the log index of each complete copy its

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"path/filepath"
 	"slices"
@@ -393,5 +394,136 @@ func TestRestartWithADamagedSnapshot(t *testing.T) {
 		t.Errorf("the damaged snapshot is not kept aside under %s/damaged-*: %v", dir, kept)
 	}
 	waitProgress(t, c, "ledger after the restart", l.AckedCount, 200, time.Second)
+	checkLedger(t, l, cls[0])
+}
+
+// TestRestartWithServersThatCannotStart: every process is killed under
+// a ledger's writes, and at the restart some servers cannot start
+// (another program holds their fixed client ports: a host down, a disk
+// gone). The cluster must start without them, as a running cluster fails
+// servers over. Without server 1, server 0 leads shard 0 alone and
+// server 2 leads shard 1 from its copy (both current at the kill): every
+// acknowledged put is readable and writes go on. Without servers 1 and 2,
+// shard 1 has no copy left and is unavailable (SPEC §4.7) while server 0
+// serves shards 0 and 2. Once the ports are free the servers are
+// respawned and catch up (shard 1 restored from its logs), and the
+// cluster is whole with nothing lost. Before, the whole start failed
+// ("exited during start-up") and the coordinator exited: one server kept
+// every shard down.
+func TestRestartWithServersThatCannotStart(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		blocked []int
+		leads   map[int][]int // server -> shards it leads without the blocked ones
+	}{
+		{"one", []int{1}, map[int][]int{0: {0}, 2: {1, 2}}},
+		{"adjacent", []int{1, 2}, map[int][]int{0: {0, 2}}},
+	} {
+		t.Run(tc.name, func(t *testing.T) { restartWithBlocked(t, tc.blocked, tc.leads) })
+	}
+}
+
+func restartWithBlocked(t *testing.T, blocked []int, leads map[int][]int) {
+	const n = 3
+	ports := testcluster.FreePorts(t, n)
+	cfg := fmt.Sprintf("%d\n", n)
+	for i := range n {
+		cfg += fmt.Sprintf("localhost %d 0 0\n", ports[i])
+	}
+	c := testcluster.Start(t, testcluster.Options{Config: cfg})
+	cls := dialClients(c, 2)
+	c.WaitRecovered(t, 10*time.Second)
+	const opTimeout = 90 * time.Second // the restart waits out the servers' tries
+	l := startLedger(t, cls, 3, "ledger-cannot-start", opTimeout)
+	waitProgress(t, c, "ledger before the kill", l.AckedCount, 300, time.Second)
+	c.KillEverything(t)
+	before := l.Acked()
+
+	var lns []net.Listener
+	for _, id := range blocked {
+		// (A moment after the kill the port may still be held.)
+		ln, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", ports[id]))
+		for deadline := time.Now().Add(10 * time.Second); err != nil && time.Now().Before(deadline); {
+			time.Sleep(50 * time.Millisecond)
+			ln, err = net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", ports[id]))
+		}
+		if err != nil {
+			t.Fatalf("taking server %d's port %d: %v", id, ports[id], err)
+		}
+		defer ln.Close()
+		lns = append(lns, ln)
+		go func() { // a port nobody answers on, as on a host that is down
+			for {
+				conn, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				conn.Close()
+			}
+		}()
+	}
+	start := time.Now()
+	c.RestartCoord(t)
+	st := c.WaitFor(t, 60*time.Second, fmt.Sprintf("the cluster serving without servers %v", blocked), func(st *client.ClusterStatus) error {
+		for _, s := range st.Servers {
+			if slices.Contains(blocked, s.ID) {
+				if s.State == "serving" {
+					return fmt.Errorf("server %d serves while its port is taken", s.ID)
+				}
+				continue
+			}
+			if s.State != "serving" && s.State != "degraded" { // degraded: leads a shard alone
+				return fmt.Errorf("server %d is %s", s.ID, s.State)
+			}
+			if want := leads[s.ID]; !slices.Equal(s.PrimaryOf, want) {
+				return fmt.Errorf("%s; want primary of %v", roles(st, s.ID), want)
+			}
+		}
+		return nil
+	})
+	t.Logf("started without servers %v after %s", blocked, time.Since(start).Round(time.Millisecond))
+	for id := range leads {
+		t.Logf("  %s", roles(st, id))
+	}
+	// A shard with a live copy takes writes; one without is unavailable,
+	// never empty (the ledger's writers wait on its keys meanwhile).
+	cl := cls[1]
+	for s := range n {
+		k := keysOnShard(n, s, 1, "probe-cannot-start")[0]
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		err := cl.Put(ctx, k, []byte("v"))
+		cancel()
+		hasCopy := !slices.Contains(blocked, s) || !slices.Contains(blocked, (s+1)%n)
+		switch {
+		case hasCopy && err != nil:
+			t.Errorf("put on shard %d without servers %v: %v", s, blocked, err)
+		case !hasCopy && err == nil:
+			t.Errorf("put on shard %d acknowledged with both its servers %v down", s, blocked)
+		case !hasCopy:
+			t.Logf("shard %d, both copies down: %v", s, err)
+		}
+	}
+	if len(blocked) == 1 { // every shard has a copy: the ledger goes on
+		waitProgress(t, c, "ledger without the blocked server", l.AckedCount, 300, time.Second)
+	}
+	t.Logf("%d puts acknowledged before the kill, %d now", before, l.Acked())
+
+	for _, ln := range lns {
+		ln.Close()
+	}
+	st = allServing(t, c, 60*time.Second)
+	for _, id := range blocked {
+		t.Logf("back: %s", roles(st, id))
+	}
+	waitProgress(t, c, "ledger with every server back", l.AckedCount, 300, time.Second)
+	// The returning servers' copies were made whole: nothing is lost
+	// when the others die in turn.
+	for victim := range n {
+		if slices.Contains(blocked, victim) {
+			continue
+		}
+		v := c.KillServer(t, victim)
+		c.WaitRecovered(t, recoverTimeout, v)
+	}
 	checkLedger(t, l, cls[0])
 }
