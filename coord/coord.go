@@ -66,6 +66,11 @@ type Coordinator struct {
 	// secondary counts as current only once it is whole).
 	current      decide.Current
 	firstDurable []map[int]uint64
+	saved        savedRecord // what the last view committed knew of dead primaries
+	// lastView, lastStopped: the committed view a start follows, and
+	// whether the cluster was stopped in order (aloneLocked).
+	lastView    wire.View
+	lastStopped bool
 	spares       []string // spare hosts not yet taken
 	saveMu       sync.Mutex
 
@@ -116,7 +121,16 @@ type node struct {
 	hb       wire.Heartbeat // the last accepted heartbeat (addresses, counts)
 	lastSeen time.Time      // when it arrived (status)
 	reported bool           // a heartbeat of inc arrived (start-up)
+	exited   uint64         // the newest incarnation whose exit was seen (it is dead)
 	ctl      *ctlConn
+}
+
+// sawExit records that incarnation inc of nd is dead (its process
+// exited), before the core hears of it.
+func (c *Coordinator) sawExit(nd *node, inc uint64) {
+	c.mu.Lock()
+	nd.exited = max(nd.exited, inc)
+	c.mu.Unlock()
 }
 
 // limits are the cluster file's client limits with the command line's
@@ -436,6 +450,10 @@ func (c *Coordinator) takeOver(l leadership) error {
 	c.mu.Lock()
 	// A cluster that ran before (its last view is committed) starts again.
 	c.restarting = len(st.View) > 0
+	c.lastView, c.lastStopped = wire.View{}, st.Stopped
+	if lv, err := wire.DecodeView(st.View); err == nil && c.restarting {
+		c.lastView = lv
+	}
 	c.current, c.firstDurable = decide.AllCurrent(c.n), nil
 	if len(st.Current) == c.n {
 		c.current = st.Current
@@ -824,6 +842,7 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 	}
 	go func() {
 		<-p.Done()
+		c.sawExit(nd, inc)
 		c.mu.Lock()
 		shutting := c.shutting
 		c.mu.Unlock()
@@ -1009,7 +1028,7 @@ func (c *Coordinator) canStartWithout(without map[int]bool) error {
 func (c *Coordinator) publishInitialView(ctx context.Context, without map[int]bool) error {
 	out := maps.Clone(without) // members left out: they did not start, or their logs failed
 	for {
-		v, err := c.commitInitialView(out)
+		v, err := c.commitInitialView(out, without)
 		if err != nil {
 			return err
 		}
@@ -1047,7 +1066,7 @@ func (c *Coordinator) publishInitialView(ctx context.Context, without map[int]bo
 
 // commitInitialView builds the first view without the members of out
 // (down, and no shard's secondary) and commits it.
-func (c *Coordinator) commitInitialView(out map[int]bool) (wire.View, error) {
+func (c *Coordinator) commitInitialView(out, gone map[int]bool) (wire.View, error) {
 	c.mu.Lock()
 	// The servers' session TTL travels in the view, so clients stop
 	// retrying a write before its session could expire.
@@ -1063,10 +1082,14 @@ func (c *Coordinator) commitInitialView(out map[int]bool) (wire.View, error) {
 		v.Servers = append(v.Servers, m)
 	}
 	durable := c.durableLocked()
-	v.Shards = initialPlacement(c.n, durable, c.restarting && c.storage().ServerDir(0) != "", out, c.current)
+	v.Shards = initialPlacement(c.n, durable, c.restarting && c.storage().ServerDir(0) != "", out, c.current, gone, c.aloneLocked(gone))
 	c.firstDurable = durable
 	for s, p := range v.Shards {
 		if p.Primary < 0 {
+			if h := waitsFor(c.n, s, durable, c.current, gone); h >= 0 {
+				c.log.Error().Int("shard", s).Int("waits_for", h).Msg("restart: the server of this shard's primary copy did not start; the copy left is the secondary's, whose log may miss the last writes it acknowledged before a kill (written lazily): the shard is unavailable until that server is back")
+				continue
+			}
 			var stale []int
 			for _, h := range []int{s, (s + 1) % c.n} {
 				if _, ok := durable[h][s]; ok && !c.current.Has(c.n, s, h) && !slices.Contains(stale, h) {
@@ -1087,6 +1110,39 @@ func (c *Coordinator) commitInitialView(out map[int]bool) (wire.View, error) {
 	}
 	c.mu.Unlock()
 	return c.commitView(v) // committed before any server or client sees it
+}
+
+// waitsFor is the server of gone whose copy of shard s is the one that
+// may lead, if s is unavailable for want of it (its partner reports a
+// current copy, -1 otherwise).
+func waitsFor(n, s int, durable []map[int]uint64, current decide.Current, gone map[int]bool) int {
+	for _, h := range []int{s, (s + 1) % n} {
+		if _, ok := durable[h][s]; ok && current.Has(n, s, h) && gone[partnerOf(n, s, h)] {
+			return partnerOf(n, s, h)
+		}
+	}
+	return -1
+}
+
+// aloneLocked is the record of the copies whose logs hold every
+// acknowledged write, for a start without the servers of gone (c.mu
+// held): each shard's primary's in the last committed view (a
+// secondary's log is written lazily: it may miss the last writes it
+// acknowledged before a kill), or every copy after an orderly stop or
+// with fsync_secondary (its log synced before it acknowledges). nil: any.
+func (c *Coordinator) aloneLocked(gone map[int]bool) decide.Current {
+	if len(gone) == 0 || c.lastStopped || c.storage().FsyncSecondary == "yes" {
+		return nil
+	}
+	alone := make(decide.Current, c.n)
+	if len(c.lastView.Shards) == c.n {
+		for s, p := range c.lastView.Shards {
+			if p.Primary >= 0 {
+				alone[s] = decide.Bit(c.n, s, int(p.Primary))
+			}
+		}
+	}
+	return alone
 }
 
 // pidOf is p's pid, or 0 for none (a server that could not be spawned).
@@ -1167,7 +1223,9 @@ func (c *Coordinator) cancelOnFailedLog(ctx context.Context, cancel context.Canc
 // server of left (out of the start: its log failed) holds no shard; a
 // shard whose further copy is its copy is unavailable, never served from
 // the copy behind.
-func initialPlacement(n int, durable []map[int]uint64, restart bool, left map[int]bool, current decide.Current) []wire.Placement {
+// A server of gone (did not start: a subset of left) reported nothing:
+// a copy leads alone beside it only if alone has it (nil: any).
+func initialPlacement(n int, durable []map[int]uint64, restart bool, left map[int]bool, current decide.Current, gone map[int]bool, alone decide.Current) []wire.Placement {
 	out := make([]wire.Placement, n)
 	for s := range out {
 		sec := (s + 1) % n
@@ -1207,9 +1265,22 @@ func initialPlacement(n int, durable []map[int]uint64, restart bool, left map[in
 		if p.Secondary >= 0 && left[int(p.Secondary)] {
 			p.Secondary = -1
 		}
+		if h := int(p.Primary); h >= 0 && gone[partnerOf(n, s, h)] && !alone.Has(n, s, h) {
+			// Its partner did not start (its log unread): only a copy
+			// whose log holds every acknowledged write leads alone.
+			p = wire.Placement{Primary: -1, Secondary: -1}
+		}
 		out[s] = p
 	}
 	return out
+}
+
+// partnerOf is the holder of shard s of n that is not h.
+func partnerOf(n, s, h int) int {
+	if h == s {
+		return (s + 1) % n
+	}
+	return s
 }
 
 // pushViewWithin sends v to every live member in parallel, each given

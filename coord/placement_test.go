@@ -24,23 +24,23 @@ func TestInitialPlacement(t *testing.T) {
 		{"an index of 0 still beats no copy", []map[int]uint64{{}, {0: 0}, {}},
 			[]wire.Placement{{Primary: 1, Secondary: 0}, {Primary: 1, Secondary: 2}, {Primary: 2, Secondary: 0}}},
 	} {
-		got := initialPlacement(3, tc.durable, false, nil, nil)
+		got := initialPlacement(3, tc.durable, false, nil, nil, nil, nil)
 		for s := range got {
 			if got[s] != tc.want[s] {
 				t.Errorf("%s: shard %d placed %+v, want %+v", tc.name, s, got[s], tc.want[s])
 			}
 		}
 	}
-	if got := initialPlacement(1, []map[int]uint64{{0: 3}}, true, nil, nil); got[0] != (wire.Placement{Primary: 0, Secondary: -1}) {
+	if got := initialPlacement(1, []map[int]uint64{{0: 3}}, true, nil, nil, nil, nil); got[0] != (wire.Placement{Primary: 0, Secondary: -1}) {
 		t.Errorf("one server: %+v", got[0])
 	}
 	// A restart where no log holds a copy of shard 1 (both directories
 	// lost): unavailable; a first start: home.
 	lost := []map[int]uint64{{0: 5, 2: 7}, {0: 5}, {2: 7}}
-	if got := initialPlacement(3, lost, true, nil, nil); got[1] != (wire.Placement{Primary: -1, Secondary: -1}) || got[0] != home[0] || got[2] != home[2] {
+	if got := initialPlacement(3, lost, true, nil, nil, nil, nil); got[1] != (wire.Placement{Primary: -1, Secondary: -1}) || got[0] != home[0] || got[2] != home[2] {
 		t.Errorf("restart without a copy of shard 1: %+v", got)
 	}
-	if got := initialPlacement(3, lost, false, nil, nil); got[1] != home[1] {
+	if got := initialPlacement(3, lost, false, nil, nil, nil, nil); got[1] != home[1] {
 		t.Errorf("first start: shard 1 placed %+v, want home", got[1])
 	}
 }
@@ -55,12 +55,12 @@ func TestInitialPlacementLeavesOut(t *testing.T) {
 	out := map[int]bool{1: true}
 	tie := []map[int]uint64{{0: 100, 2: 50}, {0: 90, 1: 100}, {1: 100, 2: 50}}
 	want := []wire.Placement{{Primary: 0, Secondary: -1}, {Primary: 2, Secondary: -1}, {Primary: 2, Secondary: 0}}
-	if got := initialPlacement(3, tie, true, out, nil); !equalPlacements(got, want) {
+	if got := initialPlacement(3, tie, true, out, nil, nil, nil); !equalPlacements(got, want) {
 		t.Errorf("a tie on shard 1: %+v, want %+v", got, want)
 	}
 	ahead := []map[int]uint64{{0: 100, 2: 50}, {0: 90, 1: 120}, {1: 100, 2: 50}}
 	want[1] = wire.Placement{Primary: -1, Secondary: -1}
-	if got := initialPlacement(3, ahead, true, out, nil); !equalPlacements(got, want) {
+	if got := initialPlacement(3, ahead, true, out, nil, nil, nil); !equalPlacements(got, want) {
 		t.Errorf("the left-out copy of shard 1 ahead: %+v, want %+v", got, want)
 	}
 }
@@ -99,7 +99,7 @@ func TestFirstViewNeverLedByLeftOut(t *testing.T) {
 	c.nodes[0].hb.Durable = durableReport(map[uint32]uint64{0: 100, 2: 50})
 	c.nodes[1].hb.Durable = durableReport(map[uint32]uint64{0: 90, 1: 80})
 	c.nodes[2].hb.Durable = durableReport(map[uint32]uint64{1: 100, 2: 50})
-	v1, err := c.commitInitialView(map[int]bool{})
+	v1, err := c.commitInitialView(map[int]bool{}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +109,7 @@ func TestFirstViewNeverLedByLeftOut(t *testing.T) {
 	if len(left) != 1 || left[0] != 1 {
 		t.Fatalf("left out %v, want [1] (first view %+v)", left, v1.Shards)
 	}
-	v2, err := c.commitInitialView(map[int]bool{1: true})
+	v2, err := c.commitInitialView(map[int]bool{1: true}, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -129,15 +129,41 @@ func TestInitialPlacementStaleCopy(t *testing.T) {
 	cur := decide.Current{decide.Both, 1, decide.Both} // shard 1: only server 1's copy
 	lostCurrent := []map[int]uint64{{0: 100, 2: 50}, {0: 100}, {1: 80, 2: 50}}
 	want := []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: -1, Secondary: -1}, {Primary: 2, Secondary: 0}}
-	if got := initialPlacement(3, lostCurrent, true, nil, cur); !equalPlacements(got, want) {
+	if got := initialPlacement(3, lostCurrent, true, nil, cur, nil, nil); !equalPlacements(got, want) {
 		t.Errorf("shard 1's current copy lost: %+v, want %+v", got, want)
 	}
 	staleAhead := []map[int]uint64{{0: 100, 2: 50}, {0: 100, 1: 70}, {1: 90, 2: 50}}
 	want[1] = wire.Placement{Primary: 1, Secondary: 2}
-	if got := initialPlacement(3, staleAhead, true, nil, cur); !equalPlacements(got, want) {
+	if got := initialPlacement(3, staleAhead, true, nil, cur, nil, nil); !equalPlacements(got, want) {
 		t.Errorf("shard 1's stale copy further on (fsync no): %+v, want %+v", got, want)
 	}
-	if got := initialPlacement(3, lostCurrent, true, nil, nil); got[1] != (wire.Placement{Primary: 2, Secondary: 1}) {
+	if got := initialPlacement(3, lostCurrent, true, nil, nil, nil, nil); got[1] != (wire.Placement{Primary: 2, Secondary: 1}) {
 		t.Errorf("without a record every copy counts: shard 1 placed %+v", got[1])
+	}
+}
+
+// TestInitialPlacementWithoutAServer: server 1 did not start at a
+// restart (gone: its log unread). Shard 0 is led by server 0 alone; shard
+// 1 by server 2's copy only if that copy's log holds every acknowledged
+// write (alone: after an orderly stop, or with fsync_secondary), else it
+// waits for server 1, the shard's primary at the kill, whose log does.
+func TestInitialPlacementWithoutAServer(t *testing.T) {
+	durable := []map[int]uint64{{0: 100, 2: 50}, {}, {1: 80, 2: 50}}
+	gone := map[int]bool{1: true}
+	home := decide.Current{1, 1, 1} // each shard's primary at the kill: its home server
+	want := []wire.Placement{{Primary: 0, Secondary: -1}, {Primary: -1, Secondary: -1}, {Primary: 2, Secondary: 0}}
+	if got := initialPlacement(3, durable, true, gone, nil, gone, home); !equalPlacements(got, want) {
+		t.Errorf("after a kill: %+v, want %+v", got, want)
+	}
+	if h := waitsFor(3, 1, durable, nil, gone); h != 1 {
+		t.Errorf("shard 1 waits for server %d, want 1", h)
+	}
+	want[1] = wire.Placement{Primary: 2, Secondary: -1}
+	if got := initialPlacement(3, durable, true, gone, nil, gone, nil); !equalPlacements(got, want) {
+		t.Errorf("after an orderly stop: %+v, want %+v", got, want)
+	}
+	moved := decide.Current{1, 2, 1} // shard 1 was led by server 2 (failed over) at the kill
+	if got := initialPlacement(3, durable, true, gone, nil, gone, moved); !equalPlacements(got, want) {
+		t.Errorf("shard 1 led by server 2 at the kill: %+v, want %+v", got, want)
 	}
 }

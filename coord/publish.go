@@ -1,6 +1,8 @@
 package coord
 
 import (
+	"slices"
+
 	"ftkv/coord/decide"
 	"ftkv/wire"
 )
@@ -34,7 +36,10 @@ func (c *Coordinator) publish(l leadership, a decide.Publish) {
 		}
 	}
 	ev.Ints("down", failed).Msg("view published")
-	l.send(decide.Published{Epoch: nv.Epoch})
+	c.mu.Lock()
+	cur := slices.Clone(c.current) // committed with nv
+	c.mu.Unlock()
+	l.send(decide.Published{Epoch: nv.Epoch, Current: cur})
 }
 
 // commitView makes nv the current view: its epoch is raised to carry

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -27,6 +28,10 @@ func (c *Coordinator) saveState() error {
 	defer c.saveMu.Unlock()
 	c.mu.Lock()
 	st := c.stateLocked()
+	v, before := c.view, c.current
+	if c.pending != nil {
+		v = *c.pending
+	}
 	c.mu.Unlock()
 	err := c.store.Save(st)
 	if err != nil {
@@ -35,8 +40,36 @@ func (c *Coordinator) saveState() error {
 	}
 	c.mu.Lock()
 	c.current = st.Current
+	if v.Epoch != 0 && v.Epoch != c.saved.epoch {
+		// Its first commit. No server has it yet (only the leader hands
+		// views out, once committed): a primary seen dead by now never
+		// applied it, and acknowledged no write under it.
+		c.saved = savedRecord{epoch: v.Epoch, before: before, dead: c.deadPrimariesLocked(v)}
+	}
 	c.mu.Unlock()
 	return nil
+}
+
+// savedRecord is what the first commit of the view with epoch knew: the
+// record of current copies before it, and the shards whose primary in
+// it was already dead.
+type savedRecord struct {
+	epoch  uint64
+	before decide.Current
+	dead   []int
+}
+
+// deadPrimariesLocked lists the shards of v whose primary's incarnation
+// in v was seen dead (c.mu held).
+func (c *Coordinator) deadPrimariesLocked(v wire.View) []int {
+	var dead []int
+	for s, p := range v.Shards {
+		if p.Primary >= 0 && int(p.Primary) < len(c.nodes) && int(p.Primary) < len(v.Servers) &&
+			c.nodes[p.Primary].exited >= v.Servers[p.Primary].Incarnation {
+			dead = append(dead, s)
+		}
+	}
+	return dead
 }
 
 // stateLocked is the cluster state to commit (c.mu held).
@@ -68,7 +101,19 @@ func (c *Coordinator) stateLocked() clusterState {
 // is current only if it was and its log is as far on as the primary's:
 // one behind is re-seeded while the view is applied.
 func (c *Coordinator) nextCurrentLocked(v wire.View) decide.Current {
-	next := c.current.Next(v)
+	base := c.current
+	if sv := c.saved; sv.epoch == c.view.Epoch && sv.epoch != v.Epoch && len(sv.dead) > 0 && len(sv.before) == len(base) {
+		// The current view was committed with a shard's primary dead
+		// (two servers died together, the view failed the first over
+		// to the second): nothing was acknowledged under it, so the
+		// copies current before it still hold every acknowledged write.
+		// A view that leaves the shard without a primary keeps them.
+		base = slices.Clone(base)
+		for _, s := range sv.dead {
+			base[s] |= sv.before[s]
+		}
+	}
+	next := base.Next(v)
 	if c.firstDurable == nil {
 		return next
 	}
@@ -143,6 +188,7 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) int {
 			nd.proc, nd.procInc = p, sn.Inc
 			go func(id int, inc uint64) {
 				<-p.Done()
+				c.sawExit(c.nodes[id], inc)
 				c.log.Error().Int("node", id).Uint64("inc", inc).Int("pid", p.PID()).Msg("server process exited")
 				c.sendEvent(decide.ProcessExited{ID: id, Inc: inc})
 			}(i, sn.Inc)

@@ -228,6 +228,16 @@ func (s *Server) takeOver(cur *viewState, v wire.View, shard int) *primary {
 	s.dropTailLocked(shard) // leading the shard again: no write of that tail was acknowledged
 	s.secMu.Unlock()
 	base := s.lastApplied(shard)
+	if cur == nil && pl.Secondary < 0 && len(v.Shards) > 1 {
+		// Our first view leads the shard from our log alone: its other
+		// copy was not compared (its server did not start, say), and
+		// its log may hold writes above base (applied there, not yet
+		// logged here) that were never acknowledged. New writes must
+		// not take their indexes, or that copy, back later, would pass
+		// for caught up by a partial resync (an acknowledged write lost
+		// in a review run).
+		promoted = true
+	}
 	if promoted {
 		// A new line of history: the former primary may have logged
 		// writes above base that never reached us; ours number above

@@ -295,6 +295,9 @@ func (c *Core) published(e Published, out []Action) []Action {
 	c.view.Epoch = e.Epoch
 	c.publishedAt = c.now
 	c.current = c.current.Next(c.view)
+	if len(e.Current) == len(c.view.Shards) {
+		c.current = slices.Clone(e.Current)
+	}
 	switch p.kind {
 	case kindFailover:
 		for _, i := range p.failed {

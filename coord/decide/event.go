@@ -53,7 +53,13 @@ type SpawnFailed struct {
 // Published reports that the view of the last Publish is durable (a Raft
 // commit) with epoch Epoch, which is the proposed epoch or a larger one
 // (0: the proposed one). An Epoch not above the current one is ignored.
-type Published struct{ Epoch uint64 }
+type Published struct {
+	Epoch uint64
+	// Current is the record of current copies committed with the view
+	// (nil: the core works it out, Current.Next). The shell's knows
+	// more: which primaries were dead before the view was committed.
+	Current Current
+}
 
 // PublishFailed reports that the view of the last Publish was not made
 // durable (not the leader any more, a failed write): it is dropped and
