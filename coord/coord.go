@@ -71,8 +71,8 @@ type Coordinator struct {
 	// whether the cluster was stopped in order (aloneLocked).
 	lastView    wire.View
 	lastStopped bool
-	spares       []string // spare hosts not yet taken
-	saveMu       sync.Mutex
+	spares      []string // spare hosts not yet taken
+	saveMu      sync.Mutex
 
 	// The control plane: this coordinator's Raft member (store is the
 	// same, or a memStore in tests of the decisions), whether it leads
