@@ -150,11 +150,7 @@ func TestRestartWithALostDataDir(t *testing.T) {
 // shard. Shards 0 and 2 keep a live copy throughout.
 func TestAdjacentServersKilledTogether(t *testing.T) {
 	const n = 3
-	c := testcluster.Start(t, testcluster.Options{N: n})
-	cls := dialClients(c, 2)
-	c.WaitRecovered(t, 10*time.Second)
-	l := startLedger(t, cls, 4, "ledger-adjacent", restartOpTimeout)
-	waitProgress(t, c, "ledger before the kill", l.AckedCount, 500, time.Second)
+	c, cls, l := ledgerCluster(t, testcluster.Options{N: n}, 4, "ledger-adjacent", restartOpTimeout)
 	victims := c.KillServers(t, 1, 2)
 	st := c.WaitRecovered(t, restartOpTimeout, victims...)
 	for _, id := range []int{1, 2} {
@@ -434,12 +430,8 @@ func restartWithBlocked(t *testing.T, clean bool, blocked []int, leads map[int][
 	for i := range n {
 		cfg += fmt.Sprintf("localhost %d 0 0\n", ports[i])
 	}
-	c := testcluster.Start(t, testcluster.Options{Config: cfg})
-	cls := dialClients(c, 2)
-	c.WaitRecovered(t, 10*time.Second)
 	const opTimeout = 90 * time.Second // the restart waits out the servers' tries
-	l := startLedger(t, cls, 3, "ledger-cannot-start", opTimeout)
-	waitProgress(t, c, "ledger before the stop", l.AckedCount, 300, time.Second)
+	c, cls, l := ledgerCluster(t, testcluster.Options{Config: cfg}, 3, "ledger-cannot-start", opTimeout)
 	if clean {
 		if err := c.Shutdown(10 * time.Second); err != nil {
 			t.Fatal(err)
@@ -554,11 +546,7 @@ func restartWithBlocked(t *testing.T, clean bool, blocked []int, leads map[int][
 // (3 of 3 runs in a review).
 func TestAdjacentServersKilledTogetherOneDirLost(t *testing.T) {
 	const n = 3
-	c := testcluster.Start(t, testcluster.Options{N: n})
-	cls := dialClients(c, 2)
-	c.WaitRecovered(t, 10*time.Second)
-	l := startLedger(t, cls, 4, "ledger-adjacent-lost", restartOpTimeout)
-	waitProgress(t, c, "ledger before the kill", l.AckedCount, 500, time.Second)
+	c, cls, l := ledgerCluster(t, testcluster.Options{N: n}, 4, "ledger-adjacent-lost", restartOpTimeout)
 	mark := len(c.Log())
 	c.KillServers(t, 1, 2)
 	// Their respawns fail until their directories are back: each moves
@@ -620,4 +608,16 @@ func failoverDowns(t *testing.T, log string) [][]int {
 		out = append(out, e.Down)
 	}
 	return out
+}
+
+// ledgerCluster starts a cluster with o, two clients and a ledger of
+// writers over them, and waits for 500 acknowledged puts.
+func ledgerCluster(t *testing.T, o testcluster.Options, writers int, prefix string, opTimeout time.Duration) (*testcluster.Cluster, []*client.Client, *ledger) {
+	t.Helper()
+	c := testcluster.Start(t, o)
+	cls := dialClients(c, 2)
+	c.WaitRecovered(t, 10*time.Second)
+	l := startLedger(t, cls, writers, prefix, opTimeout)
+	waitProgress(t, c, "ledger before the fault", l.AckedCount, 500, time.Second)
+	return c, cls, l
 }
