@@ -45,6 +45,12 @@ type BatchOp struct {
 // The view, each shard's connection and the dedup floor are looked up
 // once per batch, not once per operation, and the time read once.
 func (c *Client) Batch(ctx context.Context, ops []BatchOp) error {
+	if err := c.awaitRefresh(ctx); err != nil {
+		for i := range ops {
+			ops[i].Err = err
+		}
+		return err
+	}
 	v := c.view.Load()
 	var noView error // why there is no view to route by: every op is retried
 	if v == nil || len(v.Shards) == 0 {
@@ -174,6 +180,7 @@ func (c *Client) Batch(ctx context.Context, ops []BatchOp) error {
 					// No outcome, and no time to retry: the context's
 					// error, as the operation's single form returns.
 					err = c.ctxErr(ctx, err)
+					c.refreshLater(v.Epoch)
 				} else {
 					_ = c.refreshView(ctx, v.Epoch)
 					retry = true

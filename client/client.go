@@ -88,7 +88,8 @@ type Client struct {
 	view        atomic.Pointer[wire.View]
 	serverEpoch atomic.Uint64 // the highest epoch a server has reported
 
-	viewMu sync.Mutex // serialises view refreshes
+	viewMu     sync.Mutex                    // serialises view refreshes
+	refreshing atomic.Pointer[chan struct{}] // closed when the refreshLater running ends
 
 	mu    sync.Mutex
 	conns map[string][]*conn
@@ -386,7 +387,7 @@ func (c *Client) retry(ctx context.Context, f *wire.Frame, dst []byte, from int,
 				backoff *= 2
 			}
 		}
-		if ctx.Err() != nil {
+		if ctx.Err() != nil || c.awaitRefresh(ctx) != nil {
 			return wire.Frame{}, c.ctxErr(ctx, lastErr)
 		}
 		cn, v, addr, shard, err := c.route(ctx, f)
@@ -417,6 +418,10 @@ func (c *Client) retry(ctx context.Context, f *wire.Frame, dst []byte, from int,
 				return wire.Frame{}, ErrClosed
 			}
 			lastErr = err
+			if ctx.Err() != nil {
+				c.refreshLater(v.Epoch)
+				continue // (returns the context's error)
+			}
 			_ = c.refreshView(ctx, v.Epoch)
 			continue
 		}

@@ -290,6 +290,41 @@ func (c *Client) coordFail(ctxErr error, errs []error) error {
 	return fmt.Errorf("ftkv: no coordinator of %s answered: "+strings.Join(parts, "; "), append([]any{strings.Join(c.coordAddrs, ",")}, args...)...)
 }
 
+// refreshLater refreshes the view in the background (one refresh at a
+// time, within twice the handshake timeout) after a request sent on the
+// view of epoch seen got no answer before its context ended. Its server
+// may be gone and its address held by a program that never answers (or
+// by a frozen process): on the same view every later request to that
+// shard would go there and wait out its context too. Requests wait for
+// the refresh (awaitRefresh).
+func (c *Client) refreshLater(seen uint64) {
+	done := make(chan struct{})
+	if !c.refreshing.CompareAndSwap(nil, &done) {
+		return
+	}
+	go func() {
+		defer close(done)
+		defer c.refreshing.Store(nil)
+		ctx, cancel := context.WithTimeout(context.Background(), 2*c.opts.timing.Handshake)
+		defer cancel()
+		_ = c.refreshView(ctx, seen)
+	}()
+}
+
+// awaitRefresh waits for a refreshLater in progress, or until ctx ends.
+func (c *Client) awaitRefresh(ctx context.Context) error {
+	p := c.refreshing.Load()
+	if p == nil {
+		return nil
+	}
+	select {
+	case <-*p:
+		return nil
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
 // refreshView fetches the view from a coordinator unless a view newer
 // than seen has arrived meanwhile. A coordinator whose view is older than
 // the epoch a server has reported (a follower cut off from its group) is
