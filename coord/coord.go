@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"math/bits"
 	"net"
 	"slices"
 	"strconv"
@@ -867,10 +868,11 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 func (c *Coordinator) waitRegistered(ctx context.Context, begun time.Time, unspawned map[int]error) (without map[int]bool, err error) {
 	tries := make([]int, len(c.nodes))
 	without = map[int]bool{}
+	due := map[int]time.Time{} // servers to start again, and when (each backs off on its own)
 	degrade := c.mayStartWithout()
-	// retry starts server id again after its failure why, or gives it up.
-	var retry func(id int, why error) error
-	retry = func(id int, why error) error {
+	// failed takes a failed start of server id: it is tried again after
+	// a back-off, or given up, or the start fails.
+	failed := func(id int, why error) error {
 		var se spawnError
 		if !errors.As(why, &se) && !errors.Is(why, errExitedAtStart) {
 			return why // not the server's own failure: this coordinator's (no longer leading)
@@ -881,28 +883,16 @@ func (c *Coordinator) waitRegistered(ctx context.Context, begun time.Time, unspa
 			}
 			without[id] = true
 			c.log.Error().Err(why).Int("node", id).Int("tries", tries[id]+1).
-				Msg("restart: this server does not start; the cluster starts without it if every shard it holds has a current copy on another server")
+				Msg("restart: this server does not start; the cluster starts without it")
 			return nil
 		}
 		tries[id]++
 		c.log.Warn().Err(why).Int("node", id).Int("attempt", tries[id]).Msg("server did not start; starting it again")
-		select {
-		case <-time.After(c.opts.Timing.RespawnMin << tries[id]):
-		case <-ctx.Done():
-			return fmt.Errorf("server %d did not start within %s: %w", id, time.Since(begun).Round(time.Second), why)
-		}
-		nd := c.nodes[id]
-		c.mu.Lock()
-		inc, host := nd.inc+1, nd.host
-		c.mu.Unlock()
-		c.met.spawnedAtStart()
-		if err := c.spawn(ctx, nd, inc, host); err != nil {
-			return retry(id, err)
-		}
+		due[id] = time.Now().Add(c.opts.Timing.RespawnMin << (tries[id] - 1))
 		return nil
 	}
 	for _, id := range slices.Sorted(maps.Keys(unspawned)) {
-		if err := retry(id, unspawned[id]); err != nil {
+		if err := failed(id, unspawned[id]); err != nil {
 			return nil, err
 		}
 	}
@@ -915,12 +905,12 @@ func (c *Coordinator) waitRegistered(ctx context.Context, begun time.Time, unspa
 				missing = append(missing, nd.id)
 			}
 		}
-		exited := -1
+		var exited []int
 		for _, nd := range c.nodes {
-			if nd.proc != nil && !without[nd.id] {
+			if _, waits := due[nd.id]; nd.proc != nil && !without[nd.id] && !waits {
 				select {
 				case <-nd.proc.Done():
-					exited = nd.id
+					exited = append(exited, nd.id)
 				default:
 				}
 			}
@@ -934,8 +924,8 @@ func (c *Coordinator) waitRegistered(ctx context.Context, begun time.Time, unspa
 			}
 			return without, nil
 		}
-		if exited >= 0 {
-			nd := c.nodes[exited]
+		for _, id := range exited {
+			nd := c.nodes[id]
 			c.mu.Lock()
 			reported, proc := nd.reported, nd.proc
 			c.mu.Unlock()
@@ -944,15 +934,36 @@ func (c *Coordinator) waitRegistered(ctx context.Context, begun time.Time, unspa
 			// refused): try again a few times, backing off.
 			if ec, ok := proc.(interface{ ExitCode() int }); ok && !reported && ec.ExitCode() == serverRefused {
 				return nil, fmt.Errorf("%w: server %d (%s, line %d) refused its data directory (exit status %d, not retried): another server's or cluster's, or not empty and not a server's; its error, in the log, says which",
-					ErrConfigMismatch, exited, nd.host, nd.spec.Line, serverRefused)
+					ErrConfigMismatch, id, nd.host, nd.spec.Line, serverRefused)
 			}
-			why := fmt.Errorf("server %d (%s, line %d) %w (port in use? data_dir unusable? see the server's own error)", exited, nd.host, nd.spec.Line, errExitedAtStart)
+			why := fmt.Errorf("server %d (%s, line %d) %w (port in use? data_dir unusable? see the server's own error)", id, nd.host, nd.spec.Line, errExitedAtStart)
 			if reported {
 				return nil, why
 			}
-			if err := retry(exited, why); err != nil {
+			if err := failed(id, why); err != nil {
 				return nil, err
 			}
+		}
+		next := time.Now().Add(c.opts.Timing.Poll)
+		for _, id := range slices.Sorted(maps.Keys(due)) {
+			at := due[id]
+			if time.Now().Before(at) {
+				next = minTime(next, at)
+				continue
+			}
+			delete(due, id)
+			nd := c.nodes[id]
+			c.mu.Lock()
+			inc, host := nd.inc+1, nd.host
+			c.mu.Unlock()
+			c.met.spawnedAtStart()
+			if err := c.spawn(ctx, nd, inc, host); err != nil {
+				if err := failed(id, err); err != nil {
+					return nil, err
+				}
+			}
+		}
+		if len(exited) > 0 {
 			continue
 		}
 		if !warned && time.Since(begun) > c.opts.Timing.Start {
@@ -962,11 +973,18 @@ func (c *Coordinator) waitRegistered(ctx context.Context, begun time.Time, unspa
 		}
 		select {
 		case <-c.regCh:
-		case <-time.After(c.opts.Timing.Poll):
+		case <-time.After(time.Until(next)):
 		case <-ctx.Done():
-			return nil, fmt.Errorf("servers %v did not report within %s (their processes ran all along; see their logs)", missing, time.Since(begun).Round(time.Second))
+			return nil, fmt.Errorf("servers %v did not report within %s (see their logs)", missing, time.Since(begun).Round(time.Second))
 		}
 	}
+}
+
+func minTime(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
 }
 
 // errExitedAtStart: a server exited before it reported.
@@ -1112,13 +1130,14 @@ func (c *Coordinator) commitInitialView(out, gone map[int]bool) (wire.View, erro
 	return c.commitView(v) // committed before any server or client sees it
 }
 
-// waitsFor is the server of gone whose copy of shard s is the one that
-// may lead, if s is unavailable for want of it (its partner reports a
-// current copy, -1 otherwise).
+// waitsFor is the server of gone whose current copy of shard s is needed
+// to lead it, if s is unavailable for want of it while its partner
+// reports a current copy (-1 otherwise).
 func waitsFor(n, s int, durable []map[int]uint64, current decide.Current, gone map[int]bool) int {
 	for _, h := range []int{s, (s + 1) % n} {
-		if _, ok := durable[h][s]; ok && current.Has(n, s, h) && gone[partnerOf(n, s, h)] {
-			return partnerOf(n, s, h)
+		q := partnerOf(n, s, h)
+		if _, ok := durable[h][s]; ok && current.Has(n, s, h) && gone[q] && current.Has(n, s, q) {
+			return q
 		}
 	}
 	return -1
@@ -1126,20 +1145,37 @@ func waitsFor(n, s int, durable []map[int]uint64, current decide.Current, gone m
 
 // aloneLocked is the record of the copies whose logs hold every
 // acknowledged write, for a start without the servers of gone (c.mu
-// held): each shard's primary's in the last committed view (a
-// secondary's log is written lazily: it may miss the last writes it
-// acknowledged before a kill), or every copy after an orderly stop or
-// with fsync_secondary (its log synced before it acknowledges). nil: any.
+// held), per shard by the last committed view:
+//   - served then, after an orderly stop: its current copies (each log
+//     synced at the stop);
+//   - served then, after a kill: its primary's (a secondary's records are
+//     written lazily: its log may miss the last writes it acknowledged);
+//   - not served then (unavailable): a sole current copy (it was the
+//     primary that led alone when its partner left the record), else
+//     none: two copies current then may differ by such a lazy tail.
+//
+// nil: any (no server missing).
 func (c *Coordinator) aloneLocked(gone map[int]bool) decide.Current {
-	if len(gone) == 0 || c.lastStopped || c.storage().FsyncSecondary == "yes" {
+	if len(gone) == 0 {
 		return nil
 	}
 	alone := make(decide.Current, c.n)
-	if len(c.lastView.Shards) == c.n {
-		for s, p := range c.lastView.Shards {
-			if p.Primary >= 0 {
-				alone[s] = decide.Bit(c.n, s, int(p.Primary))
-			}
+	for s := range alone {
+		cur := decide.Both
+		if s < len(c.current) {
+			cur = c.current[s]
+		}
+		var p int32 = -1
+		if len(c.lastView.Shards) == c.n {
+			p = c.lastView.Shards[s].Primary
+		}
+		switch {
+		case p >= 0 && c.lastStopped:
+			alone[s] = cur
+		case p >= 0:
+			alone[s] = cur & decide.Bit(c.n, s, int(p))
+		case bits.OnesCount8(cur) == 1:
+			alone[s] = cur
 		}
 	}
 	return alone

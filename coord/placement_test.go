@@ -1,6 +1,7 @@
 package coord
 
 import (
+	"slices"
 	"testing"
 
 	"ftkv/coord/decide"
@@ -165,5 +166,28 @@ func TestInitialPlacementWithoutAServer(t *testing.T) {
 	moved := decide.Current{1, 2, 1} // shard 1 was led by server 2 (failed over) at the kill
 	if got := initialPlacement(3, durable, true, gone, nil, gone, moved); !equalPlacements(got, want) {
 		t.Errorf("shard 1 led by server 2 at the kill: %+v, want %+v", got, want)
+	}
+}
+
+// TestAloneWithoutAServer: which copies may lead alone beside a server
+// that did not start, from the last committed view and the record.
+func TestAloneWithoutAServer(t *testing.T) {
+	c := testCoordinator(t)
+	gone := map[int]bool{1: true}
+	c.lastView = wire.View{Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 1, Secondary: 2}, {Primary: -1, Secondary: -1}}}
+	c.current = decide.Current{decide.Both, decide.Both, 1} // shard 2: server 2's copy alone (it led alone)
+	if got, want := c.aloneLocked(gone), (decide.Current{1, 1, 1}); !slices.Equal(got, want) {
+		t.Errorf("after a kill: %v, want %v (each primary's; shard 2's sole current copy)", got, want)
+	}
+	c.lastStopped = true
+	if got, want := c.aloneLocked(gone), (decide.Current{decide.Both, decide.Both, 1}); !slices.Equal(got, want) {
+		t.Errorf("after an orderly stop: %v, want %v", got, want)
+	}
+	c.current[2] = decide.Both // two current copies of a shard not served at the stop: none leads alone
+	if got := c.aloneLocked(gone); got[2] != 0 {
+		t.Errorf("shard 2 unserved at the stop with both copies current: %v, want none", got[2])
+	}
+	if got := c.aloneLocked(nil); got != nil {
+		t.Errorf("nobody missing: %v, want nil", got)
 	}
 }

@@ -59,13 +59,38 @@ type savedRecord struct {
 	dead   []int
 }
 
+// deadLocked reports whether incarnation inc of nd is known dead (c.mu
+// held): its exit was seen, or, for a process on this host, it is gone
+// or a zombie now though its exit was not handled yet (two servers killed
+// together: the second one's wait may run a few milliseconds late, after
+// the first one's failover view was committed).
+func (c *Coordinator) deadLocked(nd *node, inc uint64) bool {
+	if nd.exited >= inc {
+		return true
+	}
+	if nd.proc == nil || nd.procInc != inc {
+		return false
+	}
+	select {
+	case <-nd.proc.Done():
+		return true
+	default:
+	}
+	switch nd.proc.(type) {
+	case *localProc, *pidProc:
+		pid := nd.proc.PID()
+		return pid > 0 && (zombie(pid) || errors.Is(syscall.Kill(pid, 0), syscall.ESRCH))
+	}
+	return false
+}
+
 // deadPrimariesLocked lists the shards of v whose primary's incarnation
 // in v was seen dead (c.mu held).
 func (c *Coordinator) deadPrimariesLocked(v wire.View) []int {
 	var dead []int
 	for s, p := range v.Shards {
 		if p.Primary >= 0 && int(p.Primary) < len(c.nodes) && int(p.Primary) < len(v.Servers) &&
-			c.nodes[p.Primary].exited >= v.Servers[p.Primary].Incarnation {
+			c.deadLocked(c.nodes[p.Primary], v.Servers[p.Primary].Incarnation) {
 			dead = append(dead, s)
 		}
 	}

@@ -307,9 +307,9 @@ func (c *Cluster) launch(t testing.TB, args []string) {
 		}
 	case <-p.exited:
 		t.Fatalf("coord exited during start: %v\nstderr:\n%s\nlog:\n%s", p.exitErr, c.stderr.String(), c.Log())
-	case <-time.After(20 * time.Second):
+	case <-time.After(40 * time.Second): // (a restart may wait out a server's tries: 15 x RespawnMin)
 		_ = p.cmd.Process.Kill()
-		t.Fatalf("coord not ready after 20s\nstderr:\n%s\nlog:\n%s", c.stderr.String(), c.Log())
+		t.Fatalf("coord not ready after 40s\nstderr:\n%s\nlog:\n%s", c.stderr.String(), c.Log())
 	}
 }
 
