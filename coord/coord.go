@@ -1100,12 +1100,14 @@ func (c *Coordinator) commitInitialView(out, gone map[int]bool) (wire.View, erro
 		v.Servers = append(v.Servers, m)
 	}
 	durable := c.durableLocked()
-	v.Shards = initialPlacement(c.n, durable, c.restarting && c.storage().ServerDir(0) != "", out, c.current, gone, c.aloneLocked(gone))
+	alone := c.aloneLocked(gone)
+	v.Shards = initialPlacement(c.n, durable, c.restarting && c.storage().ServerDir(0) != "", out, c.current, gone, alone)
 	c.firstDurable = durable
+	c.current = narrowCurrent(c.current, v.Shards, alone)
 	for s, p := range v.Shards {
 		if p.Primary < 0 {
-			if h := waitsFor(c.n, s, durable, c.current, gone); h >= 0 {
-				c.log.Error().Int("shard", s).Int("waits_for", h).Msg("restart: the server of this shard's primary copy did not start; the copy left is the secondary's, whose log may miss the last writes it acknowledged before a kill (written lazily): the shard is unavailable until that server is back")
+			if h := waitsFor(c.n, s, c.current, gone); h >= 0 {
+				c.log.Error().Int("shard", s).Int("waits_for", h).Msg("restart: the server whose copy of this shard holds every acknowledged write did not start; a copy left may miss some (a secondary's log is written lazily; or its server was out while the other acknowledged writes alone): the shard is unavailable until that server is back")
 				continue
 			}
 			var stale []int
@@ -1130,17 +1132,38 @@ func (c *Coordinator) commitInitialView(out, gone map[int]bool) (wire.View, erro
 	return c.commitView(v) // committed before any server or client sees it
 }
 
-// waitsFor is the server of gone whose current copy of shard s is needed
-// to lead it, if s is unavailable for want of it while its partner
-// reports a current copy (-1 otherwise).
-func waitsFor(n, s int, durable []map[int]uint64, current decide.Current, gone map[int]bool) int {
+// waitsFor is a server of gone whose copy of shard s is current, if s is
+// unavailable for want of it (-1 otherwise).
+func waitsFor(n, s int, current decide.Current, gone map[int]bool) int {
 	for _, h := range []int{s, (s + 1) % n} {
-		q := partnerOf(n, s, h)
-		if _, ok := durable[h][s]; ok && current.Has(n, s, h) && gone[q] && current.Has(n, s, q) {
-			return q
+		if gone[h] && current.Has(n, s, h) {
+			return h
 		}
 	}
 	return -1
+}
+
+// narrowCurrent is the record of current copies cur once a start placed
+// shards without some servers: a shard it leaves unavailable keeps only
+// the copies alone says hold every acknowledged write (aloneLocked), when
+// it names any. Nothing is acknowledged while the shard is unavailable,
+// so they still do at the next start, though the last view then shows
+// no primary to judge by: a second restart without the other server lets
+// the copy that led the shard when it was last served lead it again.
+func narrowCurrent(cur decide.Current, shards []wire.Placement, alone decide.Current) decide.Current {
+	if alone == nil || len(cur) != len(shards) || len(alone) != len(shards) {
+		return cur
+	}
+	out := slices.Clone(cur)
+	for s, p := range shards {
+		if p.Primary < 0 && alone[s] != 0 {
+			out[s] &= alone[s]
+			if out[s] == 0 {
+				out[s] = cur[s] // (alone is drawn from cur)
+			}
+		}
+	}
+	return out
 }
 
 // aloneLocked is the record of the copies whose logs hold every

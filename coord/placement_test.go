@@ -156,7 +156,7 @@ func TestInitialPlacementWithoutAServer(t *testing.T) {
 	if got := initialPlacement(3, durable, true, gone, nil, gone, home); !equalPlacements(got, want) {
 		t.Errorf("after a kill: %+v, want %+v", got, want)
 	}
-	if h := waitsFor(3, 1, durable, nil, gone); h != 1 {
+	if h := waitsFor(3, 1, nil, gone); h != 1 {
 		t.Errorf("shard 1 waits for server %d, want 1", h)
 	}
 	want[1] = wire.Placement{Primary: 2, Secondary: -1}
@@ -189,5 +189,37 @@ func TestAloneWithoutAServer(t *testing.T) {
 	}
 	if got := c.aloneLocked(nil); got != nil {
 		t.Errorf("nobody missing: %v, want nil", got)
+	}
+}
+
+// TestNarrowCurrentAcrossTwoStarts: a start without server 1 leaves
+// shard 1 unavailable (server 2's copy was a secondary's at the kill) and
+// keeps in the record only server 1's copy; a second start, without
+// server 2, finds shard 1 without a primary in its last view and lets
+// that sole current copy lead (before, both stayed current and neither
+// could lead alone).
+func TestNarrowCurrentAcrossTwoStarts(t *testing.T) {
+	c := testCoordinator(t)
+	c.lastView = wire.View{Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 1, Secondary: 2}, {Primary: 2, Secondary: 0}}}
+	c.current = decide.AllCurrent(3)
+	alone := c.aloneLocked(map[int]bool{1: true})
+	first := []wire.Placement{{Primary: 0, Secondary: -1}, {Primary: -1, Secondary: -1}, {Primary: 2, Secondary: 0}}
+	cur := narrowCurrent(c.current, first, alone)
+	if !cur.Has(3, 1, 1) || cur.Has(3, 1, 2) {
+		t.Fatalf("record after the first start: shard 1 %b, want server 1's copy only", cur[1])
+	}
+	if !slices.Equal(cur[:1], c.current[:1]) || cur[2] != c.current[2] {
+		t.Errorf("shards served by the first start changed in the record: %v", cur)
+	}
+	if h := waitsFor(3, 1, cur, map[int]bool{1: true}); h != 1 {
+		t.Errorf("shard 1 waits for server %d, want 1", h)
+	}
+	c.lastView = wire.View{Shards: first}
+	c.current = cur.Next(c.lastView)
+	if got := c.aloneLocked(map[int]bool{2: true}); got[1] != decide.Bit(3, 1, 1) {
+		t.Errorf("second start without server 2: shard 1 may lead alone from %b, want server 1's copy", got[1])
+	}
+	if got := narrowCurrent(c.current, first, nil); !slices.Equal(got, c.current) {
+		t.Errorf("nobody missing: the record changed to %v", got)
 	}
 }

@@ -15,6 +15,7 @@ func (c *Coordinator) publish(l leadership, a decide.Publish) {
 	if c.testHookPublish != nil {
 		c.testHookPublish()
 	}
+	old := c.View()
 	nv, err := c.commitView(a.View)
 	if err != nil {
 		l.send(decide.PublishFailed{Err: err})
@@ -39,6 +40,7 @@ func (c *Coordinator) publish(l leadership, a decide.Publish) {
 	c.mu.Lock()
 	cur := slices.Clone(c.current) // committed with nv
 	c.mu.Unlock()
+	c.logAvailability(old, nv, cur)
 	l.send(decide.Published{Epoch: nv.Epoch, Current: cur})
 }
 
@@ -63,4 +65,31 @@ func (c *Coordinator) commitView(nv wire.View) (wire.View, error) {
 	c.view = nv
 	c.viewEnc = wire.AppendView(nil, &nv)
 	return nv, nil
+}
+
+// logAvailability logs each shard that nv, committed with the record of
+// current copies cur, leaves without a server (both copies down) or
+// serves again after old had none: an operator who sees "unavailable"
+// finds why, and which servers it waits for.
+func (c *Coordinator) logAvailability(old, nv wire.View, cur decide.Current) {
+	if len(old.Shards) != len(nv.Shards) {
+		return
+	}
+	n := len(nv.Shards)
+	for s, p := range nv.Shards {
+		was := old.Shards[s].Primary >= 0
+		switch {
+		case was && p.Primary < 0:
+			var waits []int
+			for _, h := range []int{s, (s + 1) % n} {
+				if cur.Has(n, s, h) && !slices.Contains(waits, h) {
+					waits = append(waits, h)
+				}
+			}
+			c.log.Error().Int("shard", s).Uint64("epoch", nv.Epoch).Ints("waits_for", waits).
+				Msg("shard unavailable: both its copies are down; it is served again once a server whose copy holds every acknowledged write (waits_for) is back, never from another copy")
+		case !was && p.Primary >= 0:
+			c.log.Warn().Int("shard", s).Uint64("epoch", nv.Epoch).Int32("primary", p.Primary).Msg("shard served again")
+		}
+	}
 }

@@ -127,7 +127,11 @@ func (c *Coordinator) stateLocked() clusterState {
 // one behind is re-seeded while the view is applied.
 func (c *Coordinator) nextCurrentLocked(v wire.View) decide.Current {
 	base := c.current
-	if sv := c.saved; sv.epoch == c.view.Epoch && sv.epoch != v.Epoch && len(sv.dead) > 0 && len(sv.before) == len(base) {
+	// (Not for a start's first view (firstDurable set): it is placed
+	// from the committed record itself, which a restart's re-adopted
+	// view, its servers all dead, would otherwise widen again after
+	// the start narrowed it (narrowCurrent).)
+	if sv := c.saved; c.firstDurable == nil && sv.epoch == c.view.Epoch && sv.epoch != v.Epoch && len(sv.dead) > 0 && len(sv.before) == len(base) {
 		// The current view was committed with a shard's primary dead
 		// (two servers died together, the view failed the first over
 		// to the second): nothing was acknowledged under it, so the

@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -24,6 +25,7 @@ import (
 	"ftkv/internal/auth"
 	"ftkv/limits"
 	"ftkv/timing"
+	"ftkv/wire"
 )
 
 const usage = `usage: coord -c <client_port> -s <servers_port> -C <config> [-l <logfile>] [-t <timeout>]
@@ -294,7 +296,7 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "ftkv: coordinator %d of %d running; clients connect to %s (ctrl+d or ctrl+c stops this coordinator only)\n",
 			opts.ID, len(opts.Cluster.Coordinators), c.ClientAddr())
 	} else {
-		fmt.Fprintf(os.Stderr, "ftkv: %d servers ready; clients connect to %s (ctrl+d or ctrl+c to stop)\n", len(opts.Cluster.Servers), c.ClientAddr())
+		fmt.Fprintf(os.Stderr, "ftkv: %s ready; clients connect to %s (ctrl+d or ctrl+c to stop)\n", readyServers(c.View(), len(opts.Cluster.Servers)), c.ClientAddr())
 	}
 
 	select {
@@ -402,4 +404,45 @@ func readPassword() ([]byte, error) {
 		return nil, errors.New("no password on stdin")
 	}
 	return pw, nil
+}
+
+// readyServers says how many of the n servers the first view v serves
+// with: "3 servers", or, after a restart without servers that did not
+// start, "2 of 3 servers (server 1 down, respawned until it starts;
+// shard 1 unavailable until then)".
+func readyServers(v wire.View, n int) string {
+	var down, gone []string
+	for _, m := range v.Servers {
+		if m.State != wire.StateServing && m.State != wire.StateReseeding {
+			down = append(down, strconv.Itoa(int(m.ID)))
+		}
+	}
+	for s, p := range v.Shards {
+		if p.Primary < 0 {
+			gone = append(gone, strconv.Itoa(s))
+		}
+	}
+	if len(down) == 0 && len(gone) == 0 {
+		return fmt.Sprintf("%d servers", n)
+	}
+	out := fmt.Sprintf("%d of %d servers (", n-len(down), n)
+	switch len(down) {
+	case 0:
+	case 1:
+		out += "server " + down[0] + " down, respawned until it starts"
+	default:
+		out += "servers " + strings.Join(down, ", ") + " down, respawned until they start"
+	}
+	if len(gone) > 0 {
+		if len(down) > 0 {
+			out += "; "
+		}
+		if len(gone) == 1 {
+			out += "shard " + gone[0] + " unavailable"
+		} else {
+			out += "shards " + strings.Join(gone, ", ") + " unavailable"
+		}
+		out += ": see the log"
+	}
+	return out + ")"
 }
