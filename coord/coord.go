@@ -67,7 +67,11 @@ type Coordinator struct {
 	// secondary counts as current only once it is whole).
 	current      decide.Current
 	firstDurable []map[int]uint64
-	saved        savedRecord // what the last view committed knew of dead primaries
+	// narrow: per shard the start leaves unavailable, the copies it
+	// waits for (awaited); the record keeps only those while the start's
+	// first view is committed (narrowCurrent).
+	narrow decide.Current
+	saved  savedRecord // what the last view committed knew of dead primaries
 	// lastView, lastStopped: the committed view a start follows, and
 	// whether the cluster was stopped in order (aloneLocked).
 	lastView    wire.View
@@ -455,7 +459,7 @@ func (c *Coordinator) takeOver(l leadership) error {
 	if lv, err := wire.DecodeView(st.View); err == nil && c.restarting {
 		c.lastView = lv
 	}
-	c.current, c.firstDurable = decide.AllCurrent(c.n), nil
+	c.current, c.firstDurable, c.narrow = decide.AllCurrent(c.n), nil, nil
 	if len(st.Current) == c.n {
 		c.current = st.Current
 	}
@@ -1103,10 +1107,11 @@ func (c *Coordinator) commitInitialView(out, gone map[int]bool) (wire.View, erro
 	alone := c.aloneLocked(gone)
 	v.Shards = initialPlacement(c.n, durable, c.restarting && c.storage().ServerDir(0) != "", out, c.current, gone, alone)
 	c.firstDurable = durable
-	c.current = narrowCurrent(c.current, v.Shards, alone)
+	c.narrow = awaited(c.n, alone, gone)
+	cur := narrowCurrent(c.current, v.Shards, c.narrow) // as committed with v (nextCurrentLocked)
 	for s, p := range v.Shards {
 		if p.Primary < 0 {
-			if h := waitsFor(c.n, s, c.current, gone); h >= 0 {
+			if h := waitsFor(c.n, s, cur, gone); h >= 0 {
 				c.log.Error().Int("shard", s).Int("waits_for", h).Msg("restart: the server whose copy of this shard holds every acknowledged write did not start; a copy left may miss some (a secondary's log is written lazily; or its server was out while the other acknowledged writes alone): the shard is unavailable until that server is back")
 				continue
 			}
@@ -1143,24 +1148,42 @@ func waitsFor(n, s int, current decide.Current, gone map[int]bool) int {
 	return -1
 }
 
-// narrowCurrent is the record of current copies cur once a start placed
-// shards without some servers: a shard it leaves unavailable keeps only
-// the copies alone says hold every acknowledged write (aloneLocked), when
-// it names any. Nothing is acknowledged while the shard is unavailable,
-// so they still do at the next start, though the last view then shows
-// no primary to judge by: a second restart without the other server lets
-// the copy that led the shard when it was last served lead it again.
-func narrowCurrent(cur decide.Current, shards []wire.Placement, alone decide.Current) decide.Current {
-	if alone == nil || len(cur) != len(shards) || len(alone) != len(shards) {
+// awaited is, per shard, the copies of alone whose servers are in gone
+// (did not start): those a shard left unavailable by a start waits for.
+func awaited(n int, alone decide.Current, gone map[int]bool) decide.Current {
+	if alone == nil {
+		return nil
+	}
+	out := make(decide.Current, len(alone))
+	for s := range alone {
+		for _, h := range []int{s, (s + 1) % n} {
+			if gone[h] {
+				out[s] |= alone[s] & decide.Bit(n, s, h)
+			}
+		}
+	}
+	return out
+}
+
+// narrowCurrent is the record of current copies cur once a start's first
+// view placed shards: a shard it leaves unavailable keeps only the copies
+// awaited names, when it names any (copies whose logs hold every
+// acknowledged write, aloneLocked, on servers that did not start).
+// Nothing is acknowledged while the shard is unavailable, so they still
+// do at the next start, though that start's last view shows no primary to
+// judge by: a second restart without the other server lets the copy that
+// led the shard when it was last served lead it again. A copy whose
+// server started is never the one kept this way: it reports its log, and
+// one that holds no copy (its directory lost) must not leave the other as
+// the shard's only hope.
+func narrowCurrent(cur decide.Current, shards []wire.Placement, awaited decide.Current) decide.Current {
+	if awaited == nil || len(cur) != len(shards) || len(awaited) != len(shards) {
 		return cur
 	}
 	out := slices.Clone(cur)
 	for s, p := range shards {
-		if p.Primary < 0 && alone[s] != 0 {
-			out[s] &= alone[s]
-			if out[s] == 0 {
-				out[s] = cur[s] // (alone is drawn from cur)
-			}
+		if p.Primary < 0 && awaited[s] != 0 && out[s]&awaited[s] != 0 {
+			out[s] &= awaited[s]
 		}
 	}
 	return out

@@ -202,9 +202,10 @@ func TestNarrowCurrentAcrossTwoStarts(t *testing.T) {
 	c := testCoordinator(t)
 	c.lastView = wire.View{Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 1, Secondary: 2}, {Primary: 2, Secondary: 0}}}
 	c.current = decide.AllCurrent(3)
-	alone := c.aloneLocked(map[int]bool{1: true})
+	gone := map[int]bool{1: true}
+	alone := c.aloneLocked(gone)
 	first := []wire.Placement{{Primary: 0, Secondary: -1}, {Primary: -1, Secondary: -1}, {Primary: 2, Secondary: 0}}
-	cur := narrowCurrent(c.current, first, alone)
+	cur := narrowCurrent(c.current, first, awaited(3, alone, gone))
 	if !cur.Has(3, 1, 1) || cur.Has(3, 1, 2) {
 		t.Fatalf("record after the first start: shard 1 %b, want server 1's copy only", cur[1])
 	}
@@ -221,5 +222,26 @@ func TestNarrowCurrentAcrossTwoStarts(t *testing.T) {
 	}
 	if got := narrowCurrent(c.current, first, nil); !slices.Equal(got, c.current) {
 		t.Errorf("nobody missing: the record changed to %v", got)
+	}
+}
+
+// TestNarrowOnlyToAMissingServer: a start after a kill without server 2,
+// where server 1 (shard 1's primary at the kill) started without a copy
+// of it (its directory lost): shard 1 is unavailable, and its record is
+// not narrowed to server 1's copy, which is gone for good; server 2's
+// copy stays current and leads when it returns (a review: narrowed, the
+// shard never came back).
+func TestNarrowOnlyToAMissingServer(t *testing.T) {
+	c := testCoordinator(t)
+	c.lastView = wire.View{Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 1, Secondary: 2}, {Primary: 2, Secondary: 0}}}
+	c.current = decide.AllCurrent(3)
+	gone := map[int]bool{2: true}
+	shards := []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: -1, Secondary: -1}, {Primary: -1, Secondary: -1}}
+	cur := narrowCurrent(c.current, shards, awaited(3, c.aloneLocked(gone), gone))
+	if !cur.Has(3, 1, 2) {
+		t.Errorf("shard 1: record %b drops server 2's copy, the only one left", cur[1])
+	}
+	if cur[2] != decide.Bit(3, 2, 2) {
+		t.Errorf("shard 2: record %b, want server 2's copy only (its primary at the kill, which did not start)", cur[2])
 	}
 }

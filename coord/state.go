@@ -127,11 +127,7 @@ func (c *Coordinator) stateLocked() clusterState {
 // one behind is re-seeded while the view is applied.
 func (c *Coordinator) nextCurrentLocked(v wire.View) decide.Current {
 	base := c.current
-	// (Not for a start's first view (firstDurable set): it is placed
-	// from the committed record itself, which a restart's re-adopted
-	// view, its servers all dead, would otherwise widen again after
-	// the start narrowed it (narrowCurrent).)
-	if sv := c.saved; c.firstDurable == nil && sv.epoch == c.view.Epoch && sv.epoch != v.Epoch && len(sv.dead) > 0 && len(sv.before) == len(base) {
+	if sv := c.saved; sv.epoch == c.view.Epoch && sv.epoch != v.Epoch && len(sv.dead) > 0 && len(sv.before) == len(base) {
 		// The current view was committed with a shard's primary dead
 		// (two servers died together, the view failed the first over
 		// to the second): nothing was acknowledged under it, so the
@@ -146,6 +142,10 @@ func (c *Coordinator) nextCurrentLocked(v wire.View) decide.Current {
 	if c.firstDurable == nil {
 		return next
 	}
+	// A start's first view: a shard it leaves unavailable keeps only the
+	// copies it waits for (after the widening, which a restart's
+	// re-adopted view, its servers all dead, applies too).
+	next = narrowCurrent(next, v.Shards, c.narrow)
 	for s, p := range v.Shards {
 		if p.Primary < 0 || p.Secondary < 0 {
 			continue

@@ -475,6 +475,53 @@ func TestRestartTwiceWithServersThatCannotStart(t *testing.T) {
 	allBackNothingLost(t, c, cls[0], l, []int{2})
 }
 
+// TestRestartWithALostDirAndAServerThatCannotStart: kill -9 of
+// everything; server 1's data directory is lost (it was shard 1's
+// primary) and server 2 cannot start. Shard 1 is unavailable: its one
+// copy left is server 2's. Once server 2 is back, shard 1 is served from
+// that copy, with every acknowledged put (as in TestRestartWithALostDataDir).
+// A review of the narrowed record (a start keeps only the copies a shard
+// waits for) found it kept server 1's lost copy: shard 1 never came back
+// (2 of 2 runs).
+func TestRestartWithALostDirAndAServerThatCannotStart(t *testing.T) {
+	const n = 3
+	ports, cfg := fixedPorts(t, n)
+	c, cls, l := ledgerCluster(t, testcluster.Options{Config: cfg}, 3, "ledger-lost-dir-blocked", 90*time.Second)
+	c.KillEverything(t)
+	if err := os.RemoveAll(filepath.Join(c.Dir, "ftkv-data", "server_1")); err != nil {
+		t.Fatal(err)
+	}
+	release := blockPorts(t, ports, []int{2})
+	defer release()
+	c.RestartCoord(t)
+	c.WaitFor(t, 60*time.Second, "the cluster started without server 2", func(st *client.ClusterStatus) error {
+		if !slices.Equal(st.Servers[0].PrimaryOf, []int{0}) {
+			return fmt.Errorf("%s", roles(st, 0))
+		}
+		return nil
+	})
+	if !strings.Contains(c.Log(), `"shard":1,"waits_for":2`) {
+		t.Errorf("the coordinator's log does not say shard 1 waits for server 2")
+	}
+	release()
+	st := c.WaitFor(t, 60*time.Second, "shards 1 and 2 served again", func(st *client.ClusterStatus) error {
+		for s := 1; s < n; s++ {
+			led := false
+			for _, sv := range st.Servers {
+				led = led || slices.Contains(sv.PrimaryOf, s)
+			}
+			if !led {
+				return fmt.Errorf("shard %d has no primary; %s; %s", s, roles(st, 1), roles(st, 2))
+			}
+		}
+		return nil
+	})
+	for id := range n {
+		t.Logf("%s", roles(st, id))
+	}
+	allBackNothingLost(t, c, cls[0], l, []int{1, 2})
+}
+
 // fixedPorts is a config of n local servers on fixed client ports (so a
 // test can hold a server's port), and the ports.
 func fixedPorts(t *testing.T, n int) ([]int, string) {
