@@ -100,6 +100,7 @@ type Client struct {
 	coordConns map[string]*conn // by coordinator address
 	coordPref  string           // the coordinator that answered last
 	closed     bool
+	stop       chan struct{} // closed by Close: ends watchOverdue
 
 	seq *seqs // write sequence numbers and their floor
 }
@@ -133,17 +134,22 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 		conns:      make(map[string][]*conn),
 		coordConns: make(map[string]*conn),
 		seq:        newSeqs(),
+		stop:       make(chan struct{}),
 	}
 	if err := c.refreshView(ctx, 0); err != nil {
 		c.Close()
 		return nil, err
 	}
+	go c.watchOverdue()
 	return c, nil
 }
 
 // Close closes every connection. Calls in flight fail.
 func (c *Client) Close() error {
 	c.mu.Lock()
+	if !c.closed {
+		close(c.stop)
+	}
 	c.closed = true
 	all := c.conns
 	c.conns = map[string][]*conn{}

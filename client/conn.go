@@ -98,6 +98,18 @@ type conn struct {
 	resumable bool          // a write cut by a deadline can go on (not TLS)
 	dl        time.Time     // the write deadline set on nc
 	dlCaller  bool          // dl is a caller's deadline, not a stall limit
+
+	// reads counts the reader's waits for bytes from the server (not its
+	// frames: one count per system call at most); overdue watches it.
+	reads atomic.Uint64
+	// overdue's window, touched only by the client's watchOverdue: the
+	// reader has received nothing since reads was wReads, and request
+	// wID (0: none watched) has waited since wSince at least; wEmpty is
+	// nextID when a look last found no request waiting.
+	wReads uint64
+	wID    uint64
+	wSince time.Time
+	wEmpty uint64
 }
 
 // writeStall is a connection's stall limit when none is set
@@ -375,6 +387,9 @@ const readBufSize = 64 << 10
 func (c *conn) readLoop() {
 	r := bufio.NewReaderSize(c.nc, readBufSize)
 	for {
+		if r.Buffered() < 4 {
+			c.reads.Add(1) // (about to wait for the server)
+		}
 		hdr, err := r.Peek(4)
 		if err != nil {
 			c.fail(fmt.Errorf("%w: read from %s: %v", errConnBroken, c.addr, err))
@@ -478,3 +493,79 @@ func (c *conn) fail(err error) {
 }
 
 func (c *conn) broken() bool { return c.brk.Load() }
+
+// overdue reports whether a request has waited at least d on c with
+// nothing arriving from the server. Called only by the client's
+// watchOverdue, at intervals well under d: a request is first seen at
+// the first look after it was sent (and after the last bytes arrived), and
+// found late d after that. After a true it watches for another d, so a
+// slow server that the view still names is checked once per d.
+func (c *conn) overdue(now time.Time, d time.Duration) bool {
+	reads := c.reads.Load()
+	c.mu.Lock()
+	sent := c.nextID
+	c.mu.Unlock()
+	if reads != c.wReads {
+		// Bytes came (or the reader took a look): no window yet.
+		c.wReads, c.wID, c.wEmpty = reads, 0, ^uint64(0)
+		return false
+	}
+	if c.wID == 0 || c.gone(c.wID) {
+		// No window, or its request was answered or given up: the
+		// oldest request still waiting starts one (none sent since a
+		// look found none: nothing to look for).
+		if sent == c.wEmpty {
+			return false
+		}
+		c.wID = c.oldestWaiting()
+		if c.wID == 0 {
+			c.wEmpty = sent
+			return false
+		}
+		c.wSince = now
+		return false
+	}
+	if now.Sub(c.wSince) < d {
+		return false
+	}
+	c.wSince = now
+	return true
+}
+
+// oldestWaiting returns the lowest id of a request still waiting for
+// its answer (0: none).
+func (c *conn) oldestWaiting() uint64 {
+	var oldest uint64
+	for i := range c.slots {
+		if cl := c.slots[i].Load(); cl != nil {
+			if id := cl.id.Load(); id != 0 && (oldest == 0 || id < oldest) {
+				oldest = id
+			}
+		}
+	}
+	if c.overflowN.Load() == 0 {
+		return oldest
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	for id := range c.overflow {
+		if oldest == 0 || id < oldest {
+			oldest = id
+		}
+	}
+	return oldest
+}
+
+// gone reports whether the request id no longer waits on c.
+func (c *conn) gone(id uint64) bool {
+	if cl := c.slots[id%slotCount].Load(); cl != nil && cl.id.Load() == id {
+		return false
+	}
+	if c.overflowN.Load() == 0 {
+		return true
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	_, ok := c.overflow[id]
+	return !ok
+}

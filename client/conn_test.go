@@ -176,3 +176,81 @@ func TestConnFailWakesEveryCaller(t *testing.T) {
 		t.Fatalf("a request on the broken connection: %v", err)
 	}
 }
+
+// TestConnOverdue: a connection is overdue once a request has waited a
+// whole window (from the first look that saw it) with nothing arriving;
+// answers end the window, and an idle connection is never overdue.
+func TestConnOverdue(t *testing.T) {
+	h := startHolding(t, 2, 1)
+	nc, err := net.Dial("tcp", h.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cn := newConn(nc, h.addr)
+	defer cn.fail(ErrClosed)
+	for cn.reads.Load() == 0 { // the reader waits for its first bytes
+		time.Sleep(time.Millisecond)
+	}
+	const d = time.Second
+	t0 := time.Now()
+	for i, now := range []time.Time{t0, t0.Add(d), t0.Add(3 * d)} {
+		if cn.overdue(now, d) {
+			t.Fatalf("idle connection overdue at look %d", i)
+		}
+	}
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	first := make(chan error, 1)
+	go func() {
+		_, err := cn.roundTrip(ctx, &wire.Frame{Op: wire.OpGet, Key: []byte("a")})
+		first <- err
+	}()
+	waitFor(t, func() bool { return cn.oldestWaiting() == 1 })
+	t1 := t0.Add(4 * d)
+	for i, now := range []time.Time{t1, t1.Add(d / 2), t1.Add(d - time.Millisecond)} {
+		if cn.overdue(now, d) {
+			t.Fatalf("overdue at look %d, before a whole window", i)
+		}
+	}
+	if !cn.overdue(t1.Add(d), d) {
+		t.Fatal("a request waited a whole window with nothing arriving: not overdue")
+	}
+	if cn.overdue(t1.Add(3*d/2), d) {
+		t.Fatal("overdue again half a window after the last look found it late")
+	}
+	if !cn.overdue(t1.Add(2*d), d) {
+		t.Fatal("still waiting a window later: not overdue")
+	}
+
+	// The server answers both requests: no window, not overdue.
+	second := make(chan error, 1)
+	go func() {
+		_, err := cn.roundTrip(ctx, &wire.Frame{Op: wire.OpGet, Key: []byte("b")})
+		second <- err
+	}()
+	waitFor(t, func() bool { cn.mu.Lock(); defer cn.mu.Unlock(); return cn.nextID == 2 })
+	h.release <- struct{}{}
+	for _, ch := range []chan error{first, second} {
+		if err := <-ch; err != nil {
+			t.Fatal(err)
+		}
+	}
+	for i, now := range []time.Time{t1.Add(5 * d), t1.Add(6 * d), t1.Add(8 * d)} {
+		if cn.overdue(now, d) {
+			t.Fatalf("overdue at look %d after every answer came", i)
+		}
+	}
+	if cn.oldestWaiting() != 0 {
+		t.Fatalf("request %d still waiting after every answer came", cn.oldestWaiting())
+	}
+}
+
+func waitFor(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(10 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not reached in 10 s")
+		}
+	}
+}

@@ -311,6 +311,74 @@ func (c *Client) refreshLater(seen uint64) {
 	}()
 }
 
+// watchOverdue runs for the client's life: every quarter AnswerOverdue it
+// looks for server connections on which a request has waited that long
+// with no byte arriving (conn.overdue), fetches the view if it finds any,
+// and drops those whose server the view no longer makes a primary: their
+// requests are retried on their shards' new primaries (exactly once: a
+// write keeps its sequence number). A host that drops off the network
+// (power cut, link down) sends no reset, and nothing else would end the
+// wait: a request's own refresh comes only after an error or its
+// context's end. A connection whose server the view still names is left
+// alone: a busy server is not a lost one.
+func (c *Client) watchOverdue() {
+	d := c.opts.timing.AnswerOverdue
+	t := time.NewTicker(d / 4)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.stop:
+			return
+		case now := <-t.C:
+			c.dropOverdue(now, d)
+		}
+	}
+}
+
+// dropOverdue is one look of watchOverdue.
+func (c *Client) dropOverdue(now time.Time, d time.Duration) {
+	m := c.live.Load()
+	if m == nil {
+		return
+	}
+	var late []*conn
+	for _, cs := range *m {
+		for _, cn := range cs {
+			if !cn.broken() && cn.overdue(now, d) {
+				late = append(late, cn)
+			}
+		}
+	}
+	v := c.view.Load()
+	if len(late) == 0 || v == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.timing.Handshake)
+	err := c.refreshView(ctx, v.Epoch)
+	cancel()
+	if err != nil {
+		return // no coordinator answered: look again next time
+	}
+	v = c.view.Load()
+	for _, cn := range late {
+		if !leads(v, cn.addr) {
+			c.opts.log.Warn().Str("server", cn.addr).Uint64("epoch", v.Epoch).Dur("silent_for", d).
+				Msg("no answer from a server the view no longer makes a primary: its requests go to the new one")
+			cn.fail(fmt.Errorf("%w: no answer from %s for %v, and view %d has another primary for its shards", errConnBroken, cn.addr, d, v.Epoch))
+		}
+	}
+}
+
+// leads reports whether the server at addr is the primary of a shard in v.
+func leads(v *wire.View, addr string) bool {
+	for s := range v.Shards {
+		if m := v.Owner(s); m != nil && m.Addr == addr {
+			return true
+		}
+	}
+	return false
+}
+
 // awaitRefresh waits for a refreshLater in progress, or until ctx ends.
 func (c *Client) awaitRefresh(ctx context.Context) error {
 	p := c.refreshing.Load()

@@ -58,6 +58,14 @@ type Config struct {
 	// default: a server that stops reading a connection for a while under
 	// load is not one that is gone).
 	WriteStall time.Duration
+	// AnswerOverdue: a client's connection on which a request has waited
+	// this long with no byte arriving has its server checked against a
+	// fresh view; if the view no longer makes it a primary, the
+	// connection is dropped and its requests go to their shards' new
+	// primaries (timeout x 2: by then the coordinator has failed a
+	// server that went silent). A host that drops off the network sends
+	// no reset: without the check the requests waited out their context.
+	AnswerOverdue time.Duration
 	// RetryMin and RetryMax bound the back-off between reconnect attempts
 	// of a replication link and between a client's retries (timeout/50
 	// doubling up to timeout x 2/5).
@@ -173,6 +181,7 @@ func New(t time.Duration) Config {
 		Handshake:         4 * t,
 		LinkConnect:       10 * t,
 		WriteStall:        20 * t,
+		AnswerOverdue:     2 * t,
 		RetryMin:          t / 50,
 		RetryMax:          t * 2 / 5,
 		ClientRetryMin:    t / 100,

@@ -255,6 +255,62 @@ func TestRemoteHostDown(t *testing.T) {
 	t.Logf("ran: host down, server moved to spare host %s", h.Dest(n+1))
 }
 
+// TestRemoteUnpluggedPrimary: the host of shard 1's primary drops off the
+// network with its server still running (a power cut, a dead switch
+// port): nothing closes the clients' connections to it, and no packet
+// comes back from it, not even a reset. The coordinator moves its shard to
+// the secondary and the server to the spare host. Requests that were
+// waiting on the lost host when it went must follow the shard there; no
+// call may fail within its timeout, none may take half of it. What ends
+// their wait is TCP_USER_TIMEOUT on the client's connections
+// (internal/netopt, 2 s: the host's kernel acknowledges nothing), or
+// the client's watchOverdue, whichever comes first; without either they
+// would wait out their context (without a deadline, TCP's
+// retransmissions: about 15 minutes). Measured at aa54383 (user timeout
+// only): the longest call took 2.4-3.0 s.
+func TestRemoteUnpluggedPrimary(t *testing.T) {
+	const n, victim = 3, 1
+	h := nethost.Up(t, n+1) // host 4 is the spare
+	c := startRemote(t, h, n, "ssh_connect_timeout 2\n", testcluster.Options{})
+	cls := dialClients(c, 4)
+	before := c.WaitRecovered(t, 10*time.Second)
+	const opTimeout = 20 * time.Second
+	w := startWorkload(t, workloadConfig{Clients: cls, Keys: keysOnShards(n, 3, "unplugged"),
+		Workers: 8, OpTimeout: opTimeout, Seed: seed(t)})
+	l := startLedger(t, cls, 2, "ledger-unplugged", opTimeout)
+	waitProgress(t, c, "load before the unplug", w.Done, 200, 500*time.Millisecond)
+
+	t.Logf("host %d (%s) unplugged: %s", victim+1, h.Dest(victim+1), roles(before, victim))
+	start := time.Now()
+	h.Unplug(victim + 1)
+	defer h.Plug(victim + 1)
+	st := c.WaitFor(t, 30*time.Second, "failover of the unplugged primary", func(st *client.ClusterStatus) error {
+		if !slices.Contains(st.Servers[victim+1].PrimaryOf, victim) {
+			return fmt.Errorf("shard %d primary not moved: server %d primary of %v", victim, victim+1, st.Servers[victim+1].PrimaryOf)
+		}
+		return nil
+	})
+	t.Logf("failed over to server %d after %s (epoch %d)", victim+1, time.Since(start).Round(time.Millisecond), st.Epoch)
+	if !h.Runs(victim+1, before.Servers[victim].PID) {
+		t.Fatalf("the unplugged server's process is gone: the test would prove nothing")
+	}
+	// Every worker must get on: none may sit on a call to the lost host.
+	waitProgress(t, c, "load after the failover", w.Done, 300, 5*time.Second)
+	w.Stop()
+	var longest time.Duration
+	for _, op := range w.hist.operations() {
+		if d := time.Duration(op.Return - op.Call); d > longest {
+			longest = d
+		}
+	}
+	t.Logf("longest call across the unplug: %s", longest.Round(time.Millisecond))
+	if longest > opTimeout/2 {
+		t.Errorf("a call took %s: it waited on the unplugged host instead of following its shard", longest.Round(time.Millisecond))
+	}
+	stopAndCheck(t, w, l, cls[0])
+	t.Logf("ran: a primary's host unplugged with its server running")
+}
+
 // TestRemotePartition: the coordinator runs on a host
 // of its own; a blackhole route cuts the primary of shard 1 off from the
 // coordinator (both ways) while clients and its neighbours still reach it.
