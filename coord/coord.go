@@ -523,7 +523,7 @@ func (c *Coordinator) takeOver(l leadership) error {
 	// Every member applied the first view, each re-seeding a copy that
 	// differed: both copies of every shard are whole now.
 	c.mu.Lock()
-	c.firstDurable = nil
+	c.firstDurable, c.narrow = nil, nil // (narrow is read only with firstDurable)
 	c.mu.Unlock()
 	if err := c.saveState(); err != nil {
 		return fmt.Errorf("the current copies after the first view were not committed: %w", err)
