@@ -99,8 +99,9 @@ type conn struct {
 	dl        time.Time     // the write deadline set on nc
 	dlCaller  bool          // dl is a caller's deadline, not a stall limit
 
-	// reads counts the reader's waits for bytes from the server (not its
-	// frames: one count per system call at most); overdue watches it.
+	// reads counts the reader's reads from the socket (at most one count
+	// per system call, none for a frame already buffered); overdue
+	// watches it.
 	reads atomic.Uint64
 	// overdue's window, touched only by the client's watchOverdue: the
 	// reader has received nothing since reads was wReads, and request
@@ -402,6 +403,9 @@ func (c *conn) readLoop() {
 		}
 		var buf []byte
 		inPlace := n <= r.Size()
+		if r.Buffered() < n {
+			c.reads.Add(1) // (the frame's rest comes from the socket)
+		}
 		if inPlace {
 			buf, err = r.Peek(n)
 		} else {
