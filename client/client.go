@@ -119,6 +119,10 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 	for _, opt := range opts {
 		opt(&o)
 	}
+	if o.timing.AnswerOverdue <= 0 {
+		// A Config made before the field existed, or by hand.
+		o.timing.AnswerOverdue = timing.New(o.timing.FailureTimeout).AnswerOverdue
+	}
 	if o.dial == nil {
 		o.dial = netopt.Dialer(0).DialContext
 	}

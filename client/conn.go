@@ -505,12 +505,8 @@ func (c *conn) broken() bool { return c.brk.Load() }
 // found late d after that. After a true it watches for another d, so a
 // slow server that the view still names is checked once per d.
 func (c *conn) overdue(now time.Time, d time.Duration) bool {
-	reads := c.reads.Load()
-	c.mu.Lock()
-	sent := c.nextID
-	c.mu.Unlock()
-	if reads != c.wReads {
-		// Bytes came (or the reader took a look): no window yet.
+	if reads := c.reads.Load(); reads != c.wReads {
+		// Bytes came: no window yet.
 		c.wReads, c.wID, c.wEmpty = reads, 0, ^uint64(0)
 		return false
 	}
@@ -518,6 +514,9 @@ func (c *conn) overdue(now time.Time, d time.Duration) bool {
 		// No window, or its request was answered or given up: the
 		// oldest request still waiting starts one (none sent since a
 		// look found none: nothing to look for).
+		c.mu.Lock()
+		sent := c.nextID
+		c.mu.Unlock()
 		if sent == c.wEmpty {
 			return false
 		}

@@ -353,20 +353,54 @@ func (c *Client) dropOverdue(now time.Time, d time.Duration) {
 	if len(late) == 0 || v == nil {
 		return
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), c.opts.timing.Handshake)
-	err := c.refreshView(ctx, v.Epoch)
-	cancel()
-	if err != nil {
-		return // no coordinator answered: look again next time
-	}
-	v = c.view.Load()
+	// A view that already names other primaries needs no request.
+	fetched := false
 	for _, cn := range late {
+		if !fetched && leads(v, cn.addr) {
+			fetched = true
+			ctx, cancel := context.WithTimeout(context.Background(), c.opts.timing.Handshake)
+			err := c.checkView(ctx)
+			cancel()
+			if err != nil {
+				return // no coordinator answered: look again a window later
+			}
+			v = c.view.Load()
+		}
 		if !leads(v, cn.addr) {
 			c.opts.log.Warn().Str("server", cn.addr).Uint64("epoch", v.Epoch).Dur("silent_for", d).
 				Msg("no answer from a server the view no longer makes a primary: its requests go to the new one")
 			cn.fail(fmt.Errorf("%w: no answer from %s for %v, and view %d has another primary for its shards", errConnBroken, cn.addr, d, v.Epoch))
 		}
 	}
+}
+
+// checkView asks the coordinators for the view and installs it if it is
+// newer. Unlike refreshView it takes the first coordinator's answer
+// even when it is no newer (a check, not a refresh after a failure), and
+// does not hold viewMu: a coordinator that does not answer delays only
+// this check (askCoord asks the next one after coordHedge), never a
+// request that waits for a refresh.
+func (c *Client) checkView(ctx context.Context) error {
+	want := c.serverEpoch.Load()
+	a, err := c.askCoord(ctx, wire.OpView, func(a coordAnswer) error {
+		v, err := wire.DecodeView(a.reply.Value)
+		if err != nil {
+			return fmt.Errorf("sent a bad view: %w", err)
+		}
+		if len(v.Shards) == 0 {
+			return errors.New("has no cluster view yet")
+		}
+		if v.Epoch < want {
+			return fmt.Errorf("has the view of epoch %d, a server is at epoch %d", v.Epoch, want)
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	v, _ := wire.DecodeView(a.reply.Value) // checked above
+	c.storeView(&v)
+	return nil
 }
 
 // leads reports whether the server at addr is the primary of a shard in v.

@@ -261,18 +261,22 @@ func TestRemoteHostDown(t *testing.T) {
 // comes back from it, not even a reset. The coordinator moves its shard to
 // the secondary and the server to the spare host. Requests that were
 // waiting on the lost host when it went must follow the shard there; no
-// call may fail within its timeout, none may take half of it. What ends
-// their wait is TCP_USER_TIMEOUT on the client's connections
-// (internal/netopt, 2 s: the host's kernel acknowledges nothing), or
-// the client's watchOverdue, whichever comes first; without either they
-// would wait out their context (without a deadline, TCP's
-// retransmissions: about 15 minutes). Measured at aa54383 (user timeout
-// only): the longest call took 2.4-3.0 s.
+// call may fail within its timeout, none may take 5 s. The client's own
+// connections set TCP_USER_TIMEOUT (internal/netopt, 2 s: the host's
+// kernel acknowledges nothing), which ends such a wait by itself; these
+// clients dial with a plain dialer (as one passed with client.WithDialer
+// may be), so only the client's watchOverdue can. Before it, their calls
+// in flight on the lost host waited out their 20 s (without a deadline,
+// TCP's retransmissions: about 15 minutes).
 func TestRemoteUnpluggedPrimary(t *testing.T) {
 	const n, victim = 3, 1
 	h := nethost.Up(t, n+1) // host 4 is the spare
 	c := startRemote(t, h, n, "ssh_connect_timeout 2\n", testcluster.Options{})
-	cls := dialClients(c, 4)
+	plain := client.WithDialer((&net.Dialer{Timeout: 2 * time.Second, KeepAlive: -1}).DialContext)
+	cls := make([]*client.Client, 4)
+	for i := range cls {
+		cls[i] = c.Client(plain, client.WithConnsPerServer(1+i%2))
+	}
 	before := c.WaitRecovered(t, 10*time.Second)
 	const opTimeout = 20 * time.Second
 	w := startWorkload(t, workloadConfig{Clients: cls, Keys: keysOnShards(n, 3, "unplugged"),
@@ -299,12 +303,15 @@ func TestRemoteUnpluggedPrimary(t *testing.T) {
 	w.Stop()
 	var longest time.Duration
 	for _, op := range w.hist.operations() {
+		if op.Output.(kvOutput).unknown {
+			continue // (failed: counted by stopAndCheck; its return is open)
+		}
 		if d := time.Duration(op.Return - op.Call); d > longest {
 			longest = d
 		}
 	}
 	t.Logf("longest call across the unplug: %s", longest.Round(time.Millisecond))
-	if longest > opTimeout/2 {
+	if longest > 5*time.Second {
 		t.Errorf("a call took %s: it waited on the unplugged host instead of following its shard", longest.Round(time.Millisecond))
 	}
 	stopAndCheck(t, w, l, cls[0])
