@@ -97,8 +97,9 @@ type Client struct {
 	// replaced (never changed) under mu whenever conns changes.
 	live       atomic.Pointer[map[string][]*conn]
 	rr         atomic.Uint64
-	coordConns map[string]*conn // by coordinator address
-	coordPref  string           // the coordinator that answered last
+	dialing    map[string]*dialCall // a server being dialed, by address
+	coordConns map[string]*conn     // by coordinator address
+	coordPref  string               // the coordinator that answered last
 	closed     bool
 	stop       chan struct{} // closed by Close: ends watchOverdue
 
@@ -136,6 +137,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 		opts:       o,
 		id:         binary.BigEndian.Uint64(idb[:]) | 1, // never 0: 0 means "no dedup"
 		conns:      make(map[string][]*conn),
+		dialing:    make(map[string]*dialCall),
 		coordConns: make(map[string]*conn),
 		seq:        newSeqs(),
 		stop:       make(chan struct{}),
@@ -214,30 +216,52 @@ func (c *Client) serverConn(ctx context.Context, addr string) (*conn, error) {
 			}
 		}
 	}
-	c.mu.Lock()
-	if c.closed {
+	for {
+		c.mu.Lock()
+		if c.closed {
+			c.mu.Unlock()
+			return nil, ErrClosed
+		}
+		cs := c.conns[addr]
+		live := cs[:0:0]
+		for _, cn := range cs {
+			if !cn.broken() {
+				live = append(live, cn)
+			}
+		}
+		d := c.dialing[addr]
+		if len(live) >= c.opts.conns || (d != nil && len(live) > 0) {
+			cn := live[c.rr.Add(1)%uint64(len(live))]
+			c.mu.Unlock()
+			return cn, nil
+		}
+		if d == nil {
+			break // (with mu held) this caller dials
+		}
+		// Another caller dials this server: share its outcome rather
+		// than dial (and keep) a connection of its own.
 		c.mu.Unlock()
-		return nil, ErrClosed
-	}
-	cs := c.conns[addr]
-	live := cs[:0:0]
-	for _, cn := range cs {
-		if !cn.broken() {
-			live = append(live, cn)
+		select {
+		case <-d.done:
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		}
+		if d.err != nil {
+			return nil, d.err
 		}
 	}
-	if len(live) >= c.opts.conns {
-		cn := live[c.rr.Add(1)%uint64(len(live))]
-		c.mu.Unlock()
-		return cn, nil
-	}
+	d := &dialCall{done: make(chan struct{})}
+	c.dialing[addr] = d
 	c.mu.Unlock()
 	cn, err := c.dialConn(ctx, addr)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	delete(c.dialing, addr)
+	d.err = err
+	close(d.done)
 	if err != nil {
 		return nil, err
 	}
-	c.mu.Lock()
-	defer c.mu.Unlock()
 	if c.closed {
 		cn.fail(ErrClosed)
 		return nil, ErrClosed
@@ -255,6 +279,13 @@ func (c *Client) serverConn(ctx context.Context, addr string) (*conn, error) {
 	}
 	c.live.Store(&snap)
 	return cn, nil
+}
+
+// dialCall is a dial to a server in progress: callers that find no
+// connection to that server while it runs wait for it (serverConn).
+type dialCall struct {
+	done chan struct{} // closed when the dial ended
+	err  error         // its error, set before done is closed
 }
 
 // beginSeq allocates the sequence number of a write; endSeq retires it once
