@@ -383,17 +383,11 @@ func (c *Client) dropOverdue(now time.Time, d time.Duration) {
 func (c *Client) checkView(ctx context.Context) error {
 	want := c.serverEpoch.Load()
 	a, err := c.askCoord(ctx, wire.OpView, func(a coordAnswer) error {
-		v, err := wire.DecodeView(a.reply.Value)
-		if err != nil {
-			return fmt.Errorf("sent a bad view: %w", err)
+		v, err := answerView(a)
+		if err == nil && v.Epoch < want {
+			err = fmt.Errorf("has the view of epoch %d, a server is at epoch %d", v.Epoch, want)
 		}
-		if len(v.Shards) == 0 {
-			return errors.New("has no cluster view yet")
-		}
-		if v.Epoch < want {
-			return fmt.Errorf("has the view of epoch %d, a server is at epoch %d", v.Epoch, want)
-		}
-		return nil
+		return err
 	})
 	if err != nil {
 		return err
@@ -401,6 +395,19 @@ func (c *Client) checkView(ctx context.Context) error {
 	v, _ := wire.DecodeView(a.reply.Value) // checked above
 	c.storeView(&v)
 	return nil
+}
+
+// answerView decodes a coordinator's answer to a view request: an error
+// for a bad view, or none yet.
+func answerView(a coordAnswer) (wire.View, error) {
+	v, err := wire.DecodeView(a.reply.Value)
+	if err != nil {
+		return v, fmt.Errorf("sent a bad view: %w", err)
+	}
+	if len(v.Shards) == 0 {
+		return v, errors.New("has no cluster view yet")
+	}
+	return v, nil
 }
 
 // leads reports whether the server at addr is the primary of a shard in v.
@@ -447,12 +454,9 @@ func (c *Client) refreshView(ctx context.Context, seen uint64) error {
 	delay := c.opts.timing.ClientRetryMin
 again:
 	a, err := c.askCoord(ctx, wire.OpView, func(a coordAnswer) error {
-		v, err := wire.DecodeView(a.reply.Value)
+		v, err := answerView(a)
 		if err != nil {
-			return fmt.Errorf("sent a bad view: %w", err)
-		}
-		if len(v.Shards) == 0 {
-			return errors.New("has no cluster view yet")
+			return err
 		}
 		if v.Epoch < want {
 			if stale == nil || v.Epoch > stale.Epoch {
