@@ -102,6 +102,10 @@ type Client struct {
 	coordPref  string               // the coordinator that answered last
 	closed     bool
 	stop       chan struct{} // closed by Close: ends watchOverdue
+	// life ends with Close: the context of what no caller owns (a dial
+	// that callers share).
+	life    context.Context
+	endLife context.CancelFunc
 
 	seq *seqs // write sequence numbers and their floor
 }
@@ -142,6 +146,7 @@ func Dial(ctx context.Context, addr string, opts ...Option) (*Client, error) {
 		seq:        newSeqs(),
 		stop:       make(chan struct{}),
 	}
+	c.life, c.endLife = context.WithCancel(context.Background())
 	if err := c.refreshView(ctx, 0); err != nil {
 		c.Close()
 		return nil, err
@@ -155,6 +160,7 @@ func (c *Client) Close() error {
 	c.mu.Lock()
 	if !c.closed {
 		close(c.stop)
+		c.endLife()
 	}
 	c.closed = true
 	all := c.conns
@@ -236,10 +242,14 @@ func (c *Client) serverConn(ctx context.Context, addr string) (*conn, error) {
 			return cn, nil
 		}
 		if d == nil {
-			break // (with mu held) this caller dials
+			// Callers that find no connection share one dial, which
+			// belongs to none of them: one whose context ends (a short
+			// deadline, a canceled request) stops waiting for it
+			// without ending it for the others. Close ends it.
+			d = &dialCall{done: make(chan struct{})}
+			c.dialing[addr] = d
+			go c.dial(addr, d)
 		}
-		// Another caller dials this server: share its outcome rather
-		// than dial (and keep) a connection of its own.
 		c.mu.Unlock()
 		select {
 		case <-d.done:
@@ -249,22 +259,29 @@ func (c *Client) serverConn(ctx context.Context, addr string) (*conn, error) {
 		if d.err != nil {
 			return nil, d.err
 		}
+		if !d.cn.broken() {
+			return d.cn, nil
+		}
 	}
-	d := &dialCall{done: make(chan struct{})}
-	c.dialing[addr] = d
-	c.mu.Unlock()
-	cn, err := c.dialConn(ctx, addr)
+}
+
+// dial connects to the server at addr for serverConn's callers, adds the
+// connection to the client's and ends d.
+func (c *Client) dial(addr string, d *dialCall) {
+	cn, err := c.dialConn(c.life, addr)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.dialing, addr)
-	d.err = err
+	if c.closed {
+		if err == nil {
+			cn.fail(ErrClosed)
+		}
+		err = ErrClosed
+	}
+	d.cn, d.err = cn, err
 	close(d.done)
 	if err != nil {
-		return nil, err
-	}
-	if c.closed {
-		cn.fail(ErrClosed)
-		return nil, ErrClosed
+		return
 	}
 	fresh := []*conn{cn}
 	for _, old := range c.conns[addr] {
@@ -278,14 +295,14 @@ func (c *Client) serverConn(ctx context.Context, addr string) (*conn, error) {
 		snap[a] = cs
 	}
 	c.live.Store(&snap)
-	return cn, nil
 }
 
 // dialCall is a dial to a server in progress: callers that find no
 // connection to that server while it runs wait for it (serverConn).
 type dialCall struct {
 	done chan struct{} // closed when the dial ended
-	err  error         // its error, set before done is closed
+	cn   *conn         // the connection, or
+	err  error         // the dial's error (both set before done is closed)
 }
 
 // beginSeq allocates the sequence number of a write; endSeq retires it once

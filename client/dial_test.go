@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -89,5 +90,80 @@ func TestConcurrentCallersShareOneDial(t *testing.T) {
 		}
 		mu.Unlock()
 		cl.Close()
+	}
+}
+
+// TestShortDeadlinesDoNotCutASharedDial: the dial that callers share
+// must not run on the context of the caller that started it. Callers
+// with 10 ms deadlines keep arriving at a client whose servers take
+// 20 ms to connect; callers with 2 s deadlines among them must get
+// through. When the dial ran on its starter's context, each was cut at
+// 10 ms and every waiter got that caller's deadline as its error: a
+// review counted 36-382 dials per round, nearly all cut, and callers
+// with 2 s deadlines failed (3 of 4 in one round) or waited up to 1.4 s.
+func TestShortDeadlinesDoNotCutASharedDial(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{N: 3, Plain: true, Args: []string{"-data-dir", "none"}})
+	var dials atomic.Int64
+	var d net.Dialer
+	slow := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if addr != c.Addr { // (the coordinator's is not slow)
+			dials.Add(1)
+			select { // a server 20 ms away
+			case <-time.After(20 * time.Millisecond):
+			case <-ctx.Done():
+				return nil, ctx.Err()
+			}
+		}
+		return d.DialContext(ctx, network, addr)
+	}
+	for round := range 4 {
+		dials.Store(0)
+		cl := c.Client(client.WithDialer(slow))
+		stop := make(chan struct{})
+		var wg sync.WaitGroup
+		for g := range 32 {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+					_ = cl.Put(ctx, fmt.Sprintf("short-%d-%d", g, i%8), []byte("v")) // (may time out)
+					cancel()
+					time.Sleep(time.Millisecond)
+				}
+			}()
+		}
+		time.Sleep(5 * time.Millisecond)
+		var long sync.WaitGroup
+		var mu sync.Mutex
+		var slowest time.Duration
+		for g := range 4 {
+			long.Add(1)
+			go func() {
+				defer long.Done()
+				ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
+				defer cancel()
+				start := time.Now()
+				if err := cl.Put(ctx, fmt.Sprintf("long-%d", g), []byte("v")); err != nil {
+					t.Errorf("round %d: a put with a 2 s deadline failed: %v", round, err)
+				}
+				mu.Lock()
+				slowest = max(slowest, time.Since(start))
+				mu.Unlock()
+			}()
+		}
+		long.Wait()
+		close(stop)
+		wg.Wait()
+		cl.Close()
+		t.Logf("round %d: %d server dials, slowest 2 s put %s", round, dials.Load(), slowest.Round(time.Millisecond))
+		if n := dials.Load(); n > 6 {
+			t.Errorf("round %d: %d dials to 3 servers: callers' deadlines cut the shared dial", round, n)
+		}
 	}
 }
