@@ -255,6 +255,8 @@ func (c *Client) serverConn(ctx context.Context, addr string) (*conn, error) {
 		case <-d.done:
 		case <-ctx.Done():
 			return nil, ctx.Err()
+		case <-c.stop: // (Close, whatever the dialer does)
+			return nil, ErrClosed
 		}
 		if d.err != nil {
 			return nil, d.err
@@ -269,6 +271,10 @@ func (c *Client) serverConn(ctx context.Context, addr string) (*conn, error) {
 // connection to the client's and ends d.
 func (c *Client) dial(addr string, d *dialCall) {
 	cn, err := c.dialConn(c.life, addr)
+	if errors.Is(err, context.DeadlineExceeded) {
+		// The handshake timeout, not a caller's deadline.
+		err = fmt.Errorf("no connection within %v: %w", c.opts.timing.Handshake, err)
+	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	delete(c.dialing, addr)
