@@ -273,7 +273,7 @@ func (c *Client) dial(addr string, d *dialCall) {
 	cn, err := c.dialConn(c.life, addr)
 	if errors.Is(err, context.DeadlineExceeded) {
 		// The handshake timeout, not a caller's deadline.
-		err = fmt.Errorf("no connection within %v: %w", c.opts.timing.Handshake, err)
+		err = fmt.Errorf("connecting timed out: %w", err)
 	}
 	c.mu.Lock()
 	defer c.mu.Unlock()
