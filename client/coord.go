@@ -316,11 +316,12 @@ func (c *Client) refreshLater(seen uint64) {
 // with no byte arriving (conn.overdue), fetches the view if it finds any,
 // and drops those whose server the view no longer makes a primary: their
 // requests are retried on their shards' new primaries (exactly once: a
-// write keeps its sequence number). A host that drops off the network
-// (power cut, link down) sends no reset, and nothing else would end the
-// wait: a request's own refresh comes only after an error or its
-// context's end. A connection whose server the view still names is left
-// alone: a busy server is not a lost one.
+// write keeps its sequence number). A program on a reused port, a server
+// the coordinator cannot kill, or (through a dialer without the default
+// TCP_USER_TIMEOUT) a host that dropped off the network answers nothing
+// and closes nothing: a request's own refresh comes only after an error
+// or its context's end. A connection whose server the view still names
+// is left alone: a busy server is not a lost one.
 func (c *Client) watchOverdue() {
 	d := c.opts.timing.AnswerOverdue
 	t := time.NewTicker(d / 4)
