@@ -822,6 +822,15 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 		return spawnError{fmt.Errorf("server %d (%s, line %d): %w", nd.id, where.Host, nd.spec.Line, err)}
 	}
 	c.mu.Lock()
+	if c.shutting {
+		// The cluster began to stop while this one was spawned (over
+		// ssh, say): stopServers no longer sees it, so it must not
+		// live on. It reported nothing: its log holds its data.
+		c.mu.Unlock()
+		c.log.Warn().Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).Msg("shutting down: killing the incarnation just spawned")
+		_ = p.Kill()
+		return errors.New("shutting down")
+	}
 	old := nd.proc
 	nd.proc, nd.procInc = p, inc
 	c.mu.Unlock()
@@ -1642,7 +1651,7 @@ func (c *Coordinator) stopServers(ctx context.Context) error {
 		default:
 		}
 		wg.Add(1)
-		go func(i int, nd *node) {
+		go func(i int, nd *node, p Process) {
 			defer wg.Done()
 			wait := c.opts.Timing.ServerExit
 			if err := replyErr(c.control(ctx, nd, &wire.Frame{Op: wire.OpShutdown})); errors.Is(err, errNotReported) {
@@ -1654,15 +1663,15 @@ func (c *Coordinator) stopServers(ctx context.Context) error {
 				errs[i] = fmt.Errorf("server %d: shutdown: %w", nd.id, err)
 			}
 			select {
-			case <-nd.proc.Done():
+			case <-p.Done():
 			case <-time.After(wait):
-				_ = nd.proc.Kill()
+				_ = p.Kill()
 				select {
-				case <-nd.proc.Done():
+				case <-p.Done():
 				case <-time.After(c.opts.Timing.KillWait): // an unreachable host
 				}
 			}
-		}(i, nd)
+		}(i, nd, p)
 	}
 	wg.Wait()
 	c.log.Info().Float64("took_ms", millis(time.Since(start))).Msg("servers stopped")
