@@ -44,6 +44,9 @@ type Coordinator struct {
 	regCh    chan struct{}
 	started  bool
 	shutting bool
+	// stopping: stopServers or killAll runs (the servers are stopped;
+	// a group member that only steps down leaves them running).
+	stopping bool
 
 	// core decides every failover while this coordinator leads (nil
 	// before its takeover has the records, and on a follower); ld is the
@@ -779,13 +782,17 @@ type spawnError struct{ error }
 
 func (e spawnError) Unwrap() error { return e.error }
 
+// errShuttingDown: a spawn refused or undone because the coordinator is
+// stopping (nothing to report as a failed respawn).
+var errShuttingDown = errors.New("shutting down")
+
 // spawn starts incarnation inc of nd on host (the core chose both; at
 // start-up, the next incarnation on its configured host).
 func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host string) error {
 	c.mu.Lock()
 	if c.shutting {
 		c.mu.Unlock()
-		return errors.New("shutting down")
+		return errShuttingDown
 	}
 	nd.inc, nd.host = inc, host
 	nd.reported = false
@@ -822,14 +829,17 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 		return spawnError{fmt.Errorf("server %d (%s, line %d): %w", nd.id, where.Host, nd.spec.Line, err)}
 	}
 	c.mu.Lock()
-	if c.shutting {
-		// The cluster began to stop while this one was spawned (over
+	if c.stopping {
+		// The servers began to stop while this one was spawned (over
 		// ssh, say): stopServers no longer sees it, so it must not
 		// live on. It reported nothing: its log holds its data.
 		c.mu.Unlock()
-		c.log.Warn().Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).Msg("shutting down: killing the incarnation just spawned")
-		_ = p.Kill()
-		return errors.New("shutting down")
+		err := p.Kill()
+		if r, ok := p.(interface{ Release() }); ok {
+			r.Release()
+		}
+		c.log.Warn().Err(err).Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).Msg("shutting down: killed the incarnation just spawned")
+		return errShuttingDown
 	}
 	old := nd.proc
 	nd.proc, nd.procInc = p, inc
@@ -1630,7 +1640,7 @@ func (c *Coordinator) closeCtl() {
 // for them, killing any that do not finish in time.
 func (c *Coordinator) stopServers(ctx context.Context) error {
 	c.mu.Lock()
-	c.shutting = true
+	c.shutting, c.stopping = true, true
 	nodes := append([]*node(nil), c.nodes...)
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timing.ShutdownWait)
@@ -1692,12 +1702,16 @@ func (c *Coordinator) killSpawned() {
 
 func (c *Coordinator) killAll() {
 	c.mu.Lock()
-	c.shutting = true
-	c.mu.Unlock()
+	c.shutting, c.stopping = true, true
+	var procs []Process
 	for _, nd := range c.nodes {
 		if nd.proc != nil {
-			_ = nd.proc.Kill()
+			procs = append(procs, nd.proc)
 		}
+	}
+	c.mu.Unlock()
+	for _, p := range procs {
+		_ = p.Kill()
 	}
 }
 

@@ -204,7 +204,7 @@ func (c *Coordinator) respawn(l leadership, a decide.Spawn) {
 		err = c.waitReported(l.ctx, a, begun, limit)
 	}
 	if err != nil {
-		if l.ctx.Err() != nil {
+		if l.ctx.Err() != nil || errors.Is(err, errShuttingDown) {
 			return
 		}
 		c.log.Error().Err(err).Int("node", a.ID).Str("host", a.Host).Uint64("inc", a.Inc).Msg("respawn failed")
