@@ -610,7 +610,9 @@ func TestHostileSessionTTL(t *testing.T) {
 	counted := false
 	for deadline := time.Now().Add(5 * time.Second); !counted && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		peak = sessionRecords(t, r.c)
-		counted = peak[r.target] >= before[r.target]+want
+		// (Less the honest clients' own records counted before: their
+		// next write's floor prunes them, as below.)
+		counted = peak[r.target] >= before[r.target]+want-16
 	}
 	if !counted {
 		t.Fatalf("target server %d: session_records %d before the probe, %d 5s after it (every server: before %v, after %v); %d one-shot writes answered OK, want %d counted",
