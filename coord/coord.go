@@ -47,6 +47,10 @@ type Coordinator struct {
 	// stopping: stopServers or killAll runs (the servers are stopped;
 	// a group member that only steps down leaves them running).
 	stopping bool
+	// spawns counts spawn calls under way (Add under mu while not
+	// shutting): stopServers waits for them, since one that has not
+	// returned yet is a process nobody else will stop.
+	spawns sync.WaitGroup
 
 	// core decides every failover while this coordinator leads (nil
 	// before its takeover has the records, and on a follower); ld is the
@@ -81,6 +85,9 @@ type Coordinator struct {
 	lastStopped bool
 	spares      []string // spare hosts not yet taken
 	saveMu      sync.Mutex
+	// final: the orderly stop was committed (saveMu); it stays the last
+	// state this coordinator commits.
+	final bool
 
 	// The control plane: this coordinator's Raft member (store is the
 	// same, or a memStore in tests of the decisions), whether it leads
@@ -794,6 +801,8 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 		c.mu.Unlock()
 		return errShuttingDown
 	}
+	c.spawns.Add(1)
+	defer c.spawns.Done()
 	nd.inc, nd.host = inc, host
 	nd.reported = false
 	nd.hb = wire.Heartbeat{}
@@ -1531,11 +1540,7 @@ func (c *Coordinator) Shutdown(ctx context.Context) error {
 	if err == nil && c.store != nil {
 		// The next start spawns a fresh cluster (the servers' dumps stay
 		// where they are), with incarnations and epochs that keep growing.
-		c.mu.Lock()
-		st := c.stateLocked()
-		c.mu.Unlock()
-		st.Stopped = true
-		if serr := c.store.Save(st); serr != nil {
+		if serr := c.saveStop(true); serr != nil {
 			c.log.Warn().Err(serr).Msg("cannot commit the orderly stop; the next start re-adopts (and respawns) the servers")
 		}
 	}
@@ -1568,18 +1573,34 @@ func (c *Coordinator) StopCluster(ctx context.Context) error {
 		return errors.New("not the leader")
 	}
 	err := c.stopServers(ctx)
-	c.mu.Lock()
-	st := c.stateLocked()
-	c.mu.Unlock()
-	st.Stopped = err == nil
-	serr := c.store.Save(st)
-	c.log.Info().AnErr("servers", err).AnErr("commit", serr).Bool("stopped", st.Stopped).Msg("cluster stopped")
+	serr := c.saveStop(err == nil)
+	c.log.Info().AnErr("servers", err).AnErr("commit", serr).Bool("stopped", err == nil).Msg("cluster stopped")
 	if serr != nil && err == nil {
 		err = serr
 	} else if serr == nil && c.group() {
 		c.stopOthers()
 	}
 	c.stoppedOnce.Do(func() { close(c.stopped) })
+	return err
+}
+
+// saveStop commits the state once the servers were stopped: stopped
+// says whether in order (the next start spawns a fresh cluster from
+// their dumps and logs). An orderly stop is the last state committed: a
+// decision still being carried out (a view, a respawn) commits nothing
+// after it (saveState), or the next start would re-adopt servers that
+// are gone.
+func (c *Coordinator) saveStop(stopped bool) error {
+	c.saveMu.Lock()
+	defer c.saveMu.Unlock()
+	c.mu.Lock()
+	st := c.stateLocked()
+	c.mu.Unlock()
+	st.Stopped = stopped
+	err := c.store.Save(st)
+	if err == nil && stopped {
+		c.final = true
+	}
 	return err
 }
 
@@ -1645,9 +1666,10 @@ func (c *Coordinator) stopServers(ctx context.Context) error {
 	c.mu.Unlock()
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timing.ShutdownWait)
 	defer cancel()
+	start := time.Now()
+	c.waitAdopted(ctx)
 	var wg sync.WaitGroup
 	errs := make([]error, len(nodes))
-	start := time.Now()
 	for i, nd := range nodes {
 		c.mu.Lock()
 		p := nd.proc
@@ -1684,8 +1706,46 @@ func (c *Coordinator) stopServers(ctx context.Context) error {
 		}(i, nd, p)
 	}
 	wg.Wait()
+	// A spawn under way (over ssh, say) kills its incarnation once it
+	// has it (spawn): bin/coord must not exit before, or that server
+	// would run on with nobody to stop it.
+	if !waitGroup(ctx, &c.spawns) {
+		c.log.Warn().Msg("a server spawn still under way at the end of the shutdown: that server may live on")
+	}
 	c.log.Info().Float64("took_ms", millis(time.Since(start))).Msg("servers stopped")
 	return errors.Join(errs...)
+}
+
+// waitAdopted waits (within ctx) for a takeover under way to have
+// adopted the running servers: a leader just elected knows no server
+// process until then, and a stop would stop none of them.
+func (c *Coordinator) waitAdopted(ctx context.Context) {
+	for {
+		c.mu.Lock()
+		adopting := c.adopting
+		c.mu.Unlock()
+		if !adopting {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			c.log.Warn().Msg("the takeover did not adopt the servers in time: stopping those known")
+			return
+		case <-time.After(c.opts.Timing.Poll):
+		}
+	}
+}
+
+// waitGroup waits for wg within ctx and reports whether it is done.
+func waitGroup(ctx context.Context, wg *sync.WaitGroup) bool {
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+		return true
+	case <-ctx.Done():
+		return false
+	}
 }
 
 // killSpawned kills the servers a failed start spawned.
@@ -1713,6 +1773,10 @@ func (c *Coordinator) killAll() {
 	for _, p := range procs {
 		_ = p.Kill()
 	}
+	// A spawn under way kills its own incarnation once it has it.
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.Timing.ShutdownWait)
+	defer cancel()
+	waitGroup(ctx, &c.spawns)
 }
 
 // remoteCoordHost is the address remote servers dial the coordinator at:

@@ -184,7 +184,16 @@ func (s *SSHSpawner) Spawn(ctx context.Context, sp SpawnSpec) (Process, error) {
 		`if [ -z "$C" ]; then C=${SSH_CLIENT%% *}; fi`,
 		`case $C in *:*) C="[$C]";; esac`,
 		`printf '%s\n' "$S" | setsid ` + shq(s.Binary) + " " + strings.Join(q, " ") + ` -coord "$C:` + coordPort + others + `" >>` + shq(sp.LogFile) + " 2>&1 &",
-		`echo "ftkv-pid $!"`,
+		// The pid is told once it runs the server's command line (setsid
+		// has exec'd; its arguments are the server's): a Kill in the
+		// instant before would find no marker, report the process gone,
+		// and the server would start anyway. timing: exception — "sleep
+		// 0.01" (up to 200 times) is a local wait on the host for an exec.
+		`p=$!; i=0`,
+		// An empty command line: it exited already (a zombie).
+		`while [ $i -lt 200 ]; do c=$(tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null) || break`,
+		`case $c in ''|*` + shq(marker(sp.ID, sp.Incarnation)) + `*) break;; esac; sleep 0.01; i=$((i+1)); done`,
+		`echo "ftkv-pid $p"`,
 	}, "\n")
 	out, err := s.run(ctx, dest, script, strings.NewReader(SecretsInput(sp)))
 	if err != nil {
@@ -248,13 +257,18 @@ func (s *SSHSpawner) copyBinary(ctx context.Context, dest string) error {
 
 // Adopt returns a handle on an incarnation already running on dest.
 func (s *SSHSpawner) Adopt(dest string, pid, id int, inc uint64) Process {
-	p := &sshProc{s: s, dest: dest, pid: pid, marker: fmt.Sprintf(" -id %d -inc %d ", id, inc),
+	p := &sshProc{s: s, dest: dest, pid: pid, marker: marker(id, inc),
 		logFile: fmt.Sprintf("server_%d.log", id), refused: refusedLine(id, inc, pid),
 		done: make(chan struct{}), stop: make(chan struct{})}
 	p.code.Store(-1)
 	go p.watch()
 	return p
 }
+
+// marker is what the command line of server id's incarnation inc holds
+// (serverArgs), spaces turned to NULs: it tells that process from any
+// other that got its pid.
+func marker(id int, inc uint64) string { return fmt.Sprintf(" -id %d -inc %d ", id, inc) }
 
 // sshProc is a server on another host. Its exit is known only when the
 // host says so (a watcher ssh session that polls the pid there); a host
@@ -328,6 +342,8 @@ func (p *sshProc) watch() {
 		}
 		select {
 		case <-p.stop:
+			return
+		case <-p.done: // killed (Kill saw it gone)
 			return
 		case <-time.After(p.s.timing().SSHWatch):
 		}

@@ -26,6 +26,9 @@ func (c *Coordinator) saveState() error {
 	}
 	c.saveMu.Lock() // one state at a time, in order
 	defer c.saveMu.Unlock()
+	if c.final {
+		return errShuttingDown // the orderly stop stays the last state (saveStop)
+	}
 	c.mu.Lock()
 	st := c.stateLocked()
 	v, before := c.view, c.current

@@ -1,0 +1,127 @@
+package coord
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"syscall"
+	"testing"
+	"time"
+
+	"ftkv/wire"
+)
+
+// startFakeServer runs a process whose command line is server id's,
+// incarnation inc (as the coordinator recognises one: watchPID), and
+// that does nothing.
+func startFakeServer(t *testing.T, id int, inc uint64) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sh", "-c", "while :; do sleep 1; done", "server", "-id", fmt.Sprint(id), "-inc", fmt.Sprint(inc))
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan struct{})
+	go func() { _ = cmd.Wait(); close(exited) }()
+	t.Cleanup(func() {
+		_ = cmd.Process.Kill()
+		<-exited
+	})
+	deadline := time.Now().Add(5 * time.Second)
+	for !isServer(cmd.Process.Pid, id, inc) {
+		if time.Now().After(deadline) {
+			t.Fatalf("pid %d does not look like server %d incarnation %d", cmd.Process.Pid, id, inc)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return cmd
+}
+
+// alive reports whether pid runs and is not a zombie.
+func alive(pid int) bool {
+	return syscall.Kill(pid, 0) == nil && !zombie(pid)
+}
+
+// TestStopClusterDuringTakeover: `bin/client shutdown` reached a leader
+// that had just been elected and had not yet re-adopted the running
+// servers (its takeover waits on a Raft barrier first). The stop saw no
+// server process, stopped none, committed that the cluster stopped and
+// every coordinator exited: the servers ran on with nobody watching
+// them. Now a stop waits for the takeover's adoption and then stops
+// what it adopted, each with its order to dump and exit.
+func TestStopClusterDuringTakeover(t *testing.T) {
+	c := testCoordinator(t)
+	c.opts.Timing.ServerExit = 500 * time.Millisecond
+	c.stopped = make(chan struct{})
+	v := c.View()
+	var pids []int
+	var fakes []*fakeCtl
+	shutdowns := make(chan int, 3)
+	for i := range v.Servers {
+		p := startFakeServer(t, i, 1)
+		pids = append(pids, p.Process.Pid)
+		i := i
+		fakes = append(fakes, startFakeCtlHook(t, func(fr wire.Frame) {
+			if fr.Op == wire.OpShutdown {
+				shutdowns <- i
+				_ = p.Process.Kill() // it dumps and exits
+			}
+		}))
+		v.Servers[i].CtlAddr = fakes[i].addr
+	}
+	// As watchLeadership leaves a coordinator that was just elected: it
+	// knows no server process yet.
+	c.mu.Lock()
+	c.adopting = true
+	for _, nd := range c.nodes {
+		nd.proc = nil
+	}
+	c.mu.Unlock()
+	stopped := make(chan error, 1)
+	go func() { stopped <- c.StopCluster(context.Background()) }()
+	time.Sleep(200 * time.Millisecond) // the stop has begun
+	c.adopt(c.ld, committed(v, pids...), v)
+	select {
+	case err := <-stopped:
+		if err != nil {
+			t.Errorf("StopCluster: %v", err)
+		}
+	case <-time.After(30 * time.Second):
+		t.Fatal("StopCluster did not return")
+	}
+	for i, pid := range pids {
+		if alive(pid) {
+			t.Errorf("server %d (pid %d) still runs after the cluster was stopped", i, pid)
+		}
+	}
+	if got := len(shutdowns); got != len(pids) {
+		t.Errorf("%d of %d servers were ordered to dump and exit", got, len(pids))
+	}
+	if st, _ := c.store.(*memStore).last(); !st.Stopped {
+		t.Errorf("the stop was not committed")
+	}
+}
+
+// TestNoStateSavedAfterTheStop: the orderly stop's commit (Stopped) is
+// the last state a coordinator saves. A decision still being carried out
+// (a view published, a respawn's incarnation) used to commit after it,
+// without Stopped, and the next start re-adopted servers that were gone.
+func TestNoStateSavedAfterTheStop(t *testing.T) {
+	c := testCoordinator(t)
+	for _, nd := range c.nodes {
+		close(nd.proc.(*fakeProc).done) // the servers exited
+	}
+	if err := c.Shutdown(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	st, n := c.store.(*memStore).last()
+	if !st.Stopped {
+		t.Fatalf("Shutdown did not commit the stop (%d states saved)", n)
+	}
+	err := c.saveState() // a late decision
+	if st, _ := c.store.(*memStore).last(); !st.Stopped {
+		t.Fatalf("a state saved after the stop replaced it (saveState: %v)", err)
+	}
+	if err == nil {
+		t.Errorf("saveState after the stop reported success")
+	}
+}
