@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"time"
 
 	"github.com/zeebo/xxh3"
@@ -457,6 +458,13 @@ func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	st, err := g.cfg.Store.Status(ctx)
 	if err != nil {
+		var ne net.Error
+		if errors.As(err, &ne) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, context.DeadlineExceeded) {
+			// No coordinator could be reached, or none answered in
+			// time: the cluster is unavailable for now, as for a key.
+			httpError(w, http.StatusServiceUnavailable, err.Error())
+			return
+		}
 		storeError(w, err)
 		return
 	}

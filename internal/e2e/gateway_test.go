@@ -324,5 +324,21 @@ func TestGatewayHTTP(t *testing.T) {
 	if code, body := req("GET", "/v1/status", ""); code != 200 || strings.Count(body, `"primary_keys"`) != 3 {
 		t.Fatalf("status: %d %s", code, body)
 	}
-	t.Logf("HTTP API: a binary key written, read back from the cluster and over HTTP; status lists 3 servers")
+	// The cluster gone (stopped with its coordinator): the status, like
+	// a key, is unavailable for now, 503 with Retry-After (the README's
+	// words), not 502.
+	if err := c.Shutdown(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	r, _ := http.NewRequest("GET", base+"/v1/status", nil)
+	resp, err := http.DefaultClient.Do(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 503 || resp.Header.Get("Retry-After") == "" {
+		t.Fatalf("status with the coordinator gone: %d (Retry-After %q) %s, want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"), b)
+	}
+	t.Logf("HTTP API: a binary key written, read back from the cluster and over HTTP; status lists 3 servers, and answers 503 once the coordinator is gone")
 }
