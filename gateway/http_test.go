@@ -11,7 +11,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"runtime"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -210,10 +209,7 @@ func TestHTTPHeldBodiesWithinTheBudget(t *testing.T) {
 	st.m["small"] = []byte("v")
 	const budget = 4 << 20
 	g := start(t, st, func(c *Config) { c.Limits.InputBudget = budget })
-	var ms runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&ms)
-	base := ms.HeapInuse
+	base := liveHeap()
 	const holders = 40
 	body := strings.Repeat("x", wire.MaxValue-1)
 	var conns []net.Conn
@@ -228,9 +224,7 @@ func TestHTTPHeldBodiesWithinTheBudget(t *testing.T) {
 	}
 	var peak uint64
 	for end := time.Now().Add(time.Second); time.Now().Before(end); {
-		runtime.GC() // (the live heap: what the bodies hold)
-		runtime.ReadMemStats(&ms)
-		peak = max(peak, ms.HeapInuse)
+		peak = max(peak, liveHeap()) // (what the bodies hold)
 		time.Sleep(50 * time.Millisecond)
 	}
 	grew := int64(peak) - int64(base)

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net"
-	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -163,10 +162,7 @@ func TestPipelinedLargeSetsHeldByBytes(t *testing.T) {
 	st.gate = make(chan struct{})
 	const budget = 8 << 20
 	g := start(t, st, func(c *Config) { c.Limits.InputBudget = budget; c.Timeout = 10 * time.Second })
-	var ms runtime.MemStats
-	runtime.GC()
-	runtime.ReadMemStats(&ms)
-	base := ms.HeapInuse
+	base := liveHeap()
 	nc, err := net.Dial("tcp", g.Addr())
 	if err != nil {
 		t.Fatal(err)
@@ -183,9 +179,7 @@ func TestPipelinedLargeSetsHeldByBytes(t *testing.T) {
 	}()
 	var peak uint64
 	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); {
-		runtime.GC() // (the live heap)
-		runtime.ReadMemStats(&ms)
-		peak = max(peak, ms.HeapInuse)
+		peak = max(peak, liveHeap())
 		time.Sleep(50 * time.Millisecond)
 	}
 	close(st.gate)
