@@ -67,6 +67,7 @@ type Coordinator struct {
 	testHookSave    func()     // runs as saveState starts
 	pending         *wire.View // being published: committed, not visible yet
 	adopting        bool       // re-adopting: heartbeats are not judged yet
+	tookOver        bool       // this leadership's takeover returned (adopted or failed)
 	restarting      bool       // this start follows a committed view (initialPlacement)
 	// current: which copies hold every acknowledged write, committed with
 	// every view (decide.Current). firstDurable: while the first view of
@@ -342,7 +343,7 @@ func (c *Coordinator) watchLeadership() {
 			c.term = c.rn.r.CurrentTerm()
 			// Until the takeover has the nodes' records, a heartbeat
 			// must not be judged (and refused) against stale ones.
-			c.adopting = true
+			c.adopting, c.tookOver = true, false
 			ctx, cancel := context.WithCancel(context.Background())
 			c.leadCancel = cancel
 			c.ld = leadership{ctx: ctx, events: make(chan decide.Event, 1024)}
@@ -363,6 +364,9 @@ func (c *Coordinator) watchLeadership() {
 func (c *Coordinator) lead(l leadership, term uint64) {
 	go c.verifyLeadership(l.ctx)
 	err := c.takeOver(l)
+	c.mu.Lock()
+	c.tookOver = true
+	c.mu.Unlock()
 	select {
 	case c.startErr <- err: // the first takeover of a single coordinator
 	default:
@@ -873,18 +877,22 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 		}
 		c.log.Warn().Err(err).Int("node", nd.id).Uint64("inc", inc).Msg("pid of the new incarnation not committed")
 	}
-	go func() {
-		<-p.Done()
-		c.sawExit(nd, inc)
-		c.mu.Lock()
-		shutting := c.shutting
-		c.mu.Unlock()
-		if !shutting {
-			c.log.Error().Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).Msg("server process exited")
-			c.sendEvent(decide.ProcessExited{ID: nd.id, Inc: inc})
-		}
-	}()
+	go c.watchExit(nd, inc, p)
 	return nil
+}
+
+// watchExit reports the exit of p, incarnation inc of nd, to the core,
+// unless this coordinator is stopping (it stops them: no news).
+func (c *Coordinator) watchExit(nd *node, inc uint64, p Process) {
+	<-p.Done()
+	c.sawExit(nd, inc)
+	c.mu.Lock()
+	shutting := c.shutting
+	c.mu.Unlock()
+	if !shutting {
+		c.log.Error().Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).Msg("server process exited")
+		c.sendEvent(decide.ProcessExited{ID: nd.id, Inc: inc})
+	}
 }
 
 // waitRegistered waits until every server reported, from begun on. Past
@@ -1664,12 +1672,18 @@ func (c *Coordinator) stopServers(ctx context.Context) error {
 	c.shutting, c.stopping = true, true
 	nodes := append([]*node(nil), c.nodes...)
 	c.mu.Unlock()
+	start := time.Now()
+	// A takeover that did not adopt the servers leaves them unknown:
+	// those known are stopped, and the stop is not in order (not
+	// committed as one: the next leader re-adopts them).
+	adopted := c.waitAdopted(ctx)
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timing.ShutdownWait)
 	defer cancel()
-	start := time.Now()
-	c.waitAdopted(ctx)
 	var wg sync.WaitGroup
-	errs := make([]error, len(nodes))
+	errs := make([]error, len(nodes)+1)
+	if !adopted {
+		errs[len(nodes)] = errors.New("the takeover under way did not adopt the running servers: they were not stopped")
+	}
 	for i, nd := range nodes {
 		c.mu.Lock()
 		p := nd.proc
@@ -1716,21 +1730,29 @@ func (c *Coordinator) stopServers(ctx context.Context) error {
 	return errors.Join(errs...)
 }
 
-// waitAdopted waits (within ctx) for a takeover under way to have
-// adopted the running servers: a leader just elected knows no server
-// process until then, and a stop would stop none of them.
-func (c *Coordinator) waitAdopted(ctx context.Context) {
+// waitAdopted waits for a takeover under way to have adopted the running
+// servers: a leader just elected knows no server process until then, and
+// a stop would stop none of them. It reports false when the takeover
+// ended without (it failed) or did not get there within twice RaftApply
+// (its Raft barrier is bounded by one).
+func (c *Coordinator) waitAdopted(ctx context.Context) bool {
+	ctx, cancel := context.WithTimeout(ctx, 2*c.opts.Timing.RaftApply)
+	defer cancel()
 	for {
 		c.mu.Lock()
-		adopting := c.adopting
+		adopting, ended := c.adopting, c.tookOver
 		c.mu.Unlock()
 		if !adopting {
-			return
+			return true
+		}
+		if ended {
+			c.log.Warn().Msg("the takeover failed before it adopted the servers: stopping those known")
+			return false
 		}
 		select {
 		case <-ctx.Done():
 			c.log.Warn().Msg("the takeover did not adopt the servers in time: stopping those known")
-			return
+			return false
 		case <-time.After(c.opts.Timing.Poll):
 		}
 	}

@@ -186,13 +186,20 @@ func (s *SSHSpawner) Spawn(ctx context.Context, sp SpawnSpec) (Process, error) {
 		`printf '%s\n' "$S" | setsid ` + shq(s.Binary) + " " + strings.Join(q, " ") + ` -coord "$C:` + coordPort + others + `" >>` + shq(sp.LogFile) + " 2>&1 &",
 		// The pid is told once it runs the server's command line (setsid
 		// has exec'd; its arguments are the server's): a Kill in the
-		// instant before would find no marker, report the process gone,
-		// and the server would start anyway. timing: exception — "sleep
-		// 0.01" (up to 200 times) is a local wait on the host for an exec.
-		`p=$!; i=0`,
-		// An empty command line: it exited already (a zombie).
-		`while [ $i -lt 200 ]; do c=$(tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null) || break`,
-		`case $c in ''|*` + shq(marker(sp.ID, sp.Incarnation)) + `*) break;; esac; sleep 0.01; i=$((i+1)); done`,
+		// instant before would find no marker (sshProc.alive), take the
+		// process for gone, and the server would start anyway
+		// (TestRemoteStartKillableBeforeExec). The marker is built from
+		// variables: the script's own text (the command line of the
+		// shell, and of its child before the exec) must not hold it. An
+		// empty command line: it exited already (a zombie). Past the wait
+		// the child is killed and the start fails. timing: exception —
+		// "sleep 0.01" (up to 200 times) is a local wait on the host for
+		// an exec.
+		fmt.Sprintf(`I=%d; N=%d; p=$!; i=0`, sp.ID, sp.Incarnation),
+		`while :; do c=$(tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null) || break`,
+		`case $c in ''|*" -id $I -inc $N "*) break;; esac`,
+		`i=$((i+1)); if [ $i -gt 200 ]; then kill -9 $p 2>/dev/null || :; echo "ftkv: the server process did not start within 2 s" >&2; exit 1; fi`,
+		`sleep 0.01 2>/dev/null || sleep 1; done`,
 		`echo "ftkv-pid $p"`,
 	}, "\n")
 	out, err := s.run(ctx, dest, script, strings.NewReader(SecretsInput(sp)))
@@ -257,18 +264,13 @@ func (s *SSHSpawner) copyBinary(ctx context.Context, dest string) error {
 
 // Adopt returns a handle on an incarnation already running on dest.
 func (s *SSHSpawner) Adopt(dest string, pid, id int, inc uint64) Process {
-	p := &sshProc{s: s, dest: dest, pid: pid, marker: marker(id, inc),
+	p := &sshProc{s: s, dest: dest, pid: pid, marker: fmt.Sprintf(" -id %d -inc %d ", id, inc),
 		logFile: fmt.Sprintf("server_%d.log", id), refused: refusedLine(id, inc, pid),
 		done: make(chan struct{}), stop: make(chan struct{})}
 	p.code.Store(-1)
 	go p.watch()
 	return p
 }
-
-// marker is what the command line of server id's incarnation inc holds
-// (serverArgs), spaces turned to NULs: it tells that process from any
-// other that got its pid.
-func marker(id int, inc uint64) string { return fmt.Sprintf(" -id %d -inc %d ", id, inc) }
 
 // sshProc is a server on another host. Its exit is known only when the
 // host says so (a watcher ssh session that polls the pid there); a host

@@ -218,12 +218,7 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) int {
 				p = watchPID(sn.PID, i, sn.Inc, c.opts.Timing.Poll)
 			}
 			nd.proc, nd.procInc = p, sn.Inc
-			go func(id int, inc uint64) {
-				<-p.Done()
-				c.sawExit(c.nodes[id], inc)
-				c.log.Error().Int("node", id).Uint64("inc", inc).Int("pid", p.PID()).Msg("server process exited")
-				c.sendEvent(decide.ProcessExited{ID: id, Inc: inc})
-			}(i, sn.Inc)
+			go c.watchExit(nd, sn.Inc, p)
 		}
 		if liveMember(v, i, sn.Inc) {
 			try = append(try, i)

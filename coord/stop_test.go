@@ -125,3 +125,34 @@ func TestNoStateSavedAfterTheStop(t *testing.T) {
 		t.Errorf("saveState after the stop reported success")
 	}
 }
+
+// TestStopClusterWhenTheTakeoverNeverAdopts: a takeover that never
+// adopts the servers (its barrier failed, say) left the stop knowing no
+// server: it stopped none, waited its whole bound, and committed that the
+// cluster stopped in order, so the next start would have spawned a fresh
+// cluster beside the running one. Now such a stop fails after a bound of
+// its own, and commits no orderly stop: the next leader re-adopts.
+func TestStopClusterWhenTheTakeoverNeverAdopts(t *testing.T) {
+	c := testCoordinator(t)
+	c.stopped = make(chan struct{})
+	c.opts.Timing.RaftApply = 200 * time.Millisecond
+	c.mu.Lock()
+	c.adopting = true
+	for _, nd := range c.nodes {
+		nd.proc = nil
+	}
+	c.mu.Unlock()
+	start := time.Now()
+	err := c.StopCluster(context.Background())
+	took := time.Since(start)
+	if err == nil {
+		t.Errorf("StopCluster stopped no server and reported success")
+	}
+	if st, n := c.store.(*memStore).last(); n == 0 || st.Stopped {
+		t.Errorf("committed an orderly stop (%d states saved, stopped %v) though no server was stopped", n, st.Stopped)
+	}
+	if took > 2*time.Second {
+		t.Errorf("StopCluster took %s", took)
+	}
+	t.Logf("StopCluster: %v after %s", err, took.Round(time.Millisecond))
+}

@@ -1,0 +1,84 @@
+package coord
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+)
+
+// localSSH is an ssh client that runs the command (its last argument)
+// here, with bash -c, as sshd runs it with the user's login shell. It
+// answers once that shell has exited, without waiting for its children
+// to let go of its output (sshd waits for that).
+func localSSH(t *testing.T) string {
+	t.Helper()
+	d := t.TempDir()
+	f := filepath.Join(d, "ssh")
+	script := "#!/bin/bash\nfor a; do last=$a; done\nbash -c \"$last\" >" + d + "/out 2>" + d + "/err; rc=$?\ncat " + d + "/out; cat " + d + "/err >&2; exit $rc\n"
+	if err := os.WriteFile(f, []byte(script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+// TestRemoteStartKillableBeforeExec: the start script told the pid of
+// its background child at once, maybe before setsid had exec'd the
+// server there. A Kill in that instant found no marker in the pid's
+// command line, took the process for gone, and the server started anyway
+// and ran on (this test failed). Now the script tells the pid once the
+// server's command line runs. Over ssh the window is short (sshd answers
+// once the child has redirected its output, just before the exec); here
+// it is forced: the ssh answers at once, and the server's log is a FIFO
+// that nobody reads for a second, so the child blocks opening it, before
+// the exec.
+func TestRemoteStartKillableBeforeExec(t *testing.T) {
+	dir := t.TempDir()
+	logf := filepath.Join(dir, "server_0.log")
+	if err := syscall.Mkfifo(logf, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		time.Sleep(time.Second)
+		f, err := os.Open(logf) // (blocks until the child opens it too)
+		if err == nil {
+			_, _ = io.Copy(io.Discard, f)
+			f.Close()
+		}
+	}()
+	bin := filepath.Join(t.TempDir(), "server")
+	if err := os.WriteFile(bin, []byte("#!/bin/sh\nwhile :; do sleep 1; done\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	s := &SSHSpawner{SSH: localSSH(t), Binary: bin, Dir: dir, Log: zerolog.Nop()}
+	sp := SpawnSpec{ID: 0, Servers: 3, Incarnation: 7, Spec: ServerSpec{Host: "u@h"}, CoordAddr: "127.0.0.1:9"}
+	p, err := s.Spawn(context.Background(), sp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := p.PID()
+	t.Cleanup(func() { _ = syscall.Kill(pid, syscall.SIGKILL); p.(*sshProc).Release() })
+	b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+	told := strings.ReplaceAll(string(b), "\x00", " ")
+	t.Logf("told pid %d: %.200q", pid, told)
+	if err := p.Kill(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-p.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("Kill did not end the process")
+	}
+	time.Sleep(1500 * time.Millisecond) // past the FIFO's second
+	if alive(pid) {
+		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+		t.Fatalf("pid %d runs %q after Kill reported it gone (its command line when the pid was told: %.60q)", pid, strings.ReplaceAll(string(b), "\x00", " "), told)
+	}
+}
