@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -21,6 +22,7 @@ import (
 
 	"ftkv/client"
 	"ftkv/gateway"
+	"ftkv/internal/testkit/promtext"
 	"ftkv/internal/testkit/testcluster"
 )
 
@@ -110,7 +112,16 @@ func scrapeTarget(t *testing.T, addr string) scrape {
 	if resp.StatusCode != http.StatusOK || !strings.HasPrefix(resp.Header.Get("Content-Type"), "text/plain") {
 		t.Fatalf("scrape %s: %s, content type %q", addr, resp.Status, resp.Header.Get("Content-Type"))
 	}
-	return parseText(t, resp.Body)
+	body, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatalf("scrape %s: %v", addr, err)
+	}
+	// Each family in one group after its TYPE line, as strict parsers
+	// (OpenMetrics) read the format.
+	for _, p := range promtext.Check(string(body), nil) {
+		t.Errorf("scrape %s: %s", addr, p)
+	}
+	return parseText(t, bytes.NewReader(body))
 }
 
 type sdTarget struct {

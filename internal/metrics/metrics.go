@@ -11,6 +11,7 @@
 package metrics
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"strconv"
@@ -99,16 +100,94 @@ func Sample(w io.Writer, name string, v float64, labels ...string) {
 	fmt.Fprintf(w, "%s %g\n", b.String(), v)
 }
 
-// Write writes every metric in the Prometheus text format.
+// Write writes every metric in the Prometheus text format: each family
+// once, its samples together after its HELP and TYPE lines (the format
+// asks for one group per family; Writer functions write series of
+// several families in turn, one shard or server after another).
 func (r *Registry) Write(w io.Writer) {
-	r.set.WritePrometheus(w)
+	var b bytes.Buffer
+	r.set.WritePrometheus(&b)
 	r.mu.Lock()
 	ws := append([]func(io.Writer){}, r.writers...)
 	r.mu.Unlock()
 	for _, fn := range ws {
-		fn(w)
+		fn(&b)
 	}
 	if r.process {
-		vm.WriteProcessMetrics(w)
+		vm.WriteProcessMetrics(&b)
 	}
+	_, _ = w.Write(group(b.Bytes()))
+}
+
+func init() { vm.ExposeMetadata(true) } // TYPE lines for the library's series
+
+// group orders text-format lines by family, in the order each family
+// first appears, each after one HELP and one TYPE line. A family's type
+// is its TYPE line's (the library writes them), else a counter for a
+// name ending in _total, a histogram for series with _bucket{le=…}, else
+// a gauge. The _bucket, _sum and _count series of a histogram or summary
+// belong to its family.
+func group(in []byte) []byte {
+	types := map[string]string{}
+	lines := strings.Split(strings.TrimRight(string(in), "\n"), "\n")
+	for _, l := range lines {
+		if f, ok := strings.CutPrefix(l, "# TYPE "); ok {
+			if name, typ, ok := strings.Cut(f, " "); ok {
+				types[name] = typ
+			}
+		} else if name := seriesName(l); strings.HasSuffix(name, "_bucket") && strings.Contains(l, `le="`) {
+			if base := strings.TrimSuffix(name, "_bucket"); types[base] == "" {
+				types[base] = "histogram"
+			}
+		}
+	}
+	var order []string
+	samples := map[string][]string{}
+	for _, l := range lines {
+		if l == "" || strings.HasPrefix(l, "#") {
+			continue
+		}
+		fam := family(seriesName(l), types)
+		if _, ok := samples[fam]; !ok {
+			order = append(order, fam)
+		}
+		samples[fam] = append(samples[fam], l)
+	}
+	var out bytes.Buffer
+	for _, fam := range order {
+		typ := types[fam]
+		if typ == "" {
+			typ = "gauge"
+			if strings.HasSuffix(fam, "_total") {
+				typ = "counter"
+			}
+		}
+		fmt.Fprintf(&out, "# HELP %s\n# TYPE %s %s\n", fam, fam, typ)
+		for _, l := range samples[fam] {
+			out.WriteString(l)
+			out.WriteByte('\n')
+		}
+	}
+	return out.Bytes()
+}
+
+// seriesName is the metric name a sample line starts with.
+func seriesName(l string) string {
+	if i := strings.IndexAny(l, "{ "); i >= 0 {
+		return l[:i]
+	}
+	return l
+}
+
+// family is the family of series name: a histogram's or summary's for
+// its _bucket, _sum and _count series, else the name itself.
+func family(name string, types map[string]string) string {
+	for _, suf := range []string{"_bucket", "_sum", "_count"} {
+		if base, ok := strings.CutSuffix(name, suf); ok {
+			if t := types[base]; t == "histogram" || t == "summary" {
+				return base
+			}
+		}
+	}
+	return name
 }

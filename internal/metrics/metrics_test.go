@@ -6,6 +6,8 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+
+	"ftkv/internal/testkit/promtext"
 )
 
 func TestRegistryServesTextFormat(t *testing.T) {
@@ -60,5 +62,34 @@ func TestRegistriesAreIndependent(t *testing.T) {
 	b.Write(&out)
 	if !strings.Contains(out.String(), "x_total 0\n") {
 		t.Fatalf("b: %s", out.String())
+	}
+}
+
+// TestFamiliesGroupedAndTyped: a scrape carries each family once, its
+// samples together after one TYPE line (the text format's rule; strict
+// parsers refuse a family that comes back after another). Writers that
+// emit one server's series of several families, then the next server's,
+// interleaved them, and no family had a TYPE line.
+func TestFamiliesGroupedAndTyped(t *testing.T) {
+	r := New(true)
+	r.Counter(`t_ops_total{op="get"}`).Inc()
+	r.Histogram(`t_op_duration_seconds`).Update(1e-3)
+	r.GaugeFunc(`t_epoch`, func() float64 { return 7 })
+	r.Writer(func(w io.Writer) {
+		for _, s := range []string{"0", "1"} {
+			Sample(w, "t_keys", 3, "server", s)
+			Sample(w, "t_log_bytes", 10, "server", s)
+		}
+	})
+	var out bytes.Buffer
+	r.Write(&out)
+	for _, p := range promtext.Check(out.String(), map[string]string{
+		"t_ops_total": "counter", "t_op_duration_seconds": "histogram", "t_epoch": "gauge",
+		"t_keys": "gauge", "t_log_bytes": "gauge", "go_gc_duration_seconds": "summary",
+	}) {
+		t.Error(p)
+	}
+	if !strings.Contains(out.String(), "t_keys{server=\"0\"} 3\nt_keys{server=\"1\"} 3\n") {
+		t.Errorf("t_keys's samples are not together:\n%s", out.String())
 	}
 }
