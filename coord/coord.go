@@ -508,6 +508,7 @@ func (c *Coordinator) takeOver(l leadership) error {
 		if _, err := c.commitView(nv); err != nil {
 			return fmt.Errorf("the view of this leader's term was not committed: %w", err)
 		}
+		c.met.published("takeover")
 		return c.startCore(l, true, false)
 	}
 	// A start interrupted before its first view (the leader killed) left
@@ -1170,7 +1171,11 @@ func (c *Coordinator) commitInitialView(out, gone map[int]bool) (wire.View, erro
 		}
 	}
 	c.mu.Unlock()
-	return c.commitView(v) // committed before any server or client sees it
+	nv, err := c.commitView(v) // committed before any server or client sees it
+	if err == nil {
+		c.met.published("start")
+	}
+	return nv, err
 }
 
 // waitsFor is a server of gone whose copy of shard s is current, if s is

@@ -31,7 +31,8 @@ func newCoordMetrics() *coordMetrics {
 	m.heartbeats = m.reg.Counter(`ftkv_coord_heartbeats_total`)
 	// Failovers are published views whose reason is "failover"; the
 	// series exist from the start so that rate() sees the first one.
-	for _, why := range []string{"failover", "re-seed", "seeded", "hand-back"} {
+	// The first view of a start and a leader's takeover are views too.
+	for _, why := range []string{"failover", "re-seed", "seeded", "hand-back", "start", "takeover"} {
 		m.viewCounter(why)
 	}
 	for _, kind := range []string{"publish", "push", "kill", "spawn", "ask_seed", "freeze"} {
