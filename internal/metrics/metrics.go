@@ -122,10 +122,10 @@ func (r *Registry) Write(w io.Writer) {
 func init() { vm.ExposeMetadata(true) } // TYPE lines for the library's series
 
 // group orders text-format lines by family, in the order each family
-// first appears, each after one HELP and one TYPE line. A family's type
-// is its TYPE line's (the library writes them), else a counter for a
-// name ending in _total, a histogram for series with _bucket{le=…}, else
-// a gauge. The _bucket, _sum and _count series of a histogram or summary
+// first appears, each after one HELP and one TYPE line. A family whose
+// name ends in _total is a counter; another's type is its TYPE line's
+// (the library writes them), else a histogram for series with
+// _bucket{le=…}, else a gauge. The _bucket, _sum and _count series of a histogram or summary
 // belong to its family.
 func group(in []byte) []byte {
 	types := map[string]string{}
@@ -156,11 +156,11 @@ func group(in []byte) []byte {
 	var out bytes.Buffer
 	for _, fam := range order {
 		typ := types[fam]
-		if typ == "" {
+		switch {
+		case strings.HasSuffix(fam, "_total"):
+			typ = "counter" // (a gauge function may read a counter)
+		case typ == "":
 			typ = "gauge"
-			if strings.HasSuffix(fam, "_total") {
-				typ = "counter"
-			}
 		}
 		fmt.Fprintf(&out, "# HELP %s\n# TYPE %s %s\n", fam, fam, typ)
 		for _, l := range samples[fam] {

@@ -75,6 +75,7 @@ func TestFamiliesGroupedAndTyped(t *testing.T) {
 	r.Counter(`t_ops_total{op="get"}`).Inc()
 	r.Histogram(`t_op_duration_seconds`).Update(1e-3)
 	r.GaugeFunc(`t_epoch`, func() float64 { return 7 })
+	r.GaugeFunc(`t_refused_total`, func() float64 { return 1 }) // a counter read at the scrape
 	r.Writer(func(w io.Writer) {
 		for _, s := range []string{"0", "1"} {
 			Sample(w, "t_keys", 3, "server", s)
@@ -85,7 +86,7 @@ func TestFamiliesGroupedAndTyped(t *testing.T) {
 	r.Write(&out)
 	for _, p := range promtext.Check(out.String(), map[string]string{
 		"t_ops_total": "counter", "t_op_duration_seconds": "histogram", "t_epoch": "gauge",
-		"t_keys": "gauge", "t_log_bytes": "gauge", "go_gc_duration_seconds": "summary",
+		"t_keys": "gauge", "t_log_bytes": "gauge", "go_gc_duration_seconds": "summary", "t_refused_total": "counter",
 	}) {
 		t.Error(p)
 	}
