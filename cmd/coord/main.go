@@ -13,6 +13,7 @@ import (
 	"io"
 	"os"
 	"os/signal"
+	"net"
 	"strconv"
 	"strings"
 	"syscall"
@@ -217,6 +218,13 @@ func run() int {
 	if err := opts.Cluster.CheckPorts(coord.FlagPort{Port: opts.ClientPort, Default: !given["c"]},
 		coord.FlagPort{Port: opts.ServersPort, Default: !given["s"]}); err != nil {
 		return bad(err.Error())
+	}
+	if opts.MetricsAddr != "" && len(opts.Cluster.Coordinators) == 0 {
+		if _, p, err := net.SplitHostPort(opts.MetricsAddr); err == nil {
+			if n, _ := strconv.Atoi(p); n != 0 && (n == opts.ClientPort || n == opts.ServersPort) {
+				return bad(fmt.Sprintf("-metrics %s: port %d is also -c or -s: each port needs its own number", opts.MetricsAddr, n))
+			}
+		}
 	}
 	log, err := coord.OpenLog(opts.ServerLog, lvl, os.Stderr)
 	if err != nil {

@@ -14,8 +14,10 @@ import (
 )
 
 // TestBadToolFlags runs bin/gateway and bin/bench with numeric flags a
-// user could mistype: each exits 2 at once with one line naming the flag,
-// instead of running with a silent default or a nonsense value.
+// user could mistype, and bin/coord with -metrics on its own -c or -s
+// port: each exits 2 at once with one line naming the flag, instead of
+// running with a silent default or a nonsense value (or, for bin/coord,
+// spawning the servers and then failing to bind, exit 1).
 func TestBadToolFlags(t *testing.T) {
 	bin := testcluster.Bin(t)
 	for _, c := range []struct {
@@ -31,6 +33,8 @@ func TestBadToolFlags(t *testing.T) {
 		{"gateway", []string{"-p", "1", "-conns", "0"}, "-conns 0"},
 		{"gateway", []string{"-p", "1", "-output-budget", "banana"}, "-output-budget"},
 		{"gateway", []string{"-p", "1", "-output-soft-limit", "64MiB", "-output-hard-limit", "1MiB"}, "output_hard_limit 1048576 is below output_soft_limit"},
+		{"coord", []string{"-c", "7391", "-s", "7392", "-C", "../../config.txt", "-metrics", "127.0.0.1:7391"}, "-metrics 127.0.0.1:7391"},
+		{"coord", []string{"-c", "7391", "-s", "7392", "-C", "../../config.txt", "-metrics", ":7392"}, "-metrics :7392"},
 		{"bench", []string{"-p", "1", "-c", "0"}, "-c 0"},
 		{"bench", []string{"-p", "1", "-keys", "0"}, "-keys 0"},
 		{"bench", []string{"-p", "1", "-P", "0"}, "-P 0"},
