@@ -443,7 +443,7 @@ func openRaft(o Options, f *fsm, log zerolog.Logger) (*raftNode, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("-d %s: %w", dir, unwrapPathErr(err))
 	}
-	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: raftLogWriter{log}, DisableTime: true})
+	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: raftLogWriter{log, len(o.Cluster.Coordinators) == 0}, DisableTime: true})
 	unclaimed, err := checkMember(dir, o.ID)
 	if err != nil {
 		return nil, err
@@ -596,10 +596,23 @@ func (n *raftNode) close() {
 }
 
 // raftLogWriter routes hashicorp/raft's log lines into the coordinator's
-// log (at warn: the library is chatty below).
-type raftLogWriter struct{ l zerolog.Logger }
+// log: its warnings and errors (the library is chatty below), at their
+// level. A single coordinator's election at its start ("heartbeat
+// timeout reached") is how it becomes its own leader, logged at info.
+type raftLogWriter struct {
+	l      zerolog.Logger
+	single bool
+}
 
 func (w raftLogWriter) Write(p []byte) (int, error) {
-	w.l.Warn().Str("component", "raft").Msg(strings.TrimSpace(string(p)))
+	msg := strings.TrimSpace(string(p))
+	ev := w.l.Warn()
+	switch {
+	case strings.HasPrefix(msg, "[ERROR]"):
+		ev = w.l.Error()
+	case w.single && strings.Contains(msg, "heartbeat timeout reached, starting election"):
+		ev = w.l.Info()
+	}
+	ev.Str("component", "raft").Msg(msg)
 	return len(p), nil
 }

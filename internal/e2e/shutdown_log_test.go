@@ -10,11 +10,11 @@ import (
 	"ftkv/internal/testkit/testcluster"
 )
 
-// errorLines returns the log's lines at level error.
-func errorLines(log string) []string {
+// errorLines returns the log's lines at level (error, warn).
+func errorLines(log, level string) []string {
 	var out []string
 	for _, l := range strings.Split(log, "\n") {
-		if strings.Contains(l, `"level":"error"`) {
+		if strings.Contains(l, `"level":"`+level+`"`) {
 			out = append(out, l)
 		}
 	}
@@ -52,8 +52,13 @@ func TestCleanShutdownLogsNoErrors(t *testing.T) {
 			if err := c.Shutdown(20 * time.Second); err != nil {
 				t.Fatal(err)
 			}
-			if errs := errorLines(c.Log()); len(errs) > 0 {
+			if errs := errorLines(c.Log(), "error"); len(errs) > 0 {
 				t.Fatalf("%d error lines in the log of a clean run and stop:\n%s", len(errs), strings.Join(errs, "\n"))
+			}
+			// A fresh start and stop has nothing to warn about either (a
+			// single coordinator's Raft election at its start is no news).
+			if warns := errorLines(c.Log(), "warn"); !readopt && len(warns) > 0 {
+				t.Fatalf("%d warnings in the log of a fresh start, writes and stop:\n%s", len(warns), strings.Join(warns, "\n"))
 			}
 		})
 	}
