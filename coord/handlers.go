@@ -208,7 +208,8 @@ func (c *Coordinator) Status() *status.Cluster {
 		switch {
 		case c.blindLocked():
 			sh.State = "unknown"
-		case p.Primary < 0:
+		case p.Primary < 0, p.Secondary < 0 && c.silentLocked(int(p.Primary)):
+			// (A silent primary with no secondary: nobody answers.)
 			sh.State = "unavailable"
 		case p.Secondary < 0 && len(c.view.Shards) > 1:
 			sh.State = "degraded"
@@ -225,6 +226,20 @@ func (c *Coordinator) Status() *status.Cluster {
 // server serves passed at once), so status says "unknown" (c.mu held).
 func (c *Coordinator) blindLocked() bool {
 	return !c.leading && (c.rn == nil || c.rn.leader() < 0)
+}
+
+// silentLocked reports whether server i, a live member of the view, has
+// sent no heartbeat for longer than the failure timeout (c.mu held; on
+// the leader, which hears the heartbeats).
+func (c *Coordinator) silentLocked(i int) bool {
+	if c.core == nil || !c.leading || i >= len(c.view.Servers) {
+		return false
+	}
+	if st := c.view.Servers[i].State; st != wire.StateServing && st != wire.StateReseeding {
+		return false
+	}
+	seen := c.core.Node(i).LastSeen
+	return !seen.IsZero() && time.Since(seen) > c.opts.Timing.FailureTimeout
 }
 
 // serverState is the state `status` shows for server i.
@@ -252,6 +267,11 @@ func (c *Coordinator) serverState(i int, nd *node) string {
 			}
 		}
 		return "down"
+	case c.silentLocked(i):
+		// Kept in its roles though its heartbeats stopped: it holds
+		// the only complete copy of a shard (failing it over would
+		// not bring that shard back). It showed "starting".
+		return "silent"
 	case m.State == wire.StateReseeding:
 		return "re-seeding"
 	case c.core == nil || c.core.Node(i).Confirmed < v.Epoch:

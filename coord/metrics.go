@@ -153,7 +153,7 @@ func (c *Coordinator) writeClusterMetrics(w io.Writer) {
 		return
 	}
 	st := c.Status()
-	states := map[string]int{"serving": 0, "degraded": 0, "re-seeding": 0, "unavailable": 0, "down": 0, "starting": 0}
+	states := map[string]int{"serving": 0, "degraded": 0, "re-seeding": 0, "unavailable": 0, "down": 0, "starting": 0, "silent": 0}
 	for _, s := range st.Servers {
 		states[s.State]++
 		id := strconv.Itoa(s.ID)

@@ -17,7 +17,8 @@ import (
 // same moment. Shard 0 has both copies on them and waits; but shard 1,
 // whose secondary (server 2) answers, must be served by server 2 within a
 // few failure timeouts, and shard 2 (server 2's own) must take writes
-// again; the status shows server 1 failed, not "serving". When server 0
+// again; the status shows server 1 failed, not "serving", server 0
+// silent and shard 0 unavailable. When server 0
 // is continued, the cluster recovers whole and no acknowledged write is
 // lost. (The coordinator promoted the frozen server 1 for shard 0, and
 // shard 1 stayed down until the servers were continued.)
@@ -59,6 +60,18 @@ func TestTwoServersStoppedAtOnce(t *testing.T) {
 	c.WaitFor(t, 10*time.Second, "server 1 failed in the status", func(st *client.ClusterStatus) error {
 		if s := st.Servers[1].State; s == "serving" || st.Servers[1].Incarnation == v1.Incarnation && s != "down" && s != "dead" {
 			return fmt.Errorf("server 1 (frozen) is %q", s)
+		}
+		return nil
+	})
+	// Server 0, frozen, is kept as the last copy of shard 0: the status
+	// says it is silent (it said "starting") and shard 0 unavailable (it
+	// said "serving").
+	c.WaitFor(t, 10*time.Second, "server 0 silent, shard 0 unavailable", func(st *client.ClusterStatus) error {
+		if s := st.Servers[0].State; s != "silent" {
+			return fmt.Errorf("server 0 (frozen, the last copy of shard 0) is %q", s)
+		}
+		if s := st.Shards[0].State; s != "unavailable" {
+			return fmt.Errorf("shard 0 (both copies frozen) is %q", s)
 		}
 		return nil
 	})
