@@ -101,18 +101,19 @@ func coordAddrs(host, port string) ([]string, error) {
 			return nil, fmt.Errorf("-h: empty coordinator host in %q", host)
 		}
 		hh, p, err := net.SplitHostPort(h)
+		fromP := false // the port is -p's
 		if err != nil || strings.Count(h, ":") > 1 && !strings.HasPrefix(h, "[") {
 			// A bare host (an IPv6 address unless in brackets): -p's port.
 			if port == "" {
 				return nil, errors.New("missing -p <coord_port> (or give -h host:port,host:port,...)")
 			}
-			hh, p = strings.Trim(h, "[]"), port
+			hh, p, fromP = strings.Trim(h, "[]"), port, true
 		}
 		if hh == "" {
 			return nil, fmt.Errorf("-h: empty coordinator host in %q", h)
 		}
 		if n, err := strconv.Atoi(p); err != nil || n < 1 || n > 65535 {
-			if p == port {
+			if fromP {
 				return nil, fmt.Errorf("-p: bad port %q (want 1-65535)", p)
 			}
 			return nil, fmt.Errorf("-h: bad port %q in %q (want 1-65535)", p, h)

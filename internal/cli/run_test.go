@@ -226,6 +226,8 @@ func TestExitCodes(t *testing.T) {
 		{name: "server says too large", args: args("P", "k", "v"), opErr: fmt.Errorf("%w: limit", client.ErrTooLarge), code: 2, errPart: "too large", dials: true},
 		{name: "timeout", args: append([]string{"-timeout", "20ms"}, args("G", "k")...), hang: true, code: 3, errPart: "error: no answer within 20ms: context deadline exceeded", dials: true},
 		{name: "list with a bad port", args: []string{"-h", "a:7000,b:http", "G", "k"}, code: 2, errPart: `-h: bad port "http" in "b:http"`},
+		// The empty port is -h's, not -p's (it was reported as -p's).
+		{name: "host with an empty port", args: []string{"-h", "localhost:", "G", "k"}, code: 2, errPart: `-h: bad port "" in "localhost:"`},
 		{name: "list with an empty entry", args: []string{"-h", "a:7000,,b:7010", "G", "k"}, code: 2, errPart: `-h: empty coordinator host`},
 		{name: "list entry without a port", args: []string{"-h", "a:7000,b", "G", "k"}, code: 2, errPart: "missing -p"},
 		{name: "group unreachable", args: []string{"-h", "a:7000,b:7010", "G", "k"},
