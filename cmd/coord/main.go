@@ -431,6 +431,9 @@ func readyServers(v wire.View, n int) string {
 		}
 	}
 	if len(down) == 0 && len(gone) == 0 {
+		if n == 1 {
+			return "1 server"
+		}
 		return fmt.Sprintf("%d servers", n)
 	}
 	out := fmt.Sprintf("%d of %d servers (", n-len(down), n)

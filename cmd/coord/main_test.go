@@ -16,6 +16,10 @@ func TestReadyServers(t *testing.T) {
 	if got, want := readyServers(all, 3), "3 servers"; got != want {
 		t.Errorf("whole cluster: %q, want %q", got, want)
 	}
+	one := wire.View{Servers: []wire.Member{serving}, Shards: []wire.Placement{{Primary: 0, Secondary: -1}}}
+	if got, want := readyServers(one, 1), "1 server"; got != want {
+		t.Errorf("one server: %q, want %q", got, want)
+	}
 	without := wire.View{Servers: []wire.Member{serving, {ID: 1, State: wire.StateDown}, serving},
 		Shards: []wire.Placement{{Primary: 0, Secondary: -1}, {Primary: -1, Secondary: -1}, {Primary: 2, Secondary: 0}}}
 	if got, want := readyServers(without, 3), "2 of 3 servers (server 1 down, respawned until it starts; shard 1 unavailable: see the log)"; got != want {
