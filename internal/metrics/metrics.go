@@ -122,16 +122,21 @@ func (r *Registry) Write(w io.Writer) {
 func init() { vm.ExposeMetadata(true) } // TYPE lines for the library's series
 
 // group orders text-format lines by family, in the order each family
-// first appears, each after one HELP and one TYPE line. A family whose
+// first appears, each after one HELP line (its text from help) and one
+// TYPE line. A family whose
 // name ends in _total is a counter; another's type is its TYPE line's
 // (the library writes them), else a histogram for series with
 // _bucket{le=…}, else a gauge. The _bucket, _sum and _count series of a histogram or summary
 // belong to its family.
 func group(in []byte) []byte {
-	types := map[string]string{}
+	types, helps := map[string]string{}, map[string]string{}
 	lines := strings.Split(strings.TrimRight(string(in), "\n"), "\n")
 	for _, l := range lines {
-		if f, ok := strings.CutPrefix(l, "# TYPE "); ok {
+		if f, ok := strings.CutPrefix(l, "# HELP "); ok {
+			if name, text, ok := strings.Cut(f, " "); ok && text != "" {
+				helps[name] = text
+			}
+		} else if f, ok := strings.CutPrefix(l, "# TYPE "); ok {
 			if name, typ, ok := strings.Cut(f, " "); ok {
 				types[name] = typ
 			}
@@ -162,7 +167,16 @@ func group(in []byte) []byte {
 		case typ == "":
 			typ = "gauge"
 		}
-		fmt.Fprintf(&out, "# HELP %s\n# TYPE %s %s\n", fam, fam, typ)
+		text := help[fam]
+		if text == "" {
+			text = helps[fam] // (the library's own, if it has one)
+		}
+		if text == "" {
+			fmt.Fprintf(&out, "# HELP %s\n", fam)
+		} else {
+			fmt.Fprintf(&out, "# HELP %s %s\n", fam, text)
+		}
+		fmt.Fprintf(&out, "# TYPE %s %s\n", fam, typ)
 		for _, l := range samples[fam] {
 			out.WriteString(l)
 			out.WriteByte('\n')

@@ -94,3 +94,27 @@ func TestFamiliesGroupedAndTyped(t *testing.T) {
 		t.Errorf("t_keys's samples are not together:\n%s", out.String())
 	}
 }
+
+// TestEveryFamilyHasHelp: an ftkv family without a HELP text is one a
+// dashboard author must guess at (promtool check metrics: "no help
+// text"); the texts live in help.
+func TestEveryFamilyHasHelp(t *testing.T) {
+	r := New(false)
+	r.Counter(`ftkv_server_ops_total{op="get",outcome="ok"}`).Inc()
+	r.Writer(func(w io.Writer) { Sample(w, "ftkv_server_keys", 1, "shard", "0", "role", "primary") })
+	var out bytes.Buffer
+	r.Write(&out)
+	for _, want := range []string{
+		"# HELP ftkv_server_ops_total " + help["ftkv_server_ops_total"] + "\n",
+		"# HELP ftkv_server_keys " + help["ftkv_server_keys"] + "\n",
+	} {
+		if !strings.Contains(out.String(), want) {
+			t.Errorf("missing %q in:\n%s", want, out.String())
+		}
+	}
+	for name, text := range help {
+		if text == "" || strings.ContainsAny(text, "\\\n") {
+			t.Errorf("%s: help %q (empty, or a character the format escapes)", name, text)
+		}
+	}
+}

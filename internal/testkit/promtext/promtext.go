@@ -10,14 +10,20 @@ import (
 
 // Check returns the problems of text: a sample outside its family's group
 // (its family's TYPE line must come just before the group), a family that
-// comes back after another began, a second TYPE line; and, for want's
-// families, a type other than want's.
+// comes back after another began, a second TYPE line, an ftkv_ family
+// without help text; and, for want's families, a type other than want's.
 func Check(text string, want map[string]string) []string {
 	var probs []string
 	types := map[string]string{}
 	done := map[string]bool{}
 	cur := ""
 	for _, l := range strings.Split(strings.TrimSpace(text), "\n") {
+		if f, ok := strings.CutPrefix(l, "# HELP "); ok {
+			if name, h, _ := strings.Cut(f, " "); strings.HasPrefix(name, "ftkv_") && strings.TrimSpace(h) == "" {
+				probs = append(probs, "no help text for "+name)
+			}
+			continue
+		}
 		if f, ok := strings.CutPrefix(l, "# TYPE "); ok {
 			name, typ, _ := strings.Cut(f, " ")
 			if _, dup := types[name]; dup {
