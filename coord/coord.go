@@ -1651,7 +1651,17 @@ func (c *Coordinator) stopOthers() {
 // stopLeading ends this coordinator's work as a leader for good.
 func (c *Coordinator) stopLeading() {
 	c.mu.Lock()
-	c.shutting = true
+	c.shutting = true // (no spawn starts from here on)
+	c.mu.Unlock()
+	// A spawn under way ends first, its pid committed for the next
+	// leader: cut (its ssh killed), it could leave a server running on
+	// its host that no leader knows the pid of.
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.Timing.ShutdownWait)
+	if !waitGroup(ctx, &c.spawns) {
+		c.log.Warn().Msg("a server spawn still under way as this coordinator stops leading: it is cut short")
+	}
+	cancel()
+	c.mu.Lock()
 	if c.leadCancel != nil {
 		c.leadCancel()
 		c.leadCancel = nil

@@ -156,3 +156,68 @@ func TestStopClusterWhenTheTakeoverNeverAdopts(t *testing.T) {
 	}
 	t.Logf("StopCluster: %v after %s", err, took.Round(time.Millisecond))
 }
+
+type pidFakeProc struct {
+	fakeProc
+	pid int
+}
+
+func (p *pidFakeProc) PID() int { return p.pid }
+
+// slowSpawner's Spawn takes until release is closed, or gives up when
+// its context ends (as ssh does when its process is killed: on a real
+// host the server may be running by then).
+type slowSpawner struct {
+	started chan struct{}
+	release chan struct{}
+}
+
+func (s slowSpawner) Spawn(ctx context.Context, _ SpawnSpec) (Process, error) {
+	close(s.started)
+	select {
+	case <-s.release:
+		return &pidFakeProc{fakeProc{done: make(chan struct{})}, 4242}, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// TestSteppingDownWaitsForASpawn: a member of a group stopped with
+// ctrl+d while it respawns a server steps down and leaves the servers to
+// the next leader. It cancelled the spawn at once: over ssh the server
+// may have started on its host already, with its pid never committed, so
+// no leader could watch or kill it. Now it lets the spawn finish (its pid
+// committed) before it ends its leadership.
+func TestSteppingDownWaitsForASpawn(t *testing.T) {
+	c := testCoordinator(t)
+	sp := slowSpawner{started: make(chan struct{}), release: make(chan struct{})}
+	c.opts.Spawner = sp
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	c.mu.Lock()
+	c.ld.ctx, c.leadCancel = ctx, cancel
+	c.mu.Unlock()
+	spawned := make(chan error, 1)
+	go func() { spawned <- c.spawn(ctx, c.nodes[1], 2, "localhost") }()
+	<-sp.started
+	stepped := make(chan struct{})
+	go func() { c.stopLeading(); close(stepped) }()
+	time.Sleep(100 * time.Millisecond)
+	close(sp.release) // the host answers with the pid
+	select {
+	case err := <-spawned:
+		if err != nil {
+			t.Fatalf("the spawn under way was cut by the step-down: %v", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("the spawn did not return")
+	}
+	<-stepped
+	st, _ := c.store.(*memStore).last()
+	if len(st.Nodes) < 2 || st.Nodes[1].Inc != 2 || st.Nodes[1].PID != 4242 {
+		t.Fatalf("incarnation 2 of server 1 not committed with its pid 4242: %+v", st.Nodes)
+	}
+	if ctx.Err() == nil {
+		t.Errorf("the leadership did not end")
+	}
+}
