@@ -1715,22 +1715,33 @@ func (c *Coordinator) stopServers(ctx context.Context) error {
 		go func(i int, nd *node, p Process) {
 			defer wg.Done()
 			wait := c.opts.Timing.ServerExit
-			if err := replyErr(c.control(ctx, nd, &wire.Frame{Op: wire.OpShutdown})); errors.Is(err, errNotReported) {
+			ans, err := c.control(ctx, nd, &wire.Frame{Op: wire.OpShutdown})
+			unreached := err != nil // (not an answer: a failed dump is one)
+			err = replyErr(ans, err)
+			if errors.Is(err, errNotReported) {
 				// Still starting (rebuilding its tables from its log, say):
 				// it has nothing to dump that its log does not hold.
 				c.log.Warn().Int("node", nd.id).Msg("server not reported yet (still starting): killed, not dumped; its log holds its data")
-				wait = 0
-			} else if err != nil {
-				errs[i] = fmt.Errorf("server %d: shutdown: %w", nd.id, err)
+				wait, err = 0, nil
 			}
 			select {
 			case <-p.Done():
+				if err != nil && unreached {
+					// It had exited (killed just before the stop, its
+					// exit not yet seen): nothing to dump; its copies
+					// are the other servers' and its log's.
+					c.log.Warn().Err(err).Int("node", nd.id).Msg("server had exited before the stop reached it: not dumped")
+					err = nil
+				}
 			case <-time.After(wait):
 				_ = p.Kill()
 				select {
 				case <-p.Done():
 				case <-time.After(c.opts.Timing.KillWait): // an unreachable host
 				}
+			}
+			if err != nil {
+				errs[i] = fmt.Errorf("server %d: shutdown: %w", nd.id, err)
 			}
 		}(i, nd, p)
 	}

@@ -238,8 +238,11 @@ func (c *Coordinator) silentLocked(i int) bool {
 	if st := c.view.Servers[i].State; st != wire.StateServing && st != wire.StateReseeding {
 		return false
 	}
-	seen := c.core.Node(i).LastSeen
-	return !seen.IsZero() && time.Since(seen) > c.opts.Timing.FailureTimeout
+	nd := c.core.Node(i)
+	if nd.State != decide.Serving && nd.State != decide.Reseeding && nd.State != decide.Seeded {
+		return false // failed or condemned: its heartbeats are not counted
+	}
+	return !nd.LastSeen.IsZero() && time.Since(nd.LastSeen) > c.opts.Timing.FailureTimeout
 }
 
 // serverState is the state `status` shows for server i.

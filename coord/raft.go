@@ -613,6 +613,10 @@ func (w raftLogWriter) Write(p []byte) (int, error) {
 	case w.single && strings.Contains(msg, "heartbeat timeout reached, starting election"):
 		ev = w.l.Info()
 	}
+	// The level is the line's own now: hclog's "[WARN]  " goes.
+	if i := strings.IndexByte(msg, ']'); strings.HasPrefix(msg, "[") && i > 0 {
+		msg = strings.TrimSpace(msg[i+1:])
+	}
 	ev.Str("component", "raft").Msg(msg)
 	return len(p), nil
 }

@@ -193,13 +193,13 @@ func (s *SSHSpawner) Spawn(ctx context.Context, sp SpawnSpec) (Process, error) {
 		// shell, and of its child before the exec) must not hold it. An
 		// empty command line: it exited already (a zombie). Past the wait
 		// the child is killed and the start fails. timing: exception —
-		// "sleep 0.01" (up to 200 times) is a local wait on the host for
-		// an exec.
+		// "sleep 0.01" (up to 200 times; a sleep without fractions: 1 s,
+		// twice) is a local wait on the host for an exec.
 		fmt.Sprintf(`I=%d; N=%d; p=$!; i=0`, sp.ID, sp.Incarnation),
 		`while :; do c=$(tr '\0' ' ' < /proc/$p/cmdline 2>/dev/null) || break`,
 		`case $c in ''|*" -id $I -inc $N "*) break;; esac`,
 		`i=$((i+1)); if [ $i -gt 200 ]; then kill -9 $p 2>/dev/null || :; echo "ftkv: the server process did not start within 2 s" >&2; exit 1; fi`,
-		`sleep 0.01 2>/dev/null || sleep 1; done`,
+		`sleep 0.01 2>/dev/null || { sleep 1; i=$((i+100)); }; done`,
 		`echo "ftkv-pid $p"`,
 	}, "\n")
 	out, err := s.run(ctx, dest, script, strings.NewReader(SecretsInput(sp)))

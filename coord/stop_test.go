@@ -1,13 +1,17 @@
 package coord
 
 import (
+	"bufio"
 	"context"
 	"fmt"
+	"net"
 	"os/exec"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"ftkv/internal/frameio"
 	"ftkv/wire"
 )
 
@@ -219,5 +223,88 @@ func TestSteppingDownWaitsForASpawn(t *testing.T) {
 	}
 	if ctx.Err() == nil {
 		t.Errorf("the leadership did not end")
+	}
+}
+
+// TestStopWithAServerJustKilled: a server killed (kill -9) just before
+// ctrl+d, its exit not yet seen: its control port refuses the order to
+// dump, and the coordinator exited 1 although every live server was
+// stopped in order. A server whose process turns out to be gone is
+// stopped (it has nothing to dump; its copies are the other servers'
+// and its log's), and the stop is clean.
+func TestStopWithAServerJustKilled(t *testing.T) {
+	c := testCoordinator(t)
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	refused := l.Addr().String()
+	l.Close() // nothing listens there now: its process is gone
+	c.mu.Lock()
+	for _, nd := range c.nodes {
+		close(nd.proc.(*fakeProc).done) // the others exited already
+	}
+	victim := &fakeProc{done: make(chan struct{})}
+	c.nodes[1].proc = victim
+	c.nodes[1].hb.CtlAddr = refused
+	c.mu.Unlock()
+	go func() {
+		time.Sleep(50 * time.Millisecond) // the exit is seen a moment later
+		close(victim.done)
+	}()
+	if err := c.stopServers(context.Background()); err != nil {
+		t.Fatalf("stop with a server just killed: %v", err)
+	}
+}
+
+// TestStopReportsAFailedDump: a server that answers the stop with an
+// error (its dump failed) and exits has not stopped in order: the stop
+// fails, though the process is gone (unlike a server gone before the
+// stop reached it).
+func TestStopReportsAFailedDump(t *testing.T) {
+	c := testCoordinator(t)
+	victim := &fakeProc{done: make(chan struct{})}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	go func() {
+		for {
+			nc, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer nc.Close()
+				br := bufio.NewReader(nc)
+				for {
+					fr, err := frameio.ReadFrame(br)
+					if err != nil {
+						return
+					}
+					st := wire.StatusOK
+					if fr.Op == wire.OpShutdown {
+						st = wire.StatusError
+					}
+					_, _ = nc.Write(wire.Append(nil, &wire.Frame{Op: fr.Op, ID: fr.ID, Status: st, Value: []byte("dump failed: no space left on device")}))
+					if fr.Op == wire.OpShutdown {
+						close(victim.done) // it exits after answering
+						return
+					}
+				}
+			}()
+		}
+	}()
+	c.mu.Lock()
+	for _, nd := range c.nodes {
+		close(nd.proc.(*fakeProc).done)
+	}
+	c.nodes[1].proc = victim
+	c.nodes[1].hb.CtlAddr = l.Addr().String()
+	c.mu.Unlock()
+	err = c.stopServers(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "dump failed") {
+		t.Fatalf("stop with a failed dump: %v, want the dump's error", err)
 	}
 }

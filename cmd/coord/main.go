@@ -14,6 +14,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -219,11 +220,16 @@ func run() int {
 		coord.FlagPort{Port: opts.ServersPort, Default: !given["s"]}); err != nil {
 		return bad(err.Error())
 	}
-	if opts.MetricsAddr != "" && len(opts.Cluster.Coordinators) == 0 {
-		if _, p, err := net.SplitHostPort(opts.MetricsAddr); err == nil {
-			if n, _ := strconv.Atoi(p); n != 0 && (n == opts.ClientPort || n == opts.ServersPort) {
-				return bad(fmt.Sprintf("-metrics %s: port %d is also -c or -s: each port needs its own number", opts.MetricsAddr, n))
-			}
+	if _, p, err := net.SplitHostPort(opts.MetricsAddr); opts.MetricsAddr != "" && err == nil {
+		// -metrics must not take a port the coordinator listens on.
+		own, what := []int{opts.ClientPort, opts.ServersPort}, "-c or -s"
+		if cs := opts.Cluster.Coordinators; opts.ID >= 0 && opts.ID < len(cs) {
+			_, rp, _ := net.SplitHostPort(cs[opts.ID].RaftAddr)
+			raft, _ := strconv.Atoi(rp)
+			own, what = []int{cs[opts.ID].ClientPort, cs[opts.ID].ServersPort, raft}, fmt.Sprintf("a port of its coordinator line (%s line %d)", *cfgPath, cs[opts.ID].Line)
+		}
+		if n, _ := strconv.Atoi(p); n != 0 && slices.Contains(own, n) {
+			return bad(fmt.Sprintf("-metrics %s: port %d is also %s: each port needs its own number", opts.MetricsAddr, n, what))
 		}
 	}
 	log, err := coord.OpenLog(opts.ServerLog, lvl, os.Stderr)

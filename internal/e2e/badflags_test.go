@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -56,5 +57,37 @@ func TestBadToolFlags(t *testing.T) {
 				t.Errorf("%s %q: error %q does not name %q", c.tool, c.args, stderr.String(), c.want)
 			}
 		})
+	}
+}
+
+// TestCoordGroupMetricsOnItsOwnPort: a member of a group given -metrics
+// on one of its coordinator line's ports exits 2 with one line naming
+// the flag; it bound its Raft and metrics ports first, then failed on its
+// client port (exit 1).
+func TestCoordGroupMetricsOnItsOwnPort(t *testing.T) {
+	bin := testcluster.Bin(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "group.txt")
+	text := "3\nlocalhost 0 0 0\nlocalhost 0 0 0\nlocalhost 0 0 0\n" +
+		"coordinator 127.0.0.1:17610 17600 17601\ncoordinator 127.0.0.1:17620 17602 17603\ncoordinator 127.0.0.1:17630 17604 17605\n"
+	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, port := range []string{"17600", "17601", "17610"} {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cmd := exec.CommandContext(ctx, filepath.Join(bin, "coord"), "-C", cfg, "-id", "0", "-d", filepath.Join(dir, "raft"), "-metrics", "127.0.0.1:"+port)
+		cmd.Dir = dir
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		cancel()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Fatalf("-metrics on port %s: %v, want exit status 2; stderr %q", port, err, stderr.String())
+		}
+		oneErrorLine(t, "coord", stderr.String())
+		if !strings.Contains(stderr.String(), "-metrics 127.0.0.1:"+port) {
+			t.Errorf("-metrics on port %s: %q does not name the flag", port, stderr.String())
+		}
 	}
 }
