@@ -13,13 +13,13 @@ import (
 	"net/url"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/zeebo/xxh3"
 
 	"ftkv/client"
+	"ftkv/internal/metrics"
 	"ftkv/status"
 	"ftkv/wire"
 )
@@ -86,7 +86,7 @@ func (g *Gateway) startHTTP() error {
 		MaxHeaderBytes:    4*maxKey + 64<<10, // an escaped key of 64 KiB fits
 		ErrorLog:          nil,
 	}
-	serve := limitListener(ln, httpMaxConns)
+	serve := metrics.LimitListener(ln, httpMaxConns)
 	if g.cfg.TLS != nil {
 		// The same certificate as the RESP port: the API's values and
 		// passwords never cross in clear. A client in clear gets net/http's
@@ -485,36 +485,4 @@ func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(append(b, '\n'))
-}
-
-// limitListener accepts at most n connections open at once.
-func limitListener(ln net.Listener, n int) net.Listener {
-	return &limitedListener{Listener: ln, sem: make(chan struct{}, n)}
-}
-
-type limitedListener struct {
-	net.Listener
-	sem chan struct{}
-}
-
-func (l *limitedListener) Accept() (net.Conn, error) {
-	l.sem <- struct{}{}
-	c, err := l.Listener.Accept()
-	if err != nil {
-		<-l.sem
-		return nil, err
-	}
-	return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
-}
-
-type limitedConn struct {
-	net.Conn
-	once    sync.Once
-	release func()
-}
-
-func (c *limitedConn) Close() error {
-	err := c.Conn.Close()
-	c.once.Do(c.release)
-	return err
 }
