@@ -46,6 +46,8 @@ type session struct {
 	id  int64
 	col *collector // its event loop's
 
+	long readState // a command longer than one window, as far as read (its event loop's)
+
 	pending atomic.Int64 // commands read, not answered
 	queued  atomic.Int64 // their bytes (maxQueued)
 	quit    atomic.Bool  // QUIT, a protocol error or closed: no more input is read
@@ -192,9 +194,12 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		}
 		if off == 0 {
 			// The first command is not complete in this window.
-			if have > len(buf) {
+			if have > len(buf) && have >= s.long.need {
 				if buf, err = c.Peek(min(have, h.g.cfg.MaxRequest+1)); err == nil {
-					complete, args, left, perr := readCommand(buf, argsbuf[:0], h.g.cfg.MaxRequest)
+					complete, args, left, perr := readFrom(buf, &s.long, argsbuf[:0], h.g.cfg.MaxRequest)
+					if perr != nil || complete {
+						s.long.reset()
+					}
 					switch {
 					case perr != nil:
 						cmds = append(cmds, command{proterr: protocolError(perr)})

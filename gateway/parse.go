@@ -35,6 +35,39 @@ const maxLimit = 1 << 48
 // some negative and huge ones.) Inline commands are split as Redis splits
 // them (redcon's splitting differs).
 func readCommand(p []byte, argsbuf [][]byte, limit int) (complete bool, args [][]byte, rest []byte, err error) {
+	return readFrom(p, nil, argsbuf, limit)
+}
+
+// readState is where reading a long array command left off: the input of
+// a command longer than one read is read on from there, and only once it
+// can hold the whole command (need). Read from the start at every read,
+// a command of 1M arguments took 6 to 10 s and held other connections of
+// its event loop as long (a review, 2026-12-03).
+type readState struct {
+	count int   // the command's argument count; 0: its header not read yet
+	next  int   // where its next argument starts
+	spans []int // start and end of each argument read
+	need  int   // the input the command takes at least
+}
+
+func (st *readState) reset() {
+	if cap(st.spans) > 1024 {
+		st.spans = nil // (a connection keeps no large command's spans once idle)
+	}
+	st.count, st.next, st.spans, st.need = 0, 0, st.spans[:0], 0
+}
+
+// wait notes that the command is not complete: its next argument (of
+// count) starts at next, and it takes at least need bytes.
+func (st *readState) wait(count, next, need int) {
+	if st != nil {
+		st.count, st.next, st.need = count, next, need
+	}
+}
+
+// readFrom is readCommand going on where st left off (st nil: from the
+// start, nothing kept). p must begin with the input st was read from.
+func readFrom(p []byte, st *readState, argsbuf [][]byte, limit int) (complete bool, args [][]byte, rest []byte, err error) {
 	args = argsbuf[:0]
 	if len(p) == 0 {
 		return false, args, p, nil
@@ -43,19 +76,30 @@ func readCommand(p []byte, argsbuf [][]byte, limit int) (complete bool, args [][
 		return readInline(p, args)
 	}
 	limit = min(limit, maxLimit)
-	count, i, ok := readLength(p, 1, limit)
-	switch {
-	case i < 0:
-		return false, args, p, nil
-	case !ok, count > limit:
-		return false, args, p, errMultibulkLength
-	case count < 0:
-		return true, args, p[i:], nil // skipped, as Redis does (and "*0")
-	case i+count*minArg > limit:
-		return false, args, p, overLimit(limit)
+	var count, i int
+	if st != nil && st.count > 0 {
+		count, i = st.count, st.next
+		for k := 0; k < len(st.spans); k += 2 {
+			args = append(args, p[st.spans[k]:st.spans[k+1]:st.spans[k+1]])
+		}
+	} else {
+		var ok bool
+		count, i, ok = readLength(p, 1, limit)
+		switch {
+		case i < 0:
+			st.wait(0, 0, len(p)+1)
+			return false, args, p, nil
+		case !ok, count > limit:
+			return false, args, p, errMultibulkLength
+		case count < 0:
+			return true, args, p[i:], nil // skipped, as Redis does (and "*0")
+		case i+count*minArg > limit:
+			return false, args, p, overLimit(limit)
+		}
 	}
-	for j := 0; j < count; j++ {
+	for j := len(args); j < count; j++ {
 		if i == len(p) {
+			st.wait(count, i, i+(count-j)*minArg)
 			return false, args[:0], p, nil
 		}
 		if p[i] != '$' {
@@ -64,17 +108,22 @@ func readCommand(p []byte, argsbuf [][]byte, limit int) (complete bool, args [][
 		n, next, ok := readLength(p, i+1, limit)
 		switch {
 		case next < 0:
+			st.wait(count, i, max(len(p)+1, i+(count-j)*minArg))
 			return false, args[:0], p, nil
 		case !ok, n < 0, n > limit:
 			return false, args[:0], p, errBulkLength
 		case next+n+2+(count-j-1)*minArg > limit:
 			return false, args[:0], p, overLimit(limit)
 		case len(p)-next < n+2:
+			st.wait(count, i, next+n+2+(count-j-1)*minArg)
 			return false, args[:0], p, nil
 		case p[next+n] != '\r' || p[next+n+1] != '\n':
 			return false, args[:0], p, errBulkLength
 		}
 		args = append(args, p[next:next+n:next+n])
+		if st != nil {
+			st.spans = append(st.spans, next, next+n)
+		}
 		i = next + n + 2
 	}
 	return true, args, p[i:], nil
@@ -124,12 +173,23 @@ func readLength(p []byte, from, limit int) (n, next int, ok bool) {
 // errQuotes is Redis's answer to an inline command it cannot split.
 const errQuotes = errProtocol("unbalanced quotes in request")
 
+// inlineMax is the longest inline command waited on for its end of line,
+// and errInlineTooBig the answer beyond, as Redis's (PROTO_INLINE_MAX_SIZE):
+// a line is looked through from its start at every read.
+const (
+	inlineMax       = 64 << 10
+	errInlineTooBig = errProtocol("too big inline request")
+)
+
 // readInline reads an inline command (a line not starting with '*', as
 // redis-cli's and telnet's): its arguments are copies, split as Redis's
 // sdssplitargs splits them.
 func readInline(p []byte, args [][]byte) (bool, [][]byte, []byte, error) {
 	nl := bytes.IndexByte(p, '\n')
 	if nl < 0 {
+		if len(p) > inlineMax {
+			return false, args, p, errInlineTooBig
+		}
 		return false, args, p, nil
 	}
 	line := p[:nl]

@@ -87,6 +87,26 @@ func FuzzReadCommand(f *testing.F) {
 	}
 	f.Fuzz(func(t *testing.T, p []byte, a, b string) {
 		readCommand(p, nil, 1<<10)
+		// Read on from where it left off (readState), p arriving a byte at
+		// a time, a command reads as read whole: never complete before its
+		// need, then the same answer.
+		var st readState
+		for cut := 0; cut <= len(p); cut++ {
+			wc, wargs, wrest, werr := readCommand(p[:cut], nil, 1<<10)
+			if cut < st.need {
+				if wc {
+					t.Fatalf("%q: complete at %d bytes, before its need of %d", p[:cut], cut, st.need)
+				}
+				continue
+			}
+			c, args, rest, err := readFrom(p[:cut], &st, nil, 1<<10)
+			if c != wc || (err == nil) != (werr == nil) || len(rest) != len(wrest) || fmt.Sprintf("%q", args) != fmt.Sprintf("%q", wargs) {
+				t.Fatalf("%q: read on: %v %q %q %v; read whole: %v %q %q %v", p[:cut], c, args, rest, err, wc, wargs, wrest, werr)
+			}
+			if c || err != nil {
+				break
+			}
+		}
 		in := []byte(cmd("SET", a, b))
 		for cut := 0; cut < len(in); cut++ {
 			if complete, _, _, err := readCommand(in[:cut], nil, 1<<20); complete || err != nil {
