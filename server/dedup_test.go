@@ -621,3 +621,67 @@ func fewestAllocs(f func()) float64 {
 	}
 	return best
 }
+
+// heldSum is the bytes s's records hold, counted afresh.
+func heldSum(s *session) (n int64) {
+	s.each(func(_ uint64, o *outcome) bool {
+		if o != nil {
+			n += int64(o.held)
+		}
+		return false
+	})
+	return n
+}
+
+// TestDedupHeldBytesBounded: the values MISMATCH records keep count
+// against their client (maxHeldBytes): beyond, its new writes are refused
+// as beyond MaxRecords, until its floor drops records. One client with
+// its floor kept low held 1.2 GB of replaced 1 MB values on each server
+// of a shard (a review), where only MaxRecords (65,536) bounded it.
+func TestDedupHeldBytesBounded(t *testing.T) {
+	d, _ := newTestDedup(SessionConfig{})
+	const mb = 1 << 20
+	seq := uint64(0)
+	mismatch := func(floor uint64) claim {
+		seq++
+		o, cl := d.claim(0, 7, seq, floor, 0)
+		if cl == claimNew {
+			o.value = make([]byte, mb)
+			d.hold(7, seq, o)
+		}
+		return cl
+	}
+	for i := 0; i < maxHeldBytes/mb; i++ {
+		if cl := mismatch(1); cl != claimNew {
+			t.Fatalf("mismatch %d (%d MiB held): %v, want new", i+1, i, cl)
+		}
+	}
+	if cl := mismatch(1); cl != claimTooMany {
+		t.Fatalf("a write with %d MiB held: %v, want too many", maxHeldBytes/mb, cl)
+	}
+	seq-- // (refused: not recorded)
+	s := d.get(7)
+	if s.held != maxHeldBytes || heldSum(s) != s.held {
+		t.Fatalf("held %d (records: %d), want %d", s.held, heldSum(s), maxHeldBytes)
+	}
+	// A floor that drops half of them lets writes in again.
+	if cl := mismatch(9); cl != claimNew {
+		t.Fatalf("after floor 9: %v, want new", cl)
+	}
+	if want := int64(maxHeldBytes/2 + mb); s.held != want || heldSum(s) != want {
+		t.Fatalf("after floor 9: held %d (records: %d), want %d", s.held, heldSum(s), want)
+	}
+	// Forgotten, dropped with their origin, or replaced: the sum follows.
+	d.forget(7, 10)
+	if s.held != heldSum(s) || s.held != int64(maxHeldBytes/2) {
+		t.Fatalf("after forget: held %d (records: %d)", s.held, heldSum(s))
+	}
+	d.record(7, 11, 9, doneOutcome(wire.StatusMismatch, 0, []byte("small")))
+	if want := int64(maxHeldBytes/2 - mb + 5); s.held != want || heldSum(s) != want {
+		t.Fatalf("after a record replaced: held %d (records: %d), want %d", s.held, heldSum(s), want)
+	}
+	d.dropOrigin(0) // (origin 0: every record of unknown origin)
+	if s.held != 0 || heldSum(s) != 0 {
+		t.Fatalf("after dropOrigin: held %d (records: %d), want 0", s.held, heldSum(s))
+	}
+}

@@ -148,6 +148,9 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 			o = &outcome{}
 		}
 		e := p.apply(r, o)
+		if r.client != 0 && len(o.value) > 0 {
+			p.dd.hold(r.client, r.seq, o) // (a MISMATCH answer's value)
+		}
 		p.nextIndex++
 		e.index = p.nextIndex
 		if !e.noop {

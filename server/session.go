@@ -24,7 +24,8 @@ type session struct {
 	// most: the next one is made that large at once (ooo is dropped when
 	// it empties, so an idle session holds no map).
 	oooPeak int
-	n       int // records held (non-nil runs' entries plus ooo)
+	n       int   // records held (non-nil runs' entries plus ooo)
+	held    int64 // their values' bytes (outcome.held)
 }
 
 // sessionRuns is how many sorted runs a session keeps: a server is
@@ -104,16 +105,20 @@ func (s *session) put(seq uint64, o *outcome) bool {
 		return false
 	}
 	if r, i, ok := s.find(seq); ok {
-		fresh := r.recs[i].o == nil
+		old := r.recs[i].o
 		r.recs[i].o = o
-		if fresh {
+		s.held += int64(o.held)
+		if old == nil {
 			s.n++
+		} else {
+			s.held -= int64(old.held)
 		}
-		return fresh
+		return old == nil
 	}
 	if s.ooo != nil {
-		if _, had := s.ooo.m[seq]; had {
+		if old, had := s.ooo.m[seq]; had {
 			s.ooo.m[seq] = o
+			s.held += int64(o.held) - int64(old.held)
 			return false
 		}
 	}
@@ -138,12 +143,14 @@ func (s *session) put(seq uint64, o *outcome) bool {
 			fit.recs = make([]seqOutcome, 0, fit.peak)
 		}
 		fit.recs = append(fit.recs, seqOutcome{seq, o})
+		s.held += int64(o.held)
 		fit.high = max(fit.high, len(fit.recs))
 	} else {
 		if s.ooo == nil {
 			s.ooo = &oooRecs{m: make(map[uint64]*outcome, s.oooPeak), h: make([]uint64, 0, s.oooPeak)}
 		}
 		s.ooo.m[seq] = o
+		s.held += int64(o.held)
 		s.ooo.push(seq)
 		s.ooo.peak = max(s.ooo.peak, len(s.ooo.m))
 	}
@@ -157,12 +164,14 @@ func (s *session) remove(seq uint64) bool {
 		if r.recs[i].o == nil {
 			return false
 		}
+		s.held -= int64(r.recs[i].o.held)
 		r.recs[i].o = nil // (pruned with the front)
 		s.n--
 		return true
 	}
 	if s.ooo != nil {
-		if _, ok := s.ooo.m[seq]; ok {
+		if o, ok := s.ooo.m[seq]; ok {
+			s.held -= int64(o.held)
 			delete(s.ooo.m, seq)
 			s.n--
 			return true
@@ -179,6 +188,7 @@ func (s *session) each(fn func(seq uint64, o *outcome) (forget bool)) (forgotten
 		r := &s.runs[k]
 		for j, e := range r.recs {
 			if fn(e.seq, e.o) && e.o != nil {
+				s.held -= int64(e.o.held)
 				r.recs[j].o = nil // (pruned with the front)
 				forgotten++
 			}
@@ -187,6 +197,9 @@ func (s *session) each(fn func(seq uint64, o *outcome) (forget bool)) (forgotten
 	if s.ooo != nil {
 		for seq, o := range s.ooo.m {
 			if fn(seq, o) {
+				if o != nil {
+					s.held -= int64(o.held)
+				}
 				delete(s.ooo.m, seq)
 				forgotten++
 			}
@@ -212,6 +225,7 @@ func (s *session) raise(floor uint64) int {
 		i, _ := r.search(floor)
 		for _, e := range r.recs[:i] {
 			if e.o != nil {
+				s.held -= int64(e.o.held)
 				dropped++
 			}
 		}
@@ -224,7 +238,10 @@ func (s *session) raise(floor uint64) int {
 	if q := s.ooo; q != nil {
 		for len(q.h) > 0 && q.h[0] < floor {
 			seq := q.pop()
-			if _, ok := q.m[seq]; ok {
+			if o, ok := q.m[seq]; ok {
+				if o != nil {
+					s.held -= int64(o.held)
+				}
 				delete(q.m, seq)
 				dropped++
 			}
