@@ -9,6 +9,7 @@ import (
 	"maps"
 	"math/bits"
 	"net"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -85,7 +86,15 @@ type Coordinator struct {
 	lastView    wire.View
 	lastStopped bool
 	spares      []string // spare hosts not yet taken
-	saveMu      sync.Mutex
+	// home is the working directory of local servers (their dumps, and
+	// a relative data_dir, land there): the first leader's, committed
+	// with the cluster's state, so that every later leader of a group
+	// spawns them where their data is, whatever its own working
+	// directory (a review: three coordinators started in directories of
+	// their own, a restart led by another one found no log and every
+	// shard unavailable).
+	home   string
+	saveMu sync.Mutex
 	// final: the orderly stop was committed (saveMu); it stays the last
 	// state this coordinator commits.
 	final bool
@@ -206,6 +215,7 @@ func New(opts Options) (*Coordinator, error) {
 		stopped: make(chan struct{}),
 		fatal:   make(chan error, 1),
 		met:     newCoordMetrics(),
+		home:    opts.Dir,
 	}
 	c.budget = connlimit.NewBudget(c.limits().WithDefaults().OutputBudget)
 	if opts.tls != nil {
@@ -482,6 +492,16 @@ func (c *Coordinator) takeOver(l leadership) error {
 	}
 	if st.Spares != nil {
 		c.spares = st.Spares
+	}
+	if st.Home != "" && st.Home != c.home && c.group() {
+		// (A group only: one coordinator's directory is its cluster's,
+		// and a copy of that directory runs on its own data.)
+		if fi, err := os.Stat(st.Home); err == nil && fi.IsDir() {
+			c.log.Info().Str("dir", st.Home).Msg("local servers run in the cluster's directory (its first leader's working directory), not this coordinator's")
+			c.home = st.Home
+		} else {
+			c.log.Warn().Str("dir", st.Home).Str("instead", c.home).Msg("the cluster's directory for local servers is not on this host; they run in this coordinator's working directory (set an absolute data_dir, or start every coordinator in one directory)")
+		}
 	}
 	for i, sn := range st.Nodes {
 		if i < len(c.nodes) && sn.Inc > c.nodes[i].inc {
@@ -821,10 +841,11 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 	c.mu.Lock()
 	where := nd.spec
 	where.Host = nd.host
+	home := c.home
 	c.mu.Unlock()
 	spec := SpawnSpec{
 		ID: nd.id, Servers: c.n, Incarnation: inc, Spec: where, CoordAddr: c.serversAddr, Secret: c.secret, Users: c.usersForServers(),
-		Dir: c.opts.Dir, LogFile: c.opts.ServerLog, LogLevel: c.opts.ServerLevel,
+		Dir: home, LogFile: c.opts.ServerLog, LogLevel: c.opts.ServerLevel,
 		FailureTimeout: c.opts.Timing.FailureTimeout, Limits: c.limits(), Storage: c.storage(), Sched: c.schedPolicy(),
 		MetricsPort: c.opts.ServerMetricsPort, TLS: c.opts.tls.serverFiles(),
 	}
@@ -1166,8 +1187,17 @@ func (c *Coordinator) commitInitialView(out, gone map[int]bool) (wire.View, erro
 			continue
 		}
 		if p.Primary != int32(s) {
-			c.log.Warn().Int("shard", s).Int32("primary", p.Primary).Uint64("its_index", durable[p.Primary][s]).
-				Uint64("home_index", durable[s][s]).Msg("restart: the shard's most complete copy is its secondary's; it leads the shard")
+			ev := c.log.Warn()
+			msg := "restart: the shard's most complete copy is its secondary's; it leads the shard"
+			if led := len(c.lastView.Shards) == c.n && c.lastView.Shards[s].Primary == p.Primary; !led && !c.lastStopped && c.storage().FsyncSecondary != "yes" {
+				// After a kill the log of a copy that was not the shard's
+				// primary may miss its last records (a secondary's are
+				// written lazily): say so where it may have cost writes.
+				ev = c.log.Error()
+				msg += " (after a kill its log may miss the writes of about the last second: fsync_secondary was off)"
+			}
+			ev.Int("shard", s).Int32("primary", p.Primary).Uint64("its_index", durable[p.Primary][s]).
+				Uint64("home_index", durable[s][s]).Msg(msg)
 		}
 	}
 	c.mu.Unlock()

@@ -211,6 +211,10 @@ func (c *Coordinator) Status() *status.Cluster {
 		case p.Primary < 0, p.Secondary < 0 && c.silentLocked(int(p.Primary)):
 			// (A silent primary with no secondary: nobody answers.)
 			sh.State = "unavailable"
+		case int(p.Primary) < len(st.Servers) && st.Servers[p.Primary].State == "starting":
+			// Its primary runs no view yet (a restart after every
+			// process was killed, say): nobody serves the shard yet.
+			sh.State = "starting"
 		case p.Secondary < 0 && len(c.view.Shards) > 1:
 			sh.State = "degraded"
 		}

@@ -165,7 +165,7 @@ func (c *Coordinator) writeClusterMetrics(w io.Writer) {
 	for _, name := range sortedKeys(states) {
 		metrics.Sample(w, "ftkv_coord_servers", float64(states[name]), "state", name)
 	}
-	shards := map[string]int{"serving": 0, "degraded": 0, "unavailable": 0}
+	shards := map[string]int{"serving": 0, "degraded": 0, "starting": 0, "unavailable": 0}
 	for _, s := range st.Shards {
 		shards[s.State]++
 	}

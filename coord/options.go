@@ -186,6 +186,8 @@ func (o Options) withDefaults() (Options, error) {
 			return o, err
 		}
 		o.Dir = wd
+	} else if abs, err := filepath.Abs(o.Dir); err == nil {
+		o.Dir = abs // (committed for other coordinators: Coordinator.home)
 	}
 	if o.DataDir == "" {
 		id := -1

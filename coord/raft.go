@@ -40,6 +40,9 @@ type clusterState struct {
 	// Current: per shard, which copies hold every acknowledged write
 	// (decide.Current); none in a state of an older version (all count).
 	Current decide.Current `json:"current,omitempty"`
+	// Home: the local servers' working directory (Coordinator.home); ""
+	// in a state of an older version.
+	Home string `json:"home,omitempty"`
 }
 
 type savedNode struct {

@@ -47,7 +47,7 @@ type Shard struct {
 	Shard     int    `json:"shard"`
 	Primary   int    `json:"primary"`
 	Secondary int    `json:"secondary"`
-	State     string `json:"state"` // serving / degraded (no copy) / unavailable (no live copy)
+	State     string `json:"state"` // serving / degraded (no copy) / starting (its primary is) / unavailable (no live copy)
 }
 
 // Server describes one server of a Cluster.

@@ -53,6 +53,19 @@ func TestCoordGroupRestartAfterShutdown(t *testing.T) {
 	}
 }
 
+// shutdownGroup stops a group of three with `bin/client … shutdown` and
+// waits until every coordinator has exited.
+func shutdownGroup(t *testing.T, c *testcluster.Cluster) {
+	t.Helper()
+	r := runBin(t, 30*time.Second, filepath.Join(c.Bin, "client"), nil, "-h", c.Addr, "shutdown")
+	if r.code != 0 {
+		t.Fatalf("shutdown: exit %d %s", r.code, r.stderr)
+	}
+	testcluster.Eventually(t, 20*time.Second, "every coordinator stopped", func() bool {
+		return !c.Coord(0).Running && !c.Coord(1).Running && !c.Coord(2).Running
+	})
+}
+
 // groupWithSurvivor starts a group of three coordinators with key
 // "survivor" put, and returns it and a context for the test's calls.
 func groupWithSurvivor(t *testing.T) (*testcluster.Cluster, context.Context) {
@@ -166,13 +179,7 @@ func TestCoordGroupRestartAfterShutdownWithOneDown(t *testing.T) {
 	c, ctx := groupWithSurvivor(t)
 	down := (c.LeaderIndex(t) + 1) % 3
 	c.KillCoordK(t, down)
-	r := runBin(t, 30*time.Second, filepath.Join(c.Bin, "client"), nil, "-h", c.Addr, "shutdown")
-	if r.code != 0 {
-		t.Fatalf("shutdown: exit %d %s", r.code, r.stderr)
-	}
-	testcluster.Eventually(t, 20*time.Second, "every coordinator stopped", func() bool {
-		return !c.Coord(0).Running && !c.Coord(1).Running && !c.Coord(2).Running
-	})
+	shutdownGroup(t, c)
 	for k := 0; k < 3; k++ {
 		c.RestartCoordK(t, k)
 	}

@@ -17,7 +17,7 @@ var help = map[string]string{
 	"ftkv_coord_server_log_bytes":      "Size of each server's write-ahead log as its last heartbeat reported it.",
 	"ftkv_coord_server_incarnation":    "Incarnation of each server in the view (grows with every respawn).",
 	"ftkv_coord_servers":               "Servers by the state status shows (serving, degraded, re-seeding, starting, silent, down, unavailable).",
-	"ftkv_coord_shards":                "Shards by state (serving, degraded: no second copy, unavailable).",
+	"ftkv_coord_shards":                "Shards by state (serving, degraded: no second copy, starting: its primary is, unavailable).",
 	// A server.
 	"ftkv_server_client_connections":                    "Client connections open.",
 	"ftkv_server_client_connections_limit_closed_total": "Client connections closed at a limit (output buffered, idle, hostile input).",

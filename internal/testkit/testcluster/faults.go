@@ -231,7 +231,9 @@ func (c *Cluster) isServerHere(pid int) bool {
 	if err != nil {
 		return false
 	}
-	if dir, err := filepath.EvalSymlinks(c.Dir); err != nil || cwd != dir {
+	// (Under it too: coordinators of a group in directories of their own,
+	// CoordWorkDirs, run their servers there.)
+	if dir, err := filepath.EvalSymlinks(c.Dir); err != nil || (cwd != dir && !strings.HasPrefix(cwd, dir+"/")) {
 		return false
 	}
 	cmd, err := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))

@@ -129,6 +129,12 @@ func startGroup(t testing.TB, o Options, bin string, race bool) *Cluster {
 			wrap = o.CoordWraps[i]
 		}
 		p := c.spawn(t, wrap, c.groupArgs(i), &lockedBuf{})
+		if o.CoordWorkDirs {
+			p.cmd.Dir = filepath.Join(dir, fmt.Sprintf("wd-%d", i))
+			if err := os.Mkdir(p.cmd.Dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+		}
 		c.group[i] = p
 		c.startProc(t, p)
 	}
@@ -327,6 +333,7 @@ func (c *Cluster) RestartCoordK(t testing.TB, k int) {
 		t.Fatalf("RestartCoordK: coordinator %d (pid %d) is still running", k, old.cmd.Process.Pid)
 	}
 	p := c.spawn(t, old.wrap, old.args, old.out)
+	p.cmd.Dir = old.cmd.Dir
 	c.group[k] = p
 	c.startProc(t, p)
 	c.waitCoordAnswers(t, k, 30*time.Second)

@@ -117,6 +117,9 @@ type Options struct {
 	// (e.g. "ip netns exec NS" to run it on the namespace host that has
 	// CoordHosts[k]); the process keeps its pid.
 	CoordWraps [][]string
+	// CoordWorkDirs, for a group, runs coordinator k in a working
+	// directory of its own (Dir/wd-k) instead of Dir.
+	CoordWorkDirs bool
 }
 
 // Cluster is a running coordinator process (or group of them) and its
