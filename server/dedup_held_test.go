@@ -23,12 +23,14 @@ func liveHeap() uint64 {
 // every replaced value on the primary and the secondary (a review: 1.2 GB
 // on each after 600 rounds). Now its writes are refused (retryable) once
 // its records hold maxHeldBytes, and the heap of both servers stays within
-// about twice that.
+// about twice that: 39-49 MiB measured, against 2 MiB more for each round
+// without the bound (the limit was 16 MiB over twice the bound once: a CI
+// run measured 48.5 MiB).
 func TestMismatchRecordsHoldBounded(t *testing.T) {
 	a, _ := pairOfTwo(t, "", false)
 	cn := dialConn(t, a.client, false)
 	k := []byte(keysOf("pinned", 0, 2, 1)[0])
-	const rounds = 48
+	const rounds = 64
 	base := liveHeap()
 	mismatches, refused := 0, 0
 	for i := 1; i <= rounds; i++ {
@@ -51,7 +53,7 @@ func TestMismatchRecordsHoldBounded(t *testing.T) {
 	}
 	grew := int64(liveHeap()) - int64(base)
 	t.Logf("%d rounds: %d mismatches remembered, %d refused; the heap of both servers grew by %.1f MiB", rounds, mismatches, refused, float64(grew)/(1<<20))
-	if limit := int64(2*maxHeldBytes + 16<<20); grew > limit {
+	if limit := int64(2*maxHeldBytes + 32<<20); grew > limit {
 		t.Fatalf("the heap grew by %.1f MiB for one client's %d mismatch records, want at most %.0f MiB", float64(grew)/(1<<20), mismatches, float64(limit)/(1<<20))
 	}
 	if refused == 0 {

@@ -118,9 +118,16 @@ func TestRestartAfterCleanShutdown(t *testing.T) {
 // and server 1 is re-seeded in full before the cluster serves. Every
 // acknowledged put is there, and stays there when server 0 (whose shard's
 // second copy is the re-seeded one) and then server 2 are killed.
+//
+// With fsync_secondary: shard 1 comes back from server 2's copy, a
+// secondary's, and without it a secondary writes its log lazily, so a
+// kill of every process may cost the writes it acknowledged in the last
+// moment (README, Durability: "One case is not covered"). Run with the
+// default, this test lost 1 acknowledged put of shard 1 in one of four
+// CI runs ("ledger-lost-dir/2/385").
 func TestRestartWithALostDataDir(t *testing.T) {
 	const n = 3
-	c := testcluster.Start(t, testcluster.Options{N: n})
+	c := testcluster.Start(t, testcluster.Options{Config: "3\nlocalhost 0 0 0\nlocalhost 0 0 0\nlocalhost 0 0 0\nfsync_secondary yes\n"})
 	cls := dialClients(c, 2)
 	c.WaitRecovered(t, 10*time.Second)
 	l := startLedger(t, cls, 4, "ledger-lost-dir", restartOpTimeout)
