@@ -237,7 +237,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		return gnet.None
 	}
 	for range cmds {
-		connlimit.Begin(c)
+		connlimit.Begin(c, 0) // (bounded by maxQueued per connection)
 	}
 	s.pending.Add(int64(len(cmds)))
 	s.queued.Add(int64(got))

@@ -29,6 +29,7 @@ type Config struct {
 	OutputBudget      int64         // output_budget: queued answers of all connections together
 	InputBudget       int64         // input_budget: unprocessed input (half-sent frames, paused connections) of all connections together
 	MaxInflight       int           // max_inflight: requests read but not answered per connection
+	InflightBudget    int64         // inflight_budget: bytes of requests read but not answered, all connections together
 	FrameTimeout      time.Duration // frame_timeout: how long a half-sent frame may wait for its rest
 	IdleTimeout       time.Duration // idle_timeout: idle connections are closed after this (0: never)
 	SessionTTL        time.Duration // session_ttl: a silent client's exactly-once records expire after this
@@ -49,6 +50,7 @@ const (
 	DefaultOutputBudget      = 32 << 20
 	DefaultInputBudget       = 64 << 20
 	DefaultMaxInflight       = 4096
+	DefaultInflightBudget    = 4 << 20
 	DefaultFrameTimeout      = 10 * time.Second
 	DefaultSessionTTL        = 10 * time.Minute // long enough for any sane retry
 	DefaultMaxSessions       = 100000
@@ -86,6 +88,7 @@ var Settings = []Setting{
 	{"output_budget", "output-budget", "queued answers of all connections of a server", bytes, "32MiB", func(c *Config) any { return &c.OutputBudget }},
 	{"input_budget", "input-budget", "unprocessed input of all connections of a server", bytes, "64MiB", func(c *Config) any { return &c.InputBudget }},
 	{"max_inflight", "max-inflight", "requests read but not answered per connection", count, "4096", func(c *Config) any { return &c.MaxInflight }},
+	{"inflight_budget", "inflight-budget", "bytes of requests read but not answered, all connections of a server", bytes, "4MiB", func(c *Config) any { return &c.InflightBudget }},
 	{"frame_timeout", "frame-timeout", "how long a half-sent frame may wait for its rest", duration, "10s", func(c *Config) any { return &c.FrameTimeout }},
 	{"idle_timeout", "idle-timeout", "idle connections are closed after this (0: never)", duration, "0", func(c *Config) any { return &c.IdleTimeout }},
 	{"session_ttl", "session-ttl", "a silent client's exactly-once records expire after this", duration, "10m", func(c *Config) any { return &c.SessionTTL }},
@@ -202,7 +205,8 @@ func (c Config) WithDefaults() Config {
 	def := Config{
 		MaxClients: DefaultMaxClients, OutputSoftLimit: DefaultOutputSoftLimit, OutputHardLimit: DefaultOutputHardLimit,
 		OutputGrace: DefaultOutputGrace, OutputBudget: DefaultOutputBudget, InputBudget: DefaultInputBudget, MaxInflight: DefaultMaxInflight,
-		FrameTimeout: DefaultFrameTimeout, SessionTTL: DefaultSessionTTL, MaxSessions: DefaultMaxSessions,
+		InflightBudget: DefaultInflightBudget,
+		FrameTimeout:   DefaultFrameTimeout, SessionTTL: DefaultSessionTTL, MaxSessions: DefaultMaxSessions,
 		MaxSessionRecords: DefaultMaxSessionRecords,
 	}
 	for _, s := range Settings {
@@ -225,6 +229,9 @@ func (c Config) Validate() error {
 	}
 	if d.InputBudget < MaxClientFrame {
 		errs = append(errs, fmt.Sprintf("input_budget %d is below the largest request, %d bytes", d.InputBudget, MaxClientFrame))
+	}
+	if d.InflightBudget < MaxClientFrame {
+		errs = append(errs, fmt.Sprintf("inflight_budget %d is below the largest request, %d bytes", d.InflightBudget, MaxClientFrame))
 	}
 	if len(errs) == 0 {
 		return nil

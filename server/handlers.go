@@ -72,8 +72,8 @@ func (h *clientHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			gets++ // answered in out, written when decodeAll returns
 		}
 		if r != nil {
-			r.start, r.met = start, h.s.met
-			connlimit.Begin(c) // answered through a replyBatch (reply.go)
+			r.start, r.met, r.cost = start, h.s.met, writeCost(f)
+			connlimit.Begin(c, r.cost) // answered through a replyBatch (reply.go)
 			i := 0
 			for i < len(batches) && batches[i].p != p {
 				i++
@@ -91,6 +91,13 @@ func (h *clientHandler) OnTraffic(c gnet.Conn) gnet.Action {
 	}
 	return action
 }
+
+// writeCost is what the write f holds while in flight, as counted in the
+// server's inflight_budget: its key, value and expected value, and about
+// the entry and frame around them.
+func writeCost(f *wire.Frame) int { return len(f.Key) + len(f.Value) + len(f.Aux) + writeOverhead }
+
+const writeOverhead = 256
 
 // handleClient answers a Get into out, or returns the write for p to sequence.
 func (s *Server) handleClient(c gnet.Conn, f *wire.Frame, out []byte) ([]byte, *primary, *entry) {

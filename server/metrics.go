@@ -32,8 +32,9 @@ type serverMetrics struct {
 	seedTarget atomic.Int64                // entries to send in the re-seedings running
 	seedDone   atomic.Int64                // entries sent in the re-seedings running
 
-	client *connlimit.Port   // the client port (set by Run)
-	budget *connlimit.Budget // output bytes queued on every port (set by Run)
+	client   *connlimit.Port   // the client port (set by Run)
+	budget   *connlimit.Budget // output bytes queued on every port (set by Run)
+	inflight *connlimit.Budget // bytes of clients' writes in flight (set by Run)
 }
 
 const (
@@ -173,6 +174,12 @@ func (s *Server) registerGauges() {
 			return 0
 		}
 		return float64(m.budget.Used())
+	})
+	r.GaugeFunc(`ftkv_server_inflight_bytes`, func() float64 {
+		if m.inflight == nil {
+			return 0
+		}
+		return float64(m.inflight.Used())
 	})
 	r.GaugeFunc(`ftkv_server_client_connections_rejected_total`, func() float64 {
 		if m.client == nil {

@@ -25,11 +25,13 @@ var replyBatchPool = sync.Pool{New: func() any { return new(replyBatch) }}
 
 func newReplyBatch() *replyBatch { return replyBatchPool.Get().(*replyBatch) }
 
-func (rb *replyBatch) add(c gnet.Conn, f *wire.Frame) {
+// add queues the answer f to a write of cost bytes read on c (counted
+// by connlimit.Begin: every answer added is to such a write).
+func (rb *replyBatch) add(c gnet.Conn, cost int, f *wire.Frame) {
 	if c == nil {
 		return
 	}
-	connlimit.Done(c) // every answer added is to a write counted by connlimit.Begin
+	connlimit.Done(c, cost)
 	i := rb.find(c)
 	if i < 0 {
 		i = len(rb.conns)

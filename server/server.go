@@ -306,7 +306,7 @@ func (s *Server) Run(ctx context.Context) error {
 		ports = append(ports, p)
 		s.engines[i] = p.Engine()
 		if i == 0 {
-			s.met.client, s.met.budget = p, budget
+			s.met.client, s.met.budget, s.met.inflight = p, budget, l.lim.Inflight
 		}
 		port := 0
 		if a, ok := p.Addr().(*net.TCPAddr); ok {

@@ -24,6 +24,8 @@
 //	             descending sequence numbers, floor 0 forever
 //	one-shot     Clients (100000) short-lived clients, Conns (8) at a time, each one
 //	             PUT with a fresh client id
+//	write-flood  PUTs of a Size-byte value (1 KiB) pipelined on Conns connections (200),
+//	             Window (4096) unanswered on each, answers read
 //
 // A probe never reads more than it must and never retries against a server
 // that closed it: what the server did is the measurement. RSS samples a

@@ -39,6 +39,7 @@ type Config struct {
 	// GET, so that its input grows as fast as the answers it never reads.
 	Writes  bool
 	Conns   int   // connections (per port for huge-length and unauth-big)
+	Window  int   // write-flood: requests unanswered per connection (4096)
 	Clients int   // one-shot: clients (100000)
 	Seed    int64 // random client ids and seqs (0: from the clock)
 	// DialTimeout bounds every dial (2s).
@@ -84,11 +85,12 @@ var probes = map[string]Probe{
 	"unauth-big":  UnauthBig,
 	"bad-seqs":    BadSeqs,
 	"one-shot":    OneShot,
+	"write-flood": WriteFlood,
 }
 
 // Names lists the probes in the order an operator would run them.
 func Names() []string {
-	return []string{"slow-reader", "idle-conns", "half-frames", "huge-length", "unauth-big", "bad-seqs", "one-shot"}
+	return []string{"slow-reader", "idle-conns", "half-frames", "huge-length", "unauth-big", "bad-seqs", "one-shot", "write-flood"}
 }
 
 // Lookup returns the probe called name.

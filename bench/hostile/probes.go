@@ -452,6 +452,47 @@ func BadSeqs(ctx context.Context, cfg Config) (Result, error) {
 	return merge("bad-seqs", tg.Addr, parts), nil
 }
 
+// WriteFlood pipelines PUTs of a Size-byte value (1 KiB) on Conns
+// connections (200), each keeping Window requests (4096, the default
+// max_inflight) unanswered and reading every answer, until Duration: a
+// heavy client, or many, that reads its answers but writes faster than
+// the shard commits. Each connection alone stays within its limits; what
+// the server holds for all of them together must stay bounded.
+func WriteFlood(ctx context.Context, cfg Config) (Result, error) {
+	if cfg.Size <= 0 {
+		cfg.Size = 1 << 10
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = 4096
+	}
+	cfg = cfg.withDefaults(10*time.Second, 200)
+	tg, err := Resolve(ctx, cfg)
+	if err != nil {
+		return Result{Probe: "write-flood"}, err
+	}
+	value := bytes.Repeat([]byte{'w'}, cfg.Size)
+	key, _, err := findKey(ctx, cfg, tg.Addr, "hostile/write-flood", value)
+	if err != nil {
+		return Result{Probe: "write-flood", Target: tg.Addr}, err
+	}
+	t := newTally("write-flood", tg.Addr)
+	t.note("PUTs of %s to key %q pipelined on %d connections, up to %d unanswered on each, answers read", Bytes(int64(cfg.Size)), key, cfg.Conns, cfg.Window)
+	ctx, cancel := context.WithTimeout(ctx, cfg.Duration)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := 0; i < cfg.Conns; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			pipeline(ctx, cfg, tg.Addr, t, cfg.Window, func(id uint64, dst []byte) []byte {
+				return wire.Append(dst, &wire.Frame{Op: wire.OpPut, ID: id, Key: []byte(key), Value: value})
+			})
+		}()
+	}
+	wg.Wait()
+	return t.result(), nil
+}
+
 // pipeline keeps up to window requests from mk unanswered on one
 // connection until ctx ends, reading and tallying every answer.
 func pipeline(ctx context.Context, cfg Config, addr string, t *tally, window int, mk func(id uint64, dst []byte) []byte) {
@@ -511,11 +552,25 @@ loop:
 			}
 			break
 		}
-		_ = nc.SetWriteDeadline(time.Now().Add(2 * time.Second))
-		n, err := nc.Write(buf)
-		t.sent(int64(n), int64(k))
+		// A server that stops reading (backpressure) is waited for
+		// until ctx ends: the rest of the batch is written then.
+		rem, err := buf, error(nil)
+		for len(rem) > 0 && ctx.Err() == nil {
+			_ = nc.SetWriteDeadline(time.Now().Add(250 * time.Millisecond))
+			var n int
+			n, err = nc.Write(rem)
+			rem = rem[n:]
+			if errors.Is(err, os.ErrDeadlineExceeded) {
+				err = nil
+				continue
+			}
+			if err != nil {
+				break
+			}
+		}
+		t.sent(int64(len(buf)-len(rem)), int64(k)) // (frames: those begun)
 		if err != nil {
-			if !errors.Is(err, os.ErrDeadlineExceeded) && !serverClosed(err) {
+			if !serverClosed(err) {
 				t.err(err)
 			}
 			break

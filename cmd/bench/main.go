@@ -61,6 +61,8 @@ Modes (-mode):
                            sequence numbers and floor 0, pipelined
               one-shot     100,000 short-lived clients, one put each (8 at a
                            time, until -duration)
+              write-flood  PUTs of 1 KiB pipelined on 200 connections, 4,096
+                           unanswered on each, answers read
   compare   read results of "bench -json -label L" runs (one per line) and
             print medians per label and target with ftkv/reference ratios;
             -check fails unless every row has numbers.

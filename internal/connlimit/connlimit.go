@@ -13,7 +13,9 @@
 //     shared by several ports bounds the sum: beyond it every connection
 //     holding more than BudgetFloor pauses too.
 //   - Requests read but not answered per connection (Begin, Done): beyond
-//     MaxInflight reading pauses until answers go out.
+//     MaxInflight reading pauses until answers go out; and their bytes on
+//     the connections of several ports together: beyond the Inflight
+//     budget every connection with a request in flight pauses.
 //   - While paused, a connection whose unread input exceeds InboundCap is
 //     closed, unless its queued output shrank recently or it paused just
 //     now (gnet keeps reading sockets whether or not the bytes are
@@ -114,6 +116,10 @@ type Config struct {
 	OutputGrace time.Duration // longest stay over OutputSoft
 	Budget      *Budget       // shared by the server's ports (nil: none)
 	MaxInflight int           // requests read but not answered (Begin, Done)
+	// Inflight bounds the bytes of requests read but not answered on
+	// the connections of several ports together (Begin, Done): beyond
+	// it, every connection with a request in flight pauses.
+	Inflight *Budget
 	// InboundCap closes a paused connection holding more unread input,
 	// or more than its first frame when that is longer (default 1 MiB:
 	// a connection is paused only when it does not read its answers,
@@ -185,7 +191,9 @@ func (c *Config) setDefaults() {
 	}
 }
 
-// Budget bounds the queued output of several ports together.
+// Budget bounds bytes held for the connections of several ports
+// together: their queued output (Config.Budget), or their requests in
+// flight (Config.Inflight).
 type Budget struct {
 	limit int64
 	used  atomic.Int64
@@ -194,7 +202,7 @@ type Budget struct {
 // NewBudget returns a budget of limit bytes (<= 0: unlimited).
 func NewBudget(limit int64) *Budget { return &Budget{limit: limit} }
 
-// Used is the queued output counted against the budget.
+// Used is the bytes counted against the budget.
 func (b *Budget) Used() int64 { return b.used.Load() }
 
 func (b *Budget) add(n int64) {
@@ -204,6 +212,11 @@ func (b *Budget) add(n int64) {
 }
 
 func (b *Budget) over() bool { return b != nil && b.limit > 0 && b.used.Load() > b.limit }
+
+// above reports whether more than num/den of the budget is used.
+func (b *Budget) above(num, den int64) bool {
+	return b != nil && b.limit > 0 && b.used.Load() > b.limit/den*num
+}
 
 // Port is one listening port served by a gnet engine under Config's limits.
 type Port struct {

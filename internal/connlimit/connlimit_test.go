@@ -24,6 +24,7 @@ type getServer struct {
 	gnet.BuiltinEventEngine
 	val     []byte
 	hold    bool
+	cost    int // each held request's size in Begin
 	decoded atomic.Int64
 
 	mu   sync.Mutex
@@ -31,8 +32,9 @@ type getServer struct {
 }
 
 type heldReq struct {
-	c  gnet.Conn
-	id uint64
+	c    gnet.Conn
+	id   uint64
+	cost int
 }
 
 func (h *getServer) OnTraffic(c gnet.Conn) gnet.Action {
@@ -43,9 +45,9 @@ func (h *getServer) OnTraffic(c gnet.Conn) gnet.Action {
 			return wire.Append(out, &wire.Frame{Op: f.Op, ID: f.ID}), gnet.None
 		}
 		if h.hold {
-			Begin(c)
+			Begin(c, h.cost)
 			h.mu.Lock()
-			h.held = append(h.held, heldReq{c, f.ID})
+			h.held = append(h.held, heldReq{c, f.ID, h.cost})
 			h.mu.Unlock()
 			return out, gnet.None
 		}
@@ -63,7 +65,7 @@ func (h *getServer) release() {
 	h.held = nil
 	h.mu.Unlock()
 	for _, r := range held {
-		Done(r.c)
+		Done(r.c, r.cost)
 		_ = r.c.AsyncWrite(wire.Append(nil, &wire.Frame{Op: wire.OpGet, ID: r.id}), AfterWrite)
 	}
 }
@@ -236,6 +238,52 @@ func TestMaxInflight(t *testing.T) {
 		if _, err := frameio.ReadFrame(br); err != nil {
 			t.Fatalf("answer %d: %v", i, err)
 		}
+	}
+}
+
+// Requests in flight on all connections together: over the Inflight
+// budget, a connection with requests in flight pauses, one with none
+// still reads one; answering them lets everyone go on, and the budget
+// holds nothing once every request is answered.
+func TestInflightBudget(t *testing.T) {
+	h := &getServer{hold: true, cost: 100}
+	b := NewBudget(250)
+	p := listen(t, h, Config{MaxInflight: 100, Inflight: b})
+	var ncs []*net.TCPConn
+	for i := range 3 {
+		nc := dial(t, p)
+		ncs = append(ncs, nc)
+		if _, err := nc.Write(gets(10, 1)); err != nil {
+			t.Fatal(err)
+		}
+		// The first connection takes the budget (3 requests: 300 bytes
+		// over 250), each later one a single request.
+		want := int64(3 + i)
+		eventually(t, 2*time.Second, "requests decoded", func() bool { return h.decoded.Load() == want })
+	}
+	time.Sleep(50 * time.Millisecond)
+	if n := h.decoded.Load(); n != 5 {
+		t.Fatalf("%d requests decoded over the in-flight budget, want 5", n)
+	}
+	if u := b.Used(); u != 500 {
+		t.Fatalf("budget used %d, want 500", u)
+	}
+	for h.decoded.Load() < 30 {
+		h.release()
+		time.Sleep(5 * time.Millisecond)
+	}
+	h.release()
+	for i, nc := range ncs {
+		br := bufio.NewReader(nc)
+		for j := range 10 {
+			_ = nc.SetReadDeadline(time.Now().Add(2 * time.Second))
+			if _, err := frameio.ReadFrame(br); err != nil {
+				t.Fatalf("connection %d, answer %d: %v", i, j, err)
+			}
+		}
+	}
+	if u := b.Used(); u != 0 {
+		t.Fatalf("budget used %d after every answer, want 0", u)
 	}
 }
 

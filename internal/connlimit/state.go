@@ -111,11 +111,13 @@ func (st *State) Authed() {
 // IsAuthed reports whether Authed was called.
 func (st *State) IsAuthed() bool { return st.authed.Load() }
 
-// Begin counts a request read on c whose answer will be written later
-// (Done). Only on c's event loop.
-func Begin(c gnet.Conn) {
+// Begin counts a request of size bytes read on c whose answer will be
+// written later (Done, with the same size): in MaxInflight, and its
+// bytes in the Inflight budget. Only on c's event loop.
+func Begin(c gnet.Conn, size int) {
 	if st := Of(c); st != nil {
 		st.inflight.Add(1)
+		st.p.cfg.Inflight.add(int64(size))
 	}
 }
 
@@ -131,10 +133,12 @@ func Hold(c gnet.Conn) {
 	}
 }
 
-// Done counts an answer to a request counted by Begin. Any goroutine.
-func Done(c gnet.Conn) {
+// Done counts an answer to a request counted by Begin with size. Any
+// goroutine.
+func Done(c gnet.Conn, size int) {
 	if st, _ := c.SafeContext().(*State); st != nil {
 		st.inflight.Add(-1)
+		st.p.cfg.Inflight.add(-int64(size))
 	}
 }
 
@@ -208,7 +212,9 @@ func (st *State) holdInput() gnet.Action {
 // about to be written.
 func (st *State) blocked(extra int) bool {
 	cfg := &st.p.cfg
-	if cfg.MaxInflight > 0 && st.inflight.Load() >= int64(cfg.MaxInflight) {
+	if n := st.inflight.Load(); cfg.MaxInflight > 0 && n >= int64(cfg.MaxInflight) || n > 0 && cfg.Inflight.over() {
+		// (Over the Inflight budget, a connection with nothing in flight
+		// still reads a request: no connection waits for others' work.)
 		return true
 	}
 	o := st.c.OutboundBuffered() + extra

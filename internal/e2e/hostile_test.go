@@ -507,6 +507,28 @@ func TestHostileBadSeqs(t *testing.T) {
 	r.check(64 << 20)
 }
 
+// TestHostileWriteFlood: 200 connections each keep 4,096 PUTs of 1 KiB
+// unanswered (each within its own max_inflight) and read every answer,
+// faster than the shard commits them. What the server holds for all of
+// them together is bounded: writes in flight by inflight_budget (4 MiB),
+// unread input by input_budget (64 MiB: beyond it the connection holding
+// the most is closed), queued answers by output_budget; RSS growth within
+// 256 MiB (gnet's input buffers are powers of two grown by copies; 155-187
+// MiB measured), no failover, honest clients served. Before the in-flight
+// budget, every connection put its 4,096 writes in flight: a failover
+// (the target's heartbeats 0.65-2 s late), honest writes of its shard
+// waiting up to 5 s, and RSS growth of 226-479 MiB in 6 s.
+func TestHostileWriteFlood(t *testing.T) {
+	r := startHostile(t, testcluster.Options{})
+	cfg := r.cfg()
+	cfg.Duration = sl(6*time.Second, 30*time.Second)
+	res := r.run("write-flood", cfg)
+	if res.Statuses["OK"] == 0 {
+		t.Errorf("no PUT of the flood acknowledged: %v", res.Statuses)
+	}
+	r.check(256 << 20)
+}
+
 // sessionRecords reads the planned per-server status fields
 // "session_records" (dedup records held) and "sessions"; it fails the test
 // when the status has none.

@@ -28,6 +28,7 @@ var help = map[string]string{
 	"ftkv_server_op_duration_seconds":                   "Latency of client operations, from the request read to its answer queued.",
 	"ftkv_server_ops_total":                             "Client operations by kind and outcome.",
 	"ftkv_server_output_buffered_bytes":                 "Bytes of answers queued for clients, not yet written.",
+	"ftkv_server_inflight_bytes":                        "Bytes of clients' writes read and not yet answered (inflight_budget bounds them).",
 	"ftkv_server_reseed_pending_entries":                "Entries of the re-seeding under way not yet received.",
 	"ftkv_server_reseed_progress_ratio":                 "Progress of the re-seeding under way, 0 to 1 (1: none under way).",
 	"ftkv_server_reseed_received_entries_total":         "Entries received while being re-seeded.",
