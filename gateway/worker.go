@@ -197,7 +197,7 @@ func (s *session) answered(n int) {
 	}
 	s.pending.Add(-int64(n))
 	for range n {
-		connlimit.Done(s.c, 0)
+		s.lim.Done(0)
 	}
 }
 

@@ -73,7 +73,7 @@ func (h *clientHandler) OnTraffic(c gnet.Conn) gnet.Action {
 		}
 		if r != nil {
 			r.start, r.met, r.cost = start, h.s.met, writeCost(f)
-			connlimit.Begin(c, r.cost) // answered through a replyBatch (reply.go)
+			r.lim = connlimit.Begin(c, r.cost) // answered through a replyBatch (reply.go)
 			i := 0
 			for i < len(batches) && batches[i].p != p {
 				i++

@@ -26,12 +26,13 @@ var replyBatchPool = sync.Pool{New: func() any { return new(replyBatch) }}
 func newReplyBatch() *replyBatch { return replyBatchPool.Get().(*replyBatch) }
 
 // add queues the answer f to a write of cost bytes read on c (counted
-// by connlimit.Begin: every answer added is to such a write).
-func (rb *replyBatch) add(c gnet.Conn, cost int, f *wire.Frame) {
+// by connlimit.Begin, which returned lim: every answer added is to such a
+// write).
+func (rb *replyBatch) add(c gnet.Conn, lim *connlimit.State, cost int, f *wire.Frame) {
 	if c == nil {
 		return
 	}
-	connlimit.Done(c, cost)
+	lim.Done(cost)
 	i := rb.find(c)
 	if i < 0 {
 		i = len(rb.conns)

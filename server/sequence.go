@@ -7,6 +7,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"ftkv/internal/connlimit"
 	"ftkv/wire"
 )
 
@@ -24,9 +25,10 @@ type wreq struct {
 	key    string
 	value  []byte
 	aux    []byte
-	start  int64          // monoNow when it was read
-	met    *serverMetrics // counts its answers
-	cost   int            // its bytes in the connection's in-flight count (connlimit.Begin)
+	start  int64            // monoNow when it was read
+	met    *serverMetrics   // counts its answers
+	cost   int              // its bytes in the in-flight count (connlimit.Begin)
+	lim    *connlimit.State // c's, to count its answer (connlimit.State.Done)
 }
 
 // entry is a sequenced write waiting for the secondary's acknowledgement.
@@ -48,7 +50,8 @@ type entry struct {
 type waiter struct {
 	c    gnet.Conn
 	id   uint64
-	cost int // the retry's wreq.cost
+	cost int              // the retry's wreq.cost
+	lim  *connlimit.State // and wreq.lim
 }
 
 // answerWaiters answers every connection waiting for e, with the
@@ -58,11 +61,11 @@ type waiter struct {
 func (e *entry) answerWaiters(rb *replyBatch, refuse string) int {
 	n := 0
 	if e.c != nil {
-		rb.add(e.c, e.cost, e.answerFor(e.id, refuse))
+		rb.add(e.c, e.lim, e.cost, e.answerFor(e.id, refuse))
 		n++
 	}
 	for _, w := range e.retries {
-		rb.add(w.c, w.cost, e.answerFor(w.id, refuse))
+		rb.add(w.c, w.lim, w.cost, e.answerFor(w.id, refuse))
 		n++
 	}
 	if e.met != nil {
@@ -96,7 +99,7 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 	if !p.env.diskOK() {
 		p.mu.Unlock()
 		for _, r := range batch {
-			replies.add(r.c, r.cost, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusUnavailable, Value: []byte(errDisk)})
+			replies.add(r.c, r.lim, r.cost, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusUnavailable, Value: []byte(errDisk)})
 			r.met.refused(&r.wreq, wire.StatusUnavailable)
 		}
 		replies.flush(loop)
@@ -105,7 +108,7 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 	if p.frozen || p.closed || !p.canServe(time.Now()) {
 		p.mu.Unlock()
 		for _, r := range batch {
-			replies.add(r.c, r.cost, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusUnavailable,
+			replies.add(r.c, r.lim, r.cost, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusUnavailable,
 				Value: []byte("shard is changing hands; retry")})
 			r.met.refused(&r.wreq, wire.StatusUnavailable)
 		}
@@ -126,21 +129,21 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 			r.met.claimed(&r.wreq, cl, o)
 			switch cl {
 			case claimStale:
-				replies.add(r.c, r.cost, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusBadRequest,
+				replies.add(r.c, r.lim, r.cost, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusBadRequest,
 					Value: []byte("sequence number below the client's own floor")})
 				continue
 			case claimTooMany:
 				// Retryable: the client's floor rises as its oldest write
 				// is answered (one stuck on a failing shard, say).
-				replies.add(r.c, r.cost, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusUnavailable,
+				replies.add(r.c, r.lim, r.cost, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusUnavailable,
 					Value: []byte("too many writes in flight for this client; retry")})
 				continue
 			case claimExpired:
-				replies.add(r.c, r.cost, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusSessionExpired,
+				replies.add(r.c, r.lim, r.cost, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusSessionExpired,
 					Value: []byte("session expired: this write may be a retry of one whose outcome is forgotten; not applied")})
 				continue
 			case claimDone:
-				replies.add(r.c, r.cost, answer(r.op, r.id, o))
+				replies.add(r.c, r.lim, r.cost, answer(r.op, r.id, o))
 				continue
 			case claimInFlight:
 				p.waitFor(o, r, replies)
@@ -188,11 +191,11 @@ func (p *primary) sequence(batch []*entry, loop gnet.EventLoop) {
 func (p *primary) waitFor(o *outcome, r *entry, replies *replyBatch) {
 	for i := len(p.inflight) - 1; i >= 0; i-- {
 		if e := p.inflight[i]; e.out == o {
-			e.retries = append(e.retries, waiter{r.c, r.id, r.cost})
+			e.retries = append(e.retries, waiter{r.c, r.id, r.cost, r.lim})
 			return
 		}
 	}
-	replies.add(r.c, r.cost, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusUnavailable,
+	replies.add(r.c, r.lim, r.cost, &wire.Frame{Op: r.op, ID: r.id, Status: wire.StatusUnavailable,
 		Value: []byte("shard changed hands; retry")})
 	r.met.refused(&r.wreq, wire.StatusUnavailable)
 }

@@ -553,7 +553,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		p.watch(st)
 		return st.holdInput()
 	}
-	st.paused, st.holding = false, false
+	st.paused, st.holding, st.budgetHeld = false, false, false
 	before := c.InboundBuffered()
 	act := h.EventHandler.OnTraffic(c)
 	if act != gnet.None {

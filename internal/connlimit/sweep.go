@@ -143,11 +143,11 @@ func (p *Port) sweep(ls *loopSet, now int64, full bool) {
 			st.watched = false
 			continue
 		}
-		if st.paused && !st.blocked(0) && (st.inflight.Load() == 0 || !cfg.Inflight.above(3, 4)) {
+		if st.paused && !st.blocked(0) && (!st.budgetHeld || st.inflight.Load() == 0 || !cfg.Inflight.above(3, 4)) {
 			// (Paused for the Inflight budget: woken once it is down
 			// to three quarters, not at each answer, when every
 			// connection paused for it would read a request and pause
-			// again.)
+			// again. Paused for its own limits only: at once.)
 			st.woken = true
 			_ = st.c.Wake(nil)
 		}
