@@ -126,7 +126,6 @@ func TestRestartAfterCleanShutdown(t *testing.T) {
 // default, this test lost 1 acknowledged put of shard 1 in one of four
 // CI runs ("ledger-lost-dir/2/385").
 func TestRestartWithALostDataDir(t *testing.T) {
-	const n = 3
 	c := testcluster.Start(t, testcluster.Options{Config: "3\nlocalhost 0 0 0\nlocalhost 0 0 0\nlocalhost 0 0 0\nfsync_secondary yes\n"})
 	cls := dialClients(c, 2)
 	c.WaitRecovered(t, 10*time.Second)
