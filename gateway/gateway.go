@@ -97,8 +97,11 @@ type Gateway struct {
 
 	logins *logins // nil: no logins (Config.Authenticate unset)
 
-	nextID   atomic.Int64
-	clients  atomic.Int64
+	nextID  atomic.Int64
+	clients atomic.Int64
+	// queued: the bytes of the commands read and not answered, all
+	// sessions together (session.queued's sum; inflight_budget).
+	queued   atomic.Int64
 	commands atomic.Uint64
 	started  time.Time
 	once     sync.Once
@@ -191,6 +194,10 @@ func (g *Gateway) Err() <-chan error { return g.errc }
 
 // Clients is the number of open RESP connections.
 func (g *Gateway) Clients() int { return int(g.clients.Load()) }
+
+// Queued returns the bytes of the commands read and not yet answered on
+// every connection (inflight_budget bounds them).
+func (g *Gateway) Queued() int64 { return g.queued.Load() }
 
 // Close stops both ports; commands in flight are abandoned (their clients'
 // connections close).

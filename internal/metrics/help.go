@@ -49,6 +49,7 @@ var help = map[string]string{
 	"ftkv_gateway_command_duration_seconds": "Latency of RESP and HTTP commands, from read to answer.",
 	"ftkv_gateway_commands_total":           "Commands by name and outcome.",
 	"ftkv_gateway_connections":              "Client connections open.",
+	"ftkv_gateway_queued_bytes":             "Bytes of clients' commands read and not yet answered (inflight_budget bounds them).",
 	"ftkv_gateway_logins_total":             "Logins by outcome (ok, denied, throttled, unchecked, no_credentials).",
 	"ftkv_gateway_uptime_seconds":           "Seconds since the gateway started.",
 }
