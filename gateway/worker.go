@@ -68,6 +68,20 @@ func (s *session) work(q []command) {
 // gateway hold gigabytes.
 func (s *session) full() bool { return s.lim != nil && s.lim.OutputFull(s.unseen.Load()) }
 
+// waitRoom waits on the worker, for a command writing its answer as it
+// grows (cmdMGet), until the connection's answers are under its limits
+// (full); false if the connection or the gateway closed meanwhile (a
+// client that never reads is closed after output_grace).
+func (s *session) waitRoom() bool {
+	for d := parkMin; s.full(); d = min(2*d, parkMax) {
+		if s.closed.Load() || s.g.ctx.Err() != nil {
+			return false
+		}
+		time.Sleep(d)
+	}
+	return !s.closed.Load()
+}
+
 // Park back-off: a parked session looks at its output again after
 // parkMin, doubling up to parkMax. timing: exception — how promptly a
 // slow reader's commands resume once it reads, unrelated to failure
@@ -276,6 +290,12 @@ func (s *session) one(cmd command, out []byte) ([]byte, bool) {
 		ctx, cancel := context.WithTimeout(s.g.ctx, s.g.cfg.Timeout)
 		out, err = spec.run(ctx, s, cmd.args, out)
 		cancel()
+	}
+	if cut := (answerCut{}); errors.As(err, &cut) {
+		s.g.log.Warn().Str("remote", s.remote.String()).Str("command", name).Err(cut.err).
+			Msg("command failed after part of its answer was written; connection closed")
+		s.g.observe(name, time.Since(start), cut.err)
+		return out, true
 	}
 	if err != nil {
 		out = redcon.AppendError(out[:before], replyError(err, spec == nil || spec.writes()).Error())
