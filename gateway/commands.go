@@ -354,9 +354,10 @@ func cmdExists(ctx context.Context, s *session, args [][]byte, out []byte) ([]by
 }
 
 // cmdMGet answers the keys' values in order, reading them at most maxRun
-// at a time, each capped (values over the cap are read again alone), and
-// writes its answer as it grows, waiting while the client's unread
-// answers are at their limits, as a pipeline's GETs do. (Its whole answer
+// at a time, each capped (at least capFloor, the largest value of this
+// MGET and, halved, of the session's last; a value over the cap is read
+// again alone), and writes its answer as it grows, waiting while the
+// client's unread answers are at their limits, as a pipeline's GETs do. (Its whole answer
 // was built first: a 9 KB command naming a 1 MiB value 300 times made the
 // gateway hold 600 MiB, and an MGET of 100 such values was cut by
 // output_hard_limit, however fast its client read.) Once part of it is
@@ -370,7 +371,9 @@ func cmdMGet(_ context.Context, s *session, args [][]byte, out []byte) ([]byte, 
 		}
 	}
 	out = redcon.AppendArray(out, len(keys))
-	valueCap, sent := capFloor, false
+	valueCap, sent := max(capFloor, s.mgetEst), false
+	largest := 0
+	defer func() { s.mgetEst = max(largest, s.mgetEst/2) }()
 	ops := make([]client.BatchOp, 0, min(len(keys), maxRun))
 	for len(keys) > 0 {
 		n := min(len(keys), maxRun, max(1, runBytes/valueCap))
@@ -391,6 +394,7 @@ func cmdMGet(_ context.Context, s *session, args [][]byte, out []byte) ([]byte, 
 				err = op.Err
 			}
 			if err == nil {
+				largest = max(largest, len(op.Value))
 				out = appendValue(out, op.Value, op.Found, s.proto)
 				op.Value = nil
 				if len(out) >= flushAt && (i+1 < len(ops) || n < len(keys)) {
