@@ -80,9 +80,6 @@ type session struct {
 	// 1 MiB until a batch showed otherwise: the first batch of GETs of
 	// distinct keys, 64 of 1 MiB each, went out whole).
 	getEst int
-	// mgetEst is the largest value of the session's last MGET, forgotten
-	// by halves (cmdMGet's first cap).
-	mgetEst int
 }
 
 // command is one parsed command; its arguments are copies (gnet's buffer

@@ -292,6 +292,7 @@ func (s *session) one(cmd command, out []byte) ([]byte, bool) {
 		cancel()
 	}
 	if cut := (answerCut{}); errors.As(err, &cut) {
+		s.quit.Store(true) // (nothing read after it runs)
 		s.g.log.Warn().Str("remote", s.remote.String()).Str("command", name).Err(cut.err).
 			Msg("command failed after part of its answer was written; connection closed")
 		s.g.observe(name, time.Since(start), cut.err)
