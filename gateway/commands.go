@@ -272,15 +272,12 @@ func checkKeys(keys [][]byte) error {
 	return nil
 }
 
-// present tells each of keys (all checked first) found or not, in order,
-// chunkKeys at a time, each part with a timeout of its own. Values are
-// not taken: a Get capped at one byte answers ErrTooLarge for a longer
-// one, which only a present key has (EXISTS of a 1 MiB value named 300
-// times took 300 MiB).
+// present tells each of keys (checked by the caller) found or not, in
+// order, chunkKeys at a time, each part with a timeout of its own. Values
+// are not taken: a Get capped at one byte answers ErrTooLarge for a
+// longer one, which only a present key has (EXISTS of a 1 MiB value named
+// 300 times took 300 MiB).
 func present(s *session, keys [][]byte, each func(key string, found bool)) error {
-	if err := checkKeys(keys); err != nil {
-		return err
-	}
 	ops := make([]client.BatchOp, 0, min(len(keys), chunkKeys))
 	for len(keys) > 0 {
 		n := min(len(keys), chunkKeys)
@@ -356,6 +353,9 @@ func cmdDel(_ context.Context, s *session, args [][]byte, out []byte) ([]byte, e
 
 // cmdExists counts the keys present, a key each time it is named.
 func cmdExists(_ context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	if err := checkKeys(args[1:]); err != nil {
+		return out, err
+	}
 	n := 0
 	err := present(s, args[1:], func(_ string, found bool) {
 		if found {
@@ -372,14 +372,15 @@ func cmdExists(_ context.Context, s *session, args [][]byte, out []byte) ([]byte
 // time, each capped at capFloor (a longer value is read again alone: the
 // capped read answers only that it is longer), and writes its answer as
 // it grows, waiting while the client's unread answers are at their
-// limits, as a pipeline's GETs do. (Batches sized by the largest value
-// seen went one key at a time after one large value: a review's MGET of
-// 20,000 small keys took 1.16 s after a 1 MiB one, 49 ms before.) (Its whole answer
-// was built first: a 9 KB command naming a 1 MiB value 300 times made the
-// gateway hold 600 MiB, and an MGET of 100 such values was cut by
-// output_hard_limit, however fast its client read.) Once part of it is
-// written, a failure can no longer be answered: the connection is closed
-// (answerCut). Each read has the command timeout of its own.
+// limits, as a pipeline's GETs do. Once part of its answer is written, a
+// failure can no longer be answered: the connection is closed
+// (answerCut). Each read has the command timeout of its own. (Its whole
+// answer was built first: a 9 KB command naming a 1 MiB value 300 times
+// made the gateway hold 600 MiB, and an MGET of 100 such values was cut
+// by output_hard_limit, however fast its client read. Batches sized by
+// the largest value seen went one key at a time after one large value: a
+// review's MGET of 20,000 small keys took 1.16 s after a 1 MiB one, 49 ms
+// before.)
 func cmdMGet(_ context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
 	keys := args[1:]
 	if err := checkKeys(keys); err != nil {
@@ -435,9 +436,10 @@ type answerCut struct{ err error }
 func (e answerCut) Error() string { return e.err.Error() }
 func (e answerCut) Unwrap() error { return e.err }
 
-// cmdMSet writes every pair in one batch: each write is exactly-once and
-// linearizable on its own, the whole is not atomic (a failure leaves the
-// pairs written before it). A key given twice takes its last value.
+// cmdMSet writes the pairs, chunkKeys at a time, once every key and value
+// is checked: each write is exactly-once and linearizable on its own, the
+// whole is not atomic (a failure leaves the pairs written before it). A
+// key given twice takes its last value.
 func cmdMSet(_ context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
 	if len(args)%2 != 1 {
 		return out, wrongArity("mset")
