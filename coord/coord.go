@@ -756,6 +756,7 @@ func (c *Coordinator) listen(h gnet.EventHandler, name string, port int) (string
 		cfg.PreAuthMaxFrame, cfg.MaxConns = connlimit.PreAuthMaxFrame, maxServerConns
 		cfg.RequireAuth, cfg.AuthTimeout = true, c.opts.Timing.Handshake
 	}
+	cfg.Evict = name == "clients"
 	if name == "clients" && c.gate != nil {
 		// With users, a client's first frame is a small HELLO (auth.go).
 		cfg.PreAuthMaxFrame, cfg.RequireAuth = connlimit.PreAuthMaxFrame, true

@@ -147,7 +147,7 @@ func (g *Gateway) Start() error {
 	lc.Reject = []byte(errMaxClients)
 	lc.TLS = g.cfg.TLS
 	lc.Plaintext = func([]byte) []byte { return []byte(errPlaintext) }
-	lc.Budget = connlimit.NewBudget(g.lim.OutputBudget)
+	lc.Budget, lc.Evict = connlimit.NewBudget(g.lim.OutputBudget), true
 	lc.InputBudget = connlimit.NewInputBudget(g.lim.InputBudget)
 	opts := []gnet.Option{
 		gnet.WithLogger(gnetlog.Logger{L: g.log}),

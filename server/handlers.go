@@ -67,7 +67,10 @@ func (h *clientHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			return out, a
 		}
 		n := len(out)
-		out, p, r := h.s.handleClient(c, f, out)
+		out, p, r, later := h.s.handleClient(c, f, out)
+		if later {
+			return out, frameio.NotNow // (paused: connlimit.HoldBack)
+		}
 		if r == nil && h.s.met.answeredFrame(f.Op, out[n:]) {
 			gets++ // answered in out, written when decodeAll returns
 		}
@@ -99,44 +102,49 @@ func writeCost(f *wire.Frame) int { return len(f.Key) + len(f.Value) + len(f.Aux
 
 const writeOverhead = 256
 
-// handleClient answers a Get into out, or returns the write for p to sequence.
-func (s *Server) handleClient(c gnet.Conn, f *wire.Frame, out []byte) ([]byte, *primary, *entry) {
+// handleClient answers a Get into out, or returns the write for p to
+// sequence; later: the answer must wait (connlimit.HoldBack), nothing
+// was done.
+func (s *Server) handleClient(c gnet.Conn, f *wire.Frame, out []byte) (_ []byte, _ *primary, _ *entry, later bool) {
 	switch f.Op {
 	case wire.OpGet, wire.OpPut, wire.OpDelete, wire.OpCAS, wire.OpAppend:
 	default:
-		return reply(out, f, wire.StatusBadRequest, 0, fmt.Sprintf("op %s not accepted on the client port", f.Op)), nil, nil
+		return reply(out, f, wire.StatusBadRequest, 0, fmt.Sprintf("op %s not accepted on the client port", f.Op)), nil, nil, false
 	}
 	if err := wire.CheckLimits(f.Key, f.Value, f.Aux); err != nil {
-		return reply(out, f, wire.StatusTooLarge, 0, err.Error()), nil, nil
+		return reply(out, f, wire.StatusTooLarge, 0, err.Error()), nil, nil, false
 	}
 	vs := s.view.Load()
 	if vs == nil {
-		return reply(out, f, wire.StatusUnavailable, 0, "server has no view yet"), nil, nil
+		return reply(out, f, wire.StatusUnavailable, 0, "server has no view yet"), nil, nil, false
 	}
 	epoch := vs.v.Epoch
 	if f.Epoch > epoch {
-		return reply(out, f, wire.StatusStaleEpoch, epoch, "server is behind the client's view"), nil, nil
+		return reply(out, f, wire.StatusStaleEpoch, epoch, "server is behind the client's view"), nil, nil, false
 	}
 	shard := vs.ring.ShardBytes(f.Key)
 	p := vs.prims[shard]
 	if p == nil {
-		return reply(out, f, wire.StatusWrongServer, epoch, ""), nil, nil
+		return reply(out, f, wire.StatusWrongServer, epoch, ""), nil, nil, false
 	}
 	if f.Op == wire.OpGet {
 		if !p.canServe(time.Now()) {
-			return reply(out, f, wire.StatusUnavailable, epoch, "shard is changing hands; retry"), nil, nil
+			return reply(out, f, wire.StatusUnavailable, epoch, "shard is changing hands; retry"), nil, nil, false
 		}
 		v, ok := p.t.get(f.Key)
 		if !ok {
-			return wire.Append(out, &wire.Frame{Op: wire.OpGet, ID: f.ID, Status: wire.StatusNotFound, Epoch: epoch}), nil, nil
+			return wire.Append(out, &wire.Frame{Op: wire.OpGet, ID: f.ID, Status: wire.StatusNotFound, Epoch: epoch}), nil, nil, false
+		}
+		if connlimit.HoldBack(c, len(v)) {
+			return out, nil, nil, true
 		}
 		if f.Flags&wire.FlagValueCap != 0 && uint64(len(v)) > f.Seq {
-			return reply(out, f, wire.StatusTooLarge, epoch, "value of "+strconv.Itoa(len(v))+" bytes is over the request's cap of "+strconv.FormatUint(f.Seq, 10)), nil, nil
+			return reply(out, f, wire.StatusTooLarge, epoch, "value of "+strconv.Itoa(len(v))+" bytes is over the request's cap of "+strconv.FormatUint(f.Seq, 10)), nil, nil, false
 		}
-		return wire.Append(out, &wire.Frame{Op: wire.OpGet, ID: f.ID, Epoch: epoch, Value: v}), nil, nil
+		return wire.Append(out, &wire.Frame{Op: wire.OpGet, ID: f.ID, Epoch: epoch, Value: v}), nil, nil, false
 	}
 	if s.closing.Load() {
-		return reply(out, f, wire.StatusUnavailable, epoch, "server is shutting down"), nil, nil
+		return reply(out, f, wire.StatusUnavailable, epoch, "server is shutting down"), nil, nil, false
 	}
 	// The private copy of key and value is laid out as the table's record,
 	// so a put is stored without another copy.
@@ -146,5 +154,5 @@ func (s *Server) handleClient(c gnet.Conn, f *wire.Frame, out []byte) ([]byte, *
 	if f.Op == wire.OpCAS && f.Flags&wire.FlagOldPresent != 0 {
 		r.aux = append([]byte{}, f.Aux...)
 	}
-	return out, p, r
+	return out, p, r, false
 }

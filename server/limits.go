@@ -30,6 +30,7 @@ func (s *Server) portLimits(l Limits, budget *connlimit.Budget) (client, peer, c
 	input := connlimit.NewInputBudget(l.InputBudget)
 	client = connlimit.FromLimits("client", l, s.log)
 	client.Budget, client.InputBudget = budget, input
+	client.Evict, client.Gate = true, true
 	client.Inflight = connlimit.NewBudget(l.InflightBudget)
 	client.MaxFrame = limits.MaxClientFrame - 4 // the decoder's limit excludes the length prefix
 	if s.gate != nil {

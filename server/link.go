@@ -14,6 +14,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 	"github.com/rs/zerolog"
+	"golang.org/x/sys/unix"
 
 	"ftkv/internal/frameio"
 	"ftkv/internal/netopt"
@@ -41,10 +42,17 @@ type replLink struct {
 	wbuf        []byte
 	spare       []byte
 	flushQueued atomic.Bool
-	// ran is when the link's event loop last ran for it (a flush or
-	// a read; mono): the secondary's silence counts up to there
+	// pingQueued: a ping waits in wbuf (under mu). pingSent is when the
+	// oldest ping written since the secondary last sent anything was
+	// written (mono; 0: none): the secondary's silence counts from there
 	// (primary.linkHealth).
-	ran atomic.Int64
+	pingQueued bool
+	pingSent   atomic.Int64
+	// probe is a descriptor of the link's socket of our own (gnet's
+	// may be closed and its number reused at any time): linkHealth asks
+	// the kernel through it whether the secondary's answers wait unread.
+	probeMu sync.RWMutex
+	probe   int
 }
 
 // linkOwner is told what arrives on a link: the primary that dialled it.
@@ -97,18 +105,23 @@ func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, a
 		return nil, 0, 0, 0, fmt.Errorf("%w: %s %s", errLinkRefused, f.Status, f.Value)
 	}
 	_ = nc.SetDeadline(time.Time{})
-	l := &replLink{owner: owner, log: log, dead: make(chan struct{})}
-	l.ran.Store(mono(time.Now()))
+	l := &replLink{owner: owner, log: log, dead: make(chan struct{}), probe: -1}
+	if l.probe, err = dupFD(tcp); err != nil {
+		nc.Close()
+		return nil, 0, 0, 0, err
+	}
 	eng := env.engine()
 	ctx := gnet.NewNetConnContext(gnet.NewContext(context.Background(), regCtx(l)), tcp)
 	resc, err := eng.Register(ctx)
 	if err != nil {
 		nc.Close()
+		l.close()
 		return nil, 0, 0, 0, err
 	}
 	select {
 	case res := <-resc:
 		if res.Err != nil {
+			l.close()
 			return nil, 0, 0, 0, res.Err
 		}
 		// The connection is the one OnOpen gave (enrolled): res.Conn may
@@ -118,12 +131,46 @@ func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, a
 		opened := l.gc != nil
 		l.mu.Unlock()
 		if !opened {
+			l.close()
 			return nil, 0, 0, 0, fmt.Errorf("the link to %s closed as it was enrolled", addr)
 		}
 	case <-time.After(env.tm.Handshake):
+		l.close()
 		return nil, 0, 0, 0, fmt.Errorf("enrolling the link to %s timed out", addr)
 	}
 	return l, f.Seq, f.Floor, f.Flags, nil
+}
+
+// dupFD returns a descriptor of nc's socket of the caller's own.
+func dupFD(nc net.Conn) (int, error) {
+	sc, ok := nc.(syscall.Conn)
+	if !ok {
+		return -1, fmt.Errorf("%T has no descriptor", nc)
+	}
+	rc, err := sc.SyscallConn()
+	if err != nil {
+		return -1, err
+	}
+	fd, derr := -1, error(nil)
+	if err := rc.Control(func(f uintptr) { fd, derr = unix.Dup(int(f)) }); err != nil {
+		return -1, err
+	}
+	if derr == nil {
+		unix.CloseOnExec(fd)
+	}
+	return fd, derr
+}
+
+// answerWaiting reports whether bytes from the secondary wait in the
+// kernel, not read yet by the link's loop. Any goroutine.
+func (l *replLink) answerWaiting() bool {
+	l.probeMu.RLock()
+	defer l.probeMu.RUnlock()
+	if l.probe < 0 {
+		return false
+	}
+	n, err := unix.IoctlGetInt(l.probe, unix.SIOCINQ)
+	return err == nil && n > 0
 }
 
 // enrolled records the connection the link's handler sees (the TLS
@@ -155,11 +202,12 @@ func (l *replLink) flushSoon() {
 // flushOnLoop runs on the link's event loop; gnet buffers what the socket
 // does not take at once.
 func (l *replLink) flushOnLoop() {
-	l.ran.Store(mono(time.Now()))
 	l.mu.Lock()
 	buf := l.wbuf
 	l.wbuf = l.spare[:0]
 	l.spare = nil
+	ping := l.pingQueued
+	l.pingQueued = false
 	l.mu.Unlock()
 	if len(buf) == 0 || l.broken() {
 		// A closed link's frames must not reach the socket that now has
@@ -171,6 +219,9 @@ func (l *replLink) flushOnLoop() {
 	if err != nil {
 		l.fail(err)
 		return
+	}
+	if ping {
+		l.pingSent.CompareAndSwap(0, mono(time.Now()))
 	}
 	if cap(buf) <= 8<<20 {
 		l.mu.Lock()
@@ -185,6 +236,14 @@ func (l *replLink) flushOnLoop() {
 func (l *replLink) queue(frames []byte) {
 	l.mu.Lock()
 	l.wbuf = append(l.wbuf, frames...)
+	l.mu.Unlock()
+}
+
+// queuePing appends a ping; the caller holds the primary's lock.
+func (l *replLink) queuePing(seq uint64) {
+	l.mu.Lock()
+	l.wbuf = wire.Append(l.wbuf, &wire.Frame{Op: wire.OpPing, ID: seq})
+	l.pingQueued = true
 	l.mu.Unlock()
 }
 
@@ -205,7 +264,7 @@ func (l *replLink) queueRepl(e *entry, epoch uint64) {
 
 // onTraffic handles acknowledgements on the link's event loop.
 func (l *replLink) onTraffic(c gnet.Conn) gnet.Action {
-	l.ran.Store(mono(time.Now()))
+	l.pingSent.Store(0) // the secondary sent something: not silent
 	var acked uint64
 	var bad error
 	action := decodeAll(c, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
@@ -252,6 +311,12 @@ func (l *replLink) close() {
 		if gc != nil {
 			_ = gc.Close()
 		}
+		l.probeMu.Lock()
+		if l.probe >= 0 {
+			_ = unix.Close(l.probe)
+			l.probe = -1
+		}
+		l.probeMu.Unlock()
 	})
 }
 

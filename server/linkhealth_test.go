@@ -101,3 +101,53 @@ func primaryLink(s *testServer, shard int) (*primary, *replLink) {
 	defer p.mu.Unlock()
 	return p, p.link
 }
+
+// TestLinkStallNotBlamedWhileLoopBusy: the primary's loop runs, but only
+// tasks, for 900 ms: 1,000 clients that never read their answers kept
+// a server's event loops so busy that each round took up to 900 ms
+// (tasks queued 0.9 s late), with the secondary's answers waiting unread
+// in the kernel while the link's flushes ran. The primary reported its
+// secondary silent for 1.3 s and the coordinator failed it ("the
+// primary of shard 1 cannot replicate to it"). Answers waiting to be
+// read are no silence; a secondary that sends nothing still is (the
+// second half of TestLinkStallNotBlamedWhileLoopStarved).
+func TestLinkStallNotBlamedWhileLoopBusy(t *testing.T) {
+	a, _ := pairOfTwo(t, "", false, func(c *Config) { c.Timing = timing.New(500 * time.Millisecond) })
+	var p *primary
+	var l *replLink
+	for deadline := time.Now().Add(5 * time.Second); l == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		p, l = primaryLink(a, 0)
+	}
+	if l == nil {
+		t.Fatal("no link")
+	}
+	time.Sleep(200 * time.Millisecond)
+	// A chain of 10 ms tasks for 900 ms: each queues the next, so the
+	// loop runs them (and the pinger's flushes between them) in one
+	// round, without reading the link.
+	const busy = 900 * time.Millisecond
+	var worst wire.LinkHealth
+	done := make(chan struct{})
+	start := time.Now()
+	var step func(context.Context) error
+	step = func(context.Context) error {
+		time.Sleep(10 * time.Millisecond)
+		if h, ok := p.linkHealth(time.Now()); ok && h.Stalled > worst.Stalled {
+			worst = h
+		}
+		if time.Since(start) < busy {
+			return l.loop.Execute(context.Background(), gnet.RunnableFunc(step))
+		}
+		close(done)
+		return nil
+	}
+	if err := l.loop.Execute(context.Background(), gnet.RunnableFunc(step)); err != nil {
+		t.Fatal(err)
+	}
+	<-done
+	limit := 2 * p.tm.Ping
+	t.Logf("the primary's loop ran only tasks for %s: the longest silence reported %s (ping every %s)", busy, worst.Stalled, p.tm.Ping)
+	if worst.Stalled > limit {
+		t.Errorf("the secondary reported silent for %s while its answers waited for the primary's busy loop (over %s)", worst.Stalled, limit)
+	}
+}

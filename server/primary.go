@@ -10,7 +10,6 @@ import (
 	"github.com/rs/zerolog"
 
 	"ftkv/timing"
-	"ftkv/wire"
 )
 
 // primary runs the write path of one shard this server leads:
@@ -147,7 +146,7 @@ func (p *primary) pinger() {
 		l, sec := p.link, p.sec
 		if l != nil {
 			seq := p.linkLease.sending(time.Now())
-			l.queue(wire.Append(nil, &wire.Frame{Op: wire.OpPing, ID: seq}))
+			l.queuePing(seq)
 		}
 		p.mu.Unlock()
 		if l != nil && replCut(p.env.id, sec) {

@@ -135,9 +135,10 @@ type viewState struct {
 
 // Server is one storage server.
 type Server struct {
-	cfg Config
-	log zerolog.Logger
-	tls *serverTLS // nil: no TLS
+	cfg  Config
+	log  zerolog.Logger
+	tls  *serverTLS                    // nil: no TLS
+	bufs atomic.Pointer[clientBuffers] // what the clients' connections hold (set by Run)
 
 	view   atomic.Pointer[viewState]
 	dd     *dedup
@@ -262,6 +263,7 @@ func (s *Server) Run(ctx context.Context) error {
 	glog := gnetlog.Logger{L: s.log}
 	budget := connlimit.NewBudget(s.cfg.Limits.WithDefaults().OutputBudget)
 	clim, plim, climCtl := s.portLimits(s.cfg.Limits, budget)
+	s.bufs.Store(&clientBuffers{out: budget, in: clim.InputBudget, inflight: clim.Inflight})
 	s.tls.ports(&clim, &plim, &climCtl)
 	type lis struct {
 		h     gnet.EventHandler

@@ -11,7 +11,10 @@
 //     until the output drains; over the hard limit, or over the soft limit
 //     for longer than the grace period, the connection is closed. A budget
 //     shared by several ports bounds the sum: beyond it every connection
-//     holding more than BudgetFloor pauses too.
+//     holding more than BudgetFloor pauses too; on a port of clients
+//     (Evict) the connections whose output went unread longest are closed
+//     until the sum is back under the budget, and beyond one and a half
+//     times the budget every connection pauses.
 //   - Requests read but not answered per connection (Begin, Done): beyond
 //     MaxInflight reading pauses until answers go out; and their bytes on
 //     the connections of several ports together: beyond the Inflight
@@ -102,7 +105,8 @@ const (
 	// maxTLSRefusals bounds the refusals at MaxConns on a TLS port whose
 	// handshake runs at once, and tlsRefuseWait each one's duration.
 	maxTLSRefusals = 8
-	tlsRefuseWait  = time.Second
+
+	tlsRefuseWait = time.Second
 )
 
 // Config configures a Port. Zero values mean no limit, except where noted.
@@ -115,7 +119,18 @@ type Config struct {
 	OutputHard  int           // queued output at which the connection is closed
 	OutputGrace time.Duration // longest stay over OutputSoft
 	Budget      *Budget       // shared by the server's ports (nil: none)
-	MaxInflight int           // requests read but not answered (Begin, Done)
+	// Evict: the port serves clients (not cluster links). Beyond the
+	// Budget its connections whose output went unread longest are
+	// closed, as many as bring the budget back under, and beyond one and
+	// a half times the Budget all of them pause, also those holding no
+	// output (see evict.go).
+	Evict bool
+	// Gate: on an Evict port, the handler holds back the answers larger
+	// than BudgetFloor itself beyond one and a half times the Budget
+	// (HoldBack), and only those connections pause: a client whose
+	// answers are small is served on.
+	Gate        bool
+	MaxInflight int // requests read but not answered (Begin, Done)
 	// Inflight bounds the bytes of requests read but not answered on
 	// the connections of several ports together (Begin, Done): beyond
 	// it, every connection with a request in flight pauses.
@@ -197,6 +212,7 @@ func (c *Config) setDefaults() {
 type Budget struct {
 	limit int64
 	used  atomic.Int64
+	h     holders // output budget: connections of Evict ports holding output
 }
 
 // NewBudget returns a budget of limit bytes (<= 0: unlimited).
@@ -211,11 +227,20 @@ func (b *Budget) add(n int64) {
 	}
 }
 
-func (b *Budget) over() bool { return b != nil && b.limit > 0 && b.used.Load() > b.limit }
+func (b *Budget) over() bool { return b.overWith(0) }
+
+// overWith reports whether the budget is exceeded with pending bytes not
+// counted yet.
+func (b *Budget) overWith(pending int64) bool {
+	return b != nil && b.limit > 0 && b.used.Load()+pending > b.limit
+}
 
 // above reports whether more than num/den of the budget is used.
-func (b *Budget) above(num, den int64) bool {
-	return b != nil && b.limit > 0 && b.used.Load() > b.limit/den*num
+func (b *Budget) above(num, den int64) bool { return b.aboveWith(num, den, 0) }
+
+// aboveWith is above with pending bytes not counted yet.
+func (b *Budget) aboveWith(num, den, pending int64) bool {
+	return b != nil && b.limit > 0 && b.used.Load()+pending > b.limit/den*num
 }
 
 // Port is one listening port served by a gnet engine under Config's limits.
@@ -243,6 +268,7 @@ type Port struct {
 	lastLog    time.Time
 	suppressed int
 	closed     atomic.Uint64 // connections closed for a limit
+	evictedOut atomic.Uint64 // of them, closed for the output budget (Evict)
 
 	refusing chan struct{} // TLS refusals under way (refuseTLS)
 }
@@ -323,6 +349,10 @@ func (p *Port) Rejected() uint64 { return p.acc.Rejected() }
 
 // LimitClosed is the number of connections closed for breaking a limit.
 func (p *Port) LimitClosed() uint64 { return p.closed.Load() }
+
+// OutputEvicted is the number of connections closed to bring the output
+// budget back under its limit (Config.Evict).
+func (p *Port) OutputEvicted() uint64 { return p.evictedOut.Load() }
 
 // Evicted is the number of connections not authenticated closed to make
 // room at MaxConns.
@@ -514,6 +544,7 @@ func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 		st.out = 0
 		st.outSeen.Store(0)
 		h.p.cfg.InputBudget.release(st)
+		st.untrack()
 		h.p.unlist(st)
 		h.p.acc.Closed()
 	}
@@ -553,7 +584,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		p.watch(st)
 		return st.holdInput()
 	}
-	st.paused, st.holding, st.budgetHeld = false, false, false
+	st.paused, st.holding, st.budgetHeld, st.gated = false, false, false, false
 	before := c.InboundBuffered()
 	act := h.EventHandler.OnTraffic(c)
 	if act != gnet.None {

@@ -37,9 +37,14 @@ type State struct {
 	inSeen int64 // in as this loop last reported it
 	shed   bool  // chosen by the InputBudget, or closed (under its mu)
 
+	holder   bool         // counted in the output budget's holders (Evict; on the loop)
+	chosen   int64        // its output when chosen for eviction (under the holders' mu)
+	activeAt atomic.Int64 // unix ns: a holder since, or its output last seen draining
+
 	out             int64        // queued output last seen (counted in the budget)
 	outSeen         atomic.Int64 // out, for other goroutines (OutputFull)
 	paused          bool         // requests left undecoded for a limit
+	gated           bool         // paused by HoldBack
 	budgetHeld      bool         // paused (also) for the Inflight budget
 	holding         bool         // the handler left input unread for its own reasons (Hold)
 	watched         bool         // in its loop's watch list
@@ -236,7 +241,29 @@ func (st *State) blocked(extra int) bool {
 	if cfg.OutputSoft > 0 && o >= cfg.OutputSoft {
 		return true
 	}
-	return o > BudgetFloor && cfg.Budget.over()
+	// (The output written since note counted it is counted here too: one
+	// read's answers, several of 1 MiB, went over the budget unseen.)
+	pending := int64(o) - st.out
+	if cfg.Evict && cfg.Budget.aboveWith(3, 2, pending) && (!cfg.Gate || st.gated) {
+		return true // (see evict.go)
+	}
+	return o > BudgetFloor && cfg.Budget.overWith(pending)
+}
+
+// HoldBack reports whether an answer of size bytes to c must wait: on a
+// Gate port, while the output budget is over one and a half times its
+// limit, an answer larger than BudgetFloor waits, and the connection
+// pauses until the budget is under that again (the handler leaves the
+// request unread: frameio.NotNow). Only on c's event loop.
+func HoldBack(c gnet.Conn, size int) bool {
+	st := Of(c)
+	if st == nil || !st.p.cfg.Gate || size <= BudgetFloor ||
+		!st.p.cfg.Budget.aboveWith(3, 2, int64(c.OutboundBuffered()+size)-st.out) {
+		return false
+	}
+	st.gated = true
+	st.pause()
+	return true
 }
 
 // OutputFull reports whether the connection's queued output, as its loop
@@ -250,6 +277,9 @@ func (st *State) OutputFull(extra int64) bool {
 	cfg := &st.p.cfg
 	o := st.outSeen.Load() + extra
 	if cfg.OutputSoft > 0 && o >= int64(cfg.OutputSoft) {
+		return true
+	}
+	if cfg.Evict && cfg.Budget.above(3, 2) {
 		return true
 	}
 	return o > BudgetFloor && cfg.Budget.over()
@@ -329,6 +359,9 @@ func (st *State) note(now int64) gnet.Action {
 	cfg.Budget.add(o - st.out)
 	st.out = o
 	st.outSeen.Store(o)
+	if cfg.Evict {
+		st.track(o, drained)
+	}
 	if cfg.OutputHard > 0 && o > int64(cfg.OutputHard) {
 		return st.kill(fmt.Errorf("queued output %d bytes over the hard limit %d", o, cfg.OutputHard))
 	}

@@ -47,6 +47,14 @@ func (p *Port) watch(st *State) {
 	}
 }
 
+// maxWakes bounds the paused connections one sweep wakes on a loop. A
+// wake is a task in the loop's queue, run in order with the others, 256
+// a round: 1,000 connections paused for the output budget, woken all at
+// once each time it fell under, queued the replication link's flushes
+// behind them (the link's loop did not flush for 631 ms, and the
+// coordinator failed the secondary: "cannot replicate to it").
+const maxWakes = 64
+
 // sweeper visits the watched connections every fastSweep while there are
 // any, and every connection every slowSweep, on their loops.
 func (p *Port) sweeper() {
@@ -130,6 +138,7 @@ func (p *Port) sweep(ls *loopSet, now int64, full bool) {
 		}
 	}
 	kept := ls.watch[:0]
+	var woken []*State
 	for _, st := range ls.watch {
 		if st.gone || st.killed {
 			st.watched = false
@@ -143,13 +152,16 @@ func (p *Port) sweep(ls *loopSet, now int64, full bool) {
 			st.watched = false
 			continue
 		}
-		if st.paused && !st.blocked(0) && (!st.budgetHeld || st.inflight.Load() == 0 || !cfg.Inflight.above(3, 4)) {
+		if st.paused && !st.woken && len(woken) < maxWakes && !st.blocked(0) &&
+			(!st.budgetHeld || st.inflight.Load() == 0 || !cfg.Inflight.above(3, 4)) {
 			// (Paused for the Inflight budget: woken once it is down
 			// to three quarters, not at each answer, when every
 			// connection paused for it would read a request and pause
 			// again. Paused for its own limits only: at once.)
 			st.woken = true
 			_ = st.c.Wake(nil)
+			woken = append(woken, st)
+			continue
 		}
 		if !st.paused && st.out == 0 {
 			st.watched = false
@@ -157,6 +169,8 @@ func (p *Port) sweep(ls *loopSet, now int64, full bool) {
 		}
 		kept = append(kept, st)
 	}
+	// Those woken go to the end: the next sweep wakes the others first.
+	kept = append(kept, woken...)
 	clear(ls.watch[len(kept):])
 	ls.watch = kept
 	ls.nwatch.Store(int32(len(kept)))

@@ -15,8 +15,14 @@ import (
 )
 
 // Handler answers one decoded frame by appending to out; returning an
-// action other than gnet.None stops decoding.
+// action other than gnet.None stops decoding. NotNow stops it too, and
+// leaves the frame unread, to be decoded again later.
 type Handler func(f *wire.Frame, out []byte) ([]byte, gnet.Action)
+
+// NotNow is the Handler's answer for a frame it cannot answer yet: the
+// frame stays in the connection's input (the handler pauses the
+// connection, or the frame would be decoded again at once).
+const NotNow gnet.Action = -1
 
 var outPool = sync.Pool{New: func() any { b := make([]byte, 0, 16<<10); return &b }}
 
@@ -116,6 +122,11 @@ func (d *Decoder) Decode(c gnet.Conn, fn Handler) gnet.Action {
 			}
 			off += n
 			out, action = fn(&f, out)
+			if action == NotNow {
+				off -= n
+				action, stop = gnet.None, true
+				break
+			}
 			if len(out) >= flushOut {
 				// Big answers go out one by one: never megabytes of
 				// them in one buffer of ours. A failed write closed c

@@ -1,0 +1,131 @@
+package connlimit
+
+import (
+	"cmp"
+	"errors"
+	"slices"
+	"sync"
+	"time"
+)
+
+// Eviction bounds the output of many connections that each stay under
+// every limit of its own: a client that never reads holds one answer
+// per connection (the budget pauses only those holding more than
+// BudgetFloor, and one with less reads a request more), 1,000 of them
+// 1,000 answers. Beyond the budget the port's connections of an Evict
+// port whose output has gone unread longest are closed, as many as
+// bring it back under; beyond one and a half times the budget they all
+// pause, also those holding nothing (or the connections opened in a
+// burst each add an answer before any is stale).
+//
+// timing: exception — local buffer bookkeeping. A connection is stale
+// once its queued output has not shrunk (neither gnet's queue nor the
+// kernel's send queue) for staleAfter: a client that reads its answers
+// shows a drain within milliseconds, and staleAfter is long enough for
+// a collector's pause or a scheduler's delay of the reader.
+const (
+	staleAfter = 100 * time.Millisecond
+	evictEvery = fastSweep // at most one scan of the holders this often
+)
+
+var errOutputBudget = errors.New("queued output unread the longest while the server's output budget is exceeded")
+
+// holders is the connections of Evict ports holding more output than
+// BudgetFloor, for Budget.evict.
+type holders struct {
+	mu       sync.Mutex
+	set      map[*State]struct{}
+	evicting int64 // output of the connections chosen, not closed yet
+	lastScan int64 // unix ns
+}
+
+// track records, on st's loop, whether st (of an Evict port) holds more
+// than BudgetFloor of queued output o, and since when it has not
+// drained; over the budget, the stalest holders are closed.
+func (st *State) track(o int64, drained bool) {
+	b := st.p.cfg.Budget
+	if b == nil {
+		return
+	}
+	holds := o > BudgetFloor
+	if holds != st.holder {
+		st.holder = holds
+		b.h.mu.Lock()
+		if holds {
+			if b.h.set == nil {
+				b.h.set = make(map[*State]struct{})
+			}
+			b.h.set[st] = struct{}{}
+		} else {
+			b.h.drop(st)
+		}
+		b.h.mu.Unlock()
+		if holds {
+			st.activeAt.Store(time.Now().UnixNano())
+		}
+	}
+	if holds && (drained || st.kernelDrainedAt > st.activeAt.Load()) {
+		st.activeAt.Store(max(st.drainedAt, st.kernelDrainedAt))
+	}
+	if b.over() {
+		b.evict()
+	}
+}
+
+// untrack drops a closed connection from the holders.
+func (st *State) untrack() {
+	if b := st.p.cfg.Budget; b != nil && st.holder {
+		st.holder = false
+		b.h.mu.Lock()
+		b.h.drop(st)
+		b.h.mu.Unlock()
+	}
+}
+
+// drop removes st (under h.mu).
+func (h *holders) drop(st *State) {
+	delete(h.set, st)
+	if st.chosen > 0 {
+		h.evicting -= st.chosen
+		st.chosen = 0
+	}
+}
+
+// evict closes the holders whose output went unread longest, stale ones
+// only, until the output they hold brings the budget back under its
+// limit (counting those chosen and not closed yet). Any goroutine.
+func (b *Budget) evict() {
+	now := time.Now().UnixNano()
+	type cand struct {
+		st    *State
+		since int64
+		out   int64
+	}
+	var victims []*State
+	b.h.mu.Lock()
+	excess := b.used.Load() - b.limit - b.h.evicting
+	if excess > 0 && time.Duration(now-b.h.lastScan) >= evictEvery {
+		b.h.lastScan = now
+		var cands []cand
+		for st := range b.h.set {
+			if since := st.activeAt.Load(); st.chosen == 0 && time.Duration(now-since) >= staleAfter {
+				cands = append(cands, cand{st, since, st.outSeen.Load()})
+			}
+		}
+		slices.SortFunc(cands, func(a, b cand) int { return cmp.Compare(a.since, b.since) })
+		for _, c := range cands {
+			if excess <= 0 {
+				break
+			}
+			c.st.chosen = max(c.out, 1)
+			b.h.evicting += c.st.chosen
+			excess -= c.out
+			victims = append(victims, c.st)
+		}
+	}
+	b.h.mu.Unlock()
+	for _, st := range victims {
+		st.p.evictedOut.Add(1)
+		st.doom(errOutputBudget)
+	}
+}
