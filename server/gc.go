@@ -185,7 +185,7 @@ func (s *Server) tuneGC(ctx context.Context) {
 						// read held 110 MiB: every allocation assisted it
 						// and event loop rounds took up to 2 s). gnet's
 						// buffers hold up to twice their bytes.
-						l = gcLimit(tables, rest, nonHeap) + int64(2*s.bufs.Load().held())
+						l = gcLimit(tables, rest, nonHeap) + int64(s.bufs.Load().held())
 					}
 				}
 				prevTables = tables

@@ -344,6 +344,14 @@ func (f *Frame) Size() int { return HeaderSize + len(f.Key) + len(f.Value) + len
 
 // Append appends the encoding of f to dst and returns the extended slice.
 func Append(dst []byte, f *Frame) []byte {
+	dst = AppendHead(dst, f)
+	dst = append(dst, f.Value...)
+	return append(dst, f.Aux...)
+}
+
+// AppendHead appends the encoding of f up to its value (its header and
+// key): what follows it on the wire is f.Value, then f.Aux.
+func AppendHead(dst []byte, f *Frame) []byte {
 	n := f.Size()
 	var h [HeaderSize]byte
 	binary.BigEndian.PutUint32(h[0:], uint32(n-4))
@@ -360,9 +368,7 @@ func Append(dst []byte, f *Frame) []byte {
 	binary.BigEndian.PutUint32(h[52:], uint32(len(f.Value)))
 	binary.BigEndian.PutUint32(h[56:], uint32(len(f.Aux)))
 	dst = append(dst, h[:]...)
-	dst = append(dst, f.Key...)
-	dst = append(dst, f.Value...)
-	return append(dst, f.Aux...)
+	return append(dst, f.Key...)
 }
 
 // Decode parses one frame from the start of buf. It returns the number of
