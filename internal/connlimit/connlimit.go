@@ -14,7 +14,7 @@
 //     holding more than BudgetFloor pauses too; on a port of clients
 //     (Evict) the connections whose output went unread longest are closed
 //     until the sum is back under the budget, and beyond one and a half
-//     times the budget every connection pauses.
+//     times the budget a server's answers over BudgetFloor wait (Gate).
 //   - Requests read but not answered per connection (Begin, Done): beyond
 //     MaxInflight reading pauses until answers go out; and their bytes on
 //     the connections of several ports together: beyond the Inflight
@@ -121,14 +121,14 @@ type Config struct {
 	Budget      *Budget       // shared by the server's ports (nil: none)
 	// Evict: the port serves clients (not cluster links). Beyond the
 	// Budget its connections whose output went unread longest are
-	// closed, as many as bring the budget back under, and beyond one and
-	// a half times the Budget all of them pause, also those holding no
-	// output (see evict.go).
+	// closed, as many as bring the budget back under (see evict.go).
+	// (Pausing every connection beyond one and a half times the Budget
+	// let clients holding under BudgetFloor each, never evicted, stop a
+	// gateway for good: a review.)
 	Evict bool
-	// Gate: on an Evict port, the handler holds back the answers larger
-	// than BudgetFloor itself beyond one and a half times the Budget
-	// (HoldBack), and only those connections pause: a client whose
-	// answers are small is served on.
+	// Gate: the handler holds back answers larger than BudgetFloor
+	// beyond one and a half times the Budget (HoldBack), and those
+	// connections pause; a client whose answers are small is served on.
 	Gate        bool
 	MaxInflight int // requests read but not answered (Begin, Done)
 	// Inflight bounds the bytes of requests read but not answered on

@@ -244,7 +244,7 @@ func (st *State) blocked(extra int) bool {
 	// (The output written since note counted it is counted here too: one
 	// read's answers, several of 1 MiB, went over the budget unseen.)
 	pending := int64(o) - st.out
-	if cfg.Evict && cfg.Budget.aboveWith(3, 2, pending) && (!cfg.Gate || st.gated) {
+	if st.gated && cfg.Budget.aboveWith(3, 2, pending) {
 		return true // (see evict.go)
 	}
 	return o > BudgetFloor && cfg.Budget.overWith(pending)
@@ -277,9 +277,6 @@ func (st *State) OutputFull(extra int64) bool {
 	cfg := &st.p.cfg
 	o := st.outSeen.Load() + extra
 	if cfg.OutputSoft > 0 && o >= int64(cfg.OutputSoft) {
-		return true
-	}
-	if cfg.Evict && cfg.Budget.above(3, 2) {
 		return true
 	}
 	return o > BudgetFloor && cfg.Budget.over()
