@@ -114,22 +114,40 @@ type clientBuffers struct {
 	in            *connlimit.InputBudget
 }
 
-// held is the bytes the clients' connections hold now.
+// held is the memory the clients' connections hold now: their queued
+// answers twice (gnet keeps them in buffers of powers of two, one of them
+// often the rest of a large answer the kernel did not take), their
+// unread input and their writes in flight once.
 func (b *clientBuffers) held() uint64 {
 	if b == nil {
 		return 0
 	}
-	return uint64(max(b.out.Used(), 0) + max(b.in.Used(), 0) + max(b.inflight.Used(), 0))
+	return uint64(2*max(b.out.Used(), 0) + max(b.in.Used(), 0) + max(b.inflight.Used(), 0))
 }
 
 // gcLimit is the soft memory limit for tables bytes of records and a
 // floor rest of the live heap, when the runtime holds nonHeap bytes
-// besides the heap's objects and free spans: the runtime lets the heap
-// grow to about 97 % of the limit less nonHeap.
-func gcLimit(tables, floor, nonHeap uint64) int64 {
+// besides the heap's objects and free spans and the clients' connections
+// hold held bytes: the runtime lets the heap grow to about 97 % of the
+// limit less nonHeap.
+//
+// The burst room is for the clients' buffers first (clientBuffers.held);
+// beyond it the limit rises with them. They are live data, each within
+// its budget, and a limit below them ran the collector without end
+// (1,000 clients that never read held 110 MiB: every allocation assisted
+// it and event loop rounds took up to 2 s). With their queued answers
+// counted once, the runtime returned pages to the system that the next
+// copy into gnet's buffers faulted in again: under 500 such clients the
+// honest client's operation passed its 2 s deadline in 4 of 6 runs of
+// TestHostileManySlowReaders (0 of 6 counted twice: its slowest 0.7-1.2
+// s). Everything counted twice, a write flood grew a server by 245-272
+// MiB, over TestHostileWriteFlood's 256 MiB (196-215 MiB now). Added on
+// top of the burst room, a client pipelining 1 MiB PUTs and GETs without
+// reading grew a server by 68.6 MiB, over the 64 MiB of SPEC §6.
+func gcLimit(tables, floor, nonHeap, held uint64) int64 {
 	data := tables + floor
 	goal := data + data*uint64(gcPercent(data))/100
-	return int64(nonHeap + (goal+gcBurstRoom)*100/97)
+	return int64(nonHeap + (goal+max(gcBurstRoom, held))*100/97)
 }
 
 // tuneGC sets the headroom and the memory limit from the live heap until
@@ -179,13 +197,7 @@ func (s *Server) tuneGC(ctx context.Context) {
 					// metadata, the unused part of spans in use).
 					nonHeap := v[1] - min(v[1], v[2]+v[3]+v[4])
 					if ready {
-						// The clients' buffers, each within its budget,
-						// are live data too: a limit below them ran the
-						// collector without end (1,000 clients that never
-						// read held 110 MiB: every allocation assisted it
-						// and event loop rounds took up to 2 s). gnet's
-						// buffers hold up to twice their bytes.
-						l = gcLimit(tables, rest, nonHeap) + int64(s.bufs.Load().held())
+						l = gcLimit(tables, rest, nonHeap, s.bufs.Load().held())
 					}
 				}
 				prevTables = tables

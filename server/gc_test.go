@@ -62,12 +62,19 @@ func TestGCFloor(t *testing.T) {
 
 // The limit leaves the tables and the floor their GOGC headroom plus the
 // burst room, over the runtime's 3 % margin, plus the memory besides the
-// heap.
+// heap. Clients' buffers take the burst room first and raise the limit
+// only beyond it.
 func TestGCLimit(t *testing.T) {
-	if got, want := gcLimit(4<<20, 6<<20, 5<<20), int64(5<<20+(20<<20+gcBurstRoom)*100/97); got != want {
+	if got, want := gcLimit(4<<20, 6<<20, 5<<20, 0), int64(5<<20+(20<<20+gcBurstRoom)*100/97); got != want {
 		t.Errorf("small heap: limit %d MiB, want %d MiB", got>>20, want>>20)
 	}
-	if got, want := gcLimit(1<<30, 0, 8<<20), int64(8<<20+(1<<30+(1<<30)/5+gcBurstRoom)*100/97); got != want {
+	if got, want := gcLimit(1<<30, 0, 8<<20, 0), int64(8<<20+(1<<30+(1<<30)/5+gcBurstRoom)*100/97); got != want {
 		t.Errorf("large heap: limit %d MiB, want %d MiB", got>>20, want>>20)
+	}
+	if got, want := gcLimit(4<<20, 6<<20, 5<<20, gcBurstRoom/2), gcLimit(4<<20, 6<<20, 5<<20, 0); got != want {
+		t.Errorf("clients holding half the burst room: limit %d MiB, want %d MiB (within the burst room)", got>>20, want>>20)
+	}
+	if got, want := gcLimit(4<<20, 6<<20, 5<<20, 110<<20), int64(5<<20+(20<<20+110<<20)*100/97); got != want {
+		t.Errorf("clients holding 110 MiB: limit %d MiB, want %d MiB", got>>20, want>>20)
 	}
 }

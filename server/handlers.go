@@ -157,11 +157,11 @@ func (s *Server) handleClient(c gnet.Conn, f *wire.Frame, out []byte) ([]byte, h
 		if !ok {
 			return wire.Append(out, &wire.Frame{Op: wire.OpGet, ID: f.ID, Status: wire.StatusNotFound, Epoch: epoch}), handled{}
 		}
-		if connlimit.HoldBack(c, len(v)) {
-			return out, handled{later: true}
-		}
 		if f.Flags&wire.FlagValueCap != 0 && uint64(len(v)) > f.Seq {
 			return reply(out, f, wire.StatusTooLarge, epoch, "value of "+strconv.Itoa(len(v))+" bytes is over the request's cap of "+strconv.FormatUint(f.Seq, 10)), handled{}
+		}
+		if connlimit.HoldBack(c, len(v)) { // (a short refusal above never waits)
+			return out, handled{later: true}
 		}
 		ans := wire.Frame{Op: wire.OpGet, ID: f.ID, Epoch: epoch, Value: v}
 		if len(v) >= directAnswer {

@@ -14,9 +14,10 @@ import (
 // BudgetFloor, and one with less reads a request more), 1,000 of them
 // 1,000 answers. Beyond the budget the port's connections of an Evict
 // port whose output has gone unread longest are closed, as many as
-// bring it back under; beyond one and a half times the budget they all
-// pause, also those holding nothing (or the connections opened in a
-// burst each add an answer before any is stale).
+// bring it back under. Beyond one and a half times the budget a Gate
+// port's answers over BudgetFloor wait (HoldBack), also for connections
+// holding nothing (or the connections opened in a burst each add an
+// answer before any is stale); small answers go on.
 //
 // timing: exception — local buffer bookkeeping. A connection is stale
 // once its queued output has not shrunk (neither gnet's queue nor the

@@ -17,6 +17,8 @@ type loopSet struct {
 	nwatch   atomic.Int32 // len(watch), for the sweeper
 	queued   atomic.Bool  // a sweep task is queued on the loop
 	lastFull int64        // sweeper only
+	wakes    int          // wakes queued on the loop and not run yet (on the loop)
+	wakeRan  gnet.AsyncCallback
 }
 
 // loopSet returns the set of loop, creating it on first use.
@@ -26,6 +28,10 @@ func (p *Port) loopSet(loop gnet.EventLoop) *loopSet {
 	ls := p.loops[loop]
 	if ls == nil {
 		ls = &loopSet{loop: loop, all: make(map[*State]struct{})}
+		ls.wakeRan = func(gnet.Conn, error) error {
+			ls.wakes--
+			return nil
+		}
 		p.loops[loop] = ls
 	}
 	return ls
@@ -47,13 +53,17 @@ func (p *Port) watch(st *State) {
 	}
 }
 
-// maxWakes bounds the paused connections one sweep wakes on a loop. A
-// wake is a task in the loop's queue, run in order with the others, 256
-// a round: 1,000 connections paused for the output budget, woken all at
-// once each time it fell under, queued the replication link's flushes
-// behind them (the link's loop did not flush for 631 ms, and the
-// coordinator failed the secondary: "cannot replicate to it").
-const maxWakes = 64
+// maxWakes bounds the wakes queued on a loop and not run yet. A wake is a
+// task in the loop's queue, run in order with the others (the replication
+// link's flushes among them): 1,000 connections paused for the output
+// budget, woken all at once each time it fell under, queued the link's
+// flushes behind them (the link's loop did not flush for 631 ms, and the
+// coordinator failed the secondary: "cannot replicate to it"). Bounded
+// per sweep only (64), a sweep every fastSweep queued wakes of 500
+// connections that never read, each of which wrote an answer of 1 MiB:
+// a flush queued behind them waited up to 1.2 s, and an honest write to
+// that server timed out after 2 s.
+const maxWakes = 32
 
 // sweeper visits the watched connections every fastSweep while there are
 // any, and every connection every slowSweep, on their loops.
@@ -152,14 +162,17 @@ func (p *Port) sweep(ls *loopSet, now int64, full bool) {
 			st.watched = false
 			continue
 		}
-		if st.paused && !st.woken && len(woken) < maxWakes && !st.blocked(0) &&
+		if st.paused && !st.woken && ls.wakes < maxWakes && !st.blocked(0) &&
 			(!st.budgetHeld || st.inflight.Load() == 0 || !cfg.Inflight.above(3, 4)) {
 			// (Paused for the Inflight budget: woken once it is down
 			// to three quarters, not at each answer, when every
 			// connection paused for it would read a request and pause
 			// again. Paused for its own limits only: at once.)
 			st.woken = true
-			_ = st.c.Wake(nil)
+			ls.wakes++
+			if st.c.Wake(ls.wakeRan) != nil {
+				ls.wakes--
+			}
 			woken = append(woken, st)
 			continue
 		}
