@@ -21,12 +21,22 @@ import (
 //
 // timing: exception — local buffer bookkeeping. A connection is stale
 // once its queued output has not shrunk (neither gnet's queue nor the
-// kernel's send queue) for staleAfter: a client that reads its answers
-// shows a drain within milliseconds, and staleAfter is long enough for
-// a collector's pause or a scheduler's delay of the reader.
+// kernel's send queue) for staleAfter since it began holding more than
+// BudgetFloor: a client that reads its answers shows a drain within
+// milliseconds, and staleAfter is long enough for a collector's pause or
+// a scheduler's delay of the reader. One whose output has shrunk since it
+// first held more (read, or went under BudgetFloor and came back), or
+// whose client has been seen reading again after a pause (sampleAcked),
+// is stale only after staleDrained without a drain, and goes after those
+// that never did: a client reading large answers slowly, in bursts, shows no
+// drain for 130-320 ms at a time (loopback's large buffers), and judged
+// by the time since its last drain alone it looked staler than
+// newcomers holding their first answer, and was closed again and again
+// (a review: 3-19 times in 10-18 s; TestSlowReaderNotEvicted).
 const (
-	staleAfter = 100 * time.Millisecond
-	evictEvery = fastSweep // at most one scan of the holders this often
+	staleAfter   = 100 * time.Millisecond
+	staleDrained = time.Second
+	evictEvery   = fastSweep // at most one scan of the holders this often
 )
 
 var errOutputBudget = errors.New("queued output unread the longest while the server's output budget is exceeded")
@@ -62,7 +72,9 @@ func (st *State) track(o int64, drained bool) {
 		}
 		b.h.mu.Unlock()
 		if holds {
-			st.activeAt.Store(time.Now().UnixNano())
+			now := time.Now().UnixNano()
+			st.activeAt.Store(now)
+			st.holderAt.CompareAndSwap(0, now)
 		}
 	}
 	if holds && (drained || st.kernelDrainedAt > st.activeAt.Load()) {
@@ -98,9 +110,10 @@ func (h *holders) drop(st *State) {
 func (b *Budget) evict() {
 	now := time.Now().UnixNano()
 	type cand struct {
-		st    *State
-		since int64
-		out   int64
+		st      *State
+		drained bool // since it first became a holder
+		since   int64
+		out     int64
 	}
 	var victims []*State
 	b.h.mu.Lock()
@@ -109,11 +122,25 @@ func (b *Budget) evict() {
 		b.h.lastScan = now
 		var cands []cand
 		for st := range b.h.set {
-			if since := st.activeAt.Load(); st.chosen == 0 && time.Duration(now-since) >= staleAfter {
-				cands = append(cands, cand{st, since, st.outSeen.Load()})
+			since := st.activeAt.Load()
+			drained := since != st.holderAt.Load() || st.reader.Load()
+			stale := staleAfter
+			if drained {
+				stale = staleDrained
+			}
+			if st.chosen == 0 && time.Duration(now-since) >= stale {
+				cands = append(cands, cand{st, drained, since, st.outSeen.Load()})
 			}
 		}
-		slices.SortFunc(cands, func(a, b cand) int { return cmp.Compare(a.since, b.since) })
+		slices.SortFunc(cands, func(a, b cand) int {
+			if a.drained != b.drained {
+				if a.drained {
+					return 1
+				}
+				return -1
+			}
+			return cmp.Compare(a.since, b.since)
+		})
 		for _, c := range cands {
 			if excess <= 0 {
 				break

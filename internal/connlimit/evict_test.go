@@ -2,6 +2,7 @@ package connlimit
 
 import (
 	"bufio"
+	"net"
 	"testing"
 	"time"
 
@@ -49,5 +50,84 @@ func TestManyNonReadersEvicted(t *testing.T) {
 	t.Logf("queued output: peak %d, now %d (budget %d); %d connections closed for the budget", peak, b.Used(), 2<<20, p.OutputEvicted())
 	if p.OutputEvicted() == 0 {
 		t.Errorf("no connection closed for the output budget")
+	}
+}
+
+// TestSlowReaderNotEvicted: a client reads its 1 MiB answers slowly, in
+// bursts (640 KiB every 300 ms, 8 GETs in flight: within the output
+// budget of 8 MiB); after a second,
+// clients that never read start arriving (4 every 50 ms, each adding an
+// answer over the budget) for 3 s. Those that never read are evicted,
+// not the slow reader: a client seen reading again after a pause goes
+// after those never seen reading, and only once it has shown no drain
+// for staleDrained. (Before: staleness was the time since the last drain
+// alone, so a newcomer holding its answer for 150 ms looked staler than
+// the reader between two bursts, and the reader was closed, 3-19 times
+// in 10-18 s in a review.)
+func TestSlowReaderNotEvicted(t *testing.T) {
+	h := &getServer{val: make([]byte, 1<<20)}
+	b := NewBudget(8 << 20)
+	p := listen(t, h, Config{OutputSoft: 64 << 20, OutputHard: 128 << 20, OutputGrace: time.Minute, Budget: b,
+		InputBudget: NewInputBudget(256 << 20), Evict: true})
+	reader := dial(t, p)
+	_ = reader.SetReadBuffer(64 << 10)
+	if _, err := reader.Write(gets(8, 0)); err != nil {
+		t.Fatal(err)
+	}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() { // the non-readers
+		defer close(done)
+		select {
+		case <-stop:
+			return
+		case <-time.After(time.Second):
+		}
+		tk := time.NewTicker(50 * time.Millisecond)
+		defer tk.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-tk.C:
+			}
+			for range 4 {
+				nc, err := net.DialTimeout("tcp", p.Addr().String(), time.Second)
+				if err != nil {
+					continue
+				}
+				_ = nc.(*net.TCPConn).SetReadBuffer(64 << 10)
+				_, _ = nc.Write(gets(4, 0))
+				t.Cleanup(func() { nc.Close() })
+			}
+		}
+	}()
+	defer func() { close(stop); <-done }()
+	buf := make([]byte, 64<<10)
+	var read int64
+	next := uint64(8)
+	end := time.Now().Add(4 * time.Second)
+	for time.Now().Before(end) {
+		// A burst: 640 KiB, then nothing for 300 ms; a GET more for
+		// each MiB read keeps 8 in flight.
+		_ = reader.SetReadDeadline(time.Now().Add(5 * time.Second))
+		for n := 0; n < 640<<10; {
+			m, err := reader.Read(buf)
+			if err != nil {
+				t.Fatalf("the slow reader, after %d bytes: %v (%d connections closed for the budget)", read, err, p.OutputEvicted())
+			}
+			n += m
+			read += int64(m)
+		}
+		for ; int64(next-8)<<20 < read; next++ {
+			if _, err := reader.Write(gets(1, next)); err != nil {
+				t.Fatalf("the slow reader's GET: %v", err)
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	t.Logf("slow reader: %d connections closed for the budget meanwhile", p.OutputEvicted())
+	if p.OutputEvicted() == 0 {
+		t.Errorf("no connection closed for the output budget: the non-readers were not evicted")
 	}
 }

@@ -37,9 +37,14 @@ type State struct {
 	inSeen int64 // in as this loop last reported it
 	shed   bool  // chosen by the InputBudget, or closed (under its mu)
 
-	holder   bool         // counted in the output budget's holders (Evict; on the loop)
-	chosen   int64        // its output when chosen for eviction (under the holders' mu)
-	activeAt atomic.Int64 // unix ns: a holder since, or its output last seen draining
+	holder    bool         // counted in the output budget's holders (Evict; on the loop)
+	chosen    int64        // its output when chosen for eviction (under the holders' mu)
+	activeAt  atomic.Int64 // unix ns: a holder since, or its output last seen draining
+	holderAt  atomic.Int64 // unix ns: first a holder (0: never)
+	reader    atomic.Bool  // its client read again after a pause (sampleAcked)
+	acked     uint64       // bytes its client's kernel acknowledged, last sample
+	ackedAt   int64        // unix ns: acked last seen growing
+	ackedSeen int64        // unix ns: acked last sampled
 
 	out             int64        // queued output last seen (counted in the budget)
 	outSeen         atomic.Int64 // out, for other goroutines (OutputFull)
@@ -395,9 +400,42 @@ func (st *State) note(now int64) gnet.Action {
 		st.overSince = 0
 	}
 	if o > 0 || st.paused {
+		if o > 0 && cfg.Evict {
+			st.sampleAcked(now)
+		}
 		st.p.watch(st)
 	}
 	return gnet.None
+}
+
+// readerProof is the bytes a client's kernel must have acknowledged before
+// more of them after a pause prove that it reads: more than the receive
+// buffer of a socket nobody has read from (tcp_rmem's default, 128 KiB).
+const readerProof = 256 << 10
+
+// sampleAcked marks the connection a reader once its client's kernel,
+// having acknowledged nothing for staleAfter or more while answers
+// waited, acknowledges more: the client read (a client that never reads
+// has its window shut for good once its buffer is full). Eviction spares
+// readers longer (evict.go). At most every sendQueueEvery; on c's loop.
+func (st *State) sampleAcked(now int64) {
+	if st.reader.Load() || time.Duration(now-st.ackedSeen) < sendQueueEvery {
+		return
+	}
+	st.ackedSeen = now
+	info, err := unix.GetsockoptTCPInfo(st.c.Fd(), unix.IPPROTO_TCP, unix.TCP_INFO)
+	if err != nil {
+		return
+	}
+	if info.Bytes_acked > st.acked {
+		// (Beyond readerProof only: the window of a client that never
+		// reads opens in steps at first, 32,768 bytes acknowledged, then
+		// 128,000 some 50-70 ms later.)
+		if st.ackedAt != 0 && time.Duration(now-st.ackedAt) >= staleAfter && info.Bytes_acked > readerProof {
+			st.reader.Store(true)
+		}
+		st.acked, st.ackedAt = info.Bytes_acked, now
+	}
 }
 
 // kill logs why the connection is closed (rate-limited) and returns Close.
