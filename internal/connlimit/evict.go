@@ -14,21 +14,23 @@ import (
 // BudgetFloor, and one with less reads a request more), 1,000 of them
 // 1,000 answers. Beyond the budget the port's connections of an Evict
 // port whose output has gone unread longest are closed, as many as
-// bring it back under. Beyond one and a half times the budget a Gate
+// bring it back under: those holding less than BudgetFloor too, or
+// clients holding just under it each (their kernel's buffers full) keep
+// the budget spent for as long as they like, and a Gate port's large
+// answers waiting (TestSubFloorHoldersEvicted). Beyond one and a half
+// times the budget a Gate
 // port's answers over BudgetFloor wait (HoldBack), also for connections
 // holding nothing (or the connections opened in a burst each add an
 // answer before any is stale); small answers go on.
 //
 // timing: exception — local buffer bookkeeping. A connection is stale
 // once its queued output has not shrunk (neither gnet's queue nor the
-// kernel's send queue) for staleAfter since it began holding more than
-// BudgetFloor: a client that reads its answers shows a drain within
-// milliseconds, and staleAfter is long enough for a collector's pause or
-// a scheduler's delay of the reader. One whose output has shrunk since it
-// first held more (read, or went under BudgetFloor and came back), or
-// whose client has been seen reading again after a pause (sampleAcked),
-// is stale only after staleDrained without a drain, and goes after those
-// that never did: a client reading large answers slowly, in bursts, shows no
+// kernel's send queue) for staleAfter since it began holding output: a
+// client that reads its answers shows a drain within milliseconds, and
+// staleAfter is long enough for a collector's pause or a scheduler's
+// delay of the reader. One whose client has been seen reading again
+// after a pause (sampleAcked) is stale only after staleDrained without a
+// drain, and goes after those never seen reading: a client reading large answers slowly, in bursts, shows no
 // drain for 130-320 ms at a time (loopback's large buffers), and judged
 // by the time since its last drain alone it looked staler than
 // newcomers holding their first answer, and was closed again and again
@@ -41,8 +43,8 @@ const (
 
 var errOutputBudget = errors.New("queued output unread the longest while the server's output budget is exceeded")
 
-// holders is the connections of Evict ports holding more output than
-// BudgetFloor, for Budget.evict.
+// holders is the connections of Evict ports holding output, for
+// Budget.evict.
 type holders struct {
 	mu       sync.Mutex
 	set      map[*State]struct{}
@@ -50,15 +52,15 @@ type holders struct {
 	lastScan int64 // unix ns
 }
 
-// track records, on st's loop, whether st (of an Evict port) holds more
-// than BudgetFloor of queued output o, and since when it has not
-// drained; over the budget, the stalest holders are closed.
+// track records, on st's loop, whether st (of an Evict port) holds
+// queued output o, and since when it has not drained; over the budget,
+// the stalest holders are closed.
 func (st *State) track(o int64, drained bool) {
 	b := st.p.cfg.Budget
 	if b == nil {
 		return
 	}
-	holds := o > BudgetFloor
+	holds := o > 0
 	if holds != st.holder {
 		st.holder = holds
 		b.h.mu.Lock()
@@ -72,9 +74,7 @@ func (st *State) track(o int64, drained bool) {
 		}
 		b.h.mu.Unlock()
 		if holds {
-			now := time.Now().UnixNano()
-			st.activeAt.Store(now)
-			st.holderAt.CompareAndSwap(0, now)
+			st.activeAt.Store(time.Now().UnixNano())
 		}
 	}
 	if holds && (drained || st.kernelDrainedAt > st.activeAt.Load()) {
@@ -110,10 +110,10 @@ func (h *holders) drop(st *State) {
 func (b *Budget) evict() {
 	now := time.Now().UnixNano()
 	type cand struct {
-		st      *State
-		drained bool // since it first became a holder
-		since   int64
-		out     int64
+		st     *State
+		reader bool // seen reading (sampleAcked)
+		since  int64
+		out    int64
 	}
 	var victims []*State
 	b.h.mu.Lock()
@@ -122,19 +122,18 @@ func (b *Budget) evict() {
 		b.h.lastScan = now
 		var cands []cand
 		for st := range b.h.set {
-			since := st.activeAt.Load()
-			drained := since != st.holderAt.Load() || st.reader.Load()
+			since, reader := st.activeAt.Load(), st.reader.Load()
 			stale := staleAfter
-			if drained {
+			if reader {
 				stale = staleDrained
 			}
 			if st.chosen == 0 && time.Duration(now-since) >= stale {
-				cands = append(cands, cand{st, drained, since, st.outSeen.Load()})
+				cands = append(cands, cand{st, reader, since, st.outSeen.Load()})
 			}
 		}
 		slices.SortFunc(cands, func(a, b cand) int {
-			if a.drained != b.drained {
-				if a.drained {
+			if a.reader != b.reader {
+				if a.reader {
 					return 1
 				}
 				return -1

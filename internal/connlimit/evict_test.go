@@ -131,3 +131,42 @@ func TestSlowReaderNotEvicted(t *testing.T) {
 		t.Errorf("no connection closed for the output budget: the non-readers were not evicted")
 	}
 }
+
+// TestSubFloorHoldersEvicted: 12 clients GET answers of 60 KiB, never
+// read them, and stop once the server holds some of them (the kernel's
+// buffers full). Each holds less than BudgetFloor, so
+// none pauses for the budget, yet together they hold far more than it
+// (a 256 KiB budget here): on a server that keeps answers over 64 KiB
+// back beyond 1.5 times the budget, they would keep every large answer
+// waiting for as long as they stay. They are evicted like the others,
+// those unread longest first, until the budget is back under.
+func TestSubFloorHoldersEvicted(t *testing.T) {
+	h := &getServer{val: make([]byte, 60<<10)}
+	b := NewBudget(256 << 10)
+	p := listen(t, h, Config{OutputSoft: 64 << 20, OutputHard: 128 << 20, OutputGrace: time.Minute, Budget: b,
+		InputBudget: NewInputBudget(256 << 20), Evict: true})
+	for range 12 {
+		// GETs one at a time until the server holds some of its
+		// answers itself (the kernel's buffers are full): then it
+		// holds less than one answer, under BudgetFloor.
+		nc := dial(t, p)
+		_ = nc.SetReadBuffer(4 << 10)
+		before := b.Used()
+		for i := 0; b.Used() == before; i++ {
+			if i == 1000 {
+				t.Fatalf("1,000 answers of 60 KiB unread, and the server holds none of them")
+			}
+			if _, err := nc.Write(gets(1, uint64(i))); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+	}
+	time.Sleep(100 * time.Millisecond)
+	peak := b.Used()
+	eventually(t, 5*time.Second, "queued output back within the budget", func() bool { return b.Used() <= 256<<10 })
+	t.Logf("queued output: %d after 100 ms, now %d (budget %d); %d connections closed for the budget", peak, b.Used(), 256<<10, p.OutputEvicted())
+	if p.OutputEvicted() == 0 {
+		t.Errorf("no connection closed for the output budget")
+	}
+}

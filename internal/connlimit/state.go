@@ -40,7 +40,6 @@ type State struct {
 	holder    bool         // counted in the output budget's holders (Evict; on the loop)
 	chosen    int64        // its output when chosen for eviction (under the holders' mu)
 	activeAt  atomic.Int64 // unix ns: a holder since, or its output last seen draining
-	holderAt  atomic.Int64 // unix ns: first a holder (0: never)
 	reader    atomic.Bool  // its client read again after a pause (sampleAcked)
 	acked     uint64       // bytes its client's kernel acknowledged, last sample
 	ackedAt   int64        // unix ns: acked last seen growing
