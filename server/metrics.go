@@ -193,6 +193,12 @@ func (s *Server) registerGauges() {
 		}
 		return float64(m.client.LimitClosed() + m.client.Evicted())
 	})
+	r.GaugeFunc(`ftkv_server_client_connections_output_evicted_total`, func() float64 {
+		if m.client == nil {
+			return 0
+		}
+		return float64(m.client.OutputEvicted())
+	})
 	r.GaugeFunc(`ftkv_server_dedup_sessions`, func() float64 { n, _ := s.dd.stats(); return float64(n) })
 	r.GaugeFunc(`ftkv_server_dedup_records`, func() float64 { _, n := s.dd.stats(); return float64(n) })
 	r.GaugeFunc(`ftkv_server_reseed_pending_entries`, func() float64 {

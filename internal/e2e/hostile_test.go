@@ -411,6 +411,17 @@ func TestHostileManySlowReaders(t *testing.T) {
 	}
 	held := int64(limits.DefaultOutputBudget)*3/2 + limits.DefaultInputBudget + limits.DefaultInflightBudget
 	r.check(3 * held)
+	// The operator sees the evictions.
+	for _, s := range r.c.Status(t).Servers {
+		if s.ID != r.target {
+			continue
+		}
+		v, ok := scrapeTarget(t, s.MetricsAddr)["ftkv_server_client_connections_output_evicted_total"]
+		t.Logf("server %d: ftkv_server_client_connections_output_evicted_total %.0f", s.ID, v)
+		if !ok || v == 0 {
+			t.Errorf("server %d: ftkv_server_client_connections_output_evicted_total %.0f (present: %v), want the connections closed for the output budget counted", s.ID, v, ok)
+		}
+	}
 }
 
 // raiseNoFile raises this process's RLIMIT_NOFILE so that it can hold n
