@@ -48,16 +48,7 @@ func TestLinkHealth(t *testing.T) {
 // ping. Silence counts only while the loop runs: a secondary whose loop
 // does not run is still reported.
 func TestLinkStallNotBlamedWhileLoopStarved(t *testing.T) {
-	a, b := pairOfTwo(t, "", false, func(c *Config) { c.Timing = timing.New(500 * time.Millisecond) })
-	var p *primary
-	var l *replLink
-	for deadline := time.Now().Add(5 * time.Second); l == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		p, l = primaryLink(a, 0)
-	}
-	if l == nil {
-		t.Fatal("no link")
-	}
-	time.Sleep(200 * time.Millisecond)
+	_, b, p, l := linkedPair(t)
 	limit := 2 * p.tm.Ping
 	hold := func(loop gnet.EventLoop, d time.Duration) (h wire.LinkHealth, ok bool) {
 		blocked, release := make(chan struct{}), make(chan struct{})
@@ -91,6 +82,22 @@ func TestLinkStallNotBlamedWhileLoopStarved(t *testing.T) {
 	}
 }
 
+// linkedPair starts two servers with a 500 ms failure timeout and returns
+// them, the first one's primary of shard 0 and its link to the second,
+// up for 200 ms.
+func linkedPair(t *testing.T) (a, b *testServer, p *primary, l *replLink) {
+	t.Helper()
+	a, b = pairOfTwo(t, "", false, func(c *Config) { c.Timing = timing.New(500 * time.Millisecond) })
+	for deadline := time.Now().Add(5 * time.Second); l == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		p, l = primaryLink(a, 0)
+	}
+	if l == nil {
+		t.Fatal("no link")
+	}
+	time.Sleep(200 * time.Millisecond)
+	return a, b, p, l
+}
+
 // primaryLink returns s's primary of shard and its replication link (nil
 // while down).
 func primaryLink(s *testServer, shard int) (*primary, *replLink) {
@@ -112,16 +119,7 @@ func primaryLink(s *testServer, shard int) (*primary, *replLink) {
 // read are no silence; a secondary that sends nothing still is (the
 // second half of TestLinkStallNotBlamedWhileLoopStarved).
 func TestLinkStallNotBlamedWhileLoopBusy(t *testing.T) {
-	a, _ := pairOfTwo(t, "", false, func(c *Config) { c.Timing = timing.New(500 * time.Millisecond) })
-	var p *primary
-	var l *replLink
-	for deadline := time.Now().Add(5 * time.Second); l == nil && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		p, l = primaryLink(a, 0)
-	}
-	if l == nil {
-		t.Fatal("no link")
-	}
-	time.Sleep(200 * time.Millisecond)
+	_, _, p, l := linkedPair(t)
 	// A chain of 10 ms tasks for 900 ms: each queues the next, so the
 	// loop runs them (and the pinger's flushes between them) in one
 	// round, without reading the link.
