@@ -18,10 +18,7 @@ import (
 // times the budget (plus the answers under way), and a client that
 // reads its answers is served all along.
 func TestManyNonReadersEvicted(t *testing.T) {
-	h := &getServer{val: make([]byte, 1<<20)}
-	b := NewBudget(2 << 20)
-	p := listen(t, h, Config{OutputSoft: 64 << 20, OutputHard: 128 << 20, OutputGrace: time.Minute, Budget: b,
-		InputBudget: NewInputBudget(256 << 20), Evict: true})
+	p, b := evictPort(t, 1<<20, 2<<20)
 	for range 40 {
 		nc := dial(t, p)
 		_ = nc.SetReadBuffer(64 << 10)
@@ -65,10 +62,7 @@ func TestManyNonReadersEvicted(t *testing.T) {
 // the reader between two bursts, and the reader was closed, 3-19 times
 // in 10-18 s in a review.)
 func TestSlowReaderNotEvicted(t *testing.T) {
-	h := &getServer{val: make([]byte, 1<<20)}
-	b := NewBudget(8 << 20)
-	p := listen(t, h, Config{OutputSoft: 64 << 20, OutputHard: 128 << 20, OutputGrace: time.Minute, Budget: b,
-		InputBudget: NewInputBudget(256 << 20), Evict: true})
+	p, _ := evictPort(t, 1<<20, 8<<20)
 	reader := dial(t, p)
 	_ = reader.SetReadBuffer(64 << 10)
 	if _, err := reader.Write(gets(8, 0)); err != nil {
@@ -141,10 +135,7 @@ func TestSlowReaderNotEvicted(t *testing.T) {
 // waiting for as long as they stay. They are evicted like the others,
 // those unread longest first, until the budget is back under.
 func TestSubFloorHoldersEvicted(t *testing.T) {
-	h := &getServer{val: make([]byte, 60<<10)}
-	b := NewBudget(256 << 10)
-	p := listen(t, h, Config{OutputSoft: 64 << 20, OutputHard: 128 << 20, OutputGrace: time.Minute, Budget: b,
-		InputBudget: NewInputBudget(256 << 20), Evict: true})
+	p, b := evictPort(t, 60<<10, 256<<10)
 	for range 12 {
 		// GETs one at a time until the server holds some of its
 		// answers itself (the kernel's buffers are full): then it
@@ -169,4 +160,15 @@ func TestSubFloorHoldersEvicted(t *testing.T) {
 	if p.OutputEvicted() == 0 {
 		t.Errorf("no connection closed for the output budget")
 	}
+}
+
+// evictPort listens with eviction for an output budget of budget bytes
+// and answers every GET with val bytes; the connections' own limits are
+// far out of the way.
+func evictPort(t *testing.T, val, budget int64) (*Port, *Budget) {
+	t.Helper()
+	b := NewBudget(budget)
+	p := listen(t, &getServer{val: make([]byte, val)}, Config{OutputSoft: 64 << 20, OutputHard: 128 << 20, OutputGrace: time.Minute,
+		Budget: b, InputBudget: NewInputBudget(256 << 20), Evict: true})
+	return p, b
 }
