@@ -152,11 +152,8 @@ func dupFD(nc net.Conn) (int, error) {
 		return -1, err
 	}
 	fd, derr := -1, error(nil)
-	if err := rc.Control(func(f uintptr) { fd, derr = unix.Dup(int(f)) }); err != nil {
+	if err := rc.Control(func(f uintptr) { fd, derr = unix.FcntlInt(f, unix.F_DUPFD_CLOEXEC, 0) }); err != nil {
 		return -1, err
-	}
-	if derr == nil {
-		unix.CloseOnExec(fd)
 	}
 	return fd, derr
 }

@@ -29,15 +29,19 @@ import (
 // client that reads its answers shows a drain within milliseconds, and
 // staleAfter is long enough for a collector's pause or a scheduler's
 // delay of the reader. One whose client has been seen reading again
-// after a pause (sampleAcked) is stale only after staleDrained without a
-// drain, and goes after those never seen reading: a client reading large answers slowly, in bursts, shows no
-// drain for 130-320 ms at a time (loopback's large buffers), and judged
-// by the time since its last drain alone it looked staler than
-// newcomers holding their first answer, and was closed again and again
-// (a review: 3-19 times in 10-18 s; TestSlowReaderNotEvicted).
+// after a pause in this episode of holding output (sampleAcked) counts
+// as drained readerCredit later than it did: stale only after 1 s
+// without a drain, and after the others as stale as it is. A client
+// reading large answers slowly, in bursts, shows no drain for 130-320 ms
+// at a time (loopback's large buffers), and judged by the time since its
+// last drain alone it looked staler than newcomers holding their first
+// answer, and was closed again and again (a review: 3-19 times in 10-18
+// s; TestSlowReaderNotEvicted). The credit is one key with the time, not
+// a tier above it: a client that read once and then stopped must not
+// outrank honest newcomers for good.
 const (
 	staleAfter   = 100 * time.Millisecond
-	staleDrained = time.Second
+	readerCredit = 900 * time.Millisecond
 	evictEvery   = fastSweep // at most one scan of the holders this often
 )
 
@@ -63,6 +67,14 @@ func (st *State) track(o int64, drained bool) {
 	holds := o > 0
 	if holds != st.holder {
 		st.holder = holds
+		if holds {
+			// A new episode: its client shows again that it reads
+			// (sampleAcked). (Set before the holder is seen by
+			// evict on another loop.)
+			st.activeAt.Store(time.Now().UnixNano())
+			st.reader.Store(false)
+			st.acked, st.ackedAt, st.ackedSeen, st.resumed = 0, 0, 0, false
+		}
 		b.h.mu.Lock()
 		if holds {
 			if b.h.set == nil {
@@ -73,9 +85,6 @@ func (st *State) track(o int64, drained bool) {
 			b.h.drop(st)
 		}
 		b.h.mu.Unlock()
-		if holds {
-			st.activeAt.Store(time.Now().UnixNano())
-		}
 	}
 	if holds && (drained || st.kernelDrainedAt > st.activeAt.Load()) {
 		st.activeAt.Store(max(st.drainedAt, st.kernelDrainedAt))
@@ -110,10 +119,9 @@ func (h *holders) drop(st *State) {
 func (b *Budget) evict() {
 	now := time.Now().UnixNano()
 	type cand struct {
-		st     *State
-		reader bool // seen reading (sampleAcked)
-		since  int64
-		out    int64
+		st    *State
+		since int64 // unix ns: its last drain, readerCredit later for a reader
+		out   int64
 	}
 	var victims []*State
 	b.h.mu.Lock()
@@ -122,24 +130,15 @@ func (b *Budget) evict() {
 		b.h.lastScan = now
 		var cands []cand
 		for st := range b.h.set {
-			since, reader := st.activeAt.Load(), st.reader.Load()
-			stale := staleAfter
-			if reader {
-				stale = staleDrained
+			since := st.activeAt.Load()
+			if st.reader.Load() {
+				since += int64(readerCredit)
 			}
-			if st.chosen == 0 && time.Duration(now-since) >= stale {
-				cands = append(cands, cand{st, reader, since, st.outSeen.Load()})
+			if st.chosen == 0 && time.Duration(now-since) >= staleAfter {
+				cands = append(cands, cand{st, since, st.outSeen.Load()})
 			}
 		}
-		slices.SortFunc(cands, func(a, b cand) int {
-			if a.reader != b.reader {
-				if a.reader {
-					return 1
-				}
-				return -1
-			}
-			return cmp.Compare(a.since, b.since)
-		})
+		slices.SortFunc(cands, func(a, b cand) int { return cmp.Compare(a.since, b.since) })
 		for _, c := range cands {
 			if excess <= 0 {
 				break
@@ -152,7 +151,8 @@ func (b *Budget) evict() {
 	}
 	b.h.mu.Unlock()
 	for _, st := range victims {
-		st.p.evictedOut.Add(1)
-		st.doom(errOutputBudget)
+		if st.doom(errOutputBudget) {
+			st.p.evictedOut.Add(1)
+		}
 	}
 }

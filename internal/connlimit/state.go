@@ -37,18 +37,21 @@ type State struct {
 	inSeen int64 // in as this loop last reported it
 	shed   bool  // chosen by the InputBudget, or closed (under its mu)
 
-	holder    bool         // counted in the output budget's holders (Evict; on the loop)
-	chosen    int64        // its output when chosen for eviction (under the holders' mu)
-	activeAt  atomic.Int64 // unix ns: a holder since, or its output last seen draining
-	reader    atomic.Bool  // its client read again after a pause (sampleAcked)
-	acked     uint64       // bytes its client's kernel acknowledged, last sample
-	ackedAt   int64        // unix ns: acked last seen growing
-	ackedSeen int64        // unix ns: acked last sampled
+	holder      bool         // counted in the output budget's holders (Evict; on the loop)
+	chosen      int64        // its output when chosen for eviction (under the holders' mu)
+	activeAt    atomic.Int64 // unix ns: a holder since, or its output last seen draining
+	reader      atomic.Bool  // its client read again after a pause (sampleAcked)
+	acked       uint64       // bytes its client's kernel acknowledged, last sample
+	ackedAt     int64        // unix ns: acked last seen growing
+	ackedSeen   int64        // unix ns: acked last sampled
+	resumedFrom uint64       // acked when its last pause ended
+	resumed     bool         // a pause ended in this episode
 
 	out             int64        // queued output last seen (counted in the budget)
 	outSeen         atomic.Int64 // out, for other goroutines (OutputFull)
 	paused          bool         // requests left undecoded for a limit
 	gated           bool         // paused by HoldBack
+	gatedSize       int64        // the answer that waits
 	budgetHeld      bool         // paused (also) for the Inflight budget
 	holding         bool         // the handler left input unread for its own reasons (Hold)
 	watched         bool         // in its loop's watch list
@@ -198,10 +201,12 @@ func (st *State) pause() {
 }
 
 // doom has the connection closed with why on its loop (any goroutine).
-func (st *State) doom(why error) {
+func (st *State) doom(why error) bool {
 	if st.doomed.CompareAndSwap(nil, &why) {
 		_ = st.c.Wake(nil)
+		return true
 	}
+	return false
 }
 
 // holdInput counts the connection's unread input in the InputBudget;
@@ -248,7 +253,7 @@ func (st *State) blocked(extra int) bool {
 	// (The output written since note counted it is counted here too: one
 	// read's answers, several of 1 MiB, went over the budget unseen.)
 	pending := int64(o) - st.out
-	if st.gated && cfg.Budget.aboveWith(3, 2, pending) {
+	if st.gated && cfg.Budget.aboveWith(3, 2, pending+st.gatedSize) {
 		return true // (see evict.go)
 	}
 	return o > BudgetFloor && cfg.Budget.overWith(pending)
@@ -265,7 +270,7 @@ func HoldBack(c gnet.Conn, size int) bool {
 		!st.p.cfg.Budget.aboveWith(3, 2, int64(c.OutboundBuffered()+size)-st.out) {
 		return false
 	}
-	st.gated = true
+	st.gated, st.gatedSize = true, int64(size) // (woken once it fits)
 	st.pause()
 	return true
 }
@@ -349,6 +354,11 @@ func (st *State) inboundOver() error {
 // hard limit (Close) and the soft limit's grace; a connection holding
 // output or paused is watched by the sweeper.
 func (st *State) note(now int64) gnet.Action {
+	if st.gone {
+		// (Closed inside the handler: a TLS port may still count
+		// output, which must not make it a holder again.)
+		return gnet.None
+	}
 	cfg := &st.p.cfg
 	o := int64(st.c.OutboundBuffered())
 	drained := o < st.out
@@ -407,34 +417,35 @@ func (st *State) note(now int64) gnet.Action {
 	return gnet.None
 }
 
-// readerProof is the bytes a client's kernel must have acknowledged before
-// more of them after a pause prove that it reads: more than the receive
-// buffer of a socket nobody has read from (tcp_rmem's default, 128 KiB).
+// readerProof is the bytes a client's kernel must acknowledge after a
+// pause to prove that it reads: more than the receive buffer of a socket
+// nobody has read from (tcp_rmem's default, 128 KiB), whose window opens
+// in steps at first (32,768 bytes acknowledged, then 128,000 some 50-70
+// ms later).
 const readerProof = 256 << 10
 
 // sampleAcked marks the connection a reader once its client's kernel,
 // having acknowledged nothing for staleAfter or more while answers
-// waited, acknowledges more: the client read (a client that never reads
-// has its window shut for good once its buffer is full). Eviction spares
-// readers longer (evict.go). At most every sendQueueEvery; on c's loop.
+// waited in this episode of holding output, acknowledges readerProof
+// more: the client read (a client that never reads has its window shut
+// for good once its buffer is full). Eviction spares readers longer
+// (evict.go). At most every sendQueueEvery; on c's loop.
 func (st *State) sampleAcked(now int64) {
 	if st.reader.Load() || time.Duration(now-st.ackedSeen) < sendQueueEvery {
 		return
 	}
 	st.ackedSeen = now
 	info, err := unix.GetsockoptTCPInfo(st.c.Fd(), unix.IPPROTO_TCP, unix.TCP_INFO)
-	if err != nil {
+	if err != nil || info.Bytes_acked <= st.acked {
 		return
 	}
-	if info.Bytes_acked > st.acked {
-		// (Beyond readerProof only: the window of a client that never
-		// reads opens in steps at first, 32,768 bytes acknowledged, then
-		// 128,000 some 50-70 ms later.)
-		if st.ackedAt != 0 && time.Duration(now-st.ackedAt) >= staleAfter && info.Bytes_acked > readerProof {
-			st.reader.Store(true)
-		}
-		st.acked, st.ackedAt = info.Bytes_acked, now
+	if st.ackedAt != 0 && time.Duration(now-st.ackedAt) >= staleAfter {
+		st.resumedFrom, st.resumed = st.acked, true // a pause ended
 	}
+	if st.resumed && info.Bytes_acked-st.resumedFrom >= readerProof {
+		st.reader.Store(true)
+	}
+	st.acked, st.ackedAt = info.Bytes_acked, now
 }
 
 // kill logs why the connection is closed (rate-limited) and returns Close.

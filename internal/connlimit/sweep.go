@@ -154,7 +154,7 @@ func (p *Port) sweep(ls *loopSet, now int64, full bool) {
 			st.watched = false
 			continue
 		}
-		if st.paused || st.heldSince != 0 {
+		if st.paused || st.heldSince != 0 || st.holder {
 			st.sampleSendQueue(now)
 		}
 		if st.note(now) != gnet.None {
@@ -171,7 +171,9 @@ func (p *Port) sweep(ls *loopSet, now int64, full bool) {
 			st.woken = true
 			ls.wakes++
 			if st.c.Wake(ls.wakeRan) != nil {
-				ls.wakes--
+				// (gnet may have queued the task all the same: its
+				// callback is what counts it out.)
+				st.woken = false
 			}
 			woken = append(woken, st)
 			continue
