@@ -388,7 +388,7 @@ func hostileSlowReader(t *testing.T, writes bool) {
 // 1.5 x output_budget + input_budget + inflight_budget (116 MiB by
 // default); gnet's buffers are rounded up and grown by copies, and the
 // collector's limit follows what they hold: RSS growth within three
-// times that (86-104 MiB measured, 6 runs). The honest client of the
+// times that (85-144 MiB measured, 10 runs). The honest client of the
 // attacked shard must meet its 2 s deadline too: with a 1 MiB input cap
 // for paused connections and queued answers counted once in the
 // collector's limit, one of its operations missed it in 1 to 4 of 6
