@@ -5,6 +5,7 @@ import (
 	"io"
 	"strconv"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/panjf2000/gnet/v2"
@@ -34,10 +35,23 @@ type clientHandler struct {
 func (h *clientHandler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	h.once.Do(func() { close(h.ready) })
 	if l, ok := c.Context().(*replLink); ok {
-		l.enrolled(c)
+		if hook := testEnrollHook.Load(); hook != nil {
+			(*hook)(h.s)
+		}
+		if !l.enrolled(c) {
+			// dialLink gave up on it (its enrolment outlasted the
+			// handshake timeout): nobody would use or close it.
+			return nil, gnet.Close
+		}
 	}
 	return nil, gnet.None
 }
+
+// testEnrollHook, when a test sets it, runs as a replication link's
+// connection of server s opens in its event loop
+// (TestLinkEnrolledAfterTimeoutClosed delays it past the handshake
+// timeout).
+var testEnrollHook atomic.Pointer[func(*Server)]
 
 func (h *clientHandler) OnClose(c gnet.Conn, err error) gnet.Action {
 	if l, ok := c.Context().(*replLink); ok && !l.broken() {

@@ -172,11 +172,18 @@ func (l *replLink) answerWaiting() bool {
 
 // enrolled records the connection the link's handler sees (the TLS
 // wrapper, if any) and its loop; called by OnOpen, on that loop, before
-// Register's result reaches dialLink.
-func (l *replLink) enrolled(c gnet.Conn) {
+// Register's result reaches dialLink. It reports false, recording
+// nothing, when the link is closed already (dialLink timed out waiting
+// for it): the caller closes the connection. (close closes l.dead before
+// it reads l.gc under l.mu, so one of the two closes a late connection.)
+func (l *replLink) enrolled(c gnet.Conn) bool {
 	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.broken() {
+		return false
+	}
 	l.gc, l.loop = c, c.EventLoop()
-	l.mu.Unlock()
+	return true
 }
 
 // flushSoon schedules a flush on the link's event loop unless one is
