@@ -82,6 +82,7 @@ type dedup struct {
 
 	sessions atomic.Int64 // live sessions
 	records  atomic.Int64 // records held
+	held     atomic.Int64 // bytes of values all records hold (outcome.held; maxHeldTotal)
 	expired  atomic.Int64 // expired marks held
 }
 
@@ -277,9 +278,11 @@ func (d *dedup) dropOrigin(shard int) int {
 		st := &d.stripes[i]
 		st.mu.Lock()
 		for _, s := range st.clients {
+			held := s.held
 			n += s.each(func(_ uint64, o *outcome) bool {
 				return o != nil && (o.origin == want || o.origin == 0)
 			})
+			d.held.Add(s.held - held)
 		}
 		st.mu.Unlock()
 	}
@@ -295,6 +298,17 @@ func (d *dedup) dropOrigin(shard int) int {
 // values, and up to MaxRecords (64 GiB) were allowed (a review).
 const maxHeldBytes = 16 << 20
 
+// maxHeldTotal bounds the bytes of values all clients' records hold
+// together: beyond it a further MISMATCH answer is not remembered (put,
+// hold). Each client staying under maxHeldBytes, 256 client ids pinned
+// 512 MiB on the two servers of a shard for the session TTL
+// (TestMismatchRecordsHoldBoundedAcrossClients), and one client may use
+// as many ids as max_sessions. A failed compare-and-swap changed
+// nothing, so a retry of one whose record was not kept is compared again
+// (linearizable at the retry); records of writes that changed something
+// keep no value and are never dropped for it.
+const maxHeldTotal = 64 << 20
+
 // hold counts o's value in the bytes its client's records hold, once its
 // primary set it (after claim registered o for seq); a record dropped
 // meanwhile is not counted.
@@ -303,8 +317,16 @@ func (d *dedup) hold(client, seq uint64, o *outcome) {
 	st.mu.Lock()
 	defer st.mu.Unlock()
 	if s := st.clients[client]; s != nil && o.held == 0 && len(o.value) > 0 && s.get(seq) == o {
+		if d.held.Load()+int64(len(o.value)) > maxHeldTotal {
+			// (Its connections have o: their answer carries the value.)
+			if s.remove(seq) {
+				d.records.Add(-1)
+			}
+			return
+		}
 		o.held = int32(len(o.value))
 		s.held += int64(o.held)
+		d.held.Add(int64(o.held))
 	}
 }
 
@@ -314,8 +336,12 @@ func (d *dedup) forget(client, seq uint64) {
 	st := d.stripe(client)
 	st.mu.Lock()
 	defer st.mu.Unlock()
-	if s := st.clients[client]; s != nil && s.remove(seq) {
-		d.records.Add(-1)
+	if s := st.clients[client]; s != nil {
+		held := s.held
+		if s.remove(seq) {
+			d.records.Add(-1)
+		}
+		d.held.Add(s.held - held)
 	}
 }
 

@@ -681,7 +681,45 @@ func TestDedupHeldBytesBounded(t *testing.T) {
 		t.Fatalf("after a record replaced: held %d (records: %d), want %d", s.held, heldSum(s), want)
 	}
 	d.dropOrigin(0) // (origin 0: every record of unknown origin)
-	if s.held != 0 || heldSum(s) != 0 {
-		t.Fatalf("after dropOrigin: held %d (records: %d), want 0", s.held, heldSum(s))
+	if s.held != 0 || heldSum(s) != 0 || d.held.Load() != 0 {
+		t.Fatalf("after dropOrigin: held %d (records: %d, all clients: %d), want 0", s.held, heldSum(s), d.held.Load())
+	}
+}
+
+// TestDedupHeldTotalBounded: many clients each under maxHeldBytes; the
+// records of all of them keep at most maxHeldTotal of values (one more
+// MISMATCH answer is then not remembered, as a secondary or a seeding
+// learns it or as a primary sets it), and the total follows every way a
+// record goes (floor, expiry).
+func TestDedupHeldTotalBounded(t *testing.T) {
+	d, clock := newTestDedup(SessionConfig{})
+	const mb = 1 << 20
+	n := maxHeldTotal/mb + 8
+	for c := 1; c <= n; c++ {
+		if c%2 == 0 { // as a primary does
+			o, cl := d.claim(0, uint64(c), 1, 1, 0)
+			if cl != claimNew {
+				t.Fatalf("client %d: %v, want new", c, cl)
+			}
+			o.value = make([]byte, mb)
+			d.hold(uint64(c), 1, o)
+		} else { // as a secondary learns it
+			d.record(uint64(c), 1, 1, doneOutcome(wire.StatusMismatch, 0, make([]byte, mb)))
+		}
+	}
+	if h := d.held.Load(); h != maxHeldTotal {
+		t.Fatalf("%d clients with a 1 MiB mismatch each: %d bytes held, want %d", n, h, maxHeldTotal)
+	}
+	if got, want := d.size(), maxHeldTotal/mb; got != want {
+		t.Fatalf("%d records kept, want %d", got, want)
+	}
+	d.record(1, 2, 2, doneOutcome(wire.StatusOK, 0, nil)) // client 1's floor passes its mismatch
+	if h := d.held.Load(); h != maxHeldTotal-mb {
+		t.Fatalf("after a floor rose past one: %d bytes held, want %d", h, maxHeldTotal-mb)
+	}
+	clock.add(d.lim.Load().TTL)
+	d.sweep()
+	if h := d.held.Load(); h != 0 {
+		t.Fatalf("after every session expired: %d bytes held, want 0", h)
 	}
 }

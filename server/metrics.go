@@ -201,6 +201,7 @@ func (s *Server) registerGauges() {
 	})
 	r.GaugeFunc(`ftkv_server_dedup_sessions`, func() float64 { n, _ := s.dd.stats(); return float64(n) })
 	r.GaugeFunc(`ftkv_server_dedup_records`, func() float64 { _, n := s.dd.stats(); return float64(n) })
+	r.GaugeFunc(`ftkv_server_dedup_held_bytes`, func() float64 { return float64(max(s.dd.held.Load(), 0)) })
 	r.GaugeFunc(`ftkv_server_reseed_pending_entries`, func() float64 {
 		return float64(max(m.seedTarget.Load()-m.seedDone.Load(), 0))
 	})

@@ -73,6 +73,7 @@ func (d *dedup) expireSession(st *dedupStripe, lim *sessionLimits, s *session, n
 	delete(st.clients, s.client)
 	d.sessions.Add(-1)
 	d.records.Add(-int64(s.n))
+	d.held.Add(-s.held)
 	st.gone[s.client] = expiredMark{maxSeq: s.maxSeq, at: now}
 	st.goneQ = append(st.goneQ, goneAt{s.client, now})
 	d.expired.Add(1)
@@ -145,13 +146,29 @@ func (d *dedup) stats() (sessions, records uint64) {
 // size is the number of remembered outcomes (for tests).
 func (d *dedup) size() int { return int(d.records.Load()) }
 
-func (d *dedup) raise(s *session, floor uint64) { d.records.Add(-int64(s.raise(floor))) }
+func (d *dedup) raise(s *session, floor uint64) {
+	held := s.held
+	d.records.Add(-int64(s.raise(floor)))
+	if s.held != held {
+		d.held.Add(s.held - held)
+	}
+}
 
+// put stores o as s's record of seq, unless o keeps a value (a MISMATCH
+// answer's) and the records hold maxHeldTotal already: then a retry of
+// seq is compared again.
 func (d *dedup) put(s *session, seq uint64, o *outcome) {
 	if seq > s.maxSeq {
 		s.maxSeq = seq
 	}
+	if o.held > 0 && d.held.Load()+int64(o.held) > maxHeldTotal {
+		return
+	}
+	held := s.held
 	if s.put(seq, o) {
 		d.records.Add(1)
+	}
+	if s.held != held {
+		d.held.Add(s.held - held)
 	}
 }

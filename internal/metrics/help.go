@@ -23,6 +23,7 @@ var help = map[string]string{
 	"ftkv_server_client_connections_limit_closed_total":   "Client connections closed at a limit (output buffered, idle, hostile input).",
 	"ftkv_server_client_connections_output_evicted_total": "Client connections closed to bring the output budget back under (their answers unread longest; also counted in limit_closed).",
 	"ftkv_server_client_connections_rejected_total":       "Client connections refused at max_clients.",
+	"ftkv_server_dedup_held_bytes":                        "Bytes of values kept by remembered MISMATCH answers (for a retry); at most 64 MiB, beyond which such an answer is not remembered.",
 	"ftkv_server_dedup_records":                           "Remembered write outcomes of clients (exactly-once retries).",
 	"ftkv_server_dedup_sessions":                          "Client sessions remembered for exactly-once retries.",
 	"ftkv_server_logins_total":                            "Logins by outcome (ok, denied, throttled, unchecked, no_credentials).",
