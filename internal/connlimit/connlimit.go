@@ -570,7 +570,12 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		return gnet.None // a stale wake
 	}
 	if why := st.doomed.Load(); why != nil {
-		return st.kill(*why)
+		if *why != errOutputBudget || !st.spare(why) {
+			if *why == errOutputBudget {
+				p.evictedOut.Add(1)
+			}
+			return st.kill(*why)
+		}
 	}
 	now := p.now.Load()
 	if st.woken {

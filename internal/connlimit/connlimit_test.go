@@ -26,6 +26,7 @@ type getServer struct {
 	hold    bool
 	cost    int // each held request's size in Begin
 	decoded atomic.Int64
+	last    atomic.Pointer[State] // of the connection last read
 
 	mu   sync.Mutex
 	held []heldReq
@@ -39,6 +40,7 @@ type heldReq struct {
 }
 
 func (h *getServer) OnTraffic(c gnet.Conn) gnet.Action {
+	h.last.Store(Of(c))
 	return Decode(c, func(f *wire.Frame, out []byte) ([]byte, gnet.Action) {
 		h.decoded.Add(1)
 		if f.Op == wire.OpHello {

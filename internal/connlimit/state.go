@@ -429,9 +429,11 @@ const readerProof = 256 << 10
 // waited in this episode of holding output, acknowledges readerProof
 // more: the client read (a client that never reads has its window shut
 // for good once its buffer is full). Eviction spares readers longer
-// (evict.go). At most every sendQueueEvery; on c's loop.
+// (evict.go), and a connection whose client acknowledged more since the
+// last sample when it is about to be closed (spare). At most every
+// sendQueueEvery; on c's loop.
 func (st *State) sampleAcked(now int64) {
-	if st.reader.Load() || time.Duration(now-st.ackedSeen) < sendQueueEvery {
+	if time.Duration(now-st.ackedSeen) < sendQueueEvery {
 		return
 	}
 	st.ackedSeen = now
@@ -439,13 +441,15 @@ func (st *State) sampleAcked(now int64) {
 	if err != nil || info.Bytes_acked <= st.acked {
 		return
 	}
-	if st.ackedAt != 0 && time.Duration(now-st.ackedAt) >= staleAfter {
-		st.resumedFrom, st.resumed = st.acked, true // a pause ended
+	if !st.reader.Load() {
+		if st.ackedAt != 0 && time.Duration(now-st.ackedAt) >= staleAfter {
+			st.resumedFrom, st.resumed = st.acked, true // a pause ended
+		}
+		if st.resumed && info.Bytes_acked-st.resumedFrom >= readerProof {
+			st.reader.Store(true)
+		}
 	}
-	if st.resumed && info.Bytes_acked-st.resumedFrom >= readerProof {
-		st.reader.Store(true)
-	}
-	st.acked, st.ackedAt = info.Bytes_acked, now
+	st.acked, st.ackedAt = info.Bytes_acked, now // (also for spare)
 }
 
 // kill logs why the connection is closed (rate-limited) and returns Close.
