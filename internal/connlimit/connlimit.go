@@ -569,13 +569,11 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	if st.gone {
 		return gnet.None // a stale wake
 	}
-	if why := st.doomed.Load(); why != nil {
-		if *why != errOutputBudget || !st.spare(why) {
-			if *why == errOutputBudget {
-				p.evictedOut.Add(1)
-			}
-			return st.kill(*why)
+	if why := st.doomed.Load(); why != nil && !(*why == errOutputBudget && st.spare(why)) {
+		if *why == errOutputBudget {
+			p.evictedOut.Add(1)
 		}
+		return st.kill(*why)
 	}
 	now := p.now.Load()
 	if st.woken {

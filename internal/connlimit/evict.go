@@ -194,6 +194,6 @@ func (st *State) spare(why *error) bool {
 		st.chosen = 0
 	}
 	b.h.mu.Unlock()
-	st.activeAt.Store(time.Now().UnixNano())
+	st.activeAt.Store(now)
 	return true
 }
