@@ -195,6 +195,17 @@ func (g *Gateway) Err() <-chan error { return g.errc }
 // Clients is the number of open RESP connections.
 func (g *Gateway) Clients() int { return int(g.clients.Load()) }
 
+// Closed returns the RESP connections refused at max_clients, closed for
+// a limit of their own (output, input, frame or idle timeout; output
+// evictions included) and, of them, closed for the output budget.
+func (g *Gateway) Closed() (rejected, limit, outputEvicted uint64) {
+	p := g.port.Load()
+	if p == nil {
+		return 0, 0, 0
+	}
+	return p.Rejected(), p.LimitClosed() + p.Evicted(), p.OutputEvicted()
+}
+
 // Queued returns the bytes of the commands read and not yet answered on
 // every connection (inflight_budget bounds them).
 func (g *Gateway) Queued() int64 { return g.queued.Load() }

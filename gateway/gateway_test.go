@@ -423,6 +423,22 @@ func TestBudgetHeldClientsClosedAfterGrace(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	exchange(t, g.Addr(), cmd("PING"), "+PONG\r\n")
+	// The operator sees them closed.
+	m := NewMetrics()
+	m.Attach(g)
+	var b bytes.Buffer
+	m.reg.Write(&b)
+	_, limit, evicted := g.Closed()
+	t.Logf("closed for a limit: %d, of them for the output budget: %d", limit, evicted)
+	for _, want := range []string{
+		fmt.Sprintf("ftkv_gateway_connections_limit_closed_total %d\n", conns),
+		fmt.Sprintf("ftkv_gateway_connections_output_evicted_total %d\n", evicted),
+		"ftkv_gateway_connections_rejected_total 0\n",
+	} {
+		if !strings.Contains(b.String(), want) {
+			t.Errorf("metrics: no %q in\n%s", want, b.String())
+		}
+	}
 }
 
 // TestPipelinedGetsBatch: a connection's pipelined GETs of small values

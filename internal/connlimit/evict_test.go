@@ -3,8 +3,8 @@ package connlimit
 import (
 	"bufio"
 	"fmt"
-	"sync/atomic"
 	"net"
+	"sync/atomic"
 	"testing"
 	"time"
 
