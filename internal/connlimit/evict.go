@@ -31,8 +31,9 @@ import (
 // client that reads its answers shows a drain within milliseconds, and
 // staleAfter is long enough for a collector's pause or a scheduler's
 // delay of the reader. One whose client has been seen reading again
-// after a pause in this episode of holding output (sampleAcked) counts
-// as drained readerCredit later than it did: stale only after 1 s
+// after a pause in this episode of holding output, or that read
+// readVolume on the connection (sampleAcked), counts as drained
+// readerCredit later than it did: stale only after 1 s
 // without a drain, and after the others as stale as it is. A client
 // reading large answers slowly, in bursts, shows no drain for 130-320 ms
 // at a time (loopback's large buffers), and judged by the time since its
@@ -43,7 +44,6 @@ import (
 // outrank honest newcomers for good.
 const (
 	staleAfter   = 100 * time.Millisecond
-	staleMild    = time.Second
 	readerCredit = 900 * time.Millisecond
 	evictEvery   = fastSweep // at most one scan of the holders this often
 )
@@ -131,14 +131,13 @@ func (b *Budget) evict() {
 	excess := b.used.Load() - b.limit - b.h.evicting
 	if excess > 0 && time.Duration(now-b.h.lastScan) >= evictEvery {
 		b.h.lastScan = now
-		stale := b.staleness()
 		var cands []cand
 		for st := range b.h.set {
 			since := st.activeAt.Load()
 			if st.reader.Load() {
 				since += int64(readerCredit)
 			}
-			if st.chosen == 0 && time.Duration(now-since) >= stale {
+			if st.chosen == 0 && time.Duration(now-since) >= staleAfter {
 				cands = append(cands, cand{st, since, st.outSeen.Load()})
 			}
 		}
@@ -159,16 +158,6 @@ func (b *Budget) evict() {
 	}
 }
 
-// staleness is how long a holder's output must have gone unread for it
-// to be closed: staleMild while the budget is exceeded by less than
-// itself, staleAfter beyond.
-func (b *Budget) staleness() time.Duration {
-	if b.above(2, 1) {
-		return staleAfter
-	}
-	return staleMild
-}
-
 // spare reports, on st's loop, whether st, chosen for eviction with why
 // (errOutputBudget) from another loop, is to stay open after all, and
 // then undoes the choice: its queued output drained meanwhile (or is
@@ -185,7 +174,7 @@ func (st *State) spare(why *error) bool {
 	o := int64(st.c.OutboundBuffered())
 	now := time.Now().UnixNano()
 	reads := o == 0 || o < st.out ||
-		time.Duration(now-max(st.drainedAt, st.kernelDrainedAt, st.ackedAt)) < st.p.cfg.Budget.staleness()
+		time.Duration(now-max(st.drainedAt, st.kernelDrainedAt, st.ackedAt)) < staleAfter
 	if !reads {
 		// (acked: at the last sample, sampleAcked, this episode)
 		if info, err := unix.GetsockoptTCPInfo(st.c.Fd(), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil && info.Bytes_acked > st.acked {

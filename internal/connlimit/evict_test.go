@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"fmt"
 	"net"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -206,27 +205,24 @@ func TestDrainedVictimSpared(t *testing.T) {
 	}
 }
 
-// TestPausingReadersSparedNearBudget: 10 clients keep 4 GETs of 1 MiB
-// in flight each and read every answer, but stop reading for 300 ms at
-// a time (a collector's pause, a scheduler's delay), the first time
-// before they read anything. The budget (16 MiB) is exceeded all along
-// by less than itself: another port sharing it holds 16.5 MiB, and the
-// clients' connections at most an answer and BudgetFloor each. Nobody
-// is closed: a connection must go unread for staleMild (1 s) there, and
-// for staleAfter only beyond twice the budget. (Before: closed after
-// 100 ms unread; an honest bench of 50 connections of 16 pipelined
-// 1 MiB GETs lost 19-29 of them in 10 s, and redis-benchmark through
-// the gateway stopped at "Server closed the connection".)
-func TestPausingReadersSparedNearBudget(t *testing.T) {
+// TestHeavyReaderSpared: 10 clients keep 4 GETs of 1 MiB in flight each
+// and read every answer; once each has read 10 MiB it stops reading for
+// 300 ms every 8 answers (a collector's pause, a scheduler's delay).
+// The budget (16 MiB) is exceeded all along: another port sharing it
+// holds 16.5 MiB. Nobody is closed: a client that read readVolume on its
+// connection is a reader, stale only after staleAfter and readerCredit
+// without a drain. (Before: closed 100 ms into its first pause, before
+// its episode's proof of reading was made; an honest bench of 50
+// connections of 16 pipelined 1 MiB GETs lost 19-29 of them in 10 s.)
+func TestHeavyReaderSpared(t *testing.T) {
 	const budget = 16 << 20
 	p, b := evictPort(t, 1<<20, budget)
 	others := int64(budget + 512<<10)
 	b.add(others)
 	defer b.add(-others)
 	const clients, inFlight = 10, 4
-	var peak atomic.Int64
 	errc := make(chan error, clients)
-	end := time.Now().Add(3 * time.Second)
+	end := time.Now().Add(4 * time.Second)
 	for c := range clients {
 		nc := dial(t, p)
 		_ = nc.SetReadBuffer(64 << 10)
@@ -238,11 +234,8 @@ func TestPausingReadersSparedNearBudget(t *testing.T) {
 			var fbuf []byte
 			next := uint64(inFlight)
 			for id := uint64(0); time.Now().Before(end); id++ {
-				if id%8 == 0 {
-					for range 6 { // 300 ms without reading
-						peak.Store(max(peak.Load(), b.Used()))
-						time.Sleep(50 * time.Millisecond)
-					}
+				if id >= 10 && id%8 == 0 {
+					time.Sleep(300 * time.Millisecond)
 				}
 				_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
 				f, err := frameio.ReadFrameInto(br, &fbuf)
@@ -263,11 +256,6 @@ func TestPausingReadersSparedNearBudget(t *testing.T) {
 		if err := <-errc; err != nil {
 			t.Errorf("%v (%d connections closed for the budget)", err, p.OutputEvicted())
 		}
-	}
-	t.Logf("queued output: peak %.1f MiB seen (budget %d MiB); %d connections closed for the budget",
-		float64(peak.Load())/(1<<20), budget>>20, p.OutputEvicted())
-	if peak.Load() >= 2*budget {
-		t.Errorf("the output went over twice the budget: the test tested staleAfter, not staleMild")
 	}
 	if n := p.OutputEvicted(); n != 0 {
 		t.Errorf("%d connections closed for the budget, want none", n)

@@ -424,11 +424,29 @@ func (st *State) note(now int64) gnet.Action {
 // ms later).
 const readerProof = 256 << 10
 
+// readVolume is the bytes a client's kernel must have acknowledged on a
+// connection, over its life, for it to count as a reader in every
+// episode of holding output: far more than a socket nobody reads from
+// takes (its window grows only as its application reads: tcp_rmem's
+// default, 128 KiB, or SO_RCVBUF up to rmem_max, 416 KiB by default). A
+// client that read that much is a reader whose pauses (a collector's, a
+// scheduler's) are not taken for a client that never reads: honest bench
+// connections (16 pipelined 1 MiB GETs each) paused longer than
+// staleAfter now and then, before their episode's proof (below) was
+// made, and 19-29 were closed in 10 s (TestHeavyReaderSpared). A client
+// that never reads cannot get there: one that reconnects whenever it is
+// closed, and would keep the budget spent if connections were spared
+// for their age alone (a review, session 36: honest 1 MiB GETs on that
+// server fell from thousands to a few dozen in 12 s), must read that
+// much on every connection first.
+const readVolume = 8 << 20
+
 // sampleAcked marks the connection a reader once its client's kernel,
 // having acknowledged nothing for staleAfter or more while answers
 // waited in this episode of holding output, acknowledges readerProof
 // more: the client read (a client that never reads has its window shut
-// for good once its buffer is full). Eviction spares readers longer
+// for good once its buffer is full); or once it acknowledged readVolume
+// over the connection's life. Eviction spares readers longer
 // (evict.go), and a connection whose client acknowledged more since the
 // last sample when it is about to be closed (spare). At most every
 // sendQueueEvery; on c's loop.
@@ -442,6 +460,9 @@ func (st *State) sampleAcked(now int64) {
 		return
 	}
 	if !st.reader.Load() {
+		if info.Bytes_acked >= readVolume {
+			st.reader.Store(true)
+		}
 		if st.ackedAt != 0 && time.Duration(now-st.ackedAt) >= staleAfter {
 			st.resumedFrom, st.resumed = st.acked, true // a pause ended
 		}
