@@ -49,12 +49,9 @@ func (m *Metrics) Login(outcome string) {
 func (m *Metrics) Attach(g *Gateway) {
 	m.reg.GaugeFunc(`ftkv_gateway_connections`, func() float64 { return float64(g.Clients()) })
 	m.reg.GaugeFunc(`ftkv_gateway_queued_bytes`, func() float64 { return float64(g.Queued()) })
-	closed := func(pick func(rejected, limit, evicted uint64) uint64) func() float64 {
-		return func() float64 { return float64(pick(g.Closed())) }
-	}
-	m.reg.GaugeFunc(`ftkv_gateway_connections_rejected_total`, closed(func(r, _, _ uint64) uint64 { return r }))
-	m.reg.GaugeFunc(`ftkv_gateway_connections_limit_closed_total`, closed(func(_, l, _ uint64) uint64 { return l }))
-	m.reg.GaugeFunc(`ftkv_gateway_connections_output_evicted_total`, closed(func(_, _, e uint64) uint64 { return e }))
+	m.reg.GaugeFunc(`ftkv_gateway_connections_rejected_total`, func() float64 { r, _, _ := g.Closed(); return float64(r) })
+	m.reg.GaugeFunc(`ftkv_gateway_connections_limit_closed_total`, func() float64 { _, l, _ := g.Closed(); return float64(l) })
+	m.reg.GaugeFunc(`ftkv_gateway_connections_output_evicted_total`, func() float64 { _, _, e := g.Closed(); return float64(e) })
 	m.reg.GaugeFunc(`ftkv_gateway_uptime_seconds`, func() float64 { return time.Since(g.started).Seconds() })
 }
 
