@@ -3,6 +3,7 @@ package server
 import (
 	"ftkv/internal/connlimit"
 	"ftkv/limits"
+	"ftkv/wire"
 )
 
 // Limits are the bounds the server puts on its clients (package limits
@@ -31,6 +32,7 @@ func (s *Server) portLimits(l Limits, budget *connlimit.Budget) (client, peer, c
 	client = connlimit.FromLimits("client", l, s.log)
 	client.Budget, client.InputBudget = budget, input
 	client.Evict, client.Gate = true, true
+	client.Requests = wire.CountFrames // (a fresh non-reader's small GETs: connlimit's mayRead)
 	client.Inflight = connlimit.NewBudget(l.InflightBudget)
 	client.MaxFrame = limits.MaxClientFrame - 4 // the decoder's limit excludes the length prefix
 	if s.gate != nil {

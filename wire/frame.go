@@ -442,6 +442,20 @@ func FrameLen(buf []byte) int {
 	return int(binary.BigEndian.Uint32(buf)) + 4
 }
 
+// CountFrames counts the frames that begin in buf (the last one may be
+// incomplete), counting no further than max.
+func CountFrames(buf []byte, max int) int {
+	n := 0
+	for off := 0; off < len(buf) && n < max; n++ {
+		l := FrameLen(buf[off:])
+		if l == 0 {
+			return n + 1 // (a partial length prefix begins a frame too)
+		}
+		off += l
+	}
+	return n
+}
+
 // CheckLimits reports ErrTooLarge when a request's key or values exceed the
 // default limits.
 func CheckLimits(key, value, aux []byte) error {

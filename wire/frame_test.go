@@ -408,3 +408,31 @@ func TestFrameLen(t *testing.T) {
 		t.Errorf("FrameLen = %d, want %d", got, HeaderSize)
 	}
 }
+
+func TestCountFrames(t *testing.T) {
+	get := Append(nil, &Frame{Op: OpGet, ID: 1, Key: []byte("k")})
+	put := Append(nil, &Frame{Op: OpPut, ID: 2, Key: []byte("k"), Value: make([]byte, 1000)})
+	var many []byte
+	for range 100 {
+		many = append(many, get...)
+	}
+	cases := []struct {
+		name string
+		buf  []byte
+		max  int
+		want int
+	}{
+		{"nothing", nil, 10, 0},
+		{"one whole frame", get, 10, 1},
+		{"a frame and half a prefix", append(append([]byte{}, get...), 0, 0), 10, 2},
+		{"a GET and the start of a PUT", append(append([]byte{}, get...), put[:100]...), 10, 2},
+		{"100 GETs, counted to 10", many, 10, 10},
+		{"100 GETs, counted to 1000", many, 1000, 100},
+		{"a length of 4 GiB", []byte{0xff, 0xff, 0xff, 0xff, 1, 2, 3}, 10, 1},
+	}
+	for _, tc := range cases {
+		if got := CountFrames(tc.buf, tc.max); got != tc.want {
+			t.Errorf("%s: CountFrames = %d, want %d", tc.name, got, tc.want)
+		}
+	}
+}

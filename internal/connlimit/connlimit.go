@@ -87,7 +87,8 @@ const (
 	// InputBudget (readingMax without one) instead of InboundCap while it
 	// shows it reads: its queued output shrank less than drainWindow ago,
 	// or it paused less than firstDrain ago (its first read may still
-	// come). A client that reads its answers stalls now and then
+	// come, unless it never read and its input is many small requests:
+	// State.mayRead). A client that reads its answers stalls now and then
 	// (scheduling, its collector, its own pauses) while its other
 	// goroutines go on sending, several pipelined batches at once:
 	// TestHonestPipelinedWriter's three batches of 16 GETs and 16 PUTs of
@@ -148,6 +149,12 @@ type Config struct {
 	InboundCap int
 
 	InputBudget *InputBudget // shared by the server's ports (nil: none)
+	// Requests counts the requests that begin in buf, the first bytes of
+	// a connection's unread input, counting no further than max (the
+	// wire protocol's: wire.CountFrames). With it, a paused connection
+	// that never read and whose input is many small requests gets no
+	// allowance for a first read (State.mayRead); nil: every one does.
+	Requests func(buf []byte, max int) int
 
 	FrameTimeout    time.Duration // longest hold of an incomplete frame
 	IdleTimeout     time.Duration // longest silence between frames

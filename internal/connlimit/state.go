@@ -68,6 +68,8 @@ type State struct {
 	kernelDrainedAt int64        // unix ns: the kernel's send queue last seen shrinking (the budget hold only)
 	sendQ           int          // the kernel's send queue at the last sample (sampleSendQueue)
 	sendQAt         int64        // unix ns: when it was sampled
+	shapeAt         int64        // unix ns: the pause whose input fewRequests describes (mayRead)
+	fewRequests     bool         // that input begins with few requests
 }
 
 // Of returns c's State, or nil for a connection not accepted by a Port.
@@ -319,8 +321,8 @@ func (st *State) sampleSendQueue(now int64) {
 
 // inboundOver returns why a paused connection holds too much unread
 // input (nil: it does not): over the cap, or over half the InputBudget
-// while the client reads or may read yet (see drainWindow and
-// firstDrain), beyond its first frame (counted up to the longest frame the
+// while the client reads or may read yet (see drainWindow, firstDrain
+// and mayRead), beyond its first frame (counted up to the longest frame the
 // port takes: a length prefix is not checked before the frame is decoded,
 // and the gateway's RESP is no frame at all); below that it is slowed, not
 // closed; a connection with no queued output is paused for the server's
@@ -331,7 +333,8 @@ func (st *State) inboundOver() error {
 		return nil
 	}
 	limit, why := st.p.cfg.InboundCap, errInboundCap
-	if now := time.Now().UnixNano(); time.Duration(now-st.drainedAt) < drainWindow || time.Duration(now-st.pausedAt) < firstDrain {
+	now := time.Now().UnixNano()
+	if time.Duration(now-st.drainedAt) < drainWindow || time.Duration(now-st.pausedAt) < firstDrain && st.mayRead() {
 		if pc := st.p.cfg.InputBudget.perConn(); pc > limit { // it reads, or may read yet
 			limit, why = pc, errReadingCap
 		}
@@ -348,6 +351,43 @@ func (st *State) inboundOver() error {
 		return why
 	}
 	return nil
+}
+
+// manyRequests is the count of requests beginning in a paused
+// connection's first InboundCap bytes of unread input above which a
+// connection that has never read is taken for one that never will (see
+// mayRead): an average under 4 KiB a request.
+const manyRequests = 64
+
+// mayRead reports whether a connection paused less than firstDrain ago
+// may be a client that reads its answers yet: it read before (its queued
+// output drained, or it is a reader: sampleAcked), or its unread input is a few large requests (writes sent behind the
+// reads that paused it, TestHonestPipelinedWriter), not many small ones.
+// A fresh connection pipelining small GETs of large values and reading
+// none of them gets InboundCap: gnet reads its input whether or not it
+// is consumed, growing its buffer by copies into fresh memory, and 1,000
+// such clients reconnecting whenever closed spent 40 % of a server's
+// time there with half the input budget allowed each
+// (TestFreshNonReaderInputCapped). The first InboundCap bytes do not
+// change while the connection is paused: counted once a pause.
+func (st *State) mayRead() bool {
+	if st.drainedAt != 0 || st.reader.Load() || st.p.cfg.Requests == nil {
+		return true
+	}
+	if st.shapeAt != st.pausedAt {
+		st.shapeAt, st.fewRequests = st.pausedAt, st.fewRequestsAhead()
+	}
+	return st.fewRequests
+}
+
+// fewRequestsAhead reports whether at most manyRequests requests begin
+// in the connection's first InboundCap bytes of unread input.
+func (st *State) fewRequestsAhead() bool {
+	buf, err := st.c.Peek(min(st.c.InboundBuffered(), st.p.cfg.InboundCap))
+	if err != nil {
+		return true
+	}
+	return st.p.cfg.Requests(buf, manyRequests+1) <= manyRequests
 }
 
 // note records the connection's queued output: in the budget, against the
