@@ -153,12 +153,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 		switch f.Name {
 		case "c", "keys", "P", "size":
 			if f.Value.String() == "0" && zero == "" {
-				zero = "-" + f.Name
+				zero = "-" + f.Name + " 0: expected at least 1"
+			}
+		case "duration":
+			// (-n 0 -duration 0s ran until ctrl+c: a new user's walkthrough)
+			if cfg.Duration == 0 && cfg.Ops == 0 && zero == "" {
+				zero = "-duration 0s: expected a positive duration (or -n operations)"
 			}
 		}
 	})
 	if zero != "" {
-		return usageErr(stderr, zero+" 0: expected at least 1")
+		return usageErr(stderr, zero)
 	}
 	c.Args = fs.Args()
 	if tcfg, _, err := tlsFlags(); err != nil {

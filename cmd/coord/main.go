@@ -261,12 +261,9 @@ func run() int {
 		case <-started:
 		}
 	}()
-	stdinEOF := make(chan struct{})
+	var stdinEOF <-chan struct{} // (nil with -no-stdin: never)
 	if !*noStdin {
-		go func() {
-			_, _ = io.Copy(io.Discard, os.Stdin)
-			close(stdinEOF)
-		}()
+		stdinEOF = watchStdin()
 		// The end of stdin stops a start that has outlasted the usual
 		// start limit (it waits on for servers rebuilding large logs);
 		// within it, the started cluster is stopped once up, as always.
@@ -306,11 +303,18 @@ func run() int {
 		fmt.Fprintf(os.Stderr, "coord: %v\n", err)
 		return 1
 	}
+	stop := "ctrl+d or ctrl+c"
+	switch {
+	case *noStdin:
+		stop = "ctrl+c or SIGTERM"
+	case inBackground(os.Stdin):
+		stop = fmt.Sprintf("kill %d, or ctrl+d once in the foreground", os.Getpid())
+	}
 	if len(opts.Cluster.Coordinators) > 0 {
-		fmt.Fprintf(os.Stderr, "ftkv: coordinator %d of %d running; clients connect to %s (ctrl+d or ctrl+c stops this coordinator only)\n",
-			opts.ID, len(opts.Cluster.Coordinators), c.ClientAddr())
+		fmt.Fprintf(os.Stderr, "ftkv: coordinator %d of %d running; clients connect to %s (%s stops this coordinator only)\n",
+			opts.ID, len(opts.Cluster.Coordinators), c.ClientAddr(), stop)
 	} else {
-		fmt.Fprintf(os.Stderr, "ftkv: %s ready; clients connect to %s (ctrl+d or ctrl+c to stop)\n", readyServers(c.View(), len(opts.Cluster.Servers)), c.ClientAddr())
+		fmt.Fprintf(os.Stderr, "ftkv: %s ready; clients connect to %s (%s to stop)\n", readyServers(c.View(), len(opts.Cluster.Servers)), c.ClientAddr(), stop)
 	}
 
 	select {
@@ -318,6 +322,9 @@ func run() int {
 		log.Info().Str("signal", s.String()).Msg("shutting down")
 	case <-stdinEOF:
 		log.Info().Msg("end of stdin; shutting down")
+		if nullStdin() {
+			fmt.Fprintln(os.Stderr, "coord: end of stdin (/dev/null): shutting down; -no-stdin keeps the cluster running without input")
+		}
 	case <-c.Stopped():
 		log.Info().Msg("the cluster was shut down; exiting")
 	case err := <-c.Fatal():

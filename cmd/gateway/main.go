@@ -123,6 +123,9 @@ func run(args []string) int {
 		{cfg.Loops < 0, "-loops", cfg.Loops, "a number of event loops (0: one per CPU)"},
 		{*conns < 1, "-conns", *conns, "at least 1"},
 		{sched.Check(*schedPolicy) != nil, "-sched", *schedPolicy, sched.Batch + " or " + sched.Normal},
+		{badAddr(cfg.Listen, false), "-listen", cfg.Listen, "host:port"},
+		{badAddr(cfg.HTTP, true), "-http", cfg.HTTP, "host:port"},
+		{badAddr(*metricsAddr, true), "-metrics", *metricsAddr, "host:port"},
 	} {
 		if c.bad {
 			fmt.Fprintf(os.Stderr, "gateway: %s %v: expected %s\n", c.flag, c.val, c.want)
@@ -255,6 +258,21 @@ func run(args []string) int {
 
 // coordAddr turns -h (a host, or a comma-separated list of host:port or
 // hosts) and -p into the address client.Dial takes.
+// badAddr reports whether a is no address to listen on (host:port, the
+// port a number or a service name; "" only when optional): a mistyped one exits 2 at once,
+// as other bad flags do, not 1 once the cluster was dialled.
+func badAddr(a string, optional bool) bool {
+	if a == "" {
+		return !optional
+	}
+	_, p, err := net.SplitHostPort(a)
+	if err != nil {
+		return true
+	}
+	_, err = net.LookupPort("tcp", p)
+	return err != nil
+}
+
 func coordAddr(host, port string) (string, error) {
 	var out []string
 	for _, h := range strings.Split(host, ",") {

@@ -34,12 +34,16 @@ func TestBadToolFlags(t *testing.T) {
 		{"gateway", []string{"-p", "1", "-conns", "0"}, "-conns 0"},
 		{"gateway", []string{"-p", "1", "-output-budget", "banana"}, "-output-budget"},
 		{"gateway", []string{"-p", "1", "-output-soft-limit", "64MiB", "-output-hard-limit", "1MiB"}, "output_hard_limit 1048576 is below output_soft_limit"},
+		{"gateway", []string{"-p", "1", "-listen", "nope"}, "-listen nope"},
+		{"gateway", []string{"-p", "1", "-http", "bad"}, "-http bad"},
+		{"gateway", []string{"-p", "1", "-metrics", "127.0.0.1:99999"}, "-metrics 127.0.0.1:99999"},
 		{"coord", []string{"-c", "7391", "-s", "7392", "-C", "../../config.txt", "-metrics", "127.0.0.1:7391"}, "-metrics 127.0.0.1:7391"},
 		{"coord", []string{"-c", "7391", "-s", "7392", "-C", "../../config.txt", "-metrics", ":7392"}, "-metrics :7392"},
 		{"bench", []string{"-p", "1", "-c", "0"}, "-c 0"},
 		{"bench", []string{"-p", "1", "-keys", "0"}, "-keys 0"},
 		{"bench", []string{"-p", "1", "-P", "0"}, "-P 0"},
 		{"bench", []string{"-p", "1", "-size", "0"}, "-size 0"},
+		{"bench", []string{"-p", "1", "-duration", "0s"}, "-duration 0s"},
 	} {
 		t.Run(c.tool+strings.Join(c.args, "_"), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
