@@ -25,13 +25,15 @@ func NewProgressBar(w io.Writer) func(Progress) {
 				progressbar.OptionSetWidth(30),
 				progressbar.OptionThrottle(100 * time.Millisecond),
 				progressbar.OptionClearOnFinish(),
-				progressbar.OptionSetPredictTime(true),
 				progressbar.OptionSetElapsedTime(true),
 			}
 			if max == 0 { // bounded by time: count milliseconds
+				// (No predicted time: the bar knows it, and rounded to
+				// seconds from its own start it read [0s:0s] at 45 %
+				// of a 2 s run.)
 				max = p.Duration.Milliseconds()
 			} else {
-				opts = append(opts, progressbar.OptionShowCount())
+				opts = append(opts, progressbar.OptionShowCount(), progressbar.OptionSetPredictTime(true))
 			}
 			bar = progressbar.NewOptions64(max, opts...)
 		}
