@@ -87,8 +87,8 @@ const (
 	// InputBudget (readingMax without one) instead of InboundCap while it
 	// shows it reads: its queued output shrank less than drainWindow ago,
 	// or it paused less than firstDrain ago (its first read may still
-	// come, unless it never read and its input is many small requests:
-	// State.mayRead). A client that reads its answers stalls now and then
+	// come; freshMax only if it never read and its input is many small
+	// requests: State.mayRead). A client that reads its answers stalls now and then
 	// (scheduling, its collector, its own pauses) while its other
 	// goroutines go on sending, several pipelined batches at once:
 	// TestHonestPipelinedWriter's three batches of 16 GETs and 16 PUTs of
@@ -100,6 +100,7 @@ const (
 	drainWindow = 250 * time.Millisecond
 	firstDrain  = 50 * time.Millisecond
 	readingMax  = 32 << 20
+	freshMax    = 1 << 20
 	// maxEvicting bounds the evictions (MaxConns) not yet closed: the
 	// port holds at most MaxConns plus these.
 	maxEvicting = 64
@@ -152,8 +153,9 @@ type Config struct {
 	// Requests counts the requests that begin in buf, the first bytes of
 	// a connection's unread input, counting no further than max (the
 	// wire protocol's: wire.CountFrames). With it, a paused connection
-	// that never read and whose input is many small requests gets no
-	// allowance for a first read (State.mayRead); nil: every one does.
+	// that never read and whose input is many small requests gets a
+	// smaller allowance for its first read (freshMax, State.mayRead);
+	// nil: every one gets the whole allowance.
 	Requests func(buf []byte, max int) int
 
 	FrameTimeout    time.Duration // longest hold of an incomplete frame

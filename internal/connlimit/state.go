@@ -334,8 +334,13 @@ func (st *State) inboundOver() error {
 	}
 	limit, why := st.p.cfg.InboundCap, errInboundCap
 	now := time.Now().UnixNano()
-	if time.Duration(now-st.drainedAt) < drainWindow || time.Duration(now-st.pausedAt) < firstDrain && st.mayRead() {
-		if pc := st.p.cfg.InputBudget.perConn(); pc > limit { // it reads, or may read yet
+	reading := time.Duration(now-st.drainedAt) < drainWindow
+	if reading || time.Duration(now-st.pausedAt) < firstDrain {
+		pc := st.p.cfg.InputBudget.perConn() // it reads, or may read yet
+		if !reading && !st.mayRead() {
+			pc = min(pc, freshMax)
+		}
+		if pc > limit {
 			limit, why = pc, errReadingCap
 		}
 	}
@@ -360,16 +365,21 @@ func (st *State) inboundOver() error {
 const manyRequests = 64
 
 // mayRead reports whether a connection paused less than firstDrain ago
-// may be a client that reads its answers yet: it read before (its queued
-// output drained, or it is a reader: sampleAcked), or its unread input is a few large requests (writes sent behind the
-// reads that paused it, TestHonestPipelinedWriter), not many small ones.
-// A fresh connection pipelining small GETs of large values and reading
-// none of them gets InboundCap: gnet reads its input whether or not it
-// is consumed, growing its buffer by copies into fresh memory, and 1,000
-// such clients reconnecting whenever closed spent 40 % of a server's
-// time there with half the input budget allowed each
-// (TestFreshNonReaderInputCapped). The first InboundCap bytes do not
-// change while the connection is paused: counted once a pause.
+// may be a client that reads its answers yet, to be allowed half the
+// input budget for its first read: it read before (its queued output
+// drained, or it is a reader: sampleAcked), or its unread input is a few
+// large requests (writes sent behind the reads that paused it,
+// TestHonestPipelinedWriter), not many small ones. Otherwise it is
+// allowed freshMax: gnet reads a connection's input whether or not it is
+// consumed, growing its buffer by copies into fresh memory, and 1,000
+// clients pipelining small GETs of large values, reading none and
+// reconnecting whenever closed, spent 40 % of a server's time there with
+// half the input budget allowed each (TestFreshNonReaderInputCapped).
+// Not InboundCap: an honest client that pipelines many small writes
+// behind its reads and starts reading a little late is judged before it
+// could read (TestFreshReaderOfManySmallWrites). The first InboundCap
+// bytes do not change while the connection is paused: counted once a
+// pause.
 func (st *State) mayRead() bool {
 	if st.drainedAt != 0 || st.reader.Load() || st.p.cfg.Requests == nil {
 		return true
