@@ -3,6 +3,7 @@ package connlimit
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -104,6 +105,21 @@ func gets(n int, from uint64) []byte {
 		b = wire.Append(b, &wire.Frame{Op: wire.OpGet, ID: from + uint64(i), Key: []byte("k")})
 	}
 	return b
+}
+
+// nextAnswer reads the next answer on nc (through br, into fbuf) and
+// checks that it answers request id want; what names the exchange in
+// failures.
+func nextAnswer(t *testing.T, nc net.Conn, br *bufio.Reader, fbuf *[]byte, p *Port, what string, want uint64) {
+	t.Helper()
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	f, err := frameio.ReadFrameInto(br, fbuf)
+	if err != nil {
+		t.Fatalf("%s: answer %d: %v (closed for a limit: %d)", what, want, err, p.LimitClosed())
+	}
+	if f.ID != want {
+		t.Fatalf("%s: answer id %d, want %d", what, f.ID, want)
+	}
 }
 
 // eventually polls cond every 10ms until it holds or d passes.
@@ -559,14 +575,7 @@ func TestHonestPipelinedWriter(t *testing.T) {
 	start := time.Now()
 	for r := range rounds {
 		for i := range 2 * depth {
-			_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-			f, err := frameio.ReadFrameInto(br, &fbuf)
-			if err != nil {
-				t.Fatalf("round %d answer %d: %v (closed for a limit: %d)", r, i, err, p.LimitClosed())
-			}
-			if f.ID != uint64(i) {
-				t.Fatalf("round %d: answer id %d, want %d", r, f.ID, i)
-			}
+			nextAnswer(t, nc, br, &fbuf, p, fmt.Sprintf("round %d", r), uint64(i))
 			if i%8 == 0 {
 				time.Sleep(5 * time.Millisecond) // a client slower than loopback
 			}

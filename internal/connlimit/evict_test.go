@@ -355,14 +355,7 @@ func TestFreshReaderOfManySmallWrites(t *testing.T) {
 		br := bufio.NewReaderSize(nc, 64<<10)
 		var fbuf []byte
 		for i := range nGets + nPuts {
-			_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
-			f, err := frameio.ReadFrameInto(br, &fbuf)
-			if err != nil {
-				t.Fatalf("run %d: answer %d: %v (closed for a limit: %d)", run, i, err, p.LimitClosed())
-			}
-			if f.ID != uint64(i) {
-				t.Fatalf("run %d: answer id %d, want %d", run, f.ID, i)
-			}
+			nextAnswer(t, nc, br, &fbuf, p, fmt.Sprintf("run %d", run), uint64(i))
 		}
 		nc.Close()
 	}
