@@ -12,6 +12,7 @@ import (
 	"slices"
 	"strconv"
 	"sync"
+	"time"
 
 	"github.com/rs/zerolog"
 	"github.com/tidwall/redcon"
@@ -48,6 +49,12 @@ const (
 	errThrottled    Error = "WRONGPASS too many failed authentication attempts from this address; retry later"
 	errAuthDisabled Error = "ERR AUTH <password> called without any password configured for the default user. Are you sure your configuration is correct?"
 )
+
+// authTimeout is how long a RESP connection may stay open without
+// logging in when there are users (a client that reconnects, as redis-cli
+// does, logs in again). timing: exception — a bound on idle strangers,
+// unrelated to the failure timeout. (A variable for tests.)
+var authTimeout = 10 * time.Second
 
 // logins checks and remembers the gateway's clients' logins: a pair
 // that succeeded once is known by its HMAC under a per-process key (never
@@ -113,6 +120,14 @@ func (l *logins) check1(ctx context.Context, remote net.Addr, user, password str
 	ip := auth.IP(remote)
 	if !l.throttle.Reserve(ip) {
 		return auth.RoleNone, errThrottled
+	}
+	if len(user) > auth.MaxUserName || len(password) > auth.MaxPassword {
+		// No user has such a name or password (bcrypt reads 72 bytes):
+		// refused here, and counted against the address. Passed on, the
+		// coordinator refused the frame, and the client read its error
+		// unthrottled (a review).
+		l.throttle.Settle(ip, true)
+		return auth.RoleNone, errWrongPass
 	}
 	name, err := l.check(ctx, user, password)
 	if errors.Is(err, client.ErrAuth) {
@@ -187,6 +202,7 @@ func (s *session) authenticate(ctx context.Context, user, password string) error
 	}
 	s.user = user
 	s.authRole.Store(int32(r))
+	s.lim.AuthedAsync()
 	return nil
 }
 

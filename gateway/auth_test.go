@@ -16,6 +16,7 @@ import (
 	"github.com/tidwall/redcon"
 
 	"ftkv/client"
+	"ftkv/limits"
 )
 
 // fakeUsers is an Authenticator of three users (password: name+"-pw");
@@ -84,6 +85,88 @@ func TestRESPLoginsThrottled(t *testing.T) {
 	if n := f.checks.Load(); n > 6 {
 		t.Errorf("%d checks reached the cluster, want at most the burst", n)
 	}
+}
+
+// TestRESPStrangersMakeRoom: with users, connections that never log in
+// cannot keep a client out at max_clients (the oldest of them is closed
+// for a new one), never close a logged-in one, and are closed after
+// authTimeout. Before, the eleventh connection read "max number of
+// clients reached" while ten strangers sat idle.
+func TestRESPStrangersMakeRoom(t *testing.T) {
+	authTimeout = 2 * time.Second
+	defer func() { authTimeout = 10 * time.Second }()
+	f := &fakeUsers{}
+	g := start(t, newMemStore(), func(c *Config) {
+		c.Authenticate = f.check
+		c.Limits = limits.Config{MaxClients: 10}
+	})
+	a := g.Addr()
+	member := dialRESP(t, a)
+	exchangeOn(t, member, cmd("AUTH", "writer", "writer-pw"), "+OK\r\n")
+	for range 3 * 10 {
+		dialRESP(t, a) // strangers: they never send a byte
+	}
+	// (Let the strangers reach their event loops: one still being
+	// enrolled is not known to be a stranger yet.)
+	for deadline := time.Now().Add(5 * time.Second); g.Clients() != 10 && time.Now().Before(deadline); {
+		time.Sleep(10 * time.Millisecond)
+	}
+	exchange(t, a, cmd("AUTH", "writer", "writer-pw")+cmd("SET", "k", "v")+cmd("GET", "k"), "+OK\r\n+OK\r\n$1\r\nv\r\n")
+	exchangeOn(t, member, cmd("GET", "k"), "$1\r\nv\r\n")
+
+	// A stranger is closed after authTimeout; a member idle as long is not.
+	stranger := dialRESP(t, a)
+	start := time.Now()
+	_ = stranger.SetReadDeadline(time.Now().Add(3 * authTimeout))
+	if n, err := stranger.Read(make([]byte, 64)); err == nil || n > 0 || time.Since(start) > 2*authTimeout {
+		t.Fatalf("a connection that never logged in read %d bytes, %v after %v", n, err, time.Since(start))
+	}
+	exchangeOn(t, member, cmd("GET", "k"), "$1\r\nv\r\n")
+}
+
+// TestRESPOverlongPasswordRefused: a password no user can have (over
+// bcrypt's 72 bytes) is refused by the gateway itself and counted
+// against the address; before, each one went to the cluster, whose
+// error (naming its address and frame limit) the client read,
+// unthrottled.
+func TestRESPOverlongPasswordRefused(t *testing.T) {
+	g, f := startAuthGateway(t)
+	nc := dialRESP(t, g.Addr())
+	long := strings.Repeat("p", 5000)
+	var answers []string
+	for range 8 {
+		answers = append(answers, readAnswer(t, nc, cmd("AUTH", "writer", long)))
+	}
+	if answers[0] != "-WRONGPASS invalid username-password pair or user is disabled.\r\n" {
+		t.Errorf("an overlong password answered %q", answers[0])
+	}
+	if !strings.Contains(answers[7], "too many failed") {
+		t.Errorf("8 overlong passwords in a row, the last answered %q", answers[7])
+	}
+	if n := f.checks.Load(); n != 0 {
+		t.Errorf("%d overlong passwords reached the cluster", n)
+	}
+	exchange(t, g.Addr(), cmd("AUTH", "writer", "writer-pw"), "-WRONGPASS too many failed authentication attempts from this address; retry later\r\n")
+}
+
+// TestRESPStrangerReadOneSmallCommand: before logging in, a client's
+// command over 16 KiB is a protocol error that closes the connection
+// (before, a stranger's 100 KiB SET was read whole and answered NOAUTH);
+// a client that pipelines a large SET right behind its AUTH is served.
+func TestRESPStrangerReadOneSmallCommand(t *testing.T) {
+	g, _ := startAuthGateway(t)
+	big := strings.Repeat("v", 100<<10)
+	nc := dialRESP(t, g.Addr())
+	want := "-ERR Protocol error: invalid bulk length\r\n" // (Redis's words)
+	if got := readAnswer(t, nc, cmd("SET", "k", big)); got != want {
+		t.Fatalf("a stranger's 100 KiB SET answered %q, want %q", got, want)
+	}
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	if n, err := nc.Read(make([]byte, 1)); err == nil {
+		t.Fatalf("the connection stayed open (read %d bytes)", n)
+	}
+	exchange(t, g.Addr(), cmd("GET", "k")+cmd("GET", "k")+cmd("AUTH", "writer", "writer-pw")+cmd("SET", "k", big)+cmd("STRLEN", "k"),
+		"-NOAUTH Authentication required.\r\n-NOAUTH Authentication required.\r\n+OK\r\n+OK\r\n:102400\r\n")
 }
 
 func TestRESPWithoutLogins(t *testing.T) {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/panjf2000/gnet/v2"
 
+	"ftkv/internal/auth"
 	"ftkv/internal/connlimit"
 )
 
@@ -99,6 +100,11 @@ type command struct {
 // for 1,500).
 const maxQueued = 8 << 20
 
+// preAuthRequest is the largest command read from a client that has not
+// logged in (with users): Redis's limit on an unauthenticated client's
+// bulk strings.
+const preAuthRequest = 16 << 10
+
 func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	st := connlimit.Of(c)
 	if st == nil {
@@ -142,6 +148,16 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		return gnet.None
 	}
 	maxInflight := int64(h.g.lim.MaxInflight)
+	limit := h.g.cfg.MaxRequest
+	// Before a client logs in (with users) one command is read at a
+	// time, of at most preAuthRequest bytes, as Redis reads an
+	// unauthenticated client: a stranger cannot queue commands nor send
+	// 16 MiB (a review). The next is read once it was answered (the
+	// worker wakes a stalled connection), with the role AUTH gave.
+	preAuth := h.g.logins != nil && s.role() == auth.RoleNone
+	if preAuth {
+		limit, maxInflight = min(limit, preAuthRequest), 1
+	}
 	var cmds []command
 	var argsbuf [][]byte
 	var o owner
@@ -176,7 +192,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		}
 		off := 0
 		for off < len(buf) && room() {
-			complete, args, left, err := readCommand(buf[off:], argsbuf[:0], h.g.cfg.MaxRequest)
+			complete, args, left, err := readCommand(buf[off:], argsbuf[:0], limit)
 			if err != nil {
 				cmds = append(cmds, command{proterr: protocolError(err)})
 				s.quit.Store(true)
@@ -209,8 +225,8 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		if off == 0 {
 			// The first command is not complete in this window.
 			if have > len(buf) && have >= s.long.need {
-				if buf, err = c.Peek(min(have, h.g.cfg.MaxRequest+1)); err == nil {
-					complete, args, left, perr := readFrom(buf, &s.long, argsbuf[:0], h.g.cfg.MaxRequest)
+				if buf, err = c.Peek(min(have, limit+1)); err == nil {
+					complete, args, left, perr := readFrom(buf, &s.long, argsbuf[:0], limit)
 					if perr != nil || complete {
 						s.long.reset()
 					}
@@ -230,8 +246,8 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 				}
 			}
 			if off == 0 {
-				if have > h.g.cfg.MaxRequest {
-					cmds = append(cmds, command{proterr: protocolError(overLimit(h.g.cfg.MaxRequest))})
+				if have > limit {
+					cmds = append(cmds, command{proterr: protocolError(overLimit(limit))})
 					s.quit.Store(true)
 					_, _ = c.Discard(have)
 				}

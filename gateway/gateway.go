@@ -149,6 +149,14 @@ func (g *Gateway) Start() error {
 	lc.Plaintext = func([]byte) []byte { return []byte(errPlaintext) }
 	lc.Budget, lc.Evict = connlimit.NewBudget(g.lim.OutputBudget), true
 	lc.InputBudget = connlimit.NewInputBudget(g.lim.InputBudget)
+	if g.logins != nil {
+		// With users, as on the servers' client ports: a connection that
+		// has not logged in within authTimeout is closed, and at
+		// max_clients a new connection evicts the oldest one that has not
+		// (10,000 connections that never sent AUTH locked every client
+		// out: a review).
+		lc.RequireAuth, lc.AuthTimeout = true, authTimeout
+	}
 	opts := []gnet.Option{
 		gnet.WithLogger(gnetlog.Logger{L: g.log}),
 		gnet.WithTCPNoDelay(gnet.TCPNoDelay),

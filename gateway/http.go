@@ -47,10 +47,12 @@ import (
 
 const (
 	kvPrefix = "/v1/kv/"
-	// httpMaxConns bounds the open HTTP connections (beyond, new ones
-	// wait in the listen backlog).
-	httpMaxConns = 1024
 )
+
+// httpMaxConns bounds the open HTTP connections: at the bound a new one
+// closes the one idle longest, or waits in the listen backlog while every
+// one is serving a request (metrics.LimitListener). (A variable for tests.)
+var httpMaxConns = 1024
 
 func (g *Gateway) startHTTP() error {
 	ln, err := net.Listen("tcp", g.cfg.HTTP)
@@ -86,7 +88,9 @@ func (g *Gateway) startHTTP() error {
 		MaxHeaderBytes:    4*maxKey + 64<<10, // an escaped key of 64 KiB fits
 		ErrorLog:          nil,
 	}
-	serve := metrics.LimitListener(ln, httpMaxConns)
+	limited := metrics.LimitListener(ln, httpMaxConns)
+	g.httpSrv.ConnState = limited.ConnState
+	var serve net.Listener = limited
 	if g.cfg.TLS != nil {
 		// The same certificate as the RESP port: the API's values and
 		// passwords never cross in clear. A client in clear gets net/http's

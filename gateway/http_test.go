@@ -406,3 +406,45 @@ func TestHTTPChunkedBodiesDoNotLockEachOtherOut(t *testing.T) {
 		t.Fatalf("%d of %d chunked PUTs of 1 MiB not written with a 4 MiB budget: %q", len(bad), clients, bad)
 	}
 }
+
+// TestHTTPIdleConnectionsMakeRoom: clients that made one request each
+// and keep their connections idle, as many as the connection bound, do
+// not keep another client out: the connection idle longest is closed for
+// it. Before, the new client waited in the listen backlog for the idle
+// timeout (2 minutes): 1,024 such connections without credentials locked
+// every user out of the HTTPS API (a review).
+func TestHTTPIdleConnectionsMakeRoom(t *testing.T) {
+	httpMaxConns = 16
+	defer func() { httpMaxConns = 1024 }()
+	st := newMemStore()
+	st.m["k"] = []byte("v")
+	g := start(t, st, nil)
+	for i := 0; i < 3*16; i++ {
+		c, err := net.Dial("tcp", g.HTTPAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if i >= 16 {
+			continue // (and some that never send a request)
+		}
+		io.WriteString(c, "GET /v1/kv/k HTTP/1.1\r\nHost: x\r\n\r\n")
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+	cl := http.Client{Timeout: 3 * time.Second}
+	resp, err := cl.Get("http://" + g.HTTPAddr() + "/v1/kv/k")
+	if err != nil {
+		t.Fatalf("with %d idle connections open: %v", 3*16, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "v" {
+		t.Fatalf("GET answered %s %q", resp.Status, body)
+	}
+}

@@ -123,6 +123,31 @@ func (st *State) Authed() {
 	st.p.unlist(st)
 }
 
+// AuthedAsync is Authed for a port that decodes no frames (the
+// gateway's RESP; PreAuthMaxFrame is not lifted), from any goroutine: the
+// connection is no longer closed by AuthTimeout nor evicted for a newer
+// one at MaxConns.
+func (st *State) AuthedAsync() {
+	if st.authed.Swap(true) || !st.p.cfg.RequireAuth {
+		return
+	}
+	st.p.umu.Lock()
+	if st.unauthElem != nil {
+		st.p.unauth.Remove(st.unauthElem)
+		st.unauthElem = nil
+	}
+	st.p.umu.Unlock()
+}
+
+// link reports whether the connection is an authenticated cluster link
+// (a RequireAuth port that does not Evict: a server's peer and control
+// ports, the coordinator's servers port), which the input budget never
+// closes. Clients that logged in (a port with users) are closed as
+// clients of a port without users are.
+func (st *State) link() bool {
+	return st.p.cfg.RequireAuth && !st.p.cfg.Evict && st.authed.Load()
+}
+
 // IsAuthed reports whether Authed was called.
 func (st *State) IsAuthed() bool { return st.authed.Load() }
 
@@ -547,8 +572,7 @@ var (
 // together: bytes of incomplete frames and unread input of paused
 // connections (gnet keeps reading a socket, and grows its buffer by
 // copies). Beyond it the connection holding the most is closed; an
-// authenticated connection of a RequireAuth port (a cluster link) is
-// counted but never chosen.
+// authenticated cluster link (State.link) is counted but never chosen.
 type InputBudget struct {
 	limit   int64
 	mu      sync.Mutex
@@ -600,7 +624,7 @@ func (b *InputBudget) hold(st *State, n int64) *State {
 	}
 	var v *State
 	for h := range b.holders {
-		if (v == nil || h.in > v.in) && !(h.p.cfg.RequireAuth && h.authed.Load()) {
+		if (v == nil || h.in > v.in) && !h.link() {
 			v = h
 		}
 	}

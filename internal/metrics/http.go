@@ -3,6 +3,7 @@ package metrics
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"errors"
 	"net"
 	"net/http"
@@ -13,33 +14,14 @@ import (
 // ContentType is the Prometheus text exposition format's.
 const ContentType = "text/plain; version=0.0.4; charset=utf-8"
 
-// MaxConns bounds the open connections of a metrics Listener: beyond it
-// a new connection is closed at once (a scraper keeps one connection per
-// target). Connections that wait instead (in the accept queue) let 64
-// idle keep-alive clients block every scrape, and the waiting Accept
-// held Shutdown for the idle timeout (a review).
+// MaxConns bounds the open connections of a metrics Listener: at it a
+// new connection closes the one idle longest (LimitListener), or is
+// closed at once while every one is serving a scrape (a scraper keeps
+// one connection per target). Connections that waited instead (in the
+// accept queue) let 64 idle keep-alive clients block every scrape, and
+// the waiting Accept held Shutdown for the idle timeout (a review); 256
+// idle ones, refused rather than closed, did the same for 30 s.
 const MaxConns = 256
-
-// refusingListener closes connections beyond its sem's capacity at once.
-type refusingListener struct {
-	net.Listener
-	sem chan struct{}
-}
-
-func (l *refusingListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		select {
-		case l.sem <- struct{}{}:
-			return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
-		default:
-			_ = c.Close()
-		}
-	}
-}
 
 // Handler serves r at any path, in the Prometheus text format. Scrapes
 // share their rendering: one render at a time, and a scrape takes the
@@ -100,15 +82,17 @@ func Listen(addr string, r *Registry, mux *http.ServeMux) (*Listener, error) {
 	if err != nil {
 		return nil, err
 	}
+	limited := limitListener(ln, MaxConns, true)
 	l := &Listener{ln: ln, srv: &http.Server{
 		Handler:           mux,
 		ReadHeaderTimeout: 5 * time.Second,
 		WriteTimeout:      10 * time.Second,
 		IdleTimeout:       30 * time.Second,
 		MaxHeaderBytes:    16 << 10,
+		ConnState:         limited.ConnState,
 	}}
 	go func() {
-		if err := l.srv.Serve(&refusingListener{Listener: ln, sem: make(chan struct{}, MaxConns)}); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := l.srv.Serve(limited); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			_ = ln.Close()
 		}
 	}()
@@ -125,36 +109,120 @@ func (l *Listener) Close() error {
 	return l.srv.Shutdown(ctx)
 }
 
-// LimitListener accepts at most n connections open at a time: beyond, its
-// Accept waits until one of them is closed, and new connections wait in
-// the kernel's accept queue meanwhile.
-func LimitListener(ln net.Listener, n int) net.Listener {
-	return &limitedListener{Listener: ln, sem: make(chan struct{}, n)}
+// LimitListener accepts at most n connections open at a time for an
+// http.Server whose ConnState is the returned listener's ConnState. At n,
+// a new connection closes the one that has waited longest for a request
+// (idle between requests, or not sent its first yet: StateIdle and
+// StateNew, a TLS handshake included) to take its place, as a client
+// may find any idle keep-alive connection closed; only when every
+// connection is serving a request does it wait for one to close. Blocked
+// at n instead, 1,024 connections that sent one request each and then
+// idled (kept for the server's IdleTimeout, 2 minutes) locked every other
+// client out (a review).
+func LimitListener(ln net.Listener, n int) *Limited { return limitListener(ln, n, false) }
+
+// limitListener is LimitListener; refuse: with every connection serving
+// a request, a new one is closed at once instead of waiting.
+func limitListener(ln net.Listener, n int, refuse bool) *Limited {
+	return &Limited{Listener: ln, n: n, refuse: refuse, idle: map[*limitedConn]int64{}, freed: make(chan struct{}, 1)}
 }
 
-type limitedListener struct {
+// Limited is LimitListener's listener.
+type Limited struct {
 	net.Listener
-	sem chan struct{}
+	n      int
+	refuse bool
+	freed  chan struct{} // a connection closed or became idle (a waiting Accept looks again)
+
+	mu   sync.Mutex
+	open int
+	idle map[*limitedConn]int64 // waiting for a request, since (unix ns)
 }
 
-func (l *limitedListener) Accept() (net.Conn, error) {
-	l.sem <- struct{}{}
+// Accept returns the next connection once there is room for it (see
+// LimitListener).
+func (l *Limited) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
-		<-l.sem
 		return nil, err
 	}
-	return &limitedConn{Conn: c, release: func() { <-l.sem }}, nil
+	for {
+		l.mu.Lock()
+		if l.open < l.n {
+			l.open++
+			l.mu.Unlock()
+			return &limitedConn{Conn: c, l: l}, nil
+		}
+		var victim *limitedConn
+		for lc, since := range l.idle {
+			if victim == nil || since < l.idle[victim] {
+				victim = lc
+			}
+		}
+		delete(l.idle, victim)
+		l.mu.Unlock()
+		switch {
+		case victim != nil:
+			_ = victim.Close() // (frees its place at once)
+		case l.refuse:
+			_ = c.Close()
+			if c, err = l.Listener.Accept(); err != nil {
+				return nil, err
+			}
+		default:
+			<-l.freed
+		}
+	}
+}
+
+// ConnState is the http.Server's ConnState hook: it tells which
+// connections wait for a request.
+func (l *Limited) ConnState(c net.Conn, s http.ConnState) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	lc, ok := c.(*limitedConn)
+	if !ok {
+		return
+	}
+	l.mu.Lock()
+	waiting := (s == http.StateNew || s == http.StateIdle) && !lc.closed
+	if waiting {
+		l.idle[lc] = time.Now().UnixNano()
+	} else {
+		delete(l.idle, lc)
+	}
+	l.mu.Unlock()
+	if waiting {
+		l.wake()
+	}
+}
+
+func (l *Limited) wake() {
+	select {
+	case l.freed <- struct{}{}:
+	default:
+	}
 }
 
 type limitedConn struct {
 	net.Conn
-	once    sync.Once
-	release func()
+	l      *Limited
+	closed bool // under l.mu
 }
 
 func (c *limitedConn) Close() error {
 	err := c.Conn.Close()
-	c.once.Do(c.release)
+	c.l.mu.Lock()
+	first := !c.closed
+	if first {
+		c.closed = true
+		c.l.open--
+		delete(c.l.idle, c)
+	}
+	c.l.mu.Unlock()
+	if first {
+		c.l.wake()
+	}
 	return err
 }

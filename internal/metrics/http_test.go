@@ -1,6 +1,7 @@
 package metrics
 
 import (
+	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -128,5 +129,60 @@ func TestSharedScrapesAreFresh(t *testing.T) {
 	close(errs)
 	for err := range errs {
 		t.Fatal(err)
+	}
+}
+
+// idleClients opens n connections to addr that each make one request
+// (GET path, read whole) and then keep the connection open, idle, as a
+// keep-alive client does; with path "" they send nothing at all.
+func idleClients(t *testing.T, addr, path string, n int) {
+	t.Helper()
+	for i := 0; i < n; i++ {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		t.Cleanup(func() { c.Close() })
+		if path == "" {
+			continue
+		}
+		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		_, _ = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+	}
+}
+
+// TestIdleScrapersMakeRoom: MaxConns connections that scraped once and
+// idle (or never sent a request) do not keep a scraper out: the one idle
+// longest is closed for it. Before, every new connection was refused for
+// the idle timeout (30 s).
+func TestIdleScrapersMakeRoom(t *testing.T) {
+	for _, path := range []string{"/metrics", ""} {
+		r := New(false)
+		r.Counter("t_ops_total").Add(3)
+		l, err := Listen("127.0.0.1:0", r, nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		idleClients(t, l.Addr(), path, MaxConns)
+		time.Sleep(100 * time.Millisecond) // (every one known to be idle)
+		cl := http.Client{Timeout: 2 * time.Second}
+		resp, err := cl.Get("http://" + l.Addr() + "/metrics")
+		if err != nil {
+			t.Fatalf("%d idle connections (path %q): a scrape failed: %v", MaxConns, path, err)
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if !strings.Contains(string(body), "t_ops_total 3") {
+			t.Fatalf("scrape answered %s %q", resp.Status, body)
+		}
+		l.Close()
 	}
 }
