@@ -78,7 +78,19 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 		if st != wire.StatusOK {
 			return answer(out, f, wire.StatusStaleEpoch, epoch, []byte("this incarnation is no longer part of the cluster")), gnet.None
 		}
-		return answer(out, f, wire.StatusOK, epoch, nil), gnet.None
+		var behind []byte
+		if hb.Epoch < epoch {
+			// The server has not applied the current view: it comes with
+			// the answer too. A server whose control port the coordinator
+			// cannot reach (its SETVIEW lost) applies it from here, and
+			// its shards were down until the partition healed (a review).
+			c.mu.Lock()
+			if c.view.Epoch == epoch {
+				behind = c.viewEnc
+			}
+			c.mu.Unlock()
+		}
+		return answer(out, f, wire.StatusOK, epoch, behind), gnet.None
 	})
 }
 

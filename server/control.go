@@ -26,6 +26,9 @@ func (h *ctlHandler) OnTraffic(c gnet.Conn) gnet.Action {
 		id, op := f.ID, f.Op
 		switch f.Op {
 		case wire.OpSetView:
+			if viewDropped(s.cfg.ID) {
+				return out, gnet.None // (lost, as the test says)
+			}
 			v, err := wire.DecodeView(f.Value)
 			if err != nil {
 				return reply(out, f, wire.StatusBadRequest, 0, err.Error()), gnet.None

@@ -117,6 +117,8 @@ var (
 // has been replaced.
 func (s *Server) readHeartbeatAnswers(nc net.Conn) {
 	br := bufio.NewReaderSize(nc, 4096)
+	var behind uint64 // the newer epoch heartbeat answers carry
+	var behindSince time.Time
 	for {
 		f, err := readFrame(br)
 		if err != nil {
@@ -124,6 +126,17 @@ func (s *Server) readHeartbeatAnswers(nc net.Conn) {
 			return
 		}
 		s.coordLease.answered(f.ID, f.Op == wire.OpHeartbeat && f.Status == wire.StatusOK)
+		if f.Op == wire.OpHeartbeat && f.Status == wire.StatusOK && len(f.Value) > 0 && f.Epoch > s.viewSeen.Load() {
+			// The coordinator's current view, which this server has not
+			// received: its SETVIEW may be on its way (a moment), or lost
+			// (the control port unreachable while heartbeats flow, which
+			// kept shards down for as long as that lasted: a review).
+			if f.Epoch != behind {
+				behind, behindSince = f.Epoch, time.Now()
+			} else if time.Since(behindSince) >= viewPullAfter*s.cfg.Timing.Heartbeat {
+				s.viewFromHeartbeat(f.Epoch, f.Value)
+			}
+		}
 		if f.Op == wire.OpHeartbeat && f.Status == wire.StatusNotLeader {
 			// A follower of the coordinators' group: go to the leader it
 			// names at once, or try the next coordinator after the
@@ -143,6 +156,33 @@ func (s *Server) readHeartbeatAnswers(nc net.Conn) {
 			return
 		}
 	}
+}
+
+// viewPullAfter is how many heartbeat periods a server waits for a
+// view's SETVIEW once heartbeat answers carry it, before it applies it
+// from them.
+const viewPullAfter = 2
+
+// viewFromHeartbeat applies the view with epoch (encoded in enc) that a
+// heartbeat answer carried, in the background, unless a SETVIEW of it (or
+// a newer one) arrived meanwhile. The answer comes on the authenticated
+// heartbeat link from the coordinator, as a SETVIEW does.
+func (s *Server) viewFromHeartbeat(epoch uint64, enc []byte) {
+	v, err := wire.DecodeView(enc)
+	if err != nil || v.Epoch != epoch {
+		s.log.Warn().Err(err).Uint64("epoch", epoch).Msg("heartbeat answer carried an unreadable view")
+		return
+	}
+	seen := s.viewSeen.Load()
+	if epoch <= seen || !s.viewSeen.CompareAndSwap(seen, epoch) {
+		return // (a SETVIEW came)
+	}
+	s.log.Warn().Uint64("epoch", epoch).Msg("view not received on the control port; applying it from the coordinator's heartbeat answer")
+	go func() {
+		if err := s.applyView(v); err != nil {
+			s.log.Error().Err(err).Uint64("epoch", epoch).Msg("view refused")
+		}
+	}()
 }
 
 // heartbeatOnce connects to the coordinator and sends heartbeats until

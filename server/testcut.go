@@ -79,3 +79,29 @@ func testStartDelay(id uint32) time.Duration {
 	}
 	return 0
 }
+
+// TestDropViewEnv names a file through which end-to-end tests lose the
+// views the coordinator pushes to a server (its control port blocked,
+// say, while its heartbeats still flow): each line "<server id>"; while
+// it is there, that server neither applies nor answers a SETVIEW. Unset
+// (always, outside tests), nothing is read.
+const TestDropViewEnv = "FTKV_TEST_DROP_VIEW"
+
+var testDropViewFile = os.Getenv(TestDropViewEnv)
+
+// viewDropped reports whether the test makes server id lose its SETVIEWs.
+func viewDropped(id uint32) bool {
+	if testDropViewFile == "" {
+		return false
+	}
+	b, err := os.ReadFile(testDropViewFile)
+	if err != nil {
+		return false
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if sid, err := strconv.ParseUint(strings.TrimSpace(line), 10, 32); err == nil && uint32(sid) == id {
+			return true
+		}
+	}
+	return false
+}
