@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"ftkv/internal/testkit/idlehttp"
 	"ftkv/internal/tlsconf"
 	"ftkv/status"
 	"ftkv/wire"
@@ -419,24 +420,8 @@ func TestHTTPIdleConnectionsMakeRoom(t *testing.T) {
 	st := newMemStore()
 	st.m["k"] = []byte("v")
 	g := start(t, st, nil)
-	for i := 0; i < 3*16; i++ {
-		c, err := net.Dial("tcp", g.HTTPAddr())
-		if err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() { c.Close() })
-		if i >= 16 {
-			continue // (and some that never send a request)
-		}
-		io.WriteString(c, "GET /v1/kv/k HTTP/1.1\r\nHost: x\r\n\r\n")
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatalf("connection %d: %v", i, err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
+	idlehttp.Open(t, g.HTTPAddr(), "/v1/kv/k", 16)
+	idlehttp.Open(t, g.HTTPAddr(), "", 2*16) // (and some that never send a request)
 	cl := http.Client{Timeout: 3 * time.Second}
 	resp, err := cl.Get("http://" + g.HTTPAddr() + "/v1/kv/k")
 	if err != nil {

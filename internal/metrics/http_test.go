@@ -1,7 +1,6 @@
 package metrics
 
 import (
-	"bufio"
 	"fmt"
 	"io"
 	"net"
@@ -12,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"ftkv/internal/testkit/idlehttp"
 )
 
 // heapInuse is the live heap after a collection.
@@ -132,33 +133,6 @@ func TestSharedScrapesAreFresh(t *testing.T) {
 	}
 }
 
-// idleClients opens n connections to addr that each make one request
-// (GET path, read whole) and then keep the connection open, idle, as a
-// keep-alive client does; with path "" they send nothing at all.
-func idleClients(t *testing.T, addr, path string, n int) {
-	t.Helper()
-	for i := 0; i < n; i++ {
-		c, err := net.Dial("tcp", addr)
-		if err != nil {
-			t.Fatalf("connection %d: %v", i, err)
-		}
-		t.Cleanup(func() { c.Close() })
-		if path == "" {
-			continue
-		}
-		if _, err := io.WriteString(c, "GET "+path+" HTTP/1.1\r\nHost: x\r\n\r\n"); err != nil {
-			t.Fatalf("connection %d: %v", i, err)
-		}
-		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
-		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
-		if err != nil {
-			t.Fatalf("connection %d: %v", i, err)
-		}
-		_, _ = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-	}
-}
-
 // TestIdleScrapersMakeRoom: MaxConns connections that scraped once and
 // idle (or never sent a request) do not keep a scraper out: the one idle
 // longest is closed for it. Before, every new connection was refused for
@@ -171,7 +145,7 @@ func TestIdleScrapersMakeRoom(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		idleClients(t, l.Addr(), path, MaxConns)
+		idlehttp.Open(t, l.Addr(), path, MaxConns)
 		time.Sleep(100 * time.Millisecond) // (every one known to be idle)
 		cl := http.Client{Timeout: 2 * time.Second}
 		resp, err := cl.Get("http://" + l.Addr() + "/metrics")
