@@ -84,8 +84,10 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 			// the answer too. A server whose control port the coordinator
 			// cannot reach (its SETVIEW lost) applies it from here, and
 			// its shards were down until the partition healed (a review).
+			// (Only to an incarnation the view names: a respawned one
+			// waits for the view that makes it a member.)
 			c.mu.Lock()
-			if c.view.Epoch == epoch {
+			if c.view.Epoch == epoch && liveMember(c.view, int(hb.ID), hb.Incarnation) {
 				behind = c.viewEnc
 			}
 			c.mu.Unlock()

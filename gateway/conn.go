@@ -147,17 +147,8 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		_, _ = c.Discard(c.InboundBuffered())
 		return gnet.None
 	}
-	maxInflight := int64(h.g.lim.MaxInflight)
-	limit := h.g.cfg.MaxRequest
-	// Before a client logs in (with users) one command is read at a
-	// time, of at most preAuthRequest bytes, as Redis reads an
-	// unauthenticated client: a stranger cannot queue commands nor send
-	// 16 MiB (a review). The next is read once it was answered (the
-	// worker wakes a stalled connection), with the role AUTH gave.
-	preAuth := h.g.logins != nil && s.role() == auth.RoleNone
-	if preAuth {
-		limit, maxInflight = min(limit, preAuthRequest), 1
-	}
+	var maxInflight int64
+	var limit int
 	var cmds []command
 	var argsbuf [][]byte
 	var o owner
@@ -176,6 +167,18 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	// 16 from 87k to 38k GETs/s).
 	room := func() bool {
 		n := s.pending.Load() + int64(len(cmds))
+		// Before a client logs in (with users) one command is read at a
+		// time, of at most preAuthRequest bytes, as Redis reads an
+		// unauthenticated client: a stranger cannot queue commands nor
+		// send 16 MiB (a review). The next is read once it was answered
+		// (the worker wakes a stalled connection), with the role AUTH
+		// gave: read after pending, which the worker lowers only after it
+		// stored the role (judged once before, a SET read just after its
+		// AUTH was answered met the smaller limit: a review).
+		maxInflight, limit = int64(h.g.lim.MaxInflight), h.g.cfg.MaxRequest
+		if h.g.logins != nil && s.role() == auth.RoleNone {
+			maxInflight, limit = 1, min(limit, preAuthRequest)
+		}
 		mine := s.queued.Load() + int64(got)
 		ok := n < maxInflight && (n == 0 || mine < maxQueued && (mine < connlimit.BudgetFloor || h.g.queued.Load()+int64(got) < h.g.lim.InflightBudget))
 		full = !ok

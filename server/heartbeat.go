@@ -165,8 +165,9 @@ const viewPullAfter = 2
 
 // viewFromHeartbeat applies the view with epoch (encoded in enc) that a
 // heartbeat answer carried, in the background, unless a SETVIEW of it (or
-// a newer one) arrived meanwhile. The answer comes on the authenticated
-// heartbeat link from the coordinator, as a SETVIEW does.
+// a newer one) arrived meanwhile. The answer comes on this server's own
+// link to the coordinator (the one its lease rests on), and the view is
+// checked as a SETVIEW's is (applyView).
 func (s *Server) viewFromHeartbeat(epoch uint64, enc []byte) {
 	v, err := wire.DecodeView(enc)
 	if err != nil || v.Epoch != epoch {
