@@ -106,12 +106,28 @@ func TestRESPStrangersMakeRoom(t *testing.T) {
 	for range 3 * 10 {
 		dialRESP(t, a) // strangers: they never send a byte
 	}
-	// (Let the strangers reach their event loops: one still being
-	// enrolled is not known to be a stranger yet.)
-	for deadline := time.Now().Add(5 * time.Second); g.Clients() != 10 && time.Now().Before(deadline); {
-		time.Sleep(10 * time.Millisecond)
+	// A client gets in within a few tries: one arriving while every
+	// stranger it could evict is still being enrolled (not known to be a
+	// stranger yet) is refused, as at any full port. Before, every try
+	// was refused for as long as the strangers stayed.
+	in, want := cmd("AUTH", "writer", "writer-pw")+cmd("SET", "k", "v")+cmd("GET", "k"), "+OK\r\n+OK\r\n$1\r\nv\r\n"
+	var got string
+	for deadline := time.Now().Add(3 * time.Second); got != want && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		nc, err := net.Dial("tcp", a)
+		if err != nil {
+			continue
+		}
+		_ = nc.SetDeadline(time.Now().Add(2 * time.Second))
+		io.WriteString(nc, in)
+		b := make([]byte, len(want))
+		n, _ := io.ReadFull(nc, b)
+		got = string(b[:n])
+		nc.Close()
 	}
-	exchange(t, a, cmd("AUTH", "writer", "writer-pw")+cmd("SET", "k", "v")+cmd("GET", "k"), "+OK\r\n+OK\r\n$1\r\nv\r\n")
+	if got != want {
+		t.Fatalf("with 10 strangers at max_clients 10, a client's login and commands answered %q, want %q", got, want)
+	}
 	exchangeOn(t, member, cmd("GET", "k"), "$1\r\nv\r\n")
 
 	// A stranger is closed after authTimeout; a member idle as long is not.
