@@ -69,6 +69,8 @@ type Coordinator struct {
 	pending         *wire.View // being published: committed, not visible yet
 	adopting        bool       // re-adopting: heartbeats are not judged yet
 	tookOver        bool       // this leadership's takeover returned (adopted or failed)
+	coreAt          time.Time  // when the core started (a leader deaf since: handoff.go)
+	askedWitness    time.Time  // when a deaf leader last asked the others (handoff.go)
 	restarting      bool       // this start follows a committed view (initialPlacement)
 	// current: which copies hold every acknowledged write, committed with
 	// every view (decide.Current). firstDurable: while the first view of
@@ -145,6 +147,9 @@ type node struct {
 	procInc  uint64         // proc's incarnation
 	hb       wire.Heartbeat // the last accepted heartbeat (addresses, counts)
 	lastSeen time.Time      // when it arrived (status)
+	// turnedAway: when this coordinator, not leading, last sent the
+	// server to the leader (handoff.go).
+	turnedAway time.Time
 	reported bool           // a heartbeat of inc arrived (start-up)
 	exited   uint64         // the newest incarnation whose exit was seen (it is dead)
 	ctl      *ctlConn
@@ -662,6 +667,7 @@ func (c *Coordinator) startCore(l leadership, push, applied bool) error {
 	}
 	core.SetCurrent(c.current)
 	c.core, c.readopt, c.adopting = core, false, false
+	c.coreAt = time.Now()
 	v := core.View()
 	var acts []decide.Action
 	for i, m := range v.Servers {

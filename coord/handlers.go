@@ -50,6 +50,11 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 			go c.stopGroupMember(f.Epoch, "the leader's order", false)
 			return answer(out, f, wire.StatusOK, 0, nil), gnet.None
 		}
+		if f.Op == wire.OpStatus && c.group() {
+			// A leader that hears no server asks how many this one
+			// turned away lately (handoff.go).
+			return wire.Append(out, &wire.Frame{Op: f.Op, ID: f.ID, Status: wire.StatusOK, Seq: uint64(c.witnessed())}), gnet.None
+		}
 		if f.Op != wire.OpHeartbeat {
 			return answer(out, f, wire.StatusBadRequest, 0, []byte("expected HEARTBEAT")), gnet.Close
 		}
@@ -63,6 +68,7 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 		if !leading {
 			// Only the leader judges heartbeats and renews leases; the
 			// server goes to the leader (or tries the next coordinator).
+			c.turnedAway(hb.ID)
 			return answer(out, f, wire.StatusNotLeader, 0, []byte(c.leaderAddr(false))), gnet.None
 		}
 		if adopting {

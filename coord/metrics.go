@@ -20,6 +20,7 @@ import (
 type coordMetrics struct {
 	reg        *metrics.Registry
 	heartbeats *metrics.Counter
+	handoffs   *metrics.Counter // leads handed to a coordinator the servers reach
 	mu         sync.Mutex
 	views      map[string]*metrics.Counter // by the core's reason
 	actions    map[string]*metrics.Counter // by kind
@@ -29,6 +30,7 @@ type coordMetrics struct {
 func newCoordMetrics() *coordMetrics {
 	m := &coordMetrics{reg: metrics.New(true), views: map[string]*metrics.Counter{}, actions: map[string]*metrics.Counter{}}
 	m.heartbeats = m.reg.Counter(`ftkv_coord_heartbeats_total`)
+	m.handoffs = m.reg.Counter(`ftkv_coord_leader_handoffs_total`)
 	// Failovers are published views whose reason is "failover"; the
 	// series exist from the start so that rate() sees the first one.
 	// The first view of a start and a leader's takeover are views too.
@@ -60,6 +62,13 @@ func (m *coordMetrics) published(why string) {
 func (m *coordMetrics) heartbeat() {
 	if m != nil {
 		m.heartbeats.Inc()
+	}
+}
+
+// handedOff counts a lead handed off by a leader that heard no server.
+func (m *coordMetrics) handedOff() {
+	if m != nil {
+		m.handoffs.Inc()
 	}
 }
 

@@ -48,6 +48,7 @@ func (c *Coordinator) sendEvent(ev decide.Event) {
 func (c *Coordinator) loop(l leadership) {
 	t := time.NewTicker(c.opts.Timing.Heartbeat / 2)
 	defer t.Stop()
+	var last time.Time
 	for {
 		var ev decide.Event
 		select {
@@ -55,7 +56,10 @@ func (c *Coordinator) loop(l leadership) {
 			// The time of the round, not of the tick: a tick queued while
 			// the loop was held up must not hide the stall (heartbeats
 			// may be queued unread; the core then judges no silence).
-			ev = decide.Tick{Now: time.Now()}
+			now := time.Now()
+			ev = decide.Tick{Now: now}
+			c.checkDeaf(l, now, !last.IsZero() && now.Sub(last) <= c.opts.Timing.FailureTimeout/2)
+			last = now
 		case ev = <-l.events:
 		case <-l.ctx.Done():
 			return

@@ -46,7 +46,8 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 	backoff := tm.HeartbeatRetryMin
 	for {
 		start := time.Now()
-		err := s.heartbeatOnce(ctx)
+		addr := *s.coordAddr.Load()
+		err := s.heartbeatOnce(ctx, addr)
 		select {
 		case <-ctx.Done():
 			return
@@ -54,10 +55,17 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 			return
 		default:
 		}
-		// A link that outlived the longest back-off was working: retry at once.
-		if errors.Is(err, errCoordMoved) || time.Since(start) > tm.HeartbeatRetryMax {
+		// A link that outlived the longest back-off was working: retry at
+		// once. So does a server told of another coordinator meanwhile
+		// (SETCOORD from a new leader, or a follower's hint), and without
+		// turning to the one after it in the list: a new leader cut off
+		// its servers' attempt to reach the old one, which the old one's
+		// cut held for a dial timeout, and then failed them over as
+		// silent (a review's partition of a leader from its servers).
+		moved := errors.Is(err, errCoordMoved) || *s.coordAddr.Load() != addr
+		if moved || time.Since(start) > tm.HeartbeatRetryMax {
 			backoff = tm.HeartbeatRetryMin
-			if errors.Is(err, errCoordMoved) {
+			if moved {
 				continue
 			}
 		}
@@ -141,8 +149,10 @@ func (s *Server) readHeartbeatAnswers(nc net.Conn) {
 			// A follower of the coordinators' group: go to the leader it
 			// names at once, or try the next coordinator after the
 			// back-off (during an election nobody is named).
-			hint := string(f.Value)
-			s.nextCoord(hint, hint != "")
+			// (Without a hint the heartbeat loop turns to the next one.)
+			if hint := string(f.Value); hint != "" {
+				s.nextCoord(hint, true)
+			}
 			nc.Close()
 			return
 		}
@@ -186,10 +196,34 @@ func (s *Server) viewFromHeartbeat(epoch uint64, enc []byte) {
 	}()
 }
 
-// heartbeatOnce connects to the coordinator and sends heartbeats until
-// the link fails, the coordinator moves or the server stops.
-func (s *Server) heartbeatOnce(ctx context.Context) error {
-	nc, err := netopt.Dialer(s.cfg.Timing.Dial).DialContext(ctx, "tcp", *s.coordAddr.Load())
+// heartbeatOnce connects to the coordinator at addr and sends heartbeats
+// until the link fails, the coordinator moves or the server stops. A
+// move ends it at once, also while it dials or writes to a coordinator
+// that does not answer.
+func (s *Server) heartbeatOnce(ctx context.Context, addr string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	moved := make(chan struct{})
+	go func() {
+		select {
+		case <-s.coordChanged:
+			close(moved)
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	err := s.heartbeatLink(ctx, addr)
+	select {
+	case <-moved:
+		return errCoordMoved
+	default:
+		return err
+	}
+}
+
+// heartbeatLink is heartbeatOnce's link, until it fails or ctx ends.
+func (s *Server) heartbeatLink(ctx context.Context, addr string) error {
+	nc, err := netopt.Dialer(s.cfg.Timing.Dial).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return err
 	}
@@ -199,6 +233,7 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 		}
 	}
 	defer nc.Close()
+	defer context.AfterFunc(ctx, func() { _ = nc.Close() })()
 	go s.readHeartbeatAnswers(nc)
 	hello := wire.Append(nil, &wire.Frame{Op: wire.OpHello, Client: uint64(s.cfg.ID), Value: []byte(s.cfg.Secret)})
 	if _, err := nc.Write(hello); err != nil {
@@ -223,8 +258,6 @@ func (s *Server) heartbeatOnce(ctx context.Context) error {
 			return ctx.Err()
 		case <-s.done:
 			return nil
-		case <-s.coordChanged:
-			return errCoordMoved
 		}
 	}
 }

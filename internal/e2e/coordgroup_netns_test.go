@@ -11,6 +11,7 @@ package e2e
 // namespace, and its restart there.
 
 import (
+	"context"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -199,4 +200,74 @@ func TestCoordGroupLeaderPartition(t *testing.T) {
 	stopAndCheck(t, w, l, cls[0])
 	t.Logf("ran: 3 coordinators on %s, %s, %s; servers over ssh on %s, %s, %s",
 		h.NS(g.coordHost(0)), h.NS(g.coordHost(1)), h.NS(g.coordHost(2)), h.Dest(1), h.Dest(2), h.Dest(3))
+}
+
+// TestCoordGroupLeaderCutFromServers: under load, the leader
+// coordinator's host is cut off (blackhole routes, both ways) from every
+// server's host while it still reaches the other coordinators and the
+// clients. No heartbeat reaches it and none of its views reaches a server.
+// A review saw it keep the lead for the whole cut (16 s, 40 s): the views
+// it committed reached no server, so every fresh client met STALE_EPOCH on
+// every shard until the heal. The lead must go to a coordinator that hears
+// the servers: a new leader within a few failure timeouts, a fresh client
+// writes every shard soon after the cut, the servers keep running (nothing
+// respawned), the old leader follows after the heal, and nothing
+// acknowledged is lost.
+func TestCoordGroupLeaderCutFromServers(t *testing.T) {
+	const n = 3
+	g := startNSGroup(t, n)
+	c, h := g.c, g.h
+	before := c.WaitRecovered(t, remoteRecover)
+	cls := dialClients(c, 4)
+	const opTimeout = 30 * time.Second
+	w := startWorkload(t, workloadConfig{Clients: cls, Keys: keysOnShards(n, 3, "cg-deaf"),
+		Workers: 8, OpTimeout: opTimeout, Seed: seed(t)})
+	l := startLedger(t, cls, 2, "ledger-cg-deaf", opTimeout)
+	waitProgress(t, c, "load before the cut", w.Done, 200, 500*time.Millisecond)
+
+	old := c.LeaderIndex(t)
+	oldSt := c.WaitLeader(t, 10*time.Second, func(int) bool { return true })
+	var servers []string
+	for i := 1; i <= n; i++ {
+		servers = append(servers, h.Addr(i))
+	}
+	t.Logf("cut: coordinator %d (leader, term %d, host %s) <-/-> servers on %v", old, oldSt.Term, h.Addr(g.coordHost(old)), servers)
+	cut := time.Now()
+	heal := h.Isolate(g.coordHost(old), servers...)
+	// The servers' heartbeat links to the cut-off leader fail within the
+	// TCP user timeout (2 s); then they knock at the followers.
+	bound := 20 * testcluster.DefaultTimeout
+	st := c.WaitLeader(t, 3*bound, func(k int) bool { return k != old })
+	took := time.Since(cut)
+	t.Logf("coordinator %d leads %s after the cut (term %d -> %d)", st.Leader, took.Round(time.Millisecond), oldSt.Term, st.Term)
+	if took > bound {
+		t.Errorf("a coordinator that hears the servers took the lead %s after the cut, want at most %s", took.Round(time.Millisecond), bound)
+	}
+	// A client that fetches the view now writes every shard.
+	fresh := c.Client()
+	defer fresh.Close()
+	for s := 0; s < n; s++ {
+		key := keysOnShard(n, s, 1, "cg-deaf-fresh")[0]
+		ctx, cancel := context.WithTimeout(context.Background(), 3*bound)
+		err := fresh.Put(ctx, key, []byte("after the cut"))
+		cancel()
+		if err != nil {
+			c.Fatalf(t, "fresh client: put on shard %d %s after the cut: %v", s, time.Since(cut).Round(time.Millisecond), err)
+		}
+		t.Logf("fresh client wrote shard %d %s after the cut", s, time.Since(cut).Round(time.Millisecond))
+	}
+	if d := time.Since(cut); d > bound+5*testcluster.DefaultTimeout {
+		t.Errorf("every shard writable by a fresh client only %s after the cut, want at most %s", d.Round(time.Millisecond), bound+5*testcluster.DefaultTimeout)
+	}
+	waitProgress(t, c, "load during the cut", w.Done, 300, time.Second)
+	during := c.WaitRecovered(t, remoteRecover)
+	samePIDs(t, "during the cut", before, during)
+
+	heal()
+	caughtUp(t, c, old)
+	after := c.WaitLeader(t, 10*time.Second, func(int) bool { return true })
+	t.Logf("healed: leader %d term %d", after.Leader, after.Term)
+	samePIDs(t, "after the heal", before, after)
+	waitProgress(t, c, "load after the heal", w.Done, 200, 500*time.Millisecond)
+	stopAndCheck(t, w, l, cls[0])
 }
