@@ -150,9 +150,9 @@ type node struct {
 	// turnedAway: when this coordinator, not leading, last sent the
 	// server to the leader (handoff.go).
 	turnedAway time.Time
-	reported bool           // a heartbeat of inc arrived (start-up)
-	exited   uint64         // the newest incarnation whose exit was seen (it is dead)
-	ctl      *ctlConn
+	reported   bool   // a heartbeat of inc arrived (start-up)
+	exited     uint64 // the newest incarnation whose exit was seen (it is dead)
+	ctl        *ctlConn
 }
 
 // sawExit records that incarnation inc of nd is dead (its process
