@@ -71,6 +71,7 @@ type Coordinator struct {
 	tookOver        bool       // this leadership's takeover returned (adopted or failed)
 	coreAt          time.Time  // when the core started (a leader deaf since: handoff.go)
 	askedWitness    time.Time  // when a deaf leader last asked the others (handoff.go)
+	handingOff      bool       // a deaf leader's question is under way (handoff.go)
 	restarting      bool       // this start follows a committed view (initialPlacement)
 	// current: which copies hold every acknowledged write, committed with
 	// every view (decide.Current). firstDurable: while the first view of
@@ -356,6 +357,11 @@ func (c *Coordinator) watchLeadership() {
 		c.leading = lead
 		if lead {
 			c.term = c.rn.r.CurrentTerm()
+			// What it saw as a follower witnesses nothing for the next
+			// leader it may hand off to (handoff.go).
+			for _, nd := range c.nodes {
+				nd.turnedAway = time.Time{}
+			}
 			// Until the takeover has the nodes' records, a heartbeat
 			// must not be judged (and refused) against stale ones.
 			c.adopting, c.tookOver = true, false
@@ -1672,7 +1678,7 @@ func (c *Coordinator) stopOthers() {
 			defer wg.Done()
 			ctx, cancel := context.WithTimeout(context.Background(), c.opts.Timing.Dial)
 			defer cancel()
-			cc, err := c.dialCtl(ctx, addr)
+			cc, err := c.dialPeer(ctx, addr)
 			if err == nil {
 				err = replyErr(cc.roundTrip(ctx, &wire.Frame{Op: wire.OpShutdown, Epoch: stop, Value: []byte(wire.ShutdownConfirm)}))
 				cc.close()

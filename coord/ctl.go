@@ -91,8 +91,19 @@ type ctlConn struct {
 // has no control address to give an order to.
 var errNotReported = errors.New("server has not reported its control address")
 
-// dialCtl opens an authenticated control connection to addr.
+// dialCtl opens an authenticated control connection to a server's
+// control port at addr.
 func (c *Coordinator) dialCtl(ctx context.Context, addr string) (*ctlConn, error) {
+	return c.dialAuthed(ctx, addr, false)
+}
+
+// dialPeer opens an authenticated connection to another coordinator's
+// servers port at addr (with TLS, its certificate is a coordinator's).
+func (c *Coordinator) dialPeer(ctx context.Context, addr string) (*ctlConn, error) {
+	return c.dialAuthed(ctx, addr, true)
+}
+
+func (c *Coordinator) dialAuthed(ctx context.Context, addr string, peer bool) (*ctlConn, error) {
 	if addr == "" {
 		return nil, errNotReported
 	}
@@ -101,12 +112,12 @@ func (c *Coordinator) dialCtl(ctx context.Context, addr string) (*ctlConn, error
 		return nil, err
 	}
 	if t := c.opts.tls; t != nil {
-		if nc, err = t.handshake(ctx, nc, c.opts.Timing.Handshake); err != nil {
+		if nc, err = t.handshake(ctx, nc, c.opts.Timing.Handshake, peer); err != nil {
 			return nil, err
 		}
 	}
 	cc := &ctlConn{addr: addr, nc: nc, br: bufio.NewReader(nc), limit: c.opts.Timing.Control}
-	ans, err := cc.roundTrip(ctx, &wire.Frame{Op: wire.OpHello, Value: []byte(c.secret)})
+	ans, err := cc.roundTrip(ctx, &wire.Frame{Op: wire.OpHello, Value: []byte(c.clusterSecret())})
 	if err == nil && ans.Status != wire.StatusOK {
 		err = fmt.Errorf("control link refused: %s", ans.Value)
 	}

@@ -51,9 +51,10 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 			return answer(out, f, wire.StatusOK, 0, nil), gnet.None
 		}
 		if f.Op == wire.OpStatus && c.group() {
-			// A leader that hears no server asks how many this one
-			// turned away lately (handoff.go).
-			return wire.Append(out, &wire.Frame{Op: f.Op, ID: f.ID, Status: wire.StatusOK, Seq: uint64(c.witnessed())}), gnet.None
+			// A leader that has heard no server for f.Seq ms asks how
+			// many this one turned away since (handoff.go).
+			deaf := time.Duration(min(f.Seq, uint64(time.Hour/time.Millisecond))) * time.Millisecond
+			return wire.Append(out, &wire.Frame{Op: f.Op, ID: f.ID, Status: wire.StatusOK, Seq: uint64(c.witnessed(deaf))}), gnet.None
 		}
 		if f.Op != wire.OpHeartbeat {
 			return answer(out, f, wire.StatusBadRequest, 0, []byte("expected HEARTBEAT")), gnet.Close

@@ -43,9 +43,13 @@ func (c *Coordinator) turnedAway(id uint32) {
 }
 
 // witnessed is how many servers this coordinator turned away within the
-// witness window (none while it leads: it hears them itself).
-func (c *Coordinator) witnessed() int {
+// witness window and within the last deaf (how long the asking leader
+// has heard no server): a server turned away before the leader last
+// heard one proves nothing about now. None while it leads: it hears
+// them itself.
+func (c *Coordinator) witnessed(deaf time.Duration) int {
 	now := time.Now()
+	within := min(c.witnessWindow(), deaf)
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if c.leading {
@@ -53,7 +57,7 @@ func (c *Coordinator) witnessed() int {
 	}
 	n := 0
 	for _, nd := range c.nodes {
-		if !nd.turnedAway.IsZero() && now.Sub(nd.turnedAway) < c.witnessWindow() {
+		if !nd.turnedAway.IsZero() && now.Sub(nd.turnedAway) < within {
 			n++
 		}
 	}
@@ -87,9 +91,9 @@ func (c *Coordinator) checkDeaf(l leadership, now time.Time, judge bool) {
 		return
 	}
 	c.mu.Lock()
-	ask := c.core != nil && !c.shutting && c.ld == l && now.Sub(c.askedWitness) >= ft
+	ask := c.core != nil && !c.shutting && c.ld == l && !c.handingOff && now.Sub(c.askedWitness) >= ft
 	if ask {
-		c.askedWitness = now
+		c.askedWitness, c.handingOff = now, true
 	}
 	c.mu.Unlock()
 	if ask {
@@ -100,6 +104,12 @@ func (c *Coordinator) checkDeaf(l leadership, now time.Time, judge bool) {
 // handOffIfDeaf asks every other coordinator how many servers it turned
 // away lately and hands the lead to the one with the most, if any.
 func (c *Coordinator) handOffIfDeaf(l leadership) {
+	defer func() {
+		c.mu.Lock()
+		c.handingOff = false
+		c.mu.Unlock()
+	}()
+	deaf := c.deafFor(time.Now())
 	best, most := -1, 0
 	type answer struct{ k, n int }
 	answers := make(chan answer)
@@ -113,11 +123,17 @@ func (c *Coordinator) handOffIfDeaf(l leadership) {
 			ctx, cancel := context.WithTimeout(l.ctx, c.opts.Timing.Dial)
 			defer cancel()
 			n := 0
-			if cc, err := c.dialCtl(ctx, addr); err == nil {
-				if ans, err := cc.roundTrip(ctx, &wire.Frame{Op: wire.OpStatus}); err == nil && ans.Status == wire.StatusOK {
+			cc, err := c.dialPeer(ctx, addr)
+			if err == nil {
+				var ans wire.Frame
+				ans, err = cc.roundTrip(ctx, &wire.Frame{Op: wire.OpStatus, Seq: uint64(deaf / time.Millisecond)})
+				if err = replyErr(ans, err); err == nil {
 					n = int(ans.Seq)
 				}
 				cc.close()
+			}
+			if err != nil {
+				c.log.Warn().Err(err).Int("coordinator", k).Msg("deaf leader: cannot ask a coordinator whether it hears the servers")
 			}
 			answers <- answer{k, n}
 		}(k, cs.ServersAddr())
@@ -128,7 +144,7 @@ func (c *Coordinator) handOffIfDeaf(l leadership) {
 			best, most = a.k, a.n
 		}
 	}
-	deaf := c.deafFor(time.Now())
+	deaf = c.deafFor(time.Now())
 	if best < 0 || l.ctx.Err() != nil || deaf <= c.opts.Timing.FailureTimeout {
 		return
 	}

@@ -98,6 +98,7 @@ type coordTLS struct {
 	raftSrv *tls.Config       // Raft, accepting: coordinators only
 	raftCli *tls.Config       // Raft, dialling
 	ctl     *tls.Config       // control links to servers
+	peer    *tls.Config       // links to the other coordinators' servers ports
 }
 
 // loadTLS reads and checks the files (nil, nil without TLS): all five
@@ -134,10 +135,13 @@ func loadTLS(at func(settings ...string) string, t TLSFiles) (*coordTLS, error) 
 		files:   t,
 		mat:     m,
 		clients: m.Server(false),
-		servers: m.Server(true, tlsconf.RoleServer),
+		// (The other coordinators dial the servers port too: a deaf
+		// leader's question, the group's stop; handoff.go.)
+		servers: m.Server(true, tlsconf.RoleServer, tlsconf.RoleCoordinator),
 		raftSrv: m.Server(true, tlsconf.RoleCoordinator),
 		raftCli: m.Client(tlsconf.RoleCoordinator),
 		ctl:     m.Client(tlsconf.RoleServer),
+		peer:    m.Client(tlsconf.RoleCoordinator),
 	}, nil
 }
 
@@ -161,12 +165,17 @@ func (t *coordTLS) serverFiles() tlsconf.Files {
 	return t.files.Servers()
 }
 
-// handshake turns a connection dialled to a server's control port into a
-// TLS client connection, handshaken within d; nc is closed on failure.
-func (t *coordTLS) handshake(ctx context.Context, nc net.Conn, d time.Duration) (net.Conn, error) {
+// handshake turns a connection dialled to a server's control port (or,
+// with peer, another coordinator's servers port) into a TLS client
+// connection, handshaken within d; nc is closed on failure.
+func (t *coordTLS) handshake(ctx context.Context, nc net.Conn, d time.Duration, peer bool) (net.Conn, error) {
 	hctx, cancel := context.WithTimeout(ctx, d)
 	defer cancel()
-	tc := tls.Client(nc, t.ctl)
+	cfg := t.ctl
+	if peer {
+		cfg = t.peer
+	}
+	tc := tls.Client(nc, cfg)
 	if err := tc.HandshakeContext(hctx); err != nil {
 		nc.Close()
 		return nil, fmt.Errorf("tls handshake with %s: %w", nc.RemoteAddr(), err)

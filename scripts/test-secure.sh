@@ -15,7 +15,7 @@ cd "$repo"
 command -v go >/dev/null || PATH=$PATH:/usr/local/go/bin
 tests='TestFailover|TestTwoFailures$|TestStopPrimary$|TestRepeatedCrashes$'
 tests+='|TestLinearizable$|TestChaos$|TestChaosCoordGroup$|TestAppendExactlyOnce$'
-tests+='|TestCoordinatorKill$|TestCoordGroupLeaderKill$|TestRemote|TestChaosCoordGroupNetns$'
+tests+='|TestCoordinatorKill$|TestCoordGroupLeaderKill$|TestCoordGroupLeaderCutFromServers$|TestRemote|TestChaosCoordGroupNetns$'
 race=(-race)
 [ "${FTKV_SECURE_RACE:-1}" = 0 ] && race=()
 out=$(mktemp)

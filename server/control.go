@@ -78,11 +78,7 @@ func (s *Server) setCoord(c gnet.Conn, addr string) {
 			}
 		}
 	}
-	s.coordAddr.Store(&addr)
-	select {
-	case s.coordChanged <- struct{}{}:
-	default:
-	}
+	s.moveCoord(addr)
 	s.log.Info().Str("coord", addr).Msg("coordinator moved")
 }
 

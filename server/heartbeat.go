@@ -74,7 +74,7 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 			// One of a group: the next coordinator may lead now. The
 			// back-off still grows: with every coordinator down, a
 			// server must not spin through them (its log filled a disk).
-			s.nextCoord("", false)
+			s.rotateCoord(addr)
 		}
 		select {
 		case <-time.After(backoff):
@@ -87,28 +87,28 @@ func (s *Server) heartbeatLoop(ctx context.Context) {
 	}
 }
 
-// nextCoord points the heartbeats at hint, the leader a follower named,
-// or else at the coordinator after the current one in the -coord list;
-// wake reconnects at once instead of after the heartbeat loop's back-off.
-func (s *Server) nextCoord(hint string, wake bool) {
-	next := hint
-	if next == "" && len(s.coords) > 0 {
-		cur := *s.coordAddr.Load()
-		i := 0
-		for k, a := range s.coords {
-			if a == cur {
-				i = k + 1
-			}
+// rotateCoord points the heartbeats at the coordinator after from in the
+// -coord list, unless they were pointed elsewhere since from was tried (a
+// SETCOORD or a hint is not overwritten).
+func (s *Server) rotateCoord(from string) {
+	cur := s.coordAddr.Load()
+	if *cur != from {
+		return
+	}
+	i := 0
+	for k, a := range s.coords {
+		if a == from {
+			i = k + 1
 		}
-		next = s.coords[i%len(s.coords)]
 	}
-	if next == "" {
-		return
-	}
-	s.coordAddr.Store(&next)
-	if !wake {
-		return
-	}
+	next := s.coords[i%len(s.coords)]
+	s.coordAddr.CompareAndSwap(cur, &next)
+}
+
+// moveCoord points the heartbeats at addr (a SETCOORD's, or the leader a
+// follower named) at once, not after the heartbeat loop's back-off.
+func (s *Server) moveCoord(addr string) {
+	s.coordAddr.Store(&addr)
 	select {
 	case s.coordChanged <- struct{}{}:
 	default:
@@ -151,7 +151,7 @@ func (s *Server) readHeartbeatAnswers(nc net.Conn) {
 			// back-off (during an election nobody is named).
 			// (Without a hint the heartbeat loop turns to the next one.)
 			if hint := string(f.Value); hint != "" {
-				s.nextCoord(hint, true)
+				s.moveCoord(hint)
 			}
 			nc.Close()
 			return
@@ -201,24 +201,26 @@ func (s *Server) viewFromHeartbeat(epoch uint64, enc []byte) {
 // move ends it at once, also while it dials or writes to a coordinator
 // that does not answer.
 func (s *Server) heartbeatOnce(ctx context.Context, addr string) error {
-	ctx, cancel := context.WithCancel(ctx)
+	lctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	moved := make(chan struct{})
+	quit := make(chan struct{})
+	moved := make(chan bool, 1)
 	go func() {
 		select {
 		case <-s.coordChanged:
-			close(moved)
 			cancel()
-		case <-ctx.Done():
+			moved <- true
+		case <-quit:
+			moved <- false
 		}
 	}()
-	err := s.heartbeatLink(ctx, addr)
-	select {
-	case <-moved:
+	err := s.heartbeatLink(lctx, addr)
+	close(quit)
+	// (The watcher has ended: a signal it took is reported, never lost.)
+	if <-moved {
 		return errCoordMoved
-	default:
-		return err
 	}
+	return err
 }
 
 // heartbeatLink is heartbeatOnce's link, until it fails or ctx ends.

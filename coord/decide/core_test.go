@@ -437,6 +437,34 @@ func TestLinkDownFailsSecondary(t *testing.T) { // hole 9
 	for _, older := range []bool{false, true} {
 		t.Run(fmt.Sprintf("not the last copy of its own shard, older report %v", older), func(t *testing.T) { dropUnreachable(t, older, link) })
 	}
+	t.Run("a re-seeding secondary, on a report of the view before", func(t *testing.T) {
+		// Member 1 is respawned and given to shard 0 as its re-seeding
+		// secondary; member 0 cannot reach it, so it refuses that view
+		// (its writes wait meanwhile) and reports the link at the epoch
+		// before. A review: each re-seeding of a secondary cut off from
+		// its primary held the shard's writes for 6 s of an 8 s cut.
+		h := newHarness(t, 3)
+		h.step(ProcessExited{ID: 1, Inc: 1})
+		h.step(Published{})
+		h.beat(0, 2)
+		v := mustPublish(t, h.beat(1))
+		h.step(Published{})
+		if v.Servers[1].State != wire.StateReseeding || v.Shards[0] != pl(0, 1) {
+			t.Fatalf("re-seed view: %v %v", states(v), v.Shards)
+		}
+		before := v.Epoch - 1
+		h.beat(1, 2)
+		h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: 0, Incarnation: 1, Epoch: before},
+			Links: []Link{{Shard: 0, Secondary: 1, Incarnation: 2, DownFor: 2*simFT + 1}}})
+		acts := h.tick(simFT / 10)
+		nv := mustPublish(t, acts)
+		if p, _ := find[Publish](acts); !strings.HasPrefix(p.Detail, "server 1: the primary of shard 0 cannot replicate to it") {
+			t.Fatalf("cause %q", p.Detail)
+		}
+		if nv.Servers[1].State != wire.StateDown || nv.Shards[0] != pl(0, -1) {
+			t.Fatalf("want the re-seeding secondary failed and shard 0 alone on member 0: %v %v", states(nv), nv.Shards)
+		}
+	})
 }
 
 // dropUnreachable: a secondary its primary cannot reach, kept as the last

@@ -335,12 +335,18 @@ func (c *Core) judge(failed map[int]cause, reasons map[int]string, out []Action)
 // names refuses that view (its link is not up within the handshake), so
 // it reports the link at the epoch before, and it is the same link (the
 // report names the secondary's incarnation, and the primary counts from
-// when it was given that secondary).
+// when it was given that secondary). A re-seeding secondary's link counts
+// at any epoch too: the primary given it refuses the view that names it
+// as long as it cannot reach it, so its report never comes at that view's
+// epoch, and its writes wait for the link meanwhile (a review cut the
+// link between a primary's host and its secondary's: the secondary's
+// respawn landed on the same host, and each re-seeding held the shard's
+// writes until the view's push timed out, 6 s of an 8 s cut).
 func (c *Core) stalledLinks(v wire.View, suspect func(int) bool, anyEpoch bool, fn func(shard, sec int, down time.Duration)) {
 	ft := c.cfg.FailureTimeout
 	for p, nd := range c.nodes {
 		if !suspect(p) || nd.State != Serving || v.Servers[p].State != wire.StateServing ||
-			c.now.Sub(nd.LastSeen) > ft || (nd.linksEp != v.Epoch && !anyEpoch) {
+			c.now.Sub(nd.LastSeen) > ft {
 			continue
 		}
 		for _, l := range nd.links {
@@ -351,6 +357,9 @@ func (c *Core) stalledLinks(v wire.View, suspect func(int) bool, anyEpoch bool, 
 			sec := int(pl.Secondary)
 			if int(pl.Primary) != p || sec < 0 || sec == p || sec != l.Secondary || !suspect(sec) ||
 				v.Servers[sec].Incarnation != l.Incarnation || c.now.Sub(c.nodes[sec].LastSeen) > ft {
+				continue
+			}
+			if nd.linksEp != v.Epoch && !anyEpoch && v.Servers[sec].State != wire.StateReseeding {
 				continue
 			}
 			fn(l.Shard, sec, l.DownFor)

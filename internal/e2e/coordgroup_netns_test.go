@@ -225,8 +225,8 @@ func TestCoordGroupLeaderCutFromServers(t *testing.T) {
 	l := startLedger(t, cls, 2, "ledger-cg-deaf", opTimeout)
 	waitProgress(t, c, "load before the cut", w.Done, 200, 500*time.Millisecond)
 
-	old := c.LeaderIndex(t)
 	oldSt := c.WaitLeader(t, 10*time.Second, func(int) bool { return true })
+	old := oldSt.Leader
 	var servers []string
 	for i := 1; i <= n; i++ {
 		servers = append(servers, h.Addr(i))
@@ -242,6 +242,12 @@ func TestCoordGroupLeaderCutFromServers(t *testing.T) {
 	t.Logf("coordinator %d leads %s after the cut (term %d -> %d)", st.Leader, took.Round(time.Millisecond), oldSt.Term, st.Term)
 	if took > bound {
 		t.Errorf("a coordinator that hears the servers took the lead %s after the cut, want at most %s", took.Round(time.Millisecond), bound)
+	}
+	// The cut-off leader handed the lead over (not an election for
+	// another reason).
+	raw, _ := os.ReadFile(filepath.Join(c.Dir, fmt.Sprintf("ftkv-coord-%d.log", old)))
+	if n := strings.Count(string(raw), "no server heard: handing the lead to a coordinator the servers reach"); n != 1 {
+		t.Errorf("coordinator %d logged %d hand-offs of the lead, want 1", old, n)
 	}
 	// A client that fetches the view now writes every shard.
 	fresh := c.Client()
@@ -262,6 +268,11 @@ func TestCoordGroupLeaderCutFromServers(t *testing.T) {
 	waitProgress(t, c, "load during the cut", w.Done, 300, time.Second)
 	during := c.WaitRecovered(t, remoteRecover)
 	samePIDs(t, "during the cut", before, during)
+	// The lead stays where it went: no coordinator hands it back and
+	// forth.
+	if again := c.WaitLeader(t, 10*time.Second, func(int) bool { return true }); again.Leader != st.Leader || again.Term != st.Term {
+		t.Errorf("the lead moved again during the cut: coordinator %d term %d, then coordinator %d term %d", st.Leader, st.Term, again.Leader, again.Term)
+	}
 
 	heal()
 	caughtUp(t, c, old)
