@@ -33,8 +33,7 @@ func (h *ctlHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			if err != nil {
 				return reply(out, f, wire.StatusBadRequest, 0, err.Error()), gnet.None
 			}
-			for seen := s.viewSeen.Load(); v.Epoch > seen && !s.viewSeen.CompareAndSwap(seen, v.Epoch); seen = s.viewSeen.Load() {
-			}
+			s.raiseViewSeen(v.Epoch)
 			go func() {
 				ans := &wire.Frame{Op: op, ID: id, Epoch: v.Epoch}
 				if err := s.applyView(v); err != nil {

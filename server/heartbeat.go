@@ -173,6 +173,20 @@ func (s *Server) readHeartbeatAnswers(nc net.Conn) {
 // from them.
 const viewPullAfter = 2
 
+// raiseViewSeen records that a view with epoch arrived, and reports
+// whether it is the newest seen so far.
+func (s *Server) raiseViewSeen(epoch uint64) bool {
+	for {
+		seen := s.viewSeen.Load()
+		if epoch <= seen {
+			return false
+		}
+		if s.viewSeen.CompareAndSwap(seen, epoch) {
+			return true
+		}
+	}
+}
+
 // viewFromHeartbeat applies the view with epoch (encoded in enc) that a
 // heartbeat answer carried, in the background, unless a SETVIEW of it (or
 // a newer one) arrived meanwhile. The answer comes on this server's own
@@ -184,9 +198,8 @@ func (s *Server) viewFromHeartbeat(epoch uint64, enc []byte) {
 		s.log.Warn().Err(err).Uint64("epoch", epoch).Msg("heartbeat answer carried an unreadable view")
 		return
 	}
-	seen := s.viewSeen.Load()
-	if epoch <= seen || !s.viewSeen.CompareAndSwap(seen, epoch) {
-		return // (a SETVIEW came)
+	if !s.raiseViewSeen(epoch) {
+		return // (a SETVIEW of it, or of a newer one, came)
 	}
 	s.log.Warn().Uint64("epoch", epoch).Msg("view not received on the control port; applying it from the coordinator's heartbeat answer")
 	go func() {

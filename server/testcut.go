@@ -25,15 +25,10 @@ var errTestCut = errors.New("replication link cut by the test (" + TestCutReplEn
 // replCut reports whether the test has cut the link from primary server
 // id to sec.
 func replCut(id uint32, sec target) bool {
-	if testCutFile == "" || sec.addr == "" {
+	if sec.addr == "" {
 		return false
 	}
-	b, err := os.ReadFile(testCutFile)
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
+	for _, f := range testLines(testCutFile) {
 		if len(f) != 3 {
 			continue
 		}
@@ -47,6 +42,23 @@ func replCut(id uint32, sec target) bool {
 	return false
 }
 
+// testLines is the fields of each line of a test hook's file (none when
+// name is "" or the file cannot be read).
+func testLines(name string) [][]string {
+	if name == "" {
+		return nil
+	}
+	b, err := os.ReadFile(name)
+	if err != nil {
+		return nil
+	}
+	var out [][]string
+	for _, line := range strings.Split(string(b), "\n") {
+		out = append(out, strings.Fields(line))
+	}
+	return out
+}
+
 // TestStartDelayEnv names a file through which end-to-end tests make a
 // server slow to report, as one rebuilding its tables from a large log
 // is, and scripts/bench-resync.sh holds a respawned server down for an
@@ -58,16 +70,7 @@ const TestStartDelayEnv = "FTKV_TEST_START_DELAY"
 
 // testStartDelay is how long the test makes server id wait at its start.
 func testStartDelay(id uint32) time.Duration {
-	name := os.Getenv(TestStartDelayEnv)
-	if name == "" {
-		return 0
-	}
-	b, err := os.ReadFile(name)
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		f := strings.Fields(line)
+	for _, f := range testLines(os.Getenv(TestStartDelayEnv)) {
 		if len(f) != 2 {
 			continue
 		}
@@ -91,16 +94,11 @@ var testDropViewFile = os.Getenv(TestDropViewEnv)
 
 // viewDropped reports whether the test makes server id lose its SETVIEWs.
 func viewDropped(id uint32) bool {
-	if testDropViewFile == "" {
-		return false
-	}
-	b, err := os.ReadFile(testDropViewFile)
-	if err != nil {
-		return false
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if sid, err := strconv.ParseUint(strings.TrimSpace(line), 10, 32); err == nil && uint32(sid) == id {
-			return true
+	for _, f := range testLines(testDropViewFile) {
+		if len(f) == 1 {
+			if sid, err := strconv.ParseUint(f[0], 10, 32); err == nil && uint32(sid) == id {
+				return true
+			}
 		}
 	}
 	return false
