@@ -1,6 +1,7 @@
 package coord
 
 import (
+	"crypto/tls"
 	"encoding/json"
 	"io"
 	"net"
@@ -200,8 +201,20 @@ type sdGroup struct {
 // coordinator: scrape them from their own -metrics address).
 func (c *Coordinator) serviceDiscovery() []sdGroup {
 	out := []sdGroup{}
+	labels := func(kv ...string) map[string]string {
+		m := map[string]string{"job": "ftkv"}
+		if c.opts.tls != nil {
+			// Every process serves its metrics over HTTPS (Prometheus
+			// takes the scheme from this label).
+			m["__scheme__"] = "https"
+		}
+		for i := 0; i+1 < len(kv); i += 2 {
+			m[kv[i]] = kv[i+1]
+		}
+		return m
+	}
 	if c.metricsLn != nil {
-		out = append(out, sdGroup{Targets: []string{c.metricsAddr()}, Labels: map[string]string{"job": "ftkv", "ftkv_role": "coordinator", "ftkv_coordinator": strconv.Itoa(max(c.opts.ID, 0))}})
+		out = append(out, sdGroup{Targets: []string{c.metricsAddr()}, Labels: labels("ftkv_role", "coordinator", "ftkv_coordinator", strconv.Itoa(max(c.opts.ID, 0)))})
 	}
 	var st *status.Cluster
 	if c.isStarted() {
@@ -214,8 +227,8 @@ func (c *Coordinator) serviceDiscovery() []sdGroup {
 		if s.MetricsAddr == "" {
 			continue
 		}
-		out = append(out, sdGroup{Targets: []string{s.MetricsAddr}, Labels: map[string]string{
-			"job": "ftkv", "ftkv_role": "server", "ftkv_server": strconv.Itoa(s.ID), "ftkv_host": s.Host}})
+		out = append(out, sdGroup{Targets: []string{s.MetricsAddr}, Labels: labels(
+			"ftkv_role", "server", "ftkv_server", strconv.Itoa(s.ID), "ftkv_host", s.Host)})
 	}
 	return out
 }
@@ -230,7 +243,11 @@ func (c *Coordinator) startMetrics() error {
 		w.Header().Set("Content-Type", "application/json")
 		_ = json.NewEncoder(w).Encode(c.serviceDiscovery())
 	})
-	l, err := metrics.Listen(c.opts.MetricsAddr, c.met.reg, mux)
+	var tc *tls.Config
+	if c.opts.tls != nil {
+		tc = c.opts.tls.clients
+	}
+	l, err := metrics.Listen(c.opts.MetricsAddr, c.met.reg, mux, tc)
 	if err != nil {
 		return err
 	}

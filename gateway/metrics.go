@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"crypto/tls"
 	"errors"
 	"strconv"
 	"strings"
@@ -55,9 +56,11 @@ func (m *Metrics) Attach(g *Gateway) {
 	m.reg.GaugeFunc(`ftkv_gateway_uptime_seconds`, func() float64 { return time.Since(g.started).Seconds() })
 }
 
-// Listen serves /metrics on addr until the returned listener is closed.
-func (m *Metrics) Listen(addr string) (*metrics.Listener, error) {
-	return metrics.Listen(addr, m.reg, nil)
+// Listen serves /metrics on addr until the returned listener is closed:
+// over HTTPS with tc (the gateway's -tls-cert, as its other ports), over
+// plain HTTP with tc nil.
+func (m *Metrics) Listen(addr string, tc *tls.Config) (*metrics.Listener, error) {
+	return metrics.Listen(addr, m.reg, nil, tc)
 }
 
 // Observe counts one command answered after d with err (nil: success);

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto/tls"
 	"io"
 	"net"
 	"sort"
@@ -306,7 +307,11 @@ func (s *Server) startMetrics() error {
 	if s.cfg.MetricsPort < 0 {
 		return nil
 	}
-	l, err := metrics.Listen(net.JoinHostPort(s.cfg.BindHost, strconv.Itoa(s.cfg.MetricsPort)), s.met.reg, nil)
+	var tc *tls.Config
+	if s.tls != nil {
+		tc = s.tls.client
+	}
+	l, err := metrics.Listen(net.JoinHostPort(s.cfg.BindHost, strconv.Itoa(s.cfg.MetricsPort)), s.met.reg, nil, tc)
 	if err != nil {
 		return err
 	}

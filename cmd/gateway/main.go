@@ -229,7 +229,7 @@ func run(args []string) int {
 	}
 	if *metricsAddr != "" {
 		met.Attach(g)
-		ml, err := met.Listen(*metricsAddr)
+		ml, err := met.Listen(*metricsAddr, cfg.TLS)
 		if err != nil {
 			fmt.Fprintf(os.Stderr, "gateway: -metrics %s: %v\n", *metricsAddr, err)
 			_ = g.Close(context.Background())

@@ -105,8 +105,15 @@ func parseText(t *testing.T, r io.Reader) scrape {
 
 func scrapeTarget(t *testing.T, addr string) scrape {
 	t.Helper()
-	cl := http.Client{Timeout: 5 * time.Second}
-	resp, err := cl.Get("http://" + addr + "/metrics")
+	return scrapeURL(t, &http.Client{Timeout: 5 * time.Second}, "http://"+addr)
+}
+
+// scrapeURL is scrapeTarget of the process at base (scheme://host:port)
+// with cl.
+func scrapeURL(t *testing.T, cl *http.Client, base string) scrape {
+	t.Helper()
+	addr := base
+	resp, err := cl.Get(base + "/metrics")
 	if err != nil {
 		t.Fatalf("scrape %s: %v", addr, err)
 	}
@@ -514,7 +521,7 @@ func metricsGateway(t *testing.T, c *testcluster.Cluster, tune ...func(*gateway.
 		t.Fatal(err)
 	}
 	met.Attach(g)
-	ml, err := met.Listen("127.0.0.1:0")
+	ml, err := met.Listen("127.0.0.1:0", nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@ var help = map[string]string{
 	// The coordinator.
 	"ftkv_coord_actions_total":         "Actions the decision core started, by kind (publish, push, kill, spawn, ask_seed, freeze).",
 	"ftkv_coord_heartbeats_total":      "Server heartbeats received.",
+	"ftkv_coord_leader_handoffs_total": "Leads handed to another coordinator by a leader that heard no server while the other coordinator did.",
 	"ftkv_coord_leader":                "1 while this coordinator leads its group (a single coordinator: always), else 0.",
 	"ftkv_coord_logins_total":          "Logins on the client port by outcome (ok, denied, throttled, unchecked, no_credentials).",
 	"ftkv_coord_output_buffered_bytes": "Bytes of answers queued for clients of the coordinator, not yet written.",

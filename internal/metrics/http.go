@@ -72,8 +72,10 @@ type Listener struct {
 }
 
 // Listen binds addr (port 0: any free port) and serves r at /metrics and
-// the extra routes of mux (nil: none) until Close.
-func Listen(addr string, r *Registry, mux *http.ServeMux) (*Listener, error) {
+// the extra routes of mux (nil: none) until Close: over HTTPS with tc
+// (the process's own certificate: a cluster with TLS has no link in
+// clear), over plain HTTP with tc nil.
+func Listen(addr string, r *Registry, mux *http.ServeMux, tc *tls.Config) (*Listener, error) {
 	if mux == nil {
 		mux = http.NewServeMux()
 	}
@@ -91,8 +93,14 @@ func Listen(addr string, r *Registry, mux *http.ServeMux) (*Listener, error) {
 		MaxHeaderBytes:    16 << 10,
 		ConnState:         limited.ConnState,
 	}}
+	var serve net.Listener = limited
+	if tc != nil {
+		// (A scraper in clear gets net/http's "400 Client sent an HTTP
+		// request to an HTTPS server".)
+		serve = tls.NewListener(limited, tc)
+	}
 	go func() {
-		if err := l.srv.Serve(limited); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		if err := l.srv.Serve(serve); err != nil && !errors.Is(err, http.ErrServerClosed) {
 			_ = ln.Close()
 		}
 	}()

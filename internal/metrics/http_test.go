@@ -32,7 +32,7 @@ func TestScrapersThatNeverReadAreBounded(t *testing.T) {
 	for i := 0; i < 1500; i++ { // about 100 KB of text, as a coordinator's
 		r.Counter(fmt.Sprintf(`t_ops_total{op="op%04d",outcome="a_long_outcome_label"}`, i)).Add(i)
 	}
-	l, err := Listen("127.0.0.1:0", r, nil)
+	l, err := Listen("127.0.0.1:0", r, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -99,7 +99,7 @@ func TestSharedScrapesAreFresh(t *testing.T) {
 	for i := 0; i < 2000; i++ { // renders take a while, so scrapes overlap
 		r.Counter(fmt.Sprintf(`t_filler_total{n="%d"}`, i))
 	}
-	l, err := Listen("127.0.0.1:0", r, nil)
+	l, err := Listen("127.0.0.1:0", r, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -141,7 +141,7 @@ func TestIdleScrapersMakeRoom(t *testing.T) {
 	for _, path := range []string{"/metrics", ""} {
 		r := New(false)
 		r.Counter("t_ops_total").Add(3)
-		l, err := Listen("127.0.0.1:0", r, nil)
+		l, err := Listen("127.0.0.1:0", r, nil, nil)
 		if err != nil {
 			t.Fatal(err)
 		}

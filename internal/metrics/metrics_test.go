@@ -19,7 +19,7 @@ func TestRegistryServesTextFormat(t *testing.T) {
 	c.Add(2)
 	h.Update(20e-6)
 	h.Update(2)
-	l, err := Listen("127.0.0.1:0", r, nil)
+	l, err := Listen("127.0.0.1:0", r, nil, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
