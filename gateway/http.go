@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log"
 	"net"
 	"net/http"
 	"net/url"
@@ -16,6 +17,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
 	"github.com/zeebo/xxh3"
 
 	"ftkv/client"
@@ -86,7 +88,9 @@ func (g *Gateway) startHTTP() error {
 		WriteTimeout:      2*g.cfg.Timeout + g.lim.FrameTimeout,
 		IdleTimeout:       2 * time.Minute,
 		MaxHeaderBytes:    4*maxKey + 64<<10, // an escaped key of 64 KiB fits
-		ErrorLog:          nil,
+		// One line per failed TLS handshake (any stranger's connect)
+		// is noise; anything else net/http says goes to the log.
+		ErrorLog: log.New(httpErrors{g.log}, "", 0),
 	}
 	limited := metrics.LimitListener(ln, httpMaxConns)
 	g.httpSrv.ConnState = limited.ConnState
@@ -489,4 +493,18 @@ func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Content-Type", "application/json")
 	_, _ = w.Write(append(b, '\n'))
+}
+
+// httpErrors is net/http's error log: each line at warn level, except
+// failed TLS handshakes (at debug).
+type httpErrors struct{ log zerolog.Logger }
+
+func (h httpErrors) Write(p []byte) (int, error) {
+	msg := strings.TrimSpace(string(p))
+	ev := h.log.Warn()
+	if strings.Contains(msg, "TLS handshake error") {
+		ev = h.log.Debug()
+	}
+	ev.Str("port", "http").Msg(msg)
+	return len(p), nil
 }

@@ -431,6 +431,7 @@ func (p *primary) connectLink(sec target, epoch uint64, timeout time.Duration, s
 		if err == nil {
 			full := flags&wire.FlagFullSeed != 0
 			var buf []byte
+			p.settingUp.Store(true)
 			if flags&wire.FlagResync != 0 {
 				// Locks p.mu; buf starts with the writes after its copy
 				// from our log, or with the reset of a full re-seeding.
@@ -438,6 +439,8 @@ func (p *primary) connectLink(sec target, epoch uint64, timeout time.Duration, s
 			} else {
 				p.mu.Lock()
 			}
+			p.answered.Store(true) // it answered the link's HELLO
+			p.settingUp.Store(false)
 			if l.broken() {
 				// Closed as it was enrolled (the secondary died at once):
 				// its failure reached no reconnect; dial again.
@@ -457,7 +460,6 @@ func (p *primary) connectLink(sec target, epoch uint64, timeout time.Duration, s
 			}
 			l.queue(buf)
 			p.setLinkLocked(l)
-			p.answered.Store(true) // it answered the link's HELLO
 			p.mu.Unlock()
 			l.flushSoon()
 			if synced = min(synced, acked); synced > 0 {

@@ -57,8 +57,13 @@ func (p *primary) linkHealth(now time.Time) (h wire.LinkHealth, ok bool) {
 		return h, true
 	}
 	heard := p.heard.Load()
-	if p.answered.Load() {
-		heard = mono(now) // an answer since the pinger last looked
+	if p.answered.Load() || p.settingUp.Load() {
+		// An answer since the pinger last looked, or a link set up
+		// after the secondary answered its HELLO (a partial resync
+		// reading our log: the coordinator counts a re-seeding
+		// secondary's report made before the view is applied, and
+		// would fail it for our read).
+		heard = mono(now)
 	}
 	h.Stalled = max(time.Duration(mono(now)-heard), 0)
 	return h, true

@@ -57,6 +57,10 @@ type primary struct {
 	// long (linkhealth.go).
 	heard    atomic.Int64
 	answered atomic.Bool
+	// settingUp: a dialled link whose secondary answered is being set up
+	// (our own log read for a partial resync, up to 64 MiB): the
+	// secondary is not silent meanwhile (linkHealth).
+	settingUp atomic.Bool
 	// secNow, closedNow and linkNow mirror sec, closed and link for the
 	// heartbeat's report, which must not wait for mu (linkHealth).
 	secNow    atomic.Pointer[target]

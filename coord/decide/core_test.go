@@ -465,6 +465,24 @@ func TestLinkDownFailsSecondary(t *testing.T) { // hole 9
 			t.Fatalf("want the re-seeding secondary failed and shard 0 alone on member 0: %v %v", states(nv), nv.Shards)
 		}
 	})
+	t.Run("a re-seeding secondary, not on a short stall nor on its former incarnation", func(t *testing.T) {
+		h := newHarness(t, 3)
+		h.step(ProcessExited{ID: 1, Inc: 1})
+		h.step(Published{})
+		h.beat(0, 2)
+		v := mustPublish(t, h.beat(1))
+		h.step(Published{})
+		for _, l := range []Link{
+			{Shard: 0, Secondary: 1, Incarnation: 2, DownFor: simFT},     // not past LinkStall
+			{Shard: 0, Secondary: 1, Incarnation: 1, DownFor: 4 * simFT}, // the incarnation it replaced
+		} {
+			h.beat(1, 2)
+			h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: 0, Incarnation: 1, Epoch: v.Epoch - 1}, Links: []Link{l}})
+			if acts := h.tick(simFT / 10); count[Publish](acts) != 0 {
+				t.Fatalf("report %+v published %+v", l, acts)
+			}
+		}
+	})
 }
 
 // dropUnreachable: a secondary its primary cannot reach, kept as the last

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -69,32 +70,44 @@ func TestReplicationLinkCutLasting(t *testing.T) {
 	time.Sleep(4 * to)
 	close(stop)
 	<-done
+	stopAt := time.Now()
 
-	// The longest gap between acknowledged writes of shard 1 that began
-	// during the cut.
+	// The longest gap between acknowledged writes of shard 1 from the cut
+	// to the first write acknowledged after the heal (or the prober's
+	// end, if none was).
 	mu.Lock()
-	var gap time.Duration
-	var gapAt time.Time
-	prev := cutAt
-	for _, a := range acks {
-		if a.Before(cutAt) {
-			continue
-		}
-		if d := a.Sub(prev); d > gap && prev.Before(healAt) {
-			gap, gapAt = d, prev
-		}
-		prev = a
-	}
+	points := []time.Time{cutAt}
+	end := stopAt
 	during := 0
 	for _, a := range acks {
-		if a.After(cutAt) && a.Before(healAt) {
+		switch {
+		case a.After(cutAt) && !a.After(healAt):
+			points = append(points, a)
 			during++
+		case a.After(healAt) && a.Before(end):
+			end = a
 		}
 	}
 	mu.Unlock()
+	points = append(points, end)
+	var gap time.Duration
+	var gapAt time.Time
+	for i := 1; i < len(points); i++ {
+		if d := points[i].Sub(points[i-1]); d > gap {
+			gap, gapAt = d, points[i-1]
+		}
+	}
 	t.Logf("shard 1 during the cut: %d writes acknowledged; longest gap %s, from %s after the cut", during, gap.Round(time.Millisecond), gapAt.Sub(cutAt).Round(time.Millisecond))
+	if during == 0 {
+		t.Errorf("no write of shard 1 was acknowledged during the %s cut", healAt.Sub(cutAt).Round(time.Millisecond))
+	}
 	if limit := 6 * to; gap > limit {
 		t.Errorf("shard 1 took no write for %s (from %s after the cut), want at most %s", gap.Round(time.Millisecond), gapAt.Sub(cutAt).Round(time.Millisecond), limit)
+	}
+	// The cut was real: the coordinator failed shard 1's secondary for it,
+	// and its respawn, on the same host, too.
+	if n := strings.Count(c.Log(), "the primary of shard 1 cannot replicate to it"); n < 2 {
+		t.Errorf("the coordinator failed shard 1's secondary for the cut %d times, want at least 2 (the secondary, then its respawn)", n)
 	}
 	after := c.WaitRecovered(t, remoteRecover)
 	if after.Servers[1].PID != before.Servers[1].PID {

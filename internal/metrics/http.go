@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
+	"log"
 	"net"
 	"net/http"
 	"sync"
@@ -92,6 +94,10 @@ func Listen(addr string, r *Registry, mux *http.ServeMux, tc *tls.Config) (*List
 		IdleTimeout:       30 * time.Second,
 		MaxHeaderBytes:    16 << 10,
 		ConnState:         limited.ConnState,
+		// net/http logs every failed TLS handshake (any stranger's
+		// connect: one line each on the process's stderr) and little
+		// else a scrape endpoint needs.
+		ErrorLog: log.New(io.Discard, "", 0),
 	}}
 	var serve net.Listener = limited
 	if tc != nil {
