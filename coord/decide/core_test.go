@@ -443,15 +443,7 @@ func TestLinkDownFailsSecondary(t *testing.T) { // hole 9
 		// (its writes wait meanwhile) and reports the link at the epoch
 		// before. A review: each re-seeding of a secondary cut off from
 		// its primary held the shard's writes for 6 s of an 8 s cut.
-		h := newHarness(t, 3)
-		h.step(ProcessExited{ID: 1, Inc: 1})
-		h.step(Published{})
-		h.beat(0, 2)
-		v := mustPublish(t, h.beat(1))
-		h.step(Published{})
-		if v.Servers[1].State != wire.StateReseeding || v.Shards[0] != pl(0, 1) {
-			t.Fatalf("re-seed view: %v %v", states(v), v.Shards)
-		}
+		h, v := reseedingSecondary(t)
 		before := v.Epoch - 1
 		h.beat(1, 2)
 		h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: 0, Incarnation: 1, Epoch: before},
@@ -466,12 +458,7 @@ func TestLinkDownFailsSecondary(t *testing.T) { // hole 9
 		}
 	})
 	t.Run("a re-seeding secondary, not on a short stall nor on its former incarnation", func(t *testing.T) {
-		h := newHarness(t, 3)
-		h.step(ProcessExited{ID: 1, Inc: 1})
-		h.step(Published{})
-		h.beat(0, 2)
-		v := mustPublish(t, h.beat(1))
-		h.step(Published{})
+		h, v := reseedingSecondary(t)
 		for _, l := range []Link{
 			{Shard: 0, Secondary: 1, Incarnation: 2, DownFor: simFT},     // not past LinkStall
 			{Shard: 0, Secondary: 1, Incarnation: 1, DownFor: 4 * simFT}, // the incarnation it replaced
@@ -483,6 +470,23 @@ func TestLinkDownFailsSecondary(t *testing.T) { // hole 9
 			}
 		}
 	})
+}
+
+// reseedingSecondary is a harness where member 1, failed and respawned
+// (incarnation 2), is the re-seeding secondary of shard 0, and the view
+// that made it so (published).
+func reseedingSecondary(t *testing.T) (*harness, wire.View) {
+	t.Helper()
+	h := newHarness(t, 3)
+	h.step(ProcessExited{ID: 1, Inc: 1})
+	h.step(Published{})
+	h.beat(0, 2)
+	v := mustPublish(t, h.beat(1))
+	h.step(Published{})
+	if v.Servers[1].State != wire.StateReseeding || v.Shards[0] != pl(0, 1) {
+		t.Fatalf("re-seed view: %v %v", states(v), v.Shards)
+	}
+	return h, v
 }
 
 // dropUnreachable: a secondary its primary cannot reach, kept as the last

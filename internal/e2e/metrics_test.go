@@ -521,7 +521,7 @@ func metricsGateway(t *testing.T, c *testcluster.Cluster, tune ...func(*gateway.
 		t.Fatal(err)
 	}
 	met.Attach(g)
-	ml, err := met.Listen("127.0.0.1:0", nil)
+	ml, err := met.Listen("127.0.0.1:0", cfg.TLS)
 	if err != nil {
 		t.Fatal(err)
 	}

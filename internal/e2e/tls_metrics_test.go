@@ -41,25 +41,7 @@ func TestTLSMetrics(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	met := gateway.NewMetrics()
-	g, err := gateway.New(gateway.Config{Store: cl, Listen: "127.0.0.1:0", Timeout: 15 * time.Second, TLS: m.Server(false), Observe: met.Observe})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Start(); err != nil {
-		t.Fatal(err)
-	}
-	met.Attach(g)
-	ml, err := met.Listen("127.0.0.1:0", m.Server(false))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		_ = ml.Close()
-		_ = g.Close(ctx)
-	})
+	_, gwMetrics := metricsGateway(t, c, func(cfg *gateway.Config) { cfg.TLS = m.Server(false) })
 
 	ca, err := os.ReadFile(p.file("ca.pem"))
 	if err != nil {
@@ -71,7 +53,7 @@ func TestTLSMetrics(t *testing.T) {
 	plain := &http.Client{Timeout: 5 * time.Second}
 
 	coordM := st.Coordinators[0].MetricsAddr
-	targets := map[string]string{"coordinator": coordM, "gateway": ml.Addr()}
+	targets := map[string]string{"coordinator": coordM, "gateway": gwMetrics}
 	for _, s := range st.Servers {
 		targets[fmt.Sprint("server ", s.ID)] = s.MetricsAddr
 	}
