@@ -75,11 +75,14 @@ var errLinkRefused = errors.New("secondary refused link")
 // acknowledges (lower with fsync_secondary: the rest is acknowledged on
 // the link once synced), and the flags of its answer (FlagFullSeed,
 // FlagResync).
-func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, addr string, epoch, base uint64) (*replLink, uint64, uint64, uint8, error) {
-	tcp, err := netopt.Dialer(env.tm.Dial).Dial("tcp", addr)
+func dialLink(ctx context.Context, env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, addr string, epoch, base uint64) (*replLink, uint64, uint64, uint8, error) {
+	tcp, err := netopt.Dialer(env.tm.Dial).DialContext(ctx, "tcp", addr)
 	if err != nil {
 		return nil, 0, 0, 0, err
 	}
+	// ctx ending cuts the handshake short too (the deadline below
+	// bounds it otherwise).
+	stop := context.AfterFunc(ctx, func() { _ = tcp.SetDeadline(time.Now()) })
 	// With TLS the session is established here and moves into the event
 	// loop with the connection (tlsgnet.Handoff).
 	nc, regCtx := net.Conn(tcp), func(l *replLink) any { return l }
@@ -100,6 +103,10 @@ func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, a
 		nc.Close()
 		return nil, 0, 0, 0, err
 	}
+	if !stop() {
+		nc.Close() // (the connection's deadline is ctx's now)
+		return nil, 0, 0, 0, ctx.Err()
+	}
 	if f.Status != wire.StatusOK {
 		nc.Close()
 		return nil, 0, 0, 0, fmt.Errorf("%w: %s %s", errLinkRefused, f.Status, f.Value)
@@ -111,8 +118,8 @@ func dialLink(env *primaryEnv, owner linkOwner, log zerolog.Logger, shard int, a
 		return nil, 0, 0, 0, err
 	}
 	eng := env.engine()
-	ctx := gnet.NewNetConnContext(gnet.NewContext(context.Background(), regCtx(l)), tcp)
-	resc, err := eng.Register(ctx)
+	gctx := gnet.NewNetConnContext(gnet.NewContext(context.Background(), regCtx(l)), tcp)
+	resc, err := eng.Register(gctx)
 	if err != nil {
 		nc.Close()
 		l.close()
@@ -423,7 +430,7 @@ func (p *primary) connectLink(sec target, epoch uint64, timeout time.Duration, s
 		var flags uint8
 		err := errTestCut
 		if !replCut(p.env.id, sec) {
-			l, acked, synced, flags, err = dialLink(p.env, p, p.log, p.shard, sec.addr, epoch, base)
+			l, acked, synced, flags, err = p.dialUnlessSuperseded(sec.addr, epoch, base, superseded)
 		}
 		if hook := linkDialed.Load(); err == nil && hook != nil {
 			(*hook)(p.shard)
@@ -488,6 +495,34 @@ func (p *primary) connectLink(sec target, epoch uint64, timeout time.Duration, s
 		time.Sleep(backoff)
 		backoff = min(2*backoff, p.tm.RetryMax)
 	}
+}
+
+// dialUnlessSuperseded is dialLink, given up as soon as superseded says
+// a newer view arrived: a dial to a secondary behind a partition waits
+// out its timeout, and the shard's writes with it, while the newer view
+// (the coordinator dropping that secondary) already waits to be applied
+// (a review's lasting cut: two dial timeouts per try).
+func (p *primary) dialUnlessSuperseded(addr string, epoch, base uint64, superseded func() bool) (*replLink, uint64, uint64, uint8, error) {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	if superseded != nil {
+		go func() {
+			t := time.NewTicker(p.tm.Poll)
+			defer t.Stop()
+			for {
+				select {
+				case <-ctx.Done():
+					return
+				case <-t.C:
+					if superseded() {
+						cancel()
+						return
+					}
+				}
+			}
+		}()
+	}
+	return dialLink(ctx, p.env, p, p.log, p.shard, addr, epoch, base)
 }
 
 // reconnect replaces a failed link while the view stays the same.

@@ -456,6 +456,15 @@ func TestLinkDownFailsSecondary(t *testing.T) { // hole 9
 		if nv.Servers[1].State != wire.StateDown || nv.Shards[0] != pl(0, -1) {
 			t.Fatalf("want the re-seeding secondary failed and shard 0 alone on member 0: %v %v", states(nv), nv.Shards)
 		}
+		// It never served: its respawn backs off (the partition may
+		// outlast it, and each try holds the shard's writes a while).
+		min := simConfig().RespawnMin
+		if count[Spawn](h.step(Published{}))+count[Spawn](h.advance(min-simFT/10, 0, 2)) != 0 {
+			t.Fatalf("respawned before the back-off of %s", min)
+		}
+		if count[Spawn](h.advance(simFT/5, 0, 2)) != 1 {
+			t.Fatal("not respawned after the back-off")
+		}
 	})
 	t.Run("a re-seeding secondary, not on a short stall nor on its former incarnation", func(t *testing.T) {
 		h, v := reseedingSecondary(t)

@@ -15,7 +15,8 @@ type cause uint8
 
 const (
 	byExit      cause = iota + 1 // process exited or re-seeding failed
-	bySuspicion                  // silence or a broken replication link
+	bySuspicion                  // silence
+	byLink                       // its primary cannot replicate to it
 )
 
 // decide makes at most one change of the view (and starts the respawns
@@ -51,9 +52,14 @@ func (c *Core) decide(judge bool, out []Action) []Action {
 				// the view is being published renews no lease.
 				nd.prev, nd.State = nd.State, Failed
 				p.failed = append(p.failed, i)
-				// Backed off only when its own disk failed: a re-seeding
-				// cut by load or a neighbour's failure is retried at once.
-				if !nd.served && nd.Inc == v.Servers[i].Incarnation && nd.HB.Storage.Failed && nd.HB.Incarnation == nd.Inc {
+				// Backed off only when its own disk failed, or when its
+				// primary could not reach it before it ever served (a
+				// partition between their hosts outlasts a respawn on the
+				// same host, and each try held the shard's writes: a
+				// review's 30 s cut saw 12 of them): a re-seeding cut by
+				// load or a neighbour's failure is retried at once.
+				ownDisk := nd.HB.Storage.Failed && nd.HB.Incarnation == nd.Inc
+				if !nd.served && nd.Inc == v.Servers[i].Incarnation && (ownDisk || failed[i] == byLink) {
 					c.failedStart(nd)
 				}
 			}
@@ -321,7 +327,7 @@ func (c *Core) judge(failed map[int]cause, reasons map[int]string, out []Action)
 		}
 	})
 	if victim >= 0 {
-		failed[victim] = bySuspicion
+		failed[victim] = byLink
 		reasons[victim] = fmt.Sprintf("the primary of shard %d cannot replicate to it (for %s)", of, stalled.Round(time.Millisecond))
 	}
 	return out

@@ -90,14 +90,21 @@ func TestReplicationLinkCutLasting(t *testing.T) {
 	}
 	mu.Unlock()
 	points = append(points, end)
-	var gap time.Duration
+	var gap, stalled time.Duration
 	var gapAt time.Time
+	stalls := 0
 	for i := 1; i < len(points); i++ {
-		if d := points[i].Sub(points[i-1]); d > gap {
+		d := points[i].Sub(points[i-1])
+		if d > gap {
 			gap, gapAt = d, points[i-1]
 		}
+		if d > to {
+			stalls++
+			stalled += d
+		}
 	}
-	t.Logf("shard 1 during the cut: %d writes acknowledged; longest gap %s, from %s after the cut", during, gap.Round(time.Millisecond), gapAt.Sub(cutAt).Round(time.Millisecond))
+	t.Logf("shard 1 during the cut: %d writes acknowledged; longest gap %s, from %s after the cut; %d gaps over %s, %s in all",
+		during, gap.Round(time.Millisecond), gapAt.Sub(cutAt).Round(time.Millisecond), stalls, to, stalled.Round(time.Millisecond))
 	if during == 0 {
 		t.Errorf("no write of shard 1 was acknowledged during the %s cut", healAt.Sub(cutAt).Round(time.Millisecond))
 	}
