@@ -69,9 +69,9 @@ type Coordinator struct {
 	pending         *wire.View // being published: committed, not visible yet
 	adopting        bool       // re-adopting: heartbeats are not judged yet
 	tookOver        bool       // this leadership's takeover returned (adopted or failed)
-	coreAt          time.Time  // when the core started (a leader deaf since: handoff.go)
-	askedWitness    time.Time  // when a deaf leader last asked the others (handoff.go)
-	handingOff      bool       // a deaf leader's question is under way (handoff.go)
+	coreAt          time.Time  // when the core started (handoff.go)
+	askedWitness    time.Time  // when a leader that did not hear some servers last asked the others (handoff.go)
+	handingOff      bool       // that question is under way (handoff.go)
 	restarting      bool       // this start follows a committed view (initialPlacement)
 	// current: which copies hold every acknowledged write, committed with
 	// every view (decide.Current). firstDurable: while the first view of
@@ -148,12 +148,9 @@ type node struct {
 	procInc  uint64         // proc's incarnation
 	hb       wire.Heartbeat // the last accepted heartbeat (addresses, counts)
 	lastSeen time.Time      // when it arrived (status)
-	// turnedAway: when this coordinator, not leading, last sent the
-	// server to the leader (handoff.go).
-	turnedAway time.Time
-	reported   bool   // a heartbeat of inc arrived (start-up)
-	exited     uint64 // the newest incarnation whose exit was seen (it is dead)
-	ctl        *ctlConn
+	reported bool           // a heartbeat of inc arrived (start-up)
+	exited   uint64         // the newest incarnation whose exit was seen (it is dead)
+	ctl      *ctlConn
 }
 
 // sawExit records that incarnation inc of nd is dead (its process
@@ -357,11 +354,6 @@ func (c *Coordinator) watchLeadership() {
 		c.leading = lead
 		if lead {
 			c.term = c.rn.r.CurrentTerm()
-			// What it saw as a follower witnesses nothing for the next
-			// leader it may hand off to (handoff.go).
-			for _, nd := range c.nodes {
-				nd.turnedAway = time.Time{}
-			}
 			// Until the takeover has the nodes' records, a heartbeat
 			// must not be judged (and refused) against stale ones.
 			c.adopting, c.tookOver = true, false
@@ -1543,8 +1535,7 @@ func liveMember(v wire.View, id int, inc uint64) bool {
 	if id < 0 || id >= len(v.Servers) {
 		return false
 	}
-	m := v.Servers[id]
-	return m.Incarnation == inc && (m.State == wire.StateServing || m.State == wire.StateReseeding)
+	return v.Servers[id].Incarnation == inc && live(v.Servers[id])
 }
 
 // coreLinks are a heartbeat's link reports as the core takes them: a

@@ -51,10 +51,18 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 			return answer(out, f, wire.StatusOK, 0, nil), gnet.None
 		}
 		if f.Op == wire.OpStatus && c.group() {
-			// A leader that has heard no server for f.Seq ms asks how
-			// many this one turned away since (handoff.go).
-			deaf := time.Duration(min(f.Seq, uint64(time.Hour/time.Millisecond))) * time.Millisecond
-			return wire.Append(out, &wire.Frame{Op: f.Op, ID: f.ID, Status: wire.StatusOK, Seq: uint64(c.witnessed(deaf))}), gnet.None
+			// A leader that does not hear some servers asks how many
+			// this one reaches (handoff.go): the probes take a while,
+			// off the event loop.
+			id := f.ID
+			go func() {
+				n := 0
+				if !c.isLeading() {
+					n = c.reachable(context.Background(), c.opts.Timing.FailureTimeout)
+				}
+				_ = conn.AsyncWrite(wire.Append(nil, &wire.Frame{Op: wire.OpStatus, ID: id, Status: wire.StatusOK, Seq: uint64(n)}), nil)
+			}()
+			return out, gnet.None
 		}
 		if f.Op != wire.OpHeartbeat {
 			return answer(out, f, wire.StatusBadRequest, 0, []byte("expected HEARTBEAT")), gnet.Close
@@ -69,7 +77,6 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 		if !leading {
 			// Only the leader judges heartbeats and renews leases; the
 			// server goes to the leader (or tries the next coordinator).
-			c.turnedAway(hb.ID)
 			return answer(out, f, wire.StatusNotLeader, 0, []byte(c.leaderAddr(false))), gnet.None
 		}
 		if adopting {

@@ -3,6 +3,8 @@ package coord
 import (
 	"context"
 	"strconv"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -10,107 +12,123 @@ import (
 	"ftkv/wire"
 )
 
-// A leader of the group cut off from every server (while it still
-// reaches the other coordinators, so it keeps its Raft lead) hears no
-// heartbeat, and no view of its reaches a server: a review saw every
-// fresh client meet STALE_EPOCH on every shard for the whole cut (16 s,
-// 40 s). The servers meanwhile knock at the followers (turned away, they
-// go to the next coordinator in their list), and a follower that turned
-// servers away lately is the witness that they live and that it reaches
-// them. So a leader that has heard no server for longer than the failure
-// timeout asks the others (on their servers ports, with the cluster
-// secret) how many servers they turned away lately, and hands the lead
-// to the one that turned away the most. With no witness it keeps the
-// lead and goes on as before: every server may really be down (the
-// leader respawns them), or cut off from every coordinator.
+// A leader of the group cut off from servers (while it still reaches
+// the other coordinators, so it keeps its Raft lead) hears no heartbeat
+// from them, and no view of its reaches them: a review saw every fresh
+// client meet STALE_EPOCH on every shard for the whole cut when the
+// leader was cut from all three servers (16 s, 40 s), and a shard refused
+// for the whole cut when it was cut from two (its last copy never got the
+// view that made it so). Another coordinator may reach them. So a leader
+// that has not heard some live server for half the failure timeout asks
+// the others (on their servers ports, with the cluster secret) how many
+// servers they reach: each dials every server's control port and logs in
+// (as it would to give it a view). If one reaches more servers than the
+// leader hears, the leader hands it the lead. Otherwise it keeps the lead
+// and goes on as before: a server that nobody reaches is down, or cut off
+// from every coordinator, and no hand-off helps.
 
-// witnessWindow is how long a follower counts a server it turned away:
-// a server that cannot reach the leader tries it again, fails after the
-// dial timeout and waits up to HeartbeatRetryMax before it knocks again.
-func (c *Coordinator) witnessWindow() time.Duration {
-	tm := c.opts.Timing
-	return 2 * (tm.Dial + tm.HeartbeatRetryMax)
-}
-
-// turnedAway records, on a follower, that server id heartbeated here.
-func (c *Coordinator) turnedAway(id uint32) {
-	now := time.Now()
+// reachable is how many servers of the committed view this coordinator
+// can give an order to now: it dials each one's control port and logs in,
+// all at once, each within d.
+func (c *Coordinator) reachable(ctx context.Context, d time.Duration) int {
 	c.mu.Lock()
-	if int(id) < len(c.nodes) {
-		c.nodes[id].turnedAway = now
+	var addrs []string
+	for _, m := range c.view.Servers {
+		if live(m) && m.CtlAddr != "" {
+			addrs = append(addrs, m.CtlAddr)
+		}
 	}
 	c.mu.Unlock()
+	var n atomic.Int32
+	var wg sync.WaitGroup
+	for _, a := range addrs {
+		wg.Go(func() {
+			pctx, cancel := context.WithTimeout(ctx, d)
+			defer cancel()
+			if cc, err := c.dialCtl(pctx, a); err == nil {
+				cc.close()
+				n.Add(1)
+			}
+		})
+	}
+	wg.Wait()
+	return int(n.Load())
 }
 
-// witnessed is how many servers this coordinator turned away within the
-// witness window and within the last deaf (how long the asking leader
-// has heard no server): a server turned away before the leader last
-// heard one proves nothing about now. None while it leads: it hears
-// them itself.
-func (c *Coordinator) witnessed(deaf time.Duration) int {
-	now := time.Now()
-	within := min(c.witnessWindow(), deaf)
+// isLeading reports whether this coordinator leads now.
+func (c *Coordinator) isLeading() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if c.leading {
-		return 0
-	}
-	n := 0
-	for _, nd := range c.nodes {
-		if !nd.turnedAway.IsZero() && now.Sub(nd.turnedAway) < within {
-			n++
-		}
-	}
-	return n
+	return c.leading
 }
 
-// deafFor is how long this leader has heard no server (since its core
-// took over, at most).
-func (c *Coordinator) deafFor(now time.Time) time.Duration {
+// live reports whether m serves or re-seeds in its view.
+func live(m wire.Member) bool {
+	return m.State == wire.StateServing || m.State == wire.StateReseeding
+}
+
+// hears is how many live members of the view this leader heard from
+// within d, and how many live members there are.
+func (c *Coordinator) hears(now time.Time, d time.Duration) (heard, members int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	last := c.coreAt
-	for _, nd := range c.nodes {
-		if nd.lastSeen.After(last) {
-			last = nd.lastSeen
+	for i, m := range c.view.Servers {
+		if !live(m) || i >= len(c.nodes) {
+			continue
+		}
+		members++
+		last := c.nodes[i].lastSeen
+		if c.coreAt.After(last) {
+			last = c.coreAt // (silent from the core's start at most)
+		}
+		if now.Sub(last) <= d {
+			heard++
 		}
 	}
-	return now.Sub(last)
+	return heard, members
 }
 
-// checkDeaf runs on the reconcile loop's ticks (judge: the loop was not
-// held up itself): a leader of a group that has heard no server for
-// longer than the failure timeout asks for a witness, once per failure
-// timeout, in the background.
-func (c *Coordinator) checkDeaf(l leadership, now time.Time, judge bool) {
+// checkCutOff runs on the reconcile loop's ticks (judge: the loop was not
+// held up itself): a leader of a group that has not heard some live
+// server for half the failure timeout asks the others how many they
+// reach, once per failure timeout and one question at a time, in the
+// background. A leadership younger than handOffHold asks nothing: the
+// lead does not bounce.
+func (c *Coordinator) checkCutOff(l leadership, now time.Time, judge bool) {
 	if !judge || !c.group() || c.rn == nil {
 		return
 	}
 	ft := c.opts.Timing.FailureTimeout
-	if c.deafFor(now) <= ft {
+	heard, members := c.hears(now, ft/2)
+	if heard == members {
 		return
 	}
 	c.mu.Lock()
-	ask := c.core != nil && !c.shutting && c.ld == l && !c.handingOff && now.Sub(c.askedWitness) >= ft
+	ask := c.core != nil && !c.shutting && c.ld == l && !c.handingOff &&
+		now.Sub(c.askedWitness) >= ft && now.Sub(c.coreAt) >= handOffHold*ft
 	if ask {
 		c.askedWitness, c.handingOff = now, true
 	}
 	c.mu.Unlock()
 	if ask {
-		go c.handOffIfDeaf(l)
+		go c.handOffIfCut(l, heard)
 	}
 }
 
-// handOffIfDeaf asks every other coordinator how many servers it turned
-// away lately and hands the lead to the one with the most, if any.
-func (c *Coordinator) handOffIfDeaf(l leadership) {
+// handOffHold is how many failure timeouts a new leadership keeps the
+// lead before it may hand it on.
+const handOffHold = 2
+
+// handOffIfCut asks every other coordinator how many servers it reaches
+// and hands the lead to the one that reaches the most, if that is more
+// than the leader heard (heard).
+func (c *Coordinator) handOffIfCut(l leadership, heard int) {
 	defer func() {
 		c.mu.Lock()
 		c.handingOff = false
 		c.mu.Unlock()
 	}()
-	deaf := c.deafFor(time.Now())
-	best, most := -1, 0
+	best, most := -1, heard
 	type answer struct{ k, n int }
 	answers := make(chan answer)
 	asked := 0
@@ -120,20 +138,20 @@ func (c *Coordinator) handOffIfDeaf(l leadership) {
 		}
 		asked++
 		go func(k int, addr string) {
-			ctx, cancel := context.WithTimeout(l.ctx, c.opts.Timing.Dial)
+			ctx, cancel := context.WithTimeout(l.ctx, 2*c.opts.Timing.Dial)
 			defer cancel()
 			n := 0
 			cc, err := c.dialPeer(ctx, addr)
 			if err == nil {
 				var ans wire.Frame
-				ans, err = cc.roundTrip(ctx, &wire.Frame{Op: wire.OpStatus, Seq: uint64(deaf / time.Millisecond)})
+				ans, err = cc.roundTrip(ctx, &wire.Frame{Op: wire.OpStatus})
 				if err = replyErr(ans, err); err == nil {
 					n = int(ans.Seq)
 				}
 				cc.close()
 			}
 			if err != nil {
-				c.log.Warn().Err(err).Int("coordinator", k).Msg("deaf leader: cannot ask a coordinator whether it hears the servers")
+				c.log.Warn().Err(err).Int("coordinator", k).Msg("cannot ask a coordinator how many servers it reaches")
 			}
 			answers <- answer{k, n}
 		}(k, cs.ServersAddr())
@@ -144,13 +162,16 @@ func (c *Coordinator) handOffIfDeaf(l leadership) {
 			best, most = a.k, a.n
 		}
 	}
-	deaf = c.deafFor(time.Now())
-	if best < 0 || l.ctx.Err() != nil || deaf <= c.opts.Timing.FailureTimeout {
+	now := time.Now()
+	if best < 0 || l.ctx.Err() != nil {
 		return
 	}
+	if h, _ := c.hears(now, c.opts.Timing.FailureTimeout/2); h >= most {
+		return // (heard again meanwhile)
+	}
 	cs := c.opts.Cluster.Coordinators[best]
-	c.log.Warn().Dur("deaf_for", deaf).Int("coordinator", best).Int("servers", most).
-		Msg("no server heard: handing the lead to a coordinator the servers reach")
+	c.log.Warn().Int("heard", heard).Int("coordinator", best).Int("reaches", most).
+		Msg("servers unheard: handing the lead to a coordinator that reaches more of them")
 	err := c.rn.r.LeadershipTransferToServer(raft.ServerID(strconv.Itoa(best)), raft.ServerAddress(cs.RaftAddr)).Error()
 	if err != nil {
 		c.log.Warn().Err(err).Int("coordinator", best).Msg("leadership hand-off failed")

@@ -58,7 +58,7 @@ func (c *Coordinator) loop(l leadership) {
 			// may be queued unread; the core then judges no silence).
 			now := time.Now()
 			ev = decide.Tick{Now: now}
-			c.checkDeaf(l, now, !last.IsZero() && now.Sub(last) <= c.opts.Timing.FailureTimeout/2)
+			c.checkCutOff(l, now, !last.IsZero() && now.Sub(last) <= c.opts.Timing.FailureTimeout/2)
 			last = now
 		case ev = <-l.events:
 		case <-l.ctx.Done():

@@ -208,12 +208,23 @@ func TestCoordGroupLeaderPartition(t *testing.T) {
 // clients. No heartbeat reaches it and none of its views reaches a server.
 // A review saw it keep the lead for the whole cut (16 s, 40 s): the views
 // it committed reached no server, so every fresh client met STALE_EPOCH on
-// every shard until the heal. The lead must go to a coordinator that hears
-// the servers: a new leader within a few failure timeouts, a fresh client
-// writes every shard soon after the cut, the servers keep running (nothing
-// respawned), the old leader follows after the heal, and nothing
-// acknowledged is lost.
-func TestCoordGroupLeaderCutFromServers(t *testing.T) {
+// every shard until the heal. The lead must go to a coordinator that
+// reaches the servers: a new leader within a few failure timeouts, a
+// fresh client writes every shard soon after the cut, the servers keep
+// running (nothing respawned), the old leader follows after the heal, and
+// nothing acknowledged is lost.
+func TestCoordGroupLeaderCutFromServers(t *testing.T) { leaderCutFromServers(t, 3) }
+
+// TestCoordGroupLeaderCutFromTwoServers: the same with the leader cut off
+// from two of the three servers only. The review saw it fail one over and
+// drop the other as a secondary, whose shard it then led alone without
+// ever getting the view: the shard refused every fresh client for the
+// whole cut (20 s).
+func TestCoordGroupLeaderCutFromTwoServers(t *testing.T) { leaderCutFromServers(t, 2) }
+
+// leaderCutFromServers cuts the leader off from the hosts of servers
+// 0..cut-1 (of three).
+func leaderCutFromServers(t *testing.T, unheard int) {
 	const n = 3
 	g := startNSGroup(t, n)
 	c, h := g.c, g.h
@@ -223,20 +234,21 @@ func TestCoordGroupLeaderCutFromServers(t *testing.T) {
 	w := startWorkload(t, workloadConfig{Clients: cls, Keys: keysOnShards(n, 3, "cg-deaf"),
 		Workers: 8, OpTimeout: opTimeout, Seed: seed(t)})
 	l := startLedger(t, cls, 2, "ledger-cg-deaf", opTimeout)
-	waitProgress(t, c, "load before the cut", w.Done, 200, 500*time.Millisecond)
+	// (A leadership younger than a few failure timeouts hands nothing on.)
+	waitProgress(t, c, "load before the cut", w.Done, 200, 4*testcluster.DefaultTimeout)
 
 	oldSt := c.WaitLeader(t, 10*time.Second, func(int) bool { return true })
 	old := oldSt.Leader
 	var servers []string
-	for i := 1; i <= n; i++ {
+	for i := 1; i <= unheard; i++ {
 		servers = append(servers, h.Addr(i))
 	}
 	t.Logf("cut: coordinator %d (leader, term %d, host %s) <-/-> servers on %v", old, oldSt.Term, h.Addr(g.coordHost(old)), servers)
 	cut := time.Now()
 	heal := h.Isolate(g.coordHost(old), servers...)
-	// The servers' heartbeat links to the cut-off leader fail within the
-	// TCP user timeout (2 s); then they knock at the followers.
-	bound := 20 * testcluster.DefaultTimeout
+	// The leader asks the others as soon as it misses servers' heartbeats,
+	// and they reach every server.
+	bound := 12 * testcluster.DefaultTimeout
 	st := c.WaitLeader(t, 3*bound, func(k int) bool { return k != old })
 	took := time.Since(cut)
 	t.Logf("coordinator %d leads %s after the cut (term %d -> %d)", st.Leader, took.Round(time.Millisecond), oldSt.Term, st.Term)
@@ -246,7 +258,7 @@ func TestCoordGroupLeaderCutFromServers(t *testing.T) {
 	// The cut-off leader handed the lead over (not an election for
 	// another reason).
 	raw, _ := os.ReadFile(filepath.Join(c.Dir, fmt.Sprintf("ftkv-coord-%d.log", old)))
-	if n := strings.Count(string(raw), "no server heard: handing the lead to a coordinator the servers reach"); n != 1 {
+	if n := strings.Count(string(raw), "servers unheard: handing the lead to a coordinator that reaches more of them"); n != 1 {
 		t.Errorf("coordinator %d logged %d hand-offs of the lead, want 1", old, n)
 	}
 	// A client that fetches the view now writes every shard.
@@ -267,7 +279,11 @@ func TestCoordGroupLeaderCutFromServers(t *testing.T) {
 	}
 	waitProgress(t, c, "load during the cut", w.Done, 300, time.Second)
 	during := c.WaitRecovered(t, remoteRecover)
-	samePIDs(t, "during the cut", before, during)
+	if unheard == 3 {
+		// (Cut from some servers only, the leader may fail one over
+		// before it asks the others: it still hears the rest.)
+		samePIDs(t, "during the cut", before, during)
+	}
 	// The lead stays where it went: no coordinator hands it back and
 	// forth.
 	if again := c.WaitLeader(t, 10*time.Second, func(int) bool { return true }); again.Leader != st.Leader || again.Term != st.Term {
@@ -278,7 +294,7 @@ func TestCoordGroupLeaderCutFromServers(t *testing.T) {
 	caughtUp(t, c, old)
 	after := c.WaitLeader(t, 10*time.Second, func(int) bool { return true })
 	t.Logf("healed: leader %d term %d", after.Leader, after.Term)
-	samePIDs(t, "after the heal", before, after)
+	samePIDs(t, "after the heal", during, after)
 	waitProgress(t, c, "load after the heal", w.Done, 200, 500*time.Millisecond)
 	stopAndCheck(t, w, l, cls[0])
 }
