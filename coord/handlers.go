@@ -58,7 +58,7 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 			go func() {
 				n := 0
 				if !c.isLeading() {
-					n = c.reachable(context.Background(), c.opts.Timing.FailureTimeout)
+					n = c.reachable(context.Background())
 				}
 				_ = conn.AsyncWrite(wire.Append(nil, &wire.Frame{Op: wire.OpStatus, ID: id, Status: wire.StatusOK, Seq: uint64(n)}), nil)
 			}()

@@ -19,31 +19,44 @@ import (
 // leader was cut from all three servers (16 s, 40 s), and a shard refused
 // for the whole cut when it was cut from two (its last copy never got the
 // view that made it so). Another coordinator may reach them. So a leader
-// that has not heard some live server for half the failure timeout asks
-// the others (on their servers ports, with the cluster secret) how many
-// servers they reach: each dials every server's control port and logs in
-// (as it would to give it a view). If one reaches more servers than the
-// leader hears, the leader hands it the lead. Otherwise it keeps the lead
-// and goes on as before: a server that nobody reaches is down, or cut off
-// from every coordinator, and no hand-off helps.
+// that has not heard some live server for half the failure timeout tries
+// to reach it as the others would: it dials the server's control port and
+// logs in (as it does to give it a view). If it cannot, it asks the others
+// (on their servers ports, with the cluster secret) how many servers they
+// reach the same way, and hands the lead to one that reaches more than it
+// does. Otherwise it keeps the lead and goes on as before: a server that
+// nobody reaches is down, or cut off from every coordinator, and no
+// hand-off helps; one the leader reaches (a late heartbeat, a frozen or
+// wedged server) is nobody else's business.
 
-// reachable is how many servers of the committed view this coordinator
-// can give an order to now: it dials each one's control port and logs in,
-// all at once, each within d.
-func (c *Coordinator) reachable(ctx context.Context, d time.Duration) int {
+// probeWithin is how long a probe of one server may take (a dial and a
+// login): a server behind a cut costs that much, and the question must
+// be answered before the leader's core fails anybody (at the failure
+// timeout).
+func (c *Coordinator) probeWithin() time.Duration { return c.opts.Timing.FailureTimeout / 3 }
+
+// reachable is how many live servers of the committed view this
+// coordinator can give an order to now (probe).
+func (c *Coordinator) reachable(ctx context.Context) int {
 	c.mu.Lock()
 	var addrs []string
 	for _, m := range c.view.Servers {
-		if live(m) && m.CtlAddr != "" {
+		if live(m) {
 			addrs = append(addrs, m.CtlAddr)
 		}
 	}
 	c.mu.Unlock()
+	return c.probe(ctx, addrs)
+}
+
+// probe is how many of the control ports at addrs this coordinator can
+// dial and log in to, all at once, each within probeWithin.
+func (c *Coordinator) probe(ctx context.Context, addrs []string) int {
 	var n atomic.Int32
 	var wg sync.WaitGroup
 	for _, a := range addrs {
 		wg.Go(func() {
-			pctx, cancel := context.WithTimeout(ctx, d)
+			pctx, cancel := context.WithTimeout(ctx, c.probeWithin())
 			defer cancel()
 			if cc, err := c.dialCtl(pctx, a); err == nil {
 				cc.close()
@@ -68,8 +81,9 @@ func live(m wire.Member) bool {
 }
 
 // hears is how many live members of the view this leader heard from
-// within d, and how many live members there are.
-func (c *Coordinator) hears(now time.Time, d time.Duration) (heard, members int) {
+// within d, the control addresses of those it did not, and how many live
+// members there are.
+func (c *Coordinator) hears(now time.Time, d time.Duration) (heard int, unheard []string, members int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for i, m := range c.view.Servers {
@@ -83,9 +97,11 @@ func (c *Coordinator) hears(now time.Time, d time.Duration) (heard, members int)
 		}
 		if now.Sub(last) <= d {
 			heard++
+		} else {
+			unheard = append(unheard, m.CtlAddr)
 		}
 	}
-	return heard, members
+	return heard, unheard, members
 }
 
 // checkCutOff runs on the reconcile loop's ticks (judge: the loop was not
@@ -99,8 +115,8 @@ func (c *Coordinator) checkCutOff(l leadership, now time.Time, judge bool) {
 		return
 	}
 	ft := c.opts.Timing.FailureTimeout
-	heard, members := c.hears(now, ft/2)
-	if heard == members {
+	heard, unheard, members := c.hears(now, ft/2)
+	if len(unheard) == 0 {
 		return
 	}
 	c.mu.Lock()
@@ -111,7 +127,7 @@ func (c *Coordinator) checkCutOff(l leadership, now time.Time, judge bool) {
 	}
 	c.mu.Unlock()
 	if ask {
-		go c.handOffIfCut(l, heard)
+		go c.handOffIfCut(l, heard, unheard, members)
 	}
 }
 
@@ -119,19 +135,26 @@ func (c *Coordinator) checkCutOff(l leadership, now time.Time, judge bool) {
 // lead before it may hand it on.
 const handOffHold = 2
 
-// handOffIfCut asks every other coordinator how many servers it reaches
-// and hands the lead to the one that reaches the most, if that is more
-// than the leader heard (heard).
-func (c *Coordinator) handOffIfCut(l leadership, heard int) {
+// handOffIfCut first tries the servers this leader did not hear (a late
+// heartbeat, a frozen or wedged server: it reaches them as any other
+// coordinator would, and nobody does better); then it asks every other
+// coordinator how many servers it reaches, and hands the lead to the one
+// that reaches the most if that is more than the leader reaches — at once
+// to one that reaches them all.
+func (c *Coordinator) handOffIfCut(l leadership, heard int, unheard []string, members int) {
 	defer func() {
 		c.mu.Lock()
 		c.handingOff = false
 		c.mu.Unlock()
 	}()
-	best, most := -1, heard
+	own := heard + c.probe(l.ctx, unheard)
+	if own >= members || l.ctx.Err() != nil {
+		return
+	}
+	best, most := -1, own
 	type answer struct{ k, n int }
-	answers := make(chan answer)
 	asked := 0
+	answers := make(chan answer, len(c.opts.Cluster.Coordinators))
 	for k, cs := range c.opts.Cluster.Coordinators {
 		if k == c.opts.ID {
 			continue
@@ -156,24 +179,20 @@ func (c *Coordinator) handOffIfCut(l leadership, heard int) {
 			answers <- answer{k, n}
 		}(k, cs.ServersAddr())
 	}
-	for ; asked > 0; asked-- {
+	for ; asked > 0 && most < members; asked-- {
 		a := <-answers
 		if a.n > most {
 			best, most = a.k, a.n
 		}
 	}
-	now := time.Now()
 	if best < 0 || l.ctx.Err() != nil {
 		return
 	}
-	if h, _ := c.hears(now, c.opts.Timing.FailureTimeout/2); h >= most {
-		return // (heard again meanwhile)
-	}
 	cs := c.opts.Cluster.Coordinators[best]
-	c.log.Warn().Int("heard", heard).Int("coordinator", best).Int("reaches", most).
+	c.log.Warn().Int("heard", heard).Int("reached", own).Int("coordinator", best).Int("reaches", most).
 		Msg("servers unheard: handing the lead to a coordinator that reaches more of them")
-	err := c.rn.r.LeadershipTransferToServer(raft.ServerID(strconv.Itoa(best)), raft.ServerAddress(cs.RaftAddr)).Error()
-	if err != nil {
+	err := c.rn.r.LeadershipTransferToServer(raft.ServerID(strconv.Itoa(best)), raft.ServerAddress(cs.RaftAddr))
+	if err := err.Error(); err != nil {
 		c.log.Warn().Err(err).Int("coordinator", best).Msg("leadership hand-off failed")
 		return
 	}

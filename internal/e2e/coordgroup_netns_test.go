@@ -258,8 +258,8 @@ func leaderCutFromServers(t *testing.T, unheard int) {
 	// The cut-off leader handed the lead over (not an election for
 	// another reason).
 	raw, _ := os.ReadFile(filepath.Join(c.Dir, fmt.Sprintf("ftkv-coord-%d.log", old)))
-	if n := strings.Count(string(raw), "servers unheard: handing the lead to a coordinator that reaches more of them"); n != 1 {
-		t.Errorf("coordinator %d logged %d hand-offs of the lead, want 1", old, n)
+	if n := strings.Count(string(raw), handOffLine); n != 1 || handOffs(c) != 1 {
+		t.Errorf("coordinator %d logged %d hand-offs of the lead (%d in all), want 1", old, n, handOffs(c))
 	}
 	// A client that fetches the view now writes every shard.
 	fresh := c.Client()

@@ -146,7 +146,25 @@ func TestCoordGroupLeaderAndServerKill(t *testing.T) {
 	checkReplaced(t, before, rec, victim)
 	waitProgress(t, c, "load after recovery", w.Done, 200, 500*time.Millisecond)
 	stopAndCheck(t, w, l, cls[0])
+	// A dead server is reached by nobody: no coordinator hands the lead
+	// on for it.
+	if n := handOffs(c); n != 0 {
+		t.Errorf("%d hand-offs of the lead for a dead server, want 0", n)
+	}
 }
+
+// handOffs counts the hand-offs of the lead the coordinators of c logged.
+func handOffs(c *testcluster.Cluster) int {
+	n := 0
+	for k := 0; k < groupCoords; k++ {
+		raw, _ := os.ReadFile(filepath.Join(c.Dir, fmt.Sprintf("ftkv-coord-%d.log", k)))
+		n += strings.Count(string(raw), handOffLine)
+	}
+	return n
+}
+
+// handOffLine is what a leader logs as it hands the lead on (handoff.go).
+const handOffLine = "servers unheard: handing the lead to a coordinator that reaches more of them"
 
 // TestCoordGroupRollingRestart restarts the coordinators one at a time
 // (ctrl+d, exit 0, start again with the same Raft directory), the leader
