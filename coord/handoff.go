@@ -36,8 +36,16 @@ import (
 func (c *Coordinator) probeWithin() time.Duration { return c.opts.Timing.FailureTimeout / 3 }
 
 // reachable is how many live servers of the committed view this
-// coordinator can give an order to now (probe).
+// coordinator can give an order to now (probe). Questions share probes:
+// one at a time, and one answer for every question within probeWithin of
+// it (a peer holding the secret that sent questions without end would
+// otherwise have every server dialled for each).
 func (c *Coordinator) reachable(ctx context.Context) int {
+	c.reach.mu.Lock()
+	defer c.reach.mu.Unlock()
+	if time.Since(c.reach.at) < c.probeWithin() {
+		return c.reach.n
+	}
 	c.mu.Lock()
 	var addrs []string
 	for _, m := range c.view.Servers {
@@ -46,7 +54,16 @@ func (c *Coordinator) reachable(ctx context.Context) int {
 		}
 	}
 	c.mu.Unlock()
-	return c.probe(ctx, addrs)
+	c.reach.n = c.probe(ctx, addrs)
+	c.reach.at = time.Now()
+	return c.reach.n
+}
+
+// reachCache is reachable's last answer.
+type reachCache struct {
+	mu sync.Mutex
+	at time.Time
+	n  int
 }
 
 // probe is how many of the control ports at addrs this coordinator can
@@ -155,13 +172,15 @@ func (c *Coordinator) handOffIfCut(l leadership, heard int, unheard []string, me
 	type answer struct{ k, n int }
 	asked := 0
 	answers := make(chan answer, len(c.opts.Cluster.Coordinators))
+	qctx, qcancel := context.WithCancel(l.ctx)
+	defer qcancel() // (the questions still out end with the decision)
 	for k, cs := range c.opts.Cluster.Coordinators {
 		if k == c.opts.ID {
 			continue
 		}
 		asked++
 		go func(k int, addr string) {
-			ctx, cancel := context.WithTimeout(l.ctx, 2*c.opts.Timing.Dial)
+			ctx, cancel := context.WithTimeout(qctx, 2*c.opts.Timing.Dial)
 			defer cancel()
 			n := 0
 			cc, err := c.dialPeer(ctx, addr)
@@ -179,13 +198,28 @@ func (c *Coordinator) handOffIfCut(l leadership, heard int, unheard []string, me
 			answers <- answer{k, n}
 		}(k, cs.ServersAddr())
 	}
+	// The answers that came within the failure timeout decide (a
+	// coordinator that is down or cut off would hold the decision for
+	// its dial timeout); one that reaches every server at once.
+	limit := time.NewTimer(c.opts.Timing.FailureTimeout)
+	defer limit.Stop()
+collect:
 	for ; asked > 0 && most < members; asked-- {
-		a := <-answers
-		if a.n > most {
-			best, most = a.k, a.n
+		select {
+		case a := <-answers:
+			if a.n > most {
+				best, most = a.k, a.n
+			}
+		case <-limit.C:
+			break collect
 		}
 	}
 	if best < 0 || l.ctx.Err() != nil {
+		return
+	}
+	if _, unheard, _ := c.hears(time.Now(), c.opts.Timing.FailureTimeout/2); len(unheard) == 0 {
+		// Heard them all meanwhile: this leader was held up itself (its
+		// heartbeats and its own probes waited for the CPU).
 		return
 	}
 	cs := c.opts.Cluster.Coordinators[best]
