@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"ftkv/internal/wal"
 )
 
 // lockFile is the data directory's lock: the process that holds it (a
@@ -36,7 +38,7 @@ const lockPoll = 20 * time.Millisecond
 // process's pid into it. The lock holds until the file is closed.
 func lockDataDir(dir string, wait time.Duration) (*os.File, error) {
 	path := filepath.Join(dir, lockFile)
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o644)
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, wal.FileMode)
 	if err != nil {
 		return nil, fmt.Errorf("data dir lock: %w", err)
 	}

@@ -8,6 +8,8 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+
+	"ftkv/internal/wal"
 )
 
 // DumpMagic opens every dump file.
@@ -31,7 +33,7 @@ func writeDump(path string, tables []*table) error {
 		total += uint64(t.len())
 	}
 	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, wal.FileMode)
 	if err != nil {
 		return err
 	}

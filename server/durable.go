@@ -198,8 +198,14 @@ const errDisk = "disk error: write not durable; refused"
 // from the log and opens it for appends. Called by New, before any traffic.
 func (s *Server) openDurable() error {
 	dir := s.cfg.DataDir
-	if err := os.MkdirAll(dir, 0o755); err != nil {
+	if err := os.MkdirAll(dir, wal.DirMode); err != nil {
 		return fmt.Errorf("server %d: data dir: %w", s.cfg.ID, err)
+	}
+	if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&^wal.DirMode != 0 {
+		// (Made by the operator, or by an older ftkv: left as it is,
+		// as etcd does.)
+		s.log.Warn().Str("dir", dir).Str("mode", fi.Mode().Perm().String()).
+			Msg("data dir is open to other users; 0700 keeps the keys and values to this one")
 	}
 	lock, err := lockDataDir(dir, s.cfg.Timing.KillWait)
 	if err != nil {
@@ -375,7 +381,7 @@ func checkIdentity(dir string, id uint32, n int) error {
 // file renamed over it) and durably.
 func writeIdentity(dir, path, want string, id uint32) error {
 	tmp := path + ".tmp"
-	if err := os.WriteFile(tmp, []byte(want), 0o644); err != nil {
+	if err := os.WriteFile(tmp, []byte(want), wal.FileMode); err != nil {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("server %d: data dir: %w", id, err)
 	}

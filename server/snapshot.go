@@ -229,7 +229,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 func writeSnapshot(path string, seg uint64, tables map[int]*table, base, logged, high map[int]uint64,
 	sessions map[uint32][][]byte, keys *int) (int64, error) {
 	tmp := path + ".tmp"
-	f, err := os.Create(tmp)
+	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, wal.FileMode)
 	if err != nil {
 		return 0, err
 	}
@@ -384,7 +384,7 @@ var errSnapshotDamaged = errors.New("the log segments it covers are gone")
 // want to look at, out of the way of a server that starts with no copy.
 func setAsideDamaged(dir string) (string, error) {
 	aside := filepath.Join(dir, "damaged-"+time.Now().UTC().Format("20060102T150405.000000000"))
-	if err := os.Mkdir(aside, 0o755); err != nil {
+	if err := os.Mkdir(aside, wal.DirMode); err != nil {
 		return "", err
 	}
 	es, err := os.ReadDir(dir)

@@ -89,6 +89,7 @@ func TestRestartAfterCleanShutdown(t *testing.T) {
 	if err := c.Shutdown(10 * time.Second); err != nil {
 		t.Fatal(err)
 	}
+	ownerOnly(t, c.Dir)
 	c.RestartCoord(t)
 	// status shows every server's log: its policy (fsync always by
 	// default) and its size, which holds the keys written before.
@@ -108,6 +109,34 @@ func TestRestartAfterCleanShutdown(t *testing.T) {
 			t.Errorf("deleted key %q after the restart: %q, %v; want not found", k, v, err)
 		case i >= 6 && (err != nil || string(v) != fmt.Sprintf("value %d\x00binary", i)):
 			t.Errorf("key %q after the restart: %q, %v", k, v, err)
+		}
+	}
+}
+
+// ownerOnly checks that the servers' data directories, what is in them
+// and their dumps in dir are for their owner only (0700 and 0600): the
+// keys and values must not be readable by every local account.
+func ownerOnly(t *testing.T, dir string) {
+	t.Helper()
+	var paths []string
+	err := filepath.WalkDir(filepath.Join(dir, "ftkv-data"), func(p string, _ os.DirEntry, err error) error {
+		paths = append(paths, p)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dumps, _ := filepath.Glob(filepath.Join(dir, "server_*.*ary"))
+	if len(paths) < 10 || len(dumps) != 6 {
+		t.Fatalf("%d paths under ftkv-data, %d dumps (%v): want the servers' logs and 6 dumps", len(paths), len(dumps), dumps)
+	}
+	for _, p := range append(paths, dumps...) {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm()&0o077 != 0 {
+			t.Errorf("%s is %v: open to other users", p, fi.Mode().Perm())
 		}
 	}
 }

@@ -31,12 +31,21 @@ type FS interface {
 // OSFS is the operating system's file system.
 type OSFS struct{}
 
+// DirMode and FileMode are the permissions of what a server writes under
+// its data directory (and of its dumps): its keys and values are for its
+// owner only, as etcd's and PostgreSQL's are (a store with users and TLS
+// configured must not leave its data readable by every local account).
+const (
+	DirMode  os.FileMode = 0o700
+	FileMode os.FileMode = 0o600
+)
+
 // MkdirAll implements FS.
-func (OSFS) MkdirAll(dir string) error { return os.MkdirAll(dir, 0o755) }
+func (OSFS) MkdirAll(dir string) error { return os.MkdirAll(dir, DirMode) }
 
 // Create implements FS.
 func (OSFS) Create(name string) (File, error) {
-	return os.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, 0o644)
+	return os.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, FileMode)
 }
 
 // ReadFile implements FS.
@@ -126,7 +135,7 @@ func (OSFS) Prepare(name string, size int64) (err error) {
 	if free := int64(st.Bavail) * int64(st.Bsize); free < prepareRoom*size {
 		return fmt.Errorf("wal: %d bytes free, fewer than %d times the segment's %d: no segment made ahead", free, prepareRoom, size)
 	}
-	f, err := os.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, 0o644)
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY, FileMode)
 	if err != nil {
 		return err
 	}
