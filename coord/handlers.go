@@ -54,13 +54,16 @@ func (h *serversHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 			// A leader that does not hear some servers asks how many
 			// this one reaches (handoff.go): the probes take a while,
 			// off the event loop.
-			id := f.ID
+			// (Counted in flight, and its answer under the output
+			// limits: a peer asking without reading is paused.)
+			id, lim := f.ID, connlimit.Begin(conn, wire.HeaderSize)
 			go func() {
+				defer lim.Done(wire.HeaderSize)
 				n := 0
 				if !c.isLeading() {
 					n = c.reachable(context.Background())
 				}
-				_ = conn.AsyncWrite(wire.Append(nil, &wire.Frame{Op: wire.OpStatus, ID: id, Status: wire.StatusOK, Seq: uint64(n)}), nil)
+				_ = conn.AsyncWrite(wire.Append(nil, &wire.Frame{Op: wire.OpStatus, ID: id, Status: wire.StatusOK, Seq: uint64(n)}), connlimit.AfterWrite)
 			}()
 			return out, gnet.None
 		}

@@ -1,0 +1,77 @@
+package coord
+
+import (
+	"bufio"
+	"context"
+	"net"
+	"testing"
+	"time"
+
+	"ftkv/internal/connlimit"
+	"ftkv/internal/frameio"
+	"ftkv/wire"
+)
+
+// A peer holding the cluster secret that asks how many servers this
+// coordinator reaches (the leader's hand-off question) without end, and
+// never reads the answers, is held to the servers port's limits like any
+// other connection, though the answers are written later from other
+// goroutines: reading pauses once answers pile up, and the connection is
+// closed once its unread input is over its cap too (about 2 MiB of each
+// was held when it was).
+func TestStatusQuestionsWithinLimits(t *testing.T) {
+	c := testCoordinator(t)
+	c.secret = "s"
+	c.leading = false
+	c.opts.Cluster.Coordinators = make([]CoordSpec, 3)
+	c.budget = connlimit.NewBudget(c.limits().WithDefaults().OutputBudget)
+	addr, err := c.listen(&serversHandler{c: c}, "servers", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, p := range c.ports {
+			_ = p.Stop(context.Background())
+		}
+	})
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := nc.Write(wire.Append(nil, &wire.Frame{Op: wire.OpHello, ID: 1, Value: []byte("s")})); err != nil {
+		t.Fatal(err)
+	}
+	br := bufio.NewReader(nc)
+	// The answer to HELLO, then questions only.
+	if ans, err := frameio.ReadFrame(br); err != nil || ans.Status != wire.StatusOK {
+		t.Fatalf("HELLO: %+v, %v", ans, err)
+	}
+	const questions = 1_000_000
+	var batch []byte
+	for i := range 10_000 {
+		batch = wire.Append(batch, &wire.Frame{Op: wire.OpStatus, ID: uint64(i)})
+	}
+	wrote := make(chan int)
+	go func() {
+		n := 0
+		_ = nc.SetWriteDeadline(time.Now().Add(5 * time.Second))
+		for n < questions {
+			if _, err := nc.Write(batch); err != nil {
+				break
+			}
+			n += 10_000
+		}
+		wrote <- n
+	}()
+	n := <-wrote
+	if closed := c.ports[0].LimitClosed(); n >= questions || closed != 1 {
+		t.Fatalf("%d of %d questions taken, %d connections closed for a limit: the peer was not held", n, questions, closed)
+	}
+	t.Logf("the connection was closed for a limit after %d questions", n)
+	// What was answered before it was closed is there to read.
+	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
+	if ans, err := frameio.ReadFrame(br); err != nil || ans.Op != wire.OpStatus || ans.Status != wire.StatusOK {
+		t.Fatalf("answer: %+v, %v", ans, err)
+	}
+}
