@@ -207,6 +207,7 @@ type hostileRun struct {
 // server. The target of the probe is server 1.
 func startHostile(t *testing.T, o testcluster.Options) *hostileRun {
 	t.Helper()
+	testcluster.SkipIfSecure(t, "the probes' hostile clients speak the protocol in plaintext, without credentials")
 	// Memory budgets hold for the binaries users run: the race
 	// detector multiplies a server's RSS (and slows it ~5x).
 	o.Plain = true

@@ -12,6 +12,7 @@ import (
 	"ftkv/client"
 	"ftkv/gateway"
 	"ftkv/internal/frameio"
+	"ftkv/internal/testkit/testcluster"
 	"ftkv/wire"
 )
 
@@ -20,6 +21,7 @@ import (
 // password on its client port) and a gateway (go-redis with a wrong and
 // a right password) — so an operator can alert on password guessing.
 func TestLoginMetrics(t *testing.T) {
+	testcluster.SkipIfSecure(t, "it sends plaintext HELLO frames to a server on purpose")
 	us := newAuthUsers(t)
 	c := startAuthCluster(t, 3, us, "-metrics", "127.0.0.1:0")
 	st := c.Status(t)

@@ -103,9 +103,16 @@ func parseText(t *testing.T, r io.Reader) scrape {
 	return out
 }
 
+// scrapeTarget scrapes the process at addr: one of the harness's cluster
+// (over HTTPS in secure mode), or a URL base ("http://host:port") of a
+// process of the test's own.
 func scrapeTarget(t *testing.T, addr string) scrape {
 	t.Helper()
-	return scrapeURL(t, &http.Client{Timeout: 5 * time.Second}, "http://"+addr)
+	cl, scheme := testcluster.MetricsClient(t)
+	if strings.HasPrefix(addr, "http://") {
+		return scrapeURL(t, &http.Client{Timeout: 5 * time.Second}, addr)
+	}
+	return scrapeURL(t, cl, scheme+"://"+addr)
 }
 
 // scrapeURL is scrapeTarget of the process at base (scheme://host:port)
@@ -140,7 +147,8 @@ type sdTarget struct {
 
 func discover(t *testing.T, coordMetrics string) []sdTarget {
 	t.Helper()
-	resp, err := http.Get("http://" + coordMetrics + "/sd")
+	cl, scheme := testcluster.MetricsClient(t)
+	resp, err := cl.Get(scheme + "://" + coordMetrics + "/sd")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -264,7 +272,7 @@ func TestMetricsUnderLoad(t *testing.T) {
 	// A gateway, as bin/gateway -metrics runs it (gateways are not in
 	// /sd: the coordinator does not know them).
 	respAddr, gwMetrics := metricsGateway(t, c)
-	targets["gateway"] = gwMetrics
+	targets["gateway"] = "http://" + gwMetrics // (the test's own: no TLS)
 
 	// Load: writers and readers over a few thousand keys, and a Redis
 	// client through the gateway.

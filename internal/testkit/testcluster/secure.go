@@ -10,9 +10,11 @@ import (
 	"bufio"
 	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/hex"
 	"fmt"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -104,6 +106,26 @@ func secureInit() (*secureMaterial, error) {
 		secureMat = m
 	})
 	return secureMat, secureErr
+}
+
+// MetricsClient is an HTTP client for the processes' /metrics and the
+// coordinator's /sd, and the scheme they are served with: HTTPS trusting
+// the test CA in secure mode (metrics go over TLS when the cluster has
+// it), plain HTTP otherwise.
+func MetricsClient(t testing.TB) (cl *http.Client, scheme string) {
+	t.Helper()
+	cl = &http.Client{Timeout: 5 * time.Second}
+	if !Secure() {
+		return cl, "http"
+	}
+	pem, err := os.ReadFile(secure(t).file("ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(pem)
+	cl.Transport = &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}
+	return cl, "https"
 }
 
 func (m *secureMaterial) file(name string) string { return filepath.Join(m.dir, name) }
