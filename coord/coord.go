@@ -27,6 +27,7 @@ import (
 	"ftkv/internal/gnetlog"
 	"ftkv/internal/hostname"
 	"ftkv/internal/metrics"
+	"ftkv/internal/poll"
 	"ftkv/limits"
 	"ftkv/wire"
 )
@@ -1119,7 +1120,9 @@ func (c *Coordinator) publishInitialView(ctx context.Context, without map[int]bo
 			return err
 		}
 		pctx, cancel := context.WithCancel(ctx)
-		go c.cancelOnFailedLog(pctx, cancel, v)
+		// (Cancelled once a member that may be left out of v reports a
+		// failed log.)
+		go poll.CancelWhen(pctx, cancel, c.opts.Timing.Poll, func() bool { return len(c.failedLogs(v)) > 0 })
 		// A secondary whose recovered copy differs from its primary's is
 		// re-seeded before its server answers: give it the time a
 		// re-seeding may take.
@@ -1347,24 +1350,6 @@ func (c *Coordinator) failedLogs(v wire.View) []int {
 		}
 	}
 	return out
-}
-
-// cancelOnFailedLog calls cancel once a member that may be left out of
-// the first view v reports a failed log, or when ctx ends.
-func (c *Coordinator) cancelOnFailedLog(ctx context.Context, cancel context.CancelFunc, v wire.View) {
-	t := time.NewTicker(c.opts.Timing.Poll)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if len(c.failedLogs(v)) > 0 {
-			cancel()
-			return
-		}
-	}
 }
 
 // initialPlacement places each shard s of a cluster of n servers that

@@ -18,6 +18,7 @@ import (
 
 	"ftkv/internal/frameio"
 	"ftkv/internal/netopt"
+	"ftkv/internal/poll"
 	"ftkv/internal/tlsgnet"
 	"ftkv/wire"
 )
@@ -506,21 +507,7 @@ func (p *primary) dialUnlessSuperseded(addr string, epoch, base uint64, supersed
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	if superseded != nil {
-		go func() {
-			t := time.NewTicker(p.tm.Poll)
-			defer t.Stop()
-			for {
-				select {
-				case <-ctx.Done():
-					return
-				case <-t.C:
-					if superseded() {
-						cancel()
-						return
-					}
-				}
-			}
-		}()
+		go poll.CancelWhen(ctx, cancel, p.tm.Poll, superseded)
 	}
 	return dialLink(ctx, p.env, p, p.log, p.shard, addr, epoch, base)
 }
