@@ -73,6 +73,7 @@ type Coordinator struct {
 	coreAt          time.Time  // when the core started (handoff.go)
 	askedWitness    time.Time  // when a leader that did not hear some servers last asked the others (handoff.go)
 	handingOff      bool       // that question is under way (handoff.go)
+	askedAbout      []string   // the control addresses of the servers it was asked about
 	reach           reachCache // how many servers this coordinator reached lately (handoff.go)
 	restarting      bool       // this start follows a committed view (initialPlacement)
 	// current: which copies hold every acknowledged write, committed with

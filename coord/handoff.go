@@ -2,6 +2,7 @@ package coord
 
 import (
 	"context"
+	"slices"
 	"strconv"
 	"sync"
 	"sync/atomic"
@@ -19,12 +20,12 @@ import (
 // leader was cut from all three servers (16 s, 40 s), and a shard refused
 // for the whole cut when it was cut from two (its last copy never got the
 // view that made it so). Another coordinator may reach them. So a leader
-// that has not heard some live server for half the failure timeout tries
-// to reach it as the others would: it dials the server's control port and
-// logs in (as it does to give it a view). If it cannot, it asks the others
-// (on their servers ports, with the cluster secret) how many servers they
-// reach the same way, and hands the lead to one that reaches more than it
-// does. Otherwise it keeps the lead and goes on as before: a server that
+// that has not heard some live server for a third of the failure timeout
+// tries to reach it as the others would: it dials the server's control
+// port and logs in (as it does to give it a view). Meanwhile it asks the
+// others (on their servers ports, with the cluster secret) how many
+// servers they reach the same way. If it cannot reach them all itself, it
+// hands the lead to one that reaches more than it does. Otherwise it keeps the lead and goes on as before: a server that
 // nobody reaches is down, or cut off from every coordinator, and no
 // hand-off helps; one the leader reaches (a late heartbeat, a frozen or
 // wedged server) is nobody else's business.
@@ -46,17 +47,23 @@ func (c *Coordinator) reachable(ctx context.Context) int {
 	if time.Since(c.reach.at) < c.probeWithin() {
 		return c.reach.n
 	}
+	c.reach.n = c.probe(ctx, c.liveCtlAddrs())
+	c.reach.at = time.Now()
+	return c.reach.n
+}
+
+// liveCtlAddrs are the control addresses of the live members of the
+// committed view.
+func (c *Coordinator) liveCtlAddrs() []string {
 	c.mu.Lock()
+	defer c.mu.Unlock()
 	var addrs []string
 	for _, m := range c.view.Servers {
 		if live(m) {
 			addrs = append(addrs, m.CtlAddr)
 		}
 	}
-	c.mu.Unlock()
-	c.reach.n = c.probe(ctx, addrs)
-	c.reach.at = time.Now()
-	return c.reach.n
+	return addrs
 }
 
 // reachCache is reachable's last answer.
@@ -123,57 +130,75 @@ func (c *Coordinator) hears(now time.Time, d time.Duration) (heard int, unheard 
 
 // checkCutOff runs on the reconcile loop's ticks (judge: the loop was not
 // held up itself): a leader of a group that has not heard some live
-// server for half the failure timeout asks the others how many they
-// reach, once per failure timeout and one question at a time, in the
-// background. A leadership younger than handOffHold asks nothing: the
-// lead does not bounce.
+// server for unheardAfter asks the others how many they reach, in the
+// background, one question at a time: once per failure timeout, and
+// again at once when a server it asked about none of falls silent (a cut
+// reaches the servers' heartbeats a tick or two apart, and the first
+// question, about one server, found the others reaching no more than the
+// leader: the next, a failure timeout later, came after the leader's
+// core had failed the second, a review). A leadership younger than
+// handOffHold asks nothing: the lead does not bounce.
 func (c *Coordinator) checkCutOff(l leadership, now time.Time, judge bool) {
 	if !judge || !c.group() || c.rn == nil {
 		return
 	}
 	ft := c.opts.Timing.FailureTimeout
-	heard, unheard, members := c.hears(now, ft/2)
+	heard, unheard, _ := c.hears(now, c.unheardAfter())
 	if len(unheard) == 0 {
 		return
 	}
 	c.mu.Lock()
+	news := slices.ContainsFunc(unheard, func(a string) bool { return !slices.Contains(c.askedAbout, a) })
 	ask := c.core != nil && !c.shutting && c.ld == l && !c.handingOff &&
-		now.Sub(c.askedWitness) >= ft && now.Sub(c.coreAt) >= handOffHold*ft
+		(news || now.Sub(c.askedWitness) >= ft) && now.Sub(c.coreAt) >= handOffHold*ft
 	if ask {
-		c.askedWitness, c.handingOff = now, true
+		c.askedWitness, c.askedAbout, c.handingOff = now, unheard, true
 	}
 	c.mu.Unlock()
 	if ask {
-		go c.handOffIfCut(l, heard, unheard, members)
+		go c.handOffIfCut(l, heard)
 	}
 }
+
+// unheardAfter is how long a live server may go unheard (heartbeats come
+// every fifth of the failure timeout) before the leader tries it and asks
+// the others: its own probe and the others' take up to probeWithin each,
+// side by side, so the hand-off comes before the leader's core fails
+// the servers it does not hear (at the failure timeout), with a third of
+// it left for the transfer.
+func (c *Coordinator) unheardAfter() time.Duration { return c.opts.Timing.FailureTimeout / 3 }
 
 // handOffHold is how many failure timeouts a new leadership keeps the
 // lead before it may hand it on.
 const handOffHold = 2
 
-// handOffIfCut first tries the servers this leader did not hear (a late
-// heartbeat, a frozen or wedged server: it reaches them as any other
-// coordinator would, and nobody does better); then it asks every other
-// coordinator how many servers it reaches, and hands the lead to the one
-// that reaches the most if that is more than the leader reaches — at once
-// to one that reaches them all.
-func (c *Coordinator) handOffIfCut(l leadership, heard int, unheard []string, members int) {
+// handOffIfCut tries every live server as the others do (those it did
+// not hear may be behind a late heartbeat, frozen or wedged: it reaches
+// them as any other coordinator would, and nobody does better; those it
+// heard lately may have been cut off since) and, meanwhile, asks every
+// other coordinator how many servers it reaches; it hands the lead to the
+// one that reaches the most if that is more than the leader reaches — at
+// once to one that reaches them all, once its own probe is done.
+func (c *Coordinator) handOffIfCut(l leadership, heard int) {
 	defer func() {
 		c.mu.Lock()
 		c.handingOff = false
 		c.mu.Unlock()
 	}()
-	own := heard + c.probe(l.ctx, unheard)
-	if own >= members || l.ctx.Err() != nil {
-		return
-	}
-	best, most := -1, own
+	// (Both take up to probeWithin when a server is cut off: one after
+	// the other, the hand-off came after the failure timeout, and so
+	// after a needless failover, when the others were cut from some
+	// server too.)
+	qctx, qcancel := context.WithCancel(l.ctx)
+	defer qcancel() // (the questions still out end with the decision)
+	addrs := c.liveCtlAddrs()
+	members := len(addrs)
+	ownc := make(chan int, 1)
+	go func() { ownc <- c.probe(qctx, addrs) }()
+	best, most := -1, 0
 	type answer struct{ k, n int }
 	asked := 0
 	answers := make(chan answer, len(c.opts.Cluster.Coordinators))
-	qctx, qcancel := context.WithCancel(l.ctx)
-	defer qcancel() // (the questions still out end with the decision)
 	for k, cs := range c.opts.Cluster.Coordinators {
 		if k == c.opts.ID {
 			continue
@@ -192,7 +217,7 @@ func (c *Coordinator) handOffIfCut(l leadership, heard int, unheard []string, me
 				}
 				cc.close()
 			}
-			if err != nil {
+			if err != nil && qctx.Err() == nil {
 				c.log.Warn().Err(err).Int("coordinator", k).Msg("cannot ask a coordinator how many servers it reaches")
 			}
 			answers <- answer{k, n}
@@ -200,24 +225,30 @@ func (c *Coordinator) handOffIfCut(l leadership, heard int, unheard []string, me
 	}
 	// The answers that came within the failure timeout decide (a
 	// coordinator that is down or cut off would hold the decision for
-	// its dial timeout); one that reaches every server at once.
+	// its dial timeout); one that reaches every server at once. The
+	// leader's own reach is always awaited (probeWithin at most).
 	limit := time.NewTimer(c.opts.Timing.FailureTimeout)
 	defer limit.Stop()
-collect:
-	for ; asked > 0 && most < members; asked-- {
+	own, timedOut := -1, false
+	for own < 0 || (asked > 0 && most < members && !timedOut) {
 		select {
+		case own = <-ownc:
+			if own >= members {
+				return // it reaches them all itself
+			}
 		case a := <-answers:
+			asked--
 			if a.n > most {
 				best, most = a.k, a.n
 			}
 		case <-limit.C:
-			break collect
+			timedOut = true
 		}
 	}
-	if best < 0 || l.ctx.Err() != nil {
+	if best < 0 || most <= own || l.ctx.Err() != nil {
 		return
 	}
-	if _, unheard, _ := c.hears(time.Now(), c.opts.Timing.FailureTimeout/2); len(unheard) == 0 {
+	if _, unheard, _ := c.hears(time.Now(), c.unheardAfter()); len(unheard) == 0 {
 		// Heard them all meanwhile: this leader was held up itself (its
 		// heartbeats and its own probes waited for the CPU).
 		return
