@@ -203,6 +203,23 @@ func TestCoordGroupLeaderPartition(t *testing.T) {
 		h.NS(g.coordHost(0)), h.NS(g.coordHost(1)), h.NS(g.coordHost(2)), h.Dest(1), h.Dest(2), h.Dest(3))
 }
 
+// loadedNSGroup starts a group on namespace hosts with n servers, the
+// recorded load (keys named after prefix) and a ledger, and waits until
+// the load made progress for a few failure timeouts (a leadership younger
+// than that hands nothing on).
+func loadedNSGroup(t *testing.T, n int, prefix string) (*nsGroup, *client.ClusterStatus, []*client.Client, *workload, *ledger) {
+	t.Helper()
+	g := startNSGroup(t, n)
+	before := g.c.WaitRecovered(t, remoteRecover)
+	cls := dialClients(g.c, 4)
+	const opTimeout = 30 * time.Second
+	w := startWorkload(t, workloadConfig{Clients: cls, Keys: keysOnShards(n, 3, prefix),
+		Workers: 8, OpTimeout: opTimeout, Seed: seed(t)})
+	l := startLedger(t, cls, 2, "ledger-"+prefix, opTimeout)
+	waitProgress(t, g.c, "load before the cut", w.Done, 200, 4*testcluster.DefaultTimeout)
+	return g, before, cls, w, l
+}
+
 // TestCoordGroupLeaderCutFromServers: under load, the leader
 // coordinator's host is cut off (blackhole routes, both ways) from every
 // server's host while it still reaches the other coordinators and the
@@ -227,17 +244,8 @@ func TestCoordGroupLeaderCutFromTwoServers(t *testing.T) { leaderCutFromServers(
 // 0..cut-1 (of three).
 func leaderCutFromServers(t *testing.T, unheard int) {
 	const n = 3
-	g := startNSGroup(t, n)
+	g, before, cls, w, l := loadedNSGroup(t, n, "cg-deaf")
 	c, h := g.c, g.h
-	before := c.WaitRecovered(t, remoteRecover)
-	cls := dialClients(c, 4)
-	const opTimeout = 30 * time.Second
-	w := startWorkload(t, workloadConfig{Clients: cls, Keys: keysOnShards(n, 3, "cg-deaf"),
-		Workers: 8, OpTimeout: opTimeout, Seed: seed(t)})
-	l := startLedger(t, cls, 2, "ledger-cg-deaf", opTimeout)
-	// (A leadership younger than a few failure timeouts hands nothing on.)
-	waitProgress(t, c, "load before the cut", w.Done, 200, 4*testcluster.DefaultTimeout)
-
 	oldSt := c.WaitLeader(t, 10*time.Second, func(int) bool { return true })
 	old := oldSt.Leader
 	var servers []string
@@ -312,17 +320,8 @@ func leaderCutFromServers(t *testing.T, unheard int) {
 // the ledger: nothing acknowledged lost.
 func TestCoordGroupLeaderCutNobodyReachesAll(t *testing.T) {
 	const n = 3
-	g := startNSGroup(t, n)
+	g, before, cls, w, l := loadedNSGroup(t, n, "cg-most")
 	c, h := g.c, g.h
-	before := c.WaitRecovered(t, remoteRecover)
-	cls := dialClients(c, 4)
-	const opTimeout = 30 * time.Second
-	w := startWorkload(t, workloadConfig{Clients: cls, Keys: keysOnShards(n, 3, "cg-most"),
-		Workers: 8, OpTimeout: opTimeout, Seed: seed(t)})
-	l := startLedger(t, cls, 2, "ledger-cg-most", opTimeout)
-	// (A leadership younger than a few failure timeouts hands nothing on.)
-	waitProgress(t, c, "load before the cut", w.Done, 200, 4*testcluster.DefaultTimeout)
-
 	oldSt := c.WaitLeader(t, 10*time.Second, func(int) bool { return true })
 	old := oldSt.Leader
 	var most, least int
