@@ -248,9 +248,11 @@ func (c *Coordinator) handOffIfCut(l leadership, heard int) {
 	if best < 0 || most <= own || l.ctx.Err() != nil {
 		return
 	}
-	if _, unheard, _ := c.hears(time.Now(), c.unheardAfter()); len(unheard) == 0 {
+	if _, unheard, _ := c.hears(time.Now(), c.opts.Timing.FailureTimeout/2); len(unheard) == 0 {
 		// Heard them all meanwhile: this leader was held up itself (its
-		// heartbeats and its own probes waited for the CPU).
+		// heartbeats and its own probes waited for the CPU). (Half the
+		// failure timeout, not unheardAfter: a server heard that lately
+		// is not cut off, and a leader starved of CPU hears late.)
 		return
 	}
 	cs := c.opts.Cluster.Coordinators[best]
