@@ -387,7 +387,7 @@ func (c *Coordinator) lead(l leadership, term uint64) {
 	case c.startErr <- err: // the first takeover of a single coordinator
 	default:
 	}
-	if errors.Is(err, errStopped) {
+	if errors.Is(err, errStopped) || errors.Is(err, errHandedOff) {
 		return
 	}
 	if err != nil {
@@ -518,7 +518,26 @@ func (c *Coordinator) takeOver(l leadership) error {
 		c.adopting = false
 	}
 	c.mu.Unlock()
-	if running && c.adopt(l, st, v) == 0 && c.storage().ServerDir(0) != "" {
+	answered := 0
+	if running {
+		var live int
+		answered, live = c.adopt(l, st, v)
+		if answered < live && c.group() {
+			// A member elected while cut off from servers (a review: one
+			// cut from all three took the lead when the leader stalled,
+			// took them for dead, and restarted the cluster from the
+			// servers' logs, failing at it over ssh for 28 s): another
+			// coordinator that reaches more of them takes the cluster.
+			if k, n := c.askOthers(ctx, live); k >= 0 && n > answered {
+				c.log.Warn().Int("reached", answered).Int("of", live).Int("coordinator", k).Int("reaches", n).
+					Msg("servers unreached at takeover: handing the lead to a coordinator that reaches more of them")
+				if c.handOff(k) {
+					return errHandedOff
+				}
+			}
+		}
+	}
+	if running && answered == 0 && c.storage().ServerDir(0) != "" {
 		// Every process died at once (a power cut, kill -9 of all): the
 		// servers' logs hold the cluster; start it again from them.
 		c.log.Warn().Uint64("epoch", v.Epoch).Msg("no server of the running cluster answers: restarting it from the servers' logs")
@@ -575,6 +594,10 @@ func (c *Coordinator) takeOver(l leadership) error {
 
 // errStopped: the coordinator that leads saw the cluster stopped.
 var errStopped = errors.New("the cluster was stopped")
+
+// errHandedOff: the takeover gave the lead to a coordinator that reaches
+// more of the servers.
+var errHandedOff = errors.New("the lead was handed to a coordinator that reaches more servers")
 
 // errFirstView marks a start that failed while its first view was being
 // applied (after every server had registered).

@@ -195,7 +195,43 @@ func (c *Coordinator) handOffIfCut(l leadership, heard int) {
 	members := len(addrs)
 	ownc := make(chan int, 1)
 	go func() { ownc <- c.probe(qctx, addrs) }()
-	best, most := -1, 0
+	best, most := c.askOthers(qctx, members)
+	own := <-ownc
+	if best < 0 || most <= own || l.ctx.Err() != nil {
+		return
+	}
+	if _, unheard, _ := c.hears(time.Now(), c.opts.Timing.FailureTimeout/2); len(unheard) == 0 {
+		// Heard them all meanwhile: this leader was held up itself (its
+		// heartbeats and its own probes waited for the CPU). (Half the
+		// failure timeout, not unheardAfter: a server heard that lately
+		// is not cut off, and a leader starved of CPU hears late.)
+		return
+	}
+	c.log.Warn().Int("heard", heard).Int("reached", own).Int("coordinator", best).Int("reaches", most).
+		Msg("servers unheard: handing the lead to a coordinator that reaches more of them")
+	c.handOff(best)
+}
+
+// handOff transfers the lead to coordinator k and reports whether it went.
+func (c *Coordinator) handOff(k int) bool {
+	cs := c.opts.Cluster.Coordinators[k]
+	if err := c.rn.r.LeadershipTransferToServer(raft.ServerID(strconv.Itoa(k)), raft.ServerAddress(cs.RaftAddr)).Error(); err != nil {
+		c.log.Warn().Err(err).Int("coordinator", k).Msg("leadership hand-off failed")
+		return false
+	}
+	c.met.handedOff()
+	return true
+}
+
+// askOthers asks every other coordinator how many live servers it
+// reaches (reachable) and returns the one that reaches the most (best -1:
+// none reaches any). The answers that came within the failure timeout
+// decide (a coordinator that is down or cut off would hold the decision
+// for its dial timeout); one that reaches enough at once. The questions
+// still out end with it.
+func (c *Coordinator) askOthers(ctx context.Context, enough int) (best, most int) {
+	qctx, qcancel := context.WithCancel(ctx)
+	defer qcancel()
 	type answer struct{ k, n int }
 	asked := 0
 	answers := make(chan answer, len(c.opts.Cluster.Coordinators))
@@ -223,45 +259,20 @@ func (c *Coordinator) handOffIfCut(l leadership, heard int) {
 			answers <- answer{k, n}
 		}(k, cs.ServersAddr())
 	}
-	// The answers that came within the failure timeout decide (a
-	// coordinator that is down or cut off would hold the decision for
-	// its dial timeout); one that reaches every server at once. The
-	// leader's own reach is always awaited (probeWithin at most).
 	limit := time.NewTimer(c.opts.Timing.FailureTimeout)
 	defer limit.Stop()
-	own, timedOut := -1, false
-	for own < 0 || (asked > 0 && most < members && !timedOut) {
+	best = -1
+	for ; asked > 0 && most < enough; asked-- {
 		select {
-		case own = <-ownc:
-			if own >= members {
-				return // it reaches them all itself
-			}
 		case a := <-answers:
-			asked--
 			if a.n > most {
 				best, most = a.k, a.n
 			}
 		case <-limit.C:
-			timedOut = true
+			return best, most
+		case <-ctx.Done():
+			return best, most
 		}
 	}
-	if best < 0 || most <= own || l.ctx.Err() != nil {
-		return
-	}
-	if _, unheard, _ := c.hears(time.Now(), c.opts.Timing.FailureTimeout/2); len(unheard) == 0 {
-		// Heard them all meanwhile: this leader was held up itself (its
-		// heartbeats and its own probes waited for the CPU). (Half the
-		// failure timeout, not unheardAfter: a server heard that lately
-		// is not cut off, and a leader starved of CPU hears late.)
-		return
-	}
-	cs := c.opts.Cluster.Coordinators[best]
-	c.log.Warn().Int("heard", heard).Int("reached", own).Int("coordinator", best).Int("reaches", most).
-		Msg("servers unheard: handing the lead to a coordinator that reaches more of them")
-	err := c.rn.r.LeadershipTransferToServer(raft.ServerID(strconv.Itoa(best)), raft.ServerAddress(cs.RaftAddr))
-	if err := err.Error(); err != nil {
-		c.log.Warn().Err(err).Int("coordinator", best).Msg("leadership hand-off failed")
-		return
-	}
-	c.met.handedOff()
+	return best, most
 }

@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -191,8 +193,8 @@ func (c *Coordinator) savedView(st clusterState) (v wire.View, ok bool, err erro
 // takes the cluster over next (startCore) fails over whoever does not
 // heartbeat, and counts no server as having applied the view until its
 // heartbeat or a push says so (hole 4).
-// It returns how many servers answered.
-func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) int {
+// It returns how many servers answered, of how many live members.
+func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) (answered, live int) {
 	// First the records of every node, under the lock (heartbeats are
 	// already arriving), then the network round trips.
 	c.mu.Lock()
@@ -227,22 +229,28 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) int {
 	// From here on a heartbeat is judged against these records.
 	c.readopt, c.adopting = true, false
 	c.mu.Unlock()
-	answered := 0
+	// All at once: a server behind a cut costs its dial timeout, and
+	// one after the other they held the takeover for a second each.
+	var ok atomic.Int32
+	var wg sync.WaitGroup
 	for _, i := range try {
-		nd := c.nodes[i]
-		err := replyErr(c.control(l.ctx, nd, &wire.Frame{Op: wire.OpSetCoord, Value: []byte(c.serversAddr)}))
-		c.mu.Lock()
-		inc, pid := nd.inc, st.Nodes[i].PID
-		c.mu.Unlock()
-		if err != nil {
-			// Failed over if it stays silent (the core's grace).
-			c.log.Warn().Err(err).Int("node", i).Msg("cannot re-adopt server")
-			continue
-		}
-		c.log.Info().Int("node", i).Uint64("inc", inc).Int("pid", pid).Msg("server re-adopted")
-		answered++
+		wg.Go(func() {
+			nd := c.nodes[i]
+			err := replyErr(c.control(l.ctx, nd, &wire.Frame{Op: wire.OpSetCoord, Value: []byte(c.serversAddr)}))
+			c.mu.Lock()
+			inc, pid := nd.inc, st.Nodes[i].PID
+			c.mu.Unlock()
+			if err != nil {
+				// Failed over if it stays silent (the core's grace).
+				c.log.Warn().Err(err).Int("node", i).Msg("cannot re-adopt server")
+				return
+			}
+			c.log.Info().Int("node", i).Uint64("inc", inc).Int("pid", pid).Msg("server re-adopted")
+			ok.Add(1)
+		})
 	}
-	return answered
+	wg.Wait()
+	return int(ok.Load()), len(try)
 }
 
 // pidProc is a server process that is not our child (re-adopted): it is
