@@ -534,6 +534,10 @@ func (c *Coordinator) takeOver(l leadership) error {
 				if c.handOff(k) {
 					return errHandedOff
 				}
+				// Never a restart from the logs, or a failover, of
+				// servers another coordinator reaches (lead hands the
+				// lead to any other member).
+				return fmt.Errorf("coordinator %d reaches %d servers, this one %d, and the hand-off failed", k, n, answered)
 			}
 		}
 	}

@@ -5,7 +5,6 @@ import (
 	"slices"
 	"strconv"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -47,7 +46,12 @@ func (c *Coordinator) reachable(ctx context.Context) int {
 	if time.Since(c.reach.at) < c.probeWithin() {
 		return c.reach.n
 	}
-	c.reach.n = c.probe(ctx, c.liveCtlAddrs())
+	c.reach.n = 0
+	for _, ok := range c.probe(ctx, c.liveCtlAddrs()) {
+		if ok {
+			c.reach.n++
+		}
+	}
 	c.reach.at = time.Now()
 	return c.reach.n
 }
@@ -73,23 +77,23 @@ type reachCache struct {
 	n  int
 }
 
-// probe is how many of the control ports at addrs this coordinator can
-// dial and log in to, all at once, each within probeWithin.
-func (c *Coordinator) probe(ctx context.Context, addrs []string) int {
-	var n atomic.Int32
+// probe reports which of the control ports at addrs this coordinator
+// can dial and log in to, all at once, each within probeWithin.
+func (c *Coordinator) probe(ctx context.Context, addrs []string) []bool {
+	ok := make([]bool, len(addrs))
 	var wg sync.WaitGroup
-	for _, a := range addrs {
+	for i, a := range addrs {
 		wg.Go(func() {
 			pctx, cancel := context.WithTimeout(ctx, c.probeWithin())
 			defer cancel()
 			if cc, err := c.dialCtl(pctx, a); err == nil {
 				cc.close()
-				n.Add(1)
+				ok[i] = true
 			}
 		})
 	}
 	wg.Wait()
-	return int(n.Load())
+	return ok
 }
 
 // isLeading reports whether this coordinator leads now.
@@ -148,11 +152,22 @@ func (c *Coordinator) checkCutOff(l leadership, now time.Time, judge bool) {
 		return
 	}
 	c.mu.Lock()
+	due := now.Sub(c.askedWitness) >= ft
 	news := slices.ContainsFunc(unheard, func(a string) bool { return !slices.Contains(c.askedAbout, a) })
 	ask := c.core != nil && !c.shutting && c.ld == l && !c.handingOff &&
-		(news || now.Sub(c.askedWitness) >= ft) && now.Sub(c.coreAt) >= handOffHold*ft
+		(news || due) && now.Sub(c.coreAt) >= handOffHold*ft
 	if ask {
-		c.askedWitness, c.askedAbout, c.handingOff = now, unheard, true
+		// (Those asked about add up until the next question due: late
+		// heartbeats that take turns ask once per failure timeout.)
+		if due {
+			c.askedAbout = nil
+		}
+		for _, a := range unheard {
+			if !slices.Contains(c.askedAbout, a) {
+				c.askedAbout = append(c.askedAbout, a)
+			}
+		}
+		c.askedWitness, c.handingOff = now, true
 	}
 	c.mu.Unlock()
 	if ask {
@@ -167,6 +182,12 @@ func (c *Coordinator) checkCutOff(l leadership, now time.Time, judge bool) {
 // the servers it does not hear (at the failure timeout), with a third of
 // it left for the transfer.
 func (c *Coordinator) unheardAfter() time.Duration { return c.opts.Timing.FailureTimeout / 3 }
+
+// answerWithin is how long the answers to a question are awaited: a
+// peer's probe takes probeWithin at most, and its dial and login a few
+// round trips (a review: awaited a whole failure timeout, a peer down
+// with its host put the decision after the core's failover again).
+func (c *Coordinator) answerWithin() time.Duration { return c.probeWithin() + c.opts.Timing.FailureTimeout/6 }
 
 // handOffHold is how many failure timeouts a new leadership keeps the
 // lead before it may hand it on.
@@ -193,18 +214,28 @@ func (c *Coordinator) handOffIfCut(l leadership, heard int) {
 	defer qcancel() // (the questions still out end with the decision)
 	addrs := c.liveCtlAddrs()
 	members := len(addrs)
-	ownc := make(chan int, 1)
+	start := time.Now()
+	ownc := make(chan []bool, 1)
 	go func() { ownc <- c.probe(qctx, addrs) }()
 	best, most := c.askOthers(qctx, members)
-	own := <-ownc
-	if best < 0 || most <= own || l.ctx.Err() != nil {
-		return
+	reached := <-ownc
+	// A server heard from since the question began counts as reached
+	// too: a leader starved of CPU has its dials and logins time out
+	// while its peers answer at once (a review), and hears the servers'
+	// heartbeats meanwhile. (It replaces a last look at whom the leader
+	// heard within half the failure timeout, which, once the question
+	// came at a third of it, found the server just cut off heard and
+	// called the hand-off off.)
+	_, unheard, _ := c.hears(time.Now(), time.Since(start))
+	own := members
+	for i, a := range addrs {
+		if !reached[i] && slices.Contains(unheard, a) {
+			own--
+		}
 	}
-	if _, unheard, _ := c.hears(time.Now(), c.opts.Timing.FailureTimeout/2); len(unheard) == 0 {
-		// Heard them all meanwhile: this leader was held up itself (its
-		// heartbeats and its own probes waited for the CPU). (Half the
-		// failure timeout, not unheardAfter: a server heard that lately
-		// is not cut off, and a leader starved of CPU hears late.)
+	c.log.Info().Int("heard", heard).Int("reached", own).Int("of", members).Int("coordinator", best).Int("reaches", most).
+		Msg("servers unheard: asked the other coordinators how many they reach")
+	if best < 0 || most <= own || l.ctx.Err() != nil {
 		return
 	}
 	c.log.Warn().Int("heard", heard).Int("reached", own).Int("coordinator", best).Int("reaches", most).
@@ -223,12 +254,12 @@ func (c *Coordinator) handOff(k int) bool {
 	return true
 }
 
-// askOthers asks every other coordinator how many live servers it
-// reaches (reachable) and returns the one that reaches the most (best -1:
-// none reaches any). The answers that came within the failure timeout
-// decide (a coordinator that is down or cut off would hold the decision
-// for its dial timeout); one that reaches enough at once. The questions
-// still out end with it.
+// askOthers asks every other coordinator (but those Raft finds
+// unreachable) how many live servers it reaches (reachable) and returns
+// the one that reaches the most (best -1: none reaches any). The answers
+// that came within answerWithin decide (a coordinator that is down or
+// cut off would hold the decision for its dial timeout); one that
+// reaches enough at once. The questions still out end with it.
 func (c *Coordinator) askOthers(ctx context.Context, enough int) (best, most int) {
 	qctx, qcancel := context.WithCancel(ctx)
 	defer qcancel()
@@ -236,8 +267,8 @@ func (c *Coordinator) askOthers(ctx context.Context, enough int) (best, most int
 	asked := 0
 	answers := make(chan answer, len(c.opts.Cluster.Coordinators))
 	for k, cs := range c.opts.Cluster.Coordinators {
-		if k == c.opts.ID {
-			continue
+		if k == c.opts.ID || c.rn.unreachableMember(k) {
+			continue // (one Raft does not reach would hold the decision)
 		}
 		asked++
 		go func(k int, addr string) {
@@ -259,7 +290,7 @@ func (c *Coordinator) askOthers(ctx context.Context, enough int) (best, most int
 			answers <- answer{k, n}
 		}(k, cs.ServersAddr())
 	}
-	limit := time.NewTimer(c.opts.Timing.FailureTimeout)
+	limit := time.NewTimer(c.answerWithin())
 	defer limit.Stop()
 	best = -1
 	for ; asked > 0 && most < enough; asked-- {

@@ -33,6 +33,7 @@ func writeDump(path string, tables []*table) error {
 		total += uint64(t.len())
 	}
 	tmp := path + ".tmp"
+	_ = os.Remove(tmp) // (one an older version left keeps its mode through O_TRUNC)
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, wal.FileMode)
 	if err != nil {
 		return err

@@ -381,6 +381,7 @@ func checkIdentity(dir string, id uint32, n int) error {
 // file renamed over it) and durably.
 func writeIdentity(dir, path, want string, id uint32) error {
 	tmp := path + ".tmp"
+	_ = os.Remove(tmp) // (one an older version left keeps its mode)
 	if err := os.WriteFile(tmp, []byte(want), wal.FileMode); err != nil {
 		_ = os.Remove(tmp)
 		return fmt.Errorf("server %d: data dir: %w", id, err)

@@ -229,6 +229,7 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 func writeSnapshot(path string, seg uint64, tables map[int]*table, base, logged, high map[int]uint64,
 	sessions map[uint32][][]byte, keys *int) (int64, error) {
 	tmp := path + ".tmp"
+	_ = os.Remove(tmp) // (one an older version left keeps its mode through O_TRUNC)
 	f, err := os.OpenFile(tmp, os.O_RDWR|os.O_CREATE|os.O_TRUNC, wal.FileMode)
 	if err != nil {
 		return 0, err

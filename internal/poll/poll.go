@@ -19,6 +19,9 @@ func CancelWhen(ctx context.Context, cancel context.CancelFunc, period time.Dura
 			return
 		case <-t.C:
 		}
+		if ctx.Err() != nil {
+			return // (both were ready: the context's end wins)
+		}
 		if cond() {
 			cancel()
 			return

@@ -45,7 +45,11 @@ func (OSFS) MkdirAll(dir string) error { return os.MkdirAll(dir, DirMode) }
 
 // Create implements FS.
 func (OSFS) Create(name string) (File, error) {
-	return os.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, FileMode)
+	f, err := os.OpenFile(name, os.O_CREATE|os.O_TRUNC|os.O_WRONLY|os.O_APPEND, FileMode)
+	if err == nil {
+		_ = f.Chmod(FileMode) // (a file an older version made keeps its mode)
+	}
+	return f, err
 }
 
 // ReadFile implements FS.
@@ -139,6 +143,7 @@ func (OSFS) Prepare(name string, size int64) (err error) {
 	if err != nil {
 		return err
 	}
+	_ = f.Chmod(FileMode) // (a file an older version made keeps its mode)
 	defer func() {
 		if cerr := f.Close(); err == nil {
 			err = cerr
