@@ -528,16 +528,32 @@ func (c *Coordinator) takeOver(l leadership) error {
 			// took them for dead, and restarted the cluster from the
 			// servers' logs, failing at it over ssh for 28 s): another
 			// coordinator that reaches more of them takes the cluster.
-			if k, n := c.askOthers(ctx, live); k >= 0 && n > answered {
-				c.log.Warn().Int("reached", answered).Int("of", live).Int("coordinator", k).Int("reaches", n).
-					Msg("servers unreached at takeover: handing the lead to a coordinator that reaches more of them")
-				if c.handOff(k) {
-					return errHandedOff
+			// Before a restart from the logs, the others that gave no
+			// answer are asked again for a while (a review: the one that
+			// reached every server was paused and answered 0.6 s late,
+			// and the cluster was restarted; one just restarted refuses
+			// the question until it has the cluster's secret).
+			deadline := time.Now().Add(c.opts.Timing.Handshake)
+			for {
+				k, n, unanswered := c.askOthers(ctx, live)
+				if k >= 0 && n > answered {
+					c.log.Warn().Int("reached", answered).Int("of", live).Int("coordinator", k).Int("reaches", n).
+						Msg("servers unreached at takeover: handing the lead to a coordinator that reaches more of them")
+					if c.handOff(k) {
+						return errHandedOff
+					}
+					// Never a restart from the logs, or a failover, of
+					// servers another coordinator reaches (lead hands
+					// the lead to any other member).
+					return fmt.Errorf("coordinator %d reaches %d servers, this one %d, and the hand-off failed", k, n, answered)
 				}
-				// Never a restart from the logs, or a failover, of
-				// servers another coordinator reaches (lead hands the
-				// lead to any other member).
-				return fmt.Errorf("coordinator %d reaches %d servers, this one %d, and the hand-off failed", k, n, answered)
+				if answered > 0 || unanswered == 0 || time.Now().After(deadline) || ctx.Err() != nil {
+					break
+				}
+				select {
+				case <-time.After(c.probeWithin()):
+				case <-ctx.Done():
+				}
 			}
 		}
 	}

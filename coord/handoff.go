@@ -187,7 +187,9 @@ func (c *Coordinator) unheardAfter() time.Duration { return c.opts.Timing.Failur
 // peer's probe takes probeWithin at most, and its dial and login a few
 // round trips (a review: awaited a whole failure timeout, a peer down
 // with its host put the decision after the core's failover again).
-func (c *Coordinator) answerWithin() time.Duration { return c.probeWithin() + c.opts.Timing.FailureTimeout/6 }
+func (c *Coordinator) answerWithin() time.Duration {
+	return c.probeWithin() + c.opts.Timing.FailureTimeout/6
+}
 
 // handOffHold is how many failure timeouts a new leadership keeps the
 // lead before it may hand it on.
@@ -217,7 +219,7 @@ func (c *Coordinator) handOffIfCut(l leadership, heard int) {
 	start := time.Now()
 	ownc := make(chan []bool, 1)
 	go func() { ownc <- c.probe(qctx, addrs) }()
-	best, most := c.askOthers(qctx, members)
+	best, most, _ := c.askOthers(qctx, members)
 	reached := <-ownc
 	// A server heard from since the question began counts as reached
 	// too: a leader starved of CPU has its dials and logins time out
@@ -260,15 +262,25 @@ func (c *Coordinator) handOff(k int) bool {
 // that came within answerWithin decide (a coordinator that is down or
 // cut off would hold the decision for its dial timeout); one that
 // reaches enough at once. The questions still out end with it.
-func (c *Coordinator) askOthers(ctx context.Context, enough int) (best, most int) {
+// unanswered counts the coordinators that gave no answer (down, not
+// asked, or refusing: one just restarted has no cluster secret until it
+// applied the group's state).
+func (c *Coordinator) askOthers(ctx context.Context, enough int) (best, most, unanswered int) {
 	qctx, qcancel := context.WithCancel(ctx)
 	defer qcancel()
-	type answer struct{ k, n int }
+	type answer struct {
+		k, n int
+		ok   bool
+	}
 	asked := 0
 	answers := make(chan answer, len(c.opts.Cluster.Coordinators))
 	for k, cs := range c.opts.Cluster.Coordinators {
-		if k == c.opts.ID || c.rn.unreachableMember(k) {
-			continue // (one Raft does not reach would hold the decision)
+		if k == c.opts.ID {
+			continue
+		}
+		if c.rn.unreachableMember(k) {
+			unanswered++ // (one Raft does not reach would hold the decision)
+			continue
 		}
 		asked++
 		go func(k int, addr string) {
@@ -287,7 +299,7 @@ func (c *Coordinator) askOthers(ctx context.Context, enough int) (best, most int
 			if err != nil && qctx.Err() == nil {
 				c.log.Warn().Err(err).Int("coordinator", k).Msg("cannot ask a coordinator how many servers it reaches")
 			}
-			answers <- answer{k, n}
+			answers <- answer{k, n, err == nil}
 		}(k, cs.ServersAddr())
 	}
 	limit := time.NewTimer(c.answerWithin())
@@ -296,14 +308,17 @@ func (c *Coordinator) askOthers(ctx context.Context, enough int) (best, most int
 	for ; asked > 0 && most < enough; asked-- {
 		select {
 		case a := <-answers:
+			if !a.ok {
+				unanswered++
+			}
 			if a.n > most {
 				best, most = a.k, a.n
 			}
 		case <-limit.C:
-			return best, most
+			return best, most, unanswered + asked
 		case <-ctx.Done():
-			return best, most
+			return best, most, unanswered + asked
 		}
 	}
-	return best, most
+	return best, most, unanswered + asked
 }
