@@ -354,6 +354,14 @@ func (c *Coordinator) watchLeadership() {
 		// A core decides for one leadership only: the next one starts
 		// from the committed state.
 		c.core, c.ld, c.readopt = nil, leadership{}, false
+		if !lead {
+			// Watching the servers is the leader's work: a follower
+			// keeps no ssh session open to each (a takeover watches
+			// them anew).
+			for _, nd := range c.nodes {
+				release(nd.proc)
+			}
+		}
 		c.leading = lead
 		if lead {
 			c.term = c.rn.r.CurrentTerm()
@@ -681,9 +689,7 @@ func (c *Coordinator) killOrphans(ctx context.Context, st clusterState) {
 		case <-time.After(c.opts.Timing.KillWait):
 		case <-ctx.Done():
 		}
-		if r, ok := p.(interface{ Release() }); ok {
-			r.Release()
-		}
+		release(p)
 	}
 }
 
@@ -921,18 +927,14 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 		// live on. It reported nothing: its log holds its data.
 		c.mu.Unlock()
 		err := p.Kill()
-		if r, ok := p.(interface{ Release() }); ok {
-			r.Release()
-		}
+		release(p)
 		c.log.Warn().Err(err).Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).Msg("shutting down: killed the incarnation just spawned")
 		return errShuttingDown
 	}
 	old := nd.proc
 	nd.proc, nd.procInc = p, inc
 	c.mu.Unlock()
-	if r, ok := old.(interface{ Release() }); ok {
-		r.Release() // stop watching a replaced remote incarnation
-	}
+	release(old) // stop watching a replaced incarnation
 	c.log.Info().Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).Msg("server spawned")
 	// Commit its pid too: a leader taking over before the next view must
 	// be able to watch it, or kill it at a fresh start (its fixed ports).
@@ -957,7 +959,15 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 // watchExit reports the exit of p, incarnation inc of nd, to the core,
 // unless this coordinator is stopping (it stops them: no news).
 func (c *Coordinator) watchExit(nd *node, inc uint64, p Process) {
-	<-p.Done()
+	var released <-chan struct{}
+	if r, ok := p.(releaser); ok {
+		released = r.Released()
+	}
+	select {
+	case <-p.Done():
+	case <-released:
+		return // another incarnation or another leader watches it now
+	}
 	c.sawExit(nd, inc)
 	c.mu.Lock()
 	shutting := c.shutting

@@ -61,6 +61,22 @@ type Process interface {
 	Done() <-chan struct{}
 }
 
+// releaser is a Process watched from afar (over ssh, or by polling its
+// pid) whose watching can stop without killing it: when another
+// incarnation or another leader takes its place. Released is closed then;
+// Done never is.
+type releaser interface {
+	Release()
+	Released() <-chan struct{}
+}
+
+// release stops watching p if it can be (a child process cannot).
+func release(p Process) {
+	if r, ok := p.(releaser); ok {
+		r.Release()
+	}
+}
+
 // Spawner starts server processes: locally, or over ssh.
 type Spawner interface {
 	Spawn(ctx context.Context, s SpawnSpec) (Process, error)

@@ -394,6 +394,8 @@ func (p *sshProc) Release() {
 	}
 }
 
+func (p *sshProc) Released() <-chan struct{} { return p.stop }
+
 func (s *SSHSpawner) timeout() time.Duration {
 	if s.ConnectTimeout <= 0 {
 		return s.timing().SSHConnect

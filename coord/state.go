@@ -219,6 +219,7 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) (answere
 			} else {
 				p = watchPID(sn.PID, i, sn.Inc, c.opts.Timing.Poll)
 			}
+			release(nd.proc) // a watcher left from a term it led before
 			nd.proc, nd.procInc = p, sn.Inc
 			go c.watchExit(nd, sn.Inc, p)
 		}
@@ -261,21 +262,31 @@ type pidProc struct {
 	pid, id int
 	inc     uint64
 	done    chan struct{}
+	stop    chan struct{}
+	once    sync.Once
 }
 
 func watchPID(pid, id int, inc uint64, poll time.Duration) *pidProc {
-	p := &pidProc{pid: pid, id: id, inc: inc, done: make(chan struct{})}
+	p := &pidProc{pid: pid, id: id, inc: inc, done: make(chan struct{}), stop: make(chan struct{})}
 	go func() {
 		for {
 			if !p.ours() {
 				close(p.done)
 				return
 			}
-			time.Sleep(poll)
+			select {
+			case <-p.stop:
+				return
+			case <-time.After(poll):
+			}
 		}
 	}()
 	return p
 }
+
+// Release stops watching without killing (another leader watches it now).
+func (p *pidProc) Release()                  { p.once.Do(func() { close(p.stop) }) }
+func (p *pidProc) Released() <-chan struct{} { return p.stop }
 
 // ours reports whether pid still runs server id's incarnation inc (an
 // exited server is not: gone, a zombie, or another program now).

@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -176,6 +177,7 @@ func TestCoordGroupLeaderPartition(t *testing.T) {
 		t.Errorf("the old leader %d leads again after the heal (term %d): it should rejoin as a follower", old, after.Term)
 	}
 	samePIDs(t, "after the heal", rec, after)
+	onlyLeaderWatches(t, g, after.Leader)
 	waitProgress(t, c, "load after the heal", w.Done, 200, 500*time.Millisecond)
 
 	// kill -9 of the leader coordinator inside its namespace.
@@ -201,6 +203,62 @@ func TestCoordGroupLeaderPartition(t *testing.T) {
 	stopAndCheck(t, w, l, cls[0])
 	t.Logf("ran: 3 coordinators on %s, %s, %s; servers over ssh on %s, %s, %s",
 		h.NS(g.coordHost(0)), h.NS(g.coordHost(1)), h.NS(g.coordHost(2)), h.Dest(1), h.Dest(2), h.Dest(3))
+}
+
+// onlyLeaderWatches checks the servers' watchers (the ssh sessions a
+// coordinator keeps open to learn that a remote server exited): the leader
+// keeps at most one per server, a follower none. Before, every takeover
+// added a session per server and a coordinator that lost the lead kept
+// its own: a group whose lead moved kept piling them up.
+func onlyLeaderWatches(t *testing.T, g *nsGroup, leader int) {
+	t.Helper()
+	var got []int
+	deadline := time.Now().Add(5 * time.Second) // the ssh clients of released watchers exit
+	for {
+		got = got[:0]
+		ok := true
+		for k := 0; k < groupCoords; k++ {
+			n := sshWatchers(g.c.Coord(k).PID)
+			got = append(got, n)
+			if (k == leader && n > g.servers) || (k != leader && n > 0) {
+				ok = false
+			}
+		}
+		if ok {
+			t.Logf("servers' watchers (ssh sessions) of coordinators 0..%d: %v, leader %d", groupCoords-1, got, leader)
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Errorf("servers' watchers (ssh sessions) of coordinators 0..%d: %v, leader %d; want at most %d for the leader, none for a follower",
+				groupCoords-1, got, leader, g.servers)
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// sshWatchers counts process pid's children that are ssh sessions
+// watching a remote server (coord/ssh.go's watch script).
+func sshWatchers(pid int) int {
+	stats, _ := filepath.Glob("/proc/[0-9]*/stat")
+	n := 0
+	for _, f := range stats {
+		b, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		// pid (comm) state ppid ...: comm may hold spaces, so after the last ')'.
+		s := string(b)
+		fields := strings.Fields(s[strings.LastIndexByte(s, ')')+1:])
+		if len(fields) < 2 || fields[1] != strconv.Itoa(pid) {
+			continue
+		}
+		cmd, _ := os.ReadFile(filepath.Join(filepath.Dir(f), "cmdline"))
+		if strings.Contains(string(cmd), "while alive; do kill -0 $PPID") {
+			n++
+		}
+	}
+	return n
 }
 
 // loadedNSGroup starts a group on namespace hosts with n servers, the
