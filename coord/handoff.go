@@ -141,7 +141,7 @@ func (c *Coordinator) hears(now time.Time, d time.Duration) (heard int, unheard 
 // question, about one server, found the others reaching no more than the
 // leader: the next, a failure timeout later, came after the leader's
 // core had failed the second, a review). A leadership younger than
-// handOffHold asks nothing: the lead does not bounce.
+// handOffHold asks nothing.
 func (c *Coordinator) checkCutOff(l leadership, now time.Time, judge bool) {
 	if !judge || !c.group() || c.rn == nil {
 		return
@@ -155,7 +155,7 @@ func (c *Coordinator) checkCutOff(l leadership, now time.Time, judge bool) {
 	due := now.Sub(c.askedWitness) >= ft
 	news := slices.ContainsFunc(unheard, func(a string) bool { return !slices.Contains(c.askedAbout, a) })
 	ask := c.core != nil && !c.shutting && c.ld == l && !c.handingOff &&
-		(news || due) && now.Sub(c.coreAt) >= handOffHold*ft
+		(news || due) && now.Sub(c.coreAt) >= c.handOffHold()
 	if ask {
 		// (Those asked about add up until the next question due: late
 		// heartbeats that take turns ask once per failure timeout.)
@@ -191,9 +191,15 @@ func (c *Coordinator) answerWithin() time.Duration {
 	return c.probeWithin() + c.opts.Timing.FailureTimeout/6
 }
 
-// handOffHold is how many failure timeouts a new leadership keeps the
-// lead before it may hand it on.
-const handOffHold = 2
+// handOffHold is how long a new leadership keeps the lead before it may
+// hand it on (the lead does not bounce faster). A server cut from the
+// leader is failed over a failure timeout after the cut, and the question
+// takes up to a third of it (its own probe of a server behind the cut):
+// a question due at half the failure timeout into a leadership comes in
+// time for a cut at the takeover itself. (It was two failure timeouts: a
+// leader cut from a server as it took over failed that server instead of
+// handing the lead to a coordinator that reached it.)
+func (c *Coordinator) handOffHold() time.Duration { return c.opts.Timing.FailureTimeout / 2 }
 
 // handOffIfCut tries every live server as the others do (those it did
 // not hear may be behind a late heartbeat, frozen or wedged: it reaches
