@@ -352,7 +352,7 @@ func (c *Cluster) LeaderIndex(t testing.TB) int {
 // timeout it fails the test.
 func (c *Cluster) WaitLeader(t testing.TB, timeout time.Duration, accept func(k int) bool) *client.ClusterStatus {
 	t.Helper()
-	return c.WaitFor(t, timeout, "a leader", func(st *client.ClusterStatus) error {
+	return c.WaitFor(t, timeout, "leader", func(st *client.ClusterStatus) error {
 		if st.Leader < 0 || st.Answered != st.Leader {
 			return fmt.Errorf("no leader's report (leader %d, answered by %d, term %d)", st.Leader, st.Answered, st.Term)
 		}
