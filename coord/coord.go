@@ -948,6 +948,7 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 			c.log.Warn().Err(err).Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).
 				Msg("no longer leading: killing the incarnation just spawned")
 			_ = p.Kill()
+			release(p) // (a follower watches nothing)
 			return fmt.Errorf("server %d: spawned after this coordinator lost the lead: %w", nd.id, err)
 		}
 		c.log.Warn().Err(err).Int("node", nd.id).Uint64("inc", inc).Msg("pid of the new incarnation not committed")

@@ -218,14 +218,12 @@ func (c *Coordinator) handOffIfCut(l leadership, heard int) {
 	// the other, the hand-off came after the failure timeout, and so
 	// after a needless failover, when the others were cut from some
 	// server too.)
-	qctx, qcancel := context.WithCancel(l.ctx)
-	defer qcancel() // (the questions still out end with the decision)
 	addrs := c.liveCtlAddrs()
 	members := len(addrs)
 	start := time.Now()
 	ownc := make(chan []bool, 1)
-	go func() { ownc <- c.probe(qctx, addrs) }()
-	best, most, _ := c.askOthers(qctx, members)
+	go func() { ownc <- c.probe(l.ctx, addrs) }()
+	best, most, _ := c.askOthers(l.ctx, members)
 	reached := <-ownc
 	// A server heard from since the question began counts as reached
 	// too: a leader starved of CPU has its dials and logins time out
