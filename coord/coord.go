@@ -387,30 +387,45 @@ func (c *Coordinator) watchLeadership() {
 // loop until the leadership ends (l.ctx).
 func (c *Coordinator) lead(l leadership, term uint64) {
 	go c.verifyLeadership(l.ctx)
-	err := c.takeOver(l)
-	c.mu.Lock()
-	c.tookOver = true
-	c.mu.Unlock()
-	select {
-	case c.startErr <- err: // the first takeover of a single coordinator
-	default:
-	}
-	if errors.Is(err, errStopped) || errors.Is(err, errHandedOff) {
-		return
-	}
-	if err != nil {
+	for {
+		err := c.takeOver(l)
+		c.mu.Lock()
+		c.tookOver = true
+		c.mu.Unlock()
+		select {
+		case c.startErr <- err: // the first takeover of a single coordinator
+		default:
+		}
+		if errors.Is(err, errStopped) || errors.Is(err, errHandedOff) {
+			return
+		}
+		if err == nil {
+			c.loop(l)
+			return
+		}
 		c.log.Error().Err(err).Uint64("term", term).Msg("cannot take the cluster over")
 		if errors.Is(err, ErrConfigMismatch) {
 			c.die(err)
 		}
-		if c.group() && l.ctx.Err() == nil {
-			// Never sit on a leadership it cannot use: another member
-			// may take the cluster over.
-			_ = c.rn.r.LeadershipTransfer().Error()
+		if !c.group() || l.ctx.Err() != nil {
+			return
 		}
-		return
+		// Never sit on a leadership it cannot use: another member may
+		// take the cluster over; if none can be given the lead now (the
+		// others down or stalled), the takeover is tried again.
+		if c.rn.r.LeadershipTransfer().Error() == nil {
+			return
+		}
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-time.After(c.opts.Timing.FailureTimeout):
+		}
+		c.mu.Lock()
+		c.adopting, c.tookOver = true, false
+		c.mu.Unlock()
+		c.log.Warn().Uint64("term", term).Msg("nobody took the lead: taking the cluster over again")
 	}
-	c.loop(l)
 }
 
 // serverRefused is bin/server's exit status for a data directory it
@@ -528,8 +543,8 @@ func (c *Coordinator) takeOver(l leadership) error {
 	c.mu.Unlock()
 	answered := 0
 	if running {
-		var live int
-		answered, live = c.adopt(l, st, v)
+		var live, refused int
+		answered, live, refused = c.adopt(l, st, v)
 		if answered < live && c.group() {
 			// A member elected while cut off from servers (a review: one
 			// cut from all three took the lead when the leader stalled,
@@ -554,6 +569,17 @@ func (c *Coordinator) takeOver(l leadership) error {
 					// servers another coordinator reaches (lead hands
 					// the lead to any other member).
 					return fmt.Errorf("coordinator %d reaches %d servers, this one %d, and the hand-off failed", k, n, answered)
+				}
+				if answered == 0 && unanswered > 0 && refused == 0 && time.Now().After(deadline) {
+					// No server answered, no host said that none runs
+					// there (a refused connection), and a coordinator
+					// that may reach them gave no answer: this one may
+					// be cut off from every server. A restart from the
+					// logs would fail through the cut and, once it heals,
+					// replace every server that ran on (an attack: the
+					// one coordinator that reached them all was paused
+					// 5 s). Another member takes the cluster over.
+					return errNoServerReached
 				}
 				if answered > 0 || unanswered == 0 || time.Now().After(deadline) || ctx.Err() != nil {
 					break
@@ -626,6 +652,10 @@ var errStopped = errors.New("the cluster was stopped")
 // errHandedOff: the takeover gave the lead to a coordinator that reaches
 // more of the servers.
 var errHandedOff = errors.New("the lead was handed to a coordinator that reaches more servers")
+
+// errNoServerReached: the takeover reached no server, none refused the
+// connection, and some coordinator did not say how many it reaches.
+var errNoServerReached = errors.New("no server answers, none is known to be down, and some coordinator did not answer: this one may be cut off from the servers")
 
 // errFirstView marks a start that failed while its first view was being
 // applied (after every server had registered).

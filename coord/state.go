@@ -193,8 +193,10 @@ func (c *Coordinator) savedView(st clusterState) (v wire.View, ok bool, err erro
 // takes the cluster over next (startCore) fails over whoever does not
 // heartbeat, and counts no server as having applied the view until its
 // heartbeat or a push says so (hole 4).
-// It returns how many servers answered, of how many live members.
-func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) (answered, live int) {
+// It returns how many servers answered, of how many live members, and
+// how many of the others refused the connection (their host answered:
+// no server listens there).
+func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) (answered, live, refused int) {
 	// First the records of every node, under the lock (heartbeats are
 	// already arriving), then the network round trips.
 	c.mu.Lock()
@@ -232,7 +234,7 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) (answere
 	c.mu.Unlock()
 	// All at once: a server behind a cut costs its dial timeout, and
 	// one after the other they held the takeover for a second each.
-	var ok atomic.Int32
+	var ok, no atomic.Int32
 	var wg sync.WaitGroup
 	for _, i := range try {
 		wg.Go(func() {
@@ -244,6 +246,9 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) (answere
 			if err != nil {
 				// Failed over if it stays silent (the core's grace).
 				c.log.Warn().Err(err).Int("node", i).Msg("cannot re-adopt server")
+				if errors.Is(err, syscall.ECONNREFUSED) {
+					no.Add(1)
+				}
 				return
 			}
 			c.log.Info().Int("node", i).Uint64("inc", inc).Int("pid", pid).Msg("server re-adopted")
@@ -251,7 +256,7 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) (answere
 		})
 	}
 	wg.Wait()
-	return int(ok.Load()), len(try)
+	return int(ok.Load()), len(try), int(no.Load())
 }
 
 // pidProc is a server process that is not our child (re-adopted): it is

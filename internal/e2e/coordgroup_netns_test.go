@@ -567,3 +567,51 @@ func TestCoordGroupNewLeaderCutSoon(t *testing.T) {
 	waitProgress(t, c, "load after the heal", w.Done, 200, 500*time.Millisecond)
 	stopAndCheck(t, w, l, cls[0])
 }
+
+// TestCoordGroupCutMembersElectedWhileLeaderStalls: both followers are
+// cut from every server's host, and the leader, the only coordinator that
+// reaches the servers, is stopped (SIGSTOP) for longer than a takeover
+// waits for its answer. One of the cut followers is elected, reaches no
+// server and hears nothing from the stopped one. It must not restart the
+// cluster from the servers' logs (no host refused its dials: nothing says
+// the servers died): before, it did, failed through the cut, and once the
+// cut healed replaced every server that had run on all along (an attack,
+// with a pause of 5 s). The lead must end with a coordinator that reaches
+// the servers, the servers never replaced. Porcupine and the ledger:
+// nothing acknowledged lost.
+func TestCoordGroupCutMembersElectedWhileLeaderStalls(t *testing.T) {
+	const n = 3
+	g, before, cls, w, l := loadedNSGroup(t, n, "cg-stall")
+	c, h := g.c, g.h
+	lead := c.WaitLeader(t, 10*time.Second, func(int) bool { return true }).Leader
+	f1, f2 := followers(lead)
+	var servers []string
+	for i := 1; i <= n; i++ {
+		servers = append(servers, h.Addr(i))
+	}
+	heal1 := h.Isolate(g.coordHost(f1), servers...)
+	heal2 := h.Isolate(g.coordHost(f2), servers...)
+	// Longer than an election and the takeover's four failure timeouts
+	// of asking again.
+	stall := electionBound + 6*testcluster.DefaultTimeout
+	t.Logf("coordinators %d and %d cut from every server; leader %d stopped for %s", f1, f2, lead, stall)
+	c.StopCoordK(t, lead)
+	time.Sleep(stall)
+	c.ContCoordK(t, lead)
+	time.Sleep(2 * time.Second)
+	heal1()
+	heal2()
+	t.Logf("leader %d continued, cuts healed 2s later", lead)
+	st := c.WaitLeader(t, 3*electionBound, func(int) bool { return true })
+	t.Logf("coordinator %d leads (term %d)", st.Leader, st.Term)
+	waitProgress(t, c, "load after the heal", w.Done, 300, time.Second)
+	after := c.WaitRecovered(t, remoteRecover)
+	samePIDs(t, "after the stall and the heal", before, after)
+	for k := 0; k < groupCoords; k++ {
+		raw, _ := os.ReadFile(filepath.Join(c.Dir, fmt.Sprintf("ftkv-coord-%d.log", k)))
+		if strings.Contains(string(raw), "restarting it from the servers' logs") {
+			t.Errorf("coordinator %d restarted the running cluster from the servers' logs", k)
+		}
+	}
+	stopAndCheck(t, w, l, cls[0])
+}
