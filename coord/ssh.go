@@ -311,18 +311,37 @@ func (p *sshProc) alive() string {
 		`[ "$1" != check ] || tr '\0' ' ' < /proc/` + pid + `/cmdline 2>/dev/null | grep -q -- ` + shq(p.marker) + `; }`
 }
 
-// watch keeps one ssh session open that prints "exited" when the process
-// is gone; a broken session is reopened after a pause.
-func (p *sshProc) watch() {
+// watchRounds is how many checks (0.2 s apart) one watcher session makes
+// before it ends and a new one takes over (a minute).
+const watchRounds = 300
+
+// watchScript is the remote side of a watcher: it prints "exited" once
+// the process is gone, and "renew" after rounds checks.
+func (p *sshProc) watchScript(rounds int) string {
 	// The loop also ends when its ssh session is gone ($PPID is the
-	// session's sshd), so a watcher outlives no coordinator.
+	// session's sshd), so a watcher outlives no coordinator. A session
+	// closed as it opened (a watcher released at once) left a shell whose
+	// parent was init from its start, and it polled on as long as the
+	// server ran (an attack: after leaderships of half a second); so the
+	// loop also ends at a parent of 1, and every session after rounds
+	// checks, whatever its parent (a reaper other than init).
 	// timing: exception — the remote loop's "sleep 0.2" is a shell
 	// literal, the period of a local check on the host (no network).
-	script := p.alive() + "\nif alive check; then while alive; do kill -0 $PPID 2>/dev/null || exit 0; sleep 0.2; done; fi\necho exited\n" +
+	script := p.alive() + "\nif alive check; then n=0; while alive; do " +
+		"{ [ \"$PPID\" != 1 ] && kill -0 $PPID 2>/dev/null; } || exit 0; " +
+		"n=$((n+1)); [ $n -le " + strconv.Itoa(rounds) + " ] || { echo renew; exit 0; }; sleep 0.2; done; fi\necho exited\n" +
 		"tail -n 3 " + shq(p.logFile) + " 2>/dev/null | grep -qxF " + shq(p.refused) + " && echo refused-data-dir"
 	if p.s.Dir != "" {
 		script = "cd " + shq(p.s.Dir) + " 2>/dev/null\n" + script // where Spawn started it (a relative dir: from the login's)
 	}
+	return script
+}
+
+// watch keeps one ssh session open that prints "exited" when the process
+// is gone; a broken session is reopened after a pause, a renewed one at
+// once.
+func (p *sshProc) watch() {
+	script := p.watchScript(watchRounds)
 	for {
 		ctx, cancel := context.WithCancel(context.Background())
 		go func() {
@@ -335,6 +354,14 @@ func (p *sshProc) watch() {
 		}()
 		out, _ := p.s.run(ctx, p.dest, script, nil)
 		cancel()
+		if strings.Contains(out, "renew") {
+			select {
+			case <-p.stop:
+				return
+			default:
+				continue
+			}
+		}
 		if strings.Contains(out, "exited") {
 			if strings.Contains(out, "refused-data-dir") {
 				p.code.Store(serverRefused)

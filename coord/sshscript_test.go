@@ -5,7 +5,9 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -80,5 +82,87 @@ func TestRemoteStartKillableBeforeExec(t *testing.T) {
 	if alive(pid) {
 		b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 		t.Fatalf("pid %d runs %q after Kill reported it gone (its command line when the pid was told: %.60q)", pid, strings.ReplaceAll(string(b), "\x00", " "), told)
+	}
+}
+
+// TestOrphanedWatcherEnds: the remote side of a watcher whose ssh
+// session closed as it opened (released at once) started with init as its
+// parent; its check of the session ($PPID alive) always held, and it
+// polled as long as the server ran (an attack counted 8 such shells after
+// leaderships of half a second). Now it ends at once, and any watcher
+// ends after its rounds (saying "renew"), whatever its parent.
+func TestOrphanedWatcherEnds(t *testing.T) {
+	srv := startFakeServer(t, 0, 1)
+	p := &sshProc{s: &SSHSpawner{}, pid: srv.Process.Pid, marker: " -id 0 -inc 1 ", logFile: "server_0.log"}
+	run := func(script string, orphan bool) (pid int, out *os.File) {
+		t.Helper()
+		f, err := os.CreateTemp(t.TempDir(), "out")
+		if err != nil {
+			t.Fatal(err)
+		}
+		// An orphan: its parent shell exits before it starts (as the
+		// session's sshd did); it prints its parent and its pid first.
+		wrap := `echo $PPID $$; exec sh -c "$0"`
+		if orphan {
+			wrap = `( sleep 0.3; exec sh -c 'echo $PPID $$; exec sh -c "$0"' "$0" ) & exit 0`
+		}
+		cmd := exec.Command("sh", "-c", wrap, script)
+		cmd.Stdout, cmd.Stderr = f, f
+		if err := cmd.Run(); err != nil {
+			t.Fatal(err)
+		}
+		deadline := time.Now().Add(5 * time.Second)
+		for {
+			b, _ := os.ReadFile(f.Name())
+			if w := strings.Fields(string(b)); len(w) >= 2 {
+				pid, _ := strconv.Atoi(w[1])
+				t.Logf("watcher pid %d, parent %s", pid, w[0])
+				return pid, f
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("the watcher did not start: %q", b)
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+	}
+	gone := func(pid int, within time.Duration) bool {
+		deadline := time.Now().Add(within)
+		for time.Now().Before(deadline) {
+			if !alive(pid) {
+				return true
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		return false
+	}
+
+	pid, _ := run(p.watchScript(watchRounds), true)
+	if !gone(pid, 3*time.Second) {
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		t.Fatalf("an orphaned watcher (pid %d) still polls 3s later", pid)
+	}
+	if !alive(srv.Process.Pid) {
+		t.Fatal("the server is gone")
+	}
+
+	// With a parent that stays (the session), the watcher renews after
+	// its rounds, and says the server exited when it does.
+	sh := exec.Command("sh", "-c", p.watchScript(3))
+	b, err := sh.Output()
+	if err != nil || strings.TrimSpace(string(b)) != "renew" {
+		t.Fatalf("a watcher's session after 3 rounds: %q, %v; want renew", b, err)
+	}
+	sh = exec.Command("sh", "-c", p.watchScript(watchRounds))
+	done := make(chan []byte, 1)
+	go func() { b, _ := sh.Output(); done <- b }()
+	time.Sleep(300 * time.Millisecond)
+	_ = srv.Process.Kill()
+	select {
+	case b := <-done:
+		if !strings.Contains(string(b), "exited") {
+			t.Fatalf("the watcher said %q when the server exited", b)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("the watcher did not see the server exit")
 	}
 }
