@@ -597,6 +597,9 @@ func (c *Coordinator) takeOver(l leadership) error {
 		c.log.Warn().Uint64("epoch", v.Epoch).Msg("no server of the running cluster answers: restarting it from the servers' logs")
 		c.mu.Lock()
 		c.readopt = false
+		for _, nd := range c.nodes {
+			release(nd.proc) // (the adoption's watchers: the restart kills and replaces them)
+		}
 		c.mu.Unlock()
 		running = false
 	}
