@@ -496,18 +496,27 @@ func electedCutFrom(t *testing.T, cut int) {
 	samePIDs(t, "after the election", rec, c.WaitRecovered(t, remoteRecover))
 
 	healCutOff()
-	c.RestartCoordK(t, lead)
-	caughtUp(t, c, lead)
-	caughtUp(t, c, cutOff)
+	rejoinAndCheck(t, c, lead, cutOff, w, l, cls[0])
+}
+
+// rejoinAndCheck restarts the killed coordinator dead, waits until it and
+// coordinator other caught up with the group, and checks the load and
+// the ledger.
+func rejoinAndCheck(t *testing.T, c *testcluster.Cluster, dead, other int, w *workload, l *ledger, cl *client.Client) {
+	t.Helper()
+	c.RestartCoordK(t, dead)
+	caughtUp(t, c, dead)
+	caughtUp(t, c, other)
 	waitProgress(t, c, "load after the heal", w.Done, 200, 500*time.Millisecond)
-	stopAndCheck(t, w, l, cls[0])
+	stopAndCheck(t, w, l, cl)
 }
 
 // TestCoordGroupNewLeaderCutSoon: the leader coordinator is killed, and
 // the one elected in its place is cut from server 2's host a moment
-// after it took the cluster over (silently: its dials there time out). The third coordinator reaches every
-// server, so the new leader must hand it the lead before its core fails
-// server 2 (whose secondary it still hears): server 2 is never failed
+// after it took the cluster over (silently: its dials there time out).
+// The third coordinator reaches every server, so the new leader must
+// hand it the lead before its core fails server 2 (whose secondary it
+// still hears): server 2 is never failed
 // over or respawned. Before, a leadership asked nobody for its first two
 // failure timeouts, and its core failed server 2 a failure timeout after
 // the cut (an attack saw the server then stay down through the cut, its
@@ -561,11 +570,7 @@ func TestCoordGroupNewLeaderCutSoon(t *testing.T) {
 	samePIDs(t, "during the cut", before, c.WaitRecovered(t, remoteRecover))
 
 	heal()
-	c.RestartCoordK(t, first.Leader)
-	caughtUp(t, c, first.Leader)
-	caughtUp(t, c, lead)
-	waitProgress(t, c, "load after the heal", w.Done, 200, 500*time.Millisecond)
-	stopAndCheck(t, w, l, cls[0])
+	rejoinAndCheck(t, c, first.Leader, lead, w, l, cls[0])
 }
 
 // TestCoordGroupCutMembersElectedWhileLeaderStalls: both followers are
