@@ -387,6 +387,7 @@ func (c *Coordinator) watchLeadership() {
 // loop until the leadership ends (l.ctx).
 func (c *Coordinator) lead(l leadership, term uint64) {
 	go c.verifyLeadership(l.ctx)
+	wait := c.opts.Timing.FailureTimeout // before a takeover that failed is tried again
 	for {
 		err := c.takeOver(l)
 		c.mu.Lock()
@@ -419,9 +420,14 @@ func (c *Coordinator) lead(l leadership, term uint64) {
 		select {
 		case <-l.ctx.Done():
 			return
-		case <-time.After(c.opts.Timing.FailureTimeout):
+		case <-time.After(wait):
 		}
+		wait = min(2*wait, 8*c.opts.Timing.FailureTimeout)
 		c.mu.Lock()
+		if c.ld != l || c.shutting {
+			c.mu.Unlock()
+			return
+		}
 		c.adopting, c.tookOver = true, false
 		c.mu.Unlock()
 		c.log.Warn().Uint64("term", term).Msg("nobody took the lead: taking the cluster over again")
@@ -591,6 +597,12 @@ func (c *Coordinator) takeOver(l leadership) error {
 			}
 		}
 	}
+	if ctx.Err() != nil {
+		// Deposed meanwhile (a review: the adoption's dials all failed
+		// as the lead went, and the restart below killed the servers
+		// the new leader runs).
+		return fmt.Errorf("no longer leading: %w", ctx.Err())
+	}
 	if running && answered == 0 && c.storage().ServerDir(0) != "" {
 		// Every process died at once (a power cut, kill -9 of all): the
 		// servers' logs hold the cluster; start it again from them.
@@ -699,7 +711,7 @@ const startRetries = 4
 // that server's incarnation, and waits until they are gone.
 func (c *Coordinator) killOrphans(ctx context.Context, st clusterState) {
 	for i, sn := range st.Nodes {
-		if sn.PID <= 0 || i >= len(c.nodes) || st.Stopped {
+		if sn.PID <= 0 || i >= len(c.nodes) || st.Stopped || ctx.Err() != nil {
 			continue
 		}
 		var p Process

@@ -287,7 +287,7 @@ type sshProc struct {
 	code             atomic.Int32 // exit status once known: serverRefused, else -1
 	done             chan struct{}
 	stop             chan struct{}
-	once             sync.Once
+	once, stopOnce   sync.Once
 
 	killMu   sync.Mutex
 	killErr  error     // the last kill's failure
@@ -352,11 +352,16 @@ func (p *sshProc) watch() {
 			}
 			cancel()
 		}()
+		began := time.Now()
 		out, _ := p.s.run(ctx, p.dest, script, nil)
 		cancel()
-		if strings.Contains(out, "renew") {
+		if strings.Contains(out, "renew") && time.Since(began) >= 10*p.s.timing().SSHWatch {
+			// (A session that renewed sooner, its host's sleep not
+			// sleeping, is reopened after the pause below.)
 			select {
 			case <-p.stop:
+				return
+			case <-p.done:
 				return
 			default:
 				continue
@@ -413,13 +418,7 @@ func (p *sshProc) Kill() error {
 
 // Release stops watching without killing: the coordinator has replaced
 // this incarnation (its host may be gone for good).
-func (p *sshProc) Release() {
-	select {
-	case <-p.stop:
-	default:
-		close(p.stop)
-	}
-}
+func (p *sshProc) Release() { p.stopOnce.Do(func() { close(p.stop) }) }
 
 func (p *sshProc) Released() <-chan struct{} { return p.stop }
 

@@ -200,6 +200,12 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) (answere
 	// First the records of every node, under the lock (heartbeats are
 	// already arriving), then the network round trips.
 	c.mu.Lock()
+	if c.ld != l {
+		// Deposed since the takeover began: a follower watches nothing
+		// (takeOver sees the leadership's context ended).
+		c.mu.Unlock()
+		return 0, 0, 0
+	}
 	c.view = v
 	c.viewEnc = wire.AppendView(nil, &v)
 	if st.Spares != nil {
