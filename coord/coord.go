@@ -358,9 +358,7 @@ func (c *Coordinator) watchLeadership() {
 			// Watching the servers is the leader's work: a follower
 			// keeps no ssh session open to each (a takeover watches
 			// them anew).
-			for _, nd := range c.nodes {
-				release(nd.proc)
-			}
+			c.releaseWatchersLocked()
 		}
 		c.leading = lead
 		if lead {
@@ -609,9 +607,7 @@ func (c *Coordinator) takeOver(l leadership) error {
 		c.log.Warn().Uint64("epoch", v.Epoch).Msg("no server of the running cluster answers: restarting it from the servers' logs")
 		c.mu.Lock()
 		c.readopt = false
-		for _, nd := range c.nodes {
-			release(nd.proc) // (the adoption's watchers: the restart kills and replaces them)
-		}
+		c.releaseWatchersLocked() // (the adoption's: the restart kills and replaces them)
 		c.mu.Unlock()
 		running = false
 	}

@@ -77,6 +77,14 @@ func release(p Process) {
 	}
 }
 
+// releaseWatchersLocked stops watching every node's process (c.mu held):
+// another leader watches them now, or a restart replaces them.
+func (c *Coordinator) releaseWatchersLocked() {
+	for _, nd := range c.nodes {
+		release(nd.proc)
+	}
+}
+
 // Spawner starts server processes: locally, or over ssh.
 type Spawner interface {
 	Spawn(ctx context.Context, s SpawnSpec) (Process, error)

@@ -17,6 +17,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -373,5 +374,99 @@ func checkOneLine(t *testing.T, what, stderr string) {
 	s := strings.TrimRight(stderr, "\n")
 	if s == "" || strings.Contains(s, "\n") || strings.Contains(s, "goroutine ") {
 		t.Errorf("%s: stderr is not one line: %q", what, stderr)
+	}
+}
+
+// TestCoordGroupDeposedDuringTakeover: every server is frozen (SIGSTOP)
+// and the leader coordinator too; the coordinator elected next begins to
+// take the servers over (its questions go unanswered) and is itself
+// frozen past an election (the old leader resumed meanwhile), then
+// resumed. Its takeover fails (its dials
+// time out or end with its leadership) and it finds itself deposed. It
+// must act no more: before, it took the silence for a cluster whose
+// processes all died and restarted it from the servers' logs, killing
+// every server the new leader was taking over (a review). Once the
+// servers resume, the cluster serves with the same processes and every
+// key written before.
+func TestCoordGroupDeposedDuringTakeover(t *testing.T) {
+	const n = 3
+	c, cls, before := startGroup(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	const keys = 300
+	for i := range keys {
+		if err := cls[0].Put(ctx, fmt.Sprintf("deposed-%d", i), []byte(fmt.Sprint(i))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	count := func(k int, line string) int {
+		raw, _ := os.ReadFile(c.Coord(k).Log)
+		return strings.Count(string(raw), line)
+	}
+	const leading, deposed = `"leading the coordinators"`, `"no longer leading the coordinators; standing by"`
+	var led [groupCoords]int
+	for k := range led {
+		led[k] = count(k, leading)
+	}
+	// newLeader waits for a member other than skip to log that it leads.
+	newLeader := func(what string, skip ...int) int {
+		t.Helper()
+		for deadline := time.Now().Add(electionBound + 10*time.Second); ; time.Sleep(10 * time.Millisecond) {
+			for k := range led {
+				if !slices.Contains(skip, k) && count(k, leading) > led[k] {
+					led[k] = count(k, leading)
+					return k
+				}
+			}
+			if time.Now().After(deadline) {
+				c.Fatalf(t, "%s: no coordinator logged that it leads", what)
+			}
+		}
+	}
+
+	old := c.LeaderIndex(t)
+	var frozen []testcluster.Victim
+	for i := range n {
+		frozen = append(frozen, c.StopServer(t, i))
+	}
+	c.StopCoordK(t, old) // within a failure timeout: it fails no server
+	t.Logf("servers frozen, leader coordinator %d frozen", old)
+	b := newLeader("with the leader frozen", old)
+	// Its takeover's questions to the frozen servers wait for their
+	// answers (up to 4 failure timeouts): it is frozen in the midst,
+	// and the old leader resumed (two of three elect another).
+	time.Sleep(testcluster.DefaultTimeout)
+	c.StopCoordK(t, b)
+	c.ContCoordK(t, old)
+	t.Logf("coordinator %d, elected, frozen during its takeover; coordinator %d resumed", b, old)
+	d := newLeader("with the elected one frozen", b)
+	t.Logf("coordinator %d elected", d)
+	fell := count(b, deposed)
+	c.ContCoordK(t, b)
+	for deadline := time.Now().Add(30 * time.Second); count(b, deposed) == fell; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			c.Fatalf(t, "coordinator %d, resumed, did not log that it was deposed", b)
+		}
+	}
+	t.Logf("coordinator %d resumed and deposed", b)
+	// Whatever the deposed one does, it does now, with the servers
+	// still frozen.
+	time.Sleep(2 * testcluster.DefaultTimeout)
+	for _, v := range frozen {
+		if testcluster.PIDGone(v.PID) {
+			t.Errorf("server %d (pid %d) was killed while frozen", v.ID, v.PID)
+		}
+		c.ContServer(t, v)
+	}
+	after := c.WaitRecovered(t, recoverTimeout)
+	samePIDs(t, "after the deposed takeover", before, after)
+	for i := range keys {
+		k := fmt.Sprintf("deposed-%d", i)
+		if v, err := cls[1].Get(ctx, k); err != nil || string(v) != fmt.Sprint(i) {
+			t.Fatalf("%s after the deposed takeover: %q, %v", k, v, err)
+		}
+	}
+	if raw, _ := os.ReadFile(c.Coord(b).Log); strings.Contains(string(raw), "restarting it from the servers' logs") {
+		t.Errorf("coordinator %d restarted the cluster from the logs", b)
 	}
 }
