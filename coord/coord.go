@@ -150,6 +150,7 @@ type node struct {
 	proc     Process
 	procInc  uint64         // proc's incarnation
 	hb       wire.Heartbeat // the last accepted heartbeat (addresses, counts)
+	counted  uint64         // the epoch of hb's key counts when a view's push answered them (viewCounts)
 	lastSeen time.Time      // when it arrived (status)
 	reported bool           // a heartbeat of inc arrived (start-up)
 	exited   uint64         // the newest incarnation whose exit was seen (it is dead)
@@ -928,7 +929,7 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 	defer c.spawns.Done()
 	nd.inc, nd.host = inc, host
 	nd.reported = false
-	nd.hb = wire.Heartbeat{}
+	nd.hb, nd.counted = wire.Heartbeat{}, 0
 	c.mu.Unlock()
 	// Commit the new incarnation number before the process exists, so a
 	// later leader never reuses it; a coordinator that cannot (it no
@@ -1541,7 +1542,10 @@ func (c *Coordinator) pushViewWithin(ctx context.Context, v wire.View, timeout t
 			nd := c.nodes[m.ID]
 			pctx, cancel := context.WithTimeout(ctx, timeout)
 			defer cancel()
-			err := replyErr(c.control(pctx, nd, &wire.Frame{Op: wire.OpSetView, Epoch: v.Epoch, Value: enc}))
+			ans, err := c.control(pctx, nd, &wire.Frame{Op: wire.OpSetView, Epoch: v.Epoch, Value: enc})
+			if err = replyErr(ans, err); err == nil {
+				c.viewCounts(int(m.ID), m.Incarnation, v.Epoch, ans.Value)
+			}
 			if err != nil {
 				mu.Lock()
 				errs = append(errs, fmt.Errorf("server %d refused view %d: %w", m.ID, v.Epoch, err))
@@ -1595,6 +1599,11 @@ func (c *Coordinator) heartbeat(hb wire.Heartbeat) wire.Status {
 			c.execute(l, acts)
 			return wire.StatusStaleEpoch // an old or condemned incarnation
 		}
+	}
+	if hb.Incarnation == nd.hb.Incarnation && hb.Epoch < nd.counted {
+		// Gathered before the server applied the view whose push's
+		// answer counted its keys: those counts are of the roles shown.
+		hb.PrimaryKeys, hb.SecondaryKeys = nd.hb.PrimaryKeys, nd.hb.SecondaryKeys
 	}
 	nd.hb = hb
 	nd.lastSeen = now

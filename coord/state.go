@@ -219,7 +219,7 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) (answere
 		if sn.Host != "" {
 			nd.host = sn.Host
 		}
-		nd.hb = wire.Heartbeat{ID: uint32(i), Incarnation: sn.Inc, PID: uint32(sn.PID), Addr: m.Addr, PeerAddr: m.PeerAddr, CtlAddr: m.CtlAddr}
+		nd.hb, nd.counted = wire.Heartbeat{ID: uint32(i), Incarnation: sn.Inc, PID: uint32(sn.PID), Addr: m.Addr, PeerAddr: m.PeerAddr, CtlAddr: m.CtlAddr}, 0
 		if sn.PID > 0 {
 			var p Process
 			if ad, ok := c.opts.Remote.(Adopter); ok && !hostname.IsLocal(nd.host) {

@@ -39,6 +39,9 @@ func (h *ctlHandler) OnTraffic(c gnet.Conn) gnet.Action {
 				if err := s.applyView(v); err != nil {
 					s.log.Error().Err(err).Uint64("epoch", v.Epoch).Msg("view refused")
 					ans.Status, ans.Value = wire.StatusError, []byte(err.Error())
+				} else {
+					pk, sk, _ := s.stats()
+					ans.Value = wire.AppendKeyCounts(nil, pk, sk)
 				}
 				_ = c.AsyncWrite(wire.Append(nil, ans), nil)
 			}()

@@ -145,6 +145,24 @@ func DecodeView(b []byte) (View, error) {
 	return v, r.err
 }
 
+// AppendKeyCounts appends a server's key counts by role (its primary
+// and secondary tables under the view it applied): its answer to a view's
+// push carries them, so the coordinator shows the counts of the roles it
+// shows from the moment the server applied them.
+func AppendKeyCounts(dst []byte, primary, secondary uint64) []byte {
+	dst = binary.BigEndian.AppendUint64(dst, primary)
+	return binary.BigEndian.AppendUint64(dst, secondary)
+}
+
+// DecodeKeyCounts decodes what AppendKeyCounts wrote; ok is false for any
+// other answer (an older server's is empty).
+func DecodeKeyCounts(b []byte) (primary, secondary uint64, ok bool) {
+	if len(b) != 16 {
+		return 0, 0, false
+	}
+	return binary.BigEndian.Uint64(b), binary.BigEndian.Uint64(b[8:]), true
+}
+
 // Heartbeat is what a server reports to the coordinator.
 type Heartbeat struct {
 	ID            uint32

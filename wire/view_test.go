@@ -329,3 +329,15 @@ func TestViewInsideFrame(t *testing.T) {
 		t.Fatalf("view mismatch")
 	}
 }
+
+func TestKeyCountsRoundTrip(t *testing.T) {
+	b := AppendKeyCounts([]byte{}, 7, 1<<40)
+	if pk, sk, ok := DecodeKeyCounts(b); !ok || pk != 7 || sk != 1<<40 {
+		t.Fatalf("decoded %d %d %v", pk, sk, ok)
+	}
+	for _, bad := range [][]byte{nil, {}, b[:15], append(b, 0)} {
+		if _, _, ok := DecodeKeyCounts(bad); ok {
+			t.Errorf("%d bytes decoded as key counts", len(bad))
+		}
+	}
+}

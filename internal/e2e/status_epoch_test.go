@@ -1,8 +1,13 @@
 package e2e
 
 import (
+	"context"
+	"fmt"
+	"slices"
 	"testing"
+	"time"
 
+	"ftkv/client"
 	"ftkv/internal/testkit/testcluster"
 )
 
@@ -25,4 +30,77 @@ func TestStatusEpochAtStart(t *testing.T) {
 	v := c.KillServer(t, 1)
 	c.WaitRecovered(t, recoverTimeout, v)
 	check("after recovery")
+}
+
+// TestStatusKeyCountsFollowTheView: the key counts status shows for a
+// server are those of its roles in the view it shows, from the moment it
+// shows the server serving: right after a restart (the servers' tables
+// came back from their logs), and right after a failover (the promoted
+// secondary's keys count as its primary's). Before, they were its last
+// heartbeat's, gathered under the previous view: a black-box test read
+// every key as a secondary's for about 150 ms after a restart.
+func TestStatusKeyCountsFollowTheView(t *testing.T) {
+	const n, per = 3, 20
+	c := testcluster.Start(t, testcluster.Options{N: n})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl := c.Client()
+	for _, k := range keysOnShards(n, per, "counts") {
+		if err := cl.Put(ctx, k, []byte("v")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cl.Close()
+	// wrong says how st's counts differ from its servers' roles.
+	wrong := func(st *client.ClusterStatus) error {
+		for _, s := range st.Servers {
+			if s.State != "serving" && s.State != "degraded" {
+				continue
+			}
+			if want := uint64(per * len(s.PrimaryOf)); s.PrimaryKeys != want {
+				return fmt.Errorf("server %d (%s, primary of %v) shows %d primary keys, want %d", s.ID, s.State, s.PrimaryOf, s.PrimaryKeys, want)
+			}
+			if want := uint64(per * len(s.SecondaryOf)); s.SecondaryKeys != want {
+				return fmt.Errorf("server %d (%s, secondary of %v) shows %d secondary keys, want %d", s.ID, s.State, s.SecondaryOf, s.SecondaryKeys, want)
+			}
+		}
+		return nil
+	}
+	// counts checks the first status (polled without pause) in which
+	// ready holds.
+	counts := func(what string, ready func(*client.ClusterStatus) bool) {
+		t.Helper()
+		for deadline := time.Now().Add(30 * time.Second); ; {
+			if st := c.Status(t); ready(st) {
+				if err := wrong(st); err != nil {
+					t.Errorf("%s: %v", what, err)
+				}
+				return
+			}
+			if time.Now().After(deadline) {
+				c.Fatalf(t, "%s: the cluster did not get there in 30s", what)
+			}
+		}
+	}
+	allServing := func(st *client.ClusterStatus) bool {
+		for _, s := range st.Servers {
+			if s.State != "serving" {
+				return false
+			}
+		}
+		return true
+	}
+	// (Writes show in the next heartbeat's counts.)
+	c.WaitFor(t, 5*time.Second, "the written keys counted", wrong)
+	if err := c.Shutdown(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c.RestartCoord(t)
+	counts("right after the restart", allServing)
+
+	c.KillServer(t, 1)
+	counts("right after the failover of server 1", func(st *client.ClusterStatus) bool {
+		s := st.Servers[2]
+		return slices.Contains(s.PrimaryOf, 1) && (s.State == "serving" || s.State == "degraded")
+	})
 }
