@@ -41,7 +41,11 @@ func checkAuth(o *Options) error {
 		return nil
 	}
 	if !o.InsecureAuth {
-		return fmt.Errorf("%s: %w", o.Cluster.Path, errPlaintextAuth)
+		at := o.Cluster.Path
+		if o.Cluster.UserLine > 0 {
+			at = fmt.Sprintf("%s:%d", at, o.Cluster.UserLine)
+		}
+		return fmt.Errorf("%s: %w", at, errPlaintextAuth)
 	}
 	if o.Bind != "" {
 		if ip := net.ParseIP(o.Bind); ip == nil || !ip.IsLoopback() {

@@ -59,6 +59,8 @@ type Cluster struct {
 	// Lines are the line numbers of the "<setting> <value>" lines, by
 	// setting (the last one, if repeated).
 	Lines map[string]int
+	// UserLine is the line number of the first "user" line (0: none).
+	UserLine int
 }
 
 // At is "path:line" of the last line among the named settings the file
@@ -207,6 +209,9 @@ func ParseCluster(path string, r io.Reader) (*Cluster, error) {
 				return nil, bad("user %s is already defined on line %d", u.Name, prev)
 			}
 			userLine[u.Name] = lineNo
+			if c.UserLine == 0 {
+				c.UserLine = lineNo
+			}
 			users = append(users, u)
 			continue
 		}

@@ -190,7 +190,7 @@ func (c *Coordinator) schedPolicy() string {
 // New validates opts and returns a coordinator ready to Start.
 func New(opts Options) (*Coordinator, error) {
 	if opts.Cluster == nil || len(opts.Cluster.Servers) == 0 {
-		return nil, errors.New("coord: a cluster with at least one server is required")
+		return nil, errors.New("a cluster with at least one server is required")
 	}
 	if err := opts.Validate(); err != nil {
 		return nil, err

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -204,7 +205,7 @@ func (o Options) withDefaults() (Options, error) {
 		if bin == "" {
 			exe, err := os.Executable()
 			if err != nil {
-				return o, fmt.Errorf("coord: locate server binary: %w", err)
+				return o, fmt.Errorf("locate server binary: %w", err)
 			}
 			bin = filepath.Join(filepath.Dir(exe), "server")
 		}
@@ -212,7 +213,7 @@ func (o Options) withDefaults() (Options, error) {
 			bin = abs
 		}
 		if _, err := os.Stat(bin); err != nil {
-			return o, fmt.Errorf("coord: server binary %s: %w", bin, unwrapPathErr(err))
+			return o, fmt.Errorf("server binary %s: %w", bin, unwrapPathErr(err))
 		}
 		if o.Spawner == nil {
 			o.Spawner = &LocalSpawner{Binary: bin, Stderr: os.Stderr}
@@ -232,13 +233,63 @@ type Log struct {
 	ServerLevel string
 	// Close closes the log file, if any.
 	Close func() error
+	// Started ends the start-up's hold on lines to stderr (held lines
+	// are written); Refused drops them: the start was refused, and the
+	// one line that says why is all a user should read (a config that
+	// does not describe the committed cluster was found only after a
+	// few lines of log). Both are no-ops with a log file.
+	Started, Refused func()
+}
+
+// startHold bounds how long lines to stderr are held at start-up.
+const startHold = 5 * time.Second
+
+// heldWriter holds what is written (up to heldMax bytes) until released
+// (then writes it and passes the rest through) or dropped. Each write is
+// one event, written on its own (zerolog's console writer parses each).
+type heldWriter struct {
+	mu   sync.Mutex
+	out  io.Writer
+	buf  [][]byte
+	size int
+	held bool
+}
+
+const heldMax = 1 << 20
+
+func (h *heldWriter) Write(p []byte) (int, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.held && h.size+len(p) <= heldMax {
+		h.buf = append(h.buf, append([]byte(nil), p...))
+		h.size += len(p)
+		return len(p), nil
+	}
+	h.flushLocked()
+	return h.out.Write(p)
+}
+
+func (h *heldWriter) flushLocked() {
+	for _, b := range h.buf {
+		_, _ = h.out.Write(b)
+	}
+	h.buf, h.size, h.held = nil, 0, false
+}
+
+func (h *heldWriter) release(keep bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !keep {
+		h.buf = nil
+	}
+	h.flushLocked()
 }
 
 // OpenLog builds the coordinator's logger: JSON lines appended to path,
 // or to stderr when path is ""; on a terminal, human-readable lines
 // (zerolog's console writer) instead of JSON.
 func OpenLog(path string, lvl zerolog.Level, stderr *os.File) (Log, error) {
-	l := Log{ServerLevel: lvl.String(), Close: func() error { return nil }}
+	l := Log{ServerLevel: lvl.String(), Close: func() error { return nil }, Started: func() {}, Refused: func() {}}
 	var out io.Writer = stderr
 	if path != "" {
 		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
@@ -253,6 +304,11 @@ func OpenLog(path string, lvl zerolog.Level, stderr *os.File) (Log, error) {
 		if lvl < zerolog.WarnLevel {
 			l.ServerLevel = "warn" // keep a terminal readable
 		}
+		h := &heldWriter{out: out, held: true}
+		t := time.AfterFunc(startHold, func() { h.release(true) })
+		l.Started = func() { t.Stop(); h.release(true) }
+		l.Refused = func() { t.Stop(); h.release(false) }
+		out = h
 	}
 	l.Logger = zerolog.New(out).Level(lvl).With().Timestamp().Str("role", "coord").Logger()
 	return l, nil

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"time"
 
@@ -123,6 +124,17 @@ func loadTLS(at func(settings ...string) string, t TLSFiles) (*coordTLS, error) 
 	t, err := t.absolute()
 	if err != nil {
 		return nil, err
+	}
+	for _, f := range []struct{ name, path string }{
+		{"tls_ca", t.CA}, {"tls_cert", t.Cert}, {"tls_key", t.Key}, {"tls_coord_cert", t.CoordCert}, {"tls_coord_key", t.CoordKey},
+	} {
+		// A file that cannot be read is named by its own line (the
+		// errors below name a certificate's three).
+		fh, err := os.Open(f.path)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %s: %w", at(f.name), f.name, err)
+		}
+		fh.Close()
 	}
 	if _, err := tlsconf.Load(t.Servers(), tlsconf.RoleServer); err != nil {
 		return nil, fmt.Errorf("%s: servers' certificate: %w", at("tls_ca", "tls_cert", "tls_key"), err)

@@ -246,6 +246,7 @@ func run() int {
 	}
 	c, err := coord.New(opts)
 	if err != nil {
+		log.Refused()
 		return bad(err.Error())
 	}
 	// A signal during start-up stops what was started and exits.
@@ -285,6 +286,11 @@ func run() int {
 	err = c.Start(startCtx)
 	close(started)
 	cancelStart()
+	if errors.Is(err, coord.ErrConfigMismatch) {
+		log.Refused() // (its one line below says it all)
+	} else {
+		log.Started()
+	}
 	select {
 	case s := <-interrupted:
 		if err == nil {
