@@ -1917,6 +1917,13 @@ func waitGroup(ctx context.Context, wg *sync.WaitGroup) bool {
 	case <-done:
 		return true
 	case <-ctx.Done():
+	}
+	// (An empty group is done though the deadline passed: the wait
+	// above may have chosen the deadline first.)
+	select {
+	case <-done:
+		return true
+	case <-time.After(10 * time.Millisecond):
 		return false
 	}
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os/exec"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -306,5 +307,25 @@ func TestStopReportsAFailedDump(t *testing.T) {
 	err = c.stopServers(context.Background())
 	if err == nil || !strings.Contains(err.Error(), "dump failed") {
 		t.Fatalf("stop with a failed dump: %v, want the dump's error", err)
+	}
+}
+
+// TestWaitGroupDoneAfterDeadline: a group with nothing in it is done
+// even when the wait's deadline has passed (a shutdown that outlasted its
+// limit on a frozen server warned that a spawn was still under way when
+// none was: a black-box test).
+func TestWaitGroupDoneAfterDeadline(t *testing.T) {
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	var wg sync.WaitGroup
+	for i := range 100 {
+		if !waitGroup(ctx, &wg) {
+			t.Fatalf("try %d: an empty group is not done once the deadline passed", i)
+		}
+	}
+	wg.Add(1)
+	defer wg.Done()
+	if waitGroup(ctx, &wg) {
+		t.Fatal("a group with a member is done")
 	}
 }
