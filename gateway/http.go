@@ -205,7 +205,7 @@ func (g *Gateway) serveKV(rw http.ResponseWriter, r *http.Request) {
 			return
 		}
 		w.Header().Set("ETag", tag)
-		if inm := r.Header.Get("If-None-Match"); inm != "" && tagsMatch(inm, tag) {
+		if inm := r.Header.Get("If-None-Match"); inm != "" && noneMatch(inm, tag) {
 			w.WriteHeader(http.StatusNotModified)
 			return
 		}
@@ -445,11 +445,22 @@ func (g *Gateway) put(ctx context.Context, r *http.Request, key string, body []b
 	}
 }
 
-// tagsMatch reports whether an If-Match / If-None-Match list (ETags
-// separated by commas, or *) names tag.
-func tagsMatch(list, tag string) bool {
+// tagsMatch reports whether an If-Match list (ETags separated by commas,
+// or *) names tag: the strong comparison of RFC 9110 (a weak W/ tag never
+// matches).
+func tagsMatch(list, tag string) bool { return tagsMatchAs(list, tag, false) }
+
+// noneMatch reports whether an If-None-Match list names tag: the weak
+// comparison (W/"x" names "x").
+func noneMatch(list, tag string) bool { return tagsMatchAs(list, tag, true) }
+
+func tagsMatchAs(list, tag string, weak bool) bool {
 	for _, t := range strings.Split(list, ",") {
-		if t = strings.TrimSpace(t); t == "*" || t == tag {
+		t = strings.TrimSpace(t)
+		if weak {
+			t = strings.TrimPrefix(t, "W/")
+		}
+		if t == "*" || t == tag {
 			return true
 		}
 	}

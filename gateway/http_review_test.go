@@ -73,8 +73,9 @@ func TestHTTPAppendPreconditions(t *testing.T) {
 }
 
 // TestHTTPConditionalGet: GET and HEAD with If-None-Match naming the
-// current ETag (or *) answer 304 Not Modified without a body; If-Match
-// naming another answers 412.
+// current ETag (or *, or the weak W/ form of it: RFC 9110's weak
+// comparison, a black-box test) answer 304 Not Modified without a body;
+// If-Match naming another, or a weak tag (strong comparison), answers 412.
 func TestHTTPConditionalGet(t *testing.T) {
 	st := newMemStore()
 	g := start(t, st, nil)
@@ -82,7 +83,8 @@ func TestHTTPConditionalGet(t *testing.T) {
 	do(t, "PUT", kv+"doc", "body")
 	tag := etag([]byte("body"))
 	for _, m := range []string{"GET", "HEAD"} {
-		for _, inm := range []string{tag, "*", `"other", ` + tag} {
+		// (If-None-Match compares weakly: W/ names the same value.)
+		for _, inm := range []string{tag, "*", `"other", ` + tag, "W/" + tag, `W/"other",W/` + tag} {
 			if r := do(t, m, kv+"doc", "", "If-None-Match", inm); r.code != http.StatusNotModified || r.body != "" || r.etag != tag {
 				t.Fatalf("%s If-None-Match %s: %d %q etag %q, want 304 with the ETag", m, inm, r.code, r.body, r.etag)
 			}
@@ -92,6 +94,9 @@ func TestHTTPConditionalGet(t *testing.T) {
 		}
 		if r := do(t, m, kv+"doc", "", "If-Match", `"other"`); r.code != http.StatusPreconditionFailed {
 			t.Fatalf("%s If-Match of another value: %d, want 412", m, r.code)
+		}
+		if r := do(t, m, kv+"doc", "", "If-Match", "W/"+tag); r.code != http.StatusPreconditionFailed {
+			t.Fatalf("%s If-Match of a weak tag: %d, want 412 (If-Match compares strongly)", m, r.code)
 		}
 		if r := do(t, m, kv+"doc", "", "If-Match", tag); r.code != http.StatusOK {
 			t.Fatalf("%s If-Match of the value: %d, want 200", m, r.code)
