@@ -261,7 +261,28 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) (answere
 			ok.Add(1)
 		})
 	}
-	wg.Wait()
+	// Once one server answered, one that has not by the time a dial may
+	// take (and half a failure timeout more) counts as unanswered: the
+	// core, started next, fails it over if it stays silent. Its order
+	// goes on meanwhile (it still moves a server that answers late).
+	// Waiting for every answer held the takeover for the whole control
+	// timeout (8 s) on a frozen server: no failover, no respawn, its
+	// shard unwritable (an attack; none at all while the lead moved
+	// every 5 s). With no answer at all every order is waited for: the
+	// takeover may restart the cluster from the logs on that.
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(c.opts.Timing.Dial + c.opts.Timing.FailureTimeout/2):
+		if ok.Load() == 0 {
+			select {
+			case <-done:
+			case <-l.ctx.Done():
+			}
+		}
+	case <-l.ctx.Done():
+	}
 	return int(ok.Load()), len(try), int(no.Load())
 }
 

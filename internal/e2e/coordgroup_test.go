@@ -470,3 +470,51 @@ func TestCoordGroupDeposedDuringTakeover(t *testing.T) {
 		t.Errorf("coordinator %d restarted the cluster from the logs", b)
 	}
 }
+
+// TestCoordGroupLeaderAndServerFrozen: the leader coordinator and server 1
+// are frozen (SIGSTOP) at the same moment. Another coordinator is elected
+// and must fail server 1 over soon after: its shard is writable again
+// within the election's bound and 6 failure timeouts. Before, the new
+// leader's takeover waited for server 1's answer for its whole control
+// timeout (16 failure timeouts, 8 s) before it decided anything: an
+// attack saw 9.7-12 s without writes to that shard, and none at all while
+// the lead moved every 5 s.
+func TestCoordGroupLeaderAndServerFrozen(t *testing.T) {
+	const n = 3
+	c, cls, _ := startGroup(t, n)
+	key := keysOnShard(n, 1, 1, "frozen-leader-and-server")[0]
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if err := cls[0].Put(ctx, key, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	old := c.LeaderIndex(t)
+	v := c.StopServer(t, 1)
+	c.StopCoordK(t, old)
+	frozen := time.Now()
+	// (Before: at least an election, two failure timeouts, and 16.)
+	bound := electionBound + 6*testcluster.DefaultTimeout
+	var took time.Duration
+	for i := 0; ; i++ {
+		pctx, pcancel := context.WithTimeout(ctx, testcluster.DefaultTimeout)
+		err := cls[1].Put(pctx, key, []byte(fmt.Sprint("during ", i)))
+		pcancel()
+		if err == nil {
+			took = time.Since(frozen)
+			break
+		}
+		if time.Since(frozen) > 3*bound {
+			c.Fatalf(t, "shard 1 not writable %s after its primary and the leader coordinator froze: %v", 3*bound, err)
+		}
+	}
+	t.Logf("shard 1 writable again %s after its primary and the leader froze", took.Round(time.Millisecond))
+	if took > bound {
+		t.Errorf("shard 1 was not writable for %s, want at most %s (the election's bound and 6 failure timeouts)", took.Round(time.Millisecond), bound)
+	}
+	c.ContCoordK(t, old)
+	c.ContServer(t, v)
+	c.WaitRecovered(t, recoverTimeout, v)
+	if got, err := cls[2].Get(ctx, key); err != nil || !strings.HasPrefix(string(got), "during ") {
+		t.Errorf("get %s after the recovery: %q, %v", key, got, err)
+	}
+}
