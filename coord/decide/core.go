@@ -90,11 +90,11 @@ func New(cfg Config, v wire.View, incs []uint64, hosts, spares []string, now tim
 			nd.State, nd.served = Serving, true
 		case m.State == wire.StateReseeding && nd.Inc == m.Incarnation:
 			// (Failed for this core's restart, not its own: no back-off.)
-			nd.State, nd.served = Condemned, true
+			nd.State, nd.served, nd.inherited = Condemned, true, true
 		case m.State == wire.StateServing || m.State == wire.StateReseeding:
 			// A newer incarnation was spawned: the one in the view is
 			// being replaced (failed over by the first decision).
-			nd.State = Failed
+			nd.State, nd.inherited = Failed, true
 		default:
 			nd.State = Failed
 		}

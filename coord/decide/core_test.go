@@ -652,9 +652,15 @@ func TestNewRestores(t *testing.T) {
 	}
 	// The re-seeding member's outcome is unknown: failed and re-seeded
 	// afresh; the down one is respawned past its newest incarnation.
-	pv := mustPublish(t, c.Step(Tick{Now: now}))
+	first := c.Step(Tick{Now: now})
+	pv := mustPublish(t, first)
 	if pv.Servers[1].State != wire.StateDead || pv.Shards[0] != pl(0, -1) {
 		t.Fatalf("restore: %v %v", states(pv), pv.Shards)
+	}
+	// The log says why (an attack read "exited" for a server whose
+	// re-seeding had completed).
+	if p, _ := find[Publish](first); !strings.Contains(p.Detail, "server 1: respawned or re-seeding when this leader took over") {
+		t.Errorf("the failover's cause: %q", p.Detail)
 	}
 	acts := c.Step(Published{})
 	if s, ok := find[Spawn](acts); !ok || s.ID != 1 {

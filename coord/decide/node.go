@@ -74,6 +74,10 @@ type Node struct {
 	joinAt   time.Time      // no join (rule 4b) before
 	joinFail int            // joins in a row that failed or were dropped (the back-off doubles with each, up to 8 × RespawnMax)
 	prev     NodeState      // state before a failover not yet published
+	// inherited: New found it re-seeding, or respawned since the view
+	// (a re-seeding or respawn of the previous leader's, its outcome
+	// unknown here): the failover that replaces it says so.
+	inherited bool
 }
 
 // joinFailed puts off the next join of nd (rule 4b): a join that failed

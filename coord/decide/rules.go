@@ -37,6 +37,11 @@ func (c *Core) decide(judge bool, out []Action) []Action {
 		if live(m) && (c.nodes[i].Inc != m.Incarnation || c.nodes[i].State == Condemned) {
 			failed[i] = byExit
 			reasons[i] = "exited, replaced or its re-seeding failed"
+			if c.nodes[i].inherited {
+				// (An attack read "exited" for a server whose log said
+				// "re-seeding complete".)
+				reasons[i] = "respawned or re-seeding when this leader took over: the outcome is not known here; re-seeded afresh"
+			}
 		}
 	}
 	if judge {
@@ -50,7 +55,7 @@ func (c *Core) decide(judge bool, out []Action) []Action {
 				nd := c.nodes[i]
 				// Failed from the decision on: a heartbeat answered while
 				// the view is being published renews no lease.
-				nd.prev, nd.State = nd.State, Failed
+				nd.prev, nd.State, nd.inherited = nd.State, Failed, false
 				p.failed = append(p.failed, i)
 				// Backed off only when its own disk failed, or when its
 				// primary could not reach it before it ever served (a
