@@ -151,6 +151,7 @@ type node struct {
 	procInc  uint64         // proc's incarnation
 	hb       wire.Heartbeat // the last accepted heartbeat (addresses, counts)
 	counted  uint64         // the epoch of hb's key counts when a view's push answered them (viewCounts)
+	unheard  time.Time      // a takeover's SETCOORD to it began then and is unanswered (zero: answered, or heard)
 	lastSeen time.Time      // when it arrived (status)
 	reported bool           // a heartbeat of inc arrived (start-up)
 	exited   uint64         // the newest incarnation whose exit was seen (it is dead)
@@ -758,6 +759,12 @@ func (c *Coordinator) startCore(l leadership, push, applied bool) error {
 		return err
 	}
 	core.SetCurrent(c.current)
+	for i, nd := range c.nodes {
+		if push && !nd.unheard.IsZero() {
+			core.Unheard(i, nd.unheard) // (its grace has passed: judged with the others)
+		}
+		nd.unheard = time.Time{}
+	}
 	c.core, c.readopt, c.adopting = core, false, false
 	c.coreAt = time.Now()
 	v := core.View()
@@ -1589,6 +1596,7 @@ func (c *Coordinator) heartbeat(hb wire.Heartbeat) wire.Status {
 			default:
 			}
 		}
+		nd.unheard = time.Time{}
 	} else {
 		if !c.shutting {
 			// (Stopping: nothing more is decided, a lease is still given.)

@@ -237,6 +237,10 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) (answere
 	}
 	// From here on a heartbeat is judged against these records.
 	c.readopt, c.adopting = true, false
+	began := time.Now()
+	for _, i := range try {
+		c.nodes[i].unheard = began
+	}
 	c.mu.Unlock()
 	// All at once: a server behind a cut costs its dial timeout, and
 	// one after the other they held the takeover for a second each.
@@ -258,6 +262,9 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) (answere
 				return
 			}
 			c.log.Info().Int("node", i).Uint64("inc", inc).Int("pid", pid).Msg("server re-adopted")
+			c.mu.Lock()
+			nd.unheard = time.Time{}
+			c.mu.Unlock()
 			ok.Add(1)
 		})
 	}

@@ -121,6 +121,19 @@ func (c *Core) Node(id int) Node {
 	return nd
 }
 
+// Unheard says member id has not been heard from since since (a
+// takeover's order to report here went unanswered): its silence counts
+// from then, not from the core's start, so that it is judged together
+// with the members found gone at the start (an attack: a frozen server
+// kept its grace while the dead one beside it was failed over onto it,
+// and as the last copy of that shard it was then kept, its own shard
+// down though its secondary lived).
+func (c *Core) Unheard(id int, since time.Time) {
+	if id >= 0 && id < len(c.nodes) && since.Before(c.nodes[id].LastSeen) {
+		c.nodes[id].LastSeen = since
+	}
+}
+
 // Spares returns the spare hosts not yet taken.
 func (c *Core) Spares() []string { return slices.Clone(c.spares) }
 

@@ -479,17 +479,36 @@ func TestCoordGroupDeposedDuringTakeover(t *testing.T) {
 // timeout (16 failure timeouts, 8 s) before it decided anything: an
 // attack saw 9.7-12 s without writes to that shard, and none at all while
 // the lead moved every 5 s.
-func TestCoordGroupLeaderAndServerFrozen(t *testing.T) {
+func TestCoordGroupLeaderAndServerFrozen(t *testing.T) { leaderAndServersFrozen(t, 1) }
+
+// TestCoordGroupLeaderAndTwoServersFrozen: the same with servers 0 and 1
+// frozen. Shard 0 has no copy left (unavailable until they resume), but
+// shard 1's secondary, server 2, lives: shard 1 must be writable again as
+// soon. Before, the new leader failed server 0 over first (server 2
+// reported it could not replicate to it), onto server 1, still in its
+// grace; server 1, then the last copy of shard 0, was kept in its roles,
+// and shard 1 stayed down as long as the freeze (an attack: 10 of 12
+// steps).
+func TestCoordGroupLeaderAndTwoServersFrozen(t *testing.T) { leaderAndServersFrozen(t, 0, 1) }
+
+// leaderAndServersFrozen freezes the leader coordinator and the servers
+// ids together and checks that shard 1 (the last of ids is its primary,
+// server 2 its secondary) is writable again within the election's bound
+// and 6 failure timeouts; then resumes them all and checks the key.
+func leaderAndServersFrozen(t *testing.T, ids ...int) {
 	const n = 3
 	c, cls, _ := startGroup(t, n)
-	key := keysOnShard(n, 1, 1, "frozen-leader-and-server")[0]
+	key := keysOnShard(n, 1, 1, "frozen-leader-and-servers")[0]
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	if err := cls[0].Put(ctx, key, []byte("before")); err != nil {
 		t.Fatal(err)
 	}
 	old := c.LeaderIndex(t)
-	v := c.StopServer(t, 1)
+	var vs []testcluster.Victim
+	for _, id := range ids {
+		vs = append(vs, c.StopServer(t, id))
+	}
 	c.StopCoordK(t, old)
 	frozen := time.Now()
 	// (Before: at least an election, two failure timeouts, and 16.)
@@ -504,16 +523,19 @@ func TestCoordGroupLeaderAndServerFrozen(t *testing.T) {
 			break
 		}
 		if time.Since(frozen) > 3*bound {
-			c.Fatalf(t, "shard 1 not writable %s after its primary and the leader coordinator froze: %v", 3*bound, err)
+			c.Fatalf(t, "shard 1 not writable %s after servers %v and the leader coordinator froze: %v", 3*bound, ids, err)
 		}
 	}
-	t.Logf("shard 1 writable again %s after its primary and the leader froze", took.Round(time.Millisecond))
+	t.Logf("shard 1 writable again %s after servers %v and the leader froze", took.Round(time.Millisecond), ids)
 	if took > bound {
 		t.Errorf("shard 1 was not writable for %s, want at most %s (the election's bound and 6 failure timeouts)", took.Round(time.Millisecond), bound)
 	}
 	c.ContCoordK(t, old)
-	c.ContServer(t, v)
-	c.WaitRecovered(t, recoverTimeout, v)
+	for _, v := range vs {
+		c.ContServer(t, v)
+	}
+	// (A frozen server kept as a shard's last copy is not replaced.)
+	c.WaitRecovered(t, recoverTimeout)
 	if got, err := cls[2].Get(ctx, key); err != nil || !strings.HasPrefix(string(got), "during ") {
 		t.Errorf("get %s after the recovery: %q, %v", key, got, err)
 	}
