@@ -870,3 +870,31 @@ func twoSilent(t *testing.T, lag time.Duration) {
 		t.Fatalf("states %v, want member 1 down and member 0 (the last copy of shard 0) in the view", states(v))
 	}
 }
+
+// TestUnheardJudgedAtOnce: a member a takeover's order went unanswered
+// to since long before the core's start is judged silent at the first
+// tick (no grace from the start), the others keep theirs.
+func TestUnheardJudgedAtOnce(t *testing.T) {
+	v := wire.View{Epoch: 4, Servers: []wire.Member{
+		{ID: 0, Incarnation: 1, State: wire.StateServing},
+		{ID: 1, Incarnation: 1, State: wire.StateServing},
+		{ID: 2, Incarnation: 1, State: wire.StateServing},
+	}, Shards: []wire.Placement{pl(0, 1), pl(1, 2), pl(2, 0)}}
+	now := time.Unix(80, 0)
+	c, err := New(simConfig(), v, nil, nil, nil, now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Unheard(1, now.Add(-3*simFT))
+	acts := c.Step(Tick{Now: now.Add(simFT / 10)})
+	pv := mustPublish(t, acts)
+	if pv.Servers[1].State == wire.StateServing || pv.Shards[1] != pl(2, -1) {
+		t.Fatalf("member 1 not failed over at once: %v %v", states(pv), pv.Shards)
+	}
+	if p, _ := find[Publish](acts); !strings.Contains(p.Detail, "server 1: no heartbeat for ") {
+		t.Errorf("the failover's cause: %q", p.Detail)
+	}
+	if pv.Servers[0].State != wire.StateServing || pv.Servers[2].State != wire.StateServing {
+		t.Errorf("members in their grace failed: %v", states(pv))
+	}
+}
