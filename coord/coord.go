@@ -1928,6 +1928,7 @@ func waitGroup(ctx context.Context, wg *sync.WaitGroup) bool {
 	}
 	// (An empty group is done though the deadline passed: the wait
 	// above may have chosen the deadline first.)
+	// timing: exception — a goroutine's wake-up, not the cluster's timing.
 	select {
 	case <-done:
 		return true

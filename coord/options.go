@@ -242,6 +242,7 @@ type Log struct {
 }
 
 // startHold bounds how long lines to stderr are held at start-up.
+// timing: exception — what a terminal's user waits for, not the cluster's timing.
 const startHold = 5 * time.Second
 
 // heldWriter holds what is written (up to heldMax bytes) until released
