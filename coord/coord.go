@@ -1928,14 +1928,18 @@ func waitGroup(ctx context.Context, wg *sync.WaitGroup) bool {
 	}
 	// (An empty group is done though the deadline passed: the wait
 	// above may have chosen the deadline first.)
-	// timing: exception — a goroutine's wake-up, not the cluster's timing.
 	select {
 	case <-done:
 		return true
-	case <-time.After(10 * time.Millisecond):
+	case <-time.After(doneGrace):
 		return false
 	}
 }
+
+// doneGrace is how long waitGroup gives its own goroutine to see an empty
+// group done.
+// timing: exception — a goroutine's wake-up, not the cluster's timing.
+const doneGrace = 10 * time.Millisecond
 
 // killSpawned kills the servers a failed start spawned.
 func (c *Coordinator) killSpawned() {
