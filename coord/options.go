@@ -231,8 +231,6 @@ type Log struct {
 	// ServerLevel is the servers' log level: the coordinator's, but at
 	// least warn when both log to a terminal.
 	ServerLevel string
-	// Close closes the log file, if any.
-	Close func() error
 	// Started ends the start-up's hold on lines to stderr (held lines
 	// are written); Refused drops them: the start was refused, and the
 	// one line that says why is all a user should read (a config that
@@ -290,14 +288,14 @@ func (h *heldWriter) release(keep bool) {
 // or to stderr when path is ""; on a terminal, human-readable lines
 // (zerolog's console writer) instead of JSON.
 func OpenLog(path string, lvl zerolog.Level, stderr *os.File) (Log, error) {
-	l := Log{ServerLevel: lvl.String(), Close: func() error { return nil }, Started: func() {}, Refused: func() {}}
+	l := Log{ServerLevel: lvl.String(), Started: func() {}, Refused: func() {}}
 	var out io.Writer = stderr
 	if path != "" {
 		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 		if err != nil {
 			return l, fmt.Errorf("-l %s: %v", path, err)
 		}
-		out, l.Close = f, f.Close
+		out = f // (closed by the exit: cmd/coord)
 	} else {
 		if term.IsTerminal(int(stderr.Fd())) {
 			out = zerolog.ConsoleWriter{Out: stderr, TimeFormat: "15:04:05.000"}

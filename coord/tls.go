@@ -102,6 +102,13 @@ type coordTLS struct {
 	peer    *tls.Config       // links to the other coordinators' servers ports
 }
 
+// named lists the five files with the setting that names each.
+func (t TLSFiles) named() []struct{ name, path string } {
+	return []struct{ name, path string }{
+		{"tls_ca", t.CA}, {"tls_cert", t.Cert}, {"tls_key", t.Key}, {"tls_coord_cert", t.CoordCert}, {"tls_coord_key", t.CoordKey},
+	}
+}
+
 // loadTLS reads and checks the files (nil, nil without TLS): all five
 // must be named, the servers' certificate must be for role server and the
 // coordinators' for role coordinator, both from the CA.
@@ -110,10 +117,8 @@ func loadTLS(at func(settings ...string) string, t TLSFiles) (*coordTLS, error) 
 		return nil, nil
 	}
 	missing := ""
-	for _, f := range []struct{ name, v string }{
-		{"tls_ca", t.CA}, {"tls_cert", t.Cert}, {"tls_key", t.Key}, {"tls_coord_cert", t.CoordCert}, {"tls_coord_key", t.CoordKey},
-	} {
-		if f.v == "" {
+	for _, f := range t.named() {
+		if f.path == "" {
 			missing += " " + f.name
 		}
 	}
@@ -125,9 +130,7 @@ func loadTLS(at func(settings ...string) string, t TLSFiles) (*coordTLS, error) 
 	if err != nil {
 		return nil, err
 	}
-	for _, f := range []struct{ name, path string }{
-		{"tls_ca", t.CA}, {"tls_cert", t.Cert}, {"tls_key", t.Key}, {"tls_coord_cert", t.CoordCert}, {"tls_coord_key", t.CoordKey},
-	} {
+	for _, f := range t.named() {
 		// A file that cannot be read is named by its own line (the
 		// errors below name a certificate's three).
 		fh, err := os.Open(f.path)
