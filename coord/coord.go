@@ -293,6 +293,13 @@ func (c *Coordinator) Start(ctx context.Context) error {
 		return err
 	}
 	c.rn, c.store = rn, rn
+	if st, ok := c.fsm.state(); !ok || st.Secret == "" {
+		if s := c.fsm.loggedSecret(); s != "" {
+			c.mu.Lock()
+			c.secret = s
+			c.mu.Unlock()
+		}
+	}
 	c.startErr = make(chan error, 1)
 	serversPort, clientPort := c.opts.ServersPort, c.opts.ClientPort
 	if c.group() {

@@ -168,6 +168,36 @@ func (f *fsm) restarted(index uint64) bool {
 	return false
 }
 
+// loggedSecret is the cluster's secret as the newest state in this
+// member's own log holds it. At start the library applies only a
+// snapshot: the entries after it wait until a leader says they are
+// committed, and one retries a member that was down for long only after
+// a backoff of up to about 10 s. A member restarted in that window must
+// still know the secret, or it refuses the leader's notice that the
+// cluster stopped (and then runs elections alone for ever) and its
+// questions (handoff.go). The secret never changes in a cluster's life.
+func (f *fsm) loggedSecret() string {
+	if f.logs == nil {
+		return ""
+	}
+	first, err1 := f.logs.FirstIndex()
+	last, err2 := f.logs.LastIndex()
+	if err1 != nil || err2 != nil {
+		return ""
+	}
+	for i := last; i >= first && i > 0; i-- {
+		var l raft.Log
+		if f.logs.GetLog(i, &l) != nil || l.Type != raft.LogCommand {
+			continue
+		}
+		var st clusterState
+		if json.Unmarshal(l.Data, &st) == nil && st.Secret != "" {
+			return st.Secret
+		}
+	}
+	return ""
+}
+
 func (f *fsm) set(st clusterState, old bool) {
 	f.mu.Lock()
 	f.st, f.has = st, true
