@@ -259,6 +259,7 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) (answere
 				if errors.Is(err, syscall.ECONNREFUSED) {
 					no.Add(1)
 				}
+				go c.readoptLate(l, i, inc)
 				return
 			}
 			c.log.Info().Int("node", i).Uint64("inc", inc).Int("pid", pid).Msg("server re-adopted")
@@ -291,6 +292,41 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) (answere
 	case <-l.ctx.Done():
 	}
 	return int(ok.Load()), len(try), int(no.Load())
+}
+
+// readoptLate sends the takeover's order to move to this leader
+// (SETCOORD) to incarnation inc of server i again, until it answers, the
+// member is replaced or the lead ends. A server frozen past the order's
+// timeout (a chaos review: kept as the last copy of a shard) otherwise
+// went on heartbeating to the old leader when it resumed, and was failed
+// over and respawned right after it had re-seeded another.
+func (c *Coordinator) readoptLate(l leadership, i int, inc uint64) {
+	nd := c.nodes[i]
+	wait := c.opts.Timing.Poll
+	for {
+		select {
+		case <-l.ctx.Done():
+			return
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, c.opts.Timing.FailureTimeout)
+		c.mu.Lock()
+		same := c.ld == l && nd.inc == inc
+		c.mu.Unlock()
+		if !same {
+			return
+		}
+		if err := replyErr(c.control(l.ctx, nd, &wire.Frame{Op: wire.OpSetCoord, Value: []byte(c.serversAddr)})); err != nil {
+			continue
+		}
+		c.log.Info().Int("node", i).Uint64("inc", inc).Msg("server re-adopted late (it answered the order sent again)")
+		c.mu.Lock()
+		if c.ld == l && c.core != nil {
+			c.core.Answered(i, inc, time.Now())
+		}
+		c.mu.Unlock()
+		return
+	}
 }
 
 // pidProc is a server process that is not our child (re-adopted): it is

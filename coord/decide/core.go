@@ -134,6 +134,21 @@ func (c *Core) Unheard(id int, since time.Time) {
 	}
 }
 
+// Answered records that incarnation inc of member id answered an order
+// at at: it was alive then, as a heartbeat says, with no report. (A
+// server frozen past a takeover's order to heartbeat to the new leader
+// is sent the order again; when it resumes, its answer comes before its
+// first heartbeat here, and it must not be judged silent in between.)
+func (c *Core) Answered(id int, inc uint64, at time.Time) {
+	nd := c.member(id, inc)
+	if nd == nil || nd.State == Failed || nd.State == Condemned {
+		return
+	}
+	if at.After(nd.LastSeen) {
+		nd.LastSeen = at
+	}
+}
+
 // Spares returns the spare hosts not yet taken.
 func (c *Core) Spares() []string { return slices.Clone(c.spares) }
 

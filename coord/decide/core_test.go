@@ -898,3 +898,31 @@ func TestUnheardJudgedAtOnce(t *testing.T) {
 		t.Errorf("members in their grace failed: %v", states(pv))
 	}
 }
+
+// TestAnsweredDefersSilence: a member unheard since long before answers
+// an order (Answered): it is not judged silent until a failure timeout
+// after the answer; an answer of another incarnation changes nothing.
+func TestAnsweredDefersSilence(t *testing.T) {
+	v := wire.View{Epoch: 4, Servers: []wire.Member{
+		{ID: 0, Incarnation: 1, State: wire.StateServing},
+		{ID: 1, Incarnation: 1, State: wire.StateServing},
+		{ID: 2, Incarnation: 1, State: wire.StateServing},
+	}, Shards: []wire.Placement{pl(0, 1), pl(1, 2), pl(2, 0)}}
+	now := time.Unix(80, 0)
+	for _, tc := range []struct {
+		inc    uint64
+		failed bool
+	}{{1, false}, {2, true}} {
+		c, err := New(simConfig(), v, nil, nil, nil, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Unheard(1, now.Add(-3*simFT))
+		c.Answered(1, tc.inc, now)
+		acts := c.Step(Tick{Now: now.Add(simFT / 10)})
+		_, published := find[Publish](acts)
+		if published != tc.failed {
+			t.Errorf("an answer of incarnation %d: failed over %v, want %v (%v)", tc.inc, published, tc.failed, acts)
+		}
+	}
+}

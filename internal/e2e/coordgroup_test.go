@@ -540,3 +540,47 @@ func leaderAndServersFrozen(t *testing.T, ids ...int) {
 		t.Errorf("get %s after the recovery: %q, %v", key, got, err)
 	}
 }
+
+// TestCoordGroupServerFrozenPastItsOrder: the leader coordinator and
+// servers 0 and 1 are frozen together, and servers stay frozen longer
+// than the new leader's order to move to it (SETCOORD, 16 failure
+// timeouts). Server 0 is kept (the last copy of shard 0); server 1 is
+// replaced. When the servers resume, server 0 must stay: it answers the
+// new leader, re-seeds server 1's new incarnation and must then heartbeat
+// to the new leader. Before, the order was never sent again: server 0
+// went on heartbeating to the old, still frozen, leader and was failed
+// over and respawned right after it re-seeded the other (a chaos review,
+// anomaly F), a needless second re-seeding with one copy of its shard.
+func TestCoordGroupServerFrozenPastItsOrder(t *testing.T) {
+	const n = 3
+	c, cls, _ := startGroup(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	key := keysOnShard(n, 0, 1, "frozen-past-order")[0]
+	if err := cls[0].Put(ctx, key, []byte("before")); err != nil {
+		t.Fatal(err)
+	}
+	pid0 := c.ServerPID(t, 0)
+	old := c.LeaderIndex(t)
+	vs := []testcluster.Victim{c.StopServer(t, 0), c.StopServer(t, 1)}
+	c.StopCoordK(t, old)
+	frozen := time.Now()
+	c.WaitLeader(t, electionBound, func(k int) bool { return k != old })
+	// Past the new leader's order to server 0 (the control timeout after
+	// its takeover began).
+	time.Sleep(time.Until(frozen.Add(electionBound + 18*testcluster.DefaultTimeout)))
+	for _, v := range vs {
+		c.ContServer(t, v)
+	}
+	st := c.WaitRecovered(t, recoverTimeout)
+	// timing: exception — several failure timeouts: a failover of server 0 would follow its silence
+	time.Sleep(3 * time.Second)
+	st = c.WaitRecovered(t, recoverTimeout)
+	if st.Servers[0].PID != pid0 {
+		c.Fatalf(t, "server 0 (pid %d) was replaced by pid %d after it resumed, though it answered the new leader", pid0, st.Servers[0].PID)
+	}
+	if got, err := cls[1].Get(ctx, key); err != nil || string(got) != "before" {
+		t.Errorf("get %s: %q, %v", key, got, err)
+	}
+	c.ContCoordK(t, old)
+}

@@ -148,6 +148,7 @@ func startGroup(t testing.TB, o Options, bin string, race bool) *Cluster {
 				t.Logf("coordinator %d log (tail):\n%s", i, tail(string(raw), 40))
 			}
 		}
+		c.keepLog(t)
 	})
 	for i := range members {
 		c.waitCoordAnswers(t, i, 30*time.Second)

@@ -251,11 +251,7 @@ func Start(t testing.TB, o Options) *Cluster {
 			t.Logf("coordinator stderr:\n%s", c.stderr.String())
 			t.Logf("log (tail):\n%s", tail(c.Log(), 60))
 		}
-		// FTKV_KEEP_LOG=dir keeps every cluster's whole log there (the
-		// failure output above shows only its tail).
-		if d := os.Getenv("FTKV_KEEP_LOG"); d != "" {
-			_ = os.WriteFile(filepath.Join(d, strings.ReplaceAll(t.Name(), "/", "_")+fmt.Sprintf(".%d.log", time.Now().UnixNano())), []byte(c.Log()), 0o644)
-		}
+		c.keepLog(t)
 	})
 	return c
 }
@@ -421,6 +417,15 @@ func tail(s string, n int) string {
 		lines = lines[len(lines)-n:]
 	}
 	return strings.Join(lines, "\n")
+}
+
+// keepLog copies the whole log (a group's: every coordinator's) to the
+// directory FTKV_KEEP_LOG names, if set (the failure output shows only
+// its tail).
+func (c *Cluster) keepLog(t testing.TB) {
+	if d := os.Getenv("FTKV_KEEP_LOG"); d != "" {
+		_ = os.WriteFile(filepath.Join(d, strings.ReplaceAll(t.Name(), "/", "_")+fmt.Sprintf(".%d.log", time.Now().UnixNano())), []byte(c.Log()), 0o644)
+	}
 }
 
 // Log returns the coordinator's and servers' log file (for a group each
