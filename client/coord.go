@@ -162,6 +162,8 @@ func (c *Client) askCoordValue(ctx context.Context, op wire.Op, value []byte, ch
 	budget := 2*len(c.coordAddrs) + 2
 	results := make(chan result, budget)
 	out := 0
+	waiting := map[string]bool{} // asked, no answer yet
+	var lastAsked time.Time
 	next := func() {
 		for len(queue) > 0 && budget > 0 {
 			addr := queue[0]
@@ -172,6 +174,8 @@ func (c *Client) askCoordValue(ctx context.Context, op wire.Op, value []byte, ch
 			tried[addr] = true
 			budget--
 			out++
+			waiting[addr] = true
+			lastAsked = time.Now()
 			go func() {
 				reply, err := c.askOne(ctx, addr, op, value)
 				results <- result{addr, reply, err}
@@ -180,19 +184,34 @@ func (c *Client) askCoordValue(ctx context.Context, op wire.Op, value []byte, ch
 		}
 	}
 	next()
-	var late *time.Timer
+	var late, giveUp *time.Timer
 	defer func() {
-		if late != nil {
-			late.Stop()
+		for _, t := range []*time.Timer{late, giveUp} {
+			if t != nil {
+				t.Stop()
+			}
 		}
 	}()
+	// held: check refused an answer the caller can still use (softRefusal).
+	held := false
 	for out > 0 {
-		var lateC <-chan time.Time
+		var lateC, giveUpC <-chan time.Time
 		if hedge && len(queue) > 0 && budget > 0 {
 			if late == nil {
 				late = time.NewTimer(c.coordHedge())
 			}
 			lateC = late.C
+		} else if held && hedge {
+			// Nobody left to ask, and an answer that will do in hand:
+			// those still silent are waited for only until late (a frozen
+			// coordinator held every refresh that found no newer view
+			// for the whole answer timeout: a chaos review saw writes to
+			// a shard just handed back stall 2 s).
+			if giveUp != nil {
+				giveUp.Stop()
+			}
+			giveUp = time.NewTimer(time.Until(lastAsked.Add(c.coordHedge())))
+			giveUpC = giveUp.C
 		}
 		var r result
 		select {
@@ -201,8 +220,14 @@ func (c *Client) askCoordValue(ctx context.Context, op wire.Op, value []byte, ch
 			late = nil
 			next()
 			continue
+		case <-giveUpC:
+			for addr := range waiting {
+				errs = append(errs, coordErr(addr, fmt.Errorf("no answer within %s, and another's will do", c.coordHedge())))
+			}
+			return coordAnswer{}, c.coordFail(nil, errs)
 		}
 		out--
+		delete(waiting, r.addr)
 		if late != nil {
 			late.Stop()
 			late = nil
@@ -227,6 +252,8 @@ func (c *Client) askCoordValue(ctx context.Context, op wire.Op, value []byte, ch
 			a := coordAnswer{addr: addr, reply: reply}
 			if check != nil {
 				if err := check(a); err != nil {
+					var soft softRefusal
+					held = held || errors.As(err, &soft)
 					errs = append(errs, coordErr(addr, err))
 					next()
 					continue
@@ -257,6 +284,12 @@ func (c *Client) askCoordValue(ctx context.Context, op wire.Op, value []byte, ch
 	}
 	return coordAnswer{}, c.coordFail(nil, errs)
 }
+
+// softRefusal is a check's refusal of an answer the caller keeps and
+// may still use: askCoord then waits for late coordinators only briefly.
+type softRefusal struct{ error }
+
+func (s softRefusal) Unwrap() error { return s.error }
 
 func coordErr(addr string, err error) error {
 	return fmt.Errorf("ftkv: coordinator %s: %w", addr, err)
@@ -473,7 +506,7 @@ again:
 			if same == nil || v.Epoch > same.Epoch {
 				same = &v
 			}
-			return fmt.Errorf("has no view newer than epoch %d", seen)
+			return softRefusal{fmt.Errorf("has no view newer than epoch %d", seen)}
 		}
 		return nil
 	})
