@@ -62,8 +62,8 @@ type handBack struct {
 
 // New returns a core that takes over the published view v at now: live
 // members are Serving (silent from now: a grace of one failure timeout),
-// re-seeding ones are Condemned (the outcome of their re-seeding is not
-// known: they are re-seeded afresh), down ones are Failed. incs are the
+// re-seeding ones Reseeding (the first Step asks their seeding primaries
+// for the outcome), down ones are Failed. incs are the
 // newest incarnation each member was given (nil: the view's); hosts where
 // each member runs (nil: the view's Host); spares the spare hosts left.
 // No member counts as having confirmed v: whoever does not confirm it by
@@ -89,8 +89,14 @@ func New(cfg Config, v wire.View, incs []uint64, hosts, spares []string, now tim
 		case m.State == wire.StateServing && nd.Inc == m.Incarnation:
 			nd.State, nd.served = Serving, true
 		case m.State == wire.StateReseeding && nd.Inc == m.Incarnation:
-			// (Failed for this core's restart, not its own: no back-off.)
-			nd.State, nd.served, nd.inherited = Condemned, true, true
+			// Its re-seeding goes on: the outcome is asked of its
+			// seeding primaries (by incarnation: they answer for a
+			// job the previous leader's view started, or the one this
+			// core's push starts) at the first step. Condemned, it was
+			// respawned and re-seeded afresh at every takeover during a
+			// recovery (a chaos review: 9 of 9, its log said "re-seeding
+			// complete").
+			nd.State, nd.inherited, nd.resume = Reseeding, true, true
 		case m.State == wire.StateServing || m.State == wire.StateReseeding:
 			// A newer incarnation was spawned: the one in the view is
 			// being replaced (failed over by the first decision).
@@ -443,6 +449,7 @@ func (c *Core) seedResult(e SeedResult, out []Action) []Action {
 		nd.joinFailed(c.now, c.cfg.RespawnMax)
 		return out
 	}
+	nd.inherited = false // (the outcome is known here now)
 	if !e.OK {
 		// Start over from a clean state: failed over, killed, respawned.
 		*st, nd.seedWait = Condemned, nil

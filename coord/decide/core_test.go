@@ -3,6 +3,7 @@ package decide
 import (
 	"fmt"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -646,30 +647,57 @@ func TestNewRestores(t *testing.T) {
 		{ID: 2, Incarnation: 1, State: wire.StateDown},
 	}, Shards: []wire.Placement{pl(0, 1), pl(0, 1), pl(-1, -1)}}
 	now := time.Unix(50, 0)
-	c, err := New(simConfig(), v, []uint64{3, 2, 4}, nil, nil, now)
-	if err != nil {
-		t.Fatal(err)
+	for _, ok := range []bool{true, false} {
+		c, err := New(simConfig(), v, []uint64{3, 2, 4}, nil, nil, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		// The re-seeding member goes on: its seeding primary is asked
+		// for the outcome of each shard (it was failed and re-seeded
+		// afresh at every takeover); the down one is respawned past its
+		// newest incarnation.
+		first := c.Step(Tick{Now: now})
+		var asked []int
+		for _, a := range first {
+			if as, is := a.(AskSeed); is && as.ID == 1 && as.Inc == 2 && as.Primary == 0 && as.PrimaryInc == 3 && as.Epoch == 9 {
+				asked = append(asked, as.Shard)
+			}
+		}
+		if !slices.Equal(asked, []int{0, 1}) {
+			t.Fatalf("outcome asked for shards %v, want [0 1]: %+v", asked, first)
+		}
+		if _, published := find[Publish](first); published {
+			t.Fatalf("a view published before the outcome is known: %+v", first)
+		}
+		if c.nodes[2].State != Respawning || c.nodes[2].Inc != 5 {
+			t.Fatalf("member 2: %s/%d, want respawning/5", c.nodes[2].State, c.nodes[2].Inc)
+		}
+		for _, m := range v.Servers[:2] { // (the takeover's push answered)
+			c.Step(PushResult{ID: int(m.ID), Inc: m.Incarnation, Epoch: 9, OK: true})
+		}
+		c.Step(SeedResult{ID: 1, Inc: 2, Shard: 0, Epoch: 9, OK: true})
+		acts := c.Step(SeedResult{ID: 1, Inc: 2, Shard: 1, Epoch: 9, OK: ok})
+		pv := mustPublish(t, acts)
+		p, _ := find[Publish](acts)
+		if ok {
+			if pv.Servers[1].State != wire.StateServing || pv.Servers[1].Incarnation != 2 || pv.Shards[0] != pl(0, 1) {
+				t.Fatalf("re-seeded: %v %v, want member 1 serving", states(pv), pv.Shards)
+			}
+			continue
+		}
+		// A failed re-seeding: failed over, and the log says why (an
+		// attack read "exited" for a server whose re-seeding had
+		// completed; here it did fail).
+		if pv.Servers[1].State != wire.StateDead || pv.Shards[0] != pl(0, -1) {
+			t.Fatalf("failed re-seeding: %v %v", states(pv), pv.Shards)
+		}
+		if !strings.Contains(p.Detail, "server 1: exited, replaced or its re-seeding failed") {
+			t.Errorf("the failover's cause: %q", p.Detail)
+		}
+		if s, ok := find[Spawn](c.Step(Published{})); !ok || s.ID != 1 {
+			t.Fatalf("no respawn of member 1")
+		}
 	}
-	// The re-seeding member's outcome is unknown: failed and re-seeded
-	// afresh; the down one is respawned past its newest incarnation.
-	first := c.Step(Tick{Now: now})
-	pv := mustPublish(t, first)
-	if pv.Servers[1].State != wire.StateDead || pv.Shards[0] != pl(0, -1) {
-		t.Fatalf("restore: %v %v", states(pv), pv.Shards)
-	}
-	// The log says why (an attack read "exited" for a server whose
-	// re-seeding had completed).
-	if p, _ := find[Publish](first); !strings.Contains(p.Detail, "server 1: respawned or re-seeding when this leader took over") {
-		t.Errorf("the failover's cause: %q", p.Detail)
-	}
-	acts := c.Step(Published{})
-	if s, ok := find[Spawn](acts); !ok || s.ID != 1 {
-		t.Fatalf("no respawn of member 1: %+v", acts)
-	}
-	if c.nodes[2].State != Respawning || c.nodes[2].Inc != 5 {
-		t.Fatalf("member 2: %s/%d, want respawning/5", c.nodes[2].State, c.nodes[2].Inc)
-	}
-	// Nobody counts as having confirmed the view (hole 4): it is pushed.
 	if _, err := New(Config{}, v, nil, nil, nil, now); err == nil {
 		t.Fatal("a zero Config passed validation")
 	}

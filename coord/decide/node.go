@@ -78,6 +78,7 @@ type Node struct {
 	// (a re-seeding or respawn of the previous leader's, its outcome
 	// unknown here): the failover that replaces it says so.
 	inherited bool
+	resume    bool // New found it re-seeding: the outcome is to be asked
 }
 
 // joinFailed puts off the next join of nd (rule 4b): a join that failed

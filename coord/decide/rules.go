@@ -22,6 +22,7 @@ const (
 // decide makes at most one change of the view (and starts the respawns
 // and re-pushes due), in the order of the rules in the package doc.
 func (c *Core) decide(judge bool, out []Action) []Action {
+	out = c.resumeSeeds(out)
 	if c.pending != nil {
 		return out
 	}
@@ -544,4 +545,30 @@ func failureCauses(reasons map[int]string) string {
 		parts[k] = fmt.Sprintf("server %d: %s", i, reasons[i])
 	}
 	return strings.Join(parts, "; ")
+}
+
+// resumeSeeds asks the seeding primaries of each member New found
+// re-seeding for the outcome, as the publication of its re-seeding view
+// does (published, kindReseed).
+func (c *Core) resumeSeeds(out []Action) []Action {
+	for i, nd := range c.nodes {
+		if !nd.resume {
+			continue
+		}
+		nd.resume = false
+		if nd.State != Reseeding {
+			continue // (exited meanwhile: failed over)
+		}
+		nd.seedWait = nil
+		for s, pl := range c.view.Shards {
+			if int(pl.Secondary) == i && pl.Primary >= 0 {
+				nd.seedWait = append(nd.seedWait, s)
+				out = append(out, nd.askSeed(c.view, s))
+			}
+		}
+		if len(nd.seedWait) == 0 {
+			nd.State = Seeded
+		}
+	}
+	return out
 }

@@ -24,6 +24,7 @@ import (
 
 	"ftkv/client"
 	"ftkv/internal/testkit/testcluster"
+	"ftkv/server"
 )
 
 // groupCoords is the size of the coordinator group under test.
@@ -581,6 +582,62 @@ func TestCoordGroupServerFrozenPastItsOrder(t *testing.T) {
 	}
 	if got, err := cls[1].Get(ctx, key); err != nil || string(got) != "before" {
 		t.Errorf("get %s: %q, %v", key, got, err)
+	}
+	c.ContCoordK(t, old)
+}
+
+// TestCoordGroupLeaderChangeDuringReseeding: a respawned server is
+// re-seeding (its seeding primaries' links to it held by the test) when
+// the leader coordinator freezes. The coordinator elected next must let
+// the re-seeding finish (it asks the primaries for its outcome) and keep
+// that incarnation. Before, a takeover condemned every re-seeding member
+// (its outcome unknown): a needless respawn and a second re-seeding, with
+// one copy of its shards meanwhile (a chaos review: 9 of 9 steps; the
+// server's log said "re-seeding complete").
+func TestCoordGroupLeaderChangeDuringReseeding(t *testing.T) {
+	cut := filepath.Join(t.TempDir(), "cut")
+	t.Setenv(server.TestCutReplEnv, cut) // (servers inherit the coordinators' environment, they the test's)
+	const n = 3
+	c, cls, st := startGroup(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	keys := keysOnShards(n, 20, "reseed-takeover")
+	for _, k := range keys {
+		must(t, cls[0].Put(ctx, k, []byte("v"+k)))
+	}
+	next := st.Servers[1].Incarnation + 1
+	// Server 1's next incarnation is re-seeded by server 0 (shard 0) and
+	// server 2 (shard 1, promoted there meanwhile).
+	if err := os.WriteFile(cut, fmt.Appendf(nil, "0 1 %d\n2 1 %d\n", next, next), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	old := c.LeaderIndex(t)
+	c.KillServer(t, 1)
+	var pid int
+	deadline := time.Now().Add(recoverTimeout)
+	for pid == 0 {
+		if time.Now().After(deadline) {
+			c.Fatalf(t, "server 1 never re-seeding as incarnation %d", next)
+		}
+		if s, err := c.TryStatus(ctx); err == nil && s.Servers[1].Incarnation == next && s.Servers[1].State == "re-seeding" {
+			pid = s.Servers[1].PID
+			break
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	c.StopCoordK(t, old)
+	if err := os.Remove(cut); err != nil {
+		t.Fatal(err)
+	}
+	c.WaitLeader(t, electionBound, func(k int) bool { return k != old })
+	after := c.WaitRecovered(t, recoverTimeout)
+	if m := after.Servers[1]; m.PID != pid || m.Incarnation != next {
+		c.Fatalf(t, "server 1 re-seeding (pid %d, incarnation %d) when the leader froze was replaced: pid %d, incarnation %d", pid, next, m.PID, m.Incarnation)
+	}
+	for _, k := range keys {
+		if v, err := cls[1].Get(ctx, k); err != nil || string(v) != "v"+k {
+			t.Errorf("get %s: %q, %v", k, v, err)
+		}
 	}
 	c.ContCoordK(t, old)
 }
