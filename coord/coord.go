@@ -1303,7 +1303,8 @@ func (c *Coordinator) commitInitialView(out, gone map[int]bool) (wire.View, erro
 				c.log.Error().Int("shard", s).Ints("stale_copies", stale).Msg("restart: the copies of this shard that held every acknowledged write are lost (data directory lost or damaged?); the copy left is stale (its server was out while the other acknowledged writes alone) and is never served: the shard is unavailable")
 				continue
 			}
-			c.log.Error().Int("shard", s).Msg("restart: no log holds a copy of this shard (both data directories lost?): it is unavailable")
+			c.log.Error().Int("shard", s).Str("data_dir", c.storage().DataDir).Strs("looked_in", []string{c.storage().ServerDir(s), c.storage().ServerDir((s + 1) % c.n)}).
+				Msg("restart: no log holds a copy of this shard (data_dir changed since the cluster last ran, or both data directories lost?): it is unavailable; with data_dir as it was (or the directories moved to the new one) a restart brings it back")
 			continue
 		}
 		if p.Primary != int32(s) {

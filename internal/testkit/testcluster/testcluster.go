@@ -390,10 +390,14 @@ func (c *Cluster) single(t testing.TB) {
 
 // RestartCoord starts the coordinator again with the same flags and the
 // same ports as the first one (so clients and servers find it again).
-func (c *Cluster) RestartCoord(t testing.TB) {
+func (c *Cluster) RestartCoord(t testing.TB) { t.Helper(); c.RestartCoordWith(t) }
+
+// RestartCoordWith is RestartCoord with flags added after the first
+// one's (a flag given twice: the later wins).
+func (c *Cluster) RestartCoordWith(t testing.TB, extra ...string) {
 	t.Helper()
 	c.single(t)
-	args := append([]string(nil), c.args...)
+	args := append(append([]string(nil), c.args...), extra...)
 	_, port, _ := net.SplitHostPort(c.Addr)
 	m := serversPortRE.FindAllStringSubmatch(c.Log(), -1)
 	if len(m) == 0 {
