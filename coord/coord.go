@@ -774,6 +774,13 @@ func (c *Coordinator) startCore(l leadership, push, applied bool) error {
 	}
 	c.core, c.readopt, c.adopting = core, false, false
 	c.coreAt = time.Now()
+	for i := range c.nodes {
+		if n := core.Node(i); n.State == decide.Respawning {
+			// The previous leader's respawn: awaited as one of this
+			// core's (respawn).
+			go c.awaitRespawn(l, decide.Spawn{ID: i, Inc: n.Inc, Host: n.Host})
+		}
+	}
 	v := core.View()
 	var acts []decide.Action
 	for i, m := range v.Servers {
@@ -1593,9 +1600,17 @@ func (c *Coordinator) heartbeat(hb wire.Heartbeat) wire.Status {
 		// Start-up, or a takeover before the core has the records: only
 		// the newest incarnation, and after a takeover only a live member
 		// of the committed view, is heard.
-		if hb.Incarnation != nd.inc || (c.readopt && !liveMember(c.view, int(hb.ID), hb.Incarnation)) {
+		if hb.Incarnation != nd.inc || (c.readopt && !liveMember(c.view, int(hb.ID), hb.Incarnation) && !respawnedSince(c.view, int(hb.ID), hb.Incarnation)) {
 			c.mu.Unlock()
 			return wire.StatusStaleEpoch
+		}
+		if c.readopt && !liveMember(c.view, int(hb.ID), hb.Incarnation) {
+			// Respawned by the previous leader, not in the view yet: the
+			// core takes it over as a spawn of its own (decide.New), and
+			// hears it from its start. Told to exit, it was respawned
+			// again (a chaos review).
+			c.mu.Unlock()
+			return wire.StatusUnavailable
 		}
 		if !nd.reported {
 			nd.reported = true
@@ -1634,6 +1649,13 @@ func (c *Coordinator) heartbeat(hb wire.Heartbeat) wire.Status {
 		return wire.StatusUnavailable
 	}
 	return wire.StatusOK
+}
+
+// respawnedSince reports whether inc is a newer incarnation of member id
+// than v's, which has it down: a respawn since v.
+func respawnedSince(v wire.View, id int, inc uint64) bool {
+	return id >= 0 && id < len(v.Servers) && inc > v.Servers[id].Incarnation &&
+		v.Servers[id].State != wire.StateServing && v.Servers[id].State != wire.StateReseeding
 }
 
 // liveMember reports whether incarnation inc of member id serves (or

@@ -243,6 +243,25 @@ func (c *Coordinator) respawn(l leadership, a decide.Spawn) {
 	c.log.Info().Int("node", a.ID).Uint64("inc", a.Inc).Msg("server respawned")
 }
 
+// awaitRespawn waits for the first heartbeat of a respawn the previous
+// leader started (decide.New found it), as respawn does for its own: a
+// spawn that does not report in time, or exits, failed.
+func (c *Coordinator) awaitRespawn(l leadership, a decide.Spawn) {
+	limit := c.opts.Timing.Report
+	if !hostname.IsLocal(a.Host) {
+		limit = c.opts.Timing.RemoteReport
+	}
+	if err := c.waitReported(l.ctx, a, time.Now(), limit); err != nil {
+		if l.ctx.Err() != nil {
+			return
+		}
+		c.log.Error().Err(err).Int("node", a.ID).Uint64("inc", a.Inc).Msg("the previous leader's respawn failed")
+		l.send(decide.SpawnFailed{ID: a.ID, Inc: a.Inc, Err: err})
+		return
+	}
+	c.log.Info().Int("node", a.ID).Uint64("inc", a.Inc).Msg("server respawned (by the previous leader)")
+}
+
 // waitReported waits until the core has seen the first heartbeat of
 // incarnation a.Inc (or anything else happened to it), from begun on:
 // within limit, or up to Timing.Recover while its process runs (it may

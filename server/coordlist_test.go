@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"io"
 	"net"
 	"strings"
 	"sync/atomic"
@@ -52,4 +53,53 @@ func TestNoSpinWhenEveryCoordinatorIsDown(t *testing.T) {
 		t.Fatalf("%d connection attempts to coordinators that all close at once in 2 s: the server spins", n)
 	}
 	t.Logf("%d connection attempts in 2 s", tries.Load())
+}
+
+// TestSilentCoordinatorLeftForTheNext: the coordinator a server
+// heartbeats to takes its connection and answers nothing (frozen: the
+// kernel still accepts). The server must try the next one of its group;
+// it heartbeated to the frozen one until it resumed, and a respawned
+// server that no new leader knew the address of was never heard.
+func TestSilentCoordinatorLeftForTheNext(t *testing.T) {
+	listen := func(onConn func(net.Conn)) string {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { l.Close() })
+		go func() {
+			for {
+				nc, err := l.Accept()
+				if err != nil {
+					return
+				}
+				go onConn(nc)
+			}
+		}()
+		return l.Addr().String()
+	}
+	frozen := listen(func(nc net.Conn) { _, _ = io.Copy(io.Discard, nc) })
+	reached := make(chan struct{}, 1)
+	next := listen(func(nc net.Conn) {
+		select {
+		case reached <- struct{}{}:
+		default:
+		}
+		_, _ = io.Copy(io.Discard, nc)
+	})
+	tm := timing.New(100 * time.Millisecond)
+	s, err := New(Config{ID: 0, Incarnation: 1, CoordAddr: frozen + "," + next, Secret: testSecret,
+		DumpDir: t.TempDir(), Timing: tm, Loops: 1, Logger: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { _ = s.Run(ctx); close(done) }()
+	defer func() { cancel(); <-done }()
+	select {
+	case <-reached:
+	case <-time.After(10 * tm.Handshake):
+		t.Fatalf("the server never tried the next coordinator while the first answered nothing for %s", 10*tm.Handshake)
+	}
 }

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strconv"
@@ -116,14 +117,15 @@ func (s *Server) moveCoord(addr string) {
 }
 
 var (
-	errCoordMoved = errors.New("coordinator moved")
-	errReplaced   = errors.New("replaced by a newer incarnation")
+	errCoordMoved  = errors.New("coordinator moved")
+	errCoordSilent = errors.New("coordinator silent")
+	errReplaced    = errors.New("replaced by a newer incarnation")
 )
 
 // readHeartbeatAnswers renews the coordinator's lease from the answers
 // on nc until it fails, and ends this server if the coordinator says it
 // has been replaced.
-func (s *Server) readHeartbeatAnswers(nc net.Conn) {
+func (s *Server) readHeartbeatAnswers(nc net.Conn, heard *atomic.Int64) {
 	br := bufio.NewReaderSize(nc, 4096)
 	var behind uint64 // the newer epoch heartbeat answers carry
 	var behindSince time.Time
@@ -133,6 +135,7 @@ func (s *Server) readHeartbeatAnswers(nc net.Conn) {
 			nc.Close()
 			return
 		}
+		heard.Store(mono(time.Now()))
 		s.coordLease.answered(f.ID, f.Op == wire.OpHeartbeat && f.Status == wire.StatusOK)
 		if f.Op == wire.OpHeartbeat && f.Status == wire.StatusOK && len(f.Value) > 0 && f.Epoch > s.viewSeen.Load() {
 			// The coordinator's current view, which this server has not
@@ -249,7 +252,9 @@ func (s *Server) heartbeatLink(ctx context.Context, addr string) error {
 	}
 	defer nc.Close()
 	defer context.AfterFunc(ctx, func() { _ = nc.Close() })()
-	go s.readHeartbeatAnswers(nc)
+	var heard atomic.Int64 // when the last answer came (mono)
+	heard.Store(mono(time.Now()))
+	go s.readHeartbeatAnswers(nc, &heard)
 	hello := wire.Append(nil, &wire.Frame{Op: wire.OpHello, Client: uint64(s.cfg.ID), Value: []byte(s.cfg.Secret)})
 	if _, err := nc.Write(hello); err != nil {
 		return err
@@ -258,6 +263,14 @@ func (s *Server) heartbeatLink(ctx context.Context, addr string) error {
 	defer t.Stop()
 	var buf []byte
 	for {
+		if silent := time.Duration(mono(time.Now()) - heard.Load()); len(s.coords) > 1 && silent > s.cfg.Timing.Handshake {
+			// One of a group that answers nothing (frozen: the kernel
+			// still takes the heartbeats) while another leads: the next
+			// one is tried (a follower names the leader). A respawned
+			// server no new leader knows the address of (not in a view
+			// yet) heartbeated to a frozen leader until it resumed.
+			return fmt.Errorf("%w: no answer for %s", errCoordSilent, silent.Round(time.Millisecond))
+		}
 		if hb, ok := s.latestReport(); ok {
 			seq := s.coordLease.sending(time.Now())
 			buf = wire.Append(buf[:0], &wire.Frame{Op: wire.OpHeartbeat, ID: seq, Client: uint64(s.cfg.ID), Seq: s.cfg.Incarnation,

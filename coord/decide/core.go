@@ -63,7 +63,8 @@ type handBack struct {
 // New returns a core that takes over the published view v at now: live
 // members are Serving (silent from now: a grace of one failure timeout),
 // re-seeding ones Reseeding (the first Step asks their seeding primaries
-// for the outcome), down ones are Failed. incs are the
+// for the outcome), down ones Failed, or Respawning when the previous
+// leader respawned them (incs). incs are the
 // newest incarnation each member was given (nil: the view's); hosts where
 // each member runs (nil: the view's Host); spares the spare hosts left.
 // No member counts as having confirmed v: whoever does not confirm it by
@@ -101,6 +102,14 @@ func New(cfg Config, v wire.View, incs []uint64, hosts, spares []string, now tim
 			// A newer incarnation was spawned: the one in the view is
 			// being replaced (failed over by the first decision).
 			nd.State, nd.inherited = Failed, true
+		case nd.Inc > m.Incarnation:
+			// Down in the view, and respawned since by the previous
+			// leader: that spawn is awaited as one of this core's (its
+			// first heartbeat registers it; the shell reports
+			// SpawnFailed if none comes in time, ProcessExited if it
+			// exits). It was respawned again (a chaos review: the new
+			// leader told it to exit during its takeover).
+			nd.State, nd.inherited = Respawning, true
 		default:
 			nd.State = Failed
 		}

@@ -654,8 +654,8 @@ func TestNewRestores(t *testing.T) {
 		}
 		// The re-seeding member goes on: its seeding primary is asked
 		// for the outcome of each shard (it was failed and re-seeded
-		// afresh at every takeover); the down one is respawned past its
-		// newest incarnation.
+		// afresh at every takeover); the down one's respawn (incarnation
+		// 4, the previous leader's) is awaited, not started again.
 		first := c.Step(Tick{Now: now})
 		var asked []int
 		for _, a := range first {
@@ -669,8 +669,11 @@ func TestNewRestores(t *testing.T) {
 		if _, published := find[Publish](first); published {
 			t.Fatalf("a view published before the outcome is known: %+v", first)
 		}
-		if c.nodes[2].State != Respawning || c.nodes[2].Inc != 5 {
-			t.Fatalf("member 2: %s/%d, want respawning/5", c.nodes[2].State, c.nodes[2].Inc)
+		if c.nodes[2].State != Respawning || c.nodes[2].Inc != 4 {
+			t.Fatalf("member 2: %s/%d, want respawning/4", c.nodes[2].State, c.nodes[2].Inc)
+		}
+		if s, spawned := find[Spawn](first); spawned {
+			t.Fatalf("a respawn under way spawned again: %+v", s)
 		}
 		for _, m := range v.Servers[:2] { // (the takeover's push answered)
 			c.Step(PushResult{ID: int(m.ID), Inc: m.Incarnation, Epoch: 9, OK: true})
@@ -696,6 +699,30 @@ func TestNewRestores(t *testing.T) {
 		}
 		if s, ok := find[Spawn](c.Step(Published{})); !ok || s.ID != 1 {
 			t.Fatalf("no respawn of member 1")
+		}
+	}
+	// The previous leader's respawn of member 2 reports: it registers
+	// (and is re-seeded); one that never does is respawned.
+	for _, reports := range []bool{true, false} {
+		c, err := New(simConfig(), v, []uint64{3, 2, 4}, nil, nil, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Step(Tick{Now: now})
+		if reports {
+			c.Step(Heartbeat{Now: now, HB: wire.Heartbeat{ID: 2, Incarnation: 4}})
+			if c.nodes[2].State != Registered {
+				t.Errorf("member 2 after its first heartbeat: %s, want registered", c.nodes[2].State)
+			}
+			continue
+		}
+		acts := c.Step(SpawnFailed{ID: 2, Inc: 4})
+		if k, ok := find[Kill](acts); !ok || k.ID != 2 || k.Inc != 4 {
+			t.Errorf("a failed spawn not killed: %+v", acts)
+		}
+		acts = c.Step(Tick{Now: now.Add(simFT)})
+		if s, ok := find[Spawn](acts); !ok || s.ID != 2 || s.Inc != 5 {
+			t.Errorf("member 2 not respawned after the previous leader's spawn failed: %+v", acts)
 		}
 	}
 	if _, err := New(Config{}, v, nil, nil, nil, now); err == nil {
