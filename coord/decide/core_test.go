@@ -930,12 +930,7 @@ func twoSilent(t *testing.T, lag time.Duration) {
 // to since long before the core's start is judged silent at the first
 // tick (no grace from the start), the others keep theirs.
 func TestUnheardJudgedAtOnce(t *testing.T) {
-	v := wire.View{Epoch: 4, Servers: []wire.Member{
-		{ID: 0, Incarnation: 1, State: wire.StateServing},
-		{ID: 1, Incarnation: 1, State: wire.StateServing},
-		{ID: 2, Incarnation: 1, State: wire.StateServing},
-	}, Shards: []wire.Placement{pl(0, 1), pl(1, 2), pl(2, 0)}}
-	now := time.Unix(80, 0)
+	v, now := threeServing(), time.Unix(80, 0)
 	c, err := New(simConfig(), v, nil, nil, nil, now)
 	if err != nil {
 		t.Fatal(err)
@@ -958,12 +953,7 @@ func TestUnheardJudgedAtOnce(t *testing.T) {
 // an order (Answered): it is not judged silent until a failure timeout
 // after the answer; an answer of another incarnation changes nothing.
 func TestAnsweredDefersSilence(t *testing.T) {
-	v := wire.View{Epoch: 4, Servers: []wire.Member{
-		{ID: 0, Incarnation: 1, State: wire.StateServing},
-		{ID: 1, Incarnation: 1, State: wire.StateServing},
-		{ID: 2, Incarnation: 1, State: wire.StateServing},
-	}, Shards: []wire.Placement{pl(0, 1), pl(1, 2), pl(2, 0)}}
-	now := time.Unix(80, 0)
+	v, now := threeServing(), time.Unix(80, 0)
 	for _, tc := range []struct {
 		inc    uint64
 		failed bool
@@ -980,4 +970,14 @@ func TestAnsweredDefersSilence(t *testing.T) {
 			t.Errorf("an answer of incarnation %d: failed over %v, want %v (%v)", tc.inc, published, tc.failed, acts)
 		}
 	}
+}
+
+// threeServing is a view of epoch 4 in which three members serve their
+// home shards and their predecessors'.
+func threeServing() wire.View {
+	return wire.View{Epoch: 4, Servers: []wire.Member{
+		{ID: 0, Incarnation: 1, State: wire.StateServing},
+		{ID: 1, Incarnation: 1, State: wire.StateServing},
+		{ID: 2, Incarnation: 1, State: wire.StateServing},
+	}, Shards: []wire.Placement{pl(0, 1), pl(1, 2), pl(2, 0)}}
 }

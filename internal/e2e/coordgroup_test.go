@@ -597,14 +597,7 @@ func TestCoordGroupServerFrozenPastItsOrder(t *testing.T) {
 func TestCoordGroupLeaderChangeDuringReseeding(t *testing.T) {
 	cut := filepath.Join(t.TempDir(), "cut")
 	t.Setenv(server.TestCutReplEnv, cut) // (servers inherit the coordinators' environment, they the test's)
-	const n = 3
-	c, cls, st := startGroup(t, n)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	keys := keysOnShards(n, 20, "reseed-takeover")
-	for _, k := range keys {
-		must(t, cls[0].Put(ctx, k, []byte("v"+k)))
-	}
+	c, cls, st, ctx, keys := groupWithKeys(t, 20, "reseed-takeover")
 	next := st.Servers[1].Incarnation + 1
 	// Server 1's next incarnation is re-seeded by server 0 (shard 0) and
 	// server 2 (shard 1, promoted there meanwhile).
@@ -634,11 +627,7 @@ func TestCoordGroupLeaderChangeDuringReseeding(t *testing.T) {
 	if m := after.Servers[1]; m.PID != pid || m.Incarnation != next {
 		c.Fatalf(t, "server 1 re-seeding (pid %d, incarnation %d) when the leader froze was replaced: pid %d, incarnation %d", pid, next, m.PID, m.Incarnation)
 	}
-	for _, k := range keys {
-		if v, err := cls[1].Get(ctx, k); err != nil || string(v) != "v"+k {
-			t.Errorf("get %s: %q, %v", k, v, err)
-		}
-	}
+	checkKeys(ctx, t, cls[1], keys)
 	c.ContCoordK(t, old)
 }
 
@@ -652,14 +641,7 @@ func TestCoordGroupLeaderChangeDuringReseeding(t *testing.T) {
 func TestCoordGroupLeaderChangeDuringRespawn(t *testing.T) {
 	delay := filepath.Join(t.TempDir(), "delay")
 	t.Setenv(server.TestStartDelayEnv, delay) // (read by each server at its start)
-	const n = 3
-	c, cls, st := startGroup(t, n)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
-	defer cancel()
-	keys := keysOnShards(n, 10, "respawn-takeover")
-	for _, k := range keys {
-		must(t, cls[0].Put(ctx, k, []byte("v"+k)))
-	}
+	c, cls, st, ctx, keys := groupWithKeys(t, 10, "respawn-takeover")
 	next := st.Servers[1].Incarnation + 1
 	// timing: exception — the respawn must still be starting when the next leader takes over
 	if err := os.WriteFile(delay, []byte("1 4s\n"), 0o644); err != nil {
@@ -678,10 +660,32 @@ func TestCoordGroupLeaderChangeDuringRespawn(t *testing.T) {
 	if m := after.Servers[1]; m.Incarnation != next {
 		c.Fatalf(t, "server 1 serves as incarnation %d, want %d (the frozen leader's respawn, taken over)", m.Incarnation, next)
 	}
+	checkKeys(ctx, t, cls[1], keys)
+	c.ContCoordK(t, old)
+}
+
+// groupWithKeys starts a group of three coordinators and three servers
+// and puts perShard keys (named prefix-…) on each shard, each with the
+// value "v" and its name; ctx lasts two minutes.
+func groupWithKeys(t *testing.T, perShard int, prefix string) (*testcluster.Cluster, []*client.Client, *client.ClusterStatus, context.Context, []string) {
+	t.Helper()
+	const n = 3
+	c, cls, st := startGroup(t, n)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	t.Cleanup(cancel)
+	keys := keysOnShards(n, perShard, prefix)
 	for _, k := range keys {
-		if v, err := cls[1].Get(ctx, k); err != nil || string(v) != "v"+k {
+		must(t, cls[0].Put(ctx, k, []byte("v"+k)))
+	}
+	return c, cls, st, ctx, keys
+}
+
+// checkKeys checks that each of keys reads "v" and its name.
+func checkKeys(ctx context.Context, t *testing.T, cl *client.Client, keys []string) {
+	t.Helper()
+	for _, k := range keys {
+		if v, err := cl.Get(ctx, k); err != nil || string(v) != "v"+k {
 			t.Errorf("get %s: %q, %v", k, v, err)
 		}
 	}
-	c.ContCoordK(t, old)
 }
