@@ -6,6 +6,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io"
 	"maps"
 	"math/bits"
 	"net"
@@ -15,6 +16,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/hashicorp/raft"
@@ -1803,7 +1805,13 @@ func (c *Coordinator) stopOthers() {
 				err = replyErr(cc.roundTrip(ctx, &wire.Frame{Op: wire.OpShutdown, Epoch: stop, Value: []byte(wire.ShutdownConfirm)}))
 				cc.close()
 			}
-			if err != nil {
+			switch {
+			case err == nil:
+			case errors.Is(err, io.EOF) || errors.Is(err, syscall.ECONNRESET):
+				// (The order sent: it exits at once, before its answer
+				// is written, a review read a warning for a delivery.)
+				c.log.Info().Err(err).Int("coordinator", k).Msg("a coordinator closed the link as it got the order to stop")
+			default:
 				c.log.Warn().Err(err).Int("coordinator", k).Msg("cannot tell a coordinator that the cluster stopped")
 			}
 		}(k, cs.ServersAddr())

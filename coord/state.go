@@ -249,10 +249,12 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) (answere
 	for _, i := range try {
 		wg.Go(func() {
 			nd := c.nodes[i]
+			// (The incarnation the order is for: read after its answer,
+			// it was the replacement of one the core failed over
+			// meanwhile, re-adopted "late" and counted as heard: a
+			// review.)
+			inc, pid := st.Nodes[i].Inc, st.Nodes[i].PID
 			err := replyErr(c.control(l.ctx, nd, &wire.Frame{Op: wire.OpSetCoord, Value: []byte(c.serversAddr)}))
-			c.mu.Lock()
-			inc, pid := nd.inc, st.Nodes[i].PID
-			c.mu.Unlock()
 			if err != nil {
 				// Failed over if it stays silent (the core's grace).
 				c.log.Warn().Err(err).Int("node", i).Msg("cannot re-adopt server")
