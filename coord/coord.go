@@ -1006,20 +1006,46 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 	if err := c.saveState(); err != nil {
 		if errors.Is(err, raft.ErrNotLeader) || errors.Is(err, raft.ErrLeadershipLost) {
 			// Deposed between the two commits (stopped, say, and
-			// continued after another coordinator took over and
-			// respawned this server itself): the process is no
-			// incarnation the cluster counts, and it must not live on
-			// beside the one that is.
-			c.log.Warn().Err(err).Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).
-				Msg("no longer leading: killing the incarnation just spawned")
-			_ = p.Kill()
+			// continued after another coordinator took over). Its
+			// incarnation number is committed: the leader takes the
+			// process over as a respawn of its own (decide.New) —
+			// killed here, it was a server the leader had taken over,
+			// re-seeded and handed its shard back (a review: 7 times)
+			// — unless it has replaced it: then it must not live on
+			// beside the one that counts (an attack saw such a process
+			// recover the live server's log). Which one, the log says
+			// once this member has caught up.
+			if c.replacedSince(nd.id, inc, c.opts.Timing.RaftElection) {
+				c.log.Warn().Err(err).Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).
+					Msg("no longer leading, and the leader replaced the incarnation just spawned: killing it")
+				_ = p.Kill()
+			} else {
+				c.log.Warn().Err(err).Int("node", nd.id).Uint64("inc", inc).Int("pid", p.PID()).
+					Msg("no longer leading: the incarnation just spawned is left to the leader (it takes it over, or refuses it and it exits)")
+			}
 			release(p) // (a follower watches nothing)
-			return fmt.Errorf("server %d: spawned after this coordinator lost the lead: %w", nd.id, err)
+			return fmt.Errorf("server %d: spawned as this coordinator lost the lead: %w", nd.id, err)
 		}
 		c.log.Warn().Err(err).Int("node", nd.id).Uint64("inc", inc).Msg("pid of the new incarnation not committed")
 	}
 	go c.watchExit(nd, inc, p)
 	return nil
+}
+
+// replacedSince reports whether the committed state, as this member
+// applies it within wait, gives member id an incarnation newer than inc.
+func (c *Coordinator) replacedSince(id int, inc uint64, wait time.Duration) bool {
+	deadline := time.Now().Add(wait)
+	for c.fsm != nil {
+		if st, ok := c.fsm.state(); ok && id < len(st.Nodes) && st.Nodes[id].Inc > inc {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+		time.Sleep(c.opts.Timing.Poll)
+	}
+	return false
 }
 
 // watchExit reports the exit of p, incarnation inc of nd, to the core,

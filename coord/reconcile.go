@@ -259,6 +259,12 @@ func (c *Coordinator) awaitRespawn(l leadership, a decide.Spawn) {
 		l.send(decide.SpawnFailed{ID: a.ID, Inc: a.Inc, Err: err})
 		return
 	}
+	c.mu.Lock()
+	if nd := c.nodes[a.ID]; c.ld == l && nd.inc == a.Inc && nd.procInc != a.Inc && nd.hb.Incarnation == a.Inc && nd.hb.PID > 0 {
+		// Its pid was not committed: watched from its first report on.
+		c.watchAdoptedLocked(nd, int(nd.hb.PID), a.Inc)
+	}
+	c.mu.Unlock()
 	c.log.Info().Int("node", a.ID).Uint64("inc", a.Inc).Msg("server respawned (by the previous leader)")
 }
 

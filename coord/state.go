@@ -221,15 +221,7 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) (answere
 		}
 		nd.hb, nd.counted = wire.Heartbeat{ID: uint32(i), Incarnation: sn.Inc, PID: uint32(sn.PID), Addr: m.Addr, PeerAddr: m.PeerAddr, CtlAddr: m.CtlAddr}, 0
 		if sn.PID > 0 {
-			var p Process
-			if ad, ok := c.opts.Remote.(Adopter); ok && !hostname.IsLocal(nd.host) {
-				p = ad.Adopt(nd.host, sn.PID, i, sn.Inc)
-			} else {
-				p = watchPID(sn.PID, i, sn.Inc, c.opts.Timing.Poll)
-			}
-			release(nd.proc) // a watcher left from a term it led before
-			nd.proc, nd.procInc = p, sn.Inc
-			go c.watchExit(nd, sn.Inc, p)
+			c.watchAdoptedLocked(nd, sn.PID, sn.Inc)
 		}
 		if liveMember(v, i, sn.Inc) {
 			try = append(try, i)
@@ -294,6 +286,21 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) (answere
 	case <-l.ctx.Done():
 	}
 	return int(ok.Load()), len(try), int(no.Load())
+}
+
+// watchAdoptedLocked watches process pid, incarnation inc of nd, which
+// another leader spawned (c.mu held): its exit is reported, and it can
+// be killed.
+func (c *Coordinator) watchAdoptedLocked(nd *node, pid int, inc uint64) {
+	var p Process
+	if ad, ok := c.opts.Remote.(Adopter); ok && !hostname.IsLocal(nd.host) {
+		p = ad.Adopt(nd.host, pid, nd.id, inc)
+	} else {
+		p = watchPID(pid, nd.id, inc, c.opts.Timing.Poll)
+	}
+	release(nd.proc) // a watcher left from a term it led before
+	nd.proc, nd.procInc = p, inc
+	go c.watchExit(nd, inc, p)
 }
 
 // readoptLate sends the takeover's order to move to this leader
