@@ -283,6 +283,7 @@ func (c *Core) exited(e ProcessExited) {
 	if nd == nil {
 		return
 	}
+	nd.inherited = false // (it exited: the failover says so)
 	switch st := c.state(nd); *st {
 	case Serving, Reseeding, Seeded:
 		*st = Condemned

@@ -701,6 +701,19 @@ func TestNewRestores(t *testing.T) {
 			t.Fatalf("no respawn of member 1")
 		}
 	}
+	// The re-seeding member exits: the failover says so (it said the
+	// outcome was not known here: a review).
+	{
+		c, err := New(simConfig(), v, []uint64{3, 2, 4}, nil, nil, now)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.Step(Tick{Now: now})
+		acts := c.Step(ProcessExited{ID: 1, Inc: 2})
+		if p, ok := find[Publish](acts); !ok || !strings.Contains(p.Detail, "server 1: exited, replaced or its re-seeding failed") {
+			t.Errorf("the exit of a re-seeding member taken over: %+v", acts)
+		}
+	}
 	// The previous leader's respawn of member 2 reports: it registers
 	// (and is re-seeded); one that never does is respawned.
 	for _, reports := range []bool{true, false} {
