@@ -573,10 +573,10 @@ func TestCoordGroupServerFrozenPastItsOrder(t *testing.T) {
 	for _, v := range vs {
 		c.ContServer(t, v)
 	}
-	st := c.WaitRecovered(t, recoverTimeout)
+	c.WaitRecovered(t, recoverTimeout)
 	// timing: exception — several failure timeouts: a failover of server 0 would follow its silence
 	time.Sleep(3 * time.Second)
-	st = c.WaitRecovered(t, recoverTimeout)
+	st := c.WaitRecovered(t, recoverTimeout)
 	if st.Servers[0].PID != pid0 {
 		c.Fatalf(t, "server 0 (pid %d) was replaced by pid %d after it resumed, though it answered the new leader", pid0, st.Servers[0].PID)
 	}
