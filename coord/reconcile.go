@@ -220,11 +220,7 @@ func (c *Coordinator) respawn(l leadership, a decide.Spawn) {
 	if a.Host != from {
 		c.log.Warn().Int("node", a.ID).Str("from", from).Str("to", a.Host).Msg("respawning on its host keeps failing; moving the server to a spare host")
 	}
-	// Over ssh, a busy host may take a while to log in and start it.
-	limit := c.opts.Timing.Report
-	if !hostname.IsLocal(a.Host) {
-		limit = c.opts.Timing.RemoteReport
-	}
+	limit := c.reportLimit(a.Host)
 	begun := time.Now()
 	ctx, cancel := context.WithTimeout(l.ctx, limit)
 	defer cancel()
@@ -243,15 +239,20 @@ func (c *Coordinator) respawn(l leadership, a decide.Spawn) {
 	c.log.Info().Int("node", a.ID).Uint64("inc", a.Inc).Msg("server respawned")
 }
 
+// reportLimit is how long a server spawned on host may take to report:
+// over ssh, a busy host may take a while to log in and start it.
+func (c *Coordinator) reportLimit(host string) time.Duration {
+	if !hostname.IsLocal(host) {
+		return c.opts.Timing.RemoteReport
+	}
+	return c.opts.Timing.Report
+}
+
 // awaitRespawn waits for the first heartbeat of a respawn the previous
 // leader started (decide.New found it), as respawn does for its own: a
 // spawn that does not report in time, or exits, failed.
 func (c *Coordinator) awaitRespawn(l leadership, a decide.Spawn) {
-	limit := c.opts.Timing.Report
-	if !hostname.IsLocal(a.Host) {
-		limit = c.opts.Timing.RemoteReport
-	}
-	if err := c.waitReported(l.ctx, a, time.Now(), limit); err != nil {
+	if err := c.waitReported(l.ctx, a, time.Now(), c.reportLimit(a.Host)); err != nil {
 		if l.ctx.Err() != nil {
 			return
 		}

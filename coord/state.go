@@ -1,6 +1,7 @@
 package coord
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -246,7 +247,7 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) (answere
 			// meanwhile, re-adopted "late" and counted as heard: a
 			// review.)
 			inc, pid := st.Nodes[i].Inc, st.Nodes[i].PID
-			err := replyErr(c.control(l.ctx, nd, &wire.Frame{Op: wire.OpSetCoord, Value: []byte(c.serversAddr)}))
+			err := c.orderMove(l.ctx, nd)
 			if err != nil {
 				// Failed over if it stays silent (the core's grace).
 				c.log.Warn().Err(err).Int("node", i).Msg("cannot re-adopt server")
@@ -303,6 +304,11 @@ func (c *Coordinator) watchAdoptedLocked(nd *node, pid int, inc uint64) {
 	go c.watchExit(nd, inc, p)
 }
 
+// orderMove tells nd to heartbeat to this coordinator (SETCOORD).
+func (c *Coordinator) orderMove(ctx context.Context, nd *node) error {
+	return replyErr(c.control(ctx, nd, &wire.Frame{Op: wire.OpSetCoord, Value: []byte(c.serversAddr)}))
+}
+
 // readoptLate sends the takeover's order to move to this leader
 // (SETCOORD) to incarnation inc of server i again, until it answers, the
 // member is replaced or the lead ends. A server frozen past the order's
@@ -325,7 +331,7 @@ func (c *Coordinator) readoptLate(l leadership, i int, inc uint64) {
 		if !same {
 			return
 		}
-		if err := replyErr(c.control(l.ctx, nd, &wire.Frame{Op: wire.OpSetCoord, Value: []byte(c.serversAddr)})); err != nil {
+		if err := c.orderMove(l.ctx, nd); err != nil {
 			continue
 		}
 		c.log.Info().Int("node", i).Uint64("inc", inc).Msg("server re-adopted late (it answered the order sent again)")

@@ -357,16 +357,7 @@ func (c *Core) published(e Published, out []Action) []Action {
 			break
 		}
 		nd.State = Reseeding
-		nd.seedWait = nil
-		for s, pl := range c.view.Shards {
-			if int(pl.Secondary) == p.node && pl.Primary >= 0 {
-				nd.seedWait = append(nd.seedWait, s)
-				out = append(out, nd.askSeed(c.view, s))
-			}
-		}
-		if len(nd.seedWait) == 0 {
-			nd.State = Seeded
-		}
+		out = c.askSeeds(nd, out)
 	case kindJoin:
 		nd := c.nodes[p.node]
 		if nd.State != Serving && nd.State != Reseeding && nd.State != Seeded {

@@ -551,24 +551,30 @@ func failureCauses(reasons map[int]string) string {
 // re-seeding for the outcome, as the publication of its re-seeding view
 // does (published, kindReseed).
 func (c *Core) resumeSeeds(out []Action) []Action {
-	for i, nd := range c.nodes {
+	for _, nd := range c.nodes {
 		if !nd.resume {
 			continue
 		}
 		nd.resume = false
-		if nd.State != Reseeding {
-			continue // (exited meanwhile: failed over)
+		if nd.State == Reseeding { // (else it exited meanwhile: failed over)
+			out = c.askSeeds(nd, out)
 		}
-		nd.seedWait = nil
-		for s, pl := range c.view.Shards {
-			if int(pl.Secondary) == i && pl.Primary >= 0 {
-				nd.seedWait = append(nd.seedWait, s)
-				out = append(out, nd.askSeed(c.view, s))
-			}
+	}
+	return out
+}
+
+// askSeeds asks the primary of every shard the current view makes nd
+// (re-seeding) the secondary of for the outcome; with none, nd is Seeded.
+func (c *Core) askSeeds(nd *Node, out []Action) []Action {
+	nd.seedWait = nil
+	for s, pl := range c.view.Shards {
+		if int(pl.Secondary) == nd.ID && pl.Primary >= 0 {
+			nd.seedWait = append(nd.seedWait, s)
+			out = append(out, nd.askSeed(c.view, s))
 		}
-		if len(nd.seedWait) == 0 {
-			nd.State = Seeded
-		}
+	}
+	if len(nd.seedWait) == 0 {
+		nd.State = Seeded
 	}
 	return out
 }
