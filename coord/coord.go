@@ -379,7 +379,7 @@ func (c *Coordinator) watchLeadership() {
 			c.adopting, c.tookOver = true, false
 			ctx, cancel := context.WithCancel(context.Background())
 			c.leadCancel = cancel
-			c.ld = leadership{ctx: ctx, events: make(chan decide.Event, 1024)}
+			c.ld = leadership{ctx: ctx, events: make(chan decide.Event, 1024), term: c.term}
 			go c.lead(c.ld, c.term)
 		}
 		term := c.term

@@ -23,6 +23,7 @@ import (
 type leadership struct {
 	ctx    context.Context
 	events chan decide.Event
+	term   uint64 // the Raft term it leads in
 }
 
 // send hands ev to the loop of leadership l (dropped once it ended).

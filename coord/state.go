@@ -1,7 +1,6 @@
 package coord
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -247,7 +246,7 @@ func (c *Coordinator) adopt(l leadership, st clusterState, v wire.View) (answere
 			// meanwhile, re-adopted "late" and counted as heard: a
 			// review.)
 			inc, pid := st.Nodes[i].Inc, st.Nodes[i].PID
-			err := c.orderMove(l.ctx, nd)
+			err := c.orderMove(l, nd)
 			if err != nil {
 				// Failed over if it stays silent (the core's grace).
 				c.log.Warn().Err(err).Int("node", i).Msg("cannot re-adopt server")
@@ -304,9 +303,11 @@ func (c *Coordinator) watchAdoptedLocked(nd *node, pid int, inc uint64) {
 	go c.watchExit(nd, inc, p)
 }
 
-// orderMove tells nd to heartbeat to this coordinator (SETCOORD).
-func (c *Coordinator) orderMove(ctx context.Context, nd *node) error {
-	return replyErr(c.control(ctx, nd, &wire.Frame{Op: wire.OpSetCoord, Value: []byte(c.serversAddr)}))
+// orderMove tells nd to heartbeat to this coordinator (SETCOORD), as
+// the leader of l's Raft term (in Epoch's high 32 bits, as a view's):
+// the server refuses an order older than one it obeyed or a view it saw.
+func (c *Coordinator) orderMove(l leadership, nd *node) error {
+	return replyErr(c.control(l.ctx, nd, &wire.Frame{Op: wire.OpSetCoord, Epoch: l.term << 32, Value: []byte(c.serversAddr)}))
 }
 
 // readoptLate sends the takeover's order to move to this leader
@@ -331,7 +332,7 @@ func (c *Coordinator) readoptLate(l leadership, i int, inc uint64) {
 		if !same {
 			return
 		}
-		if err := c.orderMove(l.ctx, nd); err != nil {
+		if err := c.orderMove(l, nd); err != nil {
 			continue
 		}
 		c.log.Info().Int("node", i).Uint64("inc", inc).Msg("server re-adopted late (it answered the order sent again)")

@@ -57,7 +57,9 @@ func (h *ctlHandler) OnTraffic(c gnet.Conn) gnet.Action {
 				return p.seedResult(inc, s.cfg.Timing.SeedLimit)
 			})
 		case wire.OpSetCoord:
-			s.setCoord(c, string(f.Value))
+			if err := s.setCoord(c, f.Epoch>>32, string(f.Value)); err != nil {
+				return reply(out, f, wire.StatusStaleEpoch, 0, err.Error()), gnet.None
+			}
 			return reply(out, f, wire.StatusOK, 0, ""), gnet.None
 		case wire.OpShutdown:
 			go s.shutdownOrder(c, op, id)
@@ -69,8 +71,21 @@ func (h *ctlHandler) OnTraffic(c gnet.Conn) gnet.Action {
 }
 
 // setCoord points the heartbeats at the coordinator's new address addr
-// (the order came on c).
-func (s *Server) setCoord(c gnet.Conn, addr string) {
+// (the order came on c from the leader of Raft term term), unless a
+// newer term is known: from an order obeyed before or from a view (its
+// epoch carries its leader's term in the high 32 bits). A server that
+// resumed from a freeze with orders from a deposed leader and from the
+// current one waiting applied them in arrival order; the deposed one's
+// last, it heartbeated to a coordinator that no longer led.
+func (s *Server) setCoord(c gnet.Conn, term uint64, addr string) error {
+	s.coordMu.Lock()
+	defer s.coordMu.Unlock()
+	if known := max(s.coordTerm.Load(), s.viewSeen.Load()>>32); term < known {
+		s.log.Warn().Str("coord", addr).Uint64("term", term).Uint64("known_term", known).
+			Msg("order to move to a coordinator of an older term refused")
+		return fmt.Errorf("coordinator of term %d: term %d is newer", term, known)
+	}
+	s.coordTerm.Store(term)
 	// A coordinator listening on a wildcard address names no host this
 	// server can dial: use the one the order came from.
 	if h, p, err := net.SplitHostPort(addr); err == nil {
@@ -81,7 +96,8 @@ func (s *Server) setCoord(c gnet.Conn, addr string) {
 		}
 	}
 	s.moveCoord(addr)
-	s.log.Info().Str("coord", addr).Msg("coordinator moved")
+	s.log.Info().Str("coord", addr).Uint64("term", term).Msg("coordinator moved")
+	return nil
 }
 
 // shutdownOrder dumps the tables, answers the order and ends Run once the

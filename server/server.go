@@ -178,6 +178,10 @@ type Server struct {
 	coordLease *leaseTracker
 	coordAddr  atomic.Pointer[string]
 	coords     []string // every coordinator's servers address (-coord)
+	// coordTerm is the newest Raft term of a SETCOORD obeyed; an order
+	// from an older term (a deposed leader's) is refused (control.go).
+	coordTerm atomic.Uint64
+	coordMu   sync.Mutex // orders one SETCOORD's check and move after another's
 
 	addrs struct {
 		client, peer, ctl, metrics string

@@ -274,7 +274,7 @@ func NextSeedEntry(b []byte) (key, value []byte, ver uint64, rest []byte, err er
 //	  answer                    heartbeat no. coord's view   -             -              -                 -   -                   -
 //	SETVIEW     coord -> srv    request id    view's epoch   -             -              -                 -   EncodeView          -
 //	  answer                    request id    view's epoch   -             -              -                 -   -                   -
-//	SETCOORD    coord -> srv    request id    -              -             -              -                 -   coord address       -
+//	SETCOORD    coord -> srv    request id    term << 32*    -             -              -                 -   coord address       -
 //	SHUTDOWN    coord -> srv    request id    -              -             -              -                 -   -                   -
 //	FREEZE      coord -> srv    request id    -              -             shard          -                 -   -                   -
 //	  answer                    request id    -              -             last index     -                 -   -                   -
@@ -289,6 +289,9 @@ func NextSeedEntry(b []byte) (key, value []byte, ver uint64, rest []byte, err er
 // Notes on the table:
 //   - * only on the last SEED frame (FlagSeedDone): every write up to that
 //     log index is in the snapshot, and the stream goes on after it.
+//   - term << 32*: the sending leader's Raft term in the high 32 bits, as
+//     in a view's epoch; a server refuses (STALE_EPOCH) an order of a term
+//     older than one it obeyed or a view it received.
 //   - Client, Seq and Floor carry their names' meaning only in client
 //     writes: Client identifies the client (0: the write is not
 //     deduplicated), Seq numbers its writes, and every seq below Floor has
