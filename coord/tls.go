@@ -109,12 +109,18 @@ func (t TLSFiles) named() []struct{ name, path string } {
 	}
 }
 
-// loadTLS reads and checks the files (nil, nil without TLS): all five
-// must be named, the servers' certificate must be for role server and the
-// coordinators' for role coordinator, both from the CA.
+// loadTLS reads and checks the files (nil, nil without TLS): the CA and
+// the servers' certificate and key must be named; without tls_coord_cert
+// and tls_coord_key the coordinators use the servers' certificate (an
+// operator's own certificate, with no ftkv role in it: tlsconf). A
+// certificate with a role must be for role server (tls_cert) or
+// coordinator (tls_coord_cert); every certificate must be from the CA.
 func loadTLS(at func(settings ...string) string, t TLSFiles) (*coordTLS, error) {
 	if !t.Enabled() {
 		return nil, nil
+	}
+	if t.CoordCert == "" && t.CoordKey == "" {
+		t.CoordCert, t.CoordKey = t.Cert, t.Key
 	}
 	missing := ""
 	for _, f := range t.named() {
@@ -123,7 +129,7 @@ func loadTLS(at func(settings ...string) string, t TLSFiles) (*coordTLS, error) 
 		}
 	}
 	if missing != "" {
-		return nil, fmt.Errorf("%s: TLS needs the CA, the servers' and the coordinators' certificates and keys; missing:%s (bin/coord -gen-certs DIR makes them all and prints the lines)",
+		return nil, fmt.Errorf("%s: TLS needs the CA and a certificate and key (tls_ca, tls_cert, tls_key; the coordinators' own with tls_coord_cert and tls_coord_key); missing:%s (bin/coord -gen-certs DIR makes them all and prints the lines)",
 			at("tls_ca", "tls_cert", "tls_key", "tls_coord_cert", "tls_coord_key"), missing)
 	}
 	t, err := t.absolute()
@@ -144,6 +150,9 @@ func loadTLS(at func(settings ...string) string, t TLSFiles) (*coordTLS, error) 
 	}
 	m, err := tlsconf.Load(t.Coordinator(), tlsconf.RoleCoordinator)
 	if err != nil {
+		if t.CoordCert == t.Cert {
+			return nil, fmt.Errorf("%s: coordinators' certificate (tls_cert, as no tls_coord_cert is named): %w (name the coordinators' with tls_coord_cert and tls_coord_key)", at("tls_ca", "tls_cert", "tls_key"), err)
+		}
 		return nil, fmt.Errorf("%s: coordinators' certificate: %w", at("tls_ca", "tls_coord_cert", "tls_coord_key"), err)
 	}
 	return &coordTLS{

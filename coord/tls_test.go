@@ -43,7 +43,9 @@ func TestTLSLinesFlagsAndRoles(t *testing.T) {
 		files TLSFiles
 		want  string
 	}{
-		{"missing coordinator lines", TLSFiles{CA: want.CA, Cert: want.Cert, Key: want.Key}, "missing: tls_coord_cert tls_coord_key"},
+		{"no coordinator lines, the servers' certificate has role server", TLSFiles{CA: want.CA, Cert: want.Cert, Key: want.Key}, `a coordinator needs one for role "coordinator" (name the coordinators' with tls_coord_cert and tls_coord_key)`},
+		{"a coordinator certificate without its key", TLSFiles{CA: want.CA, Cert: want.Cert, Key: want.Key, CoordCert: want.CoordCert}, "missing: tls_coord_key"},
+		{"no CA", TLSFiles{Cert: want.Cert, Key: want.Key}, "missing: tls_ca"},
 		{"servers' line names the client certificate", want.override(TLSFiles{Cert: j("client.pem"), Key: j("client-key.pem")}), `role "client"; a server needs one for role "server"`},
 		{"coordinators' line names the server certificate", want.override(TLSFiles{CoordCert: j("server.pem"), CoordKey: j("server-key.pem")}), `a coordinator needs one for role "coordinator"`},
 		{"a missing file", want.override(TLSFiles{CA: j("nope.pem")}), "no such file"},
@@ -51,6 +53,29 @@ func TestTLSLinesFlagsAndRoles(t *testing.T) {
 		if _, err := loadTLS(atPath("tls.txt"), tc.files); err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want an error with %q", tc.name, err, tc.want)
 		}
+	}
+	// The three lines SPEC names, with a certificate without a role (as
+	// an operator's own PKI makes it): the coordinators use it too.
+	ca, err := tlsconf.NewCA("operator")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cp, kp, err := ca.Issue("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, b := range map[string][]byte{"own-ca.pem": ca.CertPEM, "own.pem": cp, "own-key.pem": kp} {
+		if err := os.WriteFile(j(name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	three := TLSFiles{CA: j("own-ca.pem"), Cert: j("own.pem"), Key: j("own-key.pem")}
+	ct, err = loadTLS(atPath("tls.txt"), three)
+	if err != nil {
+		t.Fatalf("tls_ca, tls_cert and tls_key alone: %v", err)
+	}
+	if ct.files.CoordCert != three.Cert || ct.files.CoordKey != three.Key || ct.serverFiles() != (tlsconf.Files{CA: three.CA, Cert: three.Cert, Key: three.Key}) {
+		t.Fatalf("three lines: %+v", ct.files)
 	}
 	if ct, err := loadTLS(atPath("tls.txt"), TLSFiles{}); ct != nil || err != nil {
 		t.Fatalf("no lines: %v %v, want TLS off", ct, err)

@@ -403,3 +403,70 @@ func TestTLSRemote(t *testing.T) {
 	}
 	t.Logf("ran: %d servers over ssh on %s, %s with TLS; kill -9 recovered", n, h.Dest(1), h.Dest(2))
 }
+
+// TestTLSWithTheOperatorsOwnCertificate: the three lines SPEC names
+// (tls_ca, tls_cert, tls_key) with a CA and one certificate made by
+// openssl, as an operator's own PKI makes them: no ftkv role in it. Every
+// process uses that certificate (coordinators too, with no tls_coord_*
+// lines), the cluster serves and fails over over TLS, and a client in
+// clear is refused. It used to refuse to start: it wanted the
+// coordinators' certificate and a role in every certificate.
+func TestTLSWithTheOperatorsOwnCertificate(t *testing.T) {
+	openssl, err := exec.LookPath("openssl")
+	if err != nil {
+		if os.Getenv("FTKV_REQUIRE_NETNS") == "1" {
+			t.Fatal("openssl is not installed (.ci/run installs it)")
+		}
+		t.Skip("openssl is not installed")
+	}
+	t.Log("ran with", openssl)
+	dir := t.TempDir()
+	run := func(args ...string) {
+		t.Helper()
+		cmd := exec.Command(openssl, args...)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("openssl %s: %v: %s", strings.Join(args, " "), err, out)
+		}
+	}
+	ec := []string{"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"}
+	run(append(append([]string{"req", "-x509"}, ec...), "-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "2", "-subj", "/CN=operator CA")...)
+	run(append(append([]string{"req"}, ec...), "-keyout", "key.pem", "-out", "req.csr", "-subj", "/CN=localhost")...)
+	must(t, os.WriteFile(filepath.Join(dir, "ext.cnf"), []byte("subjectAltName=DNS:localhost,IP:127.0.0.1\n"), 0o644))
+	run("x509", "-req", "-in", "req.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
+		"-out", "cert.pem", "-days", "2", "-extfile", "ext.cnf")
+	f := func(name string) string { return filepath.Join(dir, name) }
+	bare, err := tlsconf.Load(tlsconf.Files{CA: f("ca.pem")}, "")
+	must(t, err)
+	c := testcluster.Start(t, testcluster.Options{
+		Config: fmt.Sprintf("3\nlocalhost 0 0 0\nlocalhost 0 0 0\nlocalhost 0 0 0\ntls_ca %s\ntls_cert %s\ntls_key %s\n",
+			f("ca.pem"), f("cert.pem"), f("key.pem")),
+		ClientOptions: []client.Option{client.WithTLS(bare.Client(tlsconf.RoleServer, tlsconf.RoleCoordinator))},
+	})
+	c.WaitRecovered(t, 10*time.Second)
+	cl := c.Client()
+	live := checkServes(t, cl, "own-cert", 12)
+	if r := runCLI(t, c.Bin, c.Addr, "", "-tls-ca", f("ca.pem"), "P", "own-cert-cli", "over tls"); r.code != 0 {
+		t.Fatalf("bin/client P over TLS: exit %d: %s", r.code, r.stderr)
+	}
+	if r := runCLI(t, c.Bin, c.Addr, "", "G", "own-cert-cli"); r.code != 4 || !strings.Contains(r.stderr, "requires TLS") {
+		t.Fatalf("bin/client in clear: exit %d, stderr %q: want 4, the port requires TLS", r.code, r.stderr)
+	}
+	// A failover and a re-seeding: the coordinator's control links and
+	// the servers' replication links, all on the one certificate.
+	before := c.Status(t)
+	v := c.KillServer(t, 1)
+	after := c.WaitRecovered(t, recoverTimeout, v)
+	checkReplaced(t, before, after, 1)
+	for k, want := range live {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		got, err := cl.Get(ctx, k)
+		cancel()
+		if err != nil || string(got) != want {
+			t.Errorf("after the failover: %q = %q, %v; want %q", k, got, err, want)
+		}
+	}
+	if r := runCLI(t, c.Bin, c.Addr, "", "-tls-ca", f("ca.pem"), "G", "own-cert-cli"); r.code != 0 || r.stdout != "over tls\n" {
+		t.Fatalf("bin/client G over TLS after the failover: exit %d: %q %s", r.code, r.stdout, r.stderr)
+	}
+}

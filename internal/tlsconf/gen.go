@@ -89,9 +89,13 @@ func (ca *CA) Issue(role Role, hosts ...string) (certPEM, keyPEM []byte, err err
 	if err != nil {
 		return nil, nil, err
 	}
-	u, err := url.Parse(roleURIPrefix + string(role))
-	if err != nil {
-		return nil, nil, err
+	var uris []*url.URL // none for role "": a certificate as an operator's PKI makes it
+	if role != "" {
+		u, err := url.Parse(roleURIPrefix + string(role))
+		if err != nil {
+			return nil, nil, err
+		}
+		uris = append(uris, u)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial(),
@@ -102,7 +106,7 @@ func (ca *CA) Issue(role Role, hosts ...string) (certPEM, keyPEM []byte, err err
 		// Every role dials and is dialled (servers dial their secondaries
 		// and the coordinator): the role SAN, not the usage, tells them apart.
 		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
-		URIs:        []*url.URL{u},
+		URIs:        uris,
 		DNSNames:    []string{"localhost"},
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1), net.IPv6loopback},
 	}

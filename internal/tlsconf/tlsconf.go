@@ -207,7 +207,7 @@ func Load(f Files, want Role) (*Material, error) {
 	if err != nil {
 		return nil, err
 	}
-	if want != "" && m.cert != nil && m.role != want {
+	if want != "" && m.cert != nil && m.role != "" && m.role != want {
 		return nil, fmt.Errorf("tls: %s is a certificate for role %q; a %s needs one for role %q", f.Cert, m.role, want, want)
 	}
 	if f.Cert != "" {
@@ -259,11 +259,9 @@ func parsePair(certPEM, keyPEM []byte, pool *x509.CertPool) (*tls.Certificate, R
 	if _, err := verify(pool, cert.Certificate, x509.ExtKeyUsageAny); err != nil {
 		return nil, "", fmt.Errorf("tls: the certificate is not signed by the CA: %w", err)
 	}
-	role := RoleOf(leaf)
-	if role == "" {
-		return nil, "", errors.New("tls: the certificate names no ftkv role (URI SAN ftkv:role:<server|coordinator|client>)")
-	}
-	return &cert, role, nil
+	// A certificate without a role (an operator's own PKI) is taken: see
+	// checkRole.
+	return &cert, RoleOf(leaf), nil
 }
 
 // Role is the role of the loaded certificate ("" without one).
@@ -312,7 +310,7 @@ func (m *Material) Server(require bool, peers ...Role) *tls.Config {
 		if len(cs.PeerCertificates) == 0 {
 			return nil // crypto/tls has already refused it if required
 		}
-		return checkRole(cs.PeerCertificates[0], peers)
+		return m.checkRole(cs.PeerCertificates[0], peers)
 	}
 	return cfg
 }
@@ -335,7 +333,7 @@ func (m *Material) Client(peers ...Role) *tls.Config {
 		if _, err := verify(m.pool, raw, x509.ExtKeyUsageServerAuth); err != nil {
 			return fmt.Errorf("tls: the peer's certificate is not from the cluster CA: %w", err)
 		}
-		return checkRole(cs.PeerCertificates[0], peers)
+		return m.checkRole(cs.PeerCertificates[0], peers)
 	}
 	return cfg
 }
@@ -358,13 +356,19 @@ func verify(pool *x509.CertPool, chain [][]byte, usage x509.ExtKeyUsage) ([][]*x
 }
 
 // checkRole refuses a peer certificate whose role is not in peers (any
-// role passes when peers is empty).
-func checkRole(c *x509.Certificate, peers []Role) error {
+// role passes when peers is empty). A certificate without a role (the
+// operator's own, no URI SAN ftkv:role:…) passes only where this
+// process's own certificate has none either, or it has none at all (a
+// client trusting the CA): a cluster on one certificate of its own
+// cannot tell its roles apart, and the cluster secret and users still
+// guard every link. A cluster with roles (bin/coord -gen-certs) refuses
+// a certificate without one on every link that checks roles.
+func (m *Material) checkRole(c *x509.Certificate, peers []Role) error {
 	if len(peers) == 0 {
 		return nil
 	}
 	r := RoleOf(c)
-	if slices.Contains(peers, r) {
+	if slices.Contains(peers, r) || (r == "" && m.role == "") {
 		return nil
 	}
 	names := make([]string, len(peers))

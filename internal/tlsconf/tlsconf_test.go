@@ -132,6 +132,7 @@ func TestRolesOnInternalAndClientPorts(t *testing.T) {
 	}
 	otherCA, _ := NewCA("other")
 	foreign := mat(otherCA, RoleServer)
+	own := mat(ca, "") // the operator's own certificate: no role
 
 	cases := []struct {
 		name       string
@@ -149,6 +150,13 @@ func TestRolesOnInternalAndClientPorts(t *testing.T) {
 		{"client cert pretending to be a server", cli.Server(false), bare.Client(RoleServer), "", "has role client"},
 		{"server from another CA", foreign.Server(false), bare.Client(RoleServer), "", "not from the cluster CA"},
 		{"client cert from another CA", srv.Server(false), foreign.Client(RoleServer), "certificate", ""},
+		// A cluster on one certificate without a role (no tls_coord_*):
+		// it cannot tell roles apart, a cluster with roles still can.
+		{"own certificate, internal link", own.Server(true, RoleCoordinator), own.Client(RoleServer), "", ""},
+		{"own certificate, client without cert", own.Server(false), bare.Client(RoleServer, RoleCoordinator), "", ""},
+		{"no role on an internal port of a cluster with roles", srv.Server(true, Internal...), own.Client(RoleServer), "has role none", ""},
+		{"no role pretending to be a server of a cluster with roles", own.Server(false), cli.Client(RoleServer), "", "has role none"},
+		{"client cert on the own certificate's internal port", own.Server(true, Internal...), cli.Client(), "has role client", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
