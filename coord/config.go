@@ -174,6 +174,10 @@ func ParseCluster(path string, r io.Reader) (*Cluster, error) {
 	for sc.Scan() {
 		lineNo++
 		line := sc.Text()
+		if lineNo == 1 {
+			// A byte-order mark, as some Windows editors save it.
+			line = strings.TrimPrefix(line, "\ufeff")
+		}
 		if i := strings.IndexByte(line, '#'); i >= 0 {
 			line = line[:i]
 		}

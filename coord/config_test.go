@@ -25,6 +25,11 @@ func TestParseCluster(t *testing.T) {
 	if !c.Servers[0].Local() {
 		t.Fatal("localhost must be local")
 	}
+	// Saved by an editor that writes a byte-order mark, with CRLF lines.
+	bom := "\ufeff2\r\nlocalhost 0 0 0\r\nlocalhost 0 0 0\r\n"
+	if c, err := ParseCluster("bom.txt", strings.NewReader(bom)); err != nil || len(c.Servers) != 2 {
+		t.Fatalf("a file starting with a byte-order mark: %v", err)
+	}
 }
 
 func TestParseClusterErrors(t *testing.T) {

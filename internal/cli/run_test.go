@@ -213,6 +213,7 @@ func TestExitCodes(t *testing.T) {
 		{name: "unknown flag", args: []string{"-x"}, code: 2, errPart: "error: flag provided but not defined: -x (see -help)"},
 		{name: "flag without value", args: []string{"-p"}, code: 2, errPart: "flag needs an argument: -p"},
 		{name: "missing port", args: []string{"-h", "x", "G", "k"}, code: 2, errPart: "missing -p"},
+		{name: "flags after the command", args: []string{"G", "k", "-h", "x", "-p", "7000"}, code: 2, errPart: "flags go before the command: -h came after G"},
 		{name: "bad port", args: []string{"-p", "http", "G", "k"}, code: 2, errPart: `-p: bad port "http"`},
 		{name: "bad timeout", args: append([]string{"-timeout", "0s"}, args("G", "k")...), code: 2, errPart: "-timeout: must be positive"},
 		{name: "-f with command", args: append([]string{"-f", "x"}, args("G", "k")...), code: 2, errPart: "mutually exclusive"},
