@@ -179,7 +179,7 @@ func (c *Client) Batch(ctx context.Context, ops []BatchOp) error {
 				if ctx.Err() != nil {
 					// No outcome, and no time to retry: the context's
 					// error, as the operation's single form returns.
-					err = c.ctxErr(ctx, err)
+					err = c.ctxErr(ctx, silentErr(s.shard, s.addr, err))
 					c.refreshLater(v.Epoch)
 				} else {
 					_ = c.refreshView(ctx, v.Epoch)

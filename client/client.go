@@ -483,6 +483,7 @@ func (c *Client) retry(ctx context.Context, f *wire.Frame, dst []byte, from int,
 			}
 			lastErr = err
 			if ctx.Err() != nil {
+				lastErr = silentErr(shard, addr, err)
 				c.refreshLater(v.Epoch)
 				continue // (returns the context's error)
 			}
@@ -501,6 +502,19 @@ func (c *Client) retry(ctx context.Context, f *wire.Frame, dst []byte, from int,
 		}
 		return reply, err
 	}
+}
+
+// silentErr is why a call whose context ended while shard's server at
+// addr held it failed: the server took the request and did not answer (a
+// frozen last copy of its shard, say), named for the caller's error
+// instead of the context's error twice.
+// (err: what the wait for the answer ended with, kept when it is not the
+// context's own.)
+func silentErr(shard int, addr string, err error) error {
+	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		return err
+	}
+	return fmt.Errorf("shard %d: server %s did not answer", shard, addr)
 }
 
 func (c *Client) ctxErr(ctx context.Context, last error) error {

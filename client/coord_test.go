@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net"
 	"strings"
@@ -489,4 +490,30 @@ func TestDialWaitsForElection(t *testing.T) {
 	if a.asked.Load() < 2 {
 		t.Fatalf("the follower was asked %d times: want it asked again after the election", a.asked.Load())
 	}
+}
+
+// TestSilentServerNamedInTheError: the shard's server takes the request
+// and answers nothing (frozen, and the last copy of its shard, so the
+// coordinator keeps it in the view). The caller's deadline ends the call;
+// the error names the shard and the server that did not answer (it said
+// only "context deadline exceeded (last error: context deadline
+// exceeded)": a black-box review).
+func TestSilentServerNamedInTheError(t *testing.T) {
+	silent := mute(t)
+	st := func() status.Cluster { return status.Cluster{} }
+	co := startFake(t, coordinator(func() []byte { return testView(6, silent) }, st))
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, err := Dial(ctx, co.addr, WithTiming(timing.New(100*time.Millisecond)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	gctx, gcancel := context.WithTimeout(context.Background(), time.Second)
+	defer gcancel()
+	_, err = c.Get(gctx, "k")
+	if !errors.Is(err, context.DeadlineExceeded) || !strings.Contains(fmt.Sprint(err), "server "+silent+" did not answer") {
+		t.Fatalf("get from a silent server: %v; want the deadline, naming the server that did not answer", err)
+	}
+	t.Log(err)
 }
