@@ -207,6 +207,20 @@ func checkServes(t *testing.T, cl *client.Client, prefix string, keys int) map[s
 	return live
 }
 
+// checkStill reads back every key of live (checkServes') with cl and
+// reports each that is not as written, after what happened (when).
+func checkStill(t *testing.T, cl *client.Client, live map[string]string, when string) {
+	t.Helper()
+	for k, want := range live {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		got, err := cl.Get(ctx, k)
+		cancel()
+		if err != nil || string(got) != want {
+			t.Errorf("%s: %q = %q, %v; want %q", when, k, got, err, want)
+		}
+	}
+}
+
 // port is one listening socket of the cluster.
 type port struct {
 	name string

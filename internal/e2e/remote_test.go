@@ -546,14 +546,7 @@ func TestRemoteCopyAndReadopt(t *testing.T) {
 	rec := c.WaitRecovered(t, remoteRecover, v)
 	checkOnHost(t, h, rec.Servers[0], 1)
 	cl2 := c.Client()
-	for k, want := range live {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		got, err := cl2.Get(ctx, k)
-		cancel()
-		if err != nil || string(got) != want {
-			t.Errorf("after restart and kill: %q = %q, %v; want %q", k, got, err, want)
-		}
-	}
+	checkStill(t, cl2, live, "after restart and kill")
 	t.Logf("ran: copy_bin to %s, coordinator restart re-adopted remote pids, kill -9 recovered", remoteBin)
 }
 

@@ -186,14 +186,7 @@ func TestTLSRefusals(t *testing.T) {
 			t.Fatalf("TLS without a certificate to a control port: %v, want a certificate error", err)
 		}
 	})
-	for k, want := range live {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		got, err := cl.Get(ctx, k)
-		cancel()
-		if err != nil || string(got) != want {
-			t.Errorf("after the refusals: %q = %q, %v; want %q", k, got, err, want)
-		}
-	}
+	checkStill(t, cl, live, "after the refusals")
 }
 
 // plaintextHello sends a HELLO in clear to addr and returns the answer
@@ -393,14 +386,7 @@ func TestTLSRemote(t *testing.T) {
 	live := checkServes(t, cl, "tls-remote", 10)
 	v := remoteVictim(t, c, h, 1)
 	c.WaitRecovered(t, remoteRecover, v)
-	for k, want := range live {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		got, err := cl.Get(ctx, k)
-		cancel()
-		if err != nil || string(got) != want {
-			t.Errorf("after the kill: %q = %q, %v; want %q", k, got, err, want)
-		}
-	}
+	checkStill(t, cl, live, "after the kill")
 	t.Logf("ran: %d servers over ssh on %s, %s with TLS; kill -9 recovered", n, h.Dest(1), h.Dest(2))
 }
 
@@ -458,14 +444,7 @@ func TestTLSWithTheOperatorsOwnCertificate(t *testing.T) {
 	v := c.KillServer(t, 1)
 	after := c.WaitRecovered(t, recoverTimeout, v)
 	checkReplaced(t, before, after, 1)
-	for k, want := range live {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		got, err := cl.Get(ctx, k)
-		cancel()
-		if err != nil || string(got) != want {
-			t.Errorf("after the failover: %q = %q, %v; want %q", k, got, err, want)
-		}
-	}
+	checkStill(t, cl, live, "after the failover")
 	if r := runCLI(t, c.Bin, c.Addr, "", "-tls-ca", f("ca.pem"), "G", "own-cert-cli"); r.code != 0 || r.stdout != "over tls\n" {
 		t.Fatalf("bin/client G over TLS after the failover: exit %d: %q %s", r.code, r.stdout, r.stderr)
 	}
