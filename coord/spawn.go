@@ -205,6 +205,9 @@ func serverArgs(s SpawnSpec, bind string) []string {
 	args = append(args, s.Limits.Args()...)
 	if s.TLS.Enabled() {
 		args = append(args, "-tls-ca", s.TLS.CA, "-tls-cert", s.TLS.Cert, "-tls-key", s.TLS.Key)
+		if s.TLS.Roleless {
+			args = append(args, "-tls-roleless")
+		}
 	}
 	return append(args, "-secrets-stdin")
 }

@@ -7,6 +7,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"ftkv/internal/tlsconf"
@@ -30,6 +31,9 @@ import (
 type TLSFiles struct {
 	CA, Cert, Key       string // tls_ca, tls_cert, tls_key (the servers')
 	CoordCert, CoordKey string // tls_coord_cert, tls_coord_key
+	// roleless: tls_cert's certificate has no ftkv role, and every
+	// server and coordinator uses it (set by loadTLS).
+	roleless bool
 }
 
 // set applies one tls_* line.
@@ -68,11 +72,13 @@ func (t TLSFiles) override(flags TLSFiles) TLSFiles {
 }
 
 // Servers is the servers' files.
-func (t TLSFiles) Servers() tlsconf.Files { return tlsconf.Files{CA: t.CA, Cert: t.Cert, Key: t.Key} }
+func (t TLSFiles) Servers() tlsconf.Files {
+	return tlsconf.Files{CA: t.CA, Cert: t.Cert, Key: t.Key, Roleless: t.roleless}
+}
 
 // Coordinator is the coordinators' files.
 func (t TLSFiles) Coordinator() tlsconf.Files {
-	return tlsconf.Files{CA: t.CA, Cert: t.CoordCert, Key: t.CoordKey}
+	return tlsconf.Files{CA: t.CA, Cert: t.CoordCert, Key: t.CoordKey, Roleless: t.roleless}
 }
 
 // absolute makes every path absolute (servers run in other directories).
@@ -119,12 +125,13 @@ func loadTLS(at func(settings ...string) string, t TLSFiles) (*coordTLS, error) 
 	if !t.Enabled() {
 		return nil, nil
 	}
-	if t.CoordCert == "" && t.CoordKey == "" {
+	shared := t.CoordCert == "" && t.CoordKey == ""
+	if shared {
 		t.CoordCert, t.CoordKey = t.Cert, t.Key
 	}
 	missing := ""
 	for _, f := range t.named() {
-		if f.path == "" {
+		if f.path == "" && (!shared || !strings.HasPrefix(f.name, "tls_coord_")) {
 			missing += " " + f.name
 		}
 	}
@@ -144,6 +151,18 @@ func loadTLS(at func(settings ...string) string, t TLSFiles) (*coordTLS, error) 
 			return nil, fmt.Errorf("%s: %s: %w", at(f.name), f.name, err)
 		}
 		fh.Close()
+	}
+	// Without an ftkv role in tls_cert's certificate the cluster runs on
+	// that one certificate: the coordinators must use it too (a
+	// coordinator then admits on its internal links only its own key:
+	// tlsconf's checkRole; two certificates could not admit each other).
+	probe, err := tlsconf.Load(tlsconf.Files{CA: t.CA, Cert: t.Cert, Key: t.Key}, "")
+	if err != nil {
+		return nil, fmt.Errorf("%s: servers' certificate: %w", at("tls_ca", "tls_cert", "tls_key"), err)
+	}
+	if t.roleless = probe.Role() == ""; t.roleless && !shared && (t.CoordCert != t.Cert || t.CoordKey != t.Key) {
+		return nil, fmt.Errorf("%s: tls_cert's certificate has no ftkv role, so every server and coordinator uses it: leave out tls_coord_cert and tls_coord_key (or use certificates with roles: bin/coord -gen-certs)",
+			at("tls_cert", "tls_coord_cert", "tls_coord_key"))
 	}
 	if _, err := tlsconf.Load(t.Servers(), tlsconf.RoleServer); err != nil {
 		return nil, fmt.Errorf("%s: servers' certificate: %w", at("tls_ca", "tls_cert", "tls_key"), err)

@@ -74,8 +74,17 @@ func TestTLSLinesFlagsAndRoles(t *testing.T) {
 	if err != nil {
 		t.Fatalf("tls_ca, tls_cert and tls_key alone: %v", err)
 	}
-	if ct.files.CoordCert != three.Cert || ct.files.CoordKey != three.Key || ct.serverFiles() != (tlsconf.Files{CA: three.CA, Cert: three.Cert, Key: three.Key}) {
+	if ct.files.CoordCert != three.Cert || ct.files.CoordKey != three.Key || ct.serverFiles() != (tlsconf.Files{CA: three.CA, Cert: three.Cert, Key: three.Key, Roleless: true}) {
 		t.Fatalf("three lines: %+v", ct.files)
+	}
+	if ct.mat.Role() != "" {
+		t.Fatalf("three lines: the coordinator's role is %q", ct.mat.Role())
+	}
+	// A role-less tls_cert with the coordinators' own certificate: two
+	// certificates without roles could not admit each other.
+	if _, err := loadTLS(atPath("tls.txt"), TLSFiles{CA: three.CA, Cert: three.Cert, Key: three.Key, CoordCert: want.CoordCert, CoordKey: want.CoordKey}); err == nil ||
+		!strings.Contains(err.Error(), "leave out tls_coord_cert and tls_coord_key") {
+		t.Fatalf("a role-less tls_cert with a coordinator certificate: %v, want a refusal", err)
 	}
 	if ct, err := loadTLS(atPath("tls.txt"), TLSFiles{}); ct != nil || err != nil {
 		t.Fatalf("no lines: %v %v, want TLS off", ct, err)

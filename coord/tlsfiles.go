@@ -25,6 +25,8 @@ func (s *SSHSpawner) copyTLS(ctx context.Context, dest string, f tlsconf.Files) 
 		CA:   path.Join(remoteTLSDir, "ca.pem"),
 		Cert: path.Join(remoteTLSDir, "server.pem"),
 		Key:  path.Join(remoteTLSDir, "server-key.pem"),
+		// (The same certificate: the same kind.)
+		Roleless: f.Roleless,
 	}
 	files := []struct{ local, remote string }{{f.CA, out.CA}, {f.Cert, out.Cert}, {f.Key, out.Key}}
 	contents := make([][]byte, len(files))

@@ -66,6 +66,7 @@ func main() {
 	fs.StringVar(&tlsFiles.CA, "tls-ca", "", "TLS on every port and link: the cluster CA's certificate file")
 	fs.StringVar(&tlsFiles.Cert, "tls-cert", "", "TLS: this server's certificate file (role server)")
 	fs.StringVar(&tlsFiles.Key, "tls-key", "", "TLS: its private key file")
+	fs.BoolVar(&tlsFiles.Roleless, "tls-roleless", false, "TLS: the cluster runs on one certificate without an ftkv role (tls_cert alone)")
 	secretsStdin := fs.Bool("secrets-stdin", false, "read the cluster secret (first line) and the users (user lines) from standard input, as the coordinator gives them (without it: the secret from FTKV_SECRET, no users)")
 	fs.SetOutput(io.Discard)
 	if err := fs.Parse(os.Args[1:]); err != nil {

@@ -27,11 +27,13 @@ type cliResult struct {
 }
 
 // runCLI runs bin/client with args against the coordinator at addr (empty:
-// no -h/-p flags are added), feeding it stdin. A run that does not end
+// no -h/-p flags are added; a list: -h with it), feeding it stdin. A run that does not end
 // within 30s fails the test.
 func runCLI(t *testing.T, bin, addr, stdin string, args ...string) cliResult {
 	t.Helper()
-	if addr != "" {
+	if strings.Contains(addr, ",") {
+		args = append([]string{"-h", addr}, args...) // a group's list
+	} else if addr != "" {
 		host, port, err := net.SplitHostPort(addr)
 		if err != nil {
 			t.Fatal(err)

@@ -393,10 +393,13 @@ func TestTLSRemote(t *testing.T) {
 // TestTLSWithTheOperatorsOwnCertificate: the three lines SPEC names
 // (tls_ca, tls_cert, tls_key) with a CA and one certificate made by
 // openssl, as an operator's own PKI makes them: no ftkv role in it. Every
-// process uses that certificate (coordinators too, with no tls_coord_*
-// lines), the cluster serves and fails over over TLS, and a client in
-// clear is refused. It used to refuse to start: it wanted the
-// coordinators' certificate and a role in every certificate.
+// process uses that certificate (a group of three coordinators too, with
+// no tls_coord_* lines), the cluster serves and fails over over TLS, a
+// client in clear is refused, and so is another certificate of the same
+// CA on every internal port: the coordinators' Raft port has no other
+// guard (a review took the group over with one when role-less
+// certificates were admitted there). It used to refuse to start: it
+// wanted the coordinators' certificate and a role in every certificate.
 func TestTLSWithTheOperatorsOwnCertificate(t *testing.T) {
 	openssl, err := exec.LookPath("openssl")
 	if err != nil {
@@ -417,20 +420,35 @@ func TestTLSWithTheOperatorsOwnCertificate(t *testing.T) {
 	}
 	ec := []string{"-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"}
 	run(append(append([]string{"req", "-x509"}, ec...), "-keyout", "ca-key.pem", "-out", "ca.pem", "-days", "2", "-subj", "/CN=operator CA")...)
-	run(append(append([]string{"req"}, ec...), "-keyout", "key.pem", "-out", "req.csr", "-subj", "/CN=localhost")...)
 	must(t, os.WriteFile(filepath.Join(dir, "ext.cnf"), []byte("subjectAltName=DNS:localhost,IP:127.0.0.1\n"), 0o644))
-	run("x509", "-req", "-in", "req.csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
-		"-out", "cert.pem", "-days", "2", "-extfile", "ext.cnf")
+	for _, name := range []string{"cert", "other"} {
+		run(append(append([]string{"req"}, ec...), "-keyout", name+"-key.pem", "-out", name+".csr", "-subj", "/CN=localhost")...)
+		run("x509", "-req", "-in", name+".csr", "-CA", "ca.pem", "-CAkey", "ca-key.pem", "-CAcreateserial",
+			"-out", name+".pem", "-days", "2", "-extfile", "ext.cnf")
+	}
 	f := func(name string) string { return filepath.Join(dir, name) }
 	bare, err := tlsconf.Load(tlsconf.Files{CA: f("ca.pem")}, "")
 	must(t, err)
 	c := testcluster.Start(t, testcluster.Options{
+		Coordinators: 3,
 		Config: fmt.Sprintf("3\nlocalhost 0 0 0\nlocalhost 0 0 0\nlocalhost 0 0 0\ntls_ca %s\ntls_cert %s\ntls_key %s\n",
-			f("ca.pem"), f("cert.pem"), f("key.pem")),
+			f("ca.pem"), f("cert.pem"), f("cert-key.pem")),
 		ClientOptions: []client.Option{client.WithTLS(bare.Client(tlsconf.RoleServer, tlsconf.RoleCoordinator))},
 	})
-	c.WaitRecovered(t, 10*time.Second)
+	st := c.WaitRecovered(t, 20*time.Second)
 	cl := c.Client()
+	// Another certificate of the CA, on every internal port.
+	oc, err := tls.LoadX509KeyPair(f("other.pem"), f("other-key.pem"))
+	must(t, err)
+	other := bare.Client()
+	other.Certificates = []tls.Certificate{oc}
+	co := c.Coord(0)
+	for _, p := range []port{{"a coordinator's Raft port", co.RaftAddr}, {"a coordinator's servers port", co.ServersAddr},
+		{"a server's control port", st.Servers[0].CtlAddr}, {"a server's replication port", st.Servers[0].PeerAddr}} {
+		if err := tlsExchange(p.addr, other); err == nil || !strings.Contains(err.Error(), "certificate") {
+			t.Errorf("%s (%s) with another certificate of the CA: %v, want a certificate error", p.name, p.addr, err)
+		}
+	}
 	live := checkServes(t, cl, "own-cert", 12)
 	if r := runCLI(t, c.Bin, c.Addr, "", "-tls-ca", f("ca.pem"), "P", "own-cert-cli", "over tls"); r.code != 0 {
 		t.Fatalf("bin/client P over TLS: exit %d: %s", r.code, r.stderr)

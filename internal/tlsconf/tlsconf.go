@@ -1,6 +1,7 @@
 package tlsconf
 
 import (
+	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
@@ -40,6 +41,13 @@ var ErrWrongRole = errors.New("certificate for the wrong role")
 // the cluster CA's certificate. The zero value means TLS off.
 type Files struct {
 	Cert, Key, CA string
+	// Roleless: the cluster runs on one certificate of the operator's
+	// own, without an ftkv role (tls_cert alone). A server or
+	// coordinator then needs a certificate without a role, and admits on
+	// its internal links only peers presenting a key it has held itself
+	// (its own certificate's: see checkRole); without it, one with its
+	// role.
+	Roleless bool
 }
 
 // Enabled reports whether any file is named.
@@ -71,6 +79,10 @@ type Material struct {
 	cert *tls.Certificate // as loaded at start
 	role Role
 	pool *x509.CertPool
+	// internal: a server's or coordinator's (Load's want); with no role,
+	// its internal links admit only the keys in held.
+	internal bool
+	held     atomic.Pointer[[][32]byte] // SHA-256 of each public key its certificate has had
 
 	files   Files // set by Load: watched
 	live    atomic.Pointer[tls.Certificate]
@@ -162,10 +174,14 @@ func (m *Material) reload() {
 	if err == nil && role != m.role {
 		err = fmt.Errorf("tls: the new certificate %s has role %q, not %q", m.files.Cert, role, m.role)
 	}
+	if err == nil && m.internal {
+		err = bothEnds(cert)
+	}
 	if err != nil {
 		m.loadErr = err
 		return
 	}
+	m.hold(cert)
 	m.live.Store(cert)
 	m.loadErr = nil
 }
@@ -207,7 +223,21 @@ func Load(f Files, want Role) (*Material, error) {
 	if err != nil {
 		return nil, err
 	}
-	if want != "" && m.cert != nil && m.role != "" && m.role != want {
+	if want == RoleServer || want == RoleCoordinator {
+		m.internal = true
+		switch {
+		case f.Roleless && m.role != "":
+			return nil, fmt.Errorf("tls: %s is a certificate for role %q, but this cluster's certificate has no ftkv role (tls_cert alone): every server and coordinator uses that one", f.Cert, m.role)
+		case !f.Roleless && m.role == "":
+			return nil, fmt.Errorf("tls: %s names no ftkv role (URI SAN ftkv:role:%s); a certificate without one serves only a cluster on that one certificate (tls_ca, tls_cert and tls_key, no tls_coord_*)", f.Cert, want)
+		case !f.Roleless && m.role != want:
+			return nil, fmt.Errorf("tls: %s is a certificate for role %q; a %s needs one for role %q", f.Cert, m.role, want, want)
+		}
+		if err := bothEnds(m.cert); err != nil {
+			return nil, fmt.Errorf("%w (%s)", err, f.Cert)
+		}
+		m.hold(m.cert)
+	} else if want != "" && m.cert != nil && m.role != want {
 		return nil, fmt.Errorf("tls: %s is a certificate for role %q; a %s needs one for role %q", f.Cert, m.role, want, want)
 	}
 	if f.Cert != "" {
@@ -257,6 +287,10 @@ func parsePair(certPEM, keyPEM []byte, pool *x509.CertPool) (*tls.Certificate, R
 		}
 	}
 	if _, err := verify(pool, cert.Certificate, x509.ExtKeyUsageAny); err != nil {
+		var inv x509.CertificateInvalidError
+		if errors.As(err, &inv) && inv.Reason == x509.Expired {
+			return nil, "", fmt.Errorf("tls: the certificate is expired or not valid yet: %w", err)
+		}
 		return nil, "", fmt.Errorf("tls: the certificate is not signed by the CA: %w", err)
 	}
 	// A certificate without a role (an operator's own PKI) is taken: see
@@ -266,6 +300,58 @@ func parsePair(certPEM, keyPEM []byte, pool *x509.CertPool) (*tls.Certificate, R
 
 // Role is the role of the loaded certificate ("" without one).
 func (m *Material) Role() Role { return m.role }
+
+// bothEnds checks that an internal certificate may be used at both ends
+// of a link (servers and coordinators dial and are dialled): no extended
+// key usage, any, or both serverAuth and clientAuth. One with only one of
+// them loaded, then failed every handshake one way (a review).
+func bothEnds(c *tls.Certificate) error {
+	leaf := c.Leaf
+	if leaf == nil {
+		var err error
+		if leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
+			return fmt.Errorf("tls: certificate: %w", err)
+		}
+	}
+	u := leaf.ExtKeyUsage
+	if len(u) == 0 || slices.Contains(u, x509.ExtKeyUsageAny) ||
+		slices.Contains(u, x509.ExtKeyUsageServerAuth) && slices.Contains(u, x509.ExtKeyUsageClientAuth) {
+		return nil
+	}
+	return errors.New("tls: a server's or coordinator's certificate must allow both serverAuth and clientAuth (extended key usage), or name no usage: each dials and is dialled")
+}
+
+// keyID identifies a certificate's public key.
+func keyID(c *x509.Certificate) [32]byte { return sha256.Sum256(c.RawSubjectPublicKeyInfo) }
+
+// hold adds c's public key to those this process has held.
+func (m *Material) hold(c *tls.Certificate) {
+	leaf, err := x509.ParseCertificate(c.Certificate[0])
+	if err != nil {
+		return
+	}
+	id := keyID(leaf)
+	for {
+		old := m.held.Load()
+		var ids [][32]byte
+		if old != nil {
+			if slices.Contains(*old, id) {
+				return
+			}
+			ids = append(ids, *old...)
+		}
+		ids = append(ids, id)
+		if m.held.CompareAndSwap(old, &ids) {
+			return
+		}
+	}
+}
+
+// holds reports whether c's public key is one this process has held.
+func (m *Material) holds(c *x509.Certificate) bool {
+	ids := m.held.Load()
+	return ids != nil && slices.Contains(*ids, keyID(c))
+}
 
 // RoleOf reads a certificate's role from its URI SANs ("" if none).
 func RoleOf(c *x509.Certificate) Role {
@@ -356,18 +442,29 @@ func verify(pool *x509.CertPool, chain [][]byte, usage x509.ExtKeyUsage) ([][]*x
 }
 
 // checkRole refuses a peer certificate whose role is not in peers (any
-// role passes when peers is empty). A certificate without a role (the
-// operator's own, no URI SAN ftkv:role:…) passes only where this
-// process's own certificate has none either, or it has none at all (a
-// client trusting the CA): a cluster on one certificate of its own
-// cannot tell its roles apart, and the cluster secret and users still
-// guard every link. A cluster with roles (bin/coord -gen-certs) refuses
-// a certificate without one on every link that checks roles.
+// role passes when peers is empty).
+//
+// A cluster on one certificate of the operator's own (Files.Roleless)
+// cannot tell roles apart by certificate: a server or coordinator there
+// admits on its internal links only a peer presenting a public key its
+// own certificate has had (the cluster's certificate, and the ones before
+// it since this process started: a renewal), whatever its role. Any
+// other certificate of the CA is refused: the Raft port has no other
+// guard (a review took a group of coordinators over with a second
+// certificate of the same CA when role-less certificates were admitted).
+// A client without a role (or a certificate) takes a role-less server or
+// coordinator certificate from the CA.
 func (m *Material) checkRole(c *x509.Certificate, peers []Role) error {
 	if len(peers) == 0 {
 		return nil
 	}
 	r := RoleOf(c)
+	if m.internal && m.role == "" {
+		if m.holds(c) {
+			return nil
+		}
+		return fmt.Errorf("tls: %w: the peer's certificate is not this cluster's own certificate (a cluster without ftkv roles admits only it on internal links)", ErrWrongRole)
+	}
 	if slices.Contains(peers, r) || (r == "" && m.role == "") {
 		return nil
 	}

@@ -1,7 +1,13 @@
 package tlsconf
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"io"
 	"net"
@@ -9,6 +15,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestGenerateWritesEveryFileAndKeysPrivate(t *testing.T) {
@@ -63,6 +70,57 @@ func TestLoadRefusesACertificateForAnotherRole(t *testing.T) {
 	_, err = Load(Files{Cert: filepath.Join(other, "server.pem"), Key: filepath.Join(other, "server-key.pem"), CA: filepath.Join(dir, "ca.pem")}, RoleServer)
 	if err == nil || !strings.Contains(err.Error(), "not signed by the CA") {
 		t.Fatalf("err = %v", err)
+	}
+}
+
+// TestLoadWithAndWithoutRoles: a server or coordinator of a cluster with
+// roles needs its role in its certificate; one of a cluster on one
+// role-less certificate (Files.Roleless) needs a certificate without one;
+// either needs a certificate good for both ends of a link.
+func TestLoadWithAndWithoutRoles(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := NewCA("test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := func(name string) string { return filepath.Join(dir, name) }
+	write := func(name string, b []byte) string {
+		if err := os.WriteFile(f(name), b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return f(name)
+	}
+	oc, ok, err := ca.Issue("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, sk0, err := ca.Issue(RoleServer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	own := Files{CA: write("ca.pem", ca.CertPEM), Cert: write("own.pem", oc), Key: write("own-key.pem", ok)}
+	typed := Files{CA: f("ca.pem"), Cert: write("server.pem", sc), Key: write("server-key.pem", sk0)}
+	serverOnly, sk := issueWithUsage(t, ca, x509.ExtKeyUsageServerAuth)
+	narrow := Files{CA: f("ca.pem"), Cert: write("narrow.pem", serverOnly), Key: write("narrow-key.pem", sk), Roleless: true}
+	for _, tc := range []struct {
+		name  string
+		files Files
+		want  string // "" = loads
+	}{
+		{"role-less certificate, role-less cluster", Files{CA: own.CA, Cert: own.Cert, Key: own.Key, Roleless: true}, ""},
+		{"role-less certificate, cluster with roles", own, "names no ftkv role"},
+		{"server certificate, role-less cluster", Files{CA: typed.CA, Cert: typed.Cert, Key: typed.Key, Roleless: true}, `role "server", but this cluster's certificate has no ftkv role`},
+		{"server certificate, cluster with roles", typed, ""},
+		{"serverAuth only", narrow, "both serverAuth and clientAuth"},
+	} {
+		_, err := Load(tc.files, RoleServer)
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("%s: %v, want %q", tc.name, err, tc.want)
+		}
+	}
+	// A client takes any of them.
+	if _, err := Load(Files{CA: own.CA, Cert: narrow.Cert, Key: narrow.Key}, ""); err != nil {
+		t.Errorf("a client with a serverAuth-only certificate: %v", err)
 	}
 }
 
@@ -132,7 +190,32 @@ func TestRolesOnInternalAndClientPorts(t *testing.T) {
 	}
 	otherCA, _ := NewCA("other")
 	foreign := mat(otherCA, RoleServer)
-	own := mat(ca, "") // the operator's own certificate: no role
+	// A cluster on the operator's own certificate (no role): a server and
+	// a coordinator loaded as bin/server and bin/coord load it, and a
+	// second certificate of the same CA (a client's, say).
+	ownDir := t.TempDir()
+	write := func(name string, b []byte) string {
+		p := filepath.Join(ownDir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	caFile := write("ca.pem", ca.CertPEM)
+	oc, ok, err := ca.Issue("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ownFiles := Files{CA: caFile, Cert: write("own.pem", oc), Key: write("own-key.pem", ok), Roleless: true}
+	load := func(f Files, want Role) *Material {
+		m, err := Load(f, want)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return m
+	}
+	ownSrv, ownCrd := load(ownFiles, RoleServer), load(ownFiles, RoleCoordinator)
+	other := mat(ca, "")
 
 	cases := []struct {
 		name       string
@@ -152,11 +235,15 @@ func TestRolesOnInternalAndClientPorts(t *testing.T) {
 		{"client cert from another CA", srv.Server(false), foreign.Client(RoleServer), "certificate", ""},
 		// A cluster on one certificate without a role (no tls_coord_*):
 		// it cannot tell roles apart, a cluster with roles still can.
-		{"own certificate, internal link", own.Server(true, RoleCoordinator), own.Client(RoleServer), "", ""},
-		{"own certificate, client without cert", own.Server(false), bare.Client(RoleServer, RoleCoordinator), "", ""},
-		{"no role on an internal port of a cluster with roles", srv.Server(true, Internal...), own.Client(RoleServer), "has role none", ""},
-		{"no role pretending to be a server of a cluster with roles", own.Server(false), cli.Client(RoleServer), "", "has role none"},
-		{"client cert on the own certificate's internal port", own.Server(true, Internal...), cli.Client(), "has role client", ""},
+		{"own certificate, coordinator to server", ownSrv.Server(true, RoleCoordinator), ownCrd.Client(RoleServer), "", ""},
+		{"own certificate, server to coordinator", ownCrd.Server(true, RoleServer), ownSrv.Client(RoleCoordinator), "", ""},
+		{"own certificate, client without cert", ownSrv.Server(false), bare.Client(RoleServer, RoleCoordinator), "", ""},
+		{"another certificate of the CA on the own certificate's Raft port", ownCrd.Server(true, RoleCoordinator), other.Client(), "not this cluster's own certificate", ""},
+		{"another certificate of the CA dialled as a server", other.Server(false), ownCrd.Client(RoleServer), "", "not this cluster's own certificate"},
+		{"a server certificate with a role on the own certificate's internal port", ownSrv.Server(true, Internal...), srv.Client(), "not this cluster's own certificate", ""},
+		{"no role on an internal port of a cluster with roles", srv.Server(true, Internal...), other.Client(RoleServer), "has role none", ""},
+		{"no role pretending to be a server of a cluster with roles", other.Server(false), cli.Client(RoleServer), "", "has role none"},
+		{"client cert on the own certificate's internal port", ownSrv.Server(true, Internal...), cli.Client(), "not this cluster's own certificate", ""},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -182,4 +269,28 @@ func TestRolesOnInternalAndClientPorts(t *testing.T) {
 	if v := srv.Server(true).MinVersion; v != tls.VersionTLS13 {
 		t.Errorf("MinVersion %x", v)
 	}
+}
+
+// issueWithUsage makes a certificate without a role for only the
+// extended key usage u, as a PKI that issues web servers' certificates
+// makes them.
+func issueWithUsage(t *testing.T, ca *CA, u x509.ExtKeyUsage) (certPEM, keyPEM []byte) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: serial(), Subject: pkix.Name{CommonName: "narrow"},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		KeyUsage: x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{u},
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca.cert, &key.PublicKey, ca.key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	kb, err := x509.MarshalECPrivateKey(key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
 }

@@ -100,7 +100,7 @@ func startGroup(t testing.TB, o Options, bin string, race bool) *Cluster {
 		}
 		cfg += fmt.Sprintf("coordinator %s %d %d\n", members[i].raft, ports[3*i+1], ports[3*i+2])
 	}
-	var clientOpts []client.Option
+	clientOpts := o.ClientOptions
 	if Secure() {
 		m := secure(t)
 		cfg = m.secureConfig(cfg)
@@ -183,14 +183,16 @@ func (c *Cluster) groupLog(k int) string {
 }
 
 // waitCoordAnswers waits until coordinator k answers a STATUS request on
-// its client port (with its report, or NOT_LEADER) or exits.
+// its client port (with its report, or NOT_LEADER; or UNAUTHENTICATED
+// when the test's own config asks for TLS the harness does not speak) or
+// exits.
 func (c *Cluster) waitCoordAnswers(t testing.TB, k int, d time.Duration) {
 	t.Helper()
 	p := c.group[k]
 	deadline := time.Now().Add(d)
 	for {
 		f, err := askStatus(c.members[k].client)
-		if err == nil && f.Status != wire.StatusOK && f.Status != wire.StatusNotLeader {
+		if err == nil && f.Status != wire.StatusOK && f.Status != wire.StatusNotLeader && f.Status != wire.StatusUnauthenticated {
 			err = fmt.Errorf("answered %s", f.Status)
 		}
 		if err == nil {
