@@ -207,3 +207,55 @@ func (s *syncBuffer) String() string {
 	defer s.mu.Unlock()
 	return s.b.String()
 }
+
+// TestRenewalSeenByADialer: in a cluster on one role-less certificate,
+// process A's files are renewed and B starts on the new pair (a respawn).
+// A, which has only dialled since (it presents its certificate after it
+// checked the peer's), must take B's new key at once: it refused B until
+// something dialled A, 1-2 s of refused heartbeats and Raft traffic
+// after a renewal (a review).
+func TestRenewalSeenByADialer(t *testing.T) {
+	dir := t.TempDir()
+	ca, err := NewCA("t")
+	if err != nil {
+		t.Fatal(err)
+	}
+	write := func(name string, b []byte) string {
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
+	c1, k1, err := ca.Issue("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	c2, k2, err := ca.Issue("")
+	if err != nil {
+		t.Fatal(err)
+	}
+	caFile := write("ca.pem", ca.CertPEM)
+	a := Files{CA: caFile, Cert: write("a.pem", c1), Key: write("a-key.pem", k1), Roleless: true}
+	ma, err := Load(a, RoleServer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	replace(t, a.Cert, a.Key, c2, k2)
+	mb, err := Load(Files{CA: caFile, Cert: write("b.pem", c2), Key: write("b-key.pem", k2), Roleless: true}, RoleCoordinator)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if serr, cerr := handshake(t, mb.Server(true, RoleServer), ma.Client(RoleCoordinator)); serr != nil || cerr != nil {
+		t.Fatalf("A (renewed on disk, dialling) to B (on the new pair): B %v, A %v", serr, cerr)
+	}
+	// And A still takes the old key from a peer that has not renewed yet
+	// (C's check of A's new key is C's own renewal: not asked here).
+	mc, err := Load(Files{CA: caFile, Cert: write("c.pem", c1), Key: write("c-key.pem", k1), Roleless: true}, RoleServer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if serr, _ := handshake(t, ma.Server(true, RoleServer), mc.Client()); serr != nil {
+		t.Fatalf("C (the old pair) to A (renewed): A refused it: %v", serr)
+	}
+}
