@@ -128,6 +128,9 @@ type Config struct {
 	// let clients holding under BudgetFloor each, never evicted, stop a
 	// gateway for good: a review.)
 	Evict bool
+	// StaleAfter: how long an Evict port's connection may hold output
+	// without a drain before it may be closed (0: staleAfter, 100 ms).
+	StaleAfter time.Duration
 	// Gate: the handler holds back answers larger than BudgetFloor
 	// beyond one and a half times the Budget (HoldBack), and those
 	// connections pause; a client whose answers are small is served on.

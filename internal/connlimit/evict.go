@@ -48,6 +48,15 @@ const (
 	evictEvery   = fastSweep // at most one scan of the holders this often
 )
 
+// stale is how long a holder's output may go undrained before it is
+// stale: Config.StaleAfter, or staleAfter.
+func (c Config) stale() time.Duration {
+	if c.StaleAfter > 0 {
+		return c.StaleAfter
+	}
+	return staleAfter
+}
+
 var errOutputBudget = errors.New("queued output unread the longest while the server's output budget is exceeded")
 
 // holders is the connections of Evict ports holding output, for
@@ -137,7 +146,7 @@ func (b *Budget) evict() {
 			if st.reader.Load() {
 				since += int64(readerCredit)
 			}
-			if st.chosen == 0 && time.Duration(now-since) >= staleAfter {
+			if st.chosen == 0 && time.Duration(now-since) >= st.p.cfg.stale() {
 				cands = append(cands, cand{st, since, st.outSeen.Load()})
 			}
 		}
@@ -174,7 +183,7 @@ func (st *State) spare(why *error) bool {
 	o := int64(st.c.OutboundBuffered())
 	now := time.Now().UnixNano()
 	reads := o == 0 || o < st.out ||
-		time.Duration(now-max(st.drainedAt, st.kernelDrainedAt, st.ackedAt)) < staleAfter
+		time.Duration(now-max(st.drainedAt, st.kernelDrainedAt, st.ackedAt)) < st.p.cfg.stale()
 	if !reads {
 		// (acked: at the last sample, sampleAcked, this episode)
 		if info, err := unix.GetsockoptTCPInfo(st.c.Fd(), unix.IPPROTO_TCP, unix.TCP_INFO); err == nil && info.Bytes_acked > st.acked {

@@ -538,7 +538,7 @@ func (st *State) sampleAcked(now int64) {
 		if info.Bytes_acked >= readVolume {
 			st.reader.Store(true)
 		}
-		if st.ackedAt != 0 && time.Duration(now-st.ackedAt) >= staleAfter {
+		if st.ackedAt != 0 && time.Duration(now-st.ackedAt) >= st.p.cfg.stale() {
 			st.resumedFrom, st.resumed = st.acked, true // a pause ended
 		}
 		if st.resumed && info.Bytes_acked-st.resumedFrom >= readerProof {
