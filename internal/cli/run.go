@@ -230,7 +230,7 @@ func parseFlags(args []string) (config, error) {
 	}
 	coords, err := coordAddrs(cfg.host, cfg.port)
 	if err != nil {
-		if i := slices.IndexFunc(cfg.words, func(w string) bool { return fs.Lookup(strings.TrimLeft(w, "-")) != nil && strings.HasPrefix(w, "-") }); i > 0 {
+		if i := slices.IndexFunc(cfg.words, func(w string) bool { return strings.HasPrefix(w, "-") && fs.Lookup(strings.TrimLeft(w, "-")) != nil }); i > 0 {
 			// (bin/client G k -p 7000: flags stop at the command.)
 			return config{}, fmt.Errorf("%w (flags go before the command: %s came after %s)", err, cfg.words[i], cfg.words[0])
 		}

@@ -285,6 +285,7 @@ func parsePair(certPEM, keyPEM []byte, pool *x509.CertPool) (*tls.Certificate, R
 		if leaf, err = x509.ParseCertificate(cert.Certificate[0]); err != nil {
 			return nil, "", fmt.Errorf("tls: certificate: %w", err)
 		}
+		cert.Leaf = leaf // (bothEnds and hold read it)
 	}
 	if _, err := verify(pool, cert.Certificate, x509.ExtKeyUsageAny); err != nil {
 		var inv x509.CertificateInvalidError
@@ -306,14 +307,7 @@ func (m *Material) Role() Role { return m.role }
 // key usage, any, or both serverAuth and clientAuth. One with only one of
 // them loaded, then failed every handshake one way (a review).
 func bothEnds(c *tls.Certificate) error {
-	leaf := c.Leaf
-	if leaf == nil {
-		var err error
-		if leaf, err = x509.ParseCertificate(c.Certificate[0]); err != nil {
-			return fmt.Errorf("tls: certificate: %w", err)
-		}
-	}
-	u := leaf.ExtKeyUsage
+	u := c.Leaf.ExtKeyUsage
 	if len(u) == 0 || slices.Contains(u, x509.ExtKeyUsageAny) ||
 		slices.Contains(u, x509.ExtKeyUsageServerAuth) && slices.Contains(u, x509.ExtKeyUsageClientAuth) {
 		return nil
@@ -324,27 +318,19 @@ func bothEnds(c *tls.Certificate) error {
 // keyID identifies a certificate's public key.
 func keyID(c *x509.Certificate) [32]byte { return sha256.Sum256(c.RawSubjectPublicKeyInfo) }
 
-// hold adds c's public key to those this process has held.
+// hold adds c's public key to those this process has held. Writers are
+// Load (before m is shared) and reload (m.mu held); handshakes read.
 func (m *Material) hold(c *tls.Certificate) {
-	leaf, err := x509.ParseCertificate(c.Certificate[0])
-	if err != nil {
-		return
-	}
-	id := keyID(leaf)
-	for {
-		old := m.held.Load()
-		var ids [][32]byte
-		if old != nil {
-			if slices.Contains(*old, id) {
-				return
-			}
-			ids = append(ids, *old...)
-		}
-		ids = append(ids, id)
-		if m.held.CompareAndSwap(old, &ids) {
+	id := keyID(c.Leaf)
+	var ids [][32]byte
+	if old := m.held.Load(); old != nil {
+		if slices.Contains(*old, id) {
 			return
 		}
+		ids = append(ids, *old...)
 	}
+	ids = append(ids, id)
+	m.held.Store(&ids)
 }
 
 // holds reports whether c's public key is one this process has held.
