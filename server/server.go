@@ -225,6 +225,9 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.gate = newGate(&cfg, s.met)
 	s.tls = newServerTLS(cfg.TLS)
+	if cfg.TLS != nil {
+		cfg.TLS.LogReloads(s.log) // (its lines name the server, as every other)
+	}
 	s.registerGauges()
 	s.dd.configure(cfg.sessionConfig())
 	if d := testStartDelay(cfg.ID); d > 0 {

@@ -118,11 +118,12 @@ func main() {
 		fmt.Fprintf(os.Stderr, "server: -failure-timeout: %v\n", err)
 		os.Exit(2)
 	}
+	nodeLog := cfg.Logger.With().Uint32("node", cfg.ID).Uint64("inc", cfg.Incarnation).Logger() // (server.New adds them to its own)
 	if slackErr != nil {
-		cfg.Logger.Warn().Err(slackErr).Msg("timer slack left as it was")
+		nodeLog.Warn().Err(slackErr).Msg("timer slack left as it was")
 	}
 	if err := sched.Apply(*schedPolicy); err != nil {
-		cfg.Logger.Warn().Err(err).Msg("scheduling policy left as it was")
+		nodeLog.Warn().Err(err).Msg("scheduling policy left as it was")
 	}
 	if dir := os.Getenv("FTKV_CPUPROFILE_DIR"); dir != "" {
 		// Profiling aid for benchmarks: a CPU profile per server, written
@@ -147,7 +148,6 @@ func main() {
 			fmt.Fprintf(os.Stderr, "server: %v\n", err)
 			os.Exit(2)
 		}
-		cfg.TLS.LogReloads(cfg.Logger)
 	}
 	srv, err := server.New(cfg)
 	if err != nil {
