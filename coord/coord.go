@@ -373,6 +373,10 @@ func (c *Coordinator) watchLeadership() {
 		}
 		c.leading = lead
 		if lead {
+			// Read after the notice: a member deposed in between reads its
+			// successor's term, but nothing carries the term before
+			// takeOver's Barrier, which only a leader passes (terms only
+			// grow: one that passes leads the term read, or a later one).
 			c.term = c.rn.r.CurrentTerm()
 			// Until the takeover has the nodes' records, a heartbeat
 			// must not be judged (and refused) against stale ones.
