@@ -7,6 +7,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -153,6 +154,10 @@ func run(args []string) int {
 	var gwTLS *tlsconf.Material
 	if tfiles.Cert != "" {
 		if gwTLS, err = tlsconf.Load(tfiles, ""); err != nil {
+			fmt.Fprintf(os.Stderr, "gateway: %v\n", err)
+			return 2
+		}
+		if err := gwTLS.UsableFor(x509.ExtKeyUsageServerAuth, "the gateway serves its RESP and HTTP ports with it"); err != nil {
 			fmt.Fprintf(os.Stderr, "gateway: %v\n", err)
 			return 2
 		}

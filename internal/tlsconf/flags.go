@@ -2,6 +2,7 @@ package tlsconf
 
 import (
 	"crypto/tls"
+	"crypto/x509"
 	"flag"
 )
 
@@ -21,6 +22,11 @@ func ClientFlags(fs *flag.FlagSet) func() (*tls.Config, Files, error) {
 		}
 		m, err := Load(f, "")
 		if err != nil {
+			return nil, f, err
+		}
+		// (One for servers only would be refused by every server, and
+		// looked like a cluster that did not answer.)
+		if err := m.UsableFor(x509.ExtKeyUsageClientAuth, "a client presents it to the cluster"); err != nil {
 			return nil, f, err
 		}
 		return m.Client(RoleServer, RoleCoordinator), f, nil

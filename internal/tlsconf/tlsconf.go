@@ -307,12 +307,27 @@ func (m *Material) Role() Role { return m.role }
 // key usage, any, or both serverAuth and clientAuth. One with only one of
 // them loaded, then failed every handshake one way (a review).
 func bothEnds(c *tls.Certificate) error {
-	u := c.Leaf.ExtKeyUsage
-	if len(u) == 0 || slices.Contains(u, x509.ExtKeyUsageAny) ||
-		slices.Contains(u, x509.ExtKeyUsageServerAuth) && slices.Contains(u, x509.ExtKeyUsageClientAuth) {
+	if allows(c.Leaf, x509.ExtKeyUsageServerAuth) && allows(c.Leaf, x509.ExtKeyUsageClientAuth) {
 		return nil
 	}
 	return errors.New("tls: a server's or coordinator's certificate must allow both serverAuth and clientAuth (extended key usage), or name no usage: each dials and is dialled")
+}
+
+// allows reports whether c's extended key usage allows u: none named,
+// any, or u.
+func allows(c *x509.Certificate, u x509.ExtKeyUsage) bool {
+	eku := c.ExtKeyUsage
+	return len(eku) == 0 || slices.Contains(eku, x509.ExtKeyUsageAny) || slices.Contains(eku, u)
+}
+
+// UsableFor checks that the loaded certificate's extended key usage
+// allows u (nil without a certificate). why says what it is used for.
+func (m *Material) UsableFor(u x509.ExtKeyUsage, why string) error {
+	if m.cert == nil || allows(m.cert.Leaf, u) {
+		return nil
+	}
+	name := map[x509.ExtKeyUsage]string{x509.ExtKeyUsageServerAuth: "serverAuth", x509.ExtKeyUsageClientAuth: "clientAuth"}[u]
+	return fmt.Errorf("tls: %s: its extended key usage does not allow %s, and %s (use a certificate that allows it, or names no usage)", m.files.Cert, name, why)
 }
 
 // keyID identifies a certificate's public key.
