@@ -1,12 +1,10 @@
 package server
 
 import (
-	"bytes"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,25 +13,6 @@ import (
 	"ftkv/timing"
 	"ftkv/internal/tlsconf"
 )
-
-// lockedBuffer is a log destination written by the server's goroutines
-// and read by the test.
-type lockedBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *lockedBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *lockedBuffer) String() string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.String()
-}
 
 // TestCertificateReloadLoggedWithTheNode: the line a server writes when
 // it takes renewed certificate files names the server and incarnation
@@ -53,7 +32,7 @@ func TestCertificateReloadLoggedWithTheNode(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var logged lockedBuffer
+	var logged syncBuf
 	s, err := New(Config{ID: 2, Incarnation: 7, CoordAddr: "127.0.0.1:1", Secret: testSecret, TLS: m,
 		DumpDir: t.TempDir(), Timing: timing.New(300 * time.Millisecond), Loops: 1, Logger: zerolog.New(&logged)})
 	if err != nil {

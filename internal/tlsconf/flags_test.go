@@ -4,8 +4,6 @@ import (
 	"crypto/x509"
 	"flag"
 	"io"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -23,13 +21,7 @@ func TestClientFlagsCheckTheCertificatesUsage(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	write := func(name string, b []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := writer(t, dir)
 	caFile := write("ca.pem", ca.CertPEM)
 	pair := func(name string, certPEM, keyPEM []byte) []string {
 		return []string{"-tls-ca", caFile, "-tls-cert", write(name+".pem", certPEM), "-tls-key", write(name+"-key.pem", keyPEM)}

@@ -220,13 +220,7 @@ func TestRenewalSeenByADialer(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	write := func(name string, b []byte) string {
-		p := filepath.Join(dir, name)
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := writer(t, dir)
 	c1, k1, err := ca.Issue("")
 	if err != nil {
 		t.Fatal(err)

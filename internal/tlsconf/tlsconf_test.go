@@ -194,13 +194,7 @@ func TestRolesOnInternalAndClientPorts(t *testing.T) {
 	// a coordinator loaded as bin/server and bin/coord load it, and a
 	// second certificate of the same CA (a client's, say).
 	ownDir := t.TempDir()
-	write := func(name string, b []byte) string {
-		p := filepath.Join(ownDir, name)
-		if err := os.WriteFile(p, b, 0o600); err != nil {
-			t.Fatal(err)
-		}
-		return p
-	}
+	write := writer(t, ownDir)
 	caFile := write("ca.pem", ca.CertPEM)
 	oc, ok, err := ca.Issue("")
 	if err != nil {
@@ -293,4 +287,17 @@ func issueWithUsage(t *testing.T, ca *CA, u x509.ExtKeyUsage) (certPEM, keyPEM [
 		t.Fatal(err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: kb})
+}
+
+// writer gives a function that writes b to dir/name (0600) and returns
+// its path.
+func writer(t *testing.T, dir string) func(name string, b []byte) string {
+	return func(name string, b []byte) string {
+		t.Helper()
+		p := filepath.Join(dir, name)
+		if err := os.WriteFile(p, b, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		return p
+	}
 }
