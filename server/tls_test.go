@@ -10,8 +10,8 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"ftkv/timing"
 	"ftkv/internal/tlsconf"
+	"ftkv/timing"
 )
 
 // TestCertificateReloadLoggedWithTheNode: the line a server writes when
