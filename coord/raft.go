@@ -546,7 +546,7 @@ func openRaft(o Options, f *fsm, log zerolog.Logger) (*raftNode, error) {
 		if t := o.tls; t != nil {
 			tr, err = newTLSRaftTransport(me.RaftAddr, adv, t.raftSrv, t.raftCli, 3, tm.Dial, hl)
 		} else {
-			tr, err = raft.NewTCPTransportWithLogger(me.RaftAddr, adv, 3, tm.Dial, hl)
+			tr, err = newRaftTransport(me.RaftAddr, adv, 3, tm.Dial, hl)
 		}
 		if err != nil {
 			if strings.Contains(err.Error(), "address already in use") {

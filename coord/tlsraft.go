@@ -36,6 +36,6 @@ func newTLSRaftTransport(bind string, adv net.Addr, server, client *tls.Config, 
 	if err != nil {
 		return nil, err
 	}
-	st := &tlsStream{Listener: tls.NewListener(ln, server), adv: adv, client: client}
+	st := &tlsStream{Listener: tls.NewListener(newGuardListener(ln, maxRaftConns), server), adv: adv, client: client}
 	return raft.NewNetworkTransportWithLogger(st, maxPool, timeout, log), nil
 }

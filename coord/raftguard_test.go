@@ -1,0 +1,157 @@
+package coord
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/hashicorp/go-hclog"
+	"github.com/hashicorp/raft"
+)
+
+// TestRaftPortRefusesTermsPastTheEpoch: a coordinator's Raft port without
+// TLS takes requests from anyone; one with a term past 32 bits (which a
+// view's epoch cannot carry) must never reach Raft (an attack: two such
+// AppendEntries to a follower, and no leader could ever adopt the servers
+// again). Requests of real terms, and snapshots, pass unchanged.
+func TestRaftPortRefusesTermsPastTheEpoch(t *testing.T) {
+	log := hclog.NewNullLogger()
+	srv, err := newRaftTransport("127.0.0.1:0", nil, 3, 2*time.Second, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer srv.Close()
+	var mu sync.Mutex
+	var terms []uint64
+	var snap []byte
+	go func() {
+		for rpc := range srv.Consumer() {
+			switch req := rpc.Command.(type) {
+			case *raft.AppendEntriesRequest:
+				mu.Lock()
+				terms = append(terms, req.Term)
+				mu.Unlock()
+				rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, Success: true}, nil)
+			case *raft.RequestVoteRequest:
+				mu.Lock()
+				terms = append(terms, req.Term)
+				mu.Unlock()
+				rpc.Respond(&raft.RequestVoteResponse{Term: req.Term}, nil)
+			case *raft.InstallSnapshotRequest:
+				b, err := io.ReadAll(rpc.Reader)
+				mu.Lock()
+				terms, snap = append(terms, req.Term), b
+				mu.Unlock()
+				rpc.Respond(&raft.InstallSnapshotResponse{Term: req.Term, Success: err == nil}, err)
+			}
+		}
+	}()
+	cli, err := raft.NewTCPTransportWithLogger("127.0.0.1:0", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, 3, 2*time.Second, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cli.Close()
+	to := srv.LocalAddr()
+	appendTerm := func(term uint64) error {
+		var resp raft.AppendEntriesResponse
+		return cli.AppendEntries("0", to, &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax}, Term: term}, &resp)
+	}
+	seen := func() []uint64 {
+		mu.Lock()
+		defer mu.Unlock()
+		return append([]uint64(nil), terms...)
+	}
+
+	if err := appendTerm(5); err != nil {
+		t.Fatalf("AppendEntries of term 5: %v", err)
+	}
+	if err := appendTerm(1<<32 + 0xfffffff0); err == nil {
+		t.Error("AppendEntries of term 2^32+0xfffffff0 answered")
+	}
+	var vote raft.RequestVoteResponse
+	if err := cli.RequestVote("0", to, &raft.RequestVoteRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax}, Term: 2 << 32}, &vote); err == nil {
+		t.Error("RequestVote of term 2^33 answered")
+	}
+	if err := appendTerm(6); err != nil {
+		t.Fatalf("AppendEntries of term 6 after the refusals: %v", err)
+	}
+	data := bytes.Repeat([]byte("snapshot"), 100_000)
+	var is raft.InstallSnapshotResponse
+	if err := cli.InstallSnapshot("0", to, &raft.InstallSnapshotRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax},
+		SnapshotVersion: raft.SnapshotVersionMax, Term: 7, Size: int64(len(data))}, &is, bytes.NewReader(data)); err != nil || !is.Success {
+		t.Fatalf("InstallSnapshot: %v, success %v", err, is.Success)
+	}
+	if err := appendTerm(8); err != nil {
+		t.Fatalf("AppendEntries after a snapshot: %v", err)
+	}
+	got := seen()
+	if want := []uint64{5, 6, 7, 8}; len(got) != len(want) || got[0] != 5 || got[1] != 6 || got[2] != 7 || got[3] != 8 {
+		t.Fatalf("Raft received terms %v, want %v", got, want)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if !bytes.Equal(snap, data) {
+		t.Fatalf("the snapshot arrived as %d bytes, want the %d sent", len(snap), len(data))
+	}
+}
+
+// TestRaftPortConnectionsBounded: a Raft port holds at most its bound of
+// connections; a new one closes the one silent the longest, never one
+// that spoke before one that did not (an attack: 21,900 idle connections
+// took every descriptor of the leader).
+func TestRaftPortConnectionsBounded(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	gl := newGuardListener(ln, 3)
+	defer gl.Close()
+	accepted := make(chan net.Conn, 16)
+	go func() {
+		for {
+			c, err := gl.Accept()
+			if err != nil {
+				return
+			}
+			accepted <- c
+			go io.Copy(io.Discard, c)
+		}
+	}()
+	dial := func() net.Conn {
+		c, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { c.Close() })
+		<-accepted
+		return c
+	}
+	talker := dial()
+	if _, err := talker.Write([]byte("x")); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(50 * time.Millisecond) // timing: exception — the byte is read before the silent ones arrive
+	silent1, silent2 := dial(), dial()
+	_ = dial() // the fourth: the oldest silent one goes
+	closed := func(c net.Conn) bool {
+		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		_, err := c.Read(make([]byte, 1))
+		return err == io.EOF
+	}
+	if !closed(silent1) {
+		t.Fatal("the connection silent the longest was not closed at the bound")
+	}
+	_ = dial() // the fifth: the other silent one
+	if !closed(silent2) {
+		t.Fatal("the second silent connection was not closed at the bound")
+	}
+	if _, err := talker.Write([]byte("y")); err != nil {
+		t.Fatalf("the connection that spoke was closed: %v", err)
+	}
+	if gl.count() > 3 {
+		t.Fatalf("%d connections held, bound 3", gl.count())
+	}
+}
