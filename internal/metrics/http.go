@@ -88,8 +88,9 @@ func Listen(addr string, r *Registry, mux *http.ServeMux, tc *tls.Config) (*List
 	}
 	limited := limitListener(ln, MaxConns, true)
 	l := &Listener{ln: ln, srv: &http.Server{
-		Handler:           mux,
+		Handler:           withoutBodies(mux),
 		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       10 * time.Second, // (no body is read, see withoutBodies: a bound all the same)
 		WriteTimeout:      10 * time.Second,
 		IdleTimeout:       30 * time.Second,
 		MaxHeaderBytes:    16 << 10,
@@ -111,6 +112,33 @@ func Listen(addr string, r *Registry, mux *http.ServeMux, tc *tls.Config) (*List
 		}
 	}()
 	return l, nil
+}
+
+// withoutBodies serves h only GET and HEAD requests without a body; any
+// other is answered 405 (400 for a GET or HEAD with a body) and its
+// connection closed, its body never read. net/http reads an unread body
+// (up to 256 KiB) after the handler, with no read deadline: 256
+// connections that sent "POST /metrics" with a Content-Length and then no
+// body stayed serving a request each, where the port's limit closes none,
+// and every scrape was refused for as long as they liked (a review).
+func withoutBodies(h http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		get := r.Method == http.MethodGet || r.Method == http.MethodHead
+		if get && r.ContentLength == 0 {
+			h.ServeHTTP(w, r)
+			return
+		}
+		// A read deadline already passed ends that read of the body at
+		// once; the connection closes after the answer.
+		_ = http.NewResponseController(w).SetReadDeadline(time.Now())
+		w.Header().Set("Connection", "close")
+		if !get {
+			w.Header().Set("Allow", "GET, HEAD")
+			http.Error(w, "method not allowed", http.StatusMethodNotAllowed)
+			return
+		}
+		http.Error(w, "a scrape has no body", http.StatusBadRequest)
+	})
 }
 
 // Addr is the address bound (host:port).

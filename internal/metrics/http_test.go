@@ -160,3 +160,63 @@ func TestIdleScrapersMakeRoom(t *testing.T) {
 		l.Close()
 	}
 }
+
+// TestBodiesDoNotHoldTheMetricsPort: MaxConns connections that send a
+// request announcing a body (POST, or a GET with a Content-Length) and
+// then no body are each answered and closed at once, and a scraper is
+// served. Before, net/http waited for the unread body (up to 256 KiB)
+// after the handler with no read deadline: each such connection stayed
+// serving a request, not evictable, and every scrape was refused for as
+// long as the attacker liked (a review).
+func TestBodiesDoNotHoldTheMetricsPort(t *testing.T) {
+	r := New(false)
+	r.Counter("t_ops_total").Add(3)
+	l, err := Listen("127.0.0.1:0", r, nil, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	reqs := []string{
+		"POST /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n",
+		"GET /metrics HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\n",
+		"PUT /elsewhere HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n",
+	}
+	var open []net.Conn
+	defer func() {
+		for _, c := range open {
+			c.Close()
+		}
+	}()
+	for i := 0; i < MaxConns; i++ {
+		c, err := net.DialTimeout("tcp", l.Addr(), 2*time.Second)
+		if err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+		open = append(open, c)
+		_ = c.SetWriteDeadline(time.Now().Add(time.Second))
+		if _, err := c.Write([]byte(reqs[i%len(reqs)])); err != nil {
+			t.Fatalf("connection %d: %v", i, err)
+		}
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for i, c := range open {
+		_ = c.SetReadDeadline(deadline)
+		got, err := io.ReadAll(c)
+		if err != nil {
+			t.Fatalf("connection %d (%q), its body never sent: not answered and closed within 5 s: %v (read %q)", i, strings.SplitN(reqs[i%len(reqs)], "\r\n", 2)[0], err, got)
+		}
+		if !strings.HasPrefix(string(got), "HTTP/1.1 4") {
+			t.Fatalf("connection %d (%q) answered %q, want a 4xx", i, strings.SplitN(reqs[i%len(reqs)], "\r\n", 2)[0], got)
+		}
+	}
+	cl := http.Client{Timeout: 2 * time.Second}
+	resp, err := cl.Get("http://" + l.Addr() + "/metrics")
+	if err != nil {
+		t.Fatalf("a scrape after %d connections sent no body: %v", MaxConns, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), "t_ops_total 3") {
+		t.Fatalf("scrape answered %s %q", resp.Status, body)
+	}
+}
