@@ -278,7 +278,7 @@ type Port struct {
 	loops map[gnet.EventLoop]*loopSet
 
 	umu      sync.Mutex
-	unauth   list.List    // RequireAuth: open connections not Authed, oldest first (*State)
+	unauth   list.List    // open connections not Authed (RequireAuth), or that never sent a byte (other ports), oldest first (*State)
 	evicting atomic.Int64 // evicted, not closed yet
 	evicted  atomic.Uint64
 
@@ -450,12 +450,15 @@ func (p *Port) enroll(nc net.Conn) error {
 // oldest connection not authenticated is closed (on its loop, woken with
 // the reason) to make room.
 func (p *Port) full() bool {
-	if !p.cfg.RequireAuth || p.evicting.Load() >= maxEvicting {
+	if p.evicting.Load() >= maxEvicting {
 		return false
 	}
 	p.umu.Lock()
 	e := p.unauth.Front()
 	var st *State
+	if e != nil && !p.cfg.RequireAuth && time.Since(time.Unix(0, e.Value.(*State).opened)) < SilentAfter {
+		e = nil // (the oldest silent one may be a client about to speak)
+	}
 	if e != nil {
 		st = p.unauth.Remove(e).(*State)
 		st.unauthElem = nil
@@ -467,8 +470,33 @@ func (p *Port) full() bool {
 		return false
 	}
 	p.evicted.Add(1)
-	st.doom(errEvicted)
+	if p.cfg.RequireAuth {
+		st.doom(errEvicted)
+	} else {
+		st.doom(errSilent)
+	}
 	return true
+}
+
+// SilentAfter is how long a connection to a port without RequireAuth may
+// have sent nothing before a new one at MaxConns closes it (the oldest
+// such) rather than being refused: connections that never spoke locked
+// every new client out (an attack).
+var SilentAfter = time.Second // timing: exception — a client sends its first request at once
+
+// spoke takes st, which sent its first bytes, out of the silent
+// connections (a port without RequireAuth; on st's loop).
+func (p *Port) spoke(st *State) {
+	if st.spoke || p.cfg.RequireAuth {
+		return
+	}
+	st.spoke = true
+	p.umu.Lock()
+	if st.unauthElem != nil {
+		p.unauth.Remove(st.unauthElem)
+		st.unauthElem = nil
+	}
+	p.umu.Unlock()
 }
 
 // logf logs a closure or failure at most once per logEvery, with the
@@ -539,13 +567,11 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if st := Of(c); st != nil {
 		st.c = c
 		h.p.loopSet(c.EventLoop()).all[st] = struct{}{}
-		if h.p.cfg.RequireAuth {
-			h.p.umu.Lock()
-			if !st.authed.Load() && !st.gone {
-				st.unauthElem = h.p.unauth.PushBack(st)
-			}
-			h.p.umu.Unlock()
+		h.p.umu.Lock()
+		if !st.authed.Load() && !st.gone {
+			st.unauthElem = h.p.unauth.PushBack(st)
 		}
+		h.p.umu.Unlock()
 	}
 	return h.EventHandler.OnOpen(c)
 }
@@ -586,6 +612,9 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 			p.evictedOut.Add(1)
 		}
 		return st.kill(*why)
+	}
+	if !st.spoke && c.InboundBuffered() > 0 {
+		p.spoke(st)
 	}
 	now := p.now.Load()
 	if st.woken {
@@ -632,11 +661,8 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	return st.note(now)
 }
 
-// unlist takes st out of the connections not authenticated.
+// unlist takes st out of the connections not authenticated (or silent).
 func (p *Port) unlist(st *State) {
-	if !p.cfg.RequireAuth {
-		return
-	}
 	p.umu.Lock()
 	if st.unauthElem != nil {
 		p.unauth.Remove(st.unauthElem)

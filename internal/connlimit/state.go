@@ -31,6 +31,7 @@ type State struct {
 	doomed   atomic.Pointer[error] // set from any goroutine: closed with this reason at the next wake
 
 	unauthElem *list.Element // in p.unauth (under p.umu)
+	spoke      bool          // a port without RequireAuth: it sent a byte (on the loop)
 	evicting   bool          // evicted at MaxConns, not closed yet (under p.umu)
 
 	in     int64 // input counted in the InputBudget (under its mu)
@@ -566,6 +567,7 @@ var (
 	errInputBudget  = errors.New("holds the most input while the server's input budget is exceeded")
 	errAuthTimeout  = errors.New("not authenticated within the authentication timeout")
 	errEvicted      = errors.New("not authenticated, evicted to make room at the connection maximum")
+	errSilent       = errors.New("never sent a byte, evicted to make room at the connection maximum")
 )
 
 // InputBudget bounds the input held by the connections of several ports
