@@ -1,6 +1,7 @@
 package tlsgnet
 
 import (
+	"container/list"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -38,6 +39,7 @@ type conn struct {
 	ctx    any         // the wrapped handler's context
 	woken  atomic.Bool // Wake was called: OnTraffic must reach the handler
 	cancel context.CancelFunc
+	hsElem *list.Element // in h.hs while the handshake runs (under h.hsMu)
 
 	// On the loop only: decrypted input not yet consumed, plain[off:].
 	plain []byte

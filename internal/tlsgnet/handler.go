@@ -1,6 +1,7 @@
 package tlsgnet
 
 import (
+	"container/list"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -29,9 +30,23 @@ type Option func(*options)
 
 type options struct {
 	timeout     time.Duration
+	maxHS       int
 	onPlaintext func(first []byte) []byte
 	maxBuffered int
 	log         zerolog.Logger
+}
+
+// DefaultMaxHandshakes bounds the handshakes in flight on one port
+// unless WithMaxHandshakes says otherwise: each holds a goroutine and
+// crypto/tls's buffer for its record (up to 16 KiB), for as long as the
+// handshake timeout (an attack: 9,000 stalled handshakes took a server
+// from 70 to 300 MB).
+const DefaultMaxHandshakes = 512
+
+// WithMaxHandshakes bounds the handshakes in flight (DefaultMaxHandshakes):
+// a new connection beyond it ends the oldest one still handshaking.
+func WithMaxHandshakes(n int) Option {
+	return func(o *options) { o.maxHS = n }
 }
 
 // WithHandshakeTimeout bounds each handshake (DefaultHandshakeTimeout);
@@ -68,6 +83,9 @@ type handler struct {
 	inner gnet.EventHandler
 	cfg   *tls.Config
 	o     options
+
+	hsMu sync.Mutex
+	hs   list.List // connections handshaking, oldest first (*conn)
 
 	logMu      sync.Mutex
 	lastLog    map[string]time.Time // when a failure of each kind was last logged
@@ -111,7 +129,7 @@ func (h *handler) logFailure(c *conn, err error) {
 // Wake calls inner's OnTraffic. Connections registered with a Handoff's
 // Context continue a session established elsewhere.
 func Wrap(inner gnet.EventHandler, cfg *tls.Config, opts ...Option) gnet.EventHandler {
-	h := &handler{inner: inner, cfg: cfg, o: options{timeout: DefaultHandshakeTimeout, log: zerolog.Nop()}}
+	h := &handler{inner: inner, cfg: cfg, o: options{timeout: DefaultHandshakeTimeout, maxHS: DefaultMaxHandshakes, log: zerolog.Nop()}}
 	for _, opt := range opts {
 		opt(&h.o)
 	}
@@ -149,6 +167,17 @@ func (h *handler) OnOpen(rc gnet.Conn) ([]byte, gnet.Action) {
 	} else {
 		ctx, cancel := context.WithTimeout(context.Background(), h.o.timeout)
 		c.cancel = cancel
+		h.hsMu.Lock()
+		var oldest *conn
+		if h.o.maxHS > 0 && h.hs.Len() >= h.o.maxHS {
+			oldest = h.hs.Remove(h.hs.Front()).(*conn)
+			oldest.hsElem = nil
+		}
+		c.hsElem = h.hs.PushBack(c)
+		h.hsMu.Unlock()
+		if oldest != nil {
+			oldest.cancel() // its handshake returns and closes it
+		}
 		go c.handshake(ctx)
 	}
 	return nil, gnet.None
@@ -160,6 +189,12 @@ func (h *handler) OnOpen(rc gnet.Conn) ([]byte, gnet.Action) {
 func (c *conn) handshake(ctx context.Context) {
 	err := c.tc.HandshakeContext(ctx)
 	c.cancel()
+	c.h.hsMu.Lock()
+	if c.hsElem != nil {
+		c.h.hs.Remove(c.hsElem)
+		c.hsElem = nil
+	}
+	c.h.hsMu.Unlock()
 	if err != nil {
 		// Logged even when the peer has closed meanwhile: it closes as
 		// soon as it reads the alert for a refused certificate.
