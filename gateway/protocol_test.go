@@ -77,6 +77,10 @@ func TestOverLimitAtOnce(t *testing.T) {
 	}
 	exchange(t, g.Addr(), cmd("SET", "k", v)+cmd("STRLEN", "k"), "+OK\r\n:"+itoa(int64(len(v)))+"\r\n")
 	refused(t, g.Addr(), cmd("SET", "k", v+"v")[:40], over) // one byte more
+	// At most one argument per 64 bytes of the limit (maxArgs).
+	keys := append([]string{"EXISTS"}, slices.Repeat([]string{"x"}, 63)...)
+	exchange(t, g.Addr(), cmd(keys...), ":0\r\n")
+	refused(t, g.Addr(), "*65\r\n", "-ERR Protocol error: request over the gateway's limit of 64 arguments\r\n")
 }
 
 // FuzzReadCommand: readCommand never panics, reads a whole encoded
