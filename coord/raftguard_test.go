@@ -133,11 +133,17 @@ func TestRaftPortConnectionsBounded(t *testing.T) {
 	if _, err := talker.Write([]byte("x")); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(50 * time.Millisecond) // timing: exception — the byte is read before the silent ones arrive
+	// The byte is read before the silent ones arrive.
+	for deadline := time.Now().Add(5 * time.Second); !gl.anySpoke(); {
+		if time.Now().After(deadline) {
+			t.Fatal("the talker's byte was not read in 5 s")
+		}
+		time.Sleep(time.Millisecond) // timing: exception — a poll
+	}
 	silent1, silent2 := dial(), dial()
 	_ = dial() // the fourth: the oldest silent one goes
 	closed := func(c net.Conn) bool {
-		_ = c.SetReadDeadline(time.Now().Add(time.Second))
+		_ = c.SetReadDeadline(time.Now().Add(5 * time.Second))
 		_, err := c.Read(make([]byte, 1))
 		return err == io.EOF
 	}
@@ -154,4 +160,16 @@ func TestRaftPortConnectionsBounded(t *testing.T) {
 	if gl.count() > 3 {
 		t.Fatalf("%d connections held, bound 3", gl.count())
 	}
+}
+
+// anySpoke reports whether a connection l holds has sent a byte.
+func (l *guardListener) anySpoke() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	for c := range l.conns {
+		if c.spoke.Load() {
+			return true
+		}
+	}
+	return false
 }

@@ -37,23 +37,23 @@ func TestEvictSilentConnections(t *testing.T) {
 	a := dial(t, p)
 	ask(a)
 	b := dial(t, p)
-	eventually(t, time.Second, "two open", func() bool { return p.Open() == 2 })
+	eventually(t, 5*time.Second, "two open", func() bool { return p.Open() == 2 })
 	c := dial(t, p)
-	eventually(t, time.Second, "three open", func() bool { return p.Open() == 3 })
-	eventually(t, 2*time.Second, "two silent listed", func() bool { return unauthListed(p) == 2 })
+	eventually(t, 5*time.Second, "three open", func() bool { return p.Open() == 3 })
+	eventually(t, 5*time.Second, "two silent listed", func() bool { return unauthListed(p) == 2 })
 	time.Sleep(2 * SilentAfter)
 	d := dial(t, p) // closes b, the oldest silent
-	if !closedByServer(b, 2*time.Second) {
+	if !closedByServer(b, 5*time.Second) {
 		t.Fatal("the connection silent the longest was not closed at MaxConns: the newcomer was refused instead")
 	}
 	ask(d)
 	time.Sleep(2 * SilentAfter)
 	e := dial(t, p) // closes c
-	if !closedByServer(c, 2*time.Second) {
+	if !closedByServer(c, 5*time.Second) {
 		t.Fatal("the second silent connection was not closed")
 	}
 	ask(e)
-	eventually(t, time.Second, "three open", func() bool { return p.Open() == 3 })
+	eventually(t, 5*time.Second, "three open", func() bool { return p.Open() == 3 })
 	f := dial(t, p) // every slot spoke: refused
 	_ = f.SetReadDeadline(time.Now().Add(2 * time.Second))
 	if fr, err := frameio.ReadFrame(bufio.NewReader(f)); err != nil || fr.Status != wire.StatusUnavailable || string(fr.Value) != "max clients reached" {
