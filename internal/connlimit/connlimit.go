@@ -131,6 +131,10 @@ type Config struct {
 	// StaleAfter: how long an Evict port's connection may hold output
 	// without a drain before it may be closed (0: staleAfter, 100 ms).
 	StaleAfter time.Duration
+	// FirstDrain: how long after its first pause a connection that never
+	// read may hold more than InboundCap, its first read still to come
+	// (0: firstDrain, 50 ms).
+	FirstDrain time.Duration
 	// Gate: the handler holds back answers larger than BudgetFloor
 	// beyond one and a half times the Budget (HoldBack), and those
 	// connections pause; a client whose answers are small is served on.

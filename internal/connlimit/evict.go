@@ -57,6 +57,14 @@ func (c Config) stale() time.Duration {
 	return staleAfter
 }
 
+// firstDrain is Config.FirstDrain, or firstDrain.
+func (c Config) firstDrain() time.Duration {
+	if c.FirstDrain > 0 {
+		return c.FirstDrain
+	}
+	return firstDrain
+}
+
 var errOutputBudget = errors.New("queued output unread the longest while the server's output budget is exceeded")
 
 // holders is the connections of Evict ports holding output, for

@@ -347,8 +347,12 @@ func evictPort(t *testing.T, val, budget int64) (*Port, *Budget) {
 // connections a run). It keeps an allowance for its first read, a
 // smaller one (freshMax) than a client that shows it reads.
 func TestFreshReaderOfManySmallWrites(t *testing.T) {
+	// The client reads 40 ms late; the port waits 250 ms for a first
+	// read, not 50 (under make test's load the client's goroutine ran
+	// past 50 ms once and was closed: the rule, not what this asks).
 	p := listen(t, &getServer{val: make([]byte, 1<<20)}, Config{OutputSoft: 2 << 20, OutputHard: 32 << 20, OutputGrace: 10 * time.Second,
-		Budget: NewBudget(32 << 20), InputBudget: NewInputBudget(64 << 20), Evict: true, Requests: wire.CountFrames})
+		Budget: NewBudget(32 << 20), InputBudget: NewInputBudget(64 << 20), Evict: true, Requests: wire.CountFrames,
+		FirstDrain: 250 * time.Millisecond})
 	const nGets, nPuts = 100, 300
 	batch := gets(nGets, 0)
 	for i := range nPuts {

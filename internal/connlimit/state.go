@@ -361,7 +361,7 @@ func (st *State) inboundOver() error {
 	limit, why := st.p.cfg.InboundCap, errInboundCap
 	now := time.Now().UnixNano()
 	reading := time.Duration(now-st.drainedAt) < drainWindow
-	if reading || time.Duration(now-st.pausedAt) < firstDrain {
+	if reading || time.Duration(now-st.pausedAt) < st.p.cfg.firstDrain() {
 		pc := st.p.cfg.InputBudget.perConn() // it reads, or may read yet
 		if !reading && !st.mayRead() {
 			pc = min(pc, freshMax)
