@@ -66,6 +66,7 @@ type Config struct {
 	// as many as the last snapshot (default 64 MiB; negative: never).
 	SnapshotBytes int64
 	walFS         wal.FS // tests: the log's file layer (default: the OS's)
+	walSegment    int64  // tests: the log's segment size (default: wal's)
 	// Timing holds every duration the server waits, retries or gives up
 	// after, derived from the coordinator's failure timeout (zero value:
 	// timing.Default()). Its Lease is how long a primary may serve after

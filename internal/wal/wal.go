@@ -14,6 +14,7 @@
 package wal
 
 import (
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -99,6 +100,10 @@ type Recovery struct {
 	Truncated int64  // bytes dropped from the damaged segment
 	Removed   int    // whole segments removed after it
 	Reason    string // why the log ended early ("" if it ended cleanly)
+	// Middle: the damage is not a torn tail: whole segments (Removed), or
+	// a whole batch of the log's next sequence, follow it. What follows
+	// may be writes no other copy holds.
+	Middle bool
 	// SetAside names the copies kept of what a damage in the middle of
 	// the log cut off (whole segments followed it): the damaged segment
 	// and those after it, as <segment>.<unix ns>.damaged, for an operator. A torn
@@ -225,7 +230,8 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 				used--
 			}
 			rec.Truncated = used - good
-			if i+1 < len(segs) {
+			rec.Middle = i+1 < len(segs) || batchAfter(data[good:used], l.seq)
+			if rec.Middle {
 				// Whole segments follow the damage: not a torn tail but
 				// corruption, and what follows may be writes no other
 				// copy holds. Kept aside, never replayed.
@@ -259,6 +265,36 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 	}
 	go l.run()
 	return l, rec, nil
+}
+
+// batchAfter reports whether b (what follows the last whole batch of a
+// damaged segment) holds, past its first byte, a whole batch with
+// sequence last+2: the batch after the damaged one, so the damage is in
+// the middle, not a torn tail (whose last batch is the damaged one).
+func batchAfter(b []byte, last uint64) bool {
+	var want [8]byte
+	binary.BigEndian.PutUint64(want[:], last+2)
+	for off := 1; off+batchHeader <= len(b); {
+		i := bytes.Index(b[off+8:], want[:])
+		if i < 0 {
+			return false
+		}
+		at := off + i // the candidate header's start
+		off = at + 1
+		if at+batchHeader > len(b) {
+			return false
+		}
+		h := b[at : at+batchHeader]
+		n := int(binary.BigEndian.Uint32(h))
+		if n > maxBatch || n > len(b)-at-batchHeader {
+			continue
+		}
+		c := crc32.Update(0, castagnoli, h[8:16])
+		if crc32.Update(c, castagnoli, b[at+batchHeader:at+batchHeader+n]) == binary.BigEndian.Uint32(h[4:]) {
+			return true
+		}
+	}
+	return false
 }
 
 // damagedSuffix names a segment kept aside by recovery (Recovery.SetAside),
