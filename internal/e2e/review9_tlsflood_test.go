@@ -8,6 +8,7 @@ package e2e
 // connections open on the servers.
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
 	"fmt"
@@ -22,7 +23,9 @@ import (
 	"time"
 
 	"ftkv/client"
+	"ftkv/internal/frameio"
 	"ftkv/internal/testkit/testcluster"
+	"ftkv/wire"
 )
 
 // procCPU is a process's user+system CPU time in clock ticks.
@@ -68,24 +71,35 @@ func TestReview9TLSRefusalFlood(t *testing.T) {
 	for _, s := range before.Servers {
 		targets = append(targets, s.Addr)
 	}
-	// Fill every port up to max_clients with idle TLS connections.
+	// Fill every port up to max_clients with TLS connections that asked
+	// one question each and then idle (a connection that never spoke is
+	// closed for a newcomer at max_clients: connlimit.SilentAfter).
 	var held []net.Conn
 	defer func() {
 		for _, nc := range held {
 			nc.Close()
 		}
 	}()
-	for _, a := range targets {
+	for k, a := range targets {
+		ask := &wire.Frame{Op: wire.OpGet, ID: 1, Key: []byte("r9-held")}
+		if k == 0 {
+			ask = &wire.Frame{Op: wire.OpView, ID: 1} // the coordinator
+		}
 		for i := 0; i < 8; i++ {
 			nc, err := tls.DialWithDialer(&net.Dialer{Timeout: 2 * time.Second}, "tcp", a, p.bare)
 			if err != nil {
 				break
 			}
-			_ = nc.SetReadDeadline(time.Now().Add(200 * time.Millisecond))
-			if _, err := nc.Read(make([]byte, 64)); err != nil && !isTimeout(err) {
+			_ = nc.SetDeadline(time.Now().Add(2 * time.Second))
+			var ans wire.Frame
+			if _, err = nc.Write(wire.Append(nil, ask)); err == nil {
+				ans, err = frameio.ReadFrame(bufio.NewReader(nc))
+			}
+			if err != nil || ans.Status == wire.StatusUnavailable {
 				nc.Close() // refused
 				continue
 			}
+			_ = nc.SetDeadline(time.Time{})
 			held = append(held, nc)
 		}
 	}
