@@ -212,11 +212,6 @@ func TestReview9TLSRefusalFlood(t *testing.T) {
 	}
 }
 
-func isTimeout(err error) bool {
-	ne, ok := err.(net.Error)
-	return ok && ne.Timeout()
-}
-
 // refusedInsideTLS dials addr with TLS and reports whether it read the
 // refusal want inside TLS (false: the handshake failed, or the connection
 // closed without it).
