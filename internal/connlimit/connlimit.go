@@ -491,10 +491,10 @@ var SilentAfter = time.Second // timing: exception — a client sends its first 
 // spoke takes st, which sent its first bytes, out of the silent
 // connections (a port without RequireAuth; on st's loop).
 func (p *Port) spoke(st *State) {
-	if st.spoke || p.cfg.RequireAuth {
+	st.spoke = true // (asked once: a RequireAuth port's list is Authed's)
+	if p.cfg.RequireAuth {
 		return
 	}
-	st.spoke = true
 	p.umu.Lock()
 	if st.unauthElem != nil {
 		p.unauth.Remove(st.unauthElem)
