@@ -11,12 +11,24 @@ import (
 )
 
 // slowFS is the OS's file system with a log whose fsync (sync, when
-// set) or writes (perMiB for every MiB written, when set: a disk that
-// cannot keep up, the kernel throttling a writer by the pages it dirties)
-// can be slowed; nanoseconds.
+// set; nanoseconds) can be slowed, or whose large writes (held, when
+// set: a disk that cannot keep up, the kernel throttling a writer by the
+// pages it dirties) wait until the test lets them go.
 type slowFS struct {
 	wal.OSFS
-	sync, perMiB *atomic.Int64
+	sync *atomic.Int64
+	held *diskGate
+}
+
+// diskGate holds every write of at least 512 KiB to a log until open is
+// closed; entered gets one token per write held (never blocking).
+type diskGate struct {
+	entered chan struct{}
+	open    chan struct{}
+}
+
+func newDiskGate() *diskGate {
+	return &diskGate{entered: make(chan struct{}, 64), open: make(chan struct{})}
 }
 
 type slowFile struct {
@@ -49,8 +61,12 @@ func (f slowFile) Sync() error {
 }
 
 func (f slowFile) Write(p []byte) (int, error) {
-	if f.fs.perMiB != nil {
-		time.Sleep(time.Duration(f.fs.perMiB.Load() * int64(len(p)) >> 20))
+	if g := f.fs.held; g != nil && len(p) >= 1<<19 {
+		select {
+		case g.entered <- struct{}{}:
+		default:
+		}
+		<-g.open
 	}
 	return f.File.Write(p)
 }
