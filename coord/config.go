@@ -225,6 +225,11 @@ func ParseCluster(path string, r io.Reader) (*Cluster, error) {
 			if len(fields) != 2 {
 				return nil, bad("%s needs one value (%s), %s", fields[0], takes, gotValues(fields[1:]))
 			}
+			// A setting given twice is a mistake the file's reader
+			// cannot see (the second line won, silently).
+			if prev, dup := c.Lines[fields[0]]; dup && fields[0] != "spare" {
+				return nil, bad("%s is already set on line %d", fields[0], prev)
+			}
 			if err := c.setting(fields[0], fields[1], lineNo); err != nil {
 				return nil, bad("%v", err)
 			}

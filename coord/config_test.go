@@ -48,6 +48,8 @@ func TestParseClusterErrors(t *testing.T) {
 		{"dup port on one line", "1\nlocalhost 7000 7000 0\n", "c.txt:2: port 7000 on localhost is given twice on this line"},
 		{"shell chars", "1\nbad;host 0 0 0\n", "c.txt:2: host \"bad;host\" contains"},
 		{"dash host", "1\n-oProxy 0 0 0\n", "c.txt:2: host \"-oProxy\" must not start"},
+		{"setting twice", "1\nlocalhost 0 0 0\nfsync no\nmax_clients 10\nfsync no\n", "c.txt:5: fsync is already set on line 3"},
+		{"limit twice", "1\nlocalhost 0 0 0\nmax_clients 10\nmax_clients 20\n", "c.txt:4: max_clients is already set on line 3"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -299,5 +301,13 @@ func TestParseClusterSameHostPorts(t *testing.T) {
 		if _, err := ParseCluster("c.txt", strings.NewReader(in)); err != nil {
 			t.Errorf("%q: %v", in, err)
 		}
+	}
+}
+
+// TestParseClusterSpares: spare lines, unlike settings, may repeat.
+func TestParseClusterSpares(t *testing.T) {
+	c, err := ParseCluster("c.txt", strings.NewReader("1\nlocalhost 0 0 0\nspare localhost\nspare bob@10.0.0.9\n"))
+	if err != nil || len(c.Spares) != 2 {
+		t.Fatalf("two spare lines: %+v, %v", c, err)
 	}
 }

@@ -243,8 +243,21 @@ func New(opts Options) (*Coordinator, error) {
 		}
 		return nil, fmt.Errorf("%s: %w", opts.Cluster.At(named...), err)
 	}
+	var local []int
 	for i, s := range opts.Cluster.Servers {
 		c.nodes = append(c.nodes, &node{id: i, spec: s, host: s.Host})
+		if s.Local() {
+			local = append(local, i)
+		}
+	}
+	if err := c.storage().checkLocal(opts.Dir, local); err != nil {
+		switch {
+		case c.opts.StorageFlags.DataDir != "":
+			return nil, fmt.Errorf("-data-dir %s: %w", c.opts.StorageFlags.DataDir, err)
+		case c.opts.Cluster.Lines["data_dir"] > 0:
+			return nil, fmt.Errorf("%s: data_dir %s: %w", c.opts.Cluster.At("data_dir"), c.opts.Cluster.Storage.DataDir, err)
+		}
+		return nil, fmt.Errorf("data_dir %s (the default; %s sets none): %w", DefaultDataDir, c.opts.Cluster.Path, err)
 	}
 	for _, s := range opts.Cluster.Spares {
 		c.spares = append(c.spares, s.Host)
@@ -458,6 +471,14 @@ const serverRefused = 3 // (TestServerRefusedStatus: the same number)
 func refusedLine(id int, inc uint64, pid int) string {
 	return fmt.Sprintf("ftkv: server %d incarnation %d pid %d: data directory refused, exit status %d", id, inc, pid, serverRefused)
 }
+
+// refusedDir is a server's refusal of its data directory: a start that
+// cannot succeed as configured, as ErrConfigMismatch, whose words ("the
+// config does not describe the committed cluster") it does not take: a
+// directory that is no server's is not the config's fault.
+type refusedDir struct{ error }
+
+func (refusedDir) Is(target error) bool { return target == ErrConfigMismatch }
 
 // ErrConfigMismatch: the committed cluster is not the one the config
 // describes (a config edited between runs).
@@ -1152,8 +1173,12 @@ func (c *Coordinator) waitRegistered(ctx context.Context, begun time.Time, unspa
 			// of an interrupted start (it exits when its heartbeat is
 			// refused): try again a few times, backing off.
 			if ec, ok := proc.(interface{ ExitCode() int }); ok && !reported && ec.ExitCode() == serverRefused {
-				return nil, fmt.Errorf("%w: server %d (%s, line %d) refused its data directory (exit status %d, not retried): another server's or cluster's, or not empty and not a server's; its error, in the log, says which",
-					ErrConfigMismatch, id, nd.host, nd.spec.Line, serverRefused)
+				where := ""
+				if d := c.storage().ServerDir(id); d != "" {
+					where = " " + d
+				}
+				return nil, refusedDir{fmt.Errorf("server %d (%s, line %d) refused its data directory%s (exit status %d, not retried): another server's or cluster's, not empty and not a server's, or not a directory; the server's own error, in the log, says which",
+					id, nd.host, nd.spec.Line, where, serverRefused)}
 			}
 			why := fmt.Errorf("server %d (%s, line %d) %w (port in use? data_dir unusable? see the server's own error)", id, nd.host, nd.spec.Line, errExitedAtStart)
 			if reported {

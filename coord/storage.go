@@ -1,10 +1,13 @@
 package coord
 
 import (
+	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 )
 
 // DefaultDataDir is where servers keep their write-ahead logs and
@@ -105,6 +108,30 @@ func (s Storage) override(flags Storage) Storage {
 		s.Fsync = "always"
 	}
 	return s
+}
+
+// checkLocal refuses a data directory of a local server (ids, running in
+// home) that exists and is not a directory: each server exited at
+// start-up, five times over, and the coordinator with status 1.
+func (s Storage) checkLocal(home string, ids []int) error {
+	if s.DataDir == NoDataDir || len(ids) == 0 {
+		return nil
+	}
+	paths := []string{s.DataDir}
+	for _, id := range ids {
+		paths = append(paths, s.ServerDir(id))
+	}
+	for _, p := range paths {
+		at := p
+		if !filepath.IsAbs(p) && home != "" {
+			at = filepath.Join(home, p)
+		}
+		fi, err := os.Stat(at)
+		if err == nil && !fi.IsDir() || errors.Is(err, syscall.ENOTDIR) {
+			return fmt.Errorf("%s is not a directory", p)
+		}
+	}
+	return nil
 }
 
 // ServerDir is server id's data directory ("" without logs): relative

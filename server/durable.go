@@ -10,6 +10,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"ftkv/internal/wal"
@@ -199,6 +200,10 @@ const errDisk = "disk error: write not durable; refused"
 func (s *Server) openDurable() error {
 	dir := s.cfg.DataDir
 	if err := os.MkdirAll(dir, wal.DirMode); err != nil {
+		if errors.Is(err, syscall.ENOTDIR) {
+			// (Not retried: starting it again cannot help.)
+			return dataDirRefused{fmt.Errorf("server %d: data dir %s: a file is in the way (%v): refusing to use it", s.cfg.ID, dir, err)}
+		}
 		return fmt.Errorf("server %d: data dir: %w", s.cfg.ID, err)
 	}
 	if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm()&^wal.DirMode != 0 {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -375,5 +376,26 @@ func TestDataDirOfAnotherClusterSizeRefused(t *testing.T) {
 		if _, err := New(c); err == nil {
 			t.Errorf("identity %q accepted", bad)
 		}
+	}
+}
+
+// TestDataDirThatIsAFileRefused: a data directory that is a file (or has
+// a file on its path) is refused (ErrDataDirRefused: bin/server exits 3
+// and the coordinator does not start it again). It failed as any start
+// does: the coordinator started the server five times over seconds and
+// exited 1, "port in use? data_dir unusable?".
+func TestDataDirThatIsAFileRefused(t *testing.T) {
+	file := filepath.Join(t.TempDir(), "store")
+	if err := os.WriteFile(file, []byte("notes"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, dir := range []string{file, filepath.Join(file, "server_0")} {
+		_, err := New(Config{ID: 0, CoordAddr: "127.0.0.1:1", Secret: testSecret, DataDir: dir, Logger: zerolog.Nop()})
+		if !errors.Is(err, ErrDataDirRefused) || !strings.Contains(err.Error(), "a file is in the way") {
+			t.Errorf("data dir %s: %v, want it refused (a file is in the way)", dir, err)
+		}
+	}
+	if b, err := os.ReadFile(file); err != nil || string(b) != "notes" {
+		t.Fatalf("the file in the way was changed: %q, %v", b, err)
 	}
 }

@@ -36,6 +36,7 @@ func TestBadCoordArgs(t *testing.T) {
 		config *string // nil: no file is written
 		args   []string
 		want   []string // substrings of the error line; "FILE" is the config path
+		file   string   // made in the directory, as a file, before the run
 	}{
 		{name: "bad port", config: ptr("2\nlocalhost 0 0 0\nlocalhost abc 0 0\n"), want: []string{"FILE:3:", "abc"}},
 		{name: "port out of range", config: ptr("1\n# comment\n\nlocalhost 0 70000 0\n"), want: []string{"FILE:4:", "70000"}},
@@ -49,11 +50,26 @@ func TestBadCoordArgs(t *testing.T) {
 		{name: "bad timeout", config: ptr("1\nlocalhost 0 0 0\n"), args: []string{"-t", "soon"}, want: []string{"-t"}},
 		{name: "bad client port", config: ptr("1\nlocalhost 0 0 0\n"), args: []string{"-c", "99999"}, want: []string{"99999"}},
 		{name: "stray argument", config: ptr("1\nlocalhost 0 0 0\n"), args: []string{"extra"}, want: []string{"extra"}},
+		// (A review: the second line won, silently.)
+		{name: "setting given twice", config: ptr("1\nlocalhost 0 0 0\nfsync no\n\nfsync always\n"), want: []string{"FILE:5:", "fsync", "line 3"}},
+		// (A review: an empty value meant "not given": the file's, or
+		// the default, was used.)
+		{name: "empty -fsync", config: ptr("1\nlocalhost 0 0 0\n"), args: []string{"-fsync", ""}, want: []string{"-fsync"}},
+		{name: "empty -data-dir", config: ptr("1\nlocalhost 0 0 0\n"), args: []string{"-data-dir", ""}, want: []string{"-data-dir"}},
+		// (A review: every server exited at start-up, five times, then
+		// exit status 1.)
+		{name: "data_dir is a file", config: ptr("1\nlocalhost 0 0 0\ndata_dir store\n"), file: "store", want: []string{"FILE:3:", "store", "not a directory"}},
+		{name: "default data_dir is a file", config: ptr("1\nlocalhost 0 0 0\n"), file: "ftkv-data", want: []string{"ftkv-data", "not a directory"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
 			cfg := filepath.Join(dir, "cluster.txt")
+			if tc.file != "" {
+				if err := os.WriteFile(filepath.Join(dir, tc.file), nil, 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
 			if tc.config != nil {
 				if err := os.WriteFile(cfg, []byte(*tc.config), 0o644); err != nil {
 					t.Fatal(err)

@@ -260,10 +260,39 @@ func TestCoordDataDirOfAnotherCluster(t *testing.T) {
 	}
 }
 
+// TestCoordDataDirNotAServers: a data directory that holds files but no
+// IDENTITY (not a server's) is refused as before, and the coordinator's
+// line says the server refused it, not that "the config does not
+// describe the committed cluster" (a review: nothing was committed, and
+// the config was right).
+func TestCoordDataDirNotAServers(t *testing.T) {
+	bin := testcluster.Bin(t)
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "c.txt")
+	if err := os.WriteFile(cfg, []byte("1\nlocalhost 0 0 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data := filepath.Join(dir, "ftkv-data", "server_0")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, "notes.txt"), []byte("mine"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	stderr := coordRefusesDataDir(t, bin, dir, cfg)
+	if strings.Contains(stderr, "does not describe") || !strings.Contains(stderr, filepath.Join("ftkv-data", "server_0")) {
+		t.Errorf("error %q: want the refused directory named, no word of the config not describing the cluster", stderr)
+	}
+	if b, err := os.ReadFile(filepath.Join(data, "notes.txt")); err != nil || string(b) != "mine" {
+		t.Errorf("the directory's file was changed: %q, %v", b, err)
+	}
+}
+
 // coordRefusesDataDir runs bin/coord with config cfg in dir, whose
 // server 0's data directory belongs to another cluster, and asserts that
 // it exits 2 naming the refusing server and saying it was not retried.
-func coordRefusesDataDir(t *testing.T, bin, dir, cfg string) {
+// It returns the coordinator's standard error.
+func coordRefusesDataDir(t *testing.T, bin, dir, cfg string) string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 120*time.Second)
 	defer cancel()
@@ -285,6 +314,7 @@ func coordRefusesDataDir(t *testing.T, bin, dir, cfg string) {
 		}
 	}
 	t.Logf("exit 2 after %s: %s", took.Round(time.Millisecond), strings.TrimSpace(stderr.String()))
+	return stderr.String()
 }
 
 // TestCoordConfigMismatchOneLine: a coordinator started (logging to
