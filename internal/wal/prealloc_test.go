@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -322,4 +323,44 @@ func TestRotationDoesNotWaitForSpare(t *testing.T) {
 	l, got, _ := openOS(t, dir, Options{Policy: SyncAlways, SegmentSize: segSize, FS: fs})
 	defer l.Close()
 	want(t, got, 12000)
+}
+
+// TestEmptySegmentsDoNotPileUp: every open appends to a fresh segment; a
+// start that failed before its first write (a full disk: the black-box
+// tester saw 24 empty segments after ~20 respawns) left one empty segment
+// each, for ever. Empty segments at the end are removed at the next open
+// and the first one's number is reused; every record still replays.
+func TestEmptySegmentsDoNotPileUp(t *testing.T) {
+	dir := t.TempDir()
+	opt := Options{Policy: SyncAlways, SegmentSize: 64 << 10, NoPrealloc: true}
+	l, _, _ := openOS(t, dir, opt)
+	appendN(t, l, 0, 10)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 6 { // starts that wrote nothing
+		l, got, _ := openOS(t, dir, opt)
+		want(t, got, 10)
+		if err := l.Close(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	segs := 0
+	for name := range fileSizes(t, dir) {
+		if strings.HasSuffix(name, ".wal") {
+			segs++
+		}
+	}
+	if segs > 2 {
+		t.Fatalf("%d segments after 6 starts that wrote nothing (%v): want the one written and the one in use", segs, fileSizes(t, dir))
+	}
+	l, got, _ := openOS(t, dir, opt)
+	want(t, got, 10)
+	appendN(t, l, 10, 20)
+	if err := l.Close(); err != nil {
+		t.Fatal(err)
+	}
+	l, got, _ = openOS(t, dir, opt)
+	defer l.Close()
+	want(t, got, 20)
 }

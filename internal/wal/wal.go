@@ -253,8 +253,25 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 		}
 	}
 	rec.ReplayTime = time.Since(began)
+	// Empty segments at the end are what starts that wrote nothing left
+	// (one each: on a full disk, every respawn): removed, and the first
+	// one's number reused (TestEmptySegmentsDoNotPileUp).
+	var reuse uint64
+	for ; end >= 0; end-- {
+		size, err := opt.FS.Size(l.path(segs[end]))
+		if err != nil {
+			return nil, rec, err
+		}
+		if size != 0 {
+			break
+		}
+		if err := opt.FS.Remove(l.path(segs[end])); err != nil {
+			return nil, rec, err
+		}
+		reuse = segs[end]
+	}
 	// Appends go to a fresh segment: a recovered one is never written again.
-	next := max(opt.Start, 1)
+	next := max(opt.Start, 1, reuse)
 	if end >= 0 {
 		next = max(next, segs[end]+1)
 	}
