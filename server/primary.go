@@ -72,6 +72,15 @@ type primary struct {
 	// partial resync (resync.go), of resyncEntries writes.
 	resyncInc     uint64
 	resyncEntries int
+	// resyncCovers is the index the partial resync brings the secondary
+	// to: its end marker carries it (above the last write sent when the
+	// primary committed nothing since a promotion's jump).
+	resyncCovers uint64
+	// startedAt is the index this primary took the shard over at, and
+	// jumped says it is a promotion's: LineageGap above the last write
+	// its table holds, which no record of the log carries.
+	startedAt uint64
+	jumped    bool
 	// connecting counts the link's connect attempts under way and
 	// connectFails the times the last of them gave up: a re-seeding whose
 	// link broke waits for the first, and fails on the second
@@ -113,6 +122,7 @@ func newPrimary(env *primaryEnv, shard int, t *table, base uint64, notBefore tim
 		nextIndex: base,
 		committed: base,
 		logged:    base,
+		startedAt: base,
 		notBefore: notBefore,
 		linkLease: newLeaseTracker(env.tm.Lease),
 		seedAcks:  make(chan seedAck, 64),

@@ -51,10 +51,18 @@ func (p *primary) resyncOrReset(sec target, from uint64) ([]byte, uint64) {
 			break
 		}
 		p.mu.Lock()
+		if p.jumped && p.committed == p.startedAt && upTo == p.startedAt-LineageGap {
+			// Nothing committed since a promotion, whose indexes start
+			// LineageGap above the last write its table held: the copy
+			// reaches that write, so it is the table taken over, at
+			// startedAt. (No record carries the jump: read as writes
+			// still committing, every idle kill was re-seeded in full.)
+			upTo = p.committed
+		}
 		// Everything committed is in the log (applied after it was
 		// written); what is not yet is in flight.
 		if p.committed <= upTo {
-			p.resyncInc, p.resyncEntries = sec.inc, n
+			p.resyncInc, p.resyncEntries, p.resyncCovers = sec.inc, n, upTo
 			p.log.Info().Uint64("from", from).Uint64("to", upTo).Int("entries", n).Int("bytes", len(frames)).
 				Int("reads", try+1).Float64("read_ms", float64(time.Since(start).Microseconds())/1000).Msg("partial resync: sending the writes after the secondary's copy from the log")
 			return frames, upTo
@@ -189,7 +197,7 @@ func (p *primary) finishResync(j *seedJob, timeout time.Duration) error {
 		return err
 	}
 	p.mu.Lock()
-	n := p.resyncEntries
+	n, covers := p.resyncEntries, p.resyncCovers
 	p.mu.Unlock()
 	for drained := false; !drained; {
 		select {
@@ -199,7 +207,7 @@ func (p *primary) finishResync(j *seedJob, timeout time.Duration) error {
 		}
 	}
 	start := time.Now()
-	ss := &seedSender{l: l, acks: p.seedAcks, stop: p.stop, deadline: time.After(timeout), timeout: timeout}
+	ss := &seedSender{l: l, acks: p.seedAcks, stop: p.stop, deadline: time.After(timeout), timeout: timeout, covered: covers}
 	if err := ss.send(nil, true); err != nil {
 		return err
 	}

@@ -249,6 +249,7 @@ func (s *Server) takeOver(cur *viewState, v wire.View, shard int) *primary {
 		s.dur.logHold(s, shard, base)
 	}
 	p := newPrimary(s.penv, shard, s.tableFor(shard), base, notBefore)
+	p.jumped = promoted
 	s.mu.Lock()
 	s.prims[shard] = p
 	s.mu.Unlock()

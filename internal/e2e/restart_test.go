@@ -247,6 +247,43 @@ func TestPartialResyncAfterRespawn(t *testing.T) {
 	checkLedger(t, l, cls[0])
 }
 
+// TestPartialResyncAfterIdleRespawn: as TestPartialResyncAfterRespawn,
+// but nothing is written while server 1 is down. Its copies are then
+// exactly what the promoted primaries took over with; only the
+// promotion's jump (LineageGap) stood between them, which no write in
+// the log carries, and the resync was refused as "writes kept committing
+// while the log was read": a full re-seeding of both shards, where it
+// should cost nothing (a black-box tester, 3 of 3 idle kills). Writes
+// after the respawn and the kills of the others in turn show the copies
+// go on from the right index.
+func TestPartialResyncAfterIdleRespawn(t *testing.T) {
+	const n = 3
+	c := testcluster.Start(t, testcluster.Options{N: n})
+	cls := dialClients(c, 2)
+	c.WaitRecovered(t, 10*time.Second)
+	l := newLedger("ledger-idle-resync", restartOpTimeout)
+	l.preload(t, cls[0], 5000, 100)
+	v := c.KillServer(t, 1)
+	c.WaitRecovered(t, recoverTimeout, v)
+	log := c.Log()
+	done, refused := strings.Count(log, `"message":"partial resync done"`), strings.Count(log, `"message":"partial resync impossible: full re-seeding"`)
+	if done != 2 || refused != 0 {
+		t.Errorf("%d partial resyncs done and %d refused after an idle respawn, want 2 and 0; full re-seedings: %d",
+			done, refused, strings.Count(log, `"message":"re-seeding sent"`))
+	}
+	l.start(t, cls, 2)
+	waitProgress(t, c, "ledger after the respawn", l.AckedCount, 200, time.Second)
+	for _, victim := range []int{0, 2} {
+		v := c.KillServer(t, victim)
+		c.WaitRecovered(t, recoverTimeout, v)
+		waitProgress(t, c, fmt.Sprintf("ledger after server %d's kill", victim), l.AckedCount, 200, time.Second)
+	}
+	checkLedger(t, l, cls[0])
+	if strings.Contains(c.Log(), "gap in the replication log") {
+		t.Errorf("a secondary saw a gap in the replication log")
+	}
+}
+
 // TestRestartStaleCopyNeverLeads: server 2 goes out (its respawns fail)
 // while server 1 alone acknowledges new values for shard 1; then every
 // process dies and server 1's data directory is lost, while server 2's
