@@ -56,6 +56,9 @@ type Cluster struct {
 	// TLS holds the tls_ca, tls_cert, tls_key, tls_coord_cert and
 	// tls_coord_key lines (see coord/tls.go); the flags override them.
 	TLS TLSFiles
+	// GroupSecret is the group_secret_file line: the coordinators' Raft
+	// connections prove it when there is no TLS (raftauth.go).
+	GroupSecret string
 	// Lines are the line numbers of the "<setting> <value>" lines, by
 	// setting (the last one, if repeated).
 	Lines map[string]int
@@ -345,6 +348,8 @@ func (c *Cluster) setting(name, val string, line int) error {
 		c.Spares = append(c.Spares, Spare{Line: line, Host: val})
 	case "tls_ca", "tls_cert", "tls_key", "tls_coord_cert", "tls_coord_key":
 		c.TLS.set(name, val)
+	case "group_secret_file":
+		c.GroupSecret = val
 	case "ssh_identity":
 		r.Identity = val
 	case "ssh_known_hosts":
@@ -378,7 +383,7 @@ func (c *Cluster) setting(name, val string, line int) error {
 }
 
 func errUnknownSetting(name string) error {
-	return fmt.Errorf("unknown setting %q (expected spare, ssh_identity, ssh_known_hosts, remote_bin, remote_dir, copy_bin, ssh_connect_timeout, data_dir, fsync, fsync_secondary, snapshot_bytes, sched, tls_ca, tls_cert, tls_key, tls_coord_cert, tls_coord_key or a limit such as max_clients; a server line has 4 fields)", name)
+	return fmt.Errorf("unknown setting %q (expected spare, ssh_identity, ssh_known_hosts, remote_bin, remote_dir, copy_bin, ssh_connect_timeout, data_dir, fsync, fsync_secondary, snapshot_bytes, sched, tls_ca, tls_cert, tls_key, tls_coord_cert, tls_coord_key, group_secret_file or a limit such as max_clients; a server line has 4 fields)", name)
 }
 
 // oneValueSettings says what each "<name> <value>" line takes besides
@@ -401,6 +406,7 @@ var oneValueSettings = map[string]string{
 	"tls_key":             "the servers' key file",
 	"tls_coord_cert":      "the coordinators' certificate file",
 	"tls_coord_key":       "the coordinators' key file",
+	"group_secret_file":   "a file of at least 16 secret bytes, the same for every coordinator of the group",
 }
 
 // settingTakes reports whether name is a one-value setting and what its

@@ -1,6 +1,7 @@
 package coord
 
 import (
+	"cmp"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -213,6 +214,14 @@ func New(opts Options) (*Coordinator, error) {
 	}
 	if opts.tls, err = loadTLS(opts.Cluster.At, opts.Cluster.TLS.override(opts.TLSFlags)); err != nil {
 		return nil, err
+	}
+	if f := cmp.Or(opts.GroupSecretFile, opts.Cluster.GroupSecret); f != "" {
+		if opts.groupKey, err = loadGroupKey(f); err != nil {
+			if opts.GroupSecretFile == "" {
+				return nil, fmt.Errorf("%s: %w", opts.Cluster.At("group_secret_file"), err)
+			}
+			return nil, fmt.Errorf("-group-secret-file: %w", err)
+		}
 	}
 	var sb [16]byte
 	_, _ = rand.Read(sb[:])

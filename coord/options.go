@@ -83,6 +83,12 @@ type Options struct {
 	// -tls-coord-key; each one set overrides the cluster file's line.
 	TLSFlags TLSFiles
 	tls      *coordTLS // loaded by New (nil: no TLS)
+
+	// GroupSecretFile is -group-secret-file (overrides the cluster file's
+	// group_secret_file line): the secret every coordinator of a group
+	// proves on its Raft connections when there is no TLS (raftauth.go).
+	GroupSecretFile string
+	groupKey        []byte // loaded by New (nil: none)
 }
 
 // Validate reports the first bad option, in the words of the

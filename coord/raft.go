@@ -546,7 +546,10 @@ func openRaft(o Options, f *fsm, log zerolog.Logger) (*raftNode, error) {
 		if t := o.tls; t != nil {
 			tr, err = newTLSRaftTransport(me.RaftAddr, adv, t.raftSrv, t.raftCli, 3, tm.Dial, hl)
 		} else {
-			tr, err = newRaftTransport(me.RaftAddr, adv, 3, tm.Dial, hl)
+			if o.groupKey == nil && !adv.IP.IsLoopback() {
+				hl.Warn("the Raft port takes requests from anyone who reaches it: set group_secret_file (or TLS) unless every coordinator is on a private network")
+			}
+			tr, err = newRaftTransport(me.RaftAddr, adv, 3, tm.Dial, o.groupKey, tm.Handshake, hl)
 		}
 		if err != nil {
 			if strings.Contains(err.Error(), "address already in use") {

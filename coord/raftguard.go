@@ -2,6 +2,8 @@ package coord
 
 import (
 	"bufio"
+	"errors"
+	"fmt"
 	"io"
 	"net"
 	"sync"
@@ -131,12 +133,36 @@ type termFilter struct {
 	adv     net.Addr
 	log     hclog.Logger
 	lastLog atomic.Int64
+	// key, when set, is the group secret's (raftauth.go): every
+	// connection proves it, both ways, within hello.
+	key   []byte
+	hello time.Duration
 }
 
 func (s *termFilter) Addr() net.Addr { return s.adv }
 
 func (s *termFilter) Dial(addr raft.ServerAddress, timeout time.Duration) (net.Conn, error) {
-	return net.DialTimeout("tcp", string(addr), timeout)
+	start := time.Now()
+	nc, err := net.DialTimeout("tcp", string(addr), timeout)
+	if err != nil || s.key == nil {
+		return nc, err
+	}
+	if err := dialHello(nc, s.key, start.Add(max(timeout, s.hello))); err != nil {
+		nc.Close()
+		if errors.Is(err, errGroupSecret) {
+			s.warn("a Raft peer did not prove the group secret (is group_secret_file the same on every coordinator?); connection closed", "to", string(addr), "error", err.Error())
+		}
+		return nil, fmt.Errorf("raft peer %s: %w", addr, err)
+	}
+	return nc, nil
+}
+
+// warn logs msg at most once a second.
+func (s *termFilter) warn(msg string, args ...any) {
+	if now := time.Now().UnixNano(); now-s.lastLog.Load() > int64(time.Second) {
+		s.lastLog.Store(now)
+		s.log.Warn(msg, args...)
+	}
 }
 
 func (s *termFilter) Accept() (net.Conn, error) {
@@ -197,6 +223,13 @@ func (s *termFilter) filter(nc net.Conn, pw *io.PipeWriter) {
 	rr := &recReader{br: bufio.NewReaderSize(nc, 64<<10)}
 	dec := codec.NewDecoder(rr, &codec.MsgpackHandle{})
 	err := func() error {
+		if s.key != nil {
+			if err := acceptHello(nc, rr.br, s.key, time.Now().Add(s.hello)); err != nil {
+				s.warn("refused a Raft connection that did not prove the group secret (a stray sender on the Raft port, or group_secret_file differs between coordinators)",
+					"from", nc.RemoteAddr().String(), "error", err.Error())
+				return net.ErrClosed
+			}
+		}
 		for {
 			rr.rec = rr.rec[:0]
 			typ, err := rr.ReadByte()
@@ -228,11 +261,8 @@ func (s *termFilter) filter(nc net.Conn, pw *io.PipeWriter) {
 				return err
 			}
 			if term > maxRaftTerm {
-				if now := time.Now().UnixNano(); now-s.lastLog.Load() > int64(time.Second) {
-					s.lastLog.Store(now)
-					s.log.Warn("refused a Raft request with a term no group reaches (a stray sender on the Raft port?); connection closed",
-						"from", nc.RemoteAddr().String(), "term", term)
-				}
+				s.warn("refused a Raft request with a term no group reaches (a stray sender on the Raft port?); connection closed",
+					"from", nc.RemoteAddr().String(), "term", term)
 				return net.ErrClosed
 			}
 			if _, err := pw.Write(rr.rec); err != nil {
@@ -251,8 +281,9 @@ func (s *termFilter) filter(nc net.Conn, pw *io.PipeWriter) {
 
 // newRaftTransport is the Raft transport of a coordinator without TLS:
 // raft.NewTCPTransportWithLogger's, with the connection bound and the
-// term filter.
-func newRaftTransport(bind string, adv net.Addr, maxPool int, timeout time.Duration, log hclog.Logger) (*raft.NetworkTransport, error) {
+// term filter, and with key (nil: none) the group secret's exchange on
+// every connection, within hello.
+func newRaftTransport(bind string, adv net.Addr, maxPool int, timeout time.Duration, key []byte, hello time.Duration, log hclog.Logger) (*raft.NetworkTransport, error) {
 	ln, err := net.Listen("tcp", bind)
 	if err != nil {
 		return nil, err
@@ -260,6 +291,6 @@ func newRaftTransport(bind string, adv net.Addr, maxPool int, timeout time.Durat
 	if adv == nil {
 		adv = ln.Addr()
 	}
-	st := &termFilter{guardListener: newGuardListener(ln, maxRaftConns), adv: adv, log: log}
+	st := &termFilter{guardListener: newGuardListener(ln, maxRaftConns), adv: adv, log: log, key: key, hello: hello}
 	return raft.NewNetworkTransportWithLogger(st, maxPool, timeout, log), nil
 }

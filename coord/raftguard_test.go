@@ -19,7 +19,7 @@ import (
 // again). Requests of real terms, and snapshots, pass unchanged.
 func TestRaftPortRefusesTermsPastTheEpoch(t *testing.T) {
 	log := hclog.NewNullLogger()
-	srv, err := newRaftTransport("127.0.0.1:0", nil, 3, 2*time.Second, log)
+	srv, err := newRaftTransport("127.0.0.1:0", nil, 3, 2*time.Second, nil, 0, log)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -51,6 +51,9 @@ const usage = `usage: coord -c <client_port> -s <servers_port> -C <config> [-l <
                  lines (a group of 3 or 5; their lines fix the ports)
   -d DIR         Raft data directory (default ftkv-coord, or ftkv-coord-K
                  in a group)
+  -group-secret-file FILE  a file of at least 16 secret bytes, the same on
+                 every coordinator of a group: without TLS, each Raft
+                 connection proves it both ways (group_secret_file)
 
 durability (each overrides the config file's setting of that name):
   -data-dir DIR        servers' logs and snapshots, DIR/server_<id> (data_dir;
@@ -119,7 +122,7 @@ const testStartDelayEnv = "FTKV_TEST_COORD_START_DELAY"
 
 // valueFlags are the flags an empty value is refused for.
 var valueFlags = []string{"C", "d", "t", "data-dir", "fsync", "sched", "remote-bin", "remote-dir", "ssh-identity", "ssh-known-hosts",
-	"tls-ca", "tls-cert", "tls-key", "tls-coord-cert", "tls-coord-key"}
+	"tls-ca", "tls-cert", "tls-key", "tls-coord-cert", "tls-coord-key", "group-secret-file"}
 
 // run parses the flags, starts the cluster and waits for the end of stdin
 // or a signal; it returns the exit status (2: bad flags or config).
@@ -171,6 +174,7 @@ func run() int {
 	fs.StringVar(&tf.Key, "tls-key", "", "")
 	fs.StringVar(&tf.CoordCert, "tls-coord-cert", "", "")
 	fs.StringVar(&tf.CoordKey, "tls-coord-key", "", "")
+	fs.StringVar(&opts.GroupSecretFile, "group-secret-file", "", "")
 	genCerts := fs.String("gen-certs", "", "")
 	certHosts := fs.String("hosts", "", "")
 	if err := fs.Parse(os.Args[1:]); err != nil {

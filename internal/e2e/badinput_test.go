@@ -59,6 +59,7 @@ func TestBadCoordArgs(t *testing.T) {
 		// (A review: every server exited at start-up, five times, then
 		// exit status 1.)
 		{name: "data_dir is a file", config: ptr("1\nlocalhost 0 0 0\ndata_dir store\n"), file: "store", want: []string{"FILE:3:", "store", "not a directory"}},
+		{name: "group secret too short", config: ptr("1\nlocalhost 0 0 0\ngroup_secret_file s\n"), file: "s", want: []string{"FILE:3:", "group_secret_file", "at least 16"}},
 		{name: "default data_dir is a file", config: ptr("1\nlocalhost 0 0 0\n"), file: "ftkv-data", want: []string{"ftkv-data", "not a directory"}},
 	}
 	for _, tc := range cases {
