@@ -23,6 +23,8 @@ type memStore struct {
 	// gate, when set, holds every Batch until it is closed (a cluster
 	// that does not answer for a while).
 	gate chan struct{}
+	// putGate, when set, holds every Put likewise.
+	putGate chan struct{}
 }
 
 func newMemStore() *memStore { return &memStore{m: map[string][]byte{}} }
@@ -47,6 +49,13 @@ func (s *memStore) Get(ctx context.Context, key string) ([]byte, error) {
 }
 
 func (s *memStore) Put(ctx context.Context, key string, value []byte) error {
+	if s.putGate != nil {
+		select {
+		case <-s.putGate:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.fail != nil {

@@ -52,8 +52,10 @@ const (
 )
 
 // httpMaxConns bounds the open HTTP connections: at the bound a new one
-// closes the one idle longest, or waits in the listen backlog while every
-// one is serving a request (metrics.LimitListener). (A variable for tests.)
+// closes the one idle longest (or whose request body has sent nothing
+// for a second: metrics.SlowBody), or waits in the listen backlog while
+// every one is serving a request (metrics.LimitListener). (A variable
+// for tests.)
 var httpMaxConns = 1024
 
 func (g *Gateway) startHTTP() error {
@@ -71,6 +73,7 @@ func (g *Gateway) startHTTP() error {
 	// Keys are bytes: ServeMux would answer a path holding "//", "/./" or
 	// "/../" with a redirect to its cleaned form (another key), so the
 	// key space is served before it.
+	limited := metrics.LimitListener(ln, httpMaxConns)
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if strings.HasPrefix(r.URL.EscapedPath(), kvPrefix) {
 			g.serveKV(w, r)
@@ -81,6 +84,11 @@ func (g *Gateway) startHTTP() error {
 	if g.logins != nil {
 		h = g.httpAuth(h)
 	}
+	inner := h // (a body refused unread by the login check is watched too)
+	h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		r.Body = limited.WatchBody(r)
+		inner.ServeHTTP(w, r)
+	})
 	g.httpSrv = &http.Server{
 		Handler:           h,
 		ReadHeaderTimeout: g.lim.FrameTimeout,
@@ -92,8 +100,7 @@ func (g *Gateway) startHTTP() error {
 		// is noise; anything else net/http says goes to the log.
 		ErrorLog: log.New(httpErrors{g.log}, "", 0),
 	}
-	limited := metrics.LimitListener(ln, httpMaxConns)
-	g.httpSrv.ConnState = limited.ConnState
+	g.httpSrv.ConnState, g.httpSrv.ConnContext = limited.ConnState, limited.ConnContext
 	var serve net.Listener = limited
 	if g.cfg.TLS != nil {
 		// The same certificate as the RESP port: the API's values and

@@ -433,3 +433,52 @@ func TestHTTPIdleConnectionsMakeRoom(t *testing.T) {
 		t.Fatalf("GET answered %s %q", resp.Status, body)
 	}
 }
+
+// TestHTTPSlowBodiesMakeRoom: at the connection bound, a connection whose
+// request body has sent nothing for a second is closed for a newcomer, as
+// an idle one is; a request that sent its whole body and waits for the
+// cluster is not. Before, a connection reading a body counted as serving
+// and could not be closed: 1,100 uploaders sending a byte every 2 s kept
+// every other client waiting in the listen backlog for 10-12 s, until
+// the read timeout (a review).
+func TestHTTPSlowBodiesMakeRoom(t *testing.T) {
+	httpMaxConns = 8
+	defer func() { httpMaxConns = 1024 }()
+	st := newMemStore()
+	st.m["k"] = []byte("v")
+	st.putGate = make(chan struct{})
+	// (The cluster's answer may take 10 s: the waiting PUT outlives the
+	// test's GET.)
+	g := start(t, st, func(c *Config) { c.Timeout = 10 * time.Second })
+	put := func(key, body string, contentLength int) net.Conn {
+		nc, err := net.Dial("tcp", g.HTTPAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { nc.Close() })
+		fmt.Fprintf(nc, "PUT /v1/kv/%s HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\n%s", key, contentLength, body)
+		return nc
+	}
+	waiting := put("waits", "whole", 5) // sent whole; the cluster holds it
+	time.Sleep(100 * time.Millisecond)
+	for i := range httpMaxConns - 1 {
+		put(fmt.Sprintf("slow%d", i), "x", 100000)
+	}
+	time.Sleep(1500 * time.Millisecond) // every slow body silent for more than a second
+	cl := http.Client{Timeout: 4 * time.Second}
+	resp, err := cl.Get("http://" + g.HTTPAddr() + "/v1/kv/k")
+	if err != nil {
+		t.Fatalf("with %d slow bodies and a request waiting for the cluster: %v", httpMaxConns-1, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "v" {
+		t.Fatalf("GET answered %s %q", resp.Status, body)
+	}
+	close(st.putGate)
+	_ = waiting.SetReadDeadline(time.Now().Add(5 * time.Second))
+	line, err := bufio.NewReader(waiting).ReadString('\n')
+	if err != nil || !strings.Contains(line, "204") {
+		t.Fatalf("the PUT that waited for the cluster: %q, %v (closed for the newcomer?)", line, err)
+	}
+}

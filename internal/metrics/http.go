@@ -10,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -166,8 +167,15 @@ func LimitListener(ln net.Listener, n int) *Limited { return limitListener(ln, n
 // limitListener is LimitListener; refuse: with every connection serving
 // a request, a new one is closed at once instead of waiting.
 func limitListener(ln net.Listener, n int, refuse bool) *Limited {
-	return &Limited{Listener: ln, n: n, refuse: refuse, idle: map[*limitedConn]int64{}, freed: make(chan struct{}, 1)}
+	return &Limited{Listener: ln, n: n, refuse: refuse, idle: map[*limitedConn]int64{}, bodies: map[*limitedConn]struct{}{},
+		freed: make(chan struct{}, 1)}
 }
+
+// SlowBody is how long a request's body (read through WatchBody) may have
+// sent nothing before, at the bound, its connection is closed for a new
+// one as an idle one is.
+// timing: exception — a stall of the sender's, measured against no peer's timing.
+const SlowBody = time.Second
 
 // Limited is LimitListener's listener.
 type Limited struct {
@@ -176,9 +184,10 @@ type Limited struct {
 	refuse bool
 	freed  chan struct{} // a connection closed or became idle (a waiting Accept looks again)
 
-	mu   sync.Mutex
-	open int
-	idle map[*limitedConn]int64 // waiting for a request, since (unix ns)
+	mu     sync.Mutex
+	open   int
+	idle   map[*limitedConn]int64 // waiting for a request, since (unix ns)
+	bodies map[*limitedConn]struct{}
 }
 
 // Accept returns the next connection once there is room for it (see
@@ -196,12 +205,24 @@ func (l *Limited) Accept() (net.Conn, error) {
 			return &limitedConn{Conn: c, l: l}, nil
 		}
 		var victim *limitedConn
+		var oldest int64
 		for lc, since := range l.idle {
-			if victim == nil || since < l.idle[victim] {
-				victim = lc
+			if victim == nil || since < oldest {
+				victim, oldest = lc, since
+			}
+		}
+		// A body that sent nothing for SlowBody counts as idle since its
+		// last byte (an uploader sending a byte every 2 s held its place
+		// for the read timeout: a review).
+		stalled := time.Now().Add(-SlowBody).UnixNano()
+		for lc := range l.bodies {
+			if since := lc.lastRead.Load(); since < stalled && (victim == nil || since < oldest) {
+				victim, oldest = lc, since
 			}
 		}
 		delete(l.idle, victim)
+		delete(l.bodies, victim)
+		waitBodies := len(l.bodies) > 0
 		l.mu.Unlock()
 		switch {
 		case victim != nil:
@@ -211,10 +232,68 @@ func (l *Limited) Accept() (net.Conn, error) {
 			if c, err = l.Listener.Accept(); err != nil {
 				return nil, err
 			}
+		case waitBodies:
+			// A body may stall meanwhile: look again.
+			select {
+			case <-l.freed:
+			case <-time.After(SlowBody / 4):
+			}
 		default:
 			<-l.freed
 		}
 	}
+}
+
+type connKey struct{}
+
+// ConnContext is the http.Server's ConnContext hook: a request's context
+// then knows its connection (WatchBody).
+func (l *Limited) ConnContext(ctx context.Context, c net.Conn) context.Context {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	if lc, ok := c.(*limitedConn); ok {
+		return context.WithValue(ctx, connKey{}, lc)
+	}
+	return ctx
+}
+
+// WatchBody returns r's body, read through a reader that marks r's
+// connection as sending a body until the body ends (or fails): at the
+// bound, one whose body has sent nothing for SlowBody is closed for a
+// newcomer, as an idle connection is. A request that has its whole body
+// and waits (for the cluster, say) is never.
+func (l *Limited) WatchBody(r *http.Request) io.ReadCloser {
+	lc, _ := r.Context().Value(connKey{}).(*limitedConn)
+	if lc == nil || r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return r.Body
+	}
+	l.mu.Lock()
+	if !lc.closed {
+		l.bodies[lc] = struct{}{}
+	}
+	l.mu.Unlock()
+	return &watchedBody{ReadCloser: r.Body, lc: lc}
+}
+
+// bodyDone says lc's request body ended.
+func (l *Limited) bodyDone(lc *limitedConn) {
+	l.mu.Lock()
+	delete(l.bodies, lc)
+	l.mu.Unlock()
+}
+
+type watchedBody struct {
+	io.ReadCloser
+	lc *limitedConn
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	n, err := b.ReadCloser.Read(p)
+	if err != nil {
+		b.lc.l.bodyDone(b.lc)
+	}
+	return n, err
 }
 
 // ConnState is the http.Server's ConnState hook: it tells which
@@ -234,6 +313,11 @@ func (l *Limited) ConnState(c net.Conn, s http.ConnState) {
 	} else {
 		delete(l.idle, lc)
 	}
+	if s != http.StateActive {
+		// (A body the handler left unread is read by net/http after it,
+		// still active: it stays watched until the next request.)
+		delete(l.bodies, lc)
+	}
 	l.mu.Unlock()
 	if waiting {
 		l.wake()
@@ -249,8 +333,17 @@ func (l *Limited) wake() {
 
 type limitedConn struct {
 	net.Conn
-	l      *Limited
-	closed bool // under l.mu
+	l        *Limited
+	closed   bool         // under l.mu
+	lastRead atomic.Int64 // unix ns of the last read that returned bytes
+}
+
+func (c *limitedConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.lastRead.Store(time.Now().UnixNano())
+	}
+	return n, err
 }
 
 func (c *limitedConn) Close() error {
@@ -261,6 +354,7 @@ func (c *limitedConn) Close() error {
 		c.closed = true
 		c.l.open--
 		delete(c.l.idle, c)
+		delete(c.l.bodies, c)
 	}
 	c.l.mu.Unlock()
 	if first {
