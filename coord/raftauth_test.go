@@ -2,12 +2,10 @@ package coord
 
 import (
 	"bytes"
-	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -30,31 +28,7 @@ func TestRaftPortNeedsTheGroupSecret(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	var mu sync.Mutex
-	var terms []uint64
-	var snap []byte
-	go func() {
-		for rpc := range srv.Consumer() {
-			switch req := rpc.Command.(type) {
-			case *raft.AppendEntriesRequest:
-				mu.Lock()
-				terms = append(terms, req.Term)
-				mu.Unlock()
-				rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, Success: true}, nil)
-			case *raft.TimeoutNowRequest:
-				mu.Lock()
-				terms = append(terms, 1000)
-				mu.Unlock()
-				rpc.Respond(&raft.TimeoutNowResponse{}, nil)
-			case *raft.InstallSnapshotRequest:
-				b, err := io.ReadAll(rpc.Reader)
-				mu.Lock()
-				terms, snap = append(terms, req.Term), b
-				mu.Unlock()
-				rpc.Respond(&raft.InstallSnapshotResponse{Term: req.Term, Success: err == nil}, err)
-			}
-		}
-	}()
+	rec := recordRaft(srv)
 	to := srv.LocalAddr()
 	lo := &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}
 	hdr := raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax}
@@ -113,13 +87,11 @@ func TestRaftPortNeedsTheGroupSecret(t *testing.T) {
 	if err := appendTerm(peer, 10); err != nil {
 		t.Fatalf("the peer with the secret after the refusals: %v", err)
 	}
-	mu.Lock()
-	defer mu.Unlock()
 	// (A TimeoutNow would show as 1000.)
-	if want := []uint64{5, 6, 10}; len(terms) != len(want) || terms[0] != 5 || terms[1] != 6 || terms[2] != 10 {
+	if terms, want := rec.terms(), []uint64{5, 6, 10}; len(terms) != len(want) || terms[0] != 5 || terms[1] != 6 || terms[2] != 10 {
 		t.Fatalf("Raft received terms %v, want %v", terms, want)
 	}
-	if !bytes.Equal(snap, data) {
+	if snap := rec.snapshot(); !bytes.Equal(snap, data) {
 		t.Fatalf("the snapshot arrived as %d bytes, want the %d sent", len(snap), len(data))
 	}
 }

@@ -24,31 +24,7 @@ func TestRaftPortRefusesTermsPastTheEpoch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer srv.Close()
-	var mu sync.Mutex
-	var terms []uint64
-	var snap []byte
-	go func() {
-		for rpc := range srv.Consumer() {
-			switch req := rpc.Command.(type) {
-			case *raft.AppendEntriesRequest:
-				mu.Lock()
-				terms = append(terms, req.Term)
-				mu.Unlock()
-				rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, Success: true}, nil)
-			case *raft.RequestVoteRequest:
-				mu.Lock()
-				terms = append(terms, req.Term)
-				mu.Unlock()
-				rpc.Respond(&raft.RequestVoteResponse{Term: req.Term}, nil)
-			case *raft.InstallSnapshotRequest:
-				b, err := io.ReadAll(rpc.Reader)
-				mu.Lock()
-				terms, snap = append(terms, req.Term), b
-				mu.Unlock()
-				rpc.Respond(&raft.InstallSnapshotResponse{Term: req.Term, Success: err == nil}, err)
-			}
-		}
-	}()
+	rec := recordRaft(srv)
 	cli, err := raft.NewTCPTransportWithLogger("127.0.0.1:0", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)}, 3, 2*time.Second, log)
 	if err != nil {
 		t.Fatal(err)
@@ -59,11 +35,7 @@ func TestRaftPortRefusesTermsPastTheEpoch(t *testing.T) {
 		var resp raft.AppendEntriesResponse
 		return cli.AppendEntries("0", to, &raft.AppendEntriesRequest{RPCHeader: raft.RPCHeader{ProtocolVersion: raft.ProtocolVersionMax}, Term: term}, &resp)
 	}
-	seen := func() []uint64 {
-		mu.Lock()
-		defer mu.Unlock()
-		return append([]uint64(nil), terms...)
-	}
+	seen := rec.terms
 
 	if err := appendTerm(5); err != nil {
 		t.Fatalf("AppendEntries of term 5: %v", err)
@@ -91,11 +63,62 @@ func TestRaftPortRefusesTermsPastTheEpoch(t *testing.T) {
 	if want := []uint64{5, 6, 7, 8}; len(got) != len(want) || got[0] != 5 || got[1] != 6 || got[2] != 7 || got[3] != 8 {
 		t.Fatalf("Raft received terms %v, want %v", got, want)
 	}
-	mu.Lock()
-	defer mu.Unlock()
-	if !bytes.Equal(snap, data) {
+	if snap := rec.snapshot(); !bytes.Equal(snap, data) {
 		t.Fatalf("the snapshot arrived as %d bytes, want the %d sent", len(snap), len(data))
 	}
+}
+
+// raftRecorder answers every request a transport's consumer gets and
+// records its term (a TimeoutNow, which has none, as 1000) and the last
+// snapshot's bytes.
+type raftRecorder struct {
+	mu   sync.Mutex
+	seen []uint64
+	snap []byte
+}
+
+func recordRaft(tr *raft.NetworkTransport) *raftRecorder {
+	r := &raftRecorder{}
+	note := func(term uint64) {
+		r.mu.Lock()
+		r.seen = append(r.seen, term)
+		r.mu.Unlock()
+	}
+	go func() {
+		for rpc := range tr.Consumer() {
+			switch req := rpc.Command.(type) {
+			case *raft.AppendEntriesRequest:
+				note(req.Term)
+				rpc.Respond(&raft.AppendEntriesResponse{Term: req.Term, Success: true}, nil)
+			case *raft.RequestVoteRequest:
+				note(req.Term)
+				rpc.Respond(&raft.RequestVoteResponse{Term: req.Term}, nil)
+			case *raft.TimeoutNowRequest:
+				note(1000)
+				rpc.Respond(&raft.TimeoutNowResponse{}, nil)
+			case *raft.InstallSnapshotRequest:
+				b, err := io.ReadAll(rpc.Reader)
+				r.mu.Lock()
+				r.snap = b
+				r.mu.Unlock()
+				note(req.Term)
+				rpc.Respond(&raft.InstallSnapshotResponse{Term: req.Term, Success: err == nil}, err)
+			}
+		}
+	}()
+	return r
+}
+
+func (r *raftRecorder) terms() []uint64 {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]uint64(nil), r.seen...)
+}
+
+func (r *raftRecorder) snapshot() []byte {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.snap
 }
 
 // TestRaftPortConnectionsBounded: a Raft port holds at most its bound of

@@ -238,18 +238,7 @@ func TestCoordSignalDuringSlowStart(t *testing.T) {
 // use? data_dir unusable?".
 func TestCoordDataDirOfAnotherCluster(t *testing.T) {
 	bin := testcluster.Bin(t)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "c.txt")
-	if err := os.WriteFile(cfg, []byte("1\nlocalhost 0 0 0\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	data := filepath.Join(dir, "ftkv-data", "server_0")
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(data, "IDENTITY"), []byte("ftkv server 0 of 3\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir, cfg, _ := oneServerWithFile(t, "IDENTITY", "ftkv server 0 of 3\n")
 	coordRefusesDataDir(t, bin, dir, cfg)
 	logb, _ := os.ReadFile(filepath.Join(dir, "ftkv.log"))
 	if !bytes.Contains(logb, []byte("belongs to a cluster of 3 servers, this one has 1")) {
@@ -267,18 +256,7 @@ func TestCoordDataDirOfAnotherCluster(t *testing.T) {
 // the config was right).
 func TestCoordDataDirNotAServers(t *testing.T) {
 	bin := testcluster.Bin(t)
-	dir := t.TempDir()
-	cfg := filepath.Join(dir, "c.txt")
-	if err := os.WriteFile(cfg, []byte("1\nlocalhost 0 0 0\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	data := filepath.Join(dir, "ftkv-data", "server_0")
-	if err := os.MkdirAll(data, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(data, "notes.txt"), []byte("mine"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	dir, cfg, data := oneServerWithFile(t, "notes.txt", "mine")
 	stderr := coordRefusesDataDir(t, bin, dir, cfg)
 	if strings.Contains(stderr, "does not describe") || !strings.Contains(stderr, filepath.Join("ftkv-data", "server_0")) {
 		t.Errorf("error %q: want the refused directory named, no word of the config not describing the cluster", stderr)
@@ -286,6 +264,26 @@ func TestCoordDataDirNotAServers(t *testing.T) {
 	if b, err := os.ReadFile(filepath.Join(data, "notes.txt")); err != nil || string(b) != "mine" {
 		t.Errorf("the directory's file was changed: %q, %v", b, err)
 	}
+}
+
+// oneServerWithFile makes a directory with a config of one local server
+// (c.txt) whose data directory (returned) holds one file, name, of
+// content.
+func oneServerWithFile(t *testing.T, name, content string) (dir, cfg, data string) {
+	t.Helper()
+	dir = t.TempDir()
+	cfg = filepath.Join(dir, "c.txt")
+	if err := os.WriteFile(cfg, []byte("1\nlocalhost 0 0 0\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	data = filepath.Join(dir, "ftkv-data", "server_0")
+	if err := os.MkdirAll(data, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(data, name), []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir, cfg, data
 }
 
 // coordRefusesDataDir runs bin/coord with config cfg in dir, whose
