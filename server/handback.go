@@ -31,11 +31,12 @@ type logTail struct {
 	primaryID uint32 // the new primary named by the view, and its incarnation
 	inc       uint64
 	entries   []*entry // in log order
+	logged    uint64   // the entries up to this index are in this server's log
 }
 
 // keepTail stores the tail of shard's log for the primary v names; the
 // former tail, if any, is dropped.
-func (s *Server) keepTail(v wire.View, shard int, entries []*entry) {
+func (s *Server) keepTail(v wire.View, shard int, entries []*entry, logged uint64) {
 	pl := v.Shards[shard]
 	s.secMu.Lock()
 	defer s.secMu.Unlock()
@@ -44,7 +45,7 @@ func (s *Server) keepTail(v wire.View, shard int, entries []*entry) {
 		return
 	}
 	m := v.Servers[pl.Primary]
-	s.tails[shard] = &logTail{primaryID: m.ID, inc: m.Incarnation, entries: entries}
+	s.tails[shard] = &logTail{primaryID: m.ID, inc: m.Incarnation, entries: entries, logged: logged}
 	s.log.Info().Int("shard", shard).Int("writes", len(entries)).Uint64("from", entries[0].index).
 		Uint32("new_primary", m.ID).Msg("handing back with writes in flight; kept for the new primary's base")
 }
@@ -54,6 +55,38 @@ func (s *Server) dropTailLocked(shard int) {
 	if s.tails[shard] != nil {
 		delete(s.tails, shard)
 	}
+}
+
+// takeTailBackLocked ends shard's tail when this server leads the shard
+// again before the new primary's link came (it died meanwhile): the
+// entries its own log holds (the secondary acknowledged them, their
+// durability was pending at the close) are applied to the table, with
+// their outcomes, so the table is what the log says; the others are
+// dropped. Dropped, the logged ones stood in the log under indexes a
+// partial resync reads as this table's history, while the table did not
+// hold them: a copy offered at such an index was kept with writes this
+// primary never served, and served them after the hand-back
+// (TestReviewIdleResyncOverADroppedTail). Called with secMu held.
+func (s *Server) takeTailBackLocked(shard int) {
+	tl := s.tails[shard]
+	if tl == nil {
+		return
+	}
+	delete(s.tails, shard)
+	st := &secState{shard: shard, t: s.tableFor(shard), dd: s.dd}
+	n := 0
+	for _, e := range tl.entries {
+		if e.index > tl.logged {
+			break
+		}
+		st.applyEntry(e)
+		n++
+	}
+	if n > 0 {
+		s.noteIndex(shard, tl.entries[n-1].index)
+	}
+	s.log.Info().Int("shard", shard).Int("applied", n).Int("dropped", len(tl.entries)-n).Uint64("logged", tl.logged).
+		Msg("leading the shard again before the new primary linked: the writes in flight its log holds are applied, the others dropped")
 }
 
 // settleTailLocked applies to st, the copy fed by the new primary

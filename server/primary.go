@@ -281,8 +281,10 @@ func (p *primary) drain(deadline time.Time) {
 func (p *primary) close() { p.closeTail() }
 
 // closeTail stops p leading its shard and returns the writes it had
-// sequenced and not committed, in log order (see handOver).
-func (p *primary) closeTail() []*entry {
+// sequenced and not committed, in log order (see handOver), and the index
+// up to which they were handed to the log (acknowledged by the secondary,
+// their durability pending): the log holds those, the table does not.
+func (p *primary) closeTail() ([]*entry, uint64) {
 	select {
 	case <-p.stop:
 	default:
@@ -293,7 +295,7 @@ func (p *primary) closeTail() []*entry {
 	if p.link != nil {
 		p.link.close()
 	}
-	last := p.nextIndex
+	last, logged := p.nextIndex, p.logged
 	orphans := p.inflight
 	p.inflight = nil
 	p.pending = make(map[string]pend)
@@ -311,7 +313,7 @@ func (p *primary) closeTail() []*entry {
 		}
 	}
 	replies.flush(nil)
-	return orphans
+	return orphans, logged
 }
 
 // setSecLocked makes sec p's secondary; the caller holds p.mu.

@@ -143,9 +143,9 @@ func (s *Server) keepServing(v wire.View, me int) []*primary {
 	// (handback.go): stored before the view is, so before the new
 	// primary's link can be accepted.
 	for i, p := range lost {
-		tail := p.closeTail()
+		tail, logged := p.closeTail()
 		if handed[i] >= 0 {
-			s.keepTail(v, handed[i], tail)
+			s.keepTail(v, handed[i], tail, logged)
 		}
 	}
 	return prims
@@ -225,7 +225,9 @@ func (s *Server) takeOver(cur *viewState, v wire.View, shard int) *primary {
 		promoted = !handBack
 	}
 	s.secMu.Lock()
-	s.dropTailLocked(shard) // leading the shard again: no write of that tail was acknowledged
+	// Leading the shard again: no write of that tail was acknowledged;
+	// those our log holds are applied, the others dropped.
+	s.takeTailBackLocked(shard)
 	s.secMu.Unlock()
 	base := s.lastApplied(shard)
 	if cur == nil && pl.Secondary < 0 && len(v.Shards) > 1 {
