@@ -238,19 +238,8 @@ func TestFullReseedClearsRecoveredCopy(t *testing.T) {
 		}
 	}
 	stopB() // b dies; a leads both shards alone and deletes every key
-	b.mu.Lock()
-	var bprims []*primary
-	for _, p := range b.prims {
-		bprims = append(bprims, p)
-	}
-	b.mu.Unlock()
-	for _, p := range bprims {
-		p.close() // (takes secMu: never under Server.mu)
-	}
-	deadB := member(b, b.peer)
-	deadB.State = wire.StateDead
-	pushView(t, wire.View{Epoch: 2, Servers: []wire.Member{member(a, a.peer), deadB},
-		Shards: []wire.Placement{{Primary: 0, Secondary: -1}, {Primary: 0, Secondary: -1}}}, a)
+	closePrimaries(b)
+	leadAlone(t, 2, a, b)
 	for sh := range keys {
 		for _, k := range keys[sh][:10] {
 			put(a, k, "", wire.OpDelete)

@@ -371,3 +371,31 @@ func waitSeeded(t *testing.T, s *testServer, shard int, d time.Duration) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// closePrimaries closes s's primaries' links to their secondaries, as
+// the end of s's process would (after its stop function).
+func closePrimaries(s *testServer) {
+	s.mu.Lock()
+	var ps []*primary
+	for _, p := range s.prims {
+		ps = append(ps, p)
+	}
+	s.mu.Unlock()
+	for _, p := range ps {
+		p.close() // (takes secMu: never under Server.mu)
+	}
+}
+
+// leadAlone pushes to alive the view of epoch in which dead (the other
+// of two servers) is dead and alive is the primary of both shards, with
+// no secondary.
+func leadAlone(t *testing.T, epoch uint64, alive, dead *testServer) {
+	t.Helper()
+	md := member(dead, dead.peer)
+	md.State = wire.StateDead
+	servers := make([]wire.Member, 2)
+	servers[alive.cfg.ID], servers[dead.cfg.ID] = member(alive, alive.peer), md
+	me := int32(alive.cfg.ID)
+	pushView(t, wire.View{Epoch: epoch, Servers: servers,
+		Shards: []wire.Placement{{Primary: me, Secondary: -1}, {Primary: me, Secondary: -1}}}, alive)
+}

@@ -230,19 +230,8 @@ func newScene(t *testing.T, duringPerShard, valueSize int, fresh bool) *resyncSc
 		}
 	}
 	stopB()
-	b.mu.Lock()
-	var bprims []*primary
-	for _, p := range b.prims {
-		bprims = append(bprims, p)
-	}
-	b.mu.Unlock()
-	for _, p := range bprims {
-		p.close()
-	}
-	deadB := member(b, b.peer)
-	deadB.State = wire.StateDead
-	pushView(t, wire.View{Epoch: 2, Servers: []wire.Member{member(a, a.peer), deadB},
-		Shards: []wire.Placement{{Primary: 0, Secondary: -1}, {Primary: 0, Secondary: -1}}}, a)
+	closePrimaries(b)
+	leadAlone(t, 2, a, b)
 	cn := dialConn(t, a.client, false)
 	for sh := range sc.before {
 		for _, k := range sc.before[sh][:10] {

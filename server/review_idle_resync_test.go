@@ -50,19 +50,8 @@ func newIdleScene(t *testing.T) *idleScene {
 		}
 	}
 	stopB()
-	b.mu.Lock()
-	var bprims []*primary
-	for _, p := range b.prims {
-		bprims = append(bprims, p)
-	}
-	b.mu.Unlock()
-	for _, p := range bprims {
-		p.close()
-	}
-	deadB := member(b, b.peer)
-	deadB.State = wire.StateDead
-	pushView(t, wire.View{Epoch: 2, Servers: []wire.Member{member(a, a.peer), deadB},
-		Shards: []wire.Placement{{Primary: 0, Secondary: -1}, {Primary: 0, Secondary: -1}}}, a)
+	closePrimaries(b)
+	leadAlone(t, 2, a, b)
 	b2, stopB2 := startDurableServer(t, sc.fc, 1, sc.dirB, "always", testSyncSecondary, func(c *Config) {
 		c.Incarnation = 2
 		c.Logger = zerolog.New(sc.logB).Level(zerolog.InfoLevel)
@@ -272,20 +261,9 @@ func TestReviewKillPromotedAfterIdleResync(t *testing.T) {
 	sc.wantResyncs(t)
 	a := sc.a
 	sc.stopA()
-	a.mu.Lock()
-	var aprims []*primary
-	for _, p := range a.prims {
-		aprims = append(aprims, p)
-	}
-	a.mu.Unlock()
-	for _, p := range aprims {
-		p.close()
-	}
-	deadA := member(a, a.peer)
-	deadA.State = wire.StateDead
+	closePrimaries(a)
 	b2 := sc.b2
-	pushView(t, wire.View{Epoch: 4, Servers: []wire.Member{deadA, member(b2, b2.peer)},
-		Shards: []wire.Placement{{Primary: 1, Secondary: -1}, {Primary: 1, Secondary: -1}}}, b2)
+	leadAlone(t, 4, b2, a)
 	checkTables(t, "b2 promoted", b2.Server, sc.model)
 	cn := dialConn(t, b2.client, false)
 	for sh := 0; sh < 2; sh++ {

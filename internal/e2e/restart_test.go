@@ -172,11 +172,7 @@ func TestRestartWithALostDataDir(t *testing.T) {
 		t.Errorf("the coordinator's log does not say shard 1 was led by server 2's copy at the restart; now: %s", roles(st, 2))
 	}
 	waitProgress(t, c, "ledger after the restart", l.AckedCount, 200, time.Second)
-	for _, victim := range []int{0, 2} {
-		v := c.KillServer(t, victim)
-		c.WaitRecovered(t, recoverTimeout, v)
-		waitProgress(t, c, fmt.Sprintf("ledger after server %d's kill", victim), l.AckedCount, 200, time.Second)
-	}
+	killEach(t, c, l, []int{0, 2}, 200, time.Second)
 	checkLedger(t, l, cls[0])
 }
 
@@ -208,11 +204,7 @@ func TestAdjacentServersKilledTogether(t *testing.T) {
 // other servers die in turn: the resynced copies held everything.
 func TestPartialResyncAfterRespawn(t *testing.T) {
 	const n = 3
-	c := testcluster.Start(t, testcluster.Options{N: n})
-	cls := dialClients(c, 2)
-	c.WaitRecovered(t, 10*time.Second)
-	l := newLedger("ledger-resync", restartOpTimeout)
-	l.preload(t, cls[0], 20000, 100)
+	c, cls, l := preloadedCluster(t, "ledger-resync", 20000, 100)
 	l.start(t, cls, 4)
 	waitProgress(t, c, "ledger before the kill", l.AckedCount, 300, time.Second)
 	v := c.KillServer(t, 1)
@@ -239,11 +231,7 @@ func TestPartialResyncAfterRespawn(t *testing.T) {
 			t.Errorf("partial resync of %d entries for a server holding %d keys: not far fewer than a full re-seed", e.Entries, held)
 		}
 	}
-	for _, victim := range []int{0, 2} {
-		v := c.KillServer(t, victim)
-		c.WaitRecovered(t, recoverTimeout, v)
-		waitProgress(t, c, fmt.Sprintf("ledger after server %d's kill", victim), l.AckedCount, 200, time.Second)
-	}
+	killEach(t, c, l, []int{0, 2}, 200, time.Second)
 	checkLedger(t, l, cls[0])
 }
 
@@ -257,12 +245,7 @@ func TestPartialResyncAfterRespawn(t *testing.T) {
 // after the respawn and the kills of the others in turn show the copies
 // go on from the right index.
 func TestPartialResyncAfterIdleRespawn(t *testing.T) {
-	const n = 3
-	c := testcluster.Start(t, testcluster.Options{N: n})
-	cls := dialClients(c, 2)
-	c.WaitRecovered(t, 10*time.Second)
-	l := newLedger("ledger-idle-resync", restartOpTimeout)
-	l.preload(t, cls[0], 5000, 100)
+	c, cls, l := preloadedCluster(t, "ledger-idle-resync", 5000, 100)
 	v := c.KillServer(t, 1)
 	c.WaitRecovered(t, recoverTimeout, v)
 	log := c.Log()
@@ -273,15 +256,9 @@ func TestPartialResyncAfterIdleRespawn(t *testing.T) {
 	}
 	l.start(t, cls, 2)
 	waitProgress(t, c, "ledger after the respawn", l.AckedCount, 200, time.Second)
-	for _, victim := range []int{0, 2} {
-		v := c.KillServer(t, victim)
-		c.WaitRecovered(t, recoverTimeout, v)
-		waitProgress(t, c, fmt.Sprintf("ledger after server %d's kill", victim), l.AckedCount, 200, time.Second)
-	}
+	killEach(t, c, l, []int{0, 2}, 200, time.Second)
 	checkLedger(t, l, cls[0])
-	if strings.Contains(c.Log(), "gap in the replication log") {
-		t.Errorf("a secondary saw a gap in the replication log")
-	}
+	noLogGap(t, c)
 }
 
 // TestRestartStaleCopyNeverLeads: server 2 goes out (its respawns fail)
@@ -855,5 +832,37 @@ func TestRestartWithDataDirChanged(t *testing.T) {
 		if v, err := cl.Get(ctx, k); err != nil || string(v) != "v"+k {
 			t.Errorf("get %s with data_dir as it was: %q, %v", k, v, err)
 		}
+	}
+}
+
+// preloadedCluster starts 3 servers and two clients, and has a ledger
+// named prefix put keys keys of size bytes (no writer running yet).
+func preloadedCluster(t *testing.T, prefix string, keys, size int) (*testcluster.Cluster, []*client.Client, *ledger) {
+	t.Helper()
+	c := testcluster.Start(t, testcluster.Options{N: 3})
+	cls := dialClients(c, 2)
+	c.WaitRecovered(t, 10*time.Second)
+	l := newLedger(prefix, restartOpTimeout)
+	l.preload(t, cls[0], keys, size)
+	return c, cls, l
+}
+
+// killEach kills victims one after the other, each after the previous
+// recovery finished, and waits after each until the ledger's writers
+// have k more calls acknowledged and d has passed.
+func killEach(t *testing.T, c *testcluster.Cluster, l *ledger, victims []int, k int64, d time.Duration) {
+	t.Helper()
+	for _, victim := range victims {
+		v := c.KillServer(t, victim)
+		c.WaitRecovered(t, recoverTimeout, v)
+		waitProgress(t, c, fmt.Sprintf("ledger after server %d's kill", victim), l.AckedCount, k, d)
+	}
+}
+
+// noLogGap fails if a secondary saw a gap in its replication log.
+func noLogGap(t *testing.T, c *testcluster.Cluster) {
+	t.Helper()
+	if strings.Contains(c.Log(), "gap in the replication log") {
+		t.Errorf("a secondary saw a gap in the replication log")
 	}
 }

@@ -139,11 +139,7 @@ func allServing(t *testing.T, c *testcluster.Cluster, d time.Duration) *client.C
 // lead every shard they hold at some point, and the ledger goes on.
 func killInTurn(t *testing.T, c *testcluster.Cluster, l *ledger) {
 	t.Helper()
-	for _, victim := range []int{0, 2} {
-		v := c.KillServer(t, victim)
-		c.WaitRecovered(t, recoverTimeout, v)
-		waitProgress(t, c, fmt.Sprintf("ledger after server %d's kill", victim), l.AckedCount, 100, 500*time.Millisecond)
-	}
+	killEach(t, c, l, []int{0, 2}, 100, 500*time.Millisecond)
 }
 
 // TestReviewKillEverythingDuringPartialResync: server 1 is killed and held
@@ -152,12 +148,7 @@ func killInTurn(t *testing.T, c *testcluster.Cluster, l *ledger) {
 // every process is killed. The restarted cluster must hold every
 // acknowledged write, including on server 1's copies.
 func TestReviewKillEverythingDuringPartialResync(t *testing.T) {
-	const n = 3
-	c := testcluster.Start(t, testcluster.Options{N: n})
-	cls := dialClients(c, 2)
-	c.WaitRecovered(t, 10*time.Second)
-	l := newLedger("review-kill-resync", restartOpTimeout)
-	l.preload(t, cls[0], 5000, 100)
+	c, cls, l := preloadedCluster(t, "review-kill-resync", 5000, 100)
 	l.start(t, cls, 6)
 	waitProgress(t, c, "ledger before the kill", l.AckedCount, 200, 500*time.Millisecond)
 	release := holdDown(t, c, 1)
@@ -184,12 +175,7 @@ func TestReviewKillEverythingDuringPartialResync(t *testing.T) {
 // as its first re-seeding link is accepted. Restart: nothing acknowledged
 // is lost, and the half re-seeded copies never lead.
 func TestReviewKillEverythingDuringFullReseed(t *testing.T) {
-	const n = 3
-	c := testcluster.Start(t, testcluster.Options{N: n})
-	cls := dialClients(c, 2)
-	c.WaitRecovered(t, 10*time.Second)
-	l := newLedger("review-kill-reseed", restartOpTimeout)
-	l.preload(t, cls[0], 20000, 200)
+	c, cls, l := preloadedCluster(t, "review-kill-reseed", 20000, 200)
 	l.start(t, cls, 4)
 	waitProgress(t, c, "ledger before the kill", l.AckedCount, 200, 500*time.Millisecond)
 	release := holdDown(t, c, 1)
@@ -233,12 +219,7 @@ func logRolesOnFailure(t *testing.T, c *testcluster.Cluster) {
 // must never lead shard 1: the shard waits for server 2's log, and every
 // acknowledged write is there once the cluster recovers.
 func TestReviewKillPrimaryDuringPartialResync(t *testing.T) {
-	const n = 3
-	c := testcluster.Start(t, testcluster.Options{N: n})
-	cls := dialClients(c, 2)
-	c.WaitRecovered(t, 10*time.Second)
-	l := newLedger("review-kill-primary", restartOpTimeout)
-	l.preload(t, cls[0], 5000, 100)
+	c, cls, l := preloadedCluster(t, "review-kill-primary", 5000, 100)
 	l.start(t, cls, 6)
 	waitProgress(t, c, "ledger before the kill", l.AckedCount, 200, 500*time.Millisecond)
 	release := holdDown(t, c, 1)
@@ -266,11 +247,7 @@ func TestReviewKillPrimaryDuringPartialResync(t *testing.T) {
 // is lost.
 func TestReviewKilledTwiceMidResync(t *testing.T) {
 	const n = 3
-	c := testcluster.Start(t, testcluster.Options{N: n})
-	cls := dialClients(c, 2)
-	c.WaitRecovered(t, 10*time.Second)
-	l := newLedger("review-twice", restartOpTimeout)
-	l.preload(t, cls[0], 5000, 100)
+	c, cls, l := preloadedCluster(t, "review-twice", 5000, 100)
 	l.start(t, cls, 6)
 	waitProgress(t, c, "ledger before the kill", l.AckedCount, 200, 500*time.Millisecond)
 	release := holdDown(t, c, 1)
@@ -414,12 +391,7 @@ func TestReviewRestartFsyncNo(t *testing.T)       { restartWithFsync(t, "no") }
 // process is killed. The restart must hold every acknowledged write, and
 // so must each server's copies (killed in turn afterwards).
 func TestReviewRestartRightAfterHandBack(t *testing.T) {
-	const n = 3
-	c := testcluster.Start(t, testcluster.Options{N: n})
-	cls := dialClients(c, 2)
-	c.WaitRecovered(t, 10*time.Second)
-	l := newLedger("review-handback", restartOpTimeout)
-	l.preload(t, cls[0], 5000, 100)
+	c, cls, l := preloadedCluster(t, "review-handback", 5000, 100)
 	l.start(t, cls, 6)
 	waitProgress(t, c, "ledger before the kill", l.AckedCount, 200, 500*time.Millisecond)
 	lf := followLog(c)
@@ -795,11 +767,7 @@ func spawnedPID(c *testcluster.Cluster, id int, inc uint64) int {
 // respawned, every acknowledged write there.
 func TestReviewServerDiesDuringRestartReseed(t *testing.T) {
 	const n = 3
-	c := testcluster.Start(t, testcluster.Options{N: n})
-	cls := dialClients(c, 2)
-	c.WaitRecovered(t, 10*time.Second)
-	l := newLedger("review-restart-reseed", restartOpTimeout)
-	l.preload(t, cls[0], 20000, 200)
+	c, _, l := preloadedCluster(t, "review-restart-reseed", 20000, 200)
 	l.Stop()
 	c.KillEverything(t)
 	if err := os.RemoveAll(filepath.Join(c.Dir, "ftkv-data", "server_1")); err != nil {
