@@ -1,6 +1,7 @@
 package server
 
 import (
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -25,6 +26,12 @@ type slowFS struct {
 type diskGate struct {
 	entered chan struct{}
 	open    chan struct{}
+	once    sync.Once
+}
+
+// release lets the held writes (and every later one) go on; again: nothing.
+func (g *diskGate) release() {
+	g.once.Do(func() { close(g.open) })
 }
 
 func newDiskGate() *diskGate {

@@ -302,15 +302,7 @@ func getVal(t *testing.T, srv *testServer, k string) (string, wire.Status) {
 
 func stopServer(cancel context.CancelFunc, s *testServer) {
 	cancel()
-	s.mu.Lock()
-	var ps []*primary
-	for _, p := range s.prims {
-		ps = append(ps, p)
-	}
-	s.mu.Unlock()
-	for _, p := range ps {
-		p.close()
-	}
+	closePrimaries(s)
 }
 
 // TestReviewIdleResyncOverADroppedTail: a led shard 1 after b's death and

@@ -29,14 +29,7 @@ func TestSecondarySlowDiskDoesNotHoldAcks(t *testing.T) {
 			c.walFS = slowFS{held: gate}
 		}
 	})
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			close(gate.open)
-		}
-	}
-	defer release()
+	defer gate.release()
 	cn := dialConn(t, a.client, false)
 	keys := keysOf("big", 0, 2, 3)
 	val := bytes.Repeat([]byte("v"), 1<<20-512)
@@ -56,7 +49,7 @@ func TestSecondarySlowDiskDoesNotHoldAcks(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("the secondary's log never wrote the 1 MiB writes")
 	}
-	release()
+	gate.release()
 	for _, k := range keys {
 		ans, err := cn.do(&wire.Frame{Op: wire.OpGet, Key: []byte(k)}, 10*time.Second)
 		if err != nil || ans.Status != wire.StatusOK || len(ans.Value) != len(val) {
@@ -87,14 +80,7 @@ func TestPrimarySlowDiskDoesNotHoldItsLoop(t *testing.T) {
 		// lease; retry").
 		c.Timing = timing.New(time.Second)
 	})
-	released := false
-	release := func() {
-		if !released {
-			released = true
-			close(gate.open)
-		}
-	}
-	defer release()
+	defer gate.release()
 	keys := keysOf("loop", 0, 2, 2)
 	small := dialConn(t, a.client, false)
 	if ans, err := small.do(&wire.Frame{Op: wire.OpPut, Key: []byte(keys[1]), Value: []byte("small")}, 10*time.Second); err != nil || ans.Status != wire.StatusOK {
@@ -123,7 +109,7 @@ func TestPrimarySlowDiskDoesNotHoldItsLoop(t *testing.T) {
 		t.Fatalf("the 1 MiB write answered (%v) before its log write could end", err)
 	default:
 	}
-	release()
+	gate.release()
 	if err := <-done; err != nil {
 		t.Fatalf("big put: %v", err)
 	}
