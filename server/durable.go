@@ -30,12 +30,25 @@ import (
 // kind recReset: body is 8 bytes, the base of a full re-seeding that
 // starts here: the shard's table is emptied and its log goes on from base;
 // kind recSeedDone: body is 8 bytes, the index the re-seeding that the
-// last reset started had reached when its last entry arrived. Between a
+// last reset started had reached when its last entry arrived (or a
+// partial resync, or a promotion: see below). Between a
 // reset and its recSeedDone the shard's copy is partial: recovered, it is
 // reported as no copy at all, so it is never chosen as a primary;
 // kind recResync (no body): a partial resync starts: the table stays, the
 // writes after it follow as frames, and the copy is partial until a
 // recSeedDone.
+//
+// A recSeedDone also marks the index a copy stands at where no write
+// carries it: the end of a partial resync that brought the copy to a
+// promotion's index, and a promotion itself (its indexes start
+// LineageGap above the last write, logPromotion). A copy is recovered at
+// the highest of its last write and the marks after its last reset, and
+// a partial resync read from the log reaches the highest mark
+// (readResync). Without them, a copy killed while nothing was written
+// came back below its shard's index, and was re-seeded in full, at every
+// idle kill after the first (TestPartialResyncIdleKillsInTurn). A mark
+// may precede frames below it (a read's frames are logged after its
+// end of re-seeding): those are applied all the same.
 const (
 	recFrames   byte = 1
 	recSeed     byte = 2
@@ -76,6 +89,9 @@ type durable struct {
 	// for a full re-seeding (recovery only): the snapshot's high water of
 	// them was the dropped copy's.
 	resets map[int]bool
+	// marks: per shard, the highest index a recSeedDone after its last
+	// reset marked (recovery only).
+	marks map[int]uint64
 }
 
 // report is the log's part of a heartbeat.
@@ -140,6 +156,17 @@ func (d *durable) logHold(s *Server, shard int, idx uint64) {
 	if ok {
 		return
 	}
+	d.logSeedDone(s, shard, idx)
+	d.hold(shard, idx)
+}
+
+// logPromotion marks in the log that this server leads shard from idx
+// on, LineageGap above the last write its copy holds (recSeedDone):
+// appended before the first write it sequences, and after every write
+// its copy applied as a secondary (fenced: s.fence). A restart recovers
+// the copy at idx, and a partial resync read from this log reaches idx
+// even when nothing was written since.
+func (d *durable) logPromotion(s *Server, shard int, idx uint64) {
 	d.logSeedDone(s, shard, idx)
 	d.hold(shard, idx)
 }
@@ -225,7 +252,7 @@ func (s *Server) openDurable() error {
 		return fmt.Errorf("server %d: %w", s.cfg.ID, err)
 	}
 	newDurable := func() *durable {
-		return &durable{syncSec: s.cfg.SyncSecondary && pol == wal.SyncAlways, logged: make(map[int]uint64), partial: make(map[int]uint8), policy: pol, snapMax: make(map[int]uint64), resets: make(map[int]bool)}
+		return &durable{syncSec: s.cfg.SyncSecondary && pol == wal.SyncAlways, logged: make(map[int]uint64), partial: make(map[int]uint8), policy: pol, snapMax: make(map[int]uint64), resets: make(map[int]bool), marks: make(map[int]uint64)}
 	}
 	d := newDurable()
 	start := time.Now()
@@ -259,8 +286,6 @@ func (s *Server) openDurable() error {
 	}
 	for shard, st := range secs {
 		st.t.dropTombstones()
-		d.note(shard, st.last)
-		s.recovered[shard] = st.last
 		if m := d.snapMax[shard]; m > st.last {
 			// The snapshot holds writes the log after it does not reach
 			// (a secondary applies before it logs, and the machine died
@@ -269,7 +294,11 @@ func (s *Server) openDurable() error {
 			d.partial[shard] = copyReseeding
 			s.log.Warn().Int("shard", shard).Uint64("snapshot_version", m).Uint64("log_index", st.last).
 				Msg("the snapshot is ahead of the log: this copy will be re-seeded")
+		} else {
+			st.last = max(st.last, d.marks[shard])
 		}
+		d.note(shard, st.last)
+		s.recovered[shard] = st.last
 		// Every index this server used or logged: a promotion continues
 		// above. (Not the indexes of a copy dropped since: those were
 		// another history's.)
@@ -475,13 +504,16 @@ func (s *Server) replay(r []byte, secs map[int]*secState, d *durable) error {
 		d.set(shard, st.last)
 		s.dd.dropOrigin(shard)
 		d.resets[shard] = true
+		delete(d.marks, shard)
 		return nil
 	case recSeedDone:
 		if len(body) != 8 {
 			return fmt.Errorf("log record of shard %d: end of re-seeding of %d bytes", shard, len(body))
 		}
+		idx := binary.BigEndian.Uint64(body)
 		d.seeded(shard)
-		d.hold(shard, binary.BigEndian.Uint64(body))
+		d.hold(shard, idx)
+		d.marks[shard] = max(d.marks[shard], idx)
 	case recResync:
 		d.mu.Lock()
 		d.partial[shard] = copyReseeding
@@ -661,7 +693,8 @@ func (d *durable) logSeed(s *Server, shard int, kind byte, value []byte) {
 	})
 }
 
-// logSeedDone appends the end of shard's re-seeding, at index last.
+// logSeedDone appends the end of shard's re-seeding, at index last (or
+// another mark of a complete copy at last: see recSeedDone).
 func (d *durable) logSeedDone(s *Server, shard int, last uint64) {
 	d.log.Append(func(w *wal.Writer) {
 		w.Record(func(dst []byte) []byte {
@@ -673,6 +706,7 @@ func (d *durable) logSeedDone(s *Server, shard int, last uint64) {
 			return
 		}
 		d.seeded(shard)
+		d.note(shard, last)
 	})
 }
 

@@ -99,6 +99,7 @@ func (p *primary) readResync(from uint64) ([]byte, uint64, int, error) {
 	var out []byte
 	upTo, n := from, 0
 	found, broken := false, false
+	var mark uint64 // the highest index a recSeedDone marked (see durable.go)
 	err := d.log.ReadFrom(p.resyncStart(from), func(r []byte) error {
 		if len(r) < 5 || int(binary.BigEndian.Uint32(r[1:])) != p.shard {
 			return nil
@@ -108,11 +109,13 @@ func (p *primary) readResync(from uint64) ([]byte, uint64, int, error) {
 		case recReset:
 			// A full re-seeding of this copy starts: what came before
 			// is no longer its history.
-			out, n, upTo, broken = out[:0], 0, from, false
+			out, n, upTo, broken, mark = out[:0], 0, from, false, 0
 			found = len(body) == 8 && binary.BigEndian.Uint64(body) == from
 		case recSeedDone:
-			if len(body) == 8 && binary.BigEndian.Uint64(body) == from {
-				found = true
+			if len(body) == 8 {
+				idx := binary.BigEndian.Uint64(body)
+				found = found || idx == from
+				mark = max(mark, idx)
 			}
 		case recFrames:
 			// Only each frame's index is read (wire.Frame's layout: 4
@@ -154,7 +157,11 @@ func (p *primary) readResync(from uint64) ([]byte, uint64, int, error) {
 	case !found || broken:
 		return nil, 0, 0, errNotInLog
 	}
-	return out, upTo, n, nil
+	// A mark above the last write: the copy stands there with no write
+	// between (a promotion's jump, or a resync that reached one). Frames
+	// below it logged after it were read all the same (upTo counts
+	// frames only until here).
+	return out, max(upTo, mark), n, nil
 }
 
 // resyncStart reports whether a log record is where readResync may start

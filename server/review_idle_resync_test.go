@@ -421,3 +421,52 @@ func droppedTail(t *testing.T, other bool) {
 		t.Errorf("E's key read %q (%v) at b3 after the hand-back, then %q (%v) at a once b3 died, no write between", v1, s1, v2, s2)
 	}
 }
+
+// indexOf is the index of shard in a server's reported copies (0: none).
+func indexOf(idx []wire.ShardIndex, shard int) uint64 {
+	for _, d := range idx {
+		if int(d.Shard) == shard {
+			return d.Index
+		}
+	}
+	return 0
+}
+
+// TestPromotionMarkRecovered: a primary promoted while nothing is written
+// stands at its jumped index, which no write carries. It reports that
+// index while it runs; its log reaches it from its last write (a partial
+// resync offered that write brings the copy there); killed and started
+// again, it recovers its copy there. (Before: its log knew only the last
+// write, so a restart took the copy for one behind the copy the resync
+// had brought to the jumped index, and re-seeded one of two equal copies
+// in full, and every idle kill after the first was re-seeded in full:
+// TestPartialResyncIdleKillsInTurn.)
+func TestPromotionMarkRecovered(t *testing.T) {
+	sc := newIdleScene(t)
+	a := sc.a
+	a.mu.Lock()
+	p := a.prims[1]
+	a.mu.Unlock()
+	p.mu.Lock()
+	jumped := p.startedAt
+	p.mu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); indexOf(a.dur.indexes(), 1) != jumped; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("server 0 reports shard 1 at %d after its promotion, want %d", indexOf(a.dur.indexes(), 1), jumped)
+		}
+	}
+	_, upTo, n, err := p.readResync(jumped - LineageGap)
+	if err != nil || upTo != jumped || n != 0 {
+		t.Errorf("the log read from the last write before the promotion reaches %d with %d writes (%v), want %d and none", upTo, n, err, jumped)
+	}
+	sc.stopA()
+	closePrimaries(a)
+	a2, _ := startDurableServer(t, sc.fc, 0, sc.dirA, "always", testSyncSecondary, func(c *Config) {
+		c.Incarnation = 2
+		c.Logger = zerolog.Nop()
+	})
+	if got := indexOf(a2.dur.indexes(), 1); got != jumped {
+		t.Errorf("server 0 recovered its copy of shard 1 at %d, want its promotion's %d", got, jumped)
+	}
+	checkTables(t, "server 0 restarted", a2.Server, sc.model)
+}

@@ -247,7 +247,9 @@ func (s *Server) takeOver(cur *viewState, v wire.View, shard int) *primary {
 		// and never matches an index of ours (catching up).
 		base += LineageGap
 	}
-	if s.dur != nil {
+	if s.dur != nil && promoted {
+		s.dur.logPromotion(s, shard, base)
+	} else if s.dur != nil {
 		s.dur.logHold(s, shard, base)
 	}
 	p := newPrimary(s.penv, shard, s.tableFor(shard), base, notBefore)

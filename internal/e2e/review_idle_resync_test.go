@@ -56,3 +56,38 @@ func TestReviewKillPromotedRightAfterIdleResync(t *testing.T) {
 	checkLedger(t, l, cls[0])
 	noLogGap(t, c)
 }
+
+// TestPartialResyncIdleKillsInTurn: nothing is written while servers 1,
+// 2, 0 and 1 again are killed in turn, each after the previous recovery
+// ended. Every respawn recovered both its copies from its log, and no
+// write came since: each must be caught up by two partial resyncs, never
+// re-seeded in full. (Before: only the first kill was; a copy recovered
+// below the index a promotion or a resync had brought its shard to,
+// which no log record carried, was re-seeded in full, 6 of the 8 copies.)
+// Then every process dies at once: the restart re-seeds nothing either,
+// and the cluster goes on taking writes through a kill of each server.
+func TestPartialResyncIdleKillsInTurn(t *testing.T) {
+	c, cls, l := preloadedCluster(t, "ledger-idle-turns", 3000, 100)
+	for i, victim := range []int{1, 2, 0, 1} {
+		v := c.KillServer(t, victim)
+		c.WaitRecovered(t, recoverTimeout, v)
+		log := c.Log()
+		done, refused := strings.Count(log, `"message":"partial resync done"`), strings.Count(log, "partial resync impossible")
+		if done != 2*(i+1) || refused != 0 {
+			t.Errorf("after the idle kill of server %d: %d partial resyncs done and %d refused in all, want %d and 0; full re-seedings: %d",
+				victim, done, refused, 2*(i+1), strings.Count(log, `"message":"re-seeding sent"`))
+		}
+	}
+	c.KillEverything(t)
+	c.RestartCoord(t) // (a new log)
+	allServing(t, c, 30*time.Second)
+	if log := c.Log(); strings.Contains(log, `"message":"re-seeding sent"`) || strings.Contains(log, "re-seeding it in full") {
+		t.Errorf("the restart after the idle kills re-seeded a copy in full:\n%s", grepLines(log, "re-seeding"))
+	}
+	cls = dialClients(c, 2)
+	l.start(t, cls, 2)
+	waitProgress(t, c, "ledger after the restart", l.AckedCount, 200, time.Second)
+	killEach(t, c, l, []int{0, 1, 2}, 200, time.Second)
+	checkLedger(t, l, cls[0])
+	noLogGap(t, c)
+}
