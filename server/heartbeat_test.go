@@ -1,6 +1,7 @@
 package server
 
 import (
+	"sync"
 	"testing"
 	"time"
 
@@ -28,24 +29,44 @@ func gaps(fc *fakeCoord, id uint32, from, to time.Time) (n int, longest time.Dur
 }
 
 // TestHeartbeatNotHeldBySlowReport: gathering a heartbeat's report (key
-// counts, link health, the log's state, RSS) takes 900 ms each time (a
-// 2 s failure timeout: heartbeats every 400 ms), as locks held by writes
-// and /proc under a load of 1 MiB values made it take up to 360 ms of a
-// 500 ms timeout. Heartbeats must still leave every period: they waited
-// for each gathering, and the coordinator failed live servers.
+// counts, link health, the log's state, RSS) is held up (locks held by
+// writes and /proc under a load of 1 MiB values made it take up to 360 ms
+// of a 500 ms timeout). Heartbeats must still leave every period: they
+// waited for each gathering, and the coordinator failed live servers.
+// One gathering is held until the test has seen three heartbeats leave
+// after it began (the failure timeout is 10 s, so a gathering may run
+// 5 s before the server falls silent as wedged; heartbeats every 200 ms).
+// (It timed gatherings of 900 ms against the longest gap between
+// heartbeats, 700 ms allowed for a 400 ms period: a heartbeat loop left
+// unscheduled 300 ms on a loaded machine would have failed it.)
 func TestHeartbeatNotHeldBySlowReport(t *testing.T) {
 	fc := startFakeCoord(t)
-	tm := timing.New(2 * time.Second)
-	s := startTestServer(t, fc, 0, tm)
-	slow := func() { time.Sleep(900 * time.Millisecond) }
-	reportGathering.Store(&slow)
+	tm := timing.New(10 * time.Second)
+	tm.Heartbeat = 200 * time.Millisecond
+	s := startTestServer(t, fc, 0, tm) // (its first report gathered)
+	began, release := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	hold := func() { once.Do(func() { close(began); <-release }) }
+	reportGathering.Store(&hold)
 	defer reportGathering.Store(nil)
+	defer once.Do(func() {}) // (no gathering held after the test)
+	var released sync.Once
+	defer released.Do(func() { close(release) })
+	select {
+	case <-began:
+	case <-time.After(10 * time.Second):
+		t.Fatal("no report gathered in 10 s")
+	}
 	from := time.Now()
-	time.Sleep(4 * time.Second)
-	n, gap := gaps(fc, s.cfg.ID, from, time.Now())
-	t.Logf("%d heartbeats in 4 s (period %s), the longest gap %s", n, tm.Heartbeat, gap)
-	if limit := tm.Heartbeat + 300*time.Millisecond; gap > limit {
-		t.Errorf("a gap of %s between heartbeats while each report took 900 ms to gather: over %s", gap, limit)
+	n := 0
+	for deadline := from.Add(4 * time.Second); n < 3 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		n, _ = gaps(fc, s.cfg.ID, from, time.Now())
+	}
+	held := time.Since(from)
+	released.Do(func() { close(release) })
+	t.Logf("%d heartbeats in the %s a report's gathering was held (period %s)", n, held.Round(time.Millisecond), tm.Heartbeat)
+	if n < 3 {
+		t.Errorf("%d heartbeats in %s while a report's gathering was held (period %s): heartbeats wait for their report", n, held.Round(time.Millisecond), tm.Heartbeat)
 	}
 }
 
