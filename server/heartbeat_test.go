@@ -71,34 +71,39 @@ func TestHeartbeatNotHeldBySlowReport(t *testing.T) {
 }
 
 // TestHeartbeatsStopWhenWedged: a server whose report cannot be gathered
-// (a lock held for 3 s) must fall silent within the failure timeout, so
+// (a lock held for 4 s) must fall silent within the failure timeout, so
 // that the coordinator fails it, as it did when the heartbeat gathered
 // its report itself. With the report gathered beside the heartbeats, it
 // went on heartbeating with its last report (a review: 30 heartbeats in
-// those 3 s).
+// 3 s). The failure timeout is 2 s: the last heartbeat leaves at most a
+// period (400 ms) and half the failure timeout into the wedge, 600 ms
+// before the failure timeout, room for one that reaches the fake
+// coordinator late on a loaded machine. (With a 500 ms failure timeout
+// that room was 150 ms.)
 func TestHeartbeatsStopWhenWedged(t *testing.T) {
 	fc := startFakeCoord(t)
-	tm := timing.New(500 * time.Millisecond)
+	tm := timing.New(2 * time.Second)
 	s := startTestServer(t, fc, 0, tm)
 	time.Sleep(300 * time.Millisecond)
+	const wedge = 4 * time.Second
 	s.mu.Lock()
 	from := time.Now()
-	time.Sleep(3 * time.Second)
+	time.Sleep(wedge)
 	s.mu.Unlock()
-	late, _ := gaps(fc, s.cfg.ID, from.Add(tm.FailureTimeout), from.Add(3*time.Second))
+	late, _ := gaps(fc, s.cfg.ID, from.Add(tm.FailureTimeout), from.Add(wedge))
 	early, _ := gaps(fc, s.cfg.ID, from, from.Add(tm.FailureTimeout))
-	t.Logf("with the server's lock held 3 s: %d heartbeats in the first failure timeout, %d after it", early, late)
+	t.Logf("with the server's lock held %s: %d heartbeats in the first failure timeout, %d after it", wedge, early, late)
 	if late > 0 {
-		t.Errorf("%d heartbeats more than a failure timeout (%s) into a 3 s wedge: the coordinator would never fail it", late, tm.FailureTimeout)
+		t.Errorf("%d heartbeats more than a failure timeout (%s) into a %s wedge: the coordinator would never fail it", late, tm.FailureTimeout, wedge)
 	}
-	testAfter := time.Now().Add(2 * time.Second)
+	testAfter := time.Now().Add(5 * time.Second)
 	for time.Now().Before(testAfter) {
-		if n, _ := gaps(fc, s.cfg.ID, from.Add(3*time.Second), time.Now()); n > 0 {
+		if n, _ := gaps(fc, s.cfg.ID, from.Add(wedge), time.Now()); n > 0 {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
 	}
-	t.Errorf("no heartbeat within 2 s after the lock was released")
+	t.Errorf("no heartbeat within 5 s after the lock was released")
 }
 
 // TestHeartbeatNotHeldByPrimaryLock: a primary's lock held for 4 s (a
