@@ -38,31 +38,55 @@ func TestSetCoordFromAnOlderTermRefused(t *testing.T) {
 		}
 		return ans.Status
 	}
-	// heartbeatsTo waits a few heartbeat periods and reports whether a's
-	// heartbeats arrived at fc in the last of them.
-	heartbeatsTo := func(fc *fakeCoord) bool {
-		time.Sleep(5 * a.cfg.Timing.Heartbeat)
-		at := fc.arrivals(a.cfg.ID)
-		return len(at) > 0 && time.Since(at[len(at)-1]) < 2*a.cfg.Timing.Heartbeat
+	// stays waits until fc has three of a's heartbeats sent after the
+	// call (10 s at most) and reports whether other (if any) had none
+	// meanwhile.
+	// (It slept five heartbeat periods, 200 ms, and wanted one within
+	// the last two, 80 ms: a heartbeat loop or fake coordinator left
+	// unscheduled that long on a loaded machine failed it.)
+	stays := func(fc, other *fakeCoord) bool {
+		t.Helper()
+		mark := time.Now()
+		since := func(f *fakeCoord) (n int) {
+			if f == nil {
+				return 0
+			}
+			for _, at := range f.arrivals(a.cfg.ID) {
+				if !at.Before(mark) {
+					n++
+				}
+			}
+			return n
+		}
+		for since(fc) < 3 {
+			if time.Since(mark) > 10*time.Second {
+				t.Logf("%d heartbeats in 10 s", since(fc))
+				return false
+			}
+			time.Sleep(10 * time.Millisecond)
+		}
+		return since(other) == 0
 	}
 
 	if st := order(term-1, newLeader); st == wire.StatusOK {
 		t.Errorf("an order from term %d accepted after a view of term %d", term-1, term)
 	}
-	if !heartbeatsTo(oldLeader) || heartbeatsTo(newLeader) {
+	if !stays(oldLeader, newLeader) {
 		t.Fatalf("a's heartbeats moved on an order from term %d after a view of term %d", term-1, term)
 	}
 	if st := order(term+1, newLeader); st != wire.StatusOK {
 		t.Fatalf("an order from a newer term (%d) answered %s", term+1, st)
 	}
-	if !heartbeatsTo(newLeader) {
+	// (Three heartbeats at the new leader: any sent to the old one
+	// before the move have arrived long since.)
+	if !stays(newLeader, nil) {
 		t.Fatal("a's heartbeats did not move on an order from a newer term")
 	}
 	// The deposed leader's order arrives last.
 	if st := order(term, oldLeader); st == wire.StatusOK {
 		t.Errorf("an order from term %d accepted after one from term %d", term, term+1)
 	}
-	if !heartbeatsTo(newLeader) {
+	if !stays(newLeader, oldLeader) {
 		t.Fatalf("a's heartbeats left the leader of term %d on an order from term %d", term+1, term)
 	}
 	// The same leader may send its order again (readoptLate).
