@@ -40,6 +40,29 @@ func appendN(t *testing.T, l *Log, from, to int) {
 	}
 }
 
+// waitSynced waits until nothing written to m would be lost in a crash,
+// with no further append: the interval's sync (20 ms here) has run. It
+// slept 100 ms and assumed it had: a sync goroutine left unscheduled
+// that long under make test's load lost records for it. 10 s at most.
+func waitSynced(t *testing.T, m *StrictMemFS) {
+	t.Helper()
+	synced := func() bool {
+		m.mu.Lock()
+		defer m.mu.Unlock()
+		for _, f := range m.files {
+			if !f.linked || f.synced < len(f.data) {
+				return false
+			}
+		}
+		return true
+	}
+	for start := time.Now(); !synced(); time.Sleep(5 * time.Millisecond) {
+		if time.Since(start) > 10*time.Second {
+			t.Fatal("written records not synced 10 s after the last append (interval 20 ms)")
+		}
+	}
+}
+
 func want(t *testing.T, got []uint64, n int) {
 	t.Helper()
 	if len(got) != n {
@@ -211,7 +234,7 @@ func TestPolicyOnCrash(t *testing.T) {
 	m := NewStrictMemFS()
 	l, _, _ := open(t, m, SyncEverySec)
 	appendN(t, l, 0, 50)
-	time.Sleep(100 * time.Millisecond)
+	waitSynced(t, m)
 	m.Crash()
 	l2, got, _ := open(t, m, SyncEverySec)
 	defer l2.Close()
@@ -356,7 +379,7 @@ func TestAppendLazy(t *testing.T) {
 	if err := <-ch; err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond)
+	waitSynced(t, m)
 	m.Crash()
 	l3, got, _ := open(t, m, SyncAlways)
 	defer l3.Close()
