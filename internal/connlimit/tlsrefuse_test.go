@@ -58,7 +58,7 @@ func TestMaxConnsTLSRefusalEncrypted(t *testing.T) {
 	if _, err := frameio.ReadFrame(bufio.NewReader(a)); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, time.Second, "one open", func() bool { return p.Open() == 1 })
+	eventually(t, 5*time.Second, "one open", func() bool { return p.Open() == 1 })
 
 	b, err := dialTLS()
 	if err != nil {
