@@ -79,6 +79,12 @@ type Coordinator struct {
 	askedAbout      []string   // the control addresses of the servers it was asked about
 	reach           reachCache // how many servers this coordinator reached lately (handoff.go)
 	restarting      bool       // this start follows a committed view (initialPlacement)
+	// noLogs: no run of this cluster logged its writes before this start
+	// (clusterState.NoLogs): a restart has no log to bring it back from,
+	// and starts empty, whatever data_dir says now. A cluster that ran
+	// with logs started with data_dir none has every shard unavailable
+	// (it was served empty).
+	noLogs bool
 	// current: which copies hold every acknowledged write, committed with
 	// every view (decide.Current). firstDurable: while the first view of
 	// a start is being applied, the log indexes it was placed by (a
@@ -557,6 +563,7 @@ func (c *Coordinator) takeOver(l leadership) error {
 	c.mu.Lock()
 	// A cluster that ran before (its last view is committed) starts again.
 	c.restarting = len(st.View) > 0
+	c.noLogs = !c.restarting || st.NoLogs
 	c.lastView, c.lastStopped = wire.View{}, st.Stopped
 	if lv, err := wire.DecodeView(st.View); err == nil && c.restarting {
 		c.lastView = lv
@@ -1356,7 +1363,7 @@ func (c *Coordinator) commitInitialView(out, gone map[int]bool) (wire.View, erro
 	}
 	durable := c.durableLocked()
 	alone := c.aloneLocked(gone)
-	v.Shards = initialPlacement(c.n, durable, c.restarting && c.storage().ServerDir(0) != "", out, c.current, gone, alone)
+	v.Shards = initialPlacement(c.n, durable, c.restarting && !c.noLogs, out, c.current, gone, alone)
 	c.firstDurable = durable
 	c.narrow = awaited(c.n, alone, gone)
 	cur := narrowCurrent(c.current, v.Shards, c.narrow) // as committed with v (nextCurrentLocked)
@@ -1374,6 +1381,10 @@ func (c *Coordinator) commitInitialView(out, gone map[int]bool) (wire.View, erro
 			}
 			if len(stale) > 0 {
 				c.log.Error().Int("shard", s).Ints("stale_copies", stale).Msg("restart: the copies of this shard that held every acknowledged write are lost (data directory lost or damaged?); the copy left is stale (its server was out while the other acknowledged writes alone) and is never served: the shard is unavailable")
+				continue
+			}
+			if c.storage().ServerDir(s) == "" {
+				c.log.Error().Int("shard", s).Msg("restart: this cluster ran with logs, and data_dir none reads none: the shard is unavailable (never served empty); with data_dir as it was a restart brings it back (a new, empty cluster needs a new -d directory)")
 				continue
 			}
 			c.log.Error().Int("shard", s).Str("data_dir", c.storage().DataDir).Strs("looked_in", []string{c.storage().ServerDir(s), c.storage().ServerDir((s + 1) % c.n)}).

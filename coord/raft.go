@@ -43,6 +43,9 @@ type clusterState struct {
 	// Home: the local servers' working directory (Coordinator.home); ""
 	// in a state of an older version.
 	Home string `json:"home,omitempty"`
+	// NoLogs: no run of the cluster has logged its writes so far (each
+	// with data_dir none); false in a state of an older version.
+	NoLogs bool `json:"no_logs,omitempty"`
 }
 
 type savedNode struct {

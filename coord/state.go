@@ -108,7 +108,8 @@ func (c *Coordinator) stateLocked() clusterState {
 	if c.pending != nil {
 		v = *c.pending
 	}
-	st := clusterState{Secret: c.secret, Config: c.opts.Cluster.Path, Spares: append([]string{}, c.spares...), Current: c.current, Home: c.home}
+	st := clusterState{Secret: c.secret, Config: c.opts.Cluster.Path, Spares: append([]string{}, c.spares...), Current: c.current, Home: c.home,
+		NoLogs: c.noLogs && c.storage().ServerDir(0) == ""}
 	if v.Epoch != 0 {
 		st.View = wire.AppendView(nil, &v)
 		st.Current = c.nextCurrentLocked(v)

@@ -428,11 +428,25 @@ func (s *Server) shutdown() error {
 	s.mu.Unlock()
 	base := filepath.Join(s.cfg.DumpDir, fmt.Sprintf("server_%d", s.cfg.ID))
 	start := time.Now()
-	if err := writeDump(base+".primary", ptabs); err != nil {
-		return err
-	}
-	if err := writeDump(base+".secondary", stabs); err != nil {
-		return err
+	for _, d := range []struct {
+		suffix string
+		tabs   []*table
+		home   int // the shard this dump holds when every server is home
+	}{{".primary", ptabs, int(s.cfg.ID)}, {".secondary", stabs, int(s.cfg.ID) - 1}} {
+		if vs != nil && len(vs.v.Shards) > 0 {
+			n := len(vs.v.Shards)
+			if h := (d.home + n) % n; vs.v.Shards[h].Primary < 0 {
+				// No copy of the shard is served (none was found at
+				// the start, say): the table here is not its copy, and
+				// an empty dump would say the shard is empty. The dump
+				// of the last stop that had one stays.
+				s.log.Warn().Int("shard", h).Str("file", base+d.suffix).Msg("not dumped: the shard is unavailable; the file is left as it was")
+				continue
+			}
+		}
+		if err := writeDump(base+d.suffix, d.tabs); err != nil {
+			return err
+		}
 	}
 	s.log.Info().Int64("took_ms", time.Since(start).Milliseconds()).Str("dir", s.cfg.DumpDir).Msg("tables dumped")
 	for _, p := range prims {

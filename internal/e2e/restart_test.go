@@ -18,6 +18,7 @@ import (
 
 	"ftkv/client"
 	"ftkv/internal/testkit/testcluster"
+	"ftkv/server"
 )
 
 // restartOpTimeout covers a whole cluster's restart (coordinator, three
@@ -831,6 +832,121 @@ func TestRestartWithDataDirChanged(t *testing.T) {
 	for _, k := range keys {
 		if v, err := cl.Get(ctx, k); err != nil || string(v) != "v"+k {
 			t.Errorf("get %s with data_dir as it was: %q, %v", k, v, err)
+		}
+	}
+}
+
+// TestRestartWithDataDirNone: a cluster that ran with logs, stopped in
+// order, is started again with data_dir none (-data-dir none). No log is
+// read: every shard must stay unavailable, never served empty, and the
+// log must say why. (It was served empty: every acknowledged key read
+// (nil), and writes taken then were gone at the next restart with the
+// logs, the old values back: a black-box tester, 3 of 3.) The stop of the
+// cluster started so leaves the dumps of the stop before as they were
+// (they were overwritten with empty tables: the same tester). Started
+// again with data_dir as it was, every key is back.
+func TestRestartWithDataDirNone(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{N: 3})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl := c.Client()
+	keys := keysOnShards(3, 5, "data-dir-none")
+	for _, k := range keys {
+		must(t, cl.Put(ctx, k, []byte("v"+k)))
+	}
+	cl.Close()
+	if err := c.Shutdown(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	dumped := func() int {
+		n := 0
+		for i := 0; i < 3; i++ {
+			m, err := server.ReadDump(filepath.Join(c.Dir, fmt.Sprintf("server_%d.primary", i)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			n += len(m)
+		}
+		return n
+	}
+	if n := dumped(); n != len(keys) {
+		t.Fatalf("the dumps of the stop hold %d keys, want %d", n, len(keys))
+	}
+	c.RestartCoordWith(t, "-data-dir", "none")
+	c.WaitFor(t, 10*time.Second, "every shard unavailable", func(st *client.ClusterStatus) error {
+		for _, sh := range st.Shards {
+			if sh.State != "unavailable" {
+				return fmt.Errorf("shard %d is %s", sh.Shard, sh.State)
+			}
+		}
+		return nil
+	})
+	if !strings.Contains(c.Log(), "data_dir none") {
+		t.Errorf("the log does not say the logs were not read because of data_dir none:\n%s", lastLines(c.Log(), 30))
+	}
+	gctx, gcancel := context.WithTimeout(ctx, 2*time.Second)
+	cl = c.Client()
+	if v, err := cl.Get(gctx, keys[0]); err == nil {
+		t.Errorf("get %s with data_dir none: %q, want unavailable", keys[0], v)
+	}
+	if err := cl.Put(gctx, keys[1], []byte("lost")); err == nil {
+		t.Errorf("put %s with data_dir none acknowledged, want unavailable", keys[1])
+	}
+	gcancel()
+	cl.Close()
+	if err := c.Shutdown(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	if n := dumped(); n != len(keys) {
+		t.Errorf("after the stop of the cluster with every shard unavailable the dumps hold %d keys, want the %d of the stop before", n, len(keys))
+	}
+	c.RestartCoord(t)
+	cl = c.Client()
+	defer cl.Close()
+	for _, k := range keys {
+		if v, err := cl.Get(ctx, k); err != nil || string(v) != "v"+k {
+			t.Errorf("get %s with data_dir as it was: %q, %v", k, v, err)
+		}
+	}
+}
+
+// TestRestartWithLogsAfterMemoryOnly: a cluster that only ever ran with
+// data_dir none is started again with logs. None of its writes can be in
+// a log (a restart of a memory-only cluster starts empty, as documented):
+// it starts empty and serving, and takes writes, which the next restart
+// keeps.
+func TestRestartWithLogsAfterMemoryOnly(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{Config: "3\nlocalhost 0 0 0\nlocalhost 0 0 0\nlocalhost 0 0 0\ndata_dir none\n"})
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cl := c.Client()
+	keys := keysOnShards(3, 3, "memory-then-logs")
+	for _, k := range keys {
+		must(t, cl.Put(ctx, k, []byte("old")))
+	}
+	cl.Close()
+	if err := c.Shutdown(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c.RestartCoordWith(t, "-data-dir", "ftkv-data")
+	allServing(t, c, 20*time.Second)
+	cl = c.Client()
+	for _, k := range keys {
+		if v, err := cl.Get(ctx, k); !errors.Is(err, client.ErrNotFound) {
+			t.Errorf("get %s after a memory-only run: %q, %v; want not found", k, v, err)
+		}
+		must(t, cl.Put(ctx, k, []byte("new")))
+	}
+	cl.Close()
+	if err := c.Shutdown(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	c.RestartCoordWith(t, "-data-dir", "ftkv-data")
+	cl = c.Client()
+	defer cl.Close()
+	for _, k := range keys {
+		if v, err := cl.Get(ctx, k); err != nil || string(v) != "new" {
+			t.Errorf("get %s after the restart with logs: %q, %v", k, v, err)
 		}
 	}
 }
