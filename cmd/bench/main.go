@@ -18,6 +18,7 @@ import (
 	"ftkv/bench"
 	"ftkv/client"
 	"ftkv/internal/cli"
+	"ftkv/internal/flagcheck"
 	"ftkv/internal/tlsconf"
 )
 
@@ -144,6 +145,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		return usageErr(stderr, err.Error())
+	}
+	if empty := flagcheck.Empty(fs); empty != "" {
+		// (Read as not given: -tls-ca "" spoke plaintext, -user "" logged in as nobody.)
+		return usageErr(stderr, "-"+empty+" needs a value, got an empty one")
 	}
 	fs.Visit(func(f *flag.Flag) { c.PipelineSet = c.PipelineSet || f.Name == "P" })
 	// A zero given on the command line is a mistake, not "the default"

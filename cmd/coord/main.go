@@ -25,6 +25,7 @@ import (
 
 	"ftkv/coord"
 	"ftkv/internal/auth"
+	"ftkv/internal/flagcheck"
 	"ftkv/limits"
 	"ftkv/timing"
 	"ftkv/wire"
@@ -120,10 +121,6 @@ func main() {
 // can be tested.
 const testStartDelayEnv = "FTKV_TEST_COORD_START_DELAY"
 
-// valueFlags are the flags an empty value is refused for.
-var valueFlags = []string{"C", "d", "t", "data-dir", "fsync", "sched", "remote-bin", "remote-dir", "ssh-identity", "ssh-known-hosts",
-	"tls-ca", "tls-cert", "tls-key", "tls-coord-cert", "tls-coord-key", "group-secret-file"}
-
 // run parses the flags, starts the cluster and waits for the end of stdin
 // or a signal; it returns the exit status (2: bad flags or config).
 func run() int {
@@ -184,15 +181,9 @@ func run() int {
 		}
 		return bad(fmt.Sprintf("%v (run coord -help for usage)", err))
 	}
-	// An empty value of these flags would mean "not given" (the file's
+	// An empty value of a flag would mean "not given" (the file's
 	// setting or the default, silently): refused.
-	var empty string
-	fs.Visit(func(f *flag.Flag) {
-		if empty == "" && f.Value.String() == "" && slices.Contains(valueFlags, f.Name) {
-			empty = f.Name
-		}
-	})
-	if empty != "" {
+	if empty := flagcheck.Empty(fs); empty != "" {
 		return bad(fmt.Sprintf("-%s needs a value, got an empty one (run coord -help for usage)", empty))
 	}
 	if *fsyncSec {

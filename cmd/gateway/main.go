@@ -27,6 +27,7 @@ import (
 	"ftkv/client"
 	"ftkv/gateway"
 	"ftkv/internal/cli"
+	"ftkv/internal/flagcheck"
 	"ftkv/internal/sched"
 	"ftkv/internal/tlsconf"
 	"ftkv/limits"
@@ -110,6 +111,12 @@ func run(args []string) int {
 	}
 	if fs.NArg() > 0 {
 		fmt.Fprintf(os.Stderr, "gateway: unexpected argument %q (gateway -help for usage)\n", fs.Arg(0))
+		return 2
+	}
+	if empty := flagcheck.Empty(fs); empty != "" {
+		// (Read as not given: -tls-ca "" spoke plaintext, -http "" served
+		// no HTTP API, -log "" logged to stderr.)
+		fmt.Fprintf(os.Stderr, "gateway: -%s needs a value, got an empty one (gateway -help for usage)\n", empty)
 		return 2
 	}
 	for _, c := range []struct {

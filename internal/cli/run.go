@@ -19,6 +19,7 @@ import (
 	"golang.org/x/term"
 
 	"ftkv/client"
+	"ftkv/internal/flagcheck"
 	"ftkv/internal/tlsconf"
 	"ftkv/wire"
 )
@@ -213,11 +214,14 @@ func parseFlags(args []string) (config, error) {
 		return config{}, err
 	}
 	cfg.words = fs.Args()
-	switch {
+	switch empty := flagcheck.Empty(fs, "h", "a"); {
 	case cfg.pwFlag != "":
 		return config{}, errPasswordFlag
 	case cfg.host == "":
 		return config{}, errors.New("-h: empty coordinator host")
+	case empty != "":
+		// (Read as not given: -f "" read stdin, -tls-ca "" spoke plaintext.)
+		return config{}, fmt.Errorf("-%s needs a value, got an empty one", empty)
 	case cfg.timeout <= 0:
 		return config{}, fmt.Errorf("-timeout: must be positive, got %s", cfg.timeout)
 	case cfg.file != "" && len(cfg.words) > 0:

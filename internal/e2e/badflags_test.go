@@ -15,8 +15,8 @@ import (
 )
 
 // TestBadToolFlags runs bin/gateway and bin/bench with numeric flags a
-// user could mistype, and bin/coord with -metrics on its own -c or -s
-// port: each exits 2 at once with one line naming the flag, instead of
+// user could mistype, bin/coord with -metrics on its own -c or -s port,
+// and each tool with a flag's value empty: each exits 2 at once with one line naming the flag, instead of
 // running with a silent default or a nonsense value (or, for bin/coord,
 // spawning the servers and then failing to bind, exit 1).
 func TestBadToolFlags(t *testing.T) {
@@ -44,6 +44,18 @@ func TestBadToolFlags(t *testing.T) {
 		{"bench", []string{"-p", "1", "-P", "0"}, "-P 0"},
 		{"bench", []string{"-p", "1", "-size", "0"}, "-size 0"},
 		{"bench", []string{"-p", "1", "-duration", "0s"}, "-duration 0s"},
+		// Empty values (a script's unset variable) were read as not given:
+		// plaintext for -tls-ca, stdin for -f, no HTTP API for -http.
+		{"gateway", []string{"-p", "1", "-http", ""}, "-http needs a value"},
+		{"gateway", []string{"-p", "1", "-tls-ca", ""}, "-tls-ca needs a value"},
+		{"gateway", []string{"-p", "1", "-log", ""}, "-log needs a value"},
+		{"coord", []string{"-c", "7391", "-s", "7392", "-C", "../../config.txt", "-metrics", ""}, "-metrics needs a value"},
+		{"coord", []string{"-c", "7391", "-s", "7392", "-C", "../../config.txt", "-l", ""}, "-l needs a value"},
+		{"bench", []string{"-p", "1", "-tls-ca", ""}, "-tls-ca needs a value"},
+		{"bench", []string{"-p", "1", "-user", ""}, "-user needs a value"},
+		{"client", []string{"-p", "1", "-tls-ca", "", "G", "k"}, "-tls-ca needs a value"},
+		{"client", []string{"-p", "1", "-f", ""}, "-f needs a value"},
+		{"client", []string{"-p", "1", "-user", "", "G", "k"}, "-user needs a value"},
 	} {
 		t.Run(c.tool+strings.Join(c.args, "_"), func(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
