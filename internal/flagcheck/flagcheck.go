@@ -8,7 +8,7 @@ import (
 )
 
 // Empty returns the name of the first flag given on the command line with
-// an empty value ("-tls-ca ''", or "-tls-ca $CA" with CA unset), other
+// an empty value (an empty argument, or "-tls-ca $CA" with CA unset), other
 // than those of except, or "". Read as "not given", such a flag fell back
 // to its default silently: plaintext for an unset -tls-ca, stdin for
 // -f, the default log for -l (a black-box tester). Only string flags
