@@ -192,6 +192,14 @@ func (g *Gateway) serveKV(rw http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusRequestEntityTooLarge, fmt.Sprintf("key of %d bytes is over the limit of %d", len(key), maxKey))
 		return
 	}
+	if q := r.URL.Query(); len(q) > 0 && r.Method != http.MethodGet && r.Method != http.MethodHead {
+		// A write's query is its meaning (POST ?append): one it does not
+		// take is refused, never ignored (PUT ?append overwrote).
+		if _, ok := q["append"]; r.Method != http.MethodPost || !ok || len(q) > 1 {
+			httpError(w, http.StatusBadRequest, r.Method+" /v1/kv/{key} takes no query but POST's ?append, got ?"+r.URL.RawQuery)
+			return
+		}
+	}
 	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Timeout)
 	defer cancel()
 	st := g.cfg.Store

@@ -85,6 +85,12 @@ func TestHTTPKV(t *testing.T) {
 	expect(do(t, "POST", kv+"log?append", "b"), 204, "")
 	expect(do(t, "GET", kv+"log", ""), 200, "ab")
 	expect(do(t, "POST", kv+"log", "c"), 400, "*")
+	// A write's query is its meaning: one it does not take is refused,
+	// never ignored (PUT ?append overwrote the value: a black-box tester).
+	expect(do(t, "PUT", kv+"log?append", "c"), 400, "*")
+	expect(do(t, "DELETE", kv+"log?if=ab", ""), 400, "*")
+	expect(do(t, "POST", kv+"log?append&ttl=5", "c"), 400, "*")
+	expect(do(t, "GET", kv+"log", ""), 200, "ab")
 	expect(do(t, "DELETE", kv+"log", ""), 204, "")
 	expect(do(t, "GET", kv+"log", ""), 404, "*")
 	expect(do(t, "DELETE", kv+"log", ""), 204, "")
