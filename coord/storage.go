@@ -8,6 +8,8 @@ import (
 	"strconv"
 	"strings"
 	"syscall"
+
+	"golang.org/x/sys/unix"
 )
 
 // DefaultDataDir is where servers keep their write-ahead logs and
@@ -111,8 +113,9 @@ func (s Storage) override(flags Storage) Storage {
 }
 
 // checkLocal refuses a data directory of a local server (ids, running in
-// home) that exists and is not a directory: each server exited at
-// start-up, five times over, and the coordinator with status 1.
+// home) that exists and is not a directory, or that cannot be written
+// (a read-only file system): each server exited at start-up, five times
+// over, and the coordinator with status 1 and a line guessing why.
 func (s Storage) checkLocal(home string, ids []int) error {
 	if s.DataDir == NoDataDir || len(ids) == 0 {
 		return nil
@@ -129,6 +132,17 @@ func (s Storage) checkLocal(home string, ids []int) error {
 		fi, err := os.Stat(at)
 		if err == nil && !fi.IsDir() || errors.Is(err, syscall.ENOTDIR) {
 			return fmt.Errorf("%s is not a directory", p)
+		}
+		// The directory, or the nearest one above it that exists (the
+		// server makes the rest), must take writes.
+		for d := at; ; d = filepath.Dir(d) {
+			if _, err := os.Stat(d); err != nil && filepath.Dir(d) != d {
+				continue
+			}
+			if err := unix.Access(d, unix.W_OK); err != nil {
+				return fmt.Errorf("%s cannot be written (%s: %v)", p, d, err)
+			}
+			break
 		}
 	}
 	return nil

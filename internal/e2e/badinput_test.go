@@ -658,3 +658,50 @@ func TestHalfFramesEveryPort(t *testing.T) {
 	wg.Wait()
 	checkSameCluster(t, c, cl, before, map[string]string{})
 }
+
+// TestReadOnlyDataDirRefused: a data_dir on a read-only file system, or
+// under one, is refused before any server starts: exit 2 and one line
+// naming it and why. (Each server failed at start-up and the coordinator
+// exited 1 with a line guessing the cause: a black-box tester.) Needs
+// root to mount a read-only tmpfs (CI runs as root).
+func TestReadOnlyDataDirRefused(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a read-only tmpfs")
+	}
+	bin := testcluster.Bin(t)
+	dir := t.TempDir()
+	ro := filepath.Join(dir, "ro")
+	if err := os.Mkdir(ro, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", ro).CombinedOutput(); err != nil {
+		t.Fatalf("mount a read-only tmpfs: %v: %s", err, out)
+	}
+	defer func() {
+		if out, err := exec.Command("umount", ro).CombinedOutput(); err != nil {
+			t.Errorf("umount %s: %v: %s", ro, err, out)
+		}
+	}()
+	t.Logf("ran with a read-only tmpfs at %s", ro)
+	for _, dd := range []string{ro, filepath.Join(ro, "sub", "data")} {
+		cfg := filepath.Join(dir, "cluster.txt")
+		if err := os.WriteFile(cfg, []byte("1\nlocalhost 0 0 0\ndata_dir "+dd+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		cmd := exec.CommandContext(ctx, filepath.Join(bin, "coord"), "-c", "0", "-s", "0", "-C", cfg, "-l", filepath.Join(dir, "ftkv.log"), "-no-stdin")
+		cmd.Dir = dir
+		var stderr bytes.Buffer
+		cmd.Stderr = &stderr
+		err := cmd.Run()
+		cancel()
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+			t.Fatalf("data_dir %s: %v, want exit status 2; stderr %q", dd, err, stderr.String())
+		}
+		oneErrorLine(t, "coord", stderr.String())
+		if msg := stderr.String(); !strings.Contains(msg, dd) || !strings.Contains(msg, "read-only file system") {
+			t.Errorf("data_dir %s: error %q does not name it and the read-only file system", dd, msg)
+		}
+	}
+}
