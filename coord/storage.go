@@ -10,6 +10,8 @@ import (
 	"syscall"
 
 	"golang.org/x/sys/unix"
+
+	"ftkv/limits"
 )
 
 // DefaultDataDir is where servers keep their write-ahead logs and
@@ -60,15 +62,29 @@ func (s *Storage) set(name, val string) (ok bool, err error) {
 			return true, fmt.Errorf("fsync_secondary must be yes or no, got %q", val)
 		}
 	case "snapshot_bytes":
-		v, err := strconv.ParseInt(val, 10, 64)
+		v, err := ParseSnapshotBytes(val)
 		if err != nil {
-			return true, fmt.Errorf("snapshot_bytes must be a number of bytes (negative: never), got %q", val)
+			return true, err
 		}
 		s.SnapshotBytes = v
 	default:
 		return false, nil
 	}
 	return true, nil
+}
+
+// ParseSnapshotBytes reads a snapshot_bytes value: a byte count with the
+// client limits' suffixes (64mb, 1GiB; it took digits only while the
+// limits took both) or a negative number for never.
+func ParseSnapshotBytes(val string) (int64, error) {
+	if strings.HasPrefix(strings.TrimSpace(val), "-") {
+		if v, err := strconv.ParseInt(strings.TrimSpace(val), 10, 64); err == nil {
+			return v, nil
+		}
+	} else if v, err := limits.ParseBytes(val); err == nil {
+		return v, nil
+	}
+	return 0, fmt.Errorf("snapshot_bytes must be a number of bytes such as 67108864, 64mb or 64MiB (negative: never), got %q", val)
 }
 
 // Validate checks settings given as flags (the file's are checked as

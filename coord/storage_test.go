@@ -26,7 +26,15 @@ func TestStorageLines(t *testing.T) {
 	if got := (Storage{DataDir: NoDataDir}).override(Storage{}).Args(1); got != nil {
 		t.Fatalf("data_dir none gave flags %q", got)
 	}
-	for _, bad := range []string{"fsync sometimes", "fsync_secondary maybe", "snapshot_bytes lots", "data_dir /tmp/$HOME"} {
+	// snapshot_bytes takes the client limits' suffixes (it took digits
+	// only: a black-box tester), and a negative number for never.
+	for val, want := range map[string]int64{"300k": 300 << 10, "64MiB": 64 << 20, "1gb": 1 << 30, "-1": -1, "4096": 4096} {
+		c, err := ParseCluster("c.txt", strings.NewReader("1\nlocalhost 0 0 0\nsnapshot_bytes "+val+"\n"))
+		if err != nil || c.Storage.SnapshotBytes != want {
+			t.Errorf("snapshot_bytes %s: %d, %v; want %d", val, c.Storage.SnapshotBytes, err, want)
+		}
+	}
+	for _, bad := range []string{"fsync sometimes", "fsync_secondary maybe", "snapshot_bytes lots", "snapshot_bytes -1k", "snapshot_bytes 5x", "data_dir /tmp/$HOME"} {
 		_, err := ParseCluster("c.txt", strings.NewReader("1\nlocalhost 0 0 0\n"+bad+"\n"))
 		if err == nil || !strings.HasPrefix(err.Error(), "c.txt:3: ") {
 			t.Errorf("%q: error %v, want one naming c.txt:3", bad, err)

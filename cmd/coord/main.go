@@ -64,7 +64,7 @@ durability (each overrides the config file's setting of that name):
                        everysec or no (fsync)
   -fsync-secondary     with -fsync always, a secondary also syncs before it
                        acknowledges (fsync_secondary yes)
-  -snapshot-bytes N    snapshot once the log holds N bytes (snapshot_bytes;
+  -snapshot-bytes N    snapshot once the log holds N bytes (snapshot_bytes; 64mb,
                        default 64 MiB; negative: never)
 
 authentication (config lines "user <name> <read|readwrite|admin> <hash>"):
@@ -159,7 +159,10 @@ func run() int {
 	fs.StringVar(&st.DataDir, "data-dir", "", "")
 	fs.StringVar(&st.Fsync, "fsync", "", "")
 	fsyncSec := fs.Bool("fsync-secondary", false, "")
-	fs.Int64Var(&st.SnapshotBytes, "snapshot-bytes", 0, "")
+	fs.Func("snapshot-bytes", "", func(v string) (err error) {
+		st.SnapshotBytes, err = coord.ParseSnapshotBytes(v)
+		return err
+	})
 	fs.StringVar(&opts.SchedFlag, "sched", "", "")
 	fs.StringVar(&opts.MetricsAddr, "metrics", "", "")
 	fs.IntVar(&opts.ServerMetricsPort, "server-metrics-port", 0, "")
