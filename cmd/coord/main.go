@@ -64,8 +64,8 @@ durability (each overrides the config file's setting of that name):
                        everysec or no (fsync)
   -fsync-secondary     with -fsync always, a secondary also syncs before it
                        acknowledges (fsync_secondary yes)
-  -snapshot-bytes N    snapshot once the log holds N bytes (snapshot_bytes; 64mb,
-                       default 64 MiB; negative: never)
+  -snapshot-bytes N    snapshot once the log holds N bytes (snapshot_bytes;
+                       64mb or 1GiB too; default 64 MiB; negative: never)
 
 authentication (config lines "user <name> <read|readwrite|admin> <hash>"):
   -hash-password [NAME ROLE]  read a password from stdin (without echo on a
