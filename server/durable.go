@@ -47,8 +47,11 @@ import (
 // (readResync). Without them, a copy killed while nothing was written
 // came back below its shard's index, and was re-seeded in full, at every
 // idle kill after the first (TestPartialResyncIdleKillsInTurn). A mark
-// may precede frames below it (a read's frames are logged after its
-// end of re-seeding): those are applied all the same.
+// follows every write below it: a read's frames applied before its end
+// of re-seeding are logged before that end (peer.go), or a kill between
+// the two left a copy recovered at the mark without them
+// (TestReviewResyncEndMarkBeforeItsFrames). (Logs written before may
+// still hold such frames after a mark: they are applied all the same.)
 const (
 	recFrames   byte = 1
 	recSeed     byte = 2

@@ -283,3 +283,57 @@ func (s stallWriter) Write(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// TestReviewSnapshotRightAfterPromotion: a is promoted (idle) for shard 1
+// and snapshots at once (the snapshot records the mark as the copy's
+// index); a dies and restarts on its directory: its copy must be
+// recovered at the jumped index with every write; b2 is then caught up
+// from a2, a2 dies, and b2 promoted serves every write.
+func TestReviewSnapshotRightAfterPromotion(t *testing.T) {
+	sc := newIdleScene(t)
+	a := sc.a
+	a.mu.Lock()
+	p := a.prims[1]
+	a.mu.Unlock()
+	p.mu.Lock()
+	jumped := p.startedAt
+	p.mu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); indexOf(a.dur.indexes(), 1) != jumped; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("mark not noted")
+		}
+	}
+	if _, err := a.snapshot(); err != nil {
+		t.Fatal(err)
+	}
+	sc.stopA()
+	closePrimaries(a)
+	a2, stopA2 := startDurableServer(t, sc.fc, 0, sc.dirA, "always", testSyncSecondary, func(c *Config) {
+		c.Incarnation = 2
+		c.Logger = zerolog.New(sc.logA).Level(zerolog.InfoLevel)
+	})
+	if got := indexOf(a2.dur.indexes(), 1); got != jumped {
+		t.Errorf("a2 recovered shard 1 at %d, want %d", got, jumped)
+	}
+	checkTables(t, "a2 recovered", a2.Server, sc.model)
+	leadAlone(t, 3, a2, sc.b2)
+	m := member(sc.b2, sc.b2.peer)
+	m.State = wire.StateReseeding
+	pushView(t, wire.View{Epoch: 4, Servers: []wire.Member{member(a2, a2.peer), m},
+		Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 0, Secondary: 1}}}, a2, sc.b2)
+	waitWhole(t, sc.b2, 20*time.Second)
+	k := keysOf("aftersnap", 1, 2, 1)[0]
+	putOK(t, dialConn(t, a2.client, false), k, "s")
+	sc.model[k] = "s"
+	time.Sleep(200 * time.Millisecond)
+	checkTables(t, "b2 caught up", sc.b2.Server, sc.model)
+	stopServer(stopA2, a2)
+	leadAlone(t, 5, sc.b2, a2)
+	for k, want := range sc.model {
+		if v, st := getVal(t, sc.b2, k); st != wire.StatusOK || v != want {
+			t.Errorf("b2 promoted: %s = %q %v, want %q", k, v, st, want)
+		}
+	}
+	noGap(t, sc.logA, sc.logB)
+	t.Logf("%s", grepLines(sc.logA.String(), "resync", "re-seeding"))
+}
