@@ -8,6 +8,7 @@ import (
 	"errors"
 	"net"
 	"os"
+	"strings"
 	"encoding/binary"
 	"fmt"
 	"sync/atomic"
@@ -336,4 +337,80 @@ func TestReviewSnapshotRightAfterPromotion(t *testing.T) {
 	}
 	noGap(t, sc.logA, sc.logB)
 	t.Logf("%s", grepLines(sc.logA.String(), "resync", "re-seeding"))
+}
+
+// TestReviewTwoPromotionsHandBackKillAll: a is promoted (idle) for shard
+// 1, b2 is resynced; a dies and b2 is promoted (idle) for shard 0; a2 is
+// resynced from b2 and shard 0 is handed back to a2 at once; writes on
+// both shards; then every process dies. Each server recovered from its
+// directory: the copy a restart chooses (the higher index; the home one
+// on a tie) holds every acknowledged write, and the resyncs were partial.
+func TestReviewTwoPromotionsHandBackKillAll(t *testing.T) {
+	sc := newIdleScene(t)
+	sc.reseedView(t, 3)
+	sc.wantResyncs(t)
+	a, b2 := sc.a, sc.b2
+	sc.stopA()
+	closePrimaries(a)
+	leadAlone(t, 4, b2, a)
+	a2, _ := startDurableServer(t, sc.fc, 0, sc.dirA, "always", testSyncSecondary, func(c *Config) {
+		c.Incarnation = 2
+		c.Logger = zerolog.New(sc.logA).Level(zerolog.InfoLevel)
+	})
+	m := member(a2, a2.peer)
+	m.State = wire.StateReseeding
+	pushView(t, wire.View{Epoch: 5, Servers: []wire.Member{m, member(b2, b2.peer)},
+		Shards: []wire.Placement{{Primary: 1, Secondary: 0}, {Primary: 1, Secondary: 0}}}, a2, b2)
+	waitWhole(t, a2, 20*time.Second)
+	// Hand-back of shard 0 to a2 right away.
+	pushView(t, wire.View{Epoch: 6, Servers: []wire.Member{member(a2, a2.peer), member(b2, b2.peer)},
+		Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 1, Secondary: 0}}}, a2, b2)
+	for sh, srv := range []*testServer{a2, b2} {
+		cn := dialConn(t, srv.client, false)
+		for _, k := range keysOf(fmt.Sprintf("afterhb%d", sh), sh, 2, 5) {
+			putOK(t, cn, k, "h-"+k)
+			sc.model[k] = "h-" + k
+		}
+	}
+	t.Logf("b2's decisions:\n%s", grepLines(sc.logB.String(), "resync", "re-seeding"))
+	if strings.Contains(sc.logB.String(), "partial resync impossible") {
+		t.Errorf("a2 was re-seeded in full")
+	}
+	for _, srv := range []*testServer{a2, b2} {
+		srv.dur.snapMu.Lock()
+		defer srv.dur.snapMu.Unlock()
+	}
+	type rec struct {
+		idx map[int]uint64
+		s   *Server
+	}
+	var got []rec
+	for id, dir := range []string{sc.dirA, sc.dirB} {
+		s, err := New(Config{ID: uint32(id), Incarnation: 9, CoordAddr: "127.0.0.1:1", Secret: testSecret,
+			DataDir: dir, Fsync: "always", Logger: zerolog.Nop()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		r := rec{idx: map[int]uint64{}, s: s}
+		for _, d := range s.dur.indexes() {
+			r.idx[int(d.Shard)] = d.Index
+		}
+		t.Logf("server %d recovered %v", id, r.idx)
+		got = append(got, r)
+		defer s.dur.log.Close()
+	}
+	for sh := 0; sh < 2; sh++ {
+		home, other := got[sh], got[(sh+1)%2]
+		lead := home
+		if other.idx[sh] > home.idx[sh] {
+			lead = other
+		}
+		sub := map[string]string{}
+		for k, v := range sc.model {
+			if shardOf(k, 2) == sh {
+				sub[k] = v
+			}
+		}
+		checkTables(t, fmt.Sprintf("shard %d's chosen copy", sh), lead.s, sub)
+	}
 }
