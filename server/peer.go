@@ -91,13 +91,15 @@ func (h *peerHandler) OnTraffic(c gnet.Conn) gnet.Action {
 				logged = wire.Append(logged, f)
 			}
 		case wire.OpSeed:
-			if f.Flags&wire.FlagSeedDone != 0 && st.dur != nil && len(logged) > 0 {
+			if f.Flags&(wire.FlagSeedDone|wire.FlagSeedReset) != 0 && st.dur != nil && len(logged) > 0 {
 				// The end of a re-seeding (or partial resync) marks the
 				// copy complete at its index: the frames this read
 				// applied before it go to the log first, or a kill
 				// between the two records leaves a log that claims
 				// the index without them (recovery takes the highest
-				// mark; an acknowledged write lost in a review test).
+				// mark; acknowledged writes lost in
+				// TestReviewResyncEndMarkBeforeItsFrames). So do those
+				// before a reset: they belong to the copy it drops.
 				st.dur.logFrames(s, st.shard, logged, st.last, nil)
 				logged = nil
 			}
