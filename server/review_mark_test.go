@@ -9,6 +9,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"sync"
 	"encoding/binary"
 	"fmt"
 	"sync/atomic"
@@ -412,5 +413,69 @@ func TestReviewTwoPromotionsHandBackKillAll(t *testing.T) {
 			}
 		}
 		checkTables(t, fmt.Sprintf("shard %d's chosen copy", sh), lead.s, sub)
+	}
+}
+
+// TestReviewPromotionMarkAfterAppliedWrites: b, the secondary of shard 0,
+// applied (and acknowledged) writes whose log records are lazy when a
+// dies and b is promoted at once; b dies right once its promotion mark is
+// written. Recovered, b's copy claims the mark, so it must hold every
+// write a acknowledged.
+func TestReviewPromotionMarkAfterAppliedWrites(t *testing.T) {
+	for _, fsync := range []string{"always", "everysec", "no"} {
+		t.Run(fsync, func(t *testing.T) {
+			fc := startFakeCoord(t)
+			dirA, dirB := abandonedDir(t), abandonedDir(t)
+			var trig atomic.Pointer[[]byte]
+			var dead atomic.Bool
+			a, stopA := startDurableServer(t, fc, 0, dirA, fsync, testSyncSecondary)
+			b, stopB := startDurableServer(t, fc, 1, dirB, fsync, testSyncSecondary, func(c *Config) {
+				c.walFS = killFS{trigger: &trig, dead: &dead}
+			})
+			pushView(t, wire.View{Epoch: 1, Servers: []wire.Member{member(a, a.peer), member(b, b.peer)},
+				Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 1, Secondary: 0}}}, a, b)
+			model := map[string]string{}
+			var mu sync.Mutex
+			var wg sync.WaitGroup
+			keys := keysOf("applied", 0, 2, 4000)
+			for g := 0; g < 4; g++ {
+				cn := dialConn(t, a.client, false)
+				wg.Go(func() {
+					for i := g; i < len(keys); i += 4 {
+						k := keys[i]
+						ans, err := cn.do(&wire.Frame{Op: wire.OpPut, Key: []byte(k), Value: []byte("v-" + k)}, 2*time.Second)
+						if err != nil {
+							return
+						}
+						if ans.Status == wire.StatusOK {
+							mu.Lock()
+							model[k] = "v-" + k
+							mu.Unlock()
+						}
+					}
+				})
+			}
+			time.Sleep(150 * time.Millisecond)
+			stopServer(stopA, a) // writes in flight
+			wg.Wait()
+			x := b.lastApplied(0)
+			pat := binary.BigEndian.AppendUint64(appendRecHeader(nil, recSeedDone, 0), x+LineageGap)
+			trig.Store(&pat)
+			leadAlone(t, 2, b, a)
+			for deadline := time.Now().Add(5 * time.Second); !dead.Load(); time.Sleep(time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("the promotion's mark was never written")
+				}
+			}
+			stopServer(stopB, b)
+			s, err := New(Config{ID: 1, Incarnation: 9, CoordAddr: "127.0.0.1:1", Secret: testSecret,
+				DataDir: dirB, Fsync: fsync, Logger: zerolog.Nop()})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.dur.log.Close()
+			t.Logf("b recovered %+v (applied %d, mark %d)", s.dur.indexes(), x, x+LineageGap)
+			checkTables(t, "b recovered", s, model)
+		})
 	}
 }
