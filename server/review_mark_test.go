@@ -5,13 +5,13 @@ package server
 
 import (
 	"bytes"
+	"encoding/binary"
 	"errors"
+	"fmt"
 	"net"
 	"os"
 	"strings"
 	"sync"
-	"encoding/binary"
-	"fmt"
 	"sync/atomic"
 	"testing"
 	"time"
