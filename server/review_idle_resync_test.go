@@ -34,6 +34,20 @@ type idleScene struct {
 
 func newIdleScene(t *testing.T) *idleScene {
 	t.Helper()
+	sc := newDeadB(t, 40)
+	b2, stopB2 := startDurableServer(t, sc.fc, 1, sc.dirB, "always", testSyncSecondary, func(c *Config) {
+		c.Incarnation = 2
+		c.Logger = zerolog.New(sc.logB).Level(zerolog.InfoLevel)
+	})
+	sc.b2, sc.stopB2 = b2, stopB2
+	return sc
+}
+
+// newDeadB: the idle scene up to b's death: a (id 0) and b (id 1) with
+// data dirs, perShard keys written on each shard, b stopped abruptly and
+// a leading both shards alone (view 2). No b2 yet.
+func newDeadB(t *testing.T, perShard int) *idleScene {
+	t.Helper()
 	sc := &idleScene{fc: startFakeCoord(t), dirA: abandonedDir(t), dirB: abandonedDir(t), logA: &syncBuf{}, logB: &syncBuf{}, model: map[string]string{}}
 	a, stopA := startDurableServer(t, sc.fc, 0, sc.dirA, "always", testSyncSecondary, func(c *Config) {
 		c.Logger = zerolog.New(sc.logA).Level(zerolog.InfoLevel)
@@ -44,7 +58,7 @@ func newIdleScene(t *testing.T) *idleScene {
 		Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 1, Secondary: 0}}}, a, b)
 	for sh, srv := range []*testServer{a, b} {
 		cn := dialConn(t, srv.client, false)
-		for _, k := range keysOf(fmt.Sprintf("before%d", sh), sh, 2, 40) {
+		for _, k := range keysOf(fmt.Sprintf("before%d", sh), sh, 2, perShard) {
 			putOK(t, cn, k, "v-"+k)
 			sc.model[k] = "v-" + k
 		}
@@ -52,11 +66,6 @@ func newIdleScene(t *testing.T) *idleScene {
 	stopB()
 	closePrimaries(b)
 	leadAlone(t, 2, a, b)
-	b2, stopB2 := startDurableServer(t, sc.fc, 1, sc.dirB, "always", testSyncSecondary, func(c *Config) {
-		c.Incarnation = 2
-		c.Logger = zerolog.New(sc.logB).Level(zerolog.InfoLevel)
-	})
-	sc.b2, sc.stopB2 = b2, stopB2
 	return sc
 }
 
@@ -432,6 +441,25 @@ func indexOf(idx []wire.ShardIndex, shard int) uint64 {
 	return 0
 }
 
+// promotedMark returns a's primary of shard 1, promoted, and the index it
+// took the shard over at, once a reports its copy there (its mark is
+// written).
+func promotedMark(t *testing.T, a *testServer) (*primary, uint64) {
+	t.Helper()
+	a.mu.Lock()
+	p := a.prims[1]
+	a.mu.Unlock()
+	p.mu.Lock()
+	jumped := p.startedAt
+	p.mu.Unlock()
+	for deadline := time.Now().Add(5 * time.Second); indexOf(a.dur.indexes(), 1) != jumped; time.Sleep(5 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("server %d reports shard 1 at %d after its promotion, want %d", a.cfg.ID, indexOf(a.dur.indexes(), 1), jumped)
+		}
+	}
+	return p, jumped
+}
+
 // TestPromotionMarkRecovered: a primary promoted while nothing is written
 // stands at its jumped index, which no write carries. It reports that
 // index while it runs; its log reaches it from its last write (a partial
@@ -444,17 +472,7 @@ func indexOf(idx []wire.ShardIndex, shard int) uint64 {
 func TestPromotionMarkRecovered(t *testing.T) {
 	sc := newIdleScene(t)
 	a := sc.a
-	a.mu.Lock()
-	p := a.prims[1]
-	a.mu.Unlock()
-	p.mu.Lock()
-	jumped := p.startedAt
-	p.mu.Unlock()
-	for deadline := time.Now().Add(5 * time.Second); indexOf(a.dur.indexes(), 1) != jumped; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("server 0 reports shard 1 at %d after its promotion, want %d", indexOf(a.dur.indexes(), 1), jumped)
-		}
-	}
+	p, jumped := promotedMark(t, a)
 	_, upTo, n, err := p.readResync(jumped - LineageGap)
 	if err != nil || upTo != jumped || n != 0 {
 		t.Errorf("the log read from the last write before the promotion reaches %d with %d writes (%v), want %d and none", upTo, n, err, jumped)

@@ -89,23 +89,8 @@ func TestReviewResyncEndMarkBeforeItsFrames(t *testing.T) {
 var reviewFsync = "everysec"
 
 func resyncEndMarkBeforeItsFrames(t *testing.T) {
-	sc := &idleScene{fc: startFakeCoord(t), dirA: abandonedDir(t), dirB: abandonedDir(t), logA: &syncBuf{}, logB: &syncBuf{}, model: map[string]string{}}
-	a, stopA := startDurableServer(t, sc.fc, 0, sc.dirA, "always", testSyncSecondary, func(c *Config) {
-		c.Logger = zerolog.New(sc.logA).Level(zerolog.InfoLevel)
-	})
-	b, stopB := startDurableServer(t, sc.fc, 1, sc.dirB, "always", testSyncSecondary, func(c *Config) { c.Logger = zerolog.Nop() })
-	pushView(t, wire.View{Epoch: 1, Servers: []wire.Member{member(a, a.peer), member(b, b.peer)},
-		Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 1, Secondary: 0}}}, a, b)
-	for sh, srv := range []*testServer{a, b} {
-		cn := dialConn(t, srv.client, false)
-		for _, k := range keysOf(fmt.Sprintf("before%d", sh), sh, 2, 10) {
-			putOK(t, cn, k, "v-"+k)
-			sc.model[k] = "v-" + k
-		}
-	}
-	stopB()
-	closePrimaries(b)
-	leadAlone(t, 2, a, b)
+	sc := newDeadB(t, 10)
+	a, stopA := sc.a, sc.stopA
 	// Writes while b is dead: the resync must carry them.
 	cn := dialConn(t, a.client, false)
 	missed := keysOf("missed", 1, 2, 5)
@@ -294,17 +279,7 @@ func (s stallWriter) Write(p []byte) (int, error) {
 func TestReviewSnapshotRightAfterPromotion(t *testing.T) {
 	sc := newIdleScene(t)
 	a := sc.a
-	a.mu.Lock()
-	p := a.prims[1]
-	a.mu.Unlock()
-	p.mu.Lock()
-	jumped := p.startedAt
-	p.mu.Unlock()
-	for deadline := time.Now().Add(5 * time.Second); indexOf(a.dur.indexes(), 1) != jumped; time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatal("mark not noted")
-		}
-	}
+	_, jumped := promotedMark(t, a)
 	if _, err := a.snapshot(); err != nil {
 		t.Fatal(err)
 	}

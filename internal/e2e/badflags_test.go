@@ -76,6 +76,25 @@ func TestBadToolFlags(t *testing.T) {
 	}
 }
 
+// coordExit2 runs bin/coord (path, in dir) with args, and fails unless it
+// exits 2 within 10 s after one line on stderr, which it returns.
+func coordExit2(t *testing.T, dir, path string, args ...string) string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, path, args...)
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 2 {
+		t.Fatalf("coord %q: %v, want exit status 2; stderr %q", args, err, stderr.String())
+	}
+	oneErrorLine(t, "coord", stderr.String())
+	return stderr.String()
+}
+
 // TestCoordGroupMetricsOnItsOwnPort: a member of a group given -metrics
 // on one of its coordinator line's ports exits 2 with one line naming
 // the flag; it bound its Raft and metrics ports first, then failed on its
@@ -90,20 +109,9 @@ func TestCoordGroupMetricsOnItsOwnPort(t *testing.T) {
 		t.Fatal(err)
 	}
 	for _, port := range []string{"17600", "17601", "17610"} {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		cmd := exec.CommandContext(ctx, filepath.Join(bin, "coord"), "-C", cfg, "-id", "0", "-d", filepath.Join(dir, "raft"), "-metrics", "127.0.0.1:"+port)
-		cmd.Dir = dir
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		err := cmd.Run()
-		cancel()
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
-			t.Fatalf("-metrics on port %s: %v, want exit status 2; stderr %q", port, err, stderr.String())
-		}
-		oneErrorLine(t, "coord", stderr.String())
-		if !strings.Contains(stderr.String(), "-metrics 127.0.0.1:"+port) {
-			t.Errorf("-metrics on port %s: %q does not name the flag", port, stderr.String())
+		msg := coordExit2(t, dir, filepath.Join(bin, "coord"), "-C", cfg, "-id", "0", "-d", filepath.Join(dir, "raft"), "-metrics", "127.0.0.1:"+port)
+		if !strings.Contains(msg, "-metrics 127.0.0.1:"+port) {
+			t.Errorf("-metrics on port %s: %q does not name the flag", port, msg)
 		}
 	}
 }

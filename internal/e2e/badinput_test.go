@@ -688,19 +688,8 @@ func TestReadOnlyDataDirRefused(t *testing.T) {
 		if err := os.WriteFile(cfg, []byte("1\nlocalhost 0 0 0\ndata_dir "+dd+"\n"), 0o644); err != nil {
 			t.Fatal(err)
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		cmd := exec.CommandContext(ctx, filepath.Join(bin, "coord"), "-c", "0", "-s", "0", "-C", cfg, "-l", filepath.Join(dir, "ftkv.log"), "-no-stdin")
-		cmd.Dir = dir
-		var stderr bytes.Buffer
-		cmd.Stderr = &stderr
-		err := cmd.Run()
-		cancel()
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) || ee.ExitCode() != 2 {
-			t.Fatalf("data_dir %s: %v, want exit status 2; stderr %q", dd, err, stderr.String())
-		}
-		oneErrorLine(t, "coord", stderr.String())
-		if msg := stderr.String(); !strings.Contains(msg, dd) || !strings.Contains(msg, "read-only file system") {
+		msg := coordExit2(t, dir, filepath.Join(bin, "coord"), "-c", "0", "-s", "0", "-C", cfg, "-l", filepath.Join(dir, "ftkv.log"), "-no-stdin")
+		if !strings.Contains(msg, dd) || !strings.Contains(msg, "read-only file system") {
 			t.Errorf("data_dir %s: error %q does not name it and the read-only file system", dd, msg)
 		}
 	}

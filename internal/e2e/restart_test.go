@@ -204,7 +204,6 @@ func TestAdjacentServersKilledTogether(t *testing.T) {
 // log says how many entries, far fewer than the keys it holds. Then the
 // other servers die in turn: the resynced copies held everything.
 func TestPartialResyncAfterRespawn(t *testing.T) {
-	const n = 3
 	c, cls, l := preloadedCluster(t, "ledger-resync", 20000, 100)
 	l.start(t, cls, 4)
 	waitProgress(t, c, "ledger before the kill", l.AckedCount, 300, time.Second)
@@ -790,25 +789,10 @@ func TestRestartWithDataDirChanged(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{N: 3})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cl := c.Client()
-	keys := keysOnShards(3, 5, "data-dir-changed")
-	for _, k := range keys {
-		must(t, cl.Put(ctx, k, []byte("v"+k)))
-	}
-	cl.Close()
-	if err := c.Shutdown(10 * time.Second); err != nil {
-		t.Fatal(err)
-	}
+	keys := putAndStop(t, ctx, c, "data-dir-changed")
 	other := filepath.Join(c.Dir, "elsewhere")
 	c.RestartCoordWith(t, "-data-dir", other)
-	c.WaitFor(t, 10*time.Second, "every shard unavailable", func(st *client.ClusterStatus) error {
-		for _, sh := range st.Shards {
-			if sh.State != "unavailable" {
-				return fmt.Errorf("shard %d is %s", sh.Shard, sh.State)
-			}
-		}
-		return nil
-	})
+	allUnavailable(t, c)
 	for s := 0; s < 3; s++ {
 		want := fmt.Sprintf(`"shard":%d,"data_dir":%q,"looked_in":[%q,%q]`, s, other,
 			filepath.Join(other, fmt.Sprintf("server_%d", s)), filepath.Join(other, fmt.Sprintf("server_%d", (s+1)%3)))
@@ -817,7 +801,7 @@ func TestRestartWithDataDirChanged(t *testing.T) {
 		}
 	}
 	gctx, gcancel := context.WithTimeout(ctx, 2*time.Second)
-	cl = c.Client()
+	cl := c.Client()
 	if v, err := cl.Get(gctx, keys[0]); err == nil {
 		t.Errorf("get %s with no log found: %q, want unavailable", keys[0], v)
 	}
@@ -836,6 +820,35 @@ func TestRestartWithDataDirChanged(t *testing.T) {
 	}
 }
 
+// putAndStop puts 5 keys on each of c's 3 shards (the value of k: "v"+k)
+// and stops the cluster in order; it returns the keys.
+func putAndStop(t *testing.T, ctx context.Context, c *testcluster.Cluster, prefix string) []string {
+	t.Helper()
+	cl := c.Client()
+	keys := keysOnShards(3, 5, prefix)
+	for _, k := range keys {
+		must(t, cl.Put(ctx, k, []byte("v"+k)))
+	}
+	cl.Close()
+	if err := c.Shutdown(10 * time.Second); err != nil {
+		t.Fatal(err)
+	}
+	return keys
+}
+
+// allUnavailable waits until status shows every shard unavailable.
+func allUnavailable(t *testing.T, c *testcluster.Cluster) {
+	t.Helper()
+	c.WaitFor(t, 10*time.Second, "every shard unavailable", func(st *client.ClusterStatus) error {
+		for _, sh := range st.Shards {
+			if sh.State != "unavailable" {
+				return fmt.Errorf("shard %d is %s", sh.Shard, sh.State)
+			}
+		}
+		return nil
+	})
+}
+
 // TestRestartWithDataDirNone: a cluster that ran with logs, stopped in
 // order, is started again with data_dir none (-data-dir none). No log is
 // read: every shard must stay unavailable, never served empty, and the
@@ -849,15 +862,7 @@ func TestRestartWithDataDirNone(t *testing.T) {
 	c := testcluster.Start(t, testcluster.Options{N: 3})
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	cl := c.Client()
-	keys := keysOnShards(3, 5, "data-dir-none")
-	for _, k := range keys {
-		must(t, cl.Put(ctx, k, []byte("v"+k)))
-	}
-	cl.Close()
-	if err := c.Shutdown(10 * time.Second); err != nil {
-		t.Fatal(err)
-	}
+	keys := putAndStop(t, ctx, c, "data-dir-none")
 	dumped := func() int {
 		n := 0
 		for i := 0; i < 3; i++ {
@@ -873,19 +878,12 @@ func TestRestartWithDataDirNone(t *testing.T) {
 		t.Fatalf("the dumps of the stop hold %d keys, want %d", n, len(keys))
 	}
 	c.RestartCoordWith(t, "-data-dir", "none")
-	c.WaitFor(t, 10*time.Second, "every shard unavailable", func(st *client.ClusterStatus) error {
-		for _, sh := range st.Shards {
-			if sh.State != "unavailable" {
-				return fmt.Errorf("shard %d is %s", sh.Shard, sh.State)
-			}
-		}
-		return nil
-	})
+	allUnavailable(t, c)
 	if !strings.Contains(c.Log(), "data_dir none") {
 		t.Errorf("the log does not say the logs were not read because of data_dir none:\n%s", lastLines(c.Log(), 30))
 	}
 	gctx, gcancel := context.WithTimeout(ctx, 2*time.Second)
-	cl = c.Client()
+	cl := c.Client()
 	if v, err := cl.Get(gctx, keys[0]); err == nil {
 		t.Errorf("get %s with data_dir none: %q, want unavailable", keys[0], v)
 	}

@@ -246,7 +246,6 @@ func TestReviewKillPrimaryDuringPartialResync(t *testing.T) {
 // and 2 die in turn (server 1's copies lead), and nothing acknowledged
 // is lost.
 func TestReviewKilledTwiceMidResync(t *testing.T) {
-	const n = 3
 	c, cls, l := preloadedCluster(t, "review-twice", 5000, 100)
 	l.start(t, cls, 6)
 	waitProgress(t, c, "ledger before the kill", l.AckedCount, 200, 500*time.Millisecond)
@@ -766,7 +765,6 @@ func spawnedPID(c *testcluster.Cluster, id int, inc uint64) int {
 // the service down): the coordinator must come up serving, server 1
 // respawned, every acknowledged write there.
 func TestReviewServerDiesDuringRestartReseed(t *testing.T) {
-	const n = 3
 	c, _, l := preloadedCluster(t, "review-restart-reseed", 20000, 200)
 	l.Stop()
 	c.KillEverything(t)

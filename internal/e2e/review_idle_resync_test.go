@@ -15,7 +15,7 @@ import (
 // acknowledged write, go on taking writes, and survive a kill of each
 // server in turn, with no gap in any replication log.
 func TestReviewIdleResyncThenKillEverything(t *testing.T) {
-	c, cls, l := preloadedCluster(t, "ledger-idle-killall", 3000, 100)
+	c, _, l := preloadedCluster(t, "ledger-idle-killall", 3000, 100)
 	v := c.KillServer(t, 1)
 	c.WaitRecovered(t, recoverTimeout, v)
 	log := c.Log()
@@ -25,7 +25,7 @@ func TestReviewIdleResyncThenKillEverything(t *testing.T) {
 	c.KillEverything(t)
 	c.RestartCoord(t)
 	allServing(t, c, 30*time.Second)
-	cls = dialClients(c, 2)
+	cls := dialClients(c, 2)
 	l.start(t, cls, 2)
 	waitProgress(t, c, "ledger after the restart", l.AckedCount, 200, time.Second)
 	killEach(t, c, l, []int{0, 1, 2}, 200, time.Second)
@@ -67,7 +67,7 @@ func TestReviewKillPromotedRightAfterIdleResync(t *testing.T) {
 // Then every process dies at once: the restart re-seeds nothing either,
 // and the cluster goes on taking writes through a kill of each server.
 func TestPartialResyncIdleKillsInTurn(t *testing.T) {
-	c, cls, l := preloadedCluster(t, "ledger-idle-turns", 3000, 100)
+	c, _, l := preloadedCluster(t, "ledger-idle-turns", 3000, 100)
 	for i, victim := range []int{1, 2, 0, 1} {
 		v := c.KillServer(t, victim)
 		c.WaitRecovered(t, recoverTimeout, v)
@@ -84,7 +84,7 @@ func TestPartialResyncIdleKillsInTurn(t *testing.T) {
 	if log := c.Log(); strings.Contains(log, `"message":"re-seeding sent"`) || strings.Contains(log, "re-seeding it in full") {
 		t.Errorf("the restart after the idle kills re-seeded a copy in full:\n%s", grepLines(log, "re-seeding"))
 	}
-	cls = dialClients(c, 2)
+	cls := dialClients(c, 2)
 	l.start(t, cls, 2)
 	waitProgress(t, c, "ledger after the restart", l.AckedCount, 200, time.Second)
 	killEach(t, c, l, []int{0, 1, 2}, 200, time.Second)
