@@ -293,6 +293,45 @@ func (c *Cluster) KillServers(t testing.TB, ids ...int) []Victim {
 	return c.signalServers(t, syscall.SIGKILL, ids...)
 }
 
+// KillServersDeadFirst sends SIGKILL to several servers while the
+// coordinator is frozen (SIGSTOP), and continues it once every one of them
+// is a zombie: the coordinator learns of their deaths all at once, each
+// already dead when it commits its first failover view. (Killed one after
+// the other while it ran, the first exit it saw could be failed over while
+// another victim was still being torn down, and so taken as alive when
+// that view was committed: which one, the machine's load decided.)
+func (c *Cluster) KillServersDeadFirst(t testing.TB, ids ...int) []Victim {
+	t.Helper()
+	vs := c.signalServers(t, 0, ids...) // (the victims, from the status: signal 0 only checks them)
+	coord := c.CoordPID()
+	if err := syscall.Kill(coord, syscall.SIGSTOP); err != nil {
+		t.Fatalf("SIGSTOP the coordinator (pid %d): %v", coord, err)
+	}
+	cont := func() { _ = syscall.Kill(coord, syscall.SIGCONT) }
+	t.Cleanup(cont)
+	defer cont()
+	if err := waitStopped(coord, 2*time.Second); err != nil {
+		t.Logf("coordinator: %v", err)
+	}
+	for _, v := range vs {
+		if err := syscall.Kill(v.PID, syscall.SIGKILL); err != nil {
+			t.Fatalf("SIGKILL server %d (pid %d): %v", v.ID, v.PID, err)
+		}
+	}
+	for _, v := range vs {
+		for end := time.Now().Add(10 * time.Second); ; time.Sleep(time.Millisecond) {
+			f, err := statFields(fmt.Sprintf("/proc/%d/stat", v.PID))
+			if err != nil || f[0] == "Z" || f[0] == "X" {
+				break
+			}
+			if time.Now().After(end) {
+				t.Fatalf("server %d (pid %d) still in state %s 10 s after SIGKILL", v.ID, v.PID, f[0])
+			}
+		}
+	}
+	return vs
+}
+
 // StopServer freezes server id's current incarnation with SIGSTOP. The
 // process is continued when the test ends (if it still exists) so that a
 // failing test cannot leave a frozen server behind.
