@@ -1961,9 +1961,21 @@ func (c *Coordinator) stopServers(ctx context.Context) error {
 		go func(i int, nd *node, p Process) {
 			defer wg.Done()
 			wait := c.opts.Timing.ServerExit
-			ans, err := c.control(ctx, nd, &wire.Frame{Op: wire.OpShutdown})
+			octx, stopWatch := c.watchSilence(ctx, nd, start)
+			ans, err := c.control(octx, nd, &wire.Frame{Op: wire.OpShutdown})
+			silent := context.Cause(octx)
+			stopWatch()
 			unreached := err != nil // (not an answer: a failed dump is one)
 			err = replyErr(ans, err)
+			if errors.Is(silent, errSilentStop) {
+				// Stopped (SIGSTOP) or hung: its dump would never come,
+				// and the stop waited ShutdownWait and ServerExit for it
+				// (7 s by default). Killed as a silent server is while
+				// the cluster runs; its log holds its data, and its
+				// neighbours' dumps its two shards.
+				c.log.Warn().Int("node", nd.id).Dur("silent_for", c.opts.Timing.StopSilence).Msg("server silent during the stop (stopped or hung): killed, not dumped")
+				wait, err = 0, fmt.Errorf("silent for %s (stopped or hung): killed, not dumped", c.opts.Timing.StopSilence)
+			}
 			if errors.Is(err, errNotReported) {
 				// Still starting (rebuilding its tables from its log, say):
 				// it has nothing to dump that its log does not hold.
@@ -2000,6 +2012,46 @@ func (c *Coordinator) stopServers(ctx context.Context) error {
 	}
 	c.log.Info().Float64("took_ms", millis(time.Since(start))).Msg("servers stopped")
 	return errors.Join(errs...)
+}
+
+// errSilentStop ends an order to stop a server that stopped
+// heartbeating (watchSilence).
+var errSilentStop = errors.New("server silent during the stop")
+
+// watchSilence gives ctx's order to nd a context that ends with cause
+// errSilentStop once nd has not heartbeated for Timing.StopSilence,
+// counted from the stop's start at the earliest (a coordinator that was
+// itself held up finds every report old). A server dumping its tables
+// heartbeats on meanwhile. stop ends the watch.
+func (c *Coordinator) watchSilence(ctx context.Context, nd *node, start time.Time) (octx context.Context, stop func()) {
+	octx, cancel := context.WithCancelCause(ctx)
+	go func() {
+		tick := time.NewTicker(c.opts.Timing.Poll)
+		defer tick.Stop()
+		for {
+			select {
+			case <-octx.Done():
+				return
+			case <-tick.C:
+			}
+			c.mu.Lock()
+			last := nd.lastSeen
+			c.mu.Unlock()
+			if time.Since(latest(last, start)) > c.opts.Timing.StopSilence {
+				cancel(errSilentStop)
+				return
+			}
+		}
+	}()
+	return octx, func() { cancel(nil) }
+}
+
+// latest is the later of a and b.
+func latest(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 // waitAdopted waits for a takeover under way to have adopted the running

@@ -126,8 +126,10 @@ type Config struct {
 	// KillWait is how long a killed process may take to be gone
 	// (timeout x 6); ShutdownWait bounds an orderly shutdown of the
 	// cluster (timeout x 10), ServerExit one server's exit after it
-	// dumped (timeout x 4).
-	KillWait, ShutdownWait, ServerExit time.Duration
+	// dumped (timeout x 4), StopSilence how long a server being stopped
+	// may go without a heartbeat before it is killed undumped (timeout
+	// x 2: stopped or hung; one dumping heartbeats on).
+	KillWait, ShutdownWait, ServerExit, StopSilence time.Duration
 	// SSHConnect is ssh's ConnectTimeout unless the config sets one
 	// (timeout x 10); SSHWaitDelay how long ssh's output pipes may
 	// outlive it (timeout x 2); SSHWatch the period of a remote
@@ -204,6 +206,7 @@ func New(t time.Duration) Config {
 		KillWait:          6 * t,
 		ShutdownWait:      10 * t,
 		ServerExit:        4 * t,
+		StopSilence:       2 * t,
 		SSHConnect:        10 * t,
 		SSHWaitDelay:      2 * t,
 		SSHWatch:          2 * t,
