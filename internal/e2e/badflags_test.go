@@ -21,6 +21,10 @@ import (
 // spawning the servers and then failing to bind, exit 1).
 func TestBadToolFlags(t *testing.T) {
 	bin := testcluster.Bin(t)
+	cfg, err := filepath.Abs("../../config.txt")
+	if err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		tool string
 		args []string
@@ -37,8 +41,8 @@ func TestBadToolFlags(t *testing.T) {
 		{"gateway", []string{"-p", "1", "-listen", "nope"}, "-listen nope"},
 		{"gateway", []string{"-p", "1", "-http", "bad"}, "-http bad"},
 		{"gateway", []string{"-p", "1", "-metrics", "127.0.0.1:99999"}, "-metrics 127.0.0.1:99999"},
-		{"coord", []string{"-c", "7391", "-s", "7392", "-C", "../../config.txt", "-metrics", "127.0.0.1:7391"}, "-metrics 127.0.0.1:7391"},
-		{"coord", []string{"-c", "7391", "-s", "7392", "-C", "../../config.txt", "-metrics", ":7392"}, "-metrics :7392"},
+		{"coord", []string{"-c", "7391", "-s", "7392", "-C", cfg, "-metrics", "127.0.0.1:7391"}, "-metrics 127.0.0.1:7391"},
+		{"coord", []string{"-c", "7391", "-s", "7392", "-C", cfg, "-metrics", ":7392"}, "-metrics :7392"},
 		{"bench", []string{"-p", "1", "-c", "0"}, "-c 0"},
 		{"bench", []string{"-p", "1", "-keys", "0"}, "-keys 0"},
 		{"bench", []string{"-p", "1", "-P", "0"}, "-P 0"},
@@ -49,8 +53,8 @@ func TestBadToolFlags(t *testing.T) {
 		{"gateway", []string{"-p", "1", "-http", ""}, "-http needs a value"},
 		{"gateway", []string{"-p", "1", "-tls-ca", ""}, "-tls-ca needs a value"},
 		{"gateway", []string{"-p", "1", "-log", ""}, "-log needs a value"},
-		{"coord", []string{"-c", "7391", "-s", "7392", "-C", "../../config.txt", "-metrics", ""}, "-metrics needs a value"},
-		{"coord", []string{"-c", "7391", "-s", "7392", "-C", "../../config.txt", "-l", ""}, "-l needs a value"},
+		{"coord", []string{"-c", "7391", "-s", "7392", "-C", cfg, "-metrics", ""}, "-metrics needs a value"},
+		{"coord", []string{"-c", "7391", "-s", "7392", "-C", cfg, "-l", ""}, "-l needs a value"},
 		{"bench", []string{"-p", "1", "-tls-ca", ""}, "-tls-ca needs a value"},
 		{"bench", []string{"-p", "1", "-user", ""}, "-user needs a value"},
 		{"client", []string{"-p", "1", "-tls-ca", "", "G", "k"}, "-tls-ca needs a value"},
@@ -61,6 +65,7 @@ func TestBadToolFlags(t *testing.T) {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
 			cmd := exec.CommandContext(ctx, filepath.Join(bin, c.tool), c.args...)
+			cmd.Dir = t.TempDir() // (a command that wrongly runs leaves its files there)
 			var stdout, stderr bytes.Buffer
 			cmd.Stdout, cmd.Stderr = &stdout, &stderr
 			err := cmd.Run()
