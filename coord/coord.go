@@ -2025,24 +2025,12 @@ var errSilentStop = errors.New("server silent during the stop")
 // heartbeats on meanwhile. stop ends the watch.
 func (c *Coordinator) watchSilence(ctx context.Context, nd *node, start time.Time) (octx context.Context, stop func()) {
 	octx, cancel := context.WithCancelCause(ctx)
-	go func() {
-		tick := time.NewTicker(c.opts.Timing.Poll)
-		defer tick.Stop()
-		for {
-			select {
-			case <-octx.Done():
-				return
-			case <-tick.C:
-			}
-			c.mu.Lock()
-			last := nd.lastSeen
-			c.mu.Unlock()
-			if time.Since(latest(last, start)) > c.opts.Timing.StopSilence {
-				cancel(errSilentStop)
-				return
-			}
-		}
-	}()
+	go poll.CancelWhen(octx, func() { cancel(errSilentStop) }, c.opts.Timing.Poll, func() bool {
+		c.mu.Lock()
+		last := nd.lastSeen
+		c.mu.Unlock()
+		return time.Since(latest(last, start)) > c.opts.Timing.StopSilence
+	})
 	return octx, func() { cancel(nil) }
 }
 
