@@ -1,11 +1,16 @@
 package gateway
 
 import (
+	"context"
+	"fmt"
+	"net"
 	"net/http"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"ftkv/wire"
 )
 
 // TestHTTPKeysWithDotsAndSlashes: a key holding "//", "/./" or "/../" is
@@ -136,6 +141,44 @@ func TestHTTPMetricsOutcome(t *testing.T) {
 			if got[name][i] != w[i] {
 				t.Fatalf("%s observed %v, want %v (all: %v)", name, got[name], w, got)
 			}
+		}
+	}
+}
+
+// TestHTTPSlowLengthBodiesHoldWhatTheySent: PUT bodies that announce
+// 1 MiB (Content-Length), send a few bytes and trickle hold the input
+// budget by what they sent, as chunked ones do, not by the length they
+// announce. Before, 70 such senders (a byte every half second each)
+// against a default gateway held its 64 MiB input budget whole, and
+// every honest PUT waited the command timeout and got 503 for as long as
+// they kept it up (an attack; here 40 against a 4 MiB budget).
+func TestHTTPSlowLengthBodiesHoldWhatTheySent(t *testing.T) {
+	st := newMemStore()
+	const budget = 4 << 20
+	g := start(t, st, func(c *Config) { c.Limits.InputBudget = budget; c.Timeout = 2 * time.Second })
+	for i := range 40 {
+		nc, err := net.Dial("tcp", g.HTTPAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer nc.Close()
+		fmt.Fprintf(nc, "PUT /v1/kv/slow%d HTTP/1.1\r\nHost: x\r\nContent-Length: %d\r\n\r\nxxxxxxxxxx", i, wire.MaxValue)
+	}
+	time.Sleep(200 * time.Millisecond) // (the slow bodies are being read)
+	begun := time.Now()
+	r := do(t, "PUT", "http://"+g.HTTPAddr()+"/v1/kv/honest", "value")
+	if r.code != http.StatusNoContent {
+		t.Fatalf("an honest PUT beside 40 stalled bodies announcing 1 MiB: %d %q after %s", r.code, r.body, time.Since(begun).Round(time.Millisecond))
+	}
+	// A body of exactly 1 MiB with its length is written whole; a
+	// shorter one too.
+	for _, n := range []int{wire.MaxValue, chunkHold + 1, 3} {
+		v := strings.Repeat("y", n)
+		if r := do(t, "PUT", "http://"+g.HTTPAddr()+"/v1/kv/big", v); r.code != http.StatusNoContent {
+			t.Fatalf("a PUT of %d bytes: %d %q", n, r.code, r.body)
+		}
+		if got, err := st.Get(context.Background(), "big"); err != nil || string(got) != v {
+			t.Fatalf("the value of %d bytes: %d bytes, %v", n, len(got), err)
 		}
 	}
 }
