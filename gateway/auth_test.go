@@ -87,6 +87,42 @@ func TestRESPLoginsThrottled(t *testing.T) {
 	}
 }
 
+// TestRESPLoginsThrottledDespiteAnotherClientsLogin: a password another
+// client logged in with from another address does not let a throttled
+// address in: the guesser's right guess is refused unchecked like the
+// wrong ones. (Remembered logins were recognised before the throttle
+// whatever the address: 400 guesses over HTTP Basic from one address in
+// 0.7 s, the right one let in, at a gateway whose application used that
+// password from elsewhere: a review.) The client that logged in from its
+// own address is recognised there still.
+func TestRESPLoginsThrottledDespiteAnotherClientsLogin(t *testing.T) {
+	g, f := startAuthGateway(t)
+	d := net.Dialer{LocalAddr: &net.TCPAddr{IP: net.IPv4(127, 0, 0, 2)}, Timeout: 5 * time.Second}
+	app, err := d.Dial("tcp", g.Addr())
+	if err != nil {
+		t.Skipf("no second loopback address: %v", err)
+	}
+	defer app.Close()
+	exchangeOn(t, app, cmd("AUTH", "writer", "writer-pw"), "+OK\r\n")
+	nc := dialRESP(t, g.Addr())
+	for i := 0; i < 8; i++ {
+		readAnswer(t, nc, cmd("AUTH", "writer", fmt.Sprintf("guess%d", i)))
+	}
+	checks := f.checks.Load()
+	if got := readAnswer(t, nc, cmd("AUTH", "writer", "writer-pw")); !strings.Contains(got, "too many failed") {
+		t.Fatalf("the right password from a throttled address (used from another): %q, want it refused unchecked", got)
+	}
+	if n := f.checks.Load(); n != checks {
+		t.Errorf("a throttled attempt was checked (%d checks, %d before)", n, checks)
+	}
+	app2, err := d.Dial("tcp", g.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer app2.Close()
+	exchangeOn(t, app2, cmd("AUTH", "writer", "writer-pw"), "+OK\r\n")
+}
+
 // TestRESPStrangersMakeRoom: with users, connections that never log in
 // cannot keep a client out at max_clients (the oldest of them is closed
 // for a new one), never close a logged-in one, and are closed after

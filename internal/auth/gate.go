@@ -95,7 +95,7 @@ func (g *Gate) Hello(c gnet.Conn, f *wire.Frame, out []byte) ([]byte, gnet.Actio
 		g.counted(LoginNoHello)
 		return refuse(out, f, "authentication required: this cluster has users (bin/client -user NAME with FTKV_PASSWORD; Go: client.WithAuth)"), gnet.Close
 	}
-	if u, ok := g.v.Cached(f.Key, f.Value); ok {
+	if u, ok := g.v.Cached(c.RemoteAddr(), f.Key, f.Value); ok {
 		a.user = u
 		st.Authed()
 		g.counted(LoginOK)
