@@ -240,6 +240,18 @@ func (c *Coordinator) respawn(l leadership, a decide.Spawn) {
 	c.log.Info().Int("node", a.ID).Uint64("inc", a.Inc).Msg("server respawned")
 }
 
+// exitedAtStart is the error of an incarnation whose process exited
+// before it reported: with its exit status where the process has one.
+func exitedAtStart(p Process) error {
+	if ec, ok := p.(interface{ ExitCode() int }); ok {
+		if code := ec.ExitCode(); code >= 0 {
+			return fmt.Errorf("the server exited during its start (exit status %d)", code)
+		}
+		return errors.New("the server exited during its start (killed by a signal)")
+	}
+	return errors.New("the server exited during its start")
+}
+
 // reportLimit is how long a server spawned on host may take to report:
 // over ssh, a busy host may take a while to log in and start it.
 func (c *Coordinator) reportLimit(host string) time.Duration {
@@ -274,23 +286,36 @@ func (c *Coordinator) awaitRespawn(l leadership, a decide.Spawn) {
 // incarnation a.Inc (or anything else happened to it), from begun on:
 // within limit, or up to Timing.Recover while its process runs (it may
 // be rebuilding its tables from a large log; killing it would only start
-// that over).
+// that over). An incarnation whose process exited before it reported
+// (the core then counts its start as failed) is an error that says so,
+// with the exit status: the respawn failed, whatever ended the wait.
 func (c *Coordinator) waitReported(ctx context.Context, a decide.Spawn, begun time.Time, limit time.Duration) error {
 	warned := false
 	for {
 		c.mu.Lock()
-		waiting := c.core != nil && c.core.Node(a.ID).Inc == a.Inc && c.core.Node(a.ID).State == decide.Respawning
+		var core decide.Node
+		if c.core != nil {
+			core = c.core.Node(a.ID)
+		}
+		waiting := c.core != nil && core.Inc == a.Inc && core.State == decide.Respawning
 		nd := c.nodes[a.ID]
-		running := nd.proc != nil && nd.procInc == a.Inc
+		var proc Process
+		if nd.proc != nil && nd.procInc == a.Inc {
+			proc = nd.proc
+		}
+		running, exited := proc != nil, false
 		if running {
 			select {
-			case <-nd.proc.Done():
-				running = false
+			case <-proc.Done():
+				running, exited = false, true
 			default:
 			}
 		}
 		c.mu.Unlock()
 		if !waiting {
+			if exited && c.core != nil && core.Inc == a.Inc && core.State == decide.Failed {
+				return exitedAtStart(proc)
+			}
 			return nil
 		}
 		if waited := time.Since(begun); waited > limit {
