@@ -229,6 +229,13 @@ func run() int {
 	if len(opts.Cluster.Coordinators) > 0 && (given["c"] || given["s"]) {
 		return bad(fmt.Sprintf("%s has coordinator lines: each coordinator listens on its line's ports, so -c and -s are not used (start it with -id <k>)", *cfgPath))
 	}
+	if k := len(opts.Cluster.Coordinators); k > 0 && !given["id"] {
+		lines := "lines"
+		if k == 1 {
+			lines = "line"
+		}
+		return bad(fmt.Sprintf("%s has %d coordinator %s: start each coordinator with -id <k> (k from 0 to %d)", *cfgPath, k, lines, k-1))
+	}
 	if err := opts.Cluster.CheckPorts(coord.FlagPort{Port: opts.ClientPort, Default: !given["c"]},
 		coord.FlagPort{Port: opts.ServersPort, Default: !given["s"]}); err != nil {
 		return bad(err.Error())

@@ -75,6 +75,10 @@ func TestCoordConfigErrors(t *testing.T) {
 		{name: "-c and -s with coordinator lines", config: "1\nlocalhost 0 0 0\ncoordinator 127.0.0.1:" + strconv.Itoa(freePort(t)) + " " +
 			strconv.Itoa(freePort(t)) + " " + strconv.Itoa(freePort(t)) + "\n",
 			want: []string{"FILE has coordinator lines", "-c and -s are not used"}},
+		{name: "coordinator lines without -id", config: "1\nlocalhost 0 0 0\ncoordinator 127.0.0.1:" + strconv.Itoa(freePort(t)) + " " +
+			strconv.Itoa(freePort(t)) + " " + strconv.Itoa(freePort(t)) + "\n", args: []string{},
+			// (It said "-id -1: …": a value nobody gave.)
+			want: []string{"coord: FILE has 1 coordinator line: start each coordinator with -id <k> (k from 0 to 0)"}},
 		{name: "-id without coordinator lines", config: "1\nlocalhost 0 0 0\n", args: []string{"-c", "0", "-s", "0", "-id", "1"},
 			want: []string{"-id 1: FILE has no coordinator lines"}},
 		{name: "two server lines on one port", config: "2\nlocalhost " + ps + " 0 0\n127.0.0.1 0 " + ps + " 0\n",
