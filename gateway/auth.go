@@ -2,16 +2,11 @@ package gateway
 
 import (
 	"context"
-	"crypto/hmac"
-	"crypto/rand"
-	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"net"
 	"net/http"
 	"slices"
 	"strconv"
-	"sync"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -56,47 +51,21 @@ const (
 // unrelated to the failure timeout. (A variable for tests.)
 var authTimeout = 10 * time.Second
 
-// logins checks and remembers the gateway's clients' logins: a pair
-// that succeeded once is known by its HMAC under a per-process key (never
-// the password); failures are throttled per client address before the
-// cluster is asked, so that a guesser does not get the gateway's own
-// address throttled by the coordinators.
+// logins checks and remembers the gateway's clients' logins
+// (auth.LoginCache: never a password); failures are throttled per client
+// address before the cluster is asked, so that a guesser does not get
+// the gateway's own address throttled by the coordinators.
 type logins struct {
 	check    Authenticator
 	counted  func(outcome string) // Config.OnLogin (nil: not counted)
-	key      [32]byte
 	throttle *auth.Throttle
+	ok       *auth.LoginCache[auth.Role]
 	log      zerolog.Logger
-
-	mu sync.Mutex
-	ok map[[32]byte]auth.Role
 }
 
 func newLogins(check Authenticator, counted func(string), log zerolog.Logger) *logins {
-	l := &logins{check: check, counted: counted, throttle: auth.NewThrottle(0, 0, "gateway", log), log: log, ok: map[[32]byte]auth.Role{}}
-	_, _ = rand.Read(l.key[:])
-	return l
-}
-
-// mac is the key of user and password sent from ip among those that
-// logged in: recognised from that address only, so a remembered login
-// never lets an address past its throttle (keyed by the pair alone, a
-// guesser throttled to one check a second tried 400 passwords over HTTP
-// in 0.7 s and was let in by the one the gateway had seen from another
-// client: a review).
-func (l *logins) mac(ip, user, password string) [32]byte {
-	m := hmac.New(sha256.New, l.key[:])
-	var n [4]byte
-	binary.BigEndian.PutUint32(n[:], uint32(len(ip)))
-	m.Write(n[:])
-	m.Write([]byte(ip))
-	binary.BigEndian.PutUint32(n[:], uint32(len(user)))
-	m.Write(n[:])
-	m.Write([]byte(user))
-	m.Write([]byte(password))
-	var out [32]byte
-	m.Sum(out[:0])
-	return out
+	th := auth.NewThrottle(0, 0, "gateway", log)
+	return &logins{check: check, counted: counted, throttle: th, ok: auth.NewLoginCache[auth.Role](th), log: log}
 }
 
 // login returns user's role (errWrongPass, errThrottled, or the
@@ -120,11 +89,7 @@ func (l *logins) login(ctx context.Context, remote net.Addr, user, password stri
 
 func (l *logins) check1(ctx context.Context, remote net.Addr, user, password string) (auth.Role, error) {
 	ip := auth.IP(remote)
-	k := l.mac(ip, user, password)
-	l.mu.Lock()
-	r, ok := l.ok[k]
-	l.mu.Unlock()
-	if ok {
+	if r, ok := l.ok.Lookup(ip, []byte(user), []byte(password)); ok {
 		return r, nil
 	}
 	if !l.throttle.Reserve(ip) {
@@ -148,18 +113,13 @@ func (l *logins) check1(ctx context.Context, remote net.Addr, user, password str
 	if err != nil {
 		return auth.RoleNone, err
 	}
-	r = auth.RoleAdmin // a cluster without users allows everything
+	r := auth.RoleAdmin // a cluster without users allows everything
 	if name != "" {
 		if r, err = auth.ParseRole(name); err != nil {
 			return auth.RoleNone, err
 		}
 	}
-	l.mu.Lock()
-	if len(l.ok) >= 4096 {
-		clear(l.ok)
-	}
-	l.ok[k] = r
-	l.mu.Unlock()
+	l.ok.Remember(ip, []byte(user), []byte(password), r)
 	return r, nil
 }
 

@@ -231,12 +231,50 @@ func TestVerifyThrottlesFailuresPerAddress(t *testing.T) {
 	// Successes use no allowance.
 	v2, _ := newTestVerifier(t, VerifierConfig{FailBurst: 1, FailEvery: time.Hour})
 	for i := 0; i < 3; i++ {
-		v2.mu.Lock()
-		clear(v2.cache)
-		v2.mu.Unlock()
+		v2.logins = NewLoginCache[User](v2.throttle) // forget the success
 		if _, err := v2.Verify(ctx, addrA, []byte("bob"), []byte("bob-pw")); err != nil {
 			t.Fatalf("success %d: %v", i, err)
 		}
+	}
+}
+
+// TestVerifyRecognisesLoginsFromCleanAddresses: credentials verified
+// from one address are recognised without a check from another that has
+// nothing on its record (a client's other hosts, a burst of
+// reconnections to a new server process: keyed by address alone, each
+// host cost a bcrypt check of 0.2 s, two at a time), but not from one
+// that failed lately, nor from one whose unrecognised attempt came just
+// before (a guesser's burst: the first wrong guess puts the address on
+// record at once, before any check of it runs).
+func TestVerifyRecognisesLoginsFromCleanAddresses(t *testing.T) {
+	v, _ := newTestVerifier(t, VerifierConfig{FailBurst: 5, FailEvery: time.Hour})
+	ctx := context.Background()
+	if _, err := v.Verify(ctx, addrA, []byte("bob"), []byte("bob-pw")); err != nil {
+		t.Fatal(err)
+	}
+	if u, ok := v.Cached(addrB, []byte("bob"), []byte("bob-pw")); !ok || u.Name != "bob" {
+		t.Fatalf("credentials verified from %s, sent from a clean %s: not recognised (%+v)", addrA.IP, addrB.IP, u)
+	}
+	failed := &net.TCPAddr{IP: net.IPv4(10, 0, 0, 3), Port: 1}
+	if _, err := v.Verify(ctx, failed, []byte("bob"), []byte("guess")); !errors.Is(err, ErrDenied) {
+		t.Fatalf("wrong password: %v", err)
+	}
+	if _, ok := v.Cached(failed, []byte("bob"), []byte("bob-pw")); ok {
+		t.Error("recognised from an address with a failure on record")
+	}
+	prober := &net.TCPAddr{IP: net.IPv4(10, 0, 0, 4), Port: 1}
+	if _, ok := v.Cached(prober, []byte("bob"), []byte("guess")); ok {
+		t.Fatal("a wrong password recognised")
+	}
+	if _, ok := v.Cached(prober, []byte("bob"), []byte("bob-pw")); ok {
+		t.Error("recognised right after an unrecognised attempt from the same address")
+	}
+	// Once checked from there, it is recognised there whatever its record.
+	if _, err := v.Verify(ctx, failed, []byte("bob"), []byte("bob-pw")); err != nil {
+		t.Fatal(err)
+	}
+	if _, ok := v.Cached(failed, []byte("bob"), []byte("bob-pw")); !ok {
+		t.Error("not recognised from the address it was checked from")
 	}
 }
 

@@ -2,10 +2,7 @@ package auth
 
 import (
 	"context"
-	"crypto/hmac"
 	"crypto/rand"
-	"crypto/sha256"
-	"encoding/binary"
 	"errors"
 	"fmt"
 	"net"
@@ -84,23 +81,21 @@ func Outcome(err error) string {
 	return LoginUnchecked
 }
 
-// Verifier checks credentials against a Table. A (user, password) pair
-// that matched once is remembered for the life of the process as an
-// HMAC-SHA256 of the pair and the client's address (its IP) under a
-// random key drawn at start (never the password itself), so each process
-// runs bcrypt once per user and address: 50
-// connections to each of N servers cost N checks, not 50·N. It is safe
-// for concurrent use.
+// Verifier checks credentials against a Table. Credentials that matched
+// once are remembered for the life of the process (LoginCache: an
+// HMAC-SHA256 under a random key drawn at start, never the password
+// itself), so each process runs bcrypt once per user: 50 connections to
+// each of N servers cost N checks, not 50·N. It is safe for concurrent
+// use.
 type Verifier struct {
 	users *Table
 	cfg   VerifierConfig
-	key   [32]byte
 	sem   chan struct{}
 
 	mu       sync.Mutex
-	cache    map[[32]byte]User
+	logins   *LoginCache[User]
 	throttle *Throttle
-	checking map[[32]byte]*check // checks in progress, joined by the same credentials
+	checking map[[32]byte]*check // checks in progress, joined by the same credentials from the same address
 
 	dummyOnce sync.Once
 	dummy     []byte // a hash at the table's cost, checked for unknown users
@@ -129,47 +124,20 @@ func NewVerifier(users *Table, cfg VerifierConfig) *Verifier {
 		cfg.Port = "client"
 	}
 	v := &Verifier{users: users, cfg: cfg, sem: make(chan struct{}, cfg.Parallel),
-		cache: map[[32]byte]User{}, checking: map[[32]byte]*check{},
+		checking: map[[32]byte]*check{},
 		throttle: NewThrottle(cfg.FailBurst, cfg.FailEvery, cfg.Port, cfg.Log)}
-	if _, err := rand.Read(v.key[:]); err != nil {
-		panic(fmt.Sprintf("auth: no randomness: %v", err))
-	}
+	v.logins = NewLoginCache[User](v.throttle)
 	return v
 }
 
 // Users is the verifier's table.
 func (v *Verifier) Users() *Table { return v.users }
 
-// mac is the cache's key of user and password sent from ip: credentials
-// verified from one address are recognised from that address only, so a
-// cache hit never lets an address past its throttle. (Keyed by the pair
-// alone, a guesser throttled to one check a second tried 400 passwords in
-// 0.7 s and was let in by the one a client had used from elsewhere: a
-// review.)
-func (v *Verifier) mac(ip string, user, password []byte) [32]byte {
-	m := hmac.New(sha256.New, v.key[:])
-	var n [4]byte
-	binary.BigEndian.PutUint32(n[:], uint32(len(ip)))
-	m.Write(n[:])
-	m.Write([]byte(ip))
-	binary.BigEndian.PutUint32(n[:], uint32(len(user)))
-	m.Write(n[:])
-	m.Write(user)
-	m.Write(password)
-	var out [32]byte
-	m.Sum(out[:0])
-	return out
-}
-
-// Cached returns the user whose credentials these are if they were
-// verified before in this process from remote's address: cheap, for an
-// event loop.
+// Cached returns the user whose credentials these are if they are
+// recognised from remote's address (LoginCache): cheap, for an event
+// loop.
 func (v *Verifier) Cached(remote net.Addr, user, password []byte) (User, bool) {
-	k := v.mac(addrIP(remote), user, password)
-	v.mu.Lock()
-	u, ok := v.cache[k]
-	v.mu.Unlock()
-	return u, ok
+	return v.logins.Lookup(addrIP(remote), user, password)
 }
 
 // Verify checks user and password, from the cache or with bcrypt (slow:
@@ -177,12 +145,12 @@ func (v *Verifier) Cached(remote net.Addr, user, password []byte) (User, bool) {
 // attempts are throttled and logged with the user name, never the
 // password. It returns the user, ErrDenied, ErrThrottled or ctx's error.
 func (v *Verifier) Verify(ctx context.Context, remote net.Addr, user, password []byte) (User, error) {
-	k := v.mac(addrIP(remote), user, password)
-	v.mu.Lock()
-	if u, ok := v.cache[k]; ok {
-		v.mu.Unlock()
+	ip := addrIP(remote)
+	if u, ok := v.logins.Lookup(ip, user, password); ok {
 		return u, nil
 	}
+	k := v.logins.Key(ip, user, password)
+	v.mu.Lock()
 	if ch := v.checking[k]; ch != nil {
 		v.mu.Unlock()
 		select {
@@ -195,7 +163,7 @@ func (v *Verifier) Verify(ctx context.Context, remote net.Addr, user, password [
 	ch := &check{done: make(chan struct{})}
 	v.checking[k] = ch
 	v.mu.Unlock()
-	ch.user, ch.err = v.verify(ctx, k, remote, user, password)
+	ch.user, ch.err = v.verify(ctx, remote, user, password)
 	v.mu.Lock()
 	delete(v.checking, k)
 	v.mu.Unlock()
@@ -203,8 +171,8 @@ func (v *Verifier) Verify(ctx context.Context, remote net.Addr, user, password [
 	return ch.user, ch.err
 }
 
-// verify runs one check of user and password, k being their MAC.
-func (v *Verifier) verify(ctx context.Context, k [32]byte, remote net.Addr, user, password []byte) (User, error) {
+// verify runs one check of user and password.
+func (v *Verifier) verify(ctx context.Context, remote net.Addr, user, password []byte) (User, error) {
 	ip := addrIP(remote)
 	if !v.throttle.Reserve(ip) {
 		return User{}, ErrThrottled
@@ -226,22 +194,13 @@ func (v *Verifier) verify(ctx context.Context, k [32]byte, remote net.Addr, user
 	<-v.sem
 	if known && err == nil && len(password) <= MaxPassword {
 		v.throttle.Settle(ip, false) // a success uses up no failure allowance
-		v.remember(k, u)
+		v.logins.Remember(ip, user, password, u)
 		return u, nil
 	}
 	v.throttle.Settle(ip, true)
 	v.cfg.Log.Warn().Str("port", v.cfg.Port).Str("user", printable(user)).Str("remote", ip).
 		Msg("authentication failed")
 	return User{}, ErrDenied
-}
-
-func (v *Verifier) remember(k [32]byte, u User) {
-	v.mu.Lock()
-	if len(v.cache) >= maxCached {
-		clear(v.cache)
-	}
-	v.cache[k] = u
-	v.mu.Unlock()
 }
 
 func (v *Verifier) dummyHash() []byte {
