@@ -21,6 +21,22 @@ import (
 // ErrNoCoordinator: the coordinator list given to Dial is empty.
 var ErrNoCoordinator = errors.New("ftkv: no coordinator address")
 
+// ErrNotCoordinator: an address answered in ftkv's protocol that it
+// takes no request for the cluster's view (the coordinator's servers
+// port, a server's client port): waiting changes nothing there. The
+// error of such an answer wraps it.
+var ErrNotCoordinator = errors.New("ftkv: not a coordinator's client port")
+
+// answerError is a coordinator's answer other than a view or a leader
+// hint; a BAD_REQUEST one is ErrNotCoordinator.
+type answerError struct {
+	msg string
+	bad bool
+}
+
+func (e answerError) Error() string        { return e.msg }
+func (e answerError) Is(target error) bool { return e.bad && target == ErrNotCoordinator }
+
 // parseCoordAddrs splits a comma-separated list of coordinator addresses,
 // dropping blanks and repeats.
 func parseCoordAddrs(s string) ([]string, error) {
@@ -278,7 +294,7 @@ func (c *Client) askCoordValue(ctx context.Context, op wire.Op, value []byte, ch
 			if len(reply.Value) > 0 {
 				msg += ": " + string(reply.Value)
 			}
-			errs = append(errs, errors.New(msg))
+			errs = append(errs, answerError{msg: msg, bad: reply.Status == wire.StatusBadRequest})
 		}
 		next()
 	}

@@ -1,11 +1,16 @@
 package cli
 
 import (
+	"bufio"
 	"bytes"
 	"net"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	"ftkv/internal/frameio"
+	"ftkv/wire"
 )
 
 // TestDialWaitsForTimeout: a coordinator that accepts but never answers
@@ -96,5 +101,70 @@ func TestDialOtherProtocolFailsFast(t *testing.T) {
 		if took := time.Since(start); took > 3*time.Second {
 			t.Errorf("%v: exit %d after %s (want at once): %s", args, code, took.Round(time.Millisecond), strings.TrimSpace(stderr.String()))
 		}
+	}
+}
+
+// answering listens on loopback and answers every frame with status
+// (and text), counting the frames it is sent.
+func answering(t *testing.T, status wire.Status, text string) (addr string, asked *atomic.Int64) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	asked = new(atomic.Int64)
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					f, err := frameio.ReadFrame(br)
+					if err != nil {
+						return
+					}
+					asked.Add(1)
+					if _, err := c.Write(wire.Append(nil, &wire.Frame{Op: f.Op, ID: f.ID, Status: status, Value: []byte(text)})); err != nil {
+						return
+					}
+				}
+			}()
+		}
+	}()
+	return ln.Addr().String(), asked
+}
+
+// TestDialNotACoordinatorFailsFast: a port that speaks ftkv's protocol
+// but is no coordinator's client port (the coordinator's servers port:
+// "authentication required"; a server's client port: "op VIEW not
+// accepted") answers the same whatever the wait: the CLI tried again
+// and again until -timeout (5 s by default, exit 3, a black-box tester)
+// while the Go client's Dial failed at once. In a list, such an answer
+// from one coordinator does not stop the waiting for the others (one
+// electing its leader, here).
+func TestDialNotACoordinatorFailsFast(t *testing.T) {
+	bad, badConns := answering(t, wire.StatusBadRequest, "authentication required")
+	host, port, _ := net.SplitHostPort(bad)
+	var stdout, stderr bytes.Buffer
+	code := Run([]string{"-h", host, "-p", port, "-timeout", "3s", "G", "k"}, strings.NewReader(""), &stdout, &stderr)
+	if code != ExitUnavailable || !strings.Contains(stderr.String(), "authentication required") {
+		t.Fatalf("exit %d, stderr %q; want 3 naming the answer", code, stderr.String())
+	}
+	if n := badConns.Load(); n != 1 {
+		t.Errorf("the port that is not a coordinator's was tried %d times, want once: %s", n, strings.TrimSpace(stderr.String()))
+	}
+	electing, electingConns := answering(t, wire.StatusNotLeader, "")
+	stderr.Reset()
+	code = Run([]string{"-h", bad + "," + electing, "-timeout", "1500ms", "G", "k"}, strings.NewReader(""), &stdout, &stderr)
+	if code != ExitUnavailable {
+		t.Fatalf("list: exit %d, stderr %q; want 3", code, stderr.String())
+	}
+	if n := electingConns.Load(); n < 2 {
+		t.Errorf("list with a coordinator electing its leader: it was tried %d times, want again until -timeout: %s", n, strings.TrimSpace(stderr.String()))
 	}
 }

@@ -43,15 +43,27 @@ func dialWith(opts ...client.Option) dialFunc {
 
 // permanent reports whether a failure to reach the coordinator is one a
 // retry cannot change: nobody listening, a name that does not resolve, a
-// port that speaks another protocol, a TLS handshake's failure (a wrong
-// CA or certificate, a port in clear).
+// port that speaks another protocol or is no coordinator's client port
+// (client.ErrNotCoordinator), a TLS handshake's failure (a wrong CA or
+// certificate, a port in clear). A failure to reach any of a list is
+// permanent only if every coordinator's is: one electing its leader is
+// waited for.
 func permanent(err error) bool {
+	if m, ok := err.(interface{ Unwrap() []error }); ok {
+		causes := m.Unwrap()
+		for _, e := range causes {
+			if !permanent(e) {
+				return false
+			}
+		}
+		return len(causes) > 0
+	}
 	var ae tls.AlertError
 	var ve *tls.CertificateVerificationError
 	var rh tls.RecordHeaderError
 	var dns *net.DNSError
 	return errors.Is(err, syscall.ECONNREFUSED) || (errors.As(err, &dns) && dns.IsNotFound) ||
-		errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrVersion) ||
+		errors.Is(err, wire.ErrMalformed) || errors.Is(err, wire.ErrVersion) || errors.Is(err, client.ErrNotCoordinator) ||
 		errors.As(err, &ae) || errors.As(err, &ve) || errors.As(err, &rh) || strings.Contains(err.Error(), "TLS with ")
 }
 
