@@ -158,13 +158,22 @@ func TestDialNotACoordinatorFailsFast(t *testing.T) {
 	if n := badConns.Load(); n != 1 {
 		t.Errorf("the port that is not a coordinator's was tried %d times, want once: %s", n, strings.TrimSpace(stderr.String()))
 	}
-	electing, electingConns := answering(t, wire.StatusNotLeader, "")
-	stderr.Reset()
-	code = Run([]string{"-h", bad + "," + electing, "-timeout", "1500ms", "G", "k"}, strings.NewReader(""), &stdout, &stderr)
-	if code != ExitUnavailable {
-		t.Fatalf("list: exit %d, stderr %q; want 3", code, stderr.String())
+	// Nor does a dead one's refusal (a leader just killed).
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if n := electingConns.Load(); n < 2 {
-		t.Errorf("list with a coordinator electing its leader: it was tried %d times, want again until -timeout: %s", n, strings.TrimSpace(stderr.String()))
+	refused := ln.Addr().String()
+	ln.Close()
+	for _, other := range []string{bad, refused} {
+		electing, electingAsked := answering(t, wire.StatusNotLeader, "")
+		stderr.Reset()
+		code = Run([]string{"-h", other + "," + electing, "-timeout", "1500ms", "G", "k"}, strings.NewReader(""), &stdout, &stderr)
+		if code != ExitUnavailable {
+			t.Fatalf("list: exit %d, stderr %q; want 3", code, stderr.String())
+		}
+		if n := electingAsked.Load(); n < 2 {
+			t.Errorf("list with a coordinator electing its leader: it was asked %d times, want again until -timeout: %s", n, strings.TrimSpace(stderr.String()))
+		}
 	}
 }
