@@ -164,7 +164,11 @@ func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM)
 	defer stop()
 	if err := srv.Run(ctx); err != nil && ctx.Err() == nil {
-		fmt.Fprintf(os.Stderr, "server %d: %v\n", cfg.ID, err)
+		line, me := err.Error(), fmt.Sprintf("server %d: ", cfg.ID)
+		if !strings.HasPrefix(line, me) { // (most of Run's errors name it already)
+			line = me + line
+		}
+		fmt.Fprintln(os.Stderr, line)
 		pprof.StopCPUProfile()
 		os.Exit(1)
 	}

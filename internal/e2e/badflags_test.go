@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -118,5 +119,35 @@ func TestCoordGroupMetricsOnItsOwnPort(t *testing.T) {
 		if !strings.Contains(msg, "-metrics 127.0.0.1:"+port) {
 			t.Errorf("-metrics on port %s: %q does not name the flag", port, msg)
 		}
+	}
+}
+
+// TestServerStartErrorOneLine: a server that cannot listen (its fixed
+// port taken, on a respawn) says so on one line, prefixed once with its
+// id: the coordinator's stderr showed "server 1: server 1: listen: ..."
+// (a black-box tester).
+func TestServerStartErrorOneLine(t *testing.T) {
+	held, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Close()
+	_, port, _ := net.SplitHostPort(held.Addr().String())
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, filepath.Join(testcluster.Bin(t), "server"), "-coord", "127.0.0.1:1", "-id", "1", "-client-port", port, "-secrets-stdin")
+	cmd.Dir = t.TempDir()
+	cmd.Args = append(cmd.Args, "-log", filepath.Join(cmd.Dir, "server.log"))
+	cmd.Stdin = strings.NewReader("a-cluster-secret\n")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if ctx.Err() != nil || !errors.As(err, &ee) || ee.ExitCode() != 1 {
+		t.Fatalf("server on a taken port: %v, want exit status 1; stderr %q", err, stderr.String())
+	}
+	line := strings.TrimSpace(stderr.String())
+	if strings.Count(line, "\n") != 0 || !strings.HasPrefix(line, "server 1: listen") || strings.Count(line, "server 1:") != 1 {
+		t.Errorf("stderr %q: want one line \"server 1: listen ...\" naming the server once", stderr.String())
 	}
 }
