@@ -74,26 +74,13 @@ func TestDialRefusedFailsFast(t *testing.T) {
 // that does not resolve can never become a coordinator by waiting; the
 // CLI should say so at once, not after -timeout (found by the session-10 review).
 func TestDialOtherProtocolFailsFast(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer ln.Close()
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				buf := make([]byte, 512)
-				_, _ = c.Read(buf)
-				_, _ = c.Write([]byte("-ERR unknown command\r\nHTTP/1.1 400 Bad Request\r\n\r\n"))
-				c.Close()
-			}()
-		}
-	}()
-	host, port, _ := net.SplitHostPort(ln.Addr().String())
+	addr := acceptEach(t, func(c net.Conn) {
+		defer c.Close()
+		buf := make([]byte, 512)
+		_, _ = c.Read(buf)
+		_, _ = c.Write([]byte("-ERR unknown command\r\nHTTP/1.1 400 Bad Request\r\n\r\n"))
+	})
+	host, port, _ := net.SplitHostPort(addr)
 	for _, args := range [][]string{{"-h", host, "-p", port}, {"-h", "no-such-host.invalid", "-p", "7000"}} {
 		var stdout, stderr bytes.Buffer
 		start := time.Now()
@@ -104,39 +91,47 @@ func TestDialOtherProtocolFailsFast(t *testing.T) {
 	}
 }
 
-// answering listens on loopback and answers every frame with status
-// (and text), counting the frames it is sent.
-func answering(t *testing.T, status wire.Status, text string) (addr string, asked *atomic.Int64) {
+// acceptEach listens on loopback and hands each connection to handle
+// on a goroutine of its own; it returns the address.
+func acceptEach(t *testing.T, handle func(net.Conn)) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { ln.Close() })
-	asked = new(atomic.Int64)
 	go func() {
 		for {
 			c, err := ln.Accept()
 			if err != nil {
 				return
 			}
-			go func() {
-				defer c.Close()
-				br := bufio.NewReader(c)
-				for {
-					f, err := frameio.ReadFrame(br)
-					if err != nil {
-						return
-					}
-					asked.Add(1)
-					if _, err := c.Write(wire.Append(nil, &wire.Frame{Op: f.Op, ID: f.ID, Status: status, Value: []byte(text)})); err != nil {
-						return
-					}
-				}
-			}()
+			go handle(c)
 		}
 	}()
-	return ln.Addr().String(), asked
+	return ln.Addr().String()
+}
+
+// answering listens on loopback and answers every frame with status
+// (and text), counting the frames it is sent.
+func answering(t *testing.T, status wire.Status, text string) (addr string, asked *atomic.Int64) {
+	t.Helper()
+	asked = new(atomic.Int64)
+	addr = acceptEach(t, func(c net.Conn) {
+		defer c.Close()
+		br := bufio.NewReader(c)
+		for {
+			f, err := frameio.ReadFrame(br)
+			if err != nil {
+				return
+			}
+			asked.Add(1)
+			if _, err := c.Write(wire.Append(nil, &wire.Frame{Op: f.Op, ID: f.ID, Status: status, Value: []byte(text)})); err != nil {
+				return
+			}
+		}
+	})
+	return addr, asked
 }
 
 // TestDialNotACoordinatorFailsFast: a port that speaks ftkv's protocol
