@@ -64,22 +64,19 @@ func (g *Gateway) startHTTP() error {
 		return fmt.Errorf("gateway: listen %s: %w", g.cfg.HTTP, err)
 	}
 	g.httpLn = ln
-	mux := http.NewServeMux()
-	mux.HandleFunc(kvPrefix, g.serveKV)
-	mux.HandleFunc("/v1/status", g.serveStatus)
-	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		httpError(w, http.StatusNotFound, "no such endpoint: the API is /v1/kv/{key} and /v1/status")
-	})
-	// Keys are bytes: ServeMux would answer a path holding "//", "/./" or
-	// "/../" with a redirect to its cleaned form (another key), so the
-	// key space is served before it.
+	// No ServeMux: keys are bytes, and it answers a path holding "//",
+	// "/./" or "/../" with a redirect to its cleaned form (another key,
+	// or an endpoint the client did not name), with an HTML body.
 	limited := metrics.LimitListener(ln, httpMaxConns)
 	var h http.Handler = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		if strings.HasPrefix(r.URL.EscapedPath(), kvPrefix) {
+		switch p := r.URL.EscapedPath(); {
+		case strings.HasPrefix(p, kvPrefix):
 			g.serveKV(w, r)
-			return
+		case p == "/v1/status":
+			g.serveStatus(w, r)
+		default:
+			httpError(w, http.StatusNotFound, "no such endpoint: the API is /v1/kv/{key} and /v1/status")
 		}
-		mux.ServeHTTP(w, r)
 	})
 	if g.logins != nil {
 		h = g.httpAuth(h)

@@ -107,6 +107,13 @@ func TestHTTPKV(t *testing.T) {
 	expect(do(t, "PUT", kv+"big", strings.Repeat("x", maxValue)), 204, "")
 	expect(do(t, "GET", kv+strings.Repeat("k", maxKey+1), ""), 413, "*")
 	expect(do(t, "GET", base+"/v2/x", ""), 404, "*")
+	// No redirect to another path (ServeMux's, with an HTML body): the
+	// key-less prefix and paths with dot segments are no endpoint.
+	for _, p := range []string{"/v1/kv", "/../x", "/v1/./status", "//v1/status"} {
+		if r := do(t, "GET", base+p, ""); r.code != 404 || strings.Count(r.body, "\n") != 1 || strings.Contains(r.body, "<") {
+			t.Errorf("GET %s: %d %q, want 404 with a one-line error", p, r.code, r.body)
+		}
+	}
 }
 
 func TestHTTPStatus(t *testing.T) {
