@@ -495,3 +495,53 @@ func TestHTTPSlowBodiesMakeRoom(t *testing.T) {
 		t.Fatalf("the PUT that waited for the cluster: %q, %v (closed for the newcomer?)", line, err)
 	}
 }
+
+// TestHTTPTricklingBodiesMakeRoom: at the connection bound, a body that
+// keeps sending but far slower than any honest upload (a byte every
+// 300 ms) is closed for a newcomer once it is a second behind
+// metrics.MinBodyRate, as a silent one is. Before, 1,100 chunked uploads
+// sending a byte every half second never counted as silent: every other
+// client waited until the read timeout dropped them (11 s, an attacker).
+func TestHTTPTricklingBodiesMakeRoom(t *testing.T) {
+	httpMaxConns = 8
+	defer func() { httpMaxConns = 1024 }()
+	st := newMemStore()
+	st.m["k"] = []byte("v")
+	g := start(t, st, func(c *Config) { c.Timeout = 10 * time.Second })
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	defer func() { close(stop); wg.Wait() }()
+	for i := range httpMaxConns {
+		nc, err := net.Dial("tcp", g.HTTPAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(nc, "PUT /v1/kv/slow%d HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\n", i)
+		wg.Add(1)
+		go func() { // a byte every 300 ms, for at most 20 s
+			defer wg.Done()
+			defer nc.Close()
+			for range 66 {
+				select {
+				case <-stop:
+					return
+				case <-time.After(300 * time.Millisecond):
+				}
+				if _, err := nc.Write([]byte("x")); err != nil {
+					return
+				}
+			}
+		}()
+	}
+	time.Sleep(2500 * time.Millisecond) // every body more than a second behind
+	cl := http.Client{Timeout: 5 * time.Second}
+	resp, err := cl.Get("http://" + g.HTTPAddr() + "/v1/kv/k")
+	if err != nil {
+		t.Fatalf("with %d trickling bodies: %v", httpMaxConns, err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusOK || string(body) != "v" {
+		t.Fatalf("GET answered %s %q", resp.Status, body)
+	}
+}

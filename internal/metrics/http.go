@@ -172,10 +172,16 @@ func limitListener(ln net.Listener, n int, refuse bool) *Limited {
 }
 
 // SlowBody is how long a request's body (read through WatchBody) may have
-// sent nothing before, at the bound, its connection is closed for a new
-// one as an idle one is.
+// sent nothing, or may lag behind MinBodyRate since it began, before, at
+// the bound, its connection is closed for a new one as an idle one is.
 // timing: exception — a stall of the sender's, measured against no peer's timing.
 const SlowBody = time.Second
+
+// MinBodyRate (bytes a second) is the pace below which a body that keeps
+// sending counts as stalled (see SlowBody): far below any honest upload.
+// Counted on silence alone, 1,100 uploads sending a byte every half
+// second held every place until the read timeout (an attacker).
+const MinBodyRate = 4 << 10
 
 // Limited is LimitListener's listener.
 type Limited struct {
@@ -213,10 +219,11 @@ func (l *Limited) Accept() (net.Conn, error) {
 		}
 		// A body that sent nothing for SlowBody counts as idle since its
 		// last byte (an uploader sending a byte every 2 s held its place
-		// for the read timeout: a review).
+		// for the read timeout: a review), one that keeps sending since
+		// the time by which MinBodyRate had sent what it sent.
 		stalled := time.Now().Add(-SlowBody).UnixNano()
 		for lc := range l.bodies {
-			if since := lc.lastRead.Load(); since < stalled && (victim == nil || since < oldest) {
+			if since := min(lc.lastRead.Load(), lc.due()); since < stalled && (victim == nil || since < oldest) {
 				victim, oldest = lc, since
 			}
 		}
@@ -268,6 +275,8 @@ func (l *Limited) WatchBody(r *http.Request) io.ReadCloser {
 	if lc == nil || r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
 		return r.Body
 	}
+	lc.bodyFrom.Store(lc.read.Load())
+	lc.bodyStart.Store(time.Now().UnixNano())
 	l.mu.Lock()
 	if !lc.closed {
 		l.bodies[lc] = struct{}{}
@@ -336,14 +345,26 @@ type limitedConn struct {
 	l        *Limited
 	closed   bool         // under l.mu
 	lastRead atomic.Int64 // unix ns of the last read that returned bytes
+	read     atomic.Int64 // bytes read
+	// bodyStart and bodyFrom: when the body being watched began (unix
+	// ns) and read then.
+	bodyStart, bodyFrom atomic.Int64
 }
 
 func (c *limitedConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if n > 0 {
+		c.read.Add(int64(n))
 		c.lastRead.Store(time.Now().UnixNano())
 	}
 	return n, err
+}
+
+// due is when (unix ns) a body sent at MinBodyRate since c's body began
+// had sent what c's has.
+func (c *limitedConn) due() int64 {
+	sent := c.read.Load() - c.bodyFrom.Load()
+	return c.bodyStart.Load() + sent*int64(time.Second)/MinBodyRate
 }
 
 func (c *limitedConn) Close() error {
