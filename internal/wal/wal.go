@@ -137,8 +137,8 @@ type Log struct {
 	cond     *sync.Cond // signalled when there is work for the writer
 	pend     Writer
 	cbs      []func(error)
-	barriers []chan uint64 // Rotate requests
-	err      error         // sticky: the first write or sync error
+	barriers []barrier // Rotate requests
+	err      error     // sticky: the first write or sync error
 	closed   bool
 	tick     bool   // SyncEverySec (and lazy appends): the period is up
 	needSync bool   // an Append (not AppendLazy) is pending
@@ -569,14 +569,27 @@ func (l *Log) append(fill func(w *Writer), done func(error), sync bool) {
 // written and its callbacks have run, and returns the new segment's id:
 // records in earlier segments are all reflected wherever their callbacks
 // put them. Snapshots use it to know which segments they make obsolete.
-func (l *Log) Rotate() (uint64, error) {
+func (l *Log) Rotate() (uint64, error) { return l.RotateAt(nil) }
+
+// barrier is a Rotate request: at (if set) runs at the rotation.
+type barrier struct {
+	ch chan uint64
+	at func()
+}
+
+// RotateAt is Rotate, and runs at (if not nil) at the rotation itself:
+// after every record of the earlier segments is written and its callback
+// has run, before any later record is written (TryWrite included). What
+// at reads of the callbacks' effects is then exactly the earlier
+// segments' (read after Rotate returns, it may include later records).
+func (l *Log) RotateAt(at func()) (uint64, error) {
 	ch := make(chan uint64, 1)
 	l.mu.Lock()
 	if l.closed {
 		l.mu.Unlock()
 		return 0, ErrClosed
 	}
-	l.barriers = append(l.barriers, ch)
+	l.barriers = append(l.barriers, barrier{ch, at})
 	l.cond.Signal()
 	l.mu.Unlock()
 	id := <-ch
@@ -715,14 +728,17 @@ func (l *Log) run() {
 		}
 		clear(cbs)
 		spare = buf
-		for _, ch := range barriers {
+		for _, b := range barriers {
 			if err == nil {
+				if b.at != nil {
+					b.at()
+				}
 				err = l.rotate()
 			}
 			if err != nil {
-				ch <- 0
+				b.ch <- 0
 			} else {
-				ch <- l.segID
+				b.ch <- l.segID
 			}
 		}
 		l.wmu.Unlock()
