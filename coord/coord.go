@@ -1,6 +1,7 @@
 package coord
 
 import (
+	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -1961,7 +1962,7 @@ func (c *Coordinator) stopServers(ctx context.Context) error {
 		go func(i int, nd *node, p Process) {
 			defer wg.Done()
 			wait := c.opts.Timing.ServerExit
-			octx, stopWatch := c.watchSilence(ctx, nd, start)
+			octx, stopWatch := c.watchSilence(ctx, nd, start, p)
 			ans, err := c.control(octx, nd, &wire.Frame{Op: wire.OpShutdown})
 			silent := context.Cause(octx)
 			stopWatch()
@@ -2021,17 +2022,58 @@ var errSilentStop = errors.New("server silent during the stop")
 // watchSilence gives ctx's order to nd a context that ends with cause
 // errSilentStop once nd has not heartbeated for Timing.StopSilence,
 // counted from the stop's start at the earliest (a coordinator that was
-// itself held up finds every report old). A server dumping its tables
-// heartbeats on meanwhile. stop ends the watch.
-func (c *Coordinator) watchSilence(ctx context.Context, nd *node, start time.Time) (octx context.Context, stop func()) {
+// itself held up finds every report old), and p, where it runs on this
+// host, has used no CPU time for as long either: a server dumping a
+// large table under load heartbeats late (gaps of 100-400 ms were seen
+// at -t 100ms with 3 servers on 2 CPUs) but works on, and a healthy
+// server was killed halfway through its dump (a review); one stopped
+// (SIGSTOP) or hung uses none. stop ends the watch.
+func (c *Coordinator) watchSilence(ctx context.Context, nd *node, start time.Time, p Process) (octx context.Context, stop func()) {
 	octx, cancel := context.WithCancelCause(ctx)
+	cpu, local := cpuTime(p)
+	busy := start // when p was last seen using CPU time
 	go poll.CancelWhen(octx, func() { cancel(errSilentStop) }, c.opts.Timing.Poll, func() bool {
+		if local {
+			if now, ok := cpuTime(p); ok && now != cpu {
+				cpu, busy = now, time.Now()
+			}
+		}
 		c.mu.Lock()
 		last := nd.lastSeen
 		c.mu.Unlock()
-		return time.Since(latest(last, start)) > c.opts.Timing.StopSilence
+		return time.Since(latest(last, latest(busy, start))) > c.opts.Timing.StopSilence
 	})
 	return octx, func() { cancel(nil) }
+}
+
+// cpuTime is the CPU time p has used (utime+stime of /proc/PID/stat, in
+// clock ticks), and false when p does not run on this host or it cannot
+// be read.
+func cpuTime(p Process) (uint64, bool) {
+	switch p.(type) {
+	case *localProc, *pidProc:
+	default:
+		return 0, false
+	}
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID()))
+	if err != nil {
+		return 0, false
+	}
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return 0, false
+	}
+	// After the command name: state (3), ... utime (14), stime (15).
+	f := strings.Fields(string(b[i+1:]))
+	if len(f) < 13 {
+		return 0, false
+	}
+	ut, err1 := strconv.ParseUint(f[11], 10, 64)
+	st, err2 := strconv.ParseUint(f[12], 10, 64)
+	if err1 != nil || err2 != nil {
+		return 0, false
+	}
+	return ut + st, true
 }
 
 // latest is the later of a and b.
