@@ -64,8 +64,7 @@ type logins struct {
 }
 
 func newLogins(check Authenticator, counted func(string), log zerolog.Logger) *logins {
-	th := auth.NewThrottle(0, 0, "gateway", log)
-	return &logins{check: check, counted: counted, throttle: th, ok: auth.NewLoginCache[auth.Role](th), log: log}
+	return &logins{check: check, counted: counted, throttle: auth.NewThrottle(0, 0, "gateway", log), ok: auth.NewLoginCache[auth.Role](), log: log}
 }
 
 // login returns user's role (errWrongPass, errThrottled, or the
@@ -94,6 +93,12 @@ func (l *logins) check1(ctx context.Context, remote net.Addr, user, password str
 	}
 	if !l.throttle.Reserve(ip) {
 		return auth.RoleNone, errThrottled
+	}
+	if r, ok := l.ok.Admitted(ip, []byte(user), []byte(password)); ok {
+		// Logged in from another address (a client's other host): the
+		// cluster would say the same.
+		l.throttle.Settle(ip, false)
+		return r, nil
 	}
 	if len(user) > auth.MaxUserName || len(password) > auth.MaxPassword {
 		// No user has such a name or password (bcrypt reads 72 bytes):

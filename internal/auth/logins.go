@@ -9,32 +9,32 @@ import (
 	"sync"
 )
 
-// LoginCache remembers credentials that passed a check, as HMAC-SHA256 keys
-// under a random key drawn at its creation (never a password), each
-// with what the check returned (a user, a role). A pair is recognised
-// from the address it logged in from always, and from any other address
-// that has neither a failure nor an unrecognised attempt on its record
-// at the Throttle: so a client's other hosts cost no second check (one
-// bcrypt per user and process, a burst of reconnections after a respawn
-// included), while a guesser, whose first wrong guess puts the address
-// on record at once, is not let past the throttle by a password in use
-// elsewhere. (Recognised whatever the address, 400 guesses over HTTP
-// Basic from one address took 0.7 s and the right one was let in: a
-// review. Recognised only from its own address, every client host cost
-// a check of 0.2 s, two at a time, at each new server process.) Both
-// sets hold at most maxCached entries. It is safe for concurrent use.
+// LoginCache remembers credentials that passed a check, as HMAC-SHA256
+// keys under a random key drawn at its creation (never a password), each
+// with what the check returned (a user, a role). Lookup recognises a
+// pair from the address it logged in from: cheap, for an event loop, and
+// before any throttle. Admitted recognises it whatever the address, and
+// is asked only for an attempt the Throttle admitted, instead of a check
+// of its own: a client's other hosts, or a burst of reconnections to a
+// new server process, cost no check each, while every guess goes through
+// the throttle, and a wrong one through a check, as without a cache.
+// (Recognised whatever the address before the throttle, 400 guesses over
+// HTTP Basic from one address took 0.7 s and the right one was let in:
+// a review. Recognised only from its own address, every client host
+// cost a bcrypt check of 0.2 s, two at a time, at each new process.)
+// Both sets hold at most maxCached entries. It is safe for concurrent
+// use.
 type LoginCache[T any] struct {
-	key      [32]byte
-	throttle *Throttle
+	key [32]byte
 
 	mu   sync.Mutex
 	any  map[[32]byte]T // by user and password
 	from map[[32]byte]T // by address, user and password
 }
 
-// NewLoginCache returns an empty set whose other-address hits th vets.
-func NewLoginCache[T any](th *Throttle) *LoginCache[T] {
-	l := &LoginCache[T]{throttle: th, any: map[[32]byte]T{}, from: map[[32]byte]T{}}
+// NewLoginCache returns an empty set.
+func NewLoginCache[T any]() *LoginCache[T] {
+	l := &LoginCache[T]{any: map[[32]byte]T{}, from: map[[32]byte]T{}}
 	if _, err := rand.Read(l.key[:]); err != nil {
 		panic(fmt.Sprintf("auth: no randomness: %v", err))
 	}
@@ -57,30 +57,28 @@ func (l *LoginCache[T]) Key(ip string, user, password []byte) [32]byte {
 }
 
 // Lookup returns what the check of user and password returned if they
-// are recognised from ip (see LoginCache). An attempt not recognised is put
-// on ip's record before it returns: until the record is clean again, no
-// attempt from ip is recognised by another address's login.
+// logged in from ip before.
 func (l *LoginCache[T]) Lookup(ip string, user, password []byte) (T, bool) {
-	own := l.Key(ip, user, password)
+	k := l.Key(ip, user, password)
 	l.mu.Lock()
-	v, ok := l.from[own]
+	defer l.mu.Unlock()
+	v, ok := l.from[k]
+	return v, ok
+}
+
+// Admitted returns what the check of user and password returned if they
+// logged in from any address, and then remembers them from ip too. Ask
+// it only for an attempt the throttle admitted (Throttle.Reserve): it
+// answers as a check would, without the check.
+func (l *LoginCache[T]) Admitted(ip string, user, password []byte) (T, bool) {
+	k := l.Key("", user, password)
+	l.mu.Lock()
+	v, ok := l.any[k]
 	l.mu.Unlock()
 	if ok {
-		return v, true
+		l.Remember(ip, user, password, v)
 	}
-	if l.throttle.Clean(ip) {
-		l.mu.Lock()
-		v, ok = l.any[l.Key("", user, password)]
-		if ok {
-			put(l.from, own, v)
-		}
-		l.mu.Unlock()
-		if ok {
-			return v, true
-		}
-	}
-	l.throttle.Unrecognised(ip)
-	return v, false
+	return v, ok
 }
 
 // Remember records that user and password from ip passed a check that

@@ -30,9 +30,6 @@ type addrState struct {
 	at      time.Time
 	pending int
 	logged  time.Time // last "throttled" log line
-	// missed: the last attempt whose credentials no login from the
-	// address had used (Unrecognised).
-	missed time.Time
 }
 
 // NewThrottle allows burst failures at once (0: DefaultFailBurst), then
@@ -59,7 +56,15 @@ func (t *Throttle) Reserve(ip string) bool {
 	now := time.Now()
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	a := t.entry(ip, now)
+	a := t.addrs[ip]
+	if a == nil {
+		if len(t.addrs) >= maxAddrs {
+			t.forgetIdle(now)
+		}
+		a = &addrState{tokens: float64(t.burst), at: now}
+		t.addrs[ip] = a
+	}
+	t.refill(a, now)
 	if a.tokens-float64(a.pending) < 1 {
 		if now.Sub(a.logged) >= time.Second {
 			a.logged = now
@@ -70,44 +75,6 @@ func (t *Throttle) Reserve(ip string) bool {
 	}
 	a.pending++
 	return true
-}
-
-// entry is ip's state, created with a whole allowance (t.mu held).
-func (t *Throttle) entry(ip string, now time.Time) *addrState {
-	a := t.addrs[ip]
-	if a == nil {
-		if len(t.addrs) >= maxAddrs {
-			t.forgetIdle(now)
-		}
-		a = &addrState{tokens: float64(t.burst), at: now}
-		t.addrs[ip] = a
-	}
-	t.refill(a, now)
-	return a
-}
-
-// Unrecognised puts on ip's record an attempt that no login from ip had
-// used (see LoginCache): ip is not Clean for one refill period after it.
-func (t *Throttle) Unrecognised(ip string) {
-	now := time.Now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	t.entry(ip, now).missed = now
-}
-
-// Clean reports whether ip has nothing on its record: its allowance is
-// whole, no check of it is under way, and it made no Unrecognised
-// attempt within the last refill period.
-func (t *Throttle) Clean(ip string) bool {
-	now := time.Now()
-	t.mu.Lock()
-	defer t.mu.Unlock()
-	a := t.addrs[ip]
-	if a == nil {
-		return true
-	}
-	t.refill(a, now)
-	return a.pending == 0 && a.tokens >= float64(t.burst) && now.Sub(a.missed) >= t.every
 }
 
 // Settle ends a check Reserve admitted: a failure spends its allowance.
@@ -131,7 +98,7 @@ func (t *Throttle) Settle(ip string, failed bool) {
 func (t *Throttle) forgetIdle(now time.Time) {
 	for ip, a := range t.addrs {
 		t.refill(a, now)
-		if a.pending == 0 && a.tokens >= float64(t.burst) && now.Sub(a.missed) >= t.every {
+		if a.pending == 0 && a.tokens >= float64(t.burst) {
 			delete(t.addrs, ip)
 		}
 	}

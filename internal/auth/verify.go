@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -94,6 +95,7 @@ type Verifier struct {
 
 	mu       sync.Mutex
 	logins   *LoginCache[User]
+	checks   atomic.Int64 // bcrypt checks run (tests)
 	throttle *Throttle
 	checking map[[32]byte]*check // checks in progress, joined by the same credentials from the same address
 
@@ -126,16 +128,16 @@ func NewVerifier(users *Table, cfg VerifierConfig) *Verifier {
 	v := &Verifier{users: users, cfg: cfg, sem: make(chan struct{}, cfg.Parallel),
 		checking: map[[32]byte]*check{},
 		throttle: NewThrottle(cfg.FailBurst, cfg.FailEvery, cfg.Port, cfg.Log)}
-	v.logins = NewLoginCache[User](v.throttle)
+	v.logins = NewLoginCache[User]()
 	return v
 }
 
 // Users is the verifier's table.
 func (v *Verifier) Users() *Table { return v.users }
 
-// Cached returns the user whose credentials these are if they are
-// recognised from remote's address (LoginCache): cheap, for an event
-// loop.
+// Cached returns the user whose credentials these are if they logged
+// in from remote's address before (LoginCache.Lookup): cheap, for an
+// event loop.
 func (v *Verifier) Cached(remote net.Addr, user, password []byte) (User, bool) {
 	return v.logins.Lookup(addrIP(remote), user, password)
 }
@@ -177,12 +179,25 @@ func (v *Verifier) verify(ctx context.Context, remote net.Addr, user, password [
 	if !v.throttle.Reserve(ip) {
 		return User{}, ErrThrottled
 	}
+	// Admitted: logged in from another address already (a client's
+	// other host), or meanwhile, while this one waited for a slot (many
+	// hosts at once to a new process): the check would say the same.
+	if u, ok := v.logins.Admitted(ip, user, password); ok {
+		v.throttle.Settle(ip, false)
+		return u, nil
+	}
 	select {
 	case v.sem <- struct{}{}:
 	case <-ctx.Done():
 		v.throttle.Settle(ip, false)
 		return User{}, ctx.Err()
 	}
+	if u, ok := v.logins.Admitted(ip, user, password); ok {
+		<-v.sem
+		v.throttle.Settle(ip, false)
+		return u, nil
+	}
+	v.checks.Add(1)
 	u, known := v.users.Lookup(string(user))
 	hash := []byte(u.Hash)
 	if !known {
