@@ -1939,6 +1939,11 @@ func (c *Coordinator) stopServers(ctx context.Context) error {
 	// those known are stopped, and the stop is not in order (not
 	// committed as one: the next leader re-adopts them).
 	adopted := c.waitAdopted(ctx)
+	// A server dumping heartbeats on, and is waited for up to DumpWait
+	// (a large table takes a while: 2.5M keys cut off at a ShutdownWait
+	// of 1 s left half a dump); one silent is killed (watchSilence).
+	dumpCtx, cancelDump := context.WithTimeout(ctx, c.opts.Timing.DumpWait)
+	defer cancelDump()
 	ctx, cancel := context.WithTimeout(ctx, c.opts.Timing.ShutdownWait)
 	defer cancel()
 	var wg sync.WaitGroup
@@ -1962,7 +1967,7 @@ func (c *Coordinator) stopServers(ctx context.Context) error {
 		go func(i int, nd *node, p Process) {
 			defer wg.Done()
 			wait := c.opts.Timing.ServerExit
-			octx, stopWatch := c.watchSilence(ctx, nd, start, p)
+			octx, stopWatch := c.watchSilence(dumpCtx, nd, start, p)
 			ans, err := c.control(octx, nd, &wire.Frame{Op: wire.OpShutdown})
 			silent := context.Cause(octx)
 			stopWatch()

@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"ftkv/internal/frameio"
+	"ftkv/timing"
 	"ftkv/wire"
 )
 
@@ -265,11 +266,31 @@ func TestStopWithAServerJustKilled(t *testing.T) {
 func TestStopReportsAFailedDump(t *testing.T) {
 	c := testCoordinator(t)
 	victim := &fakeProc{done: make(chan struct{})}
+	addr := fakeStopped(t, victim, func() (wire.Status, string) {
+		return wire.StatusError, "dump failed: no space left on device"
+	})
+	c.mu.Lock()
+	for _, nd := range c.nodes {
+		close(nd.proc.(*fakeProc).done)
+	}
+	c.nodes[1].proc = victim
+	c.nodes[1].hb.CtlAddr = addr
+	c.mu.Unlock()
+	err := c.stopServers(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "dump failed") {
+		t.Fatalf("stop with a failed dump: %v, want the dump's error", err)
+	}
+}
+
+// fakeStopped is a server's control port: every order but SHUTDOWN is
+// answered OK at once; SHUTDOWN with what dump returns (when it returns),
+// and then victim exits.
+func fakeStopped(t *testing.T, victim *fakeProc, dump func() (wire.Status, string)) string {
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer l.Close()
+	t.Cleanup(func() { l.Close() })
 	go func() {
 		for {
 			nc, err := l.Accept()
@@ -284,11 +305,11 @@ func TestStopReportsAFailedDump(t *testing.T) {
 					if err != nil {
 						return
 					}
-					st := wire.StatusOK
+					st, text := wire.StatusOK, ""
 					if fr.Op == wire.OpShutdown {
-						st = wire.StatusError
+						st, text = dump()
 					}
-					_, _ = nc.Write(wire.Append(nil, &wire.Frame{Op: fr.Op, ID: fr.ID, Status: st, Value: []byte("dump failed: no space left on device")}))
+					_, _ = nc.Write(wire.Append(nil, &wire.Frame{Op: fr.Op, ID: fr.ID, Status: st, Value: []byte(text)}))
 					if fr.Op == wire.OpShutdown {
 						close(victim.done) // it exits after answering
 						return
@@ -297,16 +318,46 @@ func TestStopReportsAFailedDump(t *testing.T) {
 			}()
 		}
 	}()
+	return l.Addr().String()
+}
+
+// TestStopWaitsForADumpThatHeartbeats: a server that takes longer than
+// ShutdownWait to dump (a large table: 2.5M keys at -t 100ms, a review)
+// but heartbeats on is waited for, up to DumpWait: the silence watch
+// catches a stopped or hung one. Before, its order was cut at
+// ShutdownWait, the dump left half written and the stop failed.
+func TestStopWaitsForADumpThatHeartbeats(t *testing.T) {
+	c := testCoordinator(t)
+	c.opts.Timing = timing.New(20 * time.Millisecond) // ShutdownWait 200ms
+	victim := &fakeProc{done: make(chan struct{})}
+	nd := c.nodes[1]
+	stop := make(chan struct{})
+	go func() { // its heartbeats
+		for {
+			select {
+			case <-stop:
+				return
+			case <-time.After(5 * time.Millisecond):
+			}
+			c.mu.Lock()
+			nd.lastSeen = time.Now()
+			c.mu.Unlock()
+		}
+	}()
+	defer close(stop)
+	addr := fakeStopped(t, victim, func() (wire.Status, string) {
+		time.Sleep(3 * c.opts.Timing.ShutdownWait) // dumping
+		return wire.StatusOK, ""
+	})
 	c.mu.Lock()
 	for _, nd := range c.nodes {
 		close(nd.proc.(*fakeProc).done)
 	}
-	c.nodes[1].proc = victim
-	c.nodes[1].hb.CtlAddr = l.Addr().String()
+	nd.proc = victim
+	nd.hb.CtlAddr = addr
 	c.mu.Unlock()
-	err = c.stopServers(context.Background())
-	if err == nil || !strings.Contains(err.Error(), "dump failed") {
-		t.Fatalf("stop with a failed dump: %v, want the dump's error", err)
+	if err := c.stopServers(context.Background()); err != nil {
+		t.Fatalf("stop with a server dumping for 3 x ShutdownWait, heartbeating: %v", err)
 	}
 }
 

@@ -128,8 +128,9 @@ type Config struct {
 	// cluster (timeout x 10), ServerExit one server's exit after it
 	// dumped (timeout x 4), StopSilence how long a server being stopped
 	// may go without a heartbeat before it is killed undumped (timeout
-	// x 2: stopped or hung; one dumping heartbeats on).
-	KillWait, ShutdownWait, ServerExit, StopSilence time.Duration
+	// x 2: stopped or hung; one dumping heartbeats on), DumpWait how
+	// long one that heartbeats on may take to dump (timeout x 120).
+	KillWait, ShutdownWait, ServerExit, StopSilence, DumpWait time.Duration
 	// SSHConnect is ssh's ConnectTimeout unless the config sets one
 	// (timeout x 10); SSHWaitDelay how long ssh's output pipes may
 	// outlive it (timeout x 2); SSHWatch the period of a remote
@@ -207,6 +208,7 @@ func New(t time.Duration) Config {
 		ShutdownWait:      10 * t,
 		ServerExit:        4 * t,
 		StopSilence:       2 * t,
+		DumpWait:          120 * t,
 		SSHConnect:        10 * t,
 		SSHWaitDelay:      2 * t,
 		SSHWatch:          2 * t,
