@@ -19,7 +19,9 @@ import (
 // 229 ms into the stop with 12 MB of its dump written ("server silent
 // during the stop (stopped or hung): killed, not dumped").
 func TestStopSilenceSparesABusyServer(t *testing.T) {
-	tm := timing.New(100 * time.Millisecond)
+	// (The default timeout: a busy loop left without CPU time for a
+	// whole StopSilence on a loaded machine would fail the first half.)
+	tm := timing.New(timing.DefaultFailureTimeout)
 	c := &Coordinator{opts: Options{Timing: tm}}
 	run := func(stopped bool) error {
 		cmd := exec.Command("sh", "-c", "while :; do :; done")
