@@ -1,7 +1,6 @@
 package coord
 
 import (
-	"bytes"
 	"cmp"
 	"context"
 	"crypto/rand"
@@ -2060,17 +2059,8 @@ func cpuTime(p Process) (uint64, bool) {
 	default:
 		return 0, false
 	}
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", p.PID()))
-	if err != nil {
-		return 0, false
-	}
-	i := bytes.LastIndexByte(b, ')')
-	if i < 0 {
-		return 0, false
-	}
-	// After the command name: state (3), ... utime (14), stime (15).
-	f := strings.Fields(string(b[i+1:]))
-	if len(f) < 13 {
+	f, ok := procStat(p.PID())
+	if !ok || len(f) < 13 {
 		return 0, false
 	}
 	ut, err1 := strconv.ParseUint(f[11], 10, 64)

@@ -1,6 +1,7 @@
 package coord
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"os"
@@ -412,15 +413,24 @@ func isServer(pid, id int, inc uint64) bool {
 // zombie reports whether pid has exited but not been reaped (it is not our
 // child, and whoever reaps it may take its time).
 func zombie(pid int) bool {
+	f, ok := procStat(pid)
+	return ok && f[0] == "Z"
+}
+
+// procStat is pid's /proc/PID/stat after the parenthesised command name:
+// its state first (field 3), utime and stime at 11 and 12 (fields 14 and
+// 15); false when it cannot be read.
+func procStat(pid int) ([]string, bool) {
 	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
 	if err != nil {
-		return false
+		return nil, false
 	}
-	// The state follows the parenthesised command name.
-	if i := strings.LastIndexByte(string(b), ')'); i >= 0 && i+2 < len(b) {
-		return b[i+2] == 'Z'
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 {
+		return nil, false
 	}
-	return false
+	f := strings.Fields(string(b[i+1:]))
+	return f, len(f) > 0
 }
 
 func (p *pidProc) PID() int              { return p.pid }
