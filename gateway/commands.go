@@ -116,19 +116,10 @@ func isCmd(arg []byte, name string) bool {
 	return true
 }
 
-// read returns key's value (found: present; an empty value is non-nil).
+// read returns key's value (found: present; an empty value is non-nil),
+// within the fetch budget (session.fetch).
 func read(ctx context.Context, s *session, key []byte) (v []byte, found bool, err error) {
-	v, err = s.g.cfg.Store.Get(ctx, string(key))
-	if errors.Is(err, client.ErrNotFound) {
-		return nil, false, nil
-	}
-	if err != nil {
-		return nil, false, err
-	}
-	if v == nil {
-		v = []byte{}
-	}
-	return v, true, nil
+	return s.fetch(ctx, key)
 }
 
 // swapLoop sets key to next(current) by compare-and-swap until a swap
@@ -149,7 +140,7 @@ func swapLoop(ctx context.Context, s *session, key []byte, next func(cur []byte,
 		if found {
 			expect = cur
 		}
-		done, now, err := s.g.cfg.Store.CompareAndSwapCurrent(ctx, string(key), expect, v)
+		done, now, err := s.cas(ctx, string(key), expect, v)
 		if err != nil {
 			return nil, false, false, err
 		}
@@ -200,7 +191,7 @@ func cmdSet(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte,
 	st := s.g.cfg.Store
 	switch {
 	case nx:
-		swapped, cur, err := st.CompareAndSwapCurrent(ctx, string(key), nil, val)
+		swapped, cur, err := s.cas(ctx, string(key), nil, val)
 		switch {
 		case err != nil:
 			return out, err
@@ -243,7 +234,7 @@ func cmdSetNX(ctx context.Context, s *session, args [][]byte, out []byte) ([]byt
 	if err := checkValue(args[2]); err != nil {
 		return out, err
 	}
-	swapped, _, err := s.g.cfg.Store.CompareAndSwapCurrent(ctx, string(args[1]), nil, args[2])
+	swapped, _, err := s.cas(ctx, string(args[1]), nil, args[2])
 	if err != nil {
 		return out, err
 	}
@@ -400,7 +391,11 @@ func cmdMGet(_ context.Context, s *session, args [][]byte, out []byte) ([]byte, 
 			op := &ops[i]
 			if errors.Is(op.Err, client.ErrTooLarge) {
 				alone := []client.BatchOp{{Kind: client.BatchGet, Key: op.Key}}
+				if !s.hold(maxValue + 16) {
+					return nil, answerCut{errGone}
+				}
 				err = s.g.batch(alone)
+				s.unhold(maxValue + 16)
 				*op = alone[0]
 			}
 			if err == nil {

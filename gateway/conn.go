@@ -76,10 +76,12 @@ type session struct {
 	unseen   atomic.Int64
 	parkT    *time.Timer
 	parkWait time.Duration
-	// getEst is what a GET's answer may take, for runLen: the largest
-	// of the last batch's, or half the estimate before (a value up to
-	// 1 MiB until a batch showed otherwise: the first batch of GETs of
-	// distinct keys, 64 of 1 MiB each, went out whole).
+	// getEst is what a GET's answer may take, for runLen and the fetch
+	// budget: the largest of the last batch's, or half the estimate
+	// before. It starts small: GETs are then fetched with a cap
+	// (capFloor), and a longer value is not sent; the estimate is then
+	// at its most. (Started at 1 MiB, every new connection's first GETs
+	// would wait for the fetch budget behind clients of large values.)
 	getEst int
 }
 
@@ -110,7 +112,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if st == nil {
 		return nil, gnet.Close
 	}
-	s := &session{g: h.g, c: c, id: h.g.nextID.Add(1), proto: 2, col: h.collector(c.EventLoop()), remote: c.RemoteAddr(), lim: st, getEst: maxValue + 16}
+	s := &session{g: h.g, c: c, id: h.g.nextID.Add(1), proto: 2, col: h.collector(c.EventLoop()), remote: c.RemoteAddr(), lim: st, getEst: 64}
 	st.Data = s
 	h.g.clients.Add(1)
 	return nil, gnet.None

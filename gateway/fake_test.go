@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"ftkv/client"
 	"ftkv/status"
@@ -25,6 +26,29 @@ type memStore struct {
 	gate chan struct{}
 	// putGate, when set, holds every Put likewise.
 	putGate chan struct{}
+	// perMiB, when set, is how long a value of 1 MiB takes to come back
+	// over the one link every fetch shares (values of 64 KiB and more;
+	// they wait for the link in turn, as over the connections of the
+	// gateway's client); fetching counts the bytes of those values asked
+	// for and not yet returned, fetchPeak its most.
+	perMiB    time.Duration
+	link      sync.Mutex
+	fetching  atomic.Int64
+	fetchPeak atomic.Int64
+}
+
+// transfer models the return of value v over the shared link (perMiB).
+func (s *memStore) transfer(v []byte) {
+	if s.perMiB == 0 || len(v) < 64<<10 {
+		return
+	}
+	n := s.fetching.Add(int64(len(v)))
+	for cur := s.fetchPeak.Load(); n > cur && !s.fetchPeak.CompareAndSwap(cur, n); cur = s.fetchPeak.Load() {
+	}
+	s.link.Lock()
+	time.Sleep(time.Duration(int64(s.perMiB) * int64(len(v)) >> 20))
+	s.link.Unlock()
+	s.fetching.Add(-int64(len(v)))
 }
 
 func newMemStore() *memStore { return &memStore{m: map[string][]byte{}} }
@@ -36,16 +60,28 @@ func (s *memStore) setFail(err error) {
 }
 
 func (s *memStore) Get(ctx context.Context, key string) ([]byte, error) {
+	return s.get(key, 0)
+}
+
+// get is Get, whose value comes back only if it is at most limit bytes
+// (limit > 0: a server answers a larger one with its size alone).
+func (s *memStore) get(key string, limit int) ([]byte, error) {
 	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.fail != nil {
-		return nil, s.fail
-	}
+	fail := s.fail
 	v, ok := s.m[key]
+	s.mu.Unlock()
+	if fail != nil {
+		return nil, fail
+	}
 	if !ok {
 		return nil, client.ErrNotFound
 	}
-	return bytes.Clone(v), nil
+	if limit > 0 && len(v) > limit {
+		return nil, fmt.Errorf("%w: value of %d bytes is over the cap", client.ErrTooLarge, len(v))
+	}
+	v = bytes.Clone(v)
+	s.transfer(v)
+	return v, nil
 }
 
 func (s *memStore) Put(ctx context.Context, key string, value []byte) error {
@@ -119,13 +155,10 @@ func (s *memStore) Batch(ctx context.Context, ops []client.BatchOp) error {
 		op := &ops[i]
 		switch op.Kind {
 		case client.BatchGet:
-			v, err := s.Get(ctx, op.Key)
+			v, err := s.get(op.Key, op.MaxValue)
 			op.Value, op.Found = v, err == nil
 			if err != nil && !errors.Is(err, client.ErrNotFound) {
 				op.Err = err
-			}
-			if op.MaxValue > 0 && len(v) > op.MaxValue { // (as a server answers)
-				op.Value, op.Found, op.Err = nil, false, fmt.Errorf("%w: value of %d bytes is over the cap", client.ErrTooLarge, len(v))
 			}
 		case client.BatchPut:
 			op.Err = s.Put(ctx, op.Key, op.Value)

@@ -102,6 +102,7 @@ type Gateway struct {
 	// queued: the bytes of the commands read and not answered, all
 	// sessions together (session.queued's sum; inflight_budget).
 	queued   atomic.Int64
+	fetches  fetches // the values being fetched for answers (fetch.go)
 	commands atomic.Uint64
 	started  time.Time
 	once     sync.Once

@@ -157,11 +157,16 @@ func (s *session) run(q []command) []command {
 		}
 		n := s.runLen(q[i:])
 		if n > 1 {
+			w := s.getsWeight(q[i : i+n])
+			if !s.hold(w) {
+				return nil
+			}
 			ops := batchOps(q[i:i+n], nil, s.getCap())
 			start := time.Now()
 			err := s.g.batch(ops)
 			var done int
 			out, done = s.replies(ops, err, time.Since(start), out)
+			s.unhold(w)
 			s.unqueue(q[i : i+done])
 			n = done // (a GET over its cap runs again, alone)
 		} else {
@@ -474,7 +479,9 @@ func (g *Gateway) runGroup(col *collector, ss []*session) {
 		case q == nil:
 		case s.full():
 			s.park(q)
-		case s.runLen(q) == len(q):
+		case s.runLen(q) == len(q) && s.getsWeight(q) <= smallFetch:
+			// (GETs of large values wait for the fetch budget on a
+			// worker of their own, not holding the others.)
 			parts = append(parts, part{s, q})
 			n += len(q)
 		default:

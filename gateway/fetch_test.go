@@ -1,0 +1,82 @@
+package gateway
+
+import (
+	"bufio"
+	"net"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// TestNeverReadingClientsShareTheFetches: 200 clients pipeline GETs of a
+// 1 MiB value, 64 every 100 ms, and never read (each reconnects once the
+// gateway closes it), while an honest client GETs a small value every
+// 20 ms. The cluster's answers share one link (memStore.perMiB: 5 ms per
+// MiB, in turn). The values the gateway fetches at once stay within
+// fetchBudget and a value, and the honest GET never waits for more than
+// a hundred of the hogs' values. (An attack with 1,000 such clients
+// through a real cluster: the gateway fetched one value per connection
+// at once, 1.3 GB of RSS, and honest GETs waited 6-8 s.)
+func TestNeverReadingClientsShareTheFetches(t *testing.T) {
+	st := newMemStore()
+	st.m["big"] = make([]byte, maxValue)
+	st.m["small"] = []byte("v")
+	st.perMiB = 5 * time.Millisecond
+	g := start(t, st, func(c *Config) { c.Timeout = time.Minute })
+	const hogs = 200
+	req := []byte(strings.Repeat(cmd("GET", "big"), 64))
+	end := time.Now().Add(3 * time.Second)
+	var wg sync.WaitGroup
+	for range hogs {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for time.Now().Before(end) {
+				nc, err := net.Dial("tcp", g.Addr())
+				if err != nil {
+					time.Sleep(50 * time.Millisecond)
+					continue
+				}
+				for time.Now().Before(end) {
+					_ = nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+					if _, err := nc.Write(req); err != nil && !isTimeout(err) {
+						break
+					}
+					time.Sleep(100 * time.Millisecond)
+				}
+				nc.Close()
+			}
+		}()
+	}
+	nc, err := net.Dial("tcp", g.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	r := bufio.NewReader(nc)
+	var worst time.Duration
+	n := 0
+	for time.Now().Before(end) {
+		t0 := time.Now()
+		_ = nc.SetDeadline(time.Now().Add(30 * time.Second))
+		if _, err := nc.Write([]byte(cmd("GET", "small"))); err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"$1\r\n", "v\r\n"} {
+			line, err := r.ReadString('\n')
+			if err != nil || line != want {
+				t.Fatalf("honest GET: %q %v, want %q", line, err, want)
+			}
+		}
+		worst = max(worst, time.Since(t0))
+		n++
+		time.Sleep(20 * time.Millisecond)
+	}
+	wg.Wait()
+	peak := st.fetchPeak.Load()
+	t.Logf("values fetched at once: at most %d MiB; %d honest GETs, the slowest %v", peak>>20, n, worst)
+	if limit := int64(fetchBudget + maxValue); peak > limit {
+		t.Errorf("the gateway fetched %d MiB of values at once, want at most fetchBudget and a value (%d MiB)", peak>>20, limit>>20)
+	}
+}
