@@ -6,6 +6,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -186,6 +187,19 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		full = !ok
 		return ok
 	}
+	// allowed is the bytes of commands (cmdSize) the connection may
+	// still queue by room()'s bounds: the commands of this read are
+	// allocated for as many as the input left holds within it. (Allocated for all the input left
+	// however few commands the budget let in, 1,000 connections
+	// pipelining GETs made the gateway hold 400 MB for 64 MiB counted.)
+	allowed := func() int {
+		mine := s.queued.Load() + int64(got)
+		a := maxQueued - mine
+		if h.g.queued.Load()+int64(got) >= h.g.lim.InflightBudget {
+			a = min(a, connlimit.BudgetFloor-mine)
+		}
+		return int(max(a, 0))
+	}
 	for room() {
 		have := c.InboundBuffered()
 		if have == 0 {
@@ -210,12 +224,15 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 			argsbuf = args
 			next := len(buf) - len(left)
 			if len(args) > 0 {
-				if cmds == nil && len(left) > 0 {
-					// Room for as many more commands of this size
-					// as the input holds (a pipeline's are alike).
-					cmds = make([]command, 0, 1+min(len(left)/(next-off), 1023))
+				// Room for as many more commands of this size as
+				// the input holds (a pipeline's are alike), and
+				// room() may let in.
+				size := cmdSize(args, next-off)
+				more := min(len(left)/(next-off), allowed()/size)
+				if cmds == nil && more > 0 {
+					cmds = make([]command, 0, 1+min(more, 1023))
 				}
-				cmds = append(cmds, command{args: o.own(args, next-off, len(left)), size: cmdSize(args, next-off)})
+				cmds = append(cmds, command{args: o.own(args, more), size: size})
 				got += cmds[len(cmds)-1].size
 				if crossProtocol(args[0]) {
 					// Nothing after it is read (its run closes the
@@ -244,7 +261,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 						argsbuf = args
 						off = len(buf) - len(left)
 						if len(args) > 0 {
-							cmds = append(cmds, command{args: o.own(args, off, 0), size: cmdSize(args, off)})
+							cmds = append(cmds, command{args: o.own(args, 0), size: cmdSize(args, off)})
 							got += cmds[len(cmds)-1].size
 						}
 					}
@@ -483,31 +500,28 @@ type owner struct {
 
 // cmdSize is what a command read from input bytes of input holds: its
 // arguments' copy and a slice header each (empty arguments cost their
-// headers: a review counted 2.8 million in one request).
-func cmdSize(args [][]byte, input int) int { return input + 24*len(args) }
+// headers: a review counted 2.8 million in one request), and itself (a
+// GET of a short key takes twice its input in all).
+func cmdSize(args [][]byte, input int) int {
+	return input + 24*len(args) + int(unsafe.Sizeof(command{}))
+}
 
 // afterParse, for tests, runs between reading a connection's commands and
 // queueing them (full: reading stopped for want of room).
 var afterParse func(full bool)
 
-// own copies args, a command of size bytes of input with left bytes of
-// input after it.
-func (o *owner) own(args [][]byte, size, left int) [][]byte {
+// own copies args, a command likely followed by more commands like it
+// (their arguments are allocated with its own).
+func (o *owner) own(args [][]byte, more int) [][]byte {
 	n := 0
 	for _, a := range args {
 		n += len(a)
 	}
 	if cap(o.bytes)-len(o.bytes) < n {
-		// The arguments are about as long as their input; the rest of
-		// the input likely holds more commands like this one.
-		o.bytes = make([]byte, 0, n+min(left, window))
+		o.bytes = make([]byte, 0, n+min(more*n, window))
 	}
 	if cap(o.args)-len(o.args) < len(args) {
-		more := 0
-		if size > 0 {
-			more = min(left/size, 256) * len(args)
-		}
-		o.args = make([][]byte, 0, len(args)+more)
+		o.args = make([][]byte, 0, len(args)*(1+min(more, 256)))
 	}
 	first := len(o.args)
 	for _, a := range args {

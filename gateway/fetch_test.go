@@ -2,6 +2,8 @@ package gateway
 
 import (
 	"bufio"
+	"ftkv/internal/connlimit"
+	"ftkv/limits"
 	"net"
 	"strings"
 	"sync"
@@ -78,5 +80,38 @@ func TestNeverReadingClientsShareTheFetches(t *testing.T) {
 	t.Logf("values fetched at once: at most %d MiB; %d honest GETs, the slowest %v", peak>>20, n, worst)
 	if limit := int64(fetchBudget + maxValue); peak > limit {
 		t.Errorf("the gateway fetched %d MiB of values at once, want at most fetchBudget and a value (%d MiB)", peak>>20, limit>>20)
+	}
+}
+
+// TestQueuedCommandsHeldAsCounted: 300 clients each pipeline 3,000 GETs
+// (66 KB) while the cluster answers nothing. The gateway holds what it
+// counts of them (inflight_budget, and connlimit.BudgetFloor per
+// connection beyond it), not buffers sized for all the input left: its
+// live heap grows by at most twice that. (Before: the arguments and the
+// commands of each read were allocated for the whole input left, however
+// few commands the budget let in, and 1,000 such clients made the
+// gateway hold 400 MB.)
+func TestQueuedCommandsHeldAsCounted(t *testing.T) {
+	st := newMemStore()
+	st.gate = make(chan struct{})
+	defer close(st.gate)
+	g := start(t, st, func(c *Config) { c.Timeout = time.Minute })
+	const conns = 300
+	req := strings.Repeat(cmd("GET", "k"), 3000)
+	base := liveHeap()
+	for range conns {
+		sendNew(t, g.Addr(), req, time.Minute)
+	}
+	var peak uint64
+	for end := time.Now().Add(3 * time.Second); time.Now().Before(end); {
+		peak = max(peak, liveHeap())
+		time.Sleep(100 * time.Millisecond)
+	}
+	grew := int64(peak) - int64(base)
+	counted := int64(limits.DefaultInflightBudget + conns*(connlimit.BudgetFloor+1024))
+	sent := int64(conns * len(req))
+	t.Logf("live heap grew by %d MiB; commands counted: %d MiB at most (%d MiB now); input sent %d MiB", grew>>20, counted>>20, g.Queued()>>20, sent>>20)
+	if limit := 3*counted/2 + sent; grew > limit {
+		t.Errorf("live heap grew by %d MiB with %d clients' commands queued, want at most 1.5 times what is counted (%d MiB) and the input sent (%d MiB)", grew>>20, conns, counted>>20, sent>>20)
 	}
 }
