@@ -170,7 +170,27 @@ func (d *durable) logHold(s *Server, shard int, idx uint64) {
 // the copy at idx, and a partial resync read from this log reaches idx
 // even when nothing was written since.
 func (d *durable) logPromotion(s *Server, shard int, idx uint64) {
-	d.logSeedDone(s, shard, idx)
+	d.logPromotionThen(s, shard, idx, nil)
+}
+
+// logPromotionThen is logPromotion, and runs then (if not nil) once the
+// mark is durable per policy (never if the log failed).
+func (d *durable) logPromotionThen(s *Server, shard int, idx uint64, then func()) {
+	d.log.Append(func(w *wal.Writer) {
+		w.Record(func(dst []byte) []byte {
+			return binary.BigEndian.AppendUint64(appendRecHeader(dst, recSeedDone, shard), idx)
+		})
+	}, func(err error) {
+		if err != nil {
+			d.failed(s, err)
+			return
+		}
+		d.seeded(shard)
+		d.note(shard, idx)
+		if then != nil {
+			then()
+		}
+	})
 	d.hold(shard, idx)
 }
 

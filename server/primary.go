@@ -47,6 +47,7 @@ type primary struct {
 	closed    bool      // no longer primary: an event loop with the old view may still call sequence
 	freezeGen uint64    // only the latest freeze's timer may lift it
 	notBefore time.Time // the former primary's lease ends here
+	unsynced  atomic.Bool // a promotion's mark (and our lazily logged copy before it) not yet durable: not served
 
 	// linkLease: the secondary's ping answers let us serve.
 	linkLease *leaseTracker
@@ -137,7 +138,7 @@ func newPrimary(env *primaryEnv, shard int, t *table, base uint64, notBefore tim
 // the former primary's lease, and holding a lease of our own (from the
 // coordinator or, when it is unreachable, from our secondary).
 func (p *primary) canServe(now time.Time) bool {
-	if now.Before(p.notBefore) {
+	if now.Before(p.notBefore) || p.unsynced.Load() {
 		return false
 	}
 	return p.env.coordLease.valid(now) || p.linkLease.valid(now)

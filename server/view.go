@@ -247,13 +247,20 @@ func (s *Server) takeOver(cur *viewState, v wire.View, shard int) *primary {
 		// and never matches an index of ours (catching up).
 		base += LineageGap
 	}
+	p := newPrimary(s.penv, shard, s.tableFor(shard), base, notBefore)
+	p.jumped = promoted
 	if s.dur != nil && promoted {
-		s.dur.logPromotion(s, shard, base)
+		// Our copy holds writes we applied as a secondary and logged
+		// lazily (written, not synced); the former primary may never
+		// have synced them. Serve (reads, and retries answered from
+		// their records) only once the mark, and so every record before
+		// it, is durable: else a power cut right after loses a write we
+		// acknowledged (TestReviewPromotedAckIsDurable).
+		p.unsynced.Store(true)
+		s.dur.logPromotionThen(s, shard, base, func() { p.unsynced.Store(false) })
 	} else if s.dur != nil {
 		s.dur.logHold(s, shard, base)
 	}
-	p := newPrimary(s.penv, shard, s.tableFor(shard), base, notBefore)
-	p.jumped = promoted
 	s.mu.Lock()
 	s.prims[shard] = p
 	s.mu.Unlock()
