@@ -256,8 +256,16 @@ func (s *Server) takeOver(cur *viewState, v wire.View, shard int) *primary {
 		// their records) only once the mark, and so every record before
 		// it, is durable: else a power cut right after loses a write we
 		// acknowledged (TestReviewPromotedAckIsDurable).
+		// The view is applied once it is (one sync, in the common case),
+		// so the shard serves as soon as the view says; a disk that does
+		// not sync within a lease leaves it unserved until it does.
 		p.unsynced.Store(true)
-		s.dur.logPromotionThen(s, shard, base, func() { p.unsynced.Store(false) })
+		synced := make(chan struct{})
+		s.dur.logPromotionThen(s, shard, base, func() { p.unsynced.Store(false); close(synced) })
+		select {
+		case <-synced:
+		case <-time.After(s.cfg.Timing.Lease):
+		}
 	} else if s.dur != nil {
 		s.dur.logHold(s, shard, base)
 	}
