@@ -26,6 +26,7 @@ type FS interface {
 	Size(name string) (int64, error)
 	List(dir string) ([]string, error)
 	SyncDir(dir string) error
+	Sync(name string) error // make the file's content durable
 }
 
 // OSFS is the operating system's file system.
@@ -95,6 +96,16 @@ func (OSFS) List(dir string) ([]string, error) {
 		names = append(names, e.Name())
 	}
 	return names, nil
+}
+
+// Sync implements FS.
+func (OSFS) Sync(name string) error {
+	f, err := os.Open(name)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	return f.Sync()
 }
 
 // SyncDir implements FS: it makes creations, renames and removals in dir durable.

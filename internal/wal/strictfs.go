@@ -159,6 +159,22 @@ func (m *StrictMemFS) SyncDir(string) error {
 	return nil
 }
 
+// Sync implements FS.
+func (m *StrictMemFS) Sync(name string) error {
+	f, ok := m.file(name)
+	if !ok {
+		return fs.ErrNotExist
+	}
+	return (&memHandle{fs: m, f: f}).Sync()
+}
+
+func (m *StrictMemFS) file(name string) (*memFile, bool) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	f, ok := m.files[name]
+	return f, ok
+}
+
 type memHandle struct {
 	fs *StrictMemFS
 	f  *memFile

@@ -214,8 +214,18 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 		if reason == "" && good < size {
 			// A preallocated segment's unused zeros: trimmed, so that a
 			// segment's size on disk is what was written (RemoveBefore
-			// counts it).
+			// counts it). (The truncation is synced.)
 			if err := opt.FS.Truncate(l.path(id), good); err != nil {
+				return nil, rec, err
+			}
+		} else if reason == "" && good > 0 {
+			// What was replayed may have been written and never synced
+			// (lazily appended records, the process killed): the server
+			// acts on it now (it answers retries of those writes, a copy
+			// may lead from them), so it is made durable before, or a
+			// power cut after the restart would take it back
+			// (TestReplayedRecordsAreDurable).
+			if err := opt.FS.Sync(l.path(id)); err != nil {
 				return nil, rec, err
 			}
 		}
