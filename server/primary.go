@@ -43,10 +43,10 @@ type primary struct {
 	sec       target
 	epoch     uint64
 	drained   *sync.Cond
-	frozen    bool      // hand-back in progress: no new writes
-	closed    bool      // no longer primary: an event loop with the old view may still call sequence
-	freezeGen uint64    // only the latest freeze's timer may lift it
-	notBefore time.Time // the former primary's lease ends here
+	frozen    bool        // hand-back in progress: no new writes
+	closed    bool        // no longer primary: an event loop with the old view may still call sequence
+	freezeGen uint64      // only the latest freeze's timer may lift it
+	notBefore time.Time   // the former primary's lease ends here
 	unsynced  atomic.Bool // a promotion's mark (and our lazily logged copy before it) not yet durable: not served
 
 	// linkLease: the secondary's ping answers let us serve.
