@@ -168,14 +168,9 @@ func (d *durable) logHold(s *Server, shard int, idx uint64) {
 // appended before the first write it sequences, and after every write
 // its copy applied as a secondary (fenced: s.fence). A restart recovers
 // the copy at idx, and a partial resync read from this log reaches idx
-// even when nothing was written since.
-func (d *durable) logPromotion(s *Server, shard int, idx uint64) {
-	d.logPromotionThen(s, shard, idx, nil)
-}
-
-// logPromotionThen is logPromotion, and runs then (if not nil) once the
-// mark is durable per policy (never if the log failed).
-func (d *durable) logPromotionThen(s *Server, shard int, idx uint64, then func()) {
+// even when nothing was written since. It runs then (if not nil) once
+// the mark is durable per policy (never if the log failed).
+func (d *durable) logPromotion(s *Server, shard int, idx uint64, then func()) {
 	d.log.Append(func(w *wal.Writer) {
 		w.Record(func(dst []byte) []byte {
 			return binary.BigEndian.AppendUint64(appendRecHeader(dst, recSeedDone, shard), idx)

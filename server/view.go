@@ -261,7 +261,7 @@ func (s *Server) takeOver(cur *viewState, v wire.View, shard int) *primary {
 		// not sync within a lease leaves it unserved until it does.
 		p.unsynced.Store(true)
 		synced := make(chan struct{})
-		s.dur.logPromotionThen(s, shard, base, func() { p.unsynced.Store(false); close(synced) })
+		s.dur.logPromotion(s, shard, base, func() { p.unsynced.Store(false); close(synced) })
 		select {
 		case <-synced:
 		case <-time.After(s.cfg.Timing.Lease):
