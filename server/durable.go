@@ -159,7 +159,7 @@ func (d *durable) logHold(s *Server, shard int, idx uint64) {
 	if ok {
 		return
 	}
-	d.logSeedDone(s, shard, idx)
+	d.logSeedDone(s, shard, idx, nil)
 	d.hold(shard, idx)
 }
 
@@ -168,24 +168,10 @@ func (d *durable) logHold(s *Server, shard int, idx uint64) {
 // appended before the first write it sequences, and after every write
 // its copy applied as a secondary (fenced: s.fence). A restart recovers
 // the copy at idx, and a partial resync read from this log reaches idx
-// even when nothing was written since. It runs then (if not nil) once
-// the mark is durable per policy (never if the log failed).
+// even when nothing was written since. then runs once the mark is
+// durable per policy, or the log failed.
 func (d *durable) logPromotion(s *Server, shard int, idx uint64, then func()) {
-	d.log.Append(func(w *wal.Writer) {
-		w.Record(func(dst []byte) []byte {
-			return binary.BigEndian.AppendUint64(appendRecHeader(dst, recSeedDone, shard), idx)
-		})
-	}, func(err error) {
-		if err != nil {
-			d.failed(s, err)
-			return
-		}
-		d.seeded(shard)
-		d.note(shard, idx)
-		if then != nil {
-			then()
-		}
-	})
+	d.logSeedDone(s, shard, idx, then)
 	d.hold(shard, idx)
 }
 
@@ -712,8 +698,10 @@ func (d *durable) logSeed(s *Server, shard int, kind byte, value []byte) {
 }
 
 // logSeedDone appends the end of shard's re-seeding, at index last (or
-// another mark of a complete copy at last: see recSeedDone).
-func (d *durable) logSeedDone(s *Server, shard int, last uint64) {
+// another mark of a complete copy at last: see recSeedDone); then, if
+// not nil, runs once the record is durable per policy, or the log failed
+// (the server then refuses writes: a disk error).
+func (d *durable) logSeedDone(s *Server, shard int, last uint64, then func()) {
 	d.log.Append(func(w *wal.Writer) {
 		w.Record(func(dst []byte) []byte {
 			return binary.BigEndian.AppendUint64(appendRecHeader(dst, recSeedDone, shard), last)
@@ -721,10 +709,13 @@ func (d *durable) logSeedDone(s *Server, shard int, last uint64) {
 	}, func(err error) {
 		if err != nil {
 			d.failed(s, err)
-			return
+		} else {
+			d.seeded(shard)
+			d.note(shard, last)
 		}
-		d.seeded(shard)
-		d.note(shard, last)
+		if then != nil {
+			then()
+		}
 	})
 }
 

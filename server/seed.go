@@ -389,7 +389,7 @@ func (st *secState) applySeed(f *wire.Frame) error {
 		st.seeding, st.resync = false, false
 		st.t.dropTombstones()
 		if st.dur != nil {
-			st.dur.logSeedDone(st.srv, st.shard, st.last)
+			st.dur.logSeedDone(st.srv, st.shard, st.last, nil)
 		}
 		st.log.Info().Int("shard", st.shard).Int("keys", st.t.len()).Msg("re-seeding complete")
 	}

@@ -258,7 +258,11 @@ func (s *Server) takeOver(cur *viewState, v wire.View, shard int) *primary {
 		// acknowledged (TestReviewPromotedAckIsDurable).
 		// The view is applied once it is (one sync, in the common case),
 		// so the shard serves as soon as the view says; a disk that does
-		// not sync within a lease leaves it unserved until it does.
+		// not sync within a lease leaves it unserved until it does. A
+		// log that failed (a full disk) serves reads as before: its
+		// server refuses writes, and acknowledged writes stay readable
+		// (TestDiskFullRefusesWrites: reads unavailable for good after
+		// a promotion on a full disk).
 		p.unsynced.Store(true)
 		synced := make(chan struct{})
 		s.dur.logPromotion(s, shard, base, func() { p.unsynced.Store(false); close(synced) })
