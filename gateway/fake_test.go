@@ -135,7 +135,12 @@ func (s *memStore) CompareAndSwapCurrent(ctx context.Context, key string, old, n
 	if !ok {
 		return false, nil, nil
 	}
-	return false, append([]byte{}, cur...), nil
+	cur = append([]byte{}, cur...)
+	// The current value comes back over the link, as a Get's does.
+	s.mu.Unlock()
+	s.transfer(cur)
+	s.mu.Lock()
+	return false, cur, nil
 }
 
 func (s *memStore) Batch(ctx context.Context, ops []client.BatchOp) error {
