@@ -144,8 +144,11 @@ func (s *session) getsWeight(q []command) int {
 // small; otherwise, or once the value proved larger, within the fetch
 // budget.
 func (s *session) fetch(ctx context.Context, key []byte) (v []byte, found bool, err error) {
-	if c := s.getCap(); c <= smallFetch {
-		ops := []client.BatchOp{{Kind: client.BatchGet, Key: string(key), MaxValue: c}}
+	if s.getEst <= smallFetch {
+		// (A fetch alone of up to smallFetch never waits: capped at
+		// that, not at the batches' getCap, or a value between the
+		// two went to the budget's queue.)
+		ops := []client.BatchOp{{Kind: client.BatchGet, Key: string(key), MaxValue: smallFetch - 16}}
 		err := s.g.cfg.Store.Batch(ctx, ops)
 		if err == nil {
 			err = ops[0].Err

@@ -428,7 +428,12 @@ func (s *session) replies(ops []client.BatchOp, err error, d time.Duration, out 
 			e = err
 		}
 		if op.Kind == client.BatchGet && op.MaxValue > 0 && errors.Is(op.Err, client.ErrTooLarge) {
+			// The next cap: smallFetch's (such a fetch never waits for
+			// the budget), then the most.
 			s.getEst = maxValue + 16
+			if op.MaxValue < smallFetch-16 {
+				s.getEst = smallFetch - 16
+			}
 			s.answered(n)
 			return out, i
 		}
