@@ -127,16 +127,33 @@ func (s *session) gone() bool { return s.closed.Load() || s.g.ctx.Err() != nil }
 // errGone: a command given up because its connection closed.
 var errGone = errors.New("connection closed")
 
-// getsWeight is what the answers of the GETs of q may take by the
-// session's estimate, held against the fetch budget.
-func (s *session) getsWeight(q []command) int {
+// gets counts the GETs of q.
+func gets(q []command) int {
 	n := 0
 	for i := range q {
 		if len(q[i].args) == 2 {
-			n += s.getEst
+			n++
 		}
 	}
 	return n
+}
+
+// batchCap is the cap of each of n GETs batched together, and what their
+// answers may take in all (held against the fetch budget when over
+// smallFetch). While the estimate keeps them within smallFetch they share
+// it, each capped at its share (at least the estimate): a batch that
+// never waits for the budget never fetches more. Else each is capped at
+// getCap. (Counted at the estimate alone, a new connection's 64 GETs
+// weighed 4 KB and fetched up to 1 MiB: 300 of them fetched 120 MiB at
+// once, TestNewPipelinesFetchWithinTheBudget.)
+func (s *session) batchCap(n int) (each, all int) {
+	if n == 0 {
+		return s.getCap(), 0
+	}
+	if n*s.getEst <= smallFetch {
+		return smallFetch / n, smallFetch
+	}
+	return s.getCap(), n * s.getCap()
 }
 
 // fetch returns key's value (found: present; an empty value is

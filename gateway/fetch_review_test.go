@@ -2,9 +2,7 @@ package gateway
 
 import (
 	"fmt"
-	"net"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 )
@@ -51,55 +49,5 @@ func TestMidSizeValuesNeverWaitForTheBudget(t *testing.T) {
 			}
 		}
 		nc.Close()
-	}
-}
-
-// TestSetNXFetchesWithinTheBudget: SETNX of a key holding 1 MiB fetches
-// the current value (CompareAndSwapCurrent answers it on a mismatch),
-// which the fetch budget must bound as a GET's: 100 new connections at
-// once, each sending one SETNX, made the gateway fetch 100 MiB at once
-// (a new connection's estimate is 64 bytes, so cas held nothing).
-func TestSetNXFetchesWithinTheBudget(t *testing.T) {
-	st := newMemStore()
-	st.m["big"] = make([]byte, maxValue)
-	st.perMiB = 30 * time.Millisecond // (the SETNXs arrive faster than the link drains)
-	g := start(t, st, func(c *Config) { c.Timeout = time.Minute })
-	const conns = 100
-	var wg sync.WaitGroup
-	for range conns {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			nc, err := net.Dial("tcp", g.Addr())
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer nc.Close()
-			_ = nc.SetDeadline(time.Now().Add(30 * time.Second))
-			if _, err := nc.Write([]byte(cmd("SETNX", "big", "x") + cmd("SET", "big", "y", "NX"))); err != nil {
-				t.Error(err)
-				return
-			}
-			buf := make([]byte, 64)
-			got := ""
-			for len(got) < len(":0\r\n$-1\r\n") {
-				n, err := nc.Read(buf)
-				if err != nil {
-					t.Error(err)
-					return
-				}
-				got += string(buf[:n])
-			}
-			if got != ":0\r\n$-1\r\n" {
-				t.Errorf("got %q", got)
-			}
-		}()
-	}
-	wg.Wait()
-	peak := st.fetchPeak.Load()
-	t.Logf("values fetched at once: at most %d MiB", peak>>20)
-	if limit := int64(fetchBudget + maxValue); peak > limit {
-		t.Errorf("SETNX made the gateway fetch %d MiB of values at once, want at most fetchBudget and a value (%d MiB)", peak>>20, limit>>20)
 	}
 }

@@ -157,11 +157,11 @@ func (s *session) run(q []command) []command {
 		}
 		n := s.runLen(q[i:])
 		if n > 1 {
-			w := s.getsWeight(q[i : i+n])
+			each, w := s.batchCap(gets(q[i : i+n]))
 			if !s.hold(w) {
 				return nil
 			}
-			ops := batchOps(q[i:i+n], nil, s.getCap())
+			ops := batchOps(q[i:i+n], nil, each)
 			start := time.Now()
 			err := s.g.batch(ops)
 			var done int
@@ -484,7 +484,7 @@ func (g *Gateway) runGroup(col *collector, ss []*session) {
 		case q == nil:
 		case s.full():
 			s.park(q)
-		case s.runLen(q) == len(q) && s.getsWeight(q) <= smallFetch:
+		case s.runLen(q) == len(q) && weight(s.batchCap(gets(q))) <= smallFetch:
 			// (GETs of large values wait for the fetch budget on a
 			// worker of their own, not holding the others.)
 			parts = append(parts, part{s, q})
@@ -498,7 +498,8 @@ func (g *Gateway) runGroup(col *collector, ss []*session) {
 	}
 	ops := make([]client.BatchOp, 0, n)
 	for _, p := range parts {
-		ops = batchOps(p.q, ops, p.s.getCap())
+		each, _ := p.s.batchCap(gets(p.q))
+		ops = batchOps(p.q, ops, each)
 	}
 	start := time.Now()
 	err := g.batch(ops)
@@ -518,6 +519,9 @@ func (g *Gateway) runGroup(col *collector, ss []*session) {
 		}
 	}
 }
+
+// weight is batchCap's all.
+func weight(_, all int) int { return all }
 
 // requeue puts q, not run, back at the head of the session's queue (it
 // stays running: more then hands it over again).
