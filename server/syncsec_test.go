@@ -51,7 +51,7 @@ func TestSyncedSecondaryAcksOnlyWhatItSynced(t *testing.T) {
 	k := keysOf("synced", 0, 2, 1)[0]
 	delay.Store(int64(800 * time.Millisecond))
 	start := time.Now()
-	ans, err := cn.do(&wire.Frame{Op: wire.OpPut, Key: []byte(k), Value: []byte("v")}, 10*time.Second)
+	ans, err := cn.doRetry(&wire.Frame{Op: wire.OpPut, Client: 1, Seq: 1, Key: []byte(k), Value: []byte("v")}, 10*time.Second)
 	took := time.Since(start)
 	delay.Store(0)
 	if err != nil || ans.Status != wire.StatusOK {
@@ -87,7 +87,10 @@ func TestSyncedSecondaryReconnectAcksOnlyWhatItSynced(t *testing.T) {
 		_, l := primaryLink(a, 0)
 		l.fail(errors.New("test: link cut"))
 	}()
-	ans, err := cn.do(&wire.Frame{Op: wire.OpPut, Key: []byte(k), Value: []byte("v")}, 10*time.Second)
+	// A retry of the same client and sequence number waits for the
+	// write in flight: the lease may lapse while the link is down and a
+	// loaded machine delays the coordinator's heartbeat answers (CI).
+	ans, err := cn.doRetry(&wire.Frame{Op: wire.OpPut, Client: 1, Seq: 1, Key: []byte(k), Value: []byte("v")}, 10*time.Second)
 	took := time.Since(start)
 	if err != nil || ans.Status != wire.StatusOK {
 		t.Fatalf("put: %v %v %s", err, ans.Status, ans.Value)
