@@ -139,8 +139,9 @@ func run(args []string, stdout, stderr io.Writer) int {
 	user := fs.String("user", "", "ftkv, every mode but probe: authenticate as this user (password: FTKV_PASSWORD, or typed at the terminal); -kill-after and the fault modes (failover, reseed, memory) need an admin")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
-			fmt.Fprint(stderr, usage)
-			fs.SetOutput(stderr)
+			// Asked for: on stdout, like the other commands' -help.
+			fmt.Fprint(stdout, usage)
+			fs.SetOutput(stdout)
 			fs.PrintDefaults()
 			return 0
 		}

@@ -15,10 +15,13 @@ func runArgs(args ...string) (int, string, string) {
 	return code, out.String(), errb.String()
 }
 
+// TestHelpNamesModesAndFlags: -help prints on stdout (as the other
+// commands do; it went to stderr, so `bench -help | less` showed nothing)
+// and names every mode and flag.
 func TestHelpNamesModesAndFlags(t *testing.T) {
-	code, _, help := runArgs("-help")
-	if code != 0 {
-		t.Fatalf("-help exit %d", code)
+	code, help, errs := runArgs("-help")
+	if code != 0 || errs != "" {
+		t.Fatalf("-help: exit %d, stderr %q; want 0 and nothing", code, errs)
 	}
 	for _, want := range []string{"failover", "reseed", "memory", "compare", "-redis-wait", "-csv", "-chart", "-kill-after",
 		"-kills", "-entries", "-victim", "-server-log", "-settle", "-check", "-label", "-interval", "-goroutines", "rueidis"} {
