@@ -591,14 +591,22 @@ func (c *Client) write(ctx context.Context, f *wire.Frame) error {
 // CompareAndSwap sets key to new only if its value is old (old == nil: only
 // if the key is absent). It reports whether the swap happened.
 func (c *Client) CompareAndSwap(ctx context.Context, key string, old, new []byte) (bool, error) {
-	swapped, _, err := c.CompareAndSwapCurrent(ctx, key, old, new)
+	// The current value is not asked for: a mismatch on a key of 1 MiB
+	// brings back no megabyte.
+	swapped, _, err := c.cas(ctx, key, old, new, wire.FlagNoCurrent)
 	return swapped, err
 }
 
 // CompareAndSwapCurrent is CompareAndSwap that also returns, on a mismatch,
 // the current value (nil when the key is absent).
 func (c *Client) CompareAndSwapCurrent(ctx context.Context, key string, old, new []byte) (bool, []byte, error) {
-	f := &wire.Frame{Op: wire.OpCAS, Key: keyBytes(key), Value: new, Aux: old}
+	return c.cas(ctx, key, old, new, 0)
+}
+
+// cas is the compare-and-swap with the request's flags besides
+// FlagOldPresent.
+func (c *Client) cas(ctx context.Context, key string, old, new []byte, flags uint8) (bool, []byte, error) {
+	f := &wire.Frame{Op: wire.OpCAS, Key: keyBytes(key), Value: new, Aux: old, Flags: flags}
 	if old != nil {
 		f.Flags |= wire.FlagOldPresent
 	}

@@ -190,19 +190,25 @@ func cmdSet(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte,
 	}
 	st := s.g.cfg.Store
 	switch {
+	case nx && !get:
+		// Only the outcome is needed: no current value is fetched.
+		swapped, err := st.CompareAndSwap(ctx, string(key), nil, val)
+		switch {
+		case err != nil:
+			return out, err
+		case swapped:
+			return redcon.AppendOK(out), nil
+		}
+		return appendNull(out, s.proto), nil
 	case nx:
 		swapped, cur, err := s.cas(ctx, string(key), nil, val)
 		switch {
 		case err != nil:
 			return out, err
-		case get && swapped:
-			return appendNull(out, s.proto), nil
-		case get:
-			return appendValue(out, cur, true, s.proto), nil
 		case swapped:
-			return redcon.AppendOK(out), nil
+			return appendNull(out, s.proto), nil
 		}
-		return appendNull(out, s.proto), nil
+		return appendValue(out, cur, true, s.proto), nil
 	case !xx && !get:
 		if err := st.Put(ctx, string(key), val); err != nil {
 			return out, err
@@ -234,7 +240,7 @@ func cmdSetNX(ctx context.Context, s *session, args [][]byte, out []byte) ([]byt
 	if err := checkValue(args[2]); err != nil {
 		return out, err
 	}
-	swapped, _, err := s.cas(ctx, string(args[1]), nil, args[2])
+	swapped, err := s.g.cfg.Store.CompareAndSwap(ctx, string(args[1]), nil, args[2])
 	if err != nil {
 		return out, err
 	}

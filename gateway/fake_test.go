@@ -121,9 +121,27 @@ func (s *memStore) Append(ctx context.Context, key string, value []byte) error {
 	return nil
 }
 
-func (s *memStore) CompareAndSwapCurrent(ctx context.Context, key string, old, new []byte) (bool, []byte, error) {
+// CompareAndSwap brings back no current value.
+func (s *memStore) CompareAndSwap(ctx context.Context, key string, old, new []byte) (bool, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	swapped, _, err := s.casLocked(key, old, new)
+	return swapped, err
+}
+
+func (s *memStore) CompareAndSwapCurrent(ctx context.Context, key string, old, new []byte) (bool, []byte, error) {
+	s.mu.Lock()
+	swapped, cur, err := s.casLocked(key, old, new)
+	s.mu.Unlock()
+	if cur != nil {
+		s.transfer(cur) // the current value comes back over the link, as a Get's does
+	}
+	return swapped, cur, err
+}
+
+// casLocked swaps with s.mu held; on a mismatch it returns a copy of the
+// current value (nil when absent).
+func (s *memStore) casLocked(key string, old, new []byte) (bool, []byte, error) {
 	if s.fail != nil {
 		return false, nil, s.fail
 	}
@@ -135,12 +153,7 @@ func (s *memStore) CompareAndSwapCurrent(ctx context.Context, key string, old, n
 	if !ok {
 		return false, nil, nil
 	}
-	cur = append([]byte{}, cur...)
-	// The current value comes back over the link, as a Get's does.
-	s.mu.Unlock()
-	s.transfer(cur)
-	s.mu.Lock()
-	return false, cur, nil
+	return false, append([]byte{}, cur...), nil
 }
 
 func (s *memStore) Batch(ctx context.Context, ops []client.BatchOp) error {

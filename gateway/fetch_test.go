@@ -4,7 +4,9 @@ import (
 	"bufio"
 	"ftkv/internal/connlimit"
 	"ftkv/limits"
+	"io"
 	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -113,5 +115,66 @@ func TestQueuedCommandsHeldAsCounted(t *testing.T) {
 	t.Logf("live heap grew by %d MiB; commands counted: %d MiB at most (%d MiB now); input sent %d MiB", grew>>20, counted>>20, g.Queued()>>20, sent>>20)
 	if limit := 3*counted/2 + sent; grew > limit {
 		t.Errorf("live heap grew by %d MiB with %d clients' commands queued, want at most 1.5 times what is counted (%d MiB) and the input sent (%d MiB)", grew>>20, conns, counted>>20, sent>>20)
+	}
+}
+
+// TestSetNXFetchesNoCurrentValue: SETNX, SET NX and an HTTP PUT with
+// If-None-Match: * of a key that holds 1 MiB only need to know that the
+// key exists. They asked for a compare-and-swap that answers the current
+// value on a mismatch, and fetched it outside the fetch budget (a new
+// connection's estimate is 64 bytes): 100 new connections, each sending
+// one SETNX and one SET NX, made the gateway fetch about 100 MiB at once
+// (a review). Now their compare-and-swap asks for no current value.
+func TestSetNXFetchesNoCurrentValue(t *testing.T) {
+	st := newMemStore()
+	st.m["big"] = make([]byte, maxValue)
+	st.perMiB = 30 * time.Millisecond // (the SETNXs arrive faster than the link drains)
+	g := start(t, st, func(c *Config) { c.Timeout = time.Minute; c.HTTP = "127.0.0.1:0" })
+	const conns = 100
+	var wg sync.WaitGroup
+	for i := range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if i%10 == 0 {
+				req, _ := http.NewRequest(http.MethodPut, "http://"+g.HTTPAddr()+"/v1/kv/big", strings.NewReader("z"))
+				req.Header.Set("If-None-Match", "*")
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				resp.Body.Close()
+				if resp.StatusCode != http.StatusPreconditionFailed {
+					t.Errorf("PUT If-None-Match: * of an existing key: %s, want 412", resp.Status)
+				}
+				return
+			}
+			nc, err := net.Dial("tcp", g.Addr())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer nc.Close()
+			_ = nc.SetDeadline(time.Now().Add(30 * time.Second))
+			if _, err := nc.Write([]byte(cmd("SETNX", "big", "x") + cmd("SET", "big", "y", "NX"))); err != nil {
+				t.Error(err)
+				return
+			}
+			want := ":0\r\n$-1\r\n"
+			got, err := io.ReadAll(io.LimitReader(nc, int64(len(want))))
+			if err != nil || string(got) != want {
+				t.Errorf("SETNX and SET NX of an existing key: %q %v, want %q", got, err, want)
+			}
+		}()
+	}
+	wg.Wait()
+	peak := st.fetchPeak.Load()
+	t.Logf("values fetched at once: at most %d MiB", peak>>20)
+	if peak > 0 {
+		t.Errorf("SETNX, SET NX and If-None-Match made the gateway fetch %d MiB of current values at once, want none", peak>>20)
+	}
+	if v := st.m["big"]; len(v) != maxValue {
+		t.Errorf("the key was overwritten: %d bytes", len(v))
 	}
 }

@@ -417,7 +417,7 @@ func (g *Gateway) put(ctx context.Context, r *http.Request, key string, body []b
 	ifMatch, ifNone := r.Header.Get("If-Match"), r.Header.Get("If-None-Match")
 	switch {
 	case ifNone == "*":
-		ok, _, err := st.CompareAndSwapCurrent(ctx, key, nil, body)
+		ok, err := st.CompareAndSwap(ctx, key, nil, body)
 		if err != nil || !ok {
 			return http.StatusPreconditionFailed, err
 		}

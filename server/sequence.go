@@ -246,7 +246,9 @@ func (p *primary) apply(e *entry, o *outcome) *entry {
 			o.status = wire.StatusMismatch
 			if ok {
 				o.flags = wire.FlagOldPresent
-				o.value = cur
+				if r.flags&wire.FlagNoCurrent == 0 {
+					o.value = cur
+				}
 			}
 		}
 	}

@@ -163,6 +163,11 @@ const (
 	// the value (a front door that must bound what a batch of GETs brings
 	// back before it knows their sizes).
 	FlagValueCap = FlagDelete
+	// FlagNoCurrent (= FlagDelete): on an OpCAS request, a MISMATCH answer
+	// carries no current value; FlagOldPresent still says whether the key
+	// exists (a caller that only needs the outcome, e.g. SETNX, need not
+	// bring back 1 MiB).
+	FlagNoCurrent = FlagDelete
 )
 
 // AppendDedupRecord appends one remembered write outcome: 8 client, 8 seq,
