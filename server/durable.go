@@ -164,12 +164,13 @@ func (d *durable) logHold(s *Server, shard int, idx uint64) {
 }
 
 // logPromotion marks in the log that this server leads shard from idx
-// on, LineageGap above the last write its copy holds (recSeedDone):
-// appended before the first write it sequences, and after every write
-// its copy applied as a secondary (fenced: s.fence). A restart recovers
-// the copy at idx, and a partial resync read from this log reaches idx
-// even when nothing was written since. then runs once the mark is
-// durable per policy, or the log failed.
+// on, LineageGap above the last write its copy holds (recSeedDone; at
+// that write for a hand-back, whose history goes on): appended before
+// the first write it sequences, and after every write its copy applied
+// as a secondary (fenced: s.fence). A restart recovers the copy at idx,
+// and a partial resync read from this log reaches idx even when nothing
+// was written since. then runs once the mark is durable per policy, or
+// the log failed.
 func (d *durable) logPromotion(s *Server, shard int, idx uint64, then func()) {
 	d.logSeedDone(s, shard, idx, then)
 	d.hold(shard, idx)

@@ -23,7 +23,10 @@ import "ftkv/wire"
 // to this copy, with their outcomes; the others never reached the new
 // primary and are dropped (their clients were told to retry there). The
 // new primary serves only once that link is up, so no write of the tail
-// is acknowledged before both copies hold it.
+// is acknowledged before both copies hold it, and only once a mark in its
+// own log after them is synced (takeOver): both copies of the tail are
+// logged lazily, and a retry answered from its record before that was
+// lost by a power cut (TestReviewLateHandBackAckIsDurable).
 
 // logTail is the uncommitted tail of the log of a primary this server no
 // longer is, kept for the shard's new primary.

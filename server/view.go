@@ -210,14 +210,14 @@ func (s *Server) leadShards(cur *viewState, v wire.View, me int, prims []*primar
 func (s *Server) takeOver(cur *viewState, v wire.View, shard int) *primary {
 	pl := v.Shards[shard]
 	var notBefore time.Time
-	promoted := false
+	promoted, handBack := false, false
 	if cur != nil && cur.v.Shards[shard].Primary >= 0 && int(cur.v.Shards[shard].Secondary) == cur.me {
 		lastAck := s.fence(shard)
 		old := cur.v.Servers[cur.v.Shards[shard].Primary]
 		// A hand-back needs no wait: our link to the former primary, now
 		// our secondary, comes up only once it has applied this view and
 		// stopped serving the shard.
-		handBack := pl.Secondary >= 0 && v.Servers[pl.Secondary].ID == old.ID &&
+		handBack = pl.Secondary >= 0 && v.Servers[pl.Secondary].ID == old.ID &&
 			v.Servers[pl.Secondary].Incarnation == old.Incarnation
 		if !handBack && !formerPrimaryGone(v, old) {
 			notBefore = lastAck.Add(s.cfg.Timing.Lease + s.cfg.Timing.LeaseMargin)
@@ -249,7 +249,7 @@ func (s *Server) takeOver(cur *viewState, v wire.View, shard int) *primary {
 	}
 	p := newPrimary(s.penv, shard, s.tableFor(shard), base, notBefore)
 	p.jumped = promoted
-	if s.dur != nil && promoted {
+	if s.dur != nil && (promoted || handBack) {
 		// Our copy holds writes we applied as a secondary and logged
 		// lazily (written, not synced); the former primary may never
 		// have synced them. Serve (reads, and retries answered from
@@ -263,6 +263,16 @@ func (s *Server) takeOver(cur *viewState, v wire.View, shard int) *primary {
 		// server refuses writes, and acknowledged writes stay readable
 		// (TestDiskFullRefusesWrites: reads unavailable for good after
 		// a promotion on a full disk).
+		//
+		// A hand-back likewise: its base holds what we applied as the
+		// former primary's secondary, logged lazily, and after a late
+		// hand-back (the freeze lifted) writes that former primary never
+		// committed nor logged; it settles them against our base and logs
+		// them lazily too (handback.go). Served at once, our answer to a
+		// retry of such a write came from its dedup record while neither
+		// log had synced it, and a power cut lost it
+		// (TestReviewLateHandBackAckIsDurable). Its mark is at base (no
+		// LineageGap: the history goes on).
 		p.unsynced.Store(true)
 		synced := make(chan struct{})
 		s.dur.logPromotion(s, shard, base, func() { p.unsynced.Store(false); close(synced) })
