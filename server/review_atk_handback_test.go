@@ -1,13 +1,9 @@
 package server
 
 import (
-	"errors"
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
-	"ftkv/internal/wal"
 	"ftkv/wire"
 )
 
@@ -23,13 +19,8 @@ import (
 // "OK" from its dedup record, and then the machine loses power (every
 // byte not synced is gone). W must come back from one of the two logs.
 func TestReviewLateHandBackAckIsDurable(t *testing.T) {
-	fc := startFakeCoord(t)
-	ma, mb := wal.NewStrictMemFS(), wal.NewStrictMemFS()
-	fsA := func(c *Config) { c.walFS = ma; c.Logger = zerolog.Nop() }
-	fsB := func(c *Config) { c.walFS = mb; c.Logger = zerolog.Nop() }
-	dirs := []string{abandonedDir(t), abandonedDir(t)}
-	a, stopA := startDurableServer(t, fc, 0, dirs[0], "always", false, fsA)
-	b, stopB := startDurableServer(t, fc, 1, dirs[1], "always", false, fsB)
+	p := startPowerCut(t)
+	a, b := p.a, p.b
 	tm := a.cfg.Timing
 	// a's answers to b's link go through a proxy the test holds.
 	px := startHoldProxy(t, a.peer)
@@ -39,10 +30,7 @@ func TestReviewLateHandBackAckIsDurable(t *testing.T) {
 		Shards: []wire.Placement{{Primary: 1, Secondary: 0}, {Primary: 0, Secondary: 1}}}
 	pushView(t, v1, a, b)
 	keys := keysOf("atk-handback", 0, 2, 2)
-	cb := dialConn(t, b.client, false)
-	if ans, err := cb.doRetry(&wire.Frame{Op: wire.OpPut, Epoch: 1, Key: []byte(keys[0]), Value: []byte("warm")}, 10*time.Second); err != nil || ans.Status != wire.StatusOK {
-		t.Fatalf("warm-up put: %v %v", err, ans.Status)
-	}
+	mustPut(t, dialConn(t, b.client, false), 1, keys[0], "warm")
 
 	// The coordinator freezes shard 0 on b for the hand-back, and the
 	// view is late: the freeze lifts.
@@ -54,68 +42,32 @@ func TestReviewLateHandBackAckIsDurable(t *testing.T) {
 
 	// Every sync from now on is slow: nothing written after this point is
 	// on either disk until a sync started now has finished.
-	ma.SlowSyncs(5 * time.Second)
-	mb.SlowSyncs(5 * time.Second)
+	p.slowSyncs(5 * time.Second)
 	px.hold(true)
 	w := &wire.Frame{Op: wire.OpPut, Epoch: 1, Key: []byte(keys[1]), Value: []byte("W"), Client: 77, Seq: 1, Floor: 1}
 	cw := dialConn(t, b.client, false)
 	go func() { _, _ = cw.do(w, 10*time.Second) }() // b answers it "retry" at the hand-back
-	deadline := time.Now().Add(5 * time.Second)
-	for {
-		if _, ok := a.tableFor(0).get([]byte(keys[1])); ok {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the home server never applied W")
-		}
-		time.Sleep(time.Millisecond)
-	}
+	waitApplied(t, a, 0, keys[1])
 
 	// The hand-back view: a leads shard 0 again, b is its secondary.
 	v2 := wire.View{Epoch: 2, Servers: v1.Servers,
 		Shards: []wire.Placement{{Primary: 0, Secondary: 1}, {Primary: 0, Secondary: 1}}}
 	pushView(t, v2, a, b)
-	ca := dialConn(t, a.client, false)
 	retry := *w
 	retry.Epoch, retry.Flags = 2, wire.FlagRetry
 	// (A client retries an UNAVAILABLE answer, as bin/client does. A
 	// home server that waits for its log to sync may wait for two slow
 	// syncs: one already under way, then its own.)
-	var ans wire.Frame
-	var err error
-	for end := time.Now().Add(20 * time.Second); ; time.Sleep(5 * time.Millisecond) {
-		r := retry
-		ans, err = ca.do(&r, 10*time.Second)
-		if err != nil || ans.Status != wire.StatusUnavailable || time.Now().After(end) {
-			break
-		}
-	}
-	if err != nil || ans.Status != wire.StatusOK {
+	if ans, err := dialConn(t, a.client, false).doRetry(&retry, 20*time.Second); err != nil || ans.Status != wire.StatusOK {
 		t.Fatalf("retry of W at the home server after the hand-back: %v %v %s", err, ans.Status, ans.Value)
 	}
 	// The client now holds an acknowledgement of W. Power cut.
-	dead := errors.New("power cut")
-	ma.Crash()
-	mb.Crash()
-	ma.Fail(dead, dead)
-	mb.Fail(dead, dead)
-	stopA()
-	stopB()
+	a2, b2 := p.cut()
 	px.hold(false)
-	ma.Fail(nil, nil)
-	mb.Fail(nil, nil)
-	ma.SlowSyncs(0)
-	mb.SlowSyncs(0)
-	a2, _ := startDurableServer(t, fc, 0, dirs[0], "always", false, func(c *Config) { fsA(c); c.Incarnation = 2 })
-	b2, _ := startDurableServer(t, fc, 1, dirs[1], "always", false, func(c *Config) { fsB(c); c.Incarnation = 2 })
-	_, warmA := a2.tableFor(0).get([]byte(keys[0]))
-	_, warmB := b2.tableFor(0).get([]byte(keys[0]))
-	if !warmB {
+	if warmA, warmB := recovered(a2, b2, 0, keys[0]); !warmB {
 		t.Fatalf("control: the warm-up write (synced on b's log before the slow disk) not recovered (a: %v)", warmA)
 	}
-	_, inA := a2.tableFor(0).get([]byte(keys[1]))
-	_, inB := b2.tableFor(0).get([]byte(keys[1]))
-	if !inA && !inB {
+	if inA, inB := recovered(a2, b2, 0, keys[1]); !inA && !inB {
 		t.Fatalf("W was acknowledged (by the home server's dedup answer after the hand-back) but is in neither log after the power cut")
 	}
 }
