@@ -233,7 +233,15 @@ func (d *dedup) claimAt(now int64, origin uint32, client, seq, floor uint64, fla
 	if seq < s.forgot {
 		return nil, claimExpired
 	}
-	if s.n >= lim.MaxRecords || s.held >= maxHeldBytes {
+	// Beyond the bounds a write is refused, retryable: the client's floor
+	// rises as its oldest write is answered. That oldest write (at the
+	// floor) is never refused: refused, it would hold the floor below
+	// the records that make the count forever (100 gateway connections'
+	// SET k v NX GET on a 1 MiB key: 16 mismatches above a lower seq that
+	// arrived later refused every write of the gateway to that server
+	// until their deadline, TestDedupOldestWriteNeverRefused). It adds
+	// at most one record: once answered, the floor passes it.
+	if seq > s.floor && (s.n >= lim.MaxRecords || s.held >= maxHeldBytes) {
 		return nil, claimTooMany
 	}
 	o := &outcome{origin: origin}

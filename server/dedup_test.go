@@ -723,3 +723,58 @@ func TestDedupHeldTotalBounded(t *testing.T) {
 		t.Fatalf("after every session expired: %d bytes held, want 0", h)
 	}
 }
+
+// TestDedupOldestWriteNeverRefused: a client's floor is its oldest write
+// in flight, so a refusal "too many writes in flight" of that write
+// itself can never end: the floor cannot rise past it, and the records
+// above it that make the client's count (or held bytes) stay. Through a
+// real cluster, 100 gateway connections each sending SET k v NX GET on an
+// existing key of 1 MiB: the gateway's writes reached the server out of
+// seq order, 16 mismatches of 1 MiB filled the client's held bytes above
+// a lower seq that was refused, and every write of the gateway (all its
+// users share one client id) to that server was refused until the
+// deadline (74 of 100 answered CLUSTERDOWN, an unrelated SET of another
+// key waited 4.7 s). The write at the floor is let in; the others beyond
+// the bound are still refused.
+func TestDedupOldestWriteNeverRefused(t *testing.T) {
+	const mb = 1 << 20
+	d, _ := newTestDedup(SessionConfig{})
+	for seq := uint64(2); seq < 2+maxHeldBytes/mb; seq++ {
+		o, cl := d.claim(0, 7, seq, 1, 0)
+		if cl != claimNew {
+			t.Fatalf("seq %d: %v, want new", seq, cl)
+		}
+		o.value = make([]byte, mb)
+		d.hold(7, seq, o)
+		o.status = wire.StatusMismatch
+		o.done.Store(true)
+	}
+	next := uint64(2 + maxHeldBytes/mb)
+	if _, cl := d.claim(0, 7, next, 1, 0); cl != claimTooMany {
+		t.Fatalf("a write above the floor with %d MiB held: %v, want too many", maxHeldBytes/mb, cl)
+	}
+	// The client's oldest write (its floor: 1) arrives last, and again
+	// as a retry: the floor cannot rise before it is answered.
+	for try := 0; try < 3; try++ {
+		if _, cl := d.claim(0, 7, 1, 1, wire.FlagRetry); cl != claimNew && cl != claimInFlight {
+			t.Fatalf("attempt %d of the client's oldest write (seq 1 = its floor): %v, want it let in", try+1, cl)
+		}
+	}
+
+	// The same with the count of records (MaxRecords).
+	d, _ = newTestDedup(SessionConfig{MaxRecords: 4})
+	for seq := uint64(2); seq < 6; seq++ {
+		o, cl := d.claim(0, 9, seq, 1, 0)
+		if cl != claimNew {
+			t.Fatalf("seq %d: %v, want new", seq, cl)
+		}
+		o.status = wire.StatusOK
+		o.done.Store(true)
+	}
+	if _, cl := d.claim(0, 9, 6, 1, 0); cl != claimTooMany {
+		t.Fatalf("a fifth write above the floor with MaxRecords 4: %v, want too many", cl)
+	}
+	if _, cl := d.claim(0, 9, 1, 1, wire.FlagRetry); cl != claimNew {
+		t.Fatalf("the client's oldest write (seq 1 = its floor) with MaxRecords 4 held above it: %v, want new", cl)
+	}
+}
