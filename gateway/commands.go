@@ -140,14 +140,14 @@ func swapLoop(ctx context.Context, s *session, key []byte, next func(cur []byte,
 		if found {
 			expect = cur
 		}
-		done, now, err := s.cas(ctx, string(key), expect, v)
+		done, now, nowFound, err := s.cas(ctx, key, expect, v)
 		if err != nil {
 			return nil, false, false, err
 		}
 		if done {
 			return cur, found, true, nil
 		}
-		cur, found = now, now != nil
+		cur, found = now, nowFound
 		if err := ctx.Err(); err != nil {
 			return nil, false, false, err
 		}
@@ -201,14 +201,23 @@ func cmdSet(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte,
 		}
 		return appendNull(out, s.proto), nil
 	case nx:
-		swapped, cur, err := s.cas(ctx, string(key), nil, val)
-		switch {
-		case err != nil:
-			return out, err
-		case swapped:
-			return appendNull(out, s.proto), nil
+		for {
+			swapped, cur, found, err := s.cas(ctx, key, nil, val)
+			switch {
+			case err != nil:
+				return out, err
+			case swapped:
+				return appendNull(out, s.proto), nil
+			case found:
+				// The command did not set it: the value at a read where
+				// the key existed (where the command could not have).
+				return appendValue(out, cur, true, s.proto), nil
+			}
+			// Deleted between the swap and the read: again.
+			if err := ctx.Err(); err != nil {
+				return out, err
+			}
 		}
-		return appendValue(out, cur, true, s.proto), nil
 	case !xx && !get:
 		if err := st.Put(ctx, string(key), val); err != nil {
 			return out, err

@@ -204,18 +204,22 @@ func valueRead(v []byte, ok bool, err error) ([]byte, bool, error) {
 	return v, true, nil
 }
 
-// cas is the store's CompareAndSwapCurrent, whose answer on a mismatch
-// (the current value) is fetched within the fetch budget when the
-// session's values are large.
-func (s *session) cas(ctx context.Context, key string, old, new []byte) (bool, []byte, error) {
-	w := s.getEst
-	if !s.hold(w) {
-		return false, nil, errGone
+// cas swaps key from old to new (old nil: only if absent) and, on a
+// mismatch, reads the current value as a GET does, within the fetch
+// budget (found false: the key was absent at that read). The swap asks
+// for no current value: its answer came outside the budget (a new
+// connection's estimate is 64 bytes; 100 new connections' SET k v NX GET
+// of a 1 MiB key fetched 51 MiB at once, TestSetNXGetFetchesWithinTheBudget),
+// and each such mismatch left a record of its value on the server (16
+// MiB of them refused every write of the gateway's client there). The
+// read is a second round trip, on a mismatch only; a command that goes
+// on from the value read (swapLoop) compares against it, and one that
+// answers it answers a read at which the key held it.
+func (s *session) cas(ctx context.Context, key []byte, old, new []byte) (done bool, cur []byte, found bool, err error) {
+	done, err = s.g.cfg.Store.CompareAndSwap(ctx, string(key), old, new)
+	if err != nil || done {
+		return done, nil, false, err
 	}
-	done, cur, err := s.g.cfg.Store.CompareAndSwapCurrent(ctx, key, old, new)
-	s.unhold(w)
-	if err == nil && !done && cur != nil {
-		s.learnGet(len(cur) + 16)
-	}
-	return done, cur, err
+	cur, found, err = s.fetch(ctx, key)
+	return false, cur, found, err
 }

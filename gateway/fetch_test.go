@@ -7,8 +7,10 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -176,5 +178,95 @@ func TestSetNXFetchesNoCurrentValue(t *testing.T) {
 	}
 	if v := st.m["big"]; len(v) != maxValue {
 		t.Errorf("the key was overwritten: %d bytes", len(v))
+	}
+}
+
+// TestSetNXGetFetchesWithinTheBudget: SET k v NX GET of a key that holds
+// 1 MiB answers its value, fetched within the fetch budget as a GET's.
+// The compare-and-swap brought it back outside the budget (a new
+// connection's estimate is 64 bytes): 100 new connections at once made
+// the gateway fetch about 100 MiB (a review; through a real cluster each
+// such mismatch also left a record of 1 MiB on the server, and 16 of
+// them refused every write of the gateway's client to that server).
+func TestSetNXGetFetchesWithinTheBudget(t *testing.T) {
+	st := newMemStore()
+	big := make([]byte, maxValue)
+	big[0], big[maxValue-1] = 'b', 'e'
+	st.m["big"] = big
+	st.perMiB = 30 * time.Millisecond // (the commands arrive faster than the link drains)
+	g := start(t, st, func(c *Config) { c.Timeout = time.Minute })
+	const conns = 60
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nc, err := net.Dial("tcp", g.Addr())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer nc.Close()
+			_ = nc.SetDeadline(time.Now().Add(50 * time.Second))
+			if _, err := nc.Write([]byte(cmd("SET", "big", "y", "NX", "GET"))); err != nil {
+				t.Error(err)
+				return
+			}
+			want := "$1048576\r\n" + string(big) + "\r\n"
+			got, err := io.ReadAll(io.LimitReader(nc, int64(len(want))))
+			if err != nil || string(got) != want {
+				t.Errorf("SET NX GET of an existing key: %d bytes %v, want its value", len(got), err)
+			}
+		}()
+	}
+	wg.Wait()
+	peak := st.fetchPeak.Load()
+	t.Logf("values fetched at once: at most %d MiB", peak>>20)
+	if limit := int64(fetchBudget + maxValue); peak > limit {
+		t.Errorf("SET NX GET made the gateway fetch %d MiB of values at once, want at most fetchBudget and a value (%d MiB)", peak>>20, limit>>20)
+	}
+}
+
+// TestContendedSwapsReadAgain: INCRs of one counter from several
+// connections at once meet mismatches, each answered without the current
+// value and followed by a read (session.cas): every INCR is applied once
+// and the answers are 1..n, each once.
+func TestContendedSwapsReadAgain(t *testing.T) {
+	g := start(t, newMemStore(), func(c *Config) { c.Timeout = time.Minute })
+	const conns, each = 8, 150
+	seen := make([]atomic.Int32, conns*each+1)
+	var wg sync.WaitGroup
+	for range conns {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			nc, err := net.Dial("tcp", g.Addr())
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			defer nc.Close()
+			_ = nc.SetDeadline(time.Now().Add(50 * time.Second))
+			br := bufio.NewReader(nc)
+			for range each {
+				if _, err := nc.Write([]byte(cmd("INCR", "ctr"))); err != nil {
+					t.Error(err)
+					return
+				}
+				line, err := br.ReadString('\n')
+				n, perr := strconv.Atoi(strings.TrimSuffix(strings.TrimPrefix(line, ":"), "\r\n"))
+				if err != nil || perr != nil || n < 1 || n > conns*each {
+					t.Errorf("INCR answered %q %v", line, err)
+					return
+				}
+				seen[n].Add(1)
+			}
+		}()
+	}
+	wg.Wait()
+	for n := 1; n <= conns*each; n++ {
+		if c := seen[n].Load(); c != 1 {
+			t.Fatalf("INCR answer %d seen %d times, want once", n, c)
+		}
 	}
 }
