@@ -49,7 +49,12 @@ func put(c gnet.Conn, id, client, seq uint64, key, val string) *entry {
 
 func testPrimary(t *testing.T) (*primary, *leaseTracker) {
 	tm := timing.Default()
-	lt := newLeaseTracker(tm.Lease)
+	// A lease renewed once, here, for longer than any test runs: with
+	// tm.Lease (400 ms) a loaded machine's stall between this and a test's
+	// sequence calls lapsed it, and every write was refused "shard is
+	// changing hands; retry" (the tests lose the lease on purpose with
+	// releaseStuck an hour on).
+	lt := newLeaseTracker(time.Minute)
 	env := &primaryEnv{tm: tm, dd: newDedup(), coordLease: lt, noteIndex: func(int, uint64) {}, log: zerolog.Nop()}
 	p := newPrimary(env, 0, newTable(), 0, time.Time{})
 	t.Cleanup(func() {
