@@ -109,7 +109,7 @@ func TestClientPortAuthentication(t *testing.T) {
 			}
 		}
 		// The connection stays open and reads.
-		if ans, err := c.do(get, 5*time.Second); err != nil || ans.Status != wire.StatusNotFound {
+		if ans, err := c.doRetry(get, 5*time.Second); err != nil || ans.Status != wire.StatusNotFound {
 			t.Fatalf("GET as reader after refusals: %v %v %q", err, ans.Status, ans.Value)
 		}
 	})
@@ -120,10 +120,10 @@ func TestClientPortAuthentication(t *testing.T) {
 				t.Fatalf("HELLO as %s: %v %q", u, ans.Status, ans.Value)
 			}
 			val := []byte{'v', byte('0' + i)}
-			if ans, err := c.do(&wire.Frame{Op: wire.OpPut, Epoch: 1, Key: key, Value: val, Client: uint64(10 + i), Seq: 1, Floor: 1}, 5*time.Second); err != nil || ans.Status != wire.StatusOK {
+			if ans, err := c.doRetry(&wire.Frame{Op: wire.OpPut, Epoch: 1, Key: key, Value: val, Client: uint64(10 + i), Seq: 1, Floor: 1}, 5*time.Second); err != nil || ans.Status != wire.StatusOK {
 				t.Fatalf("PUT as %s: %v %v %q", u, err, ans.Status, ans.Value)
 			}
-			if ans, err := c.do(get, 5*time.Second); err != nil || ans.Status != wire.StatusOK || string(ans.Value) != string(val) {
+			if ans, err := c.doRetry(get, 5*time.Second); err != nil || ans.Status != wire.StatusOK || string(ans.Value) != string(val) {
 				t.Fatalf("GET as %s: %v %v %q", u, err, ans.Status, ans.Value)
 			}
 			if ans, err := c.do(&wire.Frame{Op: wire.OpHello, Key: []byte(u), Value: []byte(u + "-pw")}, 5*time.Second); err != nil || ans.Status != wire.StatusBadRequest {
@@ -147,11 +147,11 @@ func TestClientPortWithoutUsersAcceptsHello(t *testing.T) {
 		t.Fatalf("HELLO without users: %v %q", ans.Status, ans.Value)
 	}
 	key := []byte(keysOf("noauth", 0, 2, 1)[0])
-	if ans, err := c.do(&wire.Frame{Op: wire.OpPut, Epoch: 1, Key: key, Value: []byte("v"), Client: 3, Seq: 1, Floor: 1}, 5*time.Second); err != nil || ans.Status != wire.StatusOK {
+	if ans, err := c.doRetry(&wire.Frame{Op: wire.OpPut, Epoch: 1, Key: key, Value: []byte("v"), Client: 3, Seq: 1, Floor: 1}, 5*time.Second); err != nil || ans.Status != wire.StatusOK {
 		t.Fatalf("PUT: %v %v %q", err, ans.Status, ans.Value)
 	}
 	raw := dialConn(t, a.client, false)
-	if ans, err := raw.do(&wire.Frame{Op: wire.OpGet, Epoch: 1, Key: key}, 5*time.Second); err != nil || ans.Status != wire.StatusOK {
+	if ans, err := raw.doRetry(&wire.Frame{Op: wire.OpGet, Epoch: 1, Key: key}, 5*time.Second); err != nil || ans.Status != wire.StatusOK {
 		t.Fatalf("GET without HELLO: %v %v %q", err, ans.Status, ans.Value)
 	}
 }

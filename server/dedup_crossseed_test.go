@@ -139,7 +139,7 @@ func TestSeedCarriesOnlyItsShardsOutcomes(t *testing.T) {
 	if ans.Status != wire.StatusOK {
 		t.Fatalf("retry: %v %s", ans.Status, ans.Value)
 	}
-	got, err := dialConn(t, b2.client, false).do(&wire.Frame{Op: wire.OpGet, Key: []byte(k1[3])}, 10*time.Second)
+	got, err := dialConn(t, b2.client, false).doRetry(&wire.Frame{Op: wire.OpGet, Key: []byte(k1[3])}, 10*time.Second)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,7 +74,7 @@ func TestMismatchRecordsHoldBoundedAcrossClients(t *testing.T) {
 	// value (or answered from its record, had it been kept), never
 	// refused as forgotten.
 	k := []byte(keysOf("pinned", 0, 2, 1)[0])
-	ans, err := cn.do(&wire.Frame{Op: wire.OpCAS, Key: k, Value: []byte("new"), Aux: []byte("not it"), Flags: wire.FlagOldPresent | wire.FlagRetry,
+	ans, err := cn.doRetry(&wire.Frame{Op: wire.OpCAS, Key: k, Value: []byte("new"), Aux: []byte("not it"), Flags: wire.FlagOldPresent | wire.FlagRetry,
 		Client: 1000 + rounds, Seq: rounds, Floor: 1}, 10*time.Second)
 	if err != nil || ans.Status != wire.StatusMismatch || !bytes.Equal(ans.Value, bytes.Repeat([]byte{byte(rounds % 256)}, 1<<20)) {
 		t.Fatalf("a retry of the last client's compare-and-swap: %v %v (%d bytes); want MISMATCH and the key's value", err, ans.Status, len(ans.Value))

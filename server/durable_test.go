@@ -227,7 +227,9 @@ func TestFullReseedClearsRecoveredCopy(t *testing.T) {
 	put := func(srv *testServer, k, val string, op wire.Op) {
 		t.Helper()
 		cn := dialConn(t, srv.client, false)
-		ans, err := cn.do(&wire.Frame{Op: op, Key: []byte(k), Value: []byte(val)}, 10*time.Second)
+		// UNAVAILABLE is retried, as a client does: a leads alone on its
+		// coordinator's lease, which a loaded machine may let lapse.
+		ans, err := cn.write(&wire.Frame{Op: op, Key: []byte(k), Value: []byte(val)}, 10*time.Second)
 		if err != nil || ans.Status != wire.StatusOK {
 			t.Fatalf("%v %s: %v %v %s", op, k, err, ans.Status, ans.Value)
 		}

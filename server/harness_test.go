@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -158,7 +159,15 @@ type conn struct {
 	nc   net.Conn
 	br   *bufio.Reader
 	next uint64
+
+	client, seq uint64 // write's client id (0: not yet) and its last sequence number
 }
+
+// testClients numbers the client ids write stamps: above every id a test
+// writes itself.
+var testClients atomic.Uint64
+
+func init() { testClients.Store(1 << 40) }
 
 func dialConn(t *testing.T, addr string, hello bool) *conn {
 	t.Helper()
@@ -176,9 +185,11 @@ func dialConn(t *testing.T, addr string, hello bool) *conn {
 	return c
 }
 
-// do sends f and waits up to d for its answer.
 // doRetry is do, sent again while the answer is UNAVAILABLE (a lease
 // lapsing under a loaded machine's stalls), within d, as a client retries.
+// A write sent again must carry a client id and sequence number (write
+// stamps them), or a retry of one the primary applied before it lost its
+// lease applies it twice.
 func (c *conn) doRetry(f *wire.Frame, d time.Duration) (wire.Frame, error) {
 	deadline := time.Now().Add(d)
 	for {
@@ -190,6 +201,20 @@ func (c *conn) doRetry(f *wire.Frame, d time.Duration) (wire.Frame, error) {
 	}
 }
 
+// write sends the write f as a client does: stamped with this
+// connection's client id and its next sequence number (its floor: the
+// writes before have their answers), and sent again with both while the
+// answer is UNAVAILABLE, so that it applies once (doRetry).
+func (c *conn) write(f *wire.Frame, d time.Duration) (wire.Frame, error) {
+	if c.client == 0 {
+		c.client = testClients.Add(1)
+	}
+	c.seq++
+	f.Client, f.Seq, f.Floor = c.client, c.seq, c.seq
+	return c.doRetry(f, d)
+}
+
+// do sends f and waits up to d for its answer.
 func (c *conn) do(f *wire.Frame, d time.Duration) (wire.Frame, error) {
 	c.next++
 	f.ID = c.next

@@ -101,7 +101,10 @@ func TestKill9RecoversAcknowledgedWrites(t *testing.T) {
 				default:
 					f.Value = []byte(nv)
 				}
-				ans, err := cn.do(f, 5*time.Second)
+				// UNAVAILABLE (a lease lapsing under the load) is retried
+				// with the same sequence number, as a client does: only
+				// the kill ends a writer.
+				ans, err := cn.doRetry(f, 5*time.Second)
 				mu.Lock()
 				o := ledger[k]
 				if o == nil {
@@ -167,7 +170,7 @@ func TestKill9RecoversAcknowledgedWrites(t *testing.T) {
 	}
 	cns := []*conn{dialConn(t, a.client, false), dialConn(t, b.client, false)}
 	for k := range ledger {
-		ans, err := cns[shardOf(k, 2)].do(&wire.Frame{Op: wire.OpGet, Key: []byte(k)}, 5*time.Second)
+		ans, err := cns[shardOf(k, 2)].doRetry(&wire.Frame{Op: wire.OpGet, Key: []byte(k)}, 5*time.Second)
 		if err != nil || (ans.Status != wire.StatusOK && ans.Status != wire.StatusNotFound) {
 			t.Fatalf("get %s: %v %v %s", k, err, ans.Status, ans.Value)
 		}

@@ -98,7 +98,7 @@ func TestSecondaryAddedWhileAloneWriteCommits(t *testing.T) {
 	})
 	keys := keysOf("race", 0, 2, 3)
 	put := func(cn *conn, k string) error {
-		ans, err := cn.do(&wire.Frame{Op: wire.OpPut, Key: []byte(k), Value: []byte("v-" + k)}, 5*time.Second)
+		ans, err := cn.write(&wire.Frame{Op: wire.OpPut, Key: []byte(k), Value: []byte("v-" + k)}, 10*time.Second)
 		if err == nil && ans.Status != wire.StatusOK {
 			t.Errorf("put %s: %v %s", k, ans.Status, ans.Value)
 		}

@@ -41,7 +41,7 @@ func logDamagedInTheMiddle(t *testing.T, segment int64) {
 	for i := range 400 {
 		f := &wire.Frame{Op: wire.OpPut, Client: 7, Seq: uint64(i + 1), Floor: uint64(i + 1), Key: []byte(keys[i%len(keys)]),
 			Value: []byte(fmt.Sprintf("value-%04d-%s", i, make([]byte, 40)))}
-		if ans, err := cn.do(f, 10*time.Second); err != nil || ans.Status != wire.StatusOK {
+		if ans, err := cn.doRetry(f, 10*time.Second); err != nil || ans.Status != wire.StatusOK { // (UNAVAILABLE retried, as a client does)
 			t.Fatalf("put %d: %v %v", i, err, ans.Status)
 		}
 	}

@@ -36,7 +36,7 @@ func TestMetricsCountLogSyncs(t *testing.T) {
 		Shards: []wire.Placement{{Primary: 0, Secondary: -1}}}, a)
 	cn := dialConn(t, a.client, false)
 	for i := range 5 {
-		ans, err := cn.doRetry(&wire.Frame{Op: wire.OpPut, Key: []byte(itoa(i)), Value: []byte("v")}, 10*time.Second)
+		ans, err := cn.write(&wire.Frame{Op: wire.OpPut, Key: []byte(itoa(i)), Value: []byte("v")}, 10*time.Second)
 		if err != nil || ans.Status != wire.StatusOK {
 			t.Fatalf("put: %v %v %s", err, ans.Status, ans.Value)
 		}
