@@ -328,7 +328,18 @@ func fakeStopped(t *testing.T, victim *fakeProc, dump func() (wire.Status, strin
 // ShutdownWait, the dump left half written and the stop failed.
 func TestStopWaitsForADumpThatHeartbeats(t *testing.T) {
 	c := testCoordinator(t)
-	c.opts.Timing = timing.New(20 * time.Millisecond) // ShutdownWait 200ms
+	// ShutdownWait 500 ms, the dump 1.5 s; a silence of 500 ms (not the
+	// derived 2 x 50 ms) is a stopped or hung server. The test's
+	// heartbeats (every 5 ms) must never be that late: at -t 20ms the
+	// silence was 40 ms, and a loaded machine (make test's -race run on
+	// 2 CPUs) that holds up this process that long had the heartbeating
+	// victim killed as silent. A whole dump of 3 x that silence still
+	// needs the heartbeats to be waited for.
+	c.opts.Timing = timing.New(50 * time.Millisecond)
+	c.opts.Timing.StopSilence = c.opts.Timing.ShutdownWait
+	if err := c.opts.Timing.Validate(); err != nil {
+		t.Fatal(err)
+	}
 	victim := &fakeProc{done: make(chan struct{})}
 	nd := c.nodes[1]
 	stop := make(chan struct{})
