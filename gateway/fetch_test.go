@@ -152,19 +152,8 @@ func TestSetNXFetchesNoCurrentValue(t *testing.T) {
 				}
 				return
 			}
-			nc, err := net.Dial("tcp", g.Addr())
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer nc.Close()
-			_ = nc.SetDeadline(time.Now().Add(30 * time.Second))
-			if _, err := nc.Write([]byte(cmd("SETNX", "big", "x") + cmd("SET", "big", "y", "NX"))); err != nil {
-				t.Error(err)
-				return
-			}
 			want := ":0\r\n$-1\r\n"
-			got, err := io.ReadAll(io.LimitReader(nc, int64(len(want))))
+			got, err := ask(g.Addr(), cmd("SETNX", "big", "x")+cmd("SET", "big", "y", "NX"), len(want), 30*time.Second)
 			if err != nil || string(got) != want {
 				t.Errorf("SETNX and SET NX of an existing key: %q %v, want %q", got, err, want)
 			}
@@ -201,19 +190,8 @@ func TestSetNXGetFetchesWithinTheBudget(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			nc, err := net.Dial("tcp", g.Addr())
-			if err != nil {
-				t.Error(err)
-				return
-			}
-			defer nc.Close()
-			_ = nc.SetDeadline(time.Now().Add(50 * time.Second))
-			if _, err := nc.Write([]byte(cmd("SET", "big", "y", "NX", "GET"))); err != nil {
-				t.Error(err)
-				return
-			}
 			want := "$1048576\r\n" + string(big) + "\r\n"
-			got, err := io.ReadAll(io.LimitReader(nc, int64(len(want))))
+			got, err := ask(g.Addr(), cmd("SET", "big", "y", "NX", "GET"), len(want), 50*time.Second)
 			if err != nil || string(got) != want {
 				t.Errorf("SET NX GET of an existing key: %d bytes %v, want its value", len(got), err)
 			}
@@ -269,4 +247,21 @@ func TestContendedSwapsReadAgain(t *testing.T) {
 			t.Fatalf("INCR answer %d seen %d times, want once", n, c)
 		}
 	}
+}
+
+// ask sends in on a new connection and reads n bytes of answers, within
+// d (safe in any goroutine: errors are returned).
+func ask(addr, in string, n int, d time.Duration) ([]byte, error) {
+	nc, err := net.Dial("tcp", addr)
+	if err != nil {
+		return nil, err
+	}
+	defer nc.Close()
+	_ = nc.SetDeadline(time.Now().Add(d))
+	if _, err := io.WriteString(nc, in); err != nil {
+		return nil, err
+	}
+	got := make([]byte, n)
+	k, err := io.ReadFull(nc, got)
+	return got[:k], err
 }
