@@ -322,3 +322,38 @@ func TestNoRestoreFromAStaleCopy(t *testing.T) {
 		t.Errorf("current copies %v: shard 1's should stay server 2's", got)
 	}
 }
+
+// TestStaleLinkReportSparesJoinedSecondary: member 0's last heartbeat
+// reported its link to member 2, then shard 2's secondary, down for long
+// (member 2 was frozen). Member 2 was dropped, resumed and joins shard 2
+// again (rule 4b); member 0 applies the join's view (its push is
+// answered) before its next heartbeat. That report is older than the
+// view that gave member 0 this secondary again: it must not fail (nor
+// drop) member 2. Before, it did (an e2e run: the re-joined member was
+// dropped right after its re-seeding, and joined again 5 s later).
+func TestStaleLinkReportSparesJoinedSecondary(t *testing.T) {
+	h := joinHarness(t)
+	h.beat(1, 2)
+	h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: 0, Incarnation: 1, Epoch: 4},
+		Links: []Link{{Shard: 2, Secondary: 2, Incarnation: 1, DownFor: 3 * simFT}}})
+	nv := mustPublish(t, h.step(PushResult{ID: 0, Inc: 1, Epoch: 5, OK: true}))
+	if nv.Shards[2] != pl(0, 2) || nv.Servers[2].State != wire.StateReseeding {
+		t.Fatalf("join view: %v %v", nv.Shards, states(nv))
+	}
+	ask, ok := find[AskSeed](h.step(Published{}))
+	if !ok {
+		t.Fatal("no AskSeed for the join")
+	}
+	for i := range 3 {
+		h.step(PushResult{ID: i, Inc: 1, Epoch: nv.Epoch, OK: true})
+	}
+	h.beat(1, 2)
+	if acts := h.tick(simFT / 10); count[Publish](acts)+count[Kill](acts) != 0 {
+		p, _ := find[Publish](acts)
+		t.Fatalf("a report older than the join acted on the joined member: %s %v %v", p.Detail, p.View.Shards, states(p.View))
+	}
+	nv = mustPublish(t, h.step(SeedResult{ID: 2, Inc: 1, Shard: 2, Epoch: ask.Epoch, OK: true}))
+	if nv.Shards[2] != pl(0, 2) || nv.Servers[2].State != wire.StateServing {
+		t.Fatalf("after the re-seeding: %v %v", nv.Shards, states(nv))
+	}
+}

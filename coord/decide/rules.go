@@ -374,6 +374,15 @@ func (c *Core) stalledLinks(v wire.View, suspect func(int) bool, anyEpoch bool, 
 			if nd.linksEp != v.Epoch && !anyEpoch && v.Servers[sec].State != wire.StateReseeding {
 				continue
 			}
+			if at := c.nodes[sec].seedAt[l.Shard]; nd.linksEp < at && nd.Confirmed >= at {
+				// Made before the view that gave p this secondary
+				// (again: dropped, it joined back), which p has applied
+				// since: the report is of the link before. (An e2e run:
+				// a member frozen, dropped, resumed and joined again was
+				// dropped right after its re-seeding on its primary's
+				// last report from the freeze.)
+				continue
+			}
 			fn(l.Shard, sec, l.DownFor)
 		}
 	}
