@@ -117,9 +117,9 @@ func StatusJSON(st *client.ClusterStatus) string {
 	return string(b)
 }
 
-// Fatalf fails the test with the message followed by the current status as
-// JSON (the coordinator's stderr and the log's tail follow from Start's
-// cleanup).
+// Fatalf fails the test with the message followed by the logs' last
+// events and the current status as JSON (the coordinator's stderr and the
+// log's tail follow from Start's cleanup).
 func (c *Cluster) Fatalf(t testing.TB, format string, args ...any) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -129,8 +129,11 @@ func (c *Cluster) Fatalf(t testing.TB, format string, args ...any) {
 	if err != nil {
 		js = fmt.Sprintf("(status: %v)", err)
 	}
-	t.Fatalf("%s\nstatus now:\n%s", fmt.Sprintf(format, args...), js)
+	t.Fatalf("%s\nthe logs' last events:\n%s\nstatus now:\n%s", fmt.Sprintf(format, args...), c.Events(eventsShown), js)
 }
+
+// eventsShown is how many of the logs' last events a failure prints.
+const eventsShown = 80
 
 func server(t testing.TB, st *client.ClusterStatus, id int) client.ServerStatus {
 	t.Helper()
@@ -430,7 +433,7 @@ func (c *Cluster) WaitFor(t testing.TB, timeout time.Duration, what string, cond
 	t.Helper()
 	st, err := c.Poll(timeout, 20*time.Millisecond, cond)
 	if err != nil {
-		t.Fatalf("no %s: %v\nlast status:\n%s", what, err, StatusJSON(st))
+		t.Fatalf("no %s: %v\nthe logs' last events:\n%s\nlast status:\n%s", what, err, c.Events(eventsShown), StatusJSON(st))
 	}
 	return st
 }
