@@ -35,6 +35,16 @@ type memStore struct {
 	link      sync.Mutex
 	fetching  atomic.Int64
 	fetchPeak atomic.Int64
+	// casCurrent counts the bytes of current values compare-and-swaps
+	// brought back on a mismatch (each left a record of that size on a
+	// real server).
+	casCurrent atomic.Int64
+	// readers, when set with allRead, holds the first readers Gets, once
+	// they have read, until that many have: requests that all read
+	// before any of them writes.
+	readers int64
+	arrived atomic.Int64
+	allRead chan struct{}
 }
 
 // transfer models the return of value v over the shared link (perMiB).
@@ -70,6 +80,15 @@ func (s *memStore) get(key string, limit int) ([]byte, error) {
 	fail := s.fail
 	v, ok := s.m[key]
 	s.mu.Unlock()
+	if s.readers > 0 {
+		n := s.arrived.Add(1)
+		if n == s.readers {
+			close(s.allRead)
+		}
+		if n <= s.readers {
+			<-s.allRead
+		}
+	}
 	if fail != nil {
 		return nil, fail
 	}
@@ -134,6 +153,7 @@ func (s *memStore) CompareAndSwapCurrent(ctx context.Context, key string, old, n
 	swapped, cur, err := s.casLocked(key, old, new)
 	s.mu.Unlock()
 	if cur != nil {
+		s.casCurrent.Add(int64(len(cur)))
 		s.transfer(cur) // the current value comes back over the link, as a Get's does
 	}
 	return swapped, cur, err

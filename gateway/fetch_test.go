@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bufio"
+	"fmt"
 	"ftkv/internal/connlimit"
 	"ftkv/limits"
 	"io"
@@ -264,4 +265,58 @@ func ask(addr, in string, n int, d time.Duration) ([]byte, error) {
 	got := make([]byte, n)
 	k, err := io.ReadFull(nc, got)
 	return got[:k], err
+}
+
+// TestContendedIfMatchReadsAgain: HTTP PUTs of 64 KiB with If-Match naming
+// the current ETag of a key that holds 1 MiB, all at once: one writes
+// (204), the others fail their precondition (412), as they must. A PUT
+// whose compare-and-swap lost the race took the current value from its
+// answer: the winner's value back to the gateway each (up to 1 MiB), and
+// a record of that size left on the server, where every gateway
+// connection shares one client's bound. Now it asks for no current value
+// and reads the key again.
+func TestContendedIfMatchReadsAgain(t *testing.T) {
+	st := newMemStore()
+	st.m["big"] = make([]byte, maxValue)
+	const puts, size = 20, 64 << 10
+	st.readers, st.allRead = puts, make(chan struct{}) // (every PUT reads the key before any swaps)
+	g := start(t, st, func(c *Config) { c.Timeout = time.Minute; c.HTTP = "127.0.0.1:0" })
+	tag := etag(st.m["big"])
+	var wrote, failed atomic.Int64
+	var wg sync.WaitGroup
+	for i := range puts {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			body := strings.Repeat("v", size-8) + fmt.Sprintf("%08d", i)
+			req, _ := http.NewRequest(http.MethodPut, "http://"+g.HTTPAddr()+"/v1/kv/big", strings.NewReader(body))
+			req.Header.Set("If-Match", tag)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			switch resp.StatusCode {
+			case http.StatusNoContent:
+				wrote.Add(1)
+			case http.StatusPreconditionFailed:
+				failed.Add(1)
+			default:
+				t.Errorf("PUT If-Match: %s", resp.Status)
+			}
+		}()
+	}
+	wg.Wait()
+	t.Logf("%d written, %d failed their precondition; compare-and-swaps brought back %d KiB of current values", wrote.Load(), failed.Load(), st.casCurrent.Load()>>10)
+	if wrote.Load() != 1 || failed.Load() != puts-1 {
+		t.Errorf("%d PUTs written and %d failed, want 1 and %d", wrote.Load(), failed.Load(), puts-1)
+	}
+	if n := st.casCurrent.Load(); n > 0 {
+		t.Errorf("the compare-and-swaps that lost brought back %d KiB of current values, want none", n>>10)
+	}
+	v := st.m["big"]
+	if n, err := strconv.Atoi(string(v[max(len(v)-8, 0):])); len(v) != size || err != nil || n < 0 || n >= puts {
+		t.Errorf("the key holds %d bytes ending %q, want one PUT's body", len(v), v[max(len(v)-8, 0):])
+	}
 }

@@ -30,7 +30,6 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 	Append(ctx context.Context, key string, value []byte) error
 	CompareAndSwap(ctx context.Context, key string, old, new []byte) (bool, error)
-	CompareAndSwapCurrent(ctx context.Context, key string, old, new []byte) (bool, []byte, error)
 	Batch(ctx context.Context, ops []client.BatchOp) error
 	Status(ctx context.Context) (*status.Cluster, error)
 }

@@ -425,27 +425,28 @@ func (g *Gateway) put(ctx context.Context, r *http.Request, key string, body []b
 	case ifMatch == "":
 		return http.StatusNoContent, st.Put(ctx, key, body)
 	}
-	matches := func(v []byte) bool { return tagsMatch(ifMatch, etag(v)) }
-	cur, err := st.Get(ctx, key)
-	found := err == nil
-	if err != nil && !errors.Is(err, client.ErrNotFound) {
-		return 0, err
-	}
+	// A swap that lost to another write reads the value again: one that
+	// brought the value back in its answer would leave a record of that
+	// size on the server, where every gateway connection shares one
+	// client's bound.
 	for {
-		if !found || !matches(cur) {
+		cur, err := st.Get(ctx, key)
+		if errors.Is(err, client.ErrNotFound) || err == nil && !tagsMatch(ifMatch, etag(cur)) {
 			return http.StatusPreconditionFailed, nil
 		}
-		if cur == nil {
-			cur = []byte{}
+		if err != nil {
+			return 0, err
 		}
-		ok, now, err := st.CompareAndSwapCurrent(ctx, key, cur, body)
+		if cur == nil {
+			cur = []byte{} // (present and empty: nil would mean absent)
+		}
+		ok, err := st.CompareAndSwap(ctx, key, cur, body)
 		if err != nil {
 			return 0, err
 		}
 		if ok {
 			return http.StatusNoContent, nil
 		}
-		cur, found = now, now != nil
 	}
 }
 
