@@ -46,7 +46,10 @@ func TestReviewLateHandBackAckIsDurable(t *testing.T) {
 	px.hold(true)
 	w := &wire.Frame{Op: wire.OpPut, Epoch: 1, Key: []byte(keys[1]), Value: []byte("W"), Client: 77, Seq: 1, Floor: 1}
 	cw := dialConn(t, b.client, false)
-	go func() { _, _ = cw.do(w, 10*time.Second) }() // b answers it "retry" at the hand-back
+	// b answers it "retry" at the hand-back; before, a lease that lapsed
+	// on a loaded machine has it refused (sent again, as a client does:
+	// its client id and sequence number make it apply once).
+	go func() { _, _ = cw.doRetry(w, 10*time.Second) }()
 	waitApplied(t, a, 0, keys[1])
 
 	// The hand-back view: a leads shard 0 again, b is its secondary.

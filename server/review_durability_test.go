@@ -211,7 +211,9 @@ func newScene(t *testing.T, duringPerShard, valueSize int, fresh bool) *resyncSc
 		// UNAVAILABLE (a lease renewed late on a loaded machine) is
 		// retried with the same client and sequence number, as a client
 		// does: a write applied before the lease lapsed applies once.
-		ans, err := cn.write(&wire.Frame{Op: op, Key: []byte(k), Value: []byte(val)}, 10*time.Second)
+		// (Within 30 s: the server package running beside the e2e suite
+		// under -race saw 10 s without an answer, and 10 s of lapses.)
+		ans, err := cn.write(&wire.Frame{Op: op, Key: []byte(k), Value: []byte(val)}, 30*time.Second)
 		if err != nil || ans.Status != wire.StatusOK {
 			t.Fatalf("%v %s on server %d: %v %v %s", op, k, srv.cfg.ID, err, ans.Status, ans.Value)
 		}
