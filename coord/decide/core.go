@@ -368,7 +368,7 @@ func (c *Core) published(e Published, out []Action) []Action {
 		}
 		nd.State = Reseeding
 		nd.seedWait = append(nd.seedWait, p.shard)
-		out = append(out, nd.askSeed(c.view, p.shard))
+		out = append(out, nd.askSeed(c.view, p.shard, c.now))
 	case kindUnjoin:
 		nd := c.nodes[p.node]
 		nd.unjoin = nil
@@ -435,7 +435,7 @@ func (c *Core) seedResult(e SeedResult, out []Action) []Action {
 	}
 	st := c.state(nd)
 	k := slices.Index(nd.seedWait, e.Shard)
-	if *st != Reseeding || k < 0 || (e.Epoch != 0 && e.Epoch != nd.seedAt[e.Shard]) {
+	if *st != Reseeding || k < 0 || (e.Epoch != 0 && e.Epoch != nd.seedAt[e.Shard].Epoch) {
 		// (An outcome of an earlier re-seeding of that shard, a join
 		// dropped and tried again: a late failure must not end this one.)
 		return out

@@ -444,12 +444,13 @@ func TestLinkDownFailsSecondary(t *testing.T) { // hole 9
 		// (its writes wait meanwhile) and reports the link at the epoch
 		// before. A review: each re-seeding of a secondary cut off from
 		// its primary held the shard's writes for 6 s of an 8 s cut.
+		// (Member 0 counts the link down from when it was given member
+		// 1: the reports count once that is past LinkStall.)
 		h, v := reseedingSecondary(t)
-		before := v.Epoch - 1
-		h.beat(1, 2)
-		h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: 0, Incarnation: 1, Epoch: before},
-			Links: []Link{{Shard: 0, Secondary: 1, Incarnation: 2, DownFor: 2*simFT + 1}}})
-		acts := h.tick(simFT / 10)
+		acts := stallUntilPublished(h, []int{1, 2}, func(down time.Duration) {
+			h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: 0, Incarnation: 1, Epoch: v.Epoch - 1},
+				Links: []Link{{Shard: 0, Secondary: 1, Incarnation: 2, DownFor: down}}})
+		})
 		nv := mustPublish(t, acts)
 		if p, _ := find[Publish](acts); !strings.HasPrefix(p.Detail, "server 1: the primary of shard 0 cannot replicate to it") {
 			t.Fatalf("cause %q", p.Detail)
@@ -480,6 +481,23 @@ func TestLinkDownFailsSecondary(t *testing.T) { // hole 9
 			}
 		}
 	})
+}
+
+// stallUntilPublished has member 0 report, with report, a link down
+// since now, with heartbeats of members beating and ticks of a tenth of
+// the failure timeout, until a tick publishes (within LinkStall and two
+// failure timeouts) or not, and returns that tick's actions.
+func stallUntilPublished(h *harness, beating []int, report func(down time.Duration)) []Action {
+	h.t.Helper()
+	start := h.now
+	for {
+		h.beat(beating...)
+		report(h.now.Sub(start))
+		acts := h.tick(simFT / 10)
+		if count[Publish](acts) != 0 || h.now.Sub(start) > h.c.cfg.LinkStall+2*simFT {
+			return acts
+		}
+	}
 }
 
 // reseedingSecondary is a harness where member 1, failed and respawned
@@ -553,10 +571,8 @@ func dropUnreachable(t *testing.T, older bool, link func(h *harness, d time.Dura
 		// (Member 0 refuses the view that names member 1: it never
 		// confirms it, and reports at the epoch before.)
 		h.step(Published{})
-		h.beat(1)
-		h.tick(simFT / 10) // (a tick long after the previous one judges nothing)
-		link(h, 3*simFT, h.c.view.Epoch-1)
-		v = mustPublish(t, h.tick(simFT/10))
+		before := h.c.view.Epoch - 1
+		v = mustPublish(t, stallUntilPublished(h, []int{1}, func(down time.Duration) { link(h, down, before) }))
 		if v.Shards[0].Secondary != -1 {
 			t.Fatalf("not dropped again: %v", v.Shards)
 		}

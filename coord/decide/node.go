@@ -65,15 +65,15 @@ type Node struct {
 	Failures  int  // respawns in a row that failed
 	served    bool // incarnation Inc has served (its failure respawns at once)
 
-	pushAt   time.Time      // no push before (a push in flight or failed)
-	links    []Link         // link reports of the last heartbeat
-	linksEp  uint64         // the epoch those reports were made in
-	seedWait []int          // shards whose re-seed outcome is awaited
-	seedAt   map[int]uint64 // shard -> the epoch of the view that asked for its re-seed outcome
-	unjoin   []int          // shards it joined (rule 4b) whose re-seeding failed: it is dropped as their secondary
-	joinAt   time.Time      // no join (rule 4b) before
-	joinFail int            // joins in a row that failed or were dropped (the back-off doubles with each, up to 8 × RespawnMax)
-	prev     NodeState      // state before a failover not yet published
+	pushAt   time.Time        // no push before (a push in flight or failed)
+	links    []Link           // link reports of the last heartbeat
+	linksEp  uint64           // the epoch those reports were made in
+	seedWait []int            // shards whose re-seed outcome is awaited
+	seedAt   map[int]seedView // shard -> the view that asked for its re-seed outcome
+	unjoin   []int            // shards it joined (rule 4b) whose re-seeding failed: it is dropped as their secondary
+	joinAt   time.Time        // no join (rule 4b) before
+	joinFail int              // joins in a row that failed or were dropped (the back-off doubles with each, up to 8 × RespawnMax)
+	prev     NodeState        // state before a failover not yet published
 	// inherited: New found it re-seeding, or respawned since the view
 	// (a re-seeding or respawn of the previous leader's, its outcome
 	// unknown here): the failover that replaces it says so.
@@ -90,13 +90,22 @@ func (nd *Node) joinFailed(now time.Time, base time.Duration) {
 	nd.joinFail++
 }
 
-// askSeed records that nd's re-seeding of shard, asked for by view v,
-// is awaited, and returns the action that asks for its outcome.
-func (nd *Node) askSeed(v wire.View, shard int) AskSeed {
+// seedView is the view that asked for a re-seeding's outcome: its epoch,
+// and when it was published here (or taken over by this leader). The
+// shard's primary was given this secondary by that view, no earlier.
+type seedView struct {
+	Epoch uint64
+	At    time.Time
+}
+
+// askSeed records that nd's re-seeding of shard, asked for by view v
+// (published at now), is awaited, and returns the action that asks for
+// its outcome.
+func (nd *Node) askSeed(v wire.View, shard int, now time.Time) AskSeed {
 	if nd.seedAt == nil {
-		nd.seedAt = map[int]uint64{}
+		nd.seedAt = map[int]seedView{}
 	}
-	nd.seedAt[shard] = v.Epoch
+	nd.seedAt[shard] = seedView{Epoch: v.Epoch, At: now}
 	pl := v.Shards[shard]
 	return AskSeed{ID: nd.ID, Inc: nd.Inc, Shard: shard, Primary: int(pl.Primary), PrimaryInc: v.Servers[pl.Primary].Incarnation, Epoch: v.Epoch}
 }

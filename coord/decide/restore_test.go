@@ -1,6 +1,7 @@
 package decide
 
 import (
+	"fmt"
 	"reflect"
 	"testing"
 	"time"
@@ -326,12 +327,76 @@ func TestNoRestoreFromAStaleCopy(t *testing.T) {
 // TestStaleLinkReportSparesJoinedSecondary: member 0's last heartbeat
 // reported its link to member 2, then shard 2's secondary, down for long
 // (member 2 was frozen). Member 2 was dropped, resumed and joins shard 2
-// again (rule 4b); member 0 applies the join's view (its push is
-// answered) before its next heartbeat. That report is older than the
-// view that gave member 0 this secondary again: it must not fail (nor
-// drop) member 2. Before, it did (an e2e run: the re-joined member was
-// dropped right after its re-seeding, and joined again 5 s later).
+// again (rule 4b). That report is older than the view that gave member 0
+// this secondary again: it must not fail (nor drop) member 2, whether
+// member 0 has applied the join's view (its push answered) before the
+// coordinator's next tick or not yet (it is still connecting its link
+// to member 2). Before, it did (an e2e run: the re-joined member was
+// dropped right after its re-seeding, and joined again 5 s later; a
+// review: the same when the tick came before member 0's answer).
 func TestStaleLinkReportSparesJoinedSecondary(t *testing.T) {
+	for _, answered := range []bool{true, false} {
+		t.Run(fmt.Sprintf("join applied before the tick %v", answered), func(t *testing.T) {
+			h, nv, ask := joinAfterStaleReport(t)
+			for i := range 3 {
+				if i != 0 || answered {
+					h.step(PushResult{ID: i, Inc: 1, Epoch: nv.Epoch, OK: true})
+				}
+			}
+			h.beat(1, 2)
+			if acts := h.tick(simFT / 10); count[Publish](acts)+count[Kill](acts) != 0 {
+				p, _ := find[Publish](acts)
+				t.Fatalf("a report older than the join acted on the joined member: %s %v %v", p.Detail, p.View.Shards, states(p.View))
+			}
+			if !answered {
+				h.step(PushResult{ID: 0, Inc: 1, Epoch: nv.Epoch, OK: true})
+			}
+			nv = mustPublish(t, h.step(SeedResult{ID: 2, Inc: 1, Shard: 2, Epoch: ask.Epoch, OK: true}))
+			if nv.Shards[2] != pl(0, 2) || nv.Servers[2].State != wire.StateServing {
+				t.Fatalf("after the re-seeding: %v %v", nv.Shards, states(nv))
+			}
+		})
+	}
+}
+
+// TestStaleLinkReportCountsFromTheJoin: as above, but member 0 cannot
+// reach member 2 and so never applies the join's view; its reports stay
+// at the epoch before. They count, as a link down since the join's view
+// was published (the primary's silence count starts when it is given
+// the secondary): member 2 (the last copy of nothing) is failed once
+// that is past LinkStall, not before.
+func TestStaleLinkReportCountsFromTheJoin(t *testing.T) {
+	h, nv, _ := joinAfterStaleReport(t)
+	for i := 1; i < 3; i++ {
+		h.step(PushResult{ID: i, Inc: 1, Epoch: nv.Epoch, OK: true})
+	}
+	joined := h.now
+	for {
+		h.beat(1, 2)
+		h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: 0, Incarnation: 1, Epoch: nv.Epoch - 1},
+			Links: []Link{{Shard: 2, Secondary: 2, Incarnation: 1, DownFor: 3*simFT + h.now.Sub(joined)}}})
+		acts := h.tick(simFT / 10)
+		if p, ok := find[Publish](acts); ok {
+			if since := h.now.Sub(joined); since <= h.c.cfg.LinkStall {
+				t.Fatalf("acted %s after the join, within LinkStall (%s): %s", since, h.c.cfg.LinkStall, p.Detail)
+			}
+			if p.View.Shards[2] != pl(0, -1) {
+				t.Fatalf("want member 2 no longer shard 2's secondary: %v %v", p.View.Shards, states(p.View))
+			}
+			return
+		}
+		if h.now.Sub(joined) > h.c.cfg.LinkStall+simFT {
+			t.Fatal("a primary that never applied the join: its reports never counted")
+		}
+	}
+}
+
+// joinAfterStaleReport: joinHarness where member 0's last report, made
+// before member 2 was dropped as shard 2's secondary, says its link to
+// member 2 is down for long; member 2 then joins shard 2 again. It
+// returns the join's view (published) and its AskSeed.
+func joinAfterStaleReport(t *testing.T) (*harness, wire.View, AskSeed) {
+	t.Helper()
 	h := joinHarness(t)
 	h.beat(1, 2)
 	h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: 0, Incarnation: 1, Epoch: 4},
@@ -344,16 +409,5 @@ func TestStaleLinkReportSparesJoinedSecondary(t *testing.T) {
 	if !ok {
 		t.Fatal("no AskSeed for the join")
 	}
-	for i := range 3 {
-		h.step(PushResult{ID: i, Inc: 1, Epoch: nv.Epoch, OK: true})
-	}
-	h.beat(1, 2)
-	if acts := h.tick(simFT / 10); count[Publish](acts)+count[Kill](acts) != 0 {
-		p, _ := find[Publish](acts)
-		t.Fatalf("a report older than the join acted on the joined member: %s %v %v", p.Detail, p.View.Shards, states(p.View))
-	}
-	nv = mustPublish(t, h.step(SeedResult{ID: 2, Inc: 1, Shard: 2, Epoch: ask.Epoch, OK: true}))
-	if nv.Shards[2] != pl(0, 2) || nv.Servers[2].State != wire.StateServing {
-		t.Fatalf("after the re-seeding: %v %v", nv.Shards, states(nv))
-	}
+	return h, nv, ask
 }

@@ -374,16 +374,26 @@ func (c *Core) stalledLinks(v wire.View, suspect func(int) bool, anyEpoch bool, 
 			if nd.linksEp != v.Epoch && !anyEpoch && v.Servers[sec].State != wire.StateReseeding {
 				continue
 			}
-			if at := c.nodes[sec].seedAt[l.Shard]; nd.linksEp < at && nd.Confirmed >= at {
-				// Made before the view that gave p this secondary
-				// (again: dropped, it joined back), which p has applied
-				// since: the report is of the link before. (An e2e run:
-				// a member frozen, dropped, resumed and joined again was
-				// dropped right after its re-seeding on its primary's
-				// last report from the freeze.)
-				continue
+			down := l.DownFor
+			if at, ok := c.nodes[sec].seedAt[l.Shard]; ok && nd.linksEp < at.Epoch {
+				// Made before the view that gave p this secondary (again:
+				// dropped, it joined back): of the link before, if p has
+				// applied that view since (an e2e run: a member frozen,
+				// dropped, resumed and joined again was dropped right
+				// after its re-seeding on its primary's last report from
+				// the freeze). If p has not (yet: it may be connecting
+				// the new link), the link p counts for it is down since
+				// that view at most: p counts a new secondary's silence
+				// from when it is given it (a review: the tick before
+				// p's answer acted on the report from the freeze).
+				if nd.Confirmed >= at.Epoch {
+					continue
+				}
+				if down = min(down, c.now.Sub(at.At)); down <= c.cfg.LinkStall {
+					continue
+				}
 			}
-			fn(l.Shard, sec, l.DownFor)
+			fn(l.Shard, sec, down)
 		}
 	}
 }
@@ -579,7 +589,7 @@ func (c *Core) askSeeds(nd *Node, out []Action) []Action {
 	for s, pl := range c.view.Shards {
 		if int(pl.Secondary) == nd.ID && pl.Primary >= 0 {
 			nd.seedWait = append(nd.seedWait, s)
-			out = append(out, nd.askSeed(c.view, s))
+			out = append(out, nd.askSeed(c.view, s, c.now))
 		}
 	}
 	if len(nd.seedWait) == 0 {
