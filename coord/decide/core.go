@@ -253,13 +253,16 @@ func (c *Core) heartbeat(e Heartbeat) {
 		nd.Confirmed = 0
 	}
 	nd.HB = e.HB
+	if nd.backAt.IsZero() || e.Now.Sub(nd.LastSeen) > c.cfg.FailureTimeout/2 {
+		nd.backAt = e.Now
+	}
 	if e.Now.After(nd.LastSeen) {
 		nd.LastSeen = e.Now
 	}
 	if e.HB.Epoch > nd.Confirmed && e.HB.Epoch <= c.view.Epoch && nd.State.inView() {
 		nd.Confirmed = e.HB.Epoch
 	}
-	nd.links, nd.linksEp = nil, e.HB.Epoch
+	nd.links, nd.linksEp, nd.linksAt = nil, e.HB.Epoch, e.Now
 	for _, l := range e.Links {
 		if l.DownFor > 0 {
 			nd.links = append(nd.links, l)

@@ -410,6 +410,7 @@ func TestLinkDownFailsSecondary(t *testing.T) { // hole 9
 		// Indirect evidence: a primary's or its secondary's loop that a
 		// busy machine held up for over a failure timeout is no partition.
 		h := newHarness(t, 3)
+		h.advance(simFT * 6 / 10) // (reports count from half a timeout after the secondary was first heard)
 		link(h, 2*simFT, 1)
 		if count[Publish](h.tick(simFT/10)) != 0 {
 			t.Fatal("failed at twice the timeout")
@@ -526,6 +527,7 @@ func dropUnreachable(t *testing.T, older bool, link func(h *harness, d time.Dura
 		h.step(ProcessExited{ID: 2, Inc: 1})
 		h.step(Published{})
 		h.beat(0, 1) // (member 2's respawn does not register)
+		h.advance(simFT*6/10, 0, 1)
 		// Member 1 leads shard 1 alone now; 0 cannot reach it for shard 0.
 		// It is not failed (the last copy of shard 1), but dropped as
 		// shard 0's secondary, whose writes would wait for the link as
@@ -815,6 +817,9 @@ func TestLinkDownRules(t *testing.T) {
 			if tc.before != nil {
 				tc.before(h)
 			}
+			// (Reports count from half a failure timeout after the
+			// secondary was first heard: they may be of its silence.)
+			h.advance(simFT * 6 / 10)
 			links := map[int][]Link{}
 			for _, r := range tc.reports {
 				links[r.from] = append(links[r.from], Link{Shard: r.shard, Secondary: r.sec, Incarnation: r.inc, DownFor: r.d})

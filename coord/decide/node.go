@@ -65,9 +65,14 @@ type Node struct {
 	Failures  int  // respawns in a row that failed
 	served    bool // incarnation Inc has served (its failure respawns at once)
 
-	pushAt   time.Time        // no push before (a push in flight or failed)
-	links    []Link           // link reports of the last heartbeat
-	linksEp  uint64           // the epoch those reports were made in
+	pushAt  time.Time // no push before (a push in flight or failed)
+	links   []Link    // link reports of the last heartbeat
+	linksEp uint64    // the epoch those reports were made in
+	linksAt time.Time // when they came
+	// backAt: when it was first heard here, or again after a silence
+	// of over half the failure timeout: its primaries' reports of their
+	// links to it, from before, tell of the silence (zero: not heard).
+	backAt   time.Time
 	seedWait []int            // shards whose re-seed outcome is awaited
 	seedAt   map[int]seedView // shard -> the view that asked for its re-seed outcome
 	unjoin   []int            // shards it joined (rule 4b) whose re-seeding failed: it is dropped as their secondary

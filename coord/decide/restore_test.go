@@ -411,3 +411,79 @@ func joinAfterStaleReport(t *testing.T) (*harness, wire.View, AskSeed) {
 	}
 	return h, nv, ask
 }
+
+// TestLinkReportFromASecondarysSilence: a new leader takes over while
+// member 2 is frozen: it is shard 2's secondary and the last copy of
+// shard 1, so it is kept. Member 0, shard 2's primary, reports its link
+// to member 2 down for long: the freeze. Member 2 resumes (its first
+// heartbeat here, within a failure timeout of the takeover, so it was
+// never dropped as silent), and its link answers again at once; member
+// 0's reports made before that must not drop it (an e2e run, half of
+// them: the resumed member dropped once, the shard on one copy for the
+// 5 s of the join back-off). A cut that outlasts the return still drops
+// it, half a failure timeout later.
+func TestLinkReportFromASecondarysSilence(t *testing.T) {
+	for _, cut := range []bool{false, true} {
+		t.Run(fmt.Sprintf("link still cut %v", cut), func(t *testing.T) {
+			v := wire.View{Epoch: 7}
+			for i := 0; i < 3; i++ {
+				v.Servers = append(v.Servers, wire.Member{ID: uint32(i), Incarnation: 1, State: wire.StateServing})
+			}
+			v.Shards = []wire.Placement{pl(0, 1), pl(2, -1), pl(0, 2)}
+			h := &harness{t: t, now: time.Unix(100, 0)}
+			c, err := New(simConfig(), v, nil, nil, nil, h.now)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.c = c
+			frozen := 3 * simFT // member 2's freeze, as member 0 counts it at the takeover
+			start := h.now
+			report := func(down bool) []Action {
+				var links []Link
+				if down {
+					links = []Link{{Shard: 2, Secondary: 2, Incarnation: 1, DownFor: frozen + h.now.Sub(start)}}
+				}
+				return h.step(Heartbeat{Now: h.now, HB: wire.Heartbeat{ID: 0, Incarnation: 1, Epoch: v.Epoch}, Links: links})
+			}
+			var back time.Time
+			for h.now.Sub(start) < 3*simFT {
+				acts := h.beat(1)
+				if h.now.Sub(start) >= simFT*7/10 {
+					if back.IsZero() {
+						back = h.now
+					}
+					acts = append(acts, h.beat(2)...)
+				}
+				// Member 0's reports lag its link by up to two
+				// heartbeats (one gathered, one sent).
+				acts = append(acts, report(back.IsZero() || cut || h.now.Sub(back) < 2*simFT/5)...)
+				acts = append(acts, h.tick(simFT/10)...)
+				p, ok := find[Publish](acts)
+				if !ok {
+					continue
+				}
+				if p.View.Shards[2] == pl(0, 2) {
+					// (Another change: shard 1 gets member 1 back as
+					// its secondary; member 2 stays its last copy
+					// while member 1 re-seeds.)
+					h.step(Published{})
+					continue
+				}
+				if !cut {
+					t.Fatalf("%s after the takeover (member 2 resumed: %v): %s: %s %v", h.now.Sub(start), !back.IsZero(), p.Why, p.Detail, p.View.Shards)
+				}
+				if back.IsZero() || h.now.Sub(back) < simFT/2 {
+					t.Fatalf("dropped %s after the takeover, member 2 resumed: %v: %s: %s", h.now.Sub(start), !back.IsZero(), p.Why, p.Detail)
+				}
+				if p.View.Shards[2] != pl(0, -1) || p.View.Servers[2].State != wire.StateServing {
+					t.Fatalf("want member 2 dropped as shard 2's secondary: %v %v", p.View.Shards, states(p.View))
+				}
+				t.Logf("dropped %s after member 2's return: %s", h.now.Sub(back), p.Detail)
+				return
+			}
+			if cut {
+				t.Fatal("a cut that outlasted member 2's return never dropped it")
+			}
+		})
+	}
+}

@@ -361,6 +361,7 @@ func (c *Core) stalledLinks(v wire.View, suspect func(int) bool, anyEpoch bool, 
 			c.now.Sub(nd.LastSeen) > ft {
 			continue
 		}
+
 		for _, l := range nd.links {
 			if l.DownFor <= c.cfg.LinkStall || l.Shard < 0 || l.Shard >= len(v.Shards) {
 				continue
@@ -372,6 +373,18 @@ func (c *Core) stalledLinks(v wire.View, suspect func(int) bool, anyEpoch bool, 
 				continue
 			}
 			if nd.linksEp != v.Epoch && !anyEpoch && v.Servers[sec].State != wire.StateReseeding {
+				continue
+			}
+
+			if back := c.nodes[sec].backAt; back.IsZero() || nd.linksAt.Before(back.Add(ft/2)) {
+				// Came before sec was heard here (first, or again after
+				// a silence), or right after (a report lags the link by
+				// up to two heartbeats): the link was down for sec's
+				// silence, and may be up now. (An e2e run: a frozen
+				// secondary, not yet dropped as silent by the new
+				// leader, which counted it live from its takeover,
+				// resumed, and its primary's report from the freeze
+				// dropped it.)
 				continue
 			}
 			down := l.DownFor
