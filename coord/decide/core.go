@@ -253,8 +253,11 @@ func (c *Core) heartbeat(e Heartbeat) {
 		nd.Confirmed = 0
 	}
 	nd.HB = e.HB
-	if nd.backAt.IsZero() || e.Now.Sub(nd.LastSeen) > c.cfg.FailureTimeout/2 {
+	switch {
+	case nd.backAt.IsZero():
 		nd.backAt = e.Now
+	case e.Now.Sub(nd.LastSeen) > c.cfg.FailureTimeout/2:
+		nd.backAt, nd.silentFrom = e.Now, nd.LastSeen
 	}
 	if e.Now.After(nd.LastSeen) {
 		nd.LastSeen = e.Now
@@ -360,7 +363,7 @@ func (c *Core) published(e Published, out []Action) []Action {
 			break
 		}
 		nd.State = Reseeding
-		out = c.askSeeds(nd, out)
+		out = c.askSeeds(nd, c.now, out)
 	case kindJoin:
 		nd := c.nodes[p.node]
 		if nd.State != Serving && nd.State != Reseeding && nd.State != Seeded {

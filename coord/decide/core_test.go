@@ -431,7 +431,8 @@ func TestLinkDownFailsSecondary(t *testing.T) { // hole 9
 	})
 	t.Run("not on a report of an older view", func(t *testing.T) {
 		h := newHarness(t, 3)
-		link(h, 2*simFT, 0)
+		h.advance(simFT * 6 / 10)
+		link(h, 3*simFT, 0)
 		if count[Publish](h.tick(simFT/10)) != 0 {
 			t.Fatal("failed on a stale report")
 		}

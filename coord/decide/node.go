@@ -70,15 +70,16 @@ type Node struct {
 	linksEp uint64    // the epoch those reports were made in
 	linksAt time.Time // when they came
 	// backAt: when it was first heard here, or again after a silence
-	// of over half the failure timeout: its primaries' reports of their
-	// links to it, from before, tell of the silence (zero: not heard).
-	backAt   time.Time
-	seedWait []int            // shards whose re-seed outcome is awaited
-	seedAt   map[int]seedView // shard -> the view that asked for its re-seed outcome
-	unjoin   []int            // shards it joined (rule 4b) whose re-seeding failed: it is dropped as their secondary
-	joinAt   time.Time        // no join (rule 4b) before
-	joinFail int              // joins in a row that failed or were dropped (the back-off doubles with each, up to 8 × RespawnMax)
-	prev     NodeState        // state before a failover not yet published
+	// of over half the failure timeout (from silentFrom; zero: first
+	// heard): its primaries' reports of their links to it, from before,
+	// may tell of the silence (ofSilence).
+	backAt, silentFrom time.Time
+	seedWait           []int            // shards whose re-seed outcome is awaited
+	seedAt             map[int]seedView // shard -> the view that asked for its re-seed outcome
+	unjoin             []int            // shards it joined (rule 4b) whose re-seeding failed: it is dropped as their secondary
+	joinAt             time.Time        // no join (rule 4b) before
+	joinFail           int              // joins in a row that failed or were dropped (the back-off doubles with each, up to 8 × RespawnMax)
+	prev               NodeState        // state before a failover not yet published
 	// inherited: New found it re-seeding, or respawned since the view
 	// (a re-seeding or respawn of the previous leader's, its outcome
 	// unknown here): the failover that replaces it says so.

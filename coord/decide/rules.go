@@ -376,15 +376,7 @@ func (c *Core) stalledLinks(v wire.View, suspect func(int) bool, anyEpoch bool, 
 				continue
 			}
 
-			if back := c.nodes[sec].backAt; back.IsZero() || nd.linksAt.Before(back.Add(ft/2)) {
-				// Came before sec was heard here (first, or again after
-				// a silence), or right after (a report lags the link by
-				// up to two heartbeats): the link was down for sec's
-				// silence, and may be up now. (An e2e run: a frozen
-				// secondary, not yet dropped as silent by the new
-				// leader, which counted it live from its takeover,
-				// resumed, and its primary's report from the freeze
-				// dropped it.)
+			if c.ofSilence(nd, l, c.nodes[sec]) {
 				continue
 			}
 			down := l.DownFor
@@ -402,13 +394,42 @@ func (c *Core) stalledLinks(v wire.View, suspect func(int) bool, anyEpoch bool, 
 				if nd.Confirmed >= at.Epoch {
 					continue
 				}
-				if down = min(down, c.now.Sub(at.At)); down <= c.cfg.LinkStall {
-					continue
+				if !at.At.IsZero() {
+					if down = min(down, c.now.Sub(at.At)); down <= c.cfg.LinkStall {
+						continue
+					}
 				}
 			}
 			fn(l.Shard, sec, down)
 		}
 	}
+}
+
+// ofSilence reports whether link report l, of p's last heartbeat, may
+// tell of sec's silence rather than of a cut link: it came before sec was
+// first heard here, or within half a failure timeout after (a report lags
+// the link by up to two heartbeats; a new leader counts every member live
+// from its takeover, and a secondary frozen through it and resumed was
+// dropped on its primary's report from the freeze, although its link
+// answered again at once: an e2e run), or within half a failure timeout
+// after sec was heard again after a silence, when the link's last answer
+// came after that silence began (less half a failure timeout). A link
+// cut before is a cut: a secondary whose heartbeats come late again and
+// again must not put off acting on it (a review: a gap of 0.6 failure
+// timeouts, every third of its primary's reports getting through, kept
+// a lasting cut from being acted on for good).
+func (c *Core) ofSilence(p *Node, l Link, sec *Node) bool {
+	half := c.cfg.FailureTimeout / 2
+	switch {
+	case sec.backAt.IsZero():
+		return true
+	case !p.linksAt.Before(sec.backAt.Add(half)):
+		return false
+	case sec.silentFrom.IsZero():
+		return true // (first heard: since when it was silent is not known)
+	}
+	lastAnswer := p.linksAt.Add(-l.DownFor)
+	return !lastAnswer.Before(sec.silentFrom.Add(-half))
 }
 
 // dropStalled returns the view where a secondary that its primary cannot
@@ -589,7 +610,9 @@ func (c *Core) resumeSeeds(out []Action) []Action {
 		}
 		nd.resume = false
 		if nd.State == Reseeding { // (else it exited meanwhile: failed over)
-			out = c.askSeeds(nd, out)
+			// (When the view that gave its primaries nd was published
+			// is not known here: their reports of it count in full.)
+			out = c.askSeeds(nd, time.Time{}, out)
 		}
 	}
 	return out
@@ -597,12 +620,13 @@ func (c *Core) resumeSeeds(out []Action) []Action {
 
 // askSeeds asks the primary of every shard the current view makes nd
 // (re-seeding) the secondary of for the outcome; with none, nd is Seeded.
-func (c *Core) askSeeds(nd *Node, out []Action) []Action {
+// published is when that view was published (zero: not known).
+func (c *Core) askSeeds(nd *Node, published time.Time, out []Action) []Action {
 	nd.seedWait = nil
 	for s, pl := range c.view.Shards {
 		if int(pl.Secondary) == nd.ID && pl.Primary >= 0 {
 			nd.seedWait = append(nd.seedWait, s)
-			out = append(out, nd.askSeed(c.view, s, c.now))
+			out = append(out, nd.askSeed(c.view, s, published))
 		}
 	}
 	if len(nd.seedWait) == 0 {
