@@ -124,9 +124,13 @@ func (c *Coordinator) shutdownAllowed(conn gnet.Conn) bool {
 // statusFor is st as conn may see it: whole for an admin or without
 // users, without its details for other users (status.Cluster.Redact).
 func (c *Coordinator) statusFor(conn gnet.Conn, st *status.Cluster) *status.Cluster {
-	if c.gate == nil || auth.RoleOf(conn).IsAdmin() {
-		return st
+	if !c.seesWhole(conn) {
+		st.Redact()
 	}
-	st.Redact()
 	return st
+}
+
+// seesWhole says whether conn may see the whole status (statusFor).
+func (c *Coordinator) seesWhole(conn gnet.Conn) bool {
+	return c.gate == nil || auth.RoleOf(conn).IsAdmin()
 }

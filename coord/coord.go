@@ -144,6 +144,7 @@ type Coordinator struct {
 	clientAddr, serversAddr string
 	ports                   []*connlimit.Port
 	budget                  *connlimit.Budget // queued output of both ports
+	counts                  countsRefresh     // status's questions to the servers
 
 	met       *coordMetrics     // metrics.go
 	metricsLn *metrics.Listener // -metrics (nil: off)

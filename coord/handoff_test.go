@@ -29,6 +29,26 @@ func TestStatusQuestionsWithinLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	floodQuestions(t, c, addr, "s")
+}
+
+// The same for a client asking the leader for the status without end
+// (each answer waits for the servers' key counts, off the event loop).
+func TestClientStatusQuestionsWithinLimits(t *testing.T) {
+	c := testCoordinator(t)
+	c.budget = connlimit.NewBudget(c.limits().WithDefaults().OutputBudget)
+	addr, err := c.listen(&clientsHandler{c: c}, "clients", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	floodQuestions(t, c, addr, "")
+}
+
+// floodQuestions sends STATUS questions to addr (after a HELLO with
+// secret, if any) without reading, and checks that the connection was
+// closed for a limit, its answers before that there to read.
+func floodQuestions(t *testing.T, c *Coordinator, addr, secret string) {
+	t.Helper()
 	t.Cleanup(func() {
 		for _, p := range c.ports {
 			_ = p.Stop(context.Background())
@@ -39,13 +59,15 @@ func TestStatusQuestionsWithinLimits(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer nc.Close()
-	if _, err := nc.Write(wire.Append(nil, &wire.Frame{Op: wire.OpHello, ID: 1, Value: []byte("s")})); err != nil {
-		t.Fatal(err)
-	}
 	br := bufio.NewReader(nc)
-	// The answer to HELLO, then questions only.
-	if ans, err := frameio.ReadFrame(br); err != nil || ans.Status != wire.StatusOK {
-		t.Fatalf("HELLO: %+v, %v", ans, err)
+	if secret != "" {
+		if _, err := nc.Write(wire.Append(nil, &wire.Frame{Op: wire.OpHello, ID: 1, Value: []byte(secret)})); err != nil {
+			t.Fatal(err)
+		}
+		// The answer to HELLO, then questions only.
+		if ans, err := frameio.ReadFrame(br); err != nil || ans.Status != wire.StatusOK {
+			t.Fatalf("HELLO: %+v, %v", ans, err)
+		}
 	}
 	const questions = 1_000_000
 	var batch []byte

@@ -45,6 +45,14 @@ func (h *ctlHandler) OnTraffic(c gnet.Conn) gnet.Action {
 				}
 				_ = c.AsyncWrite(wire.Append(nil, ans), nil)
 			}()
+		case wire.OpStatus:
+			// The coordinator's status asks for the key counts now, not
+			// as of the last heartbeat. (Off the loop: the count takes
+			// the tables' lock.)
+			go func() {
+				pk, sk, epoch := s.stats()
+				_ = c.AsyncWrite(wire.Append(nil, &wire.Frame{Op: op, ID: id, Epoch: epoch, Value: wire.AppendKeyCounts(nil, pk, sk)}), nil)
+			}()
 		case wire.OpFreeze:
 			s.orderPrimary(c, op, id, int(f.Seq), func(p *primary, ans *wire.Frame) error {
 				last, err := p.freeze(s.cfg.Timing.Freeze, s.cfg.Timing.FreezeHold)
