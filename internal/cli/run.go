@@ -287,13 +287,22 @@ func connectCtx(ctx context.Context, cfg config, stderr io.Writer, dial dialFunc
 }
 
 // oneShot runs the command given on the command line. The shell has split
-// the words already: they are never unquoted or unescaped.
+// the words already: they are never unquoted or unescaped. The whole
+// command in one argument with blanks in it (`bin/client … 'G "a b"'`)
+// is a line of input, read as stdin's are.
 func oneShot(cfg config, stdout, stderr io.Writer, dial dialFunc) int {
 	toks := make([]Token, len(cfg.words))
 	for i, w := range cfg.words {
 		toks[i] = Token{Text: w}
 	}
-	cmd, err := parseCommand(toks)
+	var err error
+	if len(cfg.words) == 1 && strings.ContainsAny(cfg.words[0], " \t") {
+		toks, err = Tokenize(cfg.words[0])
+	}
+	var cmd command
+	if err == nil {
+		cmd, err = parseCommand(toks)
+	}
 	if err != nil {
 		printError(stderr, "", err.Error())
 		return exitCode(err)

@@ -177,6 +177,11 @@ func TestOneShot(t *testing.T) {
 		{[]string{"T", "absent", "x", "y"}, 1, "MISMATCH (nil)\n", ""},
 		{[]string{"status", "--json"}, 0, "", ""},
 		{[]string{"STATUS"}, 0, "", ""},
+		// The whole command in one argument (quoted for the shell as a
+		// line) is read as a line of input: unquoted and unescaped.
+		{[]string{`P "q k" "v \"w\""`}, 0, "OK\n", ""},
+		{[]string{`G "q k"`}, 0, `v "w"` + "\n", ""},
+		{[]string{"G q"}, 1, "(nil)\n", ""},
 	}
 	for _, tt := range tests {
 		code, stdout, stderr := h.run(t, "", args(tt.words...)...)
@@ -208,6 +213,8 @@ func TestExitCodes(t *testing.T) {
 		dials   bool
 	}{
 		{name: "unknown command", args: args("X", "k"), code: 2, errPart: `error: unknown command "X"`},
+		{name: "one-argument line, bad quoting", args: args(`G "k`), code: 2, errPart: "error: column 3: "},
+		{name: "one-argument line, unknown command", args: args(`X "k"`), code: 2, errPart: `error: unknown command "X"`},
 		{name: "wrong arg count", args: args("G"), code: 2, errPart: "error: G takes 1 argument (G key), got 0"},
 		{name: "too large", args: args("P", "k", big), code: 2, errPart: "too large: value of 1048577 bytes, limit 1048576"},
 		{name: "unknown flag", args: []string{"-x"}, code: 2, errPart: "error: flag provided but not defined: -x (see -help)"},

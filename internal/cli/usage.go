@@ -80,6 +80,8 @@ quoting (lines read from stdin, -f or the prompt):
   \" \\ \n \t \r \0 and \xHH (any byte) are escapes; "(nil)" in quotes is
   the literal 5-byte string. Unquoted words are taken literally.
   On the command line the shell has already split the words: there is no
-  quoting, and (nil) as T's old value always means absent.
+  quoting, and (nil) as T's old value always means absent; but the whole
+  command given as one argument with blanks in it ('G "a b"') is read as
+  a line, quotes and escapes included.
   Values are printed raw, exactly their bytes, followed by a newline.
 `
