@@ -44,6 +44,8 @@ func checkAuth(o *Options) error {
 		at := o.Cluster.Path
 		if o.Cluster.UserLine > 0 {
 			at = fmt.Sprintf("%s:%d", at, o.Cluster.UserLine)
+		} else if o.Cluster.Users != nil {
+			at = "-user"
 		}
 		return fmt.Errorf("%s: %w", at, errPlaintextAuth)
 	}
@@ -59,7 +61,11 @@ func checkAuth(o *Options) error {
 	}
 	for _, s := range o.Cluster.Spares {
 		if !hostname.IsLocal(s.Host) {
-			return fmt.Errorf("%s:%d: -insecure-auth: spare %s is not on this host (configure TLS)", o.Cluster.Path, s.Line, s.Host)
+			at := fmt.Sprintf("%s:%d", o.Cluster.Path, s.Line)
+			if s.Line == 0 {
+				at = "-spare"
+			}
+			return fmt.Errorf("%s: -insecure-auth: spare %s is not on this host (configure TLS)", at, s.Host)
 		}
 	}
 	for _, cs := range o.Cluster.Coordinators {

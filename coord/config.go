@@ -382,8 +382,39 @@ func (c *Cluster) setting(name, val string, line int) error {
 	return nil
 }
 
+// OverrideLines replaces the spare lines with spares and the user lines
+// with users (each "<name> <role> <hash>"), when given (-spare and -user:
+// the flag wins over the file).
+func (c *Cluster) OverrideLines(spares, users []string) error {
+	if spares != nil {
+		c.Spares = nil
+		for _, h := range spares {
+			if err := validHost(h); err != nil {
+				return fmt.Errorf("-spare %q: %w", h, err)
+			}
+			c.Spares = append(c.Spares, Spare{Host: h})
+		}
+	}
+	if users != nil {
+		var us []auth.User
+		for _, line := range users {
+			u, err := auth.ParseUser(strings.Fields(line))
+			if err != nil {
+				return fmt.Errorf("-user: %w", err)
+			}
+			us = append(us, u)
+		}
+		t, err := auth.NewTable(us)
+		if err != nil {
+			return fmt.Errorf("-user: %w", err)
+		}
+		c.Users, c.UserLine = t, 0
+	}
+	return nil
+}
+
 func errUnknownSetting(name string) error {
-	return fmt.Errorf("unknown setting %q (expected spare, ssh_identity, ssh_known_hosts, remote_bin, remote_dir, copy_bin, ssh_connect_timeout, data_dir, fsync, fsync_secondary, snapshot_bytes, sched, tls_ca, tls_cert, tls_key, tls_coord_cert, tls_coord_key, group_secret_file or a limit such as max_clients; a server line has 4 fields)", name)
+	return fmt.Errorf("unknown setting %q (expected spare, ssh_identity, ssh_known_hosts, remote_bin, remote_dir, copy_bin, ssh_connect_timeout, data_dir, fsync, fsync_secondary, snapshot_bytes, sched, tls_ca, tls_cert, tls_key, tls_coord_cert, tls_coord_key, group_secret_file, a limit such as max_clients, user <name> <role> <hash> or coordinator <raft_host:port> <client_port> <servers_port>; a server line has 4 fields)", name)
 }
 
 // oneValueSettings says what each "<name> <value>" line takes besides

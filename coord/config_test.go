@@ -311,3 +311,23 @@ func TestParseClusterSpares(t *testing.T) {
 		t.Fatalf("two spare lines: %+v, %v", c, err)
 	}
 }
+
+func TestOverrideLines(t *testing.T) {
+	c := &Cluster{Spares: []Spare{{Line: 5, Host: "bob@h1"}}, UserLine: 7}
+	if err := c.OverrideLines(nil, nil); err != nil || len(c.Spares) != 1 || c.UserLine != 7 {
+		t.Fatalf("no flags changed the lines: %v %+v", err, c)
+	}
+	if err := c.OverrideLines([]string{"localhost", "alice@h2"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if len(c.Spares) != 2 || c.Spares[0].Host != "localhost" || c.Spares[1].Host != "alice@h2" || c.Spares[1].Line != 0 {
+		t.Fatalf("spares %+v", c.Spares)
+	}
+	if err := c.OverrideLines([]string{"a b"}, nil); err == nil || !strings.HasPrefix(err.Error(), `-spare "a b": `) {
+		t.Fatalf("bad spare: %v", err)
+	}
+	h := "$2a$04$" + strings.Repeat("a", 53)
+	if err := c.OverrideLines(nil, []string{"app readwrite " + h, "app read " + h}); err == nil || !strings.Contains(err.Error(), "app is defined twice") {
+		t.Fatalf("the same user twice: %v", err)
+	}
+}

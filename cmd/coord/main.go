@@ -55,6 +55,9 @@ const usage = `usage: coord -c <client_port> -s <servers_port> -C <config> [-l <
   -group-secret-file FILE  a file of at least 16 secret bytes, the same on
                  every coordinator of a group: without TLS, each Raft
                  connection proves it both ways (group_secret_file)
+  -spare HOST    a host to move a server to when its respawns keep failing
+                 (spare line); repeat it for several: given at all, these
+                 replace the config file's spare lines
 
 durability (each overrides the config file's setting of that name):
   -data-dir DIR        servers' logs and snapshots, DIR/server_<id> (data_dir;
@@ -74,6 +77,11 @@ authentication (config lines "user <name> <read|readwrite|admin> <hash>"):
   -insecure-auth       allow user lines without TLS when every process is on
                        loopback (development only: passwords cross loopback
                        in clear); without TLS and this flag, users are refused
+  -user "NAME ROLE HASH"  a user line's fields as one argument; repeat it for
+                       several: given at all, these replace the config file's
+                       user lines (other local users can read a command line:
+                       prefer the config file, the hash can be attacked
+                       offline)
 
 TLS (each overrides the config file's line of that name):
   -gen-certs DIR [-hosts H1,H2]  make a test CA and a certificate for each
@@ -177,6 +185,9 @@ func run() int {
 	fs.StringVar(&opts.GroupSecretFile, "group-secret-file", "", "")
 	genCerts := fs.String("gen-certs", "", "")
 	certHosts := fs.String("hosts", "", "")
+	var spares, users []string
+	fs.Func("spare", "", func(v string) error { spares = append(spares, v); return nil })
+	fs.Func("user", "", func(v string) error { users = append(users, v); return nil })
 	if err := fs.Parse(os.Args[1:]); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
 			fmt.Print(usage + limitsUsage())
@@ -219,6 +230,9 @@ func run() int {
 		return bad(fmt.Sprintf("-log-level %q: expected debug, info, warn or error", *level))
 	}
 	if opts.Cluster, err = coord.LoadCluster(*cfgPath); err != nil {
+		return bad(err.Error())
+	}
+	if err := opts.Cluster.OverrideLines(spares, users); err != nil {
 		return bad(err.Error())
 	}
 	given := map[string]bool{}

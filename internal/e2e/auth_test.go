@@ -627,3 +627,56 @@ func TestAuthWithTLS(t *testing.T) {
 	}
 	checkNoLeaks(t, "the log", c.Log(), secrets)
 }
+
+// TestUserAndSpareFlags: -user lines replace the config file's user
+// lines (the flag wins, as for every setting), and -spare lines its spare
+// lines; a bad one is one line on stderr and exit status 2.
+func TestUserAndSpareFlags(t *testing.T) {
+	us := newAuthUsers(t)
+	// The file has the admin only; the flag gives the writer only.
+	file := fmt.Sprintf("2\nlocalhost 0 0 0\nlocalhost 0 0 0\nuser %s %s %s\n", us.admin.name, us.admin.role, us.admin.hash)
+	c := testcluster.Start(t, testcluster.Options{Config: file,
+		Args:          []string{"-insecure-auth", "-user", fmt.Sprintf("%s %s %s", us.writer.name, us.writer.role, us.writer.hash)},
+		ClientOptions: []client.Option{client.WithAuth(us.writer.name, us.writer.password)}})
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cl, err := dialAs(c, us.writer.name, us.writer.password)
+	if err != nil {
+		t.Fatalf("the -user flag's user: %v", err)
+	}
+	defer cl.Close()
+	if err := cl.Put(ctx, "k", []byte("v")); err != nil {
+		t.Fatalf("the -user flag's readwrite user writes: %v", err)
+	}
+	if cl, err := dialAs(c, us.admin.name, us.admin.password); err == nil {
+		err = cl.Put(ctx, "k", []byte("w"))
+		cl.Close()
+		if !errors.Is(err, client.ErrAuth) {
+			t.Errorf("the file's user, replaced by -user: %v, want %v", err, client.ErrAuth)
+		}
+	} else if !errors.Is(err, client.ErrAuth) {
+		t.Errorf("the file's user, replaced by -user: %v, want %v", err, client.ErrAuth)
+	}
+
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "config.txt")
+	if err := os.WriteFile(cfg, []byte(authConfig(2, us)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bin := testcluster.Bin(t)
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"-user", "app readwrite"}, "-user: expected"},
+		{[]string{"-user", "app boss " + us.writer.hash}, "-user: user app: "},
+		{[]string{"-spare", "bad host"}, `-spare "bad host": `},
+		// Taken: with users and no TLS, a spare must be on this host.
+		{[]string{"-insecure-auth", "-spare", "alice@192.0.2.7"}, "-spare: -insecure-auth: spare alice@192.0.2.7 is not on this host"},
+	} {
+		r := runBin(t, 30*time.Second, filepath.Join(bin, "coord"), nil, append([]string{"-C", cfg, "-c", "0", "-s", "0", "-no-stdin"}, tc.args...)...)
+		if r.code != 2 || !strings.Contains(r.stderr, tc.want) || strings.Count(r.stderr, "\n") != 1 {
+			t.Errorf("coord %q: exit %d, stderr %q; want exit 2 and one line with %q", tc.args, r.code, r.stderr, tc.want)
+		}
+	}
+}
