@@ -1,6 +1,7 @@
 package coord
 
 import (
+	"context"
 	"crypto/tls"
 	"encoding/json"
 	"io"
@@ -14,6 +15,7 @@ import (
 	"ftkv/internal/auth"
 	"ftkv/internal/metrics"
 	"ftkv/status"
+	"ftkv/wire"
 )
 
 // coordMetrics are the coordinator's Prometheus metrics, served with the
@@ -217,8 +219,13 @@ func (c *Coordinator) serviceDiscovery() []sdGroup {
 		out = append(out, sdGroup{Targets: []string{c.metricsAddr()}, Labels: labels("ftkv_role", "coordinator", "ftkv_coordinator", strconv.Itoa(max(c.opts.ID, 0)))})
 	}
 	var st *status.Cluster
-	if c.isStarted() {
+	switch {
+	case c.isLeading():
 		st = c.Status()
+	case c.isStarted():
+		// A follower has no heartbeats: it asks the servers the
+		// committed view names.
+		st = c.followerTargets()
 	}
 	if st == nil {
 		return out
@@ -231,6 +238,36 @@ func (c *Coordinator) serviceDiscovery() []sdGroup {
 			"ftkv_role", "server", "ftkv_server", strconv.Itoa(s.ID), "ftkv_host", s.Host)})
 	}
 	return out
+}
+
+// followerTargets is the status of a follower with each live server's
+// metrics address, asked on its control port (for a failure timeout at
+// most; one that does not answer is left out).
+func (c *Coordinator) followerTargets() *status.Cluster {
+	st := c.Status()
+	ctx, cancel := context.WithTimeout(context.Background(), c.opts.Timing.FailureTimeout)
+	defer cancel()
+	var wg sync.WaitGroup
+	for i := range st.Servers {
+		s := &st.Servers[i]
+		if s.CtlAddr == "" {
+			continue
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cc, err := c.dialCtl(ctx, s.CtlAddr)
+			if err != nil {
+				return
+			}
+			defer cc.close()
+			if ans, err := cc.roundTrip(ctx, &wire.Frame{Op: wire.OpStatus}); replyErr(ans, err) == nil {
+				s.MetricsAddr = string(ans.Key)
+			}
+		}()
+	}
+	wg.Wait()
+	return st
 }
 
 // startMetrics serves /metrics and /sd on Options.MetricsAddr, if set.

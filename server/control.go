@@ -47,11 +47,13 @@ func (h *ctlHandler) OnTraffic(c gnet.Conn) gnet.Action {
 			}()
 		case wire.OpStatus:
 			// The coordinator's status asks for the key counts now, not
-			// as of the last heartbeat. (Off the loop: the count takes
+			// as of the last heartbeat (Value), and a follower's /sd for
+			// the metrics address (Key). (Off the loop: the count takes
 			// the tables' lock.)
 			go func() {
 				pk, sk, epoch := s.stats()
-				_ = c.AsyncWrite(wire.Append(nil, &wire.Frame{Op: op, ID: id, Epoch: epoch, Value: wire.AppendKeyCounts(nil, pk, sk)}), nil)
+				_ = c.AsyncWrite(wire.Append(nil, &wire.Frame{Op: op, ID: id, Epoch: epoch, Value: wire.AppendKeyCounts(nil, pk, sk),
+					Key: []byte(s.addrs.metrics)}), nil)
 			}()
 		case wire.OpFreeze:
 			s.orderPrimary(c, op, id, int(f.Seq), func(p *primary, ans *wire.Frame) error {

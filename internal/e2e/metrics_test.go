@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"net"
 	"net/http"
@@ -541,4 +542,51 @@ func metricsGateway(t *testing.T, c *testcluster.Cluster, tune ...func(*gateway.
 		cl.Close()
 	})
 	return g.Addr(), ml.Addr()
+}
+
+// TestCoordGroupServiceDiscoveryOnFollowers: every coordinator of a group
+// lists the servers in /sd, at the metrics addresses status shows, the
+// followers as the leader: Prometheus may be pointed at any of them.
+// Before, a follower listed only itself (a contract check).
+func TestCoordGroupServiceDiscoveryOnFollowers(t *testing.T) {
+	c := testcluster.Start(t, testcluster.Options{N: 3, Coordinators: groupCoords, Args: []string{"-metrics", "127.0.0.1:0"}})
+	st := c.WaitRecovered(t, recoverTimeout)
+	want := map[string]string{}
+	for _, s := range st.Servers {
+		if s.MetricsAddr == "" {
+			t.Fatalf("server %d has no metrics_addr: %s", s.ID, testcluster.StatusJSON(st))
+		}
+		want[fmt.Sprint(s.ID)] = s.MetricsAddr
+	}
+	followers := 0
+	for k := range groupCoords {
+		cst, err := c.CoordStatus(k)
+		if err != nil {
+			t.Fatal(err)
+		}
+		me := ""
+		for _, co := range cst.Coordinators {
+			if co.ID == k {
+				me = co.MetricsAddr
+				if co.Role == "follower" {
+					followers++
+				}
+			}
+		}
+		if me == "" {
+			t.Fatalf("coordinator %d shows no metrics address of its own: %s", k, testcluster.StatusJSON(cst))
+		}
+		got := map[string]string{}
+		for _, g := range discover(t, me) {
+			if g.Labels["ftkv_role"] == "server" && len(g.Targets) == 1 {
+				got[g.Labels["ftkv_server"]] = g.Targets[0]
+			}
+		}
+		if !maps.Equal(got, want) {
+			t.Errorf("coordinator %d's /sd lists servers %v, status shows %v", k, got, want)
+		}
+	}
+	if followers == 0 {
+		t.Fatal("no coordinator said it was a follower")
+	}
 }
