@@ -97,8 +97,10 @@ func (nd *Node) joinFailed(now time.Time, base time.Duration) {
 }
 
 // seedView is the view that asked for a re-seeding's outcome: its epoch,
-// and when it was published here (or taken over by this leader). The
-// shard's primary was given this secondary by that view, no earlier.
+// and when it was published here. The shard's primary was given this
+// secondary by that view, no earlier. For a re-seeding this leader took
+// over, the view it took over, and At zero: the view that gave the
+// primary this secondary may be older, published when is not known.
 type seedView struct {
 	Epoch uint64
 	At    time.Time

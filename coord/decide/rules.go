@@ -361,7 +361,6 @@ func (c *Core) stalledLinks(v wire.View, suspect func(int) bool, anyEpoch bool, 
 			c.now.Sub(nd.LastSeen) > ft {
 			continue
 		}
-
 		for _, l := range nd.links {
 			if l.DownFor <= c.cfg.LinkStall || l.Shard < 0 || l.Shard >= len(v.Shards) {
 				continue
@@ -375,7 +374,6 @@ func (c *Core) stalledLinks(v wire.View, suspect func(int) bool, anyEpoch bool, 
 			if nd.linksEp != v.Epoch && !anyEpoch && v.Servers[sec].State != wire.StateReseeding {
 				continue
 			}
-
 			if c.ofSilence(nd, l, c.nodes[sec]) {
 				continue
 			}
