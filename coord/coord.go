@@ -144,7 +144,7 @@ type Coordinator struct {
 	clientAddr, serversAddr string
 	ports                   []*connlimit.Port
 	budget                  *connlimit.Budget // queued output of both ports
-	counts                  countsRefresh     // status's questions to the servers
+	rounds                  statusRounds      // clients' STATUS requests waiting for the servers' counts (counts.go)
 
 	met       *coordMetrics     // metrics.go
 	metricsLn *metrics.Listener // -metrics (nil: off)
@@ -166,6 +166,7 @@ type node struct {
 	reported bool           // a heartbeat of inc arrived (start-up)
 	exited   uint64         // the newest incarnation whose exit was seen (it is dead)
 	ctl      *ctlConn
+	counts   *ctlConn // the status rounds' own link (askCounts): never an order's
 }
 
 // sawExit records that incarnation inc of nd is dead (its process
@@ -1920,9 +1921,11 @@ func (c *Coordinator) closeCtl() {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	for _, nd := range c.nodes {
-		if nd.ctl != nil {
-			nd.ctl.close()
-			nd.ctl = nil
+		for _, l := range []**ctlConn{&nd.ctl, &nd.counts} {
+			if *l != nil {
+				(*l).close()
+				*l = nil
+			}
 		}
 	}
 }

@@ -40,6 +40,7 @@ func (c *Coordinator) control(ctx context.Context, nd *node, f *wire.Frame) (wir
 		defer one.close()
 		return one.roundTrip(ctx, f)
 	}
+	prev := cc // the cached link a fresh one replaces
 	for {
 		if !cached {
 			var err error
@@ -50,9 +51,18 @@ func (c *Coordinator) control(ctx context.Context, nd *node, f *wire.Frame) (wir
 			cc.inc = inc
 			c.mu.Lock()
 			old := nd.ctl
-			nd.ctl = cc
+			mine := old == prev
+			if mine {
+				nd.ctl = cc
+			}
 			c.mu.Unlock()
-			if old != nil && old != cc {
+			if !mine {
+				// Another order cached a link of its own meanwhile (it
+				// may be waiting for its answer on it): this one is used
+				// once. (Replaced, it was closed under an order in
+				// flight: a review.)
+				defer cc.close()
+			} else if old != nil && old != cc {
 				old.close()
 			}
 		}
@@ -65,6 +75,7 @@ func (c *Coordinator) control(ctx context.Context, nd *node, f *wire.Frame) (wir
 		if nd.ctl == cc {
 			nd.ctl = nil
 		}
+		prev = nd.ctl
 		c.mu.Unlock()
 		if !cached || ctx.Err() != nil {
 			return ans, err

@@ -160,26 +160,15 @@ func (h *clientsHandler) OnTraffic(conn gnet.Conn) gnet.Action {
 			}
 			return answer(out, f, wire.StatusOK, 0, []byte("shutting down")), gnet.None
 		case wire.OpStatus:
-			if !c.isLeading() {
-				st := c.statusFor(conn, c.Status())
-				b, _ := json.Marshal(st)
-				return answer(out, f, wire.StatusOK, st.Epoch, b), gnet.None
+			// The leader asks the servers for their key counts first
+			// (counts.go); a follower, or a client with too many
+			// requests waiting, is answered at once.
+			if c.isLeading() && c.queueStatus(conn, f.ID) {
+				return out, gnet.None
 			}
-			// The leader asks the servers for their key counts first:
-			// off the event loop. (Counted in flight, and its answer
-			// under the output limits.)
-			id, lim := f.ID, connlimit.Begin(conn, wire.HeaderSize)
-			whole := c.seesWhole(conn)
-			go func() {
-				defer lim.Done(wire.HeaderSize)
-				st := c.freshStatus()
-				if !whole {
-					st.Redact()
-				}
-				b, _ := json.Marshal(st)
-				_ = conn.AsyncWrite(wire.Append(nil, &wire.Frame{Op: wire.OpStatus, ID: id, Status: wire.StatusOK, Epoch: st.Epoch, Value: b}), connlimit.AfterWrite)
-			}()
-			return out, gnet.None
+			st := c.statusFor(conn, c.Status())
+			b, _ := json.Marshal(st)
+			return answer(out, f, wire.StatusOK, st.Epoch, b), gnet.None
 		}
 		return answer(out, f, wire.StatusBadRequest, 0, []byte(fmt.Sprintf("op %s not accepted on the coordinator's client port", f.Op))), gnet.None
 	})
