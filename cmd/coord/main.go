@@ -57,7 +57,8 @@ const usage = `usage: coord -c <client_port> -s <servers_port> -C <config> [-l <
                  connection proves it both ways (group_secret_file)
   -spare HOST    a host to move a server to when its respawns keep failing
                  (spare line); repeat it for several: given at all, these
-                 replace the config file's spare lines
+                 replace the config file's spare lines (at a cluster's first
+                 start: a restart keeps the spares left in its record)
 
 durability (each overrides the config file's setting of that name):
   -data-dir DIR        servers' logs and snapshots, DIR/server_<id> (data_dir;
@@ -81,7 +82,7 @@ authentication (config lines "user <name> <read|readwrite|admin> <hash>"):
                        several: given at all, these replace the config file's
                        user lines (other local users can read a command line:
                        prefer the config file, the hash can be attacked
-                       offline)
+                       offline; in a group, give every member the same users)
 
 TLS (each overrides the config file's line of that name):
   -gen-certs DIR [-hosts H1,H2]  make a test CA and a certificate for each
