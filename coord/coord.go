@@ -145,6 +145,7 @@ type Coordinator struct {
 	ports                   []*connlimit.Port
 	budget                  *connlimit.Budget // queued output of both ports
 	rounds                  statusRounds      // clients' STATUS requests waiting for the servers' counts (counts.go)
+	sdAsked                 sdAsked           // a follower's /sd targets, asked of the servers
 
 	met       *coordMetrics     // metrics.go
 	metricsLn *metrics.Listener // -metrics (nil: off)

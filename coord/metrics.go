@@ -10,6 +10,7 @@ import (
 	"sort"
 	"strconv"
 	"sync"
+	"time"
 
 	"ftkv/coord/decide"
 	"ftkv/internal/auth"
@@ -242,8 +243,15 @@ func (c *Coordinator) serviceDiscovery() []sdGroup {
 
 // followerTargets is the status of a follower with each live server's
 // metrics address, asked on its control port (for a failure timeout at
-// most; one that does not answer is left out).
+// most; one that does not answer is left out). One asking at a time, and
+// its answer serves the next failure timeout's requests too: /sd is
+// unauthenticated, and each asking dials every server.
 func (c *Coordinator) followerTargets() *status.Cluster {
+	c.sdAsked.mu.Lock()
+	defer c.sdAsked.mu.Unlock()
+	if a := &c.sdAsked; a.st != nil && time.Since(a.at) < c.opts.Timing.FailureTimeout {
+		return a.st
+	}
 	st := c.Status()
 	ctx, cancel := context.WithTimeout(context.Background(), c.opts.Timing.FailureTimeout)
 	defer cancel()
@@ -267,7 +275,15 @@ func (c *Coordinator) followerTargets() *status.Cluster {
 		}()
 	}
 	wg.Wait()
+	c.sdAsked.st, c.sdAsked.at = st, time.Now()
 	return st
+}
+
+// sdAsked is a follower's last asking of the servers for /sd.
+type sdAsked struct {
+	mu sync.Mutex
+	at time.Time
+	st *status.Cluster
 }
 
 // startMetrics serves /metrics and /sd on Options.MetricsAddr, if set.
