@@ -151,50 +151,37 @@ func TestStatusFloodBounded(t *testing.T) {
 	}
 }
 
-// TestStatusRoundLeavesOrderLink: a status round while a view's push is
-// dialling the control link (none cached) leaves the push's link alone.
-// Before, the round installed its own link as the cached one and closed
-// the push's, which failed ("use of closed network connection": a
-// review).
-func TestStatusRoundLeavesOrderLink(t *testing.T) {
-	c := testCoordinator(t)
-	ctl := fakeCtlPort(t, 50*time.Millisecond, 300*time.Millisecond, false)
-	nd := c.nodes[0]
-	nd.hb.CtlAddr, nd.hb.Incarnation = ctl, 1
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	pushErr := make(chan error, 1)
-	go func() {
-		ans, err := c.control(ctx, nd, &wire.Frame{Op: wire.OpSetView, Epoch: 2, Value: c.viewEnc})
-		pushErr <- replyErr(ans, err)
-	}()
-	time.Sleep(10 * time.Millisecond) // the push is dialling its link
-	counts := c.askCounts()           // a status round
-	if err := <-pushErr; err != nil {
-		t.Errorf("the view's push failed because a status round replaced its link: %v (round got %v)", err, counts)
-	}
-}
-
-// TestConcurrentOrdersKeepTheirLinks: two orders to one server, neither
-// finding a cached control link, each dial one; the second to finish
-// dialling must not close the first's, on which it waits for its answer.
-func TestConcurrentOrdersKeepTheirLinks(t *testing.T) {
-	c := testCoordinator(t)
-	ctl := fakeCtlPort(t, 50*time.Millisecond, 300*time.Millisecond, false)
-	nd := c.nodes[0]
-	nd.hb.CtlAddr, nd.hb.Incarnation = ctl, 1
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
-	defer cancel()
-	errs := make(chan error, 2)
-	for range 2 {
-		go func() {
-			ans, err := c.control(ctx, nd, &wire.Frame{Op: wire.OpSetView, Epoch: 2, Value: c.viewEnc})
-			errs <- replyErr(ans, err)
-		}()
-	}
-	for range 2 {
-		if err := <-errs; err != nil {
-			t.Errorf("an order failed: %v", err)
-		}
+// TestOrderLinkKeptWhileAnotherDials: a view's push dials the control
+// link (none cached) while a status round, or another order, needs one
+// too: the push's link is left alone. Before, the other installed its
+// own link as the cached one and closed the push's, which failed ("use
+// of closed network connection": a review).
+func TestOrderLinkKeptWhileAnotherDials(t *testing.T) {
+	for _, other := range []string{"a status round", "another order"} {
+		t.Run(other, func(t *testing.T) {
+			c := testCoordinator(t)
+			ctl := fakeCtlPort(t, 50*time.Millisecond, 300*time.Millisecond, false)
+			nd := c.nodes[0]
+			nd.hb.CtlAddr, nd.hb.Incarnation = ctl, 1
+			ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+			defer cancel()
+			push := func() error {
+				ans, err := c.control(ctx, nd, &wire.Frame{Op: wire.OpSetView, Epoch: 2, Value: c.viewEnc})
+				return replyErr(ans, err)
+			}
+			pushErr := make(chan error, 1)
+			go func() { pushErr <- push() }()
+			time.Sleep(10 * time.Millisecond) // the push is dialling its link
+			if other == "a status round" {
+				if counts := c.askCounts(); len(counts) != 1 {
+					t.Errorf("the round's counts: %v", counts)
+				}
+			} else if err := push(); err != nil {
+				t.Errorf("the other order: %v", err)
+			}
+			if err := <-pushErr; err != nil {
+				t.Errorf("the view's push failed: %v", err)
+			}
+		})
 	}
 }

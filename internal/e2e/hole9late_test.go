@@ -2,16 +2,12 @@ package e2e
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
 
 	"ftkv/internal/testkit/testcluster"
-	"ftkv/server"
 )
 
 // TestHole9CutWhileSecondaryComesLate: a lasting cut between a primary
@@ -22,13 +18,9 @@ import (
 // reports set aside for half a failure timeout after each late heartbeat
 // held shard 0's writes 15 s.)
 func TestHole9CutWhileSecondaryComesLate(t *testing.T) {
-	cut := filepath.Join(t.TempDir(), "cut")
-	t.Setenv(server.TestCutReplEnv, cut)
-	c := testcluster.Start(t, testcluster.Options{N: 3})
+	c, cutLink, before := startCutCluster(t)
 	to := testcluster.DefaultTimeout
-	before := c.WaitRecovered(t, recoverTimeout)
-	sec := before.Servers[1] // secondary of shard 0, whose primary is server 0
-	pid := int(sec.PID)
+	pid := int(before.Servers[1].PID) // secondary of shard 0, whose primary is server 0
 
 	cls := dialClients(c, 2)
 	keys := keysOfShard(0, 3, 4000)
@@ -65,11 +57,7 @@ func TestHole9CutWhileSecondaryComesLate(t *testing.T) {
 	})
 	time.Sleep(to) // (the flapping under way before the cut)
 
-	if err := os.WriteFile(cut, fmt.Appendf(nil, "0 1 %d\n", sec.Incarnation), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cutAt := time.Now()
-	t.Logf("cut the replication link from server 0 to server 1 (incarnation %d, pid %d); server 1 flaps", sec.Incarnation, pid)
+	cutAt := cutLink()
 
 	limit := 40 * to
 	var writable time.Duration

@@ -10,10 +10,32 @@ import (
 	"testing"
 	"time"
 
+	"ftkv/client"
 	"ftkv/hashring"
 	"ftkv/internal/testkit/testcluster"
 	"ftkv/server"
 )
+
+// startCutCluster starts 3 servers that read the replication cuts of
+// server.TestCutReplEnv; it returns the cluster, a func that cuts the link
+// from server 0 to server 1 (shard 0's secondary) and returns when, and
+// the status before.
+func startCutCluster(t *testing.T) (*testcluster.Cluster, func() time.Time, *client.ClusterStatus) {
+	t.Helper()
+	cut := filepath.Join(t.TempDir(), "cut")
+	// Servers inherit the coordinator's environment, the coordinator the test's.
+	t.Setenv(server.TestCutReplEnv, cut)
+	c := testcluster.Start(t, testcluster.Options{N: 3})
+	before := c.WaitRecovered(t, recoverTimeout)
+	sec := before.Servers[1]
+	return c, func() time.Time {
+		if err := os.WriteFile(cut, fmt.Appendf(nil, "0 1 %d\n", sec.Incarnation), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("cut the replication link from server 0 to server 1 (incarnation %d, pid %d)", sec.Incarnation, sec.PID)
+		return time.Now()
+	}, before
+}
 
 // TestHole9PrimarySecondaryPartition (hole 9 of the control-plane review):
 // the replication link between a primary and its secondary is cut while
@@ -25,12 +47,8 @@ import (
 // cluster has recovered (the secondary copy rebuilt after the partition
 // holds every write too).
 func TestHole9PrimarySecondaryPartition(t *testing.T) {
-	cut := filepath.Join(t.TempDir(), "cut")
-	// Servers inherit the coordinator's environment, the coordinator the test's.
-	t.Setenv(server.TestCutReplEnv, cut)
-	c := testcluster.Start(t, testcluster.Options{N: 3})
+	c, cutLink, before := startCutCluster(t)
 	to := testcluster.DefaultTimeout
-	before := c.WaitRecovered(t, recoverTimeout)
 	sec := before.Servers[1] // secondary of shard 0, whose primary is server 0
 
 	cls := dialClients(c, 4)
@@ -38,11 +56,7 @@ func TestHole9PrimarySecondaryPartition(t *testing.T) {
 	time.Sleep(3 * to) // load before the cut
 
 	keys := keysOfShard(0, 3, 2000) // one fresh key per probe
-	if err := os.WriteFile(cut, fmt.Appendf(nil, "0 1 %d\n", sec.Incarnation), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cutAt := time.Now()
-	t.Logf("cut the replication link from server 0 to server 1 (incarnation %d)", sec.Incarnation)
+	cutAt := cutLink()
 
 	// A write to shard 0 must succeed again within a few failure timeouts.
 	limit := 12 * to
