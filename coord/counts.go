@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"sync"
+	"time"
 
 	"github.com/panjf2000/gnet/v2"
 
@@ -28,6 +29,11 @@ const (
 	statusWaitMax     = 1024
 )
 
+// A round starts a tenth of a heartbeat period after the previous one
+// started at the soonest: under a flood of requests (each waiting for the
+// next round) the servers are asked at most ten times a heartbeat, each
+// time for many requests.
+
 // keyCounts is one incarnation's key counts as it answered them, under
 // the view of epoch (the one it had applied).
 type keyCounts struct{ inc, epoch, primary, secondary uint64 }
@@ -45,7 +51,8 @@ type statusRounds struct {
 	mu      sync.Mutex
 	waiting []statusWaiter
 	perConn map[gnet.Conn]int
-	running bool // a round runs (statusLoop)
+	running bool      // a round runs (statusLoop)
+	began   time.Time // when the last round began
 }
 
 // queueStatus queues conn's STATUS request id for the next round, and
@@ -75,13 +82,19 @@ func (c *Coordinator) statusLoop() {
 	r := &c.rounds
 	for {
 		r.mu.Lock()
-		batch := r.waiting
-		r.waiting = nil
-		if len(batch) == 0 {
+		if len(r.waiting) == 0 {
 			r.running = false
 			r.mu.Unlock()
 			return
 		}
+		wait := time.Until(r.began.Add(c.opts.Timing.Heartbeat / 10))
+		r.mu.Unlock()
+		if wait > 0 {
+			time.Sleep(wait)
+		}
+		r.mu.Lock()
+		batch := r.waiting
+		r.waiting, r.began = nil, time.Now()
 		r.mu.Unlock()
 		st := c.freshStatus(c.askCounts())
 		var whole, redacted []byte
@@ -164,27 +177,13 @@ func (c *Coordinator) askCounts() map[int]keyCounts {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			cc := a.cc
-			if cc == nil || cc.addr != a.addr || cc.inc != a.inc {
-				var err error
-				if cc, err = c.dialCtl(ctx, a.addr); err != nil {
-					return
-				}
-				cc.inc = a.inc
-			}
-			ans, err := cc.roundTrip(ctx, &wire.Frame{Op: wire.OpStatus})
+			ans, cc, err := c.askCount(ctx, a.cc, a.addr, a.inc)
 			c.mu.Lock()
 			old := a.nd.counts
 			a.nd.counts = cc
-			if err != nil {
-				a.nd.counts = nil
-			}
 			c.mu.Unlock()
-			if old != nil && old != a.nd.counts {
+			if old != nil && old != cc {
 				old.close()
-			}
-			if err != nil {
-				cc.close()
 			}
 			if replyErr(ans, err) != nil {
 				return
@@ -198,4 +197,30 @@ func (c *Coordinator) askCounts() map[int]keyCounts {
 	}
 	wg.Wait()
 	return out
+}
+
+// askCount asks the server at addr (incarnation inc) for its key counts
+// on cc if that is a link to it, else on a fresh one, and once more on a
+// fresh one if cc fails (the server may have closed it), as control does.
+// It returns the answer and the link to keep (nil after an error).
+func (c *Coordinator) askCount(ctx context.Context, cc *ctlConn, addr string, inc uint64) (wire.Frame, *ctlConn, error) {
+	cached := cc != nil && cc.addr == addr && cc.inc == inc
+	for {
+		if !cached {
+			var err error
+			if cc, err = c.dialCtl(ctx, addr); err != nil {
+				return wire.Frame{}, nil, err
+			}
+			cc.inc = inc
+		}
+		ans, err := cc.roundTrip(ctx, &wire.Frame{Op: wire.OpStatus})
+		if err == nil {
+			return ans, cc, nil
+		}
+		cc.close()
+		if !cached || ctx.Err() != nil {
+			return ans, nil, err
+		}
+		cached = false
+	}
 }

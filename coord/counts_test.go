@@ -185,3 +185,98 @@ func TestOrderLinkKeptWhileAnotherDials(t *testing.T) {
 		})
 	}
 }
+
+// TestRetryKeepsAnotherOrdersLink: an order is in flight on a cached
+// link to incarnation 1 while the server is respawned (incarnation 2,
+// same address); a push to incarnation 2 dials its own link and caches
+// it, which closes the old one; the old order retries, and its retry must
+// not close the push's link in flight (a review).
+func TestRetryKeepsAnotherOrdersLink(t *testing.T) {
+	c := testCoordinator(t)
+	ctl := fakeCtlPort(t, 0, 300*time.Millisecond, false)
+	nd := c.nodes[0]
+	nd.hb.CtlAddr, nd.hb.Incarnation = ctl, 1
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	x, err := c.dialCtl(ctx, ctl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	x.inc = 1
+	c.mu.Lock()
+	nd.ctl = x
+	c.mu.Unlock()
+	bErr := make(chan error, 1)
+	go func() { // order B to incarnation 1, on cached x
+		ans, err := c.control(ctx, nd, &wire.Frame{Op: wire.OpSetView, Epoch: 2, Value: c.viewEnc})
+		bErr <- replyErr(ans, err)
+	}()
+	time.Sleep(30 * time.Millisecond)
+	c.mu.Lock()
+	nd.inc, nd.hb.Incarnation = 2, 2 // respawned at the same address
+	c.mu.Unlock()
+	ans, err := c.control(ctx, nd, &wire.Frame{Op: wire.OpSetView, Epoch: 3, Value: c.viewEnc})
+	if err := replyErr(ans, err); err != nil {
+		t.Errorf("push to incarnation 2 failed: %v", err)
+	}
+	t.Logf("order B (incarnation 1): %v", <-bErr)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if nd.ctl != nil && nd.ctl.inc != 2 {
+		t.Errorf("the cached link is incarnation %d's", nd.ctl.inc)
+	}
+}
+
+// TestCountsLinkRedialled: a status round after the server closed the
+// rounds' cached link (a network blip) asks once more on a fresh one.
+// Before, that round had no counts from the server (a review).
+func TestCountsLinkRedialled(t *testing.T) {
+	c := testCoordinator(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	first := true
+	go func() {
+		for {
+			nc, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			closeAfter := first
+			first = false
+			go func() {
+				defer nc.Close()
+				br := bufio.NewReader(nc)
+				for {
+					f, err := frameio.ReadFrame(br)
+					if err != nil {
+						return
+					}
+					ans := &wire.Frame{Op: f.Op, ID: f.ID}
+					if f.Op == wire.OpStatus {
+						ans.Epoch, ans.Value = 1, wire.AppendKeyCounts(nil, 7, 7)
+					}
+					_, _ = nc.Write(wire.Append(nil, ans))
+					if f.Op == wire.OpStatus && closeAfter {
+						return // the server drops the link after one answer
+					}
+				}
+			}()
+		}
+	}()
+	for _, nd := range c.nodes {
+		nd.hb.CtlAddr, nd.hb.Incarnation = "", 1
+	}
+	c.nodes[0].hb.CtlAddr = ln.Addr().String()
+	r1 := c.askCounts()
+	time.Sleep(50 * time.Millisecond)
+	r2 := c.askCounts()
+	r3 := c.askCounts()
+	for i, r := range []map[int]keyCounts{r1, r2, r3} {
+		if _, ok := r[0]; !ok {
+			t.Errorf("round %d got no counts from server 0: %v", i+1, r)
+		}
+	}
+}

@@ -73,9 +73,12 @@ func (c *Coordinator) control(ctx context.Context, nd *node, f *wire.Frame) (wir
 		cc.close()
 		c.mu.Lock()
 		if nd.ctl == cc {
-			nd.ctl = nil
+			nd.ctl, prev = nil, nil
+		} else {
+			// Another order cached a link of its own meanwhile (for a
+			// respawned incarnation, say): the retry must not replace it.
+			prev = cc
 		}
-		prev = nd.ctl
 		c.mu.Unlock()
 		if !cached || ctx.Err() != nil {
 			return ans, err
