@@ -134,8 +134,10 @@ func TestStatusFloodBounded(t *testing.T) {
 	for end := time.Now().Add(1500 * time.Millisecond); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
 		peak = max(peak, runtime.NumGoroutine()-base)
 	}
-	// (Asked during the flood: answered within a second.)
-	_ = honest.SetDeadline(time.Now().Add(time.Second))
+	// (Asked during the flood: answered. The bound is liveness only:
+	// under the race detector beside CI's other packages the loops took
+	// over a second to get to it.)
+	_ = honest.SetDeadline(time.Now().Add(15 * time.Second))
 	if _, err := honest.Write(wire.Append(nil, &wire.Frame{Op: wire.OpStatus, ID: 1})); err != nil {
 		t.Fatal(err)
 	}
