@@ -479,6 +479,12 @@ func openRaft(o Options, f *fsm, log zerolog.Logger) (*raftNode, error) {
 	if err := os.MkdirAll(dir, 0o700); err != nil {
 		return nil, fmt.Errorf("-d %s: %w", dir, unwrapPathErr(err))
 	}
+	// It keeps the cluster secret: a directory that already existed open
+	// to others is made the owner's only (an attack read the secret from
+	// a snapshot of a 0755 -d and shut a server down with it).
+	if err := os.Chmod(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("-d %s: cannot make it private to its owner (it keeps the cluster secret): %w", dir, unwrapPathErr(err))
+	}
 	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: raftLogWriter{log, len(o.Cluster.Coordinators) == 0}, DisableTime: true})
 	unclaimed, err := checkMember(dir, o.ID)
 	if err != nil {
@@ -520,6 +526,10 @@ func openRaft(o Options, f *fsm, log zerolog.Logger) (*raftNode, error) {
 	snaps, err := raft.NewFileSnapshotStoreWithLogger(dir, 2, hl)
 	if err != nil {
 		return fail(fmt.Errorf("-d %s: %w", dir, err))
+	}
+	// hashicorp/raft makes it 0755 and its snapshots (the secret) 0644.
+	if err := os.Chmod(filepath.Join(dir, "snapshots"), 0o700); err != nil {
+		return fail(fmt.Errorf("-d %s: %w", dir, unwrapPathErr(err)))
 	}
 	cfg := raft.DefaultConfig()
 	cfg.Logger = hl

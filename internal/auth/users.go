@@ -124,6 +124,13 @@ func ParseUser(fields []string) (User, error) {
 		return User{}, fmt.Errorf("expected \"user <name> <read|readwrite|admin> <password-hash>\", got %d fields after \"user\" (make a hash with bin/coord -hash-password)", len(fields))
 	}
 	u := User{Name: fields[0], Hash: fields[2]}
+	// A hash in the name's or the role's place (the fields swapped) is
+	// never echoed whole (a review saw it in the role's error).
+	for i, what := range []string{"user name", "role"} {
+		if strings.HasPrefix(fields[i], "$") {
+			return User{}, fmt.Errorf("%s %s looks like a password hash: the line is \"user <name> <read|readwrite|admin> <password-hash>\"", what, hashHint(fields[i]))
+		}
+	}
 	if err := ValidName(u.Name); err != nil {
 		return User{}, err
 	}
@@ -138,9 +145,14 @@ func ParseUser(fields []string) (User, error) {
 }
 
 // hashHint shows what can be shown of a hash: its algorithm and cost.
+// Of anything else (a password written where its hash goes) it shows
+// only the length.
 func hashHint(h string) string {
 	const show = 7 // "$2a$12$"
-	if len(h) <= show {
+	switch {
+	case !strings.HasPrefix(h, "$"):
+		return fmt.Sprintf("(%d characters, not starting with $)", len(h))
+	case len(h) <= show:
 		return fmt.Sprintf("%q", h)
 	}
 	return fmt.Sprintf("%q", h[:show]+"…")
