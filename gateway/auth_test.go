@@ -292,3 +292,26 @@ func readAnswer(t *testing.T, nc net.Conn, in string) string {
 		buf = append(buf, tmp[:n]...)
 	}
 }
+
+// TestRESPInfoPidForAdminsOnly: with logins, INFO shows the gateway's pid
+// to an admin only, as the cluster's status shows pids (a review saw a
+// read user's INFO name it).
+func TestRESPInfoPidForAdminsOnly(t *testing.T) {
+	g, _ := startAuthGateway(t)
+	for _, tc := range []struct {
+		user string
+		pid  bool
+	}{{"reader", false}, {"writer", false}, {"root", true}} {
+		nc := dialRESP(t, g.Addr())
+		if got := readAnswer(t, nc, cmd("AUTH", tc.user, tc.user+"-pw")); got != "+OK\r\n" {
+			t.Fatalf("AUTH %s: %q", tc.user, got)
+		}
+		info := readAnswer(t, nc, cmd("INFO", "server"))
+		if !strings.Contains(info, "redis_version:") {
+			t.Fatalf("INFO server as %s: %q", tc.user, info)
+		}
+		if has := strings.Contains(info, "process_id:"); has != tc.pid {
+			t.Errorf("INFO server as %s shows process_id: %v, want %v", tc.user, has, tc.pid)
+		}
+	}
+}

@@ -121,12 +121,14 @@ func cmdInfo(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte
 		if b.Len() > 0 {
 			b.WriteString("\r\n")
 		}
-		s.g.infoSection(&b, sec, st, stErr)
+		s.g.infoSection(&b, sec, st, stErr, s.g.logins == nil || s.role().IsAdmin())
 	}
 	return appendVerbatim(out, b.String(), s.proto), nil
 }
 
-func (g *Gateway) infoSection(b *strings.Builder, sec string, st *status.Cluster, stErr error) {
+// infoSection writes one section of INFO; full: for an admin (or without
+// logins), who also sees where processes run, as in the cluster's status.
+func (g *Gateway) infoSection(b *strings.Builder, sec string, st *status.Cluster, stErr error, full bool) {
 	line := func(k string, v any) { fmt.Fprintf(b, "%s:%v\r\n", k, v) }
 	switch sec {
 	case "server":
@@ -136,7 +138,9 @@ func (g *Gateway) infoSection(b *strings.Builder, sec string, st *status.Cluster
 		line("redis_mode", "standalone")
 		line("os", runtime.GOOS)
 		line("arch_bits", strconv.IntSize)
-		line("process_id", os.Getpid())
+		if full {
+			line("process_id", os.Getpid())
+		}
 		line("tcp_port", g.port.Load().Addr().(*net.TCPAddr).Port)
 		up := time.Since(g.started)
 		line("uptime_in_seconds", int64(up.Seconds()))
