@@ -231,6 +231,9 @@ func New(opts Options) (*Coordinator, error) {
 			}
 			return nil, fmt.Errorf("-group-secret-file: %w", err)
 		}
+		if mode, open := openToOthers(f); open {
+			opts.Logger.Warn().Str("file", f).Str("mode", fmt.Sprintf("%04o", mode)).Msg("group_secret_file is open to other users: chmod 600 it (it lets its holder into the coordinators' Raft port)")
+		}
 	}
 	var sb [16]byte
 	_, _ = rand.Read(sb[:])

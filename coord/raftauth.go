@@ -49,6 +49,16 @@ func loadGroupKey(path string) ([]byte, error) {
 	return k[:], nil
 }
 
+// openToOthers reports whether users other than the owner may read or
+// write the file at path (a secret file should be 0600), and its mode.
+func openToOthers(path string) (os.FileMode, bool) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return 0, false
+	}
+	return fi.Mode().Perm(), fi.Mode().Perm()&0o077 != 0
+}
+
 func raftMAC(key []byte, dir string, a, b []byte) []byte {
 	m := hmac.New(sha256.New, key)
 	m.Write([]byte(dir))

@@ -127,4 +127,16 @@ func TestGroupSecretFile(t *testing.T) {
 	if !bytes.Equal(a, b) || bytes.Equal(a, c) {
 		t.Error("the key does not follow the secret")
 	}
+	// A file others may read is used, with a warning (a review: any mode
+	// passed silently).
+	if _, open := openToOthers(write("private", "s3cret-s3cret-s3cret")); open {
+		t.Error("a 0600 file is taken for open to others")
+	}
+	loose := write("loose", "s3cret-s3cret-s3cret")
+	if err := os.Chmod(loose, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if mode, open := openToOthers(loose); !open || mode != 0o644 {
+		t.Errorf("a 0644 file: open %v, mode %04o", open, mode)
+	}
 }
