@@ -51,6 +51,9 @@ func (c *Client) hello(ctx context.Context, cn *conn, nc net.Conn, addr string) 
 	}
 	hctx, cancel := context.WithTimeout(ctx, max(c.opts.timing.Handshake, minHelloWait))
 	defer cancel()
+	if err := probeClear(hctx, cn, nc, addr); err != nil {
+		return err
+	}
 	reply, err := cn.roundTrip(hctx, &wire.Frame{Op: wire.OpHello, Key: []byte(c.opts.user), Value: []byte(c.opts.password)})
 	if err != nil {
 		return err
@@ -62,6 +65,24 @@ func (c *Client) hello(ctx context.Context, cn *conn, nc net.Conn, addr string) 
 		return fmt.Errorf("%w: %s as user %s: %s", ErrAuth, addr, c.opts.user, reply.Value)
 	}
 	return fmt.Errorf("ftkv: %s answered HELLO with %s: %s", addr, reply.Status, reply.Value)
+}
+
+// probeClear asks, on a connection without TLS, whether the port takes a
+// HELLO in clear before the password is sent (a review saw a client that
+// forgot its CA send the password to a TLS port on loopback, in clear,
+// and only then be refused): a TLS port's refusal is ErrAuth.
+func probeClear(ctx context.Context, cn *conn, nc net.Conn, addr string) error {
+	if _, ok := nc.(interface{ ConnectionState() tls.ConnectionState }); ok {
+		return nil
+	}
+	reply, err := cn.roundTrip(ctx, &wire.Frame{Op: wire.OpHello, Seq: wire.HelloProbe})
+	if err != nil {
+		return err
+	}
+	if reply.Status != wire.StatusOK {
+		return fmt.Errorf("%w: %s: %s", ErrAuth, addr, reply.Value)
+	}
+	return nil
 }
 
 // inPrivate reports whether what is written to nc stays private: it is a
@@ -131,6 +152,12 @@ func (c *Client) checkAt(ctx context.Context, addr, user, password string) (stri
 	defer cn.fail(ErrClosed)
 	if !inPrivate(nc) {
 		return "", fmt.Errorf("%w: not sending the password of user %s in clear to %s (a non-loopback address without TLS)", ErrAuth, user, addr)
+	}
+	if err := probeClear(dctx, cn, nc, addr); err != nil {
+		if errors.Is(err, ErrAuth) {
+			return "", err
+		}
+		return "", fmt.Errorf("ftkv: coordinator %s: %w", addr, err)
 	}
 	reply, err := cn.roundTrip(dctx, &wire.Frame{Op: wire.OpHello, Key: []byte(user), Value: []byte(password)})
 	if err != nil {

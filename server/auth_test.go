@@ -131,6 +131,29 @@ func TestClientPortAuthentication(t *testing.T) {
 			}
 		}
 	})
+	t.Run("probe before the password", func(t *testing.T) {
+		// Answered OK, authenticating nothing: the GET after it is refused.
+		c := dialConn(t, a.client, false)
+		ans, err := c.do(&wire.Frame{Op: wire.OpHello, Seq: wire.HelloProbe}, 5*time.Second)
+		if err != nil || ans.Status != wire.StatusOK || ans.Seq != wire.HelloProbe {
+			t.Fatalf("probe: %v %v %q", err, ans.Status, ans.Value)
+		}
+		ans, err = c.do(get, 5*time.Second)
+		if err != nil || ans.Status != wire.StatusUnauthenticated {
+			t.Fatalf("GET after a probe: %v %v %q", err, ans.Status, ans.Value)
+		}
+		// And a HELLO after one logs in.
+		c = dialConn(t, a.client, false)
+		if ans, err := c.do(&wire.Frame{Op: wire.OpHello, Seq: wire.HelloProbe}, 5*time.Second); err != nil || ans.Status != wire.StatusOK {
+			t.Fatalf("probe: %v %v %q", err, ans.Status, ans.Value)
+		}
+		if ans, err := c.do(&wire.Frame{Op: wire.OpHello, Key: []byte("reader"), Value: []byte("reader-pw")}, 5*time.Second); err != nil || ans.Status != wire.StatusOK || string(ans.Value) != "read" {
+			t.Fatalf("HELLO after a probe: %v %v %q", err, ans.Status, ans.Value)
+		}
+		if ans, err := c.doRetry(get, 5*time.Second); err != nil || ans.Status != wire.StatusOK && ans.Status != wire.StatusNotFound {
+			t.Fatalf("GET as reader after the probe: %v %v %q", err, ans.Status, ans.Value)
+		}
+	})
 	t.Run("oversized first frame", func(t *testing.T) {
 		c := dialConn(t, a.client, false)
 		_, err := c.do(&wire.Frame{Op: wire.OpHello, Key: []byte("writer"), Value: make([]byte, 8<<10)}, 5*time.Second)

@@ -115,6 +115,13 @@ func (s Status) String() string {
 // refused, so that no stray or garbage frame stops the cluster.
 const ShutdownConfirm = "stop the whole cluster"
 
+// HelloProbe, as a client's HELLO's Seq (no user, no password), asks a
+// client port whether it takes HELLO in this connection's clear text,
+// before a password is sent there: a port with TLS answers a plaintext
+// connection with its refusal (tlsconf.WirePlaintext), any other with an
+// OK that authenticates nothing.
+const HelloProbe = 1
+
 // Flags.
 const (
 	// FlagOldPresent: for OpCAS requests, Aux holds the expected old value

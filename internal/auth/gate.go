@@ -89,6 +89,10 @@ func (g *Gate) Hello(c gnet.Conn, f *wire.Frame, out []byte) ([]byte, gnet.Actio
 	if a.pending {
 		return refuse(out, f, "a frame arrived before the answer to HELLO: wait for it"), gnet.Close
 	}
+	if f.Op == wire.OpHello && f.Seq == wire.HelloProbe && len(f.Key) == 0 && len(f.Value) == 0 {
+		// Asked before a password is sent in clear: this is no TLS port.
+		return wire.Append(out, &wire.Frame{Op: wire.OpHello, ID: f.ID, Seq: wire.HelloProbe}), gnet.None
+	}
 	if f.Op != wire.OpHello {
 		g.v.cfg.Log.Info().Str("port", g.v.cfg.Port).Str("remote", addrIP(c.RemoteAddr())).Str("op", f.Op.String()).
 			Msg("request without authentication refused")

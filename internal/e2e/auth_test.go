@@ -23,6 +23,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -33,6 +34,7 @@ import (
 	"ftkv/client"
 	"ftkv/gateway"
 	"ftkv/internal/auth"
+	"ftkv/internal/testkit/proxy"
 	"ftkv/internal/testkit/testcluster"
 	"ftkv/wire"
 )
@@ -617,6 +619,36 @@ func TestAuthWithTLS(t *testing.T) {
 	if r.code != 4 || !strings.Contains(r.stderr, "permission denied") {
 		t.Errorf("bin/client -tls-ca as a read user P: exit %d %q", r.code, r.stderr)
 	}
+	// A client that forgot -tls-ca is refused before its password is
+	// sent (a review saw it in clear on loopback, then the refusal).
+	var mu sync.Mutex
+	var sent []byte
+	px, err := proxy.Start(c.Addr, proxy.Options{Sent: func(b []byte) {
+		mu.Lock()
+		sent = append(sent, b...)
+		mu.Unlock()
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer px.Close()
+	r = runCLIEnv(t, c.Bin, px.Addr(), []string{"FTKV_PASSWORD=" + us.writer.password}, "-user", us.writer.name, "G", "auth-tls-cli")
+	if r.code != 4 || !strings.Contains(r.stderr, "requires TLS") {
+		t.Errorf("bin/client -user without -tls-ca: exit %d %q, want 4 saying the port requires TLS", r.code, r.stderr)
+	}
+	if _, err := dialAs(&testcluster.Cluster{Addr: px.Addr()}, us.admin.name, us.admin.password); !errors.Is(err, client.ErrAuth) || !strings.Contains(err.Error(), "requires TLS") {
+		t.Errorf("a Go client with credentials and no TLS: %v, want ErrAuth saying the port requires TLS", err)
+	}
+	mu.Lock()
+	if px.Accepted() == 0 {
+		t.Error("nothing went through the proxy")
+	}
+	for _, u := range []authUser{us.writer, us.admin} {
+		if bytes.Contains(sent, []byte(u.password)) {
+			t.Errorf("%s's password was sent in clear to a port that requires TLS", u.name)
+		}
+	}
+	mu.Unlock()
 	secrets := map[string]string{}
 	for _, u := range us.all() {
 		secrets[u.name+"'s password"] = u.password

@@ -20,6 +20,10 @@ type Options struct {
 	// connection are closed: whatever the target answered in it is lost.
 	// It may be called from many goroutines at once.
 	DropReply func() bool
+	// Sent, when set, is given every chunk of bytes the caller sent, in
+	// order per connection, before it is forwarded. It may be called from
+	// many goroutines at once; it must not keep b.
+	Sent func(b []byte)
 }
 
 // Proxy forwards connections from Addr to a target.
@@ -132,7 +136,23 @@ func (p *Proxy) serve(down net.Conn) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		_, _ = io.Copy(up, down)
+		if p.opts.Sent == nil {
+			_, _ = io.Copy(up, down)
+		} else {
+			buf := make([]byte, 32<<10)
+			for {
+				n, err := down.Read(buf)
+				if n > 0 {
+					p.opts.Sent(buf[:n])
+					if _, werr := up.Write(buf[:n]); werr != nil {
+						break
+					}
+				}
+				if err != nil {
+					break
+				}
+			}
+		}
 		// The caller went away (or the other direction closed both).
 		p.untrack(down, up)
 	}()
