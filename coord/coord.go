@@ -97,9 +97,14 @@ type Coordinator struct {
 	narrow decide.Current
 	saved  savedRecord // what the last view committed knew of dead primaries
 	// lastView, lastStopped: the committed view a start follows, and
-	// whether the cluster was stopped in order (aloneLocked).
-	lastView    wire.View
-	lastStopped bool
+	// whether the cluster was stopped in order (aloneLocked), and which
+	// servers that stop found gone or starting (lastUnstopped).
+	lastView      wire.View
+	lastStopped   bool
+	lastUnstopped []int
+	// unstopped: the servers this coordinator's stop did not stop in
+	// order (stopServers), recorded with the stop (saveStop).
+	unstopped []int
 	spares      []string // spare hosts not yet taken
 	// home is the working directory of local servers (their dumps, and
 	// a relative data_dir, land there): the first leader's, committed
@@ -570,7 +575,7 @@ func (c *Coordinator) takeOver(l leadership) error {
 	// A cluster that ran before (its last view is committed) starts again.
 	c.restarting = len(st.View) > 0
 	c.noLogs = !c.restarting || st.NoLogs
-	c.lastView, c.lastStopped = wire.View{}, st.Stopped
+	c.lastView, c.lastStopped, c.lastUnstopped = wire.View{}, st.Stopped, st.Unstopped
 	if lv, err := wire.DecodeView(st.View); err == nil && c.restarting {
 		c.lastView = lv
 	}
@@ -1400,7 +1405,7 @@ func (c *Coordinator) commitInitialView(out, gone map[int]bool) (wire.View, erro
 		if p.Primary != int32(s) {
 			ev := c.log.Warn()
 			msg := "restart: the shard's most complete copy is its secondary's; it leads the shard"
-			if led := len(c.lastView.Shards) == c.n && c.lastView.Shards[s].Primary == p.Primary; !led && !c.lastStopped && c.storage().FsyncSecondary != "yes" {
+			if led := len(c.lastView.Shards) == c.n && c.lastView.Shards[s].Primary == p.Primary; !led && (!c.lastStopped || slices.Contains(c.lastUnstopped, int(p.Primary))) && c.storage().FsyncSecondary != "yes" {
 				// After a kill the log of a copy that was not the shard's
 				// primary may miss its last records (a secondary's are
 				// written lazily): say so where it may have cost writes.
@@ -1500,6 +1505,13 @@ func (c *Coordinator) aloneLocked(gone map[int]bool) decide.Current {
 		switch {
 		case p >= 0 && c.lastStopped:
 			alone[s] = cur
+			// A server the stop found gone synced nothing at it: its
+			// copy counts only if it was the primary's, as after a kill.
+			for _, h := range []int{s, (s + 1) % c.n} {
+				if h != int(p) && slices.Contains(c.lastUnstopped, h) {
+					alone[s] &^= decide.Bit(c.n, s, h)
+				}
+			}
 		case p >= 0:
 			alone[s] = cur & decide.Bit(c.n, s, int(p))
 		case bits.OnesCount8(cur) == 1:
@@ -1854,6 +1866,9 @@ func (c *Coordinator) saveStop(stopped bool) error {
 	defer c.saveMu.Unlock()
 	c.mu.Lock()
 	st := c.stateLocked()
+	if stopped {
+		st.Unstopped = slices.Clone(c.unstopped)
+	}
 	c.mu.Unlock()
 	st.Stopped = stopped
 	err := c.store.Save(st)
@@ -1955,6 +1970,20 @@ func (c *Coordinator) stopServers(ctx context.Context) error {
 	defer cancel()
 	var wg sync.WaitGroup
 	errs := make([]error, len(nodes)+1)
+	// missed: the servers this stop does not stop in order (gone before
+	// it reached them, or still starting): it syncs no log of theirs.
+	missed := make([]bool, len(nodes))
+	defer func() {
+		var ids []int
+		for i, m := range missed {
+			if m {
+				ids = append(ids, nodes[i].id)
+			}
+		}
+		c.mu.Lock()
+		c.unstopped = ids
+		c.mu.Unlock()
+	}()
 	if !adopted {
 		errs[len(nodes)] = errors.New("the takeover under way did not adopt the running servers: they were not stopped")
 	}
@@ -1963,10 +1992,12 @@ func (c *Coordinator) stopServers(ctx context.Context) error {
 		p := nd.proc
 		c.mu.Unlock()
 		if p == nil {
+			missed[i] = true
 			continue
 		}
 		select {
 		case <-p.Done():
+			missed[i] = true
 			continue // gone already
 		default:
 		}
@@ -1994,6 +2025,7 @@ func (c *Coordinator) stopServers(ctx context.Context) error {
 				// it has nothing to dump that its log does not hold.
 				c.log.Warn().Int("node", nd.id).Msg("server not reported yet (still starting): killed, not dumped; its log holds its data")
 				wait, err = 0, nil
+				missed[i] = true
 			}
 			select {
 			case <-p.Done():
@@ -2001,8 +2033,9 @@ func (c *Coordinator) stopServers(ctx context.Context) error {
 					// It had exited (killed just before the stop, its
 					// exit not yet seen): nothing to dump; its copies
 					// are the other servers' and its log's.
-					c.log.Warn().Err(err).Int("node", nd.id).Msg("server had exited before the stop reached it: not dumped")
+					c.log.Warn().Err(err).Int("node", nd.id).Msg("server had exited before the stop reached it: not dumped; its secondary copies count as after a kill at the next start")
 					err = nil
+					missed[i] = true
 				}
 			case <-time.After(wait):
 				_ = p.Kill()

@@ -37,6 +37,10 @@ type clusterState struct {
 	// Stopped: the cluster was shut down in order (every server dumped
 	// its tables and exited); the next leader starts it afresh.
 	Stopped bool `json:"stopped,omitempty"`
+	// Unstopped: with Stopped, the servers the stop did not stop (gone
+	// before it reached them, or still starting): their logs were not
+	// synced by it, so their copies count as after a kill (aloneLocked).
+	Unstopped []int `json:"unstopped,omitempty"`
 	// Current: per shard, which copies hold every acknowledged write
 	// (decide.Current); none in a state of an older version (all count).
 	Current decide.Current `json:"current,omitempty"`
