@@ -30,6 +30,7 @@ import (
 //
 //	GET    /v1/kv/{key}          200 and the value's bytes, with its ETag; 404 when absent;
 //	                             304 with If-None-Match naming its ETag (or *), 412 with If-Match naming another
+//	                             (or with If-Match when absent)
 //	PUT    /v1/kv/{key}          the body becomes the value; 204
 //	DELETE /v1/kv/{key}          204 (also when absent)
 //	POST   /v1/kv/{key}?append   the body is appended (the key is created); 204 (?append=true too;
@@ -42,7 +43,8 @@ import (
 // quoted hex xxh3-128 hash of its bytes; PUT with If-Match (one or more
 // ETags, or *) writes only if the current value has one of them (*: if
 // the key exists), with If-None-Match: * only if the key is absent; both
-// are compare-and-swaps in the cluster, 412 when they fail. Errors are
+// are compare-and-swaps in the cluster, 412 when they fail (always when
+// both headers are given). Errors are
 // one line of text: 400 bad request, 404, 405, 412, 413 (over the 1 MiB
 // value or 64 KiB key limit), 503 with Retry-After when the cluster did not
 // answer in time or a shard is unavailable.
@@ -204,6 +206,11 @@ func (g *Gateway) serveKV(rw http.ResponseWriter, r *http.Request) {
 	case http.MethodGet, http.MethodHead:
 		v, err := st.Get(ctx, key)
 		if errors.Is(err, client.ErrNotFound) {
+			if r.Header.Get("If-Match") != "" {
+				// No current value: If-Match is false (RFC 9110 13.1.1).
+				httpError(w, http.StatusPreconditionFailed, "precondition failed: the key is absent (If-Match)")
+				return
+			}
 			httpError(w, http.StatusNotFound, "not found")
 			return
 		}
@@ -416,6 +423,11 @@ func (g *Gateway) put(ctx context.Context, r *http.Request, key string, body []b
 	st := g.cfg.Store
 	ifMatch, ifNone := r.Header.Get("If-Match"), r.Header.Get("If-None-Match")
 	switch {
+	case ifMatch != "" && ifNone == "*":
+		// If-Match holds only for a key that exists, If-None-Match: *
+		// only for one that does not: never both (RFC 9110 13.2.2
+		// evaluates If-Match first; a review saw an absent key written).
+		return http.StatusPreconditionFailed, nil
 	case ifNone == "*":
 		ok, err := st.CompareAndSwap(ctx, key, nil, body)
 		if err != nil || !ok {

@@ -80,6 +80,15 @@ func TestHTTPKV(t *testing.T) {
 	expect(do(t, "PUT", kv+"fresh", "2", "If-Match", "*"), 204, "")
 	expect(do(t, "GET", kv+"fresh", ""), 200, "2")
 	expect(do(t, "PUT", kv+"fresh", "3", "If-None-Match", `"x"`), 400, "*")
+	// Both: If-Match first (RFC 9110 13.2.2), and no key both exists and
+	// is absent: never written (a review: an absent key was written).
+	expect(do(t, "PUT", kv+"both", "1", "If-Match", `"deadbeef"`, "If-None-Match", "*"), 412, "*")
+	expect(do(t, "PUT", kv+"both", "1", "If-Match", "*", "If-None-Match", "*"), 412, "*")
+	expect(do(t, "GET", kv+"both", ""), 404, "*")
+	expect(do(t, "PUT", kv+"fresh", "4", "If-Match", "*", "If-None-Match", "*"), 412, "*")
+	expect(do(t, "GET", kv+"fresh", ""), 200, "2")
+	// If-Match on an absent key's GET: the condition is false, 412.
+	expect(do(t, "GET", kv+"both", "", "If-Match", "*"), 412, "*")
 	// Append, delete.
 	expect(do(t, "POST", kv+"log?append", "a"), 204, "")
 	expect(do(t, "POST", kv+"log?append", "b"), 204, "")
