@@ -105,7 +105,7 @@ type Coordinator struct {
 	// unstopped: the servers this coordinator's stop did not stop in
 	// order (stopServers), recorded with the stop (saveStop).
 	unstopped []int
-	spares      []string // spare hosts not yet taken
+	spares    []string // spare hosts not yet taken
 	// home is the working directory of local servers (their dumps, and
 	// a relative data_dir, land there): the first leader's, committed
 	// with the cluster's state, so that every later leader of a group
