@@ -32,7 +32,7 @@ func TestParseClusterUsers(t *testing.T) {
 	for _, tc := range []struct{ name, in, want string }{
 		{"short", "1\nlocalhost 0 0 0\nuser alice admin\n", "c.txt:3: expected \"user <name> <read|readwrite|admin> <password-hash>\""},
 		{"role", "1\nlocalhost 0 0 0\nuser alice root " + h + "\n", "c.txt:3: user alice: role \"root\""},
-		{"clear password", "1\nlocalhost 0 0 0\nuser alice admin hunter2hunter2\n", "c.txt:3: user alice: password hash (14 characters, not starting with $) is not a bcrypt hash"},
+		{"clear password", "1\nlocalhost 0 0 0\nuser alice admin hunter2hunter2\n", "c.txt:3: user alice: password hash (14 characters, not starting like a bcrypt hash) is not a bcrypt hash"},
 		{"truncated hash", "1\nlocalhost 0 0 0\nuser alice admin " + h[:50] + "\n", "c.txt:3: user alice: password hash \"$2a$04$…\" is not a bcrypt hash"},
 		{"dup", "1\nlocalhost 0 0 0\nuser alice admin " + h + "\n\nuser alice read " + h + "\n", "c.txt:5: user alice is already defined on line 3"},
 		{"name", "1\nlocalhost 0 0 0\nuser al/ice admin " + h + "\n", "c.txt:3: user name \"al/ice\""},

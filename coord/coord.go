@@ -1864,6 +1864,14 @@ func (c *Coordinator) StopCluster(ctx context.Context) error {
 func (c *Coordinator) saveStop(stopped bool) error {
 	c.saveMu.Lock()
 	defer c.saveMu.Unlock()
+	if c.final {
+		// An orderly stop is committed already (StopCluster, then the
+		// exit's Shutdown): the second stop finds every server gone, and
+		// its record of them as missed must not replace the first's (a
+		// review: a start after bin/client shutdown took every copy that
+		// was a secondary's for unsynced).
+		return nil
+	}
 	c.mu.Lock()
 	st := c.stateLocked()
 	if stopped {

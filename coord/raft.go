@@ -486,8 +486,11 @@ func openRaft(o Options, f *fsm, log zerolog.Logger) (*raftNode, error) {
 	// It keeps the cluster secret: a directory that already existed open
 	// to others is made the owner's only (an attack read the secret from
 	// a snapshot of a 0755 -d and shut a server down with it).
-	if err := os.Chmod(dir, 0o700); err != nil {
-		return nil, fmt.Errorf("-d %s: cannot make it private to its owner (it keeps the cluster secret): %w", dir, unwrapPathErr(err))
+	if fi, err := os.Stat(dir); err == nil && fi.Mode().Perm() != 0o700 {
+		if err := os.Chmod(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("-d %s: cannot make it private to its owner (it keeps the cluster secret): %w", dir, unwrapPathErr(err))
+		}
+		log.Warn().Str("dir", dir).Str("was", fmt.Sprintf("%04o", fi.Mode().Perm())).Msg("the Raft directory keeps the cluster secret: made 0700")
 	}
 	hl := hclog.New(&hclog.LoggerOptions{Name: "raft", Level: hclog.Warn, Output: raftLogWriter{log, len(o.Cluster.Coordinators) == 0}, DisableTime: true})
 	unclaimed, err := checkMember(dir, o.ID)

@@ -18,7 +18,9 @@ package auth
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
+	"unicode"
 
 	"golang.org/x/crypto/bcrypt"
 )
@@ -56,7 +58,17 @@ func ParseRole(s string) (Role, error) {
 			return Role(i + 1), nil
 		}
 	}
-	return RoleNone, fmt.Errorf("role %q: expected read, readwrite or admin", s)
+	return RoleNone, fmt.Errorf("role %s: expected read, readwrite or admin", roleHint(s))
+}
+
+// roleHint shows an unknown role as typed when it may be a misspelt role
+// (a short word of letters), else only its length: a password written in
+// its place is never echoed (a review).
+func roleHint(s string) string {
+	if len(s) > 10 || strings.IndexFunc(s, func(r rune) bool { return !unicode.IsLetter(r) }) >= 0 {
+		return fmt.Sprintf("(%d characters)", len(s))
+	}
+	return fmt.Sprintf("%q", s)
 }
 
 // MaxPassword is the longest password bcrypt reads (72 bytes).
@@ -127,7 +139,7 @@ func ParseUser(fields []string) (User, error) {
 	// A hash in the name's or the role's place (the fields swapped) is
 	// never echoed whole (a review saw it in the role's error).
 	for i, what := range []string{"user name", "role"} {
-		if strings.HasPrefix(fields[i], "$") {
+		if bcryptPrefix.MatchString(fields[i]) {
 			return User{}, fmt.Errorf("%s %s looks like a password hash: the line is \"user <name> <read|readwrite|admin> <password-hash>\"", what, hashHint(fields[i]))
 		}
 	}
@@ -144,18 +156,18 @@ func ParseUser(fields []string) (User, error) {
 	return u, nil
 }
 
+// bcryptPrefix is a bcrypt hash's algorithm and cost: "$2a$12$".
+var bcryptPrefix = regexp.MustCompile(`^\$2[abxy]?\$[0-9][0-9]\$`)
+
 // hashHint shows what can be shown of a hash: its algorithm and cost.
 // Of anything else (a password written where its hash goes) it shows
 // only the length.
 func hashHint(h string) string {
-	const show = 7 // "$2a$12$"
-	switch {
-	case !strings.HasPrefix(h, "$"):
-		return fmt.Sprintf("(%d characters, not starting with $)", len(h))
-	case len(h) <= show:
-		return fmt.Sprintf("%q", h)
+	p := bcryptPrefix.FindString(h)
+	if p == "" {
+		return fmt.Sprintf("(%d characters, not starting like a bcrypt hash)", len(h))
 	}
-	return fmt.Sprintf("%q", h[:show]+"…")
+	return fmt.Sprintf("%q", p+"…")
 }
 
 // Table is a set of users by name.
