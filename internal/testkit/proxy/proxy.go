@@ -136,23 +136,11 @@ func (p *Proxy) serve(down net.Conn) {
 	p.wg.Add(1)
 	go func() {
 		defer p.wg.Done()
-		if p.opts.Sent == nil {
-			_, _ = io.Copy(up, down)
-		} else {
-			buf := make([]byte, 32<<10)
-			for {
-				n, err := down.Read(buf)
-				if n > 0 {
-					p.opts.Sent(buf[:n])
-					if _, werr := up.Write(buf[:n]); werr != nil {
-						break
-					}
-				}
-				if err != nil {
-					break
-				}
-			}
+		var from io.Reader = down
+		if p.opts.Sent != nil {
+			from = io.TeeReader(down, sentWriter(p.opts.Sent))
 		}
+		_, _ = io.Copy(up, from)
 		// The caller went away (or the other direction closed both).
 		p.untrack(down, up)
 	}()
@@ -173,3 +161,8 @@ func (p *Proxy) serve(down net.Conn) {
 		}
 	}
 }
+
+// sentWriter hands what it is written to Options.Sent.
+type sentWriter func(b []byte)
+
+func (f sentWriter) Write(b []byte) (int, error) { f(b); return len(b), nil }
