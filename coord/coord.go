@@ -4,6 +4,7 @@ import (
 	"cmp"
 	"context"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -888,6 +889,16 @@ func (c *Coordinator) applied(st clusterState, old bool) {
 	}
 }
 
+// clusterID names the cluster in its servers' data directories: drawn
+// from its secret, which is random, made with the cluster's first
+// committed state and kept in it, and never shown. A cluster whose
+// coordinators lost their state gets a new secret and so a new ID, which
+// each server's first incarnation then records (SpawnSpec.AdoptCluster).
+func clusterID(secret string) string {
+	h := sha256.Sum256([]byte("ftkv cluster id\x00" + secret))
+	return hex.EncodeToString(h[:8])
+}
+
 // clusterSecret is the secret servers authenticate with.
 func (c *Coordinator) clusterSecret() string {
 	c.mu.Lock()
@@ -1002,6 +1013,10 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 	}
 	c.spawns.Add(1)
 	defer c.spawns.Done()
+	// A cluster that never had a view (new, or its coordinators' state
+	// lost) has no ID its servers' directories could have been written
+	// with: a directory of another ID takes this cluster's.
+	adopt := c.view.Epoch == 0 && !c.restarting
 	nd.inc, nd.host = inc, host
 	nd.reported = false
 	nd.hb, nd.counted = wire.Heartbeat{}, 0
@@ -1019,6 +1034,7 @@ func (c *Coordinator) spawn(ctx context.Context, nd *node, inc uint64, host stri
 	c.mu.Unlock()
 	spec := SpawnSpec{
 		ID: nd.id, Servers: c.n, Incarnation: inc, Spec: where, CoordAddr: c.serversAddr, Secret: c.secret, Users: c.usersForServers(),
+		ClusterID: clusterID(c.clusterSecret()), AdoptCluster: adopt,
 		Dir: home, LogFile: c.opts.ServerLog, LogLevel: c.opts.ServerLevel,
 		FailureTimeout: c.opts.Timing.FailureTimeout, Limits: c.limits(), Storage: c.storage(), Sched: c.schedPolicy(),
 		MetricsPort: c.opts.ServerMetricsPort, TLS: c.opts.tls.serverFiles(),

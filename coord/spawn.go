@@ -17,11 +17,18 @@ import (
 
 // SpawnSpec says how to start one server incarnation.
 type SpawnSpec struct {
-	ID          int
-	Servers     int // N: the number of servers of the cluster (its data directory says so)
-	Incarnation uint64
-	Spec        ServerSpec
-	CoordAddr   string // the coordinator's servers address as the server must dial it
+	ID      int
+	Servers int // N: the number of servers of the cluster (its data directory says so)
+	// ClusterID names the cluster in the server's data directory (its
+	// directory of another cluster is refused), unless AdoptCluster: the
+	// first incarnation the committed state records for this server (a
+	// new cluster, or a coordinator whose state was lost) takes over a
+	// directory of another ID.
+	ClusterID    string
+	AdoptCluster bool
+	Incarnation  uint64
+	Spec         ServerSpec
+	CoordAddr    string // the coordinator's servers address as the server must dial it
 	// OtherCoords are the servers addresses of the other coordinators of
 	// a group: the server turns to them when this one stops leading.
 	OtherCoords []string
@@ -176,6 +183,12 @@ func serverArgs(s SpawnSpec, bind string) []string {
 	}
 	if s.Servers > 0 {
 		args = append(args, "-servers", strconv.Itoa(s.Servers))
+	}
+	if s.ClusterID != "" {
+		args = append(args, "-cluster-id", s.ClusterID)
+		if s.AdoptCluster {
+			args = append(args, "-cluster-adopt")
+		}
 	}
 	if s.CoordAddr != "" {
 		args = append(args, "-coord", strings.Join(append([]string{s.CoordAddr}, s.OtherCoords...), ","))

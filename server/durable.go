@@ -13,6 +13,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/rs/zerolog"
+
 	"ftkv/internal/wal"
 	"ftkv/wire"
 )
@@ -249,7 +251,7 @@ func (s *Server) openDurable() error {
 		return fmt.Errorf("server %d: %w", s.cfg.ID, err)
 	}
 	s.dirLock = lock
-	if err := checkIdentity(dir, s.cfg.ID, s.cfg.Servers); err != nil {
+	if err := checkIdentity(dir, s.cfg.ID, s.cfg.Servers, s.cfg.ClusterID, s.cfg.AdoptCluster, s.log); err != nil {
 		return err
 	}
 	pol, err := wal.ParsePolicy(s.cfg.Fsync)
@@ -401,32 +403,56 @@ type dataDirRefused struct{ error }
 
 func (dataDirRefused) Is(target error) bool { return target == ErrDataDirRefused }
 
-// checkIdentity claims an empty directory for server id, or checks that
-// the directory is this server's.
-func checkIdentity(dir string, id uint32, n int) error {
+// checkIdentity claims an empty directory for server id of a cluster of
+// n servers (0: unknown) named cluster ("": not checked), or checks that
+// the directory is this server's. The identity is one line, "ftkv server
+// <id> of <n>", and, once a coordinator named its cluster, a second,
+// "cluster <ID>". What an identity lacks (the size, the cluster: written
+// before they were recorded) it gets now; an identity of another cluster
+// is refused, or takes cluster if adopt (see Config.AdoptCluster).
+func checkIdentity(dir string, id uint32, n int, cluster string, adopt bool, log zerolog.Logger) error {
 	want := fmt.Sprintf("ftkv server %d\n", id)
 	if n > 0 {
 		want = fmt.Sprintf("ftkv server %d of %d\n", id, n)
+	}
+	if cluster != "" {
+		want += "cluster " + cluster + "\n"
 	}
 	path := filepath.Join(dir, identityFile)
 	b, err := os.ReadFile(path)
 	if err == nil {
 		var gotID uint32
 		var gotN int
-		got := strings.TrimSpace(string(b))
+		got, gotCluster, _ := strings.Cut(strings.TrimSpace(string(b)), "\n")
 		k, _ := fmt.Sscanf(got, "ftkv server %d of %d", &gotID, &gotN)
 		exact := (k == 1 && got == fmt.Sprintf("ftkv server %d", gotID)) || (k == 2 && got == fmt.Sprintf("ftkv server %d of %d", gotID, gotN))
 		if !exact || gotID != id {
 			return dataDirRefused{fmt.Errorf("server %d: data dir %s belongs to %q, not to this server: refusing to use it", id, dir, got)}
 		}
+		if gotCluster != "" {
+			c, ok := strings.CutPrefix(gotCluster, "cluster ")
+			if !ok || c == "" || strings.ContainsAny(c, " \n") {
+				return dataDirRefused{fmt.Errorf("server %d: data dir %s has an identity whose second line is not \"cluster <ID>\" (%q): refusing to use it", id, dir, gotCluster)}
+			}
+			gotCluster = c
+		}
 		if n > 0 && gotN > 0 && gotN != n {
 			return dataDirRefused{fmt.Errorf("server %d: data dir %s belongs to a cluster of %d servers, this one has %d (the key->shard map depends on it): refusing to use it", id, dir, gotN, n)}
 		}
-		if n > 0 && gotN == 0 {
+		if cluster != "" && gotCluster != "" && gotCluster != cluster {
+			if !adopt {
+				return dataDirRefused{fmt.Errorf("server %d: data dir %s belongs to cluster %s, not to this cluster (%s): refusing to use it (its copies are another cluster's keys; move the directory away, or start that cluster's own coordinator)", id, dir, gotCluster, cluster)}
+			}
+			// The coordinator has no record of its cluster (its
+			// state was lost): the directory is taken as this
+			// cluster's, as before cluster IDs were recorded.
+			log.Warn().Str("dir", dir).Str("was", gotCluster).Str("cluster", cluster).Msg("data dir of another cluster ID taken over: the coordinator's state is new")
+		}
+		if (n > 0 && gotN == 0) || (cluster != "" && gotCluster != cluster) {
 			// An identity without the size (written before it was
 			// recorded) gets it now: this cluster's size is the one
 			// its data was written with, or the coordinator's own
-			// record refused the start.
+			// record refused the start. Likewise the cluster's ID.
 			return writeIdentity(dir, path, want, id)
 		}
 		return nil

@@ -370,6 +370,74 @@ func TestDataDirOfAnotherClusterSizeRefused(t *testing.T) {
 	}
 }
 
+// TestDataDirOfAnotherClusterRefused: a data directory records its
+// cluster's ID (Config.ClusterID). A server of another cluster refuses it
+// and leaves it as it is; with AdoptCluster (its coordinators' state is
+// new) it takes the directory and records its own ID; an identity without
+// an ID (older) gets one; a second line that is no cluster ID is refused;
+// without an ID given nothing is checked.
+func TestDataDirOfAnotherClusterRefused(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, identityFile)
+	open := func(cluster string, adopt bool) error {
+		s, err := New(Config{ID: 1, Servers: 3, ClusterID: cluster, AdoptCluster: adopt, CoordAddr: "127.0.0.1:1", Secret: testSecret, DataDir: dir, Logger: zerolog.Nop()})
+		if err == nil {
+			_ = s.dur.log.Close()
+			_ = s.dirLock.Close()
+		}
+		return err
+	}
+	identity := func() string {
+		b, _ := os.ReadFile(path)
+		return string(b)
+	}
+	if err := open("aaaa", false); err != nil {
+		t.Fatal(err)
+	}
+	if got := identity(); got != "ftkv server 1 of 3\ncluster aaaa\n" {
+		t.Fatalf("IDENTITY = %q", got)
+	}
+	if err := open("aaaa", false); err != nil {
+		t.Fatalf("its own cluster refused: %v", err)
+	}
+	err := open("bbbb", false)
+	if !errors.Is(err, ErrDataDirRefused) || !strings.Contains(err.Error(), "belongs to cluster aaaa, not to this cluster (bbbb)") {
+		t.Fatalf("another cluster's directory: %v", err)
+	}
+	if got := identity(); got != "ftkv server 1 of 3\ncluster aaaa\n" {
+		t.Fatalf("refused, and its IDENTITY changed: %q", got)
+	}
+	if err := open("bbbb", true); err != nil {
+		t.Fatalf("adopting: %v", err)
+	}
+	if got := identity(); got != "ftkv server 1 of 3\ncluster bbbb\n" {
+		t.Fatalf("adopted: IDENTITY = %q", got)
+	}
+	if err := open("", false); err != nil {
+		t.Fatalf("no cluster ID given: %v", err)
+	}
+	if got := identity(); got != "ftkv server 1 of 3\ncluster bbbb\n" {
+		t.Fatalf("opened without an ID, its IDENTITY changed: %q", got)
+	}
+	if err := os.WriteFile(path, []byte("ftkv server 1 of 3\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := open("cccc", false); err != nil {
+		t.Fatalf("an identity without a cluster ID refused: %v", err)
+	}
+	if got := identity(); got != "ftkv server 1 of 3\ncluster cccc\n" {
+		t.Fatalf("an identity without a cluster ID, opened: %q", got)
+	}
+	for _, bad := range []string{"ftkv server 1 of 3\nclusters cccc\n", "ftkv server 1 of 3\ncluster cccc dddd\n", "ftkv server 1 of 3\ncluster \n", "ftkv server 1 of 3\ncluster cccc\nmore\n"} {
+		if err := os.WriteFile(path, []byte(bad), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if err := open("cccc", true); !errors.Is(err, ErrDataDirRefused) {
+			t.Errorf("identity %q: %v, want it refused", bad, err)
+		}
+	}
+}
+
 // TestDataDirThatIsAFileRefused: a data directory that is a file (or has
 // a file on its path) is refused (ErrDataDirRefused: bin/server exits 3
 // and the coordinator does not start it again). It failed as any start

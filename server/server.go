@@ -37,6 +37,13 @@ type Config struct {
 	// identity: the key->shard map depends on it, so a directory written
 	// by a cluster of another size is refused.
 	Servers int
+	// ClusterID names the cluster (from its coordinators; "": not
+	// checked), recorded in DataDir's identity: a directory another
+	// cluster wrote is refused, unless AdoptCluster (a coordinator that
+	// has no record of its cluster: its state was new or lost) lets the
+	// directory take this ID.
+	ClusterID    string
+	AdoptCluster bool
 
 	BindHost      string // address to listen on (default 127.0.0.1)
 	AdvertiseHost string // address peers and clients dial (default BindHost)

@@ -42,6 +42,8 @@ func main() {
 	fs.UintVar(&id, "id", 0, "server id (its line in the config, from 0)")
 	fs.Uint64Var(&cfg.Incarnation, "inc", 1, "incarnation number")
 	fs.IntVar(&cfg.Servers, "servers", 0, "the cluster's number of servers (N), recorded in the data directory: a directory of a cluster of another size is refused (0: not checked)")
+	fs.StringVar(&cfg.ClusterID, "cluster-id", "", "the cluster's ID (from the coordinator), recorded in the data directory: a directory of another cluster is refused (empty: not checked)")
+	fs.BoolVar(&cfg.AdoptCluster, "cluster-adopt", false, "a data directory of another cluster ID takes -cluster-id instead of being refused (the coordinator's state was new)")
 	fs.StringVar(&cfg.CoordAddr, "coord", "", "coordinator servers address host:port (required)")
 	fs.StringVar(&cfg.BindHost, "bind", "127.0.0.1", "address to listen on")
 	fs.StringVar(&cfg.AdvertiseHost, "advertise", "", "address to advertise (default: -bind)")
