@@ -458,3 +458,42 @@ func TestDataDirThatIsAFileRefused(t *testing.T) {
 		t.Fatalf("the file in the way was changed: %q, %v", b, err)
 	}
 }
+
+// TestStoppedSecondaryAcknowledgesNothingAfterItsLog: an orderly stop
+// closes a server's log, synced: the next start lets a copy stopped in
+// order lead alone. A secondary whose stop had closed its log went on
+// applying and acknowledging replication until its process exited, so a
+// write its primary committed then (still draining) was acknowledged, on
+// the primary's disk and not on the secondary's, which led its shard
+// alone at the restart (CI: TestRestartAfterClientShutdown lost an
+// acknowledged write, once).
+func TestStoppedSecondaryAcknowledgesNothingAfterItsLog(t *testing.T) {
+	a, b := pairOfTwo(t, "always", false)
+	cn := dialConn(t, a.client, false)
+	keys := keysOf("after-stop", 0, 2, 2)
+	put := func(i int) (wire.Frame, error) {
+		return cn.do(&wire.Frame{Op: wire.OpPut, Client: 7, Seq: uint64(i + 1), Key: []byte(keys[i]), Value: []byte("v")}, 3*time.Second)
+	}
+	if ans, err := put(0); err != nil || ans.Status != wire.StatusOK {
+		t.Fatalf("put before the stop: %v %v %s", err, ans.Status, ans.Value)
+	}
+	if err := b.shutdown(); err != nil { // (its log closed; the process runs until it exits)
+		t.Fatal(err)
+	}
+	ans, err := put(1)
+	acked := err == nil && ans.Status == wire.StatusOK
+	t.Logf("a put after the secondary's stop: acknowledged %v (%v %v %s)", acked, err, ans.Status, ans.Value)
+	s, err := New(Config{ID: 1, Incarnation: 2, CoordAddr: "127.0.0.1:1", Secret: testSecret, DataDir: b.cfg.DataDir, Fsync: "always",
+		Logger: zerolog.New(zerolog.NewTestWriter(t)).Level(zerolog.WarnLevel)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.dur.log.Close()
+	tb := s.tableFor(0)
+	if _, ok := tb.get([]byte(keys[0])); !ok {
+		t.Errorf("the write acknowledged before the stop is not in the secondary's log")
+	}
+	if _, ok := tb.get([]byte(keys[1])); acked && !ok {
+		t.Errorf("a write acknowledged after the secondary's stop closed its log is not in that log")
+	}
+}

@@ -165,6 +165,10 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 	if s.dur.down() {
 		return reply(out, f, wire.StatusUnavailable, 0, errDisk), gnet.Close
 	}
+	if s.closing.Load() {
+		// (Its copies are what its log holds now: fenceAllLinks.)
+		return reply(out, f, wire.StatusUnavailable, 0, "server is shutting down"), gnet.Close
+	}
 	// secMu orders this against applyView, which stores a view and fences
 	// the links it drops under the same lock.
 	s.secMu.Lock()

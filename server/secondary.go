@@ -102,6 +102,23 @@ func (s *Server) fence(shard int) time.Time {
 	return st.lastAck
 }
 
+// fenceAllLinks fences every replication link (the server stops).
+func (s *Server) fenceAllLinks() {
+	s.secMu.Lock()
+	sts := make([]*secState, 0, len(s.sec))
+	for _, st := range s.sec {
+		if st != nil {
+			sts = append(sts, st)
+		}
+	}
+	s.secMu.Unlock()
+	for _, st := range sts {
+		st.mu.Lock()
+		st.fenced = true
+		st.mu.Unlock()
+	}
+}
+
 // fenceStaleLocked fences every link whose pairing the view v no longer
 // has; called with secMu held.
 func (s *Server) fenceStaleLocked(v wire.View, me int) {

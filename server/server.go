@@ -418,6 +418,16 @@ func (s *Server) shutdown() error {
 	for _, p := range prims {
 		p.drain(deadline)
 	}
+	// From here this server's copies are what its log will hold: the
+	// links that feed them are fenced (nothing more applied or
+	// acknowledged; new ones are refused), then the dump, then the log
+	// closes, synced. A stop lets a copy stopped in order lead alone at
+	// the next start; a secondary that went on acknowledging writes
+	// after its log closed, until its exit, lost them there while its
+	// primary (still draining) acknowledged them
+	// (TestStoppedSecondaryAcknowledgesNothingAfterItsLog). Writes a
+	// primary elsewhere has in flight wait, and fail with its stop.
+	s.fenceAllLinks()
 	vs := s.view.Load()
 	var ptabs, stabs []*table
 	s.mu.Lock()
