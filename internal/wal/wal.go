@@ -24,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -138,12 +139,19 @@ type Log struct {
 	pend     Writer
 	cbs      []func(error)
 	barriers []barrier // Rotate requests
-	err      error     // sticky: the first write or sync error
+	err      error     // sticky: the first write or sync error (setErrLocked)
 	closed   bool
 	tick     bool   // SyncEverySec (and lazy appends): the period is up
 	needSync bool   // an Append (not AppendLazy) is pending
 	seq      uint64 // sequence of the last batch written
-	size     int64  // bytes in segments now on disk (all segments)
+
+	// size and failed are read without mu (Size, Err): a server's
+	// heartbeat report reads them, and appends of large records hold mu
+	// while they copy them (hundreds of milliseconds on a starved CPU:
+	// the report took that long, and a live server fell silent as if
+	// wedged, TestLogStateReadWhileAppendsHoldTheLock).
+	size   atomic.Int64          // bytes in segments now on disk (all segments)
+	failed atomic.Pointer[error] // err, once set
 
 	// wmu is held by whoever writes to the segment: the writer goroutine
 	// for a batch and its callbacks, or TryWrite. The writer takes it
@@ -206,7 +214,7 @@ func Open(dir string, opt Options, replay func(rec []byte) error) (*Log, Recover
 			return nil, rec, err
 		}
 		end = i
-		l.size += good
+		l.size.Add(good)
 		size, err := opt.FS.Size(l.path(id))
 		if err != nil {
 			return nil, rec, err
@@ -623,25 +631,29 @@ func (l *Log) RemoveBefore(id uint64) error {
 		if err := l.opt.FS.Remove(l.path(s)); err != nil {
 			return err
 		}
-		l.mu.Lock()
-		l.size -= fi
-		l.mu.Unlock()
+		l.size.Add(-fi)
 	}
 	return l.opt.FS.SyncDir(l.dir)
 }
 
 // Size is the number of bytes in the log's segments.
-func (l *Log) Size() int64 {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.size
-}
+func (l *Log) Size() int64 { return l.size.Load() }
 
 // Err is the error that stopped the log, if any.
 func (l *Log) Err() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.err
+	if p := l.failed.Load(); p != nil {
+		return *p
+	}
+	return nil
+}
+
+// setErrLocked records err as the log's error unless it has one (l.mu
+// held).
+func (l *Log) setErrLocked(err error) {
+	if l.err == nil {
+		l.err = err
+		l.failed.Store(&err)
+	}
 }
 
 // Fail stops the log with err, as a write error does: every append from
@@ -650,9 +662,7 @@ func (l *Log) Err() error {
 // files nobody will find).
 func (l *Log) Fail(err error) {
 	l.mu.Lock()
-	if l.err == nil {
-		l.err = err
-	}
+	l.setErrLocked(err)
 	l.cond.Signal()
 	l.mu.Unlock()
 }
@@ -727,9 +737,7 @@ func (l *Log) run() {
 		}
 		if err != nil {
 			l.mu.Lock()
-			if l.err == nil {
-				l.err = err
-			}
+			l.setErrLocked(err)
 			err = l.err
 			l.mu.Unlock()
 		}
@@ -819,9 +827,7 @@ func (l *Log) tryWrite(size int, fill func(w *Writer), then func(), lazy bool) b
 	}
 	if err != nil {
 		l.mu.Lock()
-		if l.err == nil {
-			l.err = err
-		}
+		l.setErrLocked(err)
 		l.mu.Unlock()
 		return false
 	}
@@ -865,9 +871,7 @@ func (l *Log) write(buf []byte) error {
 	// One write system call per batch: header and payload together.
 	n, err := l.f.Write(buf)
 	l.segSize += int64(n)
-	l.mu.Lock()
-	l.size += int64(n)
-	l.mu.Unlock()
+	l.size.Add(int64(n))
 	l.dirty = true
 	if err == nil && n < len(buf) {
 		err = io.ErrShortWrite

@@ -437,3 +437,37 @@ func TestReplayedRecordsAreDurable(t *testing.T) {
 	}
 	want(t, got, 100)
 }
+
+// TestLogStateReadWhileAppendsHoldTheLock: Size and Err answer while an
+// append holds the log's lock. An append copies its records under that
+// lock, and large ones on a starved CPU held it for hundreds of
+// milliseconds: a server's heartbeat report, which reads both, took as
+// long, and a live server under a load of 1 MiB writes fell silent as if
+// wedged (its report's gathering is bounded by half the failure timeout)
+// and was failed over.
+func TestLogStateReadWhileAppendsHoldTheLock(t *testing.T) {
+	l, _, _ := open(t, NewStrictMemFS(), SyncAlways)
+	defer l.Close()
+	appendN(t, l, 0, 3)
+	entered, release := make(chan struct{}), make(chan struct{})
+	go l.Append(func(w *Writer) {
+		close(entered)
+		<-release // (a long copy)
+		w.Record(rec(3))
+	}, func(error) {})
+	<-entered
+	defer close(release)
+	done := make(chan int64)
+	go func() {
+		_ = l.Err()
+		done <- l.Size()
+	}()
+	select {
+	case n := <-done:
+		if n <= 0 {
+			t.Errorf("Size %d after three records", n)
+		}
+	case <-time.After(2 * time.Second):
+		t.Fatal("Size and Err waited for an append that holds the log's lock")
+	}
+}
