@@ -16,9 +16,11 @@ import (
 // coordinator reaches (the leader's hand-off question) without end, and
 // never reads the answers, is held to the servers port's limits like any
 // other connection, though the answers are written later from other
-// goroutines: reading pauses once answers pile up, and the connection is
-// closed once its unread input is over its cap too (about 2 MiB of each
-// was held when it was).
+// goroutines: reading pauses once answers pile up, and the paused
+// connection is no longer read (its kernel holds what it sends, and TCP
+// stops it: connlimit's readoff.go), or, if what was read before its
+// pause is over its cap, closed (before, it was read on and closed, about
+// 2 MiB of each held).
 func TestStatusQuestionsWithinLimits(t *testing.T) {
 	c := testCoordinator(t)
 	c.secret = "s"
@@ -45,8 +47,9 @@ func TestClientStatusQuestionsWithinLimits(t *testing.T) {
 }
 
 // floodQuestions sends STATUS questions to addr (after a HELLO with
-// secret, if any) without reading, and checks that the connection was
-// closed for a limit, its answers before that there to read.
+// secret, if any) without reading for 5 s, and checks that the
+// connection was held (it could not send them all: not read, or closed
+// for a limit), its answers before that there to read.
 func floodQuestions(t *testing.T, c *Coordinator, addr, secret string) {
 	t.Helper()
 	t.Cleanup(func() {
@@ -87,10 +90,11 @@ func floodQuestions(t *testing.T, c *Coordinator, addr, secret string) {
 		wrote <- n
 	}()
 	n := <-wrote
-	if closed := c.ports[0].LimitClosed(); n >= questions || closed != 1 {
+	closed := c.ports[0].LimitClosed()
+	if n >= questions || closed > 1 {
 		t.Fatalf("%d of %d questions taken, %d connections closed for a limit: the peer was not held", n, questions, closed)
 	}
-	t.Logf("the connection was closed for a limit after %d questions", n)
+	t.Logf("the connection was held after %d questions (closed for a limit: %d)", n, closed)
 	// What was answered before it was closed is there to read.
 	_ = nc.SetReadDeadline(time.Now().Add(10 * time.Second))
 	if ans, err := frameio.ReadFrame(br); err != nil || ans.Op != wire.OpStatus || ans.Status != wire.StatusOK {

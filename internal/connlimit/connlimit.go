@@ -19,14 +19,18 @@
 //     MaxInflight reading pauses until answers go out; and their bytes on
 //     the connections of several ports together: beyond the Inflight
 //     budget every connection with a request in flight pauses.
-//   - While paused, a connection whose unread input exceeds InboundCap is
-//     closed, unless its queued output shrank recently or it paused just
-//     now (gnet keeps reading sockets whether or not the bytes are
-//     consumed; a client that reads its answers is slowed, not closed:
-//     see drainWindow); then at half the InputBudget.
+//   - A paused connection is not read: its socket is taken out of its
+//     loop's epoll interest until it resumes (readoff.go; gnet has no
+//     call for it). While paused, a connection whose unread input (read
+//     before its pause) exceeds InboundCap is closed, unless its queued
+//     output shrank recently or it paused just now (a client that reads
+//     its answers is slowed, not closed: see drainWindow); then at half
+//     the InputBudget.
 //   - Input held by connections (incomplete frames, unread input of paused
-//     ones) is counted in an InputBudget shared by several ports: beyond
-//     it the connection holding the most is closed.
+//     ones) is counted in an InputBudget shared by several ports: over
+//     half of it a connection holding an incomplete frame
+//     pauses while another holds more (holdBack); beyond it the
+//     connection holding the most is closed.
 //   - A frame held incomplete longer than FrameTimeout closes the
 //     connection, unless the handler holds the input itself (Hold);
 //     IdleTimeout (0: off) closes connections idle that long.
@@ -570,7 +574,8 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	}
 	if st := Of(c); st != nil {
 		st.c = c
-		h.p.loopSet(c.EventLoop()).all[st] = struct{}{}
+		st.ls = h.p.loopSet(c.EventLoop())
+		st.ls.all[st] = struct{}{}
 		h.p.umu.Lock()
 		if !st.authed.Load() && !st.gone {
 			st.unauthElem = h.p.unauth.PushBack(st)
@@ -636,15 +641,22 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 			return st.kill(why)
 		}
 		p.watch(st)
+		st.stopReading()
 		return st.holdInput()
 	}
-	st.paused, st.holding, st.budgetHeld, st.gated = false, false, false, false
+	if st.inputHeld && time.Duration(time.Now().UnixNano()-st.pausedAt) >= inputHoldMax {
+		st.holdSpent = true // (until its input is read to the end)
+	}
+	st.paused, st.holding, st.budgetHeld, st.gated, st.inputHeld = false, false, false, false, false
 	before := c.InboundBuffered()
 	act := h.EventHandler.OnTraffic(c)
 	if act != gnet.None {
 		return act
 	}
 	after := c.InboundBuffered()
+	if after == 0 {
+		st.holdSpent = false
+	}
 	switch {
 	case st.paused:
 		st.partialSince = 0
@@ -661,6 +673,20 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 	}
 	if act := st.holdInput(); act != gnet.None {
 		return act
+	}
+	if !st.paused && after > 0 && p.cfg.InputBudget.holdBack(st) {
+		// An incomplete frame, and the input budget half
+		// spent: it waits, unread, for the connections holding more
+		// to complete theirs (readoff.go).
+		st.inputHeld = true
+		st.pause()
+		st.partialSince = 0
+		p.watch(st)
+	}
+	if st.paused {
+		st.stopReading()
+	} else {
+		st.startReading()
 	}
 	return st.note(now)
 }

@@ -179,26 +179,40 @@ func TestSlowReaderPausedThenClosedAfterGrace(t *testing.T) {
 	eventually(t, 5*time.Second, "the budget returned to 0", func() bool { return b.Used() == 0 })
 }
 
-// A reader that keeps sending while paused is closed once its unread
-// input passes the cap.
-func TestPausedInputCapped(t *testing.T) {
+// A client that keeps sending while its connection is paused (it reads
+// none of its answers) is no longer read: its kernel holds what it sends
+// and TCP's window stops it, and the server holds little of its input
+// (readoff.go). It was read all the same (gnet reads every readable
+// socket) into a buffer grown by copies, until its unread input passed
+// the cap and it was closed; a client that resent after each close kept
+// the server copying bytes it threw away.
+func TestPausedConnectionNotRead(t *testing.T) {
 	h := &getServer{val: make([]byte, 256<<10)}
 	p := listen(t, h, Config{OutputSoft: 1 << 20, OutputHard: 16 << 20, InboundCap: 1 << 20})
 	nc := dial(t, p)
 	_ = nc.SetReadBuffer(4 << 10)
 	batch := gets(1000, 1)
+	sent := 0
 	start := time.Now()
-	for time.Since(start) < 5*time.Second {
+	for time.Since(start) < 3*time.Second && p.Open() == 1 {
 		_ = nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-		if _, err := nc.Write(batch); err != nil && !isTimeout(err) {
-			break
-		}
-		if p.Open() == 0 {
+		n, err := nc.Write(batch)
+		sent += n
+		if err != nil && !isTimeout(err) {
 			break
 		}
 	}
-	eventually(t, 2*time.Second, "the connection closed", func() bool { return p.Open() == 0 })
-	t.Logf("closed after %s", time.Since(start))
+	t.Logf("the client sent %d bytes in %s; open connections %d", sent, time.Since(start).Round(time.Millisecond), p.Open())
+	if p.Open() != 1 || p.LimitClosed() != 0 {
+		t.Fatalf("the paused connection was closed (%d closed for a limit): it was read while paused", p.LimitClosed())
+	}
+	// What a client can send to a socket nobody reads: its own send
+	// buffer and the server's receive buffer (tcp_wmem and tcp_rmem
+	// allow up to 4 and 6 MiB), the server's one read before the pause,
+	// and a read for each time gnet's output drained.
+	if sent > 24<<20 {
+		t.Fatalf("the client sent %d bytes to a paused connection: it was read", sent)
+	}
 }
 
 func isTimeout(err error) bool {
@@ -294,7 +308,10 @@ func TestInflightBudget(t *testing.T) {
 	if u := b.Used(); u != 500 {
 		t.Fatalf("budget used %d, want 500", u)
 	}
-	// The first connection goes away with its 3 requests in flight.
+	// The first connection goes away with its 3 requests in flight. (A
+	// reset: it is paused, and its loop does not poll its input, where
+	// a FIN would show, until it reads again: readoff.go.)
+	_ = ncs[0].SetLinger(0)
 	ncs[0].Close()
 	eventually(t, 2*time.Second, "the server saw the close", func() bool { return p.Open() == 2 })
 	for h.decoded.Load() < 23 {
@@ -538,6 +555,47 @@ func TestInputBudget(t *testing.T) {
 		t.Errorf("input held %d, over the budget", ib.Used())
 	}
 	t.Logf("open %d, input held %d", p.Open(), ib.Used())
+}
+
+// Honest writers of 1 MiB frames, more at once than the input budget
+// holds: over three quarters of it, a connection holding an incomplete
+// frame waits (unread) while another holds more, so those nearest to
+// completing theirs complete them; every frame is answered and no
+// connection closed. Before, every connection read on until the budget
+// closed the one holding the most, the frame nearest to completion.
+func TestInputBudgetHoldsBeforeItCloses(t *testing.T) {
+	h := &getServer{val: []byte("v")}
+	ib := NewInputBudget(4 << 20)
+	p := listen(t, h, Config{InputBudget: ib})
+	frame := wire.Append(nil, &wire.Frame{Op: wire.OpPut, ID: 1, Key: []byte("k"), Value: make([]byte, 1<<20)})
+	const n = 12
+	var ncs []*net.TCPConn
+	for range n {
+		ncs = append(ncs, dial(t, p))
+	}
+	errs := make(chan error, n)
+	for _, nc := range ncs {
+		go func() {
+			_ = nc.SetDeadline(time.Now().Add(10 * time.Second))
+			if _, err := nc.Write(frame); err != nil {
+				errs <- err
+				return
+			}
+			_, err := frameio.ReadFrame(bufio.NewReader(nc))
+			errs <- err
+		}()
+	}
+	for range n {
+		if err := <-errs; err != nil {
+			t.Errorf("a writer: %v", err)
+		}
+	}
+	if c := p.LimitClosed(); c != 0 {
+		t.Errorf("%d connections closed for a limit", c)
+	}
+	if d := h.decoded.Load(); d != n {
+		t.Errorf("%d frames decoded, want %d", d, n)
+	}
 }
 
 // An honest client pipelining 1 MiB PUTs behind GETs of a 1 MiB value on

@@ -19,6 +19,7 @@ type loopSet struct {
 	lastFull int64        // sweeper only
 	wakes    int          // wakes queued on the loop and not run yet (on the loop)
 	wakeRan  gnet.AsyncCallback
+	epfd     int // the loop's epoll descriptor (-1: unknown; readoff.go)
 }
 
 // loopSet returns the set of loop, creating it on first use.
@@ -27,7 +28,7 @@ func (p *Port) loopSet(loop gnet.EventLoop) *loopSet {
 	defer p.mu.Unlock()
 	ls := p.loops[loop]
 	if ls == nil {
-		ls = &loopSet{loop: loop, all: make(map[*State]struct{})}
+		ls = &loopSet{loop: loop, all: make(map[*State]struct{}), epfd: pollFD(loop)}
 		ls.wakeRan = func(gnet.Conn, error) error {
 			ls.wakes--
 			return nil
@@ -149,6 +150,7 @@ func (p *Port) sweep(ls *loopSet, now int64, full bool) {
 	}
 	kept := ls.watch[:0]
 	var woken []*State
+	inputWakes := 0
 	for _, st := range ls.watch {
 		if st.gone || st.killed {
 			st.watched = false
@@ -163,7 +165,14 @@ func (p *Port) sweep(ls *loopSet, now int64, full bool) {
 			continue
 		}
 		if st.paused && !st.woken && ls.wakes < maxWakes && !st.blocked(0) &&
-			(!st.budgetHeld || st.inflight.Load() == 0 || !cfg.Inflight.above(3, 4)) {
+			(!st.budgetHeld || st.inflight.Load() == 0 || !cfg.Inflight.above(3, 4)) &&
+			(!st.inputHeld || inputWakes == 0) {
+			// (Waiting for the input budget: one a sweep, or each
+			// would read once more at every dip under half of it, and
+			// together they passed the budget: holdBack.)
+			if st.inputHeld {
+				inputWakes++
+			}
 			// (Paused for the Inflight budget: woken once it is down
 			// to three quarters, not at each answer, when every
 			// connection paused for it would read a request and pause
