@@ -165,14 +165,17 @@ func (h *peerHandler) hello(c gnet.Conn, pc *peerConn, f *wire.Frame, out []byte
 	if s.dur.down() {
 		return reply(out, f, wire.StatusUnavailable, 0, errDisk), gnet.Close
 	}
-	if s.closing.Load() {
-		// (Its copies are what its log holds now: fenceAllLinks.)
-		return reply(out, f, wire.StatusUnavailable, 0, "server is shutting down"), gnet.Close
-	}
 	// secMu orders this against applyView, which stores a view and fences
-	// the links it drops under the same lock.
+	// the links it drops under the same lock, and against fenceAllLinks:
+	// a stopping server (closing is set before it fences) takes no new
+	// link, whose copy its log would not hold (checked under the lock: a
+	// HELLO that checked before the stop began and installed its link
+	// after the fence went on acknowledging: a review).
 	s.secMu.Lock()
 	defer s.secMu.Unlock()
+	if s.closing.Load() {
+		return reply(out, f, wire.StatusUnavailable, 0, "server is shutting down"), gnet.Close
+	}
 	vs := s.view.Load()
 	shard := int(f.Seq)
 	if vs == nil || shard >= len(vs.v.Shards) || f.Epoch > vs.v.Epoch {

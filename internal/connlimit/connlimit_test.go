@@ -565,10 +565,10 @@ func TestInputBudget(t *testing.T) {
 // closed the one holding the most, the frame nearest to completion.
 func TestInputBudgetHoldsBeforeItCloses(t *testing.T) {
 	h := &getServer{val: []byte("v")}
-	ib := NewInputBudget(4 << 20)
+	ib := NewInputBudget(8 << 20)
 	p := listen(t, h, Config{InputBudget: ib})
 	frame := wire.Append(nil, &wire.Frame{Op: wire.OpPut, ID: 1, Key: []byte("k"), Value: make([]byte, 1<<20)})
-	const n = 12
+	const n = 24
 	var ncs []*net.TCPConn
 	for range n {
 		ncs = append(ncs, dial(t, p))

@@ -36,6 +36,7 @@ type State struct {
 
 	in     int64 // input counted in the InputBudget (under its mu)
 	inSeen int64 // in as this loop last reported it
+	grewAt int64 // unix ns: in last grew (under the InputBudget's mu)
 	shed   bool  // chosen by the InputBudget, or closed (under its mu)
 
 	holder      bool         // counted in the output budget's holders (Evict; on the loop)
@@ -268,7 +269,11 @@ func (st *State) holdInput() gnet.Action {
 // about to be written.
 func (st *State) blocked(extra int) bool {
 	cfg := &st.p.cfg
-	if st.inputHeld && time.Duration(time.Now().UnixNano()-st.pausedAt) < inputHoldMax && cfg.InputBudget.overSoft() {
+	if st.inputHeld && time.Duration(time.Now().UnixNano()-st.pausedAt) < inputHoldMax && cfg.InputBudget.waits(st) {
+		// (Not merely while the budget is over soft: once the one
+		// holding the most completed its frame, those waiting could
+		// still be over it together, and none was woken until each
+		// had waited inputHoldMax: a review.)
 		return true
 	}
 	n := st.inflight.Load()
@@ -621,28 +626,35 @@ const inputHoldMax = time.Second
 // 1 MiB frames: at three quarters, 2 of them were closed). Under b.mu.
 func (b *InputBudget) soft() int64 { return b.limit / 2 }
 
-// overSoft reports whether the input held is over soft.
-func (b *InputBudget) overSoft() bool {
-	if b == nil || b.limit <= 0 {
-		return false
-	}
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.used > b.soft()
-}
-
 // holdBack reports whether st, holding an incomplete frame, must wait
-// before it is read again: the budget is over soft, and another
-// connection (not a cluster link) holds more input (or as much, and is
-// older), which then completes its frame first. Beyond the budget itself
-// the connection holding the most is closed (hold), as before. Without
-// the wait every connection read on until the budget closed the one
-// nearest to completing its frame, whose client sent it again (a load of
-// 1 MiB writes on 400 connections: hundreds closed, a few writes a
-// second completed, and the CPU spent on bytes thrown away starved the
-// servers' heartbeats).
+// before it is read again (waits), unless it waited inputHoldMax for this
+// input already or is a cluster link. Without the wait every connection
+// read on until the budget closed the one nearest to completing its
+// frame, whose client sent it again (a load of 1 MiB writes on 400
+// connections: hundreds closed, a few writes a second completed, and the
+// CPU spent on bytes thrown away starved the servers' heartbeats).
 func (b *InputBudget) holdBack(st *State) bool {
 	if b == nil || b.limit <= 0 || st.link() || st.holdSpent {
+		return false
+	}
+	return b.waits(st)
+}
+
+// progressWindow: a connection holding more input counts for waits only
+// if its input grew this recently. timing: exception — local buffer
+// bookkeeping, unrelated to the failure timeout.
+const progressWindow = 100 * time.Millisecond
+
+// waits reports whether st must wait for the input budget: it is over
+// soft, and another connection (not a cluster link) holds more input (or
+// as much, and is older) and is completing its frame (its input grew
+// within progressWindow), which then completes it first. One that holds
+// more and sends nothing (a slow sender, under frame_timeout) holds
+// nobody back: one such held every honest writer of 1 MiB a second per
+// write (a review). Beyond the budget itself the connection holding the
+// most is closed (hold), as before.
+func (b *InputBudget) waits(st *State) bool {
+	if b == nil || b.limit <= 0 {
 		return false
 	}
 	b.mu.Lock()
@@ -650,8 +662,9 @@ func (b *InputBudget) holdBack(st *State) bool {
 	if b.used <= b.soft() {
 		return false
 	}
+	recent := time.Now().UnixNano() - int64(progressWindow)
 	for h := range b.holders {
-		if h != st && (h.in > st.in || h.in == st.in && h.opened < st.opened) && !h.link() {
+		if h != st && (h.in > st.in || h.in == st.in && h.opened < st.opened) && h.grewAt > recent && !h.link() {
 			return true
 		}
 	}
@@ -675,6 +688,9 @@ func (b *InputBudget) hold(st *State, n int64) *State {
 		return nil
 	}
 	b.used += n - st.in
+	if n > st.in {
+		st.grewAt = time.Now().UnixNano()
+	}
 	st.in = n
 	if n > 0 {
 		b.holders[st] = struct{}{}

@@ -260,6 +260,10 @@ func (c *conn) AsyncWritev(bs [][]byte, cb gnet.AsyncCallback) error {
 	return c.write(join(bs), false, c.wrapCB(cb))
 }
 
+// Raw is the gnet connection under the TLS layer: its OutboundBuffered
+// is gnet's own buffer only (connlimit's epoll interest follows that).
+func (c *conn) Raw() gnet.Conn { return c.Conn }
+
 // OutboundBuffered counts ciphertext gnet holds or has queued, and what
 // waits for the handshake.
 func (c *conn) OutboundBuffered() int {
