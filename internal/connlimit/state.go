@@ -34,10 +34,11 @@ type State struct {
 	spoke      bool          // a port without RequireAuth: it sent a byte (on the loop)
 	evicting   bool          // evicted at MaxConns, not closed yet (under p.umu)
 
-	in     int64 // input counted in the InputBudget (under its mu)
-	inSeen int64 // in as this loop last reported it
-	grewAt int64 // unix ns: in last grew (under the InputBudget's mu)
-	shed   bool  // chosen by the InputBudget, or closed (under its mu)
+	in       int64 // input counted in the InputBudget (under its mu)
+	inSeen   int64 // in as this loop last reported it
+	grewAt   int64 // unix ns: in last grew by growStep (under the InputBudget's mu)
+	grewFrom int64 // in then
+	shed     bool  // chosen by the InputBudget, or closed (under its mu)
 
 	holder      bool         // counted in the output budget's holders (Evict; on the loop)
 	chosen      int64        // its output when chosen for eviction (under the holders' mu)
@@ -588,10 +589,12 @@ var (
 // copies). Beyond it the connection holding the most is closed; an
 // authenticated cluster link (State.link) is counted but never chosen.
 type InputBudget struct {
-	limit   int64
-	mu      sync.Mutex
-	used    int64
-	holders map[*State]struct{}
+	limit    int64
+	mu       sync.Mutex
+	used     int64
+	holders  map[*State]struct{}
+	leader   *State // leaderLocked's answer, kept leaderEvery
+	leaderAt int64  // unix ns
 }
 
 // NewInputBudget returns a budget of limit bytes (<= 0: unlimited).
@@ -640,19 +643,24 @@ func (b *InputBudget) holdBack(st *State) bool {
 	return b.waits(st)
 }
 
-// progressWindow: a connection holding more input counts for waits only
-// if its input grew this recently. timing: exception — local buffer
-// bookkeeping, unrelated to the failure timeout.
-const progressWindow = 100 * time.Millisecond
+// progressWindow and growStep: a connection holding more input counts
+// for waits only if its input grew by growStep (one of gnet's reads)
+// within progressWindow. timing: exception — local buffer bookkeeping,
+// unrelated to the failure timeout.
+const (
+	progressWindow = 100 * time.Millisecond
+	growStep       = 64 << 10
+)
 
 // waits reports whether st must wait for the input budget: it is over
 // soft, and another connection (not a cluster link) holds more input (or
-// as much, and is older) and is completing its frame (its input grew
-// within progressWindow), which then completes it first. One that holds
-// more and sends nothing (a slow sender, under frame_timeout) holds
-// nobody back: one such held every honest writer of 1 MiB a second per
-// write (a review). Beyond the budget itself the connection holding the
-// most is closed (hold), as before.
+// as much, and is older) and is completing its frame (its input grew by
+// growStep within progressWindow), which then completes it first. One
+// that holds more and sends nothing, or a byte now and then (a slow
+// sender, under frame_timeout), holds nobody back: one such held every
+// honest writer of 1 MiB a second per write (two reviews: a sender that
+// stopped, then one that sent a byte every 50 ms). Beyond the budget
+// itself the connection holding the most is closed (hold), as before.
 func (b *InputBudget) waits(st *State) bool {
 	if b == nil || b.limit <= 0 {
 		return false
@@ -662,14 +670,38 @@ func (b *InputBudget) waits(st *State) bool {
 	if b.used <= b.soft() {
 		return false
 	}
-	recent := time.Now().UnixNano() - int64(progressWindow)
+	l := b.leaderLocked()
+	return l != nil && l != st && ahead(l, st)
+}
+
+// ahead reports whether h holds more input than st, or as much and is
+// older (under the budget's mu).
+func ahead(h, st *State) bool { return h.in > st.in || h.in == st.in && h.opened < st.opened }
+
+// leaderLocked is the connection (not a cluster link) that is completing
+// a frame (grewAt within progressWindow) and holds the most input, found
+// at most every leaderEvery: the sweeper asks for each connection waiting
+// (every 2 ms), and a walk of every holder for each cost 2 ms a sweep
+// with 400 of them waiting (a review). Under b.mu.
+func (b *InputBudget) leaderLocked() *State {
+	now := time.Now().UnixNano()
+	if now-b.leaderAt < int64(leaderEvery) {
+		return b.leader
+	}
+	recent := now - int64(progressWindow)
+	var l *State
 	for h := range b.holders {
-		if h != st && (h.in > st.in || h.in == st.in && h.opened < st.opened) && h.grewAt > recent && !h.link() {
-			return true
+		if h.grewAt > recent && !h.link() && (l == nil || ahead(h, l)) {
+			l = h
 		}
 	}
-	return false
+	b.leader, b.leaderAt = l, now
+	return l
 }
+
+// leaderEvery: how long leaderLocked's answer is kept. timing: exception
+// — as progressWindow.
+const leaderEvery = time.Millisecond
 
 // Used is the input counted against the budget.
 func (b *InputBudget) Used() int64 {
@@ -688,8 +720,11 @@ func (b *InputBudget) hold(st *State, n int64) *State {
 		return nil
 	}
 	b.used += n - st.in
-	if n > st.in {
-		st.grewAt = time.Now().UnixNano()
+	switch {
+	case n < st.grewFrom:
+		st.grewFrom = n // (read: it grows from here)
+	case n >= st.grewFrom+growStep:
+		st.grewAt, st.grewFrom = time.Now().UnixNano(), n
 	}
 	st.in = n
 	if n > 0 {
@@ -727,5 +762,8 @@ func (b *InputBudget) release(st *State) {
 		st.in = 0
 		st.shed = true
 		delete(b.holders, st)
+	}
+	if b.leader == st {
+		b.leader = nil
 	}
 }

@@ -164,9 +164,8 @@ func (p *Port) sweep(ls *loopSet, now int64, full bool) {
 			st.watched = false
 			continue
 		}
-		if st.paused && !st.woken && ls.wakes < maxWakes && !st.blocked(0) &&
-			(!st.budgetHeld || st.inflight.Load() == 0 || !cfg.Inflight.above(3, 4)) &&
-			(!st.inputHeld || inputWakes == 0) {
+		if st.paused && !st.woken && ls.wakes < maxWakes && (!st.inputHeld || inputWakes == 0) && !st.blocked(0) &&
+			(!st.budgetHeld || st.inflight.Load() == 0 || !cfg.Inflight.above(3, 4)) {
 			// (Waiting for the input budget: one a sweep, or each
 			// would read once more at every dip under half of it, and
 			// together they passed the budget: holdBack.)
