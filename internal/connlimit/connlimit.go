@@ -28,9 +28,9 @@
 //     the InputBudget.
 //   - Input held by connections (incomplete frames, unread input of paused
 //     ones) is counted in an InputBudget shared by several ports: over
-//     half of it a connection holding an incomplete frame
-//     pauses while another holds more (holdBack); beyond it the
-//     connection holding the most is closed.
+//     half of it a connection holding an incomplete frame pauses (up
+//     to inputHoldMax) while one holding more is completing its frame
+//     (holdBack); beyond it the connection holding the most is closed.
 //   - A frame held incomplete longer than FrameTimeout closes the
 //     connection, unless the handler holds the input itself (Hold);
 //     IdleTimeout (0: off) closes connections idle that long.
