@@ -21,7 +21,11 @@ import (
 // clock) of thousands. (It asserted that the right one was never let
 // in; but each attempt the throttle admits is the right one with a
 // chance of 1 in 40, so that failed about 1 run in 14, and a right
-// guess that gets a token is rightly let in: the bound is the claim.)
+// guess that gets a token is rightly let in: the bound is the claim.
+// Once let in, the right password is remembered from that address and
+// let in again without the throttle: the guesser learns nothing it did
+// not know. Counted as attempts looked at, a CI run's 62 of those after
+// the first failed the bound; only the first counts.)
 func TestHTTPGuesserOneAddressHeldToTheThrottle(t *testing.T) {
 	g, f := startAuthGateway(t)
 	url := "http://" + g.HTTPAddr() + "/v1/kv/k"
@@ -46,7 +50,7 @@ func TestHTTPGuesserOneAddressHeldToTheThrottle(t *testing.T) {
 		t.Skipf("app from 127.0.0.2: %d", code)
 	}
 	att := client(3)
-	var next, sent, admitted, failed atomic.Int64
+	var next, sent, admitted, letIn, failed atomic.Int64
 	const window = 3 * time.Second
 	deadline := time.Now().Add(window)
 	var wg sync.WaitGroup
@@ -63,8 +67,10 @@ func TestHTTPGuesserOneAddressHeldToTheThrottle(t *testing.T) {
 				sent.Add(1)
 				switch code, throttled := get(att, pw); {
 				case code == 200:
-					admitted.Add(1)
-					t.Logf("right password let in at request %d", i)
+					if letIn.Add(1) == 1 {
+						admitted.Add(1)
+						t.Logf("right password let in at request %d", i)
+					}
 				case code == http.StatusUnauthorized && !throttled:
 					admitted.Add(1)
 				case code != http.StatusUnauthorized:
@@ -74,7 +80,7 @@ func TestHTTPGuesserOneAddressHeldToTheThrottle(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	t.Logf("%d requests, %d admitted past the throttle, %d checks", sent.Load(), admitted.Load(), f.checks.Load())
+	t.Logf("%d requests, %d admitted past the throttle, %d checks, right password let in %d times", sent.Load(), admitted.Load(), f.checks.Load(), letIn.Load())
 	if failed.Load() > 0 {
 		t.Errorf("%d requests answered neither 200 nor 401", failed.Load())
 	}
