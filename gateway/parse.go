@@ -94,6 +94,8 @@ func readFrom(p []byte, st *readState, argsbuf [][]byte, limit int) (complete bo
 		var ok bool
 		count, i, ok = readLength(p, 1, limit)
 		switch {
+		case i < 0 && len(p) > inlineMax:
+			return false, args, p, errCountTooBig
 		case i < 0:
 			st.wait(0, 0, 0, len(p)+1)
 			return false, args, p, nil
@@ -117,6 +119,8 @@ func readFrom(p []byte, st *readState, argsbuf [][]byte, limit int) (complete bo
 		}
 		n, next, ok := readLength(p, i+1, limit)
 		switch {
+		case next < 0 && len(p)-i > inlineMax:
+			return false, args[:0], p, errBulkCountTooBig
 		case next < 0:
 			st.wait(count, j, i, max(len(p)+1, i+(count-j)*minArg))
 			return false, args[:0], p, nil
@@ -192,6 +196,11 @@ const errQuotes = errProtocol("unbalanced quotes in request")
 const (
 	inlineMax       = 64 << 10
 	errInlineTooBig = errProtocol("too big inline request")
+	// A count's or a length's line is waited on as long (Redis's
+	// errors); a longer one is no number (assembled one byte at a time,
+	// "*" and 300 KiB of digits took seconds of its loop: a test).
+	errCountTooBig     = errProtocol("too big mbulk count string")
+	errBulkCountTooBig = errProtocol("too big bulk count string")
 )
 
 // readInline reads an inline command (a line not starting with '*', as

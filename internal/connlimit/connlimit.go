@@ -522,7 +522,7 @@ func (p *Port) logf(err error, msg string, st *State) {
 	}
 	if st != nil && st.c != nil {
 		ev = ev.Str("remote", st.c.RemoteAddr().String()).Int64("out_bytes", st.out).
-			Int("in_bytes", st.c.InboundBuffered()).Int64("inflight", st.inflight.Load())
+			Int("in_bytes", st.inbound()).Int64("inflight", st.inflight.Load())
 	}
 	ev.Msg(msg)
 	p.lastLog = time.Now()
@@ -622,7 +622,7 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		}
 		return st.kill(*why)
 	}
-	if !st.spoke && c.InboundBuffered() > 0 {
+	if !st.spoke && st.inbound() > 0 {
 		p.spoke(st)
 	}
 	now := p.now.Load()
@@ -648,12 +648,12 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		st.holdSpent = true // (until its input is read to the end)
 	}
 	st.paused, st.holding, st.budgetHeld, st.gated, st.inputHeld = false, false, false, false, false
-	before := c.InboundBuffered()
+	before := st.inbound()
 	act := h.EventHandler.OnTraffic(c)
 	if act != gnet.None {
 		return act
 	}
-	after := c.InboundBuffered()
+	after := st.inbound()
 	if after == 0 {
 		st.holdSpent = false
 	}
@@ -683,7 +683,10 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		st.partialSince = 0
 		p.watch(st)
 	}
-	if st.paused {
+	if st.paused || st.holding {
+		// (Held by its handler, a connection read on: gnet took in all
+		// its client sent, and the gateway's clients sending SETs of 1
+		// MiB, never reading, grew single buffers to 64 MB.)
 		st.stopReading()
 	} else {
 		st.startReading()

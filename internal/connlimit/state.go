@@ -36,6 +36,7 @@ type State struct {
 
 	in       int64 // input counted in the InputBudget (under its mu)
 	inSeen   int64 // in as this loop last reported it
+	taken    int   // input the handler holds out of gnet's buffer (Taken)
 	grewAt   int64 // unix ns: in last grew by growStep (under the InputBudget's mu)
 	grewFrom int64 // in then
 	shed     bool  // chosen by the InputBudget, or closed (under its mu)
@@ -176,13 +177,33 @@ func Begin(c gnet.Conn, size int) *State {
 // OnTraffic (the gateway's session holds as many commands as it may, and
 // reads on once it ran them): what is left is not a slow sender's
 // incomplete frame, and FrameTimeout does not apply until the handler
-// reads again. The unread input still counts in the InputBudget. Only on
-// c's event loop, within OnTraffic.
+// reads again. The unread input still counts in the InputBudget. The
+// connection is not read until the handler has it woken (c.Wake) and
+// reads again. Only on c's event loop, within OnTraffic.
 func Hold(c gnet.Conn) {
 	if st := Of(c); st != nil {
 		st.holding = true
 	}
 }
+
+// Taken says that c's handler holds n bytes of c's input itself, out of
+// gnet's buffer: an incomplete frame it assembles (n = 0 once the frame
+// is complete or given up). They count as unread input: in the
+// InputBudget, the inbound cap and frame_timeout, as they did in gnet's
+// buffer. (A frame of 1 MiB waiting in gnet's buffer grows it to 2 MiB,
+// by copies, and it stays that large while any input follows the
+// frame: 100 connections sending 1 MiB SETs to the gateway held 364 MB
+// of such buffers for a budget of 64 MiB.) Only on c's event loop,
+// within OnTraffic.
+func Taken(c gnet.Conn, n int) {
+	if st := Of(c); st != nil {
+		st.taken = n
+	}
+}
+
+// inbound is the connection's unread input: in gnet's buffer, and what
+// its handler took out of it (Taken).
+func (st *State) inbound() int { return st.c.InboundBuffered() + st.taken }
 
 // Done counts an answer to a request of size bytes counted by Begin on
 // st's connection (st nil: nothing). Any goroutine, and also once the
@@ -250,7 +271,7 @@ func (st *State) holdInput() gnet.Action {
 	if b == nil {
 		return gnet.None
 	}
-	n := int64(st.c.InboundBuffered())
+	n := int64(st.inbound())
 	if n == st.inSeen {
 		return gnet.None
 	}
@@ -367,7 +388,7 @@ func (st *State) sampleSendQueue(now int64) {
 // closed; a connection with no queued output is paused for the server's
 // sake (max_inflight, the output budget), not its own.
 func (st *State) inboundOver() error {
-	have := st.c.InboundBuffered()
+	have := st.inbound()
 	if have <= st.p.cfg.InboundCap || st.c.OutboundBuffered() == 0 {
 		return nil
 	}
