@@ -305,3 +305,59 @@ func TestLongCommandsPipelinedInPieces(t *testing.T) {
 		t.Fatalf("the answers differ from what was sent")
 	}
 }
+
+// TestMSetOfTwoLongValues: an MSET whose second value's length line comes
+// after more than 128 KiB was gathered (a review: the open line was taken
+// past the buffer grown to the command's need, and the gateway panicked).
+func TestMSetOfTwoLongValues(t *testing.T) {
+	g := start(t, newMemStore(), nil)
+	for _, n := range [][2]int{{200000, 100000}, {140000, 10000}, {1000000, 10000}, {66000, 5}} {
+		v1, v2 := strings.Repeat("a", n[0]), strings.Repeat("b", n[1])
+		exchange(t, g.Addr(), cmd("MSET", "k1", v1, "k2", v2)+cmd("STRLEN", "k1")+cmd("STRLEN", "k2"),
+			fmt.Sprintf("+OK\r\n:%d\r\n:%d\r\n", n[0], n[1]))
+	}
+}
+
+// TestLongMultiArgumentCommandsInPieces: MSETs of 1 to 4 values of mixed
+// sizes (empty to 1 MiB) and MGETs of them, pipelined and sent in pieces
+// of random sizes, are each read whole: every answer is exact.
+func TestLongMultiArgumentCommandsInPieces(t *testing.T) {
+	g := start(t, newMemStore(), nil)
+	rng := rand.New(rand.NewPCG(55, 1))
+	sizes := []int{0, 5, 9999, 10000, 64<<10 - 1, 64 << 10, 100000, 200000, 1<<20 - 64}
+	var in, want strings.Builder
+	for i := range 12 {
+		pairs := 1 + rng.IntN(4)
+		set, get := []string{"MSET"}, []string{"MGET"}
+		var vals []string
+		for j := range pairs {
+			k := fmt.Sprintf("m%d-%d", i, j)
+			v := strings.Repeat(string(rune('a'+j)), sizes[rng.IntN(len(sizes))])
+			set, get, vals = append(set, k, v), append(get, k), append(vals, v)
+		}
+		in.WriteString(cmd(set...) + cmd(get...))
+		fmt.Fprintf(&want, "+OK\r\n*%d\r\n", pairs)
+		for _, v := range vals {
+			fmt.Fprintf(&want, "$%d\r\n%s\r\n", len(v), v)
+		}
+	}
+	nc, err := net.Dial("tcp", g.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	go func() {
+		for s := in.String(); len(s) > 0; {
+			n := min(len(s), 1+rng.IntN(150<<10))
+			if _, err := io.WriteString(nc, s[:n]); err != nil {
+				return
+			}
+			s = s[n:]
+		}
+	}()
+	_ = nc.SetReadDeadline(time.Now().Add(30 * time.Second))
+	got := make([]byte, want.Len())
+	if n, err := io.ReadFull(nc, got); err != nil || string(got) != want.String() {
+		t.Fatalf("read %d of %d bytes (%v), or the answers differ from what was sent", n, want.Len(), err)
+	}
+}

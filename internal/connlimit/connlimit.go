@@ -439,6 +439,7 @@ func (p *Port) enroll(nc net.Conn) error {
 		st.dec.Max = p.cfg.PreAuthMaxFrame
 	}
 	st.dec.More = st.more
+	st.dec.Took = func(n int) { st.taken = n }
 	st.lastRead = p.now.Load()
 	st.opened = time.Now().UnixNano()
 	resc, err := p.eng.Register(gnet.NewNetConnContext(gnet.NewContext(context.Background(), st), nc))

@@ -53,6 +53,43 @@ type Decoder struct {
 	// bringing into the cache what those frames will touch. buf is valid
 	// only during the call.
 	Ahead func(buf []byte)
+	// Took, when set, makes a frame longer than a window gathered apart,
+	// out of the connection's buffer, as it arrives, and is told the
+	// bytes so held (0 once it is decoded): they are the connection's
+	// unread input as much as its buffer's. Left in gnet's ring buffer,
+	// a frame of 1 MiB grew it to 2 MiB by copies, was copied into it
+	// from each read and out of it again (Peek), and the next frame's
+	// first bytes kept it that large.
+	Took func(n int)
+
+	big  []byte // the frame gathered so far (Took)
+	need int    // its length, header included
+}
+
+// Gathering is the length (header included) of the frame d is gathering,
+// or 0.
+func (d *Decoder) Gathering() int {
+	if d.big == nil {
+		return 0
+	}
+	return d.need
+}
+
+// gather moves the rest of the frame being gathered out of c's buffer, as
+// far as it has arrived, and reports whether it is complete.
+func (d *Decoder) gather(c gnet.Conn) bool {
+	if n := min(c.InboundBuffered(), d.need-len(d.big)); n > 0 {
+		if len(d.big)+n > cap(d.big) {
+			grown := make([]byte, len(d.big), min(d.need, max(2*cap(d.big), len(d.big)+n)))
+			copy(grown, d.big)
+			d.big = grown
+		}
+		at := len(d.big)
+		d.big = d.big[:at+n]
+		_, _ = c.Read(d.big[at:])
+	}
+	d.Took(len(d.big))
+	return len(d.big) == d.need
 }
 
 // window is how much Decode looks at in one go (more when a frame is
@@ -81,25 +118,39 @@ func (d *Decoder) Decode(c gnet.Conn, fn Handler) gnet.Action {
 	action := gnet.None
 	var f wire.Frame // one per call: fn takes its address, so it lives on the heap
 	for stop := false; action == gnet.None && !stop; {
-		have := c.InboundBuffered()
-		if have < 4 {
-			break
-		}
-		hdr, err := c.Peek(4)
-		if err != nil {
-			break
-		}
-		// Peek copies what is not contiguous: wait until the first frame
-		// is complete, or a large frame arriving in many reads would be
-		// copied again on each of them. (A length over the limit goes on
-		// to be refused.)
-		need := wire.FrameLen(hdr)
-		if need > have && need-4 <= wire.MaxFrame && (d.Max <= 0 || need-4 <= d.Max) {
-			break
-		}
-		buf, err := c.Peek(min(have, max(need, window)))
-		if err != nil {
-			break
+		var buf []byte
+		gathered := d.big != nil
+		if gathered {
+			if !d.gather(c) {
+				break
+			}
+			buf = d.big
+		} else {
+			have := c.InboundBuffered()
+			if have < 4 {
+				break
+			}
+			hdr, err := c.Peek(4)
+			if err != nil {
+				break
+			}
+			// Peek copies what is not contiguous: wait until the first
+			// frame is complete, or a large frame arriving in many reads
+			// would be copied again on each of them. (A length over the
+			// limit goes on to be refused.)
+			need := wire.FrameLen(hdr)
+			if need > have && need-4 <= wire.MaxFrame && (d.Max <= 0 || need-4 <= d.Max) {
+				if d.Took != nil && have >= window {
+					// Longer than a window: gathered apart (every
+					// byte buffered is its own).
+					d.big, d.need = make([]byte, 0, min(need, 2*have)), need
+					continue
+				}
+				break
+			}
+			if buf, err = c.Peek(min(have, max(need, window))); err != nil {
+				break
+			}
 		}
 		if d.Ahead != nil {
 			d.Ahead(buf)
@@ -111,6 +162,7 @@ func (d *Decoder) Decode(c gnet.Conn, fn Handler) gnet.Action {
 				break
 			}
 			var n int
+			var err error
 			f, n, err = wire.Decode(buf[off:], d.Max)
 			if err != nil {
 				out = wire.Append(out, &wire.Frame{Op: wire.OpHello, Status: wire.StatusBadRequest, Value: []byte(err.Error())})
@@ -138,6 +190,14 @@ func (d *Decoder) Decode(c gnet.Conn, fn Handler) gnet.Action {
 				}
 				out = out[:0]
 			}
+		}
+		if gathered {
+			if off == 0 {
+				break // (not now: kept)
+			}
+			d.big, d.need = nil, 0
+			d.Took(0)
+			continue
 		}
 		if off == 0 {
 			break
