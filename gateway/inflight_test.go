@@ -2,10 +2,10 @@ package gateway
 
 import (
 	"fmt"
+	"ftkv/internal/testkit/heapuse"
 	"io"
 	"math/rand/v2"
 	"net"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -197,14 +197,7 @@ func TestLongCommandsLeaveNoLargeBuffers(t *testing.T) {
 	const conns = 100
 	val := strings.Repeat("v", 1<<20)
 	req := cmd("SET", "k", val) + cmd("SET", "k", val)[:1000]
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC() // (sync.Pools are emptied in two)
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapInuse
-	}
-	base := heap()
+	base := heapuse.InUse()
 	ncs := make([]net.Conn, conns)
 	for i := range ncs {
 		nc, err := net.Dial("tcp", g.Addr())
@@ -222,7 +215,7 @@ func TestLongCommandsLeaveNoLargeBuffers(t *testing.T) {
 			t.Fatalf("client %d: %q, %v", i, b, err)
 		}
 	}
-	grown := int64(heap()) - int64(base)
+	grown := int64(heapuse.InUse()) - int64(base)
 	t.Logf("heap in use grew by %d MB with %d connections each holding 1000 bytes of a command", grown>>20, conns)
 	if limit := int64(40 << 20); grown > limit {
 		t.Errorf("the heap in use grew by %d MB, over %d MB: buffers sized for commands already answered", grown>>20, limit>>20)
@@ -276,14 +269,21 @@ func TestLongCommandsPipelinedInPieces(t *testing.T) {
 		in.WriteString(cmd("SET", k, v) + cmd("GET", k) + cmd("PING"))
 		fmt.Fprintf(&want, "+OK\r\n$%d\r\n%s\r\n+PONG\r\n", len(v), v)
 	}
+	sendInPieces(t, g, rng, in.String(), want.String(), 200<<10)
+}
+
+// sendInPieces sends in to g in pieces of up to most bytes and checks
+// that the answers are want.
+func sendInPieces(t *testing.T, g *Gateway, rng *rand.Rand, in, want string, most int) {
+	t.Helper()
 	nc, err := net.Dial("tcp", g.Addr())
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer nc.Close()
 	go func() {
-		for s := in.String(); len(s) > 0; {
-			n := min(len(s), 1+rng.IntN(200<<10))
+		for s := in; len(s) > 0; {
+			n := min(len(s), 1+rng.IntN(most))
 			if _, err := io.WriteString(nc, s[:n]); err != nil {
 				return
 			}
@@ -292,17 +292,14 @@ func TestLongCommandsPipelinedInPieces(t *testing.T) {
 		}
 	}()
 	_ = nc.SetReadDeadline(time.Now().Add(30 * time.Second))
-	got := make([]byte, want.Len())
-	if n, err := io.ReadFull(nc, got); err != nil {
-		w := want.String()
-		at := 0
-		for at < n && got[at] == w[at] {
-			at++
-		}
-		t.Fatalf("read %d of %d bytes (%v); the same up to %d: got %q, want %q", n, len(w), err, at, got[at:min(n, at+80)], w[at:min(len(w), at+80)])
+	got := make([]byte, len(want))
+	n, err := io.ReadFull(nc, got)
+	at := 0
+	for at < n && got[at] == want[at] {
+		at++
 	}
-	if string(got) != want.String() {
-		t.Fatalf("the answers differ from what was sent")
+	if err != nil || at < len(want) {
+		t.Fatalf("read %d of %d bytes (%v); the same up to %d: got %q, want %q", n, len(want), err, at, got[at:min(n, at+80)], want[at:min(len(want), at+80)])
 	}
 }
 
@@ -341,23 +338,5 @@ func TestLongMultiArgumentCommandsInPieces(t *testing.T) {
 			fmt.Fprintf(&want, "$%d\r\n%s\r\n", len(v), v)
 		}
 	}
-	nc, err := net.Dial("tcp", g.Addr())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
-	go func() {
-		for s := in.String(); len(s) > 0; {
-			n := min(len(s), 1+rng.IntN(150<<10))
-			if _, err := io.WriteString(nc, s[:n]); err != nil {
-				return
-			}
-			s = s[n:]
-		}
-	}()
-	_ = nc.SetReadDeadline(time.Now().Add(30 * time.Second))
-	got := make([]byte, want.Len())
-	if n, err := io.ReadFull(nc, got); err != nil || string(got) != want.String() {
-		t.Fatalf("read %d of %d bytes (%v), or the answers differ from what was sent", n, want.Len(), err)
-	}
+	sendInPieces(t, g, rng, in.String(), want.String(), 150<<10)
 }

@@ -3,9 +3,9 @@ package connlimit
 import (
 	"bufio"
 	"bytes"
+	"ftkv/internal/testkit/heapuse"
 	"io"
 	"net"
-	"runtime"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -47,14 +47,7 @@ func TestLongFramesLeaveNoLargeBuffers(t *testing.T) {
 	const conns = 100
 	frame := wire.Append(nil, &wire.Frame{Op: wire.OpPut, ID: 1, Key: []byte("k"), Value: val})
 	req := append(append([]byte(nil), frame...), frame[:1000]...)
-	heap := func() uint64 {
-		runtime.GC()
-		runtime.GC() // (sync.Pools are emptied in two)
-		var m runtime.MemStats
-		runtime.ReadMemStats(&m)
-		return m.HeapInuse
-	}
-	base := heap()
+	base := heapuse.InUse()
 	ncs := make([]net.Conn, conns)
 	for i := range ncs {
 		nc := dial(t, p)
@@ -70,7 +63,7 @@ func TestLongFramesLeaveNoLargeBuffers(t *testing.T) {
 	if n := h.good.Load(); n != conns {
 		t.Fatalf("%d of %d values read as sent", n, conns)
 	}
-	grown := int64(heap()) - int64(base)
+	grown := int64(heapuse.InUse()) - int64(base)
 	t.Logf("heap in use grew by %d MB with %d connections each holding 1000 bytes of a frame", grown>>20, conns)
 	if limit := int64(40 << 20); grown > limit {
 		t.Errorf("the heap in use grew by %d MB, over %d MB: buffers sized for frames decoded already", grown>>20, limit>>20)
