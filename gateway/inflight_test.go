@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"fmt"
-	"ftkv/internal/testkit/heapuse"
 	"io"
 	"math/rand/v2"
 	"net"
@@ -12,6 +11,7 @@ import (
 	"time"
 
 	"ftkv/internal/connlimit"
+	"ftkv/internal/testkit/heapuse"
 	"ftkv/limits"
 )
 

@@ -3,7 +3,6 @@ package connlimit
 import (
 	"bufio"
 	"bytes"
-	"ftkv/internal/testkit/heapuse"
 	"io"
 	"net"
 	"sync/atomic"
@@ -13,6 +12,7 @@ import (
 	"github.com/panjf2000/gnet/v2"
 
 	"ftkv/internal/frameio"
+	"ftkv/internal/testkit/heapuse"
 	"ftkv/wire"
 )
 
