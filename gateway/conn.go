@@ -13,6 +13,7 @@ import (
 
 	"ftkv/internal/auth"
 	"ftkv/internal/connlimit"
+	"ftkv/internal/frameio"
 )
 
 // handler serves the RESP port's event loops: it only parses. Commands go
@@ -216,20 +217,15 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 			if !complete {
 				break // (for more input)
 			}
-			if cmd.proterr != "" {
+			if cmd.proterr != "" || len(cmd.args) > 0 {
 				cmds = append(cmds, cmd)
+				got += cmd.size
+			}
+			if cmd.proterr != "" || len(cmd.args) > 0 && crossProtocol(cmd.args[0]) {
+				// (As below: nothing after it is read.)
 				s.quit.Store(true)
 				_, _ = c.Discard(c.InboundBuffered())
 				break
-			}
-			if len(cmd.args) > 0 {
-				cmds = append(cmds, cmd)
-				got += cmd.size
-				if crossProtocol(cmd.args[0]) {
-					s.quit.Store(true) // (as below)
-					_, _ = c.Discard(c.InboundBuffered())
-					break
-				}
 			}
 			continue
 		}
@@ -406,17 +402,10 @@ func (s *session) assemble(c gnet.Conn, argsbuf [][]byte, limit int) (command, b
 			connlimit.Taken(c, len(s.big))
 			return command{}, false
 		}
-		if len(s.big)+n > cap(s.big) {
-			// (Never under len+n: an open line is taken past need, and
-			// a buffer grown to need earlier made that slice panic,
-			// an MSET of values of 200 and 100 KB: a review.)
-			grown := make([]byte, len(s.big), max(len(s.big)+n, min(s.long.need, 2*cap(s.big))))
-			copy(grown, s.big)
-			s.big = grown
-		}
-		at := len(s.big)
-		s.big = s.big[:at+n]
-		_, _ = c.Read(s.big[at:])
+		// (An open line is taken past need: grown only to need, the
+		// buffer was too short for it, and an MSET of values of 200
+		// and 100 KB panicked the gateway: a review.)
+		s.big = frameio.ReadOn(c, s.big, n, s.long.need)
 	}
 }
 

@@ -79,17 +79,26 @@ func (d *Decoder) Gathering() int {
 // far as it has arrived, and reports whether it is complete.
 func (d *Decoder) gather(c gnet.Conn) bool {
 	if n := min(c.InboundBuffered(), d.need-len(d.big)); n > 0 {
-		if len(d.big)+n > cap(d.big) {
-			grown := make([]byte, len(d.big), min(d.need, max(2*cap(d.big), len(d.big)+n)))
-			copy(grown, d.big)
-			d.big = grown
-		}
-		at := len(d.big)
-		d.big = d.big[:at+n]
-		_, _ = c.Read(d.big[at:])
+		d.big = ReadOn(c, d.big, n, d.need)
 	}
 	d.Took(len(d.big))
 	return len(d.big) == d.need
+}
+
+// ReadOn moves n bytes of c's input (n <= c.InboundBuffered()) to the end
+// of buf and returns it. buf grows toward want, the size it is expected
+// to reach: to twice its capacity at a time, never past want unless n
+// needs more, never by less than n.
+func ReadOn(c gnet.Conn, buf []byte, n, want int) []byte {
+	if len(buf)+n > cap(buf) {
+		grown := make([]byte, len(buf), max(len(buf)+n, min(want, 2*cap(buf))))
+		copy(grown, buf)
+		buf = grown
+	}
+	at := len(buf)
+	buf = buf[:at+n]
+	_, _ = c.Read(buf[at:])
+	return buf
 }
 
 // window is how much Decode looks at in one go (more when a frame is
