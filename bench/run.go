@@ -114,7 +114,8 @@ func start(ctx context.Context, cfg Config, t Target) (Config, uint64, []*worker
 
 // Preload only writes every key of cfg's key space once (cfg.Keys puts of
 // cfg.ValueSize bytes, cfg.Connections requesters with cfg.Pipeline
-// operations in flight each), with no measured phase.
+// operations in flight each, or more: preloadBatchLen), with no measured
+// phase.
 func Preload(ctx context.Context, cfg Config, t Target) (*PreloadResult, error) {
 	cfg, _, ws, err := start(ctx, cfg, t)
 	if err != nil {
@@ -196,13 +197,38 @@ func openRequesters(ctx context.Context, open func(context.Context) (Requester, 
 	return reqs, nil
 }
 
+// Preloading pipelines more puts than a run of pipeline depth 1 sends:
+// it is not measured, and one put at a time per connection made `bench -n
+// 1000` wait 9-15 s for 100,000 keys on a busy machine before its first
+// measured operation. A worker's batch stays under preloadBatchBytes of
+// keys and values, and at most preloadDepth puts.
+const (
+	preloadDepth      = 32
+	preloadBatchBytes = 1 << 20
+)
+
+// preloadBatchLen is how many puts a worker sends at once while it
+// preloads: the run's pipeline depth, or more for small values (not when
+// goroutines share a requester: they keep many puts in flight on it).
+func preloadBatchLen(cfg Config) int {
+	if cfg.Goroutines > 1 {
+		return cfg.Pipeline
+	}
+	perPut := cfg.ValueSize + len(AppendKey(nil, max(cfg.Keys-1, 0)))
+	return max(cfg.Pipeline, min(preloadDepth, preloadBatchBytes/max(perPut, 1)))
+}
+
 // preload writes every key once, each worker a contiguous slice of the key
-// space in batches of Pipeline puts. Any failure ends it.
+// space in batches of preloadBatchLen puts. Any failure ends it.
 func preload(ctx context.Context, cfg Config, ws []*worker) (*PreloadResult, error) {
 	n := len(ws)
+	depth := preloadBatchLen(cfg)
 	for i, w := range ws {
 		w.next = i * cfg.Keys / n
 		w.end = (i + 1) * cfg.Keys / n
+		run := w.ops
+		w.ops = make([]Op, depth)
+		defer func() { w.ops = run }()
 	}
 	ph := runPhase(ctx, cfg, ws, PhasePreload, int64(cfg.Keys), 0, (*worker).preloadBatch, nil)
 	p := &PreloadResult{Seconds: ph.elapsed.Seconds(), Interrupted: ph.interrupted}

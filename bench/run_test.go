@@ -19,7 +19,8 @@ type memTarget struct {
 	block   bool               // ops wait for ctx's end
 	broken  atomic.Int64       // Do calls that return a requester error
 	opened  atomic.Int64
-	maxPipe atomic.Int64
+	maxPipe atomic.Int64 // the longest batch with a get in it
+	maxPuts atomic.Int64 // the longest batch of puts only
 }
 
 func newMemTarget() *memTarget { return &memTarget{data: map[string]int{}} }
@@ -39,8 +40,14 @@ type memRequester struct{ m *memTarget }
 
 func (r *memRequester) Do(ctx context.Context, batch []Op) error {
 	m := r.m
-	if n := int64(len(batch)); n > m.maxPipe.Load() {
-		m.maxPipe.Store(n)
+	longest := &m.maxPuts
+	for i := range batch {
+		if batch[i].Kind == Get {
+			longest = &m.maxPipe
+		}
+	}
+	if n := int64(len(batch)); n > longest.Load() {
+		longest.Store(n)
 	}
 	if m.broken.Load() > 0 && m.broken.Add(-1) >= 0 {
 		batch[0].Done, batch[0].Latency = true, time.Microsecond // one answered, the rest lost
@@ -100,11 +107,38 @@ func TestRunCount(t *testing.T) {
 	if m.opened.Load() != 7 || m.maxPipe.Load() != 4 {
 		t.Errorf("opened %d requesters with batches up to %d; want 7 and 4", m.opened.Load(), m.maxPipe.Load())
 	}
+	if m.maxPuts.Load() != preloadDepth {
+		t.Errorf("preloaded in batches of up to %d puts, want %d", m.maxPuts.Load(), preloadDepth)
+	}
 	if res.Seed != 9 || res.Connections != 7 || res.Pipeline != 4 || res.Target != "mem" {
 		t.Errorf("result header %+v", res)
 	}
 	if res.Latency.P50 < 1 || res.Latency.Max < res.Latency.P99 || res.OpsPerSec <= 0 {
 		t.Errorf("latency %+v, %f ops/s", res.Latency, res.OpsPerSec)
+	}
+}
+
+// TestPreloadBatchLen: the preload pipelines small values deeper than the
+// run, never shallower than it, and large values no deeper than fits a
+// batch of about 1 MiB.
+func TestPreloadBatchLen(t *testing.T) {
+	for _, c := range []struct {
+		size, pipeline, want int
+	}{
+		{100, 1, preloadDepth},
+		{100, 64, 64},
+		{1 << 20, 1, 1},
+		{1 << 20, 16, 16},
+		{64 << 10, 1, 15}, // 1 MiB / (64 KiB + a 12-byte key)
+		{0, 1, preloadDepth},
+	} {
+		cfg := Config{ValueSize: c.size, Pipeline: c.pipeline, Keys: 100000, Goroutines: 1}
+		if got := preloadBatchLen(cfg); got != c.want {
+			t.Errorf("value %d B, pipeline %d: batches of %d, want %d", c.size, c.pipeline, got, c.want)
+		}
+	}
+	if got := preloadBatchLen(Config{ValueSize: 100, Pipeline: 1, Keys: 100000, Goroutines: 16}); got != 1 {
+		t.Errorf("16 goroutines per requester: batches of %d, want 1", got)
 	}
 }
 
