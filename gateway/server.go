@@ -278,7 +278,10 @@ func cmdCommand(_ context.Context, s *session, args [][]byte, out []byte) ([]byt
 	}
 	sub := args[1]
 	switch {
-	case isCmd(sub, "count") && len(args) == 2:
+	case isCmd(sub, "count"):
+		if len(args) != 2 {
+			return out, wrongArity("command|count")
+		}
 		return redcon.AppendInt(out, int64(len(specs))), nil
 	case isCmd(sub, "list") && len(args) == 2:
 		out = redcon.AppendArray(out, len(specs))
