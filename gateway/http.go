@@ -85,8 +85,15 @@ func (g *Gateway) startHTTP() error {
 	}
 	inner := h // (a body refused unread by the login check is watched too)
 	h = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body := r.Body
 		r.Body = limited.WatchBody(r)
 		inner.ServeHTTP(w, r)
+		// net/http reads what a handler left of a body before it
+		// answers, but a rest of 256 KiB or more of its own body type
+		// closes the connection instead. A body of another type (the
+		// watcher's) it read on: a 413 to a PUT announcing 99999999999
+		// bytes came only at the read timeout (12 s; a review).
+		r.Body = body
 	})
 	g.httpSrv = &http.Server{
 		Handler:           h,
@@ -199,7 +206,11 @@ func (g *Gateway) serveKV(rw http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Timeout)
+	// The cluster call runs to its end even if the client's input ends
+	// first: net/http cancels r.Context() then, also for a client that
+	// only shut down its sending side and waits for the answer, and a
+	// write cut off mid-way may still be applied (it was answered 503).
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), g.cfg.Timeout)
 	defer cancel()
 	st := g.cfg.Store
 	switch r.Method {
@@ -490,7 +501,7 @@ func (g *Gateway) serveStatus(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on /v1/status")
 		return
 	}
-	ctx, cancel := context.WithTimeout(r.Context(), g.cfg.Timeout)
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), g.cfg.Timeout) // (as serveKV's)
 	defer cancel()
 	st, err := g.cfg.Store.Status(ctx)
 	if err != nil {

@@ -554,3 +554,67 @@ func TestHTTPTricklingBodiesMakeRoom(t *testing.T) {
 		t.Fatalf("GET answered %s %q", resp.Status, body)
 	}
 }
+
+// TestHTTPHalfClosedRequestAnswered: a client that sends its whole request
+// and shuts down its sending side (nc -N, a fire-and-forget script) still
+// reads the answer. net/http cancels such a request's context at the end
+// of its input; the cluster call ran under it and was cut off, and the
+// client was told 503 "did not answer" for a write that the cluster had
+// applied (a review: three appends answered 503, all three applied).
+func TestHTTPHalfClosedRequestAnswered(t *testing.T) {
+	st := newMemStore()
+	st.putGate = make(chan struct{})
+	g := start(t, st, nil)
+	nc, err := net.Dial("tcp", g.HTTPAddr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	if _, err := io.WriteString(nc, "PUT /v1/kv/half HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nvalue"); err != nil {
+		t.Fatal(err)
+	}
+	if err := nc.(*net.TCPConn).CloseWrite(); err != nil {
+		t.Fatal(err)
+	}
+	// The put waits until net/http has seen the end of the input.
+	time.Sleep(300 * time.Millisecond)
+	close(st.putGate)
+	_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+	resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != http.StatusNoContent {
+		t.Fatalf("half-closed PUT answered %d %q, want 204", resp.StatusCode, body)
+	}
+	if v, err := st.Get(context.Background(), "half"); err != nil || string(v) != "value" {
+		t.Fatalf("after the half-closed PUT: %q, %v; want \"value\"", v, err)
+	}
+}
+
+// TestHTTPRefusedBodyAnsweredAtOnce: a request refused for the length its
+// body announces is answered at once, not when the rest of that body (or
+// the read timeout) comes.
+func TestHTTPRefusedBodyAnsweredAtOnce(t *testing.T) {
+	g := start(t, newMemStore(), nil)
+	for _, announced := range []string{"99999999999", "1048577"} {
+		nc, err := net.Dial("tcp", g.HTTPAddr())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := io.WriteString(nc, "PUT /v1/kv/big HTTP/1.1\r\nHost: x\r\nContent-Length: "+announced+"\r\n\r\nabc"); err != nil {
+			t.Fatal(err)
+		}
+		// Liveness bound: the read timeout is 12 s here.
+		_ = nc.SetReadDeadline(time.Now().Add(5 * time.Second))
+		resp, err := http.ReadResponse(bufio.NewReader(nc), nil)
+		nc.Close()
+		if err != nil {
+			t.Fatalf("Content-Length %s with 3 bytes sent: no answer: %v", announced, err)
+		}
+		if resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("Content-Length %s: answered %d, want 413", announced, resp.StatusCode)
+		}
+	}
+}
