@@ -58,7 +58,9 @@ type session struct {
 	pending atomic.Int64 // commands read, not answered
 	queued  atomic.Int64 // their bytes (maxQueued; counted in Gateway.queued until retired)
 	quit    atomic.Bool  // QUIT, a protocol error or closed: no more input is read
-	closed  atomic.Bool
+	closed  atomic.Bool  // no more answers are written
+	stop    atomic.Bool  // closed by the gateway: its commands not run yet never run
+	writing atomic.Bool  // closed by its client, and the command running writes (gone)
 
 	mu      sync.Mutex
 	retired bool // closed: its queued bytes left Gateway.queued (unqueue, retire)
@@ -100,6 +102,16 @@ type command struct {
 	size    int // bytes of its arguments (counted in session.queued)
 }
 
+// writes reports whether the command may write (a protocol error or an
+// unknown command does not).
+func (c *command) writes() bool {
+	if c.proterr != "" || len(c.args) == 0 {
+		return false
+	}
+	sp, _ := lookup(c.args[0])
+	return sp != nil && sp.writes()
+}
+
 // maxQueued bounds the bytes of the commands a session has read and not
 // yet answered (beside max_inflight, which counts them): beyond it the
 // connection's input waits in gnet's buffer, where the input budget
@@ -124,11 +136,22 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	return nil, gnet.None
 }
 
-func (h *handler) OnClose(c gnet.Conn, _ error) gnet.Action {
+func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 	if s := sessionOf(c); s != nil && !s.closed.Swap(true) {
 		s.quit.Store(true)
+		// A client that closed (or half-closed: gnet closes the whole
+		// connection at the end of its input) still has the commands it
+		// sent run, as Redis runs what it read; their answers go
+		// nowhere. One the gateway closed (QUIT, a protocol error, a
+		// limit, an eviction, its own stop: no error) runs nothing more.
+		// Its commands stay counted in Gateway.queued until they ran,
+		// so that clients sending and closing at once are held to the
+		// budget as any others are.
+		if err == nil {
+			s.stop.Store(true)
+			s.retire()
+		}
 		h.g.clients.Add(-1)
-		s.retire()
 	}
 	return gnet.None
 }
@@ -327,9 +350,11 @@ func (h *handler) OnTraffic(c gnet.Conn) gnet.Action {
 		connlimit.Begin(c, 0) // (bounded by maxQueued per connection)
 	}
 	s.pending.Add(int64(len(cmds)))
-	s.queued.Add(int64(got))
-	s.g.queued.Add(int64(got))
 	s.mu.Lock()
+	s.queued.Add(int64(got))
+	if !s.retired {
+		s.g.queued.Add(int64(got))
+	}
 	if len(s.queue) == 0 {
 		s.queue = cmds
 	} else {

@@ -121,8 +121,12 @@ func (s *session) unhold(n int) {
 	}
 }
 
-// gone reports whether the session's answers are no longer wanted.
-func (s *session) gone() bool { return s.closed.Load() || s.g.ctx.Err() != nil }
+// gone reports whether the session's running command is given up: its
+// connection was closed by the gateway, or by its client and the command
+// only reads, or the gateway stops.
+func (s *session) gone() bool {
+	return s.stop.Load() || s.closed.Load() && !s.writing.Load() || s.g.ctx.Err() != nil
+}
 
 // errGone: a command given up because its connection closed.
 var errGone = errors.New("connection closed")

@@ -201,6 +201,50 @@ func TestPipelineInOrder(t *testing.T) {
 	exchange(t, g.Addr(), in.String(), want.String())
 }
 
+// TestCommandsRunAfterTheClientCloses: commands a client sent before it
+// closed its connection (a script writing to /dev/tcp, `nc -N`) all run,
+// as Redis runs what it read; only their answers go nowhere. They were
+// dropped once the close was seen (a review: a SET and three INCRs sent
+// and closed at once left nothing, 6 times of 6).
+func TestCommandsRunAfterTheClientCloses(t *testing.T) {
+	for _, how := range []string{"close", "half-close"} {
+		t.Run(how, func(t *testing.T) {
+			st := newMemStore()
+			st.gate = make(chan struct{}) // the first SET waits until the close is seen
+			g := start(t, st, nil)
+			nc, err := net.Dial("tcp", g.Addr())
+			if err != nil {
+				t.Fatal(err)
+			}
+			in := cmd("SET", "k", "1") + cmd("INCR", "c") + cmd("INCR", "c") + cmd("INCR", "c") + cmd("SET", "last", "x")
+			if _, err := io.WriteString(nc, in); err != nil {
+				t.Fatal(err)
+			}
+			if how == "close" {
+				nc.Close()
+			} else {
+				_ = nc.(*net.TCPConn).CloseWrite()
+				defer nc.Close()
+			}
+			time.Sleep(200 * time.Millisecond)
+			close(st.gate)
+			deadline := time.Now().Add(5 * time.Second)
+			for {
+				c, _ := st.Get(context.Background(), "c")
+				last, _ := st.Get(context.Background(), "last")
+				if string(c) == "3" && string(last) == "x" {
+					break
+				}
+				if time.Now().After(deadline) {
+					k, _ := st.Get(context.Background(), "k")
+					t.Fatalf("after the client's %s: k=%q c=%q last=%q, want every command run (1, 3, x)", how, k, c, last)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
+}
+
 func TestProtocolErrorCloses(t *testing.T) {
 	g := start(t, newMemStore(), nil)
 	exchange(t, g.Addr(), cmd("PING")+"*1\r\n$x\r\n", "+PONG\r\n-ERR Protocol error: invalid bulk length\r\n")

@@ -66,7 +66,9 @@ func (s *session) work(q []command) {
 // read before (up to max_inflight of them): pausing the reading alone let
 // a client that sends GETs of a large value and never reads make the
 // gateway hold gigabytes.
-func (s *session) full() bool { return s.lim != nil && s.lim.OutputFull(s.unseen.Load()) }
+func (s *session) full() bool {
+	return s.lim != nil && !s.closed.Load() && s.lim.OutputFull(s.unseen.Load())
+}
 
 // waitRoom waits on the worker, for a command writing its answer as it
 // grows (cmdMGet), until the connection's answers are under its limits
@@ -74,12 +76,12 @@ func (s *session) full() bool { return s.lim != nil && s.lim.OutputFull(s.unseen
 // client that never reads is closed after output_grace).
 func (s *session) waitRoom() bool {
 	for d := parkMin; s.full(); d = min(2*d, parkMax) {
-		if s.closed.Load() || s.g.ctx.Err() != nil {
+		if s.gone() {
 			return false
 		}
 		time.Sleep(d)
 	}
-	return !s.closed.Load()
+	return !s.stop.Load()
 }
 
 // Park back-off: a parked session looks at its output again after
@@ -108,7 +110,7 @@ func (s *session) park(q []command) {
 
 // unpark is the park timer's.
 func (s *session) unpark() {
-	if s.closed.Load() {
+	if s.stop.Load() {
 		return
 	}
 	if s.full() {
@@ -128,7 +130,7 @@ func (s *session) take() []command {
 	s.mu.Lock()
 	q := s.queue
 	s.queue = nil
-	if len(q) > 0 && !s.closed.Load() {
+	if len(q) > 0 && !s.stop.Load() {
 		s.mu.Unlock()
 		return q
 	}
@@ -148,8 +150,17 @@ func (s *session) take() []command {
 func (s *session) run(q []command) []command {
 	var out []byte
 	for i := 0; i < len(q); {
-		if s.closed.Load() {
+		if s.stop.Load() {
 			return nil
+		}
+		w := q[i].writes()
+		s.writing.Store(w)
+		if !w && s.closed.Load() {
+			// Closed by its client: what writes runs, the rest is
+			// not worth its answer (OnClose).
+			s.skip(q[i : i+1])
+			i++
+			continue
 		}
 		if s.full() {
 			s.flush(out, false)
@@ -159,7 +170,15 @@ func (s *session) run(q []command) []command {
 		if n > 1 {
 			each, w := s.batchCap(gets(q[i : i+n]))
 			if !s.hold(w) {
-				return nil
+				if s.stop.Load() || s.g.ctx.Err() != nil {
+					return nil
+				}
+				// Its client closed while its GETs waited for the
+				// fetch budget: they are given up, the writes after
+				// them still run.
+				s.skip(q[i : i+n])
+				i += n
+				continue
 			}
 			ops := batchOps(q[i:i+n], nil, each)
 			start := time.Now()
@@ -180,11 +199,14 @@ func (s *session) run(q []command) []command {
 				// would run alone for good.
 				s.learnGet(len(out) - before)
 			}
-			if close {
+			if close && !s.closed.Load() {
+				// (Closed by its client already: the commands after it
+				// that write still run.)
 				s.flush(out, true)
 				s.mu.Lock()
 				s.queue = nil
 				s.mu.Unlock()
+				s.retire() // (nothing else uncounts the dropped queue if its client closed first)
 				return nil
 			}
 			n = 1
@@ -197,6 +219,12 @@ func (s *session) run(q []command) []command {
 	}
 	s.flush(out, false)
 	return nil
+}
+
+// skip counts q as answered without running it (its client closed).
+func (s *session) skip(q []command) {
+	s.answered(len(q))
+	s.unqueue(q)
 }
 
 // unqueue uncounts the bytes of q, run (session.queued, and
@@ -214,17 +242,21 @@ func (s *session) unqueue(q []command) {
 	s.mu.Unlock()
 }
 
-// retire, once the connection closed, uncounts from Gateway.queued the
-// bytes of its commands not answered: those that still run are
-// uncounted from the session alone, those dropped (a closed session's
-// queue is dropped on several paths) are not counted for good. (Counted
-// per command, a test's 20 connections closed with their SETs queued
-// left 82 MB counted.) OnTraffic, which adds, runs on the connection's
-// event loop as OnClose does.
+// retire, once the session's commands no longer run (the gateway closed
+// its connection, or dropped its queue after the client closed it),
+// uncounts from Gateway.queued the bytes of its commands not answered:
+// those that still run are uncounted from the session alone, those
+// dropped (a stopped session's queue is dropped on several paths) are
+// not counted for good. (Counted per command, a test's 20 connections
+// closed with their SETs queued left 82 MB counted.) OnTraffic, which
+// adds, runs on the connection's event loop as OnClose does; after the
+// close nothing adds.
 func (s *session) retire() {
 	s.mu.Lock()
-	s.retired = true
-	s.g.queued.Add(-s.queued.Load())
+	if !s.retired {
+		s.retired = true
+		s.g.queued.Add(-s.queued.Load())
+	}
 	s.mu.Unlock()
 }
 
@@ -243,7 +275,7 @@ func (s *session) answered(n int) {
 // flush writes out (a buffer of its own: AsyncWrite keeps it) and, after
 // QUIT or a protocol error, closes the connection once it is written.
 func (s *session) flush(out []byte, close bool) {
-	if len(out) == 0 && !close {
+	if len(out) == 0 && !close || s.closed.Load() {
 		return
 	}
 	n := int64(len(out))
@@ -537,7 +569,7 @@ func (s *session) requeue(q []command) {
 // max_inflight is woken to read on).
 func (s *session) more() bool {
 	s.mu.Lock()
-	if len(s.queue) > 0 && !s.closed.Load() {
+	if len(s.queue) > 0 && !s.stop.Load() {
 		s.mu.Unlock()
 		return true
 	}
