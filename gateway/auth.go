@@ -185,7 +185,15 @@ func cmdAuth(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte
 		return out, Error("ERR syntax error")
 	}
 	if s.g.logins == nil {
-		return out, errAuthDisabled
+		// As Redis without users: the default user needs no password,
+		// so AUTH default <anything> is let in, any other user is not.
+		switch {
+		case len(args) == 2:
+			return out, errAuthDisabled
+		case string(args[1]) == defaultUser:
+			return redcon.AppendOK(out), nil
+		}
+		return out, Error("WRONGPASS invalid username-password pair or user is disabled.")
 	}
 	user, pw := defaultUser, string(args[1])
 	if len(args) == 3 {

@@ -69,7 +69,8 @@ type session struct {
 	stalled bool // parsing stopped at max_inflight with input left: wake when drained
 
 	// The worker's (one at a time, handed over under mu).
-	proto int // 2, or 3 after HELLO 3
+	proto int  // 2, or 3 after HELLO 3
+	multi bool // after a (refused) MULTI, until EXEC or DISCARD (transaction)
 	name  string
 	lib   [2]string // CLIENT SETINFO lib-name, lib-ver
 	user  string    // logged in as (auth.go)

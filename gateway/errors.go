@@ -28,6 +28,8 @@ const (
 	errMaxSize     Error = "ERR string exceeds maximum allowed size (proto-max-bulk-len)"
 	errClientName  Error = "ERR Client names cannot contain spaces, newlines or special characters."
 	errNoExpiry    Error = "ERR ftkv has no expiry: EX, PX, EXAT, PXAT and KEEPTTL are not supported"
+	errNoMulti     Error = "ERR ftkv has no transactions: MULTI is not supported, and the commands up to EXEC or DISCARD are refused"
+	errInMulti     Error = "ERR command not run: ftkv has no transactions (after MULTI, send EXEC or DISCARD)"
 	errShutdown    Error = "ERR the gateway is shutting down"
 	errMaxClients        = "-ERR max number of clients reached\r\n"
 	protocolPrefix       = "ERR Protocol error: "

@@ -145,6 +145,13 @@ func TestReplies(t *testing.T) {
 			cmd("CLIENT", "SETINFO", "lib-name", "x") + cmd("CLIENT", "NOPE"),
 			"$-1\r\n+OK\r\n$3\r\napp\r\n-" + string(errClientName) + "\r\n+OK\r\n-ERR unknown subcommand 'NOPE'. Try CLIENT HELP.\r\n"},
 		{"command count", cmd("COMMAND", "COUNT"), fmt.Sprintf(":%d\r\n", len(specs))},
+		{"auth without users", cmd("AUTH", "default", "x") + cmd("AUTH", "bob", "x") + cmd("AUTH", "x") + cmd("AUTH", "a", "b", "c"),
+			"+OK\r\n-WRONGPASS invalid username-password pair or user is disabled.\r\n-" + string(errAuthDisabled) + "\r\n-ERR syntax error\r\n"},
+		{"multi exec", cmd("MULTI") + cmd("SET", "txk", "1") + cmd("INCR", "txc") + cmd("MULTI") + cmd("EXEC") + cmd("MGET", "txk", "txc") + cmd("EXEC"),
+			"-" + string(errNoMulti) + "\r\n-" + string(errInMulti) + "\r\n-" + string(errInMulti) + "\r\n-ERR MULTI calls can not be nested\r\n" +
+				"-EXECABORT Transaction discarded because of previous errors.\r\n*2\r\n$-1\r\n$-1\r\n-ERR EXEC without MULTI\r\n"},
+		{"multi discard", cmd("MULTI") + cmd("SET", "txk", "1") + cmd("DISCARD") + cmd("GET", "txk") + cmd("DISCARD"),
+			"-" + string(errNoMulti) + "\r\n-" + string(errInMulti) + "\r\n+OK\r\n$-1\r\n-ERR DISCARD without MULTI\r\n"},
 		{"command count x", cmd("COMMAND", "COUNT", "x"), "-ERR wrong number of arguments for 'command|count' command\r\n"},
 		{"hello 3", cmd("HELLO", "3") + cmd("GET", "absent") + cmd("MGET", "absent") + cmd("HELLO", "2") + cmd("GET", "absent"),
 			"%7\r\n$6\r\nserver\r\n$5\r\nredis\r\n$7\r\nversion\r\n$5\r\n7.0.0\r\n$5\r\nproto\r\n:3\r\n$2\r\nid\r\n:"},

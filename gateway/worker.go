@@ -6,6 +6,7 @@ import (
 	"errors"
 	"hash/maphash"
 	"strconv"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -312,6 +313,12 @@ func (s *session) one(cmd command, out []byte) ([]byte, bool) {
 		return out, true
 	}
 	start := time.Now()
+	if name := cmd.args[0]; s.multi || isCmd(name, "multi") || isCmd(name, "exec") || isCmd(name, "discard") {
+		if out, err, ok := s.transaction(name, out); ok {
+			s.g.observe(string(bytes.ToLower(name)), time.Since(start), err)
+			return out, false
+		}
+	}
 	spec, name := lookup(cmd.args[0])
 	var err error
 	before := len(out)
@@ -342,6 +349,38 @@ func (s *session) one(cmd command, out []byte) ([]byte, bool) {
 	return out, spec != nil && spec.name == "quit"
 }
 
+// transaction answers MULTI, EXEC and DISCARD, and any command between
+// them (ok: answered; err: the error answered). ftkv has no transactions:
+// a MULTI's commands could not apply as one across shards. MULTI is
+// refused, and so is every command after it up to EXEC or DISCARD. (Run
+// one by one, a client's transaction was applied while the client was
+// told it failed: go-redis's TxPipelined on a review.)
+func (s *session) transaction(name, out []byte) (_ []byte, err error, ok bool) {
+	switch {
+	case isCmd(name, "multi"):
+		err = errNoMulti
+		if s.multi {
+			err = Error("ERR MULTI calls can not be nested")
+		}
+		s.multi = true
+	case isCmd(name, "exec"), isCmd(name, "discard"):
+		if !s.multi {
+			err = Error("ERR " + strings.ToUpper(string(name)) + " without MULTI")
+			break
+		}
+		s.multi = false
+		if isCmd(name, "discard") {
+			return redcon.AppendOK(out), nil, true
+		}
+		err = Error("EXECABORT Transaction discarded because of previous errors.")
+	case isCmd(name, "quit"):
+		return out, nil, false
+	default:
+		err = errInMulti
+	}
+	return redcon.AppendError(out, err.Error()), err, true
+}
+
 // learnGet takes the size of the largest GET answer of a run into
 // getEst: the largest seen, forgotten by halves as they shrink.
 func (s *session) learnGet(answer int) { s.getEst = max(answer, s.getEst/2, 64) }
@@ -354,8 +393,8 @@ func crossProtocol(name []byte) bool { return isCmd(name, "post") || isCmd(name,
 // GETs and SETs of distinct keys (commands on one key keep their order),
 // at most maxRun.
 func (s *session) runLen(q []command) int {
-	if !s.mayBatch() {
-		return 0 // each command is checked against the user's role
+	if !s.mayBatch() || s.multi {
+		return 0 // each command is checked against the user's role, or refused (transaction)
 	}
 	var hashes [maxRun]uint64 // (keys are compared when their hashes are equal)
 	n, held, gets := 0, 0, false
