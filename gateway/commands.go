@@ -54,7 +54,11 @@ func init() {
 		{"setnx", 3, []string{"write", "denyoom", "fast"}, 1, 1, 1, "string", "Set the string value of a key only when the key doesn't exist.", cmdSetNX},
 		{"getset", 3, []string{"write", "denyoom", "fast"}, 1, 1, 1, "string", "Returns the previous string value of a key after setting it to a new value.", cmdGetSet},
 		{"del", -2, []string{"write"}, 1, -1, 1, "generic", "Deletes one or more keys.", cmdDel},
+		{"unlink", -2, []string{"write", "fast"}, 1, -1, 1, "generic", "Deletes one or more keys (as DEL).", cmdDel},
 		{"exists", -2, []string{"readonly", "fast"}, 1, -1, 1, "generic", "Determines whether one or more keys exist.", cmdExists},
+		{"type", 2, []string{"readonly", "fast"}, 1, 1, 1, "generic", "Determines the type of value stored at a key (string, or none).", cmdType},
+		{"ttl", 2, []string{"readonly", "fast"}, 1, 1, 1, "generic", "Returns the expiration time in seconds of a key (-1: none, ftkv has no expiry; -2: absent).", cmdTTL},
+		{"pttl", 2, []string{"readonly", "fast"}, 1, 1, 1, "generic", "Returns the expiration time in milliseconds of a key (-1: none; -2: absent).", cmdTTL},
 		{"mget", -2, []string{"readonly", "fast"}, 1, -1, 1, "string", "Atomically returns the string values of one or more keys.", cmdMGet},
 		{"mset", -3, []string{"write", "denyoom"}, 1, -1, 2, "string", "Sets the string values of one or more keys (not atomic across shards).", cmdMSet},
 		{"append", 3, []string{"write", "denyoom", "fast"}, 1, 1, 1, "string", "Appends a string to the value of a key. Creates the key if it doesn't exist.", cmdAppend},
@@ -355,6 +359,41 @@ func cmdDel(_ context.Context, s *session, args [][]byte, out []byte) ([]byte, e
 		keys = keys[n:]
 	}
 	return redcon.AppendInt(out, int64(total)), nil
+}
+
+// cmdType answers "string" for a key present (every value is one) and
+// "none" for one absent.
+func cmdType(_ context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	found, err := presentOne(s, args[1])
+	switch {
+	case err != nil:
+		return out, err
+	case found:
+		return redcon.AppendString(out, "string"), nil
+	}
+	return redcon.AppendString(out, "none"), nil
+}
+
+// cmdTTL (TTL and PTTL) answers -1 for a key present (ftkv has no
+// expiry) and -2 for one absent, as Redis does.
+func cmdTTL(_ context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	found, err := presentOne(s, args[1])
+	switch {
+	case err != nil:
+		return out, err
+	case found:
+		return redcon.AppendInt(out, -1), nil
+	}
+	return redcon.AppendInt(out, -2), nil
+}
+
+// presentOne reports whether key is present.
+func presentOne(s *session, key []byte) (found bool, err error) {
+	if err := checkKeys([][]byte{key}); err != nil {
+		return false, err
+	}
+	err = present(s, [][]byte{key}, func(_ string, f bool) { found = f })
+	return found, err
 }
 
 // cmdExists counts the keys present, a key each time it is named.

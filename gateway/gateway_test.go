@@ -145,6 +145,9 @@ func TestReplies(t *testing.T) {
 			cmd("CLIENT", "SETINFO", "lib-name", "x") + cmd("CLIENT", "NOPE"),
 			"$-1\r\n+OK\r\n$3\r\napp\r\n-" + string(errClientName) + "\r\n+OK\r\n-ERR unknown subcommand 'NOPE'. Try CLIENT HELP.\r\n"},
 		{"command count", cmd("COMMAND", "COUNT"), fmt.Sprintf(":%d\r\n", len(specs))},
+		{"type ttl unlink", cmd("SET", "tk", "v") + cmd("TYPE", "tk") + cmd("TYPE", "tnone") + cmd("TTL", "tk") + cmd("TTL", "tnone") +
+			cmd("PTTL", "tk") + cmd("UNLINK", "tk", "tnone") + cmd("TYPE", "tk"),
+			"+OK\r\n+string\r\n+none\r\n:-1\r\n:-2\r\n:-1\r\n:1\r\n+none\r\n"},
 		{"auth without users", cmd("AUTH", "default", "x") + cmd("AUTH", "bob", "x") + cmd("AUTH", "x") + cmd("AUTH", "a", "b", "c"),
 			"+OK\r\n-WRONGPASS invalid username-password pair or user is disabled.\r\n-" + string(errAuthDisabled) + "\r\n-ERR syntax error\r\n"},
 		{"multi exec", cmd("MULTI") + cmd("SET", "txk", "1") + cmd("INCR", "txc") + cmd("MULTI") + cmd("EXEC") + cmd("MGET", "txk", "txc") + cmd("EXEC"),
