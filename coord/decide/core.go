@@ -373,7 +373,15 @@ func (c *Core) published(e Published, out []Action) []Action {
 			nd.seedWait = nil
 		}
 		nd.State = Reseeding
-		nd.seedWait = append(nd.seedWait, p.shard)
+		// Once per shard: a member dropped from the shard (a silent
+		// secondary) while its re-seeding was awaited, and joined again,
+		// awaits the outcome of this join only (askSeed moves seedAt to
+		// this view, so the first join's outcome is ignored). Listed
+		// twice, the one success never emptied seedWait: it stayed
+		// re-seeding for good (an e2e run).
+		if !slices.Contains(nd.seedWait, p.shard) {
+			nd.seedWait = append(nd.seedWait, p.shard)
+		}
 		out = append(out, nd.askSeed(c.view, p.shard, c.now))
 	case kindUnjoin:
 		nd := c.nodes[p.node]
