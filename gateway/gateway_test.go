@@ -378,6 +378,43 @@ func TestObserve(t *testing.T) {
 	if seen["set"] != 2 || seen["get"] != 1 || seen["incr"] != 1 || seen["unknown"] != 1 || errs != 1 {
 		t.Fatalf("observed %v with %d errors", seen, errs)
 	}
+	// After MULTI, commands are refused under their own names, and any
+	// other name is "unknown": the metrics' labels stay bounded.
+	clear(seen)
+	mu.Unlock()
+	exchange(t, g.Addr(), cmd("MULTI")+cmd("SET", "a", "2")+cmd("Random-Name-1")+cmd("EXEC"),
+		"-"+string(errNoMulti)+"\r\n-"+string(errInMulti)+"\r\n-"+string(errInMulti)+"\r\n-EXECABORT Transaction discarded because of previous errors.\r\n")
+	mu.Lock()
+	if len(seen) != 4 || seen["multi"] != 1 || seen["set"] != 1 || seen["unknown"] != 1 || seen["exec"] != 1 {
+		t.Fatalf("observed %v after MULTI", seen)
+	}
+}
+
+// TestTransactionOfAClientThatClosed: a client that sends a refused
+// transaction and then a write, and closes, has the transaction refused
+// and the write after its EXEC run.
+func TestTransactionOfAClientThatClosed(t *testing.T) {
+	st := newMemStore()
+	g := start(t, st, nil)
+	nc, err := net.Dial("tcp", g.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := io.WriteString(nc, cmd("MULTI")+cmd("SET", "in", "x")+cmd("EXEC")+cmd("SET", "after", "y")); err != nil {
+		t.Fatal(err)
+	}
+	nc.Close()
+	for end := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if v, _ := st.Get(context.Background(), "after"); string(v) == "y" {
+			break
+		}
+		if time.Now().After(end) {
+			t.Fatal("the SET after EXEC did not run")
+		}
+	}
+	if v, err := st.Get(context.Background(), "in"); err == nil {
+		t.Fatalf("the SET inside MULTI ran: %q", v)
+	}
 }
 
 // TestNeverReadingClientBounded: a client pipelining GETs of a 1 MiB value

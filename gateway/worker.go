@@ -156,9 +156,10 @@ func (s *session) run(q []command) []command {
 		}
 		w := q[i].writes()
 		s.writing.Store(w)
-		if !w && s.closed.Load() {
+		if !w && s.closed.Load() && (q[i].proterr != "" || txCommand(q[i].args[0]) == "") {
 			// Closed by its client: what writes runs, the rest is
-			// not worth its answer (OnClose).
+			// not worth its answer (OnClose). (MULTI, EXEC and DISCARD
+			// run: they decide whether the writes after them do.)
 			s.skip(q[i : i+1])
 			i++
 			continue
@@ -313,9 +314,13 @@ func (s *session) one(cmd command, out []byte) ([]byte, bool) {
 		return out, true
 	}
 	start := time.Now()
-	if name := cmd.args[0]; s.multi || isCmd(name, "multi") || isCmd(name, "exec") || isCmd(name, "discard") {
+	if name := cmd.args[0]; s.multi || txCommand(name) != "" {
 		if out, err, ok := s.transaction(name, out); ok {
-			s.g.observe(string(bytes.ToLower(name)), time.Since(start), err)
+			label := txCommand(name)
+			if label == "" {
+				_, label = lookup(name) // (a name of the table, or "unknown": metrics' labels stay bounded)
+			}
+			s.g.observe(label, time.Since(start), err)
 			return out, false
 		}
 	}
@@ -347,6 +352,17 @@ func (s *session) one(cmd command, out []byte) ([]byte, bool) {
 	}
 	s.g.observe(name, time.Since(start), err)
 	return out, spec != nil && spec.name == "quit"
+}
+
+// txCommand returns "multi", "exec" or "discard" for those commands, ""
+// for any other.
+func txCommand(name []byte) string {
+	for _, tx := range [...]string{"multi", "exec", "discard"} {
+		if isCmd(name, tx) {
+			return tx
+		}
+	}
+	return ""
 }
 
 // transaction answers MULTI, EXEC and DISCARD, and any command between
