@@ -685,8 +685,27 @@ func cmdClient(_ context.Context, s *session, args [][]byte, out []byte) ([]byte
 			return out, Error("ERR Unrecognized option '" + cut(args[2], 128) + "'")
 		}
 		return redcon.AppendOK(out), nil
-	case slices.ContainsFunc([]string{"setname", "getname", "id", "setinfo"}, func(n string) bool { return isCmd(sub, n) }):
+	case isCmd(sub, "help") && len(args) == 2:
+		return appendHelp(out, "CLIENT", []string{
+			"GETNAME", "    Return the name of the current connection.",
+			"ID", "    Return the ID of the current connection.",
+			"SETINFO <option> <value>", "    Set client meta attr. Options are: LIB-NAME, LIB-VER.",
+			"SETNAME <connection-name>", "    Assign the name <connection-name> to the current connection.",
+		}), nil
+	case slices.ContainsFunc([]string{"setname", "getname", "id", "setinfo", "help"}, func(n string) bool { return isCmd(sub, n) }):
 		return out, Error("ERR wrong number of arguments for 'client|" + string(bytes.ToLower(sub)) + "' command")
 	}
 	return out, unknownSubcommand("client", sub)
+}
+
+// appendHelp answers a HELP subcommand as Redis does: its lines as simple
+// strings, after a first line naming the command and last HELP's own.
+func appendHelp(out []byte, cmd string, lines []string) []byte {
+	out = redcon.AppendArray(out, len(lines)+3)
+	out = redcon.AppendString(out, cmd+" <subcommand> [<arg> [value] [opt] ...]. Subcommands are:")
+	for _, l := range lines {
+		out = redcon.AppendString(out, l)
+	}
+	out = redcon.AppendString(out, "HELP")
+	return redcon.AppendString(out, "    Print this help.")
 }

@@ -145,6 +145,9 @@ func TestReplies(t *testing.T) {
 			cmd("CLIENT", "SETINFO", "lib-name", "x") + cmd("CLIENT", "NOPE"),
 			"$-1\r\n+OK\r\n$3\r\napp\r\n-" + string(errClientName) + "\r\n+OK\r\n-ERR unknown subcommand 'NOPE'. Try CLIENT HELP.\r\n"},
 		{"command count", cmd("COMMAND", "COUNT"), fmt.Sprintf(":%d\r\n", len(specs))},
+		{"client help", cmd("CLIENT", "HELP"), "*11\r\n+CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n+GETNAME\r\n"},
+		{"config help", cmd("CONFIG", "HELP"), "*5\r\n+CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n+GET <pattern>\r\n"},
+		{"command help", cmd("COMMAND", "HELP"), "*13\r\n+COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n"},
 		{"type ttl unlink", cmd("SET", "tk", "v") + cmd("TYPE", "tk") + cmd("TYPE", "tnone") + cmd("TTL", "tk") + cmd("TTL", "tnone") +
 			cmd("PTTL", "tk") + cmd("UNLINK", "tk", "tnone") + cmd("TYPE", "tk"),
 			"+OK\r\n+string\r\n+none\r\n:-1\r\n:-2\r\n:-1\r\n:1\r\n+none\r\n"},

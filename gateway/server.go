@@ -232,6 +232,10 @@ func cmdConfig(ctx context.Context, s *session, args [][]byte, out []byte) ([]by
 	case isCmd(args[1], "get"):
 	case isCmd(args[1], "set"), isCmd(args[1], "resetstat"), isCmd(args[1], "rewrite"):
 		return out, Error("ERR CONFIG " + strings.ToUpper(string(args[1])) + " is not supported by the ftkv gateway")
+	case isCmd(args[1], "help") && len(args) == 2:
+		return appendHelp(out, "CONFIG", []string{
+			"GET <pattern>", "    Return parameters matching the glob-like <pattern> and their values.",
+		}), nil
 	default:
 		return out, unknownSubcommand("config", args[1])
 	}
@@ -323,6 +327,15 @@ func cmdCommand(_ context.Context, s *session, args [][]byte, out []byte) ([]byt
 			out = redcon.AppendBulkString(out, "O(1) per key")
 		}
 		return out, nil
+	}
+	if isCmd(sub, "help") && len(args) == 2 {
+		return appendHelp(out, "COMMAND", []string{
+			"(no subcommand)", "    Return details about all commands.",
+			"COUNT", "    Return the total number of commands.",
+			"DOCS [<command-name> ...]", "    Return documentary information about commands.",
+			"INFO [<command-name> ...]", "    Return details about the given commands, or all of them.",
+			"LIST", "    Return a list of all commands.",
+		}), nil
 	}
 	return out, unknownSubcommand("command", sub)
 }
