@@ -779,3 +779,24 @@ func TestLongCommandReadOnce(t *testing.T) {
 
 	exchange(t, g.Addr(), "SET k "+strings.Repeat("v", 70<<10), "-ERR Protocol error: too big inline request\r\n")
 }
+
+// TestInfoForRedisCLIStat: INFO has the fields `redis-cli --stat` reads
+// (without them it showed -9223372036854775808 for memory, blocked
+// clients and connections: a review).
+func TestInfoForRedisCLIStat(t *testing.T) {
+	g := start(t, newMemStore(), nil)
+	nc, err := net.Dial("tcp", g.Addr())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	info := readAnswer(t, nc, cmd("INFO"))
+	for _, want := range []string{"\r\nconnected_clients:1\r\n", "\r\nblocked_clients:0\r\n", "\r\nused_memory:", "\r\ntotal_connections_received:1\r\n", "\r\ntotal_commands_processed:"} {
+		if !strings.Contains(info, want) {
+			t.Errorf("INFO lacks %q:\n%s", want, info)
+		}
+	}
+	if strings.Contains(info, "\r\nused_memory:0\r\n") {
+		t.Errorf("INFO says used_memory:0")
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path"
 	"runtime"
+	"runtime/metrics"
 	"strconv"
 	"strings"
 	"time"
@@ -99,7 +100,7 @@ func keyCount(st *status.Cluster) uint64 {
 
 // infoSections are INFO's sections in order; keyspace and ftkv need the
 // cluster's status.
-var infoSections = []string{"server", "clients", "stats", "replication", "cluster", "ftkv", "keyspace"}
+var infoSections = []string{"server", "clients", "memory", "stats", "replication", "cluster", "ftkv", "keyspace"}
 
 func cmdInfo(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
 	want := map[string]bool{}
@@ -149,8 +150,22 @@ func (g *Gateway) infoSection(b *strings.Builder, sec string, st *status.Cluster
 		b.WriteString("# Clients\r\n")
 		line("connected_clients", g.clients.Load())
 		line("maxclients", g.lim.MaxClients)
+		line("blocked_clients", 0)
+	case "memory":
+		// The gateway's own heap (the cluster's memory is the servers':
+		// their metrics). redis-cli --stat reads used_memory.
+		b.WriteString("# Memory\r\n")
+		m := []metrics.Sample{{Name: "/memory/classes/heap/objects:bytes"}}
+		metrics.Read(m)
+		var used uint64
+		if m[0].Value.Kind() == metrics.KindUint64 {
+			used = m[0].Value.Uint64()
+		}
+		line("used_memory", used)
+		line("used_memory_human", fmt.Sprintf("%.2fM", float64(used)/(1<<20)))
 	case "stats":
 		b.WriteString("# Stats\r\n")
+		line("total_connections_received", g.nextID.Load())
 		line("total_commands_processed", g.commands.Load())
 		line("rejected_connections", g.port.Load().Rejected())
 	case "replication":
