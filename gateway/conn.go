@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"net"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -60,7 +61,7 @@ type session struct {
 	quit    atomic.Bool  // QUIT, a protocol error or closed: no more input is read
 	closed  atomic.Bool  // no more answers are written
 	stop    atomic.Bool  // closed by the gateway: its commands not run yet never run
-	writing atomic.Bool  // closed by its client, and the command running writes (gone)
+	reading atomic.Bool  // the command running only reads (gone, once its client closed)
 
 	mu      sync.Mutex
 	retired bool // closed: its queued bytes left Gateway.queued (unqueue, retire)
@@ -103,14 +104,15 @@ type command struct {
 	size    int // bytes of its arguments (counted in session.queued)
 }
 
-// writes reports whether the command may write (a protocol error or an
-// unknown command does not).
-func (c *command) writes() bool {
+// readOnly reports whether the command only reads keys (Redis's
+// "readonly" flag): one a client that closed sent is skipped. Any other
+// runs, writes and also what decides how those run (AUTH, MULTI, QUIT…).
+func (c *command) readOnly() bool {
 	if c.proterr != "" || len(c.args) == 0 {
 		return false
 	}
 	sp, _ := lookup(c.args[0])
-	return sp != nil && sp.writes()
+	return sp != nil && slices.Contains(sp.flags, "readonly")
 }
 
 // maxQueued bounds the bytes of the commands a session has read and not

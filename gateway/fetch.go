@@ -125,7 +125,7 @@ func (s *session) unhold(n int) {
 // connection was closed by the gateway, or by its client and the command
 // only reads, or the gateway stops.
 func (s *session) gone() bool {
-	return s.stop.Load() || s.closed.Load() && !s.writing.Load() || s.g.ctx.Err() != nil
+	return s.stop.Load() || s.closed.Load() && s.reading.Load() || s.g.ctx.Err() != nil
 }
 
 // errGone: a command given up because its connection closed.

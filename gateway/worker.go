@@ -154,12 +154,11 @@ func (s *session) run(q []command) []command {
 		if s.stop.Load() {
 			return nil
 		}
-		w := q[i].writes()
-		s.writing.Store(w)
-		if !w && s.closed.Load() && (q[i].proterr != "" || txCommand(q[i].args[0]) == "") {
-			// Closed by its client: what writes runs, the rest is
-			// not worth its answer (OnClose). (MULTI, EXEC and DISCARD
-			// run: they decide whether the writes after them do.)
+		ro := q[i].readOnly()
+		s.reading.Store(ro)
+		if ro && s.closed.Load() {
+			// Closed by its client: its reads are not worth their
+			// answers; the rest runs (OnClose).
 			s.skip(q[i : i+1])
 			i++
 			continue
@@ -201,9 +200,9 @@ func (s *session) run(q []command) []command {
 				// would run alone for good.
 				s.learnGet(len(out) - before)
 			}
-			if close && !s.closed.Load() {
-				// (Closed by its client already: the commands after it
-				// that write still run.)
+			if close && !(ro && s.closed.Load()) {
+				// (A read given up as its client closed ends nothing:
+				// the commands after it that write still run.)
 				s.flush(out, true)
 				s.mu.Lock()
 				s.queue = nil
