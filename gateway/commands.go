@@ -42,6 +42,10 @@ func (sp *spec) arityOK(n int) bool {
 // writes reports whether the command may write (Redis's "write" flag).
 func (sp *spec) writes() bool { return slices.Contains(sp.flags, "write") }
 
+// readOnly reports whether the command only reads keys (Redis's
+// "readonly" flag).
+func (sp *spec) readOnly() bool { return slices.Contains(sp.flags, "readonly") }
+
 var (
 	specs    []*spec          // in COMMAND's order
 	specByLC map[string]*spec // by lowercase name

@@ -3,7 +3,6 @@ package gateway
 import (
 	"bytes"
 	"net"
-	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -112,7 +111,7 @@ func (c *command) readOnly() bool {
 		return false
 	}
 	sp, _ := lookup(c.args[0])
-	return sp != nil && slices.Contains(sp.flags, "readonly")
+	return sp != nil && sp.readOnly()
 }
 
 // maxQueued bounds the bytes of the commands a session has read and not
