@@ -53,6 +53,9 @@ func TestRESPLogins(t *testing.T) {
 				"-NOPERM User reader has no permissions to run the 'del' command\r\n$1\r\nv\r\n"},
 		{"writer", cmd("AUTH", "writer", "writer-pw") + cmd("SET", "k2", "x") + cmd("GET", "k2"), "+OK\r\n+OK\r\n$1\r\nx\r\n"},
 		{"AUTH password is the default user", cmd("AUTH", "default-pw") + cmd("SET", "k3", "y"), "+OK\r\n+OK\r\n"},
+		// RESET logs the connection out, as Redis's does with requirepass.
+		{"RESET logs out", cmd("RESET") + cmd("AUTH", "writer", "writer-pw") + cmd("GET", "k") + cmd("RESET") + cmd("GET", "k"),
+			"+RESET\r\n+OK\r\n$1\r\nv\r\n+RESET\r\n" + noauth},
 	} {
 		t.Run(tc.name, func(t *testing.T) { exchange(t, a, tc.in, tc.want) })
 	}

@@ -4,13 +4,17 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"math"
+	"net"
 	"slices"
 	"strconv"
+	"time"
 
 	"github.com/tidwall/redcon"
 
 	"ftkv/client"
+	"ftkv/internal/auth"
 	"ftkv/wire"
 )
 
@@ -77,7 +81,8 @@ func init() {
 		{"quit", -1, []string{"allow_busy", "fast"}, 0, 0, 0, "connection", "Closes the connection.", cmdQuit},
 		{"auth", -2, []string{"noscript", "loading", "stale", "fast", "no-auth", "allow_busy"}, 0, 0, 0, "connection", "Authenticates the connection (AUTH [user] password: a user of the cluster).", cmdAuth},
 		{"hello", -1, []string{"noscript", "loading", "stale", "fast"}, 0, 0, 0, "connection", "Handshakes with the server (RESP2 or RESP3).", cmdHello},
-		{"client", -2, []string{"noscript", "loading", "stale"}, 0, 0, 0, "connection", "SETNAME, GETNAME, SETINFO, ID.", cmdClient},
+		{"client", -2, []string{"noscript", "loading", "stale"}, 0, 0, 0, "connection", "SETNAME, GETNAME, SETINFO, ID, INFO.", cmdClient},
+		{"reset", 1, []string{"noscript", "loading", "stale", "fast", "no-auth", "allow_busy"}, 0, 0, 0, "connection", "Resets the connection: leaves MULTI, RESP2, no name, logged out (with users).", cmdReset},
 		{"config", -2, []string{"admin", "noscript", "loading", "stale"}, 0, 0, 0, "server", "CONFIG GET: the gateway's settings as Redis names them.", cmdConfig},
 		{"command", -1, []string{"loading", "stale"}, 0, 0, 0, "server", "Returns detailed information about all commands.", cmdCommand},
 		{"ping", -1, []string{"fast"}, 0, 0, 0, "connection", "Returns the server's liveliness response.", cmdPing},
@@ -679,6 +684,8 @@ func cmdClient(_ context.Context, s *session, args [][]byte, out []byte) ([]byte
 		return redcon.AppendBulkString(out, s.name), nil
 	case isCmd(sub, "id") && len(args) == 2:
 		return redcon.AppendInt(out, s.id), nil
+	case isCmd(sub, "info") && len(args) == 2:
+		return appendVerbatim(out, s.clientInfo(), s.proto), nil
 	case isCmd(sub, "setinfo") && len(args) == 4:
 		switch {
 		case isCmd(args[2], "lib-name"):
@@ -693,13 +700,52 @@ func cmdClient(_ context.Context, s *session, args [][]byte, out []byte) ([]byte
 		return appendHelp(out, "CLIENT", []string{
 			"GETNAME", "    Return the name of the current connection.",
 			"ID", "    Return the ID of the current connection.",
+			"INFO", "    Return information about the current client connection.",
 			"SETINFO <option> <value>", "    Set client meta attr. Options are: LIB-NAME, LIB-VER.",
 			"SETNAME <connection-name>", "    Assign the name <connection-name> to the current connection.",
 		}), nil
-	case slices.ContainsFunc([]string{"setname", "getname", "id", "setinfo", "help"}, func(n string) bool { return isCmd(sub, n) }):
+	case slices.ContainsFunc([]string{"setname", "getname", "id", "info", "setinfo", "help"}, func(n string) bool { return isCmd(sub, n) }):
 		return out, Error("ERR wrong number of arguments for 'client|" + string(bytes.ToLower(sub)) + "' command")
 	}
 	return out, unknownSubcommand("client", sub)
+}
+
+// clientInfo is CLIENT INFO's line, in Redis's format, with the fields
+// the gateway knows: the buffer and memory fields Redis adds (qbuf, omem,
+// tot-mem, …) are left out rather than made up. idle is 0 as in Redis:
+// the connection is running this command.
+func (s *session) clientInfo() string {
+	flags := "N"
+	if s.multi {
+		flags = "x" // (a refused MULTI is open: its commands are refused)
+	}
+	user := s.user
+	if user == "" {
+		user = "default"
+	}
+	return fmt.Sprintf("id=%d addr=%s laddr=%s fd=%d name=%s age=%d idle=0 flags=%s db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 events=r cmd=client|info user=%s redir=-1 resp=%d lib-name=%s lib-ver=%s\n",
+		s.id, addrString(s.remote), addrString(s.local), s.c.Fd(), s.name, int(time.Since(s.opened).Seconds()), flags, user, s.proto, s.lib[0], s.lib[1])
+}
+
+// addrString is a's host:port, or "" without one.
+func addrString(a net.Addr) string {
+	if a == nil {
+		return ""
+	}
+	return a.String()
+}
+
+// cmdReset resets the connection as Redis's RESET does, as far as the
+// gateway has the state: an open (refused) MULTI is left, the protocol
+// is RESP2 again, the name is cleared (the library's name and version
+// stay, as in Redis) and, with users, the connection is logged out.
+func cmdReset(_ context.Context, s *session, _ [][]byte, out []byte) ([]byte, error) {
+	s.multi, s.proto, s.name = false, 2, ""
+	if s.g.logins != nil {
+		s.user = ""
+		s.authRole.Store(int32(auth.RoleNone))
+	}
+	return redcon.AppendString(out, "RESET"), nil
 }
 
 // appendHelp answers a HELP subcommand as Redis does: its lines as simple

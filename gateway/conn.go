@@ -76,6 +76,8 @@ type session struct {
 	user  string    // logged in as (auth.go)
 
 	remote   net.Addr     // the client's address (logins are throttled by it)
+	local    net.Addr     // the gateway's end (CLIENT INFO's laddr)
+	opened   time.Time    // CLIENT INFO's age
 	authRole atomic.Int32 // auth.Role: RoleNone until AUTH (with logins)
 
 	// Output backpressure (park): the connection's limits, the answers
@@ -132,7 +134,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if st == nil {
 		return nil, gnet.Close
 	}
-	s := &session{g: h.g, c: c, id: h.g.nextID.Add(1), proto: 2, col: h.collector(c.EventLoop()), remote: c.RemoteAddr(), lim: st, getEst: 64}
+	s := &session{g: h.g, c: c, id: h.g.nextID.Add(1), proto: 2, col: h.collector(c.EventLoop()), remote: c.RemoteAddr(), local: c.LocalAddr(), opened: time.Now(), lim: st, getEst: 64}
 	st.Data = s
 	h.g.clients.Add(1)
 	return nil, gnet.None

@@ -145,7 +145,7 @@ func TestReplies(t *testing.T) {
 			cmd("CLIENT", "SETINFO", "lib-name", "x") + cmd("CLIENT", "NOPE"),
 			"$-1\r\n+OK\r\n$3\r\napp\r\n-" + string(errClientName) + "\r\n+OK\r\n-ERR unknown subcommand 'NOPE'. Try CLIENT HELP.\r\n"},
 		{"command count", cmd("COMMAND", "COUNT"), fmt.Sprintf(":%d\r\n", len(specs))},
-		{"client help", cmd("CLIENT", "HELP"), "*11\r\n+CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n+GETNAME\r\n"},
+		{"client help", cmd("CLIENT", "HELP"), "*13\r\n+CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n+GETNAME\r\n"},
 		{"config help", cmd("CONFIG", "HELP"), "*5\r\n+CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n+GET <pattern>\r\n"},
 		{"command help", cmd("COMMAND", "HELP"), "*13\r\n+COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n"},
 		{"type ttl unlink", cmd("SET", "tk", "v") + cmd("TYPE", "tk") + cmd("TYPE", "tnone") + cmd("TTL", "tk") + cmd("TTL", "tnone") +
@@ -166,8 +166,57 @@ func TestReplies(t *testing.T) {
 		{"too large value", cmd("SET", "k", strings.Repeat("v", maxValue+1)), "-ERR value of 1048577 bytes is over ftkv's limit of 1048576 bytes\r\n"},
 		{"dbsize", cmd("SET", "db", "1") + cmd("DBSIZE"), "+OK\r\n:"},
 		{"quit", cmd("QUIT") + cmd("PING"), "+OK\r\n"},
+		// RESET leaves an open MULTI (the SET after it runs) and clears
+		// the name, as Redis 7 does.
+		{"reset", cmd("CLIENT", "SETNAME", "app") + cmd("MULTI") + cmd("RESET") + cmd("CLIENT", "GETNAME") + cmd("SET", "rk", "1") + cmd("GET", "rk") + cmd("RESET", "x"),
+			"+OK\r\n-" + string(errNoMulti) + "\r\n+RESET\r\n$-1\r\n+OK\r\n$1\r\n1\r\n-ERR wrong number of arguments for 'reset' command\r\n"},
 	} {
 		t.Run(tc.name, func(t *testing.T) { exchange(t, g.Addr(), tc.in, tc.want) })
+	}
+}
+
+// TestResetProtocol: RESET after HELLO 3 answers in RESP2 again (a null
+// is $-1, not _).
+func TestResetProtocol(t *testing.T) {
+	g := start(t, newMemStore(), nil)
+	nc := dialRESP(t, g.Addr())
+	if hello := readAnswer(t, nc, cmd("HELLO", "3")); !strings.HasPrefix(hello, "%7\r\n") {
+		t.Fatalf("HELLO 3: %q", hello)
+	}
+	exchangeOn(t, nc, cmd("GET", "absent"), "_\r\n")
+	exchangeOn(t, nc, cmd("RESET")+cmd("GET", "absent"), "+RESET\r\n$-1\r\n")
+}
+
+// TestClientInfo: CLIENT INFO describes the connection in Redis's format:
+// its id and addresses, name, protocol and library.
+func TestClientInfo(t *testing.T) {
+	g := start(t, newMemStore(), nil)
+	nc := dialRESP(t, g.Addr())
+	exchangeOn(t, nc, cmd("CLIENT", "SETNAME", "app")+cmd("CLIENT", "SETINFO", "lib-name", "go-redis"), "+OK\r\n+OK\r\n")
+	id := readAnswer(t, nc, cmd("CLIENT", "ID"))
+	info := readAnswer(t, nc, cmd("CLIENT", "INFO"))
+	line, ok := strings.CutPrefix(info, "$")
+	if !ok {
+		t.Fatalf("CLIENT INFO: not a bulk string: %q", info)
+	}
+	_, line, _ = strings.Cut(line, "\r\n")
+	line = strings.TrimSuffix(line, "\n\r\n")
+	fields := map[string]string{}
+	for _, f := range strings.Fields(line) {
+		k, v, _ := strings.Cut(f, "=")
+		fields[k] = v
+	}
+	want := map[string]string{
+		"id": strings.Trim(id, ":\r\n"), "addr": nc.LocalAddr().String(), "laddr": g.Addr(), "name": "app",
+		"db": "0", "flags": "N", "cmd": "client|info", "user": "default", "resp": "2", "lib-name": "go-redis", "lib-ver": "",
+	}
+	for k, v := range want {
+		if got, ok := fields[k]; !ok || got != v {
+			t.Errorf("CLIENT INFO %s=%q (present: %v), want %q; line %q", k, got, ok, v, line)
+		}
+	}
+	if got := readAnswer(t, nc, cmd("CLIENT", "INFO", "x")); got != "-ERR wrong number of arguments for 'client|info' command\r\n" {
+		t.Errorf("CLIENT INFO x: %q", got)
 	}
 }
 

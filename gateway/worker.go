@@ -388,8 +388,8 @@ func (s *session) transaction(name, out []byte) (_ []byte, err error, ok bool) {
 			return redcon.AppendOK(out), nil, true
 		}
 		err = Error("EXECABORT Transaction discarded because of previous errors.")
-	case isCmd(name, "quit"):
-		return out, nil, false
+	case isCmd(name, "quit"), isCmd(name, "reset"):
+		return out, nil, false // (RESET leaves the MULTI)
 	default:
 		err = errInMulti
 	}
