@@ -53,6 +53,9 @@ func TestRESPLogins(t *testing.T) {
 				"-NOPERM User reader has no permissions to run the 'del' command\r\n$1\r\nv\r\n"},
 		{"writer", cmd("AUTH", "writer", "writer-pw") + cmd("SET", "k2", "x") + cmd("GET", "k2"), "+OK\r\n+OK\r\n$1\r\nx\r\n"},
 		{"AUTH password is the default user", cmd("AUTH", "default-pw") + cmd("SET", "k3", "y"), "+OK\r\n+OK\r\n"},
+		// CLIENT LIST shows other clients' addresses: an admin's.
+		{"CLIENT LIST", cmd("AUTH", "writer", "writer-pw") + cmd("CLIENT", "LIST") + cmd("AUTH", "root", "root-pw") + cmd("CLIENT", "LIST", "TYPE", "pubsub"),
+			"+OK\r\n-NOPERM User writer has no permissions to run the 'client|list' command\r\n+OK\r\n$0\r\n\r\n"},
 		// RESET logs the connection out, as Redis's does with requirepass.
 		{"RESET logs out", cmd("RESET") + cmd("AUTH", "writer", "writer-pw") + cmd("GET", "k") + cmd("RESET") + cmd("GET", "k"),
 			"+RESET\r\n+OK\r\n$1\r\nv\r\n+RESET\r\n" + noauth},

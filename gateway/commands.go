@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"slices"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/tidwall/redcon"
@@ -81,7 +83,7 @@ func init() {
 		{"quit", -1, []string{"allow_busy", "fast"}, 0, 0, 0, "connection", "Closes the connection.", cmdQuit},
 		{"auth", -2, []string{"noscript", "loading", "stale", "fast", "no-auth", "allow_busy"}, 0, 0, 0, "connection", "Authenticates the connection (AUTH [user] password: a user of the cluster).", cmdAuth},
 		{"hello", -1, []string{"noscript", "loading", "stale", "fast"}, 0, 0, 0, "connection", "Handshakes with the server (RESP2 or RESP3).", cmdHello},
-		{"client", -2, []string{"noscript", "loading", "stale"}, 0, 0, 0, "connection", "SETNAME, GETNAME, SETINFO, ID, INFO.", cmdClient},
+		{"client", -2, []string{"noscript", "loading", "stale"}, 0, 0, 0, "connection", "SETNAME, GETNAME, SETINFO, ID, INFO, LIST.", cmdClient},
 		{"reset", 1, []string{"noscript", "loading", "stale", "fast", "no-auth", "allow_busy"}, 0, 0, 0, "connection", "Resets the connection: leaves MULTI, RESP2, no name, logged out (with users).", cmdReset},
 		{"config", -2, []string{"admin", "noscript", "loading", "stale"}, 0, 0, 0, "server", "CONFIG GET: the gateway's settings as Redis names them.", cmdConfig},
 		{"command", -1, []string{"loading", "stale"}, 0, 0, 0, "server", "Returns detailed information about all commands.", cmdCommand},
@@ -685,7 +687,16 @@ func cmdClient(_ context.Context, s *session, args [][]byte, out []byte) ([]byte
 	case isCmd(sub, "id") && len(args) == 2:
 		return redcon.AppendInt(out, s.id), nil
 	case isCmd(sub, "info") && len(args) == 2:
-		return appendVerbatim(out, s.clientInfo(), s.proto), nil
+		var b strings.Builder
+		s.clientLine(&b, s, "client|info", time.Now())
+		return appendVerbatim(out, b.String(), s.proto), nil
+	case isCmd(sub, "list"):
+		if s.g.logins != nil && !s.role().IsAdmin() {
+			// Other clients' addresses and names: an admin's (Redis's
+			// CLIENT LIST is @admin).
+			return out, Error("NOPERM User " + s.user + " has no permissions to run the 'client|list' command")
+		}
+		return s.clientList(args[2:], out)
 	case isCmd(sub, "setinfo") && len(args) == 4:
 		switch {
 		case isCmd(args[2], "lib-name"):
@@ -701,6 +712,9 @@ func cmdClient(_ context.Context, s *session, args [][]byte, out []byte) ([]byte
 			"GETNAME", "    Return the name of the current connection.",
 			"ID", "    Return the ID of the current connection.",
 			"INFO", "    Return information about the current client connection.",
+			"LIST [options ...]", "    Return information about client connections. Options:",
+			"    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)", "      Return clients of specified type.",
+			"    * ID id [id ...]", "      Return clients of specified IDs only.",
 			"SETINFO <option> <value>", "    Set client meta attr. Options are: LIB-NAME, LIB-VER.",
 			"SETNAME <connection-name>", "    Assign the name <connection-name> to the current connection.",
 		}), nil
@@ -710,21 +724,99 @@ func cmdClient(_ context.Context, s *session, args [][]byte, out []byte) ([]byte
 	return out, unknownSubcommand("client", sub)
 }
 
-// clientInfo is CLIENT INFO's line, in Redis's format, with the fields
-// the gateway knows: the buffer and memory fields Redis adds (qbuf, omem,
-// tot-mem, …) are left out rather than made up. idle is 0 as in Redis:
-// the connection is running this command.
-func (s *session) clientInfo() string {
-	flags := "N"
-	if s.multi {
+// clientMeta is the part of a session's state CLIENT LIST shows that its
+// worker changes, as of the session's last connection command.
+type clientMeta struct {
+	name, user string
+	lib        [2]string
+	proto      int
+	multi      bool
+}
+
+// publish makes the worker's state visible to CLIENT LIST (on the
+// session's worker).
+func (s *session) publish() {
+	s.meta.Store(&clientMeta{name: s.name, user: s.user, lib: s.lib, proto: s.proto, multi: s.multi})
+}
+
+// clientLine is s's line of CLIENT INFO and CLIENT LIST, in Redis's
+// format, with the fields the gateway knows: the buffer and memory fields
+// Redis adds (qbuf, omem, tot-mem, …) are left out rather than made up.
+// cmd is the command that runs now on the session asking, which is idle
+// 0 as in Redis; any other session shows its last command and idle time.
+func (s *session) clientLine(b *strings.Builder, asker *session, cmd string, now time.Time) {
+	m := s.meta.Load()
+	if s == asker {
+		m = &clientMeta{name: s.name, user: s.user, lib: s.lib, proto: s.proto, multi: s.multi}
+	}
+	flags, user := "N", m.user
+	if m.multi {
 		flags = "x" // (a refused MULTI is open: its commands are refused)
 	}
-	user := s.user
 	if user == "" {
 		user = "default"
 	}
-	return fmt.Sprintf("id=%d addr=%s laddr=%s fd=%d name=%s age=%d idle=0 flags=%s db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 events=r cmd=client|info user=%s redir=-1 resp=%d lib-name=%s lib-ver=%s\n",
-		s.id, addrString(s.remote), addrString(s.local), s.c.Fd(), s.name, int(time.Since(s.opened).Seconds()), flags, user, s.proto, s.lib[0], s.lib[1])
+	idle := time.Duration(0)
+	if s != asker {
+		cmd = "NULL"
+		if sp := s.lastSpec.Load(); sp != nil {
+			cmd = sp.name
+		}
+		if at := s.lastAt.Load(); at != 0 {
+			idle = now.Sub(time.Unix(0, at))
+		} else {
+			idle = now.Sub(s.opened)
+		}
+	}
+	fmt.Fprintf(b, "id=%d addr=%s laddr=%s fd=%d name=%s age=%d idle=%d flags=%s db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 events=r cmd=%s user=%s redir=-1 resp=%d lib-name=%s lib-ver=%s\n",
+		s.id, addrString(s.remote), addrString(s.local), s.c.Fd(), m.name, int(now.Sub(s.opened).Seconds()), int(max(idle, 0).Seconds()), flags, cmd, user, m.proto, m.lib[0], m.lib[1])
+}
+
+// clientList answers CLIENT LIST [TYPE type] [ID id …]: every open
+// session (ftkv's are all of type normal), by id.
+func (s *session) clientList(args [][]byte, out []byte) ([]byte, error) {
+	var ids map[int64]bool
+	normal := true
+	for len(args) > 0 {
+		switch {
+		case isCmd(args[0], "type") && len(args) >= 2:
+			switch t := strings.ToLower(string(args[1])); t {
+			case "normal":
+			case "master", "replica", "slave", "pubsub":
+				normal = false
+			default:
+				return out, Error("ERR Unknown client type '" + cut(args[1], 128) + "'")
+			}
+			args = args[2:]
+		case isCmd(args[0], "id") && len(args) >= 2:
+			ids = map[int64]bool{}
+			for _, a := range args[1:] {
+				id, ok := parseInt(a)
+				if !ok || id <= 0 {
+					return out, Error("ERR Invalid client ID")
+				}
+				ids[id] = true
+			}
+			args = nil
+		default:
+			return out, errSyntax
+		}
+	}
+	var all []*session
+	s.g.sessions.Range(func(_, v any) bool {
+		o := v.(*session)
+		if normal && (ids == nil || ids[o.id]) {
+			all = append(all, o)
+		}
+		return true
+	})
+	slices.SortFunc(all, func(a, b *session) int { return cmp.Compare(a.id, b.id) })
+	var b strings.Builder
+	now := time.Now()
+	for _, o := range all {
+		o.clientLine(&b, s, "client|list", now)
+	}
+	return appendVerbatim(out, b.String(), s.proto), nil
 }
 
 // addrString is a's host:port, or "" without one.

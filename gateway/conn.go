@@ -75,9 +75,15 @@ type session struct {
 	lib   [2]string // CLIENT SETINFO lib-name, lib-ver
 	user  string    // logged in as (auth.go)
 
-	remote   net.Addr     // the client's address (logins are throttled by it)
-	local    net.Addr     // the gateway's end (CLIENT INFO's laddr)
-	opened   time.Time    // CLIENT INFO's age
+	remote net.Addr  // the client's address (logins are throttled by it)
+	local  net.Addr  // the gateway's end (CLIENT INFO's laddr)
+	opened time.Time // CLIENT INFO's age
+
+	// What CLIENT LIST shows of it to other sessions: the worker's state
+	// as of its last connection command, and its last command and when.
+	meta     atomic.Pointer[clientMeta]
+	lastSpec atomic.Pointer[spec]
+	lastAt   atomic.Int64 // unix nanoseconds
 	authRole atomic.Int32 // auth.Role: RoleNone until AUTH (with logins)
 
 	// Output backpressure (park): the connection's limits, the answers
@@ -135,8 +141,10 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 		return nil, gnet.Close
 	}
 	s := &session{g: h.g, c: c, id: h.g.nextID.Add(1), proto: 2, col: h.collector(c.EventLoop()), remote: c.RemoteAddr(), local: c.LocalAddr(), opened: time.Now(), lim: st, getEst: 64}
+	s.publish()
 	st.Data = s
 	h.g.clients.Add(1)
+	h.g.sessions.Store(s.id, s)
 	return nil, gnet.None
 }
 
@@ -156,6 +164,7 @@ func (h *handler) OnClose(c gnet.Conn, err error) gnet.Action {
 			s.retire()
 		}
 		h.g.clients.Add(-1)
+		h.g.sessions.Delete(s.id)
 	}
 	return gnet.None
 }

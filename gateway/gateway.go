@@ -97,8 +97,9 @@ type Gateway struct {
 
 	logins *logins // nil: no logins (Config.Authenticate unset)
 
-	nextID  atomic.Int64
-	clients atomic.Int64
+	nextID   atomic.Int64
+	clients  atomic.Int64
+	sessions sync.Map // id -> *session, while open (CLIENT LIST)
 	// queued: the bytes of the commands read and not answered, all
 	// sessions together (session.queued's sum; inflight_budget).
 	queued   atomic.Int64

@@ -145,7 +145,7 @@ func TestReplies(t *testing.T) {
 			cmd("CLIENT", "SETINFO", "lib-name", "x") + cmd("CLIENT", "NOPE"),
 			"$-1\r\n+OK\r\n$3\r\napp\r\n-" + string(errClientName) + "\r\n+OK\r\n-ERR unknown subcommand 'NOPE'. Try CLIENT HELP.\r\n"},
 		{"command count", cmd("COMMAND", "COUNT"), fmt.Sprintf(":%d\r\n", len(specs))},
-		{"client help", cmd("CLIENT", "HELP"), "*13\r\n+CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n+GETNAME\r\n"},
+		{"client help", cmd("CLIENT", "HELP"), "*19\r\n+CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n+GETNAME\r\n"},
 		{"config help", cmd("CONFIG", "HELP"), "*5\r\n+CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n+GET <pattern>\r\n"},
 		{"command help", cmd("COMMAND", "HELP"), "*13\r\n+COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n"},
 		{"type ttl unlink", cmd("SET", "tk", "v") + cmd("TYPE", "tk") + cmd("TYPE", "tnone") + cmd("TTL", "tk") + cmd("TTL", "tnone") +
@@ -217,6 +217,75 @@ func TestClientInfo(t *testing.T) {
 	}
 	if got := readAnswer(t, nc, cmd("CLIENT", "INFO", "x")); got != "-ERR wrong number of arguments for 'client|info' command\r\n" {
 		t.Errorf("CLIENT INFO x: %q", got)
+	}
+}
+
+// clientLines parses a CLIENT LIST (or INFO) answer: one field map per line.
+func clientLines(t *testing.T, answer string) []map[string]string {
+	t.Helper()
+	body, ok := strings.CutPrefix(answer, "$")
+	if !ok {
+		t.Fatalf("not a bulk string: %q", answer)
+	}
+	_, body, _ = strings.Cut(body, "\r\n")
+	body = strings.TrimSuffix(body, "\r\n")
+	var out []map[string]string
+	for _, l := range strings.Split(strings.TrimSuffix(body, "\n"), "\n") {
+		if l == "" {
+			continue
+		}
+		m := map[string]string{}
+		for _, f := range strings.Fields(l) {
+			k, v, _ := strings.Cut(f, "=")
+			m[k] = v
+		}
+		out = append(out, m)
+	}
+	return out
+}
+
+// TestClientList: CLIENT LIST shows every open connection, by id: the
+// asker's running CLIENT LIST, another's name and last command; TYPE and
+// ID select, as in Redis; a closed connection leaves the list.
+func TestClientList(t *testing.T) {
+	g := start(t, newMemStore(), nil)
+	me := dialRESP(t, g.Addr())
+	other := dialRESP(t, g.Addr())
+	exchangeOn(t, other, cmd("CLIENT", "SETNAME", "worker")+cmd("GET", "k"), "+OK\r\n$-1\r\n")
+	myID := strings.Trim(readAnswer(t, me, cmd("CLIENT", "ID")), ":\r\n")
+	otherID := strings.Trim(readAnswer(t, other, cmd("CLIENT", "ID")), ":\r\n")
+	exchangeOn(t, other, cmd("GET", "k"), "$-1\r\n")
+
+	lines := clientLines(t, readAnswer(t, me, cmd("CLIENT", "LIST")))
+	if len(lines) != 2 || lines[0]["id"] != myID || lines[1]["id"] != otherID {
+		t.Fatalf("CLIENT LIST: %v, want ids %s then %s", lines, myID, otherID)
+	}
+	if l := lines[0]; l["cmd"] != "client|list" || l["idle"] != "0" || l["addr"] != me.LocalAddr().String() {
+		t.Errorf("the asker's line: %v", l)
+	}
+	if l := lines[1]; l["cmd"] != "get" || l["name"] != "worker" || l["addr"] != other.LocalAddr().String() || l["laddr"] != g.Addr() {
+		t.Errorf("the other's line: %v", l)
+	}
+	if got := clientLines(t, readAnswer(t, me, cmd("CLIENT", "LIST", "ID", otherID, "999"))); len(got) != 1 || got[0]["id"] != otherID {
+		t.Errorf("CLIENT LIST ID %s 999: %v", otherID, got)
+	}
+	if got := clientLines(t, readAnswer(t, me, cmd("CLIENT", "LIST", "TYPE", "normal"))); len(got) != 2 {
+		t.Errorf("CLIENT LIST TYPE normal: %v", got)
+	}
+	exchangeOn(t, me, cmd("CLIENT", "LIST", "TYPE", "pubsub")+cmd("CLIENT", "LIST", "TYPE", "x")+cmd("CLIENT", "LIST", "ID", "a")+cmd("CLIENT", "LIST", "x"),
+		"$0\r\n\r\n-ERR Unknown client type 'x'\r\n-ERR Invalid client ID\r\n-ERR syntax error\r\n")
+
+	other.Close()
+	deadline := time.Now().Add(5 * time.Second)
+	for {
+		lines = clientLines(t, readAnswer(t, me, cmd("CLIENT", "LIST")))
+		if len(lines) == 1 && lines[0]["id"] == myID {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("5 s after the other connection closed, CLIENT LIST: %v", lines)
+		}
+		time.Sleep(10 * time.Millisecond)
 	}
 }
 

@@ -313,8 +313,10 @@ func (s *session) one(cmd command, out []byte) ([]byte, bool) {
 		return out, true
 	}
 	start := time.Now()
+	s.lastAt.Store(start.UnixNano())
 	if name := cmd.args[0]; s.multi || txCommand(name) != "" {
 		if out, err, ok := s.transaction(name, out); ok {
+			s.publish()
 			label := txCommand(name)
 			if label == "" {
 				_, label = lookup(name) // (a name of the table, or "unknown": metrics' labels stay bounded)
@@ -338,6 +340,12 @@ func (s *session) one(cmd command, out []byte) ([]byte, bool) {
 		ctx, cancel := context.WithTimeout(s.g.ctx, s.g.cfg.Timeout)
 		out, err = spec.run(ctx, s, cmd.args, out)
 		cancel()
+		if spec.group == "connection" {
+			s.publish() // (its name, login or protocol may have changed)
+		}
+	}
+	if spec != nil {
+		s.lastSpec.Store(spec)
 	}
 	if cut := (answerCut{}); errors.As(err, &cut) {
 		s.quit.Store(true) // (nothing read after it runs)
@@ -502,6 +510,14 @@ func (s *session) replies(ops []client.BatchOp, err error, d time.Duration, out 
 	}
 	if gets {
 		s.learnGet(largest)
+	}
+	if len(ops) > 0 { // (CLIENT LIST's last command)
+		last := specByLC["set"]
+		if ops[len(ops)-1].Kind == client.BatchGet {
+			last = specByLC["get"]
+		}
+		s.lastSpec.Store(last)
+		s.lastAt.Store(time.Now().UnixNano())
 	}
 	if out == nil {
 		out = make([]byte, 0, min(size, flushAt))
