@@ -769,7 +769,7 @@ func (s *session) clientLine(b *strings.Builder, asker *session, cmd string, now
 		}
 	}
 	fmt.Fprintf(b, "id=%d addr=%s laddr=%s fd=%d name=%s age=%d idle=%d flags=%s db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 events=r cmd=%s user=%s redir=-1 resp=%d lib-name=%s lib-ver=%s\n",
-		s.id, addrString(s.remote), addrString(s.local), s.c.Fd(), m.name, int(now.Sub(s.opened).Seconds()), int(max(idle, 0).Seconds()), flags, cmd, user, m.proto, m.lib[0], m.lib[1])
+		s.id, addrString(s.remote), addrString(s.local), s.fd, m.name, int(now.Sub(s.opened).Seconds()), int(max(idle, 0).Seconds()), flags, cmd, user, m.proto, m.lib[0], m.lib[1])
 }
 
 // clientList answers CLIENT LIST [TYPE type] [ID id …]: every open

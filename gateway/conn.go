@@ -78,6 +78,7 @@ type session struct {
 	remote net.Addr  // the client's address (logins are throttled by it)
 	local  net.Addr  // the gateway's end (CLIENT INFO's laddr)
 	opened time.Time // CLIENT INFO's age
+	fd     int       // its socket's (CLIENT INFO's fd; read on open: the connection may be gone)
 
 	// What CLIENT LIST shows of it to other sessions: the worker's state
 	// as of its last connection command, and its last command and when.
@@ -140,7 +141,7 @@ func (h *handler) OnOpen(c gnet.Conn) ([]byte, gnet.Action) {
 	if st == nil {
 		return nil, gnet.Close
 	}
-	s := &session{g: h.g, c: c, id: h.g.nextID.Add(1), proto: 2, col: h.collector(c.EventLoop()), remote: c.RemoteAddr(), local: c.LocalAddr(), opened: time.Now(), lim: st, getEst: 64}
+	s := &session{g: h.g, c: c, id: h.g.nextID.Add(1), proto: 2, col: h.collector(c.EventLoop()), remote: c.RemoteAddr(), local: c.LocalAddr(), opened: time.Now(), fd: c.Fd(), lim: st, getEst: 64}
 	s.publish()
 	st.Data = s
 	h.g.clients.Add(1)
