@@ -174,6 +174,10 @@ type node struct {
 	exited   uint64         // the newest incarnation whose exit was seen (it is dead)
 	ctl      *ctlConn
 	counts   *ctlConn // the status rounds' own link (askCounts): never an order's
+	// The link its last heartbeat came on, and that link's socket, while
+	// open (heartbeatsUnread).
+	hbConn gnet.Conn
+	hbFd   int
 }
 
 // sawExit records that incarnation inc of nd is dead (its process

@@ -3,6 +3,7 @@ package coord
 import (
 	"context"
 	"errors"
+	"net"
 	"testing"
 	"time"
 
@@ -173,5 +174,67 @@ func TestStatusWithoutLeaderIsUnknown(t *testing.T) {
 		if sh.State != "unknown" {
 			t.Errorf("shard %d: state %q with no leader, want unknown", sh.Shard, sh.State)
 		}
+	}
+}
+
+// TestHeartbeatsUnread: a server silent for over the failure timeout
+// whose heartbeat link has bytes waiting unread (the coordinator's event
+// loop held up, not the server) makes the tick judge no silence; with
+// nothing waiting, or the server heard lately, it is judged as before.
+// A real loopback socket stands for the link: the kernel counts its
+// unread bytes.
+func TestHeartbeatsUnread(t *testing.T) {
+	c := testCoordinator(t)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
+	sender, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sender.Close()
+	link, err := ln.Accept()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer link.Close()
+	raw, err := link.(*net.TCPConn).SyscallConn()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = raw.Control(func(fd uintptr) { c.nodes[1].hbFd = int(fd) })
+
+	now := time.Now()
+	ft := c.opts.Timing.FailureTimeout
+	for _, nd := range c.nodes {
+		nd.lastSeen = now
+	}
+	if c.heartbeatsUnread(now) {
+		t.Fatal("unread reported with every server heard just now")
+	}
+	later := now.Add(ft + ft/5) // server 1 silent for over the failure timeout
+	c.nodes[0].lastSeen, c.nodes[2].lastSeen = later, later
+	if c.heartbeatsUnread(later) {
+		t.Fatal("unread reported with nothing waiting on server 1's link")
+	}
+	if _, err := sender.Write([]byte("a heartbeat")); err != nil {
+		t.Fatal(err)
+	}
+	deadline := time.Now().Add(5 * time.Second)
+	for !c.heartbeatsUnread(later) {
+		if time.Now().After(deadline) {
+			t.Fatal("bytes waiting on server 1's link for 5 s, not reported")
+		}
+		time.Sleep(time.Millisecond)
+	}
+	// Read: nothing waits any more.
+	buf := make([]byte, 64)
+	if _, err := link.Read(buf); err != nil {
+		t.Fatal(err)
+	}
+	if c.heartbeatsUnread(later) {
+		t.Fatal("unread reported after the bytes were read")
 	}
 }

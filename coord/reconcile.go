@@ -58,7 +58,7 @@ func (c *Coordinator) loop(l leadership) {
 			// the loop was held up must not hide the stall (heartbeats
 			// may be queued unread; the core then judges no silence).
 			now := time.Now()
-			ev = decide.Tick{Now: now}
+			ev = decide.Tick{Now: now, Unread: c.heartbeatsUnread(now)}
 			c.checkCutOff(l, now, !last.IsZero() && now.Sub(last) <= c.opts.Timing.FailureTimeout/2)
 			last = now
 		case ev = <-l.events:

@@ -193,7 +193,7 @@ func (c *Core) Step(ev Event) []Action {
 	judge := false
 	switch e := ev.(type) {
 	case Tick:
-		judge = c.lastTick.IsZero() || e.Now.Sub(c.lastTick) <= c.cfg.FailureTimeout/2
+		judge = (c.lastTick.IsZero() || e.Now.Sub(c.lastTick) <= c.cfg.FailureTimeout/2) && !e.Unread
 		c.lastTick = e.Now
 		c.advance(e.Now)
 	case Heartbeat:

@@ -195,6 +195,22 @@ func TestSilenceRules(t *testing.T) {
 			t.Fatalf("failed over members that heartbeat: %+v", acts)
 		}
 	})
+	t.Run("a round with heartbeats unread does not judge", func(t *testing.T) {
+		// Member 1's heartbeat waits unread on its link (the shell's
+		// event loop was held up, its ticks were not): not judged; once
+		// no heartbeat waits, the silence counts.
+		h := newHarness(t, 3)
+		h.advance(simFT-simFT/10, 0, 2)
+		h.now = h.now.Add(simFT / 5)
+		if acts := h.step(Tick{Now: h.now, Unread: true}); count[Publish](acts) != 0 {
+			t.Fatalf("failed over with its heartbeat unread: %+v", acts)
+		}
+		h.beat(0, 2)
+		v := mustPublish(t, h.tick(simFT/10))
+		if v.Servers[1].State != wire.StateDown {
+			t.Fatalf("member 1 silent with nothing unread: %v", states(v))
+		}
+	})
 	t.Run("one silent member per round", func(t *testing.T) {
 		h := newHarness(t, 5)
 		h.advance(simFT-simFT/10, 0, 2, 4)

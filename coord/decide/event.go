@@ -12,8 +12,15 @@ type Event interface{ isEvent() }
 // Tick is the shell's periodic wake-up (every heartbeat period / 2). Only a
 // tick judges silence, and only when it follows the previous tick by at
 // most FailureTimeout/2 (otherwise the shell's loop was held up and
-// heartbeats may be queued unread).
-type Tick struct{ Now time.Time }
+// heartbeats may be queued unread) and Unread is false.
+type Tick struct {
+	Now time.Time
+	// Unread: a member silent for over the failure timeout has bytes
+	// waiting unread on its heartbeat link (the shell's event loop that
+	// reads them was held up, not the ticks): its heartbeat came, and
+	// is not counted yet.
+	Unread bool
+}
 
 // Heartbeat is a server's report, received at Now. The first heartbeat of a
 // respawned incarnation registers it (its addresses and PID are taken from
