@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"context"
+	"errors"
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
@@ -56,6 +57,9 @@ func TestRESPLogins(t *testing.T) {
 		// CLIENT LIST shows other clients' addresses: an admin's.
 		{"CLIENT LIST", cmd("AUTH", "writer", "writer-pw") + cmd("CLIENT", "LIST") + cmd("AUTH", "root", "root-pw") + cmd("CLIENT", "LIST", "TYPE", "pubsub"),
 			"+OK\r\n-NOPERM User writer has no permissions to run the 'client|list' command\r\n+OK\r\n$0\r\n\r\n"},
+		// Before AUTH, MULTI is refused as any command is (it was
+		// answered as a transaction, and the AUTH after it refused).
+		{"MULTI before AUTH", cmd("MULTI") + cmd("AUTH", "writer", "writer-pw") + cmd("GET", "k"), noauth + "+OK\r\n$1\r\nv\r\n"},
 		// RESET logs the connection out, as Redis's does with requirepass.
 		{"RESET logs out", cmd("RESET") + cmd("AUTH", "writer", "writer-pw") + cmd("GET", "k") + cmd("RESET") + cmd("GET", "k"),
 			"+RESET\r\n+OK\r\n$1\r\nv\r\n+RESET\r\n" + noauth},
@@ -180,6 +184,71 @@ func TestRESPStrangersMakeRoom(t *testing.T) {
 		t.Fatalf("a connection that never logged in read %d bytes, %v after %v", n, err, time.Since(start))
 	}
 	exchangeOn(t, member, cmd("GET", "k"), "$1\r\nv\r\n")
+}
+
+// TestRESPResetLogsOutForTheLimits: a connection RESET logged out is one
+// not logged in for the limits too: at max_clients a newcomer evicts it,
+// and the login timeout closes it (a review: it stayed open for good,
+// answering NOAUTH, and newcomers were refused).
+func TestRESPResetLogsOutForTheLimits(t *testing.T) {
+	authTimeout = time.Second
+	defer func() { authTimeout = 10 * time.Second }()
+	f := &fakeUsers{}
+	g := start(t, newMemStore(), func(c *Config) {
+		c.Authenticate = f.check
+		c.Limits = limits.Config{MaxClients: 3}
+	})
+	a := g.Addr()
+	closedWithin := func(nc net.Conn, d time.Duration) bool {
+		_ = nc.SetReadDeadline(time.Now().Add(d))
+		buf := make([]byte, 256)
+		for {
+			if _, err := nc.Read(buf); err != nil {
+				var ne net.Error
+				return !(errors.As(err, &ne) && ne.Timeout())
+			}
+		}
+	}
+
+	// The login timeout, counted from the RESET.
+	out := dialRESP(t, a)
+	exchangeOn(t, out, cmd("AUTH", "writer", "writer-pw")+cmd("RESET")+cmd("GET", "k"), "+OK\r\n+RESET\r\n-NOAUTH Authentication required.\r\n")
+	if !closedWithin(out, 4*authTimeout) {
+		t.Fatalf("a connection logged out by RESET still open %v after it", 4*authTimeout)
+	}
+
+	// Eviction at max_clients.
+	authTimeout = time.Hour
+	out = dialRESP(t, a)
+	exchangeOn(t, out, cmd("AUTH", "writer", "writer-pw")+cmd("RESET"), "+OK\r\n+RESET\r\n")
+	for range 2 {
+		exchangeOn(t, dialRESP(t, a), cmd("AUTH", "writer", "writer-pw"), "+OK\r\n")
+	}
+	in, want := cmd("AUTH", "writer", "writer-pw")+cmd("PING"), "+OK\r\n+PONG\r\n"
+	var got string
+	for deadline := time.Now().Add(3 * time.Second); got != want && time.Now().Before(deadline); {
+		nc, err := net.Dial("tcp", a)
+		if err != nil {
+			continue
+		}
+		_ = nc.SetDeadline(time.Now().Add(2 * time.Second))
+		io.WriteString(nc, in)
+		b := make([]byte, len(want))
+		n, _ := io.ReadFull(nc, b)
+		got = string(b[:n])
+		if got != want {
+			nc.Close()
+			time.Sleep(50 * time.Millisecond)
+		} else {
+			t.Cleanup(func() { nc.Close() })
+		}
+	}
+	if got != want {
+		t.Fatalf("at max_clients 3 with one connection logged out by RESET, a newcomer got %q, want %q", got, want)
+	}
+	if !closedWithin(out, 2*time.Second) {
+		t.Fatal("the connection logged out by RESET was not the one evicted")
+	}
 }
 
 // TestRESPOverlongPasswordRefused: a password no user can have (over

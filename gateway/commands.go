@@ -698,14 +698,16 @@ func cmdClient(_ context.Context, s *session, args [][]byte, out []byte) ([]byte
 		}
 		return s.clientList(args[2:], out)
 	case isCmd(sub, "setinfo") && len(args) == 4:
+		i := slices.IndexFunc(libAttrs[:], func(a string) bool { return isCmd(args[2], a) })
 		switch {
-		case isCmd(args[2], "lib-name"):
-			s.lib[0] = string(args[3])
-		case isCmd(args[2], "lib-ver"):
-			s.lib[1] = string(args[3])
-		default:
+		case i < 0:
 			return out, Error("ERR Unrecognized option '" + cut(args[2], 128) + "'")
+		case bytes.ContainsFunc(args[3], func(r rune) bool { return r < '!' || r > '~' }):
+			// (CLIENT LIST prints it: no line or field of its own may
+			// be forged. Redis 7.2's check and words.)
+			return out, Error("ERR " + libAttrs[i] + " cannot contain spaces, newlines or special characters.")
 		}
+		s.lib[i] = string(args[3])
 		return redcon.AppendOK(out), nil
 	case isCmd(sub, "help") && len(args) == 2:
 		return appendHelp(out, "CLIENT", []string{
@@ -723,6 +725,13 @@ func cmdClient(_ context.Context, s *session, args [][]byte, out []byte) ([]byte
 	}
 	return out, unknownSubcommand("client", sub)
 }
+
+// cmdNull is CLIENT LIST's last command of a session that ran none, or
+// whose last was unknown (Redis's words).
+var cmdNull = "NULL"
+
+// libAttrs are CLIENT SETINFO's options, in session.lib's order.
+var libAttrs = [2]string{"lib-name", "lib-ver"}
 
 // clientMeta is the part of a session's state CLIENT LIST shows that its
 // worker changes, as of the session's last connection command.
@@ -756,11 +765,14 @@ func (s *session) clientLine(b *strings.Builder, asker *session, cmd string, now
 	if user == "" {
 		user = "default"
 	}
-	idle := time.Duration(0)
+	idle, multi := time.Duration(0), -1
+	if m.multi {
+		multi = 0 // (commands are refused, never queued)
+	}
 	if s != asker {
-		cmd = "NULL"
-		if sp := s.lastSpec.Load(); sp != nil {
-			cmd = sp.name
+		cmd = cmdNull
+		if last := s.lastCmd.Load(); last != nil {
+			cmd = *last
 		}
 		if at := s.lastAt.Load(); at != 0 {
 			idle = now.Sub(time.Unix(0, at))
@@ -768,8 +780,8 @@ func (s *session) clientLine(b *strings.Builder, asker *session, cmd string, now
 			idle = now.Sub(s.opened)
 		}
 	}
-	fmt.Fprintf(b, "id=%d addr=%s laddr=%s fd=%d name=%s age=%d idle=%d flags=%s db=0 sub=0 psub=0 ssub=0 multi=-1 watch=0 events=r cmd=%s user=%s redir=-1 resp=%d lib-name=%s lib-ver=%s\n",
-		s.id, addrString(s.remote), addrString(s.local), s.fd, m.name, int(now.Sub(s.opened).Seconds()), int(max(idle, 0).Seconds()), flags, cmd, user, m.proto, m.lib[0], m.lib[1])
+	fmt.Fprintf(b, "id=%d addr=%s laddr=%s fd=%d name=%s age=%d idle=%d flags=%s db=0 sub=0 psub=0 ssub=0 multi=%d watch=0 events=r cmd=%s user=%s redir=-1 resp=%d lib-name=%s lib-ver=%s\n",
+		s.id, addrString(s.remote), addrString(s.local), s.fd, m.name, int(now.Sub(s.opened).Seconds()), int(max(idle, 0).Seconds()), flags, multi, cmd, user, m.proto, m.lib[0], m.lib[1])
 }
 
 // clientList answers CLIENT LIST [TYPE type] [ID id …]: every open
@@ -777,30 +789,27 @@ func (s *session) clientLine(b *strings.Builder, asker *session, cmd string, now
 func (s *session) clientList(args [][]byte, out []byte) ([]byte, error) {
 	var ids map[int64]bool
 	normal := true
-	for len(args) > 0 {
-		switch {
-		case isCmd(args[0], "type") && len(args) >= 2:
-			switch t := strings.ToLower(string(args[1])); t {
-			case "normal":
-			case "master", "replica", "slave", "pubsub":
-				normal = false
-			default:
-				return out, Error("ERR Unknown client type '" + cut(args[1], 128) + "'")
-			}
-			args = args[2:]
-		case isCmd(args[0], "id") && len(args) >= 2:
-			ids = map[int64]bool{}
-			for _, a := range args[1:] {
-				id, ok := parseInt(a)
-				if !ok || id <= 0 {
-					return out, Error("ERR Invalid client ID")
-				}
-				ids[id] = true
-			}
-			args = nil
+	switch {
+	case len(args) == 0:
+	case len(args) == 2 && isCmd(args[0], "type"):
+		switch t := strings.ToLower(string(args[1])); t {
+		case "normal":
+		case "master", "replica", "slave", "pubsub":
+			normal = false
 		default:
-			return out, errSyntax
+			return out, Error("ERR Unknown client type '" + cut(args[1], 128) + "'")
 		}
+	case len(args) >= 2 && isCmd(args[0], "id"):
+		ids = map[int64]bool{}
+		for _, a := range args[1:] {
+			id, ok := parseInt(a)
+			if !ok || id <= 0 {
+				return out, Error("ERR Invalid client ID")
+			}
+			ids[id] = true
+		}
+	default:
+		return out, errSyntax // (one of TYPE and ID, as in Redis 7.0)
 	}
 	var all []*session
 	s.g.sessions.Range(func(_, v any) bool {
@@ -836,6 +845,7 @@ func cmdReset(_ context.Context, s *session, _ [][]byte, out []byte) ([]byte, er
 	if s.g.logins != nil {
 		s.user = ""
 		s.authRole.Store(int32(auth.RoleNone))
+		s.lim.UnauthedAsync() // (the login timeout and eviction apply again)
 	}
 	return redcon.AppendString(out, "RESET"), nil
 }

@@ -83,9 +83,9 @@ type session struct {
 	// What CLIENT LIST shows of it to other sessions: the worker's state
 	// as of its last connection command, and its last command and when.
 	meta     atomic.Pointer[clientMeta]
-	lastSpec atomic.Pointer[spec]
-	lastAt   atomic.Int64 // unix nanoseconds
-	authRole atomic.Int32 // auth.Role: RoleNone until AUTH (with logins)
+	lastCmd  atomic.Pointer[string] // a name of the table, txNames or cmdNull: never the client's bytes
+	lastAt   atomic.Int64           // unix nanoseconds
+	authRole atomic.Int32           // auth.Role: RoleNone until AUTH (with logins)
 
 	// Output backpressure (park): the connection's limits, the answers
 	// written that its loop has not counted yet, and while parked the

@@ -144,6 +144,8 @@ func TestReplies(t *testing.T) {
 		{"client", cmd("CLIENT", "GETNAME") + cmd("CLIENT", "SETNAME", "app") + cmd("CLIENT", "GETNAME") + cmd("CLIENT", "SETNAME", "a b") +
 			cmd("CLIENT", "SETINFO", "lib-name", "x") + cmd("CLIENT", "NOPE"),
 			"$-1\r\n+OK\r\n$3\r\napp\r\n-" + string(errClientName) + "\r\n+OK\r\n-ERR unknown subcommand 'NOPE'. Try CLIENT HELP.\r\n"},
+		{"client setinfo checked", cmd("CLIENT", "SETINFO", "lib-name", "a b") + cmd("CLIENT", "SETINFO", "LIB-VER", "1\nid=1") + cmd("CLIENT", "SETINFO", "lib-x", "a b"),
+			"-ERR lib-name cannot contain spaces, newlines or special characters.\r\n-ERR lib-ver cannot contain spaces, newlines or special characters.\r\n-ERR Unrecognized option 'lib-x'\r\n"},
 		{"command count", cmd("COMMAND", "COUNT"), fmt.Sprintf(":%d\r\n", len(specs))},
 		{"client help", cmd("CLIENT", "HELP"), "*19\r\n+CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n+GETNAME\r\n"},
 		{"config help", cmd("CONFIG", "HELP"), "*5\r\n+CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n+GET <pattern>\r\n"},
@@ -272,8 +274,19 @@ func TestClientList(t *testing.T) {
 	if got := clientLines(t, readAnswer(t, me, cmd("CLIENT", "LIST", "TYPE", "normal"))); len(got) != 2 {
 		t.Errorf("CLIENT LIST TYPE normal: %v", got)
 	}
-	exchangeOn(t, me, cmd("CLIENT", "LIST", "TYPE", "pubsub")+cmd("CLIENT", "LIST", "TYPE", "x")+cmd("CLIENT", "LIST", "ID", "a")+cmd("CLIENT", "LIST", "x"),
-		"$0\r\n\r\n-ERR Unknown client type 'x'\r\n-ERR Invalid client ID\r\n-ERR syntax error\r\n")
+	exchangeOn(t, me, cmd("CLIENT", "LIST", "TYPE", "pubsub")+cmd("CLIENT", "LIST", "TYPE", "x")+cmd("CLIENT", "LIST", "ID", "a")+cmd("CLIENT", "LIST", "x")+
+		cmd("CLIENT", "LIST", "TYPE", "normal", "ID", "1"),
+		"$0\r\n\r\n-ERR Unknown client type 'x'\r\n-ERR Invalid client ID\r\n-ERR syntax error\r\n-ERR syntax error\r\n")
+	// A refused MULTI shows as Redis shows an open one; a command not
+	// served as NULL.
+	exchangeOn(t, other, cmd("MULTI"), "-"+string(errNoMulti)+"\r\n")
+	if l := clientLines(t, readAnswer(t, me, cmd("CLIENT", "LIST", "ID", otherID)))[0]; l["cmd"] != "multi" || l["flags"] != "x" || l["multi"] != "0" {
+		t.Errorf("after MULTI: %v", l)
+	}
+	exchangeOn(t, other, cmd("DISCARD")+cmd("NOSUCH"), "+OK\r\n-ERR unknown command 'NOSUCH', with args beginning with: \r\n")
+	if l := clientLines(t, readAnswer(t, me, cmd("CLIENT", "LIST", "ID", otherID)))[0]; l["cmd"] != "NULL" || l["flags"] != "N" || l["multi"] != "-1" {
+		t.Errorf("after DISCARD and an unknown command: %v", l)
+	}
 
 	other.Close()
 	deadline := time.Now().Add(5 * time.Second)

@@ -14,6 +14,7 @@ import (
 	"github.com/tidwall/redcon"
 
 	"ftkv/client"
+	"ftkv/internal/auth"
 	"ftkv/internal/connlimit"
 )
 
@@ -315,8 +316,21 @@ func (s *session) one(cmd command, out []byte) ([]byte, bool) {
 	start := time.Now()
 	s.lastAt.Store(start.UnixNano())
 	if name := cmd.args[0]; s.multi || txCommand(name) != "" {
+		if s.g.logins != nil && s.role() == auth.RoleNone {
+			// Not logged in: MULTI, EXEC and DISCARD are refused as any
+			// command is (a MULTI answered as a transaction's refusal
+			// left the client's AUTH refused "inside a transaction").
+			s.lastCmd.Store(lastName(name))
+			label := txCommand(name)
+			if label == "" {
+				_, label = lookup(name)
+			}
+			s.g.observe(label, time.Since(start), errNoAuth)
+			return redcon.AppendError(out, errNoAuth.Error()), false
+		}
 		if out, err, ok := s.transaction(name, out); ok {
 			s.publish()
+			s.lastCmd.Store(lastName(name))
 			label := txCommand(name)
 			if label == "" {
 				_, label = lookup(name) // (a name of the table, or "unknown": metrics' labels stay bounded)
@@ -344,9 +358,7 @@ func (s *session) one(cmd command, out []byte) ([]byte, bool) {
 			s.publish() // (its name, login or protocol may have changed)
 		}
 	}
-	if spec != nil {
-		s.lastSpec.Store(spec)
-	}
+	s.lastCmd.Store(lastName(cmd.args[0]))
 	if cut := (answerCut{}); errors.As(err, &cut) {
 		s.quit.Store(true) // (nothing read after it runs)
 		s.g.log.Warn().Str("remote", s.remote.String()).Str("command", name).Err(cut.err).
@@ -361,15 +373,32 @@ func (s *session) one(cmd command, out []byte) ([]byte, bool) {
 	return out, spec != nil && spec.name == "quit"
 }
 
+// txNames are the transaction commands.
+var txNames = [...]string{"multi", "exec", "discard"}
+
 // txCommand returns "multi", "exec" or "discard" for those commands, ""
 // for any other.
 func txCommand(name []byte) string {
-	for _, tx := range [...]string{"multi", "exec", "discard"} {
+	for _, tx := range txNames {
 		if isCmd(name, tx) {
 			return tx
 		}
 	}
 	return ""
+}
+
+// lastName is the command name CLIENT LIST shows for name: the table's,
+// a transaction command's, or cmdNull for one not served.
+func lastName(name []byte) *string {
+	for i := range txNames {
+		if isCmd(name, txNames[i]) {
+			return &txNames[i]
+		}
+	}
+	if sp, _ := lookup(name); sp != nil {
+		return &sp.name
+	}
+	return &cmdNull
 }
 
 // transaction answers MULTI, EXEC and DISCARD, and any command between
@@ -512,11 +541,11 @@ func (s *session) replies(ops []client.BatchOp, err error, d time.Duration, out 
 		s.learnGet(largest)
 	}
 	if len(ops) > 0 { // (CLIENT LIST's last command)
-		last := specByLC["set"]
+		last := &specByLC["set"].name
 		if ops[len(ops)-1].Kind == client.BatchGet {
-			last = specByLC["get"]
+			last = &specByLC["get"].name
 		}
-		s.lastSpec.Store(last)
+		s.lastCmd.Store(last)
 		s.lastAt.Store(time.Now().UnixNano())
 	}
 	if out == nil {

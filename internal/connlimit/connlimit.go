@@ -702,6 +702,9 @@ func (p *Port) unlist(st *State) {
 		p.unauth.Remove(st.unauthElem)
 		st.unauthElem = nil
 	}
+	if st.gone {
+		st.listGone = true
+	}
 	if st.evicting && st.gone {
 		st.evicting = false
 		p.evicting.Add(-1)

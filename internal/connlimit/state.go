@@ -31,6 +31,8 @@ type State struct {
 	doomed   atomic.Pointer[error] // set from any goroutine: closed with this reason at the next wake
 
 	unauthElem *list.Element // in p.unauth (under p.umu)
+	listGone   bool          // closed: never listed in p.unauth again (under p.umu)
+	deauthAt   atomic.Int64  // unix ns of the last UnauthedAsync: AuthTimeout counts from it
 	spoke      bool          // a port without RequireAuth: it sent a byte (on the loop)
 	evicting   bool          // evicted at MaxConns, not closed yet (under p.umu)
 
@@ -143,6 +145,23 @@ func (st *State) AuthedAsync() {
 	if st.unauthElem != nil {
 		st.p.unauth.Remove(st.unauthElem)
 		st.unauthElem = nil
+	}
+	st.p.umu.Unlock()
+}
+
+// UnauthedAsync undoes AuthedAsync, from any goroutine (the gateway's
+// RESET logged the connection out): it is closed by AuthTimeout again,
+// counted from now, and at MaxConns evicted as a connection not
+// authenticated is. (Left authenticated, a connection logged out stayed
+// open for good and was never evicted: a review.)
+func (st *State) UnauthedAsync() {
+	if !st.p.cfg.RequireAuth || !st.authed.Load() {
+		return
+	}
+	st.deauthAt.Store(time.Now().UnixNano())
+	st.p.umu.Lock()
+	if st.authed.Swap(false) && st.unauthElem == nil && !st.listGone {
+		st.unauthElem = st.p.unauth.PushBack(st)
 	}
 	st.p.umu.Unlock()
 }

@@ -132,7 +132,7 @@ func (p *Port) sweep(ls *loopSet, now int64, full bool) {
 			switch {
 			case st.killed:
 			case cfg.RequireAuth && cfg.AuthTimeout > 0 && !st.authed.Load() &&
-				time.Duration(now-st.opened) > cfg.AuthTimeout:
+				time.Duration(now-max(st.opened, st.deauthAt.Load())) > cfg.AuthTimeout:
 				st.kill(errAuthTimeout)
 				_ = st.c.Close()
 			case cfg.FrameTimeout > 0 && st.partialSince != 0 && !st.paused && !st.holding &&
