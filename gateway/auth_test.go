@@ -157,21 +157,7 @@ func TestRESPStrangersMakeRoom(t *testing.T) {
 	// stranger yet) is refused, as at any full port. Before, every try
 	// was refused for as long as the strangers stayed.
 	in, want := cmd("AUTH", "writer", "writer-pw")+cmd("SET", "k", "v")+cmd("GET", "k"), "+OK\r\n+OK\r\n$1\r\nv\r\n"
-	var got string
-	for deadline := time.Now().Add(3 * time.Second); got != want && time.Now().Before(deadline); {
-		time.Sleep(50 * time.Millisecond)
-		nc, err := net.Dial("tcp", a)
-		if err != nil {
-			continue
-		}
-		_ = nc.SetDeadline(time.Now().Add(2 * time.Second))
-		io.WriteString(nc, in)
-		b := make([]byte, len(want))
-		n, _ := io.ReadFull(nc, b)
-		got = string(b[:n])
-		nc.Close()
-	}
-	if got != want {
+	if got := answeredWithin(a, in, want, 3*time.Second); got != want {
 		t.Fatalf("with 10 strangers at max_clients 10, a client's login and commands answered %q, want %q", got, want)
 	}
 	exchangeOn(t, member, cmd("GET", "k"), "$1\r\nv\r\n")
@@ -225,9 +211,22 @@ func TestRESPResetLogsOutForTheLimits(t *testing.T) {
 		exchangeOn(t, dialRESP(t, a), cmd("AUTH", "writer", "writer-pw"), "+OK\r\n")
 	}
 	in, want := cmd("AUTH", "writer", "writer-pw")+cmd("PING"), "+OK\r\n+PONG\r\n"
+	if got := answeredWithin(a, in, want, 3*time.Second); got != want {
+		t.Fatalf("at max_clients 3 with one connection logged out by RESET, a newcomer got %q, want %q", got, want)
+	}
+	if !closedWithin(out, 2*time.Second) {
+		t.Fatal("the connection logged out by RESET was not the one evicted")
+	}
+}
+
+// answeredWithin sends in on new connections to addr until one is
+// answered want (at a full port some are refused) or d passes, and
+// returns the last answer.
+func answeredWithin(addr, in, want string, d time.Duration) string {
 	var got string
-	for deadline := time.Now().Add(3 * time.Second); got != want && time.Now().Before(deadline); {
-		nc, err := net.Dial("tcp", a)
+	for deadline := time.Now().Add(d); got != want && time.Now().Before(deadline); {
+		time.Sleep(50 * time.Millisecond)
+		nc, err := net.Dial("tcp", addr)
 		if err != nil {
 			continue
 		}
@@ -236,19 +235,9 @@ func TestRESPResetLogsOutForTheLimits(t *testing.T) {
 		b := make([]byte, len(want))
 		n, _ := io.ReadFull(nc, b)
 		got = string(b[:n])
-		if got != want {
-			nc.Close()
-			time.Sleep(50 * time.Millisecond)
-		} else {
-			t.Cleanup(func() { nc.Close() })
-		}
+		nc.Close()
 	}
-	if got != want {
-		t.Fatalf("at max_clients 3 with one connection logged out by RESET, a newcomer got %q, want %q", got, want)
-	}
-	if !closedWithin(out, 2*time.Second) {
-		t.Fatal("the connection logged out by RESET was not the one evicted")
-	}
+	return got
 }
 
 // TestRESPOverlongPasswordRefused: a password no user can have (over
