@@ -130,31 +130,36 @@ func (h *serversHandler) OnClose(conn gnet.Conn, _ error) gnet.Action {
 	return gnet.None
 }
 
-// heartbeatsUnread reports whether a server silent for over the failure
-// timeout at now has bytes waiting unread on its heartbeat link: the
-// event loop that reads them was held up (a busy CPU), not the server,
-// whose heartbeat came. The tick then judges no silence (decide.Tick).
-// Under a load of 1 MiB writes on the coordinator's CPU, a failover's
-// "no heartbeat for 5xx ms" came while the server's own gaps between
-// heartbeats stayed under 400 ms. (The socket is asked after c.mu is
-// released: should the link close meanwhile and its number go to another
-// socket, one tick at most goes unjudged.)
-func (c *Coordinator) heartbeatsUnread(now time.Time) bool {
+// heartbeatsUnread lists the servers silent at now for over the failure
+// timeout, and for two at most, that have bytes waiting unread on their
+// heartbeat links: the event loop that reads them was held up (a busy
+// CPU), not the server, whose heartbeat came. The tick does not judge
+// them silent (decide.Tick). Under a load of 1 MiB writes on the
+// coordinator's CPU, a failover's "no heartbeat for 5xx ms" came while
+// the server's own gaps between heartbeats stayed under 400 ms. Beyond
+// two failure timeouts they are judged whatever waits: a link the loop
+// stopped reading for good (paused by the output limits: a server that
+// reads no answers) must not keep a server from failing. (A socket is
+// asked after c.mu is released: should the link close meanwhile and its
+// number go to another socket, one tick at most goes unjudged.)
+func (c *Coordinator) heartbeatsUnread(now time.Time) []int {
 	ft := c.opts.Timing.FailureTimeout
-	var fds []int
+	type link struct{ id, fd int }
+	var ls []link
 	c.mu.Lock()
 	for _, nd := range c.nodes {
-		if nd.hbFd > 0 && now.Sub(nd.lastSeen) > ft {
-			fds = append(fds, nd.hbFd)
+		if silent := now.Sub(nd.lastSeen); nd.hbFd > 0 && silent > ft && silent <= 2*ft {
+			ls = append(ls, link{nd.id, nd.hbFd})
 		}
 	}
 	c.mu.Unlock()
-	for _, fd := range fds {
-		if n, err := unix.IoctlGetInt(fd, unix.SIOCINQ); err == nil && n > 0 {
-			return true
+	var ids []int
+	for _, l := range ls {
+		if n, err := unix.IoctlGetInt(l.fd, unix.SIOCINQ); err == nil && n > 0 {
+			ids = append(ids, l.id)
 		}
 	}
-	return false
+	return ids
 }
 
 // clientsHandler serves the view and the status on the client port.

@@ -211,30 +211,35 @@ func TestHeartbeatsUnread(t *testing.T) {
 	for _, nd := range c.nodes {
 		nd.lastSeen = now
 	}
-	if c.heartbeatsUnread(now) {
-		t.Fatal("unread reported with every server heard just now")
+	if got := c.heartbeatsUnread(now); len(got) != 0 {
+		t.Fatalf("unread %v with every server heard just now", got)
 	}
 	later := now.Add(ft + ft/5) // server 1 silent for over the failure timeout
 	c.nodes[0].lastSeen, c.nodes[2].lastSeen = later, later
-	if c.heartbeatsUnread(later) {
-		t.Fatal("unread reported with nothing waiting on server 1's link")
+	if got := c.heartbeatsUnread(later); len(got) != 0 {
+		t.Fatalf("unread %v with nothing waiting on server 1's link", got)
 	}
 	if _, err := sender.Write([]byte("a heartbeat")); err != nil {
 		t.Fatal(err)
 	}
 	deadline := time.Now().Add(5 * time.Second)
-	for !c.heartbeatsUnread(later) {
+	for got := c.heartbeatsUnread(later); len(got) != 1 || got[0] != 1; got = c.heartbeatsUnread(later) {
 		if time.Now().After(deadline) {
-			t.Fatal("bytes waiting on server 1's link for 5 s, not reported")
+			t.Fatalf("bytes waiting on server 1's link for 5 s: unread %v, want [1]", got)
 		}
 		time.Sleep(time.Millisecond)
+	}
+	// Silent for over two failure timeouts: judged whatever waits (a
+	// link no longer read must not keep a server from failing).
+	if got := c.heartbeatsUnread(now.Add(2*ft + ft/5)); len(got) != 0 {
+		t.Fatalf("unread %v for a server silent over two failure timeouts", got)
 	}
 	// Read: nothing waits any more.
 	buf := make([]byte, 64)
 	if _, err := link.Read(buf); err != nil {
 		t.Fatal(err)
 	}
-	if c.heartbeatsUnread(later) {
-		t.Fatal("unread reported after the bytes were read")
+	if got := c.heartbeatsUnread(later); len(got) != 0 {
+		t.Fatalf("unread %v after the bytes were read", got)
 	}
 }

@@ -19,6 +19,7 @@ type Core struct {
 
 	now         time.Time // the latest time an event carried
 	lastTick    time.Time
+	unread      []int // the current Tick's Unread (during its Step)
 	publishedAt time.Time
 
 	pending *pending
@@ -193,7 +194,9 @@ func (c *Core) Step(ev Event) []Action {
 	judge := false
 	switch e := ev.(type) {
 	case Tick:
-		judge = (c.lastTick.IsZero() || e.Now.Sub(c.lastTick) <= c.cfg.FailureTimeout/2) && !e.Unread
+		judge = c.lastTick.IsZero() || e.Now.Sub(c.lastTick) <= c.cfg.FailureTimeout/2
+		c.unread = e.Unread
+		defer func() { c.unread = nil }()
 		c.lastTick = e.Now
 		c.advance(e.Now)
 	case Heartbeat:

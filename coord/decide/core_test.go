@@ -195,18 +195,21 @@ func TestSilenceRules(t *testing.T) {
 			t.Fatalf("failed over members that heartbeat: %+v", acts)
 		}
 	})
-	t.Run("a round with heartbeats unread does not judge", func(t *testing.T) {
+	t.Run("a member whose heartbeat waits unread is not judged", func(t *testing.T) {
 		// Member 1's heartbeat waits unread on its link (the shell's
-		// event loop was held up, its ticks were not): not judged; once
-		// no heartbeat waits, the silence counts.
-		h := newHarness(t, 3)
-		h.advance(simFT-simFT/10, 0, 2)
+		// event loop was held up, its ticks were not): not judged, while
+		// member 3, silent as long, is; once nothing waits, member 1's
+		// silence counts.
+		h := newHarness(t, 5)
+		h.advance(simFT-simFT/10, 0, 2, 4)
 		h.now = h.now.Add(simFT / 5)
-		if acts := h.step(Tick{Now: h.now, Unread: true}); count[Publish](acts) != 0 {
-			t.Fatalf("failed over with its heartbeat unread: %+v", acts)
+		v := mustPublish(t, h.step(Tick{Now: h.now, Unread: []int{1}}))
+		if v.Servers[1].State != wire.StateServing || v.Servers[3].State != wire.StateDown {
+			t.Fatalf("want member 3 failed, member 1 (heartbeat unread) serving: %v", states(v))
 		}
-		h.beat(0, 2)
-		v := mustPublish(t, h.tick(simFT/10))
+		h.step(Published{})
+		h.beat(0, 2, 4)
+		v = mustPublish(t, h.tick(simFT/10))
 		if v.Servers[1].State != wire.StateDown {
 			t.Fatalf("member 1 silent with nothing unread: %v", states(v))
 		}

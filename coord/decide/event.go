@@ -12,14 +12,16 @@ type Event interface{ isEvent() }
 // Tick is the shell's periodic wake-up (every heartbeat period / 2). Only a
 // tick judges silence, and only when it follows the previous tick by at
 // most FailureTimeout/2 (otherwise the shell's loop was held up and
-// heartbeats may be queued unread) and Unread is false.
+// heartbeats may be queued unread).
 type Tick struct {
 	Now time.Time
-	// Unread: a member silent for over the failure timeout has bytes
-	// waiting unread on its heartbeat link (the shell's event loop that
-	// reads them was held up, not the ticks): its heartbeat came, and
-	// is not counted yet.
-	Unread bool
+	// Unread are members silent for over the failure timeout that have
+	// bytes waiting unread on their heartbeat links (the shell's event
+	// loop that reads them was held up, not the ticks): their heartbeats
+	// came and are not counted yet, so this tick does not judge them
+	// silent. (The shell names a member for a bounded time only: a link
+	// it stopped reading for good must not keep one from failing.)
+	Unread []int
 }
 
 // Heartbeat is a server's report, received at Now. The first heartbeat of a

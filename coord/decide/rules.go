@@ -2,6 +2,7 @@ package decide
 
 import (
 	"fmt"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -301,7 +302,9 @@ func (c *Core) judge(failed map[int]cause, reasons map[int]string, out []Action)
 			return out
 		}
 	}
-	silent := func(i int) bool { return suspect(i) && c.now.Sub(c.nodes[i].LastSeen) > ft }
+	// (A member whose heartbeat waits unread was heard: Tick.Unread.)
+	heard := func(i int) bool { return slices.Contains(c.unread, i) }
+	silent := func(i int) bool { return suspect(i) && !heard(i) && c.now.Sub(c.nodes[i].LastSeen) > ft }
 	for i := range v.Servers {
 		if !silent(i) {
 			continue
@@ -309,7 +312,7 @@ func (c *Core) judge(failed map[int]cause, reasons map[int]string, out []Action)
 		// (A secondary that missed two heartbeats counts as silent
 		// here: two members frozen together fall silent up to a
 		// heartbeat period apart.)
-		quiet := func(j int) bool { return suspect(j) && c.now.Sub(c.nodes[j].LastSeen) > ft/2 }
+		quiet := func(j int) bool { return suspect(j) && !heard(j) && c.now.Sub(c.nodes[j].LastSeen) > ft/2 }
 		if lastCopy(demote(v, failed), i) || promotesSilent(v, i, quiet) {
 			continue
 		}
