@@ -744,8 +744,12 @@ type clientMeta struct {
 
 // publish makes the worker's state visible to CLIENT LIST (on the
 // session's worker).
-func (s *session) publish() {
-	s.meta.Store(&clientMeta{name: s.name, user: s.user, lib: s.lib, proto: s.proto, multi: s.multi})
+func (s *session) publish() { s.meta.Store(s.metaNow()) }
+
+// metaNow is the worker's state as CLIENT LIST shows it (on the
+// session's worker).
+func (s *session) metaNow() *clientMeta {
+	return &clientMeta{name: s.name, user: s.user, lib: s.lib, proto: s.proto, multi: s.multi}
 }
 
 // clientLine is s's line of CLIENT INFO and CLIENT LIST, in Redis's
@@ -756,7 +760,7 @@ func (s *session) publish() {
 func (s *session) clientLine(b *strings.Builder, asker *session, cmd string, now time.Time) {
 	m := s.meta.Load()
 	if s == asker {
-		m = &clientMeta{name: s.name, user: s.user, lib: s.lib, proto: s.proto, multi: s.multi}
+		m = s.metaNow()
 	}
 	flags, user := "N", m.user
 	if m.multi {
