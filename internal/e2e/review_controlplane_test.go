@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -20,27 +19,6 @@ import (
 	"ftkv/client"
 	"ftkv/internal/testkit/testcluster"
 )
-
-// reviewFreePorts returns n distinct loopback ports free right now.
-func reviewFreePorts(t *testing.T, n int) []int {
-	t.Helper()
-	var ls []net.Listener
-	defer func() {
-		for _, l := range ls {
-			l.Close()
-		}
-	}()
-	var ports []int
-	for range n {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		ls = append(ls, l)
-		ports = append(ports, l.Addr().(*net.TCPAddr).Port)
-	}
-	return ports
-}
 
 // serversOf returns the pids of the server processes whose command line
 // names coordAddr (the servers a coordinator on that address spawned).
@@ -86,7 +64,7 @@ func TestReviewSingleCoordKilledDuringStartFixedPorts(t *testing.T) {
 	const trials = 6
 	for trial := range trials {
 		dir := t.TempDir()
-		ports := reviewFreePorts(t, 11)
+		ports := testcluster.FreePorts(t, 11)
 		cfg := "3\n"
 		for i := range 3 {
 			cfg += fmt.Sprintf("localhost %d %d %d\n", ports[3*i], ports[3*i+1], ports[3*i+2])

@@ -17,6 +17,7 @@ import (
 	"regexp"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -228,7 +229,10 @@ func Start(t testing.TB, o Options) *Cluster {
 	if to == "" {
 		to = DefaultTimeout.String()
 	}
-	args := append([]string{"-c", "0", "-s", "0", "-C", cfgPath, "-t", to, "-l", filepath.Join(dir, "ftkv.log")}, o.Args...)
+	// Fixed ports outside the ephemeral range (see freePorts): a
+	// restarted coordinator takes them again.
+	ports := freePorts(t, 2)
+	args := append([]string{"-c", strconv.Itoa(ports[0]), "-s", strconv.Itoa(ports[1]), "-C", cfgPath, "-t", to, "-l", filepath.Join(dir, "ftkv.log")}, o.Args...)
 	c := &Cluster{t: t, Dir: dir, Bin: bin, ConfigPath: cfgPath, race: race, stderr: &lockedBuf{}, args: args, wrap: o.Wrap, addrHst: o.AddrHost,
 		clientOpts: o.ClientOptions}
 	c.launch(t, args)
