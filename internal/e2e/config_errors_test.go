@@ -138,15 +138,7 @@ func TestCoordConfigErrors(t *testing.T) {
 }
 
 // freePort returns a loopback port that was free a moment ago.
-func freePort(t *testing.T) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
+func freePort(t *testing.T) int { t.Helper(); return testcluster.FreePorts(t, 1)[0] }
 
 // TestCoordClientPortBusy: a client port another program holds is found
 // before any server is spawned: exit 1, one line naming the port, no
