@@ -57,6 +57,8 @@ func TestRESPLogins(t *testing.T) {
 		// CLIENT LIST shows other clients' addresses: an admin's.
 		{"CLIENT LIST", cmd("AUTH", "writer", "writer-pw") + cmd("CLIENT", "LIST") + cmd("AUTH", "root", "root-pw") + cmd("CLIENT", "LIST", "TYPE", "pubsub"),
 			"+OK\r\n-NOPERM User writer has no permissions to run the 'client|list' command\r\n+OK\r\n$0\r\n\r\n"},
+		{"CLIENT KILL", cmd("AUTH", "writer", "writer-pw") + cmd("CLIENT", "KILL", "TYPE", "normal") + cmd("AUTH", "root", "root-pw") + cmd("CLIENT", "KILL", "USER", "nobody"),
+			"+OK\r\n-NOPERM User writer has no permissions to run the 'client|kill' command\r\n+OK\r\n:0\r\n"},
 		// Before AUTH, MULTI is refused as any command is (it was
 		// answered as a transaction, and the AUTH after it refused).
 		{"MULTI before AUTH", cmd("MULTI") + cmd("AUTH", "writer", "writer-pw") + cmd("GET", "k"), noauth + "+OK\r\n$1\r\nv\r\n"},
@@ -185,17 +187,6 @@ func TestRESPResetLogsOutForTheLimits(t *testing.T) {
 		c.Limits = limits.Config{MaxClients: 3}
 	})
 	a := g.Addr()
-	closedWithin := func(nc net.Conn, d time.Duration) bool {
-		_ = nc.SetReadDeadline(time.Now().Add(d))
-		buf := make([]byte, 256)
-		for {
-			if _, err := nc.Read(buf); err != nil {
-				var ne net.Error
-				return !(errors.As(err, &ne) && ne.Timeout())
-			}
-		}
-	}
-
 	// The login timeout, counted from the RESET.
 	out := dialRESP(t, a)
 	exchangeOn(t, out, cmd("AUTH", "writer", "writer-pw")+cmd("RESET")+cmd("GET", "k"), "+OK\r\n+RESET\r\n-NOAUTH Authentication required.\r\n")
@@ -216,6 +207,19 @@ func TestRESPResetLogsOutForTheLimits(t *testing.T) {
 	}
 	if !closedWithin(out, 2*time.Second) {
 		t.Fatal("the connection logged out by RESET was not the one evicted")
+	}
+}
+
+// closedWithin reports whether the gateway closes nc within d (whatever
+// nc reads before that is dropped).
+func closedWithin(nc net.Conn, d time.Duration) bool {
+	_ = nc.SetReadDeadline(time.Now().Add(d))
+	buf := make([]byte, 256)
+	for {
+		if _, err := nc.Read(buf); err != nil {
+			var ne net.Error
+			return !(errors.As(err, &ne) && ne.Timeout())
+		}
 	}
 }
 

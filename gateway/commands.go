@@ -83,7 +83,7 @@ func init() {
 		{"quit", -1, []string{"allow_busy", "fast"}, 0, 0, 0, "connection", "Closes the connection.", cmdQuit},
 		{"auth", -2, []string{"noscript", "loading", "stale", "fast", "no-auth", "allow_busy"}, 0, 0, 0, "connection", "Authenticates the connection (AUTH [user] password: a user of the cluster).", cmdAuth},
 		{"hello", -1, []string{"noscript", "loading", "stale", "fast"}, 0, 0, 0, "connection", "Handshakes with the server (RESP2 or RESP3).", cmdHello},
-		{"client", -2, []string{"noscript", "loading", "stale"}, 0, 0, 0, "connection", "SETNAME, GETNAME, SETINFO, ID, INFO, LIST.", cmdClient},
+		{"client", -2, []string{"noscript", "loading", "stale"}, 0, 0, 0, "connection", "SETNAME, GETNAME, SETINFO, ID, INFO, LIST, KILL.", cmdClient},
 		{"reset", 1, []string{"noscript", "loading", "stale", "fast", "no-auth", "allow_busy"}, 0, 0, 0, "connection", "Resets the connection: leaves MULTI, RESP2, no name, logged out (with users).", cmdReset},
 		{"config", -2, []string{"admin", "noscript", "loading", "stale"}, 0, 0, 0, "server", "CONFIG GET: the gateway's settings as Redis names them.", cmdConfig},
 		{"command", -1, []string{"loading", "stale"}, 0, 0, 0, "server", "Returns detailed information about all commands.", cmdCommand},
@@ -697,6 +697,11 @@ func cmdClient(_ context.Context, s *session, args [][]byte, out []byte) ([]byte
 			return out, Error("NOPERM User " + s.user + " has no permissions to run the 'client|list' command")
 		}
 		return s.clientList(args[2:], out)
+	case isCmd(sub, "kill") && len(args) >= 3:
+		if s.g.logins != nil && !s.role().IsAdmin() {
+			return out, Error("NOPERM User " + s.user + " has no permissions to run the 'client|kill' command")
+		}
+		return s.clientKill(args[2:], out)
 	case isCmd(sub, "setinfo") && len(args) == 4:
 		i := slices.IndexFunc(libAttrs[:], func(a string) bool { return isCmd(args[2], a) })
 		switch {
@@ -714,13 +719,21 @@ func cmdClient(_ context.Context, s *session, args [][]byte, out []byte) ([]byte
 			"GETNAME", "    Return the name of the current connection.",
 			"ID", "    Return the ID of the current connection.",
 			"INFO", "    Return information about the current client connection.",
+			"KILL <ip:port>", "    Kill connection made from <ip:port>.",
+			"KILL <option> <value> [<option> <value> [...]]", "    Kill connections. Options are:",
+			"    * ADDR (<ip:port>|<unixsocket>:0)", "      Kill connections made from the specified address",
+			"    * LADDR (<ip:port>|<unixsocket>:0)", "      Kill connections made to specified local address",
+			"    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)", "      Kill connections by type.",
+			"    * USER <username>", "      Kill connections authenticated by <username>.",
+			"    * SKIPME (YES|NO)", "      Skip killing current connection (default: yes).",
+			"    * ID <client-id>", "      Kill connections by client id.",
 			"LIST [options ...]", "    Return information about client connections. Options:",
 			"    * TYPE (NORMAL|MASTER|REPLICA|PUBSUB)", "      Return clients of specified type.",
 			"    * ID id [id ...]", "      Return clients of specified IDs only.",
 			"SETINFO <option> <value>", "    Set client meta attr. Options are: LIB-NAME, LIB-VER.",
 			"SETNAME <connection-name>", "    Assign the name <connection-name> to the current connection.",
 		}), nil
-	case slices.ContainsFunc([]string{"setname", "getname", "id", "info", "setinfo", "help"}, func(n string) bool { return isCmd(sub, n) }):
+	case slices.ContainsFunc([]string{"setname", "getname", "id", "info", "setinfo", "help", "kill"}, func(n string) bool { return isCmd(sub, n) }):
 		return out, Error("ERR wrong number of arguments for 'client|" + string(bytes.ToLower(sub)) + "' command")
 	}
 	return out, unknownSubcommand("client", sub)
@@ -830,6 +843,116 @@ func (s *session) clientList(args [][]byte, out []byte) ([]byte, error) {
 		o.clientLine(&b, s, "client|list", now)
 	}
 	return appendVerbatim(out, b.String(), s.proto), nil
+}
+
+// clientKill answers CLIENT KILL ip:port (+OK, or an error when no
+// connection comes from there) and CLIENT KILL <filter> <value> … (how
+// many connections it closed), with Redis 7.0's filters and words. The
+// connections are closed at once; the commands they sent and that did
+// not run yet never run (as a connection the gateway closes for any
+// other reason). The asking connection is closed after its answer, by
+// the old form or with SKIPME no.
+func (s *session) clientKill(args [][]byte, out []byte) ([]byte, error) {
+	if len(args) == 1 {
+		addr := string(args[0])
+		o := s.findSession(func(o *session) bool { return addrString(o.remote) == addr })
+		if o == nil {
+			return out, Error("ERR No such client")
+		}
+		s.kill(o)
+		return redcon.AppendOK(out), nil
+	}
+	if len(args)%2 != 0 {
+		return out, errSyntax
+	}
+	var (
+		id, addr, laddr, user *string
+		normal, skipme        = true, true
+	)
+	for i := 0; i < len(args); i += 2 {
+		v := string(args[i+1])
+		switch f := args[i]; {
+		case isCmd(f, "id"):
+			if n, ok := parseInt(args[i+1]); !ok || n <= 0 {
+				return out, Error("ERR client-id should be greater than 0")
+			}
+			id = &v
+		case isCmd(f, "type"):
+			switch strings.ToLower(v) {
+			case "normal":
+				normal = true
+			case "master", "replica", "slave", "pubsub":
+				normal = false
+			default:
+				return out, Error("ERR Unknown client type '" + cut(args[i+1], 128) + "'")
+			}
+		case isCmd(f, "addr"):
+			addr = &v
+		case isCmd(f, "laddr"):
+			laddr = &v
+		case isCmd(f, "user"):
+			if s.g.logins == nil && v != "default" {
+				// Without users, every connection is default's. With
+				// them, the names are the authenticator's: a name
+				// nobody logged in with matches nobody.
+				return out, Error("ERR No such user '" + cut(args[i+1], 128) + "'")
+			}
+			user = &v
+		case isCmd(f, "skipme"):
+			switch strings.ToLower(v) {
+			case "yes":
+				skipme = true
+			case "no":
+				skipme = false
+			default:
+				return out, errSyntax
+			}
+		default:
+			return out, errSyntax
+		}
+	}
+	var ids []*session
+	if normal {
+		s.g.sessions.Range(func(_, v any) bool {
+			o := v.(*session)
+			switch {
+			case o == s && skipme, o.closed.Load(),
+				id != nil && strconv.FormatInt(o.id, 10) != *id,
+				addr != nil && addrString(o.remote) != *addr,
+				laddr != nil && addrString(o.local) != *laddr,
+				user != nil && s.g.logins != nil && o.meta.Load().user != *user:
+				return true
+			}
+			ids = append(ids, o)
+			return true
+		})
+	}
+	for _, o := range ids {
+		s.kill(o)
+	}
+	return redcon.AppendInt(out, int64(len(ids))), nil
+}
+
+// findSession returns an open session match accepts, or nil.
+func (s *session) findSession(match func(*session) bool) (found *session) {
+	s.g.sessions.Range(func(_, v any) bool {
+		if o := v.(*session); !o.closed.Load() && match(o) {
+			found = o
+		}
+		return found == nil
+	})
+	return found
+}
+
+// kill closes o (CLIENT KILL), or, when o is the asking session, has it
+// closed once its answer is written.
+func (s *session) kill(o *session) {
+	if o == s {
+		s.closeAfter = true
+		return
+	}
+	s.g.log.Info().Int64("id", o.id).Str("remote", addrString(o.remote)).Int64("by", s.id).Msg("connection closed by CLIENT KILL")
+	_ = o.c.Close()
 }
 
 // addrString is a's host:port, or "" without one.

@@ -74,6 +74,9 @@ type session struct {
 	name  string
 	lib   [2]string // CLIENT SETINFO lib-name, lib-ver
 	user  string    // logged in as (auth.go)
+	// closeAfter: the connection is closed once the answer of the
+	// command running is written (CLIENT KILL of itself).
+	closeAfter bool
 
 	remote net.Addr  // the client's address (logins are throttled by it)
 	local  net.Addr  // the gateway's end (CLIENT INFO's laddr)

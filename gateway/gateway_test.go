@@ -147,7 +147,7 @@ func TestReplies(t *testing.T) {
 		{"client setinfo checked", cmd("CLIENT", "SETINFO", "lib-name", "a b") + cmd("CLIENT", "SETINFO", "LIB-VER", "1\nid=1") + cmd("CLIENT", "SETINFO", "lib-x", "a b"),
 			"-ERR lib-name cannot contain spaces, newlines or special characters.\r\n-ERR lib-ver cannot contain spaces, newlines or special characters.\r\n-ERR Unrecognized option 'lib-x'\r\n"},
 		{"command count", cmd("COMMAND", "COUNT"), fmt.Sprintf(":%d\r\n", len(specs))},
-		{"client help", cmd("CLIENT", "HELP"), "*19\r\n+CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n+GETNAME\r\n"},
+		{"client help", cmd("CLIENT", "HELP"), "*35\r\n+CLIENT <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n+GETNAME\r\n"},
 		{"config help", cmd("CONFIG", "HELP"), "*5\r\n+CONFIG <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n+GET <pattern>\r\n"},
 		{"command help", cmd("COMMAND", "HELP"), "*13\r\n+COMMAND <subcommand> [<arg> [value] [opt] ...]. Subcommands are:\r\n"},
 		{"type ttl unlink", cmd("SET", "tk", "v") + cmd("TYPE", "tk") + cmd("TYPE", "tnone") + cmd("TTL", "tk") + cmd("TTL", "tnone") +
@@ -314,6 +314,58 @@ func TestClientList(t *testing.T) {
 			t.Fatalf("5 s after the other connection closed, CLIENT LIST: %v", lines)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// TestClientKill: CLIENT KILL closes the connections its filters select
+// and counts them, the old form by address; the asker is spared unless
+// it says SKIPME no; bad filters are refused in Redis 7.0's words and
+// close nothing.
+func TestClientKill(t *testing.T) {
+	g := start(t, newMemStore(), nil)
+	me, a, b, c := dialRESP(t, g.Addr()), dialRESP(t, g.Addr()), dialRESP(t, g.Addr()), dialRESP(t, g.Addr())
+	myID := strings.Trim(readAnswer(t, me, cmd("CLIENT", "ID")), ":\r\n")
+	aID := strings.Trim(readAnswer(t, a, cmd("CLIENT", "ID")), ":\r\n")
+	exchangeOn(t, b, cmd("PING"), "+PONG\r\n")
+	exchangeOn(t, c, cmd("PING"), "+PONG\r\n")
+
+	exchangeOn(t, me, cmd("CLIENT", "KILL")+cmd("CLIENT", "KILL", "1.2.3.4:5")+cmd("CLIENT", "KILL", "ID", "abc")+cmd("CLIENT", "KILL", "ID", "0")+
+		cmd("CLIENT", "KILL", "TYPE", "foo")+cmd("CLIENT", "KILL", "SKIPME", "maybe")+cmd("CLIENT", "KILL", "nosuch", "1")+
+		cmd("CLIENT", "KILL", "ID", aID, "TYPE")+cmd("CLIENT", "KILL", "USER", "nosuch")+cmd("CLIENT", "KILL", "TYPE", "pubsub")+
+		cmd("CLIENT", "KILL", "ID", "99999")+cmd("CLIENT", "KILL", "ID", aID, "ADDR", b.LocalAddr().String()),
+		"-ERR wrong number of arguments for 'client|kill' command\r\n-ERR No such client\r\n-ERR client-id should be greater than 0\r\n"+
+			"-ERR client-id should be greater than 0\r\n-ERR Unknown client type 'foo'\r\n-ERR syntax error\r\n-ERR syntax error\r\n"+
+			"-ERR syntax error\r\n-ERR No such user 'nosuch'\r\n:0\r\n:0\r\n:0\r\n")
+	for _, nc := range []net.Conn{a, b, c} {
+		exchangeOn(t, nc, cmd("PING"), "+PONG\r\n") // (refused filters closed nothing)
+	}
+
+	exchangeOn(t, me, cmd("CLIENT", "KILL", "ID", aID), ":1\r\n")
+	if !closedWithin(a, 5*time.Second) {
+		t.Fatalf("connection %s still open 5 s after CLIENT KILL ID", aID)
+	}
+	exchangeOn(t, me, cmd("CLIENT", "KILL", b.LocalAddr().String()), "+OK\r\n")
+	if !closedWithin(b, 5*time.Second) {
+		t.Fatal("connection b still open 5 s after CLIENT KILL <its address>")
+	}
+	// TYPE normal with SKIPME yes (the default): everyone but the asker.
+	exchangeOn(t, me, cmd("CLIENT", "KILL", "TYPE", "normal", "USER", "default", "LADDR", g.Addr()), ":1\r\n")
+	if !closedWithin(c, 5*time.Second) {
+		t.Fatal("connection c still open 5 s after CLIENT KILL TYPE normal")
+	}
+	exchangeOn(t, me, cmd("PING"), "+PONG\r\n")
+	if got := clientLines(t, readAnswer(t, me, cmd("CLIENT", "LIST"))); len(got) != 1 || got[0]["id"] != myID {
+		t.Errorf("CLIENT LIST after the kills: %v, want only %s", got, myID)
+	}
+	// SKIPME no: the asker is answered, then closed.
+	exchangeOn(t, me, cmd("CLIENT", "KILL", "ID", myID, "SKIPME", "no"), ":1\r\n")
+	if !closedWithin(me, 5*time.Second) {
+		t.Fatal("the asker still open 5 s after CLIENT KILL ID <its own> SKIPME no")
+	}
+	me = dialRESP(t, g.Addr())
+	exchangeOn(t, me, cmd("CLIENT", "KILL", me.LocalAddr().String()), "+OK\r\n")
+	if !closedWithin(me, 5*time.Second) {
+		t.Fatal("the asker still open 5 s after CLIENT KILL <its own address>")
 	}
 }
 

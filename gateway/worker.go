@@ -370,7 +370,9 @@ func (s *session) one(cmd command, out []byte) ([]byte, bool) {
 		out = redcon.AppendError(out[:before], replyError(err, spec == nil || spec.writes()).Error())
 	}
 	s.g.observe(name, time.Since(start), err)
-	return out, spec != nil && spec.name == "quit"
+	closeAfter := s.closeAfter
+	s.closeAfter = false
+	return out, spec != nil && spec.name == "quit" || closeAfter
 }
 
 // txNames are the transaction commands.
