@@ -597,6 +597,14 @@ func (c *Client) CompareAndSwap(ctx context.Context, key string, old, new []byte
 	return swapped, err
 }
 
+// CompareAndDelete deletes key only if its value is old (old == nil: only
+// if the key is absent, which deletes nothing). It reports whether the
+// value matched (and so whether the key, if it existed, is deleted).
+func (c *Client) CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
+	swapped, _, err := c.cas(ctx, key, old, nil, wire.FlagNoCurrent|wire.FlagCASDelete)
+	return swapped, err
+}
+
 // CompareAndSwapCurrent is CompareAndSwap that also returns, on a mismatch,
 // the current value (nil when the key is absent).
 func (c *Client) CompareAndSwapCurrent(ctx context.Context, key string, old, new []byte) (bool, []byte, error) {

@@ -63,6 +63,7 @@ func init() {
 		{"set", -3, []string{"write", "denyoom"}, 1, 1, 1, "string", "Sets the string value of a key (NX, XX, GET; no expiry).", cmdSet},
 		{"setnx", 3, []string{"write", "denyoom", "fast"}, 1, 1, 1, "string", "Set the string value of a key only when the key doesn't exist.", cmdSetNX},
 		{"getset", 3, []string{"write", "denyoom", "fast"}, 1, 1, 1, "string", "Returns the previous string value of a key after setting it to a new value.", cmdGetSet},
+		{"getdel", 2, []string{"write", "fast"}, 1, 1, 1, "string", "Returns the string value of a key after deleting the key.", cmdGetDel},
 		{"del", -2, []string{"write"}, 1, -1, 1, "generic", "Deletes one or more keys.", cmdDel},
 		{"unlink", -2, []string{"write", "fast"}, 1, -1, 1, "generic", "Deletes one or more keys (as DEL).", cmdDel},
 		{"exists", -2, []string{"readonly", "fast"}, 1, -1, 1, "generic", "Determines whether one or more keys exist.", cmdExists},
@@ -255,6 +256,35 @@ func cmdSet(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte,
 
 func cmdGetSet(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
 	return cmdSet(ctx, s, [][]byte{args[0], args[1], args[2], []byte("get")}, out)
+}
+
+// cmdGetDel deletes the key only if its value is still the one read
+// (compare-and-delete, the command's linearization point), and answers
+// that value; it reads again when another write came between.
+func cmdGetDel(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {
+	key := args[1]
+	if err := checkKey(key); err != nil {
+		return out, err
+	}
+	for {
+		cur, found, err := read(ctx, s, key)
+		switch {
+		case err != nil:
+			return out, err
+		case !found:
+			return appendNull(out, s.proto), nil
+		}
+		deleted, err := s.g.cfg.Store.CompareAndDelete(ctx, string(key), cur)
+		switch {
+		case err != nil:
+			return out, err
+		case deleted:
+			return appendValue(out, cur, true, s.proto), nil
+		}
+		if err := ctx.Err(); err != nil {
+			return out, err
+		}
+	}
 }
 
 func cmdSetNX(ctx context.Context, s *session, args [][]byte, out []byte) ([]byte, error) {

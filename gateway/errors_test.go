@@ -53,7 +53,7 @@ func TestReplyErrorTimeout(t *testing.T) {
 		}
 	}
 	for _, sp := range specs {
-		want := map[string]bool{"set": true, "setnx": true, "getset": true, "del": true, "unlink": true, "mset": true, "append": true,
+		want := map[string]bool{"set": true, "setnx": true, "getset": true, "getdel": true, "del": true, "unlink": true, "mset": true, "append": true,
 			"incr": true, "decr": true, "incrby": true, "decrby": true}[sp.name]
 		if sp.writes() != want {
 			t.Errorf("%s: writes() = %v", sp.name, sp.writes())

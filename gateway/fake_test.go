@@ -148,6 +148,20 @@ func (s *memStore) CompareAndSwap(ctx context.Context, key string, old, new []by
 	return swapped, err
 }
 
+func (s *memStore) CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.fail != nil {
+		return false, s.fail
+	}
+	cur, ok := s.m[key]
+	if old == nil && !ok || old != nil && ok && bytes.Equal(cur, old) {
+		delete(s.m, key)
+		return true, nil
+	}
+	return false, nil
+}
+
 func (s *memStore) CompareAndSwapCurrent(ctx context.Context, key string, old, new []byte) (bool, []byte, error) {
 	s.mu.Lock()
 	swapped, cur, err := s.casLocked(key, old, new)

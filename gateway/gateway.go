@@ -30,6 +30,7 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 	Append(ctx context.Context, key string, value []byte) error
 	CompareAndSwap(ctx context.Context, key string, old, new []byte) (bool, error)
+	CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error)
 	Batch(ctx context.Context, ops []client.BatchOp) error
 	Status(ctx context.Context) (*status.Cluster, error)
 }

@@ -124,6 +124,8 @@ func TestReplies(t *testing.T) {
 		{"set nx get", cmd("SET", "sng", "1", "NX", "GET") + cmd("SET", "sng", "2", "NX", "GET") + cmd("GET", "sng"), "$-1\r\n$1\r\n1\r\n$1\r\n1\r\n"},
 		{"setnx", cmd("SETNX", "s", "a") + cmd("SETNX", "s", "b") + cmd("GET", "s"), ":1\r\n:0\r\n$1\r\na\r\n"},
 		{"getset", cmd("GETSET", "gs", "a") + cmd("GETSET", "gs", "b"), "$-1\r\n$1\r\na\r\n"},
+		{"getdel", cmd("SET", "gd", "v\x00") + cmd("GETDEL", "gd") + cmd("GETDEL", "gd") + cmd("EXISTS", "gd") + cmd("GETDEL"),
+			"+OK\r\n$2\r\nv\x00\r\n$-1\r\n:0\r\n-ERR wrong number of arguments for 'getdel' command\r\n"},
 		{"incr", cmd("INCR", "i") + cmd("INCRBY", "i", "41") + cmd("DECR", "i") + cmd("DECRBY", "i", "-3") + cmd("GET", "i"),
 			":1\r\n:42\r\n:41\r\n:44\r\n$2\r\n44\r\n"},
 		{"incr not int", cmd("SET", "ni", "1.5") + cmd("INCR", "ni") + cmd("SET", "nj", "007") + cmd("INCR", "nj"),

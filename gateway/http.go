@@ -32,7 +32,8 @@ import (
 //	                             304 with If-None-Match naming its ETag (or *), 412 with If-Match naming another
 //	                             (or with If-Match when absent)
 //	PUT    /v1/kv/{key}          the body becomes the value; 204
-//	DELETE /v1/kv/{key}          204 (also when absent)
+//	DELETE /v1/kv/{key}          204 (also when absent); with If-Match (ETags, or *) only if the
+//	                             current value has one of them (a compare-and-delete), else 412
 //	POST   /v1/kv/{key}?append   the body is appended (the key is created); 204 (?append=true too;
 //	                             no If-Match / If-None-Match: 400)
 //	GET    /v1/status            the cluster status, as `client status --json` prints it
@@ -297,15 +298,25 @@ func (g *Gateway) serveKV(rw http.ResponseWriter, r *http.Request) {
 		w.Header().Set("ETag", etag(body))
 		w.WriteHeader(code)
 	case http.MethodDelete:
-		if r.Header.Get("If-Match") != "" || r.Header.Get("If-None-Match") != "" {
-			httpError(w, http.StatusBadRequest, "DELETE takes no If-Match or If-None-Match")
+		if r.Header.Get("If-None-Match") != "" {
+			httpError(w, http.StatusBadRequest, "DELETE takes no If-None-Match (If-Match: delete only that value)")
 			return
 		}
-		if opErr = st.Delete(ctx, key); opErr != nil {
+		code := http.StatusNoContent
+		if im := r.Header.Get("If-Match"); im != "" {
+			code, opErr = g.deleteIfMatch(ctx, key, im)
+		} else {
+			opErr = st.Delete(ctx, key)
+		}
+		if opErr != nil {
 			storeError(w, opErr)
 			return
 		}
-		w.WriteHeader(http.StatusNoContent)
+		if code != http.StatusNoContent {
+			httpError(w, code, "precondition failed: the value did not match If-Match")
+			return
+		}
+		w.WriteHeader(code)
 	default:
 		w.Header().Set("Allow", "GET, HEAD, PUT, POST, DELETE")
 		httpError(w, http.StatusMethodNotAllowed, r.Method+" is not allowed on /v1/kv/{key}")
@@ -428,6 +439,46 @@ func (g *Gateway) readGrowing(w http.ResponseWriter, r *http.Request, length int
 	}
 }
 
+// deleteIfMatch deletes key only if its value has one of the ETags in
+// ifMatch (*: if it exists), by compare-and-delete: 204 when deleted, 412
+// when the precondition failed (also when the key is absent).
+func (g *Gateway) deleteIfMatch(ctx context.Context, key, ifMatch string) (int, error) {
+	return g.ifMatchLoop(ctx, key, ifMatch, func(cur []byte) (bool, error) {
+		return g.cfg.Store.CompareAndDelete(ctx, key, cur)
+	})
+}
+
+// ifMatchLoop reads key's value and, while it has one of the ETags in
+// ifMatch, tries swap(value) until a swap succeeds (204) or the value
+// read no longer matches or is gone (412). A swap that lost to another
+// write reads the value again: one that brought the value back in its
+// answer would leave a record of that size on the server, where every
+// gateway connection shares one client's bound.
+func (g *Gateway) ifMatchLoop(ctx context.Context, key, ifMatch string, swap func(cur []byte) (bool, error)) (int, error) {
+	for {
+		cur, err := g.cfg.Store.Get(ctx, key)
+		if errors.Is(err, client.ErrNotFound) || err == nil && !tagsMatch(ifMatch, etag(cur)) {
+			return http.StatusPreconditionFailed, nil
+		}
+		if err != nil {
+			return 0, err
+		}
+		if cur == nil {
+			cur = []byte{} // (present and empty: nil would mean absent)
+		}
+		ok, err := swap(cur)
+		if err != nil {
+			return 0, err
+		}
+		if ok {
+			return http.StatusNoContent, nil
+		}
+		if err := ctx.Err(); err != nil {
+			return 0, err
+		}
+	}
+}
+
 // put writes body under key's preconditions: 204 when written, 412 when a
 // precondition failed.
 func (g *Gateway) put(ctx context.Context, r *http.Request, key string, body []byte) (int, error) {
@@ -448,29 +499,9 @@ func (g *Gateway) put(ctx context.Context, r *http.Request, key string, body []b
 	case ifMatch == "":
 		return http.StatusNoContent, st.Put(ctx, key, body)
 	}
-	// A swap that lost to another write reads the value again: one that
-	// brought the value back in its answer would leave a record of that
-	// size on the server, where every gateway connection shares one
-	// client's bound.
-	for {
-		cur, err := st.Get(ctx, key)
-		if errors.Is(err, client.ErrNotFound) || err == nil && !tagsMatch(ifMatch, etag(cur)) {
-			return http.StatusPreconditionFailed, nil
-		}
-		if err != nil {
-			return 0, err
-		}
-		if cur == nil {
-			cur = []byte{} // (present and empty: nil would mean absent)
-		}
-		ok, err := st.CompareAndSwap(ctx, key, cur, body)
-		if err != nil {
-			return 0, err
-		}
-		if ok {
-			return http.StatusNoContent, nil
-		}
-	}
+	return g.ifMatchLoop(ctx, key, ifMatch, func(cur []byte) (bool, error) {
+		return st.CompareAndSwap(ctx, key, cur, body)
+	})
 }
 
 // tagsMatch reports whether an If-Match list (ETags separated by commas,

@@ -42,7 +42,7 @@ func TestHTTPKeysWithDotsAndSlashes(t *testing.T) {
 }
 
 // TestHTTPAppendPreconditions: POST ?append refuses If-Match and
-// If-None-Match as DELETE does (an append is not conditional), and only
+// If-None-Match (an append is not conditional), and only
 // ?append, ?append=true or ?append=1 appends; nothing changes when it is
 // refused.
 func TestHTTPAppendPreconditions(t *testing.T) {

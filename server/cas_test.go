@@ -48,3 +48,69 @@ func TestCASWithoutCurrentValue(t *testing.T) {
 		t.Fatalf("get after the mismatches: %v %v, %d bytes", err, ans.Status, len(ans.Value))
 	}
 }
+
+// TestCASDelete: a compare-and-swap with FlagCASDelete deletes the key on
+// a match, on the primary and on the secondary (the write is replicated
+// as a delete), and changes nothing on a mismatch; a retry is answered
+// from the deduplication record and deletes nothing again.
+func TestCASDelete(t *testing.T) {
+	a, b := pairOfTwo(t, "always", false)
+	cn := dialConn(t, a.client, false)
+	k := []byte(keysOf("casdel", 0, 2, 1)[0])
+	put := func(v string) {
+		t.Helper()
+		if ans, err := cn.doRetry(&wire.Frame{Op: wire.OpPut, Key: k, Value: []byte(v)}, 10*time.Second); err != nil || ans.Status != wire.StatusOK {
+			t.Fatalf("put: %v %v", err, ans.Status)
+		}
+	}
+	get := func() (string, bool) {
+		t.Helper()
+		ans, err := cn.do(&wire.Frame{Op: wire.OpGet, Key: k}, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return string(ans.Value), ans.Status == wire.StatusOK
+	}
+	del := func(old string, flags uint8, seq uint64) wire.Status {
+		t.Helper()
+		ans, err := cn.doRetry(&wire.Frame{Op: wire.OpCAS, Flags: wire.FlagOldPresent | wire.FlagNoCurrent | wire.FlagCASDelete | flags,
+			Client: 9, Seq: seq, Key: k, Aux: []byte(old)}, 10*time.Second)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return ans.Status
+	}
+	secondary := func() (string, bool) {
+		b.secMu.Lock()
+		st := b.sec[0]
+		b.secMu.Unlock()
+		st.mu.Lock()
+		defer st.mu.Unlock()
+		v, ok := st.t.get(k)
+		return string(v), ok
+	}
+
+	put("v1")
+	if st := del("v0", 0, 1); st != wire.StatusMismatch {
+		t.Fatalf("compare-and-delete of another value: %v, want MISMATCH", st)
+	}
+	if v, ok := get(); !ok || v != "v1" {
+		t.Fatalf("after a mismatched compare-and-delete: %q %v, want v1", v, ok)
+	}
+	if st := del("v1", 0, 2); st != wire.StatusOK {
+		t.Fatalf("compare-and-delete of the value: %v, want OK", st)
+	}
+	if v, ok := get(); ok {
+		t.Fatalf("after the compare-and-delete the primary has %q", v)
+	}
+	if v, ok := secondary(); ok {
+		t.Fatalf("after the acknowledged compare-and-delete the secondary has %q", v)
+	}
+	put("v1")
+	if st := del("v1", wire.FlagRetry, 2); st != wire.StatusOK {
+		t.Fatalf("the retried compare-and-delete: %v, want OK (its first outcome)", st)
+	}
+	if v, ok := get(); !ok || v != "v1" {
+		t.Fatalf("a retry of a compare-and-delete that was applied deleted again: %q %v", v, ok)
+	}
+}

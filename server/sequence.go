@@ -239,9 +239,12 @@ func (p *primary) apply(e *entry, o *outcome) *entry {
 		} else {
 			match = ok && bytes.Equal(cur, r.aux)
 		}
-		if match {
+		switch {
+		case match && r.flags&wire.FlagCASDelete != 0:
+			e.del = true
+		case match:
 			e.val = r.value
-		} else {
+		default:
 			e.noop = true
 			o.status = wire.StatusMismatch
 			if ok {

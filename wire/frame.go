@@ -175,6 +175,10 @@ const (
 	// exists (a caller that only needs the outcome, e.g. SETNX, need not
 	// bring back 1 MiB).
 	FlagNoCurrent = FlagDelete
+	// FlagCASDelete (= FlagNoop): on an OpCAS request, a match deletes
+	// the key instead of setting it (Value is not used): a delete only
+	// if the value is still the one read (GETDEL, a conditional DELETE).
+	FlagCASDelete = FlagNoop
 )
 
 // AppendDedupRecord appends one remembered write outcome: 8 client, 8 seq,

@@ -17,6 +17,8 @@ import (
 	"os/exec"
 	"regexp"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -263,6 +265,40 @@ func TestGatewayGoRedis(t *testing.T) {
 			}
 			if v, err := cl.Get(ctx, p+"s"); err != nil || string(v) != "cd" {
 				t.Fatalf("the cluster holds %q, %v", v, err)
+			}
+			// GETDEL: the value, then nothing; racing GETDELs of one
+			// value: exactly one gets it (a compare-and-delete).
+			must(rdb.Set(ctx, p+"gd", bin, 0).Err())
+			if v, err := rdb.GetDel(ctx, p+"gd").Result(); err != nil || v != bin {
+				t.Fatalf("GETDEL = %q, %v", v, err)
+			}
+			if v, err := cl.Get(ctx, p+"gd"); !errors.Is(err, client.ErrNotFound) {
+				t.Fatalf("after GETDEL the cluster holds %q, %v", v, err)
+			}
+			if _, err := rdb.GetDel(ctx, p+"gd").Result(); !errors.Is(err, redis.Nil) {
+				t.Fatalf("GETDEL of an absent key: %v, want redis.Nil", err)
+			}
+			for round := range 20 {
+				must(rdb.Set(ctx, p+"tok", round, 0).Err())
+				var wg sync.WaitGroup
+				var won atomic.Int32
+				for range 6 {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						v, err := rdb.GetDel(ctx, p+"tok").Result()
+						switch {
+						case err == nil && v == fmt.Sprint(round):
+							won.Add(1)
+						case !errors.Is(err, redis.Nil):
+							t.Errorf("round %d: GETDEL = %q, %v", round, v, err)
+						}
+					}()
+				}
+				wg.Wait()
+				if n := won.Load(); n != 1 {
+					t.Fatalf("round %d: %d of 6 racing GETDELs got the value, want 1", round, n)
+				}
 			}
 			// A pipeline of 1,000 commands: SETs, GETs of the same keys,
 			// INCRs of one counter, answered in order.
