@@ -979,6 +979,7 @@ func (s *session) findSession(match func(*session) bool) (found *session) {
 func (s *session) kill(o *session) {
 	if o == s {
 		s.closeAfter = true
+		s.quit.Store(true) // (nothing read after it runs, as after QUIT)
 		return
 	}
 	s.g.log.Info().Int64("id", o.id).Str("remote", addrString(o.remote)).Int64("by", s.id).Msg("connection closed by CLIENT KILL")

@@ -324,7 +324,8 @@ func TestClientList(t *testing.T) {
 // it says SKIPME no; bad filters are refused in Redis 7.0's words and
 // close nothing.
 func TestClientKill(t *testing.T) {
-	g := start(t, newMemStore(), nil)
+	st := newMemStore()
+	g := start(t, st, nil)
 	me, a, b, c := dialRESP(t, g.Addr()), dialRESP(t, g.Addr()), dialRESP(t, g.Addr()), dialRESP(t, g.Addr())
 	myID := strings.Trim(readAnswer(t, me, cmd("CLIENT", "ID")), ":\r\n")
 	aID := strings.Trim(readAnswer(t, a, cmd("CLIENT", "ID")), ":\r\n")
@@ -359,10 +360,17 @@ func TestClientKill(t *testing.T) {
 	if got := clientLines(t, readAnswer(t, me, cmd("CLIENT", "LIST"))); len(got) != 1 || got[0]["id"] != myID {
 		t.Errorf("CLIENT LIST after the kills: %v, want only %s", got, myID)
 	}
-	// SKIPME no: the asker is answered, then closed.
-	exchangeOn(t, me, cmd("CLIENT", "KILL", "ID", myID, "SKIPME", "no"), ":1\r\n")
+	// SKIPME no: the asker is answered, then closed; what it sent after
+	// never runs.
+	exchangeOn(t, me, cmd("CLIENT", "KILL", "ID", myID, "SKIPME", "no")+cmd("SET", "after", "1"), ":1\r\n")
 	if !closedWithin(me, 5*time.Second) {
 		t.Fatal("the asker still open 5 s after CLIENT KILL ID <its own> SKIPME no")
+	}
+	st.mu.Lock()
+	_, ran := st.m["after"]
+	st.mu.Unlock()
+	if ran {
+		t.Error("a SET pipelined after CLIENT KILL of the asker ran")
 	}
 	me = dialRESP(t, g.Addr())
 	exchangeOn(t, me, cmd("CLIENT", "KILL", me.LocalAddr().String()), "+OK\r\n")
