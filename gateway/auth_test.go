@@ -84,6 +84,28 @@ func TestRESPLogins(t *testing.T) {
 	}
 }
 
+// TestRESPClientKillUser: with users, CLIENT KILL USER matches the user
+// CLIENT LIST shows: the name logged in with, default for a connection
+// not logged in yet; an empty name is no user (a review: USER default
+// missed the connections CLIENT LIST showed as default's, USER "" killed
+// them).
+func TestRESPClientKillUser(t *testing.T) {
+	g, _ := startAuthGateway(t)
+	admin, writer, none := dialRESP(t, g.Addr()), dialRESP(t, g.Addr()), dialRESP(t, g.Addr())
+	exchangeOn(t, admin, cmd("AUTH", "root", "root-pw"), "+OK\r\n")
+	exchangeOn(t, writer, cmd("AUTH", "writer", "writer-pw"), "+OK\r\n")
+	exchangeOn(t, none, cmd("PING"), "-NOAUTH Authentication required.\r\n")
+	exchangeOn(t, admin, cmd("CLIENT", "KILL", "USER", "")+cmd("CLIENT", "KILL", "USER", "default"), "-ERR No such user ''\r\n:1\r\n")
+	if !closedWithin(none, 5*time.Second) {
+		t.Fatal("the connection not logged in still open 5 s after CLIENT KILL USER default")
+	}
+	exchangeOn(t, writer, cmd("PING"), "+PONG\r\n")
+	exchangeOn(t, admin, cmd("CLIENT", "KILL", "USER", "writer"), ":1\r\n")
+	if !closedWithin(writer, 5*time.Second) {
+		t.Fatal("writer's connection still open 5 s after CLIENT KILL USER writer")
+	}
+}
+
 func TestRESPLoginsThrottled(t *testing.T) {
 	g, f := startAuthGateway(t)
 	nc := dialRESP(t, g.Addr())

@@ -805,12 +805,9 @@ func (s *session) clientLine(b *strings.Builder, asker *session, cmd string, now
 	if s == asker {
 		m = s.metaNow()
 	}
-	flags, user := "N", m.user
+	flags, user := "N", shownUser(m.user)
 	if m.multi {
 		flags = "x" // (a refused MULTI is open: its commands are refused)
-	}
-	if user == "" {
-		user = "default"
 	}
 	idle, multi := time.Duration(0), -1
 	if m.multi {
@@ -829,6 +826,15 @@ func (s *session) clientLine(b *strings.Builder, asker *session, cmd string, now
 	}
 	fmt.Fprintf(b, "id=%d addr=%s laddr=%s fd=%d name=%s age=%d idle=%d flags=%s db=0 sub=0 psub=0 ssub=0 multi=%d watch=0 events=r cmd=%s user=%s redir=-1 resp=%d lib-name=%s lib-ver=%s\n",
 		s.id, addrString(s.remote), addrString(s.local), s.fd, m.name, int(now.Sub(s.opened).Seconds()), int(max(idle, 0).Seconds()), flags, multi, cmd, user, m.proto, m.lib[0], m.lib[1])
+}
+
+// shownUser is the user CLIENT LIST shows and CLIENT KILL USER matches:
+// the one logged in as, or default (no users, or not logged in yet).
+func shownUser(u string) string {
+	if u == "" {
+		return "default"
+	}
+	return u
 }
 
 // clientList answers CLIENT LIST [TYPE type] [ID id …]: every open
@@ -883,6 +889,12 @@ func (s *session) clientList(args [][]byte, out []byte) ([]byte, error) {
 // other reason). The asking connection is closed after its answer, by
 // the old form or with SKIPME no.
 func (s *session) clientKill(args [][]byte, out []byte) ([]byte, error) {
+	if s.closed.Load() {
+		// Its client is gone (its writes still run): an address it
+		// names may be another connection's by now (a review: the
+		// port's next user was closed).
+		return out, Error("ERR connection closed")
+	}
 	if len(args) == 1 {
 		addr := string(args[0])
 		o := s.findSession(func(o *session) bool { return addrString(o.remote) == addr })
@@ -892,14 +904,14 @@ func (s *session) clientKill(args [][]byte, out []byte) ([]byte, error) {
 		s.kill(o)
 		return redcon.AppendOK(out), nil
 	}
-	if len(args)%2 != 0 {
-		return out, errSyntax
-	}
 	var (
 		id, addr, laddr, user *string
 		normal, skipme        = true, true
 	)
 	for i := 0; i < len(args); i += 2 {
+		if i+1 == len(args) {
+			return out, errSyntax // (a filter without its value: Redis's words, in its order)
+		}
 		v := string(args[i+1])
 		switch f := args[i]; {
 		case isCmd(f, "id"):
@@ -921,10 +933,11 @@ func (s *session) clientKill(args [][]byte, out []byte) ([]byte, error) {
 		case isCmd(f, "laddr"):
 			laddr = &v
 		case isCmd(f, "user"):
-			if s.g.logins == nil && v != "default" {
+			if v == "" || s.g.logins == nil && v != "default" {
 				// Without users, every connection is default's. With
 				// them, the names are the authenticator's: a name
-				// nobody logged in with matches nobody.
+				// nobody logged in with matches nobody, and default
+				// the connections not logged in (as CLIENT LIST shows).
 				return out, Error("ERR No such user '" + cut(args[i+1], 128) + "'")
 			}
 			user = &v
@@ -950,7 +963,7 @@ func (s *session) clientKill(args [][]byte, out []byte) ([]byte, error) {
 				id != nil && strconv.FormatInt(o.id, 10) != *id,
 				addr != nil && addrString(o.remote) != *addr,
 				laddr != nil && addrString(o.local) != *laddr,
-				user != nil && s.g.logins != nil && o.meta.Load().user != *user:
+				user != nil && shownUser(o.meta.Load().user) != *user:
 				return true
 			}
 			ids = append(ids, o)

@@ -203,7 +203,12 @@ func (s *session) run(q []command) []command {
 			}
 			if close && !(ro && s.closed.Load()) {
 				// (A read given up as its client closed ends nothing:
-				// the commands after it that write still run.)
+				// the commands after it that write still run.) Nothing
+				// queued after it runs, also what its loop reads until
+				// the close: take and more hand out nothing once stop
+				// is set (a review: SETs sent after CLIENT KILL of the
+				// asker ran, a batch at a time, in 9 runs of 137).
+				s.stop.Store(true)
 				s.flush(out, true)
 				s.mu.Lock()
 				s.queue = nil
