@@ -471,8 +471,28 @@ func electedCutFrom(t *testing.T, cut int) {
 		servers = append(servers, h.Addr(i+1))
 	}
 	healCutOff := h.Isolate(g.coordHost(cutOff), servers...)
-	healBehind := h.Isolate(g.coordHost(behind), h.Addr(g.coordHost(lead)))
-	t.Logf("coordinator %d cut from servers on %v, coordinator %d from the leader %d", cutOff, servers, behind, lead)
+	// Both ways: a blackhole route on behind's host only drops what
+	// behind sends. The leader's segments on Raft connections already
+	// open still arrive (their acks are dropped): a busy one carries
+	// new entries for a retransmission timeout, an idle pooled one its
+	// next request whenever it comes, and the leader's replication falls
+	// back to one when its pipeline times out. Behind then caught up
+	// with every entry committed so far and won the election. The route
+	// on the leader's host stops its sends on open connections too.
+	healFrom := h.Isolate(g.coordHost(behind), h.Addr(g.coordHost(lead)))
+	healTo := h.Isolate(g.coordHost(lead), h.Addr(g.coordHost(behind)))
+	healBehind := func() { healTo(); healFrom() }
+	t.Logf("coordinator %d cut from servers on %v, coordinator %d from the leader %d (both ways)", cutOff, servers, behind, lead)
+	// The cut holds once behind's Raft misses the leader.
+	lost := func() int {
+		raw, _ := os.ReadFile(filepath.Join(c.Dir, fmt.Sprintf("ftkv-coord-%d.log", behind)))
+		return strings.Count(string(raw), "heartbeat timeout reached")
+	}
+	for n0, deadline := lost(), time.Now().Add(electionBound); lost() == n0; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			c.Fatalf(t, "coordinator %d still hears the leader %s after the cut", behind, electionBound)
+		}
+	}
 	v := c.KillServer(t, 0)
 	rec := c.WaitRecovered(t, remoteRecover, v)
 	waitProgress(t, c, "load after server 0's recovery", w.Done, 200, 500*time.Millisecond)
