@@ -593,7 +593,7 @@ func (c *Client) write(ctx context.Context, f *wire.Frame) error {
 func (c *Client) CompareAndSwap(ctx context.Context, key string, old, new []byte) (bool, error) {
 	// The current value is not asked for: a mismatch on a key of 1 MiB
 	// brings back no megabyte.
-	swapped, _, err := c.cas(ctx, key, old, new, wire.FlagNoCurrent)
+	swapped, _, err := c.cas(ctx, wire.OpCAS, key, old, new, wire.FlagNoCurrent)
 	return swapped, err
 }
 
@@ -601,20 +601,20 @@ func (c *Client) CompareAndSwap(ctx context.Context, key string, old, new []byte
 // if the key is absent, which deletes nothing). It reports whether the
 // value matched (and so whether the key, if it existed, is deleted).
 func (c *Client) CompareAndDelete(ctx context.Context, key string, old []byte) (bool, error) {
-	swapped, _, err := c.cas(ctx, key, old, nil, wire.FlagNoCurrent|wire.FlagCASDelete)
+	swapped, _, err := c.cas(ctx, wire.OpCAD, key, old, nil, wire.FlagNoCurrent)
 	return swapped, err
 }
 
 // CompareAndSwapCurrent is CompareAndSwap that also returns, on a mismatch,
 // the current value (nil when the key is absent).
 func (c *Client) CompareAndSwapCurrent(ctx context.Context, key string, old, new []byte) (bool, []byte, error) {
-	return c.cas(ctx, key, old, new, 0)
+	return c.cas(ctx, wire.OpCAS, key, old, new, 0)
 }
 
-// cas is the compare-and-swap with the request's flags besides
-// FlagOldPresent.
-func (c *Client) cas(ctx context.Context, key string, old, new []byte, flags uint8) (bool, []byte, error) {
-	f := &wire.Frame{Op: wire.OpCAS, Key: keyBytes(key), Value: new, Aux: old, Flags: flags}
+// cas is the compare-and-swap (op OpCAS) or compare-and-delete (OpCAD)
+// with the request's flags besides FlagOldPresent.
+func (c *Client) cas(ctx context.Context, op wire.Op, key string, old, new []byte, flags uint8) (bool, []byte, error) {
+	f := &wire.Frame{Op: op, Key: keyBytes(key), Value: new, Aux: old, Flags: flags}
 	if old != nil {
 		f.Flags |= wire.FlagOldPresent
 	}

@@ -49,8 +49,7 @@ func TestCASWithoutCurrentValue(t *testing.T) {
 	}
 }
 
-// TestCASDelete: a compare-and-swap with FlagCASDelete deletes the key on
-// a match, on the primary and on the secondary (the write is replicated
+// TestCASDelete: a compare-and-delete (OpCAD) deletes the key on a match, on the primary and on the secondary (the write is replicated
 // as a delete), and changes nothing on a mismatch; a retry is answered
 // from the deduplication record and deletes nothing again.
 func TestCASDelete(t *testing.T) {
@@ -73,7 +72,7 @@ func TestCASDelete(t *testing.T) {
 	}
 	del := func(old string, flags uint8, seq uint64) wire.Status {
 		t.Helper()
-		ans, err := cn.doRetry(&wire.Frame{Op: wire.OpCAS, Flags: wire.FlagOldPresent | wire.FlagNoCurrent | wire.FlagCASDelete | flags,
+		ans, err := cn.doRetry(&wire.Frame{Op: wire.OpCAD, Flags: wire.FlagOldPresent | wire.FlagNoCurrent | flags,
 			Client: 9, Seq: seq, Key: k, Aux: []byte(old)}, 10*time.Second)
 		if err != nil {
 			t.Fatal(err)

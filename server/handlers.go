@@ -143,7 +143,7 @@ const directAnswer = 64 << 10
 // handleClient answers a Get into out, or returns the write to sequence.
 func (s *Server) handleClient(c gnet.Conn, f *wire.Frame, out []byte) ([]byte, handled) {
 	switch f.Op {
-	case wire.OpGet, wire.OpPut, wire.OpDelete, wire.OpCAS, wire.OpAppend:
+	case wire.OpGet, wire.OpPut, wire.OpDelete, wire.OpCAS, wire.OpAppend, wire.OpCAD:
 	default:
 		return reply(out, f, wire.StatusBadRequest, 0, fmt.Sprintf("op %s not accepted on the client port", f.Op)), handled{}
 	}
@@ -191,7 +191,7 @@ func (s *Server) handleClient(c gnet.Conn, f *wire.Frame, out []byte) ([]byte, h
 	rc := makeRec(f.Key, f.Value)
 	r := &entry{wreq: wreq{c: c, id: f.ID, op: f.Op, flags: f.Flags, client: f.Client, seq: f.Seq, floor: f.Floor,
 		rec: rc, key: rc.key(), value: rc.value()}}
-	if f.Op == wire.OpCAS && f.Flags&wire.FlagOldPresent != 0 {
+	if (f.Op == wire.OpCAS || f.Op == wire.OpCAD) && f.Flags&wire.FlagOldPresent != 0 {
 		r.aux = append([]byte{}, f.Aux...)
 	}
 	return out, handled{p: p, r: r}

@@ -76,6 +76,7 @@ func (m *serverMetrics) login(outcome string) {
 
 // answered counts n answers to op with status st.
 func (m *serverMetrics) answered(op wire.Op, st wire.Status, n int) {
+	op = metricOp(op)
 	if int(op) < opSlots && int(st) < statusSlots && op != wire.OpInvalid && n > 0 {
 		m.ops[op][st].Add(n)
 	}
@@ -91,6 +92,15 @@ func (m *serverMetrics) answeredFrame(op wire.Op, enc []byte) bool {
 	return op == wire.OpGet
 }
 
+// metricOp is the op a request is counted under: a compare-and-delete
+// as the compare-and-swap it is.
+func metricOp(op wire.Op) wire.Op {
+	if op == wire.OpCAD {
+		return wire.OpCAS
+	}
+	return op
+}
+
 // statusOffset is where wire.Append puts a frame's status (checked by
 // TestMetricsStatusOffset).
 const statusOffset = 6
@@ -98,6 +108,7 @@ const statusOffset = 6
 // observe records the latency of n answers to op, for a request that
 // arrived at start (monoNow).
 func (m *serverMetrics) observe(op wire.Op, start int64, n int) {
+	op = metricOp(op)
 	if int(op) >= opSlots || op == wire.OpInvalid || start == 0 {
 		return
 	}

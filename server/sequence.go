@@ -206,7 +206,7 @@ func (p *primary) apply(e *entry, o *outcome) *entry {
 	r := &e.wreq
 	var cur []byte
 	var ok bool
-	if r.op == wire.OpAppend || r.op == wire.OpCAS {
+	if r.op == wire.OpAppend || r.op == wire.OpCAS || r.op == wire.OpCAD {
 		cur, ok = p.latest(r.key) // a put or delete does not depend on it
 	}
 	e.out = o
@@ -232,7 +232,7 @@ func (p *primary) apply(e *entry, o *outcome) *entry {
 		copy(nv, cur)
 		copy(nv[len(cur):], r.value)
 		e.val = nv
-	case wire.OpCAS:
+	case wire.OpCAS, wire.OpCAD:
 		match := false
 		if r.flags&wire.FlagOldPresent == 0 {
 			match = !ok
@@ -240,7 +240,7 @@ func (p *primary) apply(e *entry, o *outcome) *entry {
 			match = ok && bytes.Equal(cur, r.aux)
 		}
 		switch {
-		case match && r.flags&wire.FlagCASDelete != 0:
+		case match && r.op == wire.OpCAD:
 			e.del = true
 		case match:
 			e.val = r.value

@@ -47,12 +47,18 @@ const (
 	OpFreeze       // coordinator -> primary: Seq = shard; stop writes, drain, answer Seq = last index
 	OpSetCoord     // coordinator -> server: Value = the coordinator's servers address
 	OpPing         // primary -> secondary on the replication link: lease renewal
+	// OpCAD: compare-and-delete: Key, Aux = old (FlagOldPresent; absent:
+	// only if the key is absent, which deletes nothing). A match deletes
+	// the key; answered as OpCAS is (FlagNoCurrent too). An op of its own,
+	// not a flag on OpCAS: a server that predates it refuses the frame
+	// rather than taking it for a swap to the empty value.
+	OpCAD
 	opMax
 )
 
 var opNames = [...]string{"INVALID", "GET", "PUT", "DELETE", "CAS", "APPEND", "VIEW", "STATUS",
 	"HEARTBEAT", "SETVIEW", "REPLHELLO", "REPL", "REPLACK", "SHUTDOWN", "HELLO", "SEED", "FREEZE",
-	"SETCOORD", "PING"}
+	"SETCOORD", "PING", "CAD"}
 
 func (o Op) String() string {
 	if int(o) < len(opNames) {
@@ -62,7 +68,9 @@ func (o Op) String() string {
 }
 
 // IsWrite reports whether o changes a key.
-func (o Op) IsWrite() bool { return o == OpPut || o == OpDelete || o == OpCAS || o == OpAppend }
+func (o Op) IsWrite() bool {
+	return o == OpPut || o == OpDelete || o == OpCAS || o == OpAppend || o == OpCAD
+}
 
 // Status is the outcome carried by an answer frame.
 type Status uint8
@@ -175,10 +183,6 @@ const (
 	// exists (a caller that only needs the outcome, e.g. SETNX, need not
 	// bring back 1 MiB).
 	FlagNoCurrent = FlagDelete
-	// FlagCASDelete (= FlagNoop): on an OpCAS request, a match deletes
-	// the key instead of setting it (Value is not used): a delete only
-	// if the value is still the one read (GETDEL, a conditional DELETE).
-	FlagCASDelete = FlagNoop
 )
 
 // AppendDedupRecord appends one remembered write outcome: 8 client, 8 seq,

@@ -47,6 +47,7 @@ func sampleFrames() []struct {
 		{"freeze", Frame{Op: OpFreeze, Seq: 2, Epoch: 5}},
 		{"setcoord", Frame{Op: OpSetCoord, Value: []byte("127.0.0.1:7001")}},
 		{"ping", Frame{Op: OpPing, ID: 9}},
+		{"cad", Frame{Op: OpCAD, Flags: FlagOldPresent | FlagNoCurrent, ID: 10, Client: 3, Seq: 4, Key: []byte("k"), Aux: []byte("old")}},
 		{"error-answer", Frame{Op: OpPut, Status: StatusError, ID: 2, Value: []byte("disk on fire")}},
 		{"wrong-server", Frame{Op: OpGet, Status: StatusWrongServer, Epoch: 13}},
 	}
@@ -390,7 +391,7 @@ func TestNames(t *testing.T) {
 }
 
 func TestIsWrite(t *testing.T) {
-	writes := map[Op]bool{OpPut: true, OpDelete: true, OpCAS: true, OpAppend: true}
+	writes := map[Op]bool{OpPut: true, OpDelete: true, OpCAS: true, OpAppend: true, OpCAD: true}
 	for op := OpInvalid; op <= opMax; op++ {
 		if op.IsWrite() != writes[op] {
 			t.Errorf("%v.IsWrite() = %v", op, op.IsWrite())
